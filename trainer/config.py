@@ -1,0 +1,308 @@
+"""The trainer's typed configuration: one dataclass, validated once, all problems reported together.
+
+Every field carries a help text with its sensible range and what goes wrong outside it
+(`describe()` prints them; the search-space loader checks names against `field_names()`).
+A config is a plain object: a search builds one in code with `TrainConfig.from_dict(...)`,
+a user writes YAML and overrides single keys with `key=value`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid; the message lists every problem found, one per line."""
+
+
+def _f(default: Any, help: str, choices: tuple | None = None):
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    """Everything one HSC-MAE training run needs besides the data."""
+
+    # --- run ---
+    seed: int = _f(0, "Seed for initialisation, shuffling and masking. Same seed, same data, same device: same run.")
+    epochs: int = _f(30, "Training epochs (>= 1). ASHA's budget unit. 20-100 is typical; AVE-size data saturates by ~40.")
+    batch_size: int = _f(
+        256,
+        "Clips per step (>= 8). Must exceed cca_dim (DCCA covariances need more samples than dims). "
+        "Clamped to the train-split size. 128-1024; larger batches give InfoNCE more negatives.",
+    )
+    # --- model ---
+    hidden_dim: int = _f(512, "Width of the encoder/decoder MLPs (and of the sequence transformer). 128-1024.")
+    embed_dim: int = _f(128, "Size of the shared embedding e each encoder returns. 64-256.")
+    proj_dim: int = _f(128, "Size of the contrastive head z (InfoNCE, distillation, retrieval by default). 64-256.")
+    cca_dim: int = _f(
+        0,
+        "k_out, size of the CCA head h. 0 = auto: min(32, audio dim, visual dim, batch_size - 1). "
+        "Must be below batch_size; 8-64.",
+    )
+    seq_layers: int = _f(1, "Transformer layers over time steps, used only for (N, T, D) sequence features. 1-4.")
+    # --- losses on/off (ablations) ---
+    use_rec: bool = _f(True, "Masked feature reconstruction (sample level). Off = no MAE loss.")
+    use_dcca: bool = _f(True, "DCCA on the unmasked student CCA path (global level). Off = no CCA loss.")
+    use_nce: bool = _f(True, "Soft top-k InfoNCE on the masked student path (local level). Off = no contrastive loss.")
+    distill: str = _f(
+        "none",
+        "Teacher-to-student distillation: none; relational (MSE between cross-modal similarity matrices); "
+        "embedding (MSE between normalised embeddings).",
+        choices=("none", "relational", "embedding"),
+    )
+    # --- masking ---
+    mask_ratio: float = _f(
+        0.5,
+        "Fraction of feature entries (vectors) or time steps (sequences) masked on the student MAE path, in [0, 1). "
+        "0.3-0.75; above ~0.9 the student sees too little to match its pair.",
+    )
+    # --- DCCA ---
+    cca_ridge: float = _f(
+        1e-3,
+        "Ridge r added to both auto-covariances (> 0). 1e-4-1e-1; below ~1e-5 small batches give unstable whitening.",
+    )
+    cca_k: int = _f(0, "Number of top canonical correlations in the DCCA loss; 0 = all cca_dim of them.")
+    # --- soft top-k InfoNCE ---
+    tau: float = _f(0.1, "Student InfoNCE temperature (> 0). 0.03-0.3; below ~0.02 logits overflow the softmax.")
+    topk: int = _f(
+        5,
+        "Teacher neighbours used as soft positives per clip (>= 0, below batch_size). 0 = plain symmetric InfoNCE (CLIP).",
+    )
+    tau_teacher: float = _f(0.05, "Temperature of the teacher's softmax over its top-k affinities (> 0). 0.01-0.2.")
+    self_weight: float = _f(
+        0.7, "Target mass on the true pair, in (0, 1]; the rest is spread over the top-k neighbours. 0.5-0.9."
+    )
+    # --- EMA teacher ---
+    ema_momentum: float = _f(
+        0.99,
+        "Initial teacher EMA momentum m in [0, 1); rises to 1.0 on a cosine schedule over all steps (DINO). "
+        "0.9-0.999; near 1 with few steps the teacher barely moves from its random init.",
+    )
+    # --- loss weighting ---
+    loss_weighting: str = _f(
+        "learned",
+        "learned: homoscedastic-uncertainty weights exp(-s_i) L_i + s_i (Kendall et al. 2018); fixed: w_* below.",
+        choices=("learned", "fixed"),
+    )
+    weight_lr: float = _f(0.01, "Learning rate of the learned log-variances s_i (Adam). 1e-3-5e-2.")
+    weight_warmup_epochs: int = _f(1, "Epochs during which the learned s_i stay at their initial 0 (>= 0).")
+    logvar_floor: float = _f(
+        -2.0,
+        "Lower bound on each s_i, i.e. at most exp(-floor) weight (e^2 = 7.4 by default). Without it a loss that "
+        "approaches 0 gets an exploding weight (the optimum is s_i = log L_i). -4 to 0.",
+    )
+    w_rec: float = _f(1.0, "Fixed weight of the reconstruction loss (loss_weighting=fixed). >= 0.")
+    w_dcca: float = _f(1.0, "Fixed weight of the DCCA loss (loss_weighting=fixed). >= 0.")
+    w_nce: float = _f(1.0, "Fixed weight of the InfoNCE loss (loss_weighting=fixed). >= 0.")
+    w_distill: float = _f(1.0, "Fixed weight of the distillation loss (loss_weighting=fixed). >= 0.")
+    # --- optimisation ---
+    lr: float = _f(1e-3, "Peak AdamW learning rate (> 0). 1e-4-3e-3; above ~1e-2 training diverges.")
+    weight_decay: float = _f(0.05, "AdamW weight decay (>= 0). 0-0.2.")
+    warmup_epochs: float = _f(1.0, "Linear learning-rate warm-up, in epochs (>= 0); then cosine decay.")
+    min_lr_ratio: float = _f(0.01, "Final learning rate as a fraction of lr, in [0, 1].")
+    grad_clip: float = _f(1.0, "Max global gradient norm; 0 disables clipping.")
+    amp: bool = _f(True, "bfloat16 autocast on CUDA (the DCCA algebra stays float64). Ignored on CPU.")
+    # --- evaluation ---
+    eval_model: str = _f("teacher", "Which network embeds clips for evaluation.", choices=("teacher", "student"))
+    eval_embedding: str = _f(
+        "z",
+        "Which embedding retrieval uses: z (contrastive head), h (CCA head) or e (encoder output).",
+        choices=("z", "h", "e"),
+    )
+    eval_projection: str = _f(
+        "none",
+        "none: cosine on the embedding; cca: a linear CCA fitted on the train split's embeddings projects both "
+        "modalities first (needed to judge DCCA-only models, whose raw outputs are not cosine-comparable).",
+        choices=("none", "cca"),
+    )
+    val_fraction: float = _f(0.1, "Fraction of train carved (seeded) as validation when the data has no val split.")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+        """Builds and validates a config; unknown keys and wrong types are reported with the valid names."""
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: expected a mapping of field: value, got {type(values).__name__}")
+        problems: list[str] = []
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in fields:
+                problems.append(f"{source}: unknown key '{key}'; valid keys: {', '.join(fields)}")
+                continue
+            try:
+                kwargs[key] = _coerce(value, fields[key])
+            except (TypeError, ValueError) as e:
+                problems.append(f"{source}: {key}: {e}")
+        if problems:
+            raise ConfigError("\n".join(problems))
+        cfg = cls(**kwargs)
+        cfg.validate(source)
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Iterable[str] = ()) -> "TrainConfig":
+        """Reads a YAML file (a flat mapping) and applies `key=value` overrides on top."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of field: value at the top level")
+        values.update(parse_overrides(overrides))
+        return cls.from_dict(values, source=str(path))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A validated copy with some fields changed."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, source: str = "config") -> None:
+        """Raises ConfigError listing every problem (not just the first)."""
+        p: list[str] = []
+
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                p.append(f"{source}: {msg}")
+
+        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 8, f"batch_size must be >= 8, got {self.batch_size}")
+        for name in ("hidden_dim", "embed_dim", "proj_dim", "seq_layers"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(self.cca_dim >= 0, f"cca_dim must be >= 0 (0 = auto), got {self.cca_dim}")
+        if self.cca_dim > 0:
+            need(
+                self.batch_size > self.cca_dim,
+                f"batch_size ({self.batch_size}) must exceed cca_dim ({self.cca_dim}): DCCA covariances need more "
+                "samples than dimensions",
+            )
+        need(self.cca_k >= 0, f"cca_k must be >= 0 (0 = all), got {self.cca_k}")
+        if self.cca_dim > 0:
+            need(self.cca_k <= self.cca_dim, f"cca_k ({self.cca_k}) must not exceed cca_dim ({self.cca_dim})")
+        need(0.0 <= self.mask_ratio < 1.0, f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        need(self.cca_ridge > 0, f"cca_ridge must be > 0, got {self.cca_ridge}")
+        need(self.tau > 0, f"tau must be > 0, got {self.tau}")
+        need(self.tau_teacher > 0, f"tau_teacher must be > 0, got {self.tau_teacher}")
+        need(self.topk >= 0, f"topk must be >= 0, got {self.topk}")
+        need(self.topk < self.batch_size, f"topk ({self.topk}) must be below batch_size ({self.batch_size})")
+        need(0.0 < self.self_weight <= 1.0, f"self_weight must be in (0, 1], got {self.self_weight}")
+        need(0.0 <= self.ema_momentum < 1.0, f"ema_momentum must be in [0, 1), got {self.ema_momentum}")
+        need(self.weight_lr > 0, f"weight_lr must be > 0, got {self.weight_lr}")
+        need(self.weight_warmup_epochs >= 0, f"weight_warmup_epochs must be >= 0, got {self.weight_warmup_epochs}")
+        for name in ("w_rec", "w_dcca", "w_nce", "w_distill", "weight_decay", "warmup_epochs", "grad_clip"):
+            need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        need(0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                p.append(f"{source}: {f.name} must be one of {list(choices)}, got {getattr(self, f.name)!r}")
+        need(
+            bool(self.active_losses()),
+            "no loss is active: enable at least one of use_rec (with mask_ratio > 0), use_dcca, use_nce, distill",
+        )
+        if p:
+            raise ConfigError("\n".join(p))
+
+    def active_losses(self) -> list[str]:
+        """Names of the losses this config trains with, in a fixed order (rec, dcca, nce, distill)."""
+        names = []
+        if self.use_rec and self.mask_ratio > 0:
+            names.append("rec")
+        if self.use_dcca:
+            names.append("dcca")
+        if self.use_nce:
+            names.append("nce")
+        if self.distill != "none":
+            names.append("distill")
+        return names
+
+    def resolve(self, n_train: int, audio_dim: int, visual_dim: int) -> "TrainConfig":
+        """Fills the data-dependent fields: batch size clamped to the train split, auto cca_dim and cca_k.
+
+        Raises ConfigError if an explicit value cannot work with this data.
+        """
+        batch = min(self.batch_size, n_train)
+        cca_dim = self.cca_dim or max(1, min(32, audio_dim, visual_dim, batch - 1))
+        if batch <= cca_dim:
+            raise ConfigError(
+                f"config: batch size {batch} (train split has {n_train} clips) must exceed cca_dim {cca_dim}"
+            )
+        cca_k = self.cca_k or cca_dim
+        return self.replace(batch_size=batch, cca_dim=cca_dim, cca_k=cca_k, topk=min(self.topk, batch - 1))
+
+
+def _coerce(value: Any, f: dataclasses.Field) -> Any:
+    """Checks/converts one YAML value to the field's type (int accepts integral floats like 1e3)."""
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise TypeError(f"expected true or false, got {value!r}")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+            raise TypeError(f"expected an integer, got {value!r}")
+        return int(value)
+    if kind == "float":
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML reads "1e-3" as a string
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a number, got {value!r}")
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported field type {kind}")  # pragma: no cover - guards new field types
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Parses `key=value` strings; values are read as YAML scalars (numbers, true/false, strings)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected key=value")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def describe() -> str:
+    """Every field with its default and help text, for `--help-config`."""
+    lines = []
+    for f in dataclasses.fields(TrainConfig):
+        lines.append(f"{f.name} (default {f.default!r}): {f.metadata['help']}")
+    return "\n".join(lines)

@@ -1,0 +1,266 @@
+"""`fit`: the training loop, model selection on validation, checkpoints and the run folder.
+
+The driver (Ray Tune) and the CLI both call `fit`; it knows nothing about either. Once per epoch it calls
+`on_epoch(report)` with the flat metric dict of DESIGN.md section 4 and a way to save the full training state.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .data import AVData, load_data
+from .ema import make_teacher
+from .engine import DeviceSplit, Schedule, TrainState, cca_spectrum, evaluate, train_one_epoch
+from .losses import LossWeighting
+from .model import HSCMAE
+
+CHECKPOINT_FILE = "state.pt"
+OBJECTIVE = "val/map_avg"
+
+
+@dataclass
+class EpochReport:
+    """What `on_epoch` receives once per epoch."""
+
+    epoch: int  # 1-based
+    metrics: dict[str, float]  # flat keys of DESIGN.md section 4; test/* only in the last epoch
+    is_last: bool
+    save_checkpoint: Callable[[str | os.PathLike], Path]  # writes the full state into a directory; returns the file
+
+
+@dataclass
+class FitResult:
+    config: TrainConfig  # resolved against the data
+    best_epoch: int
+    best_val: dict[str, float]  # val/* metrics of the selected epoch
+    test: dict[str, float]  # test/* of the selected checkpoint
+    history: list[dict[str, float]] = field(default_factory=list)
+    out_dir: Path | None = None
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' requested but CUDA is not available (torch {torch.__version__})")
+    return torch.device(device)
+
+
+def _clip_shape(x: np.ndarray) -> tuple[int, ...]:
+    return tuple(x.shape[1:])
+
+
+def build_state(cfg: TrainConfig, data: AVData, device: torch.device) -> TrainState:
+    """A freshly initialised (seeded) model, teacher, loss weighting and optimisers."""
+    torch.manual_seed(cfg.seed)
+    model = HSCMAE(_clip_shape(data.train.audio), _clip_shape(data.train.visual), cfg).to(device)
+    teacher = make_teacher(model)
+    names = cfg.active_losses()
+    fixed = {"rec": cfg.w_rec, "dcca": cfg.w_dcca, "nce": cfg.w_nce, "distill": cfg.w_distill}
+    weighting = LossWeighting(names, cfg.loss_weighting, fixed, cfg.logvar_floor).to(device)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "pos" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "pos" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.999),
+    )
+    weight_optimizer = (
+        torch.optim.Adam([weighting.logvars], lr=cfg.weight_lr) if cfg.loss_weighting == "learned" else None
+    )
+    return TrainState(model, teacher, weighting, optimizer, weight_optimizer)
+
+
+def _state_dict(state: TrainState, cfg: TrainConfig, epoch: int, best: dict, history: list) -> dict:
+    return {
+        "format": 1,
+        "epoch": epoch,
+        "step": state.step,
+        "config": cfg.to_dict(),
+        "model": state.model.state_dict(),
+        "teacher": state.teacher.state_dict(),
+        "weighting": state.weighting.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "weight_optimizer": state.weight_optimizer.state_dict() if state.weight_optimizer else None,
+        "best": best,
+        "history": history,
+    }
+
+
+def save_state(payload: dict, directory: str | os.PathLike) -> Path:
+    """Writes the checkpoint atomically into `directory`/state.pt."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / CHECKPOINT_FILE
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    os.close(fd)
+    torch.save(payload, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    """Reads a checkpoint file, or `state.pt` inside a directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def fit(
+    config: TrainConfig,
+    data: AVData | str,
+    *,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    resume_from: str | os.PathLike | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] | None = print,
+) -> FitResult:
+    """Trains one configuration.
+
+    Args:
+        config: the trainer config (data-dependent fields are resolved here).
+        data: an `AVData` (standardised) or a data spec for `load_data`.
+        on_epoch: called once per epoch with an `EpochReport`.
+        out_dir: run folder (config.yaml, metrics.jsonl, checkpoint/state.pt, summary.json); None writes nothing.
+        resume_from: a checkpoint file or directory written by `EpochReport.save_checkpoint` or a run folder's
+            checkpoint; training continues after its epoch and gives the same metrics as an uninterrupted run.
+        device: auto, cpu, cuda or cuda:N.
+        log: receives one line per epoch; None is silent.
+
+    Returns:
+        FitResult with the validation-selected epoch and its test mAP (evaluated once, after the last epoch).
+    """
+    t_start = time.perf_counter()
+    if isinstance(data, str):
+        data = load_data(data, val_fraction=config.val_fraction)
+    cfg = config.resolve(len(data.train), data.audio_dim, data.visual_dim)
+    dev = resolve_device(device)
+    train, val = DeviceSplit.from_split(data.train, dev), DeviceSplit.from_split(data.val, dev)
+    steps_per_epoch = len(train) // cfg.batch_size
+    sched = Schedule(
+        total_steps=cfg.epochs * steps_per_epoch,
+        warmup_steps=min(cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)),
+        steps_per_epoch=steps_per_epoch,
+    )
+    state = build_state(cfg, data, dev)
+    names = state.weighting.names
+    best: dict = {"epoch": 0, "score": -math.inf, "metrics": {}, "state": None}
+    history: list[dict] = []
+    start_epoch = 1
+    if resume_from is not None:
+        ckpt = load_state(resume_from)
+        state.model.load_state_dict(ckpt["model"])
+        state.teacher.load_state_dict(ckpt["teacher"])
+        state.weighting.load_state_dict(ckpt["weighting"])
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+        if state.weight_optimizer is not None and ckpt["weight_optimizer"] is not None:
+            state.weight_optimizer.load_state_dict(ckpt["weight_optimizer"])
+        state.step = ckpt["step"]
+        best, history = ckpt["best"], ckpt["history"]
+        start_epoch = ckpt["epoch"] + 1
+
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(out / "config.yaml")
+        with open(out / "metrics.jsonl", "w") as fh:  # rewritten from history so a resume leaves no duplicates
+            fh.writelines(json.dumps(h) + "\n" for h in history)
+    if log and start_epoch == 1:
+        log(f"data: {data.summary()}")
+        log(f"device: {dev}; losses: {', '.join(names)}; {steps_per_epoch} steps/epoch of {cfg.batch_size}")
+
+    eval_net = (lambda: state.teacher) if cfg.eval_model == "teacher" else (lambda: state.model)
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        train_metrics = train_one_epoch(state, train, cfg, epoch, sched)
+        metrics: dict[str, float] = {"epoch": epoch}
+        metrics.update({k: v for k, v in train_metrics.items() if k.startswith("loss/")})
+        for n, w, s in zip(names, state.weighting.weights().tolist(), state.weighting.log_variances().tolist()):
+            metrics[f"weight/{n}"] = w
+            metrics[f"logvar/{n}"] = s
+        metrics.update(evaluate(eval_net(), val, cfg, "val", fit_on=train))
+        metrics.update(cca_spectrum(eval_net(), val, cfg))
+        if metrics[OBJECTIVE] > best["score"]:
+            best = {
+                "epoch": epoch,
+                "score": metrics[OBJECTIVE],
+                "metrics": {k: v for k, v in metrics.items() if k.startswith("val/")},
+                "state": {k: v.detach().to("cpu", copy=True) for k, v in eval_net().state_dict().items()},
+            }
+        is_last = epoch == cfg.epochs
+        if is_last:  # test once, on the checkpoint validation selected
+            selected = copy.deepcopy(eval_net())
+            selected.load_state_dict(best["state"])
+            test = DeviceSplit.from_split(data.test, dev)
+            metrics.update(evaluate(selected, test, cfg, "test", fit_on=train))
+        metrics["time/epoch_s"] = time.perf_counter() - t0
+        metrics["perf/samples_per_s"] = train_metrics["perf/samples_per_s"]
+        history.append(metrics)
+
+        payload = lambda e=epoch: _state_dict(state, cfg, e, best, history)  # noqa: E731 - built only on demand
+        if out is not None:
+            save_state(payload(), out / "checkpoint")
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(metrics) + "\n")
+        if log:
+            log(_epoch_line(metrics, cfg.epochs))
+        if on_epoch is not None:
+            on_epoch(EpochReport(epoch, dict(metrics), is_last, lambda d, p=payload: save_state(p(), d)))
+
+    test_metrics = {k: v for k, v in history[-1].items() if k.startswith("test/")} if history else {}
+    result = FitResult(cfg, best["epoch"], best["metrics"], test_metrics, history, out)
+    if out is not None:
+        summary = {
+            "best_epoch": best["epoch"],
+            "best_val": best["metrics"],
+            "test": test_metrics,
+            "epochs": cfg.epochs,
+            "data": data.summary(),
+            "device": str(dev),
+            "wall_s": time.perf_counter() - t_start,
+            "versions": versions(),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if log and test_metrics:
+        log(
+            f"selected epoch {best['epoch']} (val mAP {best['score']:.4f}); test mAP a2v {test_metrics['test/map_a2v']:.4f} "
+            f"v2a {test_metrics['test/map_v2a']:.4f} avg {test_metrics['test/map_avg']:.4f}"
+        )
+    return result
+
+
+def _epoch_line(m: dict, epochs: int) -> str:
+    losses = " ".join(f"{k[5:]} {v:.3f}" for k, v in m.items() if k.startswith("loss/") and k != "loss/total")
+    return (
+        f"epoch {m['epoch']:>3}/{epochs}  loss {m['loss/total']:.3f} ({losses})  "
+        f"val mAP a2v {m['val/map_a2v']:.4f} v2a {m['val/map_v2a']:.4f} avg {m['val/map_avg']:.4f}  "
+        f"rho_1 {m.get('cca/rho_00', float('nan')):.3f}  {m['time/epoch_s']:.1f}s"
+    )
+
