@@ -1,0 +1,374 @@
+"""Readers of trainer.data: round-trips, val carving, standardisation and every bad-input error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from trainer.data import AVData, DataError, load_data, read_hdf5, read_parquet, standardize
+
+
+def _arrays(n_train=20, n_val=6, n_test=8, d_a=6, d_v=5, classes=4, seed=0) -> dict[str, np.ndarray]:
+    """A valid HDF5 layout with float64 features and (N,) int labels covering every class."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        if n == 0:
+            continue
+        out[f"audio_{split}"] = rng.normal(size=(n, d_a))
+        out[f"visual_{split}"] = rng.normal(size=(n, d_v))
+        out[f"lab_{split}"] = np.arange(n) % classes
+    return out
+
+
+def _write_h5(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    with h5py.File(path, "w") as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value)
+    return path
+
+
+def test_hdf5_vector_round_trip(tmp_path):
+    arrays = _arrays()
+    data = read_hdf5(_write_h5(tmp_path / "d.h5", arrays))
+    assert isinstance(data, AVData) and not data.val_carved
+    assert data.num_classes == 4
+    for split in ("train", "val", "test"):
+        part = getattr(data, split)
+        assert part.audio.dtype == part.visual.dtype == part.labels.dtype == np.float32
+        np.testing.assert_allclose(part.audio, arrays[f"audio_{split}"], rtol=1e-6)
+        np.testing.assert_allclose(part.visual, arrays[f"visual_{split}"], rtol=1e-6)
+        np.testing.assert_array_equal(part.labels.argmax(1), arrays[f"lab_{split}"])
+        np.testing.assert_array_equal(part.labels.sum(1), 1.0)
+        assert len(part) == len(arrays[f"lab_{split}"])
+    assert (data.audio_dim, data.visual_dim) == (6, 5)
+    assert not data.audio_is_sequence and not data.visual_is_sequence
+    line = data.summary()
+    assert "\n" not in line and "20" in line and "4 classes" in line
+
+
+def test_hdf5_sequences_keep_their_own_time_axis(tmp_path):
+    arrays = _arrays()
+    rng = np.random.default_rng(1)
+    for split in ("train", "val", "test"):
+        n = len(arrays[f"lab_{split}"])
+        arrays[f"audio_{split}"] = rng.normal(size=(n, 10, 6)).astype(np.float32)
+        arrays[f"visual_{split}"] = rng.normal(size=(n, 3, 5)).astype(np.float32)
+    data = read_hdf5(_write_h5(tmp_path / "seq.h5", arrays))
+    assert data.train.audio.shape == (20, 10, 6) and data.test.visual.shape == (8, 3, 5)
+    assert data.audio_is_sequence and data.visual_is_sequence
+    assert (data.audio_dim, data.visual_dim) == (6, 5)
+    np.testing.assert_array_equal(data.val.audio, arrays["audio_val"])
+
+
+def test_uint8_features_are_dequantised(tmp_path):
+    arrays = _arrays()
+    raw = np.tile(np.array([0, 128, 255, 64, 200, 1], dtype=np.uint8), (20, 1))
+    arrays["audio_train"] = raw
+    data = read_hdf5(_write_h5(tmp_path / "q.h5", arrays))
+    assert data.train.audio.dtype == np.float32
+    np.testing.assert_allclose(data.train.audio[0], [-0.5, 0.0, 127 / 256, -0.25, 72 / 256, -127 / 256])
+
+
+@pytest.mark.parametrize("kind", ["int", "column", "float_int", "one_hot", "multi_hot"])
+def test_label_formats(tmp_path, kind):
+    arrays = _arrays(n_val=0)
+    hot = {}
+    for split in ("train", "test"):
+        ints = arrays[f"lab_{split}"]
+        one_hot = np.eye(4, dtype=np.uint8)[ints]
+        multi = one_hot.copy()
+        multi[::3, (ints[::3] + 1) % 4] = 1  # every third clip has a second class
+        value = {
+            "int": ints,
+            "column": ints[:, None],
+            "float_int": ints.astype(np.float64),
+            "one_hot": one_hot,
+            "multi_hot": multi,
+        }[kind]
+        arrays[f"lab_{split}"] = value
+        hot[split] = multi if kind == "multi_hot" else one_hot
+    data = read_hdf5(_write_h5(tmp_path / "lab.h5", arrays))
+    assert data.num_classes == 4
+    np.testing.assert_array_equal(data.test.labels, hot["test"])
+    assert data.train.labels.dtype == np.float32
+
+
+def test_num_classes_is_max_over_splits(tmp_path):
+    arrays = _arrays()
+    arrays["lab_test"] = np.full(8, 6)
+    data = read_hdf5(_write_h5(tmp_path / "c.h5", arrays))
+    assert data.num_classes == 7
+    assert data.train.labels.shape == (20, 7) and data.test.labels[:, 6].sum() == 8
+
+
+def test_extra_datasets_and_groups_are_ignored(tmp_path):
+    arrays = _arrays()
+    arrays["ids_train"] = np.arange(20)
+    arrays["latent/whatever"] = np.zeros((3, 3))
+    data = read_hdf5(_write_h5(tmp_path / "x.h5", arrays))
+    assert len(data.train) == 20
+
+
+def test_val_is_carved_seeded_and_disjoint(tmp_path):
+    arrays = _arrays(n_train=50, n_val=0)
+    arrays["audio_train"][:, 0] = np.arange(50)  # row ids, to see where every clip went
+    path = _write_h5(tmp_path / "nv.h5", arrays)
+    data = read_hdf5(path, val_fraction=0.2, seed=3)
+    assert data.val_carved
+    assert (len(data.train), len(data.val), len(data.test)) == (40, 10, 8)
+    train_ids, val_ids = data.train.audio[:, 0], data.val.audio[:, 0]
+    assert not set(train_ids) & set(val_ids)
+    assert sorted(np.concatenate([train_ids, val_ids])) == list(range(50))
+    # the carved clips keep their labels and visual features
+    ids = val_ids.astype(int)
+    np.testing.assert_allclose(data.val.visual, arrays["visual_train"][ids], rtol=1e-6)
+    np.testing.assert_array_equal(data.val.labels.argmax(1), arrays["lab_train"][ids])
+    again = read_hdf5(path, val_fraction=0.2, seed=3)
+    np.testing.assert_array_equal(again.val.audio, data.val.audio)
+    other = read_hdf5(path, val_fraction=0.2, seed=4)
+    assert set(other.val.audio[:, 0]) != set(val_ids)
+
+
+def test_tiny_val_fraction_still_carves_one_clip(tmp_path):
+    data = read_hdf5(_write_h5(tmp_path / "t.h5", _arrays(n_train=5, n_val=0)), val_fraction=0.01)
+    assert (len(data.train), len(data.val)) == (4, 1)
+
+
+@pytest.mark.parametrize("seq", [False, True])
+def test_standardize_uses_train_statistics(tmp_path, seq):
+    rng = np.random.default_rng(5)
+    arrays = _arrays(n_train=200, n_val=30, n_test=40)
+    for split, n in (("train", 200), ("val", 30), ("test", 40)):
+        shape = (n, 4, 6) if seq else (n, 6)
+        arrays[f"audio_{split}"] = 3.0 + 5.0 * rng.normal(size=shape)
+    arrays["visual_train"][:, 2] = 7.0  # a constant dim in train
+    raw = read_hdf5(_write_h5(tmp_path / "s.h5", arrays))
+    std = standardize(raw)
+    flat = raw.train.audio.reshape(-1, 6).astype(np.float64)
+    mean, sd = flat.mean(0), flat.std(0)
+    out = std.train.audio.reshape(-1, 6)
+    np.testing.assert_allclose(out.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(out.std(0), 1.0, atol=1e-4)
+    np.testing.assert_allclose(std.test.audio, (raw.test.audio - mean) / sd, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(std.val.audio, (raw.val.audio - mean) / sd, rtol=1e-4, atol=1e-5)
+    assert abs(std.test.audio.reshape(-1, 6).mean()) > 1e-3  # test is not re-centred on itself
+    assert all(np.isfinite(getattr(std, s).visual).all() for s in ("train", "val", "test"))
+    np.testing.assert_allclose(std.train.visual[:, 2], 0.0)
+    np.testing.assert_allclose(std.test.visual[:, 2], raw.test.visual[:, 2] - 7.0, rtol=1e-5)
+    # a new object; the raw data are untouched
+    assert std is not raw and std.train is not raw.train
+    np.testing.assert_allclose(raw.train.audio.reshape(-1, 6).mean(0), mean, rtol=1e-5)
+    assert std.train.audio.dtype == np.float32
+
+
+def test_load_data_dispatches_and_standardises(tmp_path):
+    path = _write_h5(tmp_path / "d.hdf5", _arrays(n_train=40))
+    data = load_data(str(path))
+    assert data.source == str(path)
+    np.testing.assert_allclose(data.train.audio.mean(0), 0.0, atol=1e-5)
+    raw = load_data(str(path), standardize=False)
+    np.testing.assert_allclose(raw.train.audio, read_hdf5(path).train.audio)
+
+
+def _parquet_table(splits=("train", "val", "test"), multi=False, seq=False):
+    rng = np.random.default_rng(2)
+    rows = {"train": 20, "val": 5, "test": 7}
+    audio, visual, label, split = [], [], [], []
+    for s in splits:
+        for i in range(rows[s]):
+            a = rng.normal(size=(2, 3) if seq else 3)
+            audio.append(a.tolist())
+            visual.append(rng.normal(size=4).tolist())
+            label.append([i % 3, 4] if multi and i % 2 else [i % 3] if multi else i % 3)
+            split.append(s)
+    return pa.table({"audio": audio, "visual": visual, "label": label, "split": split})
+
+
+def test_parquet_round_trip(tmp_path):
+    table = _parquet_table()
+    pq.write_table(table, tmp_path / "d.parquet")
+    data = load_data(str(tmp_path / "d.parquet"), standardize=False)
+    assert not data.val_carved and data.num_classes == 3
+    assert (len(data.train), len(data.val), len(data.test)) == (20, 5, 7)
+    cols = table.to_pydict()
+    test_rows = [i for i, s in enumerate(cols["split"]) if s == "test"]
+    np.testing.assert_allclose(data.test.audio, np.array([cols["audio"][i] for i in test_rows]), rtol=1e-6)
+    np.testing.assert_allclose(data.test.visual, np.array([cols["visual"][i] for i in test_rows]), rtol=1e-6)
+    np.testing.assert_array_equal(data.test.labels.argmax(1), [cols["label"][i] for i in test_rows])
+
+
+def test_parquet_multi_hot_sequences_and_carving(tmp_path):
+    pq.write_table(_parquet_table(splits=("train", "test"), multi=True, seq=True), tmp_path / "m.parquet")
+    data = read_parquet(tmp_path / "m.parquet", val_fraction=0.25, seed=1)
+    assert data.val_carved and (len(data.train), len(data.val)) == (15, 5)
+    assert data.num_classes == 5 and data.audio_is_sequence and data.train.audio.shape == (15, 2, 3)
+    assert data.test.labels.shape == (7, 5)
+    np.testing.assert_array_equal(data.test.labels.sum(1), [1, 2, 1, 2, 1, 2, 1])
+    np.testing.assert_array_equal(data.test.labels[1], [0, 1, 0, 0, 1])
+
+
+# --- bad inputs: each case mutates a valid layout; the message must name the file and the key ---
+
+
+def _drop(key):
+    return lambda a: a.pop(key)
+
+
+def _set(key, fn):
+    return lambda a: a.__setitem__(key, fn(a[key]))
+
+
+def _nan(x):
+    x = x.copy()
+    x[0, 0] = x[3, 1] = np.nan
+    return x
+
+
+def _inf(x):
+    x = x.copy()
+    x[1, 1] = np.inf
+    return x
+
+
+BAD_HDF5 = {
+    "missing key": (_drop("visual_test"), ["visual_test", "audio_train"]),
+    "partial val": (_drop("lab_val"), ["lab_val", "audio_val"]),
+    "N mismatch": (_set("visual_train", lambda x: x[:-2]), ["visual_train", "audio_train", "18"]),
+    "dim mismatch": (_set("audio_test", lambda x: x[:, :4]), ["audio_test", "audio_train"]),
+    "ndim mismatch": (_set("visual_val", lambda x: x[:, None, :]), ["visual_val", "visual_train"]),
+    "nan": (_set("visual_train", _nan), ["visual_train", "2 NaN"]),
+    "inf": (_set("audio_test", _inf), ["audio_test", "1 NaN or inf"]),
+    "empty split": (lambda a: a.update(audio_test=a["audio_test"][:0], visual_test=a["visual_test"][:0],
+                                       lab_test=a["lab_test"][:0]), ["test", "empty"]),  # fmt: skip
+    "1-d features": (_set("audio_val", lambda x: x[:, 0]), ["audio_val", "(N, D)"]),
+    "int features": (_set("audio_train", lambda x: x.astype(np.int32)), ["audio_train", "float or uint8"]),
+    "3-d labels": (_set("lab_train", lambda y: np.zeros((len(y), 2, 2))), ["lab_train", "(N,)"]),
+    "negative labels": (_set("lab_train", lambda y: y - 1), ["lab_train", "negative"]),
+    "fractional labels": (_set("lab_test", lambda y: y + 0.5), ["lab_test", "integer"]),
+    "non-0/1 multi-hot": (_set("lab_test", lambda y: 2 * np.eye(4)[y]), ["lab_test", "0 and 1"]),
+    "clip without label": (_set("lab_train", lambda y: np.eye(4)[y] * (np.arange(len(y)) > 0)[:, None]),
+                           ["lab_train", "1 clip(s) with no label"]),  # fmt: skip
+    "nan labels": (_set("lab_val", lambda y: np.where(np.arange(len(y)) == 0, np.nan, y)), ["lab_val", "NaN"]),
+    "one-hot index out of range": (
+        lambda a: a.update(lab_train=np.eye(4)[a["lab_train"]], lab_test=np.full(8, 9)), ["lab_test", "out of range"]),
+    "one-hot widths differ": (
+        lambda a: a.update(lab_train=np.eye(4)[a["lab_train"]], lab_test=np.eye(5)[a["lab_test"]]),
+        ["lab_train", "lab_test"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_HDF5))
+def test_bad_hdf5_raises_data_error_naming_file_and_key(tmp_path, case):
+    mutate, expected = BAD_HDF5[case]
+    arrays = _arrays()
+    mutate(arrays)
+    path = _write_h5(tmp_path / "bad_file.h5", arrays)
+    with pytest.raises(DataError) as info:
+        load_data(str(path))
+    message = str(info.value)
+    assert "bad_file.h5" in message
+    for text in expected:
+        assert text in message, (text, message)
+
+
+def test_group_where_dataset_expected(tmp_path):
+    arrays = _arrays()
+    del arrays["lab_val"]
+    arrays["lab_val/inner"] = np.zeros(3)
+    with pytest.raises(DataError, match=r"g\.h5.*lab_val.*group"):
+        read_hdf5(_write_h5(tmp_path / "g.h5", arrays))
+
+
+def test_missing_and_foreign_files(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.h5.*not found"):
+        load_data(str(tmp_path / "nope.h5"))
+    with pytest.raises(DataError, match=r"nope\.parquet.*not found"):
+        load_data(str(tmp_path / "nope.parquet"))
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with pytest.raises(DataError, match=r"text\.h5.*not an HDF5"):
+        load_data(str(tmp_path / "text.h5"))
+    (tmp_path / "text.parquet").write_text("not parquet")
+    with pytest.raises(DataError, match=r"text\.parquet.*parquet"):
+        load_data(str(tmp_path / "text.parquet"))
+    with pytest.raises(DataError, match=r"data\.csv.*\.h5.*\.parquet.*synthetic"):
+        load_data(str(tmp_path / "data.csv"))
+
+
+def _parquet_case(table: pa.Table, case: str) -> pa.Table:
+    n = table.num_rows
+    if case == "missing column":
+        return table.drop_columns(["visual"])
+    if case == "bad split value":
+        return table.set_column(3, "split", pa.array(["train"] * (n - 1) + ["holdout"]))
+    if case == "ragged features":
+        audio = table.column("audio").to_pylist()
+        audio[4] = audio[4][:-1]
+        return table.set_column(0, "audio", pa.array(audio))
+    if case == "empty label list":
+        labels = [[y] for y in table.column("label").to_pylist()]
+        labels[2] = []
+        return table.set_column(2, "label", pa.array(labels, type=pa.list_(pa.int64())))
+    if case == "negative label":
+        return table.set_column(2, "label", pa.array([-1] + table.column("label").to_pylist()[1:]))
+    if case == "nan feature":
+        visual = table.column("visual").to_pylist()
+        visual[-1][0] = float("nan")  # the last row is a test row
+        return table.set_column(1, "visual", pa.array(visual))
+    if case == "no test rows":
+        return table.filter(pc.not_equal(table.column("split"), "test"))
+    raise AssertionError(case)
+
+
+BAD_PARQUET = {
+    "missing column": ["visual", "audio"],
+    "bad split value": ["split", "holdout"],
+    "ragged features": ["audio", "length"],
+    "empty label list": ["label", "no label"],
+    "negative label": ["label", "negative"],
+    "nan feature": ["visual", "test", "1 NaN"],
+    "no test rows": ["test", "empty"],
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PARQUET))
+def test_bad_parquet_raises_data_error_naming_file_and_column(tmp_path, case):
+    table = _parquet_case(_parquet_table(), case)
+    pq.write_table(table, tmp_path / "bad_table.parquet")
+    with pytest.raises(DataError) as info:
+        load_data(str(tmp_path / "bad_table.parquet"))
+    message = str(info.value)
+    assert "bad_table.parquet" in message
+    for text in BAD_PARQUET[case]:
+        assert text in message, (text, message)
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("synthetic:imagenet", ["synthetic:imagenet", "ave", "vegas"]),
+        ("synthetic:ave?n_trian=10", ["n_trian", "n_train", "mismatch"]),
+        ("synthetic:ave?mismatch=lots", ["mismatch", "float", "lots"]),
+        ("synthetic:ave?mismatch=1.5", ["mismatch", "[0, 1)"]),
+        ("synthetic:ave?seed", ["seed", "key=value"]),
+    ],
+)
+def test_bad_synthetic_specs(tmp_path, monkeypatch, spec, expected):
+    monkeypatch.setenv("HSC_CACHE_DIR", str(tmp_path))
+    with pytest.raises(DataError) as info:
+        load_data(spec)
+    for text in expected:
+        assert text in str(info.value), (text, str(info.value))
+    assert not list(tmp_path.iterdir())  # nothing generated
+
+
+def test_val_fraction_out_of_range(tmp_path):
+    path = _write_h5(tmp_path / "f.h5", _arrays(n_val=0))
+    with pytest.raises(DataError, match="val_fraction"):
+        read_hdf5(path, val_fraction=1.0)

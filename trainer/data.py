@@ -1,0 +1,435 @@
+"""Data readers: HDF5 feature releases, parquet tables and the synthetic benchmark, into one `AVData`.
+
+Every reader checks its input once and raises `DataError` with a message naming the file (or spec),
+the key or column, and what was expected; nothing downstream sees malformed arrays.
+
+HDF5 layout (public AVE / VEGAS feature releases): datasets `audio_<split>`, `visual_<split>`,
+`lab_<split>` for split in train, test and optionally val (all three or none). Features are (N, D)
+or (N, T, D), float or uint8 (uint8 -> (x - 128) / 256, the VGGish / YouTube-8M quantisation).
+Labels are (N,) integers, (N, 1) integers (squeezed), or (N, C) one-hot / multi-hot 0/1. Other
+datasets and groups in the file are ignored.
+
+Parquet: columns `audio` and `visual` (list of float, or list of list of float for (T, D)
+sequences), `label` (int, or list of int = multi-hot class indices) and `split` (train / val /
+test). Without val rows, or an HDF5 file without val keys, `val_fraction` of train is carved off
+with `numpy.random.default_rng(seed)` (at least one clip in each part; train order is kept).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+SPLITS = ("train", "val", "test")
+MODALITIES = ("audio", "visual")
+STD_FLOOR = 1e-6  # feature dims with a smaller train std are centred but not scaled (as StandardScaler does)
+SYNTHETIC_PREFIX = "synthetic:"
+
+
+class DataError(ValueError):
+    """Bad input data: message names the file, the key/column and what was expected."""
+
+
+@dataclass
+class Split:
+    """One split of paired clips; row i of every array is clip i.
+
+    Attributes:
+        audio: (N, D_a) or (N, T_a, D_a) float32.
+        visual: (N, D_v) or (N, T_v, D_v) float32 (T may differ between modalities).
+        labels: (N, C) float32 multi-hot 0/1; every row has at least one 1.
+    """
+
+    audio: np.ndarray
+    visual: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class AVData:
+    """A dataset ready for training: three splits with the same feature shapes and classes.
+
+    Attributes:
+        train, val, test: the splits.
+        num_classes: C, the label width of every split.
+        source: the spec or path it came from.
+        val_carved: True when val was carved from the file's train split.
+    """
+
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    source: str
+    val_carved: bool
+
+    @property
+    def audio_dim(self) -> int:
+        return int(self.train.audio.shape[-1])
+
+    @property
+    def visual_dim(self) -> int:
+        return int(self.train.visual.shape[-1])
+
+    @property
+    def audio_is_sequence(self) -> bool:
+        return self.train.audio.ndim == 3
+
+    @property
+    def visual_is_sequence(self) -> bool:
+        return self.train.visual.ndim == 3
+
+    def summary(self) -> str:
+        """One line: sizes, dims, classes."""
+
+        def dims(x: np.ndarray) -> str:
+            return f"{x.shape[-1]}-d" + (f" x T={x.shape[1]}" if x.ndim == 3 else "")
+
+        carved = " (carved from train)" if self.val_carved else ""
+        return (
+            f"{self.source}: train {len(self.train)} / val {len(self.val)}{carved} / test {len(self.test)} clips, "
+            f"audio {dims(self.train.audio)}, visual {dims(self.train.visual)}, {self.num_classes} classes"
+        )
+
+
+def load_data(spec: str, *, val_fraction: float = 0.1, seed: int = 0, standardize: bool = True) -> AVData:
+    """Loads a dataset from a file path or a synthetic spec.
+
+    Args:
+        spec: a path ending in .h5 / .hdf5 or .parquet, or "synthetic:ave" / "synthetic:vegas" with
+            optional options "synthetic:ave?n_train=800&dim_audio=24&seed=3" (keyword arguments of
+            `trainer.synthetic.make_synthetic`). Synthetic data are generated once into an HDF5
+            cache file (dir: env HSC_CACHE_DIR, default ~/.cache/hsc-search/synthetic/; file name
+            from a hash of the name, the resolved options and the generator version) and read back
+            through `read_hdf5`.
+        val_fraction: fraction of train carved as val when the data have no val split, in (0, 1).
+        seed: seed of the val carving (not of the synthetic generator: that is the `seed` option).
+        standardize: apply `standardize` (train-split statistics) before returning.
+
+    Returns:
+        The dataset; `source` is `spec` as given.
+
+    Raises:
+        DataError: unreadable or malformed data, unknown extension, bad synthetic name or option.
+    """
+    spec = str(spec)
+    if spec.startswith(SYNTHETIC_PREFIX):
+        data = _load_synthetic(spec, val_fraction, seed)
+    else:
+        suffix = Path(spec).suffix.lower()
+        if suffix in (".h5", ".hdf5"):
+            data = read_hdf5(spec, val_fraction=val_fraction, seed=seed)
+        elif suffix == ".parquet":
+            data = read_parquet(spec, val_fraction=val_fraction, seed=seed)
+        else:
+            raise DataError(
+                f"{spec}: unknown data spec (extension {suffix or 'none'!r}); expected a path ending in "
+                f".h5, .hdf5 or .parquet, or 'synthetic:ave' / 'synthetic:vegas'"
+            )
+    return _standardize(data) if standardize else data
+
+
+def _load_synthetic(spec: str, val_fraction: float, seed: int) -> AVData:
+    # Imported here, not at the top: `python -m trainer.synthetic` would otherwise find the module
+    # already imported (through trainer/__init__) before running it as __main__.
+    from . import synthetic
+
+    name, _, query = spec[len(SYNTHETIC_PREFIX) :].partition("?")
+    try:
+        options = synthetic.resolve_options(name, **synthetic.parse_options(p for p in query.split("&") if p))
+    except ValueError as exc:
+        raise DataError(f"{spec}: {exc}") from None
+    key = json.dumps({"name": name, "options": options, "version": synthetic.GENERATOR_VERSION}, sort_keys=True)
+    cache_dir = Path(os.environ.get("HSC_CACHE_DIR") or "~/.cache/hsc-search/synthetic").expanduser()
+    path = cache_dir / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.h5"
+    if not path.exists():
+        try:
+            synthetic.write_synthetic(path, name, **options)
+        except OSError as exc:
+            raise DataError(f"{spec}: cannot write the synthetic cache file {path} ({exc})") from exc
+    return dataclasses.replace(read_hdf5(path, val_fraction=val_fraction, seed=seed), source=spec)
+
+
+def read_hdf5(path: str | os.PathLike, *, val_fraction: float = 0.1, seed: int = 0) -> AVData:
+    """Reads the HDF5 layout described in the module docstring; features are not standardised.
+
+    Raises:
+        DataError: see the module docstring; the message names the file and the key.
+    """
+    src = str(path)
+    if not Path(src).is_file():
+        raise DataError(f"{src}: file not found")
+    if not h5py.is_hdf5(src):
+        raise DataError(f"{src}: not an HDF5 file (expected the AVE / VEGAS feature layout)")
+    required = [f"{m}_{s}" for s in ("train", "test") for m in (*MODALITIES, "lab")]
+    val_keys = [f"{m}_val" for m in (*MODALITIES, "lab")]
+    try:
+        with h5py.File(src, "r") as f:
+            existing = sorted(f.keys())
+            missing = [k for k in required if k not in f]
+            if missing:
+                raise DataError(
+                    f"{src}: missing key(s) {missing}; expected datasets {required} (and optionally {val_keys}); "
+                    f"the file has {existing}"
+                )
+            present = [k for k in val_keys if k in f]
+            if present and len(present) != len(val_keys):
+                raise DataError(
+                    f"{src}: key(s) {present} present but {[k for k in val_keys if k not in f]} missing; "
+                    f"expected all of {val_keys} or none"
+                )
+            raw: dict[str, dict[str, tuple[str, np.ndarray]]] = {}
+            for split in SPLITS if present else ("train", "test"):
+                raw[split] = {}
+                for field, prefix in (("audio", "audio"), ("visual", "visual"), ("labels", "lab")):
+                    key = f"{prefix}_{split}"
+                    if not isinstance(f[key], h5py.Dataset):
+                        raise DataError(f"{src}: key {key!r} is a group; expected a dataset")
+                    raw[split][field] = (f"key {key!r}", np.asarray(f[key][()]))
+    except OSError as exc:
+        raise DataError(f"{src}: cannot read HDF5 file ({exc})") from exc
+    return _build(src, raw, val_fraction, seed)
+
+
+def read_parquet(path: str | os.PathLike, *, val_fraction: float = 0.1, seed: int = 0) -> AVData:
+    """Reads the parquet layout described in the module docstring; features are not standardised.
+
+    Raises:
+        DataError: see the module docstring; the message names the file and the column.
+    """
+    src = str(path)
+    if not Path(src).is_file():
+        raise DataError(f"{src}: file not found")
+    try:
+        table = pq.read_table(src)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{src}: not a readable parquet file ({exc})") from exc
+    expected = ["audio", "visual", "label", "split"]
+    missing = [c for c in expected if c not in table.column_names]
+    if missing:
+        raise DataError(f"{src}: missing column(s) {missing}; expected {expected}; the file has {table.column_names}")
+    split_of = np.asarray(table.column("split").to_pylist(), dtype=object)
+    unknown = sorted({repr(v) for v in split_of} - {repr(s) for s in SPLITS})
+    if unknown:
+        listed = ", ".join(unknown[:5])
+        raise DataError(f"{src}: column 'split' has value(s) {listed}; expected 'train', 'val' or 'test'")
+    audio = _list_column(table.column("audio"), src, "audio")
+    visual = _list_column(table.column("visual"), src, "visual")
+    labels = _label_column(table.column("label"), src)
+    raw = {}
+    for split in SPLITS if "val" in set(split_of) else ("train", "test"):
+        rows = np.flatnonzero(split_of == split)
+        where = f"column %r (split={split!r})"
+        raw[split] = {
+            "audio": (where % "audio", audio[rows]),
+            "visual": (where % "visual", visual[rows]),
+            "labels": (where % "label", labels[rows]),
+        }
+    return _build(src, raw, val_fraction, seed)
+
+
+def standardize(data: AVData) -> AVData:
+    """Standardises each feature dim with the train split's mean and std (over N and T).
+
+    The same statistics are applied to val and test. Dims whose train std is below STD_FLOOR are
+    centred but not scaled, so constant dims do not divide by zero (nor blow up val / test values).
+
+    Returns:
+        A new AVData; the input is not modified.
+    """
+    new = {s: {} for s in SPLITS}
+    for modality in MODALITIES:
+        train = getattr(data.train, modality)
+        flat = train.reshape(-1, train.shape[-1]).astype(np.float64)  # (N * T, D); float64 for exact sums
+        mean, std = flat.mean(axis=0), flat.std(axis=0)
+        std = np.where(std < STD_FLOOR, 1.0, std)
+        for split in SPLITS:
+            x = getattr(getattr(data, split), modality)
+            new[split][modality] = ((x - mean) / std).astype(np.float32)
+    splits = {s: dataclasses.replace(getattr(data, s), **new[s]) for s in SPLITS}
+    return dataclasses.replace(data, **splits)
+
+
+_standardize = standardize  # load_data's `standardize` flag shadows the function inside load_data
+
+
+def _build(
+    src: str, raw: dict[str, dict[str, tuple[str, np.ndarray]]], val_fraction: float, seed: int
+) -> AVData:
+    """Checks and converts raw arrays (split -> field -> (key name, array)) into an AVData."""
+    feats = {s: {m: _features(src, *raw[s][m]) for m in MODALITIES} for s in raw}
+    labels = {s: _labels(src, *raw[s]["labels"]) for s in raw}
+    for split, fields in raw.items():
+        counts = {where: len(arr) for where, arr in fields.values()}
+        listed = ", ".join(f"{where} has {n}" for where, n in counts.items())
+        if len(set(counts.values())) > 1:
+            raise DataError(f"{src}: split {split!r}: {listed} clips; expected the same number of clips")
+        if not any(counts.values()):
+            raise DataError(f"{src}: split {split!r} is empty ({listed} rows); expected >= 1 clip")
+    for modality in MODALITIES:
+        shapes = {raw[s][modality][0]: feats[s][modality].shape[1:] for s in raw}
+        if len(set(shapes.values())) > 1:
+            listed = ", ".join(f"{where} has {shape}" for where, shape in shapes.items())
+            raise DataError(
+                f"{src}: {modality} feature shapes differ between splits: {listed}; "
+                f"expected the same (D,) or (T, D) after N in every split"
+            )
+    num_classes = _num_classes(src, {raw[s]["labels"][0]: labels[s] for s in raw})
+    splits = {s: Split(feats[s]["audio"], feats[s]["visual"], _multi_hot(labels[s], num_classes)) for s in raw}
+    carved = "val" not in splits
+    if carved:
+        splits["train"], splits["val"] = _carve(src, splits["train"], val_fraction, seed)
+    return AVData(**splits, num_classes=num_classes, source=src, val_carved=carved)
+
+
+def _features(src: str, key: str, x: np.ndarray) -> np.ndarray:
+    """(N, D) or (N, T, D) float / uint8 -> float32, checked for shape and finiteness."""
+    if x.dtype == np.uint8:
+        x = (x.astype(np.float32) - 128.0) / 256.0  # dequantise VGGish / YouTube-8M releases
+    elif np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32, copy=False)
+    else:
+        raise DataError(f"{src}: {key}: features have dtype {x.dtype}; expected float or uint8")
+    if x.ndim not in (2, 3) or x.shape[-1] == 0 or (x.ndim == 3 and x.shape[1] == 0):
+        raise DataError(f"{src}: {key}: features have shape {x.shape}; expected (N, D) or (N, T, D) with D, T >= 1")
+    bad = x.size - np.count_nonzero(np.isfinite(x))  # after the cast: float64 values beyond float32 range count too
+    if bad:
+        raise DataError(f"{src}: {key}: {bad} NaN or inf value(s); expected finite features")
+    return x
+
+
+def _labels(src: str, key: str, y: np.ndarray) -> np.ndarray:
+    """Checks labels; returns (N,) int64 class indices or (N, C) float32 multi-hot."""
+    if y.dtype == bool:
+        y = y.astype(np.uint8)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # a column of class indices, not a 1-class multi-hot
+    if y.ndim not in (1, 2):
+        raise DataError(f"{src}: {key}: labels have shape {y.shape}; expected (N,) integers or (N, C) multi-hot")
+    if not np.issubdtype(y.dtype, np.number):
+        raise DataError(f"{src}: {key}: labels have dtype {y.dtype}; expected integers or 0/1 values")
+    if not np.issubdtype(y.dtype, np.integer):
+        bad = y.size - np.count_nonzero(np.isfinite(y))
+        if bad:
+            raise DataError(f"{src}: {key}: {bad} NaN or inf label value(s); expected finite labels")
+    if y.ndim == 1:
+        if np.any(y != np.round(y)):
+            raise DataError(f"{src}: {key}: non-integer class indices; expected (N,) integers")
+        if y.size and y.min() < 0:
+            raise DataError(f"{src}: {key}: {np.count_nonzero(y < 0)} negative class index(es); expected >= 0")
+        return y.astype(np.int64)
+    if np.any((y != 0) & (y != 1)):
+        raise DataError(f"{src}: {key}: (N, C) labels hold values other than 0 and 1; expected one-hot / multi-hot")
+    empty = np.count_nonzero(~np.any(y == 1, axis=1))
+    if empty:
+        raise DataError(f"{src}: {key}: {empty} clip(s) with no label (all-zero row); expected >= 1 class per clip")
+    return y.astype(np.float32)
+
+
+def _num_classes(src: str, labels: dict[str, np.ndarray]) -> int:
+    """C = max over splits of (max index + 1) or the multi-hot width; widths must agree."""
+    widths = {k: y.shape[1] for k, y in labels.items() if y.ndim == 2}
+    if len(set(widths.values())) > 1:
+        listed = ", ".join(f"{where} has {c}" for where, c in widths.items())
+        raise DataError(f"{src}: multi-hot label widths differ: {listed} classes; expected one number of classes")
+    needed = {k: int(y.max()) + 1 for k, y in labels.items() if y.ndim == 1 and y.size}
+    if widths:
+        width = next(iter(widths.values()))
+        over = [f"{where} has index {n - 1}" for where, n in needed.items() if n > width]
+        if over:
+            raise DataError(
+                f"{src}: class index out of range: {', '.join(over)}; the multi-hot labels have {width} classes, "
+                f"expected indices 0..{width - 1}"
+            )
+        return width
+    return max(needed.values())
+
+
+def _multi_hot(y: np.ndarray, num_classes: int) -> np.ndarray:
+    if y.ndim == 2:
+        return y
+    hot = np.zeros((len(y), num_classes), dtype=np.float32)
+    hot[np.arange(len(y)), y] = 1.0
+    return hot
+
+
+def _carve(src: str, train: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
+    """Splits a seeded random val_fraction off train (>= 1 clip each); both keep the file order."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"{src}: val_fraction is {val_fraction}; expected a value in (0, 1) to carve val from train")
+    n = len(train)
+    if n < 2:
+        raise DataError(f"{src}: train split has {n} clip; expected >= 2 to carve a validation split from it")
+    n_val = min(max(int(round(val_fraction * n)), 1), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+
+    def take(idx: np.ndarray) -> Split:
+        return Split(train.audio[idx], train.visual[idx], train.labels[idx])
+
+    return take(train_idx), take(val_idx)
+
+
+def _list_column(col: pa.ChunkedArray, src: str, name: str) -> np.ndarray:
+    """A list<number> or list<list<number>> column -> (N, D) or (N, T, D) array (raw dtype)."""
+    arr = col.combine_chunks()
+    shape = [len(arr)]
+    while pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type):
+        if arr.null_count:
+            raise DataError(f"{src}: column {name!r}: {arr.null_count} null list(s); expected a feature list per row")
+        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+        if len(np.unique(lengths)) > 1:
+            raise DataError(
+                f"{src}: column {name!r}: rows have different list lengths {np.unique(lengths)[:5].tolist()}; "
+                f"expected the same feature dim in every row and split"
+            )
+        shape.append(int(lengths[0]) if len(lengths) else 0)
+        arr = arr.flatten()
+    if len(shape) not in (2, 3) or not (pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type)):
+        raise DataError(
+            f"{src}: column {name!r}: type {col.type}; expected list of float (or list of list of float for sequences)"
+        )
+    if arr.null_count:
+        raise DataError(f"{src}: column {name!r}: {arr.null_count} null value(s); expected numbers")
+    return arr.to_numpy(zero_copy_only=False).reshape(shape)
+
+
+def _label_column(col: pa.ChunkedArray, src: str) -> np.ndarray:
+    """An int column -> (N,) ints; a list<int> column (class indices) -> (N, C) multi-hot float32."""
+    arr = col.combine_chunks()
+    if arr.null_count:
+        raise DataError(f"{src}: column 'label': {arr.null_count} null value(s); expected a label per row")
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
+        return arr.to_numpy(zero_copy_only=False)
+    if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)) or not pa.types.is_integer(
+        arr.type.value_type
+    ):
+        raise DataError(f"{src}: column 'label': type {arr.type}; expected int or list of int (class indices)")
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+    if np.any(lengths == 0):
+        raise DataError(
+            f"{src}: column 'label': {np.count_nonzero(lengths == 0)} clip(s) with no label (empty list); "
+            f"expected >= 1 class index per clip"
+        )
+    values = arr.flatten()
+    if values.null_count:
+        raise DataError(f"{src}: column 'label': null class index; expected integers")
+    idx = values.to_numpy(zero_copy_only=False).astype(np.int64)
+    if idx.min() < 0:
+        raise DataError(f"{src}: column 'label': {np.count_nonzero(idx < 0)} negative class index(es); expected >= 0")
+    hot = np.zeros((len(arr), int(idx.max()) + 1), dtype=np.float32)
+    hot[np.repeat(np.arange(len(arr)), lengths), idx] = 1.0
+    return hot
