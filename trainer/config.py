@@ -109,7 +109,12 @@ class TrainConfig:
     grad_clip: float = _f(1.0, "Max global gradient norm; 0 disables clipping.")
     amp: bool = _f(True, "bfloat16 autocast on CUDA (the DCCA algebra stays float64). Ignored on CPU.")
     # --- evaluation ---
-    eval_model: str = _f("teacher", "Which network embeds clips for evaluation.", choices=("teacher", "student"))
+    eval_model: str = _f(
+        "teacher",
+        "Which network embeds clips for evaluation: teacher (the EMA copy) or student. The teacher lags the student "
+        "by about 1/(1 - ema_momentum) steps, so very short runs may score better with the student.",
+        choices=("teacher", "student"),
+    )
     eval_embedding: str = _f(
         "z",
         "Which embedding retrieval uses: z (contrastive head), h (CCA head) or e (encoder output).",
@@ -146,10 +151,13 @@ class TrainConfig:
                 kwargs[key] = _coerce(value, fields[key])
             except (TypeError, ValueError) as e:
                 problems.append(f"{source}: {key}: {e}")
+        cfg = cls(**kwargs)  # fields that failed coercion keep their defaults, so validation still runs
+        try:
+            cfg.validate(source)
+        except ConfigError as e:
+            problems.extend(str(e).splitlines())
         if problems:
             raise ConfigError("\n".join(problems))
-        cfg = cls(**kwargs)
-        cfg.validate(source)
         return cfg
 
     @classmethod
@@ -249,6 +257,8 @@ class TrainConfig:
 
         Raises ConfigError if an explicit value cannot work with this data.
         """
+        if n_train < 8:
+            raise ConfigError(f"data: the train split has {n_train} clips; training needs at least 8")
         batch = min(self.batch_size, n_train)
         cca_dim = self.cca_dim or max(1, min(32, audio_dim, visual_dim, batch - 1))
         if batch <= cca_dim:
@@ -267,6 +277,11 @@ def _coerce(value: Any, f: dataclasses.Field) -> Any:
             return value
         raise TypeError(f"expected true or false, got {value!r}")
     if kind == "int":
+        if isinstance(value, str):
+            try:
+                value = float(value)  # YAML reads "1e3" as a string
+            except ValueError:
+                raise TypeError(f"expected an integer, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
             raise TypeError(f"expected an integer, got {value!r}")
         return int(value)
@@ -304,5 +319,6 @@ def describe() -> str:
     """Every field with its default and help text, for `--help-config`."""
     lines = []
     for f in dataclasses.fields(TrainConfig):
-        lines.append(f"{f.name} (default {f.default!r}): {f.metadata['help']}")
+        choices = f" [choices: {', '.join(f.metadata['choices'])}]" if f.metadata.get("choices") else ""
+        lines.append(f"{f.name} (default {f.default!r}){choices}: {f.metadata['help']}")
     return "\n".join(lines)

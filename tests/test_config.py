@@ -1,0 +1,294 @@
+"""The typed trainer config: validation, YAML, overrides, data-dependent resolution, help texts."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from trainer.config import ConfigError, TrainConfig, describe, parse_overrides
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "trainer" / "configs" / "example.yaml"
+
+
+def test_defaults_validate():
+    cfg = TrainConfig()
+    cfg.validate()
+    assert TrainConfig.from_dict({}) == cfg
+    assert TrainConfig.from_dict(None) == cfg
+    assert cfg.active_losses() == ["rec", "dcca", "nce"]
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = TrainConfig.from_dict(
+        {"seed": 7, "lr": 3e-4, "cca_ridge": 1e-5, "distill": "relational", "use_rec": False, "warmup_epochs": 0.5}
+    )
+    path = tmp_path / "cfg.yaml"
+    text = cfg.to_yaml(path)
+    assert path.read_text() == text
+    back = TrainConfig.from_yaml(path)
+    assert back == cfg
+    assert back.to_dict() == cfg.to_dict()
+    assert type(back.lr) is float and type(back.seed) is int and type(back.use_rec) is bool
+
+
+def test_yaml_round_trip_of_defaults(tmp_path):
+    path = tmp_path / "defaults.yaml"
+    TrainConfig().to_yaml(path)
+    assert TrainConfig.from_yaml(path) == TrainConfig()
+
+
+@pytest.mark.parametrize(
+    "item,key,value,kind",
+    [
+        ("epochs=12", "epochs", 12, int),
+        ("batch_size=64", "batch_size", 64, int),
+        ("lr=3e-4", "lr", 3e-4, float),
+        ("lr=0.002", "lr", 0.002, float),
+        ("cca_ridge=1.0e-2", "cca_ridge", 1e-2, float),
+        ("tau=1", "tau", 1.0, float),  # an int literal for a float field
+        ("use_rec=false", "use_rec", False, bool),
+        ("use_nce=true", "use_nce", True, bool),
+        ("distill=relational", "distill", "relational", str),
+        ("eval_embedding = h", "eval_embedding", "h", str),
+        ("epochs=1.0e+2", "epochs", 100, int),  # YAML reads 1.0e+2 as a float; an integral float is an int
+    ],
+)
+def test_overrides_are_typed(item, key, value, kind):
+    cfg = TrainConfig.from_dict(parse_overrides([item]))
+    got = getattr(cfg, key)
+    assert got == value and type(got) is kind
+
+
+@pytest.mark.parametrize("raw", ["1e3", "1.0e3", "1E3"])
+def test_exponent_integral_float_for_int_field(raw):
+    # _coerce documents "int accepts integral floats like 1e3", but YAML 1.1 (PyYAML) reads 1e3 and 1.0e3
+    # (no sign in the exponent) as strings, which the float branch parses and the int branch rejects.
+    cfg = TrainConfig.from_dict(parse_overrides([f"epochs={raw}"]))
+    assert cfg.epochs == 1000 and type(cfg.epochs) is int
+
+
+@pytest.mark.parametrize("value", [100.0, 1e2])
+def test_integral_python_float_for_int_field(value):
+    cfg = TrainConfig.from_dict({"epochs": value})
+    assert cfg.epochs == 100 and type(cfg.epochs) is int
+
+
+def test_overrides_apply_on_top_of_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 5\nlr: 1.0e-3\n")
+    cfg = TrainConfig.from_yaml(path, overrides=["lr=3e-4", "topk=0"])
+    assert cfg.epochs == 5 and cfg.lr == 3e-4 and cfg.topk == 0
+
+
+def test_override_without_equals_is_rejected():
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["epochs"])
+
+
+@pytest.mark.parametrize("value", [1.5, "ten", True, None])
+def test_int_field_rejects_non_integers(value):
+    with pytest.raises(ConfigError, match="epochs"):
+        TrainConfig.from_dict({"epochs": value})
+
+
+@pytest.mark.parametrize("key,value", [("use_rec", 1), ("use_rec", "yes please"), ("tau", "fast"), ("distill", 3)])
+def test_wrong_types_are_rejected(key, value):
+    with pytest.raises(ConfigError, match=key):
+        TrainConfig.from_dict({key: value})
+
+
+def test_unknown_key_names_key_and_lists_valid_names():
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict({"learning_rate": 0.1})
+    msg = str(info.value)
+    assert "learning_rate" in msg
+    for name in TrainConfig.field_names():
+        assert name in msg
+
+
+def test_unknown_key_from_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 5\n")
+    with pytest.raises(ConfigError, match="mask_ration"):
+        TrainConfig.from_yaml(path, overrides=["mask_ration=0.5"])
+
+
+BAD_VALUES = {  # key: (value, a fragment of the message that must name the problem)
+    "batch_size": (16, "cca_dim"),
+    "cca_dim": (32, "batch_size (16) must exceed cca_dim (32)"),
+    "mask_ratio": (1.0, "mask_ratio"),
+    "tau": (0, "tau must be > 0"),
+    "distill": ("sometimes", "distill"),
+    "tau_teacher": (-0.1, "tau_teacher"),
+    "ema_momentum": (1.0, "ema_momentum"),
+}
+
+
+def test_all_value_problems_reported_together():
+    values = {k: v for k, (v, _) in BAD_VALUES.items()}
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict(values)
+    msg = str(info.value)
+    for _, fragment in BAD_VALUES.values():
+        assert fragment in msg
+    assert "'sometimes'" in msg and "mask_ratio must be in [0, 1), got 1.0" in msg
+    assert len(msg.splitlines()) >= 6  # one problem per line
+
+
+@pytest.mark.parametrize("ratio", [1.0, -0.1, 1.5])
+def test_mask_ratio_out_of_range(ratio):
+    with pytest.raises(ConfigError, match="mask_ratio"):
+        TrainConfig.from_dict({"mask_ratio": ratio})
+
+
+@pytest.mark.parametrize("batch_size,cca_dim", [(16, 16), (16, 32), (8, 8)])
+def test_batch_must_exceed_cca_dim(batch_size, cca_dim):
+    with pytest.raises(ConfigError, match="must exceed cca_dim"):
+        TrainConfig.from_dict({"batch_size": batch_size, "cca_dim": cca_dim})
+
+
+def test_type_and_value_problems_reported_together():
+    # STYLE.md / the module docstring: "validated once, all problems reported together".
+    values = {
+        "epochs": "ten",
+        "batch_size": 16,
+        "cca_dim": 32,
+        "mask_ratio": -0.1,
+        "tau": 0,
+        "distill": "sometimes",
+        "not_a_field": 1,
+    }
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict(values)
+    msg = str(info.value)
+    for fragment in ("epochs", "'ten'", "not_a_field", "cca_dim (32)", "mask_ratio", "tau must be > 0", "distill"):
+        assert fragment in msg, f"{fragment!r} missing from:\n{msg}"
+
+
+def test_error_names_yaml_file(tmp_path):
+    path = tmp_path / "my_experiment.yaml"
+    path.write_text("mask_ratio: 1.0\ntau: 0\n")
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_yaml(path)
+    msg = str(info.value)
+    assert "my_experiment.yaml" in msg and "mask_ratio" in msg and "tau" in msg
+
+
+@pytest.mark.parametrize("text", ["- 1\n- 2\n", "just a string\n", "42\n"])
+def test_non_mapping_yaml_is_rejected(tmp_path, text):
+    path = tmp_path / "list.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="list.yaml"):
+        TrainConfig.from_yaml(path)
+
+
+def test_invalid_yaml_is_rejected(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("epochs: [1, 2\n")
+    with pytest.raises(ConfigError, match="broken.yaml"):
+        TrainConfig.from_yaml(path)
+
+
+def test_missing_file_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="nowhere.yaml"):
+        TrainConfig.from_yaml(tmp_path / "nowhere.yaml")
+
+
+def test_empty_yaml_gives_defaults(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing\n")
+    assert TrainConfig.from_yaml(path) == TrainConfig()
+
+
+def test_no_active_loss_is_rejected():
+    with pytest.raises(ConfigError, match="no loss is active"):
+        TrainConfig.from_dict({"use_rec": False, "use_dcca": False, "use_nce": False})
+    with pytest.raises(ConfigError, match="no loss is active"):  # rec with mask_ratio 0 reconstructs nothing
+        TrainConfig.from_dict({"mask_ratio": 0.0, "use_dcca": False, "use_nce": False})
+
+
+# ----------------------------------------------------------------------------- resolve
+
+
+@pytest.mark.parametrize(
+    "n_train,audio_dim,visual_dim,batch,cca_dim",
+    [
+        (20000, 128, 1024, 256, 32),  # VEGAS-like: 32 cap
+        (100, 128, 1024, 100, 32),  # batch clamped to the split
+        (20, 128, 1024, 20, 19),  # cca_dim below the clamped batch
+        (5000, 10, 1024, 256, 10),  # small audio
+        (5000, 128, 6, 256, 6),  # small visual
+    ],
+)
+def test_resolve_clamps_batch_and_picks_cca_dim(n_train, audio_dim, visual_dim, batch, cca_dim):
+    cfg = TrainConfig().resolve(n_train, audio_dim, visual_dim)
+    assert cfg.batch_size == batch
+    assert cfg.cca_dim == cca_dim
+    assert cfg.cca_dim <= min(audio_dim, visual_dim, cfg.batch_size - 1)
+    assert cfg.cca_k == cca_dim  # 0 = all
+    assert cfg.topk < cfg.batch_size
+    cfg.validate()
+
+
+def test_resolve_keeps_explicit_values():
+    cfg = TrainConfig.from_dict({"cca_dim": 16, "cca_k": 4, "batch_size": 64}).resolve(1000, 128, 128)
+    assert (cfg.batch_size, cfg.cca_dim, cfg.cca_k) == (64, 16, 4)
+
+
+def test_resolve_clamps_topk_to_small_batch():
+    cfg = TrainConfig.from_dict({"topk": 50, "batch_size": 256}).resolve(12, 128, 128)
+    assert cfg.batch_size == 12 and cfg.topk == 11
+
+
+def test_resolve_does_not_change_original():
+    cfg = TrainConfig()
+    cfg.resolve(50, 8, 8)
+    assert cfg == TrainConfig()
+
+
+@pytest.mark.parametrize("n_train,cca_dim", [(10, 16), (16, 16), (40, 64)])
+def test_resolve_rejects_explicit_cca_dim_that_cannot_fit(n_train, cca_dim):
+    cfg = TrainConfig.from_dict({"cca_dim": cca_dim, "batch_size": 256})
+    with pytest.raises(ConfigError) as info:
+        cfg.resolve(n_train, 128, 128)
+    msg = str(info.value)
+    assert str(cca_dim) in msg and str(n_train) in msg
+
+
+# ----------------------------------------------------------------------------- help texts and shipped configs
+
+
+def test_every_field_has_help_text():
+    for f in dataclasses.fields(TrainConfig):
+        help_text = f.metadata.get("help")
+        assert isinstance(help_text, str) and len(help_text.strip()) > 10, f.name
+    text = describe()
+    for name in TrainConfig.field_names():
+        assert f"{name} (default" in text
+
+
+def test_choice_field_defaults_are_valid_choices():
+    n_choice_fields = 0
+    for f in dataclasses.fields(TrainConfig):
+        choices = f.metadata.get("choices")
+        if choices:
+            n_choice_fields += 1
+            assert f.default in choices, f.name
+    assert n_choice_fields >= 5  # distill, loss_weighting, eval_model, eval_embedding, eval_projection
+
+
+def test_example_config_loads_and_validates():
+    cfg = TrainConfig.from_yaml(EXAMPLE)
+    cfg.validate()
+    assert cfg.cca_ridge == pytest.approx(1e-3) and cfg.lr == pytest.approx(1e-3)
+    assert cfg.resolve(22482, 128, 1024).cca_dim == 32
+    import trainer
+
+    assert Path(trainer.EXAMPLE_CONFIG).resolve() == EXAMPLE
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "trainer" / "configs").glob("*.yaml")))
+def test_every_shipped_config_validates(path):
+    TrainConfig.from_yaml(path).validate()
