@@ -1,0 +1,181 @@
+"""`hsc-search`: the command line. A thin layer: parse, call one function, print, exit non-zero on bad input."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    help="Hyperparameter search for HSC-MAE: Ray Tune runs Optuna-sampled trials of the trainer, ASHA stops weak "
+    "ones early, and every trial lands in MLflow. With no flags, `hsc-search run` searches the quick space on "
+    "small synthetic data on this machine.",
+)
+
+SET_HELP = "Fixed trainer value for every trial, KEY=VALUE, repeatable (e.g. --set hidden_dim=256)."
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _ui_hint(tracking_uri: Optional[str]) -> str:
+    if tracking_uri and tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri} in a browser (through your SSH tunnel on a cluster)"
+    uri = tracking_uri or "sqlite:///mlflow.db"
+    return f"mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)"
+
+
+def _report(outcome, tracking_uri: Optional[str]) -> None:
+    counts: dict[str, int] = {}
+    for r in outcome.rows:
+        counts[r.outcome] = counts.get(r.outcome, 0) + 1
+    typer.echo(f"\ntrials: {', '.join(f'{v} {k}' for k, v in sorted(counts.items())) or 'none'}"
+               + ("  (interrupted: `hsc-search resume " + str(outcome.experiment_dir) + "` continues it)"
+                  if outcome.interrupted else ""))  # fmt: skip
+    if outcome.best is None:
+        typer.echo("no trial produced a score")
+    else:
+        b = outcome.best
+        params = ", ".join(f"{k}={v}" for k, v in sorted(b.params.items()))
+        typer.echo(f"best trial: {b.name} ({b.outcome}, {b.epochs} epochs) score {b.score:.4f}  {params}")
+        typer.echo(f"best config: {outcome.best_config_path}")
+        typer.echo(f"retrain:     python -m trainer --config {outcome.best_config_path} --data <SPEC>")
+    typer.echo(f"MLflow:      {_ui_hint(tracking_uri)}")
+    typer.echo(f"experiment:  {outcome.experiment_dir}")
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Option(None, "--config", help="Search config YAML with any of the settings "
+                                          "below (flags override it; `set:` holds fixed trainer values)."),
+    space: Optional[str] = typer.Option(None, help="Search space: quick, hsc_mae, ablation (search_spaces/) or a "
+                                        "YAML path. [default: quick]"),
+    data: Optional[str] = typer.Option(None, help="Data: .h5 / .parquet path or synthetic:ave, synthetic:vegas "
+                                       "(options: 'synthetic:ave?n_train=800'). [default: small synthetic AVE]"),
+    num_samples: Optional[int] = typer.Option(None, help="Number of trials. [default: 8]"),
+    max_epochs: Optional[int] = typer.Option(None, help="Epochs of a trial that ASHA never stops. [default: 6]"),
+    scheduler: Optional[str] = typer.Option(None, help="asha (early stopping) or fifo (every trial runs to the end)."),
+    grace_period: Optional[int] = typer.Option(None, help="ASHA: epochs before a trial can be stopped. [default: 1]"),
+    reduction_factor: Optional[float] = typer.Option(None, help="ASHA: keep the top 1/N at each rung. [default: 2]"),
+    max_concurrent: Optional[int] = typer.Option(None, help="Max trials at once (0 = as resources allow)."),
+    metric: Optional[str] = typer.Option(None, help="Objective. [default: val/map_avg]"),
+    mode: Optional[str] = typer.Option(None, help="max or min. [default: max]"),
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment name. [default: hsc-search]"),
+    name: Optional[str] = typer.Option(None, help="Name of this search (folder under --storage, parent run name)."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI, e.g. http://head:5000 on a "
+                                               "cluster. [default: sqlite:///mlflow.db here]"),
+    storage: Optional[str] = typer.Option(None, help="Ray Tune storage path (shared by all nodes on a cluster). "
+                                          "[default: ./ray_results]"),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (or RAY_ADDRESS). [default: local Ray]"),
+    cpus_per_trial: Optional[float] = typer.Option(None, help="CPUs per trial. [default: 1]"),
+    gpus_per_trial: Optional[float] = typer.Option(None, help="GPUs per trial, fractional (0.25 = four trials "
+                                                   "share a GPU; they must fit in its memory together)."),
+    seed: Optional[int] = typer.Option(None, help="Optuna TPE seed. [default: 0]"),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Run a search: Optuna samples, Ray Tune runs, ASHA stops weak trials, MLflow records everything."""
+    from trainer import ConfigError, DataError
+
+    from .settings import SettingsError, load_settings
+    from .space import SpaceError
+
+    cli = dict(space=space, data=data, num_samples=num_samples, max_epochs=max_epochs, scheduler=scheduler,
+               grace_period=grace_period, reduction_factor=reduction_factor, max_concurrent=max_concurrent,
+               metric=metric, mode=mode, experiment=experiment, name=name, tracking_uri=tracking_uri,
+               storage=storage, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+               seed=seed)  # fmt: skip
+    try:
+        settings = load_settings(config, cli, set_)
+        from .driver import SearchError, run_search
+
+        outcome = run_search(settings, echo=typer.echo)
+    except (SettingsError, SpaceError, ConfigError, DataError, FileNotFoundError) as e:
+        _fail(str(e))
+    except SearchError as e:
+        _fail(str(e))
+    _report(outcome, settings.tracking_uri)
+    if outcome.interrupted:
+        raise typer.Exit(130)
+
+
+@app.command()
+def resume(
+    path: Path = typer.Argument(..., help="The search's folder (<storage>/<name>), printed by `run`."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address, if different from the original."),
+) -> None:
+    """Continue a search whose driver died (even by SIGKILL): unfinished trials resume from their last
+    checkpoints, ASHA keeps its rung history, each trial keeps its one MLflow run."""
+    from trainer import DataError
+
+    from .driver import SearchError, resume_search
+
+    try:
+        outcome = resume_search(path, echo=typer.echo, address=address)
+    except (SearchError, DataError, FileNotFoundError) as e:
+        _fail(str(e))
+    _report(outcome, _tracking_uri_of(path))
+
+
+def _tracking_uri_of(path: Path) -> Optional[str]:
+    import json
+
+    from .driver import META_FILE
+
+    return json.loads((Path(path) / META_FILE).read_text())["settings"].get("tracking_uri")
+
+
+@app.command("export-best")
+def export_best_cmd(
+    experiment: str = typer.Option("hsc-search", help="MLflow experiment."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI. [default: sqlite:///mlflow.db]"),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="The search's parent run id. [default: the "
+                                         "latest search in the experiment]"),
+    metric: str = typer.Option("val/map_avg", help="Ranking metric; a trial scores its best epoch."),
+    mode: str = typer.Option("max", help="max or min."),
+    out: Path = typer.Option(Path("best_config.yaml"), help="Where to write the trainer config."),
+    json_: bool = typer.Option(False, "--json", help="Write JSON instead of YAML."),
+) -> None:
+    """Write the best trial's trainer config; `python -m trainer --config FILE` retrains from it as is."""
+    from .export import ExportError, export_best
+
+    try:
+        path, best = export_best(tracking_uri, experiment, out, parent_run_id=run_id, metric=metric, mode=mode,
+                                 fmt="json" if json_ else "yaml")  # fmt: skip
+    except ExportError as e:
+        _fail(str(e))
+    typer.echo(f"best trial {best.name} ({best.outcome}): {metric} {best.score:.4f} -> {path}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def train(ctx: typer.Context) -> None:
+    """Train one config with the trainer (all arguments go to `python -m trainer`; see its --help)."""
+    from trainer.__main__ import main
+
+    raise typer.Exit(main(list(ctx.args)))
+
+
+@app.command("synth-data")
+def synth_data(
+    name: str = typer.Argument(..., help="ave or vegas (public sizes and dimensions by default)."),
+    out: Path = typer.Argument(..., help="HDF5 file to write (AVE/VEGAS feature layout)."),
+    set_: List[str] = typer.Option([], "--set", help="Generator option KEY=VALUE, e.g. n_train=800, mismatch=0.2."),
+) -> None:
+    """Write a synthetic benchmark dataset to an HDF5 file."""
+    from trainer.synthetic import main
+
+    argv = [name, str(out)] + [a for s in set_ for a in ("--set", s)]
+    raise typer.Exit(main(argv))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""The search driver: builds the Ray Tune `Tuner` (OptunaSearch + ASHA), runs or resumes it, and closes the
+MLflow parent run with the best config, a summary table and search plots.
+
+Ray is imported inside the functions, never at module import (it is slow and `import hsc_search` starts
+nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from trainer import AVData, TrainConfig, load_data
+
+from .export import TrialRow, best_row, trial_config, trial_rows, write_config
+from .plots import best_so_far_figure, importance_figure
+from .progress import Progress
+from .settings import SearchSettings
+from .space import SearchSpace, load_space, load_space_dict
+from .runs import TAG_KIND, client_for
+from .tracking import MlflowTracker, reconcile
+
+log = logging.getLogger(__name__)
+
+META_FILE = "hsc_search.json"  # in the experiment folder: what `resume` needs
+BEST_CONFIG = "best_config.yaml"
+
+
+class SearchError(RuntimeError):
+    """The search cannot start or continue; the message says why and what to do."""
+
+
+@dataclass
+class SearchOutcome:
+    experiment_dir: Path
+    parent_run_id: str
+    rows: list[TrialRow]
+    best: TrialRow | None
+    best_config_path: Path | None
+    interrupted: bool
+    tracking_errors: list[str]
+
+
+# ---------------------------------------------------------------------------------------------- building blocks
+def experiment_dir(settings: SearchSettings) -> Path:
+    storage = settings.storage or str(Path("ray_results").resolve())
+    if "://" in storage:
+        raise SearchError("remote storage URIs need issue #4's cluster mode; use a shared filesystem path for now")
+    return Path(storage).resolve() / settings.name
+
+
+def _quiet() -> None:
+    """Silences noise that is not for users: MLflow's download bars, Ray's snapshot-frequency warning (we
+    checkpoint every epoch on purpose)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    _quiet()
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True, "logging_level": logging.WARNING}
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address or os.environ["RAY_ADDRESS"], **kwargs)
+    else:
+        ray.init(include_dashboard=False, **kwargs)
+
+
+def _trainable(data: AVData, settings: SearchSettings):
+    from ray import tune
+
+    from .trainable import train_trial
+
+    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(train_trial, data=data), resources)
+
+
+def _searcher(space: SearchSpace, settings: SearchSettings):
+    from .schedulers import BudgetAwareOptunaSearch
+
+    defaults = space.defaults()
+    return BudgetAwareOptunaSearch(
+        space=space.define_by_run(),
+        metric=settings.metric,
+        mode=settings.mode,
+        seed=settings.seed,
+        points_to_evaluate=[defaults] if defaults else None,
+        max_epochs=settings.max_epochs,
+    )
+
+
+def _scheduler(settings: SearchSettings, exp_dir: Path):
+    from ray.tune.schedulers import FIFOScheduler
+
+    from .schedulers import PersistentASHA
+
+    if settings.scheduler == "fifo":
+        return FIFOScheduler()
+    return PersistentASHA(
+        time_attr="epoch",
+        max_t=settings.max_epochs,
+        grace_period=settings.grace_period,
+        reduction_factor=settings.reduction_factor,
+        experiment_dir=exp_dir,
+    )
+
+
+def _run_config(settings: SearchSettings, exp_dir: Path, callbacks: list):
+    from ray import tune
+
+    return tune.RunConfig(
+        name=exp_dir.name,
+        storage_path=str(exp_dir.parent),
+        callbacks=callbacks,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=settings.keep_checkpoints),
+        failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+        verbose=0,
+    )
+
+
+def _tune_config(settings: SearchSettings, searcher, scheduler):
+    from ray import tune
+
+    return tune.TuneConfig(
+        search_alg=searcher,
+        scheduler=scheduler,
+        num_samples=settings.num_samples,
+        max_concurrent_trials=settings.max_concurrent or None,
+        reuse_actors=True,
+        metric=settings.metric,
+        mode=settings.mode,
+        trial_dirname_creator=_trial_dirname,
+    )
+
+
+def _trial_dirname(trial) -> str:
+    """Short trial folders (Ray's default spells out every parameter)."""
+    return trial.trial_id
+
+
+# ---------------------------------------------------------------------------------------------- run / resume
+def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) -> SearchOutcome:
+    """Starts a new search. Bad settings, space or data fail here, before Ray or MLflow start."""
+    from ray import tune
+
+    settings.name = settings.name or time.strftime("hsc-%Y%m%d-%H%M%S")
+    space = load_space(settings.space_path(), overrides=settings.overrides)
+    data = load_data(settings.data)
+    _check_default_config(space, settings, data)
+    exp_dir = experiment_dir(settings)
+    if exp_dir.exists():
+        raise SearchError(f"{exp_dir} exists already: continue it with `hsc-search resume {exp_dir}` or pick --name")
+
+    _quiet()
+    client = client_for(settings.tracking_uri)
+    experiment_id = _experiment_id(client, settings.experiment)
+    parent = client.create_run(experiment_id, run_name=settings.name,
+                               tags={TAG_KIND: "search", "hsc.experiment_dir": str(exp_dir)})  # fmt: skip
+    parent_id = parent.info.run_id
+    _log_search_inputs(client, parent_id, settings, space)
+    exp_dir.mkdir(parents=True)
+    meta = {"settings": settings.to_dict(), "space": space.to_dict(), "experiment_id": experiment_id,
+            "parent_run_id": parent_id}  # fmt: skip
+    (exp_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+
+    echo(f"search {settings.name}: {settings.num_samples} trials x up to {settings.max_epochs} epochs, "
+         f"space {space.source}, data {data.summary()}")  # fmt: skip
+    tracker = MlflowTracker(settings.tracking_uri, experiment_id, parent_id, settings.max_epochs, space.names())
+    progress = Progress(settings.num_samples, settings.max_epochs, settings.metric, settings.mode, space.names())
+    try:
+        _init_ray(settings.address)
+        tuner = tune.Tuner(
+            _trainable(data, settings),
+            tune_config=_tune_config(settings, _searcher(space, settings), _scheduler(settings, exp_dir)),
+            run_config=_run_config(settings, exp_dir, [tracker, progress]),
+        )
+    except BaseException:
+        client.set_terminated(parent_id, status="FAILED")
+        raise
+    return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
+
+
+def resume_search(path: str | Path, echo: Callable[[str], None] = print, address: str | None = None) -> SearchOutcome:
+    """Continues a search whose driver died: unfinished trials resume from their checkpoints, the ASHA rung
+    history and the Optuna study are restored, and each trial keeps its one MLflow child run."""
+    from ray import tune
+
+    exp_dir = Path(path).resolve()
+    meta_path = exp_dir / META_FILE
+    if not meta_path.exists():
+        raise SearchError(f"{exp_dir}: not a hsc-search experiment folder (no {META_FILE})")
+    meta = json.loads(meta_path.read_text())
+    settings = SearchSettings(**meta["settings"])
+    if address:
+        settings.address = address
+    load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
+    data = load_data(settings.data)
+    client = client_for(settings.tracking_uri)
+    parent_id, experiment_id = meta["parent_run_id"], meta["experiment_id"]
+    client.update_run(parent_id, status="RUNNING")
+    _init_ray(settings.address)
+    if not tune.Tuner.can_restore(str(exp_dir)):
+        raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here")
+    tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,
+                               resume_errored=False)  # fmt: skip
+    _rebind(tuner, exp_dir)
+    echo(f"resuming search {exp_dir.name} from {exp_dir}")
+    return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
+
+
+def _rebind(tuner, exp_dir: Path) -> None:
+    """Points the restored scheduler at the (possibly moved) experiment folder. Ray unpickles the scheduler and
+    callbacks from the original Tuner, so we reach them through the tuner's configs."""
+    internal = tuner._local_tuner  # no public accessor for the restored TuneConfig
+    scheduler = internal._tune_config.scheduler
+    if hasattr(scheduler, "experiment_dir"):
+        scheduler.experiment_dir = str(exp_dir)
+
+
+def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo) -> SearchOutcome:
+    tracker = next(c for c in tuner._local_tuner.get_run_config().callbacks if isinstance(c, MlflowTracker))
+    searcher = tuner._local_tuner._tune_config.search_alg
+    interrupted, trials, status = False, [], "FINISHED"
+    try:
+        results = tuner.fit()
+        trials = list(results._experiment_analysis.trials)
+        interrupted = sum(t.status in ("TERMINATED", "ERROR") for t in trials) < settings.num_samples
+    except KeyboardInterrupt:
+        interrupted = True
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        errors = tracker.close(interrupted=interrupted)
+        try:
+            if trials:
+                reconcile(client, experiment_id, parent_id, trials, settings.max_epochs)
+            outcome = _finish_parent(client, settings, exp_dir, parent_id, experiment_id, searcher, interrupted,
+                                     errors, echo)  # fmt: skip
+        finally:
+            client.set_terminated(parent_id, status="KILLED" if interrupted and status == "FINISHED" else status)
+    return outcome
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _check_default_config(space: SearchSpace, settings: SearchSettings, data: AVData) -> None:
+    """Fails fast if the space's default point is not a valid trainer config for this data."""
+    from .space import validate_sampled
+
+    cfg = validate_sampled(space, space.defaults(), settings.max_epochs)
+    cfg.resolve(len(data.train), data.audio_dim, data.visual_dim)
+
+
+def _experiment_id(client, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp is not None else client.create_experiment(name)
+
+
+def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: SearchSpace) -> None:
+    from mlflow.entities import Param
+
+    flat = {k: v for k, v in settings.to_dict().items() if k != "overrides"}
+    flat.update({f"set.{k}": v for k, v in settings.overrides.items()})
+    client.log_batch(parent_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
+    client.log_text(parent_id, yaml.safe_dump(settings.to_dict(), sort_keys=False), "search_config.yaml")
+    client.log_text(parent_id, yaml.safe_dump(space.to_dict(), sort_keys=False), "search_space.yaml")
+
+
+def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, searcher, interrupted, errors,
+                   echo) -> SearchOutcome:  # fmt: skip
+    rows = trial_rows(client, experiment_id, parent_id, settings.metric, settings.mode)
+    rows.sort(key=lambda r: r.name)
+    best = best_row(rows, settings.mode)
+    best_path = None
+    if rows:
+        _log_summary_table(client, parent_id, rows, exp_dir)
+        client.log_figure(parent_id, best_so_far_figure([r.score for r in rows], settings.mode, settings.metric),
+                          "plots/best_so_far.png")  # fmt: skip
+        importances = _importances(searcher)
+        if importances:
+            client.log_figure(parent_id, importance_figure(importances), "plots/param_importance.png")
+    if best is not None:
+        cfg = trial_config(client, best.run_id)
+        best_path = write_config(cfg, exp_dir / BEST_CONFIG)
+        client.log_artifact(parent_id, str(best_path))
+        client.set_tag(parent_id, "hsc.best_run_id", best.run_id)
+        metrics = {f"best/{settings.metric}": best.score}
+        metrics.update({f"best/{k}": v for k, v in best.final.items() if k.startswith("test/")})
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        client.log_batch(parent_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+    counts = {o: sum(r.outcome == o for r in rows) for o in sorted({r.outcome for r in rows})}
+    client.set_tag(parent_id, "hsc.outcomes", json.dumps(counts))
+    for e in errors:
+        echo(f"warning: {e}")
+    return SearchOutcome(exp_dir, parent_id, rows, best, best_path, interrupted, errors)
+
+
+def _log_summary_table(client, parent_id: str, rows: list[TrialRow], exp_dir: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    param_names = sorted({k for r in rows for k in r.params})
+    metric_names = sorted({k for r in rows for k in r.final if k.startswith(("val/", "test/", "loss/total", "cca/mean"))})
+    table = pa.table(
+        {
+            "trial": [r.name for r in rows],
+            "trial_id": [r.trial_id for r in rows],
+            "run_id": [r.run_id for r in rows],
+            "outcome": [r.outcome for r in rows],
+            "epochs": [r.epochs for r in rows],
+            "seconds": [r.seconds for r in rows],
+            "score": [r.score for r in rows],
+            **{f"param.{p}": [r.params.get(p) for r in rows] for p in param_names},
+            **{f"final.{m}": [r.final.get(m) for r in rows] for m in metric_names},
+        }
+    )
+    out = exp_dir / "summary"
+    out.mkdir(exist_ok=True)
+    pq.write_table(table, out / "trials.parquet")
+    pacsv.write_csv(table, out / "trials.csv")
+    client.log_artifacts(parent_id, str(out), "summary")
+
+
+def _importances(searcher) -> dict[str, float]:
+    """Optuna's parameter importances over the finished trials (empty if too few to tell)."""
+    import optuna
+
+    study = getattr(searcher, "_ot_study", None) or getattr(getattr(searcher, "searcher", None), "_ot_study", None)
+    if study is None:
+        return {}
+    try:
+        return optuna.importance.get_param_importances(study)
+    except Exception as e:  # fewer than two complete trials, or a constant objective
+        log.info("no parameter importances: %s", e)
+        return {}
+

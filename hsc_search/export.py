@@ -1,0 +1,135 @@
+"""Ranking a search's trials from MLflow and exporting the best one's trainer config.
+
+A trial's score is the best value of the metric over its epochs (max or min by mode): the score of the
+checkpoint the trainer itself selects, and what Optuna was told. Trials that failed are never chosen.
+The exported file is the trial's resolved trainer config (its `config.yaml` artifact), which
+`python -m trainer --config` accepts as is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from trainer import ConfigError, TrainConfig
+
+from .runs import CONFIG_ARTIFACT, TAG_KIND, TAG_OUTCOME, TAG_TRIAL, child_runs, client_for
+
+
+class ExportError(ValueError):
+    """Nothing to export: unknown experiment or run, no finished trial, metric never logged."""
+
+
+@dataclass
+class TrialRow:
+    """One trial of a search as MLflow holds it."""
+
+    run_id: str
+    trial_id: str
+    name: str
+    outcome: str
+    status: str
+    epochs: int
+    seconds: float | None
+    score: float | None  # best value of the ranking metric over epochs
+    params: dict[str, str] = field(default_factory=dict)
+    final: dict[str, float] = field(default_factory=dict)  # last logged value of every metric
+
+
+def find_experiment_id(client, experiment: str) -> str:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise ExportError(f"MLflow experiment '{experiment}' not found; experiments: {', '.join(names) or 'none'}")
+    return exp.experiment_id
+
+
+def latest_parent_run(client, experiment_id: str) -> str:
+    """The most recently started search (parent run) of the experiment."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'",
+                              order_by=["attributes.start_time DESC"], max_results=1)  # fmt: skip
+    if not runs:
+        raise ExportError(f"experiment {experiment_id} has no search (parent) run")
+    return runs[0].info.run_id
+
+
+def trial_rows(client, experiment_id: str, parent_run_id: str, metric: str, mode: str) -> list[TrialRow]:
+    """Every trial of the search, with its score under `metric`/`mode` (None if never logged)."""
+    rows = []
+    for run in child_runs(client, experiment_id, parent_run_id):
+        history = client.get_metric_history(run.info.run_id, metric)
+        values = [m.value for m in history if math.isfinite(m.value)]
+        score = (max(values) if mode == "max" else min(values)) if values else None
+        end, start = run.info.end_time, run.info.start_time
+        rows.append(
+            TrialRow(
+                run_id=run.info.run_id,
+                trial_id=run.data.tags.get(TAG_TRIAL, ""),
+                name=run.info.run_name or "",
+                outcome=run.data.tags.get(TAG_OUTCOME, "unknown"),
+                status=run.info.status,
+                epochs=int(run.data.metrics.get("epoch", 0)),
+                seconds=(end - start) / 1000 if end and start else None,
+                score=score,
+                params=dict(run.data.params),
+                final=dict(run.data.metrics),
+            )
+        )
+    return rows
+
+
+def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
+    ok = [r for r in rows if r.score is not None and r.outcome != "failed"]
+    if not ok:
+        return None
+    return max(ok, key=lambda r: r.score) if mode == "max" else min(ok, key=lambda r: r.score)
+
+
+def trial_config(client, run_id: str) -> TrainConfig:
+    """The resolved trainer config a trial ran with (its config.yaml artifact), validated."""
+    text = Path(client.download_artifacts(run_id, CONFIG_ARTIFACT)).read_text()
+    try:
+        return TrainConfig.from_dict(yaml.safe_load(text), source=f"run {run_id}/{CONFIG_ARTIFACT}")
+    except ConfigError as e:
+        raise ExportError(str(e)) from None
+
+
+def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml") -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "json":
+        out.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    else:
+        out.write_text(
+            "# Best HSC-MAE config exported by hsc-search; retrain with:\n"
+            f"#   python -m trainer --config {out.name} --data <SPEC>\n" + cfg.to_yaml()
+        )
+    return out
+
+
+def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, parent_run_id: str | None = None,
+                metric: str = "val/map_avg", mode: str = "max", fmt: str = "yaml") -> tuple[Path, TrialRow]:  # fmt: skip
+    """Picks the best trial of a search (the latest one in `experiment` unless `parent_run_id`) and writes its
+    trainer config to `out`. Returns the path and the chosen trial."""
+    if mode not in ("max", "min"):
+        raise ExportError(f"mode must be max or min, got {mode!r}")
+    client = client_for(tracking_uri)
+    experiment_id = find_experiment_id(client, experiment)
+    if parent_run_id is None:
+        parent_run_id = latest_parent_run(client, experiment_id)
+    else:
+        try:
+            client.get_run(parent_run_id)
+        except Exception:
+            raise ExportError(f"run '{parent_run_id}' not found at {tracking_uri or 'the default tracking URI'}") from None
+    rows = trial_rows(client, experiment_id, parent_run_id, metric, mode)
+    if not rows:
+        raise ExportError(f"search run {parent_run_id} has no trial runs")
+    best = best_row(rows, mode)
+    if best is None:
+        raise ExportError(f"no trial of search run {parent_run_id} logged '{metric}' (or all failed)")
+    return write_config(trial_config(client, best.run_id), out, fmt), best

@@ -1,0 +1,51 @@
+"""Live progress of a search on the terminal: one line per finished trial, with the best so far."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+from ray import tune
+
+
+class Progress(tune.Callback):
+    """Prints a line when a trial finishes, is stopped early, or fails (Ray's own table is turned off)."""
+
+    def __init__(self, total: int, max_epochs: int, metric: str, mode: str, searched: list[str]):
+        self.total, self.max_epochs, self.metric, self.mode = total, max_epochs, metric, mode
+        self.searched = list(searched)
+        self._done = 0
+        self._best: float | None = None
+        self._t0 = time.monotonic()
+
+    def __getstate__(self):
+        return self.__dict__.copy()
+
+    def setup(self, **info) -> None:
+        self._t0 = time.monotonic()
+
+    def _line(self, trial, what: str) -> None:
+        self._done += 1
+        result = trial.last_result or {}
+        value = result.get(self.metric)
+        if value is not None and math.isfinite(value):
+            if self._best is None or (value > self._best if self.mode == "max" else value < self._best):
+                self._best = value
+        params = ", ".join(f"{k}={_short(trial.config[k])}" for k in self.searched if k in trial.config)
+        shown = f"{self.metric} {value:.4f}" if isinstance(value, float) else f"{self.metric} -"
+        best = f"best {self._best:.4f}" if self._best is not None else "best -"
+        elapsed = time.monotonic() - self._t0
+        print(f"[{self._done}/{self.total} {elapsed:5.0f}s] {trial.trial_id} {what:<28} {shown}  {best}  ({params})",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        epochs = int((trial.last_result or {}).get("epoch", 0))
+        self._line(trial, f"stopped by ASHA at epoch {epochs}" if epochs < self.max_epochs else f"completed {epochs} epochs")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._line(trial, "FAILED")
+
+
+def _short(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,114 @@
+"""Search settings: what `hsc-search run` takes, from flags or a search config file, validated once."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainer.config import parse_overrides
+
+SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+DEFAULT_DATA = "synthetic:ave?n_train=1000&n_val=200&n_test=300&dim_audio=32&dim_visual=48&num_classes=10"
+
+
+class SettingsError(ValueError):
+    """Invalid search settings; the message lists every problem."""
+
+
+@dataclass
+class SearchSettings:
+    """Everything a search needs. Field names double as the keys of a search config file."""
+
+    space: str = "quick"  # a shipped space name (search_spaces/<name>.yaml) or a path
+    data: str = DEFAULT_DATA  # a data spec for trainer.load_data
+    num_samples: int = 8  # trials
+    max_epochs: int = 6  # full budget per trial (ASHA's max_t)
+    scheduler: str = "asha"  # asha | fifo
+    grace_period: int = 1  # ASHA: epochs before a trial can be stopped
+    reduction_factor: float = 2.0  # ASHA: keep the top 1/reduction_factor at each rung
+    max_concurrent: int = 0  # 0 = as many as the trial resources allow
+    metric: str = "val/map_avg"
+    mode: str = "max"
+    experiment: str = "hsc-search"  # MLflow experiment
+    name: str | None = None  # the search's name: Ray experiment folder and MLflow parent run (default: timestamp)
+    tracking_uri: str | None = None  # None: MLflow's default (sqlite:///mlflow.db in the working directory)
+    storage: str | None = None  # Ray Tune storage path; None: ./ray_results. Shared (NFS or a URI) on clusters
+    address: str | None = None  # Ray cluster address; None: RAY_ADDRESS or a local Ray instance
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0  # fractional: 0.25 lets four trials share a GPU
+    seed: int = 0  # Optuna TPE seed
+    max_failures: int = 2  # retries of a failed trial, from its last checkpoint
+    keep_checkpoints: int = 2
+    overrides: dict[str, Any] = field(default_factory=dict)  # fixed trainer values (--set key=value)
+
+    def validate(self) -> "SearchSettings":
+        p = []
+        if self.num_samples < 1:
+            p.append(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.max_epochs < 1:
+            p.append(f"max_epochs must be >= 1, got {self.max_epochs}")
+        if self.scheduler not in ("asha", "fifo"):
+            p.append(f"scheduler must be asha or fifo, got {self.scheduler!r}")
+        if not 1 <= self.grace_period <= self.max_epochs:
+            p.append(f"grace_period must be in [1, max_epochs={self.max_epochs}], got {self.grace_period}")
+        if self.reduction_factor <= 1:
+            p.append(f"reduction_factor must be > 1, got {self.reduction_factor}")
+        if self.mode not in ("max", "min"):
+            p.append(f"mode must be max or min, got {self.mode!r}")
+        if self.cpus_per_trial <= 0:
+            p.append(f"cpus_per_trial must be > 0, got {self.cpus_per_trial}")
+        if self.gpus_per_trial < 0:
+            p.append(f"gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
+        if self.max_concurrent < 0:
+            p.append(f"max_concurrent must be >= 0, got {self.max_concurrent}")
+        if self.max_failures < 0 or self.keep_checkpoints < 1:
+            p.append("max_failures must be >= 0 and keep_checkpoints >= 1")
+        if "epochs" in self.overrides:
+            p.append("do not --set epochs: the search's budget is --max-epochs")
+        if p:
+            raise SettingsError("\n".join(f"search settings: {m}" for m in p))
+        return self
+
+    def space_path(self) -> Path:
+        """A shipped space by name, or a file path."""
+        candidate = SPACES_DIR / f"{self.space}.yaml"
+        if "/" not in self.space and not self.space.endswith((".yaml", ".yml")) and candidate.exists():
+            return candidate
+        return Path(self.space)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[str]) -> SearchSettings:
+    """Settings from a search config file (optional), then CLI values that were given (not None) on top."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except OSError as e:
+            raise SettingsError(f"{path}: cannot read search config ({e.strerror})") from None
+        except yaml.YAMLError as e:
+            raise SettingsError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(values, dict):
+            raise SettingsError(f"{path}: expected a mapping of setting: value")
+        if "set" in values:  # the file's spelling of --set
+            values["overrides"] = values.pop("set")
+        valid = {f.name for f in dataclasses.fields(SearchSettings)}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise SettingsError(f"{path}: unknown settings {unknown}; valid: {', '.join(sorted(valid))} (and 'set')")
+        if not isinstance(values.get("overrides", {}), dict):
+            raise SettingsError(f"{path}: 'set' must be a mapping of trainer field: value")
+    values.update({k: v for k, v in cli.items() if v is not None})
+    values["overrides"] = {**values.get("overrides", {}), **parse_overrides(overrides)}
+    try:
+        settings = SearchSettings(**values)
+    except TypeError as e:
+        raise SettingsError(f"search settings: {e}") from None
+    return settings.validate()

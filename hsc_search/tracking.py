@@ -1,0 +1,323 @@
+"""MLflow tracking written by our own code (Ray's MLflowLoggerCallback is not good enough; STACK_NOTES.md).
+
+One parent run per search, one nested child run per trial. The Tune callback `MlflowTracker` runs on the driver
+and hands every MLflow call to one background thread (`_Writer`), so the Tune event loop never waits on the
+tracking server; each call is retried with exponential back-off, so a server that is unreachable for a while
+loses nothing. Per epoch a trial costs one `log_batch` call.
+
+Exactly one child run per trial, also across `hsc-search resume`: the child is found by its tags
+(`mlflow.parentRunId`, `hsc.trial_id`) before one is created, and epochs already logged are not logged again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+from ray import tune
+
+from .plots import cca_spectrum_figure, weight_trajectories_figure
+from .runs import (
+    CONFIG_ARTIFACT,
+    PLOT_KEYS,
+    TAG_ERROR,
+    TAG_KIND,
+    TAG_NODE,
+    TAG_OUTCOME,
+    TAG_PARENT,
+    TAG_TRIAL,
+    child_runs,
+    client_for,
+    find_child_run,
+    retry,
+)
+
+log = logging.getLogger(__name__)
+
+class _Writer:
+    """One background thread that executes queued MLflow calls in order, each with retries."""
+
+    def __init__(self):
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="hsc-mlflow-writer", daemon=True)
+        self._thread.start()
+        self.errors: list[str] = []
+
+    def submit(self, fn: Callable[[], Any], what: str) -> None:
+        self._queue.put((fn, what))
+
+    def _loop(self) -> None:
+        while True:
+            fn, what = self._queue.get()
+            try:
+                if fn is None:
+                    return
+                retry(fn, what)
+            except Exception as e:
+                msg = f"mlflow: {what} failed after retries: {e}"
+                log.error(msg)
+                self.errors.append(msg)
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout: float = 120.0) -> bool:
+        """Waits until every queued call ran; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def close(self, timeout: float = 120.0) -> bool:
+        ok = self.flush(timeout)
+        self._queue.put((None, "stop"))
+        self._thread.join(timeout=5)
+        return ok
+
+
+def numeric_metrics(result: dict) -> dict[str, float]:
+    """The metric keys of a Tune result that belong in MLflow (ours, finite numbers)."""
+    keep = ("epoch", "loss/", "val/", "test/", "weight/", "logvar/", "cca/", "time/", "perf/")
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if k.startswith(keep) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+class MlflowTracker(tune.Callback):
+    """A Tune callback that mirrors every trial into a nested MLflow child run of the search's parent run.
+
+    Args:
+        tracking_uri: MLflow tracking URI (None = MLflow's default, sqlite:///mlflow.db).
+        experiment_id: the MLflow experiment of the parent run.
+        parent_run_id: the search's parent run.
+        max_epochs: the full budget; a trial that ends before it was stopped early (ASHA).
+        searched: names of the searched parameters (logged as params; the full config goes to config.yaml).
+    """
+
+    def __init__(self, tracking_uri: str | None, experiment_id: str, parent_run_id: str, max_epochs: int,
+                 searched: list[str]):  # fmt: skip
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.max_epochs = max_epochs
+        self.searched = list(searched)
+        self._runs: dict[str, str] = {}  # trial id -> child run id
+        self._logged: dict[str, int] = {}  # trial id -> last epoch logged
+        self._nodes: dict[str, str] = {}
+        self._open: set[str] = set()  # trial ids whose child run has not been ended
+        self._writer: _Writer | None = None
+        self._client = None
+
+    # Ray pickles callbacks with the Tuner (and restores them from that pickle): keep the thread out.
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_writer"] = None
+        state["_client"] = None
+        return state
+
+    def _ensure(self) -> None:
+        if self._writer is None:
+            self._writer = _Writer()
+            self._client = client_for(self.tracking_uri)
+
+    @property
+    def errors(self) -> list[str]:
+        return self._writer.errors if self._writer else []
+
+    # ------------------------------------------------------------------ Tune hooks
+    def setup(self, **info) -> None:
+        self._ensure()
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._ensure()
+        config = dict(trial.config)
+        tid, name = trial.trial_id, str(trial)
+        self._open.add(tid)
+
+        def start() -> None:
+            client = self._client
+            run = find_child_run(client, self.experiment_id, self.parent_run_id, tid)
+            if run is None:
+                run = client.create_run(
+                    self.experiment_id,
+                    run_name=name,
+                    tags={TAG_PARENT: self.parent_run_id, TAG_TRIAL: tid, TAG_KIND: "trial", TAG_OUTCOME: "running"},
+                )
+                self._logged[tid] = 0
+            else:  # resumed search or retried trial: continue the same child run
+                client.update_run(run.info.run_id, status="RUNNING")
+                client.set_tag(run.info.run_id, TAG_OUTCOME, "running")
+                history = client.get_metric_history(run.info.run_id, "epoch")
+                self._logged[tid] = int(max((m.step for m in history), default=0))
+            run_id = run.info.run_id
+            self._runs[tid] = run_id
+            if self._logged[tid] == 0:
+                from mlflow.entities import Param
+
+                params = [Param(k, str(config[k])) for k in self.searched if k in config]
+                if params:
+                    client.log_batch(run_id, params=params)
+                client.log_text(run_id, yaml.safe_dump(config, sort_keys=False), CONFIG_ARTIFACT)
+
+        self._writer.submit(start, f"start child run of {name}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._ensure()
+        tid = trial.trial_id
+        epoch = int(result.get("epoch", 0))
+        metrics = numeric_metrics(result)
+        node = f"{result.get('hostname', '?')} ({result.get('node_ip', '?')})"
+
+        def log_epoch() -> None:
+            if epoch <= self._logged.get(tid, 0):
+                return  # already logged before a resume: the resumed trial repeats it exactly
+            from mlflow.entities import Metric, RunTag
+
+            now = int(time.time() * 1000)
+            batch = [Metric(k, v, now, epoch) for k, v in metrics.items()]
+            tags = []
+            if self._nodes.get(tid) != node:
+                seen = self._nodes.get(tid)
+                self._nodes[tid] = node
+                tags.append(RunTag(TAG_NODE, node if seen is None else f"{seen}, {node}"))
+            run_id = self._runs[tid]
+            for i in range(0, len(batch), 1000):
+                self._client.log_batch(run_id, metrics=batch[i : i + 1000], tags=tags if i == 0 else [])
+            self._logged[tid] = epoch
+
+        self._writer.submit(log_epoch, f"log epoch {epoch} of {trial}")
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._ensure()
+        tid = trial.trial_id
+        self._writer.submit(
+            lambda: self._client.set_tag(self._runs[tid], "hsc.retried", "true"), f"tag retry of {trial}"
+        )
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        result = trial.last_result or {}
+        stopped = int(result.get("epoch", 0)) < self.max_epochs
+        self._finish(trial, "stopped_early" if stopped else "completed", "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._finish(trial, "failed", "FAILED", error=_error_text(trial))
+
+    def _finish(self, trial, outcome: str, status: str, error: str | None = None) -> None:
+        self._ensure()
+        tid = trial.trial_id
+        self._open.discard(tid)
+
+        def finish() -> None:
+            run_id = self._runs.get(tid)
+            if run_id is None:  # the trial failed before its run was created
+                return
+            client = self._client
+            client.set_tag(run_id, TAG_OUTCOME, outcome)
+            if error:
+                client.set_tag(run_id, TAG_ERROR, error[-4900:])  # MLflow tag values are capped at 5000 chars
+            try:
+                self._log_plots(run_id)
+            except Exception as e:  # plots are a nicety; never fail the run over them
+                log.warning("plots for %s failed: %s", trial, e)
+            client.set_terminated(run_id, status=status)
+
+        self._writer.submit(finish, f"finish child run of {trial} ({outcome})")
+
+    def _log_plots(self, run_id: str) -> None:
+        client = self._client
+        keys = [k for k in client.get_run(run_id).data.metrics if k.startswith(PLOT_KEYS)]
+        if not keys:
+            return
+        histories = {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in keys}
+        client.log_figure(run_id, weight_trajectories_figure(histories), "plots/loss_weights.png")
+        if any(k.startswith("cca/rho_") for k in histories):
+            client.log_figure(run_id, cca_spectrum_figure(histories), "plots/cca_spectrum.png")
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    # ------------------------------------------------------------------ state across `Tuner.restore`
+    def get_state(self) -> dict:
+        return {"runs": dict(self._runs), "logged": dict(self._logged), "nodes": dict(self._nodes)}
+
+    def set_state(self, state: dict) -> None:
+        # Hints only: on_trial_start looks the child run up by its tags and reads the logged epochs back.
+        self._runs.update(state.get("runs", {}))
+        self._nodes.update(state.get("nodes", {}))
+
+    # ------------------------------------------------------------------ end of the search
+    def close(self, interrupted: bool) -> list[str]:
+        """Flushes, then ends every child run still open (KILLED, outcome interrupted). Returns logged errors."""
+        self._ensure()
+        for tid in list(self._open):
+
+            def kill(tid=tid) -> None:
+                run_id = self._runs.get(tid)
+                if run_id is None:
+                    return
+                self._client.set_tag(run_id, TAG_OUTCOME, "interrupted" if interrupted else "unfinished")
+                self._client.set_terminated(run_id, status="KILLED")
+
+            self._writer.submit(kill, f"end open run of trial {tid}")
+        self._open.clear()
+        self._writer.close()
+        return self.errors
+
+
+def end_stale_runs(client, experiment_id: str, parent_run_id: str, status: str = "KILLED") -> int:
+    """Ends every child run of a search still marked RUNNING (e.g. after the driver was killed). Returns count."""
+    n = 0
+    for run in child_runs(client, experiment_id, parent_run_id):
+        if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, TAG_OUTCOME, "interrupted")
+            client.set_terminated(run.info.run_id, status=status)
+            n += 1
+    return n
+
+
+def _error_text(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).exists():
+        return Path(path).read_text(errors="replace").strip()
+    return str(getattr(trial, "error_msg", None) or "trial failed (no error file)")
+
+
+def reconcile(client, experiment_id: str, parent_run_id: str, trials: list, max_epochs: int) -> None:
+    """Makes MLflow agree with Ray's final trial list after a search (or a resumed one).
+
+    A child run still RUNNING gets its trial's outcome (a trial that finished while the driver was dying never
+    reached our callback). A child run whose trial Ray no longer knows (started after Ray's last experiment
+    snapshot before a driver crash; Ray runs that work again under a new trial id) is ended and soft-deleted
+    (`mlflow gc` removes it for good; `mlflow runs restore` brings it back), so each trial has exactly one run.
+    """
+    by_id = {t.trial_id: t for t in trials}
+    for run in child_runs(client, experiment_id, parent_run_id):
+        run_id = run.info.run_id
+        trial = by_id.get(run.data.tags.get(TAG_TRIAL))
+        if trial is None:
+            client.set_tag(run_id, TAG_OUTCOME, "lost_before_restore")
+            if run.info.status == "RUNNING":
+                client.set_terminated(run_id, status="KILLED")
+            client.delete_run(run_id)
+            continue
+        if run.info.status != "RUNNING":
+            continue
+        if trial.status == "ERROR":
+            outcome, status = "failed", "FAILED"
+        elif trial.status == "TERMINATED":
+            epochs = int((trial.last_result or {}).get("epoch", 0))
+            outcome, status = ("stopped_early" if epochs < max_epochs else "completed"), "FINISHED"
+        else:
+            outcome, status = "interrupted", "KILLED"
+        client.set_tag(run_id, TAG_OUTCOME, outcome)
+        client.set_terminated(run_id, status=status)

@@ -1,0 +1,36 @@
+"""The Ray Tune trainable: a thin adapter from `trainer.fit` to `tune.report` with a checkpoint every epoch."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+from ray import tune
+
+from trainer import AVData, TrainConfig, fit
+
+
+def train_trial(config: dict[str, Any], data: AVData, device: str = "auto") -> None:
+    """Trains one trial's configuration, reporting every epoch's metrics with a checkpoint.
+
+    Args:
+        config: a complete trainer config as a flat dict (sampled params, fixed values, epochs).
+        data: the dataset, shared through Ray's object store by `tune.with_parameters`.
+        device: passed to `fit` (auto picks the GPU Ray assigned, if any).
+
+    A trial that Ray restarts after a failure (FailureConfig) or after `hsc-search resume` continues from its
+    last checkpoint: `fit(resume_from=...)` gives the same metrics as an uninterrupted run.
+    """
+    cfg = TrainConfig.from_dict(config, source="trial config")
+
+    def on_epoch(report) -> None:
+        with tempfile.TemporaryDirectory(prefix="hsc-ckpt-") as d:
+            report.save_checkpoint(d)
+            tune.report(report.metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        fit(cfg, data, on_epoch=on_epoch, device=device, log=None)
+        return
+    with checkpoint.as_directory() as d:
+        fit(cfg, data, on_epoch=on_epoch, resume_from=d, device=device, log=None)
