@@ -1,0 +1,622 @@
+"""Search spaces: which trainer fields a search samples, and how (data, loaded and checked once).
+
+A search space is a YAML file (`search_spaces/*.yaml`)::
+
+    # free comments: cite where each range comes from
+    description: one line shown in the CLI
+    fixed:            # optional: trainer config values applied to every trial (not searched)
+      hidden_dim: 128
+    params:           # searched, in this order (Optuna define-by-run order)
+      lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
+      mask_ratio: {type: float, low: 0.3, high: 0.8, step: 0.05}   # optional step
+      topk: {type: int, low: 0, high: 10}                           # optional step or log
+      distill: {type: categorical, choices: [none, relational, embedding]}
+      w_distill: {type: float, low: 0.1, high: 2.0, when: {distill: [relational, embedding]}}
+      logvar_floor: {type: float, low: -4.0, high: -1.0, when: {loss_weighting: learned}}
+
+Rules (all checked by `load_space`, which reports every problem at once):
+
+- Top-level keys: `description` (a string, optional), `fixed` (optional), `params` (required, non-empty).
+- Every name under `fixed` and `params` is a field of `trainer.TrainConfig`. `epochs` is neither searched nor
+  fixed here: it is the search's `--max-epochs` (ASHA's budget). A name is either fixed or searched, not both.
+- `type: float | int | categorical`. float/int need `low <= high`; optional `log: true` (then `low > 0`) or
+  `step: s > 0` (not both: Optuna refuses log with a step); int bounds and step are integers; a float step
+  must divide `high - low`. categorical needs a non-empty list `choices` of distinct values.
+  Numeric strings are accepted for numbers (YAML 1.1 reads `1e-4` as a string; write `1.0e-4` to get a float).
+- The sampled values must fit the field's type: a float field takes `float`, `int` (whole values, e.g.
+  warm-up epochs) or numeric choices; an int field takes `int` or integer choices; a bool field only
+  `categorical` with true/false choices; a str field only `categorical` with strings (among the field's
+  allowed values when it has them). Each endpoint and choice must also be a valid value of the field on its
+  own (with `fixed` applied), e.g. `mask_ratio` high 1.0 is rejected because mask_ratio must be below 1.
+- `when: {name: value or [values], ...}` makes a param conditional: it is suggested only when every entry holds
+  (AND). `name` is a param searched EARLIER in the file or a `fixed` name; the values must be possible for it
+  (among its choices / inside its range). A param whose condition fails is not suggested at all, so the trainer
+  default applies (or the fixed value), and later conditions see that value.
+
+Overrides (`load_space(path, overrides={...})`, e.g. the CLI's `--set key=value`) are extra fixed values,
+applied over the file's `fixed`. An override of a searched name wins: the name is removed from `params` and
+lands in `fixed`; conditions that referred to it now see the fixed value.
+
+A space only suggests values (no computation, no I/O), so that Optuna and Ray Tune may call it as often as they
+like; parameter names are the trainer field names, stable across runs, so trials of different searches compare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import yaml
+
+from trainer.config import ConfigError, TrainConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+__all__ = ["Param", "SearchSpace", "SpaceError", "load_space", "load_space_dict", "validate_sampled"]
+
+TYPES = ("float", "int", "categorical")
+TOP_KEYS = ("description", "fixed", "params")
+_PARAM_KEYS = {
+    "float": ("type", "low", "high", "log", "step", "when"),
+    "int": ("type", "low", "high", "log", "step", "when"),
+    "categorical": ("type", "choices", "when"),
+}
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_DEFAULTS = TrainConfig().to_dict()
+_NOT_IN_SPACE = "epochs"  # the search's --max-epochs
+
+
+class SpaceError(ValueError):
+    """A search space is invalid: one line per problem, each naming the file, the parameter and what was expected.
+
+    Attributes:
+        problems: the lines of the message.
+    """
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched trainer field.
+
+    `when` maps earlier param (or fixed) names to the tuple of values under which this param is suggested;
+    empty means unconditional.
+    """
+
+    name: str
+    type: str  # 'float' | 'int' | 'categorical'
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple | None = None
+    when: dict[str, tuple] = field(default_factory=dict)
+
+    def holds(self, values: dict[str, Any]) -> bool:
+        """Whether the condition holds for the current trainer values (sampled, fixed or default)."""
+        return all(values.get(k) in allowed for k, allowed in self.when.items())
+
+    def suggest(self, trial: "optuna.trial.Trial") -> Any:
+        """Asks the trial for this param's value (the only thing a space does with a trial)."""
+        if self.type == "float":
+            return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+        if self.type == "int":
+            return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1, log=self.log)
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+    def contains(self, value: Any) -> bool:
+        """Whether `value` is one Optuna could sample (in range and on the step grid, or among the choices)."""
+        if self.type == "categorical":
+            return any(_same(value, c) for c in self.choices)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if not self.low <= value <= self.high:
+            return False
+        if self.type == "int" and value != int(value):
+            return False
+        if self.step:
+            k = (value - self.low) / self.step
+            return abs(k - round(k)) < 1e-8
+        return True
+
+    def nearest(self, value: Any) -> Any:
+        """The valid value nearest to `value`: clipped into [low, high] and snapped to the step grid; for
+        categorical, `value` itself if it is a choice, else the numerically nearest choice (the first on a tie),
+        or the first choice for non-numeric values."""
+        if self.type == "categorical":
+            for c in self.choices:
+                if _same(value, c):
+                    return c
+            if _is_number(value) and all(_is_number(c) for c in self.choices):
+                return min(self.choices, key=lambda c: abs(c - value))
+            return self.choices[0]
+        if self.contains(value):
+            return int(value) if self.type == "int" else value
+        v = min(max(float(value), self.low), self.high)
+        if self.step:
+            k = math.floor((self.high - self.low) / self.step + 1e-8)  # last grid point at or below high
+            v = self.low + min(max(round((v - self.low) / self.step), 0), k) * self.step
+        if self.type == "int":
+            return int(round(v))
+        return float(f"{v:.12g}")  # drops float noise from low + k * step
+
+    def to_spec(self) -> dict[str, Any]:
+        """The YAML mapping this param was (or could have been) written as."""
+        spec: dict[str, Any] = {"type": self.type}
+        if self.type == "categorical":
+            spec["choices"] = list(self.choices)
+        else:
+            spec["low"], spec["high"] = self.low, self.high
+            if self.log:
+                spec["log"] = True
+            if self.step is not None:
+                spec["step"] = self.step
+        if self.when:
+            spec["when"] = {k: list(v) for k, v in self.when.items()}
+        return spec
+
+
+class _DefineByRun:
+    """The define-by-run function of a space: a module-level class, not a closure, because Ray's OptunaSearch
+    saves its state (the function included) with plain `pickle` when the Tuner checkpoints the search."""
+
+    def __init__(self, space: "SearchSpace"):
+        self.space = space
+
+    def __call__(self, trial: "optuna.trial.Trial") -> dict[str, Any]:
+        values = {**_DEFAULTS, **self.space.fixed}
+        for p in self.space.params:
+            if p.holds(values):
+                values[p.name] = p.suggest(trial)
+        return dict(self.space.fixed)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A loaded, checked search space (see the module docstring for the file format)."""
+
+    params: tuple[Param, ...]
+    fixed: dict[str, Any]
+    description: str = ""
+    source: str = "<dict>"
+
+    def names(self) -> list[str]:
+        """The searched names, in suggestion order."""
+        return [p.name for p in self.params]
+
+    def define_by_run(self) -> Callable[["optuna.trial.Trial"], dict[str, Any]]:
+        """The Optuna define-by-run function for `OptunaSearch(space=...)` or `study.ask()` trials.
+
+        It suggests the params in file order with `trial.suggest_float/int/categorical` (log and step passed
+        through), skipping those whose `when` fails, and returns a copy of the fixed values, which Ray's
+        OptunaSearch merges into the trial config. Pure: no computation and no I/O; the same trial answers give
+        the same calls. Picklable.
+        """
+        return _DefineByRun(self)
+
+    def defaults(self) -> dict[str, Any]:
+        """The trainer defaults (with `fixed` applied) of the searched params whose condition holds under them.
+
+        A default outside the searched range is clipped and snapped to the step grid; one that is not among the
+        choices becomes the nearest numeric choice, or the first choice (see `Param.nearest`). Later conditions
+        see the adjusted value. Meant for Ray's `points_to_evaluate`, so the first trial is the default config.
+        """
+        values = {**_DEFAULTS, **self.fixed}
+        out: dict[str, Any] = {}
+        for p in self.params:
+            if p.holds(values):
+                values[p.name] = out[p.name] = p.nearest(values[p.name])
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A YAML-able mapping that `load_space_dict` reads back to an equal space.
+
+        The order of `params` is the suggestion order: dump with `yaml.safe_dump(..., sort_keys=False)`.
+        """
+        return {
+            "description": self.description,
+            "fixed": dict(self.fixed),
+            "params": {p.name: p.to_spec() for p in self.params},
+        }
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def load_space(path: str | Path, *, overrides: dict[str, Any] | None = None) -> SearchSpace:
+    """Reads and checks a search-space YAML file.
+
+    Args:
+        path: the file.
+        overrides: extra fixed values (e.g. the CLI's `--set`); they win over the file's `fixed` and remove a
+            searched name from `params`.
+
+    Raises:
+        SpaceError: the file is missing, not YAML, not a mapping, or breaks any rule of the format (all problems
+            in one message, one per line).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpaceError(f"{path}: cannot read search space file ({e.strerror or e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpaceError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
+    return load_space_dict(data, source=str(path), overrides=overrides)
+
+
+def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[str, Any] | None = None) -> SearchSpace:
+    """Checks a search space given as a mapping (the parsed YAML); see `load_space`."""
+    if not isinstance(d, dict):
+        got = "an empty file" if d is None else f"a {type(d).__name__}"
+        raise SpaceError(f"{source}: expected a mapping with keys {', '.join(TOP_KEYS)} at the top level, got {got}")
+    bad = _Problems(source)
+
+    for key in d:
+        if key not in TOP_KEYS:
+            bad(str(key), f"unknown top-level key; expected {', '.join(TOP_KEYS)}")
+    description = d.get("description", "")
+    if description is None:
+        description = ""
+    if not isinstance(description, str):
+        bad("description", f"expected one line of text, got {description!r}")
+        description = ""
+
+    fixed = _read_fixed(d.get("fixed"), "fixed", bad)
+    if overrides is not None and not isinstance(overrides, dict):
+        bad("overrides", f"expected a mapping of field: value, got {type(overrides).__name__}")
+        overrides = {}
+    override = _read_fixed(overrides, "override", bad)
+
+    raw_params = d.get("params")
+    if not isinstance(raw_params, dict) or not raw_params:
+        bad("params", "expected a non-empty mapping of trainer field: {type: ..., ...}")
+        raw_params = {}
+    order = {str(name): i for i, name in enumerate(raw_params)}
+    parsed: dict[str, Param | None] = {}
+    for name, spec in raw_params.items():
+        name = str(name)
+        parsed[name] = _read_param(name, spec, fixed, bad)
+
+    for i, (name, p) in enumerate(parsed.items()):
+        if p is not None and p.when:
+            parsed[name] = _check_when(p, i, order, parsed, fixed, bad)
+
+    searched = [n for n in parsed if n not in override]
+    _check_fixed_values({**fixed, **override}, searched, bad)
+    for name, p in parsed.items():
+        if p is not None and name not in override:  # an overridden param is no longer sampled
+            _check_endpoints(p, {**fixed, **override}, searched, bad)
+
+    if bad.lines:
+        raise SpaceError(bad.lines)
+    params = tuple(p for n, p in parsed.items() if n not in override)
+    return SearchSpace(params=params, fixed={**fixed, **override}, description=description.strip(), source=source)
+
+
+def validate_sampled(space: SearchSpace, params: dict[str, Any], epochs: int) -> TrainConfig:
+    """The trainer config of one sampled trial: fixed values, then the sampled params, then `epochs`.
+
+    Raises:
+        ConfigError: the combination is invalid for the trainer (the message lists every problem).
+    """
+    return TrainConfig.from_dict({**space.fixed, **params, "epochs": epochs}, source=f"trial config of {space.source}")
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+class _Problems:
+    """Collects problem lines `<source>: <where>: <what>`; `bad(where, msg)` adds one."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.lines: list[str] = []
+
+    def __call__(self, where: str, msg: str) -> None:
+        self.lines.append(f"{self.source}: {where}: {msg}")
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: what went wrong and where."""
+    mark = getattr(e, "problem_mark", None)
+    what = "; ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return " ".join(f"{what}{where}".split())
+
+
+def _valid_names() -> str:
+    return ", ".join(n for n in _FIELDS if n != _NOT_IN_SPACE)
+
+
+def _name_problem(name: str) -> str | None:
+    """Why `name` cannot appear in a space, or None."""
+    if name == _NOT_IN_SPACE:
+        return (
+            "epochs cannot be searched or fixed in a search space: the search sets it from --max-epochs "
+            "(ASHA's budget)"
+        )
+    if name not in _FIELDS:
+        close = difflib.get_close_matches(name, list(_FIELDS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"'{name}' is not a trainer config field{hint}; valid names: {_valid_names()}"
+    return None
+
+
+def _kind(name: str) -> str:
+    t = _FIELDS[name].type
+    return t if isinstance(t, str) else t.__name__
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that keeps true apart from 1."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+def _number(v: Any) -> float | int:
+    """A YAML number, or a numeric string (YAML 1.1 reads 1e-4 as a string)."""
+    if _is_number(v):
+        return v
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    raise TypeError(f"expected a number, got {v!r}")
+
+
+def _integer(v: Any) -> int:
+    try:
+        n = _number(v)
+    except TypeError:
+        raise TypeError(f"expected an integer, got {v!r}") from None
+    if isinstance(n, float) and not (math.isfinite(n) and n == int(n)):
+        raise TypeError(f"expected an integer, got {v!r}")
+    return int(n)
+
+
+def _field_value(name: str, v: Any) -> Any:
+    """`v` as a value of trainer field `name`, or TypeError saying what was expected."""
+    kind = _kind(name)
+    if kind == "bool":
+        if isinstance(v, bool):
+            return v
+        raise TypeError(f"expected true or false, got {v!r}")
+    if kind == "int":
+        return _integer(v)
+    if kind == "float":
+        n = _number(v)
+        if not math.isfinite(n):
+            raise TypeError(f"expected a finite number, got {v!r}")
+        return float(n)
+    if not isinstance(v, str):
+        raise TypeError(f"expected a string, got {v!r}")
+    allowed = _FIELDS[name].metadata.get("choices")
+    if allowed and v not in allowed:
+        raise TypeError(f"expected one of {list(allowed)}, got {v!r}")
+    return v
+
+
+def _read_fixed(raw: Any, where: str, bad: _Problems) -> dict[str, Any]:
+    """Checks names and types of a `fixed` mapping (or of the overrides); returns the converted values."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        bad(where, f"expected a mapping of trainer field: value, got {type(raw).__name__}")
+        return {}
+    out = {}
+    for name, value in raw.items():
+        name = str(name)
+        problem = _name_problem(name)
+        if problem:
+            bad(f"{where}.{name}", problem)
+            continue
+        try:
+            out[name] = _field_value(name, value)
+        except TypeError as e:
+            bad(f"{where}.{name}", f"{e} (trainer field {name} is {_kind(name)})")
+    return out
+
+
+def _read_param(name: str, spec: Any, fixed: dict[str, Any], bad: _Problems) -> Param | None:
+    """One entry of `params`, or None after reporting its problems."""
+    where = f"params.{name}"
+    problem = _name_problem(name)
+    if problem:
+        bad(where, problem)
+        return None
+    if name in fixed:
+        bad(where, "is both fixed and searched; keep one (fixed wins only through an override such as --set)")
+    if not isinstance(spec, dict):
+        bad(where, f"expected a mapping like {{type: float, low: ..., high: ...}}, got {spec!r}")
+        return None
+    n_before = len(bad)
+    kind = _kind(name)
+    ptype = spec.get("type")
+    if ptype is None:
+        bad(where, f"missing 'type'; expected one of {', '.join(TYPES)}")
+        return None
+    if ptype not in TYPES:
+        bad(where, f"unknown type {ptype!r}; expected one of {', '.join(TYPES)}")
+        return None
+    for key in spec:
+        if key not in _PARAM_KEYS[ptype]:
+            bad(where, f"unknown key '{key}' for type {ptype}; expected {', '.join(_PARAM_KEYS[ptype])}")
+
+    allowed_types = {"float": ("float", "int", "categorical"), "int": ("int", "categorical")}.get(
+        kind, ("categorical",)
+    )
+    if ptype not in allowed_types:
+        bad(where, f"type {ptype} does not fit trainer field {name}, which is {kind}; use {' or '.join(allowed_types)}")
+        return None
+
+    when = _read_when(where, spec.get("when"), bad)
+    if ptype == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            bad(where, "categorical needs a non-empty list 'choices'")
+            return None
+        values = []
+        for c in choices:
+            try:
+                values.append(_field_value(name, c))
+            except TypeError as e:
+                bad(where, f"choice {c!r}: {e} (trainer field {name} is {kind})")
+        if len(values) == len(choices):
+            if len({(type(v), v) for v in values}) != len(values):
+                bad(where, f"choices {choices} contain duplicates")
+        if len(bad) > n_before:
+            return None
+        return Param(name=name, type="categorical", choices=tuple(values), when=when)
+
+    read = _integer if ptype == "int" else _number
+    got: dict[str, Any] = {}
+    for key in ("low", "high", "step"):
+        if key not in spec:
+            if key != "step":
+                bad(where, f"{ptype} needs '{key}'")
+            continue
+        try:
+            got[key] = read(spec[key])
+        except TypeError as e:
+            bad(where, f"{key}: {e}")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        bad(where, f"log: expected true or false, got {log!r}")
+        log = False
+    if len(bad) > n_before:
+        return None
+    low, high, step = got["low"], got["high"], got.get("step")
+    if ptype == "float":
+        low, high = float(low), float(high)
+        step = None if step is None else float(step)
+        if not (math.isfinite(low) and math.isfinite(high)):
+            bad(where, f"low and high must be finite, got {low} and {high}")
+    if low > high:
+        bad(where, f"low ({low}) must not exceed high ({high})")
+    if log and low <= 0:
+        bad(where, f"log scale needs low > 0, got low={low}")
+    if log and step is not None:
+        bad(where, "log and step cannot be combined (Optuna refuses it); drop one")
+    if step is not None:
+        if step <= 0:
+            bad(where, f"step must be > 0, got {step}")
+        elif ptype == "float" and low <= high:
+            k = (high - low) / step
+            if abs(k - round(k)) > 1e-8:
+                bad(where, f"step {step} does not divide high - low = {high - low:g}")
+    if len(bad) > n_before:
+        return None
+    return Param(name=name, type=ptype, low=low, high=high, log=log, step=step, when=when)
+
+
+def _read_when(where: str, raw: Any, bad: _Problems) -> dict[str, tuple]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not raw:
+        bad(where, f"when: expected a mapping of earlier param: value or [values], got {raw!r}")
+        return {}
+    out = {}
+    for ref, vals in raw.items():
+        vals = tuple(vals) if isinstance(vals, (list, tuple)) else (vals,)
+        if not vals:
+            bad(where, f"when.{ref}: expected a value or a non-empty list of values")
+            continue
+        out[str(ref)] = vals
+    return out
+
+
+def _check_when(
+    p: Param,
+    index: int,
+    order: dict[str, int],
+    parsed: dict[str, Param | None],
+    fixed: dict[str, Any],
+    bad: _Problems,
+) -> Param:
+    """Checks `p.when` against earlier params and the file's fixed values; returns `p` with converted values."""
+    where = f"params.{p.name}"
+    when = {}
+    for ref, vals in p.when.items():
+        if ref == p.name:
+            bad(where, f"when refers to {p.name} itself; conditions may only refer to earlier params or fixed values")
+            continue
+        if ref in order and order[ref] > index:
+            bad(
+                where,
+                f"when refers to '{ref}', which is searched later; conditions may only refer to params searched "
+                f"before {p.name} (reorder params) or to fixed values",
+            )
+            continue
+        if ref not in order and ref not in fixed:
+            if ref in _FIELDS:
+                why = f"'{ref}' is neither searched before {p.name} nor fixed"
+            else:
+                why = f"unknown parameter '{ref}'"
+            bad(where, f"when refers to {why}; earlier params: {', '.join(list(order)[:index]) or 'none'}")
+            continue
+        converted = []
+        for v in vals:
+            try:
+                v = _field_value(ref, v) if ref in _FIELDS else v
+            except TypeError as e:
+                bad(where, f"when.{ref}: {e}")
+                continue
+            target = parsed.get(ref)
+            if ref in order and target is not None and not target.contains(v):
+                domain = list(target.choices) if target.type == "categorical" else f"[{target.low}, {target.high}]"
+                bad(where, f"when.{ref}: {v!r} can never be sampled for {ref} ({domain})")
+            converted.append(v)
+        if ref in fixed and ref not in order and converted and not any(_same(fixed[ref], v) for v in converted):
+            bad(where, f"when.{ref}: never holds: {ref} is fixed to {fixed[ref]!r}, not one of {converted}")
+        when[ref] = tuple(converted)
+    return dataclasses.replace(p, when=when)
+
+
+def _config_lines(values: dict[str, Any]) -> list[str]:
+    """The trainer's problems with a config made of `values` over the defaults (empty when valid)."""
+    try:
+        TrainConfig.from_dict(values, source="@")
+    except ConfigError as e:
+        return [line.removeprefix("@: ") for line in str(e).splitlines()]
+    return []
+
+
+def _mentions(line: str, name: str) -> bool:
+    return re.search(rf"\b{re.escape(name)}\b", line) is not None
+
+
+def _check_fixed_values(fixed: dict[str, Any], searched: list[str], bad: _Problems) -> None:
+    """The trainer's own checks on the fixed values (over the defaults). A problem that names a searched param
+    may go away with its sampled value, so only problems that name none are reported here."""
+    for line in _config_lines(fixed):
+        if not any(_mentions(line, n) for n in searched):
+            bad("fixed", line)
+
+
+def _check_endpoints(p: Param, fixed: dict[str, Any], searched: list[str], bad: _Problems) -> None:
+    """Each endpoint (or choice) of `p` must be a valid trainer value with the fixed values and defaults. Only
+    problems that name `p` and no other searched param are reported (the others depend on other samples)."""
+    candidates = p.choices if p.type == "categorical" else (p.low, p.high)
+    others = [n for n in searched if n != p.name]
+    seen = set()
+    for v in candidates:
+        for line in _config_lines({**fixed, p.name: v}):
+            if _mentions(line, p.name) and not any(_mentions(line, n) for n in others) and line not in seen:
+                seen.add(line)
+                label = "choice" if p.type == "categorical" else ("low" if v == p.low else "high")
+                bad(f"params.{p.name}", f"{label} {v!r} is not a valid {p.name}: {line}")

@@ -1,0 +1,501 @@
+"""Search spaces: every shipped file loads and samples valid configs; bad files fail with clear messages."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from hsc_search.space import Param, SearchSpace, SpaceError, load_space, load_space_dict, validate_sampled
+from trainer.config import ConfigError, TrainConfig
+
+SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+SHIPPED = sorted(SPACES_DIR.glob("*.yaml"))
+DEFAULTS = TrainConfig().to_dict()
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _sample(space: SearchSpace, n: int, seed: int) -> list[tuple[dict, dict]]:
+    """(suggested params, returned dict) of n trials of a seeded random-sampler study."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed), direction="maximize")
+    fn = space.define_by_run()
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        returned = fn(trial)
+        out.append((dict(trial.params), returned))
+        study.tell(trial, 0.0)
+    return out
+
+
+def _in_domain(p: Param, v) -> bool:
+    """Checked here independently of Param.contains."""
+    if p.type == "categorical":
+        return any(type(v) is type(c) and v == c for c in p.choices)
+    if p.type == "int" and type(v) is not int:
+        return False
+    if not p.low <= v <= p.high:
+        return False
+    if p.step:
+        k = (v - p.low) / p.step
+        return abs(k - round(k)) < 1e-8
+    return True
+
+
+def _write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _error(tmp_path: Path, text: str) -> str:
+    path = _write(tmp_path, text)
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    message = str(info.value)
+    for line in message.splitlines():
+        assert line.startswith(f"{path}: "), line  # every problem names the file
+    return message
+
+
+# ------------------------------------------------------------------------------------------- shipped spaces
+def test_the_three_spaces_are_shipped():
+    assert {p.name for p in SHIPPED} >= {"quick.yaml", "hsc_mae.yaml", "ablation.yaml"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_space_samples_valid_configs(path):
+    space = load_space(path)
+    assert space.source == str(path)
+    assert space.description and "\n" not in space.description
+    assert "epochs" not in space.names() and "epochs" not in space.fixed
+    seen_with, seen_without = set(), set()
+    for params, returned in _sample(space, 30, seed=1):
+        assert returned == space.fixed
+        cfg = validate_sampled(space, params, epochs=5)
+        assert cfg.epochs == 5
+        for name, value in space.fixed.items():
+            if name not in params:
+                assert getattr(cfg, name) == value
+        # conditional params appear exactly when their condition holds (on sampled, fixed or default values)
+        values = {**DEFAULTS, **space.fixed}
+        for p in space.params:
+            holds = all(values[ref] in allowed for ref, allowed in p.when.items())
+            assert (p.name in params) == holds, (p.name, params)
+            if holds:
+                assert _in_domain(p, params[p.name]), (p.name, params[p.name])
+                assert getattr(cfg, p.name) == params[p.name]
+                values[p.name] = params[p.name]
+                seen_with.add(p.name)
+            else:
+                seen_without.add(p.name)
+        assert set(params) <= set(space.names())
+    # every param was sampled, and every conditional one was also skipped at least once
+    assert seen_with == set(space.names())
+    assert seen_without == {p.name for p in space.params if p.when}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_space_defaults_validate_and_lie_in_range(path):
+    space = load_space(path)
+    defaults = space.defaults()
+    validate_sampled(space, defaults, epochs=5)
+    values = {**DEFAULTS, **space.fixed}
+    for p in space.params:
+        holds = all(values[ref] in allowed for ref, allowed in p.when.items())
+        assert (p.name in defaults) == holds
+        if holds:
+            assert _in_domain(p, defaults[p.name])
+            values[p.name] = defaults[p.name]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_space_round_trips_through_yaml(path):
+    space = load_space(path)
+    back = load_space_dict(yaml.safe_load(yaml.safe_dump(space.to_dict(), sort_keys=False)), source="copy")
+    assert (back.params, back.fixed, back.description) == (space.params, space.fixed, space.description)
+
+
+def test_shipped_ranges_cite_a_source():
+    """STYLE.md: each range says where it came from: every param line has a comment, or directly follows a
+    comment (possibly shared by a group of consecutive param lines)."""
+
+    def is_param(line: str) -> bool:
+        return line.startswith("  ") and not line.lstrip().startswith("#") and ":" in line
+
+    for path in SHIPPED:
+        lines = path.read_text().splitlines()
+        start = lines.index("params:")
+        for i in range(start + 1, len(lines)):
+            if is_param(lines[i]) and "#" not in lines[i]:
+                j = i - 1
+                while is_param(lines[j]):
+                    j -= 1
+                assert lines[j].lstrip().startswith("#"), f"{path.name}: no comment for {lines[i]!r}"
+
+
+def test_quick_space_is_small():
+    space = load_space(SPACES_DIR / "quick.yaml")
+    assert space.fixed["hidden_dim"] <= 128 and space.fixed["batch_size"] <= 256
+    assert 3 <= len(space.names()) <= 6
+    assert any(p.when for p in space.params)
+
+
+def test_ablation_never_samples_a_config_without_a_loss():
+    space = load_space(SPACES_DIR / "ablation.yaml")
+    loss_sets = set()
+    for params, _ in _sample(space, 200, seed=3):
+        cfg = validate_sampled(space, params, epochs=1)
+        loss_sets.add(tuple(n for n in cfg.active_losses() if n != "distill"))
+    # the six documented loss sets, reconstruction alone excluded
+    assert loss_sets == {
+        ("rec", "dcca", "nce"), ("dcca", "nce"), ("rec", "nce"), ("rec", "dcca"), ("nce",), ("dcca",)
+    }
+
+
+# ------------------------------------------------------------------------------------------- define-by-run
+def test_define_by_run_is_deterministic_and_returns_the_fixed_values():
+    space = load_space(SPACES_DIR / "hsc_mae.yaml")
+    a = _sample(space, 10, seed=7)
+    b = _sample(space, 10, seed=7)
+    c = _sample(space, 10, seed=8)
+    assert [p for p, _ in a] == [p for p, _ in b]
+    assert [p for p, _ in a] != [p for p, _ in c]
+    quick = load_space(SPACES_DIR / "quick.yaml")
+    returned = quick.define_by_run()(optuna.create_study().ask())
+    assert returned == quick.fixed and returned
+    returned["hidden_dim"] = 1  # a copy: the caller cannot change the space
+    assert quick.fixed["hidden_dim"] != 1
+
+
+class _RecordingTrial:
+    """Only the suggest_* methods; answers with the low end or the first choice, and records every call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):
+        self.calls.append(("float", name, low, high, step, log))
+        return low
+
+    def suggest_int(self, name, low, high, *, step=1, log=False):
+        self.calls.append(("int", name, low, high, step, log))
+        return low
+
+    def suggest_categorical(self, name, choices):
+        self.calls.append(("categorical", name, tuple(choices)))
+        return choices[0]
+
+
+def test_define_by_run_passes_log_and_step_through_in_order():
+    space = load_space(SPACES_DIR / "quick.yaml")
+    trial = _RecordingTrial()
+    space.define_by_run()(trial)
+    assert trial.calls == [
+        ("float", "lr", 3e-4, 1e-2, None, True),
+        ("float", "mask_ratio", 0.3, 0.8, 0.1, False),
+        ("int", "topk", 0, 8, 1, False),
+        ("float", "tau", 0.05, 0.3, None, True),
+        ("categorical", "loss_weighting", ("learned", "fixed")),
+        ("float", "weight_lr", 1e-3, 5e-2, None, True),  # loss_weighting answered 'learned'
+    ]
+
+
+def test_define_by_run_is_picklable():
+    """Ray's OptunaSearch.save pickles its space with plain pickle when the Tuner checkpoints the search."""
+    space = load_space(SPACES_DIR / "quick.yaml")
+    fn = pickle.loads(pickle.dumps(space.define_by_run()))
+    trial = _RecordingTrial()
+    assert fn(trial) == space.fixed
+    assert [c[1] for c in trial.calls] == space.names()
+
+
+def test_condition_on_a_fixed_value_and_chained_conditions():
+    space = load_space_dict(
+        {
+            "fixed": {"loss_weighting": "fixed"},
+            "params": {
+                "distill": {"type": "categorical", "choices": ["none", "relational"]},
+                "w_distill": {
+                    "type": "float",
+                    "low": 0.1,
+                    "high": 2.0,
+                    "when": {"loss_weighting": "fixed", "distill": "relational"},
+                },
+                "logvar_floor": {"type": "float", "low": -4.0, "high": -1.0, "when": {"distill": ["none"]}},
+            },
+        }
+    )
+    for params, _ in _sample(space, 20, seed=0):
+        assert ("w_distill" in params) == (params["distill"] == "relational")
+        assert ("logvar_floor" in params) == (params["distill"] == "none")
+
+
+def test_defaults_snap_into_range_and_skip_failed_conditions():
+    space = load_space_dict(
+        {
+            "fixed": {"loss_weighting": "fixed"},
+            "params": {
+                "lr": {"type": "float", "low": 2.0e-3, "high": 3.0e-3, "log": True},  # default 1e-3 below
+                "mask_ratio": {"type": "float", "low": 0.55, "high": 0.85, "step": 0.1},  # 0.5 -> 0.55
+                "topk": {"type": "int", "low": 6, "high": 10, "step": 2},  # 5 -> 6
+                "batch_size": {"type": "categorical", "choices": [192, 512]},  # 256 -> nearest 192
+                "distill": {"type": "categorical", "choices": ["relational", "embedding"]},  # none -> first
+                "w_distill": {"type": "float", "low": 0.1, "high": 2.0, "when": {"distill": "relational"}},
+                "weight_lr": {"type": "float", "low": 1.0e-3, "high": 5.0e-2, "when": {"distill": "embedding"}},
+            },
+        }
+    )
+    d = space.defaults()
+    expected = {"lr": 2e-3, "mask_ratio": 0.55, "topk": 6, "batch_size": 192, "distill": "relational", "w_distill": 1.0}
+    assert d == expected
+    validate_sampled(space, d, epochs=1)
+
+
+def test_validate_sampled_reports_trainer_problems():
+    space = load_space_dict({"params": {"topk": {"type": "int", "low": 0, "high": 8}}, "fixed": {"batch_size": 16}})
+    assert validate_sampled(space, {"topk": 3}, epochs=2).batch_size == 16
+    with pytest.raises(ConfigError, match="topk"):
+        validate_sampled(space, {"topk": 20}, epochs=2)  # not reachable by sampling, but checked all the same
+
+
+# ------------------------------------------------------------------------------------------- overrides
+def test_override_of_a_searched_name_moves_it_to_fixed():
+    path = SPACES_DIR / "quick.yaml"
+    space = load_space(path, overrides={"lr": "2e-3", "loss_weighting": "fixed", "seed": 3})
+    assert "lr" not in space.names() and "loss_weighting" not in space.names()
+    assert space.fixed["lr"] == 2e-3 and type(space.fixed["lr"]) is float
+    assert space.fixed["loss_weighting"] == "fixed" and space.fixed["seed"] == 3
+    assert space.fixed["hidden_dim"] == load_space(path).fixed["hidden_dim"]
+    for params, returned in _sample(space, 10, seed=0):
+        assert "weight_lr" not in params  # its condition now sees the fixed 'fixed'
+        assert returned["lr"] == 2e-3
+        assert validate_sampled(space, params, epochs=1).lr == 2e-3
+    assert "weight_lr" not in space.defaults()
+
+
+def test_override_wins_over_the_files_fixed_value_and_is_checked():
+    path = SPACES_DIR / "quick.yaml"
+    assert load_space(path, overrides={"hidden_dim": 32}).fixed["hidden_dim"] == 32
+    # a batch of 8 is fine once topk (searched up to 8, which must stay below the batch) is fixed too
+    assert load_space(path, overrides={"batch_size": 8, "topk": 2}).fixed["batch_size"] == 8
+    with pytest.raises(SpaceError, match=r"params.topk: high 8 is not a valid topk: topk \(8\) must be below batch_size"):
+        load_space(path, overrides={"batch_size": 8})
+    with pytest.raises(SpaceError) as info:
+        load_space(path, overrides={"epochs": 3, "hiden_dim": 32, "batch_size": "many"})
+    message = str(info.value)
+    assert "--max-epochs" in message and "hiden_dim" in message and "hidden_dim" in message
+    assert "batch_size" in message and "expected an integer" in message
+
+
+# ------------------------------------------------------------------------------------------- bad spaces
+def test_unknown_name(tmp_path):
+    message = _error(tmp_path, "params:\n  mask_ration: {type: float, low: 0.3, high: 0.8}\n")
+    assert "mask_ration" in message and "did you mean 'mask_ratio'" in message
+    assert "valid names:" in message and "lr" in message and "tau_teacher" in message
+
+
+def test_low_above_high(tmp_path):
+    message = _error(tmp_path, "params:\n  lr: {type: float, low: 1.0e-2, high: 1.0e-3, log: true}\n")
+    assert "params.lr" in message and "low (0.01) must not exceed high (0.001)" in message
+
+
+def test_wrong_and_unknown_types(tmp_path):
+    message = _error(
+        tmp_path,
+        "params:\n"
+        "  topk: {type: float, low: 0, high: 5}\n"
+        "  tau: {type: bogus, low: 0.1, high: 0.2}\n"
+        "  use_rec: {type: int, low: 0, high: 1}\n"
+        "  mask_ratio: {low: 0.1, high: 0.2}\n",
+    )
+    assert "params.topk: type float does not fit trainer field topk, which is int" in message
+    assert "params.tau: unknown type 'bogus'" in message
+    assert "params.use_rec: type int does not fit trainer field use_rec, which is bool; use categorical" in message
+    assert "params.mask_ratio: missing 'type'" in message
+
+
+def test_conditions_on_unknown_later_or_self(tmp_path):
+    message = _error(
+        tmp_path,
+        "params:\n"
+        "  w_distill: {type: float, low: 0.1, high: 2.0, when: {distill: relational}}\n"
+        "  distill: {type: categorical, choices: [none, relational]}\n"
+        "  tau: {type: float, low: 0.05, high: 0.3, when: {bogus_param: 1}}\n"
+        "  topk: {type: int, low: 0, high: 5, when: {topk: 3}}\n"
+        "  lr: {type: float, low: 1.0e-4, high: 1.0e-3, when: {weight_lr: 0.01}}\n",
+    )
+    assert "params.w_distill: when refers to 'distill', which is searched later" in message
+    assert "params.tau: when refers to unknown parameter 'bogus_param'" in message
+    assert "params.topk: when refers to topk itself" in message
+    assert "params.lr: when refers to 'weight_lr' is neither searched before lr nor fixed" in message
+
+
+def test_impossible_condition_values(tmp_path):
+    message = _error(
+        tmp_path,
+        "fixed: {loss_weighting: fixed}\n"
+        "params:\n"
+        "  distill: {type: categorical, choices: [none, relational]}\n"
+        "  topk: {type: int, low: 0, high: 5}\n"
+        "  w_distill: {type: float, low: 0.1, high: 2.0, when: {distill: embedding}}\n"
+        "  tau_teacher: {type: float, low: 0.01, high: 0.2, when: {topk: [3, 7]}}\n"
+        "  weight_lr: {type: float, low: 1.0e-3, high: 5.0e-2, when: {loss_weighting: learned}}\n"
+        "  self_weight: {type: float, low: 0.5, high: 0.9, when: {distill: bogus}}\n",
+    )
+    assert "params.w_distill: when.distill: 'embedding' can never be sampled for distill" in message
+    assert "params.tau_teacher: when.topk: 7 can never be sampled for topk ([0, 5])" in message
+    assert "params.weight_lr: when.loss_weighting: never holds: loss_weighting is fixed to 'fixed'" in message
+    assert "params.self_weight: when.distill: expected one of ['none', 'relational', 'embedding'], got 'bogus'" in (
+        message
+    )
+
+
+def test_log_with_low_zero_and_log_with_step(tmp_path):
+    message = _error(
+        tmp_path,
+        "params:\n"
+        "  weight_decay: {type: float, low: 0.0, high: 0.2, log: true}\n"
+        "  lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true, step: 1.0e-4}\n",
+    )
+    assert "params.weight_decay: log scale needs low > 0, got low=0.0" in message
+    assert "params.lr: log and step cannot be combined" in message
+
+
+def test_categorical_without_choices_and_with_wrong_choice_types(tmp_path):
+    message = _error(
+        tmp_path,
+        "params:\n"
+        "  distill: {type: categorical}\n"
+        "  loss_weighting: {type: categorical, choices: []}\n"
+        "  use_rec: {type: categorical, choices: [1, 0]}\n"
+        "  eval_model: {type: categorical, choices: [teacher, ema]}\n"
+        "  batch_size: {type: categorical, choices: [128, 256.5]}\n"
+        "  tau: {type: categorical, choices: [0.1, 0.1]}\n",
+    )
+    assert "params.distill: categorical needs a non-empty list 'choices'" in message
+    assert "params.loss_weighting: categorical needs a non-empty list 'choices'" in message
+    assert "params.use_rec: choice 1: expected true or false" in message
+    assert "params.eval_model: choice 'ema': expected one of ['teacher', 'student']" in message
+    assert "params.batch_size: choice 256.5: expected an integer" in message
+    assert "params.tau: choices [0.1, 0.1] contain duplicates" in message
+
+
+def test_int_bounds_steps_and_unknown_param_keys(tmp_path):
+    message = _error(
+        tmp_path,
+        "params:\n"
+        "  topk: {type: int, low: 0, high: 5.5}\n"
+        "  seq_layers: {type: int, low: 1, high: 4, step: 0.5}\n"
+        "  mask_ratio: {type: float, low: 0.3, hihg: 0.8}\n"
+        "  tau: {type: float, low: 0.05, high: 0.3, step: 0.1}\n",
+    )
+    assert "params.topk: high: expected an integer, got 5.5" in message
+    assert "params.seq_layers: step: expected an integer, got 0.5" in message
+    assert "params.mask_ratio: unknown key 'hihg' for type float" in message
+    assert "params.mask_ratio: float needs 'high'" in message
+    assert "params.tau: step 0.1 does not divide high - low = 0.25" in message
+
+
+def test_epochs_cannot_be_searched_or_fixed(tmp_path):
+    message = _error(tmp_path, "fixed: {epochs: 3}\nparams:\n  epochs: {type: int, low: 1, high: 10}\n")
+    assert "fixed.epochs: epochs cannot be searched or fixed in a search space" in message
+    assert "params.epochs: epochs cannot be searched or fixed" in message
+    assert "--max-epochs" in message
+
+
+def test_invalid_fixed_values_and_endpoints(tmp_path):
+    message = _error(
+        tmp_path,
+        "fixed: {batch_size: 4, hidden_dim: big, lr: 1.0e-3}\n"
+        "params:\n"
+        "  mask_ratio: {type: float, low: 0.5, high: 1.0}\n"
+        "  lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n",
+    )
+    assert "fixed.hidden_dim: expected an integer, got 'big'" in message
+    assert "fixed: batch_size must be >= 8, got 4" in message
+    assert "params.mask_ratio: high 1.0 is not a valid mask_ratio: mask_ratio must be in [0, 1), got 1.0" in message
+    assert "params.lr: is both fixed and searched" in message
+
+
+def test_numeric_strings_are_accepted(tmp_path):
+    path = _write(
+        tmp_path,
+        "params:\n  lr: {type: float, low: 1e-4, high: 3e-3, log: true}\n  topk: {type: int, low: '0', high: 1e1}\n",
+    )
+    space = load_space(path)
+    lr, topk = space.params
+    assert (lr.low, lr.high) == (1e-4, 3e-3) and type(lr.low) is float
+    assert (topk.low, topk.high) == (0, 10) and type(topk.high) is int
+
+
+def test_file_level_problems(tmp_path):
+    with pytest.raises(SpaceError, match="cannot read search space file") as info:
+        load_space(tmp_path / "missing.yaml")
+    assert "missing.yaml" in str(info.value)
+    message = _error(tmp_path, "- lr\n- tau\n")
+    assert "expected a mapping with keys description, fixed, params at the top level, got a list" in message
+    message = _error(tmp_path, "")
+    assert "got an empty file" in message
+    message = _error(tmp_path, "params: {lr: [unclosed\n")
+    assert "not valid YAML" in message
+    message = _error(tmp_path, "descripton: typo\nparams: {}\n")
+    assert "descripton: unknown top-level key" in message
+    assert "params: expected a non-empty mapping" in message
+
+
+def test_several_problems_are_reported_together(tmp_path):
+    message = _error(
+        tmp_path,
+        "description: several problems\n"
+        "extra: 1\n"
+        "fixed: {epochs: 5, nonsense: 1}\n"
+        "params:\n"
+        "  lr: {type: float, low: 1.0e-2, high: 1.0e-3}\n"
+        "  topk: {type: float, low: 0, high: 5}\n"
+        "  tau: {type: float, low: 0.0, high: 0.3, log: true}\n"
+        "  distill: {type: categorical}\n"
+        "  w_distill: {type: float, low: 0.1, high: 2.0, when: {ghost: 1}}\n",
+    )
+    lines = message.splitlines()
+    expected = ["extra:", "fixed.epochs:", "fixed.nonsense:", "params.lr:", "params.topk:", "params.tau:",
+                "params.distill:", "params.w_distill:"]
+    for fragment in expected:
+        assert any(fragment in line for line in lines), fragment
+    assert len(lines) == len(expected)
+
+
+def test_space_error_is_a_value_error_with_its_problems():
+    with pytest.raises(ValueError) as info:
+        load_space_dict({"params": {"lr": {"type": "float"}}}, source="inline")
+    assert isinstance(info.value, SpaceError)
+    assert info.value.problems == ["inline: params.lr: float needs 'low'", "inline: params.lr: float needs 'high'"]
+
+
+# ------------------------------------------------------------------------------------------- Ray Tune
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_ray_optuna_search_first_suggestion_is_the_default_config(path, tmp_path):
+    """Ray's real OptunaSearch, without starting Ray: points_to_evaluate enqueues the defaults as trial one."""
+    ray = pytest.importorskip("ray")
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = load_space(path)
+    searcher = OptunaSearch(
+        space=space.define_by_run(), metric="m", mode="max", seed=0, points_to_evaluate=[space.defaults()]
+    )
+    first = searcher.suggest("t1")
+    assert first == {**space.defaults(), **space.fixed}
+    second = searcher.suggest("t2")
+    validate_sampled(space, second, epochs=3)
+    assert {k: second[k] for k in space.fixed} == space.fixed
+    assert second != first  # sampled by TPE (random start-up trials), not the default again
+    # the searcher state (which holds the space) pickles, as the Tuner's experiment checkpoints need
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    restored = OptunaSearch(space=space.define_by_run(), metric="m", mode="max")
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.suggest("t1") == first
+    assert not ray.is_initialized()
