@@ -7,6 +7,7 @@ nothing).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from trainer import AVData, TrainConfig, load_data
 from .export import TrialRow, best_row, trial_config, trial_rows, write_config
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
+from .schedulers import AshaStateCallback, PersistentASHA
 from .settings import SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
 from .runs import TAG_KIND, client_for
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 META_FILE = "hsc_search.json"  # in the experiment folder: what `resume` needs
 BEST_CONFIG = "best_config.yaml"
+ASHA_RUNGS = "asha_rungs.json"
 
 
 class SearchError(RuntimeError):
@@ -101,10 +104,8 @@ def _searcher(space: SearchSpace, settings: SearchSettings):
     )
 
 
-def _scheduler(settings: SearchSettings, exp_dir: Path):
+def _scheduler(settings: SearchSettings):
     from ray.tune.schedulers import FIFOScheduler
-
-    from .schedulers import PersistentASHA
 
     if settings.scheduler == "fifo":
         return FIFOScheduler()
@@ -113,7 +114,6 @@ def _scheduler(settings: SearchSettings, exp_dir: Path):
         max_t=settings.max_epochs,
         grace_period=settings.grace_period,
         reduction_factor=settings.reduction_factor,
-        experiment_dir=exp_dir,
     )
 
 
@@ -177,14 +177,20 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
 
     echo(f"search {settings.name}: {settings.num_samples} trials x up to {settings.max_epochs} epochs, "
          f"space {space.source}, data {data.summary()}")  # fmt: skip
+    # every trial trains the full schedule of max_epochs (ASHA may stop it earlier): epochs is part of each trial's
+    # config, so its logged config.yaml (and the exported best config) retrains exactly what was searched
+    space = dataclasses.replace(space, fixed={**space.fixed, "epochs": settings.max_epochs})
     tracker = MlflowTracker(settings.tracking_uri, experiment_id, parent_id, settings.max_epochs, space.names())
-    progress = Progress(settings.num_samples, settings.max_epochs, settings.metric, settings.mode, space.names())
+    scheduler = _scheduler(settings)
+    callbacks = [tracker, Progress(settings.num_samples, settings.max_epochs, settings.metric, settings.mode, space.names())]
+    if isinstance(scheduler, PersistentASHA):
+        callbacks.append(AshaStateCallback(scheduler))
     try:
         _init_ray(settings.address)
         tuner = tune.Tuner(
             _trainable(data, settings),
-            tune_config=_tune_config(settings, _searcher(space, settings), _scheduler(settings, exp_dir)),
-            run_config=_run_config(settings, exp_dir, [tracker, progress]),
+            tune_config=_tune_config(settings, _searcher(space, settings), scheduler),
+            run_config=_run_config(settings, exp_dir, callbacks),
         )
     except BaseException:
         client.set_terminated(parent_id, status="FAILED")
@@ -215,23 +221,14 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
         raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here")
     tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,
                                resume_errored=False)  # fmt: skip
-    _rebind(tuner, exp_dir)
     echo(f"resuming search {exp_dir.name} from {exp_dir}")
     return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
 
 
-def _rebind(tuner, exp_dir: Path) -> None:
-    """Points the restored scheduler at the (possibly moved) experiment folder. Ray unpickles the scheduler and
-    callbacks from the original Tuner, so we reach them through the tuner's configs."""
-    internal = tuner._local_tuner  # no public accessor for the restored TuneConfig
-    scheduler = internal._tune_config.scheduler
-    if hasattr(scheduler, "experiment_dir"):
-        scheduler.experiment_dir = str(exp_dir)
-
-
 def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo) -> SearchOutcome:
     tracker = next(c for c in tuner._local_tuner.get_run_config().callbacks if isinstance(c, MlflowTracker))
-    searcher = tuner._local_tuner._tune_config.search_alg
+    searcher = tuner._local_tuner._tune_config.search_alg  # no public accessor; the restored one after resume
+    scheduler = tuner._local_tuner._tune_config.scheduler
     interrupted, trials, status = False, [], "FINISHED"
     try:
         results = tuner.fit()
@@ -247,6 +244,10 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
         try:
             if trials:
                 reconcile(client, experiment_id, parent_id, trials, settings.max_epochs)
+            if isinstance(scheduler, PersistentASHA):  # the rung history, for the record (and the resume test)
+                rungs = json.dumps(scheduler.get_rung_state(), indent=1)
+                (exp_dir / ASHA_RUNGS).write_text(rungs)
+                client.log_text(parent_id, rungs, ASHA_RUNGS)
             outcome = _finish_parent(client, settings, exp_dir, parent_id, experiment_id, searcher, interrupted,
                                      errors, echo)  # fmt: skip
         finally:

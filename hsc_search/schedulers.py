@@ -5,27 +5,25 @@
   a trial that stopped before its full budget (TPE ranks pruned trials by how far they got and their
   intermediate values, all of which we report), and for a completed trial the best validation value over its
   epochs, i.e. the score of the checkpoint the trainer selects.
-* `PersistentASHA`: Ray does not checkpoint the scheduler (ray issue #30838), so after `Tuner.restore` ASHA
-  starts with empty rungs and lets weak trials through. This subclass writes its rungs to a small JSON file in
-  the experiment directory whenever they change and reads them back on its first use after a restore.
+* `PersistentASHA` + `AshaStateCallback`: Ray does not checkpoint the scheduler (ray issue #30838), so after
+  `Tuner.restore` ASHA starts with empty rungs and lets weak trials through. The callback hands the rungs to
+  Ray's own experiment snapshots (written with the searcher state, so the two stay consistent) and puts them
+  back on restore. A file of our own in the experiment folder would not do: on restore Ray copies the folder
+  to its driver staging directory and syncs that back over the folder, stale copy included.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 from optuna.trial import TrialState
+from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 log = logging.getLogger(__name__)
-
-ASHA_STATE_FILE = "asha_state.json"
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):
@@ -81,70 +79,44 @@ class BudgetAwareOptunaSearch(OptunaSearch):
 
 
 class PersistentASHA(ASHAScheduler):
-    """ASHA whose rung history survives `Tuner.restore` (kept in `<experiment_dir>/asha_state.json`)."""
-
-    def __init__(self, *args, experiment_dir: str | os.PathLike | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.experiment_dir = str(experiment_dir) if experiment_dir else None
-        self._loaded = False
-
-    # -- persistence
-    def _path(self) -> Path | None:
-        return Path(self.experiment_dir) / ASHA_STATE_FILE if self.experiment_dir else None
+    """ASHA whose rung history survives `Tuner.restore`, through `AshaStateCallback` (Ray saves a callback's
+    `get_state` with every experiment snapshot, together with the searcher, and gives it back on restore)."""
 
     def rungs(self) -> list[list[dict[str, float]]]:
         """Per bracket, per rung (highest milestone first): {trial_id: recorded reward}."""
         return [[dict(recorded) for _, recorded in b._rungs] for b in self._brackets]
 
-    def _save(self) -> None:
-        path = self._path()
-        if path is None:
-            return
-        payload = {
+    def get_rung_state(self) -> dict[str, Any]:
+        return {
             "milestones": [[m for m, _ in b._rungs] for b in self._brackets],
             "rungs": self.rungs(),
             "num_stopped": self._num_stopped,
         }
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload))
-        os.replace(tmp, path)
 
-    def _load_once(self) -> None:
-        if self._loaded:
-            return
-        self._loaded = True
-        path = self._path()
-        if path is None or not path.exists():
-            return
-        payload = json.loads(path.read_text())
-        for bracket, milestones, rungs in zip(self._brackets, payload["milestones"], payload["rungs"]):
+    def set_rung_state(self, state: dict[str, Any]) -> None:
+        for bracket, milestones, rungs in zip(self._brackets, state["milestones"], state["rungs"]):
             if [m for m, _ in bracket._rungs] != milestones:
-                log.warning("%s: rung milestones differ from this scheduler's; ASHA history not restored", path)
+                log.warning("saved ASHA milestones %s differ from %s; rung history not restored", milestones,
+                            [m for m, _ in bracket._rungs])  # fmt: skip
                 return
             for (_, recorded), saved in zip(bracket._rungs, rungs):
                 recorded.update(saved)
-        self._num_stopped = payload.get("num_stopped", 0)
-        log.info("restored ASHA rung history from %s", path)
+        self._num_stopped = state.get("num_stopped", 0)
 
-    # -- scheduler hooks
-    def on_trial_add(self, tune_controller, trial) -> None:
-        self._load_once()
-        super().on_trial_add(tune_controller, trial)
 
-    def on_trial_result(self, tune_controller, trial, result: dict[str, Any]) -> str:
-        self._load_once()
-        before = self._num_recorded()
-        action = super().on_trial_result(tune_controller, trial, result)
-        if self._num_recorded() != before:
-            self._save()
-        return action
+class AshaStateCallback(Callback):
+    """Carries a `PersistentASHA`'s rungs through Ray's experiment snapshots (ray issue #30838).
 
-    def on_trial_complete(self, tune_controller, trial, result: dict[str, Any]) -> None:
-        self._load_once()
-        before = self._num_recorded()
-        super().on_trial_complete(tune_controller, trial, result)
-        if self._num_recorded() != before:
-            self._save()
+    The scheduler and this callback are pickled together in the Tuner's state, so after `Tuner.restore` the
+    callback still points at the restored scheduler, and `set_state` refills its rungs before any trial runs.
+    """
 
-    def _num_recorded(self) -> int:
-        return sum(len(recorded) for b in self._brackets for _, recorded in b._rungs)
+    def __init__(self, scheduler: PersistentASHA):
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict[str, Any]:
+        return self.scheduler.get_rung_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.scheduler.set_rung_state(state)
+        log.info("restored ASHA rung history: %s", state["rungs"])

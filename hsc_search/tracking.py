@@ -11,6 +11,7 @@ Exactly one child run per trial, also across `hsc-search resume`: the child is f
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import queue
@@ -21,6 +22,10 @@ from typing import Any, Callable
 
 import yaml
 from ray import tune
+
+from trainer import ConfigError, TrainConfig
+
+from .trainable import HISTORY_KEY
 
 from .plots import cca_spectrum_figure, weight_trajectories_figure
 from .runs import (
@@ -113,6 +118,7 @@ class MlflowTracker(tune.Callback):
         self._runs: dict[str, str] = {}  # trial id -> child run id
         self._logged: dict[str, int] = {}  # trial id -> last epoch logged
         self._nodes: dict[str, str] = {}
+        self._history: dict[str, dict[int, dict[str, float]]] = {}  # trial -> epoch -> plotted metrics
         self._open: set[str] = set()  # trial ids whose child run has not been ended
         self._writer: _Writer | None = None
         self._client = None
@@ -166,7 +172,7 @@ class MlflowTracker(tune.Callback):
                 params = [Param(k, str(config[k])) for k in self.searched if k in config]
                 if params:
                     client.log_batch(run_id, params=params)
-                client.log_text(run_id, yaml.safe_dump(config, sort_keys=False), CONFIG_ARTIFACT)
+                client.log_text(run_id, yaml.safe_dump(_full_config(config), sort_keys=False), CONFIG_ARTIFACT)
 
         self._writer.submit(start, f"start child run of {name}")
 
@@ -174,16 +180,22 @@ class MlflowTracker(tune.Callback):
         self._ensure()
         tid = trial.trial_id
         epoch = int(result.get("epoch", 0))
-        metrics = numeric_metrics(result)
+        epochs = [numeric_metrics(m) for m in json.loads(result.get(HISTORY_KEY, "[]"))]  # after a restore
+        epochs.append(numeric_metrics(result))
         node = f"{result.get('hostname', '?')} ({result.get('node_ip', '?')})"
+        history = self._history.setdefault(tid, {})
+        for m in epochs:
+            history[int(m.get("epoch", 0))] = {k: v for k, v in m.items() if k.startswith(PLOT_KEYS)}
 
         def log_epoch() -> None:
-            if epoch <= self._logged.get(tid, 0):
-                return  # already logged before a resume: the resumed trial repeats it exactly
             from mlflow.entities import Metric, RunTag
 
             now = int(time.time() * 1000)
-            batch = [Metric(k, v, now, epoch) for k, v in metrics.items()]
+            # epochs already logged before a resume are skipped: the resumed trial repeats them exactly
+            batch = [Metric(k, v, now, int(m["epoch"])) for m in epochs if m["epoch"] > self._logged.get(tid, 0)
+                     for k, v in m.items()]  # fmt: skip
+            if not batch:
+                return
             tags = []
             if self._nodes.get(tid) != node:
                 seen = self._nodes.get(tid)
@@ -225,19 +237,26 @@ class MlflowTracker(tune.Callback):
             if error:
                 client.set_tag(run_id, TAG_ERROR, error[-4900:])  # MLflow tag values are capped at 5000 chars
             try:
-                self._log_plots(run_id)
+                self._log_plots(tid, run_id)
             except Exception as e:  # plots are a nicety; never fail the run over them
                 log.warning("plots for %s failed: %s", trial, e)
             client.set_terminated(run_id, status=status)
 
         self._writer.submit(finish, f"finish child run of {trial} ({outcome})")
 
-    def _log_plots(self, run_id: str) -> None:
-        client = self._client
-        keys = [k for k in client.get_run(run_id).data.metrics if k.startswith(PLOT_KEYS)]
-        if not keys:
+    def _log_plots(self, tid: str, run_id: str) -> None:
+        by_epoch = self._history.get(tid, {})
+        if sorted(by_epoch) != list(range(1, len(by_epoch) + 1)):  # not all seen here: read back what MLflow has
+            keys = [k for k in self._client.get_run(run_id).data.metrics if k.startswith(PLOT_KEYS)]
+            histories = {k: [(m.step, m.value) for m in self._client.get_metric_history(run_id, k)] for k in keys}
+        else:
+            histories = {}
+            for epoch, values in sorted(by_epoch.items()):
+                for k, v in values.items():
+                    histories.setdefault(k, []).append((epoch, v))
+        if not histories:
             return
-        histories = {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in keys}
+        client = self._client
         client.log_figure(run_id, weight_trajectories_figure(histories), "plots/loss_weights.png")
         if any(k.startswith("cca/rho_") for k in histories):
             client.log_figure(run_id, cca_spectrum_figure(histories), "plots/cca_spectrum.png")
@@ -283,6 +302,15 @@ def end_stale_runs(client, experiment_id: str, parent_run_id: str, status: str =
             client.set_terminated(run.info.run_id, status=status)
             n += 1
     return n
+
+
+def _full_config(config: dict) -> dict:
+    """The complete trainer config of a trial (every field, so `python -m trainer --config` needs nothing else);
+    the raw dict if it is invalid (the trial then fails with the trainer's message)."""
+    try:
+        return TrainConfig.from_dict(config).to_dict()
+    except ConfigError:
+        return config
 
 
 def _error_text(trial) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from typing import Any
 
 from ray import tune
 
-from trainer import AVData, TrainConfig, fit
+from trainer import AVData, TrainConfig, fit, load_state
+
+HISTORY_KEY = "hsc/history_json"  # JSON list of the metric dicts of the epochs before a restored checkpoint
 
 
 def train_trial(config: dict[str, Any], data: AVData, device: str = "auto") -> None:
@@ -33,4 +36,15 @@ def train_trial(config: dict[str, Any], data: AVData, device: str = "auto") -> N
         fit(cfg, data, on_epoch=on_epoch, device=device, log=None)
         return
     with checkpoint.as_directory() as d:
-        fit(cfg, data, on_epoch=on_epoch, resume_from=d, device=device, log=None)
+        # The epochs before the checkpoint ride along with the first report after a restore, so the driver can
+        # log any it never received (a driver killed with epochs still queued for MLflow).
+        earlier = load_state(d)["history"]
+        first = [True]
+
+        def on_epoch_after_restore(report) -> None:
+            if first[0]:
+                report.metrics[HISTORY_KEY] = json.dumps(earlier)
+                first[0] = False
+            on_epoch(report)
+
+        fit(cfg, data, on_epoch=on_epoch_after_restore, resume_from=d, device=device, log=None)

@@ -1,0 +1,105 @@
+"""Our fixes to stock Ray Tune parts, without a Ray cluster: what Optuna is told, and ASHA's rungs across a restore."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from hsc_search.schedulers import AshaStateCallback, BudgetAwareOptunaSearch, PersistentASHA
+from hsc_search.space import load_space_dict
+
+SPACE = {"params": {"lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True}}}
+
+
+def _searcher(max_epochs=4):
+    space = load_space_dict(SPACE)
+    return BudgetAwareOptunaSearch(space=space.define_by_run(), metric="val/map_avg", mode="max", seed=0,
+                                   max_epochs=max_epochs)  # fmt: skip
+
+
+def _feed(searcher, trial_id, values):
+    for epoch, v in enumerate(values, start=1):
+        searcher.on_trial_result(trial_id, {"val/map_avg": v, "epoch": epoch, "training_iteration": epoch})
+    return {"val/map_avg": values[-1], "epoch": len(values), "training_iteration": len(values)}
+
+
+def test_early_stopped_trial_is_pruned_not_complete():
+    s = _searcher()
+    s.suggest("a")
+    last = _feed(s, "a", [0.2])  # ASHA stopped it after epoch 1 of 4
+    s.on_trial_complete("a", last)
+    frozen = s._ot_study.get_trials()[0]
+    assert frozen.state.name == "PRUNED"  # Optuna keeps the last intermediate value as a pruned value
+    assert frozen.intermediate_values == {1: 0.2}
+
+
+def test_completed_trial_is_told_its_best_epoch():
+    s = _searcher()
+    s.suggest("b")
+    last = _feed(s, "b", [0.2, 0.5, 0.45, 0.4])  # selection keeps epoch 2
+    s.on_trial_complete("b", last)
+    frozen = s._ot_study.get_trials()[0]
+    assert frozen.state.name == "COMPLETE" and frozen.value == pytest.approx(0.5)
+    assert s.trial_state("b") == "COMPLETE"
+
+
+def test_failed_trial_is_fail():
+    s = _searcher()
+    s.suggest("c")
+    _feed(s, "c", [0.1])
+    s.on_trial_complete("c", None, error=True)
+    assert s._ot_study.get_trials()[0].state.name == "FAIL"
+
+
+def test_stock_searcher_would_have_called_it_complete():
+    """The behaviour we fix, shown on Ray's own class: a budget-1 result told as a final value."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = OptunaSearch(space=load_space_dict(SPACE).define_by_run(), metric="val/map_avg", mode="max", seed=0)
+    s.suggest("a")
+    s.on_trial_result("a", {"val/map_avg": 0.2, "training_iteration": 1})
+    s.on_trial_complete("a", {"val/map_avg": 0.2, "training_iteration": 1})
+    assert s._ot_study.get_trials()[0].state.name == "COMPLETE"
+
+
+class _Trial:
+    def __init__(self, trial_id):
+        self.trial_id = trial_id
+
+
+def _asha():
+    a = PersistentASHA(time_attr="epoch", max_t=8, grace_period=1, reduction_factor=2)
+    a.set_search_properties("val/map_avg", "max")
+    return a
+
+
+def _report(a, tid, epoch, value):
+    return a.on_trial_result(None, _Trial(tid), {"epoch": epoch, "val/map_avg": value})
+
+
+def test_asha_rungs_survive_a_restore_through_the_callback():
+    a = _asha()
+    for tid, v in [("t1", 0.7), ("t2", 0.8), ("t3", 0.9)]:
+        a.on_trial_add(None, _Trial(tid))
+        assert _report(a, tid, 1, v) == "CONTINUE"
+    state = AshaStateCallback(a).get_state()
+    assert state["rungs"][0][-1] == {"t1": 0.7, "t2": 0.8, "t3": 0.9}
+
+    # the Tuner pickles scheduler and callback together: the restored callback points at the restored scheduler
+    restored_scheduler = _asha()  # as unpickled from the Tuner's state at restore: empty rungs
+    restored_cb = AshaStateCallback(restored_scheduler)
+    restored_cb.set_state(state)
+    restored_scheduler.on_trial_add(None, _Trial("weak"))
+    assert _report(restored_scheduler, "weak", 1, 0.1) == "STOP"  # below the median of the restored rung
+
+    fresh = _asha()  # what Ray's restore gives without our fix: empty rungs let the weak trial through
+    fresh.on_trial_add(None, _Trial("weak"))
+    assert _report(fresh, "weak", 1, 0.1) == "CONTINUE"
+
+
+def test_shared_reference_survives_pickling_together():
+    a = _asha()
+    cb = AshaStateCallback(a)
+    a2, cb2 = pickle.loads(pickle.dumps((a, cb)))
+    assert cb2.scheduler is a2

@@ -1,0 +1,299 @@
+"""End to end through the CLI: a real search (local Ray, sqlite MLflow), its runs read back with MlflowClient and
+over HTTP from a real `mlflow server`, export-best + retrain, bad input, and SIGKILL + resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DATA = "synthetic:ave?n_train=500&n_val=120&n_test=150&dim_audio=16&dim_visual=24&num_classes=6&seed=2"
+MAX_EPOCHS = 4
+TRIALS = 8
+
+
+def _env(cache) -> dict:
+    return {**os.environ, "HSC_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
+
+
+def _cli(*args, cwd, cache, timeout=420):
+    return subprocess.run([str(BIN / "hsc-search"), *args], cwd=cwd, env=_env(cache), capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def _client(cwd):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{cwd}/mlflow.db")
+
+
+def _runs(client, experiment="hsc-search"):
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("hsc.kind") == "search"]
+    children = [r for r in runs if r.data.tags.get("hsc.kind") == "trial"]
+    return exp, parents, children
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory, _cache_dir):
+    """One embedded-default-style search on tiny data, shared by the tests below."""
+    cwd = tmp_path_factory.mktemp("search")
+    proc = _cli("run", "--data", DATA, "--num-samples", str(TRIALS), "--max-epochs", str(MAX_EPOCHS),
+                "--grace-period", "1", "--reduction-factor", "2", "--name", "e2e", cwd=cwd, cache=_cache_dir)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return cwd, proc
+
+
+def test_search_prints_best_config_and_ui_command(search):
+    cwd, proc = search
+    assert "best trial:" in proc.stdout
+    best = cwd / "ray_results" / "e2e" / "best_config.yaml"
+    assert f"best config: {best}" in proc.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in proc.stdout
+    assert best.exists()
+
+
+def test_mlflow_holds_one_parent_and_one_child_per_trial(search):
+    cwd, _ = search
+    client = _client(cwd)
+    _, parents, children = _runs(client)
+    assert len(parents) == 1 and len(children) == TRIALS
+    parent = parents[0]
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert len({c.data.tags["hsc.trial_id"] for c in children}) == TRIALS
+    assert all(r.info.status != "RUNNING" for r in parents + children)
+    outcomes = [c.data.tags["hsc.outcome"] for c in children]
+    assert set(outcomes) <= {"completed", "stopped_early"}
+    assert "stopped_early" in outcomes and "completed" in outcomes
+    for c in children:
+        run_id = c.info.run_id
+        steps = {}
+        for key in ("val/map_avg", "cca/rho_00", "loss/total", "weight/nce", "logvar/nce"):
+            steps[key] = sorted(m.step for m in client.get_metric_history(run_id, key))
+        n = len(steps["val/map_avg"])
+        assert all(s == list(range(1, n + 1)) for s in steps.values()), (c.info.run_name, steps)
+        if c.data.tags["hsc.outcome"] == "stopped_early":
+            assert n < MAX_EPOCHS
+        else:
+            assert n == MAX_EPOCHS and "test/map_avg" in c.data.metrics
+        assert c.data.tags["hsc.node"]
+        arts = {a.path for a in client.list_artifacts(run_id)}
+        plots = {a.path for a in client.list_artifacts(run_id, "plots")}
+        assert "config.yaml" in arts and {"plots/loss_weights.png", "plots/cca_spectrum.png"} <= plots
+        assert {"lr", "tau", "topk"} <= set(c.data.params)
+
+
+def test_parent_has_summary_table_best_config_and_plots(search):
+    cwd, _ = search
+    client = _client(cwd)
+    _, parents, children = _runs(client)
+    pid = parents[0].info.run_id
+    arts = {a.path for a in client.list_artifacts(pid)}
+    assert {"best_config.yaml", "search_config.yaml", "search_space.yaml", "summary", "plots"} <= arts
+    assert {a.path for a in client.list_artifacts(pid, "summary")} == {"summary/trials.parquet", "summary/trials.csv"}
+    assert "plots/best_so_far.png" in {a.path for a in client.list_artifacts(pid, "plots")}
+    table = pq.read_table(client.download_artifacts(pid, "summary/trials.parquet", str(cwd))).to_pylist()
+    assert len(table) == TRIALS
+    by_run = {c.info.run_id: c for c in children}
+    for row in table:
+        child = by_run[row["run_id"]]
+        assert row["outcome"] == child.data.tags["hsc.outcome"]
+        assert row["epochs"] == int(child.data.metrics["epoch"])
+        assert row["param.lr"] == child.data.params["lr"]
+        assert row["seconds"] > 0
+        history = [m.value for m in client.get_metric_history(row["run_id"], "val/map_avg")]
+        assert row["score"] == pytest.approx(max(history))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url, payload):
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture()
+def mlflow_server(search, tmp_path):
+    """A real `mlflow server` on 127.0.0.1 over the search's sqlite store; stopped by its process group."""
+    cwd, _ = search
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{cwd}/mlflow.db", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", "--default-artifact-root", str(tmp_path / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(base + "/health", timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                pytest.fail("mlflow server did not come up within 90 s")
+            time.sleep(0.5)
+    yield base
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def test_runs_read_back_over_http(search, mlflow_server):
+    cwd, _ = search
+    exp = _get(f"{mlflow_server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=hsc-search")["experiment"]
+    found = _post(f"{mlflow_server}/api/2.0/mlflow/runs/search",
+                  {"experiment_ids": [exp["experiment_id"]], "max_results": 1000})["runs"]  # fmt: skip
+    tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in found]
+    children = [(r, t) for r, t in zip(found, tags) if t.get("hsc.kind") == "trial"]
+    assert len(children) == TRIALS and all(r["info"]["status"] in ("FINISHED",) for r, _ in children)
+    client = _client(cwd)
+    for run, t in children:
+        run_id = run["info"]["run_id"]
+        hist = _get(f"{mlflow_server}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=val/map_avg")
+        over_http = sorted((m["step"], m["value"]) for m in hist["metrics"])
+        direct = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "val/map_avg"))
+        assert over_http == direct and [s for s, _ in over_http] == list(range(1, len(direct) + 1))
+
+
+def test_export_best_then_retrain(search, _cache_dir):
+    cwd, _ = search
+    proc = _cli("export-best", "--out", "best.yaml", cwd=cwd, cache=_cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    client = _client(cwd)
+    _, _, children = _runs(client)
+    scores = {c.info.run_id: max(m.value for m in client.get_metric_history(c.info.run_id, "val/map_avg"))
+              for c in children}  # fmt: skip
+    best_run = max(scores, key=scores.get)
+    exported = yaml.safe_load((cwd / "best.yaml").read_text())
+    logged = yaml.safe_load(Path(client.download_artifacts(best_run, "config.yaml", str(cwd))).read_text())
+    assert exported == logged and exported["epochs"] == MAX_EPOCHS
+    proc = _cli("export-best", "--out", "best.json", "--json", cwd=cwd, cache=_cache_dir)
+    assert proc.returncode == 0 and json.loads((cwd / "best.json").read_text()) == exported
+    train = subprocess.run([sys.executable, "-m", "trainer", "--config", "best.yaml", "--data", DATA, "--out", "rt"],
+                           cwd=cwd, env=_env(_cache_dir), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    assert len([l for l in train.stdout.splitlines() if l.startswith("epoch")]) == MAX_EPOCHS
+    assert (cwd / "rt" / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["run", "--space", "nope.yaml"], ["nope.yaml"]),
+        (["run", "--set", "bogus=1"], ["bogus"]),
+        (["run", "--set", "epochs=3"], ["--max-epochs"]),
+        (["run", "--num-samples", "0", "--mode", "up"], ["num_samples", "mode"]),
+        (["run", "--data", "missing.h5"], ["missing.h5"]),
+        (["export-best", "--experiment", "no-such-exp"], ["no-such-exp"]),
+        (["resume", "not_a_search"], ["not_a_search"]),
+    ],
+)
+def test_bad_input_fails_before_anything_starts(args, needles, tmp_path, _cache_dir):
+    proc = _cli(*args, cwd=tmp_path, cache=_cache_dir, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert n in proc.stderr
+    assert not (tmp_path / "ray_results").exists()
+
+
+def _wait_for(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
+    """Kill the driver mid-search with SIGKILL; `resume` completes it with one child run per trial, none RUNNING,
+    and ASHA's rungs still hold the trials recorded before the kill."""
+    trials, epochs = 8, 12
+    driver = subprocess.Popen(
+        [str(BIN / "hsc-search"), "run", "--data", DATA, "--num-samples", str(trials), "--max-epochs", str(epochs),
+         "--grace-period", "2", "--name", "killme"],
+        cwd=tmp_path, env=_env(_cache_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    family: set[int] = set()
+    try:
+        def finished_trials() -> int:
+            family.update(p.pid for p in psutil.Process(driver.pid).children(recursive=True))
+            if driver.poll() is not None:
+                pytest.fail("the search ended before it could be killed:\n" + driver.stdout.read()[-3000:])
+            if not (tmp_path / "ray_results" / "killme" / "hsc_search.json").exists():
+                return 0  # the driver has not finished creating the store yet (concurrent migrations collide)
+            try:
+                _, _, children = _runs(_client(tmp_path))
+            except Exception:
+                return 0
+            return sum(c.info.status == "FINISHED" for c in children)
+
+        _wait_for(lambda: finished_trials() >= 2, 240, "two finished trials")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        _kill_all(family | {driver.pid})
+    _, _, before = _runs(_client(tmp_path))
+    done_before = {c.data.tags["hsc.trial_id"] for c in before if c.info.status == "FINISHED"}
+    assert len(done_before) < trials, "killed too late to test resume"
+
+    proc = _cli("resume", str(tmp_path / "ray_results" / "killme"), cwd=tmp_path, cache=_cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    _, parents, children = _runs(_client(tmp_path))
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    ids = [c.data.tags["hsc.trial_id"] for c in children]
+    assert len(ids) == trials == len(set(ids))
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert done_before & set(ids), "no trial finished before the kill survived the restore"
+    for c in children:  # resumed trials repeat no epoch: steps are exactly 1..n
+        steps = [m.step for m in _client(tmp_path).get_metric_history(c.info.run_id, "val/map_avg")]
+        assert sorted(steps) == list(range(1, len(steps) + 1))
+    rungs = json.loads((tmp_path / "ray_results" / "killme" / "asha_rungs.json").read_text())["rungs"][0]
+    lowest = rungs[-1]  # the grace-period rung: every trial that reached epoch 2 is recorded there
+    assert set(lowest) == set(ids)
+
+
+def _kill_all(pids: set[int]) -> None:
+    """Stops what the killed driver left behind (Ray's processes), bounded."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=15)
