@@ -65,6 +65,9 @@ def _quiet() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _init_ray(address: str | None) -> None:
@@ -226,13 +229,17 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
 
 
 def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo) -> SearchOutcome:
+    from ray.tune import ExperimentAnalysis
+
     tracker = next(c for c in tuner._local_tuner.get_run_config().callbacks if isinstance(c, MlflowTracker))
     searcher = tuner._local_tuner._tune_config.search_alg  # no public accessor; the restored one after resume
     scheduler = tuner._local_tuner._tune_config.scheduler
     interrupted, trials, status = False, [], "FINISHED"
     try:
-        results = tuner.fit()
-        trials = list(results._experiment_analysis.trials)
+        tuner.fit()
+        # the saved experiment state is the truth (what `resume` would continue from); after Ctrl-C the in-memory
+        # trials of the returned ResultGrid can read TERMINATED while Ray saved them as PENDING
+        trials = list(ExperimentAnalysis(str(exp_dir)).trials)
         interrupted = sum(t.status in ("TERMINATED", "ERROR") for t in trials) < settings.num_samples
     except KeyboardInterrupt:
         interrupted = True
@@ -342,7 +349,7 @@ def _importances(searcher) -> dict[str, float]:
     import optuna
 
     study = getattr(searcher, "_ot_study", None) or getattr(getattr(searcher, "searcher", None), "_ot_study", None)
-    if study is None:
+    if study is None or sum(t.state.name == "COMPLETE" for t in study.trials) < 3:
         return {}
     try:
         return optuna.importance.get_param_importances(study)
