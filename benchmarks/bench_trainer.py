@@ -52,7 +52,7 @@ def reference_epoch(state, loader, cfg, epoch, sched, device) -> float:
         total.backward()
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
         state.optimizer.step()
-        ema_update(state.teacher, state.model, ema_momentum(state.step, sched.total_steps, cfg.ema_momentum))
+        ema_update(state.teacher, state.model, ema_momentum(state.step, sched.total_steps, sched.ema_base))
         state.step += 1
         for n in names:
             logged[n] += by_name[n].item()  # the per-step host sync the reference loop pays

@@ -9,11 +9,15 @@ a user writes YAML and overrides single keys with `key=value`.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -82,7 +86,8 @@ class TrainConfig:
     ema_momentum: float = _f(
         0.99,
         "Initial teacher EMA momentum m in [0, 1); rises to 1.0 on a cosine schedule over all steps (DINO). "
-        "0.9-0.999; near 1 with few steps the teacher barely moves from its random init.",
+        "0.9-0.999. Capped at 1 - 10 / total steps, so the teacher's averaging window stays within 10% of the run "
+        "(near 1 with few steps the teacher would barely move from its random init).",
     )
     # --- loss weighting ---
     loss_weighting: str = _f(
@@ -309,9 +314,12 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             raise ConfigError(f"override '{item}': expected key=value")
         key, raw = item.split("=", 1)
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
-            out[key.strip()] = raw
+            value = raw
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+        out[key.strip()] = value
     return out
 
 

@@ -70,6 +70,7 @@ class Schedule:
     total_steps: int
     warmup_steps: int
     steps_per_epoch: int
+    ema_base: float = 0.99  # starting teacher momentum (see schedules.capped_ema_base)
 
 
 def epoch_generator(cfg: TrainConfig, epoch: int, device: torch.device) -> torch.Generator:
@@ -158,7 +159,7 @@ def train_one_epoch(state: TrainState, data: DeviceSplit, cfg: TrainConfig, epoc
         if learn_weights:
             state.weight_optimizer.step()
             state.weighting.clamp_()
-        ema_update(state.teacher, state.model, ema_momentum(state.step, sched.total_steps, cfg.ema_momentum))
+        ema_update(state.teacher, state.model, ema_momentum(state.step, sched.total_steps, sched.ema_base))
         state.step += 1
         sums += torch.cat([losses.detach().double(), total.detach().double().reshape(1)])
     means = (sums / max(1, sched.steps_per_epoch)).tolist()  # the one host sync of the epoch

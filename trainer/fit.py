@@ -26,6 +26,7 @@ from .ema import make_teacher
 from .engine import DeviceSplit, Schedule, TrainState, cca_spectrum, evaluate, train_one_epoch
 from .losses import LossWeighting
 from .model import HSCMAE
+from .schedules import capped_ema_base
 
 CHECKPOINT_FILE = "state.pt"
 OBJECTIVE = "val/map_avg"
@@ -168,6 +169,7 @@ def fit(
         total_steps=cfg.epochs * steps_per_epoch,
         warmup_steps=min(cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)),
         steps_per_epoch=steps_per_epoch,
+        ema_base=capped_ema_base(cfg.ema_momentum, cfg.epochs * steps_per_epoch),
     )
     state = build_state(cfg, data, dev)
     names = state.weighting.names

@@ -1,0 +1,49 @@
+"""Search settings: a search config file, CLI flags on top, and every problem reported with its name."""
+
+from __future__ import annotations
+
+import pytest
+
+from hsc_search.settings import SPACES_DIR, SearchSettings, SettingsError, load_settings
+
+
+def test_file_then_flags_then_sets(tmp_path):
+    f = tmp_path / "search.yaml"
+    f.write_text("space: hsc_mae\nnum_samples: 20\nmax_epochs: 9\nset:\n  hidden_dim: 256\n  lr: 3.0e-4\n")
+    s = load_settings(f, {"num_samples": 5, "max_epochs": None}, ["lr=1e-3", "distill=relational"])
+    assert s.space == "hsc_mae" and s.num_samples == 5 and s.max_epochs == 9
+    assert s.overrides == {"hidden_dim": 256, "lr": 1e-3, "distill": "relational"}
+    assert s.space_path() == SPACES_DIR / "hsc_mae.yaml"
+
+
+def test_defaults_are_the_embedded_search():
+    s = load_settings(None, {}, [])
+    assert s == SearchSettings() and s.space_path() == SPACES_DIR / "quick.yaml" and s.scheduler == "asha"
+
+
+def test_unknown_file_keys_are_named(tmp_path):
+    f = tmp_path / "search.yaml"
+    f.write_text("num_sample: 3\nspace: quick\n")
+    with pytest.raises(SettingsError, match=r"search.yaml: unknown settings \['num_sample'\].*num_samples"):
+        load_settings(f, {}, [])
+
+
+def test_all_bad_values_reported_together():
+    with pytest.raises(SettingsError) as e:
+        load_settings(None, {"num_samples": 0, "mode": "up", "grace_period": 9, "max_epochs": 3}, ["epochs=4"])
+    msg = str(e.value)
+    for needle in ("num_samples", "mode", "grace_period", "--max-epochs"):
+        assert needle in msg
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "space: [unclosed\n"])
+def test_bad_file_is_named(tmp_path, text):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(SettingsError, match="bad.yaml"):
+        load_settings(f, {}, [])
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(SettingsError, match="nope.yaml"):
+        load_settings(tmp_path / "nope.yaml", {}, [])
