@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -31,7 +32,7 @@ def _ui_hint(tracking_uri: Optional[str]) -> str:
     return f"mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)"
 
 
-def _report(outcome, tracking_uri: Optional[str]) -> None:
+def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
     counts: dict[str, int] = {}
     for r in outcome.rows:
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
@@ -44,9 +45,11 @@ def _report(outcome, tracking_uri: Optional[str]) -> None:
         b = outcome.best
         params = ", ".join(f"{k}={v}" for k, v in sorted(b.params.items()))
         typer.echo(f"best trial: {b.name} ({b.outcome}, {b.epochs} epochs) score {b.score:.4f}  {params}")
-        typer.echo(f"best config: {outcome.best_config_path}")
-        typer.echo(f"retrain:     python -m trainer --config {outcome.best_config_path} --data <SPEC>")
-    typer.echo(f"MLflow:      {_ui_hint(tracking_uri)}")
+        if outcome.best_config_path is not None:
+            typer.echo(f"best config: {outcome.best_config_path}")
+            typer.echo(f"retrain:     python -m trainer --config {outcome.best_config_path} --data {shlex.quote(data)}")
+    if outcome.parent_run_id is not None:
+        typer.echo(f"MLflow:      {_ui_hint(tracking_uri)}")
     typer.echo(f"experiment:  {outcome.experiment_dir}")
 
 
@@ -77,6 +80,8 @@ def run(
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPUs per trial, fractional (0.25 = four trials "
                                                    "share a GPU; they must fit in its memory together)."),
     seed: Optional[int] = typer.Option(None, help="Optuna TPE seed. [default: 0]"),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Run without MLflow tracking (nothing to browse or "
+                                   "export; for benchmarks and throwaway runs)."),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Run a search: Optuna samples, Ray Tune runs, ASHA stops weak trials, MLflow records everything."""
@@ -89,7 +94,7 @@ def run(
                grace_period=grace_period, reduction_factor=reduction_factor, max_concurrent=max_concurrent,
                metric=metric, mode=mode, experiment=experiment, name=name, tracking_uri=tracking_uri,
                storage=storage, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-               seed=seed)  # fmt: skip
+               seed=seed, mlflow=False if no_mlflow else None)  # fmt: skip
     try:
         settings = load_settings(config, cli, set_)
         from .driver import SearchError, run_search
@@ -99,7 +104,7 @@ def run(
         _fail(str(e))
     except SearchError as e:
         _fail(str(e))
-    _report(outcome, settings.tracking_uri)
+    _report(outcome, settings.tracking_uri, settings.data)
     if outcome.interrupted:
         raise typer.Exit(130)
 
@@ -119,15 +124,16 @@ def resume(
         outcome = resume_search(path, echo=typer.echo, address=address)
     except (SearchError, DataError, FileNotFoundError) as e:
         _fail(str(e))
-    _report(outcome, _tracking_uri_of(path))
+    meta = _meta_of(path)
+    _report(outcome, meta.get("tracking_uri"), meta["data"])
 
 
-def _tracking_uri_of(path: Path) -> Optional[str]:
+def _meta_of(path: Path) -> dict:
     import json
 
     from .driver import META_FILE
 
-    return json.loads((Path(path) / META_FILE).read_text())["settings"].get("tracking_uri")
+    return json.loads((Path(path) / META_FILE).read_text())["settings"]
 
 
 @app.command("export-best")

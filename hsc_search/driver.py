@@ -43,7 +43,7 @@ class SearchError(RuntimeError):
 @dataclass
 class SearchOutcome:
     experiment_dir: Path
-    parent_run_id: str
+    parent_run_id: str | None  # None when run without MLflow
     rows: list[TrialRow]
     best: TrialRow | None
     best_config_path: Path | None
@@ -167,12 +167,14 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
         raise SearchError(f"{exp_dir} exists already: continue it with `hsc-search resume {exp_dir}` or pick --name")
 
     _quiet()
-    client = client_for(settings.tracking_uri)
-    experiment_id = _experiment_id(client, settings.experiment)
-    parent = client.create_run(experiment_id, run_name=settings.name,
-                               tags={TAG_KIND: "search", "hsc.experiment_dir": str(exp_dir)})  # fmt: skip
-    parent_id = parent.info.run_id
-    _log_search_inputs(client, parent_id, settings, space)
+    client = experiment_id = parent_id = None
+    if settings.mlflow:
+        client = client_for(settings.tracking_uri)
+        experiment_id = _experiment_id(client, settings.experiment)
+        parent = client.create_run(experiment_id, run_name=settings.name,
+                                   tags={TAG_KIND: "search", "hsc.experiment_dir": str(exp_dir)})  # fmt: skip
+        parent_id = parent.info.run_id
+        _log_search_inputs(client, parent_id, settings, space)
     exp_dir.mkdir(parents=True)
     meta = {"settings": settings.to_dict(), "space": space.to_dict(), "experiment_id": experiment_id,
             "parent_run_id": parent_id}  # fmt: skip
@@ -183,9 +185,11 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
     # every trial trains the full schedule of max_epochs (ASHA may stop it earlier): epochs is part of each trial's
     # config, so its logged config.yaml (and the exported best config) retrains exactly what was searched
     space = dataclasses.replace(space, fixed={**space.fixed, "epochs": settings.max_epochs})
-    tracker = MlflowTracker(settings.tracking_uri, experiment_id, parent_id, settings.max_epochs, space.names())
     scheduler = _scheduler(settings)
-    callbacks = [tracker, Progress(settings.num_samples, settings.max_epochs, settings.metric, settings.mode, space.names())]
+    callbacks = [Progress(settings.num_samples, settings.max_epochs, settings.metric, settings.mode, space.names())]
+    if settings.mlflow:
+        callbacks.append(MlflowTracker(settings.tracking_uri, experiment_id, parent_id, settings.max_epochs,
+                                       space.names()))  # fmt: skip
     if isinstance(scheduler, PersistentASHA):
         callbacks.append(AshaStateCallback(scheduler))
     try:
@@ -196,7 +200,8 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
             run_config=_run_config(settings, exp_dir, callbacks),
         )
     except BaseException:
-        client.set_terminated(parent_id, status="FAILED")
+        if client is not None:
+            client.set_terminated(parent_id, status="FAILED")
         raise
     return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
 
@@ -216,9 +221,10 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
         settings.address = address
     load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
     data = load_data(settings.data)
-    client = client_for(settings.tracking_uri)
+    client = client_for(settings.tracking_uri) if settings.mlflow else None
     parent_id, experiment_id = meta["parent_run_id"], meta["experiment_id"]
-    client.update_run(parent_id, status="RUNNING")
+    if client is not None:
+        client.update_run(parent_id, status="RUNNING")
     _init_ray(settings.address)
     if not tune.Tuner.can_restore(str(exp_dir)):
         raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here")
@@ -231,10 +237,11 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
 def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo) -> SearchOutcome:
     from ray.tune import ExperimentAnalysis
 
-    tracker = next(c for c in tuner._local_tuner.get_run_config().callbacks if isinstance(c, MlflowTracker))
+    callbacks = tuner._local_tuner.get_run_config().callbacks  # the restored ones after resume
+    tracker = next((c for c in callbacks if isinstance(c, MlflowTracker)), None)
     searcher = tuner._local_tuner._tune_config.search_alg  # no public accessor; the restored one after resume
     scheduler = tuner._local_tuner._tune_config.scheduler
-    interrupted, trials, status = False, [], "FINISHED"
+    interrupted, trials, status, errors = False, [], "FINISHED", []
     try:
         tuner.fit()
         # the saved experiment state is the truth (what `resume` would continue from); after Ctrl-C the in-memory
@@ -247,19 +254,41 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
         status = "FAILED"
         raise
     finally:
-        errors = tracker.close(interrupted=interrupted)
-        try:
-            if trials:
-                reconcile(client, experiment_id, parent_id, trials, settings.max_epochs)
-            if isinstance(scheduler, PersistentASHA):  # the rung history, for the record (and the resume test)
-                rungs = json.dumps(scheduler.get_rung_state(), indent=1)
-                (exp_dir / ASHA_RUNGS).write_text(rungs)
-                client.log_text(parent_id, rungs, ASHA_RUNGS)
-            outcome = _finish_parent(client, settings, exp_dir, parent_id, experiment_id, searcher, interrupted,
-                                     errors, echo)  # fmt: skip
-        finally:
-            client.set_terminated(parent_id, status="KILLED" if interrupted and status == "FINISHED" else status)
+        rung_state = scheduler.get_rung_state() if isinstance(scheduler, PersistentASHA) else None
+        if rung_state is not None:  # the rung history, for the record (and the resume test)
+            (exp_dir / ASHA_RUNGS).write_text(json.dumps(rung_state, indent=1))
+        if client is None:
+            rows = ray_rows(trials, settings)
+            outcome = SearchOutcome(exp_dir, None, rows, best_row(rows, settings.mode), None, interrupted, [])
+        else:
+            errors = tracker.close(interrupted=interrupted)
+            try:
+                if trials:
+                    reconcile(client, experiment_id, parent_id, trials, settings.max_epochs)
+                if rung_state is not None:
+                    client.log_text(parent_id, json.dumps(rung_state, indent=1), ASHA_RUNGS)
+                outcome = _finish_parent(client, settings, exp_dir, parent_id, experiment_id, searcher, interrupted,
+                                         errors, echo)  # fmt: skip
+            finally:
+                client.set_terminated(parent_id, status="KILLED" if interrupted and status == "FINISHED" else status)
     return outcome
+
+
+def ray_rows(trials: list, settings: SearchSettings) -> list[TrialRow]:
+    """Trial rows from Ray's own records (searches run without MLflow)."""
+    rows = []
+    for t in trials:
+        last = t.last_result or {}
+        epochs = int(last.get("epoch", 0))
+        values = t.metric_analysis.get(settings.metric, {})
+        score = values.get(settings.mode) if values else None
+        outcome = ("failed" if t.status == "ERROR" else "stopped_early" if epochs < settings.max_epochs
+                   else "completed") if t.status in ("TERMINATED", "ERROR") else "unfinished"  # fmt: skip
+        rows.append(TrialRow(run_id="", trial_id=t.trial_id, name=str(t), outcome=outcome, status=t.status,
+                             epochs=epochs, seconds=last.get("time_total_s"), score=score,
+                             params={k: str(v) for k, v in t.config.items()},
+                             final={k: v for k, v in last.items() if isinstance(v, (int, float))}))  # fmt: skip
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -36,6 +36,7 @@ class SearchSettings:
     experiment: str = "hsc-search"  # MLflow experiment
     name: str | None = None  # the search's name: Ray experiment folder and MLflow parent run (default: timestamp)
     tracking_uri: str | None = None  # None: MLflow's default (sqlite:///mlflow.db in the working directory)
+    mlflow: bool = True  # False: no tracking (benchmarks, throwaway runs); no runs to browse or export
     storage: str | None = None  # Ray Tune storage path; None: ./ray_results. Shared (NFS or a URI) on clusters
     address: str | None = None  # Ray cluster address; None: RAY_ADDRESS or a local Ray instance
     cpus_per_trial: float = 1.0
