@@ -66,7 +66,7 @@ def run(
     scheduler: Optional[str] = typer.Option(None, help="asha (early stopping) or fifo (every trial runs to the end)."),
     grace_period: Optional[int] = typer.Option(None, help="ASHA: epochs before a trial can be stopped. [default: 1]"),
     reduction_factor: Optional[float] = typer.Option(None, help="ASHA: keep the top 1/N at each rung. [default: 2]"),
-    max_concurrent: Optional[int] = typer.Option(None, help="Max trials at once (0 = as resources allow)."),
+    max_concurrent: Optional[int] = typer.Option(None, help="Max trials at once (0 = as many as fit in the cluster when the search starts)."),
     metric: Optional[str] = typer.Option(None, help="Objective. [default: val/map_avg]"),
     mode: Optional[str] = typer.Option(None, help="max or min. [default: max]"),
     experiment: Optional[str] = typer.Option(None, help="MLflow experiment name. [default: hsc-search]"),
@@ -95,14 +95,15 @@ def run(
                metric=metric, mode=mode, experiment=experiment, name=name, tracking_uri=tracking_uri,
                storage=storage, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                seed=seed, mlflow=False if no_mlflow else None)  # fmt: skip
+    from .driver import SearchError, run_search
+    from .storage import StorageError
+
     try:
         settings = load_settings(config, cli, set_)
-        from .driver import SearchError, run_search
-
         outcome = run_search(settings, echo=typer.echo)
     except (SettingsError, SpaceError, ConfigError, DataError, FileNotFoundError) as e:
         _fail(str(e))
-    except SearchError as e:
+    except (SearchError, StorageError) as e:
         _fail(str(e))
     _report(outcome, settings.tracking_uri, settings.data)
     if outcome.interrupted:
@@ -111,7 +112,7 @@ def run(
 
 @app.command()
 def resume(
-    path: Path = typer.Argument(..., help="The search's folder (<storage>/<name>), printed by `run`."),
+    path: str = typer.Argument(..., help="The search's folder or URI (<storage>/<name>), printed by `run`."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address, if different from the original."),
 ) -> None:
     """Continue a search whose driver died (even by SIGKILL): unfinished trials resume from their last
@@ -119,10 +120,11 @@ def resume(
     from trainer import DataError
 
     from .driver import SearchError, resume_search
+    from .storage import StorageError
 
     try:
         outcome = resume_search(path, echo=typer.echo, address=address)
-    except (SearchError, DataError, FileNotFoundError) as e:
+    except (SearchError, StorageError, DataError, FileNotFoundError) as e:
         _fail(str(e))
     meta = _meta_of(path)
     _report(outcome, meta.get("tracking_uri"), meta["data"])
@@ -131,9 +133,10 @@ def resume(
 def _meta_of(path: Path) -> dict:
     import json
 
+    from . import storage
     from .driver import META_FILE
 
-    return json.loads((Path(path) / META_FILE).read_text())["settings"]
+    return json.loads(storage.read_text(storage.join(str(path), META_FILE)))["settings"]
 
 
 @app.command("export-best")

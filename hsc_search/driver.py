@@ -22,6 +22,7 @@ from trainer import AVData, TrainConfig, load_data
 
 from .export import TrialRow, best_row, trial_config, trial_rows, write_config
 from .plots import best_so_far_figure, importance_figure
+from . import storage
 from .progress import Progress
 from .schedulers import AshaStateCallback, PersistentASHA
 from .settings import SearchSettings
@@ -42,7 +43,7 @@ class SearchError(RuntimeError):
 
 @dataclass
 class SearchOutcome:
-    experiment_dir: Path
+    experiment_dir: str  # <storage>/<name>, a path or a URI
     parent_run_id: str | None  # None when run without MLflow
     rows: list[TrialRow]
     best: TrialRow | None
@@ -52,11 +53,15 @@ class SearchOutcome:
 
 
 # ---------------------------------------------------------------------------------------------- building blocks
-def experiment_dir(settings: SearchSettings) -> Path:
-    storage = settings.storage or str(Path("ray_results").resolve())
-    if "://" in storage:
-        raise SearchError("remote storage URIs need issue #4's cluster mode; use a shared filesystem path for now")
-    return Path(storage).resolve() / settings.name
+def experiment_dir(settings: SearchSettings) -> str:
+    """<storage>/<name>: an absolute local path or a URI."""
+    return storage.join(storage.resolve(settings.storage), settings.name)
+
+
+def outputs_dir(exp: str) -> Path:
+    """Where the best config and the summary table are written locally: the experiment folder itself, or
+    ./hsc_outputs/<name> when the storage is a URI (they are uploaded there too)."""
+    return Path.cwd() / "hsc_outputs" / exp.rstrip("/").rsplit("/", 1)[-1] if storage.is_uri(exp) else Path(exp)
 
 
 def _quiet() -> None:
@@ -82,6 +87,14 @@ def _init_ray(address: str | None) -> None:
         ray.init(address=address or os.environ["RAY_ADDRESS"], **kwargs)
     else:
         ray.init(include_dashboard=False, **kwargs)
+
+
+def _echo_cluster(echo: Callable[[str], None], n_nodes: int) -> None:
+    import ray
+
+    total = ray.cluster_resources()
+    echo(f"Ray: {n_nodes} node(s), {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs, storage visible "
+         f"from all; driver on node {ray.get_runtime_context().get_node_id()[:12]}")  # fmt: skip
 
 
 def _trainable(data: AVData, settings: SearchSettings):
@@ -120,12 +133,13 @@ def _scheduler(settings: SearchSettings):
     )
 
 
-def _run_config(settings: SearchSettings, exp_dir: Path, callbacks: list):
+def _run_config(settings: SearchSettings, exp_dir: str, callbacks: list):
     from ray import tune
 
+    parent, name = exp_dir.rstrip("/").rsplit("/", 1)
     return tune.RunConfig(
-        name=exp_dir.name,
-        storage_path=str(exp_dir.parent),
+        name=name,
+        storage_path=parent,
         callbacks=callbacks,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=settings.keep_checkpoints),
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
@@ -140,12 +154,27 @@ def _tune_config(settings: SearchSettings, searcher, scheduler):
         search_alg=searcher,
         scheduler=scheduler,
         num_samples=settings.num_samples,
-        max_concurrent_trials=settings.max_concurrent or None,
+        max_concurrent_trials=settings.max_concurrent or _slots(settings),
         reuse_actors=True,
         metric=settings.metric,
         mode=settings.mode,
         trial_dirname_creator=_trial_dirname,
     )
+
+
+def _slots(settings: SearchSettings) -> int:
+    """How many trials fit in the cluster at once (by CPUs, and by GPUs when trials take GPUs).
+
+    Without an explicit limit Ray runs a custom searcher's trials one at a time (STACK_NOTES.md), so
+    --max-concurrent 0 means this. An autoscaling cluster counts the nodes it has when the search starts.
+    """
+    import ray
+
+    total = ray.cluster_resources()
+    slots = int(total.get("CPU", 0) // settings.cpus_per_trial)
+    if settings.gpus_per_trial > 0:
+        slots = min(slots, int(total.get("GPU", 0) // settings.gpus_per_trial))
+    return max(1, slots)
 
 
 def _trial_dirname(trial) -> str:
@@ -163,7 +192,7 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
     data = load_data(settings.data)
     _check_default_config(space, settings, data)
     exp_dir = experiment_dir(settings)
-    if exp_dir.exists():
+    if storage.exists(exp_dir):
         raise SearchError(f"{exp_dir} exists already: continue it with `hsc-search resume {exp_dir}` or pick --name")
 
     _quiet()
@@ -175,10 +204,9 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
                                    tags={TAG_KIND: "search", "hsc.experiment_dir": str(exp_dir)})  # fmt: skip
         parent_id = parent.info.run_id
         _log_search_inputs(client, parent_id, settings, space)
-    exp_dir.mkdir(parents=True)
     meta = {"settings": settings.to_dict(), "space": space.to_dict(), "experiment_id": experiment_id,
             "parent_run_id": parent_id}  # fmt: skip
-    (exp_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+    storage.write_text(storage.join(exp_dir, META_FILE), json.dumps(meta, indent=2))
 
     echo(f"search {settings.name}: {settings.num_samples} trials x up to {settings.max_epochs} epochs, "
          f"space {space.source}, data {data.summary()}")  # fmt: skip
@@ -194,6 +222,7 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
         callbacks.append(AshaStateCallback(scheduler))
     try:
         _init_ray(settings.address)
+        _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir))
         tuner = tune.Tuner(
             _trainable(data, settings),
             tune_config=_tune_config(settings, _searcher(space, settings), scheduler),
@@ -211,11 +240,11 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     history and the Optuna study are restored, and each trial keeps its one MLflow child run."""
     from ray import tune
 
-    exp_dir = Path(path).resolve()
-    meta_path = exp_dir / META_FILE
-    if not meta_path.exists():
+    exp_dir = str(path).rstrip("/") if storage.is_uri(str(path)) else str(Path(path).resolve())
+    meta_path = storage.join(exp_dir, META_FILE)
+    if not storage.exists(meta_path):
         raise SearchError(f"{exp_dir}: not a hsc-search experiment folder (no {META_FILE})")
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(storage.read_text(meta_path))
     settings = SearchSettings(**meta["settings"])
     if address:
         settings.address = address
@@ -226,11 +255,12 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     if client is not None:
         client.update_run(parent_id, status="RUNNING")
     _init_ray(settings.address)
+    _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir))
     if not tune.Tuner.can_restore(str(exp_dir)):
         raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here")
     tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,
                                resume_errored=False)  # fmt: skip
-    echo(f"resuming search {exp_dir.name} from {exp_dir}")
+    echo(f"resuming search {settings.name} from {exp_dir}")
     return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
 
 
@@ -256,7 +286,7 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
     finally:
         rung_state = scheduler.get_rung_state() if isinstance(scheduler, PersistentASHA) else None
         if rung_state is not None:  # the rung history, for the record (and the resume test)
-            (exp_dir / ASHA_RUNGS).write_text(json.dumps(rung_state, indent=1))
+            storage.write_text(storage.join(exp_dir, ASHA_RUNGS), json.dumps(rung_state, indent=1))
         if client is None:
             rows = ray_rows(trials, settings)
             outcome = SearchOutcome(exp_dir, None, rows, best_row(rows, settings.mode), None, interrupted, [])
@@ -321,8 +351,10 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, searcher
     rows.sort(key=lambda r: r.name)
     best = best_row(rows, settings.mode)
     best_path = None
+    out_dir = outputs_dir(exp_dir)
     if rows:
-        _log_summary_table(client, parent_id, rows, exp_dir)
+        _log_summary_table(client, parent_id, rows, out_dir)
+        storage.upload_dir(out_dir / "summary", storage.join(exp_dir, "summary"))
         client.log_figure(parent_id, best_so_far_figure([r.score for r in rows], settings.mode, settings.metric),
                           "plots/best_so_far.png")  # fmt: skip
         importances = _importances(searcher)
@@ -330,7 +362,9 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, searcher
             client.log_figure(parent_id, importance_figure(importances), "plots/param_importance.png")
     if best is not None:
         cfg = trial_config(client, best.run_id)
-        best_path = write_config(cfg, exp_dir / BEST_CONFIG)
+        best_path = write_config(cfg, out_dir / BEST_CONFIG)
+        if storage.is_uri(exp_dir):
+            storage.write_text(storage.join(exp_dir, BEST_CONFIG), best_path.read_text())
         client.log_artifact(parent_id, str(best_path))
         client.set_tag(parent_id, "hsc.best_run_id", best.run_id)
         metrics = {f"best/{settings.metric}": best.score}
@@ -346,7 +380,7 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, searcher
     return SearchOutcome(exp_dir, parent_id, rows, best, best_path, interrupted, errors)
 
 
-def _log_summary_table(client, parent_id: str, rows: list[TrialRow], exp_dir: Path) -> None:
+def _log_summary_table(client, parent_id: str, rows: list[TrialRow], out_dir: Path) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -366,8 +400,8 @@ def _log_summary_table(client, parent_id: str, rows: list[TrialRow], exp_dir: Pa
             **{f"final.{m}": [r.final.get(m) for r in rows] for m in metric_names},
         }
     )
-    out = exp_dir / "summary"
-    out.mkdir(exist_ok=True)
+    out = out_dir / "summary"
+    out.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out / "trials.parquet")
     pacsv.write_csv(table, out / "trials.csv")
     client.log_artifacts(parent_id, str(out), "summary")

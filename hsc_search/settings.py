@@ -30,7 +30,7 @@ class SearchSettings:
     scheduler: str = "asha"  # asha | fifo
     grace_period: int = 1  # ASHA: epochs before a trial can be stopped
     reduction_factor: float = 2.0  # ASHA: keep the top 1/reduction_factor at each rung
-    max_concurrent: int = 0  # 0 = as many as the trial resources allow
+    max_concurrent: int = 0  # 0 = as many as fit in the cluster's CPUs/GPUs when the search starts
     metric: str = "val/map_avg"
     mode: str = "max"
     experiment: str = "hsc-search"  # MLflow experiment

@@ -25,7 +25,7 @@ from ray import tune
 
 from trainer import ConfigError, TrainConfig
 
-from .trainable import HISTORY_KEY
+from .trainable import HISTORY_KEY, NODE_KEY
 
 from .plots import cca_spectrum_figure, weight_trajectories_figure
 from .runs import (
@@ -182,7 +182,7 @@ class MlflowTracker(tune.Callback):
         epoch = int(result.get("epoch", 0))
         epochs = [numeric_metrics(m) for m in json.loads(result.get(HISTORY_KEY, "[]"))]  # after a restore
         epochs.append(numeric_metrics(result))
-        node = f"{result.get('hostname', '?')} ({result.get('node_ip', '?')})"
+        node = f"{result.get('hostname', '?')} {result.get('node_ip', '?')} node {str(result.get(NODE_KEY, '?'))[:12]}"
         history = self._history.setdefault(tid, {})
         for m in epochs:
             history[int(m.get("epoch", 0))] = {k: v for k, v in m.items() if k.startswith(PLOT_KEYS)}

@@ -6,10 +6,12 @@ import json
 import tempfile
 from typing import Any
 
+import ray
 from ray import tune
 
 from trainer import AVData, TrainConfig, fit, load_state
 
+NODE_KEY = "hsc/node_id"
 HISTORY_KEY = "hsc/history_json"  # JSON list of the metric dicts of the epochs before a restored checkpoint
 
 
@@ -25,8 +27,10 @@ def train_trial(config: dict[str, Any], data: AVData, device: str = "auto") -> N
     last checkpoint: `fit(resume_from=...)` gives the same metrics as an uninterrupted run.
     """
     cfg = TrainConfig.from_dict(config, source="trial config")
+    node_id = ray.get_runtime_context().get_node_id()
 
     def on_epoch(report) -> None:
+        report.metrics[NODE_KEY] = node_id  # the Ray node this epoch ran on (tagged in MLflow)
         with tempfile.TemporaryDirectory(prefix="hsc-ckpt-") as d:
             report.save_checkpoint(d)
             tune.report(report.metrics, checkpoint=tune.Checkpoint.from_directory(d))

@@ -32,3 +32,59 @@ def small_data(_cache_dir):
     from trainer import load_data
 
     return load_data(SMALL)
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend), started and stopped by its process group."""
+
+    def __init__(self, db_path, artifacts_dir, port: int | None = None):
+        import socket
+
+        self.db_path, self.artifacts_dir = db_path, artifacts_dir
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = None
+
+    def start(self, timeout: float = 90.0) -> "MlflowServer":
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+        from pathlib import Path
+
+        mlflow = Path(sys.executable).parent / "mlflow"
+        self.proc = subprocess.Popen(
+            [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{self.db_path}", "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", "1", "--artifacts-destination", str(self.artifacts_dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=2)
+                return self
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"mlflow server did not come up on {self.url} within {timeout} s")
+                time.sleep(0.5)
+
+    def stop(self, kill: bool = False) -> None:
+        import os
+        import signal
+        import subprocess
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass

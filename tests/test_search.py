@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import MlflowServer
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -119,12 +119,6 @@ def test_parent_has_summary_table_best_config_and_plots(search):
         assert row["score"] == pytest.approx(max(history))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url, payload):
     req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
@@ -138,32 +132,11 @@ def _get(url):
 
 @pytest.fixture()
 def mlflow_server(search, tmp_path):
-    """A real `mlflow server` on 127.0.0.1 over the search's sqlite store; stopped by its process group."""
+    """A real `mlflow server` on 127.0.0.1 over the search's sqlite store."""
     cwd, _ = search
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{cwd}/mlflow.db", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1", "--default-artifact-root", str(tmp_path / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(base + "/health", timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                pytest.fail("mlflow server did not come up within 90 s")
-            time.sleep(0.5)
-    yield base
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    server = MlflowServer(cwd / "mlflow.db", tmp_path / "artifacts").start()
+    yield server.url
+    server.stop()
 
 
 def test_runs_read_back_over_http(search, mlflow_server):

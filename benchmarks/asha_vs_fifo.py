@@ -1,0 +1,422 @@
+"""ASHA against FIFO: the same space, trial count and seed, one search with ASHA early stopping and one without.
+
+For each seed the two searches run back to back (their order alternates between seeds, because this machine is
+shared and noisy), each with its own local Ray instance (started before the search and timed separately), in
+its own working directory under /tmp (so `mlflow.db` and `ray_results/` never collide). Reported per search:
+
+- total epochs trained (every trial's epochs; FIFO trains trials x epochs),
+- wall time of `run_search` (Ray already up; the Ray start is its own column),
+- best validation mAP (a trial's score is its best `val/map_avg` over epochs, as the search ranks trials) and
+  the test mAP of that best-validation trial (only trials that ran their full budget have a test mAP: if ASHA's
+  best-val trial was stopped early, the best completed trial's test mAP is shown and marked),
+- epochs to target: all epochs of all trials, in the order the driver received their results (recorded by a
+  subclass of the driver's progress callback), counted until the search's best validation mAP first reaches the
+  common target minus the tolerance, where the common target is the lower of the two searches' final bests.
+  The FIFO/ASHA ratio of those counts is "the ratio of epochs at equal best validation mAP". The same count at
+  trial granularity (whole trials in the order they ended) is also given.
+
+    python benchmarks/asha_vs_fifo.py                       # quick space, 16 trials x 12 epochs, seeds 0-2
+    python benchmarks/asha_vs_fifo.py --quick --out /tmp/a  # 4 trials x 3 epochs, tiny data, no MLflow: < 60 s
+    python benchmarks/asha_vs_fifo.py --from-json benchmarks/results/asha_vs_fifo.json   # tables only
+
+Writes `asha_vs_fifo.json` (raw, with every trial and the epoch curve) and `asha_vs_fifo.md` into --out. Text
+in the .md below the line `<!-- analysis -->` is kept when the file is regenerated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hsc_search.settings import DEFAULT_DATA, SearchSettings  # noqa: E402
+
+QUICK_DATA = "synthetic:ave?n_train=300&n_val=100&n_test=100&dim_audio=16&dim_visual=24&num_classes=6"
+ANALYSIS_MARK = "<!-- analysis -->"
+NAME = "asha_vs_fifo"
+
+
+# ---------------------------------------------------------------------------------------------- environment
+def machine_info() -> dict:
+    import mlflow
+    import numpy
+    import optuna
+    import ray
+    import torch
+
+    def _run(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    model = next((ln.split(":", 1)[1].strip() for ln in _run(["lscpu"]).splitlines() if ln.startswith("Model name")),
+                 platform.processor() or "unknown")  # fmt: skip
+    mem_gib = None
+    try:
+        mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": mem_gib,
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "git_commit": _run(["git", "rev-parse", "--short", "HEAD"]).strip() or None,
+        "versions": {"python": platform.python_version(), "ray": ray.__version__, "optuna": optuna.__version__,
+                     "mlflow": mlflow.__version__, "torch": torch.__version__, "numpy": numpy.__version__},  # fmt: skip
+    }
+
+
+def start_ray() -> float:
+    """A fresh local Ray instance, as the driver starts it, but never attached to another Ray cluster that happens
+    to run on this machine (`address="local"`). Returns the seconds it took (0 when one is up already: --quick
+    keeps one instance for all its searches)."""
+    import ray
+
+    from hsc_search.driver import _quiet
+
+    _quiet()
+    if ray.is_initialized():
+        return 0.0
+    t0 = time.perf_counter()
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=True,
+             logging_level=logging.WARNING)  # fmt: skip
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------- reading a search
+_EVENTS: list[tuple] = []  # (driver time, kind, trial id, epoch, val/map_avg), appended by _Recorder
+
+
+def _recorder_class():
+    """The driver's progress callback, plus a record of when the driver received each epoch's result and each
+    trial's end (Tune runs callbacks in the driver process). The per-epoch `timestamp` in Ray's results has a
+    resolution of one second, too coarse to order epochs of 0.05 s."""
+    from hsc_search.progress import Progress
+
+    class _Recorder(Progress):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            _EVENTS.append((time.perf_counter(), "result", trial.trial_id, int(result.get("epoch", 0)),
+                            result.get("val/map_avg")))  # fmt: skip
+            super().on_trial_result(iteration, trials, trial, result, **info)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            _EVENTS.append((time.perf_counter(), "end", trial.trial_id, None, None))
+            super().on_trial_complete(iteration, trials, trial, **info)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            _EVENTS.append((time.perf_counter(), "end", trial.trial_id, None, None))
+            super().on_trial_error(iteration, trials, trial, **info)
+
+    return _Recorder
+
+
+def epoch_curve(events: list[tuple], t0: float) -> list[dict]:
+    """Every epoch of every trial in the order the driver received it, with the cumulative epoch count and the
+    best validation mAP seen so far; t in seconds since the search started."""
+    curve, best = [], float("-inf")
+    for t, kind, tid, epoch, val in events:
+        if kind != "result":
+            continue
+        if val is not None:
+            best = max(best, val)
+        curve.append({"t": round(t - t0, 3), "trial": tid, "epoch": epoch, "val": val, "cum_epochs": len(curve) + 1,
+                      "best": best})  # fmt: skip
+    return curve
+
+
+def trial_curve(events: list[tuple], t0: float) -> list[dict]:
+    """Whole trials in the order they ended: cumulative epochs and best score so far."""
+    seen: dict[str, list] = {}
+    curve, cum, best = [], 0, float("-inf")
+    for t, kind, tid, epoch, val in events:
+        if kind == "result":
+            seen.setdefault(tid, []).append(val)
+        elif tid in seen:
+            vals = seen.pop(tid)
+            cum += len(vals)
+            best = max([best] + [v for v in vals if v is not None])
+            curve.append({"t": round(t - t0, 3), "trial": tid, "epochs": len(vals), "cum_epochs": cum, "best": best})
+    return curve
+
+
+def first_reaching(curve: list[dict], threshold: float) -> dict | None:
+    return next((c for c in curve if c["best"] >= threshold), None)
+
+
+# ---------------------------------------------------------------------------------------------- one search
+def one_search(scheduler: str, seed: int, args) -> dict:
+    import ray
+
+    from hsc_search import driver
+
+    work = Path(tempfile.mkdtemp(prefix=f"{NAME}-{scheduler}-s{seed}-", dir=args.workdir))
+    name = f"{scheduler}-s{seed}"
+    settings = SearchSettings(
+        space=args.space, data=args.data, num_samples=args.trials, max_epochs=args.epochs, scheduler=scheduler,
+        grace_period=args.grace_period, reduction_factor=args.reduction_factor, max_concurrent=args.max_concurrent,
+        seed=seed, mlflow=not args.no_mlflow, name=name, storage=str(work / "ray_results"),
+        tracking_uri=None if args.no_mlflow else f"sqlite:///{work / 'mlflow.db'}",
+    ).validate()  # fmt: skip
+    cwd = os.getcwd()
+    os.chdir(work)  # MLflow's artifacts (./mlartifacts) and anything else relative land in the work dir
+    original = driver.Progress
+    driver.Progress = _recorder_class()
+    _EVENTS.clear()
+    try:
+        ray_start_s = start_ray()
+        slots = int(ray.cluster_resources().get("CPU", 1) // settings.cpus_per_trial)
+        t0 = time.perf_counter()
+        outcome = driver.run_search(settings, echo=lambda m: print(m, file=sys.stderr))
+        wall_s = time.perf_counter() - t0
+    finally:
+        driver.Progress = original
+        if not args.keep_ray:
+            ray.shutdown()
+        os.chdir(cwd)
+    events = list(_EVENTS)
+    trials = []
+    for r in outcome.rows:
+        trials.append({"trial_id": r.trial_id, "outcome": r.outcome, "epochs": r.epochs, "score": r.score,
+                       "test_map_avg": r.final.get("test/map_avg"), "seconds": r.seconds,
+                       "params": {k: v for k, v in r.params.items()}})  # fmt: skip
+    scored = [t for t in trials if t["score"] is not None and t["outcome"] != "failed"]
+    best = max(scored, key=lambda t: t["score"]) if scored else None
+    test_of_best, test_note = (best or {}).get("test_map_avg"), ""
+    if best is not None and test_of_best is None:
+        completed = [t for t in scored if t["test_map_avg"] is not None]
+        if completed:
+            alt = max(completed, key=lambda t: t["score"])
+            test_of_best = alt["test_map_avg"]
+            test_note = f"best-val trial stopped early; best completed {alt['trial_id']}"
+    return {
+        "scheduler": scheduler,
+        "seed": seed,
+        "workdir": str(work),
+        "experiment_dir": outcome.experiment_dir,
+        "ray_start_s": ray_start_s,
+        "wall_s": wall_s,
+        "slots": min(slots, args.max_concurrent or slots),
+        "trials": trials,
+        "n_trials": len(trials),
+        "outcomes": {o: sum(t["outcome"] == o for t in trials) for o in sorted({t["outcome"] for t in trials})},
+        "total_epochs": sum(t["epochs"] for t in trials),
+        "best_trial": best["trial_id"] if best else None,
+        "best_val": best["score"] if best else None,
+        "test_of_best": test_of_best,
+        "test_note": test_note,
+        "epoch_curve": epoch_curve(events, t0),
+        "trial_curve": trial_curve(events, t0),
+    }
+
+
+def compare(asha: dict, fifo: dict, tol: float) -> dict:
+    target = min(asha["best_val"], fifo["best_val"])
+    threshold = target - tol
+    out = {"target": target, "threshold": threshold, "tolerance": tol}
+    for key, run in (("asha", asha), ("fifo", fifo)):
+        hit = first_reaching(run["epoch_curve"], threshold)
+        thit = first_reaching(run["trial_curve"], threshold)
+        out[key] = {
+            "epochs_to_target": hit["cum_epochs"] if hit else None,
+            "seconds_to_target": hit["t"] if hit else None,
+            "trial_epochs_to_target": thit["cum_epochs"] if thit else None,
+        }
+    a, f = out["asha"], out["fifo"]
+    for key in ("epochs_to_target", "trial_epochs_to_target"):
+        ratio = f[key] / a[key] if a[key] and f[key] else None
+        out[key.replace("_to_target", "_ratio_at_target")] = ratio
+    out["total_epochs_ratio"] = fifo["total_epochs"] / asha["total_epochs"]
+    out["wall_ratio"] = fifo["wall_s"] / asha["wall_s"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- report
+def _f(v, fmt="{:.4f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+X = "{:.2f}x"  # a ratio
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(pairs: list[dict]) -> dict:
+    s = {}
+    for key in ("total_epochs_ratio", "wall_ratio", "epochs_ratio_at_target", "trial_epochs_ratio_at_target"):
+        s[f"median_{key}"] = _median([p["comparison"][key] for p in pairs])
+    for sched in ("asha", "fifo"):
+        for key in ("total_epochs", "wall_s", "best_val", "test_of_best", "ray_start_s"):
+            s[f"median_{sched}_{key}"] = _median([p[sched][key] for p in pairs])
+    return s
+
+
+def render_markdown(doc: dict, keep: str = "") -> str:
+    m, cfg = doc["machine"], doc["config"]
+    v = m["versions"]
+    lines = [
+        "# ASHA against FIFO",
+        "",
+        "Generated by `benchmarks/asha_vs_fifo.py`; raw figures (every trial, every epoch) in `asha_vs_fifo.json`.",
+        "",
+        f"- command: `{doc['command']}`" + (" (quick mode: a smoke run, figures mean little)" if cfg["quick"] else ""),
+        f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; CPU only; shared with other work "
+        f"(load average {doc['load_before'][0]:.1f} before, {doc['load_after'][0]:.1f} after)",
+        f"- date: {m['date']}; commit {m['git_commit']}; python {v['python']}, ray {v['ray']}, optuna {v['optuna']}, "
+        f"mlflow {v['mlflow']}, torch {v['torch']}",
+        f"- search: space `{cfg['space']}`, {cfg['trials']} trials x {cfg['epochs']} epochs, data `{cfg['data']}`, "
+        f"{cfg['slots']} trials at once (1 CPU each), MLflow {'off' if cfg['no_mlflow'] else 'on (sqlite)'}; "
+        f"ASHA grace period {cfg['grace_period']}, reduction factor {cfg['reduction_factor']:g}; "
+        f"tolerance {cfg['tolerance']}; "
+        + ("one Ray instance for all searches" if cfg.get("keep_ray") else "a fresh Ray instance for each search"),
+        f"- benchmark run time: {doc['elapsed_s']:.0f} s",
+        "",
+        "## Per seed",
+        "",
+        "| seed | scheduler | trials (completed / stopped) | epochs trained | wall s (+ Ray start) | best val mAP | "
+        "test mAP of best | epochs to target | s to target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for p in doc["pairs"]:
+        c = p["comparison"]
+        for sched in ("asha", "fifo"):
+            r, h = p[sched], c[sched]
+            oc = r["outcomes"]
+            test = _f(r["test_of_best"]) + (" *" if r["test_note"] else "")
+            lines.append(
+                f"| {p['seed']} | {sched.upper()} | {r['n_trials']} ({oc.get('completed', 0)} / "
+                f"{oc.get('stopped_early', 0)}) | {r['total_epochs']} | {r['wall_s']:.1f} (+{r['ray_start_s']:.1f}) | "
+                f"{_f(r['best_val'])} | {test} | {_f(h['epochs_to_target'], '{}')} | "
+                f"{_f(h['seconds_to_target'], '{:.1f}')} |"
+            )
+    lines += [
+        "",
+        "| seed | target (lower best) | FIFO/ASHA epochs trained | FIFO/ASHA wall | FIFO/ASHA epochs at equal best val "
+        "(within tol.) | same, counted in whole trials |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for p in doc["pairs"]:
+        c = p["comparison"]
+        lines.append(f"| {p['seed']} | {c['target']:.4f} | {c['total_epochs_ratio']:.2f}x | {c['wall_ratio']:.2f}x | "
+                     f"{_f(c['epochs_ratio_at_target'], X)} | {_f(c['trial_epochs_ratio_at_target'], X)} |")
+    s = doc["summary"]
+    if len(doc["pairs"]) > 1:
+        cells = [_f(s[f"median_{k}"], X) for k in ("total_epochs_ratio", "wall_ratio", "epochs_ratio_at_target",
+                                                    "trial_epochs_ratio_at_target")]  # fmt: skip
+        lines.append("| **median** | | " + " | ".join(f"**{c}**" for c in cells) + " |")
+    if any(p[s_]["test_note"] for p in doc["pairs"] for s_ in ("asha", "fifo")):
+        lines += ["", "\\* ASHA's best-validation trial was stopped early (no test mAP): the best completed trial's "
+                      "test mAP is shown."]  # fmt: skip
+    lines += [
+        "",
+        "Epochs to target: epochs of all trials counted in the order they finished until the search's best "
+        "validation mAP first reached the target minus the tolerance; the target is the lower of the two searches' "
+        "final bests, so both reach it. Wall time is `run_search` with Ray already started (the Ray start is in "
+        "brackets). The two searches of a seed run back to back, their order alternating between seeds.",
+        "",
+        ANALYSIS_MARK,
+    ]
+    return "\n".join(lines) + "\n" + (keep if keep else "\n")
+
+
+def write_outputs(doc: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{NAME}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    md = out / f"{NAME}.md"
+    keep = ""
+    if md.exists() and ANALYSIS_MARK in md.read_text():
+        keep = md.read_text().split(ANALYSIS_MARK, 1)[1]
+    md.write_text(render_markdown(doc, keep))
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default="quick", help="search space name or YAML path (quick)")
+    p.add_argument("--data", default=DEFAULT_DATA, help="data spec (the search's default small synthetic AVE)")
+    p.add_argument("--trials", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=12, help="full budget of a trial (ASHA's max_t)")
+    p.add_argument("--seed", type=int, default=0, help="first Optuna seed")
+    p.add_argument("--repeats", type=int, default=3, help="seed pairs: seeds seed .. seed+repeats-1")
+    p.add_argument("--grace-period", type=int, default=1)
+    p.add_argument("--reduction-factor", type=float, default=2.0)
+    p.add_argument("--max-concurrent", type=int, default=0, help="0 = as many as the CPUs allow")
+    p.add_argument("--tolerance", type=float, default=0.005, help="equal best val mAP: within this of the target")
+    p.add_argument("--no-mlflow", action="store_true", help="searches without MLflow tracking")
+    p.add_argument("--keep-ray", action="store_true", help="one Ray instance for all searches (default: a fresh one "
+                   "for each, so no search inherits another's warm workers)")
+    p.add_argument("--quick", action="store_true", help="4 trials x 3 epochs, tiny data, no MLflow, one seed, one Ray "
+                   "instance: < 60 s")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--workdir", default=tempfile.gettempdir(), help="parent of the per-search working directories")
+    p.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from a raw JSON file")
+    args = p.parse_args(argv)
+    if args.from_json:
+        doc = json.loads(args.from_json.read_text())
+        write_outputs(doc, args.out)
+        return 0
+    if args.quick:
+        args.trials, args.epochs, args.data, args.no_mlflow, args.repeats = 4, 3, QUICK_DATA, True, 1
+        args.keep_ray = True
+    os.environ.pop("RAY_ADDRESS", None)  # always a local instance of our own
+
+    t_start = time.perf_counter()
+    load_before = os.getloadavg()
+    machine = machine_info()
+    pairs = []
+    for i in range(args.repeats):
+        seed = args.seed + i
+        order = ("asha", "fifo") if i % 2 == 0 else ("fifo", "asha")
+        runs = {}
+        for sched in order:
+            print(f"== seed {seed}: {sched}", file=sys.stderr, flush=True)
+            runs[sched] = one_search(sched, seed, args)
+            r = runs[sched]
+            print(f"== seed {seed}: {sched}: {r['total_epochs']} epochs, {r['wall_s']:.1f} s, best val "
+                  f"{_f(r['best_val'])}", file=sys.stderr, flush=True)  # fmt: skip
+        pairs.append({"seed": seed, "order": list(order), **runs,
+                      "comparison": compare(runs["asha"], runs["fifo"], args.tolerance)})  # fmt: skip
+    slots = pairs[0]["asha"]["slots"]
+    doc = {
+        "benchmark": NAME,
+        "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
+        "machine": machine,
+        "config": {"space": args.space, "data": args.data, "trials": args.trials, "epochs": args.epochs,
+                   "seed": args.seed, "repeats": args.repeats, "grace_period": args.grace_period,
+                   "reduction_factor": args.reduction_factor, "max_concurrent": args.max_concurrent, "slots": slots,
+                   "tolerance": args.tolerance, "no_mlflow": args.no_mlflow, "quick": args.quick,
+                   "keep_ray": args.keep_ray},  # fmt: skip
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        "elapsed_s": time.perf_counter() - t_start,
+        "pairs": pairs,
+    }
+    doc["summary"] = summarize(pairs)
+    if args.keep_ray:
+        import ray
+
+        ray.shutdown()
+    write_outputs(doc, args.out)
+    print(json.dumps({"summary": doc["summary"], "elapsed_s": doc["elapsed_s"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

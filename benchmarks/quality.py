@@ -1,0 +1,412 @@
+"""Retrieval quality: full HSC-MAE against each ablation and three baselines, several seeds, test mAP.
+
+Every trained method is `trainer.fit` on the same data with the default config (`TrainConfig()`, i.e.
+`trainer/configs/example.yaml`) plus the method's overrides; the seed is the trainer's `seed` (init, shuffling,
+masking); the data stay the same. Each run reports the test mAP of the epoch that validation selected.
+
+    full            HSC-MAE at its defaults (rec + dcca + soft top-k nce, EMA teacher, learned weights)
+    no_dcca         use_dcca: false
+    no_topk         topk: 0 (plain symmetric InfoNCE instead of soft top-k positives)
+    no_rec          use_rec: false (no masked reconstruction)
+    no_teacher      topk: 0, distill: none, eval_model: student (no soft positives, no distillation)
+    fixed_weights   loss_weighting: fixed (w = 1 for every loss)
+    linear_cca      baseline: linear CCA on the standardised raw features (k and ridge chosen on val), cosine
+    dcca_only       baseline: use_rec: false, use_nce: false, eval_embedding: h, eval_projection: cca
+    infonce_only    baseline: use_rec: false, use_dcca: false, topk: 0
+
+    python benchmarks/quality.py                          # both datasets, seeds 0,1,2 (~30 min on 2 CPU cores)
+    python benchmarks/quality.py --quick --out /tmp/q     # tiny data, 1 seed, 2 epochs: seconds
+    python benchmarks/quality.py --from-json benchmarks/results/quality.json   # table + plot only
+
+Writes `quality.json` (raw per-run results, written after every run; `--resume` skips the runs it holds),
+`quality.md` (tables) and `quality.png` (bar chart) into --out. Text in quality.md below the line
+`<!-- analysis -->` is kept when the file is regenerated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from trainer import TrainConfig, fit, load_data  # noqa: E402
+from trainer.config import parse_overrides  # noqa: E402
+from trainer.linear_cca import LinearCCA  # noqa: E402
+from trainer.metrics import cross_modal_map  # noqa: E402
+
+DATASETS = {"ave": "synthetic:ave", "vegas": "synthetic:vegas"}
+QUICK_DATASETS = {
+    "ave": "synthetic:ave?n_train=400&n_val=100&n_test=100&dim_audio=16&dim_visual=24&num_classes=5",
+    "vegas": "synthetic:vegas?n_train=400&n_val=0&n_test=100&dim_audio=16&dim_visual=24&num_classes=5",
+}
+QUICK_OVERRIDES = {"hidden_dim": 32, "embed_dim": 16, "proj_dim": 16, "batch_size": 64}
+
+# name -> (kind, trainer overrides, description)
+METHODS: dict[str, tuple[str, dict, str]] = {
+    "full": ("full", {}, "HSC-MAE, default config"),
+    "no_dcca": ("ablation", {"use_dcca": False}, "use_dcca: false"),
+    "no_topk": ("ablation", {"topk": 0}, "topk: 0 (plain InfoNCE)"),
+    "no_rec": ("ablation", {"use_rec": False}, "use_rec: false"),
+    "no_teacher": ("ablation", {"topk": 0, "distill": "none", "eval_model": "student"},
+                   "topk: 0, distill: none, eval_model: student"),
+    "fixed_weights": ("ablation", {"loss_weighting": "fixed"}, "loss_weighting: fixed"),
+    "linear_cca": ("baseline", {}, "linear CCA on raw standardised features"),
+    "dcca_only": ("baseline", {"use_rec": False, "use_nce": False, "eval_embedding": "h", "eval_projection": "cca"},
+                  "use_rec/use_nce: false, eval h + CCA projection"),
+    "infonce_only": ("baseline", {"use_rec": False, "use_dcca": False, "topk": 0},
+                     "use_rec/use_dcca: false, topk: 0"),
+}  # fmt: skip
+LINEAR_CCA_K = (8, 16, 32, 64, 128)
+LINEAR_CCA_RIDGE = (1e-3, 1e-2, 1e-1, 1.0)
+HISTORY_KEYS = ("epoch", "val/map_avg", "cca/mean", "time/epoch_s")  # plus loss/*, weight/*
+ANALYSIS_MARK = "<!-- analysis -->"
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+
+def linear_cca_baseline(data) -> dict:
+    """Linear CCA on the standardised features: (k, ridge) with the best val mAP, then test mAP."""
+    a, v = data.train.audio.reshape(len(data.train), -1), data.train.visual.reshape(len(data.train), -1)
+
+    def flat(split):
+        return split.audio.reshape(len(split), -1), split.visual.reshape(len(split), -1)
+
+    best = None
+    max_k = min(a.shape[1], v.shape[1])
+    ks = sorted({k for k in LINEAR_CCA_K if k <= max_k} | {min(32, max_k)})
+    for ridge in LINEAR_CCA_RIDGE:
+        full = LinearCCA.fit(a, v, k=max_k, ridge=ridge)
+        for k in ks:
+            proj = LinearCCA(full.mean_a, full.mean_v, full.w_a[:, :k], full.w_v[:, :k], full.rho[:k])
+            val = cross_modal_map(*proj.transform(*flat(data.val)), data.val.labels)["avg"]
+            if best is None or val > best[0]:
+                best = (val, k, ridge, proj)
+    val, k, ridge, proj = best
+    test = cross_modal_map(*proj.transform(*flat(data.test)), data.test.labels)
+    return {
+        "test": {f"test/map_{d}": test[d] for d in ("a2v", "v2a", "avg")},
+        "best_val": {"val/map_avg": val},
+        "chosen": {"k": k, "ridge": ridge},
+    }
+
+
+def train_method(data, overrides: dict, seed: int, epochs: int) -> dict:
+    cfg = TrainConfig.from_dict({**overrides, "seed": seed, "epochs": epochs}, source="quality")
+    result = fit(cfg, data, log=None, device="cpu")
+    history = [
+        {k: float(v) for k, v in h.items() if k in HISTORY_KEYS or k.startswith(("loss/", "weight/"))}
+        for h in result.history
+    ]
+    return {
+        "test": result.test,
+        "best_val": result.best_val,
+        "best_epoch": result.best_epoch,
+        "history": history,
+        "resolved": {k: getattr(result.config, k) for k in ("batch_size", "cca_dim", "cca_k", "topk")},
+    }
+
+
+def run_all(args, specs: dict[str, str], epochs: dict[str, int], extra: dict, log) -> dict:
+    path = args.out / "quality.json"
+    results = {
+        "meta": meta(args, specs, epochs, extra),
+        "methods": {m: {"kind": METHODS[m][0], "overrides": METHODS[m][1], "description": METHODS[m][2]}
+                    for m in args.methods},
+        "runs": [],
+    }  # fmt: skip
+    if args.resume and path.exists():
+        old = json.loads(path.read_text())
+        same = all(old["meta"].get(k) == results["meta"][k] for k in ("specs", "epochs", "extra_overrides"))
+        if same:
+            results["runs"] = [r for r in old["runs"] if r["method"] in args.methods]
+            log(f"resume: {len(results['runs'])} runs already in {path}")
+        else:
+            log(f"resume: {path} was made with other settings; starting over")
+    done = {(r["dataset"], r["method"], r["seed"]) for r in results["runs"]}
+    t_all = time.perf_counter()
+    for ds, spec in specs.items():
+        t0 = time.perf_counter()
+        data = load_data(spec)
+        log(f"[{ds}] {data.summary()} (loaded in {time.perf_counter() - t0:.1f}s)")
+        for method in args.methods:
+            kind, overrides, _ = METHODS[method]
+            seeds = args.seeds[:1] if method == "linear_cca" else args.seeds  # deterministic: one run
+            for seed in seeds:
+                if (ds, method, seed) in done:
+                    continue
+                t0 = time.perf_counter()
+                if method == "linear_cca":
+                    run = linear_cca_baseline(data)
+                else:
+                    run = train_method(data, {**extra, **overrides}, seed, epochs[ds])
+                run.update(dataset=ds, method=method, seed=seed, wall_s=time.perf_counter() - t0)
+                results["runs"].append(run)
+                t = run["test"]
+                log(f"[{ds}] {method:<14} seed {seed}: test mAP a2v {t['test/map_a2v']:.4f} "
+                    f"v2a {t['test/map_v2a']:.4f} avg {t['test/map_avg']:.4f}  "
+                    f"(epoch {run.get('best_epoch', '-')}, {run['wall_s']:.0f}s)")  # fmt: skip
+                results["meta"]["wall_s"] = sum(r["wall_s"] for r in results["runs"])
+                results["meta"]["elapsed_s"] = time.perf_counter() - t_all
+                write_json(path, results)
+    results["meta"]["wall_s"] = sum(r["wall_s"] for r in results["runs"])
+    write_json(path, results)
+    return results
+
+
+def write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def meta(args, specs, epochs, extra) -> dict:
+    try:
+        cpu = next(
+            (ln.split(":", 1)[1].strip() for ln in subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+             .splitlines() if ln.startswith("Model name")), platform.processor() or "unknown")  # fmt: skip
+    except OSError:
+        cpu = platform.processor() or "unknown"
+    argv = [a for a in sys.argv[1:]]
+    return {
+        "command": "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in argv),
+        "date": _dt.date.today().isoformat(),
+        "machine": f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, CPU",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "specs": specs,
+        "epochs": epochs,
+        "seeds": args.seeds,
+        "extra_overrides": extra,
+        "quick": bool(args.quick),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- reporting
+
+
+def summarise(results: dict) -> dict:
+    """dataset -> method -> {a2v/v2a/avg: (mean, std, min, max), n, seeds, per-seed avg, epochs}."""
+    out: dict = {}
+    for ds in results["meta"]["specs"]:
+        out[ds] = {}
+        for method in results["methods"]:
+            runs = sorted((r for r in results["runs"] if r["dataset"] == ds and r["method"] == method),
+                          key=lambda r: r["seed"])  # fmt: skip
+            if not runs:
+                continue
+            s = {"n": len(runs), "seeds": [r["seed"] for r in runs],
+                 "best_epochs": [r.get("best_epoch") for r in runs], "chosen": runs[0].get("chosen")}  # fmt: skip
+            for d in ("a2v", "v2a", "avg"):
+                x = np.array([r["test"][f"test/map_{d}"] for r in runs])
+                s[d] = (float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0, float(x.min()), float(x.max()))
+                s[f"per_seed_{d}"] = x.tolist()
+            out[ds][method] = s
+    return out
+
+
+def paired_delta(summary: dict, ds: str, method: str) -> tuple[float, float] | None:
+    """Mean and std over seeds of (method - full) test avg mAP, paired by seed (baseline linear_cca: vs each)."""
+    full, other = summary[ds].get("full"), summary[ds].get(method)
+    if not full or not other or method == "full":
+        return None
+    f = dict(zip(full["seeds"], full["per_seed_avg"]))
+    o = dict(zip(other["seeds"], other["per_seed_avg"]))
+    if len(o) == 1 and len(f) > 1:  # deterministic baseline: compare with every full seed
+        o = {s: next(iter(o.values())) for s in f}
+    common = sorted(set(f) & set(o))
+    d = np.array([o[s] - f[s] for s in common])
+    return float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else 0.0
+
+
+def verdicts(summary: dict) -> list[str]:
+    """One plain sentence per (dataset, method): does the full model beat it?"""
+    lines = []
+    for ds, methods in summary.items():
+        if "full" not in methods:
+            continue
+        fm, fs = methods["full"]["avg"][:2]
+        for method, s in methods.items():
+            if method == "full":
+                continue
+            dm, ds_ = paired_delta(summary, ds, method)
+            spread = max(ds_, fs, s["avg"][1])
+            if min(methods["full"]["n"], s["n"] if method != "linear_cca" else 2) < 2:
+                word = "is ahead of" if dm < 0 else "**does not beat**"
+                word += " (one seed: no spread to judge by)"
+            elif dm < 0 and -dm > spread:
+                word = "beats"
+            elif dm < 0:
+                word = "is ahead of (within the seed spread)"
+            elif dm > spread:
+                word = "**does NOT beat** (it is clearly worse than)"
+            else:
+                word = "**does not beat** (ties or trails, within the seed spread)"
+            lines.append(f"- {ds}: full HSC-MAE ({fm:.4f}) {word} {method} ({s['avg'][0]:.4f}); "
+                         f"{method} - full = {dm:+.4f} ± {ds_:.4f} (paired by seed).")  # fmt: skip
+    return lines
+
+
+def markdown(results: dict, summary: dict, keep: str = "") -> str:
+    m = results["meta"]
+    eps = ", ".join(f"{ds} {e}" for ds, e in m["epochs"].items())
+    lines = [
+        "# Retrieval quality: HSC-MAE, its ablations and baselines",
+        "",
+        f"- command: `{m['command']}`" + (" (quick mode: tiny data and model, a smoke run)" if m.get("quick") else ""),
+        f"- machine: {m['machine']}",
+        f"- date: {m['date']}; torch {m['torch']}; python {m.get('python', '?')}",
+        f"- epochs: {eps}; seeds (trainer `seed`; the data stay the same): {', '.join(map(str, m['seeds']))}",
+        f"- total training/eval time: {m.get('wall_s', 0) / 60:.1f} min"
+        + (f"; extra overrides on every trained method: `{m['extra_overrides']}`" if m.get("extra_overrides") else ""),
+        "",
+        "Test mAP of the epoch that validation selected (cosine retrieval, relevant = same label), mean ± std over "
+        "seeds (min-max of avg in brackets). Δ avg = method - full, paired by seed. Everything else is the default "
+        "config (`trainer/configs/example.yaml`). linear_cca is deterministic (one run; k and ridge chosen on val).",
+        "",
+    ]
+    for ds, methods in summary.items():
+        lines += [f"## {ds}: `{m['specs'][ds]}`", "",
+                  "| method | kind | change from default | a2v | v2a | avg | avg min-max | Δ avg vs full | selected epochs |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for method, s in methods.items():
+            info = results["methods"][method]
+            delta = paired_delta(summary, ds, method)
+            dtxt = "-" if delta is None else f"{delta[0]:+.4f} ± {delta[1]:.4f}"
+            change = info["description"]
+            if s.get("chosen"):
+                change += f" (k={s['chosen']['k']}, ridge={s['chosen']['ridge']:g})"
+            ep = ", ".join(str(e) for e in s["best_epochs"] if e is not None) or "-"
+            name = f"**{method}**" if method == "full" else method
+            lines.append(
+                f"| {name} | {info['kind']} | {change} | {s['a2v'][0]:.4f} ± {s['a2v'][1]:.4f} | "
+                f"{s['v2a'][0]:.4f} ± {s['v2a'][1]:.4f} | **{s['avg'][0]:.4f}** ± {s['avg'][1]:.4f} | "
+                f"[{s['avg'][2]:.4f}, {s['avg'][3]:.4f}] | {dtxt} | {ep} |"
+            )
+        lines.append("")
+    lines += ["## Does the full model beat each ablation and baseline?", "",
+              "Automatic reading (\"beats\" = the paired gap exceeds the largest seed std involved):", ""]  # fmt: skip
+    lines += verdicts(summary) + ["", "![quality](quality.png)", "", ANALYSIS_MARK]
+    if keep:
+        lines.append(keep.rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"full": "#1f77b4", "ablation": "#ff7f0e", "baseline": "#7f7f7f"}
+    fig, axes = plt.subplots(1, len(summary), figsize=(6.5 * len(summary), 4.6), squeeze=False)
+    for ax, (ds, methods) in zip(axes[0], summary.items()):
+        names = list(methods)
+        x = np.arange(len(names))
+        means = [methods[n]["avg"][0] for n in names]
+        stds = [methods[n]["avg"][1] for n in names]
+        cols = [colours[results["methods"][n]["kind"]] for n in names]
+        ax.bar(x, means, yerr=stds, color=cols, capsize=4, alpha=0.85)
+        for i, n in enumerate(names):
+            pts = methods[n]["per_seed_avg"]
+            ax.scatter(np.full(len(pts), x[i]), pts, s=10, color="k", zorder=3)
+        if "full" in methods:
+            ax.axhline(methods["full"]["avg"][0], color=colours["full"], ls="--", lw=1)
+        lo = min(min(means) - max(stds) - 0.02, min(min(methods[n]["per_seed_avg"]) for n in names) - 0.02)
+        ax.set_ylim(max(0.0, lo), min(1.0, max(means) + max(stds) + 0.03))
+        ax.set_xticks(x, names, rotation=35, ha="right")
+        ax.set_ylabel("test mAP (avg of a2v, v2a)")
+        ep = results["meta"]["epochs"][ds]
+        ax.set_title(f"synthetic:{ds} ({ep} epochs, {len(results['meta']['seeds'])} seeds; mean ± std, dots = seeds)",
+                     fontsize=9)  # fmt: skip
+        ax.grid(axis="y", alpha=0.3)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
+    fig.legend(handles, list(colours), loc="upper right", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(results: dict, out: Path) -> None:
+    summary = summarise(results)
+    md_path = out / "quality.md"
+    keep = ""
+    if md_path.exists():
+        text = md_path.read_text()
+        if ANALYSIS_MARK in text:
+            keep = text.split(ANALYSIS_MARK, 1)[1].lstrip("\n")
+    md_path.write_text(markdown(results, summary, keep))
+    plot(results, summary, out / "quality.png")
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny data and model, 1 seed, 2 epochs (a smoke run)")
+    p.add_argument("--datasets", default="ave,vegas", help="comma list of: ave, vegas")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of: {', '.join(METHODS)}")
+    p.add_argument("--seeds", default="0,1,2", help="comma list of trainer seeds (default 0,1,2)")
+    p.add_argument("--epochs-ave", type=int, default=30)
+    p.add_argument("--epochs-vegas", type=int, default=10)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra trainer override applied to every trained method before its own (diagnostics)")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--resume", action="store_true", help="keep the runs already in OUT/quality.json")
+    p.add_argument("--from-json", type=Path, default=None, help="only rebuild quality.md / quality.png from a JSON")
+    args = p.parse_args(argv)
+
+    if args.from_json is not None:
+        results = json.loads(args.from_json.read_text())
+        out = args.out if "--out" in (argv if argv is not None else sys.argv) else args.from_json.parent
+        out.mkdir(parents=True, exist_ok=True)
+        report(results, out)
+        print(f"wrote {out / 'quality.md'} and {out / 'quality.png'}")
+        return 0
+
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    bad = [m for m in args.methods if m not in METHODS] + [d for d in datasets if d not in DATASETS]
+    if bad:
+        p.error(f"unknown method(s)/dataset(s) {bad}; methods: {', '.join(METHODS)}; datasets: {', '.join(DATASETS)}")
+    if "full" in args.methods:
+        args.methods = ["full"] + [m for m in args.methods if m != "full"]
+    args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    extra = parse_overrides(args.overrides)
+    if args.quick:
+        torch.set_num_threads(1)  # tiny models gain nothing from threads; on a busy machine they cost a lot
+        specs = {d: QUICK_DATASETS[d] for d in datasets}
+        epochs = {d: 2 for d in datasets}
+        args.seeds = args.seeds[:1]
+        extra = {**QUICK_OVERRIDES, **extra}
+    else:
+        specs = {d: DATASETS[d] for d in datasets}
+        epochs = {"ave": args.epochs_ave, "vegas": args.epochs_vegas}
+        epochs = {d: epochs[d] for d in datasets}
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+    results = run_all(args, specs, epochs, extra, log)
+    report(results, args.out)
+    log(f"wrote {args.out / 'quality.json'}, quality.md, quality.png ({results['meta']['wall_s'] / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The search's storage: a local or shared path (NFS) or any URI pyarrow understands (s3://, gs://, ...).
+
+Ray Tune writes trials and experiment state there; we keep a few small files of our own beside them
+(`hsc_search.json`, `asha_rungs.json`, `best_config.yaml`, `summary/`). On a cluster every node must see the
+same storage; `check_visible_from_all_nodes` proves it before any trial starts.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+
+class StorageError(RuntimeError):
+    """The storage cannot be used; the message names the path and what to do."""
+
+
+def is_uri(path: str) -> bool:
+    return "://" in str(path)
+
+
+def resolve(storage: str | None) -> str:
+    """The storage root as an absolute local path or a URI (default ./ray_results)."""
+    if storage and is_uri(storage):
+        return storage.rstrip("/")
+    return str(Path(storage or "ray_results").expanduser().resolve())
+
+
+def join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts]) if is_uri(root) else str(Path(root, *parts))
+
+
+def _fs(path: str) -> tuple[pafs.FileSystem, str]:
+    if is_uri(path):
+        try:
+            return pafs.FileSystem.from_uri(path)
+        except Exception as e:  # unknown scheme, missing credentials, unreachable endpoint
+            raise StorageError(f"storage '{path}': pyarrow cannot open it ({e})") from None
+    return pafs.LocalFileSystem(), path
+
+
+def exists(path: str) -> bool:
+    fs, p = _fs(path)
+    return fs.get_file_info(p).type != pafs.FileType.NotFound
+
+
+def write_text(path: str, text: str) -> None:
+    fs, p = _fs(path)
+    fs.create_dir(p.rsplit("/", 1)[0] if is_uri(path) else os.path.dirname(p), recursive=True)
+    with fs.open_output_stream(p) as f:
+        f.write(text.encode())
+
+
+def read_text(path: str) -> str:
+    fs, p = _fs(path)
+    with fs.open_input_stream(p) as f:
+        return f.read().decode()
+
+
+def upload_dir(local: str | Path, remote: str) -> None:
+    """Copies a local folder into the storage (no-op when it is the same place)."""
+    if not is_uri(remote) and Path(local).resolve() == Path(remote).resolve():
+        return
+    fs, p = _fs(remote)
+    fs.create_dir(p, recursive=True)
+    pafs.copy_files(str(local), p, destination_filesystem=fs)
+
+
+def _read_marker(path: str) -> str:
+    """Runs on a node: the marker's content, or a one-line reason it cannot be read."""
+    try:
+        return read_text(path)
+    except Exception as e:
+        return f"!{type(e).__name__}: {e}"
+
+
+def check_visible_from_all_nodes(root: str, timeout_s: float = 120.0, marker_dir: str | None = None) -> int:
+    """Writes a marker into the storage and has a small task on every alive Ray node read it back.
+
+    Args:
+        root: the storage root the search will use.
+        marker_dir: where the nodes look for the marker (default: root); tests point it elsewhere to play a node
+            that cannot see the storage.
+
+    Returns:
+        the number of nodes checked.
+
+    Raises:
+        StorageError naming each node that cannot read it, instead of Ray's failure at the first checkpoint.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = uuid.uuid4().hex
+    name = f".hsc_storage_check_{token[:8]}"
+    marker = join(root, name)
+    write_text(marker, token)
+    look_at = join(marker_dir or root, name)
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        reader = ray.remote(num_cpus=0, max_retries=0)(_read_marker)
+        refs = {
+            n["NodeManagerAddress"] + f" (node {n['NodeID'][:12]})": reader.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(look_at)
+            for n in nodes
+        }
+        ready, not_ready = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+        bad = []
+        for label, ref in refs.items():
+            if ref in not_ready:
+                bad.append(f"{label}: no answer within {timeout_s:.0f} s")
+                continue
+            seen = ray.get(ref)
+            if seen != token:
+                bad.append(f"{label}: {seen.lstrip('!') if seen.startswith('!') else 'sees a different marker'}")
+        if bad:
+            raise StorageError(
+                f"storage '{root}' is not visible from every Ray node (marker {look_at}):\n  "
+                + "\n  ".join(bad)
+                + "\nOn a cluster --storage must be shared: a path mounted on every node (NFS/EFS) or a URI such as "
+                "s3://bucket/prefix that every node can reach."
+            )
+        return len(nodes)
+    finally:
+        try:
+            fs, p = _fs(marker)
+            fs.delete_file(p)
+        except Exception:
+            pass

@@ -1,0 +1,69 @@
+"""The search benchmarks run (in their --quick mode) and write sane figures, so they cannot rot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, out: Path, cache: Path, work: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HSC_CACHE_DIR": str(cache)}
+    env.pop("RAY_ADDRESS", None)
+    work.mkdir(exist_ok=True)
+    cmd = [sys.executable, f"benchmarks/{script}", "--quick", "--out", str(out), "--workdir", str(work)]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.timeout(300)
+def test_asha_vs_fifo_quick(tmp_path, _cache_dir):
+    proc = _run("asha_vs_fifo.py", tmp_path / "out", _cache_dir, tmp_path / "work")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads((tmp_path / "out" / "asha_vs_fifo.json").read_text())
+    md = (tmp_path / "out" / "asha_vs_fifo.md").read_text()
+    assert "python benchmarks/asha_vs_fifo.py --quick" in md and doc["machine"]["cores"] >= 1
+    (pair,) = doc["pairs"]
+    asha, fifo, cmp = pair["asha"], pair["fifo"], pair["comparison"]
+    trials, epochs = doc["config"]["trials"], doc["config"]["epochs"]
+    # FIFO runs every trial to the end; ASHA never trains more
+    assert fifo["n_trials"] == asha["n_trials"] == trials
+    assert fifo["total_epochs"] == trials * epochs
+    assert all(t["outcome"] == "completed" and t["test_map_avg"] is not None for t in fifo["trials"])
+    assert trials <= asha["total_epochs"] <= fifo["total_epochs"]
+    assert asha["total_epochs"] == sum(t["epochs"] for t in asha["trials"]) == len(asha["epoch_curve"])
+    for run in (asha, fifo):
+        assert run["wall_s"] > 0 and run["ray_start_s"] >= 0
+        assert 0 < run["best_val"] <= 1 and 0 < run["test_of_best"] <= 1
+        assert run["epoch_curve"][-1]["best"] == pytest.approx(run["best_val"])
+        assert [c["cum_epochs"] for c in run["epoch_curve"]] == list(range(1, run["total_epochs"] + 1))
+    assert cmp["target"] == min(asha["best_val"], fifo["best_val"])
+    for key in ("asha", "fifo"):
+        assert 1 <= cmp[key]["epochs_to_target"] <= pair[key]["total_epochs"]
+    assert cmp["epochs_ratio_at_target"] == cmp["fifo"]["epochs_to_target"] / cmp["asha"]["epochs_to_target"]
+    assert cmp["total_epochs_ratio"] >= 1
+
+
+@pytest.mark.timeout(300)
+def test_search_overhead_quick(tmp_path, _cache_dir):
+    proc = _run("search_overhead.py", tmp_path / "out", _cache_dir, tmp_path / "work")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads((tmp_path / "out" / "search_overhead.json").read_text())
+    assert "python benchmarks/search_overhead.py --quick" in (tmp_path / "out" / "search_overhead.md").read_text()
+    modes = {m["mode"] for m in doc["measurements"]}
+    assert modes == {"no MLflow", "MLflow (sqlite)"}
+    for m in doc["measurements"]:
+        assert m["n_trials"] == len(m["trial_compute_s"]) == 4
+        assert all(t["outcome"] == "completed" and t["epochs"] == m["epochs"] for t in m["trials"])
+        assert m["wall_s"] > 0 and m["compute_s"] > 0 and m["slots"] >= 1
+        assert 0 < m["efficiency"] <= 1.5
+        assert m["efficiency"] == pytest.approx(m["compute_s"] / (m["wall_s"] * m["slots"]))
+        assert m["overhead_per_trial_s"] == pytest.approx((m["wall_s"] * m["slots"] - m["compute_s"]) / m["n_trials"])
+        assert 0 <= m["startup_s"] < m["wall_s"] and 0 <= m["tail_s"] < m["wall_s"]
+        assert m["epoch_results"] == m["n_trials"] * m["epochs"]
+    assert len(doc["summary"]) == 2

@@ -1,0 +1,169 @@
+"""Faults survived: a worker node killed mid-search, trials that fail, the tracking server down for a while."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import MlflowServer
+
+BIN = Path(sys.executable).parent
+DATA = "synthetic:ave?n_train=500&n_val=120&n_test=150&dim_audio=16&dim_visual=24&num_classes=6&seed=3"
+
+
+def _env(cache, **extra) -> dict:
+    return {**os.environ, "HSC_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _search_cmd(*args) -> list[str]:
+    return [str(BIN / "hsc-search"), "run", "--data", DATA, *args]
+
+
+def _children(url, experiment):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=url)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return client, [], []
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return (client, [r for r in runs if r.data.tags.get("hsc.kind") == "search"],
+            [r for r in runs if r.data.tags.get("hsc.kind") == "trial"])  # fmt: skip
+
+
+def _node_ids(run) -> list[str]:
+    return re.findall(r"node ([0-9a-f]{6,})", run.data.tags.get("hsc.node", ""))
+
+
+def _assert_complete_histories(client, children):
+    for c in children:
+        steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "val/map_avg"))
+        assert steps == list(range(1, int(c.data.metrics["epoch"]) + 1)), (c.info.run_name, steps)
+        for key in ("loss/total", "weight/nce", "cca/rho_00"):
+            assert sorted(m.step for m in client.get_metric_history(c.info.run_id, key)) == steps
+
+
+@pytest.fixture()
+def server(tmp_path):
+    srv = MlflowServer(tmp_path / "mlflow.db", tmp_path / "artifacts").start()
+    yield srv
+    srv.stop()
+
+
+def test_worker_node_killed_mid_search(tmp_path, server, _cache_dir):
+    """Trials on a killed node retry from their last checkpoint on the nodes left; the search completes."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        cluster.wait_for_nodes(timeout=120)
+        driver = subprocess.Popen(
+            _search_cmd("--address", cluster.address, "--tracking-uri", server.url, "--experiment", "kill",
+                        "--num-samples", "4", "--max-epochs", "10", "--scheduler", "fifo", "--name", "kill"),
+            cwd=tmp_path, env=_env(_cache_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            victim = _wait_for_busy_worker(driver, server.url, workers)
+            cluster.remove_node(victim, allow_graceful=False)
+            out, _ = driver.communicate(timeout=600)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait(timeout=30)
+        assert driver.returncode == 0, out[-5000:]
+        client, parents, children = _children(server.url, "kill")
+        assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+        assert all(c.data.tags["hsc.outcome"] == "completed" for c in children)
+        moved = [c for c in children if c.data.tags.get("hsc.retried") == "true"]
+        assert moved, "no trial was retried after its node died"
+        assert all(victim.node_id[:12] in c.data.tags["hsc.node"] and len(_node_ids(c)) == 2 for c in moved)
+        _assert_complete_histories(client, children)
+    finally:
+        cluster.shutdown()
+
+
+def _wait_for_busy_worker(driver, url, workers, timeout=300):
+    """A worker node that runs a trial with at least 2 epochs logged (so it has a checkpoint to resume from)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if driver.poll() is not None:
+            pytest.fail("search ended early:\n" + driver.stdout.read()[-3000:])
+        try:
+            _, _, children = _children(url, "kill")
+        except Exception:
+            children = []
+        for c in children:
+            if c.info.status == "RUNNING" and c.data.metrics.get("epoch", 0) >= 2:
+                for w in workers:
+                    if w.node_id[:12] in _node_ids(c):
+                        return w
+        time.sleep(0.5)
+    pytest.fail("no trial reached epoch 2 on a worker node in time")
+
+
+# ------------------------------------------------------------------------------------------ faults, one node
+def test_failing_trials_are_marked_failed_and_the_search_goes_on(tmp_path, _cache_dir):
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "description: half of the trials diverge\n"
+        "fixed: {hidden_dim: 32, embed_dim: 16, proj_dim: 16, batch_size: 100, grad_clip: 0.0}\n"
+        "params:\n"
+        "  # 1e30 diverges on the first step (the non-finite guard stops the trial)\n"
+        "  lr: {type: categorical, choices: [0.001, 1.0e+30]}\n"
+    )
+    search = tmp_path / "search.yaml"
+    search.write_text(f"space: {space}\nnum_samples: 4\nmax_epochs: 2\nmax_failures: 0\nscheduler: fifo\n")
+    proc = subprocess.run(_search_cmd("--config", str(search), "--name", "fails"), cwd=tmp_path,
+                          env=_env(_cache_dir), capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    client, parents, children = _children(f"sqlite:///{tmp_path}/mlflow.db", "hsc-search")
+    assert len(children) == 4 and parents[0].info.status == "FINISHED"
+    failed = [c for c in children if c.info.status == "FAILED"]
+    ok = [c for c in children if c.info.status == "FINISHED"]
+    assert failed and ok and len(failed) + len(ok) == 4
+    for c in failed:
+        assert c.data.params["lr"] == "1e+30" and c.data.tags["hsc.outcome"] == "failed"
+        assert "NonFiniteLossError" in c.data.tags["hsc.error"] and "non-finite" in c.data.tags["hsc.error"]
+    assert all(c.data.params["lr"] == "0.001" and c.data.tags["hsc.outcome"] == "completed" for c in ok)
+    assert "failed" in proc.stdout and "best trial:" in proc.stdout
+
+
+def test_tracking_server_down_for_a_while_loses_nothing(tmp_path, _cache_dir):
+    """The server dies mid-search and comes back 6 s later on the same port and store: trials keep running and
+    every epoch of every trial reaches it (the writer retries with back-off)."""
+    server = MlflowServer(tmp_path / "mlflow.db", tmp_path / "artifacts").start()
+    driver = subprocess.Popen(
+        _search_cmd("--tracking-uri", server.url, "--experiment", "outage", "--num-samples", "4", "--max-epochs",
+                    "8", "--scheduler", "fifo", "--name", "outage"),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=_env(_cache_dir, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1"),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            _, _, children = _children(server.url, "outage")
+            if any(c.data.metrics.get("epoch", 0) >= 1 for c in children):
+                break
+            if time.monotonic() > deadline or driver.poll() is not None:
+                pytest.fail("no epoch logged in time")
+            time.sleep(0.5)
+        server.stop(kill=True)
+        time.sleep(6)
+        server.start()
+        out, _ = driver.communicate(timeout=600)
+        assert driver.returncode == 0, out[-5000:]
+        client, parents, children = _children(server.url, "outage")
+        assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children + parents)
+        assert all(int(c.data.metrics["epoch"]) == 8 for c in children)
+        _assert_complete_histories(client, children)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(timeout=30)
+        server.stop()
