@@ -65,7 +65,7 @@ def test_worker_node_killed_mid_search(tmp_path, server, _cache_dir):
         cluster.wait_for_nodes(timeout=120)
         driver = subprocess.Popen(
             _search_cmd("--address", cluster.address, "--tracking-uri", server.url, "--experiment", "kill",
-                        "--num-samples", "4", "--max-epochs", "10", "--scheduler", "fifo", "--name", "kill"),
+                        "--num-samples", "4", "--max-epochs", "40", "--scheduler", "fifo", "--name", "kill"),
             cwd=tmp_path, env=_env(_cache_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         try:
@@ -89,7 +89,8 @@ def test_worker_node_killed_mid_search(tmp_path, server, _cache_dir):
 
 
 def _wait_for_busy_worker(driver, url, workers, timeout=300):
-    """A worker node that runs a trial with at least 2 epochs logged (so it has a checkpoint to resume from)."""
+    """A worker node that runs a trial with at least 2 epochs logged (so it has a checkpoint to resume from) and
+    many epochs to go (40), so the trial is still running when the node dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if driver.poll() is not None:

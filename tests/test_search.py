@@ -270,3 +270,15 @@ def _kill_all(pids: set[int]) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(procs, timeout=15)
+
+
+def test_synth_data_and_train_hand_over_to_the_trainer(tmp_path, _cache_dir):
+    proc = _cli("synth-data", "ave", "small.h5", "--set", "n_train=300", "--set", "n_val=60", "--set", "n_test=60",
+                "--set", "dim_audio=12", "--set", "dim_visual=16", cwd=tmp_path, cache=_cache_dir, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    proc = _cli("train", "--data", "small.h5", "--out", "run", "--set", "epochs=2", "--set", "hidden_dim=32",
+                "--set", "batch_size=50", cwd=tmp_path, cache=_cache_dir, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert len([l for l in proc.stdout.splitlines() if l.startswith("epoch")]) == 2
+    assert "train 300 / val 60 / test 60 clips, audio 12-d, visual 16-d" in proc.stdout
+    assert (tmp_path / "run" / "summary.json").exists()
