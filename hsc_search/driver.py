@@ -18,16 +18,16 @@ from typing import Any, Callable
 
 import yaml
 
-from trainer import AVData, TrainConfig, load_data
+from trainer import AVData, load_data
 
+from . import storage
 from .export import TrialRow, best_row, trial_config, trial_rows, write_config
 from .plots import best_so_far_figure, importance_figure
-from . import storage
 from .progress import Progress
+from .runs import TAG_KIND, client_for
 from .schedulers import AshaStateCallback, PersistentASHA
 from .settings import SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
-from .runs import TAG_KIND, client_for
 from .tracking import MlflowTracker, reconcile
 
 log = logging.getLogger(__name__)

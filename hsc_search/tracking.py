@@ -25,8 +25,6 @@ from ray import tune
 
 from trainer import ConfigError, TrainConfig
 
-from .trainable import HISTORY_KEY, NODE_KEY
-
 from .plots import cca_spectrum_figure, weight_trajectories_figure
 from .runs import (
     CONFIG_ARTIFACT,
@@ -42,6 +40,7 @@ from .runs import (
     find_child_run,
     retry,
 )
+from .trainable import HISTORY_KEY, NODE_KEY
 
 log = logging.getLogger(__name__)
 

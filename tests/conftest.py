@@ -88,3 +88,54 @@ class MlflowServer:
             self.proc.wait(timeout=10)
         except ProcessLookupError:
             pass
+
+
+@pytest.fixture()
+def tracking_server(tmp_path):
+    """A fresh `mlflow server` on 127.0.0.1 for one test."""
+    server = MlflowServer(tmp_path / "mlflow.db", tmp_path / "artifacts").start()
+    yield server
+    server.stop()
+
+
+# --------------------------------------------------------------------------------- helpers for search tests
+SEARCH_DATA = "synthetic:ave?n_train=500&n_val=120&n_test=150&dim_audio=16&dim_visual=24&num_classes=6&seed=3"
+
+
+def search_env(cache, **extra) -> dict:
+    import os
+
+    return {**os.environ, "HSC_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1", **extra}
+
+
+def search_cmd(*args) -> list[str]:
+    import sys
+    from pathlib import Path
+
+    return [str(Path(sys.executable).parent / "hsc-search"), "run", "--data", SEARCH_DATA, *args]
+
+
+def search_runs(url, experiment):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=url)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return client, [], []
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return (client, [r for r in runs if r.data.tags.get("hsc.kind") == "search"],
+            [r for r in runs if r.data.tags.get("hsc.kind") == "trial"])  # fmt: skip
+
+
+def node_ids(run) -> list[str]:
+    import re
+
+    return re.findall(r"node ([0-9a-f]{6,})", run.data.tags.get("hsc.node", ""))
+
+
+def assert_complete_histories(client, children):
+    for c in children:
+        steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "val/map_avg"))
+        assert steps == list(range(1, int(c.data.metrics["epoch"]) + 1)), (c.info.run_name, steps)
+        for key in ("loss/total", "weight/nce", "cca/rho_00"):
+            assert sorted(m.step for m in client.get_metric_history(c.info.run_id, key)) == steps

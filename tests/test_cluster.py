@@ -3,51 +3,14 @@ the check that every node sees the storage. Faults are in test_faults.py."""
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import MlflowServer
+from conftest import assert_complete_histories, node_ids, search_cmd, search_env, search_runs
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-DATA = "synthetic:ave?n_train=500&n_val=120&n_test=150&dim_audio=16&dim_visual=24&num_classes=6&seed=3"
-
-
-def _env(cache, **extra) -> dict:
-    return {**os.environ, "HSC_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1", **extra}
-
-
-def _search_cmd(*args) -> list[str]:
-    return [str(BIN / "hsc-search"), "run", "--data", DATA, *args]
-
-
-def _children(url, experiment):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=url)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return client, [], []
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    return (client, [r for r in runs if r.data.tags.get("hsc.kind") == "search"],
-            [r for r in runs if r.data.tags.get("hsc.kind") == "trial"])  # fmt: skip
-
-
-def _node_ids(run) -> list[str]:
-    return re.findall(r"node ([0-9a-f]{6,})", run.data.tags.get("hsc.node", ""))
-
-
-def _assert_complete_histories(client, children):
-    for c in children:
-        steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "val/map_avg"))
-        assert steps == list(range(1, int(c.data.metrics["epoch"]) + 1)), (c.info.run_name, steps)
-        for key in ("loss/total", "weight/nce", "cca/rho_00"):
-            assert sorted(m.step for m in client.get_metric_history(c.info.run_id, key)) == steps
 
 
 # ------------------------------------------------------------------------------------------ launcher files
@@ -86,29 +49,22 @@ def ray_cluster():
     cluster.shutdown()
 
 
-@pytest.fixture()
-def server(tmp_path):
-    srv = MlflowServer(tmp_path / "mlflow.db", tmp_path / "artifacts").start()
-    yield srv
-    srv.stop()
-
-
-def test_multi_node_search_reaches_the_tracking_server(ray_cluster, server, tmp_path, _cache_dir):
+def test_multi_node_search_reaches_the_tracking_server(ray_cluster, tracking_server, tmp_path, _cache_dir):
     cluster, _ = ray_cluster
     work = tmp_path / "work"
     work.mkdir()
     proc = subprocess.run(
-        _search_cmd("--address", cluster.address, "--tracking-uri", server.url, "--experiment", "multi",
+        search_cmd("--address", cluster.address, "--tracking-uri", tracking_server.url, "--experiment", "multi",
                     "--num-samples", "4", "--max-epochs", "8", "--scheduler", "fifo", "--name", "multi"),
-        cwd=work, env=_env(_cache_dir), capture_output=True, text=True, timeout=600,
+        cwd=work, env=search_env(_cache_dir), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "Ray: 3 node(s)" in proc.stdout
-    client, parents, children = _children(server.url, "multi")
+    client, parents, children = search_runs(tracking_server.url, "multi")
     assert len(parents) == 1 and len(children) == 4
     assert all(r.info.status == "FINISHED" for r in parents + children)
-    _assert_complete_histories(client, children)
-    nodes = {n for c in children for n in _node_ids(c)}
+    assert_complete_histories(client, children)
+    nodes = {n for c in children for n in node_ids(c)}
     assert len(nodes) >= 2, f"trials ran on {nodes}"
     assert not (work / "mlflow.db").exists()  # everything went to the server
 

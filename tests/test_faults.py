@@ -2,60 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from conftest import MlflowServer
-
-BIN = Path(sys.executable).parent
-DATA = "synthetic:ave?n_train=500&n_val=120&n_test=150&dim_audio=16&dim_visual=24&num_classes=6&seed=3"
+from conftest import assert_complete_histories, node_ids, search_cmd, search_env, search_runs
 
 
-def _env(cache, **extra) -> dict:
-    return {**os.environ, "HSC_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1", **extra}
-
-
-def _search_cmd(*args) -> list[str]:
-    return [str(BIN / "hsc-search"), "run", "--data", DATA, *args]
-
-
-def _children(url, experiment):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=url)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return client, [], []
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    return (client, [r for r in runs if r.data.tags.get("hsc.kind") == "search"],
-            [r for r in runs if r.data.tags.get("hsc.kind") == "trial"])  # fmt: skip
-
-
-def _node_ids(run) -> list[str]:
-    return re.findall(r"node ([0-9a-f]{6,})", run.data.tags.get("hsc.node", ""))
-
-
-def _assert_complete_histories(client, children):
-    for c in children:
-        steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "val/map_avg"))
-        assert steps == list(range(1, int(c.data.metrics["epoch"]) + 1)), (c.info.run_name, steps)
-        for key in ("loss/total", "weight/nce", "cca/rho_00"):
-            assert sorted(m.step for m in client.get_metric_history(c.info.run_id, key)) == steps
-
-
-@pytest.fixture()
-def server(tmp_path):
-    srv = MlflowServer(tmp_path / "mlflow.db", tmp_path / "artifacts").start()
-    yield srv
-    srv.stop()
-
-
-def test_worker_node_killed_mid_search(tmp_path, server, _cache_dir):
+def test_worker_node_killed_mid_search(tmp_path, tracking_server, _cache_dir):
     """Trials on a killed node retry from their last checkpoint on the nodes left; the search completes."""
     from ray.cluster_utils import Cluster
 
@@ -64,12 +18,12 @@ def test_worker_node_killed_mid_search(tmp_path, server, _cache_dir):
         workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
         cluster.wait_for_nodes(timeout=120)
         driver = subprocess.Popen(
-            _search_cmd("--address", cluster.address, "--tracking-uri", server.url, "--experiment", "kill",
+            search_cmd("--address", cluster.address, "--tracking-uri", tracking_server.url, "--experiment", "kill",
                         "--num-samples", "4", "--max-epochs", "40", "--scheduler", "fifo", "--name", "kill"),
-            cwd=tmp_path, env=_env(_cache_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=tmp_path, env=search_env(_cache_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         try:
-            victim = _wait_for_busy_worker(driver, server.url, workers)
+            victim = _wait_for_busy_worker(driver, tracking_server.url, workers)
             cluster.remove_node(victim, allow_graceful=False)
             out, _ = driver.communicate(timeout=600)
         finally:
@@ -77,13 +31,13 @@ def test_worker_node_killed_mid_search(tmp_path, server, _cache_dir):
                 driver.kill()
                 driver.wait(timeout=30)
         assert driver.returncode == 0, out[-5000:]
-        client, parents, children = _children(server.url, "kill")
+        client, parents, children = search_runs(tracking_server.url, "kill")
         assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
         assert all(c.data.tags["hsc.outcome"] == "completed" for c in children)
         moved = [c for c in children if c.data.tags.get("hsc.retried") == "true"]
         assert moved, "no trial was retried after its node died"
-        assert all(victim.node_id[:12] in c.data.tags["hsc.node"] and len(_node_ids(c)) == 2 for c in moved)
-        _assert_complete_histories(client, children)
+        assert all(victim.node_id[:12] in c.data.tags["hsc.node"] and len(node_ids(c)) == 2 for c in moved)
+        assert_complete_histories(client, children)
     finally:
         cluster.shutdown()
 
@@ -96,13 +50,13 @@ def _wait_for_busy_worker(driver, url, workers, timeout=300):
         if driver.poll() is not None:
             pytest.fail("search ended early:\n" + driver.stdout.read()[-3000:])
         try:
-            _, _, children = _children(url, "kill")
+            _, _, children = search_runs(url, "kill")
         except Exception:
             children = []
         for c in children:
             if c.info.status == "RUNNING" and c.data.metrics.get("epoch", 0) >= 2:
                 for w in workers:
-                    if w.node_id[:12] in _node_ids(c):
+                    if w.node_id[:12] in node_ids(c):
                         return w
         time.sleep(0.5)
     pytest.fail("no trial reached epoch 2 on a worker node in time")
@@ -120,10 +74,10 @@ def test_failing_trials_are_marked_failed_and_the_search_goes_on(tmp_path, _cach
     )
     search = tmp_path / "search.yaml"
     search.write_text(f"space: {space}\nnum_samples: 4\nmax_epochs: 2\nmax_failures: 0\nscheduler: fifo\n")
-    proc = subprocess.run(_search_cmd("--config", str(search), "--name", "fails"), cwd=tmp_path,
-                          env=_env(_cache_dir), capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(search_cmd("--config", str(search), "--name", "fails"), cwd=tmp_path,
+                          env=search_env(_cache_dir), capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    client, parents, children = _children(f"sqlite:///{tmp_path}/mlflow.db", "hsc-search")
+    client, parents, children = search_runs(f"sqlite:///{tmp_path}/mlflow.db", "hsc-search")
     assert len(children) == 4 and parents[0].info.status == "FINISHED"
     failed = [c for c in children if c.info.status == "FAILED"]
     ok = [c for c in children if c.info.status == "FINISHED"]
@@ -135,20 +89,20 @@ def test_failing_trials_are_marked_failed_and_the_search_goes_on(tmp_path, _cach
     assert "failed" in proc.stdout and "best trial:" in proc.stdout
 
 
-def test_tracking_server_down_for_a_while_loses_nothing(tmp_path, _cache_dir):
+def test_tracking_server_down_for_a_while_loses_nothing(tmp_path, tracking_server, _cache_dir):
     """The server dies mid-search and comes back 6 s later on the same port and store: trials keep running and
     every epoch of every trial reaches it (the writer retries with back-off)."""
-    server = MlflowServer(tmp_path / "mlflow.db", tmp_path / "artifacts").start()
+    server = tracking_server
     driver = subprocess.Popen(
-        _search_cmd("--tracking-uri", server.url, "--experiment", "outage", "--num-samples", "4", "--max-epochs",
+        search_cmd("--tracking-uri", server.url, "--experiment", "outage", "--num-samples", "4", "--max-epochs",
                     "8", "--scheduler", "fifo", "--name", "outage"),
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=_env(_cache_dir, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1"),
+        env=search_env(_cache_dir, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1"),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         while True:
-            _, _, children = _children(server.url, "outage")
+            _, _, children = search_runs(server.url, "outage")
             if any(c.data.metrics.get("epoch", 0) >= 1 for c in children):
                 break
             if time.monotonic() > deadline or driver.poll() is not None:
@@ -159,12 +113,11 @@ def test_tracking_server_down_for_a_while_loses_nothing(tmp_path, _cache_dir):
         server.start()
         out, _ = driver.communicate(timeout=600)
         assert driver.returncode == 0, out[-5000:]
-        client, parents, children = _children(server.url, "outage")
+        client, parents, children = search_runs(server.url, "outage")
         assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children + parents)
         assert all(int(c.data.metrics["epoch"]) == 8 for c in children)
-        _assert_complete_histories(client, children)
+        assert_complete_histories(client, children)
     finally:
         if driver.poll() is None:
             driver.kill()
             driver.wait(timeout=30)
-        server.stop()

@@ -16,7 +16,6 @@ from typing import Any, Iterable
 
 import yaml
 
-
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
