@@ -81,6 +81,27 @@ def machine_info() -> dict:
     }
 
 
+_SPIN = "\n".join(["import sys, time", "t = time.perf_counter()", "x = 0", "for i in range(int(sys.argv[1])):",
+                   "    x += i", "print(time.perf_counter() - t)"])  # fmt: skip
+
+
+def parallel_capacity(slots: int = 2, seconds: float = 1.0) -> dict:
+    """How many cores' worth of CPU `slots` busy processes get right now, from a pure-Python spin loop of about
+    `seconds` run alone and then `slots` at once: cores = slots x alone / slowest of the group. 2.0 on an idle
+    2-core machine; about 1 when other work holds a core. With the kernel's autogroup scheduling (on here), a
+    `nice` process of another session still gets its session's full share, so nice does not free the core."""
+    n = str(int(2.3e7 * seconds))
+
+    def run(k: int) -> list[float]:
+        procs = [subprocess.Popen([sys.executable, "-c", _SPIN, n], stdout=subprocess.PIPE, text=True)
+                 for _ in range(k)]  # fmt: skip
+        return [float(proc.communicate()[0]) for proc in procs]
+
+    alone = run(1)[0]
+    group = run(slots)
+    return {"alone_s": alone, "group_s": group, "cores": slots * alone / max(group), "load": os.getloadavg()[0]}
+
+
 def start_ray() -> float:
     """A fresh local Ray instance, as the driver starts it, but never attached to another Ray cluster that happens
     to run on this machine (`address="local"`). Returns the seconds it took (0 when one is up already: --quick
@@ -172,6 +193,7 @@ def one_search(scheduler: str, seed: int, args) -> dict:
         seed=seed, mlflow=not args.no_mlflow, name=name, storage=str(work / "ray_results"),
         tracking_uri=None if args.no_mlflow else f"sqlite:///{work / 'mlflow.db'}",
     ).validate()  # fmt: skip
+    capacity = parallel_capacity(2, 0.3 if args.quick else 1.0)
     cwd = os.getcwd()
     os.chdir(work)  # MLflow's artifacts (./mlartifacts) and anything else relative land in the work dir
     original = driver.Progress
@@ -211,6 +233,7 @@ def one_search(scheduler: str, seed: int, args) -> dict:
         "ray_start_s": ray_start_s,
         "wall_s": wall_s,
         "slots": min(slots, args.max_concurrent or slots),
+        "capacity": capacity,
         "trials": trials,
         "n_trials": len(trials),
         "outcomes": {o: sum(t["outcome"] == o for t in trials) for o in sorted({t["outcome"] for t in trials})},
@@ -251,6 +274,7 @@ def _f(v, fmt="{:.4f}") -> str:
 
 
 X = "{:.2f}x"  # a ratio
+S = "{:.1f}"  # seconds
 
 
 def _median(values):
@@ -258,10 +282,23 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
+def span(run: dict) -> tuple[float | None, float | None]:
+    """(seconds from the search's start to its first epoch result, seconds from the first to the last epoch
+    result): the search's start-up (data, MLflow, Tuner, worker processes) and its training span."""
+    curve = run["epoch_curve"]
+    return (curve[0]["t"], curve[-1]["t"] - curve[0]["t"]) if curve else (None, None)
+
+
+def span_ratio(pair: dict) -> float | None:
+    a, f = span(pair["asha"])[1], span(pair["fifo"])[1]
+    return f / a if a and f else None
+
+
 def summarize(pairs: list[dict]) -> dict:
     s = {}
     for key in ("total_epochs_ratio", "wall_ratio", "epochs_ratio_at_target", "trial_epochs_ratio_at_target"):
         s[f"median_{key}"] = _median([p["comparison"][key] for p in pairs])
+    s["median_span_ratio"] = _median([span_ratio(p) for p in pairs])
     for sched in ("asha", "fifo"):
         for key in ("total_epochs", "wall_s", "best_val", "test_of_best", "ray_start_s"):
             s[f"median_{sched}_{key}"] = _median([p[sched][key] for p in pairs])
@@ -290,9 +327,9 @@ def render_markdown(doc: dict, keep: str = "") -> str:
         "",
         "## Per seed",
         "",
-        "| seed | scheduler | trials (completed / stopped) | epochs trained | wall s (+ Ray start) | best val mAP | "
-        "test mAP of best | epochs to target | s to target |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| seed | scheduler | trials (completed / stopped) | epochs trained | wall s (+ Ray start) | start-up s, "
+        "training span s | cores free | best val mAP | test mAP of best | epochs to target | s to target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in doc["pairs"]:
         c = p["comparison"]
@@ -300,26 +337,29 @@ def render_markdown(doc: dict, keep: str = "") -> str:
             r, h = p[sched], c[sched]
             oc = r["outcomes"]
             test = _f(r["test_of_best"]) + (" *" if r["test_note"] else "")
+            first, train = span(r)
             lines.append(
                 f"| {p['seed']} | {sched.upper()} | {r['n_trials']} ({oc.get('completed', 0)} / "
                 f"{oc.get('stopped_early', 0)}) | {r['total_epochs']} | {r['wall_s']:.1f} (+{r['ray_start_s']:.1f}) | "
+                f"{_f(first, S)}, {_f(train, S)} | {_f(r.get('capacity', {}).get('cores'), S)} | "
                 f"{_f(r['best_val'])} | {test} | {_f(h['epochs_to_target'], '{}')} | "
                 f"{_f(h['seconds_to_target'], '{:.1f}')} |"
             )
     lines += [
         "",
-        "| seed | target (lower best) | FIFO/ASHA epochs trained | FIFO/ASHA wall | FIFO/ASHA epochs at equal best val "
-        "(within tol.) | same, counted in whole trials |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| seed | target (lower best) | FIFO/ASHA epochs trained | FIFO/ASHA wall | FIFO/ASHA training span | "
+        "FIFO/ASHA epochs at equal best val (within tol.) | same, counted in whole trials |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in doc["pairs"]:
         c = p["comparison"]
         lines.append(f"| {p['seed']} | {c['target']:.4f} | {c['total_epochs_ratio']:.2f}x | {c['wall_ratio']:.2f}x | "
-                     f"{_f(c['epochs_ratio_at_target'], X)} | {_f(c['trial_epochs_ratio_at_target'], X)} |")
-    s = doc["summary"]
+                     f"{_f(span_ratio(p), X)} | {_f(c['epochs_ratio_at_target'], X)} | "
+                     f"{_f(c['trial_epochs_ratio_at_target'], X)} |")  # fmt: skip
+    s = summarize(doc["pairs"])
     if len(doc["pairs"]) > 1:
-        cells = [_f(s[f"median_{k}"], X) for k in ("total_epochs_ratio", "wall_ratio", "epochs_ratio_at_target",
-                                                    "trial_epochs_ratio_at_target")]  # fmt: skip
+        cells = [_f(s[f"median_{k}"], X) for k in ("total_epochs_ratio", "wall_ratio", "span_ratio",
+                                                    "epochs_ratio_at_target", "trial_epochs_ratio_at_target")]
         lines.append("| **median** | | " + " | ".join(f"**{c}**" for c in cells) + " |")
     if any(p[s_]["test_note"] for p in doc["pairs"] for s_ in ("asha", "fifo")):
         lines += ["", "\\* ASHA's best-validation trial was stopped early (no test mAP): the best completed trial's "
@@ -329,7 +369,10 @@ def render_markdown(doc: dict, keep: str = "") -> str:
         "Epochs to target: epochs of all trials counted in the order they finished until the search's best "
         "validation mAP first reached the target minus the tolerance; the target is the lower of the two searches' "
         "final bests, so both reach it. Wall time is `run_search` with Ray already started (the Ray start is in "
-        "brackets). The two searches of a seed run back to back, their order alternating between seeds.",
+        "brackets); its start-up is the time until the driver received the first epoch's result (data, MLflow parent "
+        "run, Tuner, worker processes), the training span the time from the first to the last epoch's result. "
+        "Cores free: how many cores' worth of CPU two busy processes got just before the search (a spin loop alone "
+        "and two at once). The two searches of a seed run back to back, their order alternating between seeds.",
         "",
         ANALYSIS_MARK,
     ]

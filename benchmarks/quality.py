@@ -365,6 +365,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs-vegas", type=int, default=10)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra trainer override applied to every trained method before its own (diagnostics)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a shared machine 2 threads ran ~7x slower than 1)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--resume", action="store_true", help="keep the runs already in OUT/quality.json")
     p.add_argument("--from-json", type=Path, default=None, help="only rebuild quality.md / quality.png from a JSON")
@@ -387,8 +389,8 @@ def main(argv=None) -> int:
         args.methods = ["full"] + [m for m in args.methods if m != "full"]
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     extra = parse_overrides(args.overrides)
+    torch.set_num_threads(args.threads)
     if args.quick:
-        torch.set_num_threads(1)  # tiny models gain nothing from threads; on a busy machine they cost a lot
         specs = {d: QUICK_DATASETS[d] for d in datasets}
         epochs = {d: 2 for d in datasets}
         args.seeds = args.seeds[:1]

@@ -40,7 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from asha_vs_fifo import ANALYSIS_MARK, QUICK_DATA, _recorder_class, machine_info, start_ray  # noqa: E402
+from asha_vs_fifo import (  # noqa: E402
+    ANALYSIS_MARK,
+    QUICK_DATA,
+    _recorder_class,
+    machine_info,
+    parallel_capacity,
+    start_ray,
+)
 import asha_vs_fifo  # noqa: E402
 
 from hsc_search.settings import DEFAULT_DATA, SearchSettings  # noqa: E402
@@ -68,6 +75,7 @@ def run_one_search(case: dict, mlflow: bool, seed: int, tag: str, args) -> dict:
         scheduler="fifo", seed=seed, mlflow=mlflow, name=tag, storage=str(work / "ray_results"),
         tracking_uri=f"sqlite:///{work / 'mlflow.db'}" if mlflow else None,
     ).validate()  # fmt: skip
+    capacity = parallel_capacity(2, 0.3 if args.quick else 1.0)
     cwd = os.getcwd()
     os.chdir(work)
     original = driver.Progress
@@ -101,6 +109,7 @@ def run_one_search(case: dict, mlflow: bool, seed: int, tag: str, args) -> dict:
         "ray_start_s": ray_start_s,
         "wall_s": wall_s,
         "slots": min(slots, case["trials"]),
+        "capacity": capacity,
         "trials": trials,
         "startup_s": (min(results_t) - t0) if results_t else None,  # run_search start -> first epoch result
         "tail_s": (t0 + wall_s - max(ends_t)) if ends_t else None,  # last trial end -> run_search returns
@@ -108,17 +117,19 @@ def run_one_search(case: dict, mlflow: bool, seed: int, tag: str, args) -> dict:
     }
 
 
-def replay(trials: list[dict], data) -> list[float]:
-    """Trains each trial's config with `trainer.fit` in this process, one after another; seconds per trial."""
+def replay(trials: list[dict], data) -> tuple[list[float], float]:
+    """Trains each trial's config with `trainer.fit` in this process, one after another. Returns the wall seconds
+    per trial and the CPU seconds of them all (with one thread, CPU well below wall means other work took turns
+    on the core)."""
     from trainer import TrainConfig, fit
 
-    times = []
+    times, cpu0 = [], time.process_time()
     for t in trials:
         cfg = TrainConfig.from_dict(t["config"], source=f"trial {t['trial_id']}")
         t0 = time.perf_counter()
         fit(cfg, data, log=None, device="cpu")
         times.append(time.perf_counter() - t0)
-    return times
+    return times, time.process_time() - cpu0
 
 
 def measure(case_name: str, mlflow: bool, rnd: int, args, data) -> dict:
@@ -127,7 +138,7 @@ def measure(case_name: str, mlflow: bool, rnd: int, args, data) -> dict:
     print(f"== {tag}: search", file=sys.stderr, flush=True)
     s = run_one_search(case, mlflow, args.seed, tag, args)
     print(f"== {tag}: replaying {len(s['trials'])} trials without Ray", file=sys.stderr, flush=True)
-    per_trial = replay(s["trials"], data)
+    per_trial, compute_cpu = replay(s["trials"], data)
     compute = sum(per_trial)
     n, slots, wall = len(s["trials"]), s["slots"], s["wall_s"]
     ray_trial = sum(t["ray_time_total_s"] or 0.0 for t in s["trials"])
@@ -139,10 +150,14 @@ def measure(case_name: str, mlflow: bool, rnd: int, args, data) -> dict:
         "n_trials": n,
         "epochs": case["epochs"],
         "compute_s": compute,
+        "compute_cpu_s": compute_cpu,
         "trial_compute_s": per_trial,
         "mean_trial_compute_s": compute / n,
         "ray_trials_s": ray_trial,
         "efficiency": compute / (wall * slots),
+        "cores_free": s["capacity"]["cores"],
+        # against the cores this session actually got (measured just before the search), not the nominal slots
+        "efficiency_vs_free_cores": compute / (wall * min(slots, s["capacity"]["cores"])),
         "efficiency_with_ray_start": compute / ((wall + s["ray_start_s"]) * slots),
         "overhead_per_trial_s": (wall * slots - compute) / n,
         "overhead_per_trial_with_ray_start_s": ((wall + s["ray_start_s"]) * slots - compute) / n,
@@ -155,9 +170,9 @@ def measure(case_name: str, mlflow: bool, rnd: int, args, data) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- report
-KEYS = ("wall_s", "ray_start_s", "compute_s", "mean_trial_compute_s", "ray_trials_s", "efficiency",
-        "efficiency_with_ray_start", "overhead_per_trial_s", "overhead_per_trial_with_ray_start_s",
-        "in_trial_overhead_per_trial_s", "startup_s", "tail_s")  # fmt: skip
+KEYS = ("wall_s", "ray_start_s", "compute_s", "compute_cpu_s", "mean_trial_compute_s", "ray_trials_s", "efficiency",
+        "efficiency_with_ray_start", "cores_free", "efficiency_vs_free_cores", "overhead_per_trial_s",
+        "overhead_per_trial_with_ray_start_s", "in_trial_overhead_per_trial_s", "startup_s", "tail_s")  # fmt: skip
 
 
 def summarize(measurements: list[dict]) -> list[dict]:
@@ -170,7 +185,7 @@ def summarize(measurements: list[dict]) -> list[dict]:
             row = {"case": case, "mode": mode, "rounds": len(ms), "n_trials": ms[0]["n_trials"],
                    "epochs": ms[0]["epochs"], "slots": ms[0]["slots"]}  # fmt: skip
             for k in KEYS:
-                vals = [m[k] for m in ms if m[k] is not None]
+                vals = [m.get(k) for m in ms if m.get(k) is not None]
                 row[k] = statistics.median(vals) if vals else None
             out.append(row)
     return out
@@ -178,6 +193,9 @@ def summarize(measurements: list[dict]) -> list[dict]:
 
 def _f(v, fmt="{:.2f}") -> str:
     return "-" if v is None else fmt.format(v)
+
+
+S = "{:.1f}"  # seconds
 
 
 def render_markdown(doc: dict, keep: str = "") -> str:
@@ -210,8 +228,8 @@ def render_markdown(doc: dict, keep: str = "") -> str:
         "",
         "| trials | mode | mean trial compute s | wall s (+ Ray start) | slots | compute s | efficiency "
         "(with Ray start) | overhead per trial s (with Ray start) | of which inside the trial s | start-up s | "
-        "tail s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "tail s | cores free | efficiency vs free cores |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in doc["summary"]:
         lines.append(
@@ -219,21 +237,29 @@ def render_markdown(doc: dict, keep: str = "") -> str:
             f"{_f(r['wall_s'], '{:.1f}')} (+{_f(r['ray_start_s'], '{:.1f}')}) | {r['slots']} | "
             f"{_f(r['compute_s'], '{:.1f}')} | {_f(r['efficiency'])} ({_f(r['efficiency_with_ray_start'])}) | "
             f"{_f(r['overhead_per_trial_s'])} ({_f(r['overhead_per_trial_with_ray_start_s'])}) | "
-            f"{_f(r['in_trial_overhead_per_trial_s'])} | {_f(r['startup_s'], '{:.1f}')} | {_f(r['tail_s'], '{:.1f}')} |"
+            f"{_f(r['in_trial_overhead_per_trial_s'])} | {_f(r['startup_s'], S)} | {_f(r['tail_s'], S)} | "
+            f"{_f(r.get('cores_free'), S)} | {_f(r.get('efficiency_vs_free_cores'))} |"
         )
     lines += [
         "",
         "## Every round",
         "",
-        "| case | round | mode | wall s | Ray start s | compute s | efficiency | overhead per trial s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| case | round | mode | wall s | Ray start s | compute s (CPU s) | efficiency | overhead per trial s | "
+        "start-up s | tail s | cores free |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in doc["measurements"]:
         lines.append(f"| {r['case']} | {r['round']} | {r['mode']} | {r['wall_s']:.1f} | {r['ray_start_s']:.1f} | "
-                     f"{r['compute_s']:.1f} | {r['efficiency']:.2f} | {r['overhead_per_trial_s']:.2f} |")  # fmt: skip
+                     f"{r['compute_s']:.1f} ({_f(r.get('compute_cpu_s'), '{:.1f}')}) | {r['efficiency']:.2f} | "
+                     f"{r['overhead_per_trial_s']:.2f} | {_f(r['startup_s'], S)} | {_f(r['tail_s'], S)} | "
+                     f"{_f(r.get('cores_free'), S)} |")
     lines += [
         "",
         "efficiency = compute / (wall x slots); overhead per trial = (wall x slots - compute) / trials. "
+        "CPU s: the CPU time of the replay; with one thread it equals the compute unless other work on the machine "
+        "took turns on the core. Cores free: how many cores' worth of CPU two busy processes got just before the "
+        "search (a spin loop alone and two at once: 2 x alone / slowest of the two); efficiency vs free cores = "
+        "compute / (wall x min(slots, cores free)). "
         "\"Inside the trial\" = (sum of Ray's `time_total_s` of the trials - compute) / trials: reporting and "
         "checkpointing every epoch. Start-up = `run_search` start until the driver received the first epoch's "
         "result (data, MLflow parent run, Tuner, worker processes); tail = last trial's end until `run_search` "

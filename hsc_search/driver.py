@@ -252,8 +252,6 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     data = load_data(settings.data)
     client = client_for(settings.tracking_uri) if settings.mlflow else None
     parent_id, experiment_id = meta["parent_run_id"], meta["experiment_id"]
-    if client is not None:
-        client.update_run(parent_id, status="RUNNING")
     _init_ray(settings.address)
     _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir))
     if not tune.Tuner.can_restore(str(exp_dir)):
@@ -261,6 +259,8 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,
                                resume_errored=False)  # fmt: skip
     echo(f"resuming search {settings.name} from {exp_dir}")
+    if client is not None:
+        client.update_run(parent_id, status="RUNNING")
     return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
 
 

@@ -41,6 +41,7 @@ def test_asha_vs_fifo_quick(tmp_path, _cache_dir):
         assert run["wall_s"] > 0 and run["ray_start_s"] >= 0
         assert 0 < run["best_val"] <= 1 and 0 < run["test_of_best"] <= 1
         assert run["epoch_curve"][-1]["best"] == pytest.approx(run["best_val"])
+        assert run["capacity"]["cores"] > 0
         assert [c["cum_epochs"] for c in run["epoch_curve"]] == list(range(1, run["total_epochs"] + 1))
     assert cmp["target"] == min(asha["best_val"], fifo["best_val"])
     for key in ("asha", "fifo"):
@@ -66,4 +67,5 @@ def test_search_overhead_quick(tmp_path, _cache_dir):
         assert m["overhead_per_trial_s"] == pytest.approx((m["wall_s"] * m["slots"] - m["compute_s"]) / m["n_trials"])
         assert 0 <= m["startup_s"] < m["wall_s"] and 0 <= m["tail_s"] < m["wall_s"]
         assert m["epoch_results"] == m["n_trials"] * m["epochs"]
+        assert 0 < m["cores_free"] <= 2.5 and m["efficiency_vs_free_cores"] >= m["efficiency"]
     assert len(doc["summary"]) == 2
