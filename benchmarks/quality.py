@@ -70,7 +70,7 @@ METHODS: dict[str, tuple[str, dict, str]] = {
                      "use_rec/use_dcca: false, topk: 0"),
 }  # fmt: skip
 LINEAR_CCA_K = (8, 16, 32, 64, 128)
-LINEAR_CCA_RIDGE = (1e-3, 1e-2, 1e-1, 1.0)
+LINEAR_CCA_RIDGE = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # on standardised features (unit variances)
 HISTORY_KEYS = ("epoch", "val/map_avg", "cca/mean", "time/epoch_s")  # plus loss/*, weight/*
 ANALYSIS_MARK = "<!-- analysis -->"
 
@@ -180,9 +180,9 @@ def meta(args, specs, epochs, extra) -> dict:
              .splitlines() if ln.startswith("Model name")), platform.processor() or "unknown")  # fmt: skip
     except OSError:
         cpu = platform.processor() or "unknown"
-    argv = [a for a in sys.argv[1:]]
+    argv = [a for a in sys.argv[1:] if a != "--resume"]  # a resumed run gives the same numbers as one in one go
     return {
-        "command": "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in argv),
+        "command": " ".join(["python benchmarks/quality.py", *(shlex.quote(a) for a in argv)]),
         "date": _dt.date.today().isoformat(),
         "machine": f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, CPU",
         "torch": torch.__version__,
@@ -218,45 +218,51 @@ def summarise(results: dict) -> dict:
     return out
 
 
-def paired_delta(summary: dict, ds: str, method: str) -> tuple[float, float] | None:
-    """Mean and std over seeds of (method - full) test avg mAP, paired by seed (baseline linear_cca: vs each)."""
+def paired_deltas(summary: dict, ds: str, method: str) -> list[float]:
+    """Per-seed (method - full) test avg mAP, paired by seed; a deterministic baseline (one run) is compared
+    with every seed of full."""
     full, other = summary[ds].get("full"), summary[ds].get(method)
     if not full or not other or method == "full":
-        return None
+        return []
     f = dict(zip(full["seeds"], full["per_seed_avg"]))
     o = dict(zip(other["seeds"], other["per_seed_avg"]))
-    if len(o) == 1 and len(f) > 1:  # deterministic baseline: compare with every full seed
+    if len(o) == 1 and len(f) > 1:
         o = {s: next(iter(o.values())) for s in f}
-    common = sorted(set(f) & set(o))
-    d = np.array([o[s] - f[s] for s in common])
-    return float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else 0.0
+    return [o[s] - f[s] for s in sorted(set(f) & set(o))]
+
+
+def paired_delta(summary: dict, ds: str, method: str) -> tuple[float, float] | None:
+    """Mean and std over seeds of the paired (method - full) differences; None for full itself."""
+    d = np.array(paired_deltas(summary, ds, method))
+    if d.size == 0:
+        return None
+    return float(d.mean()), float(d.std(ddof=1)) if d.size > 1 else 0.0
 
 
 def verdicts(summary: dict) -> list[str]:
-    """One plain sentence per (dataset, method): does the full model beat it?"""
+    """One plain sentence per (dataset, method): does the full model beat it on every seed?"""
     lines = []
     for ds, methods in summary.items():
         if "full" not in methods:
             continue
-        fm, fs = methods["full"]["avg"][:2]
+        fm = methods["full"]["avg"][0]
         for method, s in methods.items():
-            if method == "full":
+            d = paired_deltas(summary, ds, method)
+            if not d:
                 continue
-            dm, ds_ = paired_delta(summary, ds, method)
-            spread = max(ds_, fs, s["avg"][1])
-            if min(methods["full"]["n"], s["n"] if method != "linear_cca" else 2) < 2:
-                word = "is ahead of" if dm < 0 else "**does not beat**"
+            mean, std = paired_delta(summary, ds, method)
+            if len(d) < 2:
+                word = "is ahead of" if mean < 0 else "**does not beat**"
                 word += " (one seed: no spread to judge by)"
-            elif dm < 0 and -dm > spread:
-                word = "beats"
-            elif dm < 0:
-                word = "is ahead of (within the seed spread)"
-            elif dm > spread:
-                word = "**does NOT beat** (it is clearly worse than)"
+            elif all(x < 0 for x in d):
+                word = f"beats, on all {len(d)} seeds,"
+            elif all(x > 0 for x in d):
+                word = f"**does NOT beat** (worse on all {len(d)} seeds)"
             else:
-                word = "**does not beat** (ties or trails, within the seed spread)"
+                wins = sum(x < 0 for x in d)
+                word = f"**does not clearly beat** (ahead on {wins} of {len(d)} seeds)"
             lines.append(f"- {ds}: full HSC-MAE ({fm:.4f}) {word} {method} ({s['avg'][0]:.4f}); "
-                         f"{method} - full = {dm:+.4f} ± {ds_:.4f} (paired by seed).")  # fmt: skip
+                         f"{method} - full = {mean:+.4f} ± {std:.4f}.")  # fmt: skip
     return lines
 
 
@@ -298,7 +304,7 @@ def markdown(results: dict, summary: dict, keep: str = "") -> str:
             )
         lines.append("")
     lines += ["## Does the full model beat each ablation and baseline?", "",
-              "Automatic reading (\"beats\" = the paired gap exceeds the largest seed std involved):", ""]  # fmt: skip
+              "Automatic reading (paired by seed; \"beats\" = full is ahead on every seed; gaps are mean ± std over seeds):", ""]  # fmt: skip
     lines += verdicts(summary) + ["", "![quality](quality.png)", "", ANALYSIS_MARK]
     if keep:
         lines.append(keep.rstrip("\n"))
@@ -334,8 +340,8 @@ def plot(results: dict, summary: dict, path: Path) -> None:
                      fontsize=9)  # fmt: skip
         ax.grid(axis="y", alpha=0.3)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
-    fig.legend(handles, list(colours), loc="upper right", ncol=3, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.legend(handles, list(colours), loc="upper center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

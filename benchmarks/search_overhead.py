@@ -132,6 +132,24 @@ def replay(trials: list[dict], data) -> tuple[list[float], float]:
     return times, time.process_time() - cpu0
 
 
+def figures(m: dict) -> dict:
+    """The derived figures of one measurement, from its raw times."""
+    n, slots, wall, compute, start = m["n_trials"], m["slots"], m["wall_s"], m["compute_s"], m["ray_start_s"]
+    cores = min(slots, m["capacity"]["cores"])  # the cores this session actually got, measured before the search
+    return {
+        "mean_trial_compute_s": compute / n,
+        "efficiency": compute / (wall * slots),
+        "efficiency_with_ray_start": compute / ((wall + start) * slots),
+        "overhead_per_trial_s": (wall * slots - compute) / n,
+        "overhead_per_trial_with_ray_start_s": ((wall + start) * slots - compute) / n,
+        "cores_free": m["capacity"]["cores"],
+        "efficiency_vs_free_cores": compute / (wall * cores),
+        "overhead_per_trial_vs_free_cores_s": (wall * cores - compute) / n,
+        # inside the trials: reporting and checkpointing every epoch, and CPU sharing when trials get < 1 core each
+        "in_trial_overhead_per_trial_s": (m["ray_trials_s"] - compute) / n,
+    }
+
+
 def measure(case_name: str, mlflow: bool, rnd: int, args, data) -> dict:
     case = CASES[case_name]
     tag = f"{case_name}-{'mlflow' if mlflow else 'nomlflow'}-r{rnd}"
@@ -139,31 +157,21 @@ def measure(case_name: str, mlflow: bool, rnd: int, args, data) -> dict:
     s = run_one_search(case, mlflow, args.seed, tag, args)
     print(f"== {tag}: replaying {len(s['trials'])} trials without Ray", file=sys.stderr, flush=True)
     per_trial, compute_cpu = replay(s["trials"], data)
-    compute = sum(per_trial)
-    n, slots, wall = len(s["trials"]), s["slots"], s["wall_s"]
-    ray_trial = sum(t["ray_time_total_s"] or 0.0 for t in s["trials"])
     m = {
         "case": case_name,
         "round": rnd,
         "mode": MODES[mlflow],
         **{k: v for k, v in s.items() if k != "trials"},
-        "n_trials": n,
+        "n_trials": len(s["trials"]),
         "epochs": case["epochs"],
-        "compute_s": compute,
+        "compute_s": sum(per_trial),
         "compute_cpu_s": compute_cpu,
         "trial_compute_s": per_trial,
-        "mean_trial_compute_s": compute / n,
-        "ray_trials_s": ray_trial,
-        "efficiency": compute / (wall * slots),
-        "cores_free": s["capacity"]["cores"],
-        # against the cores this session actually got (measured just before the search), not the nominal slots
-        "efficiency_vs_free_cores": compute / (wall * min(slots, s["capacity"]["cores"])),
-        "efficiency_with_ray_start": compute / ((wall + s["ray_start_s"]) * slots),
-        "overhead_per_trial_s": (wall * slots - compute) / n,
-        "overhead_per_trial_with_ray_start_s": ((wall + s["ray_start_s"]) * slots - compute) / n,
-        "in_trial_overhead_per_trial_s": (ray_trial - compute) / n,  # inside the trial: reports, checkpoints
+        "ray_trials_s": sum(t["ray_time_total_s"] or 0.0 for t in s["trials"]),
         "trials": s["trials"],
     }
+    m.update(figures(m))
+    wall, slots, compute = m["wall_s"], m["slots"], m["compute_s"]
     print(f"== {tag}: wall {wall:.1f} s x {slots} slots, compute {compute:.1f} s, efficiency {m['efficiency']:.2f}, "
           f"overhead/trial {m['overhead_per_trial_s']:.2f} s", file=sys.stderr, flush=True)  # fmt: skip
     return m
@@ -172,7 +180,8 @@ def measure(case_name: str, mlflow: bool, rnd: int, args, data) -> dict:
 # ---------------------------------------------------------------------------------------------- report
 KEYS = ("wall_s", "ray_start_s", "compute_s", "compute_cpu_s", "mean_trial_compute_s", "ray_trials_s", "efficiency",
         "efficiency_with_ray_start", "cores_free", "efficiency_vs_free_cores", "overhead_per_trial_s",
-        "overhead_per_trial_with_ray_start_s", "in_trial_overhead_per_trial_s", "startup_s", "tail_s")  # fmt: skip
+        "overhead_per_trial_with_ray_start_s", "overhead_per_trial_vs_free_cores_s", "in_trial_overhead_per_trial_s",
+        "startup_s", "tail_s")  # fmt: skip
 
 
 def summarize(measurements: list[dict]) -> list[dict]:
@@ -226,19 +235,30 @@ def render_markdown(doc: dict, keep: str = "") -> str:
         "",
         "## Medians over rounds",
         "",
-        "| trials | mode | mean trial compute s | wall s (+ Ray start) | slots | compute s | efficiency "
-        "(with Ray start) | overhead per trial s (with Ray start) | of which inside the trial s | start-up s | "
-        "tail s | cores free | efficiency vs free cores |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| trials | mode | mean trial compute s | compute s | wall s (+ Ray start) | slots | efficiency "
+        "(with Ray start) | overhead per trial s (with Ray start) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in doc["summary"]:
         lines.append(
             f"| {r['n_trials']} x {r['epochs']} ep (`{r['case']}`) | {r['mode']} | {_f(r['mean_trial_compute_s'])} | "
-            f"{_f(r['wall_s'], '{:.1f}')} (+{_f(r['ray_start_s'], '{:.1f}')}) | {r['slots']} | "
-            f"{_f(r['compute_s'], '{:.1f}')} | {_f(r['efficiency'])} ({_f(r['efficiency_with_ray_start'])}) | "
-            f"{_f(r['overhead_per_trial_s'])} ({_f(r['overhead_per_trial_with_ray_start_s'])}) | "
-            f"{_f(r['in_trial_overhead_per_trial_s'])} | {_f(r['startup_s'], S)} | {_f(r['tail_s'], S)} | "
-            f"{_f(r.get('cores_free'), S)} | {_f(r.get('efficiency_vs_free_cores'))} |"
+            f"{_f(r['compute_s'], S)} | {_f(r['wall_s'], S)} (+{_f(r['ray_start_s'], S)}) | {r['slots']} | "
+            f"{_f(r['efficiency'])} ({_f(r['efficiency_with_ray_start'])}) | "
+            f"{_f(r['overhead_per_trial_s'])} ({_f(r['overhead_per_trial_with_ray_start_s'])}) |"
+        )
+    lines += [
+        "",
+        "Where the time goes, and the same figures against the cores this session actually got:",
+        "",
+        "| trials | mode | start-up s | tail s | Ray trial time - compute, per trial s | cores free | efficiency vs "
+        "free cores | overhead per trial vs free cores s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in doc["summary"]:
+        lines.append(
+            f"| {r['n_trials']} x {r['epochs']} ep (`{r['case']}`) | {r['mode']} | {_f(r['startup_s'], S)} | "
+            f"{_f(r['tail_s'], S)} | {_f(r['in_trial_overhead_per_trial_s'])} | {_f(r.get('cores_free'), S)} | "
+            f"{_f(r.get('efficiency_vs_free_cores'))} | {_f(r.get('overhead_per_trial_vs_free_cores_s'))} |"
         )
     lines += [
         "",
@@ -259,15 +279,16 @@ def render_markdown(doc: dict, keep: str = "") -> str:
         "CPU s: the CPU time of the replay; with one thread it equals the compute unless other work on the machine "
         "took turns on the core. Cores free: how many cores' worth of CPU two busy processes got just before the "
         "search (a spin loop alone and two at once: 2 x alone / slowest of the two); efficiency vs free cores = "
-        "compute / (wall x min(slots, cores free)). "
-        "\"Inside the trial\" = (sum of Ray's `time_total_s` of the trials - compute) / trials: reporting and "
-        "checkpointing every epoch. Start-up = `run_search` start until the driver received the first epoch's "
+        "compute / (wall x min(slots, cores free)), and the overhead likewise. "
+        "Ray trial time - compute = (sum of Ray's `time_total_s` of the trials - compute) / trials: reporting and "
+        "checkpointing every epoch, plus CPU sharing when the trials get less than a core each. "
+        "Start-up = `run_search` start until the driver received the first epoch's "
         "result (data, MLflow parent run, Tuner, worker processes); tail = last trial's end until `run_search` "
         "returned (experiment state, MLflow summary table, plots, best config).",
         "",
         ANALYSIS_MARK,
     ]
-    return "\n".join(lines) + "\n" + (keep if keep else "\n")
+    return "\n".join(lines) + (keep or "\n")  # keep: everything after the mark, its newline included
 
 
 def write_outputs(doc: dict, out: Path) -> None:
@@ -293,8 +314,12 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default=tempfile.gettempdir(), help="parent of the per-search working directories")
     p.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from a raw JSON file")
     args = p.parse_args(argv)
-    if args.from_json:
-        write_outputs(json.loads(args.from_json.read_text()), args.out)
+    if args.from_json:  # figures and medians recomputed from the raw times (the formulas may have changed)
+        doc = json.loads(args.from_json.read_text())
+        for m in doc["measurements"]:
+            m.update(figures(m))
+        doc["summary"] = summarize(doc["measurements"])
+        write_outputs(doc, args.out)
         return 0
     if args.quick:
         args.cases, args.rounds, args.keep_ray = "quick", 1, True

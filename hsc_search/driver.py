@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -85,8 +86,8 @@ def _init_ray(address: str | None) -> None:
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True, "logging_level": logging.WARNING}
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address or os.environ["RAY_ADDRESS"], **kwargs)
-    else:
-        ray.init(include_dashboard=False, **kwargs)
+    else:  # "local": always a new instance, never a cluster that happens to run on this machine
+        ray.init(address="local", include_dashboard=False, **kwargs)
 
 
 def _echo_cluster(echo: Callable[[str], None], n_nodes: int) -> None:
@@ -415,7 +416,9 @@ def _importances(searcher) -> dict[str, float]:
     if study is None or sum(t.state.name == "COMPLETE" for t in study.trials) < 3:
         return {}
     try:
-        return optuna.importance.get_param_importances(study)
+        with warnings.catch_warnings():  # small searches: "some regimes have less than 2 trials"
+            warnings.simplefilter("ignore")
+            return optuna.importance.get_param_importances(study)
     except Exception as e:  # fewer than two complete trials, or a constant objective
         log.info("no parameter importances: %s", e)
         return {}
