@@ -334,7 +334,7 @@ def plot(results: dict, summary: dict, path: Path) -> None:
         lo = min(min(means) - max(stds) - 0.02, min(min(methods[n]["per_seed_avg"]) for n in names) - 0.02)
         ax.set_ylim(max(0.0, lo), min(1.0, max(means) + max(stds) + 0.03))
         ax.set_xticks(x, names, rotation=35, ha="right")
-        ax.set_ylabel("test mAP (avg of a2v, v2a)")
+        ax.set_ylabel("test mAP, avg of a2v and v2a (axis not from 0)")
         ep = results["meta"]["epochs"][ds]
         ax.set_title(f"synthetic:{ds} ({ep} epochs, {len(results['meta']['seeds'])} seeds; mean ± std, dots = seeds)",
                      fontsize=9)  # fmt: skip
