@@ -181,20 +181,13 @@ def first_reaching(curve: list[dict], threshold: float) -> dict | None:
 
 
 # ---------------------------------------------------------------------------------------------- one search
-def one_search(scheduler: str, seed: int, args) -> dict:
+def timed_search(settings: SearchSettings, work: Path, keep_ray: bool):
+    """Runs one search in `work` with a fresh Ray and the result recorder in place of the driver's progress
+    callback. Returns (outcome, events, t0, wall_s, ray_start_s, slots)."""
     import ray
 
     from hsc_search import driver
 
-    work = Path(tempfile.mkdtemp(prefix=f"{NAME}-{scheduler}-s{seed}-", dir=args.workdir))
-    name = f"{scheduler}-s{seed}"
-    settings = SearchSettings(
-        space=args.space, data=args.data, num_samples=args.trials, max_epochs=args.epochs, scheduler=scheduler,
-        grace_period=args.grace_period, reduction_factor=args.reduction_factor, max_concurrent=args.max_concurrent,
-        seed=seed, mlflow=not args.no_mlflow, name=name, storage=str(work / "ray_results"),
-        tracking_uri=None if args.no_mlflow else f"sqlite:///{work / 'mlflow.db'}",
-    ).validate()  # fmt: skip
-    capacity = parallel_capacity(2, 0.3 if args.quick else 1.0)
     cwd = os.getcwd()
     os.chdir(work)  # MLflow's artifacts (./mlartifacts) and anything else relative land in the work dir
     original = driver.Progress
@@ -208,10 +201,23 @@ def one_search(scheduler: str, seed: int, args) -> dict:
         wall_s = time.perf_counter() - t0
     finally:
         driver.Progress = original
-        if not args.keep_ray:
+        if not keep_ray:
             ray.shutdown()
         os.chdir(cwd)
-    events = list(_EVENTS)
+    return outcome, list(_EVENTS), t0, wall_s, ray_start_s, slots
+
+
+def one_search(scheduler: str, seed: int, args) -> dict:
+    work = Path(tempfile.mkdtemp(prefix=f"{NAME}-{scheduler}-s{seed}-", dir=args.workdir))
+    name = f"{scheduler}-s{seed}"
+    settings = SearchSettings(
+        space=args.space, data=args.data, num_samples=args.trials, max_epochs=args.epochs, scheduler=scheduler,
+        grace_period=args.grace_period, reduction_factor=args.reduction_factor, max_concurrent=args.max_concurrent,
+        seed=seed, mlflow=not args.no_mlflow, name=name, storage=str(work / "ray_results"),
+        tracking_uri=None if args.no_mlflow else f"sqlite:///{work / 'mlflow.db'}",
+    ).validate()  # fmt: skip
+    capacity = parallel_capacity(2, 0.3 if args.quick else 1.0)
+    outcome, events, t0, wall_s, ray_start_s, slots = timed_search(settings, work, args.keep_ray)
     trials = []
     for r in outcome.rows:
         trials.append({"trial_id": r.trial_id, "outcome": r.outcome, "epochs": r.epochs, "score": r.score,

@@ -43,12 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from asha_vs_fifo import (  # noqa: E402
     ANALYSIS_MARK,
     QUICK_DATA,
-    _recorder_class,
     machine_info,
     parallel_capacity,
-    start_ray,
+    timed_search,
 )
-import asha_vs_fifo  # noqa: E402
 
 from hsc_search.settings import DEFAULT_DATA, SearchSettings  # noqa: E402
 
@@ -65,10 +63,6 @@ MODES = {False: "no MLflow", True: "MLflow (sqlite)"}
 
 # ---------------------------------------------------------------------------------------------- measuring
 def run_one_search(case: dict, mlflow: bool, seed: int, tag: str, args) -> dict:
-    import ray
-
-    from hsc_search import driver
-
     work = Path(tempfile.mkdtemp(prefix=f"{NAME}-{tag}-", dir=args.workdir))
     settings = SearchSettings(
         space=args.space, data=case["data"], num_samples=case["trials"], max_epochs=case["epochs"],
@@ -76,23 +70,7 @@ def run_one_search(case: dict, mlflow: bool, seed: int, tag: str, args) -> dict:
         tracking_uri=f"sqlite:///{work / 'mlflow.db'}" if mlflow else None,
     ).validate()  # fmt: skip
     capacity = parallel_capacity(2, 0.3 if args.quick else 1.0)
-    cwd = os.getcwd()
-    os.chdir(work)
-    original = driver.Progress
-    driver.Progress = _recorder_class()
-    asha_vs_fifo._EVENTS.clear()
-    try:
-        ray_start_s = start_ray()
-        slots = int(ray.cluster_resources().get("CPU", 1) // settings.cpus_per_trial)
-        t0 = time.perf_counter()
-        outcome = driver.run_search(settings, echo=lambda m: print(m, file=sys.stderr))
-        wall_s = time.perf_counter() - t0
-    finally:
-        driver.Progress = original
-        if not args.keep_ray:
-            ray.shutdown()
-        os.chdir(cwd)
-    events = list(asha_vs_fifo._EVENTS)
+    outcome, events, t0, wall_s, ray_start_s, slots = timed_search(settings, work, args.keep_ray)
     exp = Path(outcome.experiment_dir)
     trials = []
     for r in outcome.rows:
