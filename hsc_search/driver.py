@@ -101,10 +101,10 @@ def _echo_cluster(echo: Callable[[str], None], n_nodes: int) -> None:
 def _trainable(data: AVData, settings: SearchSettings):
     from ray import tune
 
-    from .trainable import train_trial
+    from .trainable import restorable_trainable, train_trial
 
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(train_trial, data=data), resources)
+    return tune.with_resources(restorable_trainable(tune.with_parameters(train_trial, data=data)), resources)
 
 
 def _searcher(space: SearchSpace, settings: SearchSettings):

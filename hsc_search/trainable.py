@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
+import pyarrow.fs as pafs
 import ray
 from ray import tune
 
 from trainer import AVData, TrainConfig, fit, load_state
+
+log = logging.getLogger(__name__)
 
 NODE_KEY = "hsc/node_id"
 HISTORY_KEY = "hsc/history_json"  # JSON list of the metric dicts of the epochs before a restored checkpoint
@@ -52,3 +56,54 @@ def train_trial(config: dict[str, Any], data: AVData, device: str = "auto") -> N
             on_epoch(report)
 
         fit(cfg, data, on_epoch=on_epoch_after_restore, resume_from=d, device=device, log=None)
+
+
+def restorable_trainable(fn: Callable, name: str = "train_trial") -> type:
+    """Ray's function trainable for `fn`, whose restore survives a checkpoint that Ray deleted.
+
+    Ray keeps `num_to_keep` checkpoints per trial and deletes older ones as new ones arrive, but its experiment
+    snapshot (what `Tuner.restore` reads) is written only every few checkpoints. A driver killed between a
+    deletion and the next snapshot leaves a snapshot naming a checkpoint that no longer exists, and Ray's own
+    restore then fails the trial ("does not exist on storage anymore") on every retry. This class restores
+    from the newest checkpoint of the same trial that is still there and readable instead (every one is a
+    valid state: a resumed run repeats the uninterrupted one exactly), or starts the trial over when none is.
+    """
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class Trainable(wrap_function(fn)):
+        def restore(self, checkpoint_path):
+            usable = usable_checkpoint(checkpoint_path)
+            if usable is None:  # nothing left to continue from: train from epoch 1 (same seed, same metrics)
+                return None
+            return super().restore(usable)
+
+    Trainable.__name__ = Trainable.__qualname__ = name
+    return Trainable
+
+
+def usable_checkpoint(result):
+    """`result` (Ray's checkpoint + metrics record) when its checkpoint exists; else the same record pointing at
+    the newest complete sibling `checkpoint_*` folder of the trial; None when there is none."""
+    ckpt = getattr(result, "checkpoint", None)
+    if ckpt is None:
+        return result
+    fs = ckpt.filesystem
+    if fs.get_file_info(ckpt.path).type != pafs.FileType.NotFound:
+        return result
+    trial_dir = ckpt.path.rstrip("/").rsplit("/", 1)[0]
+    siblings = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+    names = sorted((i.path for i in siblings if i.type == pafs.FileType.Directory
+                    and i.base_name.startswith("checkpoint_")), reverse=True)  # fmt: skip
+    for path in names:
+        candidate = tune.Checkpoint(path, filesystem=fs)
+        try:
+            with candidate.as_directory() as d:
+                load_state(d)  # complete and readable (a driver killed mid-upload can leave a torn one)
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped the same way
+            log.warning("checkpoint %s is not usable (%s); trying an older one", path, e)
+            continue
+        log.warning("checkpoint %s is gone (deleted after Ray's last experiment snapshot); restoring from %s",
+                    ckpt.path, path)  # fmt: skip
+        return type(result)(checkpoint=candidate, metrics=getattr(result, "metrics", {}))
+    log.warning("checkpoint %s is gone and the trial has no other; it starts over", ckpt.path)
+    return None
