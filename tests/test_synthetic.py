@@ -46,10 +46,25 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs():
     assert a["audio_train"].tobytes() != c["audio_train"].tobytes()
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_writes_a_matched_val_split(name):
+    """Model selection must not see mismatched pairs: a val carved from the weakly paired train split would hold
+    `mismatch` of them (on the first VEGAS preset, 9.6% of val, most pairing two classes)."""
+    opts = resolve_options(name)
+    assert opts["n_val"] > 0 and opts["mismatch"] > 0
+    small = {k: max(opts[k] // 50, 20) for k in ("n_train", "n_val", "n_test")}
+    d = make_synthetic(name, **small, dim_audio=4, dim_visual=4)
+    for split in ("val", "test"):
+        assert np.array_equal(d[f"latent/pair_index_{split}"], np.arange(small[f"n_{split}"])), split
+    assert not np.array_equal(d["latent/pair_index_train"], np.arange(small["n_train"]))
+    if name == "vegas":  # the public release has no val split: ours is the 10% a reader would carve
+        assert opts["n_val"] == round(0.1 * (opts["n_train"] + opts["n_val"]))
+
+
 def test_public_defaults():
     vegas = resolve_options("vegas")  # resolving is cheap; the full VEGAS set is not generated here
     assert {k: vegas[k] for k in PRESETS["vegas"]} == dict(
-        n_train=22482, n_val=0, n_test=5621, dim_audio=128, dim_visual=1024, num_classes=10
+        n_train=20234, n_val=2248, n_test=5621, dim_audio=128, dim_visual=1024, num_classes=10
     )
     d = make_synthetic("ave")  # the AVE default takes well under a second
     shapes = {k: v.shape for k, v in d.items() if not k.startswith("latent/")}
@@ -63,8 +78,8 @@ def test_public_defaults():
     assert all(v.dtype == np.float32 for k, v in d.items() if k.startswith(("audio", "visual")))
 
 
-def test_vegas_writes_no_val_split():
-    d = make_synthetic("vegas", n_train=50, n_test=20, dim_audio=4, dim_visual=6)
+def test_n_val_zero_writes_no_val_split():
+    d = make_synthetic("vegas", n_train=50, n_val=0, n_test=20, dim_audio=4, dim_visual=6)
     assert not [k for k in d if "val" in k]
     assert d["latent/events_train"].shape == (50, 10)
 
@@ -172,7 +187,7 @@ def test_written_file_reads_back_through_load_data(tmp_path, monkeypatch):
     direct = make_synthetic("ave", n_train=120, n_val=30, n_test=40, dim_audio=8, dim_visual=12, seed=2)
     np.testing.assert_array_equal(data.train.audio, direct["audio_train"])
     np.testing.assert_array_equal(data.test.labels.argmax(1), direct["lab_test"])
-    vegas = load_data("synthetic:vegas?n_train=100&n_test=30&dim_audio=4&dim_visual=5&seq_len=3", val_fraction=0.2)
+    vegas = load_data("synthetic:vegas?n_train=100&n_val=0&n_test=30&dim_audio=4&dim_visual=5&seq_len=3", val_fraction=0.2)
     assert vegas.val_carved and (len(vegas.train), len(vegas.val)) == (80, 20)
     assert vegas.audio_is_sequence and vegas.train.audio.shape == (80, 3, 4)
 

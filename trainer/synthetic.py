@@ -31,7 +31,7 @@ zero outside it, nuisances are constant over the clip and the noise is drawn per
 Knobs (keyword arguments of `make_synthetic`, also `synthetic:ave?key=value&...` options):
 
 - n_train, n_val, n_test: clips per split; defaults from PRESETS. n_val = 0 writes no val split
-  (the reader then carves one from train). n_train >= 2, n_test >= 1.
+  (the reader then carves one from train, and the carved val inherits train's mismatched pairs). n_train >= 2, n_test >= 1.
 - dim_audio, dim_visual: feature dims (>= 1); public releases use 128 (VGGish) and 1024.
 - num_classes: number of event classes (>= 2).
 - seq_len: 0 = vector features; T > 0 = (N, T, D) sequences. AVE uses T = 10.
@@ -73,7 +73,10 @@ _CALIBRATION_CLIPS = 2048  # clips used once per seed to scale the mixing output
 
 PRESETS: dict[str, dict[str, int]] = {
     "ave": dict(n_train=3339, n_val=402, n_test=402, dim_audio=128, dim_visual=1024, num_classes=15),
-    "vegas": dict(n_train=22482, n_val=0, n_test=5621, dim_audio=128, dim_visual=1024, num_classes=10),
+    # The public VEGAS release has train (22,482) and test only. Its synthetic twin writes the val split a reader
+    # would carve (10% of train) as a matched split: a val carved from the weakly paired train split holds
+    # mismatched pairs, which corrupts every model-selection number (benchmarks/results/quality.md, finding 4).
+    "vegas": dict(n_train=20234, n_val=2248, n_test=5621, dim_audio=128, dim_visual=1024, num_classes=10),
 }
 # Knobs that every preset shares; PRESETS fill the ones set to None.
 DEFAULTS: dict[str, Any] = dict(
