@@ -56,9 +56,13 @@ def test_metric_keys_follow_the_design(small_data):
     rhos = [m[f"cca/rho_{i:02d}"] for i in range(result.config.cca_k)]
     assert rhos == sorted(rhos, reverse=True) and 0 <= rhos[-1] and rhos[0] < 1
     assert m["cca/mean"] == pytest.approx(np.mean(rhos))
-    for n in losses:
-        assert m[f"weight/{n}"] == pytest.approx(math.exp(-m[f"logvar/{n}"]))
+    for n in losses:  # relative weighting (the default): weight = exp(-s) / L(first step), the reference fixed
+        refs = [1 / (r.metrics[f"weight/{n}"] * math.exp(r.metrics[f"logvar/{n}"])) for r in reports]
+        assert refs[0] == pytest.approx(refs[1], rel=1e-6) and refs[0] >= 1e-3
         assert m[f"logvar/{n}"] >= -2.0 - 1e-6  # the documented floor
+    raw = fit(TrainConfig(**{**TINY, "epochs": 1, "loss_weighting": "learned_raw"}), small_data, log=None).history[-1]
+    for n in ["rec", "dcca", "nce"]:
+        assert raw[f"weight/{n}"] == pytest.approx(math.exp(-raw[f"logvar/{n}"]))
     assert result.test == {k: v for k, v in m.items() if k.startswith("test/")}
 
 

@@ -432,13 +432,16 @@ def test_distillation_unknown_mode_raises():
 # ----------------------------------------------------------------------------- loss weighting
 
 
-def _optimise_logvars(losses: list[float], floor: float, steps: int = 500) -> np.ndarray:
+def _optimise_logvars(losses: list[float], floor: float, steps: int = 500, mode: str = "learned_raw",
+                      first: list[float] | None = None) -> np.ndarray:  # fmt: skip
     torch.manual_seed(0)
     names = ["rec", "dcca", "nce"][: len(losses)]
-    lw = LossWeighting(names, "learned", {n: 1.0 for n in names}, floor=floor)
+    lw = LossWeighting(names, mode, {n: 1.0 for n in names}, floor=floor)
     opt = torch.optim.Adam(lw.parameters(), lr=0.05)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     target = torch.tensor(losses)
+    if first is not None:  # the first step's losses set the reference of relative weighting
+        lw(torch.tensor(first))
     for _ in range(steps):
         opt.zero_grad()
         lw(target).backward()
@@ -461,8 +464,39 @@ def test_learned_logvars_stop_at_floor():
     assert s[2] == pytest.approx(-2.0, abs=1e-6)  # log 0.05 = -3.0 is below the floor
 
 
-def test_learned_forward_matches_formula_and_weights_are_exp_minus_s():
+def test_relative_logvars_converge_to_log_loss_ratio():
+    """Relative weighting tracks progress: s_i -> log(L_i / L_i(first step)), whatever the losses' sizes."""
+    first, later = [5.5, 0.8, 1.0], [2.2, 0.02, 0.5]  # InfoNCE-like (large floor), DCCA-like (overfits), rec
+    s = _optimise_logvars(later, floor=-10.0, mode="learned", first=first)
+    np.testing.assert_allclose(s, np.log(np.array(later) / np.array(first)), atol=1e-3)
+
+
+def test_relative_forward_matches_formula_and_reference_is_set_once_and_checkpointed():
     lw = LossWeighting(["a", "b", "c"], "learned", {"a": 1.0, "b": 1.0, "c": 1.0}, floor=-2.0)
+    assert torch.isnan(lw.reference).all()
+    first = np.array([5.5, 0.8, 1e-5])  # the last is floored to REF_FLOOR
+    ref = np.maximum(first, LossWeighting.REF_FLOOR)
+    assert lw(torch.tensor(first)).item() == pytest.approx(float((first / ref).sum()), rel=1e-6)
+    s = np.array([0.3, -1.2, 0.8])
+    with torch.no_grad():
+        lw.logvars.copy_(torch.tensor(s))
+    losses = np.array([2.0, 0.05, 0.3])
+    expected = float((np.exp(-s) * losses / ref + s).sum())  # the reference stays that of the first step
+    assert lw(torch.tensor(losses)).item() == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_allclose(lw.weights().numpy(), np.exp(-s) / ref, rtol=1e-6)  # effective, on raw losses
+    np.testing.assert_allclose(lw.log_variances().numpy(), s, rtol=1e-6)
+    other = LossWeighting(["a", "b", "c"], "learned", {"a": 1.0, "b": 1.0, "c": 1.0}, floor=-2.0)
+    other.load_state_dict(lw.state_dict())  # a resumed run keeps the reference (its first step is long gone)
+    assert other(torch.tensor(losses)).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_unknown_weighting_mode_is_rejected():
+    with pytest.raises(ValueError, match="learned, learned_raw or fixed"):
+        LossWeighting(["a"], "kendall", {"a": 1.0}, floor=-2.0)
+
+
+def test_learned_forward_matches_formula_and_weights_are_exp_minus_s():
+    lw = LossWeighting(["a", "b", "c"], "learned_raw", {"a": 1.0, "b": 1.0, "c": 1.0}, floor=-2.0)
     s = np.array([0.3, -1.2, 0.8])
     with torch.no_grad():
         lw.logvars.copy_(torch.tensor(s))
@@ -476,7 +510,7 @@ def test_learned_forward_matches_formula_and_weights_are_exp_minus_s():
 
 def test_learned_initialised_at_zero_and_clamped():
     lw = LossWeighting(["a", "b"], "learned", {"a": 1.0, "b": 1.0}, floor=-2.0)
-    assert torch.equal(lw.logvars.detach(), torch.zeros(2))
+    assert torch.equal(lw.logvars.detach(), torch.zeros(2)) and lw.logvars.requires_grad
     with torch.no_grad():
         lw.logvars.copy_(torch.tensor([-5.0, 1.0]))
     lw.clamp_()

@@ -199,7 +199,7 @@ def test_define_by_run_passes_log_and_step_through_in_order():
         ("float", "lr", 3e-4, 1e-2, None, True),
         ("float", "mask_ratio", 0.3, 0.8, 0.1, False),
         ("int", "topk", 0, 8, 1, False),
-        ("float", "tau", 0.05, 0.3, None, True),
+        ("float", "tau", 0.1, 1.0, None, True),
         ("categorical", "loss_weighting", ("learned", "fixed")),
         ("float", "weight_lr", 1e-3, 5e-2, None, True),  # loss_weighting answered 'learned'
     ]

@@ -81,7 +81,7 @@ def build_state(cfg: TrainConfig, data: AVData, device: torch.device) -> TrainSt
         betas=(0.9, 0.999),
     )
     weight_optimizer = (
-        torch.optim.Adam([weighting.logvars], lr=cfg.weight_lr) if cfg.loss_weighting == "learned" else None
+        torch.optim.Adam([weighting.logvars], lr=cfg.weight_lr) if weighting.learned else None
     )
     return TrainState(model, teacher, weighting, optimizer, weight_optimizer)
 

@@ -179,38 +179,61 @@ def distillation_loss(sa: Tensor, sv: Tensor, ta: Tensor, tv: Tensor, mode: str)
 
 
 class LossWeighting(nn.Module):
-    """Combines the active losses: learned (Kendall et al. 2018) or fixed weights.
+    """Combines the active losses: learned (Kendall et al. 2018, on relative or raw losses) or fixed weights.
 
-    learned: L = sum_i exp(-s_i) L_i + s_i, s_i initialised at 0; its optimum for a fixed L_i is
-    s_i = log L_i, so `clamp_()` after each step keeps s_i >= floor (at most exp(-floor) weight).
+    learned: L = sum_i exp(-s_i) L_i / R_i + s_i, where R_i is L_i at the first training step (floored at
+    REF_FLOOR), so s_i tracks the loss's *relative* progress (the loss ratio of GradNorm, Chen et al. 2018).
+    learned_raw: the same on the raw losses (R_i = 1), DESIGN.md section 2.6 literally. On raw losses the weights
+    rank losses by size, not by use: a loss with a large irreducible part (InfoNCE with soft targets has the
+    targets' entropy plus a temperature floor) gets a small weight, and one that overfits per batch toward 0
+    (DCCA with 32 correlations on 256 clips) runs to the cap (benchmarks/results/quality.md, finding 2).
+    Both: s_i starts at 0; its optimum for a fixed loss is s_i = log(L_i / R_i), so `clamp_()` after each
+    step keeps s_i >= floor (at most exp(-floor) times the starting weight).
     fixed: L = sum_i w_i L_i.
     """
 
+    REF_FLOOR = 1e-3  # a loss that starts near 0 would otherwise get a huge relative weight
+
     def __init__(self, names: list[str], mode: str, fixed: dict[str, float], floor: float):
         super().__init__()
+        if mode not in ("learned", "learned_raw", "fixed"):
+            raise ValueError(f"loss weighting must be learned, learned_raw or fixed, got {mode!r}")
         self.names = list(names)
         self.mode = mode
         self.floor = floor
-        self.logvars = nn.Parameter(torch.zeros(len(names)), requires_grad=(mode == "learned"))
+        self.logvars = nn.Parameter(torch.zeros(len(names)), requires_grad=mode != "fixed")
         self.register_buffer("fixed", torch.tensor([fixed[n] for n in names], dtype=torch.float32))
+        # R_i: NaN until the first forward sets it (mode learned); checkpointed with the module
+        fill = float("nan") if mode == "learned" else 1.0
+        self.register_buffer("reference", torch.full((len(names),), fill, dtype=torch.float32))
+
+    @property
+    def learned(self) -> bool:
+        return self.mode != "fixed"
 
     def forward(self, losses: Tensor) -> Tensor:
         """losses: (n,) in the order of `names`; returns the scalar objective."""
         losses = losses.float()
+        if self.mode == "fixed":
+            return (self.fixed * losses).sum()
         if self.mode == "learned":
-            return (torch.exp(-self.logvars) * losses + self.logvars).sum()
-        return (self.fixed * losses).sum()
+            # set once, at the first step, without a host sync (no `if isnan(...)` on the device value)
+            first = losses.detach().clamp_min(self.REF_FLOOR)
+            self.reference.copy_(torch.where(torch.isnan(self.reference), first, self.reference))
+        return (torch.exp(-self.logvars) * losses / self.reference + self.logvars).sum()
 
     @torch.no_grad()
     def clamp_(self) -> None:
         self.logvars.clamp_(min=self.floor)
 
     def weights(self) -> Tensor:
-        """(n,) effective weights: exp(-s) (learned) or w (fixed)."""
-        return torch.exp(-self.logvars.detach()) if self.mode == "learned" else self.fixed.clone()
+        """(n,) effective weights on the raw losses: exp(-s) / R (learned; exp(-s) before the first step) or w."""
+        if self.mode == "fixed":
+            return self.fixed.clone()
+        return torch.exp(-self.logvars.detach()) / torch.nan_to_num(self.reference, nan=1.0)
 
     def log_variances(self) -> Tensor:
         """(n,) s: the learned s, or -log w for fixed weights (w floored at 1e-12 so it stays finite)."""
-        if self.mode == "learned":
+        if self.learned:
             return self.logvars.detach().clone()
         return -torch.log(self.fixed.clamp_min(1e-12))
