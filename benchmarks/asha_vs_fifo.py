@@ -123,28 +123,24 @@ def start_ray() -> float:
 _EVENTS: list[tuple] = []  # (driver time, kind, trial id, epoch, val/map_avg), appended by _Recorder
 
 
-def _recorder_class():
-    """The driver's progress callback, plus a record of when the driver received each epoch's result and each
-    trial's end (Tune runs callbacks in the driver process). The per-epoch `timestamp` in Ray's results has a
-    resolution of one second, too coarse to order epochs of 0.05 s. `run_search` takes no extra callbacks, so the
-    benchmarks put this class in place of `hsc_search.driver.Progress` for the duration of one search."""
-    from hsc_search.progress import Progress
+def _recorder():
+    """A Tune callback recording when the driver received each epoch's result and each trial's end (Tune runs
+    callbacks in the driver process). The per-epoch `timestamp` in Ray's results has a resolution of one second,
+    too coarse to order epochs of 0.05 s."""
+    from ray.tune import Callback
 
-    class _Recorder(Progress):
+    class _Recorder(Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             _EVENTS.append((time.perf_counter(), "result", trial.trial_id, int(result.get("epoch", 0)),
                             result.get("val/map_avg")))  # fmt: skip
-            super().on_trial_result(iteration, trials, trial, result, **info)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             _EVENTS.append((time.perf_counter(), "end", trial.trial_id, None, None))
-            super().on_trial_complete(iteration, trials, trial, **info)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             _EVENTS.append((time.perf_counter(), "end", trial.trial_id, None, None))
-            super().on_trial_error(iteration, trials, trial, **info)
 
-    return _Recorder
+    return _Recorder()
 
 
 def epoch_curve(events: list[tuple], t0: float) -> list[dict]:
@@ -182,25 +178,21 @@ def first_reaching(curve: list[dict], threshold: float) -> dict | None:
 
 # ---------------------------------------------------------------------------------------------- one search
 def timed_search(settings: SearchSettings, work: Path, keep_ray: bool):
-    """Runs one search in `work` with a fresh Ray and the result recorder in place of the driver's progress
-    callback. Returns (outcome, events, t0, wall_s, ray_start_s, slots)."""
+    """Runs one search in `work` with a fresh Ray and the result recorder as an extra callback. Returns (outcome, events, t0, wall_s, ray_start_s, slots)."""
     import ray
 
     from hsc_search import driver
 
     cwd = os.getcwd()
     os.chdir(work)  # MLflow's artifacts (./mlartifacts) and anything else relative land in the work dir
-    original = driver.Progress
-    driver.Progress = _recorder_class()
     _EVENTS.clear()
     try:
         ray_start_s = start_ray()
         slots = int(ray.cluster_resources().get("CPU", 1) // settings.cpus_per_trial)
         t0 = time.perf_counter()
-        outcome = driver.run_search(settings, echo=lambda m: print(m, file=sys.stderr))
+        outcome = driver.run_search(settings, echo=lambda m: print(m, file=sys.stderr), callbacks=[_recorder()])
         wall_s = time.perf_counter() - t0
     finally:
-        driver.Progress = original
         if not keep_ray:
             ray.shutdown()
         os.chdir(cwd)

@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -184,8 +184,17 @@ def _trial_dirname(trial) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- run / resume
-def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) -> SearchOutcome:
-    """Starts a new search. Bad settings, space or data fail here, before Ray or MLflow start."""
+def run_search(
+    settings: SearchSettings, echo: Callable[[str], None] = print, callbacks: Sequence = ()
+) -> SearchOutcome:
+    """Starts a new search. Bad settings, space or data fail here, before Ray or MLflow start.
+
+    Args:
+        settings: the search settings.
+        echo: where progress lines go.
+        callbacks: extra `ray.tune.Callback`s, run in the driver after the search's own (progress, MLflow, ASHA
+            state); they are saved with the experiment, so they must pickle.
+    """
     from ray import tune
 
     settings.name = settings.name or time.strftime("hsc-%Y%m%d-%H%M%S")
@@ -215,19 +224,19 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
     # config, so its logged config.yaml (and the exported best config) retrains exactly what was searched
     space = dataclasses.replace(space, fixed={**space.fixed, "epochs": settings.max_epochs})
     scheduler = _scheduler(settings)
-    callbacks = [Progress(settings.num_samples, settings.max_epochs, settings.metric, settings.mode, space.names())]
+    own = [Progress(settings.num_samples, settings.max_epochs, settings.metric, settings.mode, space.names())]
     if settings.mlflow:
-        callbacks.append(MlflowTracker(settings.tracking_uri, experiment_id, parent_id, settings.max_epochs,
+        own.append(MlflowTracker(settings.tracking_uri, experiment_id, parent_id, settings.max_epochs,
                                        space.names()))  # fmt: skip
     if isinstance(scheduler, PersistentASHA):
-        callbacks.append(AshaStateCallback(scheduler))
+        own.append(AshaStateCallback(scheduler))
     try:
         _init_ray(settings.address)
         _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir))
         tuner = tune.Tuner(
             _trainable(data, settings),
             tune_config=_tune_config(settings, _searcher(space, settings), scheduler),
-            run_config=_run_config(settings, exp_dir, callbacks),
+            run_config=_run_config(settings, exp_dir, own + list(callbacks)),
         )
     except BaseException:
         if client is not None:
