@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,3 +20,31 @@ def test_bench_trainer_quick(tmp_path):
     result = json.loads(out.read_text())
     assert result["ours_samples_per_s"] > 0 and result["reference_samples_per_s"] > 0
     assert result["speedup"] == result["reference_epoch_s"] / result["ours_epoch_s"]
+
+
+def test_bench_gpu_quick(tmp_path):
+    """The GPU benchmark's quick mode runs anywhere (CPU here): one trial with FLOPs counted, 1 and 2 trials
+    sharing the device in separate processes, and the eager and big-batch variants."""
+    proc = subprocess.run([sys.executable, "benchmarks/bench_gpu.py", "--quick", "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.loads((tmp_path / "gpu.json").read_text())
+    single = res["single"]
+    assert single["flops_per_step"] > 0 and single["steps"] > 0
+    assert single["achieved_tflops"] * 1e12 == pytest.approx(single["flops_per_step"] * single["steps"] / single["seconds"])
+    assert [r["trials"] for r in res["share"]] == [1, 2] and res["share"][0]["speedup_vs_one"] == 1.0
+    assert all(r["aggregate_samples_per_s"] > 0 for r in res["share"])
+    assert {v["variant"] for v in res["variants"]} == {"eager", "big_batch"}
+    assert all("error" not in v for v in res["variants"])
+    md = (tmp_path / "gpu.md").read_text()
+    assert "| 2 |" in md and "big_batch" in md
+
+
+def test_gpu_peak_rate_lookup():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_gpu
+
+    assert bench_gpu.peak_tflops("NVIDIA H200") == 989.4
+    assert bench_gpu.peak_tflops("NVIDIA H100 PCIe") == 756.0  # the longest matching name wins over "H100"
+    assert bench_gpu.peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert bench_gpu.peak_tflops("Some Future Card") is None
