@@ -215,9 +215,9 @@ def test_no_active_loss_is_rejected():
 @pytest.mark.parametrize(
     "n_train,audio_dim,visual_dim,batch,cca_dim",
     [
-        (20000, 128, 1024, 256, 32),  # VEGAS-like: 32 cap
-        (100, 128, 1024, 100, 32),  # batch clamped to the split
-        (20, 128, 1024, 20, 19),  # cca_dim below the clamped batch
+        (20000, 128, 1024, 256, 16),  # VEGAS-like: 16 cap
+        (100, 128, 1024, 100, 16),  # batch clamped to the split
+        (12, 128, 1024, 12, 11),  # cca_dim below the clamped batch
         (5000, 10, 1024, 256, 10),  # small audio
         (5000, 128, 6, 256, 6),  # small visual
     ],
@@ -283,7 +283,7 @@ def test_example_config_loads_and_validates():
     cfg = TrainConfig.from_yaml(EXAMPLE)
     cfg.validate()
     assert cfg.cca_ridge == pytest.approx(1e-3) and cfg.lr == pytest.approx(1e-3)
-    assert cfg.resolve(22482, 128, 1024).cca_dim == 32
+    assert cfg.resolve(22482, 128, 1024).cca_dim == 16
     import trainer
 
     assert Path(trainer.EXAMPLE_CONFIG).resolve() == EXAMPLE

