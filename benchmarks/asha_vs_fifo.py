@@ -378,14 +378,14 @@ def render_markdown(doc: dict, keep: str = "") -> str:
     return "\n".join(lines) + (keep or "\n")  # keep: everything after the mark, its newline included
 
 
-def write_outputs(doc: dict, out: Path) -> None:
+def write_outputs(doc: dict, out: Path, name: str = NAME, render=None) -> None:
+    """Writes NAME.json and NAME.md (rendered by `render(doc, keep)`), keeping the hand-written text after the
+    analysis mark of an existing NAME.md."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{NAME}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    md = out / f"{NAME}.md"
-    keep = ""
-    if md.exists() and ANALYSIS_MARK in md.read_text():
-        keep = md.read_text().split(ANALYSIS_MARK, 1)[1]
-    md.write_text(render_markdown(doc, keep))
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    md = out / f"{name}.md"
+    keep = md.read_text().split(ANALYSIS_MARK, 1)[1] if md.exists() and ANALYSIS_MARK in md.read_text() else ""
+    md.write_text((render or render_markdown)(doc, keep))
 
 
 # ---------------------------------------------------------------------------------------------- main

@@ -47,6 +47,7 @@ from asha_vs_fifo import (  # noqa: E402
     parallel_capacity,
     timed_search,
 )
+from asha_vs_fifo import write_outputs as _write_outputs  # noqa: E402
 
 from hsc_search.settings import DEFAULT_DATA, SearchSettings  # noqa: E402
 
@@ -270,11 +271,7 @@ def render_markdown(doc: dict, keep: str = "") -> str:
 
 
 def write_outputs(doc: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{NAME}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    md = out / f"{NAME}.md"
-    keep = md.read_text().split(ANALYSIS_MARK, 1)[1] if md.exists() and ANALYSIS_MARK in md.read_text() else ""
-    md.write_text(render_markdown(doc, keep))
+    _write_outputs(doc, out, NAME, render_markdown)
 
 
 # ---------------------------------------------------------------------------------------------- main

@@ -16,14 +16,14 @@ def _series(history: History, prefix: str) -> dict[str, tuple[list[int], list[fl
 
 
 def weight_trajectories_figure(history: History) -> Figure:
-    """Effective loss weights exp(-s_i) and log-variances s_i against epochs."""
+    """Effective loss weights (on the raw losses) and log-variances s_i against epochs."""
     fig = Figure(figsize=(9, 3.5), layout="constrained")
     ax_w, ax_s = fig.subplots(1, 2)
     for name, (x, y) in _series(history, "weight/").items():
         ax_w.plot(x, y, marker="o", ms=3, label=name)
     for name, (x, y) in _series(history, "logvar/").items():
         ax_s.plot(x, y, marker="o", ms=3, label=name)
-    ax_w.set(title="effective loss weight exp(-s)", xlabel="epoch")
+    ax_w.set(title="effective loss weight", xlabel="epoch")
     ax_s.set(title="log-variance s", xlabel="epoch")
     for ax in (ax_w, ax_s):
         ax.grid(alpha=0.3)
