@@ -4,17 +4,19 @@ Every trained method is `trainer.fit` on the same data with the default config (
 `trainer/configs/example.yaml`) plus the method's overrides; the seed is the trainer's `seed` (init, shuffling,
 masking); the data stay the same. Each run reports the test mAP of the epoch that validation selected.
 
-    full            HSC-MAE at its defaults (rec + dcca + soft top-k nce, EMA teacher, learned weights)
+    full            HSC-MAE at its defaults (rec + dcca + soft top-k nce, EMA teacher, learned weights on
+                    relative losses, tau 0.3)
     no_dcca         use_dcca: false
     no_topk         topk: 0 (plain symmetric InfoNCE instead of soft top-k positives)
     no_rec          use_rec: false (no masked reconstruction)
     no_teacher      topk: 0, distill: none, eval_model: student (no soft positives, no distillation)
     fixed_weights   loss_weighting: fixed (w = 1 for every loss)
+    learned_raw     loss_weighting: learned_raw (Kendall weights on the raw losses, the paper's form)
     linear_cca      baseline: linear CCA on the standardised raw features (k and ridge chosen on val), cosine
     dcca_only       baseline: use_rec: false, use_nce: false, eval_embedding: h, eval_projection: cca
     infonce_only    baseline: use_rec: false, use_dcca: false, topk: 0
 
-    python benchmarks/quality.py                          # both datasets, seeds 0,1,2 (~30 min on 2 CPU cores)
+    python benchmarks/quality.py                          # both datasets, seeds 0,1,2 (~50 min on 2 CPU cores)
     python benchmarks/quality.py --quick --out /tmp/q     # tiny data, 1 seed, 2 epochs: seconds
     python benchmarks/quality.py --from-json benchmarks/results/quality.json   # table + plot only
 
@@ -40,17 +42,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from trainer import TrainConfig, fit, load_data  # noqa: E402
-from trainer.config import parse_overrides  # noqa: E402
-from trainer.linear_cca import LinearCCA  # noqa: E402
-from trainer.metrics import cross_modal_map  # noqa: E402
+from trainer import TrainConfig, fit, load_data
+from trainer.config import parse_overrides
+from trainer.linear_cca import LinearCCA
+from trainer.metrics import cross_modal_map
 
 DATASETS = {"ave": "synthetic:ave", "vegas": "synthetic:vegas"}
 QUICK_DATASETS = {
     "ave": "synthetic:ave?n_train=400&n_val=100&n_test=100&dim_audio=16&dim_visual=24&num_classes=5",
-    "vegas": "synthetic:vegas?n_train=400&n_val=0&n_test=100&dim_audio=16&dim_visual=24&num_classes=5",
+    "vegas": "synthetic:vegas?n_train=400&n_val=50&n_test=100&dim_audio=16&dim_visual=24&num_classes=5",
 }
 QUICK_OVERRIDES = {"hidden_dim": 32, "embed_dim": 16, "proj_dim": 16, "batch_size": 64}
 
@@ -63,6 +65,7 @@ METHODS: dict[str, tuple[str, dict, str]] = {
     "no_teacher": ("ablation", {"topk": 0, "distill": "none", "eval_model": "student"},
                    "topk: 0, distill: none, eval_model: student"),
     "fixed_weights": ("ablation", {"loss_weighting": "fixed"}, "loss_weighting: fixed"),
+    "learned_raw": ("ablation", {"loss_weighting": "learned_raw"}, "loss_weighting: learned_raw (on raw losses)"),
     "linear_cca": ("baseline", {}, "linear CCA on raw standardised features"),
     "dcca_only": ("baseline", {"use_rec": False, "use_nce": False, "eval_embedding": "h", "eval_projection": "cca"},
                   "use_rec/use_nce: false, eval h + CCA projection"),
@@ -137,13 +140,12 @@ def run_all(args, specs: dict[str, str], epochs: dict[str, int], extra: dict, lo
         else:
             log(f"resume: {path} was made with other settings; starting over")
     done = {(r["dataset"], r["method"], r["seed"]) for r in results["runs"]}
-    t_all = time.perf_counter()
     for ds, spec in specs.items():
         t0 = time.perf_counter()
         data = load_data(spec)
         log(f"[{ds}] {data.summary()} (loaded in {time.perf_counter() - t0:.1f}s)")
         for method in args.methods:
-            kind, overrides, _ = METHODS[method]
+            overrides = METHODS[method][1]
             seeds = args.seeds[:1] if method == "linear_cca" else args.seeds  # deterministic: one run
             for seed in seeds:
                 if (ds, method, seed) in done:
@@ -160,7 +162,6 @@ def run_all(args, specs: dict[str, str], epochs: dict[str, int], extra: dict, lo
                     f"v2a {t['test/map_v2a']:.4f} avg {t['test/map_avg']:.4f}  "
                     f"(epoch {run.get('best_epoch', '-')}, {run['wall_s']:.0f}s)")  # fmt: skip
                 results["meta"]["wall_s"] = sum(r["wall_s"] for r in results["runs"])
-                results["meta"]["elapsed_s"] = time.perf_counter() - t_all
                 write_json(path, results)
     results["meta"]["wall_s"] = sum(r["wall_s"] for r in results["runs"])
     write_json(path, results)
@@ -176,7 +177,7 @@ def write_json(path: Path, obj: dict) -> None:
 def meta(args, specs, epochs, extra) -> dict:
     try:
         cpu = next(
-            (ln.split(":", 1)[1].strip() for ln in subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+            (ln.split(":", 1)[1].strip() for ln in subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
              .splitlines() if ln.startswith("Model name")), platform.processor() or "unknown")  # fmt: skip
     except OSError:
         cpu = platform.processor() or "unknown"
@@ -276,12 +277,15 @@ def markdown(results: dict, summary: dict, keep: str = "") -> str:
         f"- machine: {m['machine']}",
         f"- date: {m['date']}; torch {m['torch']}; python {m.get('python', '?')}",
         f"- epochs: {eps}; seeds (trainer `seed`; the data stay the same): {', '.join(map(str, m['seeds']))}",
-        f"- total training/eval time: {m.get('wall_s', 0) / 60:.1f} min"
+        f"- time: {m.get('wall_s', 0) / 60:.1f} min (sum of the runs' wall times, data loading excluded)"
         + (f"; extra overrides on every trained method: `{m['extra_overrides']}`" if m.get("extra_overrides") else ""),
         "",
-        "Test mAP of the epoch that validation selected (cosine retrieval, relevant = same label), mean ± std over "
-        "seeds (min-max of avg in brackets). Δ avg = method - full, paired by seed. Everything else is the default "
-        "config (`trainer/configs/example.yaml`). linear_cca is deterministic (one run; k and ridge chosen on val).",
+        (
+            "Test mAP of the epoch that validation selected (cosine retrieval, relevant = same label), mean ± std "
+            "over seeds (min-max of avg in brackets). Δ avg = method - full, paired by seed. Everything else is the "
+            "default config (`trainer/configs/example.yaml`). linear_cca is deterministic (one run; k and ridge "
+            "chosen on val)."
+        ),
         "",
     ]
     for ds, methods in summary.items():
