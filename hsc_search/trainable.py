@@ -64,9 +64,9 @@ def restorable_trainable(fn: Callable, name: str = "train_trial") -> type:
     Ray keeps `num_to_keep` checkpoints per trial and deletes older ones as new ones arrive, but its experiment
     snapshot (what `Tuner.restore` reads) is written only every few checkpoints. A driver killed between a
     deletion and the next snapshot leaves a snapshot naming a checkpoint that no longer exists, and Ray's own
-    restore then fails the trial ("does not exist on storage anymore") on every retry. This class restores
-    from the newest checkpoint of the same trial that is still there and readable instead (every one is a
-    valid state: a resumed run repeats the uninterrupted one exactly), or starts the trial over when none is.
+    restore then fails the trial ("does not exist on storage anymore") on every retry. This class puts the
+    trial's newest readable checkpoint back at the missing path first (every checkpoint is a valid state: a
+    resumed run repeats the uninterrupted one exactly), or starts the trial over when there is none.
     """
     from ray.tune.trainable.function_trainable import wrap_function
 
@@ -82,8 +82,10 @@ def restorable_trainable(fn: Callable, name: str = "train_trial") -> type:
 
 
 def usable_checkpoint(result):
-    """`result` (Ray's checkpoint + metrics record) when its checkpoint exists; else the same record pointing at
-    the newest complete sibling `checkpoint_*` folder of the trial; None when there is none."""
+    """`result` (Ray's checkpoint + metrics record) when its checkpoint exists. When it is gone, the trial's
+    sibling `checkpoint_*` folder with the latest epoch that loads is copied to the missing path, so that Ray's
+    own bookkeeping (the paths it later deletes, the index it numbers new checkpoints by) stays true, and the
+    record's `training_iteration` is set to that epoch. None when no sibling loads."""
     ckpt = getattr(result, "checkpoint", None)
     if ckpt is None:
         return result
@@ -92,18 +94,24 @@ def usable_checkpoint(result):
         return result
     trial_dir = ckpt.path.rstrip("/").rsplit("/", 1)[0]
     siblings = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
-    names = sorted((i.path for i in siblings if i.type == pafs.FileType.Directory
-                    and i.base_name.startswith("checkpoint_")), reverse=True)  # fmt: skip
-    for path in names:
-        candidate = tune.Checkpoint(path, filesystem=fs)
-        try:
-            with candidate.as_directory() as d:
-                load_state(d)  # complete and readable (a driver killed mid-upload can leave a torn one)
-        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped the same way
-            log.warning("checkpoint %s is not usable (%s); trying an older one", path, e)
+    best = None  # (epoch, path)
+    for info in siblings:
+        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
             continue
-        log.warning("checkpoint %s is gone (deleted after Ray's last experiment snapshot); restoring from %s",
-                    ckpt.path, path)  # fmt: skip
-        return type(result)(checkpoint=candidate, metrics=getattr(result, "metrics", {}))
-    log.warning("checkpoint %s is gone and the trial has no other; it starts over", ckpt.path)
-    return None
+        try:
+            with tune.Checkpoint(info.path, filesystem=fs).as_directory() as d:
+                epoch = int(load_state(d)["epoch"])  # complete and readable (a kill mid-upload can tear one)
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped the same way
+            log.warning("checkpoint %s is not usable (%s)", info.path, e)
+            continue
+        if best is None or epoch > best[0]:  # by content, not name: names restart after a fallback
+            best = (epoch, info.path)
+    if best is None:
+        log.warning("checkpoint %s is gone and the trial has no other; it starts over", ckpt.path)
+        return None
+    log.warning("checkpoint %s is gone (deleted after Ray's last experiment snapshot); restoring epoch %d from %s",
+                ckpt.path, best[0], best[1])  # fmt: skip
+    fs.create_dir(ckpt.path, recursive=True)
+    pafs.copy_files(best[1], ckpt.path, source_filesystem=fs, destination_filesystem=fs)
+    metrics = {**(getattr(result, "metrics", None) or {}), "training_iteration": best[0]}  # one report per epoch
+    return type(result)(checkpoint=ckpt, metrics=metrics)

@@ -124,29 +124,33 @@ def test_tracking_server_down_for_a_while_loses_nothing(tmp_path, tracking_serve
 
 
 def test_restore_falls_back_to_the_newest_readable_checkpoint(tmp_path):
-    """Ray's snapshot can name a checkpoint it has since deleted (see `restorable_trainable`): the restore takes
-    the newest sibling that loads, skips a torn one, and starts over when none is left."""
+    """Ray's snapshot can name a checkpoint it has since deleted (see `restorable_trainable`): the restore puts
+    the sibling with the latest epoch that loads back at that path (chosen by content, not by folder name; a torn
+    one is skipped) and tells Ray its iteration, or starts over when none is left."""
     import pyarrow.fs as pafs
     import torch
     from ray import tune
     from ray.train._internal.session import _TrainingResult
 
     from hsc_search.trainable import usable_checkpoint
-    from trainer.fit import CHECKPOINT_FILE
+    from trainer.fit import CHECKPOINT_FILE, load_state
 
     fs = pafs.LocalFileSystem()
     trial = tmp_path / "abc123"
-    for i, content in [(3, {"epoch": 4}), (4, {"epoch": 5}), (5, None)]:
+    # folder names and epochs disagree on purpose: after a fallback new checkpoints reuse older names
+    for i, content in [(3, {"epoch": 9}), (4, {"epoch": 5}), (5, None)]:
         (trial / f"checkpoint_00000{i}").mkdir(parents=True)
         if content is None:  # torn: the upload was cut short
             (trial / f"checkpoint_00000{i}" / CHECKPOINT_FILE).write_bytes(b"PK\x03\x04trunc")
         else:
             torch.save(content, trial / f"checkpoint_00000{i}" / CHECKPOINT_FILE)
-    present = _TrainingResult(tune.Checkpoint(str(trial / "checkpoint_000003"), filesystem=fs), {"epoch": 4})
+    present = _TrainingResult(tune.Checkpoint(str(trial / "checkpoint_000003"), filesystem=fs), {"epoch": 9})
     assert usable_checkpoint(present) is present
-    gone = _TrainingResult(tune.Checkpoint(str(trial / "checkpoint_000002"), filesystem=fs), {"epoch": 3})
+    missing = trial / "checkpoint_000002"
+    gone = _TrainingResult(tune.Checkpoint(str(missing), filesystem=fs), {"epoch": 3, "training_iteration": 3})
     picked = usable_checkpoint(gone)
-    assert picked.checkpoint.path == str(trial / "checkpoint_000004") and picked.metrics == {"epoch": 3}
+    assert picked.checkpoint.path == str(missing) and load_state(missing) == {"epoch": 9}
+    assert picked.metrics == {"epoch": 3, "training_iteration": 9}
     for d in trial.iterdir():
         if d.name != "checkpoint_000005":
             for f in d.iterdir():

@@ -241,17 +241,19 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
     done_before = {c.data.tags["hsc.trial_id"] for c in before if c.info.status == "FINISHED"}
     assert len(done_before) < trials, "killed too late to test resume"
     # The race a real kill can hit: Ray deleted the checkpoint that its last experiment snapshot names (it keeps
-    # 2 per trial but snapshots only every few). Recreate it for every trial the snapshot holds as RUNNING.
+    # 2 per trial but snapshots only every few). Recreate it: delete exactly that checkpoint of every unfinished
+    # trial of the snapshot. Without the fallback in `restorable_trainable` those trials end FAILED.
+    from ray.tune import ExperimentAnalysis
+
     exp_dir = tmp_path / "ray_results" / "killme"
-    snapshot = json.loads(sorted(exp_dir.glob("experiment_state-*.json"))[-1].read_text())
-    running = [t["trial_id"] for t in (json.loads(d[0]) for d in snapshot["trial_data"]) if t["status"] == "RUNNING"]
+    snapshot = ExperimentAnalysis(str(exp_dir)).trials  # it reads RUNNING trials back as PENDING
+    running = [t.trial_id for t in snapshot if t.status not in ("TERMINATED", "ERROR")]
     removed = []
-    for tid in running:
-        ckpts = sorted((exp_dir / tid).glob("checkpoint_*"))
-        if ckpts:
-            shutil.rmtree(ckpts[0])
-            removed.append(ckpts[0].name)
-    assert removed, f"the snapshot holds no RUNNING trial with a checkpoint ({running}): killed too early"
+    for t in snapshot:
+        if t.trial_id in running and t.checkpoint is not None and Path(t.checkpoint.path).is_dir():
+            shutil.rmtree(t.checkpoint.path)
+            removed.append(Path(t.checkpoint.path).name)
+    assert removed, f"the snapshot holds no unfinished trial with a checkpoint ({running}): killed too early"
 
     proc = _cli("resume", str(tmp_path / "ray_results" / "killme"), cwd=tmp_path, cache=_cache_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
