@@ -14,7 +14,7 @@ import torch
 
 from trainer import NonFiniteLossError, TrainConfig, fit
 from trainer.engine import DeviceSplit, evaluate
-from trainer.fit import build_state
+from trainer.fit import CHECKPOINT_FILE, build_state
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(epochs=4, batch_size=60, hidden_dim=64, embed_dim=32, proj_dim=32, ema_momentum=0.9)
@@ -96,6 +96,29 @@ def test_resume_equals_uninterrupted(small_data, tmp_path):
         for k in ha:
             assert hb[k] == pytest.approx(ha[k], rel=1e-5, abs=1e-6), (ha["epoch"], k)
     assert resumed.test == pytest.approx(full.test, rel=1e-5)
+
+
+def test_checkpoint_without_a_loss_reference_resumes_on_raw_losses(small_data, tmp_path):
+    """Checkpoints written before relative weighting have no `reference`: they resume with R = 1 (raw losses,
+    as they were trained), so the logged weight is exp(-s) again."""
+    cfg = TrainConfig(**{**TINY, "epochs": 2})
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_one(report):
+        report.save_checkpoint(tmp_path / "ckpt")
+        raise Stop
+
+    with pytest.raises(Stop):
+        fit(cfg, small_data, on_epoch=stop_after_one, log=None)
+    path = tmp_path / "ckpt" / CHECKPOINT_FILE
+    state = torch.load(path, weights_only=False)
+    del state["weighting"]["reference"]
+    torch.save(state, path)
+    last = fit(cfg, small_data, resume_from=path, log=None).history[-1]
+    for n in ("rec", "dcca", "nce"):
+        assert last[f"weight/{n}"] == pytest.approx(math.exp(-last[f"logvar/{n}"]), rel=1e-6)
 
 
 def test_non_finite_loss_stops_with_a_clear_message(small_data):

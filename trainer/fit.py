@@ -180,7 +180,10 @@ def fit(
         ckpt = load_state(resume_from)
         state.model.load_state_dict(ckpt["model"])
         state.teacher.load_state_dict(ckpt["teacher"])
-        state.weighting.load_state_dict(ckpt["weighting"])
+        weighting = dict(ckpt["weighting"])
+        # checkpoints from before relative weighting carry no reference: they were trained on raw losses (R = 1)
+        weighting.setdefault("reference", torch.ones(len(names), device=state.weighting.reference.device))
+        state.weighting.load_state_dict(weighting)
         state.optimizer.load_state_dict(ckpt["optimizer"])
         if state.weight_optimizer is not None and ckpt["weight_optimizer"] is not None:
             state.weight_optimizer.load_state_dict(ckpt["weight_optimizer"])
