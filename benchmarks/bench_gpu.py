@@ -32,6 +32,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -46,6 +47,7 @@ PEAK_BF16_TFLOPS = {
     "H100": 989.4,  # SXM
     "A100": 312.0,
     "L40S": 362.1,
+    "L40": 181.0,  # before "L4": "NVIDIA L40" contains "L4"
     "L4": 121.0,
     "A10G": 70.0,
     "A10": 125.0,
@@ -100,7 +102,9 @@ def worker(args) -> dict:
     sync()
     warmup_s = time.perf_counter() - t0
     flops = step_flops(state, train, cfg, sched) if args.count_flops else None
+    late_s = 0.0
     if args.start_at:
+        late_s = max(0.0, time.time() - args.start_at)  # > 0: this process missed the common start
         time.sleep(max(0.0, args.start_at - time.time()))
     done, t0 = 0, time.perf_counter()
     while True:
@@ -120,6 +124,7 @@ def worker(args) -> dict:
         "epoch_s": steps * elapsed / done,  # one full pass over train at this rate
         "steps_per_epoch": steps,
         "warmup_s": warmup_s,
+        "late_s": late_s,
         "flops_per_step": flops,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -155,22 +160,38 @@ def launch(args, n: int, variant: str, batch_size: int, count_flops: bool = Fals
            "--variant", variant, "--batch-size", str(batch_size), "--duration", str(args.duration),
            "--chunk", str(args.chunk), "--warmup-chunks", str(args.warmup_chunks), "--threads", str(args.threads),
            "--start-at", str(start_at)] + (["--count-flops"] if count_flops else [])  # fmt: skip
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    logs = [tempfile.TemporaryFile(mode="w+") for _ in range(n)]  # stderr to files: no pipe fills up and blocks
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True) for log in logs]
     reports, errors = [], []
-    for p in procs:
-        out, err = p.communicate(timeout=args.setup_s + args.duration + 600)
-        if p.returncode != 0:
-            errors.append(err.strip().splitlines()[-1] if err.strip() else f"exit code {p.returncode}")
-        else:
-            reports.append(json.loads(out.strip().splitlines()[-1]))
+    try:
+        for p, log in zip(procs, logs):
+            out, _ = p.communicate(timeout=args.setup_s + args.duration + 600)
+            if p.returncode != 0:
+                log.seek(0)
+                errors.append(_error_line(log.read()) or f"exit code {p.returncode}")
+            else:
+                reports.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for p in procs:  # a timeout or a failure must not leave workers on the device for the next measurement
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for log in logs:
+            log.close()
     if errors:
         raise RuntimeError(errors[0])
-    if n > 1:  # the processes must have overlapped: each started after the common start time
-        late = [r for r in reports if r["warmup_s"] > args.setup_s]
-        if late:
-            print(f"  warning: {len(late)} of {n} workers warmed up after the common start; raise --setup-s",
-                  file=sys.stderr)  # fmt: skip
+    late = [r for r in reports if r.get("late_s", 0) > 0.5]
+    if late:
+        print(f"  warning: {len(late)} of {n} workers started up to {max(r['late_s'] for r in late):.1f} s after the "
+              "common start; raise --setup-s", file=sys.stderr)  # fmt: skip
     return reports
+
+
+def _error_line(stderr: str) -> str:
+    """The line that names the error (the last `...Error: ...` line), not a trailing hint."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    named = [ln for ln in lines if "Error" in ln.split(":", 1)[0]]
+    return (named or lines or [""])[-1]
 
 
 def run(args) -> dict:
@@ -190,11 +211,11 @@ def run(args) -> dict:
         same = n == 1 and args.small_batch == args.batch_size  # the single-trial run is this measurement
         reports = [single] if same else launch(args, n, "eager", args.small_batch)
         agg = sum(r["samples_per_s"] for r in reports)
-        base = base or agg / n
+        base = base or agg
         row = {"trials": n, "aggregate_samples_per_s": agg, "per_trial_samples_per_s": agg / n,
-               "speedup_vs_one": agg / base, "max_memory_gib": max(r.get("max_memory_gib", 0) for r in reports)}  # fmt: skip
+               "speedup_vs_first": agg / base, "max_memory_gib": max(r.get("max_memory_gib", 0) for r in reports)}  # fmt: skip
         results["share"].append(row)
-        print(f"[share {n}] aggregate {agg:,.0f} samples/s ({row['speedup_vs_one']:.2f}x one trial)", flush=True)
+        print(f"[share {n}] aggregate {agg:,.0f} samples/s ({row['speedup_vs_first']:.2f}x the first row)", flush=True)
     for variant in args.variants:
         bs = args.big_batch if variant == "big_batch" else args.small_batch
         try:
@@ -250,12 +271,12 @@ def markdown(res: dict) -> str:
         "",
         "## Trials sharing the device (separate processes, same config)",
         "",
-        "| trials | aggregate samples/s | per trial | vs one trial | max memory per trial (GiB) |",
+        "| trials | aggregate samples/s | per trial | aggregate vs the first row | max memory per trial (GiB) |",
         "| --- | --- | --- | --- | --- |",
     ]
     for r in res["share"]:
         lines.append(f"| {r['trials']} | {r['aggregate_samples_per_s']:,.0f} | {r['per_trial_samples_per_s']:,.0f} | "
-                     f"{r['speedup_vs_one']:.2f}x | {r['max_memory_gib']:.2f} |")  # fmt: skip
+                     f"{r['speedup_vs_first']:.2f}x | {r['max_memory_gib']:.2f} |")  # fmt: skip
     lines += ["", "## Lifting one small trial", "", "| variant | batch | samples/s | vs eager | warm-up (s) |",
               "| --- | --- | --- | --- | --- |"]  # fmt: skip
     for v in res["variants"]:
