@@ -232,7 +232,17 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
                 return 0
             return sum(c.info.status == "FINISHED" for c in children)
 
-        _wait_for(lambda: finished_trials() >= 2, 240, "two finished trials")
+        def snapshot_has_a_running_checkpoint() -> bool:  # so the race below can be recreated
+            exp_dir = tmp_path / "ray_results" / "killme"
+            try:
+                state = json.loads(sorted(exp_dir.glob("experiment_state-*.json"))[-1].read_text())
+                trials = [json.loads(d[0]) for d in state["trial_data"]]
+            except (IndexError, ValueError, KeyError, OSError):
+                return False
+            return any(t["status"] == "RUNNING" and any((exp_dir / t["trial_id"]).glob("checkpoint_*")) for t in trials)
+
+        _wait_for(lambda: finished_trials() >= 2 and snapshot_has_a_running_checkpoint(), 240,
+                  "two finished trials and a snapshot with a running trial")  # fmt: skip
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
