@@ -60,3 +60,16 @@ def test_gpu_peak_rate_lookup():
     assert bench_gpu.peak_tflops("NVIDIA H100 PCIe") == 756.0  # the longest matching name wins over "H100"
     assert bench_gpu.peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
     assert bench_gpu.peak_tflops("Some Future Card") is None
+
+
+def test_mlflow_writer_quick(tmp_path):
+    out = tmp_path / "writer.json"
+    proc = subprocess.run([sys.executable, "benchmarks/mlflow_writer.py", "--quick", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    calls = res["writer"]["calls"]
+    assert calls["start child"]["n"] == calls["finish child"]["n"] == 4  # one child run per trial, each ended
+    assert 4 <= calls["log epoch"]["n"] <= 4 * 2
+    assert res["writer"]["writer_s_per_trial"] == pytest.approx(sum(c["total_s"] for c in calls.values()) / 4)
+    assert res["plots"]["both_plots_s"] > 0 and res["plots"]["both_plots_without_constrained_layout_s"] > 0
