@@ -292,3 +292,71 @@ def test_example_config_loads_and_validates():
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "trainer" / "configs").glob("*.yaml")))
 def test_every_shipped_config_validates(path):
     TrainConfig.from_yaml(path).validate()
+
+
+# ------------------------------------------------------------------ issue 8: trained as written, validated once
+def test_auto_ema_momentum_keeps_the_teacher_window_within_a_tenth_of_the_run():
+    from trainer.config import auto_ema_momentum
+
+    assert auto_ema_momentum(90) == pytest.approx(1 - 1 / 9)  # 90 steps: window 9 steps, not 100
+    assert auto_ema_momentum(2370) == 0.99  # a VEGAS-size run (30 epochs) gets the ceiling
+    assert auto_ema_momentum(5) == 0.0  # fewer than 10 steps: the teacher follows the student
+    for steps in (10, 100, 1000, 10000):
+        assert 1 / (1 - auto_ema_momentum(steps)) <= 0.1 * steps + 1e-9
+
+
+@pytest.mark.parametrize("m", [0.9, 0.99, 0.996, 0.999])
+def test_an_explicit_ema_momentum_is_trained_as_written(m):
+    # AVE size: 3,339 train clips, batch 256, 30 epochs = 390 steps; the old cap turned all of these into 0.9744
+    resolved = TrainConfig(ema_momentum=m).resolve(3339, 128, 1024)
+    assert resolved.ema_momentum == m
+
+
+def test_auto_ema_momentum_resolves_to_the_effective_value():
+    resolved = TrainConfig().resolve(3339, 128, 1024)  # 13 steps/epoch x 30 epochs = 390 steps
+    assert TrainConfig().ema_momentum == 0.0
+    assert resolved.ema_momentum == pytest.approx(1 - 10 / 390)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"batch_size": 2}, "batch_size must be >= 8, got 2"),
+        ({"ema_momentum": 1.0}, "ema_momentum must be 0 (auto) or in (0, 1)"),
+        ({"use_rec": False, "use_dcca": False, "use_nce": False}, "no loss is active"),
+        ({"distill": "sometimes"}, "distill must be one of"),
+    ],
+)
+def test_construction_validates(kwargs, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "item, fragment",
+    [
+        ("epochs=inf", "epochs: expected a finite integer, got"),
+        ("lr=.inf", "lr: expected a finite number, got inf"),
+        ("tau=nan", "tau: expected a finite number"),
+        ("epochs=-.inf", "epochs: expected a finite integer"),
+    ],
+)
+def test_non_finite_numbers_are_refused_and_blamed_on_the_flag(tmp_path, item, fragment):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 5\n")
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_yaml(path, overrides=[item])
+    msg = str(info.value)
+    assert f"--set {item}: {fragment}" in msg
+    assert str(path) not in msg  # the file is fine: the flag is to blame
+
+
+def test_a_file_problem_is_blamed_on_the_file_and_a_flag_problem_on_the_flag(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 5\nmask_ratio: 1.5\n")
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_yaml(path, overrides=["bogus=1", "tau=0"])
+    lines = str(info.value).splitlines()
+    assert any(l.startswith(f"{path}: mask_ratio must be in [0, 1)") for l in lines), lines
+    assert any(l.startswith("--set bogus=1: unknown key 'bogus'") for l in lines), lines
+    assert any(l.startswith("--set tau=0: tau must be > 0") for l in lines), lines

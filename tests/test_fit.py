@@ -66,12 +66,54 @@ def test_metric_keys_follow_the_design(small_data):
     assert result.test == {k: v for k, v in m.items() if k.startswith("test/")}
 
 
-def test_test_split_scored_on_the_validation_selected_epoch(small_data):
-    result = fit(TrainConfig(**{**TINY, "epochs": 3}), small_data, log=None)
+def _sklearn_map(a: np.ndarray, v: np.ndarray, labels: np.ndarray) -> float:
+    """Independent reference: mean of a2v and v2a mAP with scikit-learn's average precision (cosine scores)."""
+    from sklearn.metrics import average_precision_score
+
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    relevant = (labels @ labels.T) > 0
+    scores = a.astype(np.float64) @ v.T.astype(np.float64)
+    a2v = np.mean([average_precision_score(relevant[i], scores[i]) for i in range(len(a))])
+    v2a = np.mean([average_precision_score(relevant[:, j], scores[:, j]) for j in range(len(v))])
+    return (a2v + v2a) / 2
+
+
+def test_test_split_scored_on_the_validation_selected_epoch(small_data, tmp_path):
+    """Validation here disagrees with test (val labels shuffled), so validation selects an early epoch while
+    test mAP keeps rising: a trainer that scored the last epoch's weights instead of the selected ones fails."""
+    import dataclasses
+
+    from trainer.data import Split
+    from trainer.model import HSCMAE
+
+    rng = np.random.default_rng(1)  # a shuffle under which validation picks epoch 1
+    val = small_data.val
+    data = dataclasses.replace(small_data, val=Split(val.audio, val.visual, val.labels[rng.permutation(len(val))]))
+    cfg = TrainConfig(**{**TINY, "epochs": 5})
+    saved = {}
+
+    def keep(report):
+        saved[report.epoch] = report.save_checkpoint(tmp_path / f"epoch{report.epoch}")
+
+    result = fit(cfg, data, on_epoch=keep, log=None)
     scores = [h["val/map_avg"] for h in result.history]
     assert result.best_epoch == int(np.argmax(scores)) + 1
     assert result.best_val["val/map_avg"] == max(scores)
     assert all(not k.startswith("test/") for h in result.history[:-1] for k in h)
+    assert result.best_epoch < cfg.epochs  # the premise: the selected epoch is not the last
+
+    resolved = result.config
+    test_map = {}
+    for epoch, path in saved.items():  # the teacher of every epoch, embedded and scored independently
+        net = HSCMAE(data.train.audio.shape[1:], data.train.visual.shape[1:], resolved)
+        net.load_state_dict(torch.load(path, weights_only=False)["teacher"])
+        net.eval()
+        with torch.no_grad():
+            oa, ov = net(torch.as_tensor(data.test.audio), torch.as_tensor(data.test.visual))
+        test_map[epoch] = _sklearn_map(oa.z.numpy(), ov.z.numpy(), data.test.labels)
+    assert abs(test_map[cfg.epochs] - test_map[result.best_epoch]) > 1e-3  # scoring the wrong epoch shows
+    assert result.test["test/map_avg"] == pytest.approx(test_map[result.best_epoch], abs=1e-5)
 
 
 def test_resume_equals_uninterrupted(small_data, tmp_path):
@@ -168,6 +210,12 @@ def test_cli_writes_the_run_folder_and_resumes(small_spec, tmp_path):
         (["--config", "nope.yaml"], ["nope.yaml"]),
         (["--data", "synthetic:nosuch"], ["nosuch"]),
         (["--data", "missing_file.h5"], ["missing_file.h5"]),
+        (["--set", "epochs=inf"], ["--set epochs=inf", "epochs: expected a finite integer"]),
+        (["--set", "lr=.inf"], ["--set lr=.inf", "lr: expected a finite number"]),
+        (["--set", "batch_size=2"], ["--set batch_size=2", "batch_size must be >= 8"]),
+        (["--device", "gpu"], ["--device gpu", "expected auto, cpu, cuda or cuda:N"]),
+        (["--device", "cuda:99"], ["--device cuda:99"]),  # no CUDA here; a GPU machine has fewer than 100
+        (["--resume"], ["config.yaml"]),  # nothing to resume in a fresh folder
     ],
 )
 def test_cli_bad_input_fails_cleanly(args, needle, small_spec, tmp_path):
@@ -192,6 +240,60 @@ def test_cli_bad_hdf5_names_file_and_key(tmp_path, small_spec):
         f["lab_test"] = np.zeros(5, np.int64)
     proc = _run_cli("--data", str(path), "--out", str(tmp_path / "r"))
     assert proc.returncode == 2 and "broken.h5" in proc.stderr and "visual_train" in proc.stderr
+
+
+def test_cli_single_class_data_is_refused(tmp_path):
+    import h5py
+
+    path = tmp_path / "one_class.h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        for split, n in (("train", 80), ("test", 30)):
+            f[f"audio_{split}"] = rng.normal(size=(n, 6)).astype(np.float32)
+            f[f"visual_{split}"] = rng.normal(size=(n, 5)).astype(np.float32)
+            f[f"lab_{split}"] = np.full(n, 3, np.int64)
+    proc = _run_cli("--data", str(path), "--out", str(tmp_path / "r"), "--set", "epochs=1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "one_class.h5" in proc.stderr and "lab_train' (val carved from it)" in proc.stderr
+    assert "at least two classes" in proc.stderr
+
+
+def test_ema_momentum_values_train_differently_and_the_effective_value_is_recorded(small_data, tmp_path):
+    """0.996 and 0.999 used to train identically (both capped at 1 - 10 / steps)."""
+    runs = {}
+    for m in (0.996, 0.999, 0.0):
+        runs[m] = fit(TrainConfig(**{**TINY, "epochs": 2, "ema_momentum": m}), small_data, out_dir=tmp_path / str(m),
+                      log=None)  # fmt: skip
+    assert _comparable(runs[0.996].history) != _comparable(runs[0.999].history)
+    assert TrainConfig.from_yaml(tmp_path / "0.996" / "config.yaml").ema_momentum == 0.996
+    assert TrainConfig.from_yaml(tmp_path / "0.999" / "config.yaml").ema_momentum == 0.999
+    steps = 2 * (len(small_data.train) // TINY["batch_size"])  # 18 steps: auto = 1 - 10 / 18
+    assert TrainConfig.from_yaml(tmp_path / "0.0" / "config.yaml").ema_momentum == pytest.approx(1 - 10 / steps)
+
+
+def test_resume_refuses_a_changed_config_and_allows_more_epochs(small_data, tmp_path):
+    from trainer import ConfigError
+
+    cfg = TrainConfig(**{**TINY, "epochs": 2})
+    fit(cfg, small_data, out_dir=tmp_path / "r", log=None)
+    ckpt = tmp_path / "r" / "checkpoint"
+    with pytest.raises(ConfigError) as info:
+        fit(cfg.replace(lr=3e-3, hidden_dim=32), small_data, resume_from=ckpt, log=None)
+    msg = str(info.value)
+    assert "hidden_dim (checkpoint 64, now 32)" in msg and "lr (checkpoint 0.001, now 0.003)" in msg
+    longer = fit(cfg.replace(epochs=3), small_data, resume_from=ckpt, log=None)
+    assert [h["epoch"] for h in longer.history] == [1, 2, 3]
+
+
+def test_data_carved_with_another_val_fraction_is_refused(small_data):
+    from trainer import ConfigError, load_data
+
+    carved = load_data("synthetic:ave?n_train=300&n_val=0&n_test=100&dim_audio=8&dim_visual=8&num_classes=4&seed=2",
+                       val_fraction=0.2)  # fmt: skip
+    assert carved.val_carved and len(carved.val) == 60
+    with pytest.raises(ConfigError, match="val_fraction is 0.1 but .* carved with 0.2"):
+        fit(TrainConfig(**{**TINY, "epochs": 1}), carved, log=None)
+    fit(TrainConfig(**{**TINY, "epochs": 1, "val_fraction": 0.2}), carved, log=None)
 
 
 def test_trainer_imports_no_search_stack(small_spec):

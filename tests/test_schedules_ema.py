@@ -168,14 +168,3 @@ def test_ema_update_repeated_converges_geometrically():
         expected = s[n] + 0.8**10 * (t0[n] - s[n])
         np.testing.assert_allclose(p.detach().double().numpy(), expected, rtol=1e-5, atol=1e-6)
     assert math.isclose(0.8**10, 0.1073741824)
-
-
-def test_capped_ema_base_keeps_the_teacher_window_within_a_tenth_of_the_run():
-    from trainer.schedules import capped_ema_base
-
-    assert capped_ema_base(0.99, 90) == pytest.approx(1 - 1 / 9)  # 90 steps: window 9 steps, not 100
-    assert capped_ema_base(0.99, 2370) == 0.99  # a VEGAS-size run (30 epochs) keeps the default momentum
-    assert capped_ema_base(0.99, 5) == 0.0  # fewer than 10 steps: the teacher follows the student
-    for steps in (10, 100, 1000, 10000):
-        m = capped_ema_base(0.999, steps)
-        assert 1 / (1 - m) <= 0.1 * steps + 1e-9

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import EXAMPLE_CONFIG, ConfigError, DataError, NonFiniteLossError, TrainConfig, fit, load_data
 from .config import describe
+from .fit import resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,8 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
         "epoch with the validation mAP; the run folder gets config.yaml, metrics.jsonl, checkpoint/state.pt and "
         "summary.json (test mAP of the validation-selected epoch).",
     )
-    p.add_argument("--config", type=Path, default=EXAMPLE_CONFIG,
-                   help=f"YAML trainer config (default: the shipped example, {EXAMPLE_CONFIG.name}).")
+    p.add_argument("--config", type=Path, default=None,
+                   help=f"YAML trainer config (default: the shipped example, {EXAMPLE_CONFIG.name}; with --resume, the "
+                   "run folder's own config.yaml).")
     p.add_argument("--data", default="synthetic:ave",
                    help="a .h5/.hdf5 file (AVE/VEGAS feature layout), a .parquet file, or synthetic:ave / "
                    "synthetic:vegas, optionally with options, e.g. 'synthetic:ave?n_train=800&dim_visual=64'.")
@@ -27,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field; repeatable (e.g. --set lr=3e-4 --set distill=relational).")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N.")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint.")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, with the run's own config. Only epochs may "
+                   "change (--set epochs=N trains longer; the learning-rate and EMA schedules then follow the longer "
+                   "run from the resumed epoch on); any other change is refused with the fields named.")
     p.add_argument("--help-config", action="store_true", help="list every config field with its range and exit.")
     return p  # fmt: skip
 
@@ -41,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --resume needs --out (the run folder to continue)", file=sys.stderr)
         return 2
     out = args.out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
+    config = args.config or (out / "config.yaml" if args.resume else EXAMPLE_CONFIG)
     try:
-        cfg = TrainConfig.from_yaml(args.config, args.overrides)
+        resolve_device(args.device)  # before loading any data: a wrong device costs nothing
+        cfg = TrainConfig.from_yaml(config, args.overrides)
         data = load_data(args.data, val_fraction=cfg.val_fraction)
         resume = out / "checkpoint" if args.resume else None
         fit(cfg, data, out_dir=out, resume_from=resume, device=args.device)

@@ -9,6 +9,7 @@ a user writes YAML and overrides single keys with `key=value`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,19 @@ import yaml
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 AUTO_CCA_DIM = 16  # the auto CCA head size cap (see the cca_dim help)
+AUTO_EMA_CEILING = 0.99  # the auto starting EMA momentum of long runs (see the ema_momentum help)
 
 
 class ConfigError(ValueError):
-    """A configuration is invalid; the message lists every problem found, one per line."""
+    """A configuration is invalid; the message lists every problem found, one per line.
+
+    Attributes:
+        problems: the lines of the message.
+    """
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 def _f(default: Any, help: str, choices: tuple | None = None):
@@ -91,10 +101,13 @@ class TrainConfig:
     )
     # --- EMA teacher ---
     ema_momentum: float = _f(
-        0.99,
-        "Initial teacher EMA momentum m in [0, 1); rises to 1.0 on a cosine schedule over all steps (DINO). "
-        "0.9-0.999. Capped at 1 - 10 / total steps, so the teacher's averaging window stays within 10% of the run "
-        "(near 1 with few steps the teacher would barely move from its random init).",
+        0.0,
+        "Initial teacher EMA momentum m; rises to 1.0 on a cosine schedule over all steps (DINO). 0 = auto: "
+        "min(0.99, 1 - 10 / total steps), i.e. the teacher's averaging window 1 / (1 - m) is at most a tenth of the "
+        "run (at 0.99 a 90-step run ends with a teacher that still carries ~40% of its random init); the effective "
+        "value is written to the run's config.yaml. Any other value in (0, 1) is trained exactly as written, so "
+        "distinct searched values train differently. 0.9-0.999 (DINO and BYOL: 0.996 over thousands of steps); "
+        "a window 1 / (1 - m) longer than the run leaves the teacher near its initialisation.",
     )
     # --- loss weighting ---
     loss_weighting: str = _f(
@@ -144,40 +157,56 @@ class TrainConfig:
     val_fraction: float = _f(0.1, "Fraction of train carved (seeded) as validation when the data has no val split.")
 
     # ------------------------------------------------------------------ construction
+    def __post_init__(self) -> None:
+        """Every TrainConfig is valid: construction checks all fields at once (see `problems`)."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError([f"config: {p}" for p in problems])
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
-        """Builds and validates a config; unknown keys and wrong types are reported with the valid names."""
+    def from_dict(cls, values: dict[str, Any], source: str = "config", origins: dict[str, str] | None = None
+                  ) -> "TrainConfig":  # fmt: skip
+        """Builds a config; unknown keys, wrong types and invalid values are all reported together.
+
+        Args:
+            values: field: value.
+            source: names where the values came from in every message (a file, "trial config", ...).
+            origins: per key, a different source to blame (e.g. "--set lr=x" for a command-line override).
+        """
         if values is None:
             values = {}
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: expected a mapping of field: value, got {type(values).__name__}")
+        origins = origins or {}
         problems: list[str] = []
         fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs = {}
         for key, value in values.items():
+            where = origins.get(key, source)
             if key not in fields:
-                problems.append(f"{source}: unknown key '{key}'; valid keys: {', '.join(fields)}")
+                problems.append(f"{where}: unknown key '{key}'; valid keys: {', '.join(fields)}")
                 continue
             try:
                 kwargs[key] = _coerce(value, fields[key])
             except (TypeError, ValueError) as e:
-                problems.append(f"{source}: {key}: {e}")
-        cfg = cls(**kwargs)  # fields that failed coercion keep their defaults, so validation still runs
-        try:
-            cfg.validate(source)
-        except ConfigError as e:
-            problems.extend(str(e).splitlines())
+                problems.append(f"{where}: {key}: {e}")
+        # fields that failed coercion keep their defaults, so the value checks still run on the rest
+        candidate = cls.__new__(cls)
+        candidate.__dict__.update({**{n: f.default for n, f in fields.items()}, **kwargs})
+        for key, msg in candidate._keyed_problems():
+            problems.append(f"{origins.get(key, source)}: {msg}")
         if problems:
-            raise ConfigError("\n".join(problems))
-        return cfg
+            raise ConfigError(problems)
+        return candidate  # checked above: the same checks __post_init__ runs, run once
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Iterable[str] = ()) -> "TrainConfig":
-        """Reads a YAML file (a flat mapping) and applies `key=value` overrides on top."""
+        """Reads a YAML file (a flat mapping) and applies `key=value` overrides on top; a problem with an
+        override is reported against the flag (`--set key=value`), not the file."""
         path = Path(path)
         try:
             text = path.read_text()
@@ -189,8 +218,11 @@ class TrainConfig:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of field: value at the top level")
-        values.update(parse_overrides(overrides))
-        return cls.from_dict(values, source=str(path))
+        overrides = list(overrides)
+        parsed = parse_overrides(overrides)
+        origins = {k: f"--set {item.strip()}" for item in overrides for k in parse_overrides([item])}
+        values.update(parsed)
+        return cls.from_dict(values, source=str(path), origins=origins)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A validated copy with some fields changed."""
@@ -207,52 +239,65 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self, source: str = "config") -> None:
-        """Raises ConfigError listing every problem (not just the first)."""
-        p: list[str] = []
+        """Raises ConfigError listing every problem (not just the first). Construction already calls it."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError([f"{source}: {p}" for p in problems])
 
-        def need(cond: bool, msg: str) -> None:
+    def problems(self) -> list[str]:
+        """Every problem with the values, one line each (empty when valid)."""
+        return [msg for _, msg in self._keyed_problems()]
+
+    def _keyed_problems(self) -> list[tuple[str, str]]:
+        """(field to blame, message) for every problem."""
+        p: list[tuple[str, str]] = []
+
+        def need(cond: bool, key: str, msg: str) -> None:
             if not cond:
-                p.append(f"{source}: {msg}")
+                p.append((key, msg))
 
-        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        need(self.batch_size >= 8, f"batch_size must be >= 8, got {self.batch_size}")
+        need(self.epochs >= 1, "epochs", f"epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 8, "batch_size", f"batch_size must be >= 8, got {self.batch_size}")
         for name in ("hidden_dim", "embed_dim", "proj_dim", "seq_layers"):
-            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        need(self.cca_dim >= 0, f"cca_dim must be >= 0 (0 = auto), got {self.cca_dim}")
+            need(getattr(self, name) >= 1, name, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(self.cca_dim >= 0, "cca_dim", f"cca_dim must be >= 0 (0 = auto), got {self.cca_dim}")
         if self.cca_dim > 0:
             need(
                 self.batch_size > self.cca_dim,
+                "cca_dim",
                 f"batch_size ({self.batch_size}) must exceed cca_dim ({self.cca_dim}): DCCA covariances need more "
                 "samples than dimensions",
             )
-        need(self.cca_k >= 0, f"cca_k must be >= 0 (0 = all), got {self.cca_k}")
+        need(self.cca_k >= 0, "cca_k", f"cca_k must be >= 0 (0 = all), got {self.cca_k}")
         if self.cca_dim > 0:
-            need(self.cca_k <= self.cca_dim, f"cca_k ({self.cca_k}) must not exceed cca_dim ({self.cca_dim})")
-        need(0.0 <= self.mask_ratio < 1.0, f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
-        need(self.cca_ridge > 0, f"cca_ridge must be > 0, got {self.cca_ridge}")
-        need(self.tau > 0, f"tau must be > 0, got {self.tau}")
-        need(self.tau_teacher > 0, f"tau_teacher must be > 0, got {self.tau_teacher}")
-        need(self.topk >= 0, f"topk must be >= 0, got {self.topk}")
-        need(self.topk < self.batch_size, f"topk ({self.topk}) must be below batch_size ({self.batch_size})")
-        need(0.0 < self.self_weight <= 1.0, f"self_weight must be in (0, 1], got {self.self_weight}")
-        need(0.0 <= self.ema_momentum < 1.0, f"ema_momentum must be in [0, 1), got {self.ema_momentum}")
-        need(self.weight_lr > 0, f"weight_lr must be > 0, got {self.weight_lr}")
-        need(self.weight_warmup_epochs >= 0, f"weight_warmup_epochs must be >= 0, got {self.weight_warmup_epochs}")
+            need(self.cca_k <= self.cca_dim, "cca_k", f"cca_k ({self.cca_k}) must not exceed cca_dim ({self.cca_dim})")
+        need(0.0 <= self.mask_ratio < 1.0, "mask_ratio", f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        need(self.cca_ridge > 0, "cca_ridge", f"cca_ridge must be > 0, got {self.cca_ridge}")
+        need(self.tau > 0, "tau", f"tau must be > 0, got {self.tau}")
+        need(self.tau_teacher > 0, "tau_teacher", f"tau_teacher must be > 0, got {self.tau_teacher}")
+        need(self.topk >= 0, "topk", f"topk must be >= 0, got {self.topk}")
+        need(self.topk < self.batch_size, "topk", f"topk ({self.topk}) must be below batch_size ({self.batch_size})")
+        need(0.0 < self.self_weight <= 1.0, "self_weight", f"self_weight must be in (0, 1], got {self.self_weight}")
+        need(0.0 <= self.ema_momentum < 1.0, "ema_momentum",
+             f"ema_momentum must be 0 (auto) or in (0, 1), got {self.ema_momentum}")  # fmt: skip
+        need(self.weight_lr > 0, "weight_lr", f"weight_lr must be > 0, got {self.weight_lr}")
+        need(self.weight_warmup_epochs >= 0, "weight_warmup_epochs",
+             f"weight_warmup_epochs must be >= 0, got {self.weight_warmup_epochs}")  # fmt: skip
         for name in ("w_rec", "w_dcca", "w_nce", "w_distill", "weight_decay", "warmup_epochs", "grad_clip"):
-            need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        need(0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction}")
+            need(getattr(self, name) >= 0, name, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(self.lr > 0, "lr", f"lr must be > 0, got {self.lr}")
+        need(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        need(0.0 < self.val_fraction < 1.0, "val_fraction", f"val_fraction must be in (0, 1), got {self.val_fraction}")
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
-                p.append(f"{source}: {f.name} must be one of {list(choices)}, got {getattr(self, f.name)!r}")
+                p.append((f.name, f"{f.name} must be one of {list(choices)}, got {getattr(self, f.name)!r}"))
         need(
             bool(self.active_losses()),
+            "use_rec",
             "no loss is active: enable at least one of use_rec (with mask_ratio > 0), use_dcca, use_nce, distill",
         )
-        if p:
-            raise ConfigError("\n".join(p))
+        return p
 
     def active_losses(self) -> list[str]:
         """Names of the losses this config trains with, in a fixed order (rec, dcca, nce, distill)."""
@@ -268,7 +313,8 @@ class TrainConfig:
         return names
 
     def resolve(self, n_train: int, audio_dim: int, visual_dim: int) -> "TrainConfig":
-        """Fills the data-dependent fields: batch size clamped to the train split, auto cca_dim and cca_k.
+        """Fills the data-dependent fields: batch size clamped to the train split, auto cca_dim, cca_k and
+        ema_momentum. The result is what trains, and what a run folder's config.yaml records.
 
         Raises ConfigError if an explicit value cannot work with this data.
         """
@@ -281,34 +327,46 @@ class TrainConfig:
                 f"config: batch size {batch} (train split has {n_train} clips) must exceed cca_dim {cca_dim}"
             )
         cca_k = self.cca_k or cca_dim
-        return self.replace(batch_size=batch, cca_dim=cca_dim, cca_k=cca_k, topk=min(self.topk, batch - 1))
+        ema = self.ema_momentum or auto_ema_momentum(self.epochs * (n_train // batch))
+        return self.replace(batch_size=batch, cca_dim=cca_dim, cca_k=cca_k, topk=min(self.topk, batch - 1),
+                            ema_momentum=ema)  # fmt: skip
+
+
+def auto_ema_momentum(total_steps: int, ceiling: float = AUTO_EMA_CEILING, window_fraction: float = 0.1) -> float:
+    """The auto starting EMA momentum (ema_momentum 0): `ceiling`, lowered so that the teacher's averaging window
+    1 / (1 - m) is at most `window_fraction` of the run's steps (never below 0).
+
+    Without this a short run (1,000 clips, batch 256, 30 epochs: 90 steps) with m = 0.99 ends with a teacher
+    that still carries ~40% of its random initialisation. VEGAS-size runs (~2,400 steps) get the ceiling.
+    """
+    return max(0.0, min(ceiling, 1.0 - 1.0 / (window_fraction * max(1, total_steps))))
 
 
 def _coerce(value: Any, f: dataclasses.Field) -> Any:
-    """Checks/converts one YAML value to the field's type (int accepts integral floats like 1e3)."""
+    """Checks/converts one YAML value to the field's type (int accepts integral floats like 1e3; numbers must be
+    finite: inf and nan are never a valid setting)."""
     kind = f.type if isinstance(f.type, str) else f.type.__name__
     if kind == "bool":
         if isinstance(value, bool):
             return value
         raise TypeError(f"expected true or false, got {value!r}")
-    if kind == "int":
+    if kind in ("int", "float"):
+        number = value
         if isinstance(value, str):
             try:
-                value = float(value)  # YAML reads "1e3" as a string
+                number = float(value)  # YAML 1.1 reads "1e3" and "1e-3" as strings
             except ValueError:
-                raise TypeError(f"expected an integer, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
-            raise TypeError(f"expected an integer, got {value!r}")
-        return int(value)
-    if kind == "float":
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML reads "1e-3" as a string
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"expected a number, got {value!r}")
-        return float(value)
+                number = None
+        expected = "an integer" if kind == "int" else "a number"
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise TypeError(f"expected {expected}, got {value!r}")
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite {expected.split()[-1]}, got {value!r}")
+        if kind == "int":
+            if float(number) != int(number):
+                raise TypeError(f"expected an integer, got {value!r}")
+            return int(number)
+        return float(number)
     if kind == "str":
         if not isinstance(value, str):
             raise TypeError(f"expected a string, got {value!r}")

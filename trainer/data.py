@@ -67,6 +67,7 @@ class AVData:
         num_classes: C, the label width of every split.
         source: the spec or path it came from.
         val_carved: True when val was carved from the file's train split.
+        val_fraction: the fraction of train carved as val (None when the file has a val split).
     """
 
     train: Split
@@ -75,6 +76,7 @@ class AVData:
     num_classes: int
     source: str
     val_carved: bool
+    val_fraction: float | None = None
 
     @property
     def audio_dim(self) -> int:
@@ -292,7 +294,24 @@ def _build(
     carved = "val" not in splits
     if carved:
         splits["train"], splits["val"] = _carve(src, splits["train"], val_fraction, seed)
-    return AVData(**splits, num_classes=num_classes, source=src, val_carved=carved)
+    data = AVData(**splits, num_classes=num_classes, source=src, val_carved=carved,
+                  val_fraction=val_fraction if carved else None)  # fmt: skip
+    _check_retrieval_labels(src, data, {s: raw[s]["labels"][0] for s in raw})
+    return data
+
+
+def _check_retrieval_labels(src: str, data: AVData, keys: dict[str, str]) -> None:
+    """Refuses a val or test split in which every clip is relevant to every query (one class shared by all):
+    its mAP is 1.0 whatever the model does."""
+    for split in ("val", "test"):
+        labels = getattr(data, split).labels
+        shared = np.flatnonzero(labels.all(axis=0))
+        if len(labels) > 1 and shared.size:
+            key = keys.get(split) or f"{keys['train']} (val carved from it)"
+            raise DataError(
+                f"{src}: {key}: all {len(labels)} {split} clips carry class {int(shared[0])}, so every clip is "
+                f"relevant to every query and mAP is 1.0 whatever the model learns; expected at least two classes"
+            )
 
 
 def _features(src: str, key: str, x: np.ndarray) -> np.ndarray:

@@ -70,7 +70,7 @@ class Schedule:
     total_steps: int
     warmup_steps: int
     steps_per_epoch: int
-    ema_base: float = 0.99  # starting teacher momentum (see schedules.capped_ema_base)
+    ema_base: float = 0.99  # starting teacher momentum: the resolved config's ema_momentum
 
 
 def epoch_generator(cfg: TrainConfig, epoch: int, device: torch.device) -> torch.Generator:

@@ -20,13 +20,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig, auto_ema_momentum
 from .data import AVData, load_data
 from .ema import make_teacher
 from .engine import DeviceSplit, Schedule, TrainState, cca_spectrum, evaluate, train_one_epoch
 from .losses import LossWeighting
 from .model import HSCMAE
-from .schedules import capped_ema_base
 
 CHECKPOINT_FILE = "state.pt"
 OBJECTIVE = "val/map_avg"
@@ -40,6 +39,7 @@ class EpochReport:
     metrics: dict[str, float]  # flat keys of DESIGN.md section 4; test/* only in the last epoch
     is_last: bool
     save_checkpoint: Callable[[str | os.PathLike], Path]  # writes the full state into a directory; returns the file
+    config: TrainConfig  # what trains: the config resolved against the data (auto values filled in)
 
 
 @dataclass
@@ -52,13 +52,46 @@ class FitResult:
     out_dir: Path | None = None
 
 
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
 def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
+    """'auto' -> cuda when available, else cpu. Raises ConfigError for a device this machine does not have."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}' requested but CUDA is not available (torch {torch.__version__})")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {device}: unknown device; expected {DEVICES}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device}: unsupported device type {dev.type!r}; expected {DEVICES}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}); "
+                              "use --device cpu or auto, or install a CUDA build of torch (README)")  # fmt: skip
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+def resume_config(saved: dict, requested: TrainConfig, data: AVData) -> TrainConfig:
+    """The config a resumed run continues with: the checkpoint's (resolved) config, with `epochs` from
+    `requested`, the one field a resume may change.
+
+    Training longer is allowed: the learning-rate and EMA-momentum schedules are functions of the total step
+    count, so from the resumed epoch on they follow the longer run's curves (the learning rate steps up to the
+    longer cosine; a resumed run then equals a run started with the new epoch count only from that point on).
+    Any other difference (resolved against the same data) is refused with the fields named: it would change
+    the run mid-way or fail inside torch.
+    """
+    saved = dict(saved)
+    same_length = requested.replace(epochs=saved["epochs"]).resolve(len(data.train), data.audio_dim, data.visual_dim)
+    changed = [f"{k} (checkpoint {saved.get(k)!r}, now {v!r})" for k, v in same_length.to_dict().items()
+               if k in saved and saved[k] != v]  # fmt: skip
+    if changed:
+        raise ConfigError(f"resume: the config differs from the checkpoint's in {', '.join(changed)}; only epochs "
+                          "may change when resuming. Resume with the run's own config.yaml, or start a new run.")  # fmt: skip
+    return TrainConfig.from_dict({**saved, "epochs": requested.epochs}, source="resumed config")
 
 
 def _clip_shape(x: np.ndarray) -> tuple[int, ...]:
@@ -86,9 +119,21 @@ def build_state(cfg: TrainConfig, data: AVData, device: torch.device) -> TrainSt
     return TrainState(model, teacher, weighting, optimizer, weight_optimizer)
 
 
+CHECKPOINT_FORMAT = 2  # 2: config["ema_momentum"] is the starting momentum trained (1: before the auto value)
+
+
+def _saved_config(ckpt: dict, n_train: int) -> dict:
+    """The checkpoint's resolved config; format-1 checkpoints trained their ema_momentum capped at 1 - 10 / steps."""
+    saved = dict(ckpt["config"])
+    if ckpt.get("format", 1) < 2:
+        saved["ema_momentum"] = auto_ema_momentum(saved["epochs"] * (n_train // saved["batch_size"]),
+                                                  ceiling=saved["ema_momentum"])  # fmt: skip
+    return saved
+
+
 def _state_dict(state: TrainState, cfg: TrainConfig, epoch: int, best: dict, history: list) -> dict:
     return {
-        "format": 1,
+        "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
         "step": state.step,
         "config": cfg.to_dict(),
@@ -159,25 +204,33 @@ def fit(
         FitResult with the validation-selected epoch and its test mAP (evaluated once, after the last epoch).
     """
     t_start = time.perf_counter()
+    dev = resolve_device(device)
     if isinstance(data, str):
         data = load_data(data, val_fraction=config.val_fraction)
-    cfg = config.resolve(len(data.train), data.audio_dim, data.visual_dim)
-    dev = resolve_device(device)
+    elif data.val_carved and data.val_fraction != config.val_fraction:
+        raise ConfigError(
+            f"val_fraction is {config.val_fraction} but the validation split of {data.source} was carved with "
+            f"{data.val_fraction}: load the data with load_data(..., val_fraction={config.val_fraction})"
+        )
+    ckpt = load_state(resume_from) if resume_from is not None else None
+    if ckpt is None:
+        cfg = config.resolve(len(data.train), data.audio_dim, data.visual_dim)
+    else:
+        cfg = resume_config(_saved_config(ckpt, len(data.train)), config, data)
     train, val = DeviceSplit.from_split(data.train, dev), DeviceSplit.from_split(data.val, dev)
     steps_per_epoch = len(train) // cfg.batch_size
     sched = Schedule(
         total_steps=cfg.epochs * steps_per_epoch,
         warmup_steps=min(cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)),
         steps_per_epoch=steps_per_epoch,
-        ema_base=capped_ema_base(cfg.ema_momentum, cfg.epochs * steps_per_epoch),
+        ema_base=cfg.ema_momentum,
     )
     state = build_state(cfg, data, dev)
     names = state.weighting.names
     best: dict = {"epoch": 0, "score": -math.inf, "metrics": {}, "state": None}
     history: list[dict] = []
     start_epoch = 1
-    if resume_from is not None:
-        ckpt = load_state(resume_from)
+    if ckpt is not None:
         state.model.load_state_dict(ckpt["model"])
         state.teacher.load_state_dict(ckpt["teacher"])
         weighting = dict(ckpt["weighting"])
@@ -237,7 +290,7 @@ def fit(
         if log:
             log(_epoch_line(metrics, cfg.epochs))
         if on_epoch is not None:
-            on_epoch(EpochReport(epoch, dict(metrics), is_last, lambda d, p=payload: save_state(p(), d)))
+            on_epoch(EpochReport(epoch, dict(metrics), is_last, lambda d, p=payload: save_state(p(), d), cfg))
 
     test_metrics = {k: v for k, v in history[-1].items() if k.startswith("test/")} if history else {}
     result = FitResult(cfg, best["epoch"], best["metrics"], test_metrics, history, out)

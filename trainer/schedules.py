@@ -24,14 +24,3 @@ def ema_momentum(step: int, total_steps: int, base: float) -> float:
     assert total_steps >= 1
     progress = min(step, total_steps) / total_steps
     return 1.0 - (1.0 - base) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def capped_ema_base(base: float, total_steps: int, window_fraction: float = 0.1) -> float:
-    """The starting EMA momentum actually used: `base`, capped so that the teacher's averaging window
-    1 / (1 - m) is at most `window_fraction` of the run's steps.
-
-    Without the cap a short run (e.g. 1,000 clips, batch 256, 30 epochs: 90 steps) with m = 0.99 ends with a
-    teacher that still carries ~40% of its random initialisation, and evaluating the teacher scores far below
-    the student. Long runs (VEGAS: ~2,400 steps) keep their configured momentum.
-    """
-    return max(0.0, min(base, 1.0 - 1.0 / (window_fraction * max(1, total_steps))))
