@@ -95,15 +95,15 @@ def run(
                metric=metric, mode=mode, experiment=experiment, name=name, tracking_uri=tracking_uri,
                storage=storage, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                seed=seed, mlflow=False if no_mlflow else None)  # fmt: skip
-    from .driver import SearchError, run_search
+    from .preflight import PreflightError
     from .storage import StorageError
 
     try:
-        settings = load_settings(config, cli, set_)
+        settings = load_settings(config, cli, set_)  # before importing Ray: a typo costs a fraction of a second
+        from .driver import run_search
+
         outcome = run_search(settings, echo=typer.echo)
-    except (SettingsError, SpaceError, ConfigError, DataError, FileNotFoundError) as e:
-        _fail(str(e))
-    except (SearchError, StorageError) as e:
+    except (SettingsError, SpaceError, ConfigError, DataError, FileNotFoundError, PreflightError, StorageError) as e:
         _fail(str(e))
     _report(outcome, settings.tracking_uri, settings.data)
     if outcome.interrupted:
@@ -117,14 +117,16 @@ def resume(
 ) -> None:
     """Continue a search whose driver died (even by SIGKILL): unfinished trials resume from their last
     checkpoints, ASHA keeps its rung history, each trial keeps its one MLflow run."""
-    from trainer import DataError
+    from trainer import ConfigError, DataError
 
-    from .driver import SearchError, resume_search
+    from .driver import resume_search
+    from .preflight import PreflightError
+    from .space import SpaceError
     from .storage import StorageError
 
     try:
         outcome = resume_search(path, echo=typer.echo, address=address)
-    except (SearchError, StorageError, DataError, FileNotFoundError) as e:
+    except (PreflightError, StorageError, DataError, ConfigError, SpaceError, FileNotFoundError) as e:
         _fail(str(e))
     meta = _meta_of(path)
     _report(outcome, meta.get("tracking_uri"), meta["data"])

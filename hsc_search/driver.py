@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -21,11 +22,11 @@ import yaml
 
 from trainer import AVData, load_data
 
-from . import storage
+from . import preflight, storage
 from .export import TrialRow, best_row, trial_config, trial_rows, write_config
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
-from .runs import TAG_KIND, client_for
+from .runs import TAG_KIND, client_for, trial_outcome
 from .schedulers import AshaStateCallback, PersistentASHA
 from .settings import SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
@@ -38,8 +39,7 @@ BEST_CONFIG = "best_config.yaml"
 ASHA_RUNGS = "asha_rungs.json"
 
 
-class SearchError(RuntimeError):
-    """The search cannot start or continue; the message says why and what to do."""
+SearchError = preflight.PreflightError  # the search cannot start or continue; the message says why and what to do
 
 
 @dataclass
@@ -86,8 +86,10 @@ def _init_ray(address: str | None) -> None:
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True, "logging_level": logging.WARNING}
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address or os.environ["RAY_ADDRESS"], **kwargs)
-    else:  # "local": always a new instance, never a cluster that happens to run on this machine
-        ray.init(address="local", include_dashboard=False, **kwargs)
+    else:  # always a new instance, on 127.0.0.1, never a cluster that happens to run on this machine
+        from .local_ray import start_local_ray
+
+        start_local_ray(**kwargs)
 
 
 def _echo_cluster(echo: Callable[[str], None], n_nodes: int) -> None:
@@ -104,19 +106,19 @@ def _trainable(data: AVData, settings: SearchSettings):
     from .trainable import restorable_trainable, train_trial
 
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
-    return tune.with_resources(restorable_trainable(tune.with_parameters(train_trial, data=data)), resources)
+    trainable = tune.with_parameters(train_trial, data=data, metric=settings.metric)
+    return tune.with_resources(restorable_trainable(trainable), resources)
 
 
-def _searcher(space: SearchSpace, settings: SearchSettings):
+def _searcher(space: SearchSpace, settings: SearchSettings, first: dict[str, Any]):
     from .schedulers import BudgetAwareOptunaSearch
 
-    defaults = space.defaults()
     return BudgetAwareOptunaSearch(
         space=space.define_by_run(),
         metric=settings.metric,
         mode=settings.mode,
         seed=settings.seed,
-        points_to_evaluate=[defaults] if defaults else None,
+        points_to_evaluate=[first] if first else None,
         max_epochs=settings.max_epochs,
     )
 
@@ -187,7 +189,8 @@ def _trial_dirname(trial) -> str:
 def run_search(
     settings: SearchSettings, echo: Callable[[str], None] = print, callbacks: Sequence = ()
 ) -> SearchOutcome:
-    """Starts a new search. Bad settings, space or data fail here, before Ray or MLflow start.
+    """Starts a new search. Every user mistake (settings, space, data, metric, storage, tracking URI, trial
+    resources) fails in the pre-flight, before Ray starts and before anything is written.
 
     Args:
         settings: the search settings.
@@ -199,50 +202,71 @@ def run_search(
 
     settings.name = settings.name or time.strftime("hsc-%Y%m%d-%H%M%S")
     space = load_space(settings.space_path(), overrides=settings.overrides)
-    data = load_data(settings.data)
-    _check_default_config(space, settings, data)
+    data = load_search_data(settings, space)
+    first, notes = _first_trial(space, settings, data)
     exp_dir = experiment_dir(settings)
     if storage.exists(exp_dir):
         raise SearchError(f"{exp_dir} exists already: continue it with `hsc-search resume {exp_dir}` or pick --name")
+    preflight.check_storage(exp_dir)
+    if settings.mlflow:
+        preflight.check_tracking(settings.tracking_uri)
+    local = not (settings.address or os.environ.get("RAY_ADDRESS"))
+    if local:
+        preflight.check_local_resources(settings.cpus_per_trial, settings.gpus_per_trial)
 
     _quiet()
-    client = experiment_id = parent_id = None
-    if settings.mlflow:
-        client = client_for(settings.tracking_uri)
-        experiment_id = _experiment_id(client, settings.experiment)
-        parent = client.create_run(experiment_id, run_name=settings.name,
-                                   tags={TAG_KIND: "search", "hsc.experiment_dir": str(exp_dir)})  # fmt: skip
-        parent_id = parent.info.run_id
-        _log_search_inputs(client, parent_id, settings, space)
-    meta = {"settings": settings.to_dict(), "space": space.to_dict(), "experiment_id": experiment_id,
-            "parent_run_id": parent_id}  # fmt: skip
-    storage.write_text(storage.join(exp_dir, META_FILE), json.dumps(meta, indent=2))
-
+    _init_ray(settings.address)
+    to_launch = preflight.check_cluster_resources(settings.cpus_per_trial, settings.gpus_per_trial)
+    if to_launch:
+        echo(f"no node can run a trial yet; the autoscaler can add: {', '.join(to_launch)}")
+    n_nodes = storage.check_visible_from_all_nodes(exp_dir)
     echo(f"search {settings.name}: {settings.num_samples} trials x up to {settings.max_epochs} epochs, "
          f"space {space.source}, data {data.summary()}")  # fmt: skip
-    # every trial trains the full schedule of max_epochs (ASHA may stop it earlier): epochs is part of each trial's
-    # config, so its logged config.yaml (and the exported best config) retrains exactly what was searched
-    space = dataclasses.replace(space, fixed={**space.fixed, "epochs": settings.max_epochs})
-    scheduler = _scheduler(settings)
-    own = [Progress(settings.num_samples, settings.max_epochs, settings.metric, settings.mode, space.names())]
-    if settings.mlflow:
-        own.append(MlflowTracker(settings.tracking_uri, experiment_id, parent_id, settings.max_epochs,
-                                       space.names()))  # fmt: skip
-    if isinstance(scheduler, PersistentASHA):
-        own.append(AshaStateCallback(scheduler))
+    for note in notes:
+        echo(f"first trial: {note}")
+    _echo_cluster(echo, n_nodes)
+
+    client = experiment_id = parent_id = None
     try:
-        _init_ray(settings.address)
-        _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir))
+        if settings.mlflow:
+            client = client_for(settings.tracking_uri)
+            experiment_id = _experiment_id(client, settings.experiment)
+            parent = client.create_run(experiment_id, run_name=settings.name,
+                                       tags={TAG_KIND: "search", "hsc.experiment_dir": str(exp_dir)})  # fmt: skip
+            parent_id = parent.info.run_id
+            _log_search_inputs(client, parent_id, settings, space)
+        meta = {"settings": settings.to_dict(), "space": space.to_dict(), "experiment_id": experiment_id,
+                "parent_run_id": parent_id}  # fmt: skip
+        storage.write_text(storage.join(exp_dir, META_FILE), json.dumps(meta, indent=2))
+        # every trial trains the full schedule of max_epochs (ASHA may stop it earlier): epochs is part of each
+        # trial's config, so its logged config.yaml (and the exported best config) retrains exactly what was searched
+        space = dataclasses.replace(space, fixed={**space.fixed, "epochs": settings.max_epochs})
+        scheduler = _scheduler(settings)
+        own = [Progress(settings.num_samples, settings.max_epochs, settings.metric, settings.mode, space.names())]
+        if settings.mlflow:
+            own.append(MlflowTracker(settings.tracking_uri, experiment_id, parent_id, settings.max_epochs,
+                                     space.names()))  # fmt: skip
+        if isinstance(scheduler, PersistentASHA):
+            own.append(AshaStateCallback(scheduler))
         tuner = tune.Tuner(
             _trainable(data, settings),
-            tune_config=_tune_config(settings, _searcher(space, settings), scheduler),
+            tune_config=_tune_config(settings, _searcher(space, settings, first), scheduler),
             run_config=_run_config(settings, exp_dir, own + list(callbacks)),
         )
     except BaseException:
-        if client is not None:
+        if client is not None and parent_id is not None:
             client.set_terminated(parent_id, status="FAILED")
         raise
     return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
+
+
+def load_search_data(settings: SearchSettings, space: SearchSpace) -> AVData:
+    """The search's data, with the validation split every trial is scored on: carved with the space's or
+    --set's val_fraction when the data has no val split of its own (val_fraction is never searched)."""
+    from trainer import TrainConfig
+
+    fraction = space.fixed.get("val_fraction", TrainConfig().val_fraction)
+    return load_data(settings.data, val_fraction=fraction)
 
 
 def resume_search(path: str | Path, echo: Callable[[str], None] = print, address: str | None = None) -> SearchOutcome:
@@ -258,8 +282,10 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     settings = SearchSettings(**meta["settings"])
     if address:
         settings.address = address
-    load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
-    data = load_data(settings.data)
+    space = load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
+    data = load_search_data(settings, space)
+    if settings.mlflow:
+        preflight.check_tracking(settings.tracking_uri)
     client = client_for(settings.tracking_uri) if settings.mlflow else None
     parent_id, experiment_id = meta["parent_run_id"], meta["experiment_id"]
     _init_ray(settings.address)
@@ -322,9 +348,9 @@ def ray_rows(trials: list, settings: SearchSettings) -> list[TrialRow]:
         epochs = int(last.get("epoch", 0))
         values = t.metric_analysis.get(settings.metric, {})
         score = values.get(settings.mode) if values else None
-        outcome = ("failed" if t.status == "ERROR" else "stopped_early" if epochs < settings.max_epochs
-                   else "completed") if t.status in ("TERMINATED", "ERROR") else "unfinished"  # fmt: skip
-        rows.append(TrialRow(run_id="", trial_id=t.trial_id, name=str(t), outcome=outcome, status=t.status,
+        score = score if score is not None and math.isfinite(score) else None
+        rows.append(TrialRow(run_id="", trial_id=t.trial_id, name=str(t),
+                             outcome=trial_outcome(t.status, last, settings.max_epochs), status=t.status,
                              epochs=epochs, seconds=last.get("time_total_s"), score=score,
                              params={k: str(v) for k, v in t.config.items()},
                              final={k: v for k, v in last.items() if isinstance(v, (int, float))}))  # fmt: skip
@@ -332,12 +358,20 @@ def ray_rows(trials: list, settings: SearchSettings) -> list[TrialRow]:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _check_default_config(space: SearchSpace, settings: SearchSettings, data: AVData) -> None:
-    """Fails fast if the space's default point is not a valid trainer config for this data."""
+def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> tuple[dict[str, Any], list[str]]:
+    """The first trial's params (the trainer default as it trains on this data) and notes on params that cannot
+    take it; fails fast if that trial is not a valid trainer config for this data, or if the metric is not one
+    the trainer reports."""
+    from trainer import TrainConfig
+
     from .space import validate_sampled
 
-    cfg = validate_sampled(space, space.defaults(), settings.max_epochs)
-    cfg.resolve(len(data.train), data.audio_dim, data.visual_dim)
+    dims = (len(data.train), data.audio_dim, data.visual_dim)
+    resolved = TrainConfig(**{**space.fixed, "epochs": settings.max_epochs}).resolve(*dims)
+    first, notes = space.defaults(resolved.to_dict())
+    cfg = validate_sampled(space, first, settings.max_epochs).resolve(*dims)
+    preflight.check_metric(settings.metric, cfg)
+    return first, notes
 
 
 def _experiment_id(client, name: str) -> str:

@@ -8,6 +8,8 @@ import time
 
 from ray import tune
 
+from .runs import FAILED_KEY, trial_outcome
+
 
 class Progress(tune.Callback):
     """Prints a line when a trial finishes, is stopped early, or fails (Ray's own table is turned off)."""
@@ -25,7 +27,7 @@ class Progress(tune.Callback):
     def setup(self, **info) -> None:
         self._t0 = time.monotonic()
 
-    def _line(self, trial, what: str) -> None:
+    def _line(self, trial, what: str, reason: str | None = None) -> None:
         self._done += 1
         result = trial.last_result or {}
         value = result.get(self.metric)
@@ -38,13 +40,30 @@ class Progress(tune.Callback):
         elapsed = time.monotonic() - self._t0
         print(f"[{self._done}/{self.total} {elapsed:5.0f}s] {trial.trial_id} {what:<28} {shown}  {best}  ({params})",
               file=sys.stderr, flush=True)  # fmt: skip
+        if reason:
+            print(f"    {trial.trial_id} failed: {reason[:500]}", file=sys.stderr, flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        epochs = int((trial.last_result or {}).get("epoch", 0))
-        self._line(trial, f"stopped by ASHA at epoch {epochs}" if epochs < self.max_epochs else f"completed {epochs} epochs")
+        result = trial.last_result or {}
+        outcome = trial_outcome("TERMINATED", result, self.max_epochs)
+        if outcome == "failed":  # one line with the reason; Ray does not retry these (trainable.DETERMINISTIC)
+            self._line(trial, "FAILED", reason=result[FAILED_KEY])
+            return
+        epochs = int(result.get("epoch", 0))
+        self._line(trial, f"stopped by ASHA at epoch {epochs}" if outcome == "stopped_early" else f"completed {epochs} epochs")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._line(trial, "FAILED")
+        self._line(trial, "FAILED", reason=_last_error_line(trial))
+
+
+def _last_error_line(trial) -> str:
+    """The last line of Ray's error file of a trial (the exception), not its traceback."""
+    path = getattr(trial, "error_file", None)
+    try:
+        lines = [l for l in open(path).read().splitlines() if l.strip()] if path else []
+    except OSError:
+        lines = []
+    return lines[-1].strip() if lines else "see the trial's error file"
 
 
 def _short(v) -> str:

@@ -16,6 +16,25 @@ TAG_KIND = "hsc.kind"  # search | trial
 TAG_PARENT = "mlflow.parentRunId"
 CONFIG_ARTIFACT = "config.yaml"
 PLOT_KEYS = ("weight/", "logvar/", "cca/rho_")
+# Result keys the trainable adds to the trainer's metrics (strings, never logged as metrics):
+NODE_KEY = "hsc/node_id"  # the Ray node an epoch ran on
+FAILED_KEY = "hsc/failed"  # "<ErrorType>: message" of a trial that failed in a way a retry cannot fix
+EFFECTIVE_KEY = "hsc/effective_json"  # first report: {field: value} the trainer resolved differently from the config
+
+
+def trial_outcome(status: str, last_result: dict | None, max_epochs: int) -> str:
+    """What became of a trial, from Ray's status and its last result: completed | stopped_early | failed |
+    unfinished. The one definition used by the progress lines, MLflow tags, the trials table and Optuna.
+
+    A trial that reported `FAILED_KEY` ended without an error on Ray's side (so that Ray does not retry a
+    deterministic failure) but failed; one that ended before `max_epochs` was stopped early (ASHA).
+    """
+    last = last_result or {}
+    if status == "ERROR" or FAILED_KEY in last:
+        return "failed"
+    if status != "TERMINATED":
+        return "unfinished"
+    return "stopped_early" if int(last.get("epoch", 0)) < max_epochs else "completed"
 
 
 def client_for(tracking_uri: str | None):

@@ -23,6 +23,8 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from .runs import FAILED_KEY, trial_outcome
+
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +44,8 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self._best_seen: dict[str, float] = {}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if FAILED_KEY in result:  # a failure report (NaN metric, no epoch): on_trial_complete tells FAIL
+            return
         value = result.get(self.metric)
         if value is not None and math.isfinite(value) and trial_id not in self._completed_trials:
             sign = 1.0 if self.mode == "max" else -1.0
@@ -54,10 +58,10 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
         ot_trial = self._ot_trials[trial_id]
-        budget = (result or {}).get(self._time_attr, 0)
-        if error or not result:
+        outcome = "failed" if error or not result else trial_outcome("TERMINATED", result, self._max_epochs)
+        if outcome == "failed":
             state, value = TrialState.FAIL, None
-        elif budget < self._max_epochs:
+        elif outcome == "stopped_early":
             state, value = TrialState.PRUNED, None
         else:
             state, value = TrialState.COMPLETE, self._best_seen.get(trial_id, result.get(self.metric))

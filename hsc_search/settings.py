@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,10 +107,42 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
             raise SettingsError(f"{path}: unknown settings {unknown}; valid: {', '.join(sorted(valid))} (and 'set')")
         if not isinstance(values.get("overrides", {}), dict):
             raise SettingsError(f"{path}: 'set' must be a mapping of trainer field: value")
+    source = str(path) if path is not None else None
+    problems = []
+    for key, value in list(values.items()):
+        if key != "overrides":
+            try:
+                values[key] = _typed(key, value)
+            except TypeError as e:
+                problems.append(f"{source}: {key}: {e}")
+    if problems:
+        raise SettingsError("\n".join(problems))
     values.update({k: v for k, v in cli.items() if v is not None})
     values["overrides"] = {**values.get("overrides", {}), **parse_overrides(overrides)}
-    try:
-        settings = SearchSettings(**values)
-    except TypeError as e:
-        raise SettingsError(f"search settings: {e}") from None
-    return settings.validate()
+    return SearchSettings(**values).validate()
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _typed(key: str, value: Any) -> Any:
+    """A search config file's value as the type of setting `key` (int accepts 2.0, float accepts 2, a str or
+    None setting accepts null); TypeError saying what was expected."""
+    kind = {f.name: f.type for f in dataclasses.fields(SearchSettings)}[key]
+    optional = kind.endswith("| None")
+    base = _TYPES[kind.split("|")[0].strip()]
+    if value is None and optional:
+        return None
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError(f"expected true or false, got {value!r}")
+    if base in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TypeError(f"expected {'an integer' if base is int else 'a number'}, got {value!r}")
+        if base is int and value != int(value):
+            raise TypeError(f"expected an integer, got {value!r}")
+        return base(value)
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    return value

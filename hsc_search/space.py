@@ -70,6 +70,10 @@ _PARAM_KEYS = {
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _DEFAULTS = TrainConfig().to_dict()
 _NOT_IN_SPACE = "epochs"  # the search's --max-epochs
+_NOT_SEARCHED = {  # fields a space may fix but not search, and why
+    "val_fraction": "val_fraction cannot be searched: it changes the validation split that trials are compared on "
+    "(every trial of a search is scored on the same split); fix it under `fixed:` or with --set val_fraction=...",
+}
 
 
 class SpaceError(ValueError):
@@ -203,19 +207,37 @@ class SearchSpace:
         """
         return _DefineByRun(self)
 
-    def defaults(self) -> dict[str, Any]:
-        """The trainer defaults (with `fixed` applied) of the searched params whose condition holds under them.
+    def defaults(self, resolved: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+        """The first trial: the trainer defaults (with `fixed` applied) of the searched params whose condition
+        holds under them, and one note per param that could not take its trainer default.
 
-        A default outside the searched range is clipped and snapped to the step grid; one that is not among the
-        choices becomes the nearest numeric choice, or the first choice (see `Param.nearest`). Later conditions
-        see the adjusted value. Meant for Ray's `points_to_evaluate`, so the first trial is the default config.
+        Args:
+            resolved: the same defaults as the trainer resolves them for the search's data (auto fields such as
+                cca_dim 0 filled in; `TrainConfig.resolve`). A default the space cannot express as written (an
+                auto value outside the choices) is matched by its resolved value, so the trial trains exactly
+                what the trainer default trains.
+
+        A default still outside the space is clipped and snapped to the step grid, or becomes the nearest numeric
+        choice, or the first choice (see `Param.nearest`), and a note says so. Later conditions see the value
+        used. Meant for Ray's `points_to_evaluate`.
         """
         values = {**_DEFAULTS, **self.fixed}
         out: dict[str, Any] = {}
+        notes: list[str] = []
         for p in self.params:
-            if p.holds(values):
-                values[p.name] = out[p.name] = p.nearest(values[p.name])
-        return out
+            if not p.holds(values):
+                continue
+            default = values[p.name]
+            if p.contains(default):
+                value = int(default) if p.type == "int" else default
+            elif resolved is not None and p.contains(resolved.get(p.name)):
+                value = resolved[p.name]
+            else:
+                value = p.nearest(default if resolved is None else resolved.get(p.name, default))
+                trains = "" if resolved is None or resolved.get(p.name) == default else f" (trains as {resolved[p.name]!r})"
+                notes.append(f"{p.name}={value!r}: the trainer default {default!r}{trains} is outside the space")
+            values[p.name] = out[p.name] = value
+        return out, notes
 
     def to_dict(self) -> dict[str, Any]:
         """A YAML-able mapping that `load_space_dict` reads back to an equal space.
@@ -292,7 +314,7 @@ def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[s
             parsed[name] = _check_when(p, i, order, parsed, fixed, bad)
 
     searched = [n for n in parsed if n not in override]
-    _check_fixed_values({**fixed, **override}, searched, bad)
+    _check_fixed_values({**fixed, **override}, searched, bad, override)
     for name, p in parsed.items():
         if p is not None and name not in override:  # an overridden param is no longer sampled
             _check_endpoints(p, {**fixed, **override}, searched, bad)
@@ -438,6 +460,9 @@ def _read_param(name: str, spec: Any, fixed: dict[str, Any], bad: _Problems) -> 
     problem = _name_problem(name)
     if problem:
         bad(where, problem)
+        return None
+    if name in _NOT_SEARCHED:
+        bad(where, _NOT_SEARCHED[name])
         return None
     if name in fixed:
         bad(where, "is both fixed and searched; keep one (fixed wins only through an override such as --set)")
@@ -600,12 +625,18 @@ def _mentions(line: str, name: str) -> bool:
     return re.search(rf"\b{re.escape(name)}\b", line) is not None
 
 
-def _check_fixed_values(fixed: dict[str, Any], searched: list[str], bad: _Problems) -> None:
+def _check_fixed_values(fixed: dict[str, Any], searched: list[str], bad: _Problems,
+                        override: dict[str, Any] | None = None) -> None:  # fmt: skip
     """The trainer's own checks on the fixed values (over the defaults). A problem that names a searched param
-    may go away with its sampled value, so only problems that name none are reported here."""
+    may go away with its sampled value, so only problems that name none are reported here. A problem that names
+    an override is blamed on it (`--set` or a search config's `set:`), not on the space file."""
     for line in _config_lines(fixed):
         if not any(_mentions(line, n) for n in searched):
-            bad("fixed", line)
+            blamed = [k for k in (override or {}) if _mentions(line, k)]
+            if blamed:
+                bad.lines.append(f"--set {blamed[0]}={override[blamed[0]]}: {line}")
+            else:
+                bad("fixed", line)
 
 
 def _check_endpoints(p: Param, fixed: dict[str, Any], searched: list[str], bad: _Problems) -> None:

@@ -54,6 +54,11 @@ def write_text(path: str, text: str) -> None:
         f.write(text.encode())
 
 
+def delete_file(path: str) -> None:
+    fs, p = _fs(path)
+    fs.delete_file(p)
+
+
 def read_text(path: str) -> str:
     fs, p = _fs(path)
     with fs.open_input_stream(p) as f:

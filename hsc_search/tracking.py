@@ -28,6 +28,9 @@ from trainer import ConfigError, TrainConfig
 from .plots import cca_spectrum_figure, weight_trajectories_figure
 from .runs import (
     CONFIG_ARTIFACT,
+    EFFECTIVE_KEY,
+    FAILED_KEY,
+    NODE_KEY,
     PLOT_KEYS,
     TAG_ERROR,
     TAG_KIND,
@@ -39,8 +42,9 @@ from .runs import (
     client_for,
     find_child_run,
     retry,
+    trial_outcome,
 )
-from .trainable import HISTORY_KEY, NODE_KEY
+from .trainable import HISTORY_KEY
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +182,10 @@ class MlflowTracker(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._ensure()
         tid = trial.trial_id
+        if FAILED_KEY in result:  # a failure report carries no epoch; on_trial_complete ends the run as failed
+            return
+        if EFFECTIVE_KEY in result:
+            self._log_effective(tid, trial, json.loads(result[EFFECTIVE_KEY]))
         epoch = int(result.get("epoch", 0))
         epochs = [numeric_metrics(m) for m in json.loads(result.get(HISTORY_KEY, "[]"))]  # after a restore
         epochs.append(numeric_metrics(result))
@@ -214,10 +222,25 @@ class MlflowTracker(tune.Callback):
             lambda: self._client.set_tag(self._runs[tid], "hsc.retried", "true"), f"tag retry of {trial}"
         )
 
+    def _log_effective(self, tid: str, trial, effective: dict) -> None:
+        """Params `effective.<field>` for values the trainer resolved from the data (auto fields, clamps)."""
+        if not effective:
+            return
+
+        def log() -> None:
+            from mlflow.entities import Param
+
+            self._client.log_batch(self._runs[tid], params=[Param(f"effective.{k}", str(v)) for k, v in effective.items()])
+
+        self._writer.submit(log, f"log effective values of {trial}")
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result or {}
-        stopped = int(result.get("epoch", 0)) < self.max_epochs
-        self._finish(trial, "stopped_early" if stopped else "completed", "FINISHED")
+        outcome = trial_outcome("TERMINATED", result, self.max_epochs)
+        if outcome == "failed":
+            self._finish(trial, outcome, "FAILED", error=result[FAILED_KEY])
+        else:
+            self._finish(trial, outcome, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._finish(trial, "failed", "FAILED", error=_error_text(trial))
@@ -339,12 +362,8 @@ def reconcile(client, experiment_id: str, parent_run_id: str, trials: list, max_
             continue
         if run.info.status != "RUNNING":
             continue
-        if trial.status == "ERROR":
-            outcome, status = "failed", "FAILED"
-        elif trial.status == "TERMINATED":
-            epochs = int((trial.last_result or {}).get("epoch", 0))
-            outcome, status = ("stopped_early" if epochs < max_epochs else "completed"), "FINISHED"
-        else:
-            outcome, status = "interrupted", "KILLED"
+        outcome = trial_outcome(trial.status, trial.last_result, max_epochs)
+        status = {"failed": "FAILED", "unfinished": "KILLED"}.get(outcome, "FINISHED")
+        outcome = "interrupted" if outcome == "unfinished" else outcome
         client.set_tag(run_id, TAG_OUTCOME, outcome)
         client.set_terminated(run_id, status=status)

@@ -11,30 +11,49 @@ import pyarrow.fs as pafs
 import ray
 from ray import tune
 
-from trainer import AVData, TrainConfig, fit, load_state
+from trainer import AVData, ConfigError, DataError, NonFiniteLossError, TrainConfig, fit, load_state
+
+from .runs import EFFECTIVE_KEY, FAILED_KEY, NODE_KEY
 
 log = logging.getLogger(__name__)
 
-NODE_KEY = "hsc/node_id"
 HISTORY_KEY = "hsc/history_json"  # JSON list of the metric dicts of the epochs before a restored checkpoint
+DETERMINISTIC = (NonFiniteLossError, ConfigError, DataError)  # the same config fails the same way again
 
 
-def train_trial(config: dict[str, Any], data: AVData, device: str = "auto") -> None:
+def train_trial(config: dict[str, Any], data: AVData, metric: str = "val/map_avg", device: str = "auto") -> None:
     """Trains one trial's configuration, reporting every epoch's metrics with a checkpoint.
 
     Args:
         config: a complete trainer config as a flat dict (sampled params, fixed values, epochs).
         data: the dataset, shared through Ray's object store by `tune.with_parameters`.
+        metric: the search's objective (a failure report carries it as NaN, as Ray requires every report to).
         device: passed to `fit` (auto picks the GPU Ray assigned, if any).
 
     A trial that Ray restarts after a failure (FailureConfig) or after `hsc-search resume` continues from its
-    last checkpoint: `fit(resume_from=...)` gives the same metrics as an uninterrupted run.
+    last checkpoint: `fit(resume_from=...)` gives the same metrics as an uninterrupted run. A failure that a
+    retry would only repeat (divergence, an invalid config or data) is not raised to Ray, which would retry it:
+    the trial reports `FAILED_KEY` with the one-line reason and ends.
     """
+    try:
+        _train(config, data, device)
+    except DETERMINISTIC as e:
+        reason = " ".join(str(e).split())
+        tune.report({metric: float("nan"), FAILED_KEY: f"{type(e).__name__}: {reason}"})
+
+
+def _train(config: dict[str, Any], data: AVData, device: str) -> None:
     cfg = TrainConfig.from_dict(config, source="trial config")
     node_id = ray.get_runtime_context().get_node_id()
+    first = [True]
 
     def on_epoch(report) -> None:
         report.metrics[NODE_KEY] = node_id  # the Ray node this epoch ran on (tagged in MLflow)
+        if first[0]:  # values the trainer resolved itself (auto fields, a batch clamped to the data): logged once
+            first[0] = False
+            raw = cfg.to_dict()
+            effective = {k: v for k, v in report.config.to_dict().items() if k != "epochs" and raw[k] != v}
+            report.metrics[EFFECTIVE_KEY] = json.dumps(effective)
         with tempfile.TemporaryDirectory(prefix="hsc-ckpt-") as d:
             report.save_checkpoint(d)
             tune.report(report.metrics, checkpoint=tune.Checkpoint.from_directory(d))

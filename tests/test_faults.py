@@ -73,7 +73,8 @@ def test_failing_trials_are_marked_failed_and_the_search_goes_on(tmp_path, _cach
         "  lr: {type: categorical, choices: [0.001, 1.0e+30]}\n"
     )
     search = tmp_path / "search.yaml"
-    search.write_text(f"space: {space}\nnum_samples: 4\nmax_epochs: 2\nmax_failures: 0\nscheduler: fifo\n")
+    # the default max_failures (2): a divergence is not retried, since a retry would only repeat it
+    search.write_text(f"space: {space}\nnum_samples: 4\nmax_epochs: 2\nscheduler: fifo\n")
     proc = subprocess.run(search_cmd("--config", str(search), "--name", "fails"), cwd=tmp_path,
                           env=search_env(_cache_dir), capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -87,6 +88,11 @@ def test_failing_trials_are_marked_failed_and_the_search_goes_on(tmp_path, _cach
         assert "NonFiniteLossError" in c.data.tags["hsc.error"] and "non-finite" in c.data.tags["hsc.error"]
     assert all(c.data.params["lr"] == "0.001" and c.data.tags["hsc.outcome"] == "completed" for c in ok)
     assert "failed" in proc.stdout and "best trial:" in proc.stdout
+    # one clear line per failed trial, no traceback, no retry
+    assert "Traceback" not in proc.stdout + proc.stderr
+    reasons = [l for l in proc.stderr.splitlines() if " failed: NonFiniteLossError: " in l]
+    assert len(reasons) == len(failed), proc.stderr[-3000:]
+    assert all("hsc.retried" not in c.data.tags for c in children)
 
 
 def test_tracking_server_down_for_a_while_loses_nothing(tmp_path, tracking_server, _cache_dir):

@@ -96,6 +96,10 @@ def test_mlflow_holds_one_parent_and_one_child_per_trial(search):
         plots = {a.path for a in client.list_artifacts(run_id, "plots")}
         assert "config.yaml" in arts and {"plots/loss_weights.png", "plots/cca_spectrum.png"} <= plots
         assert {"lr", "tau", "topk"} <= set(c.data.params)
+        # what the trainer resolved itself is recorded as trained: the quick space leaves both on auto
+        steps_per_epoch = 500 // 128  # DATA's train split, quick.yaml's batch of 128
+        assert c.data.params["effective.cca_dim"] == "16"
+        assert float(c.data.params["effective.ema_momentum"]) == pytest.approx(1 - 10 / (MAX_EPOCHS * steps_per_epoch))
 
 
 def test_parent_has_summary_table_best_config_and_plots(search):
@@ -157,6 +161,18 @@ def test_runs_read_back_over_http(search, mlflow_server):
         assert over_http == direct and [s for s, _ in over_http] == list(range(1, len(direct) + 1))
 
 
+def test_the_search_carves_validation_with_the_fixed_val_fraction(_cache_dir):
+    from hsc_search.driver import load_search_data
+    from hsc_search.settings import load_settings
+    from hsc_search.space import load_space
+
+    spec = "synthetic:ave?n_train=400&n_val=0&n_test=50&dim_audio=8&dim_visual=8&num_classes=4&seed=5"
+    for fraction in (0.1, 0.25):
+        settings = load_settings(None, {"data": spec}, [f"val_fraction={fraction}"])
+        data = load_search_data(settings, load_space(settings.space_path(), overrides=settings.overrides))
+        assert data.val_carved and len(data.val) == round(400 * fraction) and data.val_fraction == fraction
+
+
 def test_export_best_then_retrain(search, _cache_dir):
     cwd, _ = search
     proc = _cli("export-best", "--out", "best.yaml", cwd=cwd, cache=_cache_dir)
@@ -176,6 +192,8 @@ def test_export_best_then_retrain(search, _cache_dir):
     assert train.returncode == 0, train.stderr
     assert len([l for l in train.stdout.splitlines() if l.startswith("epoch")]) == MAX_EPOCHS
     assert (cwd / "rt" / "summary.json").exists()
+    proc = _cli("export-best", "--experiment", "no-such-exp", cwd=cwd, cache=_cache_dir)
+    assert proc.returncode == 2 and "no-such-exp" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -186,17 +204,46 @@ def test_export_best_then_retrain(search, _cache_dir):
         (["run", "--set", "epochs=3"], ["--max-epochs"]),
         (["run", "--num-samples", "0", "--mode", "up"], ["num_samples", "mode"]),
         (["run", "--data", "missing.h5"], ["missing.h5"]),
-        (["export-best", "--experiment", "no-such-exp"], ["no-such-exp"]),
+        (["export-best", "--experiment", "no-such-exp"], ["no MLflow store", "mlflow.db"]),
         (["resume", "not_a_search"], ["not_a_search"]),
+        # issue 8: each of these trained, hung or left a run RUNNING before the pre-flight
+        (["run", "--metric", "nonexistent/key"], ["--metric nonexistent/key", "val/map_avg"]),
+        (["run", "--metric", "test/map_avg"], ["--metric test/map_avg", "validation metric"]),
+        (["run", "--tracking-uri", "http://127.0.0.1:1"], ["--tracking-uri http://127.0.0.1:1", "within 10 s"]),
+        (["run", "--tracking-uri", "sqlite:////no/such/dir/x.db"], ["/no/such/dir", "does not exist"]),
+        (["run", "--gpus-per-trial", "1"], ["1 GPU per trial", "this machine", "0 GPU"]),
+        (["run", "--cpus-per-trial", "4096"], ["4096 CPU per trial", "this machine"]),
+        (["run", "--storage", "/dev/null/results"], ["--storage", "/dev/null/results", "Not a directory"]),
+        (["run", "--set", "lr=.inf"], ["lr", "expected a finite number"]),
+        (["run", "--set", "val_fraction=2"], ["val_fraction"]),
+        (["run", "--data", "synthetic:ave?n_train=100&num_classes=1"], ["num_classes"]),
     ],
 )
 def test_bad_input_fails_before_anything_starts(args, needles, tmp_path, _cache_dir):
+    t0 = time.monotonic()
     proc = _cli(*args, cwd=tmp_path, cache=_cache_dir, timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     for n in needles:
         assert n in proc.stderr
-    assert not (tmp_path / "ray_results").exists()
+    assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlflow.db").exists()
+    assert time.monotonic() - t0 < 60  # seconds, not a Ray start-up or a trial (bounded: the machine is shared)
+
+
+@pytest.mark.parametrize(
+    "text, needles",
+    [
+        ("num_samples: two\n", ["search.yaml: num_samples: expected an integer, got 'two'"]),
+        ("num_samples: 2.5\n", ["search.yaml: num_samples: expected an integer, got 2.5"]),
+        ("mlflow: 1\n", ["search.yaml: mlflow: expected true or false"]),
+    ],
+)
+def test_bad_search_config_values_are_named(text, needles, tmp_path, _cache_dir):
+    (tmp_path / "search.yaml").write_text(text)
+    proc = _cli("run", "--config", "search.yaml", cwd=tmp_path, cache=_cache_dir, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    for n in needles:
+        assert n in proc.stderr
 
 
 def _wait_for(cond, timeout, what):

@@ -102,7 +102,7 @@ def test_shipped_space_samples_valid_configs(path):
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_space_defaults_validate_and_lie_in_range(path):
     space = load_space(path)
-    defaults = space.defaults()
+    defaults = space.defaults()[0]
     validate_sampled(space, defaults, epochs=5)
     values = {**DEFAULTS, **space.fixed}
     for p in space.params:
@@ -250,7 +250,7 @@ def test_defaults_snap_into_range_and_skip_failed_conditions():
             },
         }
     )
-    d = space.defaults()
+    d = space.defaults()[0]
     expected = {"lr": 2e-3, "mask_ratio": 0.55, "topk": 6, "batch_size": 192, "distill": "relational", "w_distill": 1.0}
     assert d == expected
     validate_sampled(space, d, epochs=1)
@@ -275,7 +275,7 @@ def test_override_of_a_searched_name_moves_it_to_fixed():
         assert "weight_lr" not in params  # its condition now sees the fixed 'fixed'
         assert returned["lr"] == 2e-3
         assert validate_sampled(space, params, epochs=1).lr == 2e-3
-    assert "weight_lr" not in space.defaults()
+    assert "weight_lr" not in space.defaults()[0]
 
 
 def test_override_wins_over_the_files_fixed_value_and_is_checked():
@@ -485,10 +485,10 @@ def test_ray_optuna_search_first_suggestion_is_the_default_config(path, tmp_path
 
     space = load_space(path)
     searcher = OptunaSearch(
-        space=space.define_by_run(), metric="m", mode="max", seed=0, points_to_evaluate=[space.defaults()]
+        space=space.define_by_run(), metric="m", mode="max", seed=0, points_to_evaluate=[space.defaults()[0]]
     )
     first = searcher.suggest("t1")
-    assert first == {**space.defaults(), **space.fixed}
+    assert first == {**space.defaults()[0], **space.fixed}
     second = searcher.suggest("t2")
     validate_sampled(space, second, epochs=3)
     assert {k: second[k] for k in space.fixed} == space.fixed
@@ -499,3 +499,32 @@ def test_ray_optuna_search_first_suggestion_is_the_default_config(path, tmp_path
     restored.restore(str(tmp_path / "searcher.pkl"))
     assert restored.suggest("t1") == first
     assert not ray.is_initialized()
+
+
+# ------------------------------------------------------------------------------------------- issue 8
+def test_first_trial_is_the_trainer_default_as_it_trains():
+    """cca_dim 0 (auto) trains as 16 on data with >= 16 dims: the first trial of hsc_mae takes 16, not the
+    nearest choice to 0 (8); ema_momentum 0 (auto) is itself a choice."""
+    space = load_space(SPACES_DIR / "hsc_mae.yaml")
+    resolved = TrainConfig(**space.fixed).resolve(3339, 128, 1024).to_dict()
+    first, notes = space.defaults(resolved)
+    assert first["cca_dim"] == 16 and first["ema_momentum"] == 0.0
+    assert notes == []
+    cfg = validate_sampled(space, first, epochs=30).resolve(3339, 128, 1024)
+    assert cfg == TrainConfig(**{**space.fixed, "epochs": 30}).resolve(3339, 128, 1024)
+
+
+def test_a_default_outside_the_space_is_named():
+    space = load_space_dict({"params": {"cca_dim": {"type": "categorical", "choices": [8, 32]}}})
+    resolved = TrainConfig().resolve(1000, 64, 64).to_dict()  # auto cca_dim -> 16, not a choice
+    first, notes = space.defaults(resolved)
+    assert first == {"cca_dim": 8}
+    assert notes == ["cca_dim=8: the trainer default 0 (trains as 16) is outside the space"]
+
+
+def test_val_fraction_can_be_fixed_but_not_searched():
+    with pytest.raises(SpaceError, match="val_fraction cannot be searched: it changes the validation split"):
+        load_space_dict({"params": {"val_fraction": {"type": "float", "low": 0.1, "high": 0.3}}}, source="s.yaml")
+    space = load_space_dict({"fixed": {"val_fraction": 0.2}, "params": {"lr": {"type": "float", "low": 1.0e-4,
+                                                                              "high": 1.0e-2}}})  # fmt: skip
+    assert space.fixed["val_fraction"] == 0.2

@@ -1,0 +1,183 @@
+"""The search's pre-flight: every check that can fail a search for a user's mistake, run before Ray starts and
+before anything is written, so that a mistake costs seconds and one sentence naming the culprit.
+
+Each check raises `PreflightError` (the driver's `SearchError`) with the flag or file to blame and what was expected. The
+resource check of a Ray cluster needs a connection to it (`check_cluster_resources`, right after `ray.init`,
+still before any trial or MLflow run exists).
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from trainer import TrainConfig
+from trainer.fit import OBJECTIVE
+
+from . import storage
+
+TRACKING_TIMEOUT_S = 10.0
+
+
+class PreflightError(RuntimeError):
+    """A search setting cannot work; the message names it and says what was expected."""
+
+
+# ---------------------------------------------------------------------------------------------- metric
+def reported_keys(cfg: TrainConfig) -> list[str]:
+    """The metric keys every epoch of a trial with this (resolved) config reports: what ASHA and Optuna can
+    rank by. test/* is reported once, after the last epoch, and is never an objective."""
+    losses = cfg.active_losses()
+    return (
+        ["epoch", "val/map_a2v", "val/map_v2a", "val/map_avg", "loss/total"]
+        + [f"{p}/{n}" for p in ("loss", "weight", "logvar") for n in losses]
+        + [f"cca/rho_{i:02d}" for i in range(cfg.cca_k)]
+        + ["cca/mean", "time/epoch_s", "perf/samples_per_s"]
+    )
+
+
+def check_metric(metric: str, cfg: TrainConfig) -> None:
+    """`metric` must be a key each epoch reports (for the search's default config)."""
+    if metric.startswith("test/"):
+        raise PreflightError(f"--metric {metric}: test metrics are evaluated once, after the last epoch, and must "
+                             f"never select models; rank by a validation metric such as {OBJECTIVE}")  # fmt: skip
+    keys = reported_keys(cfg)
+    if metric not in keys:
+        raise PreflightError(f"--metric {metric}: not a metric the trainer reports every epoch; expected one of "
+                             f"{', '.join(keys)}")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- MLflow
+def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> None:
+    """The MLflow tracking URI can be used: a server answers its health check within `timeout_s`; a sqlite
+    file's folder exists (MLflow would silently create a new database at a mistyped path)."""
+    if uri is None:
+        return  # MLflow's default, sqlite:///mlflow.db in the working directory
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+                body = resp.read(64).decode(errors="replace").strip()
+        except urllib.error.HTTPError as e:
+            raise PreflightError(f"--tracking-uri {uri}: the server answered {e.code} {e.reason} to {url}; "
+                                 "expected an MLflow tracking server") from None  # fmt: skip
+        except (OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise PreflightError(f"--tracking-uri {uri}: no MLflow tracking server answered within {timeout_s:.0f} s "
+                                 f"({reason}); start it (make team-server or mlflow server), fix the URI, or "
+                                 "search with --no-mlflow") from None  # fmt: skip
+        if body != "OK":
+            raise PreflightError(f"--tracking-uri {uri}: {url} answered {body!r}; expected an MLflow tracking server")
+        return
+    if uri.startswith("sqlite:"):
+        path = uri.split(":", 1)[1].lstrip("/")
+        if not path or path == ":memory:":
+            raise PreflightError(f"--tracking-uri {uri}: expected sqlite:///relative.db or sqlite:////absolute.db")
+        # sqlite:///x.db is relative to the working directory, sqlite:////abs/x.db absolute
+        db = Path("/" + path) if uri.startswith("sqlite:////") else Path(path)
+        if not db.parent.resolve().is_dir():
+            raise PreflightError(f"--tracking-uri {uri}: the folder {db.parent} does not exist; MLflow would not "
+                                 "find an existing database there. Create the folder or fix the path")  # fmt: skip
+        return
+    if uri.startswith("file:") or "://" not in uri:
+        raise PreflightError(f"--tracking-uri {uri}: MLflow 3.17 refuses file stores; use sqlite:///mlflow.db, a "
+                             "database URI (postgresql://...) or an http:// tracking server")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- storage
+def check_storage(exp_dir: str) -> None:
+    """The experiment folder can be created and written (a probe file, removed again)."""
+    probe = storage.join(exp_dir, ".hsc_preflight")
+    created = Path(exp_dir)  # the topmost folder the probe creates: removed again afterwards
+    while not storage.is_uri(exp_dir) and not created.parent.exists() and created.parent != created:
+        created = created.parent
+    try:
+        storage.write_text(probe, "ok")
+        storage.delete_file(probe)
+    except storage.StorageError as e:
+        raise PreflightError(f"--storage: {e}") from None
+    except OSError as e:
+        raise PreflightError(f"--storage: cannot write the search folder {exp_dir} ({e.strerror or e}); expected a "
+                             "folder this user can create, or a URI pyarrow can write (s3://...)") from None  # fmt: skip
+    if not storage.is_uri(exp_dir):  # folders appear only once the search starts
+        folder = Path(exp_dir)
+        while True:
+            try:
+                folder.rmdir()  # empty folders only
+            except OSError:
+                break
+            if folder == created:
+                break
+            folder = folder.parent
+
+
+# ---------------------------------------------------------------------------------------------- resources
+def local_resources() -> dict[str, float]:
+    """What a local Ray instance started here will have: the CPUs this process may use, the CUDA devices torch
+    sees."""
+    import torch
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count() if torch.cuda.is_available() else 0)}
+
+
+def check_local_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
+    """A trial fits on this machine (the embedded local Ray instance)."""
+    have = local_resources()
+    _check_fits(cpus_per_trial, gpus_per_trial, [("this machine", have)], launchable=[])
+
+
+def check_cluster_resources(cpus_per_trial: float, gpus_per_trial: float) -> list[str]:
+    """A trial fits on some node of the connected Ray cluster, or on a node type its launcher can add.
+
+    Returns the node types that would have to be launched (empty when a node that fits is up already).
+    """
+    import ray
+
+    nodes = [(f"node {n['NodeManagerAddress']}", n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+    launchable = _launchable_node_types()
+    return _check_fits(cpus_per_trial, gpus_per_trial, nodes, launchable)
+
+
+def _fits(res: dict[str, Any], cpus: float, gpus: float) -> bool:
+    return float(res.get("CPU", 0)) >= cpus and float(res.get("GPU", 0)) >= gpus
+
+
+def _check_fits(cpus: float, gpus: float, nodes: list[tuple[str, dict]], launchable: list[tuple[str, dict]]
+                ) -> list[str]:  # fmt: skip
+    if any(_fits(res, cpus, gpus) for _, res in nodes):
+        return []
+    can_add = [name for name, res in launchable if _fits(res, cpus, gpus)]
+    if can_add:
+        return can_add
+    asked = f"{cpus:g} CPU" + (f" and {gpus:g} GPU" if gpus else "") + " per trial"
+    present = "; ".join(f"{name}: {float(res.get('CPU', 0)):g} CPU, {float(res.get('GPU', 0)):g} GPU"
+                        for name, res in nodes) or "no node"  # fmt: skip
+    if launchable:
+        extra = "; the launcher can add " + ", ".join(
+            f"{name} ({float(res.get('CPU', 0)):g} CPU, {float(res.get('GPU', 0)):g} GPU)" for name, res in launchable)
+    else:
+        extra = ("; an autoscaling cluster lists what it can add under available_node_types in its cluster YAML"
+                 if nodes and nodes[0][0] != "this machine" else "")  # fmt: skip
+    raise PreflightError(f"--cpus-per-trial/--gpus-per-trial: no trial can ever start: asked for {asked}, but "
+                         f"{present}{extra}. Lower the request or add a node that has it.")  # fmt: skip
+
+
+def _launchable_node_types() -> list[tuple[str, dict]]:
+    """Node types the cluster launcher may add, from the bootstrap config `ray up` leaves on the head node
+    (`~/ray_bootstrap_config.yaml`); empty when this is not the head of a launcher-started cluster."""
+    import yaml
+
+    path = Path.home() / "ray_bootstrap_config.yaml"
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    out = []
+    for name, spec in (cfg.get("available_node_types") or {}).items():
+        if (spec or {}).get("max_workers", 1) > 0:
+            out.append((f"node type {name}", (spec or {}).get("resources") or {}))
+    return out
