@@ -1,0 +1,110 @@
+"""The search's pre-flight: each check names the culprit, is bounded in time, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from hsc_search import preflight
+from hsc_search.preflight import PreflightError
+from trainer import TrainConfig
+
+
+def test_metric_must_be_reported_every_epoch():
+    cfg = TrainConfig(use_rec=False).resolve(1000, 32, 48)
+    preflight.check_metric("val/map_avg", cfg)
+    preflight.check_metric("cca/rho_15", cfg)
+    with pytest.raises(PreflightError, match="--metric loss/rec: not a metric"):
+        preflight.check_metric("loss/rec", cfg)  # reconstruction is off in this config
+    with pytest.raises(PreflightError, match="--metric cca/rho_16"):
+        preflight.check_metric("cca/rho_16", cfg)  # cca_k 16: rho_00 .. rho_15
+    with pytest.raises(PreflightError, match="test metrics are evaluated once"):
+        preflight.check_metric("test/map_avg", cfg)
+
+
+def test_an_unreachable_tracking_server_is_named_within_the_bound():
+    with socket.socket() as s:  # a port nothing listens on (bound, never accepting)
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        t0 = time.monotonic()
+        with pytest.raises(PreflightError, match=f"--tracking-uri {url}: no MLflow tracking server answered"):
+            preflight.check_tracking(url, timeout_s=2.0)
+        assert time.monotonic() - t0 < 5.0
+
+
+def test_a_server_that_is_not_mlflow_is_named(tmp_path):
+    import http.server
+    import threading
+
+    class NotMlflow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotMlflow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(PreflightError, match="answered 404"):
+            preflight.check_tracking(url, timeout_s=2.0)
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+def test_sqlite_and_file_tracking_uris(tmp_path, monkeypatch):
+    preflight.check_tracking(f"sqlite:///{tmp_path}/mlflow.db")  # an existing folder: fine, nothing created
+    assert not (tmp_path / "mlflow.db").exists()
+    with pytest.raises(PreflightError, match="the folder /no/such/dir does not exist"):
+        preflight.check_tracking("sqlite:////no/such/dir/x.db")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PreflightError, match="the folder sub does not exist"):
+        preflight.check_tracking("sqlite:///sub/x.db")
+    with pytest.raises(PreflightError, match="refuses file stores"):
+        preflight.check_tracking("mlflow.db")
+
+
+def test_storage_is_probed_and_nothing_is_left_behind(tmp_path):
+    exp = tmp_path / "a" / "b" / "search"
+    preflight.check_storage(str(exp))
+    assert list(tmp_path.iterdir()) == []  # the folders the probe made are gone again
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PreflightError, match="--storage: cannot write the search folder .*file/search"):
+        preflight.check_storage(str(tmp_path / "file" / "search"))
+
+
+def test_resources_name_what_was_asked_and_what_is_there(tmp_path, monkeypatch):
+    have = preflight.local_resources()
+    preflight.check_local_resources(1, 0)
+    with pytest.raises(PreflightError) as info:
+        preflight.check_local_resources(have["CPU"] + 1, 0)
+    assert f"asked for {have['CPU'] + 1:g} CPU per trial" in str(info.value)
+    assert f"this machine: {have['CPU']:g} CPU" in str(info.value)
+
+    nodes = [("node 10.0.0.1", {"CPU": 8.0}), ("node 10.0.0.2", {"CPU": 4.0})]
+    with pytest.raises(PreflightError) as info:
+        preflight._check_fits(1, 1, nodes, launchable=[])
+    msg = str(info.value)
+    assert "1 CPU and 1 GPU per trial" in msg and "node 10.0.0.1: 8 CPU, 0 GPU" in msg
+    assert "available_node_types" in msg  # what an autoscaling cluster could add is in its YAML
+    gpu_type = [("node type gpu_worker", {"CPU": 8, "GPU": 1})]
+    assert preflight._check_fits(1, 1, nodes, launchable=gpu_type) == ["node type gpu_worker"]
+    with pytest.raises(PreflightError, match=r"the launcher can add node type gpu_worker \(8 CPU, 1 GPU\)"):
+        preflight._check_fits(1, 2, nodes, launchable=gpu_type)
+
+
+def test_launchable_node_types_come_from_the_head_nodes_bootstrap_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert preflight._launchable_node_types() == []  # not the head of a launcher-started cluster
+    (tmp_path / "ray_bootstrap_config.yaml").write_text(
+        "available_node_types:\n"
+        "  head: {resources: {CPU: 4}, max_workers: 0}\n"
+        "  gpu_worker: {resources: {CPU: 8, GPU: 1}, max_workers: 4}\n"
+    )
+    assert preflight._launchable_node_types() == [("node type gpu_worker", {"CPU": 8, "GPU": 1})]
