@@ -80,6 +80,10 @@ def run(
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPUs per trial, fractional (0.25 = four trials "
                                                    "share a GPU; they must fit in its memory together)."),
     seed: Optional[int] = typer.Option(None, help="Optuna TPE seed. [default: 0]"),
+    checkpoint_every_s: Optional[float] = typer.Option(None, help="A trial reports to Ray with a checkpoint at "
+                                                       "ASHA's rungs, after its last epoch, and after this many "
+                                                       "seconds of training; a trial restarted after a failure "
+                                                       "recomputes at most that much. [default: 30]"),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Run without MLflow tracking (nothing to browse or "
                                    "export; for benchmarks and throwaway runs)."),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
@@ -94,7 +98,7 @@ def run(
                grace_period=grace_period, reduction_factor=reduction_factor, max_concurrent=max_concurrent,
                metric=metric, mode=mode, experiment=experiment, name=name, tracking_uri=tracking_uri,
                storage=storage, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-               seed=seed, mlflow=False if no_mlflow else None)  # fmt: skip
+               seed=seed, checkpoint_every_s=checkpoint_every_s, mlflow=False if no_mlflow else None)  # fmt: skip
     from .preflight import PreflightError
     from .storage import StorageError
 

@@ -27,7 +27,7 @@ from .export import TrialRow, best_row, trial_config, trial_rows, write_config
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .runs import TAG_KIND, client_for, trial_outcome
-from .schedulers import AshaStateCallback, PersistentASHA
+from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
 from .settings import SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
 from .tracking import MlflowTracker, reconcile
@@ -71,6 +71,9 @@ def _quiet() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ray's CSV and TensorBoard loggers write every result again (MLflow has them); its JSON logger is kept
+    # (result.json per trial: the benchmarks read it), given explicitly in _run_config
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -101,12 +104,17 @@ def _echo_cluster(echo: Callable[[str], None], n_nodes: int) -> None:
 
 
 def _trainable(data: AVData, settings: SearchSettings):
+    """The trial function with its data, objective and reporting policy: a trial reports (with a checkpoint) at
+    the scheduler's rung milestones, every `checkpoint_every_s` seconds of training and after its last epoch."""
     from ray import tune
 
     from .trainable import restorable_trainable, train_trial
 
+    scheduler = _scheduler(settings)
+    report_at = tuple(asha_milestones(scheduler)) if isinstance(scheduler, PersistentASHA) else ()
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
-    trainable = tune.with_parameters(train_trial, data=data, metric=settings.metric)
+    trainable = tune.with_parameters(train_trial, data=data, metric=settings.metric, report_at=report_at,
+                                     checkpoint_every_s=settings.checkpoint_every_s)  # fmt: skip
     return tune.with_resources(restorable_trainable(trainable), resources)
 
 
@@ -139,11 +147,13 @@ def _scheduler(settings: SearchSettings):
 def _run_config(settings: SearchSettings, exp_dir: str, callbacks: list):
     from ray import tune
 
+    from ray.tune.logger import JsonLoggerCallback
+
     parent, name = exp_dir.rstrip("/").rsplit("/", 1)
     return tune.RunConfig(
         name=name,
         storage_path=parent,
-        callbacks=callbacks,
+        callbacks=list(callbacks) + [JsonLoggerCallback()],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=settings.keep_checkpoints),
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         verbose=0,
@@ -219,7 +229,8 @@ def run_search(
     to_launch = preflight.check_cluster_resources(settings.cpus_per_trial, settings.gpus_per_trial)
     if to_launch:
         echo(f"no node can run a trial yet; the autoscaler can add: {', '.join(to_launch)}")
-    n_nodes = storage.check_visible_from_all_nodes(exp_dir)
+    # one local node writes its own folder: nothing to prove (the check costs a Ray worker start)
+    n_nodes = 1 if local else storage.check_visible_from_all_nodes(exp_dir)
     echo(f"search {settings.name}: {settings.num_samples} trials x up to {settings.max_epochs} epochs, "
          f"space {space.source}, data {data.summary()}")  # fmt: skip
     for note in notes:

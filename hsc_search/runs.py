@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from typing import Any, Callable
 
@@ -20,6 +22,24 @@ PLOT_KEYS = ("weight/", "logvar/", "cca/rho_")
 NODE_KEY = "hsc/node_id"  # the Ray node an epoch ran on
 FAILED_KEY = "hsc/failed"  # "<ErrorType>: message" of a trial that failed in a way a retry cannot fix
 EFFECTIVE_KEY = "hsc/effective_json"  # first report: {field: value} the trainer resolved differently from the config
+EPOCHS_KEY = "hsc/epochs_json"  # every epoch's metrics since the trial's previous report (JSON list of dicts)
+
+
+def epochs_of(result: dict) -> list[dict[str, float]]:
+    """The per-epoch metric dicts a Tune result carries, oldest first: the batch under `EPOCHS_KEY` (a trial
+    reports only at milestones and checkpoints), or the result itself when it has no batch."""
+    raw = result.get(EPOCHS_KEY)
+    if raw is None:
+        return [result] if "epoch" in result else []
+    return json.loads(raw)
+
+
+def best_of(values, mode: str) -> float | None:
+    """The best finite value (max or min by mode), or None: the one definition of a trial's score."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return None
+    return max(finite) if mode == "max" else min(finite)
 
 
 def trial_outcome(status: str, last_result: dict | None, max_epochs: int) -> str:
@@ -40,7 +60,60 @@ def trial_outcome(status: str, last_result: dict | None, max_epochs: int) -> str
 def client_for(tracking_uri: str | None):
     from mlflow.tracking import MlflowClient
 
+    seed_sqlite_store(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def seed_sqlite_store(tracking_uri: str | None) -> None:
+    """A new sqlite store starts as a copy of an empty one made once per MLflow version (in the cache dir):
+    MLflow builds a new store by running every schema migration, 2.4-4 s here, on the search's start-up path.
+
+    The copy is what MLflow would have made, but for the Default experiment's artifact location, which MLflow
+    sets from the working directory at creation (`<cwd>/mlruns/0`) and which is set so here too. A store that
+    exists (or appears meanwhile) is never touched; any failure leaves the creation to MLflow.
+    """
+    import os
+    import shutil
+    import sqlite3
+    import tempfile
+    import uuid
+    from pathlib import Path
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if not uri.startswith("sqlite:///") or "?" in uri:
+        return
+    path = uri[len("sqlite:///"):]
+    db = Path(path)
+    if path in ("", ":memory:") or db.exists() or not db.parent.is_dir():
+        return
+    try:
+        import mlflow
+
+        cache = Path(os.environ.get("HSC_CACHE_DIR") or Path.home() / ".cache" / "hsc-search")
+        template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+        if not template.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cache, suffix=".db")
+            os.close(fd)
+            os.unlink(tmp)
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)  # runs the migrations
+            os.replace(tmp, template)
+        tmp = db.parent / f".{db.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+        with open(template, "rb") as src, open(tmp, "xb") as dst:  # the umask's permissions, as MLflow's would be
+            shutil.copyfileobj(src, dst)
+        with sqlite3.connect(tmp) as con:
+            con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                        (str(Path("mlruns").resolve() / "0"),))  # fmt: skip
+        try:
+            os.link(tmp, db)  # fails if the store appeared meanwhile: then it is left alone
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    except Exception as e:  # never fail a search over a shortcut: MLflow creates the store itself
+        log.info("could not seed %s from a template (%s); MLflow creates it", db, e)
 
 
 def retry(fn: Callable[[], Any], what: str, attempts: int = 8, first_wait: float = 0.5, max_wait: float = 15.0):

@@ -23,7 +23,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from .runs import FAILED_KEY, trial_outcome
+from .runs import FAILED_KEY, best_of, epochs_of, trial_outcome
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +42,24 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self._max_epochs = max_epochs
         self._time_attr = time_attr
         self._best_seen: dict[str, float] = {}
+        self._told: dict[str, int] = {}  # trial -> last epoch told to Optuna as an intermediate value
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if FAILED_KEY in result:  # a failure report (NaN metric, no epoch): on_trial_complete tells FAIL
-            return
-        value = result.get(self.metric)
-        if value is not None and math.isfinite(value) and trial_id not in self._completed_trials:
-            sign = 1.0 if self.mode == "max" else -1.0
-            prev = self._best_seen.get(trial_id)
-            if prev is None or sign * value > sign * prev:
-                self._best_seen[trial_id] = value
-        super().on_trial_result(trial_id, result)
+        """Every epoch of the result's batch (`runs.epochs_of`) is told to Optuna as an intermediate value at its
+        epoch, and the trial's best value over epochs is kept for its final value."""
+        if FAILED_KEY in result or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return  # a failure report (NaN metric, no epoch): on_trial_complete tells FAIL
+        ot_trial = self._ot_trials[trial_id]
+        told = self._told.setdefault(trial_id, 0)
+        for m in epochs_of(result):
+            epoch, value = int(m["epoch"]), m.get(self.metric)
+            if value is None or not math.isfinite(value):
+                continue
+            self._best_seen[trial_id] = best_of([self._best_seen.get(trial_id), value], self.mode)
+            if epoch > told:  # epochs repeated after a restore are known already
+                ot_trial.report(value, epoch)
+                told = epoch
+        self._told[trial_id] = told
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -106,6 +113,12 @@ class PersistentASHA(ASHAScheduler):
             for (_, recorded), saved in zip(bracket._rungs, rungs):
                 recorded.update(saved)
         self._num_stopped = state.get("num_stopped", 0)
+
+
+def asha_milestones(scheduler: ASHAScheduler) -> list[int]:
+    """The epochs at which ASHA compares trials (every bracket's rungs), lowest first: a trial must report at
+    exactly these epochs for ASHA to judge it."""
+    return sorted({int(m) for b in scheduler._brackets for m, _ in b._rungs})
 
 
 class AshaStateCallback(Callback):

@@ -45,6 +45,7 @@ class SearchSettings:
     seed: int = 0  # Optuna TPE seed
     max_failures: int = 2  # retries of a failed trial, from its last checkpoint
     keep_checkpoints: int = 2
+    checkpoint_every_s: float = 30.0  # a trial also reports (with a checkpoint) after this much training since its last
     overrides: dict[str, Any] = field(default_factory=dict)  # fixed trainer values (--set key=value)
 
     def validate(self) -> "SearchSettings":
@@ -67,6 +68,8 @@ class SearchSettings:
             p.append(f"gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
         if self.max_concurrent < 0:
             p.append(f"max_concurrent must be >= 0, got {self.max_concurrent}")
+        if not self.checkpoint_every_s > 0:
+            p.append(f"checkpoint_every_s must be > 0, got {self.checkpoint_every_s}")
         if self.max_failures < 0 or self.keep_checkpoints < 1:
             p.append("max_failures must be >= 0 and keep_checkpoints >= 1")
         if "epochs" in self.overrides:

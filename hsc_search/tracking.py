@@ -40,11 +40,11 @@ from .runs import (
     TAG_TRIAL,
     child_runs,
     client_for,
+    epochs_of,
     find_child_run,
     retry,
     trial_outcome,
 )
-from .trainable import HISTORY_KEY
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +187,7 @@ class MlflowTracker(tune.Callback):
         if EFFECTIVE_KEY in result:
             self._log_effective(tid, trial, json.loads(result[EFFECTIVE_KEY]))
         epoch = int(result.get("epoch", 0))
-        epochs = [numeric_metrics(m) for m in json.loads(result.get(HISTORY_KEY, "[]"))]  # after a restore
-        epochs.append(numeric_metrics(result))
+        epochs = [numeric_metrics(m) for m in epochs_of(result)]  # since the last report (all after a restore)
         node = f"{result.get('hostname', '?')} {result.get('node_ip', '?')} node {str(result.get(NODE_KEY, '?'))[:12]}"
         history = self._history.setdefault(tid, {})
         for m in epochs:

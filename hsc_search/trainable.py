@@ -1,10 +1,14 @@
-"""The Ray Tune trainable: a thin adapter from `trainer.fit` to `tune.report` with a checkpoint every epoch."""
+"""The Ray Tune trainable: a thin adapter from `trainer.fit` to `tune.report`, reporting (with a checkpoint) at
+the scheduler's milestones, every `checkpoint_every_s` seconds and at the end, not every epoch."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
+import time
+from pathlib import Path
 from typing import Any, Callable
 
 import pyarrow.fs as pafs
@@ -13,68 +17,92 @@ from ray import tune
 
 from trainer import AVData, ConfigError, DataError, NonFiniteLossError, TrainConfig, fit, load_state
 
-from .runs import EFFECTIVE_KEY, FAILED_KEY, NODE_KEY
+from .runs import EFFECTIVE_KEY, EPOCHS_KEY, FAILED_KEY, NODE_KEY
 
 log = logging.getLogger(__name__)
 
-HISTORY_KEY = "hsc/history_json"  # JSON list of the metric dicts of the epochs before a restored checkpoint
 DETERMINISTIC = (NonFiniteLossError, ConfigError, DataError)  # the same config fails the same way again
 
 
-def train_trial(config: dict[str, Any], data: AVData, metric: str = "val/map_avg", device: str = "auto") -> None:
-    """Trains one trial's configuration, reporting every epoch's metrics with a checkpoint.
+CHECKPOINT_EVERY_S = 30.0  # default of the search setting checkpoint_every_s
+REPORT_FILE = "hsc_report.json"  # in each checkpoint: the Ray report count it was saved with
+
+
+def train_trial(config: dict[str, Any], data: AVData, metric: str = "val/map_avg", device: str = "auto",
+                report_at: tuple[int, ...] = (), checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:  # fmt: skip
+    """Trains one trial's configuration, reporting to Ray (with a checkpoint) only when the search needs it.
 
     Args:
         config: a complete trainer config as a flat dict (sampled params, fixed values, epochs).
         data: the dataset, shared through Ray's object store by `tune.with_parameters`.
         metric: the search's objective (a failure report carries it as NaN, as Ray requires every report to).
         device: passed to `fit` (auto picks the GPU Ray assigned, if any).
+        report_at: epochs at which the scheduler decides (ASHA's rung milestones).
+        checkpoint_every_s: also report once this many seconds of training passed since the last report.
 
+    A report goes to Ray at the epochs of `report_at`, after `checkpoint_every_s` seconds of training, and
+    after the last epoch; it carries the latest epoch's metrics (what ASHA and Ray see) and, under
+    `EPOCHS_KEY`, every epoch since the previous report (what Optuna and MLflow get), with a checkpoint. Each
+    report costs a checkpoint and a round trip through the driver, so short epochs no longer pay them each.
     A trial that Ray restarts after a failure (FailureConfig) or after `hsc-search resume` continues from its
-    last checkpoint: `fit(resume_from=...)` gives the same metrics as an uninterrupted run. A failure that a
-    retry would only repeat (divergence, an invalid config or data) is not raised to Ray, which would retry it:
-    the trial reports `FAILED_KEY` with the one-line reason and ends.
+    last checkpoint and recomputes the epochs since (deterministically: the same metrics as an uninterrupted
+    run). A failure that a retry would only repeat (divergence, an invalid config or data) is not raised to
+    Ray, which would retry it: the trial reports `FAILED_KEY` with the one-line reason and ends.
     """
     try:
-        _train(config, data, device)
+        _train(config, data, device, frozenset(report_at), checkpoint_every_s)
     except DETERMINISTIC as e:
         reason = " ".join(str(e).split())
         tune.report({metric: float("nan"), FAILED_KEY: f"{type(e).__name__}: {reason}"})
 
 
-def _train(config: dict[str, Any], data: AVData, device: str) -> None:
+def _train(config: dict[str, Any], data: AVData, device: str, report_at: frozenset, every_s: float) -> None:
     cfg = TrainConfig.from_dict(config, source="trial config")
     node_id = ray.get_runtime_context().get_node_id()
-    first = [True]
+    checkpoint = tune.get_checkpoint()
+    pending: list[dict] = []  # epochs not yet reported
+    state = {"reports": 0, "since": time.monotonic(), "effective": True}
+    stack = contextlib.ExitStack()
+    resume_dir = None
+    if checkpoint is not None:
+        resume_dir = stack.enter_context(checkpoint.as_directory())  # local (a copy when the storage is remote)
+        # The epochs before the checkpoint ride along with the first report after a restore, so the driver can
+        # log any it never received (a driver killed with epochs still queued for MLflow); it skips known ones.
+        pending.extend(load_state(resume_dir)["history"])
+        state["reports"] = _report_count(resume_dir)
 
     def on_epoch(report) -> None:
-        report.metrics[NODE_KEY] = node_id  # the Ray node this epoch ran on (tagged in MLflow)
-        if first[0]:  # values the trainer resolved itself (auto fields, a batch clamped to the data): logged once
-            first[0] = False
+        pending.append(report.metrics)
+        due = report.is_last or report.epoch in report_at or time.monotonic() - state["since"] >= every_s
+        if not due:
+            return
+        metrics = dict(report.metrics)  # the latest epoch: what ASHA, Ray and the progress line see
+        metrics[EPOCHS_KEY] = json.dumps(pending)
+        metrics[NODE_KEY] = node_id  # the Ray node these epochs ran on (tagged in MLflow)
+        if state["effective"]:  # values the trainer resolved itself (auto fields, a clamped batch): once per run
+            state["effective"] = False
             raw = cfg.to_dict()
-            effective = {k: v for k, v in report.config.to_dict().items() if k != "epochs" and raw[k] != v}
-            report.metrics[EFFECTIVE_KEY] = json.dumps(effective)
+            metrics[EFFECTIVE_KEY] = json.dumps({k: v for k, v in report.config.to_dict().items()
+                                                 if k != "epochs" and raw[k] != v})  # fmt: skip
+        state["reports"] += 1
         with tempfile.TemporaryDirectory(prefix="hsc-ckpt-") as d:
             report.save_checkpoint(d)
-            tune.report(report.metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            Path(d, REPORT_FILE).write_text(json.dumps({"training_iteration": state["reports"]}))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        pending.clear()
+        state["since"] = time.monotonic()
 
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        fit(cfg, data, on_epoch=on_epoch, device=device, log=None)
-        return
-    with checkpoint.as_directory() as d:
-        # The epochs before the checkpoint ride along with the first report after a restore, so the driver can
-        # log any it never received (a driver killed with epochs still queued for MLflow).
-        earlier = load_state(d)["history"]
-        first = [True]
+    with stack:
+        fit(cfg, data, on_epoch=on_epoch, resume_from=resume_dir, device=device, log=None)
 
-        def on_epoch_after_restore(report) -> None:
-            if first[0]:
-                report.metrics[HISTORY_KEY] = json.dumps(earlier)
-                first[0] = False
-            on_epoch(report)
 
-        fit(cfg, data, on_epoch=on_epoch_after_restore, resume_from=d, device=device, log=None)
+def _report_count(checkpoint_dir: str) -> int:
+    """The number of reports a trial had made when this checkpoint was saved (checkpoints from before
+    `REPORT_FILE` were saved one per epoch, so their epoch is that count)."""
+    path = Path(checkpoint_dir, REPORT_FILE)
+    if path.exists():
+        return int(json.loads(path.read_text())["training_iteration"])
+    return int(load_state(checkpoint_dir)["epoch"])
 
 
 def restorable_trainable(fn: Callable, name: str = "train_trial") -> type:
@@ -104,7 +132,7 @@ def usable_checkpoint(result):
     """`result` (Ray's checkpoint + metrics record) when its checkpoint exists. When it is gone, the trial's
     sibling `checkpoint_*` folder with the latest epoch that loads is copied to the missing path, so that Ray's
     own bookkeeping (the paths it later deletes, the index it numbers new checkpoints by) stays true, and the
-    record's `training_iteration` is set to that epoch. None when no sibling loads."""
+    record's `training_iteration` is set to that checkpoint's report count. None when no sibling loads."""
     ckpt = getattr(result, "checkpoint", None)
     if ckpt is None:
         return result
@@ -113,18 +141,19 @@ def usable_checkpoint(result):
         return result
     trial_dir = ckpt.path.rstrip("/").rsplit("/", 1)[0]
     siblings = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
-    best = None  # (epoch, path)
+    best = None  # (epoch, path, report count)
     for info in siblings:
         if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
             continue
         try:
             with tune.Checkpoint(info.path, filesystem=fs).as_directory() as d:
                 epoch = int(load_state(d)["epoch"])  # complete and readable (a kill mid-upload can tear one)
+                reports = _report_count(d)
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped the same way
             log.warning("checkpoint %s is not usable (%s)", info.path, e)
             continue
         if best is None or epoch > best[0]:  # by content, not name: names restart after a fallback
-            best = (epoch, info.path)
+            best = (epoch, info.path, reports)
     if best is None:
         log.warning("checkpoint %s is gone and the trial has no other; it starts over", ckpt.path)
         return None
@@ -132,5 +161,5 @@ def usable_checkpoint(result):
                 ckpt.path, best[0], best[1])  # fmt: skip
     fs.create_dir(ckpt.path, recursive=True)
     pafs.copy_files(best[1], ckpt.path, source_filesystem=fs, destination_filesystem=fs)
-    metrics = {**(getattr(result, "metrics", None) or {}), "training_iteration": best[0]}  # one report per epoch
+    metrics = {**(getattr(result, "metrics", None) or {}), "training_iteration": best[2]}
     return type(result)(checkpoint=ckpt, metrics=metrics)

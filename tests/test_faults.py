@@ -19,7 +19,8 @@ def test_worker_node_killed_mid_search(tmp_path, tracking_server, _cache_dir):
         cluster.wait_for_nodes(timeout=120)
         driver = subprocess.Popen(
             search_cmd("--address", cluster.address, "--tracking-uri", tracking_server.url, "--experiment", "kill",
-                        "--num-samples", "4", "--max-epochs", "40", "--scheduler", "fifo", "--name", "kill"),
+                        "--num-samples", "4", "--max-epochs", "40", "--scheduler", "fifo", "--name", "kill",
+                        "--checkpoint-every-s", "0.2"),  # a checkpoint every few epochs, as on long real epochs
             cwd=tmp_path, env=search_env(_cache_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         try:
@@ -101,7 +102,7 @@ def test_tracking_server_down_for_a_while_loses_nothing(tmp_path, tracking_serve
     server = tracking_server
     driver = subprocess.Popen(
         search_cmd("--tracking-uri", server.url, "--experiment", "outage", "--num-samples", "4", "--max-epochs",
-                    "8", "--scheduler", "fifo", "--name", "outage"),
+                    "8", "--scheduler", "fifo", "--name", "outage", "--checkpoint-every-s", "0.2"),
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=search_env(_cache_dir, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1"),
     )  # fmt: skip
