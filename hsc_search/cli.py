@@ -96,14 +96,17 @@ def run(
                                        "(options: 'synthetic:ave?n_train=800'). [default: small synthetic AVE]"),
     num_samples: Optional[int] = typer.Option(None, help="Number of trials. [default: 8]"),
     max_epochs: Optional[int] = typer.Option(None, help="Epochs of a trial that ASHA never stops. [default: 6]"),
-    scheduler: Optional[str] = typer.Option(None, help="asha (early stopping) or fifo (every trial runs to the end)."),
+    scheduler: Optional[str] = typer.Option(None, help="asha (early stopping) or fifo (every trial runs to the end). "
+                                            "[default: asha]"),
     grace_period: Optional[int] = typer.Option(None, help="ASHA: epochs before a trial can be stopped. [default: 1]"),
     reduction_factor: Optional[float] = typer.Option(None, help="ASHA: keep the top 1/N at each rung. [default: 2]"),
-    max_concurrent: Optional[int] = typer.Option(None, help="Max trials at once (0 = as many as fit in the cluster when the search starts)."),
+    max_concurrent: Optional[int] = typer.Option(None, help="Max trials at once (0 = as many as fit in the cluster when the "
+                                          "search starts). [default: 0]"),
     metric: Optional[str] = typer.Option(None, help="Objective. [default: val/map_avg]"),
     mode: Optional[str] = typer.Option(None, help="max or min. [default: max]"),
     experiment: Optional[str] = typer.Option(None, help="MLflow experiment name. [default: hsc-search]"),
-    name: Optional[str] = typer.Option(None, help="Name of this search (folder under --storage, parent run name)."),
+    name: Optional[str] = typer.Option(None, help="Name of this search (folder under --storage, parent run name). "
+                                       "[default: hsc-<date>-<time>]"),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI, e.g. http://head:5000 on a "
                                                "cluster. [default: sqlite:///mlflow.db here]"),
     storage: Optional[str] = typer.Option(None, help="Ray Tune storage path (shared by all nodes on a cluster). "
@@ -111,11 +114,11 @@ def run(
     address: Optional[str] = typer.Option(None, help="Ray cluster address (or RAY_ADDRESS). [default: local Ray]"),
     cpus_per_trial: Optional[float] = typer.Option(None, help="CPUs per trial. [default: 1]"),
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPUs per trial, fractional (0.25 = four trials "
-                                                   "share a GPU; they must fit in its memory together)."),
+                                                   "share a GPU; they must fit in its memory together). [default: 0]"),
     seed: Optional[int] = typer.Option(None, help="Optuna TPE seed. [default: 0]"),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Run without MLflow tracking (nothing to browse or "
                                    "export; for benchmarks and throwaway runs)."),
-    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP, metavar="KEY=VALUE"),
 ) -> None:
     """Run a search: Optuna samples, Ray Tune runs, ASHA stops weak trials, MLflow records everything."""
     from trainer import ConfigError, DataError
@@ -198,13 +201,13 @@ def export_best_cmd(
 def report(
     run_id: Optional[str] = typer.Option(None, "--run-id", help="The search's parent run id. [default: the latest "
                                          "search in the experiment]"),
-    experiment: str = typer.Option("hsc-search", help="MLflow experiment. [default: hsc-search]"),
+    experiment: str = typer.Option("hsc-search", help="MLflow experiment."),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI. [default: sqlite:///mlflow.db]"),
     out: Optional[Path] = typer.Option(None, help="The HTML file to write. [default: report.html in the search's "
                                        "folder when it is on this machine (beside best_config.yaml), else "
                                        "hsc_outputs/<name>/report.html]"),
     log: bool = typer.Option(True, "--log/--no-log", help="Also log it to the search's parent run as report.html "
-                             "and mark the experiment as model training for the MLflow UI. [default: --log]"),
+                             "and mark the experiment as model training for the MLflow UI."),
 ) -> None:
     """Write a search's report: one interactive HTML file (learning curves with ASHA's rungs, best so far,
     parallel coordinates, parameter importance, the best trial's loss weights and canonical correlations, the
@@ -235,7 +238,8 @@ def train(ctx: typer.Context) -> None:
 def synth_data(
     name: str = typer.Argument(..., help="ave or vegas (public sizes and dimensions by default)."),
     out: Path = typer.Argument(..., help="HDF5 file to write (AVE/VEGAS feature layout)."),
-    set_: List[str] = typer.Option([], "--set", help="Generator option KEY=VALUE, e.g. n_train=800, mismatch=0.2."),
+    set_: List[str] = typer.Option([], "--set", help="Generator option KEY=VALUE, e.g. n_train=800, mismatch=0.2.",
+                              metavar="KEY=VALUE"),
 ) -> None:
     """Write a synthetic benchmark dataset to an HDF5 file."""
     from trainer.synthetic import main
