@@ -6,7 +6,7 @@ The rules (the README states them too):
   runs until Ctrl-C: `make ui` is started by this test instead, and its page is fetched);
 - `make demo` ran first, as is; `make test` is this suite itself and is not run again;
 - to keep the suite quick, every `hsc-search run` gets `--num-samples 2 --max-epochs 2` appended, every
-  training command `--set epochs=2`, and data is small: a `synthetic:<name>` spec gets the options of SMALL and
+  training command but a resume `--set epochs=2`, and data is small: a `synthetic:<name>` spec gets the options of SMALL and
   `trainer.synthetic` the same as `--set`s; `make train` is the README's next line, which runs (with these
   rules).
 The copy shares this checkout's .venv (a symlink: the same packages `make setup` installs).
@@ -57,7 +57,7 @@ def quick(cmd: str) -> str:
         body = body.rstrip() + "".join(f" --set {k}={v}" for k, v in SMALL.items())
     if "hsc-search run" in body:
         body = body.rstrip() + " --num-samples 2 --max-epochs 2"
-    elif re.search(r"-m trainer( |$)", body) and "--data" in body:  # not --resume, --help-config
+    elif re.search(r"-m trainer( |$)", body) and "--data" in body and "--resume" not in body:
         body = body.rstrip() + " --set epochs=2"
     return body.strip()
 
