@@ -12,6 +12,7 @@ import typer
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=False,
+    rich_markup_mode=None,  # plain help: `[default: ...]` stays visible, flags show no `<bool>`
     help="Hyperparameter search for HSC-MAE: Ray Tune runs Optuna-sampled trials of the trainer, ASHA stops weak "
     "ones early, and every trial lands in MLflow. With no flags, `hsc-search run` searches the quick space on "
     "small synthetic data on this machine.",
@@ -25,11 +26,40 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _ui_hint(tracking_uri: Optional[str]) -> str:
+def _exe(name: str) -> str:
+    """How to call one of this environment's commands from here, as printed: the bare name when the shell finds
+    this very one, else its path (relative to the working directory when it lies below it: `.venv/bin/mlflow`)."""
+    import os
+    import shutil
+
+    path = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if found and Path(found).resolve() == path.resolve():
+        return name
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return shlex.quote(os.fspath(path))
+
+
+def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str]) -> str:
+    from .runs import ui_url
+
     if tracking_uri and tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri} in a browser (through your SSH tunnel on a cluster)"
+        return f"open {ui_url(tracking_uri, experiment_id) if experiment_id else tracking_uri} (through your SSH " \
+               "tunnel on a cluster)"
     uri = tracking_uri or "sqlite:///mlflow.db"
-    return f"mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)"
+    page = ui_url("http://127.0.0.1:5000", experiment_id) if experiment_id else "http://127.0.0.1:5000"
+    return f"{_exe('mlflow')} ui --backend-store-uri {uri}\n             then open {page}"
+
+
+def _experiment_of(tracking_uri: Optional[str], run_id: str) -> Optional[str]:
+    from .runs import client_for
+
+    try:
+        return client_for(tracking_uri).get_run(run_id).info.experiment_id
+    except Exception:  # the hint is a nicety
+        return None
 
 
 def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
@@ -37,8 +67,8 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
     for r in outcome.rows:
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
     typer.echo(f"\ntrials: {', '.join(f'{v} {k}' for k, v in sorted(counts.items())) or 'none'}"
-               + ("  (interrupted: `hsc-search resume " + str(outcome.experiment_dir) + "` continues it)"
-                  if outcome.interrupted else ""))  # fmt: skip
+               + (f"  (interrupted: `{_exe('hsc-search')} resume {shlex.quote(str(outcome.experiment_dir))}` "
+                  "continues it)" if outcome.interrupted else ""))  # fmt: skip
     if outcome.best is None:
         typer.echo("no trial produced a score")
     else:
@@ -47,9 +77,12 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
         typer.echo(f"best trial: {b.name} ({b.outcome}, {b.epochs} epochs) score {b.score:.4f}  {params}")
         if outcome.best_config_path is not None:
             typer.echo(f"best config: {outcome.best_config_path}")
-            typer.echo(f"retrain:     python -m trainer --config {outcome.best_config_path} --data {shlex.quote(data)}")
+            typer.echo(f"retrain:     {_exe('python')} -m trainer --config {shlex.quote(str(outcome.best_config_path))} "
+                       f"--data {shlex.quote(data)}")  # fmt: skip
+    if getattr(outcome, "report_path", None) is not None:
+        typer.echo(f"report:      {outcome.report_path}  (also in MLflow: the search run's artifact report.html)")
     if outcome.parent_run_id is not None:
-        typer.echo(f"MLflow:      {_ui_hint(tracking_uri)}")
+        typer.echo(f"MLflow UI:   {_ui_hint(tracking_uri, _experiment_of(tracking_uri, outcome.parent_run_id))}")
     typer.echo(f"experiment:  {outcome.experiment_dir}")
 
 
@@ -63,14 +96,17 @@ def run(
                                        "(options: 'synthetic:ave?n_train=800'). [default: small synthetic AVE]"),
     num_samples: Optional[int] = typer.Option(None, help="Number of trials. [default: 8]"),
     max_epochs: Optional[int] = typer.Option(None, help="Epochs of a trial that ASHA never stops. [default: 6]"),
-    scheduler: Optional[str] = typer.Option(None, help="asha (early stopping) or fifo (every trial runs to the end)."),
+    scheduler: Optional[str] = typer.Option(None, help="asha (early stopping) or fifo (every trial runs to the end). "
+                                            "[default: asha]"),
     grace_period: Optional[int] = typer.Option(None, help="ASHA: epochs before a trial can be stopped. [default: 1]"),
     reduction_factor: Optional[float] = typer.Option(None, help="ASHA: keep the top 1/N at each rung. [default: 2]"),
-    max_concurrent: Optional[int] = typer.Option(None, help="Max trials at once (0 = as many as fit in the cluster when the search starts)."),
+    max_concurrent: Optional[int] = typer.Option(None, help="Max trials at once (0 = as many as fit in the cluster when the "
+                                          "search starts). [default: 0]"),
     metric: Optional[str] = typer.Option(None, help="Objective. [default: val/map_avg]"),
     mode: Optional[str] = typer.Option(None, help="max or min. [default: max]"),
     experiment: Optional[str] = typer.Option(None, help="MLflow experiment name. [default: hsc-search]"),
-    name: Optional[str] = typer.Option(None, help="Name of this search (folder under --storage, parent run name)."),
+    name: Optional[str] = typer.Option(None, help="Name of this search (folder under --storage, parent run name). "
+                                       "[default: hsc-<date>-<time>]"),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI, e.g. http://head:5000 on a "
                                                "cluster. [default: sqlite:///mlflow.db here]"),
     storage: Optional[str] = typer.Option(None, help="Ray Tune storage path (shared by all nodes on a cluster). "
@@ -78,7 +114,7 @@ def run(
     address: Optional[str] = typer.Option(None, help="Ray cluster address (or RAY_ADDRESS). [default: local Ray]"),
     cpus_per_trial: Optional[float] = typer.Option(None, help="CPUs per trial. [default: 1]"),
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPUs per trial, fractional (0.25 = four trials "
-                                                   "share a GPU; they must fit in its memory together)."),
+                                                   "share a GPU; they must fit in its memory together). [default: 0]"),
     seed: Optional[int] = typer.Option(None, help="Optuna TPE seed. [default: 0]"),
     checkpoint_every_s: Optional[float] = typer.Option(None, help="A trial reports to Ray with a checkpoint at "
                                                        "ASHA's rungs, after its last epoch, and after this many "
@@ -86,7 +122,7 @@ def run(
                                                        "recomputes at most that much. [default: 30]"),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Run without MLflow tracking (nothing to browse or "
                                    "export; for benchmarks and throwaway runs)."),
-    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP, metavar="KEY=VALUE"),
 ) -> None:
     """Run a search: Optuna samples, Ray Tune runs, ASHA stops weak trials, MLflow records everything."""
     from trainer import ConfigError, DataError
@@ -167,6 +203,35 @@ def export_best_cmd(
     typer.echo(f"best trial {best.name} ({best.outcome}): {metric} {best.score:.4f} -> {path}")
 
 
+@app.command()
+def report(
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="The search's parent run id. [default: the latest "
+                                         "search in the experiment]"),
+    experiment: str = typer.Option("hsc-search", help="MLflow experiment."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI. [default: sqlite:///mlflow.db]"),
+    out: Optional[Path] = typer.Option(None, help="The HTML file to write. [default: report.html in the search's "
+                                       "folder when it is on this machine (beside best_config.yaml), else "
+                                       "hsc_outputs/<name>/report.html]"),
+    log: bool = typer.Option(True, "--log/--no-log", help="Also log it to the search's parent run as report.html "
+                             "and mark the experiment as model training for the MLflow UI."),
+) -> None:
+    """Write a search's report: one interactive HTML file (learning curves with ASHA's rungs, best so far,
+    parallel coordinates, parameter importance, the best trial's loss weights and canonical correlations, the
+    trials). Works for any search in MLflow, also ones made before this command existed."""
+    from .report import ReportError, report_search
+
+    try:
+        path, rec = report_search(tracking_uri, experiment, run_id, out, log_to_run=log)
+    except ReportError as e:
+        _fail(str(e))
+    typer.echo(f"report of search {rec.name} ({len(rec.trials)} trials): {path}")
+    if log:
+        from .runs import ui_url
+
+        base = tracking_uri if tracking_uri and tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+        typer.echo(f"in MLflow: {ui_url(base, rec.experiment_id, rec.parent_run_id)} -> Artifacts -> report.html")
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def train(ctx: typer.Context) -> None:
     """Train one config with the trainer (all arguments go to `python -m trainer`; see its --help)."""
@@ -179,7 +244,8 @@ def train(ctx: typer.Context) -> None:
 def synth_data(
     name: str = typer.Argument(..., help="ave or vegas (public sizes and dimensions by default)."),
     out: Path = typer.Argument(..., help="HDF5 file to write (AVE/VEGAS feature layout)."),
-    set_: List[str] = typer.Option([], "--set", help="Generator option KEY=VALUE, e.g. n_train=800, mismatch=0.2."),
+    set_: List[str] = typer.Option([], "--set", help="Generator option KEY=VALUE, e.g. n_train=800, mismatch=0.2.",
+                              metavar="KEY=VALUE"),
 ) -> None:
     """Write a synthetic benchmark dataset to an HDF5 file."""
     from trainer.synthetic import main

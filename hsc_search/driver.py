@@ -26,7 +26,8 @@ from . import preflight, storage
 from .export import TrialRow, best_row, trial_config, trial_rows, write_config
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
-from .runs import TAG_KIND, client_for, trial_outcome
+from .report import publish_report
+from .runs import REPORT_ARTIFACT, TAG_KIND, client_for, experiment_tags, tag_experiment, trial_outcome
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
 from .settings import SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
@@ -51,6 +52,7 @@ class SearchOutcome:
     best_config_path: Path | None
     interrupted: bool
     tracking_errors: list[str]
+    report_path: Path | None = None  # the search report (HTML), beside the best config
 
 
 # ---------------------------------------------------------------------------------------------- building blocks
@@ -241,7 +243,7 @@ def run_search(
     try:
         if settings.mlflow:
             client = client_for(settings.tracking_uri)
-            experiment_id = _experiment_id(client, settings.experiment)
+            experiment_id = _experiment_id(client, settings.experiment, settings.metric, settings.mode)
             parent = client.create_run(experiment_id, run_name=settings.name,
                                        tags={TAG_KIND: "search", "hsc.experiment_dir": str(exp_dir)})  # fmt: skip
             parent_id = parent.info.run_id
@@ -385,9 +387,13 @@ def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> 
     return first, notes
 
 
-def _experiment_id(client, name: str) -> str:
+def _experiment_id(client, name: str, metric: str, mode: str) -> str:
+    """The experiment's id (created if new), tagged so that MLflow's UI shows it as model training."""
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else client.create_experiment(name)
+    if exp is None:
+        return client.create_experiment(name, tags=experiment_tags(metric, mode))
+    tag_experiment(client, exp.experiment_id, metric, mode)
+    return exp.experiment_id
 
 
 def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: SearchSpace) -> None:
@@ -403,15 +409,15 @@ def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: 
 def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, searcher, interrupted, errors,
                    echo) -> SearchOutcome:  # fmt: skip
     rows = trial_rows(client, experiment_id, parent_id, settings.metric, settings.mode)
-    rows.sort(key=lambda r: r.name)
+    rows.sort(key=lambda r: (r.start_time or 0, r.name))  # the order trials started in
     best = best_row(rows, settings.mode)
     best_path = None
     out_dir = outputs_dir(exp_dir)
     if rows:
         _log_summary_table(client, parent_id, rows, out_dir)
         storage.upload_dir(out_dir / "summary", storage.join(exp_dir, "summary"))
-        client.log_figure(parent_id, best_so_far_figure([r.score for r in rows], settings.mode, settings.metric),
-                          "plots/best_so_far.png")  # fmt: skip
+        client.log_figure(parent_id, best_so_far_figure([r.score for r in rows], [r.outcome for r in rows],
+                                                        settings.mode, settings.metric), "plots/best_so_far.png")  # fmt: skip
         importances = _importances(searcher)
         if importances:
             client.log_figure(parent_id, importance_figure(importances), "plots/param_importance.png")
@@ -430,9 +436,22 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, searcher
         client.log_batch(parent_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
     counts = {o: sum(r.outcome == o for r in rows) for o in sorted({r.outcome for r in rows})}
     client.set_tag(parent_id, "hsc.outcomes", json.dumps(counts))
+    report = _write_report(client, parent_id, out_dir, exp_dir, settings.tracking_uri, echo) if rows else None
     for e in errors:
         echo(f"warning: {e}")
-    return SearchOutcome(exp_dir, parent_id, rows, best, best_path, interrupted, errors)
+    return SearchOutcome(exp_dir, parent_id, rows, best, best_path, interrupted, errors, report)
+
+
+def _write_report(client, parent_id: str, out_dir: Path, exp_dir: str, tracking_uri, echo) -> Path | None:
+    """The search report beside the best config, logged to the parent run; a failure is a warning only."""
+    try:
+        path = publish_report(client, parent_id, out_dir / REPORT_ARTIFACT, source=tracking_uri or "")
+        if storage.is_uri(exp_dir):
+            storage.write_text(storage.join(exp_dir, REPORT_ARTIFACT), path.read_text())
+        return path
+    except Exception as e:  # the search's results are safe in MLflow; `hsc-search report` can try again
+        echo(f"warning: the search report was not written ({e}); `hsc-search report --run-id {parent_id}` retries")
+        return None
 
 
 def _log_summary_table(client, parent_id: str, rows: list[TrialRow], out_dir: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class TrialRow:
     score: float | None  # best value of the ranking metric over epochs
     params: dict[str, str] = field(default_factory=dict)
     final: dict[str, float] = field(default_factory=dict)  # last logged value of every metric
+    start_time: int | None = None  # ms since the epoch; trials in this order are in the order they started
 
 
 def find_experiment_id(client, experiment: str) -> str:
@@ -77,6 +79,7 @@ def trial_rows(client, experiment_id: str, parent_run_id: str, metric: str, mode
                 score=score,
                 params=dict(run.data.params),
                 final=dict(run.data.metrics),
+                start_time=start,
             )
         )
     return rows
@@ -131,6 +134,7 @@ def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, p
     if mode not in ("max", "min"):
         raise ExportError(f"mode must be max or min, got {mode!r}")
     _check_store_exists(tracking_uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars per downloaded file
     client = client_for(tracking_uri)
     experiment_id = find_experiment_id(client, experiment)
     if parent_run_id is None:

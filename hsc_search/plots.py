@@ -43,30 +43,43 @@ def cca_spectrum_figure(history: History) -> Figure:
         names = sorted(series, key=int)
         for e in picks:
             ys = [dict(zip(*series[n])).get(e) for n in names]
-            ax_spec.plot(range(1, len(names) + 1), ys, marker="o", ms=3, label=f"epoch {e}")
+            ax_spec.plot(range(len(names)), ys, marker="o", ms=3, label=f"epoch {e}")
         for n in names[:8]:
-            ax_time.plot(*series[n], label=f"rho_{int(n) + 1}")
+            ax_time.plot(*series[n], label=f"rho_{n}")  # the metric's own name: cca/rho_00 is the largest
         ax_spec.legend(fontsize=8)
         ax_time.legend(fontsize=7, ncol=2)
-    ax_spec.set(title="canonical correlation spectrum (val)", xlabel="component", ylabel="rho", ylim=(0, 1))
+    ax_spec.set(title="canonical correlation spectrum (val)", xlabel="component (0 = rho_00, the largest)", ylabel="rho", ylim=(0, 1))
     ax_time.set(title="top canonical correlations over epochs", xlabel="epoch", ylim=(0, 1))
     for ax in (ax_spec, ax_time):
         ax.grid(alpha=0.3)
     return fig
 
 
-def best_so_far_figure(values: list[float | None], mode: str, metric: str) -> Figure:
-    """Each trial's score (in start order) and the best so far."""
+def best_so_far_figure(scores: list[float | None], outcomes: list[str], mode: str, metric: str) -> Figure:
+    """Each trial's score in the order trials started (dots: completed, crosses: stopped early by ASHA, which
+    scored at fewer epochs) and the best so far over the trials that did not fail."""
     fig = Figure(figsize=(6, 3.5), layout="constrained")
     ax = fig.subplots()
-    xs = [i + 1 for i, v in enumerate(values) if v is not None]
-    ys = [v for v in values if v is not None]
-    best, run = [], None
-    for y in ys:
-        run = y if run is None else (max(run, y) if mode == "max" else min(run, y))
-        best.append(run)
-    ax.scatter(xs, ys, s=14, alpha=0.6, label="trial")
-    ax.step(xs, best, where="post", color="C3", label="best so far")
+    best, xs_best, ys_best = None, [], []
+    for i, (y, o) in enumerate(zip(scores, outcomes), 1):
+        if y is None:
+            continue
+        if o != "failed" and (best is None or (y > best if mode == "max" else y < best)):
+            best = y
+        if best is not None:
+            xs_best.append(i)
+            ys_best.append(best)
+    for outcome, marker, color, label in (("completed", "o", "C0", "completed"),
+                                          ("stopped_early", "x", "C1", "stopped by ASHA"),
+                                          ("failed", "v", "C3", "failed")):  # fmt: skip
+        pts = [(i, y) for i, (y, o) in enumerate(zip(scores, outcomes), 1) if y is not None and o == outcome]
+        if pts:
+            ax.scatter(*zip(*pts), s=22, marker=marker, color=color, label=label)
+    other = [(i, y) for i, (y, o) in enumerate(zip(scores, outcomes), 1)
+             if y is not None and o not in ("completed", "stopped_early", "failed")]  # fmt: skip
+    if other:
+        ax.scatter(*zip(*other), s=22, marker=".", color="C7", label="unfinished")
+    ax.step(xs_best, ys_best, where="post", color="C2", label="best so far")
     ax.set(title=f"{metric} by trial", xlabel="trial (start order)", ylabel=metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

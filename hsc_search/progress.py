@@ -20,12 +20,22 @@ class Progress(tune.Callback):
         self._done = 0
         self._best: float | None = None
         self._t0 = time.monotonic()
+        self._elapsed_before = 0.0  # seconds the search ran before a resume
 
     def __getstate__(self):
         return self.__dict__.copy()
 
     def setup(self, **info) -> None:
-        self._t0 = time.monotonic()
+        self._t0 = time.monotonic() - self._elapsed_before
+
+    # saved in Ray's experiment snapshots, so that after `hsc-search resume` the count goes on from where it was
+    def get_state(self) -> dict:
+        return {"done": self._done, "best": self._best, "elapsed": time.monotonic() - self._t0}
+
+    def set_state(self, state: dict) -> None:
+        self._done, self._best = state.get("done", 0), state.get("best")
+        self._elapsed_before = state.get("elapsed", 0.0)
+        self._t0 = time.monotonic() - self._elapsed_before
 
     def _line(self, trial, what: str, reason: str | None = None) -> None:
         self._done += 1

@@ -17,6 +17,8 @@ TAG_ERROR = "hsc.error"
 TAG_KIND = "hsc.kind"  # search | trial
 TAG_PARENT = "mlflow.parentRunId"
 CONFIG_ARTIFACT = "config.yaml"
+CCA_SPECTRUM_ARTIFACT = "cca_spectrum.csv"  # a trial's every canonical correlation, one row per epoch
+REPORT_ARTIFACT = "report.html"  # the search report, on the parent run
 PLOT_KEYS = ("weight/", "logvar/", "cca/rho_")
 # Result keys the trainable adds to the trainer's metrics (strings, never logged as metrics):
 NODE_KEY = "hsc/node_id"  # the Ray node an epoch ran on
@@ -55,6 +57,16 @@ def trial_outcome(status: str, last_result: dict | None, max_epochs: int) -> str
     if status != "TERMINATED":
         return "unfinished"
     return "stopped_early" if int(last.get("epoch", 0)) < max_epochs else "completed"
+CCA_TOP_METRICS = 3  # cca/rho_00 .. cca/rho_02 go to MLflow as metrics (and cca/mean); the rest to the artifact
+
+# What MLflow 3.17's UI reads from an experiment (checked in its JS bundle): `mlflow.experimentKind` is the
+# experiment's kind (model training, not GenAI); the primary metric gets a chart in the experiment's chart view.
+# The 3.17 UI picks GenAI or model-training *pages* from its own switch (top left, remembered by the browser,
+# default GenAI) or the URL's `workflowType`, so the links we print carry `?workflowType=machine_learning`.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+PRIMARY_METRIC = "mlflow.experiment.primaryMetric.name"
+PRIMARY_METRIC_GREATER = "mlflow.experiment.primaryMetric.greaterIsBetter"
+UI_QUERY = "?workflowType=machine_learning"
 
 
 def client_for(tracking_uri: str | None):
@@ -114,6 +126,24 @@ def seed_sqlite_store(tracking_uri: str | None) -> None:
             os.unlink(tmp)
     except Exception as e:  # never fail a search over a shortcut: MLflow creates the store itself
         log.info("could not seed %s from a template (%s); MLflow creates it", db, e)
+def tag_experiment(client, experiment_id: str, metric: str, mode: str) -> None:
+    """Marks an existing experiment as model training with `metric` as its primary metric."""
+    have = client.get_experiment(experiment_id).tags
+    for k, v in experiment_tags(metric, mode).items():
+        if have.get(k) != v:
+            client.set_experiment_tag(experiment_id, k, v)
+
+
+def experiment_tags(metric: str, mode: str) -> dict[str, str]:
+    """The tags a new experiment is created with (see `tag_experiment`)."""
+    return {EXPERIMENT_KIND: "custom_model_development", PRIMARY_METRIC: metric,
+            PRIMARY_METRIC_GREATER: "true" if mode == "max" else "false"}  # fmt: skip
+
+
+def ui_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI page of an experiment (or of one run), opened in model-training mode."""
+    page = f"{base.rstrip('/')}/#/experiments/{experiment_id}"
+    return (page + f"/runs/{run_id}" if run_id else page) + UI_QUERY
 
 
 def retry(fn: Callable[[], Any], what: str, attempts: int = 8, first_wait: float = 0.5, max_wait: float = 15.0):

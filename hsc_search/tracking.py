@@ -3,7 +3,8 @@
 One parent run per search, one nested child run per trial. The Tune callback `MlflowTracker` runs on the driver
 and hands every MLflow call to one background thread (`_Writer`), so the Tune event loop never waits on the
 tracking server; each call is retried with exponential back-off, so a server that is unreachable for a while
-loses nothing. Per epoch a trial costs one `log_batch` call.
+loses nothing. Per epoch a trial costs one `log_batch` call. Of the canonical correlations only the top
+`CCA_TOP_METRICS` become MLflow metrics; the whole spectrum, per epoch, is the trial's `cca_spectrum.csv`.
 
 Exactly one child run per trial, also across `hsc-search resume`: the child is found by its tags
 (`mlflow.parentRunId`, `hsc.trial_id`) before one is created, and epochs already logged are not logged again.
@@ -27,6 +28,8 @@ from trainer import ConfigError, TrainConfig
 
 from .plots import cca_spectrum_figure, weight_trajectories_figure
 from .runs import (
+    CCA_SPECTRUM_ARTIFACT,
+    CCA_TOP_METRICS,
     CONFIG_ARTIFACT,
     EFFECTIVE_KEY,
     FAILED_KEY,
@@ -91,13 +94,29 @@ class _Writer:
 
 
 def numeric_metrics(result: dict) -> dict[str, float]:
-    """The metric keys of a Tune result that belong in MLflow (ours, finite numbers)."""
+    """The metric keys of a Tune result that are ours (finite numbers)."""
     keep = ("epoch", "loss/", "val/", "test/", "weight/", "logvar/", "cca/", "time/", "perf/")
     return {
         k: float(v)
         for k, v in result.items()
         if k.startswith(keep) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     }
+
+
+def mlflow_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics that become MLflow metrics: all but the canonical correlations after the top few (a run page
+    would otherwise open on a chart per correlation); the whole spectrum goes to `cca_spectrum.csv`."""
+    top = {f"cca/rho_{i:02d}" for i in range(CCA_TOP_METRICS)}
+    return {k: v for k, v in metrics.items() if not k.startswith("cca/rho_") or k in top}
+
+
+def spectrum_csv(by_epoch: dict[int, dict[str, float]]) -> str:
+    """epoch, rho_00, rho_01, ... : one line per epoch (the canonical correlations, largest first)."""
+    names = sorted({k for values in by_epoch.values() for k in values if k.startswith("cca/rho_")})
+    lines = [",".join(["epoch"] + [n.removeprefix("cca/") for n in names])]
+    for epoch, values in sorted(by_epoch.items()):
+        lines.append(",".join([str(epoch)] + [repr(values[n]) if n in values else "" for n in names]))
+    return "\n".join(lines) + "\n"
 
 
 class MlflowTracker(tune.Callback):
@@ -192,6 +211,7 @@ class MlflowTracker(tune.Callback):
         history = self._history.setdefault(tid, {})
         for m in epochs:
             history[int(m.get("epoch", 0))] = {k: v for k, v in m.items() if k.startswith(PLOT_KEYS)}
+        epochs = [mlflow_metrics(m) for m in epochs]
 
         def log_epoch() -> None:
             from mlflow.entities import Metric, RunTag
@@ -267,7 +287,8 @@ class MlflowTracker(tune.Callback):
 
     def _log_plots(self, tid: str, run_id: str) -> None:
         by_epoch = self._history.get(tid, {})
-        if sorted(by_epoch) != list(range(1, len(by_epoch) + 1)):  # not all seen here: read back what MLflow has
+        # not all seen here: read back what MLflow has (then the spectrum file holds only the top correlations)
+        if sorted(by_epoch) != list(range(1, len(by_epoch) + 1)):
             keys = [k for k in self._client.get_run(run_id).data.metrics if k.startswith(PLOT_KEYS)]
             histories = {k: [(m.step, m.value) for m in self._client.get_metric_history(run_id, k)] for k in keys}
         else:
@@ -281,6 +302,11 @@ class MlflowTracker(tune.Callback):
         client.log_figure(run_id, weight_trajectories_figure(histories), "plots/loss_weights.png")
         if any(k.startswith("cca/rho_") for k in histories):
             client.log_figure(run_id, cca_spectrum_figure(histories), "plots/cca_spectrum.png")
+            spectrum: dict[int, dict[str, float]] = {}
+            for k, points in histories.items():
+                for epoch, v in points:
+                    spectrum.setdefault(int(epoch), {})[k] = v
+            client.log_text(run_id, spectrum_csv(spectrum), CCA_SPECTRUM_ARTIFACT)
 
     def on_experiment_end(self, trials, **info) -> None:
         if self._writer is not None:

@@ -101,9 +101,11 @@ class AVData:
             return f"{x.shape[-1]}-d" + (f" x T={x.shape[1]}" if x.ndim == 3 else "")
 
         carved = " (carved from train)" if self.val_carved else ""
+        clips = "clip" if len(self.test) == 1 else "clips"
+        classes = "class" if self.num_classes == 1 else "classes"
         return (
-            f"{self.source}: train {len(self.train)} / val {len(self.val)}{carved} / test {len(self.test)} clips, "
-            f"audio {dims(self.train.audio)}, visual {dims(self.train.visual)}, {self.num_classes} classes"
+            f"{self.source}: train {len(self.train)} / val {len(self.val)}{carved} / test {len(self.test)} {clips}, "
+            f"audio {dims(self.train.audio)}, visual {dims(self.train.visual)}, {self.num_classes} {classes}"
         )
 
 

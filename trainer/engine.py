@@ -83,7 +83,7 @@ def _autocast(device: torch.device, cfg: TrainConfig):
 
 
 def step_losses(state: TrainState, xa: Tensor, xv: Tensor, cfg: TrainConfig, gen: torch.Generator) -> dict[str, Tensor]:
-    """The active losses of one batch (DESIGN.md section 2), keyed by name.
+    """The active losses of one batch (docs/method.md, section 2), keyed by name.
 
     Student MAE path: masked inputs -> reconstruction, InfoNCE logits, distillation. Student CCA path and teacher:
     unmasked inputs.

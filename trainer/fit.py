@@ -1,7 +1,7 @@
 """`fit`: the training loop, model selection on validation, checkpoints and the run folder.
 
 The driver (Ray Tune) and the CLI both call `fit`; it knows nothing about either. Once per epoch it calls
-`on_epoch(report)` with the flat metric dict of DESIGN.md section 4 and a way to save the full training state.
+`on_epoch(report)` with the flat metric dict of docs/method.md section 3 and a way to save the full training state.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class EpochReport:
     """What `on_epoch` receives once per epoch."""
 
     epoch: int  # 1-based
-    metrics: dict[str, float]  # flat keys of DESIGN.md section 4; test/* only in the last epoch
+    metrics: dict[str, float]  # flat keys of docs/method.md section 3; test/* only in the last epoch
     is_last: bool
     save_checkpoint: Callable[[str | os.PathLike], Path]  # writes the full state into a directory; returns the file
     config: TrainConfig  # what trains: the config resolved against the data (auto values filled in)

@@ -1,4 +1,4 @@
-"""The HSC-MAE losses (DESIGN.md section 2), each a small function with shape docstrings.
+"""The HSC-MAE losses (docs/method.md, section 2), each a small function with shape docstrings.
 
 Every loss here is >= 0, so the uncertainty weighting in `LossWeighting` has a finite optimum
 (s_i = log L_i) for each term.
@@ -183,9 +183,9 @@ class LossWeighting(nn.Module):
 
     learned: L = sum_i exp(-s_i) L_i / R_i + s_i, where R_i is L_i at the first training step (floored at
     REF_FLOOR), so s_i tracks the loss's *relative* progress (the loss ratio of GradNorm, Chen et al. 2018).
-    learned_raw: the same on the raw losses (R_i = 1), DESIGN.md section 2.6 literally. On raw losses the weights
-    rank losses by size, not by use: a loss with a large irreducible part (InfoNCE with soft targets has the
-    targets' entropy plus a temperature floor) gets a small weight, and one that overfits per batch toward 0
+    learned_raw: the same on the raw losses (R_i = 1), Kendall's form as written (docs/method.md section 2.6).
+    On raw losses the weights rank losses by size, not by use: a loss with a large irreducible part (InfoNCE
+    with soft targets has the targets' entropy plus a temperature floor) gets a small weight, and one that overfits per batch toward 0
     (DCCA with 32 correlations on 256 clips) runs to the cap (benchmarks/results/quality.md, finding 2).
     Both: s_i starts at 0; its optimum for a fixed loss is s_i = log(L_i / R_i), so `clamp_()` after each
     step keeps s_i >= floor (at most exp(-floor) times the starting weight).

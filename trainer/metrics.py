@@ -1,4 +1,4 @@
-"""Cross-modal retrieval mAP (DESIGN.md section 2, "Evaluation").
+"""Cross-modal retrieval mAP (docs/method.md, section 3).
 
 Each item of one modality queries the whole gallery of the other modality in the same split; relevant =
 same label (multi-hot: shares at least one label); cosine similarity; AP_q = (1/R_q) * sum over the ranks k

@@ -367,8 +367,9 @@ def describe(name: str, options: dict[str, Any]) -> str:
     shape = f"sequences T={o['seq_len']}" if o["seq_len"] else "vectors"
     val = o["n_val"] if o["n_val"] else "none (carved by the reader)"
     return (
-        f"synthetic:{name}: train {o['n_train']} / val {val} / test {o['n_test']} clips, "
-        f"audio {o['dim_audio']}-d, visual {o['dim_visual']}-d ({shape}), {o['num_classes']} classes, "
+        f"synthetic:{name}: train {o['n_train']} / val {val} / test {o['n_test']} clip{'' if o['n_test'] == 1 else 's'}, "
+        f"audio {o['dim_audio']}-d, visual {o['dim_visual']}-d ({shape}), "
+        f"{o['num_classes']} class{'' if o['num_classes'] == 1 else 'es'}, "
         f"multi_event {o['multi_event']}, mismatch {o['mismatch']}, seed {o['seed']}"
     )
 

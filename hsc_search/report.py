@@ -1,0 +1,450 @@
+"""The search report: one self-contained interactive HTML file (plotly, its JavaScript inlined) per search.
+
+Drawn from MLflow alone (`search_record.read_search`), so `hsc-search report` writes it for any search,
+including ones made before it existed. Sections: every trial's objective over epochs coloured by outcome with
+ASHA's rungs marked; the best so far against the order trials started in and against the epochs trained in
+all; parallel coordinates and parameter importance (`optuna.visualization`, on a study rebuilt from the runs);
+the best trial's loss weights and canonical-correlation spectrum; the table of trials.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .search_record import SearchRecord, Trial
+
+log = logging.getLogger(__name__)
+
+OUTCOME_COLORS = {
+    "completed": "#1f77b4",
+    "stopped_early": "#ff7f0e",
+    "failed": "#d62728",
+    "interrupted": "#7f7f7f",
+    "unfinished": "#7f7f7f",
+    "running": "#7f7f7f",
+}
+OUTCOME_LABELS = {"completed": "completed", "stopped_early": "stopped by ASHA", "failed": "failed"}
+
+
+def _color(outcome: str) -> str:
+    return OUTCOME_COLORS.get(outcome, "#8c564b")
+
+
+def _label(outcome: str) -> str:
+    return OUTCOME_LABELS.get(outcome, outcome)
+
+
+def _better(a: float, b: float, mode: str) -> bool:
+    return a > b if mode == "max" else a < b
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def curves_figure(rec: SearchRecord):
+    """Every trial's objective per epoch, coloured by outcome; ASHA's rungs as dashed lines; where a trial
+    stopped, a cross."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    shown: set[str] = set()
+    for i, t in enumerate(rec.trials, 1):
+        if not t.curve:
+            continue
+        o = t.row.outcome
+        xs, ys = [e for e, _, _ in t.curve], [v for _, v, _ in t.curve]
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, mode="lines+markers", name=_label(o), legendgroup=o, showlegend=o not in shown,
+            line=dict(color=_color(o), width=3 if t is rec.best else 1.5), marker=dict(size=5),
+            hovertemplate=f"#{i} {html.escape(t.row.name)} ({_label(o)})<br>epoch %{{x}}: %{{y:.4f}}<extra></extra>",
+        ))  # fmt: skip
+        shown.add(o)
+        if o in ("stopped_early", "failed"):
+            fig.add_trace(go.Scatter(x=[xs[-1]], y=[ys[-1]], mode="markers", showlegend=False, legendgroup=o,
+                                     marker=dict(symbol="x", size=9, color=_color(o)), hoverinfo="skip"))  # fmt: skip
+    for m in rec.milestones:
+        fig.add_vline(x=m, line=dict(dash="dash", color="#555", width=1), annotation_text=f"ASHA rung {m}",
+                      annotation_position="top left")  # fmt: skip
+    fig.update_layout(title=f"{rec.metric} of every trial by epoch (thick: the best trial)", xaxis_title="epoch",
+                      yaxis_title=rec.metric, legend_title="outcome", height=460)  # fmt: skip
+    fig.update_xaxes(dtick=1 if (rec.max_epochs or 0) <= 20 else None)
+    return fig
+
+
+def best_so_far_figure(rec: SearchRecord):
+    """Left: each trial's score in the order trials started, and the best so far. Right: the best value reached
+    against the epochs trained by all trials together (every epoch of every trial, in the order they were
+    logged)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("by trial, in start order", "by epochs trained (all trials)"))
+    shown: set[str] = set()
+    best, xs_b, ys_b = None, [], []
+    for i, t in enumerate(rec.trials, 1):
+        s, o = t.row.score, t.row.outcome
+        if s is None:
+            continue
+        fig.add_trace(go.Scatter(x=[i], y=[s], mode="markers", name=_label(o), legendgroup=o,
+                                 showlegend=o not in shown, marker=dict(color=_color(o), size=9,
+                                 symbol="circle" if o == "completed" else "x"),
+                                 hovertemplate=f"#{i} {html.escape(t.row.name)}: %{{y:.4f}} ({_label(o)}, "
+                                               f"{t.row.epochs} epochs)<extra></extra>"), 1, 1)  # fmt: skip
+        shown.add(o)
+        if o != "failed" and (best is None or _better(s, best, rec.mode)):
+            best = s
+        if best is not None:
+            xs_b.append(i)
+            ys_b.append(best)
+    fig.add_trace(go.Scatter(x=xs_b, y=ys_b, mode="lines", line=dict(shape="hv", color="#2ca02c", width=2),
+                             name="best so far", legendgroup="best"), 1, 1)  # fmt: skip
+
+    points = sorted((ts, v, t.row.outcome) for t in rec.trials for _, v, ts in t.curve)
+    best, xs, ys = None, [], []
+    for n, (_, v, o) in enumerate(points, 1):
+        if o != "failed" and (best is None or _better(v, best, rec.mode)):
+            best = v
+        if best is not None:
+            xs.append(n)
+            ys.append(best)
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(shape="hv", color="#2ca02c", width=2),
+                             name="best so far", legendgroup="best", showlegend=False,
+                             hovertemplate="%{x} epochs: best %{y:.4f}<extra></extra>"), 1, 2)  # fmt: skip
+    fig.update_xaxes(title_text="trial (start order)", dtick=1 if len(rec.trials) <= 30 else None, row=1, col=1)
+    fig.update_xaxes(title_text="epochs trained, all trials", row=1, col=2)
+    fig.update_yaxes(title_text=rec.metric, row=1, col=1)
+    fig.update_layout(title=f"best {rec.metric} so far", height=420)
+    return fig
+
+
+def optuna_study(rec: SearchRecord):
+    """An in-memory Optuna study of the scored trials (value: best over epochs), with the distributions of the
+    search space when it was logged; None if fewer than two trials have a score."""
+    import optuna
+
+    dists = _distributions(rec.space)
+    study = optuna.create_study(direction="maximize" if rec.mode == "max" else "minimize")
+    n = 0
+    for t in rec.trials:
+        if t.row.score is None or t.row.outcome == "failed":
+            continue
+        params, pdists = {}, {}
+        for name, raw in t.row.params.items():
+            d = dists.get(name) if dists else _guess_distribution(name, rec)
+            if d is None:
+                continue
+            value = _typed(raw, d)
+            if value is None or not d._contains(d.to_internal_repr(value)):
+                continue
+            params[name], pdists[name] = value, d
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=pdists, value=t.row.score))
+        n += 1
+    return study if n >= 2 else None
+
+
+def _distributions(space: dict | None) -> dict:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out = {}
+    for name, spec in ((space or {}).get("params") or {}).items():
+        kind = spec.get("type")
+        if kind == "float":
+            out[name] = FloatDistribution(spec["low"], spec["high"], log=bool(spec.get("log")), step=spec.get("step"))
+        elif kind == "int":
+            out[name] = IntDistribution(spec["low"], spec["high"], log=bool(spec.get("log")), step=spec.get("step") or 1)
+        elif kind == "categorical":
+            out[name] = CategoricalDistribution(tuple(spec["choices"]))
+    return out
+
+
+def _guess_distribution(name: str, rec: SearchRecord):
+    """Without a logged space: a float range over the values seen, or the categories seen."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    values = [t.row.params[name] for t in rec.trials if name in t.row.params]
+    try:
+        nums = [float(v) for v in values]
+        lo, hi = min(nums), max(nums)
+        return FloatDistribution(lo, hi if hi > lo else lo + 1e-12)
+    except ValueError:
+        return CategoricalDistribution(tuple(sorted(set(values))))
+
+
+def _typed(raw: str, dist) -> Any:
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return next((c for c in dist.choices if str(c) == raw), None)
+    try:
+        return int(float(raw)) if isinstance(dist, IntDistribution) else float(raw)
+    except ValueError:
+        return None
+
+
+def parallel_figure(rec: SearchRecord, study):
+    import optuna.visualization as ov
+
+    fig = ov.plot_parallel_coordinate(study, target_name=rec.metric)
+    fig.update_layout(title=f"parallel coordinates: every scored trial, {rec.metric} best over epochs "
+                            "(ASHA-stopped trials at the epochs they ran)", height=460)  # fmt: skip
+    return fig
+
+
+def importance_figure(rec: SearchRecord, study):
+    """Optuna's parameter importances: fANOVA (needs scikit-learn), else PED-ANOVA."""
+    import optuna
+    import optuna.visualization as ov
+
+    try:
+        import sklearn  # noqa: F401
+
+        evaluator, name = optuna.importance.FanovaImportanceEvaluator(seed=0), "fANOVA"
+    except ImportError:
+        evaluator, name = optuna.importance.PedAnovaImportanceEvaluator(), "PED-ANOVA"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig = ov.plot_param_importances(study, evaluator=evaluator, target_name=rec.metric)
+    fig.update_layout(title=f"parameter importance for {rec.metric} ({name}, {len(study.trials)} trials)",
+                      height=max(300, 60 + 40 * len(study.best_trial.params)))  # fmt: skip
+    return fig
+
+
+def weights_figure(rec: SearchRecord):
+    """The best trial's effective loss weights and log-variances per epoch."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("effective loss weight", "log-variance s"))
+    for col, prefix in ((1, "weight/"), (2, "logvar/")):
+        for key in sorted(k for k in rec.best_history if k.startswith(prefix)):
+            pts = rec.best_history[key]
+            fig.add_trace(go.Scatter(x=[e for e, _ in pts], y=[v for _, v in pts], mode="lines+markers",
+                                     name=key), 1, col)  # fmt: skip
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(title=f"best trial {html.escape(rec.best.row.name)}: loss weights", height=400)
+    return fig
+
+
+def spectrum_figure(rec: SearchRecord):
+    """The best trial's validation canonical correlations: the spectrum at a few epochs, and all of it as a
+    heat map (epoch x component)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    spec = rec.best_spectrum
+    epochs = sorted(spec)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("spectrum at epochs", "every epoch"))
+    picks = sorted({epochs[0], epochs[len(epochs) // 2], epochs[-1]})
+    for e in picks:
+        fig.add_trace(go.Scatter(x=[f"rho_{i:02d}" for i in range(len(spec[e]))], y=spec[e], mode="lines+markers",
+                                 name=f"epoch {e}"), 1, 1)  # fmt: skip
+    width = max(len(v) for v in spec.values())
+    z = [[spec[e][i] if i < len(spec[e]) else None for i in range(width)] for e in epochs]
+    fig.add_trace(go.Heatmap(z=z, x=[f"rho_{i:02d}" for i in range(width)], y=epochs, zmin=0, zmax=1,
+                             colorscale="Viridis", colorbar=dict(title="rho", x=1.02)), 1, 2)  # fmt: skip
+    fig.update_yaxes(title_text="rho", range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text="epoch", row=1, col=2)
+    fig.update_layout(title=f"best trial {html.escape(rec.best.row.name)}: canonical correlations (validation)",
+                      height=420, legend=dict(x=0.38))  # fmt: skip
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- the page
+def _table(rec: SearchRecord) -> str:
+    params = sorted({k for t in rec.trials for k in t.row.params})
+    head = ["#", "trial", "outcome", "epochs", f"{rec.metric} (best)", "seconds", *params, "run id"]
+    rows = []
+    for i, t in enumerate(rec.trials, 1):
+        r = t.row
+        cells = [str(i), r.name, _label(r.outcome), str(r.epochs), "" if r.score is None else f"{r.score:.4f}",
+                 "" if r.seconds is None else f"{r.seconds:.1f}", *(r.params.get(p, "") for p in params), r.run_id]  # fmt: skip
+        cls = ' class="best"' if t is rec.best else ""
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")  # fmt: skip
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1250px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+.meta { color: #555; } .note { color: #666; font-size: 0.9em; }
+table { border-collapse: collapse; font-size: 0.85em; } td, th { border: 1px solid #ddd; padding: 3px 6px; }
+th { background: #f4f4f4; } tr.best td { background: #e8f5e9; font-weight: 600; }
+"""
+
+
+def render(rec: SearchRecord, source: str = "") -> str:
+    """The report as one HTML document, plotly.js inlined (opens offline, and in MLflow's artifact viewer)."""
+    from plotly.offline import get_plotlyjs
+
+    parts: list[str] = []
+
+    def add(title: str, make, note: str = "") -> None:
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        if note:
+            parts.append(f'<p class="note">{html.escape(note)}</p>')
+        try:
+            fig = make()
+        except Exception as e:  # one figure that cannot be drawn must not cost the others
+            log.warning("report: %s not drawn: %s", title, e)
+            parts.append(f'<p class="note">not drawn: {html.escape(str(e))}</p>')
+            return
+        if fig is None:
+            parts.append('<p class="note">not enough trials with a score to draw this.</p>')
+            return
+        fig.update_layout(template="plotly_white", margin=dict(t=60, b=50))
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False}))
+
+    counts: dict[str, int] = {}
+    for t in rec.trials:
+        counts[t.row.outcome] = counts.get(t.row.outcome, 0) + 1
+    best = rec.best
+    settings = ", ".join(f"{k} {rec.settings[k]}" for k in ("space", "data", "num_samples", "max_epochs", "scheduler",
+                                                             "grace_period", "reduction_factor") if k in rec.settings)  # fmt: skip
+    head = [
+        f"<h1>Search {html.escape(rec.name)}</h1>",
+        f'<p class="meta">parent run {rec.parent_run_id} in experiment {rec.experiment_id}'
+        + (f" at {html.escape(source)}" if source else "") + f"; written {time.strftime('%Y-%m-%d %H:%M')}</p>",
+        f'<p class="meta">{html.escape(settings)}</p>',
+        "<p>trials: " + (", ".join(f"{n} {html.escape(_label(o))}" for o, n in sorted(counts.items())) or "none")
+        + "</p>",
+    ]
+    if best is not None:
+        params = ", ".join(f"{k}={v}" for k, v in sorted(best.row.params.items()))
+        head.append(f"<p><b>best trial {html.escape(best.row.name)}</b> ({html.escape(_label(best.row.outcome))}, "
+                    f"{best.row.epochs} epochs): {html.escape(rec.metric)} {best.row.score:.4f}; "
+                    f"{html.escape(params)}</p>")  # fmt: skip
+    add("Learning curves", lambda: curves_figure(rec),
+        "Dashed lines: ASHA's rungs (a trial reaching one continues only if it is in the top 1/reduction_factor "
+        "of the trials recorded there). A cross: where ASHA stopped a trial, or where it failed.")  # fmt: skip
+    add("Best so far", lambda: best_so_far_figure(rec),
+        "A trial's score is its best epoch (the checkpoint the trainer selects). Left: trials in the order they "
+        "started. Right: against every epoch trained by any trial, in the order they were logged: the cost of "
+        "reaching each level.")  # fmt: skip
+    study = _quiet_study(rec)
+    add("Parallel coordinates", lambda: parallel_figure(rec, study) if study else None)
+    add("Parameter importance", lambda: importance_figure(rec, study) if study and len(study.trials) >= 3 else None,
+        "How much of the variation in the score each searched parameter explains, over the scored trials; with "
+        "few trials this is a hint, not a measurement.")  # fmt: skip
+    if best is not None and any(k.startswith(("weight/", "logvar/")) for k in rec.best_history):
+        add("Best trial: loss weights", lambda: weights_figure(rec),
+            "Effective weight on each raw loss and the learned log-variance s_i (docs/method.md, learned weights).")
+    if best is not None and rec.best_spectrum:
+        add("Best trial: canonical correlations", lambda: spectrum_figure(rec),
+            "Canonical correlations of the CCA heads on the validation split, largest first (docs/method.md).")
+    parts.insert(0, "\n".join(head))
+    parts.append("<h2>Trials</h2>" + _table(rec))
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>hsc-search report: {html.escape(rec.name)}</title><style>{STYLE}</style>"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
+
+
+def _quiet_study(rec: SearchRecord):
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna_study(rec)
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def write_report(client, parent_run_id: str, out: str | Path, source: str = "") -> Path:
+    """Reads the search from MLflow and writes its report to `out`. Returns the path."""
+    from .search_record import read_search
+
+    rec = read_search(client, parent_run_id)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(rec, source))
+    return out
+
+
+def publish_report(client, parent_run_id: str, out: str | Path, source: str = "") -> Path:
+    """`write_report`, then logs the file to the parent run (MLflow's artifact viewer shows it)."""
+    path = write_report(client, parent_run_id, out, source)
+    _log_as_artifact(client, parent_run_id, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- the command
+class ReportError(ValueError):
+    """No report: the tracking store cannot be reached, or holds no such search."""
+
+
+def check_tracking_uri(tracking_uri: str | None) -> None:
+    """Fails fast, with one line, on a tracking store that is not there (instead of MLflow retrying for minutes
+    or creating an empty sqlite database)."""
+    import urllib.error
+    import urllib.request
+
+    uri = tracking_uri or "sqlite:///mlflow.db"
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).read()
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise ReportError(f"cannot reach the MLflow tracking server at {uri} ({reason})") from None
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        if not path.is_file():
+            raise ReportError(f"no MLflow database at {path.resolve()}: run this in the folder you searched from, "
+                              "or pass --tracking-uri")  # fmt: skip
+
+
+def report_search(tracking_uri: str | None, experiment: str, parent_run_id: str | None = None,
+                  out: str | Path | None = None, log_to_run: bool = True) -> tuple[Path, SearchRecord]:  # fmt: skip
+    """Writes the report of a search (the latest in `experiment` unless `parent_run_id`) and, with `log_to_run`,
+    logs it to the parent run and tags the experiment for MLflow's model-training view. The default `out` is
+    the search's folder (beside best_config.yaml) when it is on this machine, else ./hsc_outputs/<name>/."""
+    import os
+
+    from .export import ExportError, find_experiment_id, latest_parent_run
+    from .runs import REPORT_ARTIFACT, client_for, tag_experiment
+    from .search_record import RecordError, read_search
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    check_tracking_uri(tracking_uri)
+    client = client_for(tracking_uri)
+    try:
+        if parent_run_id is None:
+            parent_run_id = latest_parent_run(client, find_experiment_id(client, experiment))
+        else:
+            try:
+                client.get_run(parent_run_id)
+            except Exception:
+                raise ReportError(f"run '{parent_run_id}' not found at {tracking_uri or 'sqlite:///mlflow.db'}") from None
+        rec = read_search(client, parent_run_id)
+    except (ExportError, RecordError) as e:
+        raise ReportError(str(e)) from None
+    if out is None:
+        exp_dir = client.get_run(parent_run_id).data.tags.get("hsc.experiment_dir", "")
+        local = Path(exp_dir) if exp_dir and "://" not in exp_dir else None
+        out = (local if local is not None and local.is_dir() else Path.cwd() / "hsc_outputs" / rec.name) / REPORT_ARTIFACT
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(rec, tracking_uri or ""))
+    if log_to_run:
+        _log_as_artifact(client, parent_run_id, out)
+        tag_experiment(client, rec.experiment_id, rec.metric, rec.mode)
+    return out, rec
+
+
+def _log_as_artifact(client, parent_run_id: str, path: Path) -> None:
+    import shutil
+    import tempfile
+
+    from .runs import REPORT_ARTIFACT
+
+    if path.name == REPORT_ARTIFACT:
+        client.log_artifact(parent_run_id, str(path))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(path, Path(tmp) / REPORT_ARTIFACT)
+        client.log_artifact(parent_run_id, str(Path(tmp) / REPORT_ARTIFACT))

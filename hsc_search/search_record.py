@@ -1,0 +1,176 @@
+"""A finished (or interrupted) search read back from MLflow alone: what the report draws.
+
+Everything comes from what MLflow holds for any search, including ones made before the report existed: the
+parent run (params = the search settings, artifacts `search_space.yaml` and `asha_rungs.json`), its child runs
+(tags, params, metric histories with their timestamps) and, for the best trial, its `cca_spectrum.csv` artifact
+when there is one (searches before it have every `cca/rho_*` as a metric instead). No Ray here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .export import TrialRow, best_row, trial_rows
+from .runs import CCA_SPECTRUM_ARTIFACT, TAG_KIND
+
+log = logging.getLogger(__name__)
+
+Curve = list[tuple[int, float, int]]  # (epoch, value, timestamp ms), by epoch
+
+
+class RecordError(ValueError):
+    """The run is not a search, or MLflow cannot be read; the message says which."""
+
+
+@dataclass
+class Trial:
+    """One trial: its row (outcome, score, params) and the objective's value per epoch."""
+
+    row: TrialRow
+    start_time: int  # ms; the order trials were started in
+    curve: Curve
+
+
+@dataclass
+class SearchRecord:
+    parent_run_id: str
+    experiment_id: str
+    name: str
+    settings: dict[str, str]  # the parent's params (the search settings, as strings)
+    metric: str
+    mode: str
+    max_epochs: int | None
+    trials: list[Trial]  # in start order
+    best: Trial | None
+    milestones: list[int]  # ASHA rungs (epochs), lowest first; empty for FIFO or when unknown
+    space: dict[str, Any] | None  # search_space.yaml, if logged
+    best_history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # weight/, logvar/, cca/ keys
+    best_spectrum: dict[int, list[float]] = field(default_factory=dict)  # epoch -> every canonical correlation
+
+
+def read_search(client, parent_run_id: str) -> SearchRecord:
+    """Reads one search (its parent run and every child run) back from MLflow."""
+    parent = client.get_run(parent_run_id)
+    if parent.data.tags.get(TAG_KIND) != "search":
+        raise RecordError(f"run {parent_run_id} is not a hsc-search search (no tag {TAG_KIND}=search)")
+    experiment_id = parent.info.experiment_id
+    settings = dict(parent.data.params)
+    metric = settings.get("metric", "val/map_avg")
+    mode = settings.get("mode", "max")
+    max_epochs = _int(settings.get("max_epochs"))
+
+    rows = trial_rows(client, experiment_id, parent_run_id, metric, mode)
+    trials = []
+    for row in rows:
+        history = client.get_metric_history(row.run_id, metric)
+        curve = sorted((int(m.step), float(m.value), int(m.timestamp)) for m in history if math.isfinite(m.value))
+        trials.append(Trial(row, int(row.start_time or 0), curve))
+    trials.sort(key=lambda t: (t.start_time, t.row.name))
+    best_row_ = best_row(rows, mode)
+    best = next((t for t in trials if best_row_ is not None and t.row.run_id == best_row_.run_id), None)
+
+    record = SearchRecord(
+        parent_run_id=parent_run_id,
+        experiment_id=experiment_id,
+        name=parent.info.run_name or parent_run_id,
+        settings=settings,
+        metric=metric,
+        mode=mode,
+        max_epochs=max_epochs,
+        trials=trials,
+        best=best,
+        milestones=_milestones(client, parent_run_id, settings),
+        space=_yaml_artifact(client, parent_run_id, "search_space.yaml"),
+    )
+    if best is not None:
+        record.best_history = _plot_histories(client, best.row)
+        record.best_spectrum = _spectrum(client, best.row.run_id, record.best_history)
+    return record
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return None
+
+
+def _artifact_text(client, run_id: str, path: str) -> str | None:
+    """An artifact's text, or None if the run has no such artifact."""
+    import tempfile
+
+    try:
+        if not any(f.path == path for f in client.list_artifacts(run_id, str(Path(path).parent).strip("."))):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(client.download_artifacts(run_id, path, tmp)).read_text()
+    except Exception as e:  # an artifact store that cannot be read is not a reason to draw nothing
+        log.warning("could not read artifact %s of run %s: %s", path, run_id, e)
+        return None
+
+
+def _yaml_artifact(client, run_id: str, path: str) -> dict | None:
+    text = _artifact_text(client, run_id, path)
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _milestones(client, parent_run_id: str, settings: dict[str, str]) -> list[int]:
+    """ASHA's rungs in epochs: from `asha_rungs.json` (what the scheduler used), else from the settings."""
+    text = _artifact_text(client, parent_run_id, "asha_rungs.json")
+    if text:
+        try:
+            state = json.loads(text)
+            return sorted({int(m) for bracket in state.get("milestones", []) for m in bracket})
+        except (ValueError, TypeError, AttributeError):
+            pass
+    if settings.get("scheduler", "asha") != "asha":
+        return []
+    grace, rf, max_t = _int(settings.get("grace_period")), settings.get("reduction_factor"), _int(settings.get("max_epochs"))
+    try:
+        rf = float(rf)
+    except (TypeError, ValueError):
+        return []
+    if not grace or not max_t or rf <= 1:
+        return []
+    # Ray's ASHA: milestones grace * rf^k below max_t
+    out, k = [], 0
+    while grace * rf**k < max_t:
+        out.append(int(grace * rf**k))
+        k += 1
+    return sorted(set(out))
+
+
+def _plot_histories(client, row: TrialRow) -> dict[str, list[tuple[int, float]]]:
+    keys = [k for k in row.final if k.startswith(("weight/", "logvar/", "cca/"))]
+    return {k: sorted((int(m.step), float(m.value)) for m in client.get_metric_history(row.run_id, k)) for k in keys}
+
+
+def _spectrum(client, run_id: str, histories: dict[str, list[tuple[int, float]]]) -> dict[int, list[float]]:
+    """epoch -> canonical correlations, largest first: the trial's `cca_spectrum.csv`, else its `cca/rho_*`
+    metric histories (searches made before the spectrum moved to an artifact)."""
+    text = _artifact_text(client, run_id, CCA_SPECTRUM_ARTIFACT)
+    if text:
+        out = {}
+        for rec in csv.DictReader(io.StringIO(text)):
+            epoch = int(rec.pop("epoch"))
+            out[epoch] = [float(v) for _, v in sorted(rec.items()) if v not in ("", None)]
+        return out
+    rho = sorted(k for k in histories if k.startswith("cca/rho_"))
+    out: dict[int, list[float]] = {}
+    for k in rho:
+        for epoch, v in histories[k]:
+            out.setdefault(epoch, []).append(v)
+    return out
