@@ -258,7 +258,7 @@ def run_search(
         own = [Progress(settings.num_samples, settings.max_epochs, settings.metric, settings.mode, space.names())]
         if settings.mlflow:
             own.append(MlflowTracker(settings.tracking_uri, experiment_id, parent_id, settings.max_epochs,
-                                     space.names()))  # fmt: skip
+                                     space.names(), settings.metric, settings.mode))  # fmt: skip
         if isinstance(scheduler, PersistentASHA):
             own.append(AshaStateCallback(scheduler))
         tuner = tune.Tuner(

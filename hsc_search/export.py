@@ -18,7 +18,7 @@ import yaml
 
 from trainer import ConfigError, TrainConfig
 
-from .runs import CONFIG_ARTIFACT, TAG_KIND, TAG_OUTCOME, TAG_TRIAL, child_runs, client_for
+from .runs import CONFIG_ARTIFACT, TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, client_for, score_key
 
 
 class ExportError(ValueError):
@@ -63,9 +63,9 @@ def trial_rows(client, experiment_id: str, parent_run_id: str, metric: str, mode
     """Every trial of the search, with its score under `metric`/`mode` (None if never logged)."""
     rows = []
     for run in child_runs(client, experiment_id, parent_run_id):
-        history = client.get_metric_history(run.info.run_id, metric)
-        values = [m.value for m in history if math.isfinite(m.value)]
-        score = (max(values) if mode == "max" else min(values)) if values else None
+        score = run.data.metrics.get(score_key(metric, mode))  # logged when the trial ended (MlflowTracker)
+        if score is None or not math.isfinite(score):  # older searches, another metric, an interrupted trial
+            score = best_of((m.value for m in client.get_metric_history(run.info.run_id, metric)), mode)
         end, start = run.info.end_time, run.info.start_time
         rows.append(
             TrialRow(

@@ -36,6 +36,11 @@ def epochs_of(result: dict) -> list[dict[str, float]]:
     return json.loads(raw)
 
 
+def score_key(metric: str, mode: str) -> str:
+    """The metric a trial's run carries its score under: the best value of `metric` over its epochs."""
+    return f"best/{mode}/{metric}"
+
+
 def best_of(values, mode: str) -> float | None:
     """The best finite value (max or min by mode), or None: the one definition of a trial's score."""
     finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]

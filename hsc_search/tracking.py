@@ -26,7 +26,7 @@ from ray import tune
 
 from trainer import ConfigError, TrainConfig
 
-from .plots import cca_spectrum_figure, weight_trajectories_figure
+from .trial_plots import cca_spectrum_svg, loss_weights_svg
 from .runs import (
     CCA_SPECTRUM_ARTIFACT,
     CCA_TOP_METRICS,
@@ -41,11 +41,13 @@ from .runs import (
     TAG_OUTCOME,
     TAG_PARENT,
     TAG_TRIAL,
+    best_of,
     child_runs,
     client_for,
     epochs_of,
     find_child_run,
     retry,
+    score_key,
     trial_outcome,
 )
 
@@ -131,7 +133,9 @@ class MlflowTracker(tune.Callback):
     """
 
     def __init__(self, tracking_uri: str | None, experiment_id: str, parent_run_id: str, max_epochs: int,
-                 searched: list[str]):  # fmt: skip
+                 searched: list[str], metric: str = "val/map_avg", mode: str = "max"):  # fmt: skip
+        self.metric, self.mode = metric, mode
+        self._restored = False  # after Tuner.restore a trial's child run may exist already: look it up
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -141,6 +145,7 @@ class MlflowTracker(tune.Callback):
         self._logged: dict[str, int] = {}  # trial id -> last epoch logged
         self._nodes: dict[str, str] = {}
         self._history: dict[str, dict[int, dict[str, float]]] = {}  # trial -> epoch -> plotted metrics
+        self._scores: dict[str, dict[int, float]] = {}  # trial -> epoch -> the objective
         self._open: set[str] = set()  # trial ids whose child run has not been ended
         self._writer: _Writer | None = None
         self._client = None
@@ -171,9 +176,11 @@ class MlflowTracker(tune.Callback):
         tid, name = trial.trial_id, str(trial)
         self._open.add(tid)
 
+        known = self._restored or tid in self._runs  # a restored search, or a retried trial
+
         def start() -> None:
             client = self._client
-            run = find_child_run(client, self.experiment_id, self.parent_run_id, tid)
+            run = find_child_run(client, self.experiment_id, self.parent_run_id, tid) if known else None
             if run is None:
                 run = client.create_run(
                     self.experiment_id,
@@ -209,8 +216,11 @@ class MlflowTracker(tune.Callback):
         epochs = [numeric_metrics(m) for m in epochs_of(result)]  # since the last report (all after a restore)
         node = f"{result.get('hostname', '?')} {result.get('node_ip', '?')} node {str(result.get(NODE_KEY, '?'))[:12]}"
         history = self._history.setdefault(tid, {})
+        scores = self._scores.setdefault(tid, {})
         for m in epochs:
             history[int(m.get("epoch", 0))] = {k: v for k, v in m.items() if k.startswith(PLOT_KEYS)}
+            if self.metric in m:
+                scores[int(m["epoch"])] = m[self.metric]
         epochs = [mlflow_metrics(m) for m in epochs]
 
         def log_epoch() -> None:
@@ -273,10 +283,19 @@ class MlflowTracker(tune.Callback):
             run_id = self._runs.get(tid)
             if run_id is None:  # the trial failed before its run was created
                 return
+            from mlflow.entities import Metric, RunTag
+
             client = self._client
-            client.set_tag(run_id, TAG_OUTCOME, outcome)
+            tags = [RunTag(TAG_OUTCOME, outcome)]
             if error:
-                client.set_tag(run_id, TAG_ERROR, error[-4900:])  # MLflow tag values are capped at 5000 chars
+                tags.append(RunTag(TAG_ERROR, error[-4900:]))  # MLflow tag values are capped at 5000 chars
+            metrics = []
+            by_epoch = self._scores.get(tid, {})
+            if sorted(by_epoch) == list(range(1, len(by_epoch) + 1)):  # every epoch seen here (else: read back)
+                score = best_of(by_epoch.values(), self.mode)
+                if score is not None:
+                    metrics.append(Metric(score_key(self.metric, self.mode), score, int(time.time() * 1000), 0))
+            client.log_batch(run_id, metrics=metrics, tags=tags)
             try:
                 self._log_plots(tid, run_id)
             except Exception as e:  # plots are a nicety; never fail the run over them
@@ -299,9 +318,9 @@ class MlflowTracker(tune.Callback):
         if not histories:
             return
         client = self._client
-        client.log_figure(run_id, weight_trajectories_figure(histories), "plots/loss_weights.png")
+        client.log_text(run_id, loss_weights_svg(histories), "plots/loss_weights.svg")
         if any(k.startswith("cca/rho_") for k in histories):
-            client.log_figure(run_id, cca_spectrum_figure(histories), "plots/cca_spectrum.png")
+            client.log_text(run_id, cca_spectrum_svg(histories), "plots/cca_spectrum.svg")
             spectrum: dict[int, dict[str, float]] = {}
             for k, points in histories.items():
                 for epoch, v in points:
@@ -320,6 +339,7 @@ class MlflowTracker(tune.Callback):
         # Hints only: on_trial_start looks the child run up by its tags and reads the logged epochs back.
         self._runs.update(state.get("runs", {}))
         self._nodes.update(state.get("nodes", {}))
+        self._restored = True
 
     # ------------------------------------------------------------------ end of the search
     def close(self, interrupted: bool) -> list[str]:

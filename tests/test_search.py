@@ -94,7 +94,7 @@ def test_mlflow_holds_one_parent_and_one_child_per_trial(search):
         assert c.data.tags["hsc.node"]
         arts = {a.path for a in client.list_artifacts(run_id)}
         plots = {a.path for a in client.list_artifacts(run_id, "plots")}
-        assert "config.yaml" in arts and {"plots/loss_weights.png", "plots/cca_spectrum.png"} <= plots
+        assert "config.yaml" in arts and {"plots/loss_weights.svg", "plots/cca_spectrum.svg"} <= plots
         assert {"lr", "tau", "topk"} <= set(c.data.params)
         # what the trainer resolved itself is recorded as trained: the quick space leaves both on auto
         steps_per_epoch = 500 // 128  # DATA's train split, quick.yaml's batch of 128
