@@ -161,6 +161,26 @@ def export_best_cmd(
     typer.echo(f"best trial {best.name} ({best.outcome}): {metric} {best.score:.4f} -> {path}")
 
 
+@app.command("team-server")
+def team_server(
+    data_dir: Path = typer.Option(..., "--data-dir", help="Folder that keeps the database (pgdata/) and the "
+                                  "artifacts (artifacts/); created if missing, reused on every later start."),
+    port: int = typer.Option(5000, help="Port of the MLflow server, on 127.0.0.1 only."),
+    workers: int = typer.Option(2, help="MLflow server worker processes."),
+    run_as: Optional[str] = typer.Option(None, "--run-as", help="Only as root: the account that runs PostgreSQL "
+                                         "(which refuses root). [default: postgres, if that account exists]"),
+) -> None:
+    """Start a team MLflow tracking server on PostgreSQL, bound to 127.0.0.1 (colleagues use an SSH tunnel:
+    ssh -N -L 5000:127.0.0.1:5000 you@this-box). Runs until Ctrl-C; see docs/team-server.md."""
+    from .teamserver import TeamServerError, serve
+
+    try:
+        code = serve(data_dir, port=port, workers=workers, run_as=run_as, echo=typer.echo)
+    except TeamServerError as e:
+        _fail(str(e))
+    raise typer.Exit(code)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def train(ctx: typer.Context) -> None:
     """Train one config with the trainer (all arguments go to `python -m trainer`; see its --help)."""
