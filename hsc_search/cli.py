@@ -181,6 +181,30 @@ def team_server(
     raise typer.Exit(code)
 
 
+@app.command("import-runs")
+def import_runs(
+    to: str = typer.Option(..., "--to", help="Destination tracking URI, e.g. the team server "
+                           "http://127.0.0.1:5000 (through your SSH tunnel)."),
+    from_: str = typer.Option("sqlite:///mlflow.db", "--from", help="Source tracking URI: the embedded default "
+                              "of the folder you searched from."),
+    experiment: List[str] = typer.Option([], "--experiment", help="Experiment to copy, repeatable. "
+                                         "[default: every experiment]"),
+) -> None:
+    """Copy searches (runs, params, tags, full metric histories, artifacts, parent/child nesting, start and end
+    times) from one MLflow store to another. Running it again copies only what is new."""
+    import os
+
+    from .transfer import TransferError, copy_searches
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        report = copy_searches(from_, to, experiment or None, echo=typer.echo)
+    except TransferError as e:
+        _fail(str(e))
+    typer.echo(f"{report.copied} run(s) copied ({report.metric_points} metric points, {report.artifact_files} "
+               f"artifact files), {report.skipped} already in {to}")
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def train(ctx: typer.Context) -> None:
     """Train one config with the trainer (all arguments go to `python -m trainer`; see its --help)."""
