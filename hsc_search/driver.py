@@ -342,7 +342,15 @@ def _check_default_config(space: SearchSpace, settings: SearchSettings, data: AV
 
 def _experiment_id(client, name: str) -> str:
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else client.create_experiment(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:  # another search on the same server created it in the meantime (RESOURCE_ALREADY_EXISTS)
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: SearchSpace) -> None:

@@ -289,6 +289,8 @@ def check_port_free(port: int, host: str = "127.0.0.1") -> None:
     if not 1 <= port <= 65535:
         raise TeamServerError(f"--port {port}: expected a TCP port between 1 and 65535")
     with socket.socket() as s:
+        # SO_REUSEADDR: connections of a server just stopped (TIME_WAIT) do not count; a listener still does
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:
@@ -316,7 +318,9 @@ class MlflowServerProcess:
         mlflow = Path(sys.executable).parent / "mlflow"
         cmd = [str(mlflow) if mlflow.exists() else "mlflow", "server", "--host", "127.0.0.1", "--port",
                str(self.port), "--workers", str(self.workers), "--artifacts-destination", str(self.artifacts_dir)]
-        env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": self.backend_uri}
+        # MLflow 3.17 also starts seven `huey` job consumers (GenAI jobs) next to a database store; tracking needs
+        # none of them, and on a small team box they cost memory and start-up time
+        env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_BACKEND_STORE_URI": self.backend_uri}
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)  # fmt: skip
