@@ -12,7 +12,7 @@ keeps histories, nesting and artifacts, but stamps every run with the import tim
 second import duplicates every run.
 
 A copy is idempotent: each copied run carries `hsc.import.source_run` (set when the copy starts) and
-`hsc.import.source_uri` (set last, when it is complete). A run already copied completely is skipped; one whose
+`hsc.import.source_uri` (set when it is complete). A run already copied completely is skipped; one whose
 copy was cut short is deleted and copied again.
 """
 
@@ -153,9 +153,9 @@ def copy_run(src, dst, dst_store, run, dst_experiment_id: str, parent_copy: str 
         report.artifact_files += len(files)
     if info.status != "RUNNING":
         dst.set_terminated(new_id, status=info.status, end_time=info.end_time)
+    dst.set_tag(new_id, TAG_SOURCE_URI, source_uri)  # marks the copy complete (a deleted run takes no tags)
     if info.lifecycle_stage == "deleted":
-        dst.delete_run(new_id)
-    dst.set_tag(new_id, TAG_SOURCE_URI, source_uri)  # last: marks the copy complete
+        dst.delete_run(new_id)  # if cut short just before this, the next copy deletes it (see copy_searches)
     return new_id
 
 
@@ -200,6 +200,8 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
             old = done.get(rid)
             if old is not None and old.data.tags.get(TAG_SOURCE_URI):
                 copies[rid] = old.info.run_id
+                if run.info.lifecycle_stage == "deleted" and old.info.lifecycle_stage != "deleted":
+                    dst.delete_run(old.info.run_id)
                 report.skipped += 1
                 continue
             if old is not None:  # a copy cut short: start it over

@@ -282,3 +282,43 @@ def test_bad_input_gets_a_clear_error_and_exit_2(tmp_path):
         r = subprocess.run([HSC, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_copy_resumes_a_cut_short_import_and_keeps_deleted_runs(tmp_path, monkeypatch):
+    """sqlite to sqlite, no server: a copy cut short is made again (once), a soft-deleted run stays deleted."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.transfer import TAG_SOURCE_RUN, copy_searches
+
+    monkeypatch.chdir(tmp_path)  # both stores keep their artifacts under ./mlruns
+    src_uri, dst_uri = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    src = MlflowClient(src_uri)
+    exp = src.create_experiment("e")
+    parent = src.create_run(exp, run_name="search", start_time=1_000).info.run_id
+    kids = [src.create_run(exp, run_name=f"t{i}", start_time=2_000 + i, tags={"mlflow.parentRunId": parent}).info.run_id
+            for i in range(2)]  # fmt: skip
+    for i, k in enumerate(kids):
+        src.log_batch(k, metrics=[Metric("val/map_avg", 0.1 * s + i, 5_000 + s, s) for s in range(1, 4)])
+        src.log_text(k, f"trial {i}", "config.yaml")
+        src.set_terminated(k, "FINISHED", end_time=9_000 + i)
+    src.set_terminated(parent, "FINISHED", end_time=9_999)
+    src.delete_run(kids[1])
+
+    dst = MlflowClient(dst_uri)
+    half = dst.create_run(dst.create_experiment("e"), run_name="t0", tags={TAG_SOURCE_RUN: kids[0]})  # cut short
+    report = copy_searches(src_uri, dst_uri, ["e"], echo=lambda s: None)
+    assert (report.copied, report.redone, report.skipped) == (3, 1, 0)
+    assert dst.get_run(half.info.run_id).info.lifecycle_stage == "deleted"
+    from mlflow.entities import ViewType
+
+    copies = {r.info.run_name: r for r in dst.search_runs([dst.get_experiment_by_name("e").experiment_id],
+                                                          run_view_type=ViewType.ALL) if r.info.run_id != half.info.run_id}
+    assert sorted(copies) == ["search", "t0", "t1"]
+    assert copies["t1"].info.lifecycle_stage == "deleted" and copies["t0"].info.lifecycle_stage == "active"
+    assert copies["t0"].info.start_time == 2_000 and copies["t0"].info.end_time == 9_000
+    assert copies["t1"].data.tags["mlflow.parentRunId"] == copies["search"].info.run_id
+    hist = [(m.step, m.value, m.timestamp) for m in dst.get_metric_history(copies["t1"].info.run_id, "val/map_avg")]
+    assert sorted(hist) == [(s, 0.1 * s + 1, 5_000 + s) for s in range(1, 4)]
+    again = copy_searches(src_uri, dst_uri, ["e"], echo=lambda s: None)
+    assert (again.copied, again.skipped) == (0, 3)
