@@ -151,6 +151,7 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", type=Path, help="Folder for the stores and servers (created if missing). "
                    "[a temp folder]")  # fmt: skip
     args = p.parse_args(argv)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run ..." line per run
     if args.quick:
         args.loggers, args.trials, args.epochs, args.metrics = "1,2", 2, 3, 10
     try:
@@ -193,6 +194,10 @@ def main(argv=None) -> int:
     report = {"command": "python " + " ".join([f"benchmarks/{Path(__file__).name}", *(argv or sys.argv[1:])]),
               "machine": _machine(), "postgres": pg_version, "args": vars(args) | {"out": str(out), "workdir": str(work)},
               "rounds": rounds}  # fmt: skip
+    if args.workdir is None:  # our own temp folder: the stores are of no use after the run
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
     (out / "tracking_throughput.json").write_text(json.dumps(report, indent=1))
     (out / "tracking_throughput.md").write_text(_markdown(report))
     print(f"wrote {out / 'tracking_throughput.md'}")
