@@ -50,4 +50,12 @@ browser:
 test: setup browser
 	$(VENV)/bin/python -m pytest -q
 
-.PHONY: setup demo ui report train browser test
+# A team's MLflow tracking server on PostgreSQL, bound to 127.0.0.1 (docs/team-server.md):
+#   make team-server DATA=/srv/hsc-mlflow [PORT=5000]
+DATA ?=
+PORT ?= 5000
+team-server: setup
+	@test -n "$(DATA)" || { echo "error: DATA is missing: make team-server DATA=/path/to/folder [PORT=5000]" >&2; exit 2; }
+	$(VENV)/bin/hsc-search team-server --data-dir "$(DATA)" --port $(PORT)
+
+.PHONY: setup demo ui report train browser test team-server

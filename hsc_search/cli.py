@@ -232,6 +232,50 @@ def report(
         typer.echo(f"in MLflow: {ui_url(base, rec.experiment_id, rec.parent_run_id)} -> Artifacts -> report.html")
 
 
+@app.command("team-server")
+def team_server(
+    data_dir: Path = typer.Option(..., "--data-dir", help="Folder that keeps the database (pgdata/) and the "
+                                  "artifacts (artifacts/); created if missing, reused on every later start."),
+    port: int = typer.Option(5000, help="Port of the MLflow server, on 127.0.0.1 only."),
+    workers: int = typer.Option(2, help="MLflow server worker processes."),
+    run_as: Optional[str] = typer.Option(None, "--run-as", help="Only as root: the account that runs PostgreSQL "
+                                         "(which refuses root). [default: postgres, if that account exists]"),
+) -> None:
+    """Start a team MLflow tracking server on PostgreSQL, bound to 127.0.0.1 (colleagues use an SSH tunnel:
+    ssh -N -L 5000:127.0.0.1:5000 you@this-box). Runs until Ctrl-C; see docs/team-server.md."""
+    from .teamserver import TeamServerError, serve
+
+    try:
+        code = serve(data_dir, port=port, workers=workers, run_as=run_as, echo=typer.echo)
+    except TeamServerError as e:
+        _fail(str(e))
+    raise typer.Exit(code)
+
+
+@app.command("import-runs")
+def import_runs(
+    to: str = typer.Option(..., "--to", help="Destination tracking URI, e.g. the team server "
+                           "http://127.0.0.1:5000 (through your SSH tunnel)."),
+    from_: str = typer.Option("sqlite:///mlflow.db", "--from", help="Source tracking URI: the embedded default "
+                              "of the folder you searched from."),
+    experiment: List[str] = typer.Option([], "--experiment", help="Experiment to copy, repeatable. "
+                                         "[default: every experiment]"),
+) -> None:
+    """Copy searches (runs, params, tags, full metric histories, artifacts, parent/child nesting, start and end
+    times) from one MLflow store to another. Running it again copies only what is new."""
+    import os
+
+    from .transfer import TransferError, copy_searches
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        report = copy_searches(from_, to, experiment or None, echo=typer.echo)
+    except TransferError as e:
+        _fail(str(e))
+    typer.echo(f"{report.copied} run(s) copied ({report.metric_points} metric points, {report.artifact_files} "
+               f"artifact files), {report.skipped} already in {to}")
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def train(ctx: typer.Context) -> None:
     """Train one config with the trainer (all arguments go to `python -m trainer`; see its --help)."""

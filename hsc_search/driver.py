@@ -390,10 +390,16 @@ def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> 
 def _experiment_id(client, name: str, metric: str, mode: str) -> str:
     """The experiment's id (created if new), tagged so that MLflow's UI shows it as model training."""
     exp = client.get_experiment_by_name(name)
-    if exp is None:
+    if exp is not None:
+        tag_experiment(client, exp.experiment_id, metric, mode)
+        return exp.experiment_id
+    try:
         return client.create_experiment(name, tags=experiment_tags(metric, mode))
-    tag_experiment(client, exp.experiment_id, metric, mode)
-    return exp.experiment_id
+    except Exception:  # another search on the same server created it in the meantime (RESOURCE_ALREADY_EXISTS)
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: SearchSpace) -> None:

@@ -73,3 +73,17 @@ def test_mlflow_writer_quick(tmp_path):
     assert 4 <= calls["log epoch"]["n"] <= 4 * 2
     assert res["writer"]["writer_s_per_trial"] == pytest.approx(sum(c["total_s"] for c in calls.values()) / 4)
     assert res["plots"]["both_plots_s"] > 0 and res["plots"]["both_plots_without_constrained_layout_s"] > 0
+
+
+def test_tracking_throughput_quick_on_sqlite(tmp_path):
+    """The store benchmark's quick mode (sqlite only: PostgreSQL is covered by test_teamserver.py) counts every
+    point it sent on the server and writes its table where --out says (the folder is created)."""
+    out = tmp_path / "new" / "out"
+    proc = subprocess.run([sys.executable, "benchmarks/tracking_throughput.py", "--quick", "--backends", "sqlite",
+                           "--out", str(out), "--workdir", str(tmp_path / "work")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "tracking_throughput.json").read_text())
+    assert [r["loggers"] for r in report["rounds"]] == [1, 2]
+    assert all(r["points_arrived"] == r["points_expected"] > 0 and r["errors"] == 0 for r in report["rounds"])
+    assert "| sqlite | 2 |" in (out / "tracking_throughput.md").read_text()

@@ -24,7 +24,12 @@ def test_cluster_files_pass_rays_validator(name):
         for resource, amount in node_type.get("resources", {}).items():
             assert isinstance(amount, int), f"{name}: {resource} must be an integer on a node type"
     starts = " ".join(cfg["head_start_ray_commands"])
-    assert "mlflow server" in starts and "--host 127.0.0.1" in starts and "--dashboard-host=127.0.0.1" in starts
+    assert "--dashboard-host=127.0.0.1" in starts
+    assert "sqlite" not in starts  # the tracking data must not live on a disk that `ray down` deletes
+    if "mlflow server" in starts:  # AWS: a stateless MLflow server on the head, its runs in PostgreSQL
+        assert "--host 127.0.0.1" in starts and "postgresql://" in starts and "s3://" in starts
+    else:  # on-prem: the head's 127.0.0.1:5000 is a tunnel to the team server on a machine that stays
+        assert "-L 127.0.0.1:5000:127.0.0.1:5000" in starts
     assert all("RAY_AUTH_MODE=token" in c for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]
                if "ray " in c)  # fmt: skip
 
@@ -34,6 +39,13 @@ def test_aws_file_has_a_gpu_worker_type():
     types = cfg["available_node_types"]
     assert types[cfg["head_node_type"]]["resources"].get("CPU") == 0  # the head runs the driver, not trials
     assert any(t["resources"].get("GPU", 0) >= 1 for t in types.values())
+
+
+def test_aws_file_keeps_the_database_password_out_of_the_repository():
+    cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    assert cfg["file_mounts"]["~/.pgpass"] == "~/.hsc-search/pgpass"  # libpq reads the password there
+    assert cfg["provider"]["security_group"]["GroupName"] == "hsc-search-nodes"  # the RDS instance's group too
+    assert "chmod 600 ~/.pgpass" in " ".join(cfg["head_start_ray_commands"])
 
 
 # ------------------------------------------------------------------------------------------ a 3-node cluster

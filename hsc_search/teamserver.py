@@ -1,0 +1,451 @@
+"""A team tracking server: PostgreSQL and `mlflow server` on one machine, both reachable from this machine only.
+
+PostgreSQL listens on no TCP port at all (`listen_addresses = ''`): only on a unix socket in a folder that only
+its owner can enter, with `trust` for local connections and every host connection rejected. `mlflow server`
+listens on 127.0.0.1; colleagues reach it through an SSH tunnel (docs/team-server.md). The data folder holds
+everything that must outlive the server: `pgdata/` (the database) and `artifacts/` (served by MLflow).
+
+PostgreSQL's binaries come from the `pgserver` wheel (PyPI, PostgreSQL 16, the project's `team` and `test`
+extras) when it is installed, otherwise from the system (`pg_ctl` on PATH or Debian's /usr/lib/postgresql/*/bin).
+PostgreSQL refuses to run as root: as root, the database runs as another account (`run_as`, default `postgres`
+when that account exists), which then owns `pgdata/`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_DIR = "pgdata"
+ARTIFACTS_DIR = "artifacts"
+DB_USER = "hsc"  # the database's superuser, created by initdb; reachable only through the socket
+DB_NAME = "mlflow"
+SOCKET_NAME = ".s.PGSQL.5432"
+MAX_SOCKET_PATH = 100  # unix socket paths are capped at 107 bytes on Linux; keep a margin
+
+
+class TeamServerError(Exception):
+    """Bad input or a server that did not start; the message says which setting and what was expected."""
+
+
+# ------------------------------------------------------------------------------------------ PostgreSQL binaries
+def postgres_bin_dirs() -> list[Path]:
+    """Folders with `initdb` and `postgres`, best first: the pgserver wheel's, then the system's."""
+    dirs = []
+    spec = importlib.util.find_spec("pgserver")  # not imported: importing it creates lock files
+    if spec is not None and spec.origin:
+        dirs.append(Path(spec.origin).parent / "pginstall" / "bin")
+    for name in ("pg_ctl", "postgres"):
+        found = _which(name)
+        if found:
+            dirs.append(Path(os.path.realpath(found)).parent)
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: _version_key(p.parent.name))
+    dirs.extend(reversed(debian))
+    out = []
+    for d in dirs:
+        if (d / "postgres").is_file() and (d / "initdb").is_file() and d not in out:
+            out.append(d)
+    return out
+
+
+def _which(name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name)
+
+
+def _version_key(name: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else 0 for p in name.split("."))
+
+
+def _reachable_by(path: Path, uid: int, gid: int) -> bool:
+    """True when the account (uid, gid) can enter every folder above `path` (and `path` itself if a folder)."""
+    p = path.resolve()
+    for d in [p, *p.parents] if p.is_dir() else list(p.parents):
+        st = d.stat()
+        if st.st_uid == uid:
+            ok = st.st_mode & stat.S_IXUSR
+        elif st.st_gid == gid:
+            ok = st.st_mode & stat.S_IXGRP
+        else:
+            ok = st.st_mode & stat.S_IXOTH
+        if not ok:
+            return False
+    return True
+
+
+@dataclass
+class _Account:
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def lookup(cls, name: str) -> "_Account":
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            raise TeamServerError(f"--run-as {name}: no such account on this machine") from None
+        if pw.pw_uid == 0:
+            raise TeamServerError(f"--run-as {name}: PostgreSQL refuses to run as root; name an ordinary account")
+        return cls(name, pw.pw_uid, pw.pw_gid)
+
+
+def default_run_as() -> str | None:
+    """None for an ordinary user (PostgreSQL runs as that user); as root, `postgres` if that account exists."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+        return "postgres"
+    except KeyError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------ PostgreSQL
+class Postgres:
+    """One PostgreSQL server on a data folder, on a unix socket only; started and stopped by its own pid.
+
+    Args:
+        data_dir: the cluster folder (`initdb` runs on first start; later starts reuse it).
+        run_as: account that runs PostgreSQL when this process is root (None: the current user).
+        bin_dir: folder with PostgreSQL's binaries (default: the first of `postgres_bin_dirs()` that fits).
+    """
+
+    def __init__(self, data_dir: Path, run_as: str | None = None, bin_dir: Path | None = None):
+        self.data_dir = Path(data_dir).absolute()
+        if os.geteuid() == 0:
+            run_as = run_as or default_run_as()
+            if run_as is None:
+                raise TeamServerError("PostgreSQL refuses to run as root and there is no `postgres` account: "
+                                      "give --run-as USER (an ordinary account) or start as an ordinary user")
+            self.account: _Account | None = _Account.lookup(run_as)
+        else:
+            if run_as is not None and run_as != pwd.getpwuid(os.geteuid()).pw_name:
+                raise TeamServerError(f"--run-as {run_as}: only root can run PostgreSQL as another account")
+            self.account = None
+        self.bin_dir = Path(bin_dir) if bin_dir else self._pick_bin_dir()
+        self.proc: subprocess.Popen | None = None
+        self.socket_dir: Path | None = None
+        self._own_socket_dir = False
+
+    # -------------------------------------------------------------- helpers
+    def _pick_bin_dir(self) -> Path:
+        dirs = postgres_bin_dirs()
+        if not dirs:
+            raise TeamServerError("no PostgreSQL found: `pip install 'hsc-search[team]'` (the pgserver wheel) or "
+                                  "`apt-get install postgresql`")
+        if self.account is None:
+            return dirs[0]
+        for d in dirs:  # the account must be able to reach the binaries (a venv under /root is not)
+            if _reachable_by(d / "postgres", self.account.uid, self.account.gid):
+                return d
+        raise TeamServerError(f"account {self.account.name} cannot reach any PostgreSQL binaries "
+                              f"({', '.join(map(str, dirs))}); install Debian's postgresql or run as that account")
+
+    def _popen_args(self) -> dict:
+        if self.account is None:
+            return {}
+        return {"user": self.account.uid, "group": self.account.gid, "extra_groups": []}
+
+    def _run(self, *args: str, timeout: float = 120) -> None:
+        proc = subprocess.run([str(self.bin_dir / args[0]), *args[1:]], capture_output=True, text=True,
+                              timeout=timeout, **self._popen_args())  # fmt: skip
+        if proc.returncode != 0:
+            raise TeamServerError(f"{args[0]} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout)[-2000:]}")
+
+    @property
+    def version(self) -> str:
+        out = subprocess.run([str(self.bin_dir / "postgres"), "--version"], capture_output=True, text=True)
+        return out.stdout.strip()
+
+    @property
+    def initialised(self) -> bool:
+        return (self.data_dir / "PG_VERSION").is_file()
+
+    def uri(self, database: str = DB_NAME) -> str:
+        """The SQLAlchemy URI MLflow uses (SQLAlchemy 2.1 reads `postgresql://` with psycopg 3) over the unix socket (no host, no port, no password)."""
+        assert self.socket_dir is not None, "start() first"
+        return f"postgresql://{DB_USER}@/{database}?host={self.socket_dir}"
+
+    # -------------------------------------------------------------- life cycle
+    def init(self) -> None:
+        """`initdb` on an empty or missing data folder (owned by the account that runs PostgreSQL)."""
+        if self.initialised:
+            return
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        if any(self.data_dir.iterdir()):
+            raise TeamServerError(f"{self.data_dir}: not a PostgreSQL data folder (no PG_VERSION) and not empty")
+        if self.account is not None:
+            os.chown(self.data_dir, self.account.uid, self.account.gid)
+            if not _reachable_by(self.data_dir, self.account.uid, self.account.gid):
+                raise TeamServerError(f"{self.data_dir}: account {self.account.name} cannot enter a folder above "
+                                      "it; choose a data folder that account can reach")
+        self._run("initdb", "-D", str(self.data_dir), "-U", DB_USER, "--auth-local=trust", "--auth-host=reject",
+                  "-E", "UTF8", "--locale=C", "--no-instructions")  # fmt: skip
+
+    def start(self, timeout: float = 60.0) -> "Postgres":
+        self.init()
+        pid_file = self.data_dir / "postmaster.pid"
+        if pid_file.exists():
+            pid = int(pid_file.read_text().split()[0])
+            if _alive(pid):
+                raise TeamServerError(f"{self.data_dir}: a PostgreSQL server (pid {pid}) already runs on it")
+        self.socket_dir = self.data_dir
+        if len(str(self.data_dir / SOCKET_NAME)) > MAX_SOCKET_PATH:  # too long for a socket: a short private folder
+            self.socket_dir = Path(tempfile.mkdtemp(prefix="hsc-pg-"))
+            self._own_socket_dir = True
+            if self.account is not None:
+                os.chown(self.socket_dir, self.account.uid, self.account.gid)
+        log = open(self.data_dir / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-c", "listen_addresses=",
+             "-c", f"unix_socket_directories={self.socket_dir}", "-c", "unix_socket_permissions=0700"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            **self._popen_args(),
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                tail = (self.data_dir / "server.log").read_text(errors="replace")[-2000:]
+                self.proc = None
+                raise TeamServerError(f"PostgreSQL on {self.data_dir} exited at start:\n{tail}")
+            try:
+                self._ensure_database()
+                return self
+            except _NotReady:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TeamServerError(f"PostgreSQL on {self.data_dir} not ready within {timeout:.0f} s") from None
+                time.sleep(0.2)
+
+    def _ensure_database(self) -> None:
+        import psycopg
+
+        try:
+            conn = psycopg.connect(host=str(self.socket_dir), user=DB_USER, dbname="postgres", connect_timeout=3,
+                                   autocommit=True)  # fmt: skip
+        except psycopg.OperationalError as e:
+            raise _NotReady(str(e)) from None
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,))
+                if cur.fetchone() is None:
+                    cur.execute(f"CREATE DATABASE {DB_NAME}")
+        finally:
+            conn.close()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fast shutdown (SIGINT: open sessions are ended, everything committed stays), then SIGKILL if stuck."""
+        if self.proc is not None and self.proc.poll() is None:
+            _stop(self.proc, signal.SIGINT, timeout)
+        self.proc = None
+        if self._own_socket_dir and self.socket_dir is not None:
+            import shutil
+
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+            self._own_socket_dir = False
+
+
+class _NotReady(Exception):
+    pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _stop(proc: subprocess.Popen, sig: int, timeout: float) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------------------------ mlflow server
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    if not 1 <= port <= 65535:
+        raise TeamServerError(f"--port {port}: expected a TCP port between 1 and 65535")
+    with socket.socket() as s:
+        # SO_REUSEADDR: connections of a server just stopped (TIME_WAIT) do not count; a listener still does
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise TeamServerError(f"--port {port}: {host}:{port} is already in use ({e.strerror}); "
+                                  "stop what listens there or choose another port") from None
+
+
+class MlflowServerProcess:
+    """`mlflow server` on 127.0.0.1 with a given backend store, serving artifacts from a folder.
+
+    The backend URI goes through the environment (MLFLOW_BACKEND_STORE_URI), not the command line, so that a
+    URI with a password never shows in `ps`.
+    """
+
+    def __init__(self, backend_uri: str, artifacts_dir: Path, port: int, workers: int = 2,
+                 log_path: Path | None = None):  # fmt: skip
+        self.backend_uri, self.artifacts_dir, self.port, self.workers = backend_uri, Path(artifacts_dir), port, workers
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120.0) -> "MlflowServerProcess":
+        check_port_free(self.port)
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        mlflow = Path(sys.executable).parent / "mlflow"
+        cmd = [str(mlflow) if mlflow.exists() else "mlflow", "server", "--host", "127.0.0.1", "--port",
+               str(self.port), "--workers", str(self.workers), "--artifacts-destination", str(self.artifacts_dir)]
+        # MLflow 3.17 also starts seven `huey` job consumers (GenAI jobs) next to a database store; tracking needs
+        # none of them, and on a small team box they cost memory and start-up time
+        env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_BACKEND_STORE_URI": self.backend_uri}
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)  # fmt: skip
+        if self.log_path:
+            out.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=2)
+                return self
+            except KeyboardInterrupt:
+                self.stop()
+                raise
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    why = "exited" if self.proc.poll() is not None else f"did not answer within {timeout:.0f} s"
+                    self.stop()
+                    hint = f"; see {self.log_path}" if self.log_path else ""
+                    raise TeamServerError(f"mlflow server on {self.url} {why}{hint}") from None
+                time.sleep(0.25)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            _stop(self.proc, signal.SIGTERM, timeout)
+        self.proc = None
+
+
+# ------------------------------------------------------------------------------------------ the team server
+def check_data_dir(data_dir: Path) -> Path:
+    """The team server's folder: created if missing (its parent must exist); an existing one must be ours."""
+    data_dir = Path(data_dir).expanduser().absolute()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise TeamServerError(f"--data-dir {data_dir}: is a file; expected a folder (created if missing)")
+    if not data_dir.exists():
+        if not data_dir.parent.is_dir():
+            raise TeamServerError(f"--data-dir {data_dir}: its parent folder {data_dir.parent} does not exist")
+        return data_dir
+    extra = sorted(p.name for p in data_dir.iterdir() if p.name not in (PG_DIR, ARTIFACTS_DIR, "mlflow.log"))
+    if extra:
+        raise TeamServerError(f"--data-dir {data_dir}: holds other files ({', '.join(extra[:5])}); expected an "
+                              f"empty folder or one this command made ({PG_DIR}/, {ARTIFACTS_DIR}/)")
+    return data_dir
+
+
+class TeamServer:
+    """PostgreSQL + `mlflow server` on one data folder. `start()` then `stop()`; `url` is the tracking URI."""
+
+    def __init__(self, data_dir: Path, port: int = 5000, workers: int = 2, run_as: str | None = None):
+        self.data_dir = check_data_dir(data_dir)
+        check_port_free(port)
+        if workers < 1:
+            raise TeamServerError(f"--workers {workers}: expected at least 1")
+        self.port, self.workers, self.run_as = port, workers, run_as
+        self.postgres: Postgres | None = None
+        self.mlflow: MlflowServerProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "TeamServer":
+        """Starts PostgreSQL, then MLflow on it; on any failure (or Ctrl-C) whatever started is stopped."""
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        if os.geteuid() == 0:  # PostgreSQL runs as another account, which must be able to enter this folder
+            self.data_dir.chmod(0o711)
+        try:
+            self.postgres = Postgres(self.data_dir / PG_DIR, run_as=self.run_as)
+            self.postgres.start()
+            self.mlflow = MlflowServerProcess(self.postgres.uri(), self.data_dir / ARTIFACTS_DIR, self.port,
+                                              self.workers, log_path=self.data_dir / "mlflow.log")  # fmt: skip
+            self.mlflow.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def alive(self) -> bool:
+        return all(p is not None and p.proc is not None and p.proc.poll() is None for p in (self.postgres, self.mlflow))
+
+    def stop(self) -> None:
+        if self.mlflow is not None:
+            self.mlflow.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+def tunnel_hint(port: int) -> str:
+    return f"ssh -N -L {port}:127.0.0.1:{port} {_login()}@{socket.gethostname()}"
+
+
+def _login() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return "USER"
+
+
+def serve(data_dir: Path, port: int = 5000, workers: int = 2, run_as: str | None = None, echo=print) -> int:
+    """Runs the team server in the foreground until SIGINT / SIGTERM (exit 0) or until one of its two servers
+    dies (exit 1); both are stopped either way."""
+    server = TeamServer(data_dir, port=port, workers=workers, run_as=run_as)
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt  # also during start-up: `finally` stops whatever started
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        pg = server.postgres
+        echo(f"PostgreSQL: {pg.version}, data in {pg.data_dir}, unix socket only (no TCP port)")
+        echo(f"artifacts:  {server.data_dir / ARTIFACTS_DIR}")
+        echo(f"MLflow:     {server.url}   (bound to 127.0.0.1; log: {server.data_dir / 'mlflow.log'})")
+        echo(f"searches:   hsc-search run --tracking-uri {server.url} ...")
+        echo(f"colleagues: {tunnel_hint(port)}   then open http://127.0.0.1:{port}")
+        echo("Ctrl-C stops both servers; the data folder keeps everything for the next start.")
+        while server.alive():
+            time.sleep(0.5)
+        which = "PostgreSQL" if server.postgres.proc.poll() is not None else "mlflow server"
+        echo(f"{which} exited; stopping (logs in {server.data_dir})")
+        return 1
+    except KeyboardInterrupt:
+        echo("stopping ...")
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        server.stop()
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -1,0 +1,216 @@
+"""Copies searches from one MLflow tracking store to another (e.g. the embedded default `sqlite:///mlflow.db`
+into a team server), with MlflowClient only.
+
+What a copied run keeps: its name, status, start and end times, user, lifecycle (a soft-deleted run is copied
+and deleted again), params, tags, every metric's full history (step, value, timestamp), its artifacts, and
+its parent (`mlflow.parentRunId` points at the parent's copy). Experiments are matched by name; experiment
+tags are copied. Datasets, logged models, traces and the model registry are not copied (searches use none).
+
+Why not `databricks-mlflow-export-import` (1.2.1, measured against MLflow 3.17.2 in docs/team-server.md): it
+keeps histories, nesting and artifacts, but stamps every run with the import time as its start and end, so
+`export-best` (which takes the latest search by start time) and the trial durations would go wrong, and a
+second import duplicates every run.
+
+A copy is idempotent: each copied run carries `hsc.import.source_run` (set when the copy starts) and
+`hsc.import.source_uri` (set when it is complete). A run already copied completely is skipped; one whose
+copy was cut short is deleted and copied again.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+TAG_SOURCE_RUN = "hsc.import.source_run"
+TAG_SOURCE_URI = "hsc.import.source_uri"
+TAG_PARENT = "mlflow.parentRunId"
+IMPORT_TAGS = (TAG_SOURCE_RUN, TAG_SOURCE_URI)
+BATCH_METRICS, BATCH_PARAMS, BATCH_TAGS = 1000, 100, 100  # MLflow's log_batch limits
+
+
+class TransferError(Exception):
+    """Bad input (a URI or experiment that does not exist); the message names it."""
+
+
+@dataclass
+class TransferReport:
+    copied: int = 0
+    skipped: int = 0  # already copied completely before
+    redone: int = 0  # a copy cut short before, deleted and copied again
+    metric_points: int = 0
+    artifact_files: int = 0
+    experiments: list[str] = field(default_factory=list)
+
+
+def check_uri(uri: str, role: str) -> str:
+    """A tracking URI that names a store that exists: an existing sqlite file, an http(s) server, a database."""
+    flag = f"--{role}"
+    if not uri or "://" not in uri and not uri.startswith("sqlite:"):
+        raise TransferError(f"{flag} {uri!r}: expected a tracking URI such as sqlite:///mlflow.db, "
+                            "http://127.0.0.1:5000 or postgresql://user@host/db")  # fmt: skip
+    scheme = uri.split(":", 1)[0].split("+", 1)[0]
+    if scheme == "sqlite":
+        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+        if not path or path == ":memory:":
+            raise TransferError(f"{flag} {uri}: expected sqlite:///RELATIVE/PATH.db or sqlite:////ABSOLUTE/PATH.db")
+        if role == "from" and not Path(path).is_file():
+            raise TransferError(f"{flag} {uri}: no such file {Path(path).absolute()} (MLflow would create an empty "
+                                "store; run this where the searches ran, or give the full path)")
+    elif scheme in ("http", "https"):
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10)
+        except OSError as e:
+            raise TransferError(f"{flag} {uri}: no MLflow server answers there ({e}); is the server (or the SSH "
+                                "tunnel to it) up?") from None
+    elif scheme not in ("postgresql", "mysql", "mssql", "databricks", "file"):
+        raise TransferError(f"{flag} {uri}: unknown scheme {scheme!r}; expected sqlite, http(s) or postgresql")
+    if scheme == "file":
+        raise TransferError(f"{flag} {uri}: the file store is not supported by MLflow 3.17 without "
+                            "MLFLOW_ALLOW_FILE_STORE; export it with MLflow first")
+    return uri
+
+
+def _store(uri: str):
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    return _get_store(uri)
+
+
+def _all_runs(client, experiment_id: str) -> list:
+    from mlflow.entities import ViewType
+
+    out, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], run_view_type=ViewType.ALL, max_results=1000, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def _parents_first(runs: list) -> list:
+    """Runs ordered so that every parent comes before its children (then by start time)."""
+    by_id = {r.info.run_id: r for r in runs}
+    depth: dict[str, int] = {}
+
+    def d(run) -> int:
+        rid = run.info.run_id
+        if rid not in depth:
+            depth[rid] = 0  # guards against a cycle
+            parent = by_id.get(run.data.tags.get(TAG_PARENT, ""))
+            depth[rid] = 0 if parent is None else d(parent) + 1
+        return depth[rid]
+
+    return sorted(runs, key=lambda r: (d(r), r.info.start_time or 0, r.info.run_id))
+
+
+def _copied_runs(dst, experiment_id: str) -> dict[str, object]:
+    """Source run id -> its copy in the destination experiment (complete or not)."""
+    return {r.data.tags[TAG_SOURCE_RUN]: r for r in _all_runs(dst, experiment_id) if TAG_SOURCE_RUN in r.data.tags}
+
+
+def _artifact_files(client, run_id: str, path: str | None = None) -> list:
+    out = []
+    for f in client.list_artifacts(run_id, path):
+        out.extend(_artifact_files(client, run_id, f.path) if f.is_dir else [f])
+    return out
+
+
+def copy_run(src, dst, dst_store, run, dst_experiment_id: str, parent_copy: str | None, source_uri: str,
+             report: TransferReport) -> str:  # fmt: skip
+    """Copies one run into `dst_experiment_id`; returns the new run id."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    info, data = run.info, run.data
+    tags = {k: v for k, v in data.tags.items() if k not in IMPORT_TAGS}
+    if parent_copy is not None:
+        tags[TAG_PARENT] = parent_copy
+    else:
+        tags.pop(TAG_PARENT, None)  # its parent is not in this store: the copy stands alone
+    tags[TAG_SOURCE_RUN] = info.run_id
+    new = dst_store.create_run(experiment_id=dst_experiment_id, user_id=info.user_id or "unknown",
+                               start_time=info.start_time, tags=[RunTag(k, v) for k, v in tags.items()],
+                               run_name=info.run_name)  # fmt: skip
+    new_id = new.info.run_id
+    params = [Param(k, v) for k, v in data.params.items()]
+    for i in range(0, len(params), BATCH_PARAMS):
+        dst.log_batch(new_id, params=params[i : i + BATCH_PARAMS])
+    points = []
+    for key in data.metrics:
+        points.extend(Metric(m.key, m.value, m.timestamp, m.step) for m in src.get_metric_history(info.run_id, key))
+    for i in range(0, len(points), BATCH_METRICS):
+        dst.log_batch(new_id, metrics=points[i : i + BATCH_METRICS])
+    report.metric_points += len(points)
+    files = _artifact_files(src, info.run_id)
+    if files:
+        with tempfile.TemporaryDirectory(prefix="hsc-import-") as tmp:
+            local = src.download_artifacts(info.run_id, "", dst_path=tmp)
+            dst.log_artifacts(new_id, local)
+        report.artifact_files += len(files)
+    if info.status != "RUNNING":
+        dst.set_terminated(new_id, status=info.status, end_time=info.end_time)
+    dst.set_tag(new_id, TAG_SOURCE_URI, source_uri)  # marks the copy complete (a deleted run takes no tags)
+    if info.lifecycle_stage == "deleted":
+        dst.delete_run(new_id)  # if cut short just before this, the next copy deletes it (see copy_searches)
+    return new_id
+
+
+def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None = None,
+                  echo: Callable[[str], None] = print) -> TransferReport:  # fmt: skip
+    """Copies every run of the named experiments (default: all active experiments) from `source_uri` to
+    `dest_uri`. Safe to run again: what was copied completely before is skipped."""
+    from mlflow.tracking import MlflowClient
+
+    check_uri(source_uri, "from")
+    check_uri(dest_uri, "to")
+    if source_uri.rstrip("/") == dest_uri.rstrip("/"):
+        raise TransferError(f"--from and --to are the same store ({source_uri})")
+    src, dst = MlflowClient(tracking_uri=source_uri), MlflowClient(tracking_uri=dest_uri)
+    dst_store = _store(dest_uri)
+    if experiments:
+        exps = []
+        for name in experiments:
+            exp = src.get_experiment_by_name(name)
+            if exp is None:
+                names = sorted(e.name for e in src.search_experiments())
+                raise TransferError(f"--experiment {name!r}: not in {source_uri}; it has: {', '.join(names)}")
+            exps.append(exp)
+    else:
+        exps = src.search_experiments()
+    report = TransferReport()
+    for exp in exps:
+        runs = _all_runs(src, exp.experiment_id)
+        if not runs and exp.name == "Default":
+            continue
+        target = dst.get_experiment_by_name(exp.name)
+        dst_exp_id = target.experiment_id if target else dst.create_experiment(exp.name)
+        for k, v in exp.tags.items():
+            if not k.startswith("mlflow.") or k in ("mlflow.note.content", "mlflow.experimentKind"):
+                dst.set_experiment_tag(dst_exp_id, k, v)
+        report.experiments.append(exp.name)
+        done = _copied_runs(dst, dst_exp_id)
+        copies: dict[str, str] = {}  # source run id -> copy id
+        n_before = (report.copied, report.skipped, report.redone)
+        for run in _parents_first(runs):
+            rid = run.info.run_id
+            old = done.get(rid)
+            if old is not None and old.data.tags.get(TAG_SOURCE_URI):
+                copies[rid] = old.info.run_id
+                if run.info.lifecycle_stage == "deleted" and old.info.lifecycle_stage != "deleted":
+                    dst.delete_run(old.info.run_id)
+                report.skipped += 1
+                continue
+            if old is not None:  # a copy cut short: start it over
+                dst.delete_run(old.info.run_id)
+                report.redone += 1
+            parent = copies.get(run.data.tags.get(TAG_PARENT, ""))
+            copies[rid] = copy_run(src, dst, dst_store, run, dst_exp_id, parent, source_uri, report)
+            report.copied += 1
+        c, s, r = (a - b for a, b in zip((report.copied, report.skipped, report.redone), n_before))
+        echo(f"experiment {exp.name}: {c} run(s) copied" + (f", {s} already there" if s else "")
+             + (f" ({r} half-copied before, copied again)" if r else ""))  # fmt: skip
+    return report

@@ -1,0 +1,324 @@
+"""The team tracking server for real: `hsc-search team-server` (PostgreSQL on a unix socket + `mlflow server` on
+127.0.0.1), three searches logging to it at once while it is stopped and started again on the same database,
+and `hsc-search import-runs` bringing an embedded-default search (sqlite:///mlflow.db) into it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import assert_complete_histories, search_cmd, search_env, search_runs
+
+HSC = str(Path(sys.executable).parent / "hsc-search")
+EPOCHS, TRIALS = 3, 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_as() -> list[str]:
+    """As root (CI), PostgreSQL needs an ordinary account: `postgres` where Debian's package made one."""
+    if os.geteuid() != 0:
+        return []
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return ["--run-as", name]
+        except KeyError:
+            continue
+    raise RuntimeError("no ordinary account to run PostgreSQL as")
+
+
+class TeamServerCommand:
+    """`hsc-search team-server` as a subprocess, started and stopped (SIGINT, bounded waits) by its pid."""
+
+    def __init__(self, data_dir: Path, port: int):
+        self.data_dir, self.port = data_dir, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen | None = None
+        self.log = data_dir.parent / "team-server.out"
+
+    def start(self, timeout: float = 240.0) -> "TeamServerCommand":
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([HSC, "team-server", "--data-dir", str(self.data_dir), "--port",
+                                          str(self.port), *_run_as()], stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"team-server exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=2)
+                if "Ctrl-C stops both servers" in self.log.read_text():  # fully started (the banner comes last)
+                    return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"team-server not up within {timeout} s:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.3)
+
+    def tree(self) -> list[psutil.Process]:
+        p = psutil.Process(self.proc.pid)
+        return [p, *p.children(recursive=True)]
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        tree = self.tree()
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for p in tree:
+                p.kill()
+            self.proc.wait(timeout=10)
+            raise AssertionError("team-server did not stop within its bounded wait")
+        gone, alive = psutil.wait_procs(tree, timeout=20)
+        assert not alive, f"left running: {alive}"
+        return code
+
+
+@pytest.fixture(scope="module")
+def team():
+    # not tmp_path: as root PostgreSQL runs as another account, which cannot enter pytest's 0700 folders
+    base = Path(tempfile.mkdtemp(prefix="hsc-team-"))
+    base.chmod(0o711)
+    server = TeamServerCommand(base / "data", _free_port()).start()
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray cluster (3 CPUs) that all the searches of this module share; shut down by its handle."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3})
+    cluster.wait_for_nodes(timeout=120)
+    yield cluster
+    cluster.shutdown()
+
+
+def _listeners(procs) -> list[tuple[str, int, str]]:
+    out = []
+    for p in procs:
+        try:
+            out += [(c.laddr.ip, c.laddr.port, p.name()) for c in p.net_connections(kind="inet") if c.status == "LISTEN"]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
+
+
+def _snapshot(url: str, experiment: str) -> dict[str, dict[str, int]]:
+    """run id -> metric key -> number of points, for every run of the experiment."""
+    client, parents, children = search_runs(url, experiment)
+    return {r.info.run_id: {k: len(client.get_metric_history(r.info.run_id, k)) for k in r.data.metrics}
+            for r in parents + children}  # fmt: skip
+
+
+def test_three_searches_at_once_and_a_server_restart_lose_nothing(team, ray_cluster, tmp_path, _cache_dir):
+    # nothing on a public port: mlflow on 127.0.0.1 only, PostgreSQL on no TCP port at all
+    listening = _listeners(team.tree())
+    assert listening and all(ip == "127.0.0.1" and port == team.port for ip, port, _ in listening), listening
+    assert not [x for x in listening if "postgres" in x[2]]
+
+    names = [f"s{i}" for i in range(3)]
+    drivers = {}
+    for name in names:
+        (tmp_path / name).mkdir()
+        drivers[name] = subprocess.Popen(
+            search_cmd("--address", ray_cluster.address, "--tracking-uri", team.url, "--experiment", "team",
+                       "--name", name, "--num-samples", str(TRIALS), "--max-epochs", str(EPOCHS), "--scheduler",
+                       "fifo", "--max-concurrent", "1", "--space", "quick"),
+            cwd=tmp_path / name, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=search_env(_cache_dir),
+        )  # fmt: skip
+    try:
+        # mid-search: every search has its parent run and trials have started logging epochs
+        deadline = time.monotonic() + 300
+        while True:
+            _, parents, children = search_runs(team.url, "team")
+            if len(parents) == 3 and any(c.data.metrics.get("epoch", 0) >= 1 for c in children):
+                break
+            if time.monotonic() > deadline or any(d.poll() is not None for d in drivers.values()):
+                pytest.fail("the three searches did not reach the server in time: "
+                            + " ".join(d.stdout.read()[-2000:] for d in drivers.values() if d.poll() is not None))
+            time.sleep(0.3)
+        before = _snapshot(team.url, "team")
+        running = [n for n, d in drivers.items() if d.poll() is None]
+        assert running, "every search had finished before the stop: the restart would prove nothing"
+
+        # stop the whole team server (MLflow and PostgreSQL) and start it again on the same data folder
+        assert team.stop() == 0
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", team.port))  # nothing listens there any more (a listener would make this fail)
+        team.start()
+
+        for name, d in drivers.items():
+            out, _ = d.communicate(timeout=600)
+            assert d.returncode == 0, f"{name}:\n{out[-5000:]}"
+    finally:
+        for d in drivers.values():
+            if d.poll() is None:
+                d.kill()
+                d.wait(timeout=30)
+
+    client, parents, children = search_runs(team.url, "team")
+    assert sorted(p.info.run_name for p in parents) == names
+    for p in parents:
+        mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == p.info.run_id]
+        trial_dirs = {d.name for d in (tmp_path / p.info.run_name / "ray_results" / p.info.run_name).iterdir()
+                      if d.is_dir() and len(d.name) == 8}  # fmt: skip
+        # exactly one child run per trial of this search, under this parent
+        assert sorted(c.data.tags["hsc.trial_id"] for c in mine) == sorted(trial_dirs), p.info.run_name
+        assert len(mine) == TRIALS
+    assert len(children) == 3 * TRIALS
+    assert all(r.info.status == "FINISHED" for r in parents + children)  # nothing left RUNNING
+    for c in children:  # every epoch's metrics arrived: count them
+        assert int(c.data.metrics["epoch"]) == EPOCHS
+        for key in ("val/map_avg", "loss/total", "weight/nce", "cca/rho_00", "time/epoch_s"):
+            assert len(client.get_metric_history(c.info.run_id, key)) == EPOCHS, (c.info.run_name, key)
+    assert_complete_histories(client, children)
+    after = _snapshot(team.url, "team")
+    for run_id, counts in before.items():  # what was there before the restart is still there
+        assert run_id in after
+        assert all(after[run_id].get(k, 0) >= n for k, n in counts.items()), run_id
+
+
+def _artifacts(client, run_id, into: Path) -> dict[str, str]:
+    """Every artifact file of a run: relative path -> sha256 of its content."""
+    local = Path(client.download_artifacts(run_id, "", dst_path=str(into)))
+    return {str(f.relative_to(local)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(local.rglob("*")) if f.is_file()}  # fmt: skip
+
+
+def test_import_of_an_embedded_default_search_keeps_everything(team, ray_cluster, tmp_path, _cache_dir):
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.transfer import IMPORT_TAGS
+
+    # a search with no --tracking-uri: MLflow's embedded default, sqlite:///mlflow.db (+ ./mlruns) in its folder
+    proc = subprocess.run(
+        search_cmd("--address", ray_cluster.address, "--experiment", "laptop", "--name", "local-1",
+                   "--num-samples", "2", "--max-epochs", "2", "--space", "quick"),
+        cwd=tmp_path, env=search_env(_cache_dir), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / "mlflow.db").is_file()
+
+    imp = [HSC, "import-runs", "--to", team.url, "--experiment", "laptop"]
+    first = subprocess.run(imp, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "3 run(s) copied" in first.stdout
+
+    src, dst = MlflowClient("sqlite:///" + str(tmp_path / "mlflow.db")), MlflowClient(team.url)
+    a = {r.info.run_name: r for r in src.search_runs([src.get_experiment_by_name("laptop").experiment_id])}
+    b = {r.info.run_name: r for r in dst.search_runs([dst.get_experiment_by_name("laptop").experiment_id])}
+    assert sorted(a) == sorted(b) and len(a) == 3
+    names_a = {r.info.run_id: n for n, r in a.items()}
+    names_b = {r.info.run_id: n for n, r in b.items()}
+    for name, ra in a.items():
+        rb = b[name]
+        for f in ("status", "start_time", "end_time", "user_id", "lifecycle_stage"):
+            assert getattr(ra.info, f) == getattr(rb.info, f), (name, f)
+        assert ra.data.params == rb.data.params
+        tags_a = {k: v for k, v in ra.data.tags.items() if k != "mlflow.parentRunId"}
+        tags_b = {k: v for k, v in rb.data.tags.items() if k != "mlflow.parentRunId" and k not in IMPORT_TAGS}
+        assert tags_a == tags_b, name
+        assert rb.data.tags["hsc.import.source_run"] == ra.info.run_id
+        # nesting: the copy's parent is the copy of the original's parent
+        parent_a = names_a.get(ra.data.tags.get("mlflow.parentRunId"))
+        assert names_b.get(rb.data.tags.get("mlflow.parentRunId")) == parent_a
+        assert ra.data.metrics == rb.data.metrics
+        for key in ra.data.metrics:  # full histories, point by point (step, value, timestamp)
+            ha = sorted((m.step, m.value, m.timestamp) for m in src.get_metric_history(ra.info.run_id, key))
+            hb = sorted((m.step, m.value, m.timestamp) for m in dst.get_metric_history(rb.info.run_id, key))
+            assert ha == hb, (name, key)
+        arts = _artifacts(src, ra.info.run_id, tmp_path / "art" / ra.info.run_id)
+        assert arts and arts == _artifacts(dst, rb.info.run_id, tmp_path / "art" / rb.info.run_id), name
+    assert sum(1 for r in a.values() if "mlflow.parentRunId" in r.data.tags) == 2
+
+    # running it again copies nothing twice
+    again = subprocess.run(imp, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "0 run(s) copied" in again.stdout and "3 already" in again.stdout, again.stdout
+    assert len(dst.search_runs([dst.get_experiment_by_name("laptop").experiment_id])) == 3
+
+
+def test_bad_input_gets_a_clear_error_and_exit_2(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([HSC, "team-server", "--data-dir", str(tmp_path / "d"), "--port", str(port)],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and f"--port {port}" in r.stderr and "in use" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    cases = [
+        (["team-server", "--data-dir", str(tmp_path / "no" / "such" / "dir")], "its parent folder"),
+        (["team-server", "--data-dir", str(tmp_path / "mine")], "holds other files (notes.txt)"),
+        (["import-runs", "--to", "http://127.0.0.1:1"], "no such file"),  # no mlflow.db in tmp_path
+        (["import-runs", "--from", "mlflow.db", "--to", "http://127.0.0.1:1"], "expected a tracking URI"),
+        (["import-runs", "--from", "ftp://x/y", "--to", "http://127.0.0.1:1"], "unknown scheme 'ftp'"),
+    ]
+    for args, message in cases:
+        r = subprocess.run([HSC, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_copy_resumes_a_cut_short_import_and_keeps_deleted_runs(tmp_path, monkeypatch):
+    """sqlite to sqlite, no server: a copy cut short is made again (once), a soft-deleted run stays deleted."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.transfer import TAG_SOURCE_RUN, copy_searches
+
+    monkeypatch.chdir(tmp_path)  # both stores keep their artifacts under ./mlruns
+    src_uri, dst_uri = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    src = MlflowClient(src_uri)
+    exp = src.create_experiment("e")
+    parent = src.create_run(exp, run_name="search", start_time=1_000).info.run_id
+    kids = [src.create_run(exp, run_name=f"t{i}", start_time=2_000 + i, tags={"mlflow.parentRunId": parent}).info.run_id
+            for i in range(2)]  # fmt: skip
+    for i, k in enumerate(kids):
+        src.log_batch(k, metrics=[Metric("val/map_avg", 0.1 * s + i, 5_000 + s, s) for s in range(1, 4)])
+        src.log_text(k, f"trial {i}", "config.yaml")
+        src.set_terminated(k, "FINISHED", end_time=9_000 + i)
+    src.set_terminated(parent, "FINISHED", end_time=9_999)
+    src.delete_run(kids[1])
+
+    dst = MlflowClient(dst_uri)
+    half = dst.create_run(dst.create_experiment("e"), run_name="t0", tags={TAG_SOURCE_RUN: kids[0]})  # cut short
+    report = copy_searches(src_uri, dst_uri, ["e"], echo=lambda s: None)
+    assert (report.copied, report.redone, report.skipped) == (3, 1, 0)
+    assert dst.get_run(half.info.run_id).info.lifecycle_stage == "deleted"
+    from mlflow.entities import ViewType
+
+    copies = {r.info.run_name: r for r in dst.search_runs([dst.get_experiment_by_name("e").experiment_id],
+                                                          run_view_type=ViewType.ALL) if r.info.run_id != half.info.run_id}
+    assert sorted(copies) == ["search", "t0", "t1"]
+    assert copies["t1"].info.lifecycle_stage == "deleted" and copies["t0"].info.lifecycle_stage == "active"
+    assert copies["t0"].info.start_time == 2_000 and copies["t0"].info.end_time == 9_000
+    assert copies["t1"].data.tags["mlflow.parentRunId"] == copies["search"].info.run_id
+    hist = [(m.step, m.value, m.timestamp) for m in dst.get_metric_history(copies["t1"].info.run_id, "val/map_avg")]
+    assert sorted(hist) == [(s, 0.1 * s + 1, 5_000 + s) for s in range(1, 4)]
+    again = copy_searches(src_uri, dst_uri, ["e"], echo=lambda s: None)
+    assert (again.copied, again.skipped) == (0, 3)
