@@ -129,10 +129,13 @@ def _recorder():
     too coarse to order epochs of 0.05 s."""
     from ray.tune import Callback
 
+    from hsc_search.runs import epochs_of
+
     class _Recorder(Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            _EVENTS.append((time.perf_counter(), "result", trial.trial_id, int(result.get("epoch", 0)),
-                            result.get("val/map_avg")))  # fmt: skip
+            now = time.perf_counter()  # a trial reports its epochs in batches (at ASHA's rungs, at its end)
+            for m in epochs_of(result):
+                _EVENTS.append((now, "result", trial.trial_id, int(m.get("epoch", 0)), m.get("val/map_avg")))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             _EVENTS.append((time.perf_counter(), "end", trial.trial_id, None, None))
@@ -386,6 +389,21 @@ def render_markdown(doc: dict, keep: str = "") -> str:
     return "\n".join(lines) + (keep or "\n")  # keep: everything after the mark, its newline included
 
 
+def output_dir(out: Path | None, quick: bool, name: str) -> Path:
+    """Where a benchmark writes: --out when given; else benchmarks/results/, except that a --quick (smoke) run
+    without --out writes to a new temporary folder, so that it never overwrites the recorded results."""
+    if out is not None:
+        return out
+    return Path(tempfile.mkdtemp(prefix=f"{name}-quick-")) if quick else ROOT / "benchmarks" / "results"
+
+
+def work_parent(workdir: str | None) -> str:
+    """The parent folder of the per-search working directories (created when missing)."""
+    path = Path(workdir or tempfile.gettempdir())
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
 def write_outputs(doc: dict, out: Path, name: str = NAME, render=None) -> None:
     """Writes NAME.json and NAME.md (rendered by `render(doc, keep)`), keeping the hand-written text after the
     analysis mark of an existing NAME.md."""
@@ -414,10 +432,14 @@ def main(argv=None) -> int:
                    "for each, so no search inherits another's warm workers)")
     p.add_argument("--quick", action="store_true", help="4 trials x 3 epochs, tiny data, no MLflow, one seed, one Ray "
                    "instance: < 60 s")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    p.add_argument("--workdir", default=tempfile.gettempdir(), help="parent of the per-search working directories")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results; with --quick a "
+                   "new temporary folder, so a smoke run never overwrites the recorded results)")
+    p.add_argument("--workdir", default=None, help="parent of the per-search working directories (created when "
+                   "missing; default: the temporary folder)")
     p.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from a raw JSON file")
     args = p.parse_args(argv)
+    args.out = output_dir(args.out, args.quick, NAME)
+    args.workdir = work_parent(args.workdir)
     if args.from_json:
         doc = json.loads(args.from_json.read_text())
         write_outputs(doc, args.out)

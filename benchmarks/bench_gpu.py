@@ -304,7 +304,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads per process on CPU")
     p.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 rate (default: by name)")
     p.add_argument("--quick", action="store_true", help="tiny data, 1 and 2 trials, eager variants only, CPU ok")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results; with --quick a "
+                   "new temporary folder, so a smoke run never overwrites the recorded results)")
     # worker mode (internal)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", default="eager", help=argparse.SUPPRESS)
@@ -325,6 +326,8 @@ def main(argv=None) -> int:
         args.batch_size, args.small_batch, args.big_batch = 128, 128, 512
         args.variants = [v for v in args.variants if v in ("eager", "big_batch")]  # compiling alone takes minutes
     res = run(args)
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="gpu-quick-")) if args.quick else Path(__file__).resolve().parent / "results"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu.json").write_text(json.dumps(res, indent=1) + "\n")
     (args.out / "gpu.md").write_text(markdown(res))

@@ -1,5 +1,6 @@
 """Where the MLflow writer's time goes: every call the search's background writer makes, timed by kind, for one
-small FIFO search with MLflow on (sqlite); plus the two per-trial plots rendered alone.
+small FIFO search with MLflow on (sqlite); plus the two per-trial pictures made alone (SVG text, against the
+matplotlib PNGs they replaced).
 
 The writer (`hsc_search.tracking._Writer`) runs each MLflow call through `hsc_search.tracking.retry`; this script
 wraps that function with a timer for the duration of one search, so the figures are the calls' own time on the
@@ -64,11 +65,45 @@ def time_writer_calls(trials: int, epochs: int) -> dict:
             "writer_s_per_trial": sum(total.values()) / trials}  # fmt: skip
 
 
-def time_plots(epochs: int = 30, repeats: int = 5) -> dict:
-    """Seconds to render and PNG-encode the two per-trial figures, as shipped and without constrained layout."""
+def _matplotlib_figures(history: dict) -> list:
+    """The two per-trial figures as matplotlib drew them until they became SVG text (hsc_search/trial_plots.py):
+    kept here as the reference the SVG writer is timed against."""
     from matplotlib.figure import Figure
 
-    from hsc_search import plots
+    def series(prefix):
+        out = {}
+        for key in sorted(k for k in history if k.startswith(prefix)):
+            pts = sorted(history[key])
+            out[key[len(prefix):]] = ([x for x, _ in pts], [y for _, y in pts])
+        return out
+
+    weights = Figure(figsize=(9, 3.5), layout="constrained")
+    ax_w, ax_s = weights.subplots(1, 2)
+    for name, (x, y) in series("weight/").items():
+        ax_w.plot(x, y, marker="o", ms=3, label=name)
+    for name, (x, y) in series("logvar/").items():
+        ax_s.plot(x, y, marker="o", ms=3, label=name)
+    for ax in (ax_w, ax_s):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    spectrum = Figure(figsize=(9, 3.5), layout="constrained")
+    ax_spec, ax_time = spectrum.subplots(1, 2)
+    rho = series("cca/rho_")
+    names = sorted(rho, key=int)
+    epochs = sorted({e for x, _ in rho.values() for e in x})
+    for e in sorted({epochs[0], epochs[len(epochs) // 2], epochs[-1]}):
+        ax_spec.plot(range(len(names)), [dict(zip(*rho[n])).get(e) for n in names], marker="o", ms=3, label=f"epoch {e}")
+    for n in names[:8]:
+        ax_time.plot(*rho[n], label=f"rho_{n}")
+    ax_spec.legend(fontsize=8)
+    ax_time.legend(fontsize=7, ncol=2)
+    return [weights, spectrum]
+
+
+def time_plots(epochs: int = 30, repeats: int = 5) -> dict:
+    """Seconds to make the two per-trial pictures: the SVG text the tracker writes, against the matplotlib PNGs
+    it wrote before (alternating, medians)."""
+    from hsc_search.trial_plots import cca_spectrum_svg, loss_weights_svg
 
     history = {}
     for n in ("rec", "dcca", "nce"):
@@ -77,29 +112,24 @@ def time_plots(epochs: int = 30, repeats: int = 5) -> dict:
     for i in range(16):
         history[f"cca/rho_{i:02d}"] = [(e, 0.9 - 0.02 * i) for e in range(1, epochs + 1)]
 
-    def render() -> float:
+    def png() -> float:
         t0 = time.perf_counter()
-        for fig in (plots.weight_trajectories_figure(history), plots.cca_spectrum_figure(history)):
+        for fig in _matplotlib_figures(history):
             fig.savefig(io.BytesIO(), format="png")
         return time.perf_counter() - t0
 
-    init = Figure.__init__
+    def svg() -> float:
+        t0 = time.perf_counter()
+        loss_weights_svg(history), cca_spectrum_svg(history)
+        return time.perf_counter() - t0
 
-    def plain(self, *args, **kwargs):
-        kwargs["layout"] = None
-        init(self, *args, **kwargs)
-
-    shipped, no_layout = [], []
-    render()  # warm-up: fonts, the Agg backend
-    for _ in range(repeats):  # alternating, medians: the machine is shared
-        shipped.append(render())
-        Figure.__init__ = plain
-        try:
-            no_layout.append(render())
-        finally:
-            Figure.__init__ = init
-    shipped, no_layout = statistics.median(shipped), statistics.median(no_layout)
-    return {"both_plots_s": shipped, "both_plots_without_constrained_layout_s": no_layout}
+    png(), svg()  # warm-up: fonts, the Agg backend
+    pngs, svgs = [], []
+    for _ in range(repeats):
+        pngs.append(png())
+        svgs.append(svg())
+    p, v = statistics.median(pngs), statistics.median(svgs)
+    return {"both_plots_svg_s": v, "both_plots_matplotlib_png_s": p, "ratio": p / v}
 
 
 def main(argv=None) -> int:

@@ -35,6 +35,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -377,14 +378,18 @@ def main(argv=None) -> int:
                    help="extra trainer override applied to every trained method before its own (diagnostics)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared machine 2 threads ran ~7x slower than 1)")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results; with --quick a "
+                   "new temporary folder, so a smoke run never overwrites the recorded results)")
     p.add_argument("--resume", action="store_true", help="keep the runs already in OUT/quality.json")
     p.add_argument("--from-json", type=Path, default=None, help="only rebuild quality.md / quality.png from a JSON")
     args = p.parse_args(argv)
+    given_out = args.out
+    args.out = given_out or (Path(tempfile.mkdtemp(prefix="quality-quick-")) if args.quick
+                             else Path(__file__).resolve().parent / "results")  # fmt: skip
 
     if args.from_json is not None:
         results = json.loads(args.from_json.read_text())
-        out = args.out if "--out" in (argv if argv is not None else sys.argv) else args.from_json.parent
+        out = given_out or args.from_json.parent
         out.mkdir(parents=True, exist_ok=True)
         report(results, out)
         print(f"wrote {out / 'quality.md'} and {out / 'quality.png'}")

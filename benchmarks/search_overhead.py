@@ -44,9 +44,12 @@ from asha_vs_fifo import (  # noqa: E402
     ANALYSIS_MARK,
     QUICK_DATA,
     machine_info,
+    output_dir,
     parallel_capacity,
     provenance_lines,
+    start_ray,
     timed_search,
+    work_parent,
 )
 from asha_vs_fifo import write_outputs as _write_outputs  # noqa: E402
 
@@ -235,6 +238,20 @@ def render_markdown(doc: dict, keep: str = "") -> str:
             f"{_f(r['tail_s'], S)} | {_f(r['in_trial_overhead_per_trial_s'])} | {_f(r.get('cores_free'), S)} | "
             f"{_f(r.get('efficiency_vs_free_cores'))} | {_f(r.get('overhead_per_trial_vs_free_cores_s'))} |"
         )
+    stock = doc.get("stock")
+    if stock:
+        ours = [r for r in doc["summary"] if r["mode"] == MODES[True]]
+        lines += [
+            "",
+            "## Stock Ray Tune beside ours (the same run)",
+            "",
+            f"Stock Ray Tune 2.60 (`OptunaSearch` + `ASHAScheduler`, `reuse_actors=True`, {stock['trials']} trivial "
+            f"trials of {stock['reports']} reports each, no training): **{stock['per_trial_s']:.2f} s per trial** in "
+            f"all ({stock['wall_s']:.1f} s). Ours, overhead per trial with MLflow on: "
+            + ", ".join(f"{_f(r['overhead_per_trial_s'])} s (`{r['case']}`; "
+                        f"{_f(r.get('overhead_per_trial_vs_free_cores_s'))} s vs free cores)" for r in ours)
+            + ".",
+        ]
     lines += [
         "",
         "## Every round",
@@ -281,10 +298,14 @@ def main(argv=None) -> int:
     p.add_argument("--keep-ray", action="store_true", help="one Ray instance for all searches (default: a fresh one "
                    "for each, so no search inherits another's warm workers)")
     p.add_argument("--quick", action="store_true", help="4 tiny trials x 3 epochs, 1 round, one Ray instance: < 60 s")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    p.add_argument("--workdir", default=tempfile.gettempdir(), help="parent of the per-search working directories")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results; with --quick a "
+                   "new temporary folder, so a smoke run never overwrites the recorded results)")
+    p.add_argument("--workdir", default=None, help="parent of the per-search working directories (created when "
+                   "missing; default: the temporary folder)")
     p.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from a raw JSON file")
     args = p.parse_args(argv)
+    args.out = output_dir(args.out, args.quick, NAME)
+    args.workdir = work_parent(args.workdir)
     if args.from_json:  # figures and medians recomputed from the raw times (the formulas may have changed)
         doc = json.loads(args.from_json.read_text())
         for m in doc["measurements"]:
@@ -330,6 +351,12 @@ def main(argv=None) -> int:
         "elapsed_s": time.perf_counter() - t_start,
         "measurements": measurements,
     }
+    if not args.quick:  # the stock Ray Tune row, in the same run (a Ray instance of its own)
+        from search_machinery import stock_ray
+
+        start_ray()
+        doc["stock"] = stock_ray()
+        args.keep_ray = True
     if args.keep_ray:
         import ray
 

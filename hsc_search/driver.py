@@ -26,6 +26,7 @@ from . import preflight, storage
 from .export import TrialRow, best_row, trial_config, trial_rows, write_config
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
+from .ray_internals import optuna_study, tuner_parts
 from .report import publish_report
 from .runs import REPORT_ARTIFACT, TAG_KIND, client_for, experiment_tags, tag_experiment, trial_outcome
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
@@ -316,10 +317,8 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
 def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo) -> SearchOutcome:
     from ray.tune import ExperimentAnalysis
 
-    callbacks = tuner._local_tuner.get_run_config().callbacks  # the restored ones after resume
+    callbacks, searcher, scheduler = tuner_parts(tuner)  # the restored ones after resume
     tracker = next((c for c in callbacks if isinstance(c, MlflowTracker)), None)
-    searcher = tuner._local_tuner._tune_config.search_alg  # no public accessor; the restored one after resume
-    scheduler = tuner._local_tuner._tune_config.scheduler
     interrupted, trials, status, errors = False, [], "FINISHED", []
     try:
         tuner.fit()
@@ -491,7 +490,7 @@ def _importances(searcher) -> dict[str, float]:
     """Optuna's parameter importances over the finished trials (empty if too few to tell)."""
     import optuna
 
-    study = getattr(searcher, "_ot_study", None) or getattr(getattr(searcher, "searcher", None), "_ot_study", None)
+    study = optuna_study(searcher)
     if study is None or sum(t.state.name == "COMPLETE" for t in study.trials) < 3:
         return {}
     try:

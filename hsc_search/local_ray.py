@@ -437,8 +437,10 @@ def start_local_ray(**init_kwargs: Any) -> LocalRay:
             log.warning("cleaning up earlier local Ray instances failed: %s", e)
 
     import ray
-    import ray._private.ray_constants as ray_constants
-    from ray._common.utils import get_default_ray_temp_dir
+
+    from .ray_internals import default_temp_dir, local_node, loopback_cluster_flag
+
+    ray_constants, flag = loopback_cluster_flag()
 
     ray_dir = os.path.dirname(os.path.abspath(ray.__file__))
     me = os.getpid()
@@ -448,7 +450,7 @@ def start_local_ray(**init_kwargs: Any) -> LocalRay:
         "boot_id": _boot_id(),
         "created": time.time(),
         "driver": {"pid": me, "start": _start_of(me) if linux else 0, "argv": sys.argv[:4]},
-        "temp_dir": init_kwargs.get("_temp_dir") or get_default_ray_temp_dir(),
+        "temp_dir": init_kwargs.get("_temp_dir") or default_temp_dir(),
         "ray_dirs": sorted({ray_dir, os.path.realpath(ray_dir)}),
         "session_dir": None,
         "procs": [],
@@ -463,9 +465,9 @@ def start_local_ray(**init_kwargs: Any) -> LocalRay:
             path = None  # type: ignore[assignment]
 
     old_env = os.environ.get(_CLUSTER_ENV)
-    old_flag = ray_constants.ENABLE_RAY_CLUSTER
+    old_flag = getattr(ray_constants, flag)
     os.environ[_CLUSTER_ENV] = "0"  # inherited by gcs_server, raylet, agents and (through raylet) the workers
-    ray_constants.ENABLE_RAY_CLUSTER = False  # this process may have imported ray before the variable was set
+    setattr(ray_constants, flag, False)  # this process may have imported ray before the variable was set
     try:
         ray.init(address="local", _node_ip_address=LOOPBACK, **init_kwargs)
     except BaseException:
@@ -475,13 +477,13 @@ def start_local_ray(**init_kwargs: Any) -> LocalRay:
         _stop_watchdog(watchdog)
         raise
     finally:
-        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        setattr(ray_constants, flag, old_flag)
         if old_env is None:
             os.environ.pop(_CLUSTER_ENV, None)
         else:
             os.environ[_CLUSTER_ENV] = old_env
 
-    node = ray._private.worker.global_worker.node
+    node = local_node()
     session_dir = node.get_session_dir_path()
     if node.node_ip_address != LOOPBACK:  # would mean Ray changed how it resolves the node address
         log.warning("local Ray node address is %s, not %s", node.node_ip_address, LOOPBACK)

@@ -23,6 +23,15 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from .ray_internals import (
+    asha_brackets,
+    asha_num_stopped,
+    optuna_study,
+    optuna_told,
+    optuna_trial_state,
+    optuna_trials,
+    set_asha_num_stopped,
+)
 from .runs import FAILED_KEY, best_of, epochs_of, trial_outcome
 
 log = logging.getLogger(__name__)
@@ -47,9 +56,10 @@ class BudgetAwareOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Every epoch of the result's batch (`runs.epochs_of`) is told to Optuna as an intermediate value at its
         epoch, and the trial's best value over epochs is kept for its final value."""
-        if FAILED_KEY in result or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        trials = optuna_trials(self)
+        if FAILED_KEY in result or trial_id in optuna_told(self) or trial_id not in trials:
             return  # a failure report (NaN metric, no epoch): on_trial_complete tells FAIL
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = trials[trial_id]
         told = self._told.setdefault(trial_id, 0)
         for m in epochs_of(result):
             epoch, value = int(m["epoch"]), m.get(self.metric)
@@ -62,9 +72,9 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self._told[trial_id] = told
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in optuna_told(self) or trial_id not in optuna_trials(self):
             return super().on_trial_complete(trial_id, result, error)
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = optuna_trials(self)[trial_id]
         outcome = "failed" if error or not result else trial_outcome("TERMINATED", result, self._max_epochs)
         if outcome == "failed":
             state, value = TrialState.FAIL, None
@@ -75,18 +85,17 @@ class BudgetAwareOptunaSearch(OptunaSearch):
             if value is None or not math.isfinite(value):
                 state, value = TrialState.FAIL, None
         try:
-            self._ot_study.tell(ot_trial, value, state=state)
+            optuna_study(self).tell(ot_trial, value, state=state)
         except Exception as exc:  # e.g. the trial was already told before a restore
             log.warning("optuna tell for trial %s failed: %s", trial_id, exc)
-        self._completed_trials.add(trial_id)
+        optuna_told(self).add(trial_id)
 
     def trial_state(self, trial_id: str) -> str | None:
         """The Optuna state name told for a Ray trial id (COMPLETE / PRUNED / FAIL), or None if not told yet."""
-        ot_trial = self._ot_trials.get(trial_id)
+        ot_trial = optuna_trials(self).get(trial_id)
         if ot_trial is None:
             return None
-        frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
-        return frozen.state.name
+        return optuna_trial_state(self, ot_trial)
 
 
 class PersistentASHA(ASHAScheduler):
@@ -95,30 +104,30 @@ class PersistentASHA(ASHAScheduler):
 
     def rungs(self) -> list[list[dict[str, float]]]:
         """Per bracket, per rung (highest milestone first): {trial_id: recorded reward}."""
-        return [[dict(recorded) for _, recorded in b._rungs] for b in self._brackets]
+        return [[dict(recorded) for _, recorded in rungs] for rungs in asha_brackets(self)]
 
     def get_rung_state(self) -> dict[str, Any]:
         return {
-            "milestones": [[m for m, _ in b._rungs] for b in self._brackets],
+            "milestones": [[m for m, _ in rungs] for rungs in asha_brackets(self)],
             "rungs": self.rungs(),
-            "num_stopped": self._num_stopped,
+            "num_stopped": asha_num_stopped(self),
         }
 
     def set_rung_state(self, state: dict[str, Any]) -> None:
-        for bracket, milestones, rungs in zip(self._brackets, state["milestones"], state["rungs"]):
-            if [m for m, _ in bracket._rungs] != milestones:
+        for live, milestones, rungs in zip(asha_brackets(self), state["milestones"], state["rungs"]):
+            if [m for m, _ in live] != milestones:
                 log.warning("saved ASHA milestones %s differ from %s; rung history not restored", milestones,
-                            [m for m, _ in bracket._rungs])  # fmt: skip
+                            [m for m, _ in live])  # fmt: skip
                 return
-            for (_, recorded), saved in zip(bracket._rungs, rungs):
+            for (_, recorded), saved in zip(live, rungs):
                 recorded.update(saved)
-        self._num_stopped = state.get("num_stopped", 0)
+        set_asha_num_stopped(self, state.get("num_stopped", 0))
 
 
 def asha_milestones(scheduler: ASHAScheduler) -> list[int]:
     """The epochs at which ASHA compares trials (every bracket's rungs), lowest first: a trial must report at
     exactly these epochs for ASHA to judge it."""
-    return sorted({int(m) for b in scheduler._brackets for m, _ in b._rungs})
+    return sorted({int(m) for rungs in asha_brackets(scheduler) for m, _ in rungs})
 
 
 class AshaStateCallback(Callback):

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import queue
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -146,6 +147,7 @@ class MlflowTracker(tune.Callback):
         self._nodes: dict[str, str] = {}
         self._history: dict[str, dict[int, dict[str, float]]] = {}  # trial -> epoch -> plotted metrics
         self._scores: dict[str, dict[int, float]] = {}  # trial -> epoch -> the objective
+        self._params: dict[str, list] = {}  # trial -> searched params not yet logged (touched on the main thread only)
         self._open: set[str] = set()  # trial ids whose child run has not been ended
         self._writer: _Writer | None = None
         self._client = None
@@ -177,6 +179,10 @@ class MlflowTracker(tune.Callback):
         self._open.add(tid)
 
         known = self._restored or tid in self._runs  # a restored search, or a retried trial
+        from mlflow.entities import Param
+
+        # logged with the trial's first metrics (one MLflow call fewer per trial), or when it ends without any
+        self._params[tid] = [Param(k, str(config[k])) for k in self.searched if k in config]
 
         def start() -> None:
             client = self._client
@@ -196,11 +202,6 @@ class MlflowTracker(tune.Callback):
             run_id = run.info.run_id
             self._runs[tid] = run_id
             if self._logged[tid] == 0:
-                from mlflow.entities import Param
-
-                params = [Param(k, str(config[k])) for k in self.searched if k in config]
-                if params:
-                    client.log_batch(run_id, params=params)
                 client.log_text(run_id, yaml.safe_dump(_full_config(config), sort_keys=False), CONFIG_ARTIFACT)
 
         self._writer.submit(start, f"start child run of {name}")
@@ -210,8 +211,11 @@ class MlflowTracker(tune.Callback):
         tid = trial.trial_id
         if FAILED_KEY in result:  # a failure report carries no epoch; on_trial_complete ends the run as failed
             return
-        if EFFECTIVE_KEY in result:
-            self._log_effective(tid, trial, json.loads(result[EFFECTIVE_KEY]))
+        params = self._params.pop(tid, [])
+        if EFFECTIVE_KEY in result:  # what the trainer resolved from the data (auto values, clamps)
+            from mlflow.entities import Param
+
+            params += [Param(f"effective.{k}", str(v)) for k, v in json.loads(result[EFFECTIVE_KEY]).items()]
         epoch = int(result.get("epoch", 0))
         epochs = [numeric_metrics(m) for m in epochs_of(result)]  # since the last report (all after a restore)
         node = f"{result.get('hostname', '?')} {result.get('node_ip', '?')} node {str(result.get(NODE_KEY, '?'))[:12]}"
@@ -230,7 +234,7 @@ class MlflowTracker(tune.Callback):
             # epochs already logged before a resume are skipped: the resumed trial repeats them exactly
             batch = [Metric(k, v, now, int(m["epoch"])) for m in epochs if m["epoch"] > self._logged.get(tid, 0)
                      for k, v in m.items()]  # fmt: skip
-            if not batch:
+            if not batch and not params:
                 return
             tags = []
             if self._nodes.get(tid) != node:
@@ -238,8 +242,12 @@ class MlflowTracker(tune.Callback):
                 self._nodes[tid] = node
                 tags.append(RunTag(TAG_NODE, node if seen is None else f"{seen}, {node}"))
             run_id = self._runs[tid]
-            for i in range(0, len(batch), 1000):
-                self._client.log_batch(run_id, metrics=batch[i : i + 1000], tags=tags if i == 0 else [])
+            for i in range(0, max(1, len(batch)), 800):  # MLflow takes 1000 entities and 100 params a call
+                first = i == 0
+                self._client.log_batch(run_id, metrics=batch[i : i + 800], tags=tags if first else [],
+                                       params=params[:100] if first else [])  # fmt: skip
+            for j in range(100, len(params), 100):
+                self._client.log_batch(run_id, params=params[j : j + 100])
             self._logged[tid] = epoch
 
         self._writer.submit(log_epoch, f"log epoch {epoch} of {trial}")
@@ -250,18 +258,6 @@ class MlflowTracker(tune.Callback):
         self._writer.submit(
             lambda: self._client.set_tag(self._runs[tid], "hsc.retried", "true"), f"tag retry of {trial}"
         )
-
-    def _log_effective(self, tid: str, trial, effective: dict) -> None:
-        """Params `effective.<field>` for values the trainer resolved from the data (auto fields, clamps)."""
-        if not effective:
-            return
-
-        def log() -> None:
-            from mlflow.entities import Param
-
-            self._client.log_batch(self._runs[tid], params=[Param(f"effective.{k}", str(v)) for k, v in effective.items()])
-
-        self._writer.submit(log, f"log effective values of {trial}")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result or {}
@@ -278,6 +274,7 @@ class MlflowTracker(tune.Callback):
         self._ensure()
         tid = trial.trial_id
         self._open.discard(tid)
+        params = self._params.pop(tid, [])  # a trial that ended before its first report
 
         def finish() -> None:
             run_id = self._runs.get(tid)
@@ -295,7 +292,7 @@ class MlflowTracker(tune.Callback):
                 score = best_of(by_epoch.values(), self.mode)
                 if score is not None:
                     metrics.append(Metric(score_key(self.metric, self.mode), score, int(time.time() * 1000), 0))
-            client.log_batch(run_id, metrics=metrics, tags=tags)
+            client.log_batch(run_id, metrics=metrics, tags=tags, params=params[:100])
             try:
                 self._log_plots(tid, run_id)
             except Exception as e:  # plots are a nicety; never fail the run over them
@@ -317,15 +314,19 @@ class MlflowTracker(tune.Callback):
                     histories.setdefault(k, []).append((epoch, v))
         if not histories:
             return
-        client = self._client
-        client.log_text(run_id, loss_weights_svg(histories), "plots/loss_weights.svg")
+        files = {"plots/loss_weights.svg": loss_weights_svg(histories)}
         if any(k.startswith("cca/rho_") for k in histories):
-            client.log_text(run_id, cca_spectrum_svg(histories), "plots/cca_spectrum.svg")
+            files["plots/cca_spectrum.svg"] = cca_spectrum_svg(histories)
             spectrum: dict[int, dict[str, float]] = {}
             for k, points in histories.items():
                 for epoch, v in points:
                     spectrum.setdefault(int(epoch), {})[k] = v
-            client.log_text(run_id, spectrum_csv(spectrum), CCA_SPECTRUM_ARTIFACT)
+            files[CCA_SPECTRUM_ARTIFACT] = spectrum_csv(spectrum)
+        with tempfile.TemporaryDirectory(prefix="hsc-artifacts-") as d:  # one upload for the trial's files
+            for rel, text in files.items():
+                Path(d, rel).parent.mkdir(parents=True, exist_ok=True)
+                Path(d, rel).write_text(text)
+            self._client.log_artifacts(run_id, d)
 
     def on_experiment_end(self, trials, **info) -> None:
         if self._writer is not None:

@@ -115,9 +115,9 @@ def restorable_trainable(fn: Callable, name: str = "train_trial") -> type:
     trial's newest readable checkpoint back at the missing path first (every checkpoint is a valid state: a
     resumed run repeats the uninterrupted one exactly), or starts the trial over when there is none.
     """
-    from ray.tune.trainable.function_trainable import wrap_function
+    from .ray_internals import function_trainable
 
-    class Trainable(wrap_function(fn)):
+    class Trainable(function_trainable(fn)):
         def restore(self, checkpoint_path):
             usable = usable_checkpoint(checkpoint_path)
             if usable is None:  # nothing left to continue from: train from epoch 1 (same seed, same metrics)

@@ -69,3 +69,18 @@ def test_search_overhead_quick(tmp_path, _cache_dir):
         assert m["epoch_results"] == m["n_trials"] * m["epochs"]
         assert 0 < m["cores_free"] <= 2.5 and m["efficiency_vs_free_cores"] >= m["efficiency"]
     assert len(doc["summary"]) == 2
+
+
+def test_quick_runs_never_write_into_the_recorded_results_and_workdir_is_created(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from asha_vs_fifo import output_dir, work_parent
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    recorded = ROOT / "benchmarks" / "results"
+    quick = output_dir(None, True, "x")
+    assert quick.is_dir() and recorded not in quick.parents and quick != recorded
+    assert output_dir(None, False, "x") == recorded
+    assert output_dir(tmp_path / "o", True, "x") == tmp_path / "o"  # --out given: as asked
+    work = tmp_path / "a" / "b"
+    assert work_parent(str(work)) == str(work) and work.is_dir()

@@ -72,7 +72,7 @@ def test_mlflow_writer_quick(tmp_path):
     assert calls["start child"]["n"] == calls["finish child"]["n"] == 4  # one child run per trial, each ended
     assert 4 <= calls["log epoch"]["n"] <= 4 * 2
     assert res["writer"]["writer_s_per_trial"] == pytest.approx(sum(c["total_s"] for c in calls.values()) / 4)
-    assert res["plots"]["both_plots_s"] > 0 and res["plots"]["both_plots_without_constrained_layout_s"] > 0
+    assert res["plots"]["both_plots_svg_s"] > 0 and res["plots"]["both_plots_matplotlib_png_s"] > 0
 
 
 def test_tracking_throughput_quick_on_sqlite(tmp_path):

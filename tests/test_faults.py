@@ -17,10 +17,12 @@ def test_worker_node_killed_mid_search(tmp_path, tracking_server, _cache_dir):
     try:
         workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
         cluster.wait_for_nodes(timeout=120)
+        # --checkpoint-every-s 0.001: a report (and checkpoint) every epoch, so a trial on the killed node has
+        # reported from it (and is seen on both nodes) as soon as it ran one epoch there
         driver = subprocess.Popen(
             search_cmd("--address", cluster.address, "--tracking-uri", tracking_server.url, "--experiment", "kill",
                         "--num-samples", "4", "--max-epochs", "40", "--scheduler", "fifo", "--name", "kill",
-                        "--checkpoint-every-s", "0.2"),  # a checkpoint every few epochs, as on long real epochs
+                        "--checkpoint-every-s", "0.001"),
             cwd=tmp_path, env=search_env(_cache_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         try:

@@ -155,5 +155,7 @@ def test_readme_blocks_run_as_printed(clone):
             assert "Traceback" not in proc.stderr, cmd
             ran.append(cmd)
     assert any("hsc-search report" in c for c in ran) and any("export-best" in c for c in ran)
-    assert len(skipped) == 3, skipped  # AWS access, the cluster, `make ui` (started above instead)
+    # AWS access, the cluster, `make ui` (started above instead), and the team server's three (a server that runs
+    # until Ctrl-C, an SSH tunnel to it, an import into it: tests/test_teamserver.py runs them for real)
+    assert len(skipped) == 6, skipped
     print(f"\nran {len(ran)} README commands; skipped blocks: {skipped}")

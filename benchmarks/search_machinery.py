@@ -1,0 +1,234 @@
+"""What a search costs beyond its trials' training: per epoch, per trial, and after the last trial.
+
+Three measurements, each side by side in one run (MLflow off and on alternate), on tiny synthetic data so that
+training is near zero and what is left is the machinery (reporting, checkpoints, tracking, scheduling):
+
+1. **Per epoch**: FIFO searches of `--trials` trials at two budgets (`--epochs-short`, `--epochs-long`). The
+   machinery of a search is `span x slots - training`, where span runs from the first trial's start to the last
+   trial's end (as the driver saw them) and training is the sum of every epoch's `time/epoch_s` (the trainer's
+   own clock). Per trial it grows as a + b x epochs; b, the slope between the two budgets, is the machinery per
+   epoch (the rest, a, is per trial).
+2. **Many tiny trials**: FIFO searches of N trials x 2 epochs (N in `--counts`), MLflow off and on: the wall time,
+   when the last trial ended, the tail (last trial's end until `run_search` returns: MLflow's queue, the summary,
+   the report), the ratio of wall times, and the cost per trial as N grows.
+3. **Stock Ray Tune** beside ours: `OptunaSearch` + `ASHAScheduler`, `reuse_actors=True`, 16 trivial trials of 10
+   reports each (no training at all), the configuration STACK_NOTES.md measured at 0.62 s per trial.
+
+    python benchmarks/search_machinery.py                 # ~6 min here
+    python benchmarks/search_machinery.py --quick         # smoke run, < 90 s, writes to a temporary folder
+
+Writes `search_machinery.json` and `.md` into --out (default benchmarks/results/; --quick: a temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from asha_vs_fifo import machine_info, output_dir, start_ray, work_parent  # noqa: E402
+
+NAME = "search_machinery"
+TINY = "synthetic:ave?n_train=64&n_val=32&n_test=32&dim_audio=8&dim_visual=8&num_classes=4&seed=1"
+
+
+def _timeline():
+    from ray.tune import Callback
+
+    from hsc_search.runs import epochs_of
+
+    class Timeline(Callback):
+        def __init__(self):
+            self.starts, self.ends, self.train_s, self.epochs = [], [], 0.0, 0
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.starts.append(time.perf_counter())
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            for m in epochs_of(result):
+                self.train_s += float(m.get("time/epoch_s", 0.0))
+                self.epochs += 1
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.ends.append(time.perf_counter())
+
+    return Timeline()
+
+
+def search(n: int, epochs: int, mlflow: bool, work: Path, tag: str) -> dict:
+    """One FIFO search of the quick space on tiny data; times as the driver saw them."""
+    import ray
+
+    from hsc_search.driver import run_search
+    from hsc_search.settings import SearchSettings
+
+    folder = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=work))
+    settings = SearchSettings(data=TINY, num_samples=n, max_epochs=epochs, scheduler="fifo", mlflow=mlflow, name=tag,
+                              storage=str(folder / "ray_results"),
+                              tracking_uri=f"sqlite:///{folder / 'mlflow.db'}" if mlflow else None).validate()  # fmt: skip
+    timeline = _timeline()
+    slots = int(ray.cluster_resources().get("CPU", 1))
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        t0 = time.perf_counter()
+        run_search(settings, echo=lambda m: None, callbacks=[timeline])
+        wall = time.perf_counter() - t0
+    finally:
+        os.chdir(cwd)
+    span = max(timeline.ends) - min(timeline.starts)
+    return {
+        "trials": n, "epochs": epochs, "mlflow": mlflow, "slots": min(slots, n), "wall_s": wall,
+        "first_start_s": min(timeline.starts) - t0, "last_end_s": max(timeline.ends) - t0,
+        "tail_s": t0 + wall - max(timeline.ends), "span_s": span, "train_s": timeline.train_s,
+        "epochs_seen": timeline.epochs,
+        "machinery_s": span * min(slots, n) - timeline.train_s,
+    }  # fmt: skip
+
+
+def stock_ray(trials: int = 16, reports: int = 10) -> dict:
+    """Stock Ray Tune: OptunaSearch + ASHA, reuse_actors, trivial trials; seconds per trial in all."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    def trivial(config):
+        for i in range(1, reports + 1):
+            tune.report({"m": config["x"] * i, "epoch": i})
+
+    work = Path(tempfile.mkdtemp(prefix="stock-"))
+    os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)  # stock: Ray's default loggers, as shipped
+    tuner = tune.Tuner(
+        trivial,
+        param_space={"x": tune.uniform(0, 1)},
+        tune_config=tune.TuneConfig(search_alg=OptunaSearch(seed=0), scheduler=ASHAScheduler(time_attr="epoch",
+                                    max_t=reports), metric="m", mode="max", num_samples=trials, reuse_actors=True,
+                                    max_concurrent_trials=2),  # fmt: skip
+        run_config=tune.RunConfig(storage_path=str(work), name="stock", verbose=0),
+    )
+    t0 = time.perf_counter()
+    tuner.fit()
+    wall = time.perf_counter() - t0
+    return {"trials": trials, "reports": reports, "wall_s": wall, "per_trial_s": wall / trials}
+
+
+def summarize(doc: dict) -> dict:
+    out: dict = {}
+    per_epoch = {}
+    for mlflow in (False, True):
+        rows = [r for r in doc["per_epoch"] if r["mlflow"] == mlflow]
+        short = [r for r in rows if r["epochs"] == doc["config"]["epochs_short"]]
+        long = [r for r in rows if r["epochs"] == doc["config"]["epochs_long"]]
+        if short and long:
+            ms = statistics.median(r["machinery_s"] for r in short)
+            ml = statistics.median(r["machinery_s"] for r in long)
+            n, d = short[0]["trials"], long[0]["epochs"] - short[0]["epochs"]
+            per_epoch["on" if mlflow else "off"] = {"per_epoch_ms": 1000 * (ml - ms) / (n * d),
+                                                    "per_trial_s": (ms - (ml - ms) / d * short[0]["epochs"]) / n}
+    out["per_epoch"] = per_epoch
+    tiny = {}
+    for n in doc["config"]["counts"]:
+        rows = {m: [r for r in doc["tiny"] if r["trials"] == n and r["mlflow"] == m] for m in (False, True)}
+        if rows[False] and rows[True]:
+            off, on = (statistics.median(r["wall_s"] for r in rows[m]) for m in (False, True))
+            tiny[str(n)] = {"wall_off_s": off, "wall_on_s": on, "ratio": on / off,
+                            "tail_on_s": statistics.median(r["tail_s"] for r in rows[True]),
+                            "per_trial_on_s": on / n, "per_trial_off_s": off / n}  # fmt: skip
+    out["tiny"] = tiny
+    if doc.get("stock"):
+        out["stock_per_trial_s"] = doc["stock"]["per_trial_s"]
+        ours = tiny.get("16")
+        if ours:
+            out["ours_per_trial_s_16"] = {"off": ours["per_trial_off_s"], "on": ours["per_trial_on_s"]}
+    return out
+
+
+def render(doc: dict) -> str:
+    s, m = doc["summary"], doc["machine"]
+    lines = [f"# Search machinery ({doc['date']})", "", f"Command: `{doc['command']}`", "",
+             f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores; load before {doc['load_before'][0]:.1f}, "
+             f"after {doc['load_after'][0]:.1f}; {doc['elapsed_s']:.0f} s in all.", "",
+             "## Per epoch (slope between the two budgets)", "", "| MLflow | machinery per epoch ms | per trial s |",
+             "| --- | --- | --- |"]  # fmt: skip
+    for k, v in s["per_epoch"].items():
+        lines.append(f"| {k} | {v['per_epoch_ms']:.1f} | {v['per_trial_s']:.3f} |")
+    lines += ["", "## Many tiny trials (2 epochs each, FIFO)", "",
+              "| trials | wall off s | wall on s | on / off | tail on s | per trial on s |", "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for n, v in s["tiny"].items():
+        lines.append(f"| {n} | {v['wall_off_s']:.1f} | {v['wall_on_s']:.1f} | {v['ratio']:.2f} | {v['tail_on_s']:.1f} "
+                     f"| {v['per_trial_on_s']:.3f} |")  # fmt: skip
+    if "stock_per_trial_s" in s:
+        lines += ["", "## Stock Ray Tune beside ours", "",
+                  f"Stock (OptunaSearch + ASHA, reuse_actors, 16 trivial trials x 10 reports): "
+                  f"{s['stock_per_trial_s']:.3f} s per trial in all. Ours, 16 tiny trials x 2 epochs (training "
+                  f"included): {s['ours_per_trial_s_16']['off']:.3f} s without MLflow, "
+                  f"{s['ours_per_trial_s_16']['on']:.3f} s with."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=8, help="trials of the per-epoch searches")
+    p.add_argument("--epochs-short", type=int, default=5)
+    p.add_argument("--epochs-long", type=int, default=40)
+    p.add_argument("--counts", default="16,64,256", help="trial counts of the tiny-trial searches")
+    p.add_argument("--rounds", type=int, default=2, help="rounds; MLflow off and on alternate their order")
+    p.add_argument("--quick", action="store_true", help="4 trials, 2/6 epochs, 16 tiny trials, 1 round")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results; with --quick a "
+                   "new temporary folder)")
+    p.add_argument("--workdir", default=None, help="parent of the searches' folders (created when missing)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.trials, args.epochs_short, args.epochs_long, args.counts, args.rounds = 4, 2, 6, "16", 1
+    args.out = output_dir(args.out, args.quick, NAME)
+    work = Path(work_parent(args.workdir))
+    counts = [int(c) for c in args.counts.split(",") if c.strip()]
+    os.environ.pop("RAY_ADDRESS", None)
+    t_start, load_before, machine = time.perf_counter(), os.getloadavg(), machine_info()
+    start_ray()
+    search(2, 1, False, work, "warm")  # the first search warms Ray's workers (imports): not measured
+    per_epoch, tiny = [], []
+    for rnd in range(args.rounds):
+        modes = (False, True) if rnd % 2 == 0 else (True, False)
+        for mlflow in modes:
+            for e in (args.epochs_short, args.epochs_long):
+                per_epoch.append(search(args.trials, e, mlflow, work, f"pe{rnd}{int(mlflow)}{e}"))
+                print(f"per-epoch {per_epoch[-1]}", file=sys.stderr, flush=True)
+            for n in counts:
+                tiny.append(search(n, 2, mlflow, work, f"t{rnd}{int(mlflow)}{n}"))
+                print(f"tiny {tiny[-1]}", file=sys.stderr, flush=True)
+    stock = stock_ray()
+    import ray
+
+    ray.shutdown()
+    doc = {
+        "benchmark": NAME,
+        "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine,
+        "config": {"trials": args.trials, "epochs_short": args.epochs_short, "epochs_long": args.epochs_long,
+                   "counts": counts, "rounds": args.rounds, "quick": args.quick, "data": TINY},  # fmt: skip
+        "load_before": load_before, "per_epoch": per_epoch, "tiny": tiny, "stock": stock,
+    }  # fmt: skip
+    doc["load_after"], doc["elapsed_s"] = os.getloadavg(), time.perf_counter() - t_start
+    doc["summary"] = summarize(doc)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{NAME}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (args.out / f"{NAME}.md").write_text(render(doc))
+    print(json.dumps(doc["summary"], indent=1))
+    print(f"wrote {args.out / (NAME + '.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Every use of Ray Tune's (and Ray's) private internals, in one place.
+
+The search relies on a few things Ray 2.60 has no public API for. Each function below names one, says why it is
+needed, and is pinned by `tests/test_ray_internals.py`, so that a Ray upgrade that moves one of them fails that
+one clear test instead of a search. Nothing else in the project touches an underscored attribute of Ray, Ray
+Tune or Ray's OptunaSearch. Ray is imported inside the functions (`import hsc_search` starts nothing).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+# ---------------------------------------------------------------------------------------------- the Tuner
+def tuner_parts(tuner) -> tuple[list, Any, Any]:
+    """(callbacks, searcher, scheduler) a Tuner will run with: after `Tuner.restore` these are the restored
+    objects (unpickled from the experiment), not the ones the driver built, and the driver needs them to read
+    back what happened (the MLflow tracker's errors, Optuna's study, ASHA's rungs)."""
+    local = tuner._local_tuner
+    return list(local.get_run_config().callbacks or []), local._tune_config.search_alg, local._tune_config.scheduler
+
+
+def function_trainable(fn: Callable) -> type:
+    """Ray's class for a function trainable (what `Tuner(fn)` would build), so that `restore` can be extended."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    return wrap_function(fn)
+
+
+# ---------------------------------------------------------------------------------------------- ASHA
+def asha_brackets(scheduler) -> list[list[tuple[float, dict]]]:
+    """Per bracket, its rungs as Ray keeps them: [(milestone, {trial_id: recorded reward}), ...], highest milestone
+    first. The dicts are Ray's own (updating one updates ASHA): Ray does not checkpoint the scheduler (ray issue
+    #30838), so the rungs are saved and put back through these."""
+    return [bracket._rungs for bracket in scheduler._brackets]
+
+
+def asha_num_stopped(scheduler) -> int:
+    return scheduler._num_stopped
+
+
+def set_asha_num_stopped(scheduler, n: int) -> None:
+    scheduler._num_stopped = n
+
+
+# ---------------------------------------------------------------------------------------------- OptunaSearch
+def optuna_study(searcher):
+    """The optuna.Study inside Ray's OptunaSearch (or inside a searcher wrapping one, e.g. a ConcurrencyLimiter):
+    to tell Optuna a trial's true state and to compute parameter importances. None if there is none."""
+    for s in (searcher, getattr(searcher, "searcher", None)):
+        study = getattr(s, "_ot_study", None)
+        if study is not None:
+            return study
+    return None
+
+
+def optuna_trials(searcher) -> dict:
+    """Ray trial id -> the optuna.Trial it was asked for (live)."""
+    return searcher._ot_trials
+
+
+def optuna_told(searcher) -> set:
+    """Ray trial ids already told to Optuna (live; OptunaSearch skips them)."""
+    return searcher._completed_trials
+
+
+def optuna_trial_state(searcher, ot_trial) -> str:
+    """The state Optuna's storage holds for a trial (COMPLETE, PRUNED, FAIL, RUNNING...)."""
+    study = optuna_study(searcher)
+    return study._storage.get_trial(ot_trial._trial_id).state.name
+
+
+# ---------------------------------------------------------------------------------------------- the local instance
+def local_node():
+    """The Ray node this driver started (`ray.init(address="local")`): its session dir and node IP."""
+    import ray
+
+    return ray._private.worker.global_worker.node
+
+
+def loopback_cluster_flag():
+    """The module and attribute that let a Ray node keep 127.0.0.1 as its address (Ray rewrites a loopback
+    node address to the machine's unless `ray_constants.ENABLE_RAY_CLUSTER` is false; its environment variable
+    is `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`)."""
+    import ray._private.ray_constants as ray_constants
+
+    return ray_constants, "ENABLE_RAY_CLUSTER"
+
+
+def default_temp_dir() -> str:
+    """Where Ray puts its session folders unless told otherwise."""
+    from ray._common.utils import get_default_ray_temp_dir
+
+    return get_default_ray_temp_dir()

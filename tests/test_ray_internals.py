@@ -1,0 +1,82 @@
+"""Pins exactly what `hsc_search.ray_internals` relies on in Ray 2.60: a Ray upgrade that moves any of it fails
+here, with the name of the thing that moved, instead of in a search."""
+
+from __future__ import annotations
+
+from hsc_search import ray_internals as ri
+
+
+def test_asha_brackets_are_live_rungs_highest_milestone_first():
+    from ray.tune.schedulers import ASHAScheduler
+
+    asha = ASHAScheduler(time_attr="epoch", metric="m", mode="max", max_t=8, grace_period=1, reduction_factor=2)
+    (rungs,) = ri.asha_brackets(asha)
+    assert [m for m, _ in rungs] == [8, 4, 2, 1]
+    assert all(isinstance(recorded, dict) and not recorded for _, recorded in rungs)
+    rungs[-1][1]["t1"] = 0.5  # the dicts are ASHA's own: what it later compares against
+    assert ri.asha_brackets(asha)[0][-1][1] == {"t1": 0.5}
+    assert ri.asha_num_stopped(asha) == 0
+    ri.set_asha_num_stopped(asha, 3)
+    assert ri.asha_num_stopped(asha) == 3
+
+
+def test_asha_records_a_result_in_the_rung_the_adapter_exposes():
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    asha = ASHAScheduler(time_attr="epoch", metric="m", mode="max", max_t=4, grace_period=1, reduction_factor=2)
+    trial = Trial("__fake", trial_id="t1", stub=True)
+    asha.on_trial_add(None, trial)
+    assert asha.on_trial_result(None, trial, {"epoch": 1, "m": 0.25}) == TrialScheduler.CONTINUE
+    (rungs,) = ri.asha_brackets(asha)
+    assert dict(rungs)[1] == {"t1": 0.25}
+
+
+def test_optuna_search_keeps_its_study_trials_and_told_set():
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    def space(trial):
+        trial.suggest_float("x", 0.0, 1.0)
+
+    searcher = OptunaSearch(space=space, metric="m", mode="max", seed=0)
+    assert isinstance(ri.optuna_study(searcher), optuna.Study)
+    searcher.suggest("t1")
+    trials = ri.optuna_trials(searcher)
+    assert set(trials) == {"t1"} and isinstance(trials["t1"], optuna.Trial)
+    assert ri.optuna_trial_state(searcher, trials["t1"]) == "RUNNING"
+    searcher.on_trial_complete("t1", {"m": 0.5, "training_iteration": 1})
+    assert "t1" in ri.optuna_told(searcher)
+    assert ri.optuna_trial_state(searcher, trials["t1"]) == "COMPLETE"
+
+    from ray.tune.search import ConcurrencyLimiter
+
+    assert ri.optuna_study(ConcurrencyLimiter(searcher, max_concurrent=2)) is ri.optuna_study(searcher)
+    assert ri.optuna_study(object()) is None
+
+
+def test_function_trainable_is_a_trainable_with_restore():
+    from ray.tune import Trainable
+
+    cls = ri.function_trainable(lambda config: None)
+    assert issubclass(cls, Trainable) and callable(getattr(cls, "restore"))
+
+
+def test_tuner_parts_are_the_objects_it_was_built_with(tmp_path):
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    callback, searcher, scheduler = tune.Callback(), BasicVariantGenerator(), FIFOScheduler()
+    tuner = tune.Tuner(lambda config: None, tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path), callbacks=[callback]))  # fmt: skip
+    callbacks, got_searcher, got_scheduler = ri.tuner_parts(tuner)
+    assert callback in callbacks and got_searcher is searcher and got_scheduler is scheduler
+
+
+def test_the_loopback_flag_and_temp_dir_exist():
+    module, name = ri.loopback_cluster_flag()
+    assert isinstance(getattr(module, name), bool)
+    assert module.ENABLE_RAY_CLUSTERS_ENV_VAR == "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    assert isinstance(ri.default_temp_dir(), str) and ri.default_temp_dir()
+    # local_node() is exercised by tests/test_local_ray.py, which starts a real local instance
