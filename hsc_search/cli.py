@@ -298,6 +298,47 @@ def synth_data(
     raise typer.Exit(main(argv))
 
 
+@app.command("replay")
+def replay_cmd(
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="The search's parent run id in MLflow. [default: the "
+                                         "latest search in the experiment]"),
+    ray_dir: Optional[str] = typer.Option(None, "--ray-dir", help="Or the search's Ray results folder "
+                                          "(<storage>/<name>, with a <trial_id>/result.json per trial)."),
+    experiment: str = typer.Option("hsc-search", help="MLflow experiment (for the latest search)."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI. [default: sqlite:///mlflow.db]"),
+    orders: int = typer.Option(200, help="Random orders of the recorded configs to replay each setting on."),
+    seed: int = typer.Option(0, help="Seed of the orders (and of ASHA's bracket draws)."),
+    concurrency: int = typer.Option(2, help="Trials at once, as --max-concurrent in a search."),
+    tolerance: float = typer.Option(0.005, help="Epochs to best count until the best seen is within this of the "
+                                    "best recorded score."),
+    settings: List[str] = typer.Option([], "--settings", metavar="SPEC", help="A stopping rule to replay, "
+                                       "repeatable (or several in one quoted, space-separated value): fifo, "
+                                       "asha:grace=1,rf=2,brackets=1, hyperband:rf=3, median:grace=1,min_samples=3. "
+                                       "[default: FIFO, ASHA grace 1/2/3 x rf 2/3/4 and two 2-bracket ASHAs, "
+                                       "HyperBand, median stopping]"),
+    json_out: Optional[Path] = typer.Option(None, "--json", metavar="OUT", help="Also write every figure, per "
+                                            "order, to this JSON file."),
+    timing: str = typer.Option("epoch", help="epoch: every epoch takes one unit of time; recorded: the trial's "
+                               "recorded time/epoch_s."),
+) -> None:
+    """Replay the learning curves of a finished search (one that ran its trials to the end: FIFO) under other
+    stopping rules, offline, over many random orders of the same configs: epochs trained, epochs until the best,
+    best reached, per setting. What a replay cannot show: a sampler reacting to different results (the configs
+    are the recorded ones; only the stopping decisions change). See docs/replay.md."""
+    from .replay import ReplayError, render, run_replay
+
+    specs = [s for value in settings for s in value.split()]
+    try:
+        report = run_replay(run_id=run_id, ray_dir=ray_dir, experiment=experiment, tracking_uri=tracking_uri,
+                            orders=orders, seed=seed, concurrency=concurrency, tolerance=tolerance, specs=specs,
+                            json_out=json_out, timing=timing)  # fmt: skip
+    except ReplayError as e:
+        _fail(str(e))
+    typer.echo(render(report))
+    if json_out:
+        typer.echo(f"json: {json_out}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

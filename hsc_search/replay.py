@@ -1,0 +1,854 @@
+"""`hsc-search replay`: the learning curves of finished searches, replayed offline under other stopping rules.
+
+A search that ran every trial to its full budget (FIFO) recorded each trial's objective at every epoch. Given
+those curves, what a stopping rule would have done is a matter of bookkeeping: start the trials in some order as
+`--concurrency` slots free up, feed each epoch's value to the rule, honour its decision (continue, stop, pause),
+and count. The rules are Ray Tune's own scheduler classes (ASHA, HyperBand, the median stopping rule, FIFO),
+driven here the way Ray's TuneController drives them, on simulated time and without Ray running; repeating it
+over many random orders of the same configs gives the spread. Per setting it reports:
+
+- epochs trained: every epoch of every trial the rule let run;
+- epochs to best: epochs trained (all trials, in simulated-time order) until the best value seen so far first
+  reaches the best of all the recorded curves within the tolerance; "never" when the rule stopped every trial
+  that gets there before it got there. The same count as `benchmarks/asha_vs_fifo.py`'s "epochs to target",
+  with the recorded search's best as the target;
+- best seen: the best value of any epoch the rule let run (a trial's score is its best epoch, as the search
+  ranks trials); best finished: the best score among the trials the rule let run all their epochs.
+
+What a replay cannot show is in `CANNOT_SHOW` (printed with every table). No Ray instance, no search, no GPU.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .runs import TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, epochs_of
+
+DEFAULT_METRIC = "val/map_avg"
+EPOCH_S_KEY = "time/epoch_s"  # the trainer's seconds per epoch, used with --timing recorded
+TIME_ATTR = "epoch"  # the schedulers' time unit, as the search configures ASHA
+META_FILE = "hsc_search.json"  # the search settings in a Ray experiment folder (= driver.META_FILE, not imported:
+# importing the driver pulls in Ray Tune's Tuner and the trainer)
+
+CANNOT_SHOW = (
+    "A replay cannot show a sampler reacting to different results: the configs, and the order they were proposed "
+    "in, are fixed by the recorded search (shuffled here); only the stopping decisions change. In a live search "
+    "under another rule, TPE would see other values (stopped trials reported as pruned) and propose other configs "
+    "after its start-up trials, for better or worse."
+)
+
+
+class ReplayError(ValueError):
+    """Bad input (unknown run, no complete curves, unreachable store, bad setting): one line that says which."""
+
+
+# ---------------------------------------------------------------------------------------------- the curves
+@dataclass
+class TrialCurve:
+    """One trial that ran its full budget: its objective at epochs 1..E (values[0] is epoch 1)."""
+
+    trial_id: str
+    values: list[float]
+    params: dict[str, str] = field(default_factory=dict)
+    outcome: str = "completed"
+    epoch_s: list[float] | None = None  # recorded seconds per epoch, when every epoch has one
+
+
+@dataclass
+class Curves:
+    """The complete curves of one recorded search, in the order its trials started."""
+
+    source: str
+    metric: str
+    mode: str
+    max_epochs: int
+    trials: list[TrialCurve]
+    skipped: dict[str, str] = field(default_factory=dict)  # trial id -> why its curve is not replayed
+
+    @classmethod
+    def from_values(cls, values: dict[str, Sequence[float]], mode: str = "max", metric: str = DEFAULT_METRIC,
+                    source: str = "given curves") -> "Curves":  # fmt: skip
+        """Curves from {trial_id: [value per epoch]} (all the same length), e.g. for tests."""
+        lengths = {len(v) for v in values.values()}
+        if len(lengths) != 1 or 0 in lengths:
+            raise ReplayError("curves must all have the same, non-zero number of epochs "
+                              f"(got lengths {sorted(lengths)})")
+        trials = [TrialCurve(tid, [float(x) for x in v]) for tid, v in values.items()]
+        return cls(source, metric, mode, lengths.pop(), trials)
+
+    def score(self, trial: TrialCurve) -> float:
+        return best_of(trial.values, self.mode)
+
+    @property
+    def best(self) -> tuple[str, float]:
+        """(trial id, score) of the best recorded trial: what a rule that stops nothing finds."""
+        scores = [(self.score(t), t.trial_id) for t in self.trials]
+        value, tid = (max if self.mode == "max" else min)(scores)
+        return tid, value
+
+
+def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: list[dict]) -> Curves:
+    """Curves from raw per-trial records {trial_id, values: {epoch: v}, secs: {epoch: s}, params, outcome}, in
+    start order. A curve is complete when it has a finite value at every epoch 1..max_epochs (max_epochs, when
+    unknown, is the longest curve); the others are skipped with the reason. No complete curve is an error."""
+    if not raw:
+        raise ReplayError(f"{source}: no trials")
+    if max_epochs is None:
+        max_epochs = max((max(r["values"], default=0) for r in raw), default=0)
+    if max_epochs < 1:
+        raise ReplayError(f"{source}: no trial logged {metric} at any epoch")
+    trials, skipped = [], {}
+    for r in raw:
+        vals = {e: v for e, v in r["values"].items() if v is not None and math.isfinite(v)}
+        missing = [e for e in range(1, max_epochs + 1) if e not in vals]
+        if r.get("outcome") == "failed":
+            skipped[r["trial_id"]] = "failed"
+        elif not vals:
+            skipped[r["trial_id"]] = f"no {metric} values"
+        elif missing and max(vals) < max_epochs and missing == list(range(max(vals) + 1, max_epochs + 1)):
+            skipped[r["trial_id"]] = f"ended at epoch {max(vals)} of {max_epochs} ({r.get('outcome') or 'unknown'})"
+        elif missing:
+            skipped[r["trial_id"]] = f"no finite {metric} at epoch(s) {', '.join(map(str, missing[:5]))}"
+        else:
+            secs = r.get("secs") or {}
+            epoch_s = [float(secs[e]) for e in range(1, max_epochs + 1)] if all(
+                e in secs and math.isfinite(secs[e]) and secs[e] > 0 for e in range(1, max_epochs + 1)) else None
+            trials.append(TrialCurve(r["trial_id"], [vals[e] for e in range(1, max_epochs + 1)], r.get("params") or {},
+                                     r.get("outcome") or "completed", epoch_s))  # fmt: skip
+    if not trials:
+        why = "; ".join(f"{t}: {w}" for t, w in list(skipped.items())[:4]) + ("; ..." if len(skipped) > 4 else "")
+        raise ReplayError(f"no complete curves in {source}: none of its {len(raw)} trials ran all {max_epochs} "
+                          f"epochs ({why}); a stopping rule can only be replayed on trials that ran their full "
+                          "budget: record a FIFO search (hsc-search run --scheduler fifo)")  # fmt: skip
+    return Curves(source, metric, mode, max_epochs, trials, skipped)
+
+
+def curves_from_ray_dir(path: str | Path) -> Curves:
+    """The curves of a search from its Ray results folder `<storage>/<name>`: every `<trial_id>/result.json`
+    (one JSON result per line; a line may carry a batch of epochs under `hsc/epochs_json`, see `runs.epochs_of`),
+    the settings from `hsc_search.json` when the folder has one (metric, mode, max_epochs), the params from each
+    trial's `params.json`. Trials are taken in the order they started (their first result's timestamp minus its
+    running time; Ray's timestamps have one-second resolution, so the recorded order is approximate)."""
+    if "://" in str(path):
+        raise ReplayError(f"--ray-dir {path}: only a local folder is read; copy the search folder here first")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise ReplayError(f"--ray-dir {root}: no such folder")
+    settings: dict[str, Any] = {}
+    if (root / META_FILE).is_file():
+        try:
+            settings = json.loads((root / META_FILE).read_text()).get("settings", {}) or {}
+        except (ValueError, AttributeError) as e:
+            raise ReplayError(f"--ray-dir {root}: unreadable {META_FILE} ({e})") from None
+    metric = settings.get("metric") or DEFAULT_METRIC
+    mode = settings.get("mode") or "max"
+    max_epochs = _int(settings.get("max_epochs"))
+    files = sorted(root.glob("*/result.json"))
+    if not files:
+        raise ReplayError(f"--ray-dir {root}: no trial folders (<trial_id>/result.json); pass the search's folder "
+                          "<storage>/<name>, as `hsc-search run` printed it")  # fmt: skip
+    raw = []
+    for f in files:
+        values: dict[int, float] = {}
+        secs: dict[int, float] = {}
+        start, outcome = math.inf, None
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                result = json.loads(line)
+                epochs = epochs_of(result)
+            except (ValueError, TypeError) as e:
+                raise ReplayError(f"{f}: line {n} is not a JSON result ({e})") from None
+            if "timestamp" in result:
+                start = min(start, float(result["timestamp"]) - float(result.get("time_total_s", 0) or 0))
+            if "hsc/failed" in result:
+                outcome = "failed"
+            for m in epochs:
+                if "epoch" not in m or m.get(metric) is None:
+                    continue
+                values[int(m["epoch"])] = float(m[metric])  # an epoch repeated after a restore: the later one
+                if m.get(EPOCH_S_KEY) is not None:
+                    secs[int(m["epoch"])] = float(m[EPOCH_S_KEY])
+        params = {}
+        if (f.parent / "params.json").is_file():
+            try:
+                params = {k: str(v) for k, v in json.loads((f.parent / "params.json").read_text()).items()}
+            except (ValueError, AttributeError):
+                params = {}
+        raw.append({"trial_id": f.parent.name, "values": values, "secs": secs, "params": params,
+                    "outcome": outcome, "start": start})  # fmt: skip
+    raw.sort(key=lambda r: (r["start"], r["trial_id"]))
+    return _complete(f"Ray folder {root}", metric, mode, max_epochs, raw)
+
+
+def _check_store(uri: str) -> None:
+    """Fails fast, with one line, on a store that is not there (MLflow would retry an absent server for
+    minutes, and would create an empty sqlite database where none is)."""
+    import urllib.error
+    import urllib.request
+
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).read()
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise ReplayError(f"cannot reach the MLflow tracking server at {uri} ({getattr(e, 'reason', e)})") from None
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        if not path.is_file():
+            raise ReplayError(f"no MLflow database at {path.resolve()}: run this in the folder you searched from, "
+                              "or pass --tracking-uri")  # fmt: skip
+
+
+def curves_from_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id: str | None = None) -> Curves:
+    """The curves of a search from MLflow: its parent run (`run_id`, else the latest search in `experiment`),
+    whose params give metric, mode and max_epochs, and its child runs (tag `mlflow.parentRunId`), whose metric
+    histories give the objective per epoch (step = epoch)."""
+    import os
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    _check_store(uri)
+    try:
+        from .runs import client_for
+
+        client = client_for(uri)
+        if run_id is None:
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None:
+                names = [e.name for e in client.search_experiments()]
+                raise ReplayError(f"MLflow experiment '{experiment}' not found at {uri}; experiments: "
+                                  f"{', '.join(names) or 'none'}")  # fmt: skip
+            runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'",
+                                      order_by=["attributes.start_time DESC"], max_results=1)  # fmt: skip
+            if not runs:
+                raise ReplayError(f"MLflow experiment '{experiment}' has no search (parent) run; pass --run-id")
+            parent = runs[0]
+        else:
+            try:
+                parent = client.get_run(run_id)
+            except Exception:
+                raise ReplayError(f"run '{run_id}' not found at {uri}") from None
+        pid = parent.info.run_id
+        settings = dict(parent.data.params)
+        metric = settings.get("metric") or DEFAULT_METRIC
+        mode = settings.get("mode") or "max"
+        children = [c for c in child_runs(client, parent.info.experiment_id, pid)
+                    if c.data.tags.get(TAG_KIND, "trial") == "trial"]  # fmt: skip
+        if not children:
+            raise ReplayError(f"run '{pid}' has no trial runs (child runs with tag mlflow.parentRunId = {pid}): "
+                              "pass a search's parent run id")  # fmt: skip
+        children.sort(key=lambda c: (c.info.start_time or 0, c.info.run_name or ""))
+        raw = []
+        for c in children:
+            def history(key: str) -> dict[int, float]:
+                points = sorted(client.get_metric_history(c.info.run_id, key), key=lambda m: (m.step, m.timestamp))
+                return {int(m.step): float(m.value) for m in points}  # a step logged twice: the later value
+
+            raw.append({"trial_id": c.data.tags.get(TAG_TRIAL) or c.info.run_name or c.info.run_id[:8],
+                        "values": history(metric), "secs": history(EPOCH_S_KEY), "params": dict(c.data.params),
+                        "outcome": c.data.tags.get(TAG_OUTCOME)})  # fmt: skip
+    except ReplayError:
+        raise
+    except Exception as e:  # a store MLflow cannot read (bad URI, schema, permissions): one line, no traceback
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ReplayError(f"cannot read MLflow at {uri}: {first[:300]}") from None
+    return _complete(f"MLflow run {pid} ({parent.info.run_name or 'unnamed'}) at {uri}", metric, mode,
+                     _int(settings.get("max_epochs")), raw)  # fmt: skip
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- Ray's internals
+class RayParts:
+    """What the replay takes from Ray Tune (see `ray_offline_parts`)."""
+
+    def __init__(self, trial_cls, scheduler_base, fifo, asha, hyperband, median):
+        self.Trial = trial_cls
+        self.CONTINUE, self.PAUSE, self.STOP = scheduler_base.CONTINUE, scheduler_base.PAUSE, scheduler_base.STOP
+        self.PENDING, self.RUNNING, self.PAUSED = trial_cls.PENDING, trial_cls.RUNNING, trial_cls.PAUSED
+        self.TERMINATED, self.ERROR = trial_cls.TERMINATED, trial_cls.ERROR
+        self.FIFOScheduler, self.ASHAScheduler, self.HyperBandScheduler = fifo, asha, hyperband
+        self.MedianStoppingRule = median
+
+    def fake_trial(self, trial_id: str):
+        # `stub=True` skips looking up a registered trainable ("__fake" is none); the trial starts PENDING.
+        return self.Trial("__fake", trial_id=trial_id, stub=True)
+
+
+_PARTS: RayParts | None = None
+
+
+def ray_offline_parts() -> RayParts:
+    """Every use of Ray Tune beyond its documented user API, in one place (checked against Ray 2.60's source).
+
+    The schedulers are public classes, but their hooks are meant to be called by Ray's TuneController, which a
+    replay replaces (`_Controller`, `replay_once`). What that relies on:
+
+    - `ray.tune.experiment.Trial(name, trial_id=..., stub=True)` (DeveloperAPI): a trial without a trainable.
+      The schedulers read `trial.trial_id`, `trial.status` (PENDING / RUNNING / PAUSED / TERMINATED, set here
+      with `trial.set_status`) and HyperBand `trial.is_saving` (False for a stub); HyperBand keys its dicts by
+      the trial object.
+    - The decisions `TrialScheduler.CONTINUE / PAUSE / STOP`, and the hooks in TuneController's order:
+      `on_trial_add` when a trial is created, `choose_trial_to_run(controller)` to fill a free slot (PENDING, or
+      a PAUSED trial the scheduler lets resume), `on_trial_result(controller, trial, result)` per epoch,
+      `on_trial_complete(controller, trial, last_result)` when a RUNNING trial ends (its last epoch, or STOP),
+      `on_trial_remove(controller, trial)` when a PAUSED or PENDING one is stopped (TuneController.stop_trial).
+    - What the schedulers read from the controller argument: ASHA nothing; FIFO's `choose_trial_to_run` (which
+      the median rule inherits) `get_trials()`; the median rule `get_live_trials()` (to see whether other
+      trials wait, before it yields with PAUSE); HyperBand calls `stop_trial(trial)` on paused trials it drops.
+    - ASHA with several brackets puts a new trial in one at random with numpy's global generator
+      (`np.random.choice` in `on_trial_add`), which the replay seeds per order and restores afterwards.
+    - Concurrency as `TuneConfig(max_concurrent_trials=N)` makes it: a ConcurrencyLimiter creates a new trial
+      only while fewer than N are live (PENDING, RUNNING or PAUSED), and N run at once.
+    """
+    global _PARTS
+    if _PARTS is None:
+        from ray.tune.experiment import Trial
+        from ray.tune.schedulers import (ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule,
+                                         TrialScheduler)  # fmt: skip
+
+        _PARTS = RayParts(Trial, TrialScheduler, FIFOScheduler, ASHAScheduler, HyperBandScheduler, MedianStoppingRule)
+    return _PARTS
+
+
+class _Controller:
+    """The part of Ray's TuneController a scheduler sees (see `ray_offline_parts`)."""
+
+    def __init__(self, parts: RayParts, scheduler, last_results: dict):
+        self.parts, self.scheduler, self.last_results = parts, scheduler, last_results
+        self.trials: list = []  # every trial added, in order
+        self.ended: list = []  # (trial, status it was in when stopped) in the order they ended
+
+    def get_trials(self) -> list:
+        return self.trials
+
+    def get_live_trials(self) -> set:
+        done = (self.parts.TERMINATED, self.parts.ERROR)
+        return {t for t in self.trials if t.status not in done}
+
+    def stop_trial(self, trial) -> None:
+        """As TuneController.stop_trial: a PENDING or PAUSED trial is removed from the scheduler, a RUNNING one
+        completes with its last result; either ends TERMINATED."""
+        p = self.parts
+        if trial.status in (p.TERMINATED, p.ERROR):
+            return
+        was = trial.status
+        trial.set_status(p.TERMINATED)  # first: a scheduler may look at the others' statuses from the hook
+        if was in (p.PENDING, p.PAUSED):
+            self.scheduler.on_trial_remove(self, trial)
+        else:
+            self.scheduler.on_trial_complete(self, trial, dict(self.last_results.get(trial.trial_id, {})))
+        self.ended.append((trial, was))
+
+
+# ---------------------------------------------------------------------------------------------- the settings
+RULES: dict[str, dict[str, type]] = {
+    "fifo": {},
+    "asha": {"grace": int, "rf": float, "brackets": int},
+    "hyperband": {"rf": float},
+    "median": {"grace": int, "min_samples": int},
+}
+RULE_DEFAULTS: dict[str, dict[str, float]] = {
+    "fifo": {},
+    "asha": {"grace": 1, "rf": 2, "brackets": 1},  # the search's defaults (grace 1, rf 2, one bracket)
+    "hyperband": {"rf": 3},  # Ray's default eta
+    "median": {"grace": 1, "min_samples": 3},  # Ray's default min_samples_required
+}
+SPEC_HELP = ("fifo | asha[:grace=G,rf=R,brackets=B] | hyperband[:rf=R] | median[:grace=G,min_samples=M]; "
+             "unset keys take the defaults asha grace=1,rf=2,brackets=1; hyperband rf=3; median grace=1,min_samples=3")
+
+
+@dataclass(frozen=True)
+class Setting:
+    rule: str
+    options: tuple[tuple[str, float], ...] = ()
+    spec: str = field(default="", compare=False)  # as the user wrote it, for error messages
+
+    @property
+    def opts(self) -> dict[str, float]:
+        return {**RULE_DEFAULTS[self.rule], **dict(self.options)}
+
+    @property
+    def label(self) -> str:
+        o = self.opts
+        return self.rule + (":" + ",".join(f"{k}={_num(o[k])}" for k in RULES[self.rule]) if o else "")
+
+    def check(self, max_epochs: int) -> str | None:
+        """Why this setting cannot run on curves of `max_epochs` epochs, or None."""
+        o = self.opts
+        if "grace" in o and not 1 <= o["grace"] <= max_epochs:
+            return f"grace={_num(o['grace'])} must be between 1 and the curves' {max_epochs} epochs"
+        if "rf" in o and not o["rf"] > 1:
+            return f"rf={_num(o['rf'])} must be above 1"
+        for k in ("brackets", "min_samples"):
+            if k in o and o[k] < 1:
+                return f"{k}={_num(o[k])} must be at least 1"
+        return None
+
+    def build(self, parts: RayParts, metric: str, mode: str, max_t: int):
+        """A new Ray scheduler for this setting, configured as the search configures ASHA (time in epochs)."""
+        o = self.opts
+        if self.rule == "fifo":
+            return parts.FIFOScheduler()
+        if self.rule == "asha":
+            return parts.ASHAScheduler(time_attr=TIME_ATTR, metric=metric, mode=mode, max_t=max_t,
+                                       grace_period=int(o["grace"]), reduction_factor=o["rf"],
+                                       brackets=int(o["brackets"]))  # fmt: skip
+        if self.rule == "hyperband":
+            return parts.HyperBandScheduler(time_attr=TIME_ATTR, metric=metric, mode=mode, max_t=max_t,
+                                            reduction_factor=o["rf"])  # fmt: skip
+        return parts.MedianStoppingRule(time_attr=TIME_ATTR, metric=metric, mode=mode, grace_period=int(o["grace"]),
+                                        min_samples_required=int(o["min_samples"]))  # fmt: skip
+
+
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+def parse_setting(spec: str) -> Setting:
+    """`asha:grace=2,rf=3` -> Setting; anything else -> ReplayError naming the spec and what is wrong."""
+    text = spec.strip()
+    rule, _, rest = text.partition(":")
+    rule = rule.strip().lower()
+    if rule not in RULES:
+        raise ReplayError(f"bad --settings '{spec}': unknown rule '{rule}' (one of {', '.join(RULES)}; {SPEC_HELP})")
+    options = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = part.partition("=")
+        key = key.strip().lower()
+        if not eq or key not in RULES[rule]:
+            keys = ", ".join(RULES[rule]) or "none"
+            raise ReplayError(f"bad --settings '{spec}': '{part}' is not KEY=VALUE with a key of {rule} ({keys})")
+        kind = RULES[rule][key]
+        try:
+            num = float(value)
+            if not math.isfinite(num) or (kind is int and num != int(num)):
+                raise ValueError
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise ReplayError(f"bad --settings '{spec}': {key}={value.strip()} is not {what}") from None
+        options[key] = int(num) if kind is int else num
+    return Setting(rule, tuple(sorted(options.items())), spec=text)
+
+
+def default_settings(max_epochs: int) -> list[Setting]:
+    """FIFO, ASHA at grace 1/2/3 x reduction factor 2/3/4 (one bracket) and at grace 1 with 2 brackets, HyperBand,
+    the median stopping rule; those whose grace period exceeds the curves' epochs are left out."""
+    out = [Setting("fifo")]
+    out += [Setting("asha", (("brackets", 1), ("grace", g), ("rf", rf))) for g in (1, 2, 3) for rf in (2, 3, 4)]
+    out += [Setting("asha", (("brackets", 2), ("grace", 1), ("rf", rf))) for rf in (2, 3)]
+    out += [Setting("hyperband", (("rf", 3),)), Setting("median", (("grace", 1), ("min_samples", 3)))]
+    return [s for s in out if s.check(max_epochs) is None]
+
+
+# ---------------------------------------------------------------------------------------------- one replay
+@dataclass
+class Outcome:
+    """What one setting did on one order of the trials."""
+
+    epochs: int  # epochs trained, all trials
+    to_best: float  # epochs trained until the best seen first reached the target; inf if it never did
+    time_to_best: float  # simulated time of that moment (epochs of wall time, or seconds with recorded timing)
+    makespan: float  # simulated time until the last trial ended
+    best_seen: float  # best value of any epoch trained
+    best_finished: float  # best score of a trial that trained all its epochs (nan if none did)
+    finished: int  # trials that trained all their epochs
+    stopped: int  # trials stopped earlier
+    forced: int  # paused trials nothing would resume, stopped by the replay to go on (Ray would wait)
+    pauses: int = 0  # PAUSE decisions (HyperBand's at its rungs; the median rule's yields)
+    trained: dict[str, int] = field(default_factory=dict)  # trial id -> epochs trained
+
+
+def _better(a: float, b: float, mode: str) -> bool:
+    return a > b if mode == "max" else a < b
+
+
+def threshold_of(curves: Curves, tolerance: float) -> float:
+    """The value the best seen must reach: the best recorded score less the tolerance (more, for mode min)."""
+    best = curves.best[1]
+    return best - tolerance if curves.mode == "max" else best + tolerance
+
+
+def replay_once(curves: Curves, setting: Setting, order: Sequence[int], concurrency: int = 2,
+                timing: str = "epoch", tolerance: float = 0.005, bracket_seed: int = 0) -> Outcome:  # fmt: skip
+    """One replay: the trials `curves.trials[i] for i in order` start in that order as slots free up, each epoch
+    takes one unit of time (`timing="epoch"`) or its recorded seconds (`"recorded"`), and the setting's Ray
+    scheduler decides after every epoch, as in a live search with TuneConfig(max_concurrent_trials=concurrency).
+    Results of the same moment are handled in the order their trials started that epoch. A paused trial resumes
+    where it paused (Ray resumes it from a checkpoint)."""
+    import numpy as np
+
+    parts = ray_offline_parts()
+    E, mode, metric = curves.max_epochs, curves.mode, curves.metric
+    scheduler = setting.build(parts, metric, mode, E)
+    by_id = {t.trial_id: t for t in curves.trials}
+    last_results: dict[str, dict] = {}
+    ctrl = _Controller(parts, scheduler, last_results)
+    threshold = threshold_of(curves, tolerance)
+    if timing == "recorded":
+        missing = [t.trial_id for t in curves.trials if t.epoch_s is None]
+        if missing:
+            raise ReplayError(f"--timing recorded: no {EPOCH_S_KEY} at every epoch for trial(s) "
+                              f"{', '.join(missing[:5])}; use --timing epoch")  # fmt: skip
+        duration: Callable[[TrialCurve, int], float] = lambda t, e: t.epoch_s[e - 1]  # noqa: E731
+    elif timing == "epoch":
+        duration = lambda t, e: 1.0  # noqa: E731
+    else:
+        raise ReplayError(f"bad --timing '{timing}': epoch or recorded")
+
+    queue = deque(curves.trials[i].trial_id for i in order)
+    done: dict[str, int] = {}  # trial id -> epochs trained
+    events: list[tuple[float, int, Any]] = []  # (time the epoch ends, tie-break, trial)
+    seq = itertools.count()
+    now, epochs, forced, pauses = 0.0, 0, 0, 0
+    best_seen = math.nan
+    to_best = time_to_best = math.inf
+
+    def running() -> int:
+        return sum(1 for t in ctrl.trials if t.status == parts.RUNNING)
+
+    def fill() -> None:
+        while queue and len(ctrl.get_live_trials()) < concurrency:  # the ConcurrencyLimiter's rule
+            trial = parts.fake_trial(queue.popleft())
+            ctrl.trials.append(trial)
+            done[trial.trial_id] = 0
+            scheduler.on_trial_add(ctrl, trial)
+        while running() < concurrency:
+            trial = scheduler.choose_trial_to_run(ctrl)
+            if trial is None:
+                return
+            trial.set_status(parts.RUNNING)
+            if done[trial.trial_id] >= E:  # paused after its last epoch: resumed, it ends at once
+                ctrl.stop_trial(trial)
+                continue
+            heapq.heappush(events, (now + duration(by_id[trial.trial_id], done[trial.trial_id] + 1), next(seq), trial))
+
+    state = np.random.get_state()  # ASHA's bracket draw uses numpy's global generator
+    np.random.seed(bracket_seed % 2**32)
+    try:
+        while True:
+            fill()
+            if not events:
+                if queue:  # cannot happen: fill() adds a trial whenever fewer than `concurrency` are live
+                    raise RuntimeError("replay stalled with trials waiting")  # pragma: no cover
+                stuck = [t for t in ctrl.trials if t.status in (parts.PAUSED, parts.PENDING)]
+                if not stuck:
+                    break
+                forced += 1  # a paused trial the scheduler never lets resume: Ray would wait for it forever
+                ctrl.stop_trial(stuck[0])
+                continue
+            now, _, trial = heapq.heappop(events)
+            tid = trial.trial_id
+            e = done[tid] + 1
+            done[tid] = e
+            epochs += 1
+            value = by_id[tid].values[e - 1]
+            if math.isnan(best_seen) or _better(value, best_seen, mode):
+                best_seen = value
+            if math.isinf(to_best) and not _better(threshold, best_seen, mode):
+                to_best, time_to_best = epochs, now
+            result = {TIME_ATTR: e, "training_iteration": e, metric: value}
+            last_results[tid] = result
+            decision = scheduler.on_trial_result(ctrl, trial, dict(result))
+            if trial.status != parts.RUNNING:  # ended by the scheduler from inside the hook
+                continue
+            if decision == parts.STOP or (decision == parts.CONTINUE and e >= E):
+                ctrl.stop_trial(trial)  # STOP, or the trainable returned after its last epoch
+            elif decision == parts.PAUSE:
+                trial.set_status(parts.PAUSED)
+                pauses += 1
+            else:
+                heapq.heappush(events, (now + duration(by_id[tid], e + 1), next(seq), trial))
+    finally:
+        np.random.set_state(state)
+
+    finished_scores = [curves.score(by_id[t]) for t, n in done.items() if n >= E]
+    return Outcome(
+        epochs=epochs,
+        to_best=to_best,
+        time_to_best=time_to_best,
+        makespan=now,
+        best_seen=best_seen,
+        best_finished=best_of(finished_scores, mode) if finished_scores else math.nan,
+        finished=sum(1 for n in done.values() if n >= E),
+        stopped=sum(1 for n in done.values() if n < E),
+        forced=forced,
+        pauses=pauses,
+        trained=dict(done),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- many orders
+def orders_for(n_trials: int, n_orders: int, seed: int) -> list[list[int]]:
+    """`n_orders` random orders of the trials (reproducible from `seed`)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [[int(i) for i in rng.permutation(n_trials)] for _ in range(n_orders)]
+
+
+def quartiles(xs: Sequence[float]) -> tuple[float, float, float]:
+    """(25th, 50th, 75th percentile), linear between neighbours; inf where a neighbour is inf; nan values out."""
+    v = sorted(x for x in xs if not math.isnan(x))
+    if not v:
+        return (math.nan,) * 3
+
+    def q(p: float) -> float:
+        pos = p * (len(v) - 1)
+        lo, hi = math.floor(pos), math.ceil(pos)
+        if v[lo] == v[hi] or math.isinf(v[lo]) or math.isinf(v[hi]):
+            return v[hi] if math.isinf(v[hi]) else v[lo]
+        return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+    return q(0.25), q(0.5), q(0.75)
+
+
+@dataclass
+class SettingSummary:
+    setting: Setting
+    outcomes: list[Outcome]
+    recorded: Outcome  # the trials in the recorded order
+    fifo_ratio_trained: float | None = None  # median over orders of FIFO's epochs / this setting's (paired)
+    fifo_ratio_to_best: float | None = None
+
+    def stat(self, key: str) -> tuple[float, float, float]:
+        return quartiles([float(getattr(o, key)) for o in self.outcomes])
+
+    @property
+    def reached(self) -> float:
+        return sum(1 for o in self.outcomes if math.isfinite(o.to_best)) / len(self.outcomes)
+
+
+@dataclass
+class ReplayReport:
+    curves: Curves
+    settings: list[SettingSummary]
+    orders: int
+    seed: int
+    concurrency: int
+    tolerance: float
+    timing: str
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def replay(curves: Curves, settings: Sequence[Setting] | None = None, orders: int = 200, seed: int = 0,
+           concurrency: int = 2, tolerance: float = 0.005, timing: str = "epoch") -> ReplayReport:  # fmt: skip
+    """Every setting on the same `orders` random orders (and on the recorded order). FIFO is always replayed
+    (as the baseline of the ratio columns); it is added first when `settings` lacks it."""
+    import time
+
+    t0 = time.perf_counter()
+    if orders < 1:
+        raise ReplayError(f"--orders {orders}: must be at least 1")
+    if concurrency < 1:
+        raise ReplayError(f"--concurrency {concurrency}: must be at least 1")
+    if not tolerance >= 0:
+        raise ReplayError(f"--tolerance {tolerance}: must be 0 or more")
+    notes = []
+    if settings is None:
+        settings = default_settings(curves.max_epochs)
+    else:
+        for s in settings:
+            why = s.check(curves.max_epochs)
+            if why:
+                raise ReplayError(f"bad --settings '{s.spec or s.label}': {why}")
+    settings = list(dict.fromkeys(settings))  # no duplicates, order kept
+    if not any(s.rule == "fifo" for s in settings):
+        settings.insert(0, Setting("fifo"))
+        notes.append("fifo added as the baseline of the FIFO/x columns")
+    n = len(curves.trials)
+    perms = orders_for(n, orders, seed)
+    summaries = []
+    for s in settings:
+        try:
+            s.build(ray_offline_parts(), curves.metric, curves.mode, curves.max_epochs)
+        except AssertionError as e:  # Ray checks its scheduler arguments with asserts
+            why = e or "assertion failed"
+            raise ReplayError(f"bad --settings '{s.spec or s.label}': Ray refused it ({why})") from None
+        outs = [replay_once(curves, s, p, concurrency, timing, tolerance, bracket_seed=seed * 100_003 + i)
+                for i, p in enumerate(perms)]  # fmt: skip
+        rec = replay_once(curves, s, list(range(n)), concurrency, timing, tolerance, bracket_seed=seed)
+        summaries.append(SettingSummary(s, outs, rec))
+    fifo = next(x for x in summaries if x.setting.rule == "fifo")
+    for x in summaries:
+        x.fifo_ratio_trained = quartiles([a.epochs / b.epochs for a, b in zip(fifo.outcomes, x.outcomes)])[1]
+        x.fifo_ratio_to_best = quartiles([a.to_best / b.to_best if math.isfinite(b.to_best) else 0.0
+                                          for a, b in zip(fifo.outcomes, x.outcomes)])[1]  # fmt: skip
+    if curves.skipped:
+        notes.append(f"{len(curves.skipped)} of {n + len(curves.skipped)} trials left out (incomplete curves: "
+                     + "; ".join(f"{t} {w}" for t, w in list(curves.skipped.items())[:3])
+                     + ("; ..." if len(curves.skipped) > 3 else "")
+                     + "); only complete curves are replayed, so the best of a search that stopped trials early "
+                     "is the best among its survivors")  # fmt: skip
+    for x in summaries:
+        if x.setting.rule == "hyperband":
+            eta = x.setting.opts["rf"]
+            first = int(round(math.log(curves.max_epochs) / math.log(eta))) + 1  # Ray's first bracket: n0(s=0)
+            if concurrency <= first:
+                notes.append(f"{x.setting.label}: Ray's HyperBand puts a new trial in its first bracket ({first} "
+                             f"trials, no stopping) whenever fewer than {first} of that bracket's trials are live; "
+                             f"with --concurrency {concurrency} (paused trials count as live) every trial lands "
+                             f"there and runs its full budget, as under FIFO; replay with --concurrency "
+                             f"{first + 1} or more to see its other brackets")  # fmt: skip
+    forced = {x.setting.label: sum(o.forced for o in x.outcomes) for x in summaries}
+    for label, k in forced.items():
+        if k:
+            notes.append(f"{label}: {k} paused trial(s) over all orders that the scheduler never resumed and "
+                         "Ray would have waited for; the replay stopped them to go on")  # fmt: skip
+    return ReplayReport(curves, summaries, orders, seed, concurrency, tolerance, timing,
+                        time.perf_counter() - t0, notes)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- output
+def _fmt(v: float, digits: int = 0) -> str:
+    if math.isnan(v):
+        return "-"
+    if math.isinf(v):
+        return "never"
+    return f"{v:.{digits}f}" if digits else f"{v:g}"
+
+
+def _spread(q: tuple[float, float, float], digits: int = 0) -> str:
+    lo, med, hi = q
+    if math.isnan(med):
+        return "-"
+    if lo == hi:
+        return _fmt(med, digits)
+    return f"{_fmt(med, digits)} [{_fmt(lo, digits)}-{_fmt(hi, digits)}]"
+
+
+def _ratio(r: float | None) -> str:
+    return "-" if r is None or math.isnan(r) else f"{r:.2f}x"
+
+
+COLUMNS = ("setting", "epochs trained", "FIFO/x trained", "epochs to best", "FIFO/x to best", "reached best",
+           "best seen", "best finished", "trials finished")  # fmt: skip
+
+
+def table_rows(report: ReplayReport) -> list[list[str]]:
+    rows = []
+    for x in report.settings:
+        rows.append([
+            x.setting.label,
+            _spread(x.stat("epochs")),
+            _ratio(x.fifo_ratio_trained),
+            _spread(x.stat("to_best")),
+            _ratio(x.fifo_ratio_to_best),
+            f"{x.reached:.0%}",
+            _spread(x.stat("best_seen"), 4),
+            _spread(x.stat("best_finished"), 4),
+            _spread(x.stat("finished")),
+        ])  # fmt: skip
+    return rows
+
+
+def render(report: ReplayReport) -> str:
+    """The header, one Markdown table (settings as rows, aligned for a terminal), and how to read it."""
+    c = report.curves
+    tid, best = c.best
+    lines = [
+        f"replay of {c.source}",
+        f"{len(c.trials)} complete curves x {c.max_epochs} epochs, {c.metric} ({c.mode}); best recorded {best:.4f} "
+        f"(trial {tid}); target {threshold_of(c, report.tolerance):.4f} (tolerance {report.tolerance:g})",
+        f"{report.orders} random orders (seed {report.seed}), {report.concurrency} trials at once, "
+        f"{'one time unit per epoch' if report.timing == 'epoch' else 'recorded seconds per epoch'}; "
+        f"replayed in {report.seconds:.1f} s",
+        "",
+    ]
+    rows = [list(COLUMNS)] + table_rows(report)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    fmt = lambda r: "| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |"  # noqa: E731
+    lines.append(fmt(rows[0]))
+    lines.append("| " + " | ".join("-" * w for w in widths) + " |")
+    lines += [fmt(r) for r in rows[1:]]
+    lines += [
+        "",
+        "Median [25th-75th percentile] over the orders. epochs to best: epochs trained (all trials, in simulated "
+        "time) until the best value seen first reached the target; never = the rule stopped every trial that gets "
+        "there first. FIFO/x: FIFO's count over this setting's, on the same order (median; 0 where this setting "
+        "never reached the target). reached best: share of orders that reached it. best seen: best epoch of any "
+        "trial the rule let run; best finished: best score of a trial it let run all its epochs.",
+        *(f"note: {n}" for n in report.notes),
+        f"cannot show: {CANNOT_SHOW}",
+    ]
+    return "\n".join(lines)
+
+
+def to_json(report: ReplayReport) -> dict:
+    c = report.curves
+
+    def num(v: float) -> float | str | None:
+        return None if math.isnan(v) else ("inf" if math.isinf(v) else v)
+
+    def stats(x: SettingSummary, key: str) -> dict:
+        q1, med, q3 = x.stat(key)
+        return {"median": num(med), "q1": num(q1), "q3": num(q3), "per_order": [num(float(getattr(o, key)))
+                                                                                for o in x.outcomes]}  # fmt: skip
+
+    keys = ("epochs", "to_best", "time_to_best", "makespan", "best_seen", "best_finished", "finished", "stopped")
+    return {
+        "source": c.source,
+        "metric": c.metric,
+        "mode": c.mode,
+        "max_epochs": c.max_epochs,
+        "trials": [{"trial_id": t.trial_id, "score": c.score(t), "params": t.params} for t in c.trials],
+        "skipped": c.skipped,
+        "best_recorded": {"trial_id": c.best[0], "score": c.best[1]},
+        "target": threshold_of(c, report.tolerance),
+        "tolerance": report.tolerance,
+        "orders": report.orders,
+        "seed": report.seed,
+        "concurrency": report.concurrency,
+        "timing": report.timing,
+        "seconds": report.seconds,
+        "settings": [
+            {
+                "setting": x.setting.label,
+                **{k: stats(x, k) for k in keys},
+                "reached": x.reached,
+                "fifo_ratio_trained": x.fifo_ratio_trained,
+                "fifo_ratio_to_best": x.fifo_ratio_to_best,
+                "forced_stops": sum(o.forced for o in x.outcomes),
+                "recorded_order": {k: num(float(getattr(x.recorded, k))) for k in keys},
+            }
+            for x in report.settings
+        ],
+        "notes": report.notes,
+        "cannot_show": CANNOT_SHOW,
+    }
+
+
+def run_replay(run_id: str | None = None, ray_dir: str | None = None, experiment: str = "hsc-search",
+               tracking_uri: str | None = None, orders: int = 200, seed: int = 0, concurrency: int = 2,
+               tolerance: float = 0.005, specs: Sequence[str] = (), json_out: str | Path | None = None,
+               timing: str = "epoch") -> ReplayReport:  # fmt: skip
+    """What `hsc-search replay` does: read the curves, replay every setting, write the JSON if asked."""
+    if run_id and ray_dir:
+        raise ReplayError("pass --run-id or --ray-dir, not both")
+    if timing not in ("epoch", "recorded"):
+        raise ReplayError(f"bad --timing '{timing}': epoch or recorded")
+    settings = [parse_setting(s) for s in specs] or None  # bad specs fail before reading anything
+    curves = curves_from_ray_dir(ray_dir) if ray_dir else curves_from_mlflow(tracking_uri, experiment, run_id)
+    report = replay(curves, settings, orders=orders, seed=seed, concurrency=concurrency, tolerance=tolerance,
+                    timing=timing)  # fmt: skip
+    if json_out:
+        out = Path(json_out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(to_json(report), indent=1) + "\n")
+        except OSError as e:
+            raise ReplayError(f"--json {out}: cannot write ({e.strerror or e})") from None
+    return report

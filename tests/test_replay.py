@@ -1,0 +1,324 @@
+"""`hsc-search replay`: hand-made curves with known answers, the two curve sources, the command line.
+
+No Ray instance, no search: Ray Tune's scheduler classes are driven offline. Runs in a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from hsc_search.cli import app
+from hsc_search.replay import (
+    CANNOT_SHOW,
+    Curves,
+    ReplayError,
+    Setting,
+    curves_from_mlflow,
+    curves_from_ray_dir,
+    orders_for,
+    parse_setting,
+    quartiles,
+    replay,
+    replay_once,
+)
+
+FIFO = Setting("fifo")
+ASHA_1_2 = parse_setting("asha:grace=1,rf=2")
+
+# Four trials x four epochs (max mode). D is the best (0.99 at epoch 4) but the worst at epoch 1.
+TINY = {
+    "A": [0.5, 0.6, 0.7, 0.8],
+    "B": [0.4, 0.5, 0.6, 0.7],
+    "C": [0.6, 0.55, 0.9, 0.95],
+    "D": [0.3, 0.9, 0.95, 0.99],
+}
+
+
+def test_fifo_trains_every_epoch_of_every_trial_in_any_order():
+    curves = Curves.from_values(TINY)
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]):
+        for concurrency in (1, 2, 3):
+            o = replay_once(curves, FIFO, order, concurrency=concurrency)
+            assert o.epochs == 16 and o.trained == {"A": 4, "B": 4, "C": 4, "D": 4}
+            assert (o.finished, o.stopped, o.best_seen, o.best_finished) == (4, 0, 0.99, 0.99)
+    # one trial at a time in order A B C D: D reaches 0.99 (>= 0.99 - 0.005) at its 4th epoch, the 16th of all
+    o = replay_once(curves, FIFO, [0, 1, 2, 3], concurrency=1)
+    assert o.to_best == 16 and o.makespan == 16
+    assert replay_once(curves, FIFO, [0, 1, 2, 3], concurrency=1, tolerance=0).to_best == 16  # reached exactly
+    # within 0.05 of 0.99: C's 0.95 at its 4th epoch, the 12th of all
+    assert replay_once(curves, FIFO, [0, 1, 2, 3], concurrency=1, tolerance=0.05).to_best == 12
+    # two at a time: each of the 8 time units trains two epochs
+    assert replay_once(curves, FIFO, [0, 1, 2, 3], concurrency=2).makespan == 8
+
+
+def test_asha_epochs_trained_match_a_count_by_hand():
+    """Ray's ASHA, grace 1, reduction factor 2, max_t 4: rungs at epochs 1, 2 (and 4); a trial reaching a rung
+    is stopped when its value is strictly below the median (50th percentile, linear) of the values recorded
+    there before it; its own value is recorded either way."""
+    curves = Curves.from_values(TINY)
+    # One at a time, order A B C D:
+    #   A: rungs empty at epochs 1, 2 -> runs to epoch 4 (ASHA stops it at max_t)            4 epochs
+    #   B: epoch 1, rung 1 {A .5}: .4 < .5 -> stop                                           1
+    #   C: epoch 1, rung 1 {.5 .4} median .45: .6 goes on; epoch 2, rung 2 {A .6}: .55 stop  2
+    #   D: epoch 1, rung 1 {.5 .4 .6} median .5: .3 < .5 -> stop                             1
+    o = replay_once(curves, ASHA_1_2, [0, 1, 2, 3], concurrency=1)
+    assert o.trained == {"A": 4, "B": 1, "C": 2, "D": 1}
+    assert o.epochs == 8 and (o.finished, o.stopped) == (1, 3)
+    assert o.best_seen == 0.8 and o.best_finished == 0.8 and math.isinf(o.to_best)  # D, the best, was stopped
+    # Two at a time, order B A C D (results of one moment in start order):
+    #   t1: B e1 rung 1 empty -> on (.4); A e1 {.4}: .5 on.  t2: B e2 rung 2 empty (.5); A e2 {.5}: .6 on
+    #   t3: both on (no rung at 3).  t4: both end at max_t (4 + 4).  C and D start.
+    #   t5: C e1 {.4 .5} median .45: .6 on; D e1 {.4 .5 .6} median .5: .3 stop              1
+    #   t6: C e2 {.5 .6} median .55: .55 is not below -> on; t7, t8: C runs to the end        4
+    o = replay_once(curves, ASHA_1_2, [1, 0, 2, 3], concurrency=2)
+    assert o.trained == {"B": 4, "A": 4, "C": 4, "D": 1}
+    assert o.epochs == 13 and o.makespan == 8 and o.best_seen == 0.95
+
+
+def test_median_rule_by_hand():
+    """Ray's median stopping rule, grace 1, one other trial needed: a trial stops when its best so far is below
+    the median of the other trials' running means up to the same epoch (trials that got that far)."""
+    curves = Curves.from_values(TINY)
+    # One at a time, A B C D. A: nobody to compare with -> 4 epochs. B e1: median(A's .5) = .5 > .4 -> stop.
+    # C e1: median(.5, .4) = .45 < .6 on; e2: A's mean(.5, .6) = .55 < .6; e3 .6 < .9; e4 -> 4 epochs.
+    # D e1: median(.5, .4, .6) = .5 > .3 -> stop.
+    o = replay_once(curves, parse_setting("median:grace=1,min_samples=1"), [0, 1, 2, 3], concurrency=1)
+    assert o.trained == {"A": 4, "B": 1, "C": 4, "D": 1} and o.epochs == 10 and o.best_finished == 0.95
+
+
+def test_hyperband_pauses_and_resumes_and_its_brackets_depend_on_concurrency():
+    """Ray's HyperBand, max_t 4, eta 2: brackets of 3 trials at r=4, 3 at r=2 (then 2 at 4), 4 at r=1 (2 at 2,
+    1 at 4). A trial that reaches its bracket's milestone before the others is PAUSED until they do; then the
+    best n/eta go on (resumed) and the rest stop. Values: t_i is 0.1 * (3i mod 8) + 0.01 * epoch."""
+    curves = Curves.from_values({f"t{i}": [0.1 * ((i * 3) % 8) + 0.01 * e for e in range(1, 5)] for i in range(8)})
+    # Eight at once: t0-t2 (r=4) run to the end. t3 .1, t4 .4, t5 .7 (r=2): at epoch 2 t3 and t4 wait (PAUSE),
+    # t5 arrives, ceil(3/2) = 2 go on: t4 (resumed) and t5; t3 stops at 2. t6 .2, t7 .5 (r=1, n=4, a bracket
+    # that never filled): at epoch 1 t6 waits, ceil(4/2) = 2 keep both (t6 resumed); at epoch 2 t7 waits, t6
+    # arrives, ceil(2/2) = 1 keeps t7: t6 stops at 2. 4+4+4+2+4+4+2+4 = 28 epochs.
+    o = replay_once(curves, parse_setting("hyperband:rf=2"), list(range(8)), concurrency=8)
+    assert o.trained == {"t0": 4, "t1": 4, "t2": 4, "t3": 2, "t4": 4, "t5": 4, "t6": 2, "t7": 4}
+    assert o.epochs == 28 and o.pauses >= 4 and o.forced == 0
+    # Two at a time (max_concurrent_trials=2: Ray's ConcurrencyLimiter counts paused trials as live): the
+    # first bracket (3 trials, r=4) never fills, so every trial joins it and runs its full budget, as FIFO.
+    o = replay_once(curves, parse_setting("hyperband:rf=2"), list(range(8)), concurrency=2)
+    assert o.epochs == 32 and o.pauses > 0 and o.forced == 0
+    # ... which the report says, naming the concurrency that lets the other brackets fill (one more than 3)
+    hb = [parse_setting("hyperband:rf=2")]
+    notes = lambda k: " ".join(replay(curves, hb, orders=1, concurrency=k).notes)  # noqa: E731
+    assert "replay with --concurrency 4 or more" in notes(3) and "HyperBand" not in notes(4)
+
+
+def test_the_controller_stub_ends_trials_as_tune_controller_does():
+    """TuneController.stop_trial: a RUNNING trial completes (on_trial_complete with its last result), a PAUSED
+    or PENDING one is removed (on_trial_remove); either ends TERMINATED, once."""
+    from hsc_search.replay import _Controller, ray_offline_parts
+
+    parts = ray_offline_parts()
+    calls = []
+
+    class Recorder:
+        def on_trial_complete(self, ctrl, trial, result):
+            calls.append(("complete", trial.trial_id, result))
+
+        def on_trial_remove(self, ctrl, trial):
+            calls.append(("remove", trial.trial_id))
+
+    ctrl = _Controller(parts, Recorder(), {"a": {"epoch": 3, "m": 0.5}})
+    a, b = parts.fake_trial("a"), parts.fake_trial("b")
+    ctrl.trials += [a, b]
+    a.set_status(parts.RUNNING)
+    b.set_status(parts.PAUSED)
+    assert ctrl.get_live_trials() == {a, b}
+    for t in (a, b, a):
+        ctrl.stop_trial(t)
+    assert calls == [("complete", "a", {"epoch": 3, "m": 0.5}), ("remove", "b")]
+    assert a.status == b.status == parts.TERMINATED and ctrl.get_live_trials() == set()
+
+
+def test_asha_trains_fewer_epochs_and_still_finds_an_obvious_best():
+    """The best trial leads from epoch 1: in every order ASHA never stops it, so it finds the best, with
+    strictly fewer epochs than FIFO (the clearly worse trials stop at their first rung, unless first)."""
+    curves = Curves.from_values({f"t{i}": [0.1 * i + 0.01 * e for e in range(1, 9)] for i in range(8)})
+    best = curves.best
+    assert best == ("t7", pytest.approx(0.78))
+    report = replay(curves, [FIFO, ASHA_1_2, parse_setting("asha:grace=2,rf=3")], orders=30, seed=1)
+    fifo, *ashas = report.settings
+    assert all(o.epochs == 64 and o.best_seen == best[1] for o in fifo.outcomes)
+    for x in ashas:
+        for f, o in zip(fifo.outcomes, x.outcomes):
+            assert o.epochs < f.epochs
+            assert o.best_seen == best[1] and o.best_finished == best[1]
+            assert math.isfinite(o.to_best) and o.to_best <= f.to_best
+        assert x.reached == 1.0 and x.fifo_ratio_trained > 1.0
+
+
+def test_orders_are_reproducible_with_a_seed():
+    assert orders_for(10, 5, seed=3) == orders_for(10, 5, seed=3)
+    assert orders_for(10, 5, seed=3) != orders_for(10, 5, seed=4)
+    assert all(sorted(p) == list(range(10)) for p in orders_for(10, 5, seed=3))
+    import numpy as np
+
+    curves = Curves.from_values({f"t{i}": [((i * 7) % 5) / 10 + 0.02 * e for e in range(1, 7)] for i in range(10)})
+    two_brackets = parse_setting("asha:grace=1,rf=2,brackets=2")  # draws each trial's bracket at random
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    a = replay(curves, [FIFO, two_brackets], orders=12, seed=5)
+    assert (np.random.get_state()[1] == before).all()  # numpy's global generator is left as it was
+    b = replay(curves, [FIFO, two_brackets], orders=12, seed=5)
+    c = replay(curves, [FIFO, two_brackets], orders=12, seed=6)
+    per_order = lambda r: [(o.epochs, o.trained) for x in r.settings for o in x.outcomes]  # noqa: E731
+    assert per_order(a) == per_order(b)
+    assert per_order(a) != per_order(c)
+    np.random.seed(7)  # the bracket draws come from the replay's seed, not from whatever numpy's state was
+    assert per_order(replay(curves, [two_brackets], orders=12, seed=5)) == per_order(a)
+
+
+def test_quartiles_and_never_reached():
+    assert quartiles([1, 2, 3, 4, 5]) == (2, 3, 4)
+    assert quartiles([1, 2, math.inf, math.inf]) == (1.75, math.inf, math.inf)
+    assert all(math.isnan(q) for q in quartiles([math.nan]))
+
+
+def test_setting_specs():
+    assert parse_setting("asha:grace=2,rf=3").label == "asha:grace=2,rf=3,brackets=1"
+    assert parse_setting(" hyperband ").label == "hyperband:rf=3"
+    assert parse_setting("median:min_samples=2").label == "median:grace=1,min_samples=2"
+    for bad, culprit in [("ashaa", "unknown rule 'ashaa'"), ("asha:grace=x", "grace=x is not an integer"),
+                         ("asha:speed=2", "'speed=2' is not KEY=VALUE"), ("fifo:rf=2", "'rf=2'"),
+                         ("asha:grace=1.5", "not an integer"), ("asha:rf", "'rf' is not KEY=VALUE")]:  # fmt: skip
+        with pytest.raises(ReplayError, match="bad --settings") as e:
+            parse_setting(bad)
+        assert culprit in str(e.value)
+    with pytest.raises(ReplayError, match=r"'asha:grace=5'.*between 1 and the curves' 4 epochs"):
+        replay(Curves.from_values(TINY), [parse_setting("asha:grace=5")], orders=1)
+    with pytest.raises(ReplayError, match="rf=1 must be above 1"):
+        replay(Curves.from_values(TINY), [parse_setting("hyperband:rf=1")], orders=1)
+
+
+def _write_lines(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _ray_folder(root, complete_only: bool = False):
+    """A hand-written search folder: hsc_search.json (3 epochs), t_plain (a line per epoch), t_batch (epochs 1-2
+    in one line's hsc/epochs_json, epoch 3 plain), t_short (stopped at epoch 1), started in that order."""
+    root.mkdir(parents=True)
+    (root / "hsc_search.json").write_text(json.dumps({"settings": {"metric": "val/map_avg", "mode": "max",
+                                                                   "max_epochs": 3}}))  # fmt: skip
+    _write_lines(root / "t_plain" / "result.json", [
+        {"epoch": e, "val/map_avg": v, "time/epoch_s": 2.0, "timestamp": 1000 + e, "time_total_s": e}
+        for e, v in [(1, 0.2), (2, 0.3), (3, 0.4)]])  # fmt: skip
+    (root / "t_plain" / "params.json").write_text(json.dumps({"lr": 0.01, "topk": 4}))
+    batch = [{"epoch": 1, "val/map_avg": 0.25, "time/epoch_s": 1.0}, {"epoch": 2, "val/map_avg": 0.5,
+                                                                        "time/epoch_s": 1.0}]  # fmt: skip
+    _write_lines(root / "t_batch" / "result.json", [
+        {"epoch": 2, "val/map_avg": 0.5, "hsc/epochs_json": json.dumps(batch), "timestamp": 1004, "time_total_s": 2},
+        {"epoch": 3, "val/map_avg": 0.45, "time/epoch_s": 1.0, "timestamp": 1005, "time_total_s": 3}])  # fmt: skip
+    if not complete_only:
+        _write_lines(root / "t_short" / "result.json", [{"epoch": 1, "val/map_avg": 0.9, "timestamp": 1010,
+                                                         "time_total_s": 1}])  # fmt: skip
+    return root
+
+
+def test_curves_from_a_ray_results_folder(tmp_path):
+    curves = curves_from_ray_dir(_ray_folder(tmp_path / "search"))
+    assert (curves.metric, curves.mode, curves.max_epochs) == ("val/map_avg", "max", 3)
+    assert [t.trial_id for t in curves.trials] == ["t_plain", "t_batch"]  # start order: 1000, 1002
+    assert curves.trials[0].values == [0.2, 0.3, 0.4] and curves.trials[1].values == [0.25, 0.5, 0.45]
+    assert curves.trials[0].params == {"lr": "0.01", "topk": "4"}
+    assert curves.trials[0].epoch_s == [2.0, 2.0, 2.0] and curves.trials[1].epoch_s == [1.0, 1.0, 1.0]
+    assert curves.skipped == {"t_short": "ended at epoch 1 of 3 (unknown)"}
+    assert curves.best == ("t_batch", 0.5)
+    # recorded seconds: t_plain (2 s/epoch) and t_batch (1 s/epoch) side by side
+    o = replay_once(curves, FIFO, [0, 1], concurrency=2, timing="recorded")
+    assert o.makespan == 6.0 and o.time_to_best == 2.0 and o.to_best == 3  # t_plain e1 (t=2) after t_batch e1, e2
+
+
+def test_curves_from_mlflow(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("hsc-search")
+    parent = client.create_run(exp, run_name="s1", tags={"hsc.kind": "search"}).info.run_id
+    for k, v in {"metric": "val/map_avg", "mode": "max", "max_epochs": "3"}.items():
+        client.log_param(parent, k, v)
+    curves = {"c1": [0.1, 0.2, 0.3], "c2": [0.4, 0.35, 0.6], "c3": [0.2]}
+    for i, (tid, values) in enumerate(curves.items()):
+        run = client.create_run(exp, run_name=f"trial_{tid}", start_time=1000 + i, tags={
+            "mlflow.parentRunId": parent, "hsc.kind": "trial", "hsc.trial_id": tid,
+            "hsc.outcome": "completed" if len(values) == 3 else "stopped_early"}).info.run_id  # fmt: skip
+        client.log_param(run, "lr", str(0.01 * (i + 1)))
+        for e, v in enumerate(values, 1):
+            client.log_metric(run, "val/map_avg", v, step=e)
+    got = curves_from_mlflow(uri, "hsc-search", parent)
+    assert [(t.trial_id, t.values) for t in got.trials] == [("c1", [0.1, 0.2, 0.3]), ("c2", [0.4, 0.35, 0.6])]
+    assert got.trials[1].params == {"lr": "0.02"} and got.max_epochs == 3
+    assert got.skipped == {"c3": "ended at epoch 1 of 3 (stopped_early)"}
+    assert curves_from_mlflow(uri, "hsc-search", None).trials == got.trials  # the latest search by default
+    with pytest.raises(ReplayError, match="run 'nope' not found"):
+        curves_from_mlflow(uri, "hsc-search", "nope")
+    with pytest.raises(ReplayError, match="experiment 'other' not found"):
+        curves_from_mlflow(uri, "other", None)
+    lone = client.create_run(exp, run_name="lone", tags={"hsc.kind": "search"}).info.run_id
+    with pytest.raises(ReplayError, match="has no trial runs"):
+        curves_from_mlflow(uri, "hsc-search", lone)
+
+
+def test_cli_replays_a_ray_folder_and_writes_json(tmp_path):
+    root = _ray_folder(tmp_path / "search")
+    out = tmp_path / "r.json"
+    args = ["--ray-dir", str(root), "--orders", "4", "--settings", "fifo asha:grace=1,rf=2", "--settings", "median"]
+    result = CliRunner().invoke(app, ["replay", *args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    rows = [ln for ln in lines if ln.startswith("| ")]
+    assert rows[0].split("|")[1].strip() == "setting" and len(rows) == 5  # header, rule, 3 settings
+    assert [r.split("|")[1].strip() for r in rows[2:]] == ["fifo", "asha:grace=1,rf=2,brackets=1",
+                                                           "median:grace=1,min_samples=3"]  # fmt: skip
+    assert "1 of 3 trials left out" in result.output and "cannot show: " + CANNOT_SHOW in result.output
+    doc = json.loads(out.read_text())
+    assert doc["orders"] == 4 and doc["max_epochs"] == 3 and doc["best_recorded"] == {"trial_id": "t_batch",
+                                                                                     "score": 0.5}  # fmt: skip
+    fifo = doc["settings"][0]
+    assert fifo["setting"] == "fifo" and fifo["epochs"]["per_order"] == [6, 6, 6, 6]
+
+
+@pytest.mark.parametrize("args, culprit", [
+    (["--settings", "asha:grace=x"], "bad --settings 'asha:grace=x'"),
+    (["--settings", "fifo bogus"], "unknown rule 'bogus'"),
+    (["--settings", "asha:grace=9"], "'asha:grace=9': grace=9 must be between 1 and the curves' 3 epochs"),
+    (["--orders", "0"], "--orders 0"),
+])  # fmt: skip
+def test_cli_bad_settings_exit_2(tmp_path, args, culprit):
+    root = _ray_folder(tmp_path / "search")
+    result = CliRunner().invoke(app, ["replay", "--ray-dir", str(root), *args])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "error: " in result.output and culprit in result.output
+
+
+def test_cli_bad_sources_exit_2(tmp_path):
+    incomplete = tmp_path / "incomplete"
+    _write_lines(incomplete / "t1" / "result.json", [{"epoch": 1, "val/map_avg": 0.3}])
+    _write_lines(incomplete / "t2" / "result.json", [{"epoch": 1, "val/map_avg": 0.3},
+                                                      {"epoch": 3, "val/map_avg": 0.4}])  # fmt: skip
+    cases = [
+        (["--ray-dir", str(tmp_path / "missing")], f"--ray-dir {tmp_path / 'missing'}: no such folder"),
+        (["--ray-dir", str(tmp_path)], "no trial folders"),
+        (["--ray-dir", str(incomplete)], "no complete curves in Ray folder"),
+        (["--tracking-uri", f"sqlite:///{tmp_path}/none.db"], f"no MLflow database at {tmp_path}/none.db"),
+        (["--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow tracking server at http://127.0.0.1:9"),
+        (["--run-id", "abc", "--ray-dir", str(incomplete)], "not both"),
+    ]
+    for args, culprit in cases:
+        result = CliRunner().invoke(app, ["replay", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert culprit in result.output and "Traceback" not in result.output, (args, result.output)
+    assert not (tmp_path / "none.db").exists()  # no empty store created
+    result = CliRunner().invoke(app, ["replay", "--ray-dir", str(incomplete)])
+    assert "t1: ended at epoch 1 of 3" in result.output and "t2: no finite val/map_avg at epoch(s) 2" in result.output
