@@ -147,9 +147,10 @@ def summarize(doc: dict) -> dict:
     out["tiny"] = tiny
     if doc.get("stock"):
         out["stock_per_trial_s"] = doc["stock"]["per_trial_s"]
-        ours = tiny.get("16")
+        ours = tiny.get(str(doc["config"]["counts"][0]))
         if ours:
-            out["ours_per_trial_s_16"] = {"off": ours["per_trial_off_s"], "on": ours["per_trial_on_s"]}
+            out["ours_per_trial_s"] = {"trials": doc["config"]["counts"][0], "off": ours["per_trial_off_s"],
+                                       "on": ours["per_trial_on_s"]}  # fmt: skip
     return out
 
 
@@ -169,10 +170,10 @@ def render(doc: dict) -> str:
                      f"| {v['per_trial_on_s']:.3f} |")  # fmt: skip
     if "stock_per_trial_s" in s:
         lines += ["", "## Stock Ray Tune beside ours", "",
-                  f"Stock (OptunaSearch + ASHA, reuse_actors, 16 trivial trials x 10 reports): "
-                  f"{s['stock_per_trial_s']:.3f} s per trial in all. Ours, 16 tiny trials x 2 epochs (training "
-                  f"included): {s['ours_per_trial_s_16']['off']:.3f} s without MLflow, "
-                  f"{s['ours_per_trial_s_16']['on']:.3f} s with."]  # fmt: skip
+                  f"Stock (OptunaSearch + ASHA, reuse_actors, {doc['stock']['trials']} trivial trials x "
+                  f"{doc['stock']['reports']} reports): {s['stock_per_trial_s']:.3f} s per trial in all. Ours, "
+                  f"{s['ours_per_trial_s']['trials']} tiny trials x 2 epochs (training included): "
+                  f"{s['ours_per_trial_s']['off']:.3f} s without MLflow, {s['ours_per_trial_s']['on']:.3f} s with."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -183,20 +184,22 @@ def main(argv=None) -> int:
     p.add_argument("--epochs-long", type=int, default=40)
     p.add_argument("--counts", default="16,64,256", help="trial counts of the tiny-trial searches")
     p.add_argument("--rounds", type=int, default=2, help="rounds; MLflow off and on alternate their order")
-    p.add_argument("--quick", action="store_true", help="4 trials, 2/6 epochs, 16 tiny trials, 1 round")
+    p.add_argument("--quick", action="store_true", help="2 trials, 1/3 epochs, 4 tiny trials, a small stock run, "
+                   "1 round: a smoke run (< 60 s), written to a temporary folder unless --out")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results; with --quick a "
                    "new temporary folder)")
     p.add_argument("--workdir", default=None, help="parent of the searches' folders (created when missing)")
     args = p.parse_args(argv)
     if args.quick:
-        args.trials, args.epochs_short, args.epochs_long, args.counts, args.rounds = 4, 2, 6, "16", 1
+        args.trials, args.epochs_short, args.epochs_long, args.counts, args.rounds = 2, 1, 3, "4", 1
     args.out = output_dir(args.out, args.quick, NAME)
     work = Path(work_parent(args.workdir))
     counts = [int(c) for c in args.counts.split(",") if c.strip()]
     os.environ.pop("RAY_ADDRESS", None)
     t_start, load_before, machine = time.perf_counter(), os.getloadavg(), machine_info()
     start_ray()
-    search(2, 1, False, work, "warm")  # the first search warms Ray's workers (imports): not measured
+    if not args.quick:
+        search(2, 1, False, work, "warm")  # the first search warms Ray's workers (imports): not measured
     per_epoch, tiny = [], []
     for rnd in range(args.rounds):
         modes = (False, True) if rnd % 2 == 0 else (True, False)
@@ -207,7 +210,7 @@ def main(argv=None) -> int:
             for n in counts:
                 tiny.append(search(n, 2, mlflow, work, f"t{rnd}{int(mlflow)}{n}"))
                 print(f"tiny {tiny[-1]}", file=sys.stderr, flush=True)
-    stock = stock_ray()
+    stock = stock_ray(4, 2) if args.quick else stock_ray()
     import ray
 
     ray.shutdown()

@@ -273,7 +273,8 @@ def render_markdown(doc: dict, keep: str = "") -> str:
         "search (a spin loop alone and two at once: 2 x alone / slowest of the two); efficiency vs free cores = "
         "compute / (wall x min(slots, cores free)), and the overhead likewise. "
         "Ray trial time - compute = (sum of Ray's `time_total_s` of the trials - compute) / trials: reporting and "
-        "checkpointing every epoch, plus CPU sharing when the trials get less than a core each. "
+        "checkpointing (at ASHA's rungs, every checkpoint_every_s and at a trial's end), plus CPU sharing when the "
+        "trials get less than a core each. "
         "Start-up = `run_search` start until the driver received the first epoch's "
         "result (data, MLflow parent run, Tuner, worker processes); tail = last trial's end until `run_search` "
         "returned (experiment state, MLflow summary table, plots, best config).",

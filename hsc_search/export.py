@@ -18,7 +18,18 @@ import yaml
 
 from trainer import ConfigError, TrainConfig
 
-from .runs import CONFIG_ARTIFACT, TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, client_for, score_key
+from .runs import (
+    CONFIG_ARTIFACT,
+    TAG_KIND,
+    TAG_OUTCOME,
+    TAG_TRIAL,
+    StoreError,
+    best_of,
+    check_store_to_read,
+    child_runs,
+    client_for,
+    score_key,
+)
 
 
 class ExportError(ValueError):
@@ -114,26 +125,16 @@ def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml") -> Path:
     return out
 
 
-def _check_store_exists(tracking_uri: str | None) -> None:
-    """Reading a sqlite store that is not there would create an empty one and then report 'no experiment':
-    name the missing file instead (and create nothing)."""
-    uri = tracking_uri or "sqlite:///mlflow.db"
-    if uri.startswith("sqlite:"):
-        path = uri.split(":", 1)[1].lstrip("/")
-        db = Path("/" + path) if uri.startswith("sqlite:////") else Path(path)
-        if not db.exists():
-            where = "" if tracking_uri else " (MLflow's default store in the working directory)"
-            raise ExportError(f"no MLflow store at {db.resolve()}{where}; run from the folder the search ran in, or "
-                              "pass --tracking-uri")  # fmt: skip
-
-
 def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, parent_run_id: str | None = None,
                 metric: str = "val/map_avg", mode: str = "max", fmt: str = "yaml") -> tuple[Path, TrialRow]:  # fmt: skip
     """Picks the best trial of a search (the latest one in `experiment` unless `parent_run_id`) and writes its
     trainer config to `out`. Returns the path and the chosen trial."""
     if mode not in ("max", "min"):
         raise ExportError(f"mode must be max or min, got {mode!r}")
-    _check_store_exists(tracking_uri)
+    try:
+        check_store_to_read(tracking_uri)
+    except StoreError as e:
+        raise ExportError(str(e)) from None
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars per downloaded file
     client = client_for(tracking_uri)
     experiment_id = find_experiment_id(client, experiment)

@@ -9,8 +9,6 @@ still before any trial or MLflow run exists).
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from trainer import TrainConfig
 from trainer.fit import OBJECTIVE
 
 from . import storage
+from .runs import StoreError, check_server, sqlite_path
 
 TRACKING_TIMEOUT_S = 10.0
 
@@ -57,27 +56,16 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
     if uri is None:
         return  # MLflow's default, sqlite:///mlflow.db in the working directory
     if uri.startswith(("http://", "https://")):
-        url = uri.rstrip("/") + "/health"
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-                body = resp.read(64).decode(errors="replace").strip()
-        except urllib.error.HTTPError as e:
-            raise PreflightError(f"--tracking-uri {uri}: the server answered {e.code} {e.reason} to {url}; "
-                                 "expected an MLflow tracking server") from None  # fmt: skip
-        except (OSError, ValueError) as e:
-            reason = getattr(e, "reason", e)
-            raise PreflightError(f"--tracking-uri {uri}: no MLflow tracking server answered within {timeout_s:.0f} s "
-                                 f"({reason}); start it (make team-server or mlflow server), fix the URI, or "
-                                 "search with --no-mlflow") from None  # fmt: skip
-        if body != "OK":
-            raise PreflightError(f"--tracking-uri {uri}: {url} answered {body!r}; expected an MLflow tracking server")
+            check_server(uri, timeout_s)
+        except StoreError as e:
+            raise PreflightError(f"--tracking-uri {uri}: {e}; start it (hsc-search team-server or mlflow server), "
+                                 "fix the URI, or search with --no-mlflow") from None  # fmt: skip
         return
-    if uri.startswith("sqlite:"):
-        path = uri.split(":", 1)[1].lstrip("/")
-        if not path or path == ":memory:":
+    db = sqlite_path(uri)
+    if db is not None:
+        if str(db) in ("", "/", ".") or str(db).endswith(":memory:"):
             raise PreflightError(f"--tracking-uri {uri}: expected sqlite:///relative.db or sqlite:////absolute.db")
-        # sqlite:///x.db is relative to the working directory, sqlite:////abs/x.db absolute
-        db = Path("/" + path) if uri.startswith("sqlite:////") else Path(path)
         if not db.parent.resolve().is_dir():
             raise PreflightError(f"--tracking-uri {uri}: the folder {db.parent} does not exist; MLflow would not "
                                  "find an existing database there. Create the folder or fix the path")  # fmt: skip

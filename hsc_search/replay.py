@@ -192,19 +192,12 @@ def curves_from_ray_dir(path: str | Path) -> Curves:
 def _check_store(uri: str) -> None:
     """Fails fast, with one line, on a store that is not there (MLflow would retry an absent server for
     minutes, and would create an empty sqlite database where none is)."""
-    import urllib.error
-    import urllib.request
+    from .runs import StoreError, check_store_to_read
 
-    if uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).read()
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            raise ReplayError(f"cannot reach the MLflow tracking server at {uri} ({getattr(e, 'reason', e)})") from None
-    elif uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
-        if not path.is_file():
-            raise ReplayError(f"no MLflow database at {path.resolve()}: run this in the folder you searched from, "
-                              "or pass --tracking-uri")  # fmt: skip
+    try:
+        check_store_to_read(uri)
+    except StoreError as e:
+        raise ReplayError(str(e)) from None
 
 
 def curves_from_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id: str | None = None) -> Curves:

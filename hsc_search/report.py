@@ -381,21 +381,12 @@ class ReportError(ValueError):
 def check_tracking_uri(tracking_uri: str | None) -> None:
     """Fails fast, with one line, on a tracking store that is not there (instead of MLflow retrying for minutes
     or creating an empty sqlite database)."""
-    import urllib.error
-    import urllib.request
+    from .runs import StoreError, check_store_to_read
 
-    uri = tracking_uri or "sqlite:///mlflow.db"
-    if uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).read()
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            reason = getattr(e, "reason", e)
-            raise ReportError(f"cannot reach the MLflow tracking server at {uri} ({reason})") from None
-    elif uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
-        if not path.is_file():
-            raise ReportError(f"no MLflow database at {path.resolve()}: run this in the folder you searched from, "
-                              "or pass --tracking-uri")  # fmt: skip
+    try:
+        check_store_to_read(tracking_uri)
+    except StoreError as e:
+        raise ReportError(str(e)) from None
 
 
 def report_search(tracking_uri: str | None, experiment: str, parent_run_id: str | None = None,

@@ -74,6 +74,53 @@ PRIMARY_METRIC_GREATER = "mlflow.experiment.primaryMetric.greaterIsBetter"
 UI_QUERY = "?workflowType=machine_learning"
 
 
+class StoreError(ValueError):
+    """A tracking store cannot be read: the message names it and what was expected."""
+
+
+def check_server(uri: str, timeout_s: float = 10.0) -> None:
+    """An MLflow tracking server answers its health check at `uri` within `timeout_s` (MLflow itself would retry
+    an absent server for minutes)."""
+    import urllib.error
+    import urllib.request
+
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            body = resp.read(64).decode(errors="replace").strip()
+    except urllib.error.HTTPError as e:
+        raise StoreError(f"{url} answered {e.code} {e.reason}; expected an MLflow tracking server") from None
+    except (OSError, ValueError) as e:
+        raise StoreError(f"cannot reach the MLflow tracking server at {uri} within {timeout_s:.0f} s "
+                         f"({getattr(e, 'reason', e)})") from None  # fmt: skip
+    if body != "OK":
+        raise StoreError(f"{url} answered {body!r}; expected an MLflow tracking server")
+
+
+def sqlite_path(uri: str) -> "Path | None":
+    """The database file of a `sqlite:` URI (`sqlite:///relative.db`, `sqlite:////absolute.db`), else None."""
+    from pathlib import Path
+
+    if not uri.startswith("sqlite:"):
+        return None
+    path = uri.split(":", 1)[1].lstrip("/")
+    return Path("/" + path) if uri.startswith("sqlite:////") else Path(path)
+
+
+def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> None:
+    """The store holds searches to read: a server answers, or the sqlite file exists (reading one that does not
+    would create an empty database and then report 'no experiment'). Raises StoreError naming it."""
+    uri = tracking_uri or "sqlite:///mlflow.db"
+    if uri.startswith(("http://", "https://")):
+        check_server(uri, timeout_s)
+        return
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        where = "" if tracking_uri else " (MLflow's default store in the working directory)"
+        raise StoreError(f"no MLflow database at {db.resolve()}{where}: run this in the folder you searched from, "
+                         "or pass --tracking-uri")  # fmt: skip
+
+
 def client_for(tracking_uri: str | None):
     from mlflow.tracking import MlflowClient
 

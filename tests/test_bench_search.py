@@ -71,6 +71,20 @@ def test_search_overhead_quick(tmp_path, _cache_dir):
     assert len(doc["summary"]) == 2
 
 
+@pytest.mark.timeout(300)
+def test_search_machinery_quick(tmp_path, _cache_dir):
+    proc = _run("search_machinery.py", tmp_path / "out", _cache_dir, tmp_path / "work")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads((tmp_path / "out" / "search_machinery.json").read_text())
+    assert "python benchmarks/search_machinery.py --quick" in (tmp_path / "out" / "search_machinery.md").read_text()
+    for r in doc["per_epoch"] + doc["tiny"]:
+        assert r["epochs_seen"] == r["trials"] * r["epochs"]  # every epoch of every trial reached the driver
+        assert 0 < r["span_s"] <= r["last_end_s"] < r["wall_s"] and r["tail_s"] == pytest.approx(r["wall_s"] - r["last_end_s"])
+        assert r["machinery_s"] == pytest.approx(r["span_s"] * r["slots"] - r["train_s"])
+    assert {r["mlflow"] for r in doc["tiny"]} == {False, True}
+    assert set(doc["summary"]["per_epoch"]) == {"off", "on"} and doc["stock"]["per_trial_s"] > 0
+
+
 def test_quick_runs_never_write_into_the_recorded_results_and_workdir_is_created(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:

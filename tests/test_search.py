@@ -204,7 +204,7 @@ def test_export_best_then_retrain(search, _cache_dir):
         (["run", "--set", "epochs=3"], ["--max-epochs"]),
         (["run", "--num-samples", "0", "--mode", "up"], ["num_samples", "mode"]),
         (["run", "--data", "missing.h5"], ["missing.h5"]),
-        (["export-best", "--experiment", "no-such-exp"], ["no MLflow store", "mlflow.db"]),
+        (["export-best", "--experiment", "no-such-exp"], ["no MLflow database", "mlflow.db"]),
         (["resume", "not_a_search"], ["not_a_search"]),
         # issue 8: each of these trained, hung or left a run RUNNING before the pre-flight
         (["run", "--metric", "nonexistent/key"], ["--metric nonexistent/key", "val/map_avg"]),
