@@ -319,6 +319,6 @@ def _epoch_line(m: dict, epochs: int) -> str:
     return (
         f"epoch {m['epoch']:>3}/{epochs}  loss {m['loss/total']:.3f} ({losses})  "
         f"val mAP a2v {m['val/map_a2v']:.4f} v2a {m['val/map_v2a']:.4f} avg {m['val/map_avg']:.4f}  "
-        f"rho_1 {m.get('cca/rho_00', float('nan')):.3f}  {m['time/epoch_s']:.1f}s"
+        f"rho_00 {m.get('cca/rho_00', float('nan')):.3f}  {m['time/epoch_s']:.1f}s"
     )
 
