@@ -148,6 +148,7 @@ class MlflowTracker(tune.Callback):
         self._history: dict[str, dict[int, dict[str, float]]] = {}  # trial -> epoch -> plotted metrics
         self._scores: dict[str, dict[int, float]] = {}  # trial -> epoch -> the objective
         self._params: dict[str, list] = {}  # trial -> searched params not yet logged (touched on the main thread only)
+        self._started: set[str] = set()  # trials whose start was handled here (main thread only)
         self._open: set[str] = set()  # trial ids whose child run has not been ended
         self._writer: _Writer | None = None
         self._client = None
@@ -178,7 +179,9 @@ class MlflowTracker(tune.Callback):
         tid, name = trial.trial_id, str(trial)
         self._open.add(tid)
 
-        known = self._restored or tid in self._runs  # a restored search, or a retried trial
+        # a restored search, or a retried trial (seen here before; its run may still wait in the writer's queue)
+        known = self._restored or tid in self._started
+        self._started.add(tid)
         from mlflow.entities import Param
 
         # logged with the trial's first metrics (one MLflow call fewer per trial), or when it ends without any
