@@ -18,10 +18,12 @@ def test_worker_node_killed_mid_search(tmp_path, tracking_server, _cache_dir):
         workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
         cluster.wait_for_nodes(timeout=120)
         # --checkpoint-every-s 0.001: a report (and checkpoint) every epoch, so a trial on the killed node has
-        # reported from it (and is seen on both nodes) as soon as it ran one epoch there
+        # reported from it (and is seen on both nodes) as soon as it ran one epoch there. 120 epochs: a trial seen
+        # busy in MLflow (whose writer may lag the trials by seconds on a loaded machine) is still running when
+        # its node is killed
         driver = subprocess.Popen(
             search_cmd("--address", cluster.address, "--tracking-uri", tracking_server.url, "--experiment", "kill",
-                        "--num-samples", "4", "--max-epochs", "40", "--scheduler", "fifo", "--name", "kill",
+                        "--num-samples", "4", "--max-epochs", "120", "--scheduler", "fifo", "--name", "kill",
                         "--checkpoint-every-s", "0.001"),
             cwd=tmp_path, env=search_env(_cache_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
@@ -47,7 +49,7 @@ def test_worker_node_killed_mid_search(tmp_path, tracking_server, _cache_dir):
 
 def _wait_for_busy_worker(driver, url, workers, timeout=300):
     """A worker node that runs a trial with at least 2 epochs logged (so it has a checkpoint to resume from) and
-    many epochs to go (40), so the trial is still running when the node dies."""
+    many epochs to go (120), so the trial is still running when the node dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if driver.poll() is not None:
