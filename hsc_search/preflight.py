@@ -115,7 +115,7 @@ def local_resources() -> dict[str, float]:
 def check_local_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
     """A trial fits on this machine (the embedded local Ray instance)."""
     have = local_resources()
-    _check_fits(cpus_per_trial, gpus_per_trial, [("this machine", have)], launchable=[])
+    _check_fits(cpus_per_trial, gpus_per_trial, [("this machine", have)], launchable=[], cluster=False)
 
 
 def check_cluster_resources(cpus_per_trial: float, gpus_per_trial: float) -> list[str]:
@@ -134,8 +134,8 @@ def _fits(res: dict[str, Any], cpus: float, gpus: float) -> bool:
     return float(res.get("CPU", 0)) >= cpus and float(res.get("GPU", 0)) >= gpus
 
 
-def _check_fits(cpus: float, gpus: float, nodes: list[tuple[str, dict]], launchable: list[tuple[str, dict]]
-                ) -> list[str]:  # fmt: skip
+def _check_fits(cpus: float, gpus: float, nodes: list[tuple[str, dict]], launchable: list[tuple[str, dict]],
+                cluster: bool = True) -> list[str]:  # fmt: skip
     if any(_fits(res, cpus, gpus) for _, res in nodes):
         return []
     can_add = [name for name, res in launchable if _fits(res, cpus, gpus)]
@@ -149,7 +149,7 @@ def _check_fits(cpus: float, gpus: float, nodes: list[tuple[str, dict]], launcha
             f"{name} ({float(res.get('CPU', 0)):g} CPU, {float(res.get('GPU', 0)):g} GPU)" for name, res in launchable)
     else:
         extra = ("; an autoscaling cluster lists what it can add under available_node_types in its cluster YAML"
-                 if nodes and nodes[0][0] != "this machine" else "")  # fmt: skip
+                 if cluster else "")  # fmt: skip
     raise PreflightError(f"--cpus-per-trial/--gpus-per-trial: no trial can ever start: asked for {asked}, but "
                          f"{present}{extra}. Lower the request or add a node that has it.")  # fmt: skip
 
