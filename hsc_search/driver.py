@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,7 +25,7 @@ from . import preflight, storage
 from .export import TrialRow, best_row, trial_config, trial_rows, write_config
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
-from .ray_internals import optuna_study, tuner_parts
+from .ray_internals import tuner_parts
 from .report import publish_report
 from .runs import REPORT_ARTIFACT, TAG_KIND, client_for, experiment_tags, tag_experiment, trial_outcome
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
@@ -317,7 +316,7 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
 def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo) -> SearchOutcome:
     from ray.tune import ExperimentAnalysis
 
-    callbacks, searcher, scheduler = tuner_parts(tuner)  # the restored ones after resume
+    callbacks, _, scheduler = tuner_parts(tuner)  # the restored ones after resume
     tracker = next((c for c in callbacks if isinstance(c, MlflowTracker)), None)
     interrupted, trials, status, errors = False, [], "FINISHED", []
     try:
@@ -345,7 +344,7 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                     reconcile(client, experiment_id, parent_id, trials, settings.max_epochs)
                 if rung_state is not None:
                     client.log_text(parent_id, json.dumps(rung_state, indent=1), ASHA_RUNGS)
-                outcome = _finish_parent(client, settings, exp_dir, parent_id, experiment_id, searcher, interrupted,
+                outcome = _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrupted,
                                          errors, echo)  # fmt: skip
             finally:
                 client.set_terminated(parent_id, status="KILLED" if interrupted and status == "FINISHED" else status)
@@ -411,7 +410,7 @@ def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: 
     client.log_text(parent_id, yaml.safe_dump(space.to_dict(), sort_keys=False), "search_space.yaml")
 
 
-def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, searcher, interrupted, errors,
+def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrupted, errors,
                    echo) -> SearchOutcome:  # fmt: skip
     rows = trial_rows(client, experiment_id, parent_id, settings.metric, settings.mode)
     rows.sort(key=lambda r: (r.start_time or 0, r.name))  # the order trials started in
@@ -423,9 +422,6 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, searcher
         storage.upload_dir(out_dir / "summary", storage.join(exp_dir, "summary"))
         client.log_figure(parent_id, best_so_far_figure([r.score for r in rows], [r.outcome for r in rows],
                                                         settings.mode, settings.metric), "plots/best_so_far.png")  # fmt: skip
-        importances = _importances(searcher)
-        if importances:
-            client.log_figure(parent_id, importance_figure(importances), "plots/param_importance.png")
     if best is not None:
         cfg = trial_config(client, best.run_id)
         best_path = write_config(cfg, out_dir / BEST_CONFIG)
@@ -441,16 +437,20 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, searcher
         client.log_batch(parent_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
     counts = {o: sum(r.outcome == o for r in rows) for o in sorted({r.outcome for r in rows})}
     client.set_tag(parent_id, "hsc.outcomes", json.dumps(counts))
-    report = _write_report(client, parent_id, out_dir, exp_dir, settings.tracking_uri, echo) if rows else None
+    computed: dict = {}  # the report computes the parameter importances once; the PNG shows the same numbers
+    report = _write_report(client, parent_id, out_dir, exp_dir, settings.tracking_uri, echo, computed) if rows else None
+    if computed.get("importances"):
+        client.log_figure(parent_id, importance_figure(computed["importances"]), "plots/param_importance.png")
     for e in errors:
         echo(f"warning: {e}")
     return SearchOutcome(exp_dir, parent_id, rows, best, best_path, interrupted, errors, report)
 
 
-def _write_report(client, parent_id: str, out_dir: Path, exp_dir: str, tracking_uri, echo) -> Path | None:
+def _write_report(client, parent_id: str, out_dir: Path, exp_dir: str, tracking_uri, echo,
+                  computed: dict | None = None) -> Path | None:  # fmt: skip
     """The search report beside the best config, logged to the parent run; a failure is a warning only."""
     try:
-        path = publish_report(client, parent_id, out_dir / REPORT_ARTIFACT, source=tracking_uri or "")
+        path = publish_report(client, parent_id, out_dir / REPORT_ARTIFACT, source=tracking_uri or "", computed=computed)
         if storage.is_uri(exp_dir):
             storage.write_text(storage.join(exp_dir, REPORT_ARTIFACT), path.read_text())
         return path
@@ -484,20 +484,3 @@ def _log_summary_table(client, parent_id: str, rows: list[TrialRow], out_dir: Pa
     pq.write_table(table, out / "trials.parquet")
     pacsv.write_csv(table, out / "trials.csv")
     client.log_artifacts(parent_id, str(out), "summary")
-
-
-def _importances(searcher) -> dict[str, float]:
-    """Optuna's parameter importances over the finished trials (empty if too few to tell)."""
-    import optuna
-
-    study = optuna_study(searcher)
-    if study is None or sum(t.state.name == "COMPLETE" for t in study.trials) < 3:
-        return {}
-    try:
-        with warnings.catch_warnings():  # small searches: "some regimes have less than 2 trials"
-            warnings.simplefilter("ignore")
-            return optuna.importance.get_param_importances(study)
-    except Exception as e:  # fewer than two complete trials, or a constant objective
-        log.info("no parameter importances: %s", e)
-        return {}
-

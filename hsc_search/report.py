@@ -193,10 +193,11 @@ def parallel_figure(rec: SearchRecord, study):
     return fig
 
 
-def importance_figure(rec: SearchRecord, study):
-    """Optuna's parameter importances: fANOVA (needs scikit-learn), else PED-ANOVA."""
+def param_importances(study) -> tuple[dict[str, float], str]:
+    """Optuna's parameter importances over the study's trials, most important first, and the method: fANOVA
+    (seed 0, needs scikit-learn), else PED-ANOVA. Computed once per search: the report's chart and the parent
+    run's `plots/param_importance.png` show the same numbers."""
     import optuna
-    import optuna.visualization as ov
 
     try:
         import sklearn  # noqa: F401
@@ -204,11 +205,21 @@ def importance_figure(rec: SearchRecord, study):
         evaluator, name = optuna.importance.FanovaImportanceEvaluator(seed=0), "fANOVA"
     except ImportError:
         evaluator, name = optuna.importance.PedAnovaImportanceEvaluator(), "PED-ANOVA"
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # small searches: "some regimes have less than 2 trials"
         warnings.simplefilter("ignore")
-        fig = ov.plot_param_importances(study, evaluator=evaluator, target_name=rec.metric)
-    fig.update_layout(title=f"parameter importance for {rec.metric} ({name}, {len(study.trials)} trials)",
-                      height=max(300, 60 + 40 * len(study.best_trial.params)))  # fmt: skip
+        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator)), name
+
+
+def importance_figure(rec: SearchRecord, importances: dict[str, float], method: str, n_trials: int):
+    """The parameter importances as horizontal bars, most important on top."""
+    import plotly.graph_objects as go
+
+    names = list(importances)[::-1]
+    fig = go.Figure(go.Bar(x=[importances[n] for n in names], y=names, orientation="h",
+                           text=[f"{importances[n]:.2f}" for n in names], textposition="outside"))  # fmt: skip
+    fig.update_xaxes(title_text=f"importance for {rec.metric}")
+    fig.update_layout(title=f"parameter importance for {rec.metric} ({method}, {n_trials} trials)",
+                      height=max(300, 60 + 40 * len(names)))  # fmt: skip
     return fig
 
 
@@ -276,8 +287,10 @@ th { background: #f4f4f4; } tr.best td { background: #e8f5e9; font-weight: 600; 
 """
 
 
-def render(rec: SearchRecord, source: str = "") -> str:
-    """The report as one HTML document, plotly.js inlined (opens offline, and in MLflow's artifact viewer)."""
+def render(rec: SearchRecord, source: str = "", computed: dict | None = None) -> str:
+    """The report as one HTML document, plotly.js inlined (opens offline, and in MLflow's artifact viewer).
+    `computed`, when given, receives what was computed on the way (`importances`: name -> value), so the caller
+    need not compute it again."""
     from plotly.offline import get_plotlyjs
 
     parts: list[str] = []
@@ -326,7 +339,15 @@ def render(rec: SearchRecord, source: str = "") -> str:
         "reaching each level.")  # fmt: skip
     study = _quiet_study(rec)
     add("Parallel coordinates", lambda: parallel_figure(rec, study) if study else None)
-    add("Parameter importance", lambda: importance_figure(rec, study) if study and len(study.trials) >= 3 else None,
+    def importance() -> Any:
+        if not study or len(study.trials) < 3:
+            return None
+        importances, method = param_importances(study)
+        if computed is not None:
+            computed["importances"] = importances
+        return importance_figure(rec, importances, method, len(study.trials))
+
+    add("Parameter importance", importance,
         "How much of the variation in the score each searched parameter explains, over the scored trials; with "
         "few trials this is a hint, not a measurement.")  # fmt: skip
     if best is not None and any(k.startswith(("weight/", "logvar/")) for k in rec.best_history):
@@ -355,20 +376,20 @@ def _quiet_study(rec: SearchRecord):
         optuna.logging.set_verbosity(level)
 
 
-def write_report(client, parent_run_id: str, out: str | Path, source: str = "") -> Path:
-    """Reads the search from MLflow and writes its report to `out`. Returns the path."""
+def write_report(client, parent_run_id: str, out: str | Path, source: str = "", computed: dict | None = None) -> Path:
+    """Reads the search from MLflow and writes its report to `out`. Returns the path (`computed`: as `render`)."""
     from .search_record import read_search
 
     rec = read_search(client, parent_run_id)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(rec, source))
+    out.write_text(render(rec, source, computed))
     return out
 
 
-def publish_report(client, parent_run_id: str, out: str | Path, source: str = "") -> Path:
+def publish_report(client, parent_run_id: str, out: str | Path, source: str = "", computed: dict | None = None) -> Path:
     """`write_report`, then logs the file to the parent run (MLflow's artifact viewer shows it)."""
-    path = write_report(client, parent_run_id, out, source)
+    path = write_report(client, parent_run_id, out, source, computed)
     _log_as_artifact(client, parent_run_id, path)
     return path
 

@@ -61,6 +61,9 @@ def test_search_writes_and_logs_its_report(served):
     html = report.read_text()
     assert all(t.info.run_name in html for t in trials)
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"report.html", "asha_rungs.json"}
+    # parameter importances are computed once, by the report: its chart and the parent run's picture
+    assert f"parameter importance for val/map_avg (fANOVA, {TRIALS} trials)" in html.replace("\\u002f", "/")
+    assert "plots/param_importance.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     # the UI's experiment kind and primary metric
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert exp.tags["mlflow.experiment.primaryMetric.name"] == "val/map_avg"
