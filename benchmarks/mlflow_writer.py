@@ -20,6 +20,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,18 +35,35 @@ def time_writer_calls(trials: int, epochs: int) -> dict:
     from hsc_search import driver
     from hsc_search.settings import SearchSettings
 
+    from mlflow.tracking import MlflowClient
+
     total: dict[str, float] = collections.defaultdict(float)
+    cpu: dict[str, float] = collections.defaultdict(float)
     count: collections.Counter = collections.Counter()
+    client_calls: collections.Counter = collections.Counter()  # MLflow client calls made by the writer thread
     original = tracking.retry
 
     def timed(fn, what):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             return original(fn, what)
         finally:
             kind = " ".join(what.split()[:2])  # "finish child", "start child", "log epoch", ...
             total[kind] += time.perf_counter() - t0
+            cpu[kind] += time.thread_time() - c0  # this thread's CPU: what the load of other work does not change
             count[kind] += 1
+
+    methods = {}
+    for name in ("create_run", "log_batch", "log_text", "log_artifact", "log_artifacts", "set_terminated", "set_tag",
+                 "update_run", "get_metric_history", "search_runs", "get_run", "log_figure"):  # fmt: skip
+        methods[name] = getattr(MlflowClient, name)
+
+        def counted(self, *a, _name=name, **k):
+            if threading.current_thread().name == "hsc-mlflow-writer":
+                client_calls[_name] += 1
+            return methods[_name](self, *a, **k)
+
+        setattr(MlflowClient, name, counted)
 
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="hsc-writer-") as work:
@@ -58,11 +76,17 @@ def time_writer_calls(trials: int, epochs: int) -> dict:
             wall = time.perf_counter() - t0
         finally:
             tracking.retry = original
+            for name, fn in methods.items():
+                setattr(MlflowClient, name, fn)
             os.chdir(cwd)
     return {"trials": trials, "epochs": epochs, "wall_s": wall,
-            "calls": {k: {"n": count[k], "total_s": total[k], "per_call_ms": 1000 * total[k] / count[k]}
+            "calls": {k: {"n": count[k], "total_s": total[k], "per_call_ms": 1000 * total[k] / count[k],
+                          "cpu_ms_per_call": 1000 * cpu[k] / count[k]}
                       for k in sorted(total, key=total.get, reverse=True)},
-            "writer_s_per_trial": sum(total.values()) / trials}  # fmt: skip
+            "writer_s_per_trial": sum(total.values()) / trials,
+            "writer_cpu_s_per_trial": sum(cpu.values()) / trials,
+            "mlflow_client_calls_per_trial": {k: n / trials for k, n in sorted(client_calls.items())},
+            "mlflow_client_calls_per_trial_all": sum(client_calls.values()) / trials}  # fmt: skip
 
 
 def _matplotlib_figures(history: dict) -> list:
