@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import logging
 import os
 import platform
 import shlex
@@ -103,19 +102,20 @@ def parallel_capacity(slots: int = 2, seconds: float = 1.0) -> dict:
 
 
 def start_ray() -> float:
-    """A fresh local Ray instance, as the driver starts it, but never attached to another Ray cluster that happens
-    to run on this machine (`address="local"`). Returns the seconds it took (0 when one is up already: --quick
-    keeps one instance for all its searches)."""
+    """A fresh local Ray instance, started as `hsc-search run` starts it (`driver._init_ray`: 127.0.0.1 only, its
+    workers preloading the trial's modules), never attached to another Ray cluster that happens to run on this
+    machine. Returns the seconds it took (0 when one is up already: --quick keeps one instance for all its
+    searches)."""
     import ray
 
-    from hsc_search.driver import _quiet
+    from hsc_search.driver import _init_ray, _quiet
 
     _quiet()
     if ray.is_initialized():
         return 0.0
+    os.environ.pop("RAY_ADDRESS", None)
     t0 = time.perf_counter()
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=True,
-             logging_level=logging.WARNING)  # fmt: skip
+    _init_ray(None)
     return time.perf_counter() - t0
 
 

@@ -97,7 +97,23 @@ def search(n: int, epochs: int, mlflow: bool, work: Path, tag: str) -> dict:
 
 
 def stock_ray(trials: int = 16, reports: int = 10) -> dict:
-    """Stock Ray Tune: OptunaSearch + ASHA, reuse_actors, trivial trials; seconds per trial in all."""
+    """Stock Ray Tune: OptunaSearch + ASHA, reuse_actors, trivial trials; seconds per trial in all. On a Ray
+    instance of its own, started as stock (`ray.init`, no preloading workers): any instance running is shut down
+    first, and this one after."""
+    import logging
+
+    import ray
+
+    ray.shutdown()
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=True,
+             logging_level=logging.WARNING)  # fmt: skip
+    try:
+        return _stock_ray(trials, reports)
+    finally:
+        ray.shutdown()
+
+
+def _stock_ray(trials: int, reports: int) -> dict:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -210,10 +226,10 @@ def main(argv=None) -> int:
             for n in counts:
                 tiny.append(search(n, 2, mlflow, work, f"t{rnd}{int(mlflow)}{n}"))
                 print(f"tiny {tiny[-1]}", file=sys.stderr, flush=True)
-    stock = stock_ray(4, 2) if args.quick else stock_ray()
     import ray
 
     ray.shutdown()
+    stock = stock_ray(4, 2) if args.quick else stock_ray()
     doc = {
         "benchmark": NAME,
         "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT)] + sys.argv[1:]),

@@ -47,7 +47,6 @@ from asha_vs_fifo import (  # noqa: E402
     output_dir,
     parallel_capacity,
     provenance_lines,
-    start_ray,
     timed_search,
     work_parent,
 )
@@ -352,16 +351,14 @@ def main(argv=None) -> int:
         "elapsed_s": time.perf_counter() - t_start,
         "measurements": measurements,
     }
-    if not args.quick:  # the stock Ray Tune row, in the same run (a Ray instance of its own)
-        from search_machinery import stock_ray
-
-        start_ray()
-        doc["stock"] = stock_ray()
-        args.keep_ray = True
     if args.keep_ray:
         import ray
 
         ray.shutdown()
+    if not args.quick:  # the stock Ray Tune row, in the same run (a Ray instance of its own, started as stock)
+        from search_machinery import stock_ray
+
+        doc["stock"] = stock_ray()
     doc["summary"] = summarize(measurements)
     write_outputs(doc, args.out)
     print(json.dumps({"summary": doc["summary"], "elapsed_s": doc["elapsed_s"]}, indent=1))

@@ -27,6 +27,20 @@ def function_trainable(fn: Callable) -> type:
     return wrap_function(fn)
 
 
+# ---------------------------------------------------------------------------------------------- worker start-up
+TRIAL_MODULES = ("hsc_search.trainable",)  # what a trial's worker imports: torch, Ray Tune, the trainer
+
+
+def preload_system_config(modules: tuple[str, ...] = TRIAL_MODULES) -> dict[str, Any]:
+    """Ray's `preload_python_modules` setting, for `ray.init(_system_config=...)` of a new local instance (a raylet
+    option with no public API): every worker process of the instance imports `modules` as it starts, before it
+    takes work. Ray starts one worker per CPU with the instance and Tune's trial actors take those, so their
+    imports (about 2 s of CPU each: torch, Ray Tune, the trainer) run while the driver still sets up the search
+    instead of after Tune asks for its first actors. The same option on a cluster node: the environment variable
+    `RAY_preload_python_modules=hsc_search.trainable` of `ray start` (cluster.yaml)."""
+    return {"preload_python_modules": list(modules)}
+
+
 # ---------------------------------------------------------------------------------------------- ASHA
 def asha_brackets(scheduler) -> list[list[tuple[float, dict]]]:
     """Per bracket, its rungs as Ray keeps them: [(milestone, {trial_id: recorded reward}), ...], highest milestone

@@ -80,3 +80,47 @@ def test_the_loopback_flag_and_temp_dir_exist():
     assert module.ENABLE_RAY_CLUSTERS_ENV_VAR == "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
     assert isinstance(ri.default_temp_dir(), str) and ri.default_temp_dir()
     # local_node() is exercised by tests/test_local_ray.py, which starts a real local instance
+
+
+PRELOAD_PROBE = """
+import json, sys
+import ray
+from hsc_search import driver
+from hsc_search.local_ray import start_local_ray, stop_local_ray
+
+@ray.remote(num_cpus=1)
+class Probe:
+    def __init__(self):
+        self.had = sorted(m for m in ("torch", "ray.tune", "hsc_search.trainable") if m in sys.modules)
+    def modules(self):
+        return self.had
+
+def probe():
+    return ray.get(Probe.remote().modules.remote(), timeout=60)
+
+out = {}
+driver._init_ray(None)  # as a search starts its local instance
+out["search"] = probe()
+stop_local_ray()
+start_local_ray(log_to_driver=False)  # the same, without the preload option
+out["plain"] = probe()
+stop_local_ray()
+print(json.dumps(out))
+"""
+
+
+def test_a_search_local_instance_starts_workers_with_the_trial_modules_imported():
+    """Ray's `preload_python_modules` (no public API): a search's local Ray workers have imported torch, Ray Tune
+    and the trainable before they take a trial, and a plain instance's have not (what makes the option visible)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-c", PRELOAD_PROBE], env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["search"] == ["hsc_search.trainable", "ray.tune", "torch"]
+    assert out["plain"] == []
+    assert ri.preload_system_config() == {"preload_python_modules": ["hsc_search.trainable"]}
