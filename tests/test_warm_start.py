@@ -222,19 +222,14 @@ def test_a_warm_search_records_its_source_and_keeps_the_warm_trials_once_across_
     "args, needles",
     [
         (["--warm-start", "no/such/folder"], ["--warm-start no/such/folder: no such folder"]),
-        (["--warm-start", "."], ["is not a hsc-search search folder (no hsc_search.json)"]),
         (["--warm-start", "0123abcd", "--tracking-uri", "{db}"], ["--warm-start 0123abcd: run '0123abcd' not found"]),
         (["--warm-start", "{pid}", "--tracking-uri", "{db}", "--mode", "min"],
          ["that search ranked trials by val/map_avg (max), this one by val/map_avg (min)"]),
-        (["--warm-start", "{folder}", "--space", "{lr_only}"], ["none of its 8 trials can start this search",
-                                                               "8 outside this space"]),
     ],
 )
 def test_bad_sources_are_refused_before_anything_starts(args, needles, source, tmp_path, _cache_dir):
     cwd, parent_id = source
-    (tmp_path / "lr_only.yaml").write_text("params:\n  lr: {type: float, low: 3.0e-4, high: 1.0e-2, log: true}\n")
-    subs = {"{db}": f"sqlite:///{cwd / 'mlflow.db'}", "{pid}": parent_id, "{folder}": str(cwd / "ray_results" / "src"),
-            "{lr_only}": "lr_only.yaml"}  # fmt: skip
+    subs = {"{db}": f"sqlite:///{cwd / 'mlflow.db'}", "{pid}": parent_id}
     args = [subs.get(a, a) for a in args]
     runs_before = len(_recorded_in_mlflow(cwd / "mlflow.db", parent_id))
     proc = _cli("run", "--data", DATA, *args, cwd=tmp_path, cache=_cache_dir, timeout=120)
@@ -244,3 +239,19 @@ def test_bad_sources_are_refused_before_anything_starts(args, needles, source, t
         assert n in proc.stderr
     assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlflow.db").exists()
     assert len(_recorded_in_mlflow(cwd / "mlflow.db", parent_id)) == runs_before
+
+
+def test_sources_without_a_usable_trial_are_refused(source, tmp_path):
+    """The same pre-flight error as above (the CLI turns it into exit 2), without a CLI start each."""
+    from hsc_search.preflight import PreflightError
+    from hsc_search.space import load_space, load_space_dict
+    from hsc_search.warm_start import plan
+
+    cwd, _ = source
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    with pytest.raises(PreflightError, match=r"is not a hsc-search search folder \(no hsc_search.json\)"):
+        plan(str(tmp_path), load_space(ROOT / "search_spaces" / "quick.yaml"), METRIC, "max", uri)
+    lr_only = load_space_dict({"params": {"lr": {"type": "float", "low": 3.0e-4, "high": 1.0e-2, "log": True}}})
+    with pytest.raises(PreflightError, match=f"none of its {TRIALS} trials can start this search "
+                                             f"\\({TRIALS} outside this space \\(.*not searched here"):  # fmt: skip
+        plan(str(cwd / "ray_results" / "src"), lr_only, METRIC, "max", uri)
