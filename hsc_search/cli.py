@@ -120,6 +120,15 @@ def run(
                                                        "ASHA's rungs, after its last epoch, and after this many "
                                                        "seconds of training; a trial restarted after a failure "
                                                        "recomputes at most that much. [default: 30]"),
+    warm_start: Optional[str] = typer.Option(None, "--warm-start", metavar="RUN_ID_OR_FOLDER", help="Start "
+                                             "Optuna from an earlier search's trials: its parent run id (in "
+                                             "--tracking-uri's store) or its folder (<storage>/<name>). Completed "
+                                             "trials go in with their best value, ASHA-stopped ones as pruned, "
+                                             "both with their per-epoch values; failed trials and trials outside "
+                                             "this space are left out (the start line counts them). They do not "
+                                             "count against --num-samples and are not run again; the trainer "
+                                             "default is not enqueued again when it is among them. Same --metric "
+                                             "and --mode required. [default: none]"),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Run without MLflow tracking (nothing to browse or "
                                    "export; for benchmarks and throwaway runs)."),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP, metavar="KEY=VALUE"),
@@ -134,7 +143,8 @@ def run(
                grace_period=grace_period, reduction_factor=reduction_factor, max_concurrent=max_concurrent,
                metric=metric, mode=mode, experiment=experiment, name=name, tracking_uri=tracking_uri,
                storage=storage, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-               seed=seed, checkpoint_every_s=checkpoint_every_s, mlflow=False if no_mlflow else None)  # fmt: skip
+               seed=seed, checkpoint_every_s=checkpoint_every_s, warm_start=warm_start,
+               mlflow=False if no_mlflow else None)  # fmt: skip
     from .preflight import PreflightError
     from .storage import StorageError
 

@@ -21,7 +21,7 @@ import yaml
 
 from trainer import AVData, load_data
 
-from . import preflight, storage
+from . import preflight, storage, warm_start
 from .export import TrialRow, best_row, trial_config, trial_rows, write_config
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
@@ -32,6 +32,7 @@ from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
 from .settings import SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
 from .tracking import MlflowTracker, reconcile
+from .warm_start import WarmStart
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +123,11 @@ def _trainable(data: AVData, settings: SearchSettings):
     return tune.with_resources(restorable_trainable(trainable), resources)
 
 
-def _searcher(space: SearchSpace, settings: SearchSettings, first: dict[str, Any]):
+def _searcher(space: SearchSpace, settings: SearchSettings, first: dict[str, Any], warm: WarmStart | None = None):
+    """The searcher, its study holding the warm-start trials (if any) before anything is sampled."""
     from .schedulers import BudgetAwareOptunaSearch
 
-    return BudgetAwareOptunaSearch(
+    searcher = BudgetAwareOptunaSearch(
         space=space.define_by_run(),
         metric=settings.metric,
         mode=settings.mode,
@@ -133,6 +135,9 @@ def _searcher(space: SearchSpace, settings: SearchSettings, first: dict[str, Any
         points_to_evaluate=[first] if first else None,
         max_epochs=settings.max_epochs,
     )
+    if warm is not None:
+        warm_start.add_to_searcher(searcher, warm)
+    return searcher
 
 
 def _scheduler(settings: SearchSettings):
@@ -224,6 +229,14 @@ def run_search(
     preflight.check_storage(exp_dir)
     if settings.mlflow:
         preflight.check_tracking(settings.tracking_uri)
+    warm = None
+    if settings.warm_start:
+        warm = warm_start.plan(settings.warm_start, space, settings.metric, settings.mode, settings.tracking_uri)
+        # the trainer default has usually been trained by the source search already: not again
+        among = warm_start.default_among(first, warm)
+        if among is not None:
+            first = {}
+            notes.append(f"the trainer default is warm-start trial {among}; not enqueued again")
     local = not (settings.address or os.environ.get("RAY_ADDRESS"))
     if local:
         preflight.check_local_resources(settings.cpus_per_trial, settings.gpus_per_trial)
@@ -243,19 +256,27 @@ def run_search(
          f"space {space.source}, data {data.summary()}")  # fmt: skip
     for note in notes:
         echo(f"first trial: {note}")
+    if warm is not None:
+        echo(warm.line())
     _echo_cluster(echo, n_nodes)
 
     client = experiment_id = parent_id = None
     try:
         if settings.mlflow:
+            from mlflow.entities import RunTag
+
             client = opening.result()
             experiment_id = _experiment_id(client, settings.experiment, settings.metric, settings.mode)
             parent = client.create_run(experiment_id, run_name=settings.name,
                                        tags={TAG_KIND: "search", "hsc.experiment_dir": str(exp_dir)})  # fmt: skip
             parent_id = parent.info.run_id
             _log_search_inputs(client, parent_id, settings, space)
+            if warm is not None:
+                client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in _warm_tags(warm).items()])
+        # the warm-start record: `resume` restores the warm trials with the Optuna study (the searcher's
+        # checkpoint) and never adds them again
         meta = {"settings": settings.to_dict(), "space": space.to_dict(), "experiment_id": experiment_id,
-                "parent_run_id": parent_id}  # fmt: skip
+                "parent_run_id": parent_id, "warm_start": warm.to_dict() if warm is not None else None}  # fmt: skip
         storage.write_text(storage.join(exp_dir, META_FILE), json.dumps(meta, indent=2))
         # every trial trains the full schedule of max_epochs (ASHA may stop it earlier): epochs is part of each
         # trial's config, so its logged config.yaml (and the exported best config) retrains exactly what was searched
@@ -269,7 +290,7 @@ def run_search(
             own.append(AshaStateCallback(scheduler))
         tuner = tune.Tuner(
             _trainable(data, settings),
-            tune_config=_tune_config(settings, _searcher(space, settings, first), scheduler),
+            tune_config=_tune_config(settings, _searcher(space, settings, first, warm), scheduler),
             run_config=_run_config(settings, exp_dir, own + list(callbacks)),
         )
     except BaseException:
@@ -329,6 +350,9 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,
                                resume_errored=False)  # fmt: skip
     echo(f"resuming search {settings.name} from {exp_dir}")
+    if meta.get("warm_start"):
+        w = meta["warm_start"]
+        echo(f"warm start: the {w['added']} trials from {w['source']} come back with the Optuna study (not added again)")
     if client is not None:
         client.update_run(parent_id, status="RUNNING")
     return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
@@ -419,6 +443,15 @@ def _experiment_id(client, name: str, metric: str, mode: str) -> str:
         if exp is None:
             raise
         return exp.experiment_id
+
+
+TAG_WARM_START = "hsc.warm_start"  # on the parent run: the source as given; .added, .of, .read_from, .line
+
+
+def _warm_tags(warm: WarmStart) -> dict[str, str]:
+    return {TAG_WARM_START: warm.source, f"{TAG_WARM_START}.added": str(warm.added),
+            f"{TAG_WARM_START}.of": str(warm.of), f"{TAG_WARM_START}.read_from": warm.read_from[:5000],
+            f"{TAG_WARM_START}.line": warm.line()[:5000]}  # fmt: skip
 
 
 def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: SearchSpace) -> None:

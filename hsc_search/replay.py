@@ -94,6 +94,24 @@ class Curves:
         return tid, value
 
 
+@dataclass
+class Recorded:
+    """Every trial of one recorded search as its MLflow runs or its Ray folder hold it (the one reader of finished
+    searches: the replay takes the complete curves, `warm_start` every trial).
+
+    `raw` holds one record per trial, in start order: {trial_id, values: {epoch: value of metric}, secs: {epoch:
+    time/epoch_s}, params: {searched name: value as a string, as MLflow holds params}, outcome: completed |
+    stopped_early | failed | interrupted | None (a Ray folder knows only failed)}.
+    """
+
+    source: str
+    metric: str
+    mode: str
+    max_epochs: int | None
+    raw: list[dict]
+    settings: dict[str, Any] = field(default_factory=dict)  # the search's settings as recorded (MLflow: strings)
+
+
 def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: list[dict]) -> Curves:
     """Curves from raw per-trial records {trial_id, values: {epoch: v}, secs: {epoch: s}, params, outcome}, in
     start order. A curve is complete when it has a finite value at every epoch 1..max_epochs (max_epochs, when
@@ -131,20 +149,32 @@ def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: 
 
 
 def curves_from_ray_dir(path: str | Path) -> Curves:
-    """The curves of a search from its Ray results folder `<storage>/<name>`: every `<trial_id>/result.json`
+    """The complete curves of a search from its Ray results folder (`read_ray_dir`)."""
+    rec = read_ray_dir(path)
+    return _complete(rec.source, rec.metric, rec.mode, rec.max_epochs, rec.raw)
+
+
+def read_ray_dir(path: str | Path) -> Recorded:
+    """Every trial of a search from its Ray results folder `<storage>/<name>`: every `<trial_id>/result.json`
     (one JSON result per line; a line may carry a batch of epochs under `hsc/epochs_json`, see `runs.epochs_of`),
-    the settings from `hsc_search.json` when the folder has one (metric, mode, max_epochs), the params from each
-    trial's `params.json`. Trials are taken in the order they started (their first result's timestamp minus its
-    running time; Ray's timestamps have one-second resolution, so the recorded order is approximate)."""
+    the settings from `hsc_search.json` when the folder has one (metric, mode, max_epochs, and the space: only its
+    searched names are taken from a trial's config), the params from each trial's `params.json`. Trials are taken
+    in the order they started (their first result's timestamp minus its running time; Ray's timestamps have
+    one-second resolution, so the recorded order is approximate). A trial is `failed` when it reported a failure
+    the trainer called final, or when Ray recorded an error for it (`error.txt`) and it did not reach max_epochs."""
     if "://" in str(path):
         raise ReplayError(f"--ray-dir {path}: only a local folder is read; copy the search folder here first")
     root = Path(path).expanduser()
     if not root.is_dir():
         raise ReplayError(f"--ray-dir {root}: no such folder")
     settings: dict[str, Any] = {}
+    searched: set[str] | None = None
     if (root / META_FILE).is_file():
         try:
-            settings = json.loads((root / META_FILE).read_text()).get("settings", {}) or {}
+            meta = json.loads((root / META_FILE).read_text())
+            settings = meta.get("settings", {}) or {}
+            space_params = (meta.get("space") or {}).get("params")
+            searched = set(space_params) if isinstance(space_params, dict) else None
         except (ValueError, AttributeError) as e:
             raise ReplayError(f"--ray-dir {root}: unreadable {META_FILE} ({e})") from None
     metric = settings.get("metric") or DEFAULT_METRIC
@@ -180,13 +210,16 @@ def curves_from_ray_dir(path: str | Path) -> Curves:
         params = {}
         if (f.parent / "params.json").is_file():
             try:
-                params = {k: str(v) for k, v in json.loads((f.parent / "params.json").read_text()).items()}
+                params = {k: str(v) for k, v in json.loads((f.parent / "params.json").read_text()).items()
+                          if searched is None or k in searched}  # fmt: skip
             except (ValueError, AttributeError):
                 params = {}
+        if outcome is None and (f.parent / "error.txt").is_file() and max(values, default=0) < (max_epochs or 0):
+            outcome = "failed"  # Ray recorded an error and no retry reached the full budget
         raw.append({"trial_id": f.parent.name, "values": values, "secs": secs, "params": params,
                     "outcome": outcome, "start": start})  # fmt: skip
     raw.sort(key=lambda r: (r["start"], r["trial_id"]))
-    return _complete(f"Ray folder {root}", metric, mode, max_epochs, raw)
+    return Recorded(f"Ray folder {root}", metric, mode, max_epochs, raw, settings)
 
 
 def _check_store(uri: str) -> None:
@@ -201,9 +234,16 @@ def _check_store(uri: str) -> None:
 
 
 def curves_from_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id: str | None = None) -> Curves:
-    """The curves of a search from MLflow: its parent run (`run_id`, else the latest search in `experiment`),
+    """The complete curves of a search from MLflow (`read_mlflow`)."""
+    rec = read_mlflow(tracking_uri, experiment, run_id)
+    return _complete(rec.source, rec.metric, rec.mode, rec.max_epochs, rec.raw)
+
+
+def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id: str | None = None) -> Recorded:
+    """Every trial of a search from MLflow: its parent run (`run_id`, else the latest search in `experiment`),
     whose params give metric, mode and max_epochs, and its child runs (tag `mlflow.parentRunId`), whose metric
-    histories give the objective per epoch (step = epoch)."""
+    histories give the objective per epoch (step = epoch), whose params the searched values (the trainer's
+    `effective.*` values left aside) and whose tag `hsc.outcome` the outcome."""
     import os
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
@@ -245,15 +285,16 @@ def curves_from_mlflow(tracking_uri: str | None, experiment: str = "hsc-search",
                 return {int(m.step): float(m.value) for m in points}  # a step logged twice: the later value
 
             raw.append({"trial_id": c.data.tags.get(TAG_TRIAL) or c.info.run_name or c.info.run_id[:8],
-                        "values": history(metric), "secs": history(EPOCH_S_KEY), "params": dict(c.data.params),
+                        "values": history(metric), "secs": history(EPOCH_S_KEY),
+                        "params": {k: v for k, v in c.data.params.items() if not k.startswith("effective.")},
                         "outcome": c.data.tags.get(TAG_OUTCOME)})  # fmt: skip
     except ReplayError:
         raise
     except Exception as e:  # a store MLflow cannot read (bad URI, schema, permissions): one line, no traceback
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ReplayError(f"cannot read MLflow at {uri}: {first[:300]}") from None
-    return _complete(f"MLflow run {pid} ({parent.info.run_name or 'unnamed'}) at {uri}", metric, mode,
-                     _int(settings.get("max_epochs")), raw)  # fmt: skip
+    return Recorded(f"MLflow run {pid} ({parent.info.run_name or 'unnamed'}) at {uri}", metric, mode,
+                    _int(settings.get("max_epochs")), raw, settings)  # fmt: skip
 
 
 def _int(v: Any) -> int | None:

@@ -74,6 +74,12 @@ class BudgetAwareOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in optuna_told(self) or trial_id not in optuna_trials(self):
             return super().on_trial_complete(trial_id, result, error)
+        if result and not error:
+            # Ray's TuneController hands the searcher a trial's last result only here, never to on_trial_result
+            # (a result that ends the trial, by ASHA's STOP or by reaching max_t, skips the searcher's
+            # on_trial_result): its batch of epochs is told first, so that the final value is the best over all
+            # epochs and a pruned trial keeps the value ASHA judged it by
+            self.on_trial_result(trial_id, result)
         ot_trial = optuna_trials(self)[trial_id]
         outcome = "failed" if error or not result else trial_outcome("TERMINATED", result, self._max_epochs)
         if outcome == "failed":

@@ -46,6 +46,8 @@ class SearchSettings:
     max_failures: int = 2  # retries of a failed trial, from its last checkpoint
     keep_checkpoints: int = 2
     checkpoint_every_s: float = 30.0  # a trial also reports (with a checkpoint) after this much training since its last
+    warm_start: str | None = None  # an earlier search (parent run id in the tracking store, or its folder) whose
+    # trials the Optuna study starts with (hsc_search/warm_start.py); None: a cold start
     overrides: dict[str, Any] = field(default_factory=dict)  # fixed trainer values (--set key=value)
 
     def validate(self) -> "SearchSettings":
@@ -72,6 +74,8 @@ class SearchSettings:
             p.append(f"checkpoint_every_s must be > 0, got {self.checkpoint_every_s}")
         if self.max_failures < 0 or self.keep_checkpoints < 1:
             p.append("max_failures must be >= 0 and keep_checkpoints >= 1")
+        if self.warm_start is not None and not self.warm_start.strip():
+            p.append("warm_start must be a parent run id or a search folder, got an empty string")
         if "epochs" in self.overrides:
             p.append("do not --set epochs: the search's budget is --max-epochs")
         if p:

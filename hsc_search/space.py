@@ -153,6 +153,37 @@ class Param:
             return int(round(v))
         return float(f"{v:.12g}")  # drops float noise from low + k * step
 
+    def parse(self, text: str) -> Any:
+        """A value of this param from its text as MLflow and Ray's params hold it (`str(value)`): a choice whose
+        text (or number) it is, a float, or a whole number for int. ValueError if it is none of these."""
+        if self.type == "categorical":
+            for c in self.choices:
+                if str(c) == text:
+                    return c
+            if all(_is_number(c) for c in self.choices):
+                for c in self.choices:
+                    if float(text) == c:  # ValueError for non-numbers
+                        return c
+            raise ValueError(f"not one of {list(self.choices)}")
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError("not finite")
+        if self.type == "int":
+            if value != int(value):
+                raise ValueError("not a whole number")
+            return int(value)
+        return value
+
+    def distribution(self) -> "optuna.distributions.BaseDistribution":
+        """The Optuna distribution `suggest` asks with (what a trial added to a study must carry)."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.type == "float":
+            return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+        if self.type == "int":
+            return IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
+        return CategoricalDistribution(list(self.choices))
+
     def to_spec(self) -> dict[str, Any]:
         """The YAML mapping this param was (or could have been) written as."""
         spec: dict[str, Any] = {"type": self.type}
@@ -238,6 +269,29 @@ class SearchSpace:
                 notes.append(f"{p.name}={value!r}: the trainer default {default!r}{trains} is outside the space")
             values[p.name] = out[p.name] = value
         return out, notes
+
+    def match(self, recorded: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
+        """A recorded trial's searched params (as text, as MLflow holds them) read as values of this space: the
+        params this space's define-by-run would have asked for under them (conditions applied in order), each one
+        a value Optuna could sample here, and no other name. Returns (params, "") or (None, why not)."""
+        values = {**_DEFAULTS, **self.fixed}
+        out: dict[str, Any] = {}
+        for p in self.params:
+            if not p.holds(values):
+                continue
+            if p.name not in recorded:
+                return None, f"no {p.name}"
+            try:
+                value = p.parse(recorded[p.name])
+            except ValueError:
+                return None, f"{p.name}={recorded[p.name]} is not a {p.type} value here"
+            if not p.contains(value):
+                return None, f"{p.name}={recorded[p.name]} outside {_bounds(p)}"
+            values[p.name] = out[p.name] = value
+        extra = sorted(set(recorded) - set(out))
+        if extra:
+            return None, f"{', '.join(extra)} not searched here"
+        return out, ""
 
     def to_dict(self) -> dict[str, Any]:
         """A YAML-able mapping that `load_space_dict` reads back to an equal space.
@@ -378,6 +432,12 @@ def _name_problem(name: str) -> str | None:
 def _kind(name: str) -> str:
     t = _FIELDS[name].type
     return t if isinstance(t, str) else t.__name__
+
+
+def _bounds(p: Param) -> str:
+    if p.type == "categorical":
+        return "{" + ", ".join(map(str, p.choices)) + "}"
+    return f"[{p.low:g}, {p.high:g}]" + (f" step {p.step:g}" if p.step else "")
 
 
 def _is_number(v: Any) -> bool:

@@ -98,3 +98,26 @@ def test_quick_runs_never_write_into_the_recorded_results_and_workdir_is_created
     assert output_dir(tmp_path / "o", True, "x") == tmp_path / "o"  # --out given: as asked
     work = tmp_path / "a" / "b"
     assert work_parent(str(work)) == str(work) and work.is_dir()
+
+
+@pytest.mark.timeout(300)
+def test_warm_start_quick(tmp_path, _cache_dir):
+    proc = _run("warm_start.py", tmp_path / "out", _cache_dir, tmp_path / "work")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads((tmp_path / "out" / "warm_start.json").read_text())
+    assert "python benchmarks/warm_start.py --quick" in (tmp_path / "out" / "warm_start.md").read_text()
+    (s,) = doc["seeds"]
+    src, cold, warm = s["source"], s["cold"], s["warm"]
+    trials, epochs = doc["config"]["trials"], doc["config"]["epochs"]
+    for run in (src, cold, warm):
+        assert len(run["trials"]) == trials  # warm trials are not the new search's trials
+        assert trials <= run["total_epochs"] <= trials * epochs == len(run["trials"]) * epochs
+        assert run["total_epochs"] == len(run["epoch_curve"]) and 0 < run["best_val"] <= 1
+    assert cold["seed"] == warm["seed"] == src["seed"] + doc["config"]["seed_offset"]
+    assert cold["warm_start"] is None and warm["warm_start"]["of"] == trials
+    assert 1 <= warm["warm_start"]["added"] <= trials
+    for run in (cold, warm):
+        hit = run["cmp"]["epochs_to_source_best"]
+        assert run["cmp"]["target"] == src["best_val"]
+        assert hit is None or 1 <= hit <= run["total_epochs"]
+        assert (hit is not None) == (run["best_val"] >= src["best_val"] - doc["config"]["tolerance"])

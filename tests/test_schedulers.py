@@ -44,6 +44,29 @@ def test_completed_trial_is_told_its_best_epoch():
     assert s.trial_state("b") == "COMPLETE"
 
 
+def test_the_last_batch_reaches_optuna_through_on_trial_complete_alone():
+    """As Ray's TuneController calls it: a result that ends the trial (ASHA's STOP, or max_t reached) goes to the
+    searcher's on_trial_complete only, never to on_trial_result; its batch of epochs must still be told."""
+    import json
+
+    from hsc_search.runs import EPOCHS_KEY
+
+    def batch(values, first):
+        epochs = [{"val/map_avg": v, "epoch": e} for e, v in enumerate(values, start=first)]
+        return {**epochs[-1], "training_iteration": epochs[-1]["epoch"], EPOCHS_KEY: json.dumps(epochs)}
+
+    s = _searcher(max_epochs=4)
+    s.suggest("done")
+    s.on_trial_result("done", batch([0.2, 0.3], 1))  # reported at ASHA's rungs 1 and 2
+    s.on_trial_complete("done", batch([0.6, 0.55], 3))  # the last report: epochs 3-4
+    s.suggest("stopped")
+    s.on_trial_complete("stopped", batch([0.1], 1))  # ASHA stopped it on its first report
+    done, stopped = s._ot_study.get_trials()
+    assert done.state.name == "COMPLETE" and done.value == pytest.approx(0.6)
+    assert done.intermediate_values == {1: 0.2, 2: 0.3, 3: 0.6, 4: 0.55}
+    assert stopped.state.name == "PRUNED" and stopped.intermediate_values == {1: 0.1}
+
+
 def test_failed_trial_is_fail():
     s = _searcher()
     s.suggest("c")

@@ -1,0 +1,155 @@
+"""Warm starts: an earlier search's trials handed to a new search's Optuna study before it samples anything, so
+that TPE starts informed (`hsc-search run --warm-start <parent run id or search folder>`).
+
+The earlier search is read by the one reader of finished searches (`replay.read_mlflow`, `replay.read_ray_dir`).
+Each of its trials is given to Optuna as our searcher (`schedulers.BudgetAwareOptunaSearch`) told Optuna about
+it during that search:
+
+- a trial that ran its full budget: COMPLETE, its value the best of the objective over its epochs
+  (`runs.best_of`), with every epoch's value as an intermediate value;
+- a trial ASHA stopped: PRUNED, with every epoch's value as an intermediate value (TPE ranks pruned trials by how
+  far they got and by those values);
+- a failed trial is left out: TPE ignores FAIL trials (it samples from COMPLETE and PRUNED ones), so adding them
+  would change no suggestion and only pad the study; the same for trials of an interrupted search that never
+  ended (neither complete nor stopped: nothing was told to Optuna about them).
+
+Only trials whose params all fit this search's space are added (`SearchSpace.match`: the same searched names,
+values Optuna could sample here); the rest are counted with the reason. Nothing here starts Ray or writes
+anything: a source that cannot be used fails the search's pre-flight with one sentence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .preflight import PreflightError
+from .runs import best_of
+from .space import SearchSpace
+
+MAX_EXAMPLES = 2  # trials named per reason in the start line
+
+
+@dataclass
+class WarmStart:
+    """The earlier trials a new search starts from."""
+
+    source: str  # as given (--warm-start)
+    read_from: str  # what was read: "MLflow run <id> (<name>) at <uri>" or "Ray folder <path>"
+    of: int  # trials the source holds
+    trials: list = field(default_factory=list)  # optuna.trial.FrozenTrial, in the source's start order
+    left_out: dict[str, list[str]] = field(default_factory=dict)  # reason -> ["<trial id>: detail", ...]
+
+    @property
+    def added(self) -> int:
+        return len(self.trials)
+
+    def states(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.trials:
+            out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
+        return out
+
+    def line(self) -> str:
+        """The one line printed at start."""
+        states = ", ".join(f"{n} {s}" for s, n in sorted(self.states().items()))
+        out = [f"{len(v)} {reason}" + (f": {'; '.join(v[:MAX_EXAMPLES])}" + ("; ..." if len(v) > MAX_EXAMPLES else "")
+                                       if reason == "outside this space" else "")
+               for reason, v in self.left_out.items()]  # fmt: skip
+        return (f"warm start: {self.added} of {self.of} trials from {self.source} ({states}"
+                + (f"; left out: {'; '.join(out)}" if out else "") + ")")  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the search's hsc_search.json and parent run record."""
+        return {"source": self.source, "read_from": self.read_from, "added": self.added, "of": self.of,
+                "states": self.states(), "left_out": {k: len(v) for k, v in self.left_out.items()},
+                "left_out_trials": self.left_out}  # fmt: skip
+
+
+def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: str | None) -> WarmStart:
+    """Reads the source search and builds the trials to add. Raises PreflightError (one sentence, naming
+    --warm-start) for a source that does not exist, cannot be read, ranks by another metric or mode, or has no
+    trial that fits `space`."""
+    from .replay import ReplayError, read_mlflow, read_ray_dir
+
+    flag = f"--warm-start {source}"
+    path = Path(source).expanduser()
+    try:
+        if path.is_dir():
+            if not (path / "hsc_search.json").is_file():
+                raise PreflightError(f"{flag}: {path.resolve()} is not a hsc-search search folder (no hsc_search.json); "
+                                     "pass the folder `hsc-search run` printed as experiment:, or a parent run id")  # fmt: skip
+            rec = read_ray_dir(path)
+        elif "/" in source or source.startswith((".", "~")):
+            raise PreflightError(f"{flag}: no such folder; pass a search folder (<storage>/<name>) or a search's "
+                                 "parent run id")  # fmt: skip
+        else:
+            rec = read_mlflow(tracking_uri, run_id=source)
+    except ReplayError as e:
+        raise PreflightError(f"{flag}: {e}") from None
+    if (rec.metric, rec.mode) != (metric, mode):
+        raise PreflightError(f"{flag}: that search ranked trials by {rec.metric} ({rec.mode}), this one by {metric} "
+                             f"({mode}); its values would mean something else here. Warm-start from a search with "
+                             "the same --metric and --mode")  # fmt: skip
+    warm = WarmStart(source, rec.source, len(rec.raw))
+    for r in rec.raw:
+        trial, reason, detail = _trial(r, space, rec.mode, rec.max_epochs)
+        if trial is None:
+            warm.left_out.setdefault(reason, []).append(f"{r['trial_id']}: {detail}" if detail else r["trial_id"])
+        else:
+            warm.trials.append(trial)
+    if not warm.trials:
+        why = "; ".join(f"{len(v)} {k}" + (f" ({v[0]})" if k == "outside this space" else "")
+                        for k, v in warm.left_out.items()) or "it has no trials"  # fmt: skip
+        raise PreflightError(f"{flag}: none of its {warm.of} trials can start this search ({why}); warm-start from "
+                             "a search over this space")  # fmt: skip
+    return warm
+
+
+def _trial(r: dict, space: SearchSpace, mode: str, max_epochs: int | None):
+    """(FrozenTrial, "", "") for one recorded trial, or (None, reason, detail) when it is left out."""
+    import optuna
+    from optuna.trial import TrialState
+
+    outcome = r.get("outcome")
+    if outcome == "failed":
+        return None, "failed", ""
+    values = {int(e): float(v) for e, v in r["values"].items() if v is not None and math.isfinite(float(v))}
+    if outcome not in (None, "completed", "stopped_early"):  # interrupted, unfinished, running
+        return None, "unfinished", outcome
+    if not values:
+        return None, "without values", ""
+    params, why = space.match(r.get("params") or {})
+    if params is None:
+        return None, "outside this space", why
+    if outcome is None:  # a Ray folder: a trial that ended before the full budget without an error was stopped
+        outcome = "completed" if max_epochs is not None and max(values) >= max_epochs else "stopped_early"
+    by_name = {p.name: p for p in space.params}
+    state = TrialState.COMPLETE if outcome == "completed" else TrialState.PRUNED
+    trial = optuna.trial.create_trial(
+        state=state,
+        value=best_of(values.values(), mode) if state == TrialState.COMPLETE else None,
+        params=params,
+        distributions={name: by_name[name].distribution() for name in params},
+        intermediate_values=dict(sorted(values.items())),
+        user_attrs={"warm_start_trial": r["trial_id"]},
+    )
+    return trial, "", ""
+
+
+def add_to_searcher(searcher, warm: WarmStart) -> None:
+    """Adds the warm trials to the Optuna study inside the searcher (before the Tuner is built, so that Ray's
+    searcher checkpoints hold them: `resume` restores them with the study and never adds them again)."""
+    from .ray_internals import optuna_study
+
+    optuna_study(searcher).add_trials(warm.trials)
+
+
+def default_among(first: dict[str, Any], warm: WarmStart) -> str | None:
+    """The source trial whose params are exactly `first` (the trainer default the search would enqueue), or None."""
+    for t in warm.trials:
+        if first and t.params == first:
+            return t.user_attrs.get("warm_start_trial")
+    return None

@@ -1,0 +1,257 @@
+"""Warm starts (`hsc-search run --warm-start`): a real source search (local Ray, sqlite MLflow) on tiny data; the
+study a new search starts with, compared with what the source's MLflow runs and Ray folder record, read here
+with MlflowClient and json alone; a warm search interrupted and resumed through the CLI; bad sources refused."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DATA = "synthetic:ave?n_train=500&n_val=120&n_test=150&dim_audio=16&dim_visual=24&num_classes=6&seed=3"
+MAX_EPOCHS, TRIALS = 4, 8
+METRIC = "val/map_avg"
+
+
+def _env(cache) -> dict:
+    return {**os.environ, "HSC_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
+
+
+def _cli(*args, cwd, cache, timeout=300):
+    return subprocess.run([str(BIN / "hsc-search"), *args], cwd=cwd, env=_env(cache), capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def _client(db: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{db}")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, _cache_dir):
+    """The earlier search: the quick space, ASHA, 8 trials x 4 epochs. Returns (cwd, parent run id)."""
+    cwd = tmp_path_factory.mktemp("source")
+    proc = _cli("run", "--data", DATA, "--num-samples", str(TRIALS), "--max-epochs", str(MAX_EPOCHS), "--name",
+                "src", cwd=cwd, cache=_cache_dir)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client = _client(cwd / "mlflow.db")
+    exp = client.get_experiment_by_name("hsc-search")
+    (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.`hsc.kind` = 'search'")
+    return cwd, parent.info.run_id
+
+
+def _recorded_in_mlflow(db: Path, parent_id: str) -> dict[str, dict]:
+    """trial id -> {outcome, params (text), values {epoch: value}}, from the source's child runs."""
+    client = _client(db)
+    exp_id = client.get_run(parent_id).info.experiment_id
+    out = {}
+    for c in client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"):
+        out[c.data.tags["hsc.trial_id"]] = {
+            "outcome": c.data.tags["hsc.outcome"],
+            "params": {k: v for k, v in c.data.params.items() if not k.startswith("effective.")},
+            "values": {m.step: m.value for m in client.get_metric_history(c.info.run_id, METRIC)},
+        }
+    return out
+
+
+def _recorded_in_folder(folder: Path) -> dict[str, dict]:
+    """trial id -> {params (text), values {epoch: value}}, from result.json / params.json of each trial folder."""
+    searched = set(json.loads((folder / "hsc_search.json").read_text())["space"]["params"])
+    out = {}
+    for f in folder.glob("*/result.json"):
+        values = {}
+        for line in f.read_text().splitlines():
+            result = json.loads(line)
+            batch = json.loads(result["hsc/epochs_json"]) if "hsc/epochs_json" in result else [result]
+            values.update({int(m["epoch"]): m[METRIC] for m in batch})
+        params = json.loads((f.parent / "params.json").read_text())
+        out[f.parent.name] = {"params": {k: str(v) for k, v in params.items() if k in searched}, "values": values}
+    return out
+
+
+def _narrow_space(path: Path, recorded: dict[str, dict]) -> tuple[Path, set[str]]:
+    """The quick space with lr's lower bound between the 2nd and 3rd smallest recorded lr: the two trials below
+    it no longer fit. Returns the file and the ids of the trials left out."""
+    spec = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())
+    lrs = sorted((float(r["params"]["lr"]), tid) for tid, r in recorded.items())
+    low = (lrs[1][0] + lrs[2][0]) / 2
+    spec["params"]["lr"]["low"] = low
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path, {tid for lr, tid in lrs if lr < low}
+
+
+def _warm_trials(study) -> dict:
+    return {t.user_attrs["warm_start_trial"]: t for t in study.trials if "warm_start_trial" in t.user_attrs}
+
+
+def test_the_study_starts_with_exactly_the_source_trials_that_fit(source, tmp_path):
+    from hsc_search import driver
+    from hsc_search.ray_internals import optuna_study
+    from hsc_search.settings import SearchSettings
+    from hsc_search.space import load_space
+    from hsc_search.warm_start import plan
+
+    cwd, parent_id = source
+    in_mlflow = _recorded_in_mlflow(cwd / "mlflow.db", parent_id)
+    in_folder = _recorded_in_folder(cwd / "ray_results" / "src")
+    assert set(in_mlflow) == set(in_folder) and len(in_mlflow) == TRIALS
+    outcomes = {r["outcome"] for r in in_mlflow.values()}
+    assert outcomes == {"completed", "stopped_early"}, outcomes  # the source has both kinds
+    space_file, outside = _narrow_space(tmp_path / "narrow.yaml", in_mlflow)
+    space = load_space(space_file)
+    settings = SearchSettings(space=str(space_file), max_epochs=MAX_EPOCHS)
+
+    studies = {}
+    for src in (parent_id, str(cwd / "ray_results" / "src")):
+        warm = plan(src, space, METRIC, "max", f"sqlite:///{cwd / 'mlflow.db'}")
+        assert (warm.added, warm.of) == (TRIALS - len(outside), TRIALS)
+        assert warm.line().startswith(f"warm start: {TRIALS - len(outside)} of {TRIALS} trials from {src} (")
+        assert f"left out: {len(outside)} outside this space: " in warm.line()
+        assert {e.split(":")[0] for e in warm.left_out["outside this space"]} == outside
+        study = optuna_study(driver._searcher(space, settings, {}, warm))
+        studies[src] = study
+        got = _warm_trials(study)
+        assert len(study.trials) == len(got) == TRIALS - len(outside)
+        assert set(got) == set(in_mlflow) - outside
+        for tid, t in got.items():
+            rec, folder_values = in_mlflow[tid], in_folder[tid]["values"]
+            assert {k: str(v) for k, v in t.params.items()} == rec["params"] == in_folder[tid]["params"]
+            assert t.intermediate_values == rec["values"] == folder_values
+            assert sorted(t.intermediate_values) == list(range(1, len(rec["values"]) + 1))
+            if rec["outcome"] == "completed":
+                assert t.state.name == "COMPLETE" and t.value == max(rec["values"].values())
+                assert len(rec["values"]) == MAX_EPOCHS
+            else:
+                assert t.state.name == "PRUNED" and t.value is None and len(rec["values"]) < MAX_EPOCHS
+    # the distributions are the ones the live search suggests with (else TPE would not pool the trials)
+    study = studies[parent_id]
+    asked = study.ask()
+    space.define_by_run()(asked)
+    for t in _warm_trials(study).values():
+        for name, dist in t.distributions.items():
+            if name in asked.distributions:
+                assert dist == asked.distributions[name], name
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 1
+
+
+def test_the_warm_start_setting_is_typed_like_the_others(tmp_path):
+    from hsc_search.settings import SearchSettings, SettingsError, load_settings
+
+    (tmp_path / "s.yaml").write_text("warm_start: ray_results/src\nnum_samples: 3\n")
+    assert load_settings(tmp_path / "s.yaml", {}, []).warm_start == "ray_results/src"
+    assert load_settings(tmp_path / "s.yaml", {"warm_start": "abc"}, []).warm_start == "abc"  # the flag wins
+    (tmp_path / "bad.yaml").write_text("warm_start: 12\n")
+    with pytest.raises(SettingsError, match="warm_start: expected a string, got 12"):
+        load_settings(tmp_path / "bad.yaml", {}, [])
+    with pytest.raises(SettingsError, match="warm_start"):
+        SearchSettings(warm_start=" ").validate()
+    assert SearchSettings().warm_start is None
+
+
+def test_a_warm_search_records_its_source_and_keeps_the_warm_trials_once_across_resume(source, tmp_path, _cache_dir):
+    """Through the CLI: warm-start from the parent run id, interrupt the search (SIGINT), resume it; Ray's saved
+    searcher state holds each warm trial exactly once, beside exactly the search's own trials."""
+    from hsc_search.ray_internals import optuna_study
+    from hsc_search.schedulers import BudgetAwareOptunaSearch
+    from hsc_search.space import load_space
+
+    cwd, parent_id = source
+    in_mlflow = _recorded_in_mlflow(cwd / "mlflow.db", parent_id)
+    space_file, outside = _narrow_space(cwd / "narrow.yaml", in_mlflow)
+    samples = 6
+    proc = subprocess.Popen(
+        [str(BIN / "hsc-search"), "run", "--data", DATA, "--space", "narrow.yaml", "--num-samples", str(samples),
+         "--max-epochs", str(MAX_EPOCHS), "--name", "warm", "--warm-start", parent_id],
+        cwd=cwd, env=_env(_cache_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines = []
+    for line in proc.stdout:  # interrupt once the first trial has ended
+        lines.append(line)
+        if line.startswith("[1/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out = "".join(lines) + proc.communicate(timeout=240)[0]
+    assert proc.returncode == 130, out[-3000:]
+    added = TRIALS - len(outside)
+    assert f"warm start: {added} of {TRIALS} trials from {parent_id} (" in out
+    exp_dir = cwd / "ray_results" / "warm"
+    meta = json.loads((exp_dir / "hsc_search.json").read_text())
+    assert meta["settings"]["warm_start"] == parent_id and meta["warm_start"]["added"] == added
+
+    resumed = _cli("resume", str(exp_dir), cwd=cwd, cache=_cache_dir)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "come back with the Optuna study (not added again)" in resumed.stdout
+    assert "warm start: " + str(added) + " of" not in resumed.stdout
+
+    client = _client(cwd / "mlflow.db")
+    exp = client.get_experiment_by_name("hsc-search")
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.`hsc.kind` = 'search'")
+    (parent,) = [p for p in parents if p.info.run_id != parent_id]
+    assert parent.data.tags["hsc.warm_start"] == parent_id and parent.data.tags["hsc.warm_start.added"] == str(added)
+    assert parent.data.params["warm_start"] == parent_id and parent.info.status == "FINISHED"
+    own = _recorded_in_mlflow(cwd / "mlflow.db", parent.info.run_id)
+    assert len(own) == samples and not set(own) & set(in_mlflow)  # warm trials are no Ray trials or child runs
+
+    searcher = BudgetAwareOptunaSearch(space=load_space(space_file).define_by_run(), metric=METRIC, mode="max",
+                                       max_epochs=MAX_EPOCHS)  # fmt: skip
+    searcher.restore_from_dir(str(exp_dir))  # the study Ray saved last, after the resume
+    study = optuna_study(searcher)
+    warm_ids = [t.user_attrs["warm_start_trial"] for t in study.trials if "warm_start_trial" in t.user_attrs]
+    assert sorted(warm_ids) == sorted(set(in_mlflow) - outside)  # each once
+    new = [t for t in study.trials if "warm_start_trial" not in t.user_attrs]
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in new) == samples, [t.state.name for t in new]
+    # the search's own trials are told every epoch, and a completed one its best epoch (as the warm ones are)
+    best = {tid: max(r["values"].values()) for tid, r in own.items() if r["outcome"] == "completed"}
+    completed = sorted(t.value for t in new if t.state.name == "COMPLETE")
+    assert completed == pytest.approx(sorted(best.values()))
+    assert all(len(t.intermediate_values) >= 1 for t in new if t.state.name in ("COMPLETE", "PRUNED"))
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--warm-start", "no/such/folder"], ["--warm-start no/such/folder: no such folder"]),
+        (["--warm-start", "0123abcd", "--tracking-uri", "{db}"], ["--warm-start 0123abcd: run '0123abcd' not found"]),
+        (["--warm-start", "{pid}", "--tracking-uri", "{db}", "--mode", "min"],
+         ["that search ranked trials by val/map_avg (max), this one by val/map_avg (min)"]),
+    ],
+)
+def test_bad_sources_are_refused_before_anything_starts(args, needles, source, tmp_path, _cache_dir):
+    cwd, parent_id = source
+    subs = {"{db}": f"sqlite:///{cwd / 'mlflow.db'}", "{pid}": parent_id}
+    args = [subs.get(a, a) for a in args]
+    runs_before = len(_recorded_in_mlflow(cwd / "mlflow.db", parent_id))
+    proc = _cli("run", "--data", DATA, *args, cwd=tmp_path, cache=_cache_dir, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    for n in needles:
+        assert n in proc.stderr
+    assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlflow.db").exists()
+    assert len(_recorded_in_mlflow(cwd / "mlflow.db", parent_id)) == runs_before
+
+
+def test_sources_without_a_usable_trial_are_refused(source, tmp_path):
+    """The same pre-flight error as above (the CLI turns it into exit 2), without a CLI start each."""
+    from hsc_search.preflight import PreflightError
+    from hsc_search.space import load_space, load_space_dict
+    from hsc_search.warm_start import plan
+
+    cwd, _ = source
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    with pytest.raises(PreflightError, match=r"is not a hsc-search search folder \(no hsc_search.json\)"):
+        plan(str(tmp_path), load_space(ROOT / "search_spaces" / "quick.yaml"), METRIC, "max", uri)
+    lr_only = load_space_dict({"params": {"lr": {"type": "float", "low": 3.0e-4, "high": 1.0e-2, "log": True}}})
+    with pytest.raises(PreflightError, match=f"none of its {TRIALS} trials can start this search "
+                                             f"\\({TRIALS} outside this space \\(.*not searched here"):  # fmt: skip
+        plan(str(cwd / "ray_results" / "src"), lr_only, METRIC, "max", uri)
