@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .search_record import SearchRecord, Trial
+from .search_record import SearchRecord
 
 log = logging.getLogger(__name__)
 

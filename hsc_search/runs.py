@@ -97,7 +97,7 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
         raise StoreError(f"{url} answered {body!r}; expected an MLflow tracking server")
 
 
-def sqlite_path(uri: str) -> "Path | None":
+def sqlite_path(uri: str) -> "Path | None":  # noqa: F821 (imported below)
     """The database file of a `sqlite:` URI (`sqlite:///relative.db`, `sqlite:////absolute.db`), else None."""
     from pathlib import Path
 

@@ -5,12 +5,10 @@ with MlflowClient and json alone; a warm search interrupted and resumed through 
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
