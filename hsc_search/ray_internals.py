@@ -41,6 +41,44 @@ def preload_system_config(modules: tuple[str, ...] = TRIAL_MODULES) -> dict[str,
     return {"preload_python_modules": list(modules)}
 
 
+_INHERITED: dict[str, str] | None = None  # the environment the local instance's workers inherited (None: not ours)
+
+
+def trial_actors_on_inherited_env(inherited: dict[str, str] | None) -> None:
+    """Tune registers its trial actor class with a runtime env of a few environment variables (its defaults, such
+    as `PL_DISABLE_FORK=1`, and the driver's values of a short list it propagates: `_ActorClassCache.get`). A
+    runtime env of its own means workers of its own: Ray starts new worker processes for every trial actor and
+    never uses the (preloaded) ones it started with the instance. The workers of a local instance inherit the
+    driver's environment, so when every one of those variables already holds, there, the value Tune would set,
+    the class is registered without the runtime env (the same variables, by inheritance) and the actors take the
+    preloaded workers. `inherited`: the environment the instance was started with, or None (a cluster, or any
+    other instance): then Tune's own behaviour."""
+    import os
+
+    from ray.tune.execution import class_cache
+
+    global _INHERITED
+    _INHERITED = dict(inherited) if inherited is not None else None
+    cache_cls = class_cache._ActorClassCache
+    if getattr(cache_cls.get, "_hsc_inherited_env", False):
+        return
+    original = cache_cls.get
+
+    def get(self, trainable_cls):
+        env = _INHERITED
+        if env is not None and trainable_cls not in self._cache:
+            wanted = dict(class_cache.DEFAULT_ENV_VARS)
+            wanted.update({k: os.environ[k] for k in class_cache.ENV_VARS_TO_PROPAGATE if k in os.environ})
+            if all(env.get(k) == v for k, v in wanted.items()):
+                import ray
+
+                self._cache[trainable_cls] = ray.remote(trainable_cls)
+        return original(self, trainable_cls)
+
+    get._hsc_inherited_env = True  # type: ignore[attr-defined]
+    cache_cls.get = get
+
+
 # ---------------------------------------------------------------------------------------------- ASHA
 def asha_brackets(scheduler) -> list[list[tuple[float, dict]]]:
     """Per bracket, its rungs as Ray keeps them: [(milestone, {trial_id: recorded reward}), ...], highest milestone

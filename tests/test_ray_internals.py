@@ -83,44 +83,49 @@ def test_the_loopback_flag_and_temp_dir_exist():
 
 
 PRELOAD_PROBE = """
-import json, sys
+import json, os, sys, tempfile
 import ray
-from hsc_search import driver
+from ray import tune
+from hsc_search import driver, ray_internals
 from hsc_search.local_ray import start_local_ray, stop_local_ray
 
-@ray.remote(num_cpus=1)
-class Probe:
-    def __init__(self):
-        self.had = sorted(m for m in ("torch", "ray.tune", "hsc_search.trainable") if m in sys.modules)
-    def modules(self):
-        return self.had
+def trial(config):
+    tune.report({"torch": "torch" in sys.modules, "trainable": "hsc_search.trainable" in sys.modules,
+                 "pl": os.environ.get("PL_DISABLE_FORK"), "pid": os.getpid()})
 
 def probe():
-    return ray.get(Probe.remote().modules.remote(), timeout=60)
+    with tempfile.TemporaryDirectory() as d:
+        tuner = tune.Tuner(trial, tune_config=tune.TuneConfig(num_samples=1),
+                           run_config=tune.RunConfig(storage_path=d, name="p", verbose=0))
+        r = tuner.fit()[0].metrics
+    return {k: r[k] for k in ("torch", "trainable", "pl")}
 
 out = {}
 driver._init_ray(None)  # as a search starts its local instance
 out["search"] = probe()
 stop_local_ray()
-start_local_ray(log_to_driver=False)  # the same, without the preload option
+ray_internals.trial_actors_on_inherited_env(None)  # Tune's own behaviour, on an instance without the preload
+start_local_ray(log_to_driver=False)
 out["plain"] = probe()
 stop_local_ray()
 print(json.dumps(out))
 """
 
 
-def test_a_search_local_instance_starts_workers_with_the_trial_modules_imported():
-    """Ray's `preload_python_modules` (no public API): a search's local Ray workers have imported torch, Ray Tune
-    and the trainable before they take a trial, and a plain instance's have not (what makes the option visible)."""
+def test_a_search_local_instance_runs_trials_on_workers_that_preloaded_the_trial_modules():
+    """Ray's `preload_python_modules` (no public API) and Tune's actor class cache: a trial of a search's local
+    instance runs in a worker that imported torch and the trainable before it took the trial, with Tune's
+    default environment (inherited); a plain instance's trial gets a fresh worker (what makes the check fail)."""
     import json
     import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run([sys.executable, "-c", PRELOAD_PROBE], env=env, capture_output=True, text=True, timeout=180)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PL_DISABLE_FORK")}
+    proc = subprocess.run([sys.executable, "-c", PRELOAD_PROBE], env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["search"] == ["hsc_search.trainable", "ray.tune", "torch"]
-    assert out["plain"] == []
+    assert out["search"] == {"torch": True, "trainable": True, "pl": "1"}
+    assert out["plain"]["torch"] is False and out["plain"]["trainable"] is False
+    assert out["plain"]["pl"] == "1"  # Tune's runtime env sets it there
     assert ri.preload_system_config() == {"preload_python_modules": ["hsc_search.trainable"]}
