@@ -303,11 +303,13 @@ class MlflowTracker(tune.Callback):
             from mlflow.entities import Metric, RunTag
 
             client = self._client
-            deferred = self._deferred.pop(tid, None) or {"metrics": [], "params": [], "tags": [], "files": {}}
+            # read, not taken: the writer retries this whole call when the server fails, and the retry must log
+            # the same; taken once the run has ended
+            deferred = self._deferred.get(tid) or {"metrics": [], "params": [], "tags": [], "files": {}}
             tags = [RunTag(TAG_OUTCOME, outcome)]
             if error:
                 tags.append(RunTag(TAG_ERROR, error[-4900:]))  # MLflow tag values are capped at 5000 chars
-            metrics = deferred["metrics"]
+            metrics = list(deferred["metrics"])
             by_epoch = self._scores.get(tid, {})
             if sorted(by_epoch) == list(range(1, len(by_epoch) + 1)):  # every epoch seen here (else: read back)
                 score = best_of(by_epoch.values(), self.mode)
@@ -321,6 +323,7 @@ class MlflowTracker(tune.Callback):
                 log.warning("plots for %s failed: %s", trial, e)
             _upload(client, run_id, files)
             client.set_terminated(run_id, status=status)
+            self._deferred.pop(tid, None)
 
         self._writer.submit(finish, f"finish child run of {trial} ({outcome})")
 
