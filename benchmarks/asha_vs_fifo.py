@@ -202,6 +202,40 @@ def timed_search(settings: SearchSettings, work: Path, keep_ray: bool):
     return outcome, list(_EVENTS), t0, wall_s, ray_start_s, slots
 
 
+def keep_curves(experiment_dir: str, dest: Path, metric: str) -> Path:
+    """A FIFO search's curves, kept as data a replay reads (`hsc-search replay --ray-dir <dest>`): the search's
+    `hsc_search.json` and, per trial, `params.json` and a `result.json` trimmed to what the replay uses (per
+    epoch: the epoch, the objective and the epoch's seconds; per result: its time stamp and running time). No
+    checkpoints: a few KB per trial instead of MBs."""
+    import shutil
+
+    from hsc_search.runs import EPOCHS_KEY, FAILED_KEY, epochs_of
+
+    src = Path(experiment_dir)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    shutil.copy(src / "hsc_search.json", dest / "hsc_search.json")
+    for result in sorted(src.glob("*/result.json")):
+        trial = dest / result.parent.name
+        trial.mkdir()
+        lines = []
+        for line in result.read_text().splitlines():
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            keep = {k: r[k] for k in ("timestamp", "time_total_s", "training_iteration", "trial_id", "epoch",
+                                      FAILED_KEY) if k in r}  # fmt: skip
+            keep[EPOCHS_KEY] = json.dumps([{k: m[k] for k in ("epoch", metric, "time/epoch_s") if k in m}
+                                           for m in epochs_of(r)])  # fmt: skip
+            lines.append(json.dumps(keep))
+        (trial / "result.json").write_text("\n".join(lines) + "\n")
+        for name in ("params.json", "error.txt"):
+            if (result.parent / name).is_file():
+                shutil.copy(result.parent / name, trial / name)
+    return dest
+
+
 def one_search(scheduler: str, seed: int, args) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"{NAME}-{scheduler}-s{seed}-", dir=args.workdir))
     name = f"{scheduler}-s{seed}"
@@ -436,6 +470,8 @@ def main(argv=None) -> int:
                    "new temporary folder, so a smoke run never overwrites the recorded results)")
     p.add_argument("--workdir", default=None, help="parent of the per-search working directories (created when "
                    "missing; default: the temporary folder)")
+    p.add_argument("--keep-curves", type=Path, default=None, help="keep each FIFO search's curves in DIR/fifo-s<seed> "
+                   "(a trimmed Ray results folder that `hsc-search replay --ray-dir` reads)")
     p.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from a raw JSON file")
     args = p.parse_args(argv)
     args.out = output_dir(args.out, args.quick, NAME)
@@ -461,6 +497,9 @@ def main(argv=None) -> int:
             print(f"== seed {seed}: {sched}", file=sys.stderr, flush=True)
             runs[sched] = one_search(sched, seed, args)
             r = runs[sched]
+            if sched == "fifo" and args.keep_curves is not None:
+                r["kept_curves"] = str(keep_curves(r["experiment_dir"], args.keep_curves / f"fifo-s{seed}",
+                                                   "val/map_avg"))  # fmt: skip
             print(f"== seed {seed}: {sched}: {r['total_epochs']} epochs, {r['wall_s']:.1f} s, best val "
                   f"{_f(r['best_val'])}", file=sys.stderr, flush=True)  # fmt: skip
         pairs.append({"seed": seed, "order": list(order), **runs,
@@ -474,7 +513,8 @@ def main(argv=None) -> int:
                    "seed": args.seed, "repeats": args.repeats, "grace_period": args.grace_period,
                    "reduction_factor": args.reduction_factor, "max_concurrent": args.max_concurrent, "slots": slots,
                    "tolerance": args.tolerance, "no_mlflow": args.no_mlflow, "quick": args.quick,
-                   "keep_ray": args.keep_ray},  # fmt: skip
+                   "keep_ray": args.keep_ray,
+                   "keep_curves": str(args.keep_curves) if args.keep_curves else None},  # fmt: skip
         "load_before": load_before,
         "load_after": os.getloadavg(),
         "elapsed_s": time.perf_counter() - t_start,
