@@ -124,7 +124,8 @@ def _trainable(data: AVData, settings: SearchSettings):
     report_at = tuple(asha_milestones(scheduler)) if isinstance(scheduler, PersistentASHA) else ()
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     trainable = tune.with_parameters(train_trial, data=data, metric=settings.metric, report_at=report_at,
-                                     checkpoint_every_s=settings.checkpoint_every_s)  # fmt: skip
+                                     checkpoint_every_s=settings.checkpoint_every_s,
+                                     threads=max(1, int(settings.cpus_per_trial)))  # fmt: skip
     return tune.with_resources(restorable_trainable(trainable), resources)
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import pyarrow.fs as pafs
 import ray
+import torch
 from ray import tune
 
 from trainer import AVData, ConfigError, DataError, NonFiniteLossError, TrainConfig, fit, load_state
@@ -29,7 +30,8 @@ REPORT_FILE = "hsc_report.json"  # in each checkpoint: the Ray report count it w
 
 
 def train_trial(config: dict[str, Any], data: AVData, metric: str = "val/map_avg", device: str = "auto",
-                report_at: tuple[int, ...] = (), checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:  # fmt: skip
+                report_at: tuple[int, ...] = (), checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+                threads: int = 1) -> None:  # fmt: skip
     """Trains one trial's configuration, reporting to Ray (with a checkpoint) only when the search needs it.
 
     Args:
@@ -39,6 +41,9 @@ def train_trial(config: dict[str, Any], data: AVData, metric: str = "val/map_avg
         device: passed to `fit` (auto picks the GPU Ray assigned, if any).
         report_at: epochs at which the scheduler decides (ASHA's rung milestones).
         checkpoint_every_s: also report once this many seconds of training passed since the last report.
+        threads: torch's CPU threads (the trial's CPUs). Set here, not left to Ray's `OMP_NUM_THREADS`: a worker
+            that preloaded torch (`ray_internals.preload_system_config`) sized its thread pool before Ray set it,
+            and two 2-thread trials on 2 cores ran tiny epochs 10x slower.
 
     A report goes to Ray at the epochs of `report_at`, after `checkpoint_every_s` seconds of training, and
     after the last epoch; it carries the latest epoch's metrics (what ASHA and Ray see) and, under
@@ -49,6 +54,7 @@ def train_trial(config: dict[str, Any], data: AVData, metric: str = "val/map_avg
     run). A failure that a retry would only repeat (divergence, an invalid config or data) is not raised to
     Ray, which would retry it: the trial reports `FAILED_KEY` with the one-line reason and ends.
     """
+    torch.set_num_threads(max(1, int(threads)))
     try:
         _train(config, data, device, frozenset(report_at), checkpoint_every_s)
     except DETERMINISTIC as e:
