@@ -150,9 +150,9 @@ class MlflowTracker(tune.Callback):
         self._params: dict[str, list] = {}  # trial -> searched params not yet logged (touched on the main thread only)
         self._started: set[str] = set()  # trials whose start was handled here (main thread only)
         self._open: set[str] = set()  # trial ids whose child run has not been ended
-        # Trials whose end is queued already (set on the main thread, read by the writer): their remaining calls
-        # are merged into the end's (config.yaml into its one upload, epochs into its one log_batch), so a short
-        # trial costs four MLflow calls: create, log_batch, log_artifacts, terminate.
+        # Trials whose end is queued already, or whose last report came (set on the main thread, read by the
+        # writer): their remaining calls are merged into the end's (config.yaml into its one upload, epochs into its
+        # one log_batch); a search interrupted before that end still logs them (`close`).
         self._ending: set[str] = set()
         self._deferred: dict[str, dict] = {}  # trial -> {"metrics", "params", "tags", "files"} (writer thread only)
         self._writer: _Writer | None = None
@@ -375,8 +375,13 @@ class MlflowTracker(tune.Callback):
                 run_id = self._runs.get(tid)
                 if run_id is None:
                     return
+                deferred = self._deferred.get(tid)  # its last report, held for an end that never came
+                if deferred:
+                    _log_batch(self._client, run_id, deferred["metrics"], deferred["params"], deferred["tags"])
+                    _upload(self._client, run_id, deferred["files"])
                 self._client.set_tag(run_id, TAG_OUTCOME, "interrupted" if interrupted else "unfinished")
                 self._client.set_terminated(run_id, status="KILLED")
+                self._deferred.pop(tid, None)
 
             self._writer.submit(kill, f"end open run of trial {tid}")
         self._open.clear()
