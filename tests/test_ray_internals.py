@@ -86,8 +86,8 @@ PRELOAD_PROBE = """
 import json, os, sys, tempfile
 import ray
 from ray import tune
-from hsc_search import driver, ray_internals
-from hsc_search.local_ray import start_local_ray, stop_local_ray
+from hsc_search import driver
+from hsc_search.local_ray import stop_local_ray
 
 def trial(config):
     tune.report({"torch": "torch" in sys.modules, "trainable": "hsc_search.trainable" in sys.modules,
@@ -104,8 +104,7 @@ out = {}
 driver._init_ray(None)  # as a search starts its local instance
 out["search"] = probe()
 stop_local_ray()
-ray_internals.trial_actors_on_inherited_env(None)  # Tune's own behaviour, on an instance without the preload
-start_local_ray(log_to_driver=False)
+driver._init_ray(None, preload=False)  # as a search with more than one CPU per trial starts it: Tune's own way
 out["plain"] = probe()
 stop_local_ray()
 print(json.dumps(out))
@@ -115,7 +114,8 @@ print(json.dumps(out))
 def test_a_search_local_instance_runs_trials_on_workers_that_preloaded_the_trial_modules():
     """Ray's `preload_python_modules` (no public API) and Tune's actor class cache: a trial of a search's local
     instance runs in a worker that imported torch and the trainable before it took the trial, with Tune's
-    default environment (inherited); a plain instance's trial gets a fresh worker (what makes the check fail)."""
+    default environment (inherited); without the preload (trials of more than one CPU) a trial gets a fresh worker
+    (what also shows the check can fail)."""
     import json
     import os
     import subprocess
