@@ -86,7 +86,10 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
             raise PreflightError(f"{flag}: no such folder; pass a search folder (<storage>/<name>) or a search's "
                                  "parent run id")  # fmt: skip
         else:
-            rec = read_mlflow(tracking_uri, run_id=source)
+            try:
+                rec = read_mlflow(tracking_uri, run_id=source)
+            except ReplayError as e:  # neither a folder here nor a run in the store
+                raise PreflightError(f"{flag}: no such search folder here, and as a parent run id: {e}") from None
     except ReplayError as e:
         raise PreflightError(f"{flag}: {e}") from None
     if (rec.metric, rec.mode) != (metric, mode):

@@ -220,7 +220,7 @@ def test_a_warm_search_records_its_source_and_keeps_the_warm_trials_once_across_
     "args, needles",
     [
         (["--warm-start", "no/such/folder"], ["--warm-start no/such/folder: no such folder"]),
-        (["--warm-start", "0123abcd", "--tracking-uri", "{db}"], ["--warm-start 0123abcd: run '0123abcd' not found"]),
+        (["--warm-start", "0123abcd", "--tracking-uri", "{db}"], ["--warm-start 0123abcd: no such search folder here, and as a parent run id: run '0123abcd' not found"]),
         (["--warm-start", "{pid}", "--tracking-uri", "{db}", "--mode", "min"],
          ["that search ranked trials by val/map_avg (max), this one by val/map_avg (min)"]),
     ],
