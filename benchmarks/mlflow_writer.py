@@ -1,10 +1,11 @@
-"""Where the MLflow writer's time goes: every call the search's background writer makes, timed by kind, for one
-small FIFO search with MLflow on (sqlite); plus the two per-trial pictures made alone (SVG text, against the
+"""Where the MLflow writer's time goes: the writer process's own time per kind of message and the MLflow client
+calls it makes, for one small FIFO search with MLflow on (sqlite); what the tracker's Tune hooks cost the driver
+(the process of Ray Tune's event loop); plus the two per-trial pictures made alone (SVG text, against the
 matplotlib PNGs they replaced).
 
-The writer (`hsc_search.tracking._Writer`) runs each MLflow call through `hsc_search.tracking.retry`; this script
-wraps that function with a timer for the duration of one search, so the figures are the calls' own time on the
-driver, not the trials'.
+The writer process (`hsc_search/writer.py`) writes its figures when it stops to the file named by
+`HSC_WRITER_STATS`; the hooks of `hsc_search.tracking.MlflowTracker` are wrapped here with a CPU timer of the
+driver's thread for the duration of one search.
 
     python benchmarks/mlflow_writer.py               # 12 trials x 3 epochs of 400 clips
     python benchmarks/mlflow_writer.py --quick       # 4 trials x 2 epochs
@@ -20,73 +21,67 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DATA = "synthetic:ave?n_train=400&n_val=100&n_test=100&dim_audio=16&dim_visual=24"
+HOOKS = ("on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error", "on_experiment_end")
 
 
 def time_writer_calls(trials: int, epochs: int) -> dict:
-    """Runs one search in a temporary folder with every writer call timed; returns seconds and counts by kind."""
-    import hsc_search.tracking as tracking
+    """Runs one search in a temporary folder; returns the writer's seconds and calls by kind, and the driver's
+    CPU seconds in the tracker's hooks."""
     from hsc_search import driver
     from hsc_search.settings import SearchSettings
+    from hsc_search.tracking import MlflowTracker
+    from hsc_search.writer import STATS_ENV
 
-    from mlflow.tracking import MlflowClient
+    hook_cpu: dict[str, float] = collections.defaultdict(float)
+    hook_n: collections.Counter = collections.Counter()
+    originals = {name: getattr(MlflowTracker, name) for name in HOOKS}
 
-    total: dict[str, float] = collections.defaultdict(float)
-    cpu: dict[str, float] = collections.defaultdict(float)
-    count: collections.Counter = collections.Counter()
-    client_calls: collections.Counter = collections.Counter()  # MLflow client calls made by the writer thread
-    original = tracking.retry
+    def timed(name):
+        def hook(self, *a, **k):
+            c0 = time.thread_time()
+            try:
+                return originals[name](self, *a, **k)
+            finally:
+                hook_cpu[name] += time.thread_time() - c0
+                hook_n[name] += 1
 
-    def timed(fn, what):
-        t0, c0 = time.perf_counter(), time.thread_time()
-        try:
-            return original(fn, what)
-        finally:
-            kind = " ".join(what.split()[:2])  # "finish child", "start child", "log epoch", ...
-            total[kind] += time.perf_counter() - t0
-            cpu[kind] += time.thread_time() - c0  # this thread's CPU: what the load of other work does not change
-            count[kind] += 1
-
-    methods = {}
-    for name in ("create_run", "log_batch", "log_text", "log_artifact", "log_artifacts", "set_terminated", "set_tag",
-                 "update_run", "get_metric_history", "search_runs", "get_run", "log_figure"):  # fmt: skip
-        methods[name] = getattr(MlflowClient, name)
-
-        def counted(self, *a, _name=name, **k):
-            if threading.current_thread().name == "hsc-mlflow-writer":
-                client_calls[_name] += 1
-            return methods[_name](self, *a, **k)
-
-        setattr(MlflowClient, name, counted)
+        return hook
 
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="hsc-writer-") as work:
         os.chdir(work)
-        tracking.retry = timed
+        os.environ[STATS_ENV] = str(Path(work, "writer.json"))
+        for name in HOOKS:
+            setattr(MlflowTracker, name, timed(name))
         try:
             t0 = time.perf_counter()
             driver.run_search(SearchSettings(data=DATA, num_samples=trials, max_epochs=epochs, name="writer"),
                               echo=lambda m: None)  # fmt: skip
             wall = time.perf_counter() - t0
+            stats = json.loads(Path(work, "writer.json").read_text())
         finally:
-            tracking.retry = original
-            for name, fn in methods.items():
-                setattr(MlflowClient, name, fn)
+            os.environ.pop(STATS_ENV, None)
+            for name, fn in originals.items():
+                setattr(MlflowTracker, name, fn)
             os.chdir(cwd)
+    messages = stats["messages"]
+    # on_experiment_end waits for the writer to catch up: waiting, not work; its CPU is counted like the rest
     return {"trials": trials, "epochs": epochs, "wall_s": wall,
-            "calls": {k: {"n": count[k], "total_s": total[k], "per_call_ms": 1000 * total[k] / count[k],
-                          "cpu_ms_per_call": 1000 * cpu[k] / count[k]}
-                      for k in sorted(total, key=total.get, reverse=True)},
-            "writer_s_per_trial": sum(total.values()) / trials,
-            "writer_cpu_s_per_trial": sum(cpu.values()) / trials,
-            "mlflow_client_calls_per_trial": {k: n / trials for k, n in sorted(client_calls.items())},
-            "mlflow_client_calls_per_trial_all": sum(client_calls.values()) / trials}  # fmt: skip
+            "messages": {k: {"n": m["n"], "total_s": m["wall_s"], "per_message_ms": 1000 * m["wall_s"] / m["n"],
+                             "cpu_ms_per_message": 1000 * m["cpu_s"] / m["n"]}
+                         for k, m in sorted(messages.items(), key=lambda kv: -kv[1]["wall_s"])},
+            "writer_s_per_trial": sum(m["wall_s"] for m in messages.values()) / trials,
+            "writer_cpu_s_per_trial": sum(m["cpu_s"] for m in messages.values()) / trials,
+            "mlflow_client_calls_per_trial": {k: n / trials for k, n in sorted(stats["mlflow_client_calls"].items())},
+            "mlflow_client_calls_per_trial_all": sum(stats["mlflow_client_calls"].values()) / trials,
+            "driver_hooks": {k: {"n": hook_n[k], "cpu_ms_per_call": 1000 * hook_cpu[k] / hook_n[k]} for k in hook_n},
+            "driver_cpu_ms_per_trial": 1000 * sum(hook_cpu.values()) / trials}  # fmt: skip
 
 
 def _matplotlib_figures(history: dict) -> list:

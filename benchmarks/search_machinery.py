@@ -10,7 +10,9 @@ training is near zero and what is left is the machinery (reporting, checkpoints,
    epoch (the rest, a, is per trial).
 2. **Many tiny trials**: FIFO searches of N trials x 2 epochs (N in `--counts`), MLflow off and on: the wall time,
    when the last trial ended, the tail (last trial's end until `run_search` returns: MLflow's queue, the summary,
-   the report), the ratio of wall times, and the cost per trial as N grows.
+   the report), the ratio of wall times, and the cost per trial as N grows. With MLflow on, each search runs twice:
+   the MLflow writer as a thread of the driver and as a process of its own (`HSC_MLFLOW_WRITER`); the "on"
+   column is the place this machine uses by default.
 3. **Stock Ray Tune** beside ours: `OptunaSearch` + `ASHAScheduler`, `reuse_actors=True`, 16 trivial trials of 10
    reports each (no training at all), the configuration STACK_NOTES.md measured at 0.62 s per trial.
 
@@ -37,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from asha_vs_fifo import machine_info, output_dir, start_ray, work_parent  # noqa: E402
+
+from hsc_search.writer import writer_in_process  # noqa: E402
 
 NAME = "search_machinery"
 TINY = "synthetic:ave?n_train=64&n_val=32&n_test=32&dim_audio=8&dim_visual=8&num_classes=4&seed=1"
@@ -65,12 +69,14 @@ def _timeline():
     return Timeline()
 
 
-def search(n: int, epochs: int, mlflow: bool, work: Path, tag: str) -> dict:
-    """One FIFO search of the quick space on tiny data; times as the driver saw them."""
+def search(n: int, epochs: int, mlflow: bool, work: Path, tag: str, writer: str | None = None) -> dict:
+    """One FIFO search of the quick space on tiny data; times as the driver saw them. `writer`: where the MLflow
+    writer runs ("thread" or "process"; None: the default for this machine)."""
     import ray
 
     from hsc_search.driver import run_search
     from hsc_search.settings import SearchSettings
+    from hsc_search.writer import PROCESS_ENV, writer_in_process
 
     folder = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=work))
     settings = SearchSettings(data=TINY, num_samples=n, max_epochs=epochs, scheduler="fifo", mlflow=mlflow, name=tag,
@@ -80,15 +86,22 @@ def search(n: int, epochs: int, mlflow: bool, work: Path, tag: str) -> dict:
     slots = int(ray.cluster_resources().get("CPU", 1))
     cwd = os.getcwd()
     os.chdir(folder)
+    before = os.environ.get(PROCESS_ENV)
+    if writer:
+        os.environ[PROCESS_ENV] = writer
+    placed = ("process" if writer_in_process() else "thread") if mlflow else None
     try:
         t0 = time.perf_counter()
         run_search(settings, echo=lambda m: None, callbacks=[timeline])
         wall = time.perf_counter() - t0
     finally:
         os.chdir(cwd)
+        os.environ.pop(PROCESS_ENV, None)
+        if before is not None:
+            os.environ[PROCESS_ENV] = before
     span = max(timeline.ends) - min(timeline.starts)
     return {
-        "trials": n, "epochs": epochs, "mlflow": mlflow, "slots": min(slots, n), "wall_s": wall,
+        "trials": n, "epochs": epochs, "mlflow": mlflow, "writer": placed, "slots": min(slots, n), "wall_s": wall,
         "first_start_s": min(timeline.starts) - t0, "last_end_s": max(timeline.ends) - t0,
         "tail_s": t0 + wall - max(timeline.ends), "span_s": span, "train_s": timeline.train_s,
         "epochs_seen": timeline.epochs,
@@ -153,13 +166,21 @@ def summarize(doc: dict) -> dict:
                                                     "per_trial_s": (ms - (ml - ms) / d * short[0]["epochs"]) / n}
     out["per_epoch"] = per_epoch
     tiny = {}
+    default = doc.get("default_writer", "thread")
     for n in doc["config"]["counts"]:
-        rows = {m: [r for r in doc["tiny"] if r["trials"] == n and r["mlflow"] == m] for m in (False, True)}
-        if rows[False] and rows[True]:
-            off, on = (statistics.median(r["wall_s"] for r in rows[m]) for m in (False, True))
+        rows = {m: [r for r in doc["tiny"] if r["trials"] == n and r.get("writer", "thread" if r["mlflow"] else None) == m]
+                for m in (None, "thread", "process")}  # fmt: skip
+        if rows[None] and rows[default]:
+            off, on = (statistics.median(r["wall_s"] for r in rows[m]) for m in (None, default))
             tiny[str(n)] = {"wall_off_s": off, "wall_on_s": on, "ratio": on / off,
-                            "tail_on_s": statistics.median(r["tail_s"] for r in rows[True]),
+                            "tail_on_s": statistics.median(r["tail_s"] for r in rows[default]),
                             "per_trial_on_s": on / n, "per_trial_off_s": off / n}  # fmt: skip
+            for m in ("thread", "process"):  # both places of the writer, side by side
+                if rows[m]:
+                    wall = statistics.median(r["wall_s"] for r in rows[m])
+                    tiny[str(n)][m] = {"wall_s": wall, "ratio": wall / off,
+                                       "tail_s": statistics.median(r["tail_s"] for r in rows[m]),
+                                       "first_start_s": statistics.median(r["first_start_s"] for r in rows[m])}  # fmt: skip
     out["tiny"] = tiny
     if doc.get("stock"):
         out["stock_per_trial_s"] = doc["stock"]["per_trial_s"]
@@ -180,10 +201,21 @@ def render(doc: dict) -> str:
     for k, v in s["per_epoch"].items():
         lines.append(f"| {k} | {v['per_epoch_ms']:.1f} | {v['per_trial_s']:.3f} |")
     lines += ["", "## Many tiny trials (2 epochs each, FIFO)", "",
-              "| trials | wall off s | wall on s | on / off | tail on s | per trial on s |", "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+              f"MLflow on: the writer where it runs by default on this machine ({doc.get('default_writer', 'thread')}).",
+              "", "| trials | wall off s | wall on s | on / off | tail on s | per trial on s |",
+              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for n, v in s["tiny"].items():
         lines.append(f"| {n} | {v['wall_off_s']:.1f} | {v['wall_on_s']:.1f} | {v['ratio']:.2f} | {v['tail_on_s']:.1f} "
                      f"| {v['per_trial_on_s']:.3f} |")  # fmt: skip
+    if any("process" in v and "thread" in v for v in s["tiny"].values()):
+        lines += ["", "The MLflow writer as a thread of the driver and as a process of its own, same run:", "",
+                  "| trials | thread: wall s | on / off | first trial starts s | tail s | process: wall s | on / off "
+                  "| first trial starts s | tail s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for n, v in s["tiny"].items():
+            if "process" in v and "thread" in v:
+                t, p = v["thread"], v["process"]
+                lines.append(f"| {n} | {t['wall_s']:.1f} | {t['ratio']:.2f} | {t['first_start_s']:.1f} | {t['tail_s']:.1f} "
+                             f"| {p['wall_s']:.1f} | {p['ratio']:.2f} | {p['first_start_s']:.1f} | {p['tail_s']:.1f} |")  # fmt: skip
     if "stock_per_trial_s" in s:
         lines += ["", "## Stock Ray Tune beside ours", "",
                   f"Stock (OptunaSearch + ASHA, reuse_actors, {doc['stock']['trials']} trivial trials x "
@@ -224,8 +256,9 @@ def main(argv=None) -> int:
                 per_epoch.append(search(args.trials, e, mlflow, work, f"pe{rnd}{int(mlflow)}{e}"))
                 print(f"per-epoch {per_epoch[-1]}", file=sys.stderr, flush=True)
             for n in counts:
-                tiny.append(search(n, 2, mlflow, work, f"t{rnd}{int(mlflow)}{n}"))
-                print(f"tiny {tiny[-1]}", file=sys.stderr, flush=True)
+                for writer in ("thread", "process") if mlflow else (None,):
+                    tiny.append(search(n, 2, mlflow, work, f"t{rnd}{int(mlflow)}{n}{writer or ''}", writer))
+                    print(f"tiny {tiny[-1]}", file=sys.stderr, flush=True)
     import ray
 
     ray.shutdown()
@@ -238,6 +271,7 @@ def main(argv=None) -> int:
         "config": {"trials": args.trials, "epochs_short": args.epochs_short, "epochs_long": args.epochs_long,
                    "counts": counts, "rounds": args.rounds, "quick": args.quick, "data": TINY},  # fmt: skip
         "load_before": load_before, "per_epoch": per_epoch, "tiny": tiny, "stock": stock,
+        "default_writer": "process" if writer_in_process() else "thread",
     }  # fmt: skip
     doc["load_after"], doc["elapsed_s"] = os.getloadavg(), time.perf_counter() - t_start
     doc["summary"] = summarize(doc)

@@ -32,6 +32,7 @@ from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
 from .settings import SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
 from .tracking import MlflowTracker, reconcile
+from .writer import Writer
 from .warm_start import WarmStart
 
 log = logging.getLogger(__name__)
@@ -231,8 +232,6 @@ def run_search(
         callbacks: extra `ray.tune.Callback`s, run in the driver after the search's own (progress, MLflow, ASHA
             state); they are saved with the experiment, so they must pickle.
     """
-    from ray import tune
-
     settings.name = settings.name or time.strftime("hsc-%Y%m%d-%H%M%S")
     space = load_space(settings.space_path(), overrides=settings.overrides)
     data = load_search_data(settings, space)
@@ -241,8 +240,10 @@ def run_search(
     if storage.exists(exp_dir):
         raise SearchError(f"{exp_dir} exists already: continue it with `hsc-search resume {exp_dir}` or pick --name")
     preflight.check_storage(exp_dir)
+    in_process = False
     if settings.mlflow:
         preflight.check_tracking(settings.tracking_uri)
+        in_process = preflight.writer_in_process()
     warm = None
     if settings.warm_start:
         warm = warm_start.plan(settings.warm_start, space, settings.metric, settings.mode, settings.tracking_uri)
@@ -260,6 +261,38 @@ def run_search(
     # starts, which is mostly waiting on Ray's own processes; only reads happen there (nothing is written before
     # Ray is up).
     opening = _opening(settings.tracking_uri, settings.experiment) if settings.mlflow else None
+    # the trials' MLflow calls go to the writer (a process of its own starts while Ray starts: writer.py)
+    writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) if settings.mlflow else None
+    plan = _Plan(settings, space, data, exp_dir, first, notes, warm, local)
+    try:
+        return _launch(plan, opening, writer, callbacks, echo)
+    except BaseException:
+        if writer is not None:
+            writer.stop()
+        raise
+
+
+@dataclass
+class _Plan:
+    """A new search as the pre-flight resolved it: nothing of it is read again from the user's files."""
+
+    settings: SearchSettings
+    space: SearchSpace
+    data: AVData
+    exp_dir: str
+    first: dict  # the first trial's values (the trainer default, as it trains on this data)
+    notes: list[str]  # what the first trial's values differ in, said to the user
+    warm: WarmStart | None
+    local: bool  # Ray is started here (no address)
+
+
+def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, echo) -> SearchOutcome:
+    """`run_search` once MLflow's store is opening and the writer process starting: Ray, the parent run, the
+    Tuner, the search."""
+    from ray import tune
+
+    settings, space, data, exp_dir = plan.settings, plan.space, plan.data, plan.exp_dir
+    first, notes, warm, local = plan.first, plan.notes, plan.warm, plan.local
     _init_ray(settings.address, preload=settings.cpus_per_trial <= 1)
     to_launch = preflight.check_cluster_resources(settings.cpus_per_trial, settings.gpus_per_trial)
     if to_launch:
@@ -299,7 +332,7 @@ def run_search(
         own = [Progress(settings.num_samples, settings.max_epochs, settings.metric, settings.mode, space.names())]
         if settings.mlflow:
             own.append(MlflowTracker(settings.tracking_uri, experiment_id, parent_id, settings.max_epochs,
-                                     space.names(), settings.metric, settings.mode))  # fmt: skip
+                                     space.names(), settings.metric, settings.mode, writer))  # fmt: skip
         if isinstance(scheduler, PersistentASHA):
             own.append(AshaStateCallback(scheduler))
         tuner = tune.Tuner(
@@ -355,6 +388,7 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     data = load_search_data(settings, space)
     if settings.mlflow:
         preflight.check_tracking(settings.tracking_uri)
+        preflight.writer_in_process()
     client = client_for(settings.tracking_uri) if settings.mlflow else None
     parent_id, experiment_id = meta["parent_run_id"], meta["experiment_id"]
     _init_ray(settings.address, preload=settings.cpus_per_trial <= 1)

@@ -76,6 +76,16 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
 
 
 # ---------------------------------------------------------------------------------------------- storage
+def writer_in_process() -> bool:
+    """Where the MLflow writer runs (`writer.writer_in_process`); a bad HSC_MLFLOW_WRITER fails here."""
+    from .writer import writer_in_process
+
+    try:
+        return writer_in_process()
+    except ValueError as e:
+        raise PreflightError(str(e)) from None
+
+
 def check_storage(exp_dir: str) -> None:
     """The experiment folder can be created and written (a probe file, removed again)."""
     probe = storage.join(exp_dir, ".hsc_preflight")

@@ -82,6 +82,8 @@ def test_search_machinery_quick(tmp_path, _cache_dir):
         assert 0 < r["span_s"] <= r["last_end_s"] < r["wall_s"] and r["tail_s"] == pytest.approx(r["wall_s"] - r["last_end_s"])
         assert r["machinery_s"] == pytest.approx(r["span_s"] * r["slots"] - r["train_s"])
     assert {r["mlflow"] for r in doc["tiny"]} == {False, True}
+    assert {r["writer"] for r in doc["tiny"]} == {None, "thread", "process"}  # both places of the MLflow writer
+    assert {"thread", "process"} <= set(doc["summary"]["tiny"]["4"])
     assert set(doc["summary"]["per_epoch"]) == {"off", "on"} and doc["stock"]["per_trial_s"] > 0
 
 

@@ -68,10 +68,13 @@ def test_mlflow_writer_quick(tmp_path):
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
-    calls = res["writer"]["calls"]
-    assert calls["start child"]["n"] == calls["finish child"]["n"] == 4  # one child run per trial, each ended
-    assert 4 <= calls["log epoch"]["n"] <= 4 * 2
-    assert res["writer"]["writer_s_per_trial"] == pytest.approx(sum(c["total_s"] for c in calls.values()) / 4)
+    writer = res["writer"]
+    messages = writer["messages"]
+    assert messages["start"]["n"] == messages["finish"]["n"] == 4  # one child run per trial, each ended
+    assert 4 <= messages["epoch"]["n"] <= 4 * 2
+    assert writer["writer_s_per_trial"] == pytest.approx(sum(m["total_s"] for m in messages.values()) / 4)
+    assert writer["mlflow_client_calls_per_trial"]["create_run"] == 1  # counted in the writer process
+    assert writer["driver_hooks"]["on_trial_start"]["n"] == 4 and writer["driver_cpu_ms_per_trial"] > 0
     assert res["plots"]["both_plots_svg_s"] > 0 and res["plots"]["both_plots_matplotlib_png_s"] > 0
 
 

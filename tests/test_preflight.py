@@ -108,3 +108,9 @@ def test_launchable_node_types_come_from_the_head_nodes_bootstrap_config(tmp_pat
         "  gpu_worker: {resources: {CPU: 8, GPU: 1}, max_workers: 4}\n"
     )
     assert preflight._launchable_node_types() == [("node type gpu_worker", {"CPU": 8, "GPU": 1})]
+
+
+def test_a_bad_mlflow_writer_placement_is_named(monkeypatch):
+    monkeypatch.setenv("HSC_MLFLOW_WRITER", "fork")
+    with pytest.raises(PreflightError, match="HSC_MLFLOW_WRITER='fork': expected 'process' or 'thread'"):
+        preflight.writer_in_process()

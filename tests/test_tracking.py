@@ -89,3 +89,213 @@ def test_a_search_interrupted_after_a_trials_last_report_keeps_that_report(store
     assert _steps(client, run.info.run_id, "val/map_avg") == [1, 2, 3]
     assert run.data.params["lr"] == "0.002"
     assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+@pytest.mark.parametrize("where", ["thread", "process"])
+def test_a_trial_whose_whole_life_is_queued_costs_four_mlflow_calls(tmp_path, monkeypatch, where):
+    """The writer process reads what is queued behind the message in hand: a trial whose end is queued already
+    has its config, epochs, params and plots merged into its end (one log_batch, one upload). Everything here is
+    queued before the process has even opened the store, so every trial is such a trial."""
+    from hsc_search.writer import PROCESS_ENV, STATS_ENV
+
+    monkeypatch.chdir(tmp_path)
+    stats = tmp_path / "stats.json"
+    monkeypatch.setenv(STATS_ENV, str(stats))
+    monkeypatch.setenv(PROCESS_ENV, where)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = client_for(uri)
+    exp = client.create_experiment("t")
+    parent = client.create_run(exp, tags={"hsc.kind": "search"}).info.run_id
+    tracker = MlflowTracker(uri, exp, parent, MAX_EPOCHS, ["lr"])
+    if where == "thread":  # a thread starts at once: hold its loop until everything is queued
+        import hsc_search.writer as writer_module
+
+        gate = __import__("threading").Event()
+        original = writer_module._Sink.__init__
+
+        def held(self, *a):
+            gate.wait(30)
+            original(self, *a)
+
+        monkeypatch.setattr(writer_module._Sink, "__init__", held)
+    tracker.setup()
+    assert tracker._writer.in_process == (where == "process")
+    for i in range(3):
+        trial = Trial(f"q{i}", {"lr": 0.001 * (i + 1), "epochs": MAX_EPOCHS})
+        tracker.on_trial_start(0, [], trial)
+        trial.last_result = _result([1])
+        tracker.on_trial_result(0, [], trial, trial.last_result)
+        trial.last_result = _result([2, 3])
+        tracker.on_trial_result(0, [], trial, trial.last_result)
+        tracker.on_trial_complete(0, [], trial)
+    if where == "thread":
+        gate.set()
+    assert tracker.close(interrupted=False) == []
+    calls = json.loads(stats.read_text())["mlflow_client_calls"]
+    assert calls == {"create_run": 3, "log_batch": 3, "log_artifacts": 3, "set_terminated": 3}
+    runs = client.search_runs([exp], filter_string="tags.`hsc.kind` = 'trial'")
+    assert len(runs) == 3
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert _steps(client, run.info.run_id, "val/map_avg") == [1, 2, 3]
+        files = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "cca_spectrum.csv"} <= files
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie (not yet reaped by its parent) counts as gone
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_the_writer_process_ends_with_a_driver_killed_by_sigkill(tmp_path):
+    """No writer outlives its driver: a driver killed with SIGKILL cannot stop it, so it watches the driver."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from hsc_search.writer import Writer; "
+            f"w = Writer('sqlite:///{tmp_path / 'mlflow.db'}', in_process=True); print(w._proc.pid, flush=True); "
+            "time.sleep(60)")  # fmt: skip
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        pid = int(driver.stdout.readline())
+        assert _alive(pid)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(10)
+        assert _wait_gone(pid, 5), "the writer process outlived its driver"
+    finally:
+        driver.kill()
+        driver.wait(10)
+        if "pid" in locals() and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_ctrl_c_does_not_reach_the_writer_and_a_dead_writer_is_reported_not_waited_for(tmp_path):
+    """Ctrl-C at the terminal goes to the driver's whole process group; the writer runs in a session of its own,
+    so an interrupted search can still log what its trials reported. A writer that died is said in the errors,
+    and closing it returns at once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = f"""
+import json, sys, time
+from hsc_search.runs import client_for
+from hsc_search.tracking import MlflowTracker
+from hsc_search.writer import Writer
+uri = 'sqlite:///{tmp_path / 'mlflow.db'}'
+client = client_for(uri)
+exp = client.create_experiment('t')
+parent = client.create_run(exp, tags={{'hsc.kind': 'search'}}).info.run_id
+tracker = MlflowTracker(uri, exp, parent, 3, ['lr'])
+tracker.setup()
+print(tracker._writer._proc.pid, flush=True)
+try:
+    time.sleep(60)
+except KeyboardInterrupt:
+    pass
+
+class Trial:
+    trial_id, config, last_result = 't3', {{'lr': 0.003, 'epochs': 3}}, {{}}
+
+tracker.on_trial_start(0, [], Trial())
+print(json.dumps([tracker._writer.flush(60), tracker._writer.errors]), flush=True)
+print(json.dumps(tracker.close(interrupted=True)), flush=True)
+"""
+    env = {**os.environ, "HSC_MLFLOW_WRITER": "process"}
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+                              start_new_session=True, env=env)  # fmt: skip
+    try:
+        writer_pid = int(driver.stdout.readline())
+        os.killpg(driver.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        assert json.loads(driver.stdout.readline()) == [True, []]
+        assert json.loads(driver.stdout.readline()) == []
+        assert driver.wait(30) == 0
+    finally:
+        driver.kill()
+    assert not _alive(writer_pid)
+    client = client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = _child(client, client.get_experiment_by_name("t").experiment_id)
+    assert run.data.tags["hsc.trial_id"] == "t3" and run.info.status == "KILLED"
+
+
+def test_a_dead_writer_process_is_reported_and_not_waited_for(tmp_path, monkeypatch):
+    import os
+    import signal
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HSC_MLFLOW_WRITER", "process")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = client_for(uri)
+    exp = client.create_experiment("t")
+    parent = client.create_run(exp, tags={"hsc.kind": "search"}).info.run_id
+    tracker = MlflowTracker(uri, exp, parent, MAX_EPOCHS, ["lr"])
+    tracker.setup()
+    writer = tracker._writer
+    os.kill(writer._proc.pid, signal.SIGKILL)
+    writer._proc.wait(10)
+    tracker.on_trial_start(0, [], Trial("t4", {"lr": 0.004, "epochs": MAX_EPOCHS}))
+    t0 = time.monotonic()
+    errors = tracker.close(interrupted=True)
+    assert time.monotonic() - t0 < 5
+    assert len(errors) == 1 and "writer process ended unexpectedly" in errors[0] and "-9" in errors[0]
+
+
+def test_the_writer_runs_where_it_is_asked_to_and_refuses_anything_else(monkeypatch):
+    import os
+
+    from hsc_search.writer import PROCESS_ENV, writer_in_process
+
+    monkeypatch.setenv(PROCESS_ENV, "Process")
+    assert writer_in_process()
+    monkeypatch.setenv(PROCESS_ENV, "thread")
+    assert not writer_in_process()
+    monkeypatch.delenv(PROCESS_ENV)
+    assert writer_in_process() == ((os.cpu_count() or 1) >= 4)
+    monkeypatch.setenv(PROCESS_ENV, "fork")
+    with pytest.raises(ValueError, match="HSC_MLFLOW_WRITER='fork': expected 'process' or 'thread'"):
+        writer_in_process()
+
+
+def test_a_restored_search_looks_its_trials_runs_up(store):
+    """Ray gives a callback its saved state back only when that state is truthy (`CallbackList.set_state`): the
+    tracker's must be, or a resumed search would open a second run for every trial that was running."""
+    from ray.tune.callback import CallbackList
+
+    client, exp, tracker = store
+    trial = Trial("t5", {"lr": 0.005, "epochs": MAX_EPOCHS})
+    tracker.on_trial_start(0, [], trial)
+    assert tracker._writer.flush(60)
+    saved = CallbackList([tracker]).get_state()
+    assert saved
+    tracker.close(interrupted=True)
+    restored = MlflowTracker(tracker.tracking_uri, exp, tracker.parent_run_id, MAX_EPOCHS, ["lr"])
+    CallbackList([restored]).set_state(saved)
+    restored.setup()
+    restored.on_trial_start(0, [], trial)
+    trial.last_result = _result([1, 2, 3])
+    restored.on_trial_result(0, [], trial, trial.last_result)
+    restored.on_trial_complete(0, [], trial)
+    assert restored.close(interrupted=False) == []
+    run = _child(client, exp)  # one run, continued
+    assert run.info.status == "FINISHED" and _steps(client, run.info.run_id, "val/map_avg") == [1, 2, 3]
