@@ -7,6 +7,9 @@ The writer process (`hsc_search/writer.py`) writes its figures when it stops to 
 `HSC_WRITER_STATS`; the hooks of `hsc_search.tracking.MlflowTracker` are wrapped here with a CPU timer of the
 driver's thread for the duration of one search.
 
+Both places of the writer run, one after the other: a thread of the driver (the default) and a process of its
+own (HSC_MLFLOW_WRITER=process).
+
     python benchmarks/mlflow_writer.py               # 12 trials x 3 epochs of 400 clips
     python benchmarks/mlflow_writer.py --quick       # 4 trials x 2 epochs
 """
@@ -30,13 +33,13 @@ DATA = "synthetic:ave?n_train=400&n_val=100&n_test=100&dim_audio=16&dim_visual=2
 HOOKS = ("on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error", "on_experiment_end")
 
 
-def time_writer_calls(trials: int, epochs: int) -> dict:
-    """Runs one search in a temporary folder; returns the writer's seconds and calls by kind, and the driver's
-    CPU seconds in the tracker's hooks."""
+def time_writer_calls(trials: int, epochs: int, where: str, root: str) -> dict:
+    """Runs one search in a temporary folder with the writer in a "thread" or a "process"; returns the writer's
+    seconds and calls by kind, and the driver's CPU seconds in the tracker's hooks."""
     from hsc_search import driver
     from hsc_search.settings import SearchSettings
     from hsc_search.tracking import MlflowTracker
-    from hsc_search.writer import STATS_ENV
+    from hsc_search.writer import PROCESS_ENV, STATS_ENV
 
     hook_cpu: dict[str, float] = collections.defaultdict(float)
     hook_n: collections.Counter = collections.Counter()
@@ -54,25 +57,29 @@ def time_writer_calls(trials: int, epochs: int) -> dict:
         return hook
 
     cwd = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="hsc-writer-") as work:
-        os.chdir(work)
-        os.environ[STATS_ENV] = str(Path(work, "writer.json"))
-        for name in HOOKS:
-            setattr(MlflowTracker, name, timed(name))
-        try:
-            t0 = time.perf_counter()
-            driver.run_search(SearchSettings(data=DATA, num_samples=trials, max_epochs=epochs, name="writer"),
-                              echo=lambda m: None)  # fmt: skip
-            wall = time.perf_counter() - t0
-            stats = json.loads(Path(work, "writer.json").read_text())
-        finally:
-            os.environ.pop(STATS_ENV, None)
-            for name, fn in originals.items():
-                setattr(MlflowTracker, name, fn)
-            os.chdir(cwd)
+    # a folder that outlives both searches: Ray's processes, started by the first, keep it as their working
+    # directory (a worker started in a deleted one cannot load torch's MKL)
+    work = tempfile.mkdtemp(prefix=f"hsc-writer-{where}-", dir=root)
+    os.chdir(work)
+    os.environ[STATS_ENV] = str(Path(work, "writer.json"))
+    os.environ[PROCESS_ENV] = where
+    for name in HOOKS:
+        setattr(MlflowTracker, name, timed(name))
+    try:
+        t0 = time.perf_counter()
+        driver.run_search(SearchSettings(data=DATA, num_samples=trials, max_epochs=epochs, name="writer"),
+                          echo=lambda m: None)  # fmt: skip
+        wall = time.perf_counter() - t0
+        stats = json.loads(Path(work, "writer.json").read_text())
+    finally:
+        os.environ.pop(STATS_ENV, None)
+        os.environ.pop(PROCESS_ENV, None)
+        for name, fn in originals.items():
+            setattr(MlflowTracker, name, fn)
+        os.chdir(cwd)
     messages = stats["messages"]
     # on_experiment_end waits for the writer to catch up: waiting, not work; its CPU is counted like the rest
-    return {"trials": trials, "epochs": epochs, "wall_s": wall,
+    return {"where": where, "trials": trials, "epochs": epochs, "wall_s": wall,
             "messages": {k: {"n": m["n"], "total_s": m["wall_s"], "per_message_ms": 1000 * m["wall_s"] / m["n"],
                              "cpu_ms_per_message": 1000 * m["cpu_s"] / m["n"]}
                          for k, m in sorted(messages.items(), key=lambda kv: -kv[1]["wall_s"])},
@@ -161,7 +168,10 @@ def main(argv=None) -> int:
     if args.quick:
         args.trials, args.epochs = 4, 2
     plots = time_plots(repeats=1 if args.quick else 5)  # before the search: nothing of Ray's is left running then
-    result = {"writer": time_writer_calls(args.trials, args.epochs), "plots": plots}
+    # the writer as a thread of the driver (the default) and as a process of its own, one after the other
+    with tempfile.TemporaryDirectory(prefix="hsc-writer-") as root:
+        result = {"writer": time_writer_calls(args.trials, args.epochs, "thread", root),
+                  "writer_process": time_writer_calls(args.trials, args.epochs, "process", root), "plots": plots}  # fmt: skip
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

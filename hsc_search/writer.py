@@ -6,13 +6,12 @@ call retried with back-off (`runs.retry`), so a tracking server that is unreacha
 It reads what is queued behind the message in hand: a trial whose end is already queued has its remaining calls
 merged into that end (one `log_batch`, one upload).
 
-Where it runs (`writer_in_process`): on a machine with at least 4 cores, a process of its own (`python -m
-hsc_search.writer`), so the MLflow client (about 40 ms of CPU per trial on a sqlite store) neither shares the
-interpreter lock of Tune's event loop nor its core; on fewer cores, a thread of the driver, because there the
-process's own start costs more than it frees. `HSC_MLFLOW_WRITER=process|thread` chooses. This module imports
-neither Ray nor torch, so the process starts in about a second, and the driver starts it while Ray starts. The
-process runs in a session of its own (a Ctrl-C at the terminal does not reach it: the driver closes it after
-logging what the interrupted trials reported) and ends within half a second of the driver's death.
+Where it runs (`writer_in_process`): a thread of the driver by default, or, with HSC_MLFLOW_WRITER=process, a
+process of its own (`python -m hsc_search.writer`), so that the MLflow client (about 40 ms of CPU per trial on a
+sqlite store) shares neither the interpreter lock of Tune's event loop nor its core. This module imports neither
+Ray nor torch, so the process starts in about a second, and the driver starts it while Ray starts. The process
+runs in a session of its own (a Ctrl-C at the terminal does not reach it: the driver closes it after logging what
+the interrupted trials reported) and ends within half a second of the driver's death.
 """
 
 from __future__ import annotations
@@ -59,21 +58,22 @@ log = logging.getLogger(__name__)
 STATS_ENV = "HSC_WRITER_STATS"
 
 
-PROCESS_ENV = "HSC_MLFLOW_WRITER"  # "process" or "thread": where the writer runs (default: by the cores here)
+PROCESS_ENV = "HSC_MLFLOW_WRITER"  # "thread" (the default) or "process": where the writer runs
 
 
 def writer_in_process() -> bool:
-    """Whether the writer runs as a process of its own: on a machine with at least 4 cores, or when asked.
+    """Whether the writer runs as a process of its own (HSC_MLFLOW_WRITER=process) instead of a thread of the
+    driver (the default).
 
-    On 2 cores everything a small search does is CPU-bound, and the process's own start (importing MLflow, about
-    1.2 s of CPU, while Ray starts) costs more than the interpreter lock it frees; a thread of the driver is then
-    the cheaper place (benchmarks/RESULTS.md, "Search machinery")."""
+    The process frees Ray Tune's event loop from the MLflow client (about 40 ms of CPU per trial on a sqlite store,
+    under the same interpreter lock), but its own start costs about 1.2 s of CPU (importing MLflow). Measured side
+    by side on 2 cores (benchmarks/RESULTS.md, "Search machinery") the process made tiny-trial searches slower:
+    everything there is CPU-bound. It is the choice to measure on a machine with cores to spare and hundreds of
+    short trials; `benchmarks/search_machinery.py` runs both places side by side."""
     choice = os.environ.get(PROCESS_ENV, "").strip().lower()
-    if choice in ("process", "thread"):
-        return choice == "process"
-    if choice:
+    if choice not in ("", "process", "thread"):
         raise ValueError(f"{PROCESS_ENV}={choice!r}: expected 'process' or 'thread'")
-    return (os.cpu_count() or 1) >= 4
+    return choice == "process"
 
 
 class Writer:
@@ -374,6 +374,8 @@ class _Sink:
         self.logged[tid] = int(result.get("epoch", 0))
 
     def retried(self, tid: str, ending: bool) -> None:
+        if tid not in self.runs:  # it failed before it started (e.g. its actor died): nothing to tag yet
+            return
         retry(lambda: self.client.set_tag(self.runs[tid], "hsc.retried", "true"), f"tag retry of {tid}")
 
     def finish(self, tid: str, name: str, outcome: str, status: str, error: str | None, ending: bool) -> None:

@@ -75,6 +75,8 @@ def test_mlflow_writer_quick(tmp_path):
     assert writer["writer_s_per_trial"] == pytest.approx(sum(m["total_s"] for m in messages.values()) / 4)
     assert writer["mlflow_client_calls_per_trial"]["create_run"] == 1  # counted in the writer process
     assert writer["driver_hooks"]["on_trial_start"]["n"] == 4 and writer["driver_cpu_ms_per_trial"] > 0
+    assert (writer["where"], res["writer_process"]["where"]) == ("thread", "process")
+    assert res["writer_process"]["messages"]["finish"]["n"] == 4
     assert res["plots"]["both_plots_svg_s"] > 0 and res["plots"]["both_plots_matplotlib_png_s"] > 0
 
 

@@ -262,8 +262,6 @@ def test_a_dead_writer_process_is_reported_and_not_waited_for(tmp_path, monkeypa
 
 
 def test_the_writer_runs_where_it_is_asked_to_and_refuses_anything_else(monkeypatch):
-    import os
-
     from hsc_search.writer import PROCESS_ENV, writer_in_process
 
     monkeypatch.setenv(PROCESS_ENV, "Process")
@@ -271,7 +269,7 @@ def test_the_writer_runs_where_it_is_asked_to_and_refuses_anything_else(monkeypa
     monkeypatch.setenv(PROCESS_ENV, "thread")
     assert not writer_in_process()
     monkeypatch.delenv(PROCESS_ENV)
-    assert writer_in_process() == ((os.cpu_count() or 1) >= 4)
+    assert not writer_in_process()  # a thread unless asked: on 2 cores the process cost more than it freed
     monkeypatch.setenv(PROCESS_ENV, "fork")
     with pytest.raises(ValueError, match="HSC_MLFLOW_WRITER='fork': expected 'process' or 'thread'"):
         writer_in_process()
