@@ -261,7 +261,8 @@ def run_search(
     # starts, which is mostly waiting on Ray's own processes; only reads happen there (nothing is written before
     # Ray is up).
     opening = _opening(settings.tracking_uri, settings.experiment) if settings.mlflow else None
-    # the trials' MLflow calls go to the writer (a process of its own starts while Ray starts: writer.py)
+    # the trials' MLflow calls are made by the writer (a thread, or a process of its own: writer.py), which opens
+    # its store while Ray starts
     writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) if settings.mlflow else None
     plan = _Plan(settings, space, data, exp_dir, first, notes, warm, local)
     try:
@@ -287,8 +288,8 @@ class _Plan:
 
 
 def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, echo) -> SearchOutcome:
-    """`run_search` once MLflow's store is opening and the writer process starting: Ray, the parent run, the
-    Tuner, the search."""
+    """`run_search` once MLflow's store is opening and the writer starting: Ray, the parent run, the Tuner, the
+    search."""
     from ray import tune
 
     settings, space, data, exp_dir = plan.settings, plan.space, plan.data, plan.exp_dir

@@ -1,9 +1,9 @@
 """MLflow tracking written by our own code (Ray's MLflowLoggerCallback is not good enough; STACK_NOTES.md).
 
 One parent run per search, one nested child run per trial. The Tune callback `MlflowTracker` runs on the driver
-and hands every Tune event, as one small message, to the writer process (`writer.py`), which makes the MLflow
-calls: the Tune event loop never waits on the tracking server nor shares its interpreter lock with the MLflow
-client. Each call is retried with exponential back-off, so a server that is unreachable for a while loses
+and hands every Tune event, as one small message, to the writer (`writer.py`: a thread of the driver, or a
+process of its own), which makes the MLflow calls: the Tune event loop never waits on the tracking server. Each
+call is retried with exponential back-off, so a server that is unreachable for a while loses
 nothing. A trial's report costs one `log_batch` call, its end one more (or the same one: a last report is logged
 with the end). Of the canonical correlations only the top `CCA_TOP_METRICS` become MLflow metrics; the whole
 spectrum, per epoch, is the trial's `cca_spectrum.csv`.
