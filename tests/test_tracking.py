@@ -31,13 +31,18 @@ def _result(epochs: list[int]) -> dict:
             "node_ip": "127.0.0.1"}  # fmt: skip
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the default artifact root (./mlruns) lands here
+def _search_store(tmp_path):
+    """A sqlite store with one experiment and a search's parent run: (uri, client, experiment id, parent run id)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = client_for(uri)
     exp = client.create_experiment("t")
-    parent = client.create_run(exp, tags={"hsc.kind": "search"}).info.run_id
+    return uri, client, exp, client.create_run(exp, tags={"hsc.kind": "search"}).info.run_id
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default artifact root (./mlruns) lands here
+    uri, client, exp, parent = _search_store(tmp_path)
     tracker = MlflowTracker(uri, exp, parent, MAX_EPOCHS, ["lr"])
     tracker.setup()
     return client, exp, tracker
@@ -102,10 +107,7 @@ def test_a_trial_whose_whole_life_is_queued_costs_four_mlflow_calls(tmp_path, mo
     stats = tmp_path / "stats.json"
     monkeypatch.setenv(STATS_ENV, str(stats))
     monkeypatch.setenv(PROCESS_ENV, where)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = client_for(uri)
-    exp = client.create_experiment("t")
-    parent = client.create_run(exp, tags={"hsc.kind": "search"}).info.run_id
+    uri, client, exp, parent = _search_store(tmp_path)
     tracker = MlflowTracker(uri, exp, parent, MAX_EPOCHS, ["lr"])
     if where == "thread":  # a thread starts at once: hold its loop until everything is queued
         import hsc_search.writer as writer_module
@@ -245,10 +247,7 @@ def test_a_dead_writer_process_is_reported_and_not_waited_for(tmp_path, monkeypa
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HSC_MLFLOW_WRITER", "process")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = client_for(uri)
-    exp = client.create_experiment("t")
-    parent = client.create_run(exp, tags={"hsc.kind": "search"}).info.run_id
+    uri, client, exp, parent = _search_store(tmp_path)
     tracker = MlflowTracker(uri, exp, parent, MAX_EPOCHS, ["lr"])
     tracker.setup()
     writer = tracker._writer
