@@ -118,6 +118,7 @@ class Writer:
         os.close(to_driver)
         self._pipe = Connection(to_child, readable=False)
         self._replies = Connection(from_child, writable=False)
+        self._unsent: list[str] = []  # messages the feeder could not pickle
         self._feeder = threading.Thread(target=self._feed, name="hsc-mlflow-feeder", daemon=True)
         self._feeder.start()
 
@@ -127,6 +128,11 @@ class Writer:
                 self._pipe.send(message)
             except OSError:  # the process died: `flush` says so
                 return
+            except Exception as e:  # a value that does not pickle: that message is lost, never the feeder
+                tid = message[1] if len(message) > 1 else "?"
+                msg = f"mlflow: {message[0]} of trial {tid} not sent to the writer: {e}"
+                log.error(msg)
+                self._unsent.append(msg)
 
     def _alive(self) -> bool:
         return self._proc.poll() is None if self.in_process else self._thread.is_alive()
@@ -150,7 +156,7 @@ class Writer:
                 ready = False
                 self._proc.wait(5)
             if ready:
-                self.errors = errors
+                self.errors = getattr(self, "_unsent", []) + errors
                 if token == self._token:
                     return True
             elif not self._alive():

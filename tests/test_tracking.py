@@ -296,3 +296,22 @@ def test_a_restored_search_looks_its_trials_runs_up(store):
     assert restored.close(interrupted=False) == []
     run = _child(client, exp)  # one run, continued
     assert run.info.status == "FINISHED" and _steps(client, run.info.run_id, "val/map_avg") == [1, 2, 3]
+
+
+def test_a_message_that_does_not_pickle_is_reported_and_the_writer_goes_on(tmp_path, monkeypatch):
+    """The process's feeder thread pickles each message; one that cannot be pickled is lost alone (and said),
+    never the feeder, whose death would leave every later call unsent and the search's end waiting."""
+    import threading
+
+    from hsc_search.writer import Writer
+
+    monkeypatch.chdir(tmp_path)
+    uri, client, exp, parent = _search_store(tmp_path)
+    writer = Writer(uri, in_process=True)
+    writer.submit("retried", "t0", threading.Lock())  # a lock does not pickle
+    tracker = MlflowTracker(uri, exp, parent, MAX_EPOCHS, ["lr"], writer=writer)
+    tracker.on_trial_start(0, [], Trial("t6", {"lr": 0.006, "epochs": MAX_EPOCHS}))
+    assert writer.flush(60)
+    assert len(writer.errors) == 1 and "retried of trial t0 not sent to the writer" in writer.errors[0]
+    assert _child(client, exp).data.tags["hsc.trial_id"] == "t6"
+    tracker.close(interrupted=True)
