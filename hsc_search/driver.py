@@ -387,23 +387,39 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
         settings.address = address
     space = load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
     data = load_search_data(settings, space)
+    in_process = False
     if settings.mlflow:
         preflight.check_tracking(settings.tracking_uri)
-        preflight.writer_in_process()
-    client = client_for(settings.tracking_uri) if settings.mlflow else None
+        in_process = preflight.writer_in_process()
     parent_id, experiment_id = meta["parent_run_id"], meta["experiment_id"]
-    _init_ray(settings.address, preload=settings.cpus_per_trial <= 1)
-    _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir))
-    if not tune.Tuner.can_restore(str(exp_dir)):
-        raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here")
-    tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,
-                               resume_errored=False)  # fmt: skip
-    echo(f"resuming search {settings.name} from {exp_dir}")
-    if meta.get("warm_start"):
-        w = meta["warm_start"]
-        echo(f"warm start: the {w['added']} trials from {w['source']} come back with the Optuna study (not added again)")
-    if client is not None:
-        client.update_run(parent_id, status="RUNNING")
+    # as in `run_search`: MLflow's store opens, and the writer starts, while Ray starts
+    opening = _opening(settings.tracking_uri, settings.experiment) if settings.mlflow else None
+    writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) if settings.mlflow else None
+    try:
+        _init_ray(settings.address, preload=settings.cpus_per_trial <= 1)
+        _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir))
+        if not tune.Tuner.can_restore(str(exp_dir)):
+            raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here")
+        tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,
+                                   resume_errored=False)  # fmt: skip
+        echo(f"resuming search {settings.name} from {exp_dir}")
+        if meta.get("warm_start"):
+            w = meta["warm_start"]
+            echo(f"warm start: the {w['added']} trials from {w['source']} come back with the Optuna study "
+                 "(not added again)")  # fmt: skip
+        client = None
+        if writer is not None:
+            tracker = next((c for c in tuner_parts(tuner)[0] if isinstance(c, MlflowTracker)), None)
+            if tracker is not None:  # the restored tracker (Ray pickled it without its writer)
+                tracker.attach(writer)
+            else:
+                writer.stop()
+            client = opening.result()
+            client.update_run(parent_id, status="RUNNING")
+    except BaseException:
+        if writer is not None:
+            writer.stop()
+        raise
     return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
 
 

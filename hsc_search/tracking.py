@@ -59,6 +59,13 @@ class MlflowTracker(tune.Callback):
         state["_writer"] = None
         return state
 
+    def attach(self, writer: Writer) -> None:
+        """Gives a tracker restored from Ray's pickle (which leaves the writer out) a writer already started."""
+        if self._writer is not None:
+            writer.stop()
+            return
+        self._writer = writer
+
     def _ensure(self) -> None:
         if self._writer is None:
             self._writer = Writer(self.tracking_uri, self.metric, self.mode)

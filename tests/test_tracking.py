@@ -288,6 +288,12 @@ def test_a_restored_search_looks_its_trials_runs_up(store):
     tracker.close(interrupted=True)
     restored = MlflowTracker(tracker.tracking_uri, exp, tracker.parent_run_id, MAX_EPOCHS, ["lr"])
     CallbackList([restored]).set_state(saved)
+    from hsc_search.writer import Writer
+
+    writer, spare = Writer(tracker.tracking_uri), Writer(tracker.tracking_uri)
+    restored.attach(writer)  # as `resume` does: the writer started while Ray started
+    restored.attach(spare)  # a tracker that has one already keeps it; the other is stopped
+    assert restored._writer is writer and not spare._alive()
     restored.setup()
     restored.on_trial_start(0, [], trial)
     trial.last_result = _result([1, 2, 3])
