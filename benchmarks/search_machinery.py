@@ -76,7 +76,7 @@ def search(n: int, epochs: int, mlflow: bool, work: Path, tag: str, writer: str 
 
     from hsc_search.driver import run_search
     from hsc_search.settings import SearchSettings
-    from hsc_search.writer import PROCESS_ENV, writer_in_process
+    from hsc_search.writer import PROCESS_ENV
 
     folder = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=work))
     settings = SearchSettings(data=TINY, num_samples=n, max_epochs=epochs, scheduler="fifo", mlflow=mlflow, name=tag,

@@ -96,6 +96,7 @@ class Writer:
         self._queue: queue.Queue = queue.Queue()
         self._token = 0
         self.errors: list[str] = []
+        self._unsent: list[str] = []  # messages the process's feeder could not pickle
         if not self.in_process:
             self._replies = _Local()
             self._thread = threading.Thread(target=_main, name="hsc-mlflow-writer", daemon=True,
@@ -118,7 +119,6 @@ class Writer:
         os.close(to_driver)
         self._pipe = Connection(to_child, readable=False)
         self._replies = Connection(from_child, writable=False)
-        self._unsent: list[str] = []  # messages the feeder could not pickle
         self._feeder = threading.Thread(target=self._feed, name="hsc-mlflow-feeder", daemon=True)
         self._feeder.start()
 
@@ -156,7 +156,7 @@ class Writer:
                 ready = False
                 self._proc.wait(5)
             if ready:
-                self.errors = getattr(self, "_unsent", []) + errors
+                self.errors = self._unsent + errors
                 if token == self._token:
                     return True
             elif not self._alive():
@@ -232,9 +232,7 @@ def _main(messages, replies, tracking_uri: str | None, metric: str, mode: str, d
     while True:
         try:
             if not backlog:
-                t0 = time.perf_counter()
                 backlog.append(messages.recv())
-                sink.idle_s += time.perf_counter() - t0
             while messages.poll(0):  # everything queued behind: a trial whose end is queued has its calls merged
                 backlog.append(messages.recv())
         except EOFError:  # the driver is gone
@@ -273,8 +271,6 @@ class _Sink:
         self.scores: dict[str, dict[int, float]] = {}  # trial -> epoch -> the objective
         self.ending: set[str] = set()  # trials whose last report came: their end follows
         self.deferred: dict[str, dict] = {}  # trial -> calls held for its end
-        self.ready_at = time.time()  # the store is open
-        self.idle_s = 0.0  # waiting for messages
         self.stats: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0])
         self.calls: collections.Counter = collections.Counter()
         if os.environ.get(STATS_ENV):
@@ -475,8 +471,7 @@ class _Sink:
         if path:
             Path(path).write_text(json.dumps({
                 "messages": {k: {"n": n, "wall_s": w, "cpu_s": c} for k, (n, w, c) in self.stats.items()},
-                "mlflow_client_calls": dict(self.calls), "ready_at": self.ready_at, "stopped_at": time.time(),
-                "idle_s": self.idle_s, "process_cpu_s": time.process_time()}, indent=1))  # fmt: skip
+                "mlflow_client_calls": dict(self.calls)}, indent=1))  # fmt: skip
 
 
 def numeric_metrics(result: dict) -> dict[str, float]:
