@@ -7,7 +7,10 @@ TORCH ?= torch==2.13.0
 # uv (from PyPI) installs the same packages as pip in about a tenth of the time (README: set-up time). uv does not
 # read pip's configuration, so the wheel folders pip is configured with (`find-links`, e.g. where a local CPU
 # torch wheel lies) are passed to it: without them uv would take torch 2.13.0 from PyPI, the CUDA build (GBs).
-# INSTALLER=pip installs with pip alone.
+# INSTALLER=pip installs with pip alone. --compile-bytecode: uv, unlike pip, does not write the packages' .pyc
+# files; where PYTHONDONTWRITEBYTECODE is set (this machine, many Docker images) nothing ever writes them and every
+# process (each Ray worker, each command) compiles torch, Ray and MLflow from source again: a 12-trial search took
+# 1.7x as long (benchmarks/RESULTS.md, "Start-up").
 INSTALLER ?= uv
 
 $(VENV)/.installed: pyproject.toml
@@ -18,7 +21,7 @@ ifeq ($(INSTALLER),pip)
 else
 	$(VENV)/bin/pip install -q uv
 	links="$$(PIP_FIND_LINKS= $(VENV)/bin/pip config get global.find-links 2>/dev/null) $${PIP_FIND_LINKS:-}"; \
-	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python \
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(VENV)/bin/python \
 		$$(for d in $$links; do printf -- '--find-links %s ' "$$d"; done) "$(TORCH)" -e ".[test]"
 endif
 	touch $@

@@ -92,3 +92,17 @@ def test_tracking_throughput_quick_on_sqlite(tmp_path):
     assert [r["loggers"] for r in report["rounds"]] == [1, 2]
     assert all(r["points_arrived"] == r["points_expected"] > 0 and r["errors"] == 0 for r in report["rounds"])
     assert "| sqlite | 2 |" in (out / "tracking_throughput.md").read_text()
+
+
+def test_bytecode_quick(tmp_path):
+    """The bytecode benchmark's smoke run: both modes measured, the .md written where --out says. That the
+    installed packages have their .pyc at all is what `make setup` (uv --compile-bytecode) guarantees; without
+    them the benchmark refuses (exit 2) instead of comparing a state with itself."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "benchmarks/bytecode.py", "--quick", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    doc = json.loads((out / "bytecode.json").read_text())
+    assert [m["mode"] for m in doc["measurements"]] == ["installed .pyc", "no .pyc"]
+    assert all(m["worker_imports_s"] > 0 and m["cli_help_s"] > 0 for m in doc["measurements"])
+    assert "| `hsc-search --help` s |" in (out / "bytecode.md").read_text()

@@ -91,14 +91,14 @@ from hsc_search.local_ray import stop_local_ray
 
 def trial(config):
     tune.report({"torch": "torch" in sys.modules, "trainable": "hsc_search.trainable" in sys.modules,
-                 "pl": os.environ.get("PL_DISABLE_FORK"), "pid": os.getpid()})
+                 "dynamo": "torch._dynamo" in sys.modules, "pl": os.environ.get("PL_DISABLE_FORK"), "pid": os.getpid()})
 
 def probe():
     with tempfile.TemporaryDirectory() as d:
         tuner = tune.Tuner(trial, tune_config=tune.TuneConfig(num_samples=1),
                            run_config=tune.RunConfig(storage_path=d, name="p", verbose=0))
         r = tuner.fit()[0].metrics
-    return {k: r[k] for k in ("torch", "trainable", "pl")}
+    return {k: r[k] for k in ("torch", "trainable", "dynamo", "pl")}
 
 out = {}
 driver._init_ray(None)  # as a search starts its local instance
@@ -125,7 +125,7 @@ def test_a_search_local_instance_runs_trials_on_workers_that_preloaded_the_trial
     proc = subprocess.run([sys.executable, "-c", PRELOAD_PROBE], env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["search"] == {"torch": True, "trainable": True, "pl": "1"}
-    assert out["plain"]["torch"] is False and out["plain"]["trainable"] is False
+    assert out["search"] == {"torch": True, "trainable": True, "dynamo": True, "pl": "1"}
+    assert out["plain"]["torch"] is False and out["plain"]["trainable"] is False and out["plain"]["dynamo"] is False
     assert out["plain"]["pl"] == "1"  # Tune's runtime env sets it there
-    assert ri.preload_system_config() == {"preload_python_modules": ["hsc_search.trainable"]}
+    assert ri.preload_system_config() == {"preload_python_modules": ["hsc_search.trainable", "torch._dynamo"]}

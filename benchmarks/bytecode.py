@@ -1,0 +1,175 @@
+"""Start-up with and without the installed packages' compiled bytecode (.pyc), side by side.
+
+`make setup` installs with uv, which (unlike pip) writes no .pyc files unless asked (`--compile-bytecode`). Where
+PYTHONDONTWRITEBYTECODE is set (this machine; many Docker images) Python never writes them either, so every new
+process, each Ray worker and each command, compiles torch, Ray and MLflow from source again. This benchmark runs
+the same work in child processes whose environment either reads the installed .pyc files (`installed .pyc`) or
+cannot see any (`no .pyc`: PYTHONPYCACHEPREFIX pointed at an empty folder, PYTHONDONTWRITEBYTECODE=1, so nothing
+is written there either), alternating the order each round:
+
+- `worker imports`: `python -c "import hsc_search.trainable, torch._dynamo"`, what each trial worker imports;
+- `hsc-search --help`: what a user waits for before anything happens;
+- `search`: `benchmarks/search_overhead.py --cases 1s --rounds 1` (12 trials x 16 epochs, FIFO, a fresh local
+  Ray instance, MLflow off and on): the Ray start, the search's wall time, its start-up (until the first result)
+  and its efficiency against the cores that were free.
+
+    python benchmarks/bytecode.py                 # 2 rounds (~5 min here)
+    python benchmarks/bytecode.py --quick         # imports only, 1 round: < 30 s, to a temporary folder
+
+Writes `bytecode.json` and `bytecode.md` into --out (default benchmarks/results/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from asha_vs_fifo import ANALYSIS_MARK, machine_info, output_dir, provenance_lines, work_parent  # noqa: E402
+from asha_vs_fifo import write_outputs as _write_outputs  # noqa: E402
+
+NAME = "bytecode"
+MODES = ("installed .pyc", "no .pyc")
+BIN = Path(sys.executable).parent
+
+
+def installed_pyc() -> bool:
+    """Whether torch was installed with its bytecode (the state `make setup` leaves)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    return bool(spec and spec.origin and Path(spec.origin).with_name("__pycache__").is_dir()
+                and any(Path(spec.origin).with_name("__pycache__").glob("__init__.*.pyc")))  # fmt: skip
+
+
+def env_for(mode: str, empty: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPYCACHEPREFIX", "RAY_ADDRESS")}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # the same in both modes: only the reading of installed .pyc differs
+    if mode == "no .pyc":
+        env["PYTHONPYCACHEPREFIX"] = str(empty)  # .pyc looked up (and never written) in an empty folder
+    return env
+
+
+def timed(cmd: list[str], env: dict[str, str], timeout: float) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"{shlex.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def search(env: dict[str, str], work: Path) -> dict[str, dict]:
+    """One `search_overhead.py --cases 1s --rounds 1` run in a child process with `env`; its figures per MLflow mode."""
+    out = Path(tempfile.mkdtemp(prefix="so-", dir=work))
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "search_overhead.py"), "--cases", "1s", "--rounds", "1",
+           "--out", str(out), "--workdir", str(work)]  # fmt: skip
+    timed(cmd, env, 900)
+    doc = json.loads((out / "search_overhead.json").read_text())
+    keys = ("ray_start_s", "wall_s", "startup_s", "tail_s", "compute_s", "efficiency_vs_free_cores")
+    return {m["mode"]: {k: m[k] for k in keys} for m in doc["measurements"]}
+
+
+def measure(mode: str, rnd: int, args, empty: Path) -> dict:
+    env = env_for(mode, empty)
+    print(f"== round {rnd}, {mode}", file=sys.stderr, flush=True)
+    m = {"mode": mode, "round": rnd,
+         "worker_imports_s": timed([sys.executable, "-c", "import hsc_search.trainable, torch._dynamo"], env, 300),
+         "cli_help_s": timed([str(BIN / "hsc-search"), "--help"], env, 300)}  # fmt: skip
+    if not args.quick:
+        m["search"] = search(env, Path(args.workdir))
+    print(f"   {json.dumps(m)}", file=sys.stderr, flush=True)
+    return m
+
+
+def med(ms: list[dict], get) -> float | None:
+    vals = [v for v in (get(m) for m in ms) if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def render_markdown(doc: dict, keep: str = "") -> str:
+    ms = doc["measurements"]
+
+    def f(v, fmt="{:.2f}"):
+        return "n/a" if v is None else fmt.format(v)
+
+    lines = ["# Start-up with and without the installed bytecode", "",
+             "Generated by `benchmarks/bytecode.py`; raw figures in `bytecode.json`.", "",
+             *provenance_lines(doc), f"- rounds: {doc['config']['rounds']}, the two modes alternating; medians below",
+             f"- benchmark run time: {doc['elapsed_s']:.0f} s", "",
+             "| | installed .pyc | no .pyc | no .pyc / installed |", "| --- | --- | --- | --- |"]  # fmt: skip
+
+    def row(label, get, fmt="{:.2f}"):
+        a = med([m for m in ms if m["mode"] == MODES[0]], get)
+        b = med([m for m in ms if m["mode"] == MODES[1]], get)
+        ratio = f"{b / a:.2f}x" if a and b else "n/a"
+        lines.append(f"| {label} | {f(a, fmt)} | {f(b, fmt)} | {ratio} |")
+
+    row("worker imports s (`import hsc_search.trainable, torch._dynamo`)", lambda m: m["worker_imports_s"])
+    row("`hsc-search --help` s", lambda m: m["cli_help_s"])
+    for mode in ("no MLflow", "MLflow (sqlite)"):
+        if not any(mode in m.get("search", {}) for m in ms):
+            continue
+        row(f"search, {mode}: Ray start s", lambda m: m.get("search", {}).get(mode, {}).get("ray_start_s"))
+        row(f"search, {mode}: wall s (Ray started)", lambda m: m.get("search", {}).get(mode, {}).get("wall_s"))
+        row(f"search, {mode}: start-up s (to the first result)",
+            lambda m: m.get("search", {}).get(mode, {}).get("startup_s"))  # fmt: skip
+        row(f"search, {mode}: efficiency vs free cores",
+            lambda m: m.get("search", {}).get(mode, {}).get("efficiency_vs_free_cores"))  # fmt: skip
+    lines += ["", "Search: `benchmarks/search_overhead.py --cases 1s --rounds 1` in a child process (12 trials x 16 "
+              "epochs, FIFO, 2 slots, a fresh local Ray instance); efficiency = compute / (wall x free cores).", "",
+              ANALYSIS_MARK]  # fmt: skip
+    return "\n".join(lines) + (keep if keep else "\n")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="imports and --help only, 1 round (a smoke run)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results; with --quick a "
+                   "new temporary folder, so a smoke run never overwrites the recorded results)")
+    p.add_argument("--workdir", default=None, help="parent of the searches' working folders (created when missing)")
+    args = p.parse_args(argv)
+    args.out = output_dir(args.out, args.quick, NAME)
+    args.workdir = work_parent(args.workdir)
+    if args.quick:
+        args.rounds = 1
+    if not installed_pyc():
+        print("torch has no installed .pyc here (installed without bytecode): run `make setup` in a fresh clone, or "
+              "`.venv/bin/python -m compileall -q .venv/lib`; both modes would measure the same", file=sys.stderr)
+        return 2
+    t0, load_before = time.perf_counter(), os.getloadavg()
+    machine = machine_info()
+    measurements = []
+    with tempfile.TemporaryDirectory(prefix="no-pyc-") as empty:
+        for rnd in range(args.rounds):
+            for mode in MODES if rnd % 2 == 0 else tuple(reversed(MODES)):
+                measurements.append(measure(mode, rnd, args, Path(empty)))
+                if any(Path(empty).iterdir()):
+                    raise SystemExit(f"something wrote .pyc files into {empty}: the 'no .pyc' mode is not clean")
+    doc = {
+        "command": "python benchmarks/bytecode.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine,
+        "config": {"rounds": args.rounds, "quick": args.quick},
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        "elapsed_s": time.perf_counter() - t0,
+        "measurements": measurements,
+    }
+    _write_outputs(doc, args.out, NAME, render_markdown)
+    print(f"wrote {args.out / (NAME + '.md')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
