@@ -31,6 +31,33 @@ OUTCOME_COLORS = {
 OUTCOME_LABELS = {"completed": "completed", "stopped_early": "stopped by ASHA", "failed": "failed"}
 
 
+_PRELOAD: list = []  # the preloading thread of this process, once started
+
+
+def preload_in_background() -> None:
+    """Imports what the report needs (plotly and `optuna.visualization`; scikit-learn and SciPy for fANOVA's
+    importances: about 1 s of CPU) in a daemon thread, once per process. The MLflow tracker calls this when a
+    search's first result arrives, so the report after the last trial no longer waits for those imports
+    (the search's tail: benchmarks/RESULTS.md); `write_report` joins the thread before it renders."""
+    import threading
+
+    if _PRELOAD:
+        return
+
+    def _imports() -> None:
+        try:
+            import optuna.visualization  # noqa: F401
+            import plotly.graph_objects  # noqa: F401
+            import plotly.offline  # noqa: F401
+            import sklearn.ensemble  # noqa: F401
+        except Exception:  # noqa: BLE001 - only a head start: the report imports (and reports) them itself
+            pass
+
+    thread = threading.Thread(target=_imports, name="hsc-report-imports", daemon=True)
+    _PRELOAD.append(thread)
+    thread.start()
+
+
 def _color(outcome: str) -> str:
     return OUTCOME_COLORS.get(outcome, "#8c564b")
 
@@ -380,6 +407,8 @@ def write_report(client, parent_run_id: str, out: str | Path, source: str = "", 
     """Reads the search from MLflow and writes its report to `out`. Returns the path (`computed`: as `render`)."""
     from .search_record import read_search
 
+    for thread in _PRELOAD:  # one import at a time: the modules it is importing are the ones render needs
+        thread.join()
     rec = read_search(client, parent_run_id)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

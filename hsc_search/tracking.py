@@ -21,6 +21,7 @@ from ray import tune
 
 from trainer import ConfigError, TrainConfig
 
+from .report import preload_in_background
 from .runs import FAILED_KEY, TAG_OUTCOME, TAG_TRIAL, child_runs, trial_outcome
 from .writer import Writer
 
@@ -95,6 +96,7 @@ class MlflowTracker(tune.Callback):
         if FAILED_KEY in result:  # a failure report carries no epoch; on_trial_complete ends the run as failed
             return
         self._ensure()
+        preload_in_background()  # the report's imports, while the driver mostly waits on its trials (once)
         last = int(result.get("epoch", 0)) >= self.max_epochs  # its end follows: both go in one call
         self._writer.submit("epoch", trial.trial_id, str(trial), {k: v for k, v in result.items() if k != "config"},
                             last)  # fmt: skip
