@@ -1,7 +1,9 @@
 """What a search costs beyond its trials' training: per epoch, per trial, and after the last trial.
 
 Three measurements, each side by side in one run (MLflow off and on alternate), on tiny synthetic data so that
-training is near zero and what is left is the machinery (reporting, checkpoints, tracking, scheduling):
+training is near zero and what is left is the machinery (reporting, checkpoints, tracking, scheduling). Each
+search runs on a fresh local Ray instance, started as `hsc-search run` starts it (its start is not timed);
+`--keep-ray` shares one instance between searches:
 
 1. **Per epoch**: FIFO searches of `--trials` trials at two budgets (`--epochs-short`, `--epochs-long`). The
    machinery of a search is `span x slots - training`, where span runs from the first trial's start to the last
@@ -69,9 +71,24 @@ def _timeline():
     return Timeline()
 
 
-def search(n: int, epochs: int, mlflow: bool, work: Path, tag: str, writer: str | None = None) -> dict:
+def search(n: int, epochs: int, mlflow: bool, work: Path, tag: str, writer: str | None = None,
+           fresh_ray: bool = True) -> dict:  # fmt: skip
     """One FIFO search of the quick space on tiny data; times as the driver saw them. `writer`: where the MLflow
-    writer runs ("thread" or "process"; None: the default for this machine)."""
+    writer runs ("thread" or "process"; None: the default for this machine). `fresh_ray`: on a Ray instance of
+    its own, started (not timed) just before, as `hsc-search run` starts one; else on the instance running."""
+    import ray
+
+    if fresh_ray:
+        ray.shutdown()
+        start_ray()
+    try:
+        return _search(n, epochs, mlflow, work, tag, writer)
+    finally:
+        if fresh_ray:
+            ray.shutdown()
+
+
+def _search(n: int, epochs: int, mlflow: bool, work: Path, tag: str, writer: str | None) -> dict:
     import ray
 
     from hsc_search.driver import run_search
@@ -195,7 +212,9 @@ def render(doc: dict) -> str:
     s, m = doc["summary"], doc["machine"]
     lines = [f"# Search machinery ({doc['date']})", "", f"Command: `{doc['command']}`", "",
              f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores; load before {doc['load_before'][0]:.1f}, "
-             f"after {doc['load_after'][0]:.1f}; {doc['elapsed_s']:.0f} s in all.", "",
+             f"after {doc['load_after'][0]:.1f}; {doc['elapsed_s']:.0f} s in all. "
+             + ("A fresh Ray instance for each search (its start not timed)."
+                if doc["config"].get("fresh_ray_per_search") else "One Ray instance for all searches."), "",
              "## Per epoch (slope between the two budgets)", "", "| MLflow | machinery per epoch ms | per trial s |",
              "| --- | --- | --- |"]  # fmt: skip
     for k, v in s["per_epoch"].items():
@@ -237,6 +256,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results; with --quick a "
                    "new temporary folder)")
     p.add_argument("--workdir", default=None, help="parent of the searches' folders (created when missing)")
+    p.add_argument("--keep-ray", action="store_true", help="one Ray instance for all searches (default: a fresh one "
+                   "for each, as `hsc-search run` starts it: on a shared instance a search's second slot sometimes "
+                   "waits for a new worker's imports, which made 64-trial searches bimodal, 4.8 s or 7.9 s)")
     args = p.parse_args(argv)
     if args.quick:
         args.trials, args.epochs_short, args.epochs_long, args.counts, args.rounds = 2, 1, 3, "4", 1
@@ -245,19 +267,21 @@ def main(argv=None) -> int:
     counts = [int(c) for c in args.counts.split(",") if c.strip()]
     os.environ.pop("RAY_ADDRESS", None)
     t_start, load_before, machine = time.perf_counter(), os.getloadavg(), machine_info()
-    start_ray()
-    if not args.quick:
-        search(2, 1, False, work, "warm")  # the first search warms Ray's workers (imports): not measured
+    fresh = not args.keep_ray
+    if not fresh:
+        start_ray()
+        if not args.quick:
+            search(2, 1, False, work, "warm", fresh_ray=False)  # warms Ray's workers (imports): not measured
     per_epoch, tiny = [], []
     for rnd in range(args.rounds):
         modes = (False, True) if rnd % 2 == 0 else (True, False)
         for mlflow in modes:
             for e in (args.epochs_short, args.epochs_long):
-                per_epoch.append(search(args.trials, e, mlflow, work, f"pe{rnd}{int(mlflow)}{e}"))
+                per_epoch.append(search(args.trials, e, mlflow, work, f"pe{rnd}{int(mlflow)}{e}", None, fresh))
                 print(f"per-epoch {per_epoch[-1]}", file=sys.stderr, flush=True)
             for n in counts:
                 for writer in ("thread", "process") if mlflow else (None,):
-                    tiny.append(search(n, 2, mlflow, work, f"t{rnd}{int(mlflow)}{n}{writer or ''}", writer))
+                    tiny.append(search(n, 2, mlflow, work, f"t{rnd}{int(mlflow)}{n}{writer or ''}", writer, fresh))
                     print(f"tiny {tiny[-1]}", file=sys.stderr, flush=True)
     import ray
 
@@ -269,7 +293,8 @@ def main(argv=None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine,
         "config": {"trials": args.trials, "epochs_short": args.epochs_short, "epochs_long": args.epochs_long,
-                   "counts": counts, "rounds": args.rounds, "quick": args.quick, "data": TINY},  # fmt: skip
+                   "counts": counts, "rounds": args.rounds, "quick": args.quick, "data": TINY,
+                   "fresh_ray_per_search": fresh},  # fmt: skip
         "load_before": load_before, "per_epoch": per_epoch, "tiny": tiny, "stock": stock,
         "default_writer": "process" if writer_in_process() else "thread",
     }  # fmt: skip

@@ -25,7 +25,7 @@ from . import preflight, storage, warm_start
 from .export import TrialRow, best_row, trial_config, trial_rows, write_config
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
-from .ray_internals import tuner_parts
+from .ray_internals import keep_starting_actors, tuner_parts
 from .report import publish_report
 from .runs import REPORT_ARTIFACT, TAG_KIND, client_for, experiment_tags, tag_experiment, trial_outcome
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
@@ -430,7 +430,8 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
     tracker = next((c for c in callbacks if isinstance(c, MlflowTracker)), None)
     interrupted, trials, status, errors = False, [], "FINISHED", []
     try:
-        tuner.fit()
+        with keep_starting_actors():  # a trial whose actor is starting is not moved onto a freed one (ray_internals)
+            tuner.fit()
         # the saved experiment state is the truth (what `resume` would continue from); after Ctrl-C the in-memory
         # trials of the returned ResultGrid can read TERMINATED while Ray saved them as PENDING
         trials = list(ExperimentAnalysis(str(exp_dir)).trials)

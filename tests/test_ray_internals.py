@@ -129,3 +129,74 @@ def test_a_search_local_instance_runs_trials_on_workers_that_preloaded_the_trial
     assert out["plain"]["torch"] is False and out["plain"]["trainable"] is False and out["plain"]["dynamo"] is False
     assert out["plain"]["pl"] == "1"  # Tune's runtime env sets it there
     assert ri.preload_system_config() == {"preload_python_modules": ["hsc_search.trainable", "torch._dynamo"]}
+
+
+STARTING_ACTORS_PROBE = """
+import json, os, sys, tempfile
+from ray import tune
+from hsc_search import ray_internals as ri
+from hsc_search.local_ray import start_local_ray, stop_local_ray
+
+log = sys.argv[1]
+
+def trial(config):
+    tune.report({"pid": os.getpid()})
+
+def search(patched):
+    open(log, "w").close()
+    start_local_ray(num_cpus=2, log_to_driver=False, _system_config=ri.preload_system_config(("slowstart",)))
+    ri.trial_actors_on_inherited_env(dict(os.environ))  # as the driver: trial actors take the preloaded workers
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            tuner = tune.Tuner(trial, tune_config=tune.TuneConfig(num_samples=24, reuse_actors=True),
+                               run_config=tune.RunConfig(storage_path=d, name="s", verbose=0))
+            if patched:
+                with ri.keep_starting_actors():
+                    grid = tuner.fit()
+            else:
+                grid = tuner.fit()
+        pids = sorted({r.metrics["pid"] for r in grid})
+    finally:
+        stop_local_ray()
+    return {"trial_pids": len(pids), "workers_started": len(open(log).read().split())}
+
+print(json.dumps({"patched": [search(True), search(True)], "tune": search(False)}))
+"""
+
+SLOW_START = """
+import os, time
+with open(os.environ["HSC_TEST_WORKER_LOG"], "a") as f:
+    f.write(f"{os.getpid()}\\n")
+time.sleep(1.0 + (os.getpid() % 7) * 0.15)  # workers become ready at different times, as importing torch does
+"""
+
+
+def test_a_trial_keeps_its_starting_actor_so_no_worker_is_killed_mid_start(tmp_path):
+    """`keep_starting_actors`: with trials far shorter than a worker's start, Tune moved the trial waiting for the
+    second worker onto the first (freed) actor and killed the starting worker, again and again, so one slot ran
+    every trial. Patched, both slots' workers run trials (twice, as the race does not happen every time). Tune's
+    own behaviour is run too and printed, not asserted (one worker ran every trial in 3 of 3 runs here, but it is
+    a race); the patch is undone after the block."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    (tmp_path / "slowstart.py").write_text(SLOW_START)
+    log = tmp_path / "workers.txt"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PL_DISABLE_FORK")}
+    env.update(HSC_TEST_WORKER_LOG=str(log), PYTHONPATH=os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]),
+               PL_DISABLE_FORK="1")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", STARTING_ACTORS_PROBE, str(log)], env=env, capture_output=True,
+                          text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(out)
+    for run in out["patched"]:  # workers_started may exceed 2 even so: Ray starts workers of its own for leases
+        assert run["trial_pids"] == 2, out  # that come before the preloaded ones are ready (not killed ones)
+    original = TuneController._maybe_reuse_cached_actor
+    with ri.keep_starting_actors():
+        assert TuneController._maybe_reuse_cached_actor is not original
+    assert TuneController._maybe_reuse_cached_actor is original
