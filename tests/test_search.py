@@ -258,12 +258,19 @@ def _wait_for(cond, timeout, what):
 def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
     """Kill the driver mid-search with SIGKILL; `resume` completes it with one child run per trial, none RUNNING,
     and ASHA's rungs still hold the trials recorded before the kill."""
-    trials, epochs = 8, 12
+    trials, epochs = 8, 20
+    # trials long enough (about 0.2 s an epoch here) that the kill can land while two have finished and others
+    # run with a checkpoint: on the test's usual data a whole search of 8 trials took 2.5 s
+    data = DATA.replace("n_train=500", "n_train=3000")
+    assert data != DATA
+    # Ray snapshots the experiment every 10 s by default (and when a trial's checkpoints turn over): a search of a
+    # few seconds could end before a snapshot with a running trial's checkpoint existed. One snapshot a second,
+    # Tune's own setting, gives the kill below something to hit; nothing else about the search changes.
+    env = {**_env(_cache_dir), "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     driver = subprocess.Popen(
-        [str(BIN / "hsc-search"), "run", "--data", DATA, "--num-samples", str(trials), "--max-epochs", str(epochs),
+        [str(BIN / "hsc-search"), "run", "--data", data, "--num-samples", str(trials), "--max-epochs", str(epochs),
          "--grace-period", "2", "--name", "killme"],
-        cwd=tmp_path, env=_env(_cache_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     family: set[int] = set()
     try:
@@ -280,13 +287,16 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
             return sum(c.info.status == "FINISHED" for c in children)
 
         def snapshot_has_a_running_checkpoint() -> bool:  # so the race below can be recreated
-            exp_dir = tmp_path / "ray_results" / "killme"
+            # read as the check after the kill reads it: a checkpoint folder on disk is not enough, the snapshot
+            # must name it (with faster start-ups the folder often came before the snapshot that names it)
+            from ray.tune import ExperimentAnalysis
+
             try:
-                state = json.loads(sorted(exp_dir.glob("experiment_state-*.json"))[-1].read_text())
-                trials = [json.loads(d[0]) for d in state["trial_data"]]
-            except (IndexError, ValueError, KeyError, OSError):
+                snapshot = ExperimentAnalysis(str(tmp_path / "ray_results" / "killme")).trials
+            except Exception:  # no snapshot yet, or one being written
                 return False
-            return any(t["status"] == "RUNNING" and any((exp_dir / t["trial_id"]).glob("checkpoint_*")) for t in trials)
+            return any(t.status not in ("TERMINATED", "ERROR") and t.checkpoint is not None
+                       and Path(t.checkpoint.path).is_dir() for t in snapshot)  # fmt: skip
 
         _wait_for(lambda: finished_trials() >= 2 and snapshot_has_a_running_checkpoint(), 240,
                   "two finished trials and a snapshot with a running trial")  # fmt: skip
