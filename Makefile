@@ -10,10 +10,13 @@ TORCH ?= torch==2.13.0
 # INSTALLER=pip installs with pip alone. --compile-bytecode: uv, unlike pip, does not write the packages' .pyc
 # files; where PYTHONDONTWRITEBYTECODE is set (this machine, many Docker images) nothing ever writes them and every
 # process (each Ray worker, each command) compiles torch, Ray and MLflow from source again: a 12-trial search took
-# 1.7x as long (benchmarks/RESULTS.md, "Start-up").
+# 1.6x as long (benchmarks/RESULTS.md, "Start-up").
 INSTALLER ?= uv
 
-$(VENV)/.installed: pyproject.toml
+# Rebuilt when the dependencies or the way they are installed change. uv compiles only what it installs, so a
+# venv set up before --compile-bytecode (its packages already there) gets its .pyc files from compileall, which
+# skips what is compiled already (4 s) and ignores the few files of the packages that no Python 3 compiles.
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 ifeq ($(INSTALLER),pip)
 	$(VENV)/bin/pip install -q --upgrade pip
@@ -24,6 +27,7 @@ else
 	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(VENV)/bin/python \
 		$$(for d in $$links; do printf -- '--find-links %s ' "$$d"; done) "$(TORCH)" -e ".[test]"
 endif
+	$(VENV)/bin/python -m compileall -q -j 0 "$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" > /dev/null 2>&1 || true
 	touch $@
 
 setup: $(VENV)/.installed

@@ -79,6 +79,7 @@ def clone(tmp_path_factory, _cache_dir):
     (dest / ".venv").symlink_to(ROOT / ".venv")
     old = installed.stat().st_mtime - 10  # `make` must see the venv as up to date, never rebuild the shared one
     os.utime(dest / "pyproject.toml", (old, old))
+    os.utime(dest / "Makefile", (old, old))
     venv_bin = str(Path(sys.executable).parent)
     path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
     env = {**os.environ, "PATH": path, "HSC_CACHE_DIR": str(_cache_dir), "PYTHONUNBUFFERED": "1"}
