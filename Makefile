@@ -7,15 +7,15 @@ TORCH ?= torch==2.13.0
 # uv (from PyPI) installs the same packages as pip in about a tenth of the time (README: set-up time). uv does not
 # read pip's configuration, so the wheel folders pip is configured with (`find-links`, e.g. where a local CPU
 # torch wheel lies) are passed to it: without them uv would take torch 2.13.0 from PyPI, the CUDA build (GBs).
-# INSTALLER=pip installs with pip alone. --compile-bytecode: uv, unlike pip, does not write the packages' .pyc
-# files; where PYTHONDONTWRITEBYTECODE is set (this machine, many Docker images) nothing ever writes them and every
-# process (each Ray worker, each command) compiles torch, Ray and MLflow from source again: a 12-trial search took
-# 1.6x as long (benchmarks/RESULTS.md, "Start-up").
+# INSTALLER=pip installs with pip alone.
+# compileall: uv, unlike pip, writes no .pyc files, and where PYTHONDONTWRITEBYTECODE is set (this machine, many
+# Docker images) Python never does either, so every process (each Ray worker, each command) compiled torch, Ray and
+# MLflow from source again: a 12-trial search took 1.6x as long (benchmarks/RESULTS.md, "Start-up"). One step for
+# both installers and for a venv made before it (uv's --compile-bytecode compiles only what it installs); it skips
+# what is compiled already and ignores the few package files that no Python 3 compiles.
 INSTALLER ?= uv
 
-# Rebuilt when the dependencies or the way they are installed change. uv compiles only what it installs, so a
-# venv set up before --compile-bytecode (its packages already there) gets its .pyc files from compileall, which
-# skips what is compiled already (4 s) and ignores the few files of the packages that no Python 3 compiles.
+# Rebuilt when the dependencies or the way they are installed change.
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 ifeq ($(INSTALLER),pip)
@@ -24,7 +24,7 @@ ifeq ($(INSTALLER),pip)
 else
 	$(VENV)/bin/pip install -q uv
 	links="$$(PIP_FIND_LINKS= $(VENV)/bin/pip config get global.find-links 2>/dev/null) $${PIP_FIND_LINKS:-}"; \
-	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(VENV)/bin/python \
+	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python \
 		$$(for d in $$links; do printf -- '--find-links %s ' "$$d"; done) "$(TORCH)" -e ".[test]"
 endif
 	$(VENV)/bin/python -m compileall -q -j 0 "$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" > /dev/null 2>&1 || true

@@ -1,6 +1,6 @@
 """Start-up with and without the installed packages' compiled bytecode (.pyc), side by side.
 
-`make setup` installs with uv, which (unlike pip) writes no .pyc files unless asked (`--compile-bytecode`). Where
+`make setup` installs with uv, which (unlike pip) writes no .pyc files, then compiles them (`compileall`). Where
 PYTHONDONTWRITEBYTECODE is set (this machine; many Docker images) Python never writes them either, so every new
 process, each Ray worker and each command, compiles torch, Ray and MLflow from source again. This benchmark runs
 the same work in child processes whose environment either reads the installed .pyc files (`installed .pyc`) or
@@ -145,8 +145,8 @@ def main(argv=None) -> int:
     if args.quick:
         args.rounds = 1
     if not installed_pyc():
-        print("torch has no installed .pyc here (installed without bytecode): run `make setup` in a fresh clone, or "
-              "`.venv/bin/python -m compileall -q .venv/lib`; both modes would measure the same", file=sys.stderr)
+        print("torch has no installed .pyc here (installed without bytecode): run `make setup`; both modes would "
+              "measure the same", file=sys.stderr)
         return 2
     t0, load_before = time.perf_counter(), os.getloadavg()
     machine = machine_info()

@@ -123,3 +123,15 @@ def test_warm_start_quick(tmp_path, _cache_dir):
         assert run["cmp"]["target"] == src["best_val"]
         assert hit is None or 1 <= hit <= run["total_epochs"]
         assert (hit is not None) == (run["best_val"] >= src["best_val"] - doc["config"]["tolerance"])
+
+
+@pytest.mark.timeout(300)
+def test_starting_actors_quick(tmp_path, _cache_dir):
+    """The starting-actors benchmark's smoke run: both modes measured, each a whole search."""
+    proc = _run("starting_actors.py", tmp_path / "out", _cache_dir, tmp_path / "work")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads((tmp_path / "out" / "starting_actors.json").read_text())
+    assert sorted(m["mode"] for m in doc["measurements"]) == ["Tune's own", "kept (the driver)"]
+    for m in doc["measurements"]:
+        assert m["trials"] == 8 and m["wall_s"] > 0 and 1 <= m["worker_processes_with_trials"] <= 2
+    assert "| Tune's own |" in (tmp_path / "out" / "starting_actors.md").read_text()

@@ -96,7 +96,7 @@ def test_tracking_throughput_quick_on_sqlite(tmp_path):
 
 def test_bytecode_quick(tmp_path):
     """The bytecode benchmark's smoke run: both modes measured, the .md written where --out says. That the
-    installed packages have their .pyc at all is what `make setup` (uv --compile-bytecode) guarantees; without
+    installed packages have their .pyc at all is what `make setup` (compileall) guarantees; without
     them the benchmark refuses (exit 2) instead of comparing a state with itself."""
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "benchmarks/bytecode.py", "--quick", "--out", str(out)], cwd=ROOT,
