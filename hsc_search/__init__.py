@@ -2,6 +2,20 @@
 
 Importing this package starts nothing and imports neither ray nor mlflow; the CLI (`hsc-search`, see `cli.py`)
 and `driver.run_search` do the work.
+
+It does turn off, for this process and the processes it starts (Ray's workers, the MLflow writer, a team
+`mlflow server`), the usage telemetry that MLflow and Ray send to their makers by default: MLflow 3 posts a record
+of each tracking call to its servers, and a Ray head with a dashboard reports usage stats. A search tool should
+not phone home on a researcher's behalf, and MLflow's records cost CPU on every call of a search's writer. A value
+the user set wins: ``MLFLOW_DISABLE_TELEMETRY=false`` and ``RAY_USAGE_STATS_ENABLED=1`` turn them back on.
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# read by MLflow when it is imported (mlflow/__init__.py starts its telemetry client there) and by Ray when a
+# node starts: both must be set before either is imported, hence here
+TELEMETRY_DEFAULTS = {"MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0"}
+for _key, _value in TELEMETRY_DEFAULTS.items():
+    _os.environ.setdefault(_key, _value)

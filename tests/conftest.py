@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import hsc_search  # noqa: F401 - first: it turns MLflow's and Ray's telemetry off before either is imported
+
 import pytest
 
 SMALL = "synthetic:ave?n_train=600&n_val=150&n_test=150&dim_audio=16&dim_visual=24&num_classes=6&seed=1"

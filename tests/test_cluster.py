@@ -28,10 +28,14 @@ def test_cluster_files_pass_rays_validator(name):
     assert "sqlite" not in starts  # the tracking data must not live on a disk that `ray down` deletes
     if "mlflow server" in starts:  # AWS: a stateless MLflow server on the head, its runs in PostgreSQL
         assert "--host 127.0.0.1" in starts and "postgresql://" in starts and "s3://" in starts
+        assert "MLFLOW_DISABLE_TELEMETRY=true nohup mlflow server" in starts  # no usage records sent to MLflow
     else:  # on-prem: the head's 127.0.0.1:5000 is a tunnel to the team server on a machine that stays
         assert "-L 127.0.0.1:5000:127.0.0.1:5000" in starts
     assert all("RAY_AUTH_MODE=token" in c for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]
                if "ray " in c)  # fmt: skip
+    # no usage stats sent to Ray's makers from a head with a dashboard (hsc_search/__init__.py)
+    assert all("RAY_USAGE_STATS_ENABLED=0 ray start" in c for c in cfg["head_start_ray_commands"]
+               + cfg["worker_start_ray_commands"] if "ray start" in c)  # fmt: skip
 
 
 def test_aws_file_has_a_gpu_worker_type():
