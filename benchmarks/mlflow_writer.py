@@ -1,7 +1,8 @@
 """Where the MLflow writer's time goes: the writer process's own time per kind of message and the MLflow client
 calls it makes, for one small FIFO search with MLflow on (sqlite); what the tracker's Tune hooks cost the driver
 (the process of Ray Tune's event loop); plus the two per-trial pictures made alone (SVG text, against the
-matplotlib PNGs they replaced).
+matplotlib PNGs they replaced); and one trial's file upload both ways, side by side (MlflowClient.log_artifacts
+against the run's artifact repository, as the writer uploads).
 
 The writer process (`hsc_search/writer.py`) writes its figures when it stops to the file named by
 `HSC_WRITER_STATS`; the hooks of `hsc_search.tracking.MlflowTracker` are wrapped here with a CPU timer of the
@@ -158,6 +159,43 @@ def time_plots(epochs: int = 30, repeats: int = 5) -> dict:
     return {"both_plots_svg_s": v, "both_plots_matplotlib_png_s": p, "ratio": p / v}
 
 
+def time_uploads(runs: int = 24, metrics: int = 35, epochs: int = 2) -> dict:
+    """One trial's files (config, two pictures, the spectrum: 4 small files) uploaded after its metrics, the two
+    ways side by side on one sqlite store, alternating run by run: `MlflowClient.log_artifacts` (which reads the
+    whole run back to find its artifact repository the first time) and the run's artifact repository, built from
+    the URI `create_run` returned (what the writer does: `_Sink._upload`). CPU of the calling thread per upload."""
+    from mlflow.entities import Metric, Param
+
+    from hsc_search.runs import client_for
+    from hsc_search.writer import _Sink
+
+    with tempfile.TemporaryDirectory(prefix="hsc-uploads-") as root:
+        sink = _Sink(f"sqlite:///{root}/mlflow.db", "val/map_avg", "max")
+        client = sink.client
+        exp = client.create_experiment("uploads", artifact_location=f"{root}/artifacts")
+        files = {"config.yaml": "lr: 0.001\n" * 40, "plots/loss_weights.svg": "<svg/>" * 400,
+                 "plots/cca_spectrum.svg": "<svg/>" * 400, "cca_spectrum.csv": "epoch,rho_00\n1,0.5\n" * 20}
+        cpu: dict[str, list[float]] = {"client": [], "repository": []}
+        for i in range(runs + 2):  # the first pair warms up
+            run = client.create_run(exp, run_name=f"t{i}")
+            rid, now = run.info.run_id, int(time.time() * 1000)
+            client.log_batch(rid, metrics=[Metric(f"m/{k}", 0.5, now, e) for e in range(1, epochs + 1)
+                                           for k in range(metrics)],
+                             params=[Param(f"p{k}", str(k)) for k in range(12)])  # fmt: skip
+            way = "repository" if i % 2 else "client"
+            if way == "repository":
+                sink.repos[rid] = sink._artifact_repository(run.info.artifact_uri)
+            c0 = time.thread_time()
+            sink._upload(rid, files)
+            if i >= 2:
+                cpu[way].append(time.thread_time() - c0)
+            listed = {a.path for a in client_for(sink.client.tracking_uri).list_artifacts(rid)}
+            assert {"config.yaml", "plots", "cca_spectrum.csv"} <= listed, listed  # both land in the same place
+    c, r = statistics.median(cpu["client"]), statistics.median(cpu["repository"])
+    return {"runs_each": len(cpu["client"]), "client_log_artifacts_cpu_ms": 1000 * c,
+            "repository_cpu_ms": 1000 * r, "ratio": c / r}  # fmt: skip
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=12)
@@ -168,10 +206,12 @@ def main(argv=None) -> int:
     if args.quick:
         args.trials, args.epochs = 4, 2
     plots = time_plots(repeats=1 if args.quick else 5)  # before the search: nothing of Ray's is left running then
+    uploads = time_uploads(runs=4 if args.quick else 24)
     # the writer as a thread of the driver (the default) and as a process of its own, one after the other
     with tempfile.TemporaryDirectory(prefix="hsc-writer-") as root:
         result = {"writer": time_writer_calls(args.trials, args.epochs, "thread", root),
-                  "writer_process": time_writer_calls(args.trials, args.epochs, "process", root), "plots": plots}  # fmt: skip
+                  "writer_process": time_writer_calls(args.trials, args.epochs, "process", root), "plots": plots,
+                  "uploads": uploads}  # fmt: skip
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

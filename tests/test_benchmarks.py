@@ -78,6 +78,8 @@ def test_mlflow_writer_quick(tmp_path):
     assert (writer["where"], res["writer_process"]["where"]) == ("thread", "process")
     assert res["writer_process"]["messages"]["finish"]["n"] == 4
     assert res["plots"]["both_plots_svg_s"] > 0 and res["plots"]["both_plots_matplotlib_png_s"] > 0
+    up = res["uploads"]
+    assert up["runs_each"] == 2 and up["client_log_artifacts_cpu_ms"] > 0 and up["repository_cpu_ms"] > 0
 
 
 def test_tracking_throughput_quick_on_sqlite(tmp_path):

@@ -193,6 +193,11 @@ def test_three_searches_at_once_and_a_server_restart_lose_nothing(team, ray_clus
     assert all(r.info.status == "FINISHED" for r in parents + children)  # nothing left RUNNING
     for c in children:  # every epoch's metrics arrived: count them
         assert int(c.data.metrics["epoch"]) == EPOCHS
+        # the trial's files went up through the server (the writer uploads to the run's artifact repository)
+        assert c.info.artifact_uri.startswith("mlflow-artifacts:"), c.info.artifact_uri
+        files = {a.path for a in client.list_artifacts(c.info.run_id)}
+        assert {"config.yaml", "cca_spectrum.csv", "plots"} <= files, (c.info.run_name, files)
+        assert {a.path for a in client.list_artifacts(c.info.run_id, "plots")} >= {"plots/loss_weights.svg"}
         for key in ("val/map_avg", "loss/total", "weight/nce", "cca/rho_00", "time/epoch_s"):
             assert len(client.get_metric_history(c.info.run_id, key)) == EPOCHS, (c.info.run_name, key)
     assert_complete_histories(client, children)
