@@ -37,7 +37,7 @@ demo: setup
 
 # the MLflow UI on ./mlflow.db (what `make demo` wrote); open the link `make demo` printed
 ui: setup
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db
+	MLFLOW_DISABLE_TELEMETRY=$${MLFLOW_DISABLE_TELEMETRY:-true} $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 # the latest search's report, written again (e.g. for a search made before the report existed)
 report: setup
