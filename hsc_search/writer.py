@@ -7,7 +7,7 @@ It reads what is queued behind the message in hand: a trial whose end is already
 merged into that end (one `log_batch`, one upload).
 
 Where it runs (`writer_in_process`): a thread of the driver by default, or, with HSC_MLFLOW_WRITER=process, a
-process of its own (`python -m hsc_search.writer`), so that the MLflow client (about 40 ms of CPU per trial on a
+process of its own (`python -m hsc_search.writer`), so that the MLflow client (38-87 ms of CPU per trial on a
 sqlite store) shares neither the interpreter lock of Tune's event loop nor its core. This module imports neither
 Ray nor torch, so the process starts in about a second, and the driver starts it while Ray starts. The process
 runs in a session of its own (a Ctrl-C at the terminal does not reach it: the driver closes it after logging what
@@ -65,7 +65,7 @@ def writer_in_process() -> bool:
     """Whether the writer runs as a process of its own (HSC_MLFLOW_WRITER=process) instead of a thread of the
     driver (the default).
 
-    The process frees Ray Tune's event loop from the MLflow client (about 40 ms of CPU per trial on a sqlite store,
+    The process frees Ray Tune's event loop from the MLflow client (38-87 ms of CPU per trial on a sqlite store,
     under the same interpreter lock), but its own start costs about 1.2 s of CPU (importing MLflow). Measured side
     by side on 2 cores (benchmarks/RESULTS.md, "Search machinery") the process made tiny-trial searches slower:
     everything there is CPU-bound. It is the choice to measure on a machine with cores to spare and hundreds of
