@@ -4,10 +4,10 @@ Importing this package starts nothing and imports neither ray nor mlflow; the CL
 and `driver.run_search` do the work.
 
 It does turn off, for this process and the processes it starts (Ray's workers, the MLflow writer, a team
-`mlflow server`), the usage telemetry that MLflow and Ray send to their makers by default: MLflow 3 posts a record
-of each tracking call to its servers, and a Ray head with a dashboard reports usage stats. A search tool should
-not phone home on a researcher's behalf, and MLflow's records cost CPU on every call of a search's writer. A value
-the user set wins: ``MLFLOW_DISABLE_TELEMETRY=false`` and ``RAY_USAGE_STATS_ENABLED=1`` turn them back on.
+`mlflow server`), the usage telemetry that MLflow and Ray send to their makers by default: MLflow 3 records
+tracking calls (runs created, batches logged) and posts them to its servers, and a Ray head with a dashboard
+reports usage stats. A search tool should not phone home on a researcher's behalf, and each record costs the
+search's MLflow writer some CPU. A value the user set wins: ``MLFLOW_DISABLE_TELEMETRY=false`` and ``RAY_USAGE_STATS_ENABLED=1`` turn them back on.
 """
 
 import os as _os
