@@ -210,8 +210,8 @@ exp = client.create_experiment('t')
 parent = client.create_run(exp, tags={{'hsc.kind': 'search'}}).info.run_id
 tracker = MlflowTracker(uri, exp, parent, 3, ['lr'])
 tracker.setup()
-print(tracker._writer._proc.pid, flush=True)
-try:
+try:  # the Ctrl-C follows the pid at once: it can land while print returns, so inside the try
+    print(tracker._writer._proc.pid, flush=True)
     time.sleep(60)
 except KeyboardInterrupt:
     pass
