@@ -27,7 +27,7 @@ from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
 from .report import publish_report
-from .runs import REPORT_ARTIFACT, TAG_KIND, client_for, experiment_tags, tag_experiment, trial_outcome
+from .runs import REPORT_ARTIFACT, TAG_KIND, client_for, experiment_tags, import_mlflow, tag_experiment, trial_outcome
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
 from .settings import SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
@@ -311,6 +311,7 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
     client = experiment_id = parent_id = None
     try:
         if settings.mlflow:
+            import_mlflow()  # the opening and the writer threads may still be importing it (runs.import_mlflow)
             from mlflow.entities import RunTag
 
             client = opening.result()

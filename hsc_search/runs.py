@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from typing import Any, Callable
 
@@ -121,7 +122,24 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
                          "or pass --tracking-uri")  # fmt: skip
 
 
+_MLFLOW_IMPORT = threading.Lock()
+
+
+def import_mlflow() -> None:
+    """Imports MLflow, one thread at a time. A search imports it in three threads at once (the store opening and
+    the MLflow writer while Ray starts, the driver's own thread after), and MLflow's package imports in cycles
+    (`mlflow.entities` -> `mlflow` -> ... -> `mlflow.entities`, its protobuf modules): two threads entering
+    it by different modules meet Python's import-deadlock check, and one of them gets a half-initialised module
+    ("cannot import name 'Run' from partially initialized module 'mlflow.entities'", a `_DeadlockError`) and the
+    search dies before its first trial. Seen on a slow 2-core VM in 2 of 3 searches started from a fresh
+    process. Call this before a thread's first `from mlflow... import`; after the first call it costs a lock."""
+    with _MLFLOW_IMPORT:
+        import mlflow  # noqa: F401 - the whole package, so later imports find their modules initialised
+        import mlflow.store.artifact.artifact_repository_registry  # noqa: F401 - the writer's, not in `import mlflow`
+
+
 def client_for(tracking_uri: str | None):
+    import_mlflow()
     from mlflow.tracking import MlflowClient
 
     seed_sqlite_store(tracking_uri)

@@ -45,3 +45,44 @@ def test_a_users_own_choice_wins():
                  "print(json.dumps({k: os.environ.get(k) for k in ('MLFLOW_DISABLE_TELEMETRY', 'RAY_USAGE_STATS_ENABLED')}))",
                  MLFLOW_DISABLE_TELEMETRY="false", RAY_USAGE_STATS_ENABLED="1")  # fmt: skip
     assert got == {"MLFLOW_DISABLE_TELEMETRY": "false", "RAY_USAGE_STATS_ENABLED": "1"}
+
+
+# The first import of MLflow happens in three threads of a search at once (the store opening and the writer
+# while Ray starts, the driver's thread after); MLflow's package imports in cycles, so unguarded that raised
+# "partially initialized module" or _DeadlockError in 4 of 4 fresh processes on a slow 2-core VM.
+RACE = """
+import sys, tempfile, threading
+from hsc_search import runs
+uri = 'sqlite:///' + tempfile.mkdtemp() + '/mlflow.db'
+errors, barrier = [], threading.Barrier(3)
+
+def opening_or_writer():  # what driver._opening and the writer's _Sink do first
+    barrier.wait()
+    try:
+        runs.client_for(uri)
+    except BaseException as e:
+        errors.append(repr(e))
+
+def driver_thread():  # what driver._launch does after Ray is up
+    barrier.wait()
+    try:
+        runs.import_mlflow()
+        from mlflow.entities import RunTag  # noqa: F401
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository  # noqa: F401
+    except BaseException as e:
+        errors.append(repr(e))
+
+threads = [threading.Thread(target=f) for f in (opening_or_writer, opening_or_writer, driver_thread)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(errors)
+"""
+
+
+def test_mlflow_imported_by_three_threads_at_once_in_a_fresh_process():
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", RACE], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-3000:]
