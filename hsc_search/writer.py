@@ -312,7 +312,7 @@ class _Sink:
         experiment_id, parent_run_id = parent
         self.params[tid] = [Param(k, v) for k, v in params]
 
-        def start() -> None:
+        def start() -> str:
             client = self.client
             run = find_child_run(client, experiment_id, parent_run_id, tid) if known else None
             if run is None:
@@ -328,9 +328,14 @@ class _Sink:
                 if run.data.tags.get(TAG_NODE) and tid not in self.node_tags:
                     self.node_tags[tid] = run.data.tags[TAG_NODE]
             self.runs[tid] = run.info.run_id
-            self.repos[run.info.run_id] = self._artifact_repository(run.info.artifact_uri)
+            return run.info.artifact_uri
 
-        retry(start, f"start child run of {name}")
+        artifact_uri = retry(start, f"start child run of {name}")
+        # built after the retried block: a repository that cannot be built must not create the run a second time
+        try:
+            self.repos[self.runs[tid]] = self._artifact_repository(artifact_uri)
+        except Exception:  # noqa: BLE001 - at the upload MLflow's client looks it up itself, and says what is wrong
+            self.repos.pop(self.runs[tid], None)
         if self.logged[tid] == 0:
             text = yaml.safe_dump(config, sort_keys=False)
             if ending:  # the trial has ended already: one upload with its plots

@@ -79,6 +79,34 @@ def test_a_trial_ended_by_its_last_report_logs_every_epoch_its_score_and_its_fil
     assert {"config.yaml", "cca_spectrum.csv", "plots/loss_weights.svg"} <= files
 
 
+def test_a_run_whose_artifact_repository_cannot_be_built_is_created_once_and_still_gets_its_files(
+        tmp_path, monkeypatch):  # fmt: skip
+    """The writer builds each child run's artifact repository itself (writer._Sink._artifact_repository): when
+    that fails, the child run is not created a second time by the retry around `create_run`, and the files go up
+    through MLflow's own `log_artifacts`."""
+    from hsc_search import writer as writer_module
+
+    def cannot(self, uri):
+        raise RuntimeError(f"no artifact repository for {uri}")
+
+    monkeypatch.setattr(writer_module._Sink, "_artifact_repository", cannot)
+    monkeypatch.setenv(writer_module.PROCESS_ENV, "thread")  # the patch reaches a writer in this process
+    monkeypatch.chdir(tmp_path)
+    uri, client, exp, parent = _search_store(tmp_path)
+    tracker = MlflowTracker(uri, exp, parent, MAX_EPOCHS, ["lr"])
+    tracker.setup()
+    trial = Trial("t1", {"lr": 0.001, "epochs": MAX_EPOCHS})
+    tracker.on_trial_start(0, [], trial)
+    trial.last_result = _result([1, 2, 3])
+    tracker.on_trial_result(0, [], trial, trial.last_result)
+    tracker.on_trial_complete(0, [], trial)
+    assert tracker.close(interrupted=False) == []
+    run = _child(client, exp)  # exactly one child run
+    assert run.info.status == "FINISHED"
+    files = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "cca_spectrum.csv", "plots"} <= files
+
+
 def test_a_search_interrupted_after_a_trials_last_report_keeps_that_report(store):
     """The last report waits to be logged with the trial's end; when the search is interrupted before the end,
     closing the tracker logs it (nothing the trial reported is lost) and ends the run as KILLED."""
