@@ -58,7 +58,10 @@ class SearchSettings:
             p.append(f"max_epochs must be >= 1, got {self.max_epochs}")
         if self.scheduler not in ("asha", "fifo"):
             p.append(f"scheduler must be asha or fifo, got {self.scheduler!r}")
-        if not 1 <= self.grace_period <= self.max_epochs:
+        if self.max_epochs < 1:  # said above; the grace period is checked on its own
+            if self.grace_period < 1:
+                p.append(f"grace_period must be >= 1, got {self.grace_period}")
+        elif not 1 <= self.grace_period <= self.max_epochs:
             p.append(f"grace_period must be in [1, max_epochs={self.max_epochs}], got {self.grace_period}")
         if self.reduction_factor <= 1:
             p.append(f"reduction_factor must be > 1, got {self.reduction_factor}")

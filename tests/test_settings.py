@@ -36,6 +36,16 @@ def test_all_bad_values_reported_together():
         assert needle in msg
 
 
+@pytest.mark.parametrize("max_epochs", [0, -1])
+def test_a_bad_max_epochs_is_said_once_not_again_as_a_grace_period_out_of_range(max_epochs):
+    with pytest.raises(SettingsError) as e:
+        load_settings(None, {"max_epochs": max_epochs}, [])
+    assert str(e.value) == f"search settings: max_epochs must be >= 1, got {max_epochs}"
+    with pytest.raises(SettingsError) as e:  # a bad grace period beside it is still said
+        load_settings(None, {"max_epochs": max_epochs, "grace_period": 0}, [])
+    assert "grace_period must be >= 1, got 0" in str(e.value)
+
+
 @pytest.mark.parametrize("text", ["- a\n- b\n", "space: [unclosed\n"])
 def test_bad_file_is_named(tmp_path, text):
     f = tmp_path / "bad.yaml"
