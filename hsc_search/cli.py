@@ -323,9 +323,10 @@ def replay_cmd(
                                     "best recorded score."),
     settings: List[str] = typer.Option([], "--settings", metavar="SPEC", help="A stopping rule to replay, "
                                        "repeatable (or several in one quoted, space-separated value): fifo, "
-                                       "asha:grace=1,rf=2,brackets=1, hyperband:rf=3, median:grace=1,min_samples=3. "
+                                       "asha:grace=1,rf=2,brackets=1, hyperband:rf=3, median:grace=1,min_samples=3, "
+                                       "oracle:grace=1 (a reference that knows the curves, not a rule). "
                                        "[default: FIFO, ASHA grace 1/2/3 x rf 2/3/4 and two 2-bracket ASHAs, "
-                                       "HyperBand, median stopping]"),
+                                       "HyperBand, median stopping, the oracle]"),
     json_out: Optional[Path] = typer.Option(None, "--json", metavar="OUT", help="Also write every figure, per "
                                             "order, to this JSON file."),
     timing: str = typer.Option("epoch", help="epoch: every epoch takes one unit of time; recorded: the trial's "

@@ -393,15 +393,22 @@ RULES: dict[str, dict[str, type]] = {
     "asha": {"grace": int, "rf": float, "brackets": int},
     "hyperband": {"rf": float},
     "median": {"grace": int, "min_samples": int},
+    "oracle": {"grace": int},
 }
 RULE_DEFAULTS: dict[str, dict[str, float]] = {
     "fifo": {},
     "asha": {"grace": 1, "rf": 2, "brackets": 1},  # the search's defaults (grace 1, rf 2, one bracket)
     "hyperband": {"rf": 3},  # Ray's default eta
     "median": {"grace": 1, "min_samples": 3},  # Ray's default min_samples_required
+    "oracle": {"grace": 1},
 }
-SPEC_HELP = ("fifo | asha[:grace=G,rf=R,brackets=B] | hyperband[:rf=R] | median[:grace=G,min_samples=M]; "
-             "unset keys take the defaults asha grace=1,rf=2,brackets=1; hyperband rf=3; median grace=1,min_samples=3")
+SPEC_HELP = ("fifo | asha[:grace=G,rf=R,brackets=B] | hyperband[:rf=R] | median[:grace=G,min_samples=M] | "
+             "oracle[:grace=G]; unset keys take the defaults asha grace=1,rf=2,brackets=1; hyperband rf=3; "
+             "median grace=1,min_samples=3; oracle grace=1")
+ORACLE_NOTE = ("{label} is a reference, not a rule: it knows every trial's future. It stops each trial after "
+               "{grace} epoch(s), except the first trial started that reaches the target, which trains until it "
+               "does. A stopping rule that gives every trial {grace} epoch(s) would have to recognise the "
+               "eventual best from those epochs alone to come near it: the headroom of the stopping rules")
 
 
 @dataclass(frozen=True)
@@ -431,11 +438,14 @@ class Setting:
                 return f"{k}={_num(o[k])} must be at least 1"
         return None
 
-    def build(self, parts: RayParts, metric: str, mode: str, max_t: int):
-        """A new Ray scheduler for this setting, configured as the search configures ASHA (time in epochs)."""
+    def build(self, parts: RayParts, metric: str, mode: str, max_t: int, reach: dict[str, int] | None = None):
+        """A new Ray scheduler for this setting, configured as the search configures ASHA (time in epochs).
+        `reach` (the oracle's knowledge): trial id -> the first epoch its curve reaches the target."""
         o = self.opts
         if self.rule == "fifo":
             return parts.FIFOScheduler()
+        if self.rule == "oracle":
+            return _oracle(parts, reach or {}, int(o["grace"]))
         if self.rule == "asha":
             return parts.ASHAScheduler(time_attr=TIME_ATTR, metric=metric, mode=mode, max_t=max_t,
                                        grace_period=int(o["grace"]), reduction_factor=o["rf"],
@@ -445,6 +455,37 @@ class Setting:
                                             reduction_factor=o["rf"])  # fmt: skip
         return parts.MedianStoppingRule(time_attr=TIME_ATTR, metric=metric, mode=mode, grace_period=int(o["grace"]),
                                         min_samples_required=int(o["min_samples"]))  # fmt: skip
+
+
+def _oracle(parts: RayParts, reach: dict[str, int], grace: int):
+    """The oracle (ORACLE_NOTE) as a Ray scheduler: FIFO's choice of the next trial, and a decision per epoch
+    that reads the trial's future from `reach`."""
+
+    class Oracle(parts.FIFOScheduler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.winner: str | None = None  # the first trial added whose curve reaches the target
+
+        def on_trial_add(self, tune_controller, trial) -> None:
+            if self.winner is None and trial.trial_id in reach:
+                self.winner = trial.trial_id
+            super().on_trial_add(tune_controller, trial)
+
+        def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+            last = max(grace, reach[trial.trial_id]) if trial.trial_id == self.winner else grace
+            return parts.CONTINUE if int(result[TIME_ATTR]) < last else parts.STOP
+
+    return Oracle()
+
+
+def reach_epochs(curves: Curves, threshold: float) -> dict[str, int]:
+    """Trial id -> the first epoch at which its curve reaches `threshold`, for the trials that do."""
+    out = {}
+    for t in curves.trials:
+        e = next((i for i, v in enumerate(t.values, 1) if not _better(threshold, v, curves.mode)), None)
+        if e is not None:
+            out[t.trial_id] = e
+    return out
 
 
 def _num(v: float) -> str:
@@ -479,11 +520,13 @@ def parse_setting(spec: str) -> Setting:
 
 def default_settings(max_epochs: int) -> list[Setting]:
     """FIFO, ASHA at grace 1/2/3 x reduction factor 2/3/4 (one bracket) and at grace 1 with 2 brackets, HyperBand,
-    the median stopping rule; those whose grace period exceeds the curves' epochs are left out."""
+    the median stopping rule, and the oracle at grace 1 (ORACLE_NOTE); those whose grace period exceeds the
+    curves' epochs are left out."""
     out = [Setting("fifo")]
     out += [Setting("asha", (("brackets", 1), ("grace", g), ("rf", rf))) for g in (1, 2, 3) for rf in (2, 3, 4)]
     out += [Setting("asha", (("brackets", 2), ("grace", 1), ("rf", rf))) for rf in (2, 3)]
     out += [Setting("hyperband", (("rf", 3),)), Setting("median", (("grace", 1), ("min_samples", 3)))]
+    out += [Setting("oracle", (("grace", 1),))]  # the reference the rules are read against
     return [s for s in out if s.check(max_epochs) is None]
 
 
@@ -526,11 +569,11 @@ def replay_once(curves: Curves, setting: Setting, order: Sequence[int], concurre
 
     parts = ray_offline_parts()
     E, mode, metric = curves.max_epochs, curves.mode, curves.metric
-    scheduler = setting.build(parts, metric, mode, E)
+    threshold = threshold_of(curves, tolerance)
+    scheduler = setting.build(parts, metric, mode, E, reach=reach_epochs(curves, threshold))
     by_id = {t.trial_id: t for t in curves.trials}
     last_results: dict[str, dict] = {}
     ctrl = _Controller(parts, scheduler, last_results)
-    threshold = threshold_of(curves, tolerance)
     if timing == "recorded":
         missing = [t.trial_id for t in curves.trials if t.epoch_s is None]
         if missing:
@@ -728,6 +771,8 @@ def replay(curves: Curves, settings: Sequence[Setting] | None = None, orders: in
                      + "); only complete curves are replayed, so the best of a search that stopped trials early "
                      "is the best among its survivors")  # fmt: skip
     for x in summaries:
+        if x.setting.rule == "oracle":
+            notes.append(ORACLE_NOTE.format(label=x.setting.label, grace=x.setting.opts["grace"]))
         if x.setting.rule == "hyperband":
             eta = x.setting.opts["rf"]
             first = int(round(math.log(curves.max_epochs) / math.log(eta))) + 1  # Ray's first bracket: n0(s=0)

@@ -108,3 +108,17 @@ def test_bytecode_quick(tmp_path):
     assert [m["mode"] for m in doc["measurements"]] == ["installed .pyc", "no .pyc"]
     assert all(m["worker_imports_s"] > 0 and m["cli_help_s"] > 0 for m in doc["measurements"])
     assert "| `hsc-search --help` s |" in (out / "bytecode.md").read_text()
+
+
+def test_replay_recorded_quick(tmp_path):
+    """The recorded FIFO searches replay (one of them, 20 orders), with the oracle row in the summary table."""
+    proc = subprocess.run([sys.executable, "benchmarks/replay_recorded.py", "--quick", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((tmp_path / "replay.json").read_text())
+    (only,) = doc["replays"].values()
+    by = {s["setting"]: s for s in only["settings"]}
+    assert by["fifo"]["epochs"]["median"] == 16 * 12  # FIFO trains every epoch of the 16 recorded trials
+    # the oracle gives every trial at least one epoch, and reaches the best in every order
+    assert by["oracle:grace=1"]["reached"] == 1.0 and by["oracle:grace=1"]["epochs"]["median"] >= 16
+    assert "| oracle:grace=1 |" in (tmp_path / "replay.md").read_text()

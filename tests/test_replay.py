@@ -79,6 +79,24 @@ def test_asha_epochs_trained_match_a_count_by_hand():
     assert o.epochs == 13 and o.makespan == 8 and o.best_seen == 0.95
 
 
+def test_the_oracle_by_hand():
+    """The oracle knows which trials reach the target: every trial trains `grace` epochs, except the first trial
+    started that reaches it, which trains until it does."""
+    curves = Curves.from_values(TINY)  # target 0.985: only D gets there, at epoch 4
+    o = replay_once(curves, parse_setting("oracle"), [0, 1, 2, 3], concurrency=1)
+    assert o.trained == {"A": 1, "B": 1, "C": 1, "D": 4} and o.to_best == 7 and o.epochs == 7
+    # two at a time, D first: t1 D1 A1, t2 D2 B1, t3 D3 C1, t4 D4 (the 7th epoch of all reaches 0.99)
+    o = replay_once(curves, parse_setting("oracle"), [3, 0, 1, 2], concurrency=2)
+    assert o.trained == {"D": 4, "A": 1, "B": 1, "C": 1} and o.to_best == 7 and o.makespan == 4
+    # within 0.05 (target 0.94) C (0.95 at epoch 4) and D (0.95 at epoch 3) get there; C starts first: it is
+    # the one that trains on; D, after it, trains the grace epochs only
+    o = replay_once(curves, parse_setting("oracle:grace=2"), [0, 1, 2, 3], concurrency=1, tolerance=0.05)
+    assert o.trained == {"A": 2, "B": 2, "C": 4, "D": 2} and o.to_best == 8
+    report = replay(curves, orders=20)  # in the default table, with the note that says what it is
+    assert report.settings[-1].setting.label == "oracle:grace=1"
+    assert any(n.startswith("oracle:grace=1 is a reference, not a rule") for n in report.notes)
+
+
 def test_median_rule_by_hand():
     """Ray's median stopping rule, grace 1, one other trial needed: a trial stops when its best so far is below
     the median of the other trials' running means up to the same epoch (trials that got that far)."""
