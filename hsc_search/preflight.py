@@ -172,7 +172,7 @@ def _launchable_node_types() -> list[tuple[str, dict]]:
     path = Path.home() / "ray_bootstrap_config.yaml"
     try:
         cfg = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: not UTF-8
         return []
     out = []
     for name, spec in (cfg.get("available_node_types") or {}).items():

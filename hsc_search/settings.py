@@ -63,8 +63,8 @@ class SearchSettings:
                 p.append(f"grace_period must be >= 1, got {self.grace_period}")
         elif not 1 <= self.grace_period <= self.max_epochs:
             p.append(f"grace_period must be in [1, max_epochs={self.max_epochs}], got {self.grace_period}")
-        if self.reduction_factor <= 1:
-            p.append(f"reduction_factor must be > 1, got {self.reduction_factor}")
+        if not (math.isfinite(self.reduction_factor) and self.reduction_factor > 1):
+            p.append(f"reduction_factor must be a finite number > 1, got {self.reduction_factor}")
         if self.mode not in ("max", "min"):
             p.append(f"mode must be max or min, got {self.mode!r}")
         if self.cpus_per_trial <= 0:
@@ -77,6 +77,14 @@ class SearchSettings:
             p.append(f"checkpoint_every_s must be > 0, got {self.checkpoint_every_s}")
         if self.max_failures < 0 or self.keep_checkpoints < 1:
             p.append("max_failures must be >= 0 and keep_checkpoints >= 1")
+        if not 0 <= self.seed <= 2**32 - 1:  # Optuna's samplers take numpy seeds
+            p.append(f"seed must be in [0, 2**32 - 1], got {self.seed}")
+        if not self.experiment.strip():
+            p.append("experiment must be an MLflow experiment name, got an empty string")
+        if self.name is not None:
+            why = name_problem(self.name)
+            if why:
+                p.append(f"name {self.name!r}: {why}")
         if self.warm_start is not None and not self.warm_start.strip():
             p.append("warm_start must be a parent run id or a search folder, got an empty string")
         if "epochs" in self.overrides:
@@ -105,6 +113,8 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
             values = yaml.safe_load(path.read_text()) or {}
         except OSError as e:
             raise SettingsError(f"{path}: cannot read search config ({e.strerror})") from None
+        except UnicodeDecodeError as e:
+            raise SettingsError(f"{path}: not UTF-8 text (byte {e.start}); expected a YAML search config") from None
         except yaml.YAMLError as e:
             raise SettingsError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(values, dict):
@@ -130,6 +140,16 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
     values.update({k: v for k, v in cli.items() if v is not None})
     values["overrides"] = {**values.get("overrides", {}), **parse_overrides(overrides)}
     return SearchSettings(**values).validate()
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a search (its folder under the storage path, its MLflow parent run), or None."""
+    if not name.strip():
+        return "expected a non-empty name"
+    if "/" in name or "\\" in name or name in (".", "..") or name != name.strip():
+        return ("expected one folder name: no '/' or '\\', not '.' or '..', no spaces around it (it names the "
+                "search's folder under the storage path)")
+    return None
 
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}

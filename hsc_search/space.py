@@ -323,6 +323,8 @@ def load_space(path: str | Path, *, overrides: dict[str, Any] | None = None) -> 
         text = path.read_text()
     except OSError as e:
         raise SpaceError(f"{path}: cannot read search space file ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise SpaceError(f"{path}: not UTF-8 text (byte {e.start}); expected a YAML search space file") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -351,7 +353,7 @@ def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[s
     if overrides is not None and not isinstance(overrides, dict):
         bad("overrides", f"expected a mapping of field: value, got {type(overrides).__name__}")
         overrides = {}
-    override = _read_fixed(overrides, "override", bad)
+    override = _read_fixed(overrides, "override", _OverrideProblems(bad, overrides or {}))
 
     raw_params = d.get("params")
     if not isinstance(raw_params, dict) or not raw_params:
@@ -401,6 +403,21 @@ class _Problems:
 
     def __len__(self) -> int:
         return len(self.lines)
+
+
+class _OverrideProblems:
+    """`bad(where, msg)` for the overrides: blames `--set name=value` (or a search config's `set:`, which is the
+    same setting), not the space file the overrides are applied to."""
+
+    def __init__(self, bad: _Problems, overrides: dict[str, Any]):
+        self.bad, self.overrides = bad, overrides
+
+    def __call__(self, where: str, msg: str) -> None:
+        if "." in where:
+            name = where.split(".", 1)[1]
+            self.bad.lines.append(f"--set {name}={self.overrides.get(name, '')}: {msg}")
+        else:
+            self.bad.lines.append(f"--set: {msg}")
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:

@@ -57,3 +57,35 @@ def test_bad_file_is_named(tmp_path, text):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(SettingsError, match="nope.yaml"):
         load_settings(tmp_path / "nope.yaml", {}, [])
+
+
+@pytest.mark.parametrize("cli, culprit", [
+    ({"seed": -1}, "seed must be in [0, 2**32 - 1], got -1"),
+    ({"seed": 2**64}, f"seed must be in [0, 2**32 - 1], got {2**64}"),
+    ({"reduction_factor": float("nan")}, "reduction_factor must be a finite number > 1, got nan"),
+    ({"reduction_factor": float("inf")}, "reduction_factor must be a finite number > 1, got inf"),
+    ({"experiment": " "}, "experiment must be an MLflow experiment name, got an empty string"),
+    ({"name": "../evil"}, "name '../evil': expected one folder name"),
+    ({"name": "a/b"}, "name 'a/b': expected one folder name"),
+    ({"name": ".."}, "name '..': expected one folder name"),
+    ({"name": ""}, "name '': expected a non-empty name"),
+])  # fmt: skip
+def test_values_that_would_fail_after_ray_started_fail_here(cli, culprit):
+    """Each of these passed the pre-flight and failed (or ran, writing outside the storage folder) once Ray was
+    up: Optuna's seed range, Ray's assert on ASHA's reduction factor, MLflow's experiment name, a name with a
+    path in it."""
+    with pytest.raises(SettingsError) as e:
+        load_settings(None, cli, [])
+    assert str(e.value) == f"search settings: {culprit}" or culprit in str(e.value)
+    assert load_settings(None, {"seed": 2**32 - 1, "name": "my search 2"}, []).name == "my search 2"
+
+
+def test_a_config_or_space_file_that_is_not_text_is_named(tmp_path):
+    from hsc_search.space import SpaceError, load_space
+
+    f = tmp_path / "binary.yaml"
+    f.write_bytes(b"\xff\xfe\x00junk")
+    with pytest.raises(SettingsError, match=r"binary.yaml: not UTF-8 text \(byte 0\); expected a YAML search config"):
+        load_settings(f, {}, [])
+    with pytest.raises(SpaceError, match=r"binary.yaml: not UTF-8 text \(byte 0\); expected a YAML search space"):
+        load_space(f)

@@ -290,6 +290,11 @@ def test_override_wins_over_the_files_fixed_value_and_is_checked():
     message = str(info.value)
     assert "--max-epochs" in message and "hiden_dim" in message and "hidden_dim" in message
     assert "batch_size" in message and "expected an integer" in message
+    # the overrides' own mistakes are blamed on --set (or a config's set:), never on the space file
+    lines = message.splitlines()
+    assert any(ln.startswith("--set hiden_dim=32: ") and "did you mean 'hidden_dim'" in ln for ln in lines), lines
+    assert any(ln.startswith("--set batch_size=many: expected an integer") for ln in lines), lines
+    assert not any(ln.startswith(str(path)) and ("hiden_dim" in ln or "many" in ln) for ln in lines), lines
 
 
 # ------------------------------------------------------------------------------------------- bad spaces
