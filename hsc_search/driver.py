@@ -255,6 +255,8 @@ def run_search(
     local = not (settings.address or os.environ.get("RAY_ADDRESS"))
     if local:
         preflight.check_local_resources(settings.cpus_per_trial, settings.gpus_per_trial)
+    else:
+        preflight.check_address(settings.address)
 
     _quiet()
     # MLflow's import and store set-up (about 2.5 s of the driver's CPU on a new sqlite store) run while Ray
@@ -382,10 +384,24 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     meta_path = storage.join(exp_dir, META_FILE)
     if not storage.exists(meta_path):
         raise SearchError(f"{exp_dir}: not a hsc-search experiment folder (no {META_FILE})")
-    meta = json.loads(storage.read_text(meta_path))
-    settings = SearchSettings(**meta["settings"])
+    try:
+        meta = json.loads(storage.read_text(meta_path))
+        settings = SearchSettings(**meta["settings"])
+        for key in ("space", "parent_run_id", "experiment_id"):
+            if key not in meta:
+                raise KeyError(key)
+    except (ValueError, KeyError, TypeError) as e:  # cut short, edited by hand, or from another version
+        what = f"no {e} in it" if isinstance(e, KeyError) else str(e).splitlines()[0]
+        raise SearchError(f"{meta_path}: not a readable search record ({what}); it is written when a search "
+                          "starts, so this folder cannot be resumed") from None  # fmt: skip
     if address:
         settings.address = address
+    # a folder whose driver died before Ray saved the search: said before Ray starts (the check reads a file)
+    if not tune.Tuner.can_restore(str(exp_dir)):
+        raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here (the search stopped "
+                          "before Ray saved it); start it again with `hsc-search run`")  # fmt: skip
+    if settings.address or os.environ.get("RAY_ADDRESS"):
+        preflight.check_address(settings.address)
     space = load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
     data = load_search_data(settings, space)
     in_process = False
@@ -399,8 +415,6 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     try:
         _init_ray(settings.address, preload=settings.cpus_per_trial <= 1)
         _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir))
-        if not tune.Tuner.can_restore(str(exp_dir)):
-            raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here")
         tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,
                                    resume_errored=False)  # fmt: skip
         echo(f"resuming search {settings.name} from {exp_dir}")

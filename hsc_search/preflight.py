@@ -50,11 +50,22 @@ def check_metric(metric: str, cfg: TrainConfig) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- MLflow
+DB_SCHEMES = ("postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores besides sqlite
+DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+EXPECTED_URIS = "sqlite:///mlflow.db, a database URI (postgresql://...) or an http:// tracking server"
+
+
 def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> None:
-    """The MLflow tracking URI can be used: a server answers its health check within `timeout_s`; a sqlite
-    file's folder exists (MLflow would silently create a new database at a mistyped path)."""
+    """The MLflow tracking URI can be used: a server answers its health check within `timeout_s`; a database
+    server accepts a connection within `timeout_s` (MLflow itself retries one for minutes); a sqlite file's
+    folder exists (MLflow would silently create a new database at a mistyped path) and the file, when there,
+    is a database."""
     if uri is None:
         return  # MLflow's default, sqlite:///mlflow.db in the working directory
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme in DB_SCHEMES:
+        _check_database(uri, scheme, timeout_s)
+        return
     if uri.startswith(("http://", "https://")):
         try:
             check_server(uri, timeout_s)
@@ -69,10 +80,70 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
         if not db.parent.resolve().is_dir():
             raise PreflightError(f"--tracking-uri {uri}: the folder {db.parent} does not exist; MLflow would not "
                                  "find an existing database there. Create the folder or fix the path")  # fmt: skip
+        if db.is_dir() or (db.exists() and not _is_sqlite_database(db)):
+            raise PreflightError(f"--tracking-uri {uri}: {db} is not an SQLite database; expected an MLflow "
+                                 "sqlite store, or a path where a new one can be made")  # fmt: skip
         return
+    if uri.split(":", 1)[0].lower() == "databricks":
+        raise PreflightError(f"--tracking-uri {uri}: Databricks-hosted MLflow is not supported; use {EXPECTED_URIS}")
     if uri.startswith("file:") or "://" not in uri:
-        raise PreflightError(f"--tracking-uri {uri}: MLflow 3.17 refuses file stores; use sqlite:///mlflow.db, a "
-                             "database URI (postgresql://...) or an http:// tracking server")  # fmt: skip
+        raise PreflightError(f"--tracking-uri {uri}: MLflow 3.17 refuses file stores; use {EXPECTED_URIS}")
+    raise PreflightError(f"--tracking-uri {uri}: unknown scheme '{uri.split('://', 1)[0]}'; expected {EXPECTED_URIS}")
+
+
+def _is_sqlite_database(path: Path) -> bool:
+    """The file is an SQLite database (or empty, which SQLite takes as a new one); opened read-only."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            con.execute("PRAGMA schema_version").fetchone()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return False
+    return True
+
+
+def tcp_problem(host: str, port: int, timeout_s: float) -> str | None:
+    """Why nothing accepts a TCP connection at host:port within `timeout_s`, or None when something does."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except OSError as e:
+        return e.strerror or str(e) or type(e).__name__
+
+
+def _check_database(uri: str, scheme: str, timeout_s: float) -> None:
+    """A database server behind a postgresql://, mysql:// or mssql:// URI accepts a connection (the password
+    is never printed)."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    try:
+        url = sqlalchemy.engine.make_url(uri)
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy's ArgumentError, or a bad port
+        raise PreflightError(f"--tracking-uri: not a database URL ({e}); expected e.g. "
+                             "postgresql://user:password@host:5432/mlflow") from None  # fmt: skip
+    shown = url.render_as_string(hide_password=True)
+    host, port = url.host, url.port or DB_PORTS[scheme]
+    why = tcp_problem(host, port, timeout_s) if host else None  # no host: a unix socket (?host=/folder), below
+    if why is not None:
+        raise PreflightError(f"--tracking-uri {shown}: no database answers at {host}:{port} ({why}); start it, "
+                             "fix the URI, or search with --no-mlflow")  # fmt: skip
+    args = {"connect_timeout": max(1, int(timeout_s))} if scheme in ("postgresql", "mysql") else {}
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=args)
+        with engine.connect():
+            pass
+    except (ImportError, sqlalchemy.exc.NoSuchModuleError) as e:
+        raise PreflightError(f"--tracking-uri {shown}: the database driver is not installed ({e})") from None
+    except Exception as e:  # noqa: BLE001 - the driver's own error: wrong password, no such database, ...
+        first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise PreflightError(f"--tracking-uri {shown}: the database refused the connection: {first}") from None
 
 
 # ---------------------------------------------------------------------------------------------- storage
@@ -110,6 +181,31 @@ def check_storage(exp_dir: str) -> None:
             if folder == created:
                 break
             folder = folder.parent
+
+
+# ---------------------------------------------------------------------------------------------- Ray
+RAY_TIMEOUT_S = 5.0
+
+
+def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S) -> None:
+    """A Ray cluster address (--address, else RAY_ADDRESS) has the form Ray takes and something answers at it
+    within `timeout_s`: Ray itself would retry an absent head for minutes. `auto` is left to Ray (it finds the
+    cluster started on this machine, or says there is none)."""
+    flag = "--address"
+    if address is None:
+        address, flag = os.environ.get("RAY_ADDRESS"), "RAY_ADDRESS"
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in hostport:
+        raise PreflightError(f"{flag} {address}: expected host:port of a Ray head node (ray start --head prints it, "
+                             "e.g. 10.0.0.5:6379), ray://host:10001 for Ray Client, or auto")  # fmt: skip
+    why = tcp_problem(host.strip("[]"), int(port), timeout_s)
+    if why is not None:
+        raise PreflightError(f"{flag} {address}: no Ray head answers at {host}:{port} ({why}); start one with "
+                             "`ray start --head`, fix the address, or leave it out to search on a local Ray "
+                             "instance")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- resources

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 
@@ -114,3 +115,56 @@ def test_a_bad_mlflow_writer_placement_is_named(monkeypatch):
     monkeypatch.setenv("HSC_MLFLOW_WRITER", "fork")
     with pytest.raises(PreflightError, match="HSC_MLFLOW_WRITER='fork': expected 'process' or 'thread'"):
         preflight.writer_in_process()
+
+
+def test_a_database_uri_is_tried_before_ray_starts_and_its_password_never_shown(tmp_path):
+    """MLflow retries a database it cannot reach for minutes (a search hung there); the pre-flight names it in
+    seconds: a TCP port nothing listens on, a unix socket folder with no server, a scheme it does not know, a
+    sqlite path that holds something else."""
+    with socket.socket() as s:  # a port nothing listens on (bound, never accepting)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        t0 = time.monotonic()
+        with pytest.raises(PreflightError) as e:
+            preflight.check_tracking(f"postgresql://hsc:secret@127.0.0.1:{port}/mlflow", timeout_s=2.0)
+        assert time.monotonic() - t0 < 5.0
+    assert str(e.value).startswith(f"--tracking-uri postgresql://hsc:***@127.0.0.1:{port}/mlflow: no database "
+                                   f"answers at 127.0.0.1:{port}")  # fmt: skip
+    assert "secret" not in str(e.value)
+    # PostgreSQL over a unix socket (as the team server's): the driver itself says what is wrong
+    with pytest.raises(PreflightError, match=r"--tracking-uri postgresql://hsc@/mlflow\?host=.*: the database "
+                                             r"refused the connection: .*"):  # fmt: skip
+        preflight.check_tracking(f"postgresql://hsc@/mlflow?host={tmp_path}", timeout_s=2.0)
+    with pytest.raises(PreflightError, match=r"--tracking-uri htp://x: unknown scheme 'htp'; expected sqlite"):
+        preflight.check_tracking("htp://x")
+    with pytest.raises(PreflightError, match="Databricks-hosted MLflow is not supported"):
+        preflight.check_tracking("databricks")
+    data = tmp_path / "clips.h5"
+    data.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(200))
+    with pytest.raises(PreflightError, match=f"{data} is not an SQLite database"):
+        preflight.check_tracking(f"sqlite:///{data}")
+    assert data.read_bytes() == b"\x89HDF\r\n\x1a\n" + bytes(200)  # read only, never written
+    (tmp_path / "empty.db").write_bytes(b"")
+    preflight.check_tracking(f"sqlite:///{tmp_path / 'empty.db'}")  # SQLite takes an empty file as a new database
+
+
+def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch):
+    """Ray retries an absent head for minutes (a search hung there); the pre-flight names it in seconds."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for bad in ("bogus", "http://10.0.0.5:6379", "10.0.0.5:port", "host:99999"):
+        with pytest.raises(PreflightError, match=f"--address {re.escape(bad)}: expected host:port of a Ray head"):
+            preflight.check_address(bad)
+    with socket.socket() as s:  # bound, never accepting: nothing answers
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        t0 = time.monotonic()
+        for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+            with pytest.raises(PreflightError, match=f"{re.escape(address)}: no Ray head answers at 127.0.0.1:{port}"):
+                preflight.check_address(address, timeout_s=2.0)
+        monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # the variable, named as such
+        with pytest.raises(PreflightError, match=f"RAY_ADDRESS 127.0.0.1:{port}: no Ray head answers"):
+            preflight.check_address(None, timeout_s=2.0)
+        assert time.monotonic() - t0 < 10.0
+        s.listen()  # now something answers
+        preflight.check_address(f"127.0.0.1:{port}", timeout_s=2.0)
+    preflight.check_address("auto")  # left to Ray

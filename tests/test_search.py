@@ -4,6 +4,7 @@ over HTTP from a real `mlflow server`, export-best + retrain, bad input, and SIG
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -217,6 +218,13 @@ def test_export_best_then_retrain(search, _cache_dir):
         (["run", "--set", "lr=.inf"], ["lr", "expected a finite number"]),
         (["run", "--set", "val_fraction=2"], ["val_fraction"]),
         (["run", "--data", "synthetic:ave?n_train=100&num_classes=1"], ["num_classes"]),
+        # each of these failed with a traceback, or hung, once Ray had started
+        (["run", "--seed", "-1"], ["seed must be in [0, 2**32 - 1]"]),
+        (["run", "--reduction-factor", "nan"], ["reduction_factor must be a finite number > 1"]),
+        (["run", "--name", "../elsewhere"], ["name '../elsewhere'", "one folder name"]),
+        (["run", "--tracking-uri", "postgresql://u@127.0.0.1:1/db"], ["no database answers at 127.0.0.1:1"]),
+        (["run", "--tracking-uri", "htp://x"], ["unknown scheme 'htp'"]),
+        (["run", "--address", "127.0.0.1:1"], ["--address 127.0.0.1:1: no Ray head answers"]),
     ],
 )
 def test_bad_input_fails_before_anything_starts(args, needles, tmp_path, _cache_dir):
@@ -366,3 +374,29 @@ def test_synth_data_and_train_hand_over_to_the_trainer(tmp_path, _cache_dir):
     assert len([l for l in proc.stdout.splitlines() if l.startswith("epoch")]) == 2
     assert "train 300 / val 60 / test 60 clips, audio 12-d, visual 16-d" in proc.stdout
     assert (tmp_path / "run" / "summary.json").exists()
+
+
+def test_resume_of_a_folder_it_cannot_continue_says_so_before_ray_starts(tmp_path):
+    """A record cut short or from another version, and a folder whose search stopped before Ray saved it: one
+    sentence each, before a Ray instance is started (that took about 19 s before the check)."""
+    import ray
+
+    from hsc_search.driver import SearchError, resume_search
+
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "hsc_search.json").write_text('{"settings": {"space": "quick", ')
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "hsc_search.json").write_text(json.dumps({"settings": {"speed": 2}, "space": {}, "parent_run_id": None,
+                                                       "experiment_id": None}))  # fmt: skip
+    unsaved = tmp_path / "unsaved"
+    unsaved.mkdir()
+    (unsaved / "hsc_search.json").write_text(json.dumps({"settings": {}, "space": {}, "parent_run_id": None,
+                                                         "experiment_id": None}))  # fmt: skip
+    for folder, needle in [(cut, "not a readable search record (Expecting property name"),
+                           (other, "not a readable search record (SearchSettings.__init__() got an unexpected"),
+                           (unsaved, "Ray Tune has no restorable experiment state here")]:  # fmt: skip
+        with pytest.raises(SearchError, match=re.escape(needle)):
+            resume_search(folder, echo=lambda m: None)
+        assert not ray.is_initialized()
