@@ -304,6 +304,8 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
     n_nodes = 1 if local else storage.check_visible_from_all_nodes(exp_dir)
     echo(f"search {settings.name}: {settings.num_samples} trials x up to {settings.max_epochs} epochs, "
          f"space {space.source}, data {data.summary()}")  # fmt: skip
+    for note in settings.unused():
+        echo(f"note: {note}")
     for note in notes:
         echo(f"first trial: {note}")
     if warm is not None:

@@ -93,6 +93,25 @@ class SearchSettings:
             raise SettingsError("\n".join(f"search settings: {m}" for m in p))
         return self
 
+    def unused(self) -> list[str]:
+        """Settings that were given but will not act, or that look reversed: said at the start of a search (not
+        errors: the search runs as asked)."""
+        out, default = [], SearchSettings()
+        if self.scheduler == "fifo":
+            moved = [f"{k} {getattr(self, k):g}" for k in ("grace_period", "reduction_factor")
+                     if getattr(self, k) != getattr(default, k)]  # fmt: skip
+            if moved:
+                out.append(f"{' and '.join(moved)}: ASHA's settings, not used with scheduler fifo")
+        if not self.mlflow and self.tracking_uri is not None:
+            out.append(f"tracking_uri {self.tracking_uri}: not used, MLflow is off (--no-mlflow)")
+        expected = "min" if self.metric.startswith(("loss/", "time/")) else "max" if self.metric.startswith(
+            ("val/", "cca/")) else None  # fmt: skip
+        if expected is not None and self.mode != expected:
+            out.append(f"mode {self.mode} with metric {self.metric}: the search ranks the "
+                       f"{'highest' if self.mode == 'max' else 'lowest'} {self.metric} best; "
+                       f"--mode {expected} is the usual choice")  # fmt: skip
+        return out
+
     def space_path(self) -> Path:
         """A shipped space by name, or a file path."""
         candidate = SPACES_DIR / f"{self.space}.yaml"

@@ -89,3 +89,15 @@ def test_a_config_or_space_file_that_is_not_text_is_named(tmp_path):
         load_settings(f, {}, [])
     with pytest.raises(SpaceError, match=r"binary.yaml: not UTF-8 text \(byte 0\); expected a YAML search space"):
         load_space(f)
+
+
+def test_settings_that_will_not_act_or_look_reversed_are_said():
+    assert load_settings(None, {}, []).unused() == []
+    assert load_settings(None, {"scheduler": "fifo"}, []).unused() == []  # ASHA's defaults: nothing was asked
+    notes = load_settings(None, {"scheduler": "fifo", "grace_period": 3, "mlflow": False,
+                                 "tracking_uri": "http://127.0.0.1:9", "metric": "loss/total"}, []).unused()  # fmt: skip
+    assert notes == ["grace_period 3: ASHA's settings, not used with scheduler fifo",
+                     "tracking_uri http://127.0.0.1:9: not used, MLflow is off (--no-mlflow)",
+                     "mode max with metric loss/total: the search ranks the highest loss/total best; --mode min is "
+                     "the usual choice"]  # fmt: skip
+    assert load_settings(None, {"metric": "loss/total", "mode": "min"}, []).unused() == []
