@@ -20,7 +20,6 @@ from trainer import ConfigError, TrainConfig
 
 from .runs import (
     CONFIG_ARTIFACT,
-    TAG_KIND,
     TAG_OUTCOME,
     TAG_TRIAL,
     StoreError,
@@ -28,8 +27,13 @@ from .runs import (
     check_store_to_read,
     child_runs,
     client_for,
+    latest_search,
+    missing_artifact_dir,
+    moved_store_hint,
+    out_file_problem,
     score_key,
 )
+from .runs import search_of as _search_of
 
 
 class ExportError(ValueError):
@@ -61,13 +65,20 @@ def find_experiment_id(client, experiment: str) -> str:
     return exp.experiment_id
 
 
-def latest_parent_run(client, experiment_id: str) -> str:
-    """The most recently started search (parent run) of the experiment."""
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'",
-                              order_by=["attributes.start_time DESC"], max_results=1)  # fmt: skip
-    if not runs:
-        raise ExportError(f"experiment {experiment_id} has no search (parent) run")
-    return runs[0].info.run_id
+def latest_parent_run(client, experiment_id: str, experiment: str | None = None) -> str:
+    """The most recently started search of the experiment that has trial runs (`runs.latest_search`)."""
+    try:
+        return latest_search(client, experiment_id, experiment)
+    except StoreError as e:
+        raise ExportError(str(e)) from None
+
+
+def search_of(client, run_id: str, tracking_uri: str | None) -> tuple[str, str]:
+    """(run id, experiment id) of a search given by `--run-id` (`runs.search_of`)."""
+    try:
+        return _search_of(client, run_id, tracking_uri)
+    except StoreError as e:
+        raise ExportError(str(e)) from None
 
 
 def trial_rows(client, experiment_id: str, parent_run_id: str, metric: str, mode: str) -> list[TrialRow]:
@@ -105,11 +116,27 @@ def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
 
 def trial_config(client, run_id: str) -> TrainConfig:
     """The resolved trainer config a trial ran with (its config.yaml artifact), validated."""
-    text = Path(client.download_artifacts(run_id, CONFIG_ARTIFACT)).read_text()
+    try:
+        text = Path(client.download_artifacts(run_id, CONFIG_ARTIFACT)).read_text()
+    except Exception as e:  # a store moved without its artifacts, an artifact server that does not answer
+        run = client.get_run(run_id)
+        what = f"cannot read {CONFIG_ARTIFACT} of trial run {run_id} ({run.info.run_name or 'unnamed'})"
+        if missing_artifact_dir(run.info.artifact_uri):
+            raise ExportError(f"{what}: {moved_store_hint(run.info.artifact_uri)}") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ExportError(f"{what} from {run.info.artifact_uri}: {first[:300]}") from None
     try:
         return TrainConfig.from_dict(yaml.safe_load(text), source=f"run {run_id}/{CONFIG_ARTIFACT}")
     except ConfigError as e:
         raise ExportError(str(e)) from None
+
+
+def check_out(out: str | Path, example: str, flag: str = "--out") -> Path:
+    """`out` can be written as a file (`runs.out_file_problem`); raises ExportError naming `flag` if not."""
+    problem = out_file_problem(out, example, flag)
+    if problem:
+        raise ExportError(problem)
+    return Path(out)
 
 
 def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml") -> Path:
@@ -131,24 +158,29 @@ def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, p
     trainer config to `out`. Returns the path and the chosen trial."""
     if mode not in ("max", "min"):
         raise ExportError(f"mode must be max or min, got {mode!r}")
+    if metric.startswith("test/"):  # as `run` refuses it (preflight.check_metric)
+        raise ExportError(f"--metric {metric}: test metrics are evaluated once, after the last epoch, and must never "
+                          "select models; rank by a validation metric such as val/map_avg")  # fmt: skip
+    out = check_out(out, "best_config.json" if fmt == "json" else "best_config.yaml")
     try:
         check_store_to_read(tracking_uri)
     except StoreError as e:
         raise ExportError(str(e)) from None
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars per downloaded file
     client = client_for(tracking_uri)
-    experiment_id = find_experiment_id(client, experiment)
     if parent_run_id is None:
-        parent_run_id = latest_parent_run(client, experiment_id)
+        experiment_id = find_experiment_id(client, experiment)
+        parent_run_id = latest_parent_run(client, experiment_id, experiment)
     else:
-        try:
-            client.get_run(parent_run_id)
-        except Exception:
-            raise ExportError(f"run '{parent_run_id}' not found at {tracking_uri or 'the default tracking URI'}") from None
+        parent_run_id, experiment_id = search_of(client, parent_run_id, tracking_uri)
     rows = trial_rows(client, experiment_id, parent_run_id, metric, mode)
     if not rows:
         raise ExportError(f"search run {parent_run_id} has no trial runs")
     best = best_row(rows, mode)
     if best is None:
         raise ExportError(f"no trial of search run {parent_run_id} logged '{metric}' (or all failed)")
-    return write_config(trial_config(client, best.run_id), out, fmt), best
+    cfg = trial_config(client, best.run_id)
+    try:
+        return write_config(cfg, out, fmt), best
+    except OSError as e:
+        raise ExportError(f"--out {out}: cannot write ({e.strerror or e})") from None

@@ -264,10 +264,12 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
                 raise ReplayError(f"MLflow experiment '{experiment}' has no search (parent) run; pass --run-id")
             parent = runs[0]
         else:
-            try:
-                parent = client.get_run(run_id)
-            except Exception:
-                raise ReplayError(f"run '{run_id}' not found at {uri}") from None
+            from .runs import StoreError, search_of
+
+            try:  # a trial's run id names its search (also for `run --warm-start`)
+                parent = client.get_run(search_of(client, run_id, uri)[0])
+            except StoreError as e:
+                raise ReplayError(str(e)) from None
         pid = parent.info.run_id
         settings = dict(parent.data.params)
         metric = settings.get("metric") or DEFAULT_METRIC
@@ -721,6 +723,22 @@ class ReplayReport:
     notes: list[str] = field(default_factory=list)
 
 
+MAX_ORDERS = 10_000  # every order replays every setting: ~0.15 s an order with the default settings on 12 trials
+
+
+def _check_numbers(orders: int, concurrency: int, tolerance: float) -> None:
+    if orders < 1:
+        raise ReplayError(f"--orders {orders}: must be at least 1")
+    if orders > MAX_ORDERS:
+        raise ReplayError(f"--orders {orders}: at most {MAX_ORDERS} (every order replays every setting, about 0.15 s "
+                          "an order with the default settings on 12 trials; the default 200 already gives stable "
+                          "quartiles)")  # fmt: skip
+    if concurrency < 1:
+        raise ReplayError(f"--concurrency {concurrency}: must be at least 1")
+    if not tolerance >= 0:
+        raise ReplayError(f"--tolerance {tolerance}: must be 0 or more")
+
+
 def replay(curves: Curves, settings: Sequence[Setting] | None = None, orders: int = 200, seed: int = 0,
            concurrency: int = 2, tolerance: float = 0.005, timing: str = "epoch") -> ReplayReport:  # fmt: skip
     """Every setting on the same `orders` random orders (and on the recorded order). FIFO is always replayed
@@ -728,12 +746,7 @@ def replay(curves: Curves, settings: Sequence[Setting] | None = None, orders: in
     import time
 
     t0 = time.perf_counter()
-    if orders < 1:
-        raise ReplayError(f"--orders {orders}: must be at least 1")
-    if concurrency < 1:
-        raise ReplayError(f"--concurrency {concurrency}: must be at least 1")
-    if not tolerance >= 0:
-        raise ReplayError(f"--tolerance {tolerance}: must be 0 or more")
+    _check_numbers(orders, concurrency, tolerance)
     notes = []
     if settings is None:
         settings = default_settings(curves.max_epochs)
@@ -920,6 +933,31 @@ def run_replay(run_id: str | None = None, ray_dir: str | None = None, experiment
     if timing not in ("epoch", "recorded"):
         raise ReplayError(f"bad --timing '{timing}': epoch or recorded")
     settings = [parse_setting(s) for s in specs] or None  # bad specs fail before reading anything
+    _check_numbers(orders, concurrency, tolerance)
+    if json_out:  # before the replay, which takes seconds to minutes
+        from .runs import out_file_problem
+
+        problem = out_file_problem(json_out, "replay.json", "--json")
+        if problem:
+            raise ReplayError(problem)
+    if not ray_dir:  # a trial's run id names its search; by default the latest search that has trials
+        import os
+
+        from .runs import StoreError, client_for, latest_search, search_of
+
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        _check_store(uri)
+        try:
+            client = client_for(uri)
+            if run_id:
+                run_id, _ = search_of(client, run_id, uri)
+            else:
+                exp = client.get_experiment_by_name(experiment)
+                run_id = latest_search(client, exp.experiment_id, experiment) if exp is not None else None
+        except StoreError as e:
+            raise ReplayError(str(e)) from None
+        except Exception:  # read_mlflow says what is wrong with the store, in one line
+            pass
     curves = curves_from_ray_dir(ray_dir) if ray_dir else curves_from_mlflow(tracking_uri, experiment, run_id)
     report = replay(curves, settings, orders=orders, seed=seed, concurrency=concurrency, tolerance=tolerance,
                     timing=timing)  # fmt: skip

@@ -454,34 +454,46 @@ def report_search(tracking_uri: str | None, experiment: str, parent_run_id: str 
     the search's folder (beside best_config.yaml) when it is on this machine, else ./hsc_outputs/<name>/."""
     import os
 
-    from .export import ExportError, find_experiment_id, latest_parent_run
+    from .export import ExportError, check_out, find_experiment_id, latest_parent_run, search_of
     from .runs import REPORT_ARTIFACT, client_for, tag_experiment
     from .search_record import RecordError, read_search
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    check_tracking_uri(tracking_uri)
-    client = client_for(tracking_uri)
     try:
+        if out is not None:
+            out = check_out(out, REPORT_ARTIFACT)  # before anything is read: a folder given by mistake costs nothing
+        check_tracking_uri(tracking_uri)
+        client = client_for(tracking_uri)
         if parent_run_id is None:
-            parent_run_id = latest_parent_run(client, find_experiment_id(client, experiment))
+            parent_run_id = latest_parent_run(client, find_experiment_id(client, experiment), experiment)
         else:
-            try:
-                client.get_run(parent_run_id)
-            except Exception:
-                raise ReportError(f"run '{parent_run_id}' not found at {tracking_uri or 'sqlite:///mlflow.db'}") from None
+            parent_run_id, _ = search_of(client, parent_run_id, tracking_uri)
         rec = read_search(client, parent_run_id)
     except (ExportError, RecordError) as e:
         raise ReportError(str(e)) from None
+    if not rec.trials:
+        status = client.get_run(parent_run_id).info.status
+        raise ReportError(f"search run {parent_run_id} ({rec.name}, {status}) has no trial runs: nothing to report"
+                          + (" (it ended before any trial started)" if status != "RUNNING" else " yet"))  # fmt: skip
     if out is None:
         exp_dir = client.get_run(parent_run_id).data.tags.get("hsc.experiment_dir", "")
         local = Path(exp_dir) if exp_dir and "://" not in exp_dir else None
         out = (local if local is not None and local.is_dir() else Path.cwd() / "hsc_outputs" / rec.name) / REPORT_ARTIFACT
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(rec, tracking_uri or ""))
+    text = render(rec, tracking_uri or "")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as e:
+        raise ReportError(f"--out {out}: cannot write ({e.strerror or e})") from None
     if log_to_run:
-        _log_as_artifact(client, parent_run_id, out)
-        tag_experiment(client, rec.experiment_id, rec.metric, rec.mode)
+        try:
+            _log_as_artifact(client, parent_run_id, out)
+            tag_experiment(client, rec.experiment_id, rec.metric, rec.mode)
+        except Exception as e:  # the report is written; only its copy in MLflow is missing
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ReportError(f"report written to {out}, but not logged to run {parent_run_id}: {first[:300]} "
+                              "(--no-log writes the file only)") from None
     return out, rec
 
 

@@ -252,3 +252,91 @@ def child_runs(client, experiment_id: str, parent_run_id: str) -> list:
         token = page.token
         if not token:
             return out
+
+
+def missing_artifact_dir(artifact_uri: str | None) -> "str | None":
+    """The local folder an artifact URI names (`/abs/path`, `file:///abs/path`) when it does not exist, else None
+    (also for remote artifact stores, which cannot be checked this cheaply). MLflow keeps absolute artifact paths
+    in the store, so a store moved or copied elsewhere points at folders that are no longer there."""
+    import os
+    from urllib.parse import urlparse
+
+    if not artifact_uri:
+        return None
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "file":
+        path = parsed.path
+    elif not parsed.scheme and artifact_uri.startswith("/"):
+        path = artifact_uri
+    else:
+        return None
+    return None if os.path.isdir(path) else path
+
+
+def moved_store_hint(artifact_uri: str) -> str:
+    """What to do about a run whose local artifact folder is missing (see `missing_artifact_dir`)."""
+    from pathlib import PurePosixPath
+
+    parents = PurePosixPath(artifact_uri.removeprefix("file://")).parents
+    root = parents[2] if len(parents) > 3 else parents[0]  # <root>/<experiment id>/<run id>/artifacts
+    return (f"the store says its artifacts are in {artifact_uri}, which does not exist (MLflow keeps absolute "
+            f"artifact paths, so a store moved or copied elsewhere loses them): run this where the searches ran, "
+            f"or copy the store's artifact folder (mlruns/) back to {root}")
+
+
+def out_file_problem(out, example: str, flag: str) -> "str | None":
+    """Why `out` cannot be written as a file (a folder, a file where one of its folders should be, a folder that
+    cannot be written), naming `flag`, or None. Checked before the work whose result goes there."""
+    import os
+    from pathlib import Path
+
+    out = Path(out)
+    if out.is_dir():
+        return f"{flag} {out}: is a folder; expected the file to write, e.g. {out / example}"
+    for folder in out.parents:
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                return f"{flag} {out}: {folder} is not a folder"
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return f"{flag} {out}: cannot write in {folder} (permission denied)"
+            break
+    return None
+
+
+def latest_search(client, experiment_id: str, experiment: str | None = None) -> str:
+    """The most recently started search (parent run) of the experiment that has trial runs: a search that failed
+    before its first trial has nothing to export, report or replay, and is passed over. Raises StoreError."""
+    where = f"MLflow experiment '{experiment}'" if experiment else f"experiment {experiment_id}"
+    empty, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'",
+                                  order_by=["attributes.start_time DESC"], max_results=100,
+                                  page_token=token)  # fmt: skip
+        for run in page:
+            if client.search_runs([experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{run.info.run_id}'",
+                                  max_results=1):  # fmt: skip
+                return run.info.run_id
+            empty.append(run)
+        token = page.token
+        if not token:
+            break
+    if not empty:
+        raise StoreError(f"{where} has no search (parent) run")
+    last = empty[0].info
+    raise StoreError(f"{where} has no search with trial runs: its {len(empty)} search run(s) ended before any "
+                     f"trial started (the latest: {last.run_id} ({last.run_name or 'unnamed'}, {last.status}))")
+
+
+def search_of(client, run_id: str, tracking_uri: str | None) -> tuple[str, str]:
+    """(run id, experiment id) of a search given by `--run-id`. Raises StoreError for a run that is not there and
+    for a trial's run id (naming its search)."""
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        raise StoreError(f"run '{run_id}' not found at {tracking_uri or 'sqlite:///mlflow.db'}") from None
+    tags = run.data.tags
+    if tags.get(TAG_KIND) != "search" and (tags.get(TAG_KIND) == "trial" or tags.get(TAG_PARENT)):
+        parent = tags.get(TAG_PARENT)
+        raise StoreError(f"--run-id {run_id} is a trial run" + (f" of search {parent}: pass --run-id {parent}"
+                                                                if parent else ", not a search's parent run"))
+    return run.info.run_id, run.info.experiment_id

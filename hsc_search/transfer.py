@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable
+
+from .runs import missing_artifact_dir, moved_store_hint
 
 TAG_SOURCE_RUN = "hsc.import.source_run"
 TAG_SOURCE_URI = "hsc.import.source_uri"
@@ -42,6 +44,7 @@ class TransferReport:
     metric_points: int = 0
     artifact_files: int = 0
     experiments: list[str] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)  # source run id -> why its artifacts were not copied
 
 
 def check_uri(uri: str, role: str) -> str:
@@ -145,12 +148,26 @@ def copy_run(src, dst, dst_store, run, dst_experiment_id: str, parent_copy: str 
     for i in range(0, len(points), BATCH_METRICS):
         dst.log_batch(new_id, metrics=points[i : i + BATCH_METRICS])
     report.metric_points += len(points)
-    files = _artifact_files(src, info.run_id)
-    if files:
+    files, why = [], None
+    missing = missing_artifact_dir(info.artifact_uri)
+    if missing and missing_artifact_dir(str(PurePosixPath(missing).parent.parent)):
+        # neither the run's artifact folder nor its experiment's is there: the store was moved without them (a run
+        # that logged no artifact has no folder of its own, but its experiment's folder is there)
+        why = moved_store_hint(info.artifact_uri)
+    else:
         with tempfile.TemporaryDirectory(prefix="hsc-import-") as tmp:
-            local = src.download_artifacts(info.run_id, "", dst_path=tmp)
-            dst.log_artifacts(new_id, local)
-        report.artifact_files += len(files)
+            try:
+                files = _artifact_files(src, info.run_id)
+                local = src.download_artifacts(info.run_id, "", dst_path=tmp) if files else None
+            except Exception as e:  # the source's artifacts cannot be read: the rest is copied, and said so at the end
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                why = f"cannot read them from {info.artifact_uri}: {first[:300]}"
+                files = []
+            if files:
+                dst.log_artifacts(new_id, local)
+    if why:
+        report.unreadable[info.run_id] = why
+    report.artifact_files += len(files)
     if info.status != "RUNNING":
         dst.set_terminated(new_id, status=info.status, end_time=info.end_time)
     dst.set_tag(new_id, TAG_SOURCE_URI, source_uri)  # marks the copy complete (a deleted run takes no tags)
@@ -213,4 +230,10 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
         c, s, r = (a - b for a, b in zip((report.copied, report.skipped, report.redone), n_before))
         echo(f"experiment {exp.name}: {c} run(s) copied" + (f", {s} already there" if s else "")
              + (f" ({r} half-copied before, copied again)" if r else ""))  # fmt: skip
+    if report.unreadable:
+        rid, why = next(iter(report.unreadable.items()))
+        echo(f"warning: {len(report.unreadable)} run(s) copied without their artifacts (config.yaml, reports, "
+             f"plots), which could not be read from {source_uri}; e.g. run {rid}: {why}. A later import-runs "
+             "skips these copies: to bring the artifacts, make them readable and import into a store without "
+             "these runs (or delete them there first)")  # fmt: skip
     return report

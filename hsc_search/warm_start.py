@@ -89,9 +89,13 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
             try:
                 rec = read_mlflow(tracking_uri, run_id=source)
             except ReplayError as e:  # neither a folder here nor a run in the store
-                raise PreflightError(f"{flag}: no such search folder here, and as a parent run id: {e}") from None
-    except ReplayError as e:
-        raise PreflightError(f"{flag}: {e}") from None
+                msg = str(e).replace("pass --run-id ", "pass --warm-start ")  # replay's flag: here it is ours
+                raise PreflightError(f"{flag}: no such search folder here, and as a parent run id: {msg}") from None
+    except ReplayError as e:  # read_ray_dir names the folder as --ray-dir, replay's flag: here it is ours
+        msg = str(e)
+        for given in (f"--ray-dir {path}: ", f"--ray-dir {source}: "):
+            msg = msg.removeprefix(given)
+        raise PreflightError(f"{flag}: {msg}") from None
     if (rec.metric, rec.mode) != (metric, mode):
         raise PreflightError(f"{flag}: that search ranked trials by {rec.metric} ({rec.mode}), this one by {metric} "
                              f"({mode}); its values would mean something else here. Warm-start from a search with "

@@ -253,3 +253,19 @@ def test_sources_without_a_usable_trial_are_refused(source, tmp_path):
     with pytest.raises(PreflightError, match=f"none of its {TRIALS} trials can start this search "
                                              f"\\({TRIALS} outside this space \\(.*not searched here"):  # fmt: skip
         plan(str(cwd / "ray_results" / "src"), lr_only, METRIC, "max", uri)
+
+
+def test_a_trials_run_id_names_its_search(source):
+    from hsc_search.preflight import PreflightError
+    from hsc_search.runs import client_for
+    from hsc_search.space import load_space
+    from hsc_search.warm_start import plan
+
+    cwd, parent_id = source
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    client = client_for(uri)
+    trial = client.search_runs([client.get_run(parent_id).info.experiment_id],
+                               filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=1)[0]  # fmt: skip
+    with pytest.raises(PreflightError, match=f"{trial.info.run_id} is a trial run of search {parent_id}: pass "
+                                             f"--warm-start {parent_id}"):  # fmt: skip
+        plan(trial.info.run_id, load_space(ROOT / "search_spaces" / "quick.yaml"), METRIC, "max", uri)

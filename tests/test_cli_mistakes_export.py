@@ -1,0 +1,147 @@
+"""User mistakes with `export-best`, `report` and `import-runs` on a hand-made search in a real sqlite MLflow store:
+one line naming the flag or file, exit 2 (or a warning where the command still did its work), no traceback,
+nothing written where it should not be. No Ray, no training: a few seconds in all."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from hsc_search.cli import app
+from trainer import TrainConfig
+
+
+def _search(client, exp: str, name: str, start: int, trials: dict[str, tuple[list[float], float]]) -> str:
+    """A search run with one trial run per {trial id: (val/map_avg per epoch, test/map_avg)}, each with its
+    config.yaml (the trainer default with a distinct lr), as a search logs them."""
+    parent = client.create_run(exp, run_name=name, start_time=start, tags={"hsc.kind": "search"}).info.run_id
+    for k, v in {"metric": "val/map_avg", "mode": "max", "max_epochs": "3"}.items():
+        client.log_param(parent, k, v)
+    for i, (tid, (values, test)) in enumerate(trials.items()):
+        run = client.create_run(exp, run_name=f"trial_{tid}", start_time=start + 1 + i, tags={
+            "mlflow.parentRunId": parent, "hsc.kind": "trial", "hsc.trial_id": tid,
+            "hsc.outcome": "completed"}).info.run_id  # fmt: skip
+        for e, v in enumerate(values, 1):
+            client.log_metric(run, "val/map_avg", v, step=e)
+        client.log_metric(run, "epoch", len(values))
+        client.log_metric(run, "test/map_avg", test)
+        client.log_text(run, TrainConfig.from_dict({"lr": 0.001 * (i + 1)}).to_yaml(), "config.yaml")
+        client.set_terminated(run)
+    client.set_terminated(parent)
+    return parent
+
+
+@pytest.fixture()
+def store(tmp_path):
+    """sqlite store with search `good` (trial a: best val 0.5, test 0.9; trial b: best val 0.7, test 0.1), then a
+    later search `dead` that failed before any trial. Returns (uri, client, good id, dead id, trial b's id)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("hsc-search", artifact_location=str(tmp_path / "mlruns" / "1"))
+    good = _search(client, exp, "good", 1_000_000, {"a": ([0.3, 0.5, 0.4], 0.9), "b": ([0.2, 0.6, 0.7], 0.1)})
+    dead = client.create_run(exp, run_name="dead", start_time=2_000_000, tags={"hsc.kind": "search"}).info.run_id
+    client.set_terminated(dead, status="FAILED")
+    trial_b = next(r.info.run_id for r in client.search_runs([exp]) if r.info.run_name == "trial_b")
+    return uri, client, good, dead, trial_b
+
+
+def _cli(*args):
+    result = CliRunner().invoke(app, list(args))
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def _fails(*args, needle: str):
+    result = _cli(*args)
+    assert result.exit_code == 2 and needle in result.output, (args, result.output)
+    assert len([ln for ln in result.output.splitlines() if ln.strip()]) == 1, result.output  # one line
+    return result
+
+
+def test_out_that_is_a_folder_is_refused_naming_out(store, tmp_path):
+    uri, _, good, _, _ = store
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    _fails("export-best", "--tracking-uri", uri, "--run-id", good, "--out", str(folder),
+           needle=f"--out {folder}: is a folder; expected the file to write, e.g. {folder / 'best_config.yaml'}")
+    _fails("report", "--tracking-uri", uri, "--run-id", good, "--no-log", "--out", str(folder),
+           needle=f"--out {folder}: is a folder; expected the file to write, e.g. {folder / 'report.html'}")
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me\n")
+    _fails("export-best", "--tracking-uri", uri, "--run-id", good, "--out", str(blocker / "best.yaml"),
+           needle=f"{blocker} is not a folder")
+    assert list(folder.iterdir()) == [] and blocker.read_text() == "keep me\n"
+    ok = _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--out", str(folder / "best.yaml"))
+    assert ok.exit_code == 0 and "best trial trial_b" in ok.output, ok.output
+    assert yaml.safe_load((folder / "best.yaml").read_text())["lr"] == pytest.approx(0.002)
+
+
+def test_a_store_moved_without_its_artifacts(store, tmp_path):
+    """MLflow keeps absolute artifact paths: a store moved elsewhere no longer finds them."""
+    uri, _, good, _, trial_b = store
+    shutil.move(tmp_path / "mlruns", tmp_path / "elsewhere")
+    result = _fails("export-best", "--tracking-uri", uri, "--run-id", good, "--out", str(tmp_path / "b.yaml"),
+                    needle=f"cannot read config.yaml of trial run {trial_b} (trial_b)")
+    assert f"copy the store's artifact folder (mlruns/) back to {tmp_path / 'mlruns'}" in result.output
+    assert not (tmp_path / "b.yaml").exists()
+
+
+def test_import_runs_from_a_moved_store_warns_that_the_artifacts_stayed_behind(store, tmp_path):
+    """The runs and metrics are copied (exit 0), with a warning line naming how many runs lost their artifacts."""
+    uri = store[0]
+    shutil.move(tmp_path / "mlruns", tmp_path / "elsewhere")
+    result = _cli("import-runs", "--from", uri, "--to", f"sqlite:///{tmp_path}/copy.db")
+    assert result.exit_code == 0, result.output
+    assert "warning: 4 run(s) copied without their artifacts" in result.output  # (two of them never had any)
+    assert f"back to {tmp_path / 'mlruns'}" in result.output
+    assert "4 run(s) copied (" in result.output and "0 artifact files" in result.output
+
+
+def test_import_runs_with_readable_artifacts_warns_of_nothing(store, tmp_path):
+    uri = store[0]
+    result = _cli("import-runs", "--from", uri, "--to", f"sqlite:///{tmp_path}/copy.db")
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    assert "4 run(s) copied (" in result.output and "2 artifact files" in result.output
+
+
+def test_test_metrics_never_select_the_best_trial(store, tmp_path):
+    uri, _, good, _, _ = store
+    _fails("export-best", "--tracking-uri", uri, "--run-id", good, "--metric", "test/map_avg", "--out",
+           str(tmp_path / "b.yaml"), needle="--metric test/map_avg: test metrics are evaluated once")
+    assert not (tmp_path / "b.yaml").exists()
+
+
+def test_a_trial_run_id_names_its_search(store, tmp_path):
+    uri, _, good, _, trial_b = store
+    needle = f"--run-id {trial_b} is a trial run of search {good}: pass --run-id {good}"
+    _fails("export-best", "--tracking-uri", uri, "--run-id", trial_b, "--out", str(tmp_path / "b.yaml"), needle=needle)
+    _fails("report", "--tracking-uri", uri, "--run-id", trial_b, "--no-log", "--out", str(tmp_path / "r.html"),
+           needle=needle)
+    assert not (tmp_path / "b.yaml").exists() and not (tmp_path / "r.html").exists()
+
+
+def test_a_search_without_trials_is_passed_over_or_refused(store, tmp_path):
+    uri, client, good, dead, _ = store
+    # implicitly: the latest search with trials (`good`), not the later one that failed before any trial
+    result = _cli("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "b.yaml"))
+    assert result.exit_code == 0 and "best trial trial_b" in result.output, result.output
+    result = _cli("report", "--tracking-uri", uri, "--no-log", "--out", str(tmp_path / "r.html"))
+    assert result.exit_code == 0 and "report of search good (2 trials)" in result.output, result.output
+    # explicitly: refused, nothing written
+    _fails("report", "--tracking-uri", uri, "--run-id", dead, "--no-log", "--out", str(tmp_path / "dead.html"),
+           needle=f"search run {dead} (dead, FAILED) has no trial runs: nothing to report")
+    _fails("export-best", "--tracking-uri", uri, "--run-id", dead, "--out", str(tmp_path / "dead.yaml"),
+           needle=f"search run {dead} has no trial runs")
+    assert not (tmp_path / "dead.html").exists() and not (tmp_path / "dead.yaml").exists()
+    # no search with trials at all: said so
+    client.delete_run(good)
+    needle = f"MLflow experiment 'hsc-search' has no search with trial runs: its 1 search run(s) ended before " \
+             f"any trial started (the latest: {dead} (dead, FAILED))"
+    _fails("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "b2.yaml"), needle=needle)
+    _fails("report", "--tracking-uri", uri, "--no-log", "--out", str(tmp_path / "r2.html"), needle=needle)
+    _fails("replay", "--tracking-uri", uri, needle=needle)
