@@ -199,7 +199,7 @@ def export_best_cmd(
                                          "latest search in the experiment]"),
     metric: str = typer.Option("val/map_avg", help="Ranking metric; a trial scores its best epoch."),
     mode: str = typer.Option("max", help="max or min."),
-    out: Path = typer.Option(Path("best_config.yaml"), help="Where to write the trainer config."),
+    out: Path = typer.Option(Path("best_config.yaml"), help="The trainer config file to write (a file, not a folder)."),
     json_: bool = typer.Option(False, "--json", help="Write JSON instead of YAML."),
 ) -> None:
     """Write the best trial's trainer config; `python -m trainer --config FILE` retrains from it as is."""
