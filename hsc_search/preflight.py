@@ -63,6 +63,8 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
     if uri is None:
         return  # MLflow's default, sqlite:///mlflow.db in the working directory
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme == "sqlite" and not uri.startswith("sqlite:"):  # sqlite+pysqlite:///..., as MLflow takes it
+        uri = "sqlite:" + uri.split(":", 1)[1]
     if scheme in DB_SCHEMES:
         _check_database(uri, scheme, timeout_s)
         return
@@ -88,21 +90,36 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
         raise PreflightError(f"--tracking-uri {uri}: Databricks-hosted MLflow is not supported; use {EXPECTED_URIS}")
     if uri.startswith("file:") or "://" not in uri:
         raise PreflightError(f"--tracking-uri {uri}: MLflow 3.17 refuses file stores; use {EXPECTED_URIS}")
+    if scheme in _plugin_schemes():
+        return  # a tracking store an installed MLflow plugin serves: MLflow checks it
     raise PreflightError(f"--tracking-uri {uri}: unknown scheme '{uri.split('://', 1)[0]}'; expected {EXPECTED_URIS}")
 
 
+def _plugin_schemes() -> set[str]:
+    """URI schemes of tracking stores that installed MLflow plugins register (entry points, read without
+    importing MLflow)."""
+    from importlib.metadata import entry_points
+
+    return {e.name.lower() for e in entry_points(group="mlflow.tracking_store")}
+
+
+SQLITE_NOTADB = 26  # SQLite's result code for "file is not a database"
+
+
 def _is_sqlite_database(path: Path) -> bool:
-    """The file is an SQLite database (or empty, which SQLite takes as a new one); opened read-only."""
+    """The file is not something else than an SQLite database (an empty one SQLite takes as new); opened
+    read-only. A file SQLite cannot open or read for another reason (locked, no permission) is left to MLflow,
+    which names that reason."""
     import sqlite3
 
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        con = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=5)
         try:
             con.execute("PRAGMA schema_version").fetchone()
         finally:
             con.close()
-    except sqlite3.DatabaseError:
-        return False
+    except sqlite3.DatabaseError as e:
+        return not (getattr(e, "sqlite_errorcode", None) == SQLITE_NOTADB or "not a database" in str(e))
     return True
 
 
@@ -130,7 +147,11 @@ def _check_database(uri: str, scheme: str, timeout_s: float) -> None:
                              "postgresql://user:password@host:5432/mlflow") from None  # fmt: skip
     shown = url.render_as_string(hide_password=True)
     host, port = url.host, url.port or DB_PORTS[scheme]
-    why = tcp_problem(host, port, timeout_s) if host else None  # no host: a unix socket (?host=/folder), below
+    # only a TCP server is probed first: not a unix socket (?host=/folder, ?unix_socket=..., mysql's localhost),
+    # not an ODBC data source name (mssql); the connection below, bounded by connect_timeout, says the rest
+    tcp = bool(host) and not {"host", "unix_socket"} & set(url.query) and scheme != "mssql" and not (
+        scheme == "mysql" and host == "localhost")  # fmt: skip
+    why = tcp_problem(host, port, timeout_s) if tcp else None
     if why is not None:
         raise PreflightError(f"--tracking-uri {shown}: no database answers at {host}:{port} ({why}); start it, "
                              "fix the URI, or search with --no-mlflow")  # fmt: skip

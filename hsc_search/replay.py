@@ -723,16 +723,16 @@ class ReplayReport:
     notes: list[str] = field(default_factory=list)
 
 
-MAX_ORDERS = 10_000  # every order replays every setting: ~0.15 s an order with the default settings on 12 trials
+MAX_ORDERS = 10_000  # every order replays every setting: 0.05-0.1 s an order with the default settings on 16 trials
 
 
 def _check_numbers(orders: int, concurrency: int, tolerance: float) -> None:
     if orders < 1:
         raise ReplayError(f"--orders {orders}: must be at least 1")
     if orders > MAX_ORDERS:
-        raise ReplayError(f"--orders {orders}: at most {MAX_ORDERS} (every order replays every setting, about 0.15 s "
-                          "an order with the default settings on 12 trials; the default 200 already gives stable "
-                          "quartiles)")  # fmt: skip
+        raise ReplayError(f"--orders {orders}: at most {MAX_ORDERS} (every order replays every setting, 0.05-0.1 s "
+                          "an order with the default settings on a 16-trial search; the default 200 already gives "
+                          "stable quartiles)")  # fmt: skip
     if concurrency < 1:
         raise ReplayError(f"--concurrency {concurrency}: must be at least 1")
     if not tolerance >= 0:

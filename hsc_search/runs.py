@@ -323,8 +323,8 @@ def latest_search(client, experiment_id: str, experiment: str | None = None) -> 
     if not empty:
         raise StoreError(f"{where} has no search (parent) run")
     last = empty[0].info
-    raise StoreError(f"{where} has no search with trial runs: its {len(empty)} search run(s) ended before any "
-                     f"trial started (the latest: {last.run_id} ({last.run_name or 'unnamed'}, {last.status}))")
+    raise StoreError(f"{where} has no search with trial runs: none of its {len(empty)} search run(s) got to a trial "
+                     f"(the latest: {last.run_id} ({last.run_name or 'unnamed'}, {last.status}))")
 
 
 def search_of(client, run_id: str, tracking_uri: str | None) -> tuple[str, str]:

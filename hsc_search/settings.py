@@ -103,7 +103,7 @@ class SearchSettings:
             if moved:
                 out.append(f"{' and '.join(moved)}: ASHA's settings, not used with scheduler fifo")
         if not self.mlflow and self.tracking_uri is not None:
-            out.append(f"tracking_uri {self.tracking_uri}: not used, MLflow is off (--no-mlflow)")
+            out.append(f"tracking_uri {_without_password(self.tracking_uri)}: not used, MLflow is off (--no-mlflow)")
         expected = "min" if self.metric.startswith(("loss/", "time/")) else "max" if self.metric.startswith(
             ("val/", "cca/")) else None  # fmt: skip
         if expected is not None and self.mode != expected:
@@ -129,7 +129,7 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
     if path is not None:
         path = Path(path)
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except OSError as e:
             raise SettingsError(f"{path}: cannot read search config ({e.strerror})") from None
         except UnicodeDecodeError as e:
@@ -159,6 +159,19 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
     values.update({k: v for k, v in cli.items() if v is not None})
     values["overrides"] = {**values.get("overrides", {}), **parse_overrides(overrides)}
     return SearchSettings(**values).validate()
+
+
+def _without_password(uri: str) -> str:
+    """The URI with the password of its user:password@ part (if any) as ***."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        if parts.password is None:
+            return uri
+        return uri.replace(f":{parts.password}@", ":***@", 1)
+    except ValueError:
+        return uri
 
 
 def name_problem(name: str) -> str | None:

@@ -320,7 +320,7 @@ def load_space(path: str | Path, *, overrides: dict[str, Any] | None = None) -> 
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise SpaceError(f"{path}: cannot read search space file ({e.strerror or e})") from None
     except UnicodeDecodeError as e:

@@ -159,10 +159,12 @@ def copy_run(src, dst, dst_store, run, dst_experiment_id: str, parent_copy: str 
             try:
                 files = _artifact_files(src, info.run_id)
                 local = src.download_artifacts(info.run_id, "", dst_path=tmp) if files else None
-            except Exception as e:  # the source's artifacts cannot be read: the rest is copied, and said so at the end
+            except Exception as e:  # e.g. an artifact server that does not answer: this copy is not marked complete,
+                # so the next import-runs copies the run again (files included) instead of skipping it
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                why = f"cannot read them from {info.artifact_uri}: {first[:300]}"
-                files = []
+                raise TransferError(f"run {info.run_id}: cannot read its artifacts from {info.artifact_uri}: "
+                                    f"{first[:300]}; the runs copied so far are kept, and import-runs again "
+                                    "copies this one and the rest") from None  # fmt: skip
             if files:
                 dst.log_artifacts(new_id, local)
     if why:
@@ -232,8 +234,9 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
              + (f" ({r} half-copied before, copied again)" if r else ""))  # fmt: skip
     if report.unreadable:
         rid, why = next(iter(report.unreadable.items()))
-        echo(f"warning: {len(report.unreadable)} run(s) copied without their artifacts (config.yaml, reports, "
-             f"plots), which could not be read from {source_uri}; e.g. run {rid}: {why}. A later import-runs "
+        echo(f"warning: {len(report.unreadable)} run(s) copied without artifacts: their artifact folders "
+             f"(config.yaml, reports, plots, where a run had any) are not where {source_uri} says; e.g. run {rid}: "
+             f"{why}. A later import-runs "
              "skips these copies: to bring the artifacts, make them readable and import into a store without "
              "these runs (or delete them there first)")  # fmt: skip
     return report

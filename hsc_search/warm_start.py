@@ -89,7 +89,8 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
             try:
                 rec = read_mlflow(tracking_uri, run_id=source)
             except ReplayError as e:  # neither a folder here nor a run in the store
-                msg = str(e).replace("pass --run-id ", "pass --warm-start ")  # replay's flag: here it is ours
+                # replay's flag, --run-id, is ours here: "T is a trial run of search P: pass --warm-start P"
+                msg = str(e).replace("pass --run-id ", "pass --warm-start ").replace("--run-id ", "")
                 raise PreflightError(f"{flag}: no such search folder here, and as a parent run id: {msg}") from None
     except ReplayError as e:  # read_ray_dir names the folder as --ray-dir, replay's flag: here it is ours
         msg = str(e)

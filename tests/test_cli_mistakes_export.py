@@ -97,7 +97,7 @@ def test_import_runs_from_a_moved_store_warns_that_the_artifacts_stayed_behind(s
     shutil.move(tmp_path / "mlruns", tmp_path / "elsewhere")
     result = _cli("import-runs", "--from", uri, "--to", f"sqlite:///{tmp_path}/copy.db")
     assert result.exit_code == 0, result.output
-    assert "warning: 4 run(s) copied without their artifacts" in result.output  # (two of them never had any)
+    assert "warning: 4 run(s) copied without artifacts: their artifact folders" in result.output  # (two never had any)
     assert f"back to {tmp_path / 'mlruns'}" in result.output
     assert "4 run(s) copied (" in result.output and "0 artifact files" in result.output
 
@@ -140,8 +140,8 @@ def test_a_search_without_trials_is_passed_over_or_refused(store, tmp_path):
     assert not (tmp_path / "dead.html").exists() and not (tmp_path / "dead.yaml").exists()
     # no search with trials at all: said so
     client.delete_run(good)
-    needle = f"MLflow experiment 'hsc-search' has no search with trial runs: its 1 search run(s) ended before " \
-             f"any trial started (the latest: {dead} (dead, FAILED))"
+    needle = (f"MLflow experiment 'hsc-search' has no search with trial runs: none of its 1 search run(s) got to a "
+              f"trial (the latest: {dead} (dead, FAILED))")
     _fails("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "b2.yaml"), needle=needle)
     _fails("report", "--tracking-uri", uri, "--no-log", "--out", str(tmp_path / "r2.html"), needle=needle)
     _fails("replay", "--tracking-uri", uri, needle=needle)

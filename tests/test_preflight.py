@@ -146,6 +146,19 @@ def test_a_database_uri_is_tried_before_ray_starts_and_its_password_never_shown(
     assert data.read_bytes() == b"\x89HDF\r\n\x1a\n" + bytes(200)  # read only, never written
     (tmp_path / "empty.db").write_bytes(b"")
     preflight.check_tracking(f"sqlite:///{tmp_path / 'empty.db'}")  # SQLite takes an empty file as a new database
+    odd = tmp_path / "runs #2 ?%"  # characters SQLite's file: URIs treat specially
+    odd.mkdir()
+    preflight.check_tracking(f"sqlite:///{odd / 'mlflow.db'}")
+    assert list(odd.iterdir()) == []  # nothing created
+    import sqlite3
+
+    con = sqlite3.connect(odd / "real.db")
+    con.execute("create table t (x)")
+    con.close()
+    preflight.check_tracking(f"sqlite+pysqlite:///{odd / 'real.db'}")  # MLflow takes SQLAlchemy's driver suffix
+    (odd / "clips.h5").write_bytes(data.read_bytes())
+    with pytest.raises(PreflightError, match="is not an SQLite database"):
+        preflight.check_tracking(f"sqlite:///{odd / 'clips.h5'}")
 
 
 def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch):

@@ -101,3 +101,6 @@ def test_settings_that_will_not_act_or_look_reversed_are_said():
                      "mode max with metric loss/total: the search ranks the highest loss/total best; --mode min is "
                      "the usual choice"]  # fmt: skip
     assert load_settings(None, {"metric": "loss/total", "mode": "min"}, []).unused() == []
+    uri = "postgresql://hsc:secret@db.example:5432/mlflow"  # never contacted: MLflow is off
+    assert load_settings(None, {"mlflow": False, "tracking_uri": uri}, []).unused() == [
+        "tracking_uri postgresql://hsc:***@db.example:5432/mlflow: not used, MLflow is off (--no-mlflow)"]

@@ -266,6 +266,8 @@ def test_a_trials_run_id_names_its_search(source):
     client = client_for(uri)
     trial = client.search_runs([client.get_run(parent_id).info.experiment_id],
                                filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=1)[0]  # fmt: skip
-    with pytest.raises(PreflightError, match=f"{trial.info.run_id} is a trial run of search {parent_id}: pass "
-                                             f"--warm-start {parent_id}"):  # fmt: skip
+    with pytest.raises(PreflightError) as e:
         plan(trial.info.run_id, load_space(ROOT / "search_spaces" / "quick.yaml"), METRIC, "max", uri)
+    t = trial.info.run_id
+    assert str(e.value) == (f"--warm-start {t}: no such search folder here, and as a parent run id: {t} is a trial "
+                            f"run of search {parent_id}: pass --warm-start {parent_id}")  # fmt: skip
