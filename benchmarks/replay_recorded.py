@@ -26,8 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from asha_vs_fifo import machine_info, output_dir  # noqa: E402
 
-from hsc_search.replay import render, replay, to_json  # noqa: E402
-from hsc_search.replay import curves_from_ray_dir  # noqa: E402
+from hsc_search.replay import curves_from_ray_dir, render, replay, to_json  # noqa: E402
 
 NAME = "replay"
 SETS = {  # folder -> what it holds, and its column heading

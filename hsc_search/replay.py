@@ -154,19 +154,20 @@ def curves_from_ray_dir(path: str | Path) -> Curves:
     return _complete(rec.source, rec.metric, rec.mode, rec.max_epochs, rec.raw)
 
 
-def read_ray_dir(path: str | Path) -> Recorded:
+def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
     """Every trial of a search from its Ray results folder `<storage>/<name>`: every `<trial_id>/result.json`
     (one JSON result per line; a line may carry a batch of epochs under `hsc/epochs_json`, see `runs.epochs_of`),
     the settings from `hsc_search.json` when the folder has one (metric, mode, max_epochs, and the space: only its
     searched names are taken from a trial's config), the params from each trial's `params.json`. Trials are taken
     in the order they started (their first result's timestamp minus its running time; Ray's timestamps have
     one-second resolution, so the recorded order is approximate). A trial is `failed` when it reported a failure
-    the trainer called final, or when Ray recorded an error for it (`error.txt`) and it did not reach max_epochs."""
+    the trainer called final, or when Ray recorded an error for it (`error.txt`) and it did not reach max_epochs.
+    Errors name `flag`, the option the folder was given by."""
     if "://" in str(path):
-        raise ReplayError(f"--ray-dir {path}: only a local folder is read; copy the search folder here first")
+        raise ReplayError(f"{flag} {path}: only a local folder is read; copy the search folder here first")
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise ReplayError(f"--ray-dir {root}: no such folder")
+        raise ReplayError(f"{flag} {root}: no such folder")
     settings: dict[str, Any] = {}
     searched: set[str] | None = None
     if (root / META_FILE).is_file():
@@ -176,13 +177,13 @@ def read_ray_dir(path: str | Path) -> Recorded:
             space_params = (meta.get("space") or {}).get("params")
             searched = set(space_params) if isinstance(space_params, dict) else None
         except (ValueError, AttributeError) as e:
-            raise ReplayError(f"--ray-dir {root}: unreadable {META_FILE} ({e})") from None
+            raise ReplayError(f"{flag} {root}: unreadable {META_FILE} ({e})") from None
     metric = settings.get("metric") or DEFAULT_METRIC
     mode = settings.get("mode") or "max"
     max_epochs = _int(settings.get("max_epochs"))
     files = sorted(root.glob("*/result.json"))
     if not files:
-        raise ReplayError(f"--ray-dir {root}: no trial folders (<trial_id>/result.json); pass the search's folder "
+        raise ReplayError(f"{flag} {root}: no trial folders (<trial_id>/result.json); pass the search's folder "
                           "<storage>/<name>, as `hsc-search run` printed it")  # fmt: skip
     raw = []
     for f in files:
@@ -249,28 +250,22 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     _check_store(uri)
     try:
-        from .runs import client_for
+        from .runs import StoreError, client_for, latest_search, search_of
 
         client = client_for(uri)
-        if run_id is None:
-            exp = client.get_experiment_by_name(experiment)
-            if exp is None:
-                names = [e.name for e in client.search_experiments()]
-                raise ReplayError(f"MLflow experiment '{experiment}' not found at {uri}; experiments: "
-                                  f"{', '.join(names) or 'none'}")  # fmt: skip
-            runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'",
-                                      order_by=["attributes.start_time DESC"], max_results=1)  # fmt: skip
-            if not runs:
-                raise ReplayError(f"MLflow experiment '{experiment}' has no search (parent) run; pass --run-id")
-            parent = runs[0]
-        else:
-            from .runs import StoreError, search_of
-
-            try:  # a trial's run id names its search (also for `run --warm-start`)
-                parent = client.get_run(search_of(client, run_id, uri)[0])
-            except StoreError as e:
-                raise ReplayError(str(e)) from None
-        pid = parent.info.run_id
+        try:
+            if run_id is None:
+                exp = client.get_experiment_by_name(experiment)
+                if exp is None:
+                    names = [e.name for e in client.search_experiments()]
+                    raise ReplayError(f"MLflow experiment '{experiment}' not found at {uri}; experiments: "
+                                      f"{', '.join(names) or 'none'}")  # fmt: skip
+                pid = latest_search(client, exp.experiment_id, experiment)  # the latest search that has trials
+            else:  # a trial's run id names its search (also for `run --warm-start`)
+                pid = search_of(client, run_id, uri)[0]
+        except StoreError as e:
+            raise ReplayError(str(e)) from None
+        parent = client.get_run(pid)
         settings = dict(parent.data.params)
         metric = settings.get("metric") or DEFAULT_METRIC
         mode = settings.get("mode") or "max"
@@ -940,24 +935,6 @@ def run_replay(run_id: str | None = None, ray_dir: str | None = None, experiment
         problem = out_file_problem(json_out, "replay.json", "--json")
         if problem:
             raise ReplayError(problem)
-    if not ray_dir:  # a trial's run id names its search; by default the latest search that has trials
-        import os
-
-        from .runs import StoreError, client_for, latest_search, search_of
-
-        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-        _check_store(uri)
-        try:
-            client = client_for(uri)
-            if run_id:
-                run_id, _ = search_of(client, run_id, uri)
-            else:
-                exp = client.get_experiment_by_name(experiment)
-                run_id = latest_search(client, exp.experiment_id, experiment) if exp is not None else None
-        except StoreError as e:
-            raise ReplayError(str(e)) from None
-        except Exception:  # read_mlflow says what is wrong with the store, in one line
-            pass
     curves = curves_from_ray_dir(ray_dir) if ray_dir else curves_from_mlflow(tracking_uri, experiment, run_id)
     report = replay(curves, settings, orders=orders, seed=seed, concurrency=concurrency, tolerance=tolerance,
                     timing=timing)  # fmt: skip

@@ -353,7 +353,8 @@ def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[s
     if overrides is not None and not isinstance(overrides, dict):
         bad("overrides", f"expected a mapping of field: value, got {type(overrides).__name__}")
         overrides = {}
-    override = _read_fixed(overrides, "override", _OverrideProblems(bad, overrides or {}))
+    bad_set = _OverrideProblems(bad, overrides if isinstance(overrides, dict) else {})
+    override = _read_fixed(overrides, "override", bad_set)
 
     raw_params = d.get("params")
     if not isinstance(raw_params, dict) or not raw_params:
@@ -370,7 +371,7 @@ def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[s
             parsed[name] = _check_when(p, i, order, parsed, fixed, bad)
 
     searched = [n for n in parsed if n not in override]
-    _check_fixed_values({**fixed, **override}, searched, bad, override)
+    _check_fixed_values({**fixed, **override}, searched, bad, override, bad_set)
     for name, p in parsed.items():
         if p is not None and name not in override:  # an overridden param is no longer sampled
             _check_endpoints(p, {**fixed, **override}, searched, bad)
@@ -702,16 +703,16 @@ def _mentions(line: str, name: str) -> bool:
     return re.search(rf"\b{re.escape(name)}\b", line) is not None
 
 
-def _check_fixed_values(fixed: dict[str, Any], searched: list[str], bad: _Problems,
-                        override: dict[str, Any] | None = None) -> None:  # fmt: skip
+def _check_fixed_values(fixed: dict[str, Any], searched: list[str], bad: _Problems, override: dict[str, Any],
+                        bad_set: "_OverrideProblems") -> None:  # fmt: skip
     """The trainer's own checks on the fixed values (over the defaults). A problem that names a searched param
     may go away with its sampled value, so only problems that name none are reported here. A problem that names
     an override is blamed on it (`--set` or a search config's `set:`), not on the space file."""
     for line in _config_lines(fixed):
         if not any(_mentions(line, n) for n in searched):
-            blamed = [k for k in (override or {}) if _mentions(line, k)]
+            blamed = [k for k in override if _mentions(line, k)]
             if blamed:
-                bad.lines.append(f"--set {blamed[0]}={override[blamed[0]]}: {line}")
+                bad_set(f"override.{blamed[0]}", line)
             else:
                 bad("fixed", line)
 

@@ -81,7 +81,7 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
             if not (path / "hsc_search.json").is_file():
                 raise PreflightError(f"{flag}: {path.resolve()} is not a hsc-search search folder (no hsc_search.json); "
                                      "pass the folder `hsc-search run` printed as experiment:, or a parent run id")  # fmt: skip
-            rec = read_ray_dir(path)
+            rec = read_ray_dir(path, flag="--warm-start")
         elif "/" in source or source.startswith((".", "~")):
             raise PreflightError(f"{flag}: no such folder; pass a search folder (<storage>/<name>) or a search's "
                                  "parent run id")  # fmt: skip
@@ -92,11 +92,8 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
                 # replay's flag, --run-id, is ours here: "T is a trial run of search P: pass --warm-start P"
                 msg = str(e).replace("pass --run-id ", "pass --warm-start ").replace("--run-id ", "")
                 raise PreflightError(f"{flag}: no such search folder here, and as a parent run id: {msg}") from None
-    except ReplayError as e:  # read_ray_dir names the folder as --ray-dir, replay's flag: here it is ours
-        msg = str(e)
-        for given in (f"--ray-dir {path}: ", f"--ray-dir {source}: "):
-            msg = msg.removeprefix(given)
-        raise PreflightError(f"{flag}: {msg}") from None
+    except ReplayError as e:  # read_ray_dir names the folder, and --warm-start
+        raise PreflightError(str(e)) from None
     if (rec.metric, rec.mode) != (metric, mode):
         raise PreflightError(f"{flag}: that search ranked trials by {rec.metric} ({rec.mode}), this one by {metric} "
                              f"({mode}); its values would mean something else here. Warm-start from a search with "
