@@ -402,8 +402,8 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     if not tune.Tuner.can_restore(str(exp_dir)):
         raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here (the search stopped "
                           "before Ray saved it); start it again with `hsc-search run`")  # fmt: skip
-    if settings.address or os.environ.get("RAY_ADDRESS"):
-        preflight.check_address(settings.address)
+    if settings.address or os.environ.get("RAY_ADDRESS"):  # named as given: the flag, or the search's record
+        preflight.check_address(settings.address, flag="--address" if address else f"address in {meta_path}")
     space = load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
     data = load_search_data(settings, space)
     in_process = False

@@ -208,11 +208,10 @@ def check_storage(exp_dir: str) -> None:
 RAY_TIMEOUT_S = 5.0
 
 
-def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S) -> None:
-    """A Ray cluster address (--address, else RAY_ADDRESS) has the form Ray takes and something answers at it
+def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: str = "--address") -> None:
+    """A Ray cluster address (`flag`, else RAY_ADDRESS) has the form Ray takes and something answers at it
     within `timeout_s`: Ray itself would retry an absent head for minutes. `auto` is left to Ray (it finds the
     cluster started on this machine, or says there is none)."""
-    flag = "--address"
     if address is None:
         address, flag = os.environ.get("RAY_ADDRESS"), "RAY_ADDRESS"
     if not address or address in ("auto", "local"):

@@ -177,6 +177,8 @@ def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch):
         monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # the variable, named as such
         with pytest.raises(PreflightError, match=f"RAY_ADDRESS 127.0.0.1:{port}: no Ray head answers"):
             preflight.check_address(None, timeout_s=2.0)
+        with pytest.raises(PreflightError, match=f"address in r/hsc_search.json 127.0.0.1:{port}: no Ray head"):
+            preflight.check_address(f"127.0.0.1:{port}", timeout_s=2.0, flag="address in r/hsc_search.json")
         assert time.monotonic() - t0 < 10.0
         s.listen()  # now something answers
         preflight.check_address(f"127.0.0.1:{port}", timeout_s=2.0)
