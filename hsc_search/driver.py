@@ -233,7 +233,7 @@ def run_search(
             state); they are saved with the experiment, so they must pickle.
     """
     settings.name = settings.name or time.strftime("hsc-%Y%m%d-%H%M%S")
-    space = load_space(settings.space_path(), overrides=settings.overrides)
+    space = load_space(settings.space_path(), overrides=settings.overrides, set_from=settings.set_from)
     data = load_search_data(settings, space)
     first, notes = _first_trial(space, settings, data)
     exp_dir = experiment_dir(settings)

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -49,6 +49,9 @@ class SearchSettings:
     warm_start: str | None = None  # an earlier search (parent run id in the tracking store, or its folder) whose
     # trials the Optuna study starts with (hsc_search/warm_start.py); None: a cold start
     overrides: dict[str, Any] = field(default_factory=dict)  # fixed trainer values (--set key=value)
+    # where each override was given, for messages: "--set" (the default) or "<config>: set" (load_settings
+    # sets it per instance; not a setting, not recorded)
+    set_from: ClassVar[dict[str, str]] = {}
 
     def validate(self) -> "SearchSettings":
         p = []
@@ -88,7 +91,8 @@ class SearchSettings:
         if self.warm_start is not None and not self.warm_start.strip():
             p.append("warm_start must be a parent run id or a search folder, got an empty string")
         if "epochs" in self.overrides:
-            p.append("do not --set epochs: the search's budget is --max-epochs")
+            how = f"set epochs in {self.set_from['epochs'][:-len(': set')]}" if "epochs" in self.set_from else "--set epochs"
+            p.append(f"do not {how}: the search's budget is --max-epochs (max_epochs in a search config)")
         if p:
             raise SettingsError("\n".join(f"search settings: {m}" for m in p))
         return self
@@ -157,8 +161,11 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
     if problems:
         raise SettingsError("\n".join(problems))
     values.update({k: v for k, v in cli.items() if v is not None})
-    values["overrides"] = {**values.get("overrides", {}), **parse_overrides(overrides)}
-    return SearchSettings(**values).validate()
+    from_file, from_flags = values.get("overrides", {}), parse_overrides(overrides)
+    values["overrides"] = {**from_file, **from_flags}
+    settings = SearchSettings(**values)
+    settings.set_from = {str(k): f"{source}: set" for k in from_file if k not in from_flags}
+    return settings.validate()
 
 
 def _without_password(uri: str) -> str:

@@ -306,13 +306,15 @@ class SearchSpace:
 
 
 # ---------------------------------------------------------------------------------------------------- loading
-def load_space(path: str | Path, *, overrides: dict[str, Any] | None = None) -> SearchSpace:
+def load_space(path: str | Path, *, overrides: dict[str, Any] | None = None,
+               set_from: dict[str, str] | None = None) -> SearchSpace:  # fmt: skip
     """Reads and checks a search-space YAML file.
 
     Args:
         path: the file.
         overrides: extra fixed values (e.g. the CLI's `--set`); they win over the file's `fixed` and remove a
             searched name from `params`.
+        set_from: where an override was given, for its messages ("<config>: set"); "--set" when not named.
 
     Raises:
         SpaceError: the file is missing, not YAML, not a mapping, or breaks any rule of the format (all problems
@@ -329,10 +331,11 @@ def load_space(path: str | Path, *, overrides: dict[str, Any] | None = None) -> 
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise SpaceError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
-    return load_space_dict(data, source=str(path), overrides=overrides)
+    return load_space_dict(data, source=str(path), overrides=overrides, set_from=set_from)
 
 
-def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[str, Any] | None = None) -> SearchSpace:
+def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[str, Any] | None = None,
+                    set_from: dict[str, str] | None = None) -> SearchSpace:  # fmt: skip
     """Checks a search space given as a mapping (the parsed YAML); see `load_space`."""
     if not isinstance(d, dict):
         got = "an empty file" if d is None else f"a {type(d).__name__}"
@@ -353,7 +356,7 @@ def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[s
     if overrides is not None and not isinstance(overrides, dict):
         bad("overrides", f"expected a mapping of field: value, got {type(overrides).__name__}")
         overrides = {}
-    bad_set = _OverrideProblems(bad, overrides if isinstance(overrides, dict) else {})
+    bad_set = _OverrideProblems(bad, overrides if isinstance(overrides, dict) else {}, set_from or {})
     override = _read_fixed(overrides, "override", bad_set)
 
     raw_params = d.get("params")
@@ -407,18 +410,21 @@ class _Problems:
 
 
 class _OverrideProblems:
-    """`bad(where, msg)` for the overrides: blames `--set name=value` (or a search config's `set:`, which is the
-    same setting), not the space file the overrides are applied to."""
+    """`bad(where, msg)` for the overrides: blames `--set name=value`, or the search config's `set:` where the
+    value came from there (`set_from`), not the space file the overrides are applied to."""
 
-    def __init__(self, bad: _Problems, overrides: dict[str, Any]):
-        self.bad, self.overrides = bad, overrides
+    def __init__(self, bad: _Problems, overrides: dict[str, Any], set_from: dict[str, str]):
+        self.bad, self.overrides, self.set_from = bad, overrides, set_from
 
     def __call__(self, where: str, msg: str) -> None:
-        if "." in where:
-            name = where.split(".", 1)[1]
-            self.bad.lines.append(f"--set {name}={self.overrides.get(name, '')}: {msg}")
-        else:
+        if "." not in where:
             self.bad.lines.append(f"--set: {msg}")
+            return
+        name = where.split(".", 1)[1]
+        if name in self.set_from:
+            self.bad.lines.append(f"{self.set_from[name]}: {name}={self.overrides.get(name, '')}: {msg}")
+        else:
+            self.bad.lines.append(f"--set {name}={self.overrides.get(name, '')}: {msg}")
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:

@@ -104,3 +104,29 @@ def test_settings_that_will_not_act_or_look_reversed_are_said():
     uri = "postgresql://hsc:secret@db.example:5432/mlflow"  # never contacted: MLflow is off
     assert load_settings(None, {"mlflow": False, "tracking_uri": uri}, []).unused() == [
         "tracking_uri postgresql://hsc:***@db.example:5432/mlflow: not used, MLflow is off (--no-mlflow)"]
+
+
+def test_a_search_configs_set_entries_are_blamed_on_that_file_and_flags_on_set(tmp_path):
+    """A `set:` value of a search config is named with the config file; a --set flag (which wins over the file's
+    value of the same name) with --set; neither with the space file the values are applied to."""
+    from hsc_search.space import SpaceError, load_space
+
+    f = tmp_path / "search.yaml"
+    f.write_text("space: quick\nset:\n  hiden_dim: 32\n  batch_size: many\n  tau: 0\n")
+    s = load_settings(f, {}, ["tau=-1"])
+    assert s.set_from == {"hiden_dim": f"{f}: set", "batch_size": f"{f}: set"}
+    assert "set_from" not in s.to_dict()  # not a setting: not recorded, not a config key
+    with pytest.raises(SpaceError) as e:
+        load_space(s.space_path(), overrides=s.overrides, set_from=s.set_from)
+    lines = str(e.value).splitlines()
+    assert any(ln.startswith(f"{f}: set: hiden_dim=32: ") and "did you mean 'hidden_dim'" in ln for ln in lines)
+    assert any(ln.startswith(f"{f}: set: batch_size=many: expected an integer") for ln in lines), lines
+    assert any(ln.startswith("--set tau=-1: tau must be > 0") for ln in lines), lines
+    assert not any(ln.startswith("--set hiden_dim") or ln.startswith("--set batch_size") for ln in lines), lines
+
+    f.write_text("space: quick\nset:\n  epochs: 3\n")
+    with pytest.raises(SettingsError, match=rf"do not set epochs in {f}: the search's budget is --max-epochs"):
+        load_settings(f, {}, [])
+    f.write_text("set_from: {}\n")  # the attribute is no config key
+    with pytest.raises(SettingsError, match="unknown settings"):
+        load_settings(f, {}, [])
