@@ -45,6 +45,10 @@ ASHA_RUNGS = "asha_rungs.json"
 SearchError = preflight.PreflightError  # the search cannot start or continue; the message says why and what to do
 
 
+class NothingToResume(Exception):
+    """`resume` of a search that finished: the message says when, and where its results are (not an error)."""
+
+
 @dataclass
 class SearchOutcome:
     experiment_dir: str  # <storage>/<name>, a path or a URI
@@ -380,8 +384,6 @@ def load_search_data(settings: SearchSettings, space: SearchSpace) -> AVData:
 def resume_search(path: str | Path, echo: Callable[[str], None] = print, address: str | None = None) -> SearchOutcome:
     """Continues a search whose driver died: unfinished trials resume from their checkpoints, the ASHA rung
     history and the Optuna study are restored, and each trial keeps its one MLflow child run."""
-    from ray import tune
-
     exp_dir = str(path).rstrip("/") if storage.is_uri(str(path)) else str(Path(path).resolve())
     meta_path = storage.join(exp_dir, META_FILE)
     if not storage.exists(meta_path):
@@ -396,8 +398,15 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
         what = f"no {e} in it" if isinstance(e, KeyError) else str(e).splitlines()[0]
         raise SearchError(f"{meta_path}: not a readable search record ({what}); it is written when a search "
                           "starts, so this folder cannot be resumed") from None  # fmt: skip
+    if meta.get("finished_at"):
+        best = storage.join(exp_dir, BEST_CONFIG)
+        where = f"; its best config: {best}" if storage.exists(best) else ""
+        raise NothingToResume(f"{exp_dir}: search {settings.name} finished at {meta['finished_at']}: nothing to "
+                              f"resume{where}")  # fmt: skip
     if address:
         settings.address = address
+    from ray import tune
+
     # a folder whose driver died before Ray saved the search: said before Ray starts (the check reads a file)
     if not tune.Tuner.can_restore(str(exp_dir)):
         raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here (the search stopped "
@@ -476,7 +485,17 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                                          errors, echo)  # fmt: skip
             finally:
                 client.set_terminated(parent_id, status="KILLED" if interrupted and status == "FINISHED" else status)
+    if not interrupted:  # every trial ended and the tail is done: `resume` has nothing left to do
+        _mark_finished(exp_dir)
     return outcome
+
+
+def _mark_finished(exp_dir: str) -> None:
+    """Adds the time the search finished to its record (`resume` reads it)."""
+    path = storage.join(exp_dir, META_FILE)
+    meta = json.loads(storage.read_text(path))
+    meta["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    storage.write_text(path, json.dumps(meta, indent=2))
 
 
 def ray_rows(trials: list, settings: SearchSettings) -> list[TrialRow]:

@@ -48,6 +48,15 @@ def exists(path: str) -> bool:
 
 
 def write_text(path: str, text: str) -> None:
+    """Writes the file whole; on a local path through a temporary file and a rename, so that a crash mid-write
+    leaves the old content (object stores replace an object whole on their own)."""
+    if not is_uri(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        return
     fs, p = _fs(path)
     fs.create_dir(p.rsplit("/", 1)[0] if is_uri(path) else os.path.dirname(p), recursive=True)
     with fs.open_output_stream(p) as f:

@@ -330,8 +330,18 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
             removed.append(Path(t.checkpoint.path).name)
     assert removed, f"the snapshot holds no unfinished trial with a checkpoint ({running}): killed too early"
 
+    record = exp_dir / "hsc_search.json"
+    assert "finished_at" not in json.loads(record.read_text())  # killed: not finished
     proc = _cli("resume", str(tmp_path / "ray_results" / "killme"), cwd=tmp_path, cache=_cache_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert json.loads(record.read_text())["finished_at"]
+    # resumed once more: the search is done, said in one line before Ray starts, exit 0, nothing touched
+    before = {p: p.stat().st_mtime_ns for p in exp_dir.iterdir() if p.is_file()}
+    again = _cli("resume", str(exp_dir), cwd=tmp_path, cache=_cache_dir, timeout=60)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "finished at" in again.stdout and "nothing to resume" in again.stdout and "best_config.yaml" in again.stdout
+    assert "Ray:" not in again.stdout and len(again.stdout.strip().splitlines()) == 1, again.stdout
+    assert before == {p: p.stat().st_mtime_ns for p in exp_dir.iterdir() if p.is_file()}
     _, parents, children = _runs(_client(tmp_path))
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     ids = [c.data.tags["hsc.trial_id"] for c in children]
