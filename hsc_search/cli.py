@@ -169,13 +169,16 @@ def resume(
     checkpoints, ASHA keeps its rung history, each trial keeps its one MLflow run."""
     from trainer import ConfigError, DataError
 
-    from .driver import resume_search
+    from .driver import NothingToResume, resume_search
     from .preflight import PreflightError
     from .space import SpaceError
     from .storage import StorageError
 
     try:
         outcome = resume_search(path, echo=typer.echo, address=address)
+    except NothingToResume as e:  # not a mistake: the search is done (exit 0, as Ray's own restore of it would)
+        typer.echo(str(e))
+        raise typer.Exit(0)
     except (PreflightError, StorageError, DataError, ConfigError, SpaceError, FileNotFoundError) as e:
         _fail(str(e))
     meta = _meta_of(path)
@@ -199,12 +202,20 @@ def export_best_cmd(
                                          "latest search in the experiment]"),
     metric: str = typer.Option("val/map_avg", help="Ranking metric; a trial scores its best epoch."),
     mode: str = typer.Option("max", help="max or min."),
-    out: Path = typer.Option(Path("best_config.yaml"), help="The trainer config file to write (a file, not a folder)."),
+    out: Optional[Path] = typer.Option(None, help="The trainer config file to write (a file, not a folder); a .json "
+                                       "name writes JSON. [default: best_config.yaml, or best_config.json with --json]"),
     json_: bool = typer.Option(False, "--json", help="Write JSON instead of YAML."),
 ) -> None:
     """Write the best trial's trainer config; `python -m trainer --config FILE` retrains from it as is."""
     from .export import ExportError, export_best
 
+    if out is None:
+        out = Path("best_config.json" if json_ else "best_config.yaml")
+    elif out.suffix.lower() == ".json":
+        json_ = True
+    elif json_ and out.suffix.lower() in (".yaml", ".yml"):
+        _fail(f"--out {out} with --json: a .yaml name for JSON text; name it {out.with_suffix('.json')} or drop "
+              "--json")  # fmt: skip
     try:
         path, best = export_best(tracking_uri, experiment, out, parent_run_id=run_id, metric=metric, mode=mode,
                                  fmt="json" if json_ else "yaml")  # fmt: skip
@@ -300,11 +311,13 @@ def synth_data(
     out: Path = typer.Argument(..., help="HDF5 file to write (AVE/VEGAS feature layout)."),
     set_: List[str] = typer.Option([], "--set", help="Generator option KEY=VALUE, e.g. n_train=800, mismatch=0.2.",
                               metavar="KEY=VALUE"),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists (by default an existing file is "
+                               "kept and the command fails)."),
 ) -> None:
     """Write a synthetic benchmark dataset to an HDF5 file."""
     from trainer.synthetic import main
 
-    argv = [name, str(out)] + [a for s in set_ for a in ("--set", s)]
+    argv = [name, str(out)] + [a for s in set_ for a in ("--set", s)] + (["--force"] if force else [])
     raise typer.Exit(main(argv))
 
 

@@ -145,3 +145,25 @@ def test_a_search_without_trials_is_passed_over_or_refused(store, tmp_path):
     _fails("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "b2.yaml"), needle=needle)
     _fails("report", "--tracking-uri", uri, "--no-log", "--out", str(tmp_path / "r2.html"), needle=needle)
     _fails("replay", "--tracking-uri", uri, needle=needle)
+
+
+def test_json_follows_the_file_name_and_a_yaml_name_for_json_is_refused(store, tmp_path, monkeypatch):
+    """`--json` alone writes best_config.json (it wrote JSON into best_config.yaml); a .json --out writes JSON;
+    `--out b.yaml --json` is refused before anything is read."""
+    import json
+
+    uri, _, good, _, _ = store
+    monkeypatch.chdir(tmp_path)
+    _fails("export-best", "--tracking-uri", uri, "--run-id", good, "--out", "b.yaml", "--json",
+           needle="--out b.yaml with --json: a .yaml name for JSON text; name it b.json or drop --json")
+    assert not (tmp_path / "b.yaml").exists()
+    ok = _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--json")
+    assert ok.exit_code == 0 and "-> best_config.json" in ok.output, ok.output
+    assert json.loads((tmp_path / "best_config.json").read_text())["lr"] == pytest.approx(0.002)
+    assert not (tmp_path / "best_config.yaml").exists()
+    ok = _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--out", "named.json")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads((tmp_path / "named.json").read_text())["lr"] == pytest.approx(0.002)
+    ok = _cli("export-best", "--tracking-uri", uri, "--run-id", good)
+    assert ok.exit_code == 0 and "-> best_config.yaml" in ok.output, ok.output
+    assert (tmp_path / "best_config.yaml").read_text().startswith("# Best HSC-MAE config")
