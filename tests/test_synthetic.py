@@ -224,6 +224,14 @@ def test_write_synthetic_layout_and_cli(tmp_path, capsys):
     assert main(["imagenet", str(tmp_path / "x.h5")]) == 2
     assert "ave, vegas" in capsys.readouterr().err
     assert not (tmp_path / "x.h5").exists()
+    # an existing file (perhaps real features) is kept unless --force; a folder is never replaced
+    before = out.read_bytes()
+    assert main(["ave", str(out), "--set", "n_train=40"]) == 2
+    assert f"{out} exists already: not overwritten" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["ave", str(tmp_path), "--force"]) == 2
+    assert f"{tmp_path} is a folder" in capsys.readouterr().err
+    assert main(["ave", str(out), "--set", "n_train=40", "--set", "n_test=10", "--force"]) == 0
+    assert len(load_data(str(out)).train) == 40
 
 
 def test_load_data_rejects_bad_synthetic_option_before_generating(tmp_path, monkeypatch):

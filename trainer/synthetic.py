@@ -388,8 +388,14 @@ def main(argv: list[str] | None = None) -> int:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a knob (repeatable); the knobs and their ranges are listed below",
     )  # fmt: skip
+    parser.add_argument("--force", action="store_true", help="replace the output file if it exists")
     args = parser.parse_args(argv)
     name = args.name.removeprefix("synthetic:")
+    if os.path.lexists(args.out) and not (args.force and os.path.isfile(args.out)):
+        what = "is a folder" if os.path.isdir(args.out) else "exists already"
+        hint = "; pass --force to replace it" if what == "exists already" else ""
+        print(f"error: {args.out} {what}: not overwritten (the file to write{hint})", file=sys.stderr)
+        return 2
     try:
         options = resolve_options(name, **parse_options(args.overrides))
         path = write_synthetic(args.out, name, **options)
