@@ -26,6 +26,18 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _bounded_http_retries() -> None:
+    """For commands that read a store and can simply be run again (export-best, report, replay, import-runs): an
+    MLflow server that keeps failing costs seconds, not MLflow's default of 7 retries with a doubling backoff
+    (about 4 minutes per request, meant to outlast rate limits). A value the user set wins. Searches keep
+    MLflow's defaults: what they log must not be lost to a server's hiccup."""
+    import os
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")  # waits 1 + 2 + 4 s between the tries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
 def _exe(name: str) -> str:
     """How to call one of this environment's commands from here, as printed: the bare name when the shell finds
     this very one, else its path (relative to the working directory when it lies below it: `.venv/bin/mlflow`)."""
@@ -209,6 +221,8 @@ def export_best_cmd(
     """Write the best trial's trainer config; `python -m trainer --config FILE` retrains from it as is."""
     from .export import ExportError, export_best
 
+    _bounded_http_retries()
+
     if out is None:
         out = Path("best_config.json" if json_ else "best_config.yaml")
     elif out.suffix.lower() == ".json":
@@ -240,6 +254,8 @@ def report(
     parallel coordinates, parameter importance, the best trial's loss weights and canonical correlations, the
     trials). Works for any search in MLflow, also ones made before this command existed."""
     from .report import ReportError, report_search
+
+    _bounded_http_retries()
 
     try:
         path, rec = report_search(tracking_uri, experiment, run_id, out, log_to_run=log)
@@ -287,6 +303,8 @@ def import_runs(
     import os
 
     from .transfer import TransferError, copy_searches
+
+    _bounded_http_retries()
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
@@ -350,6 +368,8 @@ def replay_cmd(
     best reached, per setting. What a replay cannot show: a sampler reacting to different results (the configs
     are the recorded ones; only the stopping decisions change). See docs/replay.md."""
     from .replay import ReplayError, render, run_replay
+
+    _bounded_http_retries()
 
     specs = [s for value in settings for s in value.split()]
     try:

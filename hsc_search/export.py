@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from .runs import (
     check_store_to_read,
     child_runs,
     client_for,
+    http_failure,
     latest_search,
     missing_artifact_dir,
     moved_store_hint,
@@ -116,15 +118,18 @@ def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
 
 def trial_config(client, run_id: str) -> TrainConfig:
     """The resolved trainer config a trial ran with (its config.yaml artifact), validated."""
-    try:
-        text = Path(client.download_artifacts(run_id, CONFIG_ARTIFACT)).read_text()
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    run = client.get_run(run_id)
+    try:  # the run's own repository: MlflowClient.download_artifacts hides why a download failed
+        repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
+        with tempfile.TemporaryDirectory(prefix="hsc-export-") as tmp:
+            text = Path(repo.download_artifacts(CONFIG_ARTIFACT, tmp)).read_text()
     except Exception as e:  # a store moved without its artifacts, an artifact server that does not answer
-        run = client.get_run(run_id)
         what = f"cannot read {CONFIG_ARTIFACT} of trial run {run_id} ({run.info.run_name or 'unnamed'})"
         if missing_artifact_dir(run.info.artifact_uri):
             raise ExportError(f"{what}: {moved_store_hint(run.info.artifact_uri)}") from None
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ExportError(f"{what} from {run.info.artifact_uri}: {first[:300]}") from None
+        raise ExportError(f"{what} from {run.info.artifact_uri}: {http_failure(e)}") from None
     try:
         return TrainConfig.from_dict(yaml.safe_load(text), source=f"run {run_id}/{CONFIG_ARTIFACT}")
     except ConfigError as e:

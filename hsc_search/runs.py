@@ -340,3 +340,33 @@ def search_of(client, run_id: str, tracking_uri: str | None) -> tuple[str, str]:
         raise StoreError(f"--run-id {run_id} is a trial run" + (f" of search {parent}: pass --run-id {parent}"
                                                                 if parent else ", not a search's parent run"))
     return run.info.run_id, run.info.experiment_id
+
+
+def http_failure(e: BaseException) -> str:
+    """What went wrong in a failed MLflow call, in a few words: for a request that the server kept answering with
+    an error ("... Max retries exceeded with url: ... (Caused by ResponseError('too many 500 error responses'))"),
+    also as the cause of another error, the status and the address; for an error answer the server gave once
+    (requests' HTTPError), the status, the address and the server's message; otherwise the error's first line, cut at 200 characters."""
+    import re
+
+    text = str(e).strip()
+    seen, cause = set(), e
+    while cause is not None and id(cause) not in seen:  # MLflow wraps the HTTP error ("Failed to download ...")
+        seen.add(id(cause))
+        response = getattr(cause, "response", None)  # requests' HTTPError: the server's own answer
+        if getattr(response, "status_code", None) is not None:
+            try:
+                said = str(response.json().get("message", ""))
+            except Exception:
+                said = response.text or ""
+            said = " ".join(said.split())
+            said = said if len(said) <= 200 else said[:200] + "..."
+            url = str(getattr(response, "url", "") or "the server").split("?", 1)[0]
+            return f"{url} answered HTTP {response.status_code}" + (f": {said}" if said else "")
+        m = re.search(r"too many (\d{3}) error responses", str(cause))
+        if m:
+            url = re.search(r"API request to (\S+) failed", str(cause))
+            return f"{url.group(1) if url else 'the server'} kept answering HTTP {m.group(1)}; see the server's log"
+        cause = cause.__cause__ or cause.__context__
+    first = (text.splitlines() or [type(e).__name__])[0]
+    return first if len(first) <= 200 else first[:200] + "..."

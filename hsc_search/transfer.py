@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from .runs import missing_artifact_dir, moved_store_hint
+from .runs import http_failure, missing_artifact_dir, moved_store_hint
 
 TAG_SOURCE_RUN = "hsc.import.source_run"
 TAG_SOURCE_URI = "hsc.import.source_uri"
@@ -161,10 +161,9 @@ def copy_run(src, dst, dst_store, run, dst_experiment_id: str, parent_copy: str 
                 local = src.download_artifacts(info.run_id, "", dst_path=tmp) if files else None
             except Exception as e:  # e.g. an artifact server that does not answer: this copy is not marked complete,
                 # so the next import-runs copies the run again (files included) instead of skipping it
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                raise TransferError(f"run {info.run_id}: cannot read its artifacts from {info.artifact_uri}: "
-                                    f"{first[:300]}; the runs copied so far are kept, and import-runs again "
-                                    "copies this one and the rest") from None  # fmt: skip
+                raise TransferError(f"run {info.run_id}: cannot read its artifacts from {info.artifact_uri} "
+                                    f"({http_failure(e)}); the runs copied so far are kept, and import-runs "
+                                    "again copies this one and the rest") from None  # fmt: skip
             if files:
                 dst.log_artifacts(new_id, local)
     if why:

@@ -167,3 +167,60 @@ def test_json_follows_the_file_name_and_a_yaml_name_for_json_is_refused(store, t
     ok = _cli("export-best", "--tracking-uri", uri, "--run-id", good)
     assert ok.exit_code == 0 and "-> best_config.yaml" in ok.output, ok.output
     assert (tmp_path / "best_config.yaml").read_text().startswith("# Best HSC-MAE config")
+
+
+def test_an_artifact_server_that_keeps_failing_costs_seconds_and_the_import_copies_the_run_again(tracking_server,
+                                                                                                   tmp_path):
+    """A real `mlflow server` whose stored config.yaml of one trial cannot be read (a dangling link: the server
+    answers HTTP 500). MLflow's client retried that for about 4 minutes (257 s measured); the read commands now
+    give up in seconds with one line naming the run and the server's answer. import-runs keeps what it copied,
+    leaves that run unmarked, and copies it (files included) on the next run once the server can read it."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    server = tracking_server
+    client = MlflowClient(tracking_uri=server.url)
+    exp = client.create_experiment("hsc-search")
+    good = _search(client, exp, "good", 1_000_000, {"a": ([0.3, 0.5], 0.9), "b": ([0.2, 0.7], 0.1)})
+    trial_b = next(r.info.run_id for r in client.search_runs([exp]) if r.info.run_name == "trial_b")
+    stored = next(Path(server.artifacts_dir).rglob(f"{trial_b}/artifacts/config.yaml"))
+    kept = stored.with_name("kept")
+    stored.rename(kept)
+    stored.symlink_to(tmp_path / "nowhere")
+    hsc = Path(sys.executable).parent / "hsc-search"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
+
+    def cli(*args):
+        t = time.monotonic()
+        proc = subprocess.run([str(hsc), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        return proc, time.monotonic() - t
+
+    copy = f"sqlite:///{tmp_path}/copy.db"
+    proc, took = cli("import-runs", "--from", server.url, "--to", copy)
+    assert proc.returncode == 2 and took < 45, (took, proc.stderr[-2000:])
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"run {trial_b}: cannot read its artifacts from mlflow-artifacts:" in errors[0]
+    assert "kept answering HTTP 500; see the server's log" in errors[0] and "import-runs again copies" in errors[0]
+
+    proc, took = cli("export-best", "--tracking-uri", server.url, "--run-id", good, "--out", "b.yaml")
+    assert proc.returncode == 2 and took < 45 and "Traceback" not in proc.stderr, (took, proc.stderr[-2000:])
+    assert f"cannot read config.yaml of trial run {trial_b} (trial_b) from mlflow-artifacts:" in proc.stderr
+    assert "/api/2.0/mlflow-artifacts/artifacts answered HTTP 400: " in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "b.yaml").exists()
+
+    stored.unlink()
+    kept.rename(stored)  # the server can read it again
+    proc, _ = cli("import-runs", "--from", server.url, "--to", copy)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(1 half-copied before, copied again)" in proc.stdout, proc.stdout
+    dst = MlflowClient(tracking_uri=copy)
+    runs = dst.search_runs([dst.get_experiment_by_name("hsc-search").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["good", "trial_a", "trial_b"]  # one copy each, none twice
+    copied_b = next(r.info.run_id for r in runs if r.info.run_name == "trial_b")
+    assert [f.path for f in dst.list_artifacts(copied_b)] == ["config.yaml"]
