@@ -288,8 +288,9 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
     except ReplayError:
         raise
     except Exception as e:  # a store MLflow cannot read (bad URI, schema, permissions): one line, no traceback
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ReplayError(f"cannot read MLflow at {uri}: {first[:300]}") from None
+        from .runs import http_failure
+
+        raise ReplayError(f"cannot read MLflow at {uri}: {http_failure(e)}") from None
     return Recorded(f"MLflow run {pid} ({parent.info.run_name or 'unnamed'}) at {uri}", metric, mode,
                     _int(settings.get("max_epochs")), raw, settings)  # fmt: skip
 

@@ -455,7 +455,7 @@ def report_search(tracking_uri: str | None, experiment: str, parent_run_id: str 
     import os
 
     from .export import ExportError, check_out, find_experiment_id, latest_parent_run, search_of
-    from .runs import REPORT_ARTIFACT, client_for, tag_experiment
+    from .runs import REPORT_ARTIFACT, client_for, http_failure, tag_experiment
     from .search_record import RecordError, read_search
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -491,8 +491,7 @@ def report_search(tracking_uri: str | None, experiment: str, parent_run_id: str 
             _log_as_artifact(client, parent_run_id, out)
             tag_experiment(client, rec.experiment_id, rec.metric, rec.mode)
         except Exception as e:  # the report is written; only its copy in MLflow is missing
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ReportError(f"report written to {out}, but not logged to run {parent_run_id}: {first[:300]} "
+            raise ReportError(f"report written to {out}, but not logged to run {parent_run_id}: {http_failure(e)} "
                               "(--no-log writes the file only)") from None
     return out, rec
 

@@ -224,3 +224,32 @@ def test_an_artifact_server_that_keeps_failing_costs_seconds_and_the_import_copi
     assert sorted(r.info.run_name for r in runs) == ["good", "trial_a", "trial_b"]  # one copy each, none twice
     copied_b = next(r.info.run_id for r in runs if r.info.run_name == "trial_b")
     assert [f.path for f in dst.list_artifacts(copied_b)] == ["config.yaml"]
+
+
+def test_a_failed_mlflow_call_is_said_in_a_few_words():
+    """`runs.http_failure`: the server's answer (status, address without the query, its message) also when MLflow
+    wrapped it in an error of its own; a retry budget spent on error answers; else the first line, cut."""
+    import requests
+
+    from hsc_search.runs import http_failure
+
+    answer = requests.Response()
+    answer.status_code, answer.url = 404, "http://127.0.0.1:5000/api/2.0/mlflow-artifacts/artifacts?path=1%2Fx"
+    answer._content = b'{"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "No such file:\\n  config.yaml"}'
+    try:
+        try:
+            raise requests.HTTPError("404 Client Error", response=answer)
+        except requests.HTTPError:
+            raise RuntimeError("Failed to download artifacts from path 'config.yaml'")  # chained, as MLflow does
+    except RuntimeError as e:
+        said = http_failure(e)
+    assert said == ("http://127.0.0.1:5000/api/2.0/mlflow-artifacts/artifacts answered HTTP 404: No such file: "
+                    "config.yaml")
+    retried = RuntimeError("API request to http://h:1/api/2.0/mlflow/runs/get failed with exception "
+                           "HTTPConnectionPool(host='h', port=1): Max retries exceeded with url: /x (Caused by "
+                           "ResponseError('too many 503 error responses'))")
+    assert http_failure(retried) == ("http://h:1/api/2.0/mlflow/runs/get kept answering HTTP 503; see the "
+                                     "server's log")
+    long = ValueError("x" * 500 + "\nsecond line")
+    assert http_failure(long) == "x" * 200 + "..."
+    assert http_failure(KeyError()) == "KeyError"
