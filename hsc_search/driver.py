@@ -306,7 +306,7 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
         echo(f"no node can run a trial yet; the autoscaler can add: {', '.join(to_launch)}")
     # one local node writes its own folder: nothing to prove (the check costs a Ray worker start)
     n_nodes = 1 if local else storage.check_visible_from_all_nodes(exp_dir)
-    echo(f"search {settings.name}: {settings.num_samples} trials x up to {settings.max_epochs} epochs, "
+    echo(f"search {settings.name}: {_n(settings.num_samples, 'trial')} x up to {_n(settings.max_epochs, 'epoch')}, "
          f"space {space.source}, data {data.summary()}")  # fmt: skip
     for note in settings.unused():
         echo(f"note: {note}")
@@ -516,6 +516,10 @@ def ray_rows(trials: list, settings: SearchSettings) -> list[TrialRow]:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
 def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> tuple[dict[str, Any], list[str]]:
     """The first trial's params (the trainer default as it trains on this data) and notes on params that cannot
     take it; fails fast if that trial is not a valid trainer config for this data, or if the metric is not one

@@ -1,4 +1,5 @@
-"""Live progress of a search on the terminal: one line per finished trial, with the best so far."""
+"""Live progress of a search on the terminal: one line per finished trial, with the best so far. A trial's value
+is its score, the best epoch's (as the summary, MLflow and export-best rank it), not its last epoch's."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 from ray import tune
 
-from .runs import FAILED_KEY, trial_outcome
+from .runs import FAILED_KEY, best_of, epochs_of, trial_outcome
 
 
 class Progress(tune.Callback):
@@ -19,6 +20,7 @@ class Progress(tune.Callback):
         self.searched = list(searched)
         self._done = 0
         self._best: float | None = None
+        self._scores: dict[str, float] = {}  # trial id -> best value of the metric over the epochs reported so far
         self._t0 = time.monotonic()
         self._elapsed_before = 0.0  # seconds the search ran before a resume
 
@@ -30,17 +32,26 @@ class Progress(tune.Callback):
 
     # saved in Ray's experiment snapshots, so that after `hsc-search resume` the count goes on from where it was
     def get_state(self) -> dict:
-        return {"done": self._done, "best": self._best, "elapsed": time.monotonic() - self._t0}
+        return {"done": self._done, "best": self._best, "elapsed": time.monotonic() - self._t0,
+                "scores": dict(self._scores)}  # fmt: skip
 
     def set_state(self, state: dict) -> None:
         self._done, self._best = state.get("done", 0), state.get("best")
+        self._scores = dict(state.get("scores", {}))
         self._elapsed_before = state.get("elapsed", 0.0)
         self._t0 = time.monotonic() - self._elapsed_before
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        values = [e.get(self.metric) for e in epochs_of(result)]
+        before = self._scores.get(trial.trial_id)
+        score = best_of(values + ([before] if before is not None else []), self.mode)
+        if score is not None:
+            self._scores[trial.trial_id] = score
 
     def _line(self, trial, what: str, reason: str | None = None) -> None:
         self._done += 1
         result = trial.last_result or {}
-        value = result.get(self.metric)
+        value = self._scores.get(trial.trial_id, result.get(self.metric))
         if value is not None and math.isfinite(value):
             if self._best is None or (value > self._best if self.mode == "max" else value < self._best):
                 self._best = value
@@ -60,7 +71,7 @@ class Progress(tune.Callback):
             self._line(trial, "FAILED", reason=result[FAILED_KEY])
             return
         epochs = int(result.get("epoch", 0))
-        self._line(trial, f"stopped by ASHA at epoch {epochs}" if outcome == "stopped_early" else f"completed {epochs} epochs")
+        self._line(trial, f"stopped by ASHA at epoch {epochs}" if outcome == "stopped_early" else f"completed {epochs} epoch{'s' * (epochs != 1)}")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._line(trial, "FAILED", reason=_last_error_line(trial))

@@ -126,3 +126,45 @@ def test_shared_reference_survives_pickling_together():
     cb = AshaStateCallback(a)
     a2, cb2 = pickle.loads(pickle.dumps((a, cb)))
     assert cb2.scheduler is a2
+
+
+def test_progress_lines_show_a_trials_best_epoch_as_the_summary_ranks_it(capsys):
+    """The live line of a trial gives its score (the best epoch's value over all its reports), not the last
+    epoch's, and the search's best so far is the best of those scores; it survives a resume (get/set_state)."""
+    import json
+    import types
+
+    from hsc_search.progress import Progress
+    from hsc_search.runs import EPOCHS_KEY
+
+    def result(values, first):
+        epochs = [{"epoch": first + i, "val/map_avg": v} for i, v in enumerate(values)]
+        return {"epoch": epochs[-1]["epoch"], "val/map_avg": values[-1], EPOCHS_KEY: json.dumps(epochs)}
+
+    p = Progress(total=2, max_epochs=4, metric="val/map_avg", mode="max", searched=["lr"])
+    a = types.SimpleNamespace(trial_id="a", config={"lr": 0.001}, last_result=None)
+    for r in (result([0.50, 0.61], 1), result([0.58, 0.57], 3)):  # best 0.61 at epoch 2; last 0.57
+        p.on_trial_result(0, [], a, r)
+        a.last_result = r
+    p.on_trial_complete(0, [], a)
+    line = capsys.readouterr().err
+    assert "completed 4 epochs" in line and "val/map_avg 0.6100  best 0.6100" in line, line
+
+    restored = Progress(total=2, max_epochs=4, metric="val/map_avg", mode="max", searched=["lr"])
+    restored.set_state(pickle.loads(pickle.dumps(p.get_state())))
+    b = types.SimpleNamespace(trial_id="b", config={"lr": 0.01}, last_result=None)
+    r = result([0.55], 1)
+    restored.on_trial_result(0, [], b, r)
+    b.last_result = {**r, "epoch": 1}
+    restored.on_trial_complete(0, [], b)
+    line = capsys.readouterr().err
+    assert "[2/2" in line and "val/map_avg 0.5500  best 0.6100" in line, line
+
+    low = Progress(total=1, max_epochs=2, metric="loss/total", mode="min", searched=[])
+    c = types.SimpleNamespace(trial_id="c", config={}, last_result=None)
+    r = {"epoch": 2, "loss/total": 0.9, EPOCHS_KEY: json.dumps([{"epoch": 1, "loss/total": 0.4},
+                                                                {"epoch": 2, "loss/total": 0.9}])}  # fmt: skip
+    low.on_trial_result(0, [], c, r)
+    c.last_result = r
+    low.on_trial_complete(0, [], c)
+    assert "loss/total 0.4000  best 0.4000" in capsys.readouterr().err
