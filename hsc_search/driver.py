@@ -85,6 +85,15 @@ def _quiet() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # after Ctrl-C Ray suggests `Tuner.restore(...)` in Python; our summary prints `hsc-search resume <folder>`
+    tune_log = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _NoRayResumeHint) for f in tune_log.filters):
+        tune_log.addFilter(_NoRayResumeHint())
+
+
+class _NoRayResumeHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Resume experiment with:" not in record.getMessage()
 
 
 def _init_ray(address: str | None, preload: bool = True) -> None:
@@ -473,7 +482,9 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
             storage.write_text(storage.join(exp_dir, ASHA_RUNGS), json.dumps(rung_state, indent=1))
         if client is None:
             rows = ray_rows(trials, settings)
-            outcome = SearchOutcome(exp_dir, None, rows, best_row(rows, settings.mode), None, interrupted, [])
+            best = best_row(rows, settings.mode)
+            best_path = _best_config_from_ray(exp_dir, trials, best, settings) if best is not None else None
+            outcome = SearchOutcome(exp_dir, None, rows, best, best_path, interrupted, [])
         else:
             errors = tracker.close(interrupted=interrupted)
             try:
@@ -496,6 +507,22 @@ def _mark_finished(exp_dir: str) -> None:
     meta = json.loads(storage.read_text(path))
     meta["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     storage.write_text(path, json.dumps(meta, indent=2))
+
+
+def _best_config_from_ray(exp_dir: str, trials: list, best: TrialRow, settings: SearchSettings) -> Path:
+    """A search without MLflow: the best trial's trainer config from what Ray holds (its sampled values) and the
+    search's record (the space's fixed values), written where a tracked search writes it. The trainer resolves
+    it as the trial did: the same data gives the same derived values."""
+    from .space import validate_sampled
+
+    meta = json.loads(storage.read_text(storage.join(exp_dir, META_FILE)))
+    space = load_space_dict(meta["space"], source=storage.join(exp_dir, META_FILE))
+    trial = next(t for t in trials if t.trial_id == best.trial_id)
+    cfg = validate_sampled(space, dict(trial.config), settings.max_epochs)
+    path = write_config(cfg, outputs_dir(exp_dir) / BEST_CONFIG, data=settings.data)
+    if storage.is_uri(exp_dir):
+        storage.write_text(storage.join(exp_dir, BEST_CONFIG), path.read_text())
+    return path
 
 
 def ray_rows(trials: list, settings: SearchSettings) -> list[TrialRow]:
@@ -584,7 +611,7 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrup
                                                         settings.mode, settings.metric), "plots/best_so_far.png")  # fmt: skip
     if best is not None:
         cfg = trial_config(client, best.run_id)
-        best_path = write_config(cfg, out_dir / BEST_CONFIG)
+        best_path = write_config(cfg, out_dir / BEST_CONFIG, data=settings.data)
         if storage.is_uri(exp_dir):
             storage.write_text(storage.join(exp_dir, BEST_CONFIG), best_path.read_text())
         client.log_artifact(parent_id, str(best_path))

@@ -144,15 +144,20 @@ def check_out(out: str | Path, example: str, flag: str = "--out") -> Path:
     return Path(out)
 
 
-def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml") -> Path:
+def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str | None = None) -> Path:
+    """Writes the config; a YAML file starts with the command that retrains from it (the file as written, the
+    data the search ran on when known)."""
+    import shlex
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "json":
         out.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     else:
+        spec = shlex.quote(data) if data else "<SPEC: the data the search ran on>"
         out.write_text(
-            "# Best HSC-MAE config exported by hsc-search; retrain with:\n"
-            f"#   python -m trainer --config {out.name} --data <SPEC>\n" + cfg.to_yaml()
+            "# Best HSC-MAE config exported by hsc-search; retrain with (in the project's environment):\n"
+            f"#   python -m trainer --config {shlex.quote(str(out))} --data {spec}\n" + cfg.to_yaml()
         )
     return out
 
@@ -185,7 +190,8 @@ def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, p
     if best is None:
         raise ExportError(f"no trial of search run {parent_run_id} logged '{metric}' (or all failed)")
     cfg = trial_config(client, best.run_id)
+    data = client.get_run(parent_run_id).data.params.get("data")  # the search's data spec (a search setting)
     try:
-        return write_config(cfg, out, fmt), best
+        return write_config(cfg, out, fmt, data=data), best
     except OSError as e:
         raise ExportError(f"--out {out}: cannot write ({e.strerror or e})") from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -188,7 +189,10 @@ def test_export_best_then_retrain(search, _cache_dir):
     assert exported == logged and exported["epochs"] == MAX_EPOCHS
     proc = _cli("export-best", "--out", "best.json", "--json", cwd=cwd, cache=_cache_dir)
     assert proc.returncode == 0 and json.loads((cwd / "best.json").read_text()) == exported
-    train = subprocess.run([sys.executable, "-m", "trainer", "--config", "best.yaml", "--data", DATA, "--out", "rt"],
+    # the file's own header is the retrain command, with the search's data: pasted (python = this environment's)
+    header = (cwd / "best.yaml").read_text().splitlines()[1].lstrip("#").strip()
+    assert header == f"python -m trainer --config best.yaml --data {shlex.quote(DATA)}", header
+    train = subprocess.run([sys.executable, *shlex.split(header)[1:], "--out", "rt"],
                            cwd=cwd, env=_env(_cache_dir), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert train.returncode == 0, train.stderr
     assert len([l for l in train.stdout.splitlines() if l.startswith("epoch")]) == MAX_EPOCHS
@@ -410,3 +414,23 @@ def test_resume_of_a_folder_it_cannot_continue_says_so_before_ray_starts(tmp_pat
         with pytest.raises(SearchError, match=re.escape(needle)):
             resume_search(folder, echo=lambda m: None)
         assert not ray.is_initialized()
+
+
+def test_a_search_without_mlflow_still_writes_the_best_config(tmp_path, _cache_dir):
+    """--no-mlflow: no runs, but the best trial's trainer config is written and printed as with MLflow, from
+    Ray's record of the trials; it holds the best trial's sampled values (by its best epoch) and the full budget."""
+    from ray.tune import ExperimentAnalysis
+
+    from trainer import TrainConfig
+
+    proc = _cli("run", "--data", DATA, "--num-samples", "3", "--max-epochs", "2", "--scheduler", "fifo",
+                "--no-mlflow", "--name", "plain", cwd=tmp_path, cache=_cache_dir)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = tmp_path / "ray_results" / "plain"
+    assert f"best config: {exp / 'best_config.yaml'}" in proc.stdout and not (tmp_path / "mlflow.db").exists()
+    trials = ExperimentAnalysis(str(exp)).trials
+    best = max(trials, key=lambda t: max(t.metric_analysis["val/map_avg"]["max"], float("-inf")))
+    written = yaml.safe_load((exp / "best_config.yaml").read_text())
+    assert written["epochs"] == 2 and TrainConfig.from_dict(written).epochs == 2
+    for name in ("lr", "mask_ratio", "tau", "topk", "loss_weighting"):
+        assert written[name] == best.config[name], (name, written[name], best.config[name])
