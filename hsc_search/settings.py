@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,11 @@ class SearchSettings:
                 p.append(f"name {self.name!r}: {why}")
         if self.warm_start is not None and not self.warm_start.strip():
             p.append("warm_start must be a parent run id or a search folder, got an empty string")
+        if not self.space_path().exists():
+            shipped = sorted(f.stem for f in SPACES_DIR.glob("*.yaml"))
+            near = difflib.get_close_matches(self.space, shipped, n=1)
+            p.append(f"space {self.space!r}: neither a shipped space ({', '.join(shipped)}"
+                     + (f"; did you mean {near[0]!r}?" if near else "") + ") nor a file")  # fmt: skip
         if "epochs" in self.overrides:
             how = f"set epochs in {self.set_from['epochs'][:-len(': set')]}" if "epochs" in self.set_from else "--set epochs"
             p.append(f"do not {how}: the search's budget is --max-epochs (max_epochs in a search config)")
@@ -142,12 +148,17 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
             raise SettingsError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(values, dict):
             raise SettingsError(f"{path}: expected a mapping of setting: value")
+        if "overrides" in values:  # the field's name, not a key: it would be dropped beside `set:`
+            raise SettingsError(f"{path}: overrides: not a key of a search config; fixed trainer values go under "
+                                "set: (the file's --set)")  # fmt: skip
         if "set" in values:  # the file's spelling of --set
             values["overrides"] = values.pop("set")
-        valid = {f.name for f in dataclasses.fields(SearchSettings)}
-        unknown = sorted(set(values) - valid)
+        valid = {f.name for f in dataclasses.fields(SearchSettings)} - {"overrides"}
+        unknown = sorted(set(values) - valid - {"overrides"})
         if unknown:
-            raise SettingsError(f"{path}: unknown settings {unknown}; valid: {', '.join(sorted(valid))} (and 'set')")
+            hint = " (--no-mlflow is mlflow: false)" if any(k in ("no_mlflow", "no-mlflow") for k in unknown) else ""
+            raise SettingsError(f"{path}: unknown settings {unknown}{hint}; valid: {', '.join(sorted(valid))} "
+                                "(and 'set' for fixed trainer values)")  # fmt: skip
         if not isinstance(values.get("overrides", {}), dict):
             raise SettingsError(f"{path}: 'set' must be a mapping of trainer field: value")
     source = str(path) if path is not None else None

@@ -130,3 +130,26 @@ def test_a_search_configs_set_entries_are_blamed_on_that_file_and_flags_on_set(t
     f.write_text("set_from: {}\n")  # the attribute is no config key
     with pytest.raises(SettingsError, match="unknown settings"):
         load_settings(f, {}, [])
+
+
+def test_a_config_file_says_set_not_overrides_and_mlflow_false_not_no_mlflow(tmp_path):
+    f = tmp_path / "search.yaml"
+    f.write_text("space: quick\nset:\n  lr: 0.01\noverrides:\n  tau: 0.5\n")
+    with pytest.raises(SettingsError, match="overrides: not a key of a search config; fixed trainer values go under set"):
+        load_settings(f, {}, [])
+    f.write_text("no_mlflow: true\n")
+    with pytest.raises(SettingsError, match=r"unknown settings \['no_mlflow'\] \(--no-mlflow is mlflow: false\)") as e:
+        load_settings(f, {}, [])
+    assert "overrides" not in str(e.value)
+    f.write_text("mlflow: false\nset:\n  lr: 0.01\n")
+    s = load_settings(f, {}, [])
+    assert s.mlflow is False and s.overrides == {"lr": 0.01}
+
+
+def test_a_mistyped_space_name_lists_the_shipped_ones(tmp_path):
+    with pytest.raises(SettingsError, match=r"space 'quik': neither a shipped space \(ablation, hsc_mae, quick; did "
+                                            r"you mean 'quick'\?\) nor a file"):  # fmt: skip
+        load_settings(None, {"space": "quik"}, [])
+    own = tmp_path / "mine.yaml"
+    own.write_text("params: {}\n")  # a file is taken as given (the space file's own checks come later)
+    assert load_settings(None, {"space": str(own)}, []).space_path() == own
