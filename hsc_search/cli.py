@@ -62,7 +62,8 @@ def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str]) -> str:
                "tunnel on a cluster)"
     uri = tracking_uri or "sqlite:///mlflow.db"
     page = ui_url("http://127.0.0.1:5000", experiment_id) if experiment_id else "http://127.0.0.1:5000"
-    return f"{_exe('mlflow')} ui --backend-store-uri {uri}\n             then open {page}"
+    # MLflow's own command: its usage telemetry off, as for every process hsc-search starts (README)
+    return f"MLFLOW_DISABLE_TELEMETRY=true {_exe('mlflow')} ui --backend-store-uri {uri}\n             then open {page}"
 
 
 def _experiment_of(tracking_uri: Optional[str], run_id: str) -> Optional[str]:
