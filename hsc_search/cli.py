@@ -321,7 +321,7 @@ def train(ctx: typer.Context) -> None:
     """Train one config with the trainer (all arguments go to `python -m trainer`; see its --help)."""
     from trainer.__main__ import main
 
-    raise typer.Exit(main(list(ctx.args)))
+    raise typer.Exit(main(list(ctx.args), prog="hsc-search train"))
 
 
 @app.command("synth-data")

@@ -12,9 +12,9 @@ from .config import describe
 from .fit import resolve_device
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m trainer") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m trainer",
+        prog=prog,
         description="Train one HSC-MAE configuration on pre-extracted audio-visual features. Prints one line per "
         "epoch with the validation mAP; the run folder gets config.yaml, metrics.jsonl, checkpoint/state.pt and "
         "summary.json (test mAP of the validation-selected epoch).",
@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
+    args = build_parser(prog).parse_args(argv)
     if args.help_config:
         print(describe())
         return 0
