@@ -27,13 +27,13 @@ def _fail(msg: str, code: int = 2) -> None:
 
 
 def _bounded_http_retries() -> None:
-    """For commands that read a store and can simply be run again (export-best, report, replay, import-runs): an
+    """For commands that can simply be run again (export-best, report, replay, import-runs): an
     MLflow server that keeps failing costs seconds, not MLflow's default of 7 retries with a doubling backoff
     (about 4 minutes per request, meant to outlast rate limits). A value the user set wins. Searches keep
     MLflow's defaults: what they log must not be lost to a server's hiccup."""
     import os
 
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")  # waits 1 + 2 + 4 s between the tries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")  # urllib3 waits about 0, 2 and 4 s (+ jitter)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 

@@ -251,7 +251,9 @@ def run_search(
     first, notes = _first_trial(space, settings, data)
     exp_dir = experiment_dir(settings)
     if storage.exists(exp_dir):
-        raise SearchError(f"{exp_dir} exists already: continue it with `hsc-search resume {exp_dir}` or pick --name")
+        raise SearchError(f"{exp_dir} exists already" + (": that search finished; pick another --name"
+                          if _finished_at(exp_dir) else f": continue it with `hsc-search resume {exp_dir}` or pick "
+                          "--name"))  # fmt: skip
     preflight.check_storage(exp_dir)
     in_process = False
     if settings.mlflow:
@@ -481,9 +483,15 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
         if rung_state is not None:  # the rung history, for the record (and the resume test)
             storage.write_text(storage.join(exp_dir, ASHA_RUNGS), json.dumps(rung_state, indent=1))
         if client is None:
-            rows = ray_rows(trials, settings)
+            progress = next((c for c in callbacks if isinstance(c, Progress)), None)
+            rows = ray_rows(trials, settings, progress.scores() if progress is not None else None)
             best = best_row(rows, settings.mode)
-            best_path = _best_config_from_ray(exp_dir, trials, best, settings) if best is not None else None
+            best_path = None
+            if best is not None:
+                try:
+                    best_path = _best_config_from_ray(exp_dir, trials, best, settings)
+                except Exception as e:  # the search is done; only this file is missing
+                    echo(f"warning: best config not written: {e}")
             outcome = SearchOutcome(exp_dir, None, rows, best, best_path, interrupted, [])
         else:
             errors = tracker.close(interrupted=interrupted)
@@ -499,6 +507,14 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
     if not interrupted:  # every trial ended and the tail is done: `resume` has nothing left to do
         _mark_finished(exp_dir)
     return outcome
+
+
+def _finished_at(exp_dir: str) -> str | None:
+    """When the search in `exp_dir` finished, from its record; None if it did not (or has no readable record)."""
+    try:
+        return json.loads(storage.read_text(storage.join(exp_dir, META_FILE))).get("finished_at")
+    except Exception:
+        return None
 
 
 def _mark_finished(exp_dir: str) -> None:
@@ -525,14 +541,19 @@ def _best_config_from_ray(exp_dir: str, trials: list, best: TrialRow, settings: 
     return path
 
 
-def ray_rows(trials: list, settings: SearchSettings) -> list[TrialRow]:
-    """Trial rows from Ray's own records (searches run without MLflow)."""
+def ray_rows(trials: list, settings: SearchSettings, scores: dict[str, float] | None = None) -> list[TrialRow]:
+    """Trial rows from Ray's own records (searches run without MLflow). A trial's score is its best epoch:
+    `scores` (trial id -> best value over every epoch, as `Progress` kept them); Ray's own analysis of a metric
+    sees only the epochs a trial reported at (rungs, checkpoints, its last), so it is the fallback."""
     rows = []
     for t in trials:
         last = t.last_result or {}
         epochs = int(last.get("epoch", 0))
-        values = t.metric_analysis.get(settings.metric, {})
-        score = values.get(settings.mode) if values else None
+        if scores is not None and t.trial_id in scores:
+            score = scores[t.trial_id]
+        else:
+            values = t.metric_analysis.get(settings.metric, {})
+            score = values.get(settings.mode) if values else None
         score = score if score is not None and math.isfinite(score) else None
         rows.append(TrialRow(run_id="", trial_id=t.trial_id, name=str(t),
                              outcome=trial_outcome(t.status, last, settings.max_epochs), status=t.status,

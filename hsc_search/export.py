@@ -190,7 +190,10 @@ def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, p
     if best is None:
         raise ExportError(f"no trial of search run {parent_run_id} logged '{metric}' (or all failed)")
     cfg = trial_config(client, best.run_id)
-    data = client.get_run(parent_run_id).data.params.get("data")  # the search's data spec (a search setting)
+    try:  # the search's data spec (a search setting), for the file's retrain line
+        data = client.get_run(parent_run_id).data.params.get("data")
+    except Exception:  # the line then says <SPEC>
+        data = None
     try:
         return write_config(cfg, out, fmt, data=data), best
     except OSError as e:

@@ -48,11 +48,15 @@ class Progress(tune.Callback):
         if score is not None:
             self._scores[trial.trial_id] = score
 
+    def scores(self) -> dict[str, float]:
+        """Trial id -> its score so far (the best value of the metric over every epoch it reported)."""
+        return dict(self._scores)
+
     def _line(self, trial, what: str, reason: str | None = None) -> None:
         self._done += 1
         result = trial.last_result or {}
         value = self._scores.get(trial.trial_id, result.get(self.metric))
-        if value is not None and math.isfinite(value):
+        if what != "FAILED" and value is not None and math.isfinite(value):  # failed trials are never the best
             if self._best is None or (value > self._best if self.mode == "max" else value < self._best):
                 self._best = value
         params = ", ".join(f"{k}={_short(trial.config[k])}" for k in self.searched if k in trial.config)

@@ -343,30 +343,44 @@ def search_of(client, run_id: str, tracking_uri: str | None) -> tuple[str, str]:
 
 
 def http_failure(e: BaseException) -> str:
-    """What went wrong in a failed MLflow call, in a few words: for a request that the server kept answering with
-    an error ("... Max retries exceeded with url: ... (Caused by ResponseError('too many 500 error responses'))"),
-    also as the cause of another error, the status and the address; for an error answer the server gave once
-    (requests' HTTPError), the status, the address and the server's message; otherwise the error's first line, cut at 200 characters."""
+    """What went wrong in a failed MLflow call, in a few words, also when MLflow wrapped the error in one of its
+    own: an error answer of the server (requests' HTTPError): the status, the address and the server's message;
+    a server that kept answering with an error until the retries ran out ("... (Caused by ResponseError('too many
+    500 error responses'))"): the status and the address; a server that did not answer ("... [Errno 111]
+    Connection refused"): the address and the reason; otherwise the error's first line, cut at 200 characters.
+    A password in an address is shown as ***."""
     import re
 
-    text = str(e).strip()
+    def cut(text: str) -> str:
+        return text if len(text) <= 200 else text[:200] + "..."
+
     seen, cause = set(), e
     while cause is not None and id(cause) not in seen:  # MLflow wraps the HTTP error ("Failed to download ...")
         seen.add(id(cause))
+        said = str(cause)
+        url = re.search(r"API request to (\S+) failed", said)
+        where = url.group(1) if url else "the server"
         response = getattr(cause, "response", None)  # requests' HTTPError: the server's own answer
         if getattr(response, "status_code", None) is not None:
             try:
-                said = str(response.json().get("message", ""))
+                message = response.json().get("message") or ""
             except Exception:
-                said = response.text or ""
-            said = " ".join(said.split())
-            said = said if len(said) <= 200 else said[:200] + "..."
-            url = str(getattr(response, "url", "") or "the server").split("?", 1)[0]
-            return f"{url} answered HTTP {response.status_code}" + (f": {said}" if said else "")
-        m = re.search(r"too many (\d{3}) error responses", str(cause))
+                message = response.text or ""
+            message = cut(" ".join(str(message).split()))
+            where = str(getattr(response, "url", "") or where).split("?", 1)[0]
+            return _hide_password(f"{where} answered HTTP {response.status_code}" + (f": {message}" if message else ""))
+        m = re.search(r"too many (\d{3}) error responses", said)
         if m:
-            url = re.search(r"API request to (\S+) failed", str(cause))
-            return f"{url.group(1) if url else 'the server'} kept answering HTTP {m.group(1)}; see the server's log"
+            return _hide_password(f"{where} kept answering HTTP {m.group(1)}; see the server's log")
+        m = re.search(r"\[Errno -?\d+\] [^'\"()\]]+", said)
+        if m and "Max retries exceeded" in said:
+            return _hide_password(f"{where} did not answer ({m.group(0).strip()})")
         cause = cause.__cause__ or cause.__context__
-    first = (text.splitlines() or [type(e).__name__])[0]
-    return first if len(first) <= 200 else first[:200] + "..."
+    return _hide_password(cut((str(e).strip().splitlines() or [type(e).__name__])[0]))
+
+
+def _hide_password(text: str) -> str:
+    """user:password@ in any address of `text` as user:***@."""
+    import re
+
+    return re.sub(r"(://[^/:@\s]+):[^/@\s]*@", r"\1:***@", text)

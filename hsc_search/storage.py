@@ -53,9 +53,16 @@ def write_text(path: str, text: str) -> None:
     if not is_uri(path):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:  # a full disk, a second Ctrl-C: no temporary file stays behind
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         return
     fs, p = _fs(path)
     fs.create_dir(p.rsplit("/", 1)[0] if is_uri(path) else os.path.dirname(p), recursive=True)

@@ -24,6 +24,20 @@ def _cache_dir(tmp_path_factory):
         os.environ["HSC_CACHE_DIR"] = old
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_http_settings():
+    """The read commands (export-best, report, replay, import-runs) bound MLflow's HTTP retries in their own
+    process's environment; run in process by a test (CliRunner), that must not reach later tests' searches."""
+    keys = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+    before = {k: os.environ.get(k) for k in keys}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def small_spec() -> str:
     return SMALL

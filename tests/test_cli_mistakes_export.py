@@ -250,6 +250,14 @@ def test_a_failed_mlflow_call_is_said_in_a_few_words():
                            "ResponseError('too many 503 error responses'))")
     assert http_failure(retried) == ("http://h:1/api/2.0/mlflow/runs/get kept answering HTTP 503; see the "
                                      "server's log")
+    refused = RuntimeError("API request to http://u:secret@127.0.0.1:9/api/2.0/mlflow/runs/get failed with exception "
+                           "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with url: /x (Caused by "
+                           "NewConnectionError('<urllib3.connection.HTTPConnection object at 0x7f>: Failed to "
+                           "establish a new connection: [Errno 111] Connection refused'))")  # fmt: skip
+    assert http_failure(refused) == ("http://u:***@127.0.0.1:9/api/2.0/mlflow/runs/get did not answer ([Errno 111] "
+                                     "Connection refused)")
+    answer._content = b'{"error_code": "INTERNAL_ERROR", "message": null}'  # no message: the status alone
+    assert http_failure(requests.HTTPError("500", response=answer)).endswith("artifacts answered HTTP 404")
     long = ValueError("x" * 500 + "\nsecond line")
     assert http_failure(long) == "x" * 200 + "..."
     assert http_failure(KeyError()) == "KeyError"

@@ -95,7 +95,8 @@ def _sh(cmd: str, cwd, env, timeout=420) -> subprocess.CompletedProcess:
 
 def _serve_until(cmd: str, url: str, cwd, env, timeout=60.0) -> str:
     """Starts a server command, fetches `url` once it answers, stops the server (its process group)."""
-    proc = subprocess.Popen(["bash", "-c", "exec " + cmd], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+    # `env`: a printed command may start with VAR=value (bash's exec takes no assignments)
+    proc = subprocess.Popen(["bash", "-c", "exec env " + cmd], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + timeout

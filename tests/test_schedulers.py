@@ -159,6 +159,14 @@ def test_progress_lines_show_a_trials_best_epoch_as_the_summary_ranks_it(capsys)
     restored.on_trial_complete(0, [], b)
     line = capsys.readouterr().err
     assert "[2/2" in line and "val/map_avg 0.5500  best 0.6100" in line, line
+    f = types.SimpleNamespace(trial_id="f", config={"lr": 0.1}, last_result=None)  # good, then diverged
+    restored.on_trial_result(0, [], f, result([0.90], 1))
+    restored.on_trial_error(0, [], f)
+    restored.on_trial_complete(0, [], b)
+    lines = capsys.readouterr().err.splitlines()
+    assert "FAILED" in lines[0] and "best 0.6100" in lines[0], lines  # a failed trial is never the best
+    assert "best 0.6100" in lines[-1], lines
+    assert restored.scores() == {"a": 0.61, "b": 0.55, "f": 0.90}
 
     low = Progress(total=1, max_epochs=2, metric="loss/total", mode="min", searched=[])
     c = types.SimpleNamespace(trial_id="c", config={}, last_result=None)

@@ -346,6 +346,8 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
     assert "finished at" in again.stdout and "nothing to resume" in again.stdout and "best_config.yaml" in again.stdout
     assert "Ray:" not in again.stdout and len(again.stdout.strip().splitlines()) == 1, again.stdout
     assert before == {p: p.stat().st_mtime_ns for p in exp_dir.iterdir() if p.is_file()}
+    same = _cli("run", "--data", data, "--name", "killme", cwd=tmp_path, cache=_cache_dir, timeout=120)
+    assert same.returncode == 2 and "exists already: that search finished; pick another --name" in same.stderr
     _, parents, children = _runs(_client(tmp_path))
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     ids = [c.data.tags["hsc.trial_id"] for c in children]
@@ -417,20 +419,23 @@ def test_resume_of_a_folder_it_cannot_continue_says_so_before_ray_starts(tmp_pat
 
 
 def test_a_search_without_mlflow_still_writes_the_best_config(tmp_path, _cache_dir):
-    """--no-mlflow: no runs, but the best trial's trainer config is written and printed as with MLflow, from
-    Ray's record of the trials; it holds the best trial's sampled values (by its best epoch) and the full budget."""
-    from ray.tune import ExperimentAnalysis
-
+    """--no-mlflow: no runs, but the best trial's trainer config is written and printed as with MLflow. The best
+    trial is the one with the best epoch: checked against every epoch's value as Ray's result files hold them
+    (FIFO reports only after a trial's last epoch, so Ray's own per-metric analysis sees the last epoch alone)."""
+    from hsc_search.replay import read_ray_dir
     from trainer import TrainConfig
 
-    proc = _cli("run", "--data", DATA, "--num-samples", "3", "--max-epochs", "2", "--scheduler", "fifo",
+    proc = _cli("run", "--data", DATA, "--num-samples", "4", "--max-epochs", "3", "--scheduler", "fifo",
                 "--no-mlflow", "--name", "plain", cwd=tmp_path, cache=_cache_dir)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = tmp_path / "ray_results" / "plain"
     assert f"best config: {exp / 'best_config.yaml'}" in proc.stdout and not (tmp_path / "mlflow.db").exists()
-    trials = ExperimentAnalysis(str(exp)).trials
-    best = max(trials, key=lambda t: max(t.metric_analysis["val/map_avg"]["max"], float("-inf")))
+    raw = read_ray_dir(exp).raw
+    assert len(raw) == 4 and all(len(r["values"]) == 3 for r in raw)
+    best = max(raw, key=lambda r: max(r["values"].values()))
+    score = max(best["values"].values())
+    assert f"best trial: train_trial_{best['trial_id']} (completed, 3 epochs) score {score:.4f}" in proc.stdout
     written = yaml.safe_load((exp / "best_config.yaml").read_text())
-    assert written["epochs"] == 2 and TrainConfig.from_dict(written).epochs == 2
+    assert written["epochs"] == 3 and TrainConfig.from_dict(written).epochs == 3
     for name in ("lr", "mask_ratio", "tau", "topk", "loss_weighting"):
-        assert written[name] == best.config[name], (name, written[name], best.config[name])
+        assert str(written[name]) == best["params"][name], (name, written[name], best["params"][name])

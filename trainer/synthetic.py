@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace the output file if it exists")
     args = parser.parse_args(argv)
     name = args.name.removeprefix("synthetic:")
-    if os.path.lexists(args.out) and not (args.force and os.path.isfile(args.out)):
+    if os.path.lexists(args.out) and not (args.force and not os.path.isdir(args.out)):
         what = "is a folder" if os.path.isdir(args.out) else "exists already"
         hint = "; pass --force to replace it" if what == "exists already" else ""
         print(f"error: {args.out} {what}: not overwritten (the file to write{hint})", file=sys.stderr)
