@@ -438,7 +438,7 @@ def start_local_ray(**init_kwargs: Any) -> LocalRay:
 
     import ray
 
-    from .ray_internals import default_temp_dir, local_node, loopback_cluster_flag
+    from .ray_internals import default_temp_dir, local_node, loopback_cluster_flag, quiet_token_auth_notice
 
     ray_constants, flag = loopback_cluster_flag()
 
@@ -469,7 +469,8 @@ def start_local_ray(**init_kwargs: Any) -> LocalRay:
     os.environ[_CLUSTER_ENV] = "0"  # inherited by gcs_server, raylet, agents and (through raylet) the workers
     setattr(ray_constants, flag, False)  # this process may have imported ray before the variable was set
     try:
-        ray.init(address="local", _node_ip_address=LOOPBACK, **init_kwargs)
+        with quiet_token_auth_notice():
+            ray.init(address="local", _node_ip_address=LOOPBACK, **init_kwargs)
     except BaseException:
         if path is not None:
             _sweep(_read_record(path) or rec, 1.0, 2.0)

@@ -179,3 +179,28 @@ def default_temp_dir() -> str:
     from ray._common.utils import get_default_ray_temp_dir
 
     return get_default_ray_temp_dir()
+
+
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+TOKEN_AUTH_ON_NOTICE = "Token authentication is enabled"
+
+
+class _DropTokenAuthOnNotice:
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith(TOKEN_AUTH_ON_NOTICE)
+
+
+@contextlib.contextmanager
+def quiet_token_auth_notice():
+    """Around `ray.init` of a new local instance: drops Ray's notice that the instance has token authentication on
+    ("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out."), logged as a
+    warning by a private module at every local start. Token authentication stays on (Ray's default for a new local
+    instance, which we keep); Ray's warning that authentication is *off* still shows."""
+    import logging
+
+    logger, drop = logging.getLogger(TOKEN_AUTH_LOGGER), _DropTokenAuthOnNotice()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)

@@ -40,7 +40,7 @@ DRIVER = textwrap.dedent(
         return x + 1
     assert ray.get(f.remote(1)) == 2
     info = {"session_dir": lr.session_dir, "record": str(lr.record_path), "node_ip": lr.node_ip,
-            "watchdog": lr.watchdog.pid if lr.watchdog else None}
+            "watchdog": lr.watchdog.pid if lr.watchdog else None, "auth_mode": os.environ.get("RAY_AUTH_MODE")}
     print("READY " + json.dumps(info), flush=True)
     time.sleep(600)
     """
@@ -52,6 +52,7 @@ def _env(cache: Path) -> dict[str, str]:
     env = {**os.environ, "HSC_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_MODE", None)  # Ray's default for a new local instance
     return env
 
 
@@ -198,6 +199,10 @@ def first(tmp_path_factory):
 def test_local_instance_listens_on_loopback_only(first):
     procs, info = first["procs"], first["info"]
     assert info["node_ip"] == "127.0.0.1"
+    # token authentication on (Ray's default for a new local instance), without Ray's notice asking to opt out
+    assert info["auth_mode"] == "token"
+    first["drv"].log.flush()
+    assert "Token authentication is enabled" not in Path(first["drv"].log.name).read_text()
     names = {p.name() for p in procs.values()}
     assert {"gcs_server", "raylet"} <= names, names
     socks = _listening(procs)

@@ -82,6 +82,35 @@ def test_the_loopback_flag_and_temp_dir_exist():
     # local_node() is exercised by tests/test_local_ray.py, which starts a real local instance
 
 
+def test_ray_notice_that_token_auth_is_on_is_dropped_only_inside_the_quiet_block():
+    import logging
+
+    from ray._private.authentication import authentication_token_setup as ats
+
+    assert ats.logger.name == ri.TOKEN_AUTH_LOGGER
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    keep = Keep(logging.WARNING)
+    ats.logger.addHandler(keep)
+    try:
+        ats._warn_token_auth_enabled()  # what ray.init of a new local instance logs (RAY_AUTH_MODE unset)
+        assert len(seen) == 1 and seen[0].startswith(ri.TOKEN_AUTH_ON_NOTICE), seen
+        seen.clear()
+        with ri.quiet_token_auth_notice():
+            ats._warn_token_auth_enabled()
+            ats._warn_token_auth_disabled()  # the warning that authentication is off still shows
+        assert len(seen) == 1 and seen[0].startswith("Token authentication is disabled"), seen
+        seen.clear()
+        ats._warn_token_auth_enabled()
+        assert len(seen) == 1, "the filter outlived the block"
+    finally:
+        ats.logger.removeHandler(keep)
+
+
 PRELOAD_PROBE = """
 import json, os, sys, tempfile
 import ray
