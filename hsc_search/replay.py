@@ -856,6 +856,10 @@ def render(report: ReplayReport) -> str:
         f"replayed in {report.seconds:.1f} s",
         "",
     ]
+    if c.skipped:  # said again in the notes, with the reasons; here so that it is read before the table
+        lines[2:2] = [f"warning: {len(c.skipped)} of {len(c.trials) + len(c.skipped)} trials are left out (ended "
+                      "early or failed): the rows compare rules on the survivors only, and the fifo row is not what "
+                      "FIFO would have done on this search; a search run with --scheduler fifo replays in full"]
     rows = [list(COLUMNS)] + table_rows(report)
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     fmt = lambda r: "| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |"  # noqa: E731

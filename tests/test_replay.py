@@ -300,6 +300,13 @@ def test_cli_replays_a_ray_folder_and_writes_json(tmp_path):
     assert [r.split("|")[1].strip() for r in rows[2:]] == ["fifo", "asha:grace=1,rf=2,brackets=1",
                                                            "median:grace=1,min_samples=3"]  # fmt: skip
     assert "1 of 3 trials left out" in result.output and "cannot show: " + CANNOT_SHOW in result.output
+    # a search whose scheduler ended trials early is said to be one before the table, not only in the notes
+    warn = [i for i, ln in enumerate(lines) if ln.startswith("warning: 1 of 3 trials are left out")]
+    assert len(warn) == 1 and warn[0] < lines.index(rows[0]) and "--scheduler fifo" in lines[warn[0]]
+    whole = CliRunner().invoke(app, ["replay", "--ray-dir", str(_ray_folder(tmp_path / "fifo", complete_only=True)),
+                                     "--orders", "4", "--settings", "fifo"])  # fmt: skip
+    assert whole.exit_code == 0, whole.output
+    assert "warning:" not in whole.output and "left out" not in whole.output
     doc = json.loads(out.read_text())
     assert doc["orders"] == 4 and doc["max_epochs"] == 3 and doc["best_recorded"] == {"trial_id": "t_batch",
                                                                                      "score": 0.5}  # fmt: skip
