@@ -126,6 +126,70 @@ def test_parent_has_summary_table_best_config_and_plots(search):
         assert row["score"] == pytest.approx(max(history))
 
 
+def _same(searched, recorded) -> bool:
+    """A searched value against a record of it: MLflow keeps params as text, YAML and JSON as numbers."""
+    if isinstance(searched, bool) or not isinstance(searched, (int, float)):
+        return str(searched) == str(recorded)
+    return float(recorded) == float(searched)  # exact: each record must give the sampled number back
+
+
+def test_the_value_sampled_is_the_value_trained_recorded_and_told(search, _cache_dir):
+    """For every trial of a real search: the values Optuna sampled are Ray's trial config (params.json), the
+    MLflow run's params and the config.yaml it logged; the value Optuna was told is the MLflow score (the best
+    epoch's val/map_avg), pruned exactly for the trials ASHA stopped. Then what was trained: the logged
+    config.yaml of the best trial and of a stopped one, retrained by the trainer alone in a new process, gives
+    the recorded val/map_avg and loss of every epoch the trial ran (a stopped trial trained under its full
+    budget's schedule)."""
+    import pickle
+
+    from trainer.config import TrainConfig
+
+    cwd, _ = search
+    exp_dir = cwd / "ray_results" / "e2e"
+    [state_file] = exp_dir.glob("searcher-state-*.pkl")
+    state = pickle.loads(state_file.read_bytes())  # Ray's OptunaSearch state: its study, Ray trial id -> trial
+    told = {t.number: t for t in state["_ot_study"].get_trials(deepcopy=False)}
+    client = _client(cwd)
+    _, _, children = _runs(client)
+    assert len(children) == TRIALS and len(state["_ot_trials"]) == TRIALS
+    histories, configs = {}, {}
+    for c in children:
+        tid, rid = c.data.tags["hsc.trial_id"], c.info.run_id
+        ot = told[state["_ot_trials"][tid].number]
+        assert ot.params, tid
+        ray_config = json.loads((exp_dir / tid / "params.json").read_text())
+        logged = yaml.safe_load(Path(client.download_artifacts(rid, "config.yaml", str(cwd / "cfg" / tid))).read_text())
+        for name, value in ot.params.items():
+            assert _same(value, ray_config[name]), (tid, name, value, ray_config[name])
+            assert _same(value, c.data.params[name]), (tid, name, value, c.data.params[name])
+            assert _same(value, logged[name]), (tid, name, value, logged[name])
+        for name, value in ray_config.items():  # the space's fixed values too
+            assert logged[name] == value, (tid, name)
+        assert logged["epochs"] == MAX_EPOCHS
+        history = sorted((m.step, m.value) for m in client.get_metric_history(rid, "val/map_avg"))
+        losses = sorted((m.step, m.value) for m in client.get_metric_history(rid, "loss/total"))
+        best = max(v for _, v in history)
+        assert ot.value == best == c.data.metrics["best/max/val/map_avg"], tid
+        outcome = c.data.tags["hsc.outcome"]
+        assert ot.state.name == {"completed": "COMPLETE", "stopped_early": "PRUNED"}[outcome], (tid, outcome)
+        assert (len(history) < MAX_EPOCHS) == (outcome == "stopped_early")
+        histories[tid], configs[tid] = (history, losses), TrainConfig.from_dict(logged)
+    stopped = [c for c in children if c.data.tags["hsc.outcome"] == "stopped_early"]
+    best_tid = max(histories, key=lambda t: max(v for _, v in histories[t][0]))
+    for tid in dict.fromkeys([best_tid, stopped[0].data.tags["hsc.trial_id"]]):
+        (cwd / f"re_{tid}.yaml").write_text(configs[tid].to_yaml())
+        train = subprocess.run([sys.executable, "-m", "trainer", "--config", f"re_{tid}.yaml", "--data", DATA,
+                                "--out", f"re_{tid}"], cwd=cwd, env={**_env(_cache_dir), "OMP_NUM_THREADS": "1"},
+                               capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert train.returncode == 0, train.stderr[-3000:]
+        lines = [json.loads(x) for x in (cwd / f"re_{tid}" / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        again = {m["epoch"]: m for m in lines if "val/map_avg" in m}
+        history, losses = histories[tid]
+        for (epoch, v), (_, loss) in zip(history, losses):  # a trial on one CPU: one thread, as here
+            assert again[epoch]["val/map_avg"] == pytest.approx(v, rel=1e-9, abs=1e-12), (tid, epoch)
+            assert again[epoch]["loss/total"] == pytest.approx(loss, rel=1e-6), (tid, epoch)
+
+
 def _post(url, payload):
     req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
