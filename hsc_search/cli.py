@@ -158,6 +158,7 @@ def run(
                storage=storage, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                seed=seed, checkpoint_every_s=checkpoint_every_s, warm_start=warm_start,
                mlflow=False if no_mlflow else None)  # fmt: skip
+    from .driver import SetupInterrupted
     from .preflight import PreflightError
     from .storage import StorageError
 
@@ -168,6 +169,8 @@ def run(
         outcome = run_search(settings, echo=typer.echo)
     except (SettingsError, SpaceError, ConfigError, DataError, FileNotFoundError, PreflightError, StorageError) as e:
         _fail(str(e))
+    except SetupInterrupted as e:
+        _interrupted_at_setup(e)
     _report(outcome, settings.tracking_uri, settings.data)
     if outcome.interrupted:
         raise typer.Exit(130)
@@ -182,7 +185,7 @@ def resume(
     checkpoints, ASHA keeps its rung history, each trial keeps its one MLflow run."""
     from trainer import ConfigError, DataError
 
-    from .driver import NothingToResume, resume_search
+    from .driver import NothingToResume, SetupInterrupted, resume_search
     from .preflight import PreflightError
     from .space import SpaceError
     from .storage import StorageError
@@ -192,10 +195,28 @@ def resume(
     except NothingToResume as e:  # not a mistake: the search is done (exit 0, as Ray's own restore of it would)
         typer.echo(str(e))
         raise typer.Exit(0)
+    except SetupInterrupted as e:
+        _interrupted_at_setup(e)
     except (PreflightError, StorageError, DataError, ConfigError, SpaceError, FileNotFoundError) as e:
         _fail(str(e))
     meta = _meta_of(path)
     _report(outcome, meta.get("tracking_uri"), meta["data"])
+
+
+def _interrupted_at_setup(e) -> None:
+    """Ctrl-C before Ray Tune ran the search: what is left, in one line, exit 130 (as after a search's Ctrl-C)."""
+    if e.resumable:
+        typer.echo(f"interrupted while the search was resuming, before its trials went on: `{_exe('hsc-search')} "
+                   f"resume {shlex.quote(str(e.exp_dir))}` continues it", err=True)  # fmt: skip
+        raise typer.Exit(130)
+    if e.removed:
+        where = f" ({e.exp_dir} removed): the same command starts it again"
+    elif e.exp_dir is not None:
+        where = f"; {e.exp_dir} holds no trial: remove it to use its --name again"
+    else:
+        where = ": the same command starts it again"
+    typer.echo(f"interrupted while the search was starting, before any trial ran{where}", err=True)
+    raise typer.Exit(130)
 
 
 def _meta_of(path: Path) -> dict:

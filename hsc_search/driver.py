@@ -12,6 +12,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,81 @@ def outputs_dir(exp: str) -> Path:
     """Where the best config and the summary table are written locally: the experiment folder itself, or
     ./hsc_outputs/<name> when the storage is a URI (they are uploaded there too)."""
     return Path.cwd() / "hsc_outputs" / exp.rstrip("/").rsplit("/", 1)[-1] if storage.is_uri(exp) else Path(exp)
+
+
+class _SetupInterrupts:
+    """Ctrl-C while a search sets up is taken at the next step of the set-up, not wherever the main thread is.
+
+    From the moment MLflow's store starts opening (and its writer starting) in threads until Ray Tune takes over
+    SIGINT in `tuner.fit()`, a KeyboardInterrupt raised at an arbitrary point could land inside `logging`'s
+    module lock and leave it held; the threads still importing MLflow then wait on it forever, and so does the
+    interpreter's exit, which joins them (seen: `run` interrupted 7 s in hung for good; a little later, it
+    segfaulted at exit). Here SIGINT only notes the interrupt; `check()` raises it at the set-up's steps and
+    `release()` gives SIGINT back, raising a pending one. Only from the main thread with Python's own handler in
+    place: an application that set its own keeps it."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.previous: Any = None
+        self.fitting = False  # Ray Tune has SIGINT: an interrupt there is the search's (it ends as interrupted)
+
+    def defer(self) -> "_SetupInterrupts":
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, signum, frame) -> None:
+        self.pending = True
+
+    def check(self) -> None:
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    def release(self, pending_too: bool = True) -> None:
+        """Gives SIGINT back; raises an interrupt noted meanwhile unless `pending_too` is false. Called once Ray
+        Tune is about to take SIGINT over."""
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+        if pending_too:
+            self.check()
+
+
+class SetupInterrupted(Exception):
+    """Ctrl-C while a search was starting, before Ray Tune ran it. `exp_dir`: the search's folder, None when
+    nothing was written; `resumable`: it holds a search Ray saved (a `resume` that was interrupted)."""
+
+    def __init__(self, exp_dir: str | None, resumable: bool = False, removed: bool = False):
+        super().__init__("interrupted while the search was starting")
+        self.exp_dir, self.resumable, self.removed = exp_dir, resumable, removed
+
+
+# what a new search's folder holds before Ray Tune runs it: our record, and what `tune.Tuner(...)` writes
+_UNSTARTED = (META_FILE, "tuner.pkl", ".validate_storage_marker")
+
+
+def _remove_unstarted(exp_dir: str) -> bool:
+    """After Ctrl-C in `run` before Ray Tune ran the search: removes the folder this run created if it holds
+    only the files written before the search (`_UNSTARTED`), so that its name is free again (a `resume` of it
+    would start the search, and `run` refuses a folder that exists). Local folders only; True if removed."""
+    if storage.is_uri(exp_dir):
+        return False
+    path = Path(exp_dir)
+    try:
+        names = {p.name for p in path.iterdir()}
+    except OSError:
+        return False
+    if not names <= set(_UNSTARTED):
+        return False
+    try:
+        for name in names:
+            (path / name).unlink()
+        path.rmdir()
+    except OSError:
+        return False
+    return True
 
 
 def _quiet() -> None:
@@ -274,19 +351,25 @@ def run_search(
         preflight.check_address(settings.address)
 
     _quiet()
-    # MLflow's import and store set-up (about 2.5 s of the driver's CPU on a new sqlite store) run while Ray
-    # starts, which is mostly waiting on Ray's own processes; only reads happen there (nothing is written before
-    # Ray is up).
-    opening = _opening(settings.tracking_uri, settings.experiment) if settings.mlflow else None
-    # the trials' MLflow calls are made by the writer (a thread, or a process of its own: writer.py), which opens
-    # its store while Ray starts
-    writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) if settings.mlflow else None
-    plan = _Plan(settings, space, data, exp_dir, first, notes, warm, local)
+    interrupts = _SetupInterrupts().defer()
+    writer = None
     try:
-        return _launch(plan, opening, writer, callbacks, echo)
-    except BaseException:
+        # MLflow's import and store set-up (about 2.5 s of the driver's CPU on a new sqlite store) run while Ray
+        # starts, which is mostly waiting on Ray's own processes; only reads happen there (nothing is written
+        # before Ray is up).
+        opening = _opening(settings.tracking_uri, settings.experiment) if settings.mlflow else None
+        # the trials' MLflow calls are made by the writer (a thread, or a process of its own: writer.py), which
+        # opens its store while Ray starts
+        writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) if settings.mlflow else None
+        plan = _Plan(settings, space, data, exp_dir, first, notes, warm, local)
+        return _launch(plan, opening, writer, callbacks, echo, interrupts)
+    except BaseException as e:
+        interrupts.release(pending_too=False)
         if writer is not None:
             writer.stop()
+        if isinstance(e, KeyboardInterrupt) and not interrupts.fitting:
+            removed = _remove_unstarted(exp_dir)
+            raise SetupInterrupted(exp_dir if removed or storage.exists(exp_dir) else None, removed=removed) from None
         raise
 
 
@@ -304,7 +387,8 @@ class _Plan:
     local: bool  # Ray is started here (no address)
 
 
-def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, echo) -> SearchOutcome:
+def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, echo,
+            interrupts: _SetupInterrupts) -> SearchOutcome:  # fmt: skip
     """`run_search` once MLflow's store is opening and the writer starting: Ray, the parent run, the Tuner, the
     search."""
     from ray import tune
@@ -312,6 +396,7 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
     settings, space, data, exp_dir = plan.settings, plan.space, plan.data, plan.exp_dir
     first, notes, warm, local = plan.first, plan.notes, plan.warm, plan.local
     _init_ray(settings.address, preload=settings.cpus_per_trial <= 1)
+    interrupts.check()
     to_launch = preflight.check_cluster_resources(settings.cpus_per_trial, settings.gpus_per_trial)
     if to_launch:
         echo(f"no node can run a trial yet; the autoscaler can add: {', '.join(to_launch)}")
@@ -334,6 +419,7 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
             from mlflow.entities import RunTag
 
             client = opening.result()
+            interrupts.check()
             experiment_id = _experiment_id(client, settings.experiment, settings.metric, settings.mode)
             parent = client.create_run(experiment_id, run_name=settings.name,
                                        tags={TAG_KIND: "search", "hsc.experiment_dir": str(exp_dir)})  # fmt: skip
@@ -361,10 +447,12 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
             tune_config=_tune_config(settings, _searcher(space, settings, first, warm), scheduler),
             run_config=_run_config(settings, exp_dir, own + list(callbacks)),
         )
-    except BaseException:
+        interrupts.release()  # Ray Tune takes SIGINT over in fit()
+    except BaseException as e:
         if client is not None and parent_id is not None:
-            client.set_terminated(parent_id, status="FAILED")
+            client.set_terminated(parent_id, status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
+    interrupts.fitting = True
     return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
 
 
@@ -432,10 +520,13 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
         in_process = preflight.writer_in_process()
     parent_id, experiment_id = meta["parent_run_id"], meta["experiment_id"]
     # as in `run_search`: MLflow's store opens, and the writer starts, while Ray starts
-    opening = _opening(settings.tracking_uri, settings.experiment) if settings.mlflow else None
-    writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) if settings.mlflow else None
+    interrupts = _SetupInterrupts().defer()
+    writer = client = None
     try:
+        opening = _opening(settings.tracking_uri, settings.experiment) if settings.mlflow else None
+        writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) if settings.mlflow else None
         _init_ray(settings.address, preload=settings.cpus_per_trial <= 1)
+        interrupts.check()
         _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir))
         tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,
                                    resume_errored=False)  # fmt: skip
@@ -444,7 +535,6 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
             w = meta["warm_start"]
             echo(f"warm start: the {w['added']} trials from {w['source']} come back with the Optuna study "
                  "(not added again)")  # fmt: skip
-        client = None
         if writer is not None:
             tracker = next((c for c in tuner_parts(tuner)[0] if isinstance(c, MlflowTracker)), None)
             if tracker is not None:  # the restored tracker (Ray pickled it without its writer)
@@ -452,10 +542,17 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
             else:
                 writer.stop()
             client = opening.result()
+            interrupts.check()
             client.update_run(parent_id, status="RUNNING")
-    except BaseException:
+        interrupts.release()  # Ray Tune takes SIGINT over in fit()
+    except BaseException as e:
+        interrupts.release(pending_too=False)
         if writer is not None:
             writer.stop()
+        if isinstance(e, KeyboardInterrupt):
+            if client is not None:
+                client.set_terminated(parent_id, status="KILLED")
+            raise SetupInterrupted(exp_dir, resumable=True) from None
         raise
     return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
 

@@ -1,0 +1,107 @@
+"""Ctrl-C while a search starts: one line and exit 130, never a hang or a crash, and nothing left in the way.
+
+Found by pressing Ctrl-C at different moments of `hsc-search run`: 7 s in, the driver hung for good (the
+KeyboardInterrupt landed inside `logging`'s module lock, and the threads importing MLflow waited on it, as did
+the exit that joins them); a little later it segfaulted at exit. Here the SIGINT is sent by the driver process
+to itself at two exact moments of a real `run` (Ray, MLflow's sqlite store, the writer thread all real): once
+Ray has started while MLflow's store is still opening, and once the Tuner is built (the search folder and the
+MLflow parent run exist, no trial has run).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+DATA = "synthetic:ave?n_train=64&n_val=32&n_test=32&dim_audio=8&dim_visual=8&num_classes=4&seed=1"
+
+# Runs `hsc-search <args>` in this process, sending SIGINT to itself right after the step named by argv[1].
+DRIVER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from hsc_search import driver
+
+    def interrupt_after(fn):
+        def wrapped(*a, **k):
+            out = fn(*a, **k)
+            os.kill(os.getpid(), signal.SIGINT)
+            return out
+        return wrapped
+
+    if sys.argv[1] == "ray":  # Ray is up; MLflow's store may still be opening in its thread
+        driver._init_ray = interrupt_after(driver._init_ray)
+    else:  # the Tuner is built: the folder, its record and the MLflow parent run exist; no trial has run
+        from ray import tune
+        tune.Tuner.__init__ = interrupt_after(tune.Tuner.__init__)
+    from hsc_search.cli import app
+    sys.argv = ["hsc-search", *sys.argv[2:]]
+    app()
+    """
+)
+
+
+def _run(tmp_path: Path, when: str, cache) -> subprocess.CompletedProcess:
+    args = ["run", "--space", "quick", "--num-samples", "2", "--max-epochs", "2", "--data", DATA, "--name", "s",
+            "--storage", str(tmp_path / "rr"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]  # fmt: skip
+    env = {**os.environ, "HSC_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-c", DRIVER, when, *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=180)  # fmt: skip
+
+
+def _searches(tmp_path: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    exp = client.get_experiment_by_name("hsc-search")
+    return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+@pytest.mark.parametrize("when", ["ray", "tuner"])
+def test_ctrl_c_while_a_search_starts_is_one_line_and_leaves_the_name_free(when, tmp_path, _cache_dir):
+    proc = _run(tmp_path, when, _cache_dir)
+    assert proc.returncode == 130, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("interrupted")]
+    folder = tmp_path / "rr" / "s"
+    if when == "ray":
+        assert lines == ["interrupted while the search was starting, before any trial ran: the same command "
+                         "starts it again"], proc.stderr[-3000:]  # fmt: skip
+        assert _searches(tmp_path) == []  # nothing was written: no parent run
+    else:
+        assert lines == [f"interrupted while the search was starting, before any trial ran ({folder} removed): "
+                         "the same command starts it again"], proc.stderr[-3000:]  # fmt: skip
+        runs = _searches(tmp_path)
+        assert [(r.data.tags.get("hsc.kind"), r.info.status) for r in runs] == [("search", "KILLED")]
+    assert not folder.exists()
+    assert "search s:" in proc.stdout or when == "ray"
+
+
+def test_ctrl_c_while_a_search_resumes_says_how_to_continue_it(tmp_path, _cache_dir):
+    import json
+
+    args = ["run", "--space", "quick", "--num-samples", "1", "--max-epochs", "1", "--data", DATA, "--name", "s",
+            "--storage", str(tmp_path / "rr"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]  # fmt: skip
+    env = {**os.environ, "HSC_CACHE_DIR": str(_cache_dir), "PYTHONUNBUFFERED": "1"}
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run([str(bin_dir / "hsc-search"), *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=180)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / "rr" / "s"
+    record = json.loads((folder / "hsc_search.json").read_text())
+    del record["finished_at"]  # as if its driver had died after its last trial: `resume` goes through Ray again
+    (folder / "hsc_search.json").write_text(json.dumps(record))
+    proc = subprocess.run([sys.executable, "-c", DRIVER, "ray", "resume", str(folder)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("interrupted")] == [
+        f"interrupted while the search was resuming, before its trials went on: `{bin_dir / 'hsc-search'} resume "
+        f"{folder}` continues it"], proc.stderr[-3000:]  # fmt: skip
+    assert [r.info.status for r in _searches(tmp_path) if r.data.tags.get("hsc.kind") == "search"] == ["FINISHED"]  # not left RUNNING, not marked KILLED
+    again = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder)], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert again.returncode == 0 and "trials: 1 completed" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
