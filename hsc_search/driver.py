@@ -166,11 +166,25 @@ def _quiet() -> None:
     tune_log = logging.getLogger("ray.tune.tune")
     if not any(isinstance(f, _NoRayResumeHint) for f in tune_log.filters):
         tune_log.addFilter(_NoRayResumeHint())
+    analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    if not any(isinstance(f, _NoUnreportedTrialWarning) for f in analysis_log.filters):
+        analysis_log.addFilter(_NoUnreportedTrialWarning())
 
 
 class _NoRayResumeHint(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "Resume experiment with:" not in record.getMessage()
+
+
+class _NoUnreportedTrialWarning(logging.Filter):
+    """Ray's analysis of a search warns "Failed to fetch metrics for N trial(s)" with a FileNotFoundError per
+    trial that has not reported yet (twice after a Ctrl-C: in Tune's result grid and in our read of the saved
+    state); such trials are expected (pending, or started just before the interrupt). Any other failure shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        lines = record.getMessage().splitlines()
+        return not (lines and lines[0].startswith("Failed to fetch metrics for") and len(lines) > 1
+                    and all("both result.json and progress.csv were not found" in ln for ln in lines[1:]))
 
 
 def _init_ray(address: str | None, preload: bool = True) -> None:
