@@ -162,6 +162,7 @@ def run(
     from .preflight import PreflightError
     from .storage import StorageError
 
+    settings = None
     try:
         settings = load_settings(config, cli, set_)  # before importing Ray: a typo costs a fraction of a second
         from .driver import run_search
@@ -171,6 +172,8 @@ def run(
         _fail(str(e))
     except SetupInterrupted as e:
         _interrupted_at_setup(e)
+    except KeyboardInterrupt:  # while the search ended (Ray's last save after a first Ctrl-C, our records)
+        _interrupted_again(_experiment_dir(settings) if settings is not None and settings.name else None)
     _report(outcome, settings.tracking_uri, settings.data)
     if outcome.interrupted:
         raise typer.Exit(130)
@@ -199,8 +202,35 @@ def resume(
         _interrupted_at_setup(e)
     except (PreflightError, StorageError, DataError, ConfigError, SpaceError, FileNotFoundError) as e:
         _fail(str(e))
+    except KeyboardInterrupt:
+        _interrupted_again(path)
     meta = _meta_of(path)
     _report(outcome, meta.get("tracking_uri"), meta["data"])
+
+
+def _experiment_dir(settings) -> str:
+    from .driver import experiment_dir
+
+    return experiment_dir(settings)
+
+
+def _interrupted_again(exp_dir) -> None:
+    """A KeyboardInterrupt out of a search once Ray Tune has it (a Ctrl-C in its tail, or a second one while Tune
+    was saving after the first): how to continue, exit 130."""
+    from . import storage
+    from .driver import META_FILE
+
+    try:
+        known = exp_dir is not None and storage.exists(storage.join(str(exp_dir), META_FILE))
+    except Exception:
+        known = False
+    if known:
+        typer.echo(f"interrupted while the search was ending: the summary, best config and report were not written; "
+                   f"`{_exe('hsc-search')} resume {shlex.quote(str(exp_dir))}` continues the search and writes "
+                   "them", err=True)  # fmt: skip
+    else:
+        typer.echo("interrupted", err=True)
+    raise typer.Exit(130)
 
 
 def _interrupted_at_setup(e) -> None:

@@ -577,6 +577,9 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
     callbacks, _, scheduler = tuner_parts(tuner)  # the restored ones after resume
     tracker = next((c for c in callbacks if isinstance(c, MlflowTracker)), None)
     interrupted, trials, status, errors = False, [], "FINISHED", []
+    # Tune installs its SIGINT handler in fit() and leaves it there unless a Ctrl-C came: a Ctrl-C in the tail
+    # would only print "ending Ray Tune run" and do nothing. Given back after fit, so it ends the tail.
+    sigint = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     try:
         with keep_starting_actors():  # a trial whose actor is starting is not moved onto a freed one (ray_internals)
             tuner.fit()
@@ -590,6 +593,8 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
         status = "FAILED"
         raise
     finally:
+        if sigint is not None:
+            signal.signal(signal.SIGINT, sigint)
         rung_state = scheduler.get_rung_state() if isinstance(scheduler, PersistentASHA) else None
         if rung_state is not None:  # the rung history, for the record (and the resume test)
             storage.write_text(storage.join(exp_dir, ASHA_RUNGS), json.dumps(rung_state, indent=1))

@@ -35,6 +35,8 @@ DRIVER = textwrap.dedent(
 
     if sys.argv[1] == "ray":  # Ray is up; MLflow's store may still be opening in its thread
         driver._init_ray = interrupt_after(driver._init_ray)
+    elif sys.argv[1] == "tail":  # every trial has ended; the summary, best config and report are being written
+        driver.reconcile = interrupt_after(driver.reconcile)
     else:  # the Tuner is built: the folder, its record and the MLflow parent run exist; no trial has run
         from ray import tune
         tune.Tuner.__init__ = interrupt_after(tune.Tuner.__init__)
@@ -142,3 +144,24 @@ def test_rays_warning_about_trials_that_never_reported_is_dropped_and_other_fail
         assert len(seen) == 1 and other in seen[0]
     finally:
         log.removeHandler(keep)
+
+
+def test_ctrl_c_while_a_search_ends_says_resume_writes_what_is_missing(tmp_path, _cache_dir):
+    """Once every trial had ended, Ctrl-C printed Ray Tune's "ending Ray Tune run" and did nothing (Tune leaves
+    its handler installed), and a second one (which Ray's line invites) ended the command without a word. Here
+    the interrupt lands in the search's tail: one line saying what is missing and the resume command, which
+    then writes it."""
+    proc = _run(tmp_path, "tail", _cache_dir)
+    folder = tmp_path / "rr" / "s"
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    bin_dir = Path(sys.executable).parent
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("interrupted")] == [
+        f"interrupted while the search was ending: the summary, best config and report were not written; `{bin_dir / 'hsc-search'} "
+        f"resume {folder}` continues the search and writes them"], proc.stderr[-3000:]  # fmt: skip
+    assert not (folder / "best_config.yaml").exists()
+    env = {**os.environ, "HSC_CACHE_DIR": str(_cache_dir), "PYTHONUNBUFFERED": "1"}
+    again = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder)], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert (folder / "best_config.yaml").exists() and (folder / "report.html").exists()
+    assert [r.info.status for r in _searches(tmp_path) if r.data.tags.get("hsc.kind") == "search"] == ["FINISHED"]
