@@ -228,8 +228,8 @@ def _interrupted_again(exp_dir) -> None:
         typer.echo(f"interrupted while the search was ending: the summary, best config and report were not written; "
                    f"`{_exe('hsc-search')} resume {shlex.quote(str(exp_dir))}` continues the search and writes "
                    "them", err=True)  # fmt: skip
-    else:
-        typer.echo("interrupted", err=True)
+    else:  # in the pre-flight, before anything is written
+        typer.echo("interrupted before the search started; nothing was written", err=True)
     raise typer.Exit(130)
 
 

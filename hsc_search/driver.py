@@ -536,6 +536,7 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     # as in `run_search`: MLflow's store opens, and the writer starts, while Ray starts
     interrupts = _SetupInterrupts().defer()
     writer = client = None
+    running = False
     try:
         opening = _opening(settings.tracking_uri, settings.experiment) if settings.mlflow else None
         writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) if settings.mlflow else None
@@ -558,13 +559,14 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
             client = opening.result()
             interrupts.check()
             client.update_run(parent_id, status="RUNNING")
+            running = True
         interrupts.release()  # Ray Tune takes SIGINT over in fit()
     except BaseException as e:
         interrupts.release(pending_too=False)
         if writer is not None:
             writer.stop()
         if isinstance(e, KeyboardInterrupt):
-            if client is not None:
+            if running:  # as after any interrupted search; the parent's earlier status is left as it was
                 client.set_terminated(parent_id, status="KILLED")
             raise SetupInterrupted(exp_dir, resumable=True) from None
         raise
