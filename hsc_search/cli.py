@@ -173,7 +173,9 @@ def run(
     except SetupInterrupted as e:
         _interrupted_at_setup(e)
     except KeyboardInterrupt:  # while the search ended (Ray's last save after a first Ctrl-C, our records)
-        _interrupted_again(_experiment_dir(settings) if settings is not None and settings.name else None)
+        from .driver import experiment_dir
+
+        _interrupted_again(experiment_dir(settings) if settings is not None and settings.name else None)
     _report(outcome, settings.tracking_uri, settings.data)
     if outcome.interrupted:
         raise typer.Exit(130)
@@ -206,12 +208,6 @@ def resume(
         _interrupted_again(path)
     meta = _meta_of(path)
     _report(outcome, meta.get("tracking_uri"), meta["data"])
-
-
-def _experiment_dir(settings) -> str:
-    from .driver import experiment_dir
-
-    return experiment_dir(settings)
 
 
 def _interrupted_again(exp_dir) -> None:

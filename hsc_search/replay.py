@@ -847,19 +847,20 @@ def render(report: ReplayReport) -> str:
     """The header, one Markdown table (settings as rows, aligned for a terminal), and how to read it."""
     c = report.curves
     tid, best = c.best
+    # trials left out: said again in the notes, with the reasons; here so that it is read before the table
+    left_out = [f"warning: {len(c.skipped)} of {len(c.trials) + len(c.skipped)} trials are left out (ended early or "
+                "failed): the rows compare rules on the survivors only, and the fifo row is not what FIFO would "
+                "have done on this search; a search run with --scheduler fifo replays in full"] if c.skipped else []
     lines = [
         f"replay of {c.source}",
         f"{len(c.trials)} complete curves x {c.max_epochs} epochs, {c.metric} ({c.mode}); best recorded {best:.4f} "
         f"(trial {tid}); target {threshold_of(c, report.tolerance):.4f} (tolerance {report.tolerance:g})",
+        *left_out,
         f"{report.orders} random orders (seed {report.seed}), {report.concurrency} trials at once, "
         f"{'one time unit per epoch' if report.timing == 'epoch' else 'recorded seconds per epoch'}; "
         f"replayed in {report.seconds:.1f} s",
         "",
     ]
-    if c.skipped:  # said again in the notes, with the reasons; here so that it is read before the table
-        lines[2:2] = [f"warning: {len(c.skipped)} of {len(c.trials) + len(c.skipped)} trials are left out (ended "
-                      "early or failed): the rows compare rules on the survivors only, and the fifo row is not what "
-                      "FIFO would have done on this search; a search run with --scheduler fifo replays in full"]
     rows = [list(COLUMNS)] + table_rows(report)
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     fmt = lambda r: "| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |"  # noqa: E731

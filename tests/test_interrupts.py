@@ -116,7 +116,10 @@ def test_rays_warning_about_trials_that_never_reported_is_dropped_and_other_fail
 
     from hsc_search.driver import _quiet
 
-    _quiet()
+    env = dict(os.environ)
+    _quiet()  # as a search installs it (it also sets a few environment variables: put back below)
+    os.environ.clear()
+    os.environ.update(env)
     log = logging.getLogger("ray.tune.analysis.experiment_analysis")
     seen: list[str] = []
 

@@ -140,22 +140,25 @@ def test_the_value_sampled_is_the_value_trained_recorded_and_told(search, _cache
     config.yaml of the best trial and of a stopped one, retrained by the trainer alone in a new process, gives
     the recorded val/map_avg and loss of every epoch the trial ran (a stopped trial trained under its full
     budget's schedule)."""
-    import pickle
-
+    from hsc_search.ray_internals import optuna_study, optuna_trials
+    from hsc_search.schedulers import BudgetAwareOptunaSearch
+    from hsc_search.space import load_space
     from trainer.config import TrainConfig
 
     cwd, _ = search
     exp_dir = cwd / "ray_results" / "e2e"
-    [state_file] = exp_dir.glob("searcher-state-*.pkl")
-    state = pickle.loads(state_file.read_bytes())  # Ray's OptunaSearch state: its study, Ray trial id -> trial
-    told = {t.number: t for t in state["_ot_study"].get_trials(deepcopy=False)}
+    searcher = BudgetAwareOptunaSearch(space=load_space(ROOT / "search_spaces" / "quick.yaml").define_by_run(),
+                                       metric="val/map_avg", mode="max", max_epochs=MAX_EPOCHS)  # fmt: skip
+    searcher.restore_from_dir(str(exp_dir))  # the searcher as Ray saved it when the search ended
+    told = {t.number: t for t in optuna_study(searcher).get_trials(deepcopy=False)}
+    asked = optuna_trials(searcher)  # Ray trial id -> the Optuna trial it was asked for
     client = _client(cwd)
     _, _, children = _runs(client)
-    assert len(children) == TRIALS and len(state["_ot_trials"]) == TRIALS
+    assert len(children) == TRIALS and len(asked) == TRIALS
     histories, configs = {}, {}
     for c in children:
         tid, rid = c.data.tags["hsc.trial_id"], c.info.run_id
-        ot = told[state["_ot_trials"][tid].number]
+        ot = told[asked[tid].number]
         assert ot.params, tid
         ray_config = json.loads((exp_dir / tid / "params.json").read_text())
         logged = yaml.safe_load(Path(client.download_artifacts(rid, "config.yaml", str(cwd / "cfg" / tid))).read_text())
