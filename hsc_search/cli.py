@@ -79,7 +79,8 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
     counts: dict[str, int] = {}
     for r in outcome.rows:
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
-    typer.echo(f"\ntrials: {', '.join(f'{v} {k}' for k, v in sorted(counts.items())) or 'none'}"
+    none = "none reported an epoch yet" if outcome.interrupted else "none"  # trials that started and were cut off
+    typer.echo(f"\ntrials: {', '.join(f'{v} {k}' for k, v in sorted(counts.items())) or none}"
                + (f"  (interrupted: `{_exe('hsc-search')} resume {shlex.quote(str(outcome.experiment_dir))}` "
                   "continues it)" if outcome.interrupted else ""))  # fmt: skip
     if outcome.best is None:
@@ -147,21 +148,22 @@ def run(
     set_: List[str] = typer.Option([], "--set", help=SET_HELP, metavar="KEY=VALUE"),
 ) -> None:
     """Run a search: Optuna samples, Ray Tune runs, ASHA stops weak trials, MLflow records everything."""
-    from trainer import ConfigError, DataError
+    try:  # these imports take a few seconds (torch): a Ctrl-C in them gets the same one line as in the pre-flight
+        from trainer import ConfigError, DataError
 
-    from .settings import SettingsError, load_settings
-    from .space import SpaceError
-
+        from .driver import SetupInterrupted
+        from .preflight import PreflightError
+        from .settings import SettingsError, load_settings
+        from .space import SpaceError
+        from .storage import StorageError
+    except KeyboardInterrupt:
+        _interrupted_at_setup()
     cli = dict(space=space, data=data, num_samples=num_samples, max_epochs=max_epochs, scheduler=scheduler,
                grace_period=grace_period, reduction_factor=reduction_factor, max_concurrent=max_concurrent,
                metric=metric, mode=mode, experiment=experiment, name=name, tracking_uri=tracking_uri,
                storage=storage, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                seed=seed, checkpoint_every_s=checkpoint_every_s, warm_start=warm_start,
                mlflow=False if no_mlflow else None)  # fmt: skip
-    from .driver import SetupInterrupted
-    from .preflight import PreflightError
-    from .storage import StorageError
-
     settings = None
     try:
         settings = load_settings(config, cli, set_)  # before importing Ray: a typo costs a fraction of a second
@@ -171,11 +173,13 @@ def run(
     except (SettingsError, SpaceError, ConfigError, DataError, FileNotFoundError, PreflightError, StorageError) as e:
         _fail(str(e))
     except SetupInterrupted as e:
-        _interrupted_at_setup(e)
+        _interrupted_at_setup(e.exp_dir, e.resumable, e.removed)
     except KeyboardInterrupt:  # while the search ended (Ray's last save after a first Ctrl-C, our records)
+        if settings is None:  # reading the settings
+            _interrupted_at_setup()
         from .driver import experiment_dir
 
-        _interrupted_again(experiment_dir(settings) if settings is not None and settings.name else None)
+        _interrupted_again(experiment_dir(settings))
     _report(outcome, settings.tracking_uri, settings.data)
     if outcome.interrupted:
         raise typer.Exit(130)
@@ -188,20 +192,22 @@ def resume(
 ) -> None:
     """Continue a search whose driver died (even by SIGKILL): unfinished trials resume from their last
     checkpoints, ASHA keeps its rung history, each trial keeps its one MLflow run."""
-    from trainer import ConfigError, DataError
+    try:  # as in `run`
+        from trainer import ConfigError, DataError
 
-    from .driver import NothingToResume, SetupInterrupted, resume_search
-    from .preflight import PreflightError
-    from .space import SpaceError
-    from .storage import StorageError
-
+        from .driver import NothingToResume, SetupInterrupted, resume_search
+        from .preflight import PreflightError
+        from .space import SpaceError
+        from .storage import StorageError
+    except KeyboardInterrupt:
+        _interrupted_at_setup(path, resumable=True)
     try:
         outcome = resume_search(path, echo=typer.echo, address=address)
     except NothingToResume as e:  # not a mistake: the search is done (exit 0, as Ray's own restore of it would)
         typer.echo(str(e))
         raise typer.Exit(0)
     except SetupInterrupted as e:
-        _interrupted_at_setup(e)
+        _interrupted_at_setup(e.exp_dir, e.resumable, e.removed)
     except (PreflightError, StorageError, DataError, ConfigError, SpaceError, FileNotFoundError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
@@ -217,28 +223,29 @@ def _interrupted_again(exp_dir) -> None:
     from .driver import META_FILE
 
     try:
-        known = exp_dir is not None and storage.exists(storage.join(str(exp_dir), META_FILE))
+        known = storage.exists(storage.join(str(exp_dir), META_FILE))
     except Exception:
         known = False
     if known:
         typer.echo(f"interrupted while the search was ending: the summary, best config and report were not written; "
                    f"`{_exe('hsc-search')} resume {shlex.quote(str(exp_dir))}` continues the search and writes "
                    "them", err=True)  # fmt: skip
-    else:  # in the pre-flight, before anything is written
-        typer.echo("interrupted before the search started; nothing was written", err=True)
+    else:  # cannot happen after a start (the record is written first); said plainly all the same
+        typer.echo(f"interrupted; {exp_dir} holds no search", err=True)
     raise typer.Exit(130)
 
 
-def _interrupted_at_setup(e) -> None:
-    """Ctrl-C before Ray Tune ran the search: what is left, in one line, exit 130 (as after a search's Ctrl-C)."""
-    if e.resumable:
+def _interrupted_at_setup(exp_dir=None, resumable: bool = False, removed: bool = False) -> None:
+    """Ctrl-C before Ray Tune ran the search (the command's imports, the pre-flight, the set-up; the fields of a
+    `SetupInterrupted`): what is left, in one line, exit 130 (as after a search's Ctrl-C)."""
+    if resumable:
         typer.echo(f"interrupted while the search was resuming, before its trials went on: `{_exe('hsc-search')} "
-                   f"resume {shlex.quote(str(e.exp_dir))}` continues it", err=True)  # fmt: skip
+                   f"resume {shlex.quote(str(exp_dir))}` continues it", err=True)  # fmt: skip
         raise typer.Exit(130)
-    if e.removed:
-        where = f" ({e.exp_dir} removed): the same command starts it again"
-    elif e.exp_dir is not None:
-        where = f"; {e.exp_dir} holds no trial: remove it to use its --name again"
+    if removed:
+        where = f" ({exp_dir} removed): the same command starts it again"
+    elif exp_dir is not None:
+        where = f"; {exp_dir} holds no trial: remove it to use its --name again"
     else:
         where = ": the same command starts it again"
     typer.echo(f"interrupted while the search was starting, before any trial ran{where}", err=True)

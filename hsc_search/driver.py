@@ -7,6 +7,7 @@ nothing).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -122,6 +123,16 @@ class SetupInterrupted(Exception):
     def __init__(self, exp_dir: str | None, resumable: bool = False, removed: bool = False):
         super().__init__("interrupted while the search was starting")
         self.exp_dir, self.resumable, self.removed = exp_dir, resumable, removed
+
+
+@contextlib.contextmanager
+def _interrupt_in_preflight(exp_dir: str | None = None, resumable: bool = False):
+    """Ctrl-C in a pre-flight (reading the data, checking the store; before Ray starts) is a `SetupInterrupted`:
+    nothing was written, so an existing folder is named only by a `resume` (`hsc-search resume` of it continues)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise SetupInterrupted(exp_dir, resumable=resumable) from None
 
 
 # what a new search's folder holds before Ray Tune runs it: our record, and what `tune.Tuner(...)` writes
@@ -336,33 +347,34 @@ def run_search(
         callbacks: extra `ray.tune.Callback`s, run in the driver after the search's own (progress, MLflow, ASHA
             state); they are saved with the experiment, so they must pickle.
     """
-    settings.name = settings.name or time.strftime("hsc-%Y%m%d-%H%M%S")
-    space = load_space(settings.space_path(), overrides=settings.overrides, set_from=settings.set_from)
-    data = load_search_data(settings, space)
-    first, notes = _first_trial(space, settings, data)
-    exp_dir = experiment_dir(settings)
-    if storage.exists(exp_dir):
-        raise SearchError(f"{exp_dir} exists already" + (": that search finished; pick another --name"
-                          if _finished_at(exp_dir) else f": continue it with `hsc-search resume {exp_dir}` or pick "
-                          "--name"))  # fmt: skip
-    preflight.check_storage(exp_dir)
-    in_process = False
-    if settings.mlflow:
-        preflight.check_tracking(settings.tracking_uri)
-        in_process = preflight.writer_in_process()
-    warm = None
-    if settings.warm_start:
-        warm = warm_start.plan(settings.warm_start, space, settings.metric, settings.mode, settings.tracking_uri)
-        # the trainer default has usually been trained by the source search already: not again
-        among = warm_start.default_among(first, warm)
-        if among is not None:
-            first = {}
-            notes.append(f"the trainer default is warm-start trial {among}; not enqueued again")
-    local = not (settings.address or os.environ.get("RAY_ADDRESS"))
-    if local:
-        preflight.check_local_resources(settings.cpus_per_trial, settings.gpus_per_trial)
-    else:
-        preflight.check_address(settings.address)
+    with _interrupt_in_preflight():  # nothing is written here: the same command starts it again
+        settings.name = settings.name or time.strftime("hsc-%Y%m%d-%H%M%S")
+        space = load_space(settings.space_path(), overrides=settings.overrides, set_from=settings.set_from)
+        data = load_search_data(settings, space)
+        first, notes = _first_trial(space, settings, data)
+        exp_dir = experiment_dir(settings)
+        if storage.exists(exp_dir):
+            raise SearchError(f"{exp_dir} exists already" + (": that search finished; pick another --name"
+                              if _finished_at(exp_dir) else f": continue it with `hsc-search resume {exp_dir}` or pick "
+                              "--name"))  # fmt: skip
+        preflight.check_storage(exp_dir)
+        in_process = False
+        if settings.mlflow:
+            preflight.check_tracking(settings.tracking_uri)
+            in_process = preflight.writer_in_process()
+        warm = None
+        if settings.warm_start:
+            warm = warm_start.plan(settings.warm_start, space, settings.metric, settings.mode, settings.tracking_uri)
+            # the trainer default has usually been trained by the source search already: not again
+            among = warm_start.default_among(first, warm)
+            if among is not None:
+                first = {}
+                notes.append(f"the trainer default is warm-start trial {among}; not enqueued again")
+        local = not (settings.address or os.environ.get("RAY_ADDRESS"))
+        if local:
+            preflight.check_local_resources(settings.cpus_per_trial, settings.gpus_per_trial)
+        else:
+            preflight.check_address(settings.address)
 
     _quiet()
     interrupts = _SetupInterrupts().defer()
@@ -516,22 +528,23 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
         where = f"; its best config: {best}" if storage.exists(best) else ""
         raise NothingToResume(f"{exp_dir}: search {settings.name} finished at {meta['finished_at']}: nothing to "
                               f"resume{where}")  # fmt: skip
-    if address:
-        settings.address = address
-    from ray import tune
+    with _interrupt_in_preflight(exp_dir, resumable=True):  # nothing changed: the same resume continues it
+        if address:
+            settings.address = address
+        from ray import tune
 
-    # a folder whose driver died before Ray saved the search: said before Ray starts (the check reads a file)
-    if not tune.Tuner.can_restore(str(exp_dir)):
-        raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here (the search stopped "
-                          "before Ray saved it); start it again with `hsc-search run`")  # fmt: skip
-    if settings.address or os.environ.get("RAY_ADDRESS"):  # named as given: the flag, or the search's record
-        preflight.check_address(settings.address, flag="--address" if address else f"address in {meta_path}")
-    space = load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
-    data = load_search_data(settings, space)
-    in_process = False
-    if settings.mlflow:
-        preflight.check_tracking(settings.tracking_uri)
-        in_process = preflight.writer_in_process()
+        # a folder whose driver died before Ray saved the search: said before Ray starts (the check reads a file)
+        if not tune.Tuner.can_restore(str(exp_dir)):
+            raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here (the search stopped "
+                              "before Ray saved it); start it again with `hsc-search run`")  # fmt: skip
+        if settings.address or os.environ.get("RAY_ADDRESS"):  # named as given: the flag, or the search's record
+            preflight.check_address(settings.address, flag="--address" if address else f"address in {meta_path}")
+        space = load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
+        data = load_search_data(settings, space)
+        in_process = False
+        if settings.mlflow:
+            preflight.check_tracking(settings.tracking_uri)
+            in_process = preflight.writer_in_process()
     parent_id, experiment_id = meta["parent_run_id"], meta["experiment_id"]
     # as in `run_search`: MLflow's store opens, and the writer starts, while Ray starts
     interrupts = _SetupInterrupts().defer()

@@ -33,7 +33,9 @@ DRIVER = textwrap.dedent(
             return out
         return wrapped
 
-    if sys.argv[1] == "ray":  # Ray is up; MLflow's store may still be opening in its thread
+    if sys.argv[1] == "preflight":  # the data is read; Ray has not started, nothing is written
+        driver.load_search_data = interrupt_after(driver.load_search_data)
+    elif sys.argv[1] == "ray":  # Ray is up; MLflow's store may still be opening in its thread
         driver._init_ray = interrupt_after(driver._init_ray)
     elif sys.argv[1] == "tail":  # every trial has ended; the summary, best config and report are being written
         driver.reconcile = interrupt_after(driver.reconcile)
@@ -63,14 +65,14 @@ def _searches(tmp_path: Path) -> list:
     return [] if exp is None else client.search_runs([exp.experiment_id])
 
 
-@pytest.mark.parametrize("when", ["ray", "tuner"])
+@pytest.mark.parametrize("when", ["preflight", "ray", "tuner"])
 def test_ctrl_c_while_a_search_starts_is_one_line_and_leaves_the_name_free(when, tmp_path, _cache_dir):
     proc = _run(tmp_path, when, _cache_dir)
     assert proc.returncode == 130, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("interrupted")]
     folder = tmp_path / "rr" / "s"
-    if when == "ray":
+    if when in ("preflight", "ray"):
         assert lines == ["interrupted while the search was starting, before any trial ran: the same command "
                          "starts it again"], proc.stderr[-3000:]  # fmt: skip
         assert _searches(tmp_path) == []  # nothing was written: no parent run
@@ -80,7 +82,7 @@ def test_ctrl_c_while_a_search_starts_is_one_line_and_leaves_the_name_free(when,
         runs = _searches(tmp_path)
         assert [(r.data.tags.get("hsc.kind"), r.info.status) for r in runs] == [("search", "KILLED")]
     assert not folder.exists()
-    assert "search s:" in proc.stdout or when == "ray"
+    assert ("search s:" in proc.stdout) == (when == "tuner")
 
 
 def test_ctrl_c_while_a_search_resumes_says_how_to_continue_it(tmp_path, _cache_dir):
@@ -97,12 +99,13 @@ def test_ctrl_c_while_a_search_resumes_says_how_to_continue_it(tmp_path, _cache_
     record = json.loads((folder / "hsc_search.json").read_text())
     del record["finished_at"]  # as if its driver had died after its last trial: `resume` goes through Ray again
     (folder / "hsc_search.json").write_text(json.dumps(record))
-    proc = subprocess.run([sys.executable, "-c", DRIVER, "ray", "resume", str(folder)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=180)  # fmt: skip
-    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
-    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("interrupted")] == [
-        f"interrupted while the search was resuming, before its trials went on: `{bin_dir / 'hsc-search'} resume "
-        f"{folder}` continues it"], proc.stderr[-3000:]  # fmt: skip
+    for when in ("preflight", "ray"):  # reading the data; Ray is up
+        proc = subprocess.run([sys.executable, "-c", DRIVER, when, "resume", str(folder)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=180)  # fmt: skip
+        assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
+        assert [ln for ln in proc.stderr.splitlines() if ln.startswith("interrupted")] == [
+            f"interrupted while the search was resuming, before its trials went on: `{bin_dir / 'hsc-search'} "
+            f"resume {folder}` continues it"], proc.stderr[-3000:]  # fmt: skip
     assert [r.info.status for r in _searches(tmp_path) if r.data.tags.get("hsc.kind") == "search"] == ["FINISHED"]  # not left RUNNING, not marked KILLED
     again = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder)], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=180)  # fmt: skip
@@ -168,3 +171,16 @@ def test_ctrl_c_while_a_search_ends_says_resume_writes_what_is_missing(tmp_path,
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert (folder / "best_config.yaml").exists() and (folder / "report.html").exists()
     assert [r.info.status for r in _searches(tmp_path) if r.data.tags.get("hsc.kind") == "search"] == ["FINISHED"]
+
+
+def test_the_summary_of_a_search_cut_off_before_any_trial_reported(capsys):
+    """Trials had started (and are started again by resume): the summary says none reported, not that there were
+    none."""
+    from hsc_search.cli import _report
+    from hsc_search.driver import SearchOutcome
+
+    _report(SearchOutcome("/runs/s", None, [], None, None, True, []), None, "synthetic:ave")
+    out = capsys.readouterr().out
+    assert "\ntrials: none reported an epoch yet  (interrupted: `" in out and "resume /runs/s` continues it" in out
+    _report(SearchOutcome("/runs/s", None, [], None, None, False, []), None, "synthetic:ave")
+    assert "\ntrials: none\n" in capsys.readouterr().out
