@@ -87,8 +87,12 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
         typer.echo("no trial produced a score")
     else:
         b = outcome.best
-        params = ", ".join(f"{k}={v}" for k, v in sorted(b.params.items()))
-        typer.echo(f"best trial: {b.name} ({b.outcome}, {b.epochs} epochs) score {b.score:.4f}  {params}")
+        searched = {k: v for k, v in b.params.items() if not k.startswith("effective.")}
+        params = ", ".join(f"{k}={v}" for k, v in sorted(searched.items()))
+        # what the trainer resolved from the data (auto values, clamps), logged as effective.* params
+        resolved = ", ".join(f"{k[len('effective.'):]}={v}" for k, v in sorted(b.params.items()) if k not in searched)
+        typer.echo(f"best trial: {b.name} ({b.outcome}, {b.epochs} epochs) score {b.score:.4f}  {params}"
+                   + (f"  (resolved on this data: {resolved})" if resolved else ""))
         if outcome.best_config_path is not None:
             typer.echo(f"best config: {outcome.best_config_path}")
             typer.echo(f"retrain:     {_exe('python')} -m trainer --config {shlex.quote(str(outcome.best_config_path))} "

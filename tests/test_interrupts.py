@@ -172,15 +172,3 @@ def test_ctrl_c_while_a_search_ends_says_resume_writes_what_is_missing(tmp_path,
     assert (folder / "best_config.yaml").exists() and (folder / "report.html").exists()
     assert [r.info.status for r in _searches(tmp_path) if r.data.tags.get("hsc.kind") == "search"] == ["FINISHED"]
 
-
-def test_the_summary_of_a_search_cut_off_before_any_trial_reported(capsys):
-    """Trials had started (and are started again by resume): the summary says none reported, not that there were
-    none."""
-    from hsc_search.cli import _report
-    from hsc_search.driver import SearchOutcome
-
-    _report(SearchOutcome("/runs/s", None, [], None, None, True, []), None, "synthetic:ave")
-    out = capsys.readouterr().out
-    assert "\ntrials: none reported an epoch yet  (interrupted: `" in out and "resume /runs/s` continues it" in out
-    _report(SearchOutcome("/runs/s", None, [], None, None, False, []), None, "synthetic:ave")
-    assert "\ntrials: none\n" in capsys.readouterr().out

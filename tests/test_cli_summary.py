@@ -1,0 +1,27 @@
+"""The summary a search prints at its end (`cli._report`), from a search's outcome."""
+
+from __future__ import annotations
+
+from hsc_search.cli import _report
+from hsc_search.driver import SearchOutcome
+from hsc_search.export import TrialRow
+
+
+def test_a_search_cut_off_before_any_trial_reported(capsys):
+    """Trials had started (and are started again by resume): the summary says none reported, not that there were
+    none."""
+    _report(SearchOutcome("/runs/s", None, [], None, None, True, []), None, "synthetic:ave")
+    out = capsys.readouterr().out
+    assert "\ntrials: none reported an epoch yet  (interrupted: `" in out and "resume /runs/s` continues it" in out
+    _report(SearchOutcome("/runs/s", None, [], None, None, False, []), None, "synthetic:ave")
+    assert "\ntrials: none\n" in capsys.readouterr().out
+
+
+def test_the_best_trial_line_shows_the_searched_values_then_what_the_data_resolved(capsys):
+    row = TrialRow("r1", "t1", "train_trial_t1", "completed", "FINISHED", 4, 3.0, 0.36554,
+                   params={"lr": "0.001", "effective.cca_dim": "8", "tau": "0.3", "effective.batch_size": "64"})
+    _report(SearchOutcome("/runs/s", None, [row], row, None, False, []), None, "synthetic:ave")
+    out = capsys.readouterr().out
+    assert ("best trial: train_trial_t1 (completed, 4 epochs) score 0.3655  lr=0.001, tau=0.3  (resolved on this "
+            "data: batch_size=64, cca_dim=8)\n") in out, out
+    assert "\ntrials: 1 completed\n" in out
