@@ -87,11 +87,10 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
         typer.echo("no trial produced a score")
     else:
         b = outcome.best
-        searched = {k: v for k, v in b.params.items() if not k.startswith("effective.")}
-        params = ", ".join(f"{k}={v}" for k, v in sorted(searched.items()))
-        # what the trainer resolved from the data (auto values, clamps), logged as effective.* params
-        resolved = ", ".join(f"{k[len('effective.'):]}={v}" for k, v in sorted(b.params.items()) if k not in searched)
-        typer.echo(f"best trial: {b.name} ({b.outcome}, {b.epochs} epochs) score {b.score:.4f}  {params}"
+        from .runs import split_params
+
+        own, resolved = (", ".join(f"{k}={v}" for k, v in d.items()) for d in split_params(b.params))
+        typer.echo(f"best trial: {b.name} ({b.outcome}, {b.epochs} epochs) score {b.score:.4f}  {own}"
                    + (f"  (resolved on this data: {resolved})" if resolved else ""))
         if outcome.best_config_path is not None:
             typer.echo(f"best config: {outcome.best_config_path}")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .runs import TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, epochs_of
+from .runs import TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, epochs_of, split_params
 
 DEFAULT_METRIC = "val/map_avg"
 EPOCH_S_KEY = "time/epoch_s"  # the trainer's seconds per epoch, used with --timing recorded
@@ -283,7 +283,7 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
 
             raw.append({"trial_id": c.data.tags.get(TAG_TRIAL) or c.info.run_name or c.info.run_id[:8],
                         "values": history(metric), "secs": history(EPOCH_S_KEY),
-                        "params": {k: v for k, v in c.data.params.items() if not k.startswith("effective.")},
+                        "params": split_params(c.data.params)[0],
                         "outcome": c.data.tags.get(TAG_OUTCOME)})  # fmt: skip
     except ReplayError:
         raise

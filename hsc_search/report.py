@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .runs import EFFECTIVE_PARAM, split_params
 from .search_record import SearchRecord
 
 log = logging.getLogger(__name__)
@@ -300,7 +301,9 @@ def spectrum_figure(rec: SearchRecord):
 
 # ---------------------------------------------------------------------------------------------- the page
 def _table(rec: SearchRecord) -> str:
-    params = sorted({k for t in rec.trials for k in t.row.params})
+    names = {k for t in rec.trials for k in t.row.params}
+    own, resolved = split_params(dict.fromkeys(names, ""))
+    params = [*own, *(EFFECTIVE_PARAM + k for k in resolved)]  # the config's values, then what the data resolved
     head = ["#", "trial", "outcome", "epochs", f"{rec.metric} (best)", "seconds", *params, "run id"]
     rows = []
     for i, t in enumerate(rec.trials, 1):
@@ -361,10 +364,10 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         + "</p>",
     ]
     if best is not None:
-        params = ", ".join(f"{k}={v}" for k, v in sorted(best.row.params.items()))
+        own, resolved = (", ".join(f"{k}={v}" for k, v in d.items()) for d in split_params(best.row.params))
         head.append(f"<p><b>best trial {html.escape(best.row.name)}</b> ({html.escape(_label(best.row.outcome))}, "
-                    f"{best.row.epochs} epochs): {html.escape(rec.metric)} {best.row.score:.4f}; "
-                    f"{html.escape(params)}</p>")  # fmt: skip
+                    f"{best.row.epochs} epochs): {html.escape(rec.metric)} {best.row.score:.4f}; {html.escape(own)}"
+                    + (f" (resolved on this data: {html.escape(resolved)})" if resolved else "") + "</p>")  # fmt: skip
     add("Learning curves", lambda: curves_figure(rec),
         "Dashed lines: ASHA's rungs (a trial reaching one continues only if it is in the top 1/reduction_factor "
         "of the trials recorded there). A cross: where ASHA stopped a trial, or where it failed.")  # fmt: skip

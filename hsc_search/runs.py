@@ -25,6 +25,15 @@ PLOT_KEYS = ("weight/", "logvar/", "cca/rho_")
 NODE_KEY = "hsc/node_id"  # the Ray node an epoch ran on
 FAILED_KEY = "hsc/failed"  # "<ErrorType>: message" of a trial that failed in a way a retry cannot fix
 EFFECTIVE_KEY = "hsc/effective_json"  # first report: {field: value} the trainer resolved differently from the config
+EFFECTIVE_PARAM = "effective."  # prefix of a trial run's params that hold those values (`effective.batch_size`)
+
+
+def split_params(params: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """A trial run's params as (searched and fixed values, as the config had them; values the trainer resolved
+    from the data, their names without the `effective.` prefix), each sorted by name."""
+    own = {k: params[k] for k in sorted(params) if not k.startswith(EFFECTIVE_PARAM)}
+    resolved = {k[len(EFFECTIVE_PARAM):]: params[k] for k in sorted(params) if k.startswith(EFFECTIVE_PARAM)}
+    return own, resolved
 EPOCHS_KEY = "hsc/epochs_json"  # every epoch's metrics since the trial's previous report (JSON list of dicts)
 
 

@@ -34,6 +34,7 @@ from .runs import (
     CCA_TOP_METRICS,
     CONFIG_ARTIFACT,
     EFFECTIVE_KEY,
+    EFFECTIVE_PARAM,
     NODE_KEY,
     PLOT_KEYS,
     TAG_ERROR,
@@ -352,7 +353,7 @@ class _Sink:
             ending = True
         params = self.params.pop(tid, [])
         if EFFECTIVE_KEY in result:  # what the trainer resolved from the data (auto values, clamps)
-            params += [Param(f"effective.{k}", str(v)) for k, v in json.loads(result[EFFECTIVE_KEY]).items()]
+            params += [Param(EFFECTIVE_PARAM + k, str(v)) for k, v in json.loads(result[EFFECTIVE_KEY]).items()]
         epochs = [numeric_metrics(m) for m in epochs_of(result)]
         history = self.history.setdefault(tid, {})
         scores = self.scores.setdefault(tid, {})

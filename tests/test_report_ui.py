@@ -60,6 +60,13 @@ def test_search_writes_and_logs_its_report(served):
     assert (tmp / "ray_results" / "ui1" / "best_config.yaml").exists() and report.exists()
     html = report.read_text()
     assert all(t.info.run_name in html for t in trials)
+    # the table: the config's values, then what the trainer resolved on this data (effective.*), each by name
+    heads = re.findall(r"<th>(.*?)</th>", html)
+    params = heads[heads.index("seconds") + 1 : heads.index("run id")]
+    resolved = [p for p in params if p.startswith("effective.")]
+    assert resolved and params == sorted(set(params) - set(resolved)) + sorted(resolved), params
+    assert re.search(r"<b>best trial [^<]*</b> \([^)]*\): val/map_avg [0-9.]+; [^(]*lr=[^(]* \(resolved on this data: "
+                     r"[a-z_]+=", html), html[:3000]  # fmt: skip
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"report.html", "asha_rungs.json"}
     # parameter importances are computed once, by the report: its chart and the parent run's picture
     assert f"parameter importance for val/map_avg (fANOVA, {TRIALS} trials)" in html.replace("\\u002f", "/")
