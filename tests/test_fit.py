@@ -202,6 +202,28 @@ def test_cli_writes_the_run_folder_and_resumes(small_spec, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
 
 
+def test_cli_refuses_to_start_over_a_run_and_to_resume_it_on_other_features(small_spec, tmp_path):
+    """A run folder is not replaced by a new run (its checkpoint and metrics were lost without a word), and a
+    resume on features of other dimensions is one line naming both, not torch's size-mismatch traceback."""
+    out = tmp_path / "run"
+    sets = [f"--set={k}={v}" for k, v in {**TINY, "epochs": 1}.items()]
+    assert _run_cli("--data", small_spec, "--out", str(out), *sets).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    again = _run_cli("--data", small_spec, "--out", str(out), *sets, "--set=lr=0.002")
+    assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr
+    assert again.stderr.strip() == (f"error: --out {out} holds a run already (config.yaml, metrics.jsonl, checkpoint, "
+                                    "summary.json): continue it with --resume, or pick another --out (nothing was "
+                                    "changed)")  # fmt: skip
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    other = small_spec.replace("dim_visual=", "dim_visual=1").replace("dim_audio=", "dim_audio=1")
+    assert other != small_spec
+    proc = _run_cli("--data", other, "--out", str(out), "--resume", "--set=epochs=2")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "resume: the checkpoint was trained on other features than" in proc.stderr
+    assert "Resume with the data the run was trained on" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

@@ -12,6 +12,9 @@ from .config import describe
 from .fit import resolve_device
 
 
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint", "summary.json")  # what `fit` writes into a run folder
+
+
 def build_parser(prog: str = "python -m trainer") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
@@ -46,6 +49,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
         print("error: --resume needs --out (the run folder to continue)", file=sys.stderr)
         return 2
     out = args.out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
+    held = [n for n in RUN_FILES if (out / n).exists()]
+    if held and not args.resume:  # a new run would replace that run's config, metrics and checkpoint
+        print(f"error: --out {out} holds a run already ({', '.join(held)}): continue it with --resume, or pick "
+              "another --out (nothing was changed)", file=sys.stderr)  # fmt: skip
+        return 2
     config = args.config or (out / "config.yaml" if args.resume else EXAMPLE_CONFIG)
     try:
         resolve_device(args.device)  # before loading any data: a wrong device costs nothing

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError, TrainConfig, auto_ema_momentum
-from .data import AVData, load_data
+from .data import AVData, DataError, load_data
 from .ema import make_teacher
 from .engine import DeviceSplit, Schedule, TrainState, cca_spectrum, evaluate, train_one_epoch
 from .losses import LossWeighting
@@ -120,6 +120,18 @@ def build_state(cfg: TrainConfig, data: AVData, device: torch.device) -> TrainSt
 
 
 CHECKPOINT_FORMAT = 2  # 2: config["ema_momentum"] is the starting momentum trained (1: before the auto value)
+
+
+def _check_fits(saved: dict, own: dict, data: AVData) -> None:
+    """Refuses to resume a checkpoint whose model has other shapes than the one built for `data` (the run was
+    trained on features of other dimensions), naming the first layer that differs, instead of torch's list of
+    size mismatches."""
+    for name, tensor in saved.items():
+        if name in own and tuple(tensor.shape) != tuple(own[name].shape):
+            raise DataError(f"resume: the checkpoint was trained on other features than {data.source} (audio "
+                            f"{data.audio_dim}-d, visual {data.visual_dim}-d): its {name} is "
+                            f"{list(tensor.shape)}, here {list(own[name].shape)}. Resume with the data the run was "
+                            "trained on, or start a new run")  # fmt: skip
 
 
 def _saved_config(ckpt: dict, n_train: int) -> dict:
@@ -231,6 +243,7 @@ def fit(
     history: list[dict] = []
     start_epoch = 1
     if ckpt is not None:
+        _check_fits(ckpt["model"], state.model.state_dict(), data)
         state.model.load_state_dict(ckpt["model"])
         state.teacher.load_state_dict(ckpt["teacher"])
         weighting = dict(ckpt["weighting"])
