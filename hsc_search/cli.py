@@ -9,6 +9,8 @@ from typing import List, Optional
 
 import typer
 
+from .commands import exe
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=False,
@@ -38,20 +40,7 @@ def _bounded_http_retries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
-def _exe(name: str) -> str:
-    """How to call one of this environment's commands from here, as printed: the bare name when the shell finds
-    this very one, else its path (relative to the working directory when it lies below it: `.venv/bin/mlflow`)."""
-    import os
-    import shutil
-
-    path = Path(sys.executable).parent / name
-    found = shutil.which(name)
-    if found and Path(found).resolve() == path.resolve():
-        return name
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return shlex.quote(os.fspath(path))
+_exe = exe  # what we print: see commands.exe
 
 
 def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str]) -> str:

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import signal
 import threading
 import time
@@ -25,6 +26,7 @@ import yaml
 from trainer import AVData, load_data
 
 from . import preflight, storage, warm_start
+from .commands import exe
 from .export import TrialRow, best_row, trial_config, trial_rows, write_config
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
@@ -354,9 +356,13 @@ def run_search(
         first, notes = _first_trial(space, settings, data)
         exp_dir = experiment_dir(settings)
         if storage.exists(exp_dir):
-            raise SearchError(f"{exp_dir} exists already" + (": that search finished; pick another --name"
-                              if _finished_at(exp_dir) else f": continue it with `hsc-search resume {exp_dir}` or pick "
-                              "--name"))  # fmt: skip
+            if not storage.exists(storage.join(exp_dir, META_FILE)):
+                what = "and holds no hsc-search search"
+            elif _finished_at(exp_dir):
+                what = "and holds a search that finished"
+            else:
+                what = f"(a search that did not finish: `{exe('hsc-search')} resume {shlex.quote(exp_dir)}` continues it)"
+            raise SearchError(f"{exp_dir} exists already {what}; pick another --name")
         preflight.check_storage(exp_dir)
         in_process = False
         if settings.mlflow:

@@ -149,6 +149,8 @@ def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str
     data the search ran on when known)."""
     import shlex
 
+    from .commands import exe
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "json":
@@ -157,7 +159,8 @@ def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str
         spec = shlex.quote(data) if data else "<SPEC: the data the search ran on>"
         out.write_text(
             "# Best HSC-MAE config exported by hsc-search; retrain with (in the project's environment):\n"
-            f"#   python -m trainer --config {shlex.quote(str(out))} --data {spec}\n" + cfg.to_yaml()
+            f"#   {exe('python', relative=False)} -m trainer --config {shlex.quote(str(out))} --data {spec}\n"
+            + cfg.to_yaml()
         )
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -183,3 +184,30 @@ def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch):
         s.listen()  # now something answers
         preflight.check_address(f"127.0.0.1:{port}", timeout_s=2.0)
     preflight.check_address("auto")  # left to Ray
+
+
+def test_a_name_in_use_is_refused_with_what_the_folder_holds(tmp_path, monkeypatch):
+    """`run --name X` where <storage>/X exists: an unrelated folder, a search that finished, one that did not (its
+    resume command, as pasted); before Ray starts, nothing touched."""
+    from hsc_search.commands import exe
+    from hsc_search.driver import SearchError, run_search
+    from hsc_search.settings import SearchSettings
+
+    monkeypatch.chdir(tmp_path)
+    data = "synthetic:ave?n_train=64&n_val=32&n_test=32&dim_audio=8&dim_visual=8&num_classes=4"
+    folder = tmp_path / "rr" / "x"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    settings = dict(name="x", storage=str(tmp_path / "rr"), data=data, mlflow=False)
+    with pytest.raises(SearchError) as e:
+        run_search(SearchSettings(**settings))
+    assert str(e.value) == f"{folder} exists already and holds no hsc-search search; pick another --name"
+    (folder / "hsc_search.json").write_text(json.dumps({"finished_at": "2026-12-03 09:00:00 UTC"}))
+    with pytest.raises(SearchError, match="exists already and holds a search that finished; pick another --name$"):
+        run_search(SearchSettings(**settings))
+    (folder / "hsc_search.json").write_text("{}")
+    with pytest.raises(SearchError) as e:
+        run_search(SearchSettings(**settings))
+    assert str(e.value) == (f"{folder} exists already (a search that did not finish: `{exe('hsc-search')} resume "
+                            f"{folder}` continues it); pick another --name")  # fmt: skip
+    assert sorted(p.name for p in folder.iterdir()) == ["hsc_search.json", "notes.txt"]

@@ -256,11 +256,14 @@ def test_export_best_then_retrain(search, _cache_dir):
     assert exported == logged and exported["epochs"] == MAX_EPOCHS
     proc = _cli("export-best", "--out", "best.json", "--json", cwd=cwd, cache=_cache_dir)
     assert proc.returncode == 0 and json.loads((cwd / "best.json").read_text()) == exported
-    # the file's own header is the retrain command, with the search's data: pasted (python = this environment's)
+    # the file's own header is the retrain command, with the search's data, pasted into a shell as it is (its
+    # python: this environment's, by its path unless the shell's `python` is that one)
     header = (cwd / "best.yaml").read_text().splitlines()[1].lstrip("#").strip()
-    assert header == f"python -m trainer --config best.yaml --data {shlex.quote(DATA)}", header
-    train = subprocess.run([sys.executable, *shlex.split(header)[1:], "--out", "rt"],
-                           cwd=cwd, env=_env(_cache_dir), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert header.endswith(f" -m trainer --config best.yaml --data {shlex.quote(DATA)}"), header
+    python = shlex.split(header)[0]
+    assert Path(shutil.which(python) or python).resolve() == Path(sys.executable).resolve(), header
+    train = subprocess.run(f"{header} --out rt", shell=True, cwd=cwd, env=_env(_cache_dir), capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
     assert train.returncode == 0, train.stderr
     assert len([l for l in train.stdout.splitlines() if l.startswith("epoch")]) == MAX_EPOCHS
     assert (cwd / "rt" / "summary.json").exists()
@@ -414,7 +417,7 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
     assert "Ray:" not in again.stdout and len(again.stdout.strip().splitlines()) == 1, again.stdout
     assert before == {p: p.stat().st_mtime_ns for p in exp_dir.iterdir() if p.is_file()}
     same = _cli("run", "--data", data, "--name", "killme", cwd=tmp_path, cache=_cache_dir, timeout=120)
-    assert same.returncode == 2 and "exists already: that search finished; pick another --name" in same.stderr
+    assert same.returncode == 2 and "exists already and holds a search that finished; pick another --name" in same.stderr
     _, parents, children = _runs(_client(tmp_path))
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     ids = [c.data.tags["hsc.trial_id"] for c in children]
