@@ -216,7 +216,12 @@ def _init_ray(address: str | None, preload: bool = True) -> None:
 
     if address or os.environ.get("RAY_ADDRESS"):
         trial_actors_on_inherited_env(None)
-        ray.init(address=address or os.environ["RAY_ADDRESS"], **kwargs)
+        target = address or os.environ["RAY_ADDRESS"]
+        try:
+            ray.init(address=target, **kwargs)
+        except ConnectionError as e:  # the pre-flight found a gRPC server there, but Ray could not join it
+            raise SearchError(f"{'--address' if address else 'RAY_ADDRESS'} {target}: "
+                              f"{str(e).strip().splitlines()[0]}") from None  # fmt: skip
     else:  # always a new instance, on 127.0.0.1, never a cluster that happens to run on this machine
         from .local_ray import start_local_ray
 

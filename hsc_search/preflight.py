@@ -134,6 +134,41 @@ def tcp_problem(host: str, port: int, timeout_s: float) -> str | None:
         return e.strerror or str(e) or type(e).__name__
 
 
+# an HTTP/2 client's connection preface and an empty SETTINGS frame (RFC 9113, 3.4 and 6.5)
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def grpc_problem(host: str, port: int, timeout_s: float) -> str | None:
+    """Why what answers at host:port is not a gRPC server (a Ray head's GCS, Ray Client), or None when it is:
+    a gRPC server answers an HTTP/2 connection preface with a SETTINGS frame; an HTTP server, Redis or a listening
+    socket with nothing behind it does not. Plain-text only (with Ray's TLS on, RAY_USE_TLS, it is not asked)."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as conn:
+            conn.settimeout(timeout_s)
+            conn.sendall(_H2_PREFACE)
+            got = b""
+            while len(got) < 9:
+                chunk = conn.recv(9 - len(got))
+                if not chunk:
+                    break
+                got += chunk
+    except socket.timeout:
+        return f"it accepted a connection but sent nothing back within {timeout_s:g} s"
+    except OSError as e:
+        return e.strerror or str(e) or type(e).__name__
+    if len(got) == 9 and got[3] == 4:  # the server's SETTINGS frame
+        return None
+    if not got:
+        return "it closed the connection without a word"
+    text = got.decode("ascii", "replace")
+    if text.startswith(("HTTP/", "<")):
+        return "it answers as a web server does (HTTP/1), not as gRPC"
+    shown = "".join(c if c.isprintable() else "." for c in text)
+    return f"it answered {shown!r}..., not HTTP/2 as gRPC does"
+
+
 def _check_database(uri: str, scheme: str, timeout_s: float) -> None:
     """A database server behind a postgresql://, mysql:// or mssql:// URI accepts a connection (the password
     is never printed)."""
@@ -226,6 +261,12 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
         raise PreflightError(f"{flag} {address}: no Ray head answers at {host}:{port} ({why}); start one with "
                              "`ray start --head`, fix the address, or leave it out to search on a local Ray "
                              "instance")  # fmt: skip
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false", ""):
+        why = grpc_problem(host.strip("[]"), int(port), timeout_s)
+        if why is not None:
+            raise PreflightError(f"{flag} {address}: something answers at {host}:{port}, but not a Ray head ({why}); "
+                                 "the address is the one `ray start --head` prints, port 6379 unless changed (8265 is "
+                                 "the dashboard; for Ray Client use ray://host:10001)")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- resources

@@ -181,9 +181,44 @@ def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch):
         with pytest.raises(PreflightError, match=f"address in r/hsc_search.json 127.0.0.1:{port}: no Ray head"):
             preflight.check_address(f"127.0.0.1:{port}", timeout_s=2.0, flag="address in r/hsc_search.json")
         assert time.monotonic() - t0 < 10.0
-        s.listen()  # now something answers
-        preflight.check_address(f"127.0.0.1:{port}", timeout_s=2.0)
+        s.listen()  # now the kernel accepts connections, but nothing answers them (a Ray head answers gRPC)
+        with pytest.raises(PreflightError, match=f"--address 127.0.0.1:{port}: something answers at 127.0.0.1:{port}, "
+                           "but not a Ray head \\(it accepted a connection but sent nothing back within 2 s\\)"):
+            preflight.check_address(f"127.0.0.1:{port}", timeout_s=2.0)
     preflight.check_address("auto")  # left to Ray
+
+
+def test_an_address_where_something_else_answers_is_not_taken_for_a_ray_head(monkeypatch):
+    """A web server (e.g. Ray's dashboard at 8265, given by mistake): Ray would retry it for minutes (a search
+    hung there); the pre-flight says what answers in seconds. A real head passes (tests/test_cluster.py)."""
+    import http.server
+    import threading
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        address = f"127.0.0.1:{server.server_port}"
+        t0 = time.monotonic()
+        with pytest.raises(PreflightError) as e:
+            preflight.check_address(address, timeout_s=2.0)
+        assert time.monotonic() - t0 < 5.0
+        assert str(e.value) == (f"--address {address}: something answers at {address}, but not a Ray head (it answers "
+                                "as a web server does (HTTP/1), not as gRPC); the address is the one `ray start "
+                                "--head` prints, port 6379 unless changed (8265 is the dashboard; for Ray Client use "
+                                "ray://host:10001)")  # fmt: skip
+        with pytest.raises(PreflightError, match="not a Ray head"):
+            preflight.check_address(f"ray://{address}", timeout_s=2.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def test_a_name_in_use_is_refused_with_what_the_folder_holds(tmp_path, monkeypatch):
