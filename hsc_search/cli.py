@@ -73,7 +73,13 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
                + (f"  (interrupted: `{_exe('hsc-search')} resume {shlex.quote(str(outcome.experiment_dir))}` "
                   "continues it)" if outcome.interrupted else ""))  # fmt: skip
     if outcome.best is None:
-        typer.echo("no trial produced a score")
+        failed = sum(r.outcome == "failed" for r in outcome.rows)
+        if outcome.rows and failed == len(outcome.rows):
+            where = " and in its MLflow run's tag hsc.error" if outcome.parent_run_id else ""
+            typer.echo(f"no trial produced a score: {'the' if failed == 1 else f'all {failed}'} "
+                       f"trial{'s' * (failed != 1)} failed (each one's reason is above{where})")  # fmt: skip
+        else:
+            typer.echo("no trial produced a score")
     else:
         b = outcome.best
         from .runs import split_params
@@ -173,8 +179,7 @@ def run(
 
         _interrupted_again(experiment_dir(settings))
     _report(outcome, settings.tracking_uri, settings.data)
-    if outcome.interrupted:
-        raise typer.Exit(130)
+    _exit_as(outcome)
 
 
 @app.command()
@@ -206,6 +211,16 @@ def resume(
         _interrupted_again(path)
     meta = _meta_of(path)
     _report(outcome, meta.get("tracking_uri"), meta["data"])
+    _exit_as(outcome)
+
+
+def _exit_as(outcome) -> None:
+    """A search's exit status: 130 when interrupted (as after Ctrl-C), 1 when it ended and no trial produced a
+    score (every trial failed: the reasons are in the lines above), else 0."""
+    if outcome.interrupted:
+        raise typer.Exit(130)
+    if outcome.best is None:
+        raise typer.Exit(1)
 
 
 def _interrupted_again(exp_dir) -> None:

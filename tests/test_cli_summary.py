@@ -25,3 +25,25 @@ def test_the_best_trial_line_shows_the_searched_values_then_what_the_data_resolv
     assert ("best trial: train_trial_t1 (completed, 4 epochs) score 0.3655  lr=0.001, tau=0.3  (resolved on this "
             "data: batch_size=64, cca_dim=8)\n") in out, out
     assert "\ntrials: 1 completed\n" in out
+
+
+def test_a_search_whose_every_trial_failed_says_so_and_exits_1(capsys):
+    import pytest
+    import typer
+
+    from hsc_search.cli import _exit_as
+
+    rows = [TrialRow(f"r{i}", f"t{i}", f"train_trial_t{i}", "failed", "FAILED", 0, 1.0, None) for i in range(2)]
+    outcome = SearchOutcome("/runs/s", "p1", rows, None, None, False, [])
+    _report(outcome, None, "synthetic:ave")
+    out = capsys.readouterr().out
+    assert ("\ntrials: 2 failed\nno trial produced a score: all 2 trials failed (each one's reason is above and in "
+            "its MLflow run's tag hsc.error)\n") in out, out
+    with pytest.raises(typer.Exit) as e:
+        _exit_as(outcome)
+    assert e.value.exit_code == 1
+    with pytest.raises(typer.Exit) as e:  # interrupted: 130 whatever the trials did
+        _exit_as(SearchOutcome("/runs/s", "p1", rows, None, None, True, []))
+    assert e.value.exit_code == 130
+    best = TrialRow("r3", "t3", "train_trial_t3", "completed", "FINISHED", 2, 1.0, 0.5)
+    _exit_as(SearchOutcome("/runs/s", "p1", [*rows, best], best, None, False, []))  # a score: exit 0
