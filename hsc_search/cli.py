@@ -85,7 +85,7 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
         from .runs import split_params
 
         own, resolved = (", ".join(f"{k}={v}" for k, v in d.items()) for d in split_params(b.params))
-        typer.echo(f"best trial: {b.name} ({b.outcome}, {b.epochs} epochs) score {b.score:.4f}  {own}"
+        typer.echo(f"best trial: {b.name} ({b.outcome}, {b.epochs} epoch{'s' * (b.epochs != 1)}) score {b.score:.4f}  {own}"
                    + (f"  (resolved on this data: {resolved})" if resolved else ""))
         if outcome.best_config_path is not None:
             typer.echo(f"best config: {outcome.best_config_path}")

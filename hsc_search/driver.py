@@ -366,7 +366,8 @@ def run_search(
             elif _finished_at(exp_dir):
                 what = "and holds a search that finished"
             else:
-                what = f"(a search that did not finish: `{exe('hsc-search')} resume {shlex.quote(exp_dir)}` continues it)"
+                what = (f"(a search that did not finish: `{exe('hsc-search')} resume {shlex.quote(exp_dir)}` "
+                        "continues it)")
             raise SearchError(f"{exp_dir} exists already {what}; pick another --name")
         preflight.check_storage(exp_dir)
         in_process = False
@@ -443,6 +444,8 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
          f"space {space.source}, data {data.summary()}")  # fmt: skip
     for note in settings.unused():
         echo(f"note: {note}")
+    for name, where in space.unsearched.items():
+        echo(f"note: {name} is in the space but {where} fixes it at {space.fixed[name]!r}: not searched")
     for note in notes:
         echo(f"first trial: {note}")
     if warm is not None:
@@ -626,7 +629,8 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
             storage.write_text(storage.join(exp_dir, ASHA_RUNGS), json.dumps(rung_state, indent=1))
         if client is None:
             progress = next((c for c in callbacks if isinstance(c, Progress)), None)
-            rows = ray_rows(trials, settings, progress.scores() if progress is not None else None)
+            rows = ray_rows(trials, settings, progress.scores() if progress is not None else None,
+                            progress.searched if progress is not None else None)  # fmt: skip
             best = best_row(rows, settings.mode)
             best_path = None
             if best is not None:
@@ -683,10 +687,12 @@ def _best_config_from_ray(exp_dir: str, trials: list, best: TrialRow, settings: 
     return path
 
 
-def ray_rows(trials: list, settings: SearchSettings, scores: dict[str, float] | None = None) -> list[TrialRow]:
+def ray_rows(trials: list, settings: SearchSettings, scores: dict[str, float] | None = None,
+             searched: list[str] | None = None) -> list[TrialRow]:  # fmt: skip
     """Trial rows from Ray's own records (searches run without MLflow). A trial's score is its best epoch:
     `scores` (trial id -> best value over every epoch, as `Progress` kept them); Ray's own analysis of a metric
-    sees only the epochs a trial reported at (rungs, checkpoints, its last), so it is the fallback."""
+    sees only the epochs a trial reported at (rungs, checkpoints, its last), so it is the fallback. Params: the
+    `searched` names (as a tracked trial's run logs them), else the trial's whole config."""
     rows = []
     for t in trials:
         last = t.last_result or {}
@@ -700,7 +706,7 @@ def ray_rows(trials: list, settings: SearchSettings, scores: dict[str, float] | 
         rows.append(TrialRow(run_id="", trial_id=t.trial_id, name=str(t),
                              outcome=trial_outcome(t.status, last, settings.max_epochs), status=t.status,
                              epochs=epochs, seconds=last.get("time_total_s"), score=score,
-                             params={k: str(v) for k, v in t.config.items()},
+                             params={k: str(v) for k, v in t.config.items() if searched is None or k in searched},
                              final={k: v for k, v in last.items() if isinstance(v, (int, float))}))  # fmt: skip
     return rows
 

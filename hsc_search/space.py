@@ -223,6 +223,8 @@ class SearchSpace:
     fixed: dict[str, Any]
     description: str = ""
     source: str = "<dict>"
+    # params of the file that an override fixed, so they are not searched: name -> where the value came from
+    unsearched: dict[str, str] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         """The searched names, in suggestion order."""
@@ -382,7 +384,9 @@ def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[s
     if bad.lines:
         raise SpaceError(bad.lines)
     params = tuple(p for n, p in parsed.items() if n not in override)
-    return SearchSpace(params=params, fixed={**fixed, **override}, description=description.strip(), source=source)
+    unsearched = {n: (set_from or {}).get(n, "--set") for n in parsed if n in override}
+    return SearchSpace(params=params, fixed={**fixed, **override}, description=description.strip(), source=source,
+                       unsearched=unsearched)  # fmt: skip
 
 
 def validate_sampled(space: SearchSpace, params: dict[str, Any], epochs: int) -> TrainConfig:

@@ -505,6 +505,8 @@ def test_a_search_without_mlflow_still_writes_the_best_config(tmp_path, _cache_d
     best = max(raw, key=lambda r: max(r["values"].values()))
     score = max(best["values"].values())
     assert f"best trial: train_trial_{best['trial_id']} (completed, 3 epochs) score {score:.4f}" in proc.stdout
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("best trial:"))
+    assert " lr=" in line and "hidden_dim=" not in line, line  # the searched values, as with MLflow
     written = yaml.safe_load((exp / "best_config.yaml").read_text())
     assert written["epochs"] == 3 and TrainConfig.from_dict(written).epochs == 3
     for name in ("lr", "mask_ratio", "tau", "topk", "loss_weighting"):

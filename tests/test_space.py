@@ -268,6 +268,9 @@ def test_override_of_a_searched_name_moves_it_to_fixed():
     path = SPACES_DIR / "quick.yaml"
     space = load_space(path, overrides={"lr": "2e-3", "loss_weighting": "fixed", "seed": 3})
     assert "lr" not in space.names() and "loss_weighting" not in space.names()
+    assert space.unsearched == {"lr": "--set", "loss_weighting": "--set"}  # said when the search starts
+    assert load_space(path, overrides={"lr": 1e-3}, set_from={"lr": "s.yaml: set"}).unsearched == {"lr": "s.yaml: set"}
+    assert load_space(path).unsearched == {}
     assert space.fixed["lr"] == 2e-3 and type(space.fixed["lr"]) is float
     assert space.fixed["loss_weighting"] == "fixed" and space.fixed["seed"] == 3
     assert space.fixed["hidden_dim"] == load_space(path).fixed["hidden_dim"]
