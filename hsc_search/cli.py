@@ -82,9 +82,9 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
             typer.echo("no trial produced a score")
     else:
         b = outcome.best
-        from .runs import split_params
+        from .runs import shown, split_params
 
-        own, resolved = (", ".join(f"{k}={v}" for k, v in d.items()) for d in split_params(b.params))
+        own, resolved = (", ".join(f"{k}={shown(v)}" for k, v in d.items()) for d in split_params(b.params))
         typer.echo(f"best trial: {b.name} ({b.outcome}, {b.epochs} epoch{'s' * (b.epochs != 1)}) score {b.score:.4f}  {own}"
                    + (f"  (resolved on this data: {resolved})" if resolved else ""))
         if outcome.best_config_path is not None:

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .runs import EFFECTIVE_PARAM, split_params
+from .runs import EFFECTIVE_PARAM, shown, split_params
 from .search_record import SearchRecord
 
 log = logging.getLogger(__name__)
@@ -309,7 +309,8 @@ def _table(rec: SearchRecord) -> str:
     for i, t in enumerate(rec.trials, 1):
         r = t.row
         cells = [str(i), r.name, _label(r.outcome), str(r.epochs), "" if r.score is None else f"{r.score:.4f}",
-                 "" if r.seconds is None else f"{r.seconds:.1f}", *(r.params.get(p, "") for p in params), r.run_id]  # fmt: skip
+                 "" if r.seconds is None else f"{r.seconds:.1f}", *(shown(r.params.get(p, "")) for p in params),
+                 r.run_id]  # fmt: skip
         cls = ' class="best"' if t is rec.best else ""
         rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
@@ -353,8 +354,8 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     for t in rec.trials:
         counts[t.row.outcome] = counts.get(t.row.outcome, 0) + 1
     best = rec.best
-    settings = ", ".join(f"{k} {rec.settings[k]}" for k in ("space", "data", "num_samples", "max_epochs", "scheduler",
-                                                             "grace_period", "reduction_factor") if k in rec.settings)  # fmt: skip
+    keys = ("space", "data", "num_samples", "max_epochs", "scheduler", "grace_period", "reduction_factor")
+    settings = ", ".join(f"{k} {shown(rec.settings[k])}" for k in keys if k in rec.settings)
     head = [
         f"<h1>Search {html.escape(rec.name)}</h1>",
         f'<p class="meta">parent run {rec.parent_run_id} in experiment {rec.experiment_id}'
@@ -364,7 +365,7 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         + "</p>",
     ]
     if best is not None:
-        own, resolved = (", ".join(f"{k}={v}" for k, v in d.items()) for d in split_params(best.row.params))
+        own, resolved = (", ".join(f"{k}={shown(v)}" for k, v in d.items()) for d in split_params(best.row.params))
         head.append(f"<p><b>best trial {html.escape(best.row.name)}</b> ({html.escape(_label(best.row.outcome))}, "
                     f"{best.row.epochs} epochs): {html.escape(rec.metric)} {best.row.score:.4f}; {html.escape(own)}"
                     + (f" (resolved on this data: {html.escape(resolved)})" if resolved else "") + "</p>")  # fmt: skip

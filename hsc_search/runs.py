@@ -28,6 +28,19 @@ EFFECTIVE_KEY = "hsc/effective_json"  # first report: {field: value} the trainer
 EFFECTIVE_PARAM = "effective."  # prefix of a trial run's params that hold those values (`effective.batch_size`)
 
 
+def shown(value: Any) -> str:
+    """A param's value as people read it in a summary or report: a non-integer number to 4 significant digits
+    (lr 0.0077035818606941 -> 0.007704, reduction_factor 2.0 -> 2); anything else as it is. The exact values are
+    in the run's params and config.yaml."""
+    text = str(value)
+    if any(c in text for c in ".eE") and not text.lower().lstrip("+-").startswith(("inf", "nan")):
+        try:
+            return f"{float(text):.4g}"
+        except ValueError:
+            pass
+    return text
+
+
 def split_params(params: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """A trial run's params as (searched and fixed values, as the config had them; values the trainer resolved
     from the data, their names without the `effective.` prefix), each sorted by name."""

@@ -47,3 +47,12 @@ def test_a_search_whose_every_trial_failed_says_so_and_exits_1(capsys):
     assert e.value.exit_code == 130
     best = TrialRow("r3", "t3", "train_trial_t3", "completed", "FINISHED", 2, 1.0, 0.5)
     _exit_as(SearchOutcome("/runs/s", "p1", [*rows, best], best, None, False, []))  # a score: exit 0
+
+
+def test_values_are_shown_to_four_significant_digits_and_kept_exact_elsewhere():
+    from hsc_search.runs import shown
+
+    assert [shown(v) for v in ("0.0077035818606941", "2.0", "1e-05", "0.3", "128", "learned", "inf", "nan", "-0.5",
+                               "synthetic:ave?n_train=8", "quick.yaml", "3.14159e+30", "")] == [
+        "0.007704", "2", "1e-05", "0.3", "128", "learned", "inf", "nan", "-0.5", "synthetic:ave?n_train=8",
+        "quick.yaml", "3.142e+30", ""]  # fmt: skip
