@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import yaml
 
 from trainer.config import parse_overrides
+from trainer.yamlfile import load_yaml, yaml_problem
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 DEFAULT_DATA = "synthetic:ave?n_train=1000&n_val=200&n_test=300&dim_audio=32&dim_visual=48&num_classes=10"
@@ -139,13 +140,13 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
     if path is not None:
         path = Path(path)
         try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            values = load_yaml(path.read_text(encoding="utf-8")) or {}
         except OSError as e:
             raise SettingsError(f"{path}: cannot read search config ({e.strerror})") from None
         except UnicodeDecodeError as e:
             raise SettingsError(f"{path}: not UTF-8 text (byte {e.start}); expected a YAML search config") from None
         except yaml.YAMLError as e:
-            raise SettingsError(f"{path}: not valid YAML: {e}") from None
+            raise SettingsError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
         if not isinstance(values, dict):
             raise SettingsError(f"{path}: expected a mapping of setting: value")
         if "overrides" in values:  # the field's name, not a key: it would be dropped beside `set:`

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import yaml
 
 from trainer.config import ConfigError, TrainConfig
+from trainer.yamlfile import load_yaml, yaml_problem
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -330,9 +331,9 @@ def load_space(path: str | Path, *, overrides: dict[str, Any] | None = None,
     except UnicodeDecodeError as e:
         raise SpaceError(f"{path}: not UTF-8 text (byte {e.start}); expected a YAML search space file") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
-        raise SpaceError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
+        raise SpaceError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
     return load_space_dict(data, source=str(path), overrides=overrides, set_from=set_from)
 
 
@@ -429,14 +430,6 @@ class _OverrideProblems:
             self.bad.lines.append(f"{self.set_from[name]}: {name}={self.overrides.get(name, '')}: {msg}")
         else:
             self.bad.lines.append(f"--set {name}={self.overrides.get(name, '')}: {msg}")
-
-
-def _yaml_problem(e: yaml.YAMLError) -> str:
-    """PyYAML's multi-line message as one line: what went wrong and where."""
-    mark = getattr(e, "problem_mark", None)
-    what = "; ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
-    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    return " ".join(f"{what}{where}".split())
 
 
 def _valid_names() -> str:

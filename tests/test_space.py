@@ -536,3 +536,33 @@ def test_val_fraction_can_be_fixed_but_not_searched():
     space = load_space_dict({"fixed": {"val_fraction": 0.2}, "params": {"lr": {"type": "float", "low": 1.0e-4,
                                                                               "high": 1.0e-2}}})  # fmt: skip
     assert space.fixed["val_fraction"] == 0.2
+
+
+def test_a_key_given_twice_is_refused_in_every_file_people_write(tmp_path):
+    """PyYAML keeps the last of two equal keys without a word: a space with `lr:` twice searched only the second
+    range. Spaces, search configs and trainer configs refuse it in one line naming both lines."""
+    from hsc_search.settings import SettingsError, load_settings
+    from trainer import ConfigError, TrainConfig
+
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  lr: {type: float, low: 1.0e-4, high: 1.0e-3}\n  tau: {type: float, low: 0.1, "
+                     "high: 0.5}\n  lr: {type: float, low: 1.0e-2, high: 1.0e-1}\n")  # fmt: skip
+    with pytest.raises(SpaceError) as e:
+        load_space(space)
+    assert str(e.value) == f"{space}: not valid YAML: 'lr' is given twice (lines 2 and 4); keep one (line 4, column 3)"
+    search = tmp_path / "search.yaml"
+    search.write_text("num_samples: 4\nmax_epochs: 2\nnum_samples: 8\n")
+    with pytest.raises(SettingsError, match=r"search.yaml: not valid YAML: 'num_samples' is given twice \(lines 1 "
+                                            r"and 3\); keep one \(line 3, column 1\)$"):  # fmt: skip
+        load_settings(search, {}, [])
+    config = tmp_path / "train.yaml"
+    config.write_text("lr: 0.001\nepochs: 2\nlr: 0.01\n")
+    with pytest.raises(ConfigError, match=r"train.yaml: not valid YAML: 'lr' is given twice \(lines 1 and 3\)"):
+        TrainConfig.from_yaml(config)
+    # a nested mapping too; merge keys (`<<`) may still be overridden, as YAML allows
+    search.write_text("set: {hidden_dim: 32, hidden_dim: 64}\n")
+    with pytest.raises(SettingsError, match="'hidden_dim' is given twice"):
+        load_settings(search, {}, [])
+    space.write_text("base: &b {type: float, low: 0.1, high: 0.5}\nparams:\n  tau: {<<: *b, high: 0.4}\n")
+    with pytest.raises(SpaceError, match="base"):  # the merge itself is fine: only the unknown top-level key is not
+        load_space(space)

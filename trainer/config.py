@@ -17,6 +17,8 @@ from typing import Any, Iterable
 
 import yaml
 
+from .yamlfile import load_yaml, yaml_problem
+
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 AUTO_CCA_DIM = 16  # the auto CCA head size cap (see the cca_dim help)
 AUTO_EMA_CEILING = 0.99  # the auto starting EMA momentum of long runs (see the ema_momentum help)
@@ -213,9 +215,9 @@ class TrainConfig:
         except OSError as e:
             raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
         try:
-            values = yaml.safe_load(text) or {}
+            values = load_yaml(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+            raise ConfigError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of field: value at the top level")
         overrides = list(overrides)
