@@ -54,54 +54,61 @@ class SearchSettings:
     # where each override was given, for messages: "--set" (the default) or "<config>: set" (load_settings
     # sets it per instance; not a setting, not recorded)
     set_from: ClassVar[dict[str, str]] = {}
+    # where each setting was given, for messages: "--num-samples" (a flag), "search.yaml: num_samples" (a file)
+    given_by: ClassVar[dict[str, str]] = {}
 
     def validate(self) -> "SearchSettings":
         p = []
+
+        def n(key: str) -> str:  # the flag or the config file's key the value came from
+            return self.given_by.get(key, key)
+
         if self.num_samples < 1:
-            p.append(f"num_samples must be >= 1, got {self.num_samples}")
+            p.append(f"{n('num_samples')} must be >= 1, got {self.num_samples}")
         if self.max_epochs < 1:
-            p.append(f"max_epochs must be >= 1, got {self.max_epochs}")
+            p.append(f"{n('max_epochs')} must be >= 1, got {self.max_epochs}")
         if self.scheduler not in ("asha", "fifo"):
-            p.append(f"scheduler must be asha or fifo, got {self.scheduler!r}")
+            p.append(f"{n('scheduler')} must be asha or fifo, got {self.scheduler!r}")
         if self.max_epochs < 1:  # said above; the grace period is checked on its own
             if self.grace_period < 1:
-                p.append(f"grace_period must be >= 1, got {self.grace_period}")
+                p.append(f"{n('grace_period')} must be >= 1, got {self.grace_period}")
         elif not 1 <= self.grace_period <= self.max_epochs:
-            p.append(f"grace_period must be in [1, max_epochs={self.max_epochs}], got {self.grace_period}")
+            p.append(f"{n('grace_period')} must be in [1, {n('max_epochs')} {self.max_epochs}], got {self.grace_period}")
         if not (math.isfinite(self.reduction_factor) and self.reduction_factor > 1):
-            p.append(f"reduction_factor must be a finite number > 1, got {self.reduction_factor}")
+            p.append(f"{n('reduction_factor')} must be a finite number > 1, got {self.reduction_factor}")
         if self.mode not in ("max", "min"):
-            p.append(f"mode must be max or min, got {self.mode!r}")
+            p.append(f"{n('mode')} must be max or min, got {self.mode!r}")
         if self.cpus_per_trial <= 0:
-            p.append(f"cpus_per_trial must be > 0, got {self.cpus_per_trial}")
+            p.append(f"{n('cpus_per_trial')} must be > 0, got {self.cpus_per_trial}")
         if self.gpus_per_trial < 0:
-            p.append(f"gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
+            p.append(f"{n('gpus_per_trial')} must be >= 0, got {self.gpus_per_trial}")
         if self.max_concurrent < 0:
-            p.append(f"max_concurrent must be >= 0, got {self.max_concurrent}")
+            p.append(f"{n('max_concurrent')} must be >= 0, got {self.max_concurrent}")
         if not self.checkpoint_every_s > 0:
-            p.append(f"checkpoint_every_s must be > 0, got {self.checkpoint_every_s}")
+            p.append(f"{n('checkpoint_every_s')} must be > 0, got {self.checkpoint_every_s}")
         if self.max_failures < 0 or self.keep_checkpoints < 1:
             p.append("max_failures must be >= 0 and keep_checkpoints >= 1")
         if not 0 <= self.seed <= 2**32 - 1:  # Optuna's samplers take numpy seeds
-            p.append(f"seed must be in [0, 2**32 - 1], got {self.seed}")
+            p.append(f"{n('seed')} must be in [0, 2**32 - 1], got {self.seed}")
         if not self.experiment.strip():
-            p.append("experiment must be an MLflow experiment name, got an empty string")
+            p.append(f"{n('experiment')} must be an MLflow experiment name, got an empty string")
         if self.name is not None:
             why = name_problem(self.name)
             if why:
-                p.append(f"name {self.name!r}: {why}")
+                p.append(f"{n('name')} {self.name!r}: {why}")
         if self.warm_start is not None and not self.warm_start.strip():
-            p.append("warm_start must be a parent run id or a search folder, got an empty string")
+            p.append(f"{n('warm_start')} must be a parent run id or a search folder, got an empty string")
         if not self.space_path().exists():
             shipped = sorted(f.stem for f in SPACES_DIR.glob("*.yaml"))
             near = difflib.get_close_matches(self.space, shipped, n=1)
-            p.append(f"space {self.space!r}: neither a shipped space ({', '.join(shipped)}"
+            p.append(f"{n('space')} {self.space!r}: neither a shipped space ({', '.join(shipped)}"
                      + (f"; did you mean {near[0]!r}?" if near else "") + ") nor a file")  # fmt: skip
         if "epochs" in self.overrides:
             how = f"set epochs in {self.set_from['epochs'][:-len(': set')]}" if "epochs" in self.set_from else "--set epochs"
             p.append(f"do not {how}: the search's budget is --max-epochs (max_epochs in a search config)")
         if p:
-            raise SettingsError("\n".join(f"search settings: {m}" for m in p))
+            named = tuple(self.given_by.values())  # a message that names its flag or file needs no prefix
+            raise SettingsError("\n".join(m if named and m.startswith(named) else f"search settings: {m}" for m in p))
         return self
 
     def unused(self) -> list[str]:
@@ -177,7 +184,12 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
     values["overrides"] = {**from_file, **from_flags}
     settings = SearchSettings(**values)
     settings.set_from = {str(k): f"{source}: set" for k in from_file if k not in from_flags}
+    settings.given_by = {**{k: f"{source}: {k}" for k in values if k != "overrides"},
+                         **{k: FLAGS.get(k, "--" + k.replace("_", "-")) for k, v in cli.items() if v is not None}}
     return settings.validate()
+
+
+FLAGS = {"mlflow": "--no-mlflow"}  # a setting whose flag is not --<its name with dashes>
 
 
 def _without_password(uri: str) -> str:
