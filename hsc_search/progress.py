@@ -41,6 +41,15 @@ class Progress(tune.Callback):
         self._elapsed_before = state.get("elapsed", 0.0)
         self._t0 = time.monotonic() - self._elapsed_before
 
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        """Until the first trial ends, a line as each trial starts: on real data the first one can take minutes,
+        and the search would say nothing after its start-up."""
+        if self._done == 0:
+            params = ", ".join(f"{k}={_short(trial.config[k])}" for k in self.searched if k in trial.config)
+            elapsed = time.monotonic() - self._t0
+            print(f"[0/{self.total} {elapsed:5.0f}s] {trial.trial_id} {'started':<28} ({params})", file=sys.stderr,
+                  flush=True)  # fmt: skip
+
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         values = [e.get(self.metric) for e in epochs_of(result)]
         before = self._scores.get(trial.trial_id)
