@@ -526,6 +526,8 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     exp_dir = str(path).rstrip("/") if storage.is_uri(str(path)) else str(Path(path).resolve())
     meta_path = storage.join(exp_dir, META_FILE)
     if not storage.exists(meta_path):
+        if not storage.exists(exp_dir):
+            raise SearchError(f"{exp_dir}: no such folder; pass the folder `hsc-search run` printed as experiment:")
         raise SearchError(f"{exp_dir}: not a hsc-search experiment folder (no {META_FILE})")
     try:
         meta = json.loads(storage.read_text(meta_path))

@@ -191,7 +191,12 @@ def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, p
         raise ExportError(f"search run {parent_run_id} has no trial runs")
     best = best_row(rows, mode)
     if best is None:
-        raise ExportError(f"no trial of search run {parent_run_id} logged '{metric}' (or all failed)")
+        failed = sum(r.outcome == "failed" for r in rows)
+        if failed == len(rows):
+            raise ExportError(f"search run {parent_run_id}: all {len(rows)} of its trials failed (each trial run's tag "
+                              "hsc.error says why): no config to export")  # fmt: skip
+        raise ExportError(f"no trial of search run {parent_run_id} logged '{metric}'"
+                          + (f" ({failed} of {len(rows)} failed)" if failed else ""))
     cfg = trial_config(client, best.run_id)
     try:  # the search's data spec (a search setting), for the file's retrain line
         data = client.get_run(parent_run_id).data.params.get("data")

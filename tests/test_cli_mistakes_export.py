@@ -147,6 +147,22 @@ def test_a_search_without_trials_is_passed_over_or_refused(store, tmp_path):
     _fails("replay", "--tracking-uri", uri, needle=needle)
 
 
+def test_a_search_whose_every_trial_failed_says_so(store, tmp_path):
+    uri, client, _, _, _ = store
+    exp = client.get_experiment_by_name("hsc-search").experiment_id
+    parent = client.create_run(exp, run_name="div", start_time=3_000_000, tags={"hsc.kind": "search"}).info.run_id
+    for i in range(2):
+        run = client.create_run(exp, run_name=f"trial_f{i}", start_time=3_000_001 + i, tags={
+            "mlflow.parentRunId": parent, "hsc.kind": "trial", "hsc.trial_id": f"f{i}", "hsc.outcome": "failed",
+            "hsc.error": "NonFiniteLossError: non-finite loss at step 1"}).info.run_id  # fmt: skip
+        client.set_terminated(run, status="FAILED")
+    client.set_terminated(parent)
+    _fails("export-best", "--tracking-uri", uri, "--run-id", parent, "--out", str(tmp_path / "f.yaml"),
+           needle=f"search run {parent}: all 2 of its trials failed (each trial run's tag hsc.error says why): no "
+                  "config to export")  # fmt: skip
+    assert not (tmp_path / "f.yaml").exists()
+
+
 def test_json_follows_the_file_name_and_a_yaml_name_for_json_is_refused(store, tmp_path, monkeypatch):
     """`--json` alone writes best_config.json (it wrote JSON into best_config.yaml); a .json --out writes JSON;
     `--out b.yaml --json` is refused before anything is read."""

@@ -291,6 +291,10 @@ def test_missing_and_foreign_files(tmp_path):
         load_data(str(tmp_path / "nope.h5"))
     with pytest.raises(DataError, match=r"nope\.parquet.*not found"):
         load_data(str(tmp_path / "nope.parquet"))
+    for name in ("dir.h5", "dir.parquet"):
+        (tmp_path / name).mkdir()
+        with pytest.raises(DataError, match=rf"{name}: a folder, not a data file \(expected a \.h5 or \.parquet file\)"):
+            load_data(str(tmp_path / name))
     (tmp_path / "text.h5").write_text("not hdf5")
     with pytest.raises(DataError, match=r"text\.h5.*not an HDF5"):
         load_data(str(tmp_path / "text.h5"))

@@ -246,3 +246,13 @@ def test_a_name_in_use_is_refused_with_what_the_folder_holds(tmp_path, monkeypat
     assert str(e.value) == (f"{folder} exists already (a search that did not finish: `{exe('hsc-search')} resume "
                             f"{folder}` continues it); pick another --name")  # fmt: skip
     assert sorted(p.name for p in folder.iterdir()) == ["hsc_search.json", "notes.txt"]
+
+
+def test_resume_of_a_folder_that_is_not_there_or_not_a_search(tmp_path):
+    from hsc_search.driver import SearchError, resume_search
+
+    with pytest.raises(SearchError) as e:
+        resume_search(tmp_path / "nope")
+    assert str(e.value) == f"{tmp_path / 'nope'}: no such folder; pass the folder `hsc-search run` printed as experiment:"
+    with pytest.raises(SearchError, match=r"not a hsc-search experiment folder \(no hsc_search.json\)$"):
+        resume_search(tmp_path)

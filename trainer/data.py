@@ -167,6 +167,13 @@ def _load_synthetic(spec: str, val_fraction: float, seed: int) -> AVData:
     return dataclasses.replace(read_hdf5(path, val_fraction=val_fraction, seed=seed), source=spec)
 
 
+def _check_file(src: str) -> None:
+    if Path(src).is_dir():
+        raise DataError(f"{src}: a folder, not a data file (expected a .h5 or .parquet file)")
+    if not Path(src).is_file():
+        raise DataError(f"{src}: file not found")
+
+
 def read_hdf5(path: str | os.PathLike, *, val_fraction: float = 0.1, seed: int = 0) -> AVData:
     """Reads the HDF5 layout described in the module docstring; features are not standardised.
 
@@ -174,8 +181,7 @@ def read_hdf5(path: str | os.PathLike, *, val_fraction: float = 0.1, seed: int =
         DataError: see the module docstring; the message names the file and the key.
     """
     src = str(path)
-    if not Path(src).is_file():
-        raise DataError(f"{src}: file not found")
+    _check_file(src)
     if not h5py.is_hdf5(src):
         raise DataError(f"{src}: not an HDF5 file (expected the AVE / VEGAS feature layout)")
     required = [f"{m}_{s}" for s in ("train", "test") for m in (*MODALITIES, "lab")]
@@ -215,8 +221,7 @@ def read_parquet(path: str | os.PathLike, *, val_fraction: float = 0.1, seed: in
         DataError: see the module docstring; the message names the file and the column.
     """
     src = str(path)
-    if not Path(src).is_file():
-        raise DataError(f"{src}: file not found")
+    _check_file(src)
     try:
         table = pq.read_table(src)
     except (pa.ArrowException, OSError) as exc:
