@@ -108,8 +108,10 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
     if not warm.trials:
         why = "; ".join(f"{len(v)} {k}" + (f" ({v[0]})" if k == "outside this space" else "")
                         for k, v in warm.left_out.items()) or "it has no trials"  # fmt: skip
+        advice = ("a search with trials that trained" if set(warm.left_out) <= {"failed", "without values"}
+                  else "a search over this space")  # fmt: skip
         raise PreflightError(f"{flag}: none of its {warm.of} trials can start this search ({why}); warm-start from "
-                             "a search over this space")  # fmt: skip
+                             f"{advice}")  # fmt: skip
     return warm
 
 

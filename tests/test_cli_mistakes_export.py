@@ -156,7 +156,18 @@ def test_a_search_whose_every_trial_failed_says_so(store, tmp_path):
             "mlflow.parentRunId": parent, "hsc.kind": "trial", "hsc.trial_id": f"f{i}", "hsc.outcome": "failed",
             "hsc.error": "NonFiniteLossError: non-finite loss at step 1"}).info.run_id  # fmt: skip
         client.set_terminated(run, status="FAILED")
+    for k, v in {"metric": "val/map_avg", "mode": "max", "max_epochs": "3"}.items():
+        client.log_param(parent, k, v)
     client.set_terminated(parent)
+    from hsc_search.preflight import PreflightError
+    from hsc_search.settings import SPACES_DIR
+    from hsc_search.space import load_space
+    from hsc_search.warm_start import plan
+
+    with pytest.raises(PreflightError) as e:  # nor can a search start from it
+        plan(parent, load_space(SPACES_DIR / "quick.yaml"), "val/map_avg", "max", uri)
+    assert str(e.value) == (f"--warm-start {parent}: none of its 2 trials can start this search (2 failed); "
+                            "warm-start from a search with trials that trained")  # fmt: skip
     _fails("export-best", "--tracking-uri", uri, "--run-id", parent, "--out", str(tmp_path / "f.yaml"),
            needle=f"search run {parent}: all 2 of its trials failed (each trial run's tag hsc.error says why): no "
                   "config to export")  # fmt: skip
