@@ -21,6 +21,7 @@ from trainer import ConfigError, TrainConfig
 
 from .runs import (
     CONFIG_ARTIFACT,
+    TAG_ERROR,
     TAG_OUTCOME,
     TAG_TRIAL,
     StoreError,
@@ -57,6 +58,7 @@ class TrialRow:
     params: dict[str, str] = field(default_factory=dict)
     final: dict[str, float] = field(default_factory=dict)  # last logged value of every metric
     start_time: int | None = None  # ms since the epoch; trials in this order are in the order they started
+    error: str | None = None  # why a failed trial failed (its tag hsc.error)
 
 
 def find_experiment_id(client, experiment: str) -> str:
@@ -104,6 +106,7 @@ def trial_rows(client, experiment_id: str, parent_run_id: str, metric: str, mode
                 params=dict(run.data.params),
                 final=dict(run.data.metrics),
                 start_time=start,
+                error=run.data.tags.get(TAG_ERROR),
             )
         )
     return rows

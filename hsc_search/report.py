@@ -304,13 +304,15 @@ def _table(rec: SearchRecord) -> str:
     names = {k for t in rec.trials for k in t.row.params}
     own, resolved = split_params(dict.fromkeys(names, ""))
     params = [*own, *(EFFECTIVE_PARAM + k for k in resolved)]  # the config's values, then what the data resolved
-    head = ["#", "trial", "outcome", "epochs", f"{rec.metric} (best)", "seconds", *params, "run id"]
+    errors = any(t.row.error for t in rec.trials)  # a column only when a trial failed
+    head = ["#", "trial", "outcome", "epochs", f"{rec.metric} (best)", "seconds", *params, "run id",
+            *(["why it failed"] if errors else [])]  # fmt: skip
     rows = []
     for i, t in enumerate(rec.trials, 1):
         r = t.row
         cells = [str(i), r.name, _label(r.outcome), str(r.epochs), "" if r.score is None else f"{r.score:.4f}",
                  "" if r.seconds is None else f"{r.seconds:.1f}", *(shown(r.params.get(p, "")) for p in params),
-                 r.run_id]  # fmt: skip
+                 r.run_id, *([(r.error or "")[:300]] if errors else [])]  # fmt: skip
         cls = ' class="best"' if t is rec.best else ""
         rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"

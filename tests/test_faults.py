@@ -98,6 +98,8 @@ def test_failing_trials_are_marked_failed_and_the_search_goes_on(tmp_path, _cach
     reasons = [l for l in proc.stderr.splitlines() if " failed: NonFiniteLossError: " in l]
     assert len(reasons) == len(failed), proc.stderr[-3000:]
     assert all("hsc.retried" not in c.data.tags for c in children)
+    report = (tmp_path / "ray_results" / "fails" / "report.html").read_text()  # the reason is in the report too
+    assert "<th>why it failed</th>" in report and report.count("NonFiniteLossError: ") >= len(failed)
 
 
 def test_tracking_server_down_for_a_while_loses_nothing(tmp_path, tracking_server, _cache_dir):
