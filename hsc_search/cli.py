@@ -82,9 +82,9 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
             typer.echo("no trial produced a score")
     else:
         b = outcome.best
-        from .runs import shown, split_params
+        from .runs import params_line
 
-        own, resolved = (", ".join(f"{k}={shown(v)}" for k, v in d.items()) for d in split_params(b.params))
+        own, resolved = params_line(b.params)
         typer.echo(f"best trial: {b.name} ({b.outcome}, {b.epochs} epoch{'s' * (b.epochs != 1)}) score {b.score:.4f}  {own}"
                    + (f"  (resolved on this data: {resolved})" if resolved else ""))
         if outcome.best_config_path is not None:

@@ -10,17 +10,19 @@ from pathlib import Path
 
 
 def exe(name: str, relative: bool = True) -> str:
-    """One of this environment's commands (`python`, `hsc-search`, `mlflow`): the bare name when the shell finds
-    this very one on PATH, else its path: relative to the working directory when it lies below it
-    (`.venv/bin/mlflow`, for what is printed now) unless `relative` is False (absolute: for what is written into
-    a file, which may be read from anywhere)."""
-    path = Path(sys.executable).parent / name
+    """One of this environment's commands (`python`, `hsc-search`, `mlflow`), as printed now (`relative`): the
+    bare name when the shell finds this very one on PATH (an activated venv), else its path, relative to the
+    working directory when it lies below it (`.venv/bin/mlflow`); as written into a file (`relative=False`),
+    which may be read from anywhere and in another shell: always its absolute path."""
+    path = Path(os.path.abspath(Path(sys.executable).parent / name))
+    if not relative:
+        return shlex.quote(os.fspath(path))
     found = shutil.which(name)
-    if found and Path(found).resolve() == path.resolve():
+    # the same file by its path, not by where its links lead: a venv's python links to the system's, which a
+    # shell finds as `python` without the venv (and without its packages)
+    if found and os.path.abspath(found) == os.fspath(path):
         return name
-    if relative:
-        try:
-            return str(path.relative_to(Path.cwd()))
-        except ValueError:
-            pass
-    return shlex.quote(os.fspath(path))
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return shlex.quote(os.fspath(path))

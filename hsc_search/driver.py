@@ -200,7 +200,7 @@ class _NoUnreportedTrialWarning(logging.Filter):
                     and all("both result.json and progress.csv were not found" in ln for ln in lines[1:]))
 
 
-def _init_ray(address: str | None, preload: bool = True) -> None:
+def _init_ray(address: str | None, preload: bool = True, flag: str = "--address") -> None:
     """Connects to `address` (or RAY_ADDRESS), else starts a new local instance. With `preload`, the local
     instance's workers (one per CPU) import the trial's modules as they start and Tune's trial actors run in them;
     a search passes it only when each trial takes at most one CPU, so that every such worker is used by a trial
@@ -220,7 +220,7 @@ def _init_ray(address: str | None, preload: bool = True) -> None:
         try:
             ray.init(address=target, **kwargs)
         except ConnectionError as e:  # the pre-flight found a gRPC server there, but Ray could not join it
-            raise SearchError(f"{'--address' if address else 'RAY_ADDRESS'} {target}: "
+            raise SearchError(f"{flag if address else 'RAY_ADDRESS'} {target}: "
                               f"{str(e).strip().splitlines()[0]}") from None  # fmt: skip
     else:  # always a new instance, on 127.0.0.1, never a cluster that happens to run on this machine
         from .local_ray import start_local_ray
@@ -530,7 +530,8 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
             raise SearchError(f"{exp_dir}: no such folder; pass the folder `hsc-search run` printed as experiment:")
         raise SearchError(f"{exp_dir}: not a hsc-search experiment folder (no {META_FILE})")
     try:
-        meta = json.loads(storage.read_text(meta_path))
+        with _interrupt_in_preflight(exp_dir, resumable=True):  # reading a remote record can take seconds
+            meta = json.loads(storage.read_text(meta_path))
         settings = SearchSettings(**meta["settings"])
         for key in ("space", "parent_run_id", "experiment_id"):
             if key not in meta:
@@ -547,6 +548,7 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     with _interrupt_in_preflight(exp_dir, resumable=True):  # nothing changed: the same resume continues it
         if address:
             settings.address = address
+        address_flag = "--address" if address else f"address in {meta_path}"  # where the address came from
         from ray import tune
 
         # a folder whose driver died before Ray saved the search: said before Ray starts (the check reads a file)
@@ -554,7 +556,7 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
             raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here (the search stopped "
                               "before Ray saved it); start it again with `hsc-search run`")  # fmt: skip
         if settings.address or os.environ.get("RAY_ADDRESS"):  # named as given: the flag, or the search's record
-            preflight.check_address(settings.address, flag="--address" if address else f"address in {meta_path}")
+            preflight.check_address(settings.address, flag=address_flag)
         space = load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
         data = load_search_data(settings, space)
         in_process = False
@@ -569,7 +571,7 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     try:
         opening = _opening(settings.tracking_uri, settings.experiment) if settings.mlflow else None
         writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) if settings.mlflow else None
-        _init_ray(settings.address, preload=settings.cpus_per_trial <= 1)
+        _init_ray(settings.address, preload=settings.cpus_per_trial <= 1, flag=address_flag)
         interrupts.check()
         _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir))
         tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,
@@ -630,6 +632,11 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
         if rung_state is not None:  # the rung history, for the record (and the resume test)
             storage.write_text(storage.join(exp_dir, ASHA_RUNGS), json.dumps(rung_state, indent=1))
         if client is None:
+            if not trials:  # a second Ctrl-C left fit() before the trials were read: what Ray saved of them
+                try:
+                    trials = list(ExperimentAnalysis(str(exp_dir)).trials)
+                except Exception:  # noqa: BLE001 - nothing saved yet: the summary says no trial reported
+                    pass
             progress = next((c for c in callbacks if isinstance(c, Progress)), None)
             rows = ray_rows(trials, settings, progress.scores() if progress is not None else None,
                             progress.searched if progress is not None else None)  # fmt: skip

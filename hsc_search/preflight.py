@@ -261,7 +261,7 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
         raise PreflightError(f"{flag} {address}: no Ray head answers at {host}:{port} ({why}); start one with "
                              "`ray start --head`, fix the address, or leave it out to search on a local Ray "
                              "instance")  # fmt: skip
-    if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false", ""):
+    if os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true"):  # Ray's own test (grpc_utils)
         why = grpc_problem(host.strip("[]"), int(port), timeout_s)
         if why is not None:
             raise PreflightError(f"{flag} {address}: something answers at {host}:{port}, but not a Ray head ({why}); "

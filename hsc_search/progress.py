@@ -9,7 +9,7 @@ import time
 
 from ray import tune
 
-from .runs import FAILED_KEY, best_of, epochs_of, trial_outcome
+from .runs import FAILED_KEY, best_of, epochs_of, shown, trial_outcome
 
 
 class Progress(tune.Callback):
@@ -41,11 +41,14 @@ class Progress(tune.Callback):
         self._elapsed_before = state.get("elapsed", 0.0)
         self._t0 = time.monotonic() - self._elapsed_before
 
+    def _params(self, trial) -> str:
+        return ", ".join(f"{k}={shown(trial.config[k])}" for k in self.searched if k in trial.config)
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         """Until the first trial ends, a line as each trial starts: on real data the first one can take minutes,
         and the search would say nothing after its start-up."""
         if self._done == 0:
-            params = ", ".join(f"{k}={_short(trial.config[k])}" for k in self.searched if k in trial.config)
+            params = self._params(trial)
             elapsed = time.monotonic() - self._t0
             print(f"[0/{self.total} {elapsed:5.0f}s] {trial.trial_id} {'started':<28} ({params})", file=sys.stderr,
                   flush=True)  # fmt: skip
@@ -68,11 +71,11 @@ class Progress(tune.Callback):
         if what != "FAILED" and value is not None and math.isfinite(value):  # failed trials are never the best
             if self._best is None or (value > self._best if self.mode == "max" else value < self._best):
                 self._best = value
-        params = ", ".join(f"{k}={_short(trial.config[k])}" for k in self.searched if k in trial.config)
-        shown = f"{self.metric} {value:.4f}" if isinstance(value, float) else f"{self.metric} -"
+        params = self._params(trial)
+        value_shown = f"{self.metric} {value:.4f}" if isinstance(value, float) else f"{self.metric} -"
         best = f"best {self._best:.4f}" if self._best is not None else "best -"
         elapsed = time.monotonic() - self._t0
-        print(f"[{self._done}/{self.total} {elapsed:5.0f}s] {trial.trial_id} {what:<28} {shown}  {best}  ({params})",
+        print(f"[{self._done}/{self.total} {elapsed:5.0f}s] {trial.trial_id} {what:<28} {value_shown}  {best}  ({params})",
               file=sys.stderr, flush=True)  # fmt: skip
         if reason:
             print(f"    {trial.trial_id} failed: {reason[:500]}", file=sys.stderr, flush=True)
@@ -98,7 +101,3 @@ def _last_error_line(trial) -> str:
     except OSError:
         lines = []
     return lines[-1].strip() if lines else "see the trial's error file"
-
-
-def _short(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .runs import EFFECTIVE_PARAM, shown, split_params
+from .runs import EFFECTIVE_PARAM, params_line, shown, split_params
 from .search_record import SearchRecord
 
 log = logging.getLogger(__name__)
@@ -312,11 +312,18 @@ def _table(rec: SearchRecord) -> str:
         r = t.row
         cells = [str(i), r.name, _label(r.outcome), str(r.epochs), "" if r.score is None else f"{r.score:.4f}",
                  "" if r.seconds is None else f"{r.seconds:.1f}", *(shown(r.params.get(p, "")) for p in params),
-                 r.run_id, *([(r.error or "")[:300]] if errors else [])]  # fmt: skip
+                 r.run_id, *([_reason(r.error)] if errors else [])]  # fmt: skip
         cls = ' class="best"' if t is rec.best else ""
         rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")  # fmt: skip
+
+
+def _reason(error: str | None) -> str:
+    """Why a trial failed, from its hsc.error tag: the exception's line (the tag may hold the end of Ray's error
+    file, a traceback whose last line is the exception)."""
+    lines = [ln.strip() for ln in (error or "").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
 
 
 STYLE = """
@@ -367,7 +374,7 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         + "</p>",
     ]
     if best is not None:
-        own, resolved = (", ".join(f"{k}={shown(v)}" for k, v in d.items()) for d in split_params(best.row.params))
+        own, resolved = params_line(best.row.params)
         head.append(f"<p><b>best trial {html.escape(best.row.name)}</b> ({html.escape(_label(best.row.outcome))}, "
                     f"{best.row.epochs} epochs): {html.escape(rec.metric)} {best.row.score:.4f}; {html.escape(own)}"
                     + (f" (resolved on this data: {html.escape(resolved)})" if resolved else "") + "</p>")  # fmt: skip

@@ -35,10 +35,22 @@ def shown(value: Any) -> str:
     text = str(value)
     if any(c in text for c in ".eE") and not text.lower().lstrip("+-").startswith(("inf", "nan")):
         try:
-            return f"{float(text):.4g}"
+            x = float(text)
         except ValueError:
-            pass
+            return text
+        if abs(x) < 1e15 and x.is_integer():
+            return str(int(x))
+        short = f"{x:.4g}"
+        if abs(x) < 1e15 and float(short).is_integer():  # never rounded onto a whole number it is not
+            return f"{x:.10g}"  # (an ema_momentum of 0.99995 is not a frozen teacher's 1)
+        return short
     return text
+
+
+def params_line(params: dict[str, str]) -> tuple[str, str]:
+    """A trial's params for one line: ("lr=0.007704, tau=0.3", what the trainer resolved: "batch_size=64, ...")."""
+    own, resolved = split_params(params)
+    return tuple(", ".join(f"{k}={shown(v)}" for k, v in d.items()) for d in (own, resolved))  # type: ignore[return-value]
 
 
 def split_params(params: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:

@@ -53,6 +53,17 @@ def test_values_are_shown_to_four_significant_digits_and_kept_exact_elsewhere():
     from hsc_search.runs import shown
 
     assert [shown(v) for v in ("0.0077035818606941", "2.0", "1e-05", "0.3", "128", "learned", "inf", "nan", "-0.5",
-                               "synthetic:ave?n_train=8", "quick.yaml", "3.14159e+30", "")] == [
+                               "synthetic:ave?n_train=8", "quick.yaml", "3.14159e+30", "", "0.99995", "100000.0",
+                               "12345.6", 0.25, 5.0)] == [
         "0.007704", "2", "1e-05", "0.3", "128", "learned", "inf", "nan", "-0.5", "synthetic:ave?n_train=8",
-        "quick.yaml", "3.142e+30", ""]  # fmt: skip
+        "quick.yaml", "3.142e+30", "", "0.99995", "100000", "12345.6", "0.25", "5"]  # fmt: skip
+
+
+def test_the_reports_reason_of_a_failure_is_the_exceptions_line():
+    """A Ray-side failure's tag holds the end of Ray's error file (a traceback): the report shows its last line."""
+    from hsc_search.report import _reason
+
+    tail = "ray::ImplicitFunc.train()\n  File \"x.py\", line 3, in f\n    g()\n\nRuntimeError: CUDA out of memory\n\n"
+    assert _reason(tail) == "RuntimeError: CUDA out of memory"
+    assert _reason("NonFiniteLossError: non-finite loss at step 1") == "NonFiniteLossError: non-finite loss at step 1"
+    assert _reason(None) == "" and _reason("") == ""
