@@ -442,10 +442,8 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
     n_nodes = 1 if local else storage.check_visible_from_all_nodes(exp_dir)
     echo(f"search {settings.name}: {_n(settings.num_samples, 'trial')} x up to {_n(settings.max_epochs, 'epoch')}, "
          f"space {space.source}, data {data.summary()}")  # fmt: skip
-    for note in settings.unused():
+    for note in start_notes(settings, space, data):
         echo(f"note: {note}")
-    for name, where in space.unsearched.items():
-        echo(f"note: {name} is in the space but {where} fixes it at {space.fixed[name]!r}: not searched")
     for note in notes:
         echo(f"first trial: {note}")
     if warm is not None:
@@ -509,6 +507,18 @@ def _opening(tracking_uri: str | None, experiment: str):
     future = pool.submit(open_store)
     pool.shutdown(wait=False)  # the thread ends after its one call
     return future
+
+
+def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> list[str]:
+    """What the search's start says about values it was given and does not use: settings of another scheduler,
+    space parameters fixed by --set, a val_fraction for data with a val split of its own."""
+    notes = list(settings.unused())
+    for name, where in space.unsearched.items():
+        notes.append(f"{name} is in the space but {where} fixes it at {space.fixed[name]!r}: not searched")
+    if "val_fraction" in space.fixed and not data.val_carved:  # given, but there is nothing to carve
+        notes.append(f"val_fraction {space.fixed['val_fraction']!r} is not used: the data has a val split of its "
+                     f"own ({len(data.val)} clips)")  # fmt: skip
+    return notes
 
 
 def load_search_data(settings: SearchSettings, space: SearchSpace) -> AVData:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import re
 import socket
+import threading
 import time
 
 import pytest
@@ -12,6 +15,20 @@ import pytest
 from hsc_search import preflight
 from hsc_search.preflight import PreflightError
 from trainer import TrainConfig
+
+
+@contextlib.contextmanager
+def _serving(handler: type[http.server.BaseHTTPRequestHandler]):
+    """A local HTTP server on 127.0.0.1 answering with `handler`, for the test's body; yields its port."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def test_metric_must_be_reported_every_epoch():
@@ -37,9 +54,6 @@ def test_an_unreachable_tracking_server_is_named_within_the_bound():
 
 
 def test_a_server_that_is_not_mlflow_is_named(tmp_path):
-    import http.server
-    import threading
-
     class NotMlflow(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(404)
@@ -48,16 +62,9 @@ def test_a_server_that_is_not_mlflow_is_named(tmp_path):
         def log_message(self, *args):
             pass
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), NotMlflow)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with _serving(NotMlflow) as port:
         with pytest.raises(PreflightError, match="answered 404"):
-            preflight.check_tracking(url, timeout_s=2.0)
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
+            preflight.check_tracking(f"http://127.0.0.1:{port}", timeout_s=2.0)
 
 
 def test_sqlite_and_file_tracking_uris(tmp_path, monkeypatch):
@@ -191,20 +198,14 @@ def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch):
 def test_an_address_where_something_else_answers_is_not_taken_for_a_ray_head(monkeypatch):
     """A web server (e.g. Ray's dashboard at 8265, given by mistake): Ray would retry it for minutes (a search
     hung there); the pre-flight says what answers in seconds. A real head passes (tests/test_cluster.py)."""
-    import http.server
-    import threading
-
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        address = f"127.0.0.1:{server.server_port}"
+    with _serving(Quiet) as port:
+        address = f"127.0.0.1:{port}"
         t0 = time.monotonic()
         with pytest.raises(PreflightError) as e:
             preflight.check_address(address, timeout_s=2.0)
@@ -215,10 +216,6 @@ def test_an_address_where_something_else_answers_is_not_taken_for_a_ray_head(mon
                                 "ray://host:10001)")  # fmt: skip
         with pytest.raises(PreflightError, match="not a Ray head"):
             preflight.check_address(f"ray://{address}", timeout_s=2.0)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def test_a_name_in_use_is_refused_with_what_the_folder_holds(tmp_path, monkeypatch):

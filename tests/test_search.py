@@ -242,6 +242,33 @@ def test_the_search_carves_validation_with_the_fixed_val_fraction(_cache_dir):
         assert data.val_carved and len(data.val) == round(400 * fraction) and data.val_fraction == fraction
 
 
+def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp_path):
+    """Data with a val split of its own: a given val_fraction carves nothing, and the search and the trainer say
+    so (it was silently ignored, while MLflow recorded it as a param); carved data gets no note."""
+    from hsc_search.driver import load_search_data, start_notes
+    from hsc_search.settings import load_settings
+    from hsc_search.space import load_space
+
+    own = "synthetic:ave?n_train=120&n_val=30&n_test=20&dim_audio=8&dim_visual=8&num_classes=4&seed=5"
+    carved = own.replace("n_val=30", "n_val=0")
+    for spec, expected in ((own, ["val_fraction 0.25 is not used: the data has a val split of its own (30 clips)"]),
+                           (carved, [])):  # fmt: skip
+        settings = load_settings(None, {"data": spec}, ["val_fraction=0.25"])
+        space = load_space(settings.space_path(), overrides=settings.overrides)
+        assert start_notes(settings, space, load_search_data(settings, space)) == expected
+    settings = load_settings(None, {"data": own}, [])  # not given: nothing to say
+    space = load_space(settings.space_path(), overrides=settings.overrides)
+    assert start_notes(settings, space, load_search_data(settings, space)) == []
+    for spec, noted in ((own, True), (carved, False)):
+        train = subprocess.run([sys.executable, "-m", "trainer", "--data", spec, "--set", "val_fraction=0.25",
+                                "--set", "epochs=1", "--out", str(tmp_path / f"run{int(noted)}")], cwd=tmp_path,
+                               env={**_env(_cache_dir), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                               timeout=300)  # fmt: skip
+        assert train.returncode == 0, train.stderr[-2000:]
+        note = f"note: --set val_fraction=0.25 is not used: {spec} has a val split of its own (30 clips)"
+        assert (note in train.stdout) == noted, train.stdout[-2000:]
+
+
 def test_export_best_then_retrain(search, _cache_dir):
     cwd, _ = search
     proc = _cli("export-best", "--out", "best.yaml", cwd=cwd, cache=_cache_dir)
