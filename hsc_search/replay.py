@@ -131,7 +131,7 @@ def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: 
         elif not vals:
             skipped[r["trial_id"]] = f"no {metric} values"
         elif missing and max(vals) < max_epochs and missing == list(range(max(vals) + 1, max_epochs + 1)):
-            skipped[r["trial_id"]] = f"ended at epoch {max(vals)} of {max_epochs} ({r.get('outcome') or 'unknown'})"
+            skipped[r["trial_id"]] = f"ended at epoch {max(vals)} of {max_epochs} ({_why_short(r.get('outcome'))})"
         elif missing:
             skipped[r["trial_id"]] = f"no finite {metric} at epoch(s) {', '.join(map(str, missing[:5]))}"
         else:
@@ -146,6 +146,13 @@ def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: 
                           f"epochs ({why}); a stopping rule can only be replayed on trials that ran their full "
                           "budget: record a FIFO search (hsc-search run --scheduler fifo)")  # fmt: skip
     return Curves(source, metric, mode, max_epochs, trials, skipped)
+
+
+def _why_short(outcome: str | None) -> str:
+    """Why a trial has fewer epochs than the budget, as the replay's skipped list says it."""
+    if outcome is None:  # a Ray folder of a search that did not finish
+        return "stopped early or cut off: its search did not finish"
+    return outcome.replace("_", " ")
 
 
 def curves_from_ray_dir(path: str | Path) -> Curves:
@@ -170,10 +177,12 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
         raise ReplayError(f"{flag} {root}: no such folder")
     settings: dict[str, Any] = {}
     searched: set[str] | None = None
+    finished = False  # the search ended on its own: a trial that stopped short without an error was stopped
     if (root / META_FILE).is_file():
         try:
             meta = json.loads((root / META_FILE).read_text())
             settings = meta.get("settings", {}) or {}
+            finished = bool(meta.get("finished_at"))
             space_params = (meta.get("space") or {}).get("params")
             searched = set(space_params) if isinstance(space_params, dict) else None
         except (ValueError, AttributeError) as e:
@@ -217,6 +226,8 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
                 params = {}
         if outcome is None and (f.parent / "error.txt").is_file() and max(values, default=0) < (max_epochs or 0):
             outcome = "failed"  # Ray recorded an error and no retry reached the full budget
+        if outcome is None and finished and values and max_epochs:
+            outcome = "completed" if max(values) >= max_epochs else "stopped_early"
         raw.append({"trial_id": f.parent.name, "values": values, "secs": secs, "params": params,
                     "outcome": outcome, "start": start})  # fmt: skip
     raw.sort(key=lambda r: (r["start"], r["trial_id"]))

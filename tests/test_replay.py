@@ -250,11 +250,15 @@ def test_curves_from_a_ray_results_folder(tmp_path):
     assert curves.trials[0].values == [0.2, 0.3, 0.4] and curves.trials[1].values == [0.25, 0.5, 0.45]
     assert curves.trials[0].params == {"lr": "0.01", "topk": "4"}
     assert curves.trials[0].epoch_s == [2.0, 2.0, 2.0] and curves.trials[1].epoch_s == [1.0, 1.0, 1.0]
-    assert curves.skipped == {"t_short": "ended at epoch 1 of 3 (unknown)"}
+    # the folder's search did not finish (no finished_at): stopped by ASHA, or cut off with its search
+    assert curves.skipped == {"t_short": "ended at epoch 1 of 3 (stopped early or cut off: its search did not finish)"}
     assert curves.best == ("t_batch", 0.5)
     # recorded seconds: t_plain (2 s/epoch) and t_batch (1 s/epoch) side by side
     o = replay_once(curves, FIFO, [0, 1], concurrency=2, timing="recorded")
     assert o.makespan == 6.0 and o.time_to_best == 2.0 and o.to_best == 3  # t_plain e1 (t=2) after t_batch e1, e2
+    meta = json.loads((tmp_path / "search" / "hsc_search.json").read_text())
+    (tmp_path / "search" / "hsc_search.json").write_text(json.dumps({**meta, "finished_at": "2026-12-03 12:00:00"}))
+    assert curves_from_ray_dir(tmp_path / "search").skipped == {"t_short": "ended at epoch 1 of 3 (stopped early)"}
 
 
 def test_curves_from_mlflow(tmp_path):
@@ -277,7 +281,7 @@ def test_curves_from_mlflow(tmp_path):
     got = curves_from_mlflow(uri, "hsc-search", parent)
     assert [(t.trial_id, t.values) for t in got.trials] == [("c1", [0.1, 0.2, 0.3]), ("c2", [0.4, 0.35, 0.6])]
     assert got.trials[1].params == {"lr": "0.02"} and got.max_epochs == 3
-    assert got.skipped == {"c3": "ended at epoch 1 of 3 (stopped_early)"}
+    assert got.skipped == {"c3": "ended at epoch 1 of 3 (stopped early)"}
     assert curves_from_mlflow(uri, "hsc-search", None).trials == got.trials  # the latest search by default
     with pytest.raises(ReplayError, match="run 'nope' not found"):
         curves_from_mlflow(uri, "hsc-search", "nope")
