@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import yaml
 
 from trainer.config import parse_overrides
-from trainer.yamlfile import load_yaml, yaml_problem
+from trainer.yamlfile import load_yaml, wrong_kind, yaml_problem
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 DEFAULT_DATA = "synthetic:ave?n_train=1000&n_val=200&n_test=300&dim_audio=32&dim_visual=48&num_classes=10"
@@ -156,6 +156,9 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
             raise SettingsError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
         if not isinstance(values, dict):
             raise SettingsError(f"{path}: expected a mapping of setting: value")
+        wrong = wrong_kind(path, values, "search")
+        if wrong:
+            raise SettingsError(wrong)
         if "overrides" in values:  # the field's name, not a key: it would be dropped beside `set:`
             raise SettingsError(f"{path}: overrides: not a key of a search config; fixed trainer values go under "
                                 "set: (the file's --set)")  # fmt: skip

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import yaml
 
 from trainer.config import ConfigError, TrainConfig
-from trainer.yamlfile import load_yaml, yaml_problem
+from trainer.yamlfile import load_yaml, wrong_kind, yaml_problem
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -343,6 +343,9 @@ def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[s
     if not isinstance(d, dict):
         got = "an empty file" if d is None else f"a {type(d).__name__}"
         raise SpaceError(f"{source}: expected a mapping with keys {', '.join(TOP_KEYS)} at the top level, got {got}")
+    wrong = wrong_kind(source, d, "space")
+    if wrong:
+        raise SpaceError(wrong)
     bad = _Problems(source)
 
     for key in d:

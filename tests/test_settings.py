@@ -166,3 +166,42 @@ def test_a_bad_value_is_named_by_its_flag_or_its_file(tmp_path):
                             f"--grace-period must be in [1, {f}: max_epochs 2], got 5")  # fmt: skip
     with pytest.raises(SettingsError, match=r"^search settings: num_samples must be >= 1, got 0$"):
         SearchSettings(num_samples=0).validate()
+
+
+def test_a_file_of_another_kind_is_named_as_what_it_is(tmp_path):
+    """A search space given as --config, a trainer config as --space, a search config to the trainer, ...: one
+    line saying what the file is and which option takes it (it was a list of unknown keys, or one error per
+    key); a file with a typo is still told its unknown key."""
+    import dataclasses
+
+    from hsc_search.space import TOP_KEYS, SpaceError, load_space
+    from trainer.config import ConfigError, TrainConfig
+    from trainer.yamlfile import SEARCH_CONFIG_KEYS, SPACE_KEYS
+
+    # the trainer keeps its own copy of the other kinds' keys (it does not import hsc_search): kept equal here
+    assert SPACE_KEYS == set(TOP_KEYS)
+    assert SEARCH_CONFIG_KEYS == {f.name for f in dataclasses.fields(SearchSettings)} - {"overrides"} | {"set"}
+    files = {"space": "description: d\nparams:\n  lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n",
+             "search": "num_samples: 4\nmax_epochs: 3\nset:\n  lr: 0.01\n",
+             "trainer": "lr: 0.01\nepochs: 3\nhidden_dim: 32\n"}  # fmt: skip
+    paths = {}
+    for kind, text in files.items():
+        paths[kind] = tmp_path / f"{kind}.yaml"
+        paths[kind].write_text(text)
+    taker = {"trainer": "the trainer's --config", "space": "hsc-search run's --space",
+             "search": "hsc-search run's --config"}  # fmt: skip
+    name = {"trainer": "a trainer config", "space": "a search space", "search": "a search config"}
+    readers = {"trainer": (ConfigError, TrainConfig.from_yaml), "space": (SpaceError, load_space),
+               "search": (SettingsError, lambda p: load_settings(p, {}, []))}  # fmt: skip
+    for own, (error, read) in readers.items():
+        read(paths[own])  # its own kind reads
+        for kind, path in paths.items():
+            if kind == own:
+                continue
+            with pytest.raises(error) as e:
+                read(path)
+            assert str(e.value) == f"{path}: this is {name[kind]} ({taker[kind]} takes it), not {name[own]}"
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("num_sample: 4\n")  # no kind knows it: the unknown key is named as before
+    with pytest.raises(SettingsError, match=r"unknown settings \['num_sample'\]"):
+        load_settings(typo, {}, [])

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from .yamlfile import load_yaml, yaml_problem
+from .yamlfile import load_yaml, wrong_kind, yaml_problem
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 AUTO_CCA_DIM = 16  # the auto CCA head size cap (see the cca_dim help)
@@ -220,6 +220,9 @@ class TrainConfig:
             raise ConfigError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of field: value at the top level")
+        wrong = wrong_kind(path, values, "trainer")
+        if wrong:
+            raise ConfigError(wrong)
         overrides = list(overrides)
         parsed = parse_overrides(overrides)
         origins = {k: f"--set {item.strip()}" for item in overrides for k in parse_overrides([item])}

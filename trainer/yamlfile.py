@@ -4,9 +4,48 @@ except that a key given twice in one mapping is an error (PyYAML keeps the last 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
+
+# The top-level keys of the two kinds of file hsc-search reads beside the trainer's configs (kept equal to
+# hsc_search.space.TOP_KEYS and hsc_search.settings.SearchSettings's fields by tests/test_settings.py; the trainer
+# does not import hsc_search): a file given as the wrong kind is named as what it is.
+SPACE_KEYS = frozenset({"description", "fixed", "params"})
+SEARCH_CONFIG_KEYS = frozenset({
+    "address", "checkpoint_every_s", "cpus_per_trial", "data", "experiment", "gpus_per_trial", "grace_period",
+    "keep_checkpoints", "max_concurrent", "max_epochs", "max_failures", "metric", "mlflow", "mode", "name",
+    "num_samples", "reduction_factor", "scheduler", "seed", "set", "space", "storage", "tracking_uri", "warm_start",
+})  # fmt: skip
+KINDS = {  # what each kind is, and the option that takes it
+    "trainer": ("a trainer config", "the trainer's --config"),
+    "space": ("a search space", "hsc-search run's --space"),
+    "search": ("a search config", "hsc-search run's --config"),
+}
+
+
+def other_kind(keys: Iterable[Any], own: str) -> str | None:
+    """Which other kind of file (`KINDS`) a mapping with these top-level keys is, when it is clearly one: that
+    kind knows every key and more of them than `own` does. None when it is not clear (e.g. a typo)."""
+    from .config import TrainConfig
+
+    known = {"trainer": set(TrainConfig.field_names()), "space": SPACE_KEYS, "search": SEARCH_CONFIG_KEYS}
+    keys = {str(k) for k in keys}
+    if not keys or own not in known:
+        return None
+    mine = len(keys & known[own])
+    for kind, names in known.items():
+        if kind != own and keys <= names and len(keys) > mine:
+            return kind
+    return None
+
+
+def wrong_kind(path: Any, keys: Iterable[Any], own: str) -> str | None:
+    """One line for a file of another kind given where `own` was expected, else None."""
+    kind = other_kind(keys, own)
+    if kind is None:
+        return None
+    return f"{path}: this is {KINDS[kind][0]} ({KINDS[kind][1]} takes it), not {KINDS[own][0]}"
 
 
 class _StrictLoader(yaml.SafeLoader):
