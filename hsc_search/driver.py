@@ -510,9 +510,10 @@ def _opening(tracking_uri: str | None, experiment: str):
 
 
 def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> list[str]:
-    """What the search's start says about values it was given and does not use: settings of another scheduler,
-    space parameters fixed by --set, a val_fraction for data with a val split of its own."""
-    notes = list(settings.unused())
+    """What the search's start says about its data (`AVData.notes`: a modality that is constant) and about values
+    it was given and does not use: settings of another scheduler, space parameters fixed by --set, a val_fraction
+    for data with a val split of its own."""
+    notes = [*data.notes, *settings.unused()]
     for name, where in space.unsearched.items():
         notes.append(f"{name} is in the space but {where} fixes it at {space.fixed[name]!r}: not searched")
     if "val_fraction" in space.fixed and not data.val_carved:  # given, but there is nothing to carve

@@ -177,6 +177,19 @@ def test_load_data_dispatches_and_standardises(tmp_path):
     np.testing.assert_allclose(raw.train.audio, read_hdf5(path).train.audio)
 
 
+def test_a_modality_constant_over_train_is_said_once_loaded(tmp_path):
+    """All-zero audio (a feature extraction that failed) trains without an error but learns nothing from audio:
+    the data carry a note that the trainer and the search print at their start; a few constant dims do not."""
+    arrays = _arrays(n_train=30)
+    arrays["audio_train"] = np.zeros_like(arrays["audio_train"])
+    arrays["visual_train"][:, 2] = 7.0  # one constant visual dim: normal (e.g. a padding channel)
+    data = load_data(str(_write_h5(tmp_path / "zero.h5", arrays)))
+    assert data.notes == (f"{tmp_path / 'zero.h5'}: every audio feature is constant over the train clips (e.g. all "
+                          "0): nothing can be learned from audio; check how the features were extracted",)
+    assert load_data(str(_write_h5(tmp_path / "ok.h5", _arrays(n_train=30)))).notes == ()
+    assert load_data(str(tmp_path / "zero.h5"), standardize=False).notes == ()  # raw: nothing was looked at
+
+
 def _parquet_table(splits=("train", "val", "test"), multi=False, seq=False):
     rng = np.random.default_rng(2)
     rows = {"train": 20, "val": 5, "test": 7}

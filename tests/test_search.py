@@ -259,6 +259,17 @@ def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp
     settings = load_settings(None, {"data": own}, [])  # not given: nothing to say
     space = load_space(settings.space_path(), overrides=settings.overrides)
     assert start_notes(settings, space, load_search_data(settings, space)) == []
+    import h5py  # data whose audio is all zeros: said at the start too (tests/test_data.py has the note's text)
+    import numpy as np
+
+    with h5py.File(tmp_path / "zero.h5", "w") as f:
+        for split, n in (("train", 40), ("val", 10), ("test", 10)):
+            f[f"audio_{split}"], f[f"visual_{split}"] = np.zeros((n, 4)), np.random.default_rng(n).normal(size=(n, 4))
+            f[f"lab_{split}"] = np.arange(n) % 3
+    settings = load_settings(None, {"data": str(tmp_path / "zero.h5")}, [])
+    space = load_space(settings.space_path(), overrides=settings.overrides)
+    notes = start_notes(settings, space, load_search_data(settings, space))
+    assert len(notes) == 1 and "every audio feature is constant over the train clips" in notes[0], notes
     for spec, noted in ((own, True), (carved, False)):
         train = subprocess.run([sys.executable, "-m", "trainer", "--data", spec, "--set", "val_fraction=0.25",
                                 "--set", "epochs=1", "--out", str(tmp_path / f"run{int(noted)}")], cwd=tmp_path,

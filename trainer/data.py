@@ -68,6 +68,8 @@ class AVData:
         source: the spec or path it came from.
         val_carved: True when val was carved from the file's train split.
         val_fraction: the fraction of train carved as val (None when the file has a val split).
+        notes: what looks wrong in the data but does not stop training (`standardize` finds a modality whose
+            every feature dim is constant over train), said when a run or a search starts.
     """
 
     train: Split
@@ -77,6 +79,7 @@ class AVData:
     source: str
     val_carved: bool
     val_fraction: float | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def audio_dim(self) -> int:
@@ -260,16 +263,21 @@ def standardize(data: AVData) -> AVData:
         A new AVData; the input is not modified.
     """
     new = {s: {} for s in SPLITS}
+    notes = []
     for modality in MODALITIES:
         train = getattr(data.train, modality)
         flat = train.reshape(-1, train.shape[-1]).astype(np.float64)  # (N * T, D); float64 for exact sums
         mean, std = flat.mean(axis=0), flat.std(axis=0)
+        if np.all(std < STD_FLOOR):  # e.g. a feature extraction that wrote zeros: every trial would learn nothing
+            notes.append(f"{data.source}: every {modality} feature is constant over the train clips (e.g. all "
+                         f"{flat[0, 0]:g}): nothing can be learned from {modality}; check how the features were "
+                         "extracted")  # fmt: skip
         std = np.where(std < STD_FLOOR, 1.0, std)
         for split in SPLITS:
             x = getattr(getattr(data, split), modality)
             new[split][modality] = ((x - mean) / std).astype(np.float32)
     splits = {s: dataclasses.replace(getattr(data, s), **new[s]) for s in SPLITS}
-    return dataclasses.replace(data, **splits)
+    return dataclasses.replace(data, **splits, notes=(*data.notes, *notes))
 
 
 _standardize = standardize  # load_data's `standardize` flag shadows the function inside load_data

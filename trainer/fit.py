@@ -265,6 +265,8 @@ def fit(
             fh.writelines(json.dumps(h) + "\n" for h in history)
     if log and start_epoch == 1:
         log(f"data: {data.summary()}")
+        for note in data.notes:
+            log(f"warning: {note}")
         log(f"device: {dev}; losses: {', '.join(names)}; {steps_per_epoch} steps/epoch of {cfg.batch_size}")
 
     eval_net = (lambda: state.teacher) if cfg.eval_model == "teacher" else (lambda: state.model)
