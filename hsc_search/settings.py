@@ -96,6 +96,12 @@ class SearchSettings:
             why = name_problem(self.name)
             if why:
                 p.append(f"{n('name')} {self.name!r}: {why}")
+        if self.storage is not None and not self.storage.strip():  # Ray would take it for ./ray_results silently
+            p.append(f"{n('storage')} must be a folder or a URI for the search's results, got an empty string (leave "
+                     "it out for ./ray_results)")  # fmt: skip
+        if self.tracking_uri is not None and not self.tracking_uri.strip():
+            p.append(f"{n('tracking_uri')} must be an MLflow tracking URI, got an empty string (leave it out for "
+                     "MLflow's default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")  # fmt: skip
         if self.warm_start is not None and not self.warm_start.strip():
             p.append(f"{n('warm_start')} must be a parent run id or a search folder, got an empty string")
         if not self.space_path().exists():

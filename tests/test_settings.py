@@ -205,3 +205,18 @@ def test_a_file_of_another_kind_is_named_as_what_it_is(tmp_path):
     typo.write_text("num_sample: 4\n")  # no kind knows it: the unknown key is named as before
     with pytest.raises(SettingsError, match=r"unknown settings \['num_sample'\]"):
         load_settings(typo, {}, [])
+
+
+def test_an_empty_storage_or_tracking_uri_is_refused_not_taken_for_the_default(tmp_path):
+    """`--storage ''` was ./ray_results without a word (Ray's reading of an empty path), while `--experiment ''`
+    was refused; an empty tracking URI would be MLflow's default store."""
+    with pytest.raises(SettingsError) as e:
+        load_settings(None, {"storage": "", "tracking_uri": " "}, [])
+    assert str(e.value) == ("--storage must be a folder or a URI for the search's results, got an empty string (leave "
+                            "it out for ./ray_results)\n--tracking-uri must be an MLflow tracking URI, got an empty "
+                            "string (leave it out for MLflow's default: $MLFLOW_TRACKING_URI, else "
+                            "sqlite:///mlflow.db)")  # fmt: skip
+    f = tmp_path / "search.yaml"
+    f.write_text("storage: ''\n")
+    with pytest.raises(SettingsError, match=f"^{f}: storage must be a folder or a URI"):
+        load_settings(f, {}, [])
