@@ -139,9 +139,10 @@ def trial_config(client, run_id: str) -> TrainConfig:
         raise ExportError(str(e)) from None
 
 
-def check_out(out: str | Path, example: str, flag: str = "--out") -> Path:
-    """`out` can be written as a file (`runs.out_file_problem`); raises ExportError naming `flag` if not."""
-    problem = out_file_problem(out, example, flag)
+def check_out(out: str | Path, example: str, flag: str = "--out", kind: str | None = None) -> Path:
+    """`out` can be written as a file of `kind` (`runs.out_file_problem`); raises ExportError naming `flag` if
+    not."""
+    problem = out_file_problem(out, example, flag, kind)
     if problem:
         raise ExportError(problem)
     return Path(out)
@@ -177,7 +178,7 @@ def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, p
     if metric.startswith("test/"):  # as `run` refuses it (preflight.check_metric)
         raise ExportError(f"--metric {metric}: test metrics are evaluated once, after the last epoch, and must never "
                           "select models; rank by a validation metric such as val/map_avg")  # fmt: skip
-    out = check_out(out, "best_config.json" if fmt == "json" else "best_config.yaml")
+    out = check_out(out, "best_config.json" if fmt == "json" else "best_config.yaml", kind="config")
     try:
         check_store_to_read(tracking_uri)
     except StoreError as e:

@@ -174,6 +174,10 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
         raise ReplayError(f"{flag} {path}: only a local folder is read; copy the search folder here first")
     root = Path(path).expanduser()
     if not root.is_dir():
+        if root.exists():  # e.g. the MLflow database, given as the folder
+            hint = f"; an MLflow store is --tracking-uri sqlite:///{root}" if root.suffix == ".db" else ""
+            raise ReplayError(f"{flag} {root}: a file; expected the search's folder <storage>/<name>, as `hsc-search "
+                              f"run` printed it{hint}")  # fmt: skip
         raise ReplayError(f"{flag} {root}: no such folder")
     settings: dict[str, Any] = {}
     searched: set[str] | None = None
@@ -949,7 +953,7 @@ def run_replay(run_id: str | None = None, ray_dir: str | None = None, experiment
     if json_out:  # before the replay, which takes seconds to minutes
         from .runs import out_file_problem
 
-        problem = out_file_problem(json_out, "replay.json", "--json")
+        problem = out_file_problem(json_out, "replay.json", "--json", kind="replay")
         if problem:
             raise ReplayError(problem)
     curves = curves_from_ray_dir(ray_dir) if ray_dir else curves_from_mlflow(tracking_uri, experiment, run_id)

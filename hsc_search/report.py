@@ -474,7 +474,7 @@ def report_search(tracking_uri: str | None, experiment: str, parent_run_id: str 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         if out is not None:
-            out = check_out(out, REPORT_ARTIFACT)  # before anything is read: a folder given by mistake costs nothing
+            out = check_out(out, REPORT_ARTIFACT, kind="report")  # before anything is read
         check_tracking_uri(tracking_uri)
         client = client_for(tracking_uri)
         if parent_run_id is None:

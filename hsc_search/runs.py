@@ -7,6 +7,7 @@ import logging
 import math
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
@@ -152,8 +153,44 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         where = "" if tracking_uri else " (MLflow's default store in the working directory)"
+        if db.is_dir():
+            raise StoreError(f"--tracking-uri {uri}: {db} is a folder; expected the MLflow database file in it, e.g. "
+                             f"sqlite:///{db / 'mlflow.db'}")  # fmt: skip
         raise StoreError(f"no MLflow database at {db.resolve()}{where}: run this in the folder you searched from, "
                          "or pass --tracking-uri")  # fmt: skip
+    if db is not None:
+        what = mlflow_db_problem(db)
+        if what:  # MLflow would make it a new store (an empty file), or fail with a traceback
+            raise StoreError(f"--tracking-uri {uri}: {db} is not an MLflow database ({what}); expected the sqlite file a search "
+                             "wrote, e.g. sqlite:///mlflow.db")  # fmt: skip
+    elif uri.startswith("file:") or "://" not in uri:  # MLflow 3.17 refuses file stores, with a traceback
+        path = Path(uri.removeprefix("file://").removeprefix("file:"))
+        hint = f"; did you mean sqlite:///{path / 'mlflow.db'}?" if (path / "mlflow.db").is_file() else ""
+        raise StoreError(f"--tracking-uri {uri}: not a tracking URI (a plain path is MLflow's file store, which MLflow 3.17 "
+                         f"refuses); expected sqlite:///path/to/mlflow.db or http://host:port{hint}")  # fmt: skip
+
+
+def mlflow_db_problem(path) -> "str | None":
+    """Why the existing file at `path` is not an MLflow sqlite store (read-only: nothing is created or
+    changed), or None: empty, not SQLite, or SQLite without MLflow's tables."""
+    import sqlite3
+
+    path = Path(path)
+    if path.stat().st_size == 0:
+        return "an empty file"
+    try:
+        con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=5)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        if "not a database" in str(e) or getattr(e, "sqlite_errorcode", None) == 26:
+            return "not an SQLite database"
+        return None  # locked, unreadable: MLflow names that itself
+    if not {"experiments", "runs"} <= tables:
+        return "SQLite, but without MLflow's tables"
+    return None
 
 
 _MLFLOW_IMPORT = threading.Lock()
@@ -318,15 +355,61 @@ def moved_store_hint(artifact_uri: str) -> str:
             f"or copy the store's artifact folder (mlruns/) back to {root}")
 
 
-def out_file_problem(out, example: str, flag: str) -> "str | None":
+def _ours_report(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return b"<title>hsc-search report" in f.read(4096)
+
+
+def _json_object(path: Path) -> dict | None:
+    if path.stat().st_size > 256 * 2**20:  # no output of ours is near this
+        return None
+    try:
+        value = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _ours_replay(path: Path) -> bool:
+    value = _json_object(path)
+    return value is not None and {"source", "metric", "settings", "orders"} <= set(value)
+
+
+def _ours_config(path: Path) -> bool:
+    from trainer.config import TrainConfig
+
+    with open(path, "rb") as f:
+        if f.read(64).startswith(b"# Best HSC-MAE config exported by hsc-search"):
+            return True
+    value = _json_object(path)
+    return value is not None and set(value) == set(TrainConfig.field_names())
+
+
+# what each command writes, and how a file it wrote before (and may replace) is known
+OUTPUTS = {"report": ("a report hsc-search wrote", _ours_report),
+           "replay": ("a replay JSON hsc-search wrote", _ours_replay),
+           "config": ("a config export-best wrote", _ours_config)}  # fmt: skip
+
+
+def out_file_problem(out, example: str, flag: str, kind: str | None = None) -> "str | None":
     """Why `out` cannot be written as a file (a folder, a file where one of its folders should be, a folder that
-    cannot be written), naming `flag`, or None. Checked before the work whose result goes there."""
+    cannot be written, an existing file that is not an earlier output of the same kind (`OUTPUTS`): a search's
+    best config, its MLflow database, a data file), naming `flag`, or None. Checked before the work whose result
+    goes there."""
     import os
-    from pathlib import Path
 
     out = Path(out)
     if out.is_dir():
         return f"{flag} {out}: is a folder; expected the file to write, e.g. {out / example}"
+    if kind is not None and (out.exists() or out.is_symlink()):
+        what, ours = OUTPUTS[kind]
+        try:
+            replaceable = out.is_file() and ours(out)
+        except OSError:
+            replaceable = False
+        if not replaceable:
+            return (f"{flag} {out}: exists and is not {what}, so it is not overwritten; pick another file, or "
+                    "delete this one first")  # fmt: skip
     for folder in out.parents:
         if folder.exists() or folder.is_symlink():
             if not folder.is_dir():

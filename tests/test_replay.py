@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 
 import pytest
 from typer.testing import CliRunner
@@ -344,10 +345,30 @@ def test_cli_bad_sources_exit_2(tmp_path):
         (["--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow tracking server at http://127.0.0.1:9"),
         (["--run-id", "abc", "--ray-dir", str(incomplete)], "not both"),
     ]
+    (tmp_path / "empty.db").write_bytes(b"")  # MLflow would make each of these a new store, or fail in a traceback
+    (tmp_path / "text.db").write_text("not a database\n")
+    sqlite3.connect(tmp_path / "other.db").execute("CREATE TABLE t (x)").connection.commit()
+    stores = [
+        ([f"sqlite:///{tmp_path}/empty.db"], f"{tmp_path}/empty.db is not an MLflow database (an empty file)"),
+        ([f"sqlite:///{tmp_path}/text.db"], f"{tmp_path}/text.db is not an MLflow database (not an SQLite database)"),
+        ([f"sqlite:///{tmp_path}/other.db"], "other.db is not an MLflow database (SQLite, but without MLflow's tables)"),
+        ([f"sqlite:///{tmp_path}"], f"{tmp_path} is a folder; expected the MLflow database file in it"),
+        ([str(tmp_path)], "not a tracking URI (a plain path is MLflow's file store"),
+    ]
+    cases += [(["--tracking-uri", *uri], culprit) for uri, culprit in stores]
+    cases.append((["--ray-dir", str(tmp_path / "other.db")], f"--ray-dir {tmp_path / 'other.db'}: a file; expected "
+                  f"the search's folder <storage>/<name>, as `hsc-search run` printed it; an MLflow store is "
+                  f"--tracking-uri sqlite:///{tmp_path / 'other.db'}"))  # fmt: skip
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.db")}
     for args, culprit in cases:
         result = CliRunner().invoke(app, ["replay", *args])
         assert result.exit_code == 2, (args, result.output)
         assert culprit in result.output and "Traceback" not in result.output, (args, result.output)
+    for uri, culprit in stores:  # the other readers of a store: the same sentence
+        for command in (["report", "--no-log"], ["export-best", "--out", str(tmp_path / "b.yaml")]):
+            result = CliRunner().invoke(app, [*command, "--tracking-uri", *uri])
+            assert result.exit_code == 2 and culprit in result.output, (command, uri, result.output)
     assert not (tmp_path / "none.db").exists()  # no empty store created
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.db")} == before  # nothing made a store of them
     result = CliRunner().invoke(app, ["replay", "--ray-dir", str(incomplete)])
     assert "t1: ended at epoch 1 of 3" in result.output and "t2: no finite val/map_avg at epoch(s) 2" in result.output

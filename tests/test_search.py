@@ -307,6 +307,24 @@ def test_export_best_then_retrain(search, _cache_dir):
     assert (cwd / "rt" / "summary.json").exists()
     proc = _cli("export-best", "--experiment", "no-such-exp", cwd=cwd, cache=_cache_dir)
     assert proc.returncode == 2 and "no-such-exp" in proc.stderr and "Traceback" not in proc.stderr
+    # an output replaces only an earlier output of its kind: not the store, not the best config (each command
+    # overwrote any file it was given: `replay --json best.yaml` replaced the config, `report --out mlflow.db`
+    # the store)
+    kept = {n: (cwd / n).read_bytes() for n in ("mlflow.db", "best.yaml", "best.json")}
+    for args, what in ((("export-best", "--out", "mlflow.db"), "a config export-best wrote"),
+                       (("export-best", "--out", "best.yaml", "--json"), None),  # .yaml with --json: its own line
+                       (("replay", "--json", "best.yaml"), "a replay JSON hsc-search wrote"),
+                       (("report", "--no-log", "--out", "best.json"), "a report hsc-search wrote"),
+                       (("report", "--no-log", "--out", "mlflow.db"), "a report hsc-search wrote")):  # fmt: skip
+        proc = _cli(*args, cwd=cwd, cache=_cache_dir)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
+        flag, name = args[-2:] if what else (None, None)
+        if what:
+            assert proc.stderr.strip() == (f"error: {flag} {name}: exists and is not {what}, so it is not "
+                                           "overwritten; pick another file, or delete this one first"), proc.stderr
+    assert {n: (cwd / n).read_bytes() for n in kept} == kept
+    proc = _cli("export-best", "--out", "best.yaml", cwd=cwd, cache=_cache_dir)  # its own earlier output: replaced
+    assert proc.returncode == 0 and (cwd / "best.yaml").read_bytes() == kept["best.yaml"], proc.stderr
 
 
 @pytest.mark.parametrize(
