@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -217,6 +218,11 @@ def test_cli_refuses_to_start_over_a_run_and_to_resume_it_on_other_features(smal
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     other = small_spec.replace("dim_visual=", "dim_visual=1").replace("dim_audio=", "dim_audio=1")
     assert other != small_spec
+    for folder, what in ((tmp_path / "none", "is not there"),
+                         (tmp_path, "holds no run (no config.yaml, metrics.jsonl or checkpoint)")):  # fmt: skip
+        proc = _run_cli("--data", small_spec, "--out", str(folder), "--resume")  # it said: config.yaml: cannot read
+        assert proc.returncode == 2 and proc.stderr.strip() == (f"error: --out {folder} {what}: nothing to resume; "
+                                                                "start a run there without --resume"), proc.stderr
     proc = _run_cli("--data", other, "--out", str(out), "--resume", "--set=epochs=2")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "resume: the checkpoint was trained on other features than" in proc.stderr
@@ -237,7 +243,7 @@ def test_cli_refuses_to_start_over_a_run_and_to_resume_it_on_other_features(smal
         (["--set", "batch_size=2"], ["--set batch_size=2", "batch_size must be >= 8"]),
         (["--device", "gpu"], ["--device gpu", "expected auto, cpu, cuda or cuda:N"]),
         (["--device", "cuda:99"], ["--device cuda:99"]),  # no CUDA here; a GPU machine has fewer than 100
-        (["--resume"], ["config.yaml"]),  # nothing to resume in a fresh folder
+        (["--resume"], ["nothing to resume"]),  # a fresh folder
     ],
 )
 def test_cli_bad_input_fails_cleanly(args, needle, small_spec, tmp_path):
@@ -247,6 +253,24 @@ def test_cli_bad_input_fails_cleanly(args, needle, small_spec, tmp_path):
     assert "Traceback" not in proc.stderr
     for n in needle:
         assert n in proc.stderr
+
+
+def test_cli_a_file_in_the_wrong_place_and_a_closed_pipe(tmp_path, small_spec):
+    """The data file as --config (a UnicodeDecodeError traceback), a file as --out (FileExistsError), and
+    `--help-config | head` (BrokenPipeError): one line, or nothing, each."""
+    data = tmp_path / "f.h5"
+    data.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    proc = _run_cli("--data", small_spec, "--config", str(data), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and proc.stderr.strip() == (f"error: {data}: not UTF-8 text (byte 0); expected a "
+                                                            "YAML trainer config"), proc.stderr  # fmt: skip
+    proc = _run_cli("--data", small_spec, "--out", str(data))
+    assert proc.returncode == 2 and proc.stderr.strip() == (f"error: --out {data} is a file; expected the run "
+                                                            "folder to write (or, with --resume, to continue)")
+    assert data.read_bytes().startswith(b"\x89HDF")
+    # a reader that has gone before the first line is written (as `| head` can be): EPIPE on every write
+    proc = subprocess.run(f"{shlex.quote(sys.executable)} -m trainer --help-config | true", shell=True, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
 def test_cli_bad_hdf5_names_file_and_key(tmp_path, small_spec):
@@ -303,6 +327,10 @@ def test_resume_refuses_a_changed_config_and_allows_more_epochs(small_data, tmp_
         fit(cfg.replace(lr=3e-3, hidden_dim=32), small_data, resume_from=ckpt, log=None)
     msg = str(info.value)
     assert "hidden_dim (checkpoint 64, now 32)" in msg and "lr (checkpoint 0.001, now 0.003)" in msg
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match="resume: epochs 1 is below the 2 epochs the checkpoint has trained"):
+        fit(cfg.replace(epochs=1), small_data, out_dir=tmp_path / "r", resume_from=ckpt, log=None)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == before  # not `epochs: 1`
     longer = fit(cfg.replace(epochs=3), small_data, resume_from=ckpt, log=None)
     assert [h["epoch"] for h in longer.history] == [1, 2, 3]
 

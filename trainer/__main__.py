@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,16 +44,27 @@ def build_parser(prog: str = "python -m trainer") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
     args = build_parser(prog).parse_args(argv)
     if args.help_config:
-        print(describe())
+        try:
+            print(describe(), flush=True)
+        except BrokenPipeError:  # `--help-config | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so Python's exit flush stays quiet
         return 0
     if args.resume and args.out is None:
         print("error: --resume needs --out (the run folder to continue)", file=sys.stderr)
         return 2
     out = args.out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out} is a file; expected the run folder to write (or, with --resume, to continue)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     held = [n for n in RUN_FILES if (out / n).exists()]
     if held and not args.resume:  # a new run would replace that run's config, metrics and checkpoint
         print(f"error: --out {out} holds a run already ({', '.join(held)}): continue it with --resume, or pick "
               "another --out (nothing was changed)", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.resume and not held:
+        what = "is not there" if not out.exists() else "holds no run (no config.yaml, metrics.jsonl or checkpoint)"
+        print(f"error: --out {out} {what}: nothing to resume; start a run there without --resume", file=sys.stderr)
         return 2
     config = args.config or (out / "config.yaml" if args.resume else EXAMPLE_CONFIG)
     try:

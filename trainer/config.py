@@ -211,9 +211,11 @@ class TrainConfig:
         override is reported against the flag (`--set key=value`), not the file."""
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+        except UnicodeDecodeError as e:  # e.g. the data file given as --config
+            raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); expected a YAML trainer config") from None
         try:
             values = load_yaml(text) or {}
         except yaml.YAMLError as e:

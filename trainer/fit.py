@@ -229,6 +229,10 @@ def fit(
         cfg = config.resolve(len(data.train), data.audio_dim, data.visual_dim)
     else:
         cfg = resume_config(_saved_config(ckpt, len(data.train)), config, data)
+        if cfg.epochs < ckpt["epoch"]:  # the run folder would say `epochs: 2` beside 3 epochs of metrics
+            raise ConfigError(f"resume: epochs {cfg.epochs} is below the {ckpt['epoch']} epochs the checkpoint has "
+                              "trained; a resume can only train on (a larger epochs, or the same to rewrite its "
+                              "summary): start a new run to train fewer")  # fmt: skip
     train, val = DeviceSplit.from_split(data.train, dev), DeviceSplit.from_split(data.val, dev)
     steps_per_epoch = len(train) // cfg.batch_size
     sched = Schedule(
