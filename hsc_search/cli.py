@@ -388,7 +388,7 @@ def train(ctx: typer.Context) -> None:
 @app.command("synth-data")
 def synth_data(
     name: str = typer.Argument(..., help="ave or vegas (public sizes and dimensions by default)."),
-    out: Path = typer.Argument(..., help="HDF5 file to write (AVE/VEGAS feature layout)."),
+    out: Path = typer.Argument(..., help="HDF5 file to write, named .h5 or .hdf5 (AVE/VEGAS feature layout)."),
     set_: List[str] = typer.Option([], "--set", help="Generator option KEY=VALUE, e.g. n_train=800, mismatch=0.2.",
                               metavar="KEY=VALUE"),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists (by default an existing file is "

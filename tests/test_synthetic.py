@@ -232,6 +232,12 @@ def test_write_synthetic_layout_and_cli(tmp_path, capsys):
     assert f"{tmp_path} is a folder" in capsys.readouterr().err
     assert main(["ave", str(out), "--set", "n_train=40", "--set", "n_test=10", "--force"]) == 0
     assert len(load_data(str(out)).train) == 40
+    for name in ("x.parquet", "x.csv", "x"):  # HDF5 under another name: the trainer would read it by its name
+        assert main(["ave", str(tmp_path / name), "--set", "n_train=30"]) == 2
+        assert capsys.readouterr().err.strip() == (f"error: {tmp_path / name}: the data is written as HDF5, which the "
+                                                   "trainer knows by the name's extension; name it .h5 or .hdf5")
+        assert not (tmp_path / name).exists()
+    assert main(["ave", str(tmp_path / "X.HDF5"), "--set", "n_train=30", "--set", "n_test=10"]) == 0
 
 
 def test_load_data_rejects_bad_synthetic_option_before_generating(tmp_path, monkeypatch):

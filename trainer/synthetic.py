@@ -391,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace the output file if it exists")
     args = parser.parse_args(argv)
     name = args.name.removeprefix("synthetic:")
+    if Path(args.out).suffix.lower() not in (".h5", ".hdf5") and not os.path.isdir(args.out):
+        print(f"error: {args.out}: the data is written as HDF5, which the trainer knows by the name's extension; "
+              "name it .h5 or .hdf5", file=sys.stderr)  # fmt: skip
+        return 2
     if os.path.lexists(args.out) and not (args.force and not os.path.isdir(args.out)):
         what = "is a folder" if os.path.isdir(args.out) else "exists already"
         hint = "; pass --force to replace it" if what == "exists already" else ""
