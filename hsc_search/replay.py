@@ -71,6 +71,7 @@ class Curves:
     max_epochs: int
     trials: list[TrialCurve]
     skipped: dict[str, str] = field(default_factory=dict)  # trial id -> why its curve is not replayed
+    finished: bool | None = None  # the recorded search ended on its own (None: not known)
 
     @classmethod
     def from_values(cls, values: dict[str, Sequence[float]], mode: str = "max", metric: str = DEFAULT_METRIC,
@@ -110,9 +111,11 @@ class Recorded:
     max_epochs: int | None
     raw: list[dict]
     settings: dict[str, Any] = field(default_factory=dict)  # the search's settings as recorded (MLflow: strings)
+    finished: bool | None = None  # the search ended on its own, not interrupted or still running (None: not known)
 
 
-def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: list[dict]) -> Curves:
+def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: list[dict],
+              finished: bool | None = None) -> Curves:  # fmt: skip
     """Curves from raw per-trial records {trial_id, values: {epoch: v}, secs: {epoch: s}, params, outcome}, in
     start order. A curve is complete when it has a finite value at every epoch 1..max_epochs (max_epochs, when
     unknown, is the longest curve); the others are skipped with the reason. No complete curve is an error."""
@@ -145,7 +148,7 @@ def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: 
         raise ReplayError(f"no complete curves in {source}: none of its {len(raw)} trials ran all {max_epochs} "
                           f"epochs ({why}); a stopping rule can only be replayed on trials that ran their full "
                           "budget: record a FIFO search (hsc-search run --scheduler fifo)")  # fmt: skip
-    return Curves(source, metric, mode, max_epochs, trials, skipped)
+    return Curves(source, metric, mode, max_epochs, trials, skipped, finished)
 
 
 def _why_short(outcome: str | None) -> str:
@@ -158,7 +161,7 @@ def _why_short(outcome: str | None) -> str:
 def curves_from_ray_dir(path: str | Path) -> Curves:
     """The complete curves of a search from its Ray results folder (`read_ray_dir`)."""
     rec = read_ray_dir(path)
-    return _complete(rec.source, rec.metric, rec.mode, rec.max_epochs, rec.raw)
+    return _complete(rec.source, rec.metric, rec.mode, rec.max_epochs, rec.raw, rec.finished)
 
 
 def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
@@ -181,7 +184,8 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
         raise ReplayError(f"{flag} {root}: no such folder")
     settings: dict[str, Any] = {}
     searched: set[str] | None = None
-    finished = False  # the search ended on its own: a trial that stopped short without an error was stopped
+    finished: bool | None = None  # the search ended on its own: a trial that stopped short without an error was
+    # stopped; None for a folder without our record
     if (root / META_FILE).is_file():
         try:
             meta = json.loads((root / META_FILE).read_text())
@@ -235,7 +239,7 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
         raw.append({"trial_id": f.parent.name, "values": values, "secs": secs, "params": params,
                     "outcome": outcome, "start": start})  # fmt: skip
     raw.sort(key=lambda r: (r["start"], r["trial_id"]))
-    return Recorded(f"Ray folder {root}", metric, mode, max_epochs, raw, settings)
+    return Recorded(f"Ray folder {root}", metric, mode, max_epochs, raw, settings, finished)
 
 
 def _check_store(uri: str) -> None:
@@ -252,7 +256,7 @@ def _check_store(uri: str) -> None:
 def curves_from_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id: str | None = None) -> Curves:
     """The complete curves of a search from MLflow (`read_mlflow`)."""
     rec = read_mlflow(tracking_uri, experiment, run_id)
-    return _complete(rec.source, rec.metric, rec.mode, rec.max_epochs, rec.raw)
+    return _complete(rec.source, rec.metric, rec.mode, rec.max_epochs, rec.raw, rec.finished)
 
 
 def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id: str | None = None) -> Recorded:
@@ -307,7 +311,7 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
 
         raise ReplayError(f"cannot read MLflow at {uri}: {http_failure(e)}") from None
     return Recorded(f"MLflow run {pid} ({parent.info.run_name or 'unnamed'}) at {uri}", metric, mode,
-                    _int(settings.get("max_epochs")), raw, settings)  # fmt: skip
+                    _int(settings.get("max_epochs")), raw, settings, parent.info.status == "FINISHED")  # fmt: skip
 
 
 def _int(v: Any) -> int | None:
@@ -871,6 +875,8 @@ def render(report: ReplayReport) -> str:
         f"{len(c.trials)} complete curves x {c.max_epochs} epochs, {c.metric} ({c.mode}); best recorded {best:.4f} "
         f"(trial {tid}); target {threshold_of(c, report.tolerance):.4f} (tolerance {report.tolerance:g})",
         *left_out,
+        *(["warning: the recorded search did not finish (interrupted, or still running): only the trials it got to "
+           "are replayed; replay it once `hsc-search resume` has finished it"] if c.finished is False else []),
         f"{report.orders} random orders (seed {report.seed}), {report.concurrency} trials at once, "
         f"{'one time unit per epoch' if report.timing == 'epoch' else 'recorded seconds per epoch'}; "
         f"replayed in {report.seconds:.1f} s",
@@ -914,6 +920,7 @@ def to_json(report: ReplayReport) -> dict:
         "max_epochs": c.max_epochs,
         "trials": [{"trial_id": t.trial_id, "score": c.score(t), "params": t.params} for t in c.trials],
         "skipped": c.skipped,
+        "search_finished": c.finished,
         "best_recorded": {"trial_id": c.best[0], "score": c.best[1]},
         "target": threshold_of(c, report.tolerance),
         "tolerance": report.tolerance,

@@ -23,6 +23,7 @@ from hsc_search.replay import (
     orders_for,
     parse_setting,
     quartiles,
+    render,
     replay,
     replay_once,
 )
@@ -225,10 +226,13 @@ def _write_lines(path, rows):
 
 def _ray_folder(root, complete_only: bool = False):
     """A hand-written search folder: hsc_search.json (3 epochs), t_plain (a line per epoch), t_batch (epochs 1-2
-    in one line's hsc/epochs_json, epoch 3 plain), t_short (stopped at epoch 1), started in that order."""
+    in one line's hsc/epochs_json, epoch 3 plain), t_short (stopped at epoch 1), started in that order; with
+    `complete_only`, without t_short and finished."""
     root.mkdir(parents=True)
-    (root / "hsc_search.json").write_text(json.dumps({"settings": {"metric": "val/map_avg", "mode": "max",
-                                                                   "max_epochs": 3}}))  # fmt: skip
+    meta = {"settings": {"metric": "val/map_avg", "mode": "max", "max_epochs": 3}}
+    if complete_only:  # a search that finished (the other one has not: t_short may have been cut off)
+        meta["finished_at"] = "2026-12-03 12:00:00"
+    (root / "hsc_search.json").write_text(json.dumps(meta))
     _write_lines(root / "t_plain" / "result.json", [
         {"epoch": e, "val/map_avg": v, "time/epoch_s": 2.0, "timestamp": 1000 + e, "time_total_s": e}
         for e, v in [(1, 0.2), (2, 0.3), (3, 0.4)]])  # fmt: skip
@@ -257,9 +261,14 @@ def test_curves_from_a_ray_results_folder(tmp_path):
     # recorded seconds: t_plain (2 s/epoch) and t_batch (1 s/epoch) side by side
     o = replay_once(curves, FIFO, [0, 1], concurrency=2, timing="recorded")
     assert o.makespan == 6.0 and o.time_to_best == 2.0 and o.to_best == 3  # t_plain e1 (t=2) after t_batch e1, e2
+    unfinished = ("warning: the recorded search did not finish (interrupted, or still running): only the trials it "
+                  "got to are replayed; replay it once `hsc-search resume` has finished it")  # fmt: skip
+    assert curves.finished is False and unfinished in render(replay(curves, [FIFO], orders=2))
     meta = json.loads((tmp_path / "search" / "hsc_search.json").read_text())
     (tmp_path / "search" / "hsc_search.json").write_text(json.dumps({**meta, "finished_at": "2026-12-03 12:00:00"}))
-    assert curves_from_ray_dir(tmp_path / "search").skipped == {"t_short": "ended at epoch 1 of 3 (stopped early)"}
+    curves = curves_from_ray_dir(tmp_path / "search")
+    assert curves.skipped == {"t_short": "ended at epoch 1 of 3 (stopped early)"} and curves.finished is True
+    assert unfinished not in render(replay(curves, [FIFO], orders=2))
 
 
 def test_curves_from_mlflow(tmp_path):
@@ -283,6 +292,9 @@ def test_curves_from_mlflow(tmp_path):
     assert [(t.trial_id, t.values) for t in got.trials] == [("c1", [0.1, 0.2, 0.3]), ("c2", [0.4, 0.35, 0.6])]
     assert got.trials[1].params == {"lr": "0.02"} and got.max_epochs == 3
     assert got.skipped == {"c3": "ended at epoch 1 of 3 (stopped early)"}
+    assert got.finished is False  # its parent run is still RUNNING
+    client.set_terminated(parent)
+    assert curves_from_mlflow(uri, "hsc-search", parent).finished is True
     assert curves_from_mlflow(uri, "hsc-search", None).trials == got.trials  # the latest search by default
     with pytest.raises(ReplayError, match="run 'nope' not found"):
         curves_from_mlflow(uri, "hsc-search", "nope")
