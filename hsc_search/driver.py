@@ -32,9 +32,10 @@ from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
 from .report import publish_report
-from .runs import REPORT_ARTIFACT, TAG_KIND, client_for, experiment_tags, import_mlflow, tag_experiment, trial_outcome
+from .runs import (REPORT_ARTIFACT, TAG_KIND, client_for, experiment_tags, import_mlflow, score_key, sqlite_path,
+                   tag_experiment, trial_outcome)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
-from .settings import SearchSettings
+from .settings import SearchSettings, _without_password
 from .space import SearchSpace, load_space, load_space_dict
 from .tracking import MlflowTracker, reconcile
 from .writer import Writer
@@ -776,13 +777,27 @@ def _warm_tags(warm: WarmStart) -> dict[str, str]:
             f"{TAG_WARM_START}.line": warm.line()[:5000]}  # fmt: skip
 
 
+def resolved_tracking_uri(uri: str | None) -> str:
+    """The store a search logs to: `uri`, else MLflow's default ($MLFLOW_TRACKING_URI, else sqlite:///mlflow.db),
+    a relative sqlite path made absolute (it is read later from other folders)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    db = sqlite_path(uri)
+    return f"sqlite:///{db.resolve()}" if db is not None and not db.is_absolute() else uri
+
+
 def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: SearchSpace) -> None:
     from mlflow.entities import Param
 
     flat = {k: v for k, v in settings.to_dict().items() if k != "overrides"}
+    # the defaults as they resolved (a param `None` told nothing): the store and folder this search is in
+    flat["tracking_uri"] = _without_password(resolved_tracking_uri(settings.tracking_uri))  # params are public
+    flat["storage"] = storage.resolve(settings.storage)
     flat.update({f"set.{k}": v for k, v in settings.overrides.items()})
     client.log_batch(parent_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
-    client.log_text(parent_id, yaml.safe_dump(settings.to_dict(), sort_keys=False), "search_config.yaml")
+    shown = settings.to_dict()
+    if shown.get("tracking_uri"):  # a database URI's password stays out of the store everyone reads
+        shown["tracking_uri"] = _without_password(shown["tracking_uri"])
+    client.log_text(parent_id, yaml.safe_dump(shown, sort_keys=False), "search_config.yaml")
     client.log_text(parent_id, yaml.safe_dump(space.to_dict(), sort_keys=False), "search_space.yaml")
 
 
@@ -805,7 +820,7 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrup
             storage.write_text(storage.join(exp_dir, BEST_CONFIG), best_path.read_text())
         client.log_artifact(parent_id, str(best_path))
         client.set_tag(parent_id, "hsc.best_run_id", best.run_id)
-        metrics = {f"best/{settings.metric}": best.score}
+        metrics = {score_key(settings.metric, settings.mode): best.score}  # as its trials name their score
         metrics.update({f"best/{k}": v for k, v in best.final.items() if k.startswith("test/")})
         from mlflow.entities import Metric
 

@@ -113,6 +113,12 @@ def test_parent_has_summary_table_best_config_and_plots(search):
     assert {"best_config.yaml", "search_config.yaml", "search_space.yaml", "summary", "plots"} <= arts
     assert {a.path for a in client.list_artifacts(pid, "summary")} == {"summary/trials.parquet", "summary/trials.csv"}
     assert "plots/best_so_far.png" in {a.path for a in client.list_artifacts(pid, "plots")}
+    # the defaults as they resolved, not `None`; the parent's score is named as its trials' are
+    assert parents[0].data.params["tracking_uri"] == f"sqlite:///{(cwd / 'mlflow.db').resolve()}"
+    assert parents[0].data.params["storage"] == str((cwd / "ray_results").resolve())
+    best_child = max(children, key=lambda c: c.data.metrics["best/max/val/map_avg"])
+    assert parents[0].data.metrics["best/max/val/map_avg"] == best_child.data.metrics["best/max/val/map_avg"]
+    assert "best/val/map_avg" not in parents[0].data.metrics
     table = pq.read_table(client.download_artifacts(pid, "summary/trials.parquet", str(cwd))).to_pylist()
     assert len(table) == TRIALS
     by_run = {c.info.run_id: c for c in children}
@@ -211,6 +217,24 @@ def mlflow_server(search, tmp_path):
     server = MlflowServer(cwd / "mlflow.db", tmp_path / "artifacts").start()
     yield server.url
     server.stop()
+
+
+def test_a_database_password_stays_out_of_the_parent_run(tmp_path):
+    """The search's params and search_config.yaml are read by everyone with the store: a postgresql:// URI's
+    password is masked there (it was logged as given)."""
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.driver import _log_search_inputs
+    from hsc_search.settings import load_settings
+    from hsc_search.space import load_space
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    run = client.create_run(client.create_experiment("e")).info.run_id
+    settings = load_settings(None, {"tracking_uri": "postgresql://ana:s3cret@127.0.0.1:5432/mlflow"}, [])
+    _log_search_inputs(client, run, settings, load_space(settings.space_path()))
+    assert client.get_run(run).data.params["tracking_uri"] == "postgresql://ana:***@127.0.0.1:5432/mlflow"
+    logged = Path(client.download_artifacts(run, "search_config.yaml", str(tmp_path))).read_text()
+    assert "s3cret" not in logged and "postgresql://ana:***@127.0.0.1:5432/mlflow" in logged
 
 
 def test_runs_read_back_over_http(search, mlflow_server):
