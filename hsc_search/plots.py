@@ -4,6 +4,7 @@ thread. Each trial's two pictures are SVG text (`trial_plots.py`), made for ever
 from __future__ import annotations
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def best_so_far_figure(scores: list[float | None], outcomes: list[str], mode: str, metric: str) -> Figure:
@@ -32,6 +33,7 @@ def best_so_far_figure(scores: list[float | None], outcomes: list[str], mode: st
         ax.scatter(*zip(*other), s=22, marker=".", color="C7", label="unfinished")
     ax.step(xs_best, ys_best, where="post", color="C2", label="best so far")
     ax.set(title=f"{metric} by trial", xlabel="trial (start order)", ylabel=metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers: no 1.5, 2.5
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig

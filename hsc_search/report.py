@@ -3,7 +3,7 @@
 Drawn from MLflow alone (`search_record.read_search`), so `hsc-search report` writes it for any search,
 including ones made before it existed. Sections: every trial's objective over epochs coloured by outcome with
 ASHA's rungs marked; the best so far against the order trials started in and against the epochs trained in
-all; parallel coordinates and parameter importance (`optuna.visualization`, on a study rebuilt from the runs);
+all; parallel coordinates (drawn here) and parameter importance (Optuna's), on a study rebuilt from the runs;
 the best trial's loss weights and canonical-correlation spectrum; the table of trials.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import logging
+import math
 import time
 import warnings
 from pathlib import Path
@@ -72,6 +73,14 @@ def _better(a: float, b: float, mode: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- figures
+def integer_axis(n: int | None) -> dict:
+    """Axis settings for counts (epochs, trials) up to n: whole numbers only, at most about 12 ticks (plotly
+    otherwise labels 1.5, 2.5 on short ranges)."""
+    n = max(1, int(n or 1))
+    step = next(s * 10**k for k in range(12) for s in (1, 2, 5) if n / (s * 10**k) <= 12)
+    return dict(tickmode="linear", tick0=0, dtick=step, tickformat="d")
+
+
 def curves_figure(rec: SearchRecord):
     """Every trial's objective per epoch, coloured by outcome; ASHA's rungs as dashed lines; where a trial
     stopped, a cross."""
@@ -98,7 +107,7 @@ def curves_figure(rec: SearchRecord):
                       annotation_position="top left")  # fmt: skip
     fig.update_layout(title=f"{rec.metric} of every trial by epoch (thick: the best trial)", xaxis_title="epoch",
                       yaxis_title=rec.metric, legend_title="outcome", height=460)  # fmt: skip
-    fig.update_xaxes(dtick=1 if (rec.max_epochs or 0) <= 20 else None)
+    fig.update_xaxes(**integer_axis(max([rec.max_epochs or 0, *(e for t in rec.trials for e, _, _ in t.curve)])))
     return fig
 
 
@@ -141,8 +150,8 @@ def best_so_far_figure(rec: SearchRecord):
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(shape="hv", color="#2ca02c", width=2),
                              name="best so far", legendgroup="best", showlegend=False,
                              hovertemplate="%{x} epochs: best %{y:.4f}<extra></extra>"), 1, 2)  # fmt: skip
-    fig.update_xaxes(title_text="trial (start order)", dtick=1 if len(rec.trials) <= 30 else None, row=1, col=1)
-    fig.update_xaxes(title_text="epochs trained, all trials", row=1, col=2)
+    fig.update_xaxes(title_text="trial (start order)", **integer_axis(len(rec.trials)), row=1, col=1)
+    fig.update_xaxes(title_text="epochs trained, all trials", **integer_axis(len(points)), row=1, col=2)
     fig.update_yaxes(title_text=rec.metric, row=1, col=1)
     fig.update_layout(title=f"best {rec.metric} so far", height=420)
     return fig
@@ -168,7 +177,8 @@ def optuna_study(rec: SearchRecord):
             if value is None or not d._contains(d.to_internal_repr(value)):
                 continue
             params[name], pdists[name] = value, d
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=pdists, value=t.row.score))
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=pdists, value=t.row.score,
+                                                  user_attrs={"name": t.row.name}))  # fmt: skip
         n += 1
     return study if n >= 2 else None
 
@@ -212,12 +222,131 @@ def _typed(raw: str, dist) -> Any:
         return None
 
 
-def parallel_figure(rec: SearchRecord, study):
-    import optuna.visualization as ov
+# ---- parallel coordinates (ours: Optuna's draws a near-white low end and a numeric `None` tick)
+# plotly's Blues from its middle on: the worst trial still a clear mid blue on white, the best a dark navy
+PAR_COLORSCALE = [[0.0, "rgb(107,174,214)"], [0.25, "rgb(66,146,198)"], [0.5, "rgb(33,113,181)"],
+                  [0.75, "rgb(8,81,156)"], [1.0, "rgb(8,48,107)"]]  # fmt: skip
+NOT_USED = "not used"  # the tick of a trial that has no value for a (conditional) parameter
+_MISSING_Y = -0.2  # where such trials cross that axis: below its values, apart from them
+_MIN_GAP = 0.15  # the least distance between two tick labels of one axis, in axis heights
 
-    fig = ov.plot_parallel_coordinate(study, target_name=rec.metric)
-    fig.update_layout(title=f"parallel coordinates: every scored trial, {rec.metric} best over epochs "
-                            "(ASHA-stopped trials at the epochs they ran)", height=460)  # fmt: skip
+
+def _nice_ticks(lo: float, hi: float, n: int = 4, integer: bool = False) -> list[float]:
+    """Round values (1, 2, 5 x 10^k steps) between lo and hi, about n of them."""
+    if hi <= lo:
+        return [lo]
+    raw = (hi - lo) / n
+    step = 10 ** math.floor(math.log10(raw))
+    step *= next(m for m in (1, 2, 5, 10) if m * step >= raw)
+    if integer:
+        step = max(1.0, round(step))
+    first = math.ceil(lo / step - 1e-9) * step
+    return [round(first + i * step, 12) for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Round values between lo and hi (> 0) for a log axis: decades, or 1-2-5 (or 1-9) multiples of them."""
+    for mults in ((1,), (1, 2, 5), tuple(range(1, 10))):
+        ticks = [m * 10.0**k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+                 for m in mults if lo <= m * 10.0**k <= hi]  # fmt: skip
+        if len(ticks) >= 2:
+            return ticks[:: max(1, len(ticks) // 6)]
+    return _nice_ticks(lo, hi)
+
+
+def _axis(label: str, values: list, dist=None) -> dict:
+    """One axis of the chart: each trial's height on it (0-1, _MISSING_Y where it has no value) and its ticks
+    (position, text): the lowest and highest value, round values between them that do not crowd those, and
+    NOT_USED below the values when some trial has none."""
+    from optuna.distributions import CategoricalDistribution
+
+    present = [v for v in values if v is not None]
+    if isinstance(dist, CategoricalDistribution):
+        cats = [c for c in dist.choices if c in present]
+        if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in cats):
+            cats.sort()
+        pos = {c: (i / (len(cats) - 1) if len(cats) > 1 else 0.5) for i, c in enumerate(cats)}
+        ys = [pos[v] if v is not None else _MISSING_Y for v in values]
+        ticks = [(pos[c], str(c)) for c in cats]
+        texts = {v: str(v) for v in present}
+    else:
+        log = bool(getattr(dist, "log", False)) and min(present) > 0
+        integer = type(dist).__name__ == "IntDistribution" or all(float(v).is_integer() for v in present)
+        f = math.log10 if log else float
+        lo, hi = f(min(present)), f(max(present))
+
+        def y(v: float) -> float:
+            return 0.5 if hi == lo else (f(v) - lo) / (hi - lo)
+
+        def fmt(v: float) -> str:
+            return str(int(round(v))) if integer else f"{v:.3g}"
+
+        ys = [y(v) if v is not None else _MISSING_Y for v in values]
+        ends = [min(present), max(present)] if hi > lo else [min(present)]
+        ticks = [(y(v), fmt(v)) for v in ends]
+        inner = _log_ticks(min(present), max(present)) if log else _nice_ticks(min(present), max(present),
+                                                                               integer=integer)  # fmt: skip
+        for v in inner:
+            if all(abs(y(v) - p) >= _MIN_GAP for p, _ in ticks):
+                ticks.append((y(v), fmt(v)))
+        texts = {v: fmt(v) if integer else f"{v:.4g}" for v in present}
+    if len(present) < len(values):
+        ticks.append((_MISSING_Y, NOT_USED))
+    hover = [texts[v] if v is not None else NOT_USED for v in values]
+    return dict(label=label, ys=ys, ticks=sorted(ticks), hover=hover)
+
+
+def parallel_figure(rec: SearchRecord, study):
+    """Every scored trial as a line across its objective value and parameters, coloured by its value (darker:
+    better; the best trial thicker, drawn on top). A trial without a conditional parameter crosses that axis
+    at NOT_USED, below the values."""
+    import plotly.graph_objects as go
+    from plotly.colors import sample_colorscale
+
+    trials = sorted(study.trials, key=lambda t: t.value, reverse=rec.mode == "min")  # worst first, best on top
+    names = sorted({p for t in trials for p in t.params})
+    dists = {p: next(t.distributions[p] for t in trials if p in t.distributions) for p in names}
+    axes = [_axis(rec.metric, [t.value for t in trials])]
+    axes += [_axis(p, [t.params.get(p) for t in trials], dists[p]) for p in names]
+    values = [t.value for t in trials]
+    lo, hi = min(values), max(values)
+    shade = [0.5 if hi == lo else (v - lo) / (hi - lo) for v in values]
+    if rec.mode == "min":
+        shade = [1 - s for s in shade]
+    colors = sample_colorscale(PAR_COLORSCALE, shade)
+    xs = list(range(len(axes)))
+    fig = go.Figure()
+    for k, t in enumerate(trials):
+        best = k == len(trials) - 1
+        name = t.user_attrs.get("name", f"trial {t.number}")
+        fig.add_trace(go.Scatter(
+            x=xs, y=[a["ys"][k] for a in axes], mode="lines+markers", showlegend=False,
+            line=dict(color=colors[k], width=3.5 if best else 2), marker=dict(size=5, color=colors[k]),
+            customdata=[f"{a['label']}: {a['hover'][k]}" for a in axes],
+            hovertemplate=f"{html.escape(name)}<br>%{{customdata}}<extra></extra>",
+        ))  # fmt: skip
+    fig.add_trace(go.Scatter(
+        x=[None, None], y=[None, None], mode="markers", showlegend=False, hoverinfo="skip",
+        marker=dict(color=[lo, hi], cmin=lo, cmax=hi if hi > lo else lo + 1e-9, colorscale=PAR_COLORSCALE,
+                    reversescale=rec.mode == "min", showscale=True,
+                    colorbar=dict(title=dict(text=f"{rec.metric}<br>(darker: better)", side="top"), thickness=14)),
+    ))  # fmt: skip
+    missing = any(tick[1] == NOT_USED for a in axes for tick in a["ticks"])
+    annotations = [dict(x=i, y=p, text=text, showarrow=False, xanchor="right", xshift=-5,
+                        bgcolor="rgba(255,255,255,0.85)", borderpad=0,  # readable over the lines
+                        font=dict(size=10, color="#888" if text == NOT_USED else "#444",
+                                  style="italic" if text == NOT_USED else "normal"))
+                   for i, a in enumerate(axes) for p, text in a["ticks"]]  # fmt: skip
+    shapes = [dict(type="line", x0=i, x1=i, y0=0, y1=1, line=dict(color="#888", width=1), layer="below") for i in xs]
+    fig.update_layout(
+        title=f"parallel coordinates: every scored trial, {rec.metric} best over epochs "
+              "(ASHA-stopped trials at the epochs they ran)",
+        xaxis=dict(tickmode="array", tickvals=xs, ticktext=[a["label"] if len(a["label"]) < 22 else a["label"][:19] + "..."
+                                                             for a in axes],
+                   range=(-0.45, len(axes) - 0.7), showgrid=False, zeroline=False),
+        yaxis=dict(range=(_MISSING_Y - 0.08 if missing else -0.08, 1.06), visible=False, fixedrange=True),
+        annotations=annotations, shapes=shapes, hovermode="closest", height=460,
+    )  # fmt: skip
     return fig
 
 
@@ -270,7 +399,8 @@ def weights_figure(rec: SearchRecord):
             pts = rec.best_history[key]
             fig.add_trace(go.Scatter(x=[e for e, _ in pts], y=[v for _, v in pts], mode="lines+markers",
                                      name=key), 1, col)  # fmt: skip
-    fig.update_xaxes(title_text="epoch")
+    fig.update_xaxes(title_text="epoch", **integer_axis(max((e for v in rec.best_history.values() for e, _ in v),
+                                                             default=1)))  # fmt: skip
     fig.update_layout(title=f"best trial {html.escape(rec.best.row.name)}: loss weights", height=400)
     return fig
 
@@ -293,7 +423,7 @@ def spectrum_figure(rec: SearchRecord):
     fig.add_trace(go.Heatmap(z=z, x=[f"rho_{i:02d}" for i in range(width)], y=epochs, zmin=0, zmax=1,
                              colorscale="Viridis", colorbar=dict(title="rho", x=1.02)), 1, 2)  # fmt: skip
     fig.update_yaxes(title_text="rho", range=[0, 1.02], row=1, col=1)
-    fig.update_yaxes(title_text="epoch", row=1, col=2)
+    fig.update_yaxes(title_text="epoch", **integer_axis(epochs[-1]), row=1, col=2)
     fig.update_layout(title=f"best trial {html.escape(rec.best.row.name)}: canonical correlations (validation)",
                       height=420, legend=dict(x=0.38))  # fmt: skip
     return fig
@@ -315,8 +445,8 @@ def _table(rec: SearchRecord) -> str:
                  r.run_id, *([_reason(r.error)] if errors else [])]  # fmt: skip
         cls = ' class="best"' if t is rec.best else ""
         rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table>")  # fmt: skip
+    return ('<div class="table-wrap"><table><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")  # fmt: skip
 
 
 def _reason(error: str | None) -> str:
@@ -330,9 +460,13 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1250px; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 .meta { color: #555; } .note { color: #666; font-size: 0.9em; }
+.table-wrap { overflow-x: auto; max-width: 100%; }  /* a wide table scrolls in its box, not the page */
 table { border-collapse: collapse; font-size: 0.85em; } td, th { border: 1px solid #ddd; padding: 3px 6px; }
 th { background: #f4f4f4; } tr.best td { background: #e8f5e9; font-weight: 600; }
 """
+
+
+TOP_MARGIN, TITLE_TOP = 100, 34  # px: the modebar takes the figure's top ~30 px, the title the next ~25
 
 
 def render(rec: SearchRecord, source: str = "", computed: dict | None = None) -> str:
@@ -356,7 +490,9 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         if fig is None:
             parts.append('<p class="note">not enough trials with a score to draw this.</p>')
             return
-        fig.update_layout(template="plotly_white", margin=dict(t=60, b=50))
+        # the title below plotly's toolbar (the modebar, top right), subplot titles below the title
+        fig.update_layout(template="plotly_white", margin=dict(t=TOP_MARGIN, b=50),
+                          title=dict(yref="container", y=1, yanchor="top", pad=dict(t=TITLE_TOP)))  # fmt: skip
         parts.append(fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False}))
 
     counts: dict[str, int] = {}

@@ -24,14 +24,17 @@ class Panel:
     xlabel: str
     series: list[tuple[str, list[float], list[float]]] = field(default_factory=list)  # (label, xs, ys)
     ylim: tuple[float, float] | None = None
+    integer_x: bool = False  # whole-number ticks only (epochs: no 1.5, 2.5)
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+def _ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> list[float]:
     if hi <= lo:
         hi = lo + 1.0
     raw = (hi - lo) / n
     step = 10 ** math.floor(math.log10(raw))
     step *= next(m for m in (1, 2, 5, 10) if m * step >= raw)
+    if integer:
+        step = max(1, round(step))
     first = math.ceil(lo / step) * step
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
@@ -63,7 +66,7 @@ def _panel(p: Panel, x0: int) -> list[str]:
     for t in _ticks(lo, hi):
         out.append(f'<line x1="{x0 + LEFT}" x2="{x0 + LEFT + pw}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" stroke="#eee"/>')
         out.append(f'<text x="{x0 + LEFT - 4}" y="{sy(t) + 4:.1f}" text-anchor="end" font-size="10">{_fmt(t)}</text>')
-    for t in _ticks(xlo, xhi):
+    for t in _ticks(xlo, xhi, integer=p.integer_x):
         out.append(f'<text x="{sx(t):.1f}" y="{TOP + ph + 14}" text-anchor="middle" font-size="10">{_fmt(t)}</text>')
     for i, (label, xs_, ys_) in enumerate(p.series):
         color = COLORS[i % len(COLORS)]
@@ -95,8 +98,9 @@ def _series(history: History, prefix: str) -> dict[str, tuple[list[int], list[fl
 def loss_weights_svg(history: History) -> str:
     """Effective loss weights and log-variances s_i against epochs."""
     return svg([
-        Panel("effective loss weight", "epoch", [(n, *xy) for n, xy in _series(history, "weight/").items()]),
-        Panel("log-variance s", "epoch", [(n, *xy) for n, xy in _series(history, "logvar/").items()]),
+        Panel("effective loss weight", "epoch", [(n, *xy) for n, xy in _series(history, "weight/").items()],
+              integer_x=True),
+        Panel("log-variance s", "epoch", [(n, *xy) for n, xy in _series(history, "logvar/").items()], integer_x=True),
     ])  # fmt: skip
 
 
@@ -106,8 +110,9 @@ def cca_spectrum_svg(history: History) -> str:
     series = _series(history, "cca/rho_")
     names = sorted(series, key=int)
     epochs = sorted({e for x, _ in series.values() for e in x})
-    spectrum = Panel("canonical correlation spectrum (val)", "component (0 = rho_00, the largest)", ylim=(0, 1))
-    over_time = Panel("top canonical correlations over epochs", "epoch", ylim=(0, 1))
+    spectrum = Panel("canonical correlation spectrum (val)", "component (0 = rho_00, the largest)", ylim=(0, 1),
+                     integer_x=True)
+    over_time = Panel("top canonical correlations over epochs", "epoch", ylim=(0, 1), integer_x=True)
     if epochs:
         for e in sorted({epochs[0], epochs[len(epochs) // 2], epochs[-1]}):
             ys = [dict(zip(*series[n])).get(e) for n in names]

@@ -147,6 +147,7 @@ def test_the_search_in_a_real_browser(served):
             assert section in text, section
         assert n >= 5
         assert all(t.info.run_name in text for t in trials)
+        check_report_layout(d)  # no page-wide scrolling, titles clear of the modebar, no 'None' tick
         height = d.execute_script("return document.body.scrollHeight")
         d.set_window_size(1300, min(int(height) + 150, 8000))
         d.save_screenshot(str(SHOTS / "5-report.png"))
@@ -223,3 +224,129 @@ def test_report_for_a_search_made_before_the_report_existed(tmp_path, _cache_dir
     assert client.get_experiment(exp.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert re.search(r"in MLflow: http://127\.0\.0\.1:5000/#/experiments/\d+/runs/\w+\?workflowType=machine_learning",
                      rep.stdout)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- readability
+# Fast checks on the report's figures and page, drawn from a made-up search (no search, no MLflow): a conditional
+# parameter (weight_lr only with learned weighting), a wide table, and short (3 epochs) and long searches.
+SPACE = {"params": {"lr": {"type": "float", "low": 3.0e-4, "high": 1.0e-2, "log": True},
+                    "topk": {"type": "int", "low": 0, "high": 8},
+                    "loss_weighting": {"type": "categorical", "choices": ["learned", "fixed"]},
+                    "weight_lr": {"type": "float", "low": 1.0e-3, "high": 5.0e-2, "log": True,
+                                  "when": {"loss_weighting": "learned"}}}}  # fmt: skip
+
+
+def _record(epochs: int = 3, n: int = 6):
+    from hsc_search.export import TrialRow
+    from hsc_search.search_record import SearchRecord, Trial
+
+    trials = []
+    for i in range(n):
+        learned = i % 3 != 2
+        params = {"lr": str(0.001 + 0.0013 * i), "topk": str(i % 9), "loss_weighting": "learned" if learned else "fixed",
+                  **({"weight_lr": str([0.01, 0.009228, 0.03007, 0.002][i % 4])} if learned else {}),
+                  **{f"effective.a_rather_long_resolved_setting_{k}": "some_long_value" for k in range(8)}}  # fmt: skip
+        curve = [(e, 0.3 + 0.02 * i + 0.01 * e, 1000 * (i * epochs + e)) for e in range(1, epochs + 1)]
+        row = TrialRow(run_id=f"{i:032x}", trial_id=f"t{i}", name=f"train_trial_{i:08x}", outcome="completed",
+                       status="FINISHED", epochs=epochs, seconds=1.0, score=max(v for _, v, _ in curve), params=params,
+                       start_time=i)  # fmt: skip
+        trials.append(Trial(row, i, curve))
+    hist = {f"{p}/{k}": [(e, 0.5 + 0.01 * e) for e in range(1, epochs + 1)] for p in ("weight", "logvar")
+            for k in ("nce", "rec")}  # fmt: skip
+    return SearchRecord(parent_run_id="p" * 32, experiment_id="1", name="made-up", settings={}, metric="val/map_avg",
+                        mode="max", max_epochs=epochs, trials=trials, best=trials[-1], milestones=[1], space=SPACE,
+                        best_history=hist, best_spectrum={e: [0.9 - 0.1 * k for k in range(8)] for e in range(1, epochs + 1)})  # fmt: skip
+
+
+def _luminance(color: str) -> float:
+    """Relative luminance (WCAG) of an 'rgb(r, g, b)' colour: white 1, the Blues scale's white end 0.96."""
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+           for c in (float(x) / 255 for x in re.findall(r"[\d.]+", color)[:3])]  # fmt: skip
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def test_parallel_coordinates_are_readable():
+    """Every line shows on white (no near-white low end); a trial without a conditional parameter crosses its
+    axis at 'not used', never a numeric 'None'; one axis's tick labels do not crowd each other."""
+    from hsc_search import report
+
+    rec = _record()
+    fig = report.parallel_figure(rec, report.optuna_study(rec))
+    scales = [t.marker.colorscale for t in fig.data if t.marker is not None and t.marker.showscale]
+    assert scales and all(_luminance(s[0][1]) < 0.5 for s in scales), scales
+    lines = [t for t in fig.data if t.mode and "lines" in t.mode]
+    assert len(lines) == len(rec.trials) and all(_luminance(t.line.color) < 0.5 for t in lines)
+    texts = [a.text for a in fig.layout.annotations]
+    assert "None" not in texts and texts.count(report.NOT_USED) == 1, texts
+    by_axis: dict = {}
+    for a in fig.layout.annotations:
+        by_axis.setdefault(a.x, []).append(a.y)
+    for ys in by_axis.values():
+        ys = sorted(ys)
+        assert all(b - a >= 0.1 for a, b in zip(ys, ys[1:])), ys  # was 0.00923 and 0.01 on top of each other
+
+
+@pytest.mark.parametrize("epochs", [2, 3, 60])
+def test_epoch_axes_have_whole_numbers_only(epochs):
+    """Epoch (and trial-count) axes tick at whole numbers only: no 1.5, 2.5 in a 2-3 epoch search."""
+    from hsc_search import report, trial_plots
+
+    rec = _record(epochs)
+    figs = [report.curves_figure(rec), report.best_so_far_figure(rec), report.weights_figure(rec),
+            report.spectrum_figure(rec)]  # fmt: skip
+    axes = [(f.layout.title.text, ax) for f in figs for name, ax in f.layout.to_plotly_json().items()
+            if name.startswith(("xaxis", "yaxis")) and "epoch" in str(ax.get("title", {}).get("text", ""))]  # fmt: skip
+    assert len(axes) == 5, [t for t, _ in axes]  # curves, all epochs trained, 2 x loss weights, CCA heatmap
+    for title, ax in axes:
+        assert ax.get("tickformat") == "d" and ax.get("tickmode") == "linear", (title, ax)
+        assert float(ax["dtick"]).is_integer() and ax["dtick"] >= 1 and epochs / ax["dtick"] <= 12, (title, ax)
+    # the trial's own SVG pictures logged to MLflow: the x tick labels sit just below each panel
+    y = trial_plots.TOP + (trial_plots.H - trial_plots.TOP - trial_plots.BOTTOM) + 14
+    hist = {**rec.best_history, **{f"cca/rho_{k:02d}": [(e, 0.5) for e in range(1, epochs + 1)] for k in range(3)}}
+    for svg in (trial_plots.loss_weights_svg(hist), trial_plots.cca_spectrum_svg(hist)):
+        ticks = re.findall(rf'y="{y}"[^>]*>([^<]+)</text>', svg)
+        assert ticks and all(re.fullmatch(r"\d+", t) for t in ticks), ticks
+
+
+# the page as rendered: nothing wider than the window, titles clear of plotly's toolbar (modebar), no 'None' tick
+LAYOUT_JS = """
+const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
+const overlap = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+const clash = [];
+for (const p of plots) {
+  const bar = p.querySelector('.modebar');
+  if (!bar) { clash.push('no modebar'); continue; }
+  const r = bar.getBoundingClientRect();
+  for (const t of p.querySelectorAll('.g-gtitle text, .annotation-text-g text'))
+    if (overlap(r, t.getBoundingClientRect())) clash.push(t.textContent);
+}
+const par = plots.find(p => (p.layout.title.text || '').startsWith('parallel coordinates'));
+return {scroll: document.documentElement.scrollWidth, width: window.innerWidth, clash: clash,
+        plots: plots.length, parTicks: par ? Array.from(par.querySelectorAll('.annotation-text-g text'),
+                                                       t => t.textContent) : null};
+"""
+
+
+def check_report_layout(driver) -> dict:
+    got = driver.execute_script(LAYOUT_JS)
+    assert got["scroll"] <= got["width"], got  # the trials table scrolls in its own box, not the page
+    assert got["clash"] == [], got  # a title under the modebar
+    assert got["parTicks"] and "None" not in got["parTicks"], got
+    return got
+
+
+@pytest.mark.skipif(browser.missing() is not None and os.environ.get("HSC_SKIP_BROWSER") == "1",
+                    reason="HSC_SKIP_BROWSER=1 and no Chromium")  # fmt: skip
+def test_report_page_layout_in_a_real_browser(tmp_path):
+    assert browser.missing() is None, browser.missing()
+    from hsc_search import report
+
+    path = tmp_path / "report.html"
+    path.write_text(report.render(_record()))
+    with browser.chromium() as d:
+        d.set_window_size(1300, 1000)
+        d.get(path.as_uri())
+        n = browser.wait_for(d, "document.querySelectorAll('.js-plotly-plot .main-svg').length", 30, "the plots")
+        assert n >= 5 and browser.script_errors(d) == []
+        got = check_report_layout(d)
+        assert "not used" in got["parTicks"], got
