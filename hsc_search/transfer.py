@@ -14,16 +14,22 @@ second import duplicates every run.
 A copy is idempotent: each copied run carries `hsc.import.source_run` (set when the copy starts) and
 `hsc.import.source_uri` (set when it is complete). A run already copied completely is skipped; one whose
 copy was cut short is deleted and copied again.
+
+Mistakes stop before anything is created or changed: both stores are checked first (read-only: a sqlite source
+must be an MLflow database; a sqlite destination an MLflow database or a new file in an existing folder; not the
+same store twice), then everything about the source, and only then is the destination opened (which creates a
+new sqlite store). An experiment created in a local sqlite destination keeps its artifacts beside that file.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from .runs import http_failure, missing_artifact_dir, moved_store_hint
+from .runs import http_failure, missing_artifact_dir, mlflow_db_problem, moved_store_hint, sqlite_path
 
 TAG_SOURCE_RUN = "hsc.import.source_run"
 TAG_SOURCE_URI = "hsc.import.source_uri"
@@ -58,9 +64,7 @@ def check_uri(uri: str, role: str) -> str:
         path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
         if not path or path == ":memory:":
             raise TransferError(f"{flag} {uri}: expected sqlite:///RELATIVE/PATH.db or sqlite:////ABSOLUTE/PATH.db")
-        if role == "from" and not Path(path).is_file():
-            raise TransferError(f"{flag} {uri}: no such file {Path(path).absolute()} (MLflow would create an empty "
-                                "store; run this where the searches ran, or give the full path)")
+        _check_sqlite(uri, Path(path), role)
     elif scheme in ("http", "https"):
         import urllib.request
 
@@ -77,10 +81,77 @@ def check_uri(uri: str, role: str) -> str:
     return uri
 
 
-def _store(uri: str):
+def _check_sqlite(uri: str, db: Path, role: str) -> None:
+    """Read-only checks of a sqlite store, so that a mistake stops before MLflow creates or changes a file: the
+    source must be an MLflow database; the destination an MLflow database or a new file in an existing folder
+    (MLflow would create the missing folders, or turn any existing file, even an empty one, into a new store)."""
+    flag = f"--{role}"
+    if db.is_dir():
+        raise TransferError(f"{flag} {uri}: {db.absolute()} is a folder; expected the MLflow database file, e.g. "
+                            f"sqlite:///{(db / 'mlflow.db').absolute()}")  # fmt: skip
+    if role == "from" and not db.is_file():
+        raise TransferError(f"{flag} {uri}: no such file {db.absolute()} (MLflow would create an empty "
+                            "store; run this where the searches ran, or give the full path)")  # fmt: skip
+    if role == "to" and not db.exists():
+        folder = db.absolute().parent
+        if not folder.is_dir():
+            gone = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise TransferError(f"{flag} {uri}: the folder {folder} {gone}; expected an existing MLflow database "
+                                "or a new file in an existing folder (create the folder or fix the path)")  # fmt: skip
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise TransferError(f"{flag} {uri}: cannot create {db.absolute()}: the folder {folder} is not "
+                                "writable; expected a new file in a folder you can write to")  # fmt: skip
+        return
+    what = mlflow_db_problem(db)
+    if what:
+        expected = "the sqlite file a search wrote, e.g. sqlite:///mlflow.db"
+        if role == "to":
+            expected = ("an MLflow database to add the runs to, or a path where no file is yet (a new store is "
+                        "made there)")
+        raise TransferError(f"{flag} {uri}: {db.absolute()} is not an MLflow database ({what}); expected {expected}")
+
+
+def _canonical_url(uri: str) -> str:
+    """A server or database URI with the spelling differences that name the same place removed: case of the
+    scheme and host, localhost for 127.0.0.1, a default port, trailing slashes."""
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(uri.strip())
+        host = (u.hostname or "").lower()
+        host = "127.0.0.1" if host in ("localhost", "::1") else host
+        port = u.port or {"http": 80, "https": 443}.get(u.scheme.lower())
+    except ValueError:
+        return uri.strip().rstrip("/")
+    user = f"{u.username}@" if u.username else ""
+    return f"{u.scheme.lower()}://{user}{host}:{port}{u.path.rstrip('/')}?{u.query}"
+
+
+def same_store(source_uri: str, dest_uri: str) -> bool:
+    """Whether two tracking URIs name one store: sqlite files compared as files (relative, absolute, `./`,
+    symlinked spellings of one file), other URIs as normalised text."""
+    a, b = sqlite_path(source_uri), sqlite_path(dest_uri)
+    if a is not None or b is not None:
+        if a is None or b is None:
+            return False
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    return _canonical_url(source_uri) == _canonical_url(dest_uri)
+
+
+def _local_artifact_root(uri: str) -> str | None:
+    """For a local sqlite store: `mlruns/` beside its database file (absolute), where the experiments a copy
+    creates keep their artifacts, so that the copy does not depend on the folder import-runs ran in (MLflow's
+    default is ./mlruns of the working directory). None for any other store (a server decides itself)."""
+    db = sqlite_path(uri)
+    return None if db is None else str(db.absolute().parent / "mlruns")
+
+
+def _store(uri: str, artifact_root: str | None = None):
     from mlflow.tracking._tracking_service.utils import _get_store
 
-    return _get_store(uri)
+    return _get_store(uri, artifact_root)
 
 
 def _all_runs(client, experiment_id: str) -> list:
@@ -181,14 +252,17 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
                   echo: Callable[[str], None] = print) -> TransferReport:  # fmt: skip
     """Copies every run of the named experiments (default: all active experiments) from `source_uri` to
     `dest_uri`. Safe to run again: what was copied completely before is skipped."""
-    from mlflow.tracking import MlflowClient
-
     check_uri(source_uri, "from")
     check_uri(dest_uri, "to")
-    if source_uri.rstrip("/") == dest_uri.rstrip("/"):
-        raise TransferError(f"--from and --to are the same store ({source_uri})")
-    src, dst = MlflowClient(tracking_uri=source_uri), MlflowClient(tracking_uri=dest_uri)
-    dst_store = _store(dest_uri)
+    if same_store(source_uri, dest_uri):
+        where = sqlite_path(source_uri)
+        raise TransferError(f"--to {dest_uri}: the same store as --from {source_uri}"
+                            + (f" ({where.absolute()})" if where is not None else "")
+                            + "; expected another store to copy the runs into")  # fmt: skip
+    from mlflow.tracking import MlflowClient
+
+    # everything about the source is checked before the destination is opened (opening a sqlite store creates it)
+    src = MlflowClient(tracking_uri=source_uri)
     if experiments:
         exps = []
         for name in experiments:
@@ -199,13 +273,22 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
             exps.append(exp)
     else:
         exps = src.search_experiments()
+    runs_of = {exp.experiment_id: _all_runs(src, exp.experiment_id) for exp in exps}
+    if not any(runs_of.values()):
+        names = ", ".join(e.name for e in exps) or "none"
+        raise TransferError(f"--from {source_uri}: no runs to copy (experiments: {names}); expected the store "
+                            "a search logged to")  # fmt: skip
+    root = _local_artifact_root(dest_uri)
+    dst_store = _store(dest_uri, root)  # first: a new sqlite store gets its Default experiment's folder there too
+    dst = MlflowClient(tracking_uri=dest_uri)
     report = TransferReport()
     for exp in exps:
-        runs = _all_runs(src, exp.experiment_id)
+        runs = runs_of[exp.experiment_id]
         if not runs and exp.name == "Default":
             continue
         target = dst.get_experiment_by_name(exp.name)
-        dst_exp_id = target.experiment_id if target else dst.create_experiment(exp.name)
+        # a new experiment in a local sqlite store keeps its artifacts beside that store (see _local_artifact_root)
+        dst_exp_id = target.experiment_id if target else dst_store.create_experiment(exp.name, None, None)
         for k, v in exp.tags.items():
             if not k.startswith("mlflow.") or k in ("mlflow.note.content", "mlflow.experimentKind"):
                 dst.set_experiment_tag(dst_exp_id, k, v)

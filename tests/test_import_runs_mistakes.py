@@ -1,0 +1,167 @@
+"""`hsc-search import-runs` given the wrong store: the same store twice (spelled differently), a file that is not an
+MLflow database (text, HDF5, empty, SQLite of something else), a destination folder that does not exist, an
+experiment or runs that are not in the source. Each stops in well under a second with exit code 2 and one line
+naming the flag and the file, before anything is created or changed. And a copy into a local sqlite file keeps
+its artifacts beside that file, not in the folder the command ran in. A tiny store, no server: seconds in all."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HSC = str(Path(sys.executable).parent / "hsc-search")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """An MLflow sqlite store with experiment `hsc-search`: a search run and one trial (a metric history and a
+    config.yaml artifact), its artifacts under mlruns/ beside the database. Built once; tests copy it."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("template")
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    exp = client.create_experiment("hsc-search", artifact_location=str(folder / "mlruns" / "1"))
+    parent = client.create_run(exp, run_name="search", start_time=1_000).info.run_id
+    trial = client.create_run(exp, run_name="trial_a", start_time=2_000, tags={"mlflow.parentRunId": parent})
+    trial = trial.info.run_id
+    client.log_batch(trial, metrics=[Metric("val/map_avg", 0.1 * s, 5_000 + s, s) for s in (1, 2, 3)])
+    client.log_text(trial, "lr: 0.001\n", "config.yaml")
+    client.set_terminated(trial, end_time=9_000)
+    client.set_terminated(parent, end_time=9_999)
+    return folder
+
+
+@pytest.fixture()
+def here(template, tmp_path) -> Path:
+    """A folder searched in: mlflow.db and its mlruns/ (copied from the template, so the store's artifact
+    locations still name the template's folder), plus files that are not MLflow stores."""
+    shutil.copy(template / "mlflow.db", tmp_path / "mlflow.db")
+    (tmp_path / "notadb.db").write_text("not a database\n")
+    (tmp_path / "features.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(504))  # an HDF5 file's signature
+    (tmp_path / "empty.txt").write_bytes(b"")
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "other.sqlite")
+    con.execute("CREATE TABLE notes (text TEXT)")
+    con.commit()
+    con.close()
+    return tmp_path
+
+
+def _snapshot(*folders: Path) -> dict[str, str]:
+    """Every file and folder under `folders` with a hash of its bytes: what must stay as it was."""
+    out = {}
+    for folder in folders:
+        for p in sorted(folder.rglob("*")):
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+    return out
+
+
+def _refused(cwd: Path, *args: str, needle: str) -> str:
+    """Runs `hsc-search import-runs ARGS` in `cwd`; it must fail in seconds, exit 2, with one line holding
+    `needle`, and leave `cwd` as it was."""
+    before = _snapshot(cwd)
+    r = subprocess.run([HSC, "import-runs", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    assert r.returncode == 2, (args, r.returncode, r.stdout, r.stderr[-3000:])
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr, (args, lines)
+    assert _snapshot(cwd) == before, args  # nothing created, nothing changed
+    return lines[0]
+
+
+def test_the_same_store_spelled_differently_is_refused(here):
+    """The default --from sqlite:///mlflow.db against an absolute, `./` or symlinked spelling of the same file:
+    the runs were copied into their own store again."""
+    db = here / "mlflow.db"
+    (here / "link.db").symlink_to(db)
+    for args in (["--to", f"sqlite:///{db}"], ["--to", "sqlite:///./mlflow.db"], ["--to", "sqlite:///link.db"],
+                 ["--from", f"sqlite:///{db}", "--to", "sqlite:///mlflow.db"]):  # fmt: skip
+        line = _refused(here, *args, needle="the same store as --from")
+        assert line.startswith(f"error: --to {args[-1]}:") and str(db) in line, line
+
+
+def test_the_same_server_spelled_differently_is_one_store():
+    from hsc_search.transfer import same_store
+
+    assert same_store("http://localhost:5000/", "http://127.0.0.1:5000")
+    assert same_store("HTTP://127.0.0.1", "http://127.0.0.1:80/")
+    assert not same_store("http://127.0.0.1:5000", "http://127.0.0.1:5001")
+    assert not same_store("sqlite:///mlflow.db", "http://127.0.0.1:5000")
+
+
+@pytest.mark.parametrize("name, what", [("notadb.db", "not an SQLite database"),
+                                        ("features.h5", "not an SQLite database"),
+                                        ("empty.txt", "an empty file"),
+                                        ("other.sqlite", "SQLite, but without MLflow's tables")])  # fmt: skip
+def test_a_file_that_is_not_an_mlflow_store_is_refused(here, name, what):
+    """--from: it was a traceback (text, HDF5), or an empty file became a new store and '0 run(s) copied' (exit 0)
+    with a new destination; --to: a traceback, or MLflow's tables written into someone else's file."""
+    path = here / name
+    _refused(here, "--from", f"sqlite:///{name}", "--to", "sqlite:///copy.db",
+             needle=f"--from sqlite:///{name}: {path} is not an MLflow database ({what})")
+    _refused(here, "--to", f"sqlite:///{name}",
+             needle=f"--to sqlite:///{name}: {path} is not an MLflow database ({what})")
+    _refused(here, "--to", f"sqlite:///{here}", needle=f"--to sqlite:///{here}: {here} is a folder")
+
+
+def test_a_destination_folder_that_does_not_exist_is_refused(here):
+    missing = here / "nonexistent4"
+    _refused(here, "--to", f"sqlite:///{missing / 'team.db'}",
+             needle=f"--to sqlite:///{missing / 'team.db'}: the folder {missing} does not exist")
+    assert not missing.exists()
+
+
+def test_source_mistakes_stop_before_the_destination_is_created(here, tmp_path_factory):
+    """An experiment not in the source was refused after the destination store had been created."""
+    team = here / "team3.db"
+    _refused(here, "--to", f"sqlite:///{team}", "--experiment", "hsc-serch",
+             needle="--experiment 'hsc-serch': not in sqlite:///mlflow.db; it has: Default, hsc-search")
+    assert not team.exists()
+    from mlflow.tracking import MlflowClient
+
+    bare = tmp_path_factory.mktemp("bare")
+    MlflowClient(f"sqlite:///{bare / 'mlflow.db'}").search_experiments()  # a store without runs
+    _refused(bare, "--to", f"sqlite:///{team}",
+             needle="--from sqlite:///mlflow.db: no runs to copy (experiments: Default)")
+    assert not team.exists()
+
+
+def test_a_copy_into_a_local_sqlite_file_keeps_its_artifacts_beside_it(template, tmp_path, monkeypatch):
+    """They went to ./mlruns of the folder import-runs ran in: deleting that folder lost the copy's artifacts.
+    An experiment that is already in the destination keeps its own artifact location."""
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.transfer import copy_searches
+
+    src = tmp_path / "laptop"
+    src.mkdir()
+    shutil.copy(template / "mlflow.db", src / "mlflow.db")  # its artifact locations name the template's mlruns/
+    (tmp_path / "team").mkdir()
+    monkeypatch.chdir(src)
+    dst_uri = f"sqlite:///{tmp_path / 'team' / 'team.db'}"
+    report = copy_searches("sqlite:///mlflow.db", dst_uri, echo=lambda s: None)
+    assert (report.copied, report.artifact_files) == (2, 1)
+    assert not (src / "mlruns").exists()  # where MLflow put the copy's artifacts
+    monkeypatch.chdir(tmp_path)
+    shutil.rmtree(src)
+    dst = MlflowClient(dst_uri)
+    exp = dst.get_experiment_by_name("hsc-search")
+    assert exp.artifact_location == str(tmp_path / "team" / "mlruns" / exp.experiment_id)
+    trial = dst.search_runs([exp.experiment_id], "attributes.run_name = 'trial_a'")[0]
+    assert trial.info.artifact_uri.startswith(str(tmp_path / "team" / "mlruns"))
+    got = dst.download_artifacts(trial.info.run_id, "config.yaml", dst_path=str(tmp_path))
+    assert Path(got).read_text() == "lr: 0.001\n"
+
+    other, team2 = tmp_path / "elsewhere", f"sqlite:///{tmp_path / 'team' / 'team2.db'}"
+    MlflowClient(team2).create_experiment("hsc-search", artifact_location=str(other))
+    copy_searches(f"sqlite:///{template / 'mlflow.db'}", team2, echo=lambda s: None)
+    client2 = MlflowClient(team2)
+    copied = client2.search_runs([client2.get_experiment_by_name("hsc-search").experiment_id],
+                                 "attributes.run_name = 'trial_a'")[0]  # fmt: skip
+    assert copied.info.artifact_uri.startswith(str(other))
