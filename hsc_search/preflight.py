@@ -169,9 +169,9 @@ def grpc_problem(host: str, port: int, timeout_s: float) -> str | None:
     return f"it answered {shown!r}..., not HTTP/2 as gRPC does"
 
 
-def _check_database(uri: str, scheme: str, timeout_s: float) -> None:
+def _check_database(uri: str, scheme: str, timeout_s: float, advice: str = ", or search with --no-mlflow") -> None:
     """A database server behind a postgresql://, mysql:// or mssql:// URI accepts a connection (the password
-    is never printed)."""
+    is never printed); `advice` ends the sentence of a server that does not answer."""
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
@@ -188,8 +188,8 @@ def _check_database(uri: str, scheme: str, timeout_s: float) -> None:
         scheme == "mysql" and host == "localhost")  # fmt: skip
     why = tcp_problem(host, port, timeout_s) if tcp else None
     if why is not None:
-        raise PreflightError(f"--tracking-uri {shown}: no database answers at {host}:{port} ({why}); start it, "
-                             "fix the URI, or search with --no-mlflow")  # fmt: skip
+        raise PreflightError(f"--tracking-uri {shown}: no database answers at {host}:{port} ({why}); start it"
+                             f"{', fix the URI' if advice else ' or fix the URI'}{advice}")  # fmt: skip
     args = {"connect_timeout": max(1, int(timeout_s))} if scheme in ("postgresql", "mysql") else {}
     try:
         engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=args)

@@ -134,7 +134,7 @@ def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: 
         elif not vals:
             skipped[r["trial_id"]] = f"no {metric} values"
         elif missing and max(vals) < max_epochs and missing == list(range(max(vals) + 1, max_epochs + 1)):
-            skipped[r["trial_id"]] = f"ended at epoch {max(vals)} of {max_epochs} ({_why_short(r.get('outcome'))})"
+            skipped[r["trial_id"]] = f"ended at epoch {max(vals)} of {max_epochs} ({_why_short(r.get('outcome'), finished)})"
         elif missing:
             skipped[r["trial_id"]] = f"no finite {metric} at epoch(s) {', '.join(map(str, missing[:5]))}"
         else:
@@ -151,10 +151,11 @@ def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: 
     return Curves(source, metric, mode, max_epochs, trials, skipped, finished)
 
 
-def _why_short(outcome: str | None) -> str:
+def _why_short(outcome: str | None, finished: bool | None) -> str:
     """Why a trial has fewer epochs than the budget, as the replay's skipped list says it."""
-    if outcome is None:  # a Ray folder of a search that did not finish
-        return "stopped early or cut off: its search did not finish"
+    if outcome is None:  # a Ray folder: of a search that did not finish, or without our record
+        return ("stopped early or cut off: its search did not finish" if finished is False else
+                "stopped early or cut off: the folder has no search record to tell")  # fmt: skip
     return outcome.replace("_", " ")
 
 
@@ -190,7 +191,7 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
         try:
             meta = json.loads((root / META_FILE).read_text())
             settings = meta.get("settings", {}) or {}
-            finished = bool(meta.get("finished_at"))
+            finished = True if meta.get("finished_at") else False if isinstance(meta, dict) else None
             space_params = (meta.get("space") or {}).get("params")
             searched = set(space_params) if isinstance(space_params, dict) else None
         except (ValueError, AttributeError) as e:
@@ -239,6 +240,10 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
         raw.append({"trial_id": f.parent.name, "values": values, "secs": secs, "params": params,
                     "outcome": outcome, "start": start})  # fmt: skip
     raw.sort(key=lambda r: (r["start"], r["trial_id"]))
+    if finished is False:  # records before finished_at existed (2026-12-03) have none: all its trials ran through
+        n = _int(settings.get("num_samples"))
+        finished = bool(n and len(raw) >= n and max_epochs and all(
+            r["outcome"] == "failed" or max(r["values"], default=0) >= max_epochs for r in raw))  # fmt: skip
     return Recorded(f"Ray folder {root}", metric, mode, max_epochs, raw, settings, finished)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from .runs import EFFECTIVE_PARAM, params_line, shown, split_params
 from .search_record import SearchRecord
+from .settings import _without_password
 
 log = logging.getLogger(__name__)
 
@@ -504,7 +505,8 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     head = [
         f"<h1>Search {html.escape(rec.name)}</h1>",
         f'<p class="meta">parent run {rec.parent_run_id} in experiment {rec.experiment_id}'
-        + (f" at {html.escape(source)}" if source else "") + f"; written {time.strftime('%Y-%m-%d %H:%M')}</p>",
+        + (f" at {html.escape(_without_password(source))}" if source else "")  # the report is read by everyone
+        + f"; written {time.strftime('%Y-%m-%d %H:%M')}</p>",
         f'<p class="meta">{html.escape(settings)}</p>',
         "<p>trials: " + (", ".join(f"{n} {html.escape(_label(o))}" for o, n in sorted(counts.items())) or "none")
         + "</p>",
@@ -618,8 +620,11 @@ def report_search(tracking_uri: str | None, experiment: str, parent_run_id: str 
         else:
             parent_run_id, _ = search_of(client, parent_run_id, tracking_uri)
         rec = read_search(client, parent_run_id)
-    except (ExportError, RecordError) as e:
+    except (ExportError, RecordError, ReportError) as e:
         raise ReportError(str(e)) from None
+    except Exception as e:  # a store MLflow cannot read (bad URI, schema, credentials): one line, no traceback
+        raise ReportError(f"cannot read MLflow at {_without_password(tracking_uri or 'its default store')}: "
+                          f"{http_failure(e)}") from None  # fmt: skip
     if not rec.trials:
         status = client.get_run(parent_run_id).info.status
         raise ReportError(f"search run {parent_run_id} ({rec.name}, {status}) has no trial runs: nothing to report"

@@ -146,13 +146,28 @@ def sqlite_path(uri: str) -> "Path | None":  # noqa: F821 (imported below)
 def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> None:
     """The store holds searches to read: a server answers, or the sqlite file exists (reading one that does not
     would create an empty database and then report 'no experiment'). Raises StoreError naming it."""
-    uri = tracking_uri or "sqlite:///mlflow.db"
+    import os
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"  # the store MLflow opens
     if uri.startswith(("http://", "https://")):
         check_server(uri, timeout_s)
         return
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    from .preflight import DB_SCHEMES, PreflightError, _check_database
+
+    if scheme in DB_SCHEMES:  # MLflow retries a database that does not answer for minutes
+        try:
+            _check_database(uri, scheme, timeout_s, advice="")
+        except PreflightError as e:
+            raise StoreError(str(e)) from None
+        return
+    if uri.split(":", 1)[0].lower() == "databricks":  # as `run`'s pre-flight says it
+        raise StoreError(f"--tracking-uri {uri}: Databricks-hosted MLflow is not supported; expected "
+                         "sqlite:///path/to/mlflow.db, a database URI or http://host:port")  # fmt: skip
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
-        where = "" if tracking_uri else " (MLflow's default store in the working directory)"
+        where = ("" if tracking_uri else " ($MLFLOW_TRACKING_URI)" if os.environ.get("MLFLOW_TRACKING_URI")
+                 else " (MLflow's default store in the working directory)")  # fmt: skip
         if db.is_dir():
             raise StoreError(f"--tracking-uri {uri}: {db} is a folder; expected the MLflow database file in it, e.g. "
                              f"sqlite:///{db / 'mlflow.db'}")  # fmt: skip
@@ -163,7 +178,8 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
         if what:  # MLflow would make it a new store (an empty file), or fail with a traceback
             raise StoreError(f"--tracking-uri {uri}: {db} is not an MLflow database ({what}); expected the sqlite file a search "
                              "wrote, e.g. sqlite:///mlflow.db")  # fmt: skip
-    elif uri.startswith("file:") or "://" not in uri:  # MLflow 3.17 refuses file stores, with a traceback
+    elif (uri.startswith("file:") or ("://" not in uri and ("/" in uri or Path(uri).exists()))) and os.environ.get(
+            "MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):  # MLflow 3.17 refuses them, in a traceback
         path = Path(uri.removeprefix("file://").removeprefix("file:"))
         hint = f"; did you mean sqlite:///{path / 'mlflow.db'}?" if (path / "mlflow.db").is_file() else ""
         raise StoreError(f"--tracking-uri {uri}: not a tracking URI (a plain path is MLflow's file store, which MLflow 3.17 "
@@ -381,8 +397,10 @@ def _ours_config(path: Path) -> bool:
     with open(path, "rb") as f:
         if f.read(64).startswith(b"# Best HSC-MAE config exported by hsc-search"):
             return True
-    value = _json_object(path)
-    return value is not None and set(value) == set(TrainConfig.field_names())
+    value = _json_object(path)  # a complete trainer config, also of a version with a few fields more or less
+    fields = set(TrainConfig.field_names())
+    return value is not None and {"lr", "epochs", "batch_size"} <= set(value) and len(set(value) & fields) >= 0.8 * len(
+        set(value) | fields)
 
 
 # what each command writes, and how a file it wrote before (and may replace) is known

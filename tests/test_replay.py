@@ -269,6 +269,18 @@ def test_curves_from_a_ray_results_folder(tmp_path):
     curves = curves_from_ray_dir(tmp_path / "search")
     assert curves.skipped == {"t_short": "ended at epoch 1 of 3 (stopped early)"} and curves.finished is True
     assert unfinished not in render(replay(curves, [FIFO], orders=2))
+    (tmp_path / "search" / "hsc_search.json").unlink()  # a folder without our record: not known either way
+    curves = curves_from_ray_dir(tmp_path / "search")
+    assert curves.finished is None and unfinished not in render(replay(curves, [FIFO], orders=2))
+    assert curves.skipped == {"t_short": "ended at epoch 1 of 3 (stopped early or cut off: the folder has no search "
+                                         "record to tell)"}  # fmt: skip
+    # a record from before finished_at was written: finished when every one of its num_samples trials ran through
+    old = _ray_folder(tmp_path / "old", complete_only=True)
+    meta = json.loads((old / "hsc_search.json").read_text())
+    del meta["finished_at"]
+    for n, finished in ((2, True), (3, False)):
+        (old / "hsc_search.json").write_text(json.dumps({**meta, "settings": {**meta["settings"], "num_samples": n}}))
+        assert curves_from_ray_dir(old).finished is finished
 
 
 def test_curves_from_mlflow(tmp_path):
@@ -366,6 +378,10 @@ def test_cli_bad_sources_exit_2(tmp_path):
         ([f"sqlite:///{tmp_path}/other.db"], "other.db is not an MLflow database (SQLite, but without MLflow's tables)"),
         ([f"sqlite:///{tmp_path}"], f"{tmp_path} is a folder; expected the MLflow database file in it"),
         ([str(tmp_path)], "not a tracking URI (a plain path is MLflow's file store"),
+        # MLflow retried these for minutes, or printed a traceback; the password is never shown
+        (["postgresql://ana:s3cret@127.0.0.1:1/mlflow"], "--tracking-uri postgresql://ana:***@127.0.0.1:1/mlflow: no "
+                                                         "database answers at 127.0.0.1:1"),
+        (["databricks"], "--tracking-uri databricks: Databricks-hosted MLflow is not supported"),
     ]
     cases += [(["--tracking-uri", *uri], culprit) for uri, culprit in stores]
     cases.append((["--ray-dir", str(tmp_path / "other.db")], f"--ray-dir {tmp_path / 'other.db'}: a file; expected "
@@ -380,6 +396,7 @@ def test_cli_bad_sources_exit_2(tmp_path):
         for command in (["report", "--no-log"], ["export-best", "--out", str(tmp_path / "b.yaml")]):
             result = CliRunner().invoke(app, [*command, "--tracking-uri", *uri])
             assert result.exit_code == 2 and culprit in result.output, (command, uri, result.output)
+            assert "s3cret" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
     assert not (tmp_path / "none.db").exists()  # no empty store created
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.db")} == before  # nothing made a store of them
     result = CliRunner().invoke(app, ["replay", "--ray-dir", str(incomplete)])

@@ -235,6 +235,13 @@ def test_a_database_password_stays_out_of_the_parent_run(tmp_path):
     assert client.get_run(run).data.params["tracking_uri"] == "postgresql://ana:***@127.0.0.1:5432/mlflow"
     logged = Path(client.download_artifacts(run, "search_config.yaml", str(tmp_path))).read_text()
     assert "s3cret" not in logged and "postgresql://ana:***@127.0.0.1:5432/mlflow" in logged
+    from hsc_search.report import render  # the report names its store: without the password too
+    from hsc_search.search_record import SearchRecord
+
+    page = render(SearchRecord(parent_run_id=run, experiment_id="1", name="s", settings={}, metric="val/map_avg",
+                               mode="max", max_epochs=2, trials=[], best=None, milestones=[], space={},
+                               best_history={}, best_spectrum={}), source=settings.tracking_uri)  # fmt: skip
+    assert "s3cret" not in page and "postgresql://ana:***@127.0.0.1:5432/mlflow" in page
 
 
 def test_runs_read_back_over_http(search, mlflow_server):

@@ -220,3 +220,13 @@ def test_an_empty_storage_or_tracking_uri_is_refused_not_taken_for_the_default(t
     f.write_text("storage: ''\n")
     with pytest.raises(SettingsError, match=f"^{f}: storage must be a folder or a URI"):
         load_settings(f, {}, [])
+
+
+def test_one_misplaced_key_is_named_as_unknown_not_as_another_kind_of_file(tmp_path):
+    """{seed, max_epochs} in a trainer config is a misplaced key (told as an unknown key), not a search config."""
+    from trainer.config import ConfigError, TrainConfig
+
+    f = tmp_path / "train.yaml"
+    f.write_text("seed: 1\nmax_epochs: 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'max_epochs'"):
+        TrainConfig.from_yaml(f)

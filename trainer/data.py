@@ -269,9 +269,9 @@ def standardize(data: AVData) -> AVData:
         flat = train.reshape(-1, train.shape[-1]).astype(np.float64)  # (N * T, D); float64 for exact sums
         mean, std = flat.mean(axis=0), flat.std(axis=0)
         if np.all(std < STD_FLOOR):  # e.g. a feature extraction that wrote zeros: every trial would learn nothing
-            notes.append(f"{data.source}: every {modality} feature is constant over the train clips (e.g. all "
-                         f"{flat[0, 0]:g}): nothing can be learned from {modality}; check how the features were "
-                         "extracted")  # fmt: skip
+            notes.append(f"{data.source}: every {modality} feature is constant over the train clips (std below "
+                         f"{STD_FLOOR:g} in all {flat.shape[1]} dims): nothing can be learned from {modality}; check "
+                         "how the features were extracted")  # fmt: skip
         std = np.where(std < STD_FLOOR, 1.0, std)
         for split in SPLITS:
             x = getattr(getattr(data, split), modality)

@@ -26,7 +26,8 @@ KINDS = {  # what each kind is, and the option that takes it
 
 def other_kind(keys: Iterable[Any], own: str) -> str | None:
     """Which other kind of file (`KINDS`) a mapping with these top-level keys is, when it is clearly one: that
-    kind knows every key and more of them than `own` does. None when it is not clear (e.g. a typo)."""
+    kind knows every key and more of them than `own` does, and `own` knows none of them or at least two are
+    foreign to it. None when it is not clear (e.g. a typo, or one misplaced key)."""
     from .config import TrainConfig
 
     known = {"trainer": set(TrainConfig.field_names()), "space": SPACE_KEYS, "search": SEARCH_CONFIG_KEYS}
@@ -34,6 +35,9 @@ def other_kind(keys: Iterable[Any], own: str) -> str | None:
     if not keys or own not in known:
         return None
     mine = len(keys & known[own])
+    foreign = len(keys) - mine
+    if not (mine == 0 or foreign >= 2):
+        return None
     for kind, names in known.items():
         if kind != own and keys <= names and len(keys) > mine:
             return kind
