@@ -288,3 +288,22 @@ def test_a_failed_mlflow_call_is_said_in_a_few_words():
     long = ValueError("x" * 500 + "\nsecond line")
     assert http_failure(long) == "x" * 200 + "..."
     assert http_failure(KeyError()) == "KeyError"
+
+
+def test_an_output_replaces_only_an_earlier_output_of_its_kind(tmp_path):
+    """An export-best JSON from a trainer version with a field more or less is still its own output; a JSON of
+    something else, the MLflow database and a report are not (tests/test_search.py runs the commands)."""
+    import json
+
+    from hsc_search.runs import out_file_problem
+    from trainer import TrainConfig
+
+    config = TrainConfig().to_dict()
+    older = {k: v for k, v in config.items() if k != "val_fraction"} | {"a_field_since_removed": 1}
+    for name, text, ours in (("now.json", json.dumps(config), True), ("older.json", json.dumps(older), True),
+                             ("other.json", json.dumps({"lr": 0.1, "epochs": 3, "batch_size": 8}), False),
+                             ("list.json", "[1, 2]", False), ("mlflow.db", "SQLite format 3\x00", False)):  # fmt: skip
+        (tmp_path / name).write_text(text)
+        problem = out_file_problem(tmp_path / name, "best_config.json", "--out", "config")
+        assert (problem is None) == ours, (name, problem)
+    assert out_file_problem(tmp_path / "new.json", "best_config.json", "--out", "config") is None
