@@ -27,6 +27,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .commands import exe
+
 PG_DIR = "pgdata"
 ARTIFACTS_DIR = "artifacts"
 DB_USER = "hsc"  # the database's superuser, created by initdb; reachable only through the socket
@@ -357,7 +359,12 @@ def check_data_dir(data_dir: Path) -> Path:
     if not data_dir.exists():
         if not data_dir.parent.is_dir():
             raise TeamServerError(f"--data-dir {data_dir}: its parent folder {data_dir.parent} does not exist")
+        if not os.access(data_dir.parent, os.W_OK | os.X_OK):
+            raise TeamServerError(f"--data-dir {data_dir}: cannot create it in {data_dir.parent} (not writable)")
         return data_dir
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        raise TeamServerError(f"--data-dir {data_dir}: cannot write in it (a read-only folder or file system); "
+                              "expected a folder this account can write")  # fmt: skip
     extra = sorted(p.name for p in data_dir.iterdir() if p.name not in (PG_DIR, ARTIFACTS_DIR, "mlflow.log"))
     if extra:
         raise TeamServerError(f"--data-dir {data_dir}: holds other files ({', '.join(extra[:5])}); expected an "
@@ -383,9 +390,13 @@ class TeamServer:
 
     def start(self) -> "TeamServer":
         """Starts PostgreSQL, then MLflow on it; on any failure (or Ctrl-C) whatever started is stopped."""
-        self.data_dir.mkdir(mode=0o700, exist_ok=True)
-        if os.geteuid() == 0:  # PostgreSQL runs as another account, which must be able to enter this folder
-            self.data_dir.chmod(0o711)
+        try:  # root passes os.access where the file system still refuses (e.g. /sys)
+            self.data_dir.mkdir(mode=0o700, exist_ok=True)
+            if os.geteuid() == 0:  # PostgreSQL runs as another account, which must be able to enter this folder
+                self.data_dir.chmod(0o711)
+        except OSError as e:
+            raise TeamServerError(f"--data-dir {self.data_dir}: cannot create or set up the folder "
+                                  f"({e.strerror or e}); expected a folder this account can write") from None
         try:
             self.postgres = Postgres(self.data_dir / PG_DIR, run_as=self.run_as)
             self.postgres.start()
@@ -423,18 +434,25 @@ def serve(data_dir: Path, port: int = 5000, workers: int = 2, run_as: str | None
     dies (exit 1); both are stopped either way."""
     server = TeamServer(data_dir, port=port, workers=workers, run_as=run_as)
 
+    hung_up = False
+
     def on_signal(signum, frame):
+        nonlocal hung_up
+        hung_up = hung_up or signum == signal.SIGHUP
         raise KeyboardInterrupt  # also during start-up: `finally` stops whatever started
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP: the terminal (an SSH session) went away. Both servers run in sessions of their own, so without this
+    # they outlived the command, holding the port and the data folder
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         server.start()
         pg = server.postgres
         echo(f"PostgreSQL: {pg.version}, data in {pg.data_dir}, unix socket only (no TCP port)")
         echo(f"artifacts:  {server.data_dir / ARTIFACTS_DIR}")
         echo(f"MLflow:     {server.url}   (bound to 127.0.0.1; log: {server.data_dir / 'mlflow.log'})")
-        echo(f"searches:   hsc-search run --tracking-uri {server.url} ...")
-        echo(f"colleagues: {tunnel_hint(port)}   then open http://127.0.0.1:{port}")
+        echo(f"searches:   {exe('hsc-search')} run --tracking-uri {server.url} ...")
+        echo(f"colleagues: {tunnel_hint(port)}")
+        echo(f"            (on their machine; then they open http://127.0.0.1:{port})")
         echo("Ctrl-C stops both servers; the data folder keeps everything for the next start.")
         while server.alive():
             time.sleep(0.5)
@@ -442,10 +460,12 @@ def serve(data_dir: Path, port: int = 5000, workers: int = 2, run_as: str | None
         echo(f"{which} exited; stopping (logs in {server.data_dir})")
         return 1
     except KeyboardInterrupt:
-        echo("stopping ...")
+        if not hung_up:  # nobody reads a hung-up terminal, and writing to it may fail
+            echo("stopping ...")
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        for s in (signal.SIGINT, signal.SIGHUP):  # a second Ctrl-C must not cut the shutdown short
+            signal.signal(s, signal.SIG_IGN)
         server.stop()
         for s, h in old.items():
             signal.signal(s, h)

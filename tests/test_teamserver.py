@@ -76,11 +76,11 @@ class TeamServerCommand:
         p = psutil.Process(self.proc.pid)
         return [p, *p.children(recursive=True)]
 
-    def stop(self, timeout: float = 60.0) -> int:
+    def stop(self, timeout: float = 60.0, sig: int = signal.SIGINT) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
         tree = self.tree()
-        self.proc.send_signal(signal.SIGINT)
+        self.proc.send_signal(sig)
         try:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -100,7 +100,9 @@ def team():
     base.chmod(0o711)
     server = TeamServerCommand(base / "data", _free_port()).start()
     yield server
-    server.stop()
+    # the end of the module as a closed terminal or a dropped SSH session ends it: SIGHUP stops PostgreSQL and
+    # MLflow too (they run in sessions of their own and outlived the command); the test's restart uses SIGINT
+    assert server.stop(sig=signal.SIGHUP) == 0
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -279,6 +281,7 @@ def test_bad_input_gets_a_clear_error_and_exit_2(tmp_path):
     cases = [
         (["team-server", "--data-dir", str(tmp_path / "no" / "such" / "dir")], "its parent folder"),
         (["team-server", "--data-dir", str(tmp_path / "mine")], "holds other files (notes.txt)"),
+        (["team-server", "--data-dir", "/sys/hsc-team-data"], "--data-dir /sys/hsc-team-data: cannot "),  # a traceback
         (["import-runs", "--to", "http://127.0.0.1:1"], "no such file"),  # no mlflow.db in tmp_path
         (["import-runs", "--from", "mlflow.db", "--to", "http://127.0.0.1:1"], "expected a tracking URI"),
         (["import-runs", "--from", "ftp://x/y", "--to", "http://127.0.0.1:1"], "unknown scheme 'ftp'"),
