@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -10,6 +11,10 @@ from typing import List, Optional
 import typer
 
 from .commands import exe
+
+# MLflow prints "View run ... at: http://..." and "View experiment at: ..." for every run it ends on a server
+# store: 2-3 lines per trial between the search's own progress lines, and 2 per run import-runs copies
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 app = typer.Typer(
     add_completion=False,
@@ -44,12 +49,12 @@ _exe = exe  # what we print: see commands.exe
 
 
 def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str]) -> str:
-    from .runs import ui_url
+    from .runs import resolved_tracking_uri, ui_url
 
     if tracking_uri and tracking_uri.startswith(("http://", "https://")):
         return f"open {ui_url(tracking_uri, experiment_id) if experiment_id else tracking_uri} (through your SSH " \
                "tunnel on a cluster)"
-    uri = tracking_uri or "sqlite:///mlflow.db"
+    uri = shlex.quote(resolved_tracking_uri(tracking_uri))  # absolute: it works pasted in any folder
     page = ui_url("http://127.0.0.1:5000", experiment_id) if experiment_id else "http://127.0.0.1:5000"
     # MLflow's own command: its usage telemetry off, as for every process hsc-search starts (README)
     return f"MLFLOW_DISABLE_TELEMETRY=true {_exe('mlflow')} ui --backend-store-uri {uri}\n             then open {page}"

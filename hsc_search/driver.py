@@ -32,8 +32,8 @@ from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
 from .report import publish_report
-from .runs import (REPORT_ARTIFACT, TAG_KIND, client_for, experiment_tags, import_mlflow, score_key, sqlite_path,
-                   tag_experiment, trial_outcome)
+from .runs import (REPORT_ARTIFACT, TAG_KIND, client_for, experiment_tags, import_mlflow, resolved_tracking_uri,
+                   score_key, tag_experiment, trial_outcome)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
 from .settings import SearchSettings, _without_password
 from .space import SearchSpace, load_space, load_space_dict
@@ -775,14 +775,6 @@ def _warm_tags(warm: WarmStart) -> dict[str, str]:
     return {TAG_WARM_START: warm.source, f"{TAG_WARM_START}.added": str(warm.added),
             f"{TAG_WARM_START}.of": str(warm.of), f"{TAG_WARM_START}.read_from": warm.read_from[:5000],
             f"{TAG_WARM_START}.line": warm.line()[:5000]}  # fmt: skip
-
-
-def resolved_tracking_uri(uri: str | None) -> str:
-    """The store a search logs to: `uri`, else MLflow's default ($MLFLOW_TRACKING_URI, else sqlite:///mlflow.db),
-    a relative sqlite path made absolute (it is read later from other folders)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    db = sqlite_path(uri)
-    return f"sqlite:///{db.resolve()}" if db is not None and not db.is_absolute() else uri
 
 
 def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: SearchSpace) -> None:

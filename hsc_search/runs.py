@@ -143,6 +143,16 @@ def sqlite_path(uri: str) -> "Path | None":  # noqa: F821 (imported below)
     return Path("/" + path) if uri.startswith("sqlite:////") else Path(path)
 
 
+def resolved_tracking_uri(uri: str | None) -> str:
+    """The store a search logs to: `uri`, else MLflow's default ($MLFLOW_TRACKING_URI, else sqlite:///mlflow.db),
+    a relative sqlite path made absolute (it is read later from other folders)."""
+    import os
+
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    db = sqlite_path(uri)
+    return f"sqlite:///{db.resolve()}" if db is not None and not db.is_absolute() else uri
+
+
 def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> None:
     """The store holds searches to read: a server answers, or the sqlite file exists (reading one that does not
     would create an empty database and then report 'no experiment'). Raises StoreError naming it."""

@@ -121,7 +121,9 @@ SEARCH_DATA = "synthetic:ave?n_train=500&n_val=120&n_test=150&dim_audio=16&dim_v
 def search_env(cache, **extra) -> dict:
     import os
 
-    return {**os.environ, "HSC_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1", **extra}
+    # not what importing hsc_search.cli set in this test process: the command must set it itself
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"}
+    return {**env, "HSC_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1", **extra}
 
 
 def search_cmd(*args) -> list[str]:

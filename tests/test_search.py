@@ -66,7 +66,8 @@ def test_search_prints_best_config_and_ui_command(search):
     assert "best trial:" in proc.stdout
     best = cwd / "ray_results" / "e2e" / "best_config.yaml"
     assert f"best config: {best}" in proc.stdout
-    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in proc.stdout
+    # the store by its absolute path: the printed command opens this store when pasted in any folder
+    assert f"mlflow ui --backend-store-uri sqlite:///{(cwd / 'mlflow.db').resolve()}\n" in proc.stdout
     assert best.exists()
 
 

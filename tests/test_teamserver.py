@@ -176,6 +176,7 @@ def test_three_searches_at_once_and_a_server_restart_lose_nothing(team, ray_clus
         for name, d in drivers.items():
             out, _ = d.communicate(timeout=600)
             assert d.returncode == 0, f"{name}:\n{out[-5000:]}"
+            assert "View run" not in out and "View experiment" not in out, out[-3000:]  # MLflow's own, per run
     finally:
         for d in drivers.values():
             if d.poll() is None:
