@@ -74,7 +74,11 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
     for r in outcome.rows:
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
     none = "none reported an epoch yet" if outcome.interrupted else "none"  # trials that started and were cut off
-    typer.echo(f"\ntrials: {', '.join(f'{v} {k}' for k, v in sorted(counts.items())) or none}"
+    said = [f"{v} {k}" for k, v in sorted(counts.items())]
+    unstarted = (getattr(outcome, "num_samples", None) or 0) - len(outcome.rows)
+    if outcome.interrupted and said and unstarted > 0:  # the interrupted search's other trials
+        said.append(f"{unstarted} not started")
+    typer.echo(f"\ntrials: {', '.join(said) or none}"
                + (f"  (interrupted: `{_exe('hsc-search')} resume {shlex.quote(str(outcome.experiment_dir))}` "
                   "continues it)" if outcome.interrupted else ""))  # fmt: skip
     if outcome.best is None:
@@ -232,16 +236,25 @@ def _interrupted_again(exp_dir) -> None:
     """A KeyboardInterrupt out of a search once Ray Tune has it (a Ctrl-C in its tail, or a second one while Tune
     was saving after the first): how to continue, exit 130."""
     from . import storage
-    from .driver import META_FILE
+    from .driver import BEST_CONFIG, META_FILE, _finished_at
+    from .runs import REPORT_ARTIFACT
 
-    try:
-        known = storage.exists(storage.join(str(exp_dir), META_FILE))
-    except Exception:
-        known = False
-    if known:
-        typer.echo(f"interrupted while the search was ending: the summary, best config and report were not written; "
-                   f"`{_exe('hsc-search')} resume {shlex.quote(str(exp_dir))}` continues the search and writes "
-                   "them", err=True)  # fmt: skip
+    def there(name: str) -> bool:
+        try:
+            return storage.exists(storage.join(str(exp_dir), name))
+        except Exception:
+            return False
+
+    known = there(META_FILE)
+    if known and _finished_at(str(exp_dir)):  # the Ctrl-C came after the last write
+        typer.echo(f"interrupted as the search ended; it had finished and written everything (best config: "
+                   f"{storage.join(str(exp_dir), BEST_CONFIG)})", err=True)  # fmt: skip
+    elif known:
+        written = [n for n in (BEST_CONFIG, REPORT_ARTIFACT) if there(n)]
+        what = (f"{' and '.join(written)} written, not all of the rest" if written else
+                "before its summary, best config and report were written")  # fmt: skip
+        typer.echo(f"interrupted while the search was ending ({what}); `{_exe('hsc-search')} resume "
+                   f"{shlex.quote(str(exp_dir))}` finishes the search and writes them", err=True)  # fmt: skip
     else:  # cannot happen after a start (the record is written first); said plainly all the same
         typer.echo(f"interrupted; {exp_dir} holds no search", err=True)
     raise typer.Exit(130)

@@ -65,6 +65,7 @@ class SearchOutcome:
     interrupted: bool
     tracking_errors: list[str]
     report_path: Path | None = None  # the search report (HTML), beside the best config
+    num_samples: int | None = None  # the trials asked for (an interrupted search has started fewer)
 
 
 # ---------------------------------------------------------------------------------------------- building blocks
@@ -673,6 +674,7 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                 client.set_terminated(parent_id, status="KILLED" if interrupted and status == "FINISHED" else status)
     if not interrupted:  # every trial ended and the tail is done: `resume` has nothing left to do
         _mark_finished(exp_dir)
+    outcome.num_samples = settings.num_samples
     return outcome
 
 

@@ -15,6 +15,10 @@ def test_a_search_cut_off_before_any_trial_reported(capsys):
     assert "\ntrials: none reported an epoch yet  (interrupted: `" in out and "resume /runs/s` continues it" in out
     _report(SearchOutcome("/runs/s", None, [], None, None, False, []), None, "synthetic:ave")
     assert "\ntrials: none\n" in capsys.readouterr().out
+    row = TrialRow("r1", "t1", "train_trial_t1", "completed", "FINISHED", 4, 3.0, 0.36554, params={"lr": "0.001"})
+    cut = TrialRow("r2", "t2", "train_trial_t2", "interrupted", "KILLED", 2, 1.0, 0.2, params={"lr": "0.002"})
+    _report(SearchOutcome("/runs/s", None, [row, cut], row, None, True, [], num_samples=4), None, "synthetic:ave")
+    assert "\ntrials: 1 completed, 1 interrupted, 2 not started  (interrupted: `" in capsys.readouterr().out
 
 
 def test_the_best_trial_line_shows_the_searched_values_then_what_the_data_resolved(capsys):
@@ -67,3 +71,28 @@ def test_the_reports_reason_of_a_failure_is_the_exceptions_line():
     assert _reason(tail) == "RuntimeError: CUDA out of memory"
     assert _reason("NonFiniteLossError: non-finite loss at step 1") == "NonFiniteLossError: non-finite loss at step 1"
     assert _reason(None) == "" and _reason("") == ""
+
+
+def test_a_ctrl_c_as_the_search_ends_says_what_was_written(tmp_path, capsys):
+    """The line named the best config as not written when it was (the Ctrl-C came after it), and a search that
+    had finished everything as needing a resume."""
+    import json
+
+    import pytest
+    import typer
+
+    from hsc_search.cli import _interrupted_again
+
+    (tmp_path / "hsc_search.json").write_text(json.dumps({"settings": {}}))
+    (tmp_path / "best_config.yaml").write_text("lr: 0.001\n")
+    with pytest.raises(typer.Exit) as e:
+        _interrupted_again(tmp_path)
+    assert e.value.exit_code == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted while the search was ending (best_config.yaml written, not all of the rest); `")
+    assert f"resume {tmp_path}` finishes the search and writes them" in err
+    (tmp_path / "hsc_search.json").write_text(json.dumps({"settings": {}, "finished_at": "2026-12-03 13:00:00 UTC"}))
+    with pytest.raises(typer.Exit):
+        _interrupted_again(tmp_path)
+    assert capsys.readouterr().err.strip() == ("interrupted as the search ended; it had finished and written everything "
+                                               f"(best config: {tmp_path / 'best_config.yaml'})")  # fmt: skip

@@ -162,8 +162,8 @@ def test_ctrl_c_while_a_search_ends_says_resume_writes_what_is_missing(tmp_path,
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
     bin_dir = Path(sys.executable).parent
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("interrupted")] == [
-        f"interrupted while the search was ending: the summary, best config and report were not written; `{bin_dir / 'hsc-search'} "
-        f"resume {folder}` continues the search and writes them"], proc.stderr[-3000:]  # fmt: skip
+        f"interrupted while the search was ending (before its summary, best config and report were written); "
+        f"`{bin_dir / 'hsc-search'} resume {folder}` finishes the search and writes them"], proc.stderr[-3000:]  # fmt: skip
     assert not (folder / "best_config.yaml").exists()
     env = {**os.environ, "HSC_CACHE_DIR": str(_cache_dir), "PYTHONUNBUFFERED": "1"}
     again = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder)], cwd=tmp_path, env=env,
