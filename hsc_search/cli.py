@@ -75,7 +75,7 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
     none = "none reported an epoch yet" if outcome.interrupted else "none"  # trials that started and were cut off
     said = [f"{v} {k}" for k, v in sorted(counts.items())]
-    unstarted = (getattr(outcome, "num_samples", None) or 0) - len(outcome.rows)
+    unstarted = (outcome.num_samples or 0) - len(outcome.rows)
     if outcome.interrupted and said and unstarted > 0:  # the interrupted search's other trials
         said.append(f"{unstarted} not started")
     typer.echo(f"\ntrials: {', '.join(said) or none}"

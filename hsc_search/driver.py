@@ -33,9 +33,9 @@ from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
 from .report import publish_report
 from .runs import (REPORT_ARTIFACT, TAG_KIND, client_for, experiment_tags, import_mlflow, resolved_tracking_uri,
-                   score_key, tag_experiment, trial_outcome)
+                   score_key, tag_experiment, trial_outcome, without_password)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
-from .settings import SearchSettings, _without_password
+from .settings import SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
 from .tracking import MlflowTracker, reconcile
 from .writer import Writer
@@ -784,13 +784,13 @@ def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: 
 
     flat = {k: v for k, v in settings.to_dict().items() if k != "overrides"}
     # the defaults as they resolved (a param `None` told nothing): the store and folder this search is in
-    flat["tracking_uri"] = _without_password(resolved_tracking_uri(settings.tracking_uri))  # params are public
+    flat["tracking_uri"] = without_password(resolved_tracking_uri(settings.tracking_uri))  # params are public
     flat["storage"] = storage.resolve(settings.storage)
     flat.update({f"set.{k}": v for k, v in settings.overrides.items()})
     client.log_batch(parent_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
     shown = settings.to_dict()
     if shown.get("tracking_uri"):  # a database URI's password stays out of the store everyone reads
-        shown["tracking_uri"] = _without_password(shown["tracking_uri"])
+        shown["tracking_uri"] = without_password(shown["tracking_uri"])
     client.log_text(parent_id, yaml.safe_dump(shown, sort_keys=False), "search_config.yaml")
     client.log_text(parent_id, yaml.safe_dump(space.to_dict(), sort_keys=False), "search_space.yaml")
 

@@ -16,7 +16,7 @@ from trainer import TrainConfig
 from trainer.fit import OBJECTIVE
 
 from . import storage
-from .runs import StoreError, check_server, sqlite_path
+from .runs import StoreError, check_server, mlflow_db_problem, sqlite_path
 
 TRACKING_TIMEOUT_S = 10.0
 
@@ -103,24 +103,11 @@ def _plugin_schemes() -> set[str]:
     return {e.name.lower() for e in entry_points(group="mlflow.tracking_store")}
 
 
-SQLITE_NOTADB = 26  # SQLite's result code for "file is not a database"
-
-
 def _is_sqlite_database(path: Path) -> bool:
-    """The file is not something else than an SQLite database (an empty one SQLite takes as new); opened
-    read-only. A file SQLite cannot open or read for another reason (locked, no permission) is left to MLflow,
-    which names that reason."""
-    import sqlite3
-
-    try:
-        con = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=5)
-        try:
-            con.execute("PRAGMA schema_version").fetchone()
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as e:
-        return not (getattr(e, "sqlite_errorcode", None) == SQLITE_NOTADB or "not a database" in str(e))
-    return True
+    """The file is not something else than an SQLite database (an empty one, or one without MLflow's tables yet,
+    MLflow makes a store of); read-only (`runs.mlflow_db_problem`, which leaves a locked or unreadable file to
+    MLflow, which names that reason)."""
+    return mlflow_db_problem(path) != "not an SQLite database"
 
 
 def tcp_problem(host: str, port: int, timeout_s: float) -> str | None:

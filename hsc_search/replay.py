@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .runs import TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, epochs_of, split_params
+from .runs import TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, default_tracking_uri, epochs_of, split_params
 
 DEFAULT_METRIC = "val/map_avg"
 EPOCH_S_KEY = "time/epoch_s"  # the trainer's seconds per epoch, used with --timing recorded
@@ -191,7 +191,7 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
         try:
             meta = json.loads((root / META_FILE).read_text())
             settings = meta.get("settings", {}) or {}
-            finished = True if meta.get("finished_at") else False if isinstance(meta, dict) else None
+            finished = bool(meta.get("finished_at"))
             space_params = (meta.get("space") or {}).get("params")
             searched = set(space_params) if isinstance(space_params, dict) else None
         except (ValueError, AttributeError) as e:
@@ -269,9 +269,7 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
     whose params give metric, mode and max_epochs, and its child runs (tag `mlflow.parentRunId`), whose metric
     histories give the objective per epoch (step = epoch), whose params the searched values (the trainer's
     `effective.*` values left aside) and whose tag `hsc.outcome` the outcome."""
-    import os
-
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    uri = default_tracking_uri(tracking_uri)
     _check_store(uri)
     try:
         from .runs import StoreError, client_for, latest_search, search_of

@@ -17,9 +17,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .runs import EFFECTIVE_PARAM, params_line, shown, split_params
+from .runs import EFFECTIVE_PARAM, params_line, shown, split_params, without_password
 from .search_record import SearchRecord
-from .settings import _without_password
 
 log = logging.getLogger(__name__)
 
@@ -505,7 +504,7 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     head = [
         f"<h1>Search {html.escape(rec.name)}</h1>",
         f'<p class="meta">parent run {rec.parent_run_id} in experiment {rec.experiment_id}'
-        + (f" at {html.escape(_without_password(source))}" if source else "")  # the report is read by everyone
+        + (f" at {html.escape(without_password(source))}" if source else "")  # the report is read by everyone
         + f"; written {time.strftime('%Y-%m-%d %H:%M')}</p>",
         f'<p class="meta">{html.escape(settings)}</p>',
         "<p>trials: " + (", ".join(f"{n} {html.escape(_label(o))}" for o, n in sorted(counts.items())) or "none")
@@ -623,7 +622,7 @@ def report_search(tracking_uri: str | None, experiment: str, parent_run_id: str 
     except (ExportError, RecordError, ReportError) as e:
         raise ReportError(str(e)) from None
     except Exception as e:  # a store MLflow cannot read (bad URI, schema, credentials): one line, no traceback
-        raise ReportError(f"cannot read MLflow at {_without_password(tracking_uri or 'its default store')}: "
+        raise ReportError(f"cannot read MLflow at {without_password(tracking_uri or 'its default store')}: "
                           f"{http_failure(e)}") from None  # fmt: skip
     if not rec.trials:
         status = client.get_run(parent_run_id).info.status

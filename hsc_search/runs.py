@@ -143,12 +143,17 @@ def sqlite_path(uri: str) -> "Path | None":  # noqa: F821 (imported below)
     return Path("/" + path) if uri.startswith("sqlite:////") else Path(path)
 
 
-def resolved_tracking_uri(uri: str | None) -> str:
-    """The store a search logs to: `uri`, else MLflow's default ($MLFLOW_TRACKING_URI, else sqlite:///mlflow.db),
-    a relative sqlite path made absolute (it is read later from other folders)."""
+def default_tracking_uri(uri: str | None) -> str:
+    """The store MLflow opens for `uri`: `uri`, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
     import os
 
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
+def resolved_tracking_uri(uri: str | None) -> str:
+    """The store a search logs to (`default_tracking_uri`), a relative sqlite path made absolute (it is read later
+    from other folders)."""
+    uri = default_tracking_uri(uri)
     db = sqlite_path(uri)
     return f"sqlite:///{db.resolve()}" if db is not None and not db.is_absolute() else uri
 
@@ -158,14 +163,14 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
     would create an empty database and then report 'no experiment'). Raises StoreError naming it."""
     import os
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"  # the store MLflow opens
+    uri = default_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         check_server(uri, timeout_s)
         return
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
-    from .preflight import DB_SCHEMES, PreflightError, _check_database
+    if scheme in ("postgresql", "mysql", "mssql"):  # preflight.DB_SCHEMES: MLflow retries one that does not answer
+        from .preflight import PreflightError, _check_database
 
-    if scheme in DB_SCHEMES:  # MLflow retries a database that does not answer for minutes
         try:
             _check_database(uri, scheme, timeout_s, advice="")
         except PreflightError as e:
@@ -196,6 +201,19 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
                          f"refuses); expected sqlite:///path/to/mlflow.db or http://host:port{hint}")  # fmt: skip
 
 
+def without_password(uri: str) -> str:
+    """The URI with the password of its user:password@ part (if any) as ***."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        if parts.password is None:
+            return uri
+        return uri.replace(f":{parts.password}@", ":***@", 1)
+    except ValueError:
+        return uri
+
+
 def mlflow_db_problem(path) -> "str | None":
     """Why the existing file at `path` is not an MLflow sqlite store (read-only: nothing is created or
     changed), or None: empty, not SQLite, or SQLite without MLflow's tables."""
@@ -211,7 +229,7 @@ def mlflow_db_problem(path) -> "str | None":
         finally:
             con.close()
     except sqlite3.DatabaseError as e:
-        if "not a database" in str(e) or getattr(e, "sqlite_errorcode", None) == 26:
+        if "not a database" in str(e) or getattr(e, "sqlite_errorcode", None) == 26:  # SQLITE_NOTADB
             return "not an SQLite database"
         return None  # locked, unreadable: MLflow names that itself
     if not {"experiments", "runs"} <= tables:
@@ -258,7 +276,7 @@ def seed_sqlite_store(tracking_uri: str | None) -> None:
     import uuid
     from pathlib import Path
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    uri = default_tracking_uri(tracking_uri)
     if not uri.startswith("sqlite:///") or "?" in uri:
         return
     path = uri[len("sqlite:///"):]

@@ -14,6 +14,8 @@ import yaml
 from trainer.config import parse_overrides
 from trainer.yamlfile import load_yaml, wrong_kind, yaml_problem
 
+from .runs import without_password
+
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 DEFAULT_DATA = "synthetic:ave?n_train=1000&n_val=200&n_test=300&dim_audio=32&dim_visual=48&num_classes=10"
 
@@ -127,7 +129,7 @@ class SearchSettings:
             if moved:
                 out.append(f"{' and '.join(moved)}: ASHA's settings, not used with scheduler fifo")
         if not self.mlflow and self.tracking_uri is not None:
-            out.append(f"tracking_uri {_without_password(self.tracking_uri)}: not used, MLflow is off (--no-mlflow)")
+            out.append(f"tracking_uri {without_password(self.tracking_uri)}: not used, MLflow is off (--no-mlflow)")
         expected = "min" if self.metric.startswith(("loss/", "time/")) else "max" if self.metric.startswith(
             ("val/", "cca/")) else None  # fmt: skip
         if expected is not None and self.mode != expected:
@@ -199,19 +201,6 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
 
 
 FLAGS = {"mlflow": "--no-mlflow"}  # a setting whose flag is not --<its name with dashes>
-
-
-def _without_password(uri: str) -> str:
-    """The URI with the password of its user:password@ part (if any) as ***."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(uri)
-        if parts.password is None:
-            return uri
-        return uri.replace(f":{parts.password}@", ":***@", 1)
-    except ValueError:
-        return uri
 
 
 def name_problem(name: str) -> str | None:

@@ -450,7 +450,7 @@ def serve(data_dir: Path, port: int = 5000, workers: int = 2, run_as: str | None
         echo(f"PostgreSQL: {pg.version}, data in {pg.data_dir}, unix socket only (no TCP port)")
         echo(f"artifacts:  {server.data_dir / ARTIFACTS_DIR}")
         echo(f"MLflow:     {server.url}   (bound to 127.0.0.1; log: {server.data_dir / 'mlflow.log'})")
-        echo(f"searches:   {exe('hsc-search')} run --tracking-uri {server.url} ...")
+        echo(f"searches:   {exe('hsc-search')} run --tracking-uri {server.url}   (with any other flags of run)")
         echo(f"colleagues: {tunnel_hint(port)}")
         echo(f"            (on their machine; then they open http://127.0.0.1:{port})")
         echo("Ctrl-C stops both servers; the data folder keeps everything for the next start.")
