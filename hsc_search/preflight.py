@@ -79,6 +79,15 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
     if db is not None:
         if str(db) in ("", "/", ".") or str(db).endswith(":memory:"):
             raise PreflightError(f"--tracking-uri {uri}: expected sqlite:///relative.db or sqlite:////absolute.db")
+        if "?" in uri:  # SQLAlchemy's options (?timeout=30); a '?' in a folder's name would cut the path there
+            from urllib.parse import parse_qsl
+
+            try:
+                parse_qsl(uri.split("?", 1)[1], strict_parsing=True)
+            except ValueError:
+                raise PreflightError(f"--tracking-uri {uri}: SQLAlchemy reads what follows '?' as options, so MLflow "
+                                     f"would open the file '{db}'; expected options such as ?timeout=30 there, "
+                                     "or a path without '?'") from None  # fmt: skip
         if not db.parent.resolve().is_dir():
             raise PreflightError(f"--tracking-uri {uri}: the folder {db.parent} does not exist; MLflow would not "
                                  "find an existing database there. Create the folder or fix the path")  # fmt: skip
@@ -156,16 +165,17 @@ def grpc_problem(host: str, port: int, timeout_s: float) -> str | None:
     return f"it answered {shown!r}..., not HTTP/2 as gRPC does"
 
 
-def _check_database(uri: str, scheme: str, timeout_s: float, advice: str = ", or search with --no-mlflow") -> None:
+def _check_database(uri: str, scheme: str, timeout_s: float, advice: str = ", or search with --no-mlflow",
+                    flag: str = "--tracking-uri") -> None:
     """A database server behind a postgresql://, mysql:// or mssql:// URI accepts a connection (the password
-    is never printed); `advice` ends the sentence of a server that does not answer."""
+    is never printed); `advice` ends the sentence of a server that does not answer, `flag` starts it."""
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
     try:
         url = sqlalchemy.engine.make_url(uri)
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's ArgumentError, or a bad port
-        raise PreflightError(f"--tracking-uri: not a database URL ({e}); expected e.g. "
+        raise PreflightError(f"{flag}: not a database URL ({e}); expected e.g. "
                              "postgresql://user:password@host:5432/mlflow") from None  # fmt: skip
     shown = url.render_as_string(hide_password=True)
     host, port = url.host, url.port or DB_PORTS[scheme]
@@ -175,7 +185,7 @@ def _check_database(uri: str, scheme: str, timeout_s: float, advice: str = ", or
         scheme == "mysql" and host == "localhost")  # fmt: skip
     why = tcp_problem(host, port, timeout_s) if tcp else None
     if why is not None:
-        raise PreflightError(f"--tracking-uri {shown}: no database answers at {host}:{port} ({why}); start it"
+        raise PreflightError(f"{flag} {shown}: no database answers at {host}:{port} ({why}); start it"
                              f"{', fix the URI' if advice else ' or fix the URI'}{advice}")  # fmt: skip
     args = {"connect_timeout": max(1, int(timeout_s))} if scheme in ("postgresql", "mysql") else {}
     try:
@@ -183,10 +193,10 @@ def _check_database(uri: str, scheme: str, timeout_s: float, advice: str = ", or
         with engine.connect():
             pass
     except (ImportError, sqlalchemy.exc.NoSuchModuleError) as e:
-        raise PreflightError(f"--tracking-uri {shown}: the database driver is not installed ({e})") from None
+        raise PreflightError(f"{flag} {shown}: the database driver is not installed ({e})") from None
     except Exception as e:  # noqa: BLE001 - the driver's own error: wrong password, no such database, ...
         first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-        raise PreflightError(f"--tracking-uri {shown}: the database refused the connection: {first}") from None
+        raise PreflightError(f"{flag} {shown}: the database refused the connection: {first}") from None
 
 
 # ---------------------------------------------------------------------------------------------- storage

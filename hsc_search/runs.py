@@ -134,12 +134,13 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
 
 
 def sqlite_path(uri: str) -> "Path | None":  # noqa: F821 (imported below)
-    """The database file of a `sqlite:` URI (`sqlite:///relative.db`, `sqlite:////absolute.db`), else None."""
+    """The database file of a `sqlite:` URI (`sqlite:///relative.db`, `sqlite:////absolute.db`), else None. Options
+    after `?` (`sqlite:///mlflow.db?timeout=30`, which SQLAlchemy and so MLflow take) are not part of the file."""
     from pathlib import Path
 
     if not uri.startswith("sqlite:"):
         return None
-    path = uri.split(":", 1)[1].lstrip("/")
+    path = uri.split(":", 1)[1].split("?", 1)[0].lstrip("/")
     return Path("/" + path) if uri.startswith("sqlite:////") else Path(path)
 
 
@@ -155,7 +156,10 @@ def resolved_tracking_uri(uri: str | None) -> str:
     from other folders)."""
     uri = default_tracking_uri(uri)
     db = sqlite_path(uri)
-    return f"sqlite:///{db.resolve()}" if db is not None and not db.is_absolute() else uri
+    if db is None or db.is_absolute():
+        return uri
+    options = uri.partition("?")[1] + uri.partition("?")[2]  # `?timeout=30` and the like stay
+    return f"sqlite:///{db.resolve()}{options}"
 
 
 def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> None:

@@ -61,10 +61,10 @@ def check_uri(uri: str, role: str) -> str:
                             "http://127.0.0.1:5000 or postgresql://user@host/db")  # fmt: skip
     scheme = uri.split(":", 1)[0].split("+", 1)[0]
     if scheme == "sqlite":
-        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
-        if not path or path == ":memory:":
+        path = sqlite_path(uri) if uri.startswith("sqlite:///") else None
+        if path is None or str(path) in ("", ".", "/", ":memory:"):
             raise TransferError(f"{flag} {uri}: expected sqlite:///RELATIVE/PATH.db or sqlite:////ABSOLUTE/PATH.db")
-        _check_sqlite(uri, Path(path), role)
+        _check_sqlite(uri, path, role)
     elif scheme in ("http", "https"):
         import urllib.request
 
@@ -73,8 +73,18 @@ def check_uri(uri: str, role: str) -> str:
         except OSError as e:
             raise TransferError(f"{flag} {uri}: no MLflow server answers there ({e}); is the server (or the SSH "
                                 "tunnel to it) up?") from None
-    elif scheme not in ("postgresql", "mysql", "mssql", "databricks", "file"):
+    elif scheme in ("postgresql", "mysql", "mssql"):  # MLflow would retry one that does not answer for minutes
+        from .preflight import PreflightError, _check_database
+
+        try:
+            _check_database(uri, scheme, 10.0, advice="", flag=flag)
+        except PreflightError as e:
+            raise TransferError(str(e)) from None
+    elif scheme not in ("databricks", "file"):
         raise TransferError(f"{flag} {uri}: unknown scheme {scheme!r}; expected sqlite, http(s) or postgresql")
+    if scheme == "databricks":
+        raise TransferError(f"{flag} {uri}: Databricks-hosted MLflow is not supported; expected sqlite, http(s) "
+                            "or postgresql")  # fmt: skip
     if scheme == "file":
         raise TransferError(f"{flag} {uri}: the file store is not supported by MLflow 3.17 without "
                             "MLFLOW_ALLOW_FILE_STORE; export it with MLflow first")

@@ -76,11 +76,12 @@ def _refused(cwd: Path, *args: str, needle: str) -> str:
 
 
 def test_the_same_store_spelled_differently_is_refused(here):
-    """The default --from sqlite:///mlflow.db against an absolute, `./` or symlinked spelling of the same file:
-    the runs were copied into their own store again."""
+    """The default --from sqlite:///mlflow.db against an absolute, `./`, symlinked or `?option` spelling of the same
+    file: the runs were copied into their own store again."""
     db = here / "mlflow.db"
     (here / "link.db").symlink_to(db)
     for args in (["--to", f"sqlite:///{db}"], ["--to", "sqlite:///./mlflow.db"], ["--to", "sqlite:///link.db"],
+                 ["--to", "sqlite:///mlflow.db?timeout=30"],
                  ["--from", f"sqlite:///{db}", "--to", "sqlite:///mlflow.db"]):  # fmt: skip
         line = _refused(here, *args, needle="the same store as --from")
         assert line.startswith(f"error: --to {args[-1]}:") and str(db) in line, line
@@ -93,6 +94,17 @@ def test_the_same_server_spelled_differently_is_one_store():
     assert same_store("HTTP://127.0.0.1", "http://127.0.0.1:80/")
     assert not same_store("http://127.0.0.1:5000", "http://127.0.0.1:5001")
     assert not same_store("sqlite:///mlflow.db", "http://127.0.0.1:5000")
+
+
+def test_sqlite_options_are_not_part_of_the_file(tmp_path, monkeypatch):
+    """`sqlite:///mlflow.db?timeout=30` (SQLAlchemy's options, which MLflow takes) names the file mlflow.db; a
+    search records it made absolute with its options kept."""
+    from hsc_search.runs import resolved_tracking_uri, sqlite_path
+
+    monkeypatch.chdir(tmp_path)
+    assert sqlite_path("sqlite:///mlflow.db?timeout=30") == Path("mlflow.db")
+    assert sqlite_path("sqlite:////abs/m.db?timeout=30&uri=true") == Path("/abs/m.db")
+    assert resolved_tracking_uri("sqlite:///m.db?timeout=30") == f"sqlite:///{tmp_path.resolve()}/m.db?timeout=30"
 
 
 @pytest.mark.parametrize("name, what", [("notadb.db", "not an SQLite database"),
@@ -108,6 +120,16 @@ def test_a_file_that_is_not_an_mlflow_store_is_refused(here, name, what):
     _refused(here, "--to", f"sqlite:///{name}",
              needle=f"--to sqlite:///{name}: {path} is not an MLflow database ({what})")
     _refused(here, "--to", f"sqlite:///{here}", needle=f"--to sqlite:///{here}: {here} is a folder")
+
+
+def test_a_database_that_does_not_answer_is_refused_in_seconds(here):
+    """A postgresql:// store nothing answers at (MLflow retried it for minutes), as --from and as --to; the password
+    is never shown. And a Databricks URI (a traceback from MLflow)."""
+    dead = "postgresql://ana:s3cret@127.0.0.1:1/mlflow"
+    line = _refused(here, "--to", dead, needle="--to postgresql://ana:***@127.0.0.1:1/mlflow: no database answers")
+    assert "s3cret" not in line
+    _refused(here, "--from", dead, "--to", "sqlite:///copy.db", needle="--from postgresql://ana:***@127.0.0.1:1/mlflow")
+    _refused(here, "--to", "databricks://team", needle="--to databricks://team: Databricks-hosted MLflow is not")
 
 
 def test_a_destination_folder_that_does_not_exist_is_refused(here):

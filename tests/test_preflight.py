@@ -154,7 +154,7 @@ def test_a_database_uri_is_tried_before_ray_starts_and_its_password_never_shown(
     assert data.read_bytes() == b"\x89HDF\r\n\x1a\n" + bytes(200)  # read only, never written
     (tmp_path / "empty.db").write_bytes(b"")
     preflight.check_tracking(f"sqlite:///{tmp_path / 'empty.db'}")  # SQLite takes an empty file as a new database
-    odd = tmp_path / "runs #2 ?%"  # characters SQLite's file: URIs treat specially
+    odd = tmp_path / "runs #2 %"  # characters SQLite's file: URIs treat specially
     odd.mkdir()
     preflight.check_tracking(f"sqlite:///{odd / 'mlflow.db'}")
     assert list(odd.iterdir()) == []  # nothing created
@@ -167,6 +167,14 @@ def test_a_database_uri_is_tried_before_ray_starts_and_its_password_never_shown(
     (odd / "clips.h5").write_bytes(data.read_bytes())
     with pytest.raises(PreflightError, match="is not an SQLite database"):
         preflight.check_tracking(f"sqlite:///{odd / 'clips.h5'}")
+    preflight.check_tracking(f"sqlite:///{odd / 'real.db'}?timeout=30")  # SQLAlchemy's options: the file is real.db
+    with pytest.raises(PreflightError, match="is not an SQLite database"):
+        preflight.check_tracking(f"sqlite:///{odd / 'clips.h5'}?timeout=30")
+    qmark = tmp_path / "runs?2"  # SQLAlchemy cuts the path at '?': MLflow would make a store named 'runs'
+    qmark.mkdir()
+    with pytest.raises(PreflightError, match=r"reads what follows '\?' as options, so MLflow would open the file"):
+        preflight.check_tracking(f"sqlite:///{qmark / 'mlflow.db'}")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch):
