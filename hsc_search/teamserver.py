@@ -9,6 +9,13 @@ PostgreSQL's binaries come from the `pgserver` wheel (PyPI, PostgreSQL 16, the p
 extras) when it is installed, otherwise from the system (`pg_ctl` on PATH or Debian's /usr/lib/postgresql/*/bin).
 PostgreSQL refuses to run as root: as root, the database runs as another account (`run_as`, default `postgres`
 when that account exists), which then owns `pgdata/`.
+
+Both servers run in sessions of their own (a Ctrl-C in the terminal reaches the team server, which stops them in
+order). So that they never outlive it, even when it is killed with SIGKILL or by the OOM killer (nothing of it
+runs then), each server has a watchdog: a small process (standard library only) that waits on the team server's
+and the server's pidfds; when the team server is gone first, it stops the server as `stop()` would (PostgreSQL:
+fast shutdown; MLflow: SIGTERM to its process group), then SIGKILLs what is left after 30 s. Without it, the
+next start failed on a port in use and a data folder "already" served.
 """
 
 from __future__ import annotations
@@ -139,6 +146,7 @@ class Postgres:
             self.account = None
         self.bin_dir = Path(bin_dir) if bin_dir else self._pick_bin_dir()
         self.proc: subprocess.Popen | None = None
+        self.watchdog: subprocess.Popen | None = None
         self.socket_dir: Path | None = None
         self._own_socket_dir = False
 
@@ -218,11 +226,13 @@ class Postgres:
             **self._popen_args(),
         )  # fmt: skip
         log.close()
+        self.watchdog = _guard(self.proc, signal.SIGINT)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 tail = (self.data_dir / "server.log").read_text(errors="replace")[-2000:]
                 self.proc = None
+                _end_watchdog(self.watchdog)
                 raise TeamServerError(f"PostgreSQL on {self.data_dir} exited at start:\n{tail}")
             try:
                 self._ensure_database()
@@ -254,6 +264,8 @@ class Postgres:
         if self.proc is not None and self.proc.poll() is None:
             _stop(self.proc, signal.SIGINT, timeout)
         self.proc = None
+        _end_watchdog(self.watchdog)
+        self.watchdog = None
         if self._own_socket_dir and self.socket_dir is not None:
             import shutil
 
@@ -263,6 +275,53 @@ class Postgres:
 
 class _NotReady(Exception):
     pass
+
+
+# The watchdog's program (`python -I -S -c`): argv = owner pid, server pid, signal. Exits at once when the server
+# ends first (a normal stop), or when either pid is gone already.
+_WATCHDOG = """
+import os, select, signal, sys, time
+owner, server, sig = (int(a) for a in sys.argv[1:4])
+for s in (signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+try:
+    fo, fs = os.pidfd_open(owner), os.pidfd_open(server)
+except OSError:
+    sys.exit(0)
+if fs in select.select([fo, fs], [], [])[0]:
+    sys.exit(0)
+try:
+    os.killpg(server, sig)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if select.select([fs], [], [], 0.2)[0]:
+            sys.exit(0)
+    os.killpg(server, signal.SIGKILL)
+except ProcessLookupError:
+    pass
+"""
+
+
+def _guard(proc: subprocess.Popen, sig: int) -> subprocess.Popen | None:
+    """Starts the watchdog that stops `proc` (a session leader) with `sig` if this process dies without doing so."""
+    if not hasattr(os, "pidfd_open"):  # not Linux: the servers are stopped only by stop()
+        return None
+    try:
+        return subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHDOG, str(os.getpid()), str(proc.pid),
+                                 str(int(sig))], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, cwd="/", close_fds=True, start_new_session=True)  # fmt: skip
+    except OSError:
+        return None
+
+
+def _end_watchdog(watchdog: subprocess.Popen | None) -> None:
+    """Reaps a watchdog whose server was stopped (it exits by itself then)."""
+    if watchdog is not None:
+        try:
+            watchdog.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            watchdog.kill()
+            watchdog.wait(timeout=5)
 
 
 def _alive(pid: int) -> bool:
@@ -313,6 +372,7 @@ class MlflowServerProcess:
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
+        self.watchdog: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120.0) -> "MlflowServerProcess":
         check_port_free(self.port)
@@ -326,6 +386,7 @@ class MlflowServerProcess:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)  # fmt: skip
+        self.watchdog = _guard(self.proc, signal.SIGTERM)
         if self.log_path:
             out.close()
         deadline = time.monotonic() + timeout
@@ -348,6 +409,8 @@ class MlflowServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             _stop(self.proc, signal.SIGTERM, timeout)
         self.proc = None
+        _end_watchdog(self.watchdog)
+        self.watchdog = None
 
 
 # ------------------------------------------------------------------------------------------ the team server
