@@ -344,6 +344,15 @@ def _trial_dirname(trial) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- run / resume
+def absolute_data_spec(spec: str) -> str:
+    """A data file's spec as an absolute path; a synthetic spec or a URI as given."""
+    from trainer.data import SYNTHETIC_PREFIX
+
+    if spec.startswith(SYNTHETIC_PREFIX) or "://" in spec:
+        return spec
+    return str(Path(spec).expanduser().absolute())
+
+
 def run_search(
     settings: SearchSettings, echo: Callable[[str], None] = print, callbacks: Sequence = ()
 ) -> SearchOutcome:
@@ -360,6 +369,9 @@ def run_search(
         settings.name = settings.name or time.strftime("hsc-%Y%m%d-%H%M%S")
         space = load_space(settings.space_path(), overrides=settings.overrides, set_from=settings.set_from)
         data = load_search_data(settings, space)
+        # a data file is recorded by its absolute path (the parent run's `data`, the search's record, the retrain
+        # lines): `resume` and the printed retrain command are run from other folders
+        settings.data = absolute_data_spec(settings.data)
         first, notes = _first_trial(space, settings, data)
         exp_dir = experiment_dir(settings)
         if storage.exists(exp_dir):

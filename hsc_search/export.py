@@ -163,7 +163,7 @@ def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str
         spec = shlex.quote(data) if data else "<SPEC: the data the search ran on>"
         out.write_text(
             "# Best HSC-MAE config exported by hsc-search; retrain with (in the project's environment):\n"
-            f"#   {exe('python', relative=False)} -m trainer --config {shlex.quote(str(out))} --data {spec}\n"
+            f"#   {exe('python', relative=False)} -m trainer --config {shlex.quote(str(out.absolute()))} --data {spec}\n"
             + cfg.to_yaml()
         )
     return out

@@ -329,14 +329,16 @@ def test_export_best_then_retrain(search, _cache_dir):
     # the file's own header is the retrain command, with the search's data, pasted into a shell as it is (its
     # python: this environment's, by its absolute path)
     header = (cwd / "best.yaml").read_text().splitlines()[1].lstrip("#").strip()
-    assert header.endswith(f" -m trainer --config best.yaml --data {shlex.quote(DATA)}"), header
+    best_yaml = shlex.quote(str((cwd / "best.yaml").resolve()))  # absolute: the command works in any folder
+    assert header.endswith(f" -m trainer --config {best_yaml} --data {shlex.quote(DATA)}"), header
     python = shlex.split(header)[0]
     assert python == os.path.abspath(Path(sys.executable).parent / "python"), header  # not a bare `python`
-    train = subprocess.run(f"{header} --out rt", shell=True, cwd=cwd, env=_env(_cache_dir), capture_output=True,
-                           text=True, timeout=300)  # fmt: skip
+    (cwd / "elsewhere").mkdir()
+    train = subprocess.run(f"{header} --out rt", shell=True, cwd=cwd / "elsewhere", env=_env(_cache_dir),
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert train.returncode == 0, train.stderr
     assert len([l for l in train.stdout.splitlines() if l.startswith("epoch")]) == MAX_EPOCHS
-    assert (cwd / "rt" / "summary.json").exists()
+    assert (cwd / "elsewhere" / "rt" / "summary.json").exists()
     proc = _cli("export-best", "--experiment", "no-such-exp", cwd=cwd, cache=_cache_dir)
     assert proc.returncode == 2 and "no-such-exp" in proc.stderr and "Traceback" not in proc.stderr
     # an output replaces only an earlier output of its kind: not the store, not the best config (each command
@@ -579,13 +581,24 @@ def test_resume_of_a_folder_it_cannot_continue_says_so_before_ray_starts(tmp_pat
 def test_a_search_without_mlflow_still_writes_the_best_config(tmp_path, _cache_dir):
     """--no-mlflow: no runs, but the best trial's trainer config is written and printed as with MLflow. The best
     trial is the one with the best epoch: checked against every epoch's value as Ray's result files hold them
-    (FIFO reports only after a trial's last epoch, so Ray's own per-metric analysis sees the last epoch alone)."""
+    (FIFO reports only after a trial's last epoch, so Ray's own per-metric analysis sees the last epoch alone).
+    The data is a file named relative to the folder searched in: the printed retrain command names it (and the
+    config) by absolute path, so it works pasted in another folder."""
     from hsc_search.replay import read_ray_dir
     from trainer import TrainConfig
 
-    proc = _cli("run", "--data", DATA, "--num-samples", "4", "--max-epochs", "3", "--scheduler", "fifo",
+    proc = _cli("synth-data", "ave", "small.h5", "--set", "n_train=300", "--set", "n_val=60", "--set", "n_test=60",
+                "--set", "dim_audio=12", "--set", "dim_visual=16", cwd=tmp_path, cache=_cache_dir, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    proc = _cli("run", "--data", "small.h5", "--num-samples", "4", "--max-epochs", "3", "--scheduler", "fifo",
                 "--no-mlflow", "--name", "plain", cwd=tmp_path, cache=_cache_dir)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    retrain = next(ln for ln in proc.stdout.splitlines() if ln.startswith("retrain:")).split(":", 1)[1].strip()
+    assert f"--data {tmp_path.resolve() / 'small.h5'}" in retrain, retrain
+    (tmp_path / "elsewhere").mkdir()
+    train = subprocess.run(f"{retrain} --out rt --set epochs=1", shell=True, cwd=tmp_path / "elsewhere",
+                           env=_env(_cache_dir), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert train.returncode == 0 and "train 300 / val 60 / test 60 clips" in train.stdout, train.stderr[-2000:]
     exp = tmp_path / "ray_results" / "plain"
     assert f"best config: {exp / 'best_config.yaml'}" in proc.stdout and not (tmp_path / "mlflow.db").exists()
     raw = read_ray_dir(exp).raw
