@@ -530,10 +530,30 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
     notes = [*data.notes, *settings.unused()]
     for name, where in space.unsearched.items():
         notes.append(f"{name} is in the space but {where} fixes it at {space.fixed[name]!r}: not searched")
+    for name, why in space.never_searched().items():
+        notes.append(f"{name} is never searched: {why}")
+    notes += _batch_notes(space, len(data.train))
     if "val_fraction" in space.fixed and not data.val_carved:  # given, but there is nothing to carve
         notes.append(f"val_fraction {space.fixed['val_fraction']!r} is not used: the data has a val split of its "
                      f"own ({len(data.val)} clips)")  # fmt: skip
     return notes
+
+
+def _batch_notes(space: SearchSpace, n_train: int) -> list[str]:
+    """Searched batch sizes above the train split: the trainer clamps them to the split (TrainConfig.resolve,
+    logged as effective.batch_size), so such trials train alike while the sampler takes them for different values.
+    (A fixed one is not said: it is one value, and the trainer's effective.batch_size records it.)"""
+    param = next((p for p in space.params if p.name == "batch_size"), None)
+    if param is None:
+        return []
+    if param.type == "categorical":
+        over = [str(c) for c in param.choices if c > n_train]
+    else:
+        over = [f"{max(param.low, n_train + 1)}-{param.high}"] if param.high > n_train else []
+    if not over:
+        return []
+    return [f"batch_size {', '.join(over)} exceeds the {n_train} training clips: such trials train with batches of "
+            f"{n_train} (alike, though the sampler takes them for different values)"]
 
 
 def load_search_data(settings: SearchSettings, space: SearchSpace) -> AVData:

@@ -241,6 +241,25 @@ class SearchSpace:
         """
         return _DefineByRun(self)
 
+    def never_searched(self) -> dict[str, str]:
+        """Params whose condition can never hold, because a param it refers to is fixed (by an override: the
+        file's own fixed values are checked when it is read) or is itself never searched: name -> why."""
+        constant = {**_DEFAULTS, **self.fixed}  # what a param that is not sampled takes
+        live = {p.name for p in self.params}
+        out: dict[str, str] = {}
+        for p in self.params:
+            for ref, allowed in p.when.items():
+                if ref in live and ref not in out:
+                    continue  # sampled: its domain was checked against `allowed` when the file was read
+                if constant.get(ref) not in allowed:
+                    how = f"fixed at {constant.get(ref)!r} by {self.unsearched[ref]}" if ref in self.unsearched else (
+                        f"never searched, so it stays {constant.get(ref)!r}" if ref in out else
+                        f"fixed at {constant.get(ref)!r}")  # fmt: skip
+                    out[p.name] = f"its condition {ref} in {list(allowed)} never holds: {ref} is {how}"
+                    live.discard(p.name)
+                    break
+        return out
+
     def defaults(self, resolved: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
         """The first trial: the trainer defaults (with `fixed` applied) of the searched params whose condition
         holds under them, and one note per param that could not take its trainer default.
@@ -628,6 +647,10 @@ def _read_param(name: str, spec: Any, fixed: dict[str, Any], bad: _Problems) -> 
             k = (high - low) / step
             if abs(k - round(k)) > 1e-8:
                 bad(where, f"step {step} does not divide high - low = {high - low:g}")
+        elif ptype == "int" and low <= high and (high - low) % step:  # Optuna would search up to a lower high
+            top = low + (high - low) // step * step
+            bad(where, f"step {step} does not divide high - low = {high - low}; expected e.g. high: {top} "
+                       f"(the largest value the step reaches) or high: {top + step}")
     if len(bad) > n_before:
         return None
     return Param(name=name, type=ptype, low=low, high=high, log=log, step=step, when=when)

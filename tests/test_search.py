@@ -291,6 +291,14 @@ def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp
     settings = load_settings(None, {"data": own}, [])  # not given: nothing to say
     space = load_space(settings.space_path(), overrides=settings.overrides)
     assert start_notes(settings, space, load_search_data(settings, space)) == []
+    # searched batch sizes above the 120 training clips train alike, at 120; a --set that strands a condition
+    settings = load_settings(None, {"data": own, "space": "hsc_mae"}, ["loss_weighting=fixed"])
+    space = load_space(settings.space_path(), overrides=settings.overrides)
+    notes = start_notes(settings, space, load_search_data(settings, space))
+    assert ("batch_size 128, 256, 512 exceeds the 120 training clips: such trials train with batches of 120 (alike, "
+            "though the sampler takes them for different values)") in notes, notes
+    stranded = [n.split(" is never searched")[0] for n in notes if "is never searched" in n]
+    assert stranded == ["weight_lr", "logvar_floor", "weight_warmup_epochs"], notes  # all `when: loss_weighting`
     import h5py  # data whose audio is all zeros: said at the start too (tests/test_data.py has the note's text)
     import numpy as np
 

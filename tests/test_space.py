@@ -400,8 +400,10 @@ def test_int_bounds_steps_and_unknown_param_keys(tmp_path):
         "  topk: {type: int, low: 0, high: 5.5}\n"
         "  seq_layers: {type: int, low: 1, high: 4, step: 0.5}\n"
         "  mask_ratio: {type: float, low: 0.3, hihg: 0.8}\n"
-        "  tau: {type: float, low: 0.05, high: 0.3, step: 0.1}\n",
+        "  tau: {type: float, low: 0.05, high: 0.3, step: 0.1}\n"
+        "  hidden_dim: {type: int, low: 0, high: 8, step: 3}\n",  # Optuna searched 0-6, with a warning
     )
+    assert "params.hidden_dim: step 3 does not divide high - low = 8; expected e.g. high: 6" in message
     assert "params.topk: high: expected an integer, got 5.5" in message
     assert "params.seq_layers: step: expected an integer, got 0.5" in message
     assert "params.mask_ratio: unknown key 'hihg' for type float" in message
@@ -566,3 +568,20 @@ def test_a_key_given_twice_is_refused_in_every_file_people_write(tmp_path):
     space.write_text("base: &b {type: float, low: 0.1, high: 0.5}\nparams:\n  tau: {<<: *b, high: 0.4}\n")
     with pytest.raises(SpaceError, match="base"):  # the merge itself is fine: only the unknown top-level key is not
         load_space(space)
+
+
+def test_a_condition_that_an_override_makes_false_is_named():
+    """--set of a param that a condition refers to: the conditional param is never searched, and the search's
+    start says so (it said only that the overridden param is not searched). A chain stops where the stranded
+    param's default satisfies the next condition (ablation: topk asks use_nce, whose default is true)."""
+    from hsc_search.settings import SPACES_DIR
+
+    ablation = load_space(SPACES_DIR / "ablation.yaml", overrides={"use_dcca": False})
+    assert ablation.never_searched() == {
+        "use_nce": "its condition use_dcca in [True] never holds: use_dcca is fixed at False by --set"}
+    quick = load_space(SPACES_DIR / "quick.yaml", overrides={"loss_weighting": "fixed"}, set_from={})
+    assert list(quick.never_searched()) == ["weight_lr"]
+    assert "loss_weighting is fixed at 'fixed' by --set" in quick.never_searched()["weight_lr"]
+    for space in (load_space(SPACES_DIR / "ablation.yaml"), load_space(SPACES_DIR / "quick.yaml"),
+                  load_space(SPACES_DIR / "quick.yaml", overrides={"loss_weighting": "learned"})):  # fmt: skip
+        assert space.never_searched() == {}
