@@ -194,7 +194,7 @@ def run(
 @app.command()
 def resume(
     path: str = typer.Argument(..., help="The search's folder or URI (<storage>/<name>), printed by `run`."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster address, if different from the original."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address, if different from the original; local: a local Ray instance."),
 ) -> None:
     """Continue a search whose driver died (even by SIGKILL): unfinished trials resume from their last
     checkpoints, ASHA keeps its rung history, each trial keeps its one MLflow run."""

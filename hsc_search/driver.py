@@ -222,8 +222,13 @@ def _init_ray(address: str | None, preload: bool = True, flag: str = "--address"
         try:
             ray.init(address=target, **kwargs)
         except ConnectionError as e:  # the pre-flight found a gRPC server there, but Ray could not join it
+            # a head started with RAY_AUTH_MODE=token (cluster.yaml's) refuses a driver without it: Ray says only
+            # "Failed to connect", after its own InvalidAuthToken warnings
+            auth = ("; if the cluster runs with token authentication (RAY_AUTH_MODE=token, as cluster.yaml starts "
+                    "it), set RAY_AUTH_MODE=token here too, with its token in ~/.ray/auth_token"
+                    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token" else "")  # fmt: skip
             raise SearchError(f"{flag if address else 'RAY_ADDRESS'} {target}: "
-                              f"{str(e).strip().splitlines()[0]}") from None  # fmt: skip
+                              f"{str(e).strip().splitlines()[0]}{auth}") from None  # fmt: skip
     else:  # always a new instance, on 127.0.0.1, never a cluster that happens to run on this machine
         from .local_ray import start_local_ray
 

@@ -255,9 +255,10 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
                              "e.g. 10.0.0.5:6379), ray://host:10001 for Ray Client, or auto")  # fmt: skip
     why = tcp_problem(host.strip("[]"), int(port), timeout_s)
     if why is not None:
+        local = ("leave it out to search on a local Ray instance" if flag in ("--address", "RAY_ADDRESS") else
+                 "give --address local to resume on a local Ray instance")  # resume: the search's recorded address
         raise PreflightError(f"{flag} {address}: no Ray head answers at {host}:{port} ({why}); start one with "
-                             "`ray start --head`, fix the address, or leave it out to search on a local Ray "
-                             "instance")  # fmt: skip
+                             f"`ray start --head`, fix the address, or {local}")  # fmt: skip
     if os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true"):  # Ray's own test (grpc_utils)
         why = grpc_problem(host.strip("[]"), int(port), timeout_s)
         if why is not None:

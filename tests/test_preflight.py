@@ -193,8 +193,10 @@ def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch):
         monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # the variable, named as such
         with pytest.raises(PreflightError, match=f"RAY_ADDRESS 127.0.0.1:{port}: no Ray head answers"):
             preflight.check_address(None, timeout_s=2.0)
-        with pytest.raises(PreflightError, match=f"address in r/hsc_search.json 127.0.0.1:{port}: no Ray head"):
+        with pytest.raises(PreflightError, match=f"address in r/hsc_search.json 127.0.0.1:{port}: no Ray head") as e:
             preflight.check_address(f"127.0.0.1:{port}", timeout_s=2.0, flag="address in r/hsc_search.json")
+        # resume: its address is the search's record, so leaving --address out is what was done already
+        assert str(e.value).endswith("or give --address local to resume on a local Ray instance"), str(e.value)
         assert time.monotonic() - t0 < 10.0
         s.listen()  # now the kernel accepts connections, but nothing answers them (a Ray head answers gRPC)
         with pytest.raises(PreflightError, match=f"--address 127.0.0.1:{port}: something answers at 127.0.0.1:{port}, "
