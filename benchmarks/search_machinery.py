@@ -16,7 +16,7 @@ search runs on a fresh local Ray instance, started as `hsc-search run` starts it
    the MLflow writer as a thread of the driver and as a process of its own (`HSC_MLFLOW_WRITER`); the "on"
    column is the place this machine uses by default.
 3. **Stock Ray Tune** beside ours: `OptunaSearch` + `ASHAScheduler`, `reuse_actors=True`, 16 trivial trials of 10
-   reports each (no training at all), the configuration STACK_NOTES.md measured at 0.62 s per trial.
+   reports each (no training at all), the configuration measured at 0.62 s per trial when issue 9 was written (this 2-core VM).
 
     python benchmarks/search_machinery.py                 # ~6 min here
     python benchmarks/search_machinery.py --quick         # smoke run, < 90 s, writes to a temporary folder
@@ -252,7 +252,7 @@ def main(argv=None) -> int:
     p.add_argument("--counts", default="16,64,256", help="trial counts of the tiny-trial searches")
     p.add_argument("--rounds", type=int, default=2, help="rounds; MLflow off and on alternate their order")
     p.add_argument("--quick", action="store_true", help="2 trials, 1/3 epochs, 4 tiny trials, a small stock run, "
-                   "1 round: a smoke run (< 60 s), written to a temporary folder unless --out")
+                   "1 round: a smoke run (< 90 s), written to a temporary folder unless --out")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results; with --quick a "
                    "new temporary folder)")
     p.add_argument("--workdir", default=None, help="parent of the searches' folders (created when missing)")

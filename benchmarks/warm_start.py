@@ -205,8 +205,10 @@ def main(argv=None) -> int:
         for kind in ("cold", "warm") if seed % 2 == 0 else ("warm", "cold"):  # alternate: the machine is shared
             runs[kind] = one_search(kind, seed + SEED_OFFSET, args, src["experiment_dir"] if kind == "warm" else None)
             runs[kind]["cmp"] = compare(src, runs[kind], args.tolerance)
-            print(f"== seed {seed}: {kind}: best {_f(runs[kind]['best_val'])}, source best reached after "
-                  f"{runs[kind]['cmp']['epochs_to_source_best']} epochs", file=sys.stderr)  # fmt: skip
+            reached = runs[kind]["cmp"]["epochs_to_source_best"]
+            print(f"== seed {seed}: {kind}: best {_f(runs[kind]['best_val'])}, source best "
+                  + (f"reached after {reached} epochs" if reached is not None else "not reached"),
+                  file=sys.stderr)  # fmt: skip
         seeds.append({"seed": seed, **runs})
     doc = {
         "benchmark": NAME,

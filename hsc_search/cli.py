@@ -20,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=False,
     rich_markup_mode=None,  # plain help: `[default: ...]` stays visible, flags show no `<bool>`
+    context_settings={"help_option_names": ["-h", "--help"]},  # -h worked on `train` only (the trainer's own)
     help="Hyperparameter search for HSC-MAE: Ray Tune runs Optuna-sampled trials of the trainer, ASHA stops weak "
     "ones early, and every trial lands in MLflow. With no flags, `hsc-search run` searches the quick space on "
     "small synthetic data on this machine.",
@@ -71,8 +72,9 @@ def _experiment_of(tracking_uri: Optional[str], run_id: str) -> Optional[str]:
 
 def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
     counts: dict[str, int] = {}
-    for r in outcome.rows:
-        counts[r.outcome] = counts.get(r.outcome, 0) + 1
+    for r in outcome.rows:  # one word for a cut-off trial, with or without MLflow (its tags say "interrupted")
+        kind = "interrupted" if r.outcome == "unfinished" and outcome.interrupted else r.outcome
+        counts[kind] = counts.get(kind, 0) + 1
     none = "none reported an epoch yet" if outcome.interrupted else "none"  # trials that started and were cut off
     said = [f"{v} {k}" for k, v in sorted(counts.items())]
     unstarted = (outcome.num_samples or 0) - len(outcome.rows)
@@ -132,7 +134,9 @@ def run(
                                                "cluster. [default: sqlite:///mlflow.db here]"),
     storage: Optional[str] = typer.Option(None, help="Ray Tune storage path (shared by all nodes on a cluster). "
                                           "[default: ./ray_results]"),
-    address: Optional[str] = typer.Option(None, help="Ray cluster address (or RAY_ADDRESS). [default: local Ray]"),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address: host:port of its head, auto (the cluster "
+                                          "started on this machine) or ray://host:10001; or RAY_ADDRESS. [default: "
+                                          "a local Ray instance of its own]"),
     cpus_per_trial: Optional[float] = typer.Option(None, help="CPUs per trial. [default: 1]"),
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPUs per trial, fractional (0.25 = four trials "
                                                    "share a GPU; they must fit in its memory together). [default: 0]"),
@@ -193,7 +197,8 @@ def run(
 
 @app.command()
 def resume(
-    path: str = typer.Argument(..., help="The search's folder or URI (<storage>/<name>), printed by `run`."),
+    path: str = typer.Argument(..., metavar="FOLDER", help="The search's folder or URI (<storage>/<name>), printed "
+                               "by `run`."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address, if different from the original; local: a local Ray instance."),
 ) -> None:
     """Continue a search whose driver died (even by SIGKILL): unfinished trials resume from their last
@@ -375,7 +380,7 @@ def import_runs(
                            "http://127.0.0.1:5000 (through your SSH tunnel)."),
     from_: str = typer.Option("sqlite:///mlflow.db", "--from", help="Source tracking URI: the embedded default "
                               "of the folder you searched from."),
-    experiment: List[str] = typer.Option([], "--experiment", help="Experiment to copy, repeatable. "
+    experiment: List[str] = typer.Option([], "--experiment", metavar="NAME", help="Experiment to copy, repeatable. "
                                          "[default: every experiment]"),
 ) -> None:
     """Copy searches (runs, params, tags, full metric histories, artifacts, parent/child nesting, start and end
@@ -405,8 +410,8 @@ def train(ctx: typer.Context) -> None:
 
 @app.command("synth-data")
 def synth_data(
-    name: str = typer.Argument(..., help="ave or vegas (public sizes and dimensions by default)."),
-    out: Path = typer.Argument(..., help="HDF5 file to write, named .h5 or .hdf5 (AVE/VEGAS feature layout)."),
+    name: str = typer.Argument(..., metavar="NAME", help="ave or vegas (public sizes and dimensions by default)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="HDF5 file to write, named .h5 or .hdf5 (AVE/VEGAS feature layout)."),
     set_: List[str] = typer.Option([], "--set", help="Generator option KEY=VALUE, e.g. n_train=800, mismatch=0.2.",
                               metavar="KEY=VALUE"),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists (by default an existing file is "

@@ -331,7 +331,8 @@ def _tune_config(settings: SearchSettings, searcher, scheduler):
 def _slots(settings: SearchSettings) -> int:
     """How many trials fit in the cluster at once (by CPUs, and by GPUs when trials take GPUs).
 
-    Without an explicit limit Ray runs a custom searcher's trials one at a time (STACK_NOTES.md), so
+    `max_concurrent_trials=N` wraps the searcher in a ConcurrencyLimiter (since Ray 2.60 a custom searcher such as
+    OptunaSearch then has up to N trials pending instead of 1), so
     --max-concurrent 0 means this. An autoscaling cluster counts the nodes it has when the search starts.
     """
     import ray

@@ -1,4 +1,4 @@
-"""Our two fixes to stock Ray Tune parts (see STACK_NOTES.md):
+"""Our two fixes to stock Ray Tune parts (Ray 2.60):
 
 * `BudgetAwareOptunaSearch`: stock OptunaSearch tells Optuna a trial stopped by ASHA is COMPLETE with its
   last, low-budget value, so TPE learns from epoch-1 numbers as if they were final. We tell Optuna PRUNED for

@@ -1,4 +1,7 @@
-"""MLflow tracking written by our own code (Ray's MLflowLoggerCallback is not good enough; STACK_NOTES.md).
+"""MLflow tracking written by our own code. Ray's MLflowLoggerCallback is not good enough: it runs on the driver,
+makes one flat run per trial (no parent run) and one REST call per metric, and keeps no state (after a driver kill
+and `Tuner.restore` it left 15 runs for 10 trials, one RUNNING forever); `setup_mlflow` inside a trainable never
+ends its run, so a crashed trial stays RUNNING.
 
 One parent run per search, one nested child run per trial. The Tune callback `MlflowTracker` runs on the driver
 and hands every Tune event, as one small message, to the writer (`writer.py`: a thread of the driver, or a

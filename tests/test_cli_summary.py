@@ -19,6 +19,10 @@ def test_a_search_cut_off_before_any_trial_reported(capsys):
     cut = TrialRow("r2", "t2", "train_trial_t2", "interrupted", "KILLED", 2, 1.0, 0.2, params={"lr": "0.002"})
     _report(SearchOutcome("/runs/s", None, [row, cut], row, None, True, [], num_samples=4), None, "synthetic:ave")
     assert "\ntrials: 1 completed, 1 interrupted, 2 not started  (interrupted: `" in capsys.readouterr().out
+    # without MLflow a cut-off trial's outcome comes from Ray ("unfinished"): the same word in the summary
+    ray_cut = TrialRow(None, "t3", "train_trial_t3", "unfinished", "RUNNING", 2, 1.0, 0.2, params={"lr": "0.003"})
+    _report(SearchOutcome("/runs/s", None, [row, ray_cut], row, None, True, [], num_samples=2), None, "synthetic:ave")
+    assert "\ntrials: 1 completed, 1 interrupted  (interrupted: `" in capsys.readouterr().out
 
 
 def test_the_best_trial_line_shows_the_searched_values_then_what_the_data_resolved(capsys):
