@@ -87,9 +87,7 @@ def _train(config: dict[str, Any], data: AVData, device: str, report_at: frozens
         metrics[NODE_KEY] = node_id  # the Ray node these epochs ran on (tagged in MLflow)
         if state["effective"]:  # values the trainer resolved itself (auto fields, a clamped batch): once per run
             state["effective"] = False
-            raw = cfg.to_dict()
-            metrics[EFFECTIVE_KEY] = json.dumps({k: v for k, v in report.config.to_dict().items()
-                                                 if k != "epochs" and raw[k] != v})  # fmt: skip
+            metrics[EFFECTIVE_KEY] = json.dumps(effective_values(cfg.to_dict(), report.config.to_dict()))
         state["reports"] += 1
         with tempfile.TemporaryDirectory(prefix="hsc-ckpt-") as d:
             report.save_checkpoint(d)
@@ -100,6 +98,14 @@ def _train(config: dict[str, Any], data: AVData, device: str, report_at: frozens
 
     with stack:
         fit(cfg, data, on_epoch=on_epoch, resume_from=resume_dir, device=device, log=None)
+
+
+def effective_values(given: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+    """What the trainer resolved itself (`TrainConfig.resolve`: auto fields, a batch clamped to the train split):
+    the trained values that differ from the given ones, and an auto ema_momentum (0) even when it resolved to 0.0
+    (a run too short for an average: the teacher is a copy of the student), which compares equal to 0."""
+    return {k: v for k, v in trained.items()
+            if k != "epochs" and (given[k] != v or k == "ema_momentum" and given[k] == 0)}  # fmt: skip
 
 
 def _report_count(checkpoint_dir: str) -> int:

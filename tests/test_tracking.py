@@ -349,3 +349,19 @@ def test_a_message_that_does_not_pickle_is_reported_and_the_writer_goes_on(tmp_p
     assert len(writer.errors) == 1 and "retried of trial t0 not sent to the writer" in writer.errors[0]
     assert _child(client, exp).data.tags["hsc.trial_id"] == "t6"
     tracker.close(interrupted=True)
+
+
+def test_an_auto_ema_momentum_that_resolves_to_zero_is_recorded_as_effective():
+    """A run too short for an average resolves ema_momentum 0 (auto) to 0.0 (the teacher is a copy of the
+    student); it compares equal to the given 0, and MLflow's effective.* params left it out (a non-zero one was
+    there). A value given explicitly is the value trained: not effective."""
+    from hsc_search.trainable import effective_values
+    from trainer import TrainConfig
+    from trainer.config import auto_ema_momentum
+
+    short = TrainConfig(epochs=1, batch_size=32)
+    assert auto_ema_momentum(1 * (40 // 32)) == 0.0  # one step: no average (independent of the code under test)
+    got = effective_values(short.to_dict(), short.resolve(n_train=40, audio_dim=8, visual_dim=8).to_dict())
+    assert got["ema_momentum"] == 0.0 and got["cca_dim"] == 8
+    given = TrainConfig(epochs=1, batch_size=32, ema_momentum=0.5)
+    assert "ema_momentum" not in effective_values(given.to_dict(), given.resolve(40, 8, 8).to_dict())
