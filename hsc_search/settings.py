@@ -152,6 +152,7 @@ class SearchSettings:
 def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[str]) -> SearchSettings:
     """Settings from a search config file (optional), then CLI values that were given (not None) on top."""
     values: dict[str, Any] = {}
+    problems: list[str] = []
     if path is not None:
         path = Path(path)
         try:
@@ -174,14 +175,15 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
             values["overrides"] = values.pop("set")
         valid = {f.name for f in dataclasses.fields(SearchSettings)} - {"overrides"}
         unknown = sorted(set(values) - valid - {"overrides"})
-        if unknown:
+        if unknown:  # said with the known keys' problems below, all at once
             hint = " (--no-mlflow is mlflow: false)" if any(k in ("no_mlflow", "no-mlflow") for k in unknown) else ""
-            raise SettingsError(f"{path}: unknown settings {unknown}{hint}; valid: {', '.join(sorted(valid))} "
-                                "(and 'set' for fixed trainer values)")  # fmt: skip
+            problems.append(f"{path}: unknown settings {unknown}{hint}; valid: {', '.join(sorted(valid))} "
+                            "(and 'set' for fixed trainer values)")  # fmt: skip
+            values = {k: v for k, v in values.items() if k not in unknown}
         if not isinstance(values.get("overrides", {}), dict):
-            raise SettingsError(f"{path}: 'set' must be a mapping of trainer field: value")
+            problems.append(f"{path}: 'set' must be a mapping of trainer field: value")
+            values["overrides"] = {}
     source = str(path) if path is not None else None
-    problems = []
     for key, value in list(values.items()):
         if key != "overrides":
             try:

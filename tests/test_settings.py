@@ -26,6 +26,12 @@ def test_unknown_file_keys_are_named(tmp_path):
     f.write_text("num_sample: 3\nspace: quick\n")
     with pytest.raises(SettingsError, match=r"search.yaml: unknown settings \['num_sample'\].*num_samples"):
         load_settings(f, {}, [])
+    f.write_text("num_sample: 3\nmax_epochs: two\nset: 5\n")  # every mistake of the file at once, not the first
+    with pytest.raises(SettingsError) as e:
+        load_settings(f, {}, [])
+    lines = str(e.value).splitlines()
+    assert len(lines) == 3 and "unknown settings ['num_sample']" in lines[0], lines
+    assert lines[1] == f"{f}: 'set' must be a mapping of trainer field: value" and f"{f}: max_epochs: " in lines[2]
 
 
 def test_all_bad_values_reported_together():
