@@ -71,10 +71,12 @@ def _experiment_of(tracking_uri: Optional[str], run_id: str) -> Optional[str]:
 
 
 def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
+    def word(kind: str) -> str:  # one word for a cut-off trial, with or without MLflow (its tags say "interrupted")
+        return "interrupted" if kind == "unfinished" and outcome.interrupted else kind
+
     counts: dict[str, int] = {}
-    for r in outcome.rows:  # one word for a cut-off trial, with or without MLflow (its tags say "interrupted")
-        kind = "interrupted" if r.outcome == "unfinished" and outcome.interrupted else r.outcome
-        counts[kind] = counts.get(kind, 0) + 1
+    for r in outcome.rows:
+        counts[word(r.outcome)] = counts.get(word(r.outcome), 0) + 1
     none = "none reported an epoch yet" if outcome.interrupted else "none"  # trials that started and were cut off
     said = [f"{v} {k}" for k, v in sorted(counts.items())]
     unstarted = (outcome.num_samples or 0) - len(outcome.rows)
@@ -96,7 +98,7 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
         from .runs import params_line
 
         own, resolved = params_line(b.params)
-        typer.echo(f"best trial: {b.name} ({b.outcome}, {b.epochs} epoch{'s' * (b.epochs != 1)}) score {b.score:.4f}  {own}"
+        typer.echo(f"best trial: {b.name} ({word(b.outcome)}, {b.epochs} epoch{'s' * (b.epochs != 1)}) score {b.score:.4f}  {own}"
                    + (f"  (resolved on this data: {resolved})" if resolved else ""))
         if outcome.best_config_path is not None:
             typer.echo(f"best config: {outcome.best_config_path}")

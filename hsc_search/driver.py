@@ -202,6 +202,14 @@ class _NoUnreportedTrialWarning(logging.Filter):
                     and all("both result.json and progress.csv were not found" in ln for ln in lines[1:]))
 
 
+def cluster_address(address: str | None) -> str | None:
+    """The Ray cluster a search joins: `address`, else RAY_ADDRESS; None for a new local instance of its own
+    (neither given, or `local`: Ray's word for it, which `resume --address local` uses to leave a recorded
+    cluster address aside)."""
+    target = address or os.environ.get("RAY_ADDRESS")
+    return None if not target or target == "local" else target
+
+
 def _init_ray(address: str | None, preload: bool = True, flag: str = "--address") -> None:
     """Connects to `address` (or RAY_ADDRESS), else starts a new local instance. With `preload`, the local
     instance's workers (one per CPU) import the trial's modules as they start and Tune's trial actors run in them;
@@ -216,9 +224,9 @@ def _init_ray(address: str | None, preload: bool = True, flag: str = "--address"
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True, "logging_level": logging.WARNING}
     from .ray_internals import preload_system_config, trial_actors_on_inherited_env
 
-    if address or os.environ.get("RAY_ADDRESS"):
+    target = cluster_address(address)
+    if target is not None:
         trial_actors_on_inherited_env(None)
-        target = address or os.environ["RAY_ADDRESS"]
         try:
             ray.init(address=target, **kwargs)
         except ConnectionError as e:  # the pre-flight found a gRPC server there, but Ray could not join it
@@ -351,12 +359,13 @@ def _trial_dirname(trial) -> str:
 
 # ---------------------------------------------------------------------------------------------- run / resume
 def absolute_data_spec(spec: str) -> str:
-    """A data file's spec as an absolute path; a synthetic spec or a URI as given."""
+    """A data file's spec as an absolute path (as the trainer reads it: no `~` expansion); a synthetic spec or a
+    URI as given."""
     from trainer.data import SYNTHETIC_PREFIX
 
     if spec.startswith(SYNTHETIC_PREFIX) or "://" in spec:
         return spec
-    return str(Path(spec).expanduser().absolute())
+    return str(Path(spec).absolute())
 
 
 def run_search(
@@ -374,10 +383,10 @@ def run_search(
     with _interrupt_in_preflight():  # nothing is written here: the same command starts it again
         settings.name = settings.name or time.strftime("hsc-%Y%m%d-%H%M%S")
         space = load_space(settings.space_path(), overrides=settings.overrides, set_from=settings.set_from)
-        data = load_search_data(settings, space)
-        # a data file is recorded by its absolute path (the parent run's `data`, the search's record, the retrain
-        # lines): `resume` and the printed retrain command are run from other folders
+        # a data file is read and recorded by its absolute path (the parent run's `data`, the search's record, the
+        # retrain lines): `resume` and the printed retrain command are run from other folders
         settings.data = absolute_data_spec(settings.data)
+        data = load_search_data(settings, space)
         first, notes = _first_trial(space, settings, data)
         exp_dir = experiment_dir(settings)
         if storage.exists(exp_dir):
@@ -402,7 +411,7 @@ def run_search(
             if among is not None:
                 first = {}
                 notes.append(f"the trainer default is warm-start trial {among}; not enqueued again")
-        local = not (settings.address or os.environ.get("RAY_ADDRESS"))
+        local = cluster_address(settings.address) is None
         if local:
             preflight.check_local_resources(settings.cpus_per_trial, settings.gpus_per_trial)
         else:
@@ -554,8 +563,10 @@ def _batch_notes(space: SearchSpace, n_train: int) -> list[str]:
         return []
     if param.type == "categorical":
         over = [str(c) for c in param.choices if c > n_train]
-    else:
-        over = [f"{max(param.low, n_train + 1)}-{param.high}"] if param.high > n_train else []
+    else:  # the smallest value above the split that the step grid reaches, then the top
+        step = param.step or 1
+        first = param.low + max(0, -(-(n_train + 1 - param.low) // step)) * step
+        over = [f"{first}-{param.high}" if first < param.high else str(first)] if first <= param.high else []
     if not over:
         return []
     return [f"batch_size {', '.join(over)} exceeds the {n_train} training clips: such trials train with batches of "
@@ -606,7 +617,7 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
         if not tune.Tuner.can_restore(str(exp_dir)):
             raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here (the search stopped "
                               "before Ray saved it); start it again with `hsc-search run`")  # fmt: skip
-        if settings.address or os.environ.get("RAY_ADDRESS"):  # named as given: the flag, or the search's record
+        if cluster_address(settings.address) is not None:  # named as given: the flag, or the search's record
             preflight.check_address(settings.address, flag=address_flag)
         space = load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
         data = load_search_data(settings, space)

@@ -16,7 +16,7 @@ from trainer import TrainConfig
 from trainer.fit import OBJECTIVE
 
 from . import storage
-from .runs import StoreError, check_server, mlflow_db_problem, sqlite_path
+from .runs import StoreError, check_server, mlflow_db_problem, sqlite_options_problem, sqlite_path
 
 TRACKING_TIMEOUT_S = 10.0
 
@@ -79,15 +79,9 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
     if db is not None:
         if str(db) in ("", "/", ".") or str(db).endswith(":memory:"):
             raise PreflightError(f"--tracking-uri {uri}: expected sqlite:///relative.db or sqlite:////absolute.db")
-        if "?" in uri:  # SQLAlchemy's options (?timeout=30); a '?' in a folder's name would cut the path there
-            from urllib.parse import parse_qsl
-
-            try:
-                parse_qsl(uri.split("?", 1)[1], strict_parsing=True)
-            except ValueError:
-                raise PreflightError(f"--tracking-uri {uri}: SQLAlchemy reads what follows '?' as options, so MLflow "
-                                     f"would open the file '{db}'; expected options such as ?timeout=30 there, "
-                                     "or a path without '?'") from None  # fmt: skip
+        problem = sqlite_options_problem(uri)  # SQLAlchemy's options (?timeout=30), or a '?' in a folder's name
+        if problem:
+            raise PreflightError(f"--tracking-uri {uri}: {problem}")
         if not db.parent.resolve().is_dir():
             raise PreflightError(f"--tracking-uri {uri}: the folder {db.parent} does not exist; MLflow would not "
                                  "find an existing database there. Create the folder or fix the path")  # fmt: skip
@@ -255,8 +249,9 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
                              "e.g. 10.0.0.5:6379), ray://host:10001 for Ray Client, or auto")  # fmt: skip
     why = tcp_problem(host.strip("[]"), int(port), timeout_s)
     if why is not None:
-        local = ("leave it out to search on a local Ray instance" if flag in ("--address", "RAY_ADDRESS") else
-                 "give --address local to resume on a local Ray instance")  # resume: the search's recorded address
+        # (for resume, leaving --address out reuses the search's recorded address: `local` is the way out)
+        local = ("unset it to search on a local Ray instance" if flag == "RAY_ADDRESS" else
+                 "give --address local to search on a local Ray instance")
         raise PreflightError(f"{flag} {address}: no Ray head answers at {host}:{port} ({why}); start one with "
                              f"`ray start --head`, fix the address, or {local}")  # fmt: skip
     if os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true"):  # Ray's own test (grpc_utils)

@@ -144,6 +144,23 @@ def sqlite_path(uri: str) -> "Path | None":  # noqa: F821 (imported below)
     return Path("/" + path) if uri.startswith("sqlite:////") else Path(path)
 
 
+def sqlite_options_problem(uri: str) -> "str | None":
+    """Why what follows '?' in a `sqlite:` URI is not options SQLAlchemy takes (`?timeout=30`), or None. SQLAlchemy
+    cuts the path at the first '?', so a '?' in a folder's name would have MLflow open (or create) another file."""
+    if not uri.startswith("sqlite:") or "?" not in uri:
+        return None
+    from urllib.parse import parse_qsl
+
+    try:
+        pairs = parse_qsl(uri.split("?", 1)[1], strict_parsing=True)
+    except ValueError:
+        pairs = None
+    if pairs is None or any("/" in k or "/" in v for k, v in pairs):
+        return (f"SQLAlchemy reads what follows '?' as options, so MLflow would open the file '{sqlite_path(uri)}'; "
+                "expected options such as ?timeout=30 there, or a path without '?'")
+    return None
+
+
 def default_tracking_uri(uri: str | None) -> str:
     """The store MLflow opens for `uri`: `uri`, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
     import os
@@ -158,8 +175,8 @@ def resolved_tracking_uri(uri: str | None) -> str:
     db = sqlite_path(uri)
     if db is None or db.is_absolute():
         return uri
-    options = uri.partition("?")[1] + uri.partition("?")[2]  # `?timeout=30` and the like stay
-    return f"sqlite:///{db.resolve()}{options}"
+    _, mark, options = uri.partition("?")  # `?timeout=30` and the like stay
+    return f"sqlite:///{db.resolve()}{mark}{options}"
 
 
 def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> None:
@@ -184,6 +201,9 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
         raise StoreError(f"--tracking-uri {uri}: Databricks-hosted MLflow is not supported; expected "
                          "sqlite:///path/to/mlflow.db, a database URI or http://host:port")  # fmt: skip
     db = sqlite_path(uri)
+    problem = sqlite_options_problem(uri)
+    if problem:
+        raise StoreError(f"--tracking-uri {uri}: {problem}")
     if db is not None and not db.is_file():
         where = ("" if tracking_uri else " ($MLFLOW_TRACKING_URI)" if os.environ.get("MLFLOW_TRACKING_URI")
                  else " (MLflow's default store in the working directory)")  # fmt: skip
@@ -281,11 +301,10 @@ def seed_sqlite_store(tracking_uri: str | None) -> None:
     from pathlib import Path
 
     uri = default_tracking_uri(tracking_uri)
-    if not uri.startswith("sqlite:///") or "?" in uri:
+    db = sqlite_path(uri)
+    if not uri.startswith("sqlite:///") or db is None or sqlite_options_problem(uri):
         return
-    path = uri[len("sqlite:///"):]
-    db = Path(path)
-    if path in ("", ":memory:") or db.exists() or not db.parent.is_dir():
+    if str(db) in ("", ".", ":memory:") or db.exists() or not db.parent.is_dir():
         return
     try:
         import mlflow

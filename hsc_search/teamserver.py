@@ -277,26 +277,24 @@ class _NotReady(Exception):
     pass
 
 
-# The watchdog's program (`python -I -S -c`): argv = owner pid, server pid, signal. Exits at once when the server
-# ends first (a normal stop), or when either pid is gone already.
+# The watchdog's program (`python -I -S -c`): argv = the pidfds of the team server and of the server (opened by
+# the team server and handed over, so neither can name another process, however early the team server dies),
+# the signal and the server's process group (its pid: a session leader). Exits at once when the server ends first
+# (a normal stop); otherwise signals the group as `_stop` does, while the server's pidfd says it still runs.
 _WATCHDOG = """
 import os, select, signal, sys, time
-owner, server, sig = (int(a) for a in sys.argv[1:4])
+owner, server, sig, pgid = (int(a) for a in sys.argv[1:5])
 for s in (signal.SIGINT, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)
-try:
-    fo, fs = os.pidfd_open(owner), os.pidfd_open(server)
-except OSError:
-    sys.exit(0)
-if fs in select.select([fo, fs], [], [])[0]:
+if server in select.select([owner, server], [], [])[0]:
     sys.exit(0)
 try:
-    os.killpg(server, sig)
+    os.killpg(pgid, sig)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if select.select([fs], [], [], 0.2)[0]:
+        if select.select([server], [], [], 0.2)[0]:
             sys.exit(0)
-    os.killpg(server, signal.SIGKILL)
+    os.killpg(pgid, signal.SIGKILL)
 except ProcessLookupError:
     pass
 """
@@ -306,12 +304,17 @@ def _guard(proc: subprocess.Popen, sig: int) -> subprocess.Popen | None:
     """Starts the watchdog that stops `proc` (a session leader) with `sig` if this process dies without doing so."""
     if not hasattr(os, "pidfd_open"):  # not Linux: the servers are stopped only by stop()
         return None
+    fds = []
     try:
-        return subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHDOG, str(os.getpid()), str(proc.pid),
-                                 str(int(sig))], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, cwd="/", close_fds=True, start_new_session=True)  # fmt: skip
+        fds = [os.pidfd_open(os.getpid()), os.pidfd_open(proc.pid)]  # proc is not reaped yet: its pid is its own
+        return subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHDOG, *map(str, fds), str(int(sig)),
+                                 str(proc.pid)], pass_fds=fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, cwd="/", start_new_session=True)  # fmt: skip
     except OSError:
         return None
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _end_watchdog(watchdog: subprocess.Popen | None) -> None:

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from .runs import http_failure, missing_artifact_dir, mlflow_db_problem, moved_store_hint, sqlite_path
+from .runs import (http_failure, missing_artifact_dir, mlflow_db_problem, moved_store_hint, sqlite_options_problem,
+                   sqlite_path)
 
 TAG_SOURCE_RUN = "hsc.import.source_run"
 TAG_SOURCE_URI = "hsc.import.source_uri"
@@ -64,6 +65,9 @@ def check_uri(uri: str, role: str) -> str:
         path = sqlite_path(uri) if uri.startswith("sqlite:///") else None
         if path is None or str(path) in ("", ".", "/", ":memory:"):
             raise TransferError(f"{flag} {uri}: expected sqlite:///RELATIVE/PATH.db or sqlite:////ABSOLUTE/PATH.db")
+        problem = sqlite_options_problem(uri)
+        if problem:
+            raise TransferError(f"{flag} {uri}: {problem}")
         _check_sqlite(uri, path, role)
     elif scheme in ("http", "https"):
         import urllib.request

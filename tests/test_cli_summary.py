@@ -23,6 +23,8 @@ def test_a_search_cut_off_before_any_trial_reported(capsys):
     ray_cut = TrialRow(None, "t3", "train_trial_t3", "unfinished", "RUNNING", 2, 1.0, 0.2, params={"lr": "0.003"})
     _report(SearchOutcome("/runs/s", None, [row, ray_cut], row, None, True, [], num_samples=2), None, "synthetic:ave")
     assert "\ntrials: 1 completed, 1 interrupted  (interrupted: `" in capsys.readouterr().out
+    _report(SearchOutcome("/runs/s", None, [ray_cut], ray_cut, None, True, [], num_samples=2), None, "synthetic:ave")
+    assert "best trial: train_trial_t3 (interrupted, 2 epochs)" in capsys.readouterr().out
 
 
 def test_the_best_trial_line_shows_the_searched_values_then_what_the_data_resolved(capsys):
@@ -100,3 +102,17 @@ def test_a_ctrl_c_as_the_search_ends_says_what_was_written(tmp_path, capsys):
         _interrupted_again(tmp_path)
     assert capsys.readouterr().err.strip() == ("interrupted as the search ended; it had finished and written everything "
                                                f"(best config: {tmp_path / 'best_config.yaml'})")  # fmt: skip
+
+
+def test_every_command_takes_h_for_help():
+    """`-h` as well as `--help` on every command (it worked on `train` only: the trainer's own argparse)."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from hsc_search.cli import app
+
+    names = sorted(typer.main.get_command(app).commands)
+    assert {"run", "resume", "export-best", "report", "replay", "import-runs", "synth-data", "train"} <= set(names)
+    for args in (["-h"], *([name, "-h"] for name in names)):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0 and "sage:" in result.output, (args, result.output[-500:])

@@ -122,14 +122,26 @@ def test_a_file_that_is_not_an_mlflow_store_is_refused(here, name, what):
     _refused(here, "--to", f"sqlite:///{here}", needle=f"--to sqlite:///{here}: {here} is a folder")
 
 
+def test_a_question_mark_in_a_sqlite_folder_is_refused(here):
+    """SQLAlchemy cuts a sqlite path at '?': `runs?2/new.db` would have made a store named `runs`."""
+    (here / "runs?2").mkdir()
+    _refused(here, "--to", "sqlite:///runs?2/new.db", needle="--to sqlite:///runs?2/new.db: SQLAlchemy reads what "
+                                                             "follows '?' as options, so MLflow would open the file 'runs'")
+    _refused(here, "--to", "sqlite:///a?b=c/m.db", needle="SQLAlchemy reads what follows '?' as options")
+
+
 def test_a_database_that_does_not_answer_is_refused_in_seconds(here):
     """A postgresql:// store nothing answers at (MLflow retried it for minutes), as --from and as --to; the password
     is never shown. And a Databricks URI (a traceback from MLflow)."""
+    import time
+
     dead = "postgresql://ana:s3cret@127.0.0.1:1/mlflow"
+    t0 = time.monotonic()
     line = _refused(here, "--to", dead, needle="--to postgresql://ana:***@127.0.0.1:1/mlflow: no database answers")
     assert "s3cret" not in line
     _refused(here, "--from", dead, "--to", "sqlite:///copy.db", needle="--from postgresql://ana:***@127.0.0.1:1/mlflow")
     _refused(here, "--to", "databricks://team", needle="--to databricks://team: Databricks-hosted MLflow is not")
+    assert time.monotonic() - t0 < 45  # three commands, each a Python start-up and a refused connection
 
 
 def test_a_destination_folder_that_does_not_exist_is_refused(here):

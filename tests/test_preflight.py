@@ -174,6 +174,8 @@ def test_a_database_uri_is_tried_before_ray_starts_and_its_password_never_shown(
     qmark.mkdir()
     with pytest.raises(PreflightError, match=r"reads what follows '\?' as options, so MLflow would open the file"):
         preflight.check_tracking(f"sqlite:///{qmark / 'mlflow.db'}")
+    with pytest.raises(PreflightError, match=r"reads what follows '\?' as options"):  # parses as ?runs=2/m.db
+        preflight.check_tracking(f"sqlite:///{tmp_path}/x?runs=2/m.db")
     assert not (tmp_path / "runs").exists()
 
 
@@ -196,7 +198,7 @@ def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch):
         with pytest.raises(PreflightError, match=f"address in r/hsc_search.json 127.0.0.1:{port}: no Ray head") as e:
             preflight.check_address(f"127.0.0.1:{port}", timeout_s=2.0, flag="address in r/hsc_search.json")
         # resume: its address is the search's record, so leaving --address out is what was done already
-        assert str(e.value).endswith("or give --address local to resume on a local Ray instance"), str(e.value)
+        assert str(e.value).endswith("or give --address local to search on a local Ray instance"), str(e.value)
         assert time.monotonic() - t0 < 10.0
         s.listen()  # now the kernel accepts connections, but nothing answers them (a Ray head answers gRPC)
         with pytest.raises(PreflightError, match=f"--address 127.0.0.1:{port}: something answers at 127.0.0.1:{port}, "
@@ -263,3 +265,17 @@ def test_resume_of_a_folder_that_is_not_there_or_not_a_search(tmp_path):
     assert str(e.value) == f"{tmp_path / 'nope'}: no such folder; pass the folder `hsc-search run` printed as experiment:"
     with pytest.raises(SearchError, match=r"not a hsc-search experiment folder \(no hsc_search.json\)$"):
         resume_search(tmp_path)
+
+
+def test_address_local_means_a_local_instance_of_the_search_s_own(monkeypatch):
+    """`--address local` (what `resume` is told to use to leave a recorded cluster aside) starts the search's own
+    local instance on 127.0.0.1 with its watchdog, as no address does; it went to ray.init(address="local")."""
+    from hsc_search.driver import cluster_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cluster_address(None) is None and cluster_address("local") is None
+    assert cluster_address("10.0.0.5:6379") == "10.0.0.5:6379"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert cluster_address(None) == "10.0.0.5:6379" and cluster_address("local") is None
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    assert cluster_address(None) is None

@@ -377,6 +377,7 @@ def test_cli_bad_sources_exit_2(tmp_path):
         ([f"sqlite:///{tmp_path}/text.db"], f"{tmp_path}/text.db is not an MLflow database (not an SQLite database)"),
         # SQLAlchemy's options after `?` are not part of the file's name (it was "no MLflow database at text.db?...")
         ([f"sqlite:///{tmp_path}/text.db?timeout=30"], f"{tmp_path}/text.db is not an MLflow database (not an SQLite"),
+        ([f"sqlite:///{tmp_path}/q?2/mlflow.db"], "SQLAlchemy reads what follows '?' as options, so MLflow would open"),
         ([f"sqlite:///{tmp_path}/other.db"], "other.db is not an MLflow database (SQLite, but without MLflow's tables)"),
         ([f"sqlite:///{tmp_path}"], f"{tmp_path} is a folder; expected the MLflow database file in it"),
         ([str(tmp_path)], "not a tracking URI (a plain path is MLflow's file store"),

@@ -297,6 +297,13 @@ def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp
     notes = start_notes(settings, space, load_search_data(settings, space))
     assert ("batch_size 128, 256, 512 exceeds the 120 training clips: such trials train with batches of 120 (alike, "
             "though the sampler takes them for different values)") in notes, notes
+    from hsc_search.driver import _batch_notes
+    from hsc_search.space import load_space_dict
+
+    stepped = load_space_dict({"params": {"batch_size": {"type": "int", "low": 32, "high": 512, "step": 32}}})
+    assert _batch_notes(stepped, 120) == ["batch_size 128-512 exceeds the 120 training clips: such trials train with "
+                                          "batches of 120 (alike, though the sampler takes them for different values)"]
+    assert _batch_notes(stepped, 512) == []
     stranded = [n.split(" is never searched")[0] for n in notes if "is never searched" in n]
     assert stranded == ["weight_lr", "logvar_floor", "weight_warmup_epochs"], notes  # all `when: loss_weighting`
     import h5py  # data whose audio is all zeros: said at the start too (tests/test_data.py has the note's text)

@@ -101,7 +101,8 @@ def team():
     server = TeamServerCommand(base / "data", _free_port()).start()
     yield server
     # the end of the module as a closed terminal or a dropped SSH session ends it: SIGHUP stops PostgreSQL and
-    # MLflow too (they run in sessions of their own and outlived the command); the test's restart uses SIGINT
+    # MLflow too (they run in sessions of their own and outlived the command), through the same stop() as Ctrl-C;
+    # the test's restart kills it with SIGKILL instead (its watchdogs stop them)
     assert server.stop(sig=signal.SIGHUP) == 0
     shutil.rmtree(base, ignore_errors=True)
 
