@@ -127,7 +127,9 @@ def test_parent_has_summary_table_best_config_and_plots(search):
         child = by_run[row["run_id"]]
         assert row["outcome"] == child.data.tags["hsc.outcome"]
         assert row["epochs"] == int(child.data.metrics["epoch"])
-        assert row["param.lr"] == child.data.params["lr"]
+        assert row["param.lr"] == float(child.data.params["lr"])  # typed as the values were (MLflow keeps text)
+        assert row["param.topk"] == int(child.data.params["topk"]) and isinstance(row["param.topk"], int)
+        assert row["param.loss_weighting"] == child.data.params["loss_weighting"]
         assert row["seconds"] > 0
         history = [m.value for m in client.get_metric_history(row["run_id"], "val/map_avg")]
         assert row["score"] == pytest.approx(max(history))
