@@ -136,9 +136,10 @@ def test_val_is_carved_seeded_and_disjoint(tmp_path):
     assert set(other.val.audio[:, 0]) != set(val_ids)
 
 
-def test_tiny_val_fraction_still_carves_one_clip(tmp_path):
+def test_tiny_val_fraction_still_carves_two_clips(tmp_path):
+    """Two: a one-clip val split has nothing to rank (its mAP is 1.0, and its CCA spectrum raised in the SVD)."""
     data = read_hdf5(_write_h5(tmp_path / "t.h5", _arrays(n_train=5, n_val=0)), val_fraction=0.01)
-    assert (len(data.train), len(data.val)) == (4, 1)
+    assert (len(data.train), len(data.val)) == (3, 2)
 
 
 @pytest.mark.parametrize("seq", [False, True])
@@ -272,6 +273,14 @@ BAD_HDF5 = {
     "nan labels": (_set("lab_val", lambda y: np.where(np.arange(len(y)) == 0, np.nan, y)), ["lab_val", "NaN"]),
     "one-hot index out of range": (
         lambda a: a.update(lab_train=np.eye(4)[a["lab_train"]], lab_test=np.full(8, 9)), ["lab_test", "out of range"]),
+    "one-clip test split": (lambda a: a.update(audio_test=a["audio_test"][:1], visual_test=a["visual_test"][:1],
+                                               lab_test=a["lab_test"][:1]),  # its mAP was 1.0, without a word
+                            ["lab_test': the test split has 1 clip; expected at least 2"]),
+    "one-clip val split": (lambda a: a.update(audio_val=a["audio_val"][:1], visual_val=a["visual_val"][:1],
+                                              lab_val=a["lab_val"][:1]),  # a traceback from the SVD after epoch 1
+                           ["lab_val': the val split has 1 clip"]),
+    "class ids, not indices": (_set("lab_train", lambda y: y * 100_000),  # a (N, 300001) label matrix
+                               ["lab_train': class index 300000 among 7 distinct classes; expected class indices"]),
     "one-hot widths differ": (
         lambda a: a.update(lab_train=np.eye(4)[a["lab_train"]], lab_test=np.eye(5)[a["lab_test"]]),
         ["lab_train", "lab_test"]),

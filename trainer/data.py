@@ -321,8 +321,12 @@ def _check_retrieval_labels(src: str, data: AVData, keys: dict[str, str]) -> Non
     for split in ("val", "test"):
         labels = getattr(data, split).labels
         shared = np.flatnonzero(labels.all(axis=0))
-        if len(labels) > 1 and shared.size:
-            key = keys.get(split) or f"{keys['train']} (val carved from it)"
+        key = keys.get(split) or f"{keys['train']} (val carved from it)"
+        if len(labels) < 2:  # one clip has nothing to rank: its mAP is 1.0 (val: its CCA spectrum cannot be computed)
+            hint = "; give a val split, or a larger val_fraction" if split not in keys else ""
+            raise DataError(f"{src}: {key}: the {split} split has {len(labels)} clip; expected at least 2 (each clip "
+                            f"queries the others){hint}")  # fmt: skip
+        if shared.size:
             raise DataError(
                 f"{src}: {key}: all {len(labels)} {split} clips carry class {int(shared[0])}, so every clip is "
                 f"relevant to every query and mAP is 1.0 whatever the model learns; expected at least two classes"
@@ -389,7 +393,13 @@ def _num_classes(src: str, labels: dict[str, np.ndarray]) -> int:
                 f"expected indices 0..{width - 1}"
             )
         return width
-    return max(needed.values())
+    top = max(needed, key=needed.get)
+    distinct = len(np.unique(np.concatenate([y for y in labels.values() if y.ndim == 1])))
+    if needed[top] > 1000 and needed[top] > 10 * distinct:  # ids, not indices: a dense (N, C) label matrix of C = id
+        raise DataError(f"{src}: {top}: class index {needed[top] - 1} among {distinct} distinct classes; expected "
+                        f"class indices 0..C-1 (number the classes 0..{distinct - 1}: every clip gets a row of "
+                        f"{needed[top]} label columns)")  # fmt: skip
+    return needed[top]
 
 
 def _multi_hot(y: np.ndarray, num_classes: int) -> np.ndarray:
@@ -401,13 +411,15 @@ def _multi_hot(y: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def _carve(src: str, train: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
-    """Splits a seeded random val_fraction off train (>= 1 clip each); both keep the file order."""
+    """Splits a seeded random val_fraction off train (>= 2 clips: one clip has nothing to rank; >= 1 left to
+    train); both keep the file order."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"{src}: val_fraction is {val_fraction}; expected a value in (0, 1) to carve val from train")
     n = len(train)
-    if n < 2:
-        raise DataError(f"{src}: train split has {n} clip; expected >= 2 to carve a validation split from it")
-    n_val = min(max(int(round(val_fraction * n)), 1), n - 1)
+    if n < 3:
+        raise DataError(f"{src}: train split has {n} clip{'s' * (n != 1)}; expected >= 3 to carve a validation split "
+                        "of 2 from it")  # fmt: skip
+    n_val = min(max(int(round(val_fraction * n)), 2), n - 1)
     perm = np.random.default_rng(seed).permutation(n)
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
 
