@@ -228,6 +228,13 @@ def test_cli_refuses_to_start_over_a_run_and_to_resume_it_on_other_features(smal
     assert "resume: the checkpoint was trained on other features than" in proc.stderr
     assert "Resume with the data the run was trained on" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # other data of the same shapes (another seed): it trained on it, and chose its epoch over both val sets
+    same_shapes = small_spec.replace("seed=1", "seed=4")
+    assert same_shapes != small_spec
+    proc = _run_cli("--data", same_shapes, "--out", str(out), "--resume", "--set=epochs=2")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "resume: the checkpoint was trained on other data than" in proc.stderr, proc.stderr
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.parametrize(

@@ -143,9 +143,45 @@ def _saved_config(ckpt: dict, n_train: int) -> dict:
     return saved
 
 
-def _state_dict(state: TrainState, cfg: TrainConfig, epoch: int, best: dict, history: list) -> dict:
+def data_fingerprint(data: AVData) -> dict:
+    """What a resume checks the data against: clips per split, classes, label sums, and per split and modality a
+    row-weighted sum of the (standardised) features with its size. Cheap (about 0.1 s for VEGAS-size features)."""
+    splits = (data.train, data.val, data.test)
+
+    def weighted(a: np.ndarray) -> float:  # row weights 1..7: a plain sum of standardised train features is ~0
+        rows = a.reshape(len(a), -1).sum(axis=1, dtype=np.float64)
+        return float(np.dot(rows, np.arange(len(a)) % 7 + 1.0))
+
+    return {"clips": [len(s) for s in splits], "classes": data.num_classes,
+            "labels": [float(np.sum(s.labels, dtype=np.float64)) for s in splits],
+            "features": [[weighted(a), int(a.size)] for s in splits for a in (s.audio, s.visual)]}  # fmt: skip
+
+
+def _same_data(saved: dict, now: dict) -> bool:
+    """Exact on counts and labels; the feature sums within float rounding of another machine's numpy (1e-5 per
+    value), far below what other clips or values change."""
+    if any(saved.get(k) != now[k] for k in ("clips", "classes", "labels")):
+        return False
+    return all(n == m and math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-5 * n)
+               for (x, n), (y, m) in zip(saved["features"], now["features"]))  # fmt: skip
+
+
+def _check_same_data(ckpt: dict, data: AVData) -> None:
+    """Refuses to resume on other data than the run trained on (the same shapes, other clips or values: it would
+    train on, and select its epoch over, two datasets). Checkpoints from before the fingerprint pass."""
+    saved = ckpt.get("data")
+    if saved is None or _same_data(saved, data_fingerprint(data)):
+        return
+    raise DataError(f"resume: the checkpoint was trained on other data than {data.source} (same feature "
+                    "dimensions, other clips or values); resume with the data the run was trained on (its "
+                    "summary.json or the command that started it names it), or start a new run")  # fmt: skip
+
+
+def _state_dict(state: TrainState, cfg: TrainConfig, epoch: int, best: dict, history: list,
+                fingerprint: dict | None = None) -> dict:
     return {
         "format": CHECKPOINT_FORMAT,
+        "data": fingerprint,
         "epoch": epoch,
         "step": state.step,
         "config": cfg.to_dict(),
@@ -246,8 +282,10 @@ def fit(
     best: dict = {"epoch": 0, "score": -math.inf, "metrics": {}, "state": None}
     history: list[dict] = []
     start_epoch = 1
+    fingerprint = data_fingerprint(data)
     if ckpt is not None:
         _check_fits(ckpt["model"], state.model.state_dict(), data)
+        _check_same_data(ckpt, data)
         state.model.load_state_dict(ckpt["model"])
         state.teacher.load_state_dict(ckpt["teacher"])
         weighting = dict(ckpt["weighting"])
@@ -301,7 +339,7 @@ def fit(
         metrics["perf/samples_per_s"] = train_metrics["perf/samples_per_s"]
         history.append(metrics)
 
-        payload = lambda e=epoch: _state_dict(state, cfg, e, best, history)  # noqa: E731 - built only on demand
+        payload = lambda e=epoch: _state_dict(state, cfg, e, best, history, fingerprint)  # noqa: E731 - on demand
         if out is not None:
             save_state(payload(), out / "checkpoint")
             with open(out / "metrics.jsonl", "a") as fh:
