@@ -399,3 +399,13 @@ def test_val_fraction_out_of_range(tmp_path):
     path = _write_h5(tmp_path / "f.h5", _arrays(n_val=0))
     with pytest.raises(DataError, match="val_fraction"):
         read_hdf5(path, val_fraction=1.0)
+
+
+def test_a_train_split_too_small_to_train_names_the_file_and_the_carving(tmp_path):
+    """It said 'data: the train split has 1 clips' for a file of 3 train clips (no file, no word of the carving)."""
+    from trainer import TrainConfig, fit
+
+    path = _write_h5(tmp_path / "few.h5", _arrays(n_train=6, n_val=0, n_test=8))
+    with pytest.raises(DataError, match=r"few.h5: the train split has 4 clips after 2 were carved off as val; "
+                                        r"training needs at least 8"):  # fmt: skip
+        fit(TrainConfig(epochs=1), str(path))

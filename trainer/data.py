@@ -322,14 +322,15 @@ def _check_retrieval_labels(src: str, data: AVData, keys: dict[str, str]) -> Non
         labels = getattr(data, split).labels
         shared = np.flatnonzero(labels.all(axis=0))
         key = keys.get(split) or f"{keys['train']} (val carved from it)"
+        hint = "; give a val split, or a larger val_fraction" if split not in keys else ""  # carved from train
         if len(labels) < 2:  # one clip has nothing to rank: its mAP is 1.0 (val: its CCA spectrum cannot be computed)
-            hint = "; give a val split, or a larger val_fraction" if split not in keys else ""
             raise DataError(f"{src}: {key}: the {split} split has {len(labels)} clip; expected at least 2 (each clip "
                             f"queries the others){hint}")  # fmt: skip
         if shared.size:
             raise DataError(
                 f"{src}: {key}: all {len(labels)} {split} clips carry class {int(shared[0])}, so every clip is "
                 f"relevant to every query and mAP is 1.0 whatever the model learns; expected at least two classes"
+                f"{hint}"
             )
 
 
@@ -338,7 +339,8 @@ def _features(src: str, key: str, x: np.ndarray) -> np.ndarray:
     if x.dtype == np.uint8:
         x = (x.astype(np.float32) - 128.0) / 256.0  # dequantise VGGish / YouTube-8M releases
     elif np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused below in one line
+            x = x.astype(np.float32, copy=False)
     else:
         raise DataError(f"{src}: {key}: features have dtype {x.dtype}; expected float or uint8")
     if x.ndim not in (2, 3) or x.shape[-1] == 0 or (x.ndim == 3 and x.shape[1] == 0):

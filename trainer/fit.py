@@ -260,6 +260,10 @@ def fit(
             f"val_fraction is {config.val_fraction} but the validation split of {data.source} was carved with "
             f"{data.val_fraction}: load the data with load_data(..., val_fraction={config.val_fraction})"
         )
+    if len(data.train) < 8:  # said by TrainConfig.resolve too, without the file or the carving
+        carved = f" after {len(data.val)} were carved off as val" if data.val_carved else ""
+        raise DataError(f"{data.source}: the train split has {len(data.train)} clip{'s' * (len(data.train) != 1)}"
+                        f"{carved}; training needs at least 8")  # fmt: skip
     ckpt = load_state(resume_from) if resume_from is not None else None
     if ckpt is None:
         cfg = config.resolve(len(data.train), data.audio_dim, data.visual_dim)
