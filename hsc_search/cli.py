@@ -201,7 +201,8 @@ def run(
 def resume(
     path: str = typer.Argument(..., metavar="FOLDER", help="The search's folder or URI (<storage>/<name>), printed "
                                "by `run`."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster address, if different from the original; local: a local Ray instance."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address, if different from the original; local: "
+                                          "a local Ray instance."),
 ) -> None:
     """Continue a search whose driver died (even by SIGKILL): unfinished trials resume from their last
     checkpoints, ASHA keeps its rung history, each trial keeps its one MLflow run."""
@@ -413,7 +414,8 @@ def train(ctx: typer.Context) -> None:
 @app.command("synth-data")
 def synth_data(
     name: str = typer.Argument(..., metavar="NAME", help="ave or vegas (public sizes and dimensions by default)."),
-    out: Path = typer.Argument(..., metavar="OUT", help="HDF5 file to write, named .h5 or .hdf5 (AVE/VEGAS feature layout)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="HDF5 file to write, named .h5 or .hdf5 (AVE/VEGAS feature "
+                               "layout)."),
     set_: List[str] = typer.Option([], "--set", help="Generator option KEY=VALUE, e.g. n_train=800, mismatch=0.2.",
                               metavar="KEY=VALUE"),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists (by default an existing file is "

@@ -897,12 +897,14 @@ def _typed_column(texts: list[str | None]) -> list:
     """A column of MLflow params (text) as the values they were: ints, else floats, else booleans, else text
     (None where a trial has no such param: a condition that did not hold)."""
     given = [t for t in texts if t is not None]
+    if not given:
+        return texts
     for kind in (int, float):
         try:
-            return [None if t is None else kind(t) for t in texts] if given else texts
+            return [None if t is None else kind(t) for t in texts]
         except ValueError:
             continue
-    if given and set(given) <= {"True", "False"}:
+    if set(given) <= {"True", "False"}:
         return [None if t is None else t == "True" for t in texts]
     return texts
 

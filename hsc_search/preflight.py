@@ -16,7 +16,7 @@ from trainer import TrainConfig
 from trainer.fit import OBJECTIVE
 
 from . import storage
-from .runs import StoreError, check_server, mlflow_db_problem, sqlite_options_problem, sqlite_path
+from .runs import DB_SCHEMES, StoreError, check_server, mlflow_db_problem, sqlite_options_problem, sqlite_path
 
 TRACKING_TIMEOUT_S = 10.0
 
@@ -50,7 +50,6 @@ def check_metric(metric: str, cfg: TrainConfig) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- MLflow
-DB_SCHEMES = ("postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores besides sqlite
 DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 EXPECTED_URIS = "sqlite:///mlflow.db, a database URI (postgresql://...) or an http:// tracking server"
 
@@ -66,7 +65,7 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
     if scheme == "sqlite" and not uri.startswith("sqlite:"):  # sqlite+pysqlite:///..., as MLflow takes it
         uri = "sqlite:" + uri.split(":", 1)[1]
     if scheme in DB_SCHEMES:
-        _check_database(uri, scheme, timeout_s)
+        check_database(uri, scheme, timeout_s)
         return
     if uri.startswith(("http://", "https://")):
         try:
@@ -159,7 +158,7 @@ def grpc_problem(host: str, port: int, timeout_s: float) -> str | None:
     return f"it answered {shown!r}..., not HTTP/2 as gRPC does"
 
 
-def _check_database(uri: str, scheme: str, timeout_s: float, advice: str = ", or search with --no-mlflow",
+def check_database(uri: str, scheme: str, timeout_s: float, advice: str = ", or search with --no-mlflow",
                     flag: str = "--tracking-uri") -> None:
     """A database server behind a postgresql://, mysql:// or mssql:// URI accepts a connection (the password
     is never printed); `advice` ends the sentence of a server that does not answer, `flag` starts it."""

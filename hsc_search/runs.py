@@ -133,6 +133,9 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
         raise StoreError(f"{url} answered {body!r}; expected an MLflow tracking server")
 
 
+DB_SCHEMES = ("postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores besides sqlite
+
+
 def sqlite_path(uri: str) -> "Path | None":  # noqa: F821 (imported below)
     """The database file of a `sqlite:` URI (`sqlite:///relative.db`, `sqlite:////absolute.db`), else None. Options
     after `?` (`sqlite:///mlflow.db?timeout=30`, which SQLAlchemy and so MLflow take) are not part of the file."""
@@ -189,11 +192,11 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
         check_server(uri, timeout_s)
         return
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
-    if scheme in ("postgresql", "mysql", "mssql"):  # preflight.DB_SCHEMES: MLflow retries one that does not answer
-        from .preflight import PreflightError, _check_database
+    if scheme in DB_SCHEMES:  # MLflow retries one that does not answer for minutes
+        from .preflight import PreflightError, check_database
 
         try:
-            _check_database(uri, scheme, timeout_s, advice="")
+            check_database(uri, scheme, timeout_s, advice="")
         except PreflightError as e:
             raise StoreError(str(e)) from None
         return

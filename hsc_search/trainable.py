@@ -102,10 +102,12 @@ def _train(config: dict[str, Any], data: AVData, device: str, report_at: frozens
 
 def effective_values(given: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
     """What the trainer resolved itself (`TrainConfig.resolve`: auto fields, a batch clamped to the train split):
-    the trained values that differ from the given ones, and an auto ema_momentum (0) even when it resolved to 0.0
-    (a run too short for an average: the teacher is a copy of the student), which compares equal to 0."""
+    the trained values that differ from the given ones, and every auto field given as 0, even one that resolved to
+    0.0 (an ema_momentum of a run too short for an average: the teacher is a copy of the student)."""
+    from trainer.config import AUTO_FIELDS
+
     return {k: v for k, v in trained.items()
-            if k != "epochs" and (given[k] != v or k == "ema_momentum" and given[k] == 0)}  # fmt: skip
+            if k != "epochs" and (given[k] != v or k in AUTO_FIELDS and given[k] == 0)}  # fmt: skip
 
 
 def _report_count(checkpoint_dir: str) -> int:

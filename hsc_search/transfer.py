@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from .runs import (http_failure, missing_artifact_dir, mlflow_db_problem, moved_store_hint, sqlite_options_problem,
+from .runs import (DB_SCHEMES, http_failure, missing_artifact_dir, mlflow_db_problem, moved_store_hint, sqlite_options_problem,
                    sqlite_path)
 
 TAG_SOURCE_RUN = "hsc.import.source_run"
@@ -77,21 +77,21 @@ def check_uri(uri: str, role: str) -> str:
         except OSError as e:
             raise TransferError(f"{flag} {uri}: no MLflow server answers there ({e}); is the server (or the SSH "
                                 "tunnel to it) up?") from None
-    elif scheme in ("postgresql", "mysql", "mssql"):  # MLflow would retry one that does not answer for minutes
-        from .preflight import PreflightError, _check_database
+    elif scheme in DB_SCHEMES:  # MLflow would retry one that does not answer for minutes
+        from .preflight import PreflightError, check_database
 
         try:
-            _check_database(uri, scheme, 10.0, advice="", flag=flag)
+            check_database(uri, scheme, 10.0, advice="", flag=flag)
         except PreflightError as e:
             raise TransferError(str(e)) from None
-    elif scheme not in ("databricks", "file"):
-        raise TransferError(f"{flag} {uri}: unknown scheme {scheme!r}; expected sqlite, http(s) or postgresql")
-    if scheme == "databricks":
+    elif scheme == "databricks":
         raise TransferError(f"{flag} {uri}: Databricks-hosted MLflow is not supported; expected sqlite, http(s) "
                             "or postgresql")  # fmt: skip
-    if scheme == "file":
+    elif scheme == "file":
         raise TransferError(f"{flag} {uri}: the file store is not supported by MLflow 3.17 without "
                             "MLFLOW_ALLOW_FILE_STORE; export it with MLflow first")
+    else:
+        raise TransferError(f"{flag} {uri}: unknown scheme {scheme!r}; expected sqlite, http(s) or postgresql")
     return uri
 
 

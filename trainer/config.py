@@ -21,6 +21,7 @@ from .yamlfile import load_yaml, wrong_kind, yaml_problem
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 AUTO_CCA_DIM = 16  # the auto CCA head size cap (see the cca_dim help)
+AUTO_FIELDS = ("cca_dim", "cca_k", "ema_momentum")  # 0 = auto: TrainConfig.resolve fills them in for the data
 AUTO_EMA_CEILING = 0.99  # the auto starting EMA momentum of long runs (see the ema_momentum help)
 
 

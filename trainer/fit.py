@@ -166,11 +166,12 @@ def _same_data(saved: dict, now: dict) -> bool:
                for (x, n), (y, m) in zip(saved["features"], now["features"]))  # fmt: skip
 
 
-def _check_same_data(ckpt: dict, data: AVData) -> None:
+def _check_same_data(ckpt: dict, data: AVData, fingerprint: dict) -> None:
     """Refuses to resume on other data than the run trained on (the same shapes, other clips or values: it would
-    train on, and select its epoch over, two datasets). Checkpoints from before the fingerprint pass."""
+    train on, and select its epoch over, two datasets); `fingerprint` is `data`'s. Checkpoints from before the
+    fingerprint pass."""
     saved = ckpt.get("data")
-    if saved is None or _same_data(saved, data_fingerprint(data)):
+    if saved is None or _same_data(saved, fingerprint):
         return
     raise DataError(f"resume: the checkpoint was trained on other data than {data.source} (same feature "
                     "dimensions, other clips or values); resume with the data the run was trained on (its "
@@ -289,7 +290,7 @@ def fit(
     fingerprint = data_fingerprint(data)
     if ckpt is not None:
         _check_fits(ckpt["model"], state.model.state_dict(), data)
-        _check_same_data(ckpt, data)
+        _check_same_data(ckpt, data, fingerprint)
         state.model.load_state_dict(ckpt["model"])
         state.teacher.load_state_dict(ckpt["teacher"])
         weighting = dict(ckpt["weighting"])
