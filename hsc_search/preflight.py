@@ -259,6 +259,27 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
             raise PreflightError(f"{flag} {address}: something answers at {host}:{port}, but not a Ray head ({why}); "
                                  "the address is the one `ray start --head` prints, port 6379 unless changed (8265 is "
                                  "the dashboard; for Ray Client use ray://host:10001)")  # fmt: skip
+    if not address.startswith("ray://"):
+        _check_a_node_runs_here(address, timeout_s, flag)
+
+
+def _check_a_node_runs_here(address: str, timeout_s: float, flag: str) -> None:
+    """A driver given host:port joins the cluster through a node (raylet) of it on its own machine; from any other
+    machine (a laptop, with the head's port reachable) Ray waits 60 s and then says only "Failed to connect".
+    Whatever stops the question being asked (token authentication, TLS, another Ray) is left to Ray to name."""
+    from .ray_internals import nodes_running_here
+
+    try:
+        nodes, here = nodes_running_here(address, timeout_s)
+    except Exception:  # noqa: BLE001 - Ray's own connection says what is wrong
+        return
+    if here:
+        return
+    at = f"its node(s): {', '.join(nodes)}" if nodes else "it has no node alive"
+    raise PreflightError(f"{flag} {address}: this machine runs no node of the Ray cluster there ({at}), and a Ray "
+                         "driver joins a cluster through a node on its own machine; run the search on the head "
+                         "(`ray exec cluster.yaml \"cd ~/hsc-search && hsc-search run --address auto ...\"`, README: "
+                         f"\"On a cluster\"), or make this machine a node of it first (`ray start --address {address}`)")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- resources

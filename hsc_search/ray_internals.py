@@ -174,6 +174,21 @@ def loopback_cluster_flag():
     return ray_constants, "ENABLE_RAY_CLUSTER"
 
 
+def nodes_running_here(address: str, timeout_s: float) -> tuple[list[str], bool]:
+    """(the addresses of the alive nodes of the cluster whose head (GCS) is at `address`, whether a raylet of one of
+    them runs on this machine). Ray's driver joins through a raylet on its own machine: `ray.init(address=...)`
+    from a machine that runs none of the cluster's nodes waits 60 s for one and then says only "Failed to connect
+    to Ray cluster" (Ray's `get_node_to_connect_for_driver`, which finds local raylets by their command lines, as
+    `find_node_ids` does here). The GCS client and `find_node_ids` are private."""
+    from ray._private.services import find_node_ids
+    from ray._raylet import GcsClient
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+    infos = GcsClient(address=address).get_all_node_info(timeout=timeout_s)
+    alive = {k.hex(): v.node_manager_address for k, v in infos.items() if v.state == GcsNodeInfo.GcsNodeState.ALIVE}
+    return sorted(set(alive.values())), bool(set(alive) & set(find_node_ids()))
+
+
 def default_temp_dir() -> str:
     """Where Ray puts its session folders unless told otherwise."""
     from ray._common.utils import get_default_ray_temp_dir

@@ -229,3 +229,42 @@ def test_a_trial_keeps_its_starting_actor_so_no_worker_is_killed_mid_start(tmp_p
     with ri.keep_starting_actors():
         assert TuneController._maybe_reuse_cached_actor is not original
     assert TuneController._maybe_reuse_cached_actor is original
+
+
+def test_a_driver_on_a_machine_that_runs_no_node_of_the_cluster_is_told_so_in_seconds(tmp_path, _cache_dir):
+    """`nodes_running_here` (Ray's GCS client and its search for local raylets, both private) and what the pre-flight
+    makes of it. Ray's driver joins a cluster through a raylet on its own machine: from a machine that runs none
+    (a laptop that reaches the head's port) `ray.init` waited 60 s and said only "Failed to connect to Ray cluster",
+    to which we added a hint about token authentication. Killing the head's raylet leaves its GCS answering and no
+    raylet of that cluster here: what such a machine sees. (The local instance of another test may run: its raylets
+    are not nodes of this cluster.)"""
+    import re
+    import subprocess
+    import time
+
+    from ray.cluster_utils import Cluster
+
+    from hsc_search import preflight
+    from conftest import search_cmd, search_env
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    address = cluster.address
+    try:
+        nodes, here = ri.nodes_running_here(address, timeout_s=10)
+        assert here and nodes == [address.rsplit(":", 1)[0]]
+        preflight.check_address(address, timeout_s=5)  # a node of it here: passes
+        cluster.head_node.kill_raylet()
+        assert ri.nodes_running_here(address, timeout_s=10)[1] is False
+        t0 = time.monotonic()
+        proc = subprocess.run(search_cmd("--address", address, "--num-samples", "2", "--no-mlflow"),
+                              cwd=tmp_path, env=search_env(_cache_dir), capture_output=True, text=True, timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        cluster.shutdown()
+    assert proc.returncode != 0
+    # (the GCS soon sees its node's raylet gone: a laptop's head would list its live nodes)
+    assert re.search(f"--address {re.escape(address)}: this machine runs no node of the Ray cluster there "
+                     rf"\((its node\(s\): {re.escape(nodes[0])}|it has no node alive)\), and a Ray driver joins a "
+                     "cluster through a node on its own machine; run the search on the head", proc.stderr), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout and "RAY_AUTH_MODE" not in proc.stderr
+    assert took < 40, took  # the command's imports included; Ray alone waited 60 s before failing
