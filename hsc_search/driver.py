@@ -33,7 +33,7 @@ from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
 from .report import publish_report
 from .runs import (REPORT_ARTIFACT, TAG_KIND, client_for, experiment_tags, import_mlflow, resolved_tracking_uri,
-                   score_key, tag_experiment, trial_outcome, without_password)
+                   score_key, tag_experiment, trial_outcome, typed_column, without_password)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
 from .settings import SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
@@ -893,22 +893,6 @@ def _write_report(client, parent_id: str, out_dir: Path, exp_dir: str, tracking_
         return None
 
 
-def _typed_column(texts: list[str | None]) -> list:
-    """A column of MLflow params (text) as the values they were: ints, else floats, else booleans, else text
-    (None where a trial has no such param: a condition that did not hold)."""
-    given = [t for t in texts if t is not None]
-    if not given:
-        return texts
-    for kind in (int, float):
-        try:
-            return [None if t is None else kind(t) for t in texts]
-        except ValueError:
-            continue
-    if set(given) <= {"True", "False"}:
-        return [None if t is None else t == "True" for t in texts]
-    return texts
-
-
 def _log_summary_table(client, parent_id: str, rows: list[TrialRow], out_dir: Path) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -925,7 +909,7 @@ def _log_summary_table(client, parent_id: str, rows: list[TrialRow], out_dir: Pa
             "epochs": [r.epochs for r in rows],
             "seconds": [r.seconds for r in rows],
             "score": [r.score for r in rows],
-            **{f"param.{p}": _typed_column([r.params.get(p) for r in rows]) for p in param_names},
+            **{f"param.{p}": typed_column([r.params.get(p) for r in rows]) for p in param_names},
             **{f"final.{m}": [r.final.get(m) for r in rows] for m in metric_names},
         }
     )

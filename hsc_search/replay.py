@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .runs import TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, default_tracking_uri, epochs_of, split_params
+from .runs import (TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, default_tracking_uri, epochs_of, split_params,
+                   typed_column)
 
 DEFAULT_METRIC = "val/map_avg"
 EPOCH_S_KEY = "time/epoch_s"  # the trainer's seconds per epoch, used with --timing recorded
@@ -916,12 +917,16 @@ def to_json(report: ReplayReport) -> dict:
                                                                                 for o in x.outcomes]}  # fmt: skip
 
     keys = ("epochs", "to_best", "time_to_best", "makespan", "best_seen", "best_finished", "finished", "stopped")
+    # params as the values they were (MLflow and our read of Ray's params.json hold them as text), a type per param
+    names = sorted({k for t in c.trials for k in t.params})
+    typed = {k: typed_column([t.params.get(k) for t in c.trials]) for k in names}
+    params = [{k: typed[k][i] for k in names if k in t.params} for i, t in enumerate(c.trials)]
     return {
         "source": c.source,
         "metric": c.metric,
         "mode": c.mode,
         "max_epochs": c.max_epochs,
-        "trials": [{"trial_id": t.trial_id, "score": c.score(t), "params": t.params} for t in c.trials],
+        "trials": [{"trial_id": t.trial_id, "score": c.score(t), "params": p} for t, p in zip(c.trials, params)],
         "skipped": c.skipped,
         "search_finished": c.finished,
         "best_recorded": {"trial_id": c.best[0], "score": c.best[1]},

@@ -573,3 +573,19 @@ def _hide_password(text: str) -> str:
     import re
 
     return re.sub(r"(://[^/:@\s]+):[^/@\s]*@", r"\1:***@", text)
+
+
+def typed_column(texts: list[str | None]) -> list:
+    """A column of params as MLflow holds them (text), as the values they were: ints, else floats, else booleans, else text
+    (None where a trial has no such param: a condition that did not hold)."""
+    given = [t for t in texts if t is not None]
+    if not given:
+        return texts
+    for kind in (int, float):
+        try:
+            return [None if t is None else kind(t) for t in texts]
+        except ValueError:
+            continue
+    if set(given) <= {"True", "False"}:
+        return [None if t is None else t == "True" for t in texts]
+    return texts

@@ -341,6 +341,10 @@ def test_cli_replays_a_ray_folder_and_writes_json(tmp_path):
                                                                                      "score": 0.5}  # fmt: skip
     fifo = doc["settings"][0]
     assert fifo["setting"] == "fifo" and fifo["epochs"]["per_order"] == [6, 6, 6, 6]
+    # params as the values they were, not the text MLflow (and our read of params.json) holds them as
+    trial = {t["trial_id"]: t for t in doc["trials"]}
+    assert trial["t_plain"]["params"] == {"lr": 0.01, "topk": 4} and type(trial["t_plain"]["params"]["topk"]) is int
+    assert trial["t_batch"]["params"] == {}
 
 
 @pytest.mark.parametrize("args, culprit", [
