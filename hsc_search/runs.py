@@ -72,6 +72,11 @@ def epochs_of(result: dict) -> list[dict[str, float]]:
     return json.loads(raw)
 
 
+# the seconds a trial's trainable ran (Ray's time_total_s, over restores), logged with its end; its run's duration
+# also counts the time its search was stopped before a resume
+TRIAL_SECONDS = "time/total_s"
+
+
 def score_key(metric: str, mode: str) -> str:
     """The metric a trial's run carries its score under: the best value of `metric` over its epochs."""
     return f"best/{mode}/{metric}"

@@ -43,6 +43,7 @@ from .runs import (
     TAG_OUTCOME,
     TAG_PARENT,
     TAG_TRIAL,
+    TRIAL_SECONDS,
     best_of,
     client_for,
     epochs_of,
@@ -271,6 +272,7 @@ class _Sink:
         self.params: dict[str, list] = {}  # trial id -> searched params not yet logged
         self.history: dict[str, dict[int, dict[str, float]]] = {}  # trial -> epoch -> plotted metrics
         self.scores: dict[str, dict[int, float]] = {}  # trial -> epoch -> the objective
+        self.trial_s: dict[str, float] = {}  # trial -> Ray's time_total_s at its last report
         self.ending: set[str] = set()  # trials whose last report came: their end follows
         self.deferred: dict[str, dict] = {}  # trial -> calls held for its end
         self.stats: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0])
@@ -354,6 +356,8 @@ class _Sink:
         params = self.params.pop(tid, [])
         if EFFECTIVE_KEY in result:  # what the trainer resolved from the data (auto values, clamps)
             params += [Param(EFFECTIVE_PARAM + k, str(v)) for k, v in json.loads(result[EFFECTIVE_KEY]).items()]
+        if isinstance(result.get("time_total_s"), (int, float)) and math.isfinite(result["time_total_s"]):
+            self.trial_s[tid] = float(result["time_total_s"])
         epochs = [numeric_metrics(m) for m in epochs_of(result)]
         history = self.history.setdefault(tid, {})
         scores = self.scores.setdefault(tid, {})
@@ -383,6 +387,15 @@ class _Sink:
             retry(lambda: _log_batch(self.client, self.runs[tid], batch, params, tags), f"log epochs of {name}")
         self.logged[tid] = int(result.get("epoch", 0))
 
+    def _trial_seconds(self, tid: str) -> list:
+        """`time/total_s`: the seconds the trial's trainable ran (Ray's time_total_s, carried over restores), logged
+        with its end. Its run's duration also counts the time a search was stopped before a resume."""
+        from mlflow.entities import Metric
+
+        if tid not in self.trial_s:
+            return []
+        return [Metric(TRIAL_SECONDS, self.trial_s[tid], int(time.time() * 1000), self.logged.get(tid, 0))]
+
     def retried(self, tid: str, ending: bool) -> None:
         if tid not in self.runs:  # it failed before it started (e.g. its actor died): nothing to tag yet
             return
@@ -406,6 +419,7 @@ class _Sink:
             score = best_of(by_epoch.values(), self.mode)
             if score is not None:
                 metrics.append(Metric(score_key(self.metric, self.mode), score, int(time.time() * 1000), 0))
+        metrics += self._trial_seconds(tid)
 
         def finish() -> None:  # retried as a whole: it logs the same each time
             client = self.client
@@ -428,10 +442,13 @@ class _Sink:
             return
         deferred = self.deferred.get(tid)  # its last report, held for an end that never came
 
+        seconds = self._trial_seconds(tid)
+
         def kill() -> None:
-            if deferred:
-                _log_batch(self.client, run_id, deferred["metrics"], deferred["params"], deferred["tags"])
-                self._upload(run_id, deferred["files"])
+            if deferred or seconds:
+                deferred_ = deferred or {"metrics": [], "params": [], "tags": [], "files": {}}
+                _log_batch(self.client, run_id, deferred_["metrics"] + seconds, deferred_["params"], deferred_["tags"])
+                self._upload(run_id, deferred_["files"])
             self.client.set_tag(run_id, TAG_OUTCOME, "interrupted" if interrupted else "unfinished")
             self.client.set_terminated(run_id, status="KILLED")
 

@@ -95,6 +95,10 @@ def test_mlflow_holds_one_parent_and_one_child_per_trial(search):
         else:
             assert n == MAX_EPOCHS and "test/map_avg" in c.data.metrics
         assert c.data.tags["hsc.node"]
+        # the seconds its trainable ran: at least its epochs' own, within its run's duration
+        epoch_s = sum(m.value for m in client.get_metric_history(run_id, "time/epoch_s"))
+        ran = (c.info.end_time - c.info.start_time) / 1000
+        assert epoch_s <= c.data.metrics["time/total_s"] <= ran + 0.5, (epoch_s, c.data.metrics["time/total_s"], ran)
         arts = {a.path for a in client.list_artifacts(run_id)}
         plots = {a.path for a in client.list_artifacts(run_id, "plots")}
         assert "config.yaml" in arts and {"plots/loss_weights.svg", "plots/cca_spectrum.svg"} <= plots
@@ -490,6 +494,7 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
         _wait_for(lambda: finished_trials() >= 2 and snapshot_has_a_running_checkpoint(), 240,
                   "two finished trials and a snapshot with a running trial")  # fmt: skip
         os.kill(driver.pid, signal.SIGKILL)
+        killed_at = time.time()
         driver.wait(timeout=30)
     finally:
         _kill_all(family | {driver.pid})
@@ -513,6 +518,8 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
 
     record = exp_dir / "hsc_search.json"
     assert "finished_at" not in json.loads(record.read_text())  # killed: not finished
+    time.sleep(max(0.0, killed_at + 5 - time.time()))  # the search stays stopped for 5 s at least
+    resumed_at = time.time()
     proc = _cli("resume", str(tmp_path / "ray_results" / "killme"), cwd=tmp_path, cache=_cache_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert json.loads(record.read_text())["finished_at"]
@@ -533,6 +540,20 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
               for c in children]  # fmt: skip
     assert all(s == "FINISHED" for _, s, _, _ in states), f"removed {removed}: {states}\n{proc.stdout[-4000:]}"
     assert done_before & set(ids), "no trial finished before the kill survived the restore"
+    # a trial that ran across the kill: its seconds (report, summary table) are the seconds it ran, not its run's
+    # duration, which counts the time the search was stopped
+    from hsc_search.export import trial_rows
+
+    rows = {r.run_id: r for r in trial_rows(_client(tmp_path), children[0].info.experiment_id, parents[0].info.run_id,
+                                            "val/map_avg", "max")}  # fmt: skip
+    across = [c for c in children if c.data.tags["hsc.trial_id"] not in done_before
+              and c.info.start_time < killed_at * 1000]
+    assert across and len(rows) == trials
+    for c in children:
+        assert rows[c.info.run_id].seconds == c.data.metrics["time/total_s"]
+    for c in across:
+        stopped = resumed_at - killed_at
+        assert (c.info.end_time - c.info.start_time) / 1000 - c.data.metrics["time/total_s"] >= stopped - 1
     for c in children:  # resumed trials repeat no epoch: steps are exactly 1..n
         steps = [m.step for m in _client(tmp_path).get_metric_history(c.info.run_id, "val/map_avg")]
         assert sorted(steps) == list(range(1, len(steps) + 1))
