@@ -449,6 +449,16 @@ def _table(rec: SearchRecord) -> str:
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")  # fmt: skip
 
 
+def tested(row) -> str:
+    """"; test mAP 0.5286 (of epoch 6)": a trial's test metric and the epoch validation selected, whose checkpoint
+    it is of (not its last epoch unless that one was best); empty for a trial that never reached its end."""
+    test = row.final.get("test/map_avg")
+    if test is None:
+        return ""
+    epoch = row.final.get("test/epoch")  # searches before it was logged: not known
+    return f"; test mAP {test:.4f}" + (f" (of epoch {int(epoch)}, the one validation selected)" if epoch else "")
+
+
 def _reason(error: str | None) -> str:
     """Why a trial failed, from its hsc.error tag: the exception's line (the tag may hold the end of Ray's error
     file, a traceback whose last line is the exception)."""
@@ -505,7 +515,7 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         f"<h1>Search {html.escape(rec.name)}</h1>",
         f'<p class="meta">parent run {rec.parent_run_id} in experiment {rec.experiment_id}'
         + (f" at {html.escape(without_password(source))}" if source else "")  # the report is read by everyone
-        + f"; written {time.strftime('%Y-%m-%d %H:%M')}</p>",
+        + f"; written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>",
         f'<p class="meta">{html.escape(settings)}</p>',
         "<p>trials: " + (", ".join(f"{n} {html.escape(_label(o))}" for o, n in sorted(counts.items())) or "none")
         + "</p>",
@@ -513,8 +523,9 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     if best is not None:
         own, resolved = params_line(best.row.params)
         head.append(f"<p><b>best trial {html.escape(best.row.name)}</b> ({html.escape(_label(best.row.outcome))}, "
-                    f"{best.row.epochs} epochs): {html.escape(rec.metric)} {best.row.score:.4f}; {html.escape(own)}"
-                    + (f" (resolved on this data: {html.escape(resolved)})" if resolved else "") + "</p>")  # fmt: skip
+                    f"{best.row.epochs} epochs): {html.escape(rec.metric)} {best.row.score:.4f}{tested(best.row)}; "
+                    f"{html.escape(own)}" + (f" (resolved on this data: {html.escape(resolved)})" if resolved else "")
+                    + "</p>")  # fmt: skip
     add("Learning curves", lambda: curves_figure(rec),
         "Dashed lines: ASHA's rungs (a trial reaching one continues only if it is in the top 1/reduction_factor "
         "of the trials recorded there). A cross: where ASHA stopped a trial, or where it failed.")  # fmt: skip

@@ -72,6 +72,8 @@ def epochs_of(result: dict) -> list[dict[str, float]]:
     return json.loads(raw)
 
 
+# trainer.fit.TEST_EPOCH (the writer, which may run as a process of its own, imports nothing that imports torch)
+TEST_EPOCH = "test/epoch"
 # the seconds a trial's trainable ran (Ray's time_total_s, over restores), logged with its end; its run's duration
 # also counts the time its search was stopped before a resume
 TRIAL_SECONDS = "time/total_s"

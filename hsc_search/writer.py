@@ -43,6 +43,7 @@ from .runs import (
     TAG_OUTCOME,
     TAG_PARENT,
     TAG_TRIAL,
+    TEST_EPOCH,
     TRIAL_SECONDS,
     best_of,
     client_for,
@@ -367,7 +368,7 @@ class _Sink:
                 scores[int(m["epoch"])] = m[self.metric]
         now = int(time.time() * 1000)
         # epochs already logged before a resume are skipped: the resumed trial repeats them exactly
-        batch = [Metric(k, v, now, int(m["epoch"])) for m in map(mlflow_metrics, epochs)
+        batch = [Metric(k, v, now, metric_step(k, m)) for m in map(mlflow_metrics, epochs)
                  if m["epoch"] > self.logged.get(tid, 0) for k, v in m.items()]  # fmt: skip
         if not batch and not params:
             return
@@ -543,6 +544,14 @@ def mlflow_metrics(metrics: dict[str, float]) -> dict[str, float]:
     would otherwise open on a chart per correlation); the whole spectrum goes to `cca_spectrum.csv`."""
     top = {f"cca/rho_{i:02d}" for i in range(CCA_TOP_METRICS)}
     return {k: v for k, v in metrics.items() if not k.startswith("cca/rho_") or k in top}
+
+
+def metric_step(key: str, metrics: dict[str, float]) -> int:
+    """The MLflow step of an epoch's metric: its epoch; the test metrics (after the last epoch) are of the epoch
+    validation selected (`test/epoch`), and are charted there."""
+    if key.startswith("test/") and TEST_EPOCH in metrics:
+        return int(metrics[TEST_EPOCH])
+    return int(metrics["epoch"])
 
 
 def spectrum_csv(by_epoch: dict[int, dict[str, float]]) -> str:

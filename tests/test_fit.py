@@ -51,7 +51,10 @@ def test_metric_keys_follow_the_design(small_data):
     expected |= {f"loss/{n}" for n in losses} | {f"weight/{n}" for n in losses} | {f"logvar/{n}" for n in losses}
     expected |= {f"cca/rho_{i:02d}" for i in range(result.config.cca_k)}
     assert keys == expected
-    assert set(reports[-1].metrics) == expected | {"test/map_a2v", "test/map_v2a", "test/map_avg"}
+    assert set(reports[-1].metrics) == expected | {"test/map_a2v", "test/map_v2a", "test/map_avg", "test/epoch"}
+    # the test metrics are of the epoch validation selected, and say which
+    assert reports[-1].metrics["test/epoch"] == result.best_epoch == 1 + max(range(2), key=lambda i: (
+        reports[i].metrics["val/map_avg"], -i))
     m = reports[-1].metrics
     assert all(math.isfinite(v) for v in m.values())
     rhos = [m[f"cca/rho_{i:02d}"] for i in range(result.config.cca_k)]

@@ -65,8 +65,12 @@ def test_search_writes_and_logs_its_report(served):
     params = heads[heads.index("seconds") + 1 : heads.index("run id")]
     resolved = [p for p in params if p.startswith("effective.")]
     assert resolved and params == sorted(set(params) - set(resolved)) + sorted(resolved), params
-    assert re.search(r"<b>best trial [^<]*</b> \([^)]*\): val/map_avg [0-9.]+; [^(]*lr=[^(]* \(resolved on this data: "
-                     r"[a-z_]+=", html), html[:3000]  # fmt: skip
+    assert re.search(r"<b>best trial [^<]*</b> \([^)]*\): val/map_avg [0-9.]+(; test mAP [0-9.]+ \(of epoch [0-9]+, the "
+                     r"one validation selected\))?; [^(]*lr=[^(]* \(resolved on this data: [a-z_]+=", html), html[:3000]
+    best = max(trials, key=lambda t: t.data.metrics.get("best/max/val/map_avg", -1.0))
+    if "test/map_avg" in best.data.metrics:  # it reached its last epoch: its test mAP, of the epoch selected
+        m = best.data.metrics
+        assert f"test mAP {m['test/map_avg']:.4f} (of epoch {int(m['test/epoch'])}, the one validation" in html
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"report.html", "asha_rungs.json"}
     # parameter importances are computed once, by the report: its chart and the parent run's picture
     assert f"parameter importance for val/map_avg (fANOVA, {TRIALS} trials)" in html.replace("\\u002f", "/")

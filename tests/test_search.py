@@ -94,6 +94,11 @@ def test_mlflow_holds_one_parent_and_one_child_per_trial(search):
             assert n < MAX_EPOCHS
         else:
             assert n == MAX_EPOCHS and "test/map_avg" in c.data.metrics
+            # charted at the epoch validation selected (the first best), whose checkpoint they are of
+            val = {m.step: m.value for m in client.get_metric_history(run_id, "val/map_avg")}
+            selected = min(e for e in val if val[e] == max(val.values()))
+            assert c.data.metrics["test/epoch"] == selected
+            assert [m.step for m in client.get_metric_history(run_id, "test/map_avg")] == [selected]
         assert c.data.tags["hsc.node"]
         # the seconds its trainable ran: at least its epochs' own, within its run's duration
         epoch_s = sum(m.value for m in client.get_metric_history(run_id, "time/epoch_s"))

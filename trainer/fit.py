@@ -29,6 +29,8 @@ from .model import HSCMAE
 
 CHECKPOINT_FILE = "state.pt"
 OBJECTIVE = "val/map_avg"
+# with the test metrics, after the last epoch: the epoch validation selected, whose checkpoint they are of
+TEST_EPOCH = "test/epoch"
 
 
 @dataclass
@@ -36,7 +38,8 @@ class EpochReport:
     """What `on_epoch` receives once per epoch."""
 
     epoch: int  # 1-based
-    metrics: dict[str, float]  # flat keys of docs/method.md section 3; test/* only in the last epoch
+    metrics: dict[str, float]  # flat keys of docs/method.md section 3; test/* only in the last epoch, of the
+    # checkpoint validation selected: `test/epoch` names its epoch
     is_last: bool
     save_checkpoint: Callable[[str | os.PathLike], Path]  # writes the full state into a directory; returns the file
     config: TrainConfig  # what trains: the config resolved against the data (auto values filled in)
@@ -340,6 +343,7 @@ def fit(
             selected.load_state_dict(best["state"])
             test = DeviceSplit.from_split(data.test, dev)
             metrics.update(evaluate(selected, test, cfg, "test", fit_on=train))
+            metrics[TEST_EPOCH] = best["epoch"]  # the epoch whose checkpoint was tested (not this one, unless best)
         metrics["time/epoch_s"] = time.perf_counter() - t0
         metrics["perf/samples_per_s"] = train_metrics["perf/samples_per_s"]
         history.append(metrics)
