@@ -393,8 +393,10 @@ def weights_figure(rec: SearchRecord):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("effective loss weight", "log-variance s"))
-    for col, prefix in ((1, "weight/"), (2, "logvar/")):
+    learned = any(k.startswith("logvar/") for k in rec.best_history)  # fixed weights have no s
+    titles = ("effective loss weight", "log-variance s") if learned else ("effective loss weight (fixed)",)
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
+    for col, prefix in ((1, "weight/"), (2, "logvar/"))[:len(titles)]:
         for key in sorted(k for k in rec.best_history if k.startswith(prefix)):
             pts = rec.best_history[key]
             fig.add_trace(go.Scatter(x=[e for e, _ in pts], y=[v for _, v in pts], mode="lines+markers",

@@ -96,11 +96,12 @@ def _series(history: History, prefix: str) -> dict[str, tuple[list[int], list[fl
 
 
 def loss_weights_svg(history: History) -> str:
-    """Effective loss weights and log-variances s_i against epochs."""
+    """Effective loss weights and log-variances s_i against epochs (the weights alone for fixed weights: no s)."""
+    logvars = _series(history, "logvar/")
     return svg([
         Panel("effective loss weight", "epoch", [(n, *xy) for n, xy in _series(history, "weight/").items()],
               integer_x=True),
-        Panel("log-variance s", "epoch", [(n, *xy) for n, xy in _series(history, "logvar/").items()], integer_x=True),
+        *([Panel("log-variance s", "epoch", [(n, *xy) for n, xy in logvars.items()], integer_x=True)] if logvars else []),
     ])  # fmt: skip
 
 

@@ -68,6 +68,12 @@ def test_metric_keys_follow_the_design(small_data):
     for n in ["rec", "dcca", "nce"]:
         assert raw[f"weight/{n}"] == pytest.approx(math.exp(-raw[f"logvar/{n}"]))
     assert result.test == {k: v for k, v in m.items() if k.startswith("test/")}
+    # fixed weights: the weights as given, and no log-variance (there is no s to learn)
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "loss_weighting": "fixed", "w_rec": 0.5, "w_dcca": 2.0, "w_nce": 1.5})
+    fixed = fit(cfg, small_data, log=None).history[-1]
+    assert not [k for k in fixed if k.startswith("logvar/")]
+    assert {k: v for k, v in fixed.items() if k.startswith("weight/")} == pytest.approx(
+        {f"weight/{n}": getattr(cfg, f"w_{n}") for n in cfg.active_losses()})
 
 
 def _sklearn_map(a: np.ndarray, v: np.ndarray, labels: np.ndarray) -> float:

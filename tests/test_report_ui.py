@@ -312,6 +312,22 @@ def test_epoch_axes_have_whole_numbers_only(epochs):
         assert ticks and all(re.fullmatch(r"\d+", t) for t in ticks), ticks
 
 
+def test_fixed_weights_are_drawn_without_a_log_variance_panel():
+    """A trial with fixed loss weights has no s: the trainer logs no logvar/* for it (a constant 0 beside learned
+    trials' values read as a learned weight at rest), and its pictures have the weights' panel alone."""
+    from hsc_search import report, trial_plots
+
+    rec = _record(3)
+    learned_svg = trial_plots.loss_weights_svg(rec.best_history)
+    rec.best_history = {k: v for k, v in rec.best_history.items() if k.startswith("weight/")}
+    fixed_svg = trial_plots.loss_weights_svg(rec.best_history)
+    assert "log-variance" in learned_svg and "log-variance" not in fixed_svg
+    assert 'width="' + str(2 * trial_plots.W) + '"' in learned_svg and 'width="' + str(trial_plots.W) + '"' in fixed_svg
+    fig = report.weights_figure(rec)
+    assert [a.text for a in fig.layout.annotations] == ["effective loss weight (fixed)"]
+    assert {t.name for t in fig.data} == {"weight/nce", "weight/rec"}
+
+
 # the page as rendered: nothing wider than the window, titles clear of plotly's toolbar (modebar), no 'None' tick
 LAYOUT_JS = """
 const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));

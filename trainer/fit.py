@@ -327,7 +327,8 @@ def fit(
         metrics.update({k: v for k, v in train_metrics.items() if k.startswith("loss/")})
         for n, w, s in zip(names, state.weighting.weights().tolist(), state.weighting.log_variances().tolist()):
             metrics[f"weight/{n}"] = w
-            metrics[f"logvar/{n}"] = s
+            if state.weighting.learned:  # fixed weights have no s (a constant 0 read as a learned weight at rest)
+                metrics[f"logvar/{n}"] = s
         metrics.update(evaluate(eval_net(), val, cfg, "val", fit_on=train))
         metrics.update(cca_spectrum(eval_net(), val, cfg))
         if metrics[OBJECTIVE] > best["score"]:
