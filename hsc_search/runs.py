@@ -353,8 +353,10 @@ def tag_experiment(client, experiment_id: str, metric: str, mode: str) -> None:
 
 
 def experiment_tags(metric: str, mode: str) -> dict[str, str]:
-    """The tags a new experiment is created with (see `tag_experiment`)."""
-    return {EXPERIMENT_KIND: "custom_model_development", PRIMARY_METRIC: metric,
+    """The tags a new experiment is created with (see `tag_experiment`). The primary metric is the score
+    (`best/<mode>/<metric>`), which the search's parent run and every trial's run carry: the UI's chart view then
+    has a chart with the runs table's parents collapsed (its default) too; the per-epoch metric is on trials only."""
+    return {EXPERIMENT_KIND: "custom_model_development", PRIMARY_METRIC: score_key(metric, mode),
             PRIMARY_METRIC_GREATER: "true" if mode == "max" else "false"}  # fmt: skip
 
 

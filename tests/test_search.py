@@ -126,6 +126,9 @@ def test_parent_has_summary_table_best_config_and_plots(search):
     # the defaults as they resolved, not `None`; the parent's score is named as its trials' are
     assert parents[0].data.params["tracking_uri"] == f"sqlite:///{(cwd / 'mlflow.db').resolve()}"
     assert parents[0].data.params["storage"] == str((cwd / "ray_results").resolve())
+    # and the others as they resolved: a local instance of its own, as many trials at once as its CPUs hold
+    assert parents[0].data.params["address"] == "local"
+    assert parents[0].data.params["max_concurrent"] == str(len(os.sched_getaffinity(0)))
     best_child = max(children, key=lambda c: c.data.metrics["best/max/val/map_avg"])
     assert parents[0].data.metrics["best/max/val/map_avg"] == best_child.data.metrics["best/max/val/map_avg"]
     assert "best/val/map_avg" not in parents[0].data.metrics
