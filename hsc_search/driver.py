@@ -388,6 +388,7 @@ def run_search(
         settings.data = absolute_data_spec(settings.data)
         data = load_search_data(settings, space)
         first, notes = _first_trial(space, settings, data)
+        select_checkpoints_by_metric(space, settings)
         exp_dir = experiment_dir(settings)
         if storage.exists(exp_dir):
             if not storage.exists(storage.join(exp_dir, META_FILE)):
@@ -548,10 +549,45 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
     for name, why in space.never_searched().items():
         notes.append(f"{name} is never searched: {why}")
     notes += _batch_notes(space, len(data.train))
+    if not selectable(settings):
+        from trainer.config import select_metrics
+
+        kept = space.fixed.get("select_metric", "val/map_avg")
+        notes.append(f"each trial keeps and tests the checkpoint of its best {kept}: --metric {settings.metric} "
+                     f"--mode {settings.mode} cannot select checkpoints (the trainer's select_metric takes "
+                     f"{', '.join(select_metrics())}, loss/total lowest, the others highest), so a trial's score, its "
+                     f"best {settings.metric}, can be of another epoch than its test metrics")  # fmt: skip
     if "val_fraction" in space.fixed and not data.val_carved:  # given, but there is nothing to carve
         notes.append(f"val_fraction {space.fixed['val_fraction']!r} is not used: the data has a val split of its "
                      f"own ({len(data.val)} clips)")  # fmt: skip
     return notes
+
+
+def selectable(settings: SearchSettings) -> bool:
+    """Whether the trainer can keep each trial's checkpoint by the search's metric (`TrainConfig.select_metric`
+    takes a few validation metrics, each better in its own direction)."""
+    from trainer.config import select_mode, select_metrics
+
+    return settings.metric in select_metrics() and settings.mode == select_mode(settings.metric)
+
+
+def select_checkpoints_by_metric(space: SearchSpace, settings: SearchSettings) -> None:
+    """Every trial keeps (and tests) the checkpoint of its best epoch under the search's --metric, the epoch its
+    score is of: the trainer selected by val/map_avg whatever the metric, so with --metric val/map_a2v a trial's
+    score could be of another epoch than the model it kept (and the exported config retrained). Fixed in the space
+    (the record and every trial's config.yaml hold it)."""
+    if not selectable(settings):  # said at the start (start_notes)
+        return
+    if "select_metric" in space.names():
+        raise SearchError("select_metric is searched in the space: a search keeps each trial's checkpoint by its "
+                          "--metric; take it out of the space")  # fmt: skip
+    given = space.fixed.get("select_metric", settings.metric)
+    if given != settings.metric:
+        where = space.unsearched.get("select_metric") or (
+            f"--set select_metric={given}" if "select_metric" in settings.overrides else "the space's fixed")
+        raise SearchError(f"{where}: select_metric {given!r} differs from --metric {settings.metric}: a search keeps "
+                          f"each trial's checkpoint by its --metric; give --metric {given} instead")  # fmt: skip
+    space.fixed["select_metric"] = settings.metric
 
 
 def _batch_notes(space: SearchSpace, n_train: int) -> list[str]:

@@ -8,6 +8,8 @@ The exported file is the trial's resolved trainer config (its `config.yaml` arti
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import os
@@ -203,6 +205,11 @@ def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, p
         raise ExportError(f"no trial of search run {parent_run_id} logged '{metric}'"
                           + (f" ({failed} of {len(rows)} failed)" if failed else ""))
     cfg = trial_config(client, best.run_id)
+    from trainer.config import select_metrics, select_mode
+
+    if metric in select_metrics() and mode == select_mode(metric) and cfg.select_metric != metric:
+        # ranked by another metric than its search's: the retrained run keeps the epoch this ranking chose
+        cfg = dataclasses.replace(cfg, select_metric=metric)
     try:  # the search's data spec (a search setting), for the file's retrain line
         data = client.get_run(parent_run_id).data.params.get("data")
     except Exception:  # the line then says <SPEC>

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import NonFiniteLossError, TrainConfig, fit
+from trainer import ConfigError, NonFiniteLossError, TrainConfig, fit
 from trainer.engine import DeviceSplit, evaluate
 from trainer.fit import CHECKPOINT_FILE, build_state
 
@@ -68,6 +68,14 @@ def test_metric_keys_follow_the_design(small_data):
     for n in ["rec", "dcca", "nce"]:
         assert raw[f"weight/{n}"] == pytest.approx(math.exp(-raw[f"logvar/{n}"]))
     assert result.test == {k: v for k, v in m.items() if k.startswith("test/")}
+    # the epoch kept and tested is the first best by select_metric, lowest for a loss: as numpy finds it
+    for metric in ("val/map_a2v", "loss/total"):
+        sel = fit(TrainConfig(**{**TINY, "epochs": 4, "select_metric": metric}), small_data, log=None)
+        values = np.array([h[metric] for h in sel.history], dtype=np.float64)
+        expected_epoch = 1 + int(np.argmin(values) if metric.startswith("loss/") else np.argmax(values))
+        assert sel.best_epoch == sel.history[-1]["test/epoch"] == expected_epoch, (metric, values)
+    with pytest.raises(ConfigError, match="select_metric must be one of"):
+        TrainConfig(select_metric="cca/rho_00")
     # fixed weights: the weights as given, and no log-variance (there is no s to learn)
     cfg = TrainConfig(**{**TINY, "epochs": 1, "loss_weighting": "fixed", "w_rec": 0.5, "w_dcca": 2.0, "w_nce": 1.5})
     fixed = fit(cfg, small_data, log=None).history[-1]

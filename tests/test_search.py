@@ -318,6 +318,31 @@ def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp
     assert _batch_notes(stepped, 120) == ["batch_size 128-512 exceeds the 120 training clips: such trials train with "
                                           "batches of 120 (alike, though the sampler takes them for different values)"]
     assert _batch_notes(stepped, 512) == []
+    # a metric the trainer cannot keep checkpoints by: said; one it can: fixed in the space as select_metric, and
+    # a select_metric fixed otherwise is refused (the trial's score would be of another epoch than its model)
+    from hsc_search.driver import SearchError, select_checkpoints_by_metric
+
+    for metric, mode, said in (("cca/rho_00", "max", True), ("val/map_a2v", "min", True), ("val/map_a2v", "max", False),
+                               ("loss/total", "min", False)):  # fmt: skip
+        settings = load_settings(None, {"data": own, "metric": metric, "mode": mode}, [])
+        space = load_space(settings.space_path(), overrides=settings.overrides)
+        noted = [n for n in start_notes(settings, space, load_search_data(settings, space)) if "keeps and tests" in n]
+        assert bool(noted) == said, (metric, mode, noted)
+        select_checkpoints_by_metric(space, settings)
+        assert space.fixed.get("select_metric") == (None if said else metric)
+    assert noted == [] and said is False
+    settings = load_settings(None, {"data": own, "metric": "cca/rho_00"}, [])
+    space = load_space(settings.space_path(), overrides=settings.overrides)
+    assert start_notes(settings, space, load_search_data(settings, space)) == [
+        "each trial keeps and tests the checkpoint of its best val/map_avg: --metric cca/rho_00 --mode max cannot "
+        "select checkpoints (the trainer's select_metric takes val/map_avg, val/map_a2v, val/map_v2a, cca/mean, "
+        "loss/total, loss/total lowest, the others highest), so a trial's score, its best cca/rho_00, can be of another "
+        "epoch than its test metrics"]
+    settings = load_settings(None, {"data": own, "metric": "val/map_a2v"}, ["select_metric=val/map_v2a"])
+    space = load_space(settings.space_path(), overrides=settings.overrides)
+    with pytest.raises(SearchError, match=r"select_metric 'val/map_v2a' differs from --metric val/map_a2v: a search "
+                       "keeps each trial's checkpoint by its --metric; give --metric val/map_v2a instead"):
+        select_checkpoints_by_metric(space, settings)
     stranded = [n.split(" is never searched")[0] for n in notes if "is never searched" in n]
     assert stranded == ["weight_lr", "logvar_floor", "weight_warmup_epochs"], notes  # all `when: loss_weighting`
     import h5py  # data whose audio is all zeros: said at the start too (tests/test_data.py has the note's text)
@@ -355,6 +380,15 @@ def test_export_best_then_retrain(search, _cache_dir):
     assert exported == logged and exported["epochs"] == MAX_EPOCHS
     proc = _cli("export-best", "--out", "best.json", "--json", cwd=cwd, cache=_cache_dir)
     assert proc.returncode == 0 and json.loads((cwd / "best.json").read_text()) == exported
+    # ranked by another metric than the search's: the best trial by val/map_a2v, set to keep its best a2v epoch
+    proc = _cli("export-best", "--out", "a2v.yaml", "--metric", "val/map_a2v", cwd=cwd, cache=_cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    a2v = {c.info.run_id: max(m.value for m in client.get_metric_history(c.info.run_id, "val/map_a2v"))
+           for c in children}  # fmt: skip
+    by_a2v = yaml.safe_load(Path(client.download_artifacts(max(a2v, key=a2v.get), "config.yaml", str(cwd / "a2v")))
+                            .read_text())  # fmt: skip
+    assert by_a2v["select_metric"] == "val/map_avg"  # as its search kept it
+    assert yaml.safe_load((cwd / "a2v.yaml").read_text()) == {**by_a2v, "select_metric": "val/map_a2v"}
     # the file's own header is the retrain command, with the search's data, pasted into a shell as it is (its
     # python: this environment's, by its absolute path)
     header = (cwd / "best.yaml").read_text().splitlines()[1].lstrip("#").strip()
@@ -637,7 +671,7 @@ def test_a_search_without_mlflow_still_writes_the_best_config(tmp_path, _cache_d
                 "--set", "dim_audio=12", "--set", "dim_visual=16", cwd=tmp_path, cache=_cache_dir, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     proc = _cli("run", "--data", "small.h5", "--num-samples", "4", "--max-epochs", "3", "--scheduler", "fifo",
-                "--no-mlflow", "--name", "plain", cwd=tmp_path, cache=_cache_dir)  # fmt: skip
+                "--no-mlflow", "--name", "plain", "--metric", "val/map_a2v", cwd=tmp_path, cache=_cache_dir)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     retrain = next(ln for ln in proc.stdout.splitlines() if ln.startswith("retrain:")).split(":", 1)[1].strip()
     assert f"--data {tmp_path.resolve() / 'small.h5'}" in retrain, retrain
@@ -656,5 +690,14 @@ def test_a_search_without_mlflow_still_writes_the_best_config(tmp_path, _cache_d
     assert " lr=" in line and "hidden_dim=" not in line, line  # the searched values, as with MLflow
     written = yaml.safe_load((exp / "best_config.yaml").read_text())
     assert written["epochs"] == 3 and TrainConfig.from_dict(written).epochs == 3
+    # ranked by val/map_a2v, each trial kept (and tested) the checkpoint of its best val/map_a2v epoch (the first
+    # best), the epoch its score is of; the config retrains so
+    assert written["select_metric"] == "val/map_a2v"
+    for r in raw:
+        tested = [json.loads(ln) for ln in (exp / r["trial_id"] / "result.json").read_text().splitlines()]
+        tested = [m.get("test/epoch") or next((e["test/epoch"] for e in json.loads(m.get("hsc/epochs_json", "[]"))
+                                               if "test/epoch" in e), None) for m in tested]  # fmt: skip
+        best_epoch = min(e for e, v in r["values"].items() if v == max(r["values"].values()))
+        assert [t for t in tested if t is not None] == [best_epoch], (r["trial_id"], tested, r["values"])
     for name in ("lr", "mask_ratio", "tau", "topk", "loss_weighting"):
         assert str(written[name]) == best["params"][name], (name, written[name], best["params"][name])

@@ -37,6 +37,16 @@ class ConfigError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
+def select_metrics() -> tuple[str, ...]:
+    """The metrics `TrainConfig.select_metric` takes."""
+    return next(f for f in dataclasses.fields(TrainConfig) if f.name == "select_metric").metadata["choices"]
+
+
+def select_mode(metric: str) -> str:
+    """The direction in which a selection metric (`TrainConfig.select_metric`) is better."""
+    return "min" if metric.startswith("loss/") else "max"
+
+
 def _f(default: Any, help: str, choices: tuple | None = None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
@@ -156,6 +166,12 @@ class TrainConfig:
         "none: cosine on the embedding; cca: a linear CCA fitted on the train split's embeddings projects both "
         "modalities first (needed to judge DCCA-only models, whose raw outputs are not cosine-comparable).",
         choices=("none", "cca"),
+    )
+    select_metric: str = _f(
+        "val/map_avg",
+        "The validation metric that selects the epoch whose checkpoint is tested and kept: the best one (lowest "
+        "for loss/total, highest otherwise). A search sets it to its --metric when it is one of these.",
+        choices=("val/map_avg", "val/map_a2v", "val/map_v2a", "cca/mean", "loss/total"),
     )
     val_fraction: float = _f(0.1, "Fraction of train carved (seeded) as validation when the data has no val split.")
 
@@ -306,6 +322,11 @@ class TrainConfig:
             "no loss is active: enable at least one of use_rec (with mask_ratio > 0), use_dcca, use_nce, distill",
         )
         return p
+
+    @property
+    def select_mode(self) -> str:
+        """How `select_metric` is better: min for a loss, max otherwise."""
+        return select_mode(self.select_metric)
 
     def active_losses(self) -> list[str]:
         """Names of the losses this config trains with, in a fixed order (rec, dcca, nce, distill)."""

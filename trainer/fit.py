@@ -331,10 +331,11 @@ def fit(
                 metrics[f"logvar/{n}"] = s
         metrics.update(evaluate(eval_net(), val, cfg, "val", fit_on=train))
         metrics.update(cca_spectrum(eval_net(), val, cfg))
-        if metrics[OBJECTIVE] > best["score"]:
+        score = metrics[cfg.select_metric] * (1 if cfg.select_mode == "max" else -1)  # higher is better here
+        if score > best["score"]:
             best = {
                 "epoch": epoch,
-                "score": metrics[OBJECTIVE],
+                "score": score,
                 "metrics": {k: v for k, v in metrics.items() if k.startswith("val/")},
                 "state": {k: v.detach().to("cpu", copy=True) for k, v in eval_net().state_dict().items()},
             }
@@ -374,8 +375,9 @@ def fit(
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if log and test_metrics:
+        chosen = next(m for m in history if m["epoch"] == best["epoch"])[cfg.select_metric]
         log(
-            f"selected epoch {best['epoch']} (val mAP {best['score']:.4f}); test mAP a2v {test_metrics['test/map_a2v']:.4f} "
+            f"selected epoch {best['epoch']} ({cfg.select_metric} {chosen:.4f}); test mAP a2v {test_metrics['test/map_a2v']:.4f} "
             f"v2a {test_metrics['test/map_v2a']:.4f} avg {test_metrics['test/map_avg']:.4f}"
         )
     return result
