@@ -169,8 +169,9 @@ class TrainConfig:
     )
     select_metric: str = _f(
         "val/map_avg",
-        "The validation metric that selects the epoch whose checkpoint is tested and kept: the best one (lowest "
-        "for loss/total, highest otherwise). A search sets it to its --metric when it is one of these.",
+        "The metric that selects the epoch whose checkpoint is tested and kept: the best one (a validation mAP or "
+        "cca/mean: highest; loss/total, the training epoch's: lowest). A search sets it to its --metric when it "
+        "is one of these.",
         choices=("val/map_avg", "val/map_a2v", "val/map_v2a", "cca/mean", "loss/total"),
     )
     val_fraction: float = _f(0.1, "Fraction of train carved (seeded) as validation when the data has no val split.")
