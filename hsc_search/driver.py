@@ -32,8 +32,9 @@ from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
 from .report import publish_report
-from .runs import (REPORT_ARTIFACT, TAG_KIND, client_for, experiment_tags, import_mlflow, resolved_tracking_uri,
-                   score_key, tag_experiment, trial_outcome, typed_column, without_password)
+from .runs import (REPORT_ARTIFACT, TAG_KIND, client_for, default_tracking_uri, experiment_tags, import_mlflow,
+                   resolved_tracking_uri, score_key, sqlite_path, tag_experiment, trial_outcome, typed_column,
+                   without_password)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
 from .settings import SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
@@ -395,6 +396,9 @@ def run_search(
                 what = "and holds no hsc-search search"
             elif _finished_at(exp_dir):
                 what = "and holds a search that finished"
+            elif not storage.has_experiment_state(exp_dir):  # its driver died before Ray saved anything
+                raise SearchError(f"{exp_dir} exists already and holds a search that stopped before Ray saved it "
+                                  f"(nothing to resume); {_start_again(exp_dir)}, or pick another --name")
             else:
                 what = (f"(a search that did not finish: `{exe('hsc-search')} resume {shlex.quote(exp_dir)}` "
                         "continues it)")
@@ -404,6 +408,9 @@ def run_search(
         if settings.mlflow:
             preflight.check_tracking(settings.tracking_uri)
             in_process = preflight.writer_in_process()
+            # the store by what it resolved to (MLflow's default: ./mlflow.db, made absolute): the search's record
+            # keeps it, and `resume` is run from other folders (a relative default opened a new database there)
+            settings.tracking_uri = resolved_tracking_uri(settings.tracking_uri)
         warm = None
         if settings.warm_start:
             warm = warm_start.plan(settings.warm_start, space, settings.metric, settings.mode, settings.tracking_uri)
@@ -650,9 +657,9 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
         from ray import tune
 
         # a folder whose driver died before Ray saved the search: said before Ray starts (the check reads a file)
-        if not tune.Tuner.can_restore(str(exp_dir)):
+        if not (tune.Tuner.can_restore(str(exp_dir)) and storage.has_experiment_state(exp_dir)):
             raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here (the search stopped "
-                              "before Ray saved it); start it again with `hsc-search run`")  # fmt: skip
+                              f"before Ray saved it): nothing of it can be continued; {_start_again(exp_dir)}")
         if cluster_address(settings.address) is not None:  # named as given: the flag, or the search's record
             preflight.check_address(settings.address, flag=address_flag)
         space = load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
@@ -660,6 +667,15 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
         in_process = False
         if settings.mlflow:
             preflight.check_tracking(settings.tracking_uri)
+            # the search logged there: a missing file is the wrong store (MLflow would make an empty one and fail
+            # on the parent run after Ray started). Records before 2026-12-03 keep MLflow's default as None: the
+            # mlflow.db of the folder the search was started in.
+            uri = default_tracking_uri(settings.tracking_uri)
+            db = sqlite_path(uri)
+            if db is not None and not db.exists():
+                where = (f"is not in this folder ({Path.cwd()}): run resume in the folder the search was started in"
+                         if not db.is_absolute() else "does not exist (moved or deleted?): the search logged there")
+                raise SearchError(f"{meta_path}: the search's MLflow store {uri} {where}")
             in_process = preflight.writer_in_process()
     parent_id, experiment_id = meta["parent_run_id"], meta["experiment_id"]
     # as in `run_search`: MLflow's store opens, and the writer starts, while Ray starts
@@ -761,6 +777,12 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
         _mark_finished(exp_dir)
     outcome.num_samples = settings.num_samples
     return outcome
+
+
+def _start_again(exp_dir: str) -> str:
+    """How to start a search again under its name when its folder holds nothing to resume."""
+    gone = f"`rm -r {shlex.quote(exp_dir)}`" if not storage.is_uri(exp_dir) else f"delete {exp_dir}"
+    return f"to start it again under its name, remove the folder ({gone}) and run the search again"
 
 
 def _finished_at(exp_dir: str) -> str | None:

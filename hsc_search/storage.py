@@ -47,6 +47,18 @@ def exists(path: str) -> bool:
     return fs.get_file_info(p).type != pafs.FileType.NotFound
 
 
+def has_experiment_state(exp_dir: str) -> bool:
+    """Whether Ray Tune saved the experiment's state there (`experiment_state-<time>.json`): what a restore needs.
+    Its `tuner.pkl` comes first, so a driver killed between the two left a folder `Tuner.can_restore` accepts and
+    whose restore starts the search from nothing (the restored searcher then ran only the first trial)."""
+    fs, p = _fs(exp_dir)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(p, allow_not_found=True))
+    except OSError:
+        return False
+    return any(i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json") for i in infos)
+
+
 def write_text(path: str, text: str) -> None:
     """Writes the file whole; on a local path through a temporary file and a rename, so that a crash mid-write
     leaves the old content (object stores replace an object whole on their own)."""

@@ -250,11 +250,19 @@ def test_a_name_in_use_is_refused_with_what_the_folder_holds(tmp_path, monkeypat
     with pytest.raises(SearchError, match="exists already and holds a search that finished; pick another --name$"):
         run_search(SearchSettings(**settings))
     (folder / "hsc_search.json").write_text("{}")
+    # its driver died before Ray saved the search (resume can continue nothing): how to start it again
+    with pytest.raises(SearchError) as e:
+        run_search(SearchSettings(**settings))
+    assert str(e.value) == (f"{folder} exists already and holds a search that stopped before Ray saved it (nothing to "
+                            f"resume); to start it again under its name, remove the folder (`rm -r {folder}`) and run "
+                            "the search again, or pick another --name")  # fmt: skip
+    (folder / "experiment_state-2026-12-03_09-00-00.json").write_text("{}")
     with pytest.raises(SearchError) as e:
         run_search(SearchSettings(**settings))
     assert str(e.value) == (f"{folder} exists already (a search that did not finish: `{exe('hsc-search')} resume "
                             f"{folder}` continues it); pick another --name")  # fmt: skip
-    assert sorted(p.name for p in folder.iterdir()) == ["hsc_search.json", "notes.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["experiment_state-2026-12-03_09-00-00.json", "hsc_search.json",
+                                                        "notes.txt"]
 
 
 def test_resume_of_a_folder_that_is_not_there_or_not_a_search(tmp_path):

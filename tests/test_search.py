@@ -562,8 +562,12 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
     assert "finished_at" not in json.loads(record.read_text())  # killed: not finished
     time.sleep(max(0.0, killed_at + 5 - time.time()))  # the search stays stopped for 5 s at least
     resumed_at = time.time()
-    proc = _cli("resume", str(tmp_path / "ray_results" / "killme"), cwd=tmp_path, cache=_cache_dir)
+    # the command as printed, pasted in another folder: the record names the store by its absolute path
+    assert json.loads(record.read_text())["settings"]["tracking_uri"] == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+    (tmp_path / "elsewhere").mkdir()
+    proc = _cli("resume", str(tmp_path / "ray_results" / "killme"), cwd=tmp_path / "elsewhere", cache=_cache_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert not (tmp_path / "elsewhere" / "mlflow.db").exists()
     assert json.loads(record.read_text())["finished_at"]
     # resumed once more: the search is done, said in one line before Ray starts, exit 0, nothing touched
     before = {p: p.stat().st_mtime_ns for p in exp_dir.iterdir() if p.is_file()}
@@ -650,9 +654,17 @@ def test_resume_of_a_folder_it_cannot_continue_says_so_before_ray_starts(tmp_pat
     unsaved.mkdir()
     (unsaved / "hsc_search.json").write_text(json.dumps({"settings": {}, "space": {}, "parent_run_id": None,
                                                          "experiment_id": None}))  # fmt: skip
+    # killed between Ray's tuner.pkl and its first experiment state: a restore started the search from nothing
+    # (one trial ran, then every resume stopped at once and said `interrupted`)
+    pickled = tmp_path / "pickled"
+    shutil.copytree(unsaved, pickled)
+    (pickled / "tuner.pkl").write_bytes(b"")
+    gone = "nothing of it can be continued; to start it again under its name, remove the folder (`rm -r "
     for folder, needle in [(cut, "not a readable search record (Expecting property name"),
                            (other, "not a readable search record (SearchSettings.__init__() got an unexpected"),
-                           (unsaved, "Ray Tune has no restorable experiment state here")]:  # fmt: skip
+                           (unsaved, "Ray Tune has no restorable experiment state here"), (unsaved, gone),
+                           (pickled, f"Ray Tune has no restorable experiment state here (the search stopped before Ray "
+                                     f"saved it): {gone}{pickled}`)")]:  # fmt: skip
         with pytest.raises(SearchError, match=re.escape(needle)):
             resume_search(folder, echo=lambda m: None)
         assert not ray.is_initialized()
