@@ -140,8 +140,44 @@ def _interrupt_in_preflight(exp_dir: str | None = None, resumable: bool = False)
         raise SetupInterrupted(exp_dir, resumable=resumable) from None
 
 
-# what a new search's folder holds before Ray Tune runs it: our record, and what `tune.Tuner(...)` writes
-_UNSTARTED = (META_FILE, "tuner.pkl", ".validate_storage_marker")
+DRIVER_LOCK = ".hsc_driver.lock"  # in a local experiment folder: held by the driver running the search
+
+# what a new search's folder holds before Ray Tune runs it: our record, the driver's lock, and what
+# `tune.Tuner(...)` writes
+_UNSTARTED = (META_FILE, DRIVER_LOCK, "tuner.pkl", ".validate_storage_marker")
+_HELD: list = []  # the locks this process holds, open until it exits (however it exits: the kernel lets go)
+
+
+def hold_search(exp_dir: str) -> None:
+    """Marks the search in `exp_dir` as driven by this process, or refuses if another live driver holds it: a
+    second driver on one folder (a `resume` of a search still running) trained the same trials again beside the
+    first, overwrote its experiment state, and the first then ended as `interrupted`. An flock on a file in a
+    local (or NFS) experiment folder; it is released when the process ends, SIGKILL included. A URI storage is
+    not locked (nothing shared to lock)."""
+    import fcntl
+    import socket
+
+    if storage.is_uri(exp_dir):
+        return
+    path = Path(exp_dir) / DRIVER_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")  # not inherited by the processes the driver starts (Python's default)
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        who = fh.read().strip() or "another process"
+        fh.close()
+        raise SearchError(f"{exp_dir}: its search is running ({who}); a second driver would train the same trials "
+                          "again: wait for it to end, or stop it first (Ctrl-C)") from None  # fmt: skip
+    except OSError:  # a file system without locks: nothing to guard with
+        fh.close()
+        return
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"driver pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    fh.flush()
+    _HELD.append(fh)
 
 
 def _remove_unstarted(exp_dir: str) -> bool:
@@ -209,6 +245,25 @@ def cluster_address(address: str | None) -> str | None:
     cluster address aside)."""
     target = address or os.environ.get("RAY_ADDRESS")
     return None if not target or target == "local" else target
+
+
+def _sigterm_as_ctrl_c() -> None:
+    """SIGTERM (`kill`, `timeout`, `docker stop`, a batch scheduler's end of job) from here on acts as Ctrl-C
+    does: the SIGINT handler of the moment (ours in the set-up, Ray Tune's in the search) takes it, so the search
+    ends as interrupted, with its runs ended and the resume command printed. Ray's own handler, installed by
+    `ray.init` in the driver, printed a C++ stack dump and aborted (SIGABRT), leaving the parent run FAILED or
+    RUNNING and no word on how to continue."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def forward(signum, frame) -> None:
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, forward)
 
 
 def _init_ray(address: str | None, preload: bool = True, flag: str = "--address") -> None:
@@ -284,7 +339,7 @@ def _searcher(space: SearchSpace, settings: SearchSettings, first: dict[str, Any
         space=space.define_by_run(),
         metric=settings.metric,
         mode=settings.mode,
-        seed=settings.seed,
+        seed=settings.seed if warm is None else warm_start.sampler_seed(settings.seed, warm),
         points_to_evaluate=[first] if first else None,
         max_epochs=settings.max_epochs,
     )
@@ -471,6 +526,7 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
     settings, space, data, exp_dir = plan.settings, plan.space, plan.data, plan.exp_dir
     first, notes, warm, local = plan.first, plan.notes, plan.warm, plan.local
     _init_ray(settings.address, preload=settings.cpus_per_trial <= 1)
+    _sigterm_as_ctrl_c()
     interrupts.check()
     to_launch = preflight.check_cluster_resources(settings.cpus_per_trial, settings.gpus_per_trial)
     if to_launch:
@@ -506,6 +562,7 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
         # checkpoint) and never adds them again
         meta = {"settings": settings.to_dict(), "space": space.to_dict(), "experiment_id": experiment_id,
                 "parent_run_id": parent_id, "warm_start": warm.to_dict() if warm is not None else None}  # fmt: skip
+        hold_search(exp_dir)
         storage.write_text(storage.join(exp_dir, META_FILE), json.dumps(meta, indent=2))
         # every trial trains the full schedule of max_epochs (ASHA may stop it earlier): epochs is part of each
         # trial's config, so its logged config.yaml (and the exported best config) retrains exactly what was searched
@@ -650,6 +707,7 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
         where = f"; its best config: {best}" if storage.exists(best) else ""
         raise NothingToResume(f"{exp_dir}: search {settings.name} finished at {meta['finished_at']}: nothing to "
                               f"resume{where}")  # fmt: skip
+    hold_search(exp_dir)  # before anything is changed: refused while the search's driver runs
     with _interrupt_in_preflight(exp_dir, resumable=True):  # nothing changed: the same resume continues it
         if address:
             settings.address = address
@@ -686,6 +744,7 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
         opening = _opening(settings.tracking_uri, settings.experiment) if settings.mlflow else None
         writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) if settings.mlflow else None
         _init_ray(settings.address, preload=settings.cpus_per_trial <= 1, flag=address_flag)
+        _sigterm_as_ctrl_c()
         interrupts.check()
         _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir))
         tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,

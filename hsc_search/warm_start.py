@@ -146,6 +146,14 @@ def _trial(r: dict, space: SearchSpace, mode: str, max_epochs: int | None):
     return trial, "", ""
 
 
+def sampler_seed(seed: int, warm: WarmStart) -> int:
+    """The sampler's seed for a search warm-started from `warm`. Below TPE's start-up trials Optuna samples at
+    random from its seed alone, whatever the study holds: with the source's own seed (the default 0, say) the new
+    search drew the source's configs again, one by one, and spent its budget on trials the study held. Mixed with
+    the number of trials the source holds: deterministic, and another sequence than the source's."""
+    return (seed * 1_000_003 + warm.of + 1) % 2**31
+
+
 def add_to_searcher(searcher, warm: WarmStart) -> None:
     """Adds the warm trials to the Optuna study inside the searcher (before the Tuner is built, so that Ray's
     searcher checkpoints hold them: `resume` restores them with the study and never adds them again)."""

@@ -172,3 +172,44 @@ def test_ctrl_c_while_a_search_ends_says_resume_writes_what_is_missing(tmp_path,
     assert (folder / "best_config.yaml").exists() and (folder / "report.html").exists()
     assert [r.info.status for r in _searches(tmp_path) if r.data.tags.get("hsc.kind") == "search"] == ["FINISHED"]
 
+
+
+def test_sigterm_mid_search_ends_it_as_ctrl_c_does(tmp_path, _cache_dir):
+    """`kill`, `timeout`, `docker stop` or a batch scheduler sends SIGTERM: the search ends as after Ctrl-C (its
+    runs ended, the resume command printed, exit 130) and `resume` finishes it. Ray's handler printed a C++ stack
+    dump and aborted (SIGABRT), leaving the parent run FAILED or RUNNING and no word on how to continue."""
+    import signal
+    import time
+
+    data = "synthetic:ave?n_train=3000&n_val=120&n_test=150&dim_audio=16&dim_visual=24&num_classes=6&seed=2"
+    args = ["run", "--space", "quick", "--num-samples", "3", "--max-epochs", "12", "--data", data, "--name", "t",
+            "--scheduler", "fifo", "--storage", str(tmp_path / "rr"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
+    env = {**os.environ, "HSC_CACHE_DIR": str(_cache_dir), "PYTHONUNBUFFERED": "1"}
+    bin_dir = Path(sys.executable).parent
+    out = tmp_path / "run.out"
+    with out.open("w") as fh:
+        driver = subprocess.Popen([str(bin_dir / "hsc-search"), *args], cwd=tmp_path, env=env, stdout=fh,
+                                  stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 240
+            while " started" not in out.read_text() and driver.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert driver.poll() is None, out.read_text()[-3000:]
+            time.sleep(1.0)
+            driver.send_signal(signal.SIGTERM)  # to the driver alone, as `kill <pid>` does
+            rc = driver.wait(timeout=120)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait(timeout=30)
+    text = out.read_text()
+    assert rc == 130, (rc, text[-4000:])
+    assert "SIGTERM received" not in text and "Traceback" not in text, text[-4000:]
+    folder = tmp_path / "rr" / "t"
+    assert f"`{bin_dir / 'hsc-search'} resume {folder}` continues it" in text, text[-3000:]
+    parents = [r for r in _searches(tmp_path) if r.data.tags.get("hsc.kind") == "search"]
+    assert [r.info.status for r in parents] == ["KILLED"]
+    again = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder)], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 0 and "trials: 3 completed" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
+    assert [r.info.status for r in _searches(tmp_path) if r.data.tags.get("hsc.kind") == "search"] == ["FINISHED"]

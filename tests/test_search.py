@@ -490,6 +490,43 @@ def _wait_for(cond, timeout, what):
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
+def test_resume_of_a_search_still_running_is_refused(tmp_path, _cache_dir):
+    """`resume` of a search whose driver is alive: refused in seconds, naming the driver, nothing changed; the running
+    search finishes as if nothing happened. (A second driver trained the same trials again beside the first,
+    overwrote its experiment state, and the first then ended saying it was interrupted, exit 130.)"""
+    data = DATA.replace("n_train=500", "n_train=3000")  # about 0.2 s an epoch: the search runs for a while
+    out = (tmp_path / "run.out").open("w")
+    driver = subprocess.Popen([str(BIN / "hsc-search"), "run", "--data", data, "--num-samples", "2", "--max-epochs",
+                               "12", "--scheduler", "fifo", "--no-mlflow", "--name", "busy"],
+                              cwd=tmp_path, env=_env(_cache_dir), stdout=out, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    exp = tmp_path / "ray_results" / "busy"
+    try:
+        _wait_for(lambda: " started" in (tmp_path / "run.out").read_text() or driver.poll() is not None, 240,
+                  "the first trial to start")  # fmt: skip
+        assert driver.poll() is None, (tmp_path / "run.out").read_text()[-3000:]
+        ours = ("hsc_search.json", ".hsc_driver.lock")  # (Ray's own files change as the search runs)
+        files = {n: (exp / n).read_bytes() for n in ours}
+        t0 = time.monotonic()
+        proc = _cli("resume", str(exp), cwd=tmp_path, cache=_cache_dir, timeout=120)
+        assert time.monotonic() - t0 < 30
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+        assert re.fullmatch(rf"error: {re.escape(str(exp))}: its search is running \(driver pid {driver.pid} on "
+                            r"\S+, since [^)]+\); a second driver would train the same trials again: wait for it to "
+                            r"end, or stop it first \(Ctrl-C\)\n", proc.stderr), proc.stderr  # fmt: skip
+        assert "Ray:" not in proc.stdout
+        assert {n: (exp / n).read_bytes() for n in ours} == files  # the record and the driver's mark unchanged
+        assert driver.wait(timeout=300) == 0
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(timeout=30)
+        out.close()
+    text = (tmp_path / "run.out").read_text()
+    assert "trials: 2 completed" in text and "interrupted" not in text, text[-3000:]
+    again = _cli("resume", str(exp), cwd=tmp_path, cache=_cache_dir, timeout=120)  # the driver is gone: the lock too
+    assert again.returncode == 0 and "nothing to resume" in again.stdout, again.stdout + again.stderr
+
+
 def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
     """Kill the driver mid-search with SIGKILL; `resume` completes it with one child run per trial, none RUNNING,
     and ASHA's rungs still hold the trials recorded before the kill."""

@@ -143,6 +143,37 @@ def test_the_study_starts_with_exactly_the_source_trials_that_fit(source, tmp_pa
     assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 1
 
 
+def test_a_warm_search_does_not_draw_its_sources_configs_again():
+    """Below TPE's start-up trials Optuna samples at random from its seed alone: a warm-started search with the
+    source's seed (both the default) proposed the source's configs again, one by one (helper walkthrough: both new
+    trials of a 2-trial warm search were warm trials, one with the identical score)."""
+    from hsc_search import driver
+    from hsc_search.ray_internals import optuna_study
+    from hsc_search.settings import SearchSettings
+    from hsc_search.space import load_space
+    from hsc_search.warm_start import WarmStart
+
+    space = load_space(ROOT / "search_spaces" / "quick.yaml")
+    settings = SearchSettings(space="quick", max_epochs=MAX_EPOCHS)  # seed 0
+    source = optuna_study(driver._searcher(space, settings, {}))
+    for i in range(4):  # the source search: 4 configs drawn with seed 0, told
+        t = source.ask()
+        space.define_by_run()(t)
+        source.tell(t, 0.1 * i)
+    drawn = [t.params for t in source.trials]
+    assert len({tuple(sorted(p.items())) for p in drawn}) == 4
+    warm = WarmStart(source="src", read_from="test", of=4, trials=list(source.trials))
+    study = optuna_study(driver._searcher(space, settings, {}, warm))
+    assert len(study.trials) == 4
+    new = []
+    for _ in range(4):
+        t = study.ask()
+        space.define_by_run()(t)
+        new.append(t.params)
+        study.tell(t, 0.0)
+    assert not [p for p in new if p in drawn], (new, drawn)
+
+
 def test_the_warm_start_setting_is_typed_like_the_others(tmp_path):
     from hsc_search.settings import SearchSettings, SettingsError, load_settings
 
