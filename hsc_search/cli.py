@@ -49,6 +49,12 @@ def _bounded_http_retries() -> None:
 _exe = exe  # what we print: see commands.exe
 
 
+def _home(path: Optional[Path]) -> Optional[Path]:
+    """`~` in a file the user names: a shell leaves `--out=~/x` (and a quoted '~/x') as it is, and the file went to
+    a folder named `~` here while the message read as the home folder."""
+    return None if path is None else path.expanduser()
+
+
 def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str]) -> str:
     from .runs import resolved_tracking_uri, ui_url
 
@@ -216,7 +222,7 @@ def resume(
     except KeyboardInterrupt:
         _interrupted_at_setup(path, resumable=True)
     try:
-        outcome = resume_search(path, echo=typer.echo, address=address)
+        outcome = resume_search(path if "://" in path else os.path.expanduser(path), echo=typer.echo, address=address)
     except NothingToResume as e:  # not a mistake: the search is done (exit 0, as Ray's own restore of it would)
         typer.echo(str(e))
         raise typer.Exit(0)
@@ -258,7 +264,7 @@ def _interrupted_again(exp_dir) -> None:
         typer.echo(f"interrupted as the search ended; it had finished and written everything (best config: "
                    f"{storage.join(str(exp_dir), BEST_CONFIG)})", err=True)  # fmt: skip
     elif known:
-        written = [n for n in (BEST_CONFIG, REPORT_ARTIFACT) if there(n)]
+        written = [n.rstrip("/") for n in ("summary/", BEST_CONFIG, REPORT_ARTIFACT) if there(n.rstrip("/"))]
         what = (f"{' and '.join(written)} written, not all of the rest" if written else
                 "before its summary, best config and report were written")  # fmt: skip
         typer.echo(f"interrupted while the search was ending ({what}); `{_exe('hsc-search')} resume "
@@ -311,6 +317,7 @@ def export_best_cmd(
 
     _bounded_http_retries()
 
+    out = _home(out)
     if out is None:
         out = Path("best_config.json" if json_ else "best_config.yaml")
     elif out.suffix.lower() == ".json":
@@ -346,7 +353,7 @@ def report(
     _bounded_http_retries()
 
     try:
-        path, rec = report_search(tracking_uri, experiment, run_id, out, log_to_run=log)
+        path, rec = report_search(tracking_uri, experiment, run_id, _home(out), log_to_run=log)
     except ReportError as e:
         _fail(str(e))
     typer.echo(f"report of search {rec.name} ({len(rec.trials)} trials): {path}")
@@ -424,7 +431,7 @@ def synth_data(
     """Write a synthetic benchmark dataset to an HDF5 file."""
     from trainer.synthetic import main
 
-    argv = [name, str(out)] + [a for s in set_ for a in ("--set", s)] + (["--force"] if force else [])
+    argv = [name, str(_home(out))] + [a for s in set_ for a in ("--set", s)] + (["--force"] if force else [])
     raise typer.Exit(main(argv))
 
 
@@ -461,6 +468,7 @@ def replay_cmd(
     _bounded_http_retries()
 
     specs = [s for value in settings for s in value.split()]
+    json_out = _home(json_out)
     try:
         report = run_replay(run_id=run_id, ray_dir=ray_dir, experiment=experiment, tracking_uri=tracking_uri,
                             orders=orders, seed=seed, concurrency=concurrency, tolerance=tolerance, specs=specs,

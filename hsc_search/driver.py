@@ -823,6 +823,7 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
             outcome = SearchOutcome(exp_dir, None, rows, best, best_path, interrupted, [])
         else:
             errors = tracker.close(interrupted=interrupted)
+            ended = "KILLED" if interrupted and status == "FINISHED" else status
             try:
                 if trials:
                     reconcile(client, experiment_id, parent_id, trials, settings.max_epochs)
@@ -830,8 +831,14 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                     client.log_text(parent_id, json.dumps(rung_state, indent=1), ASHA_RUNGS)
                 outcome = _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrupted,
                                          errors, echo)  # fmt: skip
+            except KeyboardInterrupt:  # in the tail: the parent is not done (no best config, report, best tag)
+                ended = "KILLED"
+                raise
+            except BaseException:
+                ended = "FAILED" if ended == "FINISHED" else ended
+                raise
             finally:
-                client.set_terminated(parent_id, status="KILLED" if interrupted and status == "FINISHED" else status)
+                client.set_terminated(parent_id, status=ended)
     if not interrupted:  # every trial ended and the tail is done: `resume` has nothing left to do
         _mark_finished(exp_dir)
     outcome.num_samples = settings.num_samples

@@ -87,6 +87,14 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
         if db.is_dir() or (db.exists() and not _is_sqlite_database(db)):
             raise PreflightError(f"--tracking-uri {uri}: {db} is not an SQLite database; expected an MLflow "
                                  "sqlite store, or a path where a new one can be made")  # fmt: skip
+        # a search writes there (MLflow failed on its first run, after Ray had started, with a long traceback);
+        # SQLite also writes its journal beside the file
+        if db.exists() and not os.access(db, os.W_OK):
+            raise PreflightError(f"--tracking-uri {uri}: {db} cannot be written (read-only); a search logs its runs "
+                                 "there: make it writable, or give another store")  # fmt: skip
+        if not os.access(db.parent.resolve(), os.W_OK):
+            raise PreflightError(f"--tracking-uri {uri}: the folder {db.parent.resolve()} cannot be written; SQLite "
+                                 "writes the database and its journal there: give a writable folder")  # fmt: skip
         return
     if uri.split(":", 1)[0].lower() == "databricks":
         raise PreflightError(f"--tracking-uri {uri}: Databricks-hosted MLflow is not supported; use {EXPECTED_URIS}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 import shlex
 import subprocess
@@ -245,6 +246,16 @@ def test_cli_refuses_to_start_over_a_run_and_to_resume_it_on_other_features(smal
     assert "resume: the checkpoint was trained on other features than" in proc.stderr
     assert "Resume with the data the run was trained on" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # other data of the same dimensions and another size: the config resolved from it differs (an auto field, here the
+    # EMA momentum): said as other data, not as a field the user never set
+    bigger = re.sub(r"n_train=(\d+)", lambda m: f"n_train={2 * int(m.group(1))}", small_spec)
+    assert bigger != small_spec
+    auto = tmp_path / "auto"  # ema_momentum left on auto: resolved from the number of steps, so from the data
+    assert _run_cli("--data", small_spec, "--out", str(auto), *sets, "--set=ema_momentum=0").returncode == 0
+    proc = _run_cli("--data", bigger, "--out", str(auto), "--resume", "--set=epochs=2")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"resume: {bigger} is not the data the run was trained on: what the trainer resolves from the data " \
+           "differs (" in proc.stderr, proc.stderr
     # other data of the same shapes (another seed): it trained on it, and chose its epoch over both val sets
     same_shapes = small_spec.replace("seed=1", "seed=4")
     assert same_shapes != small_spec

@@ -165,6 +165,8 @@ def test_ctrl_c_while_a_search_ends_says_resume_writes_what_is_missing(tmp_path,
         f"interrupted while the search was ending (before its summary, best config and report were written); "
         f"`{bin_dir / 'hsc-search'} resume {folder}` finishes the search and writes them"], proc.stderr[-3000:]  # fmt: skip
     assert not (folder / "best_config.yaml").exists()
+    # not done: the parent run is KILLED until resume writes the rest (it was FINISHED, without best config or tags)
+    assert [r.info.status for r in _searches(tmp_path) if r.data.tags.get("hsc.kind") == "search"] == ["KILLED"]
     env = {**os.environ, "HSC_CACHE_DIR": str(_cache_dir), "PYTHONUNBUFFERED": "1"}
     again = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder)], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=180)  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import os
 import re
 import socket
 import threading
@@ -77,6 +78,29 @@ def test_sqlite_and_file_tracking_uris(tmp_path, monkeypatch):
         preflight.check_tracking("sqlite:///sub/x.db")
     with pytest.raises(PreflightError, match="refuses file stores"):
         preflight.check_tracking("mlflow.db")
+    # a store a search cannot write (it failed on the first run after Ray started, with a 579-line traceback): as
+    # root, permission bits do not stop writes; the immutable flag does (as a read-only mount would)
+    import sqlite3
+    import subprocess
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    sqlite3.connect(ro / "m.db").execute("create table t (x)").connection.close()
+    locked = ["chattr", "+i"] if os.geteuid() == 0 else ["chmod", "a-w"]
+    unlock = ["chattr", "-i"] if os.geteuid() == 0 else ["chmod", "u+w"]
+    subprocess.run([*locked, str(ro / "m.db")], check=True)
+    try:
+        with pytest.raises(PreflightError, match=f"{re.escape(str(ro / 'm.db'))} cannot be written \\(read-only\\)"):
+            preflight.check_tracking(f"sqlite:///{ro / 'm.db'}")
+    finally:
+        subprocess.run([*unlock, str(ro / "m.db")], check=True)
+    subprocess.run([*locked, str(ro)], check=True)  # the folder: SQLite writes its journal there
+    try:
+        with pytest.raises(PreflightError, match=f"the folder {re.escape(str(ro))} cannot be written"):
+            preflight.check_tracking(f"sqlite:///{ro / 'new.db'}")
+    finally:
+        subprocess.run([*unlock, str(ro)], check=True)
+    preflight.check_tracking(f"sqlite:///{ro / 'm.db'}")  # writable again: fine
 
 
 def test_storage_is_probed_and_nothing_is_left_behind(tmp_path):

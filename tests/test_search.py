@@ -380,6 +380,12 @@ def test_export_best_then_retrain(search, _cache_dir):
     assert exported == logged and exported["epochs"] == MAX_EPOCHS
     proc = _cli("export-best", "--out", "best.json", "--json", cwd=cwd, cache=_cache_dir)
     assert proc.returncode == 0 and json.loads((cwd / "best.json").read_text()) == exported
+    # `~` after `=` (no shell expands it there): the home folder, not a folder named `~` here
+    home = cwd / "home"
+    home.mkdir()
+    tilde = subprocess.run([str(BIN / "hsc-search"), "export-best", "--out=~/b.yaml"], cwd=cwd, capture_output=True,
+                           env={**_env(_cache_dir), "HOME": str(home)}, text=True, timeout=120)  # fmt: skip
+    assert tilde.returncode == 0 and (home / "b.yaml").exists() and not (cwd / "~").exists(), tilde.stderr
     # ranked by another metric than the search's: the best trial by val/map_a2v, set to keep its best a2v epoch
     proc = _cli("export-best", "--out", "a2v.yaml", "--metric", "val/map_a2v", cwd=cwd, cache=_cache_dir)
     assert proc.returncode == 0, proc.stderr
@@ -629,8 +635,7 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
 
     rows = {r.run_id: r for r in trial_rows(_client(tmp_path), children[0].info.experiment_id, parents[0].info.run_id,
                                             "val/map_avg", "max")}  # fmt: skip
-    across = [c for c in children if c.data.tags["hsc.trial_id"] not in done_before
-              and c.info.start_time < killed_at * 1000]
+    across = [c for c in children if c.info.start_time < killed_at * 1000 < resumed_at * 1000 < c.info.end_time]
     assert across and len(rows) == trials
     for c in children:
         assert rows[c.info.run_id].seconds == c.data.metrics["time/total_s"]

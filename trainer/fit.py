@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import ConfigError, TrainConfig, auto_ema_momentum
+from .config import AUTO_FIELDS, ConfigError, TrainConfig, auto_ema_momentum
 from .data import AVData, DataError, load_data
 from .ema import make_teacher
 from .engine import DeviceSplit, Schedule, TrainState, cca_spectrum, evaluate, train_one_epoch
@@ -89,8 +89,12 @@ def resume_config(saved: dict, requested: TrainConfig, data: AVData) -> TrainCon
     """
     saved = dict(saved)
     same_length = requested.replace(epochs=saved["epochs"]).resolve(len(data.train), data.audio_dim, data.visual_dim)
-    changed = [f"{k} (checkpoint {saved.get(k)!r}, now {v!r})" for k, v in same_length.to_dict().items()
-               if k in saved and saved[k] != v]  # fmt: skip
+    keys = [k for k, v in same_length.to_dict().items() if k in saved and saved[k] != v]
+    changed = [f"{k} (checkpoint {saved.get(k)!r}, now {getattr(same_length, k)!r})" for k in keys]
+    if keys and set(keys) <= {*AUTO_FIELDS, "batch_size"}:  # only what the trainer resolves from the data
+        raise ConfigError(f"resume: {data.source} is not the data the run was trained on: what the trainer resolves "
+                          f"from the data differs ({', '.join(changed)}); resume with the run's data (its "
+                          "summary.json names it), or start a new run")  # fmt: skip
     if changed:
         raise ConfigError(f"resume: the config differs from the checkpoint's in {', '.join(changed)}; only epochs "
                           "may change when resuming. Resume with the run's own config.yaml, or start a new run.")  # fmt: skip
