@@ -157,6 +157,27 @@ def optuna_trial_state(searcher, ot_trial) -> str:
     return study._storage.get_trial(ot_trial._trial_id).state.name
 
 
+def saved_trial_statuses(exp_dir) -> dict[str, str]:
+    """{trial id: status} as Ray Tune last saved the experiment (`experiment_state-<time>.json`, the newest; its
+    `trial_data` holds each trial's JSON state as the first item of a pair): TERMINATED, ERROR, or PENDING/RUNNING/
+    PAUSED for a trial that had not ended when the search stopped. Empty when there is none or it is unreadable.
+    Read without importing Ray (a replay reads folders in milliseconds)."""
+    import json
+    from pathlib import Path
+
+    files = sorted(Path(exp_dir).glob("experiment_state-*.json"))
+    if not files:
+        return {}
+    try:
+        out = {}
+        for item in json.loads(files[-1].read_text())["trial_data"]:
+            state = json.loads(item[0]) if isinstance(item[0], str) else item[0]
+            out[str(state["trial_id"])] = str(state["status"])
+        return out
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return {}
+
+
 # ---------------------------------------------------------------------------------------------- the local instance
 def local_node():
     """The Ray node this driver started (`ray.init(address="local")`): its session dir and node IP."""

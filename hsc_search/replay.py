@@ -240,6 +240,17 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
             outcome = "completed" if max(values) >= max_epochs else "stopped_early"
         raw.append({"trial_id": f.parent.name, "values": values, "secs": secs, "params": params,
                     "outcome": outcome, "start": start})  # fmt: skip
+    if finished is False:  # a search that did not finish: Ray's saved state tells a stopped trial from a cut-off one
+        from .ray_internals import saved_trial_statuses
+
+        saved = saved_trial_statuses(root)
+        for r in raw:
+            status, short = saved.get(r["trial_id"]), max(r["values"], default=0) < (max_epochs or 0)
+            if r["outcome"] is None and status is not None and r["values"] and max_epochs:
+                if status == "TERMINATED" or not short:
+                    r["outcome"] = "stopped_early" if short else "completed"
+                elif status != "ERROR":  # PENDING, RUNNING, PAUSED: cut off with its search, as MLflow says
+                    r["outcome"] = "interrupted"
     raw.sort(key=lambda r: (r["start"], r["trial_id"]))
     if finished is False:  # records before finished_at existed (2026-12-03) have none: all its trials ran through
         n = _int(settings.get("num_samples"))

@@ -150,9 +150,11 @@ class Param:
         if self.step:
             k = math.floor((self.high - self.low) / self.step + 1e-8)  # last grid point at or below high
             v = self.low + min(max(round((v - self.low) / self.step), 0), k) * self.step
+            # drops float noise from low + k * step, staying in range (rounding low itself could fall below it)
+            v = min(max(float(f"{v:.12g}"), self.low), self.high)
         if self.type == "int":
             return int(round(v))
-        return float(f"{v:.12g}")  # drops float noise from low + k * step
+        return v  # a clipped value is the bound itself (rounded, a low of 0.00119579855468xx fell below itself)
 
     def parse(self, text: str) -> Any:
         """A value of this param from its text as MLflow and Ray's params hold it (`str(value)`): a choice whose

@@ -254,6 +254,13 @@ def test_defaults_snap_into_range_and_skip_failed_conditions():
     expected = {"lr": 2e-3, "mask_ratio": 0.55, "topk": 6, "batch_size": 192, "distill": "relational", "w_distill": 1.0}
     assert d == expected
     validate_sampled(space, d, epochs=1)
+    # a bound with more than 12 significant digits: the default clipped to it is the bound, inside the space (it
+    # was rounded to 12 digits, below the bound: the first trial trained a value outside its own space)
+    low = 0.0011957985546849999
+    space = load_space_dict({"params": {"lr": {"type": "float", "low": low, "high": 0.01, "log": True},
+                                        "mask_ratio": {"type": "float", "low": 0.1 + 1e-13, "high": 0.9, "step": 0.1}}})
+    d = space.defaults()[0]
+    assert d["lr"] == low and all(p.contains(d[p.name]) for p in space.params), d
 
 
 def test_validate_sampled_reports_trainer_problems():

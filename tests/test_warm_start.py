@@ -220,6 +220,16 @@ def test_a_warm_search_records_its_source_and_keeps_the_warm_trials_once_across_
     meta = json.loads((exp_dir / "hsc_search.json").read_text())
     assert meta["settings"]["warm_start"] == parent_id and meta["warm_start"]["added"] == added
 
+    # this interrupted search as a source: its folder (Ray's saved trial states) and its parent run (MLflow's tags)
+    # tell the same trials apart (from the folder a trial cut off with its search went in as pruned)
+    from hsc_search.warm_start import plan
+
+    narrow = load_space(space_file)
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    by_folder, by_run = plan(str(exp_dir), narrow, METRIC, "max", uri), plan(meta["parent_run_id"], narrow, METRIC,
+                                                                             "max", uri)  # fmt: skip
+    assert by_folder.states() == by_run.states(), (by_folder.line(), by_run.line())
+    assert {k: sorted(v) for k, v in by_folder.left_out.items()} == {k: sorted(v) for k, v in by_run.left_out.items()}
     resumed = _cli("resume", str(exp_dir), cwd=cwd, cache=_cache_dir)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "come back with the Optuna study (not added again)" in resumed.stdout
