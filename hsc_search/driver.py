@@ -468,6 +468,9 @@ def run_search(
             settings.tracking_uri = resolved_tracking_uri(settings.tracking_uri)
         warm = None
         if settings.warm_start:
+            source = Path(settings.warm_start).expanduser()
+            if not storage.is_uri(settings.warm_start) and source.is_dir():  # recorded as read from anywhere
+                settings.warm_start = str(source.resolve())
             warm = warm_start.plan(settings.warm_start, space, settings.metric, settings.mode, settings.tracking_uri)
             # the trainer default has usually been trained by the source search already: not again
             among = warm_start.default_among(first, warm)
