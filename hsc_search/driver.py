@@ -693,6 +693,10 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     if not storage.exists(meta_path):
         if not storage.exists(exp_dir):
             raise SearchError(f"{exp_dir}: no such folder; pass the folder `hsc-search run` printed as experiment:")
+        if not storage.is_uri(exp_dir) and Path(exp_dir).is_file():  # e.g. the record itself
+            folder = Path(exp_dir).parent
+            hint = f": pass its folder, {folder}" if Path(exp_dir).name == META_FILE else ""
+            raise SearchError(f"{exp_dir}: a file, not a search's folder{hint}")
         raise SearchError(f"{exp_dir}: not a hsc-search experiment folder (no {META_FILE})")
     try:
         with _interrupt_in_preflight(exp_dir, resumable=True):  # reading a remote record can take seconds

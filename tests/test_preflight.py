@@ -297,6 +297,11 @@ def test_resume_of_a_folder_that_is_not_there_or_not_a_search(tmp_path):
     assert str(e.value) == f"{tmp_path / 'nope'}: no such folder; pass the folder `hsc-search run` printed as experiment:"
     with pytest.raises(SearchError, match=r"not a hsc-search experiment folder \(no hsc_search.json\)$"):
         resume_search(tmp_path)
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "hsc_search.json").write_text("{}")
+    with pytest.raises(SearchError) as e:  # the record given for its folder
+        resume_search(tmp_path / "s" / "hsc_search.json")
+    assert str(e.value) == f"{tmp_path / 's' / 'hsc_search.json'}: a file, not a search's folder: pass its folder, {tmp_path / 's'}"
 
 
 def test_address_local_means_a_local_instance_of_the_search_s_own(monkeypatch):

@@ -403,7 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = resolve_options(name, **parse_options(args.overrides))
         path = write_synthetic(args.out, name, **options)
-    except (ValueError, OSError) as exc:
+    except OSError as exc:  # named by OUT and its folder, not by the temporary file the data is written to first
+        folder = os.path.dirname(os.path.abspath(args.out))
+        print(f"error: {args.out}: cannot write in {folder} ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(path)
