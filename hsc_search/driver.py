@@ -1008,7 +1008,8 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrup
     computed: dict = {}  # the report computes the parameter importances once; the PNG shows the same numbers
     report = _write_report(client, parent_id, out_dir, exp_dir, settings.tracking_uri, echo, computed) if rows else None
     if computed.get("importances"):
-        client.log_figure(parent_id, importance_figure(computed["importances"]), "plots/param_importance.png")
+        client.log_figure(parent_id, importance_figure(computed["importances"], computed["importance_title"]),
+                          "plots/param_importance.png")  # fmt: skip
     for e in errors:
         echo(f"warning: {e}")
     return SearchOutcome(exp_dir, parent_id, rows, best, best_path, interrupted, errors, report)

@@ -542,7 +542,8 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
             return None
         importances, method = param_importances(study)
         if computed is not None:
-            computed["importances"] = importances
+            computed["importances"], computed["importance_title"] = importances, (
+                f"parameter importance for {rec.metric} ({method}, {len(study.trials)} trials)")
         return importance_figure(rec, importances, method, len(study.trials))
 
     add("Parameter importance", importance,
