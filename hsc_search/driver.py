@@ -145,7 +145,7 @@ DRIVER_LOCK = ".hsc_driver.lock"  # in a local experiment folder: held by the dr
 # what a new search's folder holds before Ray Tune runs it: our record, the driver's lock, and what
 # `tune.Tuner(...)` writes
 _UNSTARTED = (META_FILE, DRIVER_LOCK, "tuner.pkl", ".validate_storage_marker")
-_HELD: list = []  # the locks this process holds, open until it exits (however it exits: the kernel lets go)
+_HELD: dict = {}  # experiment folder -> the open lock file this process holds on it (until released or it exits)
 
 
 def hold_search(exp_dir: str) -> None:
@@ -157,7 +157,7 @@ def hold_search(exp_dir: str) -> None:
     import fcntl
     import socket
 
-    if storage.is_uri(exp_dir):
+    if storage.is_uri(exp_dir) or exp_dir in _HELD:  # (this process's own: a run then a resume in one process)
         return
     path = Path(exp_dir) / DRIVER_LOCK
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,15 @@ def hold_search(exp_dir: str) -> None:
     fh.truncate()
     fh.write(f"driver pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     fh.flush()
-    _HELD.append(fh)
+    _HELD[exp_dir] = fh
+
+
+def release_search(exp_dir: str) -> None:
+    """Lets go of the search in `exp_dir` when this process's run or resume of it returns (a notebook or a
+    benchmark that ran it stays alive, and a resume from a shell must not be refused)."""
+    fh = _HELD.pop(exp_dir, None)
+    if fh is not None:
+        fh.close()
 
 
 def _remove_unstarted(exp_dir: str) -> bool:
@@ -495,7 +503,10 @@ def run_search(
         # opens its store while Ray starts
         writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) if settings.mlflow else None
         plan = _Plan(settings, space, data, exp_dir, first, notes, warm, local)
-        return _launch(plan, opening, writer, callbacks, echo, interrupts)
+        try:
+            return _launch(plan, opening, writer, callbacks, echo, interrupts)
+        finally:
+            release_search(exp_dir)
     except BaseException as e:
         interrupts.release(pending_too=False)
         if writer is not None:
@@ -689,6 +700,13 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     """Continues a search whose driver died: unfinished trials resume from their checkpoints, the ASHA rung
     history and the Optuna study are restored, and each trial keeps its one MLflow child run."""
     exp_dir = str(path).rstrip("/") if storage.is_uri(str(path)) else str(Path(path).resolve())
+    try:
+        return _resume_search(exp_dir, echo, address)
+    finally:
+        release_search(exp_dir)
+
+
+def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | None) -> SearchOutcome:
     meta_path = storage.join(exp_dir, META_FILE)
     if not storage.exists(meta_path):
         if not storage.exists(exp_dir):
