@@ -212,6 +212,7 @@ def resume(
 ) -> None:
     """Continue a search whose driver died (even by SIGKILL): unfinished trials resume from their last
     checkpoints, ASHA keeps its rung history, each trial keeps its one MLflow run."""
+    path = path if "://" in path else os.path.expanduser(path)  # `~` after `=` or quoted: no shell expanded it
     try:  # as in `run`
         from trainer import ConfigError, DataError
 
@@ -222,7 +223,7 @@ def resume(
     except KeyboardInterrupt:
         _interrupted_at_setup(path, resumable=True)
     try:
-        outcome = resume_search(path if "://" in path else os.path.expanduser(path), echo=typer.echo, address=address)
+        outcome = resume_search(path, echo=typer.echo, address=address)
     except NothingToResume as e:  # not a mistake: the search is done (exit 0, as Ray's own restore of it would)
         typer.echo(str(e))
         raise typer.Exit(0)

@@ -160,8 +160,12 @@ def hold_search(exp_dir: str) -> None:
     if storage.is_uri(exp_dir) or exp_dir in _HELD:  # (this process's own: a run then a resume in one process)
         return
     path = Path(exp_dir) / DRIVER_LOCK
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a+")  # not inherited by the processes the driver starts (Python's default)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")  # not inherited by the processes the driver starts (Python's default)
+    except OSError as e:
+        raise SearchError(f"{exp_dir}: cannot write in the search's folder ({e.strerror or e}); a search writes its "
+                          "state there") from None  # fmt: skip
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -178,6 +182,23 @@ def hold_search(exp_dir: str) -> None:
     fh.write(f"driver pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     fh.flush()
     _HELD[exp_dir] = fh
+
+
+def search_driver(exp_dir: str) -> str | None:
+    """Who drives the search in `exp_dir` now (the lock's text), or None when no live process holds its lock."""
+    import fcntl
+
+    if storage.is_uri(exp_dir) or exp_dir in _HELD or not (Path(exp_dir) / DRIVER_LOCK).is_file():
+        return None
+    try:
+        with open(Path(exp_dir) / DRIVER_LOCK) as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return fh.read().strip() or "another process"
+            return None  # (closing the file lets go of the probe)
+    except OSError:
+        return None
 
 
 def release_search(exp_dir: str) -> None:
@@ -459,6 +480,8 @@ def run_search(
                 what = "and holds no hsc-search search"
             elif _finished_at(exp_dir):
                 what = "and holds a search that finished"
+            elif search_driver(exp_dir):  # before Ray's first save too: never advised to delete a live search
+                what = f"(its search is running: {search_driver(exp_dir)})"
             elif not storage.has_experiment_state(exp_dir):  # its driver died before Ray saved anything
                 raise SearchError(f"{exp_dir} exists already and holds a search that stopped before Ray saved it "
                                   f"(nothing to resume); {_start_again(exp_dir)}, or pick another --name")
@@ -473,7 +496,9 @@ def run_search(
             in_process = preflight.writer_in_process()
             # the store by what it resolved to (MLflow's default: ./mlflow.db, made absolute): the search's record
             # keeps it, and `resume` is run from other folders (a relative default opened a new database there)
-            settings.tracking_uri = resolved_tracking_uri(settings.tracking_uri)
+            resolved = resolved_tracking_uri(settings.tracking_uri)
+            if settings.tracking_uri or sqlite_path(resolved) is not None:  # not a URI from the environment with a
+                settings.tracking_uri = resolved  # password in it: the record is a file on shared storage
         warm = None
         if settings.warm_start:
             source = Path(settings.warm_start).expanduser()

@@ -9,6 +9,7 @@ still before any trial or MLflow run exists).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -277,12 +278,17 @@ def _check_a_node_runs_here(address: str, timeout_s: float, flag: str) -> None:
     Whatever stops the question being asked (token authentication, TLS, another Ray) is left to Ray to name."""
     from .ray_internals import nodes_running_here
 
-    try:
-        nodes, here = nodes_running_here(address, timeout_s)
-    except Exception:  # noqa: BLE001 - Ray's own connection says what is wrong
-        return
-    if here:
-        return
+    deadline = time.monotonic() + min(timeout_s, 5.0)  # a node just started here may take a moment to register
+    while True:
+        try:
+            nodes, here = nodes_running_here(address, timeout_s)
+        except Exception:  # noqa: BLE001 - Ray's own connection says what is wrong
+            return
+        if here:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
     at = f"its node(s): {', '.join(nodes)}" if nodes else "it has no node alive"
     raise PreflightError(f"{flag} {address}: this machine runs no node of the Ray cluster there ({at}), and a Ray "
                          "driver joins a cluster through a node on its own machine; run the search on the head "

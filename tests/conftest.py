@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import hsc_search  # noqa: F401 - first: it turns MLflow's and Ray's telemetry off before either is imported
@@ -157,3 +158,22 @@ def assert_complete_histories(client, children):
         assert steps == list(range(1, int(c.data.metrics["epoch"]) + 1)), (c.info.run_name, steps)
         for key in ("loss/total", "weight/nce", "cca/rho_00"):
             assert sorted(m.step for m in client.get_metric_history(c.info.run_id, key)) == steps
+
+
+@contextlib.contextmanager
+def read_only(path):
+    """`path` (a file or a folder) cannot be written while inside: by its permission bits, or as root (whom they do
+    not stop) by the immutable flag. Where root lacks the capability for it (CAP_LINUX_IMMUTABLE, e.g. a default
+    Docker container) nothing here can make a path read-only, and the test says so by skipping."""
+    import os
+    import subprocess
+
+    root = os.geteuid() == 0
+    lock, unlock = (["chattr", "+i"], ["chattr", "-i"]) if root else (["chmod", "a-w"], ["chmod", "u+w"])
+    made = subprocess.run([*lock, str(path)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make {path} read-only here ({made.stderr.strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run([*unlock, str(path)], check=True)

@@ -256,6 +256,8 @@ def test_cli_refuses_to_start_over_a_run_and_to_resume_it_on_other_features(smal
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"resume: {bigger} is not the data the run was trained on: what the trainer resolves from the data " \
            "differs (" in proc.stderr, proc.stderr
+    proc = _run_cli("--data", small_spec, "--out", str(auto), "--resume", "--set=epochs=2", "--set=batch_size=64")
+    assert proc.returncode == 2 and "differs from the checkpoint's in batch_size" in proc.stderr, proc.stderr
     # other data of the same shapes (another seed): it trained on it, and chose its epoch over both val sets
     same_shapes = small_spec.replace("seed=1", "seed=4")
     assert same_shapes != small_spec

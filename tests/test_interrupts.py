@@ -184,7 +184,7 @@ def test_sigterm_mid_search_ends_it_as_ctrl_c_does(tmp_path, _cache_dir):
     import time
 
     data = "synthetic:ave?n_train=3000&n_val=120&n_test=150&dim_audio=16&dim_visual=24&num_classes=6&seed=2"
-    args = ["run", "--space", "quick", "--num-samples", "3", "--max-epochs", "12", "--data", data, "--name", "t",
+    args = ["run", "--space", "quick", "--num-samples", "3", "--max-epochs", "30", "--data", data, "--name", "t",
             "--scheduler", "fifo", "--storage", str(tmp_path / "rr"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
     env = {**os.environ, "HSC_CACHE_DIR": str(_cache_dir), "PYTHONUNBUFFERED": "1"}
     bin_dir = Path(sys.executable).parent

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import os
 import re
 import socket
 import threading
@@ -78,28 +77,24 @@ def test_sqlite_and_file_tracking_uris(tmp_path, monkeypatch):
         preflight.check_tracking("sqlite:///sub/x.db")
     with pytest.raises(PreflightError, match="refuses file stores"):
         preflight.check_tracking("mlflow.db")
-    # a store a search cannot write (it failed on the first run after Ray started, with a 579-line traceback): as
-    # root, permission bits do not stop writes; the immutable flag does (as a read-only mount would)
+
+
+def test_a_sqlite_store_a_search_cannot_write_is_refused(tmp_path):
+    """A read-only store (or a folder SQLite cannot write its journal in) passed the pre-flight, and the search
+    failed on its first run after Ray had started, with a 579-line traceback."""
     import sqlite3
-    import subprocess
+
+    from conftest import read_only
 
     ro = tmp_path / "ro"
     ro.mkdir()
     sqlite3.connect(ro / "m.db").execute("create table t (x)").connection.close()
-    locked = ["chattr", "+i"] if os.geteuid() == 0 else ["chmod", "a-w"]
-    unlock = ["chattr", "-i"] if os.geteuid() == 0 else ["chmod", "u+w"]
-    subprocess.run([*locked, str(ro / "m.db")], check=True)
-    try:
+    with read_only(ro / "m.db"):
         with pytest.raises(PreflightError, match=f"{re.escape(str(ro / 'm.db'))} cannot be written \\(read-only\\)"):
             preflight.check_tracking(f"sqlite:///{ro / 'm.db'}")
-    finally:
-        subprocess.run([*unlock, str(ro / "m.db")], check=True)
-    subprocess.run([*locked, str(ro)], check=True)  # the folder: SQLite writes its journal there
-    try:
+    with read_only(ro):  # the folder: SQLite writes its journal there
         with pytest.raises(PreflightError, match=f"the folder {re.escape(str(ro))} cannot be written"):
             preflight.check_tracking(f"sqlite:///{ro / 'new.db'}")
-    finally:
-        subprocess.run([*unlock, str(ro)], check=True)
     preflight.check_tracking(f"sqlite:///{ro / 'm.db'}")  # writable again: fine
 
 

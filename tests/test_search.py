@@ -88,6 +88,8 @@ def test_mlflow_holds_one_parent_and_one_child_per_trial(search):
         steps = {}
         for key in ("val/map_avg", "cca/rho_00", "loss/total", "weight/nce", "logvar/nce"):
             steps[key] = sorted(m.step for m in client.get_metric_history(run_id, key))
+        if c.data.params["loss_weighting"] == "fixed":  # no s to learn: no log-variance logged
+            assert steps.pop("logvar/nce") == [] and not [k for k in c.data.metrics if k.startswith("logvar/")]
         n = len(steps["val/map_avg"])
         assert all(s == list(range(1, n + 1)) for s in steps.values()), (c.info.run_name, steps)
         if c.data.tags["hsc.outcome"] == "stopped_early":
@@ -103,7 +105,8 @@ def test_mlflow_holds_one_parent_and_one_child_per_trial(search):
         # the seconds its trainable ran: at least its epochs' own, within its run's duration
         epoch_s = sum(m.value for m in client.get_metric_history(run_id, "time/epoch_s"))
         ran = (c.info.end_time - c.info.start_time) / 1000
-        assert epoch_s <= c.data.metrics["time/total_s"] <= ran + 0.5, (epoch_s, c.data.metrics["time/total_s"], ran)
+        # (the run starts when the writer gets to it, maybe after the trial's first seconds: a loose upper bound)
+        assert epoch_s <= c.data.metrics["time/total_s"] <= ran + 5, (epoch_s, c.data.metrics["time/total_s"], ran)
         arts = {a.path for a in client.list_artifacts(run_id)}
         plots = {a.path for a in client.list_artifacts(run_id, "plots")}
         assert "config.yaml" in arts and {"plots/loss_weights.svg", "plots/cca_spectrum.svg"} <= plots
@@ -503,7 +506,7 @@ def test_resume_of_a_search_still_running_is_refused(tmp_path, _cache_dir):
     data = DATA.replace("n_train=500", "n_train=3000")  # about 0.2 s an epoch: the search runs for a while
     out = (tmp_path / "run.out").open("w")
     driver = subprocess.Popen([str(BIN / "hsc-search"), "run", "--data", data, "--num-samples", "2", "--max-epochs",
-                               "12", "--scheduler", "fifo", "--no-mlflow", "--name", "busy"],
+                               "40", "--scheduler", "fifo", "--no-mlflow", "--name", "busy"],
                               cwd=tmp_path, env=_env(_cache_dir), stdout=out, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     exp = tmp_path / "ray_results" / "busy"
     try:
@@ -521,6 +524,13 @@ def test_resume_of_a_search_still_running_is_refused(tmp_path, _cache_dir):
                             r"end, or stop it first \(Ctrl-C\)\n", proc.stderr), proc.stderr  # fmt: skip
         assert "Ray:" not in proc.stdout
         assert {n: (exp / n).read_bytes() for n in ours} == files  # the record and the driver's mark unchanged
+        # a new search under its name, before Ray saved anything or after: said to be running, never "remove it"
+        from hsc_search.driver import SearchError, run_search
+        from hsc_search.settings import SearchSettings
+
+        with pytest.raises(SearchError, match=rf"{re.escape(str(exp))} exists already \(its search is running: "
+                                              rf"driver pid {driver.pid} on "):
+            run_search(SearchSettings(name="busy", storage=str(tmp_path / "ray_results"), data=data, mlflow=False))
         assert driver.wait(timeout=300) == 0
     finally:
         if driver.poll() is None:

@@ -91,7 +91,9 @@ def resume_config(saved: dict, requested: TrainConfig, data: AVData) -> TrainCon
     same_length = requested.replace(epochs=saved["epochs"]).resolve(len(data.train), data.audio_dim, data.visual_dim)
     keys = [k for k, v in same_length.to_dict().items() if k in saved and saved[k] != v]
     changed = [f"{k} (checkpoint {saved.get(k)!r}, now {getattr(same_length, k)!r})" for k in keys]
-    if keys and set(keys) <= {*AUTO_FIELDS, "batch_size"}:  # only what the trainer resolves from the data
+    resolved = [k for k in keys if (k in AUTO_FIELDS and getattr(requested, k) == 0)
+                or (k == "batch_size" and requested.batch_size > len(data.train))]  # what the data decided
+    if keys and resolved == keys:  # only what the trainer resolves from the data (not a --set of the user's)
         raise ConfigError(f"resume: {data.source} is not the data the run was trained on: what the trainer resolves "
                           f"from the data differs ({', '.join(changed)}); resume with the run's data (its "
                           "summary.json names it), or start a new run")  # fmt: skip
