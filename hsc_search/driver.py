@@ -1010,8 +1010,10 @@ def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: 
     flat["tracking_uri"] = without_password(resolved_tracking_uri(settings.tracking_uri))  # params are public
     flat["storage"] = storage.resolve(settings.storage)
     flat["address"] = cluster_address(settings.address) or "local"  # a local instance of its own
-    if not settings.max_concurrent:  # 0: as many as fit in the cluster as it is now (what the search runs with)
-        flat["max_concurrent"] = _slots(settings)
+    import ray
+
+    if not settings.max_concurrent and ray.is_initialized():  # 0: as many as fit in the cluster as it is now (what
+        flat["max_concurrent"] = _slots(settings)  # the search runs with; Ray is up when a search logs this)
     flat.update({f"set.{k}": v for k, v in settings.overrides.items()})
     client.log_batch(parent_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
     shown = settings.to_dict()
