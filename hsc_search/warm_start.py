@@ -125,7 +125,9 @@ def _trial(r: dict, space: SearchSpace, mode: str, max_epochs: int | None):
         return None, "failed", ""
     values = {int(e): float(v) for e, v in r["values"].items() if v is not None and math.isfinite(float(v))}
     if outcome not in (None, "completed", "stopped_early"):  # interrupted, unfinished, running
-        return None, "unfinished", outcome
+        if not (values and max_epochs and max(values) >= max_epochs):
+            return None, "unfinished", outcome
+        outcome = "completed"  # it trained every epoch before its search was cut off: as a folder counts it
     if not values:
         return None, "without values", ""
     params, why = space.match(r.get("params") or {})
