@@ -480,8 +480,8 @@ def run_search(
                 what = "and holds no hsc-search search"
             elif _finished_at(exp_dir):
                 what = "and holds a search that finished"
-            elif search_driver(exp_dir):  # before Ray's first save too: never advised to delete a live search
-                what = f"(its search is running: {search_driver(exp_dir)})"
+            elif driver := search_driver(exp_dir):  # before Ray's first save too: never told to delete a live search
+                what = f"(its search is running: {driver})"
             elif not storage.has_experiment_state(exp_dir):  # its driver died before Ray saved anything
                 raise SearchError(f"{exp_dir} exists already and holds a search that stopped before Ray saved it "
                                   f"(nothing to resume); {_start_again(exp_dir)}, or pick another --name")

@@ -9,7 +9,6 @@ The exported file is the trial's resolved trainer config (its `config.yaml` arti
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 import os

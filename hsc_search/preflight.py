@@ -291,9 +291,9 @@ def _check_a_node_runs_here(address: str, timeout_s: float, flag: str) -> None:
         time.sleep(0.5)
     at = f"its node(s): {', '.join(nodes)}" if nodes else "it has no node alive"
     raise PreflightError(f"{flag} {address}: this machine runs no node of the Ray cluster there ({at}), and a Ray "
-                         "driver joins a cluster through a node on its own machine; run the search on the head "
-                         "(`ray exec cluster.yaml \"cd ~/hsc-search && hsc-search run --address auto ...\"`, README: "
-                         f"\"On a cluster\"), or make this machine a node of it first (`ray start --address {address}`)")  # fmt: skip
+                         "driver joins a cluster through a node on its own machine; run the search on the head with "
+                         "`--address auto` (`ray exec`, as in the README's \"On a cluster\"), or make this machine a "
+                         f"node of it first (`ray start --address {address}`)")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- resources

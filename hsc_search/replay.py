@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .runs import (TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, default_tracking_uri, epochs_of, split_params,
-                   typed_column)
+                   trial_outcome, typed_column)
 
 DEFAULT_METRIC = "val/map_avg"
 EPOCH_S_KEY = "time/epoch_s"  # the trainer's seconds per epoch, used with --timing recorded
@@ -245,12 +245,10 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
 
         saved = saved_trial_statuses(root)
         for r in raw:
-            status, short = saved.get(r["trial_id"]), max(r["values"], default=0) < (max_epochs or 0)
+            status = saved.get(r["trial_id"])
             if r["outcome"] is None and status is not None and r["values"] and max_epochs:
-                if status == "TERMINATED" or not short:
-                    r["outcome"] = "stopped_early" if short else "completed"
-                elif status != "ERROR":  # PENDING, RUNNING, PAUSED: cut off with its search, as MLflow says
-                    r["outcome"] = "interrupted"
+                outcome = trial_outcome(status, {"epoch": max(r["values"])}, max_epochs)  # the one definition
+                r["outcome"] = "interrupted" if outcome == "unfinished" else outcome  # cut off: MLflow's word
     raw.sort(key=lambda r: (r["start"], r["trial_id"]))
     if finished is False:  # records before finished_at existed (2026-12-03) have none: all its trials ran through
         n = _int(settings.get("num_samples"))

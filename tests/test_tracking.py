@@ -365,3 +365,12 @@ def test_an_auto_ema_momentum_that_resolves_to_zero_is_recorded_as_effective():
     assert got["ema_momentum"] == 0.0 and got["cca_dim"] == 8
     given = TrainConfig(epochs=1, batch_size=32, ema_momentum=0.5)
     assert "ema_momentum" not in effective_values(given.to_dict(), given.resolve(40, 8, 8).to_dict())
+
+
+def test_the_writer_names_the_test_epoch_as_the_trainer_does():
+    """`runs.TEST_EPOCH` repeats `trainer.fit.TEST_EPOCH` (the writer, which may run as a process of its own,
+    imports nothing that imports torch): the two must not drift, or the test metrics go back to the last step."""
+    from hsc_search.runs import TEST_EPOCH
+    from trainer.fit import TEST_EPOCH as TRAINER_TEST_EPOCH
+
+    assert TEST_EPOCH == TRAINER_TEST_EPOCH
