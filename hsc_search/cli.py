@@ -307,8 +307,10 @@ def export_best_cmd(
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI. [default: sqlite:///mlflow.db]"),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="The search's parent run id. [default: the "
                                          "latest search in the experiment]"),
-    metric: str = typer.Option("val/map_avg", help="Ranking metric; a trial scores its best epoch."),
-    mode: str = typer.Option("max", help="max or min."),
+    metric: Optional[str] = typer.Option(None, help="Ranking metric; a trial scores its best epoch. [default: the "
+                                         "search's --metric]"),
+    mode: Optional[str] = typer.Option(None, help="max or min. [default: the search's --mode for its metric, else "
+                                       "min for loss/ and time/ metrics, max for the others]"),
     out: Optional[Path] = typer.Option(None, help="The trainer config file to write (a file, not a folder); a .json "
                                        "name writes JSON. [default: best_config.yaml, or best_config.json with --json]"),
     json_: bool = typer.Option(False, "--json", help="Write JSON instead of YAML."),
@@ -327,11 +329,11 @@ def export_best_cmd(
         _fail(f"--out {out} with --json: a .yaml name for JSON text; name it {out.with_suffix('.json')} or drop "
               "--json")  # fmt: skip
     try:
-        path, best = export_best(tracking_uri, experiment, out, parent_run_id=run_id, metric=metric, mode=mode,
-                                 fmt="json" if json_ else "yaml")  # fmt: skip
+        path, best, metric, mode = export_best(tracking_uri, experiment, out, parent_run_id=run_id, metric=metric,
+                                               mode=mode, fmt="json" if json_ else "yaml")  # fmt: skip
     except ExportError as e:
         _fail(str(e))
-    typer.echo(f"best trial {best.name} ({best.outcome}): {metric} {best.score:.4f} -> {path}")
+    typer.echo(f"best trial {best.name} ({best.outcome}): {metric} {best.score:.4f} ({mode}) -> {path}")
 
 
 @app.command()

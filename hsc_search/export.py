@@ -171,13 +171,34 @@ def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str
     return out
 
 
+def usual_mode(metric: str) -> str:
+    """The direction in which `metric` is better when nobody said: min for a loss or a time, max otherwise (the
+    rule `SearchSettings.unused` notes a reversed --mode by)."""
+    return "min" if metric.startswith(("loss/", "time/")) else "max"
+
+
+def ranking(settings: dict[str, str], metric: str | None, mode: str | None) -> tuple[str, str]:
+    """The (metric, mode) export-best ranks by: the search's own (its parent's params) unless given; a --metric
+    other than the search's without --mode is ranked in its usual direction (`usual_mode`), never by the search's
+    mode (a search of val/map_avg, max, exported by loss/total would otherwise pick the highest loss)."""
+    searched_metric = settings.get("metric") or "val/map_avg"
+    searched_mode = settings.get("mode") or usual_mode(searched_metric)
+    if metric is None:
+        metric = searched_metric
+    if mode is None:
+        mode = searched_mode if metric == searched_metric else usual_mode(metric)
+    return metric, mode
+
+
 def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, parent_run_id: str | None = None,
-                metric: str = "val/map_avg", mode: str = "max", fmt: str = "yaml") -> tuple[Path, TrialRow]:  # fmt: skip
-    """Picks the best trial of a search (the latest one in `experiment` unless `parent_run_id`) and writes its
-    trainer config to `out`. Returns the path and the chosen trial."""
-    if mode not in ("max", "min"):
-        raise ExportError(f"mode must be max or min, got {mode!r}")
-    if metric.startswith("test/"):  # as `run` refuses it (preflight.check_metric)
+                metric: str | None = None, mode: str | None = None,
+                fmt: str = "yaml") -> tuple[Path, TrialRow, str, str]:  # fmt: skip
+    """Picks the best trial of a search (the latest one in `experiment` unless `parent_run_id`) by `metric` and
+    `mode` (the search's own unless given: `ranking`) and writes its trainer config to `out`. Returns the path,
+    the chosen trial, and the metric and mode it was ranked by."""
+    if mode is not None and mode not in ("max", "min"):
+        raise ExportError(f"--mode must be max or min, got {mode!r}")
+    if metric is not None and metric.startswith("test/"):  # as `run` refuses it (preflight.check_metric)
         raise ExportError(f"--metric {metric}: test metrics are evaluated once, after the last epoch, and must never "
                           "select models; rank by a validation metric such as val/map_avg")  # fmt: skip
     out = check_out(out, "best_config.json" if fmt == "json" else "best_config.yaml", kind="config")
@@ -192,6 +213,11 @@ def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, p
         parent_run_id = latest_parent_run(client, experiment_id, experiment)
     else:
         parent_run_id, experiment_id = search_of(client, parent_run_id, tracking_uri)
+    try:  # the search's settings: its metric and mode, its data spec (for the file's retrain line)
+        settings = dict(client.get_run(parent_run_id).data.params)
+    except Exception:  # ranked by val/map_avg, max; the line then says <SPEC>
+        settings = {}
+    metric, mode = ranking(settings, metric, mode)
     rows = trial_rows(client, experiment_id, parent_run_id, metric, mode)
     if not rows:
         raise ExportError(f"search run {parent_run_id} has no trial runs")
@@ -209,11 +235,7 @@ def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, p
     if metric in select_metrics() and mode == select_mode(metric) and cfg.select_metric != metric:
         # ranked by another metric than its search's: the retrained run keeps the epoch this ranking chose
         cfg = dataclasses.replace(cfg, select_metric=metric)
-    try:  # the search's data spec (a search setting), for the file's retrain line
-        data = client.get_run(parent_run_id).data.params.get("data")
-    except Exception:  # the line then says <SPEC>
-        data = None
     try:
-        return write_config(cfg, out, fmt, data=data), best
+        return write_config(cfg, out, fmt, data=settings.get("data")), best, metric, mode
     except OSError as e:
         raise ExportError(f"--out {out}: cannot write ({e.strerror or e})") from None

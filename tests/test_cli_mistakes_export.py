@@ -116,6 +116,47 @@ def test_test_metrics_never_select_the_best_trial(store, tmp_path):
     assert not (tmp_path / "b.yaml").exists()
 
 
+def test_export_best_ranks_by_the_searchs_own_metric_and_mode(tmp_path):
+    """A search of loss/total (min) is exported by its lowest loss without --metric, as the search ranked it, not
+    by val/map_avg; a --metric without --mode is ranked in that metric's usual direction (a loss: lowest)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("hsc-search", artifact_location=str(tmp_path / "mlruns"))
+    trials = {"a": ([0.9, 0.7], [0.2, 0.3]), "b": ([0.8, 0.4], [0.1, 0.25]), "c": ([0.6, 0.5], [0.5, 0.6])}
+    parent = client.create_run(exp, run_name="loss", tags={"hsc.kind": "search"}).info.run_id
+    for k, v in {"metric": "loss/total", "mode": "min", "max_epochs": "2"}.items():
+        client.log_param(parent, k, v)
+    for i, (tid, (loss, val)) in enumerate(trials.items()):
+        run = client.create_run(exp, run_name=f"trial_{tid}", tags={
+            "mlflow.parentRunId": parent, "hsc.kind": "trial", "hsc.trial_id": tid,
+            "hsc.outcome": "completed"}).info.run_id  # fmt: skip
+        for e, (lv, vv) in enumerate(zip(loss, val), 1):
+            client.log_metric(run, "loss/total", lv, step=e)
+            client.log_metric(run, "val/map_avg", vv, step=e)
+        client.log_text(run, TrainConfig.from_dict({"lr": 0.001 * (i + 1)}).to_yaml(), "config.yaml")
+        client.set_terminated(run)
+    client.set_terminated(parent)
+    lowest_loss = min(trials, key=lambda t: min(trials[t][0]))  # b (0.4)
+    highest_val = max(trials, key=lambda t: max(trials[t][1]))  # c (0.6)
+    highest_loss = max(trials, key=lambda t: max(trials[t][0]))  # a (0.9): what mode max would pick
+    assert len({lowest_loss, highest_val, highest_loss}) == 3
+
+    result = _cli("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "own.yaml"))
+    assert result.exit_code == 0, result.output
+    assert f"best trial trial_{lowest_loss} (completed): loss/total 0.4000 (min)" in result.output, result.output
+    own = yaml.safe_load((tmp_path / "own.yaml").read_text())  # keeps its lowest-loss epoch when retrained
+    assert own["select_metric"] == "loss/total" and own["lr"] == pytest.approx(0.002), own
+    result = _cli("export-best", "--tracking-uri", uri, "--metric", "val/map_avg", "--out", str(tmp_path / "v.yaml"))
+    assert f"best trial trial_{highest_val} (completed): val/map_avg 0.6000 (max)" in result.output, result.output
+    assert yaml.safe_load((tmp_path / "v.yaml").read_text())["select_metric"] == "val/map_avg"
+    result = _cli("export-best", "--tracking-uri", uri, "--mode", "max", "--out", str(tmp_path / "m.yaml"))
+    assert f"best trial trial_{highest_loss} (completed): loss/total 0.9000 (max)" in result.output, result.output
+    _fails("export-best", "--tracking-uri", uri, "--mode", "maximum", "--out", str(tmp_path / "x.yaml"),
+           needle="--mode must be max or min, got 'maximum'")
+
+
 def test_a_trial_run_id_names_its_search(store, tmp_path):
     uri, _, good, _, trial_b = store
     needle = f"--run-id {trial_b} is a trial run of search {good}: pass --run-id {good}"
