@@ -17,7 +17,8 @@ from trainer import TrainConfig
 from trainer.fit import OBJECTIVE
 
 from . import storage
-from .runs import DB_SCHEMES, StoreError, check_server, mlflow_db_problem, sqlite_options_problem, sqlite_path
+from .runs import (DB_SCHEMES, StoreError, check_server, mlflow_db_problem, sqlite_options_problem, sqlite_path,
+                   without_password)
 
 TRACKING_TIMEOUT_S = 10.0
 
@@ -60,50 +61,55 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
     server accepts a connection within `timeout_s` (MLflow itself retries one for minutes); a sqlite file's
     folder exists (MLflow would silently create a new database at a mistyped path) and the file, when there,
     is a database."""
-    if uri is None:
-        return  # MLflow's default, sqlite:///mlflow.db in the working directory
+    if uri:
+        flag = "--tracking-uri"
+    elif os.environ.get("MLFLOW_TRACKING_URI"):  # MLflow's default when no --tracking-uri: checked the same way
+        uri, flag = os.environ["MLFLOW_TRACKING_URI"], "$MLFLOW_TRACKING_URI"
+    else:  # MLflow's default: ./mlflow.db (a read-only folder failed after Ray had started)
+        uri, flag = "sqlite:///mlflow.db", f"the default store (no --tracking-uri, in {os.getcwd()})"
+    name = f"{flag} {without_password(uri)}"
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     if scheme == "sqlite" and not uri.startswith("sqlite:"):  # sqlite+pysqlite:///..., as MLflow takes it
         uri = "sqlite:" + uri.split(":", 1)[1]
     if scheme in DB_SCHEMES:
-        check_database(uri, scheme, timeout_s)
+        check_database(uri, scheme, timeout_s, flag=flag)
         return
     if uri.startswith(("http://", "https://")):
         try:
             check_server(uri, timeout_s)
         except StoreError as e:
-            raise PreflightError(f"--tracking-uri {uri}: {e}; start it (hsc-search team-server or mlflow server), "
+            raise PreflightError(f"{name}: {e}; start it (hsc-search team-server or mlflow server), "
                                  "fix the URI, or search with --no-mlflow") from None  # fmt: skip
         return
     db = sqlite_path(uri)
     if db is not None:
         if str(db) in ("", "/", ".") or str(db).endswith(":memory:"):
-            raise PreflightError(f"--tracking-uri {uri}: expected sqlite:///relative.db or sqlite:////absolute.db")
+            raise PreflightError(f"{name}: expected sqlite:///relative.db or sqlite:////absolute.db")
         problem = sqlite_options_problem(uri)  # SQLAlchemy's options (?timeout=30), or a '?' in a folder's name
         if problem:
-            raise PreflightError(f"--tracking-uri {uri}: {problem}")
+            raise PreflightError(f"{name}: {problem}")
         if not db.parent.resolve().is_dir():
-            raise PreflightError(f"--tracking-uri {uri}: the folder {db.parent} does not exist; MLflow would not "
+            raise PreflightError(f"{name}: the folder {db.parent} does not exist; MLflow would not "
                                  "find an existing database there. Create the folder or fix the path")  # fmt: skip
         if db.is_dir() or (db.exists() and not _is_sqlite_database(db)):
-            raise PreflightError(f"--tracking-uri {uri}: {db} is not an SQLite database; expected an MLflow "
+            raise PreflightError(f"{name}: {db} is not an SQLite database; expected an MLflow "
                                  "sqlite store, or a path where a new one can be made")  # fmt: skip
         # a search writes there (MLflow failed on its first run, after Ray had started, with a long traceback);
         # SQLite also writes its journal beside the file
         if db.exists() and not os.access(db, os.W_OK):
-            raise PreflightError(f"--tracking-uri {uri}: {db} cannot be written (read-only); a search logs its runs "
+            raise PreflightError(f"{name}: {db} cannot be written (read-only); a search logs its runs "
                                  "there: make it writable, or give another store")  # fmt: skip
         if not os.access(db.parent.resolve(), os.W_OK):
-            raise PreflightError(f"--tracking-uri {uri}: the folder {db.parent.resolve()} cannot be written; SQLite "
+            raise PreflightError(f"{name}: the folder {db.parent.resolve()} cannot be written; SQLite "
                                  "writes the database and its journal there: give a writable folder")  # fmt: skip
         return
     if uri.split(":", 1)[0].lower() == "databricks":
-        raise PreflightError(f"--tracking-uri {uri}: Databricks-hosted MLflow is not supported; use {EXPECTED_URIS}")
+        raise PreflightError(f"{name}: Databricks-hosted MLflow is not supported; use {EXPECTED_URIS}")
     if uri.startswith("file:") or "://" not in uri:
-        raise PreflightError(f"--tracking-uri {uri}: MLflow 3.17 refuses file stores; use {EXPECTED_URIS}")
+        raise PreflightError(f"{name}: MLflow 3.17 refuses file stores; use {EXPECTED_URIS}")
     if scheme in _plugin_schemes():
         return  # a tracking store an installed MLflow plugin serves: MLflow checks it
-    raise PreflightError(f"--tracking-uri {uri}: unknown scheme '{uri.split('://', 1)[0]}'; expected {EXPECTED_URIS}")
+    raise PreflightError(f"{name}: unknown scheme '{uri.split('://', 1)[0]}'; expected {EXPECTED_URIS}")
 
 
 def _plugin_schemes() -> set[str]:

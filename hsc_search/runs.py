@@ -128,16 +128,17 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
     import urllib.request
 
     url = uri.rstrip("/") + "/health"
+    shown, shown_url = without_password(uri), without_password(url)  # the password is never printed
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as resp:
             body = resp.read(64).decode(errors="replace").strip()
     except urllib.error.HTTPError as e:
-        raise StoreError(f"{url} answered {e.code} {e.reason}; expected an MLflow tracking server") from None
+        raise StoreError(f"{shown_url} answered {e.code} {e.reason}; expected an MLflow tracking server") from None
     except (OSError, ValueError) as e:
-        raise StoreError(f"cannot reach the MLflow tracking server at {uri} within {timeout_s:.0f} s "
+        raise StoreError(f"cannot reach the MLflow tracking server at {shown} within {timeout_s:.0f} s "
                          f"({getattr(e, 'reason', e)})") from None  # fmt: skip
     if body != "OK":
-        raise StoreError(f"{url} answered {body!r}; expected an MLflow tracking server")
+        raise StoreError(f"{shown_url} answered {body!r}; expected an MLflow tracking server")
 
 
 DB_SCHEMES = ("postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores besides sqlite

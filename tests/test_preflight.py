@@ -98,6 +98,35 @@ def test_a_sqlite_store_a_search_cannot_write_is_refused(tmp_path):
     preflight.check_tracking(f"sqlite:///{ro / 'm.db'}")  # writable again: fine
 
 
+def test_the_default_store_and_the_environments_are_checked_too(tmp_path, monkeypatch):
+    """Without --tracking-uri MLflow opens $MLFLOW_TRACKING_URI, else ./mlflow.db: the pre-flight checked neither
+    (a read-only working folder, or a mistyped URI in the environment, failed after Ray had started)."""
+    from conftest import read_only
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    monkeypatch.chdir(ro)
+    preflight.check_tracking(None)  # writable: fine, nothing made
+    assert list(ro.iterdir()) == []
+    with read_only(ro):
+        with pytest.raises(PreflightError, match=f"the default store \\(no --tracking-uri, in {re.escape(str(ro))}\\) "
+                                                 f"sqlite:///mlflow.db: the folder {re.escape(str(ro))} cannot be written"):
+            preflight.check_tracking(None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////no/such/dir/x.db")
+    with pytest.raises(PreflightError, match="^\\$MLFLOW_TRACKING_URI sqlite:////no/such/dir/x.db: the folder /no/such/dir "
+                                             "does not exist"):
+        preflight.check_tracking(None)
+    with pytest.raises(PreflightError, match="^--tracking-uri sqlite:////no/other/x.db: the folder"):
+        preflight.check_tracking("sqlite:////no/other/x.db")  # the flag wins over the environment, as in MLflow
+    with socket.socket() as sock:  # a port nothing answers on (bound, never accepting)
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:secret@127.0.0.1:{sock.getsockname()[1]}")
+        with pytest.raises(PreflightError, match="^\\$MLFLOW_TRACKING_URI http://user:\\*\\*\\*@127.0.0.1") as e:
+            preflight.check_tracking(None, timeout_s=1.0)
+    assert "secret" not in str(e.value), e.value
+
+
 def test_storage_is_probed_and_nothing_is_left_behind(tmp_path):
     exp = tmp_path / "a" / "b" / "search"
     preflight.check_storage(str(exp))
