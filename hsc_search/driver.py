@@ -81,6 +81,9 @@ def outputs_dir(exp: str) -> Path:
     return Path.cwd() / "hsc_outputs" / exp.rstrip("/").rsplit("/", 1)[-1] if storage.is_uri(exp) else Path(exp)
 
 
+STOPPING_AT_SETUP = "stopping: the search stops when the start-up step under way ends (Ray's start: up to about 20 s)"
+
+
 class _SetupInterrupts:
     """Ctrl-C while a search sets up is taken at the next step of the set-up, not wherever the main thread is.
 
@@ -104,6 +107,11 @@ class _SetupInterrupts:
         return self
 
     def _note(self, signum, frame) -> None:
+        if not self.pending:  # said at once: Ray's start-up, the step most often under way, can take 10-20 s
+            try:  # os.write: a print here could land inside a write the main thread is making to stderr
+                os.write(2, (STOPPING_AT_SETUP + "\n").encode())
+            except OSError:
+                pass
         self.pending = True
 
     def check(self) -> None:

@@ -83,6 +83,10 @@ def test_ctrl_c_while_a_search_starts_is_one_line_and_leaves_the_name_free(when,
         assert [(r.data.tags.get("hsc.kind"), r.info.status) for r in runs] == [("search", "KILLED")]
     assert not folder.exists()
     assert ("search s:" in proc.stdout) == (when == "tuner")
+    # once Ray starts, Ctrl-C waits for the step under way (seconds): said at once, once; before, it acts at once
+    from hsc_search.driver import STOPPING_AT_SETUP
+
+    assert proc.stderr.splitlines().count(STOPPING_AT_SETUP) == (when != "preflight"), proc.stderr[-3000:]
 
 
 def test_ctrl_c_while_a_search_resumes_says_how_to_continue_it(tmp_path, _cache_dir):
