@@ -512,7 +512,8 @@ def run_search(
             source = Path(settings.warm_start).expanduser()
             if not storage.is_uri(settings.warm_start) and source.is_dir():  # recorded as read from anywhere
                 settings.warm_start = str(source.resolve())
-            warm = warm_start.plan(settings.warm_start, space, settings.metric, settings.mode, settings.tracking_uri)
+            warm = warm_start.plan(settings.warm_start, space, settings.metric, settings.mode, settings.tracking_uri,
+                                   data=settings.data)  # fmt: skip
             # the trainer default has usually been trained by the source search already: not again
             among = warm_start.default_among(first, warm)
             if among is not None:

@@ -41,6 +41,8 @@ class WarmStart:
     of: int  # trials the source holds
     trials: list = field(default_factory=list)  # optuna.trial.FrozenTrial, in the source's start order
     left_out: dict[str, list[str]] = field(default_factory=dict)  # reason -> ["<trial id>: detail", ...]
+    data: str | None = None  # the source's data spec as it recorded it (None: not recorded)
+    other_data: bool = False  # the source searched other data than this search (`same_data`)
 
     @property
     def added(self) -> int:
@@ -59,7 +61,9 @@ class WarmStart:
                                        if reason == "outside this space" else "")
                for reason, v in self.left_out.items()]  # fmt: skip
         return (f"warm start: {self.added} of {self.of} trials from {self.source} ({states}"
-                + (f"; left out: {'; '.join(out)}" if out else "") + ")")  # fmt: skip
+                + (f"; left out: {'; '.join(out)}" if out else "") + ")"
+                + (f"; it searched other data ({self.data}): its values are that data's" if self.other_data
+                   else ""))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """What the search's hsc_search.json and parent run record."""
@@ -68,10 +72,33 @@ class WarmStart:
                 "left_out_trials": self.left_out}  # fmt: skip
 
 
-def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: str | None) -> WarmStart:
+def same_data(a: str, b: str) -> bool:
+    """Two data specs name the same data: synthetic specs by their generator and resolved options (the defaults
+    filled in, any order), files by their real path, anything else as written."""
+    import os
+
+    from trainer import synthetic
+    from trainer.data import SYNTHETIC_PREFIX
+
+    if a.startswith(SYNTHETIC_PREFIX) and b.startswith(SYNTHETIC_PREFIX):
+        def resolved(spec: str):
+            name, _, query = spec[len(SYNTHETIC_PREFIX):].partition("?")
+            return name, synthetic.resolve_options(name, **synthetic.parse_options(p for p in query.split("&") if p))
+
+        try:
+            return resolved(a) == resolved(b)
+        except (ValueError, TypeError):
+            return a == b
+    if a.startswith(SYNTHETIC_PREFIX) or b.startswith(SYNTHETIC_PREFIX) or "://" in a or "://" in b:
+        return a == b
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: str | None,
+         data: str | None = None) -> WarmStart:  # fmt: skip
     """Reads the source search and builds the trials to add. Raises PreflightError (one sentence, naming
     --warm-start) for a source that does not exist, cannot be read, ranks by another metric or mode, or has no
-    trial that fits `space`."""
+    trial that fits `space`. `data`: this search's data spec, to say when the source searched other data."""
     from .replay import ReplayError, read_mlflow, read_ray_dir
 
     flag = f"--warm-start {source}"
@@ -98,7 +125,8 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
         raise PreflightError(f"{flag}: that search ranked trials by {rec.metric} ({rec.mode}), this one by {metric} "
                              f"({mode}); its values would mean something else here. Warm-start from a search with "
                              "the same --metric and --mode")  # fmt: skip
-    warm = WarmStart(source, rec.source, len(rec.raw))
+    warm = WarmStart(source, rec.source, len(rec.raw), data=rec.settings.get("data") or None)
+    warm.other_data = data is not None and warm.data is not None and not same_data(str(warm.data), data)
     for r in rec.raw:
         trial, reason, detail = _trial(r, space, rec.mode, rec.max_epochs)
         if trial is None:
@@ -165,7 +193,10 @@ def add_to_searcher(searcher, warm: WarmStart) -> None:
 
 
 def default_among(first: dict[str, Any], warm: WarmStart) -> str | None:
-    """The source trial whose params are exactly `first` (the trainer default the search would enqueue), or None."""
+    """The source trial whose params are exactly `first` (the trainer default the search would enqueue), or None;
+    None too when the source searched other data (the default has not been trained on this search's)."""
+    if warm.other_data:
+        return None
     for t in warm.trials:
         if first and t.params == first:
             return t.user_attrs.get("warm_start_trial")

@@ -143,6 +143,30 @@ def test_the_study_starts_with_exactly_the_source_trials_that_fit(source, tmp_pa
     assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 1
 
 
+def test_a_source_on_other_data_is_said_and_its_default_is_not_taken_for_this_datas(source):
+    """The trainer default a source search trained is not enqueued again, unless the source searched other data:
+    there it was said to have been run already (it had not, on this data)."""
+    from hsc_search import driver
+    from hsc_search.settings import SearchSettings
+    from hsc_search.space import load_space
+    from hsc_search.warm_start import default_among, plan
+
+    cwd, parent_id = source
+    settings = SearchSettings(data=DATA, max_epochs=MAX_EPOCHS)
+    space = load_space(settings.space_path())
+    first, _ = driver._first_trial(space, settings, driver.load_search_data(settings, space))
+    reordered = "synthetic:ave?seed=3&num_classes=6&dim_visual=24&dim_audio=16&n_test=150&n_val=120&n_train=500"
+    other = DATA.replace("seed=3", "seed=4")
+    for src in (parent_id, str(cwd / "ray_results" / "src")):
+        for data, differs in ((DATA, False), (reordered, False), (other, True)):
+            warm = plan(src, space, METRIC, "max", f"sqlite:///{cwd / 'mlflow.db'}", data=data)
+            assert warm.data == DATA and warm.other_data is differs, (src, data)
+            said = f"; it searched other data ({DATA}): its values are that data's"
+            assert warm.line().endswith(said) is differs, warm.line()
+            # the source's first trial is the trainer default (enqueued): taken as run on the same data only
+            assert (default_among(first, warm) is None) is differs, (src, data)
+
+
 def test_a_warm_search_does_not_draw_its_sources_configs_again():
     """Below TPE's start-up trials Optuna samples at random from its seed alone: a warm-started search with the
     source's seed (both the default) proposed the source's configs again, one by one (helper walkthrough: both new
