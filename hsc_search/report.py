@@ -510,6 +510,11 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     counts: dict[str, int] = {}
     for t in rec.trials:
         counts[t.row.outcome] = counts.get(t.row.outcome, 0) + 1
+    said = [f"{n} {html.escape(_label(o))}" for o, n in sorted(counts.items())]
+    asked = rec.settings.get("num_samples", "")
+    unstarted = (int(asked) if str(asked).isdigit() else 0) - len(rec.trials)
+    if said and unstarted > 0:  # an interrupted search's other trials (or a search still running): as the console
+        said.append(f"{unstarted} not started (of num_samples {len(rec.trials) + unstarted})")
     best = rec.best
     keys = ("space", "data", "num_samples", "max_epochs", "scheduler", "grace_period", "reduction_factor")
     settings = ", ".join(f"{k} {shown(rec.settings[k])}" for k in keys if k in rec.settings)
@@ -519,8 +524,7 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         + (f" at {html.escape(without_password(source))}" if source else "")  # the report is read by everyone
         + f"; written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>",
         f'<p class="meta">{html.escape(settings)}</p>',
-        "<p>trials: " + (", ".join(f"{n} {html.escape(_label(o))}" for o, n in sorted(counts.items())) or "none")
-        + "</p>",
+        "<p>trials: " + (", ".join(said) or "none") + "</p>",
     ]
     if best is not None:
         own, resolved = params_line(best.row.params)

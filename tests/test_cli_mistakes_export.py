@@ -157,6 +157,18 @@ def test_export_best_ranks_by_the_searchs_own_metric_and_mode(tmp_path):
            needle="--mode must be max or min, got 'maximum'")
 
 
+def test_the_report_counts_the_trials_that_never_started(store, tmp_path):
+    """An interrupted search's report listed only the trials that ran (the console counted the others too)."""
+    uri, client, good, _, _ = store
+    result = _cli("report", "--tracking-uri", uri, "--run-id", good, "--no-log", "--out", str(tmp_path / "a.html"))
+    assert result.exit_code == 0, result.output
+    assert "<p>trials: 2 completed</p>" in (tmp_path / "a.html").read_text()  # no num_samples recorded: as before
+    client.log_param(good, "num_samples", "5")
+    result = _cli("report", "--tracking-uri", uri, "--run-id", good, "--no-log", "--out", str(tmp_path / "b.html"))
+    assert result.exit_code == 0, result.output
+    assert "<p>trials: 2 completed, 3 not started (of num_samples 5)</p>" in (tmp_path / "b.html").read_text()
+
+
 def test_a_trial_run_id_names_its_search(store, tmp_path):
     uri, _, good, _, trial_b = store
     needle = f"--run-id {trial_b} is a trial run of search {good}: pass --run-id {good}"
