@@ -132,7 +132,8 @@ def run(
     grace_period: Optional[int] = typer.Option(None, help="ASHA: epochs before a trial can be stopped. [default: 1]"),
     reduction_factor: Optional[float] = typer.Option(None, help="ASHA: keep the top 1/N at each rung. [default: 2]"),
     max_concurrent: Optional[int] = typer.Option(None, help="Max trials at once (0 = as many as fit in the cluster when the "
-                                          "search starts). [default: 0]"),
+                                          "search starts; on a cluster `ray up` started, at its largest). "
+                                          "[default: 0]"),
     metric: Optional[str] = typer.Option(None, help="Objective. [default: val/map_avg]"),
     mode: Optional[str] = typer.Option(None, help="max or min. [default: max]"),
     experiment: Optional[str] = typer.Option(None, help="MLflow experiment name. [default: hsc-search]"),

@@ -434,7 +434,8 @@ def _slots(settings: SearchSettings) -> int:
 
     `max_concurrent_trials=N` wraps the searcher in a ConcurrencyLimiter (since Ray 2.60 a custom searcher such as
     OptunaSearch then has up to N trials pending instead of 1), so
-    --max-concurrent 0 means this. An autoscaling cluster counts the nodes it has when the search starts.
+    --max-concurrent 0 means this. A cluster the launcher started counts itself at its largest
+    (`preflight.launcher_capacity`): the trials waiting for nodes are what makes the autoscaler add them.
     """
     import ray
 
@@ -442,6 +443,8 @@ def _slots(settings: SearchSettings) -> int:
     slots = int(total.get("CPU", 0) // settings.cpus_per_trial)
     if settings.gpus_per_trial > 0:
         slots = min(slots, int(total.get("GPU", 0) // settings.gpus_per_trial))
+    if cluster_address(settings.address) is not None:  # not a Ray instance of our own on a head node
+        slots = max(slots, preflight.launcher_capacity(settings.cpus_per_trial, settings.gpus_per_trial) or 0)
     return max(1, slots)
 
 

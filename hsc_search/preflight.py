@@ -354,16 +354,50 @@ def _check_fits(cpus: float, gpus: float, nodes: list[tuple[str, dict]], launcha
                          f"{present}{extra}. Lower the request or add a node that has it.")  # fmt: skip
 
 
+def launcher_capacity(cpus_per_trial: float, gpus_per_trial: float) -> int | None:
+    """Trials that fit at once in a launcher-started cluster at its largest: the head once, and each worker type
+    up to its `max_workers`, all workers together up to the cluster's `max_workers` (the types holding the most
+    trials first), from the bootstrap config `ray up` leaves on the head; None when this is not such a head.
+    A search with --max-concurrent 0 started while only the head (CPU 0) was up ran one trial at a time, and so
+    never asked the autoscaler for a second worker."""
+    cfg = _bootstrap_config()
+    types = cfg.get("available_node_types") or {}
+    if not isinstance(types, dict) or not types:
+        return None
+
+    def per_node(spec: Any) -> int:
+        res = (spec or {}).get("resources") or {}
+        fits = [int(float(res.get("CPU", 0)) // cpus_per_trial)] if cpus_per_trial > 0 else []
+        if gpus_per_trial > 0:
+            fits.append(int(float(res.get("GPU", 0)) // gpus_per_trial))
+        return max(0, min(fits)) if fits else 0
+
+    head = cfg.get("head_node_type")
+    total = per_node(types.get(head)) if head in types else 0
+    budget = int(cfg.get("max_workers", sum(int((s or {}).get("max_workers", 0)) for s in types.values())))
+    workers = sorted(((per_node(s), int((s or {}).get("max_workers", 0 if n == head else budget)))
+                      for n, s in types.items()), reverse=True)  # fmt: skip
+    for slots, most in workers:
+        n = max(0, min(most, budget))
+        total, budget = total + n * slots, budget - n
+    return total
+
+
+def _bootstrap_config() -> dict:
+    """The cluster launcher's config on the head node of a cluster `ray up` started, else {}."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((Path.home() / "ray_bootstrap_config.yaml").read_text()) or {}
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: not UTF-8
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
 def _launchable_node_types() -> list[tuple[str, dict]]:
     """Node types the cluster launcher may add, from the bootstrap config `ray up` leaves on the head node
     (`~/ray_bootstrap_config.yaml`); empty when this is not the head of a launcher-started cluster."""
-    import yaml
-
-    path = Path.home() / "ray_bootstrap_config.yaml"
-    try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-    except (OSError, ValueError, yaml.YAMLError):  # ValueError: not UTF-8
-        return []
+    cfg = _bootstrap_config()
     out = []
     for name, spec in (cfg.get("available_node_types") or {}).items():
         if (spec or {}).get("max_workers", 1) > 0:

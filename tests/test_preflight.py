@@ -9,6 +9,7 @@ import re
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -165,6 +166,27 @@ def test_launchable_node_types_come_from_the_head_nodes_bootstrap_config(tmp_pat
         "  gpu_worker: {resources: {CPU: 8, GPU: 1}, max_workers: 4}\n"
     )
     assert preflight._launchable_node_types() == [("node type gpu_worker", {"CPU": 8, "GPU": 1})]
+
+
+def test_a_launcher_cluster_counts_its_trials_at_once_at_its_largest(tmp_path, monkeypatch):
+    """The README's cluster (cluster.yaml: head CPU 0, up to 4 workers of 8 CPU + 1 GPU) with 2 CPUs and a quarter
+    GPU per trial holds 4 x 4 = 16 trials at once; counted from the nodes up at the start it was 1."""
+    import yaml
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert preflight.launcher_capacity(2, 0.25) is None  # not the head of a launcher-started cluster
+    cfg = yaml.safe_load(Path(__file__).resolve().parents[1].joinpath("cluster.yaml").read_text())
+    (tmp_path / "ray_bootstrap_config.yaml").write_text(yaml.safe_dump(cfg))
+    assert preflight.launcher_capacity(2, 0.25) == 4 * min(8 // 2, 4)
+    assert preflight.launcher_capacity(4, 0.25) == 4 * 2 and preflight.launcher_capacity(1, 0) == 4 * 8
+    assert preflight.launcher_capacity(1, 2) == 0  # no node holds one: the pre-flight refuses such a search
+    # two worker types under a cluster-wide max_workers of 3: the types holding the most trials first
+    (tmp_path / "ray_bootstrap_config.yaml").write_text(yaml.safe_dump({
+        "max_workers": 3, "head_node_type": "head",
+        "available_node_types": {"head": {"resources": {"CPU": 2}},
+                                 "small": {"resources": {"CPU": 2}, "max_workers": 5},
+                                 "big": {"resources": {"CPU": 8}, "max_workers": 2}}}))  # fmt: skip
+    assert preflight.launcher_capacity(1, 0) == 2 + 2 * 8 + 1 * 2
 
 
 def test_a_bad_mlflow_writer_placement_is_named(monkeypatch):
