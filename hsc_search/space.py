@@ -108,7 +108,7 @@ class Param:
 
     def holds(self, values: dict[str, Any]) -> bool:
         """Whether the condition holds for the current trainer values (sampled, fixed or default)."""
-        return all(values.get(k) in allowed for k, allowed in self.when.items())
+        return all(any(_matches(values.get(k), a) for a in allowed) for k, allowed in self.when.items())
 
     def suggest(self, trial: "optuna.trial.Trial") -> Any:
         """Asks the trial for this param's value (the only thing a space does with a trial)."""
@@ -253,7 +253,7 @@ class SearchSpace:
             for ref, allowed in p.when.items():
                 if ref in live and ref not in out:
                     continue  # sampled: its domain was checked against `allowed` when the file was read
-                if constant.get(ref) not in allowed:
+                if not any(_matches(constant.get(ref), a) for a in allowed):
                     how = f"fixed at {constant.get(ref)!r} by {self.unsearched[ref]}" if ref in self.unsearched else (
                         f"never searched, so it stays {constant.get(ref)!r}" if ref in out else
                         f"fixed at {constant.get(ref)!r}")  # fmt: skip
@@ -494,6 +494,16 @@ def _same(a: Any, b: Any) -> bool:
     return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
+def _matches(value: Any, wanted: Any) -> bool:
+    """A condition's value (`when:`) matches: `_same`, and for floats up to float rounding (Optuna returns 0.6 on
+    a 0.1 step grid from 0.3 as 0.6000000000000001, which `when: {mask_ratio: [0.6]}` must match, as
+    `Param.contains` accepts it)."""
+    if _same(value, wanted):
+        return True
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (value, wanted))
+    return numbers and math.isclose(value, wanted, rel_tol=1e-9, abs_tol=1e-12)
+
+
 def _number(v: Any) -> float | int:
     """A YAML number, or a numeric string (YAML 1.1 reads 1e-4 as a string)."""
     if _is_number(v):
@@ -698,7 +708,7 @@ def _check_when(
             continue
         if ref not in order and ref not in fixed:
             if ref in _FIELDS:
-                why = f"'{ref}' is neither searched before {p.name} nor fixed"
+                why = f"'{ref}', which is neither searched before {p.name} nor fixed"
             else:
                 why = f"unknown parameter '{ref}'"
             bad(where, f"when refers to {why}; earlier params: {', '.join(list(order)[:index]) or 'none'}")

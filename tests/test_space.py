@@ -347,7 +347,7 @@ def test_conditions_on_unknown_later_or_self(tmp_path):
     assert "params.w_distill: when refers to 'distill', which is searched later" in message
     assert "params.tau: when refers to unknown parameter 'bogus_param'" in message
     assert "params.topk: when refers to topk itself" in message
-    assert "params.lr: when refers to 'weight_lr' is neither searched before lr nor fixed" in message
+    assert "params.lr: when refers to 'weight_lr', which is neither searched before lr nor fixed" in message
 
 
 def test_impossible_condition_values(tmp_path):
@@ -592,3 +592,27 @@ def test_a_condition_that_an_override_makes_false_is_named():
     for space in (load_space(SPACES_DIR / "ablation.yaml"), load_space(SPACES_DIR / "quick.yaml"),
                   load_space(SPACES_DIR / "quick.yaml", overrides={"loss_weighting": "learned"})):  # fmt: skip
         assert space.never_searched() == {}
+
+
+def test_a_condition_on_a_stepped_float_holds_for_every_grid_value_optuna_returns():
+    """`when: {mask_ratio: [0.6, 0.7]}` on a 0.1 grid from 0.3: Optuna returns 0.6 there as 0.6000000000000001
+    (low + k * step in floats), and the exact comparison never matched it, so lr was not searched on those
+    trials and trained the default. Every grid value Optuna samples is checked, and the condition holds on
+    exactly the ones within 1e-9 of 0.6 or 0.7, computed here in exact decimal arithmetic."""
+    from decimal import Decimal
+
+    space = load_space_dict({
+        "fixed": {},
+        "params": {"mask_ratio": {"type": "float", "low": 0.3, "high": 0.7, "step": 0.1},
+                   "lr": {"type": "float", "low": 2e-3, "high": 1e-2, "log": True,
+                          "when": {"mask_ratio": [0.6, 0.7]}}}})  # fmt: skip
+    seen = {}
+    for params, _ in _sample(space, 60, seed=0):
+        seen.setdefault(params["mask_ratio"], set()).add("lr" in params)
+    wanted = {Decimal("0.6"), Decimal("0.7")}
+    exact = {v: any(abs(Decimal(repr(v)) - w) < Decimal("1e-9") for w in wanted) for v in seen}
+    assert len(seen) == 5 and sum(exact.values()) == 2, seen  # the whole grid, both wanted values among it
+    assert any(v != 0.6 and abs(v - 0.6) < 1e-9 for v in seen), seen  # Optuna's 0.6 is not the literal 0.6
+    assert all(seen[v] == {exact[v]} for v in seen), (seen, exact)
+    # and not true for 1 (a bool condition stays apart from numbers)
+    assert not Param("x", "float", low=0, high=1, when={"use_rec": [True]}).holds({"use_rec": 1})
