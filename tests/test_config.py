@@ -360,3 +360,28 @@ def test_a_file_problem_is_blamed_on_the_file_and_a_flag_problem_on_the_flag(tmp
     assert any(l.startswith(f"{path}: mask_ratio must be in [0, 1)") for l in lines), lines
     assert any(l.startswith("--set bogus=1: unknown key 'bogus'") for l in lines), lines
     assert any(l.startswith("--set tau=0: tau must be > 0") for l in lines), lines
+
+
+def test_zero_padded_integers_are_refused_not_read_as_octal(tmp_path):
+    """YAML 1.1 reads 064 as octal 52 and 1:30 as 90: a config, a space or a --set with them trained another value
+    than written, without a word (found by a walkthrough)."""
+    from hsc_search.space import SpaceError, load_space
+    from trainer.config import parse_overrides
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("hidden_dim: 064\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*064 is read by YAML 1\.1 as 52 \(octal\); write 64 without the "
+                                          r"leading zeros, or quote it as text \(line 1"):
+        TrainConfig.from_yaml(cfg)
+    space = tmp_path / "s.yaml"
+    space.write_text("params:\n  hidden_dim: {type: categorical, choices: [032, 128]}\n")
+    with pytest.raises(SpaceError, match=r"s\.yaml.*032 is read by YAML 1\.1 as 26 \(octal\)"):
+        load_space(space)
+    with pytest.raises(ConfigError, match=r"override 'seed=010': 010 is read by YAML 1\.1 as 8 \(octal\); write 10"):
+        parse_overrides(["seed=010"])
+    cfg.write_text("epochs: 1:30\n")
+    with pytest.raises(ConfigError, match=r"1:30 is read by YAML 1\.1 as 90 \(base 60\); write 90 if meant"):
+        TrainConfig.from_yaml(cfg)
+    # plain integers, zero itself, hex, floats and quoted text are read as before
+    assert parse_overrides(["seed=0", "epochs=10", "lr=0.05", "name='010'"]) == {
+        "seed": 0, "epochs": 10, "lr": 0.05, "name": "010"}  # fmt: skip

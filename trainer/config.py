@@ -412,8 +412,10 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             raise ConfigError(f"override '{item}': expected key=value")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = load_yaml(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            if "read by YAML 1.1 as" in str(getattr(e, "problem", "")):  # 010: octal (trainer.yamlfile)
+                raise ConfigError(f"override '{item}': {e.problem}") from None
             value = raw
         if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
             value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string

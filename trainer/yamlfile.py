@@ -72,6 +72,23 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+    def construct_yaml_int(self, node):
+        # YAML 1.1 (PyYAML) reads 032 as octal 26 and 1:30 as 90 (base 60): a researcher writing hidden_dim 064 or
+        # seed 010 trained 52 or 8 without a word. Refused, as YAML 1.2 no longer reads them so.
+        text = str(node.value).replace("_", "")
+        digits = text.lstrip("+-")
+        if (len(digits) > 1 and digits[0] == "0" and digits[1:].isdigit()) or ":" in text:
+            read = super().construct_yaml_int(node)
+            fix = f"write {int(text, 10)} without the leading zeros" if ":" not in text else f"write {read} if meant"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value} is read by YAML 1.1 as {read} ({'octal' if ':' not in text else 'base 60'}); "
+                f"{fix}, or quote it as text", node.start_mark)  # fmt: skip
+        return super().construct_yaml_int(node)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+
+
 def load_yaml(text: str) -> Any:
     """The document in `text`, as `yaml.safe_load` reads it; raises yaml.YAMLError also for a duplicate key."""
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
