@@ -36,7 +36,7 @@ from .runs import (REPORT_ARTIFACT, TAG_KIND, client_for, default_tracking_uri, 
                    resolved_tracking_uri, score_key, sqlite_path, tag_experiment, trial_outcome, typed_column,
                    without_password)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
-from .settings import SearchSettings
+from .settings import SPACES_DIR, SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
 from .tracking import MlflowTracker, reconcile
 from .writer import Writer
@@ -1014,6 +1014,20 @@ def _warm_tags(warm: WarmStart) -> dict[str, str]:
             f"{TAG_WARM_START}.line": warm.line()[:5000]}  # fmt: skip
 
 
+def search_config_text(settings: SearchSettings, trained: dict[str, Any]) -> str:
+    """The search as a search config that `hsc-search run --config` takes again: its settings with `set:` for the
+    fixed trainer values (as trained), a space file by its absolute path, no name (a new search needs its own)
+    and no password in a database URI (the parent run is read by everyone with the store)."""
+    shown = {k: v for k, v in settings.to_dict().items() if k not in ("overrides", "name")}
+    if settings.space_path().is_file() and settings.space_path() != SPACES_DIR / f"{settings.space}.yaml":
+        shown["space"] = str(settings.space_path().resolve())
+    if shown.get("tracking_uri"):
+        shown["tracking_uri"] = without_password(shown["tracking_uri"])
+    if trained:
+        shown["set"] = dict(trained)
+    return yaml.safe_dump(shown, sort_keys=False)
+
+
 def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: SearchSpace) -> None:
     from mlflow.entities import Param
 
@@ -1026,12 +1040,10 @@ def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: 
 
     if not settings.max_concurrent and ray.is_initialized():  # 0: as many as fit in the cluster as it is now (what
         flat["max_concurrent"] = _slots(settings)  # the search runs with; Ray is up when a search logs this)
-    flat.update({f"set.{k}": v for k, v in settings.overrides.items()})
+    trained = {k: space.fixed.get(k, v) for k, v in settings.overrides.items()}  # as the trials take them
+    flat.update({f"set.{k}": v for k, v in trained.items()})
     client.log_batch(parent_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
-    shown = settings.to_dict()
-    if shown.get("tracking_uri"):  # a database URI's password stays out of the store everyone reads
-        shown["tracking_uri"] = without_password(shown["tracking_uri"])
-    client.log_text(parent_id, yaml.safe_dump(shown, sort_keys=False), "search_config.yaml")
+    client.log_text(parent_id, search_config_text(settings, trained), "search_config.yaml")
     client.log_text(parent_id, yaml.safe_dump(space.to_dict(), sort_keys=False), "search_space.yaml")
 
 

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from trainer.config import _FLOAT as FLOAT_TEXT
 from trainer.config import parse_overrides
 from trainer.yamlfile import load_yaml, wrong_kind, yaml_problem
 
@@ -194,6 +195,9 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
         raise SettingsError("\n".join(problems))
     values.update({k: v for k, v in cli.items() if v is not None})
     from_file, from_flags = values.get("overrides", {}), parse_overrides(overrides)
+    # `set: {tau: 4e-1}`: YAML 1.1 reads 4e-1 as text; read as --set reads it (the parent run recorded the text)
+    from_file = {k: float(v) if isinstance(v, str) and FLOAT_TEXT.fullmatch(v.strip()) else v
+                 for k, v in from_file.items()}  # fmt: skip
     values["overrides"] = {**from_file, **from_flags}
     settings = SearchSettings(**values)
     settings.set_from = {str(k): f"{source}: set" for k in from_file if k not in from_flags}

@@ -262,6 +262,42 @@ def test_a_database_password_stays_out_of_the_parent_run(tmp_path):
     assert "s3cret" not in page and "postgresql://ana:***@127.0.0.1:5432/mlflow" in page
 
 
+def test_the_parent_run_records_the_set_values_trained_and_a_search_config_that_runs_again(tmp_path, monkeypatch):
+    """A search config's `set: {tau: 4e-1}` (text in YAML 1.1) trained 0.4 but was recorded as '4e-1'; the logged
+    search_config.yaml had `overrides:` (refused by --config) and a relative space path."""
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.driver import _log_search_inputs
+    from hsc_search.settings import load_settings
+    from hsc_search.space import load_space
+
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    (here / "space_c.yaml").write_text((ROOT / "search_spaces" / "quick.yaml").read_text())
+    (here / "search_c.yaml").write_text("space: space_c.yaml\nname: c1\nset: {tau: 4e-1, amp: off, seed: 3}\n")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    run = client.create_run(client.create_experiment("e")).info.run_id
+    settings = load_settings("search_c.yaml", {}, ["lr=2e-3"])
+    space = load_space(settings.space_path(), overrides=settings.overrides)
+    assert (space.fixed["tau"], space.fixed["amp"], space.fixed["lr"]) == (0.4, False, 0.002)  # what trains
+    _log_search_inputs(client, run, settings, space)
+    params = client.get_run(run).data.params
+    assert (params["set.tau"], params["set.amp"], params["set.seed"], params["set.lr"]) == ("0.4", "False", "3",
+                                                                                             "0.002")  # fmt: skip
+    logged = Path(client.download_artifacts(run, "search_config.yaml", str(tmp_path))).read_text()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (elsewhere / "again.yaml").write_text(logged)
+    again = load_settings("again.yaml", {}, [])  # refused before: "overrides: not a key of a search config"
+    assert again.overrides == {"tau": 0.4, "amp": False, "seed": 3, "lr": 0.002}
+    assert again.space_path() == here / "space_c.yaml" and again.name is None  # a new search gets its own name
+    assert load_space(again.space_path(), overrides=again.overrides).fixed == space.fixed
+    assert {k: v for k, v in again.to_dict().items() if k not in ("space", "name")} == {
+        k: v for k, v in settings.to_dict().items() if k not in ("space", "name")}  # fmt: skip
+
+
 def test_runs_read_back_over_http(search, mlflow_server):
     cwd, _ = search
     exp = _get(f"{mlflow_server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=hsc-search")["experiment"]
