@@ -982,10 +982,27 @@ def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> 
 
     from .space import validate_sampled
 
+    from trainer.config import AUTO_FIELDS, ConfigError
+
     dims = (len(data.train), data.audio_dim, data.visual_dim)
-    resolved = TrainConfig(**{**space.fixed, "epochs": settings.max_epochs}).resolve(*dims)
+    resolved = TrainConfig(**{**space.fixed, "epochs": settings.max_epochs}).resolve(*dims)  # the fixed values
     first, notes = space.defaults(resolved.to_dict())
-    cfg = validate_sampled(space, first, settings.max_epochs).resolve(*dims)
+    try:
+        cfg = validate_sampled(space, first, settings.max_epochs).resolve(*dims)
+    except ConfigError as e:
+        # auto fields (cca_dim 0) were resolved for the trainer defaults (batch_size 256): resolved again with the
+        # first trial's own values (batch_size 16 of choices [12, 16] and cca_dim of [8, 16] took 16: invalid)
+        try:
+            own = {k: v for k, v in first.items() if k not in AUTO_FIELDS}
+            again = TrainConfig(**{**space.fixed, **own, "epochs": settings.max_epochs}).resolve(*dims)
+            first, notes = space.defaults(again.to_dict())
+            cfg = validate_sampled(space, first, settings.max_epochs).resolve(*dims)
+        except ConfigError:  # the space's sampled trials may still be valid: the search samples them all
+            why = "; ".join(e.problems) if getattr(e, "problems", None) else str(e)
+            values = ", ".join(f"{k}={v!r}" for k, v in first.items())
+            first, notes = {}, [f"the trainer default, as near as this space allows ({values}), is not a valid "
+                                f"trial ({why}): not enqueued; every trial is sampled"]  # fmt: skip
+            cfg = resolved
     preflight.check_metric(settings.metric, cfg)
     return first, notes
 

@@ -616,3 +616,34 @@ def test_a_condition_on_a_stepped_float_holds_for_every_grid_value_optuna_return
     assert all(seen[v] == {exact[v]} for v in seen), (seen, exact)
     # and not true for 1 (a bool condition stays apart from numbers)
     assert not Param("x", "float", low=0, high=1, when={"use_rec": [True]}).holds({"use_rec": 1})
+
+
+def test_a_first_trial_invalid_only_by_its_auto_fields_is_resolved_again_or_left_out():
+    """The first trial resolved its auto fields for the trainer defaults: batch_size [12, 16] took 16 and cca_dim
+    [8, 16] took the auto value for batch 256 (16), an invalid pair, and the whole (valid) space was refused.
+    Now resolved again with its own batch_size; a first trial that still cannot be valid is not enqueued (a note
+    says why) while the search goes on with sampled trials, each checked by the trainer."""
+    from hsc_search import driver
+    from hsc_search.settings import SearchSettings
+
+    data = "synthetic:ave?n_train=200&n_val=50&n_test=50&dim_audio=8&dim_visual=8&num_classes=4"
+    small = {"hidden_dim": 64, "embed_dim": 32, "proj_dim": 32}
+    space = load_space_dict({"fixed": small, "params": {
+        "batch_size": {"type": "categorical", "choices": [12, 16]},
+        "cca_dim": {"type": "categorical", "choices": [8, 16]}}})  # fmt: skip
+    settings = SearchSettings(data=data, max_epochs=2)
+    loaded = driver.load_search_data(settings, space)
+    first, _ = driver._first_trial(space, settings, loaded)
+    auto = TrainConfig(**{**small, "batch_size": 16}).resolve(len(loaded.train), 8, 8).cca_dim  # the trainer's own
+    assert first == {"batch_size": 16, "cca_dim": auto} and auto < 16, first
+    validate_sampled(space, first, 2)  # a valid trial
+    # cca_k [12, 4] beside cca_dim [8, 32]: the defaults' nearest choices (8, 12) are invalid however resolved
+    space = load_space_dict({"fixed": small, "params": {
+        "cca_dim": {"type": "categorical", "choices": [8, 32]},
+        "cca_k": {"type": "categorical", "choices": [12, 4]}}})  # fmt: skip
+    first, notes = driver._first_trial(space, settings, loaded)
+    assert first == {} and len(notes) == 1, (first, notes)
+    assert notes[0].startswith("the trainer default, as near as this space allows (cca_dim=8, cca_k=12), is not a "
+                               "valid trial (") and notes[0].endswith("): not enqueued; every trial is sampled")
+    assert "cca_k (12) must not exceed cca_dim (8)" in notes[0]
+    validate_sampled(space, {"cca_dim": 32, "cca_k": 12}, 2)  # the space has valid trials
