@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
-from trainer.config import ConfigError, TrainConfig
+from trainer.config import YAML_BOOL_HINT, ConfigError, TrainConfig
 from trainer.yamlfile import load_yaml, wrong_kind, yaml_problem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -541,7 +541,7 @@ def _field_value(name: str, v: Any) -> Any:
             raise TypeError(f"expected a finite number, got {v!r}")
         return float(n)
     if not isinstance(v, str):
-        raise TypeError(f"expected a string, got {v!r}")
+        raise TypeError(f"expected a string, got {v!r}{YAML_BOOL_HINT if isinstance(v, bool) else ''}")
     allowed = _FIELDS[name].metadata.get("choices")
     if allowed and v not in allowed:
         raise TypeError(f"expected one of {list(allowed)}, got {v!r}")
@@ -725,7 +725,13 @@ def _check_when(
                 domain = list(target.choices) if target.type == "categorical" else f"[{target.low}, {target.high}]"
                 bad(where, f"when.{ref}: {v!r} can never be sampled for {ref} ({domain})")
             converted.append(v)
-        if ref in fixed and ref not in order and converted and not any(_same(fixed[ref], v) for v in converted):
+        target = parsed.get(ref)
+        if ref in order and target is not None and target.type == "float" and not target.step and converted:
+            # Optuna samples any float of a range without a step: a value condition practically never holds
+            bad(where, f"when.{ref}: {ref} is a continuous range [{target.low}, {target.high}] without a step, so "
+                       f"it is practically never exactly {', '.join(repr(v) for v in converted)}; condition on a "
+                       "categorical or a stepped (step:) parameter")  # fmt: skip
+        if ref in fixed and ref not in order and converted and not any(_matches(fixed[ref], v) for v in converted):
             bad(where, f"when.{ref}: never holds: {ref} is fixed to {fixed[ref]!r}, not one of {converted}")
         when[ref] = tuple(converted)
     return dataclasses.replace(p, when=when)

@@ -58,7 +58,7 @@ def train_trial(config: dict[str, Any], data: AVData, metric: str = "val/map_avg
     try:
         _train(config, data, device, frozenset(report_at), checkpoint_every_s)
     except DETERMINISTIC as e:
-        reason = " ".join(str(e).split())
+        reason = "; ".join(" ".join(line.split()) for line in str(e).splitlines() if line.strip())
         tune.report({metric: float("nan"), FAILED_KEY: f"{type(e).__name__}: {reason}"})
 
 

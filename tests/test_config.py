@@ -385,3 +385,18 @@ def test_zero_padded_integers_are_refused_not_read_as_octal(tmp_path):
     # plain integers, zero itself, hex, floats and quoted text are read as before
     assert parse_overrides(["seed=0", "epochs=10", "lr=0.05", "name='010'"]) == {
         "seed": 0, "epochs": 10, "lr": 0.05, "name": "010"}  # fmt: skip
+
+
+def test_a_yaml_boolean_in_a_text_field_says_to_quote_it(tmp_path):
+    """`eval_model: on` (YAML 1.1: True) was refused as 'expected a string, got True' with no word of why."""
+    from hsc_search.space import SpaceError, load_space
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("eval_model: off\n")
+    with pytest.raises(ConfigError, match=r"eval_model: expected a string, got False \(YAML reads on/off, yes/no and "
+                                          r"true/false as booleans: quote the word, e\.g\. 'on'\)"):
+        TrainConfig.from_yaml(cfg)
+    space = tmp_path / "s.yaml"
+    space.write_text("params:\n  eval_model: {type: categorical, choices: [teacher, on]}\n")
+    with pytest.raises(SpaceError, match=r"choice True: expected a string, got True \(YAML reads on/off"):
+        load_space(space)

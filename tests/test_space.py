@@ -647,3 +647,15 @@ def test_a_first_trial_invalid_only_by_its_auto_fields_is_resolved_again_or_left
                                "valid trial (") and notes[0].endswith("): not enqueued; every trial is sampled")
     assert "cca_k (12) must not exceed cca_dim (8)" in notes[0]
     validate_sampled(space, {"cca_dim": 32, "cca_k": 12}, 2)  # the space has valid trials
+
+
+def test_a_condition_on_a_value_of_a_continuous_range_is_refused():
+    """`when: {lr: 0.02}` with lr a log range without a step: Optuna never samples exactly 0.02, so tau was never
+    searched, without a word."""
+    with pytest.raises(SpaceError, match=r"s\.yaml: params\.tau: when\.lr: lr is a continuous range \[0\.001, 0\.1\] "
+                                         r"without a step, so it is practically never exactly 0\.02; condition on"):
+        load_space_dict({"params": {"lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True},
+                                    "tau": {"type": "float", "low": 0.1, "high": 1.0, "when": {"lr": [0.02]}}}},
+                        source="s.yaml")  # fmt: skip
+    load_space_dict({"params": {"mask_ratio": {"type": "float", "low": 0.3, "high": 0.7, "step": 0.1},
+                                "tau": {"type": "float", "low": 0.1, "high": 1.0, "when": {"mask_ratio": [0.5]}}}})

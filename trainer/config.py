@@ -25,6 +25,10 @@ AUTO_FIELDS = ("cca_dim", "cca_k", "ema_momentum")  # 0 = auto: TrainConfig.reso
 AUTO_EMA_CEILING = 0.99  # the auto starting EMA momentum of long runs (see the ema_momentum help)
 
 
+# YAML 1.1 reads on/off, yes/no, true/false (any case) as booleans: a text field given `on` got True
+YAML_BOOL_HINT = " (YAML reads on/off, yes/no and true/false as booleans: quote the word, e.g. 'on')"
+
+
 class ConfigError(ValueError):
     """A configuration is invalid; the message lists every problem found, one per line.
 
@@ -399,7 +403,7 @@ def _coerce(value: Any, f: dataclasses.Field) -> Any:
         return float(number)
     if kind == "str":
         if not isinstance(value, str):
-            raise TypeError(f"expected a string, got {value!r}")
+            raise TypeError(f"expected a string, got {value!r}{YAML_BOOL_HINT if isinstance(value, bool) else ''}")
         return value
     raise TypeError(f"unsupported field type {kind}")  # pragma: no cover - guards new field types
 
