@@ -1,7 +1,7 @@
 """Trainer speed on a GPU: epoch time, achieved TFLOP/s against the card's bf16 matmul rate, several trials
 sharing one GPU, and what lifts a launch-bound small trial.
 
-Four measurements, all of the full HSC-MAE training step (`trainer.engine.train_one_epoch`, default config):
+Three measurements, all of the full HSC-MAE training step (`trainer.engine.train_one_epoch`, default config):
 
 1. **One trial at VEGAS size** (`--data`, batch 256): epoch time, samples/s, and achieved TFLOP/s. The FLOPs of
    one step (forward + backward of the student, the teacher's forward) are counted once with

@@ -161,7 +161,8 @@ def run(
                                              "both with their per-epoch values; failed trials and trials outside "
                                              "this space are left out (the start line counts them). They do not "
                                              "count against --num-samples and are not run again; the trainer "
-                                             "default is not enqueued again when it is among them. Same --metric "
+                                             "default is not enqueued again when it is among them and the source "
+                                             "searched the same --data. Same --metric "
                                              "and --mode required. [default: none]"),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Run without MLflow tracking (nothing to browse or "
                                    "export; for benchmarks and throwaway runs)."),

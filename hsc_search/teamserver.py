@@ -185,9 +185,11 @@ class Postgres:
         return (self.data_dir / "PG_VERSION").is_file()
 
     def uri(self, database: str = DB_NAME) -> str:
-        """The SQLAlchemy URI MLflow uses (SQLAlchemy 2.1 reads `postgresql://` with psycopg 3) over the unix socket (no host, no port, no password)."""
+        """The SQLAlchemy URI MLflow uses, over the unix socket (no host, no port, no password). The driver is
+        named (`+psycopg`, psycopg 3, a dependency): a bare `postgresql://` means psycopg 3 to SQLAlchemy 2.1 but
+        psycopg2 (not installed) to SQLAlchemy 2.0, which is what Python 3.10 gets."""
         assert self.socket_dir is not None, "start() first"
-        return f"postgresql://{DB_USER}@/{database}?host={self.socket_dir}"
+        return f"postgresql+psycopg://{DB_USER}@/{database}?host={self.socket_dir}"
 
     # -------------------------------------------------------------- life cycle
     def init(self) -> None:

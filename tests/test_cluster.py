@@ -27,7 +27,7 @@ def test_cluster_files_pass_rays_validator(name):
     assert "--dashboard-host=127.0.0.1" in starts
     assert "sqlite" not in starts  # the tracking data must not live on a disk that `ray down` deletes
     if "mlflow server" in starts:  # AWS: a stateless MLflow server on the head, its runs in PostgreSQL
-        assert "--host 127.0.0.1" in starts and "postgresql://" in starts and "s3://" in starts
+        assert "--host 127.0.0.1" in starts and "postgresql+psycopg://" in starts and "s3://" in starts
         assert "MLFLOW_DISABLE_TELEMETRY=true nohup mlflow server" in starts  # no usage records sent to MLflow
     else:  # on-prem: the head's 127.0.0.1:5000 is a tunnel to the team server on a machine that stays
         assert "-L 127.0.0.1:5000:127.0.0.1:5000" in starts
