@@ -411,6 +411,10 @@ def import_runs(
         report = copy_searches(from_, to, experiment or None, echo=typer.echo)
     except TransferError as e:
         _fail(str(e))
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the runs copied so far are kept; the same command copies the rest (a run cut "
+                   "short is copied again)", err=True)  # fmt: skip
+        raise typer.Exit(130)
     typer.echo(f"{report.copied} run(s) copied ({report.metric_points} metric points, {report.artifact_files} "
                f"artifact files), {report.skipped} already in {to}")
 

@@ -307,6 +307,15 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
             raise ReplayError(f"run '{pid}' has no trial runs (child runs with tag mlflow.parentRunId = {pid}): "
                               "pass a search's parent run id")  # fmt: skip
         children.sort(key=lambda c: (c.info.start_time or 0, c.info.run_name or ""))
+        seen: dict[str, str] = {}
+        for c in children:  # one run per trial (two copies of one trial would share its replay: a crash)
+            tid = c.data.tags.get(TAG_TRIAL)
+            if tid and tid in seen:
+                raise ReplayError(f"search run {pid}: runs {seen[tid]} and {c.info.run_id} are both trial {tid} (e.g. "
+                                  "an import copied it twice); delete one (`mlflow runs delete --run-id ...`) and "
+                                  "replay again")  # fmt: skip
+            if tid:
+                seen[tid] = c.info.run_id
         raw = []
         for c in children:
             def history(key: str) -> dict[int, float]:

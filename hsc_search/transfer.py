@@ -12,8 +12,12 @@ keeps histories, nesting and artifacts, but stamps every run with the import tim
 second import duplicates every run.
 
 A copy is idempotent: each copied run carries `hsc.import.source_run` (set when the copy starts) and
-`hsc.import.source_uri` (set when it is complete). A run already copied completely is skipped; one whose
-copy was cut short is deleted and copied again.
+`hsc.import.source_uri` and `hsc.import.source_state` (set when it is complete; the state sums up the source run
+as it was then: status, end time, its params', tags' and metrics' latest values). A run already copied completely
+and not changed since is skipped; one whose copy was cut short, or that changed at the source since (a search
+still running when it was imported, a report logged later, a resumed search), is deleted and copied again, and
+the copies of its children are pointed at its new copy. A run still running at the source is copied as it is and
+said; the next import brings the rest.
 
 Mistakes stop before anything is created or changed: both stores are checked first (read-only: a sqlite source
 must be an MLflow database; a sqlite destination an MLflow database or a new file in an existing folder; not the
@@ -35,7 +39,8 @@ from .runs import (DB_SCHEMES, http_failure, missing_artifact_dir, mlflow_db_pro
 TAG_SOURCE_RUN = "hsc.import.source_run"
 TAG_SOURCE_URI = "hsc.import.source_uri"
 TAG_PARENT = "mlflow.parentRunId"
-IMPORT_TAGS = (TAG_SOURCE_RUN, TAG_SOURCE_URI)
+TAG_SOURCE_STATE = "hsc.import.source_state"
+IMPORT_TAGS = (TAG_SOURCE_RUN, TAG_SOURCE_URI, TAG_SOURCE_STATE)
 BATCH_METRICS, BATCH_PARAMS, BATCH_TAGS = 1000, 100, 100  # MLflow's log_batch limits
 
 
@@ -48,6 +53,8 @@ class TransferReport:
     copied: int = 0
     skipped: int = 0  # already copied completely before
     redone: int = 0  # a copy cut short before, deleted and copied again
+    updated: int = 0  # changed at the source since its copy: deleted and copied again
+    running: int = 0  # still running at the source: copied as they were
     metric_points: int = 0
     artifact_files: int = 0
     experiments: list[str] = field(default_factory=list)
@@ -197,8 +204,38 @@ def _parents_first(runs: list) -> list:
 
 
 def _copied_runs(dst, experiment_id: str) -> dict[str, object]:
-    """Source run id -> its copy in the destination experiment (complete or not)."""
-    return {r.data.tags[TAG_SOURCE_RUN]: r for r in _all_runs(dst, experiment_id) if TAG_SOURCE_RUN in r.data.tags}
+    """Source run id -> its copy in the destination experiment (complete or not): a complete copy before a
+    half one, an active one before a deleted one (a copy cut short, or replaced, is soft-deleted and stays in
+    the store: taking it for the run made the next import copy a complete run again, a duplicate)."""
+    best: dict[str, object] = {}
+
+    def rank(r) -> tuple:
+        return bool(r.data.tags.get(TAG_SOURCE_URI)), r.info.lifecycle_stage == "active", r.info.start_time or 0
+
+    for r in _all_runs(dst, experiment_id):
+        sid = r.data.tags.get(TAG_SOURCE_RUN)
+        if sid is not None and (sid not in best or rank(r) > rank(best[sid])):
+            best[sid] = r
+    return best
+
+
+def source_state(run) -> str:
+    """What a copy is compared with on the next import: the run's status, end time and its params', tags' and
+    latest metrics' values (a digest)."""
+    import hashlib
+    import json
+
+    tags = {k: v for k, v in run.data.tags.items() if k not in IMPORT_TAGS}
+    text = json.dumps([run.info.status, run.info.end_time, run.data.params, tags, run.data.metrics], sort_keys=True,
+                      default=str)  # fmt: skip
+    return f"{run.info.status}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def _changed(copy, run) -> bool:
+    """The source run changed since `copy` (complete) was made. Copies from before the state tag count as
+    current unless their status differs (a copy of a run that was running then)."""
+    state = copy.data.tags.get(TAG_SOURCE_STATE)
+    return state != source_state(run) if state else copy.info.status != run.info.status
 
 
 def _artifact_files(client, run_id: str, path: str | None = None) -> list:
@@ -256,6 +293,7 @@ def copy_run(src, dst, dst_store, run, dst_experiment_id: str, parent_copy: str 
     report.artifact_files += len(files)
     if info.status != "RUNNING":
         dst.set_terminated(new_id, status=info.status, end_time=info.end_time)
+    dst.set_tag(new_id, TAG_SOURCE_STATE, source_state(run))
     dst.set_tag(new_id, TAG_SOURCE_URI, source_uri)  # marks the copy complete (a deleted run takes no tags)
     if info.lifecycle_stage == "deleted":
         dst.delete_run(new_id)  # if cut short just before this, the next copy deletes it (see copy_searches)
@@ -310,24 +348,44 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
         done = _copied_runs(dst, dst_exp_id)
         copies: dict[str, str] = {}  # source run id -> copy id
         n_before = (report.copied, report.skipped, report.redone)
+        n_updated = report.updated
         for run in _parents_first(runs):
             rid = run.info.run_id
             old = done.get(rid)
-            if old is not None and old.data.tags.get(TAG_SOURCE_URI):
-                copies[rid] = old.info.run_id
-                if run.info.lifecycle_stage == "deleted" and old.info.lifecycle_stage != "deleted":
-                    dst.delete_run(old.info.run_id)
-                report.skipped += 1
-                continue
-            if old is not None:  # a copy cut short: start it over
-                dst.delete_run(old.info.run_id)
-                report.redone += 1
             parent = copies.get(run.data.tags.get(TAG_PARENT, ""))
-            copies[rid] = copy_run(src, dst, dst_store, run, dst_exp_id, parent, source_uri, report)
+            try:
+                if old is not None and old.data.tags.get(TAG_SOURCE_URI) and not _changed(old, run):
+                    copies[rid] = old.info.run_id
+                    if run.info.lifecycle_stage == "deleted" and old.info.lifecycle_stage != "deleted":
+                        dst.delete_run(old.info.run_id)
+                    elif (parent is not None and old.info.lifecycle_stage == "active"
+                          and old.data.tags.get(TAG_PARENT) != parent):  # its parent was copied again
+                        dst.set_tag(old.info.run_id, TAG_PARENT, parent)
+                    report.skipped += 1
+                    continue
+                if old is not None:  # a copy cut short, or of a run that changed since: start it over
+                    if old.info.lifecycle_stage == "active":
+                        dst.delete_run(old.info.run_id)
+                    if old.data.tags.get(TAG_SOURCE_URI):
+                        report.updated += 1
+                    else:
+                        report.redone += 1
+                copies[rid] = copy_run(src, dst, dst_store, run, dst_exp_id, parent, source_uri, report)
+            except TransferError:
+                raise
+            except Exception as e:  # the destination (or the source) stopped answering: one line, as elsewhere
+                raise TransferError(f"run {rid}: the copy failed ({http_failure(e)}); the runs copied so far are "
+                                    "kept, and the same import-runs copies this one and the rest") from None  # fmt: skip
             report.copied += 1
+            report.running += run.info.status == "RUNNING" and run.info.lifecycle_stage == "active"
         c, s, r = (a - b for a, b in zip((report.copied, report.skipped, report.redone), n_before))
+        u = report.updated - n_updated
         echo(f"experiment {exp.name}: {c} run(s) copied" + (f", {s} already there" if s else "")
-             + (f" ({r} half-copied before, copied again)" if r else ""))  # fmt: skip
+             + (f" ({r} half-copied before, copied again)" if r else "")
+             + (f" ({u} changed at the source since their copy, copied again)" if u else ""))  # fmt: skip
+    if report.running:
+        echo(f"note: {report.running} run(s) still running at {source_uri} were copied as they are now (e.g. a "
+             "search that has not ended); import-runs again once they end copies the rest")  # fmt: skip
     if report.unreadable:
         rid, why = next(iter(report.unreadable.items()))
         echo(f"warning: {len(report.unreadable)} run(s) copied without artifacts: their artifact folders "

@@ -315,6 +315,12 @@ def test_curves_from_mlflow(tmp_path):
     lone = client.create_run(exp, run_name="lone", tags={"hsc.kind": "search"}).info.run_id
     with pytest.raises(ReplayError, match="has no trial runs"):
         curves_from_mlflow(uri, "hsc-search", lone)
+    # a trial copied twice into a store (an import cut short, before 2026-12-04): named, not an IndexError
+    first = client.search_runs([exp], filter_string="tags.`hsc.trial_id` = 'c2'")[0].info.run_id
+    twin = client.create_run(exp, run_name="trial_c2", start_time=5000, tags={
+        "mlflow.parentRunId": parent, "hsc.kind": "trial", "hsc.trial_id": "c2"}).info.run_id  # fmt: skip
+    with pytest.raises(ReplayError, match=f"search run {parent}: runs {first} and {twin} are both trial c2"):
+        curves_from_mlflow(uri, "hsc-search", parent)
 
 
 def test_cli_replays_a_ray_folder_and_writes_json(tmp_path):

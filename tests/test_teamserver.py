@@ -334,3 +334,94 @@ def test_copy_resumes_a_cut_short_import_and_keeps_deleted_runs(tmp_path, monkey
     assert sorted(hist) == [(s, 0.1 * s + 1, 5_000 + s) for s in range(1, 4)]
     again = copy_searches(src_uri, dst_uri, ["e"], echo=lambda s: None)
     assert (again.copied, again.skipped) == (0, 3)
+
+
+def test_runs_that_change_after_their_import_are_copied_again_once(tmp_path, monkeypatch):
+    """sqlite to sqlite, no server. Importing a search still running froze its copies (the parent RUNNING without
+    its best-trial tag, a trial with the points it had then), and every later import said 'already there'; a
+    soft-deleted half copy could hide the complete copy of its run, which was then copied a second time."""
+    from mlflow.entities import Metric, ViewType
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.transfer import TAG_SOURCE_RUN, copy_searches
+
+    monkeypatch.chdir(tmp_path)
+    src_uri, dst_uri = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    src = MlflowClient(src_uri)
+    exp = src.create_experiment("e")
+    parent = src.create_run(exp, run_name="search", start_time=1_000).info.run_id
+    kids = [src.create_run(exp, run_name=f"t{i}", start_time=2_000 + i, tags={"mlflow.parentRunId": parent}).info.run_id
+            for i in range(2)]  # fmt: skip
+    src.log_batch(kids[0], metrics=[Metric("val/map_avg", 0.1 * s, 5_000 + s, s) for s in (1, 2, 3)])
+    src.set_terminated(kids[0], "FINISHED", end_time=9_000)
+    src.log_batch(kids[1], metrics=[Metric("val/map_avg", 0.2 * s, 6_000 + s, s) for s in (1, 2)])  # running
+    said = []
+    first = copy_searches(src_uri, dst_uri, ["e"], echo=said.append)
+    assert (first.copied, first.running) == (3, 2), said
+    assert any(line.startswith("note: 2 run(s) still running at ") for line in said), said
+
+    src.log_batch(kids[1], metrics=[Metric("val/map_avg", 0.6, 6_003, 3)])  # the search goes on and ends
+    src.set_terminated(kids[1], "FINISHED", end_time=9_001)
+    src.set_tag(parent, "hsc.best_run_id", kids[1])
+    src.set_terminated(parent, "FINISHED", end_time=9_999)
+    said = []
+    second = copy_searches(src_uri, dst_uri, ["e"], echo=said.append)
+    assert (second.copied, second.updated, second.skipped, second.running) == (2, 2, 1, 0), said
+    assert "experiment e: 2 run(s) copied, 1 already there (2 changed at the source since their copy, copied again)" \
+        in said  # fmt: skip
+
+    dst = MlflowClient(dst_uri)
+    dst_exp = dst.get_experiment_by_name("e").experiment_id
+
+    def active() -> dict:
+        runs = dst.search_runs([dst_exp], run_view_type=ViewType.ACTIVE_ONLY)
+        assert len(runs) == 3, [(r.info.run_name, r.data.tags.get(TAG_SOURCE_RUN)) for r in runs]  # one copy each
+        return {r.data.tags[TAG_SOURCE_RUN]: r for r in runs}
+
+    copies = active()
+    for sid in (parent, *kids):  # each copy as its source run is now
+        s, c = src.get_run(sid), copies[sid]
+        assert (c.info.status, c.info.end_time) == (s.info.status, s.info.end_time)
+        assert [(m.step, m.value) for m in dst.get_metric_history(c.info.run_id, "val/map_avg")] == \
+            [(m.step, m.value) for m in src.get_metric_history(sid, "val/map_avg")]  # fmt: skip
+    assert copies[parent].data.tags["hsc.best_run_id"] == kids[1]
+    for k in kids:  # the trials point at the parent's new copy
+        assert copies[k].data.tags["mlflow.parentRunId"] == copies[parent].info.run_id
+
+    # soft-deleted half copies of t0 (imports cut short), with t0's start time as copies have: whatever their
+    # order in the store (by run id among equal start times), the complete copy is still taken as t0's copy
+    for _ in range(6):
+        half = dst.create_run(dst_exp, run_name="t0", start_time=2_000, tags={TAG_SOURCE_RUN: kids[0]}).info.run_id
+        dst.delete_run(half)
+    third = copy_searches(src_uri, dst_uri, ["e"], echo=lambda s: None)
+    assert (third.copied, third.updated, third.skipped) == (0, 0, 3)
+    assert {k: r.info.run_id for k, r in active().items()} == {k: r.info.run_id for k, r in copies.items()}
+
+
+def test_a_destination_that_fails_mid_copy_is_one_line_and_the_next_import_finishes(tmp_path, monkeypatch):
+    """A destination that stops taking writes in the middle of a copy (here: its artifact folder made read-only;
+    a server going away fails in the same place) ended in a traceback."""
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from conftest import read_only
+    from hsc_search.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    src_uri, dst_uri = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    src = MlflowClient(src_uri)
+    exp = src.create_experiment("e", artifact_location=str(tmp_path / "src_art"))
+    run = src.create_run(exp, run_name="t0").info.run_id
+    src.log_text(run, "lr: 0.001\n", "config.yaml")
+    src.set_terminated(run)
+    (tmp_path / "ro").mkdir()
+    MlflowClient(dst_uri).create_experiment("e", artifact_location=str(tmp_path / "ro"))
+    with read_only(tmp_path / "ro"):
+        result = CliRunner().invoke(app, ["import-runs", "--from", src_uri, "--to", dst_uri])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert lines[-1].startswith(f"error: run {run}: the copy failed (") and lines[-1].endswith(
+        "the runs copied so far are kept, and the same import-runs copies this one and the rest"), result.output
+    result = CliRunner().invoke(app, ["import-runs", "--from", src_uri, "--to", dst_uri])  # writable again
+    assert result.exit_code == 0 and "1 run(s) copied" in result.output and "1 half-copied before" in result.output, \
+        result.output  # fmt: skip
