@@ -890,8 +890,9 @@ def render(report: ReplayReport) -> str:
     tid, best = c.best
     # trials left out: said again in the notes, with the reasons; here so that it is read before the table
     left_out = [f"warning: {len(c.skipped)} of {len(c.trials) + len(c.skipped)} trials are left out (ended early or "
-                "failed): the rows compare rules on the survivors only, and the fifo row is not what FIFO would "
-                "have done on this search; a search run with --scheduler fifo replays in full"] if c.skipped else []
+                "failed): the rows compare rules on the survivors only, the fifo row too (a search whose every "
+                "trial ran its full budget, e.g. one run with --scheduler fifo that nothing cut short, replays in "
+                "full)"] if c.skipped else []
     lines = [
         f"replay of {c.source}",
         f"{len(c.trials)} complete curves x {c.max_epochs} epochs, {c.metric} ({c.mode}); best recorded {best:.4f} "
