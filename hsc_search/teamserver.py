@@ -144,6 +144,7 @@ class Postgres:
             if run_as is not None and run_as != pwd.getpwuid(os.geteuid()).pw_name:
                 raise TeamServerError(f"--run-as {run_as}: only root can run PostgreSQL as another account")
             self.account = None
+        self._check_owner()
         self.bin_dir = Path(bin_dir) if bin_dir else self._pick_bin_dir()
         self.proc: subprocess.Popen | None = None
         self.watchdog: subprocess.Popen | None = None
@@ -151,6 +152,23 @@ class Postgres:
         self._own_socket_dir = False
 
     # -------------------------------------------------------------- helpers
+    def _check_owner(self) -> None:
+        """PostgreSQL runs only as the owner of an existing data folder (started as another account it exited
+        with 20 lines of its log ending in 'Permission denied'): said in one sentence, before it starts."""
+        if not (self.data_dir / "PG_VERSION").is_file():
+            return
+        owner = self.data_dir.stat().st_uid
+        runs_as = self.account.uid if self.account is not None else os.geteuid()
+        if owner == runs_as:
+            return
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = f"uid {owner}"
+        how = f"pass --run-as {name}" if os.geteuid() == 0 else f"start the team server as {name}"
+        raise TeamServerError(f"--data-dir: {self.data_dir} belongs to {name} and PostgreSQL runs only as the "
+                              f"owner of its data: {how}")  # fmt: skip
+
     def _pick_bin_dir(self) -> Path:
         dirs = postgres_bin_dirs()
         if not dirs:

@@ -425,3 +425,24 @@ def test_a_destination_that_fails_mid_copy_is_one_line_and_the_next_import_finis
     result = CliRunner().invoke(app, ["import-runs", "--from", src_uri, "--to", dst_uri])  # writable again
     assert result.exit_code == 0 and "1 run(s) copied" in result.output and "1 half-copied before" in result.output, \
         result.output  # fmt: skip
+
+
+def test_a_data_folder_of_another_account_is_one_sentence(tmp_path):
+    """Started on a data folder made with another --run-as, PostgreSQL exited with 20 lines of its log ending in
+    'Permission denied'; now one sentence naming the owner, before anything starts."""
+    import os
+    import pwd
+
+    from hsc_search.teamserver import Postgres, TeamServerError
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to give the folder to another account")
+    accounts = [p for p in pwd.getpwall() if p.pw_uid != 0]
+    owner, other = accounts[0], accounts[1]
+    data = tmp_path / "pgdata"
+    data.mkdir()
+    (data / "PG_VERSION").write_text("16\n")
+    os.chown(data, owner.pw_uid, owner.pw_gid)
+    with pytest.raises(TeamServerError, match=f"^--data-dir: {data} belongs to {owner.pw_name} and PostgreSQL runs "
+                                              f"only as the owner of its data: pass --run-as {owner.pw_name}$"):
+        Postgres(data, run_as=other.pw_name)
