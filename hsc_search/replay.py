@@ -202,6 +202,9 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
     max_epochs = _int(settings.get("max_epochs"))
     files = sorted(root.glob("*/result.json"))
     if not files:
+        if (root / META_FILE).is_file():  # the search's own folder, before any trial reported
+            raise ReplayError(f"{flag} {root}: no trial has reported yet (no <trial_id>/result.json): the search is "
+                              "still starting, or stopped before its first epoch; replay it once trials have run")  # fmt: skip
         raise ReplayError(f"{flag} {root}: no trial folders (<trial_id>/result.json); pass the search's folder "
                           "<storage>/<name>, as `hsc-search run` printed it")  # fmt: skip
     raw = []

@@ -367,6 +367,9 @@ def test_cli_bad_settings_exit_2(tmp_path, args, culprit):
 
 
 def test_cli_bad_sources_exit_2(tmp_path):
+    starting = tmp_path / "starting"
+    starting.mkdir()
+    (starting / "hsc_search.json").write_text(json.dumps({"settings": {"max_epochs": 3}}))
     incomplete = tmp_path / "incomplete"
     _write_lines(incomplete / "t1" / "result.json", [{"epoch": 1, "val/map_avg": 0.3}])
     _write_lines(incomplete / "t2" / "result.json", [{"epoch": 1, "val/map_avg": 0.3},
@@ -374,6 +377,7 @@ def test_cli_bad_sources_exit_2(tmp_path):
     cases = [
         (["--ray-dir", str(tmp_path / "missing")], f"--ray-dir {tmp_path / 'missing'}: no such folder"),
         (["--ray-dir", str(tmp_path)], "no trial folders"),
+        (["--ray-dir", str(starting)], f"--ray-dir {starting}: no trial has reported yet"),  # a search's own folder
         (["--ray-dir", str(incomplete)], "no complete curves in Ray folder"),
         (["--tracking-uri", f"sqlite:///{tmp_path}/none.db"], f"no MLflow database at {tmp_path}/none.db"),
         (["--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow tracking server at http://127.0.0.1:9"),
