@@ -212,10 +212,13 @@ class _DefineByRun:
 
     def __call__(self, trial: "optuna.trial.Trial") -> dict[str, Any]:
         values = {**_DEFAULTS, **self.space.fixed}
+        out = dict(self.space.fixed)
         for p in self.space.params:
             if p.holds(values):
                 values[p.name] = p.suggest(trial)
-        return dict(self.space.fixed)
+                if p.type == "int" and _kind(p.name) == "float":  # e.g. warmup_epochs in whole epochs: the trial's
+                    out[p.name] = float(values[p.name])  # config (Ray's, MLflow's params) holds the float it trains
+        return out
 
 
 @dataclass(frozen=True)

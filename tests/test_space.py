@@ -659,3 +659,21 @@ def test_a_condition_on_a_value_of_a_continuous_range_is_refused():
                         source="s.yaml")  # fmt: skip
     load_space_dict({"params": {"mask_ratio": {"type": "float", "low": 0.3, "high": 0.7, "step": 0.1},
                                 "tau": {"type": "float", "low": 0.1, "high": 1.0, "when": {"mask_ratio": [0.5]}}}})
+
+
+def test_an_int_range_on_a_float_field_is_recorded_as_the_float_it_trains():
+    """warmup_epochs (a float field) searched as `type: int`: Optuna, Ray's params and MLflow said 1, the trial's
+    config.yaml and what trained said 1.0. Ray's trial config is the captured suggestions updated by what the
+    define-by-run function returns; that config is what the trainable trains and the tracker records."""
+    space = load_space_dict({"params": {"warmup_epochs": {"type": "int", "low": 0, "high": 2},
+                                        "batch_size": {"type": "int", "low": 64, "high": 128}}})  # fmt: skip
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(6):
+        trial = study.ask()
+        returned = space.define_by_run()(trial)
+        config = {**trial.params, **returned}  # as Ray's OptunaSearch builds it
+        cfg = TrainConfig.from_dict(config)
+        assert type(config["warmup_epochs"]) is float and config["warmup_epochs"] == trial.params["warmup_epochs"]
+        assert str(config["warmup_epochs"]) == str(cfg.warmup_epochs)  # the recorded text is the trained value's
+        assert type(config["batch_size"]) is int  # an int field stays an int
+        study.tell(trial, 0.0)
