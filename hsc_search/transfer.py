@@ -82,8 +82,12 @@ def check_uri(uri: str, role: str) -> str:
         try:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10)
         except OSError as e:
-            raise TransferError(f"{flag} {uri}: no MLflow server answers there ({e}); is the server (or the SSH "
-                                "tunnel to it) up?") from None
+            from .runs import without_password
+
+            plain = scheme == "https" and "WRONG_VERSION_NUMBER" in str(e)  # TLS spoken to a plain HTTP server
+            raise TransferError(f"{flag} {without_password(uri)}: no MLflow server answers there ({e}); "
+                                + ("it answers in plain HTTP: use http:// (MLflow servers speak no TLS themselves)"
+                                   if plain else "is the server (or the SSH tunnel to it) up?")) from None  # fmt: skip
     elif scheme in DB_SCHEMES:  # MLflow would retry one that does not answer for minutes
         from .preflight import PreflightError, check_database
 

@@ -199,3 +199,30 @@ def test_a_copy_into_a_local_sqlite_file_keeps_its_artifacts_beside_it(template,
     copied = client2.search_runs([client2.get_experiment_by_name("hsc-search").experiment_id],
                                  "attributes.run_name = 'trial_a'")[0]  # fmt: skip
     assert copied.info.artifact_uri.startswith(str(other))
+
+
+def test_https_to_a_plain_http_server_says_to_use_http(here):
+    """A team server reached through its tunnel speaks plain HTTP: https:// failed with 'SSL WRONG_VERSION_NUMBER'
+    and the advice to check the tunnel, which was up."""
+    import http.server
+    import threading
+
+    class Plain(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Plain)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        _refused(here, "--to", f"https://127.0.0.1:{port}",
+                 needle=f"--to https://127.0.0.1:{port}: no MLflow server answers there (")
+        line = _refused(here, "--to", f"https://127.0.0.1:{port}", needle="it answers in plain HTTP: use http://")
+        assert "tunnel" not in line, line
+    finally:
+        server.shutdown()
