@@ -476,6 +476,8 @@ class TeamServer:
 
     def start(self) -> "TeamServer":
         """Starts PostgreSQL, then MLflow on it; on any failure (or Ctrl-C) whatever started is stopped."""
+        # the account and PostgreSQL's binaries first: a wrong --run-as left an empty data folder behind
+        self.postgres = Postgres(self.data_dir / PG_DIR, run_as=self.run_as)
         try:  # root passes os.access where the file system still refuses (e.g. /sys)
             self.data_dir.mkdir(mode=0o700, exist_ok=True)
             if os.geteuid() == 0:  # PostgreSQL runs as another account, which must be able to enter this folder
@@ -484,7 +486,6 @@ class TeamServer:
             raise TeamServerError(f"--data-dir {self.data_dir}: cannot create or set up the folder "
                                   f"({e.strerror or e}); expected a folder this account can write") from None
         try:
-            self.postgres = Postgres(self.data_dir / PG_DIR, run_as=self.run_as)
             self.postgres.start()
             self.mlflow = MlflowServerProcess(self.postgres.uri(), self.data_dir / ARTIFACTS_DIR, self.port,
                                               self.workers, log_path=self.data_dir / "mlflow.log")  # fmt: skip

@@ -446,3 +446,10 @@ def test_a_data_folder_of_another_account_is_one_sentence(tmp_path):
     with pytest.raises(TeamServerError, match=f"^--data-dir: {data} belongs to {owner.pw_name} and PostgreSQL runs "
                                               f"only as the owner of its data: pass --run-as {owner.pw_name}$"):
         Postgres(data, run_as=other.pw_name)
+
+
+def test_an_unknown_run_as_account_leaves_no_folder(tmp_path):
+    r = subprocess.run([HSC, "team-server", "--data-dir", str(tmp_path / "three"), "--run-as", "no-such-user-x"],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and "--run-as no-such-user-x: no such account on this machine" in r.stderr, r.stderr
+    assert not (tmp_path / "three").exists()
