@@ -71,6 +71,9 @@ def test_search_writes_and_logs_its_report(served):
     if "test/map_avg" in best.data.metrics:  # it reached its last epoch: its test mAP, of the epoch selected
         m = best.data.metrics
         assert f"test mAP {m['test/map_avg']:.4f} (of epoch {int(m['test/epoch'])}, the one validation" in html
+    else:  # stopped by ASHA: never tested, and the line claims no test mAP
+        line = re.search(r"<b>best trial [^\n]*", html).group(0)
+        assert "test mAP" not in line, line
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"report.html", "asha_rungs.json"}
     # parameter importances are computed once, by the report: its chart and the parent run's picture
     assert f"parameter importance for val/map_avg (fANOVA, {TRIALS} trials)" in html.replace("\\u002f", "/")
