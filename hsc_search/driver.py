@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from trainer import AVData, load_data
+from trainer import AVData, TrainConfig, load_data
 
 from . import preflight, storage, warm_start
 from .commands import exe
@@ -667,7 +667,7 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
     if not selectable(settings):
         from trainer.config import select_metrics
 
-        kept = space.fixed.get("select_metric", "val/map_avg")
+        kept = space.fixed.get("select_metric", TrainConfig().select_metric)  # the trainer's default
         notes.append(f"each trial keeps and tests the checkpoint of its best {kept}: --metric {settings.metric} "
                      f"--mode {settings.mode} cannot select checkpoints (the trainer's select_metric takes "
                      f"{', '.join(select_metrics())}, loss/total lowest, the others highest), so a trial's score, its "
