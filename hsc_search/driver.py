@@ -727,8 +727,6 @@ def _batch_notes(space: SearchSpace, n_train: int) -> list[str]:
 def load_search_data(settings: SearchSettings, space: SearchSpace) -> AVData:
     """The search's data, with the validation split every trial is scored on: carved with the space's or
     --set's val_fraction when the data has no val split of its own (val_fraction is never searched)."""
-    from trainer import TrainConfig
-
     fraction = space.fixed.get("val_fraction", TrainConfig().val_fraction)
     return load_data(settings.data, val_fraction=fraction)
 
@@ -978,8 +976,6 @@ def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> 
     """The first trial's params (the trainer default as it trains on this data) and notes on params that cannot
     take it; fails fast if that trial is not a valid trainer config for this data, or if the metric is not one
     the trainer reports."""
-    from trainer import TrainConfig
-
     from .space import validate_sampled
 
     from trainer.config import AUTO_FIELDS, ConfigError
