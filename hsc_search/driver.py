@@ -81,7 +81,8 @@ def outputs_dir(exp: str) -> Path:
     return Path.cwd() / "hsc_outputs" / exp.rstrip("/").rsplit("/", 1)[-1] if storage.is_uri(exp) else Path(exp)
 
 
-STOPPING_AT_SETUP = "stopping: the search stops when the start-up step under way ends (Ray's start: up to about 20 s)"
+STOPPING_AT_SETUP = ("stopping: the search stops when the start-up step under way ends (Ray's start can take up to "
+                     "about 20 s)")
 
 
 class _SetupInterrupts:
@@ -784,16 +785,17 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
         data = load_search_data(settings, space)
         in_process = False
         if settings.mlflow:
-            preflight.check_tracking(settings.tracking_uri)
             # the search logged there: a missing file is the wrong store (MLflow would make an empty one and fail
             # on the parent run after Ray started). Records before 2026-12-03 keep MLflow's default as None: the
-            # mlflow.db of the folder the search was started in.
+            # mlflow.db of the folder the search was started in. Said before the store's other checks (which
+            # would name a read-only folder, not the folder to resume in).
             uri = default_tracking_uri(settings.tracking_uri)
             db = sqlite_path(uri)
             if db is not None and not db.exists():
                 where = (f"is not in this folder ({Path.cwd()}): run resume in the folder the search was started in"
                          if not db.is_absolute() else "does not exist (moved or deleted?): the search logged there")
                 raise SearchError(f"{meta_path}: the search's MLflow store {uri} {where}")
+            preflight.check_tracking(settings.tracking_uri)
             in_process = preflight.writer_in_process()
     parent_id, experiment_id = meta["parent_run_id"], meta["experiment_id"]
     # as in `run_search`: MLflow's store opens, and the writer starts, while Ray starts
@@ -974,8 +976,8 @@ def _n(count: int, noun: str) -> str:
 
 def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> tuple[dict[str, Any], list[str]]:
     """The first trial's params (the trainer default as it trains on this data) and notes on params that cannot
-    take it; fails fast if that trial is not a valid trainer config for this data, or if the metric is not one
-    the trainer reports."""
+    take it; empty, with a note, when no such trial is a valid trainer config for this data (the sampled trials
+    may still be). Fails fast if the metric is not one the trainer reports."""
     from .space import validate_sampled
 
     from trainer.config import AUTO_FIELDS, ConfigError
@@ -985,7 +987,7 @@ def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> 
     first, notes = space.defaults(resolved.to_dict())
     try:
         cfg = validate_sampled(space, first, settings.max_epochs).resolve(*dims)
-    except ConfigError as e:
+    except ConfigError:
         # auto fields (cca_dim 0) were resolved for the trainer defaults (batch_size 256): resolved again with the
         # first trial's own values (batch_size 16 of choices [12, 16] and cca_dim of [8, 16] took 16: invalid)
         try:
@@ -993,8 +995,8 @@ def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> 
             again = TrainConfig(**{**space.fixed, **own, "epochs": settings.max_epochs}).resolve(*dims)
             first, notes = space.defaults(again.to_dict())
             cfg = validate_sampled(space, first, settings.max_epochs).resolve(*dims)
-        except ConfigError:  # the space's sampled trials may still be valid: the search samples them all
-            why = "; ".join(e.problems) if getattr(e, "problems", None) else str(e)
+        except ConfigError as e2:  # the space's sampled trials may still be valid: the search samples them all
+            why = "; ".join(e2.problems) if getattr(e2, "problems", None) else str(e2)
             values = ", ".join(f"{k}={v!r}" for k, v in first.items())
             first, notes = {}, [f"the trainer default, as near as this space allows ({values}), is not a valid "
                                 f"trial ({why}): not enqueued; every trial is sampled"]  # fmt: skip
@@ -1027,15 +1029,28 @@ def _warm_tags(warm: WarmStart) -> dict[str, str]:
             f"{TAG_WARM_START}.line": warm.line()[:5000]}  # fmt: skip
 
 
+def _no_password(uri: str) -> str:
+    """The URI without the password of its user:password@ part (`ana@host`, not `ana:***@host`, which a rerun
+    would send as the password)."""
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(uri).password
+    except ValueError:
+        return uri
+    return uri if password is None else uri.replace(f":{password}@", "@", 1)
+
+
 def search_config_text(settings: SearchSettings, trained: dict[str, Any]) -> str:
     """The search as a search config that `hsc-search run --config` takes again: its settings with `set:` for the
     fixed trainer values (as trained), a space file by its absolute path, no name (a new search needs its own)
-    and no password in a database URI (the parent run is read by everyone with the store)."""
+    and no password in a database URI (the parent run is read by everyone with the store; a rerun's libpq reads
+    it from ~/.pgpass or PGPASSWORD)."""
     shown = {k: v for k, v in settings.to_dict().items() if k not in ("overrides", "name")}
     if settings.space_path().is_file() and settings.space_path() != SPACES_DIR / f"{settings.space}.yaml":
         shown["space"] = str(settings.space_path().resolve())
-    if shown.get("tracking_uri"):
-        shown["tracking_uri"] = without_password(shown["tracking_uri"])
+    if shown.get("tracking_uri"):  # without its password: libpq then reads ~/.pgpass or PGPASSWORD
+        shown["tracking_uri"] = _no_password(shown["tracking_uri"])
     if trained:
         shown["set"] = dict(trained)
     return yaml.safe_dump(shown, sort_keys=False)

@@ -215,8 +215,13 @@ def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, p
         parent_run_id, experiment_id = search_of(client, parent_run_id, tracking_uri)
     try:  # the search's settings: its metric and mode, its data spec (for the file's retrain line)
         settings = dict(client.get_run(parent_run_id).data.params)
-    except Exception:  # ranked by val/map_avg, max; the line then says <SPEC>
-        settings = {}
+    except Exception as e:  # noqa: BLE001 - MLflow's, or its HTTP client's
+        if metric is None or mode is None:  # never ranked by a metric the search did not choose, silently
+            from .runs import http_failure
+
+            raise ExportError(f"search run {parent_run_id}: cannot read its settings ({http_failure(e)}), so not "
+                              "its --metric and --mode; pass both, or run again") from None  # fmt: skip
+        settings = {}  # the retrain line then says <SPEC>
     metric, mode = ranking(settings, metric, mode)
     rows = trial_rows(client, experiment_id, parent_run_id, metric, mode)
     if not rows:

@@ -208,13 +208,14 @@ def _parents_first(runs: list) -> list:
 
 
 def _copied_runs(dst, experiment_id: str) -> dict[str, object]:
-    """Source run id -> its copy in the destination experiment (complete or not): a complete copy before a
-    half one, an active one before a deleted one (a copy cut short, or replaced, is soft-deleted and stays in
-    the store: taking it for the run made the next import copy a complete run again, a duplicate)."""
+    """Source run id -> its copy in the destination experiment (complete or not): an active copy before a
+    deleted one, then a complete one before a half one (a copy cut short, or replaced, is soft-deleted and stays
+    in the store: taking a deleted half copy for the run made the next import copy a complete run again, a
+    duplicate; taking a replaced complete copy over the active half copy of its re-copy left that half copy)."""
     best: dict[str, object] = {}
 
     def rank(r) -> tuple:
-        return bool(r.data.tags.get(TAG_SOURCE_URI)), r.info.lifecycle_stage == "active", r.info.start_time or 0
+        return r.info.lifecycle_stage == "active", bool(r.data.tags.get(TAG_SOURCE_URI)), r.info.start_time or 0
 
     for r in _all_runs(dst, experiment_id):
         sid = r.data.tags.get(TAG_SOURCE_RUN)
@@ -315,7 +316,9 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
         raise TransferError(f"--to {dest_uri}: the same store as --from {source_uri}"
                             + (f" ({where.absolute()})" if where is not None else "")
                             + "; expected another store to copy the runs into")  # fmt: skip
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
+    from requests.exceptions import RequestException
 
     # everything about the source is checked before the destination is opened (opening a sqlite store creates it)
     src = MlflowClient(tracking_uri=source_uri)
@@ -375,9 +378,7 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
                     else:
                         report.redone += 1
                 copies[rid] = copy_run(src, dst, dst_store, run, dst_exp_id, parent, source_uri, report)
-            except TransferError:
-                raise
-            except Exception as e:  # the destination (or the source) stopped answering: one line, as elsewhere
+            except (MlflowException, OSError, RequestException) as e:  # a store stopped answering or taking writes
                 raise TransferError(f"run {rid}: the copy failed ({http_failure(e)}); the runs copied so far are "
                                     "kept, and the same import-runs copies this one and the rest") from None  # fmt: skip
             report.copied += 1

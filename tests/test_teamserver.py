@@ -397,6 +397,17 @@ def test_runs_that_change_after_their_import_are_copied_again_once(tmp_path, mon
     assert (third.copied, third.updated, third.skipped) == (0, 0, 3)
     assert {k: r.info.run_id for k, r in active().items()} == {k: r.info.run_id for k, r in copies.items()}
 
+    # t0 changes at the source; the import that copies it again is cut short after deleting the old copy and
+    # starting the new one (an active half copy beside the deleted complete one): the next import replaces the
+    # half copy, leaving one copy of t0, complete
+    src.set_tag(kids[0], "note", "changed")
+    dst.delete_run(copies[kids[0]].info.run_id)
+    dst.create_run(dst_exp, run_name="t0", start_time=2_000, tags={TAG_SOURCE_RUN: kids[0]})
+    fourth = copy_searches(src_uri, dst_uri, ["e"], echo=lambda s: None)
+    assert (fourth.copied, fourth.redone, fourth.skipped) == (1, 1, 2)
+    t0 = active()[kids[0]]
+    assert t0.data.tags["note"] == "changed" and t0.data.tags.get("hsc.import.source_uri") == src_uri
+
 
 def test_a_destination_that_fails_mid_copy_is_one_line_and_the_next_import_finishes(tmp_path, monkeypatch):
     """A destination that stops taking writes in the middle of a copy (here: its artifact folder made read-only;
