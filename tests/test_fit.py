@@ -372,6 +372,23 @@ def test_resume_refuses_a_changed_config_and_allows_more_epochs(small_data, tmp_
     assert [h["epoch"] for h in longer.history] == [1, 2, 3]
 
 
+def test_a_short_run_with_auto_ema_resumes_again_after_being_extended(small_data, tmp_path):
+    """Auto ema_momentum resolves to 0.0 for a run of at most 10 steps, which reads back as 'auto': extended once,
+    the run was then refused on every further resume, as if it were other data."""
+    from trainer.config import auto_ema_momentum
+
+    cfg = TrainConfig(**{**TINY, "epochs": 2, "batch_size": 300, "ema_momentum": 0.0})  # 2 steps per epoch
+    assert auto_ema_momentum(2 * 2) == 0.0 and auto_ema_momentum(6 * 2) > 0.0  # the case: 0 now, not at 6 epochs
+    fit(cfg, small_data, out_dir=tmp_path / "r", log=None)
+    ckpt = tmp_path / "r" / "checkpoint"
+    fit(cfg.replace(epochs=6), small_data, out_dir=tmp_path / "r", resume_from=ckpt, log=None)
+    again = fit(cfg.replace(epochs=7), small_data, out_dir=tmp_path / "r", resume_from=ckpt, log=None)
+    assert [h["epoch"] for h in again.history] == list(range(1, 8))
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["ema_momentum"] == 0.0  # as it trained
+
+
 def test_data_carved_with_another_val_fraction_is_refused(small_data):
     from trainer import ConfigError, load_data
 

@@ -89,7 +89,10 @@ def resume_config(saved: dict, requested: TrainConfig, data: AVData) -> TrainCon
     """
     saved = dict(saved)
     same_length = requested.replace(epochs=saved["epochs"]).resolve(len(data.train), data.audio_dim, data.visual_dim)
-    keys = [k for k, v in same_length.to_dict().items() if k in saved and saved[k] != v]
+    # an auto field that resolved to 0 (ema_momentum of a run of at most 10 steps) reads back as "auto": the
+    # run's own 0 then, not a difference (a twice-extended short run was refused as other data)
+    keys = [k for k, v in same_length.to_dict().items() if k in saved and saved[k] != v
+            and not (k in AUTO_FIELDS and saved[k] == 0 and getattr(requested, k) == 0)]  # fmt: skip
     changed = [f"{k} (checkpoint {saved.get(k)!r}, now {getattr(same_length, k)!r})" for k in keys]
     resolved = [k for k in keys if (k in AUTO_FIELDS and getattr(requested, k) == 0)
                 or (k == "batch_size" and requested.batch_size > len(data.train))]  # what the data decided
