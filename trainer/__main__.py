@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from . import EXAMPLE_CONFIG, ConfigError, DataError, NonFiniteLossError, TrainConfig, fit, load_data
 from .config import describe
-from .fit import resolve_device
+from .fit import CHECKPOINT_FILE, resolve_device
 
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint", "summary.json")  # what `fit` writes into a run folder
@@ -58,6 +60,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     held = [n for n in RUN_FILES if (out / n).exists()]
+    if held and _stopped_before_first_epoch(out):  # nothing of value: a new run replaces it, a resume has nothing
+        if args.resume:
+            print(f"error: --out {out} holds a run that stopped before its first epoch ended (no checkpoint, no "
+                  "epoch in metrics.jsonl): nothing to resume; the same command without --resume starts it over",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        print(f"note: --out {out} held a run that stopped before its first epoch ended; starting over there")
+        for name in held:
+            shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+        held = []
     if held and not args.resume:  # a new run would replace that run's config, metrics and checkpoint
         print(f"error: --out {out} holds a run already ({', '.join(held)}): continue it with --resume, or pick "
               "another --out (nothing was changed)", file=sys.stderr)  # fmt: skip
@@ -82,8 +94,31 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # one line instead of a traceback: what is kept, and the command that continues
+        if _stopped_before_first_epoch(out):
+            print("\ninterrupted before the first epoch ended: nothing to keep; the same command starts over",
+                  file=sys.stderr)  # fmt: skip
+        else:
+            me = f"{shlex.quote(sys.executable)} -m trainer" if prog == "python -m trainer" else prog
+            again = f"{me} --data {shlex.quote(args.data)} --out {shlex.quote(str(out))} --resume" + (
+                f" --device {shlex.quote(args.device)}" if args.device != "auto" else "")
+            print(f"\ninterrupted: the run's last completed epoch is kept in {out}; `{again}` continues it",
+                  file=sys.stderr)  # fmt: skip
+        return 130
     print(f"run folder: {out}")
     return 0
+
+
+def _stopped_before_first_epoch(out: Path) -> bool:
+    """A run folder whose run ended before its first epoch did (Ctrl-C, a loss that diverged at once): it has no
+    checkpoint and no epoch line, so nothing in it can be resumed or is worth keeping."""
+    if (out / "summary.json").exists() or (out / "checkpoint" / CHECKPOINT_FILE).exists():
+        return False
+    metrics = out / "metrics.jsonl"
+    try:
+        return not metrics.exists() or not metrics.read_text().strip()
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

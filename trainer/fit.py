@@ -314,6 +314,8 @@ def fit(
             state.weight_optimizer.load_state_dict(ckpt["weight_optimizer"])
         state.step = ckpt["step"]
         best, history = ckpt["best"], ckpt["history"]
+        if cfg.epochs > ckpt["epoch"]:  # an ended run trained longer: its old end's test metrics are not the run's
+            history = [{k: v for k, v in h.items() if not k.startswith("test/")} for h in history]
         start_epoch = ckpt["epoch"] + 1
 
     out = Path(out_dir) if out_dir is not None else None
