@@ -326,6 +326,26 @@ def test_missing_and_foreign_files(tmp_path):
         load_data(str(tmp_path / "text.parquet"))
     with pytest.raises(DataError, match=r"data\.csv.*\.h5.*\.parquet.*synthetic"):
         load_data(str(tmp_path / "data.csv"))
+    (tmp_path / "features").mkdir()  # a folder without an extension: said as a folder, not as extension 'none'
+    with pytest.raises(DataError, match=r"features: a folder, not a data file \(expected a \.h5 or \.parquet file"):
+        load_data(str(tmp_path / "features"))
+
+
+def test_parquet_duplicate_columns_and_uneven_sequences_are_one_line(tmp_path):
+    """pyarrow's error for a column given twice listed the whole schema over ten lines; sequences of different
+    lengths were called a feature-dim mismatch."""
+    table = _parquet_table()
+    pq.write_table(table.append_column("audio", table["audio"]), tmp_path / "dup.parquet")
+    with pytest.raises(DataError) as e:
+        load_data(str(tmp_path / "dup.parquet"))
+    assert str(e.value) == (f"{tmp_path / 'dup.parquet'}: column(s) ['audio'] appear more than once; expected each "
+                            "of audio, visual, label, split once")  # fmt: skip
+    cols = _parquet_table(seq=True).to_pydict()
+    cols["audio"][0] = cols["audio"][0] + [[0.0, 0.0, 0.0]]  # one clip with 3 time steps, the others 2
+    pq.write_table(pa.table(cols), tmp_path / "seq.parquet")
+    with pytest.raises(DataError, match=r"column 'audio': rows have different list lengths \[2, 3\]; expected the same "
+                                        r"length \(time steps for \(T, D\) features"):
+        load_data(str(tmp_path / "seq.parquet"))
 
 
 def _parquet_case(table: pa.Table, case: str) -> pa.Table:

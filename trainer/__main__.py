@@ -30,7 +30,8 @@ def build_parser(prog: str = "python -m trainer") -> argparse.ArgumentParser:
                    "run folder's own config.yaml).")
     p.add_argument("--data", default="synthetic:ave",
                    help="a .h5/.hdf5 file (AVE/VEGAS feature layout), a .parquet file, or synthetic:ave / "
-                   "synthetic:vegas, optionally with options, e.g. 'synthetic:ave?n_train=800&dim_visual=64'.")
+                   "synthetic:vegas, optionally with options, e.g. 'synthetic:ave?n_train=800&dim_visual=64' "
+                   "(default: synthetic:ave, AVE-sized synthetic data).")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/train-<timestamp>).")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field; repeatable (e.g. --set lr=3e-4 --set distill=relational).")

@@ -141,6 +141,9 @@ def load_data(spec: str, *, val_fraction: float = 0.1, seed: int = 0, standardiz
             data = read_hdf5(spec, val_fraction=val_fraction, seed=seed)
         elif suffix == ".parquet":
             data = read_parquet(spec, val_fraction=val_fraction, seed=seed)
+        elif Path(spec).is_dir():
+            raise DataError(f"{spec}: a folder, not a data file (expected a .h5 or .parquet file, or synthetic:ave "
+                            "/ synthetic:vegas)")  # fmt: skip
         else:
             raise DataError(
                 f"{spec}: unknown data spec (extension {suffix or 'none'!r}); expected a path ending in "
@@ -226,9 +229,19 @@ def read_parquet(path: str | os.PathLike, *, val_fraction: float = 0.1, seed: in
     src = str(path)
     _check_file(src)
     try:
+        names = pq.read_schema(src).names
+    except (pa.ArrowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{src}: not a readable parquet file ({first})") from exc
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # pyarrow's own error lists the whole schema over many lines
+        raise DataError(f"{src}: column(s) {twice} appear more than once; expected each of audio, visual, label, "
+                        "split once")  # fmt: skip
+    try:
         table = pq.read_table(src)
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{src}: not a readable parquet file ({exc})") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{src}: not a readable parquet file ({first})") from exc
     expected = ["audio", "visual", "label", "split"]
     missing = [c for c in expected if c not in table.column_names]
     if missing:
@@ -440,9 +453,10 @@ def _list_column(col: pa.ChunkedArray, src: str, name: str) -> np.ndarray:
             raise DataError(f"{src}: column {name!r}: {arr.null_count} null list(s); expected a feature list per row")
         lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
         if len(np.unique(lengths)) > 1:
+            what = "feature dim" if len(shape) > 1 else "length (time steps for (T, D) features, else the feature dim)"
             raise DataError(
                 f"{src}: column {name!r}: rows have different list lengths {np.unique(lengths)[:5].tolist()}; "
-                f"expected the same feature dim in every row and split"
+                f"expected the same {what} in every row and split (pad or pool sequences to one length)"
             )
         shape.append(int(lengths[0]) if len(lengths) else 0)
         arr = arr.flatten()
