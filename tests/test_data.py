@@ -429,3 +429,16 @@ def test_a_train_split_too_small_to_train_names_the_file_and_the_carving(tmp_pat
     with pytest.raises(DataError, match=r"few.h5: the train split has 4 clips after 2 were carved off as val; "
                                         r"training needs at least 8"):  # fmt: skip
         fit(TrainConfig(epochs=1), str(path))
+
+
+def test_parquet_one_hot_rows_as_labels_are_named(tmp_path):
+    """[0, 1, 0, 0] per row reads as classes 0 and 1 for every clip; the error said every val clip carries
+    class 0, which did not point at the labels' format."""
+    cols = _parquet_table().to_pydict()
+    cols["label"] = [[int(c == lab) for c in range(4)] for lab in cols["label"]]
+    pq.write_table(pa.table(cols), tmp_path / "onehot.parquet")
+    with pytest.raises(DataError, match=r"column 'label': rows such as \[1, 0, 0, 0\] repeat 0 and 1, as one-hot rows do"):
+        load_data(str(tmp_path / "onehot.parquet"))
+    cols["label"] = [[[0, 1], [0], [1]][i % 3] for i in range(len(cols["label"]))]  # indices 0 and 1: fine
+    pq.write_table(pa.table(cols), tmp_path / "fine.parquet")
+    assert load_data(str(tmp_path / "fine.parquet")).num_classes == 2
