@@ -52,12 +52,19 @@ def average_precisions(query, gallery, query_labels, gallery_labels, chunk: int 
     out = []
     for start in range(0, q.shape[0], chunk):
         sim = q[start : start + chunk] @ g.mT  # (c, Ng)
-        order = sim.argsort(dim=1, descending=True, stable=True)
+        sim_sorted, order = sim.sort(dim=1, descending=True, stable=True)
         relevant = (ql[start : start + chunk] @ gl.mT > 0).double()  # (c, Ng)
         rel_sorted = relevant.gather(1, order)
         precision = rel_sorted.cumsum(1) / ranks  # precision@k for every k
+        # tied similarities form one threshold, as in scikit-learn's average_precision_score: each relevant item
+        # of a tie counts the precision at the tie's end, so the gallery's order never decides (a collapsed model,
+        # all similarities equal, scored well above chance on a gallery sorted by class)
+        last = torch.ones_like(sim_sorted, dtype=torch.bool)
+        last[:, :-1] = sim_sorted[:, :-1] != sim_sorted[:, 1:]
+        end = torch.where(last, ranks.long() - 1, torch.full_like(last, g.shape[0], dtype=torch.long))
+        end = end.flip(1).cummin(1).values.flip(1)  # the index of the last item of each item's tie
         n_rel = rel_sorted.sum(1)
-        out.append((precision * rel_sorted).sum(1) / n_rel)  # NaN where n_rel == 0
+        out.append((precision.gather(1, end) * rel_sorted).sum(1) / n_rel)  # NaN where n_rel == 0
     return torch.cat(out)
 
 
