@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
         resolve_device(args.device)  # before loading any data: a wrong device costs nothing
         cfg = TrainConfig.from_yaml(config, args.overrides)
         data = load_data(args.data, val_fraction=cfg.val_fraction)
-        if not data.val_carved and any(o.split("=", 1)[0].strip() == "val_fraction" for o in args.overrides):
+        if not args.resume and not data.val_carved and any(o.split("=", 1)[0].strip() == "val_fraction"
+                                                           for o in args.overrides):  # (a resume refuses the change)
             print(f"note: --set val_fraction={cfg.val_fraction} is not used: {data.source} has a val split of its "
                   f"own ({len(data.val)} clips)")  # fmt: skip
         resume = out / "checkpoint" if args.resume else None
