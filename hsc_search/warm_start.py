@@ -152,12 +152,12 @@ def _trial(r: dict, space: SearchSpace, mode: str, max_epochs: int | None):
     if outcome == "failed":
         return None, "failed", ""
     values = {int(e): float(v) for e, v in r["values"].items() if v is not None and math.isfinite(float(v))}
+    if not values:  # first: a trial cut off before its first report is this from MLflow and from a folder alike
+        return None, "without values", ""
     if outcome not in (None, "completed", "stopped_early"):  # interrupted, unfinished, running
-        if not (values and max_epochs and max(values) >= max_epochs):
+        if not (max_epochs and max(values) >= max_epochs):
             return None, "unfinished", outcome
         outcome = "completed"  # it trained every epoch before its search was cut off: as a folder counts it
-    if not values:
-        return None, "without values", ""
     params, why = space.match(r.get("params") or {})
     if params is None:
         return None, "outside this space", why
