@@ -1029,18 +1029,6 @@ def _warm_tags(warm: WarmStart) -> dict[str, str]:
             f"{TAG_WARM_START}.line": warm.line()[:5000]}  # fmt: skip
 
 
-def _no_password(uri: str) -> str:
-    """The URI without the password of its user:password@ part (`ana@host`, not `ana:***@host`, which a rerun
-    would send as the password)."""
-    from urllib.parse import urlsplit
-
-    try:
-        password = urlsplit(uri).password
-    except ValueError:
-        return uri
-    return uri if password is None else uri.replace(f":{password}@", "@", 1)
-
-
 def search_config_text(settings: SearchSettings, trained: dict[str, Any]) -> str:
     """The search as a search config that `hsc-search run --config` takes again: its settings with `set:` for the
     fixed trainer values (as trained), a space file by its absolute path, no name (a new search needs its own)
@@ -1050,7 +1038,7 @@ def search_config_text(settings: SearchSettings, trained: dict[str, Any]) -> str
     if settings.space_path().is_file() and settings.space_path() != SPACES_DIR / f"{settings.space}.yaml":
         shown["space"] = str(settings.space_path().resolve())
     if shown.get("tracking_uri"):  # without its password: libpq then reads ~/.pgpass or PGPASSWORD
-        shown["tracking_uri"] = _no_password(shown["tracking_uri"])
+        shown["tracking_uri"] = without_password(shown["tracking_uri"], shown_as="")  # not ':***' (sent as is)
     if trained:
         shown["set"] = dict(trained)
     return yaml.safe_dump(shown, sort_keys=False)

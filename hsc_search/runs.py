@@ -236,15 +236,16 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
                          f"refuses); expected sqlite:///path/to/mlflow.db or http://host:port{hint}")  # fmt: skip
 
 
-def without_password(uri: str) -> str:
-    """The URI with the password of its user:password@ part (if any) as ***."""
+def without_password(uri: str, shown_as: str = ":***") -> str:
+    """The URI with the password of its user:password@ part (if any) as `shown_as` (`""`: left out, `ana@host`,
+    for a URI that is used again: libpq then reads the password from ~/.pgpass)."""
     from urllib.parse import urlsplit
 
     try:
         parts = urlsplit(uri)
         if parts.password is None:
             return uri
-        return uri.replace(f":{parts.password}@", ":***@", 1)
+        return uri.replace(f":{parts.password}@", f"{shown_as}@", 1)
     except ValueError:
         return uri
 
