@@ -20,6 +20,8 @@ import yaml
 
 from trainer import ConfigError, TrainConfig
 
+from .settings import usual_mode
+
 from .runs import (
     CONFIG_ARTIFACT,
     TAG_ERROR,
@@ -171,22 +173,16 @@ def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str
     return out
 
 
-def usual_mode(metric: str) -> str:
-    """The direction in which `metric` is better when nobody said: min for a loss or a time, max otherwise (the
-    rule `SearchSettings.unused` notes a reversed --mode by)."""
-    return "min" if metric.startswith(("loss/", "time/")) else "max"
-
-
 def ranking(settings: dict[str, str], metric: str | None, mode: str | None) -> tuple[str, str]:
     """The (metric, mode) export-best ranks by: the search's own (its parent's params) unless given; a --metric
     other than the search's without --mode is ranked in its usual direction (`usual_mode`), never by the search's
     mode (a search of val/map_avg, max, exported by loss/total would otherwise pick the highest loss)."""
     searched_metric = settings.get("metric") or "val/map_avg"
-    searched_mode = settings.get("mode") or usual_mode(searched_metric)
+    searched_mode = settings.get("mode") or usual_mode(searched_metric) or "max"
     if metric is None:
         metric = searched_metric
     if mode is None:
-        mode = searched_mode if metric == searched_metric else usual_mode(metric)
+        mode = searched_mode if metric == searched_metric else usual_mode(metric) or "max"
     return metric, mode
 
 

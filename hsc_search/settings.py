@@ -131,8 +131,7 @@ class SearchSettings:
                 out.append(f"{' and '.join(moved)}: ASHA's settings, not used with scheduler fifo")
         if not self.mlflow and self.tracking_uri is not None:
             out.append(f"tracking_uri {without_password(self.tracking_uri)}: not used, MLflow is off (--no-mlflow)")
-        expected = "min" if self.metric.startswith(("loss/", "time/")) else "max" if self.metric.startswith(
-            ("val/", "cca/")) else None  # fmt: skip
+        expected = usual_mode(self.metric)
         if expected is not None and self.mode != expected:
             out.append(f"mode {self.mode} with metric {self.metric}: the search ranks the "
                        f"{'highest' if self.mode == 'max' else 'lowest'} {self.metric} best; "
@@ -204,6 +203,12 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
     settings.given_by = {**{k: f"{source}: {k}" for k in values if k != "overrides"},
                          **{k: FLAGS.get(k, "--" + k.replace("_", "-")) for k, v in cli.items() if v is not None}}
     return settings.validate()
+
+
+def usual_mode(metric: str) -> str | None:
+    """The direction in which a metric is better: min for loss/ and time/ metrics, max for val/ and cca/ ones,
+    None for others (the start notes a reversed --mode by it; export-best ranks by it when given no --mode)."""
+    return "min" if metric.startswith(("loss/", "time/")) else "max" if metric.startswith(("val/", "cca/")) else None
 
 
 FLAGS = {"mlflow": "--no-mlflow"}  # a setting whose flag is not --<its name with dashes>
