@@ -668,14 +668,20 @@ def report_search(tracking_uri: str | None, experiment: str, parent_run_id: str 
 
 
 def _log_as_artifact(client, parent_run_id: str, path: Path) -> None:
+    """Logs the report to the parent run and stamps the run with the time (`hsc.report.logged`): an artifact
+    alone changes nothing `import-runs` compares, so a report logged after a search was imported was never
+    copied; the tag is what tells it the run changed."""
     import shutil
     import tempfile
+    from datetime import datetime, timezone
 
-    from .runs import REPORT_ARTIFACT
+    from .runs import REPORT_ARTIFACT, TAG_REPORT_LOGGED
 
     if path.name == REPORT_ARTIFACT:
         client.log_artifact(parent_run_id, str(path))
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copy(path, Path(tmp) / REPORT_ARTIFACT)
-        client.log_artifact(parent_run_id, str(Path(tmp) / REPORT_ARTIFACT))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy(path, Path(tmp) / REPORT_ARTIFACT)
+            client.log_artifact(parent_run_id, str(Path(tmp) / REPORT_ARTIFACT))
+    stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    client.set_tag(parent_run_id, TAG_REPORT_LOGGED, stamp)

@@ -408,6 +408,18 @@ def test_runs_that_change_after_their_import_are_copied_again_once(tmp_path, mon
     t0 = active()[kids[0]]
     assert t0.data.tags["note"] == "changed" and t0.data.tags.get("hsc.import.source_uri") == src_uri
 
+    # a report logged to the search after its import (`hsc-search report` logs report.html, an artifact alone
+    # changed nothing the import compared): the next import copies the parent again, the report with it
+    from hsc_search.report import _log_as_artifact
+
+    (tmp_path / "r.html").write_text("<html>report</html>")
+    _log_as_artifact(src, parent, tmp_path / "r.html")
+    fifth = copy_searches(src_uri, dst_uri, ["e"], echo=lambda s: None)
+    assert (fifth.copied, fifth.updated, fifth.skipped) == (1, 1, 2)
+    new_parent = active()[parent]
+    assert [f.path for f in dst.list_artifacts(new_parent.info.run_id)] == ["report.html"]
+    assert all(r.data.tags["mlflow.parentRunId"] == new_parent.info.run_id for k, r in active().items() if k != parent)
+
 
 def test_a_destination_that_fails_mid_copy_is_one_line_and_the_next_import_finishes(tmp_path, monkeypatch):
     """A destination that stops taking writes in the middle of a copy (here: its artifact folder made read-only;
