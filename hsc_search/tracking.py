@@ -25,7 +25,7 @@ from ray import tune
 from trainer import ConfigError, TrainConfig
 
 from .report import preload_in_background
-from .runs import FAILED_KEY, TAG_OUTCOME, TAG_TRIAL, child_runs, trial_outcome
+from .runs import FAILED_KEY, NODE_KEY, TAG_OUTCOME, TAG_TRIAL, child_runs, trial_outcome
 from .writer import Writer
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,8 @@ class MlflowTracker(tune.Callback):
     def _finish(self, trial, outcome: str, status: str, error: str | None = None) -> None:
         self._ensure()
         self._open.discard(trial.trial_id)
-        self._writer.submit("finish", trial.trial_id, str(trial), outcome, status, error)
+        result = {k: v for k, v in (trial.last_result or {}).items() if k in ("hostname", "node_ip", NODE_KEY)}
+        self._writer.submit("finish", trial.trial_id, str(trial), outcome, status, error, result)
 
     def on_experiment_end(self, trials, **info) -> None:
         if self._writer is not None:

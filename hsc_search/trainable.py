@@ -59,7 +59,8 @@ def train_trial(config: dict[str, Any], data: AVData, metric: str = "val/map_avg
         _train(config, data, device, frozenset(report_at), checkpoint_every_s)
     except DETERMINISTIC as e:
         reason = "; ".join(" ".join(line.split()) for line in str(e).splitlines() if line.strip())
-        tune.report({metric: float("nan"), FAILED_KEY: f"{type(e).__name__}: {reason}"})
+        tune.report({metric: float("nan"), FAILED_KEY: f"{type(e).__name__}: {reason}",
+                     NODE_KEY: ray.get_runtime_context().get_node_id()})  # fmt: skip
 
 
 def _train(config: dict[str, Any], data: AVData, device: str, report_at: frozenset, every_s: float) -> None:

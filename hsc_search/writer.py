@@ -372,13 +372,7 @@ class _Sink:
                  if m["epoch"] > self.logged.get(tid, 0) for k, v in m.items()]  # fmt: skip
         if not batch and not params:
             return
-        node = f"{result.get('hostname', '?')} {result.get('node_ip', '?')} node {str(result.get(NODE_KEY, '?'))[:12]}"
-        tags = []
-        if self.nodes.get(tid) != node:
-            self.nodes[tid] = node
-            seen = self.node_tags.get(tid)
-            self.node_tags[tid] = node if seen is None else f"{seen}, {node}"
-            tags.append(RunTag(TAG_NODE, self.node_tags[tid]))
+        tags = self._node_tags(tid, result)
         if ending:  # logged with the trial's end, in the same call
             deferred = self._defer(tid)
             deferred["metrics"] += batch
@@ -387,6 +381,20 @@ class _Sink:
         else:
             retry(lambda: _log_batch(self.client, self.runs[tid], batch, params, tags), f"log epochs of {name}")
         self.logged[tid] = int(result.get("epoch", 0))
+
+    def _node_tags(self, tid: str, result: dict) -> list:
+        """`hsc.node` when a report comes from another node than the trial's last one: every node it ran on."""
+        from mlflow.entities import RunTag
+
+        if "node_ip" not in result and NODE_KEY not in result:  # e.g. a trial that failed before any report
+            return []
+        node = f"{result.get('hostname', '?')} {result.get('node_ip', '?')} node {str(result.get(NODE_KEY, '?'))[:12]}"
+        if self.nodes.get(tid) == node:
+            return []
+        self.nodes[tid] = node
+        seen = self.node_tags.get(tid)
+        self.node_tags[tid] = node if seen is None else f"{seen}, {node}"
+        return [RunTag(TAG_NODE, self.node_tags[tid])]
 
     def _trial_seconds(self, tid: str) -> list:
         """`time/total_s`: the seconds the trial's trainable ran (Ray's time_total_s, carried over restores), logged
@@ -402,7 +410,10 @@ class _Sink:
             return
         retry(lambda: self.client.set_tag(self.runs[tid], "hsc.retried", "true"), f"tag retry of {tid}")
 
-    def finish(self, tid: str, name: str, outcome: str, status: str, error: str | None, ending: bool) -> None:
+    def finish(self, tid: str, name: str, outcome: str, status: str, error: str | None, last_result: dict,
+               ending: bool) -> None:  # fmt: skip
+        """The trial ended. `last_result`: Ray's last result of it (a failed trial's failure report, whose node is
+        tagged: the trial may have reported nothing else)."""
         from mlflow.entities import Metric, RunTag
 
         self.ending.add(tid)
@@ -411,7 +422,7 @@ class _Sink:
             return
         params = self.params.pop(tid, [])  # a trial that ended before its first report
         deferred = self.deferred.get(tid) or {"metrics": [], "params": [], "tags": [], "files": {}}
-        tags = [RunTag(TAG_OUTCOME, outcome)]
+        tags = [RunTag(TAG_OUTCOME, outcome), *self._node_tags(tid, last_result)]
         if error:
             tags.append(RunTag(TAG_ERROR, error[-4900:]))  # MLflow tag values are capped at 5000 chars
         metrics = list(deferred["metrics"])
@@ -442,13 +453,14 @@ class _Sink:
         if run_id is None:
             return
         deferred = self.deferred.get(tid)  # its last report, held for an end that never came
-
+        params = self.params.pop(tid, [])  # a trial cut off before its first report: its run shows what it trained
         seconds = self._trial_seconds(tid)
 
         def kill() -> None:
-            if deferred or seconds:
+            if deferred or seconds or params:
                 deferred_ = deferred or {"metrics": [], "params": [], "tags": [], "files": {}}
-                _log_batch(self.client, run_id, deferred_["metrics"] + seconds, deferred_["params"], deferred_["tags"])
+                _log_batch(self.client, run_id, deferred_["metrics"] + seconds, deferred_["params"] + params,
+                           deferred_["tags"])  # fmt: skip
                 self._upload(run_id, deferred_["files"])
             self.client.set_tag(run_id, TAG_OUTCOME, "interrupted" if interrupted else "unfinished")
             self.client.set_terminated(run_id, status="KILLED")

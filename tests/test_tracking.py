@@ -124,6 +124,37 @@ def test_a_search_interrupted_after_a_trials_last_report_keeps_that_report(store
     assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
+def test_a_trial_cut_off_before_its_first_report_still_shows_its_params(store):
+    """Its params wait to go with the first report; an interruption before it ended the run with none (the UI
+    said 'No parameters recorded' and the report's row was blank)."""
+    client, exp, tracker = store
+    trial = Trial("t3", {"lr": 0.003, "epochs": MAX_EPOCHS})
+    tracker.on_trial_start(0, [], trial)
+    assert tracker.close(interrupted=True) == []
+    run = _child(client, exp)
+    assert run.info.status == "KILLED" and run.data.tags["hsc.outcome"] == "interrupted"
+    assert run.data.params == {"lr": "0.003"}
+
+
+def test_a_trial_that_failed_before_any_epoch_is_tagged_with_its_node(store):
+    """A failed trial's only report is its failure (no epoch): its node is tagged all the same (the node is what
+    one looks for first when a trial fails on a cluster)."""
+    from hsc_search.runs import FAILED_KEY
+
+    client, exp, tracker = store
+    trial = Trial("t4", {"lr": 5e3, "epochs": MAX_EPOCHS})
+    tracker.on_trial_start(0, [], trial)
+    trial.last_result = {"val/map_avg": float("nan"), FAILED_KEY: "DivergenceError: loss is nan", NODE_KEY: "abcdef0123456789",
+                         "hostname": "gpu-7", "node_ip": "10.0.0.7"}  # fmt: skip
+    tracker.on_trial_result(0, [], trial, trial.last_result)
+    tracker.on_trial_complete(0, [], trial)
+    assert tracker.close(interrupted=False) == []
+    run = _child(client, exp)
+    assert run.info.status == "FAILED" and run.data.tags["hsc.outcome"] == "failed"
+    assert run.data.tags["hsc.node"] == "gpu-7 10.0.0.7 node abcdef012345"
+    assert run.data.params == {"lr": "5000.0"}
+
+
 @pytest.mark.parametrize("where", ["thread", "process"])
 def test_a_trial_whose_whole_life_is_queued_costs_four_mlflow_calls(tmp_path, monkeypatch, where):
     """The writer process reads what is queued behind the message in hand: a trial whose end is queued already
