@@ -349,7 +349,7 @@ class _Sink:
 
     def epoch(self, tid: str, name: str, result: dict, last: bool, ending: bool) -> None:
         """A trial's report: the epochs since its last one (all of them after a restore)."""
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         if last:
             self.ending.add(tid)
