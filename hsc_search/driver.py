@@ -32,7 +32,7 @@ from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
 from .report import publish_report
-from .runs import (REPORT_ARTIFACT, TAG_KIND, client_for, default_tracking_uri, experiment_tags, import_mlflow,
+from .runs import (REPORT_ARTIFACT, TAG_KIND, TAG_NOTES, client_for, default_tracking_uri, experiment_tags, import_mlflow,
                    resolved_tracking_uri, score_key, sqlite_path, tag_experiment, trial_outcome, typed_column,
                    without_password)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
@@ -585,14 +585,12 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
         echo(f"no node can run a trial yet; the autoscaler can add: {', '.join(to_launch)}")
     # one local node writes its own folder: nothing to prove (the check costs a Ray worker start)
     n_nodes = 1 if local else storage.check_visible_from_all_nodes(exp_dir)
-    echo(f"search {settings.name}: {_n(settings.num_samples, 'trial')} x up to {_n(settings.max_epochs, 'epoch')}, "
-         f"space {space.source}, data {data.summary()}")  # fmt: skip
-    for note in start_notes(settings, space, data):
-        echo(f"note: {note}")
-    for note in notes:
-        echo(f"first trial: {note}")
-    if warm is not None:
-        echo(warm.line())
+    headline = (f"search {settings.name}: {_n(settings.num_samples, 'trial')} x up to "
+                f"{_n(settings.max_epochs, 'epoch')}, space {space.source}, data {data.summary()}")  # fmt: skip
+    said = [*(f"note: {n}" for n in start_notes(settings, space, data)), *(f"first trial: {n}" for n in notes),
+            *([warm.line()] if warm is not None else [])]  # fmt: skip
+    for line in (headline, *said):
+        echo(line)
     _echo_cluster(echo, n_nodes)
 
     client = experiment_id = parent_id = None
@@ -604,8 +602,14 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
             client = opening.result()
             interrupts.check()
             experiment_id = _experiment_id(client, settings.experiment, settings.metric, settings.mode)
+            # what the start said, kept with the search: the run page's Description, and the report (hsc.notes)
+            description = (headline + "".join(f"\n- {line}" for line in said))[:7900]  # MLflow: tags <= 8000 chars
+            kept = list(said)
+            while len(json.dumps(kept)) > 7900:
+                kept.pop()
             parent = client.create_run(experiment_id, run_name=settings.name,
-                                       tags={TAG_KIND: "search", "hsc.experiment_dir": str(exp_dir)})  # fmt: skip
+                                       tags={TAG_KIND: "search", "hsc.experiment_dir": str(exp_dir),
+                                             TAG_NOTES: json.dumps(kept), "mlflow.note.content": description})  # fmt: skip
             parent_id = parent.info.run_id
             _log_search_inputs(client, parent_id, settings, space)
             if warm is not None:
@@ -666,17 +670,38 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
         notes.append(f"{name} is never searched: {why}")
     notes += _batch_notes(space, len(data.train))
     if not selectable(settings):
-        from trainer.config import select_metrics
+        from trainer.config import select_metrics, select_mode
 
         kept = space.fixed.get("select_metric", TrainConfig().select_metric)  # the trainer's default
+        takes = "; ".join(f"{', '.join(m for m in select_metrics() if select_mode(m) == mode)} {word}"
+                          for mode, word in (("max", "highest"), ("min", "lowest")))  # fmt: skip
         notes.append(f"each trial keeps and tests the checkpoint of its best {kept}: --metric {settings.metric} "
                      f"--mode {settings.mode} cannot select checkpoints (the trainer's select_metric takes "
-                     f"{', '.join(select_metrics())}, loss/total lowest, the others highest), so a trial's score, its "
-                     f"best {settings.metric}, can be of another epoch than its test metrics")  # fmt: skip
+                     f"{takes}), so a trial's score, its best {settings.metric}, can be of another epoch than its "
+                     "test metrics")  # fmt: skip
+    shaping = [n for n in space.names() if n in LOSS_SHAPERS.get(settings.metric, ())]
+    if shaping:
+        notes.append(f"--metric {settings.metric} is a training loss, and {', '.join(shaping)} (searched) change how it "
+                     "is computed: trials with different values are ranked by numbers on different scales (learned "
+                     "loss weights, for one, divide each loss by its first value), not by how well they retrieve; "
+                     "a validation mAP ranks them on one task")  # fmt: skip
     if "val_fraction" in space.fixed and not data.val_carved:  # given, but there is nothing to carve
         notes.append(f"val_fraction {space.fixed['val_fraction']!r} is not used: the data has a val split of its "
                      f"own ({len(data.val)} clips)")  # fmt: skip
     return notes
+
+
+# the trainer fields that change how each training loss is computed (trainer/losses.py, trainer/engine.py): a
+# search ranking trials by that loss compares numbers on different scales when it searches them
+_LOSS_FIELDS = {
+    "loss/rec": ("mask_ratio",),
+    "loss/dcca": ("cca_dim", "cca_k", "cca_ridge"),
+    "loss/nce": ("tau", "topk", "tau_teacher", "self_weight"),
+    "loss/distill": ("distill",),
+}
+LOSS_SHAPERS = {**_LOSS_FIELDS, "loss/total": (
+    *{f for fields in _LOSS_FIELDS.values() for f in fields}, "use_rec", "use_dcca", "use_nce", "loss_weighting",
+    "weight_lr", "weight_warmup_epochs", "logvar_floor", "w_rec", "w_dcca", "w_nce", "w_distill")}  # fmt: skip
 
 
 def selectable(settings: SearchSettings) -> bool:
@@ -742,6 +767,24 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
         release_search(exp_dir)
 
 
+def _folder_hint(folder: str) -> str:
+    """Where the search is, for a local folder given by mistake: a trial's folder (its search is the one above)
+    or the storage folder (its searches are below)."""
+    if storage.is_uri(folder):
+        return ""
+    here = Path(folder).resolve()
+    if (here.parent / META_FILE).is_file():
+        return f"; it is a trial's folder of the search {here.parent}: pass that"
+    try:
+        below = sorted(p.name for p in here.iterdir() if (p / META_FILE).is_file())
+    except OSError:
+        return ""
+    if below:
+        shown = ", ".join(below[:5]) + (f" and {len(below) - 5} more" if len(below) > 5 else "")
+        return f"; it holds the searches {shown}: pass one, e.g. {shlex.quote(str(here / below[0]))}"
+    return ""
+
+
 def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | None) -> SearchOutcome:
     meta_path = storage.join(exp_dir, META_FILE)
     if not storage.exists(meta_path):
@@ -751,7 +794,7 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
             folder = Path(exp_dir).parent
             hint = f": pass its folder, {folder}" if Path(exp_dir).name == META_FILE else ""
             raise SearchError(f"{exp_dir}: a file, not a search's folder{hint}")
-        raise SearchError(f"{exp_dir}: not a hsc-search experiment folder (no {META_FILE})")
+        raise SearchError(f"{exp_dir}: not a hsc-search experiment folder (no {META_FILE}){_folder_hint(exp_dir)}")
     try:
         with _interrupt_in_preflight(exp_dir, resumable=True):  # reading a remote record can take seconds
             meta = json.loads(storage.read_text(meta_path))
@@ -842,6 +885,10 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
 def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo) -> SearchOutcome:
     from ray.tune import ExperimentAnalysis
 
+    from .ray_internals import tolerate_deleted_checkpoints
+
+    tolerate_deleted_checkpoints()  # a resumed search's snapshot can list checkpoints its killed driver deleted
+
     callbacks, _, scheduler = tuner_parts(tuner)  # the restored ones after resume
     tracker = next((c for c in callbacks if isinstance(c, MlflowTracker)), None)
     interrupted, trials, status, errors = False, [], "FINISHED", []
@@ -863,7 +910,8 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
     finally:
         if sigint is not None:
             signal.signal(signal.SIGINT, sigint)
-        rung_state = scheduler.get_rung_state() if isinstance(scheduler, PersistentASHA) else None
+        rung_state = (scheduler.rung_record(settings.metric, settings.mode) if isinstance(scheduler, PersistentASHA)
+                      else None)  # fmt: skip
         if rung_state is not None:  # the rung history, for the record (and the resume test)
             storage.write_text(storage.join(exp_dir, ASHA_RUNGS), json.dumps(rung_state, indent=1))
         if client is None:

@@ -240,3 +240,28 @@ def quiet_token_auth_notice():
         yield
     finally:
         logger.removeFilter(drop)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def tolerate_deleted_checkpoints() -> None:
+    """Ray's checkpoint manager deletes a trial's older checkpoints as new ones arrive
+    (`checkpoint_manager._delete_fs_path`), and a path that is gone raised out of its existence check before
+    the deletion's own try: after `hsc-search resume` of a driver that was killed between deleting a checkpoint and
+    Ray's next experiment snapshot, the snapshot still listed the deleted one, and its deletion logged "ERROR ...
+    Error handling checkpoint" with a FileNotFoundError traceback (and skipped the rest of that checkpoint's
+    bookkeeping). A path already gone is what the deletion wants: skipped. Idempotent; the driver's process only
+    (the checkpoint manager runs there)."""
+    import pyarrow.fs as pafs
+    from ray.train._internal import checkpoint_manager
+
+    delete = checkpoint_manager._delete_fs_path
+    if getattr(delete, "_hsc_tolerant", False):
+        return
+
+    def delete_if_there(fs, fs_path: str):
+        if fs.get_file_info(fs_path).type == pafs.FileType.NotFound:
+            return None
+        return delete(fs=fs, fs_path=fs_path)
+
+    delete_if_there._hsc_tolerant = True
+    checkpoint_manager._delete_fs_path = delete_if_there

@@ -339,8 +339,9 @@ def parallel_figure(rec: SearchRecord, study):
                    for i, a in enumerate(axes) for p, text in a["ticks"]]  # fmt: skip
     shapes = [dict(type="line", x0=i, x1=i, y0=0, y1=1, line=dict(color="#888", width=1), layer="below") for i in xs]
     fig.update_layout(
-        title=f"parallel coordinates: every scored trial, {rec.metric} best over epochs "
-              "(ASHA-stopped trials at the epochs they ran)",
+        title=f"parallel coordinates: every scored trial, {rec.metric} best over epochs"
+              + (" (ASHA-stopped trials at the epochs they ran)" if rec.settings.get("scheduler", "asha") == "asha"
+                 else ""),  # fmt: skip
         xaxis=dict(tickmode="array", tickvals=xs, ticktext=[a["label"] if len(a["label"]) < 22 else a["label"][:19] + "..."
                                                              for a in axes],
                    range=(-0.45, len(axes) - 0.7), showgrid=False, zeroline=False),
@@ -437,28 +438,45 @@ def _table(rec: SearchRecord) -> str:
     own, resolved = split_params(dict.fromkeys(names, ""))
     params = [*own, *(EFFECTIVE_PARAM + k for k in resolved)]  # the config's values, then what the data resolved
     errors = any(t.row.error for t in rec.trials)  # a column only when a trial failed
-    head = ["#", "trial", "outcome", "epochs", f"{rec.metric} (best)", "seconds", *params, "run id",
-            *(["why it failed"] if errors else [])]  # fmt: skip
+    # the reason beside the outcome, wide enough to read (at the far right it was squeezed to a narrow column)
+    why = ["why it failed"] if errors else []
+    head = ["#", "trial", "outcome", *why, "epochs", f"{rec.metric} (best)", "seconds", *params, "run id"]
     rows = []
     for i, t in enumerate(rec.trials, 1):
         r = t.row
-        cells = [str(i), r.name, _label(r.outcome), str(r.epochs), "" if r.score is None else f"{r.score:.4f}",
-                 "" if r.seconds is None else f"{r.seconds:.1f}", *(shown(r.params.get(p, "")) for p in params),
-                 r.run_id, *([_reason(r.error)] if errors else [])]  # fmt: skip
+        cells = [str(i), r.name, _label(r.outcome), *([_reason(r.error)] if errors else []), str(r.epochs),
+                 "" if r.score is None else f"{r.score:.4f}", "" if r.seconds is None else f"{r.seconds:.1f}",
+                 *(shown(r.params.get(p, "")) for p in params), r.run_id]  # fmt: skip
         cls = ' class="best"' if t is rec.best else ""
-        rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    return ('<div class="table-wrap"><table><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        rows.append(f"<tr{cls}>" + "".join(_cell("td", c, h in why) for h, c in zip(head, cells)) + "</tr>")
+    return ('<div class="table-wrap"><table><thead><tr>' + "".join(_cell("th", h, h in why) for h in head)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")  # fmt: skip
 
 
-def tested(row) -> str:
-    """"; test mAP 0.5286 (of epoch 6)": a trial's test metric and the epoch validation selected, whose checkpoint
-    it is of (not its last epoch unless that one was best); empty for a trial that never reached its end."""
+def _cell(tag: str, text: Any, why: bool) -> str:
+    cls = ' class="why"' if why else ""
+    return f"<{tag}{cls}>{html.escape(str(text))}</{tag}>"
+
+
+def selected_by(rec: SearchRecord) -> str:
+    """The metric whose best epoch each trial of the search kept and tested (the trainer's `select_metric`, fixed
+    in the recorded space: the search's --metric when the trainer can select by it, else its default)."""
+    fixed = (rec.space or {}).get("fixed") or {}
+    return str(fixed.get("select_metric") or "val/map_avg")
+
+
+def tested(row, by: str) -> str:
+    """"; test mAP 0.5286 (of epoch 6, the epoch of its highest val/map_avg)": a trial's test metric and the epoch
+    `by` (`selected_by`) selected, whose checkpoint it is of (not its last epoch unless that one was best); empty
+    for a trial that never reached its end."""
+    from trainer.config import select_mode
+
     test = row.final.get("test/map_avg")
     if test is None:
         return ""
     epoch = row.final.get("test/epoch")  # searches before it was logged: not known
-    return f"; test mAP {test:.4f}" + (f" (of epoch {int(epoch)}, the one validation selected)" if epoch else "")
+    best = "lowest" if select_mode(by) == "min" else "highest"
+    return f"; test mAP {test:.4f}" + (f" (of epoch {int(epoch)}, the epoch of its {best} {by})" if epoch else "")
 
 
 def _reason(error: str | None) -> str:
@@ -471,10 +489,12 @@ def _reason(error: str | None) -> str:
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1250px; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
-.meta { color: #555; } .note { color: #666; font-size: 0.9em; }
+.meta { color: #555; } .note { color: #666; font-size: 0.9em; } p { overflow-wrap: anywhere; }
 .table-wrap { overflow-x: auto; max-width: 100%; }  /* a wide table scrolls in its box, not the page */
 table { border-collapse: collapse; font-size: 0.85em; } td, th { border: 1px solid #ddd; padding: 3px 6px; }
-th { background: #f4f4f4; } tr.best td { background: #e8f5e9; font-weight: 600; }
+th { background: #f4f4f4; } tr.best td { background: #e8f5e9; font-weight: 600; } .why { min-width: 24em; }
+.plot-wrap { overflow-x: auto; max-width: 100%; position: relative; }  /* a narrow window scrolls a plot, */
+.plot-wrap > div { min-width: 760px; }  /* which below this width squeezed its axes, labels and legends together */
 """
 
 
@@ -505,7 +525,8 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         # the title below plotly's toolbar (the modebar, top right), subplot titles below the title
         fig.update_layout(template="plotly_white", margin=dict(t=TOP_MARGIN, b=50),
                           title=dict(yref="container", y=1, yanchor="top", pad=dict(t=TITLE_TOP)))  # fmt: skip
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False}))
+        parts.append('<div class="plot-wrap">' + fig.to_html(full_html=False, include_plotlyjs=False,
+                                                             config={"displaylogo": False}) + "</div>")  # fmt: skip
 
     counts: dict[str, int] = {}
     for t in rec.trials:
@@ -516,7 +537,9 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     if said and unstarted > 0:  # an interrupted search's other trials (or a search still running): as the console
         said.append(f"{unstarted} not started (of num_samples {len(rec.trials) + unstarted})")
     best = rec.best
-    keys = ("space", "data", "num_samples", "max_epochs", "scheduler", "grace_period", "reduction_factor")
+    asha = rec.settings.get("scheduler", "asha") == "asha"
+    keys = ("space", "data", "num_samples", "max_epochs", "scheduler") + (("grace_period", "reduction_factor")
+                                                                         if asha else ())  # fmt: skip
     settings = ", ".join(f"{k} {shown(rec.settings[k])}" for k in keys if k in rec.settings)
     head = [
         f"<h1>Search {html.escape(rec.name)}</h1>",
@@ -525,18 +548,23 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         + f"; written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>",
         f'<p class="meta">{html.escape(settings)}</p>',
         "<p>trials: " + (", ".join(said) or "none") + "</p>",
+        *(f'<p class="note">at the start: {html.escape(n)}</p>' for n in rec.notes),  # as the console said them
     ]
     if best is not None:
         own, resolved = params_line(best.row.params)
         head.append(f"<p><b>best trial {html.escape(best.row.name)}</b> ({html.escape(_label(best.row.outcome))}, "
-                    f"{best.row.epochs} epochs): {html.escape(rec.metric)} {best.row.score:.4f}{tested(best.row)}; "
+                    f"{best.row.epochs} epochs): {html.escape(rec.metric)} {best.row.score:.4f}{tested(best.row, selected_by(rec))}; "
                     f"{html.escape(own)}" + (f" (resolved on this data: {html.escape(resolved)})" if resolved else "")
                     + "</p>")  # fmt: skip
     add("Learning curves", lambda: curves_figure(rec),
         "Dashed lines: ASHA's rungs (a trial reaching one continues only if it is in the top 1/reduction_factor "
-        "of the trials recorded there). A cross: where ASHA stopped a trial, or where it failed.")  # fmt: skip
+        "of the trials recorded there). A cross: where ASHA stopped a trial, or where it failed." if asha else
+        "FIFO: every trial runs to max_epochs unless it fails. A cross: where a trial failed.")  # fmt: skip
+    by = selected_by(rec)
+    kept = ("the checkpoint it kept and tested" if by == rec.metric else
+            f"its kept and tested checkpoint is of its best {by}, which can be another epoch")  # fmt: skip
     add("Best so far", lambda: best_so_far_figure(rec),
-        "A trial's score is its best epoch (the checkpoint the trainer selects). Left: trials in the order they "
+        f"A trial's score is its best {rec.metric} over its epochs ({kept}). Left: trials in the order they "
         "started. Right: against every epoch trained by any trial, in the order they were logged: the cost of "
         "reaching each level.")  # fmt: skip
     study = _quiet_study(rec)

@@ -18,6 +18,7 @@ TAG_NODE = "hsc.node"
 TAG_ERROR = "hsc.error"
 TAG_KIND = "hsc.kind"  # search | trial
 TAG_PARENT = "mlflow.parentRunId"
+TAG_NOTES = "hsc.notes"  # on a search's parent run: what its start said besides its headline (a JSON list of lines)
 TAG_REPORT_LOGGED = "hsc.report.logged"  # when report.html was last logged to a parent run (UTC, ISO 8601)
 CONFIG_ARTIFACT = "config.yaml"
 CCA_SPECTRUM_ARTIFACT = "cca_spectrum.csv"  # a trial's every canonical correlation, one row per epoch

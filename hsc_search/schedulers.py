@@ -119,6 +119,18 @@ class PersistentASHA(ASHAScheduler):
             "num_stopped": asha_num_stopped(self),
         }
 
+    def rung_record(self, metric: str, mode: str) -> dict[str, Any]:
+        """`asha_rungs.json`, for people and the report: per bracket the milestones (epochs) and each rung's
+        {trial_id: the trial's metric there}, in the metric's own units (Ray keeps a min-mode metric negated).
+        Ray's stop count is left out: it also counts the trials stopped at max_epochs, which ASHA did not cut."""
+        sign = -1.0 if mode == "min" else 1.0
+        return {
+            "metric": metric,
+            "mode": mode,
+            "milestones": [[m for m, _ in rungs] for rungs in asha_brackets(self)],
+            "rungs": [[{t: sign * v for t, v in rung.items()} for rung in bracket] for bracket in self.rungs()],
+        }
+
     def set_rung_state(self, state: dict[str, Any]) -> None:
         for live, milestones, rungs in zip(asha_brackets(self), state["milestones"], state["rungs"]):
             if [m for m, _ in live] != milestones:

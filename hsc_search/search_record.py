@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from .export import TrialRow, best_row, trial_rows
-from .runs import CCA_SPECTRUM_ARTIFACT, TAG_KIND
+from .runs import CCA_SPECTRUM_ARTIFACT, TAG_KIND, TAG_NOTES
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class SearchRecord:
     space: dict[str, Any] | None  # search_space.yaml, if logged
     best_history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # weight/, logvar/, cca/ keys
     best_spectrum: dict[int, list[float]] = field(default_factory=dict)  # epoch -> every canonical correlation
+    notes: list[str] = field(default_factory=list)  # what the search's start said (its notes), as lines
 
 
 def read_search(client, parent_run_id: str) -> SearchRecord:
@@ -90,11 +91,20 @@ def read_search(client, parent_run_id: str) -> SearchRecord:
         best=best,
         milestones=_milestones(client, parent_run_id, settings),
         space=_yaml_artifact(client, parent_run_id, "search_space.yaml"),
+        notes=_notes(parent.data.tags.get(TAG_NOTES)),
     )
     if best is not None:
         record.best_history = _plot_histories(client, best.row)
         record.best_spectrum = _spectrum(client, best.row.run_id, record.best_history)
     return record
+
+
+def _notes(text: str | None) -> list[str]:
+    try:
+        notes = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return [str(n) for n in notes] if isinstance(notes, list) else []
 
 
 def _int(v: Any) -> int | None:
@@ -130,15 +140,18 @@ def _yaml_artifact(client, run_id: str, path: str) -> dict | None:
 def _milestones(client, parent_run_id: str, settings: dict[str, str]) -> list[int]:
     """ASHA's rungs in epochs: from `asha_rungs.json` (what the scheduler used), else from the settings."""
     text = _artifact_text(client, parent_run_id, "asha_rungs.json")
+    max_t = _int(settings.get("max_epochs"))
     if text:
         try:
             state = json.loads(text)
-            return sorted({int(m) for bracket in state.get("milestones", []) for m in bracket})
+            # Ray's top rung is max_epochs itself, where every trial ends anyway: no cut, not drawn as one
+            return sorted({int(m) for bracket in state.get("milestones", []) for m in bracket
+                           if not max_t or int(m) < max_t})  # fmt: skip
         except (ValueError, TypeError, AttributeError):
             pass
     if settings.get("scheduler", "asha") != "asha":
         return []
-    grace, rf, max_t = _int(settings.get("grace_period")), settings.get("reduction_factor"), _int(settings.get("max_epochs"))
+    grace, rf = _int(settings.get("grace_period")), settings.get("reduction_factor")
     try:
         rf = float(rf)
     except (TypeError, ValueError):

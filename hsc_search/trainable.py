@@ -147,7 +147,12 @@ def usable_checkpoint(result):
     """`result` (Ray's checkpoint + metrics record) when its checkpoint exists. When it is gone, the trial's
     sibling `checkpoint_*` folder with the latest epoch that loads is copied to the missing path, so that Ray's
     own bookkeeping (the paths it later deletes, the index it numbers new checkpoints by) stays true, and the
-    record's `training_iteration` is set to that checkpoint's report count. None when no sibling loads."""
+    record's `training_iteration` is set to that checkpoint's report count. None when no sibling loads.
+
+    A sibling of the trial's last epoch is passed over: restored, it leaves nothing to train, so the trial would
+    never report again and Ray would end it with the older result of its snapshot (a trial that had completed,
+    its driver killed just after, came back as stopped by ASHA at that older epoch, and was told to Optuna as
+    pruned). An earlier one recomputes the last epochs exactly, and their reports."""
     ckpt = getattr(result, "checkpoint", None)
     if ckpt is None:
         return result
@@ -162,10 +167,13 @@ def usable_checkpoint(result):
             continue
         try:
             with tune.Checkpoint(info.path, filesystem=fs).as_directory() as d:
-                epoch = int(load_state(d)["epoch"])  # complete and readable (a kill mid-upload can tear one)
-                reports = _report_count(d)
+                saved = load_state(d)  # complete and readable (a kill mid-upload can tear one)
+                epoch, reports = int(saved["epoch"]), _report_count(d)
+                last = (saved.get("config") or {}).get("epochs")
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped the same way
             log.warning("checkpoint %s is not usable (%s)", info.path, e)
+            continue
+        if last is not None and epoch >= int(last):
             continue
         if best is None or epoch > best[0]:  # by content, not name: names restart after a fallback
             best = (epoch, info.path, reports)

@@ -140,6 +140,8 @@ def test_restore_falls_back_to_the_newest_readable_checkpoint(tmp_path):
     """Ray's snapshot can name a checkpoint it has since deleted (see `restorable_trainable`): the restore puts
     the sibling with the latest epoch that loads back at that path (chosen by content, not by folder name; a torn
     one is skipped) and tells Ray its iteration, or starts over when none is left."""
+    import shutil
+
     import pyarrow.fs as pafs
     import torch
     from ray import tune
@@ -170,4 +172,15 @@ def test_restore_falls_back_to_the_newest_readable_checkpoint(tmp_path):
                 f.unlink()
             d.rmdir()
     assert usable_checkpoint(gone) is None  # only the torn one is left: start over
+    # a trial whose last epoch's checkpoint is the newest (its driver killed as it completed): an earlier one is
+    # restored, whose remaining epochs report again; the last one restored left nothing to train or report
+    for name, content in [("checkpoint_000006", {"epoch": 6, "config": {"epochs": 8}}),
+                          ("checkpoint_000007", {"epoch": 8, "config": {"epochs": 8}})]:  # fmt: skip
+        (trial / name).mkdir()
+        torch.save(content, trial / name / CHECKPOINT_FILE)
+    usable_checkpoint(gone)
+    assert load_state(missing) == {"epoch": 6, "config": {"epochs": 8}}
+    shutil.rmtree(missing)
+    shutil.rmtree(trial / "checkpoint_000006")
+    assert usable_checkpoint(gone) is None  # the last epoch's alone: start over (the same metrics again)
     assert usable_checkpoint(_TrainingResult(None, {})).checkpoint is None

@@ -348,6 +348,14 @@ def test_resume_of_a_folder_that_is_not_there_or_not_a_search(tmp_path):
     with pytest.raises(SearchError) as e:  # the record given for its folder
         resume_search(tmp_path / "s" / "hsc_search.json")
     assert str(e.value) == f"{tmp_path / 's' / 'hsc_search.json'}: a file, not a search's folder: pass its folder, {tmp_path / 's'}"
+    # the storage folder, or a trial's folder, given for the search's: where the search is
+    with pytest.raises(SearchError) as e:
+        resume_search(tmp_path)
+    assert str(e.value).endswith(f"(no hsc_search.json); it holds the searches s: pass one, e.g. {tmp_path / 's'}")
+    (tmp_path / "s" / "ab12cd34").mkdir()
+    with pytest.raises(SearchError) as e:
+        resume_search(tmp_path / "s" / "ab12cd34")
+    assert str(e.value).endswith(f"(no hsc_search.json); it is a trial's folder of the search {tmp_path / 's'}: pass that")
 
 
 def test_address_local_means_a_local_instance_of_the_search_s_own(monkeypatch):

@@ -268,3 +268,28 @@ def test_a_driver_on_a_machine_that_runs_no_node_of_the_cluster_is_told_so_in_se
                      "cluster through a node on its own machine; run the search on the head", proc.stderr), proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout and "RAY_AUTH_MODE" not in proc.stderr
     assert took < 40, took  # the command's imports included; Ray alone waited 60 s before failing
+
+
+def test_a_checkpoint_already_deleted_is_skipped_by_rays_checkpoint_manager(tmp_path):
+    """Stock Ray raises FileNotFoundError deleting a checkpoint that is gone (logged as an ERROR with a traceback
+    when a resumed search's snapshot lists one its killed driver deleted); with the adapter the deletion of a
+    missing path is skipped and a present one is still deleted."""
+    import pyarrow.fs as pafs
+    import pytest
+    from ray.train._internal import checkpoint_manager, storage
+
+    fs = pafs.LocalFileSystem()
+    with pytest.raises(FileNotFoundError):
+        storage._delete_fs_path(fs=fs, fs_path=str(tmp_path / "checkpoint_000000"))  # Ray's own function
+    original = checkpoint_manager._delete_fs_path
+    try:
+        ri.tolerate_deleted_checkpoints()
+        ri.tolerate_deleted_checkpoints()  # idempotent: one wrapper
+        assert checkpoint_manager._delete_fs_path.__closure__[0].cell_contents is original
+        checkpoint_manager._delete_fs_path(fs=fs, fs_path=str(tmp_path / "checkpoint_000000"))
+        (tmp_path / "checkpoint_000001").mkdir()
+        (tmp_path / "checkpoint_000001" / "state.pt").write_bytes(b"x")
+        checkpoint_manager._delete_fs_path(fs=fs, fs_path=str(tmp_path / "checkpoint_000001"))
+        assert not (tmp_path / "checkpoint_000001").exists()
+    finally:
+        checkpoint_manager._delete_fs_path = original

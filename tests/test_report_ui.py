@@ -12,6 +12,8 @@ import subprocess
 import sys
 import tarfile
 import io
+import json
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -66,15 +68,22 @@ def test_search_writes_and_logs_its_report(served):
     resolved = [p for p in params if p.startswith("effective.")]
     assert resolved and params == sorted(set(params) - set(resolved)) + sorted(resolved), params
     assert re.search(r"<b>best trial [^<]*</b> \([^)]*\): val/map_avg [0-9.]+(; test mAP [0-9.]+ \(of epoch [0-9]+, the "
-                     r"one validation selected\))?; [^(]*lr=[^(]* \(resolved on this data: [a-z_]+=", html), html[:3000]
+                     r"epoch of its highest val/map_avg\))?; [^(]*lr=[^(]* \(resolved on this data: [a-z_]+=", html), html[:3000]
     best = max(trials, key=lambda t: t.data.metrics.get("best/max/val/map_avg", -1.0))
     if "test/map_avg" in best.data.metrics:  # it reached its last epoch: its test mAP, of the epoch selected
         m = best.data.metrics
-        assert f"test mAP {m['test/map_avg']:.4f} (of epoch {int(m['test/epoch'])}, the one validation" in html
+        assert f"test mAP {m['test/map_avg']:.4f} (of epoch {int(m['test/epoch'])}, the epoch of its highest val/map_avg)" in html
     else:  # stopped by ASHA: never tested, and the line claims no test mAP
         line = re.search(r"<b>best trial [^\n]*", html).group(0)
         assert "test mAP" not in line, line
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"report.html", "asha_rungs.json"}
+    # what the start said stays with the search: the run page's Description, and the report
+    said = [ln for ln in proc.stdout.splitlines() if ln.startswith(("note: ", "first trial: "))]
+    headline = next(ln for ln in proc.stdout.splitlines() if ln.startswith("search ui1: "))
+    assert headline.startswith(f"search ui1: {TRIALS} trials x up to {EPOCHS} epochs, space ")
+    assert parent.data.tags["mlflow.note.content"] == headline + "".join(f"\n- {ln}" for ln in said)
+    assert json.loads(parent.data.tags["hsc.notes"]) == said
+    assert all(f'<p class="note">at the start: {html_escape(ln)}</p>' in html for ln in said)
     # parameter importances are computed once, by the report: its chart and the parent run's picture
     assert f"parameter importance for val/map_avg (fANOVA, {TRIALS} trials)" in html.replace("\\u002f", "/")
     assert "plots/param_importance.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
@@ -266,6 +275,36 @@ def _record(epochs: int = 3, n: int = 6):
                         best_history=hist, best_spectrum={e: [0.9 - 0.1 * k for k in range(8)] for e in range(1, epochs + 1)})  # fmt: skip
 
 
+def test_the_report_names_the_metric_that_chose_the_tested_epoch_and_the_scheduler_it_ran():
+    """The best-trial line said the tested epoch was 'the one validation selected' whatever selected it (a
+    loss/total search keeps its lowest training loss; a loss/rec search, which the trainer cannot select by, its
+    highest val/map_avg: another epoch than its score's), and a FIFO search's report described ASHA's rungs."""
+    from hsc_search import report
+
+    rec = _record(3)
+    rec.best.row.final = {"test/map_avg": 0.2244, "test/epoch": 2}
+    rec.settings = {"scheduler": "asha", "grace_period": "1", "reduction_factor": "2"}
+    cases = [  # (metric, mode, fixed select_metric as the search records it) -> what the report says
+        ("val/map_avg", "max", "val/map_avg", "the epoch of its highest val/map_avg)", "(the checkpoint it kept"),
+        ("loss/total", "min", "loss/total", "the epoch of its lowest loss/total)", "(the checkpoint it kept"),
+        ("loss/rec", "min", None, "the epoch of its highest val/map_avg)",
+         "(its kept and tested checkpoint is of its best val/map_avg, which can be another epoch)"),
+    ]  # fmt: skip
+    for metric, mode, kept, line, caption in cases:
+        rec.metric, rec.mode = metric, mode
+        rec.space = {**SPACE, "fixed": {"select_metric": kept} if kept else {}}
+        page = report.render(rec)
+        assert f"test mAP 0.2244 (of epoch 2, {line}" in page and "validation selected" not in page, metric
+        assert f"A trial&#x27;s score is its best {metric} over its epochs {caption}" in page.replace("'", "&#x27;"), metric
+        assert "grace_period 1, reduction_factor 2" in page and "Dashed lines: ASHA" in page
+    rec.notes = ["note: --metric loss/total is a training loss & more"]
+    assert '<p class="note">at the start: note: --metric loss/total is a training loss &amp; more</p>' in report.render(rec)
+    rec.settings, rec.milestones = {"scheduler": "fifo", "grace_period": "1", "reduction_factor": "2"}, []
+    page = report.render(rec)
+    assert "scheduler fifo" in page and "grace_period" not in page and "ASHA" not in page.split("<h2>Trials")[0]
+    assert "FIFO: every trial runs to max_epochs unless it fails" in page
+
+
 def _luminance(color: str) -> float:
     """Relative luminance (WCAG) of an 'rgb(r, g, b)' colour: white 1, the Blues scale's white end 0.96."""
     lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
@@ -374,3 +413,13 @@ def test_report_page_layout_in_a_real_browser(tmp_path):
         assert n >= 5 and browser.script_errors(d) == []
         got = check_report_layout(d)
         assert "not used" in got["parTicks"], got
+        # a narrow window (a phone, a split screen): each plot keeps a readable width and scrolls in its own box
+        # (at 400 px the curves' x axis ran from -3, rung labels and subplot titles lay on each other)
+        d.set_window_size(400, 900)
+        d.get(path.as_uri())
+        browser.wait_for(d, "document.querySelectorAll('.js-plotly-plot .main-svg').length", 30, "the plots")
+        widths = d.execute_script("return Array.from(document.querySelectorAll('.js-plotly-plot'), "
+                                  "p => p.getBoundingClientRect().width)")  # fmt: skip
+        assert len(widths) >= 5 and min(widths) >= 760, widths
+        got = d.execute_script(LAYOUT_JS)
+        assert got["scroll"] <= got["width"], got

@@ -121,6 +121,20 @@ def test_asha_rungs_survive_a_restore_through_the_callback():
     assert _report(fresh, "weak", 1, 0.1) == "CONTINUE"
 
 
+def test_the_rung_record_holds_a_min_metric_as_it_was_reported():
+    """asha_rungs.json held Ray's own numbers: a loss of 2.8 recorded as -2.8 (Ray negates a min-mode metric) and
+    a stop count that also counted the trials that reached max_epochs."""
+    a = PersistentASHA(time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2)
+    a.set_search_properties("loss/total", "min")
+    for tid, v in [("t1", 2.8), ("t2", -0.5), ("t3", 3.1)]:
+        a.on_trial_add(None, _Trial(tid))
+        a.on_trial_result(None, _Trial(tid), {"epoch": 1, "loss/total": v})
+    record = a.rung_record("loss/total", "min")
+    assert record["milestones"] == [[4, 2, 1]] and "num_stopped" not in record
+    assert record["rungs"][0][-1] == {"t1": 2.8, "t2": -0.5, "t3": 3.1}
+    assert (record["metric"], record["mode"]) == ("loss/total", "min")
+
+
 def test_shared_reference_survives_pickling_together():
     a = _asha()
     cb = AshaStateCallback(a)

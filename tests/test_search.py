@@ -375,9 +375,17 @@ def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp
     space = load_space(settings.space_path(), overrides=settings.overrides)
     assert start_notes(settings, space, load_search_data(settings, space)) == [
         "each trial keeps and tests the checkpoint of its best val/map_avg: --metric cca/rho_00 --mode max cannot "
-        "select checkpoints (the trainer's select_metric takes val/map_avg, val/map_a2v, val/map_v2a, cca/mean, "
-        "loss/total, loss/total lowest, the others highest), so a trial's score, its best cca/rho_00, can be of another "
-        "epoch than its test metrics"]
+        "select checkpoints (the trainer's select_metric takes val/map_avg, val/map_a2v, val/map_v2a, cca/mean "
+        "highest; loss/total lowest), so a trial's score, its best cca/rho_00, can be of another epoch than its test "
+        "metrics"]
+    # a training loss as the metric, with searched fields that change how it is computed: said; without: not
+    for metric, fields in (("loss/total", "mask_ratio, topk, tau, loss_weighting, weight_lr"), ("loss/rec", "mask_ratio"),
+                           ("loss/dcca", None)):  # fmt: skip
+        settings = load_settings(None, {"data": own, "metric": metric, "mode": "min"}, [])
+        space = load_space(settings.space_path(), overrides=settings.overrides)
+        said = [n for n in start_notes(settings, space, load_search_data(settings, space)) if "training loss" in n]
+        assert [n.split(" (searched)")[0] for n in said] == ([f"--metric {metric} is a training loss, and {fields}"]
+                                                           if fields else []), (metric, said)  # fmt: skip
     settings = load_settings(None, {"data": own, "metric": "val/map_a2v"}, ["select_metric=val/map_v2a"])
     space = load_space(settings.space_path(), overrides=settings.overrides)
     with pytest.raises(SearchError, match=r"select_metric 'val/map_v2a' differs from --metric val/map_a2v: a search "
