@@ -195,11 +195,22 @@ def timed_search(settings: SearchSettings, work: Path, keep_ray: bool):
         t0 = time.perf_counter()
         outcome = driver.run_search(settings, echo=lambda m: print(m, file=sys.stderr), callbacks=[_recorder()])
         wall_s = time.perf_counter() - t0
+        stop_if_interrupted(outcome, settings.name)
     finally:
         if not keep_ray:
             ray.shutdown()
         os.chdir(cwd)
     return outcome, list(_EVENTS), t0, wall_s, ray_start_s, slots
+
+
+def stop_if_interrupted(outcome, name: str) -> None:
+    """A search cut short by Ctrl-C (the driver returns its outcome, interrupted) ends the benchmark, exit 130:
+    its figures would be recorded as a finished search's (an interrupted ASHA search was written up as 3 trials
+    and 3.00x fewer epochs, with exit 0)."""
+    if outcome.interrupted:
+        print(f"interrupted: search {name} was cut short; nothing written (a benchmark records finished searches "
+              "only)", file=sys.stderr)  # fmt: skip
+        raise SystemExit(130)
 
 
 def keep_curves(experiment_dir: str, dest: Path, metric: str) -> Path:
@@ -427,13 +438,20 @@ def output_dir(out: Path | None, quick: bool, name: str) -> Path:
     """Where a benchmark writes: --out when given; else benchmarks/results/, except that a --quick (smoke) run
     without --out writes to a new temporary folder, so that it never overwrites the recorded results."""
     if out is not None:
+        if out.exists() and not out.is_dir():  # found before the run, not after it (minutes later)
+            raise SystemExit(f"--out {out}: exists and is not a folder; expected a folder to write {name}.md into")
         return out
-    return Path(tempfile.mkdtemp(prefix=f"{name}-quick-")) if quick else ROOT / "benchmarks" / "results"
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-quick-")) if quick else ROOT / "benchmarks" / "results"
+    if quick:
+        print(f"quick run: results go to {path}", file=sys.stderr)
+    return path
 
 
 def work_parent(workdir: str | None) -> str:
     """The parent folder of the per-search working directories (created when missing)."""
     path = Path(workdir or tempfile.gettempdir())
+    if path.exists() and not path.is_dir():
+        raise SystemExit(f"--workdir {path}: exists and is not a folder; expected a folder for the searches' files")
     path.mkdir(parents=True, exist_ok=True)
     return str(path)
 
@@ -476,7 +494,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.out = output_dir(args.out, args.quick, NAME)
     args.workdir = work_parent(args.workdir)
+    if args.quick and args.keep_curves is not None and any(args.keep_curves.glob("fifo-s*/hsc_search.json")):
+        raise SystemExit(f"--keep-curves {args.keep_curves}: holds kept curves already, which a --quick run would "
+                         "replace with its smoke search's; give a new folder")  # fmt: skip
     if args.from_json:
+        if not args.from_json.is_file():
+            raise SystemExit(f"--from-json {args.from_json}: no such file; expected a {NAME}.json this script wrote")
         doc = json.loads(args.from_json.read_text())
         write_outputs(doc, args.out)
         return 0
@@ -531,4 +554,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from entry import run
+
+    sys.exit(run(main))

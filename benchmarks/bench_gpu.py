@@ -30,6 +30,8 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -240,7 +242,7 @@ def meta(args) -> dict:
     import torch
 
     return {
-        "command": "python benchmarks/bench_gpu.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/bench_gpu.py " + shlex.join(sys.argv[1:]),
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "torch": torch.__version__,
@@ -315,6 +317,20 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(args)), flush=True)
         return 0
+    from trainer import ConfigError
+    from trainer.fit import resolve_device
+
+    try:  # before any worker starts: a device this machine lacks is one line, not a worker's traceback
+        device = resolve_device(args.device)
+    except ConfigError as e:
+        p.error(str(e))
+    if device.type != "cuda" and not args.quick:  # its figures are a GPU's; CPU ones are not recorded
+        p.error(f"--device {args.device}: no CUDA device here ({device}); this benchmark records a GPU's figures "
+                "(--quick runs its CPU smoke test)")  # fmt: skip
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out}: exists and is not a folder")
+    # `timeout` and schedulers stop a run with SIGTERM: as an exception, so that `launch` ends its workers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.share = [int(x) for x in str(args.share).split(",") if x]
     args.variants = [v for v in str(args.variants).split(",") if v]
     bad = [v for v in args.variants if v not in VARIANTS]

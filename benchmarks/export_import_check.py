@@ -34,7 +34,9 @@ def _artifacts(client, run_id, path=None) -> list:
     return sorted(out)
 
 
-def compare(src_uri: str, dst_uri: str, experiment: str, ignore_tags=("hsc.import.source_run", "hsc.import.source_uri")):
+def compare(src_uri: str, dst_uri: str, experiment: str, ignore_tags=None):
+    if ignore_tags is None:  # the copy's own marks (transfer.IMPORT_TAGS: source run, URI and state)
+        from hsc_search.transfer import IMPORT_TAGS as ignore_tags
     from mlflow.tracking import MlflowClient
 
     a, b = MlflowClient(src_uri), MlflowClient(dst_uri)
@@ -80,13 +82,21 @@ def compare(src_uri: str, dst_uri: str, experiment: str, ignore_tags=("hsc.impor
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + " Run it from the folder of a search "
+                                "(its mlflow.db), or give --from.")  # fmt: skip
     p.add_argument("--experiment", required=True)
-    p.add_argument("--from", dest="src", default="sqlite:///mlflow.db")
+    p.add_argument("--from", dest="src", default="sqlite:///mlflow.db", help="the store to copy from "
+                   "(default: ./mlflow.db, the embedded default of the folder a search ran in)")
     p.add_argument("--tool", type=Path, help="bin/ of a venv with databricks-mlflow-export-import [ours if absent]")
     p.add_argument("--twice", action="store_true", help="import twice (does a second import duplicate runs?)")
     args = p.parse_args(argv)
+    from hsc_search.runs import sqlite_path
     from hsc_search.teamserver import TeamServer
+
+    db = sqlite_path(args.src)
+    if db is not None and not db.is_file():  # before a team server starts (15 s) for nothing to copy
+        p.error(f"--from {args.src}: no such file ({db.absolute()}); run it from the folder a search ran in "
+                "(`hsc-search run --experiment NAME` makes mlflow.db there), or give --from")  # fmt: skip
 
     work = Path(tempfile.mkdtemp(prefix="hsc-eicheck-"))
     work.chmod(0o711)

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from asha_vs_fifo import machine_info, output_dir, start_ray, work_parent  # noqa: E402
+from asha_vs_fifo import machine_info, output_dir, start_ray, stop_if_interrupted, work_parent  # noqa: E402
 
 from hsc_search.writer import writer_in_process  # noqa: E402
 
@@ -109,8 +109,9 @@ def _search(n: int, epochs: int, mlflow: bool, work: Path, tag: str, writer: str
     placed = ("process" if writer_in_process() else "thread") if mlflow else None
     try:
         t0 = time.perf_counter()
-        run_search(settings, echo=lambda m: None, callbacks=[timeline])
+        outcome = run_search(settings, echo=lambda m: None, callbacks=[timeline])
         wall = time.perf_counter() - t0
+        stop_if_interrupted(outcome, tag)
     finally:
         os.chdir(cwd)
         os.environ.pop(PROCESS_ENV, None)
@@ -310,4 +311,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from entry import run
+
+    sys.exit(run(main))

@@ -319,6 +319,9 @@ def main(argv=None) -> int:
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         p.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
+    bad = [m for m in args.modes.split(",") if m.strip() not in ("off", "on")]
+    if bad:
+        p.error(f"--modes: unknown {', '.join(map(repr, bad))}; expected off, on or off,on")
     modes = [{"off": False, "on": True}[m.strip()] for m in args.modes.split(",")]
     os.environ.pop("RAY_ADDRESS", None)  # always a local instance of our own
 
@@ -366,4 +369,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from entry import run
+
+    sys.exit(run(main))

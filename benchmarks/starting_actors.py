@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from asha_vs_fifo import ANALYSIS_MARK, machine_info, output_dir, provenance_lines, start_ray, work_parent  # noqa: E402
+from asha_vs_fifo import (ANALYSIS_MARK, machine_info, output_dir, provenance_lines, start_ray,  # noqa: E402
+                          stop_if_interrupted, work_parent)
 from asha_vs_fifo import write_outputs as _write_outputs  # noqa: E402
 from search_machinery import TINY  # noqa: E402
 
@@ -68,8 +69,9 @@ def one_search(trials: int, mode: str, work: Path) -> dict:
         if mode == "Tune's own":
             driver.keep_starting_actors = contextlib.nullcontext
         t0 = time.perf_counter()
-        driver.run_search(settings, echo=lambda m: None, callbacks=[cb])
+        outcome = driver.run_search(settings, echo=lambda m: None, callbacks=[cb])
         wall = time.perf_counter() - t0
+        stop_if_interrupted(outcome, settings.name)
     finally:
         driver.keep_starting_actors = kept
         ray.shutdown()
@@ -132,4 +134,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from entry import run
+
+    sys.exit(run(main))

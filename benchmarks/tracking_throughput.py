@@ -18,6 +18,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import shlex
 import socket
 import statistics
 import sys
@@ -191,7 +192,7 @@ def main(argv=None) -> int:
             server.stop()
             if pg is not None:
                 pg.stop()
-    report = {"command": "python " + " ".join([f"benchmarks/{Path(__file__).name}", *(argv or sys.argv[1:])]),
+    report = {"command": "python " + shlex.join([f"benchmarks/{Path(__file__).name}", *(argv or sys.argv[1:])]),
               "machine": _machine(), "postgres": pg_version, "args": vars(args) | {"out": str(out), "workdir": str(work)},
               "rounds": rounds}  # fmt: skip
     if args.workdir is None:  # our own temp folder: the stores are of no use after the run
@@ -206,4 +207,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from entry import run
+
+    sys.exit(run(main))

@@ -102,6 +102,41 @@ def test_quick_runs_never_write_into_the_recorded_results_and_workdir_is_created
     assert work_parent(str(work)) == str(work) and work.is_dir()
 
 
+def test_mistakes_cost_a_line_before_any_search_and_an_interrupted_search_writes_nothing(tmp_path):
+    """An --out that is a file failed after the whole run; --quick --keep-curves onto kept curves replaced the
+    recorded FIFO search with its smoke search; bad flags were tracebacks; a search cut short by Ctrl-C was
+    written up as a finished one (exit 0)."""
+    import types
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import asha_vs_fifo
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    (tmp_path / "file").write_text("x")
+    kept = tmp_path / "curves"
+    (kept / "fifo-s0").mkdir(parents=True)
+    (kept / "fifo-s0" / "hsc_search.json").write_text("{}")
+    cases = [
+        (["asha_vs_fifo.py", "--quick", "--out", str(tmp_path / "file")], 1, "exists and is not a folder"),
+        (["asha_vs_fifo.py", "--quick", "--workdir", str(tmp_path / "file")], 1, "exists and is not a folder"),
+        (["asha_vs_fifo.py", "--quick", "--keep-curves", str(kept)], 1, "holds kept curves already"),
+        (["asha_vs_fifo.py", "--quick", "--space", "nosuch", "--out", str(tmp_path / "o")], 2,
+         "asha_vs_fifo.py: error: search settings: space 'nosuch'"),
+        (["search_overhead.py", "--quick", "--modes", "bogus"], 2, "--modes: unknown 'bogus'"),
+        (["replay_recorded.py", "--orders", "0"], 2, "replay_recorded.py: error: --orders 0: must be at least 1"),
+    ]  # fmt: skip
+    for args, code, needle in cases:
+        proc = subprocess.run([sys.executable, f"benchmarks/{args[0]}", *args[1:]], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == code and needle in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+    assert (kept / "fifo-s0" / "hsc_search.json").read_text() == "{}" and not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit) as e:
+        asha_vs_fifo.stop_if_interrupted(types.SimpleNamespace(interrupted=True), "asha-s0")
+    assert e.value.code == 130
+    asha_vs_fifo.stop_if_interrupted(types.SimpleNamespace(interrupted=False), "asha-s0")  # a finished one goes on
+
+
 @pytest.mark.timeout(300)
 def test_warm_start_quick(tmp_path, _cache_dir):
     proc = _run("warm_start.py", tmp_path / "out", _cache_dir, tmp_path / "work")
