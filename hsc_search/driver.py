@@ -767,6 +767,23 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
         release_search(exp_dir)
 
 
+def _space_file_changed(settings: SearchSettings, recorded: dict) -> str | None:
+    """A note when the search's space file now holds other parameters than the search started with (edited
+    since, or a shipped space changed by an upgrade): a resume goes on with the recorded space, as it must for the
+    Optuna study and ASHA's rungs to stay true, and says so. None when unchanged or not found from here."""
+    path = settings.space_path()
+    if not path.is_file():
+        return None
+    try:
+        now = load_space(path, overrides=settings.overrides).to_dict()["params"]
+    except Exception:  # noqa: BLE001 - unreadable now: changed all the same
+        now = None
+    if now == (recorded or {}).get("params"):
+        return None
+    return (f"note: {path} has changed since the search started; the search goes on with the space it started "
+            f"with (recorded in its {META_FILE}); start a new search to search the new one")
+
+
 def _folder_hint(folder: str) -> str:
     """Where the search is, for a local folder given by mistake: a trial's folder (its search is the one above)
     or the storage folder (its searches are below)."""
@@ -855,6 +872,9 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
         tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,
                                    resume_errored=False)  # fmt: skip
         echo(f"resuming search {settings.name} from {exp_dir}")
+        changed = _space_file_changed(settings, meta["space"])
+        if changed:
+            echo(changed)
         if meta.get("warm_start"):
             w = meta["warm_start"]
             echo(f"warm start: the {w['added']} trials from {w['source']} come back with the Optuna study "

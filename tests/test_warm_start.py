@@ -254,8 +254,16 @@ def test_a_warm_search_records_its_source_and_keeps_the_warm_trials_once_across_
                                                                              "max", uri)  # fmt: skip
     assert by_folder.states() == by_run.states(), (by_folder.line(), by_run.line())
     assert {k: sorted(v) for k, v in by_folder.left_out.items()} == {k: sorted(v) for k, v in by_run.left_out.items()}
+    original = space_file.read_text()  # edited before the resume: said, and the recorded space goes on
+    edited = yaml.safe_load(original)
+    edited["params"]["lr"]["high"] = 0.5
+    space_file.write_text(yaml.safe_dump(edited, sort_keys=False))
     resumed = _cli("resume", str(exp_dir), cwd=cwd, cache=_cache_dir)
+    space_file.write_text(original)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    noted = [ln for ln in resumed.stdout.splitlines() if "has changed since the search started" in ln]
+    assert len(noted) == 1 and noted[0].startswith("note: ") and f"{space_file.name} has changed" in noted[0] \
+        and "the search goes on with the space it started with" in noted[0], resumed.stdout[-3000:]  # fmt: skip
     assert "come back with the Optuna study (not added again)" in resumed.stdout
     assert "warm start: " + str(added) + " of" not in resumed.stdout
 
