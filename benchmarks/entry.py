@@ -9,6 +9,7 @@ from typing import Callable
 
 
 def run(main: Callable[[], int | None]) -> int:
+    from hsc_search.driver import SearchError
     from hsc_search.preflight import PreflightError
     from hsc_search.replay import ReplayError
     from hsc_search.settings import SettingsError
@@ -18,6 +19,7 @@ def run(main: Callable[[], int | None]) -> int:
 
     try:
         return main() or 0
-    except (ConfigError, DataError, SettingsError, SpaceError, PreflightError, ReplayError, StorageError) as e:
+    except (ConfigError, DataError, SettingsError, SpaceError, PreflightError, ReplayError, StorageError,
+            SearchError) as e:  # fmt: skip
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
         return 2

@@ -68,9 +68,12 @@ def time_writer_calls(trials: int, epochs: int, where: str, root: str) -> dict:
         setattr(MlflowTracker, name, timed(name))
     try:
         t0 = time.perf_counter()
-        driver.run_search(SearchSettings(data=DATA, num_samples=trials, max_epochs=epochs, name="writer"),
-                          echo=lambda m: None)  # fmt: skip
+        outcome = driver.run_search(SearchSettings(data=DATA, num_samples=trials, max_epochs=epochs, name="writer"),
+                                    echo=lambda m: None)  # fmt: skip
         wall = time.perf_counter() - t0
+        from asha_vs_fifo import stop_if_interrupted
+
+        stop_if_interrupted(outcome, f"writer ({where})")
         stats = json.loads(Path(work, "writer.json").read_text())
     finally:
         os.environ.pop(STATS_ENV, None)

@@ -603,9 +603,10 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
             interrupts.check()
             experiment_id = _experiment_id(client, settings.experiment, settings.metric, settings.mode)
             # what the start said, kept with the search: the run page's Description, and the report (hsc.notes)
-            description = (headline + "".join(f"\n- {line}" for line in said))[:7900]  # MLflow: tags <= 8000 chars
+            # tag values: 8000 characters in MLflow 3, 5000 in servers before it (as the writer's error tag)
+            description = (headline + "".join(f"\n- {line}" for line in said))[:4900]
             kept = list(said)
-            while len(json.dumps(kept)) > 7900:
+            while len(json.dumps(kept)) > 4900:
                 kept.pop()
             parent = client.create_run(experiment_id, run_name=settings.name,
                                        tags={TAG_KIND: "search", "hsc.experiment_dir": str(exp_dir),
@@ -695,9 +696,9 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
 # search ranking trials by that loss compares numbers on different scales when it searches them
 _LOSS_FIELDS = {
     "loss/rec": ("mask_ratio",),
-    "loss/dcca": ("cca_dim", "cca_k", "cca_ridge"),
-    "loss/nce": ("tau", "topk", "tau_teacher", "self_weight"),
-    "loss/distill": ("distill",),
+    "loss/dcca": ("cca_dim", "cca_k", "cca_ridge", "batch_size"),  # correlations of each batch
+    "loss/nce": ("tau", "topk", "tau_teacher", "self_weight", "batch_size", "ema_momentum"),  # log B; the teacher
+    "loss/distill": ("distill", "ema_momentum"),
 }
 LOSS_SHAPERS = {**_LOSS_FIELDS, "loss/total": (
     *{f for fields in _LOSS_FIELDS.values() for f in fields}, "use_rec", "use_dcca", "use_nce", "loss_weighting",

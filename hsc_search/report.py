@@ -449,7 +449,7 @@ def _table(rec: SearchRecord) -> str:
                  *(shown(r.params.get(p, "")) for p in params), r.run_id]  # fmt: skip
         cls = ' class="best"' if t is rec.best else ""
         rows.append(f"<tr{cls}>" + "".join(_cell("td", c, h in why) for h, c in zip(head, cells)) + "</tr>")
-    return ('<div class="table-wrap"><table><thead><tr>' + "".join(_cell("th", h, h in why) for h in head)
+    return ('<div class="table-wrap"><table><thead><tr>' + "".join(_cell("th", h, False) for h in head)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")  # fmt: skip
 
 
@@ -461,8 +461,10 @@ def _cell(tag: str, text: Any, why: bool) -> str:
 def selected_by(rec: SearchRecord) -> str:
     """The metric whose best epoch each trial of the search kept and tested (the trainer's `select_metric`, fixed
     in the recorded space: the search's --metric when the trainer can select by it, else its default)."""
+    from trainer import TrainConfig
+
     fixed = (rec.space or {}).get("fixed") or {}
-    return str(fixed.get("select_metric") or "val/map_avg")
+    return str(fixed.get("select_metric") or TrainConfig().select_metric)
 
 
 def tested(row, by: str) -> str:
@@ -548,7 +550,7 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         + f"; written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>",
         f'<p class="meta">{html.escape(settings)}</p>',
         "<p>trials: " + (", ".join(said) or "none") + "</p>",
-        *(f'<p class="note">at the start: {html.escape(n)}</p>' for n in rec.notes),  # as the console said them
+        *(f'<p class="note">at the start: {html.escape(n.removeprefix("note: "))}</p>' for n in rec.notes),
     ]
     if best is not None:
         own, resolved = params_line(best.row.params)

@@ -178,7 +178,8 @@ def usable_checkpoint(result):
         if best is None or epoch > best[0]:  # by content, not name: names restart after a fallback
             best = (epoch, info.path, reports)
     if best is None:
-        log.warning("checkpoint %s is gone and the trial has no other; it starts over", ckpt.path)
+        log.warning("checkpoint %s is gone and no other of the trial's checkpoints before its last epoch loads; it "
+                    "starts over (the same metrics again)", ckpt.path)  # fmt: skip
         return None
     log.warning("checkpoint %s is gone (deleted after Ray's last experiment snapshot); restoring epoch %d from %s",
                 ckpt.path, best[0], best[1])  # fmt: skip

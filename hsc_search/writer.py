@@ -389,10 +389,11 @@ class _Sink:
         if "node_ip" not in result and NODE_KEY not in result:  # e.g. a trial that failed before any report
             return []
         node = f"{result.get('hostname', '?')} {result.get('node_ip', '?')} node {str(result.get(NODE_KEY, '?'))[:12]}"
-        if self.nodes.get(tid) == node:
+        seen = self.node_tags.get(tid)
+        if self.nodes.get(tid) == node or node in (seen or "").split(", "):  # e.g. a resumed trial's old node
+            self.nodes[tid] = node
             return []
         self.nodes[tid] = node
-        seen = self.node_tags.get(tid)
         self.node_tags[tid] = node if seen is None else f"{seen}, {node}"
         return [RunTag(TAG_NODE, self.node_tags[tid])]
 

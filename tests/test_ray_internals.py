@@ -281,7 +281,8 @@ def test_a_checkpoint_already_deleted_is_skipped_by_rays_checkpoint_manager(tmp_
     fs = pafs.LocalFileSystem()
     with pytest.raises(FileNotFoundError):
         storage._delete_fs_path(fs=fs, fs_path=str(tmp_path / "checkpoint_000000"))  # Ray's own function
-    original = checkpoint_manager._delete_fs_path
+    before = checkpoint_manager._delete_fs_path  # the wrapper already, when a search ran in this process
+    original = checkpoint_manager._delete_fs_path = storage._delete_fs_path
     try:
         ri.tolerate_deleted_checkpoints()
         ri.tolerate_deleted_checkpoints()  # idempotent: one wrapper
@@ -292,4 +293,4 @@ def test_a_checkpoint_already_deleted_is_skipped_by_rays_checkpoint_manager(tmp_
         checkpoint_manager._delete_fs_path(fs=fs, fs_path=str(tmp_path / "checkpoint_000001"))
         assert not (tmp_path / "checkpoint_000001").exists()
     finally:
-        checkpoint_manager._delete_fs_path = original
+        checkpoint_manager._delete_fs_path = before

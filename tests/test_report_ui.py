@@ -83,7 +83,7 @@ def test_search_writes_and_logs_its_report(served):
     assert headline.startswith(f"search ui1: {TRIALS} trials x up to {EPOCHS} epochs, space ")
     assert parent.data.tags["mlflow.note.content"] == headline + "".join(f"\n- {ln}" for ln in said)
     assert json.loads(parent.data.tags["hsc.notes"]) == said
-    assert all(f'<p class="note">at the start: {html_escape(ln)}</p>' in html for ln in said)
+    assert all(f'<p class="note">at the start: {html_escape(ln.removeprefix("note: "))}</p>' in html for ln in said)
     # parameter importances are computed once, by the report: its chart and the parent run's picture
     assert f"parameter importance for val/map_avg (fANOVA, {TRIALS} trials)" in html.replace("\\u002f", "/")
     assert "plots/param_importance.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
@@ -298,7 +298,7 @@ def test_the_report_names_the_metric_that_chose_the_tested_epoch_and_the_schedul
         assert f"A trial&#x27;s score is its best {metric} over its epochs {caption}" in page.replace("'", "&#x27;"), metric
         assert "grace_period 1, reduction_factor 2" in page and "Dashed lines: ASHA" in page
     rec.notes = ["note: --metric loss/total is a training loss & more"]
-    assert '<p class="note">at the start: note: --metric loss/total is a training loss &amp; more</p>' in report.render(rec)
+    assert '<p class="note">at the start: --metric loss/total is a training loss &amp; more</p>' in report.render(rec)
     rec.settings, rec.milestones = {"scheduler": "fifo", "grace_period": "1", "reduction_factor": "2"}, []
     page = report.render(rec)
     assert "scheduler fifo" in page and "grace_period" not in page and "ASHA" not in page.split("<h2>Trials")[0]

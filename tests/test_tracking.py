@@ -154,6 +154,15 @@ def test_a_trial_that_failed_before_any_epoch_is_tagged_with_its_node(store):
     assert run.data.tags["hsc.node"] == "gpu-7 10.0.0.7 node abcdef012345"
     assert run.data.params == {"lr": "5000.0"}
 
+    # resumed, it fails again with Ray's last result from the same node: the node is not named twice
+    again = MlflowTracker(tracker.tracking_uri, exp, tracker.parent_run_id, MAX_EPOCHS, ["lr"])
+    again.setup()
+    again.set_state({"started": ["t4"]})
+    again.on_trial_start(0, [], trial)
+    again.on_trial_error(0, [], trial)
+    assert again.close(interrupted=False) == []
+    assert _child(client, exp).data.tags["hsc.node"] == "gpu-7 10.0.0.7 node abcdef012345"
+
 
 @pytest.mark.parametrize("where", ["thread", "process"])
 def test_a_trial_whose_whole_life_is_queued_costs_four_mlflow_calls(tmp_path, monkeypatch, where):
