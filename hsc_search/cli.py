@@ -211,6 +211,9 @@ def resume(
                                "by `run`."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address, if different from the original; local: "
                                           "a local Ray instance."),
+    tracking_uri: Optional[str] = typer.Option(None, help="The MLflow store the search logged to, if it has moved "
+                                               "since (e.g. sqlite:///new/place/mlflow.db). [default: the one in "
+                                               "the search's record]"),
 ) -> None:
     """Continue a search whose driver died (even by SIGKILL): unfinished trials resume from their last
     checkpoints, ASHA keeps its rung history, each trial keeps its one MLflow run."""
@@ -225,7 +228,7 @@ def resume(
     except KeyboardInterrupt:
         _interrupted_at_setup(path, resumable=True)
     try:
-        outcome = resume_search(path, echo=typer.echo, address=address)
+        outcome = resume_search(path, echo=typer.echo, address=address, tracking_uri=tracking_uri)
     except NothingToResume as e:  # not a mistake: the search is done (exit 0, as Ray's own restore of it would)
         typer.echo(str(e))
         raise typer.Exit(0)
@@ -236,7 +239,7 @@ def resume(
     except KeyboardInterrupt:
         _interrupted_again(path)
     meta = _meta_of(path)
-    _report(outcome, meta.get("tracking_uri"), meta["data"])
+    _report(outcome, tracking_uri or meta.get("tracking_uri"), meta["data"])
     _exit_as(outcome)
 
 

@@ -758,14 +758,31 @@ def load_search_data(settings: SearchSettings, space: SearchSpace) -> AVData:
     return load_data(settings.data, val_fraction=fraction)
 
 
-def resume_search(path: str | Path, echo: Callable[[str], None] = print, address: str | None = None) -> SearchOutcome:
+def resume_search(path: str | Path, echo: Callable[[str], None] = print, address: str | None = None,
+                  tracking_uri: str | None = None) -> SearchOutcome:  # fmt: skip
     """Continues a search whose driver died: unfinished trials resume from their checkpoints, the ASHA rung
-    history and the Optuna study are restored, and each trial keeps its one MLflow child run."""
+    history and the Optuna study are restored, and each trial keeps its one MLflow child run. `tracking_uri`: the
+    store the search logged to, where it has moved since (default: the one in the search's record)."""
     exp_dir = str(path).rstrip("/") if storage.is_uri(str(path)) else str(Path(path).resolve())
     try:
-        return _resume_search(exp_dir, echo, address)
+        return _resume_search(exp_dir, echo, address, tracking_uri)
     finally:
         release_search(exp_dir)
+
+
+def _check_parent_run(client, parent_id: str, uri: str | None, given: str | None) -> None:
+    """The store a resume logs to holds the search's parent run (a store given with --tracking-uri may be
+    another one): else one sentence, before any trial runs."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(parent_id)
+    except MlflowException as e:
+        if getattr(e, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        flag = f"--tracking-uri {given}" if given else f"the search's MLflow store {uri or 'sqlite:///mlflow.db'}"
+        raise SearchError(f"{flag}: has no run {parent_id} (the search's parent run): not the store the search "
+                          "logged to; give resume --tracking-uri with the store it logged to") from None
 
 
 def _space_file_changed(settings: SearchSettings, recorded: dict) -> str | None:
@@ -803,7 +820,8 @@ def _folder_hint(folder: str) -> str:
     return ""
 
 
-def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | None) -> SearchOutcome:
+def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | None,
+                   tracking_uri: str | None = None) -> SearchOutcome:  # fmt: skip
     meta_path = storage.join(exp_dir, META_FILE)
     if not storage.exists(meta_path):
         if not storage.exists(exp_dir):
@@ -834,6 +852,11 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
         if address:
             settings.address = address
         address_flag = "--address" if address else f"address in {meta_path}"  # where the address came from
+        if tracking_uri:  # the store moved (a folder moved or renamed, a copy on another machine)
+            if not settings.mlflow:
+                raise SearchError(f"--tracking-uri {tracking_uri}: search {settings.name} runs without MLflow "
+                                  "(--no-mlflow): it has no store to point at")  # fmt: skip
+            settings.tracking_uri = tracking_uri
         from ray import tune
 
         # a folder whose driver died before Ray saved the search: said before Ray starts (the check reads a file)
@@ -853,8 +876,12 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
             uri = default_tracking_uri(settings.tracking_uri)
             db = sqlite_path(uri)
             if db is not None and not db.exists():
+                if tracking_uri:
+                    raise SearchError(f"--tracking-uri {tracking_uri}: no such file ({db.absolute()}); expected the "
+                                      "MLflow store the search logged to, where it is now")  # fmt: skip
                 where = (f"is not in this folder ({Path.cwd()}): run resume in the folder the search was started in"
-                         if not db.is_absolute() else "does not exist (moved or deleted?): the search logged there")
+                         if not db.is_absolute() else "does not exist (moved or deleted?): the search logged there; "
+                         "if it moved, give resume --tracking-uri sqlite:///<where it is now>")  # fmt: skip
                 raise SearchError(f"{meta_path}: the search's MLflow store {uri} {where}")
             preflight.check_tracking(settings.tracking_uri)
             in_process = preflight.writer_in_process()
@@ -888,6 +915,7 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
                 writer.stop()
             client = opening.result()
             interrupts.check()
+            _check_parent_run(client, parent_id, settings.tracking_uri, tracking_uri)
             client.update_run(parent_id, status="RUNNING")
             running = True
         interrupts.release()  # Ray Tune takes SIGINT over in fit()

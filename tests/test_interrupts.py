@@ -111,9 +111,24 @@ def test_ctrl_c_while_a_search_resumes_says_how_to_continue_it(tmp_path, _cache_
             f"interrupted while the search was resuming, before its trials went on: `{bin_dir / 'hsc-search'} "
             f"resume {folder}` continues it"], proc.stderr[-3000:]  # fmt: skip
     assert [r.info.status for r in _searches(tmp_path) if r.data.tags.get("hsc.kind") == "search"] == ["FINISHED"]  # not left RUNNING, not marked KILLED
-    again = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder)], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=180)  # fmt: skip
+    # the store moved: resume says how to point at it; a store without the search is refused; --tracking-uri goes on
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "m.db").rename(tmp_path / "moved.db")
+    MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/other.db").search_experiments()  # another store, no search
+    for extra, needle in (([], "if it moved, give resume --tracking-uri sqlite:///<where it is now>"),
+                          (["--tracking-uri", f"sqlite:///{tmp_path}/other.db"],
+                           f"--tracking-uri sqlite:///{tmp_path}/other.db: has no run {record['parent_run_id']}")):
+        proc = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder), *extra], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=180)  # fmt: skip
+        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    again = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder), "--tracking-uri",
+                            f"sqlite:///{tmp_path}/moved.db"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=180)  # fmt: skip
     assert again.returncode == 0 and "trials: 1 completed" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
+    assert f"--backend-store-uri sqlite:///{tmp_path}/moved.db" in again.stdout  # the UI command names where it is
+    moved = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/moved.db")
+    assert moved.get_run(record["parent_run_id"]).info.status == "FINISHED"
 
 
 def test_rays_warning_about_trials_that_never_reported_is_dropped_and_other_failures_show():
