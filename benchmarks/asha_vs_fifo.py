@@ -447,8 +447,17 @@ def output_dir(out: Path | None, quick: bool, name: str) -> Path:
     return path
 
 
-def work_parent(workdir: str | None) -> str:
-    """The parent folder of the per-search working directories (created when missing)."""
+def work_parent(workdir: str | None, quick: bool = False) -> str:
+    """The parent folder of the per-search working directories (created when missing). A --quick run without
+    --workdir gets a temporary one, removed at exit (its searches' folders and checkpoints, ~14 MB a run, stayed
+    in the temporary folder)."""
+    if workdir is None and quick:
+        import atexit
+        import shutil
+
+        path = tempfile.mkdtemp(prefix="hsc-bench-quick-")
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        return path
     path = Path(workdir or tempfile.gettempdir())
     if path.exists() and not path.is_dir():
         raise SystemExit(f"--workdir {path}: exists and is not a folder; expected a folder for the searches' files")
@@ -493,7 +502,7 @@ def main(argv=None) -> int:
     p.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from a raw JSON file")
     args = p.parse_args(argv)
     args.out = output_dir(args.out, args.quick, NAME)
-    args.workdir = work_parent(args.workdir)
+    args.workdir = work_parent(args.workdir, args.quick)
     if args.quick and args.keep_curves is not None and any(args.keep_curves.glob("fifo-s*/hsc_search.json")):
         raise SystemExit(f"--keep-curves {args.keep_curves}: holds kept curves already, which a --quick run would "
                          "replace with its smoke search's; give a new folder")  # fmt: skip

@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default=None, help="parent of the searches' working folders (created when missing)")
     args = p.parse_args(argv)
     args.out = output_dir(args.out, args.quick, NAME)
-    args.workdir = work_parent(args.workdir)
+    args.workdir = work_parent(args.workdir, args.quick)
     if args.quick:
         args.rounds = 1
     if not installed_pyc():

@@ -265,7 +265,7 @@ def main(argv=None) -> int:
         args.trials, args.epochs_short, args.epochs_long, args.counts, args.rounds = 2, 1, 3, "4", 1
         args.keep_ray = True  # a smoke run: one Ray instance (7 starts would double its time)
     args.out = output_dir(args.out, args.quick, NAME)
-    work = Path(work_parent(args.workdir))
+    work = Path(work_parent(args.workdir, args.quick))
     counts = [int(c) for c in args.counts.split(",") if c.strip()]
     os.environ.pop("RAY_ADDRESS", None)
     t_start, load_before, machine = time.perf_counter(), os.getloadavg(), machine_info()

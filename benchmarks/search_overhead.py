@@ -305,7 +305,7 @@ def main(argv=None) -> int:
     p.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from a raw JSON file")
     args = p.parse_args(argv)
     args.out = output_dir(args.out, args.quick, NAME)
-    args.workdir = work_parent(args.workdir)
+    args.workdir = work_parent(args.workdir, args.quick)
     if args.from_json:  # figures and medians recomputed from the raw times (the formulas may have changed)
         doc = json.loads(args.from_json.read_text())
         for m in doc["measurements"]:

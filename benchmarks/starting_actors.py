@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default=None, help="parent of the searches' folders (created when missing)")
     args = p.parse_args(argv)
     args.out = output_dir(args.out, args.quick, NAME)
-    work = Path(work_parent(args.workdir))
+    work = Path(work_parent(args.workdir, args.quick))
     if args.quick:
         args.rounds, args.trials = 1, 8
     os.environ.pop("RAY_ADDRESS", None)

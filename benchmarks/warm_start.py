@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     p.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from a raw JSON file")
     args = p.parse_args(argv)
     args.out = output_dir(args.out, args.quick, NAME)
-    args.workdir = work_parent(args.workdir)
+    args.workdir = work_parent(args.workdir, args.quick)
     if args.from_json:
         write_outputs(json.loads(args.from_json.read_text()), args.out, NAME, render_markdown)
         return 0

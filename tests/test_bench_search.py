@@ -100,6 +100,8 @@ def test_quick_runs_never_write_into_the_recorded_results_and_workdir_is_created
     assert output_dir(tmp_path / "o", True, "x") == tmp_path / "o"  # --out given: as asked
     work = tmp_path / "a" / "b"
     assert work_parent(str(work)) == str(work) and work.is_dir()
+    scratch = Path(work_parent(None, True))  # a quick run's own folder, removed at exit
+    assert scratch.is_dir() and scratch != Path(work_parent(None, True))
 
 
 def test_mistakes_cost_a_line_before_any_search_and_an_interrupted_search_writes_nothing(tmp_path):
