@@ -14,8 +14,8 @@ from html import escape
 
 History = dict[str, list[tuple[int, float]]]  # metric key -> [(step, value), ...]
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-W, H = 420, 300  # one panel
-LEFT, RIGHT, TOP, BOTTOM = 52, 12, 28, 40
+W, H = 460, 300  # one panel
+LEFT, RIGHT, TOP, BOTTOM = 52, 92, 28, 40  # the legend to the right of the frame, clear of the lines
 
 
 @dataclass
@@ -49,9 +49,13 @@ def _panel(p: Panel, x0: int) -> list[str]:
     lo, hi = p.ylim or (min(y for _, y in pts), max(y for _, y in pts)) if pts else (0.0, 1.0)
     if hi - lo < 1e-12:
         lo, hi = lo - 0.5, hi + 0.5
+    if p.ylim is None:  # a margin: the lowest and highest lines clear of the frame
+        lo, hi = lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)
     xlo, xhi = min(xs), max(xs)
     if xhi == xlo:
         xlo, xhi = xlo - 1, xhi + 1
+    pad = 0.03 * (xhi - xlo)  # the first and last points clear of the frame's sides
+    xlo, xhi = xlo - pad, xhi + pad
     pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
 
     def sx(x: float) -> float:
@@ -60,23 +64,23 @@ def _panel(p: Panel, x0: int) -> list[str]:
     def sy(y: float) -> float:
         return TOP + (hi - y) / (hi - lo) * ph
 
-    out = [f'<text x="{x0 + W / 2}" y="16" text-anchor="middle" font-size="13">{escape(p.title)}</text>',
+    out = [f'<text x="{x0 + LEFT + pw / 2}" y="16" text-anchor="middle" font-size="13">{escape(p.title)}</text>',
            f'<rect x="{x0 + LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
            f'<text x="{x0 + LEFT + pw / 2}" y="{H - 6}" text-anchor="middle" font-size="11">{escape(p.xlabel)}</text>']
     for t in _ticks(lo, hi):
         out.append(f'<line x1="{x0 + LEFT}" x2="{x0 + LEFT + pw}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" stroke="#eee"/>')
         out.append(f'<text x="{x0 + LEFT - 4}" y="{sy(t) + 4:.1f}" text-anchor="end" font-size="10">{_fmt(t)}</text>')
-    for t in _ticks(xlo, xhi, integer=p.integer_x):
+    for t in _ticks(xlo + pad, xhi - pad, integer=p.integer_x):  # ticks within the data's own range
         out.append(f'<text x="{sx(t):.1f}" y="{TOP + ph + 14}" text-anchor="middle" font-size="10">{_fmt(t)}</text>')
     for i, (label, xs_, ys_) in enumerate(p.series):
         color = COLORS[i % len(COLORS)]
         line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(xs_, ys_) if y is not None and math.isfinite(y))
         out.append(f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="1.5"/>')
         out.extend(f'<circle cx="{pt.split(",")[0]}" cy="{pt.split(",")[1]}" r="2.2" fill="{color}"/>' for pt in line.split())
-        ly = TOP + 12 + 13 * i
-        out.append(f'<line x1="{x0 + W - RIGHT - 88}" x2="{x0 + W - RIGHT - 76}" y1="{ly - 4}" y2="{ly - 4}" '
+        ly = TOP + 10 + 13 * i
+        out.append(f'<line x1="{x0 + W - RIGHT + 8}" x2="{x0 + W - RIGHT + 20}" y1="{ly - 4}" y2="{ly - 4}" '
                    f'stroke="{color}" stroke-width="2"/>')
-        out.append(f'<text x="{x0 + W - RIGHT - 72}" y="{ly}" font-size="10">{escape(label)}</text>')
+        out.append(f'<text x="{x0 + W - RIGHT + 24}" y="{ly}" font-size="10">{escape(label)}</text>')
     return out
 
 

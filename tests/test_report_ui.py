@@ -355,6 +355,24 @@ def test_epoch_axes_have_whole_numbers_only(epochs):
         assert ticks and all(re.fullmatch(r"\d+", t) for t in ticks), ticks
 
 
+def test_a_trials_pictures_keep_lines_off_the_frame_and_the_legend_off_the_lines():
+    """The lowest line ran along the frame's bottom edge and the legend sat on the highest line (MLflow's
+    artifact view of plots/loss_weights.svg)."""
+    from hsc_search import trial_plots as tp
+
+    rec = _record(4)
+    svg = tp.loss_weights_svg(rec.best_history)
+    frame = [(float(x), float(y), float(w), float(h)) for x, y, w, h in
+             re.findall(r'<rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)" fill="none"', svg)]
+    assert len(frame) == 2
+    points = [(float(x), float(y)) for line in re.findall(r'<polyline points="([^"]+)"', svg) for x, y in
+              (p.split(",") for p in line.split())]  # fmt: skip
+    assert points and all(any(fx + 3 <= x <= fx + fw - 3 and fy + 3 <= y <= fy + fh - 3 for fx, fy, fw, fh in frame)
+                          for x, y in points), points  # fmt: skip
+    labels = [float(x) for x in re.findall(r'<text x="([\d.]+)" y="[\d.]+" font-size="10">(?:nce|rec)</text>', svg)]
+    assert labels and all(any(x > fx + fw for fx, _, fw, _ in frame) for x in labels), labels
+
+
 def test_fixed_weights_are_drawn_without_a_log_variance_panel():
     """A trial with fixed loss weights has no s: the trainer logs no logvar/* for it (a constant 0 beside learned
     trials' values read as a learned weight at rest), and its pictures have the weights' panel alone."""
