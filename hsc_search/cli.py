@@ -334,11 +334,18 @@ def export_best_cmd(
         _fail(f"--out {out} with --json: a .yaml name for JSON text; name it {out.with_suffix('.json')} or drop "
               "--json")  # fmt: skip
     try:
-        path, best, metric, mode = export_best(tracking_uri, experiment, out, parent_run_id=run_id, metric=metric,
-                                               mode=mode, fmt="json" if json_ else "yaml")  # fmt: skip
+        path, best, metric, mode, search = export_best(tracking_uri, experiment, out, parent_run_id=run_id,
+                                                       metric=metric, mode=mode, fmt="json" if json_ else "yaml")  # fmt: skip
     except ExportError as e:
         _fail(str(e))
-    typer.echo(f"best trial {best.name} ({best.outcome}): {metric} {best.score:.4f} ({mode}) -> {path}")
+    name = f" of search {search.info.run_name}" if search is not None else ""
+    typer.echo(f"best trial {best.name} ({best.outcome}){name}: {metric} {best.score:.4f} ({mode}) -> {path}")
+    if search is not None and search.info.status != "FINISHED":  # its best so far, which may still change
+        folder = search.data.tags.get("hsc.experiment_dir")
+        go_on = f"`{_exe('hsc-search')} resume {shlex.quote(folder)}` finishes it" if folder else "resume finishes it"
+        typer.echo(f"note: search {search.info.run_name} has not finished (MLflow status {search.info.status}: "
+                   "still running, interrupted, or its driver died): this is its best trial so far; "
+                   f"{go_on}, then export again", err=True)  # fmt: skip
 
 
 @app.command()

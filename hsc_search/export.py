@@ -15,6 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -173,6 +174,19 @@ def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str
     return out
 
 
+def _not_another_searchs_file(out: Path, parent_run_id: str) -> None:
+    """`--out` in another search's folder (beside its hsc_search.json) would replace that search's own record,
+    e.g. the best_config.yaml its summary and `resume` point at, with this search's trial: refused."""
+    record = out.parent / "hsc_search.json"
+    try:
+        owner = json.loads(record.read_text()).get("parent_run_id") if record.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        owner = None
+    if owner and owner != parent_run_id:
+        raise ExportError(f"--out {out}: in the folder of another search (run {owner}, {record}), whose own files "
+                          "are not replaced; write it elsewhere")  # fmt: skip
+
+
 def ranking(settings: dict[str, str], metric: str | None, mode: str | None) -> tuple[str, str]:
     """The (metric, mode) export-best ranks by: the search's own (its parent's params) unless given; a --metric
     other than the search's without --mode is ranked in its usual direction (`usual_mode`), never by the search's
@@ -188,10 +202,10 @@ def ranking(settings: dict[str, str], metric: str | None, mode: str | None) -> t
 
 def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, parent_run_id: str | None = None,
                 metric: str | None = None, mode: str | None = None,
-                fmt: str = "yaml") -> tuple[Path, TrialRow, str, str]:  # fmt: skip
+                fmt: str = "yaml") -> tuple[Path, TrialRow, str, str, Any]:  # fmt: skip
     """Picks the best trial of a search (the latest one in `experiment` unless `parent_run_id`) by `metric` and
     `mode` (the search's own unless given: `ranking`) and writes its trainer config to `out`. Returns the path,
-    the chosen trial, and the metric and mode it was ranked by."""
+    the chosen trial, the metric and mode it was ranked by, and the search's parent run (its name and status)."""
     if mode is not None and mode not in ("max", "min"):
         raise ExportError(f"--mode must be max or min, got {mode!r}")
     if metric is not None and metric.startswith("test/"):  # as `run` refuses it (preflight.check_metric)
@@ -209,8 +223,11 @@ def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, p
         parent_run_id = latest_parent_run(client, experiment_id, experiment)
     else:
         parent_run_id, experiment_id = search_of(client, parent_run_id, tracking_uri)
+    _not_another_searchs_file(out, parent_run_id)
+    parent = None
     try:  # the search's settings: its metric and mode, its data spec (for the file's retrain line)
-        settings = dict(client.get_run(parent_run_id).data.params)
+        parent = client.get_run(parent_run_id)
+        settings = dict(parent.data.params)
     except Exception as e:  # noqa: BLE001 - MLflow's, or its HTTP client's
         if metric is None or mode is None:  # never ranked by a metric the search did not choose, silently
             from .runs import http_failure
@@ -226,8 +243,11 @@ def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, p
     if best is None:
         failed = sum(r.outcome == "failed" for r in rows)
         if failed == len(rows):
-            raise ExportError(f"search run {parent_run_id}: all {len(rows)} of its trials failed (each trial run's tag "
-                              "hsc.error says why): no config to export")  # fmt: skip
+            name = f"search {parent.info.run_name} (run {parent_run_id})" if parent else f"search run {parent_run_id}"
+            trials = "its trial" if len(rows) == 1 else f"all {len(rows)} of its trials"
+            raise ExportError(f"{name}: {trials} failed (each trial run's tag hsc.error says why): no config to "
+                              "export; to export an earlier search, give --run-id with its parent run id (the "
+                              "MLflow UI lists the searches)")  # fmt: skip
         raise ExportError(f"no trial of search run {parent_run_id} logged '{metric}'"
                           + (f" ({failed} of {len(rows)} failed)" if failed else ""))
     cfg = trial_config(client, best.run_id)
@@ -237,6 +257,6 @@ def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, p
         # ranked by another metric than its search's: the retrained run keeps the epoch this ranking chose
         cfg = dataclasses.replace(cfg, select_metric=metric)
     try:
-        return write_config(cfg, out, fmt, data=settings.get("data")), best, metric, mode
+        return write_config(cfg, out, fmt, data=settings.get("data")), best, metric, mode, parent
     except OSError as e:
         raise ExportError(f"--out {out}: cannot write ({e.strerror or e})") from None

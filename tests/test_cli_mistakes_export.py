@@ -145,14 +145,14 @@ def test_export_best_ranks_by_the_searchs_own_metric_and_mode(tmp_path):
 
     result = _cli("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "own.yaml"))
     assert result.exit_code == 0, result.output
-    assert f"best trial trial_{lowest_loss} (completed): loss/total 0.4000 (min)" in result.output, result.output
+    assert f"best trial trial_{lowest_loss} (completed) of search loss: loss/total 0.4000 (min)" in result.output, result.output
     own = yaml.safe_load((tmp_path / "own.yaml").read_text())  # keeps its lowest-loss epoch when retrained
     assert own["select_metric"] == "loss/total" and own["lr"] == pytest.approx(0.002), own
     result = _cli("export-best", "--tracking-uri", uri, "--metric", "val/map_avg", "--out", str(tmp_path / "v.yaml"))
-    assert f"best trial trial_{highest_val} (completed): val/map_avg 0.6000 (max)" in result.output, result.output
+    assert f"best trial trial_{highest_val} (completed) of search loss: val/map_avg 0.6000 (max)" in result.output, result.output
     assert yaml.safe_load((tmp_path / "v.yaml").read_text())["select_metric"] == "val/map_avg"
     result = _cli("export-best", "--tracking-uri", uri, "--mode", "max", "--out", str(tmp_path / "m.yaml"))
-    assert f"best trial trial_{highest_loss} (completed): loss/total 0.9000 (max)" in result.output, result.output
+    assert f"best trial trial_{highest_loss} (completed) of search loss: loss/total 0.9000 (max)" in result.output, result.output
     _fails("export-best", "--tracking-uri", uri, "--mode", "maximum", "--out", str(tmp_path / "x.yaml"),
            needle="--mode must be max or min, got 'maximum'")
 
@@ -222,9 +222,34 @@ def test_a_search_whose_every_trial_failed_says_so(store, tmp_path):
     assert str(e.value) == (f"--warm-start {parent}: none of its 2 trials can start this search (2 failed); "
                             "warm-start from a search with trials that trained")  # fmt: skip
     _fails("export-best", "--tracking-uri", uri, "--run-id", parent, "--out", str(tmp_path / "f.yaml"),
-           needle=f"search run {parent}: all 2 of its trials failed (each trial run's tag hsc.error says why): no "
-                  "config to export")  # fmt: skip
+           needle=f"search div (run {parent}): all 2 of its trials failed (each trial run's tag hsc.error says why): "
+                  "no config to export; to export an earlier search, give --run-id with its parent run id")  # fmt: skip
     assert not (tmp_path / "f.yaml").exists()
+
+
+def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_searches_files(store, tmp_path):
+    """export-best exported a still-running search's best trial so far with nothing but '(running)' to say so,
+    named no search, and replaced another search's own best_config.yaml when --out pointed into its folder."""
+    import json
+
+    uri, client, good, _, _ = store
+    client.update_run(good, status="RUNNING")  # still running (or its driver died)
+    client.set_tag(good, "hsc.experiment_dir", str(tmp_path / "rr" / "good"))
+    result = CliRunner().invoke(app, ["export-best", "--tracking-uri", uri, "--run-id", good, "--out",
+                                      str(tmp_path / "b.yaml")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "best trial trial_b (completed) of search good: val/map_avg 0.7000 (max)" in result.output, result.output
+    assert ("note: search good has not finished (MLflow status RUNNING: still running, interrupted, or its driver "
+            "died): this is its best trial so far;") in result.output and "resume" in result.output, result.output
+    other = tmp_path / "rr" / "other"
+    other.mkdir(parents=True)
+    (other / "hsc_search.json").write_text(json.dumps({"parent_run_id": "0" * 32}))
+    (other / "best_config.yaml").write_text("# Best HSC-MAE config exported by hsc-search\nlr: 0.5\n")
+    _fails("export-best", "--tracking-uri", uri, "--run-id", good, "--out", str(other / "best_config.yaml"),
+           needle="in the folder of another search (run " + "0" * 32)
+    assert (other / "best_config.yaml").read_text().endswith("lr: 0.5\n")
+    (other / "hsc_search.json").write_text(json.dumps({"parent_run_id": good}))  # its own folder: written
+    assert _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--out", str(other / "best_config.yaml")).exit_code == 0
 
 
 def test_json_follows_the_file_name_and_a_yaml_name_for_json_is_refused(store, tmp_path, monkeypatch):
