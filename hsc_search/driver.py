@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from trainer import AVData, TrainConfig, load_data
+from trainer.fit import data_fingerprint
 
 from . import preflight, storage, warm_start
 from .commands import exe
@@ -456,13 +457,14 @@ def _trial_dirname(trial) -> str:
 
 # ---------------------------------------------------------------------------------------------- run / resume
 def absolute_data_spec(spec: str) -> str:
-    """A data file's spec as an absolute path (as the trainer reads it: no `~` expansion); a synthetic spec or a
+    """A data file's spec as an absolute, normalised path (`~` expanded, as for the other paths a search takes;
+    `..` folded, so the printed commands work after the folder it was given from is gone); a synthetic spec or a
     URI as given."""
     from trainer.data import SYNTHETIC_PREFIX
 
     if spec.startswith(SYNTHETIC_PREFIX) or "://" in spec:
         return spec
-    return str(Path(spec).absolute())
+    return os.path.abspath(os.path.expanduser(spec))
 
 
 def run_search(
@@ -618,7 +620,8 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
         # the warm-start record: `resume` restores the warm trials with the Optuna study (the searcher's
         # checkpoint) and never adds them again
         meta = {"settings": settings.to_dict(), "space": space.to_dict(), "experiment_id": experiment_id,
-                "parent_run_id": parent_id, "warm_start": warm.to_dict() if warm is not None else None}  # fmt: skip
+                "parent_run_id": parent_id, "warm_start": warm.to_dict() if warm is not None else None,
+                "data_fingerprint": data_fingerprint(data)}  # fmt: skip
         hold_search(exp_dir)
         storage.write_text(storage.join(exp_dir, META_FILE), json.dumps(meta, indent=2))
         # every trial trains the full schedule of max_epochs (ASHA may stop it earlier): epochs is part of each
@@ -785,6 +788,20 @@ def _check_parent_run(client, parent_id: str, uri: str | None, given: str | None
                           "logged to; give resume --tracking-uri with the store it logged to") from None
 
 
+def _check_same_data(meta: dict, data, spec: str) -> None:
+    """A resume trains on the data the search started on, or not at all: a file changed since (other clips,
+    labels, values or dimensions) made the restored trials fail one by one while the trials not yet started
+    trained on the new file, and the search named one of those its best (exit 0). Searches recorded before the
+    fingerprint pass."""
+    from trainer.fit import same_data
+
+    saved = meta.get("data_fingerprint")
+    if saved is not None and not same_data(saved, data_fingerprint(data)):
+        raise SearchError(f"--data {spec}: not the data this search started on (other clips, labels, values or "
+                          "dimensions: the file changed since); its trials must all train on one dataset: put the "
+                          "search's file back, or start a new search on this one")  # fmt: skip
+
+
 def _space_file_changed(settings: SearchSettings, recorded: dict) -> str | None:
     """A note when the search's space file now holds other parameters than the search started with (edited
     since, or a shipped space changed by an upgrade): a resume goes on with the recorded space, as it must for the
@@ -867,6 +884,7 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
             preflight.check_address(settings.address, flag=address_flag)
         space = load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
         data = load_search_data(settings, space)
+        _check_same_data(meta, data, settings.data)
         in_process = False
         if settings.mlflow:
             # the search logged there: a missing file is the wrong store (MLflow would make an empty one and fail

@@ -452,3 +452,26 @@ def test_ctrl_c_is_one_line_with_the_command_that_continues_and_an_empty_folder_
     assert fresh.returncode == 0, fresh.stderr
     assert f"note: --out {empty} held a run that stopped before its first epoch ended; starting over there" in fresh.stdout
     assert len((empty / "metrics.jsonl").read_text().splitlines()) == 1 and (empty / "summary.json").exists()
+
+
+def test_the_data_fingerprint_tells_labels_moved_between_clips():
+    """The fingerprint kept each split's label sum only: labels corrected between an interruption and a resume
+    (moved between clips, the same sum) passed, and the resumed run selected its epoch over both label sets."""
+    import copy
+
+    import numpy as np
+
+    from trainer import load_data
+    from trainer.fit import data_fingerprint, same_data
+
+    data = load_data("synthetic:ave?n_train=60&n_val=30&n_test=30&dim_audio=8&dim_visual=8&num_classes=4&seed=2")
+    before = data_fingerprint(data)
+    assert same_data(before, data_fingerprint(copy.deepcopy(data)))
+    moved = copy.deepcopy(data)
+    labels = moved.val.labels
+    i = int(np.flatnonzero((labels != labels[0]).reshape(len(labels), -1).any(axis=1))[0])  # a clip of another class
+    labels[[0, i]] = labels[[i, 0]]  # two clips swap labels: every per-class count and sum unchanged
+    after = data_fingerprint(moved)
+    assert after["labels"] == before["labels"] and not same_data(before, after)
+    old = {k: v for k, v in before.items() if k != "label_digests"}  # a checkpoint from before the digests
+    assert same_data(old, data_fingerprint(data))

@@ -234,3 +234,36 @@ def test_sigterm_mid_search_ends_it_as_ctrl_c_does(tmp_path, _cache_dir):
                            capture_output=True, text=True, timeout=300)  # fmt: skip
     assert again.returncode == 0 and "trials: 3 completed" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
     assert [r.info.status for r in _searches(tmp_path) if r.data.tags.get("hsc.kind") == "search"] == ["FINISHED"]
+
+
+def test_a_resume_on_a_data_file_that_changed_since_the_search_started_is_refused_before_ray(tmp_path, _cache_dir):
+    """The data file changed between an interruption and `resume`: the restored trials failed one by one while the
+    trials not yet started trained on the new file, and the search named one of them its best, exit 0."""
+    import json
+
+    env = {**os.environ, "HSC_CACHE_DIR": str(_cache_dir), "PYTHONUNBUFFERED": "1"}
+    bin_dir = Path(sys.executable).parent
+    opts = ["--set", "n_train=64", "--set", "n_val=32", "--set", "n_test=32", "--set", "dim_audio=8", "--set",
+            "dim_visual=8", "--set", "num_classes=4"]  # fmt: skip
+    for seed, name in ((1, "feats.h5"), (2, "other.h5")):
+        made = subprocess.run([str(bin_dir / "hsc-search"), "synth-data", "ave", name, *opts, "--set", f"seed={seed}"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+    args = ["run", "--space", "quick", "--num-samples", "1", "--max-epochs", "1", "--data", "feats.h5", "--name", "s",
+            "--storage", str(tmp_path / "rr"), "--no-mlflow"]  # fmt: skip
+    done = subprocess.run([str(bin_dir / "hsc-search"), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=180)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / "rr" / "s"
+    record = json.loads((folder / "hsc_search.json").read_text())
+    del record["finished_at"]  # as if its driver had died: `resume` goes through Ray again
+    (folder / "hsc_search.json").write_text(json.dumps(record))
+    (tmp_path / "other.h5").replace(tmp_path / "feats.h5")  # the same shapes, other clips
+    proc = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip() == (f"error: --data {tmp_path / 'feats.h5'}: not the data this search started on "
+                                   "(other clips, labels, values or dimensions: the file changed since); its trials "
+                                   "must all train on one dataset: put the search's file back, or start a new search "
+                                   "on this one"), proc.stderr  # fmt: skip
+    assert "Ray" not in proc.stdout, proc.stdout  # refused before Ray started

@@ -370,3 +370,18 @@ def test_address_local_means_a_local_instance_of_the_search_s_own(monkeypatch):
     assert cluster_address(None) == "10.0.0.5:6379" and cluster_address("local") is None
     monkeypatch.setenv("RAY_ADDRESS", "local")
     assert cluster_address(None) is None
+
+
+def test_a_data_path_is_recorded_absolute_with_home_expanded_and_dots_folded(tmp_path, monkeypatch):
+    """`--data ~/feats.h5` was read as <cwd>/~/feats.h5 (file not found), and `../data/x.h5` was recorded with its
+    `..`, so the printed retrain and resume commands broke once the folder it was given from was gone."""
+    import os
+
+    from hsc_search.driver import absolute_data_spec
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert absolute_data_spec("~/feats.h5") == str(tmp_path / "home" / "feats.h5")
+    assert absolute_data_spec("w6/../data/x.h5") == str(tmp_path / "data" / "x.h5")
+    assert ".." not in absolute_data_spec("../x.h5") and os.path.isabs(absolute_data_spec("../x.h5"))
+    assert absolute_data_spec("synthetic:ave?n_train=40") == "synthetic:ave?n_train=40"

@@ -188,7 +188,11 @@ def read_hdf5(path: str | os.PathLike, *, val_fraction: float = 0.1, seed: int =
     """
     src = str(path)
     _check_file(src)
-    if not h5py.is_hdf5(src):
+    try:
+        hdf5 = h5py.is_hdf5(src)
+    except OSError as e:  # e.g. no read permission: h5py raises rather than answering
+        raise DataError(f"{src}: cannot read ({e.strerror or type(e).__name__})") from None
+    if not hdf5:
         raise DataError(f"{src}: not an HDF5 file (expected the AVE / VEGAS feature layout)")
     required = [f"{m}_{s}" for s in ("train", "test") for m in (*MODALITIES, "lab")]
     val_keys = [f"{m}_val" for m in (*MODALITIES, "lab")]

@@ -156,23 +156,35 @@ def _saved_config(ckpt: dict, n_train: int) -> dict:
 
 
 def data_fingerprint(data: AVData) -> dict:
-    """What a resume checks the data against: clips per split, classes, label sums, and per split and modality a
-    row-weighted sum of the (standardised) features with its size. Cheap (about 0.1 s for VEGAS-size features)."""
+    """What a resume checks the data against: clips per split, classes, label sums, a digest of each split's labels
+    clip by clip (a sum alone missed labels moved between clips: a corrected label file), and per split and
+    modality a row-weighted sum of the (standardised) features with its size. Cheap (about 0.1 s for VEGAS-size
+    features)."""
+    import hashlib
+
     splits = (data.train, data.val, data.test)
 
     def weighted(a: np.ndarray) -> float:  # row weights 1..7: a plain sum of standardised train features is ~0
         rows = a.reshape(len(a), -1).sum(axis=1, dtype=np.float64)
         return float(np.dot(rows, np.arange(len(a)) % 7 + 1.0))
 
+    def digest(labels: np.ndarray) -> str:  # exact, whatever integer or boolean type the file stored them in
+        a = np.ascontiguousarray(np.asarray(labels).astype(np.int64))
+        return hashlib.sha256(str(a.shape).encode() + a.tobytes()).hexdigest()[:16]
+
     return {"clips": [len(s) for s in splits], "classes": data.num_classes,
             "labels": [float(np.sum(s.labels, dtype=np.float64)) for s in splits],
+            "label_digests": [digest(s.labels) for s in splits],
             "features": [[weighted(a), int(a.size)] for s in splits for a in (s.audio, s.visual)]}  # fmt: skip
 
 
-def _same_data(saved: dict, now: dict) -> bool:
+def same_data(saved: dict, now: dict) -> bool:
     """Exact on counts and labels; the feature sums within float rounding of another machine's numpy (1e-5 per
-    value), far below what other clips or values change."""
+    value), far below what other clips or values change. Fingerprints from before the label digests are compared
+    without them."""
     if any(saved.get(k) != now[k] for k in ("clips", "classes", "labels")):
+        return False
+    if "label_digests" in saved and saved["label_digests"] != now["label_digests"]:
         return False
     return all(n == m and math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-5 * n)
                for (x, n), (y, m) in zip(saved["features"], now["features"]))  # fmt: skip
@@ -183,10 +195,10 @@ def _check_same_data(ckpt: dict, data: AVData, fingerprint: dict) -> None:
     train on, and select its epoch over, two datasets); `fingerprint` is `data`'s. Checkpoints from before the
     fingerprint pass."""
     saved = ckpt.get("data")
-    if saved is None or _same_data(saved, fingerprint):
+    if saved is None or same_data(saved, fingerprint):
         return
     raise DataError(f"resume: the checkpoint was trained on other data than {data.source} (same feature "
-                    "dimensions, other clips or values); resume with the data the run was trained on (its "
+                    "dimensions, other clips, labels or values); resume with the data the run was trained on (its "
                     "summary.json or the command that started it names it), or start a new run")  # fmt: skip
 
 
