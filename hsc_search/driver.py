@@ -1152,6 +1152,7 @@ def search_config_text(settings: SearchSettings, trained: dict[str, Any]) -> str
     shown = {k: v for k, v in settings.to_dict().items() if k not in ("overrides", "name")}
     if settings.space_path().is_file() and settings.space_path() != SPACES_DIR / f"{settings.space}.yaml":
         shown["space"] = str(settings.space_path().resolve())
+    shown["storage"] = storage.resolve(settings.storage)  # as resolved (None: ./ray_results of the folder it ran in)
     if shown.get("tracking_uri"):  # without its password: libpq then reads ~/.pgpass or PGPASSWORD
         shown["tracking_uri"] = without_password(shown["tracking_uri"], shown_as="")  # not ':***' (sent as is)
     if trained:

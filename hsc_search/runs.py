@@ -223,6 +223,10 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
         if db.is_dir():
             raise StoreError(f"--tracking-uri {uri}: {db} is a folder; expected the MLflow database file in it, e.g. "
                              f"sqlite:///{db / 'mlflow.db'}")  # fmt: skip
+        if tracking_uri:  # given: the path is what to check, not where the command runs
+            raise StoreError(f"--tracking-uri {uri}: no MLflow database at {db.resolve()}; expected the sqlite file "
+                             "a search wrote (check the path: three slashes before a relative one, four before an "
+                             "absolute one)")  # fmt: skip
         raise StoreError(f"no MLflow database at {db.resolve()}{where}: run this in the folder you searched from, "
                          "or pass --tracking-uri")  # fmt: skip
     if db is not None:

@@ -295,8 +295,11 @@ def test_the_parent_run_records_the_set_values_trained_and_a_search_config_that_
     assert again.overrides == {"tau": 0.4, "amp": False, "seed": 3, "lr": 0.002}
     assert again.space_path() == here / "space_c.yaml" and again.name is None  # a new search gets its own name
     assert load_space(again.space_path(), overrides=again.overrides).fixed == space.fixed
-    assert {k: v for k, v in again.to_dict().items() if k not in ("space", "name")} == {
-        k: v for k, v in settings.to_dict().items() if k not in ("space", "name")}  # fmt: skip
+    assert {k: v for k, v in again.to_dict().items() if k not in ("space", "name", "storage")} == {
+        k: v for k, v in settings.to_dict().items() if k not in ("space", "name", "storage")}  # fmt: skip
+    # the default storage as it resolved, ./ray_results of the folder it ran in (`storage: null` put a rerun from
+    # another folder's results there, while it logged to the same store)
+    assert settings.storage is None and again.storage == str(here / "ray_results")
 
 
 def test_runs_read_back_over_http(search, mlflow_server):
