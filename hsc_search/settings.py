@@ -89,8 +89,10 @@ class SearchSettings:
             p.append(f"{n('max_concurrent')} must be >= 0, got {self.max_concurrent}")
         if not self.checkpoint_every_s > 0:
             p.append(f"{n('checkpoint_every_s')} must be > 0, got {self.checkpoint_every_s}")
-        if self.max_failures < 0 or self.keep_checkpoints < 1:
-            p.append("max_failures must be >= 0 and keep_checkpoints >= 1")
+        if self.max_failures < 0:
+            p.append(f"{n('max_failures')} must be >= 0, got {self.max_failures}")
+        if self.keep_checkpoints < 1:
+            p.append(f"{n('keep_checkpoints')} must be >= 1, got {self.keep_checkpoints}")
         if not 0 <= self.seed <= 2**32 - 1:  # Optuna's samplers take numpy seeds
             p.append(f"{n('seed')} must be in [0, 2**32 - 1], got {self.seed}")
         if not self.experiment.strip():
