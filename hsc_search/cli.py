@@ -340,6 +340,9 @@ def export_best_cmd(
         _fail(str(e))
     name = f" of search {search.info.run_name}" if search is not None else ""
     typer.echo(f"best trial {best.name} ({best.outcome}){name}: {metric} {best.score:.4f} ({mode}) -> {path}")
+    data = search.data.params.get("data") if search is not None else None
+    if data:  # as `run` prints it (a YAML file's header says it too; a JSON file has no place for it)
+        typer.echo(f"retrain: {_exe('python')} -m trainer --config {shlex.quote(str(path))} --data {shlex.quote(data)}")
     if search is not None and search.info.status != "FINISHED":  # its best so far, which may still change
         folder = search.data.tags.get("hsc.experiment_dir")
         go_on = f"`{_exe('hsc-search')} resume {shlex.quote(folder)}` finishes it" if folder else "resume finishes it"

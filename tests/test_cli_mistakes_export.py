@@ -385,3 +385,17 @@ def test_an_output_replaces_only_an_earlier_output_of_its_kind(tmp_path):
         problem = out_file_problem(tmp_path / name, "best_config.json", "--out", "config")
         assert (problem is None) == ours, (name, problem)
     assert out_file_problem(tmp_path / "new.json", "best_config.json", "--out", "config") is None
+
+
+def test_export_prints_the_retrain_command_for_json_too(store, tmp_path, monkeypatch):
+    """A JSON export has no header to carry the retrain command, and the console named no data to retrain on."""
+    import shlex
+
+    uri, client, good, _, _ = store
+    client.log_param(good, "data", "synthetic:ave?n_train=40&seed=3")
+    monkeypatch.chdir(tmp_path)
+    result = _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--out", "b.json")
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("retrain: "))
+    words = shlex.split(line)
+    assert words[2:] == ["-m", "trainer", "--config", "b.json", "--data", "synthetic:ave?n_train=40&seed=3"], words
