@@ -757,8 +757,12 @@ def _batch_notes(space: SearchSpace, n_train: int) -> list[str]:
 def load_search_data(settings: SearchSettings, space: SearchSpace) -> AVData:
     """The search's data, with the validation split every trial is scored on: carved with the space's or
     --set's val_fraction when the data has no val split of its own (val_fraction is never searched)."""
+    from trainer.fit import check_enough_to_train
+
     fraction = space.fixed.get("val_fraction", TrainConfig().val_fraction)
-    return load_data(settings.data, val_fraction=fraction)
+    data = load_data(settings.data, val_fraction=fraction)
+    check_enough_to_train(data)  # with the file and the carving (the config's own check names neither)
+    return data
 
 
 def resume_search(path: str | Path, echo: Callable[[str], None] = print, address: str | None = None,

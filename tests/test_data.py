@@ -426,9 +426,18 @@ def test_a_train_split_too_small_to_train_names_the_file_and_the_carving(tmp_pat
     from trainer import TrainConfig, fit
 
     path = _write_h5(tmp_path / "few.h5", _arrays(n_train=6, n_val=0, n_test=8))
-    with pytest.raises(DataError, match=r"few.h5: the train split has 4 clips after 2 were carved off as val; "
-                                        r"training needs at least 8"):  # fmt: skip
+    with pytest.raises(DataError, match=r"few.h5: the train split has 4 clips after 2 were carved off as val "
+                                        r"\(val_fraction 0.1\); training needs at least 8"):  # fmt: skip
         fit(TrainConfig(epochs=1), str(path))
+    # a search says the same before Ray starts (its pre-flight said 'data: the train split has 3 clips')
+    from hsc_search.driver import load_search_data
+    from hsc_search.settings import load_settings
+    from hsc_search.space import load_space
+
+    settings = load_settings(None, {"data": str(path)}, [])
+    with pytest.raises(DataError, match=r"few.h5: the train split has 4 clips after 2 were carved off as val "
+                                        r"\(val_fraction 0.1\); training needs at least 8"):  # fmt: skip
+        load_search_data(settings, load_space(settings.space_path(), overrides=settings.overrides))
 
 
 def test_parquet_one_hot_rows_as_labels_are_named(tmp_path):

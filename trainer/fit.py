@@ -155,6 +155,16 @@ def _saved_config(ckpt: dict, n_train: int) -> dict:
     return saved
 
 
+def check_enough_to_train(data: AVData) -> None:
+    """At least 8 training clips, said with the file and the carving (TrainConfig.resolve says it too, without
+    either)."""
+    if len(data.train) < 8:
+        carved = (f" after {len(data.val)} were carved off as val (val_fraction {data.val_fraction})"
+                  if data.val_carved else "")  # fmt: skip
+        raise DataError(f"{data.source}: the train split has {len(data.train)} clip{'s' * (len(data.train) != 1)}"
+                        f"{carved}; training needs at least 8")  # fmt: skip
+
+
 def data_fingerprint(data: AVData) -> dict:
     """What a resume checks the data against: clips per split, classes, label sums, a digest of each split's labels
     clip by clip (a sum alone missed labels moved between clips: a corrected label file), and per split and
@@ -285,10 +295,7 @@ def fit(
             f"val_fraction is {config.val_fraction} but the validation split of {data.source} was carved with "
             f"{data.val_fraction}: load the data with load_data(..., val_fraction={config.val_fraction})"
         )
-    if len(data.train) < 8:  # said by TrainConfig.resolve too, without the file or the carving
-        carved = f" after {len(data.val)} were carved off as val" if data.val_carved else ""
-        raise DataError(f"{data.source}: the train split has {len(data.train)} clip{'s' * (len(data.train) != 1)}"
-                        f"{carved}; training needs at least 8")  # fmt: skip
+    check_enough_to_train(data)
     ckpt = load_state(resume_from) if resume_from is not None else None
     if ckpt is None:
         cfg = config.resolve(len(data.train), data.audio_dim, data.visual_dim)
