@@ -214,6 +214,9 @@ def resume(
     tracking_uri: Optional[str] = typer.Option(None, help="The MLflow store the search logged to, if it has moved "
                                                "since (e.g. sqlite:///new/place/mlflow.db). [default: the one in "
                                                "the search's record]"),
+    data: Optional[str] = typer.Option(None, help="The search's data file, if it has moved since; it must hold the "
+                                       "data the search started on (checked). [default: the one in the search's "
+                                       "record]"),
 ) -> None:
     """Continue a search whose driver died (even by SIGKILL): unfinished trials resume from their last
     checkpoints, ASHA keeps its rung history, each trial keeps its one MLflow run."""
@@ -228,7 +231,7 @@ def resume(
     except KeyboardInterrupt:
         _interrupted_at_setup(path, resumable=True)
     try:
-        outcome = resume_search(path, echo=typer.echo, address=address, tracking_uri=tracking_uri)
+        outcome = resume_search(path, echo=typer.echo, address=address, tracking_uri=tracking_uri, data=data)
     except NothingToResume as e:  # not a mistake: the search is done (exit 0, as Ray's own restore of it would)
         typer.echo(str(e))
         raise typer.Exit(0)
@@ -239,7 +242,9 @@ def resume(
     except KeyboardInterrupt:
         _interrupted_again(path)
     meta = _meta_of(path)
-    _report(outcome, tracking_uri or meta.get("tracking_uri"), meta["data"])
+    from .driver import absolute_data_spec
+
+    _report(outcome, tracking_uri or meta.get("tracking_uri"), absolute_data_spec(data) if data else meta["data"])
     _exit_as(outcome)
 
 

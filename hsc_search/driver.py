@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from trainer import AVData, TrainConfig, load_data
+from trainer import AVData, DataError, TrainConfig, load_data
 from trainer.fit import data_fingerprint
 
 from . import preflight, storage, warm_start
@@ -766,13 +766,14 @@ def load_search_data(settings: SearchSettings, space: SearchSpace) -> AVData:
 
 
 def resume_search(path: str | Path, echo: Callable[[str], None] = print, address: str | None = None,
-                  tracking_uri: str | None = None) -> SearchOutcome:  # fmt: skip
+                  tracking_uri: str | None = None, data: str | None = None) -> SearchOutcome:  # fmt: skip
     """Continues a search whose driver died: unfinished trials resume from their checkpoints, the ASHA rung
     history and the Optuna study are restored, and each trial keeps its one MLflow child run. `tracking_uri`: the
-    store the search logged to, where it has moved since (default: the one in the search's record)."""
+    store the search logged to, where it has moved since (default: the one in the search's record). `data`: the
+    search's data file where it is now (checked against the record's fingerprint of the data it started on)."""
     exp_dir = str(path).rstrip("/") if storage.is_uri(str(path)) else str(Path(path).resolve())
     try:
-        return _resume_search(exp_dir, echo, address, tracking_uri)
+        return _resume_search(exp_dir, echo, address, tracking_uri, data)
     finally:
         release_search(exp_dir)
 
@@ -842,7 +843,7 @@ def _folder_hint(folder: str) -> str:
 
 
 def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | None,
-                   tracking_uri: str | None = None) -> SearchOutcome:  # fmt: skip
+                   tracking_uri: str | None = None, data_spec: str | None = None) -> SearchOutcome:  # fmt: skip
     meta_path = storage.join(exp_dir, META_FILE)
     if not storage.exists(meta_path):
         if not storage.exists(exp_dir):
@@ -878,6 +879,12 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
                 raise SearchError(f"--tracking-uri {tracking_uri}: search {settings.name} runs without MLflow "
                                   "(--no-mlflow): it has no store to point at")  # fmt: skip
             settings.tracking_uri = tracking_uri
+        if data_spec:  # the data file moved: safe only where it can be checked against what the search trained on
+            if "data_fingerprint" not in meta:
+                raise SearchError(f"--data {data_spec}: the record of search {settings.name} holds no fingerprint of "
+                                  "its data (searches started before 2026-12-04) to check this file against; put "
+                                  f"the search's file back at {settings.data}")  # fmt: skip
+            settings.data = absolute_data_spec(data_spec)
         from ray import tune
 
         # a folder whose driver died before Ray saved the search: said before Ray starts (the check reads a file)
@@ -887,7 +894,15 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
         if cluster_address(settings.address) is not None:  # named as given: the flag, or the search's record
             preflight.check_address(settings.address, flag=address_flag)
         space = load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
-        data = load_search_data(settings, space)
+        try:
+            data = load_search_data(settings, space)
+        except DataError:
+            recorded = Path(settings.data)
+            if data_spec or storage.is_uri(settings.data) or recorded.exists() or not recorded.is_absolute():
+                raise
+            raise SearchError(f"{settings.data}: file not found: the data this search started on; if it moved, give "
+                              "resume --data <where it is now> (checked against the data the search started "
+                              "on)") from None  # fmt: skip
         _check_same_data(meta, data, settings.data)
         in_process = False
         if settings.mlflow:

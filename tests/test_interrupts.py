@@ -267,3 +267,24 @@ def test_a_resume_on_a_data_file_that_changed_since_the_search_started_is_refuse
                                    "must all train on one dataset: put the search's file back, or start a new search "
                                    "on this one"), proc.stderr  # fmt: skip
     assert "Ray" not in proc.stdout, proc.stdout  # refused before Ray started
+    # the search's file moved: said, with how to point at it; --data with other data is refused; with its data it
+    # goes on (the same generator and seed write the same file)
+    (tmp_path / "feats.h5").unlink()
+    (tmp_path / "moved").mkdir()
+    made = subprocess.run([str(bin_dir / "hsc-search"), "synth-data", "ave", "moved/feats.h5", *opts, "--set", "seed=1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    cases = (([], f"{tmp_path / 'feats.h5'}: file not found: the data this search started on; if it moved, give resume "
+                  "--data <where it is now>"),
+             (["--data", str(tmp_path / "other.h5")], "not the data this search started on"))  # fmt: skip
+    made = subprocess.run([str(bin_dir / "hsc-search"), "synth-data", "ave", "other.h5", *opts, "--set", "seed=2"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    for extra, needle in cases:
+        proc = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder), *extra], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=180)  # fmt: skip
+        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    again = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder), "--data", "moved/feats.h5"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert f"--data {tmp_path / 'moved' / 'feats.h5'}" in again.stdout, again.stdout[-2000:]  # the retrain line
