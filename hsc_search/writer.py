@@ -380,7 +380,9 @@ class _Sink:
             deferred["tags"] += tags
         else:
             retry(lambda: _log_batch(self.client, self.runs[tid], batch, params, tags), f"log epochs of {name}")
-        self.logged[tid] = int(result.get("epoch", 0))
+        # never lowered: a trial restored from an earlier checkpoint than its logged epochs (or started over)
+        # reports those epochs again; taking the report's epoch logged the ones after it a second time (3, 3, 4, 4)
+        self.logged[tid] = max(self.logged.get(tid, 0), int(result.get("epoch", 0)))
 
     def _node_tags(self, tid: str, result: dict) -> list:
         """`hsc.node` when a report comes from another node than the trial's last one: every node it ran on."""

@@ -124,6 +124,31 @@ def test_a_search_interrupted_after_a_trials_last_report_keeps_that_report(store
     assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
+def test_a_resumed_trial_that_repeats_its_logged_epochs_logs_each_epoch_once(store):
+    """Restored from an earlier checkpoint than its logged epochs (or started over), a trial reports those epochs
+    again: after its first such report the writer took that report's epoch as the last one logged, and logged the
+    epochs after it a second time."""
+    client, exp, tracker = store
+    trial = Trial("t6", {"lr": 0.001, "epochs": MAX_EPOCHS})
+    tracker.on_trial_start(0, [], trial)
+    trial.last_result = _result([1, 2])
+    tracker.on_trial_result(0, [], trial, trial.last_result)
+    tracker._writer.flush()
+    assert tracker.close(interrupted=True) == []  # the driver stops with epochs 1-2 logged
+    again = MlflowTracker(tracker.tracking_uri, exp, tracker.parent_run_id, MAX_EPOCHS, ["lr"])
+    again.setup()
+    again.set_state({"started": ["t6"]})  # as after `resume`
+    again.on_trial_start(0, [], trial)
+    for epochs in ([1], [2], [3]):  # started over: every epoch again, one report each
+        trial.last_result = _result(epochs)
+        again.on_trial_result(0, [], trial, trial.last_result)
+    again.on_trial_complete(0, [], trial)
+    assert again.close(interrupted=False) == []
+    run = _child(client, exp)
+    for key in ("val/map_avg", "epoch", "loss/total"):
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [1, 2, 3], key
+
+
 def test_a_trial_cut_off_before_its_first_report_still_shows_its_params(store):
     """Its params wait to go with the first report; an interruption before it ended the run with none (the UI
     said 'No parameters recorded' and the report's row was blank)."""
