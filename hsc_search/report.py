@@ -340,8 +340,7 @@ def parallel_figure(rec: SearchRecord, study):
     shapes = [dict(type="line", x0=i, x1=i, y0=0, y1=1, line=dict(color="#888", width=1), layer="below") for i in xs]
     fig.update_layout(
         title=f"parallel coordinates: every scored trial, {rec.metric} best over epochs"
-              + (" (ASHA-stopped trials at the epochs they ran)" if rec.settings.get("scheduler", "asha") == "asha"
-                 else ""),  # fmt: skip
+              + (" (ASHA-stopped trials at the epochs they ran)" if _asha(rec) else ""),
         xaxis=dict(tickmode="array", tickvals=xs, ticktext=[a["label"] if len(a["label"]) < 22 else a["label"][:19] + "..."
                                                              for a in axes],
                    range=(-0.45, len(axes) - 0.7), showgrid=False, zeroline=False),
@@ -448,14 +447,19 @@ def _table(rec: SearchRecord) -> str:
                  "" if r.score is None else f"{r.score:.4f}", "" if r.seconds is None else f"{r.seconds:.1f}",
                  *(shown(r.params.get(p, "")) for p in params), r.run_id]  # fmt: skip
         cls = ' class="best"' if t is rec.best else ""
-        rows.append(f"<tr{cls}>" + "".join(_cell("td", c, h in why) for h, c in zip(head, cells)) + "</tr>")
-    return ('<div class="table-wrap"><table><thead><tr>' + "".join(_cell("th", h, False) for h in head)
+        rows.append(f"<tr{cls}>" + "".join(_td(c, h in why) for h, c in zip(head, cells)) + "</tr>")
+    return ('<div class="table-wrap"><table><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")  # fmt: skip
 
 
-def _cell(tag: str, text: Any, why: bool) -> str:
+def _td(text: Any, why: bool) -> str:
     cls = ' class="why"' if why else ""
-    return f"<{tag}{cls}>{html.escape(str(text))}</{tag}>"
+    return f"<td{cls}>{html.escape(str(text))}</td>"
+
+
+def _asha(rec: SearchRecord) -> bool:
+    """The search ran ASHA (searches record their scheduler; ASHA is the default)."""
+    return rec.settings.get("scheduler", "asha") == "asha"
 
 
 def selected_by(rec: SearchRecord) -> str:
@@ -539,7 +543,7 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     if said and unstarted > 0:  # an interrupted search's other trials (or a search still running): as the console
         said.append(f"{unstarted} not started (of num_samples {len(rec.trials) + unstarted})")
     best = rec.best
-    asha = rec.settings.get("scheduler", "asha") == "asha"
+    asha, by = _asha(rec), selected_by(rec)
     keys = ("space", "data", "num_samples", "max_epochs", "scheduler") + (("grace_period", "reduction_factor")
                                                                          if asha else ())  # fmt: skip
     settings = ", ".join(f"{k} {shown(rec.settings[k])}" for k in keys if k in rec.settings)
@@ -555,14 +559,13 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     if best is not None:
         own, resolved = params_line(best.row.params)
         head.append(f"<p><b>best trial {html.escape(best.row.name)}</b> ({html.escape(_label(best.row.outcome))}, "
-                    f"{best.row.epochs} epochs): {html.escape(rec.metric)} {best.row.score:.4f}{tested(best.row, selected_by(rec))}; "
+                    f"{best.row.epochs} epochs): {html.escape(rec.metric)} {best.row.score:.4f}{tested(best.row, by)}; "
                     f"{html.escape(own)}" + (f" (resolved on this data: {html.escape(resolved)})" if resolved else "")
                     + "</p>")  # fmt: skip
     add("Learning curves", lambda: curves_figure(rec),
         "Dashed lines: ASHA's rungs (a trial reaching one continues only if it is in the top 1/reduction_factor "
         "of the trials recorded there). A cross: where ASHA stopped a trial, or where it failed." if asha else
         "FIFO: every trial runs to max_epochs unless it fails. A cross: where a trial failed.")  # fmt: skip
-    by = selected_by(rec)
     kept = ("the checkpoint it kept and tested" if by == rec.metric else
             f"its kept and tested checkpoint is of its best {by}, which can be another epoch")  # fmt: skip
     add("Best so far", lambda: best_so_far_figure(rec),
