@@ -405,14 +405,18 @@ def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[s
 
     searched = [n for n in parsed if n not in override]
     _check_fixed_values({**fixed, **override}, searched, bad, override, bad_set)
+    unsearched = {n: (set_from or {}).get(n, "--set") for n in parsed if n in override}
+    # a param whose condition an override made false is never sampled: its values are not trained (ablation's
+    # eval_embedding h, for use_nce off, is invalid with use_dcca fixed off, where use_nce stays on)
+    never = SearchSpace(params=tuple(p for n, p in parsed.items() if p is not None and n not in override),
+                        fixed={**fixed, **override}, unsearched=unsearched).never_searched()  # fmt: skip
     for name, p in parsed.items():
-        if p is not None and name not in override:  # an overridden param is no longer sampled
+        if p is not None and name not in override and name not in never:  # an overridden param is not sampled
             _check_endpoints(p, {**fixed, **override}, searched, bad)
 
     if bad.lines:
         raise SpaceError(bad.lines)
     params = tuple(p for n, p in parsed.items() if n not in override)
-    unsearched = {n: (set_from or {}).get(n, "--set") for n in parsed if n in override}
     return SearchSpace(params=params, fixed={**fixed, **override}, description=description.strip(), source=source,
                        unsearched=unsearched)  # fmt: skip
 

@@ -325,9 +325,19 @@ def test_auto_ema_momentum_resolves_to_the_effective_value():
         ({"ema_momentum": 1.0}, "ema_momentum must be 0 (auto) or in (0, 1)"),
         ({"use_rec": False, "use_dcca": False, "use_nce": False}, "no loss is active"),
         ({"distill": "sometimes"}, "distill must be one of"),
+        # a head no active loss trains is a random projection: judging retrieval on it is refused
+        ({"use_nce": False}, "eval_embedding z: the contrastive head z is trained only by InfoNCE (use_nce) or "
+                             "distillation"),
+        ({"use_nce": False, "use_dcca": False}, "eval_embedding z:"),
+        ({"use_dcca": False, "eval_embedding": "h"}, "eval_embedding h: the CCA head h is trained only by DCCA"),
+        ({"logvar_floor": 1.0}, "logvar_floor must be <= 0"),
     ],
 )
 def test_construction_validates(kwargs, fragment):
+    for ok in ({"use_nce": False, "eval_embedding": "h"}, {"use_nce": False, "eval_embedding": "e"},
+               {"use_nce": False, "distill": "relational"}, {"use_dcca": False, "eval_embedding": "e"},
+               {"logvar_floor": 0.0}):  # fmt: skip
+        TrainConfig(**ok)  # the same fields, valid: what is refused is the combination above
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         TrainConfig(**kwargs)
 

@@ -223,12 +223,12 @@ def test_without_masking_one_forward_serves_both_student_paths():
 
 
 SWITCH_CASES = {  # overrides -> (active losses, student forwards (masked, unmasked), teacher forwards)
-    "dcca only": (dict(use_rec=False, use_nce=False), ["dcca"], (0, 1), 0),
-    "rec only": (dict(use_dcca=False, use_nce=False), ["rec"], (1, 0), 0),
+    "dcca only": (dict(use_rec=False, use_nce=False, eval_embedding="h"), ["dcca"], (0, 1), 0),
+    "rec only": (dict(use_dcca=False, use_nce=False, eval_embedding="e"), ["rec"], (1, 0), 0),
     "clip nce only": (dict(use_rec=False, use_dcca=False, topk=0), ["nce"], (1, 0), 0),
     "soft nce only": (dict(use_rec=False, use_dcca=False), ["nce"], (1, 0), 1),
     "distill only": (dict(use_rec=False, use_dcca=False, use_nce=False, distill="relational"), ["distill"], (1, 0), 1),
-    "rec+dcca": (dict(use_nce=False), ["rec", "dcca"], (1, 1), 0),
+    "rec+dcca": (dict(use_nce=False, eval_embedding="h"), ["rec", "dcca"], (1, 1), 0),
 }
 
 

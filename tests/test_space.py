@@ -146,11 +146,18 @@ def test_quick_space_is_small():
 
 
 def test_ablation_never_samples_a_config_without_a_loss():
+    """... nor one judged on a head no loss trains: the DCCA-only combinations were judged on the contrastive head
+    z, a random projection there (a walkthrough: their mAP was a random MLP's of the encoder output); the trainer
+    now refuses that config, and the space judges them on DCCA's head h."""
     space = load_space(SPACES_DIR / "ablation.yaml")
-    loss_sets = set()
+    loss_sets, heads = set(), set()
     for params, _ in _sample(space, 200, seed=3):
         cfg = validate_sampled(space, params, epochs=1)
         loss_sets.add(tuple(n for n in cfg.active_losses() if n != "distill"))
+        z_trained = bool({"nce", "distill"} & set(cfg.active_losses()))
+        assert cfg.eval_embedding == ("z" if z_trained else "h"), (params, cfg.active_losses())
+        heads.add(cfg.eval_embedding)
+    assert heads == {"z", "h"}
     # the six documented loss sets, reconstruction alone excluded
     assert loss_sets == {
         ("rec", "dcca", "nce"), ("dcca", "nce"), ("rec", "nce"), ("rec", "dcca"), ("nce",), ("dcca",)
@@ -584,8 +591,9 @@ def test_a_condition_that_an_override_makes_false_is_named():
     from hsc_search.settings import SPACES_DIR
 
     ablation = load_space(SPACES_DIR / "ablation.yaml", overrides={"use_dcca": False})
-    assert ablation.never_searched() == {
-        "use_nce": "its condition use_dcca in [True] never holds: use_dcca is fixed at False by --set"}
+    assert ablation.never_searched() == {  # and eval_embedding h, for use_nce off, with it (its h is invalid there)
+        "use_nce": "its condition use_dcca in [True] never holds: use_dcca is fixed at False by --set",
+        "eval_embedding": "its condition use_nce in [False] never holds: use_nce is never searched, so it stays True"}
     quick = load_space(SPACES_DIR / "quick.yaml", overrides={"loss_weighting": "fixed"}, set_from={})
     assert list(quick.never_searched()) == ["weight_lr"]
     assert "loss_weighting is fixed at 'fixed' by --set" in quick.never_searched()["weight_lr"]

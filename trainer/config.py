@@ -162,7 +162,8 @@ class TrainConfig:
     )
     eval_embedding: str = _f(
         "z",
-        "Which embedding retrieval uses: z (contrastive head), h (CCA head) or e (encoder output).",
+        "Which embedding retrieval uses: z (contrastive head: needs use_nce or distill), h (CCA head: needs "
+        "use_dcca) or e (encoder output). A head no active loss trains is a random projection: refused.",
         choices=("z", "h", "e"),
     )
     eval_projection: str = _f(
@@ -326,6 +327,19 @@ class TrainConfig:
             "use_rec",
             "no loss is active: enable at least one of use_rec (with mask_ratio > 0), use_dcca, use_nce, distill",
         )
+        # a head no active loss trains keeps its random initialisation: retrieval on it scores a random projection
+        # (a DCCA-only model judged on z looked like a trained baseline)
+        active = set(self.active_losses())
+        if active:
+            need(self.eval_embedding != "z" or bool(active & {"nce", "distill"}), "eval_embedding",
+                 "eval_embedding z: the contrastive head z is trained only by InfoNCE (use_nce) or distillation "
+                 "(distill), and this config has neither, so z is a random projection; evaluate h (the DCCA head, "
+                 "with eval_projection cca) or e (the encoder output)")  # fmt: skip
+            need(self.eval_embedding != "h" or "dcca" in active, "eval_embedding",
+                 "eval_embedding h: the CCA head h is trained only by DCCA (use_dcca), which is off, so h is a "
+                 "random projection; evaluate z or e (the encoder output)")  # fmt: skip
+        need(self.logvar_floor <= 0, "logvar_floor",
+             f"logvar_floor must be <= 0 (each s_i starts at 0 and may not go below the floor), got {self.logvar_floor}")
         return p
 
     @property

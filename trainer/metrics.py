@@ -4,7 +4,8 @@ Each item of one modality queries the whole gallery of the other modality in the
 same label (multi-hot: shares at least one label); cosine similarity; AP_q = (1/R_q) * sum over the ranks k
 of relevant items of precision@k; mAP = mean over queries that have at least one relevant item (a query with
 R_q = 0 has no defined AP and is skipped, as scikit-learn's average_precision_score would warn on it).
-Ties in similarity are broken by gallery order (measure-zero for real-valued embeddings).
+Tied similarities form one threshold, as in scikit-learn: each relevant item of a tie counts the precision at
+the tie's end, so the gallery's order never decides a score.
 """
 
 from __future__ import annotations
