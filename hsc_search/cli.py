@@ -77,8 +77,10 @@ def _experiment_of(tracking_uri: Optional[str], run_id: str) -> Optional[str]:
 
 
 def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
+    from .runs import OUTCOME_LABELS
+
     def word(kind: str) -> str:  # one word for a cut-off trial, with or without MLflow (its tags say "interrupted")
-        return "interrupted" if kind == "unfinished" and outcome.interrupted else kind
+        return "interrupted" if kind == "unfinished" and outcome.interrupted else OUTCOME_LABELS.get(kind, kind)
 
     counts: dict[str, int] = {}
     for r in outcome.rows:
@@ -313,7 +315,8 @@ def _meta_of(path: Path) -> dict:
 
 @app.command("export-best")
 def export_best_cmd(
-    experiment: str = typer.Option("hsc-search", help="MLflow experiment."),
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment; with --run-id, the run's (checked). "
+                                             "[default: hsc-search]"),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI. [default: sqlite:///mlflow.db]"),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="The search's parent run id. [default: the "
                                          "latest search in the experiment]"),
@@ -344,23 +347,26 @@ def export_best_cmd(
     except ExportError as e:
         _fail(str(e))
     name = f" of search {search.info.run_name}" if search is not None else ""
-    typer.echo(f"best trial {best.name} ({best.outcome}){name}: {metric} {best.score:.4f} ({mode}) -> {path}")
+    from .runs import OUTCOME_LABELS
+
+    typer.echo(f"best trial {best.name} ({OUTCOME_LABELS.get(best.outcome, best.outcome)}){name}: {metric} "
+               f"{best.score:.4f} ({mode}) -> {path}")  # fmt: skip
     data = search.data.params.get("data") if search is not None else None
     if data:  # as `run` prints it (a YAML file's header says it too; a JSON file has no place for it)
         typer.echo(f"retrain: {_exe('python')} -m trainer --config {shlex.quote(str(path))} --data {shlex.quote(data)}")
     if search is not None and search.info.status != "FINISHED":  # its best so far, which may still change
-        folder = search.data.tags.get("hsc.experiment_dir")
-        go_on = f"`{_exe('hsc-search')} resume {shlex.quote(folder)}` finishes it" if folder else "resume finishes it"
-        typer.echo(f"note: search {search.info.run_name} has not finished (MLflow status {search.info.status}: "
-                   "still running, interrupted, or its driver died): this is its best trial so far; "
-                   f"{go_on}, then export again", err=True)  # fmt: skip
+        from .driver import unfinished_note
+
+        said = unfinished_note(search.info.run_name, search.info.status, search.data.tags.get("hsc.experiment_dir"))
+        typer.echo(f"note: {said}; this is its best trial so far: export again when it has ended", err=True)
 
 
 @app.command()
 def report(
     run_id: Optional[str] = typer.Option(None, "--run-id", help="The search's parent run id. [default: the latest "
                                          "search in the experiment]"),
-    experiment: str = typer.Option("hsc-search", help="MLflow experiment."),
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment; with --run-id, the run's (checked). "
+                                             "[default: hsc-search]"),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI. [default: sqlite:///mlflow.db]"),
     out: Optional[Path] = typer.Option(None, help="The HTML file to write. [default: report.html in the search's "
                                        "folder when it is on this machine (beside best_config.yaml), else "

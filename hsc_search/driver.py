@@ -33,9 +33,9 @@ from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
 from .report import publish_report
-from .runs import (REPORT_ARTIFACT, TAG_KIND, TAG_NOTES, client_for, default_tracking_uri, experiment_tags, import_mlflow,
-                   resolved_tracking_uri, score_key, sqlite_path, tag_experiment, trial_outcome, typed_column,
-                   without_password)
+from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NOTES, client_for, default_tracking_uri,
+                   experiment_tags, import_mlflow, resolved_tracking_uri, score_key, sqlite_path, tag_experiment,
+                   trial_outcome, typed_column, without_password)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
 from .settings import SPACES_DIR, SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
@@ -211,6 +211,24 @@ def search_driver(exp_dir: str) -> str | None:
         return None
 
 
+def unfinished_note(name: str, status: str, exp_dir: str | None) -> str | None:
+    """What to say of a search that has not finished (MLflow status `status`), from its folder's lock when the
+    folder is on this machine: still running (no `resume` then: it is refused), or stopped with its driver gone
+    (`resume` continues it). None for a finished search."""
+    if status == "FINISHED":
+        return None
+    local = exp_dir is not None and not storage.is_uri(exp_dir) and Path(exp_dir, META_FILE).is_file()
+    who = search_driver(exp_dir) if local else None
+    if who:
+        return f"search {name} is still running ({who})"
+    resume = (f"`{exe('hsc-search')} resume {shlex.quote(exp_dir)}` continues it" if exp_dir
+              else "`hsc-search resume <its folder>` continues it")  # fmt: skip
+    if local:
+        return f"search {name} did not finish and no driver runs it (MLflow status {status}): {resume}"
+    return (f"search {name} has not finished (MLflow status {status}: still running, interrupted, or its driver "
+            f"died): {resume} if it is not running")  # fmt: skip
+
+
 def release_search(exp_dir: str) -> None:
     """Lets go of the search in `exp_dir` when this process's run or resume of it returns (a notebook or a
     benchmark that ran it stays alive, and a resume from a shell must not be refused)."""
@@ -219,10 +237,76 @@ def release_search(exp_dir: str) -> None:
         fh.close()
 
 
+_CLAIMED: dict = {}  # experiment folder -> the topmost folder its claim created (removed with it: the storage)
+
+
+def _refuse_existing(exp_dir: str) -> None:
+    """Refuses a new search's folder that exists already, saying what it holds (a live search first: never told
+    to delete it). A folder with nothing but the unheld lock of a `run` stopped in its pre-flight is free."""
+    if not storage.exists(exp_dir):
+        return
+    driver = search_driver(exp_dir)
+    if driver is None and not storage.is_uri(exp_dir):
+        try:
+            if {p.name for p in Path(exp_dir).iterdir()} <= {DRIVER_LOCK}:
+                return
+        except OSError:
+            pass
+    if driver:  # before Ray's first save too, and while another `run` of this --name is in its pre-flight
+        what = f"(its search is running: {driver})"
+    elif not storage.exists(storage.join(exp_dir, META_FILE)):
+        what = "and holds no hsc-search search"
+    elif _finished_at(exp_dir):
+        what = "and holds a search that finished"
+    elif not storage.has_experiment_state(exp_dir):  # its driver died before Ray saved anything
+        raise SearchError(f"{exp_dir} exists already and holds a search that stopped before Ray saved it "
+                          f"(nothing to resume); {_start_again(exp_dir)}, or pick another --name")
+    else:
+        what = (f"(a search that did not finish: `{exe('hsc-search')} resume {shlex.quote(exp_dir)}` "
+                "continues it)")
+    raise SearchError(f"{exp_dir} exists already {what}; pick another --name")
+
+
+def _claim_new_folder(exp_dir: str) -> None:
+    """Makes a new search's folder and holds it (`hold_search`) before the rest of the pre-flight, so that of two
+    `run`s of one --name started together one goes on and the other is refused in its pre-flight (both passed it:
+    the second then left a FAILED parent run in MLflow, and a Ctrl-C of it removed the first one's record files).
+    Checked again under the lock. A URI storage is probed instead (nothing to lock there)."""
+    if storage.is_uri(exp_dir):
+        preflight.check_storage(exp_dir)
+        return
+    path = Path(exp_dir)
+    created = path  # the topmost folder made here: removed again with the claim
+    while not created.parent.exists() and created.parent != created:
+        created = created.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SearchError(f"--storage: cannot write the search folder {exp_dir} ({e.strerror or e}); expected a "
+                          "folder this user can create, or a URI pyarrow can write (s3://...)") from None  # fmt: skip
+    _CLAIMED[exp_dir] = created
+    try:
+        hold_search(exp_dir)
+    except SearchError:
+        _CLAIMED.pop(exp_dir, None)
+        who = search_driver(exp_dir)
+        if who is None:  # the folder cannot be written
+            raise
+        raise SearchError(f"{exp_dir} exists already (its search is running: {who}); pick another --name") from None
+    try:
+        _refuse_existing(exp_dir)  # what it holds, now that no other `run` can write there
+    except BaseException:
+        release_search(exp_dir)
+        _CLAIMED.pop(exp_dir, None)
+        raise
+
+
 def _remove_unstarted(exp_dir: str) -> bool:
-    """After Ctrl-C in `run` before Ray Tune ran the search: removes the folder this run created if it holds
-    only the files written before the search (`_UNSTARTED`), so that its name is free again (a `resume` of it
-    would start the search, and `run` refuses a folder that exists). Local folders only; True if removed."""
+    """After Ctrl-C in `run` before Ray Tune ran the search (or a pre-flight check that failed after the folder was
+    claimed): removes the folder this run created if it holds only the files written before the search
+    (`_UNSTARTED`), and the empty folders above it that the claim made, so that its name is free again (a `resume`
+    of it would start the search, and `run` refuses a folder that exists). Called while this process holds the
+    folder. Local folders only; True if removed."""
     if storage.is_uri(exp_dir):
         return False
     path = Path(exp_dir)
@@ -238,6 +322,13 @@ def _remove_unstarted(exp_dir: str) -> bool:
         path.rmdir()
     except OSError:
         return False
+    created = _CLAIMED.pop(exp_dir, None)
+    while created is not None and path != created:
+        path = path.parent
+        try:
+            path.rmdir()  # empty folders only
+        except OSError:
+            break
     return True
 
 
@@ -467,6 +558,39 @@ def absolute_data_spec(spec: str) -> str:
     return os.path.abspath(os.path.expanduser(spec))
 
 
+def _preflight_rest(settings: SearchSettings, space: SearchSpace, first: dict, notes: list[str],
+                    fingerprint: dict) -> tuple[WarmStart | None, bool, bool]:  # fmt: skip
+    """The pre-flight checks after the folder is claimed: the tracking store, the warm start, the resources.
+    Returns (warm start, local, MLflow's writer in this process); may empty `first` and add to `notes`."""
+    in_process = False
+    if settings.mlflow:
+        preflight.check_tracking(settings.tracking_uri)
+        in_process = preflight.writer_in_process()
+        # the store by what it resolved to (MLflow's default: ./mlflow.db, made absolute): the search's record
+        # keeps it, and `resume` is run from other folders (a relative default opened a new database there)
+        resolved = resolved_tracking_uri(settings.tracking_uri)
+        if settings.tracking_uri or sqlite_path(resolved) is not None:  # not a URI from the environment with a
+            settings.tracking_uri = resolved  # password in it: the record is a file on shared storage
+    warm = None
+    if settings.warm_start:
+        source = Path(settings.warm_start).expanduser()
+        if not storage.is_uri(settings.warm_start) and source.is_dir():  # recorded as read from anywhere
+            settings.warm_start = str(source.resolve())
+        warm = warm_start.plan(settings.warm_start, space, settings.metric, settings.mode, settings.tracking_uri,
+                               data=settings.data, fingerprint=fingerprint)  # fmt: skip
+        # the trainer default has usually been trained by the source search already: not again
+        among = warm_start.default_among(first, warm)
+        if among is not None:
+            first.clear()
+            notes.append(f"the trainer default is warm-start trial {among}; not enqueued again")
+    local = cluster_address(settings.address) is None
+    if local:
+        preflight.check_local_resources(settings.cpus_per_trial, settings.gpus_per_trial)
+    else:
+        preflight.check_address(settings.address)
+    return warm, local, in_process
+
+
 def run_search(
     settings: SearchSettings, echo: Callable[[str], None] = print, callbacks: Sequence = ()
 ) -> SearchOutcome:
@@ -486,50 +610,18 @@ def run_search(
         # retrain lines): `resume` and the printed retrain command are run from other folders
         settings.data = absolute_data_spec(settings.data)
         data = load_search_data(settings, space)
+        fingerprint = data_fingerprint(data)
         first, notes = _first_trial(space, settings, data)
         select_checkpoints_by_metric(space, settings)
         exp_dir = experiment_dir(settings)
-        if storage.exists(exp_dir):
-            if not storage.exists(storage.join(exp_dir, META_FILE)):
-                what = "and holds no hsc-search search"
-            elif _finished_at(exp_dir):
-                what = "and holds a search that finished"
-            elif driver := search_driver(exp_dir):  # before Ray's first save too: never told to delete a live search
-                what = f"(its search is running: {driver})"
-            elif not storage.has_experiment_state(exp_dir):  # its driver died before Ray saved anything
-                raise SearchError(f"{exp_dir} exists already and holds a search that stopped before Ray saved it "
-                                  f"(nothing to resume); {_start_again(exp_dir)}, or pick another --name")
-            else:
-                what = (f"(a search that did not finish: `{exe('hsc-search')} resume {shlex.quote(exp_dir)}` "
-                        "continues it)")
-            raise SearchError(f"{exp_dir} exists already {what}; pick another --name")
-        preflight.check_storage(exp_dir)
-        in_process = False
-        if settings.mlflow:
-            preflight.check_tracking(settings.tracking_uri)
-            in_process = preflight.writer_in_process()
-            # the store by what it resolved to (MLflow's default: ./mlflow.db, made absolute): the search's record
-            # keeps it, and `resume` is run from other folders (a relative default opened a new database there)
-            resolved = resolved_tracking_uri(settings.tracking_uri)
-            if settings.tracking_uri or sqlite_path(resolved) is not None:  # not a URI from the environment with a
-                settings.tracking_uri = resolved  # password in it: the record is a file on shared storage
-        warm = None
-        if settings.warm_start:
-            source = Path(settings.warm_start).expanduser()
-            if not storage.is_uri(settings.warm_start) and source.is_dir():  # recorded as read from anywhere
-                settings.warm_start = str(source.resolve())
-            warm = warm_start.plan(settings.warm_start, space, settings.metric, settings.mode, settings.tracking_uri,
-                                   data=settings.data)  # fmt: skip
-            # the trainer default has usually been trained by the source search already: not again
-            among = warm_start.default_among(first, warm)
-            if among is not None:
-                first = {}
-                notes.append(f"the trainer default is warm-start trial {among}; not enqueued again")
-        local = cluster_address(settings.address) is None
-        if local:
-            preflight.check_local_resources(settings.cpus_per_trial, settings.gpus_per_trial)
-        else:
-            preflight.check_address(settings.address)
+        _refuse_existing(exp_dir)
+        _claim_new_folder(exp_dir)  # before anything else is written; let go of again if the pre-flight fails
+        try:
+            warm, local, in_process = _preflight_rest(settings, space, first, notes, fingerprint)
+        except BaseException:
+            _remove_unstarted(exp_dir)
+            release_search(exp_dir)
+            raise
 
     _quiet()
     interrupts = _SetupInterrupts().defer()
@@ -542,19 +634,22 @@ def run_search(
         # the trials' MLflow calls are made by the writer (a thread, or a process of its own: writer.py), which
         # opens its store while Ray starts
         writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) if settings.mlflow else None
-        plan = _Plan(settings, space, data, exp_dir, first, notes, warm, local)
-        try:
-            return _launch(plan, opening, writer, callbacks, echo, interrupts)
-        finally:
-            release_search(exp_dir)
+        plan = _Plan(settings, space, data, fingerprint, exp_dir, first, notes, warm, local)
+        return _launch(plan, opening, writer, callbacks, echo, interrupts)
     except BaseException as e:
         interrupts.release(pending_too=False)
         if writer is not None:
             writer.stop()
         if isinstance(e, KeyboardInterrupt) and not interrupts.fitting:
-            removed = _remove_unstarted(exp_dir)
+            # (a folder with nothing but the claim's lock is not news: "nothing was written")
+            recorded = storage.exists(storage.join(exp_dir, META_FILE))
+            removed = _remove_unstarted(exp_dir)  # while this process holds it: the folder is this run's own
+            if removed and not recorded:
+                raise SetupInterrupted(None) from None
             raise SetupInterrupted(exp_dir if removed or storage.exists(exp_dir) else None, removed=removed) from None
         raise
+    finally:
+        release_search(exp_dir)
 
 
 @dataclass
@@ -564,6 +659,7 @@ class _Plan:
     settings: SearchSettings
     space: SearchSpace
     data: AVData
+    fingerprint: dict  # the data's (trainer.fit.data_fingerprint): what `resume` and a warm start check data by
     exp_dir: str
     first: dict  # the first trial's values (the trainer default, as it trains on this data)
     notes: list[str]  # what the first trial's values differ in, said to the user
@@ -612,7 +708,8 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
                 kept.pop()
             parent = client.create_run(experiment_id, run_name=settings.name,
                                        tags={TAG_KIND: "search", "hsc.experiment_dir": str(exp_dir),
-                                             TAG_NOTES: json.dumps(kept), "mlflow.note.content": description})  # fmt: skip
+                                             TAG_NOTES: json.dumps(kept), "mlflow.note.content": description,
+                                             TAG_DATA_FINGERPRINT: json.dumps(plan.fingerprint)})  # fmt: skip
             parent_id = parent.info.run_id
             _log_search_inputs(client, parent_id, settings, space)
             if warm is not None:
@@ -621,7 +718,7 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
         # checkpoint) and never adds them again
         meta = {"settings": settings.to_dict(), "space": space.to_dict(), "experiment_id": experiment_id,
                 "parent_run_id": parent_id, "warm_start": warm.to_dict() if warm is not None else None,
-                "data_fingerprint": data_fingerprint(data)}  # fmt: skip
+                "data_fingerprint": plan.fingerprint}  # fmt: skip
         hold_search(exp_dir)
         storage.write_text(storage.join(exp_dir, META_FILE), json.dumps(meta, indent=2))
         # every trial trains the full schedule of max_epochs (ASHA may stop it earlier): epochs is part of each
@@ -689,6 +786,13 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
                      "is computed: trials with different values are ranked by numbers on different scales (learned "
                      "loss weights, for one, divide each loss by its first value), not by how well they retrieve; "
                      "a validation mAP ranks them on one task")  # fmt: skip
+    shaping = [n for n in space.names() if n in CCA_SHAPERS] if settings.metric.startswith("cca/") else []
+    if shaping:
+        notes.append(f"--metric {settings.metric} is a canonical correlation of each trial's own CCA head, and "
+                     f"{', '.join(shaping)} (searched) change how it is computed (a larger cca_ridge shrinks every "
+                     "correlation; with use_dcca off nothing trains the head): trials with different values are "
+                     "ranked by numbers on different scales, not by how well they retrieve; a validation mAP ranks "
+                     "them on one task")  # fmt: skip
     if "val_fraction" in space.fixed and not data.val_carved:  # given, but there is nothing to carve
         notes.append(f"val_fraction {space.fixed['val_fraction']!r} is not used: the data has a val split of its "
                      f"own ({len(data.val)} clips)")  # fmt: skip
@@ -703,6 +807,9 @@ _LOSS_FIELDS = {
     "loss/nce": ("tau", "topk", "tau_teacher", "self_weight", "batch_size", "ema_momentum"),  # log B; the teacher
     "loss/distill": ("distill", "ema_momentum"),
 }
+# ... and the canonical correlations (cca/*: the validation split through each trial's CCA head, trainer/engine.py
+# cca_spectrum; cca/mean over its top cca_k)
+CCA_SHAPERS = ("cca_ridge", "cca_k", "cca_dim", "use_dcca")
 LOSS_SHAPERS = {**_LOSS_FIELDS, "loss/total": (
     *{f for fields in _LOSS_FIELDS.values() for f in fields}, "use_rec", "use_dcca", "use_nce", "loss_weighting",
     "weight_lr", "weight_warmup_epochs", "logvar_floor", "w_rec", "w_dcca", "w_nce", "w_distill")}  # fmt: skip
@@ -728,7 +835,7 @@ def select_checkpoints_by_metric(space: SearchSpace, settings: SearchSettings) -
                           "--metric; take it out of the space")  # fmt: skip
     given = space.fixed.get("select_metric", settings.metric)
     if given != settings.metric:
-        where = space.unsearched.get("select_metric") or (
+        where = space.unsearched.get("select_metric") or settings.set_from.get("select_metric") or (
             f"--set select_metric={given}" if "select_metric" in settings.overrides else "the space's fixed")
         raise SearchError(f"{where}: select_metric {given!r} differs from --metric {settings.metric}: a search keeps "
                           f"each trial's checkpoint by its --metric; give --metric {given} instead")  # fmt: skip

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import yaml
 
 from trainer import ConfigError, TrainConfig
 
-from .settings import usual_mode
+from .settings import SearchSettings, usual_mode
 
 from .runs import (
     CONFIG_ARTIFACT,
@@ -82,12 +83,19 @@ def latest_parent_run(client, experiment_id: str, experiment: str | None = None)
         raise ExportError(str(e)) from None
 
 
-def search_of(client, run_id: str, tracking_uri: str | None) -> tuple[str, str]:
-    """(run id, experiment id) of a search given by `--run-id` (`runs.search_of`)."""
+def search_of(client, run_id: str, tracking_uri: str | None, experiment: str | None = None) -> tuple[str, str]:
+    """(run id, experiment id) of a search given by `--run-id` (`runs.search_of`); `experiment`, when given too, must
+    be the run's (it was ignored silently)."""
     try:
-        return _search_of(client, run_id, tracking_uri)
+        pid, experiment_id = _search_of(client, run_id, tracking_uri)
     except StoreError as e:
         raise ExportError(str(e)) from None
+    if experiment is not None:
+        name = client.get_experiment(experiment_id).name
+        if name != experiment:
+            raise ExportError(f"--run-id {pid} is a search in MLflow experiment '{name}', not '{experiment}'; give "
+                              f"--experiment {shlex.quote(name)} or leave it out")  # fmt: skip
+    return pid, experiment_id
 
 
 def trial_rows(client, experiment_id: str, parent_run_id: str, metric: str, mode: str) -> list[TrialRow]:
@@ -174,17 +182,22 @@ def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str
     return out
 
 
+def search_in(folder: Path) -> str | None:
+    """The parent run id of the search whose folder `folder` is (its hsc_search.json), or None."""
+    record = folder / "hsc_search.json"
+    try:
+        return json.loads(record.read_text()).get("parent_run_id") if record.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _not_another_searchs_file(out: Path, parent_run_id: str) -> None:
     """`--out` in another search's folder (beside its hsc_search.json) would replace that search's own record,
-    e.g. the best_config.yaml its summary and `resume` point at, with this search's trial: refused."""
-    record = out.parent / "hsc_search.json"
-    try:
-        owner = json.loads(record.read_text()).get("parent_run_id") if record.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        owner = None
+    e.g. the best_config.yaml its summary and `resume` point at, or its report.html, with this search's: refused."""
+    owner = search_in(out.parent)
     if owner and owner != parent_run_id:
-        raise ExportError(f"--out {out}: in the folder of another search (run {owner}, {record}), whose own files "
-                          "are not replaced; write it elsewhere")  # fmt: skip
+        raise ExportError(f"--out {out}: in the folder of another search (run {owner}, {out.parent / 'hsc_search.json'}"
+                          "), whose own files are not replaced; write it elsewhere")  # fmt: skip
 
 
 def ranking(settings: dict[str, str], metric: str | None, mode: str | None) -> tuple[str, str]:
@@ -200,12 +213,13 @@ def ranking(settings: dict[str, str], metric: str | None, mode: str | None) -> t
     return metric, mode
 
 
-def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, parent_run_id: str | None = None,
+def export_best(tracking_uri: str | None, experiment: str | None, out: str | Path, *, parent_run_id: str | None = None,
                 metric: str | None = None, mode: str | None = None,
                 fmt: str = "yaml") -> tuple[Path, TrialRow, str, str, Any]:  # fmt: skip
     """Picks the best trial of a search (the latest one in `experiment` unless `parent_run_id`) by `metric` and
     `mode` (the search's own unless given: `ranking`) and writes its trainer config to `out`. Returns the path,
-    the chosen trial, the metric and mode it was ranked by, and the search's parent run (its name and status)."""
+    the chosen trial, the metric and mode it was ranked by, and the search's parent run (its name and status).
+    `experiment` None: hsc-search; given with `parent_run_id`, the run must be in it."""
     if mode is not None and mode not in ("max", "min"):
         raise ExportError(f"--mode must be max or min, got {mode!r}")
     if metric is not None and metric.startswith("test/"):  # as `run` refuses it (preflight.check_metric)
@@ -219,10 +233,11 @@ def export_best(tracking_uri: str | None, experiment: str, out: str | Path, *, p
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars per downloaded file
     client = client_for(tracking_uri)
     if parent_run_id is None:
+        experiment = experiment or SearchSettings.experiment
         experiment_id = find_experiment_id(client, experiment)
         parent_run_id = latest_parent_run(client, experiment_id, experiment)
     else:
-        parent_run_id, experiment_id = search_of(client, parent_run_id, tracking_uri)
+        parent_run_id, experiment_id = search_of(client, parent_run_id, tracking_uri, experiment)
     _not_another_searchs_file(out, parent_run_id)
     parent = None
     try:  # the search's settings: its metric and mode, its data spec (for the file's retrain line)

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .runs import (TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, default_tracking_uri, epochs_of, split_params,
-                   trial_outcome, typed_column)
+from .runs import (TAG_DATA_FINGERPRINT, TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, default_tracking_uri,
+                   epochs_of, split_params, trial_outcome, typed_column)
 
 DEFAULT_METRIC = "val/map_avg"
 EPOCH_S_KEY = "time/epoch_s"  # the trainer's seconds per epoch, used with --timing recorded
@@ -113,6 +113,7 @@ class Recorded:
     raw: list[dict]
     settings: dict[str, Any] = field(default_factory=dict)  # the search's settings as recorded (MLflow: strings)
     finished: bool | None = None  # the search ended on its own, not interrupted or still running (None: not known)
+    fingerprint: dict | None = None  # its data's (trainer.fit.data_fingerprint; None: searches from before it)
 
 
 def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: list[dict],
@@ -185,6 +186,7 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
                               f"run` printed it{hint}")  # fmt: skip
         raise ReplayError(f"{flag} {root}: no such folder")
     settings: dict[str, Any] = {}
+    fingerprint: dict | None = None
     searched: set[str] | None = None
     finished: bool | None = None  # the search ended on its own: a trial that stopped short without an error was
     # stopped; None for a folder without our record
@@ -193,6 +195,7 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
             meta = json.loads((root / META_FILE).read_text())
             settings = meta.get("settings", {}) or {}
             finished = bool(meta.get("finished_at"))
+            fingerprint = meta.get("data_fingerprint") if isinstance(meta.get("data_fingerprint"), dict) else None
             space_params = (meta.get("space") or {}).get("params")
             searched = set(space_params) if isinstance(space_params, dict) else None
         except (ValueError, AttributeError) as e:
@@ -257,7 +260,7 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
         n = _int(settings.get("num_samples"))
         finished = bool(n and len(raw) >= n and max_epochs and all(
             r["outcome"] == "failed" or max(r["values"], default=0) >= max_epochs for r in raw))  # fmt: skip
-    return Recorded(f"Ray folder {root}", metric, mode, max_epochs, raw, settings, finished)
+    return Recorded(f"Ray folder {root}", metric, mode, max_epochs, raw, settings, finished, fingerprint)
 
 
 def _check_store(uri: str) -> None:
@@ -302,6 +305,10 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
             raise ReplayError(str(e)) from None
         parent = client.get_run(pid)
         settings = dict(parent.data.params)
+        try:
+            fingerprint = json.loads(parent.data.tags.get(TAG_DATA_FINGERPRINT) or "null")
+        except ValueError:  # an edited tag: compared by the data spec, as a search from before the tag
+            fingerprint = None
         metric = settings.get("metric") or DEFAULT_METRIC
         mode = settings.get("mode") or "max"
         children = [c for c in child_runs(client, parent.info.experiment_id, pid)
@@ -336,7 +343,8 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
 
         raise ReplayError(f"cannot read MLflow at {uri}: {http_failure(e)}") from None
     return Recorded(f"MLflow run {pid} ({parent.info.run_name or 'unnamed'}) at {uri}", metric, mode,
-                    _int(settings.get("max_epochs")), raw, settings, parent.info.status == "FINISHED")  # fmt: skip
+                    _int(settings.get("max_epochs")), raw, settings, parent.info.status == "FINISHED",
+                    fingerprint if isinstance(fingerprint, dict) else None)  # fmt: skip
 
 
 def _int(v: Any) -> int | None:

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .runs import EFFECTIVE_PARAM, params_line, shown, split_params, without_password
+from .runs import EFFECTIVE_PARAM, OUTCOME_LABELS, params_line, shown, split_params, without_password
 from .search_record import SearchRecord
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,6 @@ OUTCOME_COLORS = {
     "unfinished": "#7f7f7f",
     "running": "#7f7f7f",
 }
-OUTCOME_LABELS = {"completed": "completed", "stopped_early": "stopped by ASHA", "failed": "failed"}
 
 
 _PRELOAD: list = []  # the preloading thread of this process, once started
@@ -58,6 +57,15 @@ def preload_in_background() -> None:
     thread = threading.Thread(target=_imports, name="hsc-report-imports", daemon=True)
     _PRELOAD.append(thread)
     thread.start()
+
+
+def _unfinished(rec: SearchRecord) -> str | None:
+    """What to say of a search that has not finished (`driver.unfinished_note`)."""
+    if rec.status == "FINISHED":
+        return None
+    from .driver import unfinished_note
+
+    return unfinished_note(rec.name, rec.status, rec.experiment_dir)
 
 
 def _color(outcome: str) -> str:
@@ -554,6 +562,8 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         + f"; written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>",
         f'<p class="meta">{html.escape(settings)}</p>',
         "<p>trials: " + (", ".join(said) or "none") + "</p>",
+        *([f'<p class="note">{html.escape(unfinished)}; the report shows it as it was when written</p>']
+          if (unfinished := _unfinished(rec)) else []),
         *(f'<p class="note">at the start: {html.escape(n.removeprefix("note: "))}</p>' for n in rec.notes),
     ]
     if best is not None:
@@ -648,16 +658,19 @@ def check_tracking_uri(tracking_uri: str | None) -> None:
         raise ReportError(str(e)) from None
 
 
-def report_search(tracking_uri: str | None, experiment: str, parent_run_id: str | None = None,
+def report_search(tracking_uri: str | None, experiment: str | None, parent_run_id: str | None = None,
                   out: str | Path | None = None, log_to_run: bool = True) -> tuple[Path, SearchRecord]:  # fmt: skip
     """Writes the report of a search (the latest in `experiment` unless `parent_run_id`) and, with `log_to_run`,
     logs it to the parent run and tags the experiment for MLflow's model-training view. The default `out` is
-    the search's folder (beside best_config.yaml) when it is on this machine, else ./hsc_outputs/<name>/."""
+    the search's folder (beside best_config.yaml) when it is on this machine, else ./hsc_outputs/<name>/.
+    `experiment` None: hsc-search; given with `parent_run_id`, the run must be in it."""
     import os
 
-    from .export import ExportError, check_out, find_experiment_id, latest_parent_run, search_of
+    from .export import (ExportError, _not_another_searchs_file, check_out, find_experiment_id, latest_parent_run,
+                         search_in, search_of)  # fmt: skip
     from .runs import REPORT_ARTIFACT, client_for, http_failure, tag_experiment
     from .search_record import RecordError, read_search
+    from .settings import SearchSettings
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
@@ -666,9 +679,10 @@ def report_search(tracking_uri: str | None, experiment: str, parent_run_id: str 
         check_tracking_uri(tracking_uri)
         client = client_for(tracking_uri)
         if parent_run_id is None:
+            experiment = experiment or SearchSettings.experiment
             parent_run_id = latest_parent_run(client, find_experiment_id(client, experiment), experiment)
         else:
-            parent_run_id, _ = search_of(client, parent_run_id, tracking_uri)
+            parent_run_id, _ = search_of(client, parent_run_id, tracking_uri, experiment)
         rec = read_search(client, parent_run_id)
     except (ExportError, RecordError, ReportError) as e:
         raise ReportError(str(e)) from None
@@ -682,8 +696,15 @@ def report_search(tracking_uri: str | None, experiment: str, parent_run_id: str 
     if out is None:
         exp_dir = client.get_run(parent_run_id).data.tags.get("hsc.experiment_dir", "")
         local = Path(exp_dir) if exp_dir and "://" not in exp_dir else None
-        out = (local if local is not None and local.is_dir() else Path.cwd() / "hsc_outputs" / rec.name) / REPORT_ARTIFACT
+        # not into the folder when it is now another search's (one of the same --name, after this one's moved)
+        if local is None or not local.is_dir() or search_in(local) not in (None, parent_run_id):
+            local = Path.cwd() / "hsc_outputs" / rec.name
+        out = local / REPORT_ARTIFACT
     out = Path(out)
+    try:
+        _not_another_searchs_file(out, parent_run_id)
+    except ExportError as e:
+        raise ReportError(str(e)) from None
     text = render(rec, tracking_uri or "")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

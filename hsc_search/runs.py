@@ -14,11 +14,15 @@ log = logging.getLogger(__name__)
 
 TAG_TRIAL = "hsc.trial_id"
 TAG_OUTCOME = "hsc.outcome"  # completed | stopped_early | failed | interrupted
+OUTCOME_LABELS = {"completed": "completed", "stopped_early": "stopped by ASHA", "failed": "failed"}  # as people read
+# them (the console, export-best, the report); the tag keeps its one-word values, what MLflow's search filters take
 TAG_NODE = "hsc.node"
 TAG_ERROR = "hsc.error"
 TAG_KIND = "hsc.kind"  # search | trial
 TAG_PARENT = "mlflow.parentRunId"
 TAG_NOTES = "hsc.notes"  # on a search's parent run: what its start said besides its headline (a JSON list of lines)
+TAG_DATA_FINGERPRINT = "hsc.data_fingerprint"  # on a search's parent run: its data's fingerprint (JSON; a warm start
+# from the run compares data by it, not by path)
 TAG_REPORT_LOGGED = "hsc.report.logged"  # when report.html was last logged to a parent run (UTC, ISO 8601)
 CONFIG_ARTIFACT = "config.yaml"
 CCA_SPECTRUM_ARTIFACT = "cca_spectrum.csv"  # a trial's every canonical correlation, one row per epoch

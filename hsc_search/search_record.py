@@ -56,6 +56,8 @@ class SearchRecord:
     best_history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # weight/, logvar/, cca/ keys
     best_spectrum: dict[int, list[float]] = field(default_factory=dict)  # epoch -> every canonical correlation
     notes: list[str] = field(default_factory=list)  # what the search's start said (its notes), as lines
+    status: str = "FINISHED"  # the parent run's MLflow status
+    experiment_dir: str | None = None  # the search's folder (tag hsc.experiment_dir)
 
 
 def read_search(client, parent_run_id: str) -> SearchRecord:
@@ -92,6 +94,8 @@ def read_search(client, parent_run_id: str) -> SearchRecord:
         milestones=_milestones(client, parent_run_id, settings),
         space=_yaml_artifact(client, parent_run_id, "search_space.yaml"),
         notes=_notes(parent.data.tags.get(TAG_NOTES)),
+        status=parent.info.status,
+        experiment_dir=parent.data.tags.get("hsc.experiment_dir"),
     )
     if best is not None:
         record.best_history = _plot_histories(client, best.row)

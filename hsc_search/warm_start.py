@@ -42,7 +42,8 @@ class WarmStart:
     trials: list = field(default_factory=list)  # optuna.trial.FrozenTrial, in the source's start order
     left_out: dict[str, list[str]] = field(default_factory=dict)  # reason -> ["<trial id>: detail", ...]
     data: str | None = None  # the source's data spec as it recorded it (None: not recorded)
-    other_data: bool = False  # the source searched other data than this search (`same_data`)
+    other_data: bool = False  # the source searched other data than this search (by fingerprint, else `same_data`)
+    same_path: bool = False  # ... from the same file (it changed since)
 
     @property
     def added(self) -> int:
@@ -62,8 +63,9 @@ class WarmStart:
                for reason, v in self.left_out.items()]  # fmt: skip
         return (f"warm start: {self.added} of {self.of} trials from {self.source} ({states}"
                 + (f"; left out: {'; '.join(out)}" if out else "") + ")"
-                + (f"; it searched other data ({self.data}): its values are that data's" if self.other_data
-                   else ""))  # fmt: skip
+                + (("; it searched other data " + (f"({self.data} as it was then: other clips, labels or values)"
+                                                   if self.same_path else f"({self.data})")
+                    + ": its values are that data's") if self.other_data else ""))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """What the search's hsc_search.json and parent run record."""
@@ -95,10 +97,12 @@ def same_data(a: str, b: str) -> bool:
 
 
 def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: str | None,
-         data: str | None = None) -> WarmStart:  # fmt: skip
+         data: str | None = None, fingerprint: dict | None = None) -> WarmStart:  # fmt: skip
     """Reads the source search and builds the trials to add. Raises PreflightError (one sentence, naming
     --warm-start) for a source that does not exist, cannot be read, ranks by another metric or mode, or has no
-    trial that fits `space`. `data`: this search's data spec, to say when the source searched other data."""
+    trial that fits `space`. `data` and `fingerprint` (trainer.fit.data_fingerprint): this search's data, to say
+    when the source searched other data: by the fingerprints when both searches recorded one (a file replaced at
+    the same path is other data; a copy elsewhere is the same), else by the data specs."""
     from .replay import ReplayError, read_mlflow, read_ray_dir
 
     flag = f"--warm-start {source}"
@@ -126,7 +130,13 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
                              f"({mode}); its values would mean something else here. Warm-start from a search with "
                              "the same --metric and --mode")  # fmt: skip
     warm = WarmStart(source, rec.source, len(rec.raw), data=rec.settings.get("data") or None)
-    warm.other_data = data is not None and warm.data is not None and not same_data(str(warm.data), data)
+    if fingerprint is not None and rec.fingerprint is not None:
+        from trainer.fit import same_data as same_fingerprint
+
+        warm.other_data = not same_fingerprint(rec.fingerprint, fingerprint)
+    else:
+        warm.other_data = data is not None and warm.data is not None and not same_data(str(warm.data), data)
+    warm.same_path = warm.other_data and data is not None and warm.data is not None and same_data(str(warm.data), data)
     for r in rec.raw:
         trial, reason, detail = _trial(r, space, rec.mode, rec.max_epochs)
         if trial is None:

@@ -5,6 +5,8 @@ nothing written where it should not be. No Ray, no training: a few seconds in al
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -176,6 +178,16 @@ def test_a_trial_run_id_names_its_search(store, tmp_path):
     _fails("report", "--tracking-uri", uri, "--run-id", trial_b, "--no-log", "--out", str(tmp_path / "r.html"),
            needle=needle)
     assert not (tmp_path / "b.yaml").exists() and not (tmp_path / "r.html").exists()
+    # --experiment with --run-id: checked against the run's (it was ignored silently)
+    _fails("export-best", "--tracking-uri", uri, "--experiment", "ablations", "--run-id", good, "--out",
+           str(tmp_path / "b.yaml"), needle=f"--run-id {good} is a search in MLflow experiment 'hsc-search', not "
+           "'ablations'; give --experiment hsc-search or leave it out")  # fmt: skip
+    _fails("report", "--tracking-uri", uri, "--experiment", "ablations", "--run-id", good, "--no-log", "--out",
+           str(tmp_path / "r.html"), needle=f"--run-id {good} is a search in MLflow experiment 'hsc-search', not "
+           "'ablations'")  # fmt: skip
+    assert not (tmp_path / "b.yaml").exists() and not (tmp_path / "r.html").exists()
+    assert _cli("export-best", "--tracking-uri", uri, "--experiment", "hsc-search", "--run-id", good, "--out",
+                str(tmp_path / "b.yaml")).exit_code == 0 and (tmp_path / "b.yaml").exists()  # fmt: skip
 
 
 def test_a_search_without_trials_is_passed_over_or_refused(store, tmp_path):
@@ -240,7 +252,35 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
     assert result.exit_code == 0, result.output
     assert "best trial trial_b (completed) of search good: val/map_avg 0.7000 (max)" in result.output, result.output
     assert ("note: search good has not finished (MLflow status RUNNING: still running, interrupted, or its driver "
-            "died): this is its best trial so far;") in result.output and "resume" in result.output, result.output
+            "died): `") in result.output and ("resume " + str(tmp_path / "rr" / "good") + "` continues it if it is "
+            "not running; this is its best trial so far: export again when it has ended") in result.output, result.output
+    # its folder here: whether its driver runs is known (it told a running search's user to `resume` it, refused)
+    folder = tmp_path / "rr" / "good"
+    folder.mkdir(parents=True)
+    (folder / "hsc_search.json").write_text(json.dumps({"parent_run_id": good}))
+    result = _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--out", str(tmp_path / "b.yaml"))
+    assert ("note: search good did not finish and no driver runs it (MLflow status RUNNING): `") in result.output and (
+        f"resume {folder}` continues it; this is its best trial so far") in result.output, result.output
+    assert _cli("report", "--tracking-uri", uri, "--run-id", good, "--no-log").exit_code == 0
+    assert "search good did not finish and no driver runs it (MLflow status RUNNING): <code>" not in (
+        folder / "report.html").read_text()  # (escaped as text, not markup)
+    assert "search good did not finish and no driver runs it (MLflow status RUNNING): `" in (
+        folder / "report.html").read_text()
+    holder = subprocess.Popen([sys.executable, "-c", f"from hsc_search.driver import hold_search; hold_search("
+                               f"{str(folder)!r}); print('held', flush=True); import time; time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        result = _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--out", str(tmp_path / "b.yaml"))
+        assert (f"note: search good is still running (driver pid {holder.pid} on ") in result.output and (
+            "this is its best trial so far: export again when it has ended") in result.output, result.output
+        assert "resume" not in result.output, result.output
+        assert _cli("report", "--tracking-uri", uri, "--run-id", good, "--no-log").exit_code == 0
+        assert f"search good is still running (driver pid {holder.pid} on " in (folder / "report.html").read_text()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    (folder / "hsc_search.json").unlink()
     other = tmp_path / "rr" / "other"
     other.mkdir(parents=True)
     (other / "hsc_search.json").write_text(json.dumps({"parent_run_id": "0" * 32}))
@@ -250,6 +290,32 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
     assert (other / "best_config.yaml").read_text().endswith("lr: 0.5\n")
     (other / "hsc_search.json").write_text(json.dumps({"parent_run_id": good}))  # its own folder: written
     assert _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--out", str(other / "best_config.yaml")).exit_code == 0
+
+
+def test_report_leaves_another_searchs_report_alone(store, tmp_path, monkeypatch):
+    """A search's folder taken by a newer search of the same --name (the old folder moved away): `report --run-id
+    <old>` replaced the newer search's report.html there with the old search's (a walkthrough)."""
+    uri, client, good, _, _ = store
+    folder = tmp_path / "rr" / "good"
+    folder.mkdir(parents=True)
+    assert _cli("report", "--tracking-uri", uri, "--run-id", good, "--no-log", "--out",
+                str(folder / "report.html")).exit_code == 0  # stands for the newer search's report  # fmt: skip
+    newer = (folder / "report.html").read_bytes()
+    (folder / "report.html").write_bytes(newer.replace(b"</html>", b"<!-- the newer search's -->\n</html>"))
+    newer = (folder / "report.html").read_bytes()
+    (folder / "hsc_search.json").write_text('{"parent_run_id": "' + "1" * 32 + '"}')  # the newer search's
+    client.set_tag(good, "hsc.experiment_dir", str(folder))
+    monkeypatch.chdir(tmp_path)
+    result = _cli("report", "--tracking-uri", uri, "--run-id", good, "--no-log")
+    assert result.exit_code == 0, result.output
+    assert f"report of search good (2 trials): {tmp_path / 'hsc_outputs' / 'good' / 'report.html'}" in result.output
+    assert (folder / "report.html").read_bytes() == newer
+    _fails("report", "--tracking-uri", uri, "--run-id", good, "--no-log", "--out", str(folder / "report.html"),
+           needle="in the folder of another search (run " + "1" * 32)
+    assert (folder / "report.html").read_bytes() == newer
+    (folder / "hsc_search.json").write_text('{"parent_run_id": "' + good + '"}')  # its own folder: written there
+    assert "report of search good (2 trials): " + str(folder / "report.html") in _cli(
+        "report", "--tracking-uri", uri, "--run-id", good, "--no-log").output
 
 
 def test_json_follows_the_file_name_and_a_yaml_name_for_json_is_refused(store, tmp_path, monkeypatch):

@@ -37,6 +37,18 @@ def test_the_best_trial_line_shows_the_searched_values_then_what_the_data_resolv
     assert "\ntrials: 1 completed\n" in out
 
 
+def test_a_trial_asha_stopped_is_said_as_the_report_says_it(capsys):
+    """The console said `stopped_early` (the MLflow tag's value) where the report says "stopped by ASHA"."""
+    done = TrialRow("r1", "t1", "train_trial_t1", "completed", "FINISHED", 4, 3.0, 0.3, params={"lr": "0.001"})
+    cut = [TrialRow(f"r{i}", f"t{i}", f"train_trial_t{i}", "stopped_early", "FINISHED", 1, 1.0, 0.5 - i / 10,
+                    params={"lr": "0.002"}) for i in (2, 3)]  # fmt: skip
+    _report(SearchOutcome("/runs/s", None, [done, *cut], cut[0], None, False, []), None, "synthetic:ave")
+    out = capsys.readouterr().out
+    assert "\ntrials: 1 completed, 2 stopped by ASHA\n" in out, out
+    assert "best trial: train_trial_t2 (stopped by ASHA, 1 epoch) score 0.3000" in out, out
+    assert "stopped_early" not in out, out
+
+
 def test_a_search_whose_every_trial_failed_says_so_and_exits_1(capsys):
     import pytest
     import typer

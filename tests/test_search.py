@@ -389,10 +389,25 @@ def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp
         said = [n for n in start_notes(settings, space, load_search_data(settings, space)) if "training loss" in n]
         assert [n.split(" (searched)")[0] for n in said] == ([f"--metric {metric} is a training loss, and {fields}"]
                                                            if fields else []), (metric, said)  # fmt: skip
+    # a canonical correlation likewise: each trial's own head and ridge (a walkthrough: cca/mean 0.38 at ridge 1e-4,
+    # 0.03 at 1e-1, one trained model); the quick space searches none of those fields
+    for space_name, fields in (("hsc_mae", "cca_ridge, cca_dim"), ("ablation", "use_dcca"), ("quick", None)):
+        settings = load_settings(None, {"data": own, "metric": "cca/mean", "space": space_name}, [])
+        space = load_space(settings.space_path(), overrides=settings.overrides)
+        said = [n for n in start_notes(settings, space, load_search_data(settings, space)) if "canonical" in n]
+        assert [n.split(" (searched)")[0] for n in said] == (
+            [f"--metric cca/mean is a canonical correlation of each trial's own CCA head, and {fields}"]
+            if fields else []), (space_name, said)  # fmt: skip
     settings = load_settings(None, {"data": own, "metric": "val/map_a2v"}, ["select_metric=val/map_v2a"])
     space = load_space(settings.space_path(), overrides=settings.overrides)
     with pytest.raises(SearchError, match=r"select_metric 'val/map_v2a' differs from --metric val/map_a2v: a search "
                        "keeps each trial's checkpoint by its --metric; give --metric val/map_v2a instead"):
+        select_checkpoints_by_metric(space, settings)
+    config = tmp_path / "search.yaml"  # from a search config's set: that file is named (it blamed --set)
+    config.write_text(f"data: {own}\nmetric: val/map_a2v\nset:\n  select_metric: val/map_v2a\n")
+    settings = load_settings(config, {}, [])
+    space = load_space(settings.space_path(), overrides=settings.overrides, set_from=settings.set_from)
+    with pytest.raises(SearchError, match=rf"^{config}: set: select_metric 'val/map_v2a' differs from --metric"):
         select_checkpoints_by_metric(space, settings)
     stranded = [n.split(" is never searched")[0] for n in notes if "is never searched" in n]
     assert stranded == ["weight_lr", "logvar_floor", "weight_warmup_epochs"], notes  # all `when: loss_weighting`
@@ -538,6 +553,32 @@ def test_bad_search_config_values_are_named(text, needles, tmp_path, _cache_dir)
         assert n in proc.stderr
 
 
+def test_a_new_searchs_folder_is_claimed_and_let_go_of(tmp_path):
+    """`run` makes and holds its folder in its pre-flight; a pre-flight that then fails (or a Ctrl-C before Ray ran
+    the search) removes it and the folders the claim made; a folder holding nothing but the unheld lock of a run
+    killed in its pre-flight is free for the next `run` of that name (it said "holds no hsc-search search")."""
+    from hsc_search.driver import (DRIVER_LOCK, SearchError, _claim_new_folder, _refuse_existing, _remove_unstarted,
+                                   release_search, search_driver)  # fmt: skip
+
+    exp = tmp_path / "a" / "ray_results" / "s"
+    _claim_new_folder(str(exp))
+    try:
+        assert (exp / DRIVER_LOCK).is_file() and search_driver(str(exp)) is None  # held by this process
+        probe = subprocess.run([sys.executable, "-c", f"from hsc_search.driver import search_driver; "
+                                f"print(search_driver({str(exp)!r}))"], capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert probe.stdout.startswith(f"driver pid {os.getpid()} on "), probe.stdout + probe.stderr
+        assert _remove_unstarted(str(exp))
+    finally:
+        release_search(str(exp))
+    assert not (tmp_path / "a").exists() and tmp_path.is_dir()  # ray_results and a were made by the claim
+    exp.mkdir(parents=True)
+    (exp / DRIVER_LOCK).write_text("driver pid 1 on gone, since 2026-12-04")  # killed in its pre-flight
+    _refuse_existing(str(exp))  # free
+    (exp / "x.txt").write_text("someone's")
+    with pytest.raises(SearchError, match="exists already and holds no hsc-search search; pick another --name"):
+        _refuse_existing(str(exp))
+
+
 def _wait_for(cond, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -557,7 +598,22 @@ def test_resume_of_a_search_still_running_is_refused(tmp_path, _cache_dir):
                                "40", "--scheduler", "fifo", "--no-mlflow", "--name", "busy"],
                               cwd=tmp_path, env=_env(_cache_dir), stdout=out, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     exp = tmp_path / "ray_results" / "busy"
+    from hsc_search.driver import SearchError, run_search, search_driver
+    from hsc_search.settings import SearchSettings
+
     try:
+        # the new search holds its folder from its pre-flight on, before Ray starts: a second `run` of its name
+        # started while Ray started passed its pre-flight (the folder did not exist yet), left a FAILED parent run,
+        # and its Ctrl-C removed the first search's record (a walkthrough with two terminals)
+        deadline = time.monotonic() + 120
+        while search_driver(str(exp)) is None and "Ray:" not in (tmp_path / "run.out").read_text():
+            assert driver.poll() is None and time.monotonic() < deadline, (tmp_path / "run.out").read_text()[-3000:]
+            time.sleep(0.05)
+        assert "Ray:" not in (tmp_path / "run.out").read_text(), "the folder was held only once Ray was up"
+        with pytest.raises(SearchError, match=rf"{re.escape(str(exp))} exists already \(its search is running: "
+                                              rf"driver pid {driver.pid} on "):
+            run_search(SearchSettings(name="busy", storage=str(tmp_path / "ray_results"), data=data, mlflow=False))
+        assert driver.poll() is None
         _wait_for(lambda: " started" in (tmp_path / "run.out").read_text() or driver.poll() is not None, 240,
                   "the first trial to start")  # fmt: skip
         assert driver.poll() is None, (tmp_path / "run.out").read_text()[-3000:]
@@ -573,9 +629,6 @@ def test_resume_of_a_search_still_running_is_refused(tmp_path, _cache_dir):
         assert "Ray:" not in proc.stdout
         assert {n: (exp / n).read_bytes() for n in ours} == files  # the record and the driver's mark unchanged
         # a new search under its name, before Ray saved anything or after: said to be running, never "remove it"
-        from hsc_search.driver import SearchError, run_search
-        from hsc_search.settings import SearchSettings
-
         with pytest.raises(SearchError, match=rf"{re.escape(str(exp))} exists already \(its search is running: "
                                               rf"driver pid {driver.pid} on "):
             run_search(SearchSettings(name="busy", storage=str(tmp_path / "ray_results"), data=data, mlflow=False))

@@ -145,11 +145,14 @@ def test_the_study_starts_with_exactly_the_source_trials_that_fit(source, tmp_pa
 
 def test_a_source_on_other_data_is_said_and_its_default_is_not_taken_for_this_datas(source):
     """The trainer default a source search trained is not enqueued again, unless the source searched other data:
-    there it was said to have been run already (it had not, on this data)."""
+    there it was said to have been run already (it had not, on this data). Data is compared by the fingerprint both
+    searches recorded (its MLflow parent run's tag, its folder's hsc_search.json): a file replaced at the same path
+    is other data (it was taken as the same by its path), a copy of it at another path the same."""
     from hsc_search import driver
     from hsc_search.settings import SearchSettings
     from hsc_search.space import load_space
     from hsc_search.warm_start import default_among, plan
+    from trainer.fit import data_fingerprint
 
     cwd, parent_id = source
     settings = SearchSettings(data=DATA, max_epochs=MAX_EPOCHS)
@@ -157,12 +160,23 @@ def test_a_source_on_other_data_is_said_and_its_default_is_not_taken_for_this_da
     first, _ = driver._first_trial(space, settings, driver.load_search_data(settings, space))
     reordered = "synthetic:ave?seed=3&num_classes=6&dim_visual=24&dim_audio=16&n_test=150&n_val=120&n_train=500"
     other = DATA.replace("seed=3", "seed=4")
+
+    def fingerprint(spec):
+        return data_fingerprint(driver.load_search_data(SearchSettings(data=spec, max_epochs=MAX_EPOCHS), space))
+
+    said = f"; it searched other data ({DATA}): its values are that data's"
+    changed = (f"; it searched other data ({DATA} as it was then: other clips, labels or values): its values are "
+               "that data's")
+    copy = str(cwd / "elsewhere" / "copy.h5")  # a spec naming the same data by another path
     for src in (parent_id, str(cwd / "ray_results" / "src")):
-        for data, differs in ((DATA, False), (reordered, False), (other, True)):
-            warm = plan(src, space, METRIC, "max", f"sqlite:///{cwd / 'mlflow.db'}", data=data)
-            assert warm.data == DATA and warm.other_data is differs, (src, data)
-            said = f"; it searched other data ({DATA}): its values are that data's"
-            assert warm.line().endswith(said) is differs, warm.line()
+        for data, fp_of, differs, line in ((DATA, None, False, None), (reordered, None, False, None),
+                                           (other, None, True, said), (DATA, DATA, False, None),
+                                           (reordered, DATA, False, None), (other, other, True, said),
+                                           (copy, DATA, False, None), (DATA, other, True, changed)):  # fmt: skip
+            warm = plan(src, space, METRIC, "max", f"sqlite:///{cwd / 'mlflow.db'}", data=data,
+                        fingerprint=fingerprint(fp_of) if fp_of else None)  # fmt: skip
+            assert warm.data == DATA and warm.other_data is differs, (src, data, fp_of)
+            assert warm.line().endswith(line) if line else "other data" not in warm.line(), warm.line()
             # the source's first trial is the trainer default (enqueued): taken as run on the same data only
             assert (default_among(first, warm) is None) is differs, (src, data)
 
