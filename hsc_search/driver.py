@@ -34,8 +34,8 @@ from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
 from .report import publish_report
 from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NOTES, client_for, default_tracking_uri,
-                   experiment_tags, import_mlflow, resolved_tracking_uri, score_key, sqlite_path, tag_experiment,
-                   trial_outcome, typed_column, without_password)
+                   experiment_tags, http_failure, import_mlflow, resolved_tracking_uri, score_key, sqlite_path,
+                   tag_experiment, trial_outcome, typed_column, without_password)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
 from .settings import SPACES_DIR, SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
@@ -1072,10 +1072,11 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
                 client.set_terminated(parent_id, status="KILLED")
             raise SetupInterrupted(exp_dir, resumable=True) from None
         raise
-    return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
+    return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo, resumed=True)
 
 
-def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo) -> SearchOutcome:
+def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo,
+                    resumed: bool = False) -> SearchOutcome:  # fmt: skip
     from ray.tune import ExperimentAnalysis
 
     from .ray_internals import tolerate_deleted_checkpoints
@@ -1125,6 +1126,16 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                     echo(f"warning: best config not written: {e}")
             outcome = SearchOutcome(exp_dir, None, rows, best, best_path, interrupted, [])
         else:
+            if resumed and trials:  # what its killed driver never got into MLflow, from Ray's saved results
+                try:
+                    caught = tracker.catch_up(client, trials, exp_dir)
+                except Exception as e:  # noqa: BLE001 - the store is away: reconcile and the summary say so below
+                    echo(f"warning: could not compare MLflow's records with Ray's: {http_failure(e)}")
+                    caught = []
+                if caught:
+                    echo(f"MLflow lacked what {_n(len(caught), 'trial')} ended before this resume reported "
+                         f"({', '.join(caught[:4])}{', ...' if len(caught) > 4 else ''}): logged from Ray's saved "
+                         "results")  # fmt: skip
             errors = tracker.close(interrupted=interrupted)
             ended = "KILLED" if interrupted and status == "FINISHED" else status
             try:

@@ -145,6 +145,26 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
                          f"({getattr(e, 'reason', e)})") from None  # fmt: skip
     if body != "OK":
         raise StoreError(f"{shown_url} answered {body!r}; expected an MLflow tracking server")
+    # /health is answered without the server's database: one read of its API tells a server whose store is down
+    # or locked (MLflow's own client retried it for minutes, and neither Ctrl-C nor SIGTERM ended the wait)
+    api = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+    try:
+        with urllib.request.urlopen(api, timeout=timeout_s):
+            pass
+    except urllib.error.HTTPError as e:
+        # 404 (no such experiment), 401/403 (a server with authentication: the MLflow client's credentials): it works
+        if e.code not in (401, 403, 404):  # (a database error comes back as 400 BAD_REQUEST, or a 5xx)
+            try:
+                said = json.loads(e.read(2000) or b"{}").get("message", "")
+            except (ValueError, OSError, AttributeError):
+                said = ""
+            said = said.splitlines()[0][:160] if said else ""
+            raise StoreError(f"the MLflow tracking server at {shown} answers its health check, but its API answered "
+                             f"{e.code} {e.reason}{f' ({said})' if said else ''}: its database may be down, locked or "
+                             "unreadable; see the server's log") from None  # fmt: skip
+    except (OSError, ValueError) as e:
+        raise StoreError(f"the MLflow tracking server at {shown} answers its health check, but its API did not answer "
+                         f"within {timeout_s:.0f} s ({getattr(e, 'reason', e)}; see the server's log)") from None  # fmt: skip
 
 
 DB_SCHEMES = ("postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores besides sqlite
@@ -542,8 +562,12 @@ def search_of(client, run_id: str, tracking_uri: str | None) -> tuple[str, str]:
     for a trial's run id (naming its search)."""
     try:
         run = client.get_run(run_id)
-    except Exception:
-        raise StoreError(f"run '{run_id}' not found at {tracking_uri or 'sqlite:///mlflow.db'}") from None
+    except Exception as e:  # not there; or the store failed (said as such: the run was never looked at)
+        where = without_password(tracking_uri or "sqlite:///mlflow.db")
+        if getattr(e, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") or (
+                "not found" in str(e).lower()):
+            raise StoreError(f"run '{run_id}' not found at {where}") from None
+        raise StoreError(f"cannot read run '{run_id}' at {where}: {http_failure(e)}") from None
     tags = run.data.tags
     if tags.get(TAG_KIND) != "search" and (tags.get(TAG_KIND) == "trial" or tags.get(TAG_PARENT)):
         parent = tags.get(TAG_PARENT)

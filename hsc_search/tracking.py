@@ -25,7 +25,7 @@ from ray import tune
 from trainer import ConfigError, TrainConfig
 
 from .report import preload_in_background
-from .runs import FAILED_KEY, NODE_KEY, TAG_OUTCOME, TAG_TRIAL, child_runs, trial_outcome
+from .runs import FAILED_KEY, NODE_KEY, TAG_OUTCOME, TAG_TRIAL, child_runs, epochs_of, trial_outcome
 from .writer import Writer
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class MlflowTracker(tune.Callback):
         self.max_epochs = max_epochs
         self.searched = list(searched)
         self._started: set[str] = set()  # trials whose start was handled here
+        self._ended: set[str] = set()  # trials whose end was handled by this process (not pickled)
         self._open: set[str] = set()  # trial ids whose child run has not been ended
         self._writer = writer
 
@@ -61,6 +62,7 @@ class MlflowTracker(tune.Callback):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_writer"] = None
+        state["_ended"] = set()
         return state
 
     def attach(self, writer: Writer) -> None:
@@ -122,6 +124,7 @@ class MlflowTracker(tune.Callback):
     def _finish(self, trial, outcome: str, status: str, error: str | None = None) -> None:
         self._ensure()
         self._open.discard(trial.trial_id)
+        self._ended.add(trial.trial_id)
         result = {k: v for k, v in (trial.last_result or {}).items() if k in ("hostname", "node_ip", NODE_KEY)}
         self._writer.submit("finish", trial.trial_id, str(trial), outcome, status, error, result)
 
@@ -139,6 +142,35 @@ class MlflowTracker(tune.Callback):
         # this state was saved) and reads its logged epochs and nodes back
         self._started.update(state.get("started", []))
         self._restored = True
+
+    # ------------------------------------------------------------------ after a resume
+    def catch_up(self, client, trials: list, exp_dir: str) -> list[str]:
+        """After a resume: a trial that ended before it, whose reports or end never reached MLflow (its driver died
+        with them queued: a tracking server that stalled, then a SIGKILL; the resume then named another trial the
+        best, from what MLflow held), gets what MLflow lacks from Ray's saved results (its result.json), through
+        the writer as if reported now: a missing run is made, epochs already logged are skipped, its end recorded.
+        One query for the search's runs; nothing is sent for a trial MLflow holds in full. Returns their ids."""
+        runs = {r.data.tags.get(TAG_TRIAL): r for r in child_runs(client, self.experiment_id, self.parent_run_id)}
+        caught = []
+        for trial in trials:
+            if trial.status not in ("TERMINATED", "ERROR") or trial.trial_id in self._ended:
+                continue
+            results = _saved_results(exp_dir, trial.trial_id)
+            last = max((int(m.get("epoch", 0)) for r in results for m in epochs_of(r)), default=0)
+            run = runs.get(trial.trial_id)
+            if run is not None and run.info.status != "RUNNING" and int(run.data.metrics.get("epoch", 0)) >= last:
+                continue
+            caught.append(trial.trial_id)
+            self.on_trial_start(None, trials, trial)
+            for r in results:
+                if FAILED_KEY not in r and epochs_of(r):
+                    result = {k: v for k, v in r.items() if k != "config"}
+                    self._writer.submit("epoch", trial.trial_id, str(trial), result, False)
+            if trial.status == "ERROR":
+                self.on_trial_error(None, trials, trial)
+            else:
+                self.on_trial_complete(None, trials, trial)
+        return caught
 
     # ------------------------------------------------------------------ end of the search
     def close(self, interrupted: bool) -> list[str]:
@@ -161,6 +193,26 @@ def end_stale_runs(client, experiment_id: str, parent_run_id: str, status: str =
             client.set_terminated(run.info.run_id, status=status)
             n += 1
     return n
+
+
+def _saved_results(exp_dir: str, trial_id: str) -> list[dict]:
+    """A trial's results as Ray saved them (`<exp_dir>/<trial_id>/result.json`, one JSON result per line); [] when
+    there are none (a trial that failed before any report) or the file cannot be read."""
+    import json
+
+    from . import storage
+
+    try:
+        text = storage.read_text(storage.join(exp_dir, trial_id, "result.json"))
+    except Exception:  # noqa: BLE001 - no results saved: the end alone is recorded
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:  # a line cut short by the kill
+            continue
+    return out
 
 
 def _full_config(config: dict) -> dict:

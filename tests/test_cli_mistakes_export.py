@@ -465,3 +465,28 @@ def test_export_prints_the_retrain_command_for_json_too(store, tmp_path, monkeyp
     line = next(ln for ln in result.output.splitlines() if ln.startswith("retrain: "))
     words = shlex.split(line)
     assert words[2:] == ["-m", "trainer", "--config", "b.json", "--data", "synthetic:ave?n_train=40&seed=3"], words
+
+
+def test_a_server_whose_database_fails_is_one_line_in_seconds(tracking_server, tmp_path, monkeypatch):
+    """A real `mlflow server` whose database cannot be read answers /health but not its API (400 BAD_REQUEST, or a
+    5xx when its database server is down): `run` went on to MLflow's own retries (minutes, a 355-line traceback,
+    deaf to Ctrl-C and SIGTERM), export-best gave a 263-line traceback (a walkthrough). One line, exit 2, before
+    anything is written or started."""
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=tracking_server.url).search_experiments()  # the server has opened its database
+    tracking_server.db_path.write_bytes(b"not an SQLite database " * 400)
+    MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/src.db").search_experiments()  # a store to import from
+    monkeypatch.chdir(tmp_path)
+    needle = (f"the MLflow tracking server at {tracking_server.url} answers its health check, but its API answered "
+              "400 Bad Request ((sqlite3.DatabaseError) file is not a database): its database may be down, locked "
+              "or unreadable; see the server's log")  # fmt: skip
+    for args in (["run", "--num-samples", "1", "--max-epochs", "1", "--name", "db", "--tracking-uri"],
+                 ["export-best", "--tracking-uri"], ["report", "--tracking-uri"],
+                 ["import-runs", "--from", f"sqlite:///{tmp_path}/src.db", "--to"]):  # fmt: skip
+        t0 = time.monotonic()
+        _fails(*args, tracking_server.url, needle=needle)
+        assert time.monotonic() - t0 < 30, args
+    assert not (tmp_path / "ray_results").exists() and not (tmp_path / "best_config.yaml").exists()

@@ -288,3 +288,54 @@ def test_a_resume_on_a_data_file_that_changed_since_the_search_started_is_refuse
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert f"--data {tmp_path / 'moved' / 'feats.h5'}" in again.stdout, again.stdout[-2000:]  # the retrain line
+
+
+def test_a_resume_logs_what_mlflow_lacks_of_trials_that_ended_before_it(tmp_path, _cache_dir):
+    """A tracking server that stalled mid-search, then a SIGKILL of the driver waiting on it: a trial that had ended
+    had no MLflow run (its reports and end were queued in the killed driver), and `resume` named another trial
+    the best, from what MLflow held, wrote its config and marked the search finished (a walkthrough). The resume
+    now logs what MLflow lacks of trials that ended before it from Ray's saved results. Here the best trial's run
+    is deleted from MLflow after a finished search whose record then reads as unfinished (as a killed driver's)."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path / "rr" / "s"
+    args = ["run", "--space", "quick", "--num-samples", "3", "--max-epochs", "3", "--scheduler", "fifo", "--data",
+            DATA, "--name", "s", "--storage", str(tmp_path / "rr"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]  # fmt: skip
+    env = {**os.environ, "HSC_CACHE_DIR": str(_cache_dir), "PYTHONUNBUFFERED": "1"}
+    hsc = str(Path(sys.executable).parent / "hsc-search")
+    done = subprocess.run([hsc, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    record = json.loads((folder / "hsc_search.json").read_text())
+
+    def trials() -> dict:
+        runs = client.search_runs([record["experiment_id"]],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{record['parent_run_id']}'")  # fmt: skip
+        return {r.data.tags["hsc.trial_id"]: r for r in runs}
+
+    before = trials()
+    assert len(before) == 3
+    best = max(before.values(), key=lambda r: r.data.metrics["best/max/val/map_avg"])
+    curve = sorted((m.step, m.value) for m in client.get_metric_history(best.info.run_id, "val/map_avg"))
+    assert [s for s, _ in curve] == [1, 2, 3]
+    client.delete_run(best.info.run_id)  # its reports and end never reached MLflow
+    del record["finished_at"]  # its driver died before the search's end
+    (folder / "hsc_search.json").write_text(json.dumps(record))
+    again = subprocess.run([hsc, "resume", str(folder)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    tid = best.data.tags["hsc.trial_id"]
+    assert (f"MLflow lacked what 1 trial ended before this resume reported ({tid}): logged from Ray's saved "
+            "results") in again.stdout, again.stdout[-3000:]
+    assert f"best trial: {best.info.run_name} (completed, 3 epochs) score " in again.stdout, again.stdout[-3000:]
+    after = trials()
+    assert set(after) == set(before)  # one run per trial again
+    run = after[tid]
+    assert run.info.status == "FINISHED" and run.data.tags["hsc.outcome"] == "completed"
+    assert sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/map_avg")) == curve
+    assert run.data.metrics["best/max/val/map_avg"] == best.data.metrics["best/max/val/map_avg"]
+    assert {k: v for k, v in run.data.params.items()} == dict(best.data.params)
+    for other in set(before) - {tid}:  # the others were complete: nothing logged again
+        assert len(client.get_metric_history(after[other].info.run_id, "val/map_avg")) == 3
