@@ -254,7 +254,25 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
     cluster started on this machine, or says there is none)."""
     if address is None:
         address, flag = os.environ.get("RAY_ADDRESS"), "RAY_ADDRESS"
-    if not address or address in ("auto", "local"):
+    if not address or address == "local":
+        return
+    if address == "auto":  # the cluster Ray would join, checked as if given
+        from .ray_internals import auto_address
+
+        try:
+            found = auto_address()
+        except ConnectionError:
+            raise PreflightError(f"{flag} auto: no Ray cluster runs on this machine (`ray start --head` starts one); "
+                                 "leave --address out to search on a local Ray instance of the search's own") from None  # fmt: skip
+        except Exception:  # noqa: BLE001 - Ray's own connection says what is wrong
+            return
+        if found and found != "auto":
+            try:
+                check_address(found, timeout_s, flag=flag)
+            except PreflightError as e:  # named as given, with what Ray found for it
+                raise PreflightError(str(e).replace(f"{flag} {found}:", f"{flag} auto (Ray found {found} on this "
+                                                    "machine: the address file of the last `ray start`, or another "
+                                                    "Ray running here):", 1)) from None  # fmt: skip
         return
     hostport = address[len("ray://"):] if address.startswith("ray://") else address
     host, sep, port = hostport.rpartition(":")

@@ -210,6 +210,16 @@ def nodes_running_here(address: str, timeout_s: float) -> tuple[list[str], bool]
     return sorted(set(alive.values())), bool(set(alive) & set(find_node_ids()))
 
 
+def auto_address() -> str:
+    """The cluster `address="auto"` connects to: RAY_ADDRESS, else the address file of the last `ray start` on this
+    machine (<temp dir>/ray/ray_current_cluster), else a GCS process found running here (Ray's `ps` scan). Raises
+    ConnectionError when there is none. Ray's own lookup (ray._private.services), so that the pre-flight checks
+    the cluster Ray would join: a stale address file (a killed head) made Ray retry for minutes, deaf to Ctrl-C."""
+    from ray._private.services import get_ray_address_from_environment
+
+    return get_ray_address_from_environment("auto", None)
+
+
 def default_temp_dir() -> str:
     """Where Ray puts its session folders unless told otherwise."""
     from ray._common.utils import get_default_ray_temp_dir

@@ -249,7 +249,7 @@ def test_a_database_uri_is_tried_before_ray_starts_and_its_password_never_shown(
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch):
+def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch, tmp_path):
     """Ray retries an absent head for minutes (a search hung there); the pre-flight names it in seconds."""
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     for bad in ("bogus", "http://10.0.0.5:6379", "10.0.0.5:port", "host:99999"):
@@ -274,7 +274,18 @@ def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch):
         with pytest.raises(PreflightError, match=f"--address 127.0.0.1:{port}: something answers at 127.0.0.1:{port}, "
                            "but not a Ray head \\(it accepted a connection but sent nothing back within 2 s\\)"):
             preflight.check_address(f"127.0.0.1:{port}", timeout_s=2.0)
-    preflight.check_address("auto")  # left to Ray
+    # auto: the cluster Ray would join, checked as if given (the address file a killed `ray start --head` leaves:
+    # Ray retried it for minutes, deaf to Ctrl-C; a walkthrough)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}\n")  # closed above: refused
+    t0 = time.monotonic()
+    with pytest.raises(PreflightError, match=f"^--address auto \\(Ray found 127.0.0.1:{port} on this machine: the "
+                       f"address file of the last `ray start`, or another Ray running here\\): no Ray head answers at "
+                       f"127.0.0.1:{port} \\(Connection refused\\)"):  # fmt: skip
+        preflight.check_address("auto", timeout_s=2.0)
+    assert time.monotonic() - t0 < 10.0
 
 
 def test_an_address_where_something_else_answers_is_not_taken_for_a_ray_head(monkeypatch):
