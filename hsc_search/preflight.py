@@ -102,6 +102,10 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
         if not os.access(db.parent.resolve(), os.W_OK):
             raise PreflightError(f"{name}: the folder {db.parent.resolve()} cannot be written; SQLite "
                                  "writes the database and its journal there: give a writable folder")  # fmt: skip
+        if db.exists() and _sqlite_write_locked(db, timeout_s):
+            raise PreflightError(f"{name}: {db} is locked by another process for over {timeout_s:.0f} s (an open "
+                                 "write transaction: a sqlite3 shell, a stuck program); end it, or give another "
+                                 "store")  # fmt: skip
         return
     if uri.split(":", 1)[0].lower() == "databricks":
         raise PreflightError(f"{name}: Databricks-hosted MLflow is not supported; use {EXPECTED_URIS}")
@@ -118,6 +122,27 @@ def _plugin_schemes() -> set[str]:
     from importlib.metadata import entry_points
 
     return {e.name.lower() for e in entry_points(group="mlflow.tracking_store")}
+
+
+def _sqlite_write_locked(path: Path, timeout_s: float) -> bool:
+    """Another process holds a write lock on the database for longer than `timeout_s` (MLflow waited 30 s, then
+    failed with two tracebacks of 422 lines). Searches writing the same store lock it for milliseconds at a time."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(str(path), timeout=timeout_s)
+    except sqlite3.Error:
+        return False  # said by MLflow, which names the reason
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.rollback()
+        return False
+    except sqlite3.OperationalError as e:
+        return "locked" in str(e)
+    except sqlite3.Error:
+        return False
+    finally:
+        con.close()
 
 
 def _is_sqlite_database(path: Path) -> bool:

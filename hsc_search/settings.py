@@ -223,6 +223,10 @@ def name_problem(name: str) -> str | None:
     if "/" in name or "\\" in name or name in (".", "..") or name != name.strip():
         return ("expected one folder name: no '/' or '\\', not '.' or '..', no spaces around it (it names the "
                 "search's folder under the storage path)")
+    if any(c < " " or c == "\x7f" for c in name):  # a newline split every printed path
+        return "expected a name without control characters (newlines, tabs)"
+    if len(name.encode()) > 200:  # file systems take 255 bytes a name; the trial folders' names are longer
+        return f"expected a name of at most 200 bytes (this one has {len(name.encode())}): it names a folder"
     return None
 
 

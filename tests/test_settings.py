@@ -75,6 +75,9 @@ def test_missing_file_is_named(tmp_path):
     ({"name": "a/b"}, "--name 'a/b': expected one folder name"),
     ({"name": ".."}, "--name '..': expected one folder name"),
     ({"name": ""}, "--name '': expected a non-empty name"),
+    ({"name": "a\nb"}, "--name 'a\\nb': expected a name without control characters"),  # printed paths split
+    ({"name": "x" * 201}, f"--name '{'x' * 201}': expected a name of at most 200 bytes (this one has 201)"),
+    ({"name": "é" * 101}, f"--name '{'é' * 101}': expected a name of at most 200 bytes (this one has 202)"),
 ])  # fmt: skip
 def test_values_that_would_fail_after_ray_started_fail_here(cli, culprit):
     """Each of these passed the pre-flight and failed (or ran, writing outside the storage folder) once Ray was
@@ -84,6 +87,7 @@ def test_values_that_would_fail_after_ray_started_fail_here(cli, culprit):
         load_settings(None, cli, [])
     assert str(e.value).startswith(culprit), str(e.value)
     assert load_settings(None, {"seed": 2**32 - 1, "name": "my search 2"}, []).name == "my search 2"
+    assert load_settings(None, {"name": "x" * 200}, []).name == "x" * 200  # (a 300-byte name was a traceback)
 
 
 def test_a_config_or_space_file_that_is_not_text_is_named(tmp_path):
