@@ -44,7 +44,14 @@ def _fs(path: str) -> tuple[pafs.FileSystem, str]:
 
 def exists(path: str) -> bool:
     fs, p = _fs(path)
-    return fs.get_file_info(p).type != pafs.FileType.NotFound
+    try:
+        return fs.get_file_info(p).type != pafs.FileType.NotFound
+    except OSError as e:  # an endpoint that does not answer, a name the file system refuses: one line, not 45
+        if not is_uri(path):
+            raise StorageError(f"{path}: cannot be looked up ({e.strerror or e})") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StorageError(f"storage '{path}': cannot be reached ({first[:300]}); check the URI, the endpoint and "
+                           "the credentials") from None  # fmt: skip
 
 
 def has_experiment_state(exp_dir: str) -> bool:

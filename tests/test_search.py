@@ -496,6 +496,23 @@ def test_export_best_then_retrain(search, _cache_dir):
     assert proc.returncode == 0 and (cwd / "best.yaml").read_bytes() == kept["best.yaml"], proc.stderr
 
 
+def test_an_s3_storage_that_cannot_be_reached_is_one_line(tmp_path, _cache_dir):
+    """An S3 endpoint that does not answer (here one on 127.0.0.1 with nothing listening): a 43-line traceback from
+    looking the search's folder up (a walkthrough); one line naming the storage."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**_env(_cache_dir), "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "y", "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    proc = subprocess.run([str(BIN / "hsc-search"), "run", "--storage", "s3://bkt/rr", "--no-mlflow"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.startswith("error: storage 's3://bkt/rr/") and "cannot be reached" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
 @pytest.mark.parametrize(
     "args, needles",
     [
@@ -521,6 +538,7 @@ def test_export_best_then_retrain(search, _cache_dir):
         (["run", "--seed", "-1"], ["--seed must be in [0, 2**32 - 1]"]),
         (["run", "--reduction-factor", "nan"], ["--reduction-factor must be a finite number > 1"]),
         (["run", "--name", "../elsewhere"], ["--name '../elsewhere'", "one folder name"]),
+        (["run", "--storage", "/tmp/" + "x" * 300], ["cannot be looked up", "File name too long"]),  # a traceback
         (["run", "--tracking-uri", "postgresql://u@127.0.0.1:1/db"], ["no database answers at 127.0.0.1:1"]),
         (["run", "--tracking-uri", "htp://x"], ["unknown scheme 'htp'"]),
         (["run", "--address", "127.0.0.1:1"], ["--address 127.0.0.1:1: no Ray head answers"]),
