@@ -81,10 +81,10 @@ class SearchSettings:
             p.append(f"{n('reduction_factor')} must be a finite number > 1, got {self.reduction_factor}")
         if self.mode not in ("max", "min"):
             p.append(f"{n('mode')} must be max or min, got {self.mode!r}")
-        if self.cpus_per_trial <= 0:
-            p.append(f"{n('cpus_per_trial')} must be > 0, got {self.cpus_per_trial}")
-        if self.gpus_per_trial < 0:
-            p.append(f"{n('gpus_per_trial')} must be >= 0, got {self.gpus_per_trial}")
+        if not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):  # nan passed every comparison
+            p.append(f"{n('cpus_per_trial')} must be a finite number > 0, got {self.cpus_per_trial}")
+        if not (math.isfinite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
+            p.append(f"{n('gpus_per_trial')} must be a finite number >= 0, got {self.gpus_per_trial}")
         if self.max_concurrent < 0:
             p.append(f"{n('max_concurrent')} must be >= 0, got {self.max_concurrent}")
         if not self.checkpoint_every_s > 0:

@@ -75,6 +75,9 @@ def test_missing_file_is_named(tmp_path):
     ({"name": "a/b"}, "--name 'a/b': expected one folder name"),
     ({"name": ".."}, "--name '..': expected one folder name"),
     ({"name": ""}, "--name '': expected a non-empty name"),
+    ({"cpus_per_trial": float("nan")}, "--cpus-per-trial must be a finite number > 0, got nan"),  # it passed
+    ({"cpus_per_trial": 0}, "--cpus-per-trial must be a finite number > 0, got 0"),
+    ({"gpus_per_trial": float("inf")}, "--gpus-per-trial must be a finite number >= 0, got inf"),
     ({"name": "a\nb"}, "--name 'a\\nb': expected a name without control characters"),  # printed paths split
     ({"name": "x" * 201}, f"--name '{'x' * 201}': expected a name of at most 200 bytes (this one has 201)"),
     ({"name": "é" * 101}, f"--name '{'é' * 101}': expected a name of at most 200 bytes (this one has 202)"),
