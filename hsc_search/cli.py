@@ -357,7 +357,8 @@ def export_best_cmd(
     if search is not None and search.info.status != "FINISHED":  # its best so far, which may still change
         from .driver import unfinished_note
 
-        said = unfinished_note(search.info.run_name, search.info.status, search.data.tags.get("hsc.experiment_dir"))
+        said = unfinished_note(search.info.run_name, search.info.status, search.data.tags.get("hsc.experiment_dir"),
+                               search.info.run_id)  # fmt: skip
         typer.echo(f"note: {said}; this is its best trial so far: export again when it has ended", err=True)
 
 

@@ -170,23 +170,33 @@ def hold_search(exp_dir: str) -> None:
     if storage.is_uri(exp_dir) or exp_dir in _HELD:  # (this process's own: a run then a resume in one process)
         return
     path = Path(exp_dir) / DRIVER_LOCK
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(path, "a+")  # not inherited by the processes the driver starts (Python's default)
-    except OSError as e:
-        raise SearchError(f"{exp_dir}: cannot write in the search's folder ({e.strerror or e}); a search writes its "
-                          "state there") from None  # fmt: skip
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        who = fh.read().strip() or "another process"
+    for _ in range(5):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(path, "a+")  # not inherited by the processes the driver starts (Python's default)
+        except OSError as e:
+            raise SearchError(f"{exp_dir}: cannot write in the search's folder ({e.strerror or e}); a search writes "
+                              "its state there") from None  # fmt: skip
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            who = fh.read().strip() or "another process"
+            fh.close()
+            raise SearchError(f"{exp_dir}: its search is running ({who}); a second driver would train the same "
+                              "trials again: wait for it to end, or stop it first (Ctrl-C)") from None  # fmt: skip
+        except OSError:  # a file system without locks: nothing to guard with
+            fh.close()
+            return
+        try:  # the file locked is the one at the path (a `run` that let go of its claim unlinks it as it goes)
+            if os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except OSError:
+            pass
         fh.close()
-        raise SearchError(f"{exp_dir}: its search is running ({who}); a second driver would train the same trials "
-                          "again: wait for it to end, or stop it first (Ctrl-C)") from None  # fmt: skip
-    except OSError:  # a file system without locks: nothing to guard with
-        fh.close()
-        return
+    else:
+        raise SearchError(f"{exp_dir}: its lock file keeps being replaced (another process is starting and stopping "
+                          "searches there); try again")  # fmt: skip
     fh.seek(0)
     fh.truncate()
     fh.write(f"driver pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
@@ -211,13 +221,16 @@ def search_driver(exp_dir: str) -> str | None:
         return None
 
 
-def unfinished_note(name: str, status: str, exp_dir: str | None) -> str | None:
+def unfinished_note(name: str, status: str, exp_dir: str | None, parent_run_id: str) -> str | None:
     """What to say of a search that has not finished (MLflow status `status`), from its folder's lock when the
-    folder is on this machine: still running (no `resume` then: it is refused), or stopped with its driver gone
-    (`resume` continues it). None for a finished search."""
-    if status == "FINISHED":
+    folder is on this machine and still its own: still running (no `resume` then: it is refused), or stopped with
+    its driver gone (`resume` continues it). None for a finished search, and for this process's own search (its
+    driver writing it up as it ends, before its status is set)."""
+    if status == "FINISHED" or exp_dir in _HELD:
         return None
-    local = exp_dir is not None and not storage.is_uri(exp_dir) and Path(exp_dir, META_FILE).is_file()
+    local = exp_dir is not None and not storage.is_uri(exp_dir) and _search_in(exp_dir) == parent_run_id
+    if not local and exp_dir is not None and not storage.is_uri(exp_dir) and Path(exp_dir, META_FILE).is_file():
+        exp_dir = None  # its folder holds another search now (one of the same --name): not named
     who = search_driver(exp_dir) if local else None
     if who:
         return f"search {name} is still running ({who})"
@@ -227,6 +240,14 @@ def unfinished_note(name: str, status: str, exp_dir: str | None) -> str | None:
         return f"search {name} did not finish and no driver runs it (MLflow status {status}): {resume}"
     return (f"search {name} has not finished (MLflow status {status}: still running, interrupted, or its driver "
             f"died): {resume} if it is not running")  # fmt: skip
+
+
+def _search_in(exp_dir: str) -> str | None:
+    """The parent run id the record in a local search folder names, or None."""
+    try:
+        return json.loads(Path(exp_dir, META_FILE).read_text()).get("parent_run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def release_search(exp_dir: str) -> None:
@@ -640,16 +661,21 @@ def run_search(
         interrupts.release(pending_too=False)
         if writer is not None:
             writer.stop()
-        if isinstance(e, KeyboardInterrupt) and not interrupts.fitting:
+        if not interrupts.fitting:
             # (a folder with nothing but the claim's lock is not news: "nothing was written")
             recorded = storage.exists(storage.join(exp_dir, META_FILE))
-            removed = _remove_unstarted(exp_dir)  # while this process holds it: the folder is this run's own
-            if removed and not recorded:
-                raise SetupInterrupted(None) from None
-            raise SetupInterrupted(exp_dir if removed or storage.exists(exp_dir) else None, removed=removed) from None
+            if isinstance(e, KeyboardInterrupt):
+                removed = _remove_unstarted(exp_dir)  # while this process holds it: the folder is this run's own
+                if removed and not recorded:
+                    raise SetupInterrupted(None) from None
+                raise SetupInterrupted(exp_dir if removed or storage.exists(exp_dir) else None,
+                                       removed=removed) from None  # fmt: skip
+            if not recorded:  # failed before its record was written (Ray's start, the cluster's resources): the
+                _remove_unstarted(exp_dir)  # claim is taken back, as a pre-flight failure leaves nothing
         raise
     finally:
         release_search(exp_dir)
+        _CLAIMED.pop(exp_dir, None)
 
 
 @dataclass
@@ -1126,7 +1152,7 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                     echo(f"warning: best config not written: {e}")
             outcome = SearchOutcome(exp_dir, None, rows, best, best_path, interrupted, [])
         else:
-            if resumed and trials:  # what its killed driver never got into MLflow, from Ray's saved results
+            if resumed and trials and not interrupted:  # what its killed driver never got into MLflow (Ray's results)
                 try:
                     caught = tracker.catch_up(client, trials, exp_dir)
                 except Exception as e:  # noqa: BLE001 - the store is away: reconcile and the summary say so below
@@ -1136,7 +1162,13 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                     echo(f"MLflow lacked what {_n(len(caught), 'trial')} ended before this resume reported "
                          f"({', '.join(caught[:4])}{', ...' if len(caught) > 4 else ''}): logged from Ray's saved "
                          "results")  # fmt: skip
-            errors = tracker.close(interrupted=interrupted)
+            def waiting() -> None:  # a tracking server that stalls: said, and how to go on (it was silent)
+                echo(f"waiting for MLflow to take the search's last records (its server at "
+                     f"{without_password(settings.tracking_uri or 'the default store')} is slow or not answering); "
+                     f"Ctrl-C stops waiting, and `{exe('hsc-search')} resume {shlex.quote(exp_dir)}` then logs what "
+                     "MLflow lacks")  # fmt: skip
+
+            errors = tracker.close(interrupted=interrupted, on_slow=waiting)
             ended = "KILLED" if interrupted and status == "FINISHED" else status
             try:
                 if trials:
@@ -1152,11 +1184,22 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                 ended = "FAILED" if ended == "FINISHED" else ended
                 raise
             finally:
-                client.set_terminated(parent_id, status=ended)
+                if ended == "KILLED":  # stopped by the user: a server that does not answer must not hold them
+                    _bounded(lambda: client.set_terminated(parent_id, status=ended), 15.0)
+                else:
+                    client.set_terminated(parent_id, status=ended)
     if not interrupted:  # every trial ended and the tail is done: `resume` has nothing left to do
         _mark_finished(exp_dir)
     outcome.num_samples = settings.num_samples
     return outcome
+
+
+def _bounded(call: Callable[[], Any], timeout_s: float) -> None:
+    """Runs `call` in a daemon thread for at most `timeout_s` (an MLflow call to a server that does not answer
+    retries for minutes; the process may end without it)."""
+    t = threading.Thread(target=call, daemon=True, name="hsc-bounded-call")
+    t.start()
+    t.join(timeout_s)
 
 
 def _start_again(exp_dir: str) -> str:

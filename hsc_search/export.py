@@ -91,7 +91,10 @@ def search_of(client, run_id: str, tracking_uri: str | None, experiment: str | N
     except StoreError as e:
         raise ExportError(str(e)) from None
     if experiment is not None:
-        name = client.get_experiment(experiment_id).name
+        try:
+            name = client.get_experiment(experiment_id).name
+        except Exception as e:  # the store failed: one line
+            raise ExportError(f"cannot read the experiment of run '{pid}': {http_failure(e)}") from None
         if name != experiment:
             raise ExportError(f"--run-id {pid} is a search in MLflow experiment '{name}', not '{experiment}'; give "
                               f"--experiment {shlex.quote(name)} or leave it out")  # fmt: skip

@@ -65,7 +65,7 @@ def _unfinished(rec: SearchRecord) -> str | None:
         return None
     from .driver import unfinished_note
 
-    return unfinished_note(rec.name, rec.status, rec.experiment_dir)
+    return unfinished_note(rec.name, rec.status, rec.experiment_dir, rec.parent_run_id)
 
 
 def _color(outcome: str) -> str:

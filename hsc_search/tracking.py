@@ -65,6 +65,10 @@ class MlflowTracker(tune.Callback):
         state["_ended"] = set()
         return state
 
+    def __setstate__(self, state: dict) -> None:  # trackers pickled before `_ended` existed (resume of such)
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_ended", set())
+
     def attach(self, writer: Writer) -> None:
         """Gives a tracker restored from Ray's pickle (which leaves the writer out) a writer already started."""
         if self._writer is not None:
@@ -173,14 +177,14 @@ class MlflowTracker(tune.Callback):
         return caught
 
     # ------------------------------------------------------------------ end of the search
-    def close(self, interrupted: bool) -> list[str]:
+    def close(self, interrupted: bool, on_slow=None) -> list[str]:
         """Flushes, then ends every child run still open (KILLED, outcome interrupted), then stops the writer.
-        Returns the calls that failed."""
+        Returns the calls that failed. `on_slow`: called once when the flush takes more than 10 s."""
         self._ensure()
         for tid in sorted(self._open):
             self._writer.submit("kill", tid, interrupted)
         self._open.clear()
-        self._writer.close()
+        self._writer.close(on_slow=on_slow)
         return self.errors
 
 

@@ -61,11 +61,11 @@ class WarmStart:
         out = [f"{len(v)} {reason}" + (f": {'; '.join(v[:MAX_EXAMPLES])}" + ("; ..." if len(v) > MAX_EXAMPLES else "")
                                        if reason == "outside this space" else "")
                for reason, v in self.left_out.items()]  # fmt: skip
+        changed = (f"({self.data} as it was then, or carved by another val_fraction: other clips, labels or values)"
+                   if self.same_path else f"({self.data})")  # fmt: skip
         return (f"warm start: {self.added} of {self.of} trials from {self.source} ({states}"
                 + (f"; left out: {'; '.join(out)}" if out else "") + ")"
-                + (("; it searched other data " + (f"({self.data} as it was then: other clips, labels or values)"
-                                                   if self.same_path else f"({self.data})")
-                    + ": its values are that data's") if self.other_data else ""))  # fmt: skip
+                + (f"; it searched other data {changed}: its values are that data's" if self.other_data else ""))
 
     def to_dict(self) -> dict[str, Any]:
         """What the search's hsc_search.json and parent run record."""

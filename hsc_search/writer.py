@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .runs import (
     CCA_SPECTRUM_ARTIFACT,
@@ -143,14 +143,19 @@ class Writer:
     def submit(self, *message: Any) -> None:
         self._queue.put(message)
 
-    def flush(self, timeout: float = 120.0) -> bool:
-        """Waits until every message submitted so far was executed; False on timeout or when the writer died."""
+    def flush(self, timeout: float = 120.0, on_slow: Callable[[], None] | None = None, slow_s: float = 10.0) -> bool:
+        """Waits until every message submitted so far was executed; False on timeout or when the writer died.
+        `on_slow` is called once if that takes over `slow_s` seconds (the wait is said, not silent)."""
         if not self._alive():
             return self._died()
         self._token += 1
         self._queue.put(("flush", self._token))
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
         while (left := deadline - time.monotonic()) > 0:
+            if on_slow is not None and time.monotonic() - start > slow_s:
+                on_slow()
+                on_slow = None
             try:
                 ready = self._replies.poll(min(left, 0.5))
                 if ready:
@@ -176,8 +181,8 @@ class Writer:
             self.errors.append(msg)
         return False
 
-    def close(self, timeout: float = 120.0) -> bool:
-        ok = self.flush(timeout)
+    def close(self, timeout: float = 120.0, on_slow: Callable[[], None] | None = None) -> bool:
+        ok = self.flush(timeout, on_slow)
         self.stop()
         return ok
 

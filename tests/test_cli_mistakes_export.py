@@ -280,6 +280,12 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
     finally:
         holder.kill()
         holder.wait(timeout=30)
+    # its folder now holds another search (one of its --name): not named, nor its driver taken for this one's
+    (folder / "hsc_search.json").write_text(json.dumps({"parent_run_id": "2" * 32}))
+    result = _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--out", str(tmp_path / "b.yaml"))
+    assert ("note: search good has not finished (MLflow status RUNNING: still running, interrupted, or its driver "
+            "died): `hsc-search resume <its folder>` continues it if it is not running") in result.output, result.output
+    assert str(folder) not in result.output, result.output
     (folder / "hsc_search.json").unlink()
     other = tmp_path / "rr" / "other"
     other.mkdir(parents=True)

@@ -184,3 +184,72 @@ def test_restore_falls_back_to_the_newest_readable_checkpoint(tmp_path):
     shutil.rmtree(trial / "checkpoint_000006")
     assert usable_checkpoint(gone) is None  # the last epoch's alone: start over (the same metrics again)
     assert usable_checkpoint(_TrainingResult(None, {})).checkpoint is None
+
+
+def test_a_tracking_server_that_stalls_is_said_and_resume_logs_what_it_missed(tmp_path, tracking_server, _cache_dir):
+    """The server stops answering mid-search (frozen with SIGSTOP: a hung server, a dead SSH tunnel). The driver
+    waited on it in silence after the last trial, deaf to SIGTERM, until killed; the `resume` after it then named
+    another trial the best from what MLflow held (a walkthrough). Now the wait is said with the way out, SIGTERM
+    ends it, and `resume` logs what MLflow lacks from Ray's saved results: every epoch of every trial."""
+    import json
+    import os
+    import signal
+    import sys
+    import threading
+    from pathlib import Path
+
+    server = tracking_server
+    driver = subprocess.Popen(
+        search_cmd("--tracking-uri", server.url, "--experiment", "stall", "--num-samples", "2", "--max-epochs", "6",
+                   "--scheduler", "fifo", "--name", "stall"),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=search_env(_cache_dir),
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(driver.stdout.readline, "")), daemon=True)
+    reader.start()
+    frozen = False
+    try:
+        deadline = time.monotonic() + 300
+        while not any(c.data.metrics.get("epoch", 0) >= 1 for c in search_runs(server.url, "stall")[2]):
+            if time.monotonic() > deadline or driver.poll() is not None:
+                pytest.fail("no epoch logged in time:\n" + "".join(lines)[-3000:])
+            time.sleep(0.2)
+        os.killpg(server.proc.pid, signal.SIGSTOP)
+        frozen = True
+        deadline = time.monotonic() + 180
+        while not any(ln.startswith("waiting for MLflow") for ln in lines):
+            if time.monotonic() > deadline or driver.poll() is not None:
+                pytest.fail("the wait was not said:\n" + "".join(lines)[-3000:])
+            time.sleep(0.5)
+        said = next(ln for ln in lines if ln.startswith("waiting for MLflow"))
+        assert f"resume {tmp_path / 'ray_results' / 'stall'}` then logs what MLflow lacks" in said, said
+        t0 = time.monotonic()
+        driver.send_signal(signal.SIGTERM)
+        driver.wait(timeout=60)
+        assert time.monotonic() - t0 < 30, "".join(lines)[-3000:]
+    finally:
+        if frozen:
+            os.killpg(server.proc.pid, signal.SIGCONT)
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(timeout=30)
+    reader.join(10)
+    out = "".join(lines)
+    assert driver.returncode == 130 and "Traceback" not in out, out[-3000:]
+    folder = tmp_path / "ray_results" / "stall"
+    again = subprocess.run([str(Path(sys.executable).parent / "hsc-search"), "resume", str(folder)], cwd=tmp_path,
+                           env=search_env(_cache_dir), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    client, parents, children = search_runs(server.url, "stall")
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children + parents), again.stdout
+    assert all(int(c.data.metrics["epoch"]) == 6 for c in children)
+    assert_complete_histories(client, children)
+    # the best, as Ray's saved results have it, is the one MLflow and the console name
+    best = {}
+    for f in folder.glob("*/result.json"):
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            for m in json.loads(r["hsc/epochs_json"]) if "hsc/epochs_json" in r else [r]:
+                best[f.parent.name] = max(best.get(f.parent.name, -1.0), m["val/map_avg"])
+    top = max(best, key=best.get)
+    assert f"best trial: train_trial_{top} (completed, 6 epochs) score {best[top]:.4f}" in again.stdout, again.stdout

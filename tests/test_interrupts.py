@@ -315,6 +315,8 @@ def test_a_resume_logs_what_mlflow_lacks_of_trials_that_ended_before_it(tmp_path
                                   filter_string=f"tags.`mlflow.parentRunId` = '{record['parent_run_id']}'")  # fmt: skip
         return {r.data.tags["hsc.trial_id"]: r for r in runs}
 
+    report = (folder / "report.html").read_text()  # the driver's own report, written before its status is set
+    assert "did not finish" not in report and "is still running" not in report and "has not finished" not in report
     before = trials()
     assert len(before) == 3
     best = max(before.values(), key=lambda r: r.data.metrics["best/max/val/map_avg"])
@@ -337,5 +339,7 @@ def test_a_resume_logs_what_mlflow_lacks_of_trials_that_ended_before_it(tmp_path
     assert sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/map_avg")) == curve
     assert run.data.metrics["best/max/val/map_avg"] == best.data.metrics["best/max/val/map_avg"]
     assert {k: v for k, v in run.data.params.items()} == dict(best.data.params)
+    report = (folder / "report.html").read_text()
+    assert "did not finish" not in report and "is still running" not in report and "has not finished" not in report
     for other in set(before) - {tid}:  # the others were complete: nothing logged again
         assert len(client.get_metric_history(after[other].info.run_id, "val/map_avg")) == 3

@@ -571,7 +571,7 @@ def test_bad_search_config_values_are_named(text, needles, tmp_path, _cache_dir)
         assert n in proc.stderr
 
 
-def test_a_new_searchs_folder_is_claimed_and_let_go_of(tmp_path):
+def test_a_new_searchs_folder_is_claimed_and_let_go_of(tmp_path, monkeypatch):
     """`run` makes and holds its folder in its pre-flight; a pre-flight that then fails (or a Ctrl-C before Ray ran
     the search) removes it and the folders the claim made; a folder holding nothing but the unheld lock of a run
     killed in its pre-flight is free for the next `run` of that name (it said "holds no hsc-search search")."""
@@ -595,6 +595,18 @@ def test_a_new_searchs_folder_is_claimed_and_let_go_of(tmp_path):
     (exp / "x.txt").write_text("someone's")
     with pytest.raises(SearchError, match="exists already and holds no hsc-search search; pick another --name"):
         _refuse_existing(str(exp))
+    # a run that fails after its claim, before its record (here Ray's start): the claim is taken back too
+    from hsc_search import driver
+    from hsc_search.settings import SearchSettings
+
+    def no_ray(*a, **k):
+        raise RuntimeError("Ray did not start")
+
+    monkeypatch.setattr(driver, "_init_ray", no_ray)
+    with pytest.raises(RuntimeError, match="Ray did not start"):
+        driver.run_search(SearchSettings(name="s", storage=str(tmp_path / "b" / "rr"), data=DATA, mlflow=False,
+                                         max_epochs=1, num_samples=1), echo=lambda _: None)  # fmt: skip
+    assert not (tmp_path / "b").exists() and not driver._HELD and not driver._CLAIMED
 
 
 def _wait_for(cond, timeout, what):

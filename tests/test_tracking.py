@@ -439,3 +439,20 @@ def test_the_writer_names_the_test_epoch_as_the_trainer_does():
     from trainer.fit import TEST_EPOCH as TRAINER_TEST_EPOCH
 
     assert TEST_EPOCH == TRAINER_TEST_EPOCH
+
+
+def test_a_tracker_pickled_by_an_earlier_version_resumes(monkeypatch):
+    """`resume` takes the tracker Ray pickled with the search: one pickled before `_ended` existed raised
+    AttributeError at its first trial's end (a review); it comes back with the attribute."""
+    import pickle
+
+    from hsc_search.tracking import MlflowTracker
+
+    tracker = MlflowTracker(None, "0", "p" * 32, 3, ["lr"])
+    tracker._started.add("t1")
+    old = {**{k: v for k, v in tracker.__dict__.items() if k != "_ended"}, "_writer": None}  # the earlier state
+    monkeypatch.setattr(MlflowTracker, "__getstate__", lambda self: dict(old))
+    data = pickle.dumps(tracker)
+    monkeypatch.undo()
+    restored = pickle.loads(data)
+    assert restored._ended == set() and restored._started == {"t1"} and restored._writer is None

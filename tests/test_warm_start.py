@@ -165,8 +165,8 @@ def test_a_source_on_other_data_is_said_and_its_default_is_not_taken_for_this_da
         return data_fingerprint(driver.load_search_data(SearchSettings(data=spec, max_epochs=MAX_EPOCHS), space))
 
     said = f"; it searched other data ({DATA}): its values are that data's"
-    changed = (f"; it searched other data ({DATA} as it was then: other clips, labels or values): its values are "
-               "that data's")
+    changed = (f"; it searched other data ({DATA} as it was then, or carved by another val_fraction: other clips, "
+               "labels or values): its values are that data's")
     copy = str(cwd / "elsewhere" / "copy.h5")  # a spec naming the same data by another path
     for src in (parent_id, str(cwd / "ray_results" / "src")):
         for data, fp_of, differs, line in ((DATA, None, False, None), (reordered, None, False, None),
