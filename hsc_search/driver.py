@@ -28,7 +28,7 @@ from trainer.fit import data_fingerprint
 
 from . import preflight, storage, warm_start
 from .commands import exe
-from .export import TrialRow, best_row, trial_config, trial_rows, write_config
+from .export import TrialRow, best_row, search_in, trial_config, trial_rows, write_config
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
@@ -228,8 +228,9 @@ def unfinished_note(name: str, status: str, exp_dir: str | None, parent_run_id: 
     driver writing it up as it ends, before its status is set)."""
     if status == "FINISHED" or exp_dir in _HELD:
         return None
-    local = exp_dir is not None and not storage.is_uri(exp_dir) and _search_in(exp_dir) == parent_run_id
-    if not local and exp_dir is not None and not storage.is_uri(exp_dir) and Path(exp_dir, META_FILE).is_file():
+    owner = search_in(Path(exp_dir)) if exp_dir is not None and not storage.is_uri(exp_dir) else None
+    local = owner == parent_run_id
+    if owner is not None and not local:
         exp_dir = None  # its folder holds another search now (one of the same --name): not named
     who = search_driver(exp_dir) if local else None
     if who:
@@ -240,14 +241,6 @@ def unfinished_note(name: str, status: str, exp_dir: str | None, parent_run_id: 
         return f"search {name} did not finish and no driver runs it (MLflow status {status}): {resume}"
     return (f"search {name} has not finished (MLflow status {status}: still running, interrupted, or its driver "
             f"died): {resume} if it is not running")  # fmt: skip
-
-
-def _search_in(exp_dir: str) -> str | None:
-    """The parent run id the record in a local search folder names, or None."""
-    try:
-        return json.loads(Path(exp_dir, META_FILE).read_text()).get("parent_run_id")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def release_search(exp_dir: str) -> None:

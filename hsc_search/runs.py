@@ -145,8 +145,17 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
                          f"({getattr(e, 'reason', e)})") from None  # fmt: skip
     if body != "OK":
         raise StoreError(f"{shown_url} answered {body!r}; expected an MLflow tracking server")
-    # /health is answered without the server's database: one read of its API tells a server whose store is down
-    # or locked (MLflow's own client retried it for minutes, and neither Ctrl-C nor SIGTERM ended the wait)
+    check_server_api(uri, timeout_s)
+
+
+def check_server_api(uri: str, timeout_s: float = 10.0) -> None:
+    """An MLflow tracking server whose health check answers also answers its API: /health is answered without the
+    server's database, and one read of the API tells a server whose store is down or locked (MLflow's own client
+    retried it for minutes, and neither Ctrl-C nor SIGTERM ended the wait)."""
+    import urllib.error
+    import urllib.request
+
+    shown = without_password(uri)
     api = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
     try:
         with urllib.request.urlopen(api, timeout=timeout_s):

@@ -159,14 +159,13 @@ class MlflowTracker(tune.Callback):
         for trial in trials:
             if trial.status not in ("TERMINATED", "ERROR") or trial.trial_id in self._ended:
                 continue
-            results = _saved_results(exp_dir, trial.trial_id)
-            last = max((int(m.get("epoch", 0)) for r in results for m in epochs_of(r)), default=0)
+            last = int((trial.last_result or {}).get("epoch", 0))  # Ray's record of its last report
             run = runs.get(trial.trial_id)
             if run is not None and run.info.status != "RUNNING" and int(run.data.metrics.get("epoch", 0)) >= last:
                 continue
             caught.append(trial.trial_id)
             self.on_trial_start(None, trials, trial)
-            for r in results:
+            for r in _saved_results(exp_dir, trial.trial_id):
                 if FAILED_KEY not in r and epochs_of(r):
                     result = {k: v for k, v in r.items() if k != "config"}
                     self._writer.submit("epoch", trial.trial_id, str(trial), result, False)

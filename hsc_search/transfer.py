@@ -88,10 +88,10 @@ def check_uri(uri: str, role: str) -> str:
             raise TransferError(f"{flag} {without_password(uri)}: no MLflow server answers there ({e}); "
                                 + ("it answers in plain HTTP: use http:// (MLflow servers speak no TLS themselves)"
                                    if plain else "is the server (or the SSH tunnel to it) up?")) from None  # fmt: skip
-        from .runs import StoreError, check_server
+        from .runs import StoreError, check_server_api
 
         try:  # its API too: /health is answered without the server's database
-            check_server(uri)
+            check_server_api(uri)
         except StoreError as e:
             raise TransferError(f"{flag}: {e}") from None
     elif scheme in DB_SCHEMES:  # MLflow would retry one that does not answer for minutes
