@@ -221,26 +221,33 @@ def search_driver(exp_dir: str) -> str | None:
         return None
 
 
-def unfinished_note(name: str, status: str, exp_dir: str | None, parent_run_id: str) -> str | None:
-    """What to say of a search that has not finished (MLflow status `status`), from its folder's lock when the
-    folder is on this machine and still its own: still running (no `resume` then: it is refused), or stopped with
-    its driver gone (`resume` continues it). None for a finished search, and for this process's own search (its
-    driver writing it up as it ends, before its status is set)."""
+def search_state(name: str, status: str, exp_dir: str | None, parent_run_id: str) -> tuple[str | None, str | None]:
+    """Whether a search whose parent run has MLflow status `status` is still going, and what to say of it, from its
+    folder's lock when the folder is on this machine and still its own: ("running", note) while its driver runs it
+    (no `resume` then: it is refused), ("stopped", note) when its driver is gone (`resume` continues it; its trials
+    MLflow still shows as running were cut off), ("unknown", note) when the folder cannot tell, and (None, None)
+    for a finished search and for this process's own search (its driver writing it up as it ends, before its
+    status is set)."""
     if status == "FINISHED" or exp_dir in _HELD:
-        return None
+        return None, None
     owner = search_in(Path(exp_dir)) if exp_dir is not None and not storage.is_uri(exp_dir) else None
     local = owner == parent_run_id
     if owner is not None and not local:
         exp_dir = None  # its folder holds another search now (one of the same --name): not named
     who = search_driver(exp_dir) if local else None
     if who:
-        return f"search {name} is still running ({who})"
+        return "running", f"search {name} is still running ({who})"
     resume = (f"`{exe('hsc-search')} resume {shlex.quote(exp_dir)}` continues it" if exp_dir
               else "`hsc-search resume <its folder>` continues it")  # fmt: skip
     if local:
-        return f"search {name} did not finish and no driver runs it (MLflow status {status}): {resume}"
-    return (f"search {name} has not finished (MLflow status {status}: still running, interrupted, or its driver "
-            f"died): {resume} if it is not running")  # fmt: skip
+        return "stopped", f"search {name} did not finish and no driver runs it (MLflow status {status}): {resume}"
+    return "unknown", (f"search {name} has not finished (MLflow status {status}: still running, interrupted, or "
+                       f"its driver died): {resume} if it is not running")  # fmt: skip
+
+
+def unfinished_note(name: str, status: str, exp_dir: str | None, parent_run_id: str) -> str | None:
+    """What to say of a search that has not finished (`search_state`'s note)."""
+    return search_state(name, status, exp_dir, parent_run_id)[1]
 
 
 def release_search(exp_dir: str) -> None:

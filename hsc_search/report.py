@@ -60,12 +60,18 @@ def preload_in_background() -> None:
 
 
 def _unfinished(rec: SearchRecord) -> str | None:
-    """What to say of a search that has not finished (`driver.unfinished_note`)."""
+    """What to say of a search that has not finished (`driver.search_state`). A search whose driver is gone (killed)
+    left its cut-off trials as MLflow's "running": they are shown as interrupted, as a Ctrl-C'd search's are."""
     if rec.status == "FINISHED":
         return None
-    from .driver import unfinished_note
+    from .driver import search_state
 
-    return unfinished_note(rec.name, rec.status, rec.experiment_dir, rec.parent_run_id)
+    state, note = search_state(rec.name, rec.status, rec.experiment_dir, rec.parent_run_id)
+    if state == "stopped":
+        for t in rec.trials:
+            if t.row.outcome == "running":
+                t.row.outcome = "interrupted"
+    return note
 
 
 def _color(outcome: str) -> str:
@@ -542,6 +548,7 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         parts.append('<div class="plot-wrap">' + fig.to_html(full_html=False, include_plotlyjs=False,
                                                              config={"displaylogo": False}) + "</div>")  # fmt: skip
 
+    unfinished = _unfinished(rec)  # first: it relabels the trials of a search whose driver is gone
     counts: dict[str, int] = {}
     for t in rec.trials:
         counts[t.row.outcome] = counts.get(t.row.outcome, 0) + 1
@@ -563,7 +570,7 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         f'<p class="meta">{html.escape(settings)}</p>',
         "<p>trials: " + (", ".join(said) or "none") + "</p>",
         *([f'<p class="note">{html.escape(unfinished)}; the report shows it as it was when written</p>']
-          if (unfinished := _unfinished(rec)) else []),
+          if unfinished else []),
         *(f'<p class="note">at the start: {html.escape(n.removeprefix("note: "))}</p>' for n in rec.notes),
     ]
     if best is not None:

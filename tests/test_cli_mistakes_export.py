@@ -246,6 +246,9 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
 
     uri, client, good, _, _ = store
     client.update_run(good, status="RUNNING")  # still running (or its driver died)
+    trial_a = next(r.info.run_id for r in client.search_runs([client.get_run(good).info.experiment_id])
+                   if r.info.run_name == "trial_a")  # fmt: skip
+    client.set_tag(trial_a, "hsc.outcome", "running")  # as a SIGKILL of the driver leaves a trial it ran
     client.set_tag(good, "hsc.experiment_dir", str(tmp_path / "rr" / "good"))
     result = CliRunner().invoke(app, ["export-best", "--tracking-uri", uri, "--run-id", good, "--out",
                                       str(tmp_path / "b.yaml")])  # fmt: skip
@@ -266,6 +269,8 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
         folder / "report.html").read_text()  # (escaped as text, not markup)
     assert "search good did not finish and no driver runs it (MLflow status RUNNING): `" in (
         folder / "report.html").read_text()
+    # its driver is gone: the trial MLflow still shows as running was cut off (the counts said "1 running")
+    assert "<p>trials: 1 completed, 1 interrupted</p>" in (folder / "report.html").read_text()
     holder = subprocess.Popen([sys.executable, "-c", f"from hsc_search.driver import hold_search; hold_search("
                                f"{str(folder)!r}); print('held', flush=True); import time; time.sleep(120)"],
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
@@ -277,6 +282,7 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
         assert "resume" not in result.output, result.output
         assert _cli("report", "--tracking-uri", uri, "--run-id", good, "--no-log").exit_code == 0
         assert f"search good is still running (driver pid {holder.pid} on " in (folder / "report.html").read_text()
+        assert "<p>trials: 1 completed, 1 running</p>" in (folder / "report.html").read_text()
     finally:
         holder.kill()
         holder.wait(timeout=30)
