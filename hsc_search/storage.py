@@ -22,15 +22,26 @@ def is_uri(path: str) -> bool:
     return "://" in str(path)
 
 
+def _query(uri: str) -> tuple[str, str]:
+    """A URI's location and its query (`?endpoint_override=...&scheme=http`, how pyarrow takes an S3-compatible
+    server such as MinIO), which stays at the end when names are joined (as Ray's own URI class keeps it)."""
+    base, sep, query = uri.partition("?")
+    return base, sep + query
+
+
 def resolve(storage: str | None) -> str:
     """The storage root as an absolute local path or a URI (default ./ray_results)."""
     if storage and is_uri(storage):
-        return storage.rstrip("/")
+        base, query = _query(storage)
+        return base.rstrip("/") + query
     return str(Path(storage or "ray_results").expanduser().resolve())
 
 
 def join(root: str, *parts: str) -> str:
-    return "/".join([root.rstrip("/"), *parts]) if is_uri(root) else str(Path(root, *parts))
+    if not is_uri(root):
+        return str(Path(root, *parts))
+    base, query = _query(root)
+    return "/".join([base.rstrip("/"), *parts]) + query
 
 
 def _fs(path: str) -> tuple[pafs.FileSystem, str]:

@@ -511,6 +511,15 @@ def test_an_s3_storage_that_cannot_be_reached_is_one_line(tmp_path, _cache_dir):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.startswith("error: storage 's3://bkt/rr/") and "cannot be reached" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    # the endpoint in the URI's query, as pyarrow takes a MinIO server: the search's name was appended after the
+    # query ("...&scheme=http/<name>"), so pyarrow read a scheme "http/<name>" and the endpoint was never used
+    del env["AWS_ENDPOINT_URL"]
+    uri = f"s3://bkt/rr?endpoint_override=127.0.0.1:{port}&scheme=http"
+    proc = subprocess.run([str(BIN / "hsc-search"), "run", "--storage", uri, "--no-mlflow", "--name", "q"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.startswith(f"error: storage 's3://bkt/rr/q?endpoint_override=127.0.0.1:{port}&scheme=http': "
+                                  "cannot be reached") and f"127.0.0.1 port {port}" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize(
