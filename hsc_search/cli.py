@@ -250,11 +250,18 @@ def resume(
     _exit_as(outcome)
 
 
+def _signal_exit() -> int:
+    """130 after Ctrl-C, 143 after a SIGTERM (which a search takes as Ctrl-C)."""
+    from .driver import interrupted_exit_code
+
+    return interrupted_exit_code()
+
+
 def _exit_as(outcome) -> None:
-    """A search's exit status: 130 when interrupted (as after Ctrl-C), 1 when it ended and no trial produced a
+    """A search's exit status: 130 when interrupted (143 by SIGTERM), 1 when it ended and no trial produced a
     score (every trial failed: the reasons are in the lines above), else 0."""
     if outcome.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(_signal_exit())
     if outcome.best is None:
         raise typer.Exit(1)
 
@@ -284,7 +291,7 @@ def _interrupted_again(exp_dir) -> None:
                    f"{shlex.quote(str(exp_dir))}` finishes the search and writes them", err=True)  # fmt: skip
     else:  # cannot happen after a start (the record is written first); said plainly all the same
         typer.echo(f"interrupted; {exp_dir} holds no search", err=True)
-    raise typer.Exit(130)
+    raise typer.Exit(_signal_exit())
 
 
 def _interrupted_at_setup(exp_dir=None, resumable: bool = False, removed: bool = False) -> None:
@@ -293,7 +300,7 @@ def _interrupted_at_setup(exp_dir=None, resumable: bool = False, removed: bool =
     if resumable:
         typer.echo(f"interrupted while the search was resuming, before its trials went on: `{_exe('hsc-search')} "
                    f"resume {shlex.quote(str(exp_dir))}` continues it", err=True)  # fmt: skip
-        raise typer.Exit(130)
+        raise typer.Exit(_signal_exit())
     if removed:
         where = f" ({exp_dir} removed): the same command starts it again"
     elif exp_dir is not None:
@@ -301,7 +308,7 @@ def _interrupted_at_setup(exp_dir=None, resumable: bool = False, removed: bool =
     else:
         where = ": the same command starts it again"
     typer.echo(f"interrupted while the search was starting, before any trial ran{where}", err=True)
-    raise typer.Exit(130)
+    raise typer.Exit(_signal_exit())
 
 
 def _meta_of(path: Path) -> dict:

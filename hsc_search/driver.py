@@ -398,16 +398,26 @@ def cluster_address(address: str | None) -> str | None:
     return None if not target or target == "local" else target
 
 
+_TERMINATED = [False]  # a SIGTERM came: the command exits 143 (128 + SIGTERM, what `timeout` and schedulers expect)
+
+
+def interrupted_exit_code() -> int:
+    """The exit status of a command that a signal ended: 143 after SIGTERM, 130 after Ctrl-C (128 + the signal)."""
+    return 143 if _TERMINATED[0] else 130
+
+
 def _sigterm_as_ctrl_c() -> None:
     """SIGTERM (`kill`, `timeout`, `docker stop`, a batch scheduler's end of job) from here on acts as Ctrl-C
     does: the SIGINT handler of the moment (ours in the set-up, Ray Tune's in the search) takes it, so the search
-    ends as interrupted, with its runs ended and the resume command printed. Ray's own handler, installed by
+    ends as interrupted, with its runs ended and the resume command printed (exit 143, not Ctrl-C's 130). Ray's own handler, installed by
     `ray.init` in the driver, printed a C++ stack dump and aborted (SIGABRT), leaving the parent run FAILED or
     RUNNING and no word on how to continue."""
     if threading.current_thread() is not threading.main_thread():
         return
+    _TERMINATED[0] = False  # this search's own (a process may run several)
 
     def forward(signum, frame) -> None:
+        _TERMINATED[0] = True
         handler = signal.getsignal(signal.SIGINT)
         if callable(handler):
             handler(signal.SIGINT, frame)
