@@ -521,9 +521,38 @@ def replay_cmd(
         typer.echo(f"json: {json_out}")
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def _exit_at_once_on_signal(code: int) -> None:
+    """The command has done its work and only exits now: Ray's shutdown of the connection or of the search's local
+    instance (at exit, up to seconds). A Ctrl-C there raised KeyboardInterrupt inside Ray's shutdown: a traceback
+    and, one time in four, a segfault (exit 139). From here a Ctrl-C or SIGTERM ends the process at once with the
+    command's own status; the local instance's watchdog ends what is left of Ray (`local_ray`)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def now(signum, frame) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a write the signal cut short: exit all the same
+                pass
+        os._exit(code)
+
+    signal.signal(signal.SIGINT, now)
+    signal.signal(signal.SIGTERM, now)
+
+
+def main() -> None:
+    """The `hsc-search` program (a test calls `app` through typer's CliRunner instead)."""
+    try:
+        app(prog_name="hsc-search")
+    except SystemExit as e:  # always, in typer's standalone mode
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        _exit_at_once_on_signal(code)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

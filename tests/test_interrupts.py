@@ -343,3 +343,45 @@ def test_a_resume_logs_what_mlflow_lacks_of_trials_that_ended_before_it(tmp_path
     assert "did not finish" not in report and "is still running" not in report and "has not finished" not in report
     for other in set(before) - {tid}:  # the others were complete: nothing logged again
         assert len(client.get_metric_history(after[other].info.run_id, "val/map_avg")) == 3
+
+
+def test_ctrl_c_while_the_program_exits_ends_it_at_once_with_its_own_status(tmp_path):
+    """A Ctrl-C once a command had done its work, while Ray shut its instance down at exit (an atexit function):
+    a KeyboardInterrupt traceback from inside Ray's shutdown and, one time in four, a segfault (exit 139) (found by
+    pressing Ctrl-C twice, the second as an interrupted search exited). Here a slow atexit function stands in for
+    Ray's shutdown; the program, `hsc-search` as installed (`cli.main`), must end at once on SIGINT, with its own
+    exit status and no traceback."""
+    import signal
+    import time
+
+    script = textwrap.dedent(
+        """
+        import atexit, sys, time
+        from hsc_search import cli
+
+        def slow_shutdown():  # registered before the command runs, as `import ray` registers its shutdown
+            print("exiting", flush=True)
+            time.sleep(60)
+
+        atexit.register(slow_shutdown)
+        sys.argv = ["hsc-search", "resume", sys.argv[1]]
+        cli.main()
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "no-such-search")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                                                  signal.SIG_DFL))  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "exiting\n"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+        waited = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    err = proc.stderr.read()
+    assert rc == 2 and waited < 10, (rc, waited, err)  # the command's own status: its folder does not exist
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "no-such-search" in err, err  # what it said before exiting is kept
