@@ -17,7 +17,10 @@ from trainer.yamlfile import load_yaml, wrong_kind, yaml_problem
 
 from .runs import without_password
 
-SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+# the shipped spaces: search_spaces/ of the repository (a checkout, an editable install), which a wheel carries as
+# hsc_search/search_spaces/ (pyproject.toml); a wheel's install found none of them before (`--space quick` failed)
+_HERE = Path(__file__).resolve().parent
+SPACES_DIR = _HERE / "search_spaces" if (_HERE / "search_spaces").is_dir() else _HERE.parent / "search_spaces"
 DEFAULT_DATA = "synthetic:ave?n_train=1000&n_val=200&n_test=300&dim_audio=32&dim_visual=48&num_classes=10"
 
 
