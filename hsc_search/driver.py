@@ -468,12 +468,33 @@ def _init_ray(address: str | None, preload: bool = True, flag: str = "--address"
         trial_actors_on_inherited_env(dict(os.environ))
 
 
-def _echo_cluster(echo: Callable[[str], None], n_nodes: int) -> None:
+def _echo_cluster(echo: Callable[[str], None], n_nodes: int, shared_by: list[dict] | None = None) -> None:
+    """The cluster's line; with `shared_by` (other searches' local instances on this machine, when this search
+    sizes itself by the machine: `--max-concurrent 0`) a note that they share its cores."""
     import ray
 
     total = ray.cluster_resources()
     echo(f"Ray: {n_nodes} node(s), {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs, storage visible "
          f"from all; driver on node {ray.get_runtime_context().get_node_id()[:12]}")  # fmt: skip
+    if shared_by:
+        who = ", ".join(f"pid {d.get('pid')}" + (f" ({' '.join([os.path.basename(str(d['argv'][0])), *map(str, d['argv'][1:2])])})"
+                                                 if d.get("argv") else "") for d in shared_by[:3])  # fmt: skip
+        echo(f"note: {_n(len(shared_by), 'other search')} on this machine run{'s' * (len(shared_by) == 1)} a local "
+             f"Ray instance of {'its' if len(shared_by) == 1 else 'their'} own ({who}): each sizes itself for all "
+             f"{total.get('CPU', 0):g} CPUs, so their trials share the cores and each runs slower; --max-concurrent "
+             "divides them (e.g. half each)")  # fmt: skip
+
+
+def _sharing(settings: SearchSettings, local: bool) -> list[dict]:
+    """Other searches' local Ray instances on this machine, when this one is local and sizes itself by it."""
+    if not local or settings.max_concurrent:
+        return []
+    from .local_ray import other_drivers
+
+    try:
+        return other_drivers()
+    except Exception:  # noqa: BLE001 - a note, never a reason to stop a search
+        return []
 
 
 def _trainable(data: AVData, settings: SearchSettings):
@@ -725,7 +746,7 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
             *([warm.line()] if warm is not None else [])]  # fmt: skip
     for line in (headline, *said):
         echo(line)
-    _echo_cluster(echo, n_nodes)
+    _echo_cluster(echo, n_nodes, _sharing(settings, local))
 
     client = experiment_id = parent_id = None
     try:
@@ -1076,7 +1097,8 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
         _init_ray(settings.address, preload=settings.cpus_per_trial <= 1, flag=address_flag)
         _sigterm_as_ctrl_c()
         interrupts.check()
-        _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir))
+        _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir),
+                      _sharing(settings, cluster_address(settings.address) is None))
         tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,
                                    resume_errored=False)  # fmt: skip
         echo(f"resuming search {settings.name} from {exp_dir}")

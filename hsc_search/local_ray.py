@@ -353,6 +353,21 @@ def cleanup_leftovers(term_timeout: float = 2.0, kill_timeout: float = 3.0) -> l
     return ended
 
 
+def other_drivers() -> list[dict[str, Any]]:
+    """The drivers (pid, start, argv) of the other local instances hsc-search started on this machine that still
+    run (this user's records, this boot): searches that size themselves for the same cores."""
+    if not sys.platform.startswith("linux"):
+        return []
+    boot, me, out = _boot_id(), os.getpid(), []
+    for path in sorted(record_dir().glob("*.json")):
+        rec = _read_record(path)
+        drv = rec.get("driver", {}) if rec is not None and rec.get("boot_id") == boot else {}
+        pid = int(drv.get("pid", 0) or 0)
+        if pid and pid != me and _alive(pid, int(drv.get("start", -1))):
+            out.append(drv)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- watchdog
 def _start_watchdog(path: Path) -> subprocess.Popen | None:
     try:

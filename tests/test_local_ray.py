@@ -211,6 +211,28 @@ def test_local_instance_listens_on_loopback_only(first):
     assert not exposed, f"listening beyond the loopback: {exposed}"
 
 
+def test_a_search_beside_another_local_instance_says_they_share_the_cores(first, tmp_path):
+    """Two searches on one machine each started a local Ray instance sized for every core and ran twice the
+    trials the cores hold, with nothing said (a walkthrough of two searches at once). The second says so, naming
+    the other's driver; with --max-concurrent given it does not (the user has divided them)."""
+    drv = first["drv"].proc.pid
+    data = "synthetic:ave?n_train=64&n_val=32&n_test=32&dim_audio=8&dim_visual=8&num_classes=4&seed=1"
+    env = {**_env(first["cache"]), "TMPDIR": str(tmp_path)}
+    said = []
+    for extra in ([], ["--max-concurrent", "1"]):
+        proc = subprocess.run([str(Path(sys.executable).parent / "hsc-search"), "run", "--num-samples", "1",
+                               "--max-epochs", "1", "--data", data, "--no-mlflow", "--name", f"s{len(said)}",
+                               "--storage", str(tmp_path / "rr"), *extra], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        said.append([ln for ln in proc.stdout.splitlines() if "other search" in ln])
+    assert len(said[0]) == 1 and said[0][0].startswith(f"note: 1 other search on this machine runs a local Ray "
+                                                       f"instance of its own (pid {drv} ("), said  # fmt: skip
+    assert "--max-concurrent divides them" in said[0][0], said
+    assert said[1] == [], said
+    assert first["drv"].proc.poll() is None  # the other instance is left alone
+
+
 def test_leftovers_are_ended_by_the_watchdog_or_the_next_start(first, tmp_path):
     drv1, info1, cache = first["drv"], first["info"], first["cache"]
     seen = first["seen"]
