@@ -477,8 +477,11 @@ def _echo_cluster(echo: Callable[[str], None], n_nodes: int, shared_by: list[dic
     echo(f"Ray: {n_nodes} node(s), {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs, storage visible "
          f"from all; driver on node {ray.get_runtime_context().get_node_id()[:12]}")  # fmt: skip
     if shared_by:
-        who = ", ".join(f"pid {d.get('pid')}" + (f" ({' '.join([os.path.basename(str(d['argv'][0])), *map(str, d['argv'][1:2])])})"
-                                                 if d.get("argv") else "") for d in shared_by[:3])  # fmt: skip
+        def named(d: dict) -> str:  # "pid 123 (hsc-search run)"
+            argv = [os.path.basename(str(a)) for a in (d.get("argv") or [])[:2]]
+            return f"pid {d.get('pid')}" + (f" ({' '.join(argv)})" if argv else "")
+
+        who = ", ".join(named(d) for d in shared_by[:3])
         echo(f"note: {_n(len(shared_by), 'other search')} on this machine run{'s' * (len(shared_by) == 1)} a local "
              f"Ray instance of {'its' if len(shared_by) == 1 else 'their'} own ({who}): each sizes itself for all "
              f"{total.get('CPU', 0):g} CPUs, so their trials share the cores and each runs slower; --max-concurrent "
