@@ -18,7 +18,7 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 app = typer.Typer(
     add_completion=False,
-    no_args_is_help=False,
+    no_args_is_help=True,  # `hsc-search` alone: the commands, not "Missing command"
     rich_markup_mode=None,  # plain help: `[default: ...]` stays visible, flags show no `<bool>`
     context_settings={"help_option_names": ["-h", "--help"]},  # -h worked on `train` only (the trainer's own)
     help="Hyperparameter search for HSC-MAE: Ray Tune runs Optuna-sampled trials of the trainer, ASHA stops weak "
@@ -30,7 +30,8 @@ SET_HELP = "Fixed trainer value for every trial, KEY=VALUE, repeatable (e.g. --s
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    """One line on stderr, red in a terminal unless NO_COLOR is set (no-color.org), and exit `code`."""
+    typer.secho(f"error: {msg}", fg=None if os.environ.get("NO_COLOR") else typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
@@ -90,9 +91,10 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
     unstarted = (outcome.num_samples or 0) - len(outcome.rows)
     if outcome.interrupted and said and unstarted > 0:  # the interrupted search's other trials
         said.append(f"{unstarted} not started")
-    typer.echo(f"\ntrials: {', '.join(said) or none}"
-               + (f"  (interrupted: `{_exe('hsc-search')} resume {shlex.quote(str(outcome.experiment_dir))}` "
-                  "continues it)" if outcome.interrupted else ""))  # fmt: skip
+    typer.echo(f"\ntrials: {', '.join(said) or none}")
+    if outcome.interrupted:  # a line of its own, to copy (it was in parentheses at the end of the counts)
+        typer.echo(f"interrupted: `{_exe('hsc-search')} resume {shlex.quote(str(outcome.experiment_dir))}` "
+                   "continues it")  # fmt: skip
     if outcome.best is None:
         failed = sum(r.outcome == "failed" for r in outcome.rows)
         if outcome.rows and failed == len(outcome.rows):
@@ -106,7 +108,8 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
         from .runs import params_line
 
         own, resolved = params_line(b.params)
-        typer.echo(f"best trial: {b.name} ({word(b.outcome)}, {b.epochs} epoch{'s' * (b.epochs != 1)}) score {b.score:.4f}  {own}"
+        so_far = " so far" if outcome.interrupted else ""  # the search has not ended: its best may still change
+        typer.echo(f"best trial{so_far}: {b.name} ({word(b.outcome)}, {b.epochs} epoch{'s' * (b.epochs != 1)}) score {b.score:.4f}  {own}"
                    + (f"  (resolved on this data: {resolved})" if resolved else ""))
         if outcome.best_config_path is not None:
             typer.echo(f"best config: {outcome.best_config_path}")
@@ -116,7 +119,7 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
         typer.echo(f"report:      {outcome.report_path}  (also in MLflow: the search run's artifact report.html)")
     if outcome.parent_run_id is not None:
         typer.echo(f"MLflow UI:   {_ui_hint(tracking_uri, _experiment_of(tracking_uri, outcome.parent_run_id))}")
-    typer.echo(f"experiment:  {outcome.experiment_dir}")
+    typer.echo(f"folder:      {outcome.experiment_dir}")  # (not "experiment:", which --experiment means in MLflow)
 
 
 @app.command()
@@ -360,7 +363,8 @@ def export_best_cmd(
                f"{best.score:.4f} ({mode}) -> {path}")  # fmt: skip
     data = search.data.params.get("data") if search is not None else None
     if data:  # as `run` prints it (a YAML file's header says it too; a JSON file has no place for it)
-        typer.echo(f"retrain: {_exe('python')} -m trainer --config {shlex.quote(str(path))} --data {shlex.quote(data)}")
+        typer.echo(f"retrain: {_exe('python')} -m trainer --config {shlex.quote(str(path.absolute()))} "
+                   f"--data {shlex.quote(data)}")  # works from any folder, as the file's own header
     if search is not None and search.info.status != "FINISHED":  # its best so far, which may still change
         from .driver import unfinished_note
 
@@ -394,6 +398,12 @@ def report(
     except ReportError as e:
         _fail(str(e))
     typer.echo(f"report of search {rec.name} ({len(rec.trials)} trials): {path}")
+    if rec.status != "FINISHED":  # as export-best says it (the report says it at its top)
+        from .driver import unfinished_note
+
+        said = unfinished_note(rec.name, rec.status, rec.experiment_dir, rec.parent_run_id)
+        if said:
+            typer.echo(f"note: {said}; the report shows it as it was when written", err=True)
     if log:
         from .runs import ui_url
 

@@ -362,6 +362,11 @@ def _quiet() -> None:
     # Ray's CSV and TensorBoard loggers write every result again (MLflow has them); its JSON logger is kept
     # (result.json per trial: the benchmarks read it), given explicitly in _run_config
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # a trial's error: one line from our progress callback (the traceback stays in the trial's error file), where
+    # Tune logged 20 lines of traceback for each, retried ones too
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    # Ray's lines of its own (a worker that died) without colour codes, which a log file kept as raw escapes
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -1014,7 +1019,7 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
     meta_path = storage.join(exp_dir, META_FILE)
     if not storage.exists(meta_path):
         if not storage.exists(exp_dir):
-            raise SearchError(f"{exp_dir}: no such folder; pass the folder `hsc-search run` printed as experiment:")
+            raise SearchError(f"{exp_dir}: no such folder; pass the folder `hsc-search run` printed as folder:")
         if not storage.is_uri(exp_dir) and Path(exp_dir).is_file():  # e.g. the record itself
             folder = Path(exp_dir).parent
             hint = f": pass its folder, {folder}" if Path(exp_dir).name == META_FILE else ""

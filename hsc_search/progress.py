@@ -4,6 +4,7 @@ is its score, the best epoch's (as the summary, MLflow and export-best rank it),
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 
@@ -50,7 +51,7 @@ class Progress(tune.Callback):
         if self._done == 0:
             params = self._params(trial)
             elapsed = time.monotonic() - self._t0
-            print(f"[0/{self.total} {elapsed:5.0f}s] {trial.trial_id} {'started':<28} ({params})", file=sys.stderr,
+            print(f"[{0:>{len(str(self.total))}}/{self.total} {elapsed:5.0f}s] {trial.trial_id} {'started':<28} ({params})", file=sys.stderr,
                   flush=True)  # fmt: skip
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
@@ -72,10 +73,11 @@ class Progress(tune.Callback):
             if self._best is None or (value > self._best if self.mode == "max" else value < self._best):
                 self._best = value
         params = self._params(trial)
-        value_shown = f"{self.metric} {value:.4f}" if isinstance(value, float) else f"{self.metric} -"
+        # "-" for a trial that never scored (a failed one reports nan, which read as a diverged training)
+        value_shown = f"{self.metric} {value:.4f}" if isinstance(value, float) and math.isfinite(value) else f"{self.metric} -"
         best = f"best {self._best:.4f}" if self._best is not None else "best -"
         elapsed = time.monotonic() - self._t0
-        print(f"[{self._done}/{self.total} {elapsed:5.0f}s] {trial.trial_id} {what:<28} {value_shown}  {best}  ({params})",
+        print(f"[{self._done:>{len(str(self.total))}}/{self.total} {elapsed:5.0f}s] {trial.trial_id} {what:<28} {value_shown}  {best}  ({params})",
               file=sys.stderr, flush=True)  # fmt: skip
         if reason:
             print(f"    {trial.trial_id} failed: {reason[:500]}", file=sys.stderr, flush=True)
@@ -92,12 +94,26 @@ class Progress(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._line(trial, "FAILED", reason=_last_error_line(trial))
 
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        """A trial whose worker or node died, which Ray retries (`max_failures`): one line, where Ray's own log
+        printed the error's whole traceback (TUNE_PRINT_ALL_TRIAL_ERRORS is off, `driver._quiet`)."""
+        n, most = int(getattr(trial, "num_failures", 0) or 0), int(getattr(trial, "max_failures", 0) or 0)
+        of = f" of at most {most}" if most > 0 else ""
+        print(f"    {trial.trial_id} {_last_error_line(trial)[:300]}: retried from its last checkpoint (failure {n}{of})",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b:?")
+
 
 def _last_error_line(trial) -> str:
-    """The last line of Ray's error file of a trial (the exception), not its traceback."""
+    """The exception's line of Ray's error file of a trial, not its traceback: the last line that names an
+    exception (Ray's own errors go on over several lines after it: the actor, its pid, why it died), else the
+    last line."""
     path = getattr(trial, "error_file", None)
     try:
-        lines = [l for l in open(path).read().splitlines() if l.strip()] if path else []
+        lines = [l.strip() for l in open(path).read().splitlines() if l.strip()] if path else []
     except OSError:
         lines = []
-    return lines[-1].strip() if lines else "see the trial's error file"
+    named = [l for l in lines if _EXCEPTION_LINE.match(l)]
+    return (named or lines or ["see the trial's error file"])[-1]

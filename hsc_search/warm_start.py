@@ -111,7 +111,7 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
         if path.is_dir():
             if not (path / "hsc_search.json").is_file():
                 raise PreflightError(f"{flag}: {path.resolve()} is not a hsc-search search folder (no hsc_search.json); "
-                                     "pass the folder `hsc-search run` printed as experiment:, or a parent run id")  # fmt: skip
+                                     "pass the folder `hsc-search run` printed as folder:, or a parent run id")  # fmt: skip
             rec = read_ray_dir(path, flag="--warm-start")
         elif "/" in source or source.startswith((".", "~")):
             raise PreflightError(f"{flag}: no such folder; pass a search folder (<storage>/<name>) or a search's "

@@ -190,6 +190,30 @@ def test_a_trial_run_id_names_its_search(store, tmp_path):
                 str(tmp_path / "b.yaml")).exit_code == 0 and (tmp_path / "b.yaml").exists()  # fmt: skip
 
 
+def test_a_search_cut_off_before_any_trial_scored_is_named_with_what_continues_it(store, tmp_path):
+    """export-best on a search interrupted before a trial logged its metric named it by its run id only, and said
+    nothing of `resume` (a walkthrough)."""
+    import json
+
+    uri, client, good, _, _ = store
+    exp = client.get_run(good).info.experiment_id
+    cut = client.create_run(exp, run_name="cut", start_time=4_000_000, tags={"hsc.kind": "search"}).info.run_id
+    client.create_run(exp, run_name="trial_c", start_time=4_000_001, tags={
+        "mlflow.parentRunId": cut, "hsc.kind": "trial", "hsc.trial_id": "c", "hsc.outcome": "interrupted"})  # fmt: skip
+    client.log_param(cut, "metric", "val/map_avg")
+    client.update_run(cut, status="KILLED")
+    folder = tmp_path / "rr" / "cut"
+    folder.mkdir(parents=True)
+    (folder / "hsc_search.json").write_text(json.dumps({"parent_run_id": cut}))
+    client.set_tag(cut, "hsc.experiment_dir", str(folder))
+    _fails("export-best", "--tracking-uri", uri, "--run-id", cut, "--out", str(tmp_path / "c.yaml"),
+           needle=f"no trial of search cut (run {cut}) logged 'val/map_avg'; search cut did not finish and no "
+                  f"driver runs it (MLflow status KILLED): `")  # fmt: skip
+    assert f"resume {folder}` continues it" in _cli("export-best", "--tracking-uri", uri, "--run-id", cut, "--out",
+                                                     str(tmp_path / "c.yaml")).output  # fmt: skip
+    assert not (tmp_path / "c.yaml").exists()
+
+
 def test_a_search_without_trials_is_passed_over_or_refused(store, tmp_path):
     uri, client, good, dead, _ = store
     # implicitly: the latest search with trials (`good`), not the later one that failed before any trial
@@ -201,7 +225,7 @@ def test_a_search_without_trials_is_passed_over_or_refused(store, tmp_path):
     _fails("report", "--tracking-uri", uri, "--run-id", dead, "--no-log", "--out", str(tmp_path / "dead.html"),
            needle=f"search run {dead} (dead, FAILED) has no trial runs: nothing to report")
     _fails("export-best", "--tracking-uri", uri, "--run-id", dead, "--out", str(tmp_path / "dead.yaml"),
-           needle=f"search run {dead} has no trial runs")
+           needle=f"search dead (run {dead}) has no trial runs")
     assert not (tmp_path / "dead.html").exists() and not (tmp_path / "dead.yaml").exists()
     # no search with trials at all: said so
     client.delete_run(good)
@@ -264,7 +288,9 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
     result = _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--out", str(tmp_path / "b.yaml"))
     assert ("note: search good did not finish and no driver runs it (MLflow status RUNNING): `") in result.output and (
         f"resume {folder}` continues it; this is its best trial so far") in result.output, result.output
-    assert _cli("report", "--tracking-uri", uri, "--run-id", good, "--no-log").exit_code == 0
+    result = _cli("report", "--tracking-uri", uri, "--run-id", good, "--no-log")
+    assert result.exit_code == 0 and ("note: search good did not finish and no driver runs it (MLflow status "
+                                      "RUNNING): `") in result.output, result.output  # on the console too
     assert "search good did not finish and no driver runs it (MLflow status RUNNING): <code>" not in (
         folder / "report.html").read_text()  # (escaped as text, not markup)
     assert "search good did not finish and no driver runs it (MLflow status RUNNING): `" in (
@@ -466,7 +492,8 @@ def test_an_output_replaces_only_an_earlier_output_of_its_kind(tmp_path):
 
 
 def test_export_prints_the_retrain_command_for_json_too(store, tmp_path, monkeypatch):
-    """A JSON export has no header to carry the retrain command, and the console named no data to retrain on."""
+    """A JSON export has no header to carry the retrain command, and the console named no data to retrain on;
+    the command works from any folder."""
     import shlex
 
     uri, client, good, _, _ = store
@@ -476,7 +503,9 @@ def test_export_prints_the_retrain_command_for_json_too(store, tmp_path, monkeyp
     assert result.exit_code == 0, result.output
     line = next(ln for ln in result.output.splitlines() if ln.startswith("retrain: "))
     words = shlex.split(line)
-    assert words[2:] == ["-m", "trainer", "--config", "b.json", "--data", "synthetic:ave?n_train=40&seed=3"], words
+    # the file by its absolute path: pasted in another folder, "--config b.json" was not found (a walkthrough)
+    assert words[2:] == ["-m", "trainer", "--config", str(tmp_path / "b.json"), "--data",
+                         "synthetic:ave?n_train=40&seed=3"], words  # fmt: skip
 
 
 def test_a_server_whose_database_fails_is_one_line_in_seconds(tracking_server, tmp_path, monkeypatch):

@@ -12,19 +12,21 @@ def test_a_search_cut_off_before_any_trial_reported(capsys):
     none."""
     _report(SearchOutcome("/runs/s", None, [], None, None, True, []), None, "synthetic:ave")
     out = capsys.readouterr().out
-    assert "\ntrials: none reported an epoch yet  (interrupted: `" in out and "resume /runs/s` continues it" in out
+    assert "\ntrials: none reported an epoch yet\ninterrupted: `" in out and "resume /runs/s` continues it\n" in out
     _report(SearchOutcome("/runs/s", None, [], None, None, False, []), None, "synthetic:ave")
     assert "\ntrials: none\n" in capsys.readouterr().out
     row = TrialRow("r1", "t1", "train_trial_t1", "completed", "FINISHED", 4, 3.0, 0.36554, params={"lr": "0.001"})
     cut = TrialRow("r2", "t2", "train_trial_t2", "interrupted", "KILLED", 2, 1.0, 0.2, params={"lr": "0.002"})
     _report(SearchOutcome("/runs/s", None, [row, cut], row, None, True, [], num_samples=4), None, "synthetic:ave")
-    assert "\ntrials: 1 completed, 1 interrupted, 2 not started  (interrupted: `" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "\ntrials: 1 completed, 1 interrupted, 2 not started\ninterrupted: `" in out, out
+    assert "\nbest trial so far: train_trial_t1 (completed, 4 epochs)" in out and "\nfolder:      /runs/s\n" in out, out
     # without MLflow a cut-off trial's outcome comes from Ray ("unfinished"): the same word in the summary
     ray_cut = TrialRow(None, "t3", "train_trial_t3", "unfinished", "RUNNING", 2, 1.0, 0.2, params={"lr": "0.003"})
     _report(SearchOutcome("/runs/s", None, [row, ray_cut], row, None, True, [], num_samples=2), None, "synthetic:ave")
-    assert "\ntrials: 1 completed, 1 interrupted  (interrupted: `" in capsys.readouterr().out
+    assert "\ntrials: 1 completed, 1 interrupted\ninterrupted: `" in capsys.readouterr().out
     _report(SearchOutcome("/runs/s", None, [ray_cut], ray_cut, None, True, [], num_samples=2), None, "synthetic:ave")
-    assert "best trial: train_trial_t3 (interrupted, 2 epochs)" in capsys.readouterr().out
+    assert "best trial so far: train_trial_t3 (interrupted, 2 epochs)" in capsys.readouterr().out
 
 
 def test_the_best_trial_line_shows_the_searched_values_then_what_the_data_resolved(capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
@@ -43,6 +44,12 @@ def test_worker_node_killed_mid_search(tmp_path, tracking_server, _cache_dir):
         assert moved, "no trial was retried after its node died"
         assert all(victim.node_id[:12] in c.data.tags["hsc.node"] and len(node_ids(c)) == 2 for c in moved)
         assert_complete_histories(client, children)
+        # each retry said in one line (Tune logged the error's whole traceback, 24 lines, for each: a walkthrough)
+        for c in moved:
+            tid = c.data.tags["hsc.trial_id"]
+            assert re.search(rf"^    {tid} \S.*: retried from its last checkpoint \(failure 1 of at most \d+\)$", out,
+                             re.M), out[-5000:]  # fmt: skip
+        assert "Trial task failed" not in out and "Traceback" not in out and "\x1b[" not in out, out[-5000:]
     finally:
         cluster.shutdown()
 

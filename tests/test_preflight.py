@@ -381,7 +381,7 @@ def test_resume_of_a_folder_that_is_not_there_or_not_a_search(tmp_path):
 
     with pytest.raises(SearchError) as e:
         resume_search(tmp_path / "nope")
-    assert str(e.value) == f"{tmp_path / 'nope'}: no such folder; pass the folder `hsc-search run` printed as experiment:"
+    assert str(e.value) == f"{tmp_path / 'nope'}: no such folder; pass the folder `hsc-search run` printed as folder:"
     with pytest.raises(SearchError, match=r"not a hsc-search experiment folder \(no hsc_search.json\)$"):
         resume_search(tmp_path)
     (tmp_path / "s").mkdir()
