@@ -104,6 +104,11 @@ def test_failing_trials_are_marked_failed_and_the_search_goes_on(tmp_path, _cach
     assert "Traceback" not in proc.stdout + proc.stderr
     reasons = [l for l in proc.stderr.splitlines() if " failed: NonFiniteLossError: " in l]
     assert len(reasons) == len(failed), proc.stderr[-3000:]
+    # the failed trial's line: no score ("-"; it said "val/map_avg nan", as if training had diverged to nan)
+    lines = [l for l in proc.stderr.splitlines() if re.match(r"^\[[ \d]\d?/4 ", l)]
+    bad = [l for l in lines if " FAILED " in l]
+    assert len(bad) == len(failed) and all(" val/map_avg -  best " in l for l in bad), lines
+    assert "nan" not in " ".join(lines), lines
     assert all("hsc.retried" not in c.data.tags for c in children)
     report = (tmp_path / "ray_results" / "fails" / "report.html").read_text()  # the reason is in the report too
     assert "<th>why it failed</th>" in report and report.count("NonFiniteLossError: ") >= len(failed)
