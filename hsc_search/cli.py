@@ -15,6 +15,8 @@ from .commands import exe
 # MLflow prints "View run ... at: http://..." and "View experiment at: ..." for every run it ends on a server
 # store: 2-3 lines per trial between the search's own progress lines, and 2 per run import-runs copies
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+# and INFO lines of its own, such as "Creating initial MLflow database tables..." for a new store (import-runs)
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 app = typer.Typer(
     add_completion=False,

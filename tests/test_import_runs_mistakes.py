@@ -226,3 +226,14 @@ def test_https_to_a_plain_http_server_says_to_use_http(here):
         assert "tunnel" not in line, line
     finally:
         server.shutdown()
+
+
+def test_a_copy_into_a_new_store_prints_only_its_own_lines(here):
+    """MLflow's INFO lines ("Creating initial MLflow database tables...", "Updating database tables") came
+    between import-runs' own when the destination was a new sqlite file (a walkthrough of the console)."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "hsc-search"), "import-runs", "--from",
+                           "sqlite:///mlflow.db", "--to", f"sqlite:///{here / 'new.db'}"], cwd=here,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "run(s) copied" in proc.stdout, proc.stdout
+    assert " INFO " not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
