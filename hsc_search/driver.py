@@ -15,6 +15,7 @@ import math
 import os
 import shlex
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -374,9 +375,23 @@ def _quiet() -> None:
     tune_log = logging.getLogger("ray.tune.tune")
     if not any(isinstance(f, _NoRayResumeHint) for f in tune_log.filters):
         tune_log.addFilter(_NoRayResumeHint())
+    if not any(isinstance(f, _OwnStopNotice) for f in tune_log.filters):
+        tune_log.addFilter(_OwnStopNotice())
     analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
     if not any(isinstance(f, _NoUnreportedTrialWarning) for f in analysis_log.filters):
         analysis_log.addFilter(_NoUnreportedTrialWarning())
+
+
+class _OwnStopNotice(logging.Filter):
+    """Tune's notice of a Ctrl-C (a log line with a timestamp, "ending Ray Tune run... Press CTRL+C (or send
+    SIGINT/SIGKILL/SIGTERM) to skip") said in our words, as the start-up's Ctrl-C is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Stop signal received"):
+            return True
+        print("stopping: the running trials end where they are and the search's state is saved (Ctrl-C again "
+              "skips the save); the resume command follows", file=sys.stderr, flush=True)  # fmt: skip
+        return False
 
 
 class _NoRayResumeHint(logging.Filter):

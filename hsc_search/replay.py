@@ -114,6 +114,7 @@ class Recorded:
     settings: dict[str, Any] = field(default_factory=dict)  # the search's settings as recorded (MLflow: strings)
     finished: bool | None = None  # the search ended on its own, not interrupted or still running (None: not known)
     fingerprint: dict | None = None  # its data's (trainer.fit.data_fingerprint; None: searches from before it)
+    fixed: dict | None = None  # its space's fixed trainer values (None: not read, or not recorded)
 
 
 def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: list[dict],
@@ -187,6 +188,7 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
         raise ReplayError(f"{flag} {root}: no such folder")
     settings: dict[str, Any] = {}
     fingerprint: dict | None = None
+    fixed: dict | None = None
     searched: set[str] | None = None
     finished: bool | None = None  # the search ended on its own: a trial that stopped short without an error was
     # stopped; None for a folder without our record
@@ -198,6 +200,8 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
             fingerprint = meta.get("data_fingerprint") if isinstance(meta.get("data_fingerprint"), dict) else None
             space_params = (meta.get("space") or {}).get("params")
             searched = set(space_params) if isinstance(space_params, dict) else None
+            fixed = (meta.get("space") or {}).get("fixed")
+            fixed = dict(fixed) if isinstance(fixed, dict) else None
         except (ValueError, AttributeError) as e:
             raise ReplayError(f"{flag} {root}: unreadable {META_FILE} ({e})") from None
     metric = settings.get("metric") or DEFAULT_METRIC
@@ -260,7 +264,7 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
         n = _int(settings.get("num_samples"))
         finished = bool(n and len(raw) >= n and max_epochs and all(
             r["outcome"] == "failed" or max(r["values"], default=0) >= max_epochs for r in raw))  # fmt: skip
-    return Recorded(f"Ray folder {root}", metric, mode, max_epochs, raw, settings, finished, fingerprint)
+    return Recorded(f"Ray folder {root}", metric, mode, max_epochs, raw, settings, finished, fingerprint, fixed)
 
 
 def _check_store(uri: str) -> None:
@@ -280,11 +284,13 @@ def curves_from_mlflow(tracking_uri: str | None, experiment: str = "hsc-search",
     return _complete(rec.source, rec.metric, rec.mode, rec.max_epochs, rec.raw, rec.finished)
 
 
-def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id: str | None = None) -> Recorded:
+def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id: str | None = None,
+                with_fixed: bool = False) -> Recorded:  # fmt: skip
     """Every trial of a search from MLflow: its parent run (`run_id`, else the latest search in `experiment`),
     whose params give metric, mode and max_epochs, and its child runs (tag `mlflow.parentRunId`), whose metric
     histories give the objective per epoch (step = epoch), whose params the searched values (the trainer's
-    `effective.*` values left aside) and whose tag `hsc.outcome` the outcome."""
+    `effective.*` values left aside) and whose tag `hsc.outcome` the outcome. `with_fixed`: also the space's
+    fixed values, from the parent's `search_space.yaml` (one download; a warm start compares them)."""
     uri = default_tracking_uri(tracking_uri)
     _check_store(uri)
     try:
@@ -344,7 +350,24 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
         raise ReplayError(f"cannot read MLflow at {uri}: {http_failure(e)}") from None
     return Recorded(f"MLflow run {pid} ({parent.info.run_name or 'unnamed'}) at {uri}", metric, mode,
                     _int(settings.get("max_epochs")), raw, settings, parent.info.status == "FINISHED",
-                    fingerprint if isinstance(fingerprint, dict) else None)  # fmt: skip
+                    fingerprint if isinstance(fingerprint, dict) else None,
+                    _fixed_of(client, pid) if with_fixed else None)  # fmt: skip
+
+
+def _fixed_of(client, parent_run_id: str) -> dict | None:
+    """The fixed values of a search's space, from its parent run's `search_space.yaml`; None when it has none or
+    it cannot be read (nothing is then claimed about them)."""
+    import tempfile
+
+    import yaml
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(parent_run_id, "search_space.yaml", tmp)
+            fixed = (yaml.safe_load(Path(path).read_text()) or {}).get("fixed")
+    except Exception:  # noqa: BLE001 - an older search, a store without the artifact: not compared
+        return None
+    return dict(fixed) if isinstance(fixed, dict) else None
 
 
 def _int(v: Any) -> int | None:

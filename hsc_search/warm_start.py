@@ -44,6 +44,7 @@ class WarmStart:
     data: str | None = None  # the source's data spec as it recorded it (None: not recorded)
     other_data: bool = False  # the source searched other data than this search (by fingerprint, else `same_data`)
     same_path: bool = False  # ... from the same file (it changed since)
+    fixed_differs: dict = field(default_factory=dict)  # fixed trainer value -> (the source's, this search's)
 
     @property
     def added(self) -> int:
@@ -63,9 +64,11 @@ class WarmStart:
                for reason, v in self.left_out.items()]  # fmt: skip
         changed = (f"({self.data} as it was then, or carved by another val_fraction: other clips, labels or values)"
                    if self.same_path else f"({self.data})")  # fmt: skip
+        fixed = ", ".join(f"{k} {_shown(a)} (here {_shown(b)})" for k, (a, b) in sorted(self.fixed_differs.items()))
         return (f"warm start: {self.added} of {self.of} trials from {self.source} ({states}"
                 + (f"; left out: {'; '.join(out)}" if out else "") + ")"
-                + (f"; it searched other data {changed}: its values are that data's" if self.other_data else ""))
+                + (f"; it searched other data {changed}: its values are that data's" if self.other_data else "")
+                + (f"; its fixed values differ: {fixed}: its values were measured with them" if fixed else ""))
 
     def to_dict(self) -> dict[str, Any]:
         """What the search's hsc_search.json and parent run record."""
@@ -118,7 +121,7 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
                                  "parent run id")  # fmt: skip
         else:
             try:
-                rec = read_mlflow(tracking_uri, run_id=source)
+                rec = read_mlflow(tracking_uri, run_id=source, with_fixed=True)
             except ReplayError as e:  # neither a folder here nor a run in the store
                 # replay's flag, --run-id, is ours here: "T is a trial run of search P: pass --warm-start P"
                 msg = str(e).replace("pass --run-id ", "pass --warm-start ").replace("--run-id ", "")
@@ -137,6 +140,7 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
     else:
         warm.other_data = data is not None and warm.data is not None and not same_data(str(warm.data), data)
     warm.same_path = warm.other_data and data is not None and warm.data is not None and same_data(str(warm.data), data)
+    warm.fixed_differs = fixed_differences(rec.fixed, space.fixed, {q.name for q in space.params})
     for r in rec.raw:
         trial, reason, detail = _trial(r, space, rec.mode, rec.max_epochs)
         if trial is None:
@@ -202,10 +206,38 @@ def add_to_searcher(searcher, warm: WarmStart) -> None:
     optuna_study(searcher).add_trials(warm.trials)
 
 
+def _shown(v: Any) -> str:
+    from .runs import shown
+
+    return shown(v)
+
+
+NOT_COMPARED = ("epochs", "select_metric")  # the search's --max-epochs, and its --metric (compared on their own)
+
+
+def fixed_differences(source: dict | None, here: dict[str, Any], searched: set[str]) -> dict[str, tuple[Any, Any]]:
+    """The fixed trainer values in which a source search's space and this one differ, each as (the source's,
+    this search's), a value not fixed counting as the trainer's default; empty when the source's are unknown.
+    Names this search searches are not compared (a source trial's value for one is its param, matched apart)."""
+    if source is None:
+        return {}
+    from trainer import TrainConfig
+
+    default = TrainConfig().to_dict()
+    out = {}
+    for name in sorted((set(source) | set(here)) - set(NOT_COMPARED) - searched):
+        a, b = source.get(name, default.get(name)), here.get(name, default.get(name))
+        same = a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b))
+        if not same:
+            out[name] = (a, b)
+    return out
+
+
 def default_among(first: dict[str, Any], warm: WarmStart) -> str | None:
     """The source trial whose params are exactly `first` (the trainer default the search would enqueue), or None;
-    None too when the source searched other data (the default has not been trained on this search's)."""
-    if warm.other_data:
+    None too when the source searched other data or with other fixed values (the default has not been trained
+    as this search would train it)."""
+    if warm.other_data or warm.fixed_differs:
         return None
     for t in warm.trials:
         if first and t.params == first:

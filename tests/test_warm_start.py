@@ -181,6 +181,34 @@ def test_a_source_on_other_data_is_said_and_its_default_is_not_taken_for_this_da
             assert (default_among(first, warm) is None) is differs, (src, data)
 
 
+def test_a_source_with_other_fixed_values_is_said_and_its_default_is_not_taken_for_this_ones(source):
+    """A space that fixes hidden_dim 128 warm-started from a search that fixed 64 said "the trainer default is
+    warm-start trial X; not enqueued again": that trial trained hidden_dim 64, so this search's default was never
+    trained, and nothing said the values differ (a walkthrough). Compared from its folder's record and from its
+    MLflow parent run's search_space.yaml."""
+    from hsc_search import driver
+    from hsc_search.settings import SearchSettings
+    from hsc_search.space import load_space
+    from hsc_search.warm_start import default_among, plan
+
+    cwd, parent_id = source
+    settings = SearchSettings(data=DATA, max_epochs=MAX_EPOCHS)
+    for overrides, differs in (({}, {}), ({"hidden_dim": 128}, {"hidden_dim": (64, 128)}),
+                               ({"grad_clip": 0.5}, {"grad_clip": (1.0, 0.5)})):  # fmt: skip
+        space = load_space(settings.space_path(), overrides=overrides)
+        first, _ = driver._first_trial(space, settings, driver.load_search_data(settings, space))
+        for src in (parent_id, str(cwd / "ray_results" / "src")):
+            warm = plan(src, space, METRIC, "max", f"sqlite:///{cwd / 'mlflow.db'}", data=DATA)
+            assert warm.fixed_differs == differs, (src, overrides, warm.fixed_differs)
+            assert (default_among(first, warm) is None) is bool(differs), (src, overrides)
+            if differs:
+                (name, (a, b)), = differs.items()
+                assert warm.line().endswith(f"; its fixed values differ: {name} {a:g} (here {b:g}): its values were "
+                                            "measured with them"), warm.line()  # fmt: skip
+            else:
+                assert "fixed" not in warm.line(), warm.line()
+
+
 def test_a_warm_search_does_not_draw_its_sources_configs_again():
     """Below TPE's start-up trials Optuna samples at random from its seed alone: a warm-started search with the
     source's seed (both the default) proposed the source's configs again, one by one (helper walkthrough: both new
