@@ -923,8 +923,8 @@ def render(report: ReplayReport) -> str:
     c = report.curves
     tid, best = c.best
     # trials left out: said again in the notes, with the reasons; here so that it is read before the table
-    left_out = [f"warning: {len(c.skipped)} of {len(c.trials) + len(c.skipped)} trials are left out (ended early or "
-                "failed): the rows compare rules on the survivors only, the fifo row too (a search whose every "
+    left_out = [f"warning: {len(c.skipped)} of {len(c.trials) + len(c.skipped)} trials are left out (ended early: "
+                "stopped, interrupted or failed): the rows compare rules on the survivors only, the fifo row too (a search whose every "
                 "trial ran its full budget, e.g. one run with --scheduler fifo that nothing cut short, replays in "
                 "full)"] if c.skipped else []
     lines = [
@@ -953,7 +953,7 @@ def render(report: ReplayReport) -> str:
         "never reached the target). reached best: share of orders that reached it. best seen: best epoch of any "
         "trial the rule let run; best finished: best score of a trial it let run all its epochs.",
         *(f"note: {n}" for n in report.notes),
-        f"cannot show: {CANNOT_SHOW}",
+        CANNOT_SHOW,  # (it starts "A replay cannot show ...")
     ]
     return "\n".join(lines)
 

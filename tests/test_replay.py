@@ -334,7 +334,8 @@ def test_cli_replays_a_ray_folder_and_writes_json(tmp_path):
     assert rows[0].split("|")[1].strip() == "setting" and len(rows) == 5  # header, rule, 3 settings
     assert [r.split("|")[1].strip() for r in rows[2:]] == ["fifo", "asha:grace=1,rf=2,brackets=1",
                                                            "median:grace=1,min_samples=3"]  # fmt: skip
-    assert "1 of 3 trials left out" in result.output and "cannot show: " + CANNOT_SHOW in result.output
+    assert "1 of 3 trials left out" in result.output and "\n" + CANNOT_SHOW in result.output
+    assert "cannot show: A replay cannot show" not in result.output  # said once
     # a search whose scheduler ended trials early is said to be one before the table, not only in the notes
     warn = [i for i, ln in enumerate(lines) if ln.startswith("warning: 1 of 3 trials are left out")]
     assert len(warn) == 1 and warn[0] < lines.index(rows[0]) and "--scheduler fifo" in lines[warn[0]]
