@@ -127,7 +127,9 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
 @app.command()
 def run(
     config: Optional[Path] = typer.Option(None, "--config", help="Search config YAML with any of the settings "
-                                          "below (flags override it; `set:` holds fixed trainer values)."),
+                                          "below (flags override it; `set:` holds fixed trainer values), and two "
+                                          "of its own: max_failures (Ray's retries of a trial whose worker died, "
+                                          "2) and keep_checkpoints (per trial, 2)."),
     space: Optional[str] = typer.Option(None, help="Search space: quick, hsc_mae, ablation (search_spaces/) or a "
                                         "YAML path. [default: quick]"),
     data: Optional[str] = typer.Option(None, help="Data: .h5 / .parquet path or synthetic:ave, synthetic:vegas "
