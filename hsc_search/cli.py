@@ -152,8 +152,8 @@ def run(
                                                "cluster. [default: sqlite:///mlflow.db here]"),
     storage: Optional[str] = typer.Option(None, help="Ray Tune storage path (shared by all nodes on a cluster). "
                                           "[default: ./ray_results]"),
-    address: Optional[str] = typer.Option(None, help="Ray cluster address: host:port of its head, auto (the cluster "
-                                          "started on this machine) or ray://host:10001; or RAY_ADDRESS. [default: "
+    address: Optional[str] = typer.Option(None, help="Ray cluster address: host:port of its head, or auto (the "
+                                          "cluster started on this machine); or RAY_ADDRESS. [default: "
                                           "a local Ray instance of its own]"),
     cpus_per_trial: Optional[float] = typer.Option(None, help="CPUs per trial. [default: 1]"),
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPUs per trial, fractional (0.25 = four trials "

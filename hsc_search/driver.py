@@ -661,6 +661,8 @@ def _preflight_rest(settings: SearchSettings, space: SearchSpace, first: dict, n
     local = cluster_address(settings.address) is None
     if local:
         preflight.check_local_resources(settings.cpus_per_trial, settings.gpus_per_trial)
+    elif cluster_address(settings.address) == "auto":  # joined and recorded as found: Ray resolved `auto` again
+        settings.address = preflight.check_address(settings.address)  # in ray.init, possibly to another instance
     else:
         preflight.check_address(settings.address)
     return warm, local, in_process
@@ -1078,7 +1080,9 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
         if not (tune.Tuner.can_restore(str(exp_dir)) and storage.has_experiment_state(exp_dir)):
             raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here (the search stopped "
                               f"before Ray saved it): nothing of it can be continued; {_start_again(exp_dir)}")
-        if cluster_address(settings.address) is not None:  # named as given: the flag, or the search's record
+        if cluster_address(settings.address) == "auto":  # (a search recorded before `auto` was resolved)
+            settings.address = preflight.check_address(settings.address, flag=address_flag)
+        elif cluster_address(settings.address) is not None:  # named as given: the flag, or the search's record
             preflight.check_address(settings.address, flag=address_flag)
         space = load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
         try:

@@ -273,24 +273,28 @@ def check_storage(exp_dir: str) -> None:
 RAY_TIMEOUT_S = 5.0
 
 
-def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: str = "--address") -> None:
+def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: str = "--address") -> str | None:
     """A Ray cluster address (`flag`, else RAY_ADDRESS) has the form Ray takes and something answers at it
-    within `timeout_s`: Ray itself would retry an absent head for minutes. `auto` is left to Ray (it finds the
-    cluster started on this machine, or says there is none)."""
+    within `timeout_s`: Ray itself would retry an absent head for minutes. `auto` is resolved as Ray resolves it
+    (the cluster started on this machine), and refused where that is not one cluster. Returns the address to
+    join (`auto` resolved; None for a local instance): the search joins and records that one, so that Ray does not
+    resolve `auto` again, to another instance started in between."""
     if address is None:
         address, flag = os.environ.get("RAY_ADDRESS"), "RAY_ADDRESS"
     if not address or address == "local":
-        return
+        return None
     if address == "auto":  # the cluster Ray would join, checked as if given
-        from .ray_internals import auto_address
+        from .ray_internals import AmbiguousAuto, auto_address
 
         try:
             found = auto_address()
         except ConnectionError:
             raise PreflightError(f"{flag} auto: no Ray cluster runs on this machine (`ray start --head` starts one); "
                                  "leave --address out to search on a local Ray instance of the search's own") from None  # fmt: skip
+        except AmbiguousAuto as e:
+            raise PreflightError(f"{flag} auto: {e}") from None
         except Exception:  # noqa: BLE001 - Ray's own connection says what is wrong
-            return
+            return address
         if found and found != "auto":
             try:
                 check_address(found, timeout_s, flag=flag)
@@ -298,12 +302,16 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
                 raise PreflightError(str(e).replace(f"{flag} {found}:", f"{flag} auto (Ray found {found} on this "
                                                     "machine: the address file of the last `ray start`, or another "
                                                     "Ray running here):", 1)) from None  # fmt: skip
-        return
-    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+        return found or address
+    if address.startswith("ray://"):  # Ray Client: not installed (ray[client]), and a driver runs on the head
+        raise PreflightError(f"{flag} {address}: Ray Client (ray://) is not supported: it needs ray[client], which "
+                             "hsc-search does not install, and the search's driver runs on the head itself; run it "
+                             "there with --address auto (README, \"On a cluster\")")  # fmt: skip
+    hostport = address
     host, sep, port = hostport.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in hostport:
         raise PreflightError(f"{flag} {address}: expected host:port of a Ray head node (ray start --head prints it, "
-                             "e.g. 10.0.0.5:6379), ray://host:10001 for Ray Client, or auto")  # fmt: skip
+                             "e.g. 10.0.0.5:6379), or auto")  # fmt: skip
     why = tcp_problem(host.strip("[]"), int(port), timeout_s)
     if why is not None:
         # (for resume, leaving --address out reuses the search's recorded address: `local` is the way out)
@@ -316,9 +324,9 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
         if why is not None:
             raise PreflightError(f"{flag} {address}: something answers at {host}:{port}, but not a Ray head ({why}); "
                                  "the address is the one `ray start --head` prints, port 6379 unless changed (8265 is "
-                                 "the dashboard; for Ray Client use ray://host:10001)")  # fmt: skip
-    if not address.startswith("ray://"):
-        _check_a_node_runs_here(address, timeout_s, flag)
+                                 "the dashboard)")  # fmt: skip
+    _check_a_node_runs_here(address, timeout_s, flag)
+    return address
 
 
 def _check_a_node_runs_here(address: str, timeout_s: float, flag: str) -> None:

@@ -9,6 +9,7 @@ Tune or Ray's OptunaSearch. Ray is imported inside the functions (`import hsc_se
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any, Callable
 
 
@@ -210,13 +211,40 @@ def nodes_running_here(address: str, timeout_s: float) -> tuple[list[str], bool]
     return sorted(set(alive.values())), bool(set(alive) & set(find_node_ids()))
 
 
+class AmbiguousAuto(LookupError):
+    """`--address auto` could mean several Ray instances of this machine; the message names them."""
+
+
 def auto_address() -> str:
     """The cluster `address="auto"` connects to: RAY_ADDRESS, else the address file of the last `ray start` on this
-    machine (<temp dir>/ray/ray_current_cluster), else a GCS process found running here (Ray's `ps` scan). Raises
-    ConnectionError when there is none. Ray's own lookup (ray._private.services), so that the pre-flight checks
-    the cluster Ray would join: a stale address file (a killed head) made Ray retry for minutes, deaf to Ctrl-C."""
-    from ray._private.services import get_ray_address_from_environment
+    machine (<temp dir>/ray/ray_current_cluster), else the one GCS process found running here (Ray's `ps` scan).
+    Raises ConnectionError when there is none. Ray's own lookup (ray._private.services), so that the pre-flight
+    checks the cluster Ray would join (a stale address file, a killed head, made Ray retry for minutes, deaf to
+    Ctrl-C), except where Ray picks at random: with no address file and several instances running here (another
+    job's, a `ray start --temp-dir` elsewhere, another search's own local instance), Ray joined any one of them,
+    silently (a walkthrough: a search ran on another job's cluster). AmbiguousAuto then, naming them; and when the
+    one instance found is bound to 127.0.0.1 while another hsc-search search runs its own local instance here (the
+    only kind we start there), it is that search's."""
+    from ray._private.services import find_bootstrap_address, find_gcs_addresses, get_ray_address_from_environment
 
+    env = os.environ.get("RAY_ADDRESS")
+    if env and env != "auto":
+        return env
+    if find_bootstrap_address(None) is not None:
+        return get_ray_address_from_environment("auto", None)  # the last `ray start` here (Ray's choice)
+    found = sorted(find_gcs_addresses())
+    if len(found) > 1:
+        raise AmbiguousAuto(f"{len(found)} Ray instances run on this machine ({', '.join(found)}) and no `ray start` "
+                            "here left an address file saying which is the cluster; give the head's host:port "
+                            "(`ray start --head` printed it)")  # fmt: skip
+    if len(found) == 1 and found[0].startswith("127.0.0.1:"):
+        from .local_ray import other_drivers
+
+        others = other_drivers()
+        if others:
+            raise AmbiguousAuto(f"the one Ray instance running here ({found[0]}) is bound to 127.0.0.1, as the "
+                                f"local instance of another hsc-search search is (driver pid {others[0].get('pid')}): "
+                                "not a cluster to join; give the head's host:port, or leave --address out")  # fmt: skip
     return get_ray_address_from_environment("auto", None)
 
 

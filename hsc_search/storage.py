@@ -160,12 +160,20 @@ def check_visible_from_all_nodes(root: str, timeout_s: float = 120.0, marker_dir
             for n in nodes
         }
         ready, not_ready = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
-        bad = []
+        bad, gone = [], 0
         for label, ref in refs.items():
             if ref in not_ready:
                 bad.append(f"{label}: no answer within {timeout_s:.0f} s")
                 continue
-            seen = ray.get(ref)
+            try:
+                seen = ray.get(ref)
+            except ray.exceptions.TaskUnschedulableError:  # "the node ... doesn't exist any more": it died after
+                gone += 1  # Ray listed it as alive (for ~30 s it does); no trial is placed on it either (a traceback)
+                continue
+            except ray.exceptions.RayError as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                bad.append(f"{label}: the check failed there ({type(e).__name__}: {first[:200]})")
+                continue
             if seen != token:
                 bad.append(f"{label}: {seen.lstrip('!') if seen.startswith('!') else 'sees a different marker'}")
         if bad:
@@ -175,7 +183,7 @@ def check_visible_from_all_nodes(root: str, timeout_s: float = 120.0, marker_dir
                 + "\nOn a cluster --storage must be shared: a path mounted on every node (NFS/EFS) or a URI such as "
                 "s3://bucket/prefix that every node can reach."
             )
-        return len(nodes)
+        return len(nodes) - gone
     finally:
         try:
             fs, p = _fs(marker)

@@ -233,6 +233,23 @@ def test_a_search_beside_another_local_instance_says_they_share_the_cores(first,
     assert first["drv"].proc.poll() is None  # the other instance is left alone
 
 
+def test_address_auto_does_not_join_another_searchs_own_instance(first, tmp_path):
+    """With no `ray start` address file, Ray's `auto` joins whatever GCS it finds running here: another search's
+    own local instance, or one of several instances at random (a walkthrough: a search ran on another job's
+    cluster). Refused in one line, before Ray is started or joined."""
+    env = {**_env(first["cache"]), "RAY_TMPDIR": str(tmp_path)}  # no address file there
+    proc = subprocess.run([str(Path(sys.executable).parent / "hsc-search"), "run", "--address", "auto",
+                           "--no-mlflow", "--name", "a", "--storage", str(tmp_path / "rr")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stdout + proc.stderr
+    err = proc.stderr
+    assert err.startswith("error: --address auto: "), err
+    # this instance alone (127.0.0.1, another search's), or it among others when another Ray runs on this machine
+    assert (f"local instance of another hsc-search search is (driver pid {first['drv'].proc.pid})" in err
+            or "Ray instances run on this machine" in err), err  # fmt: skip
+    assert not (tmp_path / "rr" / "a").exists()
+
+
 def test_leftovers_are_ended_by_the_watchdog_or_the_next_start(first, tmp_path):
     drv1, info1, cache = first["drv"], first["info"], first["cache"]
     seen = first["seen"]
