@@ -33,7 +33,10 @@ SET_HELP = "Fixed trainer value for every trial, KEY=VALUE, repeatable (e.g. --s
 
 def _fail(msg: str, code: int = 2) -> None:
     """One line on stderr, red in a terminal unless NO_COLOR is set (no-color.org), and exit `code`."""
-    typer.secho(f"error: {msg}", fg=None if os.environ.get("NO_COLOR") else typer.colors.RED, err=True)
+    if os.environ.get("NO_COLOR"):  # (secho adds a reset code even without a colour)
+        typer.echo(f"error: {msg}", err=True)
+    else:
+        typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
@@ -258,10 +261,10 @@ def resume(
 
 
 def _signal_exit() -> int:
-    """130 after Ctrl-C, 143 after a SIGTERM (which a search takes as Ctrl-C)."""
-    from .driver import interrupted_exit_code
-
-    return interrupted_exit_code()
+    """130 after Ctrl-C, 143 after a SIGTERM (which a search takes as Ctrl-C: only once the driver module, which
+    is not imported again here, has installed its handler)."""
+    driver = sys.modules.get("hsc_search.driver")
+    return driver.interrupted_exit_code() if driver is not None else 130
 
 
 def _exit_as(outcome) -> None:

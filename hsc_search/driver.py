@@ -80,7 +80,7 @@ def experiment_dir(settings: SearchSettings) -> str:
 def outputs_dir(exp: str) -> Path:
     """Where the best config and the summary table are written locally: the experiment folder itself, or
     ./hsc_outputs/<name> when the storage is a URI (they are uploaded there too)."""
-    return Path.cwd() / "hsc_outputs" / exp.rstrip("/").rsplit("/", 1)[-1] if storage.is_uri(exp) else Path(exp)
+    return Path.cwd() / "hsc_outputs" / storage.split(exp)[1] if storage.is_uri(exp) else Path(exp)
 
 
 STOPPING_AT_SETUP = ("stopping: the search stops when the start-up step under way ends (Ray's start can take up to "
@@ -205,21 +205,38 @@ def hold_search(exp_dir: str) -> None:
     _HELD[exp_dir] = fh
 
 
-def search_driver(exp_dir: str) -> str | None:
-    """Who drives the search in `exp_dir` now (the lock's text), or None when no live process holds its lock."""
+def _probe_lock(exp_dir: str) -> tuple[str, str]:
+    """The search folder's driver lock: ("held", its text) while a live process holds it; ("free", its text) when
+    none does and the lock test can be trusted (the last driver's host is this machine, or unknown); else
+    ("unknown", ""): no lock file, a URI, a lock test that failed (a file system without locks), or a lock last
+    taken on another host (NFS mounted with local locks cannot see that host's). No lock file: "free"."""
     import fcntl
+    import socket
 
-    if storage.is_uri(exp_dir) or exp_dir in _HELD or not (Path(exp_dir) / DRIVER_LOCK).is_file():
-        return None
+    if storage.is_uri(exp_dir):
+        return "unknown", ""
+    if not (Path(exp_dir) / DRIVER_LOCK).is_file():  # every driver makes it (`hold_search`): none ever drove it
+        return "free", ""  # since the lock existed
     try:
         with open(Path(exp_dir) / DRIVER_LOCK) as fh:
+            text = fh.read().strip()
             try:
                 fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                return fh.read().strip() or "another process"
-            return None  # (closing the file lets go of the probe)
+                return "held", text or "another process"
+            # (closing the file lets go of the probe)
     except OSError:
+        return "unknown", ""
+    host = text.split(" on ", 1)[1].split(",", 1)[0] if " on " in text else None
+    return ("free", text) if host in (None, socket.gethostname()) else ("unknown", text)
+
+
+def search_driver(exp_dir: str) -> str | None:
+    """Who drives the search in `exp_dir` now (the lock's text), or None when no live process holds its lock."""
+    if exp_dir in _HELD:
         return None
+    state, text = _probe_lock(exp_dir)
+    return text if state == "held" else None
 
 
 def search_state(name: str, status: str, exp_dir: str | None, parent_run_id: str) -> tuple[str | None, str | None]:
@@ -235,12 +252,12 @@ def search_state(name: str, status: str, exp_dir: str | None, parent_run_id: str
     local = owner == parent_run_id
     if owner is not None and not local:
         exp_dir = None  # its folder holds another search now (one of the same --name): not named
-    who = search_driver(exp_dir) if local else None
-    if who:
+    lock, who = _probe_lock(exp_dir) if local else ("unknown", "")
+    if lock == "held":
         return "running", f"search {name} is still running ({who})"
     resume = (f"`{exe('hsc-search')} resume {shlex.quote(exp_dir)}` continues it" if exp_dir
               else "`hsc-search resume <its folder>` continues it")  # fmt: skip
-    if local:
+    if lock == "free":  # (a lock test that failed, or a driver on another host, cannot tell: said as unknown)
         return "stopped", f"search {name} did not finish and no driver runs it (MLflow status {status}): {resume}"
     return "unknown", (f"search {name} has not finished (MLflow status {status}: still running, interrupted, or "
                        f"its driver died): {resume} if it is not running")  # fmt: skip
@@ -434,7 +451,6 @@ def _sigterm_as_ctrl_c() -> None:
     RUNNING and no word on how to continue."""
     if threading.current_thread() is not threading.main_thread():
         return
-    _TERMINATED[0] = False  # this search's own (a process may run several)
 
     def forward(signum, frame) -> None:
         _TERMINATED[0] = True
@@ -571,7 +587,7 @@ def _run_config(settings: SearchSettings, exp_dir: str, callbacks: list):
 
     from ray.tune.logger import JsonLoggerCallback
 
-    parent, name = exp_dir.rstrip("/").rsplit("/", 1)
+    parent, name = storage.split(exp_dir)  # (a URI's query, e.g. an S3 endpoint, stays on the storage path)
     return tune.RunConfig(
         name=name,
         storage_path=parent,
@@ -661,9 +677,7 @@ def _preflight_rest(settings: SearchSettings, space: SearchSpace, first: dict, n
     local = cluster_address(settings.address) is None
     if local:
         preflight.check_local_resources(settings.cpus_per_trial, settings.gpus_per_trial)
-    elif cluster_address(settings.address) == "auto":  # joined and recorded as found: Ray resolved `auto` again
-        settings.address = preflight.check_address(settings.address)  # in ray.init, possibly to another instance
-    else:
+    else:  # (`auto` stays `auto` for ray.init: Ray turns token authentication on by itself only for `auto`)
         preflight.check_address(settings.address)
     return warm, local, in_process
 
@@ -680,6 +694,7 @@ def run_search(
         callbacks: extra `ray.tune.Callback`s, run in the driver after the search's own (progress, MLflow, ASHA
             state); they are saved with the experiment, so they must pickle.
     """
+    _TERMINATED[0] = False  # this search's own signal (a process may run several)
     with _interrupt_in_preflight():  # nothing is written here: the same command starts it again
         settings.name = settings.name or time.strftime("hsc-%Y%m%d-%H%M%S")
         space = load_space(settings.space_path(), overrides=settings.overrides, set_from=settings.set_from)
@@ -960,6 +975,7 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     history and the Optuna study are restored, and each trial keeps its one MLflow child run. `tracking_uri`: the
     store the search logged to, where it has moved since (default: the one in the search's record). `data`: the
     search's data file where it is now (checked against the record's fingerprint of the data it started on)."""
+    _TERMINATED[0] = False  # as in run_search
     exp_dir = str(path).rstrip("/") if storage.is_uri(str(path)) else str(Path(path).resolve())
     try:
         return _resume_search(exp_dir, echo, address, tracking_uri, data)
@@ -1080,9 +1096,7 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
         if not (tune.Tuner.can_restore(str(exp_dir)) and storage.has_experiment_state(exp_dir)):
             raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here (the search stopped "
                               f"before Ray saved it): nothing of it can be continued; {_start_again(exp_dir)}")
-        if cluster_address(settings.address) == "auto":  # (a search recorded before `auto` was resolved)
-            settings.address = preflight.check_address(settings.address, flag=address_flag)
-        elif cluster_address(settings.address) is not None:  # named as given: the flag, or the search's record
+        if cluster_address(settings.address) is not None:  # named as given: the flag, or the search's record
             preflight.check_address(settings.address, flag=address_flag)
         space = load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
         try:

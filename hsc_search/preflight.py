@@ -276,9 +276,9 @@ RAY_TIMEOUT_S = 5.0
 def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: str = "--address") -> str | None:
     """A Ray cluster address (`flag`, else RAY_ADDRESS) has the form Ray takes and something answers at it
     within `timeout_s`: Ray itself would retry an absent head for minutes. `auto` is resolved as Ray resolves it
-    (the cluster started on this machine), and refused where that is not one cluster. Returns the address to
-    join (`auto` resolved; None for a local instance): the search joins and records that one, so that Ray does not
-    resolve `auto` again, to another instance started in between."""
+    (the cluster started on this machine), and refused where that is not one cluster. Returns the address it
+    checked (`auto` resolved; None for a local instance). The search still joins `auto` as `auto`: Ray turns token
+    authentication on by itself only for that (ray.init), which a `cluster.yaml` head needs."""
     if address is None:
         address, flag = os.environ.get("RAY_ADDRESS"), "RAY_ADDRESS"
     if not address or address == "local":

@@ -98,12 +98,13 @@ class Progress(tune.Callback):
         """A trial whose worker or node died, which Ray retries (`max_failures`): one line, where Ray's own log
         printed the error's whole traceback (TUNE_PRINT_ALL_TRIAL_ERRORS is off, `driver._quiet`)."""
         n, most = int(getattr(trial, "num_failures", 0) or 0), int(getattr(trial, "max_failures", 0) or 0)
-        of = f" of at most {most}" if most > 0 else ""
-        print(f"    {trial.trial_id} {_last_error_line(trial)[:300]}: retried from its last checkpoint (failure {n}{of})",
-              file=sys.stderr, flush=True)  # fmt: skip
+        count = f" (failure {n}" + (f" of at most {most})" if most > 0 else ")") if n > 0 else ""  # (a preempted
+        # node's trial is retried without counting a failure)
+        print(f"    {trial.trial_id} {_last_error_line(trial)[:300]}: retried from its last checkpoint, if it has one"
+              f"{count}", file=sys.stderr, flush=True)  # fmt: skip
 
 
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b:?")
+_EXCEPTION_LINE = re.compile(r"^(?:[\w.]*\.)?\w*(?:Error|Exception|Interrupt|Exit)\b")
 
 
 def _last_error_line(trial) -> str:

@@ -230,6 +230,7 @@ def auto_address() -> str:
     env = os.environ.get("RAY_ADDRESS")
     if env and env != "auto":
         return env
+    find_gcs_addresses.cache_clear()  # Ray caches what it found in this process (a notebook's earlier search)
     if find_bootstrap_address(None) is not None:
         return get_ray_address_from_environment("auto", None)  # the last `ray start` here (Ray's choice)
     found = sorted(find_gcs_addresses())

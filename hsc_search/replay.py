@@ -115,6 +115,7 @@ class Recorded:
     finished: bool | None = None  # the search ended on its own, not interrupted or still running (None: not known)
     fingerprint: dict | None = None  # its data's (trainer.fit.data_fingerprint; None: searches from before it)
     fixed: dict | None = None  # its space's fixed trainer values (None: not read, or not recorded)
+    searched: set | None = None  # its space's searched names (None: not read, or not recorded)
 
 
 def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: list[dict],
@@ -264,7 +265,8 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
         n = _int(settings.get("num_samples"))
         finished = bool(n and len(raw) >= n and max_epochs and all(
             r["outcome"] == "failed" or max(r["values"], default=0) >= max_epochs for r in raw))  # fmt: skip
-    return Recorded(f"Ray folder {root}", metric, mode, max_epochs, raw, settings, finished, fingerprint, fixed)
+    return Recorded(f"Ray folder {root}", metric, mode, max_epochs, raw, settings, finished, fingerprint, fixed,
+                    searched)  # fmt: skip
 
 
 def _check_store(uri: str) -> None:
@@ -351,12 +353,12 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
     return Recorded(f"MLflow run {pid} ({parent.info.run_name or 'unnamed'}) at {uri}", metric, mode,
                     _int(settings.get("max_epochs")), raw, settings, parent.info.status == "FINISHED",
                     fingerprint if isinstance(fingerprint, dict) else None,
-                    _fixed_of(client, pid) if with_fixed else None)  # fmt: skip
+                    *(_space_of(client, pid) if with_fixed else (None, None)))  # fmt: skip
 
 
-def _fixed_of(client, parent_run_id: str) -> dict | None:
-    """The fixed values of a search's space, from its parent run's `search_space.yaml`; None when it has none or
-    it cannot be read (nothing is then claimed about them)."""
+def _space_of(client, parent_run_id: str) -> tuple[dict | None, set | None]:
+    """(fixed values, searched names) of a search's space, from its parent run's `search_space.yaml`; None for
+    what it lacks or when it cannot be read (nothing is then claimed about them)."""
     import tempfile
 
     import yaml
@@ -364,10 +366,11 @@ def _fixed_of(client, parent_run_id: str) -> dict | None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = client.download_artifacts(parent_run_id, "search_space.yaml", tmp)
-            fixed = (yaml.safe_load(Path(path).read_text()) or {}).get("fixed")
+            space = yaml.safe_load(Path(path).read_text()) or {}
     except Exception:  # noqa: BLE001 - an older search, a store without the artifact: not compared
-        return None
-    return dict(fixed) if isinstance(fixed, dict) else None
+        return None, None
+    fixed, params = space.get("fixed"), space.get("params")
+    return (dict(fixed) if isinstance(fixed, dict) else None), (set(params) if isinstance(params, dict) else None)
 
 
 def _int(v: Any) -> int | None:

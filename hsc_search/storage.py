@@ -37,6 +37,14 @@ def resolve(storage: str | None) -> str:
     return str(Path(storage or "ray_results").expanduser().resolve())
 
 
+def split(path: str) -> tuple[str, str]:
+    """(its folder, its name) of a path or URI; a URI's query stays with the folder (what Ray's storage_path and
+    URI class take), not with the name."""
+    base, query = _query(path) if is_uri(path) else (path, "")
+    parent, name = base.rstrip("/").rsplit("/", 1)
+    return parent + query, name
+
+
 def join(root: str, *parts: str) -> str:
     if not is_uri(root):
         return str(Path(root, *parts))
@@ -167,9 +175,10 @@ def check_visible_from_all_nodes(root: str, timeout_s: float = 120.0, marker_dir
                 continue
             try:
                 seen = ray.get(ref)
-            except ray.exceptions.TaskUnschedulableError:  # "the node ... doesn't exist any more": it died after
-                gone += 1  # Ray listed it as alive (for ~30 s it does); no trial is placed on it either (a traceback)
-                continue
+            except (ray.exceptions.TaskUnschedulableError, ray.exceptions.NodeDiedError,
+                    ray.exceptions.WorkerCrashedError):  # "the node ... doesn't exist any more": it died after Ray
+                gone += 1  # listed it as alive (for ~30 s it does), or during the check; no trial goes there either
+                continue  # (a traceback before; nor is a dead node the storage's fault)
             except ray.exceptions.RayError as e:
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 bad.append(f"{label}: the check failed there ({type(e).__name__}: {first[:200]})")

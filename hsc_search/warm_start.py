@@ -140,7 +140,8 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
     else:
         warm.other_data = data is not None and warm.data is not None and not same_data(str(warm.data), data)
     warm.same_path = warm.other_data and data is not None and warm.data is not None and same_data(str(warm.data), data)
-    warm.fixed_differs = fixed_differences(rec.fixed, space.fixed, {q.name for q in space.params})
+    searched = {q.name for q in space.params} | (rec.searched or set())
+    warm.fixed_differs = fixed_differences(rec.fixed, space.fixed, searched)
     for r in rec.raw:
         trial, reason, detail = _trial(r, space, rec.mode, rec.max_epochs)
         if trial is None:
@@ -218,7 +219,8 @@ NOT_COMPARED = ("epochs", "select_metric")  # the search's --max-epochs, and its
 def fixed_differences(source: dict | None, here: dict[str, Any], searched: set[str]) -> dict[str, tuple[Any, Any]]:
     """The fixed trainer values in which a source search's space and this one differ, each as (the source's,
     this search's), a value not fixed counting as the trainer's default; empty when the source's are unknown.
-    Names this search searches are not compared (a source trial's value for one is its param, matched apart)."""
+    Names either search searches are not compared (`searched`: a trial's value for one is its param, matched
+    apart)."""
     if source is None:
         return {}
     from trainer import TrainConfig

@@ -190,6 +190,35 @@ def test_a_trial_run_id_names_its_search(store, tmp_path):
                 str(tmp_path / "b.yaml")).exit_code == 0 and (tmp_path / "b.yaml").exists()  # fmt: skip
 
 
+def test_a_search_whose_lock_was_last_taken_on_another_host_is_not_called_stopped(store, tmp_path):
+    """A search folder on shared storage whose driver runs on another host (or a file system whose locks are local
+    only): the lock test here cannot see that driver. The report called the search stopped, relabelled its running
+    trials as interrupted and printed a `resume` that would start a second driver (a review)."""
+    import json
+
+    uri, client, good, _, _ = store
+    client.update_run(good, status="RUNNING")
+    trial_a = next(r.info.run_id for r in client.search_runs([client.get_run(good).info.experiment_id])
+                   if r.info.run_name == "trial_a")  # fmt: skip
+    client.set_tag(trial_a, "hsc.outcome", "running")
+    folder = tmp_path / "rr" / "good"
+    folder.mkdir(parents=True)
+    (folder / "hsc_search.json").write_text(json.dumps({"parent_run_id": good}))
+    (folder / ".hsc_driver.lock").write_text("driver pid 4242 on another-host.example, since 2026-12-05 01:00:00 UTC")
+    client.set_tag(good, "hsc.experiment_dir", str(folder))
+    result = _cli("report", "--tracking-uri", uri, "--run-id", good, "--no-log")
+    assert result.exit_code == 0 and ("note: search good has not finished (MLflow status RUNNING: still running, "
+                                      "interrupted, or its driver died)") in result.output, result.output
+    assert "<p>trials: 1 completed, 1 running</p>" in (folder / "report.html").read_text()
+    # the same lock last taken on this host, and free: the driver is gone (as before)
+    import socket
+
+    (folder / ".hsc_driver.lock").write_text(f"driver pid 4242 on {socket.gethostname()}, since 2026-12-05")
+    result = _cli("report", "--tracking-uri", uri, "--run-id", good, "--no-log")
+    assert "note: search good did not finish and no driver runs it" in result.output, result.output
+    assert "<p>trials: 1 completed, 1 interrupted</p>" in (folder / "report.html").read_text()
+
+
 def test_a_search_cut_off_before_any_trial_scored_is_named_with_what_continues_it(store, tmp_path):
     """export-best on a search interrupted before a trial logged its metric named it by its run id only, and said
     nothing of `resume` (a walkthrough)."""

@@ -130,3 +130,42 @@ def test_every_command_takes_h_for_help():
     for args in (["-h"], *([name, "-h"] for name in names)):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0 and "sage:" in result.output, (args, result.output[-500:])
+
+
+def test_the_program_alone_lists_its_commands_and_errors_honour_no_color():
+    """`hsc-search` alone said "Error: Missing command."; an error line was red in a terminal with NO_COLOR set
+    (no-color.org) (a walkthrough of the console)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    program = str(Path(sys.executable).parent / "hsc-search")
+    alone = subprocess.run([program], capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 2 and "Commands:" in alone.stdout + alone.stderr, alone.stdout + alone.stderr
+    assert "export-best" in alone.stdout + alone.stderr and "Missing command" not in alone.stdout + alone.stderr
+
+    def in_a_terminal(env: dict) -> bytes:
+        main, sub = pty.openpty()
+        proc = subprocess.Popen([program, "run", "--max-epochs", "0"], stdout=sub, stderr=sub, env=env)
+        os.close(sub)
+        out = b""
+        try:
+            while True:
+                try:
+                    chunk = os.read(main, 4096)
+                except OSError:  # the terminal's other end closed: the program ended
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        finally:
+            os.close(main)
+            assert proc.wait(timeout=120) == 2
+        return out
+
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    assert b"\x1b[31merror: --max-epochs must be >= 1, got 0" in in_a_terminal(env)  # red in a terminal
+    plain = in_a_terminal({**env, "NO_COLOR": "1"})
+    assert b"error: --max-epochs must be >= 1, got 0" in plain and b"\x1b[" not in plain, plain

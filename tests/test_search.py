@@ -522,6 +522,23 @@ def test_an_s3_storage_that_cannot_be_reached_is_one_line(tmp_path, _cache_dir):
                                   "cannot be reached") and f"127.0.0.1 port {port}" in proc.stderr, proc.stderr
 
 
+def test_a_storage_uri_with_a_query_reaches_ray_with_its_query(tmp_path, monkeypatch):
+    """Ray Tune was given the storage path without its query (the endpoint of an S3-compatible server), so it went
+    to AWS, and a search name with the query glued on (a review)."""
+    from hsc_search import storage
+    from hsc_search.driver import _run_config, outputs_dir
+    from hsc_search.settings import SearchSettings
+
+    root = storage.resolve("s3://bkt/rr/?endpoint_override=127.0.0.1:9000&scheme=http")
+    exp = storage.join(root, "q")
+    assert exp == "s3://bkt/rr/q?endpoint_override=127.0.0.1:9000&scheme=http"
+    config = _run_config(SearchSettings(), exp, [])
+    assert (config.storage_path, config.name) == ("s3://bkt/rr?endpoint_override=127.0.0.1:9000&scheme=http", "q")
+    monkeypatch.chdir(tmp_path)
+    assert outputs_dir(exp) == tmp_path / "hsc_outputs" / "q"
+    assert storage.split(str(tmp_path / "rr" / "q")) == (str(tmp_path / "rr"), "q")
+
+
 @pytest.mark.parametrize(
     "args, needles",
     [

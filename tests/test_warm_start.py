@@ -209,6 +209,18 @@ def test_a_source_with_other_fixed_values_is_said_and_its_default_is_not_taken_f
                 assert "fixed" not in warm.line(), warm.line()
 
 
+def test_names_either_search_searches_are_not_compared_as_fixed_values():
+    """A name the source searched and this search fixes (a conditional one: its trials without it still fit) was
+    compared against the trainer default, as if the source had fixed it there (a review)."""
+    from hsc_search.warm_start import fixed_differences
+
+    assert fixed_differences({"hidden_dim": 64}, {"hidden_dim": 64, "weight_lr": 0.05}, set()) == {
+        "weight_lr": (0.01, 0.05)}  # what a source that searched nothing would be told  # fmt: skip
+    assert fixed_differences({"hidden_dim": 64}, {"hidden_dim": 64, "weight_lr": 0.05}, {"weight_lr"}) == {}
+    assert fixed_differences(None, {"hidden_dim": 128}, set()) == {}  # unknown: nothing claimed
+    assert fixed_differences({"epochs": 4, "select_metric": "val/map_a2v"}, {"epochs": 12}, set()) == {}
+
+
 def test_a_warm_search_does_not_draw_its_sources_configs_again():
     """Below TPE's start-up trials Optuna samples at random from its seed alone: a warm-started search with the
     source's seed (both the default) proposed the source's configs again, one by one (helper walkthrough: both new
