@@ -17,6 +17,8 @@ from .commands import exe
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 # and INFO lines of its own, such as "Creating initial MLflow database tables..." for a new store (import-runs)
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+# and a tqdm bar per artifact it downloads (a warm start reads its source's search_space.yaml in the pre-flight)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 app = typer.Typer(
     add_completion=False,
@@ -114,7 +116,8 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
 
         own, resolved = params_line(b.params)
         so_far = " so far" if outcome.interrupted else ""  # the search has not ended: its best may still change
-        typer.echo(f"best trial{so_far}: {b.name} ({word(b.outcome)}, {b.epochs} epoch{'s' * (b.epochs != 1)}) score {b.score:.4f}  {own}"
+        epochs = f"{b.epochs} epoch{'s' * (b.epochs != 1)}"
+        typer.echo(f"best trial{so_far}: {b.name} ({word(b.outcome)}, {epochs}) score {b.score:.4f}  {own}"
                    + (f"  (resolved on this data: {resolved})" if resolved else ""))
         if outcome.best_config_path is not None:
             typer.echo(f"best config: {outcome.best_config_path}")
@@ -449,13 +452,10 @@ def import_runs(
 ) -> None:
     """Copy searches (runs, params, tags, full metric histories, artifacts, parent/child nesting, start and end
     times) from one MLflow store to another. Running it again copies only what is new."""
-    import os
-
     from .transfer import TransferError, copy_searches
 
     _bounded_http_retries()
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         report = copy_searches(from_, to, experiment or None, echo=typer.echo)
     except TransferError as e:

@@ -24,6 +24,7 @@ import heapq
 import itertools
 import json
 import math
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,6 +364,7 @@ def _space_of(client, parent_run_id: str) -> tuple[dict | None, set | None]:
 
     import yaml
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # (a bar on the search's start lines)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = client.download_artifacts(parent_run_id, "search_space.yaml", tmp)
@@ -927,9 +929,9 @@ def render(report: ReplayReport) -> str:
     tid, best = c.best
     # trials left out: said again in the notes, with the reasons; here so that it is read before the table
     left_out = [f"warning: {len(c.skipped)} of {len(c.trials) + len(c.skipped)} trials are left out (ended early: "
-                "stopped, interrupted or failed): the rows compare rules on the survivors only, the fifo row too (a search whose every "
-                "trial ran its full budget, e.g. one run with --scheduler fifo that nothing cut short, replays in "
-                "full)"] if c.skipped else []
+                "stopped, interrupted or failed): the rows compare rules on the survivors only, the fifo row too (a "
+                "search whose every trial ran its full budget, e.g. one run with --scheduler fifo that nothing cut "
+                "short, replays in full)"] if c.skipped else []
     lines = [
         f"replay of {c.source}",
         f"{len(c.trials)} complete curves x {c.max_epochs} epochs, {c.metric} ({c.mode}); best recorded {best:.4f} "
