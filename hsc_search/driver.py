@@ -207,16 +207,16 @@ def hold_search(exp_dir: str) -> None:
 
 def _probe_lock(exp_dir: str) -> tuple[str, str]:
     """The search folder's driver lock: ("held", its text) while a live process holds it; ("free", its text) when
-    none does and the lock test can be trusted (the last driver's host is this machine, or unknown); else
-    ("unknown", ""): no lock file, a URI, a lock test that failed (a file system without locks), or a lock last
-    taken on another host (NFS mounted with local locks cannot see that host's). No lock file: "free"."""
+    none does and the lock test can be trusted (the last driver's host is this machine, or unknown), or when there
+    is no lock file (every driver makes one); else "unknown": a URI, a lock test that failed (a file system
+    without locks), or a lock last taken on another host (NFS mounted with local locks cannot see that host's)."""
     import fcntl
     import socket
 
     if storage.is_uri(exp_dir):
         return "unknown", ""
-    if not (Path(exp_dir) / DRIVER_LOCK).is_file():  # every driver makes it (`hold_search`): none ever drove it
-        return "free", ""  # since the lock existed
+    if not (Path(exp_dir) / DRIVER_LOCK).is_file():  # every driver makes it (`hold_search`): none drove it since
+        return "free", ""  # the lock existed
     try:
         with open(Path(exp_dir) / DRIVER_LOCK) as fh:
             text = fh.read().strip()
@@ -446,9 +446,9 @@ def interrupted_exit_code() -> int:
 def _sigterm_as_ctrl_c() -> None:
     """SIGTERM (`kill`, `timeout`, `docker stop`, a batch scheduler's end of job) from here on acts as Ctrl-C
     does: the SIGINT handler of the moment (ours in the set-up, Ray Tune's in the search) takes it, so the search
-    ends as interrupted, with its runs ended and the resume command printed (exit 143, not Ctrl-C's 130). Ray's own handler, installed by
-    `ray.init` in the driver, printed a C++ stack dump and aborted (SIGABRT), leaving the parent run FAILED or
-    RUNNING and no word on how to continue."""
+    ends as interrupted, with its runs ended and the resume command printed (exit 143, not Ctrl-C's 130). Ray's
+    own handler, installed by `ray.init` in the driver, printed a C++ stack dump and aborted (SIGABRT), leaving the
+    parent run FAILED or RUNNING and no word on how to continue."""
     if threading.current_thread() is not threading.main_thread():
         return
 

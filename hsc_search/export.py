@@ -256,13 +256,6 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
     metric, mode = ranking(settings, metric, mode)
     rows = trial_rows(client, experiment_id, parent_run_id, metric, mode)
     name = f"search {parent.info.run_name} (run {parent_run_id})" if parent else f"search run {parent_run_id}"
-    unfinished = ""  # a search cut off before a trial scored: what continues it
-    if parent is not None and parent.info.status != "FINISHED":
-        from .driver import unfinished_note
-
-        said = unfinished_note(parent.info.run_name, parent.info.status, parent.data.tags.get("hsc.experiment_dir"),
-                               parent_run_id)  # fmt: skip
-        unfinished = f"; {said}" if said else ""
     if not rows:
         raise ExportError(f"{name} has no trial runs")
     best = best_row(rows, mode)
@@ -273,6 +266,13 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
             raise ExportError(f"{name}: {trials} failed (each trial run's tag hsc.error says why): no config to "
                               "export; to export an earlier search, give --run-id with its parent run id (the "
                               "MLflow UI lists the searches)")  # fmt: skip
+        unfinished = ""  # a search cut off before a trial scored: what continues it
+        if parent is not None and parent.info.status != "FINISHED":
+            from .driver import unfinished_note
+
+            said = unfinished_note(parent.info.run_name, parent.info.status,
+                                   parent.data.tags.get("hsc.experiment_dir"), parent_run_id)  # fmt: skip
+            unfinished = f"; {said}" if said else ""
         raise ExportError(f"no trial of {name} logged '{metric}'"
                           + (f" ({failed} of {len(rows)} failed)" if failed else "") + unfinished)
     cfg = trial_config(client, best.run_id)

@@ -273,16 +273,16 @@ def check_storage(exp_dir: str) -> None:
 RAY_TIMEOUT_S = 5.0
 
 
-def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: str = "--address") -> str | None:
+def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: str = "--address") -> None:
     """A Ray cluster address (`flag`, else RAY_ADDRESS) has the form Ray takes and something answers at it
     within `timeout_s`: Ray itself would retry an absent head for minutes. `auto` is resolved as Ray resolves it
-    (the cluster started on this machine), and refused where that is not one cluster. Returns the address it
-    checked (`auto` resolved; None for a local instance). The search still joins `auto` as `auto`: Ray turns token
-    authentication on by itself only for that (ray.init), which a `cluster.yaml` head needs."""
+    (the cluster started on this machine), and refused where that is not one cluster. The search still joins
+    `auto` as `auto`: Ray turns token authentication on by itself only for that (ray.init), which a `cluster.yaml`
+    head needs."""
     if address is None:
         address, flag = os.environ.get("RAY_ADDRESS"), "RAY_ADDRESS"
     if not address or address == "local":
-        return None
+        return
     if address == "auto":  # the cluster Ray would join, checked as if given
         from .ray_internals import AmbiguousAuto, auto_address
 
@@ -294,7 +294,7 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
         except AmbiguousAuto as e:
             raise PreflightError(f"{flag} auto: {e}") from None
         except Exception:  # noqa: BLE001 - Ray's own connection says what is wrong
-            return address
+            return
         if found and found != "auto":
             try:
                 check_address(found, timeout_s, flag=flag)
@@ -302,7 +302,7 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
                 raise PreflightError(str(e).replace(f"{flag} {found}:", f"{flag} auto (Ray found {found} on this "
                                                     "machine: the address file of the last `ray start`, or another "
                                                     "Ray running here):", 1)) from None  # fmt: skip
-        return found or address
+        return
     if address.startswith("ray://"):  # Ray Client: not installed (ray[client]), and a driver runs on the head
         raise PreflightError(f"{flag} {address}: Ray Client (ray://) is not supported: it needs ray[client], which "
                              "hsc-search does not install, and the search's driver runs on the head itself; run it "
@@ -326,7 +326,6 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
                                  "the address is the one `ray start --head` prints, port 6379 unless changed (8265 is "
                                  "the dashboard)")  # fmt: skip
     _check_a_node_runs_here(address, timeout_s, flag)
-    return address
 
 
 def _check_a_node_runs_here(address: str, timeout_s: float, flag: str) -> None:

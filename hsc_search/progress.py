@@ -51,8 +51,11 @@ class Progress(tune.Callback):
         if self._done == 0:
             params = self._params(trial)
             elapsed = time.monotonic() - self._t0
-            print(f"[{0:>{len(str(self.total))}}/{self.total} {elapsed:5.0f}s] {trial.trial_id} {'started':<28} ({params})", file=sys.stderr,
-                  flush=True)  # fmt: skip
+            print(f"{self._at(0, elapsed)} {trial.trial_id} {'started':<28} ({params})", file=sys.stderr, flush=True)
+
+    def _at(self, done: int, elapsed: float) -> str:
+        """The line's head, e.g. "[ 7/12    6s]": trials ended of the total (padded: the lines stay aligned), seconds."""
+        return f"[{done:>{len(str(self.total))}}/{self.total} {elapsed:5.0f}s]"
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         values = [e.get(self.metric) for e in epochs_of(result)]
@@ -74,10 +77,11 @@ class Progress(tune.Callback):
                 self._best = value
         params = self._params(trial)
         # "-" for a trial that never scored (a failed one reports nan, which read as a diverged training)
-        value_shown = f"{self.metric} {value:.4f}" if isinstance(value, float) and math.isfinite(value) else f"{self.metric} -"
+        scored = isinstance(value, float) and math.isfinite(value)
+        value_shown = f"{self.metric} {value:.4f}" if scored else f"{self.metric} -"
         best = f"best {self._best:.4f}" if self._best is not None else "best -"
         elapsed = time.monotonic() - self._t0
-        print(f"[{self._done:>{len(str(self.total))}}/{self.total} {elapsed:5.0f}s] {trial.trial_id} {what:<28} {value_shown}  {best}  ({params})",
+        print(f"{self._at(self._done, elapsed)} {trial.trial_id} {what:<28} {value_shown}  {best}  ({params})",
               file=sys.stderr, flush=True)  # fmt: skip
         if reason:
             print(f"    {trial.trial_id} failed: {reason[:500]}", file=sys.stderr, flush=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .preflight import PreflightError
-from .runs import best_of
+from .runs import best_of, shown
 from .space import SearchSpace
 
 MAX_EXAMPLES = 2  # trials named per reason in the start line
@@ -64,7 +64,7 @@ class WarmStart:
                for reason, v in self.left_out.items()]  # fmt: skip
         changed = (f"({self.data} as it was then, or carved by another val_fraction: other clips, labels or values)"
                    if self.same_path else f"({self.data})")  # fmt: skip
-        fixed = ", ".join(f"{k} {_shown(a)} (here {_shown(b)})" for k, (a, b) in sorted(self.fixed_differs.items()))
+        fixed = ", ".join(f"{k} {shown(a)} (here {shown(b)})" for k, (a, b) in sorted(self.fixed_differs.items()))
         return (f"warm start: {self.added} of {self.of} trials from {self.source} ({states}"
                 + (f"; left out: {'; '.join(out)}" if out else "") + ")"
                 + (f"; it searched other data {changed}: its values are that data's" if self.other_data else "")
@@ -205,12 +205,6 @@ def add_to_searcher(searcher, warm: WarmStart) -> None:
     from .ray_internals import optuna_study
 
     optuna_study(searcher).add_trials(warm.trials)
-
-
-def _shown(v: Any) -> str:
-    from .runs import shown
-
-    return shown(v)
 
 
 NOT_COMPARED = ("epochs", "select_metric")  # the search's --max-epochs, and its --metric (compared on their own)
