@@ -71,6 +71,8 @@ def test_uint8_features_are_dequantised(tmp_path):
     arrays = _arrays()
     raw = np.tile(np.array([0, 128, 255, 64, 200, 1], dtype=np.uint8), (20, 1))
     arrays["audio_train"] = raw
+    for split in ("val", "test"):  # every split in one kind (a mix is refused: BAD_HDF5)
+        arrays[f"audio_{split}"] = raw[: len(arrays[f"audio_{split}"])]
     data = read_hdf5(_write_h5(tmp_path / "q.h5", arrays))
     assert data.train.audio.dtype == np.float32
     np.testing.assert_allclose(data.train.audio[0], [-0.5, 0.0, 127 / 256, -0.25, 72 / 256, -127 / 256])
@@ -281,6 +283,9 @@ BAD_HDF5 = {
                            ["lab_val': the val split has 1 clip"]),
     "class ids, not indices": (_set("lab_train", lambda y: y * 100_000),  # a (N, 300001) label matrix
                                ["lab_train': class index 300000 among 7 distinct classes; expected class indices"]),
+    "uint8 and float features": (  # uint8 was dequantised, float not: val/test on another scale than train
+        _set("audio_train", lambda x: np.clip(x * 40 + 128, 0, 255).astype(np.uint8)),
+        ["audio features are uint8 in some splits and not in others", "'audio_train' is uint8", "'audio_val' is float64"]),
     "one-hot widths differ": (
         lambda a: a.update(lab_train=np.eye(4)[a["lab_train"]], lab_test=np.eye(5)[a["lab_test"]]),
         ["lab_train", "lab_test"]),
@@ -326,6 +331,9 @@ def test_missing_and_foreign_files(tmp_path):
         load_data(str(tmp_path / "text.parquet"))
     with pytest.raises(DataError, match=r"data\.csv.*\.h5.*\.parquet.*synthetic"):
         load_data(str(tmp_path / "data.csv"))
+    for empty in ("", "  "):  # `--data "$UNSET"`: it was said as the current folder (": a folder, not a data file")
+        with pytest.raises(DataError, match=r"^the data spec is empty; expected a \.h5 or \.parquet file"):
+            load_data(empty)
     (tmp_path / "features").mkdir()  # a folder without an extension: said as a folder, not as extension 'none'
     with pytest.raises(DataError, match=r"features: a folder, not a data file \(expected a \.h5 or \.parquet file"):
         load_data(str(tmp_path / "features"))

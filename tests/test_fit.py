@@ -231,8 +231,8 @@ def test_cli_refuses_to_start_over_a_run_and_to_resume_it_on_other_features(smal
     again = _run_cli("--data", small_spec, "--out", str(out), *sets, "--set=lr=0.002")
     assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr
     assert again.stderr.strip() == (f"error: --out {out} holds a run already (config.yaml, metrics.jsonl, checkpoint, "
-                                    "summary.json): continue it with --resume, or pick another --out (nothing was "
-                                    "changed)")  # fmt: skip
+                                    "summary.json), which a new run would replace: continue a run there with "
+                                    "--resume, or pick another --out (nothing was changed)")  # fmt: skip
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     other = small_spec.replace("dim_visual=", "dim_visual=1").replace("dim_audio=", "dim_audio=1")
     assert other != small_spec
@@ -452,6 +452,51 @@ def test_ctrl_c_is_one_line_with_the_command_that_continues_and_an_empty_folder_
     assert fresh.returncode == 0, fresh.stderr
     assert f"note: --out {empty} held a run that stopped before its first epoch ended; starting over there" in fresh.stdout
     assert len((empty / "metrics.jsonl").read_text().splitlines()) == 1 and (empty / "summary.json").exists()
+
+
+def test_cli_removes_no_file_it_did_not_write_and_says_folder_and_checkpoint_faults_in_a_line(small_spec, tmp_path):
+    """A folder with a checkpoint/ of another program, or the user's own config.yaml, was taken for a run that
+    stopped before its first epoch and its files deleted (the config.yaml even before it was read); a run folder
+    that cannot be made and a checkpoint cut off while written were tracebacks."""
+    sets = [f"--set={k}={v}" for k, v in {**TINY, "epochs": 1}.items()]
+    theirs = tmp_path / "theirs"
+    (theirs / "checkpoint").mkdir(parents=True)
+    (theirs / "checkpoint" / "resnet_epoch90.pt").write_bytes(b"weights")
+    (theirs / "notes.txt").write_text("mine")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text(TrainConfig(**TINY).to_yaml())
+    for folder, args, held in ((theirs, [], "checkpoint"), (mine, ["--config", "config.yaml"], "config.yaml")):
+        before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        proc = _run_cli("--data", small_spec, "--out", ".", *args, *sets, cwd=folder)
+        assert proc.returncode == 2 and proc.stderr.strip() == (
+            f"error: --out . already holds ({held}), which a new run would replace: continue a run there with "
+            "--resume, or pick another --out (nothing was changed)"), proc.stderr
+        assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    # a run cut off as it started, its checkpoint half-written: only its own files go
+    cut = tmp_path / "cut"
+    (cut / "checkpoint").mkdir(parents=True)
+    (cut / "config.yaml").write_text(TrainConfig(**TINY).to_yaml())
+    (cut / "metrics.jsonl").write_text("")
+    (cut / "checkpoint" / "tmpab12.tmp").write_bytes(b"half")
+    (cut / "notes.txt").write_text("mine")
+    proc = _run_cli("--data", small_spec, "--out", str(cut), *sets)
+    assert proc.returncode == 0 and "starting over there" in proc.stdout, proc.stderr
+    assert (cut / "notes.txt").read_text() == "mine" and (cut / "checkpoint" / CHECKPOINT_FILE).exists()
+    assert not (cut / "checkpoint" / "tmpab12.tmp").exists()
+    # --out below a file, and a checkpoint cut off while written
+    (tmp_path / "a_file").write_text("x")
+    proc = _run_cli("--data", small_spec, "--out", str(tmp_path / "a_file" / "run"), *sets)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: --out {tmp_path / 'a_file' / 'run'}: cannot create the run folder (Not a directory); expected a "
+        "folder path that can be written"), proc.stderr
+    state = cut / "checkpoint" / CHECKPOINT_FILE
+    state.write_bytes(state.read_bytes()[:1000])
+    proc = _run_cli("--data", small_spec, "--out", str(cut), "--resume")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().startswith(f"error: {state}: cannot be read as a checkpoint ("), proc.stderr
+    assert proc.stderr.strip().endswith("it was cut off while being written or is not one: resume from another "
+                                        "checkpoint, or start the run over"), proc.stderr
 
 
 def test_the_data_fingerprint_tells_labels_moved_between_clips():

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -67,13 +67,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
                   "epoch in metrics.jsonl): nothing to resume; the same command without --resume starts it over",
                   file=sys.stderr)  # fmt: skip
             return 2
-        print(f"note: --out {out} held a run that stopped before its first epoch ended; starting over there")
-        for name in held:
-            shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
-        held = []
+        if _unstarted_run_files(out) is not None:  # only files a run writes, and nothing else is removed
+            print(f"note: --out {out} held a run that stopped before its first epoch ended; starting over there")
+            for path in _unstarted_run_files(out):
+                path.unlink()
+            with contextlib.suppress(OSError):  # the checkpoint folder, once empty
+                (out / "checkpoint").rmdir()
+            held = []
     if held and not args.resume:  # a new run would replace that run's config, metrics and checkpoint
-        print(f"error: --out {out} holds a run already ({', '.join(held)}): continue it with --resume, or pick "
-              "another --out (nothing was changed)", file=sys.stderr)  # fmt: skip
+        what = "holds a run already" if (out / "metrics.jsonl").exists() else "already holds"
+        print(f"error: --out {out} {what} ({', '.join(held)}), which a new run would replace: continue a run there "
+              "with --resume, or pick another --out (nothing was changed)", file=sys.stderr)  # fmt: skip
         return 2
     if args.resume and not held:
         what = "is not there" if not out.exists() else "holds no run (no config.yaml, metrics.jsonl or checkpoint)"
@@ -89,6 +93,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
             print(f"note: --set val_fraction={cfg.val_fraction} is not used: {data.source} has a val split of its "
                   f"own ({len(data.val)} clips)")  # fmt: skip
         resume = out / "checkpoint" if args.resume else None
+        try:  # here, not in fit: a folder that cannot be made is the --out flag's fault
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            print(f"error: --out {out}: cannot create the run folder ({e.strerror or e}); expected a folder path "
+                  "that can be written", file=sys.stderr)  # fmt: skip
+            return 2
         fit(cfg, data, out_dir=out, resume_from=resume, device=args.device)
     except (ConfigError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -109,6 +119,27 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
         return 130
     print(f"run folder: {out}")
     return 0
+
+
+def _unstarted_run_files(out: Path) -> list[Path] | None:
+    """The files of a run that `fit` started in `out` and that ended before its first epoch did: its config.yaml
+    and its empty metrics.jsonl (written together as it starts) and a checkpoint it was cut off writing (a
+    `.tmp` file); None when `out` holds anything else of those names (a folder of the user's: a config.yaml of
+    their own, a checkpoint/ of another program), which a new run must then not touch."""
+    if not _stopped_before_first_epoch(out) or not (out / "config.yaml").is_file():
+        return None
+    if not (out / "metrics.jsonl").is_file():
+        return None
+    files = [out / "config.yaml", out / "metrics.jsonl"]
+    ckpt = out / "checkpoint"
+    if ckpt.exists():
+        if not ckpt.is_dir():
+            return None
+        inside = list(ckpt.iterdir())
+        if any(not (p.is_file() and p.suffix == ".tmp") for p in inside):
+            return None
+        files += inside
+    return files
 
 
 def _stopped_before_first_epoch(out: Path) -> bool:

@@ -133,6 +133,8 @@ def load_data(spec: str, *, val_fraction: float = 0.1, seed: int = 0, standardiz
         DataError: unreadable or malformed data, unknown extension, bad synthetic name or option.
     """
     spec = str(spec)
+    if not spec.strip():  # `--data ""` (an unset shell variable): "" is the current folder to Path
+        raise DataError("the data spec is empty; expected a .h5 or .parquet file, or synthetic:ave / synthetic:vegas")
     if spec.startswith(SYNTHETIC_PREFIX):
         data = _load_synthetic(spec, val_fraction, seed)
     else:
@@ -304,6 +306,13 @@ def _build(
     src: str, raw: dict[str, dict[str, tuple[str, np.ndarray]]], val_fraction: float, seed: int
 ) -> AVData:
     """Checks and converts raw arrays (split -> field -> (key name, array)) into an AVData."""
+    for modality in MODALITIES:  # uint8 is dequantised, float kept: a mix puts the splits on different scales
+        kinds = {raw[s][modality][0]: raw[s][modality][1].dtype for s in raw}
+        if len({k == np.uint8 for k in kinds.values()}) > 1:
+            listed = ", ".join(f"{where} is {dtype}" for where, dtype in kinds.items())
+            raise DataError(f"{src}: {modality} features are uint8 in some splits and not in others ({listed}); "
+                            "expected one kind in every split (uint8 features are dequantised as (x - 128) / 256, "
+                            "float ones are taken as they are)")  # fmt: skip
     feats = {s: {m: _features(src, *raw[s][m]) for m in MODALITIES} for s in raw}
     labels = {s: _labels(src, *raw[s]["labels"]) for s in raw}
     for split, fields in raw.items():

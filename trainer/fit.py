@@ -10,6 +10,7 @@ import copy
 import json
 import math
 import os
+import pickle
 import platform
 import tempfile
 import time
@@ -249,7 +250,12 @@ def load_state(path: str | os.PathLike) -> dict:
         path = path / CHECKPOINT_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (EOFError, RuntimeError, pickle.UnpicklingError, OSError) as e:  # cut off, or not torch's format
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: cannot be read as a checkpoint ({first}); it was cut off while being written or is "
+                        "not one: resume from another checkpoint, or start the run over") from None
 
 
 def versions() -> dict[str, str]:
