@@ -778,8 +778,16 @@ class SettingSummary:
     fifo_ratio_trained: float | None = None  # median over orders of FIFO's epochs / this setting's (paired)
     fifo_ratio_to_best: float | None = None
 
-    def stat(self, key: str) -> tuple[float, float, float]:
-        return quartiles([float(getattr(o, key)) for o in self.outcomes])
+    def stat(self, key: str, mode: str | None = None) -> tuple[float, float, float]:
+        """Quartiles over the orders. With `mode`, an order without a value (best_finished where no trial finished)
+        ranks below every score and comes out nan where a quartile falls on it (left out, the median of the others
+        read as if most orders finished a trial: the replay's oracle row, which usually finishes none)."""
+        values = [float(getattr(o, key)) for o in self.outcomes]
+        if mode is None:
+            return quartiles(values)
+        worst = -math.inf if mode == "max" else math.inf
+        q = quartiles([worst if math.isnan(v) else v for v in values])
+        return tuple(math.nan if v == worst else v for v in q)  # type: ignore[return-value]
 
     @property
     def reached(self) -> float:
@@ -895,7 +903,8 @@ def _spread(q: tuple[float, float, float], digits: int = 0) -> str:
         return "-"
     if lo == hi:
         return _fmt(med, digits)
-    return f"{_fmt(med, digits)} [{_fmt(lo, digits)}-{_fmt(hi, digits)}]"
+    low = "none" if math.isnan(lo) else _fmt(lo, digits)  # a quartile of orders without a value (nothing finished)
+    return f"{_fmt(med, digits)} [{low}-{_fmt(hi, digits)}]"
 
 
 def _ratio(r: float | None) -> str:
@@ -917,7 +926,7 @@ def table_rows(report: ReplayReport) -> list[list[str]]:
             _ratio(x.fifo_ratio_to_best),
             f"{x.reached:.0%}",
             _spread(x.stat("best_seen"), 4),
-            _spread(x.stat("best_finished"), 4),
+            _spread(x.stat("best_finished", report.curves.mode), 4),
             _spread(x.stat("finished")),
         ])  # fmt: skip
     return rows
@@ -956,7 +965,8 @@ def render(report: ReplayReport) -> str:
         "time) until the best value seen first reached the target; never = the rule stopped every trial that gets "
         "there first. FIFO/x: FIFO's count over this setting's, on the same order (median; 0 where this setting "
         "never reached the target). reached best: share of orders that reached it. best seen: best epoch of any "
-        "trial the rule let run; best finished: best score of a trial it let run all its epochs.",
+        "trial the rule let run; best finished: best score of a trial it let run all its epochs (- or none: "
+        "orders in which no trial finished, ranked below every score).",
         *(f"note: {n}" for n in report.notes),
         CANNOT_SHOW,  # (it starts "A replay cannot show ...")
     ]
@@ -970,7 +980,7 @@ def to_json(report: ReplayReport) -> dict:
         return None if math.isnan(v) else ("inf" if math.isinf(v) else v)
 
     def stats(x: SettingSummary, key: str) -> dict:
-        q1, med, q3 = x.stat(key)
+        q1, med, q3 = x.stat(key, c.mode if key == "best_finished" else None)  # as the table shows them
         return {"median": num(med), "q1": num(q1), "q3": num(q3), "per_order": [num(float(getattr(o, key)))
                                                                                 for o in x.outcomes]}  # fmt: skip
 

@@ -4,12 +4,14 @@ nothing written where it should not be. No Ray, no training: a few seconds in al
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
+from pathlib import Path
 from typer.testing import CliRunner
 
 from hsc_search.cli import app
@@ -535,6 +537,12 @@ def test_export_prints_the_retrain_command_for_json_too(store, tmp_path, monkeyp
     # the file by its absolute path: pasted in another folder, "--config b.json" was not found (a walkthrough)
     assert words[2:] == ["-m", "trainer", "--config", str(tmp_path / "b.json"), "--data",
                          "synthetic:ave?n_train=40&seed=3"], words  # fmt: skip
+    # the python too, by its full path as the exported file's header has it: run from the folder above the
+    # virtualenv it printed `.venv/bin/python`, which fails pasted anywhere else (a walkthrough)
+    monkeypatch.chdir(Path(sys.executable).parents[2])
+    result = _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--out", str(tmp_path / "c.json"))
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("retrain: "))
+    assert shlex.split(line)[1] == os.path.abspath(Path(sys.executable).parent / "python"), line
 
 
 def test_a_server_whose_database_fails_is_one_line_in_seconds(tracking_server, tmp_path, monkeypatch):

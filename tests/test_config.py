@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import re
+
 import pytest
 
 from trainer.config import ConfigError, TrainConfig, describe, parse_overrides
@@ -370,6 +372,17 @@ def test_a_file_problem_is_blamed_on_the_file_and_a_flag_problem_on_the_flag(tmp
     assert any(l.startswith(f"{path}: mask_ratio must be in [0, 1)") for l in lines), lines
     assert any(l.startswith("--set bogus=1: unknown key 'bogus'") for l in lines), lines
     assert any(l.startswith("--set tau=0: tau must be > 0") for l in lines), lines
+    # a rule between two fields is blamed on the flag that set either (`--set batch_size=4` was blamed on the file
+    # for topk 5, a walkthrough); with both from the file, on the file
+    path.write_text("topk: 12\ncca_dim: 10\n")
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_yaml(path, overrides=["batch_size=10"])
+    assert str(info.value).splitlines() == [
+        "--set batch_size=10: batch_size (10) must exceed cca_dim (10): DCCA covariances need more samples than "
+        "dimensions", "--set batch_size=10: topk (12) must be below batch_size (10)"], str(info.value)
+    path.write_text("topk: 12\nbatch_size: 10\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: topk \(12\) must be below batch_size \(10\)$"):
+        TrainConfig.from_yaml(path)
 
 
 def test_zero_padded_integers_are_refused_not_read_as_octal(tmp_path):

@@ -222,8 +222,9 @@ class TrainConfig:
         # fields that failed coercion keep their defaults, so the value checks still run on the rest
         candidate = cls.__new__(cls)
         candidate.__dict__.update({**{n: f.default for n, f in fields.items()}, **kwargs})
-        for key, msg in candidate._keyed_problems():
-            problems.append(f"{origins.get(key, source)}: {msg}")
+        for keys, msg in candidate._keyed_problems():  # a rule over two fields: the one given by a flag, if any
+            where = next((origins[k] for k in keys.split("|") if k in origins), source)
+            problems.append(f"{where}: {msg}")
         if problems:
             raise ConfigError(problems)
         return candidate  # checked above: the same checks __post_init__ runs, run once
@@ -279,7 +280,7 @@ class TrainConfig:
         return [msg for _, msg in self._keyed_problems()]
 
     def _keyed_problems(self) -> list[tuple[str, str]]:
-        """(field to blame, message) for every problem."""
+        """(field to blame, message) for every problem; a rule between fields names them all: "topk|batch_size"."""
         p: list[tuple[str, str]] = []
 
         def need(cond: bool, key: str, msg: str) -> None:
@@ -294,7 +295,7 @@ class TrainConfig:
         if self.cca_dim > 0:
             need(
                 self.batch_size > self.cca_dim,
-                "cca_dim",
+                "cca_dim|batch_size",
                 f"batch_size ({self.batch_size}) must exceed cca_dim ({self.cca_dim}): DCCA covariances need more "
                 "samples than dimensions",
             )
@@ -306,7 +307,7 @@ class TrainConfig:
         need(self.tau > 0, "tau", f"tau must be > 0, got {self.tau}")
         need(self.tau_teacher > 0, "tau_teacher", f"tau_teacher must be > 0, got {self.tau_teacher}")
         need(self.topk >= 0, "topk", f"topk must be >= 0, got {self.topk}")
-        need(self.topk < self.batch_size, "topk", f"topk ({self.topk}) must be below batch_size ({self.batch_size})")
+        need(self.topk < self.batch_size, "topk|batch_size", f"topk ({self.topk}) must be below batch_size ({self.batch_size})")
         need(0.0 < self.self_weight <= 1.0, "self_weight", f"self_weight must be in (0, 1], got {self.self_weight}")
         need(0.0 <= self.ema_momentum < 1.0, "ema_momentum",
              f"ema_momentum must be 0 (auto) or in (0, 1), got {self.ema_momentum}")  # fmt: skip

@@ -238,8 +238,11 @@ def save_state(payload: dict, directory: str | os.PathLike) -> Path:
     target = directory / CHECKPOINT_FILE
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o644)  # as the run's other files under the usual umask (mkstemp makes it 0600)
     torch.save(payload, tmp)
     os.replace(tmp, target)
+    for left in directory.glob("*.tmp"):  # a write cut off before (a kill): up to a checkpoint's size each
+        left.unlink(missing_ok=True)
     return target
 
 
