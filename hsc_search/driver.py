@@ -1460,6 +1460,9 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrup
     counts = {o: sum(r.outcome == o for r in rows) for o in sorted({r.outcome for r in rows})}
     client.set_tag(parent_id, "hsc.outcomes", json.dumps(counts))
     computed: dict = {}  # the report computes the parameter importances once; the PNG shows the same numbers
+    if interrupted:  # the report it writes as it ends (the copy in MLflow too) said nothing of it (a walkthrough)
+        computed["unfinished"] = (f"search {settings.name} was interrupted: `{exe('hsc-search')} resume "
+                                  f"{shlex.quote(exp_dir)}` continues it")  # fmt: skip
     report = _write_report(client, parent_id, out_dir, exp_dir, settings.tracking_uri, echo, computed) if rows else None
     if computed.get("importances"):
         client.log_figure(parent_id, importance_figure(computed["importances"], computed["importance_title"]),

@@ -95,6 +95,16 @@ def integer_axis(n: int | None) -> dict:
     return dict(tickmode="linear", tick0=0, dtick=step, tickformat="d")
 
 
+LOG_FROM = 1e3  # a positive objective whose values span this factor is drawn on a log scale
+
+
+def log_scale(values) -> bool:
+    """Whether values (all > 0) span LOG_FROM or more: one trial whose loss exploded (finite, so not diverged)
+    put every other trial on one flat line at 0 of a linear axis (a walkthrough: 1.9 .. 2.4e11)."""
+    vs = [v for v in values if v is not None and math.isfinite(v)]
+    return bool(vs) and min(vs) > 0 and max(vs) / min(vs) >= LOG_FROM
+
+
 def curves_figure(rec: SearchRecord):
     """Every trial's objective per epoch, coloured by outcome; ASHA's rungs as dashed lines; where a trial
     stopped, a cross."""
@@ -116,11 +126,18 @@ def curves_figure(rec: SearchRecord):
         if o in ("stopped_early", "failed"):
             fig.add_trace(go.Scatter(x=[xs[-1]], y=[ys[-1]], mode="markers", showlegend=False, legendgroup=o,
                                      marker=dict(symbol="x", size=9, color=_color(o)), hoverinfo="skip"))  # fmt: skip
-    for m in rec.milestones:
-        fig.add_vline(x=m, line=dict(dash="dash", color="#555", width=1), annotation_text=f"ASHA rung {m}",
-                      annotation_position="top left")  # fmt: skip
-    fig.update_layout(title=f"{rec.metric} of every trial by epoch (thick: the best trial)", xaxis_title="epoch",
+    for k, m in enumerate(rec.milestones):  # labels on two heights, the first alone saying what they are:
+        # rungs 1, 2, 4 of a 40-epoch search printed over each other ("ASHA rungASHA rung 4", a walkthrough)
+        fig.add_vline(x=m, line=dict(dash="dash", color="#555", width=1))
+        fig.add_annotation(x=m, y=1 if k % 2 == 0 else 0.93, yref="paper", xanchor="left", yanchor="bottom",
+                           text=f"ASHA rung {m}" if k == 0 else str(m), showarrow=False,
+                           font=dict(size=10, color="#555"))  # fmt: skip
+    log = log_scale(v for t in rec.trials for _, v, _ in t.curve)
+    fig.update_layout(title=f"{rec.metric} of every trial by epoch (thick: the best trial"
+                            + ("; log scale" if log else "") + ")", xaxis_title="epoch",
                       yaxis_title=rec.metric, legend_title="outcome", height=460)  # fmt: skip
+    if log:
+        fig.update_yaxes(type="log", exponentformat="power")
     fig.update_xaxes(**integer_axis(max([rec.max_epochs or 0, *(e for t in rec.trials for e, _, _ in t.curve)])))
     return fig
 
@@ -167,7 +184,10 @@ def best_so_far_figure(rec: SearchRecord):
     fig.update_xaxes(title_text="trial (start order)", **integer_axis(len(rec.trials)), row=1, col=1)
     fig.update_xaxes(title_text="epochs trained, all trials", **integer_axis(len(points)), row=1, col=2)
     fig.update_yaxes(title_text=rec.metric, row=1, col=1)
-    fig.update_layout(title=f"best {rec.metric} so far", height=420)
+    log = log_scale([t.row.score for t in rec.trials] + [v for _, v, _ in points])
+    if log:
+        fig.update_yaxes(type="log", exponentformat="power")
+    fig.update_layout(title=f"best {rec.metric} so far" + (" (log scale)" if log else ""), height=420)
     return fig
 
 
@@ -320,9 +340,16 @@ def parallel_figure(rec: SearchRecord, study):
     trials = sorted(study.trials, key=lambda t: t.value, reverse=rec.mode == "min")  # worst first, best on top
     names = sorted({p for t in trials for p in t.params})
     dists = {p: next(t.distributions[p] for t in trials if p in t.distributions) for p in names}
-    axes = [_axis(rec.metric, [t.value for t in trials])]
-    axes += [_axis(p, [t.params.get(p) for t in trials], dists[p]) for p in names]
     values = [t.value for t in trials]
+    log = log_scale(values)
+    if log:
+        from optuna.distributions import FloatDistribution
+
+        metric_axis = _axis(rec.metric + " (log)", values, FloatDistribution(min(values), max(values), log=True))
+    else:
+        metric_axis = _axis(rec.metric, values)
+    axes = [metric_axis] + [_axis(p, [t.params.get(p) for t in trials], dists[p]) for p in names]
+    values = [math.log10(v) for v in values] if log else values  # the colours follow the axis
     lo, hi = min(values), max(values)
     shade = [0.5 if hi == lo else (v - lo) / (hi - lo) for v in values]
     if rec.mode == "min":
@@ -343,7 +370,8 @@ def parallel_figure(rec: SearchRecord, study):
         x=[None, None], y=[None, None], mode="markers", showlegend=False, hoverinfo="skip",
         marker=dict(color=[lo, hi], cmin=lo, cmax=hi if hi > lo else lo + 1e-9, colorscale=PAR_COLORSCALE,
                     reversescale=rec.mode == "min", showscale=True,
-                    colorbar=dict(title=dict(text=f"{rec.metric}<br>(darker: better)", side="top"), thickness=14)),
+                    colorbar=dict(title=dict(text=f"{'log10 ' if log else ''}{rec.metric}<br>(darker: better)",
+                                                    side="top"), thickness=14)),
     ))  # fmt: skip
     missing = any(tick[1] == NOT_USED for a in axes for tick in a["ticks"])
     annotations = [dict(x=i, y=p, text=text, showarrow=False, xanchor="right", xshift=-5,
@@ -361,7 +389,13 @@ def parallel_figure(rec: SearchRecord, study):
         yaxis=dict(range=(_MISSING_Y - 0.08 if missing else -0.08, 1.06), visible=False, fixedrange=True),
         annotations=annotations, shapes=shapes, hovermode="closest", height=460,
     )  # fmt: skip
+    if len(axes) > PAR_AXES_IN_PAGE:  # 23 axes of a full hsc_mae search in the page's width: their tick labels ran
+        # into each other; wider, the page scrolls it sideways (.plot-wrap)
+        fig.update_layout(width=PAR_AXIS_PX * len(axes), autosize=False)
     return fig
+
+
+PAR_AXES_IN_PAGE, PAR_AXIS_PX = 12, 95  # axes that fit a 1,100-pixel page; pixels per axis beyond that
 
 
 PED_ANOVA_FROM = 50  # scored trials; Optuna: at least 5 trials above PED-ANOVA's 10 % quantile
@@ -389,14 +423,23 @@ def param_importances(study) -> tuple[dict[str, float], str]:
         return dict(optuna.importance.get_param_importances(study, evaluator=evaluator)), name
 
 
-def importance_figure(rec: SearchRecord, importances: dict[str, float], method: str, n_trials: int):
-    """The parameter importances as horizontal bars, most important on top."""
+def _wrap(text: str, width: int, sep: str = "\n") -> str:
+    import textwrap
+
+    return sep.join(textwrap.wrap(text, width))
+
+
+def importance_figure(rec: SearchRecord, importances: dict[str, float], method: str, n_trials: int,
+                      unranked: str = ""):  # fmt: skip
+    """The parameter importances as horizontal bars, most important on top; `unranked` says what is not there."""
     import plotly.graph_objects as go
 
     names = list(importances)[::-1]
     fig = go.Figure(go.Bar(x=[importances[n] for n in names], y=names, orientation="h",
                            text=[f"{importances[n]:.2f}" for n in names], textposition="outside"))  # fmt: skip
-    fig.update_xaxes(title_text=f"importance for {rec.metric}")
+    fig.update_xaxes(title_text=f"importance for {rec.metric}"
+                     + (f"<br><i>{html.escape(_wrap(unranked, 110, chr(10))).replace(chr(10), '<br>')}</i>"
+                        if unranked else ""))  # fmt: skip
     fig.update_layout(title=f"parameter importance for {rec.metric} ({method}, {n_trials} trials)",
                       height=max(300, 60 + 40 * len(names)))  # fmt: skip
     return fig
@@ -549,6 +592,7 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
                                                              config={"displaylogo": False}) + "</div>")  # fmt: skip
 
     unfinished = _unfinished(rec)  # first: it relabels the trials of a search whose driver is gone
+    unfinished = unfinished or (computed or {}).get("unfinished")  # the driver's own, interrupted as it ends
     counts: dict[str, int] = {}
     for t in rec.trials:
         counts[t.row.outcome] = counts.get(t.row.outcome, 0) + 1
@@ -562,12 +606,17 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     keys = ("space", "data", "num_samples", "max_epochs", "scheduler") + (("grace_period", "reduction_factor")
                                                                          if asha else ())  # fmt: skip
     settings = ", ".join(f"{k} {shown(rec.settings[k])}" for k in keys if k in rec.settings)
+    # values fixed for every trial by --set or a config's `set:` (the parent's set.* params): a trial's own run
+    # holds only what was searched, and the report never named them (a walkthrough: hidden_dim 48 nowhere)
+    fixed = ", ".join(f"{k.removeprefix('set.')} {shown(v)}" for k, v in sorted(rec.settings.items())
+                      if k.startswith("set."))  # fmt: skip
     head = [
         f"<h1>Search {html.escape(rec.name)}</h1>",
         f'<p class="meta">parent run {rec.parent_run_id} in experiment {rec.experiment_id}'
         + (f" at {html.escape(without_password(source))}" if source else "")  # the report is read by everyone
         + f"; written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>",
         f'<p class="meta">{html.escape(settings)}</p>',
+        *([f'<p class="meta">fixed for every trial (--set): {html.escape(fixed)}</p>'] if fixed else []),
         "<p>trials: " + (", ".join(said) or "none") + "</p>",
         *([f'<p class="note">{html.escape(unfinished)}; the report shows it as it was when written</p>']
           if unfinished else []),
@@ -595,20 +644,34 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         if not study or len(study.trials) < 3:
             return None
         importances, method = param_importances(study)
+        # fANOVA weighs only parameters every trial has: the conditional ones (weight_lr, w_rec, ...) were left out
+        # without a word, read as not searched or of no importance (a walkthrough)
+        unranked = sorted({p for t in study.trials for p in t.params} - set(importances))
+        left = (f"not ranked (used by only some trials, which {method} cannot weigh): {', '.join(unranked)}"
+                if unranked else "")  # fmt: skip
         if computed is not None:
             computed["importances"], computed["importance_title"] = importances, (
-                f"parameter importance for {rec.metric} ({method}, {len(study.trials)} trials)")
-        return importance_figure(rec, importances, method, len(study.trials))
+                f"parameter importance for {rec.metric} ({method}, {len(study.trials)} trials)"
+                + (f"\n{_wrap(left, 70)}" if left else ""))  # fmt: skip
+        return importance_figure(rec, importances, method, len(study.trials), left)
 
     add("Parameter importance", importance,
         "How much of the variation in the score each searched parameter explains, over the scored trials; with "
         "few trials this is a hint, not a measurement.")  # fmt: skip
-    if best is not None and any(k.startswith(("weight/", "logvar/")) for k in rec.best_history):
+    if best is not None and any(k.startswith("logvar/") for k in rec.best_history):  # learned weights
         add("Best trial: loss weights", lambda: weights_figure(rec),
-            "Effective weight on each raw loss and the learned log-variance s_i (docs/method.md, learned weights).")
+            "Effective weight on each raw loss, exp(-s_i) / R_i (R_i: the loss at the first step; 1 for "
+            "loss_weighting learned_raw), and the learned log-variance s_i of each loss (Kendall et al.'s "
+            "uncertainty weighting).")  # fmt: skip
+    elif best is not None and any(k.startswith("weight/") for k in rec.best_history):  # fixed: flat lines, as a table
+        fixed = ", ".join(f"{k.removeprefix('weight/')} {pts[-1][1]:g}" for k, pts in sorted(rec.best_history.items())
+                          if k.startswith("weight/") and pts)  # fmt: skip
+        parts.append("<h2>Best trial: loss weights</h2>"
+                     f'<p class="note">fixed (loss_weighting fixed): {html.escape(fixed)}</p>')
     if best is not None and rec.best_spectrum:
         add("Best trial: canonical correlations", lambda: spectrum_figure(rec),
-            "Canonical correlations of the CCA heads on the validation split, largest first (docs/method.md).")
+            "Canonical correlations between the audio and visual CCA heads' outputs on the validation split, "
+            "largest first (1: a direction both views agree on completely).")
     parts.insert(0, "\n".join(head))
     parts.append("<h2>Trials</h2>" + _table(rec))
     return (

@@ -225,6 +225,21 @@ def resolved_tracking_uri(uri: str | None) -> str:
     return f"sqlite:///{db.resolve()}{mark}{options}"
 
 
+def _searched_without_mlflow(results: Path) -> bool:
+    """Whether the searches in `results` (a folder's ./ray_results) all ran with --no-mlflow (their
+    hsc_search.json says `"mlflow": false`), and there is at least one."""
+    flags = []
+    try:
+        for meta in results.glob("*/hsc_search.json"):
+            try:
+                flags.append(json.loads(meta.read_text()).get("settings", {}).get("mlflow"))
+            except (OSError, ValueError, AttributeError):
+                continue
+    except OSError:
+        return False
+    return bool(flags) and all(f is False for f in flags)
+
+
 def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> None:
     """The store holds searches to read: a server answers, or the sqlite file exists (reading one that does not
     would create an empty database and then report 'no experiment'). Raises StoreError naming it."""
@@ -260,6 +275,10 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
             raise StoreError(f"--tracking-uri {uri}: no MLflow database at {db.resolve()}; expected the sqlite file "
                              "a search wrote (check the path: three slashes before a relative one, four before an "
                              "absolute one)")  # fmt: skip
+        if _searched_without_mlflow(Path("ray_results")):  # the folder searched from, by searches without MLflow
+            raise StoreError(f"no MLflow database at {db.resolve()}{where}: the searches in ./ray_results ran with "
+                             "--no-mlflow, which records nothing for this command (their best config is in their "
+                             "folder, best_config.yaml); pass --tracking-uri for a search that used MLflow")  # fmt: skip
         raise StoreError(f"no MLflow database at {db.resolve()}{where}: run this in the folder you searched from, "
                          "or pass --tracking-uri")  # fmt: skip
     if db is not None:

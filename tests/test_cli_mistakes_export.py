@@ -4,6 +4,7 @@ nothing written where it should not be. No Ray, no training: a few seconds in al
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -568,3 +569,22 @@ def test_a_server_whose_database_fails_is_one_line_in_seconds(tracking_server, t
         _fails(*args, tracking_server.url, needle=needle)
         assert time.monotonic() - t0 < 30, args
     assert not (tmp_path / "ray_results").exists() and not (tmp_path / "best_config.yaml").exists()
+
+
+def test_report_in_the_folder_of_searches_without_mlflow_says_so(tmp_path, monkeypatch):
+    """In the folder a --no-mlflow search ran in, `report` said "run this in the folder you searched from": the
+    user was there. It says the searches there ran without MLflow."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    for name, flag in (("a", False), ("b", False)):
+        (tmp_path / "ray_results" / name).mkdir(parents=True)
+        (tmp_path / "ray_results" / name / "hsc_search.json").write_text(json.dumps({"settings": {"mlflow": flag}}))
+    for command in (["report"], ["export-best"]):
+        result = _cli(*command)
+        assert result.exit_code == 2, result.output
+        assert "the searches in ./ray_results ran with --no-mlflow, which records nothing for this command" in \
+            " ".join(result.output.split()), result.output
+    # one of them with MLflow (its store moved, or another working folder): the old advice
+    (tmp_path / "ray_results" / "b" / "hsc_search.json").write_text(json.dumps({"settings": {"mlflow": True}}))
+    result = _cli("report")
+    assert result.exit_code == 2 and "run this in the folder you searched from" in " ".join(result.output.split())

@@ -232,9 +232,13 @@ def test_sigterm_mid_search_ends_it_as_ctrl_c_does(tmp_path, _cache_dir):
     assert f"`{bin_dir / 'hsc-search'} resume {folder}` continues it" in text, text[-3000:]
     parents = [r for r in _searches(tmp_path) if r.data.tags.get("hsc.kind") == "search"]
     assert [r.info.status for r in parents] == ["KILLED"]
+    # the report the driver wrote as it ended (and logged to MLflow) says so: it read as a finished search's
+    said = f"search t was interrupted: `{bin_dir / 'hsc-search'} resume {folder}` continues it"
+    assert said in (folder / "report.html").read_text()
     again = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder)], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)  # fmt: skip
     assert again.returncode == 0 and "trials: 3 completed" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "was interrupted" not in (folder / "report.html").read_text()
     assert [r.info.status for r in _searches(tmp_path) if r.data.tags.get("hsc.kind") == "search"] == ["FINISHED"]
 
 

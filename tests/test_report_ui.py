@@ -13,6 +13,7 @@ import sys
 import tarfile
 import io
 import json
+import math
 from html import escape as html_escape
 from pathlib import Path
 
@@ -441,3 +442,46 @@ def test_report_page_layout_in_a_real_browser(tmp_path):
         assert len(widths) >= 5 and min(widths) >= 760, widths
         got = d.execute_script(LAYOUT_JS)
         assert got["scroll"] <= got["width"], got
+
+
+def test_what_the_report_left_unsaid_or_unreadable_is_said_and_readable():
+    """Five things a walkthrough found on real searches: one trial whose loss exploded (finite: not diverged)
+    flattened every other trial to a line at 0; fANOVA's chart left out the conditional parameters without a
+    word; values fixed with --set appeared nowhere; a fixed-weights trial's picture was flat lines on top of each
+    other under a caption about learned log-variances; the rung labels of a 40-epoch search printed over each
+    other; the report an interrupted driver writes as it ends did not say it was interrupted."""
+    from hsc_search import report
+
+    rec = _record(3)
+    assert not report.log_scale(v for t in rec.trials for _, v, _ in t.curve)  # mAP in 0.3-0.4: linear
+    # a loss search with one trial at 2.4e11 and the others at 2-20
+    rec.metric, rec.mode = "loss/total", "min"
+    for i, t in enumerate(rec.trials):
+        t.curve = [(e, (2.4e11 if i == 2 else 2.0 + i) / e, ts) for e, _, ts in t.curve]
+        t.row.score = min(v for _, v, _ in t.curve)
+    rec.best = min(rec.trials, key=lambda t: t.row.score)
+    curves, so_far = report.curves_figure(rec), report.best_so_far_figure(rec)
+    assert curves.layout.yaxis.type == "log" and "log scale" in curves.layout.title.text
+    assert so_far.layout.yaxis.type == "log" and so_far.layout.yaxis2.type == "log"
+    par = report.parallel_figure(rec, report.optuna_study(rec))
+    bar = next(t.marker for t in par.data if t.marker is not None and t.marker.showscale)
+    assert bar.colorbar.title.text.startswith("log10 loss/total")
+    assert math.isclose(bar.cmax, math.log10(8e10)) and math.isclose(bar.cmin, math.log10(2.0 / 3))
+    # the page: unranked parameters named, --set values named, fixed weights said in words
+    rec.settings = {"set.hidden_dim": "48", "set.lr": "0.003", "scheduler": "asha"}
+    rec.best_history = {"weight/nce": [(1, 1.0), (2, 1.0)], "weight/rec": [(1, 0.5), (2, 0.5)]}
+    computed: dict = {}
+    page = report.render(rec, computed=computed)
+    unranked = "not ranked (used by only some trials, which fANOVA cannot weigh): weight_lr"
+    assert unranked in page and " ".join(computed["importance_title"].split("\n")[1:]) == unranked, computed
+    assert "weight_lr" not in computed["importances"] and "lr" in computed["importances"]
+    assert '<p class="meta">fixed for every trial (--set): hidden_dim 48, lr 0.003</p>' in page
+    assert '<p class="note">fixed (loss_weighting fixed): nce 1, rec 0.5</p>' in page and "log-variance" not in page
+    assert "was interrupted" not in page
+    page = report.render(rec, computed={"unfinished": "search made-up was interrupted: `hsc-search resume x`"})
+    assert '<p class="note">search made-up was interrupted: `hsc-search resume x`; the report shows it' in page
+    # rungs 1, 2, 4, ..., 32: one label says what they are, the others alternate heights
+    rec.milestones = [1, 2, 4, 8, 16, 32]
+    notes = [a for a in report.curves_figure(rec).layout.annotations]
+    assert [a.text for a in notes] == ["ASHA rung 1", "2", "4", "8", "16", "32"]
+    assert [a.y for a in notes] == [1, 0.93, 1, 0.93, 1, 0.93]
