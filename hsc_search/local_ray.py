@@ -453,7 +453,8 @@ def start_local_ray(**init_kwargs: Any) -> LocalRay:
 
     import ray
 
-    from .ray_internals import default_temp_dir, local_node, loopback_cluster_flag, quiet_token_auth_notice
+    from .ray_internals import (default_temp_dir, local_node, loopback_cluster_flag, quiet_token_auth_notice,
+                                ray_processes_in_their_own_group)
 
     ray_constants, flag = loopback_cluster_flag()
 
@@ -484,8 +485,8 @@ def start_local_ray(**init_kwargs: Any) -> LocalRay:
     os.environ[_CLUSTER_ENV] = "0"  # inherited by gcs_server, raylet, agents and (through raylet) the workers
     setattr(ray_constants, flag, False)  # this process may have imported ray before the variable was set
     try:
-        with quiet_token_auth_notice():
-            ray.init(address="local", _node_ip_address=LOOPBACK, **init_kwargs)
+        with quiet_token_auth_notice(), ray_processes_in_their_own_group():  # a SIGTERM to the driver's group
+            ray.init(address="local", _node_ip_address=LOOPBACK, **init_kwargs)  # ends the search, not Ray first
     except BaseException:
         if path is not None:
             _sweep(_read_record(path) or rec, 1.0, 2.0)

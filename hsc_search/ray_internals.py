@@ -281,6 +281,46 @@ def quiet_token_auth_notice():
         logger.removeFilter(drop)
 
 
+@contextlib.contextmanager
+def ray_processes_in_their_own_group():
+    """Around `ray.init` of a new local instance: gcs_server, raylet and Ray's agents (and, through the raylet, the
+    workers) start in a process group of their own, not the driver's. `timeout`, a batch scheduler's end of job
+    and `kill -TERM -- -PGID` send SIGTERM to the driver's whole group: Ray's processes died with it, and the
+    driver, ending its search as after Ctrl-C, waited 60 s on a dead GCS and exited 1 in Ray's words, its parent
+    run left RUNNING and no resume command said (a walkthrough). Ray already keeps them out of a terminal's Ctrl-C
+    (it blocks SIGINT in them) and, on Windows, starts them in a new group; on Linux they die with the driver all
+    the same (Ray's fate sharing: PR_SET_PDEATHSIG), and our watchdog ends them from the instance's record.
+    Private: `ray._private.services.ConsolePopen`, the Popen class `start_ray_process` starts every one with. Only
+    where Ray has kernel fate sharing (Linux); elsewhere nothing changes."""
+    import sys
+
+    import ray._private.services as services
+    import ray._private.utils as utils
+
+    if not sys.platform.startswith("linux") or not utils.detect_fate_sharing_support():
+        yield
+        return
+    original = services.ConsolePopen
+
+    class OwnGroupPopen(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs):
+            ray_own = kwargs.get("preexec_fn")
+
+            def preexec() -> None:
+                if ray_own is not None:
+                    ray_own()
+                os.setpgid(0, 0)
+
+            kwargs["preexec_fn"] = preexec
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = OwnGroupPopen
+    try:
+        yield
+    finally:
+        services.ConsolePopen = original
+
+
 # ---------------------------------------------------------------------------------------------- checkpoints
 def tolerate_deleted_checkpoints() -> None:
     """Ray's checkpoint manager deletes a trial's older checkpoints as new ones arrive
