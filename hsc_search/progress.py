@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 import sys
 import time
 
@@ -51,7 +52,8 @@ class Progress(tune.Callback):
         if self._done == 0:
             params = self._params(trial)
             elapsed = time.monotonic() - self._t0
-            print(f"{self._at(0, elapsed)} {trial.trial_id} {'started':<28} ({params})", file=sys.stderr, flush=True)
+            print(_fit(f"{self._at(0, elapsed)} {trial.trial_id} {'started':<28} ({params})"), file=sys.stderr,
+                  flush=True)  # fmt: skip
 
     def _at(self, done: int, elapsed: float) -> str:
         """The line's head, e.g. "[ 7/12    6s]": trials ended of the total (padded: the lines stay aligned), seconds."""
@@ -81,7 +83,7 @@ class Progress(tune.Callback):
         value_shown = f"{self.metric} {value:.4f}" if scored else f"{self.metric} -"
         best = f"best {self._best:.4f}" if self._best is not None else "best -"
         elapsed = time.monotonic() - self._t0
-        print(f"{self._at(self._done, elapsed)} {trial.trial_id} {what:<28} {value_shown}  {best}  ({params})",
+        print(_fit(f"{self._at(self._done, elapsed)} {trial.trial_id} {what:<28} {value_shown}  {best}  ({params})"),
               file=sys.stderr, flush=True)  # fmt: skip
         if reason:
             print(f"    {trial.trial_id} failed: {reason[:500]}", file=sys.stderr, flush=True)
@@ -106,6 +108,25 @@ class Progress(tune.Callback):
         # node's trial is retried without counting a failure)
         print(f"    {trial.trial_id} {_last_error_line(trial)[:300]}: retried from its last checkpoint, if it has one"
               f"{count}", file=sys.stderr, flush=True)  # fmt: skip
+
+
+def _fit(line: str) -> str:
+    """A line ending in "(params)" cut to the terminal's width on a terminal, its params ending in "...)": an
+    hsc_mae search's lines were 400 columns, each trial 3-6 rows on an 80-column terminal (a walkthrough). Piped
+    or redirected (a log file), the whole line; every value is in MLflow, the report and the summary."""
+    if not sys.stderr.isatty():
+        return line
+    width = shutil.get_terminal_size((120, 24)).columns
+    cut = line.rfind(" (")
+    if len(line) <= width or cut < 0:
+        return line
+    head, params = line[:cut], line[cut:]
+    if width - len(head) < 40:  # room for a few params: the alignment's padding goes first (one row each)
+        head = re.sub(r" {3,}", "  ", head)
+    room = width - len(head)
+    if room < 8:  # a terminal narrower than the head: the params go (the score and the best stay)
+        return head + " (...)"
+    return head + params[: room - 4] + "...)"
 
 
 _EXCEPTION_LINE = re.compile(r"^(?:[\w.]*\.)?\w*(?:Error|Exception|Interrupt|Exit)\b")

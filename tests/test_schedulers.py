@@ -190,3 +190,28 @@ def test_progress_lines_show_a_trials_best_epoch_as_the_summary_ranks_it(capsys)
     c.last_result = r
     low.on_trial_complete(0, [], c)
     assert "loss/total 0.4000  best 0.4000" in capsys.readouterr().err
+
+
+def test_progress_lines_fit_the_terminal_and_stay_whole_in_a_log(monkeypatch):
+    """An hsc_mae search's progress lines were 400 columns: each trial 3-6 rows of an 80-column terminal. On a
+    terminal a line's params are cut to its width ("...)"); piped or redirected, the line is whole."""
+    import sys
+
+    from hsc_search import progress
+
+    head = "[ 3/64    12s] 1a2b3c4d completed 2 epochs           val/map_avg 0.3100  best 0.3300 "  # 90 columns
+    line = head + " (" + ", ".join(f"param_{i}=0.00{i}" for i in range(30)) + ")"
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "160")
+    cut = progress._fit(line)
+    assert len(cut) == 160 and cut.endswith("...)") and cut[:156] == line[:156], cut
+    short = head + " (lr=0.001)"
+    assert progress._fit(short) == short  # fits: as it is
+    monkeypatch.setenv("COLUMNS", "100")  # the head's padding goes first, then the params are cut
+    cut = progress._fit(line)
+    assert len(cut) == 100 and cut.startswith("[ 3/64  12s] 1a2b3c4d completed 2 epochs  val/map_avg 0.3100  best "
+                                              "0.3300  (param_0=0.000, param"), cut  # fmt: skip
+    monkeypatch.setenv("COLUMNS", "60")  # narrower than the head: the score and best stay whole
+    assert progress._fit(line) == "[ 3/64  12s] 1a2b3c4d completed 2 epochs  val/map_avg 0.3100  best 0.3300  (...)"
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert progress._fit(line) == line
