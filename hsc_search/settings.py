@@ -28,6 +28,10 @@ class SettingsError(ValueError):
     """Invalid search settings; the message lists every problem."""
 
 
+MAX_TRIALS = 100_000  # per search (Ray Tune holds every trial object in the driver)
+MAX_EPOCHS = 1_000_000
+
+
 @dataclass
 class SearchSettings:
     """Everything a search needs. Field names double as the keys of a search config file."""
@@ -71,8 +75,14 @@ class SearchSettings:
 
         if self.num_samples < 1:
             p.append(f"{n('num_samples')} must be >= 1, got {self.num_samples}")
+        elif self.num_samples > MAX_TRIALS:  # 1e9 was taken in silence (beyond int64 too); Ray holds every trial
+            p.append(f"{n('num_samples')} must be at most {MAX_TRIALS:,}, got {self.num_samples:,}: a search keeps "
+                     "every trial in the driver's memory and one MLflow run each; run several searches (a warm "
+                     "start carries one's trials into the next)")  # fmt: skip
         if self.max_epochs < 1:
             p.append(f"{n('max_epochs')} must be >= 1, got {self.max_epochs}")
+        elif self.max_epochs > MAX_EPOCHS:
+            p.append(f"{n('max_epochs')} must be at most {MAX_EPOCHS:,}, got {self.max_epochs:,}")
         if self.scheduler not in ("asha", "fifo"):
             p.append(f"{n('scheduler')} must be asha or fifo, got {self.scheduler!r}")
         if self.max_epochs < 1:  # said above; the grace period is checked on its own

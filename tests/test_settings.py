@@ -243,3 +243,14 @@ def test_one_misplaced_key_is_named_as_unknown_not_as_another_kind_of_file(tmp_p
     f.write_text("seed: 1\nmax_epochs: 3\n")
     with pytest.raises(ConfigError, match="unknown key 'max_epochs'"):
         TrainConfig.from_yaml(f)
+
+
+def test_a_number_of_trials_or_epochs_no_search_can_hold_is_refused():
+    """--num-samples 1000000000 (and one beyond int64) was taken without a word; Ray holds every trial."""
+    for value in (100_001, 10**9, 10**20):
+        with pytest.raises(SettingsError) as e:
+            load_settings(None, {"num_samples": value}, [])
+        assert str(e.value).startswith(f"--num-samples must be at most 100,000, got {value:,}: a search keeps"), e.value
+    with pytest.raises(SettingsError, match=r"^--max-epochs must be at most 1,000,000, got 100,000,000,000$"):
+        load_settings(None, {"max_epochs": 10**11}, [])
+    assert load_settings(None, {"num_samples": 100_000, "max_epochs": 1_000_000}, []).num_samples == 100_000
