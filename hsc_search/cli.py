@@ -366,7 +366,8 @@ def export_best_cmd(
                                                        metric=metric, mode=mode, fmt="json" if json_ else "yaml")  # fmt: skip
     except ExportError as e:
         _fail(str(e))
-    name = f" of search {search.info.run_name}" if search is not None else ""
+    # with its parent run id: two searches of one name (other --storage folders) are told apart (a walkthrough)
+    name = f" of search {search.info.run_name} (run {search.info.run_id})" if search is not None else ""
     from .runs import OUTCOME_LABELS
 
     typer.echo(f"best trial {best.name} ({OUTCOME_LABELS.get(best.outcome, best.outcome)}){name}: {metric} "

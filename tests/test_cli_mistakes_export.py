@@ -150,14 +150,14 @@ def test_export_best_ranks_by_the_searchs_own_metric_and_mode(tmp_path):
 
     result = _cli("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "own.yaml"))
     assert result.exit_code == 0, result.output
-    assert f"best trial trial_{lowest_loss} (completed) of search loss: loss/total 0.4000 (min)" in result.output, result.output
+    assert f"best trial trial_{lowest_loss} (completed) of search loss (run {parent}): loss/total 0.4000 (min)" in result.output, result.output
     own = yaml.safe_load((tmp_path / "own.yaml").read_text())  # keeps its lowest-loss epoch when retrained
     assert own["select_metric"] == "loss/total" and own["lr"] == pytest.approx(0.002), own
     result = _cli("export-best", "--tracking-uri", uri, "--metric", "val/map_avg", "--out", str(tmp_path / "v.yaml"))
-    assert f"best trial trial_{highest_val} (completed) of search loss: val/map_avg 0.6000 (max)" in result.output, result.output
+    assert f"best trial trial_{highest_val} (completed) of search loss (run {parent}): val/map_avg 0.6000 (max)" in result.output, result.output
     assert yaml.safe_load((tmp_path / "v.yaml").read_text())["select_metric"] == "val/map_avg"
     result = _cli("export-best", "--tracking-uri", uri, "--mode", "max", "--out", str(tmp_path / "m.yaml"))
-    assert f"best trial trial_{highest_loss} (completed) of search loss: loss/total 0.9000 (max)" in result.output, result.output
+    assert f"best trial trial_{highest_loss} (completed) of search loss (run {parent}): loss/total 0.9000 (max)" in result.output, result.output
     _fails("export-best", "--tracking-uri", uri, "--mode", "maximum", "--out", str(tmp_path / "x.yaml"),
            needle="--mode must be max or min, got 'maximum'")
 
@@ -309,7 +309,7 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
     result = CliRunner().invoke(app, ["export-best", "--tracking-uri", uri, "--run-id", good, "--out",
                                       str(tmp_path / "b.yaml")])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "best trial trial_b (completed) of search good: val/map_avg 0.7000 (max)" in result.output, result.output
+    assert f"best trial trial_b (completed) of search good (run {good}): val/map_avg 0.7000 (max)" in result.output, result.output
     assert ("note: search good has not finished (MLflow status RUNNING: still running, interrupted, or its driver "
             "died): `") in result.output and ("resume " + str(tmp_path / "rr" / "good") + "` continues it if it is "
             "not running; this is its best trial so far: export again when it has ended") in result.output, result.output
