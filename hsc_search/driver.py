@@ -805,7 +805,8 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
                 kept.pop()
             parent = client.create_run(experiment_id, run_name=settings.name,
                                        tags={TAG_KIND: "search", "hsc.experiment_dir": str(exp_dir),
-                                             TAG_NOTES: json.dumps(kept), "mlflow.note.content": description,
+                                             **({TAG_NOTES: json.dumps(kept)} if kept else {}),  # ([] in the UI)
+                                             "mlflow.note.content": description,
                                              TAG_DATA_FINGERPRINT: json.dumps(plan.fingerprint)})  # fmt: skip
             parent_id = parent.info.run_id
             _log_search_inputs(client, parent_id, settings, space)
@@ -1421,6 +1422,8 @@ def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: 
     flat["tracking_uri"] = without_password(resolved_tracking_uri(settings.tracking_uri))  # params are public
     flat["storage"] = storage.resolve(settings.storage)
     flat["address"] = cluster_address(settings.address) or "local"  # a local instance of its own
+    if settings.space_path().is_file() and settings.space_path() != SPACES_DIR / f"{settings.space}.yaml":
+        flat["space"] = str(settings.space_path().resolve())  # a file of the user's: "space.yaml" named no folder
     import ray
 
     if not settings.max_concurrent and ray.is_initialized():  # 0: as many as fit in the cluster as it is now (what

@@ -286,6 +286,7 @@ def test_the_parent_run_records_the_set_values_trained_and_a_search_config_that_
     params = client.get_run(run).data.params
     assert (params["set.tau"], params["set.amp"], params["set.seed"], params["set.lr"]) == ("0.4", "False", "3",
                                                                                              "0.002")  # fmt: skip
+    assert params["space"] == str(here / "space_c.yaml")  # the file by its full path ("space_c.yaml": which?)
     logged = Path(client.download_artifacts(run, "search_config.yaml", str(tmp_path))).read_text()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
