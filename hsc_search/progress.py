@@ -4,8 +4,8 @@ is its score, the best epoch's (as the summary, MLflow and export-best rank it),
 from __future__ import annotations
 
 import math
+import os
 import re
-import shutil
 import sys
 import time
 
@@ -110,13 +110,26 @@ class Progress(tune.Callback):
               f"{count}", file=sys.stderr, flush=True)  # fmt: skip
 
 
+def _width() -> int:
+    """The width of the terminal the lines go to (stderr's: with `run ... | tee log` stdout is a pipe, which
+    shutil.get_terminal_size measures); COLUMNS first, as shutil does."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return 120
+
+
 def _fit(line: str) -> str:
     """A line ending in "(params)" cut to the terminal's width on a terminal, its params ending in "...)": an
     hsc_mae search's lines were 400 columns, each trial 3-6 rows on an 80-column terminal (a walkthrough). Piped
     or redirected (a log file), the whole line; every value is in MLflow, the report and the summary."""
     if not sys.stderr.isatty():
         return line
-    width = shutil.get_terminal_size((120, 24)).columns
+    width = _width()
     cut = line.rfind(" (")
     if len(line) <= width or cut < 0:
         return line

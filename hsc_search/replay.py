@@ -903,8 +903,8 @@ def _spread(q: tuple[float, float, float], digits: int = 0) -> str:
         return "-"
     if lo == hi:
         return _fmt(med, digits)
-    low = "none" if math.isnan(lo) else _fmt(lo, digits)  # a quartile of orders without a value (nothing finished)
-    return f"{_fmt(med, digits)} [{low}-{_fmt(hi, digits)}]"
+    low, high = ("none" if math.isnan(q) else _fmt(q, digits) for q in (lo, hi))  # a quartile on orders with no
+    return f"{_fmt(med, digits)} [{low}-{high}]"  # value (nothing finished): the low end for max, the high for min
 
 
 def _ratio(r: float | None) -> str:

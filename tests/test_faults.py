@@ -265,3 +265,16 @@ def test_a_tracking_server_that_stalls_is_said_and_resume_logs_what_it_missed(tm
                 best[f.parent.name] = max(best.get(f.parent.name, -1.0), m["val/map_avg"])
     top = max(best, key=best.get)
     assert f"best trial: train_trial_{top} (completed, 6 epochs) score {best[top]:.4f}" in again.stdout, again.stdout
+
+
+def test_a_checkpoint_that_cannot_be_read_is_retried_by_ray_not_failed_as_the_configs_fault(tmp_path):
+    """A torn checkpoint (a kill mid-upload) or a storage hiccup is no property of the config: the trial is
+    retried as after any failure (`max_failures`), not failed at once as a config that cannot train (the review:
+    the trainer's one-line error for it was a DataError, which the trainable treats as deterministic)."""
+    from hsc_search.trainable import DETERMINISTIC
+    from trainer.fit import CheckpointError, load_state
+
+    (tmp_path / "state.pt").write_bytes(b"PK\x03\x04 torn")
+    with pytest.raises(CheckpointError, match="cannot be read as a checkpoint") as info:
+        load_state(tmp_path)
+    assert not isinstance(info.value, DETERMINISTIC)

@@ -484,6 +484,13 @@ def test_cli_removes_no_file_it_did_not_write_and_says_folder_and_checkpoint_fau
     assert proc.returncode == 0 and "starting over there" in proc.stdout, proc.stderr
     assert (cut / "notes.txt").read_text() == "mine" and (cut / "checkpoint" / CHECKPOINT_FILE).exists()
     assert not (cut / "checkpoint" / "tmpab12.tmp").exists()
+    # that cut-off run started over with its own config.yaml as --config: read first (it was removed, then not found)
+    (cut / "checkpoint" / CHECKPOINT_FILE).unlink()
+    (cut / "summary.json").unlink()
+    (cut / "metrics.jsonl").write_text("")
+    proc = _run_cli("--data", small_spec, "--out", ".", "--config", "config.yaml", *sets, cwd=cut)
+    assert proc.returncode == 0 and "starting over there" in proc.stdout, proc.stderr
+    assert (cut / "summary.json").exists() and (cut / "config.yaml").exists()
     # --out below a file, and a checkpoint cut off while written
     (tmp_path / "a_file").write_text("x")
     proc = _run_cli("--data", small_spec, "--out", str(tmp_path / "a_file" / "run"), *sets)
@@ -497,6 +504,25 @@ def test_cli_removes_no_file_it_did_not_write_and_says_folder_and_checkpoint_fau
     assert proc.stderr.strip().startswith(f"error: {state}: cannot be read as a checkpoint ("), proc.stderr
     assert proc.stderr.strip().endswith("it was cut off while being written or is not one: resume from another "
                                         "checkpoint, or start the run over"), proc.stderr
+
+
+def test_a_checkpoint_keeps_the_umask_and_leaves_no_cut_off_write_behind(tmp_path):
+    """state.pt was 0600 whatever the umask (mkstemp); then 0644 under umask 077 (the review); a write killed
+    before left its .tmp (a checkpoint's size) for good."""
+    import os
+
+    from trainer.fit import save_state
+
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "tmpold.tmp").write_bytes(b"cut off")
+    for mask, mode in ((0o022, 0o644), (0o077, 0o600)):
+        old = os.umask(mask)
+        try:
+            path = save_state({"epoch": 1}, tmp_path / "ck")
+        finally:
+            os.umask(old)
+        assert path.stat().st_mode & 0o777 == mode, (oct(mask), oct(path.stat().st_mode))
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [CHECKPOINT_FILE]
 
 
 def test_the_data_fingerprint_tells_labels_moved_between_clips():

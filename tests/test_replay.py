@@ -419,3 +419,20 @@ def test_cli_bad_sources_exit_2(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.db")} == before  # nothing made a store of them
     result = CliRunner().invoke(app, ["replay", "--ray-dir", str(incomplete)])
     assert "t1: ended at epoch 1 of 3" in result.output and "t2: no finite val/map_avg at epoch(s) 2" in result.output
+
+
+def test_best_finished_ranks_orders_where_nothing_finished_below_every_score_in_both_modes():
+    """The column left such orders out (the oracle showed a score finished where most orders finished none);
+    then, for mode min, its high quartile printed as "--" (the review)."""
+    import types
+
+    from hsc_search.replay import SettingSummary, _spread
+
+    outs = [types.SimpleNamespace(best_finished=v) for v in (0.3, 0.35, 0.4, math.nan, math.nan)]
+    x = SettingSummary(setting=None, outcomes=outs, recorded=None)
+    assert _spread(x.stat("best_finished", "max"), 4) == "0.3000 [none-0.3500]"  # nan < 0.3 < 0.35 ...
+    assert _spread(x.stat("best_finished", "min"), 4) == "0.4000 [0.3500-none]"  # ... and for min, above 0.4
+    most = [types.SimpleNamespace(best_finished=v) for v in (0.3, math.nan, math.nan)]
+    assert _spread(SettingSummary(setting=None, outcomes=most, recorded=None).stat("best_finished", "max"), 4) == "-"
+    assert _spread(x.stat("best_finished"), 4) == "0.35 [0.325-0.375]".replace("0.35", "0.3500").replace(
+        "0.325", "0.3250").replace("0.375", "0.3750")  # without a mode: the old quartiles of the values alone

@@ -215,3 +215,22 @@ def test_progress_lines_fit_the_terminal_and_stay_whole_in_a_log(monkeypatch):
     assert progress._fit(line) == "[ 3/64  12s] 1a2b3c4d completed 2 epochs  val/map_avg 0.3100  best 0.3300  (...)"
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
     assert progress._fit(line) == line
+
+
+def test_progress_lines_take_the_width_of_the_terminal_they_go_to(monkeypatch):
+    """With `run ... | tee log` stdout is a pipe: shutil measured it (120 columns) for lines that go to stderr,
+    an 80-column terminal (the review)."""
+    import os
+    import sys
+
+    from hsc_search import progress
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    asked = []
+
+    def size(fd):
+        asked.append(fd)
+        return os.terminal_size((80, 24))
+
+    monkeypatch.setattr(os, "get_terminal_size", size)
+    assert progress._width() == 80 and asked == [sys.stderr.fileno()]

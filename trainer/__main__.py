@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import EXAMPLE_CONFIG, ConfigError, DataError, NonFiniteLossError, TrainConfig, fit, load_data
 from .config import describe
-from .fit import CHECKPOINT_FILE, resolve_device
+from .fit import CHECKPOINT_FILE, CheckpointError, resolve_device
 
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint", "summary.json")  # what `fit` writes into a run folder
@@ -67,10 +67,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
                   "epoch in metrics.jsonl): nothing to resume; the same command without --resume starts it over",
                   file=sys.stderr)  # fmt: skip
             return 2
-        if _unstarted_run_files(out) is not None:  # only files a run writes, and nothing else is removed
+        own = _unstarted_run_files(out)
+        if own is not None:  # only files a run writes, and nothing else is removed
             print(f"note: --out {out} held a run that stopped before its first epoch ended; starting over there")
-            for path in _unstarted_run_files(out):
-                path.unlink()
+            given = args.config.resolve() if args.config is not None else None
+            for path in own:  # (the run's config.yaml given as --config is read first; the run then rewrites it)
+                if path.resolve() != given:
+                    path.unlink()
             with contextlib.suppress(OSError):  # the checkpoint folder, once empty
                 (out / "checkpoint").rmdir()
             held = []
@@ -93,14 +96,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
             print(f"note: --set val_fraction={cfg.val_fraction} is not used: {data.source} has a val split of its "
                   f"own ({len(data.val)} clips)")  # fmt: skip
         resume = out / "checkpoint" if args.resume else None
-        try:  # here, not in fit: a folder that cannot be made is the --out flag's fault
+        try:  # here, not in fit: a folder that cannot be made or written is the --out flag's fault
             out.mkdir(parents=True, exist_ok=True)
+            if not os.access(out, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied")
         except OSError as e:
             print(f"error: --out {out}: cannot create the run folder ({e.strerror or e}); expected a folder path "
                   "that can be written", file=sys.stderr)  # fmt: skip
             return 2
         fit(cfg, data, out_dir=out, resume_from=resume, device=args.device)
-    except (ConfigError, DataError, FileNotFoundError) as e:
+    except (ConfigError, DataError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:

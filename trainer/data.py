@@ -308,7 +308,8 @@ def _build(
     """Checks and converts raw arrays (split -> field -> (key name, array)) into an AVData."""
     for modality in MODALITIES:  # uint8 is dequantised, float kept: a mix puts the splits on different scales
         kinds = {raw[s][modality][0]: raw[s][modality][1].dtype for s in raw}
-        if len({k == np.uint8 for k in kinds.values()}) > 1:
+        usable = all(k == np.uint8 or np.issubdtype(k, np.floating) for k in kinds.values())  # others: below
+        if usable and len({k == np.uint8 for k in kinds.values()}) > 1:
             listed = ", ".join(f"{where} is {dtype}" for where, dtype in kinds.items())
             raise DataError(f"{src}: {modality} features are uint8 in some splits and not in others ({listed}); "
                             "expected one kind in every split (uint8 features are dequantised as (x - 128) / 256, "

@@ -238,12 +238,26 @@ def save_state(payload: dict, directory: str | os.PathLike) -> Path:
     target = directory / CHECKPOINT_FILE
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o644)  # as the run's other files under the usual umask (mkstemp makes it 0600)
+    os.chmod(tmp, 0o666 & ~_umask())  # as the run's other files (mkstemp makes it 0600 whatever the umask)
     torch.save(payload, tmp)
     os.replace(tmp, target)
     for left in directory.glob("*.tmp"):  # a write cut off before (a kill): up to a checkpoint's size each
         left.unlink(missing_ok=True)
     return target
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask sets it, for every thread of a Ray worker)."""
+    try:
+        with open("/proc/self/status") as fh:
+            return int(next(ln.split()[1] for ln in fh if ln.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 0o022
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (cut off while written, or not one). Not a DataError: in a search,
+    Ray retries a trial whose checkpoint could not be read (a torn upload, a storage hiccup), as any failure."""
 
 
 def load_state(path: str | os.PathLike) -> dict:
@@ -257,7 +271,7 @@ def load_state(path: str | os.PathLike) -> dict:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (EOFError, RuntimeError, pickle.UnpicklingError, OSError) as e:  # cut off, or not torch's format
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{path}: cannot be read as a checkpoint ({first}); it was cut off while being written or is "
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({first}); it was cut off while being written or is "
                         "not one: resume from another checkpoint, or start the run over") from None
 
 
