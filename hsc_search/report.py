@@ -628,10 +628,15 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
                     f"{best.row.epochs} epochs): {html.escape(rec.metric)} {best.row.score:.4f}{tested(best.row, by)}; "
                     f"{html.escape(own)}" + (f" (resolved on this data: {html.escape(resolved)})" if resolved else "")
                     + "</p>")  # fmt: skip
+    blank = [t for t in rec.trials if not t.curve]  # failed (or cut off) before their first epoch: no point to draw
+    kinds = ", ".join(sorted({_label(t.row.outcome) for t in blank}))
+    many = len(blank) != 1
+    unseen = (f" Not drawn: {len(blank)} trial{'s' * many} that ended before {'their' if many else 'its'} first "
+              f"epoch ({kinds}; the table below gives why)." if blank else "")  # fmt: skip
     add("Learning curves", lambda: curves_figure(rec),
-        "Dashed lines: ASHA's rungs (a trial reaching one continues only if it is in the top 1/reduction_factor "
-        "of the trials recorded there). A cross: where ASHA stopped a trial, or where it failed." if asha else
-        "FIFO: every trial runs to max_epochs unless it fails. A cross: where a trial failed.")  # fmt: skip
+        ("Dashed lines: ASHA's rungs (a trial reaching one continues only if it is in the top 1/reduction_factor "
+         "of the trials recorded there). A cross: where ASHA stopped a trial, or where it failed." if asha else
+         "FIFO: every trial runs to max_epochs unless it fails. A cross: where a trial failed.") + unseen)  # fmt: skip
     kept = ("the checkpoint it kept and tested" if by == rec.metric else
             f"its kept and tested checkpoint is of its best {by}, which can be another epoch")  # fmt: skip
     add("Best so far", lambda: best_so_far_figure(rec),

@@ -480,6 +480,11 @@ def test_what_the_report_left_unsaid_or_unreadable_is_said_and_readable():
     assert "was interrupted" not in page
     page = report.render(rec, computed={"unfinished": "search made-up was interrupted: `hsc-search resume x`"})
     assert '<p class="note">search made-up was interrupted: `hsc-search resume x`; the report shows it' in page
+    # a trial that failed before its first epoch has no point in any figure: said under the first
+    gone = next(t for t in rec.trials if t is not rec.best)
+    gone.curve, gone.row.outcome, gone.row.score = [], "failed", None
+    assert ("Not drawn: 1 trial that ended before its first epoch (failed; the table below gives why).") in \
+        report.render(rec)
     # rungs 1, 2, 4, ..., 32: one label says what they are, the others alternate heights
     rec.milestones = [1, 2, 4, 8, 16, 32]
     notes = [a for a in report.curves_figure(rec).layout.annotations]
