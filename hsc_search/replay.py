@@ -844,7 +844,10 @@ def replay(curves: Curves, settings: Sequence[Setting] | None = None, orders: in
         settings.insert(0, Setting("fifo"))
         notes.append("fifo added as the baseline of the FIFO/x columns")
     n = len(curves.trials)
-    perms = orders_for(n, orders, seed)
+    # the permutations act on the trials sorted by id, not on the list as the source gave it: MLflow lists trials
+    # by start time, a Ray folder by one-second timestamps, and the same seed gave the two other tables (a walkthrough)
+    canonical = sorted(range(n), key=lambda i: curves.trials[i].trial_id)
+    perms = [[canonical[j] for j in p] for p in orders_for(n, orders, seed)]
     summaries = []
     for s in settings:
         try:

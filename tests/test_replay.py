@@ -197,6 +197,20 @@ def test_orders_are_reproducible_with_a_seed():
     assert per_order(replay(curves, [two_brackets], orders=12, seed=5)) == per_order(a)
 
 
+def test_the_same_seed_gives_the_same_table_whichever_order_the_source_lists_trials_in():
+    """MLflow lists a search's trials by start time, its Ray folder by one-second timestamps then id: the same seed
+    permuted two lists and gave two tables of one search (a walkthrough)."""
+    from hsc_search.replay import table_rows
+
+    values = {f"t{i}": [((i * 7) % 5) / 10 + 0.02 * e for e in range(1, 7)] for i in range(10)}
+    listed = Curves.from_values(values)
+    other = Curves.from_values(dict(reversed(list(values.items()))))
+    assert [t.trial_id for t in listed.trials] != [t.trial_id for t in other.trials]
+    settings = [FIFO, ASHA_1_2, parse_setting("asha:grace=1,rf=2,brackets=2"), parse_setting("median")]
+    a, b = (table_rows(replay(c, settings, orders=15, seed=2)) for c in (listed, other))
+    assert a == b, (a, b)
+
+
 def test_quartiles_and_never_reached():
     assert quartiles([1, 2, 3, 4, 5]) == (2, 3, 4)
     assert quartiles([1, 2, math.inf, math.inf]) == (1.75, math.inf, math.inf)
