@@ -796,7 +796,8 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
 
             client = opening.result()
             interrupts.check()
-            experiment_id = _experiment_id(client, settings.experiment, settings.metric, settings.mode)
+            experiment_id = _experiment_id(client, settings.experiment, settings.metric, settings.mode,
+                                           settings.tracking_uri)  # fmt: skip
             # what the start said, kept with the search: the run page's Description, and the report (hsc.notes)
             # tag values: 8000 characters in MLflow 3, 5000 in servers before it (as the writer's error tag)
             description = (headline + "".join(f"\n- {line}" for line in said))[:4900]
@@ -1374,9 +1375,19 @@ def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> 
     return first, notes
 
 
-def _experiment_id(client, name: str, metric: str, mode: str) -> str:
-    """The experiment's id (created if new), tagged so that MLflow's UI shows it as model training."""
+def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str | None = None) -> str:
+    """The experiment's id (created if new), tagged so that MLflow's UI shows it as model training. An experiment
+    whose artifacts an MLflow server serves (`mlflow-artifacts:`) cannot take this search's artifacts through a
+    database URI: refused before anything is written (it was a 200-line traceback after Ray had started, and a
+    FAILED parent run in the team's store; a walkthrough)."""
     exp = client.get_experiment_by_name(name)
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if (exp is not None and str(exp.artifact_location).startswith("mlflow-artifacts:")
+            and not uri.startswith(("http://", "https://"))):  # fmt: skip
+        raise preflight.PreflightError(
+            f"--tracking-uri {without_password(uri)}: experiment '{name}' keeps its artifacts on an MLflow server "
+            f"({exp.artifact_location}), which only that server's clients reach: search with --tracking-uri "
+            "http://HOST:PORT of the server (`hsc-search team-server` prints it), or give another --experiment")
     if exp is not None:
         tag_experiment(client, exp.experiment_id, metric, mode)
         return exp.experiment_id

@@ -127,6 +127,25 @@ class StoreError(ValueError):
     """A tracking store cannot be read: the message names it and what was expected."""
 
 
+def http_request(url: str):
+    """A urllib request for `url`, its user:password@ (HTTP basic auth, which MLflow's client takes in a tracking URI)
+    sent as an Authorization header: urllib read 'user:pw@127.0.0.1' as the host name, and every command refused a
+    server that MLflow itself reaches ("Name or service not known", a walkthrough)."""
+    import base64
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return urllib.request.Request(url)
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    user, password = urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.request.Request(bare, headers={"Authorization": f"Basic {token}"})
+
+
 def check_server(uri: str, timeout_s: float = 10.0) -> None:
     """An MLflow tracking server answers its health check at `uri` within `timeout_s` (MLflow itself would retry
     an absent server for minutes)."""
@@ -136,7 +155,7 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
     url = uri.rstrip("/") + "/health"
     shown, shown_url = without_password(uri), without_password(url)  # the password is never printed
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(http_request(url), timeout=timeout_s) as resp:
             body = resp.read(64).decode(errors="replace").strip()
     except urllib.error.HTTPError as e:
         raise StoreError(f"{shown_url} answered {e.code} {e.reason}; expected an MLflow tracking server") from None
@@ -158,7 +177,7 @@ def check_server_api(uri: str, timeout_s: float = 10.0) -> None:
     shown = without_password(uri)
     api = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
     try:
-        with urllib.request.urlopen(api, timeout=timeout_s):
+        with urllib.request.urlopen(http_request(api), timeout=timeout_s):
             pass
     except urllib.error.HTTPError as e:
         # 404 (no such experiment), 401/403 (a server with authentication: the MLflow client's credentials): it works

@@ -38,6 +38,7 @@ from .runs import (DB_SCHEMES, http_failure, missing_artifact_dir, mlflow_db_pro
 
 TAG_SOURCE_RUN = "hsc.import.source_run"
 TAG_SOURCE_URI = "hsc.import.source_uri"
+TAG_BEST_RUN = "hsc.best_run_id"  # on a search's parent run: its best trial's run id (driver._finish_parent)
 TAG_PARENT = "mlflow.parentRunId"
 TAG_SOURCE_STATE = "hsc.import.source_state"
 IMPORT_TAGS = (TAG_SOURCE_RUN, TAG_SOURCE_URI, TAG_SOURCE_STATE)
@@ -79,8 +80,10 @@ def check_uri(uri: str, role: str) -> str:
     elif scheme in ("http", "https"):
         import urllib.request
 
+        from .runs import http_request
+
         try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10)
+            urllib.request.urlopen(http_request(uri.rstrip("/") + "/health"), timeout=10)
         except OSError as e:
             from .runs import without_password
 
@@ -305,7 +308,11 @@ def copy_run(src, dst, dst_store, run, dst_experiment_id: str, parent_copy: str 
     if info.status != "RUNNING":
         dst.set_terminated(new_id, status=info.status, end_time=info.end_time)
     dst.set_tag(new_id, TAG_SOURCE_STATE, source_state(run))
-    dst.set_tag(new_id, TAG_SOURCE_URI, source_uri)  # marks the copy complete (a deleted run takes no tags)
+    # marks the copy complete (a deleted run takes no tags); a relative sqlite path made absolute (it named no
+    # folder); a password never
+    from .runs import resolved_tracking_uri, without_password
+
+    dst.set_tag(new_id, TAG_SOURCE_URI, without_password(resolved_tracking_uri(source_uri)))
     if info.lifecycle_stage == "deleted":
         dst.delete_run(new_id)  # if cut short just before this, the next copy deletes it (see copy_searches)
     return new_id
@@ -389,6 +396,16 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
                                     "kept, and the same import-runs copies this one and the rest") from None  # fmt: skip
             report.copied += 1
             report.running += run.info.status == "RUNNING" and run.info.lifecycle_stage == "active"
+        for run in runs:  # a search's best trial, named by its id: the copy's id here (it named the source's)
+            best = run.data.tags.get(TAG_BEST_RUN)
+            mine, theirs = copies.get(run.info.run_id), copies.get(best or "")
+            if mine is not None and theirs is not None:
+                try:
+                    if dst.get_run(mine).data.tags.get(TAG_BEST_RUN) != theirs:
+                        dst.set_tag(mine, TAG_BEST_RUN, theirs)
+                except (MlflowException, OSError, RequestException) as e:
+                    raise TransferError(f"run {run.info.run_id}: the copy failed ({http_failure(e)}); the runs "
+                                        "copied so far are kept, and the same import-runs finishes it") from None
         c, s, r = (a - b for a, b in zip((report.copied, report.skipped, report.redone), n_before))
         u = report.updated - n_updated
         echo(f"experiment {exp.name}: {c} run(s) copied" + (f", {s} already there" if s else "")

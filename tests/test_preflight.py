@@ -68,6 +68,33 @@ def test_a_server_that_is_not_mlflow_is_named(tmp_path):
             preflight.check_tracking(f"http://127.0.0.1:{port}", timeout_s=2.0)
 
 
+def test_a_server_behind_basic_auth_is_reached_with_the_uris_user_and_password():
+    """http://user:password@host:port (MLflow's client sends it as HTTP basic auth): urllib read 'user:pw@127.0.0.1'
+    as the host, and every command said it could not reach a server MLflow reaches (a walkthrough)."""
+    import base64
+
+    seen = []
+
+    class Guarded(http.server.BaseHTTPRequestHandler):  # an MLflow server behind a proxy with basic auth
+        def do_GET(self):
+            seen.append((self.path.split("?")[0], self.headers.get("Authorization")))
+            ok = self.headers.get("Authorization") == "Basic " + base64.b64encode(b"ana:s3 cret").decode()
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+            if ok and self.path == "/health":
+                self.wfile.write(b"OK")
+            elif ok:
+                self.wfile.write(b'{"experiment": {}}')
+
+        def log_message(self, *args):
+            pass
+
+    with _serving(Guarded) as port:
+        preflight.check_tracking(f"http://ana:s3%20cret@127.0.0.1:{port}", timeout_s=5.0)
+    auth = "Basic " + base64.b64encode(b"ana:s3 cret").decode()
+    assert seen == [("/health", auth), ("/api/2.0/mlflow/experiments/get-by-name", auth)], seen
+
+
 def test_sqlite_and_file_tracking_uris(tmp_path, monkeypatch):
     preflight.check_tracking(f"sqlite:///{tmp_path}/mlflow.db")  # an existing folder: fine, nothing created
     assert not (tmp_path / "mlflow.db").exists()

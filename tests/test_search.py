@@ -923,3 +923,23 @@ def test_a_search_without_mlflow_still_writes_the_best_config(tmp_path, _cache_d
         assert [t for t in tested if t is not None] == [best_epoch], (r["trial_id"], tested, r["values"])
     for name in ("lr", "mask_ratio", "tau", "topk", "loss_weighting"):
         assert str(written[name]) == best["params"][name], (name, written[name], best["params"][name])
+
+
+def test_an_experiment_whose_artifacts_a_server_serves_is_refused_through_a_database_uri(tmp_path):
+    """The team server's database URI given as --tracking-uri: its experiment keeps artifacts at
+    `mlflow-artifacts:/...`, which only an HTTP client of the server reaches; the search failed with a 200-line
+    traceback after Ray had started and left a FAILED parent run in the team's store (a walkthrough)."""
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.driver import _experiment_id
+    from hsc_search.preflight import PreflightError
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(tracking_uri=uri)
+    served = client.create_experiment("team", artifact_location="mlflow-artifacts:/1")
+    with pytest.raises(PreflightError, match=r"experiment 'team' keeps its artifacts on an MLflow server "
+                                             r"\(mlflow-artifacts:/1\).*--tracking-uri http://HOST:PORT"):
+        _experiment_id(client, "team", "val/map_avg", "max", uri)
+    assert client.search_runs([served]) == []
+    assert _experiment_id(client, "team", "val/map_avg", "max", "http://127.0.0.1:5000") == served  # its server's
+    assert _experiment_id(client, "own", "val/map_avg", "max", uri) != served  # a new one: local artifacts
