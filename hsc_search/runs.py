@@ -613,7 +613,7 @@ def search_of(client, run_id: str, tracking_uri: str | None) -> tuple[str, str]:
         where = without_password(tracking_uri or "sqlite:///mlflow.db")
         if getattr(e, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") or (
                 "not found" in str(e).lower()):
-            raise StoreError(f"run '{run_id}' not found at {where}") from None
+            raise StoreError(f"--run-id {run_id}: no such run at {where}") from None
         raise StoreError(f"cannot read run '{run_id}' at {where}: {http_failure(e)}") from None
     tags = run.data.tags
     if tags.get(TAG_KIND) != "search" and (tags.get(TAG_KIND) == "trial" or tags.get(TAG_PARENT)):

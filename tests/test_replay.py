@@ -322,7 +322,7 @@ def test_curves_from_mlflow(tmp_path):
     client.set_terminated(parent)
     assert curves_from_mlflow(uri, "hsc-search", parent).finished is True
     assert curves_from_mlflow(uri, "hsc-search", None).trials == got.trials  # the latest search by default
-    with pytest.raises(ReplayError, match="run 'nope' not found"):
+    with pytest.raises(ReplayError, match="--run-id nope: no such run at"):
         curves_from_mlflow(uri, "hsc-search", "nope")
     with pytest.raises(ReplayError, match="experiment 'other' not found"):
         curves_from_mlflow(uri, "other", None)

@@ -185,7 +185,7 @@ def test_report_bad_input_is_one_line_and_exit_2(served, tmp_path):
 
     MlflowClient(tracking_uri=server.url).create_experiment("empty")
     cases = [
-        (("--tracking-uri", server.url, "--run-id", "0" * 32), "not found"),
+        (("--tracking-uri", server.url, "--run-id", "0" * 32), "no such run at"),
         (("--tracking-uri", server.url, "--experiment", "empty"), "has no search"),
         (("--tracking-uri", server.url, "--experiment", "nope"), "'nope' not found"),
         (("--tracking-uri", "http://127.0.0.1:9"), "cannot reach the MLflow tracking server"),

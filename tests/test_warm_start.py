@@ -349,7 +349,7 @@ def test_a_warm_search_records_its_source_and_keeps_the_warm_trials_once_across_
     "args, needles",
     [
         (["--warm-start", "no/such/folder"], ["--warm-start no/such/folder: no such folder"]),
-        (["--warm-start", "0123abcd", "--tracking-uri", "{db}"], ["--warm-start 0123abcd: no such search folder here, and as a parent run id: run '0123abcd' not found"]),
+        (["--warm-start", "0123abcd", "--tracking-uri", "{db}"], ["--warm-start 0123abcd: no such search folder here, and as a parent run id: 0123abcd: no such run at"]),
         (["--warm-start", "{pid}", "--tracking-uri", "{db}", "--mode", "min"],
          ["that search ranked trials by val/map_avg (max), this one by val/map_avg (min)"]),
     ],
@@ -378,6 +378,10 @@ def test_sources_without_a_usable_trial_are_refused(source, tmp_path):
     uri = f"sqlite:///{cwd / 'mlflow.db'}"
     with pytest.raises(PreflightError, match=r"is not a hsc-search search folder \(no hsc_search.json\)"):
         plan(str(tmp_path), load_space(ROOT / "search_spaces" / "quick.yaml"), METRIC, "max", uri)
+    (tmp_path / "best_config.yaml").write_text("lr: 0.001\n")  # a search's file: it said "no such folder"
+    with pytest.raises(PreflightError, match=rf"best_config.yaml: a file, not a search folder; pass the folder that "
+                                             rf"holds it \({tmp_path.resolve()}, if it is a search's\)"):
+        plan(str(tmp_path / "best_config.yaml"), load_space(ROOT / "search_spaces" / "quick.yaml"), METRIC, "max", uri)
     lr_only = load_space_dict({"params": {"lr": {"type": "float", "low": 3.0e-4, "high": 1.0e-2, "log": True}}})
     with pytest.raises(PreflightError, match=f"none of its {TRIALS} trials can start this search "
                                              f"\\({TRIALS} outside this space \\(.*not searched here"):  # fmt: skip
