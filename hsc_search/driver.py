@@ -132,6 +132,11 @@ class _SetupInterrupts:
             self.check()
 
 
+class TrackingIncomplete(Exception):
+    """The search's trials ended, but MLflow did not take their last records in time (a tracking server that
+    stopped answering): nothing is summed up from what MLflow half holds, and `resume` finishes the record."""
+
+
 class SetupInterrupted(Exception):
     """Ctrl-C while a search was starting, before Ray Tune ran it. `exp_dir`: the search's folder, None when
     nothing was written; `resumable`: it holds a search Ray saved (a `resume` that was interrupted)."""
@@ -1246,6 +1251,16 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
             errors = tracker.close(interrupted=interrupted, on_slow=waiting)
             ended = "KILLED" if interrupted and status == "FINISHED" else status
             try:
+                if not interrupted and status == "FINISHED" and not getattr(tracker, "flushed", True):
+                    # the summary read MLflow without the trials it had not taken: "no trial produced a score",
+                    # exit 1, and the search marked finished, which `resume` could then not repair (a walkthrough)
+                    ended = "KILLED"
+                    raise TrackingIncomplete(
+                        f"MLflow did not take the search's last records in time (its server at "
+                        f"{without_password(settings.tracking_uri or 'the default store')} is slow or not answering); "
+                        f"every trial's results are kept in {exp_dir}: `{exe('hsc-search')} resume "
+                        f"{shlex.quote(exp_dir)}` logs what MLflow lacks once it answers, then writes the best "
+                        "config and the report")  # fmt: skip
                 if trials:
                     reconcile(client, experiment_id, parent_id, trials, settings.max_epochs)
                 if rung_state is not None:

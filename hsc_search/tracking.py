@@ -18,6 +18,7 @@ Exactly one child run per trial, also across `hsc-search resume`: the child is f
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from ray import tune
@@ -30,6 +31,7 @@ from .writer import Writer
 
 log = logging.getLogger(__name__)
 
+FLUSH_S = 120.0  # default of HSC_MLFLOW_FLUSH_S: seconds a search's end waits for MLflow (then `resume` finishes)
 
 class MlflowTracker(tune.Callback):
     """A Tune callback that mirrors every trial into a nested MLflow child run of the search's parent run.
@@ -183,7 +185,11 @@ class MlflowTracker(tune.Callback):
         for tid in sorted(self._open):
             self._writer.submit("kill", tid, interrupted)
         self._open.clear()
-        self._writer.close(on_slow=on_slow)
+        try:  # how long a search's end waits for MLflow to take its last records (a server that stopped answering)
+            timeout = float(os.environ.get("HSC_MLFLOW_FLUSH_S", FLUSH_S))
+        except ValueError:
+            timeout = FLUSH_S
+        self.flushed = self._writer.close(timeout, on_slow=on_slow)  # False: MLflow did not take everything in time
         return self.errors
 
 

@@ -198,11 +198,16 @@ def test_restore_falls_back_to_the_newest_readable_checkpoint(tmp_path):
     assert usable_checkpoint(_TrainingResult(None, {})).checkpoint is None
 
 
-def test_a_tracking_server_that_stalls_is_said_and_resume_logs_what_it_missed(tmp_path, tracking_server, _cache_dir):
+@pytest.mark.parametrize("end", ["sigterm", "timeout"])
+def test_a_tracking_server_that_stalls_is_said_and_resume_logs_what_it_missed(end, tmp_path, tracking_server,
+                                                                              _cache_dir):  # fmt: skip
     """The server stops answering mid-search (frozen with SIGSTOP: a hung server, a dead SSH tunnel). The driver
     waited on it in silence after the last trial, deaf to SIGTERM, until killed; the `resume` after it then named
     another trial the best from what MLflow held (a walkthrough). Now the wait is said with the way out, SIGTERM
-    ends it, and `resume` logs what MLflow lacks from Ray's saved results: every epoch of every trial."""
+    ends it, and `resume` logs what MLflow lacks from Ray's saved results: every epoch of every trial. Left to
+    run out (HSC_MLFLOW_FLUSH_S), the wait ended in "no trial produced a score", exit 1, and the search marked
+    finished, which `resume` then could not repair (a walkthrough): now one line with the resume command, exit 1,
+    and the search left for `resume`."""
     import json
     import os
     import signal
@@ -214,7 +219,8 @@ def test_a_tracking_server_that_stalls_is_said_and_resume_logs_what_it_missed(tm
     driver = subprocess.Popen(
         search_cmd("--tracking-uri", server.url, "--experiment", "stall", "--num-samples", "2", "--max-epochs", "6",
                    "--scheduler", "fifo", "--name", "stall"),
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=search_env(_cache_dir),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**search_env(_cache_dir), "HSC_MLFLOW_FLUSH_S": "20"} if end == "timeout" else search_env(_cache_dir),
     )  # fmt: skip
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(driver.stdout.readline, "")), daemon=True)
@@ -236,9 +242,10 @@ def test_a_tracking_server_that_stalls_is_said_and_resume_logs_what_it_missed(tm
         said = next(ln for ln in lines if ln.startswith("waiting for MLflow"))
         assert f"resume {tmp_path / 'ray_results' / 'stall'}` then logs what MLflow lacks" in said, said
         t0 = time.monotonic()
-        driver.send_signal(signal.SIGTERM)
-        driver.wait(timeout=60)
-        assert time.monotonic() - t0 < 30, "".join(lines)[-3000:]
+        if end == "sigterm":
+            driver.send_signal(signal.SIGTERM)
+        driver.wait(timeout=90)
+        assert time.monotonic() - t0 < (30 if end == "sigterm" else 60), "".join(lines)[-3000:]
     finally:
         if frozen:
             os.killpg(server.proc.pid, signal.SIGCONT)
@@ -247,8 +254,16 @@ def test_a_tracking_server_that_stalls_is_said_and_resume_logs_what_it_missed(tm
             driver.wait(timeout=30)
     reader.join(10)
     out = "".join(lines)
-    assert driver.returncode == 143 and "Traceback" not in out, out[-3000:]  # SIGTERM's
     folder = tmp_path / "ray_results" / "stall"
+    if end == "sigterm":
+        assert driver.returncode == 143 and "Traceback" not in out, out[-3000:]  # SIGTERM's
+    else:
+        assert driver.returncode == 1 and "Traceback" not in out, out[-3000:]
+        assert "no trial produced a score" not in out and "trials:" not in out, out[-3000:]
+        assert out.rstrip().splitlines()[-1].startswith("error: MLflow did not take the search's last records in "
+                                                        "time"), out[-3000:]  # fmt: skip
+        assert f"resume {folder}` logs what MLflow lacks once it answers" in out, out[-3000:]
+        assert "finished_at" not in json.loads((folder / "hsc_search.json").read_text())
     again = subprocess.run([str(Path(sys.executable).parent / "hsc-search"), "resume", str(folder)], cwd=tmp_path,
                            env=search_env(_cache_dir), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
