@@ -345,6 +345,13 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
             exps.append(exp)
     else:
         exps = src.search_experiments()
+    served = [e.name for e in exps if str(e.artifact_location).startswith("mlflow-artifacts:")]
+    if served and not source_uri.startswith(("http://", "https://")):  # their artifacts only a server's client reads:
+        from .runs import without_password  # the import failed after creating a half copy in the destination
+
+        raise TransferError(f"--from {without_password(source_uri)}: experiment(s) {', '.join(served)} keep their "
+                            "artifacts on an MLflow server (mlflow-artifacts:), which only that server's clients "
+                            "reach: give --from the server's http://HOST:PORT (`hsc-search team-server` prints it)")
     runs_of = {exp.experiment_id: _all_runs(src, exp.experiment_id) for exp in exps}
     if not any(runs_of.values()):
         names = ", ".join(e.name for e in exps) or "none"

@@ -296,6 +296,24 @@ def test_bad_input_gets_a_clear_error_and_exit_2(tmp_path):
         assert message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
 
 
+def test_an_import_from_a_servers_own_database_is_refused_before_anything_is_copied(tmp_path):
+    """The team server's database URI as --from: its experiments keep their artifacts at mlflow-artifacts:/, which
+    only the server's clients read; the import created a half copy in the destination, left RUNNING, then failed
+    with MLflow's truncated text (a walkthrough)."""
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.transfer import TransferError, copy_searches
+
+    src_uri, dst_uri = f"sqlite:///{tmp_path / 'server.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    src = MlflowClient(src_uri)
+    exp = src.create_experiment("hsc-search", artifact_location="mlflow-artifacts:/1")
+    src.set_terminated(src.create_run(exp, run_name="s").info.run_id)
+    with pytest.raises(TransferError, match=r"experiment\(s\) hsc-search keep their artifacts on an MLflow server "
+                                            r"\(mlflow-artifacts:\).*--from the server's http://HOST:PORT"):
+        copy_searches(src_uri, dst_uri, echo=lambda s: None)
+    assert not (tmp_path / "dst.db").exists()
+
+
 def test_copy_resumes_a_cut_short_import_and_keeps_deleted_runs(tmp_path, monkeypatch):
     """sqlite to sqlite, no server: a copy cut short is made again (once), a soft-deleted run stays deleted."""
     from mlflow.entities import Metric
