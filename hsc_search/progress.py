@@ -114,7 +114,8 @@ def _width() -> int:
     """The width of the terminal the lines go to (stderr's: with `run ... | tee log` stdout is a pipe, which
     shutil.get_terminal_size measures); COLUMNS first, as shutil does."""
     try:
-        return int(os.environ["COLUMNS"])
+        if int(os.environ["COLUMNS"]) > 0:  # (0 or less: unset, as shutil takes it)
+            return int(os.environ["COLUMNS"])
     except (KeyError, ValueError):
         pass
     try:

@@ -628,7 +628,8 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
                     f"{best.row.epochs} epochs): {html.escape(rec.metric)} {best.row.score:.4f}{tested(best.row, by)}; "
                     f"{html.escape(own)}" + (f" (resolved on this data: {html.escape(resolved)})" if resolved else "")
                     + "</p>")  # fmt: skip
-    blank = [t for t in rec.trials if not t.curve]  # failed (or cut off) before their first epoch: no point to draw
+    blank = [t for t in rec.trials if not t.curve  # failed (or cut off) before their first epoch: no point to draw
+             and t.row.outcome not in ("running", "unfinished")]  # (a live search's trial in its first epoch)
     kinds = ", ".join(sorted({_label(t.row.outcome) for t in blank}))
     many = len(blank) != 1
     unseen = (f" Not drawn: {len(blank)} trial{'s' * many} that ended before {'their' if many else 'its'} first "

@@ -189,6 +189,8 @@ class MlflowTracker(tune.Callback):
             timeout = float(os.environ.get("HSC_MLFLOW_FLUSH_S", FLUSH_S))
         except ValueError:
             timeout = FLUSH_S
+        if not timeout > 0:  # 0, negative or nan: the flush never looked, and every search ended unflushed
+            timeout = FLUSH_S
         self.flushed = self._writer.close(timeout, on_slow=on_slow)  # False: MLflow did not take everything in time
         return self.errors
 

@@ -408,7 +408,8 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
             mine, theirs = copies.get(run.info.run_id), copies.get(best or "")
             if mine is not None and theirs is not None:
                 try:
-                    if dst.get_run(mine).data.tags.get(TAG_BEST_RUN) != theirs:
+                    copy = dst.get_run(mine)  # (a deleted run takes no tags: a copy of a deleted search stays as is)
+                    if copy.info.lifecycle_stage == "active" and copy.data.tags.get(TAG_BEST_RUN) != theirs:
                         dst.set_tag(mine, TAG_BEST_RUN, theirs)
                 except (MlflowException, OSError, RequestException) as e:
                     raise TransferError(f"run {run.info.run_id}: the copy failed ({http_failure(e)}); the runs "

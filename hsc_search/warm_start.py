@@ -116,7 +116,7 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
                 raise PreflightError(f"{flag}: {path.resolve()} is not a hsc-search search folder (no hsc_search.json); "
                                      "pass the folder `hsc-search run` printed as folder:, or a parent run id")  # fmt: skip
             rec = read_ray_dir(path, flag="--warm-start")
-        elif path.exists():  # a file (a search's best_config.yaml, say): said as what it is
+        elif path.exists() and ("/" in source or path.suffix):  # a file (a search's best_config.yaml, say)
             raise PreflightError(f"{flag}: a file, not a search folder; pass the folder that holds it "
                                  f"({path.resolve().parent}, if it is a search's) or a search's parent run id")  # fmt: skip
         elif "/" in source or source.startswith((".", "~")):

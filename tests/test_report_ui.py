@@ -485,6 +485,8 @@ def test_what_the_report_left_unsaid_or_unreadable_is_said_and_readable():
     gone.curve, gone.row.outcome, gone.row.score = [], "failed", None
     assert ("Not drawn: 1 trial that ended before its first epoch (failed; the table below gives why).") in \
         report.render(rec)
+    gone.row.outcome = "running"  # a live search's trial in its first epoch has not ended (the review)
+    assert "Not drawn" not in report.render(rec)
     # rungs 1, 2, 4, ..., 32: one label says what they are, the others alternate heights
     rec.milestones = [1, 2, 4, 8, 16, 32]
     notes = [a for a in report.curves_figure(rec).layout.annotations]

@@ -250,9 +250,12 @@ def test_import_of_an_embedded_default_search_keeps_everything(team, ray_cluster
         for f in ("status", "start_time", "end_time", "user_id", "lifecycle_stage"):
             assert getattr(ra.info, f) == getattr(rb.info, f), (name, f)
         assert ra.data.params == rb.data.params
-        tags_a = {k: v for k, v in ra.data.tags.items() if k != "mlflow.parentRunId"}
-        tags_b = {k: v for k, v in rb.data.tags.items() if k != "mlflow.parentRunId" and k not in IMPORT_TAGS}
+        ids = ("mlflow.parentRunId", "hsc.best_run_id")  # run ids: the copies' own, checked by name below
+        tags_a = {k: v for k, v in ra.data.tags.items() if k not in ids}
+        tags_b = {k: v for k, v in rb.data.tags.items() if k not in ids and k not in IMPORT_TAGS}
         assert tags_a == tags_b, name
+        if "hsc.best_run_id" in ra.data.tags:  # the search's best trial: its copy here
+            assert names_b[rb.data.tags["hsc.best_run_id"]] == names_a[ra.data.tags["hsc.best_run_id"]], name
         assert rb.data.tags["hsc.import.source_run"] == ra.info.run_id
         # nesting: the copy's parent is the copy of the original's parent
         parent_a = names_a.get(ra.data.tags.get("mlflow.parentRunId"))
@@ -312,6 +315,36 @@ def test_an_import_from_a_servers_own_database_is_refused_before_anything_is_cop
                                             r"\(mlflow-artifacts:\).*--from the server's http://HOST:PORT"):
         copy_searches(src_uri, dst_uri, echo=lambda s: None)
     assert not (tmp_path / "dst.db").exists()
+
+
+def test_a_deleted_search_with_a_best_trial_is_imported_and_imported_again(tmp_path, monkeypatch):
+    """Its best-trial tag is named by the copy's id, but a deleted run takes no tags: every import failed on it,
+    saying the next one would finish (the review)."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.transfer import TAG_SOURCE_RUN, copy_searches
+
+    monkeypatch.chdir(tmp_path)
+    src_uri, dst_uri = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    src = MlflowClient(src_uri)
+    exp = src.create_experiment("e")
+    kept = src.create_run(exp, run_name="kept", tags={"hsc.kind": "search"}).info.run_id
+    gone = src.create_run(exp, run_name="gone", tags={"hsc.kind": "search"}).info.run_id
+    for parent in (kept, gone):
+        child = src.create_run(exp, run_name="t", tags={"mlflow.parentRunId": parent}).info.run_id
+        src.set_terminated(child)
+        src.set_tag(parent, "hsc.best_run_id", child)
+        src.set_terminated(parent)
+    src.delete_run(gone)
+    for _ in range(2):
+        copy_searches(src_uri, dst_uri, echo=lambda s: None)
+    dst = MlflowClient(dst_uri)
+    copies = {r.data.tags[TAG_SOURCE_RUN]: r for r in dst.search_runs([dst.get_experiment_by_name("e").experiment_id],
+                                                                      run_view_type=ViewType.ALL)}  # fmt: skip
+    assert copies[gone].info.lifecycle_stage == "deleted" and copies[kept].info.lifecycle_stage == "active"
+    best = src.get_run(kept).data.tags["hsc.best_run_id"]
+    assert copies[kept].data.tags["hsc.best_run_id"] == copies[best].info.run_id
 
 
 def test_copy_resumes_a_cut_short_import_and_keeps_deleted_runs(tmp_path, monkeypatch):

@@ -456,3 +456,12 @@ def test_a_tracker_pickled_by_an_earlier_version_resumes(monkeypatch):
     monkeypatch.undo()
     restored = pickle.loads(data)
     assert restored._ended == set() and restored._started == {"t1"} and restored._writer is None
+
+
+@pytest.mark.parametrize("wait", ["0", "-5", "nan", "soon"])
+def test_a_flush_wait_of_nothing_still_flushes(wait, store, monkeypatch):
+    """HSC_MLFLOW_FLUSH_S=0 (meant as "do not wait") made the flush look at nothing and report the records as not
+    taken: every search and resume ended unflushed, exit 1 (the review)."""
+    _, _, tracker = store
+    monkeypatch.setenv("HSC_MLFLOW_FLUSH_S", wait)
+    assert tracker.close(interrupted=False) == [] and tracker.flushed is True
