@@ -402,6 +402,23 @@ def _quiet() -> None:
     analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
     if not any(isinstance(f, _NoUnreportedTrialWarning) for f in analysis_log.filters):
         analysis_log.addFilter(_NoUnreportedTrialWarning())
+    state_log = logging.getLogger("ray.tune.execution.experiment_state")
+    if not any(isinstance(f, _OneLineSyncError) for f in state_log.filters):
+        state_log.addFilter(_OneLineSyncError())
+
+
+class _OneLineSyncError(logging.Filter):
+    """Ray Tune's failed save of its experiment state to the storage path, one line: it logged the exception's
+    whole traceback (a file its sync thread was copying changed under it, once in a CI run on a loaded machine;
+    the next save syncs again, and the search ended normally). The exception's type and text stay in the line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.getMessage().startswith("Saving experiment state to storage"):
+            error = record.exc_info[1]
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            record.msg = f"{record.getMessage()}{type(error).__name__}: {first} (the next save tries again)"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
 
 
 class _OwnStopNotice(logging.Filter):

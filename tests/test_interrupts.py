@@ -397,3 +397,33 @@ def test_ctrl_c_while_the_program_exits_ends_it_at_once_with_its_own_status(tmp_
     assert rc == 2 and waited < 10, (rc, waited, err)  # the command's own status: its folder does not exist
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "no-such-search" in err, err  # what it said before exiting is kept
+
+
+def test_rays_failed_sync_of_its_experiment_state_is_one_line():
+    """Ray Tune logged a failed sync of its experiment state (a file changed under its copy thread, on a loaded
+    machine) with the exception's whole traceback: one line, its type and text kept (a CI run)."""
+    import logging
+
+    from hsc_search import driver
+
+    driver._quiet()
+    log = logging.getLogger("ray.tune.execution.experiment_state")
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(self.format(record))
+
+    keep = Keep()
+    log.addHandler(keep)
+    try:
+        try:
+            raise FileNotFoundError(2, "No such file or directory")
+        except FileNotFoundError:
+            log.error("Saving experiment state to storage at '/x/s' failed with exception: ", exc_info=True)
+        log.error("something else", exc_info=(ValueError, ValueError("kept"), None))
+    finally:
+        log.removeHandler(keep)
+    assert records[0] == ("Saving experiment state to storage at '/x/s' failed with exception: FileNotFoundError: "
+                          "[Errno 2] No such file or directory (the next save tries again)"), records
+    assert "Traceback" not in records[0] and records[1].startswith("something else\nValueError: kept"), records
