@@ -1441,14 +1441,21 @@ def _warm_tags(warm: WarmStart) -> dict[str, str]:
             f"{TAG_WARM_START}.line": warm.line()[:5000]}  # fmt: skip
 
 
+def _space_named(settings: SearchSettings) -> str:
+    """The space as recorded: a shipped one by its name, a file of the user's by its absolute path."""
+    path = settings.space_path()
+    if path.is_file() and path != SPACES_DIR / f"{settings.space}.yaml":
+        return str(path.resolve())
+    return settings.space
+
+
 def search_config_text(settings: SearchSettings, trained: dict[str, Any]) -> str:
     """The search as a search config that `hsc-search run --config` takes again: its settings with `set:` for the
     fixed trainer values (as trained), a space file by its absolute path, no name (a new search needs its own)
     and no password in a database URI (the parent run is read by everyone with the store; a rerun's libpq reads
     it from ~/.pgpass or PGPASSWORD)."""
     shown = {k: v for k, v in settings.to_dict().items() if k not in ("overrides", "name")}
-    if settings.space_path().is_file() and settings.space_path() != SPACES_DIR / f"{settings.space}.yaml":
-        shown["space"] = str(settings.space_path().resolve())
+    shown["space"] = _space_named(settings)
     shown["storage"] = storage.resolve(settings.storage)  # as resolved (None: ./ray_results of the folder it ran in)
     if shown.get("tracking_uri"):  # without its password: libpq then reads ~/.pgpass or PGPASSWORD
         shown["tracking_uri"] = without_password(shown["tracking_uri"], shown_as="")  # not ':***' (sent as is)
@@ -1465,8 +1472,7 @@ def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: 
     flat["tracking_uri"] = without_password(resolved_tracking_uri(settings.tracking_uri))  # params are public
     flat["storage"] = storage.resolve(settings.storage)
     flat["address"] = cluster_address(settings.address) or "local"  # a local instance of its own
-    if settings.space_path().is_file() and settings.space_path() != SPACES_DIR / f"{settings.space}.yaml":
-        flat["space"] = str(settings.space_path().resolve())  # a file of the user's: "space.yaml" named no folder
+    flat["space"] = _space_named(settings)  # a file of the user's: "space.yaml" named no folder
     import ray
 
     if not settings.max_concurrent and ray.is_initialized():  # 0: as many as fit in the cluster as it is now (what

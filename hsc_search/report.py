@@ -438,8 +438,7 @@ def importance_figure(rec: SearchRecord, importances: dict[str, float], method: 
     fig = go.Figure(go.Bar(x=[importances[n] for n in names], y=names, orientation="h",
                            text=[f"{importances[n]:.2f}" for n in names], textposition="outside"))  # fmt: skip
     fig.update_xaxes(title_text=f"importance for {rec.metric}"
-                     + (f"<br><i>{html.escape(_wrap(unranked, 110, chr(10))).replace(chr(10), '<br>')}</i>"
-                        if unranked else ""))  # fmt: skip
+                     + (f"<br><i>{_wrap(html.escape(unranked), 110, '<br>')}</i>" if unranked else ""))  # fmt: skip
     fig.update_layout(title=f"parameter importance for {rec.metric} ({method}, {n_trials} trials)",
                       height=max(300, 60 + 40 * len(names)))  # fmt: skip
     return fig
