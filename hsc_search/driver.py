@@ -691,6 +691,7 @@ def _preflight_rest(settings: SearchSettings, space: SearchSpace, first: dict, n
             settings.warm_start = str(source.resolve())
         warm = warm_start.plan(settings.warm_start, space, settings.metric, settings.mode, settings.tracking_uri,
                                data=settings.data, fingerprint=fingerprint)  # fmt: skip
+        warm.sampler_seed = warm_start.sampler_seed(settings.seed, warm)  # recorded: the draws are this seed's
         # the trainer default has usually been trained by the source search already: not again
         among = warm_start.default_among(first, warm)
         if among is not None:
@@ -1432,12 +1433,14 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
         return exp.experiment_id
 
 
-TAG_WARM_START = "hsc.warm_start"  # on the parent run: the source as given; .added, .of, .read_from, .line
+TAG_WARM_START = "hsc.warm_start"  # on the parent run: the source as given; .added, .of, .read_from, .line,
+# .sampler_seed
 
 
 def _warm_tags(warm: WarmStart) -> dict[str, str]:
     return {TAG_WARM_START: warm.source, f"{TAG_WARM_START}.added": str(warm.added),
             f"{TAG_WARM_START}.of": str(warm.of), f"{TAG_WARM_START}.read_from": warm.read_from[:5000],
+            f"{TAG_WARM_START}.sampler_seed": str(warm.sampler_seed),
             f"{TAG_WARM_START}.line": warm.line()[:5000]}  # fmt: skip
 
 

@@ -45,6 +45,7 @@ class WarmStart:
     other_data: bool = False  # the source searched other data than this search (by fingerprint, else `same_data`)
     same_path: bool = False  # ... from the same file (it changed since)
     fixed_differs: dict = field(default_factory=dict)  # fixed trainer value -> (the source's, this search's)
+    sampler_seed: int | None = None  # the new search's sampler seed (`sampler_seed`), set by the driver
 
     @property
     def added(self) -> int:
@@ -74,7 +75,7 @@ class WarmStart:
         """What the search's hsc_search.json and parent run record."""
         return {"source": self.source, "read_from": self.read_from, "added": self.added, "of": self.of,
                 "states": self.states(), "left_out": {k: len(v) for k, v in self.left_out.items()},
-                "left_out_trials": self.left_out}  # fmt: skip
+                "left_out_trials": self.left_out, "sampler_seed": self.sampler_seed}  # fmt: skip
 
 
 def same_data(a: str, b: str) -> bool:

@@ -327,6 +327,10 @@ def test_a_warm_search_records_its_source_and_keeps_the_warm_trials_once_across_
     (parent,) = [p for p in parents if p.info.run_id != parent_id]
     assert parent.data.tags["hsc.warm_start"] == parent_id and parent.data.tags["hsc.warm_start.added"] == str(added)
     assert parent.data.params["warm_start"] == parent_id and parent.info.status == "FINISHED"
+    # the sampler's seed, which is not --seed (a warm search mixes in the source's trial count), is recorded in both
+    seed = meta["warm_start"]["sampler_seed"]
+    assert isinstance(seed, int) and seed != meta["settings"]["seed"], meta["warm_start"]
+    assert parent.data.tags["hsc.warm_start.sampler_seed"] == str(seed)
     own = _recorded_in_mlflow(cwd / "mlflow.db", parent.info.run_id)
     assert len(own) == samples and not set(own) & set(in_mlflow)  # warm trials are no Ray trials or child runs
 
