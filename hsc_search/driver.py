@@ -35,8 +35,8 @@ from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
 from .report import publish_report
 from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NOTES, client_for, default_tracking_uri,
-                   experiment_tags, http_failure, import_mlflow, resolved_tracking_uri, score_key, sqlite_path,
-                   tag_experiment, trial_outcome, typed_column, without_password)
+                   experiment_tags, http_failure, import_mlflow, resolved_tracking_uri, score_key,
+                   served_artifacts_problem, sqlite_path, tag_experiment, trial_outcome, typed_column, without_password)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
 from .settings import SPACES_DIR, SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
@@ -1414,13 +1414,10 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
     database URI: refused before anything is written (it was a 200-line traceback after Ray had started, and a
     FAILED parent run in the team's store; a walkthrough)."""
     exp = client.get_experiment_by_name(name)
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
-    if (exp is not None and str(exp.artifact_location).startswith("mlflow-artifacts:")
-            and not uri.startswith(("http://", "https://"))):  # fmt: skip
-        raise preflight.PreflightError(
-            f"--tracking-uri {without_password(uri)}: experiment '{name}' keeps its artifacts on an MLflow server "
-            f"({exp.artifact_location}), which only that server's clients reach: search with --tracking-uri "
-            "http://HOST:PORT of the server (`hsc-search team-server` prints it), or give another --experiment")
+    served = exp and served_artifacts_problem(exp.artifact_location, tracking_uri, "--tracking-uri",
+                                              f"experiment '{name}'")  # fmt: skip
+    if served:
+        raise preflight.PreflightError(f"{served}, or give another --experiment")
     if exp is not None:
         tag_experiment(client, exp.experiment_id, metric, mode)
         return exp.experiment_id

@@ -41,6 +41,7 @@ from .runs import (
     moved_store_hint,
     out_file_problem,
     score_key,
+    served_artifacts_problem,
 )
 from .runs import search_of as _search_of
 
@@ -253,6 +254,10 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
             raise ExportError(f"search run {parent_run_id}: cannot read its settings ({http_failure(e)}), so not "
                               "its --metric and --mode; pass both, or run again") from None  # fmt: skip
         settings = {}  # the retrain line then says <SPEC>
+    served = parent and served_artifacts_problem(parent.info.artifact_uri, tracking_uri, "--tracking-uri",
+                                                 f"search run {parent_run_id}")  # fmt: skip
+    if served:  # the trial's config.yaml could not be read (MLflow's paragraph about MLFLOW_TRACKING_URI)
+        raise ExportError(served)
     metric, mode = ranking(settings, metric, mode)
     rows = trial_rows(client, experiment_id, parent_run_id, metric, mode)
     name = f"search {parent.info.run_name} (run {parent_run_id})" if parent else f"search run {parent_run_id}"

@@ -743,7 +743,7 @@ def report_search(tracking_uri: str | None, experiment: str | None, parent_run_i
 
     from .export import (ExportError, _not_another_searchs_file, check_out, find_experiment_id, latest_parent_run,
                          search_in, search_of)  # fmt: skip
-    from .runs import REPORT_ARTIFACT, client_for, http_failure, tag_experiment
+    from .runs import REPORT_ARTIFACT, client_for, http_failure, served_artifacts_problem, tag_experiment
     from .search_record import RecordError, read_search
     from .settings import SearchSettings
 
@@ -758,6 +758,10 @@ def report_search(tracking_uri: str | None, experiment: str | None, parent_run_i
             parent_run_id = latest_parent_run(client, find_experiment_id(client, experiment), experiment)
         else:
             parent_run_id, _ = search_of(client, parent_run_id, tracking_uri, experiment)
+        served = served_artifacts_problem(client.get_run(parent_run_id).info.artifact_uri, tracking_uri,
+                                          "--tracking-uri", f"search run {parent_run_id}")  # fmt: skip
+        if served:
+            raise ReportError(served)
         rec = read_search(client, parent_run_id)
     except (ExportError, RecordError, ReportError) as e:
         raise ReportError(str(e)) from None

@@ -327,6 +327,19 @@ def without_password(uri: str, shown_as: str = ":***") -> str:
         return uri
 
 
+def served_artifacts_problem(location: str | None, tracking_uri: str | None, flag: str, what: str) -> "str | None":
+    """One line when `location` (an experiment's or a run's artifact location) is `mlflow-artifacts:`, which only
+    an MLflow server's clients read or write, and `tracking_uri` is not that server's http(s) address (a team
+    server's database URI, say: MLflow then failed mid-way with a paragraph about MLFLOW_TRACKING_URI). `what`
+    names the holder ("experiment 'hsc-search'", "search run <id>"); the line then says which flag to change."""
+    uri = default_tracking_uri(tracking_uri)
+    if not str(location or "").startswith("mlflow-artifacts:") or uri.startswith(("http://", "https://")):
+        return None
+    return (f"{flag} {without_password(uri)}: {what} keeps its artifacts on an MLflow server ({location}), which "
+            f"only that server's clients reach: give {flag} the server's http://HOST:PORT (`hsc-search team-server` "
+            "prints it)")
+
+
 def mlflow_db_problem(path) -> "str | None":
     """Why the existing file at `path` is not an MLflow sqlite store (read-only: nothing is created or
     changed), or None: empty, not SQLite, or SQLite without MLflow's tables."""

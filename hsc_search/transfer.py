@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from .runs import (DB_SCHEMES, http_failure, missing_artifact_dir, mlflow_db_problem, moved_store_hint, sqlite_options_problem,
-                   sqlite_path)
+from .runs import (DB_SCHEMES, http_failure, missing_artifact_dir, mlflow_db_problem, moved_store_hint,
+                   served_artifacts_problem, sqlite_options_problem, sqlite_path)
 
 TAG_SOURCE_RUN = "hsc.import.source_run"
 TAG_SOURCE_URI = "hsc.import.source_uri"
@@ -345,13 +345,10 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
             exps.append(exp)
     else:
         exps = src.search_experiments()
-    served = [e.name for e in exps if str(e.artifact_location).startswith("mlflow-artifacts:")]
-    if served and not source_uri.startswith(("http://", "https://")):  # their artifacts only a server's client reads:
-        from .runs import without_password  # the import failed after creating a half copy in the destination
-
-        raise TransferError(f"--from {without_password(source_uri)}: experiment(s) {', '.join(served)} keep their "
-                            "artifacts on an MLflow server (mlflow-artifacts:), which only that server's clients "
-                            "reach: give --from the server's http://HOST:PORT (`hsc-search team-server` prints it)")
+    for e in exps:  # artifacts only a server's client reads: the import failed after a half copy in the destination
+        served = served_artifacts_problem(e.artifact_location, source_uri, "--from", f"experiment '{e.name}'")
+        if served:
+            raise TransferError(served)
     runs_of = {exp.experiment_id: _all_runs(src, exp.experiment_id) for exp in exps}
     if not any(runs_of.values()):
         names = ", ".join(e.name for e in exps) or "none"
@@ -360,6 +357,12 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
     root = _local_artifact_root(dest_uri)
     dst_store = _store(dest_uri, root)  # first: a new sqlite store gets its Default experiment's folder there too
     dst = MlflowClient(tracking_uri=dest_uri)
+    for exp in exps:  # a destination experiment whose artifacts a server keeps: refused before anything is copied
+        target = dst.get_experiment_by_name(exp.name)
+        served = target and served_artifacts_problem(target.artifact_location, dest_uri, "--to",
+                                                     f"experiment '{exp.name}'")  # fmt: skip
+        if served:
+            raise TransferError(served)
     report = TransferReport()
     for exp in exps:
         runs = runs_of[exp.experiment_id]

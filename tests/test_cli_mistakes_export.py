@@ -588,3 +588,39 @@ def test_report_in_the_folder_of_searches_without_mlflow_says_so(tmp_path, monke
     (tmp_path / "ray_results" / "b" / "hsc_search.json").write_text(json.dumps({"settings": {"mlflow": True}}))
     result = _cli("report")
     assert result.exit_code == 2 and "run this in the folder you searched from" in " ".join(result.output.split())
+
+
+def test_a_search_whose_artifacts_a_server_keeps_read_through_its_database_is_one_line(store, tmp_path, monkeypatch):
+    """The team server's database URI given to report, export-best and import-runs --to: the experiment's
+    artifacts are `mlflow-artifacts:/...`, which only the server's HTTP clients read or write. report and
+    export-best failed half-way with MLflow's paragraph about MLFLOW_TRACKING_URI (three times over in report's
+    output); each is one line naming the flag, before anything is written or copied."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.transfer import TransferError, copy_searches
+
+    uri, client, good, _, _ = store
+    db = sqlite3.connect(str(tmp_path / "mlflow.db"))  # as the server's database records them
+    db.execute("UPDATE experiments SET artifact_location = 'mlflow-artifacts:/1' WHERE name = 'hsc-search'")
+    db.execute("UPDATE runs SET artifact_uri = 'mlflow-artifacts:/1/' || run_uuid || '/artifacts'")
+    db.commit()
+    db.close()
+    monkeypatch.chdir(tmp_path)
+    for args in (("report", "--out", "r.html"), ("export-best", "--out", "b.yaml")):
+        _fails(*args, "--tracking-uri", uri, "--run-id", good,
+               needle=f"--tracking-uri {uri}: search run {good} keeps its artifacts on an MLflow server "
+                      f"(mlflow-artifacts:/1/{good}/artifacts), which only that server's clients reach: give "
+                      "--tracking-uri the server's http://HOST:PORT")  # fmt: skip
+    assert not (tmp_path / "r.html").exists() and not (tmp_path / "b.yaml").exists()
+
+    src_uri = f"sqlite:///{tmp_path / 'own.db'}"  # import-runs --to the server's database
+    own = MlflowClient(src_uri)
+    _search(own, own.create_experiment("hsc-search", artifact_location=str(tmp_path / "own")), "mine", 5,
+            {"a": ([0.3], 0.5)})
+    n_runs = len(client.search_runs([client.get_experiment_by_name("hsc-search").experiment_id]))
+    with pytest.raises(TransferError, match=r"^--to sqlite:.*: experiment 'hsc-search' keeps its artifacts on an "
+                                            r"MLflow server \(mlflow-artifacts:/1\).*--to the server's http://"):
+        copy_searches(src_uri, uri, echo=lambda s: None)
+    assert len(client.search_runs([client.get_experiment_by_name("hsc-search").experiment_id])) == n_runs

@@ -938,7 +938,7 @@ def test_an_experiment_whose_artifacts_a_server_serves_is_refused_through_a_data
     client = MlflowClient(tracking_uri=uri)
     served = client.create_experiment("team", artifact_location="mlflow-artifacts:/1")
     with pytest.raises(PreflightError, match=r"experiment 'team' keeps its artifacts on an MLflow server "
-                                             r"\(mlflow-artifacts:/1\).*--tracking-uri http://HOST:PORT"):
+                                             r"\(mlflow-artifacts:/1\).*--tracking-uri the server's http://HOST:PORT"):
         _experiment_id(client, "team", "val/map_avg", "max", uri)
     assert client.search_runs([served]) == []
     assert _experiment_id(client, "team", "val/map_avg", "max", "http://127.0.0.1:5000") == served  # its server's

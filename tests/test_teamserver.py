@@ -311,8 +311,8 @@ def test_an_import_from_a_servers_own_database_is_refused_before_anything_is_cop
     src = MlflowClient(src_uri)
     exp = src.create_experiment("hsc-search", artifact_location="mlflow-artifacts:/1")
     src.set_terminated(src.create_run(exp, run_name="s").info.run_id)
-    with pytest.raises(TransferError, match=r"experiment\(s\) hsc-search keep their artifacts on an MLflow server "
-                                            r"\(mlflow-artifacts:\).*--from the server's http://HOST:PORT"):
+    with pytest.raises(TransferError, match=r"experiment 'hsc-search' keeps its artifacts on an MLflow server "
+                                            r"\(mlflow-artifacts:/1\).*--from the server's http://HOST:PORT"):
         copy_searches(src_uri, dst_uri, echo=lambda s: None)
     assert not (tmp_path / "dst.db").exists()
 
