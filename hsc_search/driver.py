@@ -29,7 +29,7 @@ from trainer.fit import data_fingerprint
 
 from . import preflight, storage, warm_start
 from .commands import exe
-from .export import TrialRow, best_row, search_in, trial_config, trial_rows, write_config
+from .export import TrialRow, best_row, search_in, provenance, trial_config, trial_rows, write_config
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
@@ -1342,7 +1342,8 @@ def _best_config_from_ray(exp_dir: str, trials: list, best: TrialRow, settings: 
     space = load_space_dict(meta["space"], source=storage.join(exp_dir, META_FILE))
     trial = next(t for t in trials if t.trial_id == best.trial_id)
     cfg = validate_sampled(space, dict(trial.config), settings.max_epochs)
-    path = write_config(cfg, outputs_dir(exp_dir) / BEST_CONFIG, data=settings.data)
+    path = write_config(cfg, outputs_dir(exp_dir) / BEST_CONFIG, data=settings.data,
+                        source=provenance(best, settings.name, None, settings.metric) + " (no MLflow)")
     if storage.is_uri(exp_dir):
         storage.write_text(storage.join(exp_dir, BEST_CONFIG), path.read_text())
     return path
@@ -1498,7 +1499,8 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrup
                                                         settings.mode, settings.metric), "plots/best_so_far.png")  # fmt: skip
     if best is not None:
         cfg = trial_config(client, best.run_id)
-        best_path = write_config(cfg, out_dir / BEST_CONFIG, data=settings.data)
+        best_path = write_config(cfg, out_dir / BEST_CONFIG, data=settings.data,
+                                 source=provenance(best, settings.name, parent_id, settings.metric))
         if storage.is_uri(exp_dir):
             storage.write_text(storage.join(exp_dir, BEST_CONFIG), best_path.read_text())
         client.log_artifact(parent_id, str(best_path))

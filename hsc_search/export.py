@@ -165,9 +165,20 @@ def check_out(out: str | Path, example: str, flag: str = "--out", kind: str | No
     return Path(out)
 
 
-def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str | None = None) -> Path:
+def provenance(best: TrialRow, search: str, parent_run_id: str | None, metric: str) -> str:
+    """Where an exported config comes from, for its header: the trial (its MLflow run), the search (its parent
+    run) and the score it was chosen by (a file copied elsewhere still says which trial it is)."""
+    run = f" (MLflow run {best.run_id})" if best.run_id else ""
+    parent = f" (run {parent_run_id})" if parent_run_id else ""
+    score = "no score" if best.score is None else f"{metric} {best.score:.6g}"
+    return (f"trial {best.name}{run} of search {search}{parent}: {score}, its best over {best.epochs} "
+            f"epoch{'s' * (best.epochs != 1)}")
+
+
+def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str | None = None,
+                 source: str | None = None) -> Path:
     """Writes the config; a YAML file starts with the command that retrains from it (the file as written, the
-    data the search ran on when known)."""
+    data the search ran on when known) and `source` (`provenance`) when given."""
     import shlex
 
     from .commands import exe
@@ -181,6 +192,7 @@ def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str
         out.write_text(
             "# Best HSC-MAE config exported by hsc-search; retrain with (in the project's environment):\n"
             f"#   {exe('python', relative=False)} -m trainer --config {shlex.quote(str(out.absolute()))} --data {spec}\n"
+            + (f"# from {source}\n" if source else "")
             + cfg.to_yaml()
         )
     return out
@@ -287,6 +299,8 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
         # ranked by another metric than its search's: the retrained run keeps the epoch this ranking chose
         cfg = dataclasses.replace(cfg, select_metric=metric)
     try:
-        return write_config(cfg, out, fmt, data=settings.get("data")), best, metric, mode, parent
+        search = parent.info.run_name if parent else "?"
+        return (write_config(cfg, out, fmt, data=settings.get("data"),
+                             source=provenance(best, search, parent_run_id, metric)), best, metric, mode, parent)
     except OSError as e:
         raise ExportError(f"--out {out}: cannot write ({e.strerror or e})") from None

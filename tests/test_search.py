@@ -469,6 +469,12 @@ def test_export_best_then_retrain(search, _cache_dir):
     assert header.endswith(f" -m trainer --config {best_yaml} --data {shlex.quote(DATA)}"), header
     python = shlex.split(header)[0]
     assert python == os.path.abspath(Path(sys.executable).parent / "python"), header  # not a bare `python`
+    # the next line says which trial and search the file comes from (a copy elsewhere still does), by run ids
+    parent = client.get_run(client.get_run(best_run).data.tags["mlflow.parentRunId"])
+    source = (cwd / "best.yaml").read_text().splitlines()[2]
+    assert source.startswith(f"# from trial {client.get_run(best_run).info.run_name} (MLflow run {best_run}) of "
+                             f"search {parent.info.run_name} (run {parent.info.run_id}): val/map_avg "), source
+    assert float(source.split("val/map_avg ")[1].split(",")[0]) == pytest.approx(scores[best_run], rel=1e-5), source
     (cwd / "elsewhere").mkdir()
     train = subprocess.run(f"{header} --out rt", shell=True, cwd=cwd / "elsewhere", env=_env(_cache_dir),
                            capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -912,6 +918,9 @@ def test_a_search_without_mlflow_still_writes_the_best_config(tmp_path, _cache_d
     assert " lr=" in line and "hidden_dim=" not in line, line  # the searched values, as with MLflow
     written = yaml.safe_load((exp / "best_config.yaml").read_text())
     assert written["epochs"] == 3 and TrainConfig.from_dict(written).epochs == 3
+    source = (exp / "best_config.yaml").read_text().splitlines()[2]  # which trial, though no MLflow run names it
+    assert source.startswith(f"# from trial train_trial_{best['trial_id']} of search plain: val/map_a2v "), source
+    assert source.endswith(", its best over 3 epochs (no MLflow)"), source
     # ranked by val/map_a2v, each trial kept (and tested) the checkpoint of its best val/map_a2v epoch (the first
     # best), the epoch its score is of; the config retrains so
     assert written["select_metric"] == "val/map_a2v"
