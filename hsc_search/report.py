@@ -332,13 +332,15 @@ def _axis(label: str, values: list, dist=None) -> dict:
 
 def parallel_figure(rec: SearchRecord, study):
     """Every scored trial as a line across its objective value and parameters, coloured by its value (darker:
-    better; the best trial thicker, drawn on top). A trial without a conditional parameter crosses that axis
-    at NOT_USED, below the values."""
+    better; the best trial thicker, drawn on top), the parameters in the space's order. A trial without a
+    conditional parameter crosses that axis at NOT_USED, below the values."""
     import plotly.graph_objects as go
     from plotly.colors import sample_colorscale
 
     trials = sorted(study.trials, key=lambda t: t.value, reverse=rec.mode == "min")  # worst first, best on top
-    names = sorted({p for t in trials for p in t.params})
+    # in the space's order (a conditional parameter follows the one that switches it on), others alphabetically
+    order = list(((rec.space or {}).get("params") or {}))
+    names = sorted({p for t in trials for p in t.params}, key=lambda p: (order.index(p) if p in order else len(order), p))
     dists = {p: next(t.distributions[p] for t in trials if p in t.distributions) for p in names}
     values = [t.value for t in trials]
     log = log_scale(values)

@@ -326,6 +326,10 @@ def test_parallel_coordinates_are_readable():
     assert len(lines) == len(rec.trials) and all(_luminance(t.line.color) < 0.5 for t in lines)
     texts = [a.text for a in fig.layout.annotations]
     assert "None" not in texts and texts.count(report.NOT_USED) == 1, texts
+    # the axes in the space's order: weight_lr beside loss_weighting, which switches it (alphabetically lr came
+    # between them)
+    assert list(fig.layout.xaxis.ticktext) == [rec.metric, "lr", "topk", "loss_weighting", "weight_lr"], \
+        fig.layout.xaxis.ticktext  # fmt: skip
     by_axis: dict = {}
     for a in fig.layout.annotations:
         by_axis.setdefault(a.x, []).append(a.y)
