@@ -1406,6 +1406,7 @@ def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> 
                                 f"trial ({why}): not enqueued; every trial is sampled"]  # fmt: skip
             cfg = resolved
     preflight.check_metric(settings.metric, cfg)
+    preflight.check_metric_in_space(settings.metric, space, settings.max_epochs, dims, first, settings.seed)
     return first, notes
 
 

@@ -32,12 +32,65 @@ def reported_keys(cfg: TrainConfig) -> list[str]:
     """The metric keys every epoch of a trial with this (resolved) config reports: what ASHA and Optuna can
     rank by. test/* is reported once, after the last epoch, and is never an objective."""
     losses = cfg.active_losses()
+    kinds = ("loss", "weight", "logvar") if cfg.loss_weighting != "fixed" else ("loss", "weight")  # fixed: no s_i
     return (
         ["epoch", "val/map_a2v", "val/map_v2a", "val/map_avg", "loss/total"]
-        + [f"{p}/{n}" for p in ("loss", "weight", "logvar") for n in losses]
+        + [f"{p}/{n}" for p in kinds for n in losses]
         + [f"cca/rho_{i:02d}" for i in range(cfg.cca_k)]
         + ["cca/mean", "time/epoch_s", "perf/samples_per_s"]
     )
+
+
+EVERY_TRIALS = ("epoch", "val/map_a2v", "val/map_v2a", "val/map_avg", "loss/total", "cca/mean", "time/epoch_s",
+                "perf/samples_per_s")  # reported whatever the config: no space can take them away
+SPACE_DRAWS = 200  # random trials of the space the metric is checked against (about 0.1 s per 100)
+DEPENDS_ON = {"logvar/": ("loss_weighting", "use_rec", "mask_ratio", "use_dcca", "use_nce", "distill"),
+              "loss/": ("use_rec", "mask_ratio", "use_dcca", "use_nce", "distill"),
+              "weight/": ("use_rec", "mask_ratio", "use_dcca", "use_nce", "distill"),
+              "cca/rho_": ("cca_dim", "cca_k", "batch_size")}  # fmt: skip
+
+
+def check_metric_in_space(metric: str, space, epochs: int, dims: tuple[int, int, int], first: dict[str, Any],
+                          seed: int = 0) -> None:
+    """`metric` must be reported by every trial the space can sample, not only by its first: `logvar/nce` is not
+    reported by a trial with fixed weights, `loss/rec` by one without reconstruction, `cca/rho_15` by one with
+    cca_dim 8. Such a trial made Ray end the whole search with a 300-line traceback (strict metric checking) once
+    the sampler drew it. Checked on `SPACE_DRAWS` random trials of the space (Optuna's RandomSampler, in memory),
+    each resolved for the data (`dims`: train clips, audio and visual dims) as the trainer resolves it. The
+    sentence names the values that take the metric away: those which, set back to the first trial's (`first`,
+    which reports it), give it back; all the metric depends on where no one value does."""
+    if metric in EVERY_TRIALS or not space.params:
+        return
+    import optuna
+
+    from trainer.config import ConfigError
+
+    from .space import validate_sampled
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    suggest = space.define_by_run()
+    def reports(params: dict[str, Any]) -> bool | None:  # None: the trainer refuses the combination
+        try:
+            return metric in reported_keys(validate_sampled(space, params, epochs).resolve(*dims))
+        except ConfigError:  # a trial the trainer refuses fails on its own; not this check's business
+            return None
+
+    for _ in range(SPACE_DRAWS):
+        trial = study.ask()
+        suggest(trial)
+        params = dict(trial.params)
+        study.tell(trial, 0.0)
+        if reports(params) is False:
+            fields = next((f for prefix, f in DEPENDS_ON.items() if metric.startswith(prefix)), ())
+            names = [k for k in params if k in fields and k in first and params[k] != first[k]
+                     and reports({**params, k: first[k]})] or [k for k in params if k in fields] or list(params)
+            shown = ", ".join(f"{k}={params[k]}" for k in names)
+            names = sorted(names)
+            raise PreflightError(
+                f"--metric {metric}: not reported by every trial of space {space.source}: a trial with {shown} "
+                f"reports no {metric} (the search would end at the first such trial); rank by a metric every trial "
+                f"reports, such as {OBJECTIVE}" + (f", or fix {', '.join(names)} with --set" if names else ""))
 
 
 def check_metric(metric: str, cfg: TrainConfig) -> None:

@@ -44,6 +44,47 @@ def test_metric_must_be_reported_every_epoch():
         preflight.check_metric("test/map_avg", cfg)
 
 
+@pytest.mark.parametrize("overrides", [{}, {"loss_weighting": "fixed"}, {"loss_weighting": "learned_raw"},
+                                       {"use_rec": False, "distill": "relational"}, {"cca_dim": 8, "cca_k": 3}])
+def test_the_keys_said_reported_are_those_the_trainer_reports(overrides, small_data):
+    """Against the trainer itself (one epoch of two): a fixed-weights trial reports no logvar/<loss>, which the
+    pre-flight had listed, so a search ranked by logvar/nce ended in Ray's traceback (a walkthrough)."""
+    from trainer.fit import fit
+
+    reports = []
+    cfg = TrainConfig(epochs=2, batch_size=60, hidden_dim=32, embed_dim=16, proj_dim=16, **overrides)
+    fit(cfg, small_data, on_epoch=reports.append)
+    got = {k for k in reports[0].metrics if not k.startswith("test/")}
+    assert set(preflight.reported_keys(reports[0].config)) == got, overrides
+
+
+@pytest.mark.parametrize("space, metric, culprit, fix", [
+    ("quick", "logvar/nce", "loss_weighting=fixed", {"loss_weighting": "learned"}),  # fixed weights: no s_i
+    ("ablation", "loss/rec", "use_rec=False", {"use_rec": True}),
+])  # fmt: skip
+def test_a_metric_some_trials_of_the_space_do_not_report_is_refused(space, metric, culprit, fix):
+    """Not only the first trial: every trial the space samples must report the metric (Ray ends the whole search
+    at the first trial without it). The sentence names the value that takes it away and what to do; fixing that
+    value (as --set does) makes the search acceptable."""
+    from hsc_search.driver import SPACES_DIR
+    from hsc_search.space import load_space
+
+    dims = (1000, 32, 48)
+    sp = load_space(SPACES_DIR / f"{space}.yaml")
+    first, _ = sp.defaults()
+    preflight.check_metric(metric, TrainConfig(**{**sp.fixed, **first}).resolve(*dims))  # the first trial: fine
+    with pytest.raises(PreflightError) as e:
+        preflight.check_metric_in_space(metric, sp, 2, dims, first)
+    assert str(e.value) == (
+        f"--metric {metric}: not reported by every trial of space {sp.source}: a trial with {culprit} reports no "
+        f"{metric} (the search would end at the first such trial); rank by a metric every trial reports, such as "
+        f"val/map_avg, or fix {culprit.split('=')[0]} with --set")  # fmt: skip
+    fixed = load_space(SPACES_DIR / f"{space}.yaml", overrides=fix)
+    preflight.check_metric_in_space(metric, fixed, 2, dims, fixed.defaults()[0])
+    for ok in ("val/map_avg", "loss/total", "cca/rho_00"):
+        preflight.check_metric_in_space(ok, sp, 2, dims, first)
+
+
 def test_an_unreachable_tracking_server_is_named_within_the_bound():
     with socket.socket() as s:  # a port nothing listens on (bound, never accepting)
         s.bind(("127.0.0.1", 0))
