@@ -475,6 +475,35 @@ def write_outputs(doc: dict, out: Path, name: str = NAME, render=None) -> None:
     md.write_text((render or render_markdown)(doc, keep))
 
 
+def read_raw(path: Path, name: str, keys: tuple[str, ...] = ("benchmark",)) -> dict:
+    """The raw JSON a benchmark wrote, for --from-json: one line (exit 2) when the file is missing, not JSON, or
+    another benchmark's (it was a traceback, after the wrong file had been copied over the recorded one)."""
+    expected = f"expected the {name}.json that this script writes"
+    if not path.is_file():
+        raise SystemExit(f"--from-json {path}: no such file; {expected}")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SystemExit(f"--from-json {path}: not readable as JSON ({e}); {expected}") from None
+    if not isinstance(doc, dict) or any(k not in doc for k in keys) or doc.get("benchmark", name) != name:
+        what = (f"the {doc['benchmark']} benchmark's" if isinstance(doc, dict) and "benchmark" in doc
+                else "not a benchmark's raw JSON")  # fmt: skip
+        raise SystemExit(f"--from-json {path}: {what}; {expected}")
+    return doc
+
+
+def rerender(doc: dict, path: Path, out: Path | None, render=None) -> Path:
+    """--from-json: the markdown of `path` (a recorded JSON, e.g. asha_vs_fifo_e30.json) rendered again as
+    <its stem>.md beside it, or into `out`; the JSON itself is never written (it is the record), and the
+    hand-written text after the analysis mark of that .md is kept."""
+    md = (out or path.parent) / f"{path.stem}.md"
+    md.parent.mkdir(parents=True, exist_ok=True)
+    keep = md.read_text().split(ANALYSIS_MARK, 1)[1] if md.exists() and ANALYSIS_MARK in md.read_text() else ""
+    md.write_text((render or render_markdown)(doc, keep))
+    print(f"wrote {md}")
+    return md
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -501,17 +530,14 @@ def main(argv=None) -> int:
                    "(a trimmed Ray results folder that `hsc-search replay --ray-dir` reads)")
     p.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from a raw JSON file")
     args = p.parse_args(argv)
+    if args.from_json:  # the markdown again, beside the JSON (or in --out); nothing is searched
+        rerender(read_raw(args.from_json, NAME, ("benchmark", "config", "pairs")), args.from_json, args.out)
+        return 0
     args.out = output_dir(args.out, args.quick, NAME)
     args.workdir = work_parent(args.workdir, args.quick)
     if args.quick and args.keep_curves is not None and any(args.keep_curves.glob("fifo-s*/hsc_search.json")):
         raise SystemExit(f"--keep-curves {args.keep_curves}: holds kept curves already, which a --quick run would "
                          "replace with its smoke search's; give a new folder")  # fmt: skip
-    if args.from_json:
-        if not args.from_json.is_file():
-            raise SystemExit(f"--from-json {args.from_json}: no such file; expected a {NAME}.json this script wrote")
-        doc = json.loads(args.from_json.read_text())
-        write_outputs(doc, args.out)
-        return 0
     if args.quick:
         args.trials, args.epochs, args.data, args.no_mlflow, args.repeats = 4, 3, QUICK_DATA, True, 1
         args.keep_ray = True

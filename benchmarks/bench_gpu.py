@@ -331,7 +331,10 @@ def main(argv=None) -> int:
         p.error(f"--out {args.out}: exists and is not a folder")
     # `timeout` and schedulers stop a run with SIGTERM: as an exception, so that `launch` ends its workers
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    args.share = [int(x) for x in str(args.share).split(",") if x]
+    try:
+        args.share = [int(x) for x in str(args.share).split(",") if x]
+    except ValueError:
+        p.error(f"--share {args.share}: expected trial counts separated by commas, e.g. 1,2,4,8")
     args.variants = [v for v in str(args.variants).split(",") if v]
     bad = [v for v in args.variants if v not in VARIANTS]
     if bad:

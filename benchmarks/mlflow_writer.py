@@ -206,6 +206,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="4 trials x 2 epochs, 1 plot repeat")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
+    if args.trials < 1 or args.epochs < 1:
+        p.error(f"--trials {args.trials} --epochs {args.epochs}: expected at least 1 of each")
     if args.quick:
         args.trials, args.epochs = 4, 2
     plots = time_plots(repeats=1 if args.quick else 5)  # before the search: nothing of Ray's is left running then

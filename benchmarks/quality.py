@@ -388,7 +388,14 @@ def main(argv=None) -> int:
                              else Path(__file__).resolve().parent / "results")  # fmt: skip
 
     if args.from_json is not None:
-        results = json.loads(args.from_json.read_text())
+        try:
+            results = json.loads(args.from_json.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            p.error(f"--from-json {args.from_json}: cannot read it as JSON ({getattr(e, 'strerror', None) or e}); "
+                    "expected a quality.json that this script wrote")  # fmt: skip
+        if not isinstance(results, dict) or not {"meta", "runs"} <= set(results):
+            p.error(f"--from-json {args.from_json}: not a quality.json (no meta and runs); expected a quality.json "
+                    "that this script wrote")  # fmt: skip
         out = given_out or args.from_json.parent
         out.mkdir(parents=True, exist_ok=True)
         report(results, out)
@@ -402,7 +409,10 @@ def main(argv=None) -> int:
         p.error(f"unknown method(s)/dataset(s) {bad}; methods: {', '.join(METHODS)}; datasets: {', '.join(DATASETS)}")
     if "full" in args.methods:
         args.methods = ["full"] + [m for m in args.methods if m != "full"]
-    args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        p.error(f"--seeds {args.seeds}: expected whole numbers separated by commas, e.g. 0,1,2")
     extra = parse_overrides(args.overrides)
     torch.set_num_threads(args.threads)
     if args.quick:

@@ -47,6 +47,8 @@ from asha_vs_fifo import (  # noqa: E402
     output_dir,
     parallel_capacity,
     provenance_lines,
+    read_raw,
+    rerender,
     timed_search,
     work_parent,
 )
@@ -304,15 +306,16 @@ def main(argv=None) -> int:
                    "missing; default: the temporary folder)")
     p.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from a raw JSON file")
     args = p.parse_args(argv)
-    args.out = output_dir(args.out, args.quick, NAME)
-    args.workdir = work_parent(args.workdir, args.quick)
-    if args.from_json:  # figures and medians recomputed from the raw times (the formulas may have changed)
-        doc = json.loads(args.from_json.read_text())
+    if args.from_json:  # figures and medians recomputed from the raw times (the formulas may have changed), into
+        # the markdown beside the JSON (or in --out); the JSON, the record, is not rewritten
+        doc = read_raw(args.from_json, NAME, ("benchmark", "measurements"))
         for m in doc["measurements"]:
             m.update(figures(m))
         doc["summary"] = summarize(doc["measurements"])
-        write_outputs(doc, args.out)
+        rerender(doc, args.from_json, args.out, render_markdown)
         return 0
+    args.out = output_dir(args.out, args.quick, NAME)
+    args.workdir = work_parent(args.workdir, args.quick)
     if args.quick:
         args.cases, args.rounds, args.keep_ray = "quick", 1, True
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]

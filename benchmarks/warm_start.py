@@ -48,6 +48,8 @@ from asha_vs_fifo import (  # noqa: E402
     output_dir,
     parallel_capacity,
     provenance_lines,
+    read_raw,
+    rerender,
     timed_search,
     work_parent,
     write_outputs,
@@ -187,11 +189,12 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default=None, help="parent of the per-search working directories")
     p.add_argument("--from-json", type=Path, default=None, help="re-render the markdown from a raw JSON file")
     args = p.parse_args(argv)
+    if args.from_json:  # the markdown again, beside the JSON (or in --out); nothing is searched
+        rerender(read_raw(args.from_json, NAME, ("benchmark", "config", "seeds")), args.from_json, args.out,
+                 render_markdown)  # fmt: skip
+        return 0
     args.out = output_dir(args.out, args.quick, NAME)
     args.workdir = work_parent(args.workdir, args.quick)
-    if args.from_json:
-        write_outputs(json.loads(args.from_json.read_text()), args.out, NAME, render_markdown)
-        return 0
     if args.quick:
         args.trials, args.epochs, args.data, args.seeds, args.keep_ray = 4, 3, QUICK_DATA, [0], True
     os.environ.pop("RAY_ADDRESS", None)

@@ -122,3 +122,37 @@ def test_replay_recorded_quick(tmp_path):
     # the oracle gives every trial at least one epoch, and reaches the best in every order
     assert by["oracle:grace=1"]["reached"] == 1.0 and by["oracle:grace=1"]["epochs"]["median"] >= 16
     assert "| oracle:grace=1 |" in (tmp_path / "replay.md").read_text()
+
+
+def test_from_json_renders_the_markdown_beside_the_record_and_never_rewrites_a_json(tmp_path):
+    """--from-json wrote the JSON it was given over benchmarks/results/<name>.json before reading it (another
+    benchmark's JSON then failed with a KeyError, the record replaced), and re-rendered a variant's JSON
+    (asha_vs_fifo_e30.json) into the main record's .md. Now: <the file's stem>.md beside it, the JSON untouched;
+    another benchmark's file, a missing one or one that is not JSON is one line (a walkthrough)."""
+    import hashlib
+    import shutil
+
+    recorded = ROOT / "benchmarks" / "results"
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in recorded.iterdir() if p.is_file()}
+    for name in ("asha_vs_fifo_e30.json", "warm_start.json", "search_overhead.json"):
+        shutil.copy(recorded / name, tmp_path / name)
+    runs = {"asha_vs_fifo.py": "asha_vs_fifo_e30.json", "warm_start.py": "warm_start.json",
+            "search_overhead.py": "search_overhead.json"}  # fmt: skip
+    for script, name in runs.items():
+        data = (tmp_path / name).read_bytes()
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--from-json", str(tmp_path / name)],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        md = tmp_path / name.replace(".json", ".md")
+        assert proc.returncode == 0 and f"wrote {md}" in proc.stdout, proc.stderr[-2000:]
+        assert md.read_text().startswith("#") and (tmp_path / name).read_bytes() == data
+        wrong = tmp_path / ("warm_start.json" if script != "warm_start.py" else "asha_vs_fifo_e30.json")
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--from-json", str(wrong)],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0, proc.stderr[-2000:]
+        assert f"--from-json {wrong}: the " in proc.stderr and "benchmark's; expected the" in proc.stderr
+    for bad, said in ((tmp_path / "none.json", "no such file"), (ROOT / "README.md", "not readable as JSON")):
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "asha_vs_fifo.py"), "--from-json", str(bad)],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode != 0 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in recorded.iterdir() if p.is_file()}
+    assert after == before  # the recorded results, untouched
