@@ -702,6 +702,8 @@ def _preflight_rest(settings: SearchSettings, space: SearchSpace, first: dict, n
         preflight.check_local_resources(settings.cpus_per_trial, settings.gpus_per_trial)
     else:  # (`auto` stays `auto` for ray.init: Ray turns token authentication on by itself only for `auto`)
         preflight.check_address(settings.address)
+        # recorded as joined: the printed `resume`, pasted in a shell without RAY_ADDRESS, started a local Ray
+        settings.address = cluster_address(settings.address)
     return warm, local, in_process
 
 

@@ -33,6 +33,22 @@ def test_cluster_files_pass_rays_validator(name):
         assert "-L 127.0.0.1:5000:127.0.0.1:5000" in starts
     assert all("RAY_AUTH_MODE=token" in c for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]
                if "ray " in c)  # fmt: skip
+    # `pkill -f PATTERN` must not match the shell Ray runs the command in, whose command line is the command
+    # itself (`pkill -f "mlflow server"` killed it: exit 143, and `ray up` failed; a walkthrough)
+    import re
+    import shlex
+
+    for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]:
+        for m in re.finditer(r"pkill -f (\"[^\"]+\"|'[^']+'|\S+)", c):
+            assert re.search(shlex.split(m.group(1))[0], c) is None, (name, c)
+    # every node gets the `cluster` extra: ray[default] at the project's Ray pin (the dashboard; a walkthrough found
+    # the head in minimal mode, with no dashboard for `ray dashboard cluster.yaml` to open)
+    assert '-e "$HOME/hsc-search[cluster]"' in " ".join(cfg["setup_commands"]), cfg["setup_commands"]
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pin = next(d for d in project["dependencies"] if d.startswith("ray[tune]")).split("==")[1]
+    assert project["optional-dependencies"]["cluster"] == [f"ray[default]=={pin}"]
     # no usage stats sent to Ray's makers from a head with a dashboard (hsc_search/__init__.py)
     assert all("RAY_USAGE_STATS_ENABLED=0 ray start" in c for c in cfg["head_start_ray_commands"]
                + cfg["worker_start_ray_commands"] if "ray start" in c)  # fmt: skip
@@ -69,13 +85,20 @@ def test_multi_node_search_reaches_the_tracking_server(ray_cluster, tracking_ser
     cluster, _ = ray_cluster
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.run(
-        search_cmd("--address", cluster.address, "--tracking-uri", tracking_server.url, "--experiment", "multi",
+    proc = subprocess.run(  # the cluster as RAY_ADDRESS (`--address` in test_faults.py)
+        search_cmd("--tracking-uri", tracking_server.url, "--experiment", "multi",
                     "--num-samples", "4", "--max-epochs", "8", "--scheduler", "fifo", "--name", "multi"),
-        cwd=work, env=search_env(_cache_dir), capture_output=True, text=True, timeout=600,
+        cwd=work, env={**search_env(_cache_dir), "RAY_ADDRESS": cluster.address}, capture_output=True, text=True,
+        timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "Ray: 3 node(s)" in proc.stdout
+    # recorded: the printed `resume`, pasted in a shell without RAY_ADDRESS, must join this cluster again (it
+    # started a local Ray of its own; a walkthrough)
+    import json
+
+    assert json.loads((work / "ray_results" / "multi" / "hsc_search.json").read_text())["settings"]["address"] \
+        == cluster.address  # fmt: skip
     client, parents, children = search_runs(tracking_server.url, "multi")
     assert len(parents) == 1 and len(children) == 4
     assert all(r.info.status == "FINISHED" for r in parents + children)

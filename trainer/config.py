@@ -80,20 +80,22 @@ class TrainConfig:
     )
     seq_layers: int = _f(1, "Transformer layers over time steps, used only for (N, T, D) sequence features. 1-4.")
     # --- losses on/off (ablations) ---
-    use_rec: bool = _f(True, "Masked feature reconstruction (sample level). Off = no MAE loss.")
+    use_rec: bool = _f(True, "Masked feature reconstruction (sample level). Off = no MAE loss; mask_ratio 0 turns it "
+                       "off too (nothing is masked to reconstruct).")
     use_dcca: bool = _f(True, "DCCA on the unmasked student CCA path (global level). Off = no CCA loss.")
     use_nce: bool = _f(True, "Soft top-k InfoNCE on the masked student path (local level). Off = no contrastive loss.")
     distill: str = _f(
         "none",
         "Teacher-to-student distillation: none; relational (MSE between cross-modal similarity matrices); "
-        "embedding (MSE between normalised embeddings).",
+        "embedding (mean over clips of the squared distance between normalised embeddings, 2 - 2 cos, in [0, 4]).",
         choices=("none", "relational", "embedding"),
     )
     # --- masking ---
     mask_ratio: float = _f(
         0.5,
         "Fraction of feature entries (vectors) or time steps (sequences) masked on the student MAE path, in [0, 1). "
-        "0.3-0.75; above ~0.9 the student sees too little to match its pair.",
+        "0.3-0.75; above ~0.9 the student sees too little to match its pair. 0: no masking and no reconstruction "
+        "loss (loss/rec is not reported).",
     )
     # --- DCCA ---
     cca_ridge: float = _f(
@@ -120,7 +122,8 @@ class TrainConfig:
     ema_momentum: float = _f(
         0.0,
         "Initial teacher EMA momentum m; rises to 1.0 on a cosine schedule over all steps (DINO). 0 = auto: "
-        "min(0.99, 1 - 10 / total steps), i.e. the teacher's averaging window 1 / (1 - m) is at most a tenth of the "
+        "max(0, min(0.99, 1 - 10 / total steps)) (runs of 10 steps or fewer start at 0: the teacher follows the "
+        "student, and their config.yaml says 0.0), i.e. the teacher's averaging window 1 / (1 - m) is at most a tenth of the "
         "run (at 0.99 a 90-step run ends with a teacher that still carries ~40% of its random init); the effective "
         "value is written to the run's config.yaml. Any other value in (0, 1) is trained exactly as written, so "
         "distinct searched values train differently. 0.9-0.999 (DINO and BYOL: 0.996 over thousands of steps); "
@@ -152,7 +155,9 @@ class TrainConfig:
     warmup_epochs: float = _f(1.0, "Linear learning-rate warm-up, in epochs (>= 0); then cosine decay.")
     min_lr_ratio: float = _f(0.01, "Final learning rate as a fraction of lr, in [0, 1].")
     grad_clip: float = _f(1.0, "Max global gradient norm; 0 disables clipping.")
-    amp: bool = _f(True, "bfloat16 autocast on CUDA (the DCCA algebra stays float64). Ignored on CPU.")
+    amp: bool = _f(True, "bfloat16 autocast on CUDA, for training and evaluation (the DCCA algebra stays float64, on "
+                         "bf16 embeddings: val mAP and cca/rho then differ from a float32 run, by about 1e-4 to 1e-3 emulated on a CPU). "
+                         "Ignored on CPU.")
     # --- evaluation ---
     eval_model: str = _f(
         "teacher",
