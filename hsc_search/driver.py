@@ -742,7 +742,9 @@ def run_search(
 
     _quiet()
     interrupts = _SetupInterrupts().defer()
-    writer = None
+    writer = opening = None
+    db = sqlite_path(default_tracking_uri(settings.tracking_uri)) if settings.mlflow else None
+    new_db = db if db is not None and not db.exists() else None  # made by this search: gone again if it fails here
     try:
         # MLflow's import and store set-up (about 2.5 s of the driver's CPU on a new sqlite store) run while Ray
         # starts, which is mostly waiting on Ray's own processes; only reads happen there (nothing is written
@@ -768,6 +770,7 @@ def run_search(
                                        removed=removed) from None  # fmt: skip
             if not recorded:  # failed before its record was written (Ray's start, the cluster's resources): the
                 _remove_unstarted(exp_dir)  # claim is taken back, as a pre-flight failure leaves nothing
+                _remove_new_store(new_db, opening)
         raise
     finally:
         release_search(exp_dir)
@@ -867,6 +870,42 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
         raise
     interrupts.fitting = True
     return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
+
+
+def _remove_new_store(db: Path | None, opening) -> None:
+    """A sqlite store this search created, while its start failed before any run (a cluster that refused the
+    driver: walkthrough V found an empty mlflow.db left behind), is removed once its opening thread is done with
+    it; a store with any run in it, or one that is not there, is left as it is."""
+    if db is None:
+        return
+    if opening is not None:
+        try:
+            opening.result(timeout=30)
+        except Exception:  # noqa: BLE001 - its failure is not this one's business
+            pass
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            if con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
+                return
+        for path in (db, db.with_name(db.name + "-journal"), db.with_name(db.name + "-wal"),
+                     db.with_name(db.name + "-shm")):  # fmt: skip
+            path.unlink(missing_ok=True)
+    except (sqlite3.Error, OSError):  # not a store we can read: left alone
+        return
+    try:  # MLflow keeps one engine per URI for the process (private): one on the removed file would make the next
+        # search of this process (the Python API, a benchmark) fail with "attempt to write a readonly database"
+        # and one store object per URI, which made its tables on the removed file
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        for uri in [u for u in SqlAlchemyStore._engine_map if sqlite_path(u) is not None
+                    and sqlite_path(u).resolve() == db.resolve()]:  # fmt: skip
+            SqlAlchemyStore._engine_map.pop(uri).dispose()
+        _tracking_store_registry._get_store_with_resolved_uri.cache_clear()
+    except (ImportError, AttributeError):
+        pass
 
 
 def _opening(tracking_uri: str | None, experiment: str):

@@ -391,7 +391,16 @@ def _check_a_node_runs_here(address: str, timeout_s: float, flag: str) -> None:
     while True:
         try:
             nodes, here = nodes_running_here(address, timeout_s)
-        except Exception:  # noqa: BLE001 - Ray's own connection says what is wrong
+        except Exception as e:  # noqa: BLE001 - Ray's own connection says what is wrong
+            if type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(e):
+                # a head with token authentication (Ray 2.60's default for `ray start --head`, and cluster.yaml's):
+                # ray.init said so after 28 s and ~20 lines of Ray's warnings (a walkthrough); here in 2 s
+                token = "the cluster's token in ~/.ray/auth_token (or RAY_AUTH_TOKEN_PATH, RAY_AUTH_TOKEN)"
+                raise PreflightError(f"{flag} {address}: " + (
+                    "the Ray cluster there runs with token authentication and RAY_AUTH_MODE is not 'token' here; "
+                    f"set RAY_AUTH_MODE=token, with {token}" if os.environ.get("RAY_AUTH_MODE", "").lower() != "token"
+                    else f"the Ray cluster there refused this driver's authentication token; give it {token}"
+                )) from None  # fmt: skip
             return
         if here:
             return

@@ -294,3 +294,75 @@ def test_a_checkpoint_already_deleted_is_skipped_by_rays_checkpoint_manager(tmp_
         assert not (tmp_path / "checkpoint_000001").exists()
     finally:
         checkpoint_manager._delete_fs_path = before
+
+
+def test_a_cluster_with_token_authentication_refuses_a_driver_without_its_token_in_seconds(tmp_path, _cache_dir):
+    """A head started with RAY_AUTH_MODE=token (cluster.yaml's; a plain `ray start --head` of Ray 2.60 asks for it
+    too) and a driver without the mode: `ray.init` said "Failed to connect" after 28 s and ~20 lines of Ray's
+    InvalidAuthToken warnings, and an empty mlflow.db was left behind (a walkthrough). The pre-flight's GCS call
+    is refused at once (ray.exceptions.AuthenticationError): one line saying what to set, nothing written. The
+    head is `ray start --head --block` in a process group of its own, ended by that group (never `ray stop`,
+    which ends every Ray of the machine)."""
+    import os
+    import secrets
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import psutil
+
+    from conftest import search_cmd, search_env
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="rauth")  # short: Ray's socket paths live under it
+    env = {k: v for k, v in search_env(_cache_dir).items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port",
+                             str(port), "--num-cpus", "0", "--temp-dir", temp, "--disable-usage-stats",
+                             "--include-dashboard", "false"],
+                            env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        work = tmp_path / "work"
+        work.mkdir()
+        address = None
+        deadline = time.monotonic() + 90
+        while address is None and time.monotonic() < deadline:
+            nodes = [p for p in psutil.process_iter(["cmdline"]) if "raylet" in " ".join(p.info["cmdline"] or [])
+                     and temp in " ".join(p.info["cmdline"] or [])]  # fmt: skip
+            if nodes:
+                address = next(a.split("=", 1)[1] for a in nodes[0].info["cmdline"] if a.startswith("--gcs-address="))
+            time.sleep(0.5)
+        assert address is not None and head.poll() is None, "the head did not start"
+        t0 = time.monotonic()
+        proc = subprocess.run(search_cmd("--address", address, "--num-samples", "1"), cwd=work, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        took = time.monotonic() - t0
+        wrong = subprocess.run(search_cmd("--address", address, "--num-samples", "1"), cwd=work,
+                               env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}, capture_output=True,
+                               text=True, timeout=120)  # fmt: skip
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=30)
+        for p in psutil.process_iter(["cmdline"]):  # anything of that head's that left the group
+            if temp in " ".join(p.info["cmdline"] or []):
+                p.kill()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == [f"error: --address {address}: the Ray cluster there runs with token authentication "
+                      "and RAY_AUTH_MODE is not 'token' here; set RAY_AUTH_MODE=token, with the cluster's token in "
+                      "~/.ray/auth_token (or RAY_AUTH_TOKEN_PATH, RAY_AUTH_TOKEN)"], proc.stderr[-3000:]
+    assert len(proc.stderr.splitlines()) <= 3, proc.stderr  # Ray's own warning once, not twenty times
+    assert took < 20, took  # the command's imports included; ray.init said it after 28 s
+    assert wrong.returncode == 2 and "refused this driver's authentication token; give it the cluster's token" \
+        in wrong.stderr, wrong.stderr[-3000:]  # fmt: skip
+    assert sorted(p.name for p in work.iterdir()) == []  # no mlflow.db, no ray_results

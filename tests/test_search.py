@@ -952,3 +952,25 @@ def test_an_experiment_whose_artifacts_a_server_serves_is_refused_through_a_data
     assert client.search_runs([served]) == []
     assert _experiment_id(client, "team", "val/map_avg", "max", "http://127.0.0.1:5000") == served  # its server's
     assert _experiment_id(client, "own", "val/map_avg", "max", uri) != served  # a new one: local artifacts
+
+
+def test_a_store_a_failed_start_created_is_removed_and_one_with_runs_is_kept(tmp_path):
+    """A search whose start fails after MLflow opened a new sqlite store (in parallel with Ray's start) but before
+    any run: the empty mlflow.db it made was left behind (a walkthrough: a cluster that refused the driver). Removed
+    once the opening is done; a store holding a run is never removed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.driver import _remove_new_store
+
+    db = tmp_path / "mlflow.db"
+    with ThreadPoolExecutor(1) as pool:
+        opening = pool.submit(lambda: MlflowClient(f"sqlite:///{db}").get_experiment_by_name("hsc-search"))
+        _remove_new_store(db, opening)  # waits for the opening, then removes what it made
+    assert not db.exists() and list(tmp_path.iterdir()) == []
+    client = MlflowClient(f"sqlite:///{db}")
+    client.create_run(client.create_experiment("x"))
+    _remove_new_store(db, None)
+    assert db.exists() and len(client.search_runs([client.get_experiment_by_name("x").experiment_id])) == 1
+    _remove_new_store(tmp_path / "none.db", None)  # not there: nothing to do
