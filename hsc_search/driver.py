@@ -1416,7 +1416,9 @@ def ray_rows(trials: list, settings: SearchSettings, scores: dict[str, float] | 
 
 # ---------------------------------------------------------------------------------------------- helpers
 def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' * (count != 1)}"
+    from .runs import plural
+
+    return plural(count, noun)
 
 
 def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> tuple[dict[str, Any], list[str]]:

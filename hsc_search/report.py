@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .runs import EFFECTIVE_PARAM, OUTCOME_LABELS, params_line, shown, split_params, without_password
+from .runs import EFFECTIVE_PARAM, OUTCOME_LABELS, params_line, plural, shown, split_params, without_password
 from .search_record import SearchRecord
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def best_so_far_figure(rec: SearchRecord):
                                  showlegend=o not in shown, marker=dict(color=_color(o), size=9,
                                  symbol="circle" if o == "completed" else "x"),
                                  hovertemplate=f"#{i} {html.escape(t.row.name)}: %{{y:.4f}} ({_label(o)}, "
-                                               f"{t.row.epochs} epochs)<extra></extra>"), 1, 1)  # fmt: skip
+                                               f"{plural(t.row.epochs, 'epoch')})<extra></extra>"), 1, 1)  # fmt: skip
         shown.add(o)
         if o != "failed" and (best is None or _better(s, best, rec.mode)):
             best = s
@@ -626,7 +626,7 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     if best is not None:
         own, resolved = params_line(best.row.params)
         head.append(f"<p><b>best trial {html.escape(best.row.name)}</b> ({html.escape(_label(best.row.outcome))}, "
-                    f"{best.row.epochs} epochs): {html.escape(rec.metric)} {best.row.score:.4f}{tested(best.row, by)}; "
+                    f"{plural(best.row.epochs, 'epoch')}): {html.escape(rec.metric)} {best.row.score:.4f}{tested(best.row, by)}; "
                     f"{html.escape(own)}" + (f" (resolved on this data: {html.escape(resolved)})" if resolved else "")
                     + "</p>")  # fmt: skip
     blank = [t for t in rec.trials if not t.curve  # failed (or cut off) before their first epoch: no point to draw

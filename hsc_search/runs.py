@@ -54,6 +54,11 @@ def shown(value: Any) -> str:
     return text
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 epoch', '2 epochs', '2 searches'."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}{'es' if noun.endswith(('s', 'sh', 'ch', 'x')) else 's'}"
+
+
 def params_line(params: dict[str, str]) -> tuple[str, str]:
     """A trial's params for one line: ("lr=0.007704, tau=0.3", what the trainer resolved: "batch_size=64, ...")."""
     own, resolved = split_params(params)

@@ -729,7 +729,8 @@ def _check_when(
                 continue
             target = parsed.get(ref)
             if ref in order and target is not None and not target.contains(v):
-                domain = list(target.choices) if target.type == "categorical" else f"[{target.low}, {target.high}]"
+                domain = (list(target.choices) if target.type == "categorical" else f"[{target.low}, {target.high}]"
+                          + (f" step {target.step:g}" if target.step else ""))  # fmt: skip
                 bad(where, f"when.{ref}: {v!r} can never be sampled for {ref} ({domain})")
             converted.append(v)
         target = parsed.get(ref)

@@ -467,6 +467,14 @@ def test_file_level_problems(tmp_path):
     assert "got an empty file" in message
     message = _error(tmp_path, "params: {lr: [unclosed\n")
     assert "not valid YAML" in message
+    # an unclosed { is found on a later line: where it starts is said too (PyYAML's context mark)
+    message = _error(tmp_path, "params:\n  lr: {type: float, low: 1.0e-4, high: 1.0e-2\n  tau: {type: float}\n")
+    assert message.endswith("not valid YAML: while parsing a flow mapping; expected ',' or '}', but got ':' (line 3, "
+                            "column 6); a flow mapping that starts at line 2, column 7"), message
+    # a `when` value off a stepped grid: the step is part of the domain said
+    message = _error(tmp_path, "params:\n  topk: {type: int, low: 0, high: 8, step: 2}\n  tau_teacher: {type: float, "
+                               "low: 0.01, high: 0.2, when: {topk: [3, 4]}}\n")  # fmt: skip
+    assert "when.topk: 3 can never be sampled for topk ([0, 8] step 2)" in message, message
     message = _error(tmp_path, "descripton: typo\nparams: {}\n")
     assert "descripton: unknown top-level key" in message
     assert "params: expected a non-empty mapping" in message

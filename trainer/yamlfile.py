@@ -96,7 +96,11 @@ def load_yaml(text: str) -> Any:
 
 def yaml_problem(e: yaml.YAMLError) -> str:
     """PyYAML's multi-line message as one line: what went wrong and where."""
-    mark = getattr(e, "problem_mark", None)
+    mark, opened = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
     what = "; ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
     where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    if opened is not None and mark is not None and opened.line != mark.line:  # an unclosed { or [: where it opened
+        what_opened = str(getattr(e, "context", None) or "block").removeprefix("while parsing ").removeprefix(
+            "while scanning ")  # "a flow mapping" (an unclosed {), "a flow sequence" ([)
+        where += f"; {what_opened} that starts at line {opened.line + 1}, column {opened.column + 1}"
     return " ".join(f"{what}{where}".split())
