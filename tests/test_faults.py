@@ -114,6 +114,32 @@ def test_failing_trials_are_marked_failed_and_the_search_goes_on(tmp_path, _cach
     assert "<th>why it failed</th>" in report and report.count("NonFiniteLossError: ") >= len(failed)
 
 
+def test_a_config_larger_than_the_machine_fails_at_once_and_is_not_retried(tmp_path, _cache_dir):
+    """A space with a model size a few zeros too large (hidden_dim 2e8: a 12 PB allocation in a walkthrough): Ray
+    retried the trial twice, each failing the same way. One allocation above the machine's whole memory is the
+    config's fault: one line, no retry, the search goes on. (Out-of-memory on memory that other trials held is
+    still retried.) CUDA's message is read the same way."""
+    from hsc_search.trainable import larger_than_the_device
+
+    space = tmp_path / "space.yaml"
+    space.write_text("fixed: {hidden_dim: 200000000, embed_dim: 16, proj_dim: 16, batch_size: 100}\n"
+                     "params:\n  lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")  # fmt: skip
+    proc = subprocess.run(search_cmd("--space", str(space), "--num-samples", "1", "--max-epochs", "1", "--scheduler",
+                                     "fifo", "--name", "huge", "--no-mlflow"),
+                          cwd=tmp_path, env=search_env(_cache_dir), capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out and "retried" not in out, out[-3000:]
+    failed = [ln for ln in proc.stderr.splitlines() if " failed: RuntimeError: the config needs " in ln]
+    assert len(failed) == 1 and "GiB in one allocation, more than this machine has in all (" in failed[0], out[-3000:]
+    cuda = RuntimeError("CUDA out of memory. Tried to allocate 120.00 GiB. GPU 0 has a total capacity of 79.19 GiB "
+                        "of which 70.1 GiB is free.")  # fmt: skip
+    assert "needs 120 GiB in one allocation, more than the GPU has in all (79.19 GiB)" in larger_than_the_device(cuda)
+    shared = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB "
+                          "of which 1.1 GiB is free.")  # fmt: skip
+    assert larger_than_the_device(shared) is None  # other trials' memory: a retry may fit
+    assert larger_than_the_device(RuntimeError("you tried to allocate 1024 bytes")) is None
+
+
 def test_tracking_server_down_for_a_while_loses_nothing(tmp_path, tracking_server, _cache_dir):
     """The server dies mid-search and comes back 6 s later on the same port and store: trials keep running and
     every epoch of every trial reaches it (the writer retries with back-off)."""
