@@ -932,6 +932,15 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
         notes.append(f"{name} is in the space but {where} fixes it at {space.fixed[name]!r}: not searched")
     for name, why in space.never_searched().items():
         notes.append(f"{name} is never searched: {why}")
+    notes += [why for name, why in space.unused_by_trainer().items() if name not in space.never_searched()]
+    searched = set(space.names())
+    if "seq_layers" in searched and not (data.audio_is_sequence or data.visual_is_sequence):
+        notes.append(f"seq_layers is searched, but the data's features are vectors (audio {data.audio_dim}-d, visual "
+                     f"{data.visual_dim}-d): the trainer reads it only for sequence features, so its values change "
+                     "nothing")  # fmt: skip
+    if "amp" in searched and settings.gpus_per_trial == 0:
+        notes.append("amp is searched, but trials run on CPUs (--gpus-per-trial 0), where the trainer ignores it: "
+                     "its values change nothing")  # fmt: skip
     notes += _batch_notes(space, len(data.train))
     if not selectable(settings):
         from trainer.config import select_metrics, select_mode

@@ -246,6 +246,55 @@ class SearchSpace:
         """
         return _DefineByRun(self)
 
+    def unused_by_trainer(self) -> dict[str, str]:
+        """Searched params whose values change nothing in some or all trials: a field the trainer reads only when
+        another takes certain values (`trainer.config.USED_ONLY_WHEN`) searched without a `when` that ensures
+        them, and ranges of one value: name -> what to say."""
+        from trainer.config import ABOVE_ZERO, USED_ONLY_WHEN
+
+        by_name = {p.name: p for p in self.params}
+        out: dict[str, str] = {}
+        for p in self.params:
+            one = (p.choices if p.type == "categorical" else (p.low,) if p.low == p.high else None)
+            if one is not None and len(set(one)) == 1 and not p.when:  # (under a `when`, one value sets it there)
+                out[p.name] = f"{p.name} is searched over one value ({one[0]!r}): every trial gets it; fix it instead"
+                continue
+            if p.name not in USED_ONLY_WHEN:
+                continue
+            parent, allowed = USED_ONLY_WHEN[p.name]
+
+            def ok(v: Any) -> bool:
+                return _is_number(v) and v > 0 if allowed == ABOVE_ZERO else any(_matches(v, a) for a in allowed)
+
+            src = by_name.get(parent)
+            if parent in p.when:
+                possible = list(p.when[parent])
+            elif src is not None:
+                possible = list(src.choices) if src.type == "categorical" else [src.low, src.high]  # the ends
+                if src.when:  # where its own condition fails, it keeps the trainer default (or fixed value)
+                    possible.append({**_DEFAULTS, **self.fixed}.get(parent))
+            else:
+                possible = [{**_DEFAULTS, **self.fixed}.get(parent)]
+            failing = sorted({repr(v) for v in possible if not ok(v)})
+            if not failing:
+                continue
+            needs = "above 0" if allowed == ABOVE_ZERO else " or ".join(map(str, allowed))
+            values = ", ".join(failing)
+            if len(failing) == len({repr(v) for v in possible}):
+                out[p.name] = (f"{p.name} is searched, but the trainer reads it only when {parent} is {needs}, and "
+                               f"here {parent} is {values}: its values change nothing; fix it or leave it out")
+            else:
+                if allowed != ABOVE_ZERO:
+                    add = f"add `when: {{{parent}: [{', '.join(map(str, allowed))}]}}` to its spec"
+                elif src is not None and src.type == "int" and src.high - max(1, src.low) < 20:
+                    grid = [v for v in range(src.low, src.high + 1, src.step or 1) if v > 0]
+                    add = f"add `when: {{{parent}: [{', '.join(map(str, grid))}]}}` to its spec"
+                else:
+                    add = f"add a `when` on {parent} with its values above 0 to its spec"
+                out[p.name] = (f"{p.name} is searched, but the trainer reads it only when {parent} is {needs}: trials "
+                               f"with {parent} {values} ignore it (their {p.name} changes nothing); {add}")  # fmt: skip
+        return out
+
     def never_searched(self) -> dict[str, str]:
         """Params whose condition can never hold, because a param it refers to is fixed (by an override: the
         file's own fixed values are checked when it is read) or is itself never searched: name -> why."""

@@ -22,6 +22,17 @@ from .yamlfile import load_yaml, wrong_kind, yaml_problem
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 AUTO_CCA_DIM = 16  # the auto CCA head size cap (see the cca_dim help)
 AUTO_FIELDS = ("cca_dim", "cca_k", "ema_momentum")  # 0 = auto: TrainConfig.resolve fills them in for the data
+ABOVE_ZERO = "above 0"
+# fields the trainer reads only when another field takes certain values: field -> (that field, the values, or
+# ABOVE_ZERO). A search space that searches one without a matching `when` spends trials on values that change
+# nothing (and Optuna's importances then credit noise to it): hsc_search's start says so.
+USED_ONLY_WHEN = {
+    **{f"w_{n}": ("loss_weighting", ("fixed",)) for n in ("rec", "dcca", "nce", "distill")},
+    **{n: ("loss_weighting", ("learned", "learned_raw")) for n in ("weight_lr", "weight_warmup_epochs",
+                                                                    "logvar_floor")},
+    "tau_teacher": ("topk", ABOVE_ZERO),  # the teacher's soft top-k targets: topk 0 is plain InfoNCE
+    "self_weight": ("topk", ABOVE_ZERO),
+}  # fmt: skip
 AUTO_EMA_CEILING = 0.99  # the auto starting EMA momentum of long runs (see the ema_momentum help)
 
 
