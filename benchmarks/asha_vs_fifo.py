@@ -543,6 +543,20 @@ def main(argv=None) -> int:
         args.keep_ray = True
     os.environ.pop("RAY_ADDRESS", None)  # always a local instance of our own
 
+    staging = None  # kept curves wait here until the run ends: an interrupted run replaces none of the recorded
+    if args.keep_curves is not None:  # ones (each seed's folder replaced the record as its search ended)
+        args.keep_curves.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".kept-curves-", dir=args.keep_curves))
+    try:
+        return _run(args, staging)
+    finally:
+        if staging is not None:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _run(args, staging: Path | None) -> int:
     t_start = time.perf_counter()
     load_before = os.getloadavg()
     machine = machine_info()
@@ -555,9 +569,9 @@ def main(argv=None) -> int:
             print(f"== seed {seed}: {sched}", file=sys.stderr, flush=True)
             runs[sched] = one_search(sched, seed, args)
             r = runs[sched]
-            if sched == "fifo" and args.keep_curves is not None:
-                r["kept_curves"] = str(keep_curves(r["experiment_dir"], args.keep_curves / f"fifo-s{seed}",
-                                                   "val/map_avg"))  # fmt: skip
+            if sched == "fifo" and staging is not None:
+                keep_curves(r["experiment_dir"], staging / f"fifo-s{seed}", "val/map_avg")
+                r["kept_curves"] = str(args.keep_curves / f"fifo-s{seed}")  # where it is once the run ends
             print(f"== seed {seed}: {sched}: {r['total_epochs']} epochs, {r['wall_s']:.1f} s, best val "
                   f"{_f(r['best_val'])}", file=sys.stderr, flush=True)  # fmt: skip
         pairs.append({"seed": seed, "order": list(order), **runs,
@@ -584,6 +598,14 @@ def main(argv=None) -> int:
 
         ray.shutdown()
     write_outputs(doc, args.out)
+    if staging is not None:
+        import shutil
+
+        for kept in sorted(staging.iterdir()):  # the run is complete: its curves replace the recorded ones
+            final = args.keep_curves / kept.name
+            if final.exists():
+                shutil.rmtree(final)
+            kept.rename(final)
     print(json.dumps({"summary": doc["summary"], "elapsed_s": doc["elapsed_s"]}, indent=1))
     return 0
 

@@ -351,16 +351,18 @@ def plot(results: dict, summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def report(results: dict, out: Path) -> None:
+def report(results: dict, out: Path, name: str = "quality") -> None:
+    """<name>.md and <name>.png into `out` (`--from-json X.json`: X's own, e.g. quality-tau0.1, never quality.md,
+    which a re-render of an older record replaced), keeping the analysis below the mark of an existing .md."""
     summary = summarise(results)
-    md_path = out / "quality.md"
+    md_path = out / f"{name}.md"
     keep = ""
     if md_path.exists():
         text = md_path.read_text()
         if ANALYSIS_MARK in text:
             keep = text.split(ANALYSIS_MARK, 1)[1].lstrip("\n")
-    md_path.write_text(markdown(results, summary, keep))
-    plot(results, summary, out / "quality.png")
+    md_path.write_text(markdown(results, summary, keep).replace("![quality](quality.png)", f"![quality]({name}.png)"))
+    plot(results, summary, out / f"{name}.png")
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -398,8 +400,9 @@ def main(argv=None) -> int:
                     "that this script wrote")  # fmt: skip
         out = given_out or args.from_json.parent
         out.mkdir(parents=True, exist_ok=True)
-        report(results, out)
-        print(f"wrote {out / 'quality.md'} and {out / 'quality.png'}")
+        name = args.from_json.stem
+        report(results, out, name)
+        print(f"wrote {out / (name + '.md')} and {out / (name + '.png')}")
         return 0
 
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -13,18 +13,23 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(script: str, out: Path, cache: Path, work: Path) -> subprocess.CompletedProcess:
+def _run(script: str, out: Path, cache: Path, work: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HSC_CACHE_DIR": str(cache)}
     env.pop("RAY_ADDRESS", None)
     work.mkdir(exist_ok=True)
-    cmd = [sys.executable, f"benchmarks/{script}", "--quick", "--out", str(out), "--workdir", str(work)]
+    cmd = [sys.executable, f"benchmarks/{script}", "--quick", "--out", str(out), "--workdir", str(work), *extra]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
 
 
 @pytest.mark.timeout(300)
 def test_asha_vs_fifo_quick(tmp_path, _cache_dir):
-    proc = _run("asha_vs_fifo.py", tmp_path / "out", _cache_dir, tmp_path / "work")
+    kept = tmp_path / "kept"
+    proc = _run("asha_vs_fifo.py", tmp_path / "out", _cache_dir, tmp_path / "work", "--keep-curves", str(kept))
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # the FIFO search's curves, moved into place once the run ended (they waited in a staging folder: an
+    # interrupted run replaced the recorded curves of the seeds it had finished; a walkthrough)
+    assert sorted(p.name for p in kept.iterdir()) == ["fifo-s0"]
+    assert len(list((kept / "fifo-s0").glob("*/result.json"))) == 4
     doc = json.loads((tmp_path / "out" / "asha_vs_fifo.json").read_text())
     md = (tmp_path / "out" / "asha_vs_fifo.md").read_text()
     assert "python benchmarks/asha_vs_fifo.py --quick" in md and doc["machine"]["cores"] >= 1
