@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from .commands import exe
+from .commands import exe, resume_command
 
 # MLflow prints "View run ... at: http://..." and "View experiment at: ..." for every run it ends on a server
 # store: 2-3 lines per trial between the search's own progress lines, and 2 per run import-runs copies
@@ -100,8 +100,7 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
         said.append(f"{unstarted} not started")
     typer.echo(f"\ntrials: {', '.join(said) or none}")
     if outcome.interrupted:  # a line of its own, to copy (it was in parentheses at the end of the counts)
-        typer.echo(f"interrupted: `{_exe('hsc-search')} resume {shlex.quote(str(outcome.experiment_dir))}` "
-                   "continues it")  # fmt: skip
+        typer.echo(f"interrupted: `{resume_command(outcome.experiment_dir)}` continues it")
     if outcome.best is None:
         failed = sum(r.outcome == "failed" for r in outcome.rows)
         if outcome.rows and failed == len(outcome.rows):
@@ -304,8 +303,8 @@ def _interrupted_again(exp_dir) -> None:
         written = [n.rstrip("/") for n in ("summary/", BEST_CONFIG, REPORT_ARTIFACT) if there(n.rstrip("/"))]
         what = (f"{' and '.join(written)} written, not all of the rest" if written else
                 "before its summary, best config and report were written")  # fmt: skip
-        typer.echo(f"interrupted while the search was ending ({what}); `{_exe('hsc-search')} resume "
-                   f"{shlex.quote(str(exp_dir))}` finishes the search and writes them", err=True)  # fmt: skip
+        typer.echo(f"interrupted while the search was ending ({what}); `{resume_command(exp_dir)}` finishes the "
+                   "search and writes them", err=True)  # fmt: skip
     else:  # cannot happen after a start (the record is written first); said plainly all the same
         typer.echo(f"interrupted; {exp_dir} holds no search", err=True)
     raise typer.Exit(_signal_exit())
@@ -315,8 +314,8 @@ def _interrupted_at_setup(exp_dir=None, resumable: bool = False, removed: bool =
     """Ctrl-C before Ray Tune ran the search (the command's imports, the pre-flight, the set-up; the fields of a
     `SetupInterrupted`): what is left, in one line, exit 130 (as after a search's Ctrl-C)."""
     if resumable:
-        typer.echo(f"interrupted while the search was resuming, before its trials went on: `{_exe('hsc-search')} "
-                   f"resume {shlex.quote(str(exp_dir))}` continues it", err=True)  # fmt: skip
+        typer.echo(f"interrupted while the search was resuming, before its trials went on: "
+                   f"`{resume_command(exp_dir)}` continues it", err=True)  # fmt: skip
         raise typer.Exit(_signal_exit())
     if removed:
         where = f" ({exp_dir} removed): the same command starts it again"

@@ -26,3 +26,10 @@ def exe(name: str, relative: bool = True) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return shlex.quote(os.fspath(path))
+
+
+def resume_command(exp_dir) -> str:
+    """`hsc-search resume <folder>` as printed: with `RAY_AUTH_MODE=token ` in front when this search runs with it
+    (a cluster with token authentication: pasted without it in a new shell, the resume was refused)."""
+    auth = "RAY_AUTH_MODE=token " if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ""
+    return f"{auth}{exe('hsc-search')} resume {shlex.quote(str(exp_dir))}"

@@ -28,7 +28,7 @@ from trainer import AVData, DataError, TrainConfig, load_data
 from trainer.fit import data_fingerprint
 
 from . import preflight, storage, warm_start
-from .commands import exe
+from .commands import resume_command
 from .export import TrialRow, best_row, search_in, provenance, trial_config, trial_rows, write_config
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
@@ -260,7 +260,7 @@ def search_state(name: str, status: str, exp_dir: str | None, parent_run_id: str
     lock, who = _probe_lock(exp_dir) if local else ("unknown", "")
     if lock == "held":
         return "running", f"search {name} is still running ({who})"
-    resume = (f"`{exe('hsc-search')} resume {shlex.quote(exp_dir)}` continues it" if exp_dir
+    resume = (f"`{resume_command(exp_dir)}` continues it" if exp_dir
               else "`hsc-search resume <its folder>` continues it")  # fmt: skip
     if lock == "free":  # (a lock test that failed, or a driver on another host, cannot tell: said as unknown)
         return "stopped", f"search {name} did not finish and no driver runs it (MLflow status {status}): {resume}"
@@ -306,8 +306,7 @@ def _refuse_existing(exp_dir: str) -> None:
         raise SearchError(f"{exp_dir} exists already and holds a search that stopped before Ray saved it "
                           f"(nothing to resume); {_start_again(exp_dir)}, or pick another --name")
     else:
-        what = (f"(a search that did not finish: `{exe('hsc-search')} resume {shlex.quote(exp_dir)}` "
-                "continues it)")
+        what = f"(a search that did not finish: `{resume_command(exp_dir)}` continues it)"
     raise SearchError(f"{exp_dir} exists already {what}; pick another --name")
 
 
@@ -1313,7 +1312,7 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
             def waiting() -> None:  # a tracking server that stalls: said, and how to go on (it was silent)
                 echo(f"waiting for MLflow to take the search's last records (its server at "
                      f"{without_password(settings.tracking_uri or 'the default store')} is slow or not answering); "
-                     f"Ctrl-C stops waiting, and `{exe('hsc-search')} resume {shlex.quote(exp_dir)}` then logs what "
+                     f"Ctrl-C stops waiting, and `{resume_command(exp_dir)}` then logs what "
                      "MLflow lacks")  # fmt: skip
 
             errors = tracker.close(interrupted=interrupted, on_slow=waiting)
@@ -1326,8 +1325,8 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                     raise TrackingIncomplete(
                         f"MLflow did not take the search's last records in time (its server at "
                         f"{without_password(settings.tracking_uri or 'the default store')} is slow or not answering); "
-                        f"every trial's results are kept in {exp_dir}: `{exe('hsc-search')} resume "
-                        f"{shlex.quote(exp_dir)}` logs what MLflow lacks once it answers, then writes the best "
+                        f"every trial's results are kept in {exp_dir}: `{resume_command(exp_dir)}` logs what MLflow "
+                        "lacks once it answers, then writes the best "
                         "config and the report")  # fmt: skip
                 if trials:
                     reconcile(client, experiment_id, parent_id, trials, settings.max_epochs)
@@ -1568,8 +1567,7 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrup
     client.set_tag(parent_id, "hsc.outcomes", json.dumps(counts))
     computed: dict = {}  # the report computes the parameter importances once; the PNG shows the same numbers
     if interrupted:  # the report it writes as it ends (the copy in MLflow too) said nothing of it (a walkthrough)
-        computed["unfinished"] = (f"search {settings.name} was interrupted: `{exe('hsc-search')} resume "
-                                  f"{shlex.quote(exp_dir)}` continues it")  # fmt: skip
+        computed["unfinished"] = f"search {settings.name} was interrupted: `{resume_command(exp_dir)}` continues it"
     report = _write_report(client, parent_id, out_dir, exp_dir, settings.tracking_uri, echo, computed) if rows else None
     if computed.get("importances"):
         client.log_figure(parent_id, importance_figure(computed["importances"], computed["importance_title"]),

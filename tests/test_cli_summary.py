@@ -169,3 +169,15 @@ def test_the_program_alone_lists_its_commands_and_errors_honour_no_color():
     assert b"\x1b[31merror: --max-epochs must be >= 1, got 0" in in_a_terminal(env)  # red in a terminal
     plain = in_a_terminal({**env, "NO_COLOR": "1"})
     assert b"error: --max-epochs must be >= 1, got 0" in plain and b"\x1b[" not in plain, plain
+
+
+def test_the_resume_line_of_a_search_with_token_authentication_carries_it(capsys, monkeypatch):
+    """A search on a cluster with token authentication runs with RAY_AUTH_MODE=token; its printed resume, pasted
+    in a new shell without it, was refused by the cluster (a walkthrough): the line carries the variable."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    _report(SearchOutcome("/runs/s", None, [], None, None, True, []), None, "synthetic:ave")
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("interrupted: "))
+    assert line.startswith("interrupted: `RAY_AUTH_MODE=token ") and line.endswith(" resume /runs/s` continues it")
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    _report(SearchOutcome("/runs/s", None, [], None, None, True, []), None, "synthetic:ave")
+    assert "RAY_AUTH_MODE" not in capsys.readouterr().out
