@@ -11,6 +11,7 @@ from typing import List, Optional
 import typer
 
 from .commands import exe, resume_command
+from .shipped import shipped_spaces
 
 # MLflow prints "View run ... at: http://..." and "View experiment at: ..." for every run it ends on a server
 # store: 2-3 lines per trial between the search's own progress lines, and 2 per run import-runs copies
@@ -135,8 +136,9 @@ def run(
                                           "below (flags override it; `set:` holds fixed trainer values), and two "
                                           "of its own: max_failures (Ray's retries of a trial whose worker died, "
                                           "2) and keep_checkpoints (per trial, 2)."),
-    space: Optional[str] = typer.Option(None, help="Search space: quick, hsc_mae, ablation (search_spaces/) or a "
-                                        "YAML path. [default: quick]"),
+    space: Optional[str] = typer.Option(None, help="Search space: a shipped one, " + "; ".join(
+                                        f"{k} ({v})" for k, v in shipped_spaces().items())
+                                        + "; or a YAML path. [default: quick]"),
     data: Optional[str] = typer.Option(None, help="Data: .h5 / .parquet path or synthetic:ave, synthetic:vegas "
                                        "(options: 'synthetic:ave?n_train=800'). [default: small synthetic AVE]"),
     num_samples: Optional[int] = typer.Option(None, help="Number of trials. [default: 8]"),

@@ -1002,8 +1002,8 @@ def select_checkpoints_by_metric(space: SearchSpace, settings: SearchSettings) -
     if not selectable(settings):  # said at the start (start_notes)
         return
     if "select_metric" in space.names():
-        raise SearchError("select_metric is searched in the space: a search keeps each trial's checkpoint by its "
-                          "--metric; take it out of the space")  # fmt: skip
+        raise SearchError(f"{space.source}: params.select_metric: searched, but a search keeps each trial's "
+                          "checkpoint by its --metric (select_metric follows it); take it out of the space")  # fmt: skip
     given = space.fixed.get("select_metric", settings.metric)
     if given != settings.metric:
         where = space.unsearched.get("select_metric") or settings.set_from.get("select_metric") or (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,10 +18,7 @@ from trainer.yamlfile import load_yaml, wrong_kind, yaml_problem
 
 from .runs import without_password
 
-# the shipped spaces: search_spaces/ of the repository (a checkout, an editable install), which a wheel carries as
-# hsc_search/search_spaces/ (pyproject.toml); a wheel's install found none of them before (`--space quick` failed)
-_HERE = Path(__file__).resolve().parent
-SPACES_DIR = _HERE / "search_spaces" if (_HERE / "search_spaces").is_dir() else _HERE.parent / "search_spaces"
+from .shipped import SPACES_DIR  # noqa: E402 (the shipped spaces' folder)
 DEFAULT_DATA = "synthetic:ave?n_train=1000&n_val=200&n_test=300&dim_audio=32&dim_visual=48&num_classes=10"
 
 
@@ -125,8 +123,10 @@ class SearchSettings:
         if not self.space_path().exists():
             shipped = sorted(f.stem for f in SPACES_DIR.glob("*.yaml"))
             near = difflib.get_close_matches(self.space, shipped, n=1)
+            relative = ("/" in self.space or self.space.endswith((".yaml", ".yml"))) and not Path(self.space).is_absolute()
             p.append(f"{n('space')} {self.space!r}: neither a shipped space ({', '.join(shipped)}"
-                     + (f"; did you mean {near[0]!r}?" if near else "") + ") nor a file")  # fmt: skip
+                     + (f"; did you mean {near[0]!r}?" if near else "") + ") nor a file"
+                     + (f" (a relative path is read from the working directory, {os.getcwd()})" if relative else ""))  # fmt: skip
         if "epochs" in self.overrides:
             how = f"set epochs in {self.set_from['epochs'][:-len(': set')]}" if "epochs" in self.set_from else "--set epochs"
             p.append(f"do not {how}: the search's budget is --max-epochs (max_epochs in a search config)")

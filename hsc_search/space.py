@@ -3,7 +3,7 @@
 A search space is a YAML file (`search_spaces/*.yaml`)::
 
     # free comments: cite where each range comes from
-    description: one line shown in the CLI
+    description: one line, shown in `hsc-search run --help` for a shipped space
     fixed:            # optional: trainer config values applied to every trial (not searched)
       hidden_dim: 128
     params:           # searched, in this order (Optuna define-by-run order)

@@ -159,13 +159,34 @@ def test_a_config_file_says_set_not_overrides_and_mlflow_false_not_no_mlflow(tmp
     assert s.mlflow is False and s.overrides == {"lr": 0.01}
 
 
-def test_a_mistyped_space_name_lists_the_shipped_ones(tmp_path):
+def test_a_mistyped_space_name_lists_the_shipped_ones(tmp_path, monkeypatch):
     with pytest.raises(SettingsError, match=r"space 'quik': neither a shipped space \(ablation, hsc_mae, quick; did "
                                             r"you mean 'quick'\?\) nor a file"):  # fmt: skip
         load_settings(None, {"space": "quik"}, [])
     own = tmp_path / "mine.yaml"
     own.write_text("params: {}\n")  # a file is taken as given (the space file's own checks come later)
     assert load_settings(None, {"space": str(own)}, []).space_path() == own
+    # a relative path in a search config is read from the working directory, not the config's folder: said
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "search.yaml").write_text("space: myspace.yaml\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError, match=r"search.yaml: space 'myspace.yaml': neither a shipped space .* nor a "
+                                            r"file \(a relative path is read from the working directory, "):
+        load_settings(tmp_path / "proj" / "search.yaml", {}, [])
+
+
+def test_the_shipped_spaces_are_listed_with_their_descriptions_in_the_help():
+    """Each space file's `description:` was said to be shown in the CLI, and nothing showed it."""
+    from typer.testing import CliRunner
+
+    from hsc_search.cli import app
+    from hsc_search.shipped import shipped_spaces
+
+    spaces = shipped_spaces()
+    assert set(spaces) == {"ablation", "hsc_mae", "quick"} and all(spaces.values())
+    text = " ".join(CliRunner().invoke(app, ["run", "--help"], terminal_width=400).output.split())
+    for name, description in spaces.items():
+        assert f"{name} ({' '.join(description.split())})" in text, name
 
 
 def test_a_bad_value_is_named_by_its_flag_or_its_file(tmp_path):

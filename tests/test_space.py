@@ -758,3 +758,14 @@ def test_a_space_that_searches_what_the_trainer_ignores_is_said_at_the_start(tmp
     assert fixed.unused_by_trainer() == {}
     for name in ("quick", "hsc_mae", "ablation"):  # the shipped spaces guard every such field
         assert load_space(Path(__file__).resolve().parents[1] / "search_spaces" / f"{name}.yaml").unused_by_trainer() == {}, name
+
+
+def test_a_searched_select_metric_is_refused_naming_the_space_file(tmp_path):
+    from hsc_search.driver import SearchError, select_checkpoints_by_metric
+    from hsc_search.settings import SearchSettings
+
+    f = tmp_path / "selm.yaml"
+    f.write_text("params:\n  select_metric: {type: categorical, choices: [val/map_avg, val/map_a2v]}\n")
+    with pytest.raises(SearchError, match=rf"^{f}: params.select_metric: searched, but a search keeps each trial's "
+                                          r"checkpoint by its --metric"):  # fmt: skip
+        select_checkpoints_by_metric(load_space(f), SearchSettings(space=str(f)))
