@@ -370,14 +370,19 @@ class SearchSpace:
         return out, ""
 
     def to_dict(self) -> dict[str, Any]:
-        """A YAML-able mapping that `load_space_dict` reads back to an equal space.
+        """A YAML-able mapping that `load_space_dict` reads back to an equal space, but for the params that are
+        never searched (`never_searched`: a condition that an override made false): they are left out, being
+        never sampled, and their condition, on what the record holds as fixed, would be refused on reading (a
+        search of quick with --set loss_weighting=fixed could then not be resumed, and without MLflow it wrote
+        no best config).
 
         The order of `params` is the suggestion order: dump with `yaml.safe_dump(..., sort_keys=False)`.
         """
+        never = self.never_searched()
         return {
             "description": self.description,
             "fixed": dict(self.fixed),
-            "params": {p.name: p.to_spec() for p in self.params},
+            "params": {p.name: p.to_spec() for p in self.params if p.name not in never},
         }
 
 
@@ -450,7 +455,7 @@ def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[s
 
     for i, (name, p) in enumerate(parsed.items()):
         if p is not None and p.when:
-            parsed[name] = _check_when(p, i, order, parsed, fixed, bad)
+            parsed[name] = _check_when(p, i, order, parsed, fixed, bad, set_by_override=override)
 
     searched = [n for n in parsed if n not in override]
     _check_fixed_values({**fixed, **override}, searched, bad, override, bad_set)
@@ -747,8 +752,13 @@ def _check_when(
     parsed: dict[str, Param | None],
     fixed: dict[str, Any],
     bad: _Problems,
+    set_by_override: dict[str, Any] | None = None,
 ) -> Param:
-    """Checks `p.when` against earlier params and the file's fixed values; returns `p` with converted values."""
+    """Checks `p.when` against earlier params and the file's fixed values; returns `p` with converted values. A
+    name that only an override (--set) fixes may be referred to too (it was refused as "neither searched nor
+    fixed"); a condition it makes false is said at the start as never searched (`never_searched`), not refused."""
+    overridden = set_by_override or {}
+    fixed = {**fixed, **{k: v for k, v in overridden.items() if k not in fixed}}
     where = f"params.{p.name}"
     when = {}
     for ref, vals in p.when.items():
@@ -788,7 +798,8 @@ def _check_when(
             bad(where, f"when.{ref}: {ref} is a continuous range [{target.low}, {target.high}] without a step, so "
                        f"it is practically never exactly {', '.join(repr(v) for v in converted)}; condition on a "
                        "categorical or a stepped (step:) parameter")  # fmt: skip
-        if ref in fixed and ref not in order and converted and not any(_matches(fixed[ref], v) for v in converted):
+        if (ref in fixed and ref not in order and ref not in overridden and converted
+                and not any(_matches(fixed[ref], v) for v in converted)):  # fmt: skip
             bad(where, f"when.{ref}: never holds: {ref} is fixed to {fixed[ref]!r}, not one of {converted}")
         when[ref] = tuple(converted)
     return dataclasses.replace(p, when=when)

@@ -769,3 +769,22 @@ def test_a_searched_select_metric_is_refused_naming_the_space_file(tmp_path):
     with pytest.raises(SearchError, match=rf"^{f}: params.select_metric: searched, but a search keeps each trial's "
                                           r"checkpoint by its --metric"):  # fmt: skip
         select_checkpoints_by_metric(load_space(f), SearchSettings(space=str(f)))
+
+
+def test_a_space_with_set_values_reads_back_from_its_record_and_when_may_name_a_set_value():
+    """quick with --set loss_weighting=fixed: weight_lr (when learned) is never searched. The search's record held
+    it with loss_weighting fixed, which reading refuses ("never holds"): the search could not be resumed, and
+    without MLflow it wrote no best config (a walkthrough). And a `when` on a name that only --set fixes was
+    refused as "neither searched nor fixed"."""
+    space = load_space(SPACES_DIR / "quick.yaml", overrides={"loss_weighting": "fixed"})
+    assert "weight_lr" in space.never_searched()
+    again = load_space_dict(space.to_dict(), source="hsc_search.json")
+    assert again.names() == ["lr", "mask_ratio", "topk", "tau"] and again.fixed["loss_weighting"] == "fixed"
+    assert again.to_dict() == space.to_dict()
+    spec = {"params": {"weight_lr": {"type": "float", "low": 1e-3, "high": 0.1, "when": {"loss_weighting": "learned"}}}}
+    assert load_space_dict(spec, overrides={"loss_weighting": "learned"}).names() == ["weight_lr"]
+    assert "weight_lr" in load_space_dict(spec, overrides={"loss_weighting": "fixed"}).never_searched()
+    with pytest.raises(SpaceError, match="neither searched before weight_lr nor fixed"):
+        load_space_dict(spec)  # without the --set: still refused
+    with pytest.raises(SpaceError, match="never holds: loss_weighting is fixed to 'fixed'"):
+        load_space_dict({**spec, "fixed": {"loss_weighting": "fixed"}})  # the file's own contradiction: refused
