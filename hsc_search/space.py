@@ -466,7 +466,8 @@ def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[s
                         fixed={**fixed, **override}, unsearched=unsearched).never_searched()  # fmt: skip
     for name, p in parsed.items():
         if p is not None and name not in override and name not in never:  # an overridden param is not sampled
-            _check_endpoints(p, {**fixed, **override}, searched, bad)
+            _check_endpoints(p, {**fixed, **override}, searched, bad,
+                             {n: _set_flag(n, override[n], set_from) for n in override})  # fmt: skip
 
     if bad.lines:
         raise SpaceError(bad.lines)
@@ -515,6 +516,12 @@ class _OverrideProblems:
             self.bad.lines.append(f"{self.set_from[name]}: {name}={self.overrides.get(name, '')}: {msg}")
         else:
             self.bad.lines.append(f"--set {name}={self.overrides.get(name, '')}: {msg}")
+
+
+def _set_flag(name: str, value: Any, set_from: dict[str, str] | None) -> str:
+    """How an override was given, as `_OverrideProblems` names it: `--set name=value`, or `<config>: set: name=value`."""
+    where = (set_from or {}).get(name)
+    return f"{where}: {name}={value}" if where else f"--set {name}={value}"
 
 
 def _valid_names() -> str:
@@ -832,9 +839,12 @@ def _check_fixed_values(fixed: dict[str, Any], searched: list[str], bad: _Proble
                 bad("fixed", line)
 
 
-def _check_endpoints(p: Param, fixed: dict[str, Any], searched: list[str], bad: _Problems) -> None:
+def _check_endpoints(p: Param, fixed: dict[str, Any], searched: list[str], bad: _Problems,
+                     set_by: dict[str, str] | None = None) -> None:  # fmt: skip
     """Each endpoint (or choice) of `p` must be a valid trainer value with the fixed values and defaults. Only
-    problems that name `p` and no other searched param are reported (the others depend on other samples)."""
+    problems that name `p` and no other searched param are reported (the others depend on other samples). A
+    problem that also names a value an override gave (`set_by`: name -> "--set name=value") says so: the file
+    alone was blamed (`--set batch_size=16` against hsc_mae's cca_dim choices)."""
     candidates = p.choices if p.type == "categorical" else (p.low, p.high)
     others = [n for n in searched if n != p.name]
     seen = set()
@@ -843,4 +853,6 @@ def _check_endpoints(p: Param, fixed: dict[str, Any], searched: list[str], bad: 
             if _mentions(line, p.name) and not any(_mentions(line, n) for n in others) and line not in seen:
                 seen.add(line)
                 label = "choice" if p.type == "categorical" else ("low" if v == p.low else "high")
-                bad(f"params.{p.name}", f"{label} {v!r} is not a valid {p.name}: {line}")
+                given = [how for name, how in (set_by or {}).items() if name != p.name and _mentions(line, name)]
+                bad(f"params.{p.name}", f"{label} {v!r} is not a valid {p.name}: {line}"
+                    + (f" (with {', '.join(given)})" if given else ""))  # fmt: skip

@@ -788,3 +788,13 @@ def test_a_space_with_set_values_reads_back_from_its_record_and_when_may_name_a_
         load_space_dict(spec)  # without the --set: still refused
     with pytest.raises(SpaceError, match="never holds: loss_weighting is fixed to 'fixed'"):
         load_space_dict({**spec, "fixed": {"loss_weighting": "fixed"}})  # the file's own contradiction: refused
+
+
+def test_an_endpoint_made_invalid_by_a_set_value_names_the_set_value():
+    """hsc_mae's cca_dim choices are valid with its own batch sizes; --set batch_size=16 makes 16 and 32 invalid,
+    and the sentence blamed the space file alone."""
+    with pytest.raises(SpaceError) as e:
+        load_space(SPACES_DIR / "hsc_mae.yaml", overrides={"batch_size": 16})
+    lines = str(e.value).splitlines()
+    assert len(lines) == 2 and all(ln.endswith("(with --set batch_size=16)") for ln in lines), lines
+    assert "params.cca_dim: choice 16 is not a valid cca_dim: batch_size (16) must exceed cca_dim (16)" in lines[0]
