@@ -527,3 +527,21 @@ def test_fixed_mode_is_weighted_sum():
     s = lw.log_variances().numpy()
     np.testing.assert_allclose(s[:2], -np.log([0.5, 2.0]), rtol=1e-6)
     assert np.isfinite(s).all()
+
+
+def test_learned_weighting_leaves_distillation_unnormalised():
+    """Distillation starts at 0 by construction (the teacher is the student's copy): divided by its first-step
+    value (~0.006) its weight was ~170x at once and training collapsed (val mAP 0.15 against 0.82; a
+    walkthrough). Its reference is 1; the others' are their first-step values, checked against the formula."""
+    import torch
+
+    from trainer.losses import LossWeighting
+
+    w = LossWeighting(["rec", "nce", "distill"], "learned", {"rec": 1.0, "nce": 1.0, "distill": 1.0}, -2.0)
+    first = torch.tensor([0.9, 4.2, 0.006])
+    total = w(first)
+    assert torch.allclose(w.reference, torch.tensor([0.9, 4.2, 1.0]))
+    assert abs(float(total) - (1.0 + 1.0 + 0.006)) < 1e-6  # sum exp(-0) * L_i / R_i + 0
+    assert torch.allclose(w.weights(), torch.tensor([1 / 0.9, 1 / 4.2, 1.0]))
+    second = w(torch.tensor([0.5, 2.1, 0.3]))  # references stay those of the first step
+    assert abs(float(second) - (0.5 / 0.9 + 2.1 / 4.2 + 0.3)) < 1e-6

@@ -182,7 +182,8 @@ class LossWeighting(nn.Module):
     """Combines the active losses: learned (Kendall et al. 2018, on relative or raw losses) or fixed weights.
 
     learned: L = sum_i exp(-s_i) L_i / R_i + s_i, where R_i is L_i at the first training step (floored at
-    REF_FLOOR), so s_i tracks the loss's *relative* progress (the loss ratio of GradNorm, Chen et al. 2018).
+    REF_FLOOR), so s_i tracks the loss's *relative* progress (the loss ratio of GradNorm, Chen et al. 2018);
+    R_i = 1 for a loss that starts at 0 by construction (STARTS_AT_ZERO: distillation).
     learned_raw: the same on the raw losses (R_i = 1), Kendall's form as written (docs/method.md section 2.6).
     On raw losses the weights rank losses by size, not by use: a loss with a large irreducible part (InfoNCE
     with soft targets has the targets' entropy plus a temperature floor) gets a small weight, and one that overfits per batch toward 0
@@ -193,6 +194,11 @@ class LossWeighting(nn.Module):
     """
 
     REF_FLOOR = 1e-3  # a loss that starts near 0 would otherwise get a huge relative weight
+    # losses that start at 0 by construction are not divided by their first value (R_i = 1, as learned_raw):
+    # distillation compares the student with a teacher that starts as its exact copy, so its first-step value
+    # (~0.006) made its weight ~170x at once and ~1,200x after the floor, and training collapsed (val mAP 0.15
+    # against 0.82 without distillation on synthetic AVE, 30 epochs; a walkthrough). DESIGN section 6.
+    STARTS_AT_ZERO = ("distill",)
 
     def __init__(self, names: list[str], mode: str, fixed: dict[str, float], floor: float):
         super().__init__()
@@ -203,9 +209,9 @@ class LossWeighting(nn.Module):
         self.floor = floor
         self.logvars = nn.Parameter(torch.zeros(len(names)), requires_grad=mode != "fixed")
         self.register_buffer("fixed", torch.tensor([fixed[n] for n in names], dtype=torch.float32))
-        # R_i: NaN until the first forward sets it (mode learned); checkpointed with the module
-        fill = float("nan") if mode == "learned" else 1.0
-        self.register_buffer("reference", torch.full((len(names),), fill, dtype=torch.float32))
+        # R_i: NaN until the first forward sets it (mode learned; 1 for STARTS_AT_ZERO); checkpointed with the module
+        fill = [float("nan") if mode == "learned" and n not in self.STARTS_AT_ZERO else 1.0 for n in names]
+        self.register_buffer("reference", torch.tensor(fill, dtype=torch.float32))
 
     @property
     def learned(self) -> bool:
