@@ -762,6 +762,8 @@ def run_search(
             # (a folder with nothing but the claim's lock is not news: "nothing was written")
             recorded = storage.exists(storage.join(exp_dir, META_FILE))
             if isinstance(e, KeyboardInterrupt):
+                if not recorded:
+                    _remove_new_store(new_db, opening)
                 removed = _remove_unstarted(exp_dir)  # while this process holds it: the folder is this run's own
                 if removed and not recorded:
                     raise SetupInterrupted(None) from None
@@ -880,7 +882,7 @@ def _remove_new_store(db: Path | None, opening) -> None:
     if opening is not None:
         try:
             opening.result(timeout=30)
-        except Exception:  # noqa: BLE001 - its failure is not this one's business
+        except BaseException:  # noqa: BLE001 - its failure (or a second Ctrl-C) is not this one's business
             pass
     import sqlite3
 
@@ -888,6 +890,8 @@ def _remove_new_store(db: Path | None, opening) -> None:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
             if con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
                 return
+        if _open_in_another_process(db):  # another search that started beside this one, in the same folder,
+            return  # with the same new store (a review): it is that search's too
         for path in (db, db.with_name(db.name + "-journal"), db.with_name(db.name + "-wal"),
                      db.with_name(db.name + "-shm")):  # fmt: skip
             path.unlink(missing_ok=True)
@@ -905,6 +909,34 @@ def _remove_new_store(db: Path | None, opening) -> None:
         _tracking_store_registry._get_store_with_resolved_uri.cache_clear()
     except (ImportError, AttributeError):
         pass
+
+
+def _open_in_another_process(path: Path) -> bool:
+    """Whether a process other than this one has `path` open (Linux: /proc/<pid>/fd); True where that cannot be
+    told (no /proc), so that nothing another process may use is removed."""
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").is_dir():
+        return True
+    try:
+        target = os.stat(path)
+    except OSError:
+        return False
+    me = str(os.getpid())
+    for pid in os.listdir(proc):
+        if not pid.isdigit() or pid == me:
+            continue
+        try:
+            fds = os.listdir(proc / pid / "fd")
+        except OSError:  # gone, or another user's
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(proc / pid / "fd" / fd)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                return True
+    return False
 
 
 def _opening(tracking_uri: str | None, experiment: str):

@@ -326,7 +326,8 @@ def check_storage(exp_dir: str) -> None:
 RAY_TIMEOUT_S = 5.0
 
 
-def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: str = "--address") -> None:
+def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: str = "--address",
+                  token_by_ray: bool = False) -> None:  # fmt: skip
     """A Ray cluster address (`flag`, else RAY_ADDRESS) has the form Ray takes and something answers at it
     within `timeout_s`: Ray itself would retry an absent head for minutes. `auto` is resolved as Ray resolves it
     (the cluster started on this machine), and refused where that is not one cluster. The search still joins
@@ -350,7 +351,7 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
             return
         if found and found != "auto":
             try:
-                check_address(found, timeout_s, flag=flag)
+                check_address(found, timeout_s, flag=flag, token_by_ray=True)
             except PreflightError as e:  # named as given, with what Ray found for it
                 raise PreflightError(str(e).replace(f"{flag} {found}:", f"{flag} auto (Ray found {found} on this "
                                                     "machine: the address file of the last `ray start`, or another "
@@ -378,10 +379,10 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
             raise PreflightError(f"{flag} {address}: something answers at {host}:{port}, but not a Ray head ({why}); "
                                  "the address is the one `ray start --head` prints, port 6379 unless changed (8265 is "
                                  "the dashboard)")  # fmt: skip
-    _check_a_node_runs_here(address, timeout_s, flag)
+    _check_a_node_runs_here(address, timeout_s, flag, token_by_ray)
 
 
-def _check_a_node_runs_here(address: str, timeout_s: float, flag: str) -> None:
+def _check_a_node_runs_here(address: str, timeout_s: float, flag: str, token_by_ray: bool = False) -> None:
     """A driver given host:port joins the cluster through a node (raylet) of it on its own machine; from any other
     machine (a laptop, with the head's port reachable) Ray waits 60 s and then says only "Failed to connect".
     Whatever stops the question being asked (token authentication, TLS, another Ray) is left to Ray to name."""
@@ -392,7 +393,9 @@ def _check_a_node_runs_here(address: str, timeout_s: float, flag: str) -> None:
         try:
             nodes, here = nodes_running_here(address, timeout_s)
         except Exception as e:  # noqa: BLE001 - Ray's own connection says what is wrong
-            if type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(e):
+            # (`auto`, `token_by_ray`: ray.init turns token authentication on by itself when a token is found, so
+            # a refusal of this check's connection says nothing of the search's: left to Ray)
+            if not token_by_ray and (type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(e)):
                 # a head with token authentication (Ray 2.60's default for `ray start --head`, and cluster.yaml's):
                 # ray.init said so after 28 s and ~20 lines of Ray's warnings (a walkthrough); here in 2 s
                 token = "the cluster's token in ~/.ray/auth_token (or RAY_AUTH_TOKEN_PATH, RAY_AUTH_TOKEN)"

@@ -357,10 +357,14 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
     root = _local_artifact_root(dest_uri)
     dst_store = _store(dest_uri, root)  # first: a new sqlite store gets its Default experiment's folder there too
     dst = MlflowClient(tracking_uri=dest_uri)
-    for exp in exps:  # a destination experiment whose artifacts a server keeps: refused before anything is copied
-        target = dst.get_experiment_by_name(exp.name)
-        served = target and served_artifacts_problem(target.artifact_location, dest_uri, "--to",
-                                                     f"experiment '{exp.name}'")  # fmt: skip
+    # a destination whose artifacts a server keeps (any of its experiments, its Default one included: a server
+    # makes them all so, and an experiment the import creates would keep local artifacts the server's clients never
+    # see): refused before anything is copied
+    from mlflow.entities import ViewType
+
+    for target in dst.search_experiments(view_type=ViewType.ALL):
+        served = served_artifacts_problem(target.artifact_location, dest_uri, "--to",
+                                          f"the store (its experiment '{target.name}')")  # fmt: skip
         if served:
             raise TransferError(served)
     report = TransferReport()

@@ -620,7 +620,15 @@ def test_a_search_whose_artifacts_a_server_keeps_read_through_its_database_is_on
     _search(own, own.create_experiment("hsc-search", artifact_location=str(tmp_path / "own")), "mine", 5,
             {"a": ([0.3], 0.5)})
     n_runs = len(client.search_runs([client.get_experiment_by_name("hsc-search").experiment_id]))
-    with pytest.raises(TransferError, match=r"^--to sqlite:.*: experiment 'hsc-search' keeps its artifacts on an "
-                                            r"MLflow server \(mlflow-artifacts:/1\).*--to the server's http://"):
+    with pytest.raises(TransferError, match=r"^--to sqlite:.*: the store \(its experiment 'hsc-search'\) keeps its "
+                                            r"artifacts on an MLflow server \(mlflow-artifacts:/1\).*--to the server's "
+                                            r"http://"):  # fmt: skip
         copy_searches(src_uri, uri, echo=lambda s: None)
     assert len(client.search_runs([client.get_experiment_by_name("hsc-search").experiment_id])) == n_runs
+    # an experiment the server's database does not hold yet: the import created it with local artifacts, which
+    # the server's clients never see (a review); the store's other experiments tell it is a server's
+    own.get_experiment_by_name("hsc-search")
+    own.rename_experiment(own.get_experiment_by_name("hsc-search").experiment_id, "elsewhere")
+    with pytest.raises(TransferError, match=r"keeps its artifacts on an MLflow server"):
+        copy_searches(src_uri, uri, experiments=["elsewhere"], echo=lambda s: None)
+    assert client.get_experiment_by_name("elsewhere") is None

@@ -346,6 +346,11 @@ def test_a_cluster_with_token_authentication_refuses_a_driver_without_its_token_
         wrong = subprocess.run(search_cmd("--address", address, "--num-samples", "1"), cwd=work,
                                env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}, capture_output=True,
                                text=True, timeout=120)  # fmt: skip
+        # the address as `auto` found it: ray.init turns token authentication on by itself there, so the check
+        # leaves the refusal of its own connection to Ray (a review: it refused a head that ray.init joins)
+        auto = subprocess.run([sys.executable, "-c", "from hsc_search import preflight; "
+                               f"preflight.check_address({address!r}, token_by_ray=True); print('passed')"],
+                              env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
@@ -366,3 +371,4 @@ def test_a_cluster_with_token_authentication_refuses_a_driver_without_its_token_
     assert wrong.returncode == 2 and "refused this driver's authentication token; give it the cluster's token" \
         in wrong.stderr, wrong.stderr[-3000:]  # fmt: skip
     assert sorted(p.name for p in work.iterdir()) == []  # no mlflow.db, no ray_results
+    assert auto.returncode == 0 and "passed" in auto.stdout, auto.stderr[-2000:]

@@ -969,6 +969,23 @@ def test_a_store_a_failed_start_created_is_removed_and_one_with_runs_is_kept(tmp
         opening = pool.submit(lambda: MlflowClient(f"sqlite:///{db}").get_experiment_by_name("hsc-search"))
         _remove_new_store(db, opening)  # waits for the opening, then removes what it made
     assert not db.exists() and list(tmp_path.iterdir()) == []
+    # another search that started beside it in the same folder has the same new store open: kept (a review)
+    import subprocess
+    import sys
+
+    MlflowClient(f"sqlite:///{db}").get_experiment_by_name("hsc-search")
+    other = subprocess.Popen([sys.executable, "-c", f"import sqlite3, sys, time; c = sqlite3.connect({str(db)!r}); "
+                              "c.execute('SELECT 1 FROM runs').fetchall(); print('open', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert other.stdout.readline().strip() == "open"
+        _remove_new_store(db, None)
+        assert db.exists()
+    finally:
+        other.kill()
+        other.wait(timeout=30)
+    _remove_new_store(db, None)
+    assert not db.exists()
     client = MlflowClient(f"sqlite:///{db}")
     client.create_run(client.create_experiment("x"))
     _remove_new_store(db, None)

@@ -798,3 +798,16 @@ def test_an_endpoint_made_invalid_by_a_set_value_names_the_set_value():
     lines = str(e.value).splitlines()
     assert len(lines) == 2 and all(ln.endswith("(with --set batch_size=16)") for ln in lines), lines
     assert "params.cca_dim: choice 16 is not a valid cca_dim: batch_size (16) must exceed cca_dim (16)" in lines[0]
+
+
+def test_a_stepped_float_is_trained_and_recorded_at_its_grid_value():
+    """Optuna samples a stepped float as low + k * step: quick's mask_ratio 0.6 came as 0.6000000000000001, and was
+    trained, logged to MLflow and exported so (a walkthrough). The define-by-run function returns the grid value,
+    which Ray's OptunaSearch puts in the trial's config over the captured one ({**captured, **returned})."""
+    fn = load_space(SPACES_DIR / "quick.yaml").define_by_run()
+    got = fn(optuna.trial.FixedTrial({"lr": 0.001, "mask_ratio": 0.3 + 3 * 0.1, "topk": 3, "tau": 0.3,
+                                      "loss_weighting": "fixed"}))  # fmt: skip
+    assert 0.3 + 3 * 0.1 == 0.6000000000000001 and got["mask_ratio"] == 0.6 and repr(got["mask_ratio"]) == "0.6"
+    clean = fn(optuna.trial.FixedTrial({"lr": 0.001, "mask_ratio": 0.5, "topk": 3, "tau": 0.3,
+                                        "loss_weighting": "fixed"}))  # fmt: skip
+    assert "mask_ratio" not in clean  # a value without noise: Optuna's own, untouched
