@@ -599,12 +599,10 @@ def _run(args, staging: Path | None) -> int:
         ray.shutdown()
     write_outputs(doc, args.out)
     if staging is not None:
-        import shutil
-
-        for kept in sorted(staging.iterdir()):  # the run is complete: its curves replace the recorded ones
-            final = args.keep_curves / kept.name
-            if final.exists():
-                shutil.rmtree(final)
+        for kept in sorted(p for p in staging.iterdir() if p.name.startswith("fifo-s")):  # the run is complete:
+            final = args.keep_curves / kept.name  # its curves replace the recorded ones (the old set aside first,
+            if final.exists():  # removed with the staging folder: never a moment with neither)
+                final.rename(staging / f"replaced-{kept.name}")
             kept.rename(final)
     print(json.dumps({"summary": doc["summary"], "elapsed_s": doc["elapsed_s"]}, indent=1))
     return 0

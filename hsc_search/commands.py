@@ -29,7 +29,10 @@ def exe(name: str, relative: bool = True) -> str:
 
 
 def resume_command(exp_dir) -> str:
-    """`hsc-search resume <folder>` as printed: with `RAY_AUTH_MODE=token ` in front when this search runs with it
-    (a cluster with token authentication: pasted without it in a new shell, the resume was refused)."""
-    auth = "RAY_AUTH_MODE=token " if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ""
+    """`hsc-search resume <folder>` as printed: with `RAY_AUTH_MODE=token ` in front when the user ran this command
+    with it (a cluster with token authentication: pasted without it in a new shell, the resume was refused). The
+    value from before Ray started: ray.init sets it to token for a local instance of its own."""
+    from . import USER_RAY_AUTH_MODE
+
+    auth = "RAY_AUTH_MODE=token " if (USER_RAY_AUTH_MODE or "").lower() == "token" else ""
     return f"{auth}{exe('hsc-search')} resume {shlex.quote(str(exp_dir))}"

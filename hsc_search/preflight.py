@@ -83,8 +83,9 @@ def check_metric_in_space(metric: str, space, epochs: int, dims: tuple[int, int,
         study.tell(trial, 0.0)
         if reports(params) is False:
             fields = next((f for prefix, f in DEPENDS_ON.items() if metric.startswith(prefix)), ())
-            names = [k for k in params if k in fields and k in first and params[k] != first[k]
-                     and reports({**params, k: first[k]})] or [k for k in params if k in fields] or list(params)
+            differ = [k for k in params if k in fields and (k not in first or params[k] != first[k])]
+            names = [k for k in differ if k in first and reports({**params, k: first[k]})] or differ or [
+                k for k in params if k in fields] or list(params)  # no one value: those that differ from the first
             shown = ", ".join(f"{k}={params[k]}" for k in names)
             names = sorted(names)
             raise PreflightError(

@@ -55,8 +55,8 @@ def shown(value: Any) -> str:
 
 
 def plural(count: int, noun: str) -> str:
-    """'1 epoch', '2 epochs', '2 searches'."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}{'es' if noun.endswith(('s', 'sh', 'ch', 'x')) else 's'}"
+    """'1 epoch', '2 epochs', '2 searches' (the one noun of ours that takes -es: 'epoch' does not)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}{'es' if noun.endswith('search') else 's'}"
 
 
 def params_line(params: dict[str, str]) -> tuple[str, str]:
@@ -337,10 +337,13 @@ def served_artifacts_problem(location: str | None, tracking_uri: str | None, fla
     an MLflow server's clients read or write, and `tracking_uri` is not that server's http(s) address (a team
     server's database URI, say: MLflow then failed mid-way with a paragraph about MLFLOW_TRACKING_URI). `what`
     names the holder ("experiment 'hsc-search'", "search run <id>"); the line then says which flag to change."""
+    import os
+
     uri = default_tracking_uri(tracking_uri)
     if not str(location or "").startswith("mlflow-artifacts:") or uri.startswith(("http://", "https://")):
         return None
-    return (f"{flag} {without_password(uri)}: {what} keeps its artifacts on an MLflow server ({location}), which "
+    named = flag if tracking_uri or not os.environ.get("MLFLOW_TRACKING_URI") else "$MLFLOW_TRACKING_URI"
+    return (f"{named} {without_password(uri)}: {what} keeps its artifacts on an MLflow server ({location}), which "
             f"only that server's clients reach: give {flag} the server's http://HOST:PORT (`hsc-search team-server` "
             "prints it)")
 

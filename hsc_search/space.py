@@ -290,13 +290,21 @@ class SearchSpace:
                 out[p.name] = (f"{p.name} is searched, but the trainer reads it only when {parent} is {needs}, and "
                                f"here {parent} is {values}: its values change nothing; fix it or leave it out")
             else:
-                if allowed != ABOVE_ZERO:
-                    add = f"add `when: {{{parent}: [{', '.join(map(str, allowed))}]}}` to its spec"
+                # the values the parent can take that read it (a value it cannot take is refused in a `when`)
+                if src is not None and src.type == "categorical":
+                    takes: list | None = [c for c in src.choices if ok(c)]
                 elif src is not None and src.type == "int" and src.high - max(1, src.low) < 20:
-                    grid = [v for v in range(src.low, src.high + 1, src.step or 1) if v > 0]
-                    add = f"add `when: {{{parent}: [{', '.join(map(str, grid))}]}}` to its spec"
+                    takes = [v for v in range(src.low, src.high + 1, src.step or 1) if ok(v)]
                 else:
-                    add = f"add a `when` on {parent} with its values above 0 to its spec"
+                    takes = None
+                entry = f"{parent}: [{', '.join(map(str, takes))}]" if takes else None
+                if entry is None:
+                    add = (f"add a condition on {parent} to its `when` that keeps only values {needs}" if p.when else
+                           f"add a `when` on {parent} to its spec that keeps only values {needs}")  # fmt: skip
+                elif p.when:  # a second `when:` key would be a duplicate
+                    add = f"add `{entry}` to its `when`"
+                else:
+                    add = f"add `when: {{{entry}}}` to its spec"
                 out[p.name] = (f"{p.name} is searched, but the trainer reads it only when {parent} is {needs}: trials "
                                f"with {parent} {values} ignore it (their {p.name} changes nothing); {add}")  # fmt: skip
         return out

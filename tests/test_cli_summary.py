@@ -173,11 +173,16 @@ def test_the_program_alone_lists_its_commands_and_errors_honour_no_color():
 
 def test_the_resume_line_of_a_search_with_token_authentication_carries_it(capsys, monkeypatch):
     """A search on a cluster with token authentication runs with RAY_AUTH_MODE=token; its printed resume, pasted
-    in a new shell without it, was refused by the cluster (a walkthrough): the line carries the variable."""
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    in a new shell without it, was refused by the cluster (a walkthrough): the line carries the variable, as the
+    user gave it, not as ray.init left it (it sets token for a local instance of its own: the review)."""
+    import hsc_search
+
+    monkeypatch.setattr(hsc_search, "USER_RAY_AUTH_MODE", "token")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     _report(SearchOutcome("/runs/s", None, [], None, None, True, []), None, "synthetic:ave")
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("interrupted: "))
     assert line.startswith("interrupted: `RAY_AUTH_MODE=token ") and line.endswith(" resume /runs/s` continues it")
-    monkeypatch.delenv("RAY_AUTH_MODE")
+    monkeypatch.setattr(hsc_search, "USER_RAY_AUTH_MODE", None)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # what ray.init of a local instance leaves in the environment
     _report(SearchOutcome("/runs/s", None, [], None, None, True, []), None, "synthetic:ave")
     assert "RAY_AUTH_MODE" not in capsys.readouterr().out

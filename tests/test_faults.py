@@ -115,14 +115,15 @@ def test_failing_trials_are_marked_failed_and_the_search_goes_on(tmp_path, _cach
 
 
 def test_a_config_larger_than_the_machine_fails_at_once_and_is_not_retried(tmp_path, _cache_dir):
-    """A space with a model size a few zeros too large (hidden_dim 2e8: a 12 PB allocation in a walkthrough): Ray
+    """A space with a model size a few zeros too large (here hidden_dim 1e11: its first layer alone is terabytes, so
+    nothing is allocated before the failure; a walkthrough asked for 12 PB): Ray
     retried the trial twice, each failing the same way. One allocation above the machine's whole memory is the
     config's fault: one line, no retry, the search goes on. (Out-of-memory on memory that other trials held is
     still retried.) CUDA's message is read the same way."""
     from hsc_search.trainable import larger_than_the_device
 
     space = tmp_path / "space.yaml"
-    space.write_text("fixed: {hidden_dim: 200000000, embed_dim: 16, proj_dim: 16, batch_size: 100}\n"
+    space.write_text("fixed: {hidden_dim: 100000000000, embed_dim: 16, proj_dim: 16, batch_size: 100}\n"
                      "params:\n  lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")  # fmt: skip
     proc = subprocess.run(search_cmd("--space", str(space), "--num-samples", "1", "--max-epochs", "1", "--scheduler",
                                      "fifo", "--name", "huge", "--no-mlflow"),

@@ -62,6 +62,16 @@ def _error(tmp_path: Path, text: str) -> str:
     return message
 
 
+def _fixed_and_grid_values(space, params: dict, returned: dict) -> None:
+    """What the define-by-run function returns: the fixed values, and a stepped float's grid value where Optuna's
+    low + k * step carries float noise (Ray's config takes it over the sampled one)."""
+    assert {k: returned[k] for k in space.fixed} == space.fixed
+    stepped = {p.name for p in space.params if p.type == "float" and p.step}
+    for k, v in returned.items():
+        if k not in space.fixed:
+            assert k in stepped and v == float(f"{params[k]:.12g}") and v != params[k], (k, v, params.get(k))
+
+
 # ------------------------------------------------------------------------------------------- shipped spaces
 def test_the_three_spaces_are_shipped():
     assert {p.name for p in SHIPPED} >= {"quick.yaml", "hsc_mae.yaml", "ablation.yaml"}
@@ -75,7 +85,7 @@ def test_shipped_space_samples_valid_configs(path):
     assert "epochs" not in space.names() and "epochs" not in space.fixed
     seen_with, seen_without = set(), set()
     for params, returned in _sample(space, 30, seed=1):
-        assert returned == space.fixed
+        _fixed_and_grid_values(space, params, returned)
         cfg = validate_sampled(space, params, epochs=5)
         assert cfg.epochs == 5
         for name, value in space.fixed.items():
@@ -173,8 +183,10 @@ def test_define_by_run_is_deterministic_and_returns_the_fixed_values():
     assert [p for p, _ in a] == [p for p, _ in b]
     assert [p for p, _ in a] != [p for p, _ in c]
     quick = load_space(SPACES_DIR / "quick.yaml")
-    returned = quick.define_by_run()(optuna.create_study().ask())
-    assert returned == quick.fixed and returned
+    trial = optuna.create_study().ask()
+    returned = quick.define_by_run()(trial)
+    _fixed_and_grid_values(quick, trial.params, returned)
+    assert returned
     returned["hidden_dim"] = 1  # a copy: the caller cannot change the space
     assert quick.fixed["hidden_dim"] != 1
 
@@ -750,6 +762,19 @@ def test_a_space_that_searches_what_the_trainer_ignores_is_said_at_the_start(tmp
                        "0 ignore it (their tau_teacher changes nothing); add `when: {topk: [2, 4]}` to its spec",
         "lr": "lr is searched over one value (0.001): every trial gets it; fix it instead",
     }  # fmt: skip
+    # the `when` suggested holds only values the parent can take (learned_raw is not a choice here: a `when` with
+    # it is refused), and goes into an existing `when` (a second `when:` key is a duplicate; the review)
+    wlr = load_space_dict({"params": {"loss_weighting": {"type": "categorical", "choices": ["fixed", "learned"]},
+                                      "weight_lr": {"type": "float", "low": 1e-3, "high": 0.1}}})  # fmt: skip
+    assert wlr.unused_by_trainer()["weight_lr"].endswith("add `when: {loss_weighting: [learned]}` to its spec")
+    inner = load_space_dict({"params": {
+        "topk": {"type": "int", "low": 0, "high": 4, "step": 2},
+        "distill": {"type": "categorical", "choices": ["none", "relational"]},
+        "tau_teacher": {"type": "float", "low": 0.01, "high": 0.2, "when": {"distill": ["relational"]}}}})
+    assert inner.unused_by_trainer()["tau_teacher"].endswith("add `topk: [2, 4]` to its `when`")
+    fixed_spec = {"type": "float", "low": 0.01, "high": 0.2, "when": {"distill": ["relational"], "topk": [2, 4]}}
+    assert load_space_dict({"params": {**inner.to_dict()["params"], "tau_teacher": fixed_spec}}).unused_by_trainer() \
+        == {}  # fmt: skip
     never = load_space_dict({"params": {"w_rec": {"type": "float", "low": 0.1, "high": 3.0}}})  # default: learned
     assert never.unused_by_trainer()["w_rec"].endswith("and here loss_weighting is 'learned': its values change "
                                                        "nothing; fix it or leave it out")  # fmt: skip

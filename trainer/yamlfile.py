@@ -99,7 +99,9 @@ def yaml_problem(e: yaml.YAMLError) -> str:
     mark, opened = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
     what = "; ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
     where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    if opened is not None and mark is not None and opened.line != mark.line:  # an unclosed { or [: where it opened
+    context = str(getattr(e, "context", None) or "")
+    if (opened is not None and mark is not None and opened.line != mark.line  # an unclosed {, [ or quote: where
+            and context.startswith(("while parsing a flow", "while scanning a quoted"))):  # it opened  # fmt: skip
         what_opened = str(getattr(e, "context", None) or "block").removeprefix("while parsing ").removeprefix(
             "while scanning ")  # "a flow mapping" (an unclosed {), "a flow sequence" ([)
         where += f"; {what_opened} that starts at line {opened.line + 1}, column {opened.column + 1}"
