@@ -383,7 +383,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results; with --quick a "
                    "new temporary folder, so a smoke run never overwrites the recorded results)")
     p.add_argument("--resume", action="store_true", help="keep the runs already in OUT/quality.json")
-    p.add_argument("--from-json", type=Path, default=None, help="only rebuild quality.md / quality.png from a JSON")
+    p.add_argument("--from-json", type=Path, default=None, help="only rebuild the tables and chart of a JSON this script wrote: <its name>.md and .png, beside it or in --out")
     args = p.parse_args(argv)
     given_out = args.out
     args.out = given_out or (Path(tempfile.mkdtemp(prefix="quality-quick-")) if args.quick
