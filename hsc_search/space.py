@@ -218,12 +218,8 @@ class _DefineByRun:
                 values[p.name] = p.suggest(trial)
                 if p.type == "int" and _kind(p.name) == "float":  # e.g. warmup_epochs in whole epochs: the trial's
                     out[p.name] = float(values[p.name])  # config (Ray's, MLflow's params) holds the float it trains
-                elif p.type == "float" and p.step:  # Optuna's low + k * step: 0.6000000000000001 for 0.6, trained,
-                    # shown in MLflow and exported so (a filter `params.mask_ratio = '0.6'` found nothing): the grid
-                    # value, which Ray's config takes over the captured one
-                    clean = min(max(float(f"{values[p.name]:.12g}"), p.low), p.high)
-                    if clean != values[p.name]:
-                        values[p.name] = out[p.name] = clean
+        # (a stepped float is Optuna's low + k * step, 0.6000000000000001 for 0.6: trained and recorded so, the
+        # very number Optuna's study holds; cleaning it to the grid value made the record differ from the study)
         return out
 
 
