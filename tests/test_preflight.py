@@ -382,13 +382,16 @@ def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch, tmp_path):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     (tmp_path / "ray").mkdir()
-    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}\n")  # closed above: refused
-    t0 = time.monotonic()
-    with pytest.raises(PreflightError, match=f"^--address auto \\(Ray found 127.0.0.1:{port} on this machine: the "
-                       f"address file of the last `ray start`, or another Ray running here\\): no Ray head answers at "
-                       f"127.0.0.1:{port} \\(Connection refused\\)"):  # fmt: skip
-        preflight.check_address("auto", timeout_s=2.0)
-    assert time.monotonic() - t0 < 10.0
+    with socket.socket() as s:  # bound and not listening: refused, and no other process can take the port meanwhile
+        s.bind(("127.0.0.1", 0))  # (a closed port was taken by a Ray another job started, once: a flaky failure)
+        port = s.getsockname()[1]
+        (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}\n")
+        t0 = time.monotonic()
+        with pytest.raises(PreflightError, match=f"^--address auto \\(Ray found 127.0.0.1:{port} on this machine: "
+                           f"the address file of the last `ray start`, or another Ray running here\\): no Ray head "
+                           f"answers at 127.0.0.1:{port} \\(Connection refused\\)"):  # fmt: skip
+            preflight.check_address("auto", timeout_s=2.0)
+        assert time.monotonic() - t0 < 10.0
 
 
 def test_an_address_where_something_else_answers_is_not_taken_for_a_ray_head(monkeypatch):
