@@ -34,20 +34,17 @@ def reported_keys(cfg: TrainConfig) -> list[str]:
     losses = cfg.active_losses()
     kinds = ("loss", "weight", "logvar") if cfg.loss_weighting != "fixed" else ("loss", "weight")  # fixed: no s_i
     return (
-        ["epoch", "val/map_a2v", "val/map_v2a", "val/map_avg", "loss/total"]
+        list(_ALWAYS_FIRST)
         + [f"{p}/{n}" for p in kinds for n in losses]
         + [f"cca/rho_{i:02d}" for i in range(cfg.cca_k)]
-        + ["cca/mean", "time/epoch_s", "perf/samples_per_s"]
+        + list(_ALWAYS_LAST)
     )
 
 
-EVERY_TRIALS = ("epoch", "val/map_a2v", "val/map_v2a", "val/map_avg", "loss/total", "cca/mean", "time/epoch_s",
-                "perf/samples_per_s")  # reported whatever the config: no space can take them away
+_ALWAYS_FIRST = ("epoch", "val/map_a2v", "val/map_v2a", "val/map_avg", "loss/total")
+_ALWAYS_LAST = ("cca/mean", "time/epoch_s", "perf/samples_per_s")
+EVERY_TRIALS = _ALWAYS_FIRST + _ALWAYS_LAST  # reported whatever the config: no space can take them away
 SPACE_DRAWS = 200  # random trials of the space the metric is checked against (about 0.1 s per 100)
-DEPENDS_ON = {"logvar/": ("loss_weighting", "use_rec", "mask_ratio", "use_dcca", "use_nce", "distill"),
-              "loss/": ("use_rec", "mask_ratio", "use_dcca", "use_nce", "distill"),
-              "weight/": ("use_rec", "mask_ratio", "use_dcca", "use_nce", "distill"),
-              "cca/rho_": ("cca_dim", "cca_k", "batch_size")}  # fmt: skip
 
 
 def check_metric_in_space(metric: str, space, epochs: int, dims: tuple[int, int, int], first: dict[str, Any],
@@ -58,7 +55,7 @@ def check_metric_in_space(metric: str, space, epochs: int, dims: tuple[int, int,
     the sampler drew it. Checked on `SPACE_DRAWS` random trials of the space (Optuna's RandomSampler, in memory),
     each resolved for the data (`dims`: train clips, audio and visual dims) as the trainer resolves it. The
     sentence names the values that take the metric away: those which, set back to the first trial's (`first`,
-    which reports it), give it back; all the metric depends on where no one value does."""
+    which reports it), give it back; where no one value does, those that differ from the first trial's."""
     if metric in EVERY_TRIALS or not space.params:
         return
     import optuna
@@ -82,10 +79,8 @@ def check_metric_in_space(metric: str, space, epochs: int, dims: tuple[int, int,
         params = dict(trial.params)
         study.tell(trial, 0.0)
         if reports(params) is False:
-            fields = next((f for prefix, f in DEPENDS_ON.items() if metric.startswith(prefix)), ())
-            differ = [k for k in params if k in fields and (k not in first or params[k] != first[k])]
-            names = [k for k in differ if k in first and reports({**params, k: first[k]})] or differ or [
-                k for k in params if k in fields] or list(params)  # no one value: those that differ from the first
+            differ = [k for k in params if k not in first or params[k] != first[k]]
+            names = [k for k in differ if k in first and reports({**params, k: first[k]})] or differ or list(params)
             shown = ", ".join(f"{k}={params[k]}" for k in names)
             names = sorted(names)
             raise PreflightError(
