@@ -522,10 +522,7 @@ class _OverrideProblems:
             self.bad.lines.append(f"--set: {msg}")
             return
         name = where.split(".", 1)[1]
-        if name in self.set_from:
-            self.bad.lines.append(f"{self.set_from[name]}: {name}={self.overrides.get(name, '')}: {msg}")
-        else:
-            self.bad.lines.append(f"--set {name}={self.overrides.get(name, '')}: {msg}")
+        self.bad.lines.append(f"{_set_flag(name, self.overrides.get(name, ''), self.set_from)}: {msg}")
 
 
 def _set_flag(name: str, value: Any, set_from: dict[str, str] | None) -> str:
