@@ -14,12 +14,12 @@ import os as _os
 
 __version__ = "0.1.0"
 
-# read by MLflow when it is imported (mlflow/__init__.py starts its telemetry client there) and by Ray when a
-# node starts: both must be set before either is imported, hence here
 # the user's own RAY_AUTH_MODE, before any ray.init of this process (which sets it to token for a local instance
 # of its own): a printed `resume` carries it only when the user ran with it (commands.resume_command)
 USER_RAY_AUTH_MODE = _os.environ.get("RAY_AUTH_MODE")
 
+# read by MLflow when it is imported (mlflow/__init__.py starts its telemetry client there) and by Ray when a
+# node starts: both must be set before either is imported, hence here
 TELEMETRY_DEFAULTS = {"MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0"}
 for _key, _value in TELEMETRY_DEFAULTS.items():
     _os.environ.setdefault(_key, _value)

@@ -961,9 +961,9 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
     notes = [*data.notes, *settings.unused()]
     for name, where in space.unsearched.items():
         notes.append(f"{name} is in the space but {where} fixes it at {space.fixed[name]!r}: not searched")
-    for name, why in space.never_searched().items():
-        notes.append(f"{name} is never searched: {why}")
-    notes += [why for name, why in space.unused_by_trainer().items() if name not in space.never_searched()]
+    never = space.never_searched()
+    notes += [f"{name} is never searched: {why}" for name, why in never.items()]
+    notes += [why for name, why in space.unused_by_trainer().items() if name not in never]
     searched = set(space.names())
     if "seq_layers" in searched and not (data.audio_is_sequence or data.visual_is_sequence):
         notes.append(f"seq_layers is searched, but the data's features are vectors (audio {data.audio_dim}-d, visual "

@@ -40,6 +40,7 @@ from .runs import (
     missing_artifact_dir,
     moved_store_hint,
     out_file_problem,
+    plural,
     score_key,
     served_artifacts_problem,
 )
@@ -171,8 +172,7 @@ def provenance(best: TrialRow, search: str, parent_run_id: str | None, metric: s
     run = f" (MLflow run {best.run_id})" if best.run_id else ""
     parent = f" (run {parent_run_id})" if parent_run_id else ""
     score = "no score" if best.score is None else f"{metric} {best.score:.6g}"
-    return (f"trial {best.name}{run} of search {search}{parent}: {score}, its best over {best.epochs} "
-            f"epoch{'s' * (best.epochs != 1)}")
+    return f"trial {best.name}{run} of search {search}{parent}: {score}, its best over {plural(best.epochs, 'epoch')}"
 
 
 def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str | None = None,
