@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from .commands import exe, resume_command
+from .commands import exe, resume_command, retrain_command
 from .shipped import shipped_spaces
 
 # MLflow prints "View run ... at: http://..." and "View experiment at: ..." for every run it ends on a server
@@ -121,8 +121,7 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
                    + (f"  (resolved on this data: {resolved})" if resolved else ""))
         if outcome.best_config_path is not None:
             typer.echo(f"best config: {outcome.best_config_path}")
-            typer.echo(f"retrain:     {_exe('python', relative=False)} -m trainer --config {shlex.quote(str(outcome.best_config_path))} "
-                       f"--data {shlex.quote(data)}")  # fmt: skip
+            typer.echo(f"retrain:     {retrain_command(outcome.best_config_path, data)}")
     if getattr(outcome, "report_path", None) is not None:
         typer.echo(f"report:      {outcome.report_path}  (also in MLflow: the search run's artifact report.html)")
     if outcome.parent_run_id is not None:
@@ -379,8 +378,7 @@ def export_best_cmd(
                f"{best.score:.4f} ({mode}) -> {path}")  # fmt: skip
     data = search.data.params.get("data") if search is not None else None
     if data:  # as `run` prints it (a YAML file's header says it too; a JSON file has no place for it)
-        typer.echo(f"retrain: {_exe('python', relative=False)} -m trainer --config {shlex.quote(str(path.absolute()))} "
-                   f"--data {shlex.quote(data)}")  # works from any folder, as the file's own header
+        typer.echo(f"retrain: {retrain_command(path.absolute(), data)}")  # works from any folder, as the file's header
     if search is not None and search.info.status != "FINISHED":  # its best so far, which may still change
         from .driver import unfinished_note
 

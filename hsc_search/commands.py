@@ -36,3 +36,11 @@ def resume_command(exp_dir) -> str:
 
     auth = "RAY_AUTH_MODE=token " if (USER_RAY_AUTH_MODE or "").lower() == "token" else ""
     return f"{auth}{exe('hsc-search')} resume {shlex.quote(str(exp_dir))}"
+
+
+def retrain_command(config_path, data: str | None) -> str:
+    """The command that retrains an exported config, as printed and written into the file's header: this
+    environment's `hsc-search train` by its absolute path (the same program as `python -m trainer`, which a
+    `trainer.py` or `trainer/` folder in the working directory would shadow when pasted there: a walkthrough)."""
+    spec = shlex.quote(data) if data else "<SPEC: the data the search ran on>"
+    return f"{exe('hsc-search', relative=False)} train --config {shlex.quote(str(config_path))} --data {spec}"

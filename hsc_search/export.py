@@ -179,19 +179,19 @@ def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str
                  source: str | None = None) -> Path:
     """Writes the config; a YAML file starts with the command that retrains from it (the file as written, the
     data the search ran on when known) and `source` (`provenance`) when given."""
-    import shlex
-
-    from .commands import exe
+    from .commands import retrain_command
+    from .storage import write_text
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # through a temporary file and a rename: a full disk leaves the earlier file as it was (a walkthrough)
     if fmt == "json":
-        out.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        write_text(str(out), json.dumps(cfg.to_dict(), indent=2) + "\n")
     else:
-        spec = shlex.quote(data) if data else "<SPEC: the data the search ran on>"
-        out.write_text(
+        write_text(
+            str(out),
             "# Best HSC-MAE config exported by hsc-search; retrain with (in the project's environment):\n"
-            f"#   {exe('python', relative=False)} -m trainer --config {shlex.quote(str(out.absolute()))} --data {spec}\n"
+            f"#   {retrain_command(out.absolute(), data)}\n"
             + (f"# from {source}\n" if source else "")
             + cfg.to_yaml()
         )

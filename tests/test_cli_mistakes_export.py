@@ -536,14 +536,15 @@ def test_export_prints_the_retrain_command_for_json_too(store, tmp_path, monkeyp
     line = next(ln for ln in result.output.splitlines() if ln.startswith("retrain: "))
     words = shlex.split(line)
     # the file by its absolute path: pasted in another folder, "--config b.json" was not found (a walkthrough)
-    assert words[2:] == ["-m", "trainer", "--config", str(tmp_path / "b.json"), "--data",
+    assert words[2:] == ["train", "--config", str(tmp_path / "b.json"), "--data",
                          "synthetic:ave?n_train=40&seed=3"], words  # fmt: skip
-    # the python too, by its full path as the exported file's header has it: run from the folder above the
-    # virtualenv it printed `.venv/bin/python`, which fails pasted anywhere else (a walkthrough)
+    # the command too, by its full path as the exported file's header has it: run from the folder above the
+    # virtualenv it printed `.venv/bin/python`, which fails pasted anywhere else (a walkthrough); and `hsc-search
+    # train`, not `python -m trainer`, which a trainer.py in the folder it is pasted in shadows (a walkthrough)
     monkeypatch.chdir(Path(sys.executable).parents[2])
     result = _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--out", str(tmp_path / "c.json"))
     line = next(ln for ln in result.output.splitlines() if ln.startswith("retrain: "))
-    assert shlex.split(line)[1] == os.path.abspath(Path(sys.executable).parent / "python"), line
+    assert shlex.split(line)[1] == os.path.abspath(Path(sys.executable).parent / "hsc-search"), line
 
 
 def test_a_server_whose_database_fails_is_one_line_in_seconds(tracking_server, tmp_path, monkeypatch):

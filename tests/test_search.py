@@ -466,9 +466,9 @@ def test_export_best_then_retrain(search, _cache_dir):
     # python: this environment's, by its absolute path)
     header = (cwd / "best.yaml").read_text().splitlines()[1].lstrip("#").strip()
     best_yaml = shlex.quote(str((cwd / "best.yaml").resolve()))  # absolute: the command works in any folder
-    assert header.endswith(f" -m trainer --config {best_yaml} --data {shlex.quote(DATA)}"), header
-    python = shlex.split(header)[0]
-    assert python == os.path.abspath(Path(sys.executable).parent / "python"), header  # not a bare `python`
+    assert header.endswith(f" train --config {best_yaml} --data {shlex.quote(DATA)}"), header
+    command = shlex.split(header)[0]  # not a bare name; `hsc-search train`: no trainer.py where pasted shadows it
+    assert command == os.path.abspath(Path(sys.executable).parent / "hsc-search"), header
     # the next line says which trial and search the file comes from (a copy elsewhere still does), by run ids
     parent = client.get_run(client.get_run(best_run).data.tags["mlflow.parentRunId"])
     source = (cwd / "best.yaml").read_text().splitlines()[2]
@@ -891,7 +891,8 @@ def test_a_search_without_mlflow_still_writes_the_best_config(tmp_path, _cache_d
     trial is the one with the best epoch: checked against every epoch's value as Ray's result files hold them
     (FIFO reports only after a trial's last epoch, so Ray's own per-metric analysis sees the last epoch alone).
     The data is a file named relative to the folder searched in: the printed retrain command names it (and the
-    config) by absolute path, so it works pasted in another folder."""
+    config) by absolute path, so it works pasted in another folder, even one holding a `trainer.py` of the user's
+    (`python -m trainer`, printed before, ran that one: a walkthrough)."""
     from hsc_search.replay import read_ray_dir
     from trainer import TrainConfig
 
@@ -904,6 +905,7 @@ def test_a_search_without_mlflow_still_writes_the_best_config(tmp_path, _cache_d
     retrain = next(ln for ln in proc.stdout.splitlines() if ln.startswith("retrain:")).split(":", 1)[1].strip()
     assert f"--data {tmp_path.resolve() / 'small.h5'}" in retrain, retrain
     (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "trainer.py").write_text("raise SystemExit('the folder own trainer.py ran')\n")
     train = subprocess.run(f"{retrain} --out rt --set epochs=1", shell=True, cwd=tmp_path / "elsewhere",
                            env=_env(_cache_dir), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert train.returncode == 0 and "train 300 / val 60 / test 60 clips" in train.stdout, train.stderr[-2000:]
