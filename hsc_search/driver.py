@@ -698,6 +698,7 @@ def _preflight_rest(settings: SearchSettings, space: SearchSpace, first: dict, n
             notes.append(f"the trainer default is warm-start trial {among}; not enqueued again")
     local = cluster_address(settings.address) is None
     if local:
+        preflight.check_ray_temp_dir()
         preflight.check_local_resources(settings.cpus_per_trial, settings.gpus_per_trial)
     else:  # (`auto` stays `auto` for ray.init: Ray turns token authentication on by itself only for `auto`)
         preflight.check_address(settings.address)
@@ -1204,6 +1205,8 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
                               f"before Ray saved it): nothing of it can be continued; {_start_again(exp_dir)}")
         if cluster_address(settings.address) is not None:  # named as given: the flag, or the search's record
             preflight.check_address(settings.address, flag=address_flag)
+        else:
+            preflight.check_ray_temp_dir()
         space = load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
         try:
             data = load_search_data(settings, space)

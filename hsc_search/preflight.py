@@ -423,6 +423,27 @@ def local_resources() -> dict[str, float]:
     return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count() if torch.cuda.is_available() else 0)}
 
 
+# what Ray adds below its temporary folder for its longest socket, the driver's pid aside:
+# /session_<date>_<time>_<usec>_<pid>/sockets/plasma_store
+RAY_SOCKET_SUFFIX = len("/session_2026-12-05_11-05-17_710537_") + len("/sockets/plasma_store")
+MAX_SOCKET_PATH = 107  # Linux's AF_UNIX limit, as Ray checks it (108 bytes with the terminating zero)
+
+
+def check_ray_temp_dir() -> None:
+    """The local Ray instance's socket paths fit in a unix socket's 107 bytes: a temporary folder of more than about
+    40 bytes (a batch scheduler's per-job TMPDIR) ended every search in a 130-line traceback (a walkthrough)."""
+    from .ray_internals import default_temp_dir
+
+    temp = default_temp_dir()
+    suffix = RAY_SOCKET_SUFFIX + len(str(os.getpid()))  # the session is named after the process that starts Ray
+    if len(temp.encode()) + suffix > MAX_SOCKET_PATH:
+        which = next((v for v in ("RAY_TMPDIR", "TMPDIR") if os.environ.get(v)), None)
+        given = f" (from {which}={os.environ[which]})" if which else ""
+        raise PreflightError(f"Ray's temporary folder {temp}{given} is too long for its socket paths "
+                             f"({len(temp.encode())} + {suffix} bytes, unix sockets take at most "
+                             f"{MAX_SOCKET_PATH}): set RAY_TMPDIR to a short folder, e.g. RAY_TMPDIR=/tmp")  # fmt: skip
+
+
 def check_local_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
     """A trial fits on this machine (the embedded local Ray instance)."""
     have = local_resources()

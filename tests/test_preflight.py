@@ -503,3 +503,59 @@ def test_a_data_path_is_recorded_absolute_with_home_expanded_and_dots_folded(tmp
     assert absolute_data_spec("w6/../data/x.h5") == str(tmp_path / "data" / "x.h5")
     assert ".." not in absolute_data_spec("../x.h5") and os.path.isabs(absolute_data_spec("../x.h5"))
     assert absolute_data_spec("synthetic:ave?n_train=40") == "synthetic:ave?n_train=40"
+
+
+def test_a_temporary_folder_too_long_for_rays_sockets_is_one_line(tmp_path, monkeypatch):
+    """A batch scheduler's per-job TMPDIR (45 bytes) ended every local search in a 130-line traceback from Ray's
+    socket check (a walkthrough). The pre-flight refuses exactly the folders Ray's own check refuses, with the
+    variable to set; checked against Ray's validate_socket_filepath on the path Ray builds (node.py)."""
+    import datetime
+    import os
+
+    from ray._private.utils import validate_socket_filepath
+
+    def ray_accepts(temp: str) -> bool:
+        date = datetime.datetime.today().strftime("%Y-%m-%d_%H-%M-%S_%f")
+        try:
+            validate_socket_filepath(f"{temp}/session_{date}_{os.getpid()}/sockets/plasma_store")
+            return True
+        except OSError:
+            return False
+
+    for n in range(20, 60):
+        folder = "/t" + "x" * (n - 2)  # RAY_TMPDIR=<n bytes>: Ray's folder is <it>/ray
+        monkeypatch.setenv("RAY_TMPDIR", folder)
+        expected = ray_accepts(folder + "/ray")
+        try:
+            preflight.check_ray_temp_dir()
+            ours = True
+        except PreflightError as e:
+            ours = False
+            assert f"Ray's temporary folder {folder}/ray (from RAY_TMPDIR={folder}) is too long" in str(e)
+            assert "set RAY_TMPDIR to a short folder, e.g. RAY_TMPDIR=/tmp" in str(e)
+        assert ours == expected, (n, ours)
+    monkeypatch.setenv("RAY_TMPDIR", "/t" + "x" * 20)
+    preflight.check_ray_temp_dir()
+    assert any(ray_accepts("/t" + "x" * (n - 2) + "/ray") for n in range(20, 60))  # both kinds were met above
+    assert not ray_accepts("/t" + "x" * 57 + "/ray")
+
+
+def test_a_search_under_a_long_tmpdir_stops_in_one_line_before_writing(tmp_path):
+    """The same through `hsc-search run`: exit 2, the one line, nothing written (no store, no search folder)."""
+    import os
+    import subprocess
+    import sys
+
+    long_tmp = tmp_path / ("t" * 40) / "job_12345" / "tmp"  # tmp_path itself is long already
+    long_tmp.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_TMPDIR"}
+    env.update(TMPDIR=str(long_tmp), MLFLOW_DISABLE_TELEMETRY="true")
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run([str(Path(sys.executable).parent / "hsc-search"), "run", "--num-samples", "2",
+                           "--max-epochs", "1", "--data", "synthetic:ave?n_train=200&dim_audio=8&dim_visual=8"],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
+    assert f"Ray's temporary folder {long_tmp}/ray (from TMPDIR={long_tmp}) is too long" in proc.stderr
+    assert list(work.iterdir()) == []
