@@ -1203,6 +1203,12 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
         if not (tune.Tuner.can_restore(str(exp_dir)) and storage.has_experiment_state(exp_dir)):
             raise SearchError(f"{exp_dir}: Ray Tune has no restorable experiment state here (the search stopped "
                               f"before Ray saved it): nothing of it can be continued; {_start_again(exp_dir)}")
+        cut = storage.cut_off_experiment_state(exp_dir)
+        if cut is not None:
+            raise SearchError(f"{cut}: Ray Tune's record of the search is cut off (written when the disk was full?), "
+                              "so Ray cannot restore it: nothing of it can be continued; its trials' results are kept "
+                              f"(`hsc-search run --warm-start {shlex.quote(exp_dir)}` starts a new search from them); "
+                              f"{_start_again(exp_dir)}")  # fmt: skip
         if cluster_address(settings.address) is not None:  # named as given: the flag, or the search's record
             preflight.check_address(settings.address, flag=address_flag)
         else:
@@ -1363,6 +1369,16 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                         f"every trial's results are kept in {exp_dir}: `{resume_command(exp_dir)}` logs what MLflow "
                         "lacks once it answers, then writes the best "
                         "config and the report")  # fmt: skip
+                if not interrupted and status == "FINISHED" and errors:
+                    # MLflow refused records for good (a store whose disk filled: every trial's epochs): marked
+                    # finished, the search summed up "no trial produced a score" and `resume` refused to log what
+                    # MLflow lacked (a walkthrough). Ended as an interrupted search, so that `resume` repairs it.
+                    ended = "KILLED"
+                    reason = errors[0].split(" failed after retries: ", 1)[-1]
+                    raise TrackingIncomplete(
+                        f"MLflow refused {_n(len(errors), 'record')} of the search (the first: {reason}); every "
+                        f"trial's results are kept in {exp_dir}: `{resume_command(exp_dir)}` logs what MLflow lacks "
+                        "once its store takes them again, then writes the best config and the report")  # fmt: skip
                 if trials:
                     reconcile(client, experiment_id, parent_id, trials, settings.max_epochs)
                 if rung_state is not None:

@@ -466,7 +466,11 @@ def ui_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
     return (page + f"/runs/{run_id}" if run_id else page) + UI_QUERY
 
 
-def retry(fn: Callable[[], Any], what: str, attempts: int = 8, first_wait: float = 0.5, max_wait: float = 15.0):
+RETRY_ATTEMPTS = 8  # an MLflow call's attempts: waits of 0.5, 1, 2, 4, 8, 15, 15 s between them (~45 s)
+
+
+def retry(fn: Callable[[], Any], what: str, attempts: int = RETRY_ATTEMPTS, first_wait: float = 0.5,
+          max_wait: float = 15.0):
     """Calls fn, retrying with exponential back-off (0.5, 1, 2, ... s, capped) on any exception."""
     wait = first_wait
     for attempt in range(1, attempts + 1):
@@ -475,7 +479,8 @@ def retry(fn: Callable[[], Any], what: str, attempts: int = 8, first_wait: float
         except Exception as e:  # the server may be briefly unreachable; everything else fails the same way again
             if attempt == attempts:
                 raise
-            log.warning("mlflow: %s failed (%s); retry %d/%d in %.1fs", what, e, attempt, attempts - 1, wait)
+            log.warning("mlflow: %s failed (%s); retry %d/%d in %.1fs", what, http_failure(e), attempt, attempts - 1,
+                        wait)  # fmt: skip
             time.sleep(wait)
             wait = min(wait * 2, max_wait)
 
@@ -649,7 +654,9 @@ def http_failure(e: BaseException) -> str:
     own: an error answer of the server (requests' HTTPError): the status, the address and the server's message;
     a server that kept answering with an error until the retries ran out ("... (Caused by ResponseError('too many
     500 error responses'))"): the status and the address; a server that did not answer ("... [Errno 111]
-    Connection refused"): the address and the reason; otherwise the error's first line, cut at 200 characters.
+    Connection refused"): the address and the reason; a database store's error (SQLAlchemy's, whose own text can
+    be a hint about autoflush): the database's words ("the database: database or disk is full"); otherwise the
+    error's first line, cut at 200 characters.
     A password in an address is shown as ***."""
     import re
 
@@ -671,6 +678,9 @@ def http_failure(e: BaseException) -> str:
             message = cut(" ".join(str(message).split()))
             where = str(getattr(response, "url", "") or where).split("?", 1)[0]
             return _hide_password(f"{where} answered HTTP {response.status_code}" + (f": {message}" if message else ""))
+        orig = getattr(cause, "orig", None)  # SQLAlchemy's DBAPIError: the database driver's own words
+        if isinstance(orig, BaseException) and str(orig).strip():  # (its own text can be an autoflush hint)
+            return _hide_password(cut(f"the database: {str(orig).strip().splitlines()[0]}"))
         m = re.search(r"too many (\d{3}) error responses", said)
         if m:
             return _hide_password(f"{where} kept answering HTTP {m.group(1)}; see the server's log")

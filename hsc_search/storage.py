@@ -85,6 +85,32 @@ def has_experiment_state(exp_dir: str) -> bool:
     return any(i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json") for i in infos)
 
 
+def cut_off_experiment_state(exp_dir: str) -> str | None:
+    """The experiment state Ray would restore from (the newest `experiment_state-*.json`, as Ray picks it) when it
+    is not whole JSON (a full disk cut it off): Ray's restore then logged a traceback, started the search's state
+    over and ran a new trial, and every `resume` after that ran nothing and said "interrupted" (a walkthrough).
+    None when it reads (or there is none: `has_experiment_state` says that)."""
+    import json
+
+    fs, p = _fs(exp_dir)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(p, allow_not_found=True))
+    except OSError:
+        return None
+    names = [i.base_name for i in infos
+             if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json")]  # fmt: skip
+    if not names:
+        return None
+    newest = join(exp_dir, max(names))
+    try:
+        json.loads(read_text(newest))
+    except ValueError:
+        return newest
+    except OSError:
+        return None
+    return None
+
+
 def write_text(path: str, text: str) -> None:
     """Writes the file whole; on a local path through a temporary file and a rename, so that a crash mid-write
     leaves the old content (object stores replace an object whole on their own)."""

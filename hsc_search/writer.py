@@ -37,6 +37,7 @@ from .runs import (
     EFFECTIVE_PARAM,
     NODE_KEY,
     PLOT_KEYS,
+    RETRY_ATTEMPTS,
     TAG_ERROR,
     TAG_KIND,
     TAG_NODE,
@@ -49,6 +50,7 @@ from .runs import (
     client_for,
     epochs_of,
     find_child_run,
+    http_failure,
     retry,
     score_key,
 )
@@ -270,6 +272,7 @@ class _Sink:
         self.client = client_for(tracking_uri)
         self.metric, self.mode = metric, mode
         self.errors: list[str] = []
+        self.failing = False  # the last call failed after its retries: the next ones try once (`_retry`)
         self.runs: dict[str, str] = {}  # trial id -> child run id
         self.repos: dict[str, Any] = {}  # child run id -> its artifact repository (see `_upload`)
         self.logged: dict[str, int] = {}  # trial id -> last epoch logged
@@ -294,14 +297,22 @@ class _Sink:
         try:
             getattr(self, kind)(*message[1:], ending=self._ends_soon(tid, backlog))
         except Exception as e:
-            msg = f"mlflow: {kind} of trial {tid} failed after retries: {e}"
+            msg = f"mlflow: {kind} of trial {tid} failed after retries: {http_failure(e)}"
             log.error(msg)
             self.errors.append(msg)
+            self.failing = True
         finally:
             s = self.stats[kind]
             s[0] += 1
             s[1] += time.perf_counter() - t0
             s[2] += time.thread_time() - c0
+
+    def _retry(self, fn: Callable[[], Any], what: str):
+        """`runs.retry`, once only while the store is failing: a call has failed after all its retries and none has
+        succeeded since (a store whose disk is full: each of a search's calls waited out ~45 s of back-off)."""
+        result = retry(fn, what, attempts=1 if self.failing else RETRY_ATTEMPTS)
+        self.failing = False
+        return result
 
     def _ends_soon(self, tid: str, backlog) -> bool:
         """The trial's last report or its end is queued behind the message in hand."""
@@ -339,7 +350,7 @@ class _Sink:
             self.runs[tid] = run.info.run_id
             return run.info.artifact_uri
 
-        artifact_uri = retry(start, f"start child run of {name}")
+        artifact_uri = self._retry(start, f"start child run of {name}")
         # built after the retried block: a repository that cannot be built must not create the run a second time
         try:
             self.repos[self.runs[tid]] = self._artifact_repository(artifact_uri)
@@ -350,7 +361,7 @@ class _Sink:
             if ending:  # the trial has ended already: one upload with its plots
                 self._defer(tid)["files"][CONFIG_ARTIFACT] = text
             else:  # visible while the trial runs
-                retry(lambda: self._upload(self.runs[tid], {CONFIG_ARTIFACT: text}), f"config of {name}")
+                self._retry(lambda: self._upload(self.runs[tid], {CONFIG_ARTIFACT: text}), f"config of {name}")
 
     def epoch(self, tid: str, name: str, result: dict, last: bool, ending: bool) -> None:
         """A trial's report: the epochs since its last one (all of them after a restore)."""
@@ -384,7 +395,7 @@ class _Sink:
             deferred["params"] += params
             deferred["tags"] += tags
         else:
-            retry(lambda: _log_batch(self.client, self.runs[tid], batch, params, tags), f"log epochs of {name}")
+            self._retry(lambda: _log_batch(self.client, self.runs[tid], batch, params, tags), f"log epochs of {name}")
         # never lowered: a trial restored from an earlier checkpoint than its logged epochs (or started over)
         # reports those epochs again; taking the report's epoch logged the ones after it a second time (3, 3, 4, 4)
         self.logged[tid] = max(self.logged.get(tid, 0), int(result.get("epoch", 0)))
@@ -416,7 +427,7 @@ class _Sink:
     def retried(self, tid: str, ending: bool) -> None:
         if tid not in self.runs:  # it failed before it started (e.g. its actor died): nothing to tag yet
             return
-        retry(lambda: self.client.set_tag(self.runs[tid], "hsc.retried", "true"), f"tag retry of {tid}")
+        self._retry(lambda: self.client.set_tag(self.runs[tid], "hsc.retried", "true"), f"tag retry of {tid}")
 
     def finish(self, tid: str, name: str, outcome: str, status: str, error: str | None, last_result: dict,
                ending: bool) -> None:  # fmt: skip
@@ -452,7 +463,7 @@ class _Sink:
             self._upload(run_id, files)
             client.set_terminated(run_id, status=status)
 
-        retry(finish, f"finish child run of {name} ({outcome})")
+        self._retry(finish, f"finish child run of {name} ({outcome})")
         self.deferred.pop(tid, None)
 
     def kill(self, tid: str, interrupted: bool, ending: bool) -> None:
@@ -473,7 +484,7 @@ class _Sink:
             self.client.set_tag(run_id, TAG_OUTCOME, "interrupted" if interrupted else "unfinished")
             self.client.set_terminated(run_id, status="KILLED")
 
-        retry(kill, f"end open run of trial {tid}")
+        self._retry(kill, f"end open run of trial {tid}")
         self.deferred.pop(tid, None)
 
     # ---------------------------------------------------------------------------- helpers

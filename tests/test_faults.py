@@ -320,3 +320,67 @@ def test_a_checkpoint_that_cannot_be_read_is_retried_by_ray_not_failed_as_the_co
     with pytest.raises(CheckpointError, match="cannot be read as a checkpoint") as info:
         load_state(tmp_path)
     assert not isinstance(info.value, DETERMINISTIC)
+
+
+def test_a_store_that_refuses_records_ends_the_search_resumable(tmp_path, _cache_dir):
+    """MLflow's sqlite store can no longer grow (its disk full: here the writer process's own file-size limit, so
+    that nothing else of the search is touched) while every trial trains and scores. Each record failed after ~45 s
+    of retries, the search ended "no trial produced a score", was marked finished, and `resume` refused to log what
+    MLflow lacked: the record was lost for good (a walkthrough). Now: exit 1 with one line naming the store's own
+    words and the resume command, not marked finished; after one call has failed for good the next ones try once;
+    the resume logs every epoch from Ray's results."""
+    import json
+    import os
+    import resource
+    import sys
+    from pathlib import Path
+
+    import psutil
+
+    env = search_env(_cache_dir, HSC_MLFLOW_WRITER="process")  # the writer in a process of its own, to limit it alone
+    driver = subprocess.Popen(search_cmd("--num-samples", "2", "--max-epochs", "2", "--scheduler", "fifo", "--name",
+                                         "full"), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    try:
+        writer, deadline = None, time.monotonic() + 180
+        while writer is None:  # once it has made a trial's run: its store is open and in use
+            if (tmp_path / "mlflow.db").exists() and search_runs(uri, "hsc-search")[2]:
+                for child in psutil.Process(driver.pid).children(recursive=True):
+                    try:
+                        if "hsc_search.writer" in " ".join(child.cmdline()):
+                            writer = child
+                    except psutil.Error:
+                        pass
+            if writer is None and (time.monotonic() > deadline or driver.poll() is not None):
+                pytest.fail("the writer made no trial run")
+            time.sleep(0.1)
+        resource.prlimit(writer.pid, resource.RLIMIT_FSIZE, (1, 1))  # no file of it can grow past 1 byte
+        out, _ = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(timeout=30)
+    folder = tmp_path / "ray_results" / "full"
+    assert driver.returncode == 1 and "Traceback" not in out, out[-5000:]
+    assert "no trial produced a score" not in out and "SQL:" not in out, out[-5000:]
+    last = out.rstrip().splitlines()[-1]
+    assert re.match(r"error: MLflow refused \d+ records? of the search \(the first: the database: ", last), last
+    assert f"every trial's results are kept in {folder}: `" in last and f"resume {folder}` logs" in last, last
+    # the first call waits out its retries; the others, while none succeeds, try once (7 retries said once)
+    assert len(re.findall(r"retry 7/7 in", out)) == 1, out[-5000:]
+    assert "finished_at" not in json.loads((folder / "hsc_search.json").read_text())
+    _, parents, _ = search_runs(uri, "hsc-search")
+    assert [p.info.status for p in parents] == ["KILLED"], [p.info.status for p in parents]
+
+    again = subprocess.run([str(Path(sys.executable).parent / "hsc-search"), "resume", str(folder)], cwd=tmp_path,
+                           env={k: v for k, v in env.items() if k != "HSC_MLFLOW_WRITER"}, capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "MLflow lacked what 2 trials ended before this resume reported" in again.stdout, again.stdout
+    client, parents, children = search_runs(uri, "hsc-search")
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children + parents)
+    assert all(int(c.data.metrics["epoch"]) == 2 for c in children)
+    assert_complete_histories(client, children)
+    assert "finished_at" in json.loads((folder / "hsc_search.json").read_text())
+    assert os.path.isfile(folder / "best_config.yaml")

@@ -71,6 +71,34 @@ def test_search_prints_best_config_and_ui_command(search):
     assert best.exists()
 
 
+def test_a_search_whose_ray_record_was_cut_off_is_not_resumed_in_a_loop(search, tmp_path):
+    """A full disk cut Ray's experiment state off mid-write: `resume` printed Ray's JSONDecodeError, started the
+    search's state over, ran a new trial and said "interrupted" (exit 130), and every `resume` after that ran nothing
+    and said the same (a walkthrough). One line naming the file, what is kept and how to go on, before Ray starts."""
+    from hsc_search.storage import cut_off_experiment_state
+
+    cwd, _ = search
+    folder = tmp_path / "e2e"
+    shutil.copytree(cwd / "ray_results" / "e2e", folder)
+    meta = json.loads((folder / "hsc_search.json").read_text())
+    meta.pop("finished_at")  # as a search whose end the full disk cut off
+    (folder / "hsc_search.json").write_text(json.dumps(meta))
+    newest = max(folder.glob("experiment_state-*.json"))  # the one Ray restores from (its own choice: the max name)
+    text = newest.read_text()
+    newest.write_text(text[: len(text) // 2])
+    t0 = time.monotonic()
+    proc = _cli("resume", str(folder), cwd=cwd, cache=tmp_path / "cache")
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stderr.strip() == (
+        f"error: {newest}: Ray Tune's record of the search is cut off (written when the disk was full?), so Ray "
+        "cannot restore it: nothing of it can be continued; its trials' results are kept (`hsc-search run "
+        f"--warm-start {folder}` starts a new search from them); to start it again under its name, remove the "
+        f"folder (`rm -r {folder}`) and run the search again"), proc.stderr
+    assert time.monotonic() - t0 < 60
+    newest.write_text(text)  # whole again: no longer refused as cut off
+    assert cut_off_experiment_state(str(folder)) is None
+
+
 def test_mlflow_holds_one_parent_and_one_child_per_trial(search):
     cwd, _ = search
     client = _client(cwd)
