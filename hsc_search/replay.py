@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 
 from .runs import (TAG_DATA_FINGERPRINT, TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, default_tracking_uri,
                    epochs_of, split_params, trial_outcome, typed_column)
+from .storage import write_text
 
 DEFAULT_METRIC = "val/map_avg"
 EPOCH_S_KEY = "time/epoch_s"  # the trainer's seconds per epoch, used with --timing recorded
@@ -1049,7 +1050,7 @@ def run_replay(run_id: str | None = None, ray_dir: str | None = None, experiment
         out = Path(json_out)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(to_json(report), indent=1) + "\n")
+            write_text(str(out), json.dumps(to_json(report), indent=1) + "\n")  # whole or not at all
         except OSError as e:
             raise ReplayError(f"--json {out}: cannot write ({e.strerror or e})") from None
     return report

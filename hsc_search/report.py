@@ -19,6 +19,7 @@ from typing import Any
 
 from .runs import EFFECTIVE_PARAM, OUTCOME_LABELS, params_line, plural, shown, split_params, without_password
 from .search_record import SearchRecord
+from .storage import write_text
 
 log = logging.getLogger(__name__)
 
@@ -708,7 +709,7 @@ def write_report(client, parent_run_id: str, out: str | Path, source: str = "", 
     rec = read_search(client, parent_run_id)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(rec, source, computed))
+    write_text(str(out), render(rec, source, computed))  # whole or not at all: a full disk kept the earlier file
     return out
 
 
@@ -789,7 +790,7 @@ def report_search(tracking_uri: str | None, experiment: str | None, parent_run_i
     text = render(rec, tracking_uri or "")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        write_text(str(out), text)  # whole or not at all: a full disk kept the earlier file
     except OSError as e:
         raise ReportError(f"--out {out}: cannot write ({e.strerror or e})") from None
     if log_to_run:

@@ -46,6 +46,12 @@ def build_parser(prog: str = "python -m trainer") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
     args = build_parser(prog).parse_args(argv)
+    # `~` as hsc-search reads it: after `--out=` or in quotes no shell expanded it, and `--out=~/run` made a folder
+    # named `~` in the working directory while printing "run folder: ~/run" (a walkthrough)
+    args.config = args.config.expanduser() if args.config is not None else None
+    args.out = args.out.expanduser() if args.out is not None else None
+    if args.data.startswith("~"):
+        args.data = os.path.expanduser(args.data)
     if args.help_config:
         try:
             print(describe(), flush=True)
@@ -111,19 +117,31 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a full disk, a folder made read-only mid-run: one line, not a traceback (a walkthrough)
+        where = e.filename or out
+        if _stopped_before_first_epoch(out):
+            then = "nothing of the run is kept; the same command starts it over"
+        else:
+            then = f"the run's last completed epoch is kept in {out}; `{_again(prog, args, out)}` continues it"
+        print(f"error: {where}: {e.strerror or e}; {then}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # one line instead of a traceback: what is kept, and the command that continues
         if _stopped_before_first_epoch(out):
             print("\ninterrupted before the first epoch ended: nothing to keep; the same command starts over",
                   file=sys.stderr)  # fmt: skip
         else:
-            me = f"{shlex.quote(sys.executable)} -m trainer" if prog == "python -m trainer" else prog
-            again = f"{me} --data {shlex.quote(args.data)} --out {shlex.quote(str(out))} --resume" + (
-                f" --device {shlex.quote(args.device)}" if args.device != "auto" else "")
-            print(f"\ninterrupted: the run's last completed epoch is kept in {out}; `{again}` continues it",
-                  file=sys.stderr)  # fmt: skip
+            print(f"\ninterrupted: the run's last completed epoch is kept in {out}; `{_again(prog, args, out)}` "
+                  "continues it", file=sys.stderr)  # fmt: skip
         return 130
     print(f"run folder: {out}")
     return 0
+
+
+def _again(prog: str, args, out: Path) -> str:
+    """The command that continues the run in `out`."""
+    me = f"{shlex.quote(sys.executable)} -m trainer" if prog == "python -m trainer" else prog
+    return f"{me} --data {shlex.quote(args.data)} --out {shlex.quote(str(out))} --resume" + (
+        f" --device {shlex.quote(args.device)}" if args.device != "auto" else "")
 
 
 def _unstarted_run_files(out: Path) -> list[Path] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,8 +281,18 @@ class TrainConfig:
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            Path(path).write_text(text)
+        if path is not None:  # whole or not at all: a full disk left an empty config.yaml, which a run then took
+            path = Path(path)  # for someone else's file and refused to replace (a walkthrough)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                tmp.write_text(text)
+                os.replace(tmp, path)
+            except OSError as e:  # named as the file it was to be
+                tmp.unlink(missing_ok=True)
+                raise OSError(e.errno, e.strerror, str(path)) from None
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         return text
 
     # ------------------------------------------------------------------ validation

@@ -170,8 +170,18 @@ def _load_synthetic(spec: str, val_fraction: float, seed: int) -> AVData:
     if not path.exists():
         try:
             synthetic.write_synthetic(path, name, **options)
-        except OSError as exc:
-            raise DataError(f"{spec}: cannot write the synthetic cache file {path} ({exc})") from exc
+        except OSError as exc:  # a cache that cannot be written (a read-only HOME): made anew in a temporary folder,
+            import tempfile  # read back through the same reader, and removed (a walkthrough: it was an error)
+
+            try:
+                with tempfile.TemporaryDirectory(prefix="hsc-synthetic-") as tmp:
+                    synthetic.write_synthetic(Path(tmp) / path.name, name, **options)
+                    data = read_hdf5(Path(tmp) / path.name, val_fraction=val_fraction, seed=seed)
+            except OSError as again:
+                raise DataError(f"{spec}: cannot write the synthetic data, to its cache file {path} ({exc}) nor to a "
+                                f"temporary folder ({again}); set HSC_CACHE_DIR to a folder that can be "
+                                "written") from None  # fmt: skip
+            return dataclasses.replace(data, source=spec)
     return dataclasses.replace(read_hdf5(path, val_fraction=val_fraction, seed=seed), source=spec)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import errno
 import math
 import os
 import pickle
@@ -238,9 +239,16 @@ def save_state(payload: dict, directory: str | os.PathLike) -> Path:
     target = directory / CHECKPOINT_FILE
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # as the run's other files (mkstemp makes it 0600 whatever the umask)
-    torch.save(payload, tmp)
-    os.replace(tmp, target)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # as the run's other files (mkstemp makes it 0600 whatever the umask)
+        torch.save(payload, tmp)
+        os.replace(tmp, target)
+    except BaseException as e:
+        os.unlink(tmp)
+        if isinstance(e, RuntimeError):  # torch's own word for a write that failed (a full disk): "unexpected pos"
+            raise OSError(errno.EIO, f"cannot be written, a full disk? (torch: {str(e).strip()[:120]})",
+                          str(target)) from None  # fmt: skip
+        raise
     for left in directory.glob("*.tmp"):  # a write cut off before (a kill): up to a checkpoint's size each
         left.unlink(missing_ok=True)
     return target

@@ -1,0 +1,109 @@
+"""A hostile machine (a walkthrough): a disk that fills gives one line, no traceback, and nothing half-written in
+place of an earlier file or that a new run then refuses; a cache that cannot be written; `~` no shell expanded.
+
+The disk is "full" through the trainer process's own file-size limit (RLIMIT_FSIZE, set for that process only:
+writes past it fail as on a full disk, without root or a separate file system)."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _train(out: Path, spec: str, limit: int | None):
+    def limited():  # in the child only
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "trainer", "--data", spec, "--out", str(out), "--set", "epochs=2",
+                           "--set", "hidden_dim=64", "--set", "embed_dim=32", "--set", "proj_dim=32"],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1],
+                          preexec_fn=limited if limit is not None else None)  # fmt: skip
+
+
+@pytest.mark.parametrize("limit, culprit", [(100, "config.yaml"), (4096, "checkpoint/state.pt")])
+def test_a_full_disk_is_one_line_and_the_same_command_starts_over(small_data, small_spec, tmp_path, limit, culprit):
+    """A full disk was a 19-line traceback and left an empty config.yaml; the same command then refused the folder
+    as holding someone else's run, and --resume refused it as holding nothing to resume, each sending the user to
+    the other (a walkthrough). The config is written whole or not at all; a checkpoint torch cannot write is named
+    (torch says only "unexpected pos"); the same command, with space again, trains."""
+    out = tmp_path / "run"
+    proc = _train(out, small_spec, limit)  # (small_data: the synthetic cache file exists already, not written here)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: {out / culprit}: "), error
+    assert error.endswith("; nothing of the run is kept; the same command starts it over"), error
+    if culprit == "config.yaml":
+        assert "File too large" in error and not (out / "config.yaml").exists(), error
+    else:
+        assert "cannot be written, a full disk?" in error, error
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], list(out.rglob("*"))
+    again = _train(out, small_spec, None)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert (out / "summary.json").is_file() and (out / "checkpoint" / "state.pt").is_file()
+
+
+def test_an_exported_config_that_cannot_be_written_leaves_the_earlier_file(tmp_path):
+    """`export-best --out` (and the report, `replay --json`) wrote in place: on a full disk the earlier file was
+    cut to what fitted (a 4.8 MB report left as a truncated page; a walkthrough). Now through a temporary file and
+    a rename: the earlier file stays whole, and no temporary file is left."""
+    out = tmp_path / "best.yaml"
+    earlier = "# an earlier export\n" + "lr: 0.001\n" * 400
+    out.write_text(earlier)
+    code = ("import sys\nfrom hsc_search.export import write_config\nfrom trainer import TrainConfig\n"
+            "write_config(TrainConfig(), sys.argv[1], data='synthetic:ave')\n")
+    limit = 300  # the new file is ~0.9 KB: cut off past 300 bytes
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=120,
+                          preexec_fn=limited, cwd=Path(__file__).parents[1])  # fmt: skip
+    assert proc.returncode != 0 and "File too large" in proc.stderr, proc.stderr[-2000:]
+    assert out.read_text() == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.yaml"]
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parents[1])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert len(text) > limit and text.startswith("# Best HSC-MAE config exported by hsc-search")
+
+
+def test_the_trainer_alone_without_a_writable_cache_and_with_an_unexpanded_home(tmp_path):
+    """A read-only HOME (a container run with --user, a compute node): the synthetic data's cache could not be
+    written, and that was an error, for data that is only cached. Now made in a temporary folder, read back the
+    same way and removed: the same data (the same fingerprint) as from a cache. And `--out=~/run` (no shell expands
+    `~` after `=`) made a folder named `~` in the working directory: now the home folder's, as hsc-search reads it."""
+    import json
+    import os
+
+    spec = "synthetic:ave?n_train=120&n_val=40&n_test=40&dim_audio=6&dim_visual=6&num_classes=4&seed=5"
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    home = tmp_path / "home"
+    home.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    args = ["--data", spec, "--set", "epochs=1", "--set", "hidden_dim=32", "--set", "embed_dim=16",
+            "--set", "proj_dim=16", "--set", "batch_size=60"]  # fmt: skip
+    env = {**os.environ, "HSC_CACHE_DIR": str(blocked / "cache"), "HOME": str(home), "TMPDIR": str(temp)}
+    proc = subprocess.run([sys.executable, "-m", "trainer", *args, "--out=~/run"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "train 120 / val 40 / test 40 clips" in proc.stdout, proc.stdout
+    assert (home / "run" / "summary.json").is_file() and list(work.iterdir()) == []
+    assert not list(temp.glob("hsc-synthetic-*"))  # the temporary copy is gone (torch keeps a folder of its own)
+    # the same data as read from a cache that can be written
+    cached = {**env, "HSC_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "trainer", *args, "--out", str(tmp_path / "run2")], cwd=work,
+                          env=cached, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first = json.loads((home / "run" / "summary.json").read_text())
+    second = json.loads((tmp_path / "run2" / "summary.json").read_text())
+    assert first["best_val"] == second["best_val"] and first["test"] == second["test"]
