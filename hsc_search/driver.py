@@ -699,6 +699,7 @@ def _preflight_rest(settings: SearchSettings, space: SearchSpace, first: dict, n
     local = cluster_address(settings.address) is None
     if local:
         preflight.check_ray_temp_dir()
+        preflight.check_ray_token_home()
         preflight.check_local_resources(settings.cpus_per_trial, settings.gpus_per_trial)
     else:  # (`auto` stays `auto` for ray.init: Ray turns token authentication on by itself only for `auto`)
         preflight.check_address(settings.address)
@@ -1213,6 +1214,7 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
             preflight.check_address(settings.address, flag=address_flag)
         else:
             preflight.check_ray_temp_dir()
+            preflight.check_ray_token_home()
         space = load_space_dict(meta["space"], source=str(meta_path))  # still valid against this trainer version
         try:
             data = load_search_data(settings, space)

@@ -444,6 +444,29 @@ def check_ray_temp_dir() -> None:
                              f"{MAX_SOCKET_PATH}): set RAY_TMPDIR to a short folder, e.g. RAY_TMPDIR=/tmp")  # fmt: skip
 
 
+def check_ray_token_home() -> None:
+    """Ray 2.60 turns token authentication on for a local instance and keeps its token in ~/.ray/auth_token,
+    made at the first start: with a HOME that cannot be written (a container run with --user, a read-only home on
+    a compute node) every search ended in a 127-line traceback from Ray (a walkthrough)."""
+    from pathlib import Path
+
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" or os.environ.get("RAY_AUTH_TOKEN") or \
+            os.environ.get("RAY_AUTH_TOKEN_PATH"):  # fmt: skip
+        return
+    folder = Path.home() / ".ray"
+    if (folder / "auth_token").is_file():
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        problem = None if os.access(folder, os.W_OK | os.X_OK) else "permission denied"
+    except OSError as e:
+        problem = e.strerror or str(e)
+    if problem:
+        raise PreflightError(f"{folder}: cannot be written ({problem}), where Ray keeps the local instance's "
+                             "authentication token (auth_token, made at its first start): set HOME to a folder that "
+                             "can be written, or RAY_AUTH_MODE=disabled for this local search")  # fmt: skip
+
+
 def check_local_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
     """A trial fits on this machine (the embedded local Ray instance)."""
     have = local_resources()

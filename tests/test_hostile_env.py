@@ -107,3 +107,38 @@ def test_the_trainer_alone_without_a_writable_cache_and_with_an_unexpanded_home(
     first = json.loads((home / "run" / "summary.json").read_text())
     second = json.loads((tmp_path / "run2" / "summary.json").read_text())
     assert first["best_val"] == second["best_val"] and first["test"] == second["test"]
+
+
+def test_a_search_with_a_home_that_cannot_be_written_is_one_line(tmp_path, _cache_dir, monkeypatch):
+    """Ray keeps a local instance's token in ~/.ray/auth_token, made at its first start: with a read-only HOME
+    every search ended in a 127-line traceback from Ray (a walkthrough). Now the pre-flight's one line, with both
+    ways out, exit 2, nothing written; and with RAY_AUTH_MODE=disabled, one of them, the pre-flight lets it by."""
+    import os
+
+    from conftest import read_only, search_cmd, search_env
+
+    home = tmp_path / "home"
+    home.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in search_env(_cache_dir).items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
+                                                                         "RAY_AUTH_TOKEN_PATH")}  # fmt: skip
+    env.update(HOME=str(home), MPLCONFIGDIR=str(tmp_path / "mpl"))
+    with read_only(home):
+        proc = subprocess.run(search_cmd("--num-samples", "1", "--max-epochs", "1"), cwd=work, env=env,
+                              capture_output=True, text=True, timeout=180)  # fmt: skip
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+        assert proc.stderr.strip().splitlines() == [
+            f"error: {home / '.ray'}: cannot be written (Operation not permitted), where Ray keeps the local "
+            "instance's authentication token (auth_token, made at its first start): set HOME to a folder that can "
+            "be written, or RAY_AUTH_MODE=disabled for this local search"] or (
+            os.geteuid() != 0 and "(Permission denied)" in proc.stderr), proc.stderr  # fmt: skip
+        assert list(work.iterdir()) == [] and list(home.iterdir()) == []
+        from hsc_search import preflight
+
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+        preflight.check_ray_token_home()  # the way out it names
+        monkeypatch.delenv("RAY_AUTH_MODE")
+        with pytest.raises(preflight.PreflightError, match="where Ray keeps the local instance's authentication"):
+            preflight.check_ray_token_home()
