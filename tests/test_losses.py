@@ -529,19 +529,54 @@ def test_fixed_mode_is_weighted_sum():
     assert np.isfinite(s).all()
 
 
-def test_learned_weighting_leaves_distillation_unnormalised():
+def test_learned_weighting_references_for_distillation(small_data):
     """Distillation starts at 0 by construction (the teacher is the student's copy): divided by its first-step
     value (~0.006) its weight was ~170x at once and training collapsed (val mAP 0.15 against 0.82; a
-    walkthrough). Its reference is 1; the others' are their first-step values, checked against the formula."""
+    walkthrough). Its reference is 1, or the first-step value of the loss named for it: `fit` names InfoNCE for
+    embedding distillation (with 1 it outweighed InfoNCE and trailed fixed weights), none for relational. The
+    others' references are their own first values; all checked against the formula by hand."""
     import torch
 
+    from trainer import TrainConfig
+    from trainer.fit import build_state
     from trainer.losses import LossWeighting
 
-    w = LossWeighting(["rec", "nce", "distill"], "learned", {"rec": 1.0, "nce": 1.0, "distill": 1.0}, -2.0)
+    ones = {"rec": 1.0, "dcca": 1.0, "nce": 1.0, "distill": 1.0}
+    w = LossWeighting(["rec", "nce", "distill"], "learned", ones, -2.0)
     first = torch.tensor([0.9, 4.2, 0.006])
-    total = w(first)
+    total = w(first).detach()
     assert torch.allclose(w.reference, torch.tensor([0.9, 4.2, 1.0]))
     assert abs(float(total) - (1.0 + 1.0 + 0.006)) < 1e-6  # sum exp(-0) * L_i / R_i + 0
     assert torch.allclose(w.weights(), torch.tensor([1 / 0.9, 1 / 4.2, 1.0]))
-    second = w(torch.tensor([0.5, 2.1, 0.3]))  # references stay those of the first step
+    second = w(torch.tensor([0.5, 2.1, 0.3])).detach()  # references stay those of the first step
     assert abs(float(second) - (0.5 / 0.9 + 2.1 / 4.2 + 0.3)) < 1e-6
+
+    w = LossWeighting(["rec", "nce", "distill"], "learned", ones, -2.0, reference_of={"distill": "nce"})
+    total = w(first).detach()
+    assert torch.allclose(w.reference, torch.tensor([0.9, 4.2, 4.2]))
+    assert abs(float(total) - (1.0 + 1.0 + 0.006 / 4.2)) < 1e-6
+    assert torch.allclose(w.weights(), torch.tensor([1 / 0.9, 1 / 4.2, 1 / 4.2]))
+    second = w(torch.tensor([0.5, 2.1, 0.3])).detach()
+    assert abs(float(second) - (0.5 / 0.9 + 2.1 / 4.2 + 0.3 / 4.2)) < 1e-6
+    # the order of names does not matter; a start below REF_FLOOR is floored
+    w = LossWeighting(["distill", "dcca", "nce"], "learned", ones, -2.0, reference_of={"distill": "nce"})
+    w(torch.tensor([0.004, 0.0002, 3.1]))
+    assert torch.allclose(w.reference, torch.tensor([3.1, 1e-3, 3.1]))
+    # the loss named is off: 1
+    w = LossWeighting(["rec", "distill"], "learned", ones, -2.0, reference_of={"distill": "nce"})
+    w(torch.tensor([0.9, 0.006]))
+    assert torch.allclose(w.reference, torch.tensor([0.9, 1.0]))
+    # learned_raw and fixed never rescale
+    for mode in ("learned_raw", "fixed"):
+        w = LossWeighting(["nce", "distill"], mode, ones, -2.0, reference_of={"distill": "nce"})
+        w(torch.tensor([4.2, 0.006]))
+        assert torch.equal(w.reference, torch.ones(2))
+    # what fit builds for each kind of distillation
+    for distill, expected in (("embedding", "nce"), ("relational", None)):
+        cfg = TrainConfig(distill=distill, hidden_dim=32, embed_dim=16, proj_dim=16).resolve(
+            len(small_data.train.labels), small_data.train.audio.shape[-1], small_data.train.visual.shape[-1])
+        state = build_state(cfg, small_data, torch.device("cpu"))
+        names = state.weighting.names
+        state.weighting(torch.arange(1.0, len(names) + 1.0))
+        want = float(names.index(expected) + 1) if expected else 1.0
+        assert float(state.weighting.reference[names.index("distill")]) == want, (distill, names)

@@ -119,7 +119,10 @@ def build_state(cfg: TrainConfig, data: AVData, device: torch.device) -> TrainSt
     teacher = make_teacher(model)
     names = cfg.active_losses()
     fixed = {"rec": cfg.w_rec, "dcca": cfg.w_dcca, "nce": cfg.w_nce, "distill": cfg.w_distill}
-    weighting = LossWeighting(names, cfg.loss_weighting, fixed, cfg.logvar_floor).to(device)
+    # embedding distillation's reference is InfoNCE's first value (with 1 it outweighed InfoNCE and trailed fixed
+    # weights; relational distillation does better with 1: docs/method.md section 2.6)
+    reference_of = {"distill": "nce"} if cfg.distill == "embedding" else None
+    weighting = LossWeighting(names, cfg.loss_weighting, fixed, cfg.logvar_floor, reference_of).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "pos" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "pos" not in n)]
     optimizer = torch.optim.AdamW(

@@ -183,7 +183,8 @@ class LossWeighting(nn.Module):
 
     learned: L = sum_i exp(-s_i) L_i / R_i + s_i, where R_i is L_i at the first training step (floored at
     REF_FLOOR), so s_i tracks the loss's *relative* progress (the loss ratio of GradNorm, Chen et al. 2018);
-    R_i = 1 for a loss that starts at 0 by construction (STARTS_AT_ZERO: distillation).
+    distillation starts at 0 by construction, so its R is 1, or, for embedding distillation, InfoNCE's first-step
+    value when InfoNCE is on (`reference_of`: both train the head z, and start with equal weights).
     learned_raw: the same on the raw losses (R_i = 1), Kendall's form as written (docs/method.md section 2.6).
     On raw losses the weights rank losses by size, not by use: a loss with a large irreducible part (InfoNCE
     with soft targets has the targets' entropy plus a temperature floor) gets a small weight, and one that overfits per batch toward 0
@@ -194,13 +195,16 @@ class LossWeighting(nn.Module):
     """
 
     REF_FLOOR = 1e-3  # a loss that starts near 0 would otherwise get a huge relative weight
-    # losses that start at 0 by construction are not divided by their first value (R_i = 1, as learned_raw):
-    # distillation compares the student with a teacher that starts as its exact copy, so its first-step value
-    # (~0.006) made its weight ~170x at once and ~1,200x after the floor, and training collapsed (val mAP 0.15
-    # against 0.82 without distillation on synthetic AVE, 30 epochs; a walkthrough). DESIGN section 6.
+    # A loss that starts at 0 by construction is not divided by its own first value: distillation compares the
+    # student with a teacher that starts as its exact copy, so its first-step value (~0.006) made its weight ~170x
+    # at once and ~1,200x after the floor, and training collapsed (val mAP 0.15 against 0.82 without distillation
+    # on synthetic AVE, 30 epochs; a walkthrough). R = 1 for it (STARTS_AT_ZERO), or the first-step value of the
+    # loss `reference_of` names for it (`fit` names InfoNCE for embedding distillation, which trailed with R = 1;
+    # relational distillation does better with R = 1: docs/method.md section 2.6 has the figures).
     STARTS_AT_ZERO = ("distill",)
 
-    def __init__(self, names: list[str], mode: str, fixed: dict[str, float], floor: float):
+    def __init__(self, names: list[str], mode: str, fixed: dict[str, float], floor: float,
+                 reference_of: dict[str, str] | None = None):
         super().__init__()
         if mode not in ("learned", "learned_raw", "fixed"):
             raise ValueError(f"loss weighting must be learned, learned_raw or fixed, got {mode!r}")
@@ -209,9 +213,15 @@ class LossWeighting(nn.Module):
         self.floor = floor
         self.logvars = nn.Parameter(torch.zeros(len(names)), requires_grad=mode != "fixed")
         self.register_buffer("fixed", torch.tensor([fixed[n] for n in names], dtype=torch.float32))
-        # R_i: NaN until the first forward sets it (mode learned; 1 for STARTS_AT_ZERO); checkpointed with the module
-        fill = [float("nan") if mode == "learned" and n not in self.STARTS_AT_ZERO else 1.0 for n in names]
+        # which loss's first-step value each R_i takes: its own, or reference_of's (None: R_i = 1)
+        reference_of = {k: v for k, v in (reference_of or {}).items() if v in names}  # a loss that is off: R = 1
+        source: list[int | None] = [names.index(reference_of[n]) if n in reference_of else
+                                    None if n in self.STARTS_AT_ZERO else i for i, n in enumerate(names)]
+        # R_i: NaN until the first forward sets it (mode learned; 1 where there is no source); checkpointed
+        fill = [float("nan") if mode == "learned" and j is not None else 1.0 for j in source]
         self.register_buffer("reference", torch.tensor(fill, dtype=torch.float32))
+        self.register_buffer("_reference_source", torch.tensor([i if j is None else j for i, j in enumerate(source)]),
+                             persistent=False)
 
     @property
     def learned(self) -> bool:
@@ -224,7 +234,7 @@ class LossWeighting(nn.Module):
             return (self.fixed * losses).sum()
         if self.mode == "learned":
             # set once, at the first step, without a host sync (no `if isnan(...)` on the device value)
-            first = losses.detach().clamp_min(self.REF_FLOOR)
+            first = losses.detach().clamp_min(self.REF_FLOOR)[self._reference_source]
             self.reference.copy_(torch.where(torch.isnan(self.reference), first, self.reference))
         return (torch.exp(-self.logvars) * losses / self.reference + self.logvars).sum()
 
