@@ -34,6 +34,19 @@ app = typer.Typer(
 SET_HELP = "Fixed trainer value for every trial, KEY=VALUE, repeatable (e.g. --set hidden_dim=256)."
 
 
+DISK_ERRNOS = {28, 30, 27, 122}  # ENOSPC, EROFS, EFBIG, EDQUOT: the disk, not the program
+
+
+def _disk_full(e: OSError, folder) -> None:
+    """A write the disk refused mid-search (the search's folder or its store full or made read-only): one line
+    with the command that continues it, exit 1, instead of Ray's and our tracebacks (263 lines; a walkthrough)."""
+    if e.errno not in DISK_ERRNOS:
+        raise e
+    where = f"{e.filename}: " if e.filename else ""
+    then = f"; once it can be written, `{resume_command(folder)}` continues the search" if folder else ""
+    _fail(f"{where}{e.strerror or e} (a disk that is full or read-only){then}", code=1)
+
+
 def _fail(msg: str, code: int = 2) -> None:
     """One line on stderr, red in a terminal unless NO_COLOR is set (no-color.org), and exit `code`."""
     if os.environ.get("NO_COLOR"):  # (secho adds a reset code even without a colour)
@@ -218,6 +231,10 @@ def run(
         from .driver import experiment_dir
 
         _interrupted_again(experiment_dir(settings))
+    except OSError as e:
+        from .driver import experiment_dir
+
+        _disk_full(e, experiment_dir(settings) if settings is not None else None)
     _report(outcome, settings.tracking_uri, settings.data)
     _exit_as(outcome)
 
@@ -260,6 +277,8 @@ def resume(
         _fail(str(e), code=1)
     except KeyboardInterrupt:
         _interrupted_again(path)
+    except OSError as e:
+        _disk_full(e, path)
     meta = _meta_of(path)
     from .driver import absolute_data_spec
 

@@ -142,3 +142,42 @@ def test_a_search_with_a_home_that_cannot_be_written_is_one_line(tmp_path, _cach
         monkeypatch.delenv("RAY_AUTH_MODE")
         with pytest.raises(preflight.PreflightError, match="where Ray keeps the local instance's authentication"):
             preflight.check_ray_token_home()
+
+
+def test_a_search_whose_disk_fills_midway_ends_in_one_line_and_resumes(tmp_path, _cache_dir):
+    """The search's folder fills up mid-search (here the driver process's own file-size limit, set once its first
+    trial started: Ray's result files, its experiment state and ours are the driver's writes). It ended in a
+    263-line traceback without the resume command (a walkthrough). Now one line, exit 1, the command that continues
+    it; which, once the disk can be written again, completes the search."""
+    import os
+
+    from conftest import search_cmd, search_env
+
+    env = search_env(_cache_dir)
+    driver = subprocess.Popen(search_cmd("--num-samples", "3", "--max-epochs", "3", "--scheduler", "fifo", "--name",
+                                         "full", "--no-mlflow"), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    lines = []
+    try:
+        for line in driver.stdout:
+            lines.append(line)
+            if " started " in line:
+                resource.prlimit(driver.pid, resource.RLIMIT_FSIZE, (1, 1))
+                break
+        lines.append(driver.stdout.read())
+        driver.wait(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(timeout=30)
+    out = "".join(lines)
+    folder = tmp_path / "ray_results" / "full"
+    assert driver.returncode == 1 and "Traceback" not in out, out[-5000:]
+    errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and errors[0].endswith(
+        f"(a disk that is full or read-only); once it can be written, `{Path(sys.executable).parent / 'hsc-search'} "
+        f"resume {folder}` continues the search"), out[-3000:]  # fmt: skip
+    again = subprocess.run([str(Path(sys.executable).parent / "hsc-search"), "resume", str(folder)], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "trials: 3 completed" in again.stdout and os.path.isfile(folder / "best_config.yaml"), again.stdout
