@@ -48,8 +48,9 @@ def _disk_full(e: OSError, folder) -> None:
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    """One line on stderr, red in a terminal unless NO_COLOR is set (no-color.org), and exit `code`."""
-    if os.environ.get("NO_COLOR"):  # (secho adds a reset code even without a colour)
+    """One line on stderr, red in a terminal unless NO_COLOR is set (no-color.org) or the terminal is dumb (an
+    editor's compile buffer showed the escape codes: a walkthrough), and exit `code`."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":  # (secho adds a reset code even uncoloured)
         typer.echo(f"error: {msg}", err=True)
     else:
         typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
@@ -586,6 +587,12 @@ def _exit_at_once_on_signal(code: int) -> None:
 
 def main() -> None:
     """The `hsc-search` program (a test calls `app` through typer's CliRunner instead)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # before torch is imported, whose MKL then says only "Cannot load libtorch_cpu.so"
+        print("error: the working folder no longer exists (deleted by another shell?): cd to one that does",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
     try:
         app(prog_name="hsc-search")
     except SystemExit as e:  # always, in typer's standalone mode

@@ -165,10 +165,12 @@ def test_the_program_alone_lists_its_commands_and_errors_honour_no_color():
             assert proc.wait(timeout=120) == 2
         return out
 
-    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    env = {**{k: v for k, v in os.environ.items() if k != "NO_COLOR"}, "TERM": "xterm"}
     assert b"\x1b[31merror: --max-epochs must be >= 1, got 0" in in_a_terminal(env)  # red in a terminal
     plain = in_a_terminal({**env, "NO_COLOR": "1"})
     assert b"error: --max-epochs must be >= 1, got 0" in plain and b"\x1b[" not in plain, plain
+    dumb = in_a_terminal({**env, "TERM": "dumb"})  # an editor's compile buffer showed the codes (a walkthrough)
+    assert b"error: --max-epochs must be >= 1, got 0" in dumb and b"\x1b[" not in dumb, dumb
 
 
 def test_the_resume_line_of_a_search_with_token_authentication_carries_it(capsys, monkeypatch):

@@ -181,3 +181,17 @@ def test_a_search_whose_disk_fills_midway_ends_in_one_line_and_resumes(tmp_path,
                            env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "trials: 3 completed" in again.stdout and os.path.isfile(folder / "best_config.yaml"), again.stdout
+
+
+def test_a_working_folder_deleted_under_the_shell_is_said(tmp_path):
+    """From a folder another shell deleted, every command said only "Intel oneMKL FATAL ERROR: Cannot load
+    libtorch_cpu.so", sending the user to reinstall torch (a walkthrough)."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    program = str(Path(sys.executable).parent / "hsc-search")
+    code = f"import os, subprocess, sys; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); " \
+           f"sys.exit(subprocess.run([{program!r}, 'export-best', '--out', 'x.yaml']).returncode)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == ("error: the working folder no longer exists (deleted by another shell?): cd to "
+                                   "one that does"), proc.stderr  # fmt: skip
