@@ -127,6 +127,14 @@ class SearchSettings:
             p.append(f"{n('space')} {self.space!r}: neither a shipped space ({', '.join(shipped)}"
                      + (f"; did you mean {near[0]!r}?" if near else "") + ") nor a file"
                      + (f" (a relative path is read from the working directory, {os.getcwd()})" if relative else ""))  # fmt: skip
+        given = self.given_by.get("data", "")
+        local = Path(os.path.expanduser(self.data or ""))
+        if self.data and given and not given.startswith("--") and not self.data.startswith("synthetic:") and \
+                "://" not in self.data and not local.is_absolute() and not local.exists():
+            # read from the working directory, not beside the config file: the trainer's "file not found" said
+            # neither where it looked from nor that the path came from a file (a walkthrough)
+            p.append(f"{given} {self.data!r}: file not found (a relative path is read from the working directory, "
+                     f"{os.getcwd()}, not the config file's folder)")  # fmt: skip
         if "epochs" in self.overrides:
             how = f"set epochs in {self.set_from['epochs'][:-len(': set')]}" if "epochs" in self.set_from else "--set epochs"
             p.append(f"do not {how}: the search's budget is --max-epochs (max_epochs in a search config)")

@@ -275,3 +275,26 @@ def test_a_number_of_trials_or_epochs_no_search_can_hold_is_refused():
     with pytest.raises(SettingsError, match=r"^--max-epochs must be at most 1,000,000, got 100,000,000,000$"):
         load_settings(None, {"max_epochs": 10**11}, [])
     assert load_settings(None, {"num_samples": 100_000, "max_epochs": 1_000_000}, []).num_samples == 100_000
+
+
+def test_a_relative_data_path_in_a_config_file_says_where_it_was_read_from(tmp_path, monkeypatch):
+    """`data: d.h5` in ../c.yaml, d.h5 beside the file: read from the working directory, and the trainer's error
+    said only "<cwd>/d.h5: file not found" (a walkthrough). Now the file's key and where a relative path is read
+    from; the same path from --data, an existing file, a `~` path and synthetic data are not refused here."""
+    (tmp_path / "b").mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text("data: d.h5\n")
+    (tmp_path / "d.h5").write_bytes(b"")
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(SettingsError) as info:
+        load_settings(str(config), {}, [])
+    assert str(info.value) == (f"{config}: data 'd.h5': file not found (a relative path is read from the working "
+                               f"directory, {tmp_path / 'b'}, not the config file's folder)")  # fmt: skip
+    assert load_settings(None, {"data": "d.h5"}, []).data == "d.h5"  # --data: the trainer names the file
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(str(config), {}, []).data == "d.h5"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for data in ("~/d.h5", "synthetic:ave?n_train=300"):
+        config.write_text(f"data: '{data}'\n")
+        monkeypatch.chdir(tmp_path / "b")
+        assert load_settings(str(config), {}, []).data == data
