@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
@@ -323,6 +324,13 @@ def test_missing_and_foreign_files(tmp_path):
         (tmp_path / name).mkdir()
         with pytest.raises(DataError, match=rf"{name}: a folder, not a data file \(expected a \.h5 or \.parquet file\)"):
             load_data(str(tmp_path / name))
+    # what exists but is no file, and a link to nothing, were "file not found" (a walkthrough)
+    os.mkfifo(tmp_path / "fifo.h5")
+    with pytest.raises(DataError, match=r"fifo\.h5: not a regular file \(a pipe, a socket or a device\)"):
+        load_data(str(tmp_path / "fifo.h5"))
+    (tmp_path / "dangling.h5").symlink_to(tmp_path / "moved.h5")
+    with pytest.raises(DataError, match=rf"dangling\.h5: a symbolic link to {tmp_path / 'moved.h5'}, which does not"):
+        load_data(str(tmp_path / "dangling.h5"))
     (tmp_path / "text.h5").write_text("not hdf5")
     with pytest.raises(DataError, match=r"text\.h5.*not an HDF5"):
         load_data(str(tmp_path / "text.h5"))

@@ -186,9 +186,15 @@ def _load_synthetic(spec: str, val_fraction: float, seed: int) -> AVData:
 
 
 def _check_file(src: str) -> None:
-    if Path(src).is_dir():
+    path = Path(src)
+    if path.is_dir():
         raise DataError(f"{src}: a folder, not a data file (expected a .h5 or .parquet file)")
-    if not Path(src).is_file():
+    if not path.is_file():  # "file not found" for what exists but is no file, or a link to nothing (a walkthrough)
+        if path.is_symlink():
+            raise DataError(f"{src}: a symbolic link to {os.readlink(path)}, which does not exist")
+        if path.exists():
+            raise DataError(f"{src}: not a regular file (a pipe, a socket or a device); expected a .h5 or .parquet "
+                            "file")  # fmt: skip
         raise DataError(f"{src}: file not found")
 
 
