@@ -169,7 +169,7 @@ def run(
     name: Optional[str] = typer.Option(None, help="Name of this search (folder under --storage, parent run name). "
                                        "[default: hsc-<date>-<time>]"),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI, e.g. http://head:5000 on a "
-                                               "cluster. [default: sqlite:///mlflow.db here]"),
+                                               "cluster. [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here]"),
     storage: Optional[str] = typer.Option(None, help="Ray Tune storage path (shared by all nodes on a cluster). "
                                           "[default: ./ray_results]"),
     address: Optional[str] = typer.Option(None, help="Ray cluster address: host:port of its head, or auto (the "
