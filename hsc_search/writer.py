@@ -118,7 +118,10 @@ class Writer:
         # the driver's import path (a benchmark or a test may import the package from a checkout)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         args = json.dumps([from_driver, to_driver, tracking_uri, metric, mode, os.getpid()])
-        self._proc = subprocess.Popen([sys.executable, "-m", "hsc_search.writer", args], env=env,
+        # -P: not the working directory first on its path, where a user's own mlflow.py would have been imported
+        # (a walkthrough); Python 3.10 has no -P
+        safe = ["-P"] if sys.version_info >= (3, 11) else []
+        self._proc = subprocess.Popen([sys.executable, *safe, "-m", "hsc_search.writer", args], env=env,
                                       pass_fds=(from_driver, to_driver), start_new_session=True)  # fmt: skip
         os.close(from_driver)
         os.close(to_driver)

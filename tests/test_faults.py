@@ -338,6 +338,9 @@ def test_a_store_that_refuses_records_ends_the_search_resumable(tmp_path, _cache
     import psutil
 
     env = search_env(_cache_dir, HSC_MLFLOW_WRITER="process")  # the writer in a process of its own, to limit it alone
+    # a module of the user's in the folder searched in, named as one the writer imports: `python -m` put the
+    # working directory first on the writer's path, and the writer died at its start (a walkthrough)
+    (tmp_path / "mlflow.py").write_text("raise SystemExit('the folder own mlflow.py was imported')\n")
     driver = subprocess.Popen(search_cmd("--num-samples", "2", "--max-epochs", "2", "--scheduler", "fifo", "--name",
                                          "full"), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
