@@ -57,7 +57,7 @@ def quick(cmd: str) -> str:
         body = body.rstrip() + "".join(f" --set {k}={v}" for k, v in SMALL.items())
     if "hsc-search run" in body:
         body = body.rstrip() + " --num-samples 2 --max-epochs 2"
-    elif re.search(r"-m trainer( |$)", body) and "--data" in body and "--resume" not in body:
+    elif re.search(r"(-m trainer|hsc-search train)( |$)", body) and "--data" in body and "--resume" not in body:
         body = body.rstrip() + " --set epochs=2"
     return body.strip()
 
