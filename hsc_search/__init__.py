@@ -24,9 +24,12 @@ TELEMETRY_DEFAULTS = {"MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABL
 for _key, _value in TELEMETRY_DEFAULTS.items():
     _os.environ.setdefault(_key, _value)
 
-# MLflow's database store logs every SQLAlchemy error with its traceback before raising it again as an
-# MlflowException, which we turn into one line (`runs.http_failure`): a full disk under a sqlite store printed
-# 40 chained tracebacks, 3,831 lines, for one cause (a walkthrough)
-import logging as _logging  # noqa: E402
 
-_logging.getLogger("mlflow.store.db.utils").setLevel(_logging.CRITICAL)
+def quiet_mlflow_database_errors() -> None:
+    """For the programs (the CLI, the writer process), not for a user's own process importing the package: MLflow's
+    database store logs every SQLAlchemy error with its traceback before raising it again as an MlflowException,
+    which we turn into one line (`runs.http_failure`): a full disk under a sqlite store printed 40 chained
+    tracebacks, 3,831 lines, for one cause (a walkthrough)."""
+    import logging
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)

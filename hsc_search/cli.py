@@ -44,6 +44,16 @@ def _disk_full(e: OSError, folder) -> None:
         raise e
     where = f"{e.filename}: " if e.filename else ""
     then = f"; once it can be written, `{resume_command(folder)}` continues the search" if folder else ""
+    if folder:
+        from .storage import cut_off_experiment_state
+
+        try:
+            cut = cut_off_experiment_state(str(folder))
+        except Exception:  # noqa: BLE001 - the sentence without it
+            cut = None
+        if cut is not None:  # Ray writes its record in place: `resume` cannot restore it (the review)
+            then = (f"; it cut off Ray's record of the search ({cut}), so the search cannot be resumed; its "
+                    f"trials' results are kept in {folder}")  # fmt: skip
     _fail(f"{where}{e.strerror or e} (a disk that is full or read-only){then}", code=1)
 
 
@@ -593,6 +603,9 @@ def main() -> None:
         print("error: the working folder no longer exists (deleted by another shell?): cd to one that does",
               file=sys.stderr)  # fmt: skip
         sys.exit(2)
+    from . import quiet_mlflow_database_errors
+
+    quiet_mlflow_database_errors()
     try:
         app(prog_name="hsc-search")
     except SystemExit as e:  # always, in typer's standalone mode

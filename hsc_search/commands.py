@@ -34,7 +34,8 @@ def resume_command(exp_dir) -> str:
     value from before Ray started: ray.init sets it to token for a local instance of its own."""
     from . import USER_RAY_AUTH_MODE
 
-    auth = "RAY_AUTH_MODE=token " if (USER_RAY_AUTH_MODE or "").lower() == "token" else ""
+    # any value the user gave: `disabled` too, the pre-flight's way out for a HOME Ray cannot write (the review)
+    auth = f"RAY_AUTH_MODE={shlex.quote(USER_RAY_AUTH_MODE)} " if USER_RAY_AUTH_MODE else ""
     return f"{auth}{exe('hsc-search')} resume {shlex.quote(str(exp_dir))}"
 
 

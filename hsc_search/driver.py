@@ -1208,8 +1208,8 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
         if cut is not None:
             raise SearchError(f"{cut}: Ray Tune's record of the search is cut off (written when the disk was full?), "
                               "so Ray cannot restore it: nothing of it can be continued; its trials' results are kept "
-                              f"(`hsc-search run --warm-start {shlex.quote(exp_dir)}` starts a new search from them); "
-                              f"{_start_again(exp_dir)}")  # fmt: skip
+                              f"(`--warm-start {shlex.quote(exp_dir)}` gives them to a new search of the same space, "
+                              f"data and metric); {_start_again(exp_dir)}")  # fmt: skip
         if cluster_address(settings.address) is not None:  # named as given: the flag, or the search's record
             preflight.check_address(settings.address, flag=address_flag)
         else:
@@ -1371,16 +1371,24 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                         f"every trial's results are kept in {exp_dir}: `{resume_command(exp_dir)}` logs what MLflow "
                         "lacks once it answers, then writes the best "
                         "config and the report")  # fmt: skip
-                if not interrupted and status == "FINISHED" and errors:
+                if not interrupted and status == "FINISHED" and errors and trials:
                     # MLflow refused records for good (a store whose disk filled: every trial's epochs): marked
                     # finished, the search summed up "no trial produced a score" and `resume` refused to log what
-                    # MLflow lacked (a walkthrough). Ended as an interrupted search, so that `resume` repairs it.
-                    ended = "KILLED"
-                    reason = errors[0].split(" failed after retries: ", 1)[-1]
-                    raise TrackingIncomplete(
-                        f"MLflow refused {_n(len(errors), 'record')} of the search (the first: {reason}); every "
-                        f"trial's results are kept in {exp_dir}: `{resume_command(exp_dir)}` logs what MLflow lacks "
-                        "once its store takes them again, then writes the best config and the report")  # fmt: skip
+                    # MLflow lacked (a walkthrough). When what it lacks is what `resume` gives it (a trial's run,
+                    # its end, its last epochs: `catch_up`), the search ends as an interrupted one, for `resume`;
+                    # other losses (a plot, an epoch in the middle) stay warnings of a finished search (the review)
+                    try:
+                        lacking = [t.trial_id for t in tracker.lacking(client, trials)]
+                    except Exception:  # noqa: BLE001 - the store cannot even be read: resume once it can
+                        lacking = ["?"]
+                    if lacking:
+                        ended = "KILLED"
+                        reason = errors[0].split(" failed after retries: ", 1)[-1]
+                        raise TrackingIncomplete(
+                            f"MLflow refused {_n(len(errors), 'record')} of the search (the first: {reason}); every "
+                            f"trial's results are kept in {exp_dir}: `{resume_command(exp_dir)}` logs what MLflow "
+                            "lacks once its store takes them again, then writes the best config and the "
+                            "report")  # fmt: skip
                 if trials:
                     reconcile(client, experiment_id, parent_id, trials, settings.max_epochs)
                 if rung_state is not None:
@@ -1396,8 +1404,13 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
             finally:
                 if ended == "KILLED":  # stopped by the user: a server that does not answer must not hold them
                     _bounded(lambda: client.set_terminated(parent_id, status=ended), 15.0)
-                else:
+                elif ended == "FINISHED":
                     client.set_terminated(parent_id, status=ended)
+                else:  # an error is on its way out: the parent's end failing too (a full disk) must not hide it
+                    try:
+                        client.set_terminated(parent_id, status=ended)
+                    except Exception as e:  # noqa: BLE001
+                        echo(f"warning: the search's MLflow run could not be ended: {http_failure(e)}")
     if not interrupted:  # every trial ended and the tail is done: `resume` has nothing left to do
         _mark_finished(exp_dir)
     outcome.num_samples = settings.num_samples

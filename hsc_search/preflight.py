@@ -9,6 +9,7 @@ still before any trial or MLflow run exists).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -426,7 +427,8 @@ def local_resources() -> dict[str, float]:
 # what Ray adds below its temporary folder for its longest socket, the driver's pid aside:
 # /session_<date>_<time>_<usec>_<pid>/sockets/plasma_store
 RAY_SOCKET_SUFFIX = len("/session_2026-12-05_11-05-17_710537_") + len("/sockets/plasma_store")
-MAX_SOCKET_PATH = 107  # Linux's AF_UNIX limit, as Ray checks it (108 bytes with the terminating zero)
+# the AF_UNIX limit, as Ray checks it (with the terminating zero: 108 bytes on Linux, 104 on macOS)
+MAX_SOCKET_PATH = (104 if sys.platform == "darwin" else 108) - 1
 
 
 def check_ray_temp_dir() -> None:

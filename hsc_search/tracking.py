@@ -150,21 +150,30 @@ class MlflowTracker(tune.Callback):
         self._restored = True
 
     # ------------------------------------------------------------------ after a resume
+    def lacking(self, client, trials: list, ended_here: bool = True) -> list:
+        """The ended trials whose run MLflow lacks, holds as still running, or holds short of Ray's last report:
+        what `catch_up` gives it (one query for the search's runs). `ended_here`: also those whose end this process
+        handled (at a search's end: the writer may have failed to log them)."""
+        runs = {r.data.tags.get(TAG_TRIAL): r for r in child_runs(client, self.experiment_id, self.parent_run_id)}
+        out = []
+        for trial in trials:
+            if trial.status not in ("TERMINATED", "ERROR") or (not ended_here and trial.trial_id in self._ended):
+                continue
+            last = int((trial.last_result or {}).get("epoch", 0))  # Ray's record of its last report
+            run = runs.get(trial.trial_id)
+            if run is not None and run.info.status != "RUNNING" and int(run.data.metrics.get("epoch", 0)) >= last:
+                continue
+            out.append(trial)
+        return out
+
     def catch_up(self, client, trials: list, exp_dir: str) -> list[str]:
         """After a resume: a trial that ended before it, whose reports or end never reached MLflow (its driver died
         with them queued: a tracking server that stalled, then a SIGKILL; the resume then named another trial the
         best, from what MLflow held), gets what MLflow lacks from Ray's saved results (its result.json), through
         the writer as if reported now: a missing run is made, epochs already logged are skipped, its end recorded.
         One query for the search's runs; nothing is sent for a trial MLflow holds in full. Returns their ids."""
-        runs = {r.data.tags.get(TAG_TRIAL): r for r in child_runs(client, self.experiment_id, self.parent_run_id)}
         caught = []
-        for trial in trials:
-            if trial.status not in ("TERMINATED", "ERROR") or trial.trial_id in self._ended:
-                continue
-            last = int((trial.last_result or {}).get("epoch", 0))  # Ray's record of its last report
-            run = runs.get(trial.trial_id)
-            if run is not None and run.info.status != "RUNNING" and int(run.data.metrics.get("epoch", 0)) >= last:
-                continue
+        for trial in self.lacking(client, trials, ended_here=False):
             caught.append(trial.trial_id)
             self.on_trial_start(None, trials, trial)
             for r in _saved_results(exp_dir, trial.trial_id):

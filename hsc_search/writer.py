@@ -613,6 +613,9 @@ def _log_batch(client, run_id: str, metrics: list, params: list, tags: list) -> 
 
 
 if __name__ == "__main__":
+    from hsc_search import quiet_mlflow_database_errors
+
+    quiet_mlflow_database_errors()
     from multiprocessing.connection import Connection
 
     _from, _to, *_rest = json.loads(sys.argv[1])

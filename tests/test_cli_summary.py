@@ -188,3 +188,9 @@ def test_the_resume_line_of_a_search_with_token_authentication_carries_it(capsys
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # what ray.init of a local instance leaves in the environment
     _report(SearchOutcome("/runs/s", None, [], None, None, True, []), None, "synthetic:ave")
     assert "RAY_AUTH_MODE" not in capsys.readouterr().out
+    # `disabled`, the pre-flight's way out for a HOME where Ray cannot keep its token: pasted without it, the
+    # resume was refused by the same pre-flight (the review)
+    monkeypatch.setattr(hsc_search, "USER_RAY_AUTH_MODE", "disabled")
+    _report(SearchOutcome("/runs/s", None, [], None, None, True, []), None, "synthetic:ave")
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("interrupted: "))
+    assert line.startswith("interrupted: `RAY_AUTH_MODE=disabled "), line

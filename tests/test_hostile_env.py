@@ -195,3 +195,27 @@ def test_a_working_folder_deleted_under_the_shell_is_said(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.strip() == ("error: the working folder no longer exists (deleted by another shell?): cd to "
                                    "one that does"), proc.stderr  # fmt: skip
+
+
+def test_the_trainer_run_as_hsc_search_train_names_itself_by_its_path_to_continue(small_data, small_spec, tmp_path):
+    """The printed retrain command is `<venv>/bin/hsc-search train ...`; interrupted, the run said to continue with a
+    bare `hsc-search train ... --resume`, which a shell without the venv does not find (the review)."""
+    import signal
+
+    program = Path(sys.executable).parent / "hsc-search"
+    out = tmp_path / "run"
+    proc = subprocess.Popen([str(program), "train", "--data", small_spec, "--out", str(out), "--set", "epochs=200",
+                             "--set", "hidden_dim=32", "--set", "embed_dim=16", "--set", "proj_dim=16"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)  # fmt: skip
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch   2/"):  # a completed epoch is kept: the run can be continued
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 130, err[-2000:]
+    assert f"`{program} train --data '{small_spec}' --out {out} --resume` continues it" in err, err[-2000:]

@@ -91,9 +91,9 @@ def test_a_search_whose_ray_record_was_cut_off_is_not_resumed_in_a_loop(search, 
     assert proc.returncode == 2 and proc.stdout == "", proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stderr.strip() == (
         f"error: {newest}: Ray Tune's record of the search is cut off (written when the disk was full?), so Ray "
-        "cannot restore it: nothing of it can be continued; its trials' results are kept (`hsc-search run "
-        f"--warm-start {folder}` starts a new search from them); to start it again under its name, remove the "
-        f"folder (`rm -r {folder}`) and run the search again"), proc.stderr
+        f"cannot restore it: nothing of it can be continued; its trials' results are kept (`--warm-start {folder}` "
+        "gives them to a new search of the same space, data and metric); to start it again under its name, remove "
+        f"the folder (`rm -r {folder}`) and run the search again"), proc.stderr
     assert time.monotonic() - t0 < 60
     newest.write_text(text)  # whole again: no longer refused as cut off
     assert cut_off_experiment_state(str(folder)) is None

@@ -139,7 +139,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
 
 def _again(prog: str, args, out: Path) -> str:
     """The command that continues the run in `out`."""
-    me = f"{shlex.quote(sys.executable)} -m trainer" if prog == "python -m trainer" else prog
+    if prog == "python -m trainer":
+        me = f"{shlex.quote(sys.executable)} -m trainer"
+    elif prog.startswith("hsc-search ") and os.path.basename(sys.argv[0]) == "hsc-search":  # by its path, as the
+        me = f"{shlex.quote(os.path.abspath(sys.argv[0]))} {prog.split(' ', 1)[1]}"  # retrain line printed it (the review)
+    else:
+        me = prog
     return f"{me} --data {shlex.quote(args.data)} --out {shlex.quote(str(out))} --resume" + (
         f" --device {shlex.quote(args.device)}" if args.device != "auto" else "")
 
