@@ -234,3 +234,41 @@ def test_progress_lines_take_the_width_of_the_terminal_they_go_to(monkeypatch):
 
     monkeypatch.setattr(os, "get_terminal_size", size)
     assert progress._width() == 80 and asked == [sys.stderr.fileno()]
+
+
+def test_a_min_mode_searcher_tells_optuna_a_completed_trials_lowest_epoch():
+    """`--metric loss/total --mode min`: the value Optuna learns from must be the trial's lowest loss (the epoch
+    the trainer selects), not its highest; a searcher keeping the max would teach TPE each trial's worst epoch,
+    and the study (which minimizes) would favour the trials that were worst at some point."""
+    space = load_space_dict(SPACE)
+    s = BudgetAwareOptunaSearch(space=space.define_by_run(), metric="loss/total", mode="min", seed=0, max_epochs=4)
+    s.suggest("m")
+    losses = [0.9, 0.4, 0.5, 0.6]  # selection keeps epoch 2 (the lowest loss); the first epoch is the highest
+    for epoch, v in enumerate(losses, start=1):
+        s.on_trial_result("m", {"loss/total": v, "epoch": epoch, "training_iteration": epoch})
+    s.on_trial_complete("m", {"loss/total": 0.6, "epoch": 4, "training_iteration": 4})
+    frozen = s._ot_study.get_trials()[0]
+    assert s._ot_study.direction.name == "MINIMIZE"
+    assert frozen.state.name == "COMPLETE" and frozen.value == pytest.approx(min(losses)), frozen.value
+    assert frozen.intermediate_values == {1: 0.9, 2: 0.4, 3: 0.5, 4: 0.6}
+
+
+def test_min_mode_progress_keeps_the_lowest_score_of_all_trials_as_best(capsys):
+    """With `--mode min` the "best" on each progress line is the lowest loss of the trials ended so far: a line
+    that showed a later, higher-loss trial as the best would point the user at the wrong trial."""
+    import types
+
+    from hsc_search.progress import Progress
+
+    p = Progress(total=3, max_epochs=1, metric="loss/total", mode="min", searched=[])
+    for tid, loss in [("a", 0.40), ("b", 0.60), ("c", 0.30)]:  # the 2nd is worse; the 3rd is the new best
+        t = types.SimpleNamespace(trial_id=tid, config={}, last_result=None)
+        r = {"epoch": 1, "loss/total": loss}
+        p.on_trial_result(0, [], t, r)
+        t.last_result = r
+        p.on_trial_complete(0, [], t)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3, lines
+    assert "loss/total 0.4000  best 0.4000" in lines[0], lines
+    assert "loss/total 0.6000  best 0.4000" in lines[1], lines  # a higher loss is not a better trial
+    assert "loss/total 0.3000  best 0.3000" in lines[2], lines
