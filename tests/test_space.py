@@ -812,3 +812,38 @@ def test_an_endpoint_made_invalid_by_a_set_value_names_the_set_value():
     assert len(lines) == 2 and all(ln.endswith("(with --set batch_size=16)") for ln in lines), lines
     assert "params.cca_dim: choice 16 is not a valid cca_dim: batch_size (16) must exceed cca_dim (16)" in lines[0]
 
+
+
+def test_an_int_param_with_a_step_samples_only_its_grid():
+    """`{type: int, low: 0, high: 9, step: 3}` must train topk 0, 3, 6 or 9 only: a sampler that dropped the step
+    would train 1, 2, 4... (values the space never allowed), and the trials would not read back into the space."""
+    space = load_space_dict({"params": {"topk": {"type": "int", "low": 0, "high": 9, "step": 3}}})
+    seen = set()
+    for params, _ in _sample(space, 40, seed=1):
+        assert params["topk"] in {0, 3, 6, 9} and type(params["topk"]) is int, params  # worked out by hand
+        seen.add(params["topk"])
+    assert len(seen) > 1  # the sampler moved over the grid
+
+
+def test_a_value_between_the_grid_points_of_a_step_is_outside_the_space():
+    """A stepped param holds only its grid: mask_ratio 0.37 on a 0.3..0.8 step-0.1 grid is no value Optuna
+    could sample. Taken as inside, a trainer default off the grid would be the first trial as it is (a value
+    the space never allows), and a recorded trial off the grid would be matched to this space (warm start)."""
+    p = Param("mask_ratio", "float", low=0.3, high=0.8, step=0.1)
+    assert p.contains(0.3) and p.contains(0.3 + 0.1 + 0.1 + 0.1) and p.contains(0.8)  # grid points, float noise
+    assert not p.contains(0.37) and not p.contains(0.45) and not p.contains(0.71)
+    k = Param("topk", "int", low=0, high=9, step=3)
+    assert k.contains(6) and not k.contains(5) and not k.contains(4)
+
+    space = load_space_dict({"params": {"mask_ratio": {"type": "float", "low": 0.32, "high": 0.82, "step": 0.1},
+                                        "topk": {"type": "int", "low": 0, "high": 9, "step": 3}}})  # fmt: skip
+    d, notes = space.defaults()
+    # the trainer defaults 0.5 and 5 are in range but off the grids: snapped to 0.32 + 2 * 0.1 and 2 * 3
+    assert d["mask_ratio"] == pytest.approx(0.52) and d["topk"] == 6, d
+    assert len(notes) == 2 and any(n.startswith("mask_ratio=") for n in notes), notes
+    params, why = space.match({"mask_ratio": "0.37", "topk": "3"})
+    assert params is None and "mask_ratio=0.37 outside" in why, why
+    params, why = space.match({"mask_ratio": "0.42", "topk": "4"})
+    assert params is None and "topk=4 outside" in why, why
+    params, why = space.match({"mask_ratio": "0.42", "topk": "3"})
+    assert params == {"mask_ratio": pytest.approx(0.42), "topk": 3} and why == ""
