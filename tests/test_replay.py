@@ -449,3 +449,36 @@ def test_best_finished_ranks_orders_where_nothing_finished_below_every_score_in_
     most = [types.SimpleNamespace(best_finished=v) for v in (0.3, math.nan, math.nan)]
     assert _spread(SettingSummary(setting=None, outcomes=most, recorded=None).stat("best_finished", "max"), 4) == "-"
     assert _spread(x.stat("best_finished"), 4) == "0.3500 [0.3250-0.3750]"  # without a mode: the values alone
+
+
+# TINY as losses (mode min, e.g. --metric loss/total): each value is 1 - TINY's, written out by hand.
+TINY_LOSS = {
+    "A": [0.5, 0.4, 0.3, 0.2],
+    "B": [0.6, 0.5, 0.4, 0.3],
+    "C": [0.4, 0.45, 0.1, 0.05],
+    "D": [0.7, 0.1, 0.05, 0.01],
+}
+
+
+def test_a_min_mode_replay_by_hand():
+    """`hsc-search replay` of a `--mode min` search: the best is the LOWEST loss, the target is the best plus the
+    tolerance, and a trial's score is its lowest epoch. Read as max mode, the table would say every rule finds
+    the worst trial, or never reaches a target below every recorded loss."""
+    curves = Curves.from_values(TINY_LOSS, mode="min", metric="loss/total")
+    assert curves.best == ("D", 0.01)
+    # FIFO, one at a time, order A B C D: D reaches 0.01 (<= 0.01 + 0.005) at its 4th epoch, the 16th of all
+    o = replay_once(curves, FIFO, [0, 1, 2, 3], concurrency=1)
+    assert (o.epochs, o.finished, o.stopped) == (16, 4, 0)
+    assert o.best_seen == 0.01 and o.best_finished == 0.01 and o.to_best == 16
+    # within 0.05 (target 0.06): C's 0.05 at its 4th epoch, the 12th of all (D's 0.05 is the 15th)
+    assert replay_once(curves, FIFO, [0, 1, 2, 3], concurrency=1, tolerance=0.05).to_best == 12
+    # ASHA grace 1, rf 2, one at a time, A B C D (a lower loss is better; stopped when strictly worse than the
+    # rung's median):
+    #   A: rungs empty -> 4 epochs.  B e1 {A .5}: .6 worse -> stop.  C e1 {.5 .6} median .55: .4 on;
+    #   e2 rung 2 {A .4}: .45 worse -> stop.  D e1 {.5 .6 .4} median .5: .7 worse -> stop.
+    o = replay_once(curves, ASHA_1_2, [0, 1, 2, 3], concurrency=1)
+    assert o.trained == {"A": 4, "B": 1, "C": 2, "D": 1}
+    assert o.best_seen == 0.2 and o.best_finished == 0.2 and math.isinf(o.to_best)  # D, the best, was stopped
+    # the oracle: only D gets within 0.005 of 0.01 (at epoch 4); the others train the grace epoch
+    o = replay_once(curves, parse_setting("oracle"), [0, 1, 2, 3], concurrency=1)
+    assert o.trained == {"A": 1, "B": 1, "C": 1, "D": 4} and o.to_best == 7
