@@ -465,3 +465,40 @@ def test_a_flush_wait_of_nothing_still_flushes(wait, store, monkeypatch):
     _, _, tracker = store
     monkeypatch.setenv("HSC_MLFLOW_FLUSH_S", wait)
     assert tracker.close(interrupted=False) == [] and tracker.flushed is True
+
+
+def test_a_min_mode_trial_is_scored_by_its_lowest_epoch_and_its_test_metrics_sit_at_the_selected_epoch(
+        tmp_path, monkeypatch):  # fmt: skip
+    """`--metric loss/total --mode min`: a trial's `best/min/loss/total` is its LOWEST loss over its epochs (the
+    epoch the trainer selects), which export-best, the parent's best and the summary table rank by; not its
+    highest, nor its last. Its test metrics (reported with the last epoch, measured on the checkpoint of the
+    selected epoch) are logged, charted at that epoch (`test/epoch`), not at the last."""
+    monkeypatch.chdir(tmp_path)
+    uri, client, exp, parent = _search_store(tmp_path)
+    tracker = MlflowTracker(uri, exp, parent, MAX_EPOCHS, ["lr"], metric="loss/total", mode="min")
+    tracker.setup()
+    losses = {1: 1.5, 2: 0.7, 3: 0.9}  # lowest at epoch 2 of 3; the highest is the first
+
+    def epoch(e):
+        out = {**_epoch(e), "loss/total": losses[e]}
+        if e == MAX_EPOCHS:  # the trainer's last epoch carries the test split, scored on epoch 2's checkpoint
+            out.update({"test/map_avg": 0.42, "test/epoch": 2})
+        return out
+
+    def result(epochs):
+        return {**epoch(epochs[-1]), EPOCHS_KEY: json.dumps([epoch(e) for e in epochs]), NODE_KEY: "n1"}
+
+    trial = Trial("m1", {"lr": 0.001, "epochs": MAX_EPOCHS})
+    tracker.on_trial_start(0, [], trial)
+    trial.last_result = result([1])
+    tracker.on_trial_result(0, [], trial, trial.last_result)
+    trial.last_result = result([2, 3])
+    tracker.on_trial_result(0, [], trial, trial.last_result)
+    tracker.on_trial_complete(0, [], trial)
+    assert tracker.close(interrupted=False) == []
+    run = _child(client, exp)
+    assert run.data.metrics["best/min/loss/total"] == pytest.approx(0.7), run.data.metrics
+    assert "best/max/loss/total" not in run.data.metrics
+    assert _steps(client, run.info.run_id, "loss/total") == [1, 2, 3]
+    test_history = client.get_metric_history(run.info.run_id, "test/map_avg")
+    assert [(m.step, m.value) for m in test_history] == [(2, pytest.approx(0.42))], test_history
