@@ -633,3 +633,20 @@ def test_a_search_whose_artifacts_a_server_keeps_read_through_its_database_is_on
     with pytest.raises(TransferError, match=r"keeps its artifacts on an MLflow server"):
         copy_searches(src_uri, uri, experiments=["elsewhere"], echo=lambda s: None)
     assert client.get_experiment_by_name("elsewhere") is None
+
+
+def test_a_failed_trial_is_never_the_best_whatever_it_scored_before_it_failed():
+    """A trial that diverged after epochs it had reported has a score (its logged epochs), often a high one (a
+    large learning rate that learns fast, then blows up). export-best, the parent's best and best_config.yaml
+    must never name it: its config does not train to the end."""
+    from hsc_search.export import TrialRow, best_row
+
+    def row(name, outcome, score):
+        return TrialRow(run_id=name, trial_id=name, name=name, outcome=outcome, status="FINISHED", epochs=2,
+                        seconds=1.0, score=score)  # fmt: skip
+
+    rows = [row("ok", "completed", 0.5), row("diverged", "failed", 0.9), row("cut", "stopped_early", 0.3)]
+    assert best_row(rows, "max").name == "ok"  # 0.9 is higher, but its trial failed
+    losses = [row("ok", "completed", 0.5), row("diverged", "failed", 0.1), row("cut", "stopped_early", 0.7)]
+    assert best_row(losses, "min").name == "ok"  # 0.1 is lower, but its trial failed
+    assert best_row([row("diverged", "failed", 0.9)], "max") is None  # nothing to export
