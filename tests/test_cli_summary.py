@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hsc_search.cli import _report
 from hsc_search.driver import SearchOutcome
 from hsc_search.export import TrialRow
@@ -194,3 +196,40 @@ def test_the_resume_line_of_a_search_with_token_authentication_carries_it(capsys
     _report(SearchOutcome("/runs/s", None, [], None, None, True, []), None, "synthetic:ave")
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("interrupted: "))
     assert line.startswith("interrupted: `RAY_AUTH_MODE=disabled "), line
+
+
+def test_a_min_mode_searchs_parent_run_holds_its_best_trials_score_not_its_last_epoch(tmp_path):
+    """The search's end (`driver._finish_parent`) of a `--metric loss/total --mode min` search, on a hand-made
+    sqlite store: the parent run's `best/min/loss/total` is the best trial's score (its lowest epoch, which
+    best_config.yaml retrains and selects), not the loss of that trial's last epoch; the MLflow UI and `report`
+    show the parent's number as the search's result."""
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.driver import _finish_parent
+    from hsc_search.settings import SearchSettings
+    from trainer import TrainConfig
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("hsc-search", artifact_location=str(tmp_path / "mlruns"))
+    parent = client.create_run(exp, run_name="loss", tags={"hsc.kind": "search"}).info.run_id
+    for k, v in {"metric": "loss/total", "mode": "min", "max_epochs": "3"}.items():
+        client.log_param(parent, k, v)
+    trials = {"a": [0.9, 0.3, 0.5], "b": [0.8, 0.45, 0.4]}  # a: best 0.3 at epoch 2, last 0.5; b: 0.4 at its end
+    for i, (tid, losses) in enumerate(trials.items()):
+        run = client.create_run(exp, run_name=f"trial_{tid}", start_time=1_000 + i, tags={
+            "mlflow.parentRunId": parent, "hsc.kind": "trial", "hsc.trial_id": tid,
+            "hsc.outcome": "completed"}).info.run_id  # fmt: skip
+        for e, v in enumerate(losses, 1):
+            client.log_metric(run, "loss/total", v, step=e)
+        client.log_metric(run, "epoch", len(losses))
+        client.log_metric(run, "best/min/loss/total", min(losses))  # as the tracker logs a trial's end
+        client.log_text(run, TrainConfig.from_dict({"lr": 0.001 * (i + 1)}).to_yaml(), "config.yaml")
+        client.set_terminated(run)
+    settings = SearchSettings(metric="loss/total", mode="min", name="loss", max_epochs=3)
+    said = []
+    outcome = _finish_parent(client, settings, str(tmp_path / "loss"), parent, exp, False, [], said.append)
+    assert outcome.best is not None and outcome.best.trial_id == "a"
+    got = client.get_run(parent)
+    assert got.data.metrics["best/min/loss/total"] == pytest.approx(0.3), got.data.metrics  # not a's last 0.5
+    assert got.data.tags["hsc.best_run_id"] == outcome.best.run_id
