@@ -408,3 +408,40 @@ def test_a_trials_run_id_names_its_search(source):
     t = trial.info.run_id
     assert str(e.value) == (f"--warm-start {t}: no such search folder here, and as a parent run id: {t} is a trial "
                             f"run of search {parent_id}: pass --warm-start {parent_id}")  # fmt: skip
+
+
+def test_a_completed_warm_trial_is_told_its_best_epoch_in_either_mode(tmp_path):
+    """Each completed source trial reaches the new study with the value our searcher told Optuna in the source
+    search: the best over its epochs (the lowest loss for `--mode min`), not its last epoch; else TPE starts from
+    other numbers than the search it continues, and ranks a trial that peaked early below one that did not.
+    A hand-made source (sqlite MLflow) whose trials' best epochs are not their last."""
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.space import load_space_dict
+    from hsc_search.warm_start import plan
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("hsc-search", artifact_location=str(tmp_path / "mlruns"))
+    space = load_space_dict({"params": {"lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True}}})
+    cases = {  # metric, mode, {trial: values per epoch}, the value Optuna must hold, worked out by hand
+        "max": ("val/map_avg", {"a": [0.2, 0.7, 0.5], "b": [0.1, 0.3, 0.4]}, {"a": 0.7, "b": 0.4}),
+        "min": ("loss/total", {"a": [0.9, 0.3, 0.5], "b": [0.8, 0.45, 0.6]}, {"a": 0.3, "b": 0.45}),
+    }
+    for mode, (metric, trials, expected) in cases.items():
+        parent = client.create_run(exp, run_name=mode, tags={"hsc.kind": "search"}).info.run_id
+        for k, v in {"metric": metric, "mode": mode, "max_epochs": "3"}.items():
+            client.log_param(parent, k, v)
+        for i, (tid, values) in enumerate(trials.items()):
+            run = client.create_run(exp, run_name=f"trial_{tid}", tags={
+                "mlflow.parentRunId": parent, "hsc.kind": "trial", "hsc.trial_id": tid,
+                "hsc.outcome": "completed"}).info.run_id  # fmt: skip
+            client.log_param(run, "lr", str(0.001 * (i + 1)))
+            for e, v in enumerate(values, 1):
+                client.log_metric(run, metric, v, step=e)
+            client.set_terminated(run)
+        client.set_terminated(parent)
+        warm = plan(parent, space, metric, mode, f"sqlite:///{tmp_path / 'mlflow.db'}")
+        got = {t.user_attrs["warm_start_trial"]: t for t in warm.trials}
+        assert set(got) == {"a", "b"} and all(t.state.name == "COMPLETE" for t in got.values()), warm.line()
+        assert {tid: t.value for tid, t in got.items()} == pytest.approx(expected), mode
+        assert got["a"].intermediate_values == dict(enumerate(trials["a"], 1))
