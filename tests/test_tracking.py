@@ -502,3 +502,26 @@ def test_a_min_mode_trial_is_scored_by_its_lowest_epoch_and_its_test_metrics_sit
     assert _steps(client, run.info.run_id, "loss/total") == [1, 2, 3]
     test_history = client.get_metric_history(run.info.run_id, "test/map_avg")
     assert [(m.step, m.value) for m in test_history] == [(2, pytest.approx(0.42))], test_history
+
+
+def test_a_trials_config_yaml_is_the_config_it_trained_with_every_field_written(store, tmp_path):
+    """Each trial run's config.yaml is what export-best writes as best_config.yaml and what `python -m trainer
+    --config` retrains: it must hold the trial's own sampled values (not the trainer defaults), and every trainer
+    field, so that it retrains alone."""
+    import yaml
+
+    from trainer import TrainConfig
+
+    client, exp, tracker = store
+    sampled = {"lr": 0.0037, "tau": 0.55, "topk": 2, "mask_ratio": 0.7, "epochs": MAX_EPOCHS}  # none a default
+    trial = Trial("c1", sampled)
+    tracker.on_trial_start(0, [], trial)
+    trial.last_result = _result([1, 2, 3])
+    tracker.on_trial_result(0, [], trial, trial.last_result)
+    tracker.on_trial_complete(0, [], trial)
+    assert tracker.close(interrupted=False) == []
+    run = _child(client, exp)
+    path = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
+    written = yaml.safe_load(open(path).read())
+    assert {k: written[k] for k in sampled} == sampled, written
+    assert set(written) == set(TrainConfig().to_dict())  # every field, as the trainer names them
