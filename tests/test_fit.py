@@ -568,23 +568,27 @@ def test_of_epochs_that_tie_on_the_selection_metric_the_first_is_kept(small_data
     assert result.best_epoch == result.history[-1]["test/epoch"] == 1 + int(np.argmax(values)) == 1
 
 
-def test_the_learning_rate_warms_up_over_the_configured_epochs(small_data, tmp_path):
-    """`warmup_epochs` (searched in hsc_mae.yaml) must shape the learning rate fit trains with: linear from
-    lr / warmup_steps up to lr over round(warmup_epochs * steps_per_epoch) steps. A fit that built its schedule
-    without the warm-up would make that searched parameter a no-op. Read from the optimizer in the checkpoint
-    after epoch 1: the learning rate of its last step, worked out by hand."""
-    cfg = TrainConfig(**{**TINY, "epochs": 2, "warmup_epochs": 1.5, "lr": 2e-3})
+def test_the_learning_rate_fit_trains_with_follows_the_configured_warm_up_and_decay(small_data, tmp_path):
+    """`warmup_epochs` (searched in hsc_mae.yaml) and `epochs` must shape the learning rate fit trains with: linear
+    from lr / warmup_steps up to lr over round(warmup_epochs * steps_per_epoch) steps, then a cosine down to
+    lr * min_lr_ratio at the run's last step. A fit that built its schedule without the warm-up would make that
+    searched parameter a no-op; one with another total would never decay to the floor. Read from the optimizer in
+    the checkpoint after each epoch: the learning rate of the epoch's last step, worked out by hand."""
+    cfg = TrainConfig(**{**TINY, "epochs": 2, "warmup_epochs": 1.5, "lr": 2e-3, "min_lr_ratio": 0.01})
     saved = {}
 
     def keep(report):
-        if report.epoch == 1:
-            saved[1] = report.save_checkpoint(tmp_path / "epoch1")
+        saved[report.epoch] = report.save_checkpoint(tmp_path / f"epoch{report.epoch}")
 
     fit(cfg, small_data, on_epoch=keep, log=None)
-    steps_per_epoch = len(small_data.train) // cfg.batch_size
-    warmup_steps = round(1.5 * steps_per_epoch)
-    assert steps_per_epoch < warmup_steps < 2 * steps_per_epoch  # the premise: epoch 1 is inside the warm-up
-    # the last step of epoch 1 is step index steps_per_epoch - 1: lr * (index + 1) / warmup_steps
-    expected = 2e-3 * steps_per_epoch / warmup_steps
-    groups = torch.load(saved[1], weights_only=False)["optimizer"]["param_groups"]
-    assert [g["lr"] for g in groups] == pytest.approx([expected] * len(groups), rel=1e-9), (groups, expected)
+    spe = len(small_data.train) // cfg.batch_size
+    warmup, total = round(1.5 * spe), 2 * spe
+    assert spe < warmup < total  # the premise: epoch 1 is inside the warm-up, epoch 2 ends in the decay
+    expected = {
+        1: 2e-3 * spe / warmup,  # the last step of epoch 1, index spe - 1: lr * (index + 1) / warmup
+        # the last step of epoch 2, index total - 1: the cosine at (index - warmup) / (total - warmup)
+        2: 2e-3 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (total - 1 - warmup) / (total - warmup)))),
+    }
+    for epoch, lr in expected.items():
+        groups = torch.load(saved[epoch], weights_only=False)["optimizer"]["param_groups"]
+        assert [g["lr"] for g in groups] == pytest.approx([lr] * len(groups), rel=1e-9), (epoch, groups, lr)
