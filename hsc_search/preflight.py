@@ -285,9 +285,11 @@ def check_database(uri: str, scheme: str, timeout_s: float, advice: str = ", or 
 # ---------------------------------------------------------------------------------------------- storage
 def writer_in_process() -> bool:
     """Where the MLflow writer runs (`writer.writer_in_process`); a bad HSC_MLFLOW_WRITER fails here."""
+    from .runs import retry_attempts
     from .writer import writer_in_process
 
     try:
+        retry_attempts()
         return writer_in_process()
     except ValueError as e:
         raise PreflightError(str(e)) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -467,6 +468,20 @@ def ui_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
 
 
 RETRY_ATTEMPTS = 8  # an MLflow call's attempts: waits of 0.5, 1, 2, 4, 8, 15, 15 s between them (~45 s)
+RETRIES_ENV = "HSC_MLFLOW_RETRIES"  # a search writer's attempts per call, when set
+
+
+def retry_attempts() -> int:
+    """The attempts of each of a search's MLflow calls: $HSC_MLFLOW_RETRIES (a whole number >= 1), else 8. Fewer
+    for a search that should give a store that is away up sooner (each call that fails for good waits ~45 s
+    at 8); a bad value raises ValueError (the pre-flight says it in one line)."""
+    value = os.environ.get(RETRIES_ENV, "").strip()
+    if not value:
+        return RETRY_ATTEMPTS
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{RETRIES_ENV}={value!r}: expected a whole number of attempts >= 1 (default "
+                         f"{RETRY_ATTEMPTS})")  # fmt: skip
+    return int(value)
 
 
 def retry(fn: Callable[[], Any], what: str, attempts: int = RETRY_ATTEMPTS, first_wait: float = 0.5,

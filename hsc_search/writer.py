@@ -37,7 +37,6 @@ from .runs import (
     EFFECTIVE_PARAM,
     NODE_KEY,
     PLOT_KEYS,
-    RETRY_ATTEMPTS,
     TAG_ERROR,
     TAG_KIND,
     TAG_NODE,
@@ -52,6 +51,7 @@ from .runs import (
     find_child_run,
     http_failure,
     retry,
+    retry_attempts,
     score_key,
 )
 from .trial_plots import cca_spectrum_svg, loss_weights_svg
@@ -275,7 +275,7 @@ class _Sink:
         self.client = client_for(tracking_uri)
         self.metric, self.mode = metric, mode
         self.errors: list[str] = []
-        self.failing = False  # the last call failed after its retries: the next ones try once (`_retry`)
+        self.attempts = retry_attempts()  # each call's (HSC_MLFLOW_RETRIES; checked by the pre-flight)
         self.runs: dict[str, str] = {}  # trial id -> child run id
         self.repos: dict[str, Any] = {}  # child run id -> its artifact repository (see `_upload`)
         self.logged: dict[str, int] = {}  # trial id -> last epoch logged
@@ -303,7 +303,6 @@ class _Sink:
             msg = f"mlflow: {kind} of trial {tid} failed after retries: {http_failure(e)}"
             log.error(msg)
             self.errors.append(msg)
-            self.failing = True
         finally:
             s = self.stats[kind]
             s[0] += 1
@@ -311,11 +310,10 @@ class _Sink:
             s[2] += time.thread_time() - c0
 
     def _retry(self, fn: Callable[[], Any], what: str):
-        """`runs.retry`, once only while the store is failing: a call has failed after all its retries and none has
-        succeeded since (a store whose disk is full: each of a search's calls waited out ~45 s of back-off)."""
-        result = retry(fn, what, attempts=1 if self.failing else RETRY_ATTEMPTS)
-        self.failing = False
-        return result
+        """`runs.retry` with the search's number of attempts (`HSC_MLFLOW_RETRIES`). Each call keeps all of them: a
+        version that tried once after a call had failed for good lost the queued records of a store away for a
+        minute, which full retries would have logged (the review)."""
+        return retry(fn, what, attempts=self.attempts)
 
     def _ends_soon(self, tid: str, backlog) -> bool:
         """The trial's last report or its end is queued behind the message in hand."""

@@ -327,8 +327,8 @@ def test_a_store_that_refuses_records_ends_the_search_resumable(tmp_path, _cache
     that nothing else of the search is touched) while every trial trains and scores. Each record failed after ~45 s
     of retries, the search ended "no trial produced a score", was marked finished, and `resume` refused to log what
     MLflow lacked: the record was lost for good (a walkthrough). Now: exit 1 with one line naming the store's own
-    words and the resume command, not marked finished; after one call has failed for good the next ones try once;
-    the resume logs every epoch from Ray's results."""
+    words and the resume command, not marked finished; the resume logs every epoch from Ray's results. A bad
+    HSC_MLFLOW_RETRIES is the pre-flight's one line."""
     import json
     import os
     import resource
@@ -337,7 +337,8 @@ def test_a_store_that_refuses_records_ends_the_search_resumable(tmp_path, _cache
 
     import psutil
 
-    env = search_env(_cache_dir, HSC_MLFLOW_WRITER="process")  # the writer in a process of its own, to limit it alone
+    # the writer in a process of its own, to limit it alone; 2 attempts per call (each waited ~45 s at the default)
+    env = search_env(_cache_dir, HSC_MLFLOW_WRITER="process", HSC_MLFLOW_RETRIES="2")
     # a module of the user's in the folder searched in, named as one the writer imports: `python -m` put the
     # working directory first on the writer's path, and the writer died at its start (a walkthrough)
     (tmp_path / "mlflow.py").write_text("raise SystemExit('the folder own mlflow.py was imported')\n")
@@ -370,8 +371,8 @@ def test_a_store_that_refuses_records_ends_the_search_resumable(tmp_path, _cache
     last = out.rstrip().splitlines()[-1]
     assert re.match(r"error: MLflow refused \d+ records? of the search \(the first: the database: ", last), last
     assert f"every trial's results are kept in {folder}: `" in last and f"resume {folder}` logs" in last, last
-    # the first call waits out its retries; the others, while none succeeds, try once (7 retries said once)
-    assert len(re.findall(r"retry 7/7 in", out)) == 1, out[-5000:]
+    # each call tried twice (HSC_MLFLOW_RETRIES), none 8 times
+    assert re.search(r"retry 1/1 in", out) and not re.search(r"retry \d/7 in", out), out[-5000:]
     assert "finished_at" not in json.loads((folder / "hsc_search.json").read_text())
     _, parents, _ = search_runs(uri, "hsc-search")
     assert [p.info.status for p in parents] == ["KILLED"], [p.info.status for p in parents]
@@ -387,3 +388,7 @@ def test_a_store_that_refuses_records_ends_the_search_resumable(tmp_path, _cache
     assert_complete_histories(client, children)
     assert "finished_at" in json.loads((folder / "hsc_search.json").read_text())
     assert os.path.isfile(folder / "best_config.yaml")
+    bad = subprocess.run(search_cmd("--name", "bad"), cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**env, "HSC_MLFLOW_RETRIES": "0"})  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "error: HSC_MLFLOW_RETRIES='0': expected a whole number of attempts >= 1 (default 8)"), bad.stderr
