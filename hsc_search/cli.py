@@ -37,11 +37,16 @@ SET_HELP = "Fixed trainer value for every trial, KEY=VALUE, repeatable (e.g. --s
 DISK_ERRNOS = {28, 30, 27, 122}  # ENOSPC, EROFS, EFBIG, EDQUOT: the disk, not the program
 
 
-def _disk_full(e: OSError, folder) -> None:
-    """A write the disk refused mid-search (the search's folder or its store full or made read-only): one line
-    with the command that continues it, exit 1, instead of Ray's and our tracebacks (263 lines; a walkthrough)."""
-    if e.errno not in DISK_ERRNOS:
-        raise e
+def _disk_full(error: BaseException, folder) -> None:
+    """A write the disk refused mid-search (the search's folder or its store full or made read-only), raised as
+    it is or inside Ray's TuneError (a callback's write): one line with the command that continues it, exit 1,
+    instead of Ray's and our tracebacks (263 lines; a walkthrough). Any other error goes on as it was."""
+    e, seen = error, set()
+    while e is not None and id(e) not in seen and not (isinstance(e, OSError) and e.errno in DISK_ERRNOS):
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    if e is None or id(e) in seen:
+        raise error
     where = f"{e.filename}: " if e.filename else ""
     then = f"; once it can be written, `{resume_command(folder)}` continues the search" if folder else ""
     if folder:
@@ -242,7 +247,7 @@ def run(
         from .driver import experiment_dir
 
         _interrupted_again(experiment_dir(settings))
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001 - a full disk is one line (`_disk_full`); anything else goes on
         from .driver import experiment_dir
 
         _disk_full(e, experiment_dir(settings) if settings is not None else None)
@@ -288,7 +293,7 @@ def resume(
         _fail(str(e), code=1)
     except KeyboardInterrupt:
         _interrupted_again(path)
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001 - as in `run`
         _disk_full(e, path)
     meta = _meta_of(path)
     from .driver import absolute_data_spec
