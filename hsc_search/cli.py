@@ -6,7 +6,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
@@ -37,7 +37,7 @@ SET_HELP = "Fixed trainer value for every trial, KEY=VALUE, repeatable (e.g. --s
 DISK_ERRNOS = {28, 30, 27, 122}  # ENOSPC, EROFS, EFBIG, EDQUOT: the disk, not the program
 
 
-def _disk_full(error: BaseException, folder) -> None:
+def _disk_full(error: BaseException, folder: Callable[[], Any] | str | None) -> None:
     """A write the disk refused mid-search (the search's folder or its store full or made read-only), raised as
     it is or inside Ray's TuneError (a callback's write): one line with the command that continues it, exit 1,
     instead of Ray's and our tracebacks (263 lines; a walkthrough). Any other error goes on as it was."""
@@ -47,6 +47,11 @@ def _disk_full(error: BaseException, folder) -> None:
         e = e.__cause__ or e.__context__
     if e is None or id(e) in seen:
         raise error
+    if callable(folder):  # worked out only now: before the search is named it cannot be (the review)
+        try:
+            folder = folder()
+        except Exception:  # noqa: BLE001 - the sentence without the command
+            folder = None
     where = f"{e.filename}: " if e.filename else ""
     then = f"; once it can be written, `{resume_command(folder)}` continues the search" if folder else ""
     if folder:
@@ -248,9 +253,13 @@ def run(
 
         _interrupted_again(experiment_dir(settings))
     except Exception as e:  # noqa: BLE001 - a full disk is one line (`_disk_full`); anything else goes on
-        from .driver import experiment_dir
 
-        _disk_full(e, experiment_dir(settings) if settings is not None else None)
+        def folder():
+            from .driver import experiment_dir
+
+            return experiment_dir(settings) if settings is not None else None
+
+        _disk_full(e, folder)
     _report(outcome, settings.tracking_uri, settings.data)
     _exit_as(outcome)
 

@@ -29,7 +29,8 @@ from trainer.fit import data_fingerprint
 
 from . import preflight, storage, warm_start
 from .commands import resume_command
-from .export import TrialRow, best_row, search_in, provenance, trial_config, trial_rows, write_config
+from .export import (ExportError, TrialRow, best_row, provenance, search_in, trial_config, trial_rows,
+                     write_config)
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
@@ -1616,12 +1617,17 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrup
         client.log_figure(parent_id, best_so_far_figure([r.score for r in rows], [r.outcome for r in rows],
                                                         settings.mode, settings.metric), "plots/best_so_far.png")  # fmt: skip
     if best is not None:
-        cfg = trial_config(client, best.run_id)
-        best_path = write_config(cfg, out_dir / BEST_CONFIG, data=settings.data,
-                                 source=provenance(best, settings.name, parent_id, settings.metric))
-        if storage.is_uri(exp_dir):
-            storage.write_text(storage.join(exp_dir, BEST_CONFIG), best_path.read_text())
-        client.log_artifact(parent_id, str(best_path))
+        try:
+            cfg = trial_config(client, best.run_id)
+        except ExportError as e:  # its config.yaml never reached MLflow (its upload refused): the search's end and
+            cfg = None  # every resume ended in a traceback (the review); the rest of the end is done
+            echo(f"warning: best config not written: {e}")
+        if cfg is not None:
+            best_path = write_config(cfg, out_dir / BEST_CONFIG, data=settings.data,
+                                     source=provenance(best, settings.name, parent_id, settings.metric))
+            if storage.is_uri(exp_dir):
+                storage.write_text(storage.join(exp_dir, BEST_CONFIG), best_path.read_text())
+            client.log_artifact(parent_id, str(best_path))
         client.set_tag(parent_id, "hsc.best_run_id", best.run_id)
         metrics = {score_key(settings.metric, settings.mode): best.score}  # as its trials name their score
         metrics.update({f"best/{k}": v for k, v in best.final.items() if k.startswith("test/")})

@@ -395,6 +395,8 @@ class _Sink:
             deferred["metrics"] += batch
             deferred["params"] += params
             deferred["tags"] += tags
+        elif tid not in self.runs:  # its start was refused for good (an error said so): `resume` makes its run and
+            return  # logs these from Ray's results; retried here, each report waited out ~45 s of a KeyError (the review)
         else:
             self._retry(lambda: _log_batch(self.client, self.runs[tid], batch, params, tags), f"log epochs of {name}")
         # never lowered: a trial restored from an earlier checkpoint than its logged epochs (or started over)

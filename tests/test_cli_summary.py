@@ -233,3 +233,32 @@ def test_a_min_mode_searchs_parent_run_holds_its_best_trials_score_not_its_last_
     got = client.get_run(parent)
     assert got.data.metrics["best/min/loss/total"] == pytest.approx(0.3), got.data.metrics  # not a's last 0.5
     assert got.data.tags["hsc.best_run_id"] == outcome.best.run_id
+
+
+def test_a_best_trial_whose_config_never_reached_mlflow_is_a_warning_not_a_traceback(tmp_path):
+    """A trial's config.yaml upload refused for good (its store full): the search's end read it for the best
+    config and ended in a 132-line traceback, and so did every resume (the review). Now a warning; the rest of the
+    end (the best run's tag and score, the outcomes) is done."""
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.driver import _finish_parent
+    from hsc_search.settings import SearchSettings
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("hsc-search", artifact_location=str(tmp_path / "mlruns"))
+    parent = client.create_run(exp, run_name="s", tags={"hsc.kind": "search"}).info.run_id
+    run = client.create_run(exp, run_name="trial_a", tags={"mlflow.parentRunId": parent, "hsc.kind": "trial",
+                                                          "hsc.trial_id": "a", "hsc.outcome": "completed"}).info.run_id
+    for e, v in enumerate([0.2, 0.4], 1):
+        client.log_metric(run, "val/map_avg", v, step=e)
+    client.log_metric(run, "epoch", 2)
+    client.log_metric(run, "best/max/val/map_avg", 0.4)
+    client.set_terminated(run)  # no config.yaml
+    said: list[str] = []
+    outcome = _finish_parent(client, SearchSettings(name="s", max_epochs=2), str(tmp_path / "s"), parent, exp,
+                             False, [], said.append)  # fmt: skip
+    assert outcome.best is not None and outcome.best_config_path is None
+    assert any(m.startswith("warning: best config not written: ") and "config.yaml" in m for m in said), said
+    got = client.get_run(parent)
+    assert got.data.tags["hsc.best_run_id"] == run and got.data.metrics["best/max/val/map_avg"] == 0.4

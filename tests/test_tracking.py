@@ -525,3 +525,22 @@ def test_a_trials_config_yaml_is_the_config_it_trained_with_every_field_written(
     written = yaml.safe_load(open(path).read())
     assert {k: written[k] for k in sampled} == sampled, written
     assert set(written) == set(TrainConfig().to_dict())  # every field, as the trainer names them
+
+
+def test_the_reports_of_a_trial_whose_run_was_never_made_do_not_wait_out_retries(tmp_path):
+    """A trial's start refused for good (its store full) leaves it without a run; each of its later reports then
+    retried a KeyError 8 times (~45 s), holding up every other trial's records behind it (the review). They are
+    left to `resume`, which makes the run from Ray's results; a trial with a run still logs its epochs."""
+    import time
+
+    from hsc_search.writer import _Sink
+
+    uri, client, exp, parent = _search_store(tmp_path)
+    sink = _Sink(uri, "val/map_avg", "max")
+    t0 = time.monotonic()
+    sink.handle(("epoch", "nope", "train_trial_nope", _result([1, 2]), False), [])
+    assert time.monotonic() - t0 < 5 and sink.errors == [], sink.errors
+    run = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
+    sink.runs["yes"] = run
+    sink.handle(("epoch", "yes", "train_trial_yes", _result([1, 2]), False), [])
+    assert [m.step for m in client.get_metric_history(run, "val/map_avg")] == [1, 2]
