@@ -342,10 +342,12 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
         try:
             found = auto_address()
         except ConnectionError:
+            way_out = "unset RAY_ADDRESS" if flag == "RAY_ADDRESS" else "leave --address out"
             raise PreflightError(f"{flag} auto: no Ray cluster runs on this machine (`ray start --head` starts one); "
-                                 "leave --address out to search on a local Ray instance of the search's own") from None  # fmt: skip
+                                 f"{way_out} to search on a local Ray instance of the search's own") from None  # fmt: skip
         except AmbiguousAuto as e:
-            raise PreflightError(f"{flag} auto: {e}") from None
+            said = str(e) if flag != "RAY_ADDRESS" else str(e).replace("leave --address out", "unset RAY_ADDRESS")
+            raise PreflightError(f"{flag} auto: {said}") from None
         except Exception:  # noqa: BLE001 - Ray's own connection says what is wrong
             return
         if found and found != "auto":

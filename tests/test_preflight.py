@@ -392,6 +392,21 @@ def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch, tmp_path):
                            f"answers at 127.0.0.1:{port} \\(Connection refused\\)"):  # fmt: skip
             preflight.check_address("auto", timeout_s=2.0)
         assert time.monotonic() - t0 < 10.0
+    # no cluster here: the way out is the one that applies (RAY_ADDRESS=auto was told to leave out a flag not given).
+    # Ray's own lookup would scan this machine's processes, where another job's Ray may run: none found, as Ray says
+    from hsc_search import ray_internals
+
+    def none_here():
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(ray_internals, "auto_address", none_here)
+    with pytest.raises(PreflightError, match="^--address auto: no Ray cluster runs on this machine .*; leave "
+                       "--address out to search"):  # fmt: skip
+        preflight.check_address("auto", timeout_s=2.0)
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    with pytest.raises(PreflightError, match="^RAY_ADDRESS auto: no Ray cluster runs on this machine .*; unset "
+                       "RAY_ADDRESS to search"):  # fmt: skip
+        preflight.check_address(None, timeout_s=2.0)
 
 
 def test_an_address_where_something_else_answers_is_not_taken_for_a_ray_head(monkeypatch):
