@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer import TrainConfig
+from trainer.config import why_unwritable
 from trainer.fit import OBJECTIVE
 
 from . import storage
@@ -464,7 +465,7 @@ def check_ray_token_home() -> None:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        problem = None if os.access(folder, os.W_OK | os.X_OK) else "permission denied"
+        problem = why_unwritable(folder)
     except OSError as e:
         problem = e.strerror or str(e)
     if problem:

@@ -597,7 +597,7 @@ def out_file_problem(out, example: str, flag: str, kind: str | None = None) -> "
     cannot be written, an existing file that is not an earlier output of the same kind (`OUTPUTS`): a search's
     best config, its MLflow database, a data file), naming `flag`, or None. Checked before the work whose result
     goes there."""
-    import os
+    from trainer.config import why_unwritable
 
     out = Path(out)
     if out.is_dir():
@@ -615,8 +615,9 @@ def out_file_problem(out, example: str, flag: str, kind: str | None = None) -> "
         if folder.exists() or folder.is_symlink():
             if not folder.is_dir():
                 return f"{flag} {out}: {folder} is not a folder"
-            if not os.access(folder, os.W_OK | os.X_OK):
-                return f"{flag} {out}: cannot write in {folder} (permission denied)"
+            why = why_unwritable(folder)
+            if why is not None:
+                return f"{flag} {out}: cannot write in {folder} ({why})"
             break
     return None
 

@@ -177,3 +177,24 @@ def read_only(path):
         yield path
     finally:
         subprocess.run([*unlock, str(path)], check=True)
+
+
+@contextlib.contextmanager
+def read_only_mount(path, prepare=None):
+    """A read-only file system at the new folder `path` (a small tmpfs, made by `prepare(path)` while writable,
+    then mounted read-only): what no permission lets anyone write, root included. Needs root with CAP_SYS_ADMIN
+    (CI's machine); elsewhere the test says so by skipping."""
+    import subprocess
+
+    path.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], capture_output=True,
+                          text=True)  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a file system at {path} here ({made.stderr.strip()})")
+    try:
+        if prepare is not None:
+            prepare(path)
+        subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True, capture_output=True, timeout=30)
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True, capture_output=True, timeout=30)

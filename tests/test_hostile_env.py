@@ -219,3 +219,33 @@ def test_the_trainer_run_as_hsc_search_train_names_itself_by_its_path_to_continu
             proc.wait(timeout=30)
     assert proc.returncode == 130, err[-2000:]
     assert f"`{program} train --data '{small_spec}' --out {out} --resume` continues it" in err, err[-2000:]
+
+
+def test_a_read_only_file_system_is_called_so_not_permission_denied(tmp_path, small_spec, small_data, monkeypatch):
+    """A folder on a read-only mount (a read-only home or data disk on a compute node) was said to be "permission
+    denied", which sends a user to chmod, which cannot help: the trainer's --out, an export's --out and the
+    folder of Ray's token now name a read-only file system (and a folder this user may not write, as before, is
+    "permission denied": tests/test_synthetic.py, test_preflight.py)."""
+    import os
+
+    from conftest import read_only_mount
+
+    from hsc_search import preflight
+    from hsc_search.runs import out_file_problem
+
+    with read_only_mount(tmp_path / "ro", prepare=lambda p: (p / ".ray").mkdir()) as ro:
+        proc = subprocess.run([sys.executable, "-m", "trainer", "--data", small_spec, "--out", str(ro), "--set",
+                               "epochs=1"], capture_output=True, text=True, timeout=300,
+                              cwd=Path(__file__).parents[1])  # fmt: skip
+        assert proc.returncode == 2 and proc.stderr.strip() == (
+            f"error: --out {ro}: cannot create the run folder (Read-only file system); expected a folder path that "
+            "can be written"), proc.stderr  # fmt: skip
+        assert out_file_problem(ro / "best.yaml", "best.yaml", "--out", kind="config") == (
+            f"--out {ro / 'best.yaml'}: cannot write in {ro} (read-only file system)")
+        for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("HOME", str(ro))
+        with pytest.raises(preflight.PreflightError, match=f"^{ro / '.ray'}: cannot be written \\(read-only file "
+                           "system\\), where Ray keeps"):  # fmt: skip
+            preflight.check_ray_token_home()
+        assert os.listdir(ro) == [".ray"]

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from . import EXAMPLE_CONFIG, ConfigError, DataError, NonFiniteLossError, TrainConfig, fit, load_data
-from .config import describe
+from .config import describe, why_unwritable
 from .fit import CHECKPOINT_FILE, CheckpointError, resolve_device
 
 
@@ -104,8 +104,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
         resume = out / "checkpoint" if args.resume else None
         try:  # here, not in fit: a folder that cannot be made or written is the --out flag's fault
             out.mkdir(parents=True, exist_ok=True)
-            if not os.access(out, os.W_OK | os.X_OK):
-                raise PermissionError(13, "Permission denied")
+            why = why_unwritable(out)
+            if why is not None:
+                raise OSError(30 if why.startswith("read-only") else 13, why[0].upper() + why[1:])
         except OSError as e:
             print(f"error: --out {out}: cannot create the run folder ({e.strerror or e}); expected a folder path "
                   "that can be written", file=sys.stderr)  # fmt: skip
