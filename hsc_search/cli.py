@@ -221,7 +221,7 @@ def run(
     try:  # these imports take a few seconds (torch): a Ctrl-C in them gets the same one line as in the pre-flight
         from trainer import ConfigError, DataError
 
-        from .driver import SetupInterrupted, TrackingIncomplete
+        from .driver import SetupInterrupted, TrackingIncomplete, TrackingUnavailable
         from .preflight import PreflightError
         from .settings import SettingsError, load_settings
         from .space import SpaceError
@@ -242,8 +242,8 @@ def run(
         outcome = run_search(settings, echo=typer.echo)
     except (SettingsError, SpaceError, ConfigError, DataError, FileNotFoundError, PreflightError, StorageError) as e:
         _fail(str(e))
-    except TrackingIncomplete as e:  # the trials ran; their record is not complete: exit 1, resume finishes it
-        _fail(str(e), code=1)
+    except (TrackingIncomplete, TrackingUnavailable) as e:  # the trials ran and their record is not complete
+        _fail(str(e), code=1)  # (resume finishes it), or the store failed as the search started: exit 1
     except SetupInterrupted as e:
         _interrupted_at_setup(e.exp_dir, e.resumable, e.removed)
     except KeyboardInterrupt:  # while the search ended (Ray's last save after a first Ctrl-C, our records)
@@ -283,7 +283,7 @@ def resume(
     try:  # as in `run`
         from trainer import ConfigError, DataError
 
-        from .driver import NothingToResume, SetupInterrupted, TrackingIncomplete, resume_search
+        from .driver import NothingToResume, SetupInterrupted, TrackingIncomplete, TrackingUnavailable, resume_search
         from .preflight import PreflightError
         from .space import SpaceError
         from .storage import StorageError
@@ -298,7 +298,7 @@ def resume(
         _interrupted_at_setup(e.exp_dir, e.resumable, e.removed)
     except (PreflightError, StorageError, DataError, ConfigError, SpaceError, FileNotFoundError) as e:
         _fail(str(e))
-    except TrackingIncomplete as e:
+    except (TrackingIncomplete, TrackingUnavailable) as e:
         _fail(str(e), code=1)
     except KeyboardInterrupt:
         _interrupted_again(path)

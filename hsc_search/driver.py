@@ -138,6 +138,24 @@ class TrackingIncomplete(Exception):
     stopped answering): nothing is summed up from what MLflow half holds, and `resume` finishes the record."""
 
 
+class TrackingUnavailable(Exception):
+    """MLflow's store failed as the search started (a sqlite store on a full disk, a server whose database refuses
+    writes), after the pre-flight found it answering: nothing was trained, and the search's folder and a store it
+    created are removed as after any failed start. One line in the store's words (it was a 589-line traceback)."""
+
+
+def _store_failure(e: BaseException) -> bool:
+    """`e` is MLflow's store failing (MLflow's, SQLAlchemy's or the file system's error), not a mistake of ours."""
+    import sys
+
+    kinds = [OSError]
+    for module, name in (("mlflow.exceptions", "MlflowException"), ("sqlalchemy.exc", "SQLAlchemyError"),
+                         ("requests.exceptions", "RequestException")):  # fmt: skip
+        if module in sys.modules:  # imported by MLflow when it could raise one
+            kinds.append(getattr(sys.modules[module], name))
+    return isinstance(e, tuple(kinds))
+
+
 class SetupInterrupted(Exception):
     """Ctrl-C while a search was starting, before Ray Tune ran it. `exp_dir`: the search's folder, None when
     nothing was written; `resumable`: it holds a search Ray saved (a `resume` that was interrupted)."""
@@ -754,7 +772,8 @@ def run_search(
         opening = _opening(settings.tracking_uri, settings.experiment) if settings.mlflow else None
         # the trials' MLflow calls are made by the writer (a thread, or a process of its own: writer.py), which
         # opens its store while Ray starts
-        writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) if settings.mlflow else None
+        writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process, after=opening) \
+            if settings.mlflow else None  # fmt: skip
         plan = _Plan(settings, space, data, fingerprint, exp_dir, first, notes, warm, local)
         return _launch(plan, opening, writer, callbacks, echo, interrupts)
     except BaseException as e:
@@ -824,27 +843,19 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
     try:
         if settings.mlflow:
             import_mlflow()  # the opening and the writer threads may still be importing it (runs.import_mlflow)
-            from mlflow.entities import RunTag
-
-            client = opening.result()
-            interrupts.check()
-            experiment_id = _experiment_id(client, settings.experiment, settings.metric, settings.mode,
-                                           settings.tracking_uri)  # fmt: skip
-            # what the start said, kept with the search: the run page's Description, and the report (hsc.notes)
-            # tag values: 8000 characters in MLflow 3, 5000 in servers before it (as the writer's error tag)
-            description = (headline + "".join(f"\n- {line}" for line in said))[:4900]
-            kept = list(said)
-            while len(json.dumps(kept)) > 4900:
-                kept.pop()
-            parent = client.create_run(experiment_id, run_name=settings.name,
-                                       tags={TAG_KIND: "search", "hsc.experiment_dir": str(exp_dir),
-                                             **({TAG_NOTES: json.dumps(kept)} if kept else {}),  # ([] in the UI)
-                                             "mlflow.note.content": description,
-                                             TAG_DATA_FINGERPRINT: json.dumps(plan.fingerprint)})  # fmt: skip
-            parent_id = parent.info.run_id
-            _log_search_inputs(client, parent_id, settings, space)
-            if warm is not None:
-                client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in _warm_tags(warm).items()])
+            try:
+                client = opening.result()
+                interrupts.check()
+                experiment_id = _experiment_id(client, settings.experiment, settings.metric, settings.mode,
+                                               settings.tracking_uri)  # fmt: skip
+                parent_id = _start_parent(client, experiment_id, settings, space, plan, headline, said)
+            except Exception as e:
+                if not _store_failure(e):
+                    raise
+                raise TrackingUnavailable(
+                    f"MLflow's store {without_password(resolved_tracking_uri(settings.tracking_uri))} failed as the "
+                    f"search started ({http_failure(e)}); nothing was trained. Free its disk or fix its database, or "
+                    "give another --tracking-uri") from None  # fmt: skip
         # the warm-start record: `resume` restores the warm trials with the Optuna study (the searcher's
         # checkpoint) and never adds them again
         meta = {"settings": settings.to_dict(), "space": space.to_dict(), "experiment_id": experiment_id,
@@ -870,7 +881,7 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
         interrupts.release()  # Ray Tune takes SIGINT over in fit()
     except BaseException as e:
         if client is not None and parent_id is not None:
-            client.set_terminated(parent_id, status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            _end_parent(client, parent_id, e)
         raise
     interrupts.fitting = True
     return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
@@ -891,8 +902,12 @@ def _remove_new_store(db: Path | None, opening) -> None:
 
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
-            if con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
-                return
+            try:
+                if con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
+                    return
+            except sqlite3.OperationalError as e:  # made, and its tables not (its disk filled as MLflow made them)
+                if "no such table" not in str(e):
+                    raise
         if _open_in_another_process(db):  # another search that started beside this one, in the same folder,
             return  # with the same new store (a review): it is that search's too
         for path in (db, db.with_name(db.name + "-journal"), db.with_name(db.name + "-wal"),
@@ -1252,7 +1267,8 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
     running = False
     try:
         opening = _opening(settings.tracking_uri, settings.experiment) if settings.mlflow else None
-        writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) if settings.mlflow else None
+        writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process, after=opening) \
+            if settings.mlflow else None  # fmt: skip
         _init_ray(settings.address, preload=settings.cpus_per_trial <= 1, flag=address_flag)
         _sigterm_as_ctrl_c()
         interrupts.check()
@@ -1274,10 +1290,18 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
                 tracker.attach(writer)
             else:
                 writer.stop()
-            client = opening.result()
-            interrupts.check()
-            _check_parent_run(client, parent_id, settings.tracking_uri, tracking_uri)
-            client.update_run(parent_id, status="RUNNING")
+            try:
+                client = opening.result()
+                interrupts.check()
+                _check_parent_run(client, parent_id, settings.tracking_uri, tracking_uri)
+                client.update_run(parent_id, status="RUNNING")
+            except Exception as e:
+                if not _store_failure(e):
+                    raise
+                raise TrackingUnavailable(
+                    f"MLflow's store {without_password(resolved_tracking_uri(settings.tracking_uri))} failed as the "
+                    f"search resumed ({http_failure(e)}); nothing more was trained. Once it answers and can be "
+                    f"written, `{resume_command(exp_dir)}` continues the search") from None  # fmt: skip
             running = True
         interrupts.release()  # Ray Tune takes SIGINT over in fit()
     except BaseException as e:
@@ -1526,6 +1550,42 @@ def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> 
     preflight.check_metric(settings.metric, cfg)
     preflight.check_metric_in_space(settings.metric, space, settings.max_epochs, dims, first, settings.seed)
     return first, notes
+
+
+def _start_parent(client, experiment_id: str, settings: SearchSettings, space: SearchSpace, plan: "_Plan",
+                  headline: str, said: list[str]) -> str:  # fmt: skip
+    """Creates the search's parent run with its description, inputs and warm-start record. Returns its id."""
+    from mlflow.entities import RunTag
+
+    warm = plan.warm
+    # what the start said, kept with the search: the run page's Description, and the report (hsc.notes)
+    # tag values: 8000 characters in MLflow 3, 5000 in servers before it (as the writer's error tag)
+    description = (headline + "".join(f"\n- {line}" for line in said))[:4900]
+    kept = list(said)
+    while len(json.dumps(kept)) > 4900:
+        kept.pop()
+    parent = client.create_run(experiment_id, run_name=settings.name,
+                               tags={TAG_KIND: "search", "hsc.experiment_dir": str(plan.exp_dir),
+                                     **({TAG_NOTES: json.dumps(kept)} if kept else {}),  # ([] in the UI)
+                                     "mlflow.note.content": description,
+                                     TAG_DATA_FINGERPRINT: json.dumps(plan.fingerprint)})  # fmt: skip
+    parent_id = parent.info.run_id
+    try:
+        _log_search_inputs(client, parent_id, settings, space)
+        if warm is not None:
+            client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in _warm_tags(warm).items()])
+    except BaseException as e:
+        _end_parent(client, parent_id, e)
+        raise
+    return parent_id
+
+
+def _end_parent(client, parent_id: str, e: BaseException) -> None:
+    """A search that failed to start: its parent run ends KILLED (Ctrl-C) or FAILED, where the store still takes it."""
+    try:
+        client.set_terminated(parent_id, status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+    except Exception:  # noqa: BLE001 - a store that failed: the start's own error says so
+        pass
 
 
 def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str | None = None) -> str:

@@ -404,6 +404,7 @@ def seed_sqlite_store(tracking_uri: str | None) -> None:
     sets from the working directory at creation (`<cwd>/mlruns/0`) and which is set so here too. A store that
     exists (or appears meanwhile) is never touched; any failure leaves the creation to MLflow.
     """
+    import contextlib
     import os
     import shutil
     import sqlite3
@@ -432,19 +433,22 @@ def seed_sqlite_store(tracking_uri: str | None) -> None:
             MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)  # runs the migrations
             os.replace(tmp, template)
         tmp = db.parent / f".{db.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-        with open(template, "rb") as src, open(tmp, "xb") as dst:  # the umask's permissions, as MLflow's would be
-            shutil.copyfileobj(src, dst)
-        with sqlite3.connect(tmp) as con:
-            con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-                        (str(Path("mlruns").resolve() / "0"),))  # fmt: skip
-        try:
-            os.link(tmp, db)  # fails if the store appeared meanwhile: then it is left alone
-        except FileExistsError:
-            pass
+        try:  # gone in every case (a full disk left a copy cut short beside the store, at each start)
+            with open(template, "rb") as src, open(tmp, "xb") as dst:  # the umask's permissions, as MLflow's
+                shutil.copyfileobj(src, dst)
+            with contextlib.closing(sqlite3.connect(tmp)) as con, con:
+                con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                            (str(Path("mlruns").resolve() / "0"),))  # fmt: skip
+            try:
+                os.link(tmp, db)  # fails if the store appeared meanwhile: then it is left alone
+            except FileExistsError:
+                pass
         finally:
-            os.unlink(tmp)
+            tmp.unlink(missing_ok=True)
     except Exception as e:  # never fail a search over a shortcut: MLflow creates the store itself
         log.info("could not seed %s from a template (%s); MLflow creates it", db, e)
+
+
 def tag_experiment(client, experiment_id: str, metric: str, mode: str) -> None:
     """Marks an existing experiment as model training with `metric` as its primary metric."""
     have = client.get_experiment(experiment_id).tags

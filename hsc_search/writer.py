@@ -96,7 +96,10 @@ class Writer:
     """
 
     def __init__(self, tracking_uri: str | None, metric: str = "val/map_avg", mode: str = "max",
-                 in_process: bool | None = None):  # fmt: skip
+                 in_process: bool | None = None, after=None):  # fmt: skip
+        """`after`: a future whose end the writer as a thread waits for before it opens its store (the driver's
+        own opening: two threads made a new store's tables at once, and on a full disk the search then named the
+        race, "table registered_models already exists", instead of the disk)."""
         self.in_process = writer_in_process() if in_process is None else in_process
         self._queue: queue.Queue = queue.Queue()
         self._token = 0
@@ -106,7 +109,7 @@ class Writer:
             self._replies = _Local()
             self._thread = threading.Thread(target=_main, name="hsc-mlflow-writer", daemon=True,
                                             args=(_Local(self._queue), self._replies, tracking_uri, metric, mode,
-                                                  None))  # fmt: skip
+                                                  None, after))  # fmt: skip
             self._thread.start()
             return
         import subprocess
@@ -236,12 +239,18 @@ class _Local:
 
 
 # ------------------------------------------------------------------------------------------ the writer's loop
-def _main(messages, replies, tracking_uri: str | None, metric: str, mode: str, driver_pid: int | None) -> None:
+def _main(messages, replies, tracking_uri: str | None, metric: str, mode: str, driver_pid: int | None,
+          after=None) -> None:  # fmt: skip
     """Executes the messages in order (`messages` / `replies`: pipe connections, or `_Local` in a thread)."""
     if driver_pid is not None:  # a process: end with the driver
         threading.Thread(target=_watch, args=(driver_pid,), name="hsc-writer-watch", daemon=True).start()
-    sink = _Sink(tracking_uri, metric, mode)
-    backlog: collections.deque = collections.deque()
+    try:
+        if after is not None:  # the driver's opening of the store (`Writer`)
+            after.result()
+        sink = _Sink(tracking_uri, metric, mode)
+    except Exception as e:  # noqa: BLE001 - a store that cannot be opened (its disk full as its tables were made):
+        sink = _Unopened(f"mlflow: opening the store failed: {http_failure(e)}")  # said at the flush, not a
+    backlog: collections.deque = collections.deque()  # thread's traceback (the driver's own opening names it)
     while True:
         try:
             if not backlog:
@@ -266,6 +275,20 @@ def _watch(driver_pid: int) -> None:
     while os.getppid() == driver_pid:
         time.sleep(0.5)
     os._exit(0)  # the driver died (e.g. SIGKILL): `hsc-search resume` reconciles the runs, as after a thread
+
+
+class _Unopened:
+    """The sink of a writer whose store could not be opened: every call is dropped, and each flush says why (the
+    search's end then leaves what MLflow lacks to `resume`, as after any refused records)."""
+
+    def __init__(self, why: str):
+        self.errors = [why]
+
+    def handle(self, message: tuple, backlog) -> None:
+        pass
+
+    def write_stats(self) -> None:
+        pass
 
 
 class _Sink:

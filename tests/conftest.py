@@ -180,21 +180,23 @@ def read_only(path):
 
 
 @contextlib.contextmanager
-def read_only_mount(path, prepare=None):
-    """A read-only file system at the new folder `path` (a small tmpfs, made by `prepare(path)` while writable,
-    then mounted read-only): what no permission lets anyone write, root included. Needs root with CAP_SYS_ADMIN
-    (CI's machine); elsewhere the test says so by skipping."""
+def small_disk(path, size: str = "1m", prepare=None, read_only: bool = False):
+    """A file system of its own at the new folder `path`: a tmpfs of `size` bytes (a disk that fills for real),
+    made by `prepare(path)` while writable and then, with `read_only`, mounted read-only (what no permission lets
+    anyone write, root included). Needs root with CAP_SYS_ADMIN (CI's machine); elsewhere the test says so by
+    skipping."""
     import subprocess
 
     path.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], capture_output=True,
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
                           text=True)  # fmt: skip
     if made.returncode != 0:
         pytest.skip(f"cannot mount a file system at {path} here ({made.stderr.strip()})")
     try:
         if prepare is not None:
             prepare(path)
-        subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True, capture_output=True, timeout=30)
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True, capture_output=True, timeout=30)
         yield path
     finally:
-        subprocess.run(["umount", str(path)], check=True, capture_output=True, timeout=30)
+        subprocess.run(["umount", "--lazy", str(path)], check=True, capture_output=True, timeout=30)

@@ -228,12 +228,12 @@ def test_a_read_only_file_system_is_called_so_not_permission_denied(tmp_path, sm
     "permission denied": tests/test_synthetic.py, test_preflight.py)."""
     import os
 
-    from conftest import read_only_mount
+    from conftest import small_disk
 
     from hsc_search import preflight
     from hsc_search.runs import out_file_problem
 
-    with read_only_mount(tmp_path / "ro", prepare=lambda p: (p / ".ray").mkdir()) as ro:
+    with small_disk(tmp_path / "ro", prepare=lambda p: (p / ".ray").mkdir(), read_only=True) as ro:
         proc = subprocess.run([sys.executable, "-m", "trainer", "--data", small_spec, "--out", str(ro), "--set",
                                "epochs=1"], capture_output=True, text=True, timeout=300,
                               cwd=Path(__file__).parents[1])  # fmt: skip
@@ -249,3 +249,26 @@ def test_a_read_only_file_system_is_called_so_not_permission_denied(tmp_path, sm
                            "system\\), where Ray keeps"):  # fmt: skip
             preflight.check_ray_token_home()
         assert os.listdir(ro) == [".ray"]
+
+
+def test_a_new_store_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, _cache_dir):
+    """MLflow's new sqlite store on a disk too full for its tables (the pre-flight finds the folder writable): a
+    589-line traceback (the writer thread's and the driver's), a copy of the store cut short left beside it at
+    each try, and the half-made store left in place. Now one line in the database's words, exit 1, and nothing
+    left: not on that disk, not in the search's folder."""
+    from conftest import search_cmd, search_env, small_disk
+
+    work = tmp_path / "work"
+    work.mkdir()
+    with small_disk(tmp_path / "full", size="100k") as full:
+        proc = subprocess.run(search_cmd("--num-samples", "1", "--max-epochs", "1", "--name", "full",
+                                         "--tracking-uri", f"sqlite:///{full}/mlflow.db"),
+                              cwd=work, env=search_env(_cache_dir), capture_output=True, text=True, timeout=300)  # fmt: skip
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 1 and "Traceback" not in out and "Exception in thread" not in out, out[-3000:]
+        assert proc.stderr.strip().splitlines() == [
+            f"error: MLflow's store sqlite:///{full}/mlflow.db failed as the search started (the database: database "
+            "or disk is full); nothing was trained. Free its disk or fix its database, or give another "
+            "--tracking-uri"], proc.stderr[-3000:]  # fmt: skip
+        assert sorted(p.name for p in full.iterdir()) == []
+    assert not (work / "ray_results" / "full").exists(), sorted(p.name for p in work.rglob("*"))

@@ -1021,3 +1021,12 @@ def test_a_store_a_failed_start_created_is_removed_and_one_with_runs_is_kept(tmp
     _remove_new_store(db, None)
     assert db.exists() and len(client.search_runs([client.get_experiment_by_name("x").experiment_id])) == 1
     _remove_new_store(tmp_path / "none.db", None)  # not there: nothing to do
+    # made, and its tables cut short by a full disk (no runs table): it was left behind, broken
+    import contextlib
+    import sqlite3
+
+    half = tmp_path / "half.db"
+    with contextlib.closing(sqlite3.connect(half)) as con, con:
+        con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+    _remove_new_store(half, None)
+    assert not half.exists()
