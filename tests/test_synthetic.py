@@ -257,3 +257,26 @@ def test_synth_data_into_a_folder_it_cannot_write_names_out(tmp_path, capsys):
         assert main(["ave", str(ro / "x.h5"), "--set", "n_train=30", "--set", "n_test=10"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {ro / 'x.h5'}: cannot write in {ro} (") and ".tmp" not in err, err
+
+
+def test_a_full_disk_is_said_in_the_system_s_words(tmp_path, capsys, monkeypatch):
+    """HDF5's error on a full disk was passed on whole: "Can't synchronously write data (file write failed: time =
+    ..., filename = '.../.x.h5.9fqv3s6_.tmp', file descriptor = 3, errno = 28, ...)" over two lines, naming the
+    temporary file. Now the system's words, for synth-data and for the synthetic cache; nothing is left on the disk."""
+    from conftest import small_disk
+
+    with small_disk(tmp_path / "full", size="100k") as full:
+        assert main(["ave", str(full / "x.h5")]) == 2
+        assert capsys.readouterr().err == f"error: {full / 'x.h5'}: cannot write in {full} (No space left on device)\n"
+        monkeypatch.setenv("HSC_CACHE_DIR", str(full))
+        monkeypatch.setenv("TMPDIR", str(full))  # the temporary folder it falls back to: full too
+        import tempfile
+
+        monkeypatch.setattr(tempfile, "tempdir", None)  # (read from TMPDIR again)
+        with pytest.raises(DataError) as e:
+            load_data("synthetic:ave")
+        cached = next(iter(str(e.value).split("to its cache file ")[1:]), "").split(" ")[0]
+        assert str(e.value) == (f"synthetic:ave: cannot write the synthetic data, to its cache file {cached} (No space "
+                                "left on device) nor to a temporary folder (No space left on device); set HSC_CACHE_DIR "
+                                "to a folder that can be written and has room"), str(e.value)  # fmt: skip
+        assert cached.startswith(f"{full}/ave-") and list(full.iterdir()) == []

@@ -178,9 +178,9 @@ def _load_synthetic(spec: str, val_fraction: float, seed: int) -> AVData:
                     synthetic.write_synthetic(Path(tmp) / path.name, name, **options)
                     data = read_hdf5(Path(tmp) / path.name, val_fraction=val_fraction, seed=seed)
             except OSError as again:
-                raise DataError(f"{spec}: cannot write the synthetic data, to its cache file {path} ({exc}) nor to a "
-                                f"temporary folder ({again}); set HSC_CACHE_DIR to a folder that can be "
-                                "written") from None  # fmt: skip
+                raise DataError(f"{spec}: cannot write the synthetic data, to its cache file {path} "
+                                f"({synthetic.os_words(exc)}) nor to a temporary folder ({synthetic.os_words(again)}); "
+                                "set HSC_CACHE_DIR to a folder that can be written and has room") from None  # fmt: skip
             return dataclasses.replace(data, source=spec)
     return dataclasses.replace(read_hdf5(path, val_fraction=val_fraction, seed=seed), source=spec)
 

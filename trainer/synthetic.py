@@ -326,6 +326,17 @@ def _windows(rng: np.random.Generator, n: int, steps: int) -> np.ndarray:
     return ((t >= start[:, None]) & (t < (start + length)[:, None])).astype(np.float64)
 
 
+def os_words(exc: OSError) -> str:
+    """An OSError in the system's words ("No space left on device"), also when HDF5 raised it: h5py's errors
+    read "Can't synchronously write data (file write failed: time = ..., filename = ..., file
+    descriptor = 3, errno = 28, error message = 'No space left on device', buf = 0x..., ...)"."""
+    import re
+
+    said = str(exc.strerror or exc)
+    m = re.search(r"error message = '([^']+)'", said)
+    return m.group(1) if m else (said.strip().splitlines() or [type(exc).__name__])[0]
+
+
 def write_synthetic(path: str | os.PathLike, name: str, **options: Any) -> Path:
     """Generates a dataset and writes it to HDF5 atomically (temp file in the same dir, os.replace).
 
@@ -405,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         path = write_synthetic(args.out, name, **options)
     except OSError as exc:  # named by OUT and its folder, not by the temporary file the data is written to first
         folder = os.path.dirname(os.path.abspath(args.out))
-        print(f"error: {args.out}: cannot write in {folder} ({exc.strerror or exc})", file=sys.stderr)
+        print(f"error: {args.out}: cannot write in {folder} ({os_words(exc)})", file=sys.stderr)
         return 2
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
