@@ -3,8 +3,17 @@ thread. Each trial's two pictures are SVG text (`trial_plots.py`), made for ever
 
 from __future__ import annotations
 
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+import logging
+
+# With a HOME that cannot be written, matplotlib works in a temporary folder of its own and said so in two lines of
+# advice at every search's start (a walkthrough): quiet while it is imported, which is when it looks for its folders
+_mpl_log = logging.getLogger("matplotlib")
+_level, _mpl_log.level = _mpl_log.level, logging.ERROR
+try:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+finally:
+    _mpl_log.setLevel(_level)
 
 
 def best_so_far_figure(scores: list[float | None], outcomes: list[str], mode: str, metric: str) -> Figure:

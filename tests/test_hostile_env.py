@@ -134,6 +134,12 @@ def test_a_search_with_a_home_that_cannot_be_written_is_one_line(tmp_path, _cach
             "be written, or RAY_AUTH_MODE=disabled for this local search"] or (
             os.geteuid() != 0 and "(Permission denied)" in proc.stderr), proc.stderr  # fmt: skip
         assert list(work.iterdir()) == [] and list(home.iterdir()) == []
+        # matplotlib (the report's figures) then works in a temporary folder of its own, which it said in two lines
+        # of advice at every start: quiet (the driver's and the report's imports; a search's own lines are below)
+        bare = {k: v for k, v in env.items() if k != "MPLCONFIGDIR"}
+        proc = subprocess.run([sys.executable, "-c", "import hsc_search.driver, hsc_search.report, hsc_search.plots"],
+                              env=bare, cwd=work, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
         from hsc_search import preflight
 
         monkeypatch.setenv("HOME", str(home))
