@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DATA = "synthetic:ave?n_train=400&n_val=100&n_test=100&dim_audio=16&dim_visual=24"
-HOOKS = ("on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error", "on_experiment_end")
+HOOKS = ("on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error")
 
 
 def time_writer_calls(trials: int, epochs: int, where: str, root: str) -> dict:
@@ -82,7 +82,6 @@ def time_writer_calls(trials: int, epochs: int, where: str, root: str) -> dict:
             setattr(MlflowTracker, name, fn)
         os.chdir(cwd)
     messages = stats["messages"]
-    # on_experiment_end waits for the writer to catch up: waiting, not work; its CPU is counted like the rest
     return {"where": where, "trials": trials, "epochs": epochs, "wall_s": wall,
             "messages": {k: {"n": m["n"], "total_s": m["wall_s"], "per_message_ms": 1000 * m["wall_s"] / m["n"],
                              "cpu_ms_per_message": 1000 * m["cpu_s"] / m["n"]}

@@ -134,10 +134,6 @@ class MlflowTracker(tune.Callback):
         result = {k: v for k, v in (trial.last_result or {}).items() if k in ("hostname", "node_ip", NODE_KEY)}
         self._writer.submit("finish", trial.trial_id, str(trial), outcome, status, error, result)
 
-    def on_experiment_end(self, trials, **info) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-
     # ------------------------------------------------------------------ state across `Tuner.restore`
     def get_state(self) -> dict:
         # never empty: Ray calls `set_state` on restore only for a callback whose saved state is truthy

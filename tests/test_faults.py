@@ -237,6 +237,7 @@ def test_a_tracking_server_that_stalls_is_said_and_resume_logs_what_it_missed(en
     and the search left for `resume`."""
     import json
     import os
+    import re
     import signal
     import sys
     import threading
@@ -250,7 +251,14 @@ def test_a_tracking_server_that_stalls_is_said_and_resume_logs_what_it_missed(en
         env={**search_env(_cache_dir), "HSC_MLFLOW_FLUSH_S": "20"} if end == "timeout" else search_env(_cache_dir),
     )  # fmt: skip
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(driver.stdout.readline, "")), daemon=True)
+    seen_at: list[float] = []  # when each line came
+
+    def read():
+        for line in iter(driver.stdout.readline, ""):
+            seen_at.append(time.monotonic())
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     frozen = False
     try:
@@ -266,8 +274,13 @@ def test_a_tracking_server_that_stalls_is_said_and_resume_logs_what_it_missed(en
             if time.monotonic() > deadline or driver.poll() is not None:
                 pytest.fail("the wait was not said:\n" + "".join(lines)[-3000:])
             time.sleep(0.5)
-        said = next(ln for ln in lines if ln.startswith("waiting for MLflow"))
+        at = next(i for i, ln in enumerate(lines) if ln.startswith("waiting for MLflow"))
+        said = lines[at]
         assert f"resume {tmp_path / 'ray_results' / 'stall'}` then logs what MLflow lacks" in said, said
+        # said about 10 s after the last trial ended: the end of Tune's run waited on MLflow first, in silence, for
+        # up to 120 s more (it flushed the writer itself; the search's end flushes it, and says so)
+        last = max(i for i, ln in enumerate(lines) if re.match(r"\[2/2 ", ln))
+        assert seen_at[at] - seen_at[last] < 45, "".join(lines)[-3000:]
         t0 = time.monotonic()
         if end == "sigterm":
             driver.send_signal(signal.SIGTERM)
