@@ -261,7 +261,23 @@ def _typed(raw: str, dist) -> Any:
 # plotly's Blues from its middle on: the worst trial still a clear mid blue on white, the best a dark navy
 PAR_COLORSCALE = [[0.0, "rgb(107,174,214)"], [0.25, "rgb(66,146,198)"], [0.5, "rgb(33,113,181)"],
                   [0.75, "rgb(8,81,156)"], [1.0, "rgb(8,48,107)"]]  # fmt: skip
-NOT_USED = "not used"  # the tick of a trial that has no value for a (conditional) parameter
+# the tick of a trial that has no value for a (conditional) parameter: its condition did not hold, so it was not
+# searched and the trial kept the trainer's default (it was "not used", untrue of e.g. ablation's use_nce, whose
+# default, true, trained InfoNCE in every trial with DCCA off: a walkthrough)
+NOT_USED = "not searched"
+
+
+def trainer_default(name: str) -> str | None:
+    """The trainer's default of a config field, as a trial that did not search it kept it (a conditional
+    parameter's value in its config.yaml: a space cannot also fix a name it searches), or None for no such field."""
+    import dataclasses
+
+    from trainer import TrainConfig
+
+    f = TrainConfig.__dataclass_fields__.get(name)
+    if f is None or f.default is dataclasses.MISSING:
+        return None
+    return shown(str(f.default))
 _MISSING_Y = -0.2  # where such trials cross that axis: below its values, apart from them
 _MIN_GAP = 0.15  # the least distance between two tick labels of one axis, in axis heights
 
@@ -289,10 +305,10 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
     return _nice_ticks(lo, hi)
 
 
-def _axis(label: str, values: list, dist=None) -> dict:
+def _axis(label: str, values: list, dist=None, kept: str | None = None) -> dict:
     """One axis of the chart: each trial's height on it (0-1, _MISSING_Y where it has no value) and its ticks
     (position, text): the lowest and highest value, round values between them that do not crowd those, and
-    NOT_USED below the values when some trial has none."""
+    NOT_USED below the values when some trial has none (`kept`: the value such a trial kept, in its hover)."""
     from optuna.distributions import CategoricalDistribution
 
     present = [v for v in values if v is not None]
@@ -327,7 +343,8 @@ def _axis(label: str, values: list, dist=None) -> dict:
         texts = {v: fmt(v) if integer else f"{v:.4g}" for v in present}
     if len(present) < len(values):
         ticks.append((_MISSING_Y, NOT_USED))
-    hover = [texts[v] if v is not None else NOT_USED for v in values]
+    missing = f"{NOT_USED} (default {kept})" if kept is not None else NOT_USED
+    hover = [texts[v] if v is not None else missing for v in values]
     return dict(label=label, ys=ys, ticks=sorted(ticks), hover=hover)
 
 
@@ -351,7 +368,7 @@ def parallel_figure(rec: SearchRecord, study):
         metric_axis = _axis(rec.metric + " (log)", values, FloatDistribution(min(values), max(values), log=True))
     else:
         metric_axis = _axis(rec.metric, values)
-    axes = [metric_axis] + [_axis(p, [t.params.get(p) for t in trials], dists[p]) for p in names]
+    axes = [metric_axis] + [_axis(p, [t.params.get(p) for t in trials], dists[p], trainer_default(p)) for p in names]
     values = [math.log10(v) for v in values] if log else values  # the colours follow the axis
     lo, hi = min(values), max(values)
     shade = [0.5 if hi == lo else (v - lo) / (hi - lo) for v in values]
@@ -491,6 +508,15 @@ def spectrum_figure(rec: SearchRecord):
 
 
 # ---------------------------------------------------------------------------------------------- the page
+def _unsearched(name: str, params: dict) -> str:
+    """The cell of a parameter a trial has no value for: a searched one whose condition did not hold kept the
+    trainer's default, said so (a blank cell read as "not used"); blank for anything else (a resolved value)."""
+    if name.startswith(EFFECTIVE_PARAM) or not params:  # (a trial whose params never reached MLflow: unknown)
+        return ""
+    kept = trainer_default(name)
+    return f"(default {kept})" if kept is not None else ""
+
+
 def _table(rec: SearchRecord) -> str:
     names = {k for t in rec.trials for k in t.row.params}
     own, resolved = split_params(dict.fromkeys(names, ""))
@@ -504,7 +530,8 @@ def _table(rec: SearchRecord) -> str:
         r = t.row
         cells = [str(i), r.name, _label(r.outcome), *([_reason(r.error)] if errors else []), str(r.epochs),
                  "" if r.score is None else f"{r.score:.4f}", "" if r.seconds is None else f"{r.seconds:.1f}",
-                 *(shown(r.params.get(p, "")) for p in params), r.run_id]  # fmt: skip
+                 *(shown(r.params[p]) if p in r.params else _unsearched(p, r.params) for p in params),
+                 r.run_id]  # fmt: skip
         cls = ' class="best"' if t is rec.best else ""
         rows.append(f"<tr{cls}>" + "".join(_td(c, h in why) for h, c in zip(head, cells)) + "</tr>")
     return ('<div class="table-wrap"><table><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head)

@@ -315,7 +315,7 @@ def _luminance(color: str) -> float:
 
 def test_parallel_coordinates_are_readable():
     """Every line shows on white (no near-white low end); a trial without a conditional parameter crosses its
-    axis at 'not used', never a numeric 'None'; one axis's tick labels do not crowd each other."""
+    axis at 'not searched', never a numeric 'None'; one axis's tick labels do not crowd each other."""
     from hsc_search import report
 
     rec = _record()
@@ -326,6 +326,14 @@ def test_parallel_coordinates_are_readable():
     assert len(lines) == len(rec.trials) and all(_luminance(t.line.color) < 0.5 for t in lines)
     texts = [a.text for a in fig.layout.annotations]
     assert "None" not in texts and texts.count(report.NOT_USED) == 1, texts
+    # what such a trial trained with: the trainer's default (it was "not used", untrue of ablation's use_nce, whose
+    # default trained InfoNCE in every trial that did not search it: a walkthrough); its table cell says so too
+    from trainer import TrainConfig
+
+    fixed = [t for t in lines if "loss_weighting: fixed" in t.customdata]
+    assert fixed and all(f"weight_lr: not searched (default {TrainConfig().weight_lr})" in t.customdata
+                         for t in fixed), fixed[0].customdata  # fmt: skip
+    assert f"<td>(default {TrainConfig().weight_lr})</td>" in report.render(rec)
     # the axes in the space's order: weight_lr beside loss_weighting, which switches it (alphabetically lr came
     # between them)
     assert list(fig.layout.xaxis.ticktext) == [rec.metric, "lr", "topk", "loss_weighting", "weight_lr"], \
@@ -435,7 +443,7 @@ def test_report_page_layout_in_a_real_browser(tmp_path):
         n = browser.wait_for(d, "document.querySelectorAll('.js-plotly-plot .main-svg').length", 30, "the plots")
         assert n >= 5 and browser.script_errors(d) == []
         got = check_report_layout(d)
-        assert "not used" in got["parTicks"], got
+        assert "not searched" in got["parTicks"], got
         # a narrow window (a phone, a split screen): each plot keeps a readable width and scrolls in its own box
         # (at 400 px the curves' x axis ran from -3, rung labels and subplot titles lay on each other)
         d.set_window_size(400, 900)
