@@ -318,8 +318,8 @@ def _axis(label: str, values: list, dist=None, kept: str | None = None) -> dict:
             cats.sort()
         pos = {c: (i / (len(cats) - 1) if len(cats) > 1 else 0.5) for i, c in enumerate(cats)}
         ys = [pos[v] if v is not None else _MISSING_Y for v in values]
-        ticks = [(pos[c], str(c)) for c in cats]
-        texts = {v: str(v) for v in present}
+        ticks = [(pos[c], shown(c)) for c in cats]  # as the table and the console show them (1.0 there was 1)
+        texts = {v: shown(v) for v in present}
     else:
         log = bool(getattr(dist, "log", False)) and min(present) > 0
         integer = type(dist).__name__ == "IntDistribution" or all(float(v).is_integer() for v in present)

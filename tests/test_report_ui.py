@@ -334,6 +334,13 @@ def test_parallel_coordinates_are_readable():
     assert fixed and all(f"weight_lr: not searched (default {TrainConfig().weight_lr})" in t.customdata
                          for t in fixed), fixed[0].customdata  # fmt: skip
     assert f"<td>(default {TrainConfig().weight_lr})</td>" in report.render(rec)
+    # numbers among a categorical's choices read as the table and the console give them (1.0 was "1.0" here, "1"
+    # there)
+    from optuna.distributions import CategoricalDistribution
+
+    axis = report._axis("w_dcca", [1.0, 0.5, None], CategoricalDistribution([0.5, 1.0]), kept="1")
+    assert axis["hover"] == ["1", "0.5", "not searched (default 1)"] and [t for _, t in axis["ticks"]] == [
+        "not searched", "0.5", "1"], axis  # fmt: skip
     # the axes in the space's order: weight_lr beside loss_weighting, which switches it (alphabetically lr came
     # between them)
     assert list(fig.layout.xaxis.ticktext) == [rec.metric, "lr", "topk", "loss_weighting", "weight_lr"], \
