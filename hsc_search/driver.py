@@ -991,6 +991,7 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
         notes.append("amp is searched, but trials run on CPUs (--gpus-per-trial 0), where the trainer ignores it: "
                      "its values change nothing")  # fmt: skip
     notes += _batch_notes(space, len(data.train))
+    notes += space.clashes()
     if not selectable(settings):
         from trainer.config import select_metrics, select_mode
 

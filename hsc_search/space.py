@@ -248,6 +248,34 @@ class SearchSpace:
         """
         return _DefineByRun(self)
 
+    def clashes(self, limit: int = 3) -> list[str]:
+        """Values of two searched params that the trainer refuses together, each valid alone (`batch_size` 16 and
+        `cca_dim` 32: "batch_size (16) must exceed cca_dim (32)"): a trial that draws both fails, and the search
+        goes on, as with any failed trial; said at the start (a walkthrough: 4 of 6 trials failed that way, with
+        no word before). Each param's ends (or choices) against the other's, over the fixed values and the
+        trainer's defaults, where both params' conditions hold. At most `limit` lines, then how many more."""
+        from trainer import TrainConfig
+
+        defaults = TrainConfig().to_dict()
+        searched = self.names()
+        found: list[str] = []
+        for i, a in enumerate(self.params):
+            for b in self.params[i + 1:]:
+                others = [n for n in searched if n not in (a.name, b.name)]
+                for va in _ends(a):
+                    for vb in _ends(b):
+                        values = {**self.fixed, a.name: va, b.name: vb}
+                        if not (a.holds({**defaults, **values}) and b.holds({**defaults, **values})):
+                            continue
+                        for line in _config_lines(values):
+                            if _mentions(line, a.name) and _mentions(line, b.name) and \
+                                    not any(_mentions(line, n) for n in others):  # fmt: skip
+                                found.append(f"trials that draw {a.name} {va!r} with {b.name} {vb!r} fail: the trainer "
+                                             f"says {line}")  # fmt: skip
+        if len(found) > limit:
+            found = [*found[:limit], f"and {len(found) - limit} more such pairs of values"]
+        return found
+
     def unused_by_trainer(self) -> dict[str, str]:
         """Searched params whose values change nothing in some or all trials: a field the trainer reads only when
         another takes certain values (`trainer.config.USED_ONLY_WHEN`) searched without a `when` that ensures
@@ -817,6 +845,11 @@ def _check_when(
             bad(where, f"when.{ref}: never holds: {ref} is fixed to {fixed[ref]!r}, not one of {converted}")
         when[ref] = tuple(converted)
     return dataclasses.replace(p, when=when)
+
+
+def _ends(p: Param) -> tuple:
+    """The values of `p` a check tries: a categorical's choices, a range's ends."""
+    return p.choices if p.type == "categorical" else (p.low, p.high) if p.low != p.high else (p.low,)
 
 
 def _config_lines(values: dict[str, Any]) -> list[str]:

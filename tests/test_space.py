@@ -847,3 +847,38 @@ def test_a_value_between_the_grid_points_of_a_step_is_outside_the_space():
     assert params is None and "topk=4 outside" in why, why
     params, why = space.match({"mask_ratio": "0.42", "topk": "3"})
     assert params == {"mask_ratio": pytest.approx(0.42), "topk": 3} and why == ""
+
+
+def test_values_the_trainer_refuses_together_are_said_at_the_start():
+    """Each value valid alone, some pairs refused by the trainer (batch_size 16 with cca_dim 32): 4 of 6 trials
+    failed with no word at the start (a walkthrough). The pairs are said; a pair kept apart by a condition, or one
+    that would also need a third searched value, is not; the shipped spaces have none."""
+    space = load_space_dict({"params": {
+        "batch_size": {"type": "categorical", "choices": [16, 128]},
+        "cca_dim": {"type": "categorical", "choices": [8, 32]},
+        "topk": {"type": "int", "low": 0, "high": 20},
+    }})  # fmt: skip
+    said = space.clashes()
+    assert said == [
+        "trials that draw batch_size 16 with cca_dim 32 fail: the trainer says batch_size (16) must exceed cca_dim "
+        "(32): DCCA covariances need more samples than dimensions",
+        "trials that draw batch_size 16 with topk 20 fail: the trainer says topk (20) must be below batch_size (16)",
+    ], said  # fmt: skip
+    # the same refusals as the trainer's own, for every pair said
+    for pair in ({"batch_size": 16, "cca_dim": 32}, {"batch_size": 16, "topk": 20}):
+        with pytest.raises(ConfigError):
+            TrainConfig.from_dict(pair)
+    # cca_dim 32 searched only with batch_size 128: never drawn with 16, so not said
+    apart = load_space_dict({"params": {
+        "batch_size": {"type": "categorical", "choices": [16, 128]},
+        "cca_dim": {"type": "categorical", "choices": [8, 32], "when": {"batch_size": 128}},
+    }})  # fmt: skip
+    assert apart.clashes() == []
+    many = load_space_dict({"params": {
+        "batch_size": {"type": "categorical", "choices": [8, 12, 16]},
+        "cca_dim": {"type": "categorical", "choices": [16, 24, 32]},
+    }})  # fmt: skip
+    said = many.clashes()
+    assert len(said) == 4 and said[-1] == "and 6 more such pairs of values", said  # 9: every batch_size <= cca_dim
+    for name in ("quick", "hsc_mae", "ablation"):
+        assert load_space(Path(__file__).parents[1] / "search_spaces" / f"{name}.yaml").clashes() == [], name
