@@ -11,9 +11,10 @@ from pathlib import Path
 
 def exe(name: str, relative: bool = True) -> str:
     """One of this environment's commands (`python`, `hsc-search`, `mlflow`), as printed now (`relative`): the
-    bare name when the shell finds this very one on PATH (an activated venv), else its path, relative to the
-    working directory when it lies below it (`.venv/bin/mlflow`); as written into a file (`relative=False`),
-    which may be read from anywhere and in another shell: always its absolute path."""
+    bare name when the shell finds this very one on PATH (an activated venv), else its absolute path; as written
+    into a file (`relative=False`), which may be read from anywhere and in another shell: always its absolute
+    path. (A path relative to the working directory, `.venv/bin/hsc-search resume ...`, failed when pasted in
+    another folder, beside printed folders and data that are absolute: a walkthrough.)"""
     path = Path(os.path.abspath(Path(sys.executable).parent / name))
     if not relative:
         return shlex.quote(os.fspath(path))
@@ -22,10 +23,7 @@ def exe(name: str, relative: bool = True) -> str:
     # shell finds as `python` without the venv (and without its packages)
     if found and os.path.abspath(found) == os.fspath(path):
         return name
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return shlex.quote(os.fspath(path))
+    return shlex.quote(os.fspath(path))
 
 
 def resume_command(exp_dir) -> str:

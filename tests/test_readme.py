@@ -121,10 +121,16 @@ def _port_5000_free() -> bool:
         return s.connect_ex(("127.0.0.1", 5000)) != 0
 
 
-def test_commands_printed_by_make_demo_run_as_printed(clone):
+def test_commands_printed_by_make_demo_run_as_printed(clone, tmp_path):
+    """Pasted in another folder than the one searched in (the programs were printed relative to it,
+    `.venv/bin/mlflow ui ...`, and failed there: a walkthrough)."""
     dest, env, out = clone
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    printed = [ln for ln in out.splitlines() if ln.startswith(("retrain:", "MLflow UI:"))]
+    assert len(printed) == 2 and not any(" .venv/" in ln for ln in printed), out  # no program by a relative path
     retrain = re.search(r"^retrain:\s+(.+)$", out, re.M).group(1)
-    proc = _sh(quick(retrain), dest, env)
+    proc = _sh(quick(retrain), elsewhere, env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = Path(re.search(r"^report:\s+(\S+)", out, re.M).group(1))
     assert report.is_file() and report.stat().st_size > 1_000_000  # plotly inside
@@ -132,7 +138,7 @@ def test_commands_printed_by_make_demo_run_as_printed(clone):
     page = re.search(r"then open (\S+)", out).group(1)
     if not _port_5000_free():
         pytest.skip("port 5000 is taken on this machine: cannot run the printed `mlflow ui` as printed")
-    html = _serve_until(ui, page, dest, env)
+    html = _serve_until(ui, page, elsewhere, env)
     assert "<title>MLflow</title>" in html or "mlflow" in html.lower()
 
 
