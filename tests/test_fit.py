@@ -249,6 +249,11 @@ def test_cli_refuses_to_start_over_a_run_and_to_resume_it_on_other_features(smal
         proc = _run_cli("--data", small_spec, "--out", str(folder), "--resume")  # it said: config.yaml: cannot read
         assert proc.returncode == 2 and proc.stderr.strip() == (f"error: --out {folder} {what}: nothing to resume; "
                                                                 "start a run there without --resume"), proc.stderr
+    # a relative one says where it was looked for (a resume command pasted in another folder: a walkthrough)
+    proc = _run_cli("--data", small_spec, "--out", "none", "--resume", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == (f"error: --out none is not there (read from the working "
+                                                            f"directory, {tmp_path}): nothing to resume; start a run "
+                                                            "there without --resume"), proc.stderr  # fmt: skip
     proc = _run_cli("--data", other, "--out", str(out), "--resume", "--set=epochs=2")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "resume: the checkpoint was trained on other features than" in proc.stderr
@@ -433,8 +438,10 @@ def test_ctrl_c_is_one_line_with_the_command_that_continues_and_an_empty_folder_
 
     out = tmp_path / "run"
     sets = [f"--set={k}={v}" for k, v in {**TINY, "epochs": 50}.items()]
-    proc = subprocess.Popen([sys.executable, "-m", "trainer", "--data", small_spec, "--out", str(out), *sets],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    # --out as typed, relative: the printed command names it by its absolute path, and works pasted in another
+    # folder (it said `--out run`, which there found "nothing to resume": a walkthrough)
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", "--data", small_spec, "--out", "run", *sets],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     for line in proc.stdout:  # interrupt once an epoch has ended
         if line.startswith("epoch   1/50"):
             proc.send_signal(signal.SIGINT)
@@ -443,7 +450,7 @@ def test_ctrl_c_is_one_line_with_the_command_that_continues_and_an_empty_folder_
     assert proc.returncode == 130 and "Traceback" not in err, err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     again = f"{shlex.quote(sys.executable)} -m trainer --data {shlex.quote(small_spec)} --out {out} --resume"
-    assert lines == [f"interrupted: the run's last completed epoch is kept in {out}; `{again}` continues it"], err
+    assert lines == [f"interrupted: the run's last completed epoch is kept in run; `{again}` continues it"], err
     pasted = subprocess.run(f"{again} --set=epochs=2", shell=True, cwd=ROOT, capture_output=True, text=True,
                             timeout=300)  # fmt: skip
     assert pasted.returncode == 0, pasted.stderr

@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
         return 2
     if args.resume and not held:
         what = "is not there" if not out.exists() else "holds no run (no config.yaml, metrics.jsonl or checkpoint)"
-        print(f"error: --out {out} {what}: nothing to resume; start a run there without --resume", file=sys.stderr)
+        here = "" if out.is_absolute() else f" (read from the working directory, {Path.cwd()})"
+        print(f"error: --out {out} {what}{here}: nothing to resume; start a run there without --resume",
+              file=sys.stderr)  # fmt: skip
         return 2
     config = args.config or (out / "config.yaml" if args.resume else EXAMPLE_CONFIG)
     try:
@@ -139,14 +141,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
 
 
 def _again(prog: str, args, out: Path) -> str:
-    """The command that continues the run in `out`."""
+    """The command that continues the run in `out`, pasted in any folder: the program, the data file and the run
+    folder by their absolute paths (relative ones, as typed, failed elsewhere with "nothing to resume": a
+    walkthrough)."""
     if prog == "python -m trainer":
         me = f"{shlex.quote(sys.executable)} -m trainer"
     elif prog.startswith("hsc-search ") and os.path.basename(sys.argv[0]) == "hsc-search":  # by its path, as the
         me = f"{shlex.quote(os.path.abspath(sys.argv[0]))} {prog.split(' ', 1)[1]}"  # retrain line printed it (the review)
     else:
         me = prog
-    return f"{me} --data {shlex.quote(args.data)} --out {shlex.quote(str(out))} --resume" + (
+    data = args.data if args.data.startswith("synthetic:") or "://" in args.data else os.path.abspath(args.data)
+    return f"{me} --data {shlex.quote(data)} --out {shlex.quote(str(out.absolute()))} --resume" + (
         f" --device {shlex.quote(args.device)}" if args.device != "auto" else "")
 
 

@@ -213,8 +213,8 @@ def _check_same_data(ckpt: dict, data: AVData, fingerprint: dict) -> None:
     if saved is None or same_data(saved, fingerprint):
         return
     raise DataError(f"resume: the checkpoint was trained on other data than {data.source} (same feature "
-                    "dimensions, other clips, labels or values); resume with the data the run was trained on (its "
-                    "summary.json or the command that started it names it), or start a new run")  # fmt: skip
+                    "dimensions, other clips, labels or values); resume with the data the run was trained on (the "
+                    "command that started it names it), or start a new run")  # fmt: skip
 
 
 def _state_dict(state: TrainState, cfg: TrainConfig, epoch: int, best: dict, history: list,
