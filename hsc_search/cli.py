@@ -236,7 +236,7 @@ def run(
                mlflow=False if no_mlflow else None)  # fmt: skip
     settings = None
     try:
-        settings = load_settings(config, cli, set_)  # before importing Ray: a typo costs a fraction of a second
+        settings = load_settings(config, cli, set_)  # before Ray starts: a typo costs the imports (seconds), no more
         from .driver import run_search
 
         outcome = run_search(settings, echo=typer.echo)
@@ -385,7 +385,8 @@ def _meta_of(path: Path) -> dict:
 def export_best_cmd(
     experiment: Optional[str] = typer.Option(None, help="MLflow experiment; with --run-id, the run's (checked). "
                                              "[default: hsc-search]"),
-    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI. [default: sqlite:///mlflow.db]"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI. [default: $MLFLOW_TRACKING_URI, "
+                                               "else sqlite:///mlflow.db here]"),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="The search's parent run id. [default: the "
                                          "latest search in the experiment]"),
     metric: Optional[str] = typer.Option(None, help="Ranking metric; a trial scores its best epoch. [default: the "
@@ -437,7 +438,8 @@ def report(
                                          "search in the experiment]"),
     experiment: Optional[str] = typer.Option(None, help="MLflow experiment; with --run-id, the run's (checked). "
                                              "[default: hsc-search]"),
-    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI. [default: sqlite:///mlflow.db]"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI. [default: $MLFLOW_TRACKING_URI, "
+                                               "else sqlite:///mlflow.db here]"),
     out: Optional[Path] = typer.Option(None, help="The HTML file to write. [default: report.html in the search's "
                                        "folder when it is on this machine (beside best_config.yaml), else "
                                        "hsc_outputs/<name>/report.html]"),
@@ -548,7 +550,8 @@ def replay_cmd(
     ray_dir: Optional[str] = typer.Option(None, "--ray-dir", help="Or the search's Ray results folder "
                                           "(<storage>/<name>, with a <trial_id>/result.json per trial)."),
     experiment: str = typer.Option("hsc-search", help="MLflow experiment (for the latest search)."),
-    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI. [default: sqlite:///mlflow.db]"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI. [default: $MLFLOW_TRACKING_URI, "
+                                               "else sqlite:///mlflow.db here]"),
     orders: int = typer.Option(200, help="Random orders of the recorded configs to replay each setting on."),
     seed: int = typer.Option(0, help="Seed of the orders (and of ASHA's bracket draws)."),
     concurrency: int = typer.Option(2, help="Trials at once, as --max-concurrent in a search."),
