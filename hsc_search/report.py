@@ -267,6 +267,18 @@ PAR_COLORSCALE = [[0.0, "rgb(107,174,214)"], [0.25, "rgb(66,146,198)"], [0.5, "r
 NOT_USED = "not searched"
 
 
+# what an objective is, in the report's head (a reader of the report alone was never told: a walkthrough); the
+# README's Metrics table and docs/method.md hold the definitions
+MEANINGS = {
+    "val/map_avg": "validation cross-modal retrieval mAP: audio clips query visual ones and the reverse, a clip "
+                   "relevant when it shares a label, the two directions averaged",
+    "val/map_a2v": "validation retrieval mAP, audio clips querying visual ones",
+    "val/map_v2a": "validation retrieval mAP, visual clips querying audio ones",
+    "cca/mean": "mean of the top canonical correlations of the CCA heads on the validation split",
+    "loss/total": "the weighted training objective",
+}
+
+
 def trainer_default(name: str) -> str | None:
     """The trainer's default of a config field, as a trial that did not search it kept it (a conditional
     parameter's value in its config.yaml: a space cannot also fix a name it searches), or None for no such field."""
@@ -369,6 +381,9 @@ def parallel_figure(rec: SearchRecord, study):
     else:
         metric_axis = _axis(rec.metric, values)
     axes = [metric_axis] + [_axis(p, [t.params.get(p) for t in trials], dists[p], trainer_default(p)) for p in names]
+    for a in axes[1:]:  # a log-scaled axis says so under it (only its ticks, 0.000496 ... 0.00928, told it: a
+        a["title"] = a["label"] + (" (log)" if getattr(dists[a["label"]], "log", False) else "")  # walkthrough)
+    metric_axis["title"] = metric_axis["label"]
     values = [math.log10(v) for v in values] if log else values  # the colours follow the axis
     lo, hi = min(values), max(values)
     shade = [0.5 if hi == lo else (v - lo) / (hi - lo) for v in values]
@@ -403,7 +418,7 @@ def parallel_figure(rec: SearchRecord, study):
     fig.update_layout(
         title=f"parallel coordinates: every scored trial, {rec.metric} best over epochs"
               + (" (ASHA-stopped trials at the epochs they ran)" if _asha(rec) else ""),
-        xaxis=dict(tickmode="array", tickvals=xs, ticktext=[a["label"] if len(a["label"]) < 22 else a["label"][:19] + "..."
+        xaxis=dict(tickmode="array", tickvals=xs, ticktext=[a["title"] if len(a["title"]) < 22 else a["title"][:19] + "..."
                                                              for a in axes],
                    range=(-0.45, len(axes) - 0.7), showgrid=False, zeroline=False),
         yaxis=dict(range=(_MISSING_Y - 0.08 if missing else -0.08, 1.06), visible=False, fixedrange=True),
@@ -645,6 +660,9 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         + (f" at {html.escape(without_password(source))}" if source else "")  # the report is read by everyone
         + f"; written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>",
         f'<p class="meta">{html.escape(settings)}</p>',
+        f'<p class="meta">objective: {html.escape(rec.metric)}, '
+        + (f"{html.escape(MEANINGS[rec.metric])}, " if rec.metric in MEANINGS else "")
+        + f"{'higher' if rec.mode == 'max' else 'lower'} is better; each trial scored by its best epoch</p>",
         *([f'<p class="meta">fixed for every trial (--set): {html.escape(fixed)}</p>'] if fixed else []),
         "<p>trials: " + (", ".join(said) or "none") + "</p>",
         *([f'<p class="note">{html.escape(unfinished)}; the report shows it as it was when written</p>']

@@ -342,9 +342,13 @@ def test_parallel_coordinates_are_readable():
     assert axis["hover"] == ["1", "0.5", "not searched (default 1)"] and [t for _, t in axis["ticks"]] == [
         "not searched", "0.5", "1"], axis  # fmt: skip
     # the axes in the space's order: weight_lr beside loss_weighting, which switches it (alphabetically lr came
-    # between them)
-    assert list(fig.layout.xaxis.ticktext) == [rec.metric, "lr", "topk", "loss_weighting", "weight_lr"], \
+    # between them); a log-scaled one says so (only its ticks told it: a walkthrough)
+    assert list(fig.layout.xaxis.ticktext) == [rec.metric, "lr (log)", "topk", "loss_weighting", "weight_lr (log)"], \
         fig.layout.xaxis.ticktext  # fmt: skip
+    # the report says what its objective is (a reader of the report alone was never told)
+    assert ("objective: val/map_avg, validation cross-modal retrieval mAP: audio clips query visual ones and the "
+            "reverse, a clip relevant when it shares a label, the two directions averaged, higher is better"
+            in report.render(rec))  # fmt: skip
     by_axis: dict = {}
     for a in fig.layout.annotations:
         by_axis.setdefault(a.x, []).append(a.y)
