@@ -28,7 +28,7 @@ from trainer import AVData, DataError, TrainConfig, load_data
 from trainer.fit import data_fingerprint
 
 from . import preflight, storage, warm_start
-from .commands import resume_command
+from .commands import exe, resume_command
 from .export import (ExportError, TrialRow, best_row, provenance, search_in, trial_config, trial_rows,
                      write_config)
 from .plots import best_so_far_figure, importance_figure
@@ -145,15 +145,25 @@ class TrackingUnavailable(Exception):
 
 
 def _store_failure(e: BaseException) -> bool:
-    """`e` is MLflow's store failing (MLflow's, SQLAlchemy's or the file system's error), not a mistake of ours."""
+    """`e` is MLflow's store failing: its database's error (SQLAlchemy's), a disk that refused a write, a server
+    that did not answer, raised as it is or inside MLflow's own error. Not MLflow refusing a request (a deleted
+    experiment, a permission): those say what they are as before (the review: one was told to free its disk)."""
     import sys
 
-    kinds = [OSError]
-    for module, name in (("mlflow.exceptions", "MlflowException"), ("sqlalchemy.exc", "SQLAlchemyError"),
-                         ("requests.exceptions", "RequestException")):  # fmt: skip
+    from .cli import DISK_ERRNOS
+
+    kinds = []
+    for module, name in (("sqlalchemy.exc", "SQLAlchemyError"), ("requests.exceptions", "ConnectionError"),
+                         ("requests.exceptions", "Timeout")):  # fmt: skip
         if module in sys.modules:  # imported by MLflow when it could raise one
             kinds.append(getattr(sys.modules[module], name))
-    return isinstance(e, tuple(kinds))
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, tuple(kinds)) or (isinstance(e, OSError) and e.errno in DISK_ERRNOS):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 class SetupInterrupted(Exception):
@@ -772,7 +782,7 @@ def run_search(
         opening = _opening(settings.tracking_uri, settings.experiment) if settings.mlflow else None
         # the trials' MLflow calls are made by the writer (a thread, or a process of its own: writer.py), which
         # opens its store while Ray starts
-        writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process, after=opening) \
+        writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) \
             if settings.mlflow else None  # fmt: skip
         plan = _Plan(settings, space, data, fingerprint, exp_dir, first, notes, warm, local)
         return _launch(plan, opening, writer, callbacks, echo, interrupts)
@@ -854,8 +864,8 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
                     raise
                 raise TrackingUnavailable(
                     f"MLflow's store {without_password(resolved_tracking_uri(settings.tracking_uri))} failed as the "
-                    f"search started ({http_failure(e)}); nothing was trained. Free its disk or fix its database, or "
-                    "give another --tracking-uri") from None  # fmt: skip
+                    f"search started ({http_failure(e)}); nothing was trained. Mend what it says (a full or read-only "
+                    "disk, a database that refuses writes), or give another --tracking-uri") from None  # fmt: skip
         # the warm-start record: `resume` restores the warm trials with the Optuna study (the searcher's
         # checkpoint) and never adds them again
         meta = {"settings": settings.to_dict(), "space": space.to_dict(), "experiment_id": experiment_id,
@@ -1114,7 +1124,11 @@ def _check_parent_run(client, parent_id: str, uri: str | None, given: str | None
     from mlflow.exceptions import MlflowException
 
     try:
-        client.get_run(parent_id)
+        run = client.get_run(parent_id)
+        if run.info.lifecycle_stage == "deleted":  # MLflow refused to mark it running (the review)
+            raise SearchError(f"the search's parent run {parent_id} is deleted in MLflow (in the trash); restore it "
+                              f"(`MLFLOW_TRACKING_URI={shlex.quote(resolved_tracking_uri(uri))} {exe('mlflow')} runs "
+                              f"restore --run-id {parent_id}`), then resume again")  # fmt: skip
     except MlflowException as e:
         if getattr(e, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
             raise
@@ -1268,7 +1282,7 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
     running = False
     try:
         opening = _opening(settings.tracking_uri, settings.experiment) if settings.mlflow else None
-        writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process, after=opening) \
+        writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) \
             if settings.mlflow else None  # fmt: skip
         _init_ray(settings.address, preload=settings.cpus_per_trial <= 1, flag=address_flag)
         _sigterm_as_ctrl_c()
@@ -1595,6 +1609,11 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
     database URI: refused before anything is written (it was a 200-line traceback after Ray had started, and a
     FAILED parent run in the team's store; a walkthrough)."""
     exp = client.get_experiment_by_name(name)
+    if exp is not None and exp.lifecycle_stage == "deleted":  # MLflow refused its runs: "must be in the 'active'
+        raise preflight.PreflightError(  # state", after Ray had started (the review)
+            f"--experiment {name}: deleted in MLflow (its runs are in the trash, its name still taken); restore it "
+            f"(`MLFLOW_TRACKING_URI={shlex.quote(resolved_tracking_uri(tracking_uri))} {exe('mlflow')} experiments "
+            f"restore --experiment-id {exp.experiment_id}`), or give another --experiment")  # fmt: skip
     served = exp and served_artifacts_problem(exp.artifact_location, tracking_uri, "--tracking-uri",
                                               f"experiment '{name}'")  # fmt: skip
     if served:

@@ -50,6 +50,7 @@ from .runs import (
     epochs_of,
     find_child_run,
     http_failure,
+    import_mlflow,
     retry,
     retry_attempts,
     score_key,
@@ -96,10 +97,7 @@ class Writer:
     """
 
     def __init__(self, tracking_uri: str | None, metric: str = "val/map_avg", mode: str = "max",
-                 in_process: bool | None = None, after=None):  # fmt: skip
-        """`after`: a future whose end the writer as a thread waits for before it opens its store (the driver's
-        own opening: two threads made a new store's tables at once, and on a full disk the search then named the
-        race, "table registered_models already exists", instead of the disk)."""
+                 in_process: bool | None = None):  # fmt: skip
         self.in_process = writer_in_process() if in_process is None else in_process
         self._queue: queue.Queue = queue.Queue()
         self._token = 0
@@ -109,7 +107,7 @@ class Writer:
             self._replies = _Local()
             self._thread = threading.Thread(target=_main, name="hsc-mlflow-writer", daemon=True,
                                             args=(_Local(self._queue), self._replies, tracking_uri, metric, mode,
-                                                  None, after))  # fmt: skip
+                                                  None))  # fmt: skip
             self._thread.start()
             return
         import subprocess
@@ -239,18 +237,18 @@ class _Local:
 
 
 # ------------------------------------------------------------------------------------------ the writer's loop
-def _main(messages, replies, tracking_uri: str | None, metric: str, mode: str, driver_pid: int | None,
-          after=None) -> None:  # fmt: skip
-    """Executes the messages in order (`messages` / `replies`: pipe connections, or `_Local` in a thread)."""
+def _main(messages, replies, tracking_uri: str | None, metric: str, mode: str, driver_pid: int | None) -> None:
+    """Executes the messages in order (`messages` / `replies`: pipe connections, or `_Local` in a thread).
+
+    The store is opened at the first message to write, which comes once a search runs its trials, after the
+    driver's own opening made a new store: the writer opened it as it started, while the driver did, and two
+    made a new store's tables at once (on a full disk the search then named the race, "table registered_models
+    already exists", not the disk; a process writer could end the start in a 412-line traceback: the review)."""
     if driver_pid is not None:  # a process: end with the driver
         threading.Thread(target=_watch, args=(driver_pid,), name="hsc-writer-watch", daemon=True).start()
-    try:
-        if after is not None:  # the driver's opening of the store (`Writer`)
-            after.result()
-        sink = _Sink(tracking_uri, metric, mode)
-    except Exception as e:  # noqa: BLE001 - a store that cannot be opened (its disk full as its tables were made):
-        sink = _Unopened(f"mlflow: opening the store failed: {http_failure(e)}")  # said at the flush, not a
-    backlog: collections.deque = collections.deque()  # thread's traceback (the driver's own opening names it)
+        import_mlflow()  # (its import, while Ray starts; not its store)
+    sink = None
+    backlog: collections.deque = collections.deque()
     while True:
         try:
             if not backlog:
@@ -263,11 +261,17 @@ def _main(messages, replies, tracking_uri: str | None, metric: str, mode: str, d
         message = backlog.popleft()
         kind = message[0]
         if kind == "stop":
-            sink.write_stats()
+            if sink is not None:
+                sink.write_stats()
             return
         if kind == "flush":
-            replies.send((message[1], list(sink.errors)))
+            replies.send((message[1], list(sink.errors) if sink is not None else []))
             continue
+        if sink is None:
+            try:
+                sink = _Sink(tracking_uri, metric, mode)
+            except Exception as e:  # noqa: BLE001 - a store that cannot be opened: said at the flush, not as a
+                sink = _Unopened(f"mlflow: opening the store failed: {http_failure(e)}")  # thread's traceback
         sink.handle(message, backlog)
 
 

@@ -257,11 +257,13 @@ def test_a_read_only_file_system_is_called_so_not_permission_denied(tmp_path, sm
         assert os.listdir(ro) == [".ray"]
 
 
-def test_a_new_store_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, _cache_dir):
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_a_new_store_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, _cache_dir, writer):
     """MLflow's new sqlite store on a disk too full for its tables (the pre-flight finds the folder writable): a
     589-line traceback (the writer thread's and the driver's), a copy of the store cut short left beside it at
     each try, and the half-made store left in place. Now one line in the database's words, exit 1, and nothing
-    left: not on that disk, not in the search's folder."""
+    left: not on that disk, not in the search's folder. The writer, a thread or a process, opens the store only
+    once the driver made it (both made its tables at once, and the race was named instead of the disk)."""
     from conftest import search_cmd, search_env, small_disk
 
     work = tmp_path / "work"
@@ -269,12 +271,13 @@ def test_a_new_store_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, _ca
     with small_disk(tmp_path / "full", size="100k") as full:
         proc = subprocess.run(search_cmd("--num-samples", "1", "--max-epochs", "1", "--name", "full",
                                          "--tracking-uri", f"sqlite:///{full}/mlflow.db"),
-                              cwd=work, env=search_env(_cache_dir), capture_output=True, text=True, timeout=300)  # fmt: skip
+                              cwd=work, env=search_env(_cache_dir, HSC_MLFLOW_WRITER=writer), capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
         out = proc.stdout + proc.stderr
         assert proc.returncode == 1 and "Traceback" not in out and "Exception in thread" not in out, out[-3000:]
         assert proc.stderr.strip().splitlines() == [
             f"error: MLflow's store sqlite:///{full}/mlflow.db failed as the search started (the database: database "
-            "or disk is full); nothing was trained. Free its disk or fix its database, or give another "
-            "--tracking-uri"], proc.stderr[-3000:]  # fmt: skip
+            "or disk is full); nothing was trained. Mend what it says (a full or read-only disk, a database that "
+            "refuses writes), or give another --tracking-uri"], proc.stderr[-3000:]  # fmt: skip
         assert sorted(p.name for p in full.iterdir()) == []
     assert not (work / "ray_results" / "full").exists(), sorted(p.name for p in work.rglob("*"))

@@ -1030,3 +1030,39 @@ def test_a_store_a_failed_start_created_is_removed_and_one_with_runs_is_kept(tmp
         con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
     _remove_new_store(half, None)
     assert not half.exists()
+
+
+def test_a_deleted_experiment_or_parent_run_is_one_sentence_with_the_command_that_restores_it(tmp_path):
+    """A search into an experiment deleted in MLflow (its name still taken) was a 136-line traceback ("must be in
+    the 'active' state"), after Ray had started; a resume of a search whose parent run was deleted was told, for
+    a while, that the store had failed. Now one sentence each, with the `mlflow ... restore` that mends it, which
+    is then run as printed."""
+    import shlex
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.driver import SearchError, _check_parent_run, _experiment_id
+
+    uri = f"sqlite:///{tmp_path / 's.db'}"
+    client = MlflowClient(uri)
+    gone = client.create_experiment("gone")
+    parent = client.create_run(gone).info.run_id
+    client.delete_run(parent)
+    with pytest.raises(SearchError) as e:
+        _check_parent_run(client, parent, uri, None)
+    said = str(e.value)
+    assert said.startswith(f"the search's parent run {parent} is deleted in MLflow (in the trash); restore it (`"), said
+    restore = said.split("(`", 1)[1].split("`)", 1)[0]
+    assert subprocess.run(["bash", "-c", restore], cwd=tmp_path, capture_output=True, timeout=120).returncode == 0
+    _check_parent_run(client, parent, uri, None)  # restored: passes
+    client.delete_experiment(gone)
+    with pytest.raises(SearchError) as e:
+        _experiment_id(client, "gone", "val/map_avg", "max", uri)
+    said = str(e.value)
+    assert said.startswith("--experiment gone: deleted in MLflow (its runs are in the trash, its name still taken); "
+                           "restore it (`MLFLOW_TRACKING_URI=") and said.endswith("or give another --experiment"), said
+    restore = said.split("(`", 1)[1].split("`)", 1)[0]
+    assert f"experiments restore --experiment-id {gone}" in restore and shlex.split(restore)
+    assert subprocess.run(["bash", "-c", restore], cwd=tmp_path, capture_output=True, timeout=120).returncode == 0
+    assert _experiment_id(client, "gone", "val/map_avg", "max", uri) == gone
