@@ -265,6 +265,7 @@ PAR_COLORSCALE = [[0.0, "rgb(107,174,214)"], [0.25, "rgb(66,146,198)"], [0.5, "r
 # searched and the trial kept the trainer's default (it was "not used", untrue of e.g. ablation's use_nce, whose
 # default, true, trained InfoNCE in every trial with DCCA off: a walkthrough)
 NOT_USED = "not searched"
+NOT_USED_BY_TRAINER = "not used"  # such a trial's value the trainer does not read with its other values
 
 
 # what an objective is, in the report's head (a reader of the report alone was never told: a walkthrough); the
@@ -290,6 +291,30 @@ def trainer_default(name: str) -> str | None:
     if f is None or f.default is dataclasses.MISSING:
         return None
     return shown(str(f.default))
+
+
+def kept(name: str, params: dict[str, str]) -> str | None:
+    """What a trial that did not search `name` (its condition did not hold) had of it, from its other params (as
+    MLflow holds them: text): "not used (loss_weighting fixed)" where the trainer does not read it with those
+    (`trainer.config.USED_ONLY_WHEN`); else what it trained with, "not searched (default 0.01)", or the value the
+    trainer resolved on the data where the trial logged one (auto fields). None for no such field."""
+    from trainer.config import ABOVE_ZERO, USED_ONLY_WHEN
+
+    rule = USED_ONLY_WHEN.get(name)
+    if rule is not None:
+        other, allowed = rule
+        value = params.get(other, trainer_default(other))
+        try:
+            used = float(value) > 0 if allowed == ABOVE_ZERO else value in {str(a) for a in allowed}
+        except (TypeError, ValueError):
+            used = True
+        if not used:
+            return f"{NOT_USED_BY_TRAINER} ({other} {shown(value)})"
+    resolved = params.get(EFFECTIVE_PARAM + name)
+    if resolved is not None:
+        return f"{NOT_USED} (default, resolved on this data to {shown(resolved)})"
+    default = trainer_default(name)
+    return f"{NOT_USED} (default {default})" if default is not None else None
 _MISSING_Y = -0.2  # where such trials cross that axis: below its values, apart from them
 _MIN_GAP = 0.15  # the least distance between two tick labels of one axis, in axis heights
 
@@ -317,10 +342,11 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
     return _nice_ticks(lo, hi)
 
 
-def _axis(label: str, values: list, dist=None, kept: str | None = None) -> dict:
+def _axis(label: str, values: list, dist=None, missing: list | None = None) -> dict:
     """One axis of the chart: each trial's height on it (0-1, _MISSING_Y where it has no value) and its ticks
     (position, text): the lowest and highest value, round values between them that do not crowd those, and
-    NOT_USED below the values when some trial has none (`kept`: the value such a trial kept, in its hover)."""
+    NOT_USED below the values when some trial has none (`missing`: what each such trial had of it, `kept`, for
+    its hover)."""
     from optuna.distributions import CategoricalDistribution
 
     present = [v for v in values if v is not None]
@@ -355,8 +381,8 @@ def _axis(label: str, values: list, dist=None, kept: str | None = None) -> dict:
         texts = {v: fmt(v) if integer else f"{v:.4g}" for v in present}
     if len(present) < len(values):
         ticks.append((_MISSING_Y, NOT_USED))
-    missing = f"{NOT_USED} (default {kept})" if kept is not None else NOT_USED
-    hover = [texts[v] if v is not None else missing for v in values]
+    hover = [texts[v] if v is not None else ((missing or [None] * len(values))[i] or NOT_USED)
+             for i, v in enumerate(values)]  # fmt: skip
     return dict(label=label, ys=ys, ticks=sorted(ticks), hover=hover)
 
 
@@ -380,7 +406,9 @@ def parallel_figure(rec: SearchRecord, study):
         metric_axis = _axis(rec.metric + " (log)", values, FloatDistribution(min(values), max(values), log=True))
     else:
         metric_axis = _axis(rec.metric, values)
-    axes = [metric_axis] + [_axis(p, [t.params.get(p) for t in trials], dists[p], trainer_default(p)) for p in names]
+    texts = [{k: str(v) for k, v in t.params.items()} for t in trials]  # (as MLflow holds them)
+    axes = [metric_axis] + [_axis(p, [t.params.get(p) for t in trials], dists[p],
+                                  [kept(p, x) if p not in x else None for x in texts]) for p in names]  # fmt: skip
     for a in axes[1:]:  # a log-scaled axis says so under it (only its ticks, 0.000496 ... 0.00928, told it: a
         a["title"] = a["label"] + (" (log)" if getattr(dists[a["label"]], "log", False) else "")  # walkthrough)
     metric_axis["title"] = metric_axis["label"]
@@ -524,12 +552,12 @@ def spectrum_figure(rec: SearchRecord):
 
 # ---------------------------------------------------------------------------------------------- the page
 def _unsearched(name: str, params: dict) -> str:
-    """The cell of a parameter a trial has no value for: a searched one whose condition did not hold kept the
-    trainer's default, said so (a blank cell read as "not used"); blank for anything else (a resolved value)."""
+    """The cell of a parameter a trial has no value for: a searched one whose condition did not hold, what it
+    had of it (`kept`: a blank cell read as "not used", untrue where the trainer used its default); blank for
+    anything else (a resolved value)."""
     if name.startswith(EFFECTIVE_PARAM) or not params:  # (a trial whose params never reached MLflow: unknown)
         return ""
-    kept = trainer_default(name)
-    return f"(default {kept})" if kept is not None else ""
+    return kept(name, params) or ""
 
 
 def _table(rec: SearchRecord) -> str:

@@ -326,21 +326,27 @@ def test_parallel_coordinates_are_readable():
     assert len(lines) == len(rec.trials) and all(_luminance(t.line.color) < 0.5 for t in lines)
     texts = [a.text for a in fig.layout.annotations]
     assert "None" not in texts and texts.count(report.NOT_USED) == 1, texts
-    # what such a trial trained with: the trainer's default (it was "not used", untrue of ablation's use_nce, whose
-    # default trained InfoNCE in every trial that did not search it: a walkthrough); its table cell says so too
+    # what such a trial had of it: weight_lr, which the trainer reads only with learned weights, not used; its
+    # table cell says so too
+    fixed = [t for t in lines if "loss_weighting: fixed" in t.customdata]
+    assert fixed and all("weight_lr: not used (loss_weighting fixed)" in t.customdata for t in fixed), \
+        fixed[0].customdata  # fmt: skip
+    assert "<td>not used (loss_weighting fixed)</td>" in report.render(rec)
+    # where the trainer reads it, the default it trained with (it was "not used", untrue of ablation's use_nce,
+    # whose default trained InfoNCE in every trial with DCCA off: a walkthrough), or what the trainer resolved
     from trainer import TrainConfig
 
-    fixed = [t for t in lines if "loss_weighting: fixed" in t.customdata]
-    assert fixed and all(f"weight_lr: not searched (default {TrainConfig().weight_lr})" in t.customdata
-                         for t in fixed), fixed[0].customdata  # fmt: skip
-    assert f"<td>(default {TrainConfig().weight_lr})</td>" in report.render(rec)
+    assert report.kept("use_nce", {"use_dcca": "False"}) == "not searched (default True)"
+    assert report.kept("tau_teacher", {"topk": "5"}) == f"not searched (default {TrainConfig().tau_teacher})"
+    assert report.kept("tau_teacher", {"topk": "0"}) == "not used (topk 0)"
+    assert report.kept("w_nce", {}) == "not used (loss_weighting learned)"  # (the trainer's default)
+    assert report.kept("cca_dim", {"effective.cca_dim": "16"}) == "not searched (default, resolved on this data to 16)"
     # numbers among a categorical's choices read as the table and the console give them (1.0 was "1.0" here, "1"
     # there)
     from optuna.distributions import CategoricalDistribution
 
-    axis = report._axis("w_dcca", [1.0, 0.5, None], CategoricalDistribution([0.5, 1.0]), kept="1")
-    assert axis["hover"] == ["1", "0.5", "not searched (default 1)"] and [t for _, t in axis["ticks"]] == [
-        "not searched", "0.5", "1"], axis  # fmt: skip
+    axis = report._axis("w_dcca", [1.0, 0.5, None], CategoricalDistribution([0.5, 1.0]), [None, None, "x"])
+    assert axis["hover"] == ["1", "0.5", "x"] and [t for _, t in axis["ticks"]] == ["not searched", "0.5", "1"], axis
     # the axes in the space's order: weight_lr beside loss_weighting, which switches it (alphabetically lr came
     # between them); a log-scaled one says so (only its ticks told it: a walkthrough)
     assert list(fig.layout.xaxis.ticktext) == [rec.metric, "lr (log)", "topk", "loss_weighting", "weight_lr (log)"], \

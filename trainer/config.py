@@ -67,7 +67,6 @@ def _f(default: Any, help: str, choices: tuple | None = None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
-
 def why_unwritable(folder: str | Path) -> str | None:
     """Why this process cannot make files in `folder`: None when it can, else "read-only file system" (a
     read-only mount: no permission would help; it was called "permission denied") or "permission denied"."""
@@ -78,6 +77,7 @@ def why_unwritable(folder: str | Path) -> str | None:
     except OSError:
         read_only = False
     return "read-only file system" if read_only else "permission denied"
+
 
 @dataclass
 class TrainConfig:
