@@ -153,8 +153,7 @@ def _store_failure(e: BaseException) -> bool:
     from .cli import DISK_ERRNOS
 
     kinds = []
-    for module, name in (("sqlalchemy.exc", "SQLAlchemyError"), ("requests.exceptions", "ConnectionError"),
-                         ("requests.exceptions", "Timeout")):  # fmt: skip
+    for module, name in (("sqlalchemy.exc", "SQLAlchemyError"), ("requests.exceptions", "RequestException")):
         if module in sys.modules:  # imported by MLflow when it could raise one
             kinds.append(getattr(sys.modules[module], name))
     seen = set()
@@ -162,8 +161,16 @@ def _store_failure(e: BaseException) -> bool:
         seen.add(id(e))
         if isinstance(e, tuple(kinds)) or (isinstance(e, OSError) and e.errno in DISK_ERRNOS):
             return True
+        # a server's error answer (a database behind it that refuses writes: 500; credentials it refuses: 401/403)
+        if getattr(e, "error_code", None) in SERVER_FAILURES:  # (the second review: a traceback again)
+            return True
         e = e.__cause__ or e.__context__
     return False
+
+
+# MLflow's error codes of a tracking server that failed or refused the search, not a request of ours it refused
+SERVER_FAILURES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "PERMISSION_DENIED", "UNAUTHENTICATED",
+                   "REQUEST_LIMIT_EXCEEDED"}  # fmt: skip
 
 
 class SetupInterrupted(Exception):
@@ -781,7 +788,7 @@ def run_search(
         # before Ray is up).
         opening = _opening(settings.tracking_uri, settings.experiment) if settings.mlflow else None
         # the trials' MLflow calls are made by the writer (a thread, or a process of its own: writer.py), which
-        # opens its store while Ray starts
+        # starts (a process: imports MLflow) while Ray starts, and opens its store at its first record
         writer = Writer(settings.tracking_uri, settings.metric, settings.mode, in_process) \
             if settings.mlflow else None  # fmt: skip
         plan = _Plan(settings, space, data, fingerprint, exp_dir, first, notes, warm, local)
@@ -865,7 +872,8 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
                 raise TrackingUnavailable(
                     f"MLflow's store {without_password(resolved_tracking_uri(settings.tracking_uri))} failed as the "
                     f"search started ({http_failure(e)}); nothing was trained. Mend what it says (a full or read-only "
-                    "disk, a database that refuses writes), or give another --tracking-uri") from None  # fmt: skip
+                    "disk, a database that refuses writes, the server's credentials), or give another "
+                    "--tracking-uri") from None  # fmt: skip
         # the warm-start record: `resume` restores the warm trials with the Optuna study (the searcher's
         # checkpoint) and never adds them again
         meta = {"settings": settings.to_dict(), "space": space.to_dict(), "experiment_id": experiment_id,
@@ -1126,9 +1134,16 @@ def _check_parent_run(client, parent_id: str, uri: str | None, given: str | None
     try:
         run = client.get_run(parent_id)
         if run.info.lifecycle_stage == "deleted":  # MLflow refused to mark it running (the review)
+            store = shlex.quote(without_password(resolved_tracking_uri(uri), ""))  # (a password: ~/.pgpass, or
+            exp = client.get_experiment(run.info.experiment_id)  # MLFLOW_TRACKING_PASSWORD, as the search had it)
+            if exp.lifecycle_stage == "deleted":  # its runs went with it, and come back with it (the second review:
+                raise SearchError(  # the run alone restored, its new trials had no experiment to go to)
+                    f"the search's experiment '{exp.name}' is deleted in MLflow (its runs, the search's among them, "
+                    f"are in the trash); restore it (`MLFLOW_TRACKING_URI={store} {exe('mlflow')} experiments restore "
+                    f"--experiment-id {exp.experiment_id}`), then resume again")  # fmt: skip
             raise SearchError(f"the search's parent run {parent_id} is deleted in MLflow (in the trash); restore it "
-                              f"(`MLFLOW_TRACKING_URI={shlex.quote(resolved_tracking_uri(uri))} {exe('mlflow')} runs "
-                              f"restore --run-id {parent_id}`), then resume again")  # fmt: skip
+                              f"(`MLFLOW_TRACKING_URI={store} {exe('mlflow')} runs restore --run-id {parent_id}`), then "
+                              "resume again")  # fmt: skip
     except MlflowException as e:
         if getattr(e, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
             raise
@@ -1612,7 +1627,8 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
     if exp is not None and exp.lifecycle_stage == "deleted":  # MLflow refused its runs: "must be in the 'active'
         raise preflight.PreflightError(  # state", after Ray had started (the review)
             f"--experiment {name}: deleted in MLflow (its runs are in the trash, its name still taken); restore it "
-            f"(`MLFLOW_TRACKING_URI={shlex.quote(resolved_tracking_uri(tracking_uri))} {exe('mlflow')} experiments "
+            f"(`MLFLOW_TRACKING_URI={shlex.quote(without_password(resolved_tracking_uri(tracking_uri), ''))} "
+            f"{exe('mlflow')} experiments "
             f"restore --experiment-id {exp.experiment_id}`), or give another --experiment")  # fmt: skip
     served = exp and served_artifacts_problem(exp.artifact_location, tracking_uri, "--tracking-uri",
                                               f"experiment '{name}'")  # fmt: skip

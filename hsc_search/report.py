@@ -293,17 +293,19 @@ def trainer_default(name: str) -> str | None:
     return shown(str(f.default))
 
 
-def kept(name: str, params: dict[str, str]) -> str | None:
+def kept(name: str, params: dict[str, str], fixed: dict | None = None) -> str | None:
     """What a trial that did not search `name` (its condition did not hold) had of it, from its other params (as
     MLflow holds them: text): "not used (loss_weighting fixed)" where the trainer does not read it with those
     (`trainer.config.USED_ONLY_WHEN`); else what it trained with, "not searched (default 0.01)", or the value the
-    trainer resolved on the data where the trial logged one (auto fields). None for no such field."""
+    trainer resolved on the data where the trial logged one (auto fields). `fixed`: the space's fixed values,
+    the overrides among them (a trial's params hold only what it searched). None for no such field."""
     from trainer.config import ABOVE_ZERO, USED_ONLY_WHEN
 
     rule = USED_ONLY_WHEN.get(name)
     if rule is not None:
         other, allowed = rule
-        value = params.get(other, trainer_default(other))
+        value = params[other] if other in params else str((fixed or {})[other]) if other in (fixed or {}) else \
+            trainer_default(other)  # fmt: skip
         try:
             used = float(value) > 0 if allowed == ABOVE_ZERO else value in {str(a) for a in allowed}
         except (TypeError, ValueError):
@@ -407,8 +409,9 @@ def parallel_figure(rec: SearchRecord, study):
     else:
         metric_axis = _axis(rec.metric, values)
     texts = [{k: str(v) for k, v in t.params.items()} for t in trials]  # (as MLflow holds them)
+    fixed = (rec.space or {}).get("fixed") or {}
     axes = [metric_axis] + [_axis(p, [t.params.get(p) for t in trials], dists[p],
-                                  [kept(p, x) if p not in x else None for x in texts]) for p in names]  # fmt: skip
+                                  [kept(p, x, fixed) if p not in x else None for x in texts]) for p in names]  # fmt: skip
     for a in axes[1:]:  # a log-scaled axis says so under it (only its ticks, 0.000496 ... 0.00928, told it: a
         a["title"] = a["label"] + (" (log)" if getattr(dists[a["label"]], "log", False) else "")  # walkthrough)
     metric_axis["title"] = metric_axis["label"]
@@ -551,16 +554,17 @@ def spectrum_figure(rec: SearchRecord):
 
 
 # ---------------------------------------------------------------------------------------------- the page
-def _unsearched(name: str, params: dict) -> str:
+def _unsearched(name: str, params: dict, fixed: dict) -> str:
     """The cell of a parameter a trial has no value for: a searched one whose condition did not hold, what it
     had of it (`kept`: a blank cell read as "not used", untrue where the trainer used its default); blank for
     anything else (a resolved value)."""
     if name.startswith(EFFECTIVE_PARAM) or not params:  # (a trial whose params never reached MLflow: unknown)
         return ""
-    return kept(name, params) or ""
+    return kept(name, params, fixed) or ""
 
 
 def _table(rec: SearchRecord) -> str:
+    fixed = (rec.space or {}).get("fixed") or {}
     names = {k for t in rec.trials for k in t.row.params}
     own, resolved = split_params(dict.fromkeys(names, ""))
     params = [*own, *(EFFECTIVE_PARAM + k for k in resolved)]  # the config's values, then what the data resolved
@@ -573,7 +577,7 @@ def _table(rec: SearchRecord) -> str:
         r = t.row
         cells = [str(i), r.name, _label(r.outcome), *([_reason(r.error)] if errors else []), str(r.epochs),
                  "" if r.score is None else f"{r.score:.4f}", "" if r.seconds is None else f"{r.seconds:.1f}",
-                 *(shown(r.params[p]) if p in r.params else _unsearched(p, r.params) for p in params),
+                 *(shown(r.params[p]) if p in r.params else _unsearched(p, r.params, fixed) for p in params),
                  r.run_id]  # fmt: skip
         cls = ' class="best"' if t is rec.best else ""
         rows.append(f"<tr{cls}>" + "".join(_td(c, h in why) for h, c in zip(head, cells)) + "</tr>")

@@ -268,8 +268,8 @@ def _main(messages, replies, tracking_uri: str | None, metric: str, mode: str, d
             replies.send((message[1], list(sink.errors) if sink is not None else []))
             continue
         if sink is None:
-            try:
-                sink = _Sink(tracking_uri, metric, mode)
+            try:  # with the retries of any call (a store locked for a moment by another search or `mlflow ui`)
+                sink = retry(lambda: _Sink(tracking_uri, metric, mode), "opening the store", attempts=retry_attempts())
             except Exception as e:  # noqa: BLE001 - a store that cannot be opened: said at the flush, not as a
                 sink = _Unopened(f"mlflow: opening the store failed: {http_failure(e)}")  # thread's traceback
         sink.handle(message, backlog)

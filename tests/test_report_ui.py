@@ -340,6 +340,9 @@ def test_parallel_coordinates_are_readable():
     assert report.kept("tau_teacher", {"topk": "5"}) == f"not searched (default {TrainConfig().tau_teacher})"
     assert report.kept("tau_teacher", {"topk": "0"}) == "not used (topk 0)"
     assert report.kept("w_nce", {}) == "not used (loss_weighting learned)"  # (the trainer's default)
+    # a field the space fixes (--set loss_weighting=fixed), not among the trial's searched params (the review)
+    assert report.kept("w_nce", {}, {"loss_weighting": "fixed"}) == "not searched (default 1)"
+    assert report.kept("tau_teacher", {}, {"topk": 0}) == "not used (topk 0)"
     assert report.kept("cca_dim", {"effective.cca_dim": "16"}) == "not searched (default, resolved on this data to 16)"
     # numbers among a categorical's choices read as the table and the console give them (1.0 was "1.0" here, "1"
     # there)

@@ -1057,6 +1057,13 @@ def test_a_deleted_experiment_or_parent_run_is_one_sentence_with_the_command_tha
     assert subprocess.run(["bash", "-c", restore], cwd=tmp_path, capture_output=True, timeout=120).returncode == 0
     _check_parent_run(client, parent, uri, None)  # restored: passes
     client.delete_experiment(gone)
+    # its experiment deleted (its runs go with it): the experiment is what to restore (the run alone, restored,
+    # left the resumed trials no experiment to log to: the second review)
+    with pytest.raises(SearchError) as e:
+        _check_parent_run(client, parent, uri, None)
+    assert str(e.value).startswith("the search's experiment 'gone' is deleted in MLflow (its runs, the search's "
+                                   "among them, are in the trash); restore it (`MLFLOW_TRACKING_URI="), str(e.value)
+    assert f"experiments restore --experiment-id {gone}`), then resume again" in str(e.value)
     with pytest.raises(SearchError) as e:
         _experiment_id(client, "gone", "val/map_avg", "max", uri)
     said = str(e.value)
@@ -1066,3 +1073,50 @@ def test_a_deleted_experiment_or_parent_run_is_one_sentence_with_the_command_tha
     assert f"experiments restore --experiment-id {gone}" in restore and shlex.split(restore)
     assert subprocess.run(["bash", "-c", restore], cwd=tmp_path, capture_output=True, timeout=120).returncode == 0
     assert _experiment_id(client, "gone", "val/map_avg", "max", uri) == gone
+
+
+def test_a_tracking_server_that_fails_or_refuses_the_search_is_a_store_failure(tmp_path, monkeypatch):
+    """What a search's start calls the store failing (one line, `TrackingUnavailable`) and what it leaves to be
+    said as it is: a server whose database refuses writes (HTTP 500 until MLflow's retries ran out) or whose
+    credentials refuse the search (403) is the store's failure (a first narrowing made both a traceback again:
+    the second review); MLflow refusing a request of ours (a deleted experiment: INVALID_STATE) is not."""
+    import http.server
+    import threading
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.driver import _store_failure
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    status = {"code": 500}
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = b'{"error_code": "PERMISSION_DENIED", "message": "no"}' if status["code"] == 403 else b"full"
+            self.send_response(status["code"])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = MlflowClient(f"http://127.0.0.1:{server.server_address[1]}")
+        for code in (500, 403):
+            status["code"] = code
+            with pytest.raises(Exception) as e:
+                client.create_experiment("x")
+            assert _store_failure(e.value), (code, repr(e.value))
+    finally:
+        server.shutdown()
+        server.server_close()
+    from mlflow.protos.databricks_pb2 import INVALID_STATE
+
+    refused = MlflowException("The experiment 1 must be in the 'active' state.", error_code=INVALID_STATE)
+    assert refused.error_code == "INVALID_STATE" and not _store_failure(refused)
+    assert _store_failure(OSError(28, "No space left on device")) and not _store_failure(OSError(2, "gone"))
