@@ -278,6 +278,6 @@ def test_a_new_store_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, _ca
         assert proc.stderr.strip().splitlines() == [
             f"error: MLflow's store sqlite:///{full}/mlflow.db failed as the search started (the database: database "
             "or disk is full); nothing was trained. Mend what it says (a full or read-only disk, a database that "
-            "refuses writes), or give another --tracking-uri"], proc.stderr[-3000:]  # fmt: skip
+            "refuses writes, the server's credentials), or give another --tracking-uri"], proc.stderr[-3000:]  # fmt: skip
         assert sorted(p.name for p in full.iterdir()) == []
     assert not (work / "ray_results" / "full").exists(), sorted(p.name for p in work.rglob("*"))
