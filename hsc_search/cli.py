@@ -10,7 +10,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
-from .commands import exe, resume_command, retrain_command
+from .commands import DISK_ERRNOS, exe, resume_command, retrain_command
 from .shipped import shipped_spaces
 
 # MLflow prints "View run ... at: http://..." and "View experiment at: ..." for every run it ends on a server
@@ -34,7 +34,6 @@ app = typer.Typer(
 SET_HELP = "Fixed trainer value for every trial, KEY=VALUE, repeatable (e.g. --set hidden_dim=256)."
 
 
-DISK_ERRNOS = {28, 30, 27, 122}  # ENOSPC, EROFS, EFBIG, EDQUOT: the disk, not the program
 
 
 def _disk_full(error: BaseException, folder: Callable[[], Any] | str | None) -> None:

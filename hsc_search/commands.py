@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 
+DISK_ERRNOS = {28, 30, 27, 122}  # ENOSPC, EROFS, EFBIG, EDQUOT: the disk, not the program
+
+
 def exe(name: str, relative: bool = True) -> str:
     """One of this environment's commands (`python`, `hsc-search`, `mlflow`), as printed now (`relative`): the
     bare name when the shell finds this very one on PATH (an activated venv), else its absolute path; as written

@@ -28,7 +28,7 @@ from trainer import AVData, DataError, TrainConfig, load_data
 from trainer.fit import data_fingerprint
 
 from . import preflight, storage, warm_start
-from .commands import exe, resume_command
+from .commands import DISK_ERRNOS, exe, resume_command
 from .export import (ExportError, TrialRow, best_row, provenance, search_in, trial_config, trial_rows,
                      write_config)
 from .plots import best_so_far_figure, importance_figure
@@ -149,8 +149,6 @@ def _store_failure(e: BaseException) -> bool:
     that did not answer, raised as it is or inside MLflow's own error. Not MLflow refusing a request (a deleted
     experiment, a permission): those say what they are as before (the review: one was told to free its disk)."""
     import sys
-
-    from .cli import DISK_ERRNOS
 
     kinds = []
     for module, name in (("sqlalchemy.exc", "SQLAlchemyError"), ("requests.exceptions", "RequestException")):
