@@ -227,6 +227,13 @@ def test_cli_writes_the_run_folder_and_resumes(small_spec, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
+    # it says where it picks up (it started silently at epoch 3), and a finished run that there is nothing to train
+    assert f"resuming after epoch 2 of 3 ({out / 'checkpoint'}): training epoch 3" in proc.stdout, proc.stdout
+    assert [l for l in proc.stdout.splitlines() if l.startswith("epoch")][0].startswith("epoch   3/3"), proc.stdout
+    proc = _run_cli("--data", small_spec, "--out", str(out), "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming after epoch 3 of 3" in proc.stdout and "nothing left to train" in proc.stdout, proc.stdout
+    assert [json.loads(l)["epoch"] for l in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
 def test_cli_refuses_to_start_over_a_run_and_to_resume_it_on_other_features(small_spec, tmp_path):

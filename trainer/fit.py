@@ -377,6 +377,11 @@ def fit(
         cfg.to_yaml(out / "config.yaml")
         with open(out / "metrics.jsonl", "w") as fh:  # rewritten from history so a resume leaves no duplicates
             fh.writelines(json.dumps(h) + "\n" for h in history)
+    if log and ckpt is not None:  # say where a resume picks up (a walkthrough: it started silently at epoch N)
+        left = (f"training epochs {start_epoch}-{cfg.epochs}" if start_epoch < cfg.epochs
+                else f"training epoch {cfg.epochs}" if start_epoch == cfg.epochs
+                else "nothing left to train (--set epochs=N with a larger N trains on)")  # fmt: skip
+        log(f"resuming after epoch {ckpt['epoch']} of {cfg.epochs} ({resume_from}): {left}")
     if log and start_epoch == 1:
         log(f"data: {data.summary()}")
         for note in data.notes:
