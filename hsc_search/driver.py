@@ -846,8 +846,7 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
         echo(f"no node can run a trial yet; the autoscaler can add: {', '.join(to_launch)}")
     # one local node writes its own folder: nothing to prove (the check costs a Ray worker start)
     n_nodes = 1 if local else storage.check_visible_from_all_nodes(exp_dir)
-    headline = (f"search {settings.name}: {_n(settings.num_samples, 'trial')} x up to "
-                f"{_n(settings.max_epochs, 'epoch')}, space {space.source}, data {data.summary()}")  # fmt: skip
+    headline = search_headline(settings, space, data.summary())
     said = [*(f"note: {n}" for n in start_notes(settings, space, data)), *(f"first trial: {n}" for n in notes),
             *([warm.line()] if warm is not None else [])]  # fmt: skip
     for line in (headline, *said):
@@ -1661,6 +1660,17 @@ def _space_named(settings: SearchSettings) -> str:
     if path.is_file() and path != SPACES_DIR / f"{settings.space}.yaml":
         return str(path.resolve())
     return settings.space
+
+
+def search_headline(settings: SearchSettings, space: SearchSpace, data: str) -> str:
+    """The search's first line: its name, size, space and data, and the values --set (or a config's `set:`) fixes
+    for every trial as the trials take them (a walkthrough: the line left them out; the report's head has them)."""
+    line = (f"search {settings.name}: {_n(settings.num_samples, 'trial')} x up to "
+            f"{_n(settings.max_epochs, 'epoch')}, space {space.source}, data {data}")  # fmt: skip
+    if settings.overrides:
+        line += "; fixed for every trial (--set): " + ", ".join(
+            f"{k} {space.fixed.get(k, v)}" for k, v in sorted(settings.overrides.items()))
+    return line
 
 
 def search_config_text(settings: SearchSettings, trained: dict[str, Any]) -> str:

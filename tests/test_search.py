@@ -296,7 +296,7 @@ def test_the_parent_run_records_the_set_values_trained_and_a_search_config_that_
     search_config.yaml had `overrides:` (refused by --config) and a relative space path."""
     from mlflow.tracking import MlflowClient
 
-    from hsc_search.driver import _log_search_inputs
+    from hsc_search.driver import _log_search_inputs, search_headline
     from hsc_search.settings import load_settings
     from hsc_search.space import load_space
 
@@ -310,6 +310,10 @@ def test_the_parent_run_records_the_set_values_trained_and_a_search_config_that_
     settings = load_settings("search_c.yaml", {}, ["lr=2e-3"])
     space = load_space(settings.space_path(), overrides=settings.overrides)
     assert (space.fixed["tau"], space.fixed["amp"], space.fixed["lr"]) == (0.4, False, 0.002)  # what trains
+    # the search's first line names them as they train (it left them out; 4e-1 is 0.4, off is False)
+    line = search_headline(settings, space, "D")
+    assert line.endswith(", data D; fixed for every trial (--set): amp False, lr 0.002, seed 3, tau 0.4"), line
+    assert search_headline(load_settings(None, {}, []), space, "D").endswith(", data D")  # nothing fixed: nothing
     _log_search_inputs(client, run, settings, space)
     params = client.get_run(run).data.params
     assert (params["set.tau"], params["set.amp"], params["set.seed"], params["set.lr"]) == ("0.4", "False", "3",
