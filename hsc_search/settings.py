@@ -124,8 +124,11 @@ class SearchSettings:
             shipped = sorted(f.stem for f in SPACES_DIR.glob("*.yaml"))
             near = difflib.get_close_matches(self.space, shipped, n=1)
             relative = ("/" in self.space or self.space.endswith((".yaml", ".yml"))) and not Path(self.space).is_absolute()
+            # a file of that name with the extension left off (a walkthrough: `--space myspace` for myspace.yaml)
+            with_ext = next((f"{self.space}{x}" for x in (".yaml", ".yml") if Path(f"{self.space}{x}").is_file()), None)
             p.append(f"{n('space')} {self.space!r}: neither a shipped space ({', '.join(shipped)}"
                      + (f"; did you mean {near[0]!r}?" if near else "") + ") nor a file"
+                     + (f"; did you mean {with_ext!r}?" if with_ext else "")
                      + (f" (a relative path is read from the working directory, {os.getcwd()})" if relative else ""))  # fmt: skip
         given = self.given_by.get("data", "")
         local = Path(os.path.expanduser(self.data or ""))

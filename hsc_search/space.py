@@ -466,7 +466,9 @@ def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[s
 
     for key in d:
         if key not in TOP_KEYS:
-            bad(str(key), f"unknown top-level key; expected {', '.join(TOP_KEYS)}")
+            near = difflib.get_close_matches(str(key), TOP_KEYS, n=1)
+            bad(str(key), f"unknown top-level key; expected {', '.join(TOP_KEYS)}"
+                + (f" (did you mean {near[0]!r}?)" if near else ""))  # fmt: skip
     description = d.get("description", "")
     if description is None:
         description = ""

@@ -166,6 +166,9 @@ def test_a_mistyped_space_name_lists_the_shipped_ones(tmp_path, monkeypatch):
     own = tmp_path / "mine.yaml"
     own.write_text("params: {}\n")  # a file is taken as given (the space file's own checks come later)
     assert load_settings(None, {"space": str(own)}, []).space_path() == own
+    # the file's name without its extension: the file is named (it said only "neither ... nor a file")
+    with pytest.raises(SettingsError, match=rf"nor a file; did you mean '{tmp_path}/mine.yaml'\?$"):
+        load_settings(None, {"space": str(tmp_path / "mine")}, [])
     # a relative path in a search config is read from the working directory, not the config's folder: said
     (tmp_path / "proj").mkdir()
     (tmp_path / "proj" / "search.yaml").write_text("space: myspace.yaml\n")

@@ -476,8 +476,12 @@ def test_file_level_problems(tmp_path):
                                "low: 0.01, high: 0.2, when: {topk: [3, 4]}}\n")  # fmt: skip
     assert "when.topk: 3 can never be sampled for topk ([0, 8] step 2)" in message, message
     message = _error(tmp_path, "descripton: typo\nparams: {}\n")
-    assert "descripton: unknown top-level key" in message
+    assert "descripton: unknown top-level key; expected description, fixed, params (did you mean 'description'?)" \
+        in message, message
     assert "params: expected a non-empty mapping" in message
+    message = _error(tmp_path, "param:\n  lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}\n")  # the s left off
+    assert "param: unknown top-level key; expected description, fixed, params (did you mean 'params'?)" in message
+    assert "(did you mean" not in _error(tmp_path, "zzz: 1\nparams: {}\n")  # nothing near: no guess
 
 
 def test_several_problems_are_reported_together(tmp_path):
