@@ -541,8 +541,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"--keep-curves {args.keep_curves}: holds kept curves already, which a --quick run would "
                          "replace with its smoke search's; give a new folder")  # fmt: skip
     if args.quick:
-        args.trials, args.epochs, args.data, args.no_mlflow, args.repeats = 4, 3, QUICK_DATA, True, 1
-        args.keep_ray = True
+        from quick import quick_defaults
+
+        quick_defaults(p, args, argv, trials=4, epochs=3, data=QUICK_DATA, no_mlflow=True, repeats=1, keep_ray=True)
     os.environ.pop("RAY_ADDRESS", None)  # always a local instance of our own
 
     staging = None  # kept curves wait here until the run ends: an interrupted run replaces none of the recorded

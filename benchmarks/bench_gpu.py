@@ -340,10 +340,12 @@ def main(argv=None) -> int:
     if bad:
         p.error(f"--variants: unknown {', '.join(bad)}; choose from {', '.join(VARIANTS)}")
     if args.quick:
-        args.data = "synthetic:ave?n_train=1200&n_val=100&n_test=100&dim_audio=32&dim_visual=48"
-        args.share, args.duration, args.setup_s, args.chunk = [1, 2], 2.0, 20.0, 4
-        args.batch_size, args.small_batch, args.big_batch = 128, 128, 512
-        args.variants = [v for v in args.variants if v in ("eager", "big_batch")]  # compiling alone takes minutes
+        from quick import quick_defaults
+
+        quick_defaults(p, args, argv, data="synthetic:ave?n_train=1200&n_val=100&n_test=100&dim_audio=32&dim_visual=48",
+                       share=[1, 2], duration=2.0, setup_s=20.0, chunk=4, batch_size=128, small_batch=128,
+                       big_batch=512,  # compiling alone takes minutes: the eager variants unless --variants says
+                       variants=[v for v in args.variants if v in ("eager", "big_batch")])  # fmt: skip
     res = run(args)
     if args.out is None:
         args.out = Path(tempfile.mkdtemp(prefix="gpu-quick-")) if args.quick else Path(__file__).resolve().parent / "results"

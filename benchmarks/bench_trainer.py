@@ -72,7 +72,10 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = p.parse_args(argv)
     if args.quick:
-        args.data, args.rounds = "synthetic:ave?n_train=1200&n_val=200&n_test=200&dim_audio=32&dim_visual=48", 2
+        from quick import quick_defaults
+
+        quick_defaults(p, args, argv, data="synthetic:ave?n_train=1200&n_val=200&n_test=200&dim_audio=32&dim_visual=48",
+                       rounds=2)  # fmt: skip
 
     device = resolve_device(args.device)
     data = load_data(args.data)
@@ -107,6 +110,7 @@ def main(argv=None) -> int:
         "threads": torch.get_num_threads(),
         "batch_size": cfg.batch_size,
         "steps_per_epoch": steps,
+        "rounds": args.rounds,
         "losses": cfg.active_losses(),
         "ours_samples_per_s": samples / statistics.median(ours),
         "reference_samples_per_s": samples / statistics.median(ref),

@@ -143,7 +143,9 @@ def main(argv=None) -> int:
     args.out = output_dir(args.out, args.quick, NAME)
     args.workdir = work_parent(args.workdir, args.quick)
     if args.quick:
-        args.rounds = 1
+        from quick import quick_defaults
+
+        quick_defaults(p, args, argv, rounds=1)
     if not installed_pyc():
         print("torch has no installed .pyc here (installed without bytecode): run `make setup`; both modes would "
               "measure the same", file=sys.stderr)

@@ -208,7 +208,9 @@ def main(argv=None) -> int:
     if args.trials < 1 or args.epochs < 1:
         p.error(f"--trials {args.trials} --epochs {args.epochs}: expected at least 1 of each")
     if args.quick:
-        args.trials, args.epochs = 4, 2
+        from quick import quick_defaults
+
+        quick_defaults(p, args, argv, trials=4, epochs=2)
     plots = time_plots(repeats=1 if args.quick else 5)  # before the search: nothing of Ray's is left running then
     uploads = time_uploads(runs=4 if args.quick else 24)
     # the writer as a thread of the driver (the default) and as a process of its own, one after the other

@@ -418,10 +418,13 @@ def main(argv=None) -> int:
         p.error(f"--seeds {args.seeds}: expected whole numbers separated by commas, e.g. 0,1,2")
     extra = parse_overrides(args.overrides)
     torch.set_num_threads(args.threads)
-    if args.quick:
+    if args.quick:  # flags given with it win (quick.py)
+        from quick import quick_defaults
+
+        quick_defaults(p, args, argv, seeds=args.seeds[:1], epochs_ave=2, epochs_vegas=2)
         specs = {d: QUICK_DATASETS[d] for d in datasets}
-        epochs = {d: 2 for d in datasets}
-        args.seeds = args.seeds[:1]
+        epochs = {"ave": args.epochs_ave, "vegas": args.epochs_vegas}
+        epochs = {d: epochs[d] for d in datasets}
         extra = {**QUICK_OVERRIDES, **extra}
     else:
         specs = {d: DATASETS[d] for d in datasets}

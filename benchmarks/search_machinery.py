@@ -261,9 +261,10 @@ def main(argv=None) -> int:
                    "for each, as `hsc-search run` starts it: on a shared instance a search's second slot sometimes "
                    "waits for a new worker's imports, which made 64-trial searches bimodal, 4.8 s or 7.9 s)")
     args = p.parse_args(argv)
-    if args.quick:
-        args.trials, args.epochs_short, args.epochs_long, args.counts, args.rounds = 2, 1, 3, "4", 1
-        args.keep_ray = True  # a smoke run: one Ray instance (7 starts would double its time)
+    if args.quick:  # a smoke run: one Ray instance (7 starts would double its time)
+        from quick import quick_defaults
+
+        quick_defaults(p, args, argv, trials=2, epochs_short=1, epochs_long=3, counts="4", rounds=1, keep_ray=True)
     args.out = output_dir(args.out, args.quick, NAME)
     work = Path(work_parent(args.workdir, args.quick))
     counts = [int(c) for c in args.counts.split(",") if c.strip()]

@@ -317,7 +317,9 @@ def main(argv=None) -> int:
     args.out = output_dir(args.out, args.quick, NAME)
     args.workdir = work_parent(args.workdir, args.quick)
     if args.quick:
-        args.cases, args.rounds, args.keep_ray = "quick", 1, True
+        from quick import quick_defaults
+
+        quick_defaults(p, args, argv, cases="quick", rounds=1, keep_ray=True)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
     if unknown:

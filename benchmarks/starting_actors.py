@@ -111,7 +111,9 @@ def main(argv=None) -> int:
     args.out = output_dir(args.out, args.quick, NAME)
     work = Path(work_parent(args.workdir, args.quick))
     if args.quick:
-        args.rounds, args.trials = 1, 8
+        from quick import quick_defaults
+
+        quick_defaults(p, args, argv, rounds=1, trials=8)
     os.environ.pop("RAY_ADDRESS", None)
     t0, load_before, machine = time.perf_counter(), os.getloadavg(), machine_info()
     measurements = []

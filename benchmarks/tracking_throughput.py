@@ -154,7 +154,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run ..." line per run
     if args.quick:
-        args.loggers, args.trials, args.epochs, args.metrics = "1,2", 2, 3, 10
+        from quick import quick_defaults
+
+        quick_defaults(p, args, argv, loggers="1,2", trials=2, epochs=3, metrics=10)
     try:
         loggers = [int(x) for x in args.loggers.split(",") if x.strip()]
     except ValueError:

@@ -196,7 +196,9 @@ def main(argv=None) -> int:
     args.out = output_dir(args.out, args.quick, NAME)
     args.workdir = work_parent(args.workdir, args.quick)
     if args.quick:
-        args.trials, args.epochs, args.data, args.seeds, args.keep_ray = 4, 3, QUICK_DATA, [0], True
+        from quick import quick_defaults
+
+        quick_defaults(p, args, argv, trials=4, epochs=3, data=QUICK_DATA, seeds=[0], keep_ray=True)
     os.environ.pop("RAY_ADDRESS", None)
 
     t_start, load_before, machine = time.perf_counter(), os.getloadavg(), machine_info()
