@@ -1748,16 +1748,41 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrup
     if computed.get("importances"):
         client.log_figure(parent_id, importance_figure(computed["importances"], computed["importance_title"]),
                           "plots/param_importance.png")  # fmt: skip
+    if best is not None:
+        _note_result(client, parent_id, settings, best, best_path, interrupted)
     for e in errors:
         echo(f"warning: {e}")
     return SearchOutcome(exp_dir, parent_id, rows, best, best_path, interrupted, errors, report)
+
+
+RESULT_MARK = "\n\n**Result**\n\n"  # in a parent run's Description, after what its start said
+
+
+def _note_result(client, parent_id: str, settings: SearchSettings, best: TrialRow, best_path: Path | None,
+                 interrupted: bool) -> None:  # fmt: skip
+    """The search's result on its run page's Description, after what its start said: the best trial and the
+    command that retrains it, as the console printed them (the page said only the start; a walkthrough). A
+    resumed search's end replaces the earlier result."""
+    from .commands import retrain_command
+    from .runs import OUTCOME_LABELS, plural
+
+    note = client.get_run(parent_id).data.tags.get("mlflow.note.content", "").split(RESULT_MARK)[0]
+    outcome = "interrupted" if best.outcome == "unfinished" and interrupted else OUTCOME_LABELS.get(best.outcome,
+                                                                                                      best.outcome)
+    lines = [f"best trial{' so far' if interrupted else ''}: {best.name} ({outcome}, {plural(best.epochs, 'epoch')}), "
+             f"{settings.metric} {best.score:.4f}"]  # fmt: skip
+    if best_path is not None:
+        lines.append(f"retrain: `{retrain_command(best_path, settings.data)}`")
+    result = RESULT_MARK + "\n\n".join(lines)
+    client.set_tag(parent_id, "mlflow.note.content", note[:max(0, 4900 - len(result))] + result)  # (MLflow 2: 5000)
 
 
 def _write_report(client, parent_id: str, out_dir: Path, exp_dir: str, tracking_uri, echo,
                   computed: dict | None = None) -> Path | None:  # fmt: skip
     """The search report beside the best config, logged to the parent run; a failure is a warning only."""
     try:
-        path = publish_report(client, parent_id, out_dir / REPORT_ARTIFACT, source=tracking_uri or "", computed=computed)
+        path = publish_report(client, parent_id, out_dir / REPORT_ARTIFACT, source=resolved_tracking_uri(tracking_uri),
+                              computed=computed)  # fmt: skip
         if storage.is_uri(exp_dir):
             storage.write_text(storage.join(exp_dir, REPORT_ARTIFACT), path.read_text())
         return path

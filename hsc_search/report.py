@@ -127,15 +127,17 @@ def curves_figure(rec: SearchRecord):
         if o in ("stopped_early", "failed"):
             fig.add_trace(go.Scatter(x=[xs[-1]], y=[ys[-1]], mode="markers", showlegend=False, legendgroup=o,
                                      marker=dict(symbol="x", size=9, color=_color(o)), hoverinfo="skip"))  # fmt: skip
-    for k, m in enumerate(rec.milestones):  # labels on two heights, the first alone saying what they are:
-        # rungs 1, 2, 4 of a 40-epoch search printed over each other ("ASHA rungASHA rung 4", a walkthrough)
+    for k, m in enumerate(rec.milestones):  # each rung's epoch centred on its line, on a white ground, on two
+        # heights; the x axis's title says what they are. Rungs 1, 2, 4 of a 40-epoch search printed over each
+        # other ("ASHA rungASHA rung 4"; then, one label saying it, "ASHA r4ng 1" in MLflow's pane: walkthroughs)
         fig.add_vline(x=m, line=dict(dash="dash", color="#555", width=1))
-        fig.add_annotation(x=m, y=1 if k % 2 == 0 else 0.93, yref="paper", xanchor="left", yanchor="bottom",
-                           text=f"ASHA rung {m}" if k == 0 else str(m), showarrow=False,
+        fig.add_annotation(x=m, y=1 if k % 2 == 0 else 0.94, yref="paper", xanchor="center", yanchor="bottom",
+                           text=str(m), showarrow=False, bgcolor="rgba(255,255,255,0.85)", borderpad=1,
                            font=dict(size=10, color="#555"))  # fmt: skip
     log = log_scale(v for t in rec.trials for _, v, _ in t.curve)
     fig.update_layout(title=f"{rec.metric} of every trial by epoch (thick: the best trial"
-                            + ("; log scale" if log else "") + ")", xaxis_title="epoch",
+                            + ("; log scale" if log else "") + ")",
+                      xaxis_title="epoch" + (" (dashed, numbered: ASHA's rungs)" if rec.milestones else ""),
                       yaxis_title=rec.metric, legend_title="outcome", height=460)  # fmt: skip
     if log:
         fig.update_yaxes(type="log", exponentformat="power")
@@ -192,16 +194,17 @@ def best_so_far_figure(rec: SearchRecord):
     return fig
 
 
-def optuna_study(rec: SearchRecord):
+def optuna_study(rec: SearchRecord, outcomes: set[str] | None = None):
     """An in-memory Optuna study of the scored trials (value: best over epochs), with the distributions of the
-    search space when it was logged; None if fewer than two trials have a score."""
+    search space when it was logged; None if fewer than two trials have a score. `outcomes`: only trials that
+    ended so (e.g. {"completed"}: those that trained all their epochs)."""
     import optuna
 
     dists = _distributions(rec.space)
     study = optuna.create_study(direction="maximize" if rec.mode == "max" else "minimize")
     n = 0
     for t in rec.trials:
-        if t.row.score is None or t.row.outcome == "failed":
+        if t.row.score is None or t.row.outcome == "failed" or (outcomes is not None and t.row.outcome not in outcomes):
             continue
         params, pdists = {}, {}
         for name, raw in t.row.params.items():
@@ -495,7 +498,35 @@ def _wrap(text: str, width: int, sep: str = "\n") -> str:
     return sep.join(textwrap.wrap(text, width))
 
 
-def importance_figure(rec: SearchRecord, importances: dict[str, float], method: str, n_trials: int,
+IMPORTANCE_FROM = 3  # trials: fewer, and the report draws no importances
+
+
+def importance_basis(rec: SearchRecord, study) -> tuple[Any, str, str]:
+    """The study the importances are computed over, and what to call it (short, for the title; long, for the
+    caption). As Optuna ranks a search whose pruner stopped trials (`get_param_importances` leaves pruned trials
+    out): over the trials that trained all their epochs, when IMPORTANCE_FROM or more did. Else over every scored
+    trial, saying that the scores of the trials ASHA stopped are of fewer epochs. (Every scored trial, each at its
+    best epoch, mixed 1-epoch and 12-epoch scores without a word: what helps in the first epoch, read as what
+    helps the final mAP; a walkthrough.)"""
+    if study is None:
+        return None, "", "the scored trials"
+    early = sum(1 for t in rec.trials if t.row.score is not None and t.row.outcome not in ("failed", "completed"))
+    if not early:
+        return study, plural(len(study.trials), "trial"), "the scored trials"
+    full = _quiet_study(rec, {"completed"})
+    n_full = len(full.trials) if full is not None else 0
+    if n_full >= IMPORTANCE_FROM:
+        return (full, f"{n_full} completed trials",
+                f"the {plural(n_full, 'trial')} that trained all their epochs (as Optuna ranks a pruned search: "
+                f"the {early} stopped early or not ended are left out, their scores being of fewer epochs; the "
+                "survivors are the better trials, so this tells what matters among good configurations)")  # fmt: skip
+    return (study, f"{plural(len(study.trials), 'trial')}, {early} not completed",
+            f"every scored trial, each at its best epoch: only {n_full} trained all their epochs (too few to rank "
+            f"alone), and the scores of the {early} stopped early or not ended are of fewer epochs, so this ranks "
+            "partly what helps in the first epochs")  # fmt: skip
+
+
+def importance_figure(rec: SearchRecord, importances: dict[str, float], method: str, which: str,
                       unranked: str = ""):  # fmt: skip
     """The parameter importances as horizontal bars, most important on top; `unranked` says what is not there."""
     import plotly.graph_objects as go
@@ -505,7 +536,7 @@ def importance_figure(rec: SearchRecord, importances: dict[str, float], method: 
                            text=[f"{importances[n]:.2f}" for n in names], textposition="outside"))  # fmt: skip
     fig.update_xaxes(title_text=f"importance for {rec.metric}"
                      + (f"<br><i>{_wrap(html.escape(unranked), 110, '<br>')}</i>" if unranked else ""))  # fmt: skip
-    fig.update_layout(title=f"parameter importance for {rec.metric} ({method}, {n_trials} trials)",
+    fig.update_layout(title=f"parameter importance for {rec.metric} ({method}, {which})",
                       height=max(300, 60 + 40 * len(names)))  # fmt: skip
     return fig
 
@@ -518,11 +549,17 @@ def weights_figure(rec: SearchRecord):
     learned = any(k.startswith("logvar/") for k in rec.best_history)  # fixed weights have no s
     titles = ("effective loss weight", "log-variance s") if learned else ("effective loss weight (fixed)",)
     fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
+    # one colour and one legend entry per loss in both panels (each series had its own colour: dcca blue on the
+    # left, purple on the right; a walkthrough)
+    losses = sorted({k.split("/", 1)[1] for k in rec.best_history if k.startswith(("weight/", "logvar/"))})
+    palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
     for col, prefix in ((1, "weight/"), (2, "logvar/"))[:len(titles)]:
         for key in sorted(k for k in rec.best_history if k.startswith(prefix)):
-            pts = rec.best_history[key]
+            pts, loss = rec.best_history[key], key.split("/", 1)[1]
+            color = palette[losses.index(loss) % len(palette)]
             fig.add_trace(go.Scatter(x=[e for e, _ in pts], y=[v for _, v in pts], mode="lines+markers",
-                                     name=key), 1, col)  # fmt: skip
+                                     name=loss, legendgroup=loss, showlegend=col == 1, line=dict(color=color),
+                                     hovertemplate=f"{key}<br>epoch %{{x}}: %{{y:.4f}}<extra></extra>"), 1, col)  # fmt: skip
     fig.update_xaxes(title_text="epoch", **integer_axis(max((e for v in rec.best_history.values() for e, _ in v),
                                                              default=1)))  # fmt: skip
     fig.update_layout(title=f"best trial {html.escape(rec.best.row.name)}: loss weights", height=400)
@@ -714,8 +751,9 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     unseen = (f" Not drawn: {len(blank)} trial{'s' * many} that ended before {'their' if many else 'its'} first "
               f"epoch ({kinds}; the table below gives why)." if blank else "")  # fmt: skip
     add("Learning curves", lambda: curves_figure(rec),
-        ("Dashed lines: ASHA's rungs (a trial reaching one continues only if it is in the top 1/reduction_factor "
-         "of the trials recorded there). A cross: where ASHA stopped a trial, or where it failed." if asha else
+        ("Dashed lines: ASHA's rungs. A trial reaching one continues only if it is in the top 1/reduction_factor "
+         "of the trials that reached that rung before it (Ray's asynchronous ASHA: an early trial can go on with a "
+         "score a later one is stopped for). A cross: where ASHA stopped a trial, or where it failed." if asha else
          "FIFO: every trial runs to max_epochs unless it fails. A cross: where a trial failed.") + unseen)  # fmt: skip
     kept = ("the checkpoint it kept and tested" if by == rec.metric else
             f"its kept and tested checkpoint is of its best {by}, which can be another epoch")  # fmt: skip
@@ -725,24 +763,26 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         "reaching each level.")  # fmt: skip
     study = _quiet_study(rec)
     add("Parallel coordinates", lambda: parallel_figure(rec, study) if study else None)
+    ranked, which, basis = importance_basis(rec, study)
+
     def importance() -> Any:
-        if not study or len(study.trials) < 3:
+        if not ranked or len(ranked.trials) < IMPORTANCE_FROM:
             return None
-        importances, method = param_importances(study)
+        importances, method = param_importances(ranked)
         # fANOVA weighs only parameters every trial has: the conditional ones (weight_lr, w_rec, ...) were left out
         # without a word, read as not searched or of no importance (a walkthrough)
-        unranked = sorted({p for t in study.trials for p in t.params} - set(importances))
+        unranked = sorted({p for t in ranked.trials for p in t.params} - set(importances))
         left = (f"not ranked (used by only some trials, which {method} cannot weigh): {', '.join(unranked)}"
                 if unranked else "")  # fmt: skip
         if computed is not None:
             computed["importances"], computed["importance_title"] = importances, (
-                f"parameter importance for {rec.metric} ({method}, {len(study.trials)} trials)"
+                f"parameter importance for {rec.metric}\n({method}, {which})"
                 + (f"\n{_wrap(left, 70)}" if left else ""))  # fmt: skip
-        return importance_figure(rec, importances, method, len(study.trials), left)
+        return importance_figure(rec, importances, method, which, left)
 
     add("Parameter importance", importance,
-        "How much of the variation in the score each searched parameter explains, over the scored trials; with "
-        "few trials this is a hint, not a measurement.")  # fmt: skip
+        f"How much of the variation in the score each searched parameter explains, over {basis}; with few trials "
+        "this is a hint, not a measurement.")  # fmt: skip
     if best is not None and any(k.startswith("logvar/") for k in rec.best_history):  # learned weights
         add("Best trial: loss weights", lambda: weights_figure(rec),
             "Effective weight on each raw loss, exp(-s_i) / R_i (R_i: the loss at the first step; 1 for "
@@ -766,13 +806,13 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     )
 
 
-def _quiet_study(rec: SearchRecord):
+def _quiet_study(rec: SearchRecord, outcomes: set[str] | None = None):
     import optuna
 
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna_study(rec)
+        return optuna_study(rec, outcomes)
     finally:
         optuna.logging.set_verbosity(level)
 
@@ -823,7 +863,8 @@ def report_search(tracking_uri: str | None, experiment: str | None, parent_run_i
 
     from .export import (ExportError, _not_another_searchs_file, check_out, find_experiment_id, latest_parent_run,
                          search_in, search_of)  # fmt: skip
-    from .runs import REPORT_ARTIFACT, client_for, http_failure, served_artifacts_problem, tag_experiment
+    from .runs import (REPORT_ARTIFACT, client_for, http_failure, resolved_tracking_uri, served_artifacts_problem,
+                       tag_experiment)  # fmt: skip
     from .search_record import RecordError, read_search
     from .settings import SearchSettings
 
@@ -864,7 +905,7 @@ def report_search(tracking_uri: str | None, experiment: str | None, parent_run_i
         _not_another_searchs_file(out, parent_run_id)
     except ExportError as e:
         raise ReportError(str(e)) from None
-    text = render(rec, tracking_uri or "")
+    text = render(rec, resolved_tracking_uri(tracking_uri))  # the default store named too (it said none)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_text(str(out), text)  # whole or not at all: a full disk kept the earlier file

@@ -102,9 +102,12 @@ def _series(history: History, prefix: str) -> dict[str, tuple[list[int], list[fl
 def loss_weights_svg(history: History) -> str:
     """Effective loss weights and log-variances s_i against epochs (the weights alone for fixed weights: no s)."""
     logvars = _series(history, "logvar/")
+    weights = _series(history, "weight/")
+    # fixed weights are flat lines, often on top of each other (three at 1: one line, a legend of three; a
+    # walkthrough): each names its value
+    named = [(n if logvars or len(set(ys)) != 1 else f"{n} {ys[0]:g}", xs, ys) for n, (xs, ys) in weights.items()]
     return svg([
-        Panel("effective loss weight", "epoch", [(n, *xy) for n, xy in _series(history, "weight/").items()],
-              integer_x=True),
+        Panel("effective loss weight" + ("" if logvars else " (fixed)"), "epoch", named, integer_x=True),
         *([Panel("log-variance s", "epoch", [(n, *xy) for n, xy in logvars.items()], integer_x=True)] if logvars else []),
     ])  # fmt: skip
 

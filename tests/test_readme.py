@@ -163,6 +163,9 @@ def test_readme_blocks_run_as_printed(clone):
             assert "Traceback" not in proc.stderr, cmd
             ran.append(cmd)
     assert any("hsc-search report" in c for c in ran) and any("export-best" in c for c in ran)
+    # every report names its store, the one `hsc-search report` rewrote with the default store too (it lost it)
+    reports = list((dest / "ray_results").glob("*/report.html"))
+    assert reports and all(f" at sqlite:///{dest.resolve()}/mlflow.db; written " in r.read_text() for r in reports)
     # AWS access, the cluster, `make ui` (started above instead), and the team server's three (a server that runs
     # until Ctrl-C, an SSH tunnel to it, an import into it: tests/test_teamserver.py runs them for real)
     assert len(skipped) == 6, skipped

@@ -82,11 +82,24 @@ def test_search_writes_and_logs_its_report(served):
     said = [ln for ln in proc.stdout.splitlines() if ln.startswith(("note: ", "first trial: "))]
     headline = next(ln for ln in proc.stdout.splitlines() if ln.startswith("search ui1: "))
     assert headline.startswith(f"search ui1: {TRIALS} trials x up to {EPOCHS} epochs, space ")
-    assert parent.data.tags["mlflow.note.content"] == headline + "".join(f"\n- {ln}" for ln in said)
+    note = parent.data.tags["mlflow.note.content"]
+    start, _, result = note.partition("\n\n**Result**\n\n")
+    assert start == headline + "".join(f"\n- {ln}" for ln in said), note
+    # and how it ended, as the console said it: the best trial and the command that retrains it (the same text: test_readme pastes it)
+    best_line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("best trial: "))
+    retrain = next(ln for ln in proc.stdout.splitlines() if ln.startswith("retrain: ")).split(None, 1)[1]
+    name, score = re.match(r"best trial: (\S+) \(.*\) score ([0-9.]+)", best_line).groups()
+    assert result.startswith(f"best trial: {name} (") and f"), val/map_avg {score}\n\nretrain: `{retrain}`" in result, \
+        (result, best_line)
     assert json.loads(parent.data.tags.get("hsc.notes", "[]")) == said  # no tag when it said none ("[]" in the UI)
     assert all(f'<p class="note">at the start: {html_escape(ln.removeprefix("note: "))}</p>' in html for ln in said)
     # parameter importances are computed once, by the report: its chart and the parent run's picture
-    assert f"parameter importance for val/map_avg (fANOVA, {TRIALS} trials)" in html.replace("\\u002f", "/")
+    # over the trials that trained all their epochs, as Optuna ranks a pruned search, when 3 or more did (every
+    # scored trial mixed ASHA's 1-epoch scores with 12-epoch ones without a word; a walkthrough)
+    full = sum(t.data.tags.get("hsc.outcome") == "completed" for t in trials)
+    which = (f"{TRIALS} trials" if full == TRIALS else f"{full} completed trials" if full >= 3 else
+             f"{TRIALS} trials, {TRIALS - full} not completed")  # fmt: skip
+    assert f"parameter importance for val/map_avg (fANOVA, {which})" in html.replace("\\u002f", "/"), which
     assert "plots/param_importance.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     # the UI's experiment kind and primary metric
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -413,13 +426,25 @@ def test_fixed_weights_are_drawn_without_a_log_variance_panel():
 
     rec = _record(3)
     learned_svg = trial_plots.loss_weights_svg(rec.best_history)
-    rec.best_history = {k: v for k, v in rec.best_history.items() if k.startswith("weight/")}
+    # one colour and one legend entry per loss across the two panels (each series had a colour of its own)
+    fig = report.weights_figure(rec)
+    by = {(t.xaxis, t.name): t for t in fig.data}
+    assert sorted(by) == [("x", "nce"), ("x", "rec"), ("x2", "nce"), ("x2", "rec")], sorted(by)
+    assert by["x", "nce"].line.color == by["x2", "nce"].line.color != by["x", "rec"].line.color
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["nce", "rec"]
+    fixed = {"weight/nce": [(1, 1.0), (2, 1.0), (3, 1.0)], "weight/rec": [(1, 1.0), (2, 1.0), (3, 1.0)],
+             "weight/dcca": [(1, 0.5), (2, 0.5), (3, 0.5)]}  # fmt: skip
+    rec.best_history = fixed
     fixed_svg = trial_plots.loss_weights_svg(rec.best_history)
     assert "log-variance" in learned_svg and "log-variance" not in fixed_svg
     assert 'width="' + str(2 * trial_plots.W) + '"' in learned_svg and 'width="' + str(trial_plots.W) + '"' in fixed_svg
+    # flat lines on top of each other (nce and rec at 1: one line, a legend of two): each label names its value
+    assert "effective loss weight (fixed)" in fixed_svg and "effective loss weight (fixed)" not in learned_svg
+    assert all(f'font-size="10">{label}</text>' in fixed_svg for label in ("dcca 0.5", "nce 1", "rec 1")), fixed_svg
+    assert 'font-size="10">nce</text>' in learned_svg  # learned weights change: no value to name
     fig = report.weights_figure(rec)
     assert [a.text for a in fig.layout.annotations] == ["effective loss weight (fixed)"]
-    assert {t.name for t in fig.data} == {"weight/nce", "weight/rec"}
+    assert {t.name for t in fig.data} == {"nce", "rec", "dcca"}
 
 
 # the page as rendered: nothing wider than the window, titles clear of plotly's toolbar (modebar), no 'None' tick
@@ -474,6 +499,58 @@ def test_report_page_layout_in_a_real_browser(tmp_path):
         assert len(widths) >= 5 and min(widths) >= 760, widths
         got = d.execute_script(LAYOUT_JS)
         assert got["scroll"] <= got["width"], got
+    # a 40-epoch ASHA search's rung labels, 1 to 32, at the plot's narrowest: none over another (they read "ASHA
+    # rungASHA rung 4", then "ASHA r4ng 1" in MLflow's artifact pane; walkthroughs)
+    rec = _record(40)
+    rec.milestones = [1, 2, 4, 8, 16, 32]
+    path.write_text(report.render(rec))
+    with browser.chromium() as d:
+        for width in (1300, 400):
+            d.set_window_size(width, 900)
+            d.get(path.as_uri())
+            browser.wait_for(d, "document.querySelectorAll('.js-plotly-plot .main-svg').length", 30, "the plots")
+            boxes = d.execute_script(RUNG_LABELS_JS)
+            assert [b["text"] for b in boxes] == ["1", "2", "4", "8", "16", "32"], boxes
+            clash = [(a["text"], b["text"]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                     if a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"]
+                     and b["top"] < a["bottom"]]  # fmt: skip
+            assert clash == [], (width, boxes)
+
+
+RUNG_LABELS_JS = """
+const p = Array.from(document.querySelectorAll('.js-plotly-plot')).find(
+  p => (p.layout.title.text || '').includes('of every trial by epoch'));
+return Array.from(p.querySelectorAll('.annotation'), a => {
+  const r = a.getBoundingClientRect();
+  return {text: a.textContent, left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+});
+"""
+
+
+def test_importances_rank_the_trials_that_trained_all_their_epochs_when_enough_did():
+    """The importances mixed ASHA's 1-epoch scores with full-length ones without a word (a walkthrough: lr 0.83
+    over all 16 trials of mixed budgets, 0.15 over the 7 that completed). As Optuna ranks a pruned search: the
+    completed trials, when 3 or more; else every scored trial, saying so."""
+    from hsc_search import report
+
+    rec = _record(3, n=6)
+    names = lambda st: sorted(t.user_attrs["name"] for t in st.trials)  # noqa: E731
+    study, which, basis = report.importance_basis(rec, report.optuna_study(rec))
+    assert len(study.trials) == 6 and which == "6 trials" and basis == "the scored trials"
+    for t in rec.trials[:2]:
+        t.row.outcome = "stopped_early"
+    rec.trials[2].row.outcome = "failed"
+    study, which, basis = report.importance_basis(rec, report.optuna_study(rec))
+    assert names(study) == sorted(t.row.name for t in rec.trials[3:]) and which == "3 completed trials", which
+    assert basis.startswith("the 3 trials that trained all their epochs (as Optuna ranks a pruned search: the 2 "
+                            "stopped early or not ended are left out"), basis
+    page = report.render(rec)
+    assert "parameter importance for val/map_avg (fANOVA, 3 completed trials)" in page.replace("\\u002f", "/")
+    assert html_escape(basis) in page
+    rec.trials[3].row.outcome = "running"  # a live search: 2 completed, too few alone
+    study, which, basis = report.importance_basis(rec, report.optuna_study(rec))
+    assert len(study.trials) == 5 and which == "5 trials, 3 not completed", which
+    assert basis.startswith("every scored trial, each at its best epoch: only 2 trained all their epochs"), basis
 
 
 def test_what_the_report_left_unsaid_or_unreadable_is_said_and_readable():
@@ -505,7 +582,8 @@ def test_what_the_report_left_unsaid_or_unreadable_is_said_and_readable():
     computed: dict = {}
     page = report.render(rec, computed=computed)
     unranked = "not ranked (used by only some trials, which fANOVA cannot weigh): weight_lr"
-    assert unranked in page and " ".join(computed["importance_title"].split("\n")[1:]) == unranked, computed
+    assert unranked in page and " ".join(computed["importance_title"].split("\n")[2:]) == unranked, computed
+    assert computed["importance_title"].split("\n")[:2] == ["parameter importance for loss/total", "(fANOVA, 6 trials)"]
     assert "weight_lr" not in computed["importances"] and "lr" in computed["importances"]
     assert '<p class="meta">fixed for every trial (--set): hidden_dim 48, lr 0.003</p>' in page
     assert '<p class="note">fixed (loss_weighting fixed): nce 1, rec 0.5</p>' in page and "log-variance" not in page
@@ -519,8 +597,10 @@ def test_what_the_report_left_unsaid_or_unreadable_is_said_and_readable():
         report.render(rec)
     gone.row.outcome = "running"  # a live search's trial in its first epoch has not ended (the review)
     assert "Not drawn" not in report.render(rec)
-    # rungs 1, 2, 4, ..., 32: one label says what they are, the others alternate heights
+    # rungs 1, 2, 4, ..., 32: each number centred on its line, alternate heights; the axis title says what they are
     rec.milestones = [1, 2, 4, 8, 16, 32]
-    notes = [a for a in report.curves_figure(rec).layout.annotations]
-    assert [a.text for a in notes] == ["ASHA rung 1", "2", "4", "8", "16", "32"]
-    assert [a.y for a in notes] == [1, 0.93, 1, 0.93, 1, 0.93]
+    fig = report.curves_figure(rec)
+    notes = [a for a in fig.layout.annotations]
+    assert [a.text for a in notes] == ["1", "2", "4", "8", "16", "32"] and {a.xanchor for a in notes} == {"center"}
+    assert [a.y for a in notes] == [1, 0.94, 1, 0.94, 1, 0.94]
+    assert fig.layout.xaxis.title.text == "epoch (dashed, numbered: ASHA's rungs)"
