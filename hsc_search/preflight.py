@@ -368,15 +368,31 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in hostport:
         raise PreflightError(f"{flag} {address}: expected host:port of a Ray head node (ray start --head prints it, "
                              "e.g. 10.0.0.5:6379), or auto")  # fmt: skip
-    why = tcp_problem(host.strip("[]"), int(port), timeout_s)
+    from .ray_internals import address_ray_dials
+
+    # (for resume, leaving --address out reuses the search's recorded address: `local` is the way out)
+    local = ("unset it to search on a local Ray instance" if flag == "RAY_ADDRESS" else
+             "give --address local to search on a local Ray instance")  # fmt: skip
+    given = host.strip("[]")
+    dial = address_ray_dials(given)  # Ray joins 127.0.0.1 / localhost by this machine's own address
+    why = tcp_problem(dial, int(port), timeout_s)
+    plain = os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true")  # Ray's own test (grpc_utils)
+    if why is not None and dial != given and tcp_problem(given, int(port), timeout_s) is None:
+        # something listens at the loopback address only: Ray would retry the machine's address for minutes (a
+        # walkthrough: `auto` found another search's local instance, bound to 127.0.0.1, and hung there)
+        not_ray = grpc_problem(given, int(port), timeout_s) if plain else None
+        if not_ray is None:
+            raise PreflightError(f"{flag} {address}: the Ray instance at {host}:{port} listens on {given} only (a "
+                                 f"search's own local instance, or a head started with --node-ip-address {given}), "
+                                 f"and Ray joins a head on this machine by the machine's address, {dial}:{port}, "
+                                 f"where nothing answers ({why}); start the cluster's head with `ray start --head`, "
+                                 f"or {local}")  # fmt: skip
+        why, dial = None, given  # not Ray at all: said as such below
     if why is not None:
-        # (for resume, leaving --address out reuses the search's recorded address: `local` is the way out)
-        local = ("unset it to search on a local Ray instance" if flag == "RAY_ADDRESS" else
-                 "give --address local to search on a local Ray instance")
         raise PreflightError(f"{flag} {address}: no Ray head answers at {host}:{port} ({why}); start one with "
                              f"`ray start --head`, fix the address, or {local}")  # fmt: skip
-    if os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true"):  # Ray's own test (grpc_utils)
-        why = grpc_problem(host.strip("[]"), int(port), timeout_s)
+    if plain:
+        why = grpc_problem(dial, int(port), timeout_s)
         if why is not None:
             raise PreflightError(f"{flag} {address}: something answers at {host}:{port}, but not a Ray head ({why}); "
                                  "the address is the one `ray start --head` prints, port 6379 unless changed (8265 is "

@@ -249,6 +249,16 @@ def auto_address() -> str:
     return get_ray_address_from_environment("auto", None)
 
 
+def address_ray_dials(host: str) -> str:
+    """The host Ray connects to for a cluster address of `host`: Ray 2.60 turns a loopback host (localhost,
+    127.0.0.1, ::1) into this machine's own address before it connects (`canonicalize_bootstrap_address` ->
+    `resolve_ip_for_localhost`), any other host is kept. So a Ray instance bound to 127.0.0.1 (a search's own local
+    instance) cannot be joined by address: Ray retried the machine's address for minutes (a walkthrough)."""
+    from ray._private.services import resolve_ip_for_localhost
+
+    return resolve_ip_for_localhost(host)
+
+
 def default_temp_dir() -> str:
     """Where Ray puts its session folders unless told otherwise."""
     from ray._common.utils import get_default_ray_temp_dir

@@ -409,6 +409,57 @@ def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch, tmp_path):
         preflight.check_address(None, timeout_s=2.0)
 
 
+def test_a_ray_instance_bound_to_loopback_only_is_refused_in_seconds(monkeypatch, tmp_path):
+    """Ray joins 127.0.0.1:PORT by the machine's own address: an instance that listens on 127.0.0.1 only (another
+    search's local instance, found by `auto`) made a search hang for minutes where nothing answers (a walkthrough).
+    Here a server on 127.0.0.1 only that answers an HTTP/2 preface with a SETTINGS frame, as gRPC (a Ray head's
+    GCS) does; what Ray dials is pinned in test_ray_internals.py."""
+    import threading
+
+    from hsc_search.ray_internals import address_ray_dials
+
+    own = address_ray_dials("127.0.0.1")
+    if own == "127.0.0.1":
+        pytest.skip("Ray joins 127.0.0.1 as such on this machine (no other address): nothing to refuse")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            with conn:
+                conn.recv(64)
+                conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # an empty SETTINGS frame
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(PreflightError) as e:
+            preflight.check_address(f"127.0.0.1:{port}", timeout_s=2.0)
+        assert str(e.value).startswith(f"--address 127.0.0.1:{port}: the Ray instance at 127.0.0.1:{port} listens on "
+                                       f"127.0.0.1 only (a search's own local instance, or a head started with "
+                                       f"--node-ip-address 127.0.0.1), and Ray joins a head on this machine by the "
+                                       f"machine's address, {own}:{port}, where nothing answers (Connection refused)"), \
+            str(e.value)  # fmt: skip
+        assert str(e.value).endswith("or give --address local to search on a local Ray instance")
+        # found by `auto` (the address file of a `ray start`, or the one instance running here): named as found
+        monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+        (tmp_path / "ray").mkdir()
+        (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}\n")
+        with pytest.raises(PreflightError, match=f"^--address auto \\(Ray found 127.0.0.1:{port} on this machine: .*"
+                           f"\\): the Ray instance at 127.0.0.1:{port} listens on 127.0.0.1 only"):  # fmt: skip
+            preflight.check_address("auto", timeout_s=2.0)
+        assert time.monotonic() - t0 < 10.0
+    finally:
+        server.close()
+
+
 def test_an_address_where_something_else_answers_is_not_taken_for_a_ray_head(monkeypatch):
     """A web server (e.g. Ray's dashboard at 8265, given by mistake): Ray would retry it for minutes (a search
     hung there); the pre-flight says what answers in seconds. A real head passes (tests/test_cluster.py)."""

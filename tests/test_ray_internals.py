@@ -74,6 +74,20 @@ def test_tuner_parts_are_the_objects_it_was_built_with(tmp_path):
     assert callback in callbacks and got_searcher is searcher and got_scheduler is scheduler
 
 
+def test_ray_joins_a_loopback_address_by_the_machines_own():
+    """What the pre-flight relies on (`address_ray_dials`): Ray connects to 127.0.0.1 / localhost by this machine's
+    address, any other host as given, so an instance bound to 127.0.0.1 is probed where Ray will dial it."""
+    import ray.util
+    from ray._private.services import canonicalize_bootstrap_address
+
+    from hsc_search.ray_internals import address_ray_dials
+
+    assert address_ray_dials("10.1.2.3") == "10.1.2.3"
+    own = address_ray_dials("127.0.0.1")
+    assert own == address_ray_dials("localhost") == ray.util.get_node_ip_address()
+    assert canonicalize_bootstrap_address("127.0.0.1:6379") == f"{own}:6379"
+
+
 def test_the_loopback_flag_and_temp_dir_exist():
     module, name = ri.loopback_cluster_flag()
     assert isinstance(getattr(module, name), bool)

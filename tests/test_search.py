@@ -289,6 +289,10 @@ def test_a_database_password_stays_out_of_the_parent_run(tmp_path):
                                mode="max", max_epochs=2, trials=[], best=None, milestones=[], space={},
                                best_history={}, best_spectrum={}), source=settings.tracking_uri)  # fmt: skip
     assert "s3cret" not in page and "postgresql://ana:***@127.0.0.1:5432/mlflow" in page
+    from hsc_search.cli import _ui_hint  # the printed `mlflow ui` command: none either (a walkthrough found it)
+
+    hint = _ui_hint(settings.tracking_uri, "1")
+    assert "s3cret" not in hint and " ui --backend-store-uri postgresql://ana@127.0.0.1:5432/mlflow\n" in hint, hint
 
 
 def test_the_parent_run_records_the_set_values_trained_and_a_search_config_that_runs_again(tmp_path, monkeypatch):
