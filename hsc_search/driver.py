@@ -861,7 +861,9 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
                 client = opening.result()
                 interrupts.check()
                 experiment_id = _experiment_id(client, settings.experiment, settings.metric, settings.mode,
-                                               settings.tracking_uri)  # fmt: skip
+                                               settings.tracking_uri, notes=said)  # fmt: skip
+                if said and said[-1].startswith(NEW_EXPERIMENT_NOTE):
+                    echo(said[-1])
                 parent_id = _start_parent(client, experiment_id, settings, space, plan, headline, said)
             except Exception as e:
                 if not _store_failure(e):
@@ -1615,11 +1617,17 @@ def _end_parent(client, parent_id: str, e: BaseException) -> None:
         pass
 
 
-def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str | None = None) -> str:
+NEW_EXPERIMENT_NOTE = "note: experiment"
+
+
+def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str | None = None,
+                   notes: list[str] | None = None) -> str:  # fmt: skip
     """The experiment's id (created if new), tagged so that MLflow's UI shows it as model training. An experiment
     whose artifacts an MLflow server serves (`mlflow-artifacts:`) cannot take this search's artifacts through a
     database URI: refused before anything is written (it was a 200-line traceback after Ray had started, and a
-    FAILED parent run in the team's store; a walkthrough)."""
+    FAILED parent run in the team's store; a walkthrough). A new experiment whose name is near one the store has
+    (a typo: `--experiment hsc-serach` made a new experiment on the team's server without a word, a walkthrough)
+    adds a `note:` to `notes`."""
     exp = client.get_experiment_by_name(name)
     if exp is not None and exp.lifecycle_stage == "deleted":  # MLflow refused its runs: "must be in the 'active'
         raise preflight.PreflightError(  # state", after Ray had started (the review)
@@ -1634,6 +1642,14 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
     if exp is not None:
         tag_experiment(client, exp.experiment_id, metric, mode)
         return exp.experiment_id
+    if notes is not None:
+        import difflib
+
+        names = [e.name for e in client.search_experiments(max_results=1000)]
+        near = difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+        if near:
+            notes.append(f"{NEW_EXPERIMENT_NOTE} '{name}' is new in this store, beside '{near[0]}' (a typo? "
+                         "export-best, report and the MLflow UI find this search under the name given)")  # fmt: skip
     try:
         return client.create_experiment(name, tags=experiment_tags(metric, mode))
     except Exception:  # another search on the same server created it in the meantime (RESOURCE_ALREADY_EXISTS)

@@ -990,6 +990,16 @@ def test_an_experiment_whose_artifacts_a_server_serves_is_refused_through_a_data
     assert client.search_runs([served]) == []
     assert _experiment_id(client, "team", "val/map_avg", "max", "http://127.0.0.1:5000") == served  # its server's
     assert _experiment_id(client, "own", "val/map_avg", "max", uri) != served  # a new one: local artifacts
+    # a new experiment whose name is near one the store has: a note (a typo made a new experiment without a word)
+    notes: list[str] = []
+    _experiment_id(client, "ablations", "val/map_avg", "max", uri, notes=notes)
+    assert notes == [], notes  # nothing near: none
+    client.create_experiment("hsc-search")
+    _experiment_id(client, "hsc-saerch", "val/map_avg", "max", uri, notes=notes)
+    assert notes == ["note: experiment 'hsc-saerch' is new in this store, beside 'hsc-search' (a typo? export-best, "
+                     "report and the MLflow UI find this search under the name given)"], notes
+    _experiment_id(client, "hsc-saerch", "val/map_avg", "max", uri, notes=notes)  # not new now: nothing more said
+    assert len(notes) == 1
 
 
 def test_a_store_a_failed_start_created_is_removed_and_one_with_runs_is_kept(tmp_path):
