@@ -272,7 +272,11 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
 
     uri = default_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
-        check_server(uri, timeout_s)
+        try:
+            check_server(uri, timeout_s)
+        except StoreError as e:  # what to do, as `run` says it (it named no flag here; a walkthrough)
+            given = "--tracking-uri" if tracking_uri else "$MLFLOW_TRACKING_URI"
+            raise StoreError(f"{e}; start it (hsc-search team-server or mlflow server), or fix {given}") from None
         return
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     if scheme in DB_SCHEMES:  # MLflow retries one that does not answer for minutes

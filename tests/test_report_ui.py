@@ -201,7 +201,9 @@ def test_report_bad_input_is_one_line_and_exit_2(served, tmp_path):
         (("--tracking-uri", server.url, "--run-id", "0" * 32), "no such run at"),
         (("--tracking-uri", server.url, "--experiment", "empty"), "has no search"),
         (("--tracking-uri", server.url, "--experiment", "nope"), "'nope' not found"),
-        (("--tracking-uri", "http://127.0.0.1:9"), "cannot reach the MLflow tracking server"),
+        (("--tracking-uri", "http://127.0.0.1:9"), "cannot reach the MLflow tracking server at http://127.0.0.1:9 "
+         "within 10 s ([Errno 111] Connection refused); start it (hsc-search team-server or mlflow server), or fix "
+         "--tracking-uri"),
         ((), "no MLflow database"),
     ]
     for args, needle in cases:
