@@ -13,16 +13,25 @@ from typing import Any, Sequence
 
 def given_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> set[str]:
     """The `dest` of every option the command line gave (`--trials 8`, `--trials=8`, an abbreviation argparse
-    accepts such as `--tri 8`)."""
+    accepts such as `--tri 8`: a unique prefix of one option; an option typed in full is that option, not also a
+    longer one it begins, `--epochs` beside `--epochs-short`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    typed = {a.split("=", 1)[0] for a in argv if a.startswith("-") and a != "-"}
+    typed = {a.split("=", 1)[0] for a in argv if a.startswith("--") and len(a) > 2}
+    options = {opt: action.dest for action in parser._actions  # argparse's options (stable since Python 3.2)
+               for opt in action.option_strings if opt.startswith("--")}  # fmt: skip
     out = set()
-    for action in parser._actions:  # argparse's list of the parser's options (stable since Python 3.2)
-        for opt in action.option_strings:
-            if opt in typed or (opt.startswith("--") and any(len(t) > 2 and t.startswith("--") and opt.startswith(t)
-                                                             for t in typed)):  # fmt: skip
-                out.add(action.dest)
+    for t in typed:
+        if t in options:
+            out.add(options[t])
+            continue
+        begun = [opt for opt in options if opt.startswith(t)]
+        if len(begun) == 1:  # argparse takes a unique prefix only
+            out.add(options[begun[0]])
     return out
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def quick_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] | None = None,
@@ -30,11 +39,13 @@ def quick_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace, ar
     """Sets each of `values` (dest -> --quick's value) on `args` unless the command line gave that option; says
     on stderr which given flags --quick left as they are, and returns their dests."""
     given = given_options(parser, argv)
+    flags = {action.dest: next((o for o in action.option_strings if o.startswith("--")), action.dest)
+             for action in parser._actions}  # fmt: skip
     kept = [dest for dest in values if dest in given]
     for dest, value in values.items():
         if dest not in given:
             setattr(args, dest, value)
     if kept:
-        print("quick run: " + ", ".join(f"--{d.replace('_', '-')} {getattr(args, d)}" for d in kept)
-              + " as given (--quick's own values for the rest)", file=sys.stderr)  # fmt: skip
+        said = [flags[d] if getattr(args, d) is True else f"{flags[d]} {_shown(getattr(args, d))}" for d in kept]
+        print(f"quick run: {', '.join(said)} as given (--quick's own values for the rest)", file=sys.stderr)
     return kept

@@ -100,15 +100,19 @@ def _home(path: Optional[Path]) -> Optional[Path]:
 def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str]) -> str:
     from .runs import resolved_tracking_uri, ui_url, without_password
 
-    if tracking_uri and tracking_uri.startswith(("http://", "https://")):
-        return f"open {ui_url(tracking_uri, experiment_id) if experiment_id else tracking_uri} (through your SSH " \
-               "tunnel on a cluster)"
+    resolved = resolved_tracking_uri(tracking_uri)  # $MLFLOW_TRACKING_URI too (an http one got `mlflow ui` of it)
+    if resolved.startswith(("http://", "https://")):
+        shown = without_password(resolved, "")  # (the console is read by others)
+        return f"open {ui_url(shown, experiment_id) if experiment_id else shown} (through your SSH tunnel on a cluster)"
     # absolute: it works pasted in any folder; no password (the console is read by others, and a command line by
     # `ps`: libpq reads it from ~/.pgpass or PGPASSWORD, as every command we print; a walkthrough found it here)
-    uri = shlex.quote(without_password(resolved_tracking_uri(tracking_uri), ""))
+    bare = without_password(resolved, "")
+    note = ("\n             (its password left out: the database's client reads it, e.g. from ~/.pgpass or "
+            "PGPASSWORD for PostgreSQL)" if bare != resolved else "")  # fmt: skip
     page = ui_url("http://127.0.0.1:5000", experiment_id) if experiment_id else "http://127.0.0.1:5000"
     # MLflow's own command: its usage telemetry off, as for every process hsc-search starts (README)
-    return f"MLFLOW_DISABLE_TELEMETRY=true {_exe('mlflow')} ui --backend-store-uri {uri}\n             then open {page}"
+    return (f"MLFLOW_DISABLE_TELEMETRY=true {_exe('mlflow')} ui --backend-store-uri {shlex.quote(bare)}\n"
+            f"             then open {page}{note}")
 
 
 def _experiment_of(tracking_uri: Optional[str], run_id: str) -> Optional[str]:

@@ -860,10 +860,11 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
             try:
                 client = opening.result()
                 interrupts.check()
+                n_said = len(said)
                 experiment_id = _experiment_id(client, settings.experiment, settings.metric, settings.mode,
                                                settings.tracking_uri, notes=said)  # fmt: skip
-                if said and said[-1].startswith(NEW_EXPERIMENT_NOTE):
-                    echo(said[-1])
+                for line in said[n_said:]:
+                    echo(line)
                 parent_id = _start_parent(client, experiment_id, settings, space, plan, headline, said)
             except Exception as e:
                 if not _store_failure(e):
@@ -1617,7 +1618,24 @@ def _end_parent(client, parent_id: str, e: BaseException) -> None:
         pass
 
 
-NEW_EXPERIMENT_NOTE = "note: experiment"
+def near_typo(a: str, b: str) -> bool:
+    """Whether name `a` reads as a typo of `b`: the same but for case, one letter added, dropped or changed, or two
+    neighbours swapped; names that differ only in digits (runs numbered or dated) are not."""
+    import re
+
+    x, y = a.lower(), b.lower()
+    if a == b or re.sub(r"\d", "", x) == re.sub(r"\d", "", y):
+        return a != b and x == y
+    if x == y:
+        return True
+    if abs(len(x) - len(y)) > 1:
+        return False
+    if len(x) == len(y):
+        diff = [i for i in range(len(x)) if x[i] != y[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and x[diff[0]] == y[diff[1]]
+                                  and x[diff[1]] == y[diff[0]])  # fmt: skip
+    short, long = (x, y) if len(x) < len(y) else (y, x)
+    return any(long[:i] + long[i + 1:] == short for i in range(len(long)))
 
 
 def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str | None = None,
@@ -1643,13 +1661,20 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
         tag_experiment(client, exp.experiment_id, metric, mode)
         return exp.experiment_id
     if notes is not None:
-        import difflib
-
-        names = [e.name for e in client.search_experiments(max_results=1000)]
-        near = difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+        try:  # a hint only: a store that will not list its experiments is not a failed start (the review)
+            names, token = [], None
+            for _ in range(20):  # a team server's experiments, 1,000 a page (the first page alone missed older ones)
+                page = client.search_experiments(max_results=1000, page_token=token)
+                names += [e.name for e in page]
+                token = getattr(page, "token", None)
+                if not token:
+                    break
+            near = next((n for n in names if near_typo(name, n)), None)
+        except Exception:  # noqa: BLE001
+            near = None
         if near:
-            notes.append(f"{NEW_EXPERIMENT_NOTE} '{name}' is new in this store, beside '{near[0]}' (a typo? "
-                         "export-best, report and the MLflow UI find this search under the name given)")  # fmt: skip
+            notes.append(f"note: experiment '{name}' is new in this store, beside '{near}' (a typo? export-best, "
+                         "report and the MLflow UI find this search under the name given)")  # fmt: skip
     try:
         return client.create_experiment(name, tags=experiment_tags(metric, mode))
     except Exception:  # another search on the same server created it in the meantime (RESOURCE_ALREADY_EXISTS)
@@ -1765,7 +1790,10 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrup
         client.log_figure(parent_id, importance_figure(computed["importances"], computed["importance_title"]),
                           "plots/param_importance.png")  # fmt: skip
     if best is not None:
-        _note_result(client, parent_id, settings, best, best_path, interrupted)
+        try:  # the Description is a convenience: a store that refuses it does not fail a finished search (the review)
+            _note_result(client, parent_id, settings, best, best_path, interrupted)
+        except Exception as e:  # noqa: BLE001
+            echo(f"warning: the search run's Description was not updated with its result ({http_failure(e)})")
     for e in errors:
         echo(f"warning: {e}")
     return SearchOutcome(exp_dir, parent_id, rows, best, best_path, interrupted, errors, report)
@@ -1787,8 +1815,10 @@ def _note_result(client, parent_id: str, settings: SearchSettings, best: TrialRo
                                                                                                       best.outcome)
     lines = [f"best trial{' so far' if interrupted else ''}: {best.name} ({outcome}, {plural(best.epochs, 'epoch')}), "
              f"{settings.metric} {best.score:.4f}"]  # fmt: skip
-    if best_path is not None:
-        lines.append(f"retrain: `{retrain_command(best_path, settings.data)}`")
+    if best_path is not None:  # the paths are this machine's (import-runs copies the Description to a team's server)
+        import socket
+
+        lines.append(f"retrain (on {socket.gethostname()}): `{retrain_command(best_path, settings.data)}`")
     result = RESULT_MARK + "\n\n".join(lines)
     client.set_tag(parent_id, "mlflow.note.content", note[:max(0, 4900 - len(result))] + result)  # (MLflow 2: 5000)
 

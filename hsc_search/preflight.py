@@ -382,11 +382,11 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
         # walkthrough: `auto` found another search's local instance, bound to 127.0.0.1, and hung there)
         not_ray = grpc_problem(given, int(port), timeout_s) if plain else None
         if not_ray is None:
-            raise PreflightError(f"{flag} {address}: the Ray instance at {host}:{port} listens on {given} only (a "
-                                 f"search's own local instance, or a head started with --node-ip-address {given}), "
-                                 f"and Ray joins a head on this machine by the machine's address, {dial}:{port}, "
-                                 f"where nothing answers ({why}); start the cluster's head with `ray start --head`, "
-                                 f"or {local}")  # fmt: skip
+            what = "the Ray instance" if plain else "what answers"  # (with TLS on, gRPC is not asked)
+            raise PreflightError(f"{flag} {address}: {what} at {host}:{port} listens on {given} only (as a search's "
+                                 "own local instance does), and Ray joins a head on this machine by the machine's "
+                                 f"address, {dial}:{port}, where nothing answers ({why}); start the cluster's head "
+                                 f"with `ray start --head`, or {local}")  # fmt: skip
         why, dial = None, given  # not Ray at all: said as such below
     if why is not None:
         raise PreflightError(f"{flag} {address}: no Ray head answers at {host}:{port} ({why}); start one with "

@@ -296,7 +296,7 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
     `effective.*` values left aside) and whose tag `hsc.outcome` the outcome. `with_fixed`: also the space's
     fixed values, from the parent's `search_space.yaml` (one download; a warm start compares them)."""
     uri = default_tracking_uri(tracking_uri)
-    _check_store(uri)
+    _check_store(tracking_uri)  # as given: its message names --tracking-uri or $MLFLOW_TRACKING_URI
     try:
         from .runs import StoreError, client_for, latest_search, search_of
 

@@ -515,15 +515,18 @@ def importance_basis(rec: SearchRecord, study) -> tuple[Any, str, str]:
         return study, plural(len(study.trials), "trial"), "the scored trials"
     full = _quiet_study(rec, {"completed"})
     n_full = len(full.trials) if full is not None else 0
+    asha = _asha(rec)
+    others = (f"{plural(early, 'trial')} {'stopped early or not ended' if asha else 'not ended'} "
+              f"{'is' if early == 1 else 'are'}")  # (a FIFO search stops none: its others were cut off or still run)
     if n_full >= IMPORTANCE_FROM:
         return (full, f"{n_full} completed trials",
-                f"the {plural(n_full, 'trial')} that trained all their epochs (as Optuna ranks a pruned search: "
-                f"the {early} stopped early or not ended are left out, their scores being of fewer epochs; the "
-                "survivors are the better trials, so this tells what matters among good configurations)")  # fmt: skip
+                f"the {plural(n_full, 'trial')} that trained all their epochs (the {others} left out, their scores "
+                "being of fewer epochs" + ("; as Optuna ranks a pruned search: the survivors are the better trials, "
+                                           "so this tells what matters among good configurations)" if asha else ")"))
     return (study, f"{plural(len(study.trials), 'trial')}, {early} not completed",
             f"every scored trial, each at its best epoch: only {n_full} trained all their epochs (too few to rank "
-            f"alone), and the scores of the {early} stopped early or not ended are of fewer epochs, so this ranks "
-            "partly what helps in the first epochs")  # fmt: skip
+            f"alone), and the scores of the {others.rsplit(' ', 1)[0]} are of fewer epochs, so this ranks partly what "
+            "helps in the first epochs")  # fmt: skip
 
 
 def importance_figure(rec: SearchRecord, importances: dict[str, float], method: str, which: str,

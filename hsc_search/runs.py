@@ -275,6 +275,8 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
         try:
             check_server(uri, timeout_s)
         except StoreError as e:  # what to do, as `run` says it (it named no flag here; a walkthrough)
+            if not str(e).startswith("cannot reach"):  # it answers: what it answered says what is wrong
+                raise
             given = "--tracking-uri" if tracking_uri else "$MLFLOW_TRACKING_URI"
             raise StoreError(f"{e}; start it (hsc-search team-server or mlflow server), or fix {given}") from None
         return

@@ -35,6 +35,14 @@ def test_given_flags_win_over_quick_and_are_said(capsys):
         else:
             assert "--trials" not in err, (argv, err)
     assert given_options(p, ["--quick", "8"]) == {"quick"}  # a value is not an option
+    # an option typed in full is that one, not also a longer one it begins (the review); an ambiguous prefix none
+    p.add_argument("--epochs", type=int, default=12)
+    assert given_options(p, ["--quick", "--epochs", "3"]) == {"quick", "epochs"}
+    assert given_options(p, ["--epochs-s=2"]) == {"epochs_short"} and given_options(p, ["--ep", "2"]) == set()
+    args = p.parse_args(["--quick", "--keep-ray", "--epochs", "3"])
+    quick_defaults(p, args, ["--quick", "--keep-ray", "--epochs", "3"], epochs=1, epochs_short=1, keep_ray=True)
+    assert (args.epochs, args.epochs_short) == (3, 1)
+    assert capsys.readouterr().err == "quick run: --epochs 3, --keep-ray as given (--quick's own values for the rest)\n"
 
 
 def test_a_benchmark_takes_a_flag_given_with_quick(tmp_path):

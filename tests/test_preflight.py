@@ -352,6 +352,18 @@ def test_a_database_uri_is_tried_before_ray_starts_and_its_password_never_shown(
     assert not (tmp_path / "runs").exists()
 
 
+def _no_other_ray_found(monkeypatch) -> None:
+    """Ray's `auto` takes the one Ray instance its process scan finds running on this machine over the address
+    file a test writes: another job's Ray running beside the suite made the `auto` cases fail (the review)."""
+    import ray._private.services as services
+
+    def none_running() -> list:
+        return []
+
+    none_running.cache_clear = lambda: None  # as the cached function Ray's is
+    monkeypatch.setattr(services, "find_gcs_addresses", none_running)
+
+
 def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch, tmp_path):
     """Ray retries an absent head for minutes (a search hung there); the pre-flight names it in seconds."""
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -381,6 +393,7 @@ def test_a_ray_address_must_have_ray_s_form_and_answer(monkeypatch, tmp_path):
     # Ray retried it for minutes, deaf to Ctrl-C; a walkthrough)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    _no_other_ray_found(monkeypatch)
     (tmp_path / "ray").mkdir()
     with socket.socket() as s:  # bound and not listening: refused, and no other process can take the port meanwhile
         s.bind(("127.0.0.1", 0))  # (a closed port was taken by a Ray another job started, once: a flaky failure)
@@ -443,13 +456,13 @@ def test_a_ray_instance_bound_to_loopback_only_is_refused_in_seconds(monkeypatch
         with pytest.raises(PreflightError) as e:
             preflight.check_address(f"127.0.0.1:{port}", timeout_s=2.0)
         assert str(e.value).startswith(f"--address 127.0.0.1:{port}: the Ray instance at 127.0.0.1:{port} listens on "
-                                       f"127.0.0.1 only (a search's own local instance, or a head started with "
-                                       f"--node-ip-address 127.0.0.1), and Ray joins a head on this machine by the "
-                                       f"machine's address, {own}:{port}, where nothing answers (Connection refused)"), \
-            str(e.value)  # fmt: skip
+                                       f"127.0.0.1 only (as a search's own local instance does), and Ray joins a head "
+                                       f"on this machine by the machine's address, {own}:{port}, where nothing answers "
+                                       f"(Connection refused)"), str(e.value)  # fmt: skip
         assert str(e.value).endswith("or give --address local to search on a local Ray instance")
         # found by `auto` (the address file of a `ray start`, or the one instance running here): named as found
         monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+        _no_other_ray_found(monkeypatch)
         (tmp_path / "ray").mkdir()
         (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}\n")
         with pytest.raises(PreflightError, match=f"^--address auto \\(Ray found 127.0.0.1:{port} on this machine: .*"

@@ -89,16 +89,20 @@ def test_search_writes_and_logs_its_report(served):
     best_line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("best trial: "))
     retrain = next(ln for ln in proc.stdout.splitlines() if ln.startswith("retrain: ")).split(None, 1)[1]
     name, score = re.match(r"best trial: (\S+) \(.*\) score ([0-9.]+)", best_line).groups()
-    assert result.startswith(f"best trial: {name} (") and f"), val/map_avg {score}\n\nretrain: `{retrain}`" in result, \
-        (result, best_line)
+    import socket
+
+    assert result.startswith(f"best trial: {name} (") and result.endswith(
+        f"), val/map_avg {score}\n\nretrain (on {socket.gethostname()}): `{retrain}`"), (result, best_line)
     assert json.loads(parent.data.tags.get("hsc.notes", "[]")) == said  # no tag when it said none ("[]" in the UI)
     assert all(f'<p class="note">at the start: {html_escape(ln.removeprefix("note: "))}</p>' in html for ln in said)
     # parameter importances are computed once, by the report: its chart and the parent run's picture
     # over the trials that trained all their epochs, as Optuna ranks a pruned search, when 3 or more did (every
     # scored trial mixed ASHA's 1-epoch scores with 12-epoch ones without a word; a walkthrough)
-    full = sum(t.data.tags.get("hsc.outcome") == "completed" for t in trials)
-    which = (f"{TRIALS} trials" if full == TRIALS else f"{full} completed trials" if full >= 3 else
-             f"{TRIALS} trials, {TRIALS - full} not completed")  # fmt: skip
+    outcomes = [t.data.tags.get("hsc.outcome") for t in trials]
+    full, early = outcomes.count("completed"), sum(o not in ("completed", "failed") for o in outcomes)
+    scored = full + early
+    which = (f"{scored} trials" if not early else f"{full} completed trials" if full >= 3 else
+             f"{scored} trials, {early} not completed")  # fmt: skip
     assert f"parameter importance for val/map_avg (fANOVA, {which})" in html.replace("\\u002f", "/"), which
     assert "plots/param_importance.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     # the UI's experiment kind and primary metric
@@ -544,8 +548,9 @@ def test_importances_rank_the_trials_that_trained_all_their_epochs_when_enough_d
     rec.trials[2].row.outcome = "failed"
     study, which, basis = report.importance_basis(rec, report.optuna_study(rec))
     assert names(study) == sorted(t.row.name for t in rec.trials[3:]) and which == "3 completed trials", which
-    assert basis.startswith("the 3 trials that trained all their epochs (as Optuna ranks a pruned search: the 2 "
-                            "stopped early or not ended are left out"), basis
+    assert basis == ("the 3 trials that trained all their epochs (the 2 trials stopped early or not ended are left "
+                     "out, their scores being of fewer epochs; as Optuna ranks a pruned search: the survivors are the "
+                     "better trials, so this tells what matters among good configurations)"), basis
     page = report.render(rec)
     assert "parameter importance for val/map_avg (fANOVA, 3 completed trials)" in page.replace("\\u002f", "/")
     assert html_escape(basis) in page
@@ -553,6 +558,16 @@ def test_importances_rank_the_trials_that_trained_all_their_epochs_when_enough_d
     study, which, basis = report.importance_basis(rec, report.optuna_study(rec))
     assert len(study.trials) == 5 and which == "5 trials, 3 not completed", which
     assert basis.startswith("every scored trial, each at its best epoch: only 2 trained all their epochs"), basis
+    assert "the scores of the 3 trials stopped early or not ended are of fewer epochs" in basis, basis
+    # FIFO stops no trial: its others were cut off or still run, and nothing of pruning is said (the review)
+    rec.settings = {"scheduler": "fifo"}
+    rec.trials[3].row.outcome = "completed"
+    rec.trials[0].row.outcome = rec.trials[1].row.outcome = "unfinished"
+    study, which, basis = report.importance_basis(rec, report.optuna_study(rec))
+    assert which == "3 completed trials" and basis == ("the 3 trials that trained all their epochs (the 2 trials "
+                                                       "not ended are left out, their scores being of fewer epochs)")
+    rec.trials[1].row.outcome = "completed"
+    assert "(the 1 trial not ended is left out," in report.importance_basis(rec, report.optuna_study(rec))[2]
 
 
 def test_what_the_report_left_unsaid_or_unreadable_is_said_and_readable():

@@ -293,6 +293,20 @@ def test_a_database_password_stays_out_of_the_parent_run(tmp_path):
 
     hint = _ui_hint(settings.tracking_uri, "1")
     assert "s3cret" not in hint and " ui --backend-store-uri postgresql://ana@127.0.0.1:5432/mlflow\n" in hint, hint
+    assert hint.endswith("(its password left out: the database's client reads it, e.g. from ~/.pgpass or PGPASSWORD "
+                         "for PostgreSQL)"), hint
+    # a server: the page to open, without a password; from $MLFLOW_TRACKING_URI too (it printed `mlflow ui` of the
+    # server's URL, which fails: the review)
+    hint = _ui_hint("https://ana:s3cret@mlflow.team.org", "1")
+    assert hint.startswith("open https://ana@mlflow.team.org/#/experiments/1") and "s3cret" not in hint, hint
+    import os
+
+    os.environ["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:5999"
+    try:
+        assert _ui_hint(None, "2").startswith("open http://127.0.0.1:5999/#/experiments/2?"), _ui_hint(None, "2")
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    assert "(its password left out" not in _ui_hint(f"sqlite:///{tmp_path}/m.db", "1")
 
 
 def test_the_parent_run_records_the_set_values_trained_and_a_search_config_that_runs_again(tmp_path, monkeypatch):
@@ -1000,6 +1014,23 @@ def test_an_experiment_whose_artifacts_a_server_serves_is_refused_through_a_data
                      "report and the MLflow UI find this search under the name given)"], notes
     _experiment_id(client, "hsc-saerch", "val/map_avg", "max", uri, notes=notes)  # not new now: nothing more said
     assert len(notes) == 1
+    for other in ("ave-2026-12-04", "ave-lr-sweep"):
+        client.create_experiment(other)
+    notes.clear()  # runs numbered or dated, another sweep: not typos (the review: every dated search was told so)
+    for name in ("ave-2026-12-05", "ave-wd-sweep", "hsc-search-2"):
+        _experiment_id(client, name, "val/map_avg", "max", uri, notes=notes)
+    assert notes == [], notes
+
+
+def test_a_typo_of_a_name_is_one_letter_or_a_swap_or_case_away():
+    from hsc_search.driver import near_typo
+
+    for a, b in [("hsc-serach", "hsc-search"), ("hsc-searh", "hsc-search"), ("hsc-searchh", "hsc-search"),
+                 ("hsc-seerch", "hsc-search"), ("HSC-Search", "hsc-search")]:  # fmt: skip
+        assert near_typo(a, b) and near_typo(b, a), (a, b)
+    for a, b in [("ave-wd-sweep", "ave-lr-sweep"), ("run-2", "run-1"), ("ave-2026-12-05", "ave-2026-12-04"),
+                 ("hsc-search", "hsc-search"), ("abc", "xyz"), ("hsc-search-v2", "hsc-search")]:  # fmt: skip
+        assert not near_typo(a, b), (a, b)
 
 
 def test_a_store_a_failed_start_created_is_removed_and_one_with_runs_is_kept(tmp_path):
