@@ -30,8 +30,11 @@ def given_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None = 
     return out
 
 
-def _shown(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+def _shown(value: Any, action: argparse.Action) -> str:
+    """A value as the command line gives it: a list of several arguments (nargs) spaced, of one text with commas."""
+    if isinstance(value, (list, tuple)):
+        return (" " if action.nargs not in (None, "?") else ",").join(map(str, value))
+    return str(value)
 
 
 def quick_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] | None = None,
@@ -39,13 +42,14 @@ def quick_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace, ar
     """Sets each of `values` (dest -> --quick's value) on `args` unless the command line gave that option; says
     on stderr which given flags --quick left as they are, and returns their dests."""
     given = given_options(parser, argv)
-    flags = {action.dest: next((o for o in action.option_strings if o.startswith("--")), action.dest)
-             for action in parser._actions}  # fmt: skip
+    actions = {action.dest: action for action in parser._actions}
+    flags = {d: next((o for o in a.option_strings if o.startswith("--")), d) for d, a in actions.items()}
     kept = [dest for dest in values if dest in given]
     for dest, value in values.items():
         if dest not in given:
             setattr(args, dest, value)
     if kept:
-        said = [flags[d] if getattr(args, d) is True else f"{flags[d]} {_shown(getattr(args, d))}" for d in kept]
+        said = [flags[d] if getattr(args, d) is True else f"{flags[d]} {_shown(getattr(args, d), actions[d])}"
+                for d in kept]  # fmt: skip
         print(f"quick run: {', '.join(said)} as given (--quick's own values for the rest)", file=sys.stderr)
     return kept

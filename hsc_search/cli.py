@@ -106,12 +106,20 @@ def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str]) -> str:
         return f"open {ui_url(shown, experiment_id) if experiment_id else shown} (through your SSH tunnel on a cluster)"
     # absolute: it works pasted in any folder; no password (the console is read by others, and a command line by
     # `ps`: libpq reads it from ~/.pgpass or PGPASSWORD, as every command we print; a walkthrough found it here)
-    bare = without_password(resolved, "")
-    note = ("\n             (its password left out: the database's client reads it, e.g. from ~/.pgpass or "
-            "PGPASSWORD for PostgreSQL)" if bare != resolved else "")  # fmt: skip
+    bare, note = without_password(resolved, ""), ""
+    if bare != resolved:
+        import os
+
+        if not tracking_uri and os.environ.get("MLFLOW_TRACKING_URI"):  # the variable works there as it is
+            bare = "$MLFLOW_TRACKING_URI"
+        elif bare.startswith("postgresql"):
+            note = "\n             (its password left out: libpq reads it from ~/.pgpass or PGPASSWORD)"
+        else:  # MySQL's and SQL Server's drivers read no password file (the second review)
+            note = "\n             (its password left out: put it back into the URI to run this)"
     page = ui_url("http://127.0.0.1:5000", experiment_id) if experiment_id else "http://127.0.0.1:5000"
     # MLflow's own command: its usage telemetry off, as for every process hsc-search starts (README)
-    return (f"MLFLOW_DISABLE_TELEMETRY=true {_exe('mlflow')} ui --backend-store-uri {shlex.quote(bare)}\n"
+    shown = '"$MLFLOW_TRACKING_URI"' if bare == "$MLFLOW_TRACKING_URI" else shlex.quote(bare)
+    return (f"MLFLOW_DISABLE_TELEMETRY=true {_exe('mlflow')} ui --backend-store-uri {shown}\n"
             f"             then open {page}{note}")
 
 

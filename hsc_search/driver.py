@@ -1623,11 +1623,19 @@ def near_typo(a: str, b: str) -> bool:
     neighbours swapped; names that differ only in digits (runs numbered or dated) are not."""
     import re
 
-    x, y = a.lower(), b.lower()
+    x, y = a.casefold(), b.casefold()
     if a == b or re.sub(r"\d", "", x) == re.sub(r"\d", "", y):
         return a != b and x == y
     if x == y:
         return True
+    if min(len(x), len(y)) < 5:  # `lr` and `l2`, `run-a` and `run-b`: names, not typos (the second review)
+        return False
+    px, py = re.split(r"[-_./ ]", x), re.split(r"[-_./ ]", y)
+    if len(px) == len(py):  # one short part changed (run-a / run-b, 2026-12-05 / 2026-12-05b): a series, not a typo
+        changed = [(p, q) for p, q in zip(px, py) if p != q]
+        if len(changed) == 1 and min(len(changed[0][0]), len(changed[0][1])) <= 2 or \
+                any(re.search(r"\d", p + q) for p, q in changed):  # fmt: skip
+            return False
     if abs(len(x) - len(y)) > 1:
         return False
     if len(x) == len(y):

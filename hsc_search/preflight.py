@@ -129,8 +129,9 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
         try:
             check_server(uri, timeout_s)
         except StoreError as e:
-            raise PreflightError(f"{name}: {e}; start it (hsc-search team-server or mlflow server), "
-                                 "fix the URI, or search with --no-mlflow") from None  # fmt: skip
+            start = "start it (hsc-search team-server or mlflow server), " if str(e).startswith("cannot reach") \
+                else ""  # (one that answers is not told to start; the second review)
+            raise PreflightError(f"{name}: {e}; {start}fix the URI, or search with --no-mlflow") from None
         return
     db = sqlite_path(uri)
     if db is not None:

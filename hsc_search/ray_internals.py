@@ -216,8 +216,9 @@ class AmbiguousAuto(LookupError):
 
 
 def auto_address() -> str:
-    """The cluster `address="auto"` connects to: RAY_ADDRESS, else the address file of the last `ray start` on this
-    machine (<temp dir>/ray/ray_current_cluster), else the one GCS process found running here (Ray's `ps` scan).
+    """The cluster `address="auto"` connects to: RAY_ADDRESS, else the one GCS process found running here (Ray's `ps`
+    scan; it wins over the address file), else the address file of the last `ray start` on this machine
+    (<temp dir>/ray/ray_current_cluster; with several running, that file decides).
     Raises ConnectionError when there is none. Ray's own lookup (ray._private.services), so that the pre-flight
     checks the cluster Ray would join (a stale address file, a killed head, made Ray retry for minutes, deaf to
     Ctrl-C), except where Ray picks at random: with no address file and several instances running here (another

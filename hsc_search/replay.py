@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .runs import (TAG_DATA_FINGERPRINT, TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, default_tracking_uri,
-                   epochs_of, split_params, trial_outcome, typed_column)
+                   epochs_of, split_params, trial_outcome, typed_column, without_password)
 from .storage import write_text
 
 DEFAULT_METRIC = "val/map_avg"
@@ -306,7 +306,7 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
                 exp = client.get_experiment_by_name(experiment)
                 if exp is None:
                     names = [e.name for e in client.search_experiments()]
-                    raise ReplayError(f"MLflow experiment '{experiment}' not found at {uri}; experiments: "
+                    raise ReplayError(f"MLflow experiment '{experiment}' not found at {without_password(uri)}; experiments: "
                                       f"{', '.join(names) or 'none'}")  # fmt: skip
                 pid = latest_search(client, exp.experiment_id, experiment)  # the latest search that has trials
             else:  # a trial's run id names its search (also for `run --warm-start`)

@@ -275,10 +275,10 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
         try:
             check_server(uri, timeout_s)
         except StoreError as e:  # what to do, as `run` says it (it named no flag here; a walkthrough)
-            if not str(e).startswith("cannot reach"):  # it answers: what it answered says what is wrong
-                raise
             given = "--tracking-uri" if tracking_uri else "$MLFLOW_TRACKING_URI"
-            raise StoreError(f"{e}; start it (hsc-search team-server or mlflow server), or fix {given}") from None
+            start = "start it (hsc-search team-server or mlflow server), or " if str(e).startswith("cannot reach") \
+                else ""  # (one that answers is not told to start; the second review)
+            raise StoreError(f"{e}; {start}fix {given}") from None
         return
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     if scheme in DB_SCHEMES:  # MLflow retries one that does not answer for minutes
@@ -330,13 +330,19 @@ def without_password(uri: str, shown_as: str = ":***") -> str:
     for a URI that is used again: libpq then reads the password from ~/.pgpass)."""
     from urllib.parse import urlsplit
 
+    import re
+
     try:
         parts = urlsplit(uri)
-        if parts.password is None:
-            return uri
-        return uri.replace(f":{parts.password}@", f"{shown_as}@", 1)
     except ValueError:
         return uri
+    if parts.query and re.search(r"(^|&)password=", parts.query):  # libpq's ?password=... (the second review)
+        query = "&".join(p if not p.startswith("password=") else f"password={shown_as.lstrip(':')}"
+                         for p in parts.query.split("&") if shown_as or not p.startswith("password="))  # fmt: skip
+        uri = uri.replace(f"?{parts.query}", f"?{query}" if query else "", 1)
+    if not parts.password:  # none, or an empty one (`ana:@host`: nothing to hide)
+        return uri
+    return uri.replace(f":{parts.password}@", f"{shown_as}@", 1)
 
 
 def served_artifacts_problem(location: str | None, tracking_uri: str | None, flag: str, what: str) -> "str | None":

@@ -43,6 +43,10 @@ def test_given_flags_win_over_quick_and_are_said(capsys):
     quick_defaults(p, args, ["--quick", "--keep-ray", "--epochs", "3"], epochs=1, epochs_short=1, keep_ray=True)
     assert (args.epochs, args.epochs_short) == (3, 1)
     assert capsys.readouterr().err == "quick run: --epochs 3, --keep-ray as given (--quick's own values for the rest)\n"
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])  # shown as typed: spaced, not with commas
+    args = p.parse_args(["--quick", "--seeds", "3", "4"])
+    quick_defaults(p, args, ["--quick", "--seeds", "3", "4"], seeds=[0])
+    assert args.seeds == [3, 4] and "quick run: --seeds 3 4 as given" in capsys.readouterr().err
 
 
 def test_a_benchmark_takes_a_flag_given_with_quick(tmp_path):

@@ -110,8 +110,22 @@ def test_a_server_that_is_not_mlflow_is_named(tmp_path):
             pass
 
     with _serving(NotMlflow) as port:
-        with pytest.raises(PreflightError, match="answered 404"):
-            preflight.check_tracking(f"http://127.0.0.1:{port}", timeout_s=2.0)
+        url = f"http://127.0.0.1:{port}"
+        with pytest.raises(PreflightError) as e:
+            preflight.check_tracking(url, timeout_s=2.0)
+        # what answers is not told to start (the second review): the URI is what to fix
+        assert str(e.value) == (f"--tracking-uri {url}: {url}/health answered 404 Not Found; expected an MLflow "
+                                "tracking server; fix the URI, or search with --no-mlflow"), str(e.value)
+        from hsc_search.runs import StoreError, check_store_to_read  # export-best, report, replay: which setting
+
+        with pytest.raises(StoreError) as e:
+            check_store_to_read(url, timeout_s=2.0)
+        assert str(e.value).endswith("expected an MLflow tracking server; fix --tracking-uri"), str(e.value)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_URI", url)
+            with pytest.raises(StoreError, match=r"answered 404 Not Found; expected an MLflow tracking server; fix "
+                                                 r"\$MLFLOW_TRACKING_URI$"):  # fmt: skip
+                check_store_to_read(None, timeout_s=2.0)
 
 
 def test_a_server_behind_basic_auth_is_reached_with_the_uris_user_and_password():

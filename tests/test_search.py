@@ -293,19 +293,21 @@ def test_a_database_password_stays_out_of_the_parent_run(tmp_path):
 
     hint = _ui_hint(settings.tracking_uri, "1")
     assert "s3cret" not in hint and " ui --backend-store-uri postgresql://ana@127.0.0.1:5432/mlflow\n" in hint, hint
-    assert hint.endswith("(its password left out: the database's client reads it, e.g. from ~/.pgpass or PGPASSWORD "
-                         "for PostgreSQL)"), hint
+    assert hint.endswith("(its password left out: libpq reads it from ~/.pgpass or PGPASSWORD)"), hint
+    hint = _ui_hint("mysql+pymysql://ana:s3cret@db/mlflow", "1")  # MySQL's driver reads no password file
+    assert "s3cret" not in hint and hint.endswith("(its password left out: put it back into the URI to run this)")
+    hint = _ui_hint("postgresql://ana@db/mlflow?password=s3cret&sslmode=require", "1")  # libpq's query form
+    assert "s3cret" not in hint and "postgresql://ana@db/mlflow?sslmode=require" in hint, hint
+    assert "(its password left out" not in _ui_hint("postgresql://ana:@db/mlflow", "1")  # an empty one: none
     # a server: the page to open, without a password; from $MLFLOW_TRACKING_URI too (it printed `mlflow ui` of the
     # server's URL, which fails: the review)
     hint = _ui_hint("https://ana:s3cret@mlflow.team.org", "1")
     assert hint.startswith("open https://ana@mlflow.team.org/#/experiments/1") and "s3cret" not in hint, hint
-    import os
-
-    os.environ["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:5999"
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
         assert _ui_hint(None, "2").startswith("open http://127.0.0.1:5999/#/experiments/2?"), _ui_hint(None, "2")
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
+        mp.setenv("MLFLOW_TRACKING_URI", "postgresql://ana:s3cret@db/mlflow")  # the variable, which holds it
+        assert ' ui --backend-store-uri "$MLFLOW_TRACKING_URI"\n' in _ui_hint(None, "2"), _ui_hint(None, "2")
     assert "(its password left out" not in _ui_hint(f"sqlite:///{tmp_path}/m.db", "1")
 
 
@@ -1022,6 +1024,45 @@ def test_an_experiment_whose_artifacts_a_server_serves_is_refused_through_a_data
     assert notes == [], notes
 
 
+def test_the_typo_note_reads_every_page_of_experiments_and_never_fails_a_start(tmp_path):
+    """The note looked at the newest 1,000 experiments only; a store that would not list them failed the start."""
+    from mlflow.store.entities.paged_list import PagedList
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.driver import _experiment_id
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    real = MlflowClient(tracking_uri=uri)
+    real.create_experiment("hsc-search")
+    for k in range(3):
+        real.create_experiment(f"other-{k}")
+
+    class OnePerPage:  # the real store, one experiment a page, the near name on the last
+        def __init__(self):
+            self.calls = 0
+
+        def search_experiments(self, max_results=None, page_token=None):
+            self.calls += 1
+            names = sorted((e for e in real.search_experiments()), key=lambda e: e.name != "hsc-search")[::-1]
+            i = int(page_token or 0)
+            return PagedList(names[i:i + 1], str(i + 1) if i + 1 < len(names) else None)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    paged, notes = OnePerPage(), []
+    _experiment_id(paged, "hsc-serach", "val/map_avg", "max", uri, notes=notes)
+    assert paged.calls >= 5 and len(notes) == 1 and "beside 'hsc-search'" in notes[0], (paged.calls, notes)
+
+    class Refuses(OnePerPage):
+        def search_experiments(self, max_results=None, page_token=None):
+            raise RuntimeError("PERMISSION_DENIED")
+
+    notes = []
+    assert _experiment_id(Refuses(), "hsc-saerch", "val/map_avg", "max", uri, notes=notes)  # made all the same
+    assert notes == [] and real.get_experiment_by_name("hsc-saerch") is not None
+
+
 def test_a_typo_of_a_name_is_one_letter_or_a_swap_or_case_away():
     from hsc_search.driver import near_typo
 
@@ -1029,7 +1070,9 @@ def test_a_typo_of_a_name_is_one_letter_or_a_swap_or_case_away():
                  ("hsc-seerch", "hsc-search"), ("HSC-Search", "hsc-search")]:  # fmt: skip
         assert near_typo(a, b) and near_typo(b, a), (a, b)
     for a, b in [("ave-wd-sweep", "ave-lr-sweep"), ("run-2", "run-1"), ("ave-2026-12-05", "ave-2026-12-04"),
-                 ("hsc-search", "hsc-search"), ("abc", "xyz"), ("hsc-search-v2", "hsc-search")]:  # fmt: skip
+                 ("hsc-search", "hsc-search"), ("abc", "xyz"), ("hsc-search-v2", "hsc-search"), ("run-a", "run-b"),
+                 ("ave-2026-12-05b", "ave-2026-12-05"), ("lr", "l2"), ("run-1a", "run-1"),
+                 ("hsc-search-a", "hsc-search-b")]:  # fmt: skip
         assert not near_typo(a, b), (a, b)
 
 
