@@ -555,7 +555,7 @@ def weights_figure(rec: SearchRecord):
     # one colour and one legend entry per loss in both panels (each series had its own colour: dcca blue on the
     # left, purple on the right; a walkthrough)
     losses = sorted({k.split("/", 1)[1] for k in rec.best_history if k.startswith(("weight/", "logvar/"))})
-    palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+    from plotly.colors import DEFAULT_PLOTLY_COLORS as palette  # plotly's own colour cycle, not a copy of it
     for col, prefix in ((1, "weight/"), (2, "logvar/"))[:len(titles)]:
         for key in sorted(k for k in rec.best_history if k.startswith(prefix)):
             pts, loss = rec.best_history[key], key.split("/", 1)[1]
