@@ -888,7 +888,7 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
         own = [Progress(settings.num_samples, settings.max_epochs, settings.metric, settings.mode, space.names())]
         if settings.mlflow:
             own.append(MlflowTracker(settings.tracking_uri, experiment_id, parent_id, settings.max_epochs,
-                                     space.names(), settings.metric, settings.mode, writer))  # fmt: skip
+                                     space.names(), settings.metric, settings.mode, writer, scheduler))  # fmt: skip
         if isinstance(scheduler, PersistentASHA):
             own.append(AshaStateCallback(scheduler))
         tuner = tune.Tuner(

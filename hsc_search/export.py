@@ -27,6 +27,7 @@ from .settings import SearchSettings, usual_mode
 from .runs import (
     CONFIG_ARTIFACT,
     TAG_ERROR,
+    TAG_STOPPED_BY,
     TAG_OUTCOME,
     TAG_TRIAL,
     TRIAL_SECONDS,
@@ -67,6 +68,7 @@ class TrialRow:
     final: dict[str, float] = field(default_factory=dict)  # last logged value of every metric
     start_time: int | None = None  # ms since the epoch; trials in this order are in the order they started
     error: str | None = None  # why a failed trial failed (its tag hsc.error)
+    stopped_by: str | None = None  # why ASHA stopped it (its tag hsc.stopped_by; searches since 2026-12-06)
 
 
 def find_experiment_id(client, experiment: str) -> str:
@@ -125,6 +127,7 @@ def trial_rows(client, experiment_id: str, parent_run_id: str, metric: str, mode
                 final=dict(run.data.metrics),
                 start_time=start,
                 error=run.data.tags.get(TAG_ERROR),
+                stopped_by=run.data.tags.get(TAG_STOPPED_BY),
             )
         )
     return rows

@@ -123,6 +123,11 @@ def asha_brackets(scheduler) -> list[list[tuple[float, dict]]]:
     return [bracket._rungs for bracket in scheduler._brackets]
 
 
+def asha_reduction_factor(scheduler) -> float:
+    """ASHA's reduction factor as its brackets use it (each bracket's cut-off quantile is 1 - 1/this)."""
+    return scheduler._reduction_factor
+
+
 def asha_num_stopped(scheduler) -> int:
     return scheduler._num_stopped
 

@@ -124,9 +124,12 @@ def curves_figure(rec: SearchRecord):
             hovertemplate=f"#{i} {html.escape(t.row.name)} ({_label(o)})<br>epoch %{{x}}: %{{y:.4f}}<extra></extra>",
         ))  # fmt: skip
         shown.add(o)
-        if o in ("stopped_early", "failed"):
+        if o in ("stopped_early", "failed"):  # the cross says why ASHA stopped the trial, where its run says it
+            why = t.row.stopped_by if o == "stopped_early" else None
             fig.add_trace(go.Scatter(x=[xs[-1]], y=[ys[-1]], mode="markers", showlegend=False, legendgroup=o,
-                                     marker=dict(symbol="x", size=9, color=_color(o)), hoverinfo="skip"))  # fmt: skip
+                                     marker=dict(symbol="x", size=9, color=_color(o)),
+                                     **(dict(hovertemplate=f"#{i} {html.escape(t.row.name)}<br>{html.escape(why).replace(' (', '<br>(', 1)}"
+                                                           "<extra></extra>") if why else dict(hoverinfo="skip"))))  # fmt: skip
     for k, m in enumerate(rec.milestones):  # each rung's epoch centred on its line, on a white ground, on two
         # heights; the x axis's title says what they are. Rungs 1, 2, 4 of a 40-epoch search printed over each
         # other ("ASHA rungASHA rung 4"; then, one label saying it, "ASHA r4ng 1" in MLflow's pane: walkthroughs)
@@ -608,14 +611,17 @@ def _table(rec: SearchRecord) -> str:
     names = {k for t in rec.trials for k in t.row.params}
     own, resolved = split_params(dict.fromkeys(names, ""))
     params = [*own, *(EFFECTIVE_PARAM + k for k in resolved)]  # the config's values, then what the data resolved
-    errors = any(t.row.error for t in rec.trials)  # a column only when a trial failed
-    # the reason beside the outcome, wide enough to read (at the far right it was squeezed to a narrow column)
-    why = ["why it failed"] if errors else []
+    # a column only when a trial failed or ASHA's run tag says why it stopped one: the reason beside the outcome,
+    # wide enough to read (at the far right it was squeezed to a narrow column)
+    errors, stops = any(t.row.error for t in rec.trials), any(t.row.stopped_by for t in rec.trials)
+    why = [{(True, False): "why it failed", (False, True): "why ASHA stopped it",
+            (True, True): "why it failed or was stopped"}[errors, stops]] if errors or stops else []  # fmt: skip
     head = ["#", "trial", "outcome", *why, "epochs", f"{rec.metric} (best)", "seconds", *params, "run id"]
     rows = []
     for i, t in enumerate(rec.trials, 1):
         r = t.row
-        cells = [str(i), r.name, _label(r.outcome), *([_reason(r.error)] if errors else []), str(r.epochs),
+        reason = _reason(r.error) if r.error else (r.stopped_by or "").removeprefix("stopped by ASHA ")
+        cells = [str(i), r.name, _label(r.outcome), *([reason] if why else []), str(r.epochs),
                  "" if r.score is None else f"{r.score:.4f}", "" if r.seconds is None else f"{r.seconds:.1f}",
                  *(shown(r.params[p]) if p in r.params else _unsearched(p, r.params, fixed) for p in params),
                  r.run_id]  # fmt: skip

@@ -18,6 +18,8 @@ import logging
 import math
 from typing import Any
 
+import numpy as np
+
 from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
@@ -26,6 +28,7 @@ from ray.tune.search.optuna import OptunaSearch
 from .ray_internals import (
     asha_brackets,
     asha_num_stopped,
+    asha_reduction_factor,
     optuna_study,
     optuna_told,
     optuna_trial_state,
@@ -127,6 +130,7 @@ class PersistentASHA(ASHAScheduler):
         return {
             "metric": metric,
             "mode": mode,
+            "reduction_factor": asha_reduction_factor(self),
             "milestones": [[m for m, _ in rungs] for rungs in asha_brackets(self)],
             "rungs": [[{t: sign * v for t, v in rung.items()} for rung in bracket] for bracket in self.rungs()],
         }
@@ -140,6 +144,36 @@ class PersistentASHA(ASHAScheduler):
             for (_, recorded), saved in zip(live, rungs):
                 recorded.update(saved)
         set_asha_num_stopped(self, state.get("num_stopped", 0))
+
+
+def why_stopped(record: dict[str, Any], trial_id: str) -> str | None:
+    """Why ASHA stopped a trial, in one sentence, from a rung record (`PersistentASHA.rung_record`): the highest rung
+    holding it, its value there and the cut-off it fell short of. Ray's asynchronous ASHA compares a trial reaching a
+    rung with the values recorded there before it (its `_Bracket.on_result`): the (1 - 1/reduction_factor) quantile
+    of them, linear between neighbours. Each rung's dict keeps the order Ray recorded its values in (Python dicts,
+    JSON and `set_rung_state` keep it), so the cut-off is the one in force when the trial arrived. None when no rung
+    holds the trial below its cut-off (it was not ASHA's cut, or the record lacks its reduction factor)."""
+    rf = record.get("reduction_factor")
+    if not rf or rf <= 1:
+        return None
+    sign = -1.0 if record.get("mode") == "min" else 1.0
+    found = None  # (milestone, value, values recorded before it)
+    for milestones, rungs in zip(record.get("milestones", []), record.get("rungs", [])):
+        for milestone, rung in zip(milestones, rungs):
+            if trial_id not in rung or (found and found[0] >= milestone):
+                continue
+            names = list(rung)
+            found = (milestone, rung[trial_id], [rung[t] for t in names[: names.index(trial_id)]])
+    if not found or not found[2]:
+        return None
+    milestone, value, before = found
+    cutoff = sign * float(np.nanpercentile([sign * v for v in before], (1 - 1 / rf) * 100))
+    if not math.isfinite(value) or not sign * value < sign * cutoff:
+        return None
+    n = len(before)
+    return (f"stopped by ASHA at epoch {int(milestone)}: {record.get('metric', 'the metric')} {value:.4f}, "
+            f"{'below' if sign > 0 else 'above'} the cut-off {cutoff:.4f} (the top 1/{rf:g} of the "
+            f"{n} trial{'s' if n != 1 else ''} recorded at epoch {int(milestone)} before it)")
 
 
 def asha_milestones(scheduler: ASHAScheduler) -> list[int]:

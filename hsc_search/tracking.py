@@ -27,6 +27,7 @@ from trainer import ConfigError, TrainConfig
 
 from .report import preload_in_background
 from .runs import FAILED_KEY, NODE_KEY, TAG_OUTCOME, TAG_TRIAL, child_runs, epochs_of, trial_outcome
+from .schedulers import PersistentASHA, why_stopped
 from .writer import Writer
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,16 @@ class MlflowTracker(tune.Callback):
         max_epochs: the full budget; a trial that ends before it was stopped early (ASHA).
         searched: names of the searched parameters (logged as params; the full config goes to config.yaml).
         writer: the writer process, when the driver started it early (while Ray starts); else started here.
+        scheduler: the search's `PersistentASHA`, if any: a trial it stopped gets the tag `hsc.stopped_by`, the
+            rung, its value there and the cut-off it fell short of (`schedulers.why_stopped`).
     """
 
     def __init__(self, tracking_uri: str | None, experiment_id: str, parent_run_id: str, max_epochs: int,
                  searched: list[str], metric: str = "val/map_avg", mode: str = "max",
-                 writer: Writer | None = None):  # fmt: skip
+                 writer: Writer | None = None, scheduler=None):  # fmt: skip
         self.metric, self.mode = metric, mode
+        self.scheduler = scheduler  # a PersistentASHA: why it stopped a trial goes on the trial's run (pickled
+        # with the Tuner beside the scheduler, so a restored tracker points at the restored one)
         self._restored = False  # after Tuner.restore a trial's child run may exist already: look it up
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
@@ -70,6 +75,7 @@ class MlflowTracker(tune.Callback):
     def __setstate__(self, state: dict) -> None:  # trackers pickled before `_ended` existed (resume of such)
         self.__dict__.update(state)
         self.__dict__.setdefault("_ended", set())
+        self.__dict__.setdefault("scheduler", None)
 
     def attach(self, writer: Writer) -> None:
         """Gives a tracker restored from Ray's pickle (which leaves the writer out) a writer already started."""
@@ -122,17 +128,26 @@ class MlflowTracker(tune.Callback):
         if outcome == "failed":
             self._finish(trial, outcome, "FAILED", error=result[FAILED_KEY])
         else:
-            self._finish(trial, outcome, "FINISHED")
+            self._finish(trial, outcome, "FINISHED", why=self._why_stopped(trial.trial_id, outcome))
+
+    def _why_stopped(self, tid: str, outcome: str) -> str | None:
+        if outcome != "stopped_early" or not isinstance(self.scheduler, PersistentASHA):
+            return None
+        try:
+            return why_stopped(self.scheduler.rung_record(self.metric, self.mode), tid)
+        except Exception as e:  # noqa: BLE001 - a sentence for people; never a reason to lose the trial's end
+            log.warning("could not say why ASHA stopped trial %s: %s", tid, e)
+            return None
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._finish(trial, "failed", "FAILED", error=_error_text(trial))
 
-    def _finish(self, trial, outcome: str, status: str, error: str | None = None) -> None:
+    def _finish(self, trial, outcome: str, status: str, error: str | None = None, why: str | None = None) -> None:
         self._ensure()
         self._open.discard(trial.trial_id)
         self._ended.add(trial.trial_id)
         result = {k: v for k, v in (trial.last_result or {}).items() if k in ("hostname", "node_ip", NODE_KEY)}
-        self._writer.submit("finish", trial.trial_id, str(trial), outcome, status, error, result)
+        self._writer.submit("finish", trial.trial_id, str(trial), outcome, status, error, result, why)
 
     # ------------------------------------------------------------------ state across `Tuner.restore`
     def get_state(self) -> dict:

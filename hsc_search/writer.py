@@ -42,6 +42,7 @@ from .runs import (
     TAG_NODE,
     TAG_OUTCOME,
     TAG_PARENT,
+    TAG_STOPPED_BY,
     TAG_TRIAL,
     TEST_EPOCH,
     TRIAL_SECONDS,
@@ -460,9 +461,9 @@ class _Sink:
         self._retry(lambda: self.client.set_tag(self.runs[tid], "hsc.retried", "true"), f"tag retry of {tid}")
 
     def finish(self, tid: str, name: str, outcome: str, status: str, error: str | None, last_result: dict,
-               ending: bool) -> None:  # fmt: skip
+               why: str | None = None, *, ending: bool) -> None:  # fmt: skip
         """The trial ended. `last_result`: Ray's last result of it (a failed trial's failure report, whose node is
-        tagged: the trial may have reported nothing else)."""
+        tagged: the trial may have reported nothing else). `why`: why ASHA stopped it (tag `hsc.stopped_by`)."""
         from mlflow.entities import Metric, RunTag
 
         self.ending.add(tid)
@@ -474,6 +475,8 @@ class _Sink:
         tags = [RunTag(TAG_OUTCOME, outcome), *self._node_tags(tid, last_result)]
         if error:
             tags.append(RunTag(TAG_ERROR, error[-4900:]))  # MLflow tag values are capped at 5000 chars
+        if why:
+            tags.append(RunTag(TAG_STOPPED_BY, why))
         metrics = list(deferred["metrics"])
         by_epoch = self.scores.get(tid, {})
         if sorted(by_epoch) == list(range(1, len(by_epoch) + 1)):  # every epoch seen here (else: read back)

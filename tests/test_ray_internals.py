@@ -15,6 +15,8 @@ def test_asha_brackets_are_live_rungs_highest_milestone_first():
     assert all(isinstance(recorded, dict) and not recorded for _, recorded in rungs)
     rungs[-1][1]["t1"] = 0.5  # the dicts are ASHA's own: what it later compares against
     assert ri.asha_brackets(asha)[0][-1][1] == {"t1": 0.5}
+    assert ri.asha_reduction_factor(asha) == 2  # why_stopped's quantile, 1 - 1/this, is each bracket's cut-off
+    assert all(b.rf == 2 for b in asha._brackets)
     assert ri.asha_num_stopped(asha) == 0
     ri.set_asha_num_stopped(asha, 3)
     assert ri.asha_num_stopped(asha) == 3

@@ -533,6 +533,30 @@ return Array.from(p.querySelectorAll('.annotation'), a => {
 """
 
 
+def test_a_trial_asha_stopped_says_why_in_the_table_and_on_its_cross():
+    """A stopped trial's row said "stopped by ASHA" and no more (a walkthrough): its run's tag hsc.stopped_by
+    (the rung, its value, the cut-off it missed) is the table's reason and the hover of its cross; a search made
+    before the tag (none on any trial) keeps the table without the column."""
+    from hsc_search import report
+
+    rec = _record(3)
+    assert "why ASHA stopped it" not in report.render(rec)
+    cut = rec.trials[1].row
+    cut.outcome, cut.stopped_by = "stopped_early", ("stopped by ASHA at epoch 1: val/map_avg 0.3300, below the cut-off "
+                                                    "0.3400 (the top 1/2 of the 2 trials recorded at epoch 1 before it)")
+    page = report.render(rec)
+    assert "<th>why ASHA stopped it</th>" in page
+    assert ('<td class="why">at epoch 1: val/map_avg 0.3300, below the cut-off 0.3400 (the top 1/2 of the 2 trials '
+            'recorded at epoch 1 before it)</td>') in page
+    crosses = [t for t in report.curves_figure(rec).data if t.marker.symbol == "x"]
+    assert len(crosses) == 1 and crosses[0].hovertemplate == (
+        f"#2 {cut.name}<br>stopped by ASHA at epoch 1: val/map_avg 0.3300, below the cut-off 0.3400<br>(the top 1/2 "
+        "of the 2 trials recorded at epoch 1 before it)<extra></extra>")
+    rec.trials[2].row.outcome, rec.trials[2].row.error = "failed", "Traceback...\nNonFiniteLossError: loss is nan"
+    page = report.render(rec)
+    assert "<th>why it failed or was stopped</th>" in page and '<td class="why">NonFiniteLossError: loss is nan' in page
+
+
 def test_importances_rank_the_trials_that_trained_all_their_epochs_when_enough_did():
     """The importances mixed ASHA's 1-epoch scores with full-length ones without a word (a walkthrough: lr 0.83
     over all 16 trials of mixed budgets, 0.15 over the 7 that completed). As Optuna ranks a pruned search: the

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
+import numpy as np
 import pytest
 
-from hsc_search.schedulers import AshaStateCallback, BudgetAwareOptunaSearch, PersistentASHA
+from hsc_search.schedulers import AshaStateCallback, BudgetAwareOptunaSearch, PersistentASHA, why_stopped
 from hsc_search.space import load_space_dict
 
 SPACE = {"params": {"lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True}}}
@@ -133,6 +135,65 @@ def test_the_rung_record_holds_a_min_metric_as_it_was_reported():
     assert record["milestones"] == [[4, 2, 1]] and "num_stopped" not in record
     assert record["rungs"][0][-1] == {"t1": 2.8, "t2": -0.5, "t3": 3.1}
     assert (record["metric"], record["mode"]) == ("loss/total", "min")
+
+
+def test_why_stopped_names_the_cut_off_ray_applied_at_the_rung():
+    """By hand: Ray's cut-off is the (1 - 1/rf) quantile of the values the rung held when the trial arrived."""
+    a = _asha()  # rf 2: the median
+    for tid, v in [("t1", 0.7), ("t2", 0.8), ("t3", 0.9), ("weak", 0.75), ("late", 0.1)]:
+        a.on_trial_add(None, _Trial(tid))
+        _report(a, tid, 1, v)
+    record = json.loads(json.dumps(a.rung_record("val/map_avg", "max")))  # as asha_rungs.json holds it
+    assert why_stopped(record, "weak") == ("stopped by ASHA at epoch 1: val/map_avg 0.7500, below the cut-off 0.8000 "
+                                           "(the top 1/2 of the 3 trials recorded at epoch 1 before it)")
+    # "late" came after "weak": the median of 0.7, 0.8, 0.9, 0.75 is 0.775
+    assert "below the cut-off 0.7750 (the top 1/2 of the 4 trials" in why_stopped(record, "late")
+    assert why_stopped(record, "t1") is None  # the first value of a rung has nothing to fall short of
+    assert why_stopped(record, "t3") is None and why_stopped(record, "absent") is None
+
+    b = PersistentASHA(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3)
+    b.set_search_properties("loss/total", "min")
+    for tid, v in [("t1", 1.0), ("t2", 2.0), ("t3", 3.0), ("t4", 4.0), ("weak", 2.5)]:
+        b.on_trial_add(None, _Trial(tid))
+        b.on_trial_result(None, _Trial(tid), {"epoch": 1, "loss/total": v})
+    # min mode, rf 3: Ray keeps the lowest third; the cut-off is the 1/3 quantile of 1, 2, 3, 4 = 2.0
+    assert why_stopped(b.rung_record("loss/total", "min"), "weak") == (
+        "stopped by ASHA at epoch 1: loss/total 2.5000, above the cut-off 2.0000 (the top 1/3 of the 4 trials "
+        "recorded at epoch 1 before it)")
+    assert why_stopped({k: v for k, v in b.rung_record("loss/total", "min").items() if k != "reduction_factor"},
+                       "weak") is None  # a record written before the factor was in it: nothing claimed
+
+
+@pytest.mark.parametrize("mode,rf", [("max", 2), ("max", 3), ("min", 2)])
+def test_why_stopped_agrees_with_every_decision_of_rays_asha(mode, rf):
+    """Random asynchronous searches through a real ASHA: every trial ASHA stopped before max_t gets a reason at the
+    epoch it stopped at, and no trial that went on does; also after the rungs went through a restore."""
+    rng = np.random.default_rng(rf)
+    for _ in range(5):
+        a = PersistentASHA(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=rf)
+        a.set_search_properties("m", mode)
+        live, stopped, epoch = [f"t{i}" for i in range(12)], {}, {}
+        for tid in live:
+            a.on_trial_add(None, _Trial(tid))
+        while live:
+            tid = live[rng.integers(len(live))]  # trials report in any order
+            epoch[tid] = epoch.get(tid, 0) + 1
+            decision = a.on_trial_result(None, _Trial(tid), {"epoch": epoch[tid], "m": float(rng.normal())})
+            if decision == "STOP" or epoch[tid] == 9:
+                live.remove(tid)
+                if epoch[tid] < 9:
+                    stopped[tid] = epoch[tid]
+        record = a.rung_record("m", mode)
+        restored = PersistentASHA(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=rf)
+        restored.set_rung_state(json.loads(json.dumps(a.get_rung_state())))
+        assert stopped  # the draw exercised ASHA's cut
+        for rec in (record, restored.rung_record("m", mode)):
+            for tid in epoch:
+                why = why_stopped(rec, tid)
+                if tid in stopped:
+                    assert why and why.startswith(f"stopped by ASHA at epoch {stopped[tid]}: m "), (tid, why)
+                else:
+                    assert why is None, (tid, why)
 
 
 def test_shared_reference_survives_pickling_together():

@@ -122,7 +122,18 @@ def test_mlflow_holds_one_parent_and_one_child_per_trial(search):
         assert all(s == list(range(1, n + 1)) for s in steps.values()), (c.info.run_name, steps)
         if c.data.tags["hsc.outcome"] == "stopped_early":
             assert n < MAX_EPOCHS
+            # the run says why: the rung (its last epoch), its value there and a cut-off above it that another
+            # trial's value at that epoch reached (Ray's cut-off is a quantile of such values)
+            val = {m.step: m.value for m in client.get_metric_history(run_id, "val/map_avg")}
+            why = c.data.tags["hsc.stopped_by"]
+            head = f"stopped by ASHA at epoch {n}: val/map_avg {val[n]:.4f}, below the cut-off "
+            assert why.startswith(head), why
+            cutoff = float(why[len(head):].split(" ")[0])
+            at_rung = [m.value for o in children if o is not c
+                       for m in client.get_metric_history(o.info.run_id, "val/map_avg") if m.step == n]
+            assert val[n] < cutoff <= max(at_rung) + 5e-5, (why, at_rung)
         else:
+            assert "hsc.stopped_by" not in c.data.tags
             assert n == MAX_EPOCHS and "test/map_avg" in c.data.metrics
             # charted at the epoch validation selected (the first best), whose checkpoint they are of
             val = {m.step: m.value for m in client.get_metric_history(run_id, "val/map_avg")}
