@@ -29,7 +29,7 @@ from trainer.fit import data_fingerprint
 
 from . import preflight, storage, warm_start
 from .commands import DISK_ERRNOS, exe, resume_command
-from .export import (ExportError, TrialRow, best_row, provenance, search_in, trial_config, trial_rows,
+from .export import (ExportError, TrialRow, best_row, provenance, search_in, start_order, trial_config, trial_rows,
                      write_config)
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
@@ -1760,7 +1760,7 @@ def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: 
 def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrupted, errors,
                    echo) -> SearchOutcome:  # fmt: skip
     rows = trial_rows(client, experiment_id, parent_id, settings.metric, settings.mode)
-    rows.sort(key=lambda r: (r.start_time or 0, r.name))  # the order trials started in
+    rows = sorted(rows, key=lambda r: start_order(r, rows))  # the order trials started in
     best = best_row(rows, settings.mode)
     best_path = None
     out_dir = outputs_dir(exp_dir)

@@ -27,6 +27,7 @@ from .settings import SearchSettings, usual_mode
 from .runs import (
     CONFIG_ARTIFACT,
     TAG_ERROR,
+    TAG_NUMBER,
     TAG_STOPPED_BY,
     TAG_OUTCOME,
     TAG_TRIAL,
@@ -68,6 +69,7 @@ class TrialRow:
     final: dict[str, float] = field(default_factory=dict)  # last logged value of every metric
     start_time: int | None = None  # ms since the epoch; trials in this order are in the order they started
     error: str | None = None  # why a failed trial failed (its tag hsc.error)
+    number: int | None = None  # Ray's count of the trial (tag hsc.trial_number; searches since 2026-12-06)
     stopped_by: str | None = None  # why ASHA stopped it (its tag hsc.stopped_by; searches since 2026-12-06)
 
 
@@ -128,9 +130,23 @@ def trial_rows(client, experiment_id: str, parent_run_id: str, metric: str, mode
                 start_time=start,
                 error=run.data.tags.get(TAG_ERROR),
                 stopped_by=run.data.tags.get(TAG_STOPPED_BY),
+                number=_int_tag(run.data.tags.get(TAG_NUMBER)),
             )
         )
     return rows
+
+
+def _int_tag(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+def start_order(row: TrialRow, rows: list[TrialRow]) -> tuple:
+    """Sort key of the order a search's trials started in: Ray's count of each (tag hsc.trial_number, the order
+    the searcher proposed them) where every trial of `rows` has one, else the time MLflow started its run, where
+    two trials started together can swap (a walkthrough saw the enqueued trainer default shown as #2)."""
+    if all(r.number is not None for r in rows):
+        return (row.number, row.name)
+    return (row.start_time or 0, row.name)
 
 
 def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:

@@ -19,6 +19,7 @@ OUTCOME_LABELS = {"completed": "completed", "stopped_early": "stopped by ASHA", 
 # them (the console, export-best, the report); the tag keeps its one-word values, what MLflow's search filters take
 TAG_NODE = "hsc.node"
 TAG_ERROR = "hsc.error"
+TAG_NUMBER = "hsc.trial_number"  # Ray's count of a trial, from 1: the order the searcher proposed them in
 TAG_STOPPED_BY = "hsc.stopped_by"  # on a trial ASHA stopped: the rung, its value there, the cut-off it missed
 TAG_KIND = "hsc.kind"  # search | trial
 TAG_PARENT = "mlflow.parentRunId"

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .export import TrialRow, best_row, trial_rows
+from .export import TrialRow, best_row, start_order, trial_rows
 from .runs import CCA_SPECTRUM_ARTIFACT, TAG_KIND, TAG_NOTES
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def read_search(client, parent_run_id: str) -> SearchRecord:
         history = client.get_metric_history(row.run_id, metric)
         curve = sorted((int(m.step), float(m.value), int(m.timestamp)) for m in history if math.isfinite(m.value))
         trials.append(Trial(row, int(row.start_time or 0), curve))
-    trials.sort(key=lambda t: (t.start_time, t.row.name))
+    trials.sort(key=lambda t: start_order(t.row, rows))
     best_row_ = best_row(rows, mode)
     best = next((t for t in trials if best_row_ is not None and t.row.run_id == best_row_.run_id), None)
 

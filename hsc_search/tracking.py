@@ -107,7 +107,7 @@ class MlflowTracker(tune.Callback):
         # logged with the trial's first metrics (one MLflow call fewer per trial), or when it ends without any
         params = [(k, str(config[k])) for k in self.searched if k in config]
         self._writer.submit("start", tid, str(trial), (self.experiment_id, self.parent_run_id), _full_config(config),
-                            params, known)  # fmt: skip
+                            params, known, _trial_number(trial))  # fmt: skip
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if FAILED_KEY in result:  # a failure report carries no epoch; on_trial_complete ends the run as failed
@@ -213,6 +213,13 @@ class MlflowTracker(tune.Callback):
             timeout = FLUSH_S
         self.flushed = self._writer.close(timeout, on_slow=on_slow)  # False: MLflow did not take everything in time
         return self.errors
+
+
+def _trial_number(trial) -> int | None:
+    """Ray's count of the trial (its `experiment_tag` starts "<n>_"; 1 is the first the searcher proposed, the
+    trainer default where the search enqueued it), or None."""
+    head = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 def end_stale_runs(client, experiment_id: str, parent_run_id: str, status: str = "KILLED") -> int:

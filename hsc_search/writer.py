@@ -40,6 +40,7 @@ from .runs import (
     TAG_ERROR,
     TAG_KIND,
     TAG_NODE,
+    TAG_NUMBER,
     TAG_OUTCOME,
     TAG_PARENT,
     TAG_STOPPED_BY,
@@ -353,8 +354,9 @@ class _Sink:
 
     # ---------------------------------------------------------------------------- messages
     def start(self, tid: str, name: str, parent: tuple[str, str], config: dict, params: list, known: bool,
-              ending: bool) -> None:  # fmt: skip
-        """A trial started (or started again: a retried trial, a resumed search). `known`: look its run up."""
+              number: int | None = None, *, ending: bool) -> None:  # fmt: skip
+        """A trial started (or started again: a retried trial, a resumed search). `known`: look its run up.
+        `number`: Ray's count of the trial (tag hsc.trial_number)."""
         import yaml
         from mlflow.entities import Param
 
@@ -367,7 +369,8 @@ class _Sink:
             if run is None:
                 run = client.create_run(experiment_id, run_name=name,
                                         tags={TAG_PARENT: parent_run_id, TAG_TRIAL: tid, TAG_KIND: "trial",
-                                              TAG_OUTCOME: "running"})  # fmt: skip
+                                              TAG_OUTCOME: "running",
+                                              **({TAG_NUMBER: str(number)} if number is not None else {})})  # fmt: skip
                 self.logged[tid] = 0
             else:  # resumed search or retried trial: continue the same child run
                 client.update_run(run.info.run_id, status="RUNNING")

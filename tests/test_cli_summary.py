@@ -53,6 +53,19 @@ def test_a_trial_asha_stopped_is_said_as_the_report_says_it(capsys):
     assert "stopped_early" not in out, out
 
 
+def test_trials_are_in_the_order_ray_counted_them_where_every_run_has_its_number():
+    """MLflow's start times put the enqueued trainer default second when two trials started together (a
+    walkthrough); Ray's count (tag hsc.trial_number) orders them as the searcher proposed them. A search with a run
+    lacking it (from before the tag, or resumed across it) keeps the start times' order."""
+    from hsc_search.export import start_order
+
+    rows = [TrialRow(f"r{i}", f"t{i}", f"n{i}", "completed", "FINISHED", 1, 1.0, 0.5, start_time=1000 + t, number=n)
+            for i, (t, n) in enumerate([(5, 1), (3, 2), (9, 3), (3, 4)])]  # fmt: skip
+    assert [r.name for r in sorted(rows, key=lambda r: start_order(r, rows))] == ["n0", "n1", "n2", "n3"]
+    rows[2].number = None
+    assert [r.name for r in sorted(rows, key=lambda r: start_order(r, rows))] == ["n1", "n3", "n0", "n2"]
+
+
 def test_a_search_whose_every_trial_failed_says_so_and_exits_1(capsys):
     import pytest
     import typer

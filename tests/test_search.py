@@ -108,6 +108,16 @@ def test_mlflow_holds_one_parent_and_one_child_per_trial(search):
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert len({c.data.tags["hsc.trial_id"] for c in children}) == TRIALS
     assert all(r.info.status != "RUNNING" for r in parents + children)
+    # Ray's count of each trial: 1 is the first the searcher proposed, the enqueued trainer default (the report's #1;
+    # MLflow's start times put it second when two trials started together: a walkthrough)
+    numbered = {int(c.data.tags["hsc.trial_number"]): c for c in children}
+    assert sorted(numbered) == list(range(1, TRIALS + 1))
+    from trainer import TrainConfig
+
+    default = TrainConfig()
+    assert {k: numbered[1].data.params[k] for k in ("lr", "topk", "tau", "loss_weighting")} == {
+        "lr": str(default.lr), "topk": str(default.topk), "tau": str(default.tau),
+        "loss_weighting": default.loss_weighting}, numbered[1].data.params
     outcomes = [c.data.tags["hsc.outcome"] for c in children]
     assert set(outcomes) <= {"completed", "stopped_early"}
     assert "stopped_early" in outcomes and "completed" in outcomes
