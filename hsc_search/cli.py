@@ -133,10 +133,10 @@ def _experiment_of(tracking_uri: Optional[str], run_id: str) -> Optional[str]:
 
 
 def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
-    from .runs import OUTCOME_LABELS
+    from .runs import outcome_label
 
-    def word(kind: str) -> str:  # one word for a cut-off trial, with or without MLflow (its tags say "interrupted")
-        return "interrupted" if kind == "unfinished" and outcome.interrupted else OUTCOME_LABELS.get(kind, kind)
+    def word(kind: str) -> str:
+        return outcome_label(kind, outcome.interrupted)
 
     counts: dict[str, int] = {}
     for r in outcome.rows:

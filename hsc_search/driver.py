@@ -1816,11 +1816,10 @@ def _note_result(client, parent_id: str, settings: SearchSettings, best: TrialRo
     command that retrains it, as the console printed them (the page said only the start; a walkthrough). A
     resumed search's end replaces the earlier result."""
     from .commands import retrain_command
-    from .runs import OUTCOME_LABELS, plural
+    from .runs import outcome_label, plural
 
     note = client.get_run(parent_id).data.tags.get("mlflow.note.content", "").split(RESULT_MARK)[0]
-    outcome = "interrupted" if best.outcome == "unfinished" and interrupted else OUTCOME_LABELS.get(best.outcome,
-                                                                                                      best.outcome)
+    outcome = outcome_label(best.outcome, interrupted)
     lines = [f"best trial{' so far' if interrupted else ''}: {best.name} ({outcome}, {plural(best.epochs, 'epoch')}), "
              f"{settings.metric} {best.score:.4f}"]  # fmt: skip
     if best_path is not None:  # the paths are this machine's (import-runs copies the Description to a team's server)

@@ -125,11 +125,11 @@ def curves_figure(rec: SearchRecord):
         ))  # fmt: skip
         shown.add(o)
         if o in ("stopped_early", "failed"):  # the cross says why ASHA stopped the trial, where its run says it
-            why = t.row.stopped_by if o == "stopped_early" else None
+            why = html.escape(t.row.stopped_by or "").replace(" (", "<br>(", 1) if o == "stopped_early" else ""
+            hover = (dict(hovertemplate=f"#{i} {html.escape(t.row.name)}<br>{why}<extra></extra>") if why
+                     else dict(hoverinfo="skip"))  # fmt: skip
             fig.add_trace(go.Scatter(x=[xs[-1]], y=[ys[-1]], mode="markers", showlegend=False, legendgroup=o,
-                                     marker=dict(symbol="x", size=9, color=_color(o)),
-                                     **(dict(hovertemplate=f"#{i} {html.escape(t.row.name)}<br>{html.escape(why).replace(' (', '<br>(', 1)}"
-                                                           "<extra></extra>") if why else dict(hoverinfo="skip"))))  # fmt: skip
+                                     marker=dict(symbol="x", size=9, color=_color(o)), **hover))  # fmt: skip
     for k, m in enumerate(rec.milestones):  # each rung's epoch centred on its line, on a white ground, on two
         # heights; the x axis's title says what they are. Rungs 1, 2, 4 of a 40-epoch search printed over each
         # other ("ASHA rungASHA rung 4"; then, one label saying it, "ASHA r4ng 1" in MLflow's pane: walkthroughs)
@@ -519,16 +519,16 @@ def importance_basis(rec: SearchRecord, study) -> tuple[Any, str, str]:
     full = _quiet_study(rec, {"completed"})
     n_full = len(full.trials) if full is not None else 0
     asha = _asha(rec)
-    others = (f"{plural(early, 'trial')} {'stopped early or not ended' if asha else 'not ended'} "
-              f"{'is' if early == 1 else 'are'}")  # (a FIFO search stops none: its others were cut off or still run)
+    # (a FIFO search stops none: its others were cut off or still run)
+    others = f"{plural(early, 'trial')} {'stopped early or not ended' if asha else 'not ended'}"
     if n_full >= IMPORTANCE_FROM:
         return (full, f"{n_full} completed trials",
-                f"the {plural(n_full, 'trial')} that trained all their epochs (the {others} left out, their scores "
-                "being of fewer epochs" + ("; as Optuna ranks a pruned search: the survivors are the better trials, "
+                f"the {plural(n_full, 'trial')} that trained all their epochs (the {others} "
+                f"{'is' if early == 1 else 'are'} left out, their scores being of fewer epochs" + ("; as Optuna ranks a pruned search: the survivors are the better trials, "
                                            "so this tells what matters among good configurations)" if asha else ")"))
     return (study, f"{plural(len(study.trials), 'trial')}, {early} not completed",
             f"every scored trial, each at its best epoch: only {n_full} trained all their epochs (too few to rank "
-            f"alone), and the scores of the {others.rsplit(' ', 1)[0]} are of fewer epochs, so this ranks partly what "
+            f"alone), and the scores of the {others} are of fewer epochs, so this ranks partly what "
             "helps in the first epochs")  # fmt: skip
 
 

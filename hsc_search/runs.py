@@ -17,6 +17,13 @@ TAG_TRIAL = "hsc.trial_id"
 TAG_OUTCOME = "hsc.outcome"  # completed | stopped_early | failed | interrupted
 OUTCOME_LABELS = {"completed": "completed", "stopped_early": "stopped by ASHA", "failed": "failed"}  # as people read
 # them (the console, export-best, the report); the tag keeps its one-word values, what MLflow's search filters take
+
+
+def outcome_label(outcome: str, interrupted: bool = False) -> str:
+    """A trial's outcome as people read it; a trial cut off by an interrupted search (MLflow's tag says
+    "unfinished" until the search's end marks it) reads "interrupted", with or without MLflow."""
+    return "interrupted" if outcome == "unfinished" and interrupted else OUTCOME_LABELS.get(outcome, outcome)
+
 TAG_NODE = "hsc.node"
 TAG_ERROR = "hsc.error"
 TAG_NUMBER = "hsc.trial_number"  # Ray's count of a trial, from 1: the order the searcher proposed them in
