@@ -125,7 +125,7 @@ def curves_figure(rec: SearchRecord):
         ))  # fmt: skip
         shown.add(o)
         if o in ("stopped_early", "failed"):  # the cross says why ASHA stopped the trial, where its run says it
-            why = html.escape(t.row.stopped_by or "").replace(" (", "<br>(", 1) if o == "stopped_early" else ""
+            why = html.escape(t.row.stopped_by or "").replace(", ", ",<br>", 1) if o == "stopped_early" else ""
             hover = (dict(hovertemplate=f"#{i} {html.escape(t.row.name)}<br>{why}<extra></extra>") if why
                      else dict(hoverinfo="skip"))  # fmt: skip
             fig.add_trace(go.Scatter(x=[xs[-1]], y=[ys[-1]], mode="markers", showlegend=False, legendgroup=o,

@@ -172,8 +172,8 @@ def why_stopped(record: dict[str, Any], trial_id: str) -> str | None:
         return None
     n = len(before)
     return (f"stopped by ASHA at epoch {int(milestone)}: {record.get('metric', 'the metric')} {value:.4f}, "
-            f"{'below' if sign > 0 else 'above'} the cut-off {cutoff:.4f} (the top 1/{rf:g} of the "
-            f"{n} trial{'s' if n != 1 else ''} recorded at epoch {int(milestone)} before it)")
+            f"{'below' if sign > 0 else 'above'} the cut-off {cutoff:.4f} for the top 1/{rf:g}, set by the "
+            f"{n} trial{'s that' if n != 1 else ' that'} reached epoch {int(milestone)} before it")
 
 
 def asha_milestones(scheduler: ASHAScheduler) -> list[int]:

@@ -543,15 +543,16 @@ def test_a_trial_asha_stopped_says_why_in_the_table_and_on_its_cross():
     assert "why ASHA stopped it" not in report.render(rec)
     cut = rec.trials[1].row
     cut.outcome, cut.stopped_by = "stopped_early", ("stopped by ASHA at epoch 1: val/map_avg 0.3300, below the cut-off "
-                                                    "0.3400 (the top 1/2 of the 2 trials recorded at epoch 1 before it)")
+                                                    "0.3400 for the top 1/2, set by the 2 trials that reached epoch 1 "
+                                                    "before it")
     page = report.render(rec)
     assert "<th>why ASHA stopped it</th>" in page
-    assert ('<td class="why">at epoch 1: val/map_avg 0.3300, below the cut-off 0.3400 (the top 1/2 of the 2 trials '
-            'recorded at epoch 1 before it)</td>') in page
+    assert ('<td class="why">at epoch 1: val/map_avg 0.3300, below the cut-off 0.3400 for the top 1/2, set by the 2 '
+            'trials that reached epoch 1 before it</td>') in page
     crosses = [t for t in report.curves_figure(rec).data if t.marker.symbol == "x"]
     assert len(crosses) == 1 and crosses[0].hovertemplate == (
-        f"#2 {cut.name}<br>stopped by ASHA at epoch 1: val/map_avg 0.3300, below the cut-off 0.3400<br>(the top 1/2 "
-        "of the 2 trials recorded at epoch 1 before it)<extra></extra>")
+        f"#2 {cut.name}<br>stopped by ASHA at epoch 1: val/map_avg 0.3300,<br>below the cut-off 0.3400 for the top 1/2, "
+        "set by the 2 trials that reached epoch 1 before it<extra></extra>")
     rec.trials[2].row.outcome, rec.trials[2].row.error = "failed", "Traceback...\nNonFiniteLossError: loss is nan"
     page = report.render(rec)
     assert "<th>why it failed or was stopped</th>" in page and '<td class="why">NonFiniteLossError: loss is nan' in page

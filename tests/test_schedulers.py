@@ -145,9 +145,15 @@ def test_why_stopped_names_the_cut_off_ray_applied_at_the_rung():
         _report(a, tid, 1, v)
     record = json.loads(json.dumps(a.rung_record("val/map_avg", "max")))  # as asha_rungs.json holds it
     assert why_stopped(record, "weak") == ("stopped by ASHA at epoch 1: val/map_avg 0.7500, below the cut-off 0.8000 "
-                                           "(the top 1/2 of the 3 trials recorded at epoch 1 before it)")
+                                           "for the top 1/2, set by the 3 trials that reached epoch 1 before it")
     # "late" came after "weak": the median of 0.7, 0.8, 0.9, 0.75 is 0.775
-    assert "below the cut-off 0.7750 (the top 1/2 of the 4 trials" in why_stopped(record, "late")
+    assert "below the cut-off 0.7750 for the top 1/2, set by the 4 trials that" in why_stopped(record, "late")
+    a.on_trial_add(None, _Trial("second"))
+    _report(a, "t1", 2, 0.5)
+    _report(a, "second", 2, 0.4)  # one value before it: the cut-off is that value
+    assert why_stopped(a.rung_record("val/map_avg", "max"), "second") == (
+        "stopped by ASHA at epoch 2: val/map_avg 0.4000, below the cut-off 0.5000 for the top 1/2, set by the 1 trial "
+        "that reached epoch 2 before it")
     assert why_stopped(record, "t1") is None  # the first value of a rung has nothing to fall short of
     assert why_stopped(record, "t3") is None and why_stopped(record, "absent") is None
 
@@ -158,8 +164,8 @@ def test_why_stopped_names_the_cut_off_ray_applied_at_the_rung():
         b.on_trial_result(None, _Trial(tid), {"epoch": 1, "loss/total": v})
     # min mode, rf 3: Ray keeps the lowest third; the cut-off is the 1/3 quantile of 1, 2, 3, 4 = 2.0
     assert why_stopped(b.rung_record("loss/total", "min"), "weak") == (
-        "stopped by ASHA at epoch 1: loss/total 2.5000, above the cut-off 2.0000 (the top 1/3 of the 4 trials "
-        "recorded at epoch 1 before it)")
+        "stopped by ASHA at epoch 1: loss/total 2.5000, above the cut-off 2.0000 for the top 1/3, set by the 4 trials "
+        "that reached epoch 1 before it")
     assert why_stopped({k: v for k, v in b.rung_record("loss/total", "min").items() if k != "reduction_factor"},
                        "weak") is None  # a record written before the factor was in it: nothing claimed
 
