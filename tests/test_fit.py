@@ -209,6 +209,37 @@ def _run_cli(*args, cwd=ROOT):
                           timeout=300)  # fmt: skip
 
 
+def test_runs_started_together_never_share_a_run_folder(small_spec, tmp_path):
+    """Three runs started at once without --out shared runs/train-<second> and mixed their epochs in one
+    metrics.jsonl, and two of them said they succeeded (a walkthrough); a run given a folder another run trains in
+    is refused in one line, the other run's files untouched."""
+    import fcntl
+
+    sets = [f"--set={k}={v}" for k, v in {**TINY, "epochs": 2}.items()]
+    procs = [subprocess.Popen([sys.executable, "-m", "trainer", "--data", small_spec, *sets, f"--set=seed={i}"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(3)]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    folders = {Path(o.strip().splitlines()[-1].removeprefix("run folder: ")) for o, _ in outs}
+    assert len(folders) == 3 and {f.parent for f in folders} == {Path("runs")}, folders
+    for f in folders:  # each its own run: its epochs once, its seed
+        assert [json.loads(ln)["epoch"] for ln in (tmp_path / f / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+        assert not (tmp_path / f / ".training").exists()  # the lock goes with the run
+    assert sorted(TrainConfig.from_yaml(tmp_path / f / "config.yaml").seed for f in folders) == [0, 1, 2]
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with open(busy / ".training", "w") as held:  # as a run training there holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = _run_cli("--data", small_spec, "--out", str(busy), *sets)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: --out {busy}: another run is training in this folder now; pick another --out, or wait for it "
+        "(nothing was changed)"), proc.stderr
+    assert sorted(p.name for p in busy.iterdir()) == [".training", "notes.txt"]
+    assert _run_cli("--data", small_spec, "--out", str(busy), *sets).returncode == 0  # once it is free
+
+
 def test_cli_writes_the_run_folder_and_resumes(small_spec, tmp_path):
     out = tmp_path / "run"
     sets = [f"--set={k}={v}" for k, v in {**TINY, "epochs": 2}.items()]
@@ -246,7 +277,7 @@ def test_cli_refuses_to_start_over_a_run_and_to_resume_it_on_other_features(smal
     again = _run_cli("--data", small_spec, "--out", str(out), *sets, "--set=lr=0.002")
     assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr
     assert again.stderr.strip() == (f"error: --out {out} holds a run already (config.yaml, metrics.jsonl, checkpoint, "
-                                    "summary.json), which a new run would replace: continue a run there with "
+                                    "summary.json), which a new run would replace: continue the run there with "
                                     "--resume, or pick another --out (nothing was changed)")  # fmt: skip
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     other = small_spec.replace("dim_visual=", "dim_visual=1").replace("dim_audio=", "dim_audio=1")
@@ -328,6 +359,13 @@ def test_cli_a_file_in_the_wrong_place_and_a_closed_pipe(tmp_path, small_spec):
     proc = subprocess.run(f"{shlex.quote(sys.executable)} -m trainer --help-config | true", shell=True, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    # a training run's output closed the same way: the pipe named, not the run folder (it said "<folder>: Broken pipe")
+    sets = " ".join(f"--set={k}={v}" for k, v in {**TINY, "epochs": 2}.items())
+    proc = subprocess.run(f"{shlex.quote(sys.executable)} -m trainer --data {shlex.quote(small_spec)} --out "
+                          f"{tmp_path / 'piped'} {sets} | true", shell=True, cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.stderr.startswith("error: the output: its reader closed the pipe (e.g. `| head`); "), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Broken pipe" not in proc.stderr, proc.stderr
 
 
 def test_cli_bad_hdf5_names_file_and_key(tmp_path, small_spec):
@@ -491,9 +529,14 @@ def test_cli_removes_no_file_it_did_not_write_and_says_folder_and_checkpoint_fau
     for folder, args, held in ((theirs, [], "checkpoint"), (mine, ["--config", "config.yaml"], "config.yaml")):
         before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
         proc = _run_cli("--data", small_spec, "--out", ".", *args, *sets, cwd=folder)
+        # (no --resume offered: nothing there resumes; it said to resume, and the resume to start without it)
         assert proc.returncode == 2 and proc.stderr.strip() == (
-            f"error: --out . already holds ({held}), which a new run would replace: continue a run there with "
-            "--resume, or pick another --out (nothing was changed)"), proc.stderr
+            f"error: --out . already holds ({held}), which a new run would replace: pick another --out (nothing was "
+            "changed)"), proc.stderr
+        proc = _run_cli("--data", small_spec, "--out", ".", "--resume", cwd=folder)
+        assert proc.returncode == 2 and proc.stderr.strip() == (
+            f"error: --out . holds no run of the trainer to resume ({held}, and no checkpoint or epoch in "
+            "metrics.jsonl); pick another --out"), proc.stderr
         assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
     # a run cut off as it started, its checkpoint half-written: only its own files go
     cut = tmp_path / "cut"

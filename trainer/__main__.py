@@ -61,38 +61,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
     if args.resume and args.out is None:
         print("error: --resume needs --out (the run folder to continue)", file=sys.stderr)
         return 2
+    named = args.out is not None  # else a new folder of its own, runs/train-<timestamp>[-N] (see _claim)
     out = args.out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():
         print(f"error: --out {out} is a file; expected the run folder to write (or, with --resume, to continue)",
               file=sys.stderr)  # fmt: skip
         return 2
-    held = [n for n in RUN_FILES if (out / n).exists()]
-    if held and _stopped_before_first_epoch(out):  # nothing of value: a new run replaces it, a resume has nothing
-        if args.resume:
-            print(f"error: --out {out} holds a run that stopped before its first epoch ended (no checkpoint, no "
-                  "epoch in metrics.jsonl): nothing to resume; the same command without --resume starts it over",
-                  file=sys.stderr)  # fmt: skip
-            return 2
-        own = _unstarted_run_files(out)
-        if own is not None:  # only files a run writes, and nothing else is removed
-            print(f"note: --out {out} held a run that stopped before its first epoch ended; starting over there")
-            given = args.config.resolve() if args.config is not None else None
-            for path in own:  # (the run's config.yaml given as --config is read first; the run then rewrites it)
-                if path.resolve() != given:
-                    path.unlink()
-            with contextlib.suppress(OSError):  # the checkpoint folder, once empty
-                (out / "checkpoint").rmdir()
-            held = []
-    if held and not args.resume:  # a new run would replace that run's config, metrics and checkpoint
-        what = "holds a run already" if (out / "metrics.jsonl").exists() else "already holds"
-        print(f"error: --out {out} {what} ({', '.join(held)}), which a new run would replace: continue a run there "
-              "with --resume, or pick another --out (nothing was changed)", file=sys.stderr)  # fmt: skip
-        return 2
-    if args.resume and not held:
-        what = "is not there" if not out.exists() else "holds no run (no config.yaml, metrics.jsonl or checkpoint)"
-        here = "" if out.is_absolute() else f" (read from the working directory, {Path.cwd()})"
-        print(f"error: --out {out} {what}{here}: nothing to resume; start a run there without --resume",
-              file=sys.stderr)  # fmt: skip
+    if named and _refused(out, args):
         return 2
     config = args.config or (out / "config.yaml" if args.resume else EXAMPLE_CONFIG)
     try:
@@ -105,7 +80,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
                   f"own ({len(data.val)} clips)")  # fmt: skip
         resume = out / "checkpoint" if args.resume else None
         try:  # here, not in fit: a folder that cannot be made or written is the --out flag's fault
-            out.mkdir(parents=True, exist_ok=True)
+            out, lock = _claim(out, named)
             why = why_unwritable(out)
             if why is not None:
                 raise OSError(30 if why.startswith("read-only") else 13, why[0].upper() + why[1:])
@@ -113,7 +88,19 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
             print(f"error: --out {out}: cannot create the run folder ({e.strerror or e}); expected a folder path "
                   "that can be written", file=sys.stderr)  # fmt: skip
             return 2
-        fit(cfg, data, out_dir=out, resume_from=resume, device=args.device)
+        if lock is None:  # two runs given one folder at once mixed their epochs in it, and both said they succeeded
+            print(f"error: --out {out}: another run is training in this folder now; pick another --out, or wait for "
+                  "it (nothing was changed)", file=sys.stderr)  # fmt: skip
+            return 2
+        # again, holding the folder: a run that trained there since the check above is not replaced
+        if named and not args.resume and not _stopped_before_first_epoch(out):
+            print(f"error: --out {out} holds a run already, which trained there since this command started; pick "
+                  "another --out (nothing was changed)", file=sys.stderr)  # fmt: skip
+            return 2
+        try:
+            fit(cfg, data, out_dir=out, resume_from=resume, device=args.device)
+        finally:
+            _release(out, lock)
     except (ConfigError, DataError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -122,6 +109,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
         return 1
     except OSError as e:  # a full disk, a folder made read-only mid-run: one line, not a traceback (a walkthrough)
         where = e.filename or out
+        if isinstance(e, BrokenPipeError):  # `| head` closed the output: not the run folder's fault (a walkthrough)
+            with contextlib.suppress(OSError):  # so Python's exit flush stays quiet
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            where, e = "the output", OSError("its reader closed the pipe (e.g. `| head`)")
         if _stopped_before_first_epoch(out):
             then = "nothing of the run is kept; the same command starts it over"
         else:
@@ -138,6 +129,86 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
         return 130
     print(f"run folder: {out}")
     return 0
+
+
+def _refused(out: Path, args) -> bool:
+    """Whether a run in the folder `out` (given as --out) must not start, said in one line: a new run where a run
+    is (it would replace its config, metrics and checkpoint), a resume where none is. A run that stopped before its
+    first epoch ended is replaced (its files only)."""
+    held = [n for n in RUN_FILES if (out / n).exists()]
+    if held and _stopped_before_first_epoch(out):  # nothing of value: a new run replaces it, a resume has nothing
+        own = _unstarted_run_files(out)
+        if args.resume:
+            what = ("a run that stopped before its first epoch ended (no checkpoint, no epoch in metrics.jsonl): "
+                    "nothing to resume; the same command without --resume starts it over") if own is not None else (
+                   f"no run of the trainer to resume ({', '.join(held)}, and no checkpoint or epoch in "
+                   "metrics.jsonl); pick another --out")  # (its own config.yaml: both commands sent the user to the
+            print(f"error: --out {out} holds {what}", file=sys.stderr)  # other; a walkthrough)
+            return True
+        if own is not None:  # only files a run writes, and nothing else is removed
+            print(f"note: --out {out} held a run that stopped before its first epoch ended; starting over there")
+            given = args.config.resolve() if args.config is not None else None
+            for path in own:  # (the run's config.yaml given as --config is read first; the run then rewrites it)
+                if path.resolve() != given:
+                    path.unlink()
+            with contextlib.suppress(OSError):  # the checkpoint folder, once empty
+                (out / "checkpoint").rmdir()
+            held = []
+    if held and not args.resume:  # a new run would replace that run's config, metrics and checkpoint
+        what = "holds a run already" if (out / "metrics.jsonl").exists() else "already holds"
+        resumable = (out / "config.yaml").is_file() and (out / "checkpoint" / CHECKPOINT_FILE).is_file()
+        print(f"error: --out {out} {what} ({', '.join(held)}), which a new run would replace: "
+              + ("continue the run there with --resume, or " if resumable else "")
+              + "pick another --out (nothing was changed)", file=sys.stderr)  # fmt: skip
+        return True
+    if args.resume and not held:
+        what = "is not there" if not out.exists() else "holds no run (no config.yaml, metrics.jsonl or checkpoint)"
+        here = "" if out.is_absolute() else f" (read from the working directory, {Path.cwd()})"
+        print(f"error: --out {out} {what}{here}: nothing to resume; start a run there without --resume",
+              file=sys.stderr)  # fmt: skip
+        return True
+    return False
+
+
+LOCK_FILE = ".training"  # in a run folder while a run trains there (removed at its end; a lock, not its content)
+
+
+def _claim(out: Path, named: bool) -> tuple[Path, int | None]:
+    """The run folder, made if missing, and this process's lock on it (`LOCK_FILE`, flock: released when the
+    process ends, however it ends), or None where another run holds it. Without --out, a folder of its own:
+    runs/train-<timestamp>, else -2, -3, ... (runs started in one second shared one and mixed their epochs)."""
+    import fcntl
+
+    if not named:
+        base, n = out, 1
+        while True:
+            try:
+                out.mkdir(parents=True)
+                break
+            except FileExistsError:
+                n += 1
+                out = base.with_name(f"{base.name}-{n}")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return out, None
+        try:  # the file locked is still the folder's (a run ending meanwhile removes its lock file): else again
+            if os.stat(out / LOCK_FILE).st_ino == os.fstat(fd).st_ino:
+                return out, fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _release(out: Path, fd: int) -> None:
+    with contextlib.suppress(OSError):
+        (out / LOCK_FILE).unlink()  # while held: a run that opens it now makes a new file, and checks for a run
+    os.close(fd)
 
 
 def _again(prog: str, args, out: Path) -> str:
