@@ -19,8 +19,8 @@ from trainer.config import why_unwritable
 from trainer.fit import OBJECTIVE
 
 from . import storage
-from .runs import (DB_SCHEMES, StoreError, check_server, mlflow_db_problem, sqlite_options_problem, sqlite_path,
-                   without_password)
+from .runs import (CUT_SHORT, DB_SCHEMES, StoreError, check_server, mlflow_db_problem, sqlite_options_problem,
+                   sqlite_path, without_password)
 
 TRACKING_TIMEOUT_S = 10.0
 
@@ -146,6 +146,9 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
         if db.is_dir() or (db.exists() and not _is_sqlite_database(db)):
             raise PreflightError(f"{name}: {db} is not an SQLite database; expected an MLflow "
                                  "sqlite store, or a path where a new one can be made")  # fmt: skip
+        cut = mlflow_db_problem(db) if db.exists() else None
+        if cut and cut.startswith(CUT_SHORT):  # MLflow failed on it after Ray had started, in a traceback
+            raise PreflightError(f"{name}: {db} is {cut}, or give another store")
         # a search writes there (MLflow failed on its first run, after Ray had started, with a long traceback);
         # SQLite also writes its journal beside the file
         if db.exists() and not os.access(db, os.W_OK):

@@ -370,6 +370,9 @@ def served_artifacts_problem(location: str | None, tracking_uri: str | None, fla
             "prints it)")
 
 
+CUT_SHORT = "a store whose creation or upgrade by MLflow was cut short"  # (mlflow_db_problem)
+
+
 def mlflow_db_problem(path) -> "str | None":
     """Why the existing file at `path` is not an MLflow sqlite store (read-only: nothing is created or
     changed), or None: empty, not SQLite, or SQLite without MLflow's tables."""
@@ -390,6 +393,11 @@ def mlflow_db_problem(path) -> "str | None":
         return None  # locked, unreadable: MLflow names that itself
     if not {"experiments", "runs"} <= tables:
         return "SQLite, but without MLflow's tables"
+    cut = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+    if cut:  # alembic's copy of a table being migrated: MLflow's migration of it stopped half-way
+        return (f"{CUT_SHORT}: its table {cut[0]} is left from a "
+                "schema migration that did not finish, and MLflow cannot open it again; if it holds no runs you "
+                "need, delete the file")  # fmt: skip
     return None
 
 
@@ -417,13 +425,16 @@ def client_for(tracking_uri: str | None):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def seed_sqlite_store(tracking_uri: str | None) -> None:
+def seed_sqlite_store(tracking_uri: str | None, artifact_root: str | None = None) -> None:
     """A new sqlite store starts as a copy of an empty one made once per MLflow version (in the cache dir):
     MLflow builds a new store by running every schema migration, 2.4-4 s here, on the search's start-up path.
 
     The copy is what MLflow would have made, but for the Default experiment's artifact location, which MLflow
     sets from the working directory at creation (`<cwd>/mlruns/0`) and which is set so here too. A store that
-    exists (or appears meanwhile) is never touched; any failure leaves the creation to MLflow.
+    exists (or appears meanwhile) is never touched; any failure leaves the creation to MLflow. `artifact_root`:
+    where the Default experiment keeps its artifacts (`<root>/0`, as MLflow sets it for a store opened with that
+    root), else `<cwd>/mlruns/0`. The store appears whole or not at all: an interrupted MLflow creation left a
+    store it could not open again (`import-runs` interrupted as it created its destination; a walkthrough).
     """
     import contextlib
     import os
@@ -459,7 +470,7 @@ def seed_sqlite_store(tracking_uri: str | None) -> None:
                 shutil.copyfileobj(src, dst)
             with contextlib.closing(sqlite3.connect(tmp)) as con, con:
                 con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-                            (str(Path("mlruns").resolve() / "0"),))  # fmt: skip
+                            (str(Path(artifact_root or "mlruns").resolve() / "0"),))  # fmt: skip
             try:
                 os.link(tmp, db)  # fails if the store appeared meanwhile: then it is left alone
             except FileExistsError:

@@ -28,13 +28,16 @@ new sqlite store). An experiment created in a local sqlite destination keeps its
 from __future__ import annotations
 
 import os
+import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
+from .commands import exe
 from .runs import (DB_SCHEMES, http_failure, missing_artifact_dir, mlflow_db_problem, moved_store_hint,
-                   served_artifacts_problem, sqlite_options_problem, sqlite_path)
+                   resolved_tracking_uri, seed_sqlite_store, served_artifacts_problem, sqlite_options_problem,
+                   sqlite_path, without_password)
 
 TAG_SOURCE_RUN = "hsc.import.source_run"
 TAG_SOURCE_URI = "hsc.import.source_uri"
@@ -85,8 +88,6 @@ def check_uri(uri: str, role: str) -> str:
         try:
             urllib.request.urlopen(http_request(uri.rstrip("/") + "/health"), timeout=10)
         except OSError as e:
-            from .runs import without_password
-
             plain = scheme == "https" and "WRONG_VERSION_NUMBER" in str(e)  # TLS spoken to a plain HTTP server
             raise TransferError(f"{flag} {without_password(uri)}: no MLflow server answers there ({e}); "
                                 + ("it answers in plain HTTP: use http:// (MLflow servers speak no TLS themselves)"
@@ -143,6 +144,11 @@ def _check_sqlite(uri: str, db: Path, role: str) -> None:
             expected = ("an MLflow database to add the runs to, or a path where no file is yet (a new store is "
                         "made there)")
         raise TransferError(f"{flag} {uri}: {db.absolute()} is not an MLflow database ({what}); expected {expected}")
+    if role == "to" and not (os.access(db, os.W_OK) and os.access(db.absolute().parent, os.W_OK | os.X_OK)):
+        # (every import writes, if only the experiments' tags: it was a 340-line traceback; a walkthrough)
+        what = "is read-only" if not os.access(db, os.W_OK) else "is in a folder that cannot be written (SQLite " \
+            "writes its journal there)"  # fmt: skip
+        raise TransferError(f"{flag} {uri}: {db.absolute()} {what}; expected a store the runs can be copied into")
 
 
 def _canonical_url(uri: str) -> str:
@@ -310,8 +316,6 @@ def copy_run(src, dst, dst_store, run, dst_experiment_id: str, parent_copy: str 
     dst.set_tag(new_id, TAG_SOURCE_STATE, source_state(run))
     # marks the copy complete (a deleted run takes no tags); a relative sqlite path made absolute (it named no
     # folder); a password never
-    from .runs import resolved_tracking_uri, without_password
-
     dst.set_tag(new_id, TAG_SOURCE_URI, without_password(resolved_tracking_uri(source_uri)))
     if info.lifecycle_stage == "deleted":
         dst.delete_run(new_id)  # if cut short just before this, the next copy deletes it (see copy_searches)
@@ -337,7 +341,7 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
     src = MlflowClient(tracking_uri=source_uri)
     if experiments:
         exps = []
-        for name in experiments:
+        for name in dict.fromkeys(experiments):  # one copy each (a name given twice was counted twice)
             exp = src.get_experiment_by_name(name)
             if exp is None:
                 names = sorted(e.name for e in src.search_experiments())
@@ -355,6 +359,8 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
         raise TransferError(f"--from {source_uri}: no runs to copy (experiments: {names}); expected the store "
                             "a search logged to")  # fmt: skip
     root = _local_artifact_root(dest_uri)
+    if root is not None:  # a new sqlite store appears whole (MLflow's own creation, interrupted, left a store that
+        seed_sqlite_store(dest_uri, root)  # neither MLflow nor the same import could open again; a walkthrough)
     dst_store = _store(dest_uri, root)  # first: a new sqlite store gets its Default experiment's folder there too
     dst = MlflowClient(tracking_uri=dest_uri)
     # a destination whose artifacts a server keeps (any of its experiments, its Default one included: a server
@@ -367,19 +373,31 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
                                           f"the store (its experiment '{target.name}')")  # fmt: skip
         if served:
             raise TransferError(served)
+        if target.lifecycle_stage == "deleted" and target.name in {e.name for e in exps}:  # MLflow refused every
+            # write into it, in a traceback (a walkthrough)
+            raise TransferError(
+                f"--to {without_password(dest_uri)}: experiment '{target.name}' is deleted there (its runs in the "
+                f"trash, its name still taken); restore it (`MLFLOW_TRACKING_URI="
+                f"{shlex.quote(without_password(resolved_tracking_uri(dest_uri), ''))} {exe('mlflow')} experiments "
+                f"restore --experiment-id "
+                f"{target.experiment_id}`), or copy into another store")  # fmt: skip
     report = TransferReport()
     for exp in exps:
         runs = runs_of[exp.experiment_id]
         if not runs and exp.name == "Default":
             continue
-        target = dst.get_experiment_by_name(exp.name)
-        # a new experiment in a local sqlite store keeps its artifacts beside that store (see _local_artifact_root)
-        dst_exp_id = target.experiment_id if target else dst_store.create_experiment(exp.name, None, None)
-        for k, v in exp.tags.items():
-            if not k.startswith("mlflow.") or k in ("mlflow.note.content", "mlflow.experimentKind"):
-                dst.set_experiment_tag(dst_exp_id, k, v)
+        try:
+            target = dst.get_experiment_by_name(exp.name)
+            # a new experiment in a local sqlite store keeps its artifacts beside that store (_local_artifact_root)
+            dst_exp_id = target.experiment_id if target else dst_store.create_experiment(exp.name, None, None)
+            for k, v in exp.tags.items():
+                if not k.startswith("mlflow.") or k in ("mlflow.note.content", "mlflow.experimentKind"):
+                    dst.set_experiment_tag(dst_exp_id, k, v)
+            done = _copied_runs(dst, dst_exp_id)
+        except (MlflowException, OSError, RequestException) as e:  # a store that stopped answering or taking writes
+            raise TransferError(f"experiment {exp.name}: the copy failed ({http_failure(e)}); the runs copied so far "
+                                "are kept, and the same import-runs copies the rest") from None  # fmt: skip
         report.experiments.append(exp.name)
-        done = _copied_runs(dst, dst_exp_id)
         copies: dict[str, str] = {}  # source run id -> copy id
         n_before = (report.copied, report.skipped, report.redone)
         n_updated = report.updated

@@ -122,6 +122,77 @@ def test_a_file_that_is_not_an_mlflow_store_is_refused(here, name, what):
     _refused(here, "--to", f"sqlite:///{here}", needle=f"--to sqlite:///{here}: {here} is a folder")
 
 
+def test_a_store_mlflow_did_not_finish_creating_is_refused_and_a_new_one_appears_whole(here, tmp_path_factory,
+                                                                                        monkeypatch):
+    """import-runs interrupted while MLflow built its new destination left alembic's temporary table in it: the
+    same command (its own advice) then failed with a traceback, and so did every command given that store (a
+    walkthrough). Such a store is named as what it is, by import-runs, the read commands and a search's pre-flight;
+    a new destination is now made from a whole empty store (the search's template), moved into place at once."""
+    import sqlite3
+
+    from hsc_search import preflight
+
+    half = here / "half.db"
+    shutil.copy(here / "mlflow.db", half)
+    with sqlite3.connect(half) as con:  # as alembic's batch migration leaves it when cut off
+        con.execute("CREATE TABLE _alembic_tmp_experiments (experiment_id INTEGER)")
+    what = ("is not an MLflow database (a store whose creation or upgrade by MLflow was cut short: its table "
+            "_alembic_tmp_experiments is left from a schema migration that did not finish, and MLflow cannot open it "
+            "again; if it holds no runs you need, delete the file)")
+    _refused(here, "--to", "sqlite:///half.db", needle=f"--to sqlite:///half.db: {half} {what}")
+    _refused(here, "--from", "sqlite:///half.db", "--to", "sqlite:///new.db", needle=f"{half} {what}")
+    r = subprocess.run([HSC, "export-best", "--tracking-uri", "sqlite:///half.db"], cwd=here, capture_output=True,
+                       text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and f"sqlite:///half.db: half.db {what}" in r.stderr and "Traceback" not in r.stderr, \
+        r.stderr[-2000:]
+    monkeypatch.chdir(here)
+    with pytest.raises(preflight.PreflightError, match="_alembic_tmp_experiments is left from a schema migration"):
+        preflight.check_tracking("sqlite:///half.db")
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("HSC_CACHE_DIR", str(cache))
+    (here / "sub").mkdir()
+    r = subprocess.run([HSC, "import-runs", "--to", f"sqlite:///{here / 'sub' / 'new.db'}"], cwd=here,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    assert list(cache.glob("mlflow-*-empty.db")), "the new store was not made from the template"
+    from mlflow.tracking import MlflowClient
+
+    default = MlflowClient(f"sqlite:///{here / 'sub' / 'new.db'}").get_experiment("0")
+    assert default.artifact_location == str(here / "sub" / "mlruns" / "0")  # beside the store, as MLflow made it
+    assert sorted(p.name for p in (here / "sub").iterdir()) == ["mlruns", "new.db"]  # no temporary file left
+
+
+def test_a_destination_that_cannot_take_the_runs_is_refused_in_one_line(here, tmp_path):
+    """A read-only store (every import writes, if only its experiments' tags) was a 340-line traceback; so was an
+    experiment of the same name deleted in the destination (MLflow: "must be in the 'active' state")."""
+    from mlflow.tracking import MlflowClient
+
+    from conftest import small_disk
+
+    dst = here / "dst.db"
+    shutil.copy(here / "mlflow.db", dst)
+    client = MlflowClient(f"sqlite:///{dst}")
+    exp_id = client.get_experiment_by_name("hsc-search").experiment_id
+    client.delete_experiment(exp_id)
+    line = _refused(here, "--to", "sqlite:///dst.db", needle="--to sqlite:///dst.db: experiment 'hsc-search' is "
+                                                              "deleted there (its runs in the trash, its name still "
+                                                              "taken); restore it (`MLFLOW_TRACKING_URI=")
+    assert line.endswith(f"/mlflow experiments restore --experiment-id {exp_id}`), or copy into another store"), line
+    assert f"sqlite:///{dst}" in line  # the restore command pasted in any folder opens this store
+    ro = tmp_path / "ro"
+    with small_disk(ro, prepare=lambda p: shutil.copy(here / "mlflow.db", p / "team.db"), read_only=True):
+        _refused(here, "--to", f"sqlite:///{ro / 'team.db'}",
+                 needle=f"--to sqlite:///{ro / 'team.db'}: {ro / 'team.db'} is read-only; expected a store the runs "
+                        "can be copied into")  # fmt: skip
+
+
+def test_an_experiment_named_twice_is_copied_and_counted_once(here):
+    r = subprocess.run([HSC, "import-runs", "--to", "sqlite:///twice.db", "--experiment", "hsc-search",
+                        "--experiment", "hsc-search"], cwd=here, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0 and r.stdout.count("experiment hsc-search: ") == 1, r.stdout + r.stderr[-2000:]
+    assert "experiment hsc-search: 2 run(s) copied\n" in r.stdout, r.stdout
+
+
 def test_a_question_mark_in_a_sqlite_folder_is_refused(here):
     """SQLAlchemy cuts a sqlite path at '?': `runs?2/new.db` would have made a store named `runs`."""
     (here / "runs?2").mkdir()
