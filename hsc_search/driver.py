@@ -1315,9 +1315,12 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
             echo(f"warm start: the {w['added']} trials from {w['source']} come back with the Optuna study "
                  "(not added again)")  # fmt: skip
         if writer is not None:
-            tracker = next((c for c in tuner_parts(tuner)[0] if isinstance(c, MlflowTracker)), None)
+            callbacks, _, restored_scheduler = tuner_parts(tuner)
+            tracker = next((c for c in callbacks if isinstance(c, MlflowTracker)), None)
             if tracker is not None:  # the restored tracker (Ray pickled it without its writer)
                 tracker.attach(writer)
+                if tracker.scheduler is None and isinstance(restored_scheduler, PersistentASHA):  # pickled before
+                    tracker.scheduler = restored_scheduler  # it had one: its trials stopped from now on say why
             else:
                 writer.stop()
             try:
@@ -1760,7 +1763,7 @@ def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: 
 def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrupted, errors,
                    echo) -> SearchOutcome:  # fmt: skip
     rows = trial_rows(client, experiment_id, parent_id, settings.metric, settings.mode)
-    rows = sorted(rows, key=lambda r: start_order(r, rows))  # the order trials started in
+    rows = sorted(rows, key=lambda r: start_order(r, rows))  # the order they were proposed in
     best = best_row(rows, settings.mode)
     best_path = None
     out_dir = outputs_dir(exp_dir)

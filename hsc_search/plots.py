@@ -17,7 +17,7 @@ finally:
 
 
 def best_so_far_figure(scores: list[float | None], outcomes: list[str], mode: str, metric: str) -> Figure:
-    """Each trial's score in the order trials started (dots: completed, crosses: stopped early by ASHA, which
+    """Each trial's score in the order the searcher proposed them (dots: completed, crosses: stopped early by ASHA, which
     scored at fewer epochs) and the best so far over the trials that did not fail."""
     fig = Figure(figsize=(6, 3.5), layout="constrained")
     ax = fig.subplots()
@@ -41,7 +41,7 @@ def best_so_far_figure(scores: list[float | None], outcomes: list[str], mode: st
     if other:
         ax.scatter(*zip(*other), s=22, marker=".", color="C7", label="unfinished")
     ax.step(xs_best, ys_best, where="post", color="C2", label="best so far")
-    ax.set(title=f"{metric} by trial", xlabel="trial (start order)", ylabel=metric)
+    ax.set(title=f"{metric} by trial", xlabel="trial (#, as proposed)", ylabel=metric)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers: no 1.5, 2.5
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -2,7 +2,7 @@
 
 Drawn from MLflow alone (`search_record.read_search`), so `hsc-search report` writes it for any search,
 including ones made before it existed. Sections: every trial's objective over epochs coloured by outcome with
-ASHA's rungs marked; the best so far against the order trials started in and against the epochs trained in
+ASHA's rungs marked; the best so far against the order trials were proposed in and against the epochs trained in
 all; parallel coordinates (drawn here) and parameter importance (Optuna's), on a study rebuilt from the runs;
 the best trial's loss weights and canonical-correlation spectrum; the table of trials.
 """
@@ -149,13 +149,14 @@ def curves_figure(rec: SearchRecord):
 
 
 def best_so_far_figure(rec: SearchRecord):
-    """Left: each trial's score in the order trials started, and the best so far. Right: the best value reached
-    against the epochs trained by all trials together (every epoch of every trial, in the order they were
-    logged)."""
+    """Left: each trial's score in the order the searcher proposed them (`export.start_order`), and the best so
+    far. Right: the best value reached against the epochs trained by all trials together (every epoch of every
+    trial, in the order they were logged)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("by trial, in start order", "by epochs trained (all trials)"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("by trial, in the order proposed",
+                                                        "by epochs trained (all trials)"))  # fmt: skip
     shown: set[str] = set()
     best, xs_b, ys_b = None, [], []
     for i, t in enumerate(rec.trials, 1):
@@ -187,7 +188,7 @@ def best_so_far_figure(rec: SearchRecord):
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(shape="hv", color="#2ca02c", width=2),
                              name="best so far", legendgroup="best", showlegend=False,
                              hovertemplate="%{x} epochs: best %{y:.4f}<extra></extra>"), 1, 2)  # fmt: skip
-    fig.update_xaxes(title_text="trial (start order)", **integer_axis(len(rec.trials)), row=1, col=1)
+    fig.update_xaxes(title_text="trial (#, as proposed)", **integer_axis(len(rec.trials)), row=1, col=1)
     fig.update_xaxes(title_text="epochs trained, all trials", **integer_axis(len(points)), row=1, col=2)
     fig.update_yaxes(title_text=rec.metric, row=1, col=1)
     log = log_scale([t.row.score for t in rec.trials] + [v for _, v, _ in points])
@@ -524,8 +525,9 @@ def importance_basis(rec: SearchRecord, study) -> tuple[Any, str, str]:
     if n_full >= IMPORTANCE_FROM:
         return (full, f"{n_full} completed trials",
                 f"the {plural(n_full, 'trial')} that trained all their epochs (the {others} "
-                f"{'is' if early == 1 else 'are'} left out, their scores being of fewer epochs" + ("; as Optuna ranks a pruned search: the survivors are the better trials, "
-                                           "so this tells what matters among good configurations)" if asha else ")"))
+                f"{'is' if early == 1 else 'are'} left out, their scores being of fewer epochs"
+                + ("; as Optuna ranks a pruned search: the survivors are the better trials, so this tells what "
+                   "matters among good configurations)" if asha else ")"))  # fmt: skip
     return (study, f"{plural(len(study.trials), 'trial')}, {early} not completed",
             f"every scored trial, each at its best epoch: only {n_full} trained all their epochs (too few to rank "
             f"alone), and the scores of the {others} are of fewer epochs, so this ranks partly what "
@@ -767,9 +769,9 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     kept = ("the checkpoint it kept and tested" if by == rec.metric else
             f"its kept and tested checkpoint is of its best {by}, which can be another epoch")  # fmt: skip
     add("Best so far", lambda: best_so_far_figure(rec),
-        f"A trial's score is its best {rec.metric} over its epochs ({kept}). Left: trials in the order they "
-        "started. Right: against every epoch trained by any trial, in the order they were logged: the cost of "
-        "reaching each level.")  # fmt: skip
+        f"A trial's score is its best {rec.metric} over its epochs ({kept}). Left: trials in the order the "
+        "searcher proposed them (the table's #). Right: against every epoch trained by any trial, in the order they "
+        "were logged: the cost of reaching each level.")  # fmt: skip
     study = _quiet_study(rec)
     add("Parallel coordinates", lambda: parallel_figure(rec, study) if study else None)
     ranked, which, basis = importance_basis(rec, study)

@@ -146,13 +146,15 @@ class PersistentASHA(ASHAScheduler):
         set_asha_num_stopped(self, state.get("num_stopped", 0))
 
 
-def why_stopped(record: dict[str, Any], trial_id: str) -> str | None:
+def why_stopped(record: dict[str, Any], trial_id: str, epoch: int | None = None) -> str | None:
     """Why ASHA stopped a trial, in one sentence, from a rung record (`PersistentASHA.rung_record`): the highest rung
     holding it, its value there and the cut-off it fell short of. Ray's asynchronous ASHA compares a trial reaching a
     rung with the values recorded there before it (its `_Bracket.on_result`): the (1 - 1/reduction_factor) quantile
     of them, linear between neighbours. Each rung's dict keeps the order Ray recorded its values in (Python dicts,
     JSON and `set_rung_state` keep it), so the cut-off is the one in force when the trial arrived. None when no rung
-    holds the trial below its cut-off (it was not ASHA's cut, or the record lacks its reduction factor)."""
+    holds the trial below its cut-off (it was not ASHA's cut, or the record lacks its reduction factor). `epoch`:
+    the epoch the trial stopped at (its last report), which with a fractional reduction factor is past its rung
+    (rung 2.5 judges the first report at or after it)."""
     rf = record.get("reduction_factor")
     if not rf or rf <= 1:
         return None
@@ -167,19 +169,29 @@ def why_stopped(record: dict[str, Any], trial_id: str) -> str | None:
     if not found or not found[2]:
         return None
     milestone, value, before = found
-    cutoff = sign * float(np.nanpercentile([sign * v for v in before], (1 - 1 / rf) * 100))
+    counted = [sign * v for v in before if not math.isnan(v)]  # Ray's nanpercentile leaves NaN out
+    if not counted:
+        return None
+    cutoff = sign * float(np.percentile(counted, (1 - 1 / rf) * 100))
     if not math.isfinite(value) or not sign * value < sign * cutoff:
         return None
-    n = len(before)
-    return (f"stopped by ASHA at epoch {int(milestone)}: {record.get('metric', 'the metric')} {value:.4f}, "
-            f"{'below' if sign > 0 else 'above'} the cut-off {cutoff:.4f} for the top 1/{rf:g}, set by the "
-            f"{n} trial{'s that' if n != 1 else ' that'} reached epoch {int(milestone)} before it")
+    digits = 4  # enough to tell the two apart
+    while digits < 8 and f"{value:.{digits}f}" == f"{cutoff:.{digits}f}":
+        digits += 1
+    n, at = len(counted), milestone if epoch is None else epoch
+    rung, reached = (("", f"epoch {milestone:g}") if at == milestone
+                     else (f" (ASHA's rung at {milestone:g} epochs)", "that rung"))  # fmt: skip
+    return (f"stopped by ASHA at epoch {at:g}{rung}: {record.get('metric', 'the metric')} {value:.{digits}f}, "
+            f"{'below' if sign > 0 else 'above'} the cut-off {cutoff:.{digits}f} for the top 1/{rf:g}, set by the "
+            f"{n} trial{'s that' if n != 1 else ' that'} reached {reached} before it")
 
 
 def asha_milestones(scheduler: ASHAScheduler) -> list[int]:
     """The epochs at which ASHA compares trials (every bracket's rungs), lowest first: a trial must report at
-    exactly these epochs for ASHA to judge it."""
-    return sorted({int(m) for rungs in asha_brackets(scheduler) for m, _ in rungs})
+    these epochs for ASHA to judge it. A fractional rung (reduction factor 2.5: rungs 1, 2.5, 6.25) judges the
+    first report at or after it: epoch 3 and 7 (rounded down, a trial reported at 2, was judged at rung 2.5 on its
+    next report, and never at 6.25; the review)."""
+    return sorted({math.ceil(m) for rungs in asha_brackets(scheduler) for m, _ in rungs})
 
 
 class AshaStateCallback(Callback):

@@ -49,7 +49,7 @@ class SearchRecord:
     metric: str
     mode: str
     max_epochs: int | None
-    trials: list[Trial]  # in start order
+    trials: list[Trial]  # in the order proposed (export.start_order)
     best: Trial | None
     milestones: list[int]  # ASHA rungs (epochs), lowest first; empty for FIFO or when unknown
     space: dict[str, Any] | None  # search_space.yaml, if logged

@@ -128,13 +128,15 @@ class MlflowTracker(tune.Callback):
         if outcome == "failed":
             self._finish(trial, outcome, "FAILED", error=result[FAILED_KEY])
         else:
-            self._finish(trial, outcome, "FINISHED", why=self._why_stopped(trial.trial_id, outcome))
+            self._finish(trial, outcome, "FINISHED", why=self._why_stopped(trial, outcome))
 
-    def _why_stopped(self, tid: str, outcome: str) -> str | None:
+    def _why_stopped(self, trial, outcome: str) -> str | None:
         if outcome != "stopped_early" or not isinstance(self.scheduler, PersistentASHA):
             return None
+        tid = trial.trial_id
         try:
-            return why_stopped(self.scheduler.rung_record(self.metric, self.mode), tid)
+            epoch = int((trial.last_result or {}).get("epoch", 0)) or None  # the report ASHA stopped it at
+            return why_stopped(self.scheduler.rung_record(self.metric, self.mode), tid, epoch)
         except Exception as e:  # noqa: BLE001 - a sentence for people; never a reason to lose the trial's end
             log.warning("could not say why ASHA stopped trial %s: %s", tid, e)
             return None

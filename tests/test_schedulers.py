@@ -170,11 +170,11 @@ def test_why_stopped_names_the_cut_off_ray_applied_at_the_rung():
                        "weak") is None  # a record written before the factor was in it: nothing claimed
 
 
-@pytest.mark.parametrize("mode,rf", [("max", 2), ("max", 3), ("min", 2)])
+@pytest.mark.parametrize("mode,rf", [("max", 2), ("max", 3), ("min", 2), ("max", 2.5)])
 def test_why_stopped_agrees_with_every_decision_of_rays_asha(mode, rf):
     """Random asynchronous searches through a real ASHA: every trial ASHA stopped before max_t gets a reason at the
     epoch it stopped at, and no trial that went on does; also after the rungs went through a restore."""
-    rng = np.random.default_rng(rf)
+    rng = np.random.default_rng(int(rf * 10))
     for _ in range(5):
         a = PersistentASHA(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=rf)
         a.set_search_properties("m", mode)
@@ -195,11 +195,46 @@ def test_why_stopped_agrees_with_every_decision_of_rays_asha(mode, rf):
         assert stopped  # the draw exercised ASHA's cut
         for rec in (record, restored.rung_record("m", mode)):
             for tid in epoch:
-                why = why_stopped(rec, tid)
+                why = why_stopped(rec, tid, epoch[tid])  # (its last report: the one ASHA stopped it at)
                 if tid in stopped:
-                    assert why and why.startswith(f"stopped by ASHA at epoch {stopped[tid]}: m "), (tid, why)
+                    # rf 2.5: rung 2.5 judges the first report at or after it (it said "epoch 2" for epoch 3)
+                    assert why and why.startswith(f"stopped by ASHA at epoch {stopped[tid]}"), (tid, why)
+                    assert (" (ASHA's rung at " in why) == (rf == 2.5 and stopped[tid] != 1), why
                 else:
                     assert why is None, (tid, why)
+
+
+def test_a_fractional_rung_is_reported_at_and_said_as_the_epoch_that_reaches_it():
+    """Rung 2.5 (reduction factor 2.5) was rounded down to a report at epoch 2, so ASHA judged it on the next report
+    (epoch 6) and never judged rung 6.25; and its stop was said to be 'at epoch 2' (the review)."""
+    from hsc_search.schedulers import asha_milestones
+
+    a = PersistentASHA(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=2.5)
+    assert asha_milestones(a) == [1, 3, 7]  # Ray's rungs 1, 2.5, 6.25
+    assert asha_milestones(_asha()) == [1, 2, 4, 8]
+    a.set_search_properties("m", "max")
+    for tid, v in [("t1", 0.5), ("t2", 0.6), ("t3", 0.3)]:
+        a.on_trial_add(None, _Trial(tid))
+        a.on_trial_result(None, _Trial(tid), {"epoch": 1, "m": v + 1})  # all pass rung 1 in turn (rising)
+        assert a.on_trial_result(None, _Trial(tid), {"epoch": 3, "m": v}) == ("STOP" if tid == "t3" else "CONTINUE")
+    assert why_stopped(a.rung_record("m", "max"), "t3", 3) == (
+        "stopped by ASHA at epoch 3 (ASHA's rung at 2.5 epochs): m 0.3000, below the cut-off 0.5600 for the top "
+        "1/2.5, set by the 2 trials that reached that rung before it")  # the 60% quantile of 0.5, 0.6: 0.5 + 0.6 x 0.1
+
+
+def test_why_stopped_counts_the_values_ray_counts_and_tells_near_values_apart():
+    """Ray's nanpercentile leaves a NaN value out of the cut-off: 'set by the 3 trials' counted two NaN ones; and
+    a value within 5e-5 of its cut-off read "0.1500, below the cut-off 0.1500"."""
+    record = {"metric": "m", "mode": "max", "reduction_factor": 2, "milestones": [[2, 1]],
+              "rungs": [[{}, {"a": float("nan"), "b": float("nan"), "c": 0.5, "d": 0.4, "e": 0.15000, "f": 0.14998}]]}
+    assert why_stopped(record, "d").endswith("cut-off 0.5000 for the top 1/2, set by the 1 trial that reached epoch 1 "
+                                             "before it")  # fmt: skip
+    # before f: 0.5, 0.4, 0.15 (NaNs out): median 0.4; before e: 0.5, 0.4: 0.45
+    assert "m 0.1500, below the cut-off 0.4500" in why_stopped(record, "e")
+    record["rungs"][0][1] = {"a": 0.15, "b": 0.14998}
+    assert "m 0.14998, below the cut-off 0.15000 " in why_stopped(record, "b")
+    record["rungs"][0][1] = {"a": float("nan"), "b": 0.1}
+    assert why_stopped(record, "b") is None  # nothing counted before it: no cut-off, Ray let it through
 
 
 def test_shared_reference_survives_pickling_together():
