@@ -143,12 +143,14 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
         if not db.parent.resolve().is_dir():
             raise PreflightError(f"{name}: the folder {db.parent} does not exist; MLflow would not "
                                  "find an existing database there. Create the folder or fix the path")  # fmt: skip
-        if db.is_dir() or (db.exists() and not _is_sqlite_database(db)):
+        # read once (a store another process holds locked waits out its timeout): an empty file or one without
+        # MLflow's tables yet MLflow makes a store of; a locked or unreadable one MLflow names itself
+        what = mlflow_db_problem(db) if db.exists() and not db.is_dir() else None
+        if db.is_dir() or what == "not an SQLite database":
             raise PreflightError(f"{name}: {db} is not an SQLite database; expected an MLflow "
                                  "sqlite store, or a path where a new one can be made")  # fmt: skip
-        cut = mlflow_db_problem(db) if db.exists() else None
-        if cut and cut.startswith(CUT_SHORT):  # MLflow failed on it after Ray had started, in a traceback
-            raise PreflightError(f"{name}: {db} is {cut}, or give another store")
+        if what and what.startswith(CUT_SHORT):  # MLflow failed on it after Ray had started, in a traceback
+            raise PreflightError(f"{name}: {db} is {what}, or give another store")
         # a search writes there (MLflow failed on its first run, after Ray had started, with a long traceback);
         # SQLite also writes its journal beside the file
         if db.exists() and not os.access(db, os.W_OK):
@@ -198,13 +200,6 @@ def _sqlite_write_locked(path: Path, timeout_s: float) -> bool:
         return False
     finally:
         con.close()
-
-
-def _is_sqlite_database(path: Path) -> bool:
-    """The file is not something else than an SQLite database (an empty one, or one without MLflow's tables yet,
-    MLflow makes a store of); read-only (`runs.mlflow_db_problem`, which leaves a locked or unreadable file to
-    MLflow, which names that reason)."""
-    return mlflow_db_problem(path) != "not an SQLite database"
 
 
 def tcp_problem(host: str, port: int, timeout_s: float) -> str | None:
