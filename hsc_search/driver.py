@@ -723,7 +723,9 @@ def _preflight_rest(settings: SearchSettings, space: SearchSpace, first: dict, n
         if not storage.is_uri(settings.warm_start) and source.is_dir():  # recorded as read from anywhere
             settings.warm_start = str(source.resolve())
         warm = warm_start.plan(settings.warm_start, space, settings.metric, settings.mode, settings.tracking_uri,
-                               data=settings.data, fingerprint=fingerprint)  # fmt: skip
+                               data=settings.data, fingerprint=fingerprint,
+                               storage_root=None if storage.is_uri(storage.resolve(settings.storage)) else
+                               storage.resolve(settings.storage))  # fmt: skip
         warm.sampler_seed = warm_start.sampler_seed(settings.seed, warm)  # recorded: the draws are this seed's
         # the trainer default has usually been trained by the source search already: not again
         among = warm_start.default_among(first, warm)

@@ -151,9 +151,11 @@ def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: 
                                      r.get("outcome") or "completed", epoch_s))  # fmt: skip
     if not trials:
         why = "; ".join(f"{t}: {w}" for t, w in list(skipped.items())[:4]) + ("; ..." if len(skipped) > 4 else "")
+        then = ("the search did not finish (interrupted, or still running): replay it once `hsc-search resume` has "
+                "finished it" if finished is False else "record a FIFO search (hsc-search run --scheduler fifo)")
         raise ReplayError(f"no complete curves in {source}: none of its {len(raw)} trials ran all {max_epochs} "
                           f"epochs ({why}); a stopping rule can only be replayed on trials that ran their full "
-                          "budget: record a FIFO search (hsc-search run --scheduler fifo)")  # fmt: skip
+                          f"budget: {then}")  # fmt: skip
     return Curves(source, metric, mode, max_epochs, trials, skipped, finished)
 
 
@@ -811,7 +813,9 @@ class ReplayReport:
 MAX_ORDERS = 10_000  # every order replays every setting: 0.05-0.1 s an order with the default settings on 16 trials
 
 
-def _check_numbers(orders: int, concurrency: int, tolerance: float) -> None:
+def _check_numbers(orders: int, concurrency: int, tolerance: float, seed: int = 0) -> None:
+    if not 0 <= seed < 2**32:  # numpy's seeds (a traceback: "expected non-negative integer"), as `run --seed`
+        raise ReplayError(f"--seed {seed}: must be in [0, 2**32 - 1]")
     if orders < 1:
         raise ReplayError(f"--orders {orders}: must be at least 1")
     if orders > MAX_ORDERS:
@@ -820,8 +824,8 @@ def _check_numbers(orders: int, concurrency: int, tolerance: float) -> None:
                           "stable quartiles)")  # fmt: skip
     if concurrency < 1:
         raise ReplayError(f"--concurrency {concurrency}: must be at least 1")
-    if not tolerance >= 0:
-        raise ReplayError(f"--tolerance {tolerance}: must be 0 or more")
+    if not 0 <= tolerance < math.inf:  # (inf: every rule "reached the best" at its first epoch)
+        raise ReplayError(f"--tolerance {tolerance}: must be a number, 0 or more")
 
 
 def replay(curves: Curves, settings: Sequence[Setting] | None = None, orders: int = 200, seed: int = 0,
@@ -831,7 +835,7 @@ def replay(curves: Curves, settings: Sequence[Setting] | None = None, orders: in
     import time
 
     t0 = time.perf_counter()
-    _check_numbers(orders, concurrency, tolerance)
+    _check_numbers(orders, concurrency, tolerance, seed)
     notes = []
     if settings is None:
         settings = default_settings(curves.max_epochs)
@@ -1036,7 +1040,7 @@ def run_replay(run_id: str | None = None, ray_dir: str | None = None, experiment
     if timing not in ("epoch", "recorded"):
         raise ReplayError(f"bad --timing '{timing}': epoch or recorded")
     settings = [parse_setting(s) for s in specs] or None  # bad specs fail before reading anything
-    _check_numbers(orders, concurrency, tolerance)
+    _check_numbers(orders, concurrency, tolerance, seed)
     if json_out:  # before the replay, which takes seconds to minutes
         from .runs import out_file_problem
 

@@ -100,13 +100,14 @@ def same_data(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: str | None,
-         data: str | None = None, fingerprint: dict | None = None) -> WarmStart:  # fmt: skip
+def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: str | None, data: str | None = None,
+         fingerprint: dict | None = None, storage_root: str | None = None) -> WarmStart:  # fmt: skip
     """Reads the source search and builds the trials to add. Raises PreflightError (one sentence, naming
     --warm-start) for a source that does not exist, cannot be read, ranks by another metric or mode, or has no
     trial that fits `space`. `data` and `fingerprint` (trainer.fit.data_fingerprint): this search's data, to say
     when the source searched other data: by the fingerprints when both searches recorded one (a file replaced at
-    the same path is other data; a copy elsewhere is the same), else by the data specs."""
+    the same path is other data; a copy elsewhere is the same), else by the data specs. `storage_root`: this
+    search's storage (a local folder), where a search given by its name alone is looked for, to name it."""
     from .replay import ReplayError, read_mlflow, read_ray_dir
 
     flag = f"--warm-start {source}"
@@ -129,7 +130,11 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
             except ReplayError as e:  # neither a folder here nor a run in the store
                 # replay's flag, --run-id, is ours here: "T is a trial run of search P: pass --warm-start P"
                 msg = str(e).replace("pass --run-id ", "pass --warm-start ").replace("--run-id ", "")
-                raise PreflightError(f"{flag}: no such search folder here, and as a parent run id: {msg}") from None
+                named = Path(storage_root or "ray_results") / source  # a search's name, as --name gave it
+                hint = (f"; the search named {source} is the folder {named}: pass --warm-start {named}"
+                        if (named / "hsc_search.json").is_file() else "")  # fmt: skip
+                raise PreflightError(f"{flag}: no such search folder here, and as a parent run id: {msg}{hint}") \
+                    from None
     except ReplayError as e:  # read_ray_dir names the folder, and --warm-start
         raise PreflightError(str(e)) from None
     if (rec.metric, rec.mode) != (metric, mode):

@@ -41,6 +41,30 @@ def test_orders_has_an_upper_bound(tmp_path):
     _fails_fast(["--ray-dir", str(root), "--orders", "1000000000"], "--orders 1000000000: at most 10000")
 
 
+def test_numbers_numpy_or_the_table_cannot_take_are_one_line(tmp_path):
+    """--seed -1 was numpy's traceback ("expected non-negative integer"), as `run --seed -1` is not; --tolerance
+    inf made every rule "reach the best" at its first epoch."""
+    root = _ray_folder(tmp_path / "search")
+    _fails_fast(["--ray-dir", str(root), "--seed", "-1"], "--seed -1: must be in [0, 2**32 - 1]")
+    _fails_fast(["--ray-dir", str(root), "--seed", str(2**32)], f"--seed {2**32}: must be in [0, 2**32 - 1]")
+    _fails_fast(["--ray-dir", str(root), "--tolerance", "inf"], "--tolerance inf: must be a number, 0 or more")
+    assert CliRunner().invoke(app, ["replay", "--ray-dir", str(root), "--seed", str(2**32 - 1),
+                                    "--orders", "5"]).exit_code == 0  # fmt: skip
+
+
+def test_a_search_that_did_not_finish_is_told_to_be_finished_not_recorded_again(tmp_path):
+    """A FIFO search interrupted before any trial ran all its epochs was told to "record a FIFO search"."""
+    root = _ray_folder(tmp_path / "search")
+    (root / "hsc_search.json").write_text(json.dumps({"settings": {"metric": "val/map_avg", "mode": "max",
+                                                                   "max_epochs": 3, "scheduler": "fifo"}}))  # fmt: skip
+    for tid in ("t1", "t2"):  # each cut off after its first epoch
+        lines = (root / tid / "result.json").read_text().splitlines()
+        (root / tid / "result.json").write_text(lines[0] + "\n")
+    result = _fails_fast(["--ray-dir", str(root)], "no complete curves in Ray folder")
+    assert "the search did not finish (interrupted, or still running): replay it once `hsc-search resume` has " \
+           "finished it" in result.output and "record a FIFO search" not in result.output, result.output
+
+
 def test_json_that_is_a_folder_is_refused_before_the_replay(tmp_path):
     root = _ray_folder(tmp_path / "search")
     folder = tmp_path / "out"
@@ -60,6 +84,25 @@ def test_a_trial_run_id_names_its_search(tmp_path):
     trial = client.create_run(exp, run_name="t", tags={"mlflow.parentRunId": parent, "hsc.kind": "trial"}).info.run_id
     _fails_fast(["--tracking-uri", uri, "--run-id", trial],
                 f"--run-id {trial} is a trial run of search {parent}: pass --run-id {parent}", bounded=False)
+
+
+def test_warm_start_given_a_searchs_name_names_its_folder(tmp_path, monkeypatch):
+    """`--warm-start first` (the --name of a search) said "no such search folder here, and as a parent run id: ...
+    no such run", without the folder it meant (a walkthrough)."""
+    from hsc_search.preflight import PreflightError
+    from hsc_search.space import load_space_dict
+    from hsc_search.warm_start import plan
+
+    root = _ray_folder(tmp_path / "runs" / "first")
+    monkeypatch.chdir(tmp_path)
+    space = load_space_dict({"params": {"lr": {"type": "float", "low": 3.0e-4, "high": 1.0e-2, "log": True}}})
+    with pytest.raises(PreflightError) as e:
+        plan("first", space, "val/map_avg", "max", None, storage_root=str(tmp_path / "runs"))
+    assert str(e.value).startswith("--warm-start first: no such search folder here, and as a parent run id: ")
+    assert str(e.value).endswith(f"; the search named first is the folder {root}: pass --warm-start {root}"), e.value
+    with pytest.raises(PreflightError) as e:  # no such search either: nothing more said
+        plan("second", space, "val/map_avg", "max", None, storage_root=str(tmp_path / "runs"))
+    assert "the search named" not in str(e.value)
 
 
 def test_warm_start_from_a_corrupt_search_folder_names_warm_start(tmp_path):
