@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from .commands import DISK_ERRNOS, exe, resume_command, retrain_command
 from .shipped import shipped_spaces
@@ -32,6 +33,25 @@ app = typer.Typer(
 )
 
 SET_HELP = "Fixed trainer value for every trial, KEY=VALUE, repeatable (e.g. --set hidden_dim=256)."
+
+# other tools' names for run's flags (Optuna's n_trials, a trainer's epochs): click's own suggestion for `--trials`
+# was "Possible options: --metric" (a walkthrough)
+OTHER_NAMES = {"--trials": "--num-samples", "--n-trials": "--num-samples", "--samples": "--num-samples",
+               "--num-trials": "--num-samples", "--epochs": "--max-epochs", "--n-epochs": "--max-epochs",
+               "--num-epochs": "--max-epochs"}
+
+
+class _Command(TyperCommand):
+    """A command whose unknown-option error suggests the flag another tool's name means (`OTHER_NAMES`)."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as e:  # click's NoSuchOption (typer 0.29 carries a click of its own: matched by its fields)
+            meant = OTHER_NAMES.get(getattr(e, "option_name", None) or "")
+            if meant and hasattr(e, "possibilities") and any(meant in p.opts for p in self.params):
+                e.possibilities = [meant]
+            raise
 
 
 
@@ -176,7 +196,7 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
     typer.echo(f"folder:      {outcome.experiment_dir}")  # (not "experiment:", which --experiment means in MLflow)
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(
     config: Optional[Path] = typer.Option(None, "--config", help="Search config YAML with any of the settings "
                                           "below (flags override it; `set:` holds fixed trainer values), and two "

@@ -53,6 +53,20 @@ def test_a_trial_asha_stopped_is_said_as_the_report_says_it(capsys):
     assert "stopped_early" not in out, out
 
 
+def test_another_tools_name_for_a_run_flag_is_answered_with_ours():
+    """`run --trials 4` (Optuna's n_trials) was answered "No such option: --trials (Possible options: --metric)"."""
+    from typer.testing import CliRunner
+
+    from hsc_search.cli import app
+
+    for given, ours in (("--trials", "--num-samples"), ("--n-trials", "--num-samples"), ("--epochs", "--max-epochs")):
+        result = CliRunner().invoke(app, ["run", given, "4"])
+        assert result.exit_code == 2 and f"No such option: {given} (Possible options: {ours})" in result.output, \
+            result.output
+    result = CliRunner().invoke(app, ["run", "--num-sample", "4"])  # click's own guess stays where it is right
+    assert result.exit_code == 2 and "--num-samples" in result.output, result.output
+
+
 def test_trials_are_in_the_order_ray_counted_them_where_every_run_has_its_number():
     """MLflow's start times put the enqueued trainer default second when two trials started together (a
     walkthrough); Ray's count (tag hsc.trial_number) orders them as the searcher proposed them. A search with a run
