@@ -682,6 +682,21 @@ def latest_search(client, experiment_id: str, experiment: str | None = None) -> 
                      f"(the latest: {last.run_id} ({last.run_name or 'unnamed'}, {last.status}))")
 
 
+def _search_folder_hint(given: str) -> str:
+    """Where `--run-id` was given a search's folder or its name (as `resume` and `--warm-start` take them; a
+    walkthrough): its parent run id, from the folder's record."""
+    import json
+
+    for folder in (Path(given).expanduser(), Path("ray_results") / given):
+        try:
+            pid = json.loads((folder / "hsc_search.json").read_text()).get("parent_run_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if pid:
+            return f"; {folder} is a search folder, whose search's parent run id is {pid}: pass --run-id {pid}"
+    return ""
+
+
 def search_of(client, run_id: str, tracking_uri: str | None) -> tuple[str, str]:
     """(run id, experiment id) of a search given by `--run-id`. Raises StoreError for a run that is not there and
     for a trial's run id (naming its search)."""
@@ -691,7 +706,7 @@ def search_of(client, run_id: str, tracking_uri: str | None) -> tuple[str, str]:
         where = without_password(tracking_uri or "sqlite:///mlflow.db")
         if getattr(e, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") or (
                 "not found" in str(e).lower()):
-            raise StoreError(f"--run-id {run_id}: no such run at {where}") from None
+            raise StoreError(f"--run-id {run_id}: no such run at {where}{_search_folder_hint(run_id)}") from None
         raise StoreError(f"cannot read run '{run_id}' at {where}: {http_failure(e)}") from None
     tags = run.data.tags
     if tags.get(TAG_KIND) != "search" and (tags.get(TAG_KIND) == "trial" or tags.get(TAG_PARENT)):

@@ -131,8 +131,9 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
                 # replay's flag, --run-id, is ours here: "T is a trial run of search P: pass --warm-start P"
                 msg = str(e).replace("pass --run-id ", "pass --warm-start ").replace("--run-id ", "")
                 named = Path(storage_root or "ray_results") / source  # a search's name, as --name gave it
-                hint = (f"; the search named {source} is the folder {named}: pass --warm-start {named}"
-                        if (named / "hsc_search.json").is_file() else "")  # fmt: skip
+                hint = ""  # (unless the store's own line named the folder already: runs._search_folder_hint)
+                if (named / "hsc_search.json").is_file() and "is a search folder" not in msg:
+                    hint = f"; the search named {source} is the folder {named}: pass --warm-start {named}"
                 raise PreflightError(f"{flag}: no such search folder here, and as a parent run id: {msg}{hint}") \
                     from None
     except ReplayError as e:  # read_ray_dir names the folder, and --warm-start

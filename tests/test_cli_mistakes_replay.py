@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -103,6 +104,29 @@ def test_warm_start_given_a_searchs_name_names_its_folder(tmp_path, monkeypatch)
     with pytest.raises(PreflightError) as e:  # no such search either: nothing more said
         plan("second", space, "val/map_avg", "max", None, storage_root=str(tmp_path / "runs"))
     assert "the search named" not in str(e.value)
+
+
+def test_a_search_folder_or_name_given_as_run_id_names_its_parent_run(tmp_path, monkeypatch):
+    """`export-best --run-id ray_results/wc1` and `--run-id wc1` said "no such run" without a word of the search
+    folder it was (resume and --warm-start take folders; a walkthrough)."""
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.runs import StoreError, search_of
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(tracking_uri=uri)
+    client.create_experiment("hsc-search")
+    folder = tmp_path / "ray_results" / "wc1"
+    folder.mkdir(parents=True)
+    (folder / "hsc_search.json").write_text(json.dumps({"parent_run_id": "ab" * 16, "settings": {}}))
+    for given, shown in ((str(folder), folder), ("wc1", Path("ray_results") / "wc1")):
+        with pytest.raises(StoreError) as e:
+            search_of(client, given, uri)
+        assert str(e.value) == (f"--run-id {given}: no such run at {uri}; {shown} is a search folder, whose search's "
+                                f"parent run id is {'ab' * 16}: pass --run-id {'ab' * 16}"), e.value
+    with pytest.raises(StoreError, match="no such run at [^;]*$"):
+        search_of(client, "0" * 32, uri)
 
 
 def test_warm_start_from_a_corrupt_search_folder_names_warm_start(tmp_path):
