@@ -309,6 +309,14 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
             said = unfinished_note(parent.info.run_name, parent.info.status,
                                    parent.data.tags.get("hsc.experiment_dir"), parent_run_id)  # fmt: skip
             unfinished = f"; {said}" if said else ""
+        logged = sorted({k for r in rows for k in r.final})
+        if metric not in logged and logged and metric != settings.get("metric"):  # a typo (`val/map_avgg`) in
+            # --metric: what they did log, the nearest first (not for the search's own, which they had not yet)
+            import difflib
+
+            near = difflib.get_close_matches(metric, logged, n=1)
+            unfinished += ((f"; did you mean {near[0]}?" if near else "") + " Its trials logged: "
+                           + ", ".join(k for k in logged if "/" in k and not k.startswith("best/")))  # fmt: skip
         raise ExportError(f"no trial of {name} logged '{metric}'"
                           + (f" ({failed} of {len(rows)} failed)" if failed else "") + unfinished)
     cfg = trial_config(client, best.run_id)

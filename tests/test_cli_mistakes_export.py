@@ -121,6 +121,15 @@ def test_test_metrics_never_select_the_best_trial(store, tmp_path):
     assert not (tmp_path / "b.yaml").exists()
 
 
+def test_a_metric_no_trial_logged_is_answered_with_those_they_did(store, tmp_path):
+    """`--metric val/map_avgg` said "no trial ... logged 'val/map_avgg'" and no more (a walkthrough)."""
+    uri, _, good, _, _ = store
+    _fails("export-best", "--tracking-uri", uri, "--run-id", good, "--metric", "val/map_avgg", "--out",
+           str(tmp_path / "b.yaml"), needle="logged 'val/map_avgg'; did you mean val/map_avg? Its trials logged: "
+                                            "test/map_avg, val/map_avg")  # fmt: skip
+    assert not (tmp_path / "b.yaml").exists()
+
+
 def test_export_best_ranks_by_the_searchs_own_metric_and_mode(tmp_path):
     """A search of loss/total (min) is exported by its lowest loss without --metric, as the search ranked it, not
     by val/map_avg; a --metric without --mode is ranked in that metric's usual direction (a loss: lowest)."""
