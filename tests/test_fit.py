@@ -294,7 +294,11 @@ def test_cli_refuses_to_start_over_a_run_and_to_resume_it_on_other_features(smal
                                                             "there without --resume"), proc.stderr  # fmt: skip
     proc = _run_cli("--data", other, "--out", str(out), "--resume", "--set=epochs=2")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert "resume: the checkpoint was trained on other features than" in proc.stderr
+    # the dimensions of both, and the data the run trained on (it said "its audio.mask_value is [16], here [116]")
+    assert re.search(r"resume: the checkpoint was trained on features of other dimensions \(audio \d+-d, visual "
+                     rf"\d+-d\) \(the run was trained on {re.escape(small_spec)}\) than {re.escape(other)} \(audio "
+                     r"\d+-d, visual \d+-d\)\.", proc.stderr), proc.stderr
+    assert "mask_value" not in proc.stderr
     assert "Resume with the data the run was trained on" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     # other data of the same dimensions and another size: the config resolved from it differs (an auto field, here the
@@ -315,6 +319,7 @@ def test_cli_refuses_to_start_over_a_run_and_to_resume_it_on_other_features(smal
     proc = _run_cli("--data", same_shapes, "--out", str(out), "--resume", "--set=epochs=2")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "resume: the checkpoint was trained on other data than" in proc.stderr, proc.stderr
+    assert f"resume with the data the run was trained on (the run was trained on {small_spec})" in proc.stderr
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 

@@ -139,16 +139,30 @@ def build_state(cfg: TrainConfig, data: AVData, device: torch.device) -> TrainSt
 CHECKPOINT_FORMAT = 2  # 2: config["ema_momentum"] is the starting momentum trained (1: before the auto value)
 
 
-def _check_fits(saved: dict, own: dict, data: AVData) -> None:
+def _trained_on(ckpt: dict) -> str:
+    """", which it was trained on (<data>)" where the checkpoint records its data (since 2026-12-06), else ""."""
+    source = ckpt.get("data_source")
+    return f" (the run was trained on {source})" if source else ""
+
+
+def _check_fits(ckpt: dict, own: dict, data: AVData) -> None:
     """Refuses to resume a checkpoint whose model has other shapes than the one built for `data` (the run was
-    trained on features of other dimensions), naming the first layer that differs, instead of torch's list of
-    size mismatches."""
+    trained on features of other dimensions), saying the dimensions of both (each encoder's learned mask fill is
+    one value per input dimension), else naming the first layer that differs, instead of torch's list of size
+    mismatches."""
+    saved = ckpt["model"]
+    here = f"{data.source} (audio {data.audio_dim}-d, visual {data.visual_dim}-d)"
+    dims = [saved.get(f"{m}.mask_value") for m in ("audio", "visual")]
+    if all(d is not None and d.dim() == 1 for d in dims) and [int(d.shape[0]) for d in dims] != [data.audio_dim,
+                                                                                                 data.visual_dim]:
+        raise DataError(f"resume: the checkpoint was trained on features of other dimensions (audio "
+                        f"{int(dims[0].shape[0])}-d, visual {int(dims[1].shape[0])}-d){_trained_on(ckpt)} than {here}. "
+                        "Resume with the data the run was trained on, or start a new run")  # fmt: skip
     for name, tensor in saved.items():
         if name in own and tuple(tensor.shape) != tuple(own[name].shape):
-            raise DataError(f"resume: the checkpoint was trained on other features than {data.source} (audio "
-                            f"{data.audio_dim}-d, visual {data.visual_dim}-d): its {name} is "
-                            f"{list(tensor.shape)}, here {list(own[name].shape)}. Resume with the data the run was "
-                            "trained on, or start a new run")  # fmt: skip
+            raise DataError(f"resume: the checkpoint was trained on other features than {here}: its {name} is "
+                            f"{list(tensor.shape)}, here {list(own[name].shape)}{_trained_on(ckpt)}. Resume with the "
+                            "data the run was trained on, or start a new run")  # fmt: skip
 
 
 def _saved_config(ckpt: dict, n_train: int) -> dict:
@@ -212,16 +226,18 @@ def _check_same_data(ckpt: dict, data: AVData, fingerprint: dict) -> None:
     saved = ckpt.get("data")
     if saved is None or same_data(saved, fingerprint):
         return
+    trained = _trained_on(ckpt) or " (the command that started it names it)"
     raise DataError(f"resume: the checkpoint was trained on other data than {data.source} (same feature "
-                    "dimensions, other clips, labels or values); resume with the data the run was trained on (the "
-                    "command that started it names it), or start a new run")  # fmt: skip
+                    f"dimensions, other clips, labels or values); resume with the data the run was trained on"
+                    f"{trained}, or start a new run")  # fmt: skip
 
 
 def _state_dict(state: TrainState, cfg: TrainConfig, epoch: int, best: dict, history: list,
-                fingerprint: dict | None = None) -> dict:
+                fingerprint: dict | None = None, source: str | None = None) -> dict:
     return {
         "format": CHECKPOINT_FORMAT,
         "data": fingerprint,
+        "data_source": source,  # the data as given (a path or a synthetic spec): named when a resume is refused
         "epoch": epoch,
         "step": state.step,
         "config": cfg.to_dict(),
@@ -354,7 +370,7 @@ def fit(
     start_epoch = 1
     fingerprint = data_fingerprint(data)
     if ckpt is not None:
-        _check_fits(ckpt["model"], state.model.state_dict(), data)
+        _check_fits(ckpt, state.model.state_dict(), data)
         _check_same_data(ckpt, data, fingerprint)
         state.model.load_state_dict(ckpt["model"])
         state.teacher.load_state_dict(ckpt["teacher"])
@@ -419,7 +435,7 @@ def fit(
         metrics["perf/samples_per_s"] = train_metrics["perf/samples_per_s"]
         history.append(metrics)
 
-        payload = lambda e=epoch: _state_dict(state, cfg, e, best, history, fingerprint)  # noqa: E731 - on demand
+        payload = lambda e=epoch: _state_dict(state, cfg, e, best, history, fingerprint, data.source)  # noqa: E731
         if out is not None:
             save_state(payload(), out / "checkpoint")
             with open(out / "metrics.jsonl", "a") as fh:
