@@ -359,6 +359,7 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
         raise TransferError(f"--from {source_uri}: no runs to copy (experiments: {names}); expected the store "
                             "a search logged to")  # fmt: skip
     root = _local_artifact_root(dest_uri)
+    new_db = sqlite_path(dest_uri) if root is not None and not sqlite_path(dest_uri).exists() else None
     if root is not None:  # a new sqlite store appears whole (MLflow's own creation, interrupted, left a store that
         seed_sqlite_store(dest_uri, root)  # neither MLflow nor the same import could open again; a walkthrough)
     dst_store = _store(dest_uri, root)  # first: a new sqlite store gets its Default experiment's folder there too
@@ -382,6 +383,8 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
                 f"restore --experiment-id "
                 f"{target.experiment_id}`), or copy into another store")  # fmt: skip
     report = TransferReport()
+    if new_db is not None:  # a mistyped --to made a second store without a word (a walkthrough)
+        echo(f"note: {new_db.absolute()} is a new store (no file was there); its artifacts go to {root}")
     for exp in exps:
         runs = runs_of[exp.experiment_id]
         if not runs and exp.name == "Default":

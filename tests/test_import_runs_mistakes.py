@@ -191,6 +191,12 @@ def test_an_experiment_named_twice_is_copied_and_counted_once(here):
                         "--experiment", "hsc-search"], cwd=here, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0 and r.stdout.count("experiment hsc-search: ") == 1, r.stdout + r.stderr[-2000:]
     assert "experiment hsc-search: 2 run(s) copied\n" in r.stdout, r.stdout
+    # a new store is said (a mistyped --to made one without a word); an existing one is not
+    assert f"note: {here / 'twice.db'} is a new store (no file was there); its artifacts go to {here / 'mlruns'}\n" \
+        in r.stdout, r.stdout
+    r = subprocess.run([HSC, "import-runs", "--to", "sqlite:///twice.db"], cwd=here, capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0 and "new store" not in r.stdout, r.stdout
 
 
 def test_a_question_mark_in_a_sqlite_folder_is_refused(here):
