@@ -51,7 +51,7 @@ class SearchRecord:
     max_epochs: int | None
     trials: list[Trial]  # in the order proposed (export.start_order)
     best: Trial | None
-    milestones: list[int]  # ASHA rungs (epochs), lowest first; empty for FIFO or when unknown
+    milestones: list[float]  # ASHA rungs (epochs; 2.5 for a fractional one), lowest first; empty for FIFO or unknown
     space: dict[str, Any] | None  # search_space.yaml, if logged
     best_history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # weight/, logvar/, cca/ keys
     best_spectrum: dict[int, list[float]] = field(default_factory=dict)  # epoch -> every canonical correlation
@@ -141,7 +141,7 @@ def _yaml_artifact(client, run_id: str, path: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _milestones(client, parent_run_id: str, settings: dict[str, str]) -> list[int]:
+def _milestones(client, parent_run_id: str, settings: dict[str, str]) -> list[float]:
     """ASHA's rungs in epochs: from `asha_rungs.json` (what the scheduler used), else from the settings."""
     text = _artifact_text(client, parent_run_id, "asha_rungs.json")
     max_t = _int(settings.get("max_epochs"))
@@ -149,8 +149,10 @@ def _milestones(client, parent_run_id: str, settings: dict[str, str]) -> list[in
         try:
             state = json.loads(text)
             # Ray's top rung is max_epochs itself, where every trial ends anyway: no cut, not drawn as one
-            return sorted({int(m) for bracket in state.get("milestones", []) for m in bracket
-                           if not max_t or int(m) < max_t})  # fmt: skip
+            # where Ray puts them: a fractional rung (reduction factor 2.5) between its epochs (it was drawn at the
+            # epoch below, where no trial was judged), an integer one as such
+            return sorted({_epochs(m) for bracket in state.get("milestones", []) for m in bracket
+                           if not max_t or float(m) < max_t})  # fmt: skip
         except (ValueError, TypeError, AttributeError):
             pass
     if settings.get("scheduler", "asha") != "asha":
@@ -165,9 +167,14 @@ def _milestones(client, parent_run_id: str, settings: dict[str, str]) -> list[in
     # Ray's ASHA: milestones grace * rf^k below max_t
     out, k = [], 0
     while grace * rf**k < max_t:
-        out.append(int(grace * rf**k))
+        out.append(_epochs(grace * rf**k))
         k += 1
     return sorted(set(out))
+
+
+def _epochs(m) -> float:
+    """A rung's epochs as drawn and labelled: 2 (not 2.0), 2.5."""
+    return int(m) if float(m).is_integer() else float(m)
 
 
 def _plot_histories(client, row: TrialRow) -> dict[str, list[tuple[int, float]]]:

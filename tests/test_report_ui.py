@@ -558,6 +558,15 @@ def test_a_trial_asha_stopped_says_why_in_the_table_and_on_its_cross():
     assert "<th>why it failed or was stopped</th>" in page and '<td class="why">NonFiniteLossError: loss is nan' in page
 
 
+def test_a_fractional_rung_is_drawn_where_ray_judges_it():
+    """Rung 2.5 (reduction factor 2.5) was drawn at epoch 2, where no trial was judged (the review)."""
+    from hsc_search.search_record import _milestones
+
+    settings = {"max_epochs": "9", "grace_period": "1", "reduction_factor": "2.5", "scheduler": "asha"}
+    assert _milestones(None, "p", settings) == [1, 2.5, 6.25]  # Ray's 1 x 2.5^k below 9 (no artifact: settings)
+    assert [str(m) for m in _milestones(None, "p", {**settings, "reduction_factor": "2"})] == ["1", "2", "4", "8"]
+
+
 def test_importances_rank_the_trials_that_trained_all_their_epochs_when_enough_did():
     """The importances mixed ASHA's 1-epoch scores with full-length ones without a word (a walkthrough: lr 0.83
     over all 16 trials of mixed budgets, 0.15 over the 7 that completed). As Optuna ranks a pruned search: the
