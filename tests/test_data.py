@@ -193,6 +193,13 @@ def test_a_modality_constant_over_train_is_said_once_loaded(tmp_path):
                           "extracted",)  # fmt: skip
     assert load_data(str(_write_h5(tmp_path / "ok.h5", _arrays(n_train=30)))).notes == ()
     assert load_data(str(tmp_path / "zero.h5"), standardize=False).notes == ()  # raw: nothing was looked at
+    # an all-zero val split (its mAP selects the epoch) trained without a word (a walkthrough); test too
+    arrays = _arrays(n_train=30)
+    arrays["visual_test"] = np.zeros_like(arrays["visual_test"])
+    n_test = len(arrays["visual_test"])
+    data = load_data(str(_write_h5(tmp_path / "zero_test.h5", arrays)))
+    assert data.notes == (f"{tmp_path / 'zero_test.h5'}: every visual feature is the same in all {n_test} test clips: "
+                          "the test mAP cannot tell models apart; check how the features were extracted",), data.notes
 
 
 def _parquet_table(splits=("train", "val", "test"), multi=False, seq=False):

@@ -303,10 +303,18 @@ def standardize(data: AVData) -> AVData:
         train = getattr(data.train, modality)
         flat = train.reshape(-1, train.shape[-1]).astype(np.float64)  # (N * T, D); float64 for exact sums
         mean, std = flat.mean(axis=0), flat.std(axis=0)
-        if np.all(std < STD_FLOOR):  # e.g. a feature extraction that wrote zeros: every trial would learn nothing
+        constant = bool(np.all(std < STD_FLOOR))
+        if constant:  # e.g. a feature extraction that wrote zeros: every trial would learn nothing
             notes.append(f"{data.source}: every {modality} feature is constant over the train clips (std below "
                          f"{STD_FLOOR:g} in all {flat.shape[1]} dims): nothing can be learned from {modality}; check "
                          "how the features were extracted")  # fmt: skip
+        for split in ("val", "test") if not constant else ():  # every clip alike (train alike: said above): that
+            # split's mAP would say nothing of the model (and val selects the epoch by it); a walkthrough's all-zero
+            # val split trained without a word
+            x = getattr(getattr(data, split), modality)
+            if len(x) > 1 and np.all(x.reshape(len(x), -1).astype(np.float64).std(axis=0) < STD_FLOOR):
+                notes.append(f"{data.source}: every {modality} feature is the same in all {len(x)} {split} clips: the "
+                             f"{split} mAP cannot tell models apart; check how the features were extracted")  # fmt: skip
         std = np.where(std < STD_FLOOR, 1.0, std)
         for split in SPLITS:
             x = getattr(getattr(data, split), modality)
