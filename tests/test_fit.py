@@ -230,14 +230,47 @@ def test_runs_started_together_never_share_a_run_folder(small_spec, tmp_path):
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
+    # a run in its first epoch: its config.yaml and an empty metrics.jsonl, as a run cut off then leaves them (a
+    # check made before taking the lock removed them, then refused: the review)
+    (busy / "config.yaml").write_text(TrainConfig(**TINY).to_yaml())
+    (busy / "metrics.jsonl").write_text("")
     with open(busy / ".training", "w") as held:  # as a run training there holds it
         fcntl.flock(held, fcntl.LOCK_EX)
-        proc = _run_cli("--data", small_spec, "--out", str(busy), *sets)
-    assert proc.returncode == 2 and proc.stderr.strip() == (
-        f"error: --out {busy}: another run is training in this folder now; pick another --out, or wait for it "
-        "(nothing was changed)"), proc.stderr
-    assert sorted(p.name for p in busy.iterdir()) == [".training", "notes.txt"]
-    assert _run_cli("--data", small_spec, "--out", str(busy), *sets).returncode == 0  # once it is free
+        before = {p.name: p.read_bytes() for p in busy.iterdir()}
+        for extra in ([], ["--resume"]):
+            proc = _run_cli("--data", small_spec, "--out", str(busy), *sets, *extra)
+            assert proc.returncode == 2 and proc.stderr.strip() == (
+                f"error: --out {busy}: another run is training in this folder now; pick another --out, or wait for "
+                "it (nothing was changed)"), proc.stderr
+            assert {p.name: p.read_bytes() for p in busy.iterdir()} == before
+    proc = _run_cli("--data", small_spec, "--out", str(busy), *sets)  # once it is free: that cut-off run replaced
+    assert proc.returncode == 0 and "starting over there" in proc.stdout, proc.stderr
+    assert sorted(p.name for p in busy.iterdir()) == ["checkpoint", "config.yaml", "metrics.jsonl", "notes.txt",
+                                                      "summary.json"]  # fmt: skip
+    # a `runs` that is a dangling link: one line (the search for a free name went on for ever: the review)
+    dangling = tmp_path / "dangling"
+    dangling.mkdir()
+    (dangling / "runs").symlink_to(tmp_path / "nowhere")
+    proc = _run_cli("--data", small_spec, *sets, cwd=dangling)
+    assert proc.returncode == 2 and "cannot create the run folder" in proc.stderr, proc.stderr
+
+
+def test_a_file_system_that_locks_nothing_does_not_stop_a_run(small_spec, tmp_path, monkeypatch, capsys):
+    """NFS without its lock daemon (ENOLCK): every run was refused as "cannot create the run folder" (the review)."""
+    import errno
+    import fcntl
+
+    from trainer.__main__ import main
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    sets = [f"--set={k}={v}" for k, v in {**TINY, "epochs": 1}.items()]
+    assert main(["--data", small_spec, "--out", str(tmp_path / "r"), *sets]) == 0
+    out = capsys.readouterr().out
+    assert f"note: --out {tmp_path / 'r'}: this file system does not lock files (No locks available)" in out, out
+    assert not (tmp_path / "r" / ".training").exists() and (tmp_path / "r" / "summary.json").exists()
 
 
 def test_cli_writes_the_run_folder_and_resumes(small_spec, tmp_path):

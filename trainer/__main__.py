@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
         print(f"error: --out {out} is a file; expected the run folder to write (or, with --resume, to continue)",
               file=sys.stderr)  # fmt: skip
         return 2
-    if named and _refused(out, args):
+    if named and (_busy(out) or _refused(out, args, clear=False)):  # before the data is read: seconds, not minutes
         return 2
     config = args.config or (out / "config.yaml" if args.resume else EXAMPLE_CONFIG)
     try:
@@ -89,15 +89,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
                   "that can be written", file=sys.stderr)  # fmt: skip
             return 2
         if lock is None:  # two runs given one folder at once mixed their epochs in it, and both said they succeeded
-            print(f"error: --out {out}: another run is training in this folder now; pick another --out, or wait for "
-                  "it (nothing was changed)", file=sys.stderr)  # fmt: skip
+            _say_busy(out)
             return 2
-        # again, holding the folder: a run that trained there since the check above is not replaced
-        if named and not args.resume and not _stopped_before_first_epoch(out):
-            print(f"error: --out {out} holds a run already, which trained there since this command started; pick "
-                  "another --out (nothing was changed)", file=sys.stderr)  # fmt: skip
-            return 2
-        try:
+        try:  # again, holding the folder (a run that trained there since is not replaced), and only now are the
+            # files of a run cut off before its first epoch removed: a run in its first epoch looks the same, and a
+            # check before the lock removed a live run's files (the review)
+            if named and _refused(out, args):
+                return 2
             fit(cfg, data, out_dir=out, resume_from=resume, device=args.device)
         finally:
             _release(out, lock)
@@ -131,10 +129,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
     return 0
 
 
-def _refused(out: Path, args) -> bool:
+def _refused(out: Path, args, clear: bool = True) -> bool:
     """Whether a run in the folder `out` (given as --out) must not start, said in one line: a new run where a run
     is (it would replace its config, metrics and checkpoint), a resume where none is. A run that stopped before its
-    first epoch ended is replaced (its files only)."""
+    first epoch ended is replaced (its files only), with `clear` (only while holding the folder's lock: a run in its
+    first epoch has the same files)."""
     held = [n for n in RUN_FILES if (out / n).exists()]
     if held and _stopped_before_first_epoch(out):  # nothing of value: a new run replaces it, a resume has nothing
         own = _unstarted_run_files(out)
@@ -145,6 +144,8 @@ def _refused(out: Path, args) -> bool:
                    "metrics.jsonl); pick another --out")  # (its own config.yaml: both commands sent the user to the
             print(f"error: --out {out} holds {what}", file=sys.stderr)  # other; a walkthrough)
             return True
+        if own is not None and not clear:
+            return False  # replaced once the folder is held
         if own is not None:  # only files a run writes, and nothing else is removed
             print(f"note: --out {out} held a run that stopped before its first epoch ended; starting over there")
             given = args.config.resolve() if args.config is not None else None
@@ -173,9 +174,38 @@ def _refused(out: Path, args) -> bool:
 LOCK_FILE = ".training"  # in a run folder while a run trains there (removed at its end; a lock, not its content)
 
 
+NO_LOCK = -1  # `_claim` on a file system that does not lock files: the run goes on, unguarded (said)
+
+
+def _say_busy(out: Path) -> None:
+    print(f"error: --out {out}: another run is training in this folder now; pick another --out, or wait for it "
+          "(nothing was changed)", file=sys.stderr)  # fmt: skip
+
+
+def _busy(out: Path) -> bool:
+    """Another run holds the folder's lock now (said); probed without keeping it."""
+    import fcntl
+
+    try:
+        fd = os.open(out / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        _say_busy(out)
+        return True
+    except OSError:  # a file system without locks: `_claim` says so
+        return False
+    finally:
+        os.close(fd)  # (and with it the probe's lock)
+    return False
+
+
 def _claim(out: Path, named: bool) -> tuple[Path, int | None]:
     """The run folder, made if missing, and this process's lock on it (`LOCK_FILE`, flock: released when the
-    process ends, however it ends), or None where another run holds it. Without --out, a folder of its own:
+    process ends, however it ends), None where another run holds it, or NO_LOCK where the file system locks
+    nothing (NFS without its lock daemon, a Lustre client mounted noflock; said). Without --out, a folder of its own:
     runs/train-<timestamp>, else -2, -3, ... (runs started in one second shared one and mixed their epochs)."""
     import fcntl
 
@@ -185,7 +215,9 @@ def _claim(out: Path, named: bool) -> tuple[Path, int | None]:
             try:
                 out.mkdir(parents=True)
                 break
-            except FileExistsError:
+            except FileExistsError:  # the name taken; not a parent that is a file or a dangling link (that looped
+                if not (out.exists() or out.is_symlink()) or n >= 1000:  # for ever: the review)
+                    raise
                 n += 1
                 out = base.with_name(f"{base.name}-{n}")
     else:
@@ -197,6 +229,13 @@ def _claim(out: Path, named: bool) -> tuple[Path, int | None]:
         except BlockingIOError:
             os.close(fd)
             return out, None
+        except OSError as e:  # ENOLCK, ENOSYS, EOPNOTSUPP: no locks here (refusing every run would be worse)
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                (out / LOCK_FILE).unlink()
+            print(f"note: --out {out}: this file system does not lock files ({e.strerror or e}), so another run "
+                  "started in this folder now would not be refused")  # fmt: skip
+            return out, NO_LOCK
         try:  # the file locked is still the folder's (a run ending meanwhile removes its lock file): else again
             if os.stat(out / LOCK_FILE).st_ino == os.fstat(fd).st_ino:
                 return out, fd
@@ -206,6 +245,8 @@ def _claim(out: Path, named: bool) -> tuple[Path, int | None]:
 
 
 def _release(out: Path, fd: int) -> None:
+    if fd == NO_LOCK:
+        return
     with contextlib.suppress(OSError):
         (out / LOCK_FILE).unlink()  # while held: a run that opens it now makes a new file, and checks for a run
     os.close(fd)
