@@ -314,9 +314,10 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
             # --metric: what they did log, the nearest first (not for the search's own, which they had not yet)
             import difflib
 
-            near = difflib.get_close_matches(metric, logged, n=1)
-            unfinished += ((f"; did you mean {near[0]}?" if near else "") + " Its trials logged: "
-                           + ", ".join(k for k in logged if "/" in k and not k.startswith("best/")))  # fmt: skip
+            rankable = [k for k in logged if "/" in k and not k.startswith(("best/", "test/"))]  # (test: refused)
+            near = difflib.get_close_matches(metric, rankable, n=1)
+            unfinished += ((f"; did you mean {near[0]}?" if near else ";") + " Its trials logged: "
+                           + ", ".join(rankable))  # fmt: skip
         raise ExportError(f"no trial of {name} logged '{metric}'"
                           + (f" ({failed} of {len(rows)} failed)" if failed else "") + unfinished)
     cfg = trial_config(client, best.run_id)

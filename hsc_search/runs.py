@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -381,23 +382,33 @@ def mlflow_db_problem(path) -> "str | None":
     path = Path(path)
     if path.stat().st_size == 0:
         return "an empty file"
-    try:
+
+    def read() -> tuple[set, list]:
         con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=5)
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = list(con.execute("SELECT * FROM alembic_version")) if "alembic_version" in tables else []
+            return tables, version
         finally:
             con.close()
+
+    try:
+        tables, version = read()
+        cut = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+        if cut:  # alembic's copy of a table being migrated: a migration cut off, or one running now (another
+            time.sleep(1.5)  # process creating or upgrading the store commits its steps as it goes: the review)
+            again, version_again = read()
+            cut = [t for t in cut if t in again] if version_again == version else []
     except sqlite3.DatabaseError as e:
         if "not a database" in str(e) or getattr(e, "sqlite_errorcode", None) == 26:  # SQLITE_NOTADB
             return "not an SQLite database"
         return None  # locked, unreadable: MLflow names that itself
     if not {"experiments", "runs"} <= tables:
         return "SQLite, but without MLflow's tables"
-    cut = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
-    if cut:  # alembic's copy of a table being migrated: MLflow's migration of it stopped half-way
-        return (f"{CUT_SHORT}: its table {cut[0]} is left from a "
-                "schema migration that did not finish, and MLflow cannot open it again; if it holds no runs you "
-                "need, delete the file")  # fmt: skip
+    if cut:
+        return (f"{CUT_SHORT}: its table {cut[0]} is left from a schema migration that did not finish (none is "
+                "running now), and MLflow cannot open it again; a store without runs you need: delete the file; "
+                "otherwise keep a copy of it before anything else")  # fmt: skip
     return None
 
 
@@ -470,7 +481,8 @@ def seed_sqlite_store(tracking_uri: str | None, artifact_root: str | None = None
                 shutil.copyfileobj(src, dst)
             with contextlib.closing(sqlite3.connect(tmp)) as con, con:
                 con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-                            (str(Path(artifact_root or "mlruns").resolve() / "0"),))  # fmt: skip
+                            (str((Path(artifact_root).absolute() if artifact_root else Path("mlruns").resolve())
+                                 / "0"),))  # fmt: skip  (a root as given, as MLflow keeps it: not its links resolved)
             try:
                 os.link(tmp, db)  # fails if the store appeared meanwhile: then it is left alone
             except FileExistsError:
@@ -689,11 +701,17 @@ def _search_folder_hint(given: str) -> str:
 
     for folder in (Path(given).expanduser(), Path("ray_results") / given):
         try:
-            pid = json.loads((folder / "hsc_search.json").read_text()).get("parent_run_id")
+            meta = json.loads((folder / "hsc_search.json").read_text())
+            pid, settings = meta.get("parent_run_id"), meta.get("settings") or {}
         except (OSError, ValueError, AttributeError):
             continue
-        if pid:
-            return f"; {folder} is a search folder, whose search's parent run id is {pid}: pass --run-id {pid}"
+        if not pid and settings.get("mlflow") is False:
+            return f"; {folder} is the folder of a search run with --no-mlflow: nothing of it is in MLflow"
+        if pid:  # with the store it logged to, where that is not the default
+            store = settings.get("tracking_uri")
+            also = f" --tracking-uri {shlex.quote(without_password(store, ''))}" if store else ""
+            return (f"; {folder} is a search folder, whose search's parent run id is {pid}: pass --run-id "
+                    f"{pid}{also}")
     return ""
 
 

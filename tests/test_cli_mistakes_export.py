@@ -126,7 +126,9 @@ def test_a_metric_no_trial_logged_is_answered_with_those_they_did(store, tmp_pat
     uri, _, good, _, _ = store
     _fails("export-best", "--tracking-uri", uri, "--run-id", good, "--metric", "val/map_avgg", "--out",
            str(tmp_path / "b.yaml"), needle="logged 'val/map_avgg'; did you mean val/map_avg? Its trials logged: "
-                                            "test/map_avg, val/map_avg")  # fmt: skip
+                                            "val/map_avg")  # fmt: skip
+    _fails("export-best", "--tracking-uri", uri, "--run-id", good, "--metric", "zzz", "--out",
+           str(tmp_path / "b.yaml"), needle="logged 'zzz'; Its trials logged: val/map_avg")  # (test/: not rankable)
     assert not (tmp_path / "b.yaml").exists()
 
 

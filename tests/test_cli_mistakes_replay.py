@@ -127,6 +127,18 @@ def test_a_search_folder_or_name_given_as_run_id_names_its_parent_run(tmp_path, 
                                 f"parent run id is {'ab' * 16}: pass --run-id {'ab' * 16}"), e.value
     with pytest.raises(StoreError, match="no such run at [^;]*$"):
         search_of(client, "0" * 32, uri)
+    # one that logged to another store says it (the run id alone then failed there too: the review); one run with
+    # --no-mlflow has nothing in MLflow
+    (folder / "hsc_search.json").write_text(json.dumps({"parent_run_id": "ab" * 16, "settings": {
+        "tracking_uri": "postgresql://ana:s3cret@db:5432/mlflow"}}))  # fmt: skip
+    with pytest.raises(StoreError) as e:
+        search_of(client, "wc1", uri)
+    assert str(e.value).endswith(f"pass --run-id {'ab' * 16} --tracking-uri postgresql://ana@db:5432/mlflow"), e.value
+    (folder / "hsc_search.json").write_text(json.dumps({"parent_run_id": None, "settings": {"mlflow": False}}))
+    with pytest.raises(StoreError) as e:
+        search_of(client, "wc1", uri)
+    assert str(e.value).endswith("; ray_results/wc1 is the folder of a search run with --no-mlflow: nothing of it is "
+                                 "in MLflow"), e.value
 
 
 def test_warm_start_from_a_corrupt_search_folder_names_warm_start(tmp_path):

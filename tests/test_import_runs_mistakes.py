@@ -129,6 +129,7 @@ def test_a_store_mlflow_did_not_finish_creating_is_refused_and_a_new_one_appears
     walkthrough). Such a store is named as what it is, by import-runs, the read commands and a search's pre-flight;
     a new destination is now made from a whole empty store (the search's template), moved into place at once."""
     import sqlite3
+    import time
 
     from hsc_search import preflight
 
@@ -137,8 +138,9 @@ def test_a_store_mlflow_did_not_finish_creating_is_refused_and_a_new_one_appears
     with sqlite3.connect(half) as con:  # as alembic's batch migration leaves it when cut off
         con.execute("CREATE TABLE _alembic_tmp_experiments (experiment_id INTEGER)")
     what = ("is not an MLflow database (a store whose creation or upgrade by MLflow was cut short: its table "
-            "_alembic_tmp_experiments is left from a schema migration that did not finish, and MLflow cannot open it "
-            "again; if it holds no runs you need, delete the file)")
+            "_alembic_tmp_experiments is left from a schema migration that did not finish (none is running now), and "
+            "MLflow cannot open it again; a store without runs you need: delete the file; otherwise keep a copy of it "
+            "before anything else)")
     _refused(here, "--to", "sqlite:///half.db", needle=f"--to sqlite:///half.db: {half} {what}")
     _refused(here, "--from", "sqlite:///half.db", "--to", "sqlite:///new.db", needle=f"{half} {what}")
     r = subprocess.run([HSC, "export-best", "--tracking-uri", "sqlite:///half.db"], cwd=here, capture_output=True,
@@ -148,6 +150,20 @@ def test_a_store_mlflow_did_not_finish_creating_is_refused_and_a_new_one_appears
     monkeypatch.chdir(here)
     with pytest.raises(preflight.PreflightError, match="_alembic_tmp_experiments is left from a schema migration"):
         preflight.check_tracking("sqlite:///half.db")
+    # a migration running now (another process creating or upgrading the store) is not taken for one cut off
+    import threading
+
+    from hsc_search.runs import mlflow_db_problem
+
+    def finish_migration():
+        time.sleep(0.5)
+        with sqlite3.connect(half) as con:
+            con.execute("DROP TABLE _alembic_tmp_experiments")
+
+    migrating = threading.Thread(target=finish_migration)
+    migrating.start()
+    assert mlflow_db_problem(half) is None
+    migrating.join()
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("HSC_CACHE_DIR", str(cache))
     (here / "sub").mkdir()
