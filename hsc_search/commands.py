@@ -46,3 +46,14 @@ def retrain_command(config_path, data: str | None) -> str:
     `trainer.py` or `trainer/` folder in the working directory would shadow when pasted there: a walkthrough)."""
     spec = shlex.quote(data) if data else "<SPEC: the data the search ran on>"
     return f"{exe('hsc-search', relative=False)} train --config {shlex.quote(str(config_path))} --data {spec}"
+
+
+def restore_command(tracking_uri: str | None, what: str, ident: str) -> str:
+    """`mlflow experiments restore` / `mlflow runs restore` of a deleted experiment or run in the store a search
+    used, pasted in any folder: the store resolved (a relative sqlite path made absolute), without its password
+    (libpq reads ~/.pgpass, or MLFLOW_TRACKING_PASSWORD for a server, as the search did)."""
+    from .runs import resolved_tracking_uri, without_password
+
+    store = shlex.quote(without_password(resolved_tracking_uri(tracking_uri), ""))
+    flag = {"experiments": "--experiment-id", "runs": "--run-id"}[what]
+    return f"MLFLOW_TRACKING_URI={store} {exe('mlflow')} {what} restore {flag} {ident}"

@@ -28,7 +28,7 @@ from trainer import AVData, DataError, TrainConfig, load_data
 from trainer.fit import data_fingerprint
 
 from . import preflight, storage, warm_start
-from .commands import DISK_ERRNOS, exe, resume_command
+from .commands import DISK_ERRNOS, restore_command, resume_command
 from .export import (ExportError, TrialRow, best_row, provenance, search_in, start_order, trial_config, trial_rows,
                      write_config)
 from .plots import best_so_far_figure, importance_figure
@@ -722,10 +722,10 @@ def _preflight_rest(settings: SearchSettings, space: SearchSpace, first: dict, n
         source = Path(settings.warm_start).expanduser()
         if not storage.is_uri(settings.warm_start) and source.is_dir():  # recorded as read from anywhere
             settings.warm_start = str(source.resolve())
+        root = storage.resolve(settings.storage)
         warm = warm_start.plan(settings.warm_start, space, settings.metric, settings.mode, settings.tracking_uri,
                                data=settings.data, fingerprint=fingerprint,
-                               storage_root=None if storage.is_uri(storage.resolve(settings.storage)) else
-                               storage.resolve(settings.storage))  # fmt: skip
+                               storage_root=None if storage.is_uri(root) else root)  # fmt: skip
         warm.sampler_seed = warm_start.sampler_seed(settings.seed, warm)  # recorded: the draws are this seed's
         # the trainer default has usually been trained by the source search already: not again
         among = warm_start.default_among(first, warm)
@@ -1136,16 +1136,14 @@ def _check_parent_run(client, parent_id: str, uri: str | None, given: str | None
     try:
         run = client.get_run(parent_id)
         if run.info.lifecycle_stage == "deleted":  # MLflow refused to mark it running (the review)
-            store = shlex.quote(without_password(resolved_tracking_uri(uri), ""))  # (a password: ~/.pgpass, or
-            exp = client.get_experiment(run.info.experiment_id)  # MLFLOW_TRACKING_PASSWORD, as the search had it)
+            exp = client.get_experiment(run.info.experiment_id)
             if exp.lifecycle_stage == "deleted":  # its runs went with it, and come back with it (the second review:
                 raise SearchError(  # the run alone restored, its new trials had no experiment to go to)
                     f"the search's experiment '{exp.name}' is deleted in MLflow (its runs, the search's among them, "
-                    f"are in the trash); restore it (`MLFLOW_TRACKING_URI={store} {exe('mlflow')} experiments restore "
-                    f"--experiment-id {exp.experiment_id}`), then resume again")  # fmt: skip
+                    f"are in the trash); restore it (`{restore_command(uri, 'experiments', exp.experiment_id)}`), "
+                    "then resume again")  # fmt: skip
             raise SearchError(f"the search's parent run {parent_id} is deleted in MLflow (in the trash); restore it "
-                              f"(`MLFLOW_TRACKING_URI={store} {exe('mlflow')} runs restore --run-id {parent_id}`), then "
-                              "resume again")  # fmt: skip
+                              f"(`{restore_command(uri, 'runs', parent_id)}`), then resume again")  # fmt: skip
     except MlflowException as e:
         if getattr(e, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
             raise
@@ -1663,9 +1661,8 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
     if exp is not None and exp.lifecycle_stage == "deleted":  # MLflow refused its runs: "must be in the 'active'
         raise preflight.PreflightError(  # state", after Ray had started (the review)
             f"--experiment {name}: deleted in MLflow (its runs are in the trash, its name still taken); restore it "
-            f"(`MLFLOW_TRACKING_URI={shlex.quote(without_password(resolved_tracking_uri(tracking_uri), ''))} "
-            f"{exe('mlflow')} experiments "
-            f"restore --experiment-id {exp.experiment_id}`), or give another --experiment")  # fmt: skip
+            f"(`{restore_command(tracking_uri, 'experiments', exp.experiment_id)}`), or give another "
+            "--experiment")  # fmt: skip
     served = exp and served_artifacts_problem(exp.artifact_location, tracking_uri, "--tracking-uri",
                                               f"experiment '{name}'")  # fmt: skip
     if served:
@@ -1765,7 +1762,7 @@ def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: 
 def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrupted, errors,
                    echo) -> SearchOutcome:  # fmt: skip
     rows = trial_rows(client, experiment_id, parent_id, settings.metric, settings.mode)
-    rows = sorted(rows, key=lambda r: start_order(r, rows))  # the order they were proposed in
+    rows = sorted(rows, key=start_order(rows))  # the order they were proposed in
     best = best_row(rows, settings.mode)
     best_path = None
     out_dir = outputs_dir(exp_dir)

@@ -16,7 +16,7 @@ import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -140,13 +140,13 @@ def _int_tag(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def start_order(row: TrialRow, rows: list[TrialRow]) -> tuple:
-    """Sort key of the order a search's trials started in: Ray's count of each (tag hsc.trial_number, the order
-    the searcher proposed them) where every trial of `rows` has one, else the time MLflow started its run, where
-    two trials started together can swap (a walkthrough saw the enqueued trainer default shown as #2)."""
+def start_order(rows: list[TrialRow]) -> Callable[[TrialRow], tuple]:
+    """The sort key of the order a search's trials were proposed in: Ray's count of each (tag hsc.trial_number)
+    where every trial of `rows` has one, else the time MLflow started its run, where two trials started together
+    can swap (a walkthrough saw the enqueued trainer default shown as #2)."""
     if all(r.number is not None for r in rows):
-        return (row.number, row.name)
-    return (row.start_time or 0, row.name)
+        return lambda row: (row.number, row.name)
+    return lambda row: (row.start_time or 0, row.name)
 
 
 def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:

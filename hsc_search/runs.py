@@ -19,12 +19,6 @@ TAG_OUTCOME = "hsc.outcome"  # completed | stopped_early | failed | interrupted
 OUTCOME_LABELS = {"completed": "completed", "stopped_early": "stopped by ASHA", "failed": "failed"}  # as people read
 # them (the console, export-best, the report); the tag keeps its one-word values, what MLflow's search filters take
 
-
-def outcome_label(outcome: str, interrupted: bool = False) -> str:
-    """A trial's outcome as people read it; a trial cut off by an interrupted search (MLflow's tag says
-    "unfinished" until the search's end marks it) reads "interrupted", with or without MLflow."""
-    return "interrupted" if outcome == "unfinished" and interrupted else OUTCOME_LABELS.get(outcome, outcome)
-
 TAG_NODE = "hsc.node"
 TAG_ERROR = "hsc.error"
 TAG_NUMBER = "hsc.trial_number"  # Ray's count of a trial, from 1: the order the searcher proposed them in
@@ -371,12 +365,19 @@ def served_artifacts_problem(location: str | None, tracking_uri: str | None, fla
             "prints it)")
 
 
+def outcome_label(outcome: str, interrupted: bool = False) -> str:
+    """A trial's outcome as people read it; a trial cut off by an interrupted search (MLflow's tag says
+    "unfinished" until the search's end marks it) reads "interrupted", with or without MLflow."""
+    return "interrupted" if outcome == "unfinished" and interrupted else OUTCOME_LABELS.get(outcome, outcome)
+
+
 CUT_SHORT = "a store whose creation or upgrade by MLflow was cut short"  # (mlflow_db_problem)
 
 
 def mlflow_db_problem(path) -> "str | None":
     """Why the existing file at `path` is not an MLflow sqlite store (read-only: nothing is created or
-    changed), or None: empty, not SQLite, or SQLite without MLflow's tables."""
+    changed), or None: empty, not SQLite, SQLite without MLflow's tables, or a store whose schema migration was cut
+    off (an alembic temporary table that stays: read again after 1.5 s, as one being migrated now has one too)."""
     import sqlite3
 
     path = Path(path)
@@ -697,8 +698,6 @@ def latest_search(client, experiment_id: str, experiment: str | None = None) -> 
 def _search_folder_hint(given: str) -> str:
     """Where `--run-id` was given a search's folder or its name (as `resume` and `--warm-start` take them; a
     walkthrough): its parent run id, from the folder's record."""
-    import json
-
     for folder in (Path(given).expanduser(), Path("ray_results") / given):
         try:
             meta = json.loads((folder / "hsc_search.json").read_text())

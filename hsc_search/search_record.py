@@ -77,7 +77,8 @@ def read_search(client, parent_run_id: str) -> SearchRecord:
         history = client.get_metric_history(row.run_id, metric)
         curve = sorted((int(m.step), float(m.value), int(m.timestamp)) for m in history if math.isfinite(m.value))
         trials.append(Trial(row, int(row.start_time or 0), curve))
-    trials.sort(key=lambda t: start_order(t.row, rows))
+    key = start_order(rows)
+    trials.sort(key=lambda t: key(t.row))
     best_row_ = best_row(rows, mode)
     best = next((t for t in trials if best_row_ is not None and t.row.run_id == best_row_.run_id), None)
 

@@ -28,13 +28,12 @@ new sqlite store). An experiment created in a local sqlite destination keeps its
 from __future__ import annotations
 
 import os
-import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from .commands import exe
+from .commands import restore_command
 from .runs import (DB_SCHEMES, http_failure, missing_artifact_dir, mlflow_db_problem, moved_store_hint,
                    resolved_tracking_uri, seed_sqlite_store, served_artifacts_problem, sqlite_options_problem,
                    sqlite_path, without_password)
@@ -378,10 +377,8 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
             # write into it, in a traceback (a walkthrough)
             raise TransferError(
                 f"--to {without_password(dest_uri)}: experiment '{target.name}' is deleted there (its runs in the "
-                f"trash, its name still taken); restore it (`MLFLOW_TRACKING_URI="
-                f"{shlex.quote(without_password(resolved_tracking_uri(dest_uri), ''))} {exe('mlflow')} experiments "
-                f"restore --experiment-id "
-                f"{target.experiment_id}`), or copy into another store")  # fmt: skip
+                f"trash, its name still taken); restore it "
+                f"(`{restore_command(dest_uri, 'experiments', target.experiment_id)}`), or copy into another store")
     report = TransferReport()
     if new_db is not None:  # a mistyped --to made a second store without a word (a walkthrough)
         echo(f"note: {new_db.absolute()} is a new store (no file was there); its artifacts go to {root}")

@@ -75,9 +75,9 @@ def test_trials_are_in_the_order_ray_counted_them_where_every_run_has_its_number
 
     rows = [TrialRow(f"r{i}", f"t{i}", f"n{i}", "completed", "FINISHED", 1, 1.0, 0.5, start_time=1000 + t, number=n)
             for i, (t, n) in enumerate([(5, 1), (3, 2), (9, 3), (3, 4)])]  # fmt: skip
-    assert [r.name for r in sorted(rows, key=lambda r: start_order(r, rows))] == ["n0", "n1", "n2", "n3"]
+    assert [r.name for r in sorted(rows, key=start_order(rows))] == ["n0", "n1", "n2", "n3"]
     rows[2].number = None
-    assert [r.name for r in sorted(rows, key=lambda r: start_order(r, rows))] == ["n1", "n3", "n0", "n2"]
+    assert [r.name for r in sorted(rows, key=start_order(rows))] == ["n1", "n3", "n0", "n2"]
 
 
 def test_a_search_whose_every_trial_failed_says_so_and_exits_1(capsys):
