@@ -1010,7 +1010,7 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
     if "amp" in searched and settings.gpus_per_trial == 0:
         notes.append("amp is searched, but trials run on CPUs (--gpus-per-trial 0), where the trainer ignores it: "
                      "its values change nothing")  # fmt: skip
-    notes += _batch_notes(space, len(data.train))
+    notes += _alike_notes(space, len(data.train), settings.max_epochs)
     notes += space.clashes()
     if not selectable(settings):
         from trainer.config import select_metrics, select_mode
@@ -1084,23 +1084,51 @@ def select_checkpoints_by_metric(space: SearchSpace, settings: SearchSettings) -
     space.fixed["select_metric"] = settings.metric
 
 
-def _batch_notes(space: SearchSpace, n_train: int) -> list[str]:
-    """Searched batch sizes above the train split: the trainer clamps them to the split (TrainConfig.resolve,
-    logged as effective.batch_size), so such trials train alike while the sampler takes them for different values.
-    (A fixed one is not said: it is one value, and the trainer's effective.batch_size records it.)"""
-    param = next((p for p in space.params if p.name == "batch_size"), None)
+def _beyond(space: SearchSpace, name: str, limit: float, *, inclusive: bool = False) -> str | None:
+    """The values a space searches for `name` above `limit` (from `limit` on with `inclusive`), as they would be
+    written ("128, 256" of a choice; "3.5-5.0" of a range, from the first value its step grid reaches); None if
+    the space does not search `name` or reaches no such value."""
+    param = next((p for p in space.params if p.name == name), None)
     if param is None:
-        return []
+        return None
+    past = (lambda v: v >= limit) if inclusive else (lambda v: v > limit)
     if param.type == "categorical":
-        over = [str(c) for c in param.choices if c > n_train]
-    else:  # the smallest value above the split that the step grid reaches, then the top
-        step = param.step or 1
-        first = param.low + max(0, -(-(n_train + 1 - param.low) // step)) * step
-        over = [f"{first}-{param.high}" if first < param.high else str(first)] if first <= param.high else []
-    if not over:
-        return []
-    return [f"batch_size {', '.join(over)} exceeds the {n_train} training clips: such trials train with batches of "
-            f"{n_train} (alike, though the sampler takes them for different values)"]
+        over = [str(c) for c in param.choices if isinstance(c, (int, float)) and not isinstance(c, bool) and past(c)]
+        return ", ".join(over) or None
+    if not past(param.high):
+        return None
+    step = param.step or (1 if param.type == "int" else 0)
+    if not step:  # a continuous range
+        return f"{'from' if inclusive else 'above'} {limit:g} to {param.high:g}"
+    first = param.low + max(0, math.ceil(round((limit - param.low) / step, 9))) * step
+    if not past(first):
+        first += step
+    first = round(first, 9)
+    if first > param.high:  # the grid ends before it
+        return None
+    return f"{first:g}-{param.high:g}" if first < param.high else f"{first:g}"
+
+
+def _alike_notes(space: SearchSpace, n_train: int, max_epochs: int) -> list[str]:
+    """Searched values the trainer clamps, so that such trials train alike while the sampler takes them for
+    different values: batch sizes above the train split (TrainConfig.resolve, logged as effective.batch_size), a
+    learning-rate warm-up longer than a trial (trainer.fit: it then spans the run, peaking at its last step) and a
+    loss-weight warm-up as long as a trial (the weights never learn). (A fixed value is one value: not said.)"""
+    alike = "(alike, though the sampler takes them for different values)"
+    notes = []
+    over = _beyond(space, "batch_size", n_train)
+    if over:
+        notes.append(f"batch_size {over} exceeds the {n_train} training clips: such trials train with batches of "
+                     f"{n_train} {alike}")
+    over = _beyond(space, "warmup_epochs", max_epochs)
+    if over:
+        notes.append(f"warmup_epochs {over} is longer than a trial (--max-epochs {max_epochs}): such trials warm up "
+                     f"over the whole run, their learning rate peaking at its last step {alike}")
+    over = _beyond(space, "weight_warmup_epochs", max_epochs, inclusive=True)
+    if over:
+        notes.append(f"weight_warmup_epochs {over} is not shorter than a trial (--max-epochs {max_epochs}): such "
+                     f"trials never learn their loss weights {alike}")
+    return notes
 
 
 def load_search_data(settings: SearchSettings, space: SearchSpace) -> AVData:

@@ -687,3 +687,29 @@ def test_the_learning_rate_fit_trains_with_follows_the_configured_warm_up_and_de
     for epoch, lr in expected.items():
         groups = torch.load(saved[epoch], weights_only=False)["optimizer"]["param_groups"]
         assert [g["lr"] for g in groups] == pytest.approx([lr] * len(groups), rel=1e-9), (epoch, groups, lr)
+
+
+def test_warm_ups_longer_than_the_run_are_said_and_train_as_the_whole_run(small_data):
+    """A learning-rate warm-up longer than the run spans the run (its steps are clamped to the run's: warm-ups of 2
+    and 5 epochs in a 2-epoch run train the same numbers), and a loss-weight warm-up as long as the run keeps the
+    learned log-variances at their initial 0 throughout; both are said as the run starts, the one that fits is not."""
+    lines: list[str] = []
+    long = fit(TrainConfig(**{**TINY, "epochs": 2, "warmup_epochs": 5.0, "weight_warmup_epochs": 2}), small_data,
+               log=lines.append)  # fmt: skip
+    notes = [line for line in lines if line.startswith("note:")]
+    assert notes == ["note: warmup_epochs 5 is longer than the run (2 epochs): the learning rate rises over the "
+                     "whole run, reaching lr 0.001 at its last step",
+                     "note: weight_warmup_epochs 2 is not shorter than the run (2 epochs): the loss weights never "
+                     "learn (they keep their initial values)"]  # fmt: skip
+    logvars = [v for h in long.history for k, v in h.items() if k.startswith("logvar/")]
+    assert logvars and all(v == 0.0 for v in logvars), logvars
+    lines.clear()
+    whole = fit(TrainConfig(**{**TINY, "epochs": 2, "warmup_epochs": 2.0, "weight_warmup_epochs": 2}), small_data,
+                log=lines.append)  # fmt: skip
+    assert [line for line in lines if line.startswith("note: warmup")] == []
+    loss = [h["loss/total"] for h in long.history]
+    assert loss == [h["loss/total"] for h in whole.history] and len(set(loss)) == 2
+    lines.clear()
+    fit(TrainConfig(**{**TINY, "epochs": 2, "weight_warmup_epochs": 2, "loss_weighting": "fixed"}), small_data,
+        log=lines.append)  # fixed weights: no warm-up of theirs to say
+    assert [line for line in lines if line.startswith("note:")] == []

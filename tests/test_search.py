@@ -428,13 +428,31 @@ def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp
     notes = start_notes(settings, space, load_search_data(settings, space))
     assert ("batch_size 128, 256, 512 exceeds the 120 training clips: such trials train with batches of 120 (alike, "
             "though the sampler takes them for different values)") in notes, notes
-    from hsc_search.driver import _batch_notes
+    from hsc_search.driver import _alike_notes
+    from hsc_search.settings import SPACES_DIR
     from hsc_search.space import load_space_dict
 
     stepped = load_space_dict({"params": {"batch_size": {"type": "int", "low": 32, "high": 512, "step": 32}}})
-    assert _batch_notes(stepped, 120) == ["batch_size 128-512 exceeds the 120 training clips: such trials train with "
-                                          "batches of 120 (alike, though the sampler takes them for different values)"]
-    assert _batch_notes(stepped, 512) == []
+    assert _alike_notes(stepped, 120, 6) == ["batch_size 128-512 exceeds the 120 training clips: such trials train "
+                                             "with batches of 120 (alike, though the sampler takes them for different "
+                                             "values)"]  # fmt: skip
+    assert _alike_notes(stepped, 512, 6) == []
+    # warm-ups a trial is too short for: the learning rate's (longer than --max-epochs: trainer.fit clamps its steps
+    # to the run's) and the loss weights' (epoch > weight_warmup_epochs learns: never, from --max-epochs on)
+    alike = "(alike, though the sampler takes them for different values)"
+    hsc_mae = load_space(SPACES_DIR / "hsc_mae.yaml")
+    assert _alike_notes(hsc_mae, 5000, 3) == [
+        f"warmup_epochs 3.5-5 is longer than a trial (--max-epochs 3): such trials warm up over the whole run, their "
+        f"learning rate peaking at its last step {alike}",
+        f"weight_warmup_epochs 3 is not shorter than a trial (--max-epochs 3): such trials never learn their loss "
+        f"weights {alike}"]  # fmt: skip
+    assert _alike_notes(hsc_mae, 5000, 5) == []  # 5.0 warms up over the whole run of 5, as it would anyway
+    grid = load_space_dict({"params": {"warmup_epochs": {"type": "float", "low": 0.0, "high": 4.0, "step": 2.0},
+                                       "weight_warmup_epochs": {"type": "categorical", "choices": [0, 2, 4]}}})
+    assert _alike_notes(grid, 5000, 4) == [f"weight_warmup_epochs 4 is not shorter than a trial (--max-epochs 4): "
+                                           f"such trials never learn their loss weights {alike}"]  # warm-ups 0, 2, 4: none > 4
+    smooth = load_space_dict({"params": {"warmup_epochs": {"type": "float", "low": 0.0, "high": 5.0}}})
+    assert _alike_notes(smooth, 5000, 2)[0].startswith("warmup_epochs above 2 to 5 is longer than a trial")
     # a metric the trainer cannot keep checkpoints by: said; one it can: fixed in the space as select_metric, and
     # a select_metric fixed otherwise is refused (the trial's score would be of another epoch than its model)
     from hsc_search.driver import SearchError, select_checkpoints_by_metric

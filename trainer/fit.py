@@ -174,6 +174,18 @@ def _saved_config(ckpt: dict, n_train: int) -> dict:
     return saved
 
 
+def schedule_notes(cfg: TrainConfig) -> list[str]:
+    """Warm-ups the run is too short for: said as it starts (they train, but not as their value reads)."""
+    notes = []
+    if cfg.warmup_epochs > cfg.epochs:  # Schedule.warmup_steps is clamped to the run's steps
+        notes.append(f"warmup_epochs {cfg.warmup_epochs:g} is longer than the run ({cfg.epochs} epochs): the learning "
+                     f"rate rises over the whole run, reaching lr {cfg.lr:g} at its last step")
+    if cfg.loss_weighting != "fixed" and cfg.weight_warmup_epochs >= cfg.epochs:  # epoch > warm-up learns them
+        notes.append(f"weight_warmup_epochs {cfg.weight_warmup_epochs} is not shorter than the run ({cfg.epochs} "
+                     "epochs): the loss weights never learn (they keep their initial values)")
+    return notes
+
+
 def check_enough_to_train(data: AVData) -> None:
     """At least 8 training clips, said with the file and the carving (TrainConfig.resolve says it too, without
     either)."""
@@ -402,6 +414,8 @@ def fit(
         log(f"data: {data.summary()}")
         for note in data.notes:
             log(f"warning: {note}")
+        for note in schedule_notes(cfg):
+            log(f"note: {note}")
         log(f"device: {dev}; losses: {', '.join(names)}; {steps_per_epoch} steps/epoch of {cfg.batch_size}")
 
     eval_net = (lambda: state.teacher) if cfg.eval_model == "teacher" else (lambda: state.model)
