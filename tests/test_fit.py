@@ -713,3 +713,8 @@ def test_warm_ups_longer_than_the_run_are_said_and_train_as_the_whole_run(small_
     fit(TrainConfig(**{**TINY, "epochs": 2, "weight_warmup_epochs": 2, "loss_weighting": "fixed"}), small_data,
         log=lines.append)  # fixed weights: no warm-up of theirs to say
     assert [line for line in lines if line.startswith("note:")] == []
+    from trainer.fit import schedule_notes
+
+    assert schedule_notes(TrainConfig(**{**TINY, "epochs": 1})) == [  # the default weight warm-up of 1 epoch
+        "weight_warmup_epochs 1 is not shorter than the run (1 epoch): the loss weights never learn (they keep "
+        "their initial values)"]  # fmt: skip

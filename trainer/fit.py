@@ -176,13 +176,13 @@ def _saved_config(ckpt: dict, n_train: int) -> dict:
 
 def schedule_notes(cfg: TrainConfig) -> list[str]:
     """Warm-ups the run is too short for: said as it starts (they train, but not as their value reads)."""
-    notes = []
+    notes, run = [], f"the run ({cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''})"
     if cfg.warmup_epochs > cfg.epochs:  # Schedule.warmup_steps is clamped to the run's steps
-        notes.append(f"warmup_epochs {cfg.warmup_epochs:g} is longer than the run ({cfg.epochs} epochs): the learning "
-                     f"rate rises over the whole run, reaching lr {cfg.lr:g} at its last step")
+        notes.append(f"warmup_epochs {cfg.warmup_epochs:g} is longer than {run}: the learning rate "
+                     f"rises over the whole run, reaching lr {cfg.lr:g} at its last step")
     if cfg.loss_weighting != "fixed" and cfg.weight_warmup_epochs >= cfg.epochs:  # epoch > warm-up learns them
-        notes.append(f"weight_warmup_epochs {cfg.weight_warmup_epochs} is not shorter than the run ({cfg.epochs} "
-                     "epochs): the loss weights never learn (they keep their initial values)")
+        notes.append(f"weight_warmup_epochs {cfg.weight_warmup_epochs} is not shorter than {run}: "
+                     "the loss weights never learn (they keep their initial values)")
     return notes
 
 
