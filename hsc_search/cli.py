@@ -432,6 +432,7 @@ def export_best_cmd(
 ) -> None:
     """Write the best trial's trainer config; `python -m trainer --config FILE` retrains from it as is."""
     from .export import ExportError, export_best
+    from .runs import search_status
 
     _bounded_http_retries()
 
@@ -457,7 +458,7 @@ def export_best_cmd(
     data = search.data.params.get("data") if search is not None else None
     if data:  # as `run` prints it (a YAML file's header says it too; a JSON file has no place for it)
         typer.echo(f"retrain: {retrain_command(path.absolute(), data)}")  # works from any folder, as the file's header
-    if search is not None and search.info.status != "FINISHED":  # its best so far, which may still change
+    if search is not None and search_status(search) != "FINISHED":  # its best so far, which may still change
         from .driver import unfinished_note
 
         said = unfinished_note(search.info.run_name, search.info.status, search.data.tags.get("hsc.experiment_dir"),
@@ -490,7 +491,7 @@ def report(
         path, rec = report_search(tracking_uri, experiment, run_id, _home(out), log_to_run=log)
     except ReportError as e:
         _fail(str(e))
-    typer.echo(f"report of search {rec.name} ({len(rec.trials)} trials): {path}")
+    typer.echo(f"report of search {rec.name} ({len(rec.trials)} trial{'s' * (len(rec.trials) != 1)}): {path}")
     if rec.status != "FINISHED":  # as export-best says it (the report says it at its top)
         from .driver import unfinished_note
 

@@ -35,7 +35,7 @@ from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
 from .report import publish_report
-from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NOTES, client_for, default_tracking_uri,
+from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, client_for, default_tracking_uri,
                    experiment_tags, http_failure, import_mlflow, resolved_tracking_uri, score_key,
                    served_artifacts_problem, sqlite_path, tag_experiment, trial_outcome, typed_column, without_password)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
@@ -1481,6 +1481,8 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                     client.log_text(parent_id, json.dumps(rung_state, indent=1), ASHA_RUNGS)
                 outcome = _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrupted,
                                          errors, echo)  # fmt: skip
+                if outcome.best is None and not interrupted:  # over, but not a success: tag hsc.no_score says so
+                    ended = "FAILED"
             except KeyboardInterrupt:  # in the tail: the parent is not done (no best config, report, best tag)
                 ended = "KILLED"
                 raise
@@ -1820,6 +1822,9 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrup
         client.log_batch(parent_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
     counts = {o: sum(r.outcome == o for r in rows) for o in sorted({r.outcome for r in rows})}
     client.set_tag(parent_id, "hsc.outcomes", json.dumps(counts))
+    if best is None and not interrupted:  # the search ends FAILED in MLflow (its green tick read as a success)
+        client.set_tag(parent_id, TAG_NO_SCORE, "no trial produced a score ("
+                       + ", ".join(f"{n} {o}" for o, n in counts.items()) + ")")
     computed: dict = {}  # the report computes the parameter importances once; the PNG shows the same numbers
     if interrupted:  # the report it writes as it ends (the copy in MLflow too) said nothing of it (a walkthrough)
         computed["unfinished"] = f"search {settings.name} was interrupted: `{resume_command(exp_dir)}` continues it"
@@ -1883,6 +1888,7 @@ def _log_summary_table(client, parent_id: str, rows: list[TrialRow], out_dir: Pa
     metric_names = sorted({k for r in rows for k in r.final if k.startswith(("val/", "test/", "loss/total", "cca/mean"))})
     table = pa.table(
         {
+            "number": [r.number for r in rows],  # Ray's count: the order the searcher proposed them in
             "trial": [r.name for r in rows],
             "trial_id": [r.trial_id for r in rows],
             "run_id": [r.run_id for r in rows],
@@ -1890,6 +1896,7 @@ def _log_summary_table(client, parent_id: str, rows: list[TrialRow], out_dir: Pa
             "epochs": [r.epochs for r in rows],
             "seconds": [r.seconds for r in rows],
             "score": [r.score for r in rows],
+            "stopped_by": [r.stopped_by for r in rows],  # a trial ASHA stopped: its rung and the cut-off it missed
             **{f"param.{p}": typed_column([r.params.get(p) for r in rows]) for p in param_names},
             **{f"final.{m}": [r.final.get(m) for r in rows] for m in metric_names},
         }

@@ -44,6 +44,7 @@ from .runs import (
     out_file_problem,
     plural,
     score_key,
+    search_status,
     served_artifacts_problem,
 )
 from .runs import search_of as _search_of
@@ -303,7 +304,7 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
                               "export; to export an earlier search, give --run-id with its parent run id (the "
                               "MLflow UI lists the searches)")  # fmt: skip
         unfinished = ""  # a search cut off before a trial scored: what continues it
-        if parent is not None and parent.info.status != "FINISHED":
+        if parent is not None and search_status(parent) != "FINISHED":
             from .driver import unfinished_note
 
             said = unfinished_note(parent.info.run_name, parent.info.status,

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .runs import (TAG_DATA_FINGERPRINT, TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, default_tracking_uri,
-                   epochs_of, split_params, trial_outcome, typed_column, without_password)
+                   epochs_of, search_status, split_params, trial_outcome, typed_column, without_password)
 from .storage import write_text
 
 DEFAULT_METRIC = "val/map_avg"
@@ -355,7 +355,7 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
 
         raise ReplayError(f"cannot read MLflow at {uri}: {http_failure(e)}") from None
     return Recorded(f"MLflow run {pid} ({parent.info.run_name or 'unnamed'}) at {uri}", metric, mode,
-                    _int(settings.get("max_epochs")), raw, settings, parent.info.status == "FINISHED",
+                    _int(settings.get("max_epochs")), raw, settings, search_status(parent) == "FINISHED",
                     fingerprint if isinstance(fingerprint, dict) else None,
                     *(_space_of(client, pid) if with_fixed else (None, None)))  # fmt: skip
 

@@ -106,11 +106,24 @@ def log_scale(values) -> bool:
     return bool(vs) and min(vs) > 0 and max(vs) / min(vs) >= LOG_FROM
 
 
+def one_value_range(values) -> dict:
+    """An axis range around the value when the values are all one (one trial, one epoch): plotly's own spans about
+    twice the value on each side (a mAP axis from -0.7 to 1.1: a walkthrough); {} otherwise."""
+    vs = {v for v in values if v is not None and math.isfinite(v)}
+    if len(vs) != 1:
+        return {}
+    v = vs.pop()
+    pad = abs(v) * 0.1 or 0.1
+    return {"range": [v - pad, v + pad]}
+
+
 def curves_figure(rec: SearchRecord):
     """Every trial's objective per epoch, coloured by outcome; ASHA's rungs as dashed lines; where a trial
-    stopped, a cross."""
+    stopped, a cross. None while no trial has an epoch (every trial failed, or none has reported yet)."""
     import plotly.graph_objects as go
 
+    if not any(t.curve for t in rec.trials):
+        return None
     fig = go.Figure()
     shown: set[str] = set()
     for i, t in enumerate(rec.trials, 1):
@@ -144,6 +157,8 @@ def curves_figure(rec: SearchRecord):
                       yaxis_title=rec.metric, legend_title="outcome", height=460)  # fmt: skip
     if log:
         fig.update_yaxes(type="log", exponentformat="power")
+    else:
+        fig.update_yaxes(**one_value_range(v for t in rec.trials for _, v, _ in t.curve))
     fig.update_xaxes(**integer_axis(max([rec.max_epochs or 0, *(e for t in rec.trials for e, _, _ in t.curve)])))
     return fig
 
@@ -151,10 +166,12 @@ def curves_figure(rec: SearchRecord):
 def best_so_far_figure(rec: SearchRecord):
     """Left: each trial's score in the order the searcher proposed them (`export.start_order`), and the best so
     far. Right: the best value reached against the epochs trained by all trials together (every epoch of every
-    trial, in the order they were logged)."""
+    trial, in the order they were logged). None while no trial has a score."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    if all(t.row.score is None for t in rec.trials):
+        return None
     fig = make_subplots(rows=1, cols=2, subplot_titles=("by trial, in the order proposed",
                                                         "by epochs trained (all trials)"))  # fmt: skip
     shown: set[str] = set()
@@ -194,6 +211,9 @@ def best_so_far_figure(rec: SearchRecord):
     log = log_scale([t.row.score for t in rec.trials] + [v for _, v, _ in points])
     if log:
         fig.update_yaxes(type="log", exponentformat="power")
+    else:  # each panel on its own: the first has every score, the second the best by epochs
+        fig.update_yaxes(**one_value_range(t.row.score for t in rec.trials), row=1, col=1)
+        fig.update_yaxes(**one_value_range(ys), row=1, col=2)
     fig.update_layout(title=f"best {rec.metric} so far" + (" (log scale)" if log else ""), height=420)
     return fig
 
@@ -612,6 +632,8 @@ def _table(rec: SearchRecord) -> str:
     fixed = (rec.space or {}).get("fixed") or {}
     names = {k for t in rec.trials for k in t.row.params}
     own, resolved = split_params(dict.fromkeys(names, ""))
+    order = list(((rec.space or {}).get("params") or {}))  # the space's order, as the parallel coordinates and the
+    own = sorted(own, key=lambda k: (order.index(k) if k in order else len(order), k))  # search's lines have it
     params = [*own, *(EFFECTIVE_PARAM + k for k in resolved)]  # the config's values, then what the data resolved
     # a column only when a trial failed or ASHA's run tag says why it stopped one: the reason beside the outcome,
     # wide enough to read (at the far right it was squeezed to a narrow column)

@@ -28,6 +28,7 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_NOTES = "hsc.notes"  # on a search's parent run: what its start said besides its headline (a JSON list of lines)
 TAG_DATA_FINGERPRINT = "hsc.data_fingerprint"  # on a search's parent run: its data's fingerprint (JSON; a warm start
 # from the run compares data by it, not by path)
+TAG_NO_SCORE = "hsc.no_score"  # on a search's parent run that ended with no scored trial (FAILED in MLflow): how
 TAG_REPORT_LOGGED = "hsc.report.logged"  # when report.html was last logged to a parent run (UTC, ISO 8601)
 CONFIG_ARTIFACT = "config.yaml"
 CCA_SPECTRUM_ARTIFACT = "cca_spectrum.csv"  # a trial's every canonical correlation, one row per epoch
@@ -363,6 +364,14 @@ def served_artifacts_problem(location: str | None, tracking_uri: str | None, fla
     return (f"{named} {without_password(uri)}: {what} keeps its artifacts on an MLflow server ({location}), which "
             f"only that server's clients reach: give {flag} the server's http://HOST:PORT (`hsc-search team-server` "
             "prints it)")
+
+
+def search_status(run) -> str:
+    """A search's parent run's MLflow status as its commands read it: FINISHED also for a search that ended with no
+    scored trial (every trial failed), which MLflow shows as FAILED (its tag hsc.no_score): it is over, with
+    nothing to resume."""
+    status = run.info.status
+    return "FINISHED" if status == "FAILED" and run.data.tags.get(TAG_NO_SCORE) else status
 
 
 def outcome_label(outcome: str, interrupted: bool = False) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from .export import TrialRow, best_row, start_order, trial_rows
-from .runs import CCA_SPECTRUM_ARTIFACT, TAG_KIND, TAG_NOTES
+from .runs import CCA_SPECTRUM_ARTIFACT, TAG_KIND, TAG_NOTES, search_status
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def read_search(client, parent_run_id: str) -> SearchRecord:
         milestones=_milestones(client, parent_run_id, settings),
         space=_yaml_artifact(client, parent_run_id, "search_space.yaml"),
         notes=_notes(parent.data.tags.get(TAG_NOTES)),
-        status=parent.info.status,
+        status=search_status(parent),
         experiment_dir=parent.data.tags.get("hsc.experiment_dir"),
     )
     if best is not None:

@@ -114,6 +114,36 @@ def test_failing_trials_are_marked_failed_and_the_search_goes_on(tmp_path, _cach
     assert "<th>why it failed</th>" in report and report.count("NonFiniteLossError: ") >= len(failed)
 
 
+def test_a_search_whose_every_trial_failed_ends_failed_in_mlflow_and_over_for_its_commands(tmp_path, _cache_dir):
+    """Every trial failed: the search exits 1, and its MLflow run showed FINISHED, a success's green tick in the
+    runs table (a walkthrough). It ends FAILED, with the tag hsc.no_score saying why; the commands that read it take
+    it as over (nothing to resume), as `resume` does."""
+    import sys
+    from pathlib import Path
+
+    space = tmp_path / "space.yaml"
+    space.write_text("fixed: {hidden_dim: 32, embed_dim: 16, proj_dim: 16, batch_size: 100, grad_clip: 0.0}\n"
+                     "params:\n  lr: {type: categorical, choices: [1.0e+30, 1.0e+31]}\n")  # both diverge at once
+    env = search_env(_cache_dir)
+    proc = subprocess.run(search_cmd("--space", str(space), "--num-samples", "2", "--max-epochs", "1", "--scheduler",
+                                     "fifo", "--name", "allfail"),
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 1 and "no trial produced a score: all 2 trials failed" in proc.stdout, (
+        proc.stdout[-3000:] + proc.stderr[-3000:])
+    _, parents, children = search_runs(f"sqlite:///{tmp_path}/mlflow.db", "hsc-search")
+    assert [c.info.status for c in children] == ["FAILED", "FAILED"]
+    assert parents[0].info.status == "FAILED", parents[0].info
+    assert parents[0].data.tags["hsc.no_score"] == "no trial produced a score (2 failed)"
+    hsc = str(Path(sys.executable).parent / "hsc-search")
+    for args, said in ((["report"], "report of search allfail (2 trials): "),
+                       (["export-best"], "all 2 of its trials failed"),
+                       (["resume", str(tmp_path / "ray_results" / "allfail")], "finished")):  # fmt: skip
+        out = subprocess.run([hsc, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        text = out.stdout + out.stderr
+        assert said in text and "did not finish" not in text and "has not finished" not in text, (args, text[-2000:])
+        assert "Traceback" not in text, text[-3000:]
+
+
 def test_a_config_larger_than_the_machine_fails_at_once_and_is_not_retried(tmp_path, _cache_dir):
     """A space with a model size a few zeros too large (here hidden_dim 1e11: its first layer alone is terabytes, so
     nothing is allocated before the failure; a walkthrough asked for 12 PB): Ray

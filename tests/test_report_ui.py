@@ -17,6 +17,7 @@ import math
 from html import escape as html_escape
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import MlflowServer, search_cmd, search_env
 
@@ -63,11 +64,17 @@ def test_search_writes_and_logs_its_report(served):
     assert (tmp / "ray_results" / "ui1" / "best_config.yaml").exists() and report.exists()
     html = report.read_text()
     assert all(t.info.run_name in html for t in trials)
-    # the table: the config's values, then what the trainer resolved on this data (effective.*), each by name
+    # the table: the config's values in the space's order (as the parallel coordinates and the search's lines; they
+    # were by name), then what the trainer resolved on this data (effective.*), by name
+    import yaml
+
     heads = re.findall(r"<th>(.*?)</th>", html)
     params = heads[heads.index("seconds") + 1 : heads.index("run id")]
     resolved = [p for p in params if p.startswith("effective.")]
-    assert resolved and params == sorted(set(params) - set(resolved)) + sorted(resolved), params
+    order = list(yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())["params"])
+    own = [p for p in params if p not in resolved]
+    assert resolved and own == [p for p in order if p in own] and own != sorted(own), params
+    assert params == own + sorted(resolved), params
     assert re.search(r"<b>best trial [^<]*</b> \([^)]*\): val/map_avg [0-9.]+(; test mAP [0-9.]+ \(of epoch [0-9]+, the "
                      r"epoch of its highest val/map_avg\))?; [^(]*lr=[^(]* \(resolved on this data: [a-z_]+=", html), html[:3000]
     best = max(trials, key=lambda t: t.data.metrics.get("best/max/val/map_avg", -1.0))
@@ -655,3 +662,28 @@ def test_what_the_report_left_unsaid_or_unreadable_is_said_and_readable():
     assert [a.text for a in notes] == ["1", "2", "4", "8", "16", "32"] and {a.xanchor for a in notes} == {"center"}
     assert [a.y for a in notes] == [1, 0.94, 1, 0.94, 1, 0.94]
     assert fig.layout.xaxis.title.text == "epoch (dashed, numbered: ASHA's rungs)"
+
+
+def test_a_search_with_nothing_scored_draws_no_empty_charts_and_one_value_gets_an_axis_around_it():
+    """Every trial failed (or none has reported yet): the curves and best-so-far sections drew blank grids with axes
+    from -1 to 4 (a walkthrough); they now say there is nothing to draw. A search of one trial of one epoch drew its
+    mAP on an axis from about -0.7 to 1.1 (plotly's range for one value): now 10% around it."""
+    from hsc_search import report
+
+    rec = _record(3, n=2)
+    for t in rec.trials:
+        t.curve, t.row.score, t.row.outcome = [], None, "failed"
+    rec.best = None
+    assert report.curves_figure(rec) is None and report.best_so_far_figure(rec) is None
+    page = report.render(rec)
+    assert page.count("not enough trials with a score to draw this.") >= 4, page  # curves, best so far, and more
+    one = _record(1, n=1)
+    value = one.trials[0].curve[0][1]
+    assert value == 0.31
+    curves = report.curves_figure(one)
+    assert np.allclose(curves.layout.yaxis.range, [value * 0.9, value * 1.1])
+    best = report.best_so_far_figure(one)
+    assert np.allclose(best.layout.yaxis.range, [value * 0.9, value * 1.1])
+    assert np.allclose(best.layout.yaxis2.range, [value * 0.9, value * 1.1])
+    assert report.one_value_range([0.0]) == {"range": [-0.1, 0.1]} and report.one_value_range([0.2, 0.3]) == {}
+    assert report.curves_figure(_record(3)).layout.yaxis.range is None  # several values: plotly's own range

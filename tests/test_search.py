@@ -187,9 +187,12 @@ def test_parent_has_summary_table_best_config_and_plots(search):
     table = pq.read_table(client.download_artifacts(pid, "summary/trials.parquet", str(cwd))).to_pylist()
     assert len(table) == TRIALS
     by_run = {c.info.run_id: c for c in children}
+    assert [row["number"] for row in table] == list(range(1, TRIALS + 1))  # in the order proposed, numbered
     for row in table:
         child = by_run[row["run_id"]]
         assert row["outcome"] == child.data.tags["hsc.outcome"]
+        assert row["number"] == int(child.data.tags["hsc.trial_number"])
+        assert row["stopped_by"] == child.data.tags.get("hsc.stopped_by")  # None where ASHA did not stop it
         assert row["epochs"] == int(child.data.metrics["epoch"])
         assert row["param.lr"] == float(child.data.params["lr"])  # typed as the values were (MLflow keeps text)
         assert row["param.topk"] == int(child.data.params["topk"]) and isinstance(row["param.topk"], int)
