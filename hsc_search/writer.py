@@ -239,6 +239,12 @@ class _Local:
 
 
 # ------------------------------------------------------------------------------------------ the writer's loop
+# A trial's searched params go out with its first report (one call for both) unless the writer has been idle this
+# long since it started: then at once, so that a running trial's run shows its params in the MLflow UI (they
+# waited up to `--checkpoint-every-s` for a FIFO trial of long epochs: a walkthrough); short trials cost no call.
+PARAMS_AFTER_S = 2.0
+
+
 def _main(messages, replies, tracking_uri: str | None, metric: str, mode: str, driver_pid: int | None) -> None:
     """Executes the messages in order (`messages` / `replies`: pipe connections, or `_Local` in a thread).
 
@@ -254,6 +260,8 @@ def _main(messages, replies, tracking_uri: str | None, metric: str, mode: str, d
     while True:
         try:
             if not backlog:
+                if getattr(sink, "params", None) and not messages.poll(PARAMS_AFTER_S):
+                    sink.log_waiting_params()  # trials whose first report is a while away: their params now
                 backlog.append(messages.recv())
             while messages.poll(0):  # everything queued behind: a trial whose end is queued has its calls merged
                 backlog.append(messages.recv())
@@ -394,6 +402,24 @@ class _Sink:
                 self._defer(tid)["files"][CONFIG_ARTIFACT] = text
             else:  # visible while the trial runs
                 self._retry(lambda: self._upload(self.runs[tid], {CONFIG_ARTIFACT: text}), f"config of {name}")
+
+    def log_waiting_params(self) -> None:
+        """Logs the params held for the first report of every trial whose run exists (`PARAMS_AFTER_S`)."""
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for tid in [t for t in self.params if t in self.runs and t not in self.ending]:
+            params = self.params.pop(tid)
+            if not params:
+                continue
+            try:
+                self._retry(lambda: self.client.log_batch(self.runs[tid], params=params), f"params of trial {tid}")
+            except Exception as e:  # noqa: BLE001 - as `handle` says a call that failed for good
+                msg = f"mlflow: params of trial {tid} failed after retries: {http_failure(e)}"
+                log.error(msg)
+                self.errors.append(msg)
+        s = self.stats["params"]
+        s[0] += 1
+        s[1] += time.perf_counter() - t0
+        s[2] += time.thread_time() - c0
 
     def epoch(self, tid: str, name: str, result: dict, last: bool, ending: bool) -> None:
         """A trial's report: the epochs since its last one (all of them after a restore)."""

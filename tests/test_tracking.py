@@ -79,6 +79,34 @@ def test_a_trial_ended_by_its_last_report_logs_every_epoch_its_score_and_its_fil
     assert {"config.yaml", "cca_spectrum.csv", "plots/loss_weights.svg"} <= files
 
 
+def test_a_running_trials_params_show_before_its_first_report_when_that_is_a_while_away(store):
+    """The params went out with the trial's first report, so a trial of long epochs (FIFO: its first report after
+    --checkpoint-every-s) showed none in the MLflow UI while it ran (a walkthrough): the writer, idle for
+    PARAMS_AFTER_S since the trial started, logs them then. Its later reports log them no second time."""
+    import time
+
+    from hsc_search.writer import PARAMS_AFTER_S
+
+    client, exp, tracker = store
+    trial = Trial("t9", {"lr": 0.004, "epochs": MAX_EPOCHS})
+    tracker.on_trial_start(0, [], trial)
+    started, params = time.monotonic(), {}
+    while time.monotonic() - started < PARAMS_AFTER_S + 20 and not params:
+        time.sleep(0.2)
+        runs = client.search_runs([exp], filter_string="tags.`hsc.kind` = 'trial'")
+        params = runs[0].data.params if runs else {}
+    assert params == {"lr": "0.004"}, params
+    assert time.monotonic() - started >= PARAMS_AFTER_S * 0.9  # not at once: a short trial's go with its report
+    assert client.get_metric_history(runs[0].info.run_id, "val/map_avg") == []  # nothing reported yet
+    trial.last_result = _result([1, 2, 3])
+    tracker.on_trial_result(0, [], trial, trial.last_result)
+    tracker.on_trial_complete(0, [], trial)
+    assert tracker.close(interrupted=False) == []
+    run = _child(client, exp)
+    assert run.info.status == "FINISHED" and run.data.params == {"lr": "0.004"}
+    assert _steps(client, run.info.run_id, "val/map_avg") == [1, 2, 3]
+
+
 def test_a_run_whose_artifact_repository_cannot_be_built_is_created_once_and_still_gets_its_files(
         tmp_path, monkeypatch):  # fmt: skip
     """The writer builds each child run's artifact repository itself (writer._Sink._artifact_repository): when
