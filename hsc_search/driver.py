@@ -518,6 +518,21 @@ def _sigterm_as_ctrl_c() -> None:
     signal.signal(signal.SIGTERM, forward)
 
 
+def version_mismatch(message: str) -> str | None:
+    """Ray's "Version mismatch" paragraph (the cluster's Ray and Python, then this process's) as one sentence;
+    None for any other message."""
+    if not message.startswith("Version mismatch"):
+        return None
+    import re
+
+    rays, pythons = re.findall(r"Ray: (\S+)", message), re.findall(r"Python: (\S+)", message)
+    if len(rays) != 2 or len(pythons) != 2:
+        return " ".join(message.split())
+    return (f"the Ray cluster there runs Ray {rays[0]} on Python {pythons[0]}, and this search Ray {rays[1]} on "
+            f"Python {pythons[1]}; a driver must run the cluster's versions of both (run the search on the head, "
+            "or in an environment made as the cluster's was)")
+
+
 def _init_ray(address: str | None, preload: bool = True, flag: str = "--address") -> None:
     """Connects to `address` (or RAY_ADDRESS), else starts a new local instance. With `preload`, the local
     instance's workers (one per CPU) import the trial's modules as they start and Tune's trial actors run in them;
@@ -545,6 +560,11 @@ def _init_ray(address: str | None, preload: bool = True, flag: str = "--address"
                     if os.environ.get("RAY_AUTH_MODE", "").lower() != "token" else "")  # fmt: skip
             raise SearchError(f"{flag if address else 'RAY_ADDRESS'} {target}: "
                               f"{str(e).strip().splitlines()[0]}{auth}") from None  # fmt: skip
+        except RuntimeError as e:  # a head of another Ray or Python: Ray's paragraph under a 160-line traceback
+            said = version_mismatch(str(e))
+            if said is None:
+                raise
+            raise SearchError(f"{flag if address else 'RAY_ADDRESS'} {target}: {said}") from None
     else:  # always a new instance, on 127.0.0.1, never a cluster that happens to run on this machine
         from .local_ray import start_local_ray
 

@@ -428,10 +428,13 @@ def _check_a_node_runs_here(address: str, timeout_s: float, flag: str, token_by_
             break
         time.sleep(0.5)
     at = f"its node(s): {', '.join(nodes)}" if nodes else "it has no node alive"
+    # a node joins a cluster with token authentication only with RAY_AUTH_MODE=token (without it, `ray start`
+    # retried for ever, printing InvalidAuthToken every second: a walkthrough); this driver reached it with it
+    token = "RAY_AUTH_MODE=token " if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ""
     raise PreflightError(f"{flag} {address}: this machine runs no node of the Ray cluster there ({at}), and a Ray "
                          "driver joins a cluster through a node on its own machine; run the search on the head with "
                          "`--address auto` (`ray exec`, as in the README's \"On a cluster\"), or make this machine a "
-                         f"node of it first (`ray start --address {address}`)")  # fmt: skip
+                         f"node of it first (`{token}ray start --address {address}`)")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- resources

@@ -283,6 +283,7 @@ def test_a_driver_on_a_machine_that_runs_no_node_of_the_cluster_is_told_so_in_se
                      rf"\((its node\(s\): {re.escape(nodes[0])}|it has no node alive)\), and a Ray driver joins a "
                      "cluster through a node on its own machine; run the search on the head", proc.stderr), proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout and "RAY_AUTH_MODE" not in proc.stderr
+    assert f"node of it first (`ray start --address {address}`)" in proc.stderr  # with the search's RAY_AUTH_MODE
     assert took < 40, took  # the command's imports included; Ray alone waited 60 s before failing
 
 
@@ -388,3 +389,26 @@ def test_a_cluster_with_token_authentication_refuses_a_driver_without_its_token_
         in wrong.stderr, wrong.stderr[-3000:]  # fmt: skip
     assert sorted(p.name for p in work.iterdir()) == []  # no mlflow.db, no ray_results
     assert auto.returncode == 0 and "passed" in auto.stdout, auto.stderr[-2000:]
+
+
+def test_a_head_of_another_python_or_ray_is_said_in_one_sentence():
+    """A driver joining a head started from another Python (or Ray) got Ray's "Version mismatch" paragraph under a
+    160-line traceback (a walkthrough): `driver.version_mismatch` reads Ray's own message, made here by the very
+    check ray.init runs, into one sentence; other RuntimeErrors are left alone."""
+    import platform
+
+    import pytest
+    import ray
+    from ray._private.utils import check_version_info
+
+    from hsc_search.driver import version_mismatch
+
+    with pytest.raises(RuntimeError) as e:
+        check_version_info({"ray_version": ray.__version__, "python_version": "3.12.1"}, "node 192.0.2.2",
+                           raise_on_mismatch=True, python_version_match_level="patch")  # fmt: skip
+    assert version_mismatch(str(e.value)) == (
+        f"the Ray cluster there runs Ray {ray.__version__} on Python 3.12.1, and this search Ray {ray.__version__} "
+        f"on Python {platform.python_version()}; a driver must run the cluster's versions of both (run the search "
+        "on the head, or in an environment made as the cluster's was)")
+    assert version_mismatch("Version mismatch: something else\n  entirely") == "Version mismatch: something else entirely"
+    assert version_mismatch("Failed to connect to GCS") is None
