@@ -156,3 +156,34 @@ def test_from_json_renders_the_markdown_beside_the_record_and_never_rewrites_a_j
         assert proc.returncode != 0 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in recorded.iterdir() if p.is_file()}
     assert after == before  # the recorded results, untouched
+
+
+def test_a_place_a_benchmark_cannot_write_is_said_before_it_measures(tmp_path):
+    """A --out under a file (or a --json naming a folder) was found when the script wrote its results: a traceback
+    after the whole run (a walkthrough: 71 s of search_machinery's --quick). Now one line, exit 2, before any
+    measuring; a --rounds below 1 names --rounds (it was "config: epochs must be >= 1, got -2")."""
+    import os
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from entry import output_problem
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert output_problem(["--quick", "--out", str(afile / "x" / "y")]) == (
+        f"--out {afile / 'x' / 'y'}: {afile} is a file, not a folder")
+    assert output_problem([f"--workdir={afile}"]) == f"--workdir {afile}: is a file; expected a folder"
+    assert output_problem(["--json", str(tmp_path)]) == f"--json {tmp_path}: is a folder; expected a file name"
+    assert output_problem(["--out", str(tmp_path / "new" / "deeper"), "--json", str(tmp_path / "b.json")]) is None
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    if os.geteuid() != 0:  # (root writes anywhere)
+        assert output_problem(["--out", str(locked / "x")]) == f"--out {locked / 'x'}: the folder {locked} cannot be written"
+    for argv, said in ((["benchmarks/search_machinery.py", "--quick", "--out", str(afile / "x")],
+                        f"search_machinery.py: error: --out {afile / 'x'}: {afile} is a file, not a folder"),
+                       (["benchmarks/bench_trainer.py", "--quick", "--rounds", "-1"],
+                        "bench_trainer.py: error: --rounds must be >= 1, got -1")):  # fmt: skip
+        proc = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == said, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and "quick run" not in proc.stdout, proc.stdout
