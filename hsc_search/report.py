@@ -640,13 +640,19 @@ def _table(rec: SearchRecord) -> str:
     errors, stops = any(t.row.error for t in rec.trials), any(t.row.stopped_by for t in rec.trials)
     why = [{(True, False): "why it failed", (False, True): "why ASHA stopped it",
             (True, True): "why it failed or was stopped"}[errors, stops]] if errors or stops else []  # fmt: skip
-    head = ["#", "trial", "outcome", *why, "epochs", f"{rec.metric} (best)", "seconds", *params, "run id"]
+    # each trial's test mAP, of the epoch it kept (`tested`), where a trial reached its end: it was only in the
+    # best trial's line and the summary table (a walkthrough)
+    test = ["test mAP"] if any("test/map_avg" in t.row.final for t in rec.trials) else []
+    head = ["#", "trial", "outcome", *why, "epochs", f"{rec.metric} (best)", *test, "seconds", *params, "run id"]
     rows = []
     for i, t in enumerate(rec.trials, 1):
         r = t.row
         reason = _reason(r.error) if r.error else (r.stopped_by or "").removeprefix("stopped by ASHA ")
+        tested_map = r.final.get("test/map_avg")
         cells = [str(i), r.name, _label(r.outcome), *([reason] if why else []), str(r.epochs),
-                 "" if r.score is None else f"{r.score:.4f}", "" if r.seconds is None else f"{r.seconds:.1f}",
+                 "" if r.score is None else f"{r.score:.4f}",
+                 *(["" if tested_map is None else f"{tested_map:.4f}"] if test else []),
+                 "" if r.seconds is None else f"{r.seconds:.1f}",
                  *(shown(r.params[p]) if p in r.params else _unsearched(p, r.params, fixed) for p in params),
                  r.run_id]  # fmt: skip
         cls = ' class="best"' if t is rec.best else ""

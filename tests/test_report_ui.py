@@ -687,3 +687,20 @@ def test_a_search_with_nothing_scored_draws_no_empty_charts_and_one_value_gets_a
     assert np.allclose(best.layout.yaxis2.range, [value * 0.9, value * 1.1])
     assert report.one_value_range([0.0]) == {"range": [-0.1, 0.1]} and report.one_value_range([0.2, 0.3]) == {}
     assert report.curves_figure(_record(3)).layout.yaxis.range is None  # several values: plotly's own range
+
+
+def test_the_trial_table_has_each_trials_test_map_where_one_reached_its_end():
+    """Only the best trial's line said a test mAP (a walkthrough); the table has a column for it when some trial
+    was tested (blank for the trials that were not), and none when no trial was."""
+    from hsc_search import report
+
+    rec = _record(3, n=3)
+    assert "<th>test mAP</th>" not in report.render(rec)
+    rec.trials[0].row.final = {"test/map_avg": 0.51234, "test/epoch": 3.0}
+    rec.trials[2].row.final = {"test/map_avg": 0.4}
+    page = report.render(rec)
+    heads = re.findall(r"<th>(.*?)</th>", page)
+    assert heads[heads.index("val/map_avg (best)") + 1] == "test mAP"
+    rows = re.findall(r"<tr(?: class=\"best\")?>(.*?)</tr>", page.split("<tbody>", 1)[1])
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row)[heads.index("test mAP")] for row in rows]
+    assert cells == ["0.5123", "", "0.4000"], cells
