@@ -1397,6 +1397,57 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
     return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo, resumed=True)
 
 
+HEAD_SILENT_S = 6.0  # a cluster's head not taking connections for this long is said (Ray waits 60 s, then ends the driver)
+
+
+@contextlib.contextmanager
+def watching_the_head(gcs_address: str | None, exp_dir: str, echo: Callable[[str], None], interval_s: float = 2.0,
+                      silent_s: float = HEAD_SILENT_S):  # fmt: skip
+    """While a search runs on a cluster: a head that stops taking connections (killed, its machine down) is said
+    within `silent_s`, with the `resume` command. Ray itself said nothing for 60 s and then ended the driver with
+    its own "Failed to connect to GCS" and no way on (a walkthrough). A head that answers again is said too."""
+    if not gcs_address:
+        yield
+        return
+    host, _, port = gcs_address.rpartition(":")
+    stop = threading.Event()
+
+    def watch() -> None:
+        lost, said = None, False
+        while not stop.wait(interval_s):
+            problem = preflight.tcp_problem(host, int(port), min(interval_s, 2.0))
+            if problem is None:
+                if said:
+                    echo(f"the Ray head at {gcs_address} answers again")
+                lost, said = None, False
+            elif lost is None:
+                lost = time.monotonic()
+            elif not said and time.monotonic() - lost >= silent_s and not stop.is_set():
+                echo(f"the Ray head at {gcs_address} does not answer ({problem}): if it is not back within a "
+                     "minute, Ray ends this search; once the head runs again, "
+                     f"`{resume_command(exp_dir)}` continues it")  # fmt: skip
+                said = True
+
+    thread = threading.Thread(target=watch, name="hsc-head-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+def _head_address(settings: SearchSettings) -> str | None:
+    """The GCS address of the cluster a search joined (None on a local instance of its own)."""
+    if cluster_address(settings.address) is None:
+        return None
+    try:
+        import ray
+
+        return ray.get_runtime_context().gcs_address
+    except Exception:  # noqa: BLE001 - not watched, as before
+        return None
+
+
 def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo,
                     resumed: bool = False) -> SearchOutcome:  # fmt: skip
     from ray.tune import ExperimentAnalysis
@@ -1412,7 +1463,8 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
     # would only print "ending Ray Tune run" and do nothing. Given back after fit, so it ends the tail.
     sigint = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     try:
-        with keep_starting_actors():  # a trial whose actor is starting is not moved onto a freed one (ray_internals)
+        # (keep_starting_actors: a trial whose actor is starting is not moved onto a freed one, ray_internals)
+        with keep_starting_actors(), watching_the_head(_head_address(settings), exp_dir, echo):
             tuner.fit()
         # the saved experiment state is the truth (what `resume` would continue from); after Ctrl-C the in-memory
         # trials of the returned ResultGrid can read TERMINATED while Ray saved them as PENDING

@@ -439,3 +439,45 @@ def test_a_store_that_refuses_records_ends_the_search_resumable(tmp_path, _cache
                          env={**env, "HSC_MLFLOW_RETRIES": "0"})  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "error: HSC_MLFLOW_RETRIES='0': expected a whole number of attempts >= 1 (default 8)"), bad.stderr
+
+
+def test_a_cluster_head_that_stops_answering_is_said_in_seconds_with_the_resume_command(tmp_path):
+    """A head killed mid-search: Ray said nothing for 60 s, then ended the driver with its own "Failed to connect
+    to GCS" and no way on (a walkthrough). The driver's watch of the head's port (a real listener here, closed
+    and opened again) says it within HEAD_SILENT_S, with the resume command, and says when it answers again."""
+    import socket
+    import threading
+
+    from hsc_search.driver import watching_the_head
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    said: list[tuple[float, str]] = []
+    got = threading.Event()
+
+    def echo(line: str) -> None:
+        said.append((time.monotonic(), line))
+        got.set()
+
+    folder = str(tmp_path / "ray_results" / "s1")
+    with watching_the_head(f"127.0.0.1:{port}", folder, echo, interval_s=0.2, silent_s=1.0):
+        time.sleep(1.0)
+        assert said == []  # it answers: nothing said
+        server.close()
+        lost = time.monotonic()
+        assert got.wait(10), "the silent head was never said"
+        at, line = said[0]
+        assert 1.0 <= at - lost < 5.0, at - lost
+        assert line.startswith(f"the Ray head at 127.0.0.1:{port} does not answer (Connection refused): if it is "
+                               "not back within a minute, Ray ends this search; once the head runs again, `")
+        assert line.endswith(f" resume {folder}` continues it"), line
+        got.clear()
+        server = socket.create_server(("127.0.0.1", port))
+        assert got.wait(10)
+        assert said[1][1] == f"the Ray head at 127.0.0.1:{port} answers again" and len(said) == 2
+    server.close()
+    n = len(said)
+    time.sleep(1.0)
+    assert len(said) == n  # the watch ended with the search
+    with watching_the_head(None, folder, echo):  # a local instance of its own: not watched
+        pass
