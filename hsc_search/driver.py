@@ -1437,8 +1437,9 @@ def watching_the_head(gcs_address: str | None, exp_dir: str, echo: Callable[[str
 
 
 def _head_address(settings: SearchSettings) -> str | None:
-    """The GCS address of the cluster a search joined (None on a local instance of its own)."""
-    if cluster_address(settings.address) is None:
+    """The GCS address of the cluster a search joined (None on a local instance of its own, and with Ray's TLS on,
+    whose server would log a failed handshake for every probe of a plain connection)."""
+    if cluster_address(settings.address) is None or os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
         return None
     try:
         import ray
