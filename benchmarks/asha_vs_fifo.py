@@ -446,6 +446,14 @@ def output_dir(out: Path | None, quick: bool, name: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=f"{name}-quick-")) if quick else ROOT / "benchmarks" / "results"
     if quick:
         print(f"quick run: results go to {path}", file=sys.stderr)
+        import atexit
+        import contextlib
+
+        def empty_gone() -> None:  # a run refused or stopped before writing: no empty folder left (a walkthrough)
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only an empty one
+
+        atexit.register(empty_gone)
     return path
 
 

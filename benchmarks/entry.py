@@ -19,9 +19,12 @@ def output_problem(argv: list[str]) -> str | None:
     import os
 
     for i, arg in enumerate(argv):
-        flag, eq, value = arg.partition("=")
-        if flag not in OUTPUT_FOLDERS + OUTPUT_FILES:
+        typed, eq, value = arg.partition("=")
+        # argparse takes a unique prefix of an option (`--wor` for --workdir): one of these flags' only
+        begun = [f for f in OUTPUT_FOLDERS + OUTPUT_FILES if f.startswith(typed)] if len(typed) > 2 else []
+        if len(begun) != 1 or not typed.startswith("--"):
             continue
+        flag = begun[0]
         value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
         if not value or value.startswith("--"):
             continue  # argparse says it
@@ -54,6 +57,11 @@ def run(main: Callable[[], int | None]) -> int:
 
     try:
         return main() or 0
+    except SystemExit as e:  # a script's own refusal (`raise SystemExit("--out X: ...")`): as the others, exit 2
+        if not isinstance(e.code, str):
+            raise
+        print(f"{Path(sys.argv[0]).name}: error: {e.code}", file=sys.stderr)
+        return 2
     except (ConfigError, DataError, SettingsError, SpaceError, PreflightError, ReplayError, StorageError,
             SearchError) as e:  # fmt: skip
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)

@@ -125,9 +125,9 @@ def test_mistakes_cost_a_line_before_any_search_and_an_interrupted_search_writes
     (kept / "fifo-s0").mkdir(parents=True)
     (kept / "fifo-s0" / "hsc_search.json").write_text("{}")
     cases = [
-        (["asha_vs_fifo.py", "--quick", "--out", str(tmp_path / "file")], 1, "exists and is not a folder"),
-        (["asha_vs_fifo.py", "--quick", "--workdir", str(tmp_path / "file")], 1, "exists and is not a folder"),
-        (["asha_vs_fifo.py", "--quick", "--keep-curves", str(kept)], 1, "holds kept curves already"),
+        (["asha_vs_fifo.py", "--quick", "--out", str(tmp_path / "file")], 2, "is a file; expected a folder"),
+        (["asha_vs_fifo.py", "--quick", "--workdir", str(tmp_path / "file")], 2, "is a file; expected a folder"),
+        (["asha_vs_fifo.py", "--quick", "--keep-curves", str(kept)], 2, "holds kept curves already"),
         (["asha_vs_fifo.py", "--quick", "--space", "nosuch", "--out", str(tmp_path / "o")], 2,
          "asha_vs_fifo.py: error: search settings: space 'nosuch'"),
         (["search_overhead.py", "--quick", "--modes", "bogus"], 2, "--modes: unknown 'bogus'"),

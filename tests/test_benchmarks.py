@@ -174,6 +174,8 @@ def test_a_place_a_benchmark_cannot_write_is_said_before_it_measures(tmp_path):
     assert output_problem(["--quick", "--out", str(afile / "x" / "y")]) == (
         f"--out {afile / 'x' / 'y'}: {afile} is a file, not a folder")
     assert output_problem([f"--workdir={afile}"]) == f"--workdir {afile}: is a file; expected a folder"
+    assert output_problem(["--wor", str(afile)]) == f"--workdir {afile}: is a file; expected a folder"  # argparse's
+    assert output_problem(["-w", str(afile), "--x", str(afile), "--", str(afile)]) is None  # none of them
     assert output_problem(["--json", str(tmp_path)]) == f"--json {tmp_path}: is a folder; expected a file name"
     assert output_problem(["--out", str(tmp_path / "new" / "deeper"), "--json", str(tmp_path / "b.json")]) is None
     locked = tmp_path / "locked"
