@@ -1104,50 +1104,60 @@ def select_checkpoints_by_metric(space: SearchSpace, settings: SearchSettings) -
     space.fixed["select_metric"] = settings.metric
 
 
-def _beyond(space: SearchSpace, name: str, limit: float, *, inclusive: bool = False) -> str | None:
+def _beyond(space: SearchSpace, name: str, limit: float, *, inclusive: bool = False) -> tuple[str, bool] | None:
     """The values a space searches for `name` above `limit` (from `limit` on with `inclusive`), as they would be
-    written ("128, 256" of a choice; "3.5-5.0" of a range, from the first value its step grid reaches); None if
-    the space does not search `name` or reaches no such value."""
+    written ("128, 256" of a choice; "3.5-5" of a range, from the first value its step grid reaches), and whether
+    they are several; None if the space does not search `name` or reaches no such value."""
     param = next((p for p in space.params if p.name == name), None)
     if param is None:
         return None
     past = (lambda v: v >= limit) if inclusive else (lambda v: v > limit)
     if param.type == "categorical":
-        over = [str(c) for c in param.choices if isinstance(c, (int, float)) and not isinstance(c, bool) and past(c)]
-        return ", ".join(over) or None
-    if not past(param.high):
+        over = [_number(c) for c in param.choices
+                if isinstance(c, (int, float)) and not isinstance(c, bool) and past(round(c, 9))]  # fmt: skip
+        return (", ".join(over), len(over) > 1) if over else None
+    if not past(round(param.high, 9)):
         return None
     step = param.step or (1 if param.type == "int" else 0)
     if not step:  # a continuous range
-        return f"{'from' if inclusive else 'above'} {limit:g} to {param.high:g}"
-    first = param.low + max(0, math.ceil(round((limit - param.low) / step, 9))) * step
-    if not past(first):
-        first += step
-    first = round(first, 9)
-    if first > param.high:  # the grid ends before it
+        return f"{'from' if inclusive else 'above'} {_number(limit)} to {_number(param.high)}", True
+    first = round(param.low + max(0, math.ceil(round((limit - param.low) / step, 9))) * step, 9)
+    if not past(first):  # (rounded first: a grid of 0.1 steps reaches 3 as 3.0000000000000004)
+        first = round(first + step, 9)
+    if first > param.high + 1e-9:  # the grid ends before it
         return None
-    return f"{first:g}-{param.high:g}" if first < param.high else f"{first:g}"
+    several = first < param.high - 1e-9
+    return (f"{_number(first)}-{_number(param.high)}" if several else _number(first)), several
+
+
+def _number(v: float) -> str:
+    """A value as written: 512, not 512.0 nor 5.12e+02; 2.5."""
+    return str(int(v)) if float(v).is_integer() else f"{v:.6g}"
 
 
 def _alike_notes(space: SearchSpace, n_train: int, max_epochs: int) -> list[str]:
     """Searched values the trainer clamps, so that such trials train alike while the sampler takes them for
     different values: batch sizes above the train split (TrainConfig.resolve, logged as effective.batch_size), a
-    learning-rate warm-up longer than a trial (trainer.fit: it then spans the run, peaking at its last step) and a
-    loss-weight warm-up as long as a trial (the weights never learn). (A fixed value is one value: not said.)"""
-    alike = "(alike, though the sampler takes them for different values)"
+    learning-rate warm-up as long as a trial or longer (trainer.fit clamps its steps to the run's: it spans the
+    run, peaking at its last step) and a loss-weight warm-up as long as a trial (the weights never learn; not said
+    where the weights are fixed, which the trainer then never reads). (A fixed value is one value: not said.)"""
+    def alike(several: bool) -> str:
+        return " (alike, though the sampler takes them for different values)" if several else ""
+
     notes = []
     over = _beyond(space, "batch_size", n_train)
     if over:
-        notes.append(f"batch_size {over} exceeds the {n_train} training clips: such trials train with batches of "
-                     f"{n_train} {alike}")
-    over = _beyond(space, "warmup_epochs", max_epochs)
+        notes.append(f"batch_size {over[0]} exceeds the {n_train} training clips: such trials train with batches of "
+                     f"{n_train}{alike(over[1])}")
+    over = _beyond(space, "warmup_epochs", max_epochs, inclusive=True)
     if over:
-        notes.append(f"warmup_epochs {over} is longer than a trial (--max-epochs {max_epochs}): such trials warm up "
-                     f"over the whole run, their learning rate peaking at its last step {alike}")
+        notes.append(f"warmup_epochs {over[0]} is not shorter than a trial (--max-epochs {max_epochs}): such trials "
+                     f"warm up over the whole run, their learning rate peaking at its last step{alike(over[1])}")
+    unread = {**space.never_searched(), **space.unused_by_trainer()}
     over = _beyond(space, "weight_warmup_epochs", max_epochs, inclusive=True)
-    if over:
-        notes.append(f"weight_warmup_epochs {over} is not shorter than a trial (--max-epochs {max_epochs}): such "
-                     f"trials never learn their loss weights {alike}")
+    if over and "weight_warmup_epochs" not in unread and space.fixed.get("loss_weighting") != "fixed":
+        notes.append(f"weight_warmup_epochs {over[0]} is not shorter than a trial (--max-epochs {max_epochs}): such "
+                     f"trials never learn their loss weights{alike(over[1])}")
     return notes
 
 
@@ -1376,6 +1386,8 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
                 interrupts.check()
                 _check_parent_run(client, parent_id, settings.tracking_uri, tracking_uri)
                 client.update_run(parent_id, status="RUNNING")
+                if TAG_NO_SCORE in client.get_run(parent_id).data.tags:  # it runs again: its end decides anew
+                    client.delete_tag(parent_id, TAG_NO_SCORE)
             except Exception as e:
                 if not _store_failure(e):
                     raise
@@ -1554,7 +1566,12 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                     client.log_text(parent_id, json.dumps(rung_state, indent=1), ASHA_RUNGS)
                 outcome = _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrupted,
                                          errors, echo)  # fmt: skip
-                if outcome.best is None and not interrupted:  # over, but not a success: tag hsc.no_score says so
+                if outcome.best is None and ended == "FINISHED":  # every trial ran and none scored: over, and
+                    # FAILED in MLflow (its green tick read as a success), tag hsc.no_score saying so; not a search
+                    # whose fit raised (FAILED already, and `resume` continues it: the review)
+                    said = ", ".join(f"{sum(r.outcome == o for r in outcome.rows)} {o}"
+                                     for o in sorted({r.outcome for r in outcome.rows})) or "no trial ran"  # fmt: skip
+                    client.set_tag(parent_id, TAG_NO_SCORE, f"no trial produced a score ({said})")
                     ended = "FAILED"
             except KeyboardInterrupt:  # in the tail: the parent is not done (no best config, report, best tag)
                 ended = "KILLED"
@@ -1895,9 +1912,6 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrup
         client.log_batch(parent_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
     counts = {o: sum(r.outcome == o for r in rows) for o in sorted({r.outcome for r in rows})}
     client.set_tag(parent_id, "hsc.outcomes", json.dumps(counts))
-    if best is None and not interrupted:  # the search ends FAILED in MLflow (its green tick read as a success)
-        client.set_tag(parent_id, TAG_NO_SCORE, "no trial produced a score ("
-                       + ", ".join(f"{n} {o}" for o, n in counts.items()) + ")")
     computed: dict = {}  # the report computes the parameter importances once; the PNG shows the same numbers
     if interrupted:  # the report it writes as it ends (the copy in MLflow too) said nothing of it (a walkthrough)
         computed["unfinished"] = f"search {settings.name} was interrupted: `{resume_command(exp_dir)}` continues it"
@@ -1961,7 +1975,7 @@ def _log_summary_table(client, parent_id: str, rows: list[TrialRow], out_dir: Pa
     metric_names = sorted({k for r in rows for k in r.final if k.startswith(("val/", "test/", "loss/total", "cca/mean"))})
     table = pa.table(
         {
-            "number": [r.number for r in rows],  # Ray's count: the order the searcher proposed them in
+            "number": pa.array([r.number for r in rows], pa.int64()),  # Ray's count: the order they were proposed in
             "trial": [r.name for r in rows],
             "trial_id": [r.trial_id for r in rows],
             "run_id": [r.run_id for r in rows],
@@ -1969,7 +1983,8 @@ def _log_summary_table(client, parent_id: str, rows: list[TrialRow], out_dir: Pa
             "epochs": [r.epochs for r in rows],
             "seconds": [r.seconds for r in rows],
             "score": [r.score for r in rows],
-            "stopped_by": [r.stopped_by for r in rows],  # a trial ASHA stopped: its rung and the cut-off it missed
+            # a trial ASHA stopped: its rung and the cut-off it missed (typed: a column of nulls is null otherwise)
+            "stopped_by": pa.array([r.stopped_by for r in rows], pa.string()),
             **{f"param.{p}": typed_column([r.params.get(p) for r in rows]) for p in param_names},
             **{f"final.{m}": [r.final.get(m) for r in rows] for m in metric_names},
         }

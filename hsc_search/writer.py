@@ -239,9 +239,10 @@ class _Local:
 
 
 # ------------------------------------------------------------------------------------------ the writer's loop
-# A trial's searched params go out with its first report (one call for both) unless the writer has been idle this
-# long since it started: then at once, so that a running trial's run shows its params in the MLflow UI (they
-# waited up to `--checkpoint-every-s` for a FIFO trial of long epochs: a walkthrough); short trials cost no call.
+# A trial's searched params go out with its first report (one call for both) unless that report has not come this
+# long after the trial started: then on their own, so that a running trial's run shows its params in the MLflow UI
+# (they waited up to `--checkpoint-every-s` for a FIFO trial of long epochs: a walkthrough); short trials cost no
+# call.
 PARAMS_AFTER_S = 2.0
 
 
@@ -260,8 +261,10 @@ def _main(messages, replies, tracking_uri: str | None, metric: str, mode: str, d
     while True:
         try:
             if not backlog:
-                if getattr(sink, "params", None) and not messages.poll(PARAMS_AFTER_S):
-                    sink.log_waiting_params()  # trials whose first report is a while away: their params now
+                wait = getattr(sink, "params_wait", lambda: None)()
+                while wait is not None and not messages.poll(wait):
+                    sink.log_waiting_params(backlog)  # trials whose first report is a while away: their params now
+                    wait = sink.params_wait()
                 backlog.append(messages.recv())
             while messages.poll(0):  # everything queued behind: a trial whose end is queued has its calls merged
                 backlog.append(messages.recv())
@@ -283,6 +286,8 @@ def _main(messages, replies, tracking_uri: str | None, metric: str, mode: str, d
             except Exception as e:  # noqa: BLE001 - a store that cannot be opened: said at the flush, not as a
                 sink = _Unopened(f"mlflow: opening the store failed: {http_failure(e)}")  # thread's traceback
         sink.handle(message, backlog)
+        if getattr(sink, "waiting", None):  # (steady reports of other trials leave the writer never idle)
+            sink.log_waiting_params(backlog)
 
 
 def _watch(driver_pid: int) -> None:
@@ -319,6 +324,7 @@ class _Sink:
         self.nodes: dict[str, str] = {}  # trial id -> the node of its last report
         self.node_tags: dict[str, str] = {}  # trial id -> every node it ran on, as tagged
         self.params: dict[str, list] = {}  # trial id -> searched params not yet logged
+        self.waiting: dict[str, float] = {}  # trial id -> when its params began to wait for its first report
         self.history: dict[str, dict[int, dict[str, float]]] = {}  # trial -> epoch -> plotted metrics
         self.scores: dict[str, dict[int, float]] = {}  # trial -> epoch -> the objective
         self.trial_s: dict[str, float] = {}  # trial -> Ray's time_total_s at its last report
@@ -370,6 +376,7 @@ class _Sink:
 
         experiment_id, parent_run_id = parent
         self.params[tid] = [Param(k, v) for k, v in params]
+        self.waiting[tid] = time.monotonic()
 
         def start() -> str:
             client = self.client
@@ -403,19 +410,37 @@ class _Sink:
             else:  # visible while the trial runs
                 self._retry(lambda: self._upload(self.runs[tid], {CONFIG_ARTIFACT: text}), f"config of {name}")
 
-    def log_waiting_params(self) -> None:
-        """Logs the params held for the first report of every trial whose run exists (`PARAMS_AFTER_S`)."""
+    def _params_of(self, tid: str) -> list:
+        """The params still waiting for the trial's first report (none after they went early), taken."""
+        self.waiting.pop(tid, None)
+        return self.params.pop(tid, [])
+
+    def params_wait(self) -> float | None:
+        """Seconds until the params of a waiting trial are due (`PARAMS_AFTER_S`); None when none waits."""
+        self.waiting = {t: since for t, since in self.waiting.items() if self.params.get(t) and t in self.runs}
+        if not self.waiting:
+            return None
+        return max(0.0, min(self.waiting.values()) + PARAMS_AFTER_S - time.monotonic())
+
+    def log_waiting_params(self, backlog=()) -> None:
+        """Logs the params of every trial whose first report has not come `PARAMS_AFTER_S` after it started (and
+        is not queued: they go with it). One attempt each: params a store refuses now are kept for that report,
+        which retries them as it always did."""
+        now = time.monotonic()
+        due = [t for t, since in self.waiting.items() if now - since >= PARAMS_AFTER_S and self.params.get(t)
+               and t in self.runs and t not in self.ending
+               and not any(len(m) > 1 and m[0] in ("epoch", "finish") and m[1] == t for m in backlog)]  # fmt: skip
+        if not due:
+            return
         t0, c0 = time.perf_counter(), time.thread_time()
-        for tid in [t for t in self.params if t in self.runs and t not in self.ending]:
-            params = self.params.pop(tid)
-            if not params:
-                continue
+        for tid in due:
+            del self.waiting[tid]
             try:
-                self._retry(lambda: self.client.log_batch(self.runs[tid], params=params), f"params of trial {tid}")
-            except Exception as e:  # noqa: BLE001 - as `handle` says a call that failed for good
-                msg = f"mlflow: params of trial {tid} failed after retries: {http_failure(e)}"
-                log.error(msg)
-                self.errors.append(msg)
+                self.client.log_batch(self.runs[tid], params=self.params[tid])
+            except Exception as e:  # noqa: BLE001 - kept for the first report (not an error yet)
+                log.info("params of trial %s not logged early: %s", tid, http_failure(e))
+                continue
+            del self.params[tid]
         s = self.stats["params"]
         s[0] += 1
         s[1] += time.perf_counter() - t0
@@ -428,7 +453,7 @@ class _Sink:
         if last:
             self.ending.add(tid)
             ending = True
-        params = self.params.pop(tid, [])
+        params = self._params_of(tid)
         if EFFECTIVE_KEY in result:  # what the trainer resolved from the data (auto values, clamps)
             params += [Param(EFFECTIVE_PARAM + k, str(v)) for k, v in json.loads(result[EFFECTIVE_KEY]).items()]
         if isinstance(result.get("time_total_s"), (int, float)) and math.isfinite(result["time_total_s"]):
@@ -499,7 +524,7 @@ class _Sink:
         run_id = self.runs.get(tid)
         if run_id is None:  # the trial failed before its run was created
             return
-        params = self.params.pop(tid, [])  # a trial that ended before its first report
+        params = self._params_of(tid)  # a trial that ended before its first report
         deferred = self.deferred.get(tid) or {"metrics": [], "params": [], "tags": [], "files": {}}
         tags = [RunTag(TAG_OUTCOME, outcome), *self._node_tags(tid, last_result)]
         if error:
@@ -534,7 +559,7 @@ class _Sink:
         if run_id is None:
             return
         deferred = self.deferred.get(tid)  # its last report, held for an end that never came
-        params = self.params.pop(tid, [])  # a trial cut off before its first report: its run shows what it trained
+        params = self._params_of(tid)  # a trial cut off before its first report: its run shows what it trained
         seconds = self._trial_seconds(tid)
 
         def kill() -> None:

@@ -134,9 +134,26 @@ def test_a_search_whose_every_trial_failed_ends_failed_in_mlflow_and_over_for_it
     assert [c.info.status for c in children] == ["FAILED", "FAILED"]
     assert parents[0].info.status == "FAILED", parents[0].info
     assert parents[0].data.tags["hsc.no_score"] == "no trial produced a score (2 failed)"
+    allfail = parents[0].info.run_id
     hsc = str(Path(sys.executable).parent / "hsc-search")
-    for args, said in ((["report"], "report of search allfail (2 trials): "),
-                       (["export-best"], "all 2 of its trials failed"),
+    # a search whose driver failed (here: its progress callback raises at the first result) before a trial scored
+    # is not over: no tag, FAILED as before, and the read commands keep saying `resume` continues it (the review)
+    crash = tmp_path / "crash.py"
+    crash.write_text("import sys\nfrom hsc_search import progress\n\n\ndef boom(self, *a, **k):\n"
+                     "    raise RuntimeError('a driver-side failure at the first result')\n\n\n"
+                     "progress.Progress.on_trial_result = boom\nfrom hsc_search.cli import main\n\nsys.exit(main())\n")
+    args = search_cmd("--num-samples", "2", "--max-epochs", "2", "--scheduler", "fifo", "--name", "crashed")[1:]
+    proc = subprocess.run([sys.executable, str(crash), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode != 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    _, parents, _ = search_runs(f"sqlite:///{tmp_path}/mlflow.db", "hsc-search")
+    crashed = next(p for p in parents if p.info.run_name == "crashed")
+    assert crashed.info.status == "FAILED" and "hsc.no_score" not in crashed.data.tags, crashed.data.tags
+    out = subprocess.run([hsc, "report"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert "note: search crashed did not finish and no driver runs it (MLflow status FAILED): `" in out.stderr, (
+        out.stdout + out.stderr)
+    for args, said in ((["report", "--run-id", allfail], "report of search allfail (2 trials): "),
+                       (["export-best", "--run-id", allfail], "all 2 of its trials failed"),
                        (["resume", str(tmp_path / "ray_results" / "allfail")], "finished")):  # fmt: skip
         out = subprocess.run([hsc, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         text = out.stdout + out.stderr

@@ -79,32 +79,99 @@ def test_a_trial_ended_by_its_last_report_logs_every_epoch_its_score_and_its_fil
     assert {"config.yaml", "cca_spectrum.csv", "plots/loss_weights.svg"} <= files
 
 
-def test_a_running_trials_params_show_before_its_first_report_when_that_is_a_while_away(store):
+def _count_params_batches(monkeypatch, refuse: list | None = None) -> list:
+    """Records the params of every log_batch that carries some (the writer thread's client); while `refuse` is
+    non-empty, a params-only call pops it and fails, as a store that is away would."""
+    from mlflow.tracking import MlflowClient
+
+    sent: list = []
+    original = MlflowClient.log_batch
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=(), **kw):
+        if params:
+            if refuse and not metrics:
+                refuse.pop()
+                raise ConnectionError("the store is away")
+            sent.append({p.key: p.value for p in params})
+        return original(self, run_id, metrics=metrics, params=params, tags=tags, **kw)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    return sent
+
+
+def _params_seen(client, exp, name: str, within: float) -> tuple[dict, float]:
+    import time
+
+    started, params = time.monotonic(), {}
+    while time.monotonic() - started < within and not params:
+        time.sleep(0.1)
+        runs = [r for r in client.search_runs([exp], filter_string="tags.`hsc.kind` = 'trial'")
+                if r.info.run_name == name]  # fmt: skip
+        params = runs[0].data.params if runs else {}
+    return params, time.monotonic() - started
+
+
+def test_a_running_trials_params_show_before_its_first_report_when_that_is_a_while_away(store, monkeypatch):
     """The params went out with the trial's first report, so a trial of long epochs (FIFO: its first report after
-    --checkpoint-every-s) showed none in the MLflow UI while it ran (a walkthrough): the writer, idle for
-    PARAMS_AFTER_S since the trial started, logs them then. Its later reports log them no second time."""
+    --checkpoint-every-s) showed none in the MLflow UI while it ran (a walkthrough): PARAMS_AFTER_S after it
+    started they go on their own, also while other trials keep the writer busy (the review: it waited for the
+    writer to be idle), once: its report does not send them again."""
     import time
 
     from hsc_search.writer import PARAMS_AFTER_S
 
     client, exp, tracker = store
+    sent = _count_params_batches(monkeypatch)
     trial = Trial("t9", {"lr": 0.004, "epochs": MAX_EPOCHS})
     tracker.on_trial_start(0, [], trial)
-    started, params = time.monotonic(), {}
-    while time.monotonic() - started < PARAMS_AFTER_S + 20 and not params:
-        time.sleep(0.2)
-        runs = client.search_runs([exp], filter_string="tags.`hsc.kind` = 'trial'")
-        params = runs[0].data.params if runs else {}
-    assert params == {"lr": "0.004"}, params
-    assert time.monotonic() - started >= PARAMS_AFTER_S * 0.9  # not at once: a short trial's go with its report
-    assert client.get_metric_history(runs[0].info.run_id, "val/map_avg") == []  # nothing reported yet
+    busy = Trial("t8", {"lr": 0.001, "epochs": 100})  # reports every 0.3 s: the writer is never idle for long
+    tracker.on_trial_start(0, [], busy)
+    seen, took = {}, 0.0
+    started = time.monotonic()
+    for e in range(1, 100):
+        busy.last_result = _result([e])
+        tracker.on_trial_result(0, [], busy, busy.last_result)
+        time.sleep(0.3)
+        seen, _ = _params_seen(client, exp, "train_trial_t9", 0.01)
+        if seen:
+            took = time.monotonic() - started
+            break
+    assert seen == {"lr": "0.004"} and PARAMS_AFTER_S * 0.9 <= took < PARAMS_AFTER_S + 10, (seen, took)
+    runs = {r.info.run_name: r for r in client.search_runs([exp], filter_string="tags.`hsc.kind` = 'trial'")}
+    assert client.get_metric_history(runs["train_trial_t9"].info.run_id, "val/map_avg") == []  # none reported yet
     trial.last_result = _result([1, 2, 3])
     tracker.on_trial_result(0, [], trial, trial.last_result)
     tracker.on_trial_complete(0, [], trial)
+    tracker.on_trial_complete(0, [], busy)
     assert tracker.close(interrupted=False) == []
-    run = _child(client, exp)
+    run = client.get_run(runs["train_trial_t9"].info.run_id)
     assert run.info.status == "FINISHED" and run.data.params == {"lr": "0.004"}
     assert _steps(client, run.info.run_id, "val/map_avg") == [1, 2, 3]
+    assert sent.count({"lr": "0.004"}) == 1, sent  # sent once: early, not again with its report
+
+
+def test_early_params_a_store_refuses_go_with_the_first_report(store, monkeypatch):
+    """Params sent early to a store that was away were lost for good (popped, then refused; nothing repairs them:
+    the review). An early send is one attempt; refused, they wait for the trial's first report as before."""
+    import time
+
+    from hsc_search.writer import PARAMS_AFTER_S
+
+    client, exp, tracker = store
+    refuse = [1]
+    sent = _count_params_batches(monkeypatch, refuse)
+    trial = Trial("t7", {"lr": 0.003, "epochs": MAX_EPOCHS})
+    tracker.on_trial_start(0, [], trial)
+    deadline = time.monotonic() + PARAMS_AFTER_S + 20
+    while refuse and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not refuse, "the early send was never tried"
+    trial.last_result = _result([1, 2, 3])
+    tracker.on_trial_result(0, [], trial, trial.last_result)
+    tracker.on_trial_complete(0, [], trial)
+    assert tracker.close(interrupted=False) == []  # no error: nothing was lost
+    run = _child(client, exp)
+    assert run.data.params == {"lr": "0.003"} and sent == [{"lr": "0.003"}], sent
 
 
 def test_a_run_whose_artifact_repository_cannot_be_built_is_created_once_and_still_gets_its_files(
