@@ -327,8 +327,11 @@ def main(argv=None) -> int:
     if device.type != "cuda" and not args.quick:  # its figures are a GPU's; CPU ones are not recorded
         p.error(f"--device {args.device}: no CUDA device here ({device}); this benchmark records a GPU's figures "
                 "(--quick runs its CPU smoke test)")  # fmt: skip
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        p.error(f"--out {args.out}: exists and is not a folder")
+    from entry import output_problem  # (standard library only: this script runs where hsc_search's deps are not)
+
+    problem = output_problem(sys.argv[1:] if argv is None else list(argv))
+    if problem:  # a folder under a file was found at the end, after the measurement (the review)
+        p.error(problem)
     # `timeout` and schedulers stop a run with SIGTERM: as an exception, so that `launch` ends its workers
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="small data and 2 rounds: a smoke run in seconds")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = p.parse_args(argv)
-    limits = (("--rounds", args.rounds, 1), ("--steps", args.steps, 0), ("--batch-size", args.batch_size, 2))
+    limits = (("--rounds", args.rounds, 1), ("--steps", args.steps, 0), ("--batch-size", args.batch_size, 8))
     for flag, value, least in limits:
         if value < least:  # (a --rounds of -1 was said as "config: epochs must be >= 1, got -2")
             p.error(f"{flag} must be >= {least}, got {value}")

@@ -28,7 +28,7 @@ def output_problem(argv: list[str]) -> str | None:
         value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
         if not value or value.startswith("--"):
             continue  # argparse says it
-        path = Path(value).expanduser().absolute()
+        path = Path(value).absolute()  # (as the scripts take it: `--out=~/x` is ./~/x, the shell left it)
         if path.exists() and (path.is_dir() != (flag in OUTPUT_FOLDERS)):
             return f"{flag} {value}: is a {'folder' if path.is_dir() else 'file'}; expected a " + (
                 "folder" if flag in OUTPUT_FOLDERS else "file name")

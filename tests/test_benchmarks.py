@@ -184,6 +184,10 @@ def test_a_place_a_benchmark_cannot_write_is_said_before_it_measures(tmp_path):
         assert output_problem(["--out", str(locked / "x")]) == f"--out {locked / 'x'}: the folder {locked} cannot be written"
     for argv, said in ((["benchmarks/search_machinery.py", "--quick", "--out", str(afile / "x")],
                         f"search_machinery.py: error: --out {afile / 'x'}: {afile} is a file, not a folder"),
+                       (["benchmarks/bytecode.py", "--quick", "--out", str(afile / "x")],
+                        f"bytecode.py: error: --out {afile / 'x'}: {afile} is a file, not a folder"),
+                       (["benchmarks/bench_gpu.py", "--quick", "--out", str(afile / "x")],  # its own parser's line
+                        f"bench_gpu.py: error: --out {afile / 'x'}: {afile} is a file, not a folder"),
                        (["benchmarks/bench_trainer.py", "--quick", "--rounds", "-1"],
                         "bench_trainer.py: error: --rounds must be >= 1, got -1")):  # fmt: skip
         proc = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)

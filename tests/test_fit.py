@@ -718,3 +718,28 @@ def test_warm_ups_longer_than_the_run_are_said_and_train_as_the_whole_run(small_
     assert schedule_notes(TrainConfig(**{**TINY, "epochs": 1})) == [  # the default weight warm-up of 1 epoch
         "weight_warmup_epochs 1 is not shorter than the run (1 epoch): the loss weights never learn (they keep "
         "their initial values)"]  # fmt: skip
+    # a grid's 3.0000000000000004 (Optuna's, of 0.1 steps from 0.1) is 3: no "3 is longer than the run (3 epochs)"
+    assert schedule_notes(TrainConfig(**{**TINY, "epochs": 3, "warmup_epochs": 0.1 + 29 * 0.1})) == []
+
+
+def test_a_resume_that_trains_on_says_the_warm_ups_its_run_is_too_short_for(small_data, tmp_path):
+    """The notes were said only as a run started: a resume that trains on (here 2 epochs of a 3-epoch run) is still
+    too short for these warm-ups, and says so again (the review)."""
+    cfg = TrainConfig(**{**TINY, "epochs": 3, "warmup_epochs": 5.0, "weight_warmup_epochs": 3})
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_one(report):
+        report.save_checkpoint(tmp_path / "ckpt")
+        raise Stop
+
+    with pytest.raises(Stop):
+        fit(cfg, small_data, on_epoch=stop_after_one, log=None)
+    lines: list[str] = []
+    fit(cfg, small_data, resume_from=tmp_path / "ckpt", log=lines.append)
+    assert [line for line in lines if line.startswith("note:")] == [
+        "note: warmup_epochs 5 is longer than the run (3 epochs): the learning rate rises over the whole run, "
+        "reaching lr 0.001 at its last step",
+        "note: weight_warmup_epochs 3 is not shorter than the run (3 epochs): the loss weights never learn (they "
+        "keep their initial values)"], lines  # fmt: skip

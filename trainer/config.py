@@ -174,8 +174,9 @@ class TrainConfig:
     w_nce: float = _f(1.0, "Fixed weight of the InfoNCE loss (loss_weighting=fixed). >= 0.")
     w_distill: float = _f(1.0, "Fixed weight of the distillation loss (loss_weighting=fixed). >= 0.")
     # --- optimisation ---
-    lr: float = _f(1e-3, "Peak AdamW learning rate (> 0). 1e-4-1e-2; from ~1e-1 training falls apart (the reconstruction "
-                   "loss blows up, mAP at chance), mostly without the non-finite loss that would stop it.")
+    lr: float = _f(1e-3, "Peak AdamW learning rate (> 0). 1e-4-1e-2; above it training degrades fast (3e-2 at or near "
+                   "chance), and from ~1e-1 the reconstruction loss blows up, mostly without the non-finite loss that "
+                   "would stop the run.")
     weight_decay: float = _f(0.05, "AdamW weight decay (>= 0). 0-0.2.")
     warmup_epochs: float = _f(1.0, "Linear learning-rate warm-up, in epochs (>= 0); then cosine decay.")
     min_lr_ratio: float = _f(0.01, "Final learning rate as a fraction of lr, in [0, 1].")

@@ -177,7 +177,8 @@ def _saved_config(ckpt: dict, n_train: int) -> dict:
 def schedule_notes(cfg: TrainConfig) -> list[str]:
     """Warm-ups the run is too short for: said as it starts (they train, but not as their value reads)."""
     notes, run = [], f"the run ({cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''})"
-    if cfg.warmup_epochs > cfg.epochs:  # Schedule.warmup_steps is clamped to the run's steps
+    if cfg.warmup_epochs > cfg.epochs + 1e-9:  # Schedule.warmup_steps is clamped to the run's steps (1e-9: a grid's
+        # 3.0000000000000004 is 3)
         notes.append(f"warmup_epochs {cfg.warmup_epochs:g} is longer than {run}: the learning rate "
                      f"rises over the whole run, reaching lr {cfg.lr:g} at its last step")
     if cfg.loss_weighting != "fixed" and cfg.weight_warmup_epochs >= cfg.epochs:  # epoch > warm-up learns them
@@ -414,9 +415,10 @@ def fit(
         log(f"data: {data.summary()}")
         for note in data.notes:
             log(f"warning: {note}")
+        log(f"device: {dev}; losses: {', '.join(names)}; {steps_per_epoch} steps/epoch of {cfg.batch_size}")
+    if log and start_epoch <= cfg.epochs:  # a resume that trains on too (its epochs may have grown: the review)
         for note in schedule_notes(cfg):
             log(f"note: {note}")
-        log(f"device: {dev}; losses: {', '.join(names)}; {steps_per_epoch} steps/epoch of {cfg.batch_size}")
 
     eval_net = (lambda: state.teacher) if cfg.eval_model == "teacher" else (lambda: state.model)
     for epoch in range(start_epoch, cfg.epochs + 1):
