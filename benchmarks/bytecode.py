@@ -173,7 +173,11 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from entry import run
+if __name__ == "__main__":  # standard library only (not entry.run, which imports the project): its own check
+    from entry import output_problem
 
-    sys.exit(run(main))
+    problem = output_problem(sys.argv[1:])
+    if problem:
+        print(f"{Path(sys.argv[0]).name}: error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main())

@@ -1416,12 +1416,13 @@ HEAD_SILENT_S = 6.0  # a cluster's head not taking connections for this long is 
 def watching_the_head(gcs_address: str | None, exp_dir: str, echo: Callable[[str], None], interval_s: float = 2.0,
                       silent_s: float = HEAD_SILENT_S):  # fmt: skip
     """While a search runs on a cluster: a head that stops taking connections (killed, its machine down) is said
-    within `silent_s`, with the `resume` command. Ray itself said nothing for 60 s and then ended the driver with
+    `silent_s` after a probe first failed (8-12 s after it went), with the `resume` command. Ray itself said nothing for 60 s and then ended the driver with
     its own "Failed to connect to GCS" and no way on (a walkthrough). A head that answers again is said too."""
     if not gcs_address:
         yield
         return
     host, _, port = gcs_address.rpartition(":")
+    host = host.strip("[]")  # Ray writes an IPv6 head as [::1]:6379 (a false alarm in every search: the review)
     stop = threading.Event()
 
     def watch() -> None:
@@ -1429,14 +1430,14 @@ def watching_the_head(gcs_address: str | None, exp_dir: str, echo: Callable[[str
         while not stop.wait(interval_s):
             problem = preflight.tcp_problem(host, int(port), min(interval_s, 2.0))
             if problem is None:
-                if said:
+                if said and not stop.is_set():
                     echo(f"the Ray head at {gcs_address} answers again")
                 lost, said = None, False
             elif lost is None:
                 lost = time.monotonic()
             elif not said and time.monotonic() - lost >= silent_s and not stop.is_set():
-                echo(f"the Ray head at {gcs_address} does not answer ({problem}): if it is not back within a "
-                     "minute, Ray ends this search; once the head runs again, "
+                echo(f"the Ray head at {gcs_address} does not answer ({problem}): the search cannot go on without "
+                     "it (Ray ends this driver after a minute); once the head runs again, "
                      f"`{resume_command(exp_dir)}` continues it")  # fmt: skip
                 said = True
 
