@@ -1409,15 +1409,16 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
     return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo, resumed=True)
 
 
-HEAD_SILENT_S = 6.0  # a cluster's head not taking connections for this long is said (Ray waits 60 s, then ends the driver)
+HEAD_SILENT_S = 6.0  # a head not taking connections this long is said (Ray waits 60 s, then ends the driver)
 
 
 @contextlib.contextmanager
 def watching_the_head(gcs_address: str | None, exp_dir: str, echo: Callable[[str], None], interval_s: float = 2.0,
                       silent_s: float = HEAD_SILENT_S):  # fmt: skip
     """While a search runs on a cluster: a head that stops taking connections (killed, its machine down) is said
-    `silent_s` after a probe first failed (8-12 s after it went), with the `resume` command. Ray itself said nothing for 60 s and then ended the driver with
-    its own "Failed to connect to GCS" and no way on (a walkthrough). A head that answers again is said too."""
+    `silent_s` after a probe first failed (8-12 s after it went), with the `resume` command. Ray itself said
+    nothing for 60 s and then ended the driver with its own "Failed to connect to GCS" and no way on (a
+    walkthrough). A head that answers again is said too."""
     if not gcs_address:
         yield
         return
