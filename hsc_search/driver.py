@@ -29,8 +29,8 @@ from trainer.fit import data_fingerprint
 
 from . import preflight, storage, warm_start
 from .commands import DISK_ERRNOS, restore_command, resume_command
-from .export import (ExportError, TrialRow, best_row, provenance, search_in, start_order, trial_config, trial_rows,
-                     write_config)
+from .export import (ExportError, TrialRow, best_row, outcome_counts, provenance, search_in, start_order,
+                     trial_config, trial_rows, write_config)
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
@@ -1153,9 +1153,9 @@ def _alike_notes(space: SearchSpace, n_train: int, max_epochs: int) -> list[str]
     if over:
         notes.append(f"warmup_epochs {over[0]} is not shorter than a trial (--max-epochs {max_epochs}): such trials "
                      f"warm up over the whole run, their learning rate peaking at its last step{alike(over[1])}")
-    unread = {**space.never_searched(), **space.unused_by_trainer()}
-    over = _beyond(space, "weight_warmup_epochs", max_epochs, inclusive=True)
-    if over and "weight_warmup_epochs" not in unread and space.fixed.get("loss_weighting") != "fixed":
+    over = _beyond(space, "weight_warmup_epochs", max_epochs, inclusive=True)  # (not where the trainer never reads
+    # it: fixed weights, said by unused_by_trainer / never_searched, trainer.config.USED_ONLY_WHEN)
+    if over and "weight_warmup_epochs" not in {**space.never_searched(), **space.unused_by_trainer()}:
         notes.append(f"weight_warmup_epochs {over[0]} is not shorter than a trial (--max-epochs {max_epochs}): such "
                      f"trials never learn their loss weights{alike(over[1])}")
     return notes
@@ -1571,8 +1571,7 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                 if outcome.best is None and ended == "FINISHED":  # every trial ran and none scored: over, and
                     # FAILED in MLflow (its green tick read as a success), tag hsc.no_score saying so; not a search
                     # whose fit raised (FAILED already, and `resume` continues it: the review)
-                    said = ", ".join(f"{sum(r.outcome == o for r in outcome.rows)} {o}"
-                                     for o in sorted({r.outcome for r in outcome.rows})) or "no trial ran"  # fmt: skip
+                    said = ", ".join(f"{n} {o}" for o, n in outcome_counts(outcome.rows).items()) or "no trial ran"
                     client.set_tag(parent_id, TAG_NO_SCORE, f"no trial produced a score ({said})")
                     ended = "FAILED"
             except KeyboardInterrupt:  # in the tail: the parent is not done (no best config, report, best tag)
@@ -1912,7 +1911,7 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrup
 
         now = int(time.time() * 1000)
         client.log_batch(parent_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
-    counts = {o: sum(r.outcome == o for r in rows) for o in sorted({r.outcome for r in rows})}
+    counts = outcome_counts(rows)
     client.set_tag(parent_id, "hsc.outcomes", json.dumps(counts))
     computed: dict = {}  # the report computes the parameter importances once; the PNG shows the same numbers
     if interrupted:  # the report it writes as it ends (the copy in MLflow too) said nothing of it (a walkthrough)

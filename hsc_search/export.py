@@ -150,6 +150,11 @@ def start_order(rows: list[TrialRow]) -> Callable[[TrialRow], tuple]:
     return lambda row: (row.start_time or 0, row.name)
 
 
+def outcome_counts(rows: list[TrialRow]) -> dict[str, int]:
+    """How many trials ended each way (by their hsc.outcome), by outcome name."""
+    return {o: sum(r.outcome == o for r in rows) for o in sorted({r.outcome for r in rows})}
+
+
 def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
     ok = [r for r in rows if r.score is not None and r.outcome != "failed"]
     if not ok:

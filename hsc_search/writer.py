@@ -347,10 +347,14 @@ class _Sink:
             log.error(msg)
             self.errors.append(msg)
         finally:
-            s = self.stats[kind]
-            s[0] += 1
-            s[1] += time.perf_counter() - t0
-            s[2] += time.thread_time() - c0
+            self._count(kind, t0, c0)
+
+    def _count(self, kind: str, t0: float, c0: float) -> None:
+        """One more `kind` handled, which began at perf_counter t0 and thread_time c0 (for write_stats)."""
+        s = self.stats[kind]
+        s[0] += 1
+        s[1] += time.perf_counter() - t0
+        s[2] += time.thread_time() - c0
 
     def _retry(self, fn: Callable[[], Any], what: str):
         """`runs.retry` with the search's number of attempts (`HSC_MLFLOW_RETRIES`). Each call keeps all of them: a
@@ -444,10 +448,7 @@ class _Sink:
                 log.info("params of trial %s not logged early: %s", tid, http_failure(e))
                 continue
             del self.params[tid]
-        s = self.stats["params"]
-        s[0] += 1
-        s[1] += time.perf_counter() - t0
-        s[2] += time.thread_time() - c0
+        self._count("params", t0, c0)
 
     def epoch(self, tid: str, name: str, result: dict, last: bool, ending: bool) -> None:
         """A trial's report: the epochs since its last one (all of them after a restore)."""

@@ -143,20 +143,25 @@ def test_test_split_scored_on_the_validation_selected_epoch(small_data, tmp_path
     assert result.test["test/map_avg"] == pytest.approx(test_map[result.best_epoch], abs=1e-5)
 
 
-def test_resume_equals_uninterrupted(small_data, tmp_path):
-    cfg = TrainConfig(**{**TINY, "distill": "embedding", "weight_warmup_epochs": 1})
-    full = fit(cfg, small_data, log=None)
+def _checkpointed_and_stopped(cfg: TrainConfig, data, folder, after: int = 1) -> None:
+    """Trains `cfg`, saves a checkpoint into `folder` after epoch `after`, and stops there (as a killed run)."""
 
     class Stop(Exception):
         pass
 
-    def stop_after_two(report):
-        if report.epoch == 2:
-            report.save_checkpoint(tmp_path / "ckpt")
+    def stop(report):
+        if report.epoch == after:
+            report.save_checkpoint(folder)
             raise Stop
 
     with pytest.raises(Stop):
-        fit(cfg, small_data, on_epoch=stop_after_two, log=None)
+        fit(cfg, data, on_epoch=stop, log=None)
+
+
+def test_resume_equals_uninterrupted(small_data, tmp_path):
+    cfg = TrainConfig(**{**TINY, "distill": "embedding", "weight_warmup_epochs": 1})
+    full = fit(cfg, small_data, log=None)
+    _checkpointed_and_stopped(cfg, small_data, tmp_path / "ckpt", after=2)
     resumed = fit(cfg, small_data, resume_from=tmp_path / "ckpt", log=None)
     assert len(resumed.history) == cfg.epochs
     a, b = _comparable(full.history), _comparable(resumed.history)
@@ -171,16 +176,7 @@ def test_checkpoint_without_a_loss_reference_resumes_on_raw_losses(small_data, t
     """Checkpoints written before relative weighting have no `reference`: they resume with R = 1 (raw losses,
     as they were trained), so the logged weight is exp(-s) again."""
     cfg = TrainConfig(**{**TINY, "epochs": 2})
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_one(report):
-        report.save_checkpoint(tmp_path / "ckpt")
-        raise Stop
-
-    with pytest.raises(Stop):
-        fit(cfg, small_data, on_epoch=stop_after_one, log=None)
+    _checkpointed_and_stopped(cfg, small_data, tmp_path / "ckpt")
     path = tmp_path / "ckpt" / CHECKPOINT_FILE
     state = torch.load(path, weights_only=False)
     del state["weighting"]["reference"]
@@ -726,16 +722,7 @@ def test_a_resume_that_trains_on_says_the_warm_ups_its_run_is_too_short_for(smal
     """The notes were said only as a run started: a resume that trains on (here 2 epochs of a 3-epoch run) is still
     too short for these warm-ups, and says so again (the review)."""
     cfg = TrainConfig(**{**TINY, "epochs": 3, "warmup_epochs": 5.0, "weight_warmup_epochs": 3})
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_one(report):
-        report.save_checkpoint(tmp_path / "ckpt")
-        raise Stop
-
-    with pytest.raises(Stop):
-        fit(cfg, small_data, on_epoch=stop_after_one, log=None)
+    _checkpointed_and_stopped(cfg, small_data, tmp_path / "ckpt")
     lines: list[str] = []
     fit(cfg, small_data, resume_from=tmp_path / "ckpt", log=lines.append)
     assert [line for line in lines if line.startswith("note:")] == [

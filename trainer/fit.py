@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import AUTO_FIELDS, ConfigError, TrainConfig, auto_ema_momentum
+from .config import AUTO_FIELDS, USED_ONLY_WHEN, ConfigError, TrainConfig, auto_ema_momentum
 from .data import AVData, DataError, load_data
 from .ema import make_teacher
 from .engine import DeviceSplit, Schedule, TrainState, cca_spectrum, evaluate, train_one_epoch
@@ -181,7 +181,8 @@ def schedule_notes(cfg: TrainConfig) -> list[str]:
         # 3.0000000000000004 is 3)
         notes.append(f"warmup_epochs {cfg.warmup_epochs:g} is longer than {run}: the learning rate "
                      f"rises over the whole run, reaching lr {cfg.lr:g} at its last step")
-    if cfg.loss_weighting != "fixed" and cfg.weight_warmup_epochs >= cfg.epochs:  # epoch > warm-up learns them
+    field, learned = USED_ONLY_WHEN["weight_warmup_epochs"]  # (not read with fixed weights)
+    if getattr(cfg, field) in learned and cfg.weight_warmup_epochs >= cfg.epochs:  # epoch > warm-up learns them
         notes.append(f"weight_warmup_epochs {cfg.weight_warmup_epochs} is not shorter than {run}: "
                      "the loss weights never learn (they keep their initial values)")
     return notes
