@@ -415,6 +415,13 @@ def _axis(label: str, values: list, dist=None, missing: list | None = None) -> d
     return dict(label=label, ys=ys, ticks=sorted(ticks), hover=hover)
 
 
+def in_space_order(rec: SearchRecord, names) -> list[str]:
+    """Parameter names in the space's order (a conditional parameter follows the one that switches it on), others
+    by name after them: the parallel coordinates, the trial table and the search's own lines agree."""
+    order = list(((rec.space or {}).get("params") or {}))
+    return sorted(names, key=lambda p: (order.index(p) if p in order else len(order), p))
+
+
 def parallel_figure(rec: SearchRecord, study):
     """Every scored trial as a line across its objective value and parameters, coloured by its value (darker:
     better; the best trial thicker, drawn on top), the parameters in the space's order. A trial without a
@@ -423,9 +430,7 @@ def parallel_figure(rec: SearchRecord, study):
     from plotly.colors import sample_colorscale
 
     trials = sorted(study.trials, key=lambda t: t.value, reverse=rec.mode == "min")  # worst first, best on top
-    # in the space's order (a conditional parameter follows the one that switches it on), others alphabetically
-    order = list(((rec.space or {}).get("params") or {}))
-    names = sorted({p for t in trials for p in t.params}, key=lambda p: (order.index(p) if p in order else len(order), p))
+    names = in_space_order(rec, {p for t in trials for p in t.params})
     dists = {p: next(t.distributions[p] for t in trials if p in t.distributions) for p in names}
     values = [t.value for t in trials]
     log = log_scale(values)
@@ -632,8 +637,7 @@ def _table(rec: SearchRecord) -> str:
     fixed = (rec.space or {}).get("fixed") or {}
     names = {k for t in rec.trials for k in t.row.params}
     own, resolved = split_params(dict.fromkeys(names, ""))
-    order = list(((rec.space or {}).get("params") or {}))  # the space's order, as the parallel coordinates and the
-    own = sorted(own, key=lambda k: (order.index(k) if k in order else len(order), k))  # search's lines have it
+    own = in_space_order(rec, own)  # (they were by name, unlike the parallel coordinates: a walkthrough)
     params = [*own, *(EFFECTIVE_PARAM + k for k in resolved)]  # the config's values, then what the data resolved
     # a column only when a trial failed or ASHA's run tag says why it stopped one: the reason beside the outcome,
     # wide enough to read (at the far right it was squeezed to a narrow column)
