@@ -1140,7 +1140,8 @@ def _alike_notes(space: SearchSpace, n_train: int, max_epochs: int) -> list[str]
     different values: batch sizes above the train split (TrainConfig.resolve, logged as effective.batch_size), a
     learning-rate warm-up as long as a trial or longer (trainer.fit clamps its steps to the run's: it spans the
     run, peaking at its last step) and a loss-weight warm-up as long as a trial (the weights never learn; not said
-    where the weights are fixed, which the trainer then never reads). (A fixed value is one value: not said.)"""
+    where the weights are fixed, which the trainer then never reads); then the warm-ups the space does not search
+    (`_unsearched_warmup_notes`: one value, so said of every trial, not as alike)."""
     def alike(several: bool) -> str:
         return " (alike, though the sampler takes them for different values)" if several else ""
 
@@ -1158,6 +1159,36 @@ def _alike_notes(space: SearchSpace, n_train: int, max_epochs: int) -> list[str]
     if over and "weight_warmup_epochs" not in {**space.never_searched(), **space.unused_by_trainer()}:
         notes.append(f"weight_warmup_epochs {over[0]} is not shorter than a trial (--max-epochs {max_epochs}): such "
                      f"trials never learn their loss weights{alike(over[1])}")
+    return notes + _unsearched_warmup_notes(space, max_epochs)
+
+
+def _unsearched_warmup_notes(space: SearchSpace, max_epochs: int) -> list[str]:
+    """Warm-ups no trial can finish that the space does not search: its fixed value (the space's or --set's) or
+    the trainer's default (1 epoch each: a search of --max-epochs 1 never learns its loss weights). The weights'
+    only where some trial learns them (`trainer.config.USED_ONLY_WHEN`)."""
+    from trainer.config import USED_ONLY_WHEN
+
+    searched, constant = set(space.names()), {**TrainConfig().to_dict(), **space.fixed}
+
+    def source(name: str) -> str:
+        return (f"fixed by {space.unsearched[name]}" if name in space.unsearched else "fixed" if name in space.fixed
+                else "the trainer's default")  # (a space's own fixed values and --set's are one dict)
+
+    notes = []
+    if "warmup_epochs" not in searched and constant["warmup_epochs"] >= max_epochs - 1e-9:
+        notes.append(f"warmup_epochs {_number(constant['warmup_epochs'])} ({source('warmup_epochs')}) is not shorter "
+                     f"than a trial (--max-epochs {max_epochs}): every trial warms up over its whole run, its learning "
+                     "rate peaking at its last step")  # fmt: skip
+    field, learned = USED_ONLY_WHEN["weight_warmup_epochs"]
+    some = field in searched or constant[field] in learned  # (a searched loss_weighting: the trials that learn them;
+    # a choice of no learned value is said by unused_by_trainer, and weight_warmup_epochs is then never read)
+    if "weight_warmup_epochs" not in searched and some and constant["weight_warmup_epochs"] >= max_epochs:
+        src = next((p for p in space.params if p.name == field), None)
+        takes = [c for c in src.choices if c in learned] if src is not None and src.type == "categorical" else learned
+        who = f"trials with {field} {' or '.join(takes)}" if field in searched else "no trial learns"
+        what = (f"{who} never learn their loss weights" if field in searched else f"{who} its loss weights")
+        notes.append(f"weight_warmup_epochs {constant['weight_warmup_epochs']} ({source('weight_warmup_epochs')}) is "
+                     f"not shorter than a trial (--max-epochs {max_epochs}): {what}")  # fmt: skip
     return notes
 
 

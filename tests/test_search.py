@@ -469,6 +469,32 @@ def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp
     assert not any("weight_warmup_epochs" in n and "never learn" in n for n in _alike_notes(fixed, 5000, 2))
     by_set = load_space(SPACES_DIR / "hsc_mae.yaml", overrides={"loss_weighting": "fixed"})
     assert not any("never learn" in n for n in _alike_notes(by_set, 5000, 2)), _alike_notes(by_set, 5000, 2)
+    # warm-ups the space does not search: the trainer's default (1 and 1 epoch) or a fixed value, said once for
+    # every trial (a smoke search of --max-epochs 1 never learned its weights, with nothing said); the weights'
+    # only where some trial learns them
+    quick, lr_only = load_space(SPACES_DIR / "quick.yaml"), {"lr": {"type": "float", "low": 1e-4, "high": 1e-2}}
+    assert not {"warmup_epochs", "weight_warmup_epochs"} & set(quick.names())  # (what it tests)
+    assert _alike_notes(quick, 5000, 2) == []
+    assert _alike_notes(quick, 5000, 1) == [
+        "warmup_epochs 1 (the trainer's default) is not shorter than a trial (--max-epochs 1): every trial warms up "
+        "over its whole run, its learning rate peaking at its last step",
+        "weight_warmup_epochs 1 (the trainer's default) is not shorter than a trial (--max-epochs 1): trials with "
+        "loss_weighting learned never learn their loss weights"], _alike_notes(quick, 5000, 1)  # fmt: skip
+    learning = load_space_dict({"params": lr_only})  # loss_weighting: the trainer's default, learned
+    assert _alike_notes(learning, 5000, 1)[1].endswith("(--max-epochs 1): no trial learns its loss weights")
+    by_set = load_space(SPACES_DIR / "quick.yaml", overrides={"warmup_epochs": 2.5, "loss_weighting": "fixed"})
+    assert _alike_notes(by_set, 5000, 2) == [
+        "warmup_epochs 2.5 (fixed) is not shorter than a trial (--max-epochs 2): every trial warms up over its whole "
+        "run, its learning rate peaking at its last step"], _alike_notes(by_set, 5000, 2)  # fmt: skip
+    some = load_space_dict({"fixed": {"weight_warmup_epochs": 3},
+                            "params": {"loss_weighting": {"type": "categorical", "choices": ["fixed", "learned"]}}})
+    assert _alike_notes(some, 5000, 3) == [
+        "weight_warmup_epochs 3 (fixed) is not shorter than a trial (--max-epochs 3): trials with loss_weighting "
+        "learned never learn their loss weights"], _alike_notes(some, 5000, 3)  # fmt: skip
+    in_file = load_space_dict({"params": {"warmup_epochs": {"type": "float", "low": 0.0, "high": 1.0}, **lr_only}},
+                              overrides={"warmup_epochs": 4.0})  # a searched param --set fixes: its flag named
+    assert _alike_notes(in_file, 5000, 4)[0].startswith("warmup_epochs 4 (fixed by --set) is not shorter"), \
+        _alike_notes(in_file, 5000, 4)
     # a metric the trainer cannot keep checkpoints by: said; one it can: fixed in the space as select_metric, and
     # a select_metric fixed otherwise is refused (the trial's score would be of another epoch than its model)
     from hsc_search.driver import SearchError, select_checkpoints_by_metric
