@@ -1,9 +1,9 @@
 """The search report: one self-contained interactive HTML file (plotly, its JavaScript inlined) per search.
 
 Drawn from MLflow alone (`search_record.read_search`), so `hsc-search report` writes it for any search,
-including ones made before it existed. Sections: every trial's objective over epochs coloured by outcome with
-ASHA's rungs marked; the best so far against the order trials were proposed in and against the epochs trained in
-all; parallel coordinates (drawn here) and parameter importance (Optuna's), on a study rebuilt from the runs;
+including ones made before it existed. Sections: every trial's objective over epochs coloured by outcome (by
+trial when all ended alike) with ASHA's rungs marked; the best so far against the order trials were proposed in
+and against the epochs trained in all; parallel coordinates (drawn here) and parameter importance (Optuna's), on a study rebuilt from the runs;
 the best trial's loss weights and canonical-correlation spectrum; the table of trials.
 """
 
@@ -118,22 +118,31 @@ def one_value_range(values) -> dict:
 
 
 def curves_figure(rec: SearchRecord):
-    """Every trial's objective per epoch, coloured by outcome; ASHA's rungs as dashed lines; where a trial
-    stopped, a cross. None while no trial has an epoch (every trial failed, or none has reported yet)."""
+    """Every trial's objective per epoch, coloured by outcome (by trial where all share one); ASHA's rungs as
+    dashed lines; where a trial stopped, a cross. None while no trial has an epoch (every trial failed, or none has reported yet)."""
     import plotly.graph_objects as go
 
     if not any(t.curve for t in rec.trials):
         return None
+    import plotly.colors
+
     fig = go.Figure()
     shown: set[str] = set()
+    # one outcome for all (a FIFO search; ASHA stopping none): one colour told no trial from another (a
+    # walkthrough), so each trial has its own, named in the legend (a click there hides it)
+    one = len({t.row.outcome for t in rec.trials if t.curve}) == 1
+    palette = plotly.colors.qualitative.Plotly
     for i, t in enumerate(rec.trials, 1):
         if not t.curve:
             continue
         o = t.row.outcome
         xs, ys = [e for e, _, _ in t.curve], [v for _, v, _ in t.curve]
+        by_trial = dict(name=f"#{i} {t.row.name}", legendgroup=str(i), showlegend=True) if one else dict(
+            name=_label(o), legendgroup=o, showlegend=o not in shown)  # fmt: skip
+        color = palette[(i - 1) % len(palette)] if one else _color(o)
         fig.add_trace(go.Scatter(
-            x=xs, y=ys, mode="lines+markers", name=_label(o), legendgroup=o, showlegend=o not in shown,
-            line=dict(color=_color(o), width=3 if t is rec.best else 1.5), marker=dict(size=5),
+            x=xs, y=ys, mode="lines+markers", **by_trial,
+            line=dict(color=color, width=3 if t is rec.best else 1.5), marker=dict(size=5),
             hovertemplate=f"#{i} {html.escape(t.row.name)} ({_label(o)})<br>epoch %{{x}}: %{{y:.4f}}<extra></extra>",
         ))  # fmt: skip
         shown.add(o)
@@ -141,8 +150,9 @@ def curves_figure(rec: SearchRecord):
             why = html.escape(t.row.stopped_by or "").replace(", ", ",<br>", 1) if o == "stopped_early" else ""
             hover = (dict(hovertemplate=f"#{i} {html.escape(t.row.name)}<br>{why}<extra></extra>") if why
                      else dict(hoverinfo="skip"))  # fmt: skip
-            fig.add_trace(go.Scatter(x=[xs[-1]], y=[ys[-1]], mode="markers", showlegend=False, legendgroup=o,
-                                     marker=dict(symbol="x", size=9, color=_color(o)), **hover))  # fmt: skip
+            fig.add_trace(go.Scatter(x=[xs[-1]], y=[ys[-1]], mode="markers", showlegend=False,
+                                     legendgroup=by_trial["legendgroup"], marker=dict(symbol="x", size=9, color=color),
+                                     **hover))  # fmt: skip
     for k, m in enumerate(rec.milestones):  # each rung's epoch centred on its line, on a white ground, on two
         # heights; the x axis's title says what they are. Rungs 1, 2, 4 of a 40-epoch search printed over each
         # other ("ASHA rungASHA rung 4"; then, one label saying it, "ASHA r4ng 1" in MLflow's pane: walkthroughs)
@@ -154,7 +164,8 @@ def curves_figure(rec: SearchRecord):
     fig.update_layout(title=f"{rec.metric} of every trial by epoch (thick: the best trial"
                             + ("; log scale" if log else "") + ")",
                       xaxis_title="epoch" + (" (dashed, numbered: ASHA's rungs)" if rec.milestones else ""),
-                      yaxis_title=rec.metric, legend_title="outcome", height=460)  # fmt: skip
+                      yaxis_title=rec.metric, height=460,
+                      legend_title=f"trial (all {_label(next(iter(shown)))})" if one else "outcome")  # fmt: skip
     if log:
         fig.update_yaxes(type="log", exponentformat="power")
     else:

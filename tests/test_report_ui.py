@@ -689,6 +689,29 @@ def test_a_search_with_nothing_scored_draws_no_empty_charts_and_one_value_gets_a
     assert report.curves_figure(_record(3)).layout.yaxis.range is None  # several values: plotly's own range
 
 
+def test_curves_that_all_ended_alike_are_told_apart_by_colour():
+    """A FIFO search's curves were all one blue (coloured by outcome, and every trial completed: a walkthrough);
+    then each trial has its own colour and legend entry. Mixed outcomes keep the outcome's colour, one legend
+    entry each, and a stopped trial's cross its curve's colour."""
+    from hsc_search import report
+
+    rec = _record(3, n=4)
+    fig = report.curves_figure(rec)
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert len({t.line.color for t in lines}) == 4, [t.line.color for t in lines]
+    assert [t.name for t in lines] == [f"#{i} {t.row.name}" for i, t in enumerate(rec.trials, 1)]
+    assert all(t.showlegend for t in lines) and fig.layout.legend.title.text == "trial (all completed)"
+    rec.trials[0].row.outcome, rec.trials[0].row.stopped_by = "stopped_early", "ASHA at rung 1, below the median"
+    fig = report.curves_figure(rec)
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert [t.line.color for t in lines] == [report.OUTCOME_COLORS["stopped_early"]] + \
+        [report.OUTCOME_COLORS["completed"]] * 3  # fmt: skip
+    assert [t.showlegend for t in lines] == [True, True, False, False]
+    assert fig.layout.legend.title.text == "outcome"
+    cross = next(t for t in fig.data if t.mode == "markers")
+    assert cross.marker.color == report.OUTCOME_COLORS["stopped_early"] and cross.legendgroup == "stopped_early"
+
+
 def test_the_trial_table_has_each_trials_test_map_where_one_reached_its_end():
     """Only the best trial's line said a test mAP (a walkthrough); the table has a column for it when some trial
     was tested (blank for the trials that were not), and none when no trial was."""
