@@ -157,7 +157,7 @@ class TrainConfig:
     loss_weighting: str = _f(
         "learned",
         "learned: homoscedastic-uncertainty weights (Kendall et al. 2018) on each loss relative to its first-step "
-        "value, exp(-s_i) L_i / L_i(0) + s_i; learned_raw: the same on the raw losses (the paper's form: the "
+        "value R_i, exp(-s_i) L_i / R_i + s_i; learned_raw: the same on the raw losses (the paper's form: the "
         "weights then rank losses by size, not use); fixed: the w_* below.",
         choices=("learned", "learned_raw", "fixed"),
     )
