@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import shlex
+import sys
 import threading
 import time
 from pathlib import Path
@@ -682,7 +683,8 @@ def out_file_problem(out, example: str, flag: str, kind: str | None = None) -> "
 
 def latest_search(client, experiment_id: str, experiment: str | None = None) -> str:
     """The most recently started search (parent run) of the experiment that has trial runs: a search that failed
-    before its first trial has nothing to export, report or replay, and is passed over. Raises StoreError."""
+    before its first trial has nothing to export, report or replay, and is passed over (one still running is
+    said, on stderr). Raises StoreError."""
     where = f"MLflow experiment '{experiment}'" if experiment else f"experiment {experiment_id}"
     empty, token = [], None
     while True:
@@ -692,6 +694,14 @@ def latest_search(client, experiment_id: str, experiment: str | None = None) -> 
         for run in page:
             if client.search_runs([experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{run.info.run_id}'",
                                   max_results=1):  # fmt: skip
+                # a newer search still running without a trial (one just started) was passed over silently: the
+                # report and export of the one before it read as the new one's (a walkthrough)
+                live = [r.info for r in empty if r.info.status == "RUNNING"]
+                if live:  # (on stderr as the commands' own notes: a warning of the module's logger would be lost
+                    # where logging is configured)
+                    named = ", ".join(f"search {i.run_name or 'unnamed'} (run {i.run_id}, running)" for i in live)
+                    print(f"note: {named} started after this one and has no trial run yet: passed over (give "
+                          f"--run-id {live[0].run_id} for it once it has)", file=sys.stderr)  # fmt: skip
                 return run.info.run_id
             empty.append(run)
         token = page.token

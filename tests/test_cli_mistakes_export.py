@@ -264,6 +264,18 @@ def test_a_search_without_trials_is_passed_over_or_refused(store, tmp_path):
     assert result.exit_code == 0 and "best trial trial_b" in result.output, result.output
     result = _cli("report", "--tracking-uri", uri, "--no-log", "--out", str(tmp_path / "r.html"))
     assert result.exit_code == 0 and "report of search good (2 trials)" in result.output, result.output
+    assert "note:" not in result.output  # (dead failed: nothing to say)
+    # a newer search still running without a trial yet (one just started): passed over too, and said (the report
+    # of the search before it read as the new one's: a walkthrough)
+    exp = client.get_run(good).info.experiment_id
+    new = client.create_run(exp, run_name="new", start_time=9_000_000, tags={"hsc.kind": "search"}).info.run_id
+    note = f"note: search new (run {new}, running) started after this one and has no trial run yet: passed over"
+    for args in (("export-best", "--out", str(tmp_path / "b1.yaml")),
+                 ("report", "--no-log", "--out", str(tmp_path / "r1.html")), ("replay",)):
+        result = _cli(*args, "--tracking-uri", uri)
+        assert result.exit_code == 0 and note in result.output, (args, result.output)
+    assert "best trial trial_b" in _cli("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "b1.yaml")).output
+    client.delete_run(new)
     # explicitly: refused, nothing written
     _fails("report", "--tracking-uri", uri, "--run-id", dead, "--no-log", "--out", str(tmp_path / "dead.html"),
            needle=f"search run {dead} (dead, FAILED) has no trial runs: nothing to report")
