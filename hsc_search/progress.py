@@ -11,7 +11,7 @@ import time
 
 from ray import tune
 
-from .runs import FAILED_KEY, best_of, epochs_of, shown, trial_outcome
+from .runs import FAILED_KEY, NODE_KEY, best_of, epochs_of, shown, trial_outcome
 
 
 class Progress(tune.Callback):
@@ -106,8 +106,21 @@ class Progress(tune.Callback):
         n, most = int(getattr(trial, "num_failures", 0) or 0), int(getattr(trial, "max_failures", 0) or 0)
         count = f" (failure {n}" + (f" of at most {most})" if most > 0 else ")") if n > 0 else ""  # (a preempted
         # node's trial is retried without counting a failure)
-        print(f"    {trial.trial_id} {_last_error_line(trial)[:300]}: retried from its last checkpoint, if it has one"
-              f"{count}", file=sys.stderr, flush=True)  # fmt: skip
+        print(f"    {trial.trial_id} {_last_error_line(trial)[:300]}{_where(trial)}: retried from its last checkpoint, "
+              f"if it has one{count}", file=sys.stderr, flush=True)  # fmt: skip
+
+
+def _where(trial) -> str:
+    """The node a trial last reported from (Ray's node_ip and its node id, as Ray's own "marked dead" lines name
+    nodes): a worker node's failure did not say which node (a walkthrough). Ray has cleared the trial's location
+    by the time callbacks hear of a failure; a trial that has not reported since it (re)started names the node of
+    its last report, hence "last reported"."""
+    last = getattr(trial, "last_result", None) or {}
+    node, ip = last.get(NODE_KEY), last.get("node_ip")
+    if not node and not ip:
+        return ""
+    named = ", ".join(x for x in (ip, f"id {node[:12]}" if node else None) if x)
+    return f" (it last reported from node {named})"
 
 
 def _width() -> int:

@@ -47,8 +47,9 @@ def test_worker_node_killed_mid_search(tmp_path, tracking_server, _cache_dir):
         # each retry said in one line (Tune logged the error's whole traceback, 24 lines, for each: a walkthrough)
         for c in moved:
             tid = c.data.tags["hsc.trial_id"]
-            assert re.search(rf"^    {tid} \S.*: retried from its last checkpoint, if it has one \(failure 1 of at most \d+\)$", out,
-                             re.M), out[-5000:]  # fmt: skip
+            assert re.search(rf"^    {tid} \S.* \(it last reported from node [\d.]+, id {victim.node_id[:12]}\): retried "
+                             r"from its last checkpoint, if it has one \(failure 1 of at most \d+\)$", out,
+                             re.M), out[-5000:]  # fmt: skip (the node it ran on named: a walkthrough)
         assert "Trial task failed" not in out and "Traceback" not in out and "\x1b[" not in out, out[-5000:]
     finally:
         cluster.shutdown()
