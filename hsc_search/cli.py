@@ -254,8 +254,6 @@ def run(
     try:  # these imports take a few seconds (torch): a Ctrl-C in them gets the same one line as in the pre-flight
         from trainer import ConfigError, DataError
 
-        from .driver import SetupInterrupted, TrackingIncomplete, TrackingUnavailable
-        from .preflight import PreflightError
         from .settings import SettingsError, load_settings
         from .space import SpaceError
         from .storage import StorageError
@@ -268,10 +266,18 @@ def run(
                seed=seed, checkpoint_every_s=checkpoint_every_s, warm_start=warm_start,
                mlflow=False if no_mlflow else None)  # fmt: skip
     settings = None
+    try:  # before the driver's imports (Ray, MLflow, Optuna: another 5 s here): a typo costs torch's, no more
+        settings = load_settings(config, cli, set_)
+    except (SettingsError, SpaceError, ConfigError, DataError, FileNotFoundError, StorageError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _interrupted_at_setup()
     try:
-        settings = load_settings(config, cli, set_)  # before Ray starts: a typo costs the imports (seconds), no more
-        from .driver import run_search
-
+        from .driver import SetupInterrupted, TrackingIncomplete, TrackingUnavailable, run_search
+        from .preflight import PreflightError
+    except KeyboardInterrupt:
+        _interrupted_at_setup()
+    try:
         outcome = run_search(settings, echo=typer.echo)
     except (SettingsError, SpaceError, ConfigError, DataError, FileNotFoundError, PreflightError, StorageError) as e:
         _fail(str(e))

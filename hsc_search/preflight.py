@@ -358,15 +358,12 @@ def check_address(address: str | None, timeout_s: float = RAY_TIMEOUT_S, flag: s
                                                     "machine: the address file of the last `ray start`, or another "
                                                     "Ray running here):", 1)) from None  # fmt: skip
         return
-    if address.startswith("ray://"):  # Ray Client: not installed (ray[client]), and a driver runs on the head
-        raise PreflightError(f"{flag} {address}: Ray Client (ray://) is not supported: it needs ray[client], which "
-                             "hsc-search does not install, and the search's driver runs on the head itself; run it "
-                             "there with --address auto (README, \"On a cluster\")")  # fmt: skip
-    hostport = address
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in hostport:
-        raise PreflightError(f"{flag} {address}: expected host:port of a Ray head node (ray start --head prints it, "
-                             "e.g. 10.0.0.5:6379), or auto")  # fmt: skip
+    from .settings import address_form_problem
+
+    why = address_form_problem(address)  # (a search's --address said it already; RAY_ADDRESS and a resume's not)
+    if why:
+        raise PreflightError(f"{flag} {address}: {why}")
+    host, _, port = address.rpartition(":")
     from .ray_internals import address_ray_dials
 
     # (for resume, leaving --address out reuses the search's recorded address: `local` is the way out)

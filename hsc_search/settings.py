@@ -30,6 +30,20 @@ MAX_TRIALS = 100_000  # per search (Ray Tune holds every trial object in the dri
 MAX_EPOCHS = 1_000_000
 
 
+def address_form_problem(address: str) -> str | None:
+    """What is wrong with the form of a Ray cluster address (host:port of a head, `auto` or `local`), None if
+    nothing: said before Ray is imported or dialled (`preflight.check_address` then checks a head answers)."""
+    if address in ("auto", "local"):
+        return None
+    if address.startswith("ray://"):  # Ray Client: not installed (ray[client]), and a driver runs on the head
+        return ("Ray Client (ray://) is not supported: it needs ray[client], which hsc-search does not install, and "
+                "the search's driver runs on the head itself; run it there with --address auto (README, \"On a "
+                "cluster\")")  # fmt: skip
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in address:
+        return "expected host:port of a Ray head node (ray start --head prints it, e.g. 10.0.0.5:6379), or auto"
+    return None
+
 @dataclass
 class SearchSettings:
     """Everything a search needs. Field names double as the keys of a search config file."""
@@ -118,6 +132,14 @@ class SearchSettings:
         if self.tracking_uri is not None and not self.tracking_uri.strip():
             p.append(f"{n('tracking_uri')} must be an MLflow tracking URI, got an empty string (leave it out for "
                      "MLflow's default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")  # fmt: skip
+        if self.address is not None:  # its form here, before the imports of Ray (seconds); whether a head answers
+            # at it, in the pre-flight
+            why = address_form_problem(self.address)
+            if not self.address.strip():  # (the pre-flight took it for a local instance)
+                p.append(f"{n('address')} must be a Ray cluster address, got an empty string (leave it out for a "
+                         "local Ray instance)")  # fmt: skip
+            elif why:
+                p.append(f"{n('address')} {self.address}: {why}")
         if self.warm_start is not None and not self.warm_start.strip():
             p.append(f"{n('warm_start')} must be a parent run id or a search folder, got an empty string")
         if not self.space_path().exists():

@@ -81,6 +81,12 @@ def test_missing_file_is_named(tmp_path):
     ({"name": "a\nb"}, "--name 'a\\nb': expected a name without control characters"),  # printed paths split
     ({"name": "x" * 201}, f"--name '{'x' * 201}': expected a name of at most 200 bytes (this one has 201)"),
     ({"name": "é" * 101}, f"--name '{'é' * 101}': expected a name of at most 200 bytes (this one has 202)"),
+    # an address's form, before Ray is imported (it took the driver's imports, 10 s here under load: a walkthrough)
+    ({"address": "foo:bar"}, "--address foo:bar: expected host:port of a Ray head node (ray start --head prints it"),
+    ({"address": "10.0.0.5:99999"}, "--address 10.0.0.5:99999: expected host:port of a Ray head node"),
+    ({"address": "ray://10.0.0.5:10001"}, "--address ray://10.0.0.5:10001: Ray Client (ray://) is not supported"),
+    ({"address": ""}, "--address must be a Ray cluster address, got an empty string (leave it out for a local Ray "
+                      "instance)"),
 ])  # fmt: skip
 def test_values_that_would_fail_after_ray_started_fail_here(cli, culprit):
     """Each of these passed the pre-flight and failed (or ran, writing outside the storage folder) once Ray was
@@ -91,6 +97,8 @@ def test_values_that_would_fail_after_ray_started_fail_here(cli, culprit):
     assert str(e.value).startswith(culprit), str(e.value)
     assert load_settings(None, {"seed": 2**32 - 1, "name": "my search 2"}, []).name == "my search 2"
     assert load_settings(None, {"name": "x" * 200}, []).name == "x" * 200  # (a 300-byte name was a traceback)
+    for fine in ("auto", "local", "10.0.0.5:6379", "[::1]:6379", "head.example.org:6379"):
+        assert load_settings(None, {"address": fine}, []).address == fine
 
 
 def test_a_config_or_space_file_that_is_not_text_is_named(tmp_path):
@@ -301,3 +309,18 @@ def test_a_relative_data_path_in_a_config_file_says_where_it_was_read_from(tmp_p
         config.write_text(f"data: '{data}'\n")
         monkeypatch.chdir(tmp_path / "b")
         assert load_settings(str(config), {}, []).data == data
+
+
+def test_a_settings_mistake_is_said_before_ray_is_imported():
+    """`run`'s settings were read after the driver's imports (Ray, MLflow, Optuna): a typo in a flag cost 10 s
+    here under load, twice what reading them needs (a walkthrough: a malformed --address)."""
+    import subprocess
+    import sys
+
+    program = ("import sys\nfrom hsc_search.cli import main\nsys.argv = ['hsc-search', 'run', '--address', 'foo:bar', "
+               "'--no-mlflow']\ntry:\n    main()\nexcept SystemExit as e:\n    print('exit', e.code)\n"
+               "print('imported:', sorted(m for m in ('ray', 'mlflow', 'optuna') if m in sys.modules))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.splitlines()[-2:] == ["exit 2", "imported: []"], proc.stdout + proc.stderr
+    assert proc.stderr.strip() == ("error: --address foo:bar: expected host:port of a Ray head node (ray start --head "
+                                   "prints it, e.g. 10.0.0.5:6379), or auto"), proc.stderr  # fmt: skip
