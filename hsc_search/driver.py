@@ -37,7 +37,8 @@ from .ray_internals import keep_starting_actors, tuner_parts
 from .report import publish_report
 from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, client_for, default_tracking_uri,
                    experiment_tags, http_failure, import_mlflow, resolved_tracking_uri, score_key,
-                   served_artifacts_problem, sqlite_path, tag_experiment, trial_outcome, typed_column, without_password)
+                   served_artifacts_problem, served_store_problem, sqlite_path, tag_experiment, trial_outcome,
+                   typed_column, without_password)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
 from .settings import SPACES_DIR, SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
@@ -1822,6 +1823,12 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
     if exp is not None:
         tag_experiment(client, exp.experiment_id, metric, mode)
         return exp.experiment_id
+    # a new one made through an MLflow server's database (a team server's URI) would keep its artifacts in this
+    # machine's ./mlruns, out of the server's reach and backup, its runs the team's (a walkthrough: the docs
+    # promised a refusal, given only for an existing experiment)
+    served = served_store_problem(client, tracking_uri, "--tracking-uri")
+    if served:
+        raise preflight.PreflightError(served)
     if notes is not None:
         try:  # a hint only: a store that will not list its experiments is not a failed start (the review)
             names, token = [], None

@@ -188,10 +188,25 @@ def check_server_api(uri: str, timeout_s: float = 10.0) -> None:
 
     shown = without_password(uri)
     api = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+
+    def mlflows(body: bytes, key: str) -> bool:  # MLflow's JSON: {"experiment": ...}, {"error_code": ...}
+        try:
+            return key in json.loads(body or b"null")
+        except (ValueError, TypeError):
+            return False
+
+    not_mlflow = (f"the server at {shown} answers a health check, but not MLflow's API (%s at "
+                  f"{without_password(api.split('?')[0])}); expected an MLflow tracking server")  # fmt: skip
     try:
-        with urllib.request.urlopen(http_request(api), timeout=timeout_s):
-            pass
+        with urllib.request.urlopen(http_request(api), timeout=timeout_s) as resp:
+            body = resp.read(100_000)
+        if not mlflows(body, "experiment"):  # another web app with a /health (a walkthrough: a traceback later)
+            raise StoreError(not_mlflow % "a page that is not MLflow's answer")
+    except StoreError:
+        raise
     except urllib.error.HTTPError as e:
+        if e.code == 404 and not mlflows(e.read(100_000), "error_code"):  # MLflow says RESOURCE_DOES_NOT_EXIST
+            raise StoreError(not_mlflow % "404 Not Found") from None
         # 404 (no such experiment), 401/403 (a server with authentication: the MLflow client's credentials): it works
         if e.code not in (401, 403, 404):  # (a database error comes back as 400 BAD_REQUEST, or a 5xx)
             try:
@@ -329,6 +344,19 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
         hint = f"; did you mean sqlite:///{path / 'mlflow.db'}?" if (path / "mlflow.db").is_file() else ""
         raise StoreError(f"--tracking-uri {uri}: not a tracking URI (a plain path is MLflow's file store, which MLflow 3.17 "
                          f"refuses); expected sqlite:///path/to/mlflow.db or http://host:port{hint}")  # fmt: skip
+    elif db is None and not uri.startswith("file:"):  # what `run`'s pre-flight refuses too: MLflow's traceback, or
+        # MLflow's words cut short, after the imports (a walkthrough: `htp://`, and `127.0.0.1:5000` without http://)
+        import re
+
+        from .preflight import EXPECTED_URIS, _plugin_schemes
+
+        given = "--tracking-uri" if tracking_uri else "$MLFLOW_TRACKING_URI"
+        if "://" not in uri and "/" not in uri and not Path(uri).exists():
+            hint = f"; did you mean http://{uri}?" if re.fullmatch(r"[\w.-]+:\d+", uri) else ""
+            raise StoreError(f"{given} {without_password(uri)}: not a tracking URI; expected {EXPECTED_URIS}{hint}")
+        if "://" in uri and scheme not in ("sqlite", "file") and scheme not in _plugin_schemes():
+            raise StoreError(f"{given} {without_password(uri)}: unknown scheme '{uri.split('://', 1)[0]}'; expected "
+                             f"{EXPECTED_URIS}")  # fmt: skip
 
 
 def without_password(uri: str, shown_as: str = ":***") -> str:
@@ -365,6 +393,20 @@ def served_artifacts_problem(location: str | None, tracking_uri: str | None, fla
     return (f"{named} {without_password(uri)}: {what} keeps its artifacts on an MLflow server ({location}), which "
             f"only that server's clients reach: give {flag} the server's http://HOST:PORT (`hsc-search team-server` "
             "prints it)")
+
+
+def served_store_problem(client, tracking_uri: str | None, flag: str) -> "str | None":
+    """`served_artifacts_problem` of a whole store: one whose experiments an MLflow server made (their artifacts
+    `mlflow-artifacts:`, its Default one included) is that server's database, where an experiment made through the
+    database URI would keep local artifacts the server's clients never see."""
+    from mlflow.entities import ViewType
+
+    for exp in client.search_experiments(view_type=ViewType.ALL):
+        served = served_artifacts_problem(exp.artifact_location, tracking_uri, flag,
+                                          f"the store (its experiment '{exp.name}')")  # fmt: skip
+        if served:
+            return served
+    return None
 
 
 def search_status(run) -> str:

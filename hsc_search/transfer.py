@@ -35,8 +35,8 @@ from typing import Callable
 
 from .commands import restore_command
 from .runs import (DB_SCHEMES, http_failure, missing_artifact_dir, mlflow_db_problem, moved_store_hint,
-                   resolved_tracking_uri, seed_sqlite_store, served_artifacts_problem, sqlite_options_problem,
-                   sqlite_path, without_password)
+                   resolved_tracking_uri, seed_sqlite_store, served_artifacts_problem, served_store_problem,
+                   sqlite_options_problem, sqlite_path, without_password)
 
 TAG_SOURCE_RUN = "hsc.import.source_run"
 TAG_SOURCE_URI = "hsc.import.source_uri"
@@ -368,11 +368,10 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
     # see): refused before anything is copied
     from mlflow.entities import ViewType
 
+    served = served_store_problem(dst, dest_uri, "--to")
+    if served:
+        raise TransferError(served)
     for target in dst.search_experiments(view_type=ViewType.ALL):
-        served = served_artifacts_problem(target.artifact_location, dest_uri, "--to",
-                                          f"the store (its experiment '{target.name}')")  # fmt: skip
-        if served:
-            raise TransferError(served)
         if target.lifecycle_stage == "deleted" and target.name in {e.name for e in exps}:  # MLflow refused every
             # write into it, in a traceback (a walkthrough)
             raise TransferError(

@@ -127,6 +127,48 @@ def test_a_server_that_is_not_mlflow_is_named(tmp_path):
                                                  r"\$MLFLOW_TRACKING_URI$"):  # fmt: skip
                 check_store_to_read(None, timeout_s=2.0)
 
+    # another web app with a health check of MLflow's form: its API's 404 (or 200) page is not MLflow's JSON; it
+    # passed, and export-best and run ended in MLflow's traceback (a walkthrough: http.server with a file `health`)
+    for api_status in (404, 200):
+        class Healthy(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                health = self.path == "/health"
+                self.send_response(200 if health else api_status)
+                self.end_headers()
+                self.wfile.write(b"OK" if health else b"<!DOCTYPE HTML><html>Error response</html>")
+
+            def log_message(self, *args):
+                pass
+
+        with _serving(Healthy) as port:
+            url = f"http://127.0.0.1:{port}"
+            said = ("404 Not Found" if api_status == 404 else "a page that is not MLflow's answer")
+            with pytest.raises(PreflightError) as e:
+                preflight.check_tracking(url, timeout_s=2.0)
+            assert str(e.value) == (f"--tracking-uri {url}: the server at {url} answers a health check, but not "
+                                    f"MLflow's API ({said} at {url}/api/2.0/mlflow/experiments/get-by-name); expected "
+                                    "an MLflow tracking server; fix the URI, or search with --no-mlflow"), str(e.value)
+            with pytest.raises(StoreError, match=r"but not MLflow's API .*; fix --tracking-uri$"):
+                check_store_to_read(url, timeout_s=2.0)
+
+
+def test_a_tracking_uri_of_no_known_form_is_named_by_the_commands_that_read_one(monkeypatch):
+    """export-best ended in MLflow's traceback, report and replay in MLflow's words cut short, for a mistyped
+    scheme or a server's address without http:// (a walkthrough); `run` already said both."""
+    from hsc_search.runs import StoreError, check_store_to_read
+
+    with pytest.raises(StoreError) as e:
+        check_store_to_read("htp://127.0.0.1:5731")
+    assert str(e.value) == ("--tracking-uri htp://127.0.0.1:5731: unknown scheme 'htp'; expected sqlite:///mlflow.db, "
+                            "a database URI (postgresql://...) or an http:// tracking server"), str(e.value)
+    with pytest.raises(StoreError) as e:
+        check_store_to_read("127.0.0.1:5731")
+    assert str(e.value).endswith("not a tracking URI; expected sqlite:///mlflow.db, a database URI (postgresql://...) "
+                                 "or an http:// tracking server; did you mean http://127.0.0.1:5731?"), str(e.value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "localhost:5000")  # named as where it came from
+    with pytest.raises(StoreError, match=r"^\$MLFLOW_TRACKING_URI localhost:5000: not a tracking URI"):
+        check_store_to_read(None)
+
 
 def test_a_server_behind_basic_auth_is_reached_with_the_uris_user_and_password():
     """http://user:password@host:port (MLflow's client sends it as HTTP basic auth): urllib read 'user:pw@127.0.0.1'
