@@ -463,7 +463,7 @@ def export_best_cmd(
                f"{best.score:.4f} ({mode}) -> {path}")  # fmt: skip
     data = search.data.params.get("data") if search is not None else None
     if data:  # as `run` prints it (a YAML file's header says it too; a JSON file has no place for it)
-        typer.echo(f"retrain: {retrain_command(path.absolute(), data)}")  # works from any folder, as the file's header
+        typer.echo(f"retrain: {retrain_command(path.resolve(), data)}")  # works from any folder, as the file's header
     if search is not None and search_status(search) != "FINISHED":  # its best so far, which may still change
         from .driver import unfinished_note
 

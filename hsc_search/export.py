@@ -216,7 +216,7 @@ def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str
         write_text(
             str(out),
             "# Best HSC-MAE config exported by hsc-search; retrain with (in the project's environment):\n"
-            f"#   {retrain_command(out.absolute(), data)}\n"
+            f"#   {retrain_command(out.resolve(), data)}\n"
             + (f"# from {source}\n" if source else "")
             + cfg.to_yaml()
         )

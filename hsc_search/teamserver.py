@@ -78,10 +78,11 @@ def _version_key(name: str) -> tuple:
     return tuple(int(p) if p.isdigit() else 0 for p in name.split("."))
 
 
-def _reachable_by(path: Path, uid: int, gid: int) -> bool:
-    """True when the account (uid, gid) can enter every folder above `path` (and `path` itself if a folder)."""
+def _blocked_for(path: Path, uid: int, gid: int) -> Path | None:
+    """The first folder above `path` (or `path` itself if a folder), from the root down, that the account (uid,
+    gid) cannot enter; None when it can enter them all."""
     p = path.resolve()
-    for d in [p, *p.parents] if p.is_dir() else list(p.parents):
+    for d in reversed([p, *p.parents] if p.is_dir() else list(p.parents)):
         st = d.stat()
         if st.st_uid == uid:
             ok = st.st_mode & stat.S_IXUSR
@@ -90,8 +91,8 @@ def _reachable_by(path: Path, uid: int, gid: int) -> bool:
         else:
             ok = st.st_mode & stat.S_IXOTH
         if not ok:
-            return False
-    return True
+            return d
+    return None
 
 
 @dataclass
@@ -177,7 +178,7 @@ class Postgres:
         if self.account is None:
             return dirs[0]
         for d in dirs:  # the account must be able to reach the binaries (a venv under /root is not)
-            if _reachable_by(d / "postgres", self.account.uid, self.account.gid):
+            if _blocked_for(d / "postgres", self.account.uid, self.account.gid) is None:
                 return d
         raise TeamServerError(f"account {self.account.name} cannot reach any PostgreSQL binaries "
                               f"({', '.join(map(str, dirs))}); install Debian's postgresql or run as that account")
@@ -214,14 +215,17 @@ class Postgres:
         """`initdb` on an empty or missing data folder (owned by the account that runs PostgreSQL)."""
         if self.initialised:
             return
+        blocked = self.account and _blocked_for(self.data_dir.parent, self.account.uid, self.account.gid)
+        if blocked:  # before the folder is made (it was left behind, the account's; said without the folder: a
+            # walkthrough)
+            raise TeamServerError(f"{self.data_dir}: account {self.account.name}, which runs PostgreSQL, cannot enter "
+                                  f"{blocked} (mode {stat.S_IMODE(blocked.stat().st_mode):o}); choose a data folder "
+                                  f"that account can reach, or let it in (e.g. chmod o+x {blocked})")  # fmt: skip
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         if any(self.data_dir.iterdir()):
             raise TeamServerError(f"{self.data_dir}: not a PostgreSQL data folder (no PG_VERSION) and not empty")
         if self.account is not None:
             os.chown(self.data_dir, self.account.uid, self.account.gid)
-            if not _reachable_by(self.data_dir, self.account.uid, self.account.gid):
-                raise TeamServerError(f"{self.data_dir}: account {self.account.name} cannot enter a folder above "
-                                      "it; choose a data folder that account can reach")
         self._run("initdb", "-D", str(self.data_dir), "-U", DB_USER, "--auth-local=trust", "--auth-host=reject",
                   "-E", "UTF8", "--locale=C", "--no-instructions")  # fmt: skip
 
@@ -231,6 +235,14 @@ class Postgres:
         if pid_file.exists():
             pid = int(pid_file.read_text().split()[0])
             if _alive(pid):
+                other = _program_of(pid)
+                if other is not None and "postgres" not in other and "postmaster" not in other:
+                    # a lock file left by a server that ended uncleanly (a crash, a reboot), its pid now another
+                    # program's: said as a running server, with no way out (a walkthrough)
+                    raise TeamServerError(f"{self.data_dir}: its lock file postmaster.pid names pid {pid}, which is "
+                                          f"now {other}, not PostgreSQL: a server that ended without removing it (a "
+                                          f"crash or a reboot). Check no PostgreSQL runs on this folder, then remove "
+                                          f"{pid_file} and start again")  # fmt: skip
                 raise TeamServerError(f"{self.data_dir}: a PostgreSQL server (pid {pid}) already runs on it")
         self.socket_dir = self.data_dir
         if len(str(self.data_dir / SOCKET_NAME)) > MAX_SOCKET_PATH:  # too long for a socket: a short private folder
@@ -238,7 +250,12 @@ class Postgres:
             self._own_socket_dir = True
             if self.account is not None:
                 os.chown(self.socket_dir, self.account.uid, self.account.gid)
-        log = open(self.data_dir / "server.log", "ab")
+        try:
+            log = open(self.data_dir / "server.log", "ab")
+        except OSError as e:  # (a traceback: a walkthrough's data folder made read-only)
+            raise TeamServerError(f"{self.data_dir}: cannot be written ({e.strerror}); PostgreSQL keeps its lock "
+                                  "file and log there") from None  # fmt: skip
+        said_before = log.tell()  # (the log keeps earlier starts' lines: a failed start says only its own)
         self.proc = subprocess.Popen(
             [str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-c", "listen_addresses=",
              "-c", f"unix_socket_directories={self.socket_dir}", "-c", "unix_socket_permissions=0700"],
@@ -250,10 +267,16 @@ class Postgres:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                tail = (self.data_dir / "server.log").read_text(errors="replace")[-2000:]
+                with open(self.data_dir / "server.log", "rb") as f:
+                    f.seek(said_before)
+                    lines = f.read().decode(errors="replace").splitlines()
                 self.proc = None
                 _end_watchdog(self.watchdog)
-                raise TeamServerError(f"PostgreSQL on {self.data_dir} exited at start:\n{tail}")
+                # its FATAL line says why (2,000 characters of the log's earlier runs buried it: a walkthrough)
+                why = [ln.split("FATAL:", 1)[1].strip() for ln in lines if "FATAL:" in ln]
+                tail = "\n".join(lines[-8:])
+                raise TeamServerError(f"PostgreSQL on {self.data_dir} exited at start: {why[-1]}" if why else
+                                      f"PostgreSQL on {self.data_dir} exited at start:\n{tail}")  # fmt: skip
             try:
                 self._ensure_database()
                 return self
@@ -345,6 +368,14 @@ def _end_watchdog(watchdog: subprocess.Popen | None) -> None:
         except subprocess.TimeoutExpired:
             watchdog.kill()
             watchdog.wait(timeout=5)
+
+
+def _program_of(pid: int) -> str | None:
+    """The program a process runs (Linux's /proc/<pid>/comm), None where that cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _alive(pid: int) -> bool:

@@ -568,6 +568,12 @@ def test_export_prints_the_retrain_command_for_json_too(store, tmp_path, monkeyp
     result = _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--out", str(tmp_path / "c.json"))
     line = next(ln for ln in result.output.splitlines() if ln.startswith("retrain: "))
     assert shlex.split(line)[1] == os.path.abspath(Path(sys.executable).parent / "hsc-search"), line
+    (tmp_path / "sub").mkdir()  # an --out through '..': the path as it is, not .../sub/../d.json (a walkthrough)
+    monkeypatch.chdir(tmp_path / "sub")
+    result = _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--out", "../d.yaml")
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("retrain: "))
+    assert shlex.split(line)[4] == str(tmp_path.resolve() / "d.yaml"), line
+    assert f"train --config {tmp_path.resolve() / 'd.yaml'} " in (tmp_path / "d.yaml").read_text()
 
 
 def test_a_server_whose_database_fails_is_one_line_in_seconds(tracking_server, tmp_path, monkeypatch):

@@ -528,3 +528,65 @@ def test_an_unknown_run_as_account_leaves_no_folder(tmp_path):
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 2 and "--run-as no-such-user-x: no such account on this machine" in r.stderr, r.stderr
     assert not (tmp_path / "three").exists()
+
+
+def test_a_stale_lock_file_and_a_read_only_data_folder_are_one_sentence_each():
+    """A postmaster.pid left by a crash, its pid now another program's, was called a running PostgreSQL with no
+    way out; a data folder PostgreSQL cannot write said 2,000 characters of its log, the cause in the last line,
+    or (without a log yet) a traceback (a walkthrough)."""
+    base = Path(tempfile.mkdtemp(prefix="hsc-team-"))  # (not tmp_path: as in `team`)
+    try:
+        if _run_as():  # as root: a folder above that PostgreSQL's account cannot enter (mkdtemp's 0700) is named,
+            # and no data folder is left behind, the account's (a walkthrough)
+            from hsc_search.teamserver import Postgres, TeamServerError
+
+            with pytest.raises(TeamServerError) as e:
+                Postgres(base / "pgdata", run_as=_run_as()[1]).init()
+            assert str(e.value) == (f"{base / 'pgdata'}: account {_run_as()[1]}, which runs PostgreSQL, cannot enter "
+                                    f"{base} (mode 700); choose a data folder that account can reach, or let it in "
+                                    f"(e.g. chmod o+x {base})"), str(e.value)
+            assert list(base.iterdir()) == []
+        base.chmod(0o711)
+        _stale_lock_and_read_only(base / "pgdata", _run_as())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _stale_lock_and_read_only(data: Path, run_as: list[str]) -> None:
+    from conftest import read_only
+
+    from hsc_search.teamserver import Postgres, TeamServerError
+
+    pg = Postgres(data, run_as=run_as[1] if run_as else None)
+    pg.init()
+    other = subprocess.Popen(["sleep", "120"])
+    try:
+        deadline = time.monotonic() + 10  # until the child runs sleep (forked, it is python a moment)
+        while Path(f"/proc/{other.pid}/comm").read_text().strip() != "sleep" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (data / "postmaster.pid").write_text(f"{other.pid}\n{data}\n")
+        with pytest.raises(TeamServerError) as e:
+            pg.start(timeout=30)
+        assert str(e.value) == (f"{data}: its lock file postmaster.pid names pid {other.pid}, which is now sleep, not "
+                                "PostgreSQL: a server that ended without removing it (a crash or a reboot). Check no "
+                                f"PostgreSQL runs on this folder, then remove {data / 'postmaster.pid'} and start "
+                                "again"), str(e.value)
+    finally:
+        other.kill()
+        other.wait(timeout=10)
+    (data / "postmaster.pid").unlink()
+    with read_only(data):  # no log yet: it cannot be made
+        with pytest.raises(TeamServerError, match=f"^{data}: cannot be written \\(.*\\); PostgreSQL keeps its lock "
+                                                  "file and log there$"):  # fmt: skip
+            pg.start(timeout=30)
+    (data / "server.log").write_text("2026-12-06 LOG:  an earlier start's line\n" * 100)
+    if run_as:
+        shutil.chown(data / "server.log", user=run_as[1])
+    with read_only(data):  # a log of earlier starts: PostgreSQL's own reason, alone
+        with pytest.raises(TeamServerError) as e:
+            pg.start(timeout=30)
+    assert str(e.value).startswith(f"PostgreSQL on {data} exited at start: could not create lock file "
+                                   '"postmaster.pid"'), str(e.value)
+    assert "earlier start" not in str(e.value)
+    pg.start(timeout=60)  # writable again: it starts, and stops
+    pg.stop()
