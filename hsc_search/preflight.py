@@ -273,13 +273,34 @@ def check_database(uri: str, scheme: str, timeout_s: float, advice: str = ", or 
     args = {"connect_timeout": max(1, int(timeout_s))} if scheme in ("postgresql", "mysql") else {}
     try:
         engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=args)
-        with engine.connect():
-            pass
+        with engine.connect() as conn:
+            served = _served_experiment(conn)
     except (ImportError, sqlalchemy.exc.NoSuchModuleError) as e:
         raise PreflightError(f"{flag} {shown}: the database driver is not installed ({e})") from None
     except Exception as e:  # noqa: BLE001 - the driver's own error: wrong password, no such database, ...
         first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise PreflightError(f"{flag} {shown}: the database refused the connection: {first}") from None
+    if served is not None:  # an MLflow server's database (a team server's URI): before Ray starts (it was said
+        # after, 34 s into a loaded machine's start: a walkthrough), for a new experiment too
+        from .runs import served_artifacts_problem
+
+        raise PreflightError(served_artifacts_problem(served[1], uri, flag,
+                                                      f"the store (its experiment '{served[0]}')"))  # fmt: skip
+
+
+def _served_experiment(conn) -> tuple[str, str] | None:
+    """(name, artifact location) of an experiment in MLflow's tables whose artifacts an MLflow server keeps
+    (`mlflow-artifacts:`), else None (also where the tables are not there yet: a new store)."""
+    import sqlalchemy
+
+    location = sqlalchemy.column("artifact_location")
+    query = sqlalchemy.select(sqlalchemy.column("name"), location).select_from(sqlalchemy.table("experiments")).where(
+        location.like("mlflow-artifacts:%")).limit(1)  # fmt: skip
+    try:
+        row = conn.execute(query).first()
+    except Exception:  # noqa: BLE001 - no such table (a new store), or one of another schema: MLflow's to say
+        return None
+    return (row[0], row[1]) if row else None
 
 
 # ---------------------------------------------------------------------------------------------- storage

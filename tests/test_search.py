@@ -1086,8 +1086,14 @@ def test_an_experiment_whose_artifacts_a_server_serves_is_refused_through_a_data
         _experiment_id(client, "team", "val/map_avg", "max", uri)
     assert client.search_runs([served]) == []
     assert _experiment_id(client, "team", "val/map_avg", "max", "http://127.0.0.1:5000") == served  # its server's
-    assert _experiment_id(client, "own", "val/map_avg", "max", uri) != served  # a new one: local artifacts
+    # a new one too: its artifacts would be local, out of the server's reach, its runs in the server's store (a
+    # walkthrough; it was made)
+    with pytest.raises(PreflightError, match=r"the store \(its experiment 'team'\) keeps its artifacts on an MLflow "):
+        _experiment_id(client, "own", "val/map_avg", "max", uri)
+    assert client.get_experiment_by_name("own") is None
     # a new experiment whose name is near one the store has: a note (a typo made a new experiment without a word)
+    uri = f"sqlite:///{tmp_path}/own.db"
+    client = MlflowClient(tracking_uri=uri)
     notes: list[str] = []
     _experiment_id(client, "ablations", "val/map_avg", "max", uri, notes=notes)
     assert notes == [], notes  # nothing near: none

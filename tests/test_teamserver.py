@@ -588,5 +588,30 @@ def _stale_lock_and_read_only(data: Path, run_as: list[str]) -> None:
     assert str(e.value).startswith(f"PostgreSQL on {data} exited at start: could not create lock file "
                                    '"postmaster.pid"'), str(e.value)
     assert "earlier start" not in str(e.value)
-    pg.start(timeout=60)  # writable again: it starts, and stops
-    pg.stop()
+    pg.start(timeout=60)  # writable again: it starts
+    try:
+        _a_servers_database_is_refused_before_ray(pg.uri())
+    finally:
+        pg.stop()
+
+
+def _a_servers_database_is_refused_before_ray(uri: str) -> None:
+    """A team server's database URI given to a search: refused once Ray had started (34 s into a loaded machine's
+    start, and not at all for a new experiment: a walkthrough); now by the pre-flight's connection, which reads
+    MLflow's experiments table (a new store has none: fine)."""
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search import preflight
+    from hsc_search.runs import StoreError, check_store_to_read
+
+    preflight.check_tracking(uri, timeout_s=10)  # the database alone, no MLflow tables yet
+    MlflowClient(uri).create_experiment("team", artifact_location="mlflow-artifacts:/1")  # as the server makes them
+    said = (f"--tracking-uri {uri}: the store (its experiment 'team') keeps its artifacts on an MLflow server "
+            "(mlflow-artifacts:/1), which only that server's clients reach: give --tracking-uri the server's "
+            "http://HOST:PORT (`hsc-search team-server` prints it)")  # fmt: skip
+    with pytest.raises(preflight.PreflightError) as e:
+        preflight.check_tracking(uri, timeout_s=10)
+    assert str(e.value) == said, str(e.value)
+    with pytest.raises(StoreError) as e:  # export-best, report, replay
+        check_store_to_read(uri)
+    assert str(e.value) == said, str(e.value)
