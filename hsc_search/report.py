@@ -799,11 +799,18 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
                     f"{html.escape(own)}" + (f" (resolved on this data: {html.escape(resolved)})" if resolved else "")
                     + "</p>")  # fmt: skip
     blank = [t for t in rec.trials if not t.curve  # failed (or cut off) before their first epoch: no point to draw
-             and t.row.outcome not in ("running", "unfinished")]  # (a live search's trial in its first epoch)
+             and t.row.outcome not in ("running", "unfinished", "interrupted")]  # (a live search's trial in its
+    # first epoch; an interrupted search's, whose epochs may have trained unrecorded: below)
     kinds = ", ".join(sorted({_label(t.row.outcome) for t in blank}))
     many = len(blank) != 1
     unseen = (f" Not drawn: {len(blank)} trial{'s' * many} that ended before {'their' if many else 'its'} first "
               f"epoch ({kinds}; the table below gives why)." if blank else "")  # fmt: skip
+    cut = sum(1 for t in rec.trials if not t.curve and t.row.outcome == "interrupted")
+    if cut:  # "ended before its first epoch" was untrue of a trial that trained to its end, its one report lost
+        # to the Ctrl-C (a walkthrough): what it trained is in its checkpoint, and a resume records it
+        unseen += (f" Not drawn: {plural(cut, 'trial')} with no epoch recorded when the search was interrupted (what "
+                   f"{'they' if cut != 1 else 'it'} trained since the last report is in the checkpoint, and "
+                   "`hsc-search resume` records it).")  # fmt: skip
     add("Learning curves", lambda: curves_figure(rec),
         ("Dashed lines: ASHA's rungs. A trial reaching one continues only if it is in the top 1/reduction_factor "
          "of the trials that reached that rung before it (Ray's asynchronous ASHA: an early trial can go on with a "

@@ -120,9 +120,9 @@ def trial_outcome(status: str, last_result: dict | None, max_epochs: int) -> str
     last = last_result or {}
     if status == "ERROR" or FAILED_KEY in last:
         return "failed"
-    if status != "TERMINATED":
-        return "unfinished"
-    return "stopped_early" if int(last.get("epoch", 0)) < max_epochs else "completed"
+    if int(last.get("epoch", 0)) >= max_epochs:  # its last epoch reported (with its test metrics): completed, also
+        return "completed"  # where a Ctrl-C came before Ray marked it so (an interrupted search called it KILLED)
+    return "stopped_early" if status == "TERMINATED" else "unfinished"
 CCA_TOP_METRICS = 3  # cca/rho_00 .. cca/rho_02 go to MLflow as metrics (and cca/mean); the rest to the artifact
 
 # What MLflow 3.17's UI reads from an experiment (checked in its JS bundle): `mlflow.experimentKind` is the

@@ -63,6 +63,8 @@ class MlflowTracker(tune.Callback):
         self._started: set[str] = set()  # trials whose start was handled here
         self._ended: set[str] = set()  # trials whose end was handled by this process (not pickled)
         self._open: set[str] = set()  # trial ids whose child run has not been ended
+        # trials whose last epoch's report came (held by the writer for their end): name, node fields
+        self._reported_last: dict[str, tuple[str, dict]] = {}
         self._writer = writer
 
     # Ray pickles callbacks with the Tuner (and restores them from that pickle): keep the process out.
@@ -117,6 +119,8 @@ class MlflowTracker(tune.Callback):
         last = int(result.get("epoch", 0)) >= self.max_epochs  # its end follows: both go in one call
         self._writer.submit("epoch", trial.trial_id, str(trial), {k: v for k, v in result.items() if k != "config"},
                             last)  # fmt: skip
+        if last:
+            self._reported_last[trial.trial_id] = (str(trial), _node_fields(result))
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         self._ensure()
@@ -148,8 +152,8 @@ class MlflowTracker(tune.Callback):
         self._ensure()
         self._open.discard(trial.trial_id)
         self._ended.add(trial.trial_id)
-        result = {k: v for k, v in (trial.last_result or {}).items() if k in ("hostname", "node_ip", NODE_KEY)}
-        self._writer.submit("finish", trial.trial_id, str(trial), outcome, status, error, result, why)
+        self._writer.submit("finish", trial.trial_id, str(trial), outcome, status, error,
+                            _node_fields(trial.last_result or {}), why)  # fmt: skip
 
     # ------------------------------------------------------------------ state across `Tuner.restore`
     def get_state(self) -> dict:
@@ -201,11 +205,17 @@ class MlflowTracker(tune.Callback):
 
     # ------------------------------------------------------------------ end of the search
     def close(self, interrupted: bool, on_slow=None) -> list[str]:
-        """Flushes, then ends every child run still open (KILLED, outcome interrupted), then stops the writer.
+        """Flushes, then ends every child run still open (KILLED, outcome interrupted; completed where its last
+        epoch's report came), then stops the writer.
         Returns the calls that failed. `on_slow`: called once when the flush takes more than 10 s."""
         self._ensure()
         for tid in sorted(self._open):
-            self._writer.submit("kill", tid, interrupted)
+            if tid in self._reported_last:  # its last epoch reported (test metrics included): it completed, though
+                # the search ended before Ray marked it so (a Ctrl-C: it was KILLED, "interrupted"; a walkthrough)
+                name, node = self._reported_last[tid]
+                self._writer.submit("finish", tid, name, "completed", "FINISHED", None, node, None)
+            else:
+                self._writer.submit("kill", tid, interrupted)
         self._open.clear()
         try:  # how long a search's end waits for MLflow to take its last records (a server that stopped answering)
             timeout = float(os.environ.get("HSC_MLFLOW_FLUSH_S", FLUSH_S))
@@ -215,6 +225,11 @@ class MlflowTracker(tune.Callback):
             timeout = FLUSH_S
         self.flushed = self._writer.close(timeout, on_slow=on_slow)  # False: MLflow did not take everything in time
         return self.errors
+
+
+def _node_fields(result: dict) -> dict:
+    """Where a trial's report came from (Ray's hostname and node_ip, our node id): tagged on its run at its end."""
+    return {k: v for k, v in result.items() if k in ("hostname", "node_ip", NODE_KEY)}
 
 
 def _trial_number(trial) -> int | None:
