@@ -1315,7 +1315,8 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
                           "starts, so this folder cannot be resumed") from None  # fmt: skip
     if meta.get("finished_at"):
         best = storage.join(exp_dir, BEST_CONFIG)
-        where = f"; its best config: {best}" if storage.exists(best) else ""
+        where = (f"; its best config: {best}" if storage.exists(best) else  # (a search whose every trial failed:
+                 "; no trial produced a score, so it has no best config")  # "finished" alone read as a success)
         raise NothingToResume(f"{exp_dir}: search {settings.name} finished at {meta['finished_at']}: nothing to "
                               f"resume{where}")  # fmt: skip
     hold_search(exp_dir)  # before anything is changed: refused while the search's driver runs

@@ -151,8 +151,11 @@ def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: 
                                      r.get("outcome") or "completed", epoch_s))  # fmt: skip
     if not trials:
         why = "; ".join(f"{t}: {w}" for t, w in list(skipped.items())[:4]) + ("; ..." if len(skipped) > 4 else "")
+        failed = all(w == "failed" for w in skipped.values())  # (told to record a FIFO search: a walkthrough)
         then = ("the search did not finish (interrupted, or still running): replay it once `hsc-search resume` has "
-                "finished it" if finished is False else "record a FIFO search (hsc-search run --scheduler fifo)")
+                "finished it" if finished is False else "every trial failed, so there is nothing to replay (their "
+                "reasons are in the search's MLflow runs and its summary)" if failed else
+                "record a FIFO search (hsc-search run --scheduler fifo)")  # fmt: skip
         raise ReplayError(f"no complete curves in {source}: none of its {len(raw)} trials ran all {max_epochs} "
                           f"epochs ({why}); a stopping rule can only be replayed on trials that ran their full "
                           f"budget: {then}")  # fmt: skip
@@ -214,9 +217,19 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
     max_epochs = _int(settings.get("max_epochs"))
     files = sorted(root.glob("*/result.json"))
     if not files:
+        if (root / META_FILE).is_file() and any(root.glob("*/checkpoint_*")):  # trained, its results not copied
+            # here: Ray copies them at its snapshots, and a driver killed first leaves them in its session folder (a
+            # walkthrough: "no trial has reported yet" of a search whose MLflow runs had every epoch)
+            from .commands import resume_command
+
+            pid = meta.get("parent_run_id")
+            other = f"; or pass its parent run id instead ({pid}), whose trials MLflow holds" if pid else ""
+            raise ReplayError(f"{flag} {root}: its trials' results are not in the folder (no <trial_id>/result.json; "
+                              "Ray copies them there as the search goes, and its driver stopped first), though their "
+                              f"checkpoints are: `{resume_command(str(root))}` brings them{other}")  # fmt: skip
         if (root / META_FILE).is_file():  # the search's own folder, before any trial reported
             raise ReplayError(f"{flag} {root}: no trial has reported yet (no <trial_id>/result.json): the search is "
-                              "still starting, or stopped before its first epoch; replay it once trials have run")  # fmt: skip
+                              "still starting, or stopped before its first epoch; try again once trials have run")  # fmt: skip
         raise ReplayError(f"{flag} {root}: no trial folders (<trial_id>/result.json); pass the search's folder "
                           "<storage>/<name>, as `hsc-search run` printed it")  # fmt: skip
     raw = []

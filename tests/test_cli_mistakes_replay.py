@@ -66,6 +66,20 @@ def test_a_search_that_did_not_finish_is_told_to_be_finished_not_recorded_again(
            "finished it" in result.output and "record a FIFO search" not in result.output, result.output
 
 
+def test_a_search_whose_every_trial_failed_is_not_told_to_record_a_fifo_search(tmp_path):
+    """Its trials failed, none was stopped: "record a FIFO search" was no way on (a walkthrough)."""
+    root = _ray_folder(tmp_path / "search")
+    meta = json.loads((root / "hsc_search.json").read_text())
+    (root / "hsc_search.json").write_text(json.dumps({**meta, "finished_at": "2026-12-06 11:00:00 UTC"}))
+    for tid in ("t1", "t2"):  # each failed in its second epoch
+        first = json.loads((root / tid / "result.json").read_text().splitlines()[0])
+        (root / tid / "result.json").write_text(json.dumps(first) + "\n" + json.dumps({"hsc/failed": "diverged"})
+                                                + "\n")  # fmt: skip
+    result = _fails_fast(["--ray-dir", str(root)], "no complete curves in Ray folder")
+    assert "(t1: failed; t2: failed)" in result.output and "every trial failed, so there is nothing to replay" in \
+        result.output and "record a FIFO search" not in result.output, result.output
+
+
 def test_json_that_is_a_folder_is_refused_before_the_replay(tmp_path):
     root = _ray_folder(tmp_path / "search")
     folder = tmp_path / "out"

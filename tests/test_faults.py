@@ -155,7 +155,8 @@ def test_a_search_whose_every_trial_failed_ends_failed_in_mlflow_and_over_for_it
         out.stdout + out.stderr)
     for args, said in ((["report", "--run-id", allfail], "report of search allfail (2 trials): "),
                        (["export-best", "--run-id", allfail], "all 2 of its trials failed"),
-                       (["resume", str(tmp_path / "ray_results" / "allfail")], "finished")):  # fmt: skip
+                       (["resume", str(tmp_path / "ray_results" / "allfail")],  # (not "finished" alone: a walkthrough)
+                        "nothing to resume; no trial produced a score, so it has no best config")):  # fmt: skip
         out = subprocess.run([hsc, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         text = out.stdout + out.stderr
         assert said in text and "did not finish" not in text and "has not finished" not in text, (args, text[-2000:])

@@ -385,6 +385,11 @@ def test_cli_bad_sources_exit_2(tmp_path):
     starting = tmp_path / "starting"
     starting.mkdir()
     (starting / "hsc_search.json").write_text(json.dumps({"settings": {"max_epochs": 3}}))
+    killed = tmp_path / "killed"
+    (killed / "t1" / "checkpoint_000000").mkdir(parents=True)
+    (killed / "hsc_search.json").write_text(json.dumps({"settings": {"max_epochs": 3}, "parent_run_id": "p123"}))
+    from hsc_search.commands import resume_command
+
     incomplete = tmp_path / "incomplete"
     _write_lines(incomplete / "t1" / "result.json", [{"epoch": 1, "val/map_avg": 0.3}])
     _write_lines(incomplete / "t2" / "result.json", [{"epoch": 1, "val/map_avg": 0.3},
@@ -393,6 +398,12 @@ def test_cli_bad_sources_exit_2(tmp_path):
         (["--ray-dir", str(tmp_path / "missing")], f"--ray-dir {tmp_path / 'missing'}: no such folder"),
         (["--ray-dir", str(tmp_path)], "no trial folders"),
         (["--ray-dir", str(starting)], f"--ray-dir {starting}: no trial has reported yet"),  # a search's own folder
+        # its trials' checkpoints, not yet their results (a driver killed before Ray copied them: a walkthrough)
+        (["--ray-dir", str(killed)], f"--ray-dir {killed}: its trials' results are not in the folder (no "
+                                     "<trial_id>/result.json; Ray copies them there as the search goes, and its driver "
+                                     f"stopped first), though their checkpoints are: `{resume_command(killed)}` "
+                                     "brings them; or pass its parent run id instead (p123), whose trials MLflow "
+                                     "holds"),
         (["--ray-dir", str(incomplete)], "no complete curves in Ray folder"),
         (["--tracking-uri", f"sqlite:///{tmp_path}/none.db"], f"no MLflow database at {tmp_path}/none.db"),
         (["--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow tracking server at http://127.0.0.1:9"),
