@@ -328,6 +328,7 @@ class _Sink:
         self.history: dict[str, dict[int, dict[str, float]]] = {}  # trial -> epoch -> plotted metrics
         self.scores: dict[str, dict[int, float]] = {}  # trial -> epoch -> the objective
         self.trial_s: dict[str, float] = {}  # trial -> Ray's time_total_s at its last report
+        self.trial_s_logged: dict[str, float] = {}  # trial -> time/total_s its run holds from before a resume
         self.ending: set[str] = set()  # trials whose last report came: their end follows
         self.deferred: dict[str, dict] = {}  # trial -> calls held for its end
         self.stats: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0])
@@ -396,6 +397,8 @@ class _Sink:
                 client.set_tag(run.info.run_id, TAG_OUTCOME, "running")
                 history = client.get_metric_history(run.info.run_id, "epoch")
                 self.logged[tid] = int(max((m.step for m in history), default=0))
+                if TRIAL_SECONDS in run.data.metrics:  # it ended before (a trial Ray's older snapshot runs again)
+                    self.trial_s_logged[tid] = float(run.data.metrics[TRIAL_SECONDS])
                 if run.data.tags.get(TAG_NODE) and tid not in self.node_tags:
                     self.node_tags[tid] = run.data.tags[TAG_NODE]
             self.runs[tid] = run.info.run_id
@@ -509,7 +512,9 @@ class _Sink:
         with its end. Its run's duration also counts the time a search was stopped before a resume."""
         from mlflow.entities import Metric
 
-        if tid not in self.trial_s:
+        if tid not in self.trial_s or self.trial_s_logged.get(tid, -1.0) >= self.trial_s[tid]:
+            # (a trial that had ended, run again from Ray's older snapshot after a driver was killed, counts from
+            # that snapshot's total: a second, lower time/total_s was logged, which MLflow then showed; a walkthrough)
             return []
         return [Metric(TRIAL_SECONDS, self.trial_s[tid], int(time.time() * 1000), self.logged.get(tid, 0))]
 

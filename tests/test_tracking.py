@@ -660,3 +660,32 @@ def test_a_trial_whose_last_epoch_reported_is_completed_whatever_ray_still_calls
     assert trial_outcome("ERROR", {"epoch": 3}, 3) == "failed"
     assert trial_outcome("RUNNING", {"epoch": 3, FAILED_KEY: "diverged"}, 3) == "failed"
     assert trial_outcome("RUNNING", None, 3) == "unfinished"
+
+
+def test_a_completed_trial_run_again_after_a_resume_keeps_its_higher_total_seconds(store):
+    """A driver SIGKILLed seconds after a trial completed, before Ray's next snapshot: the resume runs it again
+    from the snapshot, and Ray's time_total_s counts from that snapshot's total; its run logged a second, lower
+    time/total_s (12.0, then 10.2: a walkthrough), which MLflow shows as the value. The higher one stays; a higher
+    one after it is logged."""
+    client, exp, tracker = store
+    trial = Trial("t7", {"lr": 0.001, "epochs": MAX_EPOCHS})
+
+    def complete(tr, seconds):
+        tr.on_trial_start(0, [], trial)
+        trial.last_result = {**_result([1, 2, 3]), "time_total_s": seconds}
+        tr.on_trial_result(0, [], trial, trial.last_result)
+        tr.on_trial_complete(0, [], trial)
+        assert tr.close(interrupted=False) == []
+
+    complete(tracker, 12.0)
+    for seconds, kept in ((10.2, [12.0]), (13.5, [12.0, 13.5])):
+        again = MlflowTracker(tracker.tracking_uri, exp, tracker.parent_run_id, MAX_EPOCHS, ["lr"])
+        again.setup()
+        again.set_state({"started": ["t7"]})  # as after `resume`
+        complete(again, seconds)
+        run = _child(client, exp)
+        assert run.info.status == "FINISHED" and run.data.tags["hsc.outcome"] == "completed"
+        values = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "time/total_s"),
+                                          key=lambda m: m.timestamp)]  # fmt: skip
+        assert values == kept and run.data.metrics["time/total_s"] == kept[-1], values
+        assert _steps(client, run.info.run_id, "val/map_avg") == [1, 2, 3]
