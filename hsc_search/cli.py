@@ -244,8 +244,9 @@ def run(
                                              "this space are left out (the start line counts them). They do not "
                                              "count against --num-samples and are not run again; the trainer "
                                              "default is not enqueued again when it is among them and the source "
-                                             "searched the same --data. Same --metric "
-                                             "and --mode required. [default: none]"),
+                                             "searched the same data (by its fingerprint: a copy elsewhere is the "
+                                             "same, a file replaced in place is not). Same --metric and --mode "
+                                             "required. [default: none]"),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Run without MLflow tracking (nothing to browse or "
                                    "export; for benchmarks and throwaway runs)."),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP, metavar="KEY=VALUE"),

@@ -52,7 +52,10 @@ class Progress(tune.Callback):
         if self._done == 0:
             params = self._params(trial)
             elapsed = time.monotonic() - self._t0
-            print(_fit(f"{self._at(0, elapsed)} {trial.trial_id} {'started':<28} ({params})"), file=sys.stderr,
+            # a resumed search's trial goes on from its checkpoint: "started" read as starting over (a walkthrough)
+            epoch = int((getattr(trial, "last_result", None) or {}).get("epoch", 0) or 0)
+            what = f"resumed after epoch {epoch}" if epoch else "started"
+            print(_fit(f"{self._at(0, elapsed)} {trial.trial_id} {what:<28} ({params})"), file=sys.stderr,
                   flush=True)  # fmt: skip
 
     def _at(self, done: int, elapsed: float) -> str:

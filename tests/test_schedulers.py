@@ -355,6 +355,19 @@ def test_a_min_mode_searcher_tells_optuna_a_completed_trials_lowest_epoch():
     assert frozen.intermediate_values == {1: 0.9, 2: 0.4, 3: 0.5, 4: 0.6}
 
 
+def test_a_resumed_trial_says_it_goes_on_not_that_it_started(capsys):
+    """A resumed search's trial that continues from its checkpoint said "started" (a walkthrough)."""
+    import types
+
+    from hsc_search.progress import Progress
+
+    p = Progress(total=2, max_epochs=4, metric="val/map_avg", mode="max", searched=[])
+    p.on_trial_start(0, [], types.SimpleNamespace(trial_id="a", config={}, last_result={"epoch": 2}))
+    p.on_trial_start(0, [], types.SimpleNamespace(trial_id="b", config={}, last_result={}))
+    lines = capsys.readouterr().err.splitlines()
+    assert " a resumed after epoch 2 " in lines[0] and " b started " in lines[1], lines
+
+
 def test_min_mode_progress_keeps_the_lowest_score_of_all_trials_as_best(capsys):
     """With `--mode min` the "best" on each progress line is the lowest loss of the trials ended so far: a line
     that showed a later, higher-loss trial as the best would point the user at the wrong trial."""

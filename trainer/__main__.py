@@ -35,7 +35,8 @@ def build_parser(prog: str = "python -m trainer") -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/train-<timestamp>).")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field; repeatable (e.g. --set lr=3e-4 --set distill=relational).")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N.")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda when available), cpu, cuda or cuda:N (default: auto).")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with the run's own config. Only epochs may "
                    "change (--set epochs=N trains longer; the learning-rate and EMA schedules then follow the longer "

@@ -155,9 +155,11 @@ def _check_fits(ckpt: dict, own: dict, data: AVData) -> None:
     dims = [saved.get(f"{m}.mask_value") for m in ("audio", "visual")]
     if all(d is not None and d.dim() == 1 for d in dims) and [int(d.shape[0]) for d in dims] != [data.audio_dim,
                                                                                                  data.visual_dim]:
-        raise DataError(f"resume: the checkpoint was trained on features of other dimensions (audio "
-                        f"{int(dims[0].shape[0])}-d, visual {int(dims[1].shape[0])}-d){_trained_on(ckpt)} than {here}. "
-                        "Resume with the data the run was trained on, or start a new run")  # fmt: skip
+        source = f" ({ckpt['data_source']})" if ckpt.get("data_source") else ""  # (a parenthesis inside "other
+        # ... than" read badly: a walkthrough)
+        raise DataError(f"resume: the checkpoint was trained on audio {int(dims[0].shape[0])}-d, visual "
+                        f"{int(dims[1].shape[0])}-d features{source}; {here} has other dimensions. Resume with the "
+                        "data the run was trained on, or start a new run")  # fmt: skip
     for name, tensor in saved.items():
         if name in own and tuple(tensor.shape) != tuple(own[name].shape):
             raise DataError(f"resume: the checkpoint was trained on other features than {here}: its {name} is "
