@@ -37,8 +37,8 @@ from .ray_internals import keep_starting_actors, tuner_parts
 from .report import publish_report
 from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, client_for, default_tracking_uri,
                    experiment_tags, http_failure, import_mlflow, resolved_tracking_uri, score_key,
-                   served_artifacts_problem, served_store_problem, sqlite_path, tag_experiment, trial_outcome,
-                   typed_column, without_password)
+                   served_artifacts_problem, sqlite_path, tag_experiment, trial_outcome, typed_column,
+                   without_password)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
 from .settings import SPACES_DIR, SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
@@ -1186,6 +1186,8 @@ def _unsearched_warmup_notes(space: SearchSpace, max_epochs: int) -> list[str]:
     if "weight_warmup_epochs" not in searched and some and constant["weight_warmup_epochs"] >= max_epochs:
         src = next((p for p in space.params if p.name == field), None)
         takes = [c for c in src.choices if c in learned] if src is not None and src.type == "categorical" else learned
+        if src is not None and src.when and constant[field] in learned and constant[field] not in takes:
+            takes = [*takes, constant[field]]  # where its `when` fails a trial keeps the default (the review)
         who = f"trials with {field} {' or '.join(takes)}" if field in searched else "no trial learns"
         what = (f"{who} never learn their loss weights" if field in searched else f"{who} its loss weights")
         notes.append(f"weight_warmup_epochs {constant['weight_warmup_epochs']} ({source('weight_warmup_epochs')}) is "
@@ -1321,7 +1323,12 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
                               f"resume{where}")  # fmt: skip
     hold_search(exp_dir)  # before anything is changed: refused while the search's driver runs
     with _interrupt_in_preflight(exp_dir, resumable=True):  # nothing changed: the same resume continues it
-        if address:
+        if address is not None:  # (an empty one was taken for none: `run` refuses it, the review)
+            from .settings import address_form_problem
+
+            why = address_form_problem(address)
+            if why:
+                raise preflight.PreflightError(f"--address {address!r}: {why}")
             settings.address = address
         address_flag = "--address" if address else f"address in {meta_path}"  # where the address came from
         if tracking_uri:  # the store moved (a folder moved or renamed, a copy on another machine)
@@ -1824,15 +1831,6 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
     if exp is not None:
         tag_experiment(client, exp.experiment_id, metric, mode)
         return exp.experiment_id
-    # a new one made through an MLflow server's database (a team server's URI) would keep its artifacts in this
-    # machine's ./mlruns, out of the server's reach and backup, its runs the team's (a walkthrough: the docs
-    # promised a refusal, given only for an existing experiment)
-    try:  # (a database URI's is said by the pre-flight, before Ray starts; a sqlite store a server uses here)
-        served = served_store_problem(client, tracking_uri, "--tracking-uri")
-    except Exception:  # noqa: BLE001 - a store that will not list its experiments is not a failed start (the review)
-        served = None
-    if served:
-        raise preflight.PreflightError(served)
     if notes is not None:
         try:  # a hint only: a store that will not list its experiments is not a failed start (the review)
             names, token = [], None

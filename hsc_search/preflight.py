@@ -274,33 +274,38 @@ def check_database(uri: str, scheme: str, timeout_s: float, advice: str = ", or 
     try:
         engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=args)
         with engine.connect() as conn:
-            served = _served_experiment(conn)
+            team = _team_server_of(conn)
     except (ImportError, sqlalchemy.exc.NoSuchModuleError) as e:
         raise PreflightError(f"{flag} {shown}: the database driver is not installed ({e})") from None
     except Exception as e:  # noqa: BLE001 - the driver's own error: wrong password, no such database, ...
         first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise PreflightError(f"{flag} {shown}: the database refused the connection: {first}") from None
-    if served is not None:  # an MLflow server's database (a team server's URI): before Ray starts (it was said
-        # after, 34 s into a loaded machine's start: a walkthrough), for a new experiment too
-        from .runs import served_artifacts_problem
+    if team is not None:  # a team server's database: its artifacts are the server's, which only its HTTP clients
+        # reach; a search through the URI failed after Ray had started (34 s here), or, in a new experiment, kept its
+        # artifacts in ./mlruns, out of the server's reach and backup (a walkthrough). (Not any store an MLflow
+        # server touched: `mlflow ui` gives a store's Default experiment served artifacts too, the review)
+        raise PreflightError(f"{flag} {without_password(uri)}: the database of hsc-search's team server ({team} as it "
+                             "was started), "
+                             "which keeps the artifacts that only its own clients reach: give "
+                             f"{flag.removeprefix('$')} the server's http://HOST:PORT (`hsc-search team-server` "
+                             "prints it)")  # fmt: skip
 
-        raise PreflightError(served_artifacts_problem(served[1], uri, flag,
-                                                      f"the store (its experiment '{served[0]}')"))  # fmt: skip
 
-
-def _served_experiment(conn) -> tuple[str, str] | None:
-    """(name, artifact location) of an experiment in MLflow's tables whose artifacts an MLflow server keeps
-    (`mlflow-artifacts:`), else None (also where the tables are not there yet: a new store)."""
+def _team_server_of(conn) -> str | None:
+    """The address of the team server whose database `conn` is (the tag `hsc-search team-server` puts on its
+    Default experiment, `runs.TAG_TEAM_SERVER`), else None (also where MLflow's tables are not there yet)."""
     import sqlalchemy
 
-    location = sqlalchemy.column("artifact_location")
-    query = sqlalchemy.select(sqlalchemy.column("name"), location).select_from(sqlalchemy.table("experiments")).where(
-        location.like("mlflow-artifacts:%")).limit(1)  # fmt: skip
+    from .runs import TAG_TEAM_SERVER
+
+    key, value = sqlalchemy.column("key"), sqlalchemy.column("value")
+    query = sqlalchemy.select(value).select_from(sqlalchemy.table("experiment_tags")).where(
+        key == TAG_TEAM_SERVER).limit(1)  # fmt: skip
     try:
         row = conn.execute(query).first()
     except Exception:  # noqa: BLE001 - no such table (a new store), or one of another schema: MLflow's to say
         return None
-    return (row[0], row[1]) if row else None
+    return str(row[0]) if row else None
 
 
 # ---------------------------------------------------------------------------------------------- storage

@@ -807,10 +807,10 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
               f"epoch ({kinds}; the table below gives why)." if blank else "")  # fmt: skip
     cut = sum(1 for t in rec.trials if not t.curve and t.row.outcome == "interrupted")
     if cut:  # "ended before its first epoch" was untrue of a trial that trained to its end, its one report lost
-        # to the Ctrl-C (a walkthrough): what it trained is in its checkpoint, and a resume records it
-        unseen += (f" Not drawn: {plural(cut, 'trial')} with no epoch recorded when the search was interrupted (what "
-                   f"{'they' if cut != 1 else 'it'} trained since the last report is in the checkpoint, and "
-                   "`hsc-search resume` records it).")  # fmt: skip
+        # to the Ctrl-C (a walkthrough); epochs since a trial's last report have no checkpoint either (the review)
+        unseen += (f" Not drawn: {plural(cut, 'trial')} with no epoch recorded when the search was interrupted "
+                   "(a trial reports at ASHA's rungs, every --checkpoint-every-s and at its end: epochs since its "
+                   "last report were not recorded, and `hsc-search resume` trains them again).")  # fmt: skip
     add("Learning curves", lambda: curves_figure(rec),
         ("Dashed lines: ASHA's rungs. A trial reaching one continues only if it is in the top 1/reduction_factor "
          "of the trials that reached that rung before it (Ray's asynchronous ASHA: an early trial can go on with a "

@@ -30,6 +30,7 @@ TAG_NOTES = "hsc.notes"  # on a search's parent run: what its start said besides
 TAG_DATA_FINGERPRINT = "hsc.data_fingerprint"  # on a search's parent run: its data's fingerprint (JSON; a warm start
 # from the run compares data by it, not by path)
 TAG_NO_SCORE = "hsc.no_score"  # on a search's parent run that ended with no scored trial (FAILED in MLflow): how
+TAG_TEAM_SERVER = "hsc.team_server"  # on the Default experiment of a team server's database: the server's address
 TAG_REPORT_LOGGED = "hsc.report.logged"  # when report.html was last logged to a parent run (UTC, ISO 8601)
 CONFIG_ARTIFACT = "config.yaml"
 CCA_SPECTRUM_ARTIFACT = "cca_spectrum.csv"  # a trial's every canonical correlation, one row per epoch
@@ -305,8 +306,9 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
     if scheme in DB_SCHEMES:  # MLflow retries one that does not answer for minutes
         from .preflight import PreflightError, check_database
 
-        try:
-            check_database(uri, scheme, timeout_s, advice="")
+        try:  # (named as where it came from: a team server's database in $MLFLOW_TRACKING_URI said --tracking-uri)
+            check_database(uri, scheme, timeout_s, advice="",
+                           flag="--tracking-uri" if tracking_uri else "$MLFLOW_TRACKING_URI")  # fmt: skip
         except PreflightError as e:
             raise StoreError(str(e)) from None
         return
@@ -354,7 +356,7 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
         if "://" not in uri and "/" not in uri and not Path(uri).exists():
             hint = f"; did you mean http://{uri}?" if re.fullmatch(r"[\w.-]+:\d+", uri) else ""
             raise StoreError(f"{given} {without_password(uri)}: not a tracking URI; expected {EXPECTED_URIS}{hint}")
-        if "://" in uri and scheme not in ("sqlite", "file") and scheme not in _plugin_schemes():
+        if "://" in uri and scheme not in ("sqlite", "file", "http", "https") and scheme not in _plugin_schemes():
             raise StoreError(f"{given} {without_password(uri)}: unknown scheme '{uri.split('://', 1)[0]}'; expected "
                              f"{EXPECTED_URIS}")  # fmt: skip
 
@@ -741,9 +743,10 @@ def latest_search(client, experiment_id: str, experiment: str | None = None) -> 
                 live = [r.info for r in empty if r.info.status == "RUNNING"]
                 if live:  # (on stderr as the commands' own notes: a warning of the module's logger would be lost
                     # where logging is configured)
-                    named = ", ".join(f"search {i.run_name or 'unnamed'} (run {i.run_id}, running)" for i in live)
-                    print(f"note: {named} started after this one and has no trial run yet: passed over (give "
-                          f"--run-id {live[0].run_id} for it once it has)", file=sys.stderr)  # fmt: skip
+                    named = ", ".join(f"search {i.run_name or 'unnamed'} (run {i.run_id})" for i in live)
+                    print(f"note: {named} started after this one, is RUNNING in MLflow and has no trial run: passed "
+                          f"over (still starting, or its driver was killed before its first trial; give --run-id "
+                          f"{live[0].run_id} for it once it has one)", file=sys.stderr)  # fmt: skip
                 return run.info.run_id
             empty.append(run)
         token = page.token

@@ -136,7 +136,7 @@ class SearchSettings:
             # at it, in the pre-flight
             why = address_form_problem(self.address)
             if not self.address.strip():  # (the pre-flight took it for a local instance)
-                p.append(f"{n('address')} must be a Ray cluster address, got an empty string (leave it out for a "
+                p.append(f"{n('address')} must be a Ray cluster address, got {self.address!r} (--address local for a "
                          "local Ray instance)")  # fmt: skip
             elif why:
                 p.append(f"{n('address')} {self.address}: {why}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import re
 import signal
 import socket
 import stat
@@ -273,9 +274,15 @@ class Postgres:
                 self.proc = None
                 _end_watchdog(self.watchdog)
                 # its FATAL line says why (2,000 characters of the log's earlier runs buried it: a walkthrough)
-                why = [ln.split("FATAL:", 1)[1].strip() for ln in lines if "FATAL:" in ln]
+                fatal = [i for i, ln in enumerate(lines) if "FATAL:" in ln]
+                why = [lines[fatal[-1]].split("FATAL:", 1)[1].strip()] if fatal else []
+                for ln in lines[fatal[-1] + 1:] if fatal else []:  # its DETAIL and HINT say how to mend it (the review)
+                    more = re.search(r"\b(?:DETAIL|HINT):\s*(.*)", ln)
+                    if more is None:
+                        break
+                    why.append(more.group(1).strip())
                 tail = "\n".join(lines[-8:])
-                raise TeamServerError(f"PostgreSQL on {self.data_dir} exited at start: {why[-1]}" if why else
+                raise TeamServerError(f"PostgreSQL on {self.data_dir} exited at start: {' '.join(why)}" if why else
                                       f"PostgreSQL on {self.data_dir} exited at start:\n{tail}")  # fmt: skip
             try:
                 self._ensure_database()
@@ -521,6 +528,7 @@ class TeamServer:
             self.mlflow = MlflowServerProcess(self.postgres.uri(), self.data_dir / ARTIFACTS_DIR, self.port,
                                               self.workers, log_path=self.data_dir / "mlflow.log")  # fmt: skip
             self.mlflow.start()
+            _mark_as_team_store(self.mlflow.url)
         except BaseException:
             self.stop()
             raise
@@ -534,6 +542,24 @@ class TeamServer:
             self.mlflow.stop()
         if self.postgres is not None:
             self.postgres.stop()
+
+
+def _mark_as_team_store(url: str) -> None:
+    """Tags the Default experiment with the server's address (`runs.TAG_TEAM_SERVER`), through the server: a
+    search, report or export given the database URI instead finds the tag and refuses it before Ray starts
+    (`preflight.check_database`). Best effort: a store whose Default experiment is gone keeps the older checks."""
+    import json
+
+    from .runs import TAG_TEAM_SERVER
+
+    body = json.dumps({"experiment_id": "0", "key": TAG_TEAM_SERVER, "value": url}).encode()
+    request = urllib.request.Request(url + "/api/2.0/mlflow/experiments/set-experiment-tag", data=body,
+                                     headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+    except OSError:  # (urllib's HTTPError too: a deleted Default experiment)
+        pass
 
 
 def tunnel_hint(port: int) -> str:

@@ -658,9 +658,10 @@ def test_what_the_report_left_unsaid_or_unreadable_is_said_and_readable():
     gone.row.outcome = "interrupted"  # it may have trained every epoch, its one report lost to a Ctrl-C: not
     # "ended before its first epoch" (a walkthrough)
     page = report.render(rec)
-    assert "ended before" not in page and ("Not drawn: 1 trial with no epoch recorded when the search was "
-                                           "interrupted (what it trained since the last report is in the "
-                                           "checkpoint, and `hsc-search resume` records it).") in page
+    said = html_escape("Not drawn: 1 trial with no epoch recorded when the search was interrupted (a trial reports "
+                        "at ASHA's rungs, every --checkpoint-every-s and at its end: epochs since its last report were "
+                        "not recorded, and `hsc-search resume` trains them again).")  # fmt: skip
+    assert "ended before its first epoch" not in page and said in page, page[page.find("Not drawn"):][:600]
     # rungs 1, 2, 4, ..., 32: each number centred on its line, alternate heights; the axis title says what they are
     rec.milestones = [1, 2, 4, 8, 16, 32]
     fig = report.curves_figure(rec)

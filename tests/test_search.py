@@ -491,6 +491,10 @@ def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp
     assert _alike_notes(some, 5000, 3) == [
         "weight_warmup_epochs 3 (fixed) is not shorter than a trial (--max-epochs 3): trials with loss_weighting "
         "learned never learn their loss weights"], _alike_notes(some, 5000, 3)  # fmt: skip
+    under_when = load_space_dict({"params": {"topk": {"type": "int", "low": 0, "high": 3}, "loss_weighting": {
+        "type": "categorical", "choices": ["fixed", "learned_raw"], "when": {"topk": [1, 2, 3]}}}})  # topk 0: learned
+    assert _alike_notes(under_when, 5000, 1)[-1].endswith("trials with loss_weighting learned_raw or learned never "
+                                                          "learn their loss weights"), _alike_notes(under_when, 5000, 1)
     in_file = load_space_dict({"params": {"warmup_epochs": {"type": "float", "low": 0.0, "high": 1.0}, **lr_only}},
                               overrides={"warmup_epochs": 4.0})  # a searched param --set fixes: its flag named
     assert _alike_notes(in_file, 5000, 4)[0].startswith("warmup_epochs 4 (fixed by --set) is not shorter"), \
@@ -1086,14 +1090,10 @@ def test_an_experiment_whose_artifacts_a_server_serves_is_refused_through_a_data
         _experiment_id(client, "team", "val/map_avg", "max", uri)
     assert client.search_runs([served]) == []
     assert _experiment_id(client, "team", "val/map_avg", "max", "http://127.0.0.1:5000") == served  # its server's
-    # a new one too: its artifacts would be local, out of the server's reach, its runs in the server's store (a
-    # walkthrough; it was made)
-    with pytest.raises(PreflightError, match=r"the store \(its experiment 'team'\) keeps its artifacts on an MLflow "):
-        _experiment_id(client, "own", "val/map_avg", "max", uri)
-    assert client.get_experiment_by_name("own") is None
+    # a new one: local artifacts (a store `mlflow ui` made has a served Default experiment, and serves a search's
+    # local artifacts: not refused, the review; a team server's database is refused by the pre-flight)
+    assert _experiment_id(client, "own", "val/map_avg", "max", uri) != served
     # a new experiment whose name is near one the store has: a note (a typo made a new experiment without a word)
-    uri = f"sqlite:///{tmp_path}/own.db"
-    client = MlflowClient(tracking_uri=uri)
     notes: list[str] = []
     _experiment_id(client, "ablations", "val/map_avg", "max", uri, notes=notes)
     assert notes == [], notes  # nothing near: none

@@ -85,8 +85,8 @@ def test_missing_file_is_named(tmp_path):
     ({"address": "foo:bar"}, "--address foo:bar: expected host:port of a Ray head node (ray start --head prints it"),
     ({"address": "10.0.0.5:99999"}, "--address 10.0.0.5:99999: expected host:port of a Ray head node"),
     ({"address": "ray://10.0.0.5:10001"}, "--address ray://10.0.0.5:10001: Ray Client (ray://) is not supported"),
-    ({"address": ""}, "--address must be a Ray cluster address, got an empty string (leave it out for a local Ray "
-                      "instance)"),
+    ({"address": ""}, "--address must be a Ray cluster address, got '' (--address local for a local Ray instance)"),
+    ({"address": " "}, "--address must be a Ray cluster address, got ' ' (--address local for a local Ray instance)"),
 ])  # fmt: skip
 def test_values_that_would_fail_after_ray_started_fail_here(cli, culprit):
     """Each of these passed the pre-flight and failed (or ran, writing outside the storage folder) once Ray was
@@ -324,3 +324,19 @@ def test_a_settings_mistake_is_said_before_ray_is_imported():
     assert proc.stdout.splitlines()[-2:] == ["exit 2", "imported: []"], proc.stdout + proc.stderr
     assert proc.stderr.strip() == ("error: --address foo:bar: expected host:port of a Ray head node (ray start --head "
                                    "prints it, e.g. 10.0.0.5:6379), or auto"), proc.stderr  # fmt: skip
+
+
+def test_resume_refuses_an_empty_address_as_run_does(tmp_path):
+    """`resume --address ''` was taken for no --address (the search's recorded cluster, without a word), where
+    `run` refuses it (the review)."""
+    import json
+
+    from hsc_search.driver import resume_search
+    from hsc_search.preflight import PreflightError
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "hsc_search.json").write_text(json.dumps({"settings": {"name": "s"}, "space": {}, "parent_run_id": None,
+                                                        "experiment_id": None}))  # fmt: skip
+    with pytest.raises(PreflightError, match=r"^--address '': expected host:port of a Ray head node"):
+        resume_search(folder, address="")

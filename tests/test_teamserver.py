@@ -140,6 +140,10 @@ def test_three_searches_at_once_and_a_server_restart_lose_nothing(team, ray_clus
     listening = _listeners(team.tree())
     assert listening and all(ip == "127.0.0.1" and port == team.port for ip, port, _ in listening), listening
     assert not [x for x in listening if "postgres" in x[2]]
+    # its database says whose it is (the pre-flight refuses its URI by this tag: test_a_stale_lock_file_...)
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(team.url).get_experiment("0").tags.get("hsc.team_server") == team.url
 
     names = [f"s{i}" for i in range(3)]
     drivers = {}
@@ -558,7 +562,11 @@ def _stale_lock_and_read_only(data: Path, run_as: list[str]) -> None:
     from hsc_search.teamserver import Postgres, TeamServerError
 
     pg = Postgres(data, run_as=run_as[1] if run_as else None)
-    pg.init()
+    pg.start(timeout=60)  # first (read_only below skips where root cannot lock a folder: the review)
+    try:
+        _a_servers_database_is_refused_before_ray(pg.uri())
+    finally:
+        pg.stop()
     other = subprocess.Popen(["sleep", "120"])
     try:
         deadline = time.monotonic() + 10  # until the child runs sleep (forked, it is python a moment)
@@ -575,6 +583,7 @@ def _stale_lock_and_read_only(data: Path, run_as: list[str]) -> None:
         other.kill()
         other.wait(timeout=10)
     (data / "postmaster.pid").unlink()
+    (data / "server.log").unlink()
     with read_only(data):  # no log yet: it cannot be made
         with pytest.raises(TeamServerError, match=f"^{data}: cannot be written \\(.*\\); PostgreSQL keeps its lock "
                                                   "file and log there$"):  # fmt: skip
@@ -584,30 +593,41 @@ def _stale_lock_and_read_only(data: Path, run_as: list[str]) -> None:
         shutil.chown(data / "server.log", user=run_as[1])
     with read_only(data):  # a log of earlier starts: PostgreSQL's own reason, alone
         with pytest.raises(TeamServerError) as e:
-            pg.start(timeout=30)
+            try:
+                pg.start(timeout=30)
+            finally:  # (one that started after all is not left running)
+                pg.stop()
     assert str(e.value).startswith(f"PostgreSQL on {data} exited at start: could not create lock file "
                                    '"postmaster.pid"'), str(e.value)
     assert "earlier start" not in str(e.value)
-    pg.start(timeout=60)  # writable again: it starts
-    try:
-        _a_servers_database_is_refused_before_ray(pg.uri())
-    finally:
-        pg.stop()
+    (data / "server.log").write_text("")
+    data.chmod(0o777)  # PostgreSQL's FATAL, then its DETAIL: how to mend it (the review: it was left out)
+    with pytest.raises(TeamServerError) as e:
+        pg.start(timeout=30)
+    assert str(e.value).endswith("has invalid permissions Permissions should be u=rwx (0700) or u=rwx,g=rx (0750)."), \
+        str(e.value)
+    data.chmod(0o700)
+    pg.start(timeout=60)  # writable again: it starts, and stops
+    pg.stop()
 
 
 def _a_servers_database_is_refused_before_ray(uri: str) -> None:
     """A team server's database URI given to a search: refused once Ray had started (34 s into a loaded machine's
-    start, and not at all for a new experiment: a walkthrough); now by the pre-flight's connection, which reads
-    MLflow's experiments table (a new store has none: fine)."""
+    start, and not at all for a new experiment: a walkthrough); now by the pre-flight's connection, which finds the
+    tag the team server puts on its Default experiment (a store without it, e.g. one `mlflow ui` gave a served
+    Default experiment, is not refused: the review)."""
     from mlflow.tracking import MlflowClient
 
     from hsc_search import preflight
     from hsc_search.runs import StoreError, check_store_to_read
 
     preflight.check_tracking(uri, timeout_s=10)  # the database alone, no MLflow tables yet
-    MlflowClient(uri).create_experiment("team", artifact_location="mlflow-artifacts:/1")  # as the server makes them
-    said = (f"--tracking-uri {uri}: the store (its experiment 'team') keeps its artifacts on an MLflow server "
-            "(mlflow-artifacts:/1), which only that server's clients reach: give --tracking-uri the server's "
+    client = MlflowClient(uri)
+    client.create_experiment("served", artifact_location="mlflow-artifacts:/1")  # as `mlflow ui` makes them
+    preflight.check_tracking(uri, timeout_s=10)  # not a team server's: fine
+    client.set_experiment_tag("0", "hsc.team_server", "http://127.0.0.1:5731")  # as `hsc-search team-server` does
+    said = (f"--tracking-uri {uri}: the database of hsc-search's team server (http://127.0.0.1:5731 as it was "
+            "started), which keeps the artifacts that only its own clients reach: give --tracking-uri the server's "
             "http://HOST:PORT (`hsc-search team-server` prints it)")  # fmt: skip
     with pytest.raises(preflight.PreflightError) as e:
         preflight.check_tracking(uri, timeout_s=10)
@@ -615,3 +635,7 @@ def _a_servers_database_is_refused_before_ray(uri: str) -> None:
     with pytest.raises(StoreError) as e:  # export-best, report, replay
         check_store_to_read(uri)
     assert str(e.value) == said, str(e.value)
+    with pytest.MonkeyPatch.context() as mp:  # named as where it came from (it said --tracking-uri: the review)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        with pytest.raises(StoreError, match=r"^\$MLFLOW_TRACKING_URI postgresql.*: give MLFLOW_TRACKING_URI the "):
+            check_store_to_read(None)
