@@ -398,9 +398,10 @@ def served_artifacts_problem(location: str | None, tracking_uri: str | None, fla
 
 
 def served_store_problem(client, tracking_uri: str | None, flag: str) -> "str | None":
-    """`served_artifacts_problem` of a whole store: one whose experiments an MLflow server made (their artifacts
-    `mlflow-artifacts:`, its Default one included) is that server's database, where an experiment made through the
-    database URI would keep local artifacts the server's clients never see."""
+    """`served_artifacts_problem` of a whole store (import-runs --to): any experiment of it that keeps served
+    artifacts (`mlflow-artifacts:`, its Default one included: a store an MLflow server or `mlflow ui` made), where
+    an experiment the import makes through the database URI would keep local artifacts that server's clients
+    never see. (A search's pre-flight tells a team server's database by its tag instead: `preflight`.)"""
     from mlflow.entities import ViewType
 
     for exp in client.search_experiments(view_type=ViewType.ALL):
