@@ -266,7 +266,6 @@ def run(
                storage=storage, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                seed=seed, checkpoint_every_s=checkpoint_every_s, warm_start=warm_start,
                mlflow=False if no_mlflow else None)  # fmt: skip
-    settings = None
     try:  # before the driver's imports (Ray, MLflow, Optuna: another 5 s here): a typo costs torch's, no more
         settings = load_settings(config, cli, set_)
     except (SettingsError, SpaceError, ConfigError, DataError, FileNotFoundError, StorageError) as e:
@@ -287,8 +286,6 @@ def run(
     except SetupInterrupted as e:
         _interrupted_at_setup(e.exp_dir, e.resumable, e.removed)
     except KeyboardInterrupt:  # while the search ended (Ray's last save after a first Ctrl-C, our records)
-        if settings is None:  # reading the settings
-            _interrupted_at_setup()
         from .driver import experiment_dir
 
         _interrupted_again(experiment_dir(settings))
@@ -297,7 +294,7 @@ def run(
         def folder():
             from .driver import experiment_dir
 
-            return experiment_dir(settings) if settings is not None else None
+            return experiment_dir(settings)
 
         _disk_full(e, folder)
     _report(outcome, settings.tracking_uri, settings.data)

@@ -285,8 +285,7 @@ def check_database(uri: str, scheme: str, timeout_s: float, advice: str = ", or 
         # artifacts in ./mlruns, out of the server's reach and backup (a walkthrough). (Not any store an MLflow
         # server touched: `mlflow ui` gives a store's Default experiment served artifacts too, the review)
         raise PreflightError(f"{flag} {without_password(uri)}: the database of hsc-search's team server ({team} as it "
-                             "was started), "
-                             "which keeps the artifacts that only its own clients reach: give "
+                             "was started), which keeps the artifacts that only its own clients reach: give "
                              f"{flag.removeprefix('$')} the server's http://HOST:PORT (`hsc-search team-server` "
                              "prints it)")  # fmt: skip
 

@@ -44,6 +44,7 @@ def address_form_problem(address: str) -> str | None:
         return "expected host:port of a Ray head node (ray start --head prints it, e.g. 10.0.0.5:6379), or auto"
     return None
 
+
 @dataclass
 class SearchSettings:
     """Everything a search needs. Field names double as the keys of a search config file."""
