@@ -1782,6 +1782,12 @@ def _end_parent(client, parent_id: str, e: BaseException) -> None:
         pass
 
 
+_DATE_WORDS = frozenset(  # months and weekdays, in full and as their usual abbreviations
+    [w for full in ("january february march april may june july august september october november december monday "
+                    "tuesday wednesday thursday friday saturday sunday").split() for w in (full, full[:3])]
+    + ["sept", "tues", "thur", "thurs"])
+
+
 def near_typo(a: str, b: str) -> bool:
     """Whether name `a` reads as a typo of `b`: the same but for case, one letter added, dropped or changed, or two
     neighbours swapped; names that differ only in digits (runs numbered or dated) are not."""
@@ -1798,8 +1804,9 @@ def near_typo(a: str, b: str) -> bool:
     if len(px) == len(py):  # one short part changed (run-a / run-b, 2026-12-05 / 2026-12-05b): a series, not a typo
         changed = [(p, q) for p, q in zip(px, py) if p != q]
         if len(changed) == 1 and min(len(changed[0][0]), len(changed[0][1])) <= 2 or \
-                any(re.search(r"\d", p + q) for p, q in changed):  # fmt: skip
-            return False
+                any(re.search(r"\d", p + q) for p, q in changed) or \
+                all(p in _DATE_WORDS and q in _DATE_WORDS for p, q in changed):  # fmt: skip
+            return False  # (sweep-jan / sweep-jun, ave-mon / ave-sun: dated, not a typo)
     if abs(len(x) - len(y)) > 1:
         return False
     if len(x) == len(y):

@@ -1159,8 +1159,10 @@ def test_a_typo_of_a_name_is_one_letter_or_a_swap_or_case_away():
     for a, b in [("ave-wd-sweep", "ave-lr-sweep"), ("run-2", "run-1"), ("ave-2026-12-05", "ave-2026-12-04"),
                  ("hsc-search", "hsc-search"), ("abc", "xyz"), ("hsc-search-v2", "hsc-search"), ("run-a", "run-b"),
                  ("ave-2026-12-05b", "ave-2026-12-05"), ("lr", "l2"), ("run-1a", "run-1"),
-                 ("hsc-search-a", "hsc-search-b")]:  # fmt: skip
+                 ("hsc-search-a", "hsc-search-b"), ("sweep-jan", "sweep-jun"), ("ave-june", "ave-july"),
+                 ("ave-mon", "ave-sun"), ("mar-sweep", "may-sweep")]:  # fmt: skip
         assert not near_typo(a, b), (a, b)
+    assert near_typo("sweep-jna", "sweep-jan") and near_typo("hsc-janus", "hsc-janos")  # a month's typo still is
 
 
 def test_a_store_a_failed_start_created_is_removed_and_one_with_runs_is_kept(tmp_path):
