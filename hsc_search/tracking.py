@@ -112,9 +112,12 @@ class MlflowTracker(tune.Callback):
                             params, known, _trial_number(trial))  # fmt: skip
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if FAILED_KEY in result:  # a failure report carries no epoch; on_trial_complete ends the run as failed
-            return
         self._ensure()
+        if FAILED_KEY in result:  # on_trial_complete ends the run as failed; the epochs it trained since its last
+            # report (`trainable._report_failure`) and its seconds are logged first
+            self._writer.submit("epoch", trial.trial_id, str(trial),
+                                {k: v for k, v in result.items() if k != "config"}, False)  # fmt: skip
+            return
         preload_in_background()  # the report's imports, while the driver mostly waits on its trials (once)
         last = int(result.get("epoch", 0)) >= self.max_epochs  # its end follows: both go in one call
         self._writer.submit("epoch", trial.trial_id, str(trial), {k: v for k, v in result.items() if k != "config"},
@@ -194,7 +197,7 @@ class MlflowTracker(tune.Callback):
             caught.append(trial.trial_id)
             self.on_trial_start(None, trials, trial)
             for r in _saved_results(exp_dir, trial.trial_id):
-                if FAILED_KEY not in r and epochs_of(r):
+                if epochs_of(r):  # (a failure report's epochs since the trial's previous report too)
                     result = {k: v for k, v in r.items() if k != "config"}
                     self._writer.submit("epoch", trial.trial_id, str(trial), result, False)
             if trial.status == "ERROR":

@@ -56,20 +56,28 @@ def train_trial(config: dict[str, Any], data: AVData, metric: str = "val/map_avg
     with the one-line reason and ends.
     """
     torch.set_num_threads(max(1, int(threads)))
+    pending: list[dict] = []  # the epochs trained since the trial's last report
     try:
-        _train(config, data, device, frozenset(report_at), checkpoint_every_s)
+        _train(config, data, device, frozenset(report_at), checkpoint_every_s, pending)
     except DETERMINISTIC as e:
         reason = "; ".join(" ".join(line.split()) for line in str(e).splitlines() if line.strip())
-        _report_failure(metric, f"{type(e).__name__}: {reason}")
+        _report_failure(metric, f"{type(e).__name__}: {reason}", pending)
     except RuntimeError as e:  # torch's out-of-memory errors included (torch.OutOfMemoryError is one)
         beyond = larger_than_the_device(e)
         if beyond is None:  # memory that other trials held, a lost device: a retry may succeed
             raise
-        _report_failure(metric, f"{type(e).__name__}: {beyond}")
+        _report_failure(metric, f"{type(e).__name__}: {beyond}", pending)
 
 
-def _report_failure(metric: str, reason: str) -> None:
-    tune.report({metric: float("nan"), FAILED_KEY: reason, NODE_KEY: ray.get_runtime_context().get_node_id()})
+def _report_failure(metric: str, reason: str, pending: list[dict]) -> None:
+    """The trial's last report: `FAILED_KEY` with the reason, and the epochs it trained since its previous report
+    (under `EPOCHS_KEY`, no checkpoint: MLflow logs them, so the curve up to a divergence is there; they were
+    dropped, and the report said a trial that diverged at epoch 4 of a FIFO search ended before its first epoch).
+    No top-level epoch: ASHA and Ray do not take a failure for an epoch's result."""
+    metrics = {metric: float("nan"), FAILED_KEY: reason, NODE_KEY: ray.get_runtime_context().get_node_id()}
+    if pending:
+        metrics[EPOCHS_KEY] = json.dumps(pending)
+    tune.report(metrics)
 
 
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "PiB": 2**50}
@@ -105,11 +113,12 @@ def larger_than_the_device(e: BaseException) -> str | None:
             "ranges) fits")
 
 
-def _train(config: dict[str, Any], data: AVData, device: str, report_at: frozenset, every_s: float) -> None:
+def _train(config: dict[str, Any], data: AVData, device: str, report_at: frozenset, every_s: float,
+           pending: list[dict]) -> None:  # fmt: skip
+    """`pending`: filled with the epochs not yet reported (what a failure report carries)."""
     cfg = TrainConfig.from_dict(config, source="trial config")
     node_id = ray.get_runtime_context().get_node_id()
     checkpoint = tune.get_checkpoint()
-    pending: list[dict] = []  # epochs not yet reported
     state = {"reports": 0, "since": time.monotonic(), "effective": True}
     stack = contextlib.ExitStack()
     resume_dir = None

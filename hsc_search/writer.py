@@ -490,7 +490,8 @@ class _Sink:
             self._retry(lambda: _log_batch(self.client, self.runs[tid], batch, params, tags), f"log epochs of {name}")
         # never lowered: a trial restored from an earlier checkpoint than its logged epochs (or started over)
         # reports those epochs again; taking the report's epoch logged the ones after it a second time (3, 3, 4, 4)
-        self.logged[tid] = max(self.logged.get(tid, 0), int(result.get("epoch", 0)))
+        self.logged[tid] = max(self.logged.get(tid, 0), int(result.get("epoch", 0)),
+                               *(int(m.get("epoch", 0)) for m in epochs))  # (a failure report has no epoch of its own)
 
     def _node_tags(self, tid: str, result: dict) -> list:
         """`hsc.node` when a report comes from another node than the trial's last one: every node it ran on."""

@@ -115,6 +115,32 @@ def test_failing_trials_are_marked_failed_and_the_search_goes_on(tmp_path, _cach
     assert "<th>why it failed</th>" in report and report.count("NonFiniteLossError: ") >= len(failed)
 
 
+def test_a_trial_that_diverges_after_good_epochs_keeps_them_in_mlflow_and_the_report(tmp_path, _cache_dir):
+    """A FIFO trial reports at its end (or every --checkpoint-every-s): one that diverged at epoch 5 lost epochs 1-4,
+    its run had no metric at all, and the report said it "ended before its first epoch" (a walkthrough). The failure
+    report carries the epochs trained since the last report: MLflow has each of them, the curve is drawn."""
+    space = tmp_path / "space.yaml"
+    # the learning rate rises over the warm-up without clipping: good epochs first, then a loss that overflows (this
+    # data: epoch 5 of 6 here; the assertions hold for any epoch after the first)
+    space.write_text("fixed: {hidden_dim: 32, embed_dim: 16, proj_dim: 16, batch_size: 100, grad_clip: 0.0, "
+                     "warmup_epochs: 6, lr: 100.0}\nparams:\n  tau: {type: categorical, choices: [0.1]}\n")
+    proc = subprocess.run(search_cmd("--space", str(space), "--num-samples", "1", "--max-epochs", "6", "--scheduler",
+                                     "fifo", "--name", "late"),
+                          cwd=tmp_path, env=search_env(_cache_dir), capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # its one trial failed: no score
+    client, _, children = search_runs(f"sqlite:///{tmp_path}/mlflow.db", "hsc-search")
+    [run] = children
+    assert run.info.status == "FAILED" and run.data.tags["hsc.outcome"] == "failed"
+    failed_at = int(re.search(r"NonFiniteLossError: epoch (\d+):", run.data.tags["hsc.error"]).group(1))
+    assert failed_at > 1, run.data.tags["hsc.error"]  # (the space must diverge late for this test to say anything)
+    steps = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/map_avg")]
+    assert [s for s, _ in steps] == list(range(1, failed_at)), steps
+    assert all(0.0 < v < 1.0 for _, v in steps), steps
+    assert run.data.metrics["epoch"] == failed_at - 1 and run.data.metrics["time/total_s"] > 0
+    report = (tmp_path / "ray_results" / "late" / "report.html").read_text()
+    assert "ended before" not in report and "NonFiniteLossError: epoch" in report
+
+
 def test_a_search_whose_every_trial_failed_ends_failed_in_mlflow_and_over_for_its_commands(tmp_path, _cache_dir):
     """Every trial failed: the search exits 1, and its MLflow run showed FINISHED, a success's green tick in the
     runs table (a walkthrough). It ends FAILED, with the tag hsc.no_score saying why; the commands that read it take
