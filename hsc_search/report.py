@@ -833,8 +833,14 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         # fANOVA weighs only parameters every trial has: the conditional ones (weight_lr, w_rec, ...) were left out
         # without a word, read as not searched or of no importance (a walkthrough)
         unranked = sorted({p for t in ranked.trials for p in t.params} - set(importances))
-        left = (f"not ranked (used by only some trials, which {method} cannot weigh): {', '.join(unranked)}"
-                if unranked else "")  # fmt: skip
+        # a parameter with one value in every ranked trial explains nothing by construction: its bar of 0.00 read
+        # as "does not matter" where the search had not varied it among them (a walkthrough: topk 5 in all three)
+        same = [p for p in importances if len({repr(t.params.get(p)) for t in ranked.trials}) == 1]
+        importances = {p: v for p, v in importances.items() if p not in same}
+        left = "; ".join(
+            ([f"not ranked (used by only some trials, which {method} cannot weigh): {', '.join(unranked)}"]
+             if unranked else [])
+            + ([f"not varied among these {len(ranked.trials)} trials: {', '.join(sorted(same))}"] if same else []))
         if computed is not None:
             computed["importances"], computed["importance_title"] = importances, (
                 f"parameter importance for {rec.metric}\n({method}, {which})"

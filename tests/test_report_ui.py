@@ -611,6 +611,26 @@ def test_importances_rank_the_trials_that_trained_all_their_epochs_when_enough_d
     assert "(the 1 trial not ended is left out," in report.importance_basis(rec, report.optuna_study(rec))[2]
 
 
+def test_a_parameter_with_one_value_in_every_ranked_trial_gets_no_importance_bar():
+    """A parameter every ranked trial had the same value of got a bar of 0.00, read as "does not matter", where the
+    search had not varied it among them (a walkthrough: topk 5 in all three completed trials). It is named as not
+    varied instead, in the report and in the parent run's chart (the same numbers)."""
+    from hsc_search import report
+
+    rec = _record(3, n=6)
+    for t in rec.trials:
+        t.row.params["topk"] = "5"
+    computed: dict = {}
+    page = report.render(rec, computed=computed).replace("\\u003cbr\\u003e", " ")  # (plotly's JSON of "<br>")
+    assert "topk" not in computed["importances"] and "lr" in computed["importances"], computed["importances"]
+    assert "not varied among these 6 trials: topk" in page and "not varied among these 6 trials: topk" in (
+        computed["importance_title"].replace("\n", " "))
+    rec.trials[0].row.params["topk"] = "7"  # varied once: ranked again
+    computed = {}
+    report.render(rec, computed=computed)
+    assert "topk" in computed["importances"] and "not varied" not in computed["importance_title"]
+
+
 def test_what_the_report_left_unsaid_or_unreadable_is_said_and_readable():
     """Five things a walkthrough found on real searches: one trial whose loss exploded (finite: not diverged)
     flattened every other trial to a line at 0; fANOVA's chart left out the conditional parameters without a
