@@ -131,6 +131,7 @@ def curves_figure(rec: SearchRecord):
     # one outcome for all (a FIFO search; ASHA stopping none): one colour told no trial from another (a
     # walkthrough), so each trial has its own, named in the legend (a click there hides it)
     one = len({t.row.outcome for t in rec.trials if t.curve}) == 1
+    undrawn = any(not t.curve for t in rec.trials)  # ("all completed" over 2 drawn of 5, 3 failed: a walkthrough)
     palette = plotly.colors.qualitative.Plotly
     for i, t in enumerate(rec.trials, 1):
         if not t.curve:
@@ -165,7 +166,8 @@ def curves_figure(rec: SearchRecord):
                             + ("; log scale" if log else "") + ")",
                       xaxis_title="epoch" + (" (dashed, numbered: ASHA's rungs)" if rec.milestones else ""),
                       yaxis_title=rec.metric, height=460,
-                      legend_title=f"trial (all {_label(next(iter(shown)))})" if one else "outcome")  # fmt: skip
+                      legend_title=(f"trial ({'every one drawn' if undrawn else 'all'} {_label(next(iter(shown)))})"
+                                    if one else "outcome"))  # fmt: skip
     if log:
         fig.update_yaxes(type="log", exponentformat="power")
     else:
@@ -721,6 +723,10 @@ body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1250px
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 .meta { color: #555; } .note { color: #666; font-size: 0.9em; } p { overflow-wrap: anywhere; }
 .table-wrap { overflow-x: auto; max-width: 100%; }  /* a wide table scrolls in its box, not the page */
+/* the # stays in view as the table scrolls sideways (scrolled to the parameters, no row said which trial it was) */
+.table-wrap td:first-child, .table-wrap th:first-child { position: sticky; left: 0; z-index: 1;
+  box-shadow: inset -1px 0 0 #bbb; }  /* (a collapsed border does not stick with its cell) */
+td:first-child { background: #fff; }
 table { border-collapse: collapse; font-size: 0.85em; } td, th { border: 1px solid #ddd; padding: 3px 6px; }
 th { background: #f4f4f4; } tr.best td { background: #e8f5e9; font-weight: 600; } .why { min-width: 24em; }
 .plot-wrap { overflow-x: auto; max-width: 100%; position: relative; }  /* a narrow window scrolls a plot, */

@@ -502,6 +502,19 @@ def test_report_page_layout_in_a_real_browser(tmp_path):
         assert n >= 5 and browser.script_errors(d) == []
         got = check_report_layout(d)
         assert "not searched" in got["parTicks"], got
+        # the trials table scrolled to its far right: each row's # still in view at the box's left edge, on top
+        # (scrolled to the parameters, no row said which trial it was; a walkthrough)
+        seen = d.execute_script("""
+const w = document.querySelector('.table-wrap'); const wide = w.scrollWidth > w.clientWidth + 100;
+w.scrollIntoView(); w.scrollLeft = w.scrollWidth; const left = w.getBoundingClientRect().left;
+return {wide: wide, scrolled: w.scrollLeft, cells: Array.from(w.querySelectorAll('tbody td:first-child'), c => {
+  const r = c.getBoundingClientRect();
+  return {text: c.textContent, left: r.left - left, top: document.elementFromPoint(r.left + r.width / 2,
+          r.top + r.height / 2) === c};
+})};""")  # fmt: skip
+        assert seen["wide"] and seen["scrolled"] > 100, seen
+        assert [c["text"] for c in seen["cells"]] == [str(i) for i in range(1, 7)], seen
+        assert all(abs(c["left"]) <= 1 and c["top"] for c in seen["cells"]), seen
         # a narrow window (a phone, a split screen): each plot keeps a readable width and scrolls in its own box
         # (at 400 px the curves' x axis ran from -3, rung labels and subplot titles lay on each other)
         d.set_window_size(400, 900)
@@ -728,6 +741,9 @@ def test_curves_that_all_ended_alike_are_told_apart_by_colour():
     assert len({t.line.color for t in lines}) == 4, [t.line.color for t in lines]
     assert [t.name for t in lines] == [f"#{i} {t.row.name}" for i, t in enumerate(rec.trials, 1)]
     assert all(t.showlegend for t in lines) and fig.layout.legend.title.text == "trial (all completed)"
+    rec.trials[3].curve, rec.trials[3].row.outcome = [], "failed"  # failed before its first epoch: not drawn
+    assert report.curves_figure(rec).layout.legend.title.text == "trial (every one drawn completed)"
+    rec = _record(3, n=4)
     rec.trials[0].row.outcome, rec.trials[0].row.stopped_by = "stopped_early", "ASHA at rung 1, below the median"
     fig = report.curves_figure(rec)
     lines = [t for t in fig.data if t.mode == "lines+markers"]
