@@ -516,13 +516,14 @@ def rerender(doc: dict, path: Path, out: Path | None, render=None) -> Path:
 
 # ---------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
+    from entry import at_least  # (benchmarks/ is on the path of a script run)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="quick", help="search space name or YAML path (quick)")
     p.add_argument("--data", default=DEFAULT_DATA, help="data spec (the search's default small synthetic AVE)")
-    p.add_argument("--trials", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=12, help="full budget of a trial (ASHA's max_t)")
+    p.add_argument("--trials", type=at_least(1), default=16)
+    p.add_argument("--epochs", type=at_least(1), default=12, help="full budget of a trial (ASHA's max_t)")
     p.add_argument("--seed", type=int, default=0, help="first Optuna seed")
-    p.add_argument("--repeats", type=int, default=3, help="seed pairs: seeds seed .. seed+repeats-1")
+    p.add_argument("--repeats", type=at_least(1), default=3, help="seed pairs: seeds seed .. seed+repeats-1")
     p.add_argument("--grace-period", type=int, default=1)
     p.add_argument("--reduction-factor", type=float, default=2.0)
     p.add_argument("--max-concurrent", type=int, default=0, help="0 = as many as the CPUs allow")

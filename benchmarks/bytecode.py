@@ -133,8 +133,9 @@ def render_markdown(doc: dict, keep: str = "") -> str:
 
 
 def main(argv=None) -> int:
+    from entry import at_least  # (benchmarks/ is on the path of a script run)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=at_least(1), default=2)
     p.add_argument("--quick", action="store_true", help="imports and --help only, 1 round (a smoke run)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results; with --quick a "
                    "new temporary folder, so a smoke run never overwrites the recorded results)")

@@ -12,6 +12,46 @@ OUTPUT_FOLDERS = ("--out", "--workdir", "--keep-curves")  # flags naming a folde
 OUTPUT_FILES = ("--json",)  # and a file
 
 
+def at_least(low: int):
+    """An argparse `type`: a whole number >= `low` (`--rounds 0` ran no round, then wrote its empty tables over the
+    recorded results and exited 0; a walkthrough)."""
+    def parse(text: str) -> int:
+        import argparse
+
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value}: must be at least {low}")
+        return value
+
+    parse.__name__ = f"at least {low}"
+    return parse
+
+
+def int_list(low: int):
+    """An argparse `type`: whole numbers >= `low` separated by commas, at least one (`--counts bogus` was a
+    traceback after the first searches, `--seeds ""` an empty run written over the recorded one)."""
+    def parse(text: str) -> list[int]:
+        import argparse
+
+        parts = [t.strip() for t in text.split(",") if t.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError("empty; expected whole numbers separated by commas, e.g. 0,1,2")
+        try:
+            values = [int(t) for t in parts]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected whole numbers separated by commas") from None
+        small = [v for v in values if v < low]
+        if small:
+            raise argparse.ArgumentTypeError(f"{small[0]}: each must be at least {low}")
+        return values
+
+    parse.__name__ = "list"
+    return parse
+
+
 def output_problem(argv: list[str]) -> str | None:
     """What stops a script writing where its flags say (a folder under a file, a file where a folder goes, a
     folder that cannot be written), checked before it measures: found when it wrote its results, it was a
@@ -57,6 +97,10 @@ def run(main: Callable[[], int | None]) -> int:
 
     try:
         return main() or 0
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (a script that keeps partial results says so first)
+        print(f"{Path(sys.argv[0]).name}: interrupted; the results it writes when it ends were not written",
+              file=sys.stderr)  # fmt: skip
+        return 130
     except SystemExit as e:  # a script's own refusal (`raise SystemExit("--out X: ...")`): as the others, exit 2
         if not isinstance(e.code, str):
             raise

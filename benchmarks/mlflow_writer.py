@@ -68,7 +68,8 @@ def time_writer_calls(trials: int, epochs: int, where: str, root: str) -> dict:
         setattr(MlflowTracker, name, timed(name))
     try:
         t0 = time.perf_counter()
-        outcome = driver.run_search(SearchSettings(data=DATA, num_samples=trials, max_epochs=epochs, name="writer"),
+        outcome = driver.run_search(SearchSettings(data=DATA, num_samples=trials, max_epochs=epochs, name="writer",
+                                                   scheduler="fifo"),
                                     echo=lambda m: None)  # fmt: skip
         wall = time.perf_counter() - t0
         from asha_vs_fifo import stop_if_interrupted

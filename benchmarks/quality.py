@@ -20,7 +20,8 @@ masking); the data stay the same. Each run reports the test mAP of the epoch tha
     python benchmarks/quality.py --quick --out /tmp/q     # tiny data, 1 seed, 2 epochs: seconds
     python benchmarks/quality.py --from-json benchmarks/results/quality.json   # table + plot only
 
-Writes `quality.json` (raw per-run results, written after every run; `--resume` skips the runs it holds),
+Writes `quality.json` (raw per-run results, once every run is done; the runs so far are kept in
+`quality.partial.json` after each, and `--resume` skips the runs it holds),
 `quality.md` (tables) and `quality.png` (bar chart) into --out. Text in quality.md below the line
 `<!-- analysis -->` is kept when the file is regenerated.
 """
@@ -125,13 +126,19 @@ def train_method(data, overrides: dict, seed: int, epochs: int) -> dict:
 
 
 def run_all(args, specs: dict[str, str], epochs: dict[str, int], extra: dict, log) -> dict:
-    path = args.out / "quality.json"
+    """Every run, kept after each in OUT/quality.partial.json (what --resume continues from); quality.json is
+    written once all ran (each run went straight into quality.json: a Ctrl-C, or the first minute of a full run,
+    left the recorded 61-run file holding one run; a walkthrough)."""
+    final = args.out / "quality.json"
+    path = args.out / PARTIAL
     results = {
         "meta": meta(args, specs, epochs, extra),
         "methods": {m: {"kind": METHODS[m][0], "overrides": METHODS[m][1], "description": METHODS[m][2]}
                     for m in args.methods},
         "runs": [],
     }  # fmt: skip
+    if args.resume and not path.exists():
+        path = final
     if args.resume and path.exists():
         old = json.loads(path.read_text())
         same = all(old["meta"].get(k) == results["meta"][k] for k in ("specs", "epochs", "extra_overrides"))
@@ -163,10 +170,14 @@ def run_all(args, specs: dict[str, str], epochs: dict[str, int], extra: dict, lo
                     f"v2a {t['test/map_v2a']:.4f} avg {t['test/map_avg']:.4f}  "
                     f"(epoch {run.get('best_epoch', '-')}, {run['wall_s']:.0f}s)")  # fmt: skip
                 results["meta"]["wall_s"] = sum(r["wall_s"] for r in results["runs"])
-                write_json(path, results)
+                write_json(args.out / PARTIAL, results)
     results["meta"]["wall_s"] = sum(r["wall_s"] for r in results["runs"])
-    write_json(path, results)
+    write_json(final, results)
+    (args.out / PARTIAL).unlink(missing_ok=True)
     return results
+
+
+PARTIAL = "quality.partial.json"  # the runs so far, kept after each; --resume continues from it
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -369,20 +380,21 @@ def report(results: dict, out: Path, name: str = "quality") -> None:
 
 
 def main(argv=None) -> int:
+    from entry import at_least, int_list  # (benchmarks/ is on the path of a script run)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny data and model, 1 seed, 2 epochs (a smoke run)")
     p.add_argument("--datasets", default="ave,vegas", help="comma list of: ave, vegas")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of: {', '.join(METHODS)}")
-    p.add_argument("--seeds", default="0,1,2", help="comma list of trainer seeds (default 0,1,2)")
-    p.add_argument("--epochs-ave", type=int, default=30)
-    p.add_argument("--epochs-vegas", type=int, default=10)
+    p.add_argument("--seeds", type=int_list(0), default="0,1,2", help="comma list of trainer seeds (default 0,1,2)")
+    p.add_argument("--epochs-ave", type=at_least(1), default=30)
+    p.add_argument("--epochs-vegas", type=at_least(1), default=10)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra trainer override applied to every trained method before its own (diagnostics)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared machine 2 threads ran ~7x slower than 1)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results; with --quick a "
                    "new temporary folder, so a smoke run never overwrites the recorded results)")
-    p.add_argument("--resume", action="store_true", help="keep the runs already in OUT/quality.json")
+    p.add_argument("--resume", action="store_true", help="keep the runs already in OUT/quality.partial.json (an interrupted run's), else OUT/quality.json")
     p.add_argument("--from-json", type=Path, default=None, help="only rebuild the tables and chart of a JSON this script wrote: <its name>.md and .png, beside it or in --out")
     args = p.parse_args(argv)
     given_out = args.out
@@ -407,15 +419,14 @@ def main(argv=None) -> int:
 
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    if not args.methods or not datasets:  # (nothing to run: an empty record was written over the recorded one)
+        p.error(f"--methods {','.join(args.methods)!r} --datasets {','.join(datasets)!r}: expected at least one of "
+                "each")  # fmt: skip
     bad = [m for m in args.methods if m not in METHODS] + [d for d in datasets if d not in DATASETS]
     if bad:
         p.error(f"unknown method(s)/dataset(s) {bad}; methods: {', '.join(METHODS)}; datasets: {', '.join(DATASETS)}")
     if "full" in args.methods:
         args.methods = ["full"] + [m for m in args.methods if m != "full"]
-    try:
-        args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        p.error(f"--seeds {args.seeds}: expected whole numbers separated by commas, e.g. 0,1,2")
     extra = parse_overrides(args.overrides)
     torch.set_num_threads(args.threads)
     if args.quick:  # flags given with it win (quick.py)
@@ -435,7 +446,13 @@ def main(argv=None) -> int:
     def log(msg: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
-    results = run_all(args, specs, epochs, extra, log)
+    try:
+        results = run_all(args, specs, epochs, extra, log)
+    except KeyboardInterrupt:
+        if (args.out / PARTIAL).exists():
+            log(f"interrupted: the runs so far are in {args.out / PARTIAL}; the same command with --resume "
+                "continues from them")  # fmt: skip
+        raise
     report(results, args.out)
     log(f"wrote {args.out / 'quality.json'}, quality.md, quality.png ({results['meta']['wall_s'] / 60:.1f} min)")
     return 0

@@ -47,15 +47,20 @@ def _summary(doc: dict) -> dict:
 
 
 def main() -> None:
+    from entry import at_least  # (benchmarks/ is on the path of a script run)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--orders", type=int, default=200)
+    p.add_argument("--orders", type=at_least(1), default=200)
     p.add_argument("--quick", action="store_true", help="20 orders, the first folder only; a temporary --out")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results; with --quick "
                    "a new temporary folder)")  # fmt: skip
     args = p.parse_args()
     out = output_dir(args.out, args.quick, NAME)
     out.mkdir(parents=True, exist_ok=True)
-    orders = 20 if args.quick else args.orders
+    if args.quick:  # flags given with it win (quick.py): --quick --orders 3 ran 20 (a walkthrough)
+        from quick import quick_defaults
+
+        quick_defaults(p, args, orders=20)
+    orders = args.orders
     folders = [ROOT / "benchmarks" / "results" / s / f"fifo-s{seed}" for s in SETS for seed in (0, 1, 2)]
     if args.quick:
         folders = folders[:1]

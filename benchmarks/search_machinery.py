@@ -246,12 +246,13 @@ def render(doc: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from entry import at_least, int_list  # (benchmarks/ is on the path of a script run)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--trials", type=int, default=8, help="trials of the per-epoch searches")
-    p.add_argument("--epochs-short", type=int, default=5)
-    p.add_argument("--epochs-long", type=int, default=40)
-    p.add_argument("--counts", default="16,64,256", help="trial counts of the tiny-trial searches")
-    p.add_argument("--rounds", type=int, default=2, help="rounds; MLflow off and on alternate their order")
+    p.add_argument("--trials", type=at_least(1), default=8, help="trials of the per-epoch searches")
+    p.add_argument("--epochs-short", type=at_least(1), default=5)
+    p.add_argument("--epochs-long", type=at_least(1), default=40)
+    p.add_argument("--counts", type=int_list(1), default="16,64,256", help="trial counts of the tiny-trial searches")
+    p.add_argument("--rounds", type=at_least(1), default=2, help="rounds; MLflow off and on alternate their order")
     p.add_argument("--quick", action="store_true", help="2 trials, 1/3 epochs, 4 tiny trials, a small stock run, "
                    "1 round: a smoke run (< 90 s), written to a temporary folder unless --out")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results; with --quick a "
@@ -267,7 +268,7 @@ def main(argv=None) -> int:
         quick_defaults(p, args, argv, trials=2, epochs_short=1, epochs_long=3, counts="4", rounds=1, keep_ray=True)
     args.out = output_dir(args.out, args.quick, NAME)
     work = Path(work_parent(args.workdir, args.quick))
-    counts = [int(c) for c in args.counts.split(",") if c.strip()]
+    counts = args.counts
     os.environ.pop("RAY_ADDRESS", None)
     t_start, load_before, machine = time.perf_counter(), os.getloadavg(), machine_info()
     fresh = not args.keep_ray

@@ -291,9 +291,10 @@ def write_outputs(doc: dict, out: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
+    from entry import at_least  # (benchmarks/ is on the path of a script run)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="1s,10s", help=f"comma-separated trial sizes among {', '.join(CASES)}")
-    p.add_argument("--rounds", type=int, default=3, help="rounds; each measures both modes, alternating order")
+    p.add_argument("--rounds", type=at_least(1), default=3, help="rounds; each measures both modes, alternating order")
     p.add_argument("--space", default="quick")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--modes", default="off,on", help="MLflow modes to measure: off, on or both (off,on)")
@@ -322,6 +323,10 @@ def main(argv=None) -> int:
         quick_defaults(p, args, argv, cases="quick", rounds=1, keep_ray=True)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
+    if not cases:  # (an empty list measured nothing and wrote its empty tables over the recorded ones)
+        p.error(f"--cases {args.cases!r}: empty; expected some of {', '.join(CASES)}")
+    if not [m for m in args.modes.split(",") if m.strip()]:
+        p.error(f"--modes {args.modes!r}: empty; expected off, on or off,on")
     if unknown:
         p.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
     bad = [m for m in args.modes.split(",") if m.strip() not in ("off", "on")]

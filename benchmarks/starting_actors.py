@@ -100,9 +100,10 @@ def render_markdown(doc: dict, keep: str = "") -> str:
 
 
 def main(argv=None) -> int:
+    from entry import at_least  # (benchmarks/ is on the path of a script run)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--trials", type=int, default=64)
+    p.add_argument("--rounds", type=at_least(1), default=5)
+    p.add_argument("--trials", type=at_least(1), default=64)
     p.add_argument("--quick", action="store_true", help="1 round of 8 trials (a smoke run)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results; with --quick a "
                    "new temporary folder, so a smoke run never overwrites the recorded results)")

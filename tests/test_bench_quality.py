@@ -31,6 +31,22 @@ def test_quality_quick(tmp_path):
     md = (tmp_path / "quality.md").read_text()
     assert "| **full** |" in md and "| linear_cca |" in md and "## vegas" in md
     assert (tmp_path / "quality.png").stat().st_size > 1000
+    assert not (tmp_path / quality.PARTIAL).exists()  # the runs so far: kept while it runs, gone once all ran
+
+    # an interrupted run's runs (each went straight into quality.json: a Ctrl-C, or the first minute of a full run,
+    # left the recorded file with one run; a walkthrough) are in quality.partial.json, which --resume continues
+    kept = {**results, "runs": [r for r in results["runs"] if (r["dataset"], r["method"]) != ("vegas", "full")]}
+    (tmp_path / quality.PARTIAL).write_text(json.dumps(kept))
+    (tmp_path / "quality.json").unlink()
+    proc = subprocess.run([sys.executable, "benchmarks/quality.py", "--quick", "--out", str(tmp_path), "--resume"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"resume: {len(kept['runs'])} runs already in {tmp_path / quality.PARTIAL}" in proc.stdout, proc.stdout
+    assert [ln for ln in proc.stdout.splitlines() if " seed " in ln and "test mAP" in ln][0].split()[1:3] == [
+        "[vegas]", "full"], proc.stdout  # the one run it lacked, alone
+    again = json.loads((tmp_path / "quality.json").read_text())
+    assert len(again["runs"]) == len(results["runs"]) and not (tmp_path / quality.PARTIAL).exists()
+    assert sys.executable and "Traceback" not in proc.stderr
 
     # the table and plot regenerate from the JSON alone; text below the analysis mark survives
     (tmp_path / "quality.md").write_text(md + "hand-written notes\n")

@@ -158,6 +158,37 @@ def test_from_json_renders_the_markdown_beside_the_record_and_never_rewrites_a_j
     assert after == before  # the recorded results, untouched
 
 
+def test_a_count_that_measures_nothing_is_refused_before_anything_is_written():
+    """`--rounds 0` (or an empty --cases / --seeds) ran nothing, then wrote its empty tables over the recorded
+    results in benchmarks/results and exited 0 (a walkthrough). Refused by the option's own type, exit 2, one line;
+    the recorded results untouched."""
+    import argparse
+    import hashlib
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from entry import at_least, int_list
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert at_least(1)("3") == 3 and int_list(0)(" 0, 2,") == [0, 2] and int_list(1)("16,64") == [16, 64]
+    for parse, text in ((at_least(1), "0"), (at_least(1), "-1"), (at_least(1), "x"), (int_list(0), ","),
+                        (int_list(0), ""), (int_list(1), "bogus"), (int_list(1), "4,0")):  # fmt: skip
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(text)
+    recorded = ROOT / "benchmarks" / "results"
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in recorded.iterdir() if p.is_file()}
+    for argv, said in ((["search_overhead.py", "--rounds", "0"], "argument --rounds: 0: must be at least 1"),
+                       (["search_overhead.py", "--cases", ","], "--cases ',': empty; expected some of 1s, 10s, quick"),
+                       (["quality.py", "--seeds", ","],
+                        "argument --seeds: empty; expected whole numbers separated by commas, e.g. 0,1,2")):  # fmt: skip
+        proc = subprocess.run([sys.executable, f"benchmarks/{argv[0]}", *argv[1:]], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == f"{argv[0]}: error: {said}", (
+            proc.stderr[-2000:])
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in recorded.iterdir() if p.is_file()}
+    assert after == before
+
+
 def test_a_place_a_benchmark_cannot_write_is_said_before_it_measures(tmp_path):
     """A --out under a file (or a --json naming a folder) was found when the script wrote its results: a traceback
     after the whole run (a walkthrough: 71 s of search_machinery's --quick). Now one line, exit 2, before any
