@@ -17,6 +17,7 @@ import torch
 from ray import tune
 
 from trainer import AVData, ConfigError, DataError, NonFiniteLossError, TrainConfig, fit, load_state
+from trainer.fit import larger_than_the_device
 
 from .runs import EFFECTIVE_KEY, EPOCHS_KEY, FAILED_KEY, NODE_KEY
 
@@ -66,7 +67,8 @@ def train_trial(config: dict[str, Any], data: AVData, metric: str = "val/map_avg
         beyond = larger_than_the_device(e)
         if beyond is None:  # memory that other trials held, a lost device: a retry may succeed
             raise
-        _report_failure(metric, f"{type(e).__name__}: {beyond}", pending)
+        _report_failure(metric, f"{type(e).__name__}: {beyond}: a retry would fail the same way; a smaller model or "
+                                "batch (the space's ranges) fits", pending)  # fmt: skip
 
 
 def _report_failure(metric: str, reason: str, pending: list[dict]) -> None:
@@ -78,39 +80,6 @@ def _report_failure(metric: str, reason: str, pending: list[dict]) -> None:
     if pending:
         metrics[EPOCHS_KEY] = json.dumps(pending)
     tune.report(metrics)
-
-
-_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "PiB": 2**50}
-
-
-def larger_than_the_device(e: BaseException) -> str | None:
-    """The reason, when `e` is an allocation larger than the device's whole memory (a space with hidden_dim up to
-    1e8 asked for 12 PB: Ray retried it twice, a minute and a half on a loaded machine; a walkthrough), else None.
-    Reads torch's messages: the CPU allocator's "you tried to allocate N bytes", CUDA's "Tried to allocate X GiB
-    ... total capacity of Y GiB"."""
-    import os
-    import re
-
-    text = str(e)
-    cpu = re.search(r"tried to allocate (\d+) bytes", text)
-    if cpu:
-        need, device = int(cpu.group(1)), "this machine"
-        try:
-            have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            return None
-    else:
-        cuda = re.search(r"Tried to allocate ([\d.]+) ([KMGTP]?i?B)", text)
-        total = re.search(r"total capacity of ([\d.]+) ([KMGTP]?i?B)", text)
-        if not (cuda and total and cuda.group(2) in _UNITS and total.group(2) in _UNITS):
-            return None
-        need = float(cuda.group(1)) * _UNITS[cuda.group(2)]
-        have, device = float(total.group(1)) * _UNITS[total.group(2)], "the GPU"
-    if need <= have:
-        return None
-    return (f"the config needs {need / 2**30:,.4g} GiB in one allocation, more than {device} has in all "
-            f"({have / 2**30:,.4g} GiB): a retry would fail the same way; a smaller model or batch (the space's "
-            "ranges) fits")
 
 
 def _train(config: dict[str, Any], data: AVData, device: str, report_at: frozenset, every_s: float,

@@ -548,6 +548,54 @@ def test_ctrl_c_is_one_line_with_the_command_that_continues_and_an_empty_folder_
     assert len((empty / "metrics.jsonl").read_text().splitlines()) == 1 and (empty / "summary.json").exists()
 
 
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder_it_made_and_says_so_in_a_line(tmp_path, capsys,
+                                                                                             monkeypatch):
+    """A failure found once the run folder was made (a batch not above cca_dim on a 20-clip train split, an
+    allocation larger than the machine) left an empty folder (runs/train-<time> without --out), the allocation a
+    20-line traceback; `--out ""` (an unset shell variable) wrote the run into the working directory (a
+    walkthrough). A folder the user made is kept; so is one holding anything else."""
+    from trainer.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    data = "synthetic:ave?n_train=20&n_val=40&n_test=40&dim_audio=16&dim_visual=24&num_classes=4"
+    sets = ["--set=epochs=1", "--set=hidden_dim=32", "--set=embed_dim=16", "--set=proj_dim=16"]
+    assert main(["--data", data, "--out", str(tmp_path / "r"), *sets, "--set=cca_dim=32"]) == 2
+    assert "must exceed cca_dim 32" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert main(["--data", data, *sets, "--set=cca_dim=32"]) == 2  # its own runs/train-<time>: gone too
+    assert list((tmp_path / "runs").iterdir()) == []
+    (tmp_path / "mine").mkdir()
+    assert main(["--data", data, "--out", str(tmp_path / "mine"), *sets, "--set=cca_dim=32"]) == 2
+    assert (tmp_path / "mine").is_dir()  # the user's folder stays
+    capsys.readouterr()
+    huge = ["--set=epochs=1", "--set=hidden_dim=100000000000", "--set=cca_dim=4", "--set=batch_size=10"]
+    assert main(["--data", data, "--out", str(tmp_path / "h"), *huge]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("error: the config needs ") and err.count("\n") == 1, err
+    assert "GiB in one allocation, more than this machine has in all (" in err and not (tmp_path / "h").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["--data", data, "--out", "", *sets])
+    assert e.value.code == 2 and "argument --out: empty; expected the run folder's path" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "runs"]  # nothing written here
+
+
+def test_sigterm_is_said_as_ctrl_c_is_with_the_command_that_continues(small_spec, tmp_path):
+    """`timeout` or a batch scheduler ending the job (SIGTERM) stopped the run without a word, exit 143."""
+    import signal
+
+    sets = [f"--set={k}={v}" for k, v in {**TINY, "epochs": 50}.items()]
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", "--data", small_spec, "--out", str(tmp_path / "run"),
+                             *sets], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    for line in proc.stdout:
+        if line.startswith("epoch   1/50"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=120)
+    again = (f"{shlex.quote(sys.executable)} -m trainer --data {shlex.quote(small_spec)} --out {tmp_path / 'run'} "
+             "--resume")  # fmt: skip
+    assert proc.returncode == 143 and [ln for ln in err.splitlines() if ln.strip()] == [
+        f"stopped (SIGTERM): the run's last completed epoch is kept in {tmp_path / 'run'}; `{again}` continues it"], err
+
+
 def test_cli_removes_no_file_it_did_not_write_and_says_folder_and_checkpoint_faults_in_a_line(small_spec, tmp_path):
     """A folder with a checkpoint/ of another program, or the user's own config.yaml, was taken for a run that
     stopped before its first epoch and its files deleted (the config.yaml even before it was read); a run folder

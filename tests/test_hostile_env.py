@@ -244,7 +244,7 @@ def test_a_read_only_file_system_is_called_so_not_permission_denied(tmp_path, sm
                                "epochs=1"], capture_output=True, text=True, timeout=300,
                               cwd=Path(__file__).parents[1])  # fmt: skip
         assert proc.returncode == 2 and proc.stderr.strip() == (
-            f"error: --out {ro}: cannot create the run folder (Read-only file system); expected a folder path that "
+            f"error: --out {ro}: cannot write in the run folder (Read-only file system); expected a folder path that "
             "can be written"), proc.stderr  # fmt: skip
         assert out_file_problem(ro / "best.yaml", "best.yaml", "--out", kind="config") == (
             f"--out {ro / 'best.yaml'}: cannot write in {ro} (read-only file system)")

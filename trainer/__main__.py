@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import EXAMPLE_CONFIG, ConfigError, DataError, NonFiniteLossError, TrainConfig, fit, load_data
 from .config import describe, why_unwritable
-from .fit import CHECKPOINT_FILE, CheckpointError, resolve_device
+from .fit import CHECKPOINT_FILE, CheckpointError, larger_than_the_device, resolve_device
 
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint", "summary.json")  # what `fit` writes into a run folder
@@ -32,7 +32,7 @@ def build_parser(prog: str = "python -m trainer") -> argparse.ArgumentParser:
                    help="a .h5/.hdf5 file (AVE/VEGAS feature layout), a .parquet file, or synthetic:ave / "
                    "synthetic:vegas, optionally with options, e.g. 'synthetic:ave?n_train=800&dim_visual=64' "
                    "(default: synthetic:ave, AVE-sized synthetic data).")
-    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/train-<timestamp>).")
+    p.add_argument("--out", type=_folder, default=None, help="run folder (default: runs/train-<timestamp>).")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field; repeatable (e.g. --set lr=3e-4 --set distill=relational).")
     p.add_argument("--device", default="auto",
@@ -45,7 +45,38 @@ def build_parser(prog: str = "python -m trainer") -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
+def _folder(text: str) -> Path:
+    """--out's type: an empty value (an unset shell variable, `--out "$RUN"`) wrote the run into the working
+    directory, as Path("") is "." (a walkthrough)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; expected the run folder's path (is a shell variable unset?)")
+    return Path(text)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, a batch scheduler ending the job): handled as a Ctrl-C is, what is kept and the command
+    that continues said (the run stopped without a word, exit 143; a walkthrough)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: the caller's own handling stands
+        previous = None
+    try:
+        return _main(argv, prog)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None, prog: str) -> int:
     args = build_parser(prog).parse_args(argv)
     # `~` as hsc-search reads it: after `--out=` or in quotes no shell expanded it, and `--out=~/run` made a folder
     # named `~` in the working directory while printing "run folder: ~/run" (a walkthrough)
@@ -80,24 +111,34 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
             print(f"note: --set val_fraction={cfg.val_fraction} is not used: {data.source} has a val split of its "
                   f"own ({len(data.val)} clips)")  # fmt: skip
         resume = out / "checkpoint" if args.resume else None
+        made = not out.exists()  # (removed again if the run ends before its first epoch)
         try:  # here, not in fit: a folder that cannot be made or written is the --out flag's fault
             out, lock = _claim(out, named)
             why = why_unwritable(out)
             if why is not None:
                 raise OSError(30 if why.startswith("read-only") else 13, why[0].upper() + why[1:])
         except OSError as e:
-            print(f"error: --out {out}: cannot create the run folder ({e.strerror or e}); expected a folder path "
-                  "that can be written", file=sys.stderr)  # fmt: skip
+            print(f"error: --out {out}: cannot {'create' if made else 'write in'} the run folder ({e.strerror or e}); "
+                  "expected a folder path that can be written", file=sys.stderr)  # fmt: skip
             return 2
         if lock is None:  # two runs given one folder at once mixed their epochs in it, and both said they succeeded
             _say_busy(out)
             return 2
-        try:  # again, holding the folder (a run that trained there since is not replaced), and only now are the
+        try:
+            fresh = made and not any(p.name != LOCK_FILE for p in out.iterdir())  # again, holding the folder (a run that trained there since is not replaced), and only now are the
             # files of a run cut off before its first epoch removed: a run in its first epoch looks the same, and a
             # check before the lock removed a live run's files (the review)
             if named and _refused(out, args):
                 return 2
             fit(cfg, data, out_dir=out, resume_from=resume, device=args.device)
+        except BaseException:
+            # a folder this run made, ended before its first epoch: nothing in it is worth keeping (a too small
+            # train split, a batch not above cca_dim, an allocation too large left an empty runs/train-<time>)
+            if fresh and _stopped_before_first_epoch(out):
+                import shutil
+
+                shutil.rmtree(out, ignore_errors=True)
+            raise
         finally:
             _release(out, lock)
     except (ConfigError, DataError, CheckpointError, FileNotFoundError) as e:
@@ -105,6 +146,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
         return 2
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # torch's out-of-memory errors included (torch.OutOfMemoryError is one)
+        beyond = larger_than_the_device(e)
+        if beyond is None:  # memory that something else held, a lost device: the traceback says more
+            raise
+        print(f"error: {beyond}; a smaller model or batch (hidden_dim, batch_size, --set) fits", file=sys.stderr)
         return 1
     except OSError as e:  # a full disk, a folder made read-only mid-run: one line, not a traceback (a walkthrough)
         where = e.filename or out
@@ -118,14 +165,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
             then = f"the run's last completed epoch is kept in {out}; `{_again(prog, args, out)}` continues it"
         print(f"error: {where}: {e.strerror or e}; {then}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # one line instead of a traceback: what is kept, and the command that continues
+    except KeyboardInterrupt as e:  # one line instead of a traceback: what is kept, and the command that continues
+        what = "stopped (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         if _stopped_before_first_epoch(out):
-            print("\ninterrupted before the first epoch ended: nothing to keep; the same command starts over",
+            print(f"\n{what} before the first epoch ended: nothing to keep; the same command starts over",
                   file=sys.stderr)  # fmt: skip
         else:
-            print(f"\ninterrupted: the run's last completed epoch is kept in {out}; `{_again(prog, args, out)}` "
+            print(f"\n{what}: the run's last completed epoch is kept in {out}; `{_again(prog, args, out)}` "
                   "continues it", file=sys.stderr)  # fmt: skip
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
     print(f"run folder: {out}")
     return 0
 

@@ -60,6 +60,39 @@ class FitResult:
 DEVICES = "auto, cpu, cuda or cuda:N"
 
 
+_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "PiB": 2**50}
+
+
+def larger_than_the_device(e: BaseException) -> str | None:
+    """The reason, when `e` is an allocation larger than the device's whole memory (a space with hidden_dim up to
+    1e8 asked for 12 PB: Ray retried it twice, a minute and a half on a loaded machine; and `python -m trainer`
+    printed a 20-line traceback; walkthroughs), else None: what a retry or another run cannot change.
+    Reads torch's messages: the CPU allocator's "you tried to allocate N bytes", CUDA's "Tried to allocate X GiB
+    ... total capacity of Y GiB"."""
+    import os
+    import re
+
+    text = str(e)
+    cpu = re.search(r"tried to allocate (\d+) bytes", text)
+    if cpu:
+        need, device = int(cpu.group(1)), "this machine"
+        try:
+            have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None
+    else:
+        cuda = re.search(r"Tried to allocate ([\d.]+) ([KMGTP]?i?B)", text)
+        total = re.search(r"total capacity of ([\d.]+) ([KMGTP]?i?B)", text)
+        if not (cuda and total and cuda.group(2) in _UNITS and total.group(2) in _UNITS):
+            return None
+        need = float(cuda.group(1)) * _UNITS[cuda.group(2)]
+        have, device = float(total.group(1)) * _UNITS[total.group(2)], "the GPU"
+    if need <= have:
+        return None
+    return (f"the config needs {need / 2**30:,.4g} GiB in one allocation, more than {device} has in all "
+            f"({have / 2**30:,.4g} GiB)")
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' -> cuda when available, else cpu. Raises ConfigError for a device this machine does not have."""
     if device == "auto":
@@ -418,7 +451,7 @@ def fit(
         log(f"data: {data.summary()}")
         for note in data.notes:
             log(f"warning: {note}")
-        log(f"device: {dev}; losses: {', '.join(names)}; {steps_per_epoch} steps/epoch of {cfg.batch_size}")
+        log(f"device: {dev}; losses: {', '.join(names)}; {steps_per_epoch} step{'s' * (steps_per_epoch != 1)}/epoch of {cfg.batch_size}")
     if log and start_epoch <= cfg.epochs:  # a resume that trains on too (its epochs may have grown: the review)
         for note in schedule_notes(cfg):
             log(f"note: {note}")
