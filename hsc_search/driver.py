@@ -34,7 +34,7 @@ from .export import (ExportError, TrialRow, best_row, outcome_counts, provenance
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
-from .report import publish_report
+from .report import _reason, publish_report
 from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, client_for, default_tracking_uri,
                    experiment_tags, http_failure, import_mlflow, resolved_tracking_uri, score_key,
                    served_artifacts_problem, sqlite_path, tag_experiment, trial_outcome, typed_column,
@@ -2033,6 +2033,8 @@ def _log_summary_table(client, parent_id: str, rows: list[TrialRow], out_dir: Pa
             "score": [r.score for r in rows],
             # a trial ASHA stopped: its rung and the cut-off it missed (typed: a column of nulls is null otherwise)
             "stopped_by": pa.array([r.stopped_by for r in rows], pa.string()),
+            # a failed trial: the exception's line, as the report's table gives it (the summary had no reason)
+            "error": pa.array([_reason(r.error) if r.error else None for r in rows], pa.string()),
             **{f"param.{p}": typed_column([r.params.get(p) for r in rows]) for p in param_names},
             **{f"final.{m}": [r.final.get(m) for r in rows] for m in metric_names},
         }

@@ -111,6 +111,12 @@ def test_failing_trials_are_marked_failed_and_the_search_goes_on(tmp_path, _cach
     assert len(bad) == len(failed) and all(" val/map_avg -  best " in l for l in bad), lines
     assert "nan" not in " ".join(lines), lines
     assert all("hsc.retried" not in c.data.tags for c in children)
+    import pyarrow.parquet as pq  # and in the summary table, beside the outcome (it had stopped_by only)
+
+    table = pq.read_table(client.download_artifacts(parents[0].info.run_id, "summary/trials.parquet",
+                                                    str(tmp_path))).to_pylist()  # fmt: skip
+    assert sorted(r["run_id"] for r in table if r["error"]) == sorted(c.info.run_id for c in failed), table
+    assert all(r["error"].startswith("NonFiniteLossError: ") for r in table if r["error"]), table
     report = (tmp_path / "ray_results" / "fails" / "report.html").read_text()  # the reason is in the report too
     assert "<th>why it failed</th>" in report and report.count("NonFiniteLossError: ") >= len(failed)
 
