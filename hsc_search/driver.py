@@ -1805,7 +1805,7 @@ def near_typo(a: str, b: str) -> bool:
         changed = [(p, q) for p, q in zip(px, py) if p != q]
         if len(changed) == 1 and min(len(changed[0][0]), len(changed[0][1])) <= 2 or \
                 any(re.search(r"\d", p + q) for p, q in changed) or \
-                all(p in _DATE_WORDS and q in _DATE_WORDS for p, q in changed):  # fmt: skip
+                changed and all(p in _DATE_WORDS and q in _DATE_WORDS for p, q in changed):  # fmt: skip
             return False  # (sweep-jan / sweep-jun, ave-mon / ave-sun: dated, not a typo)
     if abs(len(x) - len(y)) > 1:
         return False

@@ -1154,7 +1154,8 @@ def test_a_typo_of_a_name_is_one_letter_or_a_swap_or_case_away():
     from hsc_search.driver import near_typo
 
     for a, b in [("hsc-serach", "hsc-search"), ("hsc-searh", "hsc-search"), ("hsc-searchh", "hsc-search"),
-                 ("hsc-seerch", "hsc-search"), ("HSC-Search", "hsc-search")]:  # fmt: skip
+                 ("hsc-seerch", "hsc-search"), ("HSC-Search", "hsc-search"), ("hsc_search", "hsc-search"),
+                 ("my_sweep", "my-sweep")]:  # fmt: skip (a separator alone: the review)
         assert near_typo(a, b) and near_typo(b, a), (a, b)
     for a, b in [("ave-wd-sweep", "ave-lr-sweep"), ("run-2", "run-1"), ("ave-2026-12-05", "ave-2026-12-04"),
                  ("hsc-search", "hsc-search"), ("abc", "xyz"), ("hsc-search-v2", "hsc-search"), ("run-a", "run-b"),
