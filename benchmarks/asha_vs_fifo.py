@@ -131,13 +131,15 @@ def _recorder():
     too coarse to order epochs of 0.05 s."""
     from ray.tune import Callback
 
-    from hsc_search.runs import epochs_of
+    from hsc_search.runs import FAILED_KEY, epochs_of
 
     class _Recorder(Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             now = time.perf_counter()  # a trial reports its epochs in batches (at ASHA's rungs, at its end)
+            failed = FAILED_KEY in result  # its epochs before a divergence: trained, never the best (as the product)
             for m in epochs_of(result):
-                _EVENTS.append((now, "result", trial.trial_id, int(m.get("epoch", 0)), m.get("val/map_avg")))
+                _EVENTS.append((now, "result", trial.trial_id, int(m.get("epoch", 0)),
+                                None if failed else m.get("val/map_avg")))  # fmt: skip
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             _EVENTS.append((time.perf_counter(), "end", trial.trial_id, None, None))

@@ -77,6 +77,8 @@ class Progress(tune.Callback):
         self._done += 1
         result = trial.last_result or {}
         value = self._scores.get(trial.trial_id, result.get(self.metric))
+        if what == "FAILED":  # no score: its epochs before a divergence read as one above the best (the review)
+            value = None
         if what != "FAILED" and value is not None and math.isfinite(value):  # failed trials are never the best
             if self._best is None or (value > self._best if self.mode == "max" else value < self._best):
                 self._best = value

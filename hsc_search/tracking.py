@@ -179,7 +179,8 @@ class MlflowTracker(tune.Callback):
         for trial in trials:
             if trial.status not in ("TERMINATED", "ERROR") or (not ended_here and trial.trial_id in self._ended):
                 continue
-            last = int((trial.last_result or {}).get("epoch", 0))  # Ray's record of its last report
+            lr = trial.last_result or {}  # Ray's record of its last report (a failure report: the epochs it carries)
+            last = max([int(lr.get("epoch", 0))] + [int(m.get("epoch", 0)) for m in epochs_of(lr)])
             run = runs.get(trial.trial_id)
             if run is not None and run.info.status != "RUNNING" and int(run.data.metrics.get("epoch", 0)) >= last:
                 continue

@@ -543,7 +543,9 @@ class _Sink:
             tags.append(RunTag(TAG_STOPPED_BY, why))
         metrics = list(deferred["metrics"])
         by_epoch = self.scores.get(tid, {})
-        if sorted(by_epoch) == list(range(1, len(by_epoch) + 1)):  # every epoch seen here (else: read back)
+        # every epoch seen here (else: read back); a failed trial has none: its epochs before a divergence carried a
+        # score that topped the experiment's primary metric in MLflow's runs table over every trial that completed
+        if outcome != "failed" and sorted(by_epoch) == list(range(1, len(by_epoch) + 1)):
             score = best_of(by_epoch.values(), self.mode)
             if score is not None:
                 metrics.append(Metric(score_key(self.metric, self.mode), score, int(time.time() * 1000), 0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -143,6 +144,23 @@ def test_a_trial_that_diverges_after_good_epochs_keeps_them_in_mlflow_and_the_re
     assert [s for s, _ in steps] == list(range(1, failed_at)), steps
     assert all(0.0 < v < 1.0 for _, v in steps), steps
     assert run.data.metrics["epoch"] == failed_at - 1 and run.data.metrics["time/total_s"] > 0
+    # no score: a diverged trial's epochs before it failed topped MLflow's ranking by the primary metric (the review)
+    assert "best/max/val/map_avg" not in run.data.metrics, run.data.metrics
+    assert [ln for ln in proc.stderr.splitlines() if " FAILED " in ln and " val/map_avg -  best - " in ln], proc.stderr
+    # `resume` after a driver's death reads Ray's last report: a failure report's epochs count as reported
+    import types
+
+    from hsc_search.runs import EPOCHS_KEY, FAILED_KEY
+    from hsc_search.tracking import MlflowTracker
+
+    tracker = MlflowTracker.__new__(MlflowTracker)
+    tracker.experiment_id, tracker.parent_run_id, tracker._ended = run.info.experiment_id, run.data.tags.get(
+        "mlflow.parentRunId"), set()  # fmt: skip
+    report = {FAILED_KEY: "x", EPOCHS_KEY: json.dumps([{"epoch": e} for e in range(1, failed_at + 1)])}
+    trial = types.SimpleNamespace(trial_id=run.data.tags["hsc.trial_id"], status="TERMINATED", last_result=report)
+    assert tracker.lacking(client, [trial]) == [trial]  # one epoch more than MLflow holds
+    report[EPOCHS_KEY] = json.dumps([{"epoch": e} for e in range(1, failed_at)])
+    assert tracker.lacking(client, [trial]) == []
     report = (tmp_path / "ray_results" / "late" / "report.html").read_text()
     assert "ended before" not in report and "NonFiniteLossError: epoch" in report
 
