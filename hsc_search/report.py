@@ -835,13 +835,18 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     def importance() -> Any:
         if not ranked or len(ranked.trials) < IMPORTANCE_FROM:
             return None
-        importances, method = param_importances(ranked)
+        # a parameter with one value in every ranked trial explains nothing by construction: its bar of 0.00 read
+        # as "does not matter" where the search had not varied it among them (a walkthrough: topk 5 in all three);
+        # where none varied, fANOVA is not asked ("Encountered zero total variance in all trees", the review)
+        every = [p for p in {p for t in ranked.trials for p in t.params} if all(p in t.params for t in ranked.trials)]
+        same = [p for p in every if len({repr(t.params[p]) for t in ranked.trials}) == 1]
+        if same and len(same) == len(every):
+            importances, method = {}, "not computed"
+        else:
+            importances, method = param_importances(ranked)
         # fANOVA weighs only parameters every trial has: the conditional ones (weight_lr, w_rec, ...) were left out
         # without a word, read as not searched or of no importance (a walkthrough)
-        unranked = sorted({p for t in ranked.trials for p in t.params} - set(importances))
-        # a parameter with one value in every ranked trial explains nothing by construction: its bar of 0.00 read
-        # as "does not matter" where the search had not varied it among them (a walkthrough: topk 5 in all three)
-        same = [p for p in importances if len({repr(t.params.get(p)) for t in ranked.trials}) == 1]
+        unranked = sorted({p for t in ranked.trials for p in t.params} - set(importances) - set(same))
         importances = {p: v for p, v in importances.items() if p not in same}
         left = "; ".join(
             ([f"not ranked (used by only some trials, which {method} cannot weigh): {', '.join(unranked)}"]

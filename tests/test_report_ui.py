@@ -638,6 +638,16 @@ def test_a_parameter_with_one_value_in_every_ranked_trial_gets_no_importance_bar
     assert "topk" not in computed["importances"] and "lr" in computed["importances"], computed["importances"]
     assert "not varied among these 6 trials: topk" in page and "not varied among these 6 trials: topk" in (
         computed["importance_title"].replace("\n", " "))
+    for t in rec.trials:  # nothing every trial has varied: Optuna is not asked (it raised "zero total variance")
+        t.row.params.update(lr="0.003", loss_weighting="learned", weight_lr="0.01")
+    computed = {}
+    report.render(rec, computed=computed)
+    assert computed["importances"] == {} and "(not computed, 6 trials)" in computed["importance_title"]
+    assert "not varied among these 6 trials: loss_weighting, lr, topk, weight_lr" in computed[
+        "importance_title"].replace("\n", " ")  # fmt: skip
+    rec = _record(3, n=6)
+    for t in rec.trials:
+        t.row.params["topk"] = "5"
     rec.trials[0].row.params["topk"] = "7"  # varied once: ranked again
     computed = {}
     report.render(rec, computed=computed)
