@@ -125,7 +125,8 @@ def main(argv=None) -> int:
         "python": platform.python_version(),
     }
     print(json.dumps(result, indent=2))
-    if args.json:
+    if args.json:  # (its folder made when missing, as the other output flags' are: it was a FileNotFoundError)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

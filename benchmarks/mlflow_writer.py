@@ -220,7 +220,8 @@ def main(argv=None) -> int:
                   "writer_process": time_writer_calls(args.trials, args.epochs, "process", root), "plots": plots,
                   "uploads": uploads}  # fmt: skip
     print(json.dumps(result, indent=2))
-    if args.json:
+    if args.json:  # (its folder made when missing, as the other output flags' are: it was a FileNotFoundError)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

@@ -137,13 +137,15 @@ def run_all(args, specs: dict[str, str], epochs: dict[str, int], extra: dict, lo
                     for m in args.methods},
         "runs": [],
     }  # fmt: skip
+    if not args.resume:  # (an earlier interrupted run's: said as this run's, and taken by a later --resume)
+        path.unlink(missing_ok=True)
     if args.resume and not path.exists():
         path = final
     if args.resume and path.exists():
         old = json.loads(path.read_text())
         same = all(old["meta"].get(k) == results["meta"][k] for k in ("specs", "epochs", "extra_overrides"))
         if same:
-            results["runs"] = [r for r in old["runs"] if r["method"] in args.methods]
+            results["runs"] = [r for r in old["runs"] if r["method"] in args.methods and r["seed"] in args.seeds]
             log(f"resume: {len(results['runs'])} runs already in {path}")
         else:
             log(f"resume: {path} was made with other settings; starting over")
@@ -449,9 +451,9 @@ def main(argv=None) -> int:
     try:
         results = run_all(args, specs, epochs, extra, log)
     except KeyboardInterrupt:
-        if (args.out / PARTIAL).exists():
-            log(f"interrupted: the runs so far are in {args.out / PARTIAL}; the same command with --resume "
-                "continues from them")  # fmt: skip
+        if (args.out / PARTIAL).exists():  # (a --quick run's own temporary folder: named, a new one is made else)
+            log(f"interrupted: the runs so far are in {args.out / PARTIAL}; the same command with --resume"
+                + ("" if given_out else f" --out {args.out}") + " continues from them")  # fmt: skip
         raise
     report(results, args.out)
     log(f"wrote {args.out / 'quality.json'}, quality.md, quality.png ({results['meta']['wall_s'] / 60:.1f} min)")

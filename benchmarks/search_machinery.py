@@ -164,7 +164,12 @@ def _stock_ray(trials: int, reports: int) -> dict:
         run_config=tune.RunConfig(storage_path=str(work), name="stock", verbose=0),
     )
     t0 = time.perf_counter()
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:  # (each run left a /tmp/stock-* folder: a walkthrough)
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
     wall = time.perf_counter() - t0
     return {"trials": trials, "reports": reports, "wall_s": wall, "per_trial_s": wall / trials}
 
@@ -265,7 +270,7 @@ def main(argv=None) -> int:
     if args.quick:  # a smoke run: one Ray instance (7 starts would double its time)
         from quick import quick_defaults
 
-        quick_defaults(p, args, argv, trials=2, epochs_short=1, epochs_long=3, counts="4", rounds=1, keep_ray=True)
+        quick_defaults(p, args, argv, trials=2, epochs_short=1, epochs_long=3, counts=[4], rounds=1, keep_ray=True)
     args.out = output_dir(args.out, args.quick, NAME)
     work = Path(work_parent(args.workdir, args.quick))
     counts = args.counts

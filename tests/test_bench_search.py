@@ -131,7 +131,8 @@ def test_mistakes_cost_a_line_before_any_search_and_an_interrupted_search_writes
         (["asha_vs_fifo.py", "--quick", "--space", "nosuch", "--out", str(tmp_path / "o")], 2,
          "asha_vs_fifo.py: error: search settings: space 'nosuch'"),
         (["search_overhead.py", "--quick", "--modes", "bogus"], 2, "--modes: unknown 'bogus'"),
-        (["replay_recorded.py", "--orders", "0"], 2, "replay_recorded.py: error: --orders 0: must be at least 1"),
+        (["replay_recorded.py", "--orders", "0"], 2,
+         "replay_recorded.py: error: argument --orders: 0: must be at least 1"),  # (the option's type says it)
     ]  # fmt: skip
     for args, code, needle in cases:
         proc = subprocess.run([sys.executable, f"benchmarks/{args[0]}", *args[1:]], cwd=ROOT, capture_output=True,

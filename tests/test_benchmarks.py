@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bench_trainer_quick(tmp_path):
-    out = tmp_path / "bench.json"
+    out = tmp_path / "new" / "bench.json"  # its folder made when missing (a FileNotFoundError after the run)
     proc = subprocess.run([sys.executable, "benchmarks/bench_trainer.py", "--quick", "--json", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr

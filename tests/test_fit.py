@@ -594,6 +594,23 @@ def test_sigterm_is_said_as_ctrl_c_is_with_the_command_that_continues(small_spec
              "--resume")  # fmt: skip
     assert proc.returncode == 143 and [ln for ln in err.splitlines() if ln.strip()] == [
         f"stopped (SIGTERM): the run's last completed epoch is kept in {tmp_path / 'run'}; `{again}` continues it"], err
+    # a SIGTERM its parent ignores on purpose (`trap '' TERM`) stays ignored (the review): the run goes on
+    cmd = shlex.join([sys.executable, "-m", "trainer", "--data", small_spec, "--out", str(tmp_path / "kept"), *sets])
+    proc = subprocess.Popen(["bash", "-c", f"trap '' TERM; exec {cmd}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch   1/50"):
+                proc.send_signal(signal.SIGTERM)
+                break
+        for line in proc.stdout:  # two more epochs after it
+            if line.startswith("epoch   3/50"):
+                break
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    assert proc.returncode == 130
 
 
 def test_cli_removes_no_file_it_did_not_write_and_says_folder_and_checkpoint_faults_in_a_line(small_spec, tmp_path):

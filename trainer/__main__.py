@@ -65,10 +65,12 @@ def _on_sigterm(signum, frame):
 def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
     import signal
 
-    try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread: the caller's own handling stands
-        previous = None
+    previous = None
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # (one ignored on purpose, `trap '' TERM`, stays so)
+        try:
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:  # not the main thread: the caller's own handling stands
+            pass
     try:
         return _main(argv, prog)
     finally:
@@ -111,7 +113,8 @@ def _main(argv: list[str] | None, prog: str) -> int:
             print(f"note: --set val_fraction={cfg.val_fraction} is not used: {data.source} has a val split of its "
                   f"own ({len(data.val)} clips)")  # fmt: skip
         resume = out / "checkpoint" if args.resume else None
-        made = not out.exists()  # (removed again if the run ends before its first epoch)
+        made = not named or not out.exists()  # (removed again if the run ends before its first epoch; without
+        # --out _claim makes a new folder, runs/train-<time>-N where another run took the name)
         try:  # here, not in fit: a folder that cannot be made or written is the --out flag's fault
             out, lock = _claim(out, named)
             why = why_unwritable(out)
@@ -124,8 +127,10 @@ def _main(argv: list[str] | None, prog: str) -> int:
         if lock is None:  # two runs given one folder at once mixed their epochs in it, and both said they succeeded
             _say_busy(out)
             return 2
+        fresh = False  # a folder this run made, holding nothing but its lock: removed if the run ends before epoch 1
         try:
-            fresh = made and not any(p.name != LOCK_FILE for p in out.iterdir())  # again, holding the folder (a run that trained there since is not replaced), and only now are the
+            fresh = made and not any(p.name != LOCK_FILE for p in out.iterdir())
+            # again, holding the folder (a run that trained there since is not replaced), and only now are the
             # files of a run cut off before its first epoch removed: a run in its first epoch looks the same, and a
             # check before the lock removed a live run's files (the review)
             if named and _refused(out, args):
@@ -296,8 +301,9 @@ def _claim(out: Path, named: bool) -> tuple[Path, int | None]:
 def _release(out: Path, fd: int) -> None:
     if fd == NO_LOCK:
         return
-    with contextlib.suppress(OSError):
-        (out / LOCK_FILE).unlink()  # while held: a run that opens it now makes a new file, and checks for a run
+    with contextlib.suppress(OSError):  # (only our own: a folder removed and made again since holds another's)
+        if os.stat(out / LOCK_FILE).st_ino == os.fstat(fd).st_ino:
+            (out / LOCK_FILE).unlink()  # while held: a run that opens it now makes a new file, and checks for a run
     os.close(fd)
 
 
