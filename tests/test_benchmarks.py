@@ -116,6 +116,11 @@ def test_replay_recorded_quick(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads((tmp_path / "replay.json").read_text())
+    assert doc["orders"] == 20  # --quick's; a given --orders wins (--quick --orders 3 ran 20: a walkthrough)
+    given = subprocess.run([sys.executable, "benchmarks/replay_recorded.py", "--quick", "--orders", "3", "--out",
+                            str(tmp_path / "three")], cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert given.returncode == 0 and json.loads((tmp_path / "three" / "replay.json").read_text())["orders"] == 3, (
+        given.stderr[-2000:])
     (only,) = doc["replays"].values()
     by = {s["setting"]: s for s in only["settings"]}
     assert by["fifo"]["epochs"]["median"] == 16 * 12  # FIFO trains every epoch of the 16 recorded trials
