@@ -76,10 +76,9 @@ class Progress(tune.Callback):
     def _line(self, trial, what: str, reason: str | None = None) -> None:
         self._done += 1
         result = trial.last_result or {}
-        value = self._scores.get(trial.trial_id, result.get(self.metric))
-        if what == "FAILED":  # no score: its epochs before a divergence read as one above the best (the review)
-            value = None
-        if what != "FAILED" and value is not None and math.isfinite(value):  # failed trials are never the best
+        # a failed trial has no score: its epochs before a divergence read as one above the best (the review)
+        value = None if what == "FAILED" else self._scores.get(trial.trial_id, result.get(self.metric))
+        if value is not None and math.isfinite(value):
             if self._best is None or (value > self._best if self.mode == "max" else value < self._best):
                 self._best = value
         params = self._params(trial)

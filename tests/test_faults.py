@@ -219,7 +219,7 @@ def test_a_config_larger_than_the_machine_fails_at_once_and_is_not_retried(tmp_p
     retried the trial twice, each failing the same way. One allocation above the machine's whole memory is the
     config's fault: one line, no retry, the search goes on. (Out-of-memory on memory that other trials held is
     still retried.) CUDA's message is read the same way."""
-    from hsc_search.trainable import larger_than_the_device
+    from trainer.fit import larger_than_the_device  # (the trainable's reason, and `python -m trainer`'s)
 
     space = tmp_path / "space.yaml"
     space.write_text("fixed: {hidden_dim: 100000000000, embed_dim: 16, proj_dim: 16, batch_size: 100}\n"

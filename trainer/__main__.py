@@ -302,7 +302,8 @@ def _release(out: Path, fd: int) -> None:
     if fd == NO_LOCK:
         return
     with contextlib.suppress(OSError):  # (only our own: a folder removed and made again since holds another's)
-        if os.stat(out / LOCK_FILE).st_ino == os.fstat(fd).st_ino:
+        now, held = os.stat(out / LOCK_FILE), os.fstat(fd)
+        if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
             (out / LOCK_FILE).unlink()  # while held: a run that opens it now makes a new file, and checks for a run
     os.close(fd)
 

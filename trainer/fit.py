@@ -451,7 +451,8 @@ def fit(
         log(f"data: {data.summary()}")
         for note in data.notes:
             log(f"warning: {note}")
-        log(f"device: {dev}; losses: {', '.join(names)}; {steps_per_epoch} step{'s' * (steps_per_epoch != 1)}/epoch of {cfg.batch_size}")
+        steps = f"{steps_per_epoch} step{'s' * (steps_per_epoch != 1)}/epoch"
+        log(f"device: {dev}; losses: {', '.join(names)}; {steps} of {cfg.batch_size}")
     if log and start_epoch <= cfg.epochs:  # a resume that trains on too (its epochs may have grown: the review)
         for note in schedule_notes(cfg):
             log(f"note: {note}")
