@@ -149,6 +149,10 @@ class MlflowTracker(tune.Callback):
             return None
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        if trial.trial_id not in self._started:  # failed before it started: a worker node lost as a reused actor
+            # took the trial (Ray counts both calls on the dead actor, and the second errors it while the first
+            # said "retried"): it had no run, so MLflow, the summary and the report never knew it (a walkthrough)
+            self.on_trial_start(iteration, trials, trial)
         self._finish(trial, "failed", "FAILED", error=_error_text(trial))
 
     def _finish(self, trial, outcome: str, status: str, error: str | None = None, why: str | None = None) -> None:

@@ -560,9 +560,33 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder_it_made_and_sa
     data = "synthetic:ave?n_train=20&n_val=40&n_test=40&dim_audio=16&dim_visual=24&num_classes=4"
     sets = ["--set=epochs=1", "--set=hidden_dim=32", "--set=embed_dim=16", "--set=proj_dim=16"]
     assert main(["--data", data, "--out", str(tmp_path / "r"), *sets, "--set=cca_dim=32"]) == 2
-    assert "must exceed cca_dim 32" in capsys.readouterr().err and not (tmp_path / "r").exists()
-    assert main(["--data", data, *sets, "--set=cca_dim=32"]) == 2  # its own runs/train-<time>: gone too
-    assert list((tmp_path / "runs").iterdir()) == []
+    assert capsys.readouterr().err == (
+        "error: data: the train split has 20 clips, so batches of 20, which must exceed cca_dim 32: a smaller cca_dim "
+        "(0 picks one below the batch) or more training clips\n") and not (tmp_path / "r").exists()
+    # an empty (or all-commented) --config is said: it trained the defaults without a word (a walkthrough)
+    (tmp_path / "empty.yaml").write_text("# epochs: 5\n")
+    assert main(["--data", data, "--config", str(tmp_path / "empty.yaml"), "--out", str(tmp_path / "r"), *sets,
+                 "--set=cca_dim=32"]) == 2  # fmt: skip
+    assert capsys.readouterr().out.startswith(f"note: --config {tmp_path / 'empty.yaml'} sets no field: the "
+                                              "defaults train, with any --set on top (`python -m trainer "
+                                              "--help-config` lists them)\n")  # fmt: skip
+    assert main(["--data", data, *sets, "--set=cca_dim=32"]) == 2  # its own runs/train-<time>: gone too,
+    assert not (tmp_path / "runs").exists()  # and the runs/ it made (an empty runs/ was left, a walkthrough)
+    assert main(["--data", data, "--out", str(tmp_path / "a" / "b" / "r"), *sets, "--set=cca_dim=32"]) == 2
+    assert not (tmp_path / "a").exists()
+    # a runs/train-<time>-N it made is removed, the runs it stepped past and the runs/ that held them are kept
+    import shutil
+    import time
+
+    now = time.time()
+    taken = [time.strftime("train-%Y%m%d-%H%M%S", time.localtime(now + s)) for s in range(30)]
+    for name in taken:
+        (tmp_path / "runs" / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "runs" / name / "metrics.jsonl").write_text("")
+    assert main(["--data", data, *sets, "--set=cca_dim=32"]) == 2
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(set(taken))
+    assert all((tmp_path / "runs" / name / "metrics.jsonl").is_file() for name in taken)
+    shutil.rmtree(tmp_path / "runs")
     (tmp_path / "mine").mkdir()
     assert main(["--data", data, "--out", str(tmp_path / "mine"), *sets, "--set=cca_dim=32"]) == 2
     assert (tmp_path / "mine").is_dir()  # the user's folder stays
@@ -575,7 +599,7 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder_it_made_and_sa
     with pytest.raises(SystemExit) as e:
         main(["--data", data, "--out", "", *sets])
     assert e.value.code == 2 and "argument --out: empty; expected the run folder's path" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "runs"]  # nothing written here
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # nothing written here
 
 
 def test_sigterm_is_said_as_ctrl_c_is_with_the_command_that_continues(small_spec, tmp_path):
@@ -795,3 +819,24 @@ def test_a_resume_that_trains_on_says_the_warm_ups_its_run_is_too_short_for(smal
         "reaching lr 0.001 at its last step",
         "note: weight_warmup_epochs 3 is not shorter than the run (3 epochs): the loss weights never learn (they "
         "keep their initial values)"], lines  # fmt: skip
+
+
+def test_values_the_data_makes_smaller_are_said_as_the_run_starts(tmp_path, capsys):
+    """A batch larger than the train split and a topk not below it are clamped by `TrainConfig.resolve`; the topk
+    trained silently (only config.yaml told it, a walkthrough). Both are said, with the values trained."""
+    import yaml
+
+    from trainer.__main__ import main
+
+    data = "synthetic:ave?n_train=20&n_val=40&n_test=40&dim_audio=16&dim_visual=24&num_classes=4"
+    sets = ["--set=epochs=1", "--set=hidden_dim=32", "--set=embed_dim=16", "--set=proj_dim=16", "--set=cca_dim=4"]
+    assert main(["--data", data, "--out", str(tmp_path / "r"), *sets, "--set=batch_size=64", "--set=topk=30"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "note: batch_size 64 is larger than the train split (20 clips): batches of 20" in out, out
+    assert "note: topk 30 is not below the batch (20): 19 neighbours (config.yaml records the values trained)" in out
+    trained = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert (trained["batch_size"], trained["topk"]) == (20, 19)
+    # values that fit say nothing
+    assert main(["--data", data, "--out", str(tmp_path / "s"), *sets, "--set=batch_size=10", "--set=topk=5"]) == 0
+    assert not [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("note: ") and " clips)" in ln
+                or ln.startswith("note: topk")]

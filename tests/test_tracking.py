@@ -291,6 +291,22 @@ def test_a_trial_that_failed_before_any_epoch_is_tagged_with_its_node(store):
     assert _child(client, exp).data.tags["hsc.node"] == "gpu-7 10.0.0.7 node abcdef012345"
 
 
+def test_a_trial_that_failed_before_it_started_gets_a_failed_run(store, tmp_path):
+    """A worker node lost just as a reused actor took a new trial: Ray errors the trial without ever starting it
+    (no on_trial_start). It had no MLflow run, so MLflow, the summary and the report counted one trial fewer than
+    the search ran and never said one failed (a walkthrough on a two-node cluster)."""
+    client, exp, tracker = store
+    trial = Trial("t5", {"lr": 0.02, "epochs": MAX_EPOCHS})
+    trial.error_file = str(tmp_path / "error.txt")
+    (tmp_path / "error.txt").write_text("ActorUnavailableError: The actor is unavailable: Socket closed\n")
+    tracker.on_trial_error(0, [], trial)
+    assert tracker.close(interrupted=False) == []
+    run = _child(client, exp)
+    assert run.info.status == "FAILED" and run.data.tags["hsc.outcome"] == "failed"
+    assert run.data.tags["hsc.error"] == "ActorUnavailableError: The actor is unavailable: Socket closed"
+    assert run.data.params == {"lr": "0.02"} and run.data.tags["hsc.trial_id"] == "t5"
+
+
 @pytest.mark.parametrize("where", ["thread", "process"])
 def test_a_trial_whose_whole_life_is_queued_costs_four_mlflow_calls(tmp_path, monkeypatch, where):
     """The writer process reads what is queued behind the message in hand: a trial whose end is queued already

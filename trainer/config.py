@@ -9,6 +9,7 @@ a user writes YAML and overrides single keys with `key=value`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -244,7 +245,9 @@ class TrainConfig:
         for key, value in values.items():
             where = origins.get(key, source)
             if key not in fields:
-                problems.append(f"{where}: unknown key '{key}'; valid keys: {', '.join(fields)}")
+                near = difflib.get_close_matches(str(key), list(fields), n=1)  # a typo'd key among ~35 (a walkthrough)
+                problems.append(f"{where}: unknown key '{key}'" + (f" (did you mean '{near[0]}'?)" if near else "")
+                                + f"; valid keys: {', '.join(fields)}")
                 continue
             try:
                 kwargs[key] = _coerce(value, fields[key])
@@ -413,8 +416,10 @@ class TrainConfig:
         batch = min(self.batch_size, n_train)
         cca_dim = self.cca_dim or max(1, min(AUTO_CCA_DIM, audio_dim, visual_dim, batch - 1))
         if batch <= cca_dim:
-            raise ConfigError(
-                f"config: batch size {batch} (train split has {n_train} clips) must exceed cca_dim {cca_dim}"
+            raise ConfigError(  # (only an explicit cca_dim reaches here: auto is below the batch; it was blamed
+                # on "config" when --set gave it, a walkthrough)
+                f"data: the train split has {n_train} clips, so batches of {batch}, which must exceed cca_dim "
+                f"{cca_dim}: a smaller cca_dim (0 picks one below the batch) or more training clips"
             )
         cca_k = self.cca_k or cca_dim
         ema = self.ema_momentum or auto_ema_momentum(self.epochs * (n_train // batch))
@@ -458,6 +463,10 @@ def _coerce(value: Any, f: dataclasses.Field) -> Any:
             return int(number)
         return float(number)
     if kind == "str":
+        choices = f.metadata.get("choices")
+        if isinstance(value, bool) and choices:  # `distill: on` was told to quote 'on', not one of its choices
+            raise TypeError(f"expected one of {', '.join(choices)}, got {value!r} (YAML reads on/off, yes/no and "
+                            "true/false as booleans)")  # fmt: skip
         if not isinstance(value, str):
             raise TypeError(f"expected a string, got {value!r}{YAML_BOOL_HINT if isinstance(value, bool) else ''}")
         return value

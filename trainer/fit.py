@@ -209,6 +209,19 @@ def _saved_config(ckpt: dict, n_train: int) -> dict:
     return saved
 
 
+def clamp_notes(asked: TrainConfig, cfg: TrainConfig, n_train: int) -> list[str]:
+    """Values the data made smaller as the run resolved them (`TrainConfig.resolve`): said as it starts (a topk
+    clamped to a small batch trained silently; only config.yaml told it, a walkthrough)."""
+    notes = []
+    if cfg.batch_size < asked.batch_size:
+        notes.append(f"batch_size {asked.batch_size} is larger than the train split ({n_train} clips): "
+                     f"batches of {cfg.batch_size}")
+    if cfg.topk < asked.topk:
+        notes.append(f"topk {asked.topk} is not below the batch ({cfg.batch_size}): {cfg.topk} neighbours "
+                     "(config.yaml records the values trained)")
+    return notes
+
+
 def schedule_notes(cfg: TrainConfig) -> list[str]:
     """Warm-ups the run is too short for: said as it starts (they train, but not as their value reads)."""
     notes, run = [], f"the run ({cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''})"
@@ -451,6 +464,8 @@ def fit(
         log(f"data: {data.summary()}")
         for note in data.notes:
             log(f"warning: {note}")
+        for note in clamp_notes(config, cfg, len(data.train)) if ckpt is None else ():
+            log(f"note: {note}")
         steps = f"{steps_per_epoch} step{'s' * (steps_per_epoch != 1)}/epoch"
         log(f"device: {dev}; losses: {', '.join(names)}; {steps} of {cfg.batch_size}")
     if log and start_epoch <= cfg.epochs:  # a resume that trains on too (its epochs may have grown: the review)
