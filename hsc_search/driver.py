@@ -38,7 +38,7 @@ from .report import _reason, publish_report
 from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, client_for, default_tracking_uri,
                    experiment_tags, http_failure, import_mlflow, resolved_tracking_uri, score_key,
                    served_artifacts_problem, sqlite_path, tag_experiment, trial_outcome, typed_column,
-                   without_password)
+                   without_password, write_csv)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
 from .settings import SPACES_DIR, SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
@@ -1023,6 +1023,7 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
     never = space.never_searched()
     notes += [f"{name} is never searched: {why}" for name, why in never.items()]
     notes += [why for name, why in space.unused_by_trainer().items() if name not in never]
+    notes += list(space.unused_fixed().values())
     searched = set(space.names())
     if "seq_layers" in searched and not (data.audio_is_sequence or data.visual_is_sequence):
         notes.append(f"seq_layers is searched, but the data's features are vectors (audio {data.audio_dim}-d, visual "
@@ -2016,7 +2017,6 @@ def _write_report(client, parent_id: str, out_dir: Path, exp_dir: str, tracking_
 
 def _log_summary_table(client, parent_id: str, rows: list[TrialRow], out_dir: Path) -> None:
     import pyarrow as pa
-    import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     param_names = sorted({k for r in rows for k in r.params})
@@ -2042,5 +2042,5 @@ def _log_summary_table(client, parent_id: str, rows: list[TrialRow], out_dir: Pa
     out = out_dir / "summary"
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out / "trials.parquet")
-    pacsv.write_csv(table, out / "trials.csv")
+    write_csv(table, out / "trials.csv")
     client.log_artifacts(parent_id, str(out), "summary")

@@ -847,6 +847,18 @@ def _hide_password(text: str) -> str:
     return re.sub(r"(://[^/:@\s]+):[^/@\s]*@", r"\1:***@", text)
 
 
+def write_csv(table, path) -> None:
+    """A pyarrow table as CSV that a reader types as the parquet file is typed: pyarrow writes a whole float as
+    `1`, which pandas and pyarrow read back as an int column (a float param whose values in a search were all
+    whole, a walkthrough). Floats are written as Python writes them (1.0, 0.0005, nan); nulls stay empty."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    columns = [pa.array([None if v is None else repr(float(v)) for v in column.to_pylist()], pa.string())
+               if pa.types.is_floating(column.type) else column for column in table.columns]  # fmt: skip
+    pacsv.write_csv(pa.table(columns, names=table.column_names), path)
+
+
 def typed_column(texts: list[str | None]) -> list:
     """A column of params as MLflow holds them (text), as the values they were: ints, else floats, else booleans, else text
     (None where a trial has no such param: a condition that did not hold)."""

@@ -133,6 +133,17 @@ class Param:
             return abs(k - round(k)) < 1e-8
         return True
 
+    def misses(self, value: Any) -> str:
+        """How a value this parameter cannot sample misses it, said after the value: 0.05 in [0, 0.3] step 0.1
+        was "outside the space" (a walkthrough)."""
+        if self.type == "categorical":
+            return "is not among the space's choices"
+        if _is_number(value) and self.low <= value <= self.high:
+            if self.step:
+                return f"is not on the space's grid ({self.low:g} to {self.high:g} in steps of {self.step:g})"
+            return "is not a whole number"  # an int parameter (a float one in range contains it)
+        return f"is outside the space's range ({self.low:g} to {self.high:g})"
+
     def nearest(self, value: Any) -> Any:
         """The valid value nearest to `value`: clipped into [low, high] and snapped to the step grid; for
         categorical, `value` itself if it is a choice, else the numerically nearest choice (the first on a tie),
@@ -276,6 +287,33 @@ class SearchSpace:
             found = [*found[:limit], f"and {len(found) - limit} more such pairs of values"]
         return found
 
+    def unused_fixed(self) -> dict[str, str]:
+        """Fixed values (the space's or --set's) the trainer never reads in this search: a field read only when
+        another takes certain values (`trainer.config.USED_ONLY_WHEN`) whose other field is not searched and holds
+        none of them (`--set weight_lr=0.02` with fixed loss weights was recorded and shown as if it mattered; a
+        searched one was said: a walkthrough). Name -> what to say."""
+        from trainer.config import ABOVE_ZERO, USED_ONLY_WHEN
+
+        searched = set(self.names())
+        constant = {**_DEFAULTS, **self.fixed}
+        out: dict[str, str] = {}
+        for name, value in self.fixed.items():
+            if name not in USED_ONLY_WHEN or USED_ONLY_WHEN[name][0] in searched:
+                continue
+            parent, allowed = USED_ONLY_WHEN[name]
+            held = constant.get(parent)
+            if allowed == ABOVE_ZERO:
+                if _is_number(held) and held > 0:
+                    continue
+                needs = "above 0"
+            elif any(_matches(held, a) for a in allowed):
+                continue
+            else:
+                needs = " or ".join(map(str, allowed))
+            out[name] = (f"{name} is fixed at {value!r}, but the trainer reads it only when {parent} is {needs}, "
+                         f"and here {parent} is {held!r}: it changes nothing")
+        return out
+
     def unused_by_trainer(self) -> dict[str, str]:
         """Searched params whose values change nothing in some or all trials: a field the trainer reads only when
         another takes certain values (`trainer.config.USED_ONLY_WHEN`) searched without a `when` that ensures
@@ -378,9 +416,10 @@ class SearchSpace:
             elif resolved is not None and p.contains(resolved.get(p.name)):
                 value = resolved[p.name]
             else:
-                value = p.nearest(default if resolved is None else resolved.get(p.name, default))
+                asked = default if resolved is None else resolved.get(p.name, default)
+                value = p.nearest(asked)
                 trains = "" if resolved is None or resolved.get(p.name) == default else f" (trains as {resolved[p.name]!r})"
-                notes.append(f"{p.name}={value!r}: the trainer default {default!r}{trains} is outside the space")
+                notes.append(f"{p.name}={value!r}: the trainer default {default!r}{trains} {p.misses(asked)}")
             values[p.name] = out[p.name] = value
         return out, notes
 

@@ -289,3 +289,26 @@ def test_a_best_trial_whose_config_never_reached_mlflow_is_a_warning_not_a_trace
     assert any(m.startswith("warning: best config not written: ") and "config.yaml" in m for m in said), said
     got = client.get_run(parent)
     assert got.data.tags["hsc.best_run_id"] == run and got.data.metrics["best/max/val/map_avg"] == 0.4
+
+
+def test_the_summary_csv_reads_back_typed_as_its_parquet(tmp_path):
+    """pyarrow wrote a whole float as `1`: a float param whose values were all whole (w_rec 1.0 and 2.0) read back
+    from trials.csv as int64 with pandas and pyarrow alike (a walkthrough); the parquet file had it right."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hsc_search.runs import typed_column, write_csv
+
+    table = pa.table({"param.w_rec": typed_column(["1.0", "2.0", None]), "param.topk": typed_column(["5", "3", "4"]),
+                      "param.lr": typed_column(["0.0005", "1e-05", "0.1"]), "score": [0.5, float("nan"), None],
+                      "param.use_rec": typed_column(["True", "False", "True"]), "outcome": ["a", "b", None]})
+    write_csv(table, tmp_path / "t.csv")
+    pq.write_table(table, tmp_path / "t.parquet")
+    back, truth = pd.read_csv(tmp_path / "t.csv"), pd.read_parquet(tmp_path / "t.parquet")
+    assert dict(back.dtypes) == dict(truth.dtypes), (back.dtypes, truth.dtypes)
+    assert back["param.w_rec"].tolist()[:2] == [1.0, 2.0] and back["param.lr"].tolist() == [0.0005, 1e-05, 0.1]
+    assert back["score"].iloc[0] == 0.5 and back["score"].iloc[1:].isna().all()
+    import pyarrow.csv as pacsv
+
+    assert pacsv.read_csv(tmp_path / "t.csv").schema.field("param.w_rec").type == pa.float64()

@@ -438,3 +438,15 @@ def test_a_typoed_key_is_told_the_field_it_is_close_to(tmp_path):
     assert any(l.startswith("--set hiden_dim=64: unknown key 'hiden_dim' (did you mean 'hidden_dim'?)")
                for l in lines), lines
     assert any(l.startswith("--set bogus=1: unknown key 'bogus'; valid keys: ") for l in lines), lines
+
+
+def test_a_set_given_twice_with_two_values_is_refused(tmp_path):
+    """`--set lr=0.003 --set lr=0.004` trained 0.004 without a word, where the same duplicate in a YAML file is
+    refused (a walkthrough); the same value twice is harmless."""
+    from hsc_search.settings import SettingsError, load_settings
+
+    with pytest.raises(ConfigError, match=r"^--set lr is given twice \(0\.003, then 0\.004\): give it once$"):
+        TrainConfig.from_yaml(EXAMPLE, overrides=["lr=0.003", "lr = 0.004"])
+    assert TrainConfig.from_yaml(EXAMPLE, overrides=["lr=0.003", "lr=3e-3"]).lr == 0.003
+    with pytest.raises((ConfigError, SettingsError), match=r"--set lr is given twice \(0\.003, then 0\.004\)"):
+        load_settings(None, {}, ["lr=0.003", "lr=0.004"])

@@ -1302,3 +1302,30 @@ def test_a_tracking_server_that_fails_or_refuses_the_search_is_a_store_failure(t
     refused = MlflowException("The experiment 1 must be in the 'active' state.", error_code=INVALID_STATE)
     assert refused.error_code == "INVALID_STATE" and not _store_failure(refused)
     assert _store_failure(OSError(28, "No space left on device")) and not _store_failure(OSError(2, "gone"))
+
+
+def test_a_fixed_value_the_trainer_never_reads_is_said_at_the_start(_cache_dir):
+    """`--set weight_lr=0.02 --set loss_weighting=fixed` was recorded and shown in the report as if it mattered,
+    where a searched weight_lr is said to change nothing (a walkthrough); a fixed value that is read says nothing."""
+    from hsc_search.driver import load_search_data, start_notes
+    from hsc_search.settings import load_settings
+    from hsc_search.space import load_space
+
+    data = "synthetic:ave?n_train=120&n_val=30&n_test=20&dim_audio=8&dim_visual=8&num_classes=4&seed=5"
+
+    def notes(*sets: str) -> list[str]:
+        settings = load_settings(None, {"data": data}, list(sets))
+        space = load_space(settings.space_path(), overrides=settings.overrides)
+        return [n for n in start_notes(settings, space, load_search_data(settings, space)) if "changes nothing" in n]
+
+    assert notes("weight_lr=0.02", "loss_weighting=fixed") == [
+        "weight_lr is fixed at 0.02, but the trainer reads it only when loss_weighting is learned or learned_raw, "
+        "and here loss_weighting is 'fixed': it changes nothing"]
+    assert notes("w_nce=2", "loss_weighting=learned") == ["w_nce is fixed at 2.0, but the trainer reads it only when loss_weighting is fixed, "
+                                "and here loss_weighting is 'learned': it changes nothing"]
+    assert notes("tau_teacher=0.2", "topk=0") == [
+        "tau_teacher is fixed at 0.2, but the trainer reads it only when topk is above 0, and here topk is 0: it "
+        "changes nothing"]
+    # read by some trials (the quick space searches loss_weighting and topk), or read: nothing to say
+    assert notes("w_nce=2", "loss_weighting=fixed") == notes("weight_lr=0.02") == notes("tau_teacher=0.2") == []
+    assert notes("w_nce=2") == notes("tau_teacher=0.2", "topk=3") == []

@@ -555,7 +555,16 @@ def test_a_default_outside_the_space_is_named():
     resolved = TrainConfig().resolve(1000, 64, 64).to_dict()  # auto cca_dim -> 16, not a choice
     first, notes = space.defaults(resolved)
     assert first == {"cca_dim": 8}
-    assert notes == ["cca_dim=8: the trainer default 0 (trains as 16) is outside the space"]
+    assert notes == ["cca_dim=8: the trainer default 0 (trains as 16) is not among the space's choices"]
+    # a default in range but off a stepped space's grid was "outside the space" (a walkthrough): how it misses
+    space = load_space_dict({"params": {"weight_decay": {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1},
+                                        "lr": {"type": "float", "low": 0.01, "high": 0.1, "log": True},
+                                        "seq_layers": {"type": "int", "low": 3, "high": 4}}})
+    assert TrainConfig().weight_decay == 0.05 and TrainConfig().lr < 0.01 and TrainConfig().seq_layers < 3
+    assert space.defaults(None)[1] == [
+        "weight_decay=0.0: the trainer default 0.05 is not on the space's grid (0 to 0.3 in steps of 0.1)",
+        f"lr=0.01: the trainer default {TrainConfig().lr!r} is outside the space's range (0.01 to 0.1)",
+        f"seq_layers=3: the trainer default {TrainConfig().seq_layers!r} is outside the space's range (3 to 4)"]
 
 
 def test_val_fraction_can_be_fixed_but_not_searched():

@@ -488,7 +488,10 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             value = raw
         if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
             value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
-        out[key.strip()] = value
+        key = key.strip()
+        if key in out and out[key] != value:  # the last one trained, without a word; a file's duplicate is refused
+            raise ConfigError(f"--set {key} is given twice ({out[key]!r}, then {value!r}): give it once")
+        out[key] = value
     return out
 
 
