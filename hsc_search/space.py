@@ -684,9 +684,12 @@ def _field_value(name: str, v: Any) -> Any:
         if not math.isfinite(n):
             raise TypeError(f"expected a finite number, got {v!r}")
         return float(n)
+    allowed = _FIELDS[name].metadata.get("choices")
+    if isinstance(v, bool) and allowed:  # as the trainer says it: quoting `on` would not make it a choice
+        raise TypeError(f"expected one of {list(allowed)}, got {v!r} (YAML reads on/off, yes/no and true/false as "
+                        "booleans)")  # fmt: skip
     if not isinstance(v, str):
         raise TypeError(f"expected a string, got {v!r}{YAML_BOOL_HINT if isinstance(v, bool) else ''}")
-    allowed = _FIELDS[name].metadata.get("choices")
     if allowed and v not in allowed:
         raise TypeError(f"expected one of {list(allowed)}, got {v!r}")
     return v

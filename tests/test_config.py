@@ -422,7 +422,8 @@ def test_a_yaml_boolean_in_a_text_field_says_to_quote_it(tmp_path):
         TrainConfig.from_yaml(cfg)
     space = tmp_path / "s.yaml"
     space.write_text("params:\n  eval_model: {type: categorical, choices: [teacher, on]}\n")
-    with pytest.raises(SpaceError, match=r"choice True: expected one of teacher, student, got True \(YAML reads "):
+    with pytest.raises(SpaceError, match=r"choice True: expected one of \['teacher', 'student'\], got True \(YAML "
+                                         r"reads on/off"):
         load_space(space)
 
 
