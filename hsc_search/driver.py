@@ -1603,18 +1603,24 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                             f"trial's results are kept in {exp_dir}: `{resume_command(exp_dir)}` logs what MLflow "
                             "lacks once its store takes them again, then writes the best config and the "
                             "report")  # fmt: skip
-                if trials:
-                    reconcile(client, experiment_id, parent_id, trials, settings.max_epochs)
-                if rung_state is not None:
-                    client.log_text(parent_id, json.dumps(rung_state, indent=1), ASHA_RUNGS)
-                outcome = _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrupted,
-                                         errors, echo)  # fmt: skip
-                if outcome.best is None and ended == "FINISHED":  # every trial ran and none scored: over, and
-                    # FAILED in MLflow (its green tick read as a success), tag hsc.no_score saying so; not a search
-                    # whose fit raised (FAILED already, and `resume` continues it: the review)
-                    said = ", ".join(f"{n} {o}" for o, n in outcome_counts(outcome.rows).items()) or "no trial ran"
-                    client.set_tag(parent_id, TAG_NO_SCORE, f"no trial produced a score ({said})")
-                    ended = "FAILED"
+                try:
+                    with tail_guard(settings.tracking_uri, exp_dir, echo):
+                        if trials:
+                            reconcile(client, experiment_id, parent_id, trials, settings.max_epochs)
+                        if rung_state is not None:
+                            client.log_text(parent_id, json.dumps(rung_state, indent=1), ASHA_RUNGS)
+                        outcome = _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrupted,
+                                                 errors, echo)  # fmt: skip
+                        if outcome.best is None and ended == "FINISHED":  # every trial ran and none scored: over,
+                            # and FAILED in MLflow (its green tick read as a success), tag hsc.no_score saying so;
+                            # not a search whose fit raised (FAILED already, and `resume` continues it: the review)
+                            said = (", ".join(f"{n} {o}" for o, n in outcome_counts(outcome.rows).items())
+                                    or "no trial ran")  # fmt: skip
+                            client.set_tag(parent_id, TAG_NO_SCORE, f"no trial produced a score ({said})")
+                            ended = "FAILED"
+                except TrackingIncomplete:  # for `resume`, which writes the tail again
+                    ended = "KILLED"
+                    raise
             except KeyboardInterrupt:  # in the tail: the parent is not done (no best config, report, best tag)
                 ended = "KILLED"
                 raise
@@ -1635,6 +1641,46 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
         _mark_finished(exp_dir)
     outcome.num_samples = settings.num_samples
     return outcome
+
+
+# MLflow's HTTP retries in a search's tail (reconcile, rungs, summary, best config, report), all of which `resume`
+# writes again: its defaults (7 retries, a doubling backoff: about 4 minutes a request) held a user 7.5 minutes
+# in silence when the server stopped as the search ended (a walkthrough). A value the user set wins.
+TAIL_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+             "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}  # fmt: skip
+TAIL_SLOW_S = 30.0  # a tail slower than this on a tracking server is said, with how to go on
+
+
+@contextlib.contextmanager
+def tail_guard(tracking_uri: str | None, exp_dir: str, echo: Callable[[str], None], slow_s: float = TAIL_SLOW_S):
+    """Around a search's tail: MLflow's retries bounded (`TAIL_HTTP`), a tail slower than `slow_s` said, and the
+    store failing in it (a server that stopped answering, a database that refuses writes) raised as
+    `TrackingIncomplete`, one line naming `resume`, which writes the tail once the store answers. (A report of many
+    trials takes a while: only a tracking server's tail is said as slow.)"""
+    given = {k: v for k, v in TAIL_HTTP.items() if k not in os.environ}
+    os.environ.update(given)
+    where = resolved_tracking_uri(tracking_uri)  # ($MLFLOW_TRACKING_URI when not given)
+    served = where.startswith(("http://", "https://"))  # (a local store's tail is only slow)
+    where = without_password(where)
+    slow = threading.Timer(slow_s, lambda: echo(
+        f"waiting for MLflow to take the search's summary (its server at {where} is slow or not answering); Ctrl-C "
+        f"stops waiting, and `{resume_command(exp_dir)}` then writes it"))
+    slow.daemon = True
+    if served:
+        slow.start()
+    try:
+        yield
+    except Exception as e:
+        if not _store_failure(e):
+            raise
+        raise TrackingIncomplete(
+            f"MLflow failed as the search ended ({http_failure(e)}); every trial's results are kept in {exp_dir}: "
+            f"`{resume_command(exp_dir)}` logs what MLflow lacks once it answers, then writes the best config and the "
+            "report") from None
+    finally:
+        slow.cancel()
+        for k in given:
+            os.environ.pop(k, None)
 
 
 def _bounded(call: Callable[[], Any], timeout_s: float) -> None:

@@ -568,3 +568,42 @@ def test_a_cluster_head_that_stops_answering_is_said_in_seconds_with_the_resume_
     from hsc_search.settings import SearchSettings
 
     assert _head_address(SearchSettings(address=None)) is None and _head_address(SearchSettings(address="local")) is None
+
+
+def test_a_store_gone_in_the_search_tail_costs_seconds_and_names_resume(tmp_path):
+    """A tracking server that stopped as the search ended held the user 7.5 minutes in silence: the tail's calls
+    (reconcile, summary, best config, report) ran under MLflow's default retries, about 4 minutes a request (a
+    walkthrough). In the tail they are bounded, a slow tail is said, and the failure is one line naming resume.
+    The server here is gone for good: a port that nothing listens on (connection refused, as after its end)."""
+    import os
+    import socket
+
+    from hsc_search.commands import resume_command
+    from hsc_search.driver import TAIL_HTTP, TrackingIncomplete, tail_guard
+    from hsc_search.runs import client_for
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    for k in TAIL_HTTP:
+        os.environ.pop(k, None)  # (the conftest fixture puts back what was there)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "25"  # a value the user set wins, and stays
+    said: list[str] = []
+    exp_dir = str(tmp_path / "s")
+    t0 = time.monotonic()
+    with pytest.raises(TrackingIncomplete) as info:
+        with tail_guard(uri, exp_dir, said.append, slow_s=0.5):
+            client_for(uri).search_runs(["0"])
+    took = time.monotonic() - t0
+    assert took < 30, took  # MLflow's defaults: minutes
+    message = str(info.value)
+    assert message.startswith("MLflow failed as the search ended (") and "Connection refused" in message, message
+    assert message.endswith(f"`{resume_command(exp_dir)}` logs what MLflow lacks once it answers, then writes the "
+                            "best config and the report")  # fmt: skip
+    assert said == [f"waiting for MLflow to take the search's summary (its server at {uri} is slow or not "
+                     f"answering); Ctrl-C stops waiting, and `{resume_command(exp_dir)}` then writes it"]
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "25"
+    # what is not the store failing is not told as such
+    with pytest.raises(ZeroDivisionError):
+        with tail_guard(uri, exp_dir, said.append):
+            1 / 0
