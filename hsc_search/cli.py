@@ -317,6 +317,14 @@ def resume(
     """Continue a search whose driver died (even by SIGKILL): unfinished trials resume from their last
     checkpoints, ASHA keeps its rung history, each trial keeps its one MLflow run."""
     path = path if "://" in path else os.path.expanduser(path)  # `~` after `=` or quoted: no shell expanded it
+    # a Ctrl-C before the resume went on prints the command that continues it: by the folder's absolute path (it
+    # printed the relative one as typed), with the flags given (a moved file is kept in the record only once
+    # checked; pasted without --data, it looked for the old file: a walkthrough)
+    data_abs = data if data is None or data.startswith("synthetic:") or "://" in data else \
+        os.path.abspath(os.path.expanduser(data))  # fmt: skip
+    again = [a for flag, v in (("--address", address), ("--tracking-uri", tracking_uri), ("--data", data_abs)) if v
+             for a in (flag, v)]  # fmt: skip
+    shown = path if "://" in path else os.path.abspath(path)
     try:  # as in `run`
         from trainer import ConfigError, DataError
 
@@ -325,14 +333,14 @@ def resume(
         from .space import SpaceError
         from .storage import StorageError
     except KeyboardInterrupt:
-        _interrupted_at_setup(path, resumable=True)
+        _interrupted_at_setup(shown, resumable=True, flags=again)
     try:
         outcome = resume_search(path, echo=typer.echo, address=address, tracking_uri=tracking_uri, data=data)
     except NothingToResume as e:  # not a mistake: the search is done (exit 0, as Ray's own restore of it would)
         typer.echo(str(e))
         raise typer.Exit(0)
     except SetupInterrupted as e:
-        _interrupted_at_setup(e.exp_dir, e.resumable, e.removed)
+        _interrupted_at_setup(e.exp_dir, e.resumable, e.removed, flags=again)
     except (PreflightError, StorageError, DataError, ConfigError, SpaceError, FileNotFoundError) as e:
         _fail(str(e))
     except (TrackingIncomplete, TrackingUnavailable) as e:
@@ -392,12 +400,14 @@ def _interrupted_again(exp_dir) -> None:
     raise typer.Exit(_signal_exit())
 
 
-def _interrupted_at_setup(exp_dir=None, resumable: bool = False, removed: bool = False) -> None:
+def _interrupted_at_setup(exp_dir=None, resumable: bool = False, removed: bool = False, flags=()) -> None:
     """Ctrl-C before Ray Tune ran the search (the command's imports, the pre-flight, the set-up; the fields of a
-    `SetupInterrupted`): what is left, in one line, exit 130 (as after a search's Ctrl-C)."""
+    `SetupInterrupted`): what is left, in one line, exit 130 (as after a search's Ctrl-C). `flags`: a resume's
+    own flags, which the command it prints repeats."""
     if resumable:
-        typer.echo(f"interrupted while the search was resuming, before its trials went on: "
-                   f"`{resume_command(exp_dir)}` continues it", err=True)  # fmt: skip
+        command = resume_command(exp_dir) + "".join(f" {shlex.quote(f)}" for f in flags)
+        typer.echo(f"interrupted while the search was resuming, before its trials went on: `{command}` continues it",
+                   err=True)  # fmt: skip
         raise typer.Exit(_signal_exit())
     if removed:
         where = f" ({exp_dir} removed): the same command starts it again"

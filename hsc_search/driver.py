@@ -1389,6 +1389,14 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
                 raise SearchError(f"{meta_path}: the search's MLflow store {uri} {where}")
             preflight.check_tracking(settings.tracking_uri)
             in_process = preflight.writer_in_process()
+        # where the data, the store or the cluster is now, checked above: kept in the record, for the resume command
+        # printed later names the folder only (pasted after `resume --data <moved>`, it looked for the old file)
+        moved = {"data": settings.data if data_spec else None, "address": address or None,
+                 "tracking_uri": resolved_tracking_uri(tracking_uri) if tracking_uri else None}  # fmt: skip
+        moved = {k: v for k, v in moved.items() if v is not None and meta["settings"].get(k) != v}
+        if moved:
+            meta["settings"].update(moved)
+            storage.write_text(meta_path, json.dumps(meta, indent=2))
     parent_id, experiment_id = meta["parent_run_id"], meta["experiment_id"]
     # as in `run_search`: MLflow's store opens, and the writer starts, while Ray starts
     interrupts = _SetupInterrupts().defer()

@@ -103,13 +103,18 @@ def test_ctrl_c_while_a_search_resumes_says_how_to_continue_it(tmp_path, _cache_
     record = json.loads((folder / "hsc_search.json").read_text())
     del record["finished_at"]  # as if its driver had died after its last trial: `resume` goes through Ray again
     (folder / "hsc_search.json").write_text(json.dumps(record))
-    for when in ("preflight", "ray"):  # reading the data; Ray is up
-        proc = subprocess.run([sys.executable, "-c", DRIVER, when, "resume", str(folder)], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=180)  # fmt: skip
+    # reading the data; Ray is up; and given as typed, relative, with a flag: the command printed names the folder
+    # by its absolute path (it printed `resume rr/s`, a walkthrough) and repeats the flag (a moved file given with
+    # --data is kept in the record only once checked)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    for when, given, flags in (("preflight", str(folder), ""), ("ray", str(folder), ""),
+                               ("preflight", "rr/s", f" --tracking-uri {uri}")):  # fmt: skip
+        proc = subprocess.run([sys.executable, "-c", DRIVER, when, "resume", given, *flags.split()], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
         assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
         assert [ln for ln in proc.stderr.splitlines() if ln.startswith("interrupted")] == [
             f"interrupted while the search was resuming, before its trials went on: `{bin_dir / 'hsc-search'} "
-            f"resume {folder}` continues it"], proc.stderr[-3000:]  # fmt: skip
+            f"resume {folder}{flags}` continues it"], proc.stderr[-3000:]  # fmt: skip
     assert [r.info.status for r in _searches(tmp_path) if r.data.tags.get("hsc.kind") == "search"] == ["FINISHED"]  # not left RUNNING, not marked KILLED
     # the store moved: resume says how to point at it; a store without the search is refused; --tracking-uri goes on
     from mlflow.tracking import MlflowClient
@@ -300,6 +305,10 @@ def test_a_resume_on_a_data_file_that_changed_since_the_search_started_is_refuse
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert f"--data {tmp_path / 'moved' / 'feats.h5'}" in again.stdout, again.stdout[-2000:]  # the retrain line
+    # and the record names where it is now: the resume command a later interrupt prints names the folder only, and
+    # pasted, it looked for the old file (a walkthrough)
+    record = json.loads((folder / "hsc_search.json").read_text())
+    assert record["settings"]["data"] == str(tmp_path / "moved" / "feats.h5")
 
 
 def test_a_resume_logs_what_mlflow_lacks_of_trials_that_ended_before_it(tmp_path, _cache_dir):
