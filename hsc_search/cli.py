@@ -175,8 +175,8 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
             where = " and in its MLflow run's tag hsc.error" if outcome.parent_run_id else ""
             typer.echo(f"no trial produced a score: {'the' if failed == 1 else f'all {failed}'} "
                        f"trial{'s' * (failed != 1)} failed (each one's reason is above{where})")  # fmt: skip
-        else:
-            typer.echo("no trial produced a score")
+        elif not outcome.interrupted:  # an interrupted search's trials may yet score: its lines above say so
+            typer.echo("no trial produced a score")  # (it read as a failure after a Ctrl-C: a walkthrough)
     else:
         b = outcome.best
         from .runs import params_line

@@ -15,8 +15,10 @@ def test_a_search_cut_off_before_any_trial_reported(capsys):
     _report(SearchOutcome("/runs/s", None, [], None, None, True, []), None, "synthetic:ave")
     out = capsys.readouterr().out
     assert "\ntrials: none reported an epoch yet\ninterrupted: `" in out and "resume /runs/s` continues it\n" in out
+    assert "no trial produced a score" not in out  # (it read as a failure after the Ctrl-C: a walkthrough)
     _report(SearchOutcome("/runs/s", None, [], None, None, False, []), None, "synthetic:ave")
-    assert "\ntrials: none\n" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "\ntrials: none\n" in out and "\nno trial produced a score\n" in out
     row = TrialRow("r1", "t1", "train_trial_t1", "completed", "FINISHED", 4, 3.0, 0.36554, params={"lr": "0.001"})
     cut = TrialRow("r2", "t2", "train_trial_t2", "interrupted", "KILLED", 2, 1.0, 0.2, params={"lr": "0.002"})
     _report(SearchOutcome("/runs/s", None, [row, cut], row, None, True, [], num_samples=4), None, "synthetic:ave")
