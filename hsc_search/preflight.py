@@ -140,6 +140,9 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
         problem = sqlite_options_problem(uri)  # SQLAlchemy's options (?timeout=30), or a '?' in a folder's name
         if problem:
             raise PreflightError(f"{name}: {problem}")
+        if db.parent.resolve().is_file():  # (it said "the folder x.h5 does not exist": a walkthrough)
+            raise PreflightError(f"{name}: {db.parent} is a file, not a folder; expected the database's path in a "
+                                 "folder, e.g. sqlite:///mlflow.db")  # fmt: skip
         if not db.parent.resolve().is_dir():
             raise PreflightError(f"{name}: the folder {db.parent} does not exist; MLflow would not "
                                  "find an existing database there. Create the folder or fix the path")  # fmt: skip

@@ -446,6 +446,8 @@ def test_a_set_given_twice_with_two_values_is_refused(tmp_path):
     refused (a walkthrough); the same value twice is harmless."""
     from hsc_search.settings import SettingsError, load_settings
 
+    with pytest.raises(ConfigError, match=r"^--set lr: expected key=value$"):  # (it said "override 'lr'")
+        TrainConfig.from_yaml(EXAMPLE, overrides=["lr"])
     with pytest.raises(ConfigError, match=r"^--set lr is given twice \(0\.003, then 0\.004\): give it once$"):
         TrainConfig.from_yaml(EXAMPLE, overrides=["lr=0.003", "lr = 0.004"])
     assert TrainConfig.from_yaml(EXAMPLE, overrides=["lr=0.003", "lr=3e-3"]).lr == 0.003

@@ -205,6 +205,11 @@ def test_sqlite_and_file_tracking_uris(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PreflightError, match="the folder sub does not exist"):
         preflight.check_tracking("sqlite:///sub/x.db")
+    (tmp_path / "feats.h5").write_bytes(b"")  # a file where the folder goes: said as such (a walkthrough)
+    with pytest.raises(PreflightError, match=r"^--tracking-uri sqlite:///feats\.h5/m\.db: feats\.h5 is a file, not a "
+                                             r"folder; expected the database's path in a folder, e\.g\. "
+                                             r"sqlite:///mlflow\.db$"):
+        preflight.check_tracking("sqlite:///feats.h5/m.db")
     with pytest.raises(PreflightError, match="refuses file stores"):
         preflight.check_tracking("mlflow.db")
 

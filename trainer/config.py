@@ -478,7 +478,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"override '{item}': expected key=value")
+            raise ConfigError(f"--set {item}: expected key=value")  # (the flag, as every other --set problem)
         key, raw = item.split("=", 1)
         try:
             value = load_yaml(raw) if raw.strip() else ""
