@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
-from trainer.config import YAML_BOOL_HINT, ConfigError, TrainConfig
+from trainer.config import YAML_BOOL_HINT, ConfigError, TrainConfig, did_you_mean
 from trainer.yamlfile import load_yaml, wrong_kind, yaml_problem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -612,8 +612,7 @@ def _name_problem(name: str) -> str | None:
             "(ASHA's budget)"
         )
     if name not in _FIELDS:
-        close = difflib.get_close_matches(name, list(_FIELDS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name, [n for n in _FIELDS if n != _NOT_IN_SPACE])
         return f"'{name}' is not a trainer config field{hint}; valid names: {_valid_names()}"
     return None
 

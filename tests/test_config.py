@@ -400,7 +400,7 @@ def test_zero_padded_integers_are_refused_not_read_as_octal(tmp_path):
     space.write_text("params:\n  hidden_dim: {type: categorical, choices: [032, 128]}\n")
     with pytest.raises(SpaceError, match=r"s\.yaml.*032 is read by YAML 1\.1 as 26 \(octal\)"):
         load_space(space)
-    with pytest.raises(ConfigError, match=r"override 'seed=010': 010 is read by YAML 1\.1 as 8 \(octal\); write 10"):
+    with pytest.raises(ConfigError, match=r"--set seed=010: 010 is read by YAML 1\.1 as 8 \(octal\); write 10"):
         parse_overrides(["seed=010"])
     cfg.write_text("epochs: 1:30\n")
     with pytest.raises(ConfigError, match=r"1:30 is read by YAML 1\.1 as 90 \(base 60\); write 90 if meant"):
@@ -439,6 +439,14 @@ def test_a_typoed_key_is_told_the_field_it_is_close_to(tmp_path):
     assert any(l.startswith("--set hiden_dim=64: unknown key 'hiden_dim' (did you mean 'hidden_dim'?)")
                for l in lines), lines
     assert any(l.startswith("--set bogus=1: unknown key 'bogus'; valid keys: ") for l in lines), lines
+    # a wrong hint is worse than none: difflib's default cutoff told ema_decay to mean weight_decay (the review)
+    from trainer.config import did_you_mean
+
+    names = TrainConfig.field_names()
+    hints = {k: did_you_mean(k, names) for k in ("ema_decay", "warmup", "use_distill", "LR", "cca", "w_kd")}
+    assert hints == {"ema_decay": "", "warmup": " (did you mean 'warmup_epochs'?)", "w_kd": "",
+                     "use_distill": " (did you mean 'distill'?)", "LR": " (did you mean 'lr'?)",
+                     "cca": " (did you mean one of cca_dim, cca_ridge, cca_k?)"}  # fmt: skip
 
 
 def test_a_set_given_twice_with_two_values_is_refused(tmp_path):

@@ -570,10 +570,20 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder_it_made_and_sa
     assert capsys.readouterr().out.startswith(f"note: --config {tmp_path / 'empty.yaml'} sets no field: the "
                                               "defaults train, with any --set on top (`python -m trainer "
                                               "--help-config` lists them)\n")  # fmt: skip
+    # read once: a config given through a pipe was read again for the note, found empty, and said so (the review)
+    piped = subprocess.run([sys.executable, "-m", "trainer", "--config", "/dev/stdin", "--data", data, "--out",
+                            str(tmp_path / "p"), *sets], input="cca_dim: 32\n", capture_output=True, text=True,
+                           cwd=tmp_path, timeout=120)  # fmt: skip
+    assert piped.returncode == 2 and "sets no field" not in piped.stdout, piped.stdout + piped.stderr
+    assert "which must exceed cca_dim 32" in piped.stderr, piped.stderr
     assert main(["--data", data, *sets, "--set=cca_dim=32"]) == 2  # its own runs/train-<time>: gone too,
     assert not (tmp_path / "runs").exists()  # and the runs/ it made (an empty runs/ was left, a walkthrough)
     assert main(["--data", data, "--out", str(tmp_path / "a" / "b" / "r"), *sets, "--set=cca_dim=32"]) == 2
     assert not (tmp_path / "a").exists()
+    (tmp_path / "kept").mkdir()  # an empty folder of the user's, reached through `..` after a new one (the review)
+    assert main(["--data", data, "--out", "new/../kept/r", *sets, "--set=cca_dim=32"]) == 2
+    assert (tmp_path / "kept").is_dir() and not (tmp_path / "new").exists() and not (tmp_path / "kept" / "r").exists()
+    (tmp_path / "kept").rmdir()
     # a runs/train-<time>-N it made is removed, the runs it stepped past and the runs/ that held them are kept
     import shutil
     import time
@@ -599,7 +609,7 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder_it_made_and_sa
     with pytest.raises(SystemExit) as e:
         main(["--data", data, "--out", "", *sets])
     assert e.value.code == 2 and "argument --out: empty; expected the run folder's path" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # nothing written here
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.yaml", "mine"]  # nothing written here
 
 
 def test_sigterm_is_said_as_ctrl_c_is_with_the_command_that_continues(small_spec, tmp_path):
@@ -833,7 +843,7 @@ def test_values_the_data_makes_smaller_are_said_as_the_run_starts(tmp_path, caps
     assert main(["--data", data, "--out", str(tmp_path / "r"), *sets, "--set=batch_size=64", "--set=topk=30"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "note: batch_size 64 is larger than the train split (20 clips): batches of 20" in out, out
-    assert "note: topk 30 is not below the batch (20): 19 neighbours (config.yaml records the values trained)" in out
+    assert "note: topk 30 is not below the batch (20): 19 neighbours" in out
     trained = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert (trained["batch_size"], trained["topk"]) == (20, 19)
     # values that fit say nothing

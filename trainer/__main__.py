@@ -13,7 +13,6 @@ from pathlib import Path
 from . import EXAMPLE_CONFIG, ConfigError, DataError, NonFiniteLossError, TrainConfig, fit, load_data
 from .config import describe, why_unwritable
 from .fit import CHECKPOINT_FILE, CheckpointError, larger_than_the_device, resolve_device
-from .yamlfile import load_yaml
 
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint", "summary.json")  # what `fit` writes into a run folder
@@ -107,10 +106,12 @@ def _main(argv: list[str] | None, prog: str) -> int:
     config = args.config or (out / "config.yaml" if args.resume else EXAMPLE_CONFIG)
     try:
         resolve_device(args.device)  # before loading any data: a wrong device costs nothing
-        cfg = TrainConfig.from_yaml(config, args.overrides)
-        if args.config is not None and not load_yaml(args.config.read_text(encoding="utf-8")):  # (read above)
-            print(f"note: --config {args.config} sets no field: the defaults train, with any --set on top "
-                  f"(`{prog} --help-config` lists them)")  # an empty or all-commented file: not a word (a walkthrough)
+        # an empty or all-commented --config trained the defaults without a word (a walkthrough); a resume takes
+        # the run's own values, refusing others
+        empty = None if args.config is None or args.resume else lambda: print(
+            f"note: --config {args.config} sets no field: the defaults train, with any --set on top (`{prog} "
+            "--help-config` lists them)")  # fmt: skip
+        cfg = TrainConfig.from_yaml(config, args.overrides, if_empty=empty)
         data = load_data(args.data, val_fraction=cfg.val_fraction)
         if not args.resume and not data.val_carved and any(o.split("=", 1)[0].strip() == "val_fraction"
                                                            for o in args.overrides):  # (a resume refuses the change)
@@ -119,8 +120,9 @@ def _main(argv: list[str] | None, prog: str) -> int:
         resume = out / "checkpoint" if args.resume else None
         made = not named or not out.exists()  # (removed again if the run ends before its first epoch; without
         # --out _claim makes a new folder, runs/train-<time>-N where another run took the name)
-        # the outermost folder this run makes on the way (runs/, or a/ of --out a/b/run), removed with it if empty
-        top = next((p for p in reversed([out, *out.parents]) if not (p.exists() or p.is_symlink())), None)
+        # the folders this run makes on the way (runs/, or a/ and a/b/ of --out a/b/run), removed with it if empty;
+        # each as the absolute path it names (--out new/../mine/run makes new/ and mine/run, not mine/: the review)
+        missing = {os.path.abspath(p) for p in [out, *out.parents] if not os.path.lexists(os.path.abspath(p))}
         try:  # here, not in fit: a folder that cannot be made or written is the --out flag's fault
             out, lock = _claim(out, named)
             why = why_unwritable(out)
@@ -149,11 +151,9 @@ def _main(argv: list[str] | None, prog: str) -> int:
                 import shutil
 
                 shutil.rmtree(out, ignore_errors=True)
-                for parent in out.parents:  # an empty runs/ was left (a walkthrough); a user's own folder stays
-                    if top is None or (parent != top and top not in parent.parents):
-                        break
-                    with contextlib.suppress(OSError):  # not empty: another run's
-                        parent.rmdir()
+                for folder in sorted(missing, key=len, reverse=True):  # an empty runs/ was left (a walkthrough)
+                    with contextlib.suppress(OSError):  # not empty (another run's), or gone
+                        os.rmdir(folder)
             raise
         finally:
             _release(out, lock)

@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 
@@ -52,6 +52,21 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str] | str):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))
+
+
+def did_you_mean(name: str, names: list[str]) -> str:
+    """" (did you mean 'x'?)" for a mistyped field name, or "": the field it is, case aside (LR: lr), the field that
+    is a word of it (use_distill: distill), the fields it is a word of (warmup: warmup_epochs), else a close
+    spelling (hiden_dim: hidden_dim). difflib's default cutoff (0.6) told ema_decay to
+    mean weight_decay and warmup amp (the review): a wrong hint is worse than none."""
+    key = name.lower()
+    words = ([key] if key in names else  # LR: lr
+             [n for n in names if key.startswith(n + "_") or key.endswith("_" + n)]  # use_distill: distill
+             or [n for n in names if n.startswith(key + "_") or n.endswith("_" + key)])  # fmt: skip
+    if len(words) > 1:
+        return f" (did you mean one of {', '.join(words)}?)"
+    near = words or difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+    return f" (did you mean '{near[0]}'?)" if near else ""
 
 
 def select_metrics() -> tuple[str, ...]:
@@ -245,9 +260,8 @@ class TrainConfig:
         for key, value in values.items():
             where = origins.get(key, source)
             if key not in fields:
-                near = difflib.get_close_matches(str(key), list(fields), n=1)  # a typo'd key among ~35 (a walkthrough)
-                problems.append(f"{where}: unknown key '{key}'" + (f" (did you mean '{near[0]}'?)" if near else "")
-                                + f"; valid keys: {', '.join(fields)}")
+                near = did_you_mean(str(key), list(fields))  # a typo'd key among ~35 (a walkthrough)
+                problems.append(f"{where}: unknown key '{key}'{near}; valid keys: {', '.join(fields)}")
                 continue
             try:
                 kwargs[key] = _coerce(value, fields[key])
@@ -264,9 +278,11 @@ class TrainConfig:
         return candidate  # checked above: the same checks __post_init__ runs, run once
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: Iterable[str] = ()) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path, overrides: Iterable[str] = (),
+                  if_empty: Callable[[], None] | None = None) -> "TrainConfig":  # fmt: skip
         """Reads a YAML file (a flat mapping) and applies `key=value` overrides on top; a problem with an
-        override is reported against the flag (`--set key=value`), not the file."""
+        override is reported against the flag (`--set key=value`), not the file. `if_empty`: called when the
+        file sets no field (empty, or all comments), the file read once (a pipe or FIFO can be read only once)."""
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -283,6 +299,8 @@ class TrainConfig:
         wrong = wrong_kind(path, values, "trainer")
         if wrong:
             raise ConfigError(wrong)
+        if not values and if_empty is not None:
+            if_empty()
         overrides = list(overrides)
         parsed = parse_overrides(overrides)
         origins = {k: f"--set {item.strip()}" for item in overrides for k in parse_overrides([item])}
@@ -484,7 +502,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             value = load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as e:
             if "read by YAML 1.1 as" in str(getattr(e, "problem", "")):  # 010: octal (trainer.yamlfile)
-                raise ConfigError(f"override '{item}': {e.problem}") from None
+                raise ConfigError(f"--set {item}: {e.problem}") from None
             value = raw
         if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
             value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string

@@ -216,9 +216,8 @@ def clamp_notes(asked: TrainConfig, cfg: TrainConfig, n_train: int) -> list[str]
     if cfg.batch_size < asked.batch_size:
         notes.append(f"batch_size {asked.batch_size} is larger than the train split ({n_train} clips): "
                      f"batches of {cfg.batch_size}")
-    if cfg.topk < asked.topk:
-        notes.append(f"topk {asked.topk} is not below the batch ({cfg.batch_size}): {cfg.topk} neighbours "
-                     "(config.yaml records the values trained)")
+    if cfg.topk < asked.topk and cfg.use_nce:  # (read only by the InfoNCE loss)
+        notes.append(f"topk {asked.topk} is not below the batch ({cfg.batch_size}): {cfg.topk} neighbours")
     return notes
 
 
