@@ -272,6 +272,10 @@ def run(
         _fail(str(e))
     except KeyboardInterrupt:
         _interrupted_at_setup()
+    from trainer.config import repeated_sets
+
+    for note in repeated_sets(set_):  # the last is used, as the trainer does (said: it was not, a walkthrough)
+        typer.echo(f"note: {note}")
     try:
         from .driver import SetupInterrupted, TrackingIncomplete, TrackingUnavailable, run_search
         from .preflight import PreflightError

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from . import EXAMPLE_CONFIG, ConfigError, DataError, NonFiniteLossError, TrainConfig, fit, load_data
-from .config import describe, why_unwritable
+from .config import describe, repeated_sets, why_unwritable
 from .fit import CHECKPOINT_FILE, CheckpointError, larger_than_the_device, resolve_device
 
 
@@ -112,6 +112,8 @@ def _main(argv: list[str] | None, prog: str) -> int:
             f"note: --config {args.config} sets no field: the defaults train, with any --set on top (`{prog} "
             "--help-config` lists them)")  # fmt: skip
         cfg = TrainConfig.from_yaml(config, args.overrides, if_empty=empty)
+        for note in repeated_sets(args.overrides):
+            print(f"note: {note}")
         data = load_data(args.data, val_fraction=cfg.val_fraction)
         if not args.resume and not data.val_carved and any(o.split("=", 1)[0].strip() == "val_fraction"
                                                            for o in args.overrides):  # (a resume refuses the change)

@@ -506,11 +506,23 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             value = raw
         if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
             value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
-        key = key.strip()
-        if key in out and out[key] != value:  # the last one trained, without a word; a file's duplicate is refused
-            raise ConfigError(f"--set {key} is given twice ({out[key]!r}, then {value!r}): give it once")
-        out[key] = value
+        out[key.strip()] = value  # given twice: the last, as for any flag (`repeated_sets` says so)
     return out
+
+
+def repeated_sets(items: Iterable[str]) -> list[str]:
+    """A note per key that `--set` gives more than once with different values: the last one is used, as for any
+    flag given twice (a script's base flags, then one changed), but it trained without a word (a walkthrough)."""
+    seen: dict[str, list] = {}
+    for item in items:
+        try:
+            for key, value in parse_overrides([item]).items():
+                seen.setdefault(key, []).append(value)
+        except ConfigError:  # said by the parse of them all
+            continue
+    return [f"--set {key} is given {'twice' if len(values) == 2 else f'{len(values)} times'} "
+            f"({', '.join(map(repr, values))}): the last, {values[-1]!r}, is used"
+            for key, values in seen.items() if any(v != values[-1] for v in values)]  # fmt: skip
 
 
 def describe() -> str:
