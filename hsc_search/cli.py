@@ -326,7 +326,10 @@ def resume(
     # checked; pasted without --data, it looked for the old file: a walkthrough)
     data_abs = data if data is None or data.startswith("synthetic:") or "://" in data else \
         os.path.abspath(os.path.expanduser(data))  # fmt: skip
-    again = [a for flag, v in (("--address", address), ("--tracking-uri", tracking_uri), ("--data", data_abs)) if v
+    from .runs import resolved_tracking_uri
+
+    uri_abs = tracking_uri and resolved_tracking_uri(tracking_uri)  # (a relative sqlite path, absolute: the review)
+    again = [a for flag, v in (("--address", address), ("--tracking-uri", uri_abs), ("--data", data_abs)) if v
              for a in (flag, v)]  # fmt: skip
     shown = path if "://" in path else os.path.abspath(path)
     try:  # as in `run`
@@ -350,7 +353,7 @@ def resume(
     except (TrackingIncomplete, TrackingUnavailable) as e:
         _fail(str(e), code=1)
     except KeyboardInterrupt:
-        _interrupted_again(path)
+        _interrupted_again(shown)
     except Exception as e:  # noqa: BLE001 - as in `run`
         _disk_full(e, path)
     meta = _meta_of(path)

@@ -167,6 +167,23 @@ def _store_failure(e: BaseException) -> bool:
     return False
 
 
+def _store_gone(e: BaseException) -> bool:
+    """`e` is a tracking server that does not answer (refused or timed-out connections, retries run out), raised as
+    it is or inside MLflow's own error: not one that answered with a refusal."""
+    import sys
+
+    kinds = tuple(getattr(sys.modules[m], n) for m, n in (("requests.exceptions", "ConnectionError"),
+                                                          ("requests.exceptions", "Timeout"))
+                  if m in sys.modules)  # fmt: skip
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if kinds and isinstance(e, kinds):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 # MLflow's error codes of a tracking server that failed or refused the search, not a request of ours it refused
 SERVER_FAILURES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "PERMISSION_DENIED", "UNAUTHENTICATED",
                    "REQUEST_LIMIT_EXCEEDED"}  # fmt: skip
@@ -1391,12 +1408,8 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
             in_process = preflight.writer_in_process()
         # where the data, the store or the cluster is now, checked above: kept in the record, for the resume command
         # printed later names the folder only (pasted after `resume --data <moved>`, it looked for the old file)
-        moved = {"data": settings.data if data_spec else None, "address": address or None,
-                 "tracking_uri": resolved_tracking_uri(tracking_uri) if tracking_uri else None}  # fmt: skip
-        moved = {k: v for k, v in moved.items() if v is not None and meta["settings"].get(k) != v}
-        if moved:
-            meta["settings"].update(moved)
-            storage.write_text(meta_path, json.dumps(meta, indent=2))
+        # (a --tracking-uri once the store is found to hold the search, below: a store refused was kept: the review)
+        _keep_in_record(meta_path, meta, {"data": settings.data if data_spec else None, "address": address or None})
     parent_id, experiment_id = meta["parent_run_id"], meta["experiment_id"]
     # as in `run_search`: MLflow's store opens, and the writer starts, while Ray starts
     interrupts = _SetupInterrupts().defer()
@@ -1437,6 +1450,8 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
                 client.update_run(parent_id, status="RUNNING")
                 if TAG_NO_SCORE in client.get_run(parent_id).data.tags:  # it runs again: its end decides anew
                     client.delete_tag(parent_id, TAG_NO_SCORE)
+                if tracking_uri:
+                    _keep_in_record(meta_path, meta, {"tracking_uri": resolved_tracking_uri(tracking_uri)})
             except Exception as e:
                 if not _store_failure(e):
                     raise
@@ -1638,13 +1653,16 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
             finally:
                 if ended == "KILLED":  # stopped by the user: a server that does not answer must not hold them
                     _bounded(lambda: client.set_terminated(parent_id, status=ended), 15.0)
-                elif ended == "FINISHED":
-                    client.set_terminated(parent_id, status=ended)
+                elif ended == "FINISHED":  # (the store gone here: one line naming resume, the review)
+                    with tail_guard(settings.tracking_uri, exp_dir, echo):
+                        client.set_terminated(parent_id, status=ended)
                 else:  # an error is on its way out: the parent's end failing too (a full disk) must not hide it
                     try:
-                        client.set_terminated(parent_id, status=ended)
+                        with tail_guard(settings.tracking_uri, exp_dir, echo):  # (its retries bounded)
+                            client.set_terminated(parent_id, status=ended)
                     except Exception as e:  # noqa: BLE001
-                        echo(f"warning: the search's MLflow run could not be ended: {http_failure(e)}")
+                        cause = e.__context__ if isinstance(e, TrackingIncomplete) and e.__context__ else e
+                        echo(f"warning: the search's MLflow run could not be ended: {http_failure(cause)}")
     if not interrupted:  # every trial ended and the tail is done: `resume` has nothing left to do
         _mark_finished(exp_dir)
     outcome.num_samples = settings.num_samples
@@ -1654,8 +1672,8 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
 # MLflow's HTTP retries in a search's tail (reconcile, rungs, summary, best config, report), all of which `resume`
 # writes again: its defaults (7 retries, a doubling backoff: about 4 minutes a request) held a user 7.5 minutes
 # in silence when the server stopped as the search ended (a walkthrough). A value the user set wins.
-TAIL_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-             "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}  # fmt: skip
+# (its request timeout stays: a server slow to answer a large query is not a server gone, the review)
+TAIL_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 TAIL_SLOW_S = 30.0  # a tail slower than this on a tracking server is said, with how to go on
 
 
@@ -1671,15 +1689,17 @@ def tail_guard(tracking_uri: str | None, exp_dir: str, echo: Callable[[str], Non
     served = where.startswith(("http://", "https://"))  # (a local store's tail is only slow)
     where = without_password(where)
     slow = threading.Timer(slow_s, lambda: echo(
-        f"waiting for MLflow to take the search's summary (its server at {where} is slow or not answering); Ctrl-C "
-        f"stops waiting, and `{resume_command(exp_dir)}` then writes it"))
+        f"waiting for MLflow to take the search's summary ({slow_s:g} s so far: its server at {where} may be slow or "
+        f"not answering); Ctrl-C stops waiting, and `{resume_command(exp_dir)}` then writes it"))
     slow.daemon = True
     if served:
         slow.start()
     try:
         yield
     except Exception as e:
-        if not _store_failure(e):
+        # a full or read-only disk under the search's own files (summary, best config) is said as such by the
+        # command (`cli._disk_full`), not blamed on MLflow (the review)
+        if not _store_failure(e) or isinstance(e, OSError) and e.errno in DISK_ERRNOS:
             raise
         raise TrackingIncomplete(
             f"MLflow failed as the search ended ({http_failure(e)}); every trial's results are kept in {exp_dir}: "
@@ -1689,6 +1709,15 @@ def tail_guard(tracking_uri: str | None, exp_dir: str, echo: Callable[[str], Non
         slow.cancel()
         for k in given:
             os.environ.pop(k, None)
+
+
+def _keep_in_record(meta_path: str, meta: dict, moved: dict) -> None:
+    """Where a resume found the search's data, store or cluster now (checked), written into its record: the resume
+    command printed later names the folder only (pasted after `resume --data <moved>`, it looked for the old file)."""
+    moved = {k: v for k, v in moved.items() if v is not None and meta["settings"].get(k) != v}
+    if moved:
+        meta["settings"].update(moved)
+        storage.write_text(meta_path, json.dumps(meta, indent=2))
 
 
 def _bounded(call: Callable[[], Any], timeout_s: float) -> None:
@@ -2026,6 +2055,8 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrup
         try:  # the Description is a convenience: a store that refuses it does not fail a finished search (the review)
             _note_result(client, parent_id, settings, best, best_path, interrupted)
         except Exception as e:  # noqa: BLE001
+            if _store_gone(e):  # the tail's guard says resume (a store that refuses it is a warning, as before)
+                raise
             echo(f"warning: the search run's Description was not updated with its result ({http_failure(e)})")
     for e in errors:
         echo(f"warning: {e}")
@@ -2065,6 +2096,8 @@ def _write_report(client, parent_id: str, out_dir: Path, exp_dir: str, tracking_
             storage.write_text(storage.join(exp_dir, REPORT_ARTIFACT), path.read_text())
         return path
     except Exception as e:  # the search's results are safe in MLflow; `hsc-search report` can try again
+        if _store_gone(e):  # (4 minutes of retries, then a 490-line traceback: the review): the tail's guard
+            raise  # says resume, which writes the report
         echo(f"warning: the search report was not written ({e}); `hsc-search report --run-id {parent_id}` retries")
         return None
 

@@ -856,7 +856,8 @@ def write_csv(table, path) -> None:
 
     columns = [pa.array([None if v is None else repr(float(v)) for v in column.to_pylist()], pa.string())
                if pa.types.is_floating(column.type) else column for column in table.columns]  # fmt: skip
-    pacsv.write_csv(pa.table(columns, names=table.column_names), path)
+    pacsv.write_csv(pa.table(columns, names=table.column_names), path,
+                    pacsv.WriteOptions(quoting_style="needed"))  # (numbers bare: a text column quoted them)
 
 
 def typed_column(texts: list[str | None]) -> list:

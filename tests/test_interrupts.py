@@ -127,6 +127,8 @@ def test_ctrl_c_while_a_search_resumes_says_how_to_continue_it(tmp_path, _cache_
         proc = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder), *extra], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=180)  # fmt: skip
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        # a store refused is not kept in the search's record (it was: every plain resume then named it, the review)
+        assert json.loads((folder / "hsc_search.json").read_text())["settings"] == record["settings"]
     again = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder), "--tracking-uri",
                             f"sqlite:///{tmp_path}/moved.db"], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=180)  # fmt: skip
@@ -134,6 +136,9 @@ def test_ctrl_c_while_a_search_resumes_says_how_to_continue_it(tmp_path, _cache_
     assert f"--backend-store-uri sqlite:///{tmp_path}/moved.db" in again.stdout  # the UI command names where it is
     moved = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/moved.db")
     assert moved.get_run(record["parent_run_id"]).info.status == "FINISHED"
+    # the store found there is kept in the record (the resume command printed later names the folder only)
+    assert json.loads((folder / "hsc_search.json").read_text())["settings"]["tracking_uri"] == \
+        f"sqlite:///{tmp_path}/moved.db"  # fmt: skip
 
 
 def test_rays_warning_about_trials_that_never_reported_is_dropped_and_other_failures_show():
