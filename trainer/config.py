@@ -55,10 +55,10 @@ class ConfigError(ValueError):
 
 
 def did_you_mean(name: str, names: list[str]) -> str:
-    """" (did you mean 'x'?)" for a mistyped field name, or "": the field it is, case aside (LR: lr), the field that
-    is a word of it (use_distill: distill), the fields it is a word of (warmup: warmup_epochs), else a close
-    spelling (hiden_dim: hidden_dim). difflib's default cutoff (0.6) told ema_decay to
-    mean weight_decay and warmup amp (the review): a wrong hint is worse than none."""
+    """The hint for a mistyped field name, " (did you mean 'x'?)", or "": the field it is, case aside (LR: lr), the
+    field that is a word of it (use_distill: distill), the fields it is a word of (warmup: warmup_epochs), else a
+    close spelling (hiden_dim: hidden_dim). difflib's default cutoff (0.6) told ema_decay to mean weight_decay and
+    warmup amp (the review): a wrong hint is worse than none."""
     key = name.lower()
     words = ([key] if key in names else  # LR: lr
              [n for n in names if key.startswith(n + "_") or key.endswith("_" + n)]  # use_distill: distill
