@@ -324,11 +324,11 @@ def resume(
     # a Ctrl-C before the resume went on prints the command that continues it: by the folder's absolute path (it
     # printed the relative one as typed), with the flags given (a moved file is kept in the record only once
     # checked; pasted without --data, it looked for the old file: a walkthrough)
-    data_abs = data if data is None or data.startswith("synthetic:") or "://" in data else \
-        os.path.abspath(os.path.expanduser(data))  # fmt: skip
+    from .commands import absolute_data_spec
     from .runs import resolved_tracking_uri
 
     uri_abs = tracking_uri and resolved_tracking_uri(tracking_uri)  # (a relative sqlite path, absolute: the review)
+    data_abs = data and absolute_data_spec(data)
     again = [a for flag, v in (("--address", address), ("--tracking-uri", uri_abs), ("--data", data_abs)) if v
              for a in (flag, v)]  # fmt: skip
     shown = path if "://" in path else os.path.abspath(path)
@@ -357,9 +357,7 @@ def resume(
     except Exception as e:  # noqa: BLE001 - as in `run`
         _disk_full(e, path)
     meta = _meta_of(path)
-    from .driver import absolute_data_spec
-
-    _report(outcome, tracking_uri or meta.get("tracking_uri"), absolute_data_spec(data) if data else meta["data"])
+    _report(outcome, tracking_uri or meta.get("tracking_uri"), data_abs or meta["data"])
     _exit_as(outcome)
 
 

@@ -29,6 +29,17 @@ def exe(name: str, relative: bool = True) -> str:
     return shlex.quote(os.fspath(path))
 
 
+def absolute_data_spec(spec: str) -> str:
+    """A data file's spec as an absolute, normalised path (`~` expanded, as for the other paths a search takes;
+    `..` folded, so the printed commands work after the folder it was given from is gone); a synthetic spec or a
+    URI as given. (Here, not in the driver: `resume` prints it before the driver's imports.)"""
+    from trainer.data import SYNTHETIC_PREFIX
+
+    if spec.startswith(SYNTHETIC_PREFIX) or "://" in spec:
+        return spec
+    return os.path.abspath(os.path.expanduser(spec))
+
+
 def resume_command(exp_dir) -> str:
     """`hsc-search resume <folder>` as printed: with `RAY_AUTH_MODE=token ` in front when the user ran this command
     with it (a cluster with token authentication: pasted without it in a new shell, the resume was refused). The

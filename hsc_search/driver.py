@@ -28,7 +28,7 @@ from trainer import AVData, DataError, TrainConfig, load_data
 from trainer.fit import data_fingerprint
 
 from . import preflight, storage, warm_start
-from .commands import DISK_ERRNOS, restore_command, resume_command
+from .commands import DISK_ERRNOS, absolute_data_spec, restore_command, resume_command
 from .export import (ExportError, TrialRow, best_row, outcome_counts, provenance, search_in, start_order,
                      trial_config, trial_rows, write_config)
 from .plots import best_so_far_figure, importance_figure
@@ -155,16 +155,22 @@ def _store_failure(e: BaseException) -> bool:
     for module, name in (("sqlalchemy.exc", "SQLAlchemyError"), ("requests.exceptions", "RequestException")):
         if module in sys.modules:  # imported by MLflow when it could raise one
             kinds.append(getattr(sys.modules[module], name))
+    for cause in _causes(e):
+        if isinstance(cause, tuple(kinds)) or (isinstance(cause, OSError) and cause.errno in DISK_ERRNOS):
+            return True
+        # a server's error answer (a database behind it that refuses writes: 500; credentials it refuses: 401/403)
+        if getattr(cause, "error_code", None) in SERVER_FAILURES:  # (the second review: a traceback again)
+            return True
+    return False
+
+
+def _causes(e: BaseException | None):
+    """`e` and what it was raised from or during, in turn (each once)."""
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, tuple(kinds)) or (isinstance(e, OSError) and e.errno in DISK_ERRNOS):
-            return True
-        # a server's error answer (a database behind it that refuses writes: 500; credentials it refuses: 401/403)
-        if getattr(e, "error_code", None) in SERVER_FAILURES:  # (the second review: a traceback again)
-            return True
+        yield e
         e = e.__cause__ or e.__context__
-    return False
 
 
 def _store_gone(e: BaseException) -> bool:
@@ -175,13 +181,7 @@ def _store_gone(e: BaseException) -> bool:
     kinds = tuple(getattr(sys.modules[m], n) for m, n in (("requests.exceptions", "ConnectionError"),
                                                           ("requests.exceptions", "Timeout"))
                   if m in sys.modules)  # fmt: skip
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if kinds and isinstance(e, kinds):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+    return bool(kinds) and any(isinstance(cause, kinds) for cause in _causes(e))
 
 
 # MLflow's error codes of a tracking server that failed or refused the search, not a request of ours it refused
@@ -731,17 +731,6 @@ def _trial_dirname(trial) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- run / resume
-def absolute_data_spec(spec: str) -> str:
-    """A data file's spec as an absolute, normalised path (`~` expanded, as for the other paths a search takes;
-    `..` folded, so the printed commands work after the folder it was given from is gone); a synthetic spec or a
-    URI as given."""
-    from trainer.data import SYNTHETIC_PREFIX
-
-    if spec.startswith(SYNTHETIC_PREFIX) or "://" in spec:
-        return spec
-    return os.path.abspath(os.path.expanduser(spec))
-
-
 def _preflight_rest(settings: SearchSettings, space: SearchSpace, first: dict, notes: list[str],
                     fingerprint: dict) -> tuple[WarmStart | None, bool, bool]:  # fmt: skip
     """The pre-flight checks after the folder is claimed: the tracking store, the warm start, the resources.

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
-from trainer.config import YAML_BOOL_HINT, ConfigError, TrainConfig, did_you_mean
+from trainer.config import ABOVE_ZERO, YAML_BOOL_HINT, YAML_BOOLEANS, ConfigError, TrainConfig, did_you_mean
 from trainer.yamlfile import load_yaml, wrong_kind, yaml_problem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -292,7 +292,7 @@ class SearchSpace:
         another takes certain values (`trainer.config.USED_ONLY_WHEN`) whose other field is not searched and holds
         none of them (`--set weight_lr=0.02` with fixed loss weights was recorded and shown as if it mattered; a
         searched one was said: a walkthrough). Name -> what to say."""
-        from trainer.config import ABOVE_ZERO, USED_ONLY_WHEN
+        from trainer.config import USED_ONLY_WHEN
 
         searched = set(self.names())
         constant = {**_DEFAULTS, **self.fixed}
@@ -302,23 +302,16 @@ class SearchSpace:
                 continue
             parent, allowed = USED_ONLY_WHEN[name]
             held = constant.get(parent)
-            if allowed == ABOVE_ZERO:
-                if _is_number(held) and held > 0:
-                    continue
-                needs = "above 0"
-            elif any(_matches(held, a) for a in allowed):
-                continue
-            else:
-                needs = " or ".join(map(str, allowed))
-            out[name] = (f"{name} is fixed at {value!r}, but the trainer reads it only when {parent} is {needs}, "
-                         f"and here {parent} is {held!r}: it changes nothing")
+            if not _reads(allowed, held):
+                out[name] = (f"{name} is fixed at {value!r}, but the trainer reads it only when {parent} is "
+                             f"{_needs(allowed)}, and here {parent} is {held!r}: it changes nothing")
         return out
 
     def unused_by_trainer(self) -> dict[str, str]:
         """Searched params whose values change nothing in some or all trials: a field the trainer reads only when
         another takes certain values (`trainer.config.USED_ONLY_WHEN`) searched without a `when` that ensures
         them, and ranges of one value: name -> what to say."""
-        from trainer.config import ABOVE_ZERO, USED_ONLY_WHEN
+        from trainer.config import USED_ONLY_WHEN
 
         by_name = {p.name: p for p in self.params}
         out: dict[str, str] = {}
@@ -332,7 +325,7 @@ class SearchSpace:
             parent, allowed = USED_ONLY_WHEN[p.name]
 
             def ok(v: Any) -> bool:
-                return _is_number(v) and v > 0 if allowed == ABOVE_ZERO else any(_matches(v, a) for a in allowed)
+                return _reads(allowed, v)
 
             src = by_name.get(parent)
             if parent in p.when:
@@ -346,7 +339,7 @@ class SearchSpace:
             failing = sorted({repr(v) for v in possible if not ok(v)})
             if not failing:
                 continue
-            needs = "above 0" if allowed == ABOVE_ZERO else " or ".join(map(str, allowed))
+            needs = _needs(allowed)
             values = ", ".join(failing)
             if len(failing) == len({repr(v) for v in possible}):
                 out[p.name] = (f"{p.name} is searched, but the trainer reads it only when {parent} is {needs}, and "
@@ -600,6 +593,16 @@ def _set_flag(name: str, value: Any, set_from: dict[str, str] | None) -> str:
     return f"{where}: {name}={value}" if where else f"--set {name}={value}"
 
 
+def _reads(allowed: Any, value: Any) -> bool:
+    """Whether the trainer reads a field when its other field (`trainer.config.USED_ONLY_WHEN`) holds `value`."""
+    return _is_number(value) and value > 0 if allowed == ABOVE_ZERO else any(_matches(value, a) for a in allowed)
+
+
+def _needs(allowed: Any) -> str:
+    """The values of the other field under which the trainer reads a field, in words."""
+    return "above 0" if allowed == ABOVE_ZERO else " or ".join(map(str, allowed))
+
+
 def _valid_names() -> str:
     return ", ".join(n for n in _FIELDS if n != _NOT_IN_SPACE)
 
@@ -685,8 +688,7 @@ def _field_value(name: str, v: Any) -> Any:
         return float(n)
     allowed = _FIELDS[name].metadata.get("choices")
     if isinstance(v, bool) and allowed:  # as the trainer says it: quoting `on` would not make it a choice
-        raise TypeError(f"expected one of {list(allowed)}, got {v!r} (YAML reads on/off, yes/no and true/false as "
-                        "booleans)")  # fmt: skip
+        raise TypeError(f"expected one of {list(allowed)}, got {v!r} ({YAML_BOOLEANS})")
     if not isinstance(v, str):
         raise TypeError(f"expected a string, got {v!r}{YAML_BOOL_HINT if isinstance(v, bool) else ''}")
     if allowed and v not in allowed:

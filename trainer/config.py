@@ -39,7 +39,8 @@ AUTO_EMA_CEILING = 0.99  # the auto starting EMA momentum of long runs (see the 
 
 
 # YAML 1.1 reads on/off, yes/no, true/false (any case) as booleans: a text field given `on` got True
-YAML_BOOL_HINT = " (YAML reads on/off, yes/no and true/false as booleans: quote the word, e.g. 'on')"
+YAML_BOOLEANS = "YAML reads on/off, yes/no and true/false as booleans"
+YAML_BOOL_HINT = f" ({YAML_BOOLEANS}: quote the word, e.g. 'on')"
 
 
 class ConfigError(ValueError):
@@ -483,8 +484,7 @@ def _coerce(value: Any, f: dataclasses.Field) -> Any:
     if kind == "str":
         choices = f.metadata.get("choices")
         if isinstance(value, bool) and choices:  # `distill: on` was told to quote 'on', not one of its choices
-            raise TypeError(f"expected one of {', '.join(choices)}, got {value!r} (YAML reads on/off, yes/no and "
-                            "true/false as booleans)")  # fmt: skip
+            raise TypeError(f"expected one of {', '.join(choices)}, got {value!r} ({YAML_BOOLEANS})")
         if not isinstance(value, str):
             raise TypeError(f"expected a string, got {value!r}{YAML_BOOL_HINT if isinstance(value, bool) else ''}")
         return value
