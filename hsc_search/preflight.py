@@ -140,8 +140,9 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
         problem = sqlite_options_problem(uri)  # SQLAlchemy's options (?timeout=30), or a '?' in a folder's name
         if problem:
             raise PreflightError(f"{name}: {problem}")
-        if db.parent.resolve().is_file():  # (it said "the folder x.h5 does not exist": a walkthrough)
-            raise PreflightError(f"{name}: {db.parent} is a file, not a folder; expected the database's path in a "
+        # a file on the way (x.h5, or x.h5/sub): it said "the folder x.h5 does not exist" (walkthroughs)
+        if file := next((p for p in (db.parent, *db.parent.parents) if p.resolve().is_file()), None):
+            raise PreflightError(f"{name}: {file} is a file, not a folder; expected the database's path in a "
                                  "folder, e.g. sqlite:///mlflow.db")  # fmt: skip
         if not db.parent.resolve().is_dir():
             raise PreflightError(f"{name}: the folder {db.parent} does not exist; MLflow would not "

@@ -210,6 +210,9 @@ def test_sqlite_and_file_tracking_uris(tmp_path, monkeypatch):
                                              r"folder; expected the database's path in a folder, e\.g\. "
                                              r"sqlite:///mlflow\.db$"):
         preflight.check_tracking("sqlite:///feats.h5/m.db")
+    with pytest.raises(PreflightError, match=r"^--tracking-uri sqlite:///feats\.h5/sub/m\.db: feats\.h5 is a file, "
+                                             r"not a folder; expected"):  # deeper: it said "folder does not exist"
+        preflight.check_tracking("sqlite:///feats.h5/sub/m.db")
     with pytest.raises(PreflightError, match="refuses file stores"):
         preflight.check_tracking("mlflow.db")
 
