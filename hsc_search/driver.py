@@ -36,7 +36,7 @@ from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
 from .report import _reason, publish_report
 from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, client_for, default_tracking_uri,
-                   experiment_tags, http_failure, import_mlflow, resolved_tracking_uri, score_key,
+                   experiment_tags, folder_hint, http_failure, import_mlflow, resolved_tracking_uri, score_key,
                    served_artifacts_problem, sqlite_path, tag_experiment, trial_outcome, typed_column,
                    without_password, write_csv)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
@@ -617,6 +617,18 @@ def _echo_cluster(echo: Callable[[str], None], n_nodes: int, shared_by: list[dic
              "divides them (e.g. half each)")  # fmt: skip
 
 
+def _capacity_note(settings: SearchSettings) -> str | None:
+    """A --max-concurrent above what the cluster holds (with as many trials to run) is said: Ray runs what fits
+    and the rest wait, so the user asked for N at once and got fewer without a word (a walkthrough)."""
+    wanted = min(settings.max_concurrent, settings.num_samples)
+    if not settings.max_concurrent or wanted <= (slots := _slots(settings)):
+        return None
+    per = f"{settings.cpus_per_trial:g} CPU" + (f" and {settings.gpus_per_trial:g} GPU"
+                                               if settings.gpus_per_trial > 0 else "")  # fmt: skip
+    return (f"note: --max-concurrent {settings.max_concurrent}, but the cluster holds {_n(slots, 'trial')} at once "
+            f"({per} each): that many run at a time, the others wait for a free slot")
+
+
 def _sharing(settings: SearchSettings, local: bool) -> list[dict]:
     """Other searches' local Ray instances on this machine, when this one is local and sizes itself by it."""
     if not local or settings.max_concurrent:
@@ -881,6 +893,8 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
     for line in (headline, *said):
         echo(line)
     _echo_cluster(echo, n_nodes, _sharing(settings, local))
+    if capped := _capacity_note(settings):
+        echo(capped)
 
     client = experiment_id = parent_id = None
     try:
@@ -1282,24 +1296,6 @@ def _space_file_changed(settings: SearchSettings, recorded: dict) -> str | None:
             f"with (recorded in its {META_FILE}); start a new search to search the new one")
 
 
-def _folder_hint(folder: str) -> str:
-    """Where the search is, for a local folder given by mistake: a trial's folder (its search is the one above)
-    or the storage folder (its searches are below)."""
-    if storage.is_uri(folder):
-        return ""
-    here = Path(folder).resolve()
-    if (here.parent / META_FILE).is_file():
-        return f"; it is a trial's folder of the search {here.parent}: pass that"
-    try:
-        below = sorted(p.name for p in here.iterdir() if (p / META_FILE).is_file())
-    except OSError:
-        return ""
-    if below:
-        shown = ", ".join(below[:5]) + (f" and {len(below) - 5} more" if len(below) > 5 else "")
-        return f"; it holds the searches {shown}: pass one, e.g. {shlex.quote(str(here / below[0]))}"
-    return ""
-
-
 def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | None,
                    tracking_uri: str | None = None, data_spec: str | None = None) -> SearchOutcome:  # fmt: skip
     meta_path = storage.join(exp_dir, META_FILE)
@@ -1310,7 +1306,7 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
             folder = Path(exp_dir).parent
             hint = f": pass its folder, {folder}" if Path(exp_dir).name == META_FILE else ""
             raise SearchError(f"{exp_dir}: a file, not a search's folder{hint}")
-        raise SearchError(f"{exp_dir}: not a hsc-search experiment folder (no {META_FILE}){_folder_hint(exp_dir)}")
+        raise SearchError(f"{exp_dir}: not a hsc-search experiment folder (no {META_FILE}){folder_hint(exp_dir)}")
     try:
         with _interrupt_in_preflight(exp_dir, resumable=True):  # reading a remote record can take seconds
             meta = json.loads(storage.read_text(meta_path))
@@ -1413,6 +1409,8 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
         interrupts.check()
         _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir),
                       _sharing(settings, cluster_address(settings.address) is None))
+        if capped := _capacity_note(settings):
+            echo(capped)
         tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,
                                    resume_errored=False)  # fmt: skip
         echo(f"resuming search {settings.name} from {exp_dir}")

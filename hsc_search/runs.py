@@ -760,6 +760,26 @@ def latest_search(client, experiment_id: str, experiment: str | None = None) -> 
                      f"(the latest: {last.run_id} ({last.run_name or 'unnamed'}, {last.status}))")
 
 
+def folder_hint(folder: str) -> str:
+    """Where the search is, for a local folder given by mistake: a trial's folder (its search is the one above)
+    or the storage folder (its searches are below); for `resume`, `--warm-start`."""
+    from . import storage
+
+    if storage.is_uri(folder):
+        return ""
+    here = Path(folder).resolve()
+    if (here.parent / "hsc_search.json").is_file():
+        return f"; it is a trial's folder of the search {here.parent}: pass that"
+    try:
+        below = sorted(p.name for p in here.iterdir() if (p / "hsc_search.json").is_file())
+    except OSError:
+        return ""
+    if below:
+        names = ", ".join(below[:5]) + (f" and {len(below) - 5} more" if len(below) > 5 else "")
+        return f"; it holds the searches {names}: pass one, e.g. {shlex.quote(str(here / below[0]))}"
+    return ""
+
+
 def _search_folder_hint(given: str) -> str:
     """Where `--run-id` was given a search's folder or its name (as `resume` and `--warm-start` take them; a
     walkthrough): its parent run id, from the folder's record."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .preflight import PreflightError
-from .runs import best_of, shown
+from .runs import best_of, folder_hint, shown
 from .space import SearchSpace
 
 MAX_EXAMPLES = 2  # trials named per reason in the start line
@@ -115,8 +115,10 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
     try:
         if path.is_dir():
             if not (path / "hsc_search.json").is_file():
-                raise PreflightError(f"{flag}: {path.resolve()} is not a hsc-search search folder (no hsc_search.json); "
-                                     "pass the folder `hsc-search run` printed as folder:, or a parent run id")  # fmt: skip
+                hint = folder_hint(str(path)) or ("; pass the folder `hsc-search run` printed as folder:, or a "
+                                                   "parent run id")  # fmt: skip
+                raise PreflightError(f"{flag}: {path.resolve()} is not a hsc-search search folder (no "
+                                     f"hsc_search.json){hint}")  # fmt: skip
             rec = read_ray_dir(path, flag="--warm-start")
         elif path.exists() and ("/" in source or path.suffix):  # a file (a search's best_config.yaml, say)
             raise PreflightError(f"{flag}: a file, not a search folder; pass the folder that holds it "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -214,22 +215,30 @@ def test_local_instance_listens_on_loopback_only(first):
 def test_a_search_beside_another_local_instance_says_they_share_the_cores(first, tmp_path):
     """Two searches on one machine each started a local Ray instance sized for every core and ran twice the
     trials the cores hold, with nothing said (a walkthrough of two searches at once). The second says so, naming
-    the other's driver; with --max-concurrent given it does not (the user has divided them)."""
+    the other's driver; with --max-concurrent given it does not (the user has divided them). A --max-concurrent
+    above the cores, with as many trials, is said (Ray ran what fit and the rest waited, without a word)."""
     drv = first["drv"].proc.pid
     data = "synthetic:ave?n_train=64&n_val=32&n_test=32&dim_audio=8&dim_visual=8&num_classes=4&seed=1"
     env = _env(first["cache"])  # (not TMPDIR=tmp_path: Ray's socket paths there were over the 107-byte limit)
-    said = []
-    for extra in ([], ["--max-concurrent", "1"]):
+    said, capped, cpus = [], [], None
+    for extra in ([], ["--max-concurrent", "1"], "more than fit"):
+        if extra == "more than fit":  # one more trial than the local instance's CPUs hold, as many to run
+            extra = ["--max-concurrent", str(cpus + 1), "--num-samples", str(cpus + 1)]
         proc = subprocess.run([str(Path(sys.executable).parent / "hsc-search"), "run", "--num-samples", "1",
                                "--max-epochs", "1", "--data", data, "--no-mlflow", "--name", f"s{len(said)}",
                                "--storage", str(tmp_path / "rr"), *extra], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=300)  # fmt: skip
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         said.append([ln for ln in proc.stdout.splitlines() if "other search" in ln])
+        capped.append([ln for ln in proc.stdout.splitlines() if "--max-concurrent" in ln and "holds" in ln])
+        cpus = int(float(re.search(r"Ray: 1 node\(s\), ([\d.]+) CPUs", proc.stdout).group(1)))
     assert len(said[0]) == 1 and said[0][0].startswith(f"note: 1 other search on this machine runs a local Ray "
                                                        f"instance of its own (pid {drv} ("), said  # fmt: skip
     assert "--max-concurrent divides them" in said[0][0], said
-    assert said[1] == [], said
+    assert said[1] == [] and said[2] == [], said
+    assert capped[:2] == [[], []] and capped[2] == [
+        f"note: --max-concurrent {cpus + 1}, but the cluster holds {cpus} trial{'s' * (cpus != 1)} at "
+        "once (1 CPU each): that many run at a time, the others wait for a free slot"], (capped, proc.stdout)
     assert first["drv"].proc.poll() is None  # the other instance is left alone
 
 

@@ -386,6 +386,15 @@ def test_sources_without_a_usable_trial_are_refused(source, tmp_path):
     with pytest.raises(PreflightError, match=rf"best_config.yaml: a file, not a search folder; pass the folder that "
                                              rf"holds it \({tmp_path.resolve()}, if it is a search's\)"):
         plan(str(tmp_path / "best_config.yaml"), load_space(ROOT / "search_spaces" / "quick.yaml"), METRIC, "max", uri)
+    # a trial's folder, and the storage folder, name the search (they said only "pass the folder ... printed")
+    search = (cwd / "ray_results" / "src").resolve()
+    trial = next(p for p in search.iterdir() if (p / "result.json").is_file())
+    with pytest.raises(PreflightError, match=rf"no hsc_search.json\); it is a trial's folder of the search "
+                                             rf"{search}: pass that$"):  # fmt: skip
+        plan(str(trial), load_space(ROOT / "search_spaces" / "quick.yaml"), METRIC, "max", uri)
+    with pytest.raises(PreflightError, match=rf"no hsc_search.json\); it holds the searches src: pass one, e.g. "
+                                             rf"{search}$"):  # fmt: skip
+        plan(str(search.parent), load_space(ROOT / "search_spaces" / "quick.yaml"), METRIC, "max", uri)
     lr_only = load_space_dict({"params": {"lr": {"type": "float", "low": 3.0e-4, "high": 1.0e-2, "log": True}}})
     with pytest.raises(PreflightError, match=f"none of its {TRIALS} trials can start this search "
                                              f"\\({TRIALS} outside this space \\(.*not searched here"):  # fmt: skip
