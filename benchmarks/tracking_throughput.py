@@ -36,7 +36,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _logger(url: str, experiment_id: str, index: int, trials: int, epochs: int, metrics: int, barrier, out) -> None:
+def _logger(*args) -> None:
+    """`_log_search` in a spawned process; a Ctrl-C (the terminal sends it to every logger too) ends it quietly:
+    each printed a KeyboardInterrupt traceback (a walkthrough). The benchmark says it was interrupted."""
+    try:
+        _log_search(*args)
+    except KeyboardInterrupt:
+        pass
+
+
+def _log_search(url: str, experiment_id: str, index: int, trials: int, epochs: int, metrics: int, barrier,
+                out) -> None:  # fmt: skip
     """One search: parent + trials child runs, one log_batch per trial epoch. Puts its latencies and errors."""
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
@@ -75,13 +85,19 @@ def _round(url: str, backend: str, n: int, args) -> dict:
     barrier, out = ctx.Barrier(n + 1), ctx.Queue()
     procs = [ctx.Process(target=_logger, args=(url, exp_id, i, args.trials, args.epochs, args.metrics, barrier, out))
              for i in range(n)]  # fmt: skip
-    for p in procs:
-        p.start()
-    barrier.wait(timeout=300)
-    start = time.time()
-    results = [out.get(timeout=1800) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
+    try:
+        for p in procs:
+            p.start()
+        barrier.wait(timeout=300)
+        start = time.time()
+        results = [out.get(timeout=1800) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+    finally:  # interrupted (or a logger lost): none is left logging to a server that is stopping
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=10)
     wall = max(r["end"] for r in results) - start
     # count what arrived: every trial run, every key, point by point
     runs = client.search_runs([exp_id], max_results=5000)
@@ -169,6 +185,21 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hsc-tracking-work-"))
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        return _measure(args, argv, loggers, backends, out, work)
+    except KeyboardInterrupt:
+        if args.out is None and args.quick and not any(out.iterdir()):
+            out.rmdir()  # the smoke run's own temp folder, empty: nothing to look at (it was left)
+        raise
+    finally:
+        if args.workdir is None:  # our own temp folder: the stores are of no use after the run (it was left
+            import shutil  # after a Ctrl-C)
+
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(args, argv, loggers: list[int], backends: list[str], out: Path, work: Path) -> int:
+    """The rounds on each backend, then the report written to `out`; exit code 1 if a point was lost."""
     if os.geteuid() == 0:
         work.chmod(0o711)  # PostgreSQL runs as another account when we are root
 
@@ -197,10 +228,6 @@ def main(argv=None) -> int:
     report = {"command": "python " + shlex.join([f"benchmarks/{Path(__file__).name}", *(argv or sys.argv[1:])]),
               "machine": _machine(), "postgres": pg_version, "args": vars(args) | {"out": str(out), "workdir": str(work)},
               "rounds": rounds}  # fmt: skip
-    if args.workdir is None:  # our own temp folder: the stores are of no use after the run
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
     (out / "tracking_throughput.json").write_text(json.dumps(report, indent=1))
     (out / "tracking_throughput.md").write_text(_markdown(report))
     print(f"wrote {out / 'tracking_throughput.md'}")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -94,6 +97,35 @@ def test_tracking_throughput_quick_on_sqlite(tmp_path):
     assert [r["loggers"] for r in report["rounds"]] == [1, 2]
     assert all(r["points_arrived"] == r["points_expected"] > 0 and r["errors"] == 0 for r in report["rounds"])
     assert "| sqlite | 2 |" in (out / "tracking_throughput.md").read_text()
+
+
+def test_tracking_throughput_ctrl_c_is_one_line_and_leaves_no_temp_folder(tmp_path):
+    """A Ctrl-C while the loggers log (the terminal sends it to the whole process group): each spawned logger
+    printed a KeyboardInterrupt traceback and the temp folder of stores and server logs was left. Now one line,
+    exit 130, the temp folders gone, no server left."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "benchmarks/tracking_throughput.py", "--quick", "--backends", "sqlite",
+                             "--loggers", "2", "--epochs", "100000"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not any(tmp_path.glob("hsc-tracking-work-*/bench.db")) and time.monotonic() < deadline:
+            time.sleep(0.5)  # the server made its store: the loggers start next
+        assert any(tmp_path.glob("hsc-tracking-work-*/bench.db")), "the benchmark's server never started"
+        time.sleep(8)  # the loggers spawned (each imports MLflow) and logging
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert proc.returncode == 130, stderr[-3000:]
+    lines = stderr.strip().splitlines()  # (after the --quick notice of the values given)
+    assert "Traceback" not in stderr and lines[1:] == [
+        "tracking_throughput.py: interrupted; the results it writes when it ends were not written"], stderr[-3000:]
+    assert not list(tmp_path.glob("hsc-tracking-*")), list(tmp_path.iterdir())
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert not left, left  # the mlflow server (its store is under tmp_path) is stopped
 
 
 def test_bytecode_quick(tmp_path):
