@@ -480,7 +480,7 @@ class _OwnStopNotice(logging.Filter):
         if not record.getMessage().startswith("Stop signal received"):
             return True
         print("stopping: the running trials end where they are and the search's state is saved (Ctrl-C again "
-              "skips the save); the resume command follows", file=sys.stderr, flush=True)  # fmt: skip
+              "skips the save)", file=sys.stderr, flush=True)  # fmt: skip
         return False
 
 
