@@ -198,6 +198,20 @@ class SearchSettings:
         return dataclasses.asdict(self)
 
 
+def _unknown_hint(key: str, valid: list[str]) -> str:
+    """What to say of an unknown key of a search config: the setting it nearly is (`schedulr`: scheduler; `--max-epochs`
+    spelled as a flag: max_epochs), or, for a trainer field, that those go under `set:` (`lr: 0.01` beside the
+    search settings was told only the list of valid settings; a walkthrough)."""
+    from trainer.config import TrainConfig, did_you_mean
+
+    near = did_you_mean(key.lstrip("-").replace("-", "_"), valid)  # " (did you mean 'x'?)"
+    if near:
+        return f"{key}: {near[2:-1]}"
+    if key in {f.name for f in dataclasses.fields(TrainConfig)}:
+        return f"{key} is a trainer field: fixed trainer values go under set:, e.g. set: {{{key}: ...}}"
+    return ""
+
+
 def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[str]) -> SearchSettings:
     """Settings from a search config file (optional), then CLI values that were given (not None) on top."""
     values: dict[str, Any] = {}
@@ -226,6 +240,8 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
         unknown = sorted(set(values) - valid - {"overrides"})
         if unknown:  # said with the known keys' problems below, all at once
             hint = " (--no-mlflow is mlflow: false)" if any(k in ("no_mlflow", "no-mlflow") for k in unknown) else ""
+            hints = [h for k in unknown if (h := _unknown_hint(k, sorted(valid)))]
+            hint += f" ({'; '.join(hints)})" if hints else ""
             problems.append(f"{path}: unknown settings {unknown}{hint}; valid: {', '.join(sorted(valid))} "
                             "(and 'set' for fixed trainer values)")  # fmt: skip
             values = {k: v for k, v in values.items() if k not in unknown}

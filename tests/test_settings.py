@@ -34,6 +34,19 @@ def test_unknown_file_keys_are_named(tmp_path):
     assert lines[1] == f"{f}: 'set' must be a mapping of trainer field: value" and f"{f}: max_epochs: " in lines[2]
 
 
+def test_unknown_file_keys_get_a_hint(tmp_path):
+    """A near setting name, a flag's spelling, and a trainer field beside the settings (it belongs under `set:`)
+    were told only the list of valid settings (a walkthrough); a key like none gets no hint."""
+    f = tmp_path / "search.yaml"
+    f.write_text("schedulr: fifo\nmax-epochs: 3\nlr: 0.01\nfoo: 1\n")
+    with pytest.raises(SettingsError) as e:
+        load_settings(f, {}, [])
+    assert str(e.value).startswith(
+        f"{f}: unknown settings ['foo', 'lr', 'max-epochs', 'schedulr'] (lr is a trainer field: fixed trainer values "
+        "go under set:, e.g. set: {lr: ...}; max-epochs: did you mean 'max_epochs'?; schedulr: did you mean "
+        "'scheduler'?); valid: address, "), str(e.value)
+
+
 def test_all_bad_values_reported_together():
     with pytest.raises(SettingsError) as e:
         load_settings(None, {"num_samples": 0, "mode": "up", "grace_period": 9, "max_epochs": 3}, ["epochs=4"])
