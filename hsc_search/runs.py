@@ -870,14 +870,27 @@ def _hide_password(text: str) -> str:
 def write_csv(table, path) -> None:
     """A pyarrow table as CSV that a reader types as the parquet file is typed: pyarrow writes a whole float as
     `1`, which pandas and pyarrow read back as an int column (a float param whose values in a search were all
-    whole, a walkthrough). Floats are written as Python writes them (1.0, 0.0005, nan); nulls stay empty."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+    whole, a walkthrough). Floats are written as Python writes them (1.0, 0.0005, nan), booleans as pyarrow
+    writes them (true, false); nulls stay empty; a value is quoted only where CSV needs it (a comma, a quote, a
+    line break): pyarrow quoted every value of a text column, and the floats written as text with them."""
+    import csv
 
-    columns = [pa.array([None if v is None else repr(float(v)) for v in column.to_pylist()], pa.string())
-               if pa.types.is_floating(column.type) else column for column in table.columns]  # fmt: skip
-    pacsv.write_csv(pa.table(columns, names=table.column_names), path,
-                    pacsv.WriteOptions(quoting_style="needed"))  # (numbers bare: a text column quoted them)
+    import pyarrow as pa
+
+    floats = [pa.types.is_floating(c.type) for c in table.columns]
+
+    def cell(v, is_float: bool) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return repr(float(v)) if is_float else str(v)
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh, lineterminator="\n")
+        out.writerow(table.column_names)
+        for row in zip(*(c.to_pylist() for c in table.columns)):
+            out.writerow([cell(v, f) for v, f in zip(row, floats)])
 
 
 def typed_column(texts: list[str | None]) -> list:

@@ -304,13 +304,18 @@ def test_the_summary_csv_reads_back_typed_as_its_parquet(tmp_path):
 
     table = pa.table({"param.w_rec": typed_column(["1.0", "2.0", None]), "param.topk": typed_column(["5", "3", "4"]),
                       "param.lr": typed_column(["0.0005", "1e-05", "0.1"]), "score": [0.5, float("nan"), None],
-                      "param.use_rec": typed_column(["True", "False", "True"]), "outcome": ["a", "b", None]})
+                      "param.use_rec": typed_column(["True", "False", "True"]), "outcome": ["a", "b", None],
+                      "error": ['x, "y"', "two\nlines", None]})
     write_csv(table, tmp_path / "t.csv")
     pq.write_table(table, tmp_path / "t.parquet")
     back, truth = pd.read_csv(tmp_path / "t.csv"), pd.read_parquet(tmp_path / "t.parquet")
     assert dict(back.dtypes) == dict(truth.dtypes), (back.dtypes, truth.dtypes)
     assert back["param.w_rec"].tolist()[:2] == [1.0, 2.0] and back["param.lr"].tolist() == [0.0005, 1e-05, 0.1]
     assert back["score"].iloc[0] == 0.5 and back["score"].iloc[1:].isna().all()
+    assert back["error"].tolist()[:2] == ['x, "y"', "two\nlines"] and back["param.use_rec"].tolist() == [True, False, True]
+    # numbers bare, text quoted only where CSV needs it (pyarrow quoted every text value, the floats with them)
+    text = (tmp_path / "t.csv").read_text()
+    assert text.splitlines()[1] == '1.0,5,0.0005,0.5,true,a,"x, ""y"""', text
     import pyarrow.csv as pacsv
 
     assert pacsv.read_csv(tmp_path / "t.csv").schema.field("param.w_rec").type == pa.float64()
