@@ -827,7 +827,9 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     add("Best so far", lambda: best_so_far_figure(rec),
         f"A trial's score is its best {rec.metric} over its epochs ({kept}). Left: trials in the order the "
         "searcher proposed them (the table's #). Right: against every epoch trained by any trial, in the order they "
-        "were logged: the cost of reaching each level.")  # fmt: skip
+        "were logged: the cost of reaching each level. A failed trial's cross is its best before it failed: it "
+        "never counts as the best (the searcher was told it failed); one that failed before its first epoch has "
+        "no point.")  # fmt: skip
     study = _quiet_study(rec)
     add("Parallel coordinates", lambda: parallel_figure(rec, study) if study else None)
     ranked, which, basis = importance_basis(rec, study)
