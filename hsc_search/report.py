@@ -172,7 +172,9 @@ def curves_figure(rec: SearchRecord):
         fig.update_yaxes(type="log", exponentformat="power")
     else:
         fig.update_yaxes(**one_value_range(v for t in rec.trials for _, v, _ in t.curve))
-    fig.update_xaxes(**integer_axis(max([rec.max_epochs or 0, *(e for t in rec.trials for e, _, _ in t.curve)])))
+    # ticks for the epochs the axis shows (the curves and the rungs; plotly ranges it so): sized for --max-epochs,
+    # an interrupted 300-epoch search's curves to epoch 50 had two ticks, 0 and 50 (a walkthrough)
+    fig.update_xaxes(**integer_axis(max([*rec.milestones, *(e for t in rec.trials for e, _, _ in t.curve)])))
     return fig
 
 
@@ -218,7 +220,8 @@ def best_so_far_figure(rec: SearchRecord):
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(shape="hv", color="#2ca02c", width=2),
                              name="best so far", legendgroup="best", showlegend=False,
                              hovertemplate="%{x} epochs: best %{y:.4f}<extra></extra>"), 1, 2)  # fmt: skip
-    fig.update_xaxes(title_text="trial (#, as proposed)", **integer_axis(len(rec.trials)), row=1, col=1)
+    fig.update_xaxes(title_text="trial (#, as proposed)", **integer_axis(len(rec.trials)), row=1, col=1,
+                     range=[0.5, len(rec.trials) + 0.5])  # (autoranged, the first and last markers were cut in half)
     fig.update_xaxes(title_text="epochs trained, all trials", **integer_axis(len(points)), row=1, col=2)
     fig.update_yaxes(title_text=rec.metric, row=1, col=1)
     log = log_scale([t.row.score for t in rec.trials] + [v for _, v, _ in points])

@@ -406,6 +406,14 @@ def test_epoch_axes_have_whole_numbers_only(epochs):
     for title, ax in axes:
         assert ax.get("tickformat") == "d" and ax.get("tickmode") == "linear", (title, ax)
         assert float(ax["dtick"]).is_integer() and ax["dtick"] >= 1 and epochs / ax["dtick"] <= 12, (title, ax)
+    # an interrupted search: curves to `epochs` of a 300-epoch budget are ticked for the epochs drawn (they were
+    # ticked for 300: two ticks, 0 and 50, over 50 epochs); the by-trial axis leaves room around its end markers
+    rec.max_epochs = 300
+    ax = report.curves_figure(rec).layout.xaxis
+    assert ax.dtick >= 1 and epochs / ax.dtick >= 2 if epochs >= 2 else ax.dtick == 1, ax
+    ax = report.best_so_far_figure(rec).layout.xaxis
+    assert tuple(ax.range) == (0.5, len(rec.trials) + 0.5), ax
+    rec.max_epochs = epochs
     # the trial's own SVG pictures logged to MLflow: the x tick labels sit just below each panel
     y = trial_plots.TOP + (trial_plots.H - trial_plots.TOP - trial_plots.BOTTOM) + 14
     hist = {**rec.best_history, **{f"cca/rho_{k:02d}": [(e, 0.5) for e in range(1, epochs + 1)] for k in range(3)}}
