@@ -478,11 +478,16 @@ def export_best_cmd(
     if data:  # as `run` prints it (a YAML file's header says it too; a JSON file has no place for it)
         typer.echo(f"retrain: {retrain_command(path.resolve(), data)}")  # works from any folder, as the file's header
     if search is not None and search_status(search) != "FINISHED":  # its best so far, which may still change
-        from .driver import unfinished_note
+        from .driver import search_state
+        from .runs import client_for
 
-        said = unfinished_note(search.info.run_name, search.info.status, search.data.tags.get("hsc.experiment_dir"),
-                               search.info.run_id)  # fmt: skip
-        typer.echo(f"note: {said}; this is its best trial so far: export again when it has ended", err=True)
+        state, said = search_state(search.info.run_name, search.info.status, search.data.tags.get("hsc.experiment_dir"),
+                                   search.info.run_id, lambda: search_status(client_for(tracking_uri).get_run(
+                                       search.info.run_id)))  # fmt: skip
+        if state == "ended":
+            typer.echo(f"note: {said}: its last trials may have changed its best; export again", err=True)
+        else:
+            typer.echo(f"note: {said}; this is its best trial so far: export again when it has ended", err=True)
 
 
 @app.command()
@@ -512,11 +517,14 @@ def report(
         _fail(str(e))
     typer.echo(f"report of search {rec.name} ({len(rec.trials)} trial{'s' * (len(rec.trials) != 1)}): {path}")
     if rec.status != "FINISHED":  # as export-best says it (the report says it at its top)
-        from .driver import unfinished_note
+        from .driver import search_state
+        from .runs import client_for, search_status
 
-        said = unfinished_note(rec.name, rec.status, rec.experiment_dir, rec.parent_run_id)
+        state, said = search_state(rec.name, rec.status, rec.experiment_dir, rec.parent_run_id,
+                                   lambda: search_status(client_for(tracking_uri).get_run(rec.parent_run_id)))
         if said:
-            typer.echo(f"note: {said}; the report shows it as it was when written", err=True)
+            typer.echo(f"note: {said}; the report shows it as it was when read"
+                       + (": write it again for its end" if state == "ended" else ""), err=True)  # fmt: skip
     if log:
         from .runs import ui_url
 

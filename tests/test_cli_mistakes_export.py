@@ -318,7 +318,8 @@ def test_a_search_whose_every_trial_failed_says_so(store, tmp_path):
     assert not (tmp_path / "f.yaml").exists()
 
 
-def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_searches_files(store, tmp_path):
+def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_searches_files(store, tmp_path,
+                                                                                               monkeypatch):
     """export-best exported a still-running search's best trial so far with nothing but '(running)' to say so,
     named no search, and replaced another search's own best_config.yaml when --out pointed into its folder."""
     import json
@@ -350,6 +351,28 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
         folder / "report.html").read_text()  # (escaped as text, not markup)
     assert "search good did not finish and no driver runs it (MLflow status RUNNING): `" in (
         folder / "report.html").read_text()
+    # a driver that finished it while the command read it (status set, then its lock let go as it exited) was
+    # told "did not finish and no driver runs it" with a resume command (a walkthrough): the status is read again
+    from hsc_search.driver import search_state
+
+    assert search_state("good", "RUNNING", str(folder), good, lambda: "FINISHED") == (
+        "ended", "search good finished while this read it")
+    assert search_state("good", "RUNNING", str(folder), good, lambda: "RUNNING")[0] == "stopped"
+    import hsc_search.export as export_module
+
+    read = export_module.export_best
+
+    def finished_meanwhile(*args, **kwargs):  # the search is read as running; then its driver finishes it
+        out = read(*args, **kwargs)
+        client.update_run(good, status="FINISHED")
+        return out
+
+    monkeypatch.setattr(export_module, "export_best", finished_meanwhile)
+    result = _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--out", str(tmp_path / "b.yaml"))
+    assert "did not finish" not in result.output and ("note: search good finished while this read it: its last "
+                                                      "trials may have changed its best; export again") in result.output, result.output
+    monkeypatch.undo()
+    client.update_run(good, status="RUNNING")
     # its driver is gone: the trial MLflow still shows as running was cut off (the counts said "1 running")
     assert "<p>trials: 1 completed, 1 interrupted</p>" in (folder / "report.html").read_text()
     holder = subprocess.Popen([sys.executable, "-c", f"from hsc_search.driver import hold_search; hold_search("
