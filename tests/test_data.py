@@ -269,9 +269,13 @@ BAD_HDF5 = {
     "dim mismatch": (_set("audio_test", lambda x: x[:, :4]), ["audio_test", "audio_train"]),
     "ndim mismatch": (_set("visual_val", lambda x: x[:, None, :]), ["visual_val", "visual_train"]),
     "nan": (_set("visual_train", _nan), ["visual_train", "2 NaN"]),
-    "inf": (_set("audio_test", _inf), ["audio_test", "1 NaN or inf"]),
+    "inf": (_set("audio_test", _inf), ["audio_test", "1 NaN or inf value(s), the first in clip 1; expected finite"]),
+    "beyond float32": (  # finite in the file: it was told "NaN or inf", which the file has none of
+        _set("audio_val", lambda x: np.where(np.arange(len(x))[:, None] == 2, 1e300, x)),
+        ["audio_val", "value(s) beyond float32's range (|x| > 3.4e38; the trainer computes in float32), the first "
+         "in clip 2"]),
     "empty split": (lambda a: a.update(audio_test=a["audio_test"][:0], visual_test=a["visual_test"][:0],
-                                       lab_test=a["lab_test"][:0]), ["test", "empty"]),  # fmt: skip
+                                       lab_test=a["lab_test"][:0]), ["test", "empty", "at least 2 clips"]),  # fmt: skip
     "1-d features": (_set("audio_val", lambda x: x[:, 0]), ["audio_val", "(N, D)"]),
     "int features": (_set("audio_train", lambda x: x.astype(np.int32)), ["audio_train", "float or uint8"]),
     "3-d labels": (_set("lab_train", lambda y: np.zeros((len(y), 2, 2))), ["lab_train", "(N,)"]),
@@ -393,6 +397,8 @@ def _parquet_case(table: pa.Table, case: str) -> pa.Table:
         return table.set_column(1, "visual", pa.array(visual))
     if case == "no test rows":
         return table.filter(pc.not_equal(table.column("split"), "test"))
+    if case == "no rows at all":  # it was told its features' shape, (0, 0)
+        return table.slice(0, 0)
     raise AssertionError(case)
 
 
@@ -403,7 +409,8 @@ BAD_PARQUET = {
     "empty label list": ["label", "no label"],
     "negative label": ["label", "negative"],
     "nan feature": ["visual", "test", "1 NaN"],
-    "no test rows": ["test", "empty"],
+    "no test rows": ["test", "empty", "expected at least 2 clips"],
+    "no rows at all": ["split 'train' is empty", "expected at least 8 clips (training needs 8)"],
 }
 
 

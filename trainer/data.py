@@ -338,15 +338,16 @@ def _build(
             raise DataError(f"{src}: {modality} features are uint8 in some splits and not in others ({listed}); "
                             "expected one kind in every split (uint8 features are dequantised as (x - 128) / 256, "
                             "float ones are taken as they are)")  # fmt: skip
-    feats = {s: {m: _features(src, *raw[s][m]) for m in MODALITIES} for s in raw}
-    labels = {s: _labels(src, *raw[s]["labels"]) for s in raw}
-    for split, fields in raw.items():
-        counts = {where: len(arr) for where, arr in fields.values()}
+    for split, fields in raw.items():  # before the features' checks: an empty Parquet split was told its
+        counts = {where: len(arr) for where, arr in fields.values()}  # features' shape (0, 0) (a walkthrough)
         listed = ", ".join(f"{where} has {n}" for where, n in counts.items())
         if len(set(counts.values())) > 1:
             raise DataError(f"{src}: split {split!r}: {listed} clips; expected the same number of clips")
-        if not any(counts.values()):
-            raise DataError(f"{src}: split {split!r} is empty ({listed} rows); expected >= 1 clip")
+        if not any(counts.values()):  # (it said ">= 1 clip", then one clip was refused: training needs 8)
+            least = "8 clips (training needs 8)" if split == "train" else "2 clips"
+            raise DataError(f"{src}: split {split!r} is empty ({listed} rows); expected at least {least}")
+    feats = {s: {m: _features(src, *raw[s][m]) for m in MODALITIES} for s in raw}
+    labels = {s: _labels(src, *raw[s]["labels"]) for s in raw}
     for modality in MODALITIES:
         shapes = {raw[s][modality][0]: feats[s][modality].shape[1:] for s in raw}
         if len(set(shapes.values())) > 1:
@@ -387,6 +388,7 @@ def _check_retrieval_labels(src: str, data: AVData, keys: dict[str, str]) -> Non
 
 def _features(src: str, key: str, x: np.ndarray) -> np.ndarray:
     """(N, D) or (N, T, D) float / uint8 -> float32, checked for shape and finiteness."""
+    given = x
     if x.dtype == np.uint8:
         x = (x.astype(np.float32) - 128.0) / 256.0  # dequantise VGGish / YouTube-8M releases
     elif np.issubdtype(x.dtype, np.floating):
@@ -396,9 +398,20 @@ def _features(src: str, key: str, x: np.ndarray) -> np.ndarray:
         raise DataError(f"{src}: {key}: features have dtype {x.dtype}; expected float or uint8")
     if x.ndim not in (2, 3) or x.shape[-1] == 0 or (x.ndim == 3 and x.shape[1] == 0):
         raise DataError(f"{src}: {key}: features have shape {x.shape}; expected (N, D) or (N, T, D) with D, T >= 1")
-    bad = x.size - np.count_nonzero(np.isfinite(x))  # after the cast: float64 values beyond float32 range count too
+    finite = np.isfinite(x)  # after the cast: float64 values beyond float32's range are inf here
+    bad = x.size - np.count_nonzero(finite)
     if bad:
-        raise DataError(f"{src}: {key}: {bad} NaN or inf value(s); expected finite features")
+        first = int(np.argwhere(~finite)[0][0])
+        # values finite in the file that float32 cannot hold were told "NaN or inf", which the file has none of
+        # (a walkthrough: float64 features of 1e300)
+        given_bad = given.size - np.count_nonzero(np.isfinite(given)) if given is not x else bad
+        if given_bad < bad:
+            nan_inf = f" and {given_bad} NaN or inf" if given_bad else ""
+            raise DataError(f"{src}: {key}: {bad - given_bad} value(s) beyond float32's range (|x| > 3.4e38; the "
+                            f"trainer computes in float32){nan_inf}, the first in clip {first}; expected features "
+                            "of a usual scale (standardise them)")  # fmt: skip
+        raise DataError(f"{src}: {key}: {bad} NaN or inf value(s), the first in clip {first}; expected finite "
+                        "features")  # fmt: skip
     return x
 
 
