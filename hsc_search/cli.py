@@ -187,13 +187,14 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
         typer.echo(f"best trial{so_far}: {b.name} ({word(b.outcome)}, {epochs}) score {b.score:.4f}  {own}"
                    + (f"  (resolved on this data: {resolved})" if resolved else ""))
         if outcome.best_config_path is not None:
-            typer.echo(f"best config: {outcome.best_config_path}")
+            typer.echo(f"best config: {shlex.quote(str(outcome.best_config_path))}")
             typer.echo(f"retrain:     {retrain_command(outcome.best_config_path, data)}")
     if getattr(outcome, "report_path", None) is not None:
-        typer.echo(f"report:      {outcome.report_path}  (also in MLflow: the search run's artifact report.html)")
+        typer.echo(f"report:      {shlex.quote(str(outcome.report_path))}  (also in MLflow: the search run's artifact report.html)")
     if outcome.parent_run_id is not None:
         typer.echo(f"MLflow UI:   {_ui_hint(tracking_uri, _experiment_of(tracking_uri, outcome.parent_run_id))}")
-    typer.echo(f"folder:      {outcome.experiment_dir}")  # (not "experiment:", which --experiment means in MLflow)
+    typer.echo(f"folder:      {shlex.quote(str(outcome.experiment_dir))}")  # (not "experiment:", which --experiment
+    # means in MLflow; quoted where a shell needs it: `resume` takes it, and a path with a space broke the paste)
 
 
 @app.command(cls=_Command)

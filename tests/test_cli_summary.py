@@ -33,6 +33,23 @@ def test_a_search_cut_off_before_any_trial_reported(capsys):
     assert "best trial so far: train_trial_t3 (interrupted, 2 epochs)" in capsys.readouterr().out
 
 
+def test_paths_with_a_space_are_printed_quoted_as_a_shell_takes_them(capsys):
+    """`folder:` (which `resume` takes), `best config:` and `report:` were printed bare: a path with a space broke
+    when pasted (a walkthrough); safe paths stay as they are (shlex.quote)."""
+    import shlex
+    from pathlib import Path
+
+    row = TrialRow("r1", "t1", "train_trial_t1", "completed", "FINISHED", 4, 3.0, 0.36554, params={"lr": "0.001"})
+    folder = "/my data ü/ray_results/sp ü"
+    _report(SearchOutcome(folder, None, [row], row, Path(folder) / "best_config.yaml", False, [],
+                          report_path=Path(folder) / "report.html"), None, "synthetic:ave")  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert f"folder:      '{folder}'" in lines, lines
+    assert f"best config: '{folder}/best_config.yaml'" in lines, lines
+    assert any(ln.startswith(f"report:      '{folder}/report.html'  (also in MLflow") for ln in lines), lines
+    assert shlex.split(lines[-1].split(":", 1)[1]) == [folder]
+
+
 def test_the_best_trial_line_shows_the_searched_values_then_what_the_data_resolved(capsys):
     row = TrialRow("r1", "t1", "train_trial_t1", "completed", "FINISHED", 4, 3.0, 0.36554,
                    params={"lr": "0.001", "effective.cca_dim": "8", "tau": "0.3", "effective.batch_size": "64"})
