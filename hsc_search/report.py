@@ -624,10 +624,14 @@ def spectrum_figure(rec: SearchRecord):
     spec = rec.best_spectrum
     epochs = sorted(spec)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("spectrum at epochs", "every epoch"))
-    picks = sorted({epochs[0], epochs[len(epochs) // 2], epochs[-1]})
+    # the first, the tested (its kept checkpoint's) and the last epoch: the middle one it drew instead hid under
+    # the last on short searches, and a long one's tested epoch (60 of 300) was not drawn (a walkthrough)
+    tested = rec.best.row.final.get("test/epoch")
+    tested = int(tested) if tested is not None and math.isfinite(tested) and int(tested) in spec else None
+    picks = sorted({epochs[0], tested if tested is not None else epochs[len(epochs) // 2], epochs[-1]})
     for e in picks:
         fig.add_trace(go.Scatter(x=[f"rho_{i:02d}" for i in range(len(spec[e]))], y=spec[e], mode="lines+markers",
-                                 name=f"epoch {e}"), 1, 1)  # fmt: skip
+                                 name=f"epoch {e}" + (" (tested)" if e == tested else "")), 1, 1)  # fmt: skip
     width = max(len(v) for v in spec.values())
     z = [[spec[e][i] if i < len(spec[e]) else None for i in range(width)] for e in epochs]
     fig.add_trace(go.Heatmap(z=z, x=[f"rho_{i:02d}" for i in range(width)], y=epochs, zmin=0, zmax=1,

@@ -440,6 +440,20 @@ def test_a_trials_pictures_keep_lines_off_the_frame_and_the_legend_off_the_lines
     assert labels and all(any(x > fx + fw for fx, _, fw, _ in frame) for x in labels), labels
 
 
+def test_the_spectrum_draws_the_tested_epoch():
+    """The spectrum panel drew the first, middle and last epochs: a 300-epoch trial tested at epoch 60 did not
+    show epoch 60, and on 4 epochs the middle one (3) hid under the last. Now first, tested, last."""
+    from hsc_search import report
+
+    rec = _record(12)
+    rec.best.row.final = {"test/epoch": 5.0}
+    names = [t.name for t in report.spectrum_figure(rec).data if t.type == "scatter"]
+    assert names == ["epoch 1", "epoch 5 (tested)", "epoch 12"], names
+    rec.best.row.final = {}  # (no test metrics: an interrupted trial) the middle, as before
+    assert [t.name for t in report.spectrum_figure(rec).data if t.type == "scatter"] == ["epoch 1", "epoch 7",
+                                                                                            "epoch 12"]
+
+
 def test_fixed_weights_are_drawn_without_a_log_variance_panel():
     """A trial with fixed loss weights has no s: the trainer logs no logvar/* for it (a constant 0 beside learned
     trials' values read as a learned weight at rest), and its pictures have the weights' panel alone."""
