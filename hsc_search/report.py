@@ -178,6 +178,11 @@ def curves_figure(rec: SearchRecord):
     return fig
 
 
+# a trial's point in the best-so-far chart by outcome, as plots/best_so_far.png marks it: stopped and failed
+# were both crosses, told apart by colour alone (a walkthrough)
+_SYMBOLS = {"completed": "circle", "stopped_early": "x", "failed": "triangle-down"}
+
+
 def best_so_far_figure(rec: SearchRecord):
     """Left: each trial's score in the order the searcher proposed them (`export.start_order`), and the best so
     far. Right: the best value reached against the epochs trained by all trials together (every epoch of every
@@ -197,7 +202,7 @@ def best_so_far_figure(rec: SearchRecord):
             continue
         fig.add_trace(go.Scatter(x=[i], y=[s], mode="markers", name=_label(o), legendgroup=o,
                                  showlegend=o not in shown, marker=dict(color=_color(o), size=9,
-                                 symbol="circle" if o == "completed" else "x"),
+                                 symbol=_SYMBOLS.get(o, "circle-open")),
                                  hovertemplate=f"#{i} {html.escape(t.row.name)}: %{{y:.4f}} ({_label(o)}, "
                                                f"{plural(t.row.epochs, 'epoch')})<extra></extra>"), 1, 1)  # fmt: skip
         shown.add(o)
@@ -834,7 +839,7 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
     add("Best so far", lambda: best_so_far_figure(rec),
         f"A trial's score is its best {rec.metric} over its epochs ({kept}). Left: trials in the order the "
         "searcher proposed them (the table's #). Right: against every epoch trained by any trial, in the order they "
-        "were logged: the cost of reaching each level. A failed trial's cross is its best before it failed: it "
+        "were logged: the cost of reaching each level. A failed trial's triangle is its best before it failed: it "
         "never counts as the best (the searcher was told it failed); one that failed before its first epoch has "
         "no point.")  # fmt: skip
     study = _quiet_study(rec)

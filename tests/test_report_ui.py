@@ -440,6 +440,18 @@ def test_a_trials_pictures_keep_lines_off_the_frame_and_the_legend_off_the_lines
     assert labels and all(any(x > fx + fw for fx, _, fw, _ in frame) for x in labels), labels
 
 
+def test_best_so_far_marks_each_outcome_with_its_own_symbol():
+    """Stopped and failed trials were both crosses, told apart by colour only; the PNG logged to MLflow marks a
+    failed one with a triangle: the report does too."""
+    from hsc_search import report
+
+    rec = _record(3, n=4)
+    for t, o in zip(rec.trials, ("completed", "stopped_early", "failed", "interrupted")):
+        t.row.outcome = o
+    symbols = {t.name: t.marker.symbol for t in report.best_so_far_figure(rec).data if t.mode == "markers"}
+    assert len(set(symbols.values())) == 4 and symbols["failed"] == "triangle-down", symbols
+
+
 def test_the_spectrum_draws_the_tested_epoch():
     """The spectrum panel drew the first, middle and last epochs: a 300-epoch trial tested at epoch 60 did not
     show epoch 60, and on 4 epochs the middle one (3) hid under the last. Now first, tested, last."""
