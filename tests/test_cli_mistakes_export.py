@@ -129,6 +129,15 @@ def test_a_metric_no_trial_logged_is_answered_with_those_they_did(store, tmp_pat
                                             "val/map_avg")  # fmt: skip
     _fails("export-best", "--tracking-uri", uri, "--run-id", good, "--metric", "zzz", "--out",
            str(tmp_path / "b.yaml"), needle="logged 'zzz'; Its trials logged: val/map_avg")  # (test/: not rankable)
+    # a metric's beginning names every metric it begins (`val/map` was told val/map_v2a, the closest spelling)
+    client = store[1]
+    trial = next(r.info.run_id for r in client.search_runs([client.get_run(good).info.experiment_id])
+                 if r.data.tags.get("mlflow.parentRunId") == good)  # fmt: skip
+    for key in ("val/map_a2v", "val/map_v2a"):
+        client.log_metric(trial, key, 0.5, step=1)
+    _fails("export-best", "--tracking-uri", uri, "--run-id", good, "--metric", "val/map", "--out",
+           str(tmp_path / "b.yaml"), needle="logged 'val/map'; did you mean val/map_a2v or val/map_avg or "
+                                            "val/map_v2a? Its trials logged:")  # fmt: skip
     assert not (tmp_path / "b.yaml").exists()
 
 
