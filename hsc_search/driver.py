@@ -38,7 +38,7 @@ from .report import _reason, publish_report
 from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, client_for, default_tracking_uri,
                    experiment_tags, folder_hint, http_failure, import_mlflow, resolved_tracking_uri, score_key,
                    served_artifacts_problem, sqlite_path, tag_experiment, trial_outcome, typed_column,
-                   without_password, write_csv)
+                   user_tag, without_password, write_csv)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
 from .settings import SPACES_DIR, SearchSettings
 from .space import SearchSpace, load_space, load_space_dict
@@ -1836,7 +1836,7 @@ def _start_parent(client, experiment_id: str, settings: SearchSettings, space: S
     while len(json.dumps(kept)) > 4900:
         kept.pop()
     parent = client.create_run(experiment_id, run_name=settings.name,
-                               tags={TAG_KIND: "search", "hsc.experiment_dir": str(plan.exp_dir),
+                               tags={TAG_KIND: "search", "hsc.experiment_dir": str(plan.exp_dir), **user_tag(),
                                      **({TAG_NOTES: json.dumps(kept)} if kept else {}),  # ([] in the UI)
                                      "mlflow.note.content": description,
                                      TAG_DATA_FINGERPRINT: json.dumps(plan.fingerprint)})  # fmt: skip

@@ -484,6 +484,26 @@ def import_mlflow() -> None:
         import mlflow.store.artifact.artifact_repository_registry  # noqa: F401 - the writer's, not in `import mlflow`
 
 
+def user_tag() -> dict[str, str]:
+    """The `mlflow.user` tag a run is created with, as MLflow's fluent API makes it (the tracking server's login
+    name, else the account's): `MlflowClient.create_run` without it records the user as "unknown", so a team
+    server could not tell one person's searches from another's (a walkthrough)."""
+    import getpass
+
+    name = None
+    try:
+        from mlflow.utils.credentials import read_mlflow_creds
+
+        name = read_mlflow_creds().username
+    except Exception:  # noqa: BLE001 - a nicety: no user is MLflow's own "unknown"
+        pass
+    try:
+        name = name or getpass.getuser()
+    except Exception:  # noqa: BLE001 - (no name in the environment or the password database: a container)
+        return {}
+    return {"mlflow.user": name} if name else {}
+
+
 def client_for(tracking_uri: str | None):
     import_mlflow()
     from mlflow.tracking import MlflowClient

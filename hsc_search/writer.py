@@ -56,6 +56,7 @@ from .runs import (
     retry,
     retry_attempts,
     score_key,
+    user_tag,
 )
 from .trial_plots import cca_spectrum_svg, loss_weights_svg
 
@@ -389,7 +390,7 @@ class _Sink:
             if run is None:
                 run = client.create_run(experiment_id, run_name=name,
                                         tags={TAG_PARENT: parent_run_id, TAG_TRIAL: tid, TAG_KIND: "trial",
-                                              TAG_OUTCOME: "running",
+                                              TAG_OUTCOME: "running", **user_tag(),
                                               **({TAG_NUMBER: str(number)} if number is not None else {})})  # fmt: skip
                 self.logged[tid] = 0
             else:  # resumed search or retried trial: continue the same child run

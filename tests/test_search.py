@@ -181,6 +181,10 @@ def test_parent_has_summary_table_best_config_and_plots(search):
     # and the others as they resolved: a local instance of its own, as many trials at once as its CPUs hold
     assert parents[0].data.params["address"] == "local"
     assert parents[0].data.params["max_concurrent"] == str(len(os.sched_getaffinity(0)))
+    # who ran it, as MLflow's UI and a team server show it (every run was "unknown": a walkthrough)
+    import getpass
+
+    assert {r.info.user_id for r in [*parents, *children]} == {getpass.getuser()}
     best_child = max(children, key=lambda c: c.data.metrics["best/max/val/map_avg"])
     assert parents[0].data.metrics["best/max/val/map_avg"] == best_child.data.metrics["best/max/val/map_avg"]
     assert "best/val/map_avg" not in parents[0].data.metrics
