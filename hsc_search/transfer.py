@@ -338,21 +338,26 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
 
     # everything about the source is checked before the destination is opened (opening a sqlite store creates it)
     src = MlflowClient(tracking_uri=source_uri)
-    if experiments:
-        exps = []
-        for name in dict.fromkeys(experiments):  # one copy each (a name given twice was counted twice)
-            exp = src.get_experiment_by_name(name)
-            if exp is None:
-                names = sorted(e.name for e in src.search_experiments())
-                raise TransferError(f"--experiment {name!r}: not in {source_uri}; it has: {', '.join(names)}")
-            exps.append(exp)
-    else:
-        exps = src.search_experiments()
-    for e in exps:  # artifacts only a server's client reads: the import failed after a half copy in the destination
-        served = served_artifacts_problem(e.artifact_location, source_uri, "--from", f"experiment '{e.name}'")
-        if served:
-            raise TransferError(served)
-    runs_of = {exp.experiment_id: _all_runs(src, exp.experiment_id) for exp in exps}
+    try:  # (a server that stopped answering since the check that it answers: a traceback, as --to's below)
+        if experiments:
+            exps = []
+            for name in dict.fromkeys(experiments):  # one copy each (a name given twice was counted twice)
+                exp = src.get_experiment_by_name(name)
+                if exp is None:
+                    names = sorted(e.name for e in src.search_experiments())
+                    raise TransferError(f"--experiment {name!r}: not in {source_uri}; it has: {', '.join(names)}")
+                exps.append(exp)
+        else:
+            exps = src.search_experiments()
+        for e in exps:  # artifacts only a server's client reads: the import failed after a half copy in the
+            # destination
+            served = served_artifacts_problem(e.artifact_location, source_uri, "--from", f"experiment '{e.name}'")
+            if served:
+                raise TransferError(served)
+        runs_of = {exp.experiment_id: _all_runs(src, exp.experiment_id) for exp in exps}
+    except (MlflowException, OSError, RequestException) as e:
+        raise TransferError(f"--from {without_password(source_uri)}: the store failed "
+                            f"({http_failure(e)}); nothing was copied") from None  # fmt: skip
     if not any(runs_of.values()):
         names = ", ".join(e.name for e in exps) or "none"
         raise TransferError(f"--from {source_uri}: no runs to copy (experiments: {names}); expected the store "
@@ -368,10 +373,15 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
     # see): refused before anything is copied
     from mlflow.entities import ViewType
 
-    served = served_store_problem(dst, dest_uri, "--to")
+    try:  # (a server that stopped answering since the check that it answers: a 300-line traceback, a walkthrough)
+        served = served_store_problem(dst, dest_uri, "--to")
+        targets = dst.search_experiments(view_type=ViewType.ALL)
+    except (MlflowException, OSError, RequestException) as e:
+        raise TransferError(f"--to {without_password(dest_uri)}: the store failed ({http_failure(e)}); "
+                            "nothing was copied") from None  # fmt: skip
     if served:
         raise TransferError(served)
-    for target in dst.search_experiments(view_type=ViewType.ALL):
+    for target in targets:
         if target.lifecycle_stage == "deleted" and target.name in {e.name for e in exps}:  # MLflow refused every
             # write into it, in a traceback (a walkthrough)
             raise TransferError(

@@ -321,6 +321,42 @@ def test_https_to_a_plain_http_server_says_to_use_http(here):
         server.shutdown()
 
 
+def test_a_server_that_stops_answering_after_its_check_is_one_line(here):
+    """A team server stopped in the seconds after import-runs found it answering: a 300-line traceback, exit 1 (a
+    walkthrough). A server that answers the check (/health and one API read) and then drops every other request
+    stands in for it."""
+    import http.server
+    import json
+    import threading
+
+    class Dropping(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.startswith(("/health", "/api/2.0/mlflow/experiments/get-by-name")):
+                body = b"OK" if self.path.startswith("/health") else json.dumps(
+                    {"experiment": {"experiment_id": "0", "name": "Default"}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                self.close_connection = True  # no answer: the connection dropped, as by a server that stopped
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Dropping)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        line = _refused(here, "--to", f"http://127.0.0.1:{port}",
+                        needle=f"--to http://127.0.0.1:{port}: the store failed (")
+        assert line.endswith("); nothing was copied"), line
+    finally:
+        server.shutdown()
+
+
 def test_a_copy_into_a_new_store_prints_only_its_own_lines(here):
     """MLflow's INFO lines ("Creating initial MLflow database tables...", "Updating database tables") came
     between import-runs' own when the destination was a new sqlite file (a walkthrough of the console)."""
