@@ -9,6 +9,7 @@ still before any trial or MLflow run exists).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -171,6 +172,13 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
     if uri.split(":", 1)[0].lower() == "databricks":
         raise PreflightError(f"{name}: Databricks-hosted MLflow is not supported; use {EXPECTED_URIS}")
     if uri.startswith("file:") or "://" not in uri:
+        # a server's address mistyped (`http:/host:port`, `host:port`) was told "file stores" (a walkthrough)
+        typo = re.fullmatch(r"(?i)(https?):/*([^/:]+:\d+)(/.*)?|([\w.-]+:\d+)(/.*)?", uri)
+        if typo:
+            meant = (f"{typo[1].lower()}://{typo[2]}{typo[3] or ''}" if typo[1]
+                     else f"http://{typo[4]}{typo[5] or ''}")  # fmt: skip
+            raise PreflightError(f"{name}: not a URI MLflow takes; did you mean {without_password(meant)}? "
+                                 f"(expected {EXPECTED_URIS})")  # fmt: skip
         raise PreflightError(f"{name}: MLflow 3.17 refuses file stores; use {EXPECTED_URIS}")
     if scheme in _plugin_schemes():
         return  # a tracking store an installed MLflow plugin serves: MLflow checks it

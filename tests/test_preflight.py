@@ -215,6 +215,11 @@ def test_sqlite_and_file_tracking_uris(tmp_path, monkeypatch):
         preflight.check_tracking("sqlite:///feats.h5/sub/m.db")
     with pytest.raises(PreflightError, match="refuses file stores"):
         preflight.check_tracking("mlflow.db")
+    for typo, meant in (("http:/127.0.0.1:5000", "http://127.0.0.1:5000"), ("127.0.0.1:5000", "http://127.0.0.1:5000"),
+                        ("https:teambox:5000/", "https://teambox:5000/")):  # a server's address mistyped: it was
+        with pytest.raises(PreflightError, match=rf"^--tracking-uri {typo}: not a URI MLflow takes; did you mean "
+                                                 rf"{meant}\? \(expected sqlite"):  # told "file stores"
+            preflight.check_tracking(typo)
 
 
 def test_a_sqlite_store_a_search_cannot_write_is_refused(tmp_path):
