@@ -257,6 +257,19 @@ def test_source_mistakes_stop_before_the_destination_is_created(here, tmp_path_f
     _refused(bare, "--to", f"sqlite:///{team}",
              needle="--from sqlite:///mlflow.db: no runs to copy (experiments: Default)")
     assert not team.exists()
+    # a search's folder as --from names the store its search logged to (it suggested <folder>/mlflow.db, which a
+    # search's folder never holds); without MLflow, that nothing of it is there
+    import json
+
+    for settings, said in (({"mlflow": True, "tracking_uri": f"sqlite:///{here / 'mlflow.db'}"},
+                            f"is a folder; expected the MLflow database file, not a search's folder: that search "
+                            f"logged to sqlite:///{here / 'mlflow.db'}"),
+                           ({"mlflow": False}, "that search ran with --no-mlflow, so nothing of it is in MLflow")):
+        folder = here / "ray_results" / "s"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "hsc_search.json").write_text(json.dumps({"settings": settings}))
+        _refused(here, "--from", f"sqlite:///{folder}", "--to", f"sqlite:///{team}", needle=said)
+    assert not team.exists()
 
 
 def test_a_copy_into_a_local_sqlite_file_keeps_its_artifacts_beside_it(template, tmp_path, monkeypatch):
