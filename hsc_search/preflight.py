@@ -9,7 +9,6 @@ still before any trial or MLflow run exists).
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -20,8 +19,8 @@ from trainer.config import why_unwritable
 from trainer.fit import OBJECTIVE
 
 from . import storage
-from .runs import (CUT_SHORT, DB_SCHEMES, StoreError, check_server, mlflow_db_problem, sqlite_options_problem,
-                   sqlite_path, without_password)
+from .runs import (CUT_SHORT, DB_SCHEMES, StoreError, check_server, meant_server_uri, mlflow_db_problem,
+                   sqlite_options_problem, sqlite_path, without_password)
 
 TRACKING_TIMEOUT_S = 10.0
 
@@ -173,10 +172,8 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
         raise PreflightError(f"{name}: Databricks-hosted MLflow is not supported; use {EXPECTED_URIS}")
     if uri.startswith("file:") or "://" not in uri:
         # a server's address mistyped (`http:/host:port`, `host:port`) was told "file stores" (a walkthrough)
-        typo = re.fullmatch(r"(?i)(https?):/*([^/:]+:\d+)(/.*)?|([\w.-]+:\d+)(/.*)?", uri)
-        if typo:
-            meant = (f"{typo[1].lower()}://{typo[2]}{typo[3] or ''}" if typo[1]
-                     else f"http://{typo[4]}{typo[5] or ''}")  # fmt: skip
+        meant = meant_server_uri(uri)
+        if meant:
             raise PreflightError(f"{name}: not a URI MLflow takes; did you mean {without_password(meant)}? "
                                  f"(expected {EXPECTED_URIS})")  # fmt: skip
         raise PreflightError(f"{name}: MLflow 3.17 refuses file stores; use {EXPECTED_URIS}")

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import sys
 import threading
@@ -302,6 +303,13 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
                 else ""  # (one that answers is not told to start; the second review)
             raise StoreError(f"{e}; {start}fix {given}") from None
         return
+    meant = meant_server_uri(uri)  # a server's address mistyped (it was told "MLflow's file store")
+    if meant:
+        from .preflight import EXPECTED_URIS
+
+        given = "--tracking-uri" if tracking_uri else "$MLFLOW_TRACKING_URI"
+        raise StoreError(f"{given} {without_password(uri)}: not a URI MLflow takes; did you mean "
+                         f"{without_password(meant)}? (expected {EXPECTED_URIS})")  # fmt: skip
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     if scheme in DB_SCHEMES:  # MLflow retries one that does not answer for minutes
         from .preflight import PreflightError, check_database
@@ -347,15 +355,12 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
         raise StoreError(f"--tracking-uri {uri}: not a tracking URI (a plain path is MLflow's file store, which MLflow 3.17 "
                          f"refuses); expected sqlite:///path/to/mlflow.db or http://host:port{hint}")  # fmt: skip
     elif db is None and not uri.startswith("file:"):  # what `run`'s pre-flight refuses too: MLflow's traceback, or
-        # MLflow's words cut short, after the imports (a walkthrough: `htp://`, and `127.0.0.1:5000` without http://)
-        import re
-
+        # MLflow's words cut short, after the imports (a walkthrough: `htp://`; `127.0.0.1:5000`: meant_server_uri)
         from .preflight import EXPECTED_URIS, _plugin_schemes
 
         given = "--tracking-uri" if tracking_uri else "$MLFLOW_TRACKING_URI"
         if "://" not in uri and "/" not in uri and not Path(uri).exists():
-            hint = f"; did you mean http://{uri}?" if re.fullmatch(r"[\w.-]+:\d+", uri) else ""
-            raise StoreError(f"{given} {without_password(uri)}: not a tracking URI; expected {EXPECTED_URIS}{hint}")
+            raise StoreError(f"{given} {without_password(uri)}: not a tracking URI; expected {EXPECTED_URIS}")
         if "://" in uri and scheme not in ("sqlite", "file", "http", "https") and scheme not in _plugin_schemes():
             raise StoreError(f"{given} {without_password(uri)}: unknown scheme '{uri.split('://', 1)[0]}'; expected "
                              f"{EXPECTED_URIS}")  # fmt: skip
@@ -366,8 +371,6 @@ def without_password(uri: str, shown_as: str = ":***") -> str:
     for a URI that is used again: libpq then reads the password from ~/.pgpass)."""
     from urllib.parse import urlsplit
 
-    import re
-
     try:
         parts = urlsplit(uri)
     except ValueError:
@@ -376,9 +379,25 @@ def without_password(uri: str, shown_as: str = ":***") -> str:
         query = "&".join(p if not p.startswith("password=") else f"password={shown_as.lstrip(':')}"
                          for p in parts.query.split("&") if shown_as or not p.startswith("password="))  # fmt: skip
         uri = uri.replace(f"?{parts.query}", f"?{query}" if query else "", 1)
-    if not parts.password:  # none, or an empty one (`ana:@host`: nothing to hide)
-        return uri
+    if not parts.password:  # none, or an empty one (`ana:@host`: nothing to hide); or no netloc urlsplit sees:
+        # a mistyped `http:/ana:pw@host` or `ana:pw@host:5000` printed its password (a review)
+        if parts.netloc or "@" not in uri:
+            return uri
+        return re.sub(r"^((?:[A-Za-z][\w+.-]*:/*)?[^/:@\s]+):([^/@\s]+)@", lambda m: f"{m[1]}{shown_as}@", uri, 1)
     return uri.replace(f":{parts.password}@", f"{shown_as}@", 1)
+
+
+SERVER_TYPO = re.compile(r"(?i)(https?)(?::/*|//)([^/\s]+?:\d+)(/\S*)?|([\w.-]+:\d+)(/\S*)?")
+
+
+def meant_server_uri(uri: str) -> str | None:
+    """The tracking server's address a mistyped one meant (`http:/host:5000`, `http//host:5000`, `host:5000`),
+    or None: each command said it was a file store, or expected another form without naming the one meant
+    (walkthrough BB; one home for `run`, `export-best`, `report` and `import-runs`: the review)."""
+    m = SERVER_TYPO.fullmatch(uri.strip()) if "://" not in uri else None
+    if not m:
+        return None
+    return f"{m[1].lower()}://{m[2]}{m[3] or ''}" if m[1] else f"http://{m[4]}{m[5] or ''}"
 
 
 def served_artifacts_problem(location: str | None, tracking_uri: str | None, flag: str, what: str) -> "str | None":

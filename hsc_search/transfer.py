@@ -34,8 +34,8 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from .commands import restore_command
-from .runs import (DB_SCHEMES, http_failure, missing_artifact_dir, mlflow_db_problem, moved_store_hint,
-                   resolved_tracking_uri, seed_sqlite_store, served_artifacts_problem, served_store_problem,
+from .runs import (DB_SCHEMES, http_failure, meant_server_uri, missing_artifact_dir, mlflow_db_problem,
+                   moved_store_hint, resolved_tracking_uri, seed_sqlite_store, served_artifacts_problem, served_store_problem,
                    sqlite_options_problem, sqlite_path, without_password)
 
 TAG_SOURCE_RUN = "hsc.import.source_run"
@@ -84,8 +84,10 @@ def check_uri(uri: str, role: str) -> str:
     """A tracking URI that names a store that exists: an existing sqlite file, an http(s) server, a database."""
     flag = f"--{role}"
     if not uri or "://" not in uri and not uri.startswith("sqlite:"):
-        raise TransferError(f"{flag} {uri!r}: expected a tracking URI such as sqlite:///mlflow.db, "
-                            "http://127.0.0.1:5000 or postgresql://user@host/db")  # fmt: skip
+        meant = meant_server_uri(uri or "")  # (a server's address mistyped: the one meant, as `run` says it)
+        raise TransferError(f"{flag} {without_password(uri)!r}: expected a tracking URI such as sqlite:///mlflow.db, "
+                            "http://127.0.0.1:5000 or postgresql://user@host/db"
+                            + (f"; did you mean {without_password(meant)}?" if meant else ""))  # fmt: skip
     scheme = uri.split(":", 1)[0].split("+", 1)[0]
     if scheme == "sqlite":
         path = sqlite_path(uri) if uri.startswith("sqlite:///") else None
