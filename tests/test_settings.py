@@ -45,6 +45,11 @@ def test_unknown_file_keys_get_a_hint(tmp_path):
         f"{f}: unknown settings ['foo', 'lr', 'max-epochs', 'schedulr'] (lr is a trainer field: fixed trainer values "
         "go under set:, e.g. set: {lr: ...}; max-epochs: did you mean 'max_epochs'?; schedulr: did you mean "
         "'scheduler'?); valid: address, "), str(e.value)
+    f.write_text("on: 1\nno_mlflow: true\nsets: {lr: 0.01}\n")  # a YAML boolean key (a traceback: the review);
+    with pytest.raises(SettingsError) as e:  # --no-mlflow's own hint alone; `sets` is `set`
+        load_settings(f, {}, [])
+    assert str(e.value).startswith(f"{f}: unknown settings [True, 'no_mlflow', 'sets'] (--no-mlflow is mlflow: "
+                                   "false) (sets: did you mean 'set'?); valid:"), str(e.value)
 
 
 def test_all_bad_values_reported_together():
