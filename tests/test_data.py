@@ -301,6 +301,14 @@ BAD_HDF5 = {
     "one-hot widths differ": (
         lambda a: a.update(lab_train=np.eye(4)[a["lab_train"]], lab_test=np.eye(5)[a["lab_test"]]),
         ["lab_train", "lab_test"]),
+    # a scalar dataset: refused by its shape (the empty-split check, moved before it, raised TypeError: the review)
+    "scalar features": (_set("audio_train", lambda x: np.float32(1.0)), ["audio_train", "shape ()"]),
+    "scalar labels": (_set("lab_test", lambda y: np.int64(1)), ["lab_test", "shape ()"]),
+    "beyond float32 and nan": (  # each named by its own first clip
+        _set("visual_val", lambda x: np.where(np.arange(len(x))[:, None] == 3, 1e300,
+                                              np.where(np.arange(len(x))[:, None] == 1, np.nan, x))),
+        ["visual_val", "value(s) beyond float32's range", "the first in clip 3 (and", "NaN or inf, the first in "
+         "clip 1)"]),
 }  # fmt: skip
 
 

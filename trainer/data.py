@@ -339,7 +339,9 @@ def _build(
                             "expected one kind in every split (uint8 features are dequantised as (x - 128) / 256, "
                             "float ones are taken as they are)")  # fmt: skip
     for split, fields in raw.items():  # before the features' checks: an empty Parquet split was told its
-        counts = {where: len(arr) for where, arr in fields.values()}  # features' shape (0, 0) (a walkthrough)
+        if any(np.ndim(arr) == 0 for _, arr in fields.values()):  # features' shape (0, 0) (a walkthrough); a
+            continue  # scalar dataset is refused by those checks, naming its shape (the review)
+        counts = {where: len(arr) for where, arr in fields.values()}
         listed = ", ".join(f"{where} has {n}" for where, n in counts.items())
         if len(set(counts.values())) > 1:
             raise DataError(f"{src}: split {split!r}: {listed} clips; expected the same number of clips")
@@ -404,11 +406,13 @@ def _features(src: str, key: str, x: np.ndarray) -> np.ndarray:
         first = int(np.argwhere(~finite)[0][0])
         # values finite in the file that float32 cannot hold were told "NaN or inf", which the file has none of
         # (a walkthrough: float64 features of 1e300)
-        given_bad = given.size - np.count_nonzero(np.isfinite(given)) if given is not x else bad
+        given_finite = np.isfinite(given) if given is not x else finite
+        given_bad = given.size - np.count_nonzero(given_finite)
         if given_bad < bad:
-            nan_inf = f" and {given_bad} NaN or inf" if given_bad else ""
+            over = int(np.argwhere(given_finite & ~finite)[0][0])
+            nan_inf = f" (and {given_bad} NaN or inf, the first in clip {first})" if given_bad else ""
             raise DataError(f"{src}: {key}: {bad - given_bad} value(s) beyond float32's range (|x| > 3.4e38; the "
-                            f"trainer computes in float32){nan_inf}, the first in clip {first}; expected features "
+                            f"trainer computes in float32), the first in clip {over}{nan_inf}; expected features "
                             "of a usual scale (standardise them)")  # fmt: skip
         raise DataError(f"{src}: {key}: {bad} NaN or inf value(s), the first in clip {first}; expected finite "
                         "features")  # fmt: skip
