@@ -392,8 +392,8 @@ def test_sources_without_a_usable_trial_are_refused(source, tmp_path):
     with pytest.raises(PreflightError, match=rf"no hsc_search.json\); it is a trial's folder of the search "
                                              rf"{search}: pass that$"):  # fmt: skip
         plan(str(trial), load_space(ROOT / "search_spaces" / "quick.yaml"), METRIC, "max", uri)
-    with pytest.raises(PreflightError, match=rf"no hsc_search.json\); it holds the searches src: pass one, e.g. "
-                                             rf"{search}$"):  # fmt: skip
+    with pytest.raises(PreflightError, match=rf"no hsc_search.json\); it holds the searches src(, \w+)*: pass one, "
+                                             rf"e.g. {search}$"):  # fmt: skip (other tests add searches beside it)
         plan(str(search.parent), load_space(ROOT / "search_spaces" / "quick.yaml"), METRIC, "max", uri)
     lr_only = load_space_dict({"params": {"lr": {"type": "float", "low": 3.0e-4, "high": 1.0e-2, "log": True}}})
     with pytest.raises(PreflightError, match=f"none of its {TRIALS} trials can start this search "
