@@ -519,10 +519,8 @@ def report(
     typer.echo(f"report of search {rec.name} ({len(rec.trials)} trial{'s' * (len(rec.trials) != 1)}): {path}")
     if rec.status != "FINISHED":  # as export-best says it (the report says it at its top)
         from .driver import search_state
-        from .runs import client_for, search_status
 
-        state, said = search_state(rec.name, rec.status, rec.experiment_dir, rec.parent_run_id,
-                                   lambda: search_status(client_for(tracking_uri).get_run(rec.parent_run_id)))
+        state, said = search_state(rec.name, rec.status, rec.experiment_dir, rec.parent_run_id, rec.status_now)
         if said:
             typer.echo(f"note: {said}; the report shows it as it was when read"
                        + (": write it again for its end" if state == "ended" else ""), err=True)  # fmt: skip

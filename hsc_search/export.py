@@ -313,7 +313,8 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
             from .driver import unfinished_note
 
             said = unfinished_note(parent.info.run_name, parent.info.status,
-                                   parent.data.tags.get("hsc.experiment_dir"), parent_run_id)  # fmt: skip
+                                   parent.data.tags.get("hsc.experiment_dir"), parent_run_id,
+                                   lambda: search_status(client.get_run(parent_run_id)))  # fmt: skip
             unfinished = f"; {said}" if said else ""
         logged = sorted({k for r in rows for k in r.final})
         if metric not in logged and logged and metric != settings.get("metric"):  # a typo (`val/map_avgg`) in

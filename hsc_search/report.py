@@ -67,7 +67,9 @@ def _unfinished(rec: SearchRecord) -> str | None:
         return None
     from .driver import search_state
 
-    state, note = search_state(rec.name, rec.status, rec.experiment_dir, rec.parent_run_id)
+    state, note = search_state(rec.name, rec.status, rec.experiment_dir, rec.parent_run_id, rec.status_now)
+    if state == "ended":  # its driver finished it while this read it: what was read is of before its end
+        note = f"{note}: this report shows it as it was read; write it again (`hsc-search report`) for its end"
     if state == "stopped":
         for t in rec.trials:
             if t.row.outcome == "running":

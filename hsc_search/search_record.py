@@ -15,7 +15,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -58,6 +58,8 @@ class SearchRecord:
     notes: list[str] = field(default_factory=list)  # what the search's start said (its notes), as lines
     status: str = "FINISHED"  # the parent run's MLflow status
     experiment_dir: str | None = None  # the search's folder (tag hsc.experiment_dir)
+    # the parent run's status read again (driver.search_state: a search its driver finished while it was read)
+    status_now: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
 
 def read_search(client, parent_run_id: str) -> SearchRecord:
@@ -97,6 +99,7 @@ def read_search(client, parent_run_id: str) -> SearchRecord:
         notes=_notes(parent.data.tags.get(TAG_NOTES)),
         status=search_status(parent),
         experiment_dir=parent.data.tags.get("hsc.experiment_dir"),
+        status_now=lambda: search_status(client.get_run(parent_run_id)),
     )
     if best is not None:
         record.best_history = _plot_histories(client, best.row)

@@ -382,6 +382,24 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
                                                       "trials may have changed its best; export again") in result.output, result.output
     monkeypatch.undo()
     client.update_run(good, status="RUNNING")
+    import hsc_search.search_record as record_module  # the report: its console line and the page itself
+
+    read_search = record_module.read_search
+
+    def read_then_finished(*args, **kwargs):
+        out = read_search(*args, **kwargs)
+        client.update_run(good, status="FINISHED")
+        return out
+
+    monkeypatch.setattr(record_module, "read_search", read_then_finished)
+    result = _cli("report", "--tracking-uri", uri, "--run-id", good, "--no-log", "--out", str(tmp_path / "r2.html"))
+    page = (tmp_path / "r2.html").read_text()
+    assert "did not finish" not in result.output + page and ("note: search good finished while this read it; the "
+                                                              "report shows it as it was when read: write it again "
+                                                              "for its end") in result.output, result.output
+    assert "search good finished while this read it: this report shows it as it was read; write it again" in page
+    monkeypatch.undo()
+    client.update_run(good, status="RUNNING")
     # its driver is gone: the trial MLflow still shows as running was cut off (the counts said "1 running")
     assert "<p>trials: 1 completed, 1 interrupted</p>" in (folder / "report.html").read_text()
     holder = subprocess.Popen([sys.executable, "-c", f"from hsc_search.driver import hold_search; hold_search("
