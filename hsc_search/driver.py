@@ -27,7 +27,7 @@ import yaml
 from trainer import AVData, DataError, TrainConfig, load_data
 from trainer.fit import data_fingerprint
 
-from . import preflight, storage, warm_start
+from . import preflight, runs, storage, warm_start
 from .commands import DISK_ERRNOS, absolute_data_spec, restore_command, resume_command
 from .export import (ExportError, TrialRow, best_row, outcome_counts, provenance, search_in, start_order,
                      trial_config, trial_rows, write_config)
@@ -48,7 +48,7 @@ from .warm_start import WarmStart
 
 log = logging.getLogger(__name__)
 
-META_FILE = "hsc_search.json"  # in the experiment folder: what `resume` needs
+META_FILE = runs.META_FILE  # in the experiment folder: what `resume` needs
 BEST_CONFIG = "best_config.yaml"
 ASHA_RUNGS = "asha_rungs.json"
 
@@ -626,7 +626,8 @@ def _echo_cluster(echo: Callable[[str], None], n_nodes: int, shared_by: list[dic
 
 def _capacity_note(settings: SearchSettings) -> str | None:
     """A --max-concurrent above what the cluster holds (with as many trials to run) is said: Ray runs what fits
-    and the rest wait, so the user asked for N at once and got fewer without a word (a walkthrough)."""
+    and the rest wait, so the user asked for N at once and got fewer without a word (a walkthrough). At a new
+    search's start only: a resume has fewer trials left than --num-samples (it spoke of others that were not)."""
     wanted = min(settings.max_concurrent, settings.num_samples)
     if not settings.max_concurrent or wanted <= (slots := _slots(settings)):
         return None
@@ -1416,8 +1417,6 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
         interrupts.check()
         _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir),
                       _sharing(settings, cluster_address(settings.address) is None))
-        if capped := _capacity_note(settings):
-            echo(capped)
         tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,
                                    resume_errored=False)  # fmt: skip
         echo(f"resuming search {settings.name} from {exp_dir}")

@@ -799,6 +799,9 @@ def latest_search(client, experiment_id: str, experiment: str | None = None) -> 
                      f"(the latest: {last.run_id} ({last.run_name or 'unnamed'}, {last.status}))")
 
 
+META_FILE = "hsc_search.json"  # in a search's folder: its settings and space, what `resume` needs (driver.META_FILE)
+
+
 def folder_hint(folder: str) -> str:
     """Where the search is, for a local folder given by mistake: a trial's folder (its search is the one above)
     or the storage folder (its searches are below); for `resume`, `--warm-start`."""
@@ -807,10 +810,12 @@ def folder_hint(folder: str) -> str:
     if storage.is_uri(folder):
         return ""
     here = Path(folder).resolve()
-    if (here.parent / "hsc_search.json").is_file():
-        return f"; it is a trial's folder of the search {here.parent}: pass that"
+    if (here.parent / META_FILE).is_file():  # (a trial's, or any other folder of a search: its summary/)
+        what = "a trial's folder" if (here / "params.json").is_file() or (here / "result.json").is_file() else \
+            "a folder"  # fmt: skip
+        return f"; it is {what} of the search {shlex.quote(str(here.parent))}: pass that"
     try:
-        below = sorted(p.name for p in here.iterdir() if (p / "hsc_search.json").is_file())
+        below = sorted(p.name for p in here.iterdir() if (p / META_FILE).is_file())
     except OSError:
         return ""
     if below:

@@ -638,9 +638,16 @@ def test_resume_of_a_folder_that_is_not_there_or_not_a_search(tmp_path):
         resume_search(tmp_path)
     assert str(e.value).endswith(f"(no hsc_search.json); it holds the searches s: pass one, e.g. {tmp_path / 's'}")
     (tmp_path / "s" / "ab12cd34").mkdir()
+    (tmp_path / "s" / "ab12cd34" / "params.json").write_text("{}")
     with pytest.raises(SearchError) as e:
         resume_search(tmp_path / "s" / "ab12cd34")
     assert str(e.value).endswith(f"(no hsc_search.json); it is a trial's folder of the search {tmp_path / 's'}: pass that")
+    # another folder of a search is not called a trial's (its summary/), and a path with a space is quoted
+    (tmp_path / "my s" / "summary").mkdir(parents=True)
+    (tmp_path / "my s" / "hsc_search.json").write_text("{}")
+    with pytest.raises(SearchError) as e:
+        resume_search(tmp_path / "my s" / "summary")
+    assert str(e.value).endswith(f"(no hsc_search.json); it is a folder of the search '{tmp_path / 'my s'}': pass that")
 
 
 def test_address_local_means_a_local_instance_of_the_search_s_own(monkeypatch):
