@@ -331,8 +331,8 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
         where = ("" if tracking_uri else " ($MLFLOW_TRACKING_URI)" if os.environ.get("MLFLOW_TRACKING_URI")
                  else " (MLflow's default store in the working directory)")  # fmt: skip
         if db.is_dir():
-            raise StoreError(f"--tracking-uri {uri}: {db} is a folder; expected the MLflow database file in it, e.g. "
-                             f"sqlite:///{db / 'mlflow.db'}")  # fmt: skip
+            raise StoreError(f"--tracking-uri {uri}: {db} is a folder; expected the MLflow database file, "
+                             + store_of_folder(db))  # fmt: skip
         if tracking_uri:  # given: the path is what to check, not where the command runs
             raise StoreError(f"--tracking-uri {uri}: no MLflow database at {db.resolve()}; expected the sqlite file "
                              "a search wrote (check the path: three slashes before a relative one, four before an "
@@ -800,6 +800,22 @@ def latest_search(client, experiment_id: str, experiment: str | None = None) -> 
 
 
 META_FILE = "hsc_search.json"  # in a search's folder: its settings and space, what `resume` needs (driver.META_FILE)
+
+
+def store_of_folder(folder: Path) -> str:
+    """What to pass instead of a folder given as a sqlite store: a search's folder names the store its search
+    logged to (it suggested <folder>/mlflow.db, which a search's folder never holds: a walkthrough); another
+    folder its mlflow.db where there is one, else the form expected."""
+    try:
+        settings = json.loads((folder / META_FILE).read_text()).get("settings") or {}
+    except (OSError, ValueError, AttributeError):
+        db = folder / "mlflow.db"
+        return f"e.g. sqlite:///{db.absolute()}" if db.is_file() else "e.g. sqlite:///mlflow.db (the file itself)"
+    if settings.get("mlflow") is False:
+        return "not a search's folder: that search ran with --no-mlflow, so nothing of it is in MLflow"
+    store = settings.get("tracking_uri")
+    return (f"not a search's folder: that search logged to {without_password(store)}" if store else
+            "not a search's folder: pass the store its search logged to (its --tracking-uri)")
 
 
 def folder_hint(folder: str) -> str:

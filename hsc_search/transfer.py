@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from .commands import restore_command
-from .runs import (DB_SCHEMES, http_failure, meant_server_uri, missing_artifact_dir, mlflow_db_problem,
+from .runs import (DB_SCHEMES, http_failure, meant_server_uri, store_of_folder, missing_artifact_dir, mlflow_db_problem,
                    moved_store_hint, resolved_tracking_uri, seed_sqlite_store, served_artifacts_problem, served_store_problem,
                    sqlite_options_problem, sqlite_path, without_password)
 
@@ -62,22 +62,6 @@ class TransferReport:
     artifact_files: int = 0
     experiments: list[str] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)  # source run id -> why its artifacts were not copied
-
-
-def _store_of_folder(folder: Path) -> str:
-    """What to pass instead of a folder: a search's folder names the store its search logged to (it suggested
-    <folder>/mlflow.db, which a search's folder never holds: a walkthrough), else <folder>/mlflow.db."""
-    import json
-
-    try:
-        settings = json.loads((folder / "hsc_search.json").read_text()).get("settings") or {}
-    except (OSError, ValueError, AttributeError):
-        return f"e.g. sqlite:///{(folder / 'mlflow.db').absolute()}"
-    if settings.get("mlflow") is False:
-        return "not a search's folder: that search ran with --no-mlflow, so nothing of it is in MLflow"
-    store = settings.get("tracking_uri")
-    return (f"not a search's folder: that search logged to {without_password(store)}" if store else
-            "not a search's folder: pass the store its search logged to (its --tracking-uri)")
 
 
 def check_uri(uri: str, role: str) -> str:
@@ -140,7 +124,7 @@ def _check_sqlite(uri: str, db: Path, role: str) -> None:
     flag = f"--{role}"
     if db.is_dir():
         raise TransferError(f"{flag} {uri}: {db.absolute()} is a folder; expected the MLflow database file, "
-                            + _store_of_folder(db))  # fmt: skip
+                            + store_of_folder(db))  # fmt: skip
     if role == "from" and not db.is_file():
         raise TransferError(f"{flag} {uri}: no such file {db.absolute()} (MLflow would create an empty "
                             "store; run this where the searches ran, or give the full path)")  # fmt: skip

@@ -366,6 +366,9 @@ def test_a_server_that_stops_answering_after_its_check_is_one_line(here):
         line = _refused(here, "--to", f"http://127.0.0.1:{port}",
                         needle=f"--to http://127.0.0.1:{port}: the store failed (")
         assert line.endswith("); nothing was copied"), line
+        line = _refused(here, "--from", f"http://127.0.0.1:{port}", "--to", f"sqlite:///{here / 'copy.db'}",
+                        needle=f"--from http://127.0.0.1:{port}: the store failed (")  # (and no copy.db made)
+        assert line.endswith("); nothing was copied"), line
     finally:
         server.shutdown()
 

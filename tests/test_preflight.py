@@ -191,6 +191,30 @@ def test_a_tracking_uri_of_no_known_form_is_named_by_the_commands_that_read_one(
         check_store_to_read(None)
 
 
+def test_a_folder_given_as_a_sqlite_store_names_the_store_to_pass(tmp_path):
+    """export-best and report given a search's folder (or its storage folder) as the store suggested
+    <folder>/mlflow.db, which such a folder never holds (a review): a search's folder names the store its search
+    logged to; another folder its mlflow.db only where there is one."""
+    import json
+
+    from hsc_search.runs import StoreError, check_store_to_read
+
+    search = tmp_path / "ray_results" / "s"
+    search.mkdir(parents=True)
+    (search / "hsc_search.json").write_text(json.dumps({"settings": {"tracking_uri": "http://127.0.0.1:5000"}}))
+    with pytest.raises(StoreError) as e:
+        check_store_to_read(f"sqlite:///{search}")
+    assert str(e.value) == (f"--tracking-uri sqlite:///{search}: {search} is a folder; expected the MLflow database "
+                            "file, not a search's folder: that search logged to http://127.0.0.1:5000"), str(e.value)
+    with pytest.raises(StoreError) as e:
+        check_store_to_read(f"sqlite:///{search.parent}")
+    assert str(e.value).endswith("expected the MLflow database file, e.g. sqlite:///mlflow.db (the file itself)")
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    with pytest.raises(StoreError) as e:
+        check_store_to_read(f"sqlite:///{tmp_path}")
+    assert str(e.value).endswith(f"expected the MLflow database file, e.g. sqlite:///{tmp_path / 'mlflow.db'}")
+
+
 def test_a_server_behind_basic_auth_is_reached_with_the_uris_user_and_password():
     """http://user:password@host:port (MLflow's client sends it as HTTP basic auth): urllib read 'user:pw@127.0.0.1'
     as the host, and every command said it could not reach a server MLflow reaches (a walkthrough)."""

@@ -419,7 +419,7 @@ def test_cli_bad_sources_exit_2(tmp_path):
         ([f"sqlite:///{tmp_path}/text.db?timeout=30"], f"{tmp_path}/text.db is not an MLflow database (not an SQLite"),
         ([f"sqlite:///{tmp_path}/q?2/mlflow.db"], "SQLAlchemy reads what follows '?' as options, so MLflow would open"),
         ([f"sqlite:///{tmp_path}/other.db"], "other.db is not an MLflow database (SQLite, but without MLflow's tables)"),
-        ([f"sqlite:///{tmp_path}"], f"{tmp_path} is a folder; expected the MLflow database file in it"),
+        ([f"sqlite:///{tmp_path}"], f"{tmp_path} is a folder; expected the MLflow database file, e.g. sqlite:///"),
         ([str(tmp_path)], "not a tracking URI (a plain path is MLflow's file store"),
         # MLflow retried these for minutes, or printed a traceback; the password is never shown
         (["postgresql://ana:s3cret@127.0.0.1:1/mlflow"], "--tracking-uri postgresql://ana:***@127.0.0.1:1/mlflow: no "
