@@ -352,7 +352,7 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
             "MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):  # MLflow 3.17 refuses them, in a traceback
         path = Path(uri.removeprefix("file://").removeprefix("file:"))
         hint = f"; did you mean sqlite:///{path / 'mlflow.db'}?" if (path / "mlflow.db").is_file() else ""
-        raise StoreError(f"--tracking-uri {uri}: not a tracking URI (a plain path is MLflow's file store, which MLflow 3.17 "
+        raise StoreError(f"--tracking-uri {without_password(uri)}: not a tracking URI (a plain path is MLflow's file store, which MLflow 3.17 "
                          f"refuses); expected sqlite:///path/to/mlflow.db or http://host:port{hint}")  # fmt: skip
     elif db is None and not uri.startswith("file:"):  # what `run`'s pre-flight refuses too: MLflow's traceback, or
         # MLflow's words cut short, after the imports (a walkthrough: `htp://`; `127.0.0.1:5000`: meant_server_uri)
@@ -383,7 +383,9 @@ def without_password(uri: str, shown_as: str = ":***") -> str:
         # a mistyped `http:/ana:pw@host` or `ana:pw@host:5000` printed its password (a review)
         if parts.netloc or "@" not in uri:
             return uri
-        return re.sub(r"^((?:[A-Za-z][\w+.-]*:/*)?[^/:@\s]+):([^/@\s]+)@", lambda m: f"{m[1]}{shown_as}@", uri, 1)
+        # (`http//ana:pw@host` and a password with an unencoded @ too: the last @ before the path ends it)
+        return re.sub(r"^((?:[A-Za-z][\w+.-]*(?::/*|//))?[^/:@\s]+):([^/\s]*)@", lambda m: f"{m[1]}{shown_as}@",
+                      uri, 1)  # fmt: skip
     return uri.replace(f":{parts.password}@", f"{shown_as}@", 1)
 
 
@@ -802,15 +804,16 @@ def latest_search(client, experiment_id: str, experiment: str | None = None) -> 
 META_FILE = "hsc_search.json"  # in a search's folder: its settings and space, what `resume` needs (driver.META_FILE)
 
 
-def store_of_folder(folder: Path) -> str:
+def store_of_folder(folder: Path, new_store: bool = False) -> str:
     """What to pass instead of a folder given as a sqlite store: a search's folder names the store its search
     logged to (it suggested <folder>/mlflow.db, which a search's folder never holds: a walkthrough); another
     folder its mlflow.db where there is one, else the form expected."""
     try:
         settings = json.loads((folder / META_FILE).read_text()).get("settings") or {}
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError):  # `new_store`: a destination, which may be a new file there
         db = folder / "mlflow.db"
-        return f"e.g. sqlite:///{db.absolute()}" if db.is_file() else "e.g. sqlite:///mlflow.db (the file itself)"
+        return f"e.g. sqlite:///{db.absolute()}" if db.is_file() or new_store else \
+            "e.g. sqlite:///mlflow.db (the file itself)"  # fmt: skip
     if settings.get("mlflow") is False:
         return "not a search's folder: that search ran with --no-mlflow, so nothing of it is in MLflow"
     store = settings.get("tracking_uri")

@@ -239,8 +239,9 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
         valid = {f.name for f in dataclasses.fields(SearchSettings)} - {"overrides"}
         unknown = sorted(set(values) - valid - {"overrides"}, key=str)  # (`on:` is a YAML boolean key)
         if unknown:  # said with the known keys' problems below, all at once
-            hint = " (--no-mlflow is mlflow: false)" if any(k in ("no_mlflow", "no-mlflow") for k in unknown) else ""
-            hints = [h for k in unknown if k not in ("no_mlflow", "no-mlflow")  # (said above)
+            hint = " (--no-mlflow is mlflow: false)" if any(str(k).lstrip("-") in ("no_mlflow", "no-mlflow")
+                                                             for k in unknown) else ""  # fmt: skip
+            hints = [h for k in unknown if str(k).lstrip("-") not in ("no_mlflow", "no-mlflow")  # (said above)
                      and (h := _unknown_hint(str(k), sorted(valid | {"set"})))]  # (`on:` is a boolean key)
             hint += f" ({'; '.join(hints)})" if hints else ""
             problems.append(f"{path}: unknown settings {unknown}{hint}; valid: {', '.join(sorted(valid))} "

@@ -124,7 +124,7 @@ def _check_sqlite(uri: str, db: Path, role: str) -> None:
     flag = f"--{role}"
     if db.is_dir():
         raise TransferError(f"{flag} {uri}: {db.absolute()} is a folder; expected the MLflow database file, "
-                            + store_of_folder(db))  # fmt: skip
+                            + store_of_folder(db, new_store=role == "to"))  # fmt: skip
     if role == "from" and not db.is_file():
         raise TransferError(f"{flag} {uri}: no such file {db.absolute()} (MLflow would create an empty "
                             "store; run this where the searches ran, or give the full path)")  # fmt: skip

@@ -309,6 +309,10 @@ BAD_HDF5 = {
                                               np.where(np.arange(len(x))[:, None] == 1, np.nan, x))),
         ["visual_val", "value(s) beyond float32's range", "the first in clip 3 (and", "NaN or inf, the first in "
          "clip 1)"]),
+    "nan after beyond float32": (  # the other order: the NaN named by its own clip, not the overflow's (a review)
+        _set("visual_val", lambda x: np.where(np.arange(len(x))[:, None] == 1, 1e300,
+                                              np.where(np.arange(len(x))[:, None] == 3, np.nan, x))),
+        ["the first in clip 1 (and", "NaN or inf, the first in clip 3)"]),
 }  # fmt: skip
 
 

@@ -270,6 +270,9 @@ def test_source_mistakes_stop_before_the_destination_is_created(here, tmp_path_f
         (folder / "hsc_search.json").write_text(json.dumps({"settings": settings}))
         _refused(here, "--from", f"sqlite:///{folder}", "--to", f"sqlite:///{team}", needle=said)
     assert not team.exists()
+    (here / "backup").mkdir()  # a folder as --to: the new store to make there (not the source's mlflow.db: a review)
+    _refused(here, "--to", "sqlite:///backup", needle=f"is a folder; expected the MLflow database file, e.g. "
+                                                      f"sqlite:///{here / 'backup' / 'mlflow.db'}")  # fmt: skip
 
 
 def test_a_copy_into_a_local_sqlite_file_keeps_its_artifacts_beside_it(template, tmp_path, monkeypatch):

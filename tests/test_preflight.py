@@ -182,6 +182,11 @@ def test_a_tracking_uri_of_no_known_form_is_named_by_the_commands_that_read_one(
             check_uri(typo, "to")
         assert str(t.value).startswith(f"--to '{shown}': expected a tracking URI") and str(t.value).endswith(
             f"; did you mean {meant}?"), str(t.value)
+    for typo in ("http//ana:s3cret@teambox:5000", "https:/ana:s3cret@teambox/mlflow", "http:/ana:s3@cret@teambox:1"):
+        for check in (check_store_to_read, check_tracking, lambda u: check_uri(u, "to")):  # the password never
+            with pytest.raises((StoreError, PreflightError, TransferError)) as e:  # shown (a review: it was)
+                check(typo)
+            assert "s3cret" not in str(e.value) and "cret@" not in str(e.value) and ":***@" in str(e.value), str(e.value)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "localhost:5000")  # named as where it came from
     with pytest.raises(StoreError, match=r"^\$MLFLOW_TRACKING_URI localhost:5000: not a URI MLflow takes; did you "
                                          r"mean http://localhost:5000\?"):  # fmt: skip

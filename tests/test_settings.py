@@ -45,6 +45,10 @@ def test_unknown_file_keys_get_a_hint(tmp_path):
         f"{f}: unknown settings ['foo', 'lr', 'max-epochs', 'schedulr'] (lr is a trainer field: fixed trainer values "
         "go under set:, e.g. set: {lr: ...}; max-epochs: did you mean 'max_epochs'?; schedulr: did you mean "
         "'scheduler'?); valid: address, "), str(e.value)
+    f.write_text("--no-mlflow: true\n")  # the flag's spelling: not told "did you mean 'mlflow'" (mlflow: true)
+    with pytest.raises(SettingsError) as e:
+        load_settings(f, {}, [])
+    assert str(e.value).startswith(f"{f}: unknown settings ['--no-mlflow'] (--no-mlflow is mlflow: false); valid:")
     f.write_text("on: 1\nno_mlflow: true\nsets: {lr: 0.01}\n")  # a YAML boolean key (a traceback: the review);
     with pytest.raises(SettingsError) as e:  # --no-mlflow's own hint alone; `sets` is `set`
         load_settings(f, {}, [])

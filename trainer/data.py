@@ -410,6 +410,7 @@ def _features(src: str, key: str, x: np.ndarray) -> np.ndarray:
         given_bad = given.size - np.count_nonzero(given_finite)
         if given_bad < bad:
             over = int(np.argwhere(given_finite & ~finite)[0][0])
+            first = int(np.argwhere(~given_finite)[0][0]) if given_bad else first  # (the NaN's own clip: a review)
             nan_inf = f" (and {given_bad} NaN or inf, the first in clip {first})" if given_bad else ""
             raise DataError(f"{src}: {key}: {bad - given_bad} value(s) beyond float32's range (|x| > 3.4e38; the "
                             f"trainer computes in float32), the first in clip {over}{nan_inf}; expected features "
