@@ -6,6 +6,7 @@ its artifacts beside that file, not in the folder the command ran in. A tiny sto
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import subprocess
@@ -310,70 +311,67 @@ def test_a_copy_into_a_local_sqlite_file_keeps_its_artifacts_beside_it(template,
     assert copied.info.artifact_uri.startswith(str(other))
 
 
-def test_https_to_a_plain_http_server_says_to_use_http(here):
-    """A team server reached through its tunnel speaks plain HTTP: https:// failed with 'SSL WRONG_VERSION_NUMBER'
-    and the advice to check the tunnel, which was up."""
+@contextlib.contextmanager
+def _serving(get):
+    """A plain HTTP server on 127.0.0.1 whose GET and POST requests `get(handler)` answers; yields its port."""
     import http.server
     import threading
 
-    class Plain(http.server.BaseHTTPRequestHandler):
+    class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"OK")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Plain)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        port = server.server_address[1]
-        _refused(here, "--to", f"https://127.0.0.1:{port}",
-                 needle=f"--to https://127.0.0.1:{port}: no MLflow server answers there (")
-        line = _refused(here, "--to", f"https://127.0.0.1:{port}", needle="it answers in plain HTTP: use http://")
-        assert "tunnel" not in line, line
-    finally:
-        server.shutdown()
-
-
-def test_a_server_that_stops_answering_after_its_check_is_one_line(here):
-    """A team server stopped in the seconds after import-runs found it answering: a 300-line traceback, exit 1 (a
-    walkthrough). A server that answers the check (/health and one API read) and then drops every other request
-    stands in for it."""
-    import http.server
-    import json
-    import threading
-
-    class Dropping(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path.startswith(("/health", "/api/2.0/mlflow/experiments/get-by-name")):
-                body = b"OK" if self.path.startswith("/health") else json.dumps(
-                    {"experiment": {"experiment_id": "0", "name": "Default"}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            else:
-                self.close_connection = True  # no answer: the connection dropped, as by a server that stopped
+            get(self)
 
         do_POST = do_GET
 
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Dropping)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        port = server.server_address[1]
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+
+
+def _answer(handler, body: bytes) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def test_https_to_a_plain_http_server_says_to_use_http(here):
+    """A team server reached through its tunnel speaks plain HTTP: https:// failed with 'SSL WRONG_VERSION_NUMBER'
+    and the advice to check the tunnel, which was up."""
+    with _serving(lambda h: _answer(h, b"OK")) as port:
+        _refused(here, "--to", f"https://127.0.0.1:{port}",
+                 needle=f"--to https://127.0.0.1:{port}: no MLflow server answers there (")
+        line = _refused(here, "--to", f"https://127.0.0.1:{port}", needle="it answers in plain HTTP: use http://")
+        assert "tunnel" not in line, line
+
+
+def test_a_server_that_stops_answering_after_its_check_is_one_line(here):
+    """A team server stopped in the seconds after import-runs found it answering: a 300-line traceback, exit 1 (a
+    walkthrough). A server that answers the check (/health and one API read) and then drops every other request
+    stands in for it."""
+    import json
+
+    def check_then_drop(h):
+        if h.path.startswith("/health"):
+            _answer(h, b"OK")
+        elif h.path.startswith("/api/2.0/mlflow/experiments/get-by-name"):
+            _answer(h, json.dumps({"experiment": {"experiment_id": "0", "name": "Default"}}).encode())
+        else:
+            h.close_connection = True  # no answer: the connection dropped, as by a server that stopped
+
+    with _serving(check_then_drop) as port:
         line = _refused(here, "--to", f"http://127.0.0.1:{port}",
                         needle=f"--to http://127.0.0.1:{port}: the store failed (")
         assert line.endswith("); nothing was copied"), line
         line = _refused(here, "--from", f"http://127.0.0.1:{port}", "--to", f"sqlite:///{here / 'copy.db'}",
                         needle=f"--from http://127.0.0.1:{port}: the store failed (")  # (and no copy.db made)
         assert line.endswith("); nothing was copied"), line
-    finally:
-        server.shutdown()
 
 
 def test_a_copy_into_a_new_store_prints_only_its_own_lines(here):
