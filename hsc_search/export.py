@@ -47,6 +47,7 @@ from .runs import (
     search_status,
     served_artifacts_problem,
 )
+from .runs import META_FILE
 from .runs import search_of as _search_of
 
 
@@ -225,7 +226,7 @@ def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str
 
 def search_in(folder: Path) -> str | None:
     """The parent run id of the search whose folder `folder` is (its hsc_search.json), or None."""
-    record = folder / "hsc_search.json"
+    record = folder / META_FILE
     try:
         return json.loads(record.read_text()).get("parent_run_id") if record.is_file() else None
     except (OSError, ValueError, AttributeError):

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from . import runs
 from .runs import (TAG_DATA_FINGERPRINT, TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, default_tracking_uri,
                    epochs_of, search_status, split_params, trial_outcome, typed_column, without_password)
 from .storage import write_text
@@ -37,8 +38,7 @@ from .storage import write_text
 DEFAULT_METRIC = "val/map_avg"
 EPOCH_S_KEY = "time/epoch_s"  # the trainer's seconds per epoch, used with --timing recorded
 TIME_ATTR = "epoch"  # the schedulers' time unit, as the search configures ASHA
-META_FILE = "hsc_search.json"  # the search settings in a Ray experiment folder (= driver.META_FILE, not imported:
-# importing the driver pulls in Ray Tune's Tuner and the trainer)
+META_FILE = runs.META_FILE  # the search settings in a Ray experiment folder
 
 CANNOT_SHOW = (
     "A replay cannot show a sampler reacting to different results: the configs, and the order they were proposed "

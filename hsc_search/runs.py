@@ -848,7 +848,7 @@ def _search_folder_hint(given: str) -> str:
     walkthrough): its parent run id, from the folder's record."""
     for folder in (Path(given).expanduser(), Path("ray_results") / given):
         try:
-            meta = json.loads((folder / "hsc_search.json").read_text())
+            meta = json.loads((folder / META_FILE).read_text())
             pid, settings = meta.get("parent_run_id"), meta.get("settings") or {}
         except (OSError, ValueError, AttributeError):
             continue

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .preflight import PreflightError
-from .runs import best_of, folder_hint, shown
+from .runs import META_FILE, best_of, folder_hint, shown
 from .space import SearchSpace
 
 MAX_EXAMPLES = 2  # trials named per reason in the start line
@@ -114,7 +114,7 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
     path = Path(source).expanduser()
     try:
         if path.is_dir():
-            if not (path / "hsc_search.json").is_file():
+            if not (path / META_FILE).is_file():
                 hint = folder_hint(str(path)) or ("; pass the folder `hsc-search run` printed as folder:, or a "
                                                    "parent run id")  # fmt: skip
                 raise PreflightError(f"{flag}: {path.resolve()} is not a hsc-search search folder (no "
@@ -134,7 +134,7 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
                 msg = str(e).replace("pass --run-id ", "pass --warm-start ").replace("--run-id ", "")
                 named = Path(storage_root or "ray_results") / source  # a search's name, as --name gave it
                 hint = ""  # (unless the store's own line named the folder already: runs._search_folder_hint)
-                if (named / "hsc_search.json").is_file() and "is a search folder" not in msg:
+                if (named / META_FILE).is_file() and "is a search folder" not in msg:
                     hint = f"; the search named {source} is the folder {named}: pass --warm-start {named}"
                 raise PreflightError(f"{flag}: no such search folder here, and as a parent run id: {msg}{hint}") \
                     from None
