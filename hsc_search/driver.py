@@ -1754,7 +1754,8 @@ def _best_config_from_ray(exp_dir: str, trials: list, best: TrialRow, settings: 
     trial = next(t for t in trials if t.trial_id == best.trial_id)
     cfg = validate_sampled(space, dict(trial.config), settings.max_epochs)
     path = write_config(cfg, outputs_dir(exp_dir) / BEST_CONFIG, data=settings.data,
-                        source=provenance(best, settings.name, None, settings.metric) + " (no MLflow)")
+                        source=provenance(best, settings.name, None, settings.metric) + " (no MLflow)",
+                        fingerprint=meta.get("data_fingerprint"))  # fmt: skip
     if storage.is_uri(exp_dir):
         storage.write_text(storage.join(exp_dir, BEST_CONFIG), path.read_text())
     return path
@@ -2023,8 +2024,10 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrup
             cfg = None  # every resume ended in a traceback (the review); the rest of the end is done
             echo(f"warning: best config not written: {e}")
         if cfg is not None:
+            meta = json.loads(storage.read_text(storage.join(exp_dir, META_FILE)))
             best_path = write_config(cfg, out_dir / BEST_CONFIG, data=settings.data,
-                                     source=provenance(best, settings.name, parent_id, settings.metric))
+                                     source=provenance(best, settings.name, parent_id, settings.metric),
+                                     fingerprint=meta.get("data_fingerprint"))  # fmt: skip
             if storage.is_uri(exp_dir):
                 storage.write_text(storage.join(exp_dir, BEST_CONFIG), best_path.read_text())
             client.log_artifact(parent_id, str(best_path))

@@ -26,6 +26,7 @@ from .settings import SearchSettings, usual_mode
 
 from .runs import (
     CONFIG_ARTIFACT,
+    TAG_DATA_FINGERPRINT,
     TAG_ERROR,
     TAG_NUMBER,
     TAG_STOPPED_BY,
@@ -202,9 +203,12 @@ def provenance(best: TrialRow, search: str, parent_run_id: str | None, metric: s
 
 
 def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str | None = None,
-                 source: str | None = None) -> Path:
+                 source: str | None = None, fingerprint: dict | None = None) -> Path:
     """Writes the config; a YAML file starts with the command that retrains from it (the file as written, the
-    data the search ran on when known) and `source` (`provenance`) when given."""
+    data the search ran on when known), `source` (`provenance`) and the fingerprint of the search's data
+    (trainer.fit.data_fingerprint: the trainer says when the data it is given differs) when given."""
+    from trainer.fit import SEARCHED_DATA_MARK
+
     from .commands import retrain_command
     from .storage import write_text
 
@@ -219,9 +223,19 @@ def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str
             "# Best HSC-MAE config exported by hsc-search; retrain with (in the project's environment):\n"
             f"#   {retrain_command(out.resolve(), data)}\n"
             + (f"# from {source}\n" if source else "")
+            + (f"{SEARCHED_DATA_MARK}{json.dumps(fingerprint, separators=(',', ':'))}\n" if fingerprint else "")
             + cfg.to_yaml()
         )
     return out
+
+
+def _fingerprint(parent) -> dict | None:
+    """The fingerprint of the data a search ran on (its parent run's tag; searches from before it have none)."""
+    try:
+        saved = json.loads(parent.data.tags.get(TAG_DATA_FINGERPRINT) or "null") if parent is not None else None
+    except ValueError:
+        return None
+    return saved if isinstance(saved, dict) else None
 
 
 def search_in(folder: Path) -> str | None:
@@ -340,6 +354,7 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
     try:
         search = parent.info.run_name if parent else "?"
         return (write_config(cfg, out, fmt, data=settings.get("data"),
-                             source=provenance(best, search, parent_run_id, metric)), best, metric, mode, parent)
+                             source=provenance(best, search, parent_run_id, metric), fingerprint=_fingerprint(parent)),
+                best, metric, mode, parent)  # fmt: skip
     except OSError as e:
         raise ExportError(f"--out {out}: cannot write ({e.strerror or e})") from None

@@ -66,6 +66,8 @@ def test_search_prints_best_config_and_ui_command(search):
     assert "best trial:" in proc.stdout
     best = cwd / "ray_results" / "e2e" / "best_config.yaml"
     assert f"best config: {best}" in proc.stdout
+    header = best.read_text().splitlines()[:4]  # the retrain command, the trial, its search's data (fingerprint)
+    assert header[3].startswith("# the search's data (train says when --data differs): {\"clips\":"), header
     # the store by its absolute path: the printed command opens this store when pasted in any folder
     assert f"mlflow ui --backend-store-uri sqlite:///{(cwd / 'mlflow.db').resolve()}\n" in proc.stdout
     assert best.exists()
@@ -622,6 +624,21 @@ def test_export_best_then_retrain(search, _cache_dir):
     assert train.returncode == 0, train.stderr
     assert len([l for l in train.stdout.splitlines() if l.startswith("epoch")]) == MAX_EPOCHS
     assert (cwd / "elsewhere" / "rt" / "summary.json").exists()
+    # the header's last line is the fingerprint of the search's data (as its parent run recorded it): the same data
+    # retrains without a word, other data of the same shapes (a file changed in place since the search) is named
+    # (it retrained to another score silently: a walkthrough)
+    mark = (cwd / "best.yaml").read_text().splitlines()[3]
+    assert mark.startswith("# the search's data (train says when --data differs): "), mark
+    assert json.loads(mark.split(": ", 1)[1]) == json.loads(parent.data.tags["hsc.data_fingerprint"])
+    assert "is not the data" not in train.stdout, train.stdout
+    other = DATA.replace("seed=2", "seed=3")
+    train = subprocess.run([sys.executable, "-m", "trainer", "--config", str(cwd / "best.yaml"), "--data", other,
+                            "--set", "epochs=1", "--out", str(cwd / "rt_other")], cwd=cwd, env=_env(_cache_dir),
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    assert (f"note: --data {other} is not the data the search behind {cwd / 'best.yaml'} ran on (other clips, labels "
+            "or values than the fingerprint in its header): this run will not reproduce the search's score"
+            ) in train.stdout, train.stdout  # fmt: skip
     proc = _cli("export-best", "--experiment", "no-such-exp", cwd=cwd, cache=_cache_dir)
     assert proc.returncode == 2 and "no-such-exp" in proc.stderr and "Traceback" not in proc.stderr
     # an output replaces only an earlier output of its kind: not the store, not the best config (each command
@@ -1050,7 +1067,10 @@ def test_a_search_without_mlflow_still_writes_the_best_config(tmp_path, _cache_d
     train = subprocess.run(f"{retrain} --out rt --set epochs=1", shell=True, cwd=tmp_path / "elsewhere",
                            env=_env(_cache_dir), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert train.returncode == 0 and "train 300 / val 60 / test 60 clips" in train.stdout, train.stderr[-2000:]
+    assert "is not the data" not in train.stdout, train.stdout  # the search's own data (its header's fingerprint)
     exp = tmp_path / "ray_results" / "plain"
+    mark = (exp / "best_config.yaml").read_text().splitlines()[3]
+    assert json.loads(mark.split(": ", 1)[1]) == json.loads((exp / "hsc_search.json").read_text())["data_fingerprint"]
     assert f"best config: {exp / 'best_config.yaml'}" in proc.stdout and not (tmp_path / "mlflow.db").exists()
     raw = read_ray_dir(exp).raw
     assert len(raw) == 4 and all(len(r["values"]) == 3 for r in raw)

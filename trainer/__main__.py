@@ -12,7 +12,8 @@ from pathlib import Path
 
 from . import EXAMPLE_CONFIG, ConfigError, DataError, NonFiniteLossError, TrainConfig, fit, load_data
 from .config import describe, repeated_sets, why_unwritable
-from .fit import CHECKPOINT_FILE, CheckpointError, larger_than_the_device, resolve_device
+from .fit import (CHECKPOINT_FILE, CheckpointError, data_fingerprint, larger_than_the_device, resolve_device, same_data,
+                  searched_data)
 
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint", "summary.json")  # what `fit` writes into a run folder
@@ -119,6 +120,12 @@ def _main(argv: list[str] | None, prog: str) -> int:
                                                            for o in args.overrides):  # (a resume refuses the change)
             print(f"note: --set val_fraction={cfg.val_fraction} is not used: {data.source} has a val split of its "
                   f"own ({len(data.val)} clips)")  # fmt: skip
+        searched = searched_data(args.config) if args.config is not None and not args.resume else None
+        if searched is not None and not same_data(searched, data_fingerprint(data)):  # a file changed in place
+            # since the search (same path, same shapes) retrained to another score without a word (a walkthrough)
+            print(f"note: --data {data.source} is not the data the search behind {args.config} ran on (other clips, "
+                  "labels or values than the fingerprint in its header): this run will not reproduce the search's "
+                  "score")  # fmt: skip
         resume = out / "checkpoint" if args.resume else None
         made = not named or not out.exists()  # (removed again if the run ends before its first epoch; without
         # --out _claim makes a new folder, runs/train-<time>-N where another run took the name)

@@ -280,6 +280,30 @@ def same_data(saved: dict, now: dict) -> bool:
                for (x, n), (y, m) in zip(saved["features"], now["features"]))  # fmt: skip
 
 
+# an exported config's header line (hsc-search export-best): the fingerprint of the data its search ran on, as JSON
+SEARCHED_DATA_MARK = "# the search's data (train says when --data differs): "
+
+
+def searched_data(config: str | os.PathLike) -> dict | None:
+    """The data fingerprint in a config file's header (`SEARCHED_DATA_MARK`), or None: no such line (a config of
+    one's own, an export from before 2026-12-07), not a regular file (a pipe is read once, by the config reader),
+    unreadable or mangled (the config reader says what is wrong with the file itself)."""
+    path = Path(config)
+    if not path.is_file():
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.startswith("#"):  # the header ends at the first field
+                    return None
+                if line.startswith(SEARCHED_DATA_MARK):
+                    saved = json.loads(line[len(SEARCHED_DATA_MARK):])
+                    return saved if isinstance(saved, dict) and "clips" in saved else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return None
+
+
 def _check_same_data(ckpt: dict, data: AVData, fingerprint: dict) -> None:
     """Refuses to resume on other data than the run trained on (the same shapes, other clips or values: it would
     train on, and select its epoch over, two datasets); `fingerprint` is `data`'s. Checkpoints from before the
