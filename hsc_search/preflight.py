@@ -176,6 +176,9 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
         if meant:
             raise PreflightError(f"{name}: not a URI MLflow takes; did you mean {without_password(meant)}? "
                                  f"(expected {EXPECTED_URIS})")  # fmt: skip
+        if uri.split(":", 1)[0].split("+", 1)[0].lower() in (*DB_SCHEMES, "postgres"):  # `postgresql:5432` was
+            raise PreflightError(f"{name}: not a URI MLflow takes; expected a database URI such as "  # "file stores"
+                                 "postgresql://USER@HOST:PORT/DATABASE")  # fmt: skip
         raise PreflightError(f"{name}: MLflow 3.17 refuses file stores; use {EXPECTED_URIS}")
     if scheme in _plugin_schemes():
         return  # a tracking store an installed MLflow plugin serves: MLflow checks it

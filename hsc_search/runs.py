@@ -389,7 +389,11 @@ def without_password(uri: str, shown_as: str = ":***") -> str:
     return uri.replace(f":{parts.password}@", f"{shown_as}@", 1)
 
 
-SERVER_TYPO = re.compile(r"(?i)(https?)(?::/*|//)([^/\s]+?:\d+)(/\S*)?|([\w.-]+:\d+)(/\S*)?")
+# a server's address with its scheme mistyped, or without one (`host:5000`, `ana:pw@host:5000`); not another store's
+# scheme with a number (`sqlite:5000`: a sqlite file named 5000, not a server called sqlite)
+SERVER_TYPO = re.compile(r"(?i)(https?)(?::/*|//)([^/\s]+?:\d+)(/\S*)?"
+                         r"|(?!(?:sqlite|postgres(?:ql)?|mysql|mssql|file|databricks)[:+])"
+                         r"((?:[^/\s@:]+(?::[^/\s]*)?@)?[\w.-]+:\d+)(/\S*)?")
 
 
 def meant_server_uri(uri: str) -> str | None:

@@ -368,6 +368,8 @@ def test_missing_and_foreign_files(tmp_path):
     (tmp_path / "features").mkdir()  # a folder without an extension: said as a folder, not as extension 'none'
     with pytest.raises(DataError, match=r"features: a folder, not a data file \(expected a \.h5 or \.parquet file"):
         load_data(str(tmp_path / "features"))
+    with pytest.raises(DataError, match=r"features_v2: unknown data spec \(no extension\); expected a path ending"):
+        load_data(str(tmp_path / "features_v2"))  # a file not there, no extension: not "extension 'none'"
 
 
 def test_parquet_duplicate_columns_and_uneven_sequences_are_one_line(tmp_path):

@@ -217,8 +217,9 @@ def test_runs_started_together_never_share_a_run_folder(small_spec, tmp_path):
              for i in range(3)]  # fmt: skip
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outs
-    folders = {Path(o.strip().splitlines()[-1].removeprefix("run folder: ")) for o, _ in outs}
-    assert len(folders) == 3 and {f.parent for f in folders} == {Path("runs")}, folders
+    # each by its absolute path, quoted for a shell where it needs it (it was printed relative: a walkthrough)
+    folders = {Path(shlex.split(o.strip().splitlines()[-1].removeprefix("run folder: "))[0]) for o, _ in outs}
+    assert len(folders) == 3 and {f.parent for f in folders} == {tmp_path.resolve() / "runs"}, folders
     for f in folders:  # each its own run: its epochs once, its seed
         assert [json.loads(ln)["epoch"] for ln in (tmp_path / f / "metrics.jsonl").read_text().splitlines()] == [1, 2]
         assert not (tmp_path / f / ".training").exists()  # the lock goes with the run

@@ -187,6 +187,22 @@ def test_a_tracking_uri_of_no_known_form_is_named_by_the_commands_that_read_one(
             with pytest.raises((StoreError, PreflightError, TransferError)) as e:  # shown (a review: it was)
                 check(typo)
             assert "s3cret" not in str(e.value) and "cret@" not in str(e.value) and ":***@" in str(e.value), str(e.value)
+    # a user and password before the host, without the scheme: the server meant, its password masked (no hint before)
+    for check in (check_store_to_read, check_tracking):
+        with pytest.raises((StoreError, PreflightError)) as e:
+            check("ana:s3cret@teambox:5000")
+        assert str(e.value).startswith("--tracking-uri ana:***@teambox:5000: not a URI MLflow takes; did you mean "
+                                       "http://ana:***@teambox:5000? (expected"), str(e.value)
+    # another store's scheme with a number is not a server called sqlite or postgresql (it was offered one)
+    # (`run --tracking-uri sqlite:5000` makes a store named 5000 here, as it takes sqlite:x.db for sqlite:///x.db)
+    for check, typo in ((check_store_to_read, "sqlite:5000"), (lambda u: check_uri(u, "to"), "sqlite:5000"),
+                        (check_store_to_read, "postgresql:5432"), (lambda u: check_uri(u, "to"), "postgresql:5432")):
+        with pytest.raises((StoreError, TransferError)) as e:
+            check(typo)
+        assert "did you mean" not in str(e.value) and "http://" not in str(e.value).split("expected")[0], str(e.value)
+    with pytest.raises(PreflightError, match=r"^--tracking-uri postgresql:5432: not a URI MLflow takes; expected a "
+                                             r"database URI such as postgresql://USER@HOST:PORT/DATABASE$"):
+        check_tracking("postgresql:5432")  # (it said "MLflow 3.17 refuses file stores")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "localhost:5000")  # named as where it came from
     with pytest.raises(StoreError, match=r"^\$MLFLOW_TRACKING_URI localhost:5000: not a URI MLflow takes; did you "
                                          r"mean http://localhost:5000\?"):  # fmt: skip

@@ -199,7 +199,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
             print(f"\n{what}: the run's last completed epoch is kept in {out}; `{_again(prog, args, out)}` "
                   "continues it", file=sys.stderr)  # fmt: skip
         return 143 if isinstance(e, Terminated) else 130
-    print(f"run folder: {out}")
+    print(f"run folder: {shlex.quote(os.path.abspath(out))}")  # as the resume lines name it: pasted in any folder
     return 0
 
 

@@ -148,7 +148,8 @@ def load_data(spec: str, *, val_fraction: float = 0.1, seed: int = 0, standardiz
                             "/ synthetic:vegas)")  # fmt: skip
         else:
             raise DataError(
-                f"{spec}: unknown data spec (extension {suffix or 'none'!r}); expected a path ending in "
+                f"{spec}: unknown data spec ({f'extension {suffix!r}' if suffix else 'no extension'}); expected a "
+                "path ending in "
                 f".h5, .hdf5 or .parquet, or 'synthetic:ave' / 'synthetic:vegas'"
             )
     return _standardize(data) if standardize else data
