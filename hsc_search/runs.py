@@ -837,6 +837,9 @@ def folder_hint(folder: str) -> str:
         what = "a trial's folder" if (here / "params.json").is_file() or (here / "result.json").is_file() else \
             "a folder"  # fmt: skip
         return f"; it is {what} of the search {shlex.quote(str(here.parent))}: pass that"
+    if (here.parent.parent / META_FILE).is_file():  # a trial's checkpoint_000003/ (the resume a user reached for)
+        what = "a trial's checkpoint" if here.name.startswith("checkpoint_") else "a folder"
+        return f"; it is {what} of the search {shlex.quote(str(here.parent.parent))}: pass that"
     try:
         below = sorted(p.name for p in here.iterdir() if (p / META_FILE).is_file())
     except OSError:

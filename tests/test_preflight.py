@@ -687,6 +687,11 @@ def test_resume_of_a_folder_that_is_not_there_or_not_a_search(tmp_path):
     with pytest.raises(SearchError) as e:
         resume_search(tmp_path / "s" / "ab12cd34")
     assert str(e.value).endswith(f"(no hsc_search.json); it is a trial's folder of the search {tmp_path / 's'}: pass that")
+    (tmp_path / "s" / "ab12cd34" / "checkpoint_000002").mkdir()  # two levels down: no hint before
+    with pytest.raises(SearchError) as e:
+        resume_search(tmp_path / "s" / "ab12cd34" / "checkpoint_000002")
+    assert str(e.value).endswith(f"(no hsc_search.json); it is a trial's checkpoint of the search {tmp_path / 's'}: "
+                                 "pass that"), str(e.value)
     # another folder of a search is not called a trial's (its summary/), and a path with a space is quoted
     (tmp_path / "my s" / "summary").mkdir(parents=True)
     (tmp_path / "my s" / "hsc_search.json").write_text("{}")
