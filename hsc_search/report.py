@@ -12,11 +12,13 @@ from __future__ import annotations
 import html
 import logging
 import math
+import shlex
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+from .commands import exe
 from .runs import EFFECTIVE_PARAM, OUTCOME_LABELS, params_line, plural, shown, split_params, without_password
 from .search_record import SearchRecord
 from .storage import write_text
@@ -60,21 +62,25 @@ def preload_in_background() -> None:
     thread.start()
 
 
-def _unfinished(rec: SearchRecord) -> str | None:
+def _unfinished(rec: SearchRecord, source: str = "") -> str | None:
     """What to say of a search that has not finished (`driver.search_state`). A search whose driver is gone (killed)
-    left its cut-off trials as MLflow's "running": they are shown as interrupted, as a Ctrl-C'd search's are."""
+    left its cut-off trials as MLflow's "running": they are shown as interrupted, as a Ctrl-C'd search's are.
+    `source`: the store it was read from, for the command that writes it again."""
     if rec.status == "FINISHED":
         return None
     from .driver import search_state
 
     state, note = search_state(rec.name, rec.status, rec.experiment_dir, rec.parent_run_id, rec.status_now)
-    if state == "ended":  # its driver finished it while this read it: what was read is of before its end
-        note = f"{note}: this report shows it as it was read; write it again (`hsc-search report`) for its end"
+    if state == "ended":  # its driver finished it while this read it: what was read is of before its end; the
+        # command in full (a bare `hsc-search report` wrote the latest search of the default store: the review)
+        store = f" --tracking-uri {shlex.quote(without_password(source, ''))}" if source else ""
+        return (f"{note}; the report shows it as it was when read: write it again for its end "
+                f"(`{exe('hsc-search', relative=False)} report --run-id {rec.parent_run_id}{store}`)")
     if state == "stopped":
         for t in rec.trials:
             if t.row.outcome == "running":
                 t.row.outcome = "interrupted"
-    return note
+    return f"{note}; the report shows it as it was when written" if note else note
 
 
 def _color(outcome: str) -> str:
@@ -778,8 +784,9 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         parts.append('<div class="plot-wrap">' + fig.to_html(full_html=False, include_plotlyjs=False,
                                                              config={"displaylogo": False}) + "</div>")  # fmt: skip
 
-    unfinished = _unfinished(rec)  # first: it relabels the trials of a search whose driver is gone
-    unfinished = unfinished or (computed or {}).get("unfinished")  # the driver's own, interrupted as it ends
+    unfinished = _unfinished(rec, source)  # first: it relabels the trials of a search whose driver is gone
+    if not unfinished and (computed or {}).get("unfinished"):  # the driver's own, interrupted as it ends
+        unfinished = f"{computed['unfinished']}; the report shows it as it was when written"
     counts: dict[str, int] = {}
     for t in rec.trials:
         counts[t.row.outcome] = counts.get(t.row.outcome, 0) + 1
@@ -808,8 +815,7 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         + f"{'higher' if rec.mode == 'max' else 'lower'} is better; each trial scored by its best epoch</p>",
         *([f'<p class="meta">fixed for every trial (--set): {html.escape(fixed)}</p>'] if fixed else []),
         "<p>trials: " + (", ".join(said) or "none") + "</p>",
-        *([f'<p class="note">{html.escape(unfinished)}; the report shows it as it was when written</p>']
-          if unfinished else []),
+        *([f'<p class="note">{html.escape(unfinished)}</p>'] if unfinished else []),
         *(f'<p class="note">at the start: {html.escape(n.removeprefix("note: "))}</p>' for n in rec.notes),
     ]
     if best is not None:

@@ -4,6 +4,7 @@ nothing written where it should not be. No Ray, no training: a few seconds in al
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -397,7 +398,11 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
     assert "did not finish" not in result.output + page and ("note: search good finished while this read it; the "
                                                               "report shows it as it was when read: write it again "
                                                               "for its end") in result.output, result.output
-    assert "search good finished while this read it: this report shows it as it was read; write it again" in page
+    # the page says it as the console does, with the command in full (a bare `hsc-search report` writes the latest
+    # search of the default store, not this one: the review)
+    again = f"{os.path.abspath(Path(sys.executable).parent / 'hsc-search')} report --run-id {good} --tracking-uri {uri}"
+    assert (f"search good finished while this read it; the report shows it as it was when read: write it again for "
+            f"its end (`{again}`)") in html.unescape(page), page
     monkeypatch.undo()
     client.update_run(good, status="RUNNING")
     # its driver is gone: the trial MLflow still shows as running was cut off (the counts said "1 running")
