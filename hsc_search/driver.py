@@ -326,12 +326,6 @@ def search_state(name: str, status: str, exp_dir: str | None, parent_run_id: str
                        f"its driver died): {resume} if it is not running")  # fmt: skip
 
 
-def unfinished_note(name: str, status: str, exp_dir: str | None, parent_run_id: str,
-                    status_now: Callable[[], str] | None = None) -> str | None:  # fmt: skip
-    """What to say of a search that has not finished (`search_state`'s note)."""
-    return search_state(name, status, exp_dir, parent_run_id, status_now)[1]
-
-
 def release_search(exp_dir: str) -> None:
     """Lets go of the search in `exp_dir` when this process's run or resume of it returns (a notebook or a
     benchmark that ran it stays alive, and a resume from a shell must not be refused)."""

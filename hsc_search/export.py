@@ -325,13 +325,12 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
                               "MLflow UI lists the searches)")  # fmt: skip
         unfinished = ""  # a search cut off before a trial scored: what continues it
         if parent is not None and search_status(parent) != "FINISHED":
-            from .driver import unfinished_note
+            from .driver import search_state
 
-            said = unfinished_note(parent.info.run_name, parent.info.status,
-                                   parent.data.tags.get("hsc.experiment_dir"), parent_run_id,
-                                   lambda: search_status(client.get_run(parent_run_id)))  # fmt: skip
-            unfinished = f"; {said}" + (": export again" if said.endswith("finished while this read it") else "") \
-                if said else ""  # fmt: skip
+            state, said = search_state(parent.info.run_name, parent.info.status,
+                                       parent.data.tags.get("hsc.experiment_dir"), parent_run_id,
+                                       lambda: search_status(client.get_run(parent_run_id)))  # fmt: skip
+            unfinished = f"; {said}" + (": export again" if state == "ended" else "") if said else ""
         logged = sorted({k for r in rows for k in r.final})
         if metric not in logged and logged and metric != settings.get("metric"):  # a typo (`val/map_avgg`) in
             # --metric: what they did log, the nearest first (not for the search's own, which they had not yet)
