@@ -405,6 +405,14 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
             f"its end (`{again}`)") in html.unescape(page), page
     monkeypatch.undo()
     client.update_run(good, status="RUNNING")
+    # the same with no trial scored yet (by a metric none logged): read as running, finished as its lock is probed
+    statuses = iter(["RUNNING", "FINISHED"])
+    monkeypatch.setattr(export_module, "search_status", lambda run: next(statuses))
+    result = _cli("export-best", "--tracking-uri", uri, "--run-id", good, "--metric", "val/map_v2a",
+                  "--out", str(tmp_path / "b.yaml"))  # fmt: skip
+    assert result.exit_code == 2 and "; search good finished while this read it: export again" in result.output, \
+        result.output  # fmt: skip
+    monkeypatch.undo()
     # its driver is gone: the trial MLflow still shows as running was cut off (the counts said "1 running")
     assert "<p>trials: 1 completed, 1 interrupted</p>" in (folder / "report.html").read_text()
     holder = subprocess.Popen([sys.executable, "-c", f"from hsc_search.driver import hold_search; hold_search("
