@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 import re
 import math
@@ -511,7 +512,8 @@ def test_trainer_imports_no_search_stack(small_spec):
     assert proc.returncode == 0 and "clean" in proc.stdout, proc.stderr
 
 
-def test_ctrl_c_is_one_line_with_the_command_that_continues_and_an_empty_folder_starts_over(small_spec, tmp_path):
+def test_ctrl_c_is_one_line_with_the_command_that_continues_and_an_empty_folder_starts_over(small_spec, tmp_path,
+                                                                                            monkeypatch):
     """Ctrl-C printed a 25-line traceback; a run stopped in its first epoch (Ctrl-C, or a loss that diverged at
     once) left a folder that refused a new run ('continue it with --resume') and a resume ('no checkpoint')."""
     import signal
@@ -529,11 +531,26 @@ def test_ctrl_c_is_one_line_with_the_command_that_continues_and_an_empty_folder_
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    again = f"{shlex.quote(sys.executable)} -m trainer --data {shlex.quote(small_spec)} --out {out} --resume"
-    assert lines == [f"interrupted: the run's last completed epoch is kept in run; `{again}` continues it"], err
-    pasted = subprocess.run(f"{again} --set=epochs=2", shell=True, cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
-    assert pasted.returncode == 0, pasted.stderr
+    # as `hsc-search train`, the same program: `python -m trainer` pasted in a folder with a trainer/ of its own ran
+    # that one, and on a bare box (no hsc-search installed) found no trainer outside the repository (a walkthrough)
+    hsc = shlex.quote(os.path.abspath(Path(sys.executable).parent / "hsc-search"))
+    again = f"{hsc} train --data {shlex.quote(small_spec)} --out {out} --resume"
+    assert lines == [f"interrupted: the run's last completed epoch is kept in {out}; `{again}` continues it"], err
+    (tmp_path / "elsewhere" / "trainer").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "trainer" / "__main__.py").write_text("raise SystemExit('the folder own trainer ran')\n")
+    (tmp_path / "elsewhere" / "trainer" / "__init__.py").write_text("")
+    pasted = subprocess.run(f"{again} --set=epochs=2", shell=True, cwd=tmp_path / "elsewhere", capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert pasted.returncode == 0 and "epoch   2/2" in pasted.stdout, pasted.stderr
+    # a bare box, the trainer run from its repository folder by a Python beside which no hsc-search is installed
+    from trainer.__main__ import _again, build_parser
+
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bare" / "bin" / "python"))
+    args = build_parser().parse_args(["--data", small_spec, "--out", str(out)])
+    assert _again("python -m trainer", args, out) == (
+        f"cd {shlex.quote(str(ROOT))} && {tmp_path / 'bare' / 'bin' / 'python'} -m trainer --data "
+        f"{shlex.quote(small_spec)} --out {out} --resume")
+    monkeypatch.undo()
     # a folder whose run ended before its first epoch: nothing to resume, and a new run there starts over
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -625,8 +642,8 @@ def test_sigterm_is_said_as_ctrl_c_is_with_the_command_that_continues(small_spec
             proc.send_signal(signal.SIGTERM)
             break
     _, err = proc.communicate(timeout=120)
-    again = (f"{shlex.quote(sys.executable)} -m trainer --data {shlex.quote(small_spec)} --out {tmp_path / 'run'} "
-             "--resume")  # fmt: skip
+    again = (f"{shlex.quote(os.path.abspath(Path(sys.executable).parent / 'hsc-search'))} train --data "
+             f"{shlex.quote(small_spec)} --out {tmp_path / 'run'} --resume")  # fmt: skip
     assert proc.returncode == 143 and [ln for ln in err.splitlines() if ln.strip()] == [
         f"stopped (SIGTERM): the run's last completed epoch is kept in {tmp_path / 'run'}; `{again}` continues it"], err
     # a SIGTERM its parent ignores on purpose (`trap '' TERM`) stays ignored (the review): the run goes on
@@ -745,6 +762,24 @@ def test_the_data_fingerprint_tells_labels_moved_between_clips():
     assert after["labels"] == before["labels"] and not same_data(before, after)
     old = {k: v for k, v in before.items() if k != "label_digests"}  # a checkpoint from before the digests
     assert same_data(old, data_fingerprint(data))
+    # the same features with their columns in another order, and two clips of one class seven apart swapped: every
+    # row sum, label and row-weighted sum unchanged, which was all the fingerprint saw (a walkthrough)
+    columns = copy.deepcopy(data)
+    columns.train.visual = columns.train.visual[:, ::-1].copy()
+    rows = copy.deepcopy(data)
+    lab = rows.train.labels.reshape(len(rows.train.labels), -1)
+    i = next(i for i in range(len(lab) - 7) if (lab[i] == lab[i + 7]).all())
+    rows.train.audio[[i, i + 7]] = rows.train.audio[[i + 7, i]]
+    for changed in (columns, rows):
+        after = data_fingerprint(changed)
+        assert same_data({k: v for k, v in after.items() if k != "mixed"}, before)  # what the old one saw
+        assert not same_data(before, after)
+    assert same_data({k: v for k, v in before.items() if k != "mixed"}, data_fingerprint(data))  # older ones pass
+    # the mixed sums against numpy in float64, weights drawn as documented (fixed seeds): independent of the code
+    a = np.asarray(data.val.audio, dtype=np.float64).reshape(len(data.val.audio), -1)
+    w_clip = 1.0 + np.random.default_rng(0).random(a.shape[0])
+    w_feat = 1.0 + np.random.default_rng(1).random(a.shape[1])
+    assert before["mixed"][2] == pytest.approx(float(np.einsum("i,ij,j->", w_clip, a, w_feat)), rel=1e-12)
 
 
 def test_of_epochs_that_tie_on_the_selection_metric_the_first_is_kept(small_data):

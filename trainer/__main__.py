@@ -187,7 +187,8 @@ def _main(argv: list[str] | None, prog: str) -> int:
         if _stopped_before_first_epoch(out):
             then = "nothing of the run is kept; the same command starts it over"
         else:
-            then = f"the run's last completed epoch is kept in {out}; `{_again(prog, args, out)}` continues it"
+            then = (f"the run's last completed epoch is kept in {shlex.quote(os.path.abspath(out))}; "
+                    f"`{_again(prog, args, out)}` continues it")
         print(f"error: {where}: {e.strerror or e}; {then}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # one line instead of a traceback: what is kept, and the command that continues
@@ -196,7 +197,8 @@ def _main(argv: list[str] | None, prog: str) -> int:
             print(f"\n{what} before the first epoch ended: nothing to keep; the same command starts over",
                   file=sys.stderr)  # fmt: skip
         else:
-            print(f"\n{what}: the run's last completed epoch is kept in {out}; `{_again(prog, args, out)}` "
+            print(f"\n{what}: the run's last completed epoch is kept in {shlex.quote(os.path.abspath(out))}; "
+                  f"`{_again(prog, args, out)}` "
                   "continues it", file=sys.stderr)  # fmt: skip
         return 143 if isinstance(e, Terminated) else 130
     print(f"run folder: {shlex.quote(os.path.abspath(out))}")  # as the resume lines name it: pasted in any folder
@@ -331,9 +333,17 @@ def _release(out: Path, fd: int) -> None:
 def _again(prog: str, args, out: Path) -> str:
     """The command that continues the run in `out`, pasted in any folder: the program, the data file and the run
     folder by their absolute paths (relative ones, as typed, failed elsewhere with "nothing to resume": a
-    walkthrough)."""
+    walkthrough). `python -m trainer` pasted elsewhere ran the trainer/ or trainer.py of the folder it was pasted
+    in, and on a bare box (the trainer not installed) found none outside the repository (a walkthrough): the
+    project's `hsc-search train` (the same program) where it is installed beside this Python, else the repository
+    folder first."""
     if prog == "python -m trainer":
-        me = f"{shlex.quote(sys.executable)} -m trainer"
+        hsc = Path(sys.executable).parent / "hsc-search"
+        if hsc.is_file():
+            me = f"{shlex.quote(os.path.abspath(hsc))} train"
+        else:
+            root = Path(__file__).resolve().parent.parent
+            me = f"cd {shlex.quote(str(root))} && {shlex.quote(sys.executable)} -m trainer"
     elif prog.startswith("hsc-search ") and os.path.basename(sys.argv[0]) == "hsc-search":  # by its path, as the
         me = f"{shlex.quote(os.path.abspath(sys.argv[0]))} {prog.split(' ', 1)[1]}"  # retrain line printed it (the review)
     else:

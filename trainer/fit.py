@@ -248,8 +248,10 @@ def check_enough_to_train(data: AVData) -> None:
 def data_fingerprint(data: AVData) -> dict:
     """What a resume checks the data against: clips per split, classes, label sums, a digest of each split's labels
     clip by clip (a sum alone missed labels moved between clips: a corrected label file), and per split and
-    modality a row-weighted sum of the (standardised) features with its size. Cheap (about 0.1 s for VEGAS-size
-    features)."""
+    modality a row-weighted sum of the (standardised) features with its size, and a sum weighted per clip and per
+    feature by fixed pseudo-random weights (`mixed`: the row sums alone missed the same features with their
+    columns in another order, and clips of one class swapped seven apart: a walkthrough). Cheap (about 0.1 s for
+    VEGAS-size features)."""
     import hashlib
 
     splits = (data.train, data.val, data.test)
@@ -258,6 +260,11 @@ def data_fingerprint(data: AVData) -> dict:
         rows = a.reshape(len(a), -1).sum(axis=1, dtype=np.float64)
         return float(np.dot(rows, np.arange(len(a)) % 7 + 1.0))
 
+    def mixed(a: np.ndarray) -> float:  # weights in [1, 2) from fixed seeds: the same on every machine (PCG64)
+        flat = a.reshape(len(a), -1)
+        per_clip = flat.astype(np.float64) @ (1.0 + np.random.default_rng(1).random(flat.shape[1]))
+        return float(per_clip @ (1.0 + np.random.default_rng(0).random(len(a))))
+
     def digest(labels: np.ndarray) -> str:  # exact, whatever integer or boolean type the file stored them in
         a = np.ascontiguousarray(np.asarray(labels).astype(np.int64))
         return hashlib.sha256(str(a.shape).encode() + a.tobytes()).hexdigest()[:16]
@@ -265,16 +272,21 @@ def data_fingerprint(data: AVData) -> dict:
     return {"clips": [len(s) for s in splits], "classes": data.num_classes,
             "labels": [float(np.sum(s.labels, dtype=np.float64)) for s in splits],
             "label_digests": [digest(s.labels) for s in splits],
-            "features": [[weighted(a), int(a.size)] for s in splits for a in (s.audio, s.visual)]}  # fmt: skip
+            "features": [[weighted(a), int(a.size)] for s in splits for a in (s.audio, s.visual)],
+            "mixed": [mixed(a) for s in splits for a in (s.audio, s.visual)]}  # fmt: skip
 
 
 def same_data(saved: dict, now: dict) -> bool:
     """Exact on counts and labels; the feature sums within float rounding of another machine's numpy (1e-5 per
-    value), far below what other clips or values change. Fingerprints from before the label digests are compared
-    without them."""
+    value), far below what other clips or values change. Fingerprints from before the label digests (or the mixed
+    sums) are compared without them."""
     if any(saved.get(k) != now[k] for k in ("clips", "classes", "labels")):
         return False
     if "label_digests" in saved and saved["label_digests"] != now["label_digests"]:
+        return False
+    sizes = [n for _, n in now["features"]]
+    if "mixed" in saved and not all(math.isclose(x, y, rel_tol=1e-6, abs_tol=2e-5 * n)  # (weights below 2 each)
+                                    for x, y, n in zip(saved["mixed"], now["mixed"], sizes)):  # fmt: skip
         return False
     return all(n == m and math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-5 * n)
                for (x, n), (y, m) in zip(saved["features"], now["features"]))  # fmt: skip
