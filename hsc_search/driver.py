@@ -766,7 +766,8 @@ def _preflight_rest(settings: SearchSettings, space: SearchSpace, first: dict, n
         root = storage.resolve(settings.storage)
         warm = warm_start.plan(settings.warm_start, space, settings.metric, settings.mode, settings.tracking_uri,
                                data=settings.data, fingerprint=fingerprint,
-                               storage_root=None if storage.is_uri(root) else root)  # fmt: skip
+                               storage_root=None if storage.is_uri(root) else root,
+                               max_epochs=settings.max_epochs)  # fmt: skip
         warm.sampler_seed = warm_start.sampler_seed(settings.seed, warm)  # recorded: the draws are this seed's
         # the trainer default has usually been trained by the source search already: not again
         among = warm_start.default_among(first, warm)

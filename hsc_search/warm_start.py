@@ -45,6 +45,7 @@ class WarmStart:
     other_data: bool = False  # the source searched other data than this search (by fingerprint, else `same_data`)
     same_path: bool = False  # ... from the same file (it changed since)
     fixed_differs: dict = field(default_factory=dict)  # fixed trainer value -> (the source's, this search's)
+    epochs_differ: tuple[int, int] | None = None  # (the source's --max-epochs, this search's) where they differ
     sampler_seed: int | None = None  # the new search's sampler seed (`sampler_seed`), set by the driver
 
     @property
@@ -69,7 +70,9 @@ class WarmStart:
         return (f"warm start: {self.added} of {self.of} trials from {self.source} ({states}"
                 + (f"; left out: {'; '.join(out)}" if out else "") + ")"
                 + (f"; it searched other data {changed}: its values are that data's" if self.other_data else "")
-                + (f"; its fixed values differ: {fixed}: its values were measured with them" if fixed else ""))
+                + (f"; its fixed values differ: {fixed}: its values were measured with them" if fixed else "")
+                + (f"; it trained up to {self.epochs_differ[0]} epochs a trial (here {self.epochs_differ[1]}): its "
+                   "values are of that budget" if self.epochs_differ else ""))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """What the search's hsc_search.json and parent run record."""
@@ -101,13 +104,17 @@ def same_data(a: str, b: str) -> bool:
 
 
 def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: str | None, data: str | None = None,
-         fingerprint: dict | None = None, storage_root: str | None = None) -> WarmStart:  # fmt: skip
+         fingerprint: dict | None = None, storage_root: str | None = None,
+         max_epochs: int | None = None) -> WarmStart:  # fmt: skip
     """Reads the source search and builds the trials to add. Raises PreflightError (one sentence, naming
     --warm-start) for a source that does not exist, cannot be read, ranks by another metric or mode, or has no
     trial that fits `space`. `data` and `fingerprint` (trainer.fit.data_fingerprint): this search's data, to say
     when the source searched other data: by the fingerprints when both searches recorded one (a file replaced at
     the same path is other data; a copy elsewhere is the same), else by the data specs. `storage_root`: this
-    search's storage (a local folder), where a search given by its name alone is looked for, to name it."""
+    search's storage (a local folder), where a search given by its name alone is looked for, to name it.
+    `max_epochs`: this search's, said where the source's differs (its complete trials' values are of its budget:
+    a 60-epoch search's warm trials went silently into a 2-epoch study, and its trained default was not run
+    again: a walkthrough)."""
     from .replay import ReplayError, read_mlflow, read_ray_dir
 
     flag = f"--warm-start {source}"
@@ -154,6 +161,8 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
     warm.same_path = warm.other_data and data is not None and warm.data is not None and same_data(str(warm.data), data)
     searched = {q.name for q in space.params} | (rec.searched or set())
     warm.fixed_differs = fixed_differences(rec.fixed, space.fixed, searched)
+    if max_epochs is not None and rec.max_epochs is not None and int(rec.max_epochs) != int(max_epochs):
+        warm.epochs_differ = (int(rec.max_epochs), int(max_epochs))
     for r in rec.raw:
         trial, reason, detail = _trial(r, space, rec.mode, rec.max_epochs)
         if trial is None:
@@ -243,9 +252,9 @@ def fixed_differences(source: dict | None, here: dict[str, Any], searched: set[s
 
 def default_among(first: dict[str, Any], warm: WarmStart) -> str | None:
     """The source trial whose params are exactly `first` (the trainer default the search would enqueue), or None;
-    None too when the source searched other data or with other fixed values (the default has not been trained
-    as this search would train it)."""
-    if warm.other_data or warm.fixed_differs:
+    None too when the source searched other data, with other fixed values or another --max-epochs (the default
+    has not been trained as this search would train it)."""
+    if warm.other_data or warm.fixed_differs or warm.epochs_differ:
         return None
     for t in warm.trials:
         if first and t.params == first:

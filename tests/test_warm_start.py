@@ -207,6 +207,17 @@ def test_a_source_with_other_fixed_values_is_said_and_its_default_is_not_taken_f
                                             "measured with them"), warm.line()  # fmt: skip
             else:
                 assert "fixed" not in warm.line(), warm.line()
+    # another --max-epochs: a complete trial's value is its best over the source's budget; it went into a study of
+    # another budget without a word, and its trained default was not run again (a walkthrough)
+    space = load_space(settings.space_path())
+    first, _ = driver._first_trial(space, settings, driver.load_search_data(settings, space))
+    for src in (parent_id, str(cwd / "ray_results" / "src")):
+        for max_epochs, differs in ((MAX_EPOCHS, None), (MAX_EPOCHS + 3, (MAX_EPOCHS, MAX_EPOCHS + 3)), (None, None)):
+            warm = plan(src, space, METRIC, "max", f"sqlite:///{cwd / 'mlflow.db'}", data=DATA, max_epochs=max_epochs)
+            assert warm.epochs_differ == differs and (default_among(first, warm) is None) is bool(differs), (src, warm)
+            said = (f"; it trained up to {MAX_EPOCHS} epochs a trial (here {MAX_EPOCHS + 3}): its values are of that "
+                    "budget")  # fmt: skip
+            assert warm.line().endswith(said) if differs else "epochs a trial" not in warm.line(), warm.line()
 
 
 def test_names_either_search_searches_are_not_compared_as_fixed_values():
