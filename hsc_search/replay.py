@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 from . import runs
 from .runs import (TAG_DATA_FINGERPRINT, TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, default_tracking_uri,
-                   epochs_of, search_status, split_params, trial_outcome, typed_column, without_password)
+                   epochs_of, plural, search_status, split_params, trial_outcome, typed_column, without_password)
 from .storage import write_text
 
 DEFAULT_METRIC = "val/map_avg"
@@ -953,6 +953,9 @@ def table_rows(report: ReplayReport) -> list[list[str]]:
     return rows
 
 
+FEW_CURVES = 3  # below this many complete curves a replay's rows are said to compare next to nothing
+
+
 def render(report: ReplayReport) -> str:
     """The header, one Markdown table (settings as rows, aligned for a terminal), and how to read it."""
     c = report.curves
@@ -967,9 +970,12 @@ def render(report: ReplayReport) -> str:
         f"{len(c.trials)} complete curves x {c.max_epochs} epochs, {c.metric} ({c.mode}); best recorded {best:.4f} "
         f"(trial {tid}); target {threshold_of(c, report.tolerance):.4f} (tolerance {report.tolerance:g})",
         *left_out,
+        *([f"warning: only {plural(len(c.trials), 'complete curve')}: a stopping rule has next to nothing to choose "
+           "between, so the rows barely differ; replay a search of more trials (a FIFO search of 8 or more, say)"]
+          if len(c.trials) < FEW_CURVES else []),  # (a 1-trial warm start replayed as 15 equal rows: a walkthrough)
         *(["warning: the recorded search did not finish (interrupted, or still running): only the trials it got to "
            "are replayed; replay it once `hsc-search resume` has finished it"] if c.finished is False else []),
-        f"{report.orders} random orders (seed {report.seed}), {report.concurrency} trials at once, "
+        f"{plural(report.orders, 'random order')} (seed {report.seed}), {plural(report.concurrency, 'trial')} at once, "
         f"{'one time unit per epoch' if report.timing == 'epoch' else 'recorded seconds per epoch'}; "
         f"replayed in {report.seconds:.1f} s",
         "",

@@ -356,7 +356,10 @@ def test_cli_replays_a_ray_folder_and_writes_json(tmp_path):
     whole = CliRunner().invoke(app, ["replay", "--ray-dir", str(_ray_folder(tmp_path / "fifo", complete_only=True)),
                                      "--orders", "4", "--settings", "fifo"])  # fmt: skip
     assert whole.exit_code == 0, whole.output
-    assert "warning:" not in whole.output and "left out" not in whole.output
+    assert "left out" not in whole.output and "did not finish" not in whole.output  # (its 2 curves: said as few)
+    assert [ln for ln in whole.output.splitlines() if ln.startswith("warning:")] == [
+        "warning: only 2 complete curves: a stopping rule has next to nothing to choose between, so the rows barely "
+        "differ; replay a search of more trials (a FIFO search of 8 or more, say)"], whole.output
     doc = json.loads(out.read_text())
     assert doc["orders"] == 4 and doc["max_epochs"] == 3 and doc["best_recorded"] == {"trial_id": "t_batch",
                                                                                      "score": 0.5}  # fmt: skip
@@ -493,3 +496,14 @@ def test_a_min_mode_replay_by_hand():
     # the oracle: only D gets within 0.005 of 0.01 (at epoch 4); the others train the grace epoch
     o = replay_once(curves, parse_setting("oracle"), [0, 1, 2, 3], concurrency=1)
     assert o.trained == {"A": 1, "B": 1, "C": 1, "D": 4} and o.to_best == 7
+
+
+def test_a_replay_of_too_few_curves_says_the_rows_compare_next_to_nothing():
+    """A 1-trial search replayed gave 15 equal rows without a word (a walkthrough): below 3 complete curves the
+    header says so; from 3 on it does not."""
+    few = "warning: only 2 complete curves: a stopping rule has next to nothing to choose between"
+    two = render(replay(Curves.from_values({k: TINY[k] for k in "AB"}), [FIFO, ASHA_1_2], orders=2))
+    assert few in two and "2 random orders (seed 0), " in two, two
+    one = render(replay(Curves.from_values({"A": TINY["A"]}), [FIFO], orders=1))
+    assert "warning: only 1 complete curve: " in one and "1 random order (seed 0)" in one, one
+    assert "complete curves: a stopping rule" not in render(replay(Curves.from_values(TINY), [FIFO], orders=2))
