@@ -32,7 +32,8 @@ from typing import Any, Callable, Sequence
 
 from . import runs
 from .runs import (TAG_DATA_FINGERPRINT, TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, default_tracking_uri,
-                   epochs_of, plural, search_status, split_params, trial_outcome, typed_column, without_password)
+                   epochs_of, folder_hint, plural, search_status, split_params, trial_outcome, typed_column,
+                   without_password)
 from .storage import write_text
 
 DEFAULT_METRIC = "val/map_avg"
@@ -230,8 +231,9 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
         if (root / META_FILE).is_file():  # the search's own folder, before any trial reported
             raise ReplayError(f"{flag} {root}: no trial has reported yet (no <trial_id>/result.json): the search is "
                               "still starting, or stopped before its first epoch; try again once trials have run")  # fmt: skip
-        raise ReplayError(f"{flag} {root}: no trial folders (<trial_id>/result.json); pass the search's folder "
-                          "<storage>/<name>, as `hsc-search run` printed it")  # fmt: skip
+        hint = folder_hint(str(root))  # a trial's folder, or the storage folder: the search meant (as resume says)
+        raise ReplayError(f"{flag} {root}: no trial folders (<trial_id>/result.json)"
+                          + (hint or "; pass the search's folder <storage>/<name>, as `hsc-search run` printed it"))
     raw = []
     for f in files:
         values: dict[int, float] = {}

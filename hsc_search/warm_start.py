@@ -46,6 +46,7 @@ class WarmStart:
     same_path: bool = False  # ... from the same file (it changed since)
     fixed_differs: dict = field(default_factory=dict)  # fixed trainer value -> (the source's, this search's)
     epochs_differ: tuple[int, int] | None = None  # (the source's --max-epochs, this search's) where they differ
+    unfinished: bool = False  # the source has not finished (interrupted, or still running): more trials may come
     sampler_seed: int | None = None  # the new search's sampler seed (`sampler_seed`), set by the driver
 
     @property
@@ -72,7 +73,9 @@ class WarmStart:
                 + (f"; it searched other data {changed}: its values are that data's" if self.other_data else "")
                 + (f"; its fixed values differ: {fixed}: its values were measured with them" if fixed else "")
                 + (f"; it trained up to {self.epochs_differ[0]} epochs a trial (here {self.epochs_differ[1]}): its "
-                   "values are of that budget" if self.epochs_differ else ""))  # fmt: skip
+                   "values are of that budget" if self.epochs_differ else "")
+                + ("; it has not finished (interrupted, or still running): only the trials it had ended are added"
+                   if self.unfinished else ""))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """What the search's hsc_search.json and parent run record."""
@@ -161,6 +164,7 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
     warm.same_path = warm.other_data and data is not None and warm.data is not None and same_data(str(warm.data), data)
     searched = {q.name for q in space.params} | (rec.searched or set())
     warm.fixed_differs = fixed_differences(rec.fixed, space.fixed, searched)
+    warm.unfinished = rec.finished is False  # (a search still running said nothing of the trials to come)
     if max_epochs is not None and rec.max_epochs is not None and int(rec.max_epochs) != int(max_epochs):
         warm.epochs_differ = (int(rec.max_epochs), int(max_epochs))
     for r in rec.raw:

@@ -399,7 +399,12 @@ def test_cli_bad_sources_exit_2(tmp_path):
                                                       {"epoch": 3, "val/map_avg": 0.4}])  # fmt: skip
     cases = [
         (["--ray-dir", str(tmp_path / "missing")], f"--ray-dir {tmp_path / 'missing'}: no such folder"),
-        (["--ray-dir", str(tmp_path)], "no trial folders"),
+        # the storage folder and a trial's folder: the search meant, as resume and --warm-start name it (GG)
+        (["--ray-dir", str(tmp_path)], "no trial folders (<trial_id>/result.json); it holds the searches killed, "
+                                       f"starting: pass one, e.g. {starting.parent / 'killed'}"),
+        (["--ray-dir", str(killed / "t1")], f"--ray-dir {killed / 't1'}: no trial folders (<trial_id>/result.json); "
+                                            f"it is a folder of the search {killed}: pass that"),
+        (["--ray-dir", str(incomplete / "t1")], "; pass the search's folder <storage>/<name>, as `hsc-search run`"),
         (["--ray-dir", str(starting)], f"--ray-dir {starting}: no trial has reported yet"),  # a search's own folder
         # its trials' checkpoints, not yet their results (a driver killed before Ray copied them: a walkthrough)
         (["--ray-dir", str(killed)], f"--ray-dir {killed}: its trials' results are not in the folder (no "

@@ -220,6 +220,29 @@ def test_a_source_with_other_fixed_values_is_said_and_its_default_is_not_taken_f
             assert warm.line().endswith(said) if differs else "epochs a trial" not in warm.line(), warm.line()
 
 
+def test_a_source_that_has_not_finished_is_said(source, tmp_path):
+    """A warm start from a search still running (or interrupted) said nothing of the trials still to come (a
+    walkthrough), where `replay` of it says it did not finish."""
+    import shutil
+
+    from hsc_search.settings import SearchSettings
+    from hsc_search.space import load_space
+    from hsc_search.warm_start import plan
+
+    cwd, _ = source
+    space = load_space(SearchSettings(data=DATA, max_epochs=MAX_EPOCHS).space_path())
+    said = "; it has not finished (interrupted, or still running): only the trials it had ended are added"
+    done = plan(str(cwd / "ray_results" / "src"), space, METRIC, "max", None, data=DATA)
+    assert said not in done.line(), done.line()
+    running = tmp_path / "running"
+    shutil.copytree(cwd / "ray_results" / "src", running)
+    meta = json.loads((running / "hsc_search.json").read_text())
+    del meta["finished_at"]  # as a search still running (or cut off) records itself
+    (running / "hsc_search.json").write_text(json.dumps(meta))
+    warm = plan(str(running), space, METRIC, "max", None, data=DATA)
+    assert warm.line().endswith(said) and warm.added == done.added, warm.line()
+
+
 def test_names_either_search_searches_are_not_compared_as_fixed_values():
     """A name the source searched and this search fixes (a conditional one: its trials without it still fit) was
     compared against the trainer default, as if the source had fixed it there (a review)."""
