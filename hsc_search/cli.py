@@ -632,7 +632,7 @@ def replay_cmd(
     stopping rules, offline, over many random orders of the same configs: epochs trained, epochs until the best,
     best reached, per setting. What a replay cannot show: a sampler reacting to different results (the configs
     are the recorded ones; only the stopping decisions change). See docs/replay.md."""
-    from .replay import ReplayError, render, run_replay
+    from .replay import ReplayError, render, run_replay, write_json
 
     _bounded_http_retries()
 
@@ -646,6 +646,10 @@ def replay_cmd(
         _fail(str(e))
     typer.echo(render(report))
     if json_out:
+        try:
+            write_json(report, json_out)
+        except ReplayError as e:
+            _fail(str(e))
         typer.echo(f"json: {json_out}")
 
 

@@ -1055,7 +1055,8 @@ def run_replay(run_id: str | None = None, ray_dir: str | None = None, experiment
                tracking_uri: str | None = None, orders: int = 200, seed: int = 0, concurrency: int = 2,
                tolerance: float = 0.005, specs: Sequence[str] = (), json_out: str | Path | None = None,
                timing: str = "epoch") -> ReplayReport:  # fmt: skip
-    """What `hsc-search replay` does: read the curves, replay every setting, write the JSON if asked."""
+    """What `hsc-search replay` does: read the curves, replay every setting (`json_out`: checked first, before
+    the replay's seconds to minutes; `write_json` writes it, once the table is out)."""
     if run_id and ray_dir:
         raise ReplayError("pass --run-id or --ray-dir, not both")
     if timing not in ("epoch", "recorded"):
@@ -1069,13 +1070,16 @@ def run_replay(run_id: str | None = None, ray_dir: str | None = None, experiment
         if problem:
             raise ReplayError(problem)
     curves = curves_from_ray_dir(ray_dir) if ray_dir else curves_from_mlflow(tracking_uri, experiment, run_id)
-    report = replay(curves, settings, orders=orders, seed=seed, concurrency=concurrency, tolerance=tolerance,
-                    timing=timing)  # fmt: skip
-    if json_out:
-        out = Path(json_out)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            write_text(str(out), json.dumps(to_json(report), indent=1) + "\n")  # whole or not at all
-        except OSError as e:
-            raise ReplayError(f"--json {out}: cannot write ({e.strerror or e})") from None
-    return report
+    return replay(curves, settings, orders=orders, seed=seed, concurrency=concurrency, tolerance=tolerance,
+                  timing=timing)  # fmt: skip
+
+
+def write_json(report: ReplayReport, json_out: str | Path) -> None:
+    """Writes the replay's JSON (`--json`); a file that cannot be made after all (`--json /proc/x.json`, which the
+    check before the replay passes) is one line, after the table is printed (it was lost: a walkthrough)."""
+    out = Path(json_out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text(str(out), json.dumps(to_json(report), indent=1) + "\n")  # whole or not at all
+    except OSError as e:
+        raise ReplayError(f"--json {out}: cannot write ({e.strerror or e}); the table above is the replay") from None

@@ -512,3 +512,16 @@ def test_a_replay_of_too_few_curves_says_the_rows_compare_next_to_nothing():
     one = render(replay(Curves.from_values({"A": TINY["A"]}), [FIFO], orders=1))
     assert "warning: only 1 complete curve: " in one and "1 random order (seed 0)" in one, one
     assert "complete curves: a stopping rule" not in render(replay(Curves.from_values(TINY), [FIFO], orders=2))
+
+
+def test_a_json_that_cannot_be_made_after_all_keeps_the_table(tmp_path):
+    """`--json /proc/x.json` passed the check before the replay (a folder this user may write in, by its mode) and
+    failed after it, and the table was never printed (a walkthrough): the table first, then one line, exit 2."""
+    root = _ray_folder(tmp_path / "search", complete_only=True)
+    result = CliRunner().invoke(app, ["replay", "--ray-dir", str(root), "--orders", "2", "--settings", "fifo",
+                                      "--json", "/proc/hsc-replay.json"])  # fmt: skip
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = result.output.splitlines()
+    assert any(ln.startswith("| fifo ") for ln in lines), result.output
+    assert lines[-1].startswith("error: --json /proc/hsc-replay.json: cannot write (") and lines[-1].endswith(
+        "); the table above is the replay"), result.output
