@@ -383,6 +383,22 @@ def test_a_file_problem_is_blamed_on_the_file_and_a_flag_problem_on_the_flag(tmp
     path.write_text("topk: 12\nbatch_size: 10\n")
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: topk \(12\) must be below batch_size \(10\)$"):
         TrainConfig.from_yaml(path)
+    # z evaluated with neither loss that trains it: blamed on the --set that turned one off, not on a file the user
+    # never named (the shipped example, as `python -m trainer` reads it without --config: a walkthrough)
+    path.write_text("eval_embedding: z\n")
+    with pytest.raises(ConfigError, match=r"^--set use_nce=false: eval_embedding z: the contrastive head z"):
+        TrainConfig.from_yaml(path, overrides=["use_nce=false", "distill=none"])
+
+
+def test_a_cca_k_above_the_auto_cca_dim_names_the_auto_value():
+    """`--set cca_k=40` with cca_dim auto on 16-d features said "config: cca_k (40) must not exceed cca_dim (16)",
+    a cca_dim no one gave (a walkthrough): said as what auto picked for the data, and why."""
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(cca_k=40).resolve(400, 16, 24)
+    assert str(e.value) == ("data: cca_k 40 exceeds cca_dim 16, which auto (cca_dim 0) picked for this data (min(16, "
+                            "audio dim 16, visual dim 24, batch 256 - 1)): a cca_k of at most 16, 0 (all), or an "
+                            "explicit cca_dim"), str(e.value)
+    assert TrainConfig(cca_k=16).resolve(400, 16, 24).cca_k == 16  # at most the auto value: trains
 
 
 def test_zero_padded_integers_are_refused_not_read_as_octal(tmp_path):

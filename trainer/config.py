@@ -395,7 +395,7 @@ class TrainConfig:
         # (a DCCA-only model judged on z looked like a trained baseline)
         active = set(self.active_losses())
         if active:
-            need(self.eval_embedding != "z" or bool(active & {"nce", "distill"}), "eval_embedding",
+            need(self.eval_embedding != "z" or bool(active & {"nce", "distill"}), "eval_embedding|use_nce|distill",
                  "eval_embedding z: the contrastive head z is trained only by InfoNCE (use_nce) or distillation "
                  "(distill), and this config has neither, so z is a random projection; evaluate h (the DCCA head, "
                  "with eval_projection cca) or e (the encoder output)")  # fmt: skip
@@ -439,6 +439,13 @@ class TrainConfig:
                 # on "config" when --set gave it, a walkthrough)
                 f"data: the train split has {n_train} clips, so batches of {batch}, which must exceed cca_dim "
                 f"{cca_dim}: a smaller cca_dim (0 picks one below the batch) or more training clips"
+            )
+        if self.cca_dim == 0 and self.cca_k > cca_dim:  # (an explicit cca_dim is checked with the config; this was
+            # "config: cca_k (40) must not exceed cca_dim (16)", a cca_dim no one gave: a walkthrough)
+            raise ConfigError(
+                f"data: cca_k {self.cca_k} exceeds cca_dim {cca_dim}, which auto (cca_dim 0) picked for this data "
+                f"(min({AUTO_CCA_DIM}, audio dim {audio_dim}, visual dim {visual_dim}, batch {batch} - 1)): a cca_k "
+                f"of at most {cca_dim}, 0 (all), or an explicit cca_dim"
             )
         cca_k = self.cca_k or cca_dim
         ema = self.ema_momentum or auto_ema_momentum(self.epochs * (n_train // batch))
