@@ -686,9 +686,16 @@ def test_cli_removes_no_file_it_did_not_write_and_says_folder_and_checkpoint_fau
             "changed)"), proc.stderr
         proc = _run_cli("--data", small_spec, "--out", ".", "--resume", cwd=folder)
         assert proc.returncode == 2 and proc.stderr.strip() == (
-            f"error: --out . holds no run of the trainer to resume ({held}, and no checkpoint or epoch in "
-            "metrics.jsonl); pick another --out"), proc.stderr
+            f"error: --out . holds no run of the trainer to resume (it has {held}, but no checkpoint/state.pt and no "
+            "epoch in metrics.jsonl); pick another --out"), proc.stderr  # ("checkpoint, and no checkpoint": HH)
         assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    # a summary.json of another program's: not a run to resume ("cannot read config file": walkthrough HH)
+    (tmp_path / "summ").mkdir()
+    (tmp_path / "summ" / "summary.json").write_text("{}")
+    proc = _run_cli("--data", small_spec, "--out", ".", "--resume", cwd=tmp_path / "summ")
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: --out . holds no run of the trainer to resume (it has summary.json, but no checkpoint/state.pt); "
+        "pick another --out"), proc.stderr
     # a run cut off as it started, its checkpoint half-written: only its own files go
     cut = tmp_path / "cut"
     (cut / "checkpoint").mkdir(parents=True)
@@ -886,3 +893,44 @@ def test_values_the_data_makes_smaller_are_said_as_the_run_starts(tmp_path, caps
     assert main(["--data", data, "--out", str(tmp_path / "s"), *sets, "--set=batch_size=10", "--set=topk=5"]) == 0
     assert not [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("note: ") and " clips)" in ln
                 or ln.startswith("note: topk")]
+
+
+def test_a_run_folder_without_its_config_yaml_resumes_from_its_checkpoint_and_an_edited_one_is_named(small_spec,
+                                                                                                   tmp_path):
+    """Its config.yaml deleted, its checkpoint whole: `--resume` said "cannot read config file" with no way on,
+    though the checkpoint holds the config (README: "everything needed to resume"); an edited config.yaml was
+    answered "resume with the run's own config.yaml", the very file edited (walkthrough HH)."""
+    import shutil
+
+    sets = [f"--set={k}={v}" for k, v in {**TINY, "epochs": 1}.items()]
+    first = _run_cli("--data", small_spec, "--out", str(tmp_path / "a"), *sets)
+    assert first.returncode == 0, first.stderr
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.copytree(tmp_path / "a", tmp_path / "c")
+    (tmp_path / "b" / "config.yaml").unlink()
+    runs = {n: _run_cli("--data", small_spec, "--out", str(tmp_path / n), "--resume", "--set=epochs=2")
+            for n in ("a", "b")}  # fmt: skip
+    assert all(p.returncode == 0 for p in runs.values()), {n: p.stderr for n, p in runs.items()}
+    assert (f"note: {tmp_path / 'b' / 'config.yaml'} is missing: resuming with the config the checkpoint holds "
+            "(written back there)") in runs["b"].stdout, runs["b"].stdout
+    assert "is missing" not in runs["a"].stdout
+
+    def epochs(n):
+        return [{k: v for k, v in json.loads(ln).items() if not k.startswith(COST_KEYS)}
+                for ln in (tmp_path / n / "metrics.jsonl").read_text().splitlines()]
+
+    assert len(epochs("b")) == 2 and epochs("b") == epochs("a")  # the same run, to the digit
+    assert yaml_load((tmp_path / "b" / "config.yaml")) == yaml_load((tmp_path / "a" / "config.yaml"))
+    config = (tmp_path / "c" / "config.yaml").read_text()
+    (tmp_path / "c" / "config.yaml").write_text(config.replace("lr: 0.001\n", "lr: 0.5\n"))
+    edited = _run_cli("--data", small_spec, "--out", str(tmp_path / "c"), "--resume")
+    assert edited.returncode == 2 and edited.stderr.strip() == (
+        "error: resume: the config differs from the checkpoint's in lr (checkpoint 0.001, now 0.5); only epochs may "
+        "change when resuming. Leave out the --set or --config that gives it, or, if the run folder's config.yaml "
+        "was edited since, put back the checkpoint's values there; or start a new run."), edited.stderr
+
+
+def yaml_load(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from . import EXAMPLE_CONFIG, ConfigError, DataError, NonFiniteLossError, TrainConfig, fit, load_data
 from .config import describe, repeated_sets, why_unwritable
-from .fit import (CHECKPOINT_FILE, CheckpointError, data_fingerprint, larger_than_the_device, resolve_device, same_data,
-                  searched_data)
+from .fit import (CHECKPOINT_FILE, CheckpointError, data_fingerprint, larger_than_the_device, load_state,
+                  resolve_device, same_data, searched_data)
 
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint", "summary.json")  # what `fit` writes into a run folder
@@ -112,7 +112,14 @@ def _main(argv: list[str] | None, prog: str) -> int:
         empty = None if args.config is None or args.resume else lambda: print(
             f"note: --config {args.config} sets no field: the defaults train, with any --set on top (`{prog} "
             "--help-config` lists them)")  # fmt: skip
-        cfg = TrainConfig.from_yaml(config, args.overrides, if_empty=empty)
+        ckpt = out / "checkpoint" / CHECKPOINT_FILE
+        if args.resume and args.config is None and not config.is_file() and ckpt.is_file():
+            # the run's config.yaml deleted, its checkpoint whole: the checkpoint holds the config it trained
+            # (it said "cannot read config file", with no way on: a walkthrough)
+            print(f"note: {config} is missing: resuming with the config the checkpoint holds (written back there)")
+            cfg = TrainConfig.with_overrides(load_state(ckpt)["config"], args.overrides, source=str(ckpt))
+        else:
+            cfg = TrainConfig.from_yaml(config, args.overrides, if_empty=empty)
         for note in repeated_sets(args.overrides):
             print(f"note: {note}")
         data = load_data(args.data, val_fraction=cfg.val_fraction)
@@ -216,8 +223,8 @@ def _refused(out: Path, args, clear: bool = True) -> bool:
         if args.resume:
             what = ("a run that stopped before its first epoch ended (no checkpoint, no epoch in metrics.jsonl): "
                     "nothing to resume; the same command without --resume starts it over") if own is not None else (
-                   f"no run of the trainer to resume ({', '.join(held)}, and no checkpoint or epoch in "
-                   "metrics.jsonl); pick another --out")  # (its own config.yaml: both commands sent the user to the
+                   f"no run of the trainer to resume (it has {', '.join(held)}, but no checkpoint/{CHECKPOINT_FILE} "
+                   "and no epoch in metrics.jsonl); pick another --out")  # (its own config.yaml: both commands sent the user to the
             print(f"error: --out {out} holds {what}", file=sys.stderr)  # other; a walkthrough)
             return True
         if own is not None and not clear:
@@ -237,6 +244,12 @@ def _refused(out: Path, args, clear: bool = True) -> bool:
         print(f"error: --out {out} {what} ({', '.join(held)}), which a new run would replace: "
               + ("continue the run there with --resume, or " if resumable else "")
               + "pick another --out (nothing was changed)", file=sys.stderr)  # fmt: skip
+        return True
+    if args.resume and held and not (out / "checkpoint" / CHECKPOINT_FILE).is_file():  # a summary.json or an empty
+        # checkpoint/ of another program's was read as a run ("cannot read config file"; "checkpoint, and no
+        # checkpoint": a walkthrough)
+        print(f"error: --out {out} holds no run of the trainer to resume (it has {', '.join(held)}, but no "
+              f"checkpoint/{CHECKPOINT_FILE}); pick another --out", file=sys.stderr)  # fmt: skip
         return True
     if args.resume and not held:
         what = "is not there" if not out.exists() else "holds no run (no config.yaml, metrics.jsonl or checkpoint)"

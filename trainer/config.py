@@ -302,11 +302,16 @@ class TrainConfig:
             raise ConfigError(wrong)
         if not values and if_empty is not None:
             if_empty()
+        return cls.with_overrides(values, overrides, source=str(path))
+
+    @classmethod
+    def with_overrides(cls, values: dict[str, Any], overrides: Iterable[str] = (),
+                       source: str = "config") -> "TrainConfig":  # fmt: skip
+        """`values` (from `source`) with `key=value` overrides on top, each problem blamed on where it came from."""
         overrides = list(overrides)
         parsed = parse_overrides(overrides)
         origins = {k: f"--set {item.strip()}" for item in overrides for k in parse_overrides([item])}
-        values.update(parsed)
-        return cls.from_dict(values, source=str(path), origins=origins)
+        return cls.from_dict({**values, **parsed}, source=source, origins=origins)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A validated copy with some fields changed."""

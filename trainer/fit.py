@@ -136,8 +136,11 @@ def resume_config(saved: dict, requested: TrainConfig, data: AVData) -> TrainCon
                           f"from the data differs ({', '.join(changed)}); resume with the run's data (its "
                           "summary.json names it), or start a new run")  # fmt: skip
     if changed:
+        # (not "resume with the run's own config.yaml" only: that file, edited since, was the cause: a walkthrough)
         raise ConfigError(f"resume: the config differs from the checkpoint's in {', '.join(changed)}; only epochs "
-                          "may change when resuming. Resume with the run's own config.yaml, or start a new run.")  # fmt: skip
+                          "may change when resuming. Leave out the --set or --config that gives it, or, if the run "
+                          "folder's config.yaml was edited since, put back the checkpoint's values there; or start "
+                          "a new run.")  # fmt: skip
     return TrainConfig.from_dict({**saved, "epochs": requested.epochs}, source="resumed config")
 
 
