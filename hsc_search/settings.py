@@ -79,6 +79,22 @@ class SearchSettings:
     set_from: ClassVar[dict[str, str]] = {}
     # where each setting was given, for messages: "--num-samples" (a flag), "search.yaml: num_samples" (a file)
     given_by: ClassVar[dict[str, str]] = {}
+    config_file: ClassVar[str | None] = None  # the search config file the settings were read from (per instance)
+
+    def _beside_config(self, key: str, value: str) -> tuple[Path, Path] | None:
+        """(the file in the working directory, the one beside the config file) for a relative path a search config
+        gave (`space:`, `data:`, `warm_start:`), when the config's folder is not the working directory and holds a
+        file or folder of that path; None otherwise. A relative path is read from the working directory, so
+        `space: sp.yaml` in ../A/cfg.yaml searched ./sp.yaml, another space, without a word (a walkthrough)."""
+        given = self.given_by.get(key, "")
+        if not self.config_file or not given or given.startswith("--") or not value:
+            return None
+        if value.startswith("synthetic:") or "://" in value or Path(os.path.expanduser(value)).is_absolute():
+            return None
+        folder = Path(self.config_file).resolve().parent
+        if folder == Path.cwd().resolve() or not (folder / value).exists():
+            return None
+        return Path(value).resolve(), folder / value
 
     def validate(self) -> "SearchSettings":
         p = []
@@ -143,7 +159,24 @@ class SearchSettings:
                 p.append(f"{n('address')} {self.address}: {why}")
         if self.warm_start is not None and not self.warm_start.strip():
             p.append(f"{n('warm_start')} must be a parent run id or a search folder, got an empty string")
-        if not self.space_path().exists():
+        said = set()
+        for key in ("space", "data", "warm_start"):  # a relative path that names two files: the one meant is asked
+            value = getattr(self, key)
+            if key == "space" and self.space_path().parent == SPACES_DIR:
+                continue  # a shipped space by its name
+            both = self._beside_config(key, value or "")
+            if both is None:
+                continue
+            here, beside = both
+            if here.exists() and not os.path.samefile(here, beside):
+                p.append(f"{n(key)} {value!r}: names two paths, {here} (a relative path is read from the working "
+                         f"directory) and {beside} (beside the config file); give the one you mean by its "
+                         "absolute path")  # fmt: skip
+            elif not here.exists():  # (said here, in place of "not found" with no word of the file beside it)
+                p.append(f"{n(key)} {value!r}: not in the working directory ({Path.cwd()}), where a relative path is "
+                         f"read from; the config file's folder has {beside}: give its absolute path")  # fmt: skip
+                said.add(key)
+        if "space" not in said and not self.space_path().exists():
             shipped = sorted(f.stem for f in SPACES_DIR.glob("*.yaml"))
             near = difflib.get_close_matches(self.space, shipped, n=1)
             relative = ("/" in self.space or self.space.endswith((".yaml", ".yml"))) and not Path(self.space).is_absolute()
@@ -156,7 +189,8 @@ class SearchSettings:
         given = self.given_by.get("data", "")
         local = Path(os.path.expanduser(self.data or ""))
         if self.data and given and not given.startswith("--") and not self.data.startswith("synthetic:") and \
-                "://" not in self.data and not local.is_absolute() and not local.exists():
+                "://" not in self.data and not local.is_absolute() and not local.exists() and \
+                "data" not in said:
             # read from the working directory, not beside the config file: the trainer's "file not found" said
             # neither where it looked from nor that the path came from a file (a walkthrough)
             p.append(f"{given} {self.data!r}: file not found (a relative path is read from the working directory, "
@@ -267,6 +301,7 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
     values["overrides"] = {**from_file, **from_flags}
     settings = SearchSettings(**values)
     settings.set_from = {str(k): f"{source}: set" for k in from_file if k not in from_flags}
+    settings.config_file = source
     settings.given_by = {**{k: f"{source}: {k}" for k in values if k != "overrides"},
                          **{k: FLAGS.get(k, "--" + k.replace("_", "-")) for k, v in cli.items() if v is not None}}
     return settings.validate()

@@ -321,8 +321,15 @@ def test_a_relative_data_path_in_a_config_file_says_where_it_was_read_from(tmp_p
     monkeypatch.chdir(tmp_path / "b")
     with pytest.raises(SettingsError) as info:
         load_settings(str(config), {}, [])
-    assert str(info.value) == (f"{config}: data 'd.h5': file not found (a relative path is read from the working "
+    assert str(info.value) == (f"{config}: data 'd.h5': not in the working directory ({tmp_path / 'b'}), where a "
+                               f"relative path is read from; the config file's folder has {tmp_path / 'd.h5'}: give "
+                               "its absolute path")  # fmt: skip
+    config.write_text("data: e.h5\n")  # in neither folder
+    with pytest.raises(SettingsError) as info:
+        load_settings(str(config), {}, [])
+    assert str(info.value) == (f"{config}: data 'e.h5': file not found (a relative path is read from the working "
                                f"directory, {tmp_path / 'b'}, not the config file's folder)")  # fmt: skip
+    config.write_text("data: d.h5\n")
     assert load_settings(None, {"data": "d.h5"}, []).data == "d.h5"  # --data: the trainer names the file
     monkeypatch.chdir(tmp_path)
     assert load_settings(str(config), {}, []).data == "d.h5"
@@ -362,3 +369,30 @@ def test_resume_refuses_an_empty_address_as_run_does(tmp_path):
                                                         "experiment_id": None}))  # fmt: skip
     with pytest.raises(PreflightError, match=r"^--address '': expected host:port of a Ray head node"):
         resume_search(folder, address="")
+
+
+def test_a_relative_path_in_a_config_file_that_names_two_files_is_refused(tmp_path, monkeypatch):
+    """`space: sp.yaml` in ../A/cfg.yaml, an sp.yaml in A and another in the working directory: the one in the
+    working directory was searched, a space the config's author never meant, without a word (a walkthrough). Both
+    named, the search refused; one file (or the config in the working directory) is read as before."""
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    for folder, name in (("A", "lr"), ("B", "tau")):
+        (tmp_path / folder / "sp.yaml").write_text(f"params:\n  {name}: {{type: float, low: 0.2, high: 0.4}}\n")
+    config = tmp_path / "A" / "cfg.yaml"
+    config.write_text("space: sp.yaml\n")
+    monkeypatch.chdir(tmp_path / "B")
+    with pytest.raises(SettingsError) as info:
+        load_settings(str(config), {}, [])
+    assert str(info.value) == (f"{config}: space 'sp.yaml': names two paths, {tmp_path / 'B' / 'sp.yaml'} (a relative "
+                               f"path is read from the working directory) and {tmp_path / 'A' / 'sp.yaml'} (beside "
+                               "the config file); give the one you mean by its absolute path")  # fmt: skip
+    assert load_settings(str(config), {"space": "sp.yaml"}, []).space == "sp.yaml"  # --space: the working directory
+    monkeypatch.chdir(tmp_path / "A")  # the config's own folder: one file
+    assert load_settings(str(config), {}, []).space == "sp.yaml"
+    (tmp_path / "A" / "sp.yaml").unlink()  # only the working directory's: read from there, as documented
+    monkeypatch.chdir(tmp_path / "B")
+    assert load_settings(str(config), {}, []).space_path().resolve() == tmp_path / "B" / "sp.yaml"
+    config.write_text("space: quick\n")  # a shipped space by its name, whatever the folders hold
+    (tmp_path / "A" / "quick").write_text("")
+    assert load_settings(str(config), {}, []).space == "quick"
