@@ -382,7 +382,7 @@ def _interrupted_again(exp_dir) -> None:
     """A KeyboardInterrupt out of a search once Ray Tune has it (a Ctrl-C in its tail, or a second one while Tune
     was saving after the first): how to continue, exit 130."""
     from . import storage
-    from .driver import BEST_CONFIG, META_FILE, _finished_at
+    from .driver import BEST_CONFIG, META_FILE, STOPPED, _finished_at
     from .runs import REPORT_ARTIFACT
 
     def there(name: str) -> bool:
@@ -399,8 +399,12 @@ def _interrupted_again(exp_dir) -> None:
         written = [n.rstrip("/") for n in ("summary/", BEST_CONFIG, REPORT_ARTIFACT) if there(n.rstrip("/"))]
         what = (f"{' and '.join(written)} written, not all of the rest" if written else
                 "before its summary, best config and report were written")  # fmt: skip
-        typer.echo(f"interrupted while the search was ending ({what}); `{resume_command(exp_dir)}` finishes the "
-                   "search and writes them", err=True)  # fmt: skip
+        # a second Ctrl-C while a stopped search wrote its records read as if its trials had all ended (a walkthrough)
+        when = ("again while the stopped search was writing its records" if STOPPED[0]
+                else "while the search was ending")  # fmt: skip
+        typer.echo(f"interrupted {when} ({what}); `{resume_command(exp_dir)}` "
+                   + ("continues its trials and writes them" if STOPPED[0] else "finishes the search and writes them"),
+                   err=True)  # fmt: skip
     else:  # cannot happen after a start (the record is written first); said plainly all the same
         typer.echo(f"interrupted; {exp_dir} holds no search", err=True)
     raise typer.Exit(_signal_exit())

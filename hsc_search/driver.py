@@ -509,6 +509,7 @@ def cluster_address(address: str | None) -> str | None:
     return None if not target or target == "local" else target
 
 
+STOPPED = [False]  # the search's trials were stopped by a signal (not all ended): its tail writes what they did
 _TERMINATED = [False]  # a SIGTERM came: the command exits 143 (128 + SIGTERM, what `timeout` and schedulers expect)
 
 
@@ -799,6 +800,7 @@ def run_search(
             state); they are saved with the experiment, so they must pickle.
     """
     _TERMINATED[0] = False  # this search's own signal (a process may run several)
+    STOPPED[0] = False
     with _interrupt_in_preflight():  # nothing is written here: the same command starts it again
         settings.name = settings.name or time.strftime("hsc-%Y%m%d-%H%M%S")
         space = load_space(settings.space_path(), overrides=settings.overrides, set_from=settings.set_from)
@@ -1237,6 +1239,7 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
     store the search logged to, where it has moved since (default: the one in the search's record). `data`: the
     search's data file where it is now (checked against the record's fingerprint of the data it started on)."""
     _TERMINATED[0] = False  # as in run_search
+    STOPPED[0] = False
     exp_dir = str(path).rstrip("/") if storage.is_uri(str(path)) else str(Path(path).resolve())
     try:
         return _resume_search(exp_dir, echo, address, tracking_uri, data)
@@ -1543,6 +1546,7 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
         status = "FAILED"
         raise
     finally:
+        STOPPED[0] = interrupted  # (a Ctrl-C in the tail of a stopped search is said as one: the cli)
         if sigint is not None:
             signal.signal(signal.SIGINT, sigint)
         rung_state = (scheduler.rung_record(settings.metric, settings.mode) if isinstance(scheduler, PersistentASHA)
@@ -1736,6 +1740,16 @@ def _mark_finished(exp_dir: str) -> None:
     meta = json.loads(storage.read_text(path))
     meta["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     storage.write_text(path, json.dumps(meta, indent=2))
+
+
+def _recorded_fingerprint(exp_dir: str) -> dict | None:
+    """The fingerprint of the search's data, from its record (None where it holds none or cannot be read: the best
+    config is written all the same, without that header line)."""
+    try:
+        saved = json.loads(storage.read_text(storage.join(exp_dir, META_FILE))).get("data_fingerprint")
+    except Exception:  # noqa: BLE001 - a header line, never a reason to lose the best config
+        return None
+    return saved if isinstance(saved, dict) else None
 
 
 def _best_config_from_ray(exp_dir: str, trials: list, best: TrialRow, settings: SearchSettings) -> Path:
@@ -2019,10 +2033,9 @@ def _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrup
             cfg = None  # every resume ended in a traceback (the review); the rest of the end is done
             echo(f"warning: best config not written: {e}")
         if cfg is not None:
-            meta = json.loads(storage.read_text(storage.join(exp_dir, META_FILE)))
             best_path = write_config(cfg, out_dir / BEST_CONFIG, data=settings.data,
                                      source=provenance(best, settings.name, parent_id, settings.metric),
-                                     fingerprint=meta.get("data_fingerprint"))  # fmt: skip
+                                     fingerprint=_recorded_fingerprint(exp_dir))  # fmt: skip
             if storage.is_uri(exp_dir):
                 storage.write_text(storage.join(exp_dir, BEST_CONFIG), best_path.read_text())
             client.log_artifact(parent_id, str(best_path))

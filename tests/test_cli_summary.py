@@ -159,6 +159,18 @@ def test_a_ctrl_c_as_the_search_ends_says_what_was_written(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("interrupted while the search was ending (best_config.yaml written, not all of the rest); `")
     assert f"resume {tmp_path}` finishes the search and writes them" in err
+    from hsc_search import driver  # a second Ctrl-C while a stopped search (not all trials ended) wrote its records:
+    # it read as if every trial had ended (walkthrough II)
+    driver.STOPPED[0] = True
+    try:
+        with pytest.raises(typer.Exit):
+            _interrupted_again(tmp_path)
+    finally:
+        driver.STOPPED[0] = False
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted again while the stopped search was writing its records (best_config.yaml "
+                          "written, not all of the rest); `") and err.strip().endswith(
+        f"resume {tmp_path}` continues its trials and writes them"), err
     (tmp_path / "hsc_search.json").write_text(json.dumps({"settings": {}, "finished_at": "2026-12-03 13:00:00 UTC"}))
     with pytest.raises(typer.Exit):
         _interrupted_again(tmp_path)
