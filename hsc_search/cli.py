@@ -246,8 +246,9 @@ def run(
                                              "count against --num-samples and are not run again; the trainer "
                                              "default is not enqueued again when it is among them and the source "
                                              "searched the same data (by its fingerprint: a copy elsewhere is the "
-                                             "same, a file replaced in place is not). Same --metric and --mode "
-                                             "required. [default: none]"),
+                                             "same, a file replaced in place is not) with the same fixed values "
+                                             "and --max-epochs (each difference is said at the start). Same "
+                                             "--metric and --mode required. [default: none]"),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Run without MLflow tracking (nothing to browse or "
                                    "export; for benchmarks and throwaway runs)."),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP, metavar="KEY=VALUE"),
@@ -521,13 +522,8 @@ def report(
     except ReportError as e:
         _fail(str(e))
     typer.echo(f"report of search {rec.name} ({len(rec.trials)} trial{'s' * (len(rec.trials) != 1)}): {path}")
-    if rec.status != "FINISHED":  # as export-best says it (the report says it at its top)
-        from .driver import search_state
-
-        state, said = search_state(rec.name, rec.status, rec.experiment_dir, rec.parent_run_id, rec.status_now)
-        if said:
-            typer.echo(f"note: {said}; the report shows it as it was when read"
-                       + (": write it again for its end" if state == "ended" else ""), err=True)  # fmt: skip
+    if rec.said:  # a search that has not finished: as the report says it at its top (as export-best says it)
+        typer.echo(f"note: {rec.said}", err=True)
     if log:
         from .runs import ui_url
 

@@ -784,7 +784,8 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         parts.append('<div class="plot-wrap">' + fig.to_html(full_html=False, include_plotlyjs=False,
                                                              config={"displaylogo": False}) + "</div>")  # fmt: skip
 
-    unfinished = _unfinished(rec, source)  # first: it relabels the trials of a search whose driver is gone
+    unfinished = rec.said = _unfinished(rec, source)  # first: it relabels the trials of a search whose driver is
+    # gone (and the console prints the same note: its own reading could differ in a race, the review)
     if not unfinished and (computed or {}).get("unfinished"):  # the driver's own, interrupted as it ends
         unfinished = f"{computed['unfinished']}; the report shows it as it was when written"
     counts: dict[str, int] = {}

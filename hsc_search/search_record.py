@@ -60,6 +60,8 @@ class SearchRecord:
     experiment_dir: str | None = None  # the search's folder (tag hsc.experiment_dir)
     # the parent run's status read again (driver.search_state: a search its driver finished while it was read)
     status_now: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+    # what the report said of a search that has not finished (report._unfinished, once: the console says the same)
+    said: str | None = field(default=None, compare=False)
 
 
 def read_search(client, parent_run_id: str) -> SearchRecord:

@@ -548,8 +548,17 @@ def test_ctrl_c_is_one_line_with_the_command_that_continues_and_an_empty_folder_
     monkeypatch.setattr(sys, "executable", str(tmp_path / "bare" / "bin" / "python"))
     args = build_parser().parse_args(["--data", small_spec, "--out", str(out)])
     assert _again("python -m trainer", args, out) == (
-        f"cd {shlex.quote(str(ROOT))} && {tmp_path / 'bare' / 'bin' / 'python'} -m trainer --data "
-        f"{shlex.quote(small_spec)} --out {out} --resume")
+        f"(cd {shlex.quote(str(ROOT))} && {tmp_path / 'bare' / 'bin' / 'python'} -m trainer --data "
+        f"{shlex.quote(small_spec)} --out {out} --resume)")  # (a subshell: the user's shell stays where it is)
+    # hsc-search beside that Python but without what it needs (`pip install --no-deps`: the script, no typer): not
+    # offered, its paste was a traceback (a review)
+    (tmp_path / "bare" / "bin").mkdir(parents=True)
+    (tmp_path / "bare" / "bin" / "hsc-search").write_text("#!/bin/sh\n")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "typer" else real(name, *a))
+    assert _again("python -m trainer", args, out).startswith(f"(cd {shlex.quote(str(ROOT))} && ")
     monkeypatch.undo()
     # a folder whose run ended before its first epoch: nothing to resume, and a new run there starts over
     empty = tmp_path / "empty"
@@ -782,6 +791,15 @@ def test_the_data_fingerprint_tells_labels_moved_between_clips():
         assert same_data({k: v for k, v in after.items() if k != "mixed"}, before)  # what the old one saw
         assert not same_data(before, after)
     assert same_data({k: v for k, v in before.items() if k != "mixed"}, data_fingerprint(data))  # older ones pass
+    # at scale: two clips of one class swapped seven apart in 4,000 x 128 features (a tolerance growing with the
+    # values, 2e-5 each, took them for the same data: a review)
+    big = load_data("synthetic:ave?n_train=4000&n_val=30&n_test=30&dim_audio=128&dim_visual=8&num_classes=4&seed=2")
+    lab = big.train.labels.reshape(len(big.train.labels), -1)
+    i = next(i for i in range(len(lab) - 7) if (lab[i] == lab[i + 7]).all())
+    swapped = copy.deepcopy(big)
+    swapped.train.audio[[i, i + 7]] = swapped.train.audio[[i + 7, i]]
+    assert not same_data(data_fingerprint(big), data_fingerprint(swapped))
+    assert same_data(data_fingerprint(big), data_fingerprint(copy.deepcopy(big)))
     # the mixed sums against numpy in float64, weights drawn as documented (fixed seeds): independent of the code
     a = np.asarray(data.val.audio, dtype=np.float64).reshape(len(data.val.audio), -1)
     w_clip = 1.0 + np.random.default_rng(0).random(a.shape[0])
@@ -911,8 +929,8 @@ def test_a_run_folder_without_its_config_yaml_resumes_from_its_checkpoint_and_an
     runs = {n: _run_cli("--data", small_spec, "--out", str(tmp_path / n), "--resume", "--set=epochs=2")
             for n in ("a", "b")}  # fmt: skip
     assert all(p.returncode == 0 for p in runs.values()), {n: p.stderr for n, p in runs.items()}
-    assert (f"note: {tmp_path / 'b' / 'config.yaml'} is missing: resuming with the config the checkpoint holds "
-            "(written back there)") in runs["b"].stdout, runs["b"].stdout
+    assert (f"note: {tmp_path / 'b' / 'config.yaml'} is missing: the run resumes with the config its checkpoint "
+            "holds") in runs["b"].stdout, runs["b"].stdout
     assert "is missing" not in runs["a"].stdout
 
     def epochs(n):
@@ -921,6 +939,15 @@ def test_a_run_folder_without_its_config_yaml_resumes_from_its_checkpoint_and_an
 
     assert len(epochs("b")) == 2 and epochs("b") == epochs("a")  # the same run, to the digit
     assert yaml_load((tmp_path / "b" / "config.yaml")) == yaml_load((tmp_path / "a" / "config.yaml"))
+    shutil.copytree(tmp_path / "a", tmp_path / "d")
+    (tmp_path / "d" / "config.yaml").unlink()  # a new run there is told --resume continues it (the checkpoint's
+    new = _run_cli("--data", small_spec, "--out", str(tmp_path / "d"), *sets)  # config), as where config.yaml is
+    assert new.returncode == 2 and "continue the run there with --resume" in new.stderr, new.stderr
+    (tmp_path / "d" / "checkpoint" / "state.pt").unlink()  # a run of ours without its checkpoint: said as one
+    gone = _run_cli("--data", small_spec, "--out", str(tmp_path / "d"), "--resume")
+    assert gone.returncode == 2 and gone.stderr.strip() == (
+        f"error: --out {tmp_path / 'd'} holds a run without its checkpoint (no checkpoint/state.pt): nothing to "
+        "resume from; start a new run in another --out"), gone.stderr
     config = (tmp_path / "c" / "config.yaml").read_text()
     (tmp_path / "c" / "config.yaml").write_text(config.replace("lr: 0.001\n", "lr: 0.5\n"))
     edited = _run_cli("--data", small_spec, "--out", str(tmp_path / "c"), "--resume")
@@ -934,3 +961,49 @@ def yaml_load(path):
     import yaml
 
     return yaml.safe_load(path.read_text())
+
+
+def test_a_config_header_edited_into_another_shape_is_passed_over(tmp_path):
+    """The data fingerprint in an exported config's header, edited by hand (a key gone, a null, text for numbers, a
+    pair cut short): the trainer crashed with a KeyError or TypeError (a review); such a line is not read."""
+    from trainer import load_data
+    from trainer.fit import SEARCHED_DATA_MARK, data_fingerprint, searched_data
+
+    saved = data_fingerprint(load_data("synthetic:ave?n_train=60&n_val=30&n_test=30&dim_audio=8&dim_visual=8"))
+    mangled = [{k: v for k, v in saved.items() if k != "features"}, {**saved, "mixed": None},
+               {**saved, "mixed": ["1"] * 6}, {**saved, "features": [[1.0]] * 6}, {"clips": saved["clips"]}, [1, 2]]
+    for i, header in enumerate([saved, *mangled]):
+        path = tmp_path / f"c{i}.yaml"
+        path.write_text(f"# exported\n{SEARCHED_DATA_MARK}{json.dumps(header)}\nlr: 0.001\n")
+        assert searched_data(path) == (saved if i == 0 else None), (i, header)
+    (tmp_path / "own.yaml").write_text("lr: 0.001\n" + SEARCHED_DATA_MARK + json.dumps(saved) + "\n")
+    assert searched_data(tmp_path / "own.yaml") is None  # (below the first field: not the header)
+
+
+def test_a_val_split_carved_by_another_val_fraction_is_named_beside_other_data(small_spec, tmp_path):
+    """On a file without a val split, `--set val_fraction=0.2` against a search that carved 0.1 was told "--data is
+    not the data the search ran on", the same file unchanged (a review): the carving is named as a cause too."""
+    from trainer import load_data
+    from trainer.fit import SEARCHED_DATA_MARK, data_fingerprint
+
+    import h5py
+
+    raw = load_data(small_spec, standardize=False)
+    with h5py.File(tmp_path / "noval.h5", "w") as f:  # its train and test splits, and no val split
+        for split in ("train", "test"):
+            s = getattr(raw, split)
+            f[f"audio_{split}"], f[f"visual_{split}"], f[f"lab_{split}"] = s.audio, s.visual, s.labels
+    spec = str(tmp_path / "noval.h5")
+    data = load_data(spec, val_fraction=0.1)
+    assert data.val_carved
+    config = tmp_path / "best.yaml"
+    sets = {**TINY, "epochs": 1}
+    config.write_text(f"# exported\n{SEARCHED_DATA_MARK}{json.dumps(data_fingerprint(data))}\n"
+                      + "".join(f"{k}: {v}\n" for k, v in sets.items()))  # fmt: skip
+    same = _run_cli("--config", str(config), "--data", spec, "--set=val_fraction=0.1", "--out", str(tmp_path / "a"))
+    other = _run_cli("--config", str(config), "--data", spec, "--set=val_fraction=0.2", "--out", str(tmp_path / "b"))
+    assert same.returncode == other.returncode == 0, (same.stderr, other.stderr)
+    assert "is not the data" not in same.stdout, same.stdout
+    assert (f"note: --data {spec} is not the data the search behind {config} ran on (other clips, labels or values "
+            "than the fingerprint in its header, or its val split carved by another val_fraction): this run will not "
+            "reproduce the search's score") in other.stdout, other.stdout

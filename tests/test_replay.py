@@ -512,6 +512,11 @@ def test_a_replay_of_too_few_curves_says_the_rows_compare_next_to_nothing():
     one = render(replay(Curves.from_values({"A": TINY["A"]}), [FIFO], orders=1))
     assert "warning: only 1 complete curve: " in one and "1 random order (seed 0)" in one, one
     assert "complete curves: a stopping rule" not in render(replay(Curves.from_values(TINY), [FIFO], orders=2))
+    cut = Curves.from_values({k: TINY[k] for k in "AB"})  # a search that did not finish: resume is the advice
+    cut.finished = False
+    text = render(replay(cut, [FIFO], orders=2))
+    assert "a stopping rule has next to nothing" not in text and "once `hsc-search resume` has finished it" in text
+    assert "\n2 complete curves x 4 epochs" in text and "\n1 complete curve x 4 epochs" in one, (text, one)
 
 
 def test_a_json_that_cannot_be_made_after_all_keeps_the_table(tmp_path):

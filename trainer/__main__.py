@@ -113,10 +113,10 @@ def _main(argv: list[str] | None, prog: str) -> int:
             f"note: --config {args.config} sets no field: the defaults train, with any --set on top (`{prog} "
             "--help-config` lists them)")  # fmt: skip
         ckpt = out / "checkpoint" / CHECKPOINT_FILE
-        if args.resume and args.config is None and not config.is_file() and ckpt.is_file():
+        if args.resume and args.config is None and not os.path.lexists(config) and ckpt.is_file():
             # the run's config.yaml deleted, its checkpoint whole: the checkpoint holds the config it trained
             # (it said "cannot read config file", with no way on: a walkthrough)
-            print(f"note: {config} is missing: resuming with the config the checkpoint holds (written back there)")
+            print(f"note: {config} is missing: the run resumes with the config its checkpoint holds")
             cfg = TrainConfig.with_overrides(load_state(ckpt)["config"], args.overrides, source=str(ckpt))
         else:
             cfg = TrainConfig.from_yaml(config, args.overrides, if_empty=empty)
@@ -130,9 +130,10 @@ def _main(argv: list[str] | None, prog: str) -> int:
         searched = searched_data(args.config) if args.config is not None and not args.resume else None
         if searched is not None and not same_data(searched, data_fingerprint(data)):  # a file changed in place
             # since the search (same path, same shapes) retrained to another score without a word (a walkthrough)
+            carved = ", or its val split carved by another val_fraction" if data.val_carved else ""  # (a review)
             print(f"note: --data {data.source} is not the data the search behind {args.config} ran on (other clips, "
-                  "labels or values than the fingerprint in its header): this run will not reproduce the search's "
-                  "score")  # fmt: skip
+                  f"labels or values than the fingerprint in its header{carved}): this run will not reproduce the "
+                  "search's score")  # fmt: skip
         resume = out / "checkpoint" if args.resume else None
         made = not named or not out.exists()  # (removed again if the run ends before its first epoch; without
         # --out _claim makes a new folder, runs/train-<time>-N where another run took the name)
@@ -240,16 +241,20 @@ def _refused(out: Path, args, clear: bool = True) -> bool:
             held = []
     if held and not args.resume:  # a new run would replace that run's config, metrics and checkpoint
         what = "holds a run already" if (out / "metrics.jsonl").exists() else "already holds"
-        resumable = (out / "config.yaml").is_file() and (out / "checkpoint" / CHECKPOINT_FILE).is_file()
+        resumable = (out / "checkpoint" / CHECKPOINT_FILE).is_file()  # (its config.yaml gone: the checkpoint's)
         print(f"error: --out {out} {what} ({', '.join(held)}), which a new run would replace: "
               + ("continue the run there with --resume, or " if resumable else "")
               + "pick another --out (nothing was changed)", file=sys.stderr)  # fmt: skip
         return True
     if args.resume and held and not (out / "checkpoint" / CHECKPOINT_FILE).is_file():  # a summary.json or an empty
         # checkpoint/ of another program's was read as a run ("cannot read config file"; "checkpoint, and no
-        # checkpoint": a walkthrough)
-        print(f"error: --out {out} holds no run of the trainer to resume (it has {', '.join(held)}, but no "
-              f"checkpoint/{CHECKPOINT_FILE}); pick another --out", file=sys.stderr)  # fmt: skip
+        # checkpoint": a walkthrough); a run of ours whose checkpoint is gone is said as one (the review)
+        if {"config.yaml", "metrics.jsonl"} & set(held):
+            print(f"error: --out {out} holds a run without its checkpoint (no checkpoint/{CHECKPOINT_FILE}): nothing "
+                  "to resume from; start a new run in another --out", file=sys.stderr)  # fmt: skip
+        else:
+            print(f"error: --out {out} holds no run of the trainer to resume (it has {', '.join(held)}, but no "
+                  f"checkpoint/{CHECKPOINT_FILE}); pick another --out", file=sys.stderr)  # fmt: skip
         return True
     if args.resume and not held:
         what = "is not there" if not out.exists() else "holds no run (no config.yaml, metrics.jsonl or checkpoint)"
@@ -350,20 +355,27 @@ def _again(prog: str, args, out: Path) -> str:
     in, and on a bare box (the trainer not installed) found none outside the repository (a walkthrough): the
     project's `hsc-search train` (the same program) where it is installed beside this Python, else the repository
     folder first."""
+    import importlib.util
+
+    cd = ""
     if prog == "python -m trainer":
         hsc = Path(sys.executable).parent / "hsc-search"
-        if hsc.is_file():
+        root = Path(__file__).resolve().parent.parent
+        # hsc-search with what it needs (a `pip install --no-deps` has the script without typer: a review)
+        if hsc.is_file() and all(importlib.util.find_spec(m) is not None for m in ("typer", "hsc_search")):
             me = f"{shlex.quote(os.path.abspath(hsc))} train"
+        elif (root / "pyproject.toml").is_file():  # the repository, not an installed package: found there only
+            cd, me = f"cd {shlex.quote(str(root))} && ", f"{shlex.quote(sys.executable)} -m trainer"
         else:
-            root = Path(__file__).resolve().parent.parent
-            me = f"cd {shlex.quote(str(root))} && {shlex.quote(sys.executable)} -m trainer"
+            me = f"{shlex.quote(sys.executable)} -m trainer"
     elif prog.startswith("hsc-search ") and os.path.basename(sys.argv[0]) == "hsc-search":  # by its path, as the
         me = f"{shlex.quote(os.path.abspath(sys.argv[0]))} {prog.split(' ', 1)[1]}"  # retrain line printed it (the review)
     else:
         me = prog
     data = args.data if args.data.startswith("synthetic:") or "://" in args.data else os.path.abspath(args.data)
-    return f"{me} --data {shlex.quote(data)} --out {shlex.quote(str(out.absolute()))} --resume" + (
+    command = f"{me} --data {shlex.quote(data)} --out {shlex.quote(os.path.abspath(out))} --resume" + (
         f" --device {shlex.quote(args.device)}" if args.device != "auto" else "")
+    return f"({cd}{command})" if cd else command  # (in a subshell: the user's shell stays in its folder)
 
 
 def _unstarted_run_files(out: Path) -> list[Path] | None:

@@ -254,7 +254,7 @@ def data_fingerprint(data: AVData) -> dict:
     modality a row-weighted sum of the (standardised) features with its size, and a sum weighted per clip and per
     feature by fixed pseudo-random weights (`mixed`: the row sums alone missed the same features with their
     columns in another order, and clips of one class swapped seven apart: a walkthrough). Cheap (about 0.1 s for
-    VEGAS-size features)."""
+    VEGAS-size features, about 1 s for VEGAS-size sequences)."""
     import hashlib
 
     splits = (data.train, data.val, data.test)
@@ -265,7 +265,10 @@ def data_fingerprint(data: AVData) -> dict:
 
     def mixed(a: np.ndarray) -> float:  # weights in [1, 2) from fixed seeds: the same on every machine (PCG64)
         flat = a.reshape(len(a), -1)
-        per_clip = flat.astype(np.float64) @ (1.0 + np.random.default_rng(1).random(flat.shape[1]))
+        per_feature = 1.0 + np.random.default_rng(1).random(flat.shape[1])
+        rows = max(1, (1 << 21) // max(1, flat.shape[1]))  # in float64 a few MB at a time (VEGAS sequences whole:
+        per_clip = np.concatenate([flat[i:i + rows].astype(np.float64) @ per_feature  # 1.6 GB and 5 s: a review)
+                                   for i in range(0, len(flat), rows)]) if len(flat) else np.zeros(0)  # fmt: skip
         return float(per_clip @ (1.0 + np.random.default_rng(0).random(len(a))))
 
     def digest(labels: np.ndarray) -> str:  # exact, whatever integer or boolean type the file stored them in
@@ -287,8 +290,12 @@ def same_data(saved: dict, now: dict) -> bool:
         return False
     if "label_digests" in saved and saved["label_digests"] != now["label_digests"]:
         return False
+    # the mixed sums within 1e-9 per value: features are standardised in float64 and then rounded to float32, so
+    # another machine's values differ only where a float64 rounding difference crosses a float32 boundary (about
+    # one value in 1e8, by one ulp) and the float64 sums by ~1e-16 each; a tolerance growing like the old sums'
+    # (2e-5 a value) took two swapped clips of VEGAS size for the same data (a review)
     sizes = [n for _, n in now["features"]]
-    if "mixed" in saved and not all(math.isclose(x, y, rel_tol=1e-6, abs_tol=2e-5 * n)  # (weights below 2 each)
+    if "mixed" in saved and not all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9 * n)
                                     for x, y, n in zip(saved["mixed"], now["mixed"], sizes)):  # fmt: skip
         return False
     return all(n == m and math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-5 * n)
@@ -313,8 +320,9 @@ def searched_data(config: str | os.PathLike) -> dict | None:
                     return None
                 if line.startswith(SEARCHED_DATA_MARK):
                     saved = json.loads(line[len(SEARCHED_DATA_MARK):])
-                    return saved if isinstance(saved, dict) and "clips" in saved else None
-    except (OSError, UnicodeDecodeError, ValueError):
+                    same_data(saved, saved)  # a line edited by hand into another shape: raises, so None (a review)
+                    return saved
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError, IndexError):
         return None
     return None
 
