@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shlex
 import sys
@@ -115,9 +116,13 @@ def _main(argv: list[str] | None, prog: str) -> int:
         ckpt = out / "checkpoint" / CHECKPOINT_FILE
         if args.resume and args.config is None and not os.path.lexists(config) and ckpt.is_file():
             # the run's config.yaml deleted, its checkpoint whole: the checkpoint holds the config it trained
-            # (it said "cannot read config file", with no way on: a walkthrough)
+            # (it said "cannot read config file", with no way on: a walkthrough); said once it is read as ours
+            state = load_state(ckpt)
+            if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+                raise CheckpointError(f"{ckpt}: not a checkpoint of the trainer (no config in it), and {config} is "
+                                      "missing: nothing to resume; pick another --out")  # fmt: skip
             print(f"note: {config} is missing: the run resumes with the config its checkpoint holds")
-            cfg = TrainConfig.with_overrides(load_state(ckpt)["config"], args.overrides, source=str(ckpt))
+            cfg = TrainConfig.with_overrides(state["config"], args.overrides, source=str(ckpt))
         else:
             cfg = TrainConfig.from_yaml(config, args.overrides, if_empty=empty)
         for note in repeated_sets(args.overrides):
@@ -241,7 +246,8 @@ def _refused(out: Path, args, clear: bool = True) -> bool:
             held = []
     if held and not args.resume:  # a new run would replace that run's config, metrics and checkpoint
         what = "holds a run already" if (out / "metrics.jsonl").exists() else "already holds"
-        resumable = (out / "checkpoint" / CHECKPOINT_FILE).is_file()  # (its config.yaml gone: the checkpoint's)
+        resumable = (out / "checkpoint" / CHECKPOINT_FILE).is_file() and _epochs_logged(out)  # (its config.yaml
+        # gone: the checkpoint's; another program's checkpoint/state.pt alone is not offered: a review)
         print(f"error: --out {out} {what} ({', '.join(held)}), which a new run would replace: "
               + ("continue the run there with --resume, or " if resumable else "")
               + "pick another --out (nothing was changed)", file=sys.stderr)  # fmt: skip
@@ -249,7 +255,7 @@ def _refused(out: Path, args, clear: bool = True) -> bool:
     if args.resume and held and not (out / "checkpoint" / CHECKPOINT_FILE).is_file():  # a summary.json or an empty
         # checkpoint/ of another program's was read as a run ("cannot read config file"; "checkpoint, and no
         # checkpoint": a walkthrough); a run of ours whose checkpoint is gone is said as one (the review)
-        if {"config.yaml", "metrics.jsonl"} & set(held):
+        if _epochs_logged(out):  # (by an epoch line of ours: a metrics.jsonl of another tool's is no run: a review)
             print(f"error: --out {out} holds a run without its checkpoint (no checkpoint/{CHECKPOINT_FILE}): nothing "
                   "to resume from; start a new run in another --out", file=sys.stderr)  # fmt: skip
         else:
@@ -365,6 +371,7 @@ def _again(prog: str, args, out: Path) -> str:
         if hsc.is_file() and all(importlib.util.find_spec(m) is not None for m in ("typer", "hsc_search")):
             me = f"{shlex.quote(os.path.abspath(hsc))} train"
         elif (root / "pyproject.toml").is_file():  # the repository, not an installed package: found there only
+            # (no subshell: `( ... )` is command substitution in fish; a review)
             cd, me = f"cd {shlex.quote(str(root))} && ", f"{shlex.quote(sys.executable)} -m trainer"
         else:
             me = f"{shlex.quote(sys.executable)} -m trainer"
@@ -375,7 +382,7 @@ def _again(prog: str, args, out: Path) -> str:
     data = args.data if args.data.startswith("synthetic:") or "://" in args.data else os.path.abspath(args.data)
     command = f"{me} --data {shlex.quote(data)} --out {shlex.quote(os.path.abspath(out))} --resume" + (
         f" --device {shlex.quote(args.device)}" if args.device != "auto" else "")
-    return f"({cd}{command})" if cd else command  # (in a subshell: the user's shell stays in its folder)
+    return f"{cd}{command}"
 
 
 def _unstarted_run_files(out: Path) -> list[Path] | None:
@@ -397,6 +404,21 @@ def _unstarted_run_files(out: Path) -> list[Path] | None:
             return None
         files += inside
     return files
+
+
+def _epochs_logged(out: Path) -> bool:
+    """Whether `out`'s metrics.jsonl holds an epoch line of the trainer's (a run of ours trained there)."""
+    try:
+        with open(out / "metrics.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    if isinstance(json.loads(line).get("epoch"), int):
+                        return True
+                except (ValueError, AttributeError):
+                    return False
+    except (OSError, UnicodeDecodeError):
+        return False
+    return False
 
 
 def _stopped_before_first_epoch(out: Path) -> bool:
