@@ -969,15 +969,18 @@ def render(report: ReplayReport) -> str:
                 "short, replays in full)"] if c.skipped else []
     lines = [
         f"replay of {c.source}",
-        f"{plural(len(c.trials), 'complete curve')} x {c.max_epochs} epochs, {c.metric} ({c.mode}); best recorded {best:.4f} "
+        f"{plural(len(c.trials), 'complete curve')} x {c.max_epochs} epochs, {c.metric} ({c.mode}); "
+        f"best recorded {best:.4f} "
         f"(trial {tid}); target {threshold_of(c, report.tolerance):.4f} (tolerance {report.tolerance:g})",
         *left_out,
         *([f"warning: only {plural(len(c.trials), 'complete curve')}: a stopping rule has next to nothing to choose "
            "between, so the rows barely differ; replay a search of more trials (a FIFO search of 8 or more, say)"]
-          if len(c.trials) < FEW_CURVES and c.finished is not False else []),  # (unfinished: resume is the advice)  # (a 1-trial warm start replayed as 15 equal rows: a walkthrough)
+          if len(c.trials) < FEW_CURVES and c.finished is not False else []),  # (a 1-trial warm start replayed as
+        # 15 equal rows: a walkthrough; for a search that did not finish, resume is the advice, below)
         *(["warning: the recorded search did not finish (interrupted, or still running): only the trials it got to "
            "are replayed; replay it once `hsc-search resume` has finished it"] if c.finished is False else []),
-        f"{plural(report.orders, 'random order')} (seed {report.seed}), {plural(report.concurrency, 'trial')} at once, "
+        f"{plural(report.orders, 'random order')} (seed {report.seed}), {plural(report.concurrency, 'trial')} "
+        "at once, "
         f"{'one time unit per epoch' if report.timing == 'epoch' else 'recorded seconds per epoch'}; "
         f"replayed in {report.seconds:.1f} s",
         "",
