@@ -278,6 +278,10 @@ def run(
 
     for note in repeated_sets(set_):  # the last is used, as the trainer does (said: it was not, a walkthrough)
         typer.echo(f"note: {note}")
+    if settings.config_empty:  # an empty config searched the defaults without a word (walkthrough II), as the
+        # trainer says of its own empty --config
+        typer.echo(f"note: --config {config} sets nothing (empty, or only comments): the default search runs, with "
+                   "any flags on top")  # fmt: skip
     try:
         from .driver import SetupInterrupted, TrackingIncomplete, TrackingUnavailable, run_search
         from .preflight import PreflightError

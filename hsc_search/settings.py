@@ -80,6 +80,7 @@ class SearchSettings:
     # where each setting was given, for messages: "--num-samples" (a flag), "search.yaml: num_samples" (a file)
     given_by: ClassVar[dict[str, str]] = {}
     config_file: ClassVar[str | None] = None  # the search config file the settings were read from (per instance)
+    config_empty: ClassVar[bool] = False  # that file set nothing (empty, or only comments): said by `run`
 
     def _beside_config(self, key: str, value: str) -> tuple[Path, Path] | None:
         """(the file in the working directory, the one beside the config file) for a relative path a search config
@@ -250,6 +251,7 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
     """Settings from a search config file (optional), then CLI values that were given (not None) on top."""
     values: dict[str, Any] = {}
     problems: list[str] = []
+    values_given = False
     if path is not None:
         path = Path(path)
         try:
@@ -262,6 +264,7 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
             raise SettingsError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
         if not isinstance(values, dict):
             raise SettingsError(f"{path}: expected a mapping of setting: value")
+        values_given = bool(values)
         wrong = wrong_kind(path, values, "search")
         if wrong:
             raise SettingsError(wrong)
@@ -302,6 +305,7 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
     settings = SearchSettings(**values)
     settings.set_from = {str(k): f"{source}: set" for k in from_file if k not in from_flags}
     settings.config_file = source
+    settings.config_empty = path is not None and not values_given
     settings.given_by = {**{k: f"{source}: {k}" for k in values if k != "overrides"},
                          **{k: FLAGS.get(k, "--" + k.replace("_", "-")) for k, v in cli.items() if v is not None}}
     return settings.validate()

@@ -396,3 +396,12 @@ def test_a_relative_path_in_a_config_file_that_names_two_files_is_refused(tmp_pa
     config.write_text("space: quick\n")  # a shipped space by its name, whatever the folders hold
     (tmp_path / "A" / "quick").write_text("")
     assert load_settings(str(config), {}, []).space == "quick"
+
+
+def test_an_empty_search_config_is_marked_for_its_note(tmp_path):
+    """An empty (or all-comment) search config ran the default search without a word, where an empty space file is
+    refused (walkthrough II): `run` says so, from this mark."""
+    for text, empty in (("", True), ("# only a comment\n", True), ("num_samples: 2\n", False)):
+        (tmp_path / "c.yaml").write_text(text)
+        assert load_settings(str(tmp_path / "c.yaml"), {}, []).config_empty is empty, text
+    assert load_settings(None, {}, []).config_empty is False
