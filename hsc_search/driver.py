@@ -337,9 +337,11 @@ def release_search(exp_dir: str) -> None:
 _CLAIMED: dict = {}  # experiment folder -> the topmost folder its claim created (removed with it: the storage)
 
 
-def _refuse_existing(exp_dir: str) -> None:
+def _refuse_existing(exp_dir: str, name_from: str = "--name") -> None:
     """Refuses a new search's folder that exists already, saying what it holds (a live search first: never told
-    to delete it). A folder with nothing but the unheld lock of a `run` stopped in its pre-flight is free."""
+    to delete it). A folder with nothing but the unheld lock of a `run` stopped in its pre-flight is free.
+    `name_from`: where the search's name was given ("--name", or "cfg.yaml: name" from a search config)."""
+    other = _another_name(name_from)
     if not storage.exists(exp_dir):
         return
     driver = search_driver(exp_dir)
@@ -357,13 +359,19 @@ def _refuse_existing(exp_dir: str) -> None:
         what = "and holds a search that finished"
     elif not storage.has_experiment_state(exp_dir):  # its driver died before Ray saved anything
         raise SearchError(f"{exp_dir} exists already and holds a search that stopped before Ray saved it "
-                          f"(nothing to resume); {_start_again(exp_dir)}, or pick another --name")
+                          f"(nothing to resume); {_start_again(exp_dir)}, or {other}")
     else:
         what = f"(a search that did not finish: `{resume_command(exp_dir)}` continues it)"
-    raise SearchError(f"{exp_dir} exists already {what}; pick another --name")
+    raise SearchError(f"{exp_dir} exists already {what}; {other}")
 
 
-def _claim_new_folder(exp_dir: str) -> None:
+def _another_name(name_from: str) -> str:
+    """What to change to name a search anew: its --name flag, or the config file's `name:` that gave it (told to
+    pick another --name, a user whose name came from her config looked for a flag she never gave)."""
+    return "pick another --name" if name_from.startswith("--") else f"pick another name ({name_from})"
+
+
+def _claim_new_folder(exp_dir: str, name_from: str = "--name") -> None:
     """Makes a new search's folder and holds it (`hold_search`) before the rest of the pre-flight, so that of two
     `run`s of one --name started together one goes on and the other is refused in its pre-flight (both passed it:
     the second then left a FAILED parent run in MLflow, and a Ctrl-C of it removed the first one's record files).
@@ -388,9 +396,10 @@ def _claim_new_folder(exp_dir: str) -> None:
         who = search_driver(exp_dir)
         if who is None:  # the folder cannot be written
             raise
-        raise SearchError(f"{exp_dir} exists already (its search is running: {who}); pick another --name") from None
+        raise SearchError(f"{exp_dir} exists already (its search is running: {who}); "
+                          f"{_another_name(name_from)}") from None
     try:
-        _refuse_existing(exp_dir)  # what it holds, now that no other `run` can write there
+        _refuse_existing(exp_dir, name_from)  # what it holds, now that no other `run` can write there
     except BaseException:
         release_search(exp_dir)
         _CLAIMED.pop(exp_dir, None)
@@ -480,7 +489,8 @@ class _OwnStopNotice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.getMessage().startswith("Stop signal received"):
             return True
-        print("stopping: the running trials end where they are and the search's state is saved (Ctrl-C again "
+        again = "another SIGTERM or Ctrl-C" if _TERMINATED[0] else "Ctrl-C again"  # a SIGTERM acts as Ctrl-C
+        print(f"stopping: the running trials end where they are and the search's state is saved ({again} "
               "skips the save)", file=sys.stderr, flush=True)  # fmt: skip
         return False
 
@@ -812,8 +822,9 @@ def run_search(
         first, notes = _first_trial(space, settings, data)
         select_checkpoints_by_metric(space, settings)
         exp_dir = experiment_dir(settings)
-        _refuse_existing(exp_dir)
-        _claim_new_folder(exp_dir)  # before anything else is written; let go of again if the pre-flight fails
+        name_from = settings.given_by.get("name", "--name")  # a config's `name:` is said as such
+        _refuse_existing(exp_dir, name_from)
+        _claim_new_folder(exp_dir, name_from)  # before anything else is written; let go of again if the pre-flight fails
         try:
             warm, local, in_process = _preflight_rest(settings, space, first, notes, fingerprint)
         except BaseException:

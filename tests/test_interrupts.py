@@ -244,6 +244,8 @@ def test_sigterm_mid_search_ends_it_as_ctrl_c_does(to, tmp_path, _cache_dir):
     assert "SIGTERM received" not in text and "Traceback" not in text, text[-4000:]
     # Tune's own notice (a timestamped log line, "Press CTRL+C (or send SIGINT/SIGKILL/SIGTERM) to skip") in ours
     assert "Stop signal received" not in text and "\nstopping: the running trials end where they are" in text, text
+    # the stop line names the signal that came (it said "Ctrl-C again" to a batch job that was never sent one)
+    assert "(another SIGTERM or Ctrl-C skips the save)" in text and "Ctrl-C again" not in text, text[-3000:]
     folder = tmp_path / "rr" / "t"
     assert f"`{bin_dir / 'hsc-search'} resume {folder}` continues it" in text, text[-3000:]
     parents = [r for r in _searches(tmp_path) if r.data.tags.get("hsc.kind") == "search"]

@@ -665,6 +665,17 @@ def test_a_name_in_use_is_refused_with_what_the_folder_holds(tmp_path, monkeypat
                             f"{folder}` continues it); pick another --name")  # fmt: skip
     assert sorted(p.name for p in folder.iterdir()) == ["experiment_state-2026-12-03_09-00-00.json", "hsc_search.json",
                                                         "notes.txt"]
+    # a name from a search config is named as its key there (told "pick another --name", she looked for a flag)
+    from hsc_search.settings import load_settings
+
+    config = tmp_path / "search.yaml"
+    config.write_text(f"name: x\nstorage: {tmp_path / 'rr'}\ndata: '{data}'\nmlflow: false\n")
+    with pytest.raises(SearchError) as e:
+        run_search(load_settings(config, {}, []))
+    assert str(e.value).endswith(f"continues it); pick another name ({config}: name)"), str(e.value)
+    with pytest.raises(SearchError) as e:  # and a --name flag over the file's as the flag
+        run_search(load_settings(config, {"name": "x"}, []))
+    assert str(e.value).endswith("continues it); pick another --name"), str(e.value)
 
 
 def test_resume_of_a_folder_that_is_not_there_or_not_a_search(tmp_path):
