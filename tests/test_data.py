@@ -444,7 +444,7 @@ def test_bad_parquet_raises_data_error_naming_file_and_column(tmp_path, case):
     "spec, expected",
     [
         ("synthetic:imagenet", ["synthetic:imagenet", "ave", "vegas"]),
-        ("synthetic:ave?n_trian=10", ["n_trian", "n_train", "mismatch"]),
+        ("synthetic:ave?n_trian=10", ["n_trian", "(did you mean 'n_train'?)", "mismatch"]),
         ("synthetic:ave?mismatch=lots", ["mismatch", "float", "lots"]),
         ("synthetic:ave?mismatch=1.5", ["mismatch", "[0, 1)"]),
         ("synthetic:ave?seed", ["seed", "key=value"]),

@@ -63,6 +63,8 @@ from typing import Any, Iterable
 import h5py
 import numpy as np
 
+from .config import did_you_mean
+
 GENERATOR_VERSION = 1  # bump when the generative process changes: it invalidates cached files
 LATENT_DIM = 24  # dims of the shared event space
 HIDDEN_DIM = 128  # hidden width of the random mixing networks
@@ -113,7 +115,8 @@ def parse_options(items: Iterable[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ValueError(f"option {item!r} is not key=value; valid options: {', '.join(OPTION_TYPES)}")
         if key not in OPTION_TYPES:
-            raise ValueError(f"unknown option {key!r}; valid options: {', '.join(OPTION_TYPES)}")
+            raise ValueError(f"unknown option {key!r}{did_you_mean(key, list(OPTION_TYPES))}; valid options: "
+                             f"{', '.join(OPTION_TYPES)}")
         if key in options:
             raise ValueError(f"option {key!r} given twice")
         kind = OPTION_TYPES[key]
@@ -146,7 +149,8 @@ def resolve_options(name: str, **options: Any) -> dict[str, Any]:
         raise ValueError(f"unknown synthetic dataset {name!r}; valid names: {', '.join(PRESETS)}")
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown}; valid options: {', '.join(DEFAULTS)}")
+        hint = did_you_mean(unknown[0], list(DEFAULTS)) if len(unknown) == 1 else ""
+        raise ValueError(f"unknown option(s) {unknown}{hint}; valid options: {', '.join(DEFAULTS)}")
     resolved = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     resolved = {k: PRESETS[name][k] if v is None else v for k, v in resolved.items()}
     for key, value in resolved.items():
