@@ -106,7 +106,8 @@ class TrainConfig:
     batch_size: int = _f(
         256,
         "Clips per step (>= 8). Must exceed cca_dim (DCCA covariances need more samples than dims). "
-        "Clamped to the train-split size. 128-1024; larger batches give InfoNCE more negatives.",
+        "Clamped to the train-split size. An epoch trains whole batches only: the last (train clips mod batch_size) "
+        "clips of its shuffled order sit that epoch out. 128-1024; larger batches give InfoNCE more negatives.",
     )
     # --- model ---
     hidden_dim: int = _f(512, "Width of the encoder/decoder MLPs (and of the sequence transformer). 128-1024.")
