@@ -466,6 +466,25 @@ def test_resume_refuses_a_changed_config_and_allows_more_epochs(small_data, tmp_
     assert [h["epoch"] for h in longer.history] == [1, 2, 3]
 
 
+def test_a_resumed_runs_summary_counts_the_seconds_of_every_invocation(small_data, tmp_path):
+    """summary.json's wall_s counted the last invocation alone (a walkthrough): a run of 2 epochs that took over a
+    second, extended by one epoch, said a fraction of a second. The epochs' own times are a floor for it."""
+    import json
+    import time
+
+    cfg = TrainConfig(**{**TINY, "epochs": 2})
+    fit(cfg, small_data, out_dir=tmp_path / "r", log=None, on_epoch=lambda r: r.epoch == 1 and time.sleep(1.2))
+    first = json.loads((tmp_path / "r" / "summary.json").read_text())["wall_s"]
+    assert first >= 1.2
+    fit(cfg.replace(epochs=3), small_data, out_dir=tmp_path / "r", resume_from=tmp_path / "r" / "checkpoint", log=None)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    epochs = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in epochs] == [1, 2, 3]
+    assert summary["wall_s"] >= 1.2 + epochs[2]["time/epoch_s"], (first, summary["wall_s"])
+    assert summary["wall_s"] >= sum(m["time/epoch_s"] for m in epochs)
+    assert summary["wall_s"] < first + 60  # the first invocation's seconds taken once, not twice
+
+
 def test_a_short_run_with_auto_ema_resumes_again_after_being_extended(small_data, tmp_path):
     """Auto ema_momentum resolves to 0.0 for a run of at most 10 steps, which reads back as 'auto': extended once,
     the run was then refused on every further resume, as if it were other data."""

@@ -359,8 +359,9 @@ def _check_same_data(ckpt: dict, data: AVData, fingerprint: dict) -> None:
 
 
 def _state_dict(state: TrainState, cfg: TrainConfig, epoch: int, best: dict, history: list,
-                fingerprint: dict | None = None, source: str | None = None) -> dict:
+                fingerprint: dict | None = None, source: str | None = None, wall_s: float | None = None) -> dict:
     return {
+        "wall_s": wall_s,  # seconds of fit() up to this save, over every resume (summary.json's wall_s)
         "format": CHECKPOINT_FORMAT,
         "data": fingerprint,
         "data_source": source,  # the data as given (a path or a synthetic spec): named when a resume is refused
@@ -494,6 +495,7 @@ def fit(
     best: dict = {"epoch": 0, "score": -math.inf, "metrics": {}, "state": None}
     history: list[dict] = []
     start_epoch = 1
+    wall_before = 0.0
     fingerprint = data_fingerprint(data)
     if ckpt is not None:
         _check_fits(ckpt, state.model.state_dict(), data)
@@ -509,6 +511,9 @@ def fit(
             state.weight_optimizer.load_state_dict(ckpt["weight_optimizer"])
         state.step = ckpt["step"]
         best, history = ckpt["best"], ckpt["history"]
+        # the seconds the run took before (summary.json counted this invocation's alone; a checkpoint from before
+        # it was kept: the epochs' own times)
+        wall_before = ckpt.get("wall_s") or sum(float(h.get("time/epoch_s", 0.0)) for h in history)
         if cfg.epochs > ckpt["epoch"]:  # an ended run trained longer: its old end's test metrics are not the run's
             history = [{k: v for k, v in h.items() if not k.startswith("test/")} for h in history]
         start_epoch = ckpt["epoch"] + 1
@@ -567,7 +572,8 @@ def fit(
         metrics["perf/samples_per_s"] = train_metrics["perf/samples_per_s"]
         history.append(metrics)
 
-        payload = lambda e=epoch: _state_dict(state, cfg, e, best, history, fingerprint, data.source)  # noqa: E731
+        payload = lambda e=epoch: _state_dict(state, cfg, e, best, history, fingerprint, data.source,  # noqa: E731
+                                              wall_before + time.perf_counter() - t_start)
         if out is not None:
             save_state(payload(), out / "checkpoint")
             with open(out / "metrics.jsonl", "a") as fh:
@@ -587,7 +593,7 @@ def fit(
             "epochs": cfg.epochs,
             "data": data.summary(),
             "device": str(dev),
-            "wall_s": time.perf_counter() - t_start,
+            "wall_s": wall_before + time.perf_counter() - t_start,  # over every resume
             "versions": versions(),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
