@@ -1056,6 +1056,7 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
     notes = [*data.notes, *settings.unused()]
     for name, where in space.unsearched.items():
         notes.append(f"{name} is in the space but {where} fixes it at {space.fixed[name]!r}: not searched")
+    notes += list(space.refixed.values())
     never = space.never_searched()
     notes += [f"{name} is never searched: {why}" for name, why in never.items()]
     notes += [why for name, why in space.unused_by_trainer().items() if name not in never]

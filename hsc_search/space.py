@@ -244,6 +244,8 @@ class SearchSpace:
     source: str = "<dict>"
     # params of the file that an override fixed, so they are not searched: name -> where the value came from
     unsearched: dict[str, str] = field(default_factory=dict)
+    # values of the file's `fixed` that an override replaced with another: name -> the note the search's start says
+    refixed: dict[str, str] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         """The searched names, in suggestion order."""
@@ -544,9 +546,12 @@ def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[s
     if bad.lines:
         raise SpaceError(bad.lines)
     params = tuple(p for n, p in parsed.items() if n not in override)
+    # (an override of a fixed value was taken without a word: the space file read as what trained, a walkthrough)
+    refixed = {n: (f"{_set_flag(n, override[n], set_from)} replaces the space's fixed {n}: {fixed[n]!r} "
+                   f"({source}): every trial trains {override[n]!r}")
+               for n in override if n in fixed and not _same(fixed[n], override[n])}  # fmt: skip
     return SearchSpace(params=params, fixed={**fixed, **override}, description=description.strip(), source=source,
-                       unsearched=unsearched)  # fmt: skip
-
+                       unsearched=unsearched, refixed=refixed)  # fmt: skip
 
 def validate_sampled(space: SearchSpace, params: dict[str, Any], epochs: int) -> TrainConfig:
     """The trainer config of one sampled trial: fixed values, then the sampled params, then `epochs`.

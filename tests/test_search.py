@@ -1328,6 +1328,31 @@ def test_a_tracking_server_that_fails_or_refuses_the_search_is_a_store_failure(t
     assert _store_failure(OSError(28, "No space left on device")) and not _store_failure(OSError(2, "gone"))
 
 
+def test_a_set_that_replaces_a_value_the_space_fixes_is_said_at_the_start(_cache_dir, tmp_path):
+    """The quick space fixes hidden_dim 64: `--set hidden_dim=128` (or a search config's `set:`) trained 128 without a
+    word, while the space file read as what trained (a walkthrough). The same value, or a value the space does not
+    fix, says nothing."""
+    from hsc_search.driver import load_search_data, start_notes
+    from hsc_search.settings import SPACES_DIR, load_settings
+    from hsc_search.space import load_space
+
+    data = "synthetic:ave?n_train=120&n_val=30&n_test=20&dim_audio=8&dim_visual=8&num_classes=4&seed=5"
+
+    def notes(config, *sets: str) -> list[str]:
+        settings = load_settings(config, {"data": data}, list(sets))
+        space = load_space(settings.space_path(), overrides=settings.overrides, set_from=settings.set_from)
+        return [n for n in start_notes(settings, space, load_search_data(settings, space)) if "fixed hidden" in n]
+
+    quick = SPACES_DIR / "quick.yaml"
+    assert notes(None, "hidden_dim=128") == [f"--set hidden_dim=128 replaces the space's fixed hidden_dim: 64 ({quick}): "
+                                             "every trial trains 128"]  # fmt: skip
+    config = tmp_path / "s.yaml"
+    config.write_text("set:\n  hidden_dim: 96\n")
+    assert notes(config) == [f"{config}: set: hidden_dim=96 replaces the space's fixed hidden_dim: 64 ({quick}): every "
+                             "trial trains 96"]  # fmt: skip
+    assert notes(None, "hidden_dim=64") == notes(None, "tau=0.2") == notes(None) == []
+
+
 def test_a_fixed_value_the_trainer_never_reads_is_said_at_the_start(_cache_dir):
     """`--set weight_lr=0.02 --set loss_weighting=fixed` was recorded and shown in the report as if it mattered,
     where a searched weight_lr is said to change nothing (a walkthrough); a fixed value that is read says nothing."""
