@@ -436,7 +436,12 @@ class SearchSpace:
             if not p.contains(value):
                 return None, f"{p.name}={recorded[p.name]} outside {_bounds(p)}"
             values[p.name] = out[p.name] = value
-        extra = sorted(set(recorded) - set(out))
+        # a name not searched here (fixed by --set, say) fits when the trial trained the value this search trains
+        # (every trial was refused, those that had drawn it too: a walkthrough)
+        extra = sorted(n for n in set(recorded) - set(out) if not _recorded_as(recorded[n], values.get(n)))
+        other = [n for n in extra if n in values]
+        if other:
+            return None, "; ".join(f"{n}={recorded[n]} where this search trains {values[n]!r}" for n in other)
         if extra:
             return None, f"{', '.join(extra)} not searched here"
         return out, ""
@@ -634,6 +639,21 @@ def _bounds(p: Param) -> str:
     if p.type == "categorical":
         return "{" + ", ".join(map(str, p.choices)) + "}"
     return f"[{p.low:g}, {p.high:g}]" + (f" step {p.step:g}" if p.step else "")
+
+
+def _recorded_as(text: Any, value: Any) -> bool:
+    """Whether a recorded param (text, as MLflow holds it, or a value from a Ray folder) is `value`: the same
+    text, or for numbers the same number ("0.001" and 1e-3; "True" is not 1)."""
+    if value is None:
+        return False
+    if str(text) == str(value):
+        return True
+    if isinstance(text, bool) or not _is_number(value):
+        return False
+    try:
+        return _matches(float(text), value)
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_number(v: Any) -> bool:

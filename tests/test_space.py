@@ -862,6 +862,24 @@ def test_a_value_between_the_grid_points_of_a_step_is_outside_the_space():
     assert params == {"mask_ratio": pytest.approx(0.42), "topk": 3} and why == ""
 
 
+def test_a_recorded_trial_fits_a_space_that_fixes_one_of_its_params_at_the_value_it_drew():
+    """A warm start with `--set lr=0.001` over a space that searches lr refused every earlier trial, those that had
+    drawn 0.001 too (a walkthrough): such a trial trained what this search trains. Another value is named."""
+    from hsc_search.space import _recorded_as
+
+    spec = {"params": {"mask_ratio": {"type": "float", "low": 0.3, "high": 0.8},
+                       "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}  # fmt: skip
+    space = load_space_dict(spec, overrides={"lr": 1e-3})
+    assert space.match({"mask_ratio": "0.5", "lr": "0.001"}) == ({"mask_ratio": 0.5}, "")
+    assert space.match({"mask_ratio": "0.5", "lr": "0.002"}) == (None, "lr=0.002 where this search trains 0.001")
+    # a name neither searched nor fixed here trains the trainer's default (tau 0.3)
+    assert space.match({"mask_ratio": "0.5", "tau": "0.3"}) == ({"mask_ratio": 0.5}, "")
+    assert space.match({"mask_ratio": "0.5", "tau": "0.2"}) == (None, "tau=0.2 where this search trains 0.3")
+    assert space.match({"mask_ratio": "0.5", "foo": "1"}) == (None, "foo not searched here")
+    assert _recorded_as("True", True) and _recorded_as("1.0", 1) and _recorded_as("1e-3", 0.001)
+    assert not _recorded_as("1", True) and not _recorded_as(True, 1) and not _recorded_as("x", None)
+
+
 def test_values_the_trainer_refuses_together_are_said_at_the_start():
     """Each value valid alone, some pairs refused by the trainer (batch_size 16 with cca_dim 32): 4 of 6 trials
     failed with no word at the start (a walkthrough). The pairs are said; a pair kept apart by a condition, or one

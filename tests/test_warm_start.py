@@ -429,10 +429,20 @@ def test_sources_without_a_usable_trial_are_refused(source, tmp_path):
     with pytest.raises(PreflightError, match=rf"no hsc_search.json\); it holds the searches src(, \w+)*: pass one, "
                                              rf"e.g. {search}$"):  # fmt: skip (other tests add searches beside it)
         plan(str(search.parent), load_space(ROOT / "search_spaces" / "quick.yaml"), METRIC, "max", uri)
-    lr_only = load_space_dict({"params": {"lr": {"type": "float", "low": 3.0e-4, "high": 1.0e-2, "log": True}}})
+    # a space that searches lr alone trains the others at their defaults: only the source's default trial drew
+    # them all, and its lr 0.001 is below this space's
+    lr_only = load_space_dict({"params": {"lr": {"type": "float", "low": 2.0e-3, "high": 1.0e-2, "log": True}}})
     with pytest.raises(PreflightError, match=f"none of its {TRIALS} trials can start this search "
-                                             f"\\({TRIALS} outside this space \\(.*not searched here"):  # fmt: skip
+                                             f"\\({TRIALS} outside this space \\(.*(where this search trains "
+                                             "|lr=0.001 outside)"):  # fmt: skip
         plan(str(cwd / "ray_results" / "src"), lr_only, METRIC, "max", uri)
+    # one that fixes lr at the default takes that trial (the others drew another lr): it trained what this trains
+    fixed_lr = load_space_dict({"params": {k: v for k, v in yaml.safe_load((ROOT / "search_spaces" / "quick.yaml")
+                                                                           .read_text())["params"].items()}},
+                               overrides={"lr": 0.001})  # fmt: skip
+    warm = plan(str(cwd / "ray_results" / "src"), fixed_lr, METRIC, "max", uri)
+    assert warm.added == 1 and warm.of == TRIALS, warm.line()
+    assert all("where this search trains 0.001" in e for e in warm.left_out["outside this space"]), warm.left_out
 
 
 def test_a_trials_run_id_names_its_search(source):
