@@ -291,13 +291,15 @@ def markdown(res: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from entry import int_list  # (standard library only: this script runs where hsc_search's deps are not)
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="synthetic:vegas", help="dataset of every measurement")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=256, help="batch of the single-trial measurement")
     p.add_argument("--small-batch", type=int, default=256, help="batch of the sharing runs and variants")
     p.add_argument("--big-batch", type=int, default=1024, help="batch of the big_batch variant")
-    p.add_argument("--share", default="1,2,4,8", help="comma list of trial counts sharing the device")
+    p.add_argument("--share", default="1,2,4,8", type=int_list(1), help="comma list of trial counts sharing the device")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of: {', '.join(VARIANTS)}")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of timed training per process")
     p.add_argument("--chunk", type=int, default=50, help="steps between host syncs")
@@ -334,10 +336,6 @@ def main(argv=None) -> int:
         p.error(problem)
     # `timeout` and schedulers stop a run with SIGTERM: as an exception, so that `launch` ends its workers
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        args.share = [int(x) for x in str(args.share).split(",") if x]
-    except ValueError:
-        p.error(f"--share {args.share}: expected trial counts separated by commas, e.g. 1,2,4,8")
     args.variants = [v for v in str(args.variants).split(",") if v]
     bad = [v for v in args.variants if v not in VARIANTS]
     if bad:

@@ -93,6 +93,7 @@ def run(main: Callable[[], int | None]) -> int:
     from hsc_search.settings import SettingsError
     from hsc_search.space import SpaceError
     from hsc_search.storage import StorageError
+    from hsc_search.transfer import TransferError
     from trainer import ConfigError, DataError
 
     try:
@@ -107,6 +108,6 @@ def run(main: Callable[[], int | None]) -> int:
         print(f"{Path(sys.argv[0]).name}: error: {e.code}", file=sys.stderr)
         return 2
     except (ConfigError, DataError, SettingsError, SpaceError, PreflightError, ReplayError, StorageError,
-            SearchError) as e:  # fmt: skip
+            SearchError, TransferError) as e:  # fmt: skip
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
         return 2

@@ -35,6 +35,8 @@ def _artifacts(client, run_id, path=None) -> list:
 
 
 def compare(src_uri: str, dst_uri: str, experiment: str, ignore_tags=None):
+    from hsc_search.transfer import TAG_BEST_RUN
+
     if ignore_tags is None:  # the copy's own marks (transfer.IMPORT_TAGS: source run, URI and state)
         from hsc_search.transfer import IMPORT_TAGS as ignore_tags
     from mlflow.tracking import MlflowClient
@@ -60,6 +62,9 @@ def compare(src_uri: str, dst_uri: str, experiment: str, ignore_tags=None):
                 diffs.append(f"{f}: {getattr(r.info, f)} -> {getattr(s.info, f)}")
         ta = {k: v for k, v in r.data.tags.items() if k != "mlflow.parentRunId"}
         tb = {k: v for k, v in s.data.tags.items() if k != "mlflow.parentRunId" and k not in ignore_tags}
+        # a search's best trial, by run id: the copy names its own copy of that trial (compared by run name)
+        if ida.get(ta.get(TAG_BEST_RUN)) is not None and ida.get(ta[TAG_BEST_RUN]) == idb.get(tb.get(TAG_BEST_RUN)):
+            tb[TAG_BEST_RUN] = ta[TAG_BEST_RUN]
         if ta != tb:
             diffs.append(f"tags: missing {sorted(set(ta) - set(tb))}, added {sorted(set(tb) - set(ta))}, "
                          f"changed {sorted(k for k in ta if k in tb and ta[k] != tb[k])}")  # fmt: skip
@@ -97,6 +102,12 @@ def main(argv=None) -> int:
     if db is not None and not db.is_file():  # before a team server starts (15 s) for nothing to copy
         p.error(f"--from {args.src}: no such file ({db.absolute()}); run it from the folder a search ran in "
                 "(`hsc-search run --experiment NAME` makes mlflow.db there), or give --from")  # fmt: skip
+    from mlflow.tracking import MlflowClient
+
+    src = MlflowClient(args.src)  # (a name not there was a traceback after the team server's 15 s start)
+    if src.get_experiment_by_name(args.experiment) is None:
+        names = sorted(e.name for e in src.search_experiments())
+        raise SystemExit(f"--experiment {args.experiment!r}: not in {args.src}; it has: {', '.join(names) or 'none'}")
 
     work = Path(tempfile.mkdtemp(prefix="hsc-eicheck-"))
     work.chmod(0o711)
@@ -127,4 +138,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from entry import run
+
+    sys.exit(run(main))

@@ -200,14 +200,14 @@ def time_uploads(runs: int = 24, metrics: int = 35, epochs: int = 2) -> dict:
 
 
 def main(argv=None) -> int:
+    from entry import at_least  # (benchmarks/ is on the path of a script run)
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--trials", type=int, default=12)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--trials", type=at_least(1), default=12)
+    p.add_argument("--epochs", type=at_least(1), default=3)
     p.add_argument("--quick", action="store_true", help="4 trials x 2 epochs, 1 plot repeat")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
-    if args.trials < 1 or args.epochs < 1:
-        p.error(f"--trials {args.trials} --epochs {args.epochs}: expected at least 1 of each")
     if args.quick:
         from quick import quick_defaults
 

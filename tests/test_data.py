@@ -280,7 +280,8 @@ BAD_HDF5 = {
     "int features": (_set("audio_train", lambda x: x.astype(np.int32)), ["audio_train", "float or uint8"]),
     "3-d labels": (_set("lab_train", lambda y: np.zeros((len(y), 2, 2))), ["lab_train", "(N,)"]),
     "negative labels": (_set("lab_train", lambda y: y - 1), ["lab_train", "negative"]),
-    "fractional labels": (_set("lab_test", lambda y: y + 0.5), ["lab_test", "integer"]),
+    "fractional labels": (_set("lab_test", lambda y: y + 0.5), ["lab_test", "8 label(s) that are not class indices, "
+                                                                "the first 0.5 in clip 0; expected whole class"]),
     "non-0/1 multi-hot": (_set("lab_test", lambda y: 2 * np.eye(4)[y]), ["lab_test", "0 and 1"]),
     "clip without label": (_set("lab_train", lambda y: np.eye(4)[y] * (np.arange(len(y)) > 0)[:, None]),
                            ["lab_train", "1 clip(s) with no label"]),  # fmt: skip
@@ -405,6 +406,9 @@ def _parquet_case(table: pa.Table, case: str) -> pa.Table:
         return table.set_column(2, "label", pa.array(labels, type=pa.list_(pa.int64())))
     if case == "negative label":
         return table.set_column(2, "label", pa.array([-1] + table.column("label").to_pylist()[1:]))
+    if case == "fractional label":
+        return table.set_column(2, "label", pa.array([float(v) for v in table.column("label").to_pylist()[:3]] + [1.5]
+                                                     + [float(v) for v in table.column("label").to_pylist()[4:]]))
     if case == "nan feature":
         visual = table.column("visual").to_pylist()
         visual[-1][0] = float("nan")  # the last row is a test row
@@ -422,6 +426,7 @@ BAD_PARQUET = {
     "ragged features": ["audio", "length"],
     "empty label list": ["label", "no label"],
     "negative label": ["label", "negative"],
+    "fractional label": ["label", "1 label(s) that are not class indices, the first 1.5 in clip 3; expected whole"],
     "nan feature": ["visual", "test", "1 NaN"],
     "no test rows": ["test", "empty", "expected at least 2 clips"],
     "no rows at all": ["split 'train' is empty", "expected at least 8 clips (training needs 8)"],

@@ -436,8 +436,11 @@ def _labels(src: str, key: str, y: np.ndarray) -> np.ndarray:
         if bad:
             raise DataError(f"{src}: {key}: {bad} NaN or inf label value(s); expected finite labels")
     if y.ndim == 1:
-        if np.any(y != np.round(y)):
-            raise DataError(f"{src}: {key}: non-integer class indices; expected (N,) integers")
+        fractional = np.flatnonzero(y != np.round(y))
+        if fractional.size:  # (it said "(N,) integers", an HDF5 shape, of a parquet column too)
+            i = int(fractional[0])
+            raise DataError(f"{src}: {key}: {fractional.size} label(s) that are not class indices, the first "
+                            f"{y[i].item()!r} in clip {i}; expected whole class numbers 0, 1, ...")
         if y.size and y.min() < 0:
             raise DataError(f"{src}: {key}: {np.count_nonzero(y < 0)} negative class index(es); expected >= 0")
         return y.astype(np.int64)
