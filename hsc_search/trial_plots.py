@@ -113,8 +113,9 @@ def loss_weights_svg(history: History) -> str:
 
 
 def cca_spectrum_svg(history: History) -> str:
-    """Validation canonical correlations: the spectrum at the first, middle and last epoch (component 0 is
-    rho_00, the largest), and the top correlations over epochs."""
+    """Validation canonical correlations: the spectrum at the first, the tested (`test/epoch`, the epoch validation
+    selected; the middle one where not known) and the last epoch (component 0 is rho_00, the largest), and the top
+    correlations over epochs. As the search report draws it (it drew the middle epoch, unmarked: a walkthrough)."""
     series = _series(history, "cca/rho_")
     names = sorted(series, key=int)
     epochs = sorted({e for x, _ in series.values() for e in x})
@@ -122,8 +123,10 @@ def cca_spectrum_svg(history: History) -> str:
                      integer_x=True)
     over_time = Panel("top canonical correlations over epochs", "epoch", ylim=(0, 1), integer_x=True)
     if epochs:
-        for e in sorted({epochs[0], epochs[len(epochs) // 2], epochs[-1]}):
+        given = [v for _, v in history.get("test/epoch", []) if v is not None and math.isfinite(v)]
+        tested = int(given[-1]) if given and int(given[-1]) in epochs else None
+        for e in sorted({epochs[0], epochs[len(epochs) // 2] if tested is None else tested, epochs[-1]}):
             ys = [dict(zip(*series[n])).get(e) for n in names]
-            spectrum.series.append((f"epoch {e}", list(range(len(names))), ys))
+            spectrum.series.append((f"epoch {e}" + (" (tested)" if e == tested else ""), list(range(len(names))), ys))
         over_time.series = [(f"rho_{n}", *series[n]) for n in names[:8]]
     return svg([spectrum, over_time])

@@ -326,7 +326,8 @@ class _Sink:
         self.node_tags: dict[str, str] = {}  # trial id -> every node it ran on, as tagged
         self.params: dict[str, list] = {}  # trial id -> searched params not yet logged
         self.waiting: dict[str, float] = {}  # trial id -> when its params began to wait for its first report
-        self.history: dict[str, dict[int, dict[str, float]]] = {}  # trial -> epoch -> plotted metrics
+        self.history: dict[str, dict[int, dict[str, float]]] = {}  # trial -> epoch -> plotted metrics (and its tested
+        # epoch, marked in its spectrum)
         self.scores: dict[str, dict[int, float]] = {}  # trial -> epoch -> the objective
         self.trial_s: dict[str, float] = {}  # trial -> Ray's time_total_s at its last report
         self.trial_s_logged: dict[str, float] = {}  # trial -> time/total_s its run holds from before a resume
@@ -470,7 +471,7 @@ class _Sink:
         history = self.history.setdefault(tid, {})
         scores = self.scores.setdefault(tid, {})
         for m in epochs:
-            history[int(m.get("epoch", 0))] = {k: v for k, v in m.items() if k.startswith(PLOT_KEYS)}
+            history[int(m.get("epoch", 0))] = {k: v for k, v in m.items() if k.startswith(PLOT_KEYS) or k == TEST_EPOCH}
             if self.metric in m:
                 scores[int(m["epoch"])] = m[self.metric]
         now = int(time.time() * 1000)
@@ -622,7 +623,7 @@ class _Sink:
         by_epoch = self.history.get(tid, {})
         # not all seen here: read back what MLflow has (then the spectrum file holds only the top correlations)
         if sorted(by_epoch) != list(range(1, len(by_epoch) + 1)):
-            keys = [k for k in self.client.get_run(run_id).data.metrics if k.startswith(PLOT_KEYS)]
+            keys = [k for k in self.client.get_run(run_id).data.metrics if k.startswith(PLOT_KEYS) or k == TEST_EPOCH]
             histories = {k: [(m.step, m.value) for m in self.client.get_metric_history(run_id, k)] for k in keys}
         else:
             histories = {}

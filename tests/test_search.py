@@ -101,7 +101,7 @@ def test_a_search_whose_ray_record_was_cut_off_is_not_resumed_in_a_loop(search, 
     assert cut_off_experiment_state(str(folder)) is None
 
 
-def test_mlflow_holds_one_parent_and_one_child_per_trial(search):
+def test_mlflow_holds_one_parent_and_one_child_per_trial(search, tmp_path):
     cwd, _ = search
     client = _client(cwd)
     _, parents, children = _runs(client)
@@ -161,6 +161,14 @@ def test_mlflow_holds_one_parent_and_one_child_per_trial(search):
         arts = {a.path for a in client.list_artifacts(run_id)}
         plots = {a.path for a in client.list_artifacts(run_id, "plots")}
         assert "config.yaml" in arts and {"plots/loss_weights.svg", "plots/cca_spectrum.svg"} <= plots
+        # its spectrum picture draws the epoch it tested, marked, as the report does (it drew the middle one)
+        (tmp_path / run_id).mkdir()
+        spectrum = Path(client.download_artifacts(run_id, "plots/cca_spectrum.svg", str(tmp_path / run_id)))
+        spectrum = spectrum.read_text()
+        if "test/epoch" in c.data.metrics:
+            assert f"epoch {int(c.data.metrics['test/epoch'])} (tested)" in spectrum
+        else:
+            assert "(tested)" not in spectrum
         assert {"lr", "tau", "topk"} <= set(c.data.params)
         # what the trainer resolved itself is recorded as trained: the quick space leaves both on auto
         steps_per_epoch = 500 // 128  # DATA's train split, quick.yaml's batch of 128
