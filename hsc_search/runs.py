@@ -160,9 +160,15 @@ def http_request(url: str):
     return urllib.request.Request(bare, headers={"Authorization": f"Basic {token}"})
 
 
+# what a port that is not a web server's answers (http.client's BadStatusLine, RemoteDisconnected: bytes of a Ray
+# GCS, PostgreSQL or SSH, or nothing); said, not its bytes (they were written to the terminal)
+NOT_HTTP = "answered something that is not HTTP: is the port MLflow's, not a Ray, PostgreSQL or SSH port?"
+
+
 def check_server(uri: str, timeout_s: float = 10.0) -> None:
     """An MLflow tracking server answers its health check at `uri` within `timeout_s` (MLflow itself would retry
     an absent server for minutes)."""
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -173,7 +179,10 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
             body = resp.read(64).decode(errors="replace").strip()
     except urllib.error.HTTPError as e:
         raise StoreError(f"{shown_url} answered {e.code} {e.reason}; expected an MLflow tracking server") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        if isinstance(e, http.client.HTTPException) and not isinstance(e, OSError):  # (a traceback: a Ray head's
+            # port given for MLflow's, a walkthrough)
+            raise StoreError(f"{shown} {NOT_HTTP} ({type(e).__name__}); expected an MLflow tracking server") from None
         raise StoreError(f"cannot reach the MLflow tracking server at {shown} within {timeout_s:.0f} s "
                          f"({getattr(e, 'reason', e)})") from None  # fmt: skip
     if body != "OK":
@@ -903,10 +912,15 @@ def http_failure(e: BaseException) -> str:
     def cut(text: str) -> str:
         return text if len(text) <= 200 else text[:200] + "..."
 
+    import http.client
+
     seen, cause = set(), e
     while cause is not None and id(cause) not in seen:  # MLflow wraps the HTTP error ("Failed to download ...")
         seen.add(id(cause))
         said = str(cause)
+        inner = [a for a in getattr(cause, "args", ()) if isinstance(a, BaseException)]  # requests' ("aborted", err)
+        if any(isinstance(c, http.client.HTTPException) and not isinstance(c, OSError) for c in (cause, *inner)):
+            return "the server " + NOT_HTTP
         url = re.search(r"API request to (\S+) failed", said)
         where = url.group(1) if url else "the server"
         response = getattr(cause, "response", None)  # requests' HTTPError: the server's own answer
@@ -928,7 +942,8 @@ def http_failure(e: BaseException) -> str:
         if m and "Max retries exceeded" in said:
             return _hide_password(f"{where} did not answer ({m.group(0).strip()})")
         cause = cause.__cause__ or cause.__context__
-    return _hide_password(cut((str(e).strip().splitlines() or [type(e).__name__])[0]))
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return _hide_password(cut("".join(c if c.isprintable() else "?" for c in first)))  # (no bytes to the terminal)
 
 
 def _hide_password(text: str) -> str:

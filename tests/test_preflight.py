@@ -152,6 +152,67 @@ def test_a_server_that_is_not_mlflow_is_named(tmp_path):
                 check_store_to_read(url, timeout_s=2.0)
 
 
+@contextlib.contextmanager
+def _binary_port():
+    """A TCP port on 127.0.0.1 that answers any connection with bytes that are not HTTP and hangs up, as a Ray
+    head's GCS port does to an HTTP request; yields its port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    done = threading.Event()
+
+    def serve():
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                with contextlib.suppress(OSError):
+                    conn.recv(4096)
+                    conn.sendall(b"\x00\x00\x18\x04\x00\x00\x00\x00\x00\x00\x05\x00\x00@\x00\xfe\x00?\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        done.set()
+        thread.join(timeout=10)
+        listener.close()
+
+
+def test_a_port_that_answers_something_other_than_http_is_one_line_in_every_command(tmp_path, monkeypatch):
+    """`--tracking-uri http://head:6379` (the Ray head's port for MLflow's): run, export-best and import-runs ended
+    in a 183-line traceback (http.client.BadStatusLine, not an OSError), report wrote the port's bytes to the
+    terminal (a walkthrough). Each says it in one line, exit 2."""
+    from typer.testing import CliRunner
+
+    from hsc_search.cli import app
+    from hsc_search.runs import NOT_HTTP, StoreError, check_server
+
+    monkeypatch.chdir(tmp_path)
+    with _binary_port() as port:
+        url = f"http://127.0.0.1:{port}"
+        with pytest.raises(StoreError) as e:
+            check_server(url, timeout_s=3.0)
+        assert str(e.value) == f"{url} {NOT_HTTP} (BadStatusLine); expected an MLflow tracking server", str(e.value)
+        with pytest.raises(PreflightError, match=re.escape(f"--tracking-uri {url}: {url} {NOT_HTTP}")):
+            preflight.check_tracking(url, timeout_s=3.0)
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(f"sqlite:///{tmp_path / 'src.db'}").search_experiments()  # an MLflow store to copy from
+        for args in (["export-best", "--tracking-uri", url], ["report", "--tracking-uri", url],
+                     ["import-runs", "--from", f"sqlite:///{tmp_path / 'src.db'}", "--to", url],
+                     ["import-runs", "--from", url, "--to", f"sqlite:///{tmp_path / 'x.db'}"]):  # fmt: skip
+            result = CliRunner().invoke(app, args)
+            said = result.output.strip()
+            assert result.exit_code == 2 and "Traceback" not in said and len(said.splitlines()) == 1, (args, said)
+            assert "not HTTP" in said and said.isprintable(), (args, said)
+
+
 def test_a_tracking_uri_of_no_known_form_is_named_by_the_commands_that_read_one(monkeypatch):
     """export-best ended in MLflow's traceback, report and replay in MLflow's words cut short, for a mistyped
     scheme or a server's address without http:// (a walkthrough); `run` already said both."""
