@@ -52,8 +52,12 @@ class Progress(tune.Callback):
         if self._done == 0:
             params = self._params(trial)
             elapsed = time.monotonic() - self._t0
-            # a resumed search's trial goes on from its checkpoint: "started" read as starting over (a walkthrough)
-            epoch = int((getattr(trial, "last_result", None) or {}).get("epoch", 0) or 0)
+            # a resumed search's trial goes on from its checkpoint: "started" read as starting over (a walkthrough);
+            # the epoch of its checkpoint (Ray's result saved with it), not of its last report: a checkpoint is
+            # saved at milestones and every checkpoint_every_s, and its last report can be later (or, after a Ray
+            # head was killed, not in Ray's snapshot at all: it said "started", a walkthrough)
+            saved = getattr(getattr(trial, "latest_checkpoint_result", None), "metrics", None) or {}
+            epoch = int(saved.get("epoch", 0) or 0)
             what = f"resumed after epoch {epoch}" if epoch else "started"
             print(_fit(f"{self._at(0, elapsed)} {trial.trial_id} {what:<28} ({params})"), file=sys.stderr,
                   flush=True)  # fmt: skip

@@ -361,11 +361,25 @@ def test_a_resumed_trial_says_it_goes_on_not_that_it_started(capsys):
 
     from hsc_search.progress import Progress
 
-    p = Progress(total=2, max_epochs=4, metric="val/map_avg", mode="max", searched=[])
-    p.on_trial_start(0, [], types.SimpleNamespace(trial_id="a", config={}, last_result={"epoch": 2}))
-    p.on_trial_start(0, [], types.SimpleNamespace(trial_id="b", config={}, last_result={}))
+    from ray.train._internal.session import _TrainingResult  # what Ray's Trial.latest_checkpoint_result holds
+
+    p = Progress(total=4, max_epochs=4, metric="val/map_avg", mode="max", searched=[])
+
+    def trial(tid: str, last: dict, saved: dict | None):
+        return types.SimpleNamespace(trial_id=tid, config={}, last_result=last, latest_checkpoint_result=None
+                                     if saved is None else _TrainingResult(checkpoint=None, metrics=saved))  # fmt: skip
+
+    p.on_trial_start(0, [], trial("a", {"epoch": 2}, {"epoch": 2}))
+    p.on_trial_start(0, [], trial("b", {}, None))
+    # it goes on from its checkpoint's epoch, not from its last report's (checkpoints are not saved every epoch);
+    # a Ray snapshot without its last report (a Ray head killed) still has the checkpoint's (it said "started")
+    p.on_trial_start(0, [], trial("c", {"epoch": 3}, {"epoch": 1}))
+    p.on_trial_start(0, [], trial("d", {}, {"epoch": 2}))
+    p.on_trial_start(0, [], trial("e", {"epoch": 3}, None))  # reported, never checkpointed: trains from epoch 1
     lines = capsys.readouterr().err.splitlines()
     assert " a resumed after epoch 2 " in lines[0] and " b started " in lines[1], lines
+    assert " c resumed after epoch 1 " in lines[2] and " d resumed after epoch 2 " in lines[3], lines
+    assert " e started " in lines[4], lines
 
 
 def test_min_mode_progress_keeps_the_lowest_score_of_all_trials_as_best(capsys):
