@@ -532,7 +532,8 @@ def report(
         from .runs import ui_url
 
         base = tracking_uri if tracking_uri and tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-        typer.echo(f"in MLflow: {ui_url(base, rec.experiment_id, rec.parent_run_id)} -> Artifacts -> report.html")
+        typer.echo(f"in MLflow: {ui_url(base, rec.experiment_id, rec.parent_run_id, 'report.html')}")  # (it said
+        # "-> Artifacts -> report.html" after the run's page: a walkthrough found the artifact's own page opens it)
 
 
 @app.command("team-server")

@@ -620,10 +620,13 @@ def experiment_tags(metric: str, mode: str) -> dict[str, str]:
             PRIMARY_METRIC_GREATER: "true" if mode == "max" else "false"}  # fmt: skip
 
 
-def ui_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
-    """The MLflow UI page of an experiment (or of one run), opened in model-training mode."""
+def ui_url(base: str, experiment_id: str, run_id: str | None = None, artifact: str | None = None) -> str:
+    """The MLflow UI page of an experiment (or of one run, or of one of its artifacts, shown in the Artifacts tab),
+    opened in model-training mode."""
     page = f"{base.rstrip('/')}/#/experiments/{experiment_id}"
-    return (page + f"/runs/{run_id}" if run_id else page) + UI_QUERY
+    if run_id:
+        page += f"/runs/{run_id}" + (f"/artifacts/{artifact}" if artifact else "")
+    return page + UI_QUERY
 
 
 RETRY_ATTEMPTS = 8  # an MLflow call's attempts: waits of 0.5, 1, 2, 4, 8, 15, 15 s between them (~45 s)
