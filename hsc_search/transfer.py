@@ -434,6 +434,9 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
                     continue
                 if old is not None:  # a copy cut short, or of a run that changed since: start it over
                     if old.info.lifecycle_stage == "active":
+                        if old.info.status == "RUNNING":  # a half copy is no run that runs: its deleted copy
+                            # stayed RUNNING in the store (a walkthrough)
+                            dst.set_terminated(old.info.run_id, status="KILLED")
                         dst.delete_run(old.info.run_id)
                     if old.data.tags.get(TAG_SOURCE_URI):
                         report.updated += 1

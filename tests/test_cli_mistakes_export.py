@@ -551,6 +551,12 @@ def test_an_artifact_server_that_keeps_failing_costs_seconds_and_the_import_copi
     assert sorted(r.info.run_name for r in runs) == ["good", "trial_a", "trial_b"]  # one copy each, none twice
     copied_b = next(r.info.run_id for r in runs if r.info.run_name == "trial_b")
     assert [f.path for f in dst.list_artifacts(copied_b)] == ["config.yaml"]
+    # the half copy the first import left is deleted, and not left RUNNING (the source's trial_b had FINISHED)
+    from mlflow.entities import ViewType
+
+    deleted = dst.search_runs([dst.get_experiment_by_name("hsc-search").experiment_id],
+                              run_view_type=ViewType.DELETED_ONLY)
+    assert [(r.info.run_name, r.info.status) for r in deleted] == [("trial_b", "KILLED")], deleted
 
 
 def test_a_failed_mlflow_call_is_said_in_a_few_words():
