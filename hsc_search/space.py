@@ -434,7 +434,10 @@ class SearchSpace:
             except ValueError:
                 return None, f"{p.name}={recorded[p.name]} is not a {p.type} value here"
             if not p.contains(value):
-                return None, f"{p.name}={recorded[p.name]} outside {_bounds(p)}"
+                between = p.type != "categorical" and p.step and p.low <= value <= p.high  # (said "outside" of
+                # a value inside the range, between its grid points: a walkthrough)
+                return None, f"{p.name}={recorded[p.name]} " + (f"off the grid {_bounds(p)}" if between
+                                                                 else f"outside {_bounds(p)}")  # fmt: skip
             values[p.name] = out[p.name] = value
         # a name not searched here (fixed by --set, say) fits when the trial trained the value this search trains
         # (every trial was refused, those that had drawn it too: a walkthrough)
