@@ -594,7 +594,12 @@ def parse_setting(spec: str) -> Setting:
     rule, _, rest = text.partition(":")
     rule = rule.strip().lower()
     if rule not in RULES:
-        raise ReplayError(f"bad --settings '{spec}': unknown rule '{rule}' (one of {', '.join(RULES)}; {SPEC_HELP})")
+        several = (" (give --settings once per rule: --settings fifo --settings asha:grace=2)"
+                   if "," in rule or " " in rule else "")  # fmt: skip
+        raise ReplayError(f"bad --settings '{spec}': unknown rule '{rule}'{several} (one of {', '.join(RULES)}; "
+                          f"{SPEC_HELP})")  # fmt: skip
+    if not RULES[rule] and rest.strip():  # (it said "'grace=2' is not KEY=VALUE with a key of fifo (none)")
+        raise ReplayError(f"bad --settings '{spec}': {rule} takes no options")
     options = {}
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = part.partition("=")
@@ -1065,6 +1070,8 @@ def run_replay(run_id: str | None = None, ray_dir: str | None = None, experiment
     if timing not in ("epoch", "recorded"):
         raise ReplayError(f"bad --timing '{timing}': epoch or recorded")
     settings = [parse_setting(s) for s in specs] or None  # bad specs fail before reading anything
+    if settings:  # one row each (`asha` and `asha:grace=1` given together made two equal rows)
+        settings = list({s.label: s for s in reversed(settings)}.values())[::-1]
     _check_numbers(orders, concurrency, tolerance, seed)
     if json_out:  # before the replay, which takes seconds to minutes
         from .runs import out_file_problem

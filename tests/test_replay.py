@@ -222,7 +222,8 @@ def test_setting_specs():
     assert parse_setting(" hyperband ").label == "hyperband:rf=3"
     assert parse_setting("median:min_samples=2").label == "median:grace=1,min_samples=2"
     for bad, culprit in [("ashaa", "unknown rule 'ashaa'"), ("asha:grace=x", "grace=x is not an integer"),
-                         ("asha:speed=2", "'speed=2' is not KEY=VALUE"), ("fifo:rf=2", "'rf=2'"),
+                         ("asha:speed=2", "'speed=2' is not KEY=VALUE"), ("fifo:rf=2", "fifo takes no options"),
+                         ("fifo,asha", "give --settings once per rule: --settings fifo --settings asha:grace=2"),
                          ("asha:grace=1.5", "not an integer"), ("asha:rf", "'rf' is not KEY=VALUE")]:  # fmt: skip
         with pytest.raises(ReplayError, match="bad --settings") as e:
             parse_setting(bad)
@@ -382,6 +383,17 @@ def test_cli_bad_settings_exit_2(tmp_path, args, culprit):
     result = CliRunner().invoke(app, ["replay", "--ray-dir", str(root), *args])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "error: " in result.output and culprit in result.output
+
+
+def test_a_setting_given_twice_is_one_row(tmp_path):
+    """`--settings asha --settings asha:grace=1` (the same rule, once with its default written out) gave two equal
+    rows (a walkthrough)."""
+    root = _ray_folder(tmp_path / "search")
+    result = CliRunner().invoke(app, ["replay", "--ray-dir", str(root), "--orders", "4", "--settings", "asha",
+                                      "--settings", "fifo", "--settings", "asha:grace=1,rf=2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [ln.split("|")[1].strip() for ln in result.output.splitlines() if ln.startswith("| ") and "---" not in ln]
+    assert rows == ["setting", "fifo", "asha:grace=1,rf=2,brackets=1"], rows
 
 
 def test_cli_bad_sources_exit_2(tmp_path):
