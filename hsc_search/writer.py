@@ -331,6 +331,7 @@ class _Sink:
         self.scores: dict[str, dict[int, float]] = {}  # trial -> epoch -> the objective
         self.trial_s: dict[str, float] = {}  # trial -> Ray's time_total_s at its last report
         self.trial_s_logged: dict[str, float] = {}  # trial -> time/total_s its run holds from before a resume
+        self.score_logged: dict[str, float] = {}  # trial -> the score (best/<mode>/<metric>) its run holds from then
         self.ending: set[str] = set()  # trials whose last report came: their end follows
         self.deferred: dict[str, dict] = {}  # trial -> calls held for its end
         self.stats: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0])
@@ -401,6 +402,8 @@ class _Sink:
                 self.logged[tid] = int(max((m.step for m in history), default=0))
                 if TRIAL_SECONDS in run.data.metrics:  # it ended before (a trial Ray's older snapshot runs again)
                     self.trial_s_logged[tid] = float(run.data.metrics[TRIAL_SECONDS])
+                if score_key(self.metric, self.mode) in run.data.metrics:  # (logged again: a second point at step 0)
+                    self.score_logged[tid] = float(run.data.metrics[score_key(self.metric, self.mode)])
                 if run.data.tags.get(TAG_NODE) and tid not in self.node_tags:
                     self.node_tags[tid] = run.data.tags[TAG_NODE]
             self.runs[tid] = run.info.run_id
@@ -549,7 +552,7 @@ class _Sink:
         # score that topped the experiment's primary metric in MLflow's runs table over every trial that completed
         if outcome != "failed" and sorted(by_epoch) == list(range(1, len(by_epoch) + 1)):
             score = best_of(by_epoch.values(), self.mode)
-            if score is not None:
+            if score is not None and self.score_logged.get(tid) != score:
                 metrics.append(Metric(score_key(self.metric, self.mode), score, int(time.time() * 1000), 0))
         metrics += self._trial_seconds(tid)
 

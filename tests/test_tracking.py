@@ -705,3 +705,6 @@ def test_a_completed_trial_run_again_after_a_resume_keeps_its_higher_total_secon
                                           key=lambda m: m.timestamp)]  # fmt: skip
         assert values == kept and run.data.metrics["time/total_s"] == kept[-1], values
         assert _steps(client, run.info.run_id, "val/map_avg") == [1, 2, 3]
+        # its score (the same epochs, the same best) is one point, not one more per resume (a walkthrough)
+        score = [m.value for m in client.get_metric_history(run.info.run_id, "best/max/val/map_avg")]
+        assert len(score) == 1 and score[0] == run.data.metrics["best/max/val/map_avg"], score
