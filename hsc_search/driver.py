@@ -812,6 +812,9 @@ def run_search(
     _TERMINATED[0] = False  # this search's own signal (a process may run several)
     STOPPED[0] = False
     with _interrupt_in_preflight():  # nothing is written here: the same command starts it again
+        # the CLI's settings are checked as they are read; a settings object built in Python was not checked at
+        # all (scheduler="bogus" searched with ASHA and recorded "bogus": a walkthrough)
+        settings.validate()
         settings.name = settings.name or time.strftime("hsc-%Y%m%d-%H%M%S")
         space = load_space(settings.space_path(), overrides=settings.overrides, set_from=settings.set_from)
         # a data file is read and recorded by its absolute path (the parent run's `data`, the search's record, the

@@ -103,6 +103,24 @@ class SearchSettings:
         def n(key: str) -> str:  # the flag or the config file's key the value came from
             return self.given_by.get(key, key)
 
+        # each value of its type: a settings object built in Python is typed by no parser (num_samples="4" was a
+        # TypeError below, mlflow="false" turned MLflow on: a walkthrough); ints given as 2.0 become 2
+        wrong = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "overrides" or f.type == "float" and isinstance(value, float) and not math.isfinite(value):
+                continue  # (a non-finite number of a float setting is said below, by what it must be)
+            try:
+                setattr(self, f.name, _typed(f.name, value))
+            except TypeError as e:
+                wrong.append(f"{n(f.name)}: {e}")
+        if not isinstance(self.overrides, dict):
+            wrong.append(f"overrides: expected a mapping of trainer field: value, got {self.overrides!r}")
+        if wrong:
+            named = tuple(self.given_by.values())
+            raise SettingsError("\n".join(m if named and m.startswith(named) else f"search settings: {m}"
+                                          for m in wrong))  # fmt: skip
+
         if self.num_samples < 1:
             p.append(f"{n('num_samples')} must be >= 1, got {self.num_samples}")
         elif self.num_samples > MAX_TRIALS:  # 1e9 was taken in silence (beyond int64 too); Ray holds every trial

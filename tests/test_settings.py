@@ -405,3 +405,28 @@ def test_an_empty_search_config_is_marked_for_its_note(tmp_path):
         (tmp_path / "c.yaml").write_text(text)
         assert load_settings(str(tmp_path / "c.yaml"), {}, []).config_empty is empty, text
     assert load_settings(None, {}, []).config_empty is False
+
+
+@pytest.mark.parametrize("given, said", [
+    ({"scheduler": "bogus"}, "scheduler must be asha or fifo, got 'bogus'"),
+    ({"num_samples": "4"}, "num_samples: expected an integer, got '4'"),
+    ({"mlflow": "false"}, "mlflow: expected true or false, got 'false'"),
+    ({"max_epochs": 2.5}, "max_epochs: expected an integer, got 2.5"),
+    ({"name": "x/y"}, "name 'x/y': expected one folder name"),
+    ({"num_samples": 0}, "num_samples must be >= 1, got 0"),
+])  # fmt: skip
+def test_settings_built_in_python_are_checked_by_run_search(given, said, tmp_path, monkeypatch):
+    """`run_search(SearchSettings(...))` from Python checked nothing the CLI's reading checks: scheduler="bogus"
+    searched with ASHA and recorded "bogus", name="x/y" made nested folders, num_samples=0 started Ray and left a
+    FAILED parent run, mlflow="false" turned MLflow on (a walkthrough). Refused before anything is written."""
+    from hsc_search.driver import run_search
+    from hsc_search.settings import SearchSettings, SettingsError
+
+    monkeypatch.chdir(tmp_path)
+    data = "synthetic:ave?n_train=64&n_val=32&n_test=32&dim_audio=8&dim_visual=8&num_classes=4"
+    with pytest.raises(SettingsError) as e:
+        run_search(SearchSettings(**{"data": data, "storage": str(tmp_path / "rr"), **given}))
+    assert said in str(e.value), str(e.value)
+    assert list(tmp_path.iterdir()) == []
+    ok = SearchSettings(max_epochs=2.0, data=data).validate()  # a whole number given as a float is that int
+    assert ok.max_epochs == 2 and type(ok.max_epochs) is int
