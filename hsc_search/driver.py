@@ -563,6 +563,27 @@ def version_mismatch(message: str) -> str | None:
             "or in an environment made as the cluster's was)")
 
 
+_JOINED: list = []  # what `_init_ray` joined in this process: [None] a local instance of its own, [address] a cluster
+
+
+def ray_in_process_problem(address: str | None, flag: str = "--address") -> str | None:
+    """Why a search cannot run on the Ray this process runs already, or None: an earlier search from the same
+    Python process (a notebook) joined another (a local instance of its own, or another cluster). `_init_ray`
+    keeps a running Ray: a search given another --address ran where the first one had, and recorded the address
+    it was given (a walkthrough). A Ray the user started herself is used as it is."""
+    ray = sys.modules.get("ray")
+    if ray is None or not _JOINED or not ray.is_initialized():
+        return None
+    target, joined = cluster_address(address), _JOINED[0]
+    if target == joined:
+        return None
+    now = "a local instance of its own" if joined is None else f"the Ray cluster at {joined}"
+    wanted = f"{flag} {target}" if target else "a local instance of its own (no --address)"
+    stop = "hsc_search.local_ray.stop_local_ray()" if joined is None else "ray.shutdown()"
+    return (f"Ray already runs in this process ({now}, joined by an earlier search), and this search asks for "
+            f"{wanted}: call {stop} first, or run it in a new process")
+
+
 def _init_ray(address: str | None, preload: bool = True, flag: str = "--address") -> None:
     """Connects to `address` (or RAY_ADDRESS), else starts a new local instance. With `preload`, the local
     instance's workers (one per CPU) import the trial's modules as they start and Tune's trial actors run in them;
@@ -578,6 +599,7 @@ def _init_ray(address: str | None, preload: bool = True, flag: str = "--address"
     from .ray_internals import preload_system_config, trial_actors_on_inherited_env
 
     target = cluster_address(address)
+    _JOINED[:] = [target]  # (before it is joined: a failed join leaves no Ray running, which the check reads)
     if target is not None:
         trial_actors_on_inherited_env(None)
         try:
@@ -785,6 +807,9 @@ def _preflight_rest(settings: SearchSettings, space: SearchSpace, first: dict, n
         if among is not None:
             first.clear()
             notes.append(f"the trainer default is warm-start trial {among}; not enqueued again")
+    problem = ray_in_process_problem(settings.address)
+    if problem:
+        raise SearchError(problem)
     local = cluster_address(settings.address) is None
     if local:
         preflight.check_ray_temp_dir()
@@ -1378,6 +1403,9 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
                               "so Ray cannot restore it: nothing of it can be continued; its trials' results are kept "
                               f"(`--warm-start {shlex.quote(exp_dir)}` gives them to a new search of the same space, "
                               f"data and metric); {_start_again(exp_dir)}")  # fmt: skip
+        problem = ray_in_process_problem(settings.address, address_flag)
+        if problem:
+            raise SearchError(problem)
         if cluster_address(settings.address) is not None:  # named as given: the flag, or the search's record
             preflight.check_address(settings.address, flag=address_flag)
         else:

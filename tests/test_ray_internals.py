@@ -412,3 +412,46 @@ def test_a_head_of_another_python_or_ray_is_said_in_one_sentence():
         "on the head, or in an environment made as the cluster's was)")
     assert version_mismatch("Version mismatch: something else\n  entirely") == "Version mismatch: something else entirely"
     assert version_mismatch("Failed to connect to GCS") is None
+
+
+RAY_IN_PROCESS_PROBE = """
+import json, os, sys
+from hsc_search import driver
+from hsc_search.local_ray import stop_local_ray
+from hsc_search.settings import SearchSettings
+
+data = "synthetic:ave?n_train=64&n_val=32&n_test=32&dim_audio=8&dim_visual=8&num_classes=4"
+out = {"before": driver.ray_in_process_problem("127.0.0.1:1")}
+driver._init_ray(None)  # as an earlier search in this process started its local instance
+out["local again"] = driver.ray_in_process_problem(None)
+try:
+    driver.run_search(SearchSettings(name="other", address="127.0.0.1:1", data=data, mlflow=False,
+                                     storage=sys.argv[1]))
+except driver.SearchError as e:
+    out["refused"] = str(e)
+out["written"] = sorted(os.listdir(sys.argv[1])) if os.path.exists(sys.argv[1]) else []
+stop_local_ray()
+out["after stop"] = driver.ray_in_process_problem("127.0.0.1:1")
+print(json.dumps(out))
+"""
+
+
+def test_a_search_that_asks_for_another_ray_than_the_one_its_process_runs_is_refused(tmp_path):
+    """From one Python process (a notebook), a search with --address after a local search ran on the local
+    instance and recorded the address it was given (a walkthrough): refused in the pre-flight, nothing written;
+    the same kind of Ray again, or after it was stopped, is fine."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-c", RAY_IN_PROCESS_PROBE, str(tmp_path / "rr")], env=env,
+                          capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["before"] is None and out["local again"] is None and out["after stop"] is None, out
+    assert out["refused"] == ("Ray already runs in this process (a local instance of its own, joined by an earlier "
+                              "search), and this search asks for --address 127.0.0.1:1: call "
+                              "hsc_search.local_ray.stop_local_ray() first, or run it in a new process"), out
+    assert out["written"] == [], out
