@@ -485,6 +485,24 @@ def test_a_resumed_runs_summary_counts_the_seconds_of_every_invocation(small_dat
     assert summary["wall_s"] < first + 60  # the first invocation's seconds taken once, not twice
 
 
+def test_fit_into_a_folder_that_holds_a_run_is_refused_and_resumes_from_the_run_folder(small_data, tmp_path):
+    """`fit(cfg, data, out_dir=<a run's folder>)` replaced its 6-epoch run with a new 4-epoch one without a word,
+    where the CLI refuses; `resume_from=<the run folder>` said "<folder>/state.pt: no checkpoint" (a walkthrough)."""
+    from trainer import ConfigError
+
+    cfg = TrainConfig(**{**TINY, "epochs": 2})
+    fit(cfg, small_data, out_dir=tmp_path / "r", log=None)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError) as e:
+        fit(cfg.replace(epochs=1), small_data, out_dir=tmp_path / "r", log=None)
+    assert str(e.value) == (f"out_dir {tmp_path / 'r'} holds a run already (checkpoint/state.pt, summary.json), which a "
+                            f"new run would replace: resume it (resume_from={tmp_path / 'r' / 'checkpoint'}), or give "
+                            "another out_dir (nothing was changed)")  # fmt: skip
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == before
+    longer = fit(cfg.replace(epochs=3), small_data, out_dir=tmp_path / "r", resume_from=tmp_path / "r", log=None)
+    assert [h["epoch"] for h in longer.history] == [1, 2, 3]
+
+
 def test_a_short_run_with_auto_ema_resumes_again_after_being_extended(small_data, tmp_path):
     """Auto ema_momentum resolves to 0.0 for a run of at most 10 steps, which reads back as 'auto': extended once,
     the run was then refused on every further resume, as if it were other data."""

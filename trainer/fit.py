@@ -358,6 +358,16 @@ def _check_same_data(ckpt: dict, data: AVData, fingerprint: dict) -> None:
                     f"{trained}, or start a new run")  # fmt: skip
 
 
+def _refuse_a_run_there(out: Path) -> None:
+    """A new run into a run folder that holds a trained run (a checkpoint, or a summary): ConfigError, nothing
+    changed. `fit(out_dir=...)` replaced such a run without a word, where the CLI refuses (a walkthrough)."""
+    held = [n for n in ("checkpoint/" + CHECKPOINT_FILE, "summary.json") if (out / n).is_file()]
+    if held:
+        raise ConfigError(f"out_dir {out} holds a run already ({', '.join(held)}), which a new run would replace: "
+                          f"resume it (resume_from={out / 'checkpoint'}), or give another out_dir (nothing was "
+                          "changed)")  # fmt: skip
+
+
 def _state_dict(state: TrainState, cfg: TrainConfig, epoch: int, best: dict, history: list,
                 fingerprint: dict | None = None, source: str | None = None, wall_s: float | None = None) -> dict:
     return {
@@ -418,6 +428,8 @@ def load_state(path: str | os.PathLike) -> dict:
     """Reads a checkpoint file, or `state.pt` inside a directory."""
     path = Path(path)
     if path.is_dir():
+        if not (path / CHECKPOINT_FILE).exists() and (path / "checkpoint" / CHECKPOINT_FILE).is_file():
+            path = path / "checkpoint"  # a run folder (what the CLI's --resume takes): its checkpoint (a walkthrough)
         path = path / CHECKPOINT_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
@@ -464,6 +476,8 @@ def fit(
         FitResult with the validation-selected epoch and its test mAP (evaluated once, after the last epoch).
     """
     t_start = time.perf_counter()
+    if out_dir is not None and resume_from is None:  # before anything is read or written
+        _refuse_a_run_there(Path(out_dir))
     dev = resolve_device(device)
     if isinstance(data, str):
         data = load_data(data, val_fraction=config.val_fraction)
