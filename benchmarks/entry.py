@@ -38,7 +38,8 @@ def int_list(low: int):
 
         parts = [t.strip() for t in text.split(",") if t.strip()]
         if not parts:
-            raise argparse.ArgumentTypeError("empty; expected whole numbers separated by commas, e.g. 0,1,2")
+            raise argparse.ArgumentTypeError(f"empty; expected whole numbers separated by commas, e.g. "
+                                             f"{low},{low + 1},{low + 2}")  # (0,1,2 where 0 is refused: a review)
         try:
             values = [int(t) for t in parts]
         except ValueError:

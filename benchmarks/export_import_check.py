@@ -104,6 +104,9 @@ def main(argv=None) -> int:
                 "(`hsc-search run --experiment NAME` makes mlflow.db there), or give --from")  # fmt: skip
     from mlflow.tracking import MlflowClient
 
+    from hsc_search.transfer import check_uri
+
+    check_uri(args.src, "from")  # as import-runs checks it (a bare MlflowClient made an empty file a store: review)
     src = MlflowClient(args.src)  # (a name not there was a traceback after the team server's 15 s start)
     if src.get_experiment_by_name(args.experiment) is None:
         names = sorted(e.name for e in src.search_experiments())

@@ -117,13 +117,18 @@ def _home(path: Optional[Path]) -> Optional[Path]:
     return None if path is None else path.expanduser()
 
 
-def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str]) -> str:
+def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str], run_id: Optional[str] = None,
+             artifact: Optional[str] = None) -> str:
+    """How to open the store's UI at an experiment (or a run's artifact): a server's page, else `mlflow ui` of it."""
     from .runs import resolved_tracking_uri, ui_url, without_password
+
+    def at(base: str) -> str:
+        return ui_url(base, experiment_id, run_id, artifact) if experiment_id else base
 
     resolved = resolved_tracking_uri(tracking_uri)  # $MLFLOW_TRACKING_URI too (an http one got `mlflow ui` of it)
     if resolved.startswith(("http://", "https://")):
         shown = without_password(resolved, "")  # (the console is read by others)
-        return f"open {ui_url(shown, experiment_id) if experiment_id else shown} (through your SSH tunnel on a cluster)"
+        return f"open {at(shown)} (through your SSH tunnel on a cluster)"
     # absolute: it works pasted in any folder; no password (the console is read by others, and a command line by
     # `ps`: libpq reads it from ~/.pgpass or PGPASSWORD, as every command we print; a walkthrough found it here)
     bare, note = without_password(resolved, ""), ""
@@ -136,7 +141,7 @@ def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str]) -> str:
             note = "\n             (its password left out: libpq reads it from ~/.pgpass or PGPASSWORD)"
         else:  # MySQL's and SQL Server's drivers read no password file (the second review)
             note = "\n             (its password left out: put it back into the URI to run this)"
-    page = ui_url("http://127.0.0.1:5000", experiment_id) if experiment_id else "http://127.0.0.1:5000"
+    page = at("http://127.0.0.1:5000")
     # MLflow's own command: its usage telemetry off, as for every process hsc-search starts (README)
     shown = '"$MLFLOW_TRACKING_URI"' if bare == "$MLFLOW_TRACKING_URI" else shlex.quote(bare)
     return (f"MLFLOW_DISABLE_TELEMETRY=true {_exe('mlflow')} ui --backend-store-uri {shown}\n"
@@ -528,12 +533,9 @@ def report(
     typer.echo(f"report of search {rec.name} ({len(rec.trials)} trial{'s' * (len(rec.trials) != 1)}): {path}")
     if rec.said:  # a search that has not finished: as the report says it at its top (as export-best says it)
         typer.echo(f"note: {rec.said}", err=True)
-    if log:
-        from .runs import ui_url
-
-        base = tracking_uri if tracking_uri and tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-        typer.echo(f"in MLflow: {ui_url(base, rec.experiment_id, rec.parent_run_id, 'report.html')}")  # (it said
-        # "-> Artifacts -> report.html" after the run's page: a walkthrough found the artifact's own page opens it)
+    if log:  # the report's own page in MLflow (it said "-> Artifacts -> report.html" after the run's page); as `run`
+        # says how to open the UI ($MLFLOW_TRACKING_URI's server; no password; `mlflow ui` of a store: the review)
+        typer.echo(f"in MLflow:   {_ui_hint(tracking_uri, rec.experiment_id, rec.parent_run_id, 'report.html')}")
 
 
 @app.command("team-server")

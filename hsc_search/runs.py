@@ -182,7 +182,8 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
     except (OSError, ValueError, http.client.HTTPException) as e:
         if isinstance(e, http.client.HTTPException) and not isinstance(e, OSError):  # (a traceback: a Ray head's
             # port given for MLflow's, a walkthrough)
-            raise StoreError(f"{shown} {NOT_HTTP} ({type(e).__name__}); expected an MLflow tracking server") from None
+            raise StoreError(f"{shown_url} {NOT_HTTP} ({type(e).__name__}); expected an MLflow tracking server") \
+                from None
         raise StoreError(f"cannot reach the MLflow tracking server at {shown} within {timeout_s:.0f} s "
                          f"({getattr(e, 'reason', e)})") from None  # fmt: skip
     if body != "OK":
@@ -917,15 +918,15 @@ def http_failure(e: BaseException) -> str:
 
     import http.client
 
-    seen, cause = set(), e
+    seen, cause, where = set(), e, "the server"
     while cause is not None and id(cause) not in seen:  # MLflow wraps the HTTP error ("Failed to download ...")
         seen.add(id(cause))
         said = str(cause)
+        url = re.search(r"API request to (\S+) failed", said)
+        where = url.group(1) if url else where  # (MLflow's error names it; the error it wraps, not)
         inner = [a for a in getattr(cause, "args", ()) if isinstance(a, BaseException)]  # requests' ("aborted", err)
         if any(isinstance(c, http.client.HTTPException) and not isinstance(c, OSError) for c in (cause, *inner)):
-            return "the server " + NOT_HTTP
-        url = re.search(r"API request to (\S+) failed", said)
-        where = url.group(1) if url else "the server"
+            return _hide_password(f"{where.split('?', 1)[0]} {NOT_HTTP}")
         response = getattr(cause, "response", None)  # requests' HTTPError: the server's own answer
         if getattr(response, "status_code", None) is not None:
             try:

@@ -444,7 +444,7 @@ class SearchSpace:
         extra = sorted(n for n in set(recorded) - set(out) if not _recorded_as(recorded[n], values.get(n)))
         other = [n for n in extra if n in values]
         if other:
-            return None, "; ".join(f"{n}={recorded[n]} where this search trains {values[n]!r}" for n in other)
+            return None, "; ".join(f"{n}={recorded[n]} where this search trains {values[n]}" for n in other)
         if extra:
             return None, f"{', '.join(extra)} not searched here"
         return out, ""
@@ -560,6 +560,7 @@ def load_space_dict(d: dict[str, Any], source: str = "<dict>", overrides: dict[s
                for n in override if n in fixed and not _same(fixed[n], override[n])}  # fmt: skip
     return SearchSpace(params=params, fixed={**fixed, **override}, description=description.strip(), source=source,
                        unsearched=unsearched, refixed=refixed)  # fmt: skip
+
 
 def validate_sampled(space: SearchSpace, params: dict[str, Any], epochs: int) -> TrainConfig:
     """The trainer config of one sampled trial: fixed values, then the sampled params, then `epochs`.

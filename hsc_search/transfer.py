@@ -82,19 +82,17 @@ def check_uri(uri: str, role: str) -> str:
             raise TransferError(f"{flag} {uri}: {problem}")
         _check_sqlite(uri, path, role)
     elif scheme in ("http", "https"):
+        import http.client
         import urllib.request
 
-        from .runs import http_request
-
-        import http.client
-
-        from .runs import NOT_HTTP
+        from .runs import NOT_HTTP, http_request
 
         try:
             urllib.request.urlopen(http_request(uri.rstrip("/") + "/health"), timeout=10)
         except (OSError, http.client.HTTPException) as e:
             if not isinstance(e, OSError):  # (a traceback: a Ray head's port, a walkthrough)
-                raise TransferError(f"{flag} {without_password(uri)}: {NOT_HTTP} ({type(e).__name__})") from None
+                raise TransferError(f"{flag} {without_password(uri)}: that address {NOT_HTTP} ({type(e).__name__})") \
+                    from None
             plain = scheme == "https" and "WRONG_VERSION_NUMBER" in str(e)  # TLS spoken to a plain HTTP server
             raise TransferError(f"{flag} {without_password(uri)}: no MLflow server answers there ({e}); "
                                 + ("it answers in plain HTTP: use http:// (MLflow servers speak no TLS themselves)"

@@ -262,3 +262,28 @@ def test_a_place_a_benchmark_cannot_write_is_said_before_it_measures(tmp_path):
     locked.mkdir()
     with read_only(locked):  # (as root, CI's user, by the immutable flag: the permission bits stop no root)
         assert output_problem(["--out", str(locked / "x")]) == f"--out {locked / 'x'}: the folder {locked} cannot be written"
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["bench_gpu.py", "--quick", "--share", "0"], "argument --share: 0: each must be at least 1"),
+    (["bench_gpu.py", "--quick", "--share", ""], "argument --share: empty; expected whole numbers separated by "
+                                                 "commas, e.g. 1,2,3"),
+    (["mlflow_writer.py", "--quick", "--trials", "0"], "argument --trials: 0: must be at least 1"),
+    (["export_import_check.py", "--experiment", "ei", "--from", "sqlite:///empty.db"], "is not an MLflow database"),
+    (["export_import_check.py", "--experiment", "nope", "--from", "sqlite:///m.db"],
+     "--experiment 'nope': not in sqlite:///m.db; it has: Default"),
+])  # fmt: skip
+def test_a_benchmark_refuses_what_measures_nothing_in_one_line(argv, said, tmp_path):
+    """`bench_gpu.py --share 0` was a ZeroDivisionError (`--share ''` an empty table), `mlflow_writer.py --quick
+    --trials 0` named --quick's epochs wrong, `export_import_check.py --experiment nope` was a traceback after its
+    team server's start and, checked with a bare MlflowClient, made an empty --from file a store (walkthrough NN,
+    review QQ). Each: one line, exit 2, before any measurement; the empty file left as it was."""
+    (tmp_path / "empty.db").write_bytes(b"")
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(f"sqlite:///{tmp_path / 'm.db'}").search_experiments()  # a store without the experiment
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / argv[0]), *argv[1:]], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and said in lines[-1], proc.stderr[-2000:]
+    assert (tmp_path / "empty.db").stat().st_size == 0

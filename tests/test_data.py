@@ -406,6 +406,9 @@ def _parquet_case(table: pa.Table, case: str) -> pa.Table:
         return table.set_column(2, "label", pa.array(labels, type=pa.list_(pa.int64())))
     if case == "negative label":
         return table.set_column(2, "label", pa.array([-1] + table.column("label").to_pylist()[1:]))
+    if case == "huge label":  # a whole float beyond int64: it wrapped in the cast, then an IndexError (a review)
+        return table.set_column(2, "label", pa.array([float(v) for v in table.column("label").to_pylist()[:2]] + [1e20]
+                                                     + [float(v) for v in table.column("label").to_pylist()[3:]]))
     if case == "fractional label":
         return table.set_column(2, "label", pa.array([float(v) for v in table.column("label").to_pylist()[:3]] + [1.5]
                                                      + [float(v) for v in table.column("label").to_pylist()[4:]]))
@@ -427,6 +430,7 @@ BAD_PARQUET = {
     "empty label list": ["label", "no label"],
     "negative label": ["label", "negative"],
     "fractional label": ["label", "1 label(s) that are not class indices, the first 1.5 in clip 3; expected whole"],
+    "huge label": ["label", "class index 1e+20 in clip 2; expected class indices"],
     "nan feature": ["visual", "test", "1 NaN"],
     "no test rows": ["test", "empty", "expected at least 2 clips"],
     "no rows at all": ["split 'train' is empty", "expected at least 8 clips (training needs 8)"],

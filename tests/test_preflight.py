@@ -198,8 +198,8 @@ def test_a_port_that_answers_something_other_than_http_is_one_line_in_every_comm
         url = f"http://127.0.0.1:{port}"
         with pytest.raises(StoreError) as e:
             check_server(url, timeout_s=3.0)
-        assert str(e.value) == f"{url} {NOT_HTTP} (BadStatusLine); expected an MLflow tracking server", str(e.value)
-        with pytest.raises(PreflightError, match=re.escape(f"--tracking-uri {url}: {url} {NOT_HTTP}")):
+        assert str(e.value) == f"{url}/health {NOT_HTTP} (BadStatusLine); expected an MLflow tracking server", e.value
+        with pytest.raises(PreflightError, match=re.escape(f"--tracking-uri {url}: {url}/health {NOT_HTTP}")):
             preflight.check_tracking(url, timeout_s=3.0)
         from mlflow.tracking import MlflowClient
 
@@ -211,6 +211,14 @@ def test_a_port_that_answers_something_other_than_http_is_one_line_in_every_comm
             said = result.output.strip()
             assert result.exit_code == 2 and "Traceback" not in said and len(said.splitlines()) == 1, (args, said)
             assert "not HTTP" in said and said.isprintable(), (args, said)
+            assert f"127.0.0.1:{port}" in said.split("answered something")[0], (args, said)  # what answered so
+        # MLflow's own client against it (what a store that stops answering HTTP mid-way gives): the same words
+        from hsc_search.runs import http_failure
+
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        with pytest.raises(Exception) as e:
+            MlflowClient(url).search_experiments()
+        assert http_failure(e.value) == f"{url}/api/2.0/mlflow/experiments/search {NOT_HTTP}", http_failure(e.value)
 
 
 def test_a_tracking_uri_of_no_known_form_is_named_by_the_commands_that_read_one(monkeypatch):

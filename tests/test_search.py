@@ -341,6 +341,8 @@ def test_a_database_password_stays_out_of_the_parent_run(tmp_path):
     # server's URL, which fails: the review)
     hint = _ui_hint("https://ana:s3cret@mlflow.team.org", "1")
     assert hint.startswith("open https://ana@mlflow.team.org/#/experiments/1") and "s3cret" not in hint, hint
+    hint = _ui_hint("https://ana:s3cret@mlflow.team.org", "1", "abc", "report.html")  # `report`'s line (the review)
+    assert hint.startswith("open https://ana@mlflow.team.org/#/experiments/1/runs/abc/artifacts/report.html?"), hint
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
         assert _ui_hint(None, "2").startswith("open http://127.0.0.1:5999/#/experiments/2?"), _ui_hint(None, "2")

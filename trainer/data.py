@@ -440,7 +440,11 @@ def _labels(src: str, key: str, y: np.ndarray) -> np.ndarray:
         if fractional.size:  # (it said "(N,) integers", an HDF5 shape, of a parquet column too)
             i = int(fractional[0])
             raise DataError(f"{src}: {key}: {fractional.size} label(s) that are not class indices, the first "
-                            f"{y[i].item()!r} in clip {i}; expected whole class numbers 0, 1, ...")
+                            f"{y[i]:g} in clip {i}; expected whole class numbers 0, 1, ...")  # (:g: float32's 2.1)
+        if y.size and not np.issubdtype(y.dtype, np.integer) and y.max() >= 2**31:  # (1e20 wrapped in the cast to
+            # int64, and then failed as an IndexError: a review)
+            i = int(np.argmax(y))
+            raise DataError(f"{src}: {key}: class index {y[i]:g} in clip {i}; expected class indices 0, 1, ...")
         if y.size and y.min() < 0:
             raise DataError(f"{src}: {key}: {np.count_nonzero(y < 0)} negative class index(es); expected >= 0")
         return y.astype(np.int64)
