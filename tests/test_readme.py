@@ -170,3 +170,22 @@ def test_readme_blocks_run_as_printed(clone):
     # until Ctrl-C, an SSH tunnel to it, an import into it: tests/test_teamserver.py runs them for real)
     assert len(skipped) == 6, skipped
     print(f"\nran {len(ran)} README commands; skipped blocks: {skipped}")
+
+
+def test_the_readme_python_block_runs_as_printed(tmp_path, _cache_dir):
+    """README's ```python block (a search from Python), with this suite's speed rules: small synthetic data for
+    its features.h5, 2 trials of 2 epochs; its last line's values printed."""
+    (block,) = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
+    opts = "&".join(f"{k}={v}" for k, v in SMALL.items())
+    code = block.replace('data="features.h5"', f'data="synthetic:ave?{opts}"')
+    code = re.sub(r"num_samples=\d+", "num_samples=2", re.sub(r"max_epochs=\d+", "max_epochs=2", code))
+    assert code != block and "features.h5" not in code
+    last = code.strip().splitlines()[-1].split("#")[0].strip()
+    code += f"\nprint('VALUES', repr(({last})))\n"
+    env = {**os.environ, "HSC_CACHE_DIR": str(_cache_dir), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=420)  # fmt: skip
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout[-2000:] + proc.stderr[-3000:]
+    values = next(ln for ln in proc.stdout.splitlines() if ln.startswith("VALUES"))
+    assert f"PosixPath('{tmp_path.resolve()}/ray_results/nb1/best_config.yaml'), False)" in values, values
+    assert (tmp_path / "ray_results" / "nb1" / "best_config.yaml").is_file() and (tmp_path / "mlflow.db").is_file()
