@@ -563,7 +563,14 @@ def version_mismatch(message: str) -> str | None:
             "or in an environment made as the cluster's was)")
 
 
-_JOINED: list = []  # what `_init_ray` joined in this process: [None] a local instance of its own, [address] a cluster
+_JOINED: list = []  # what `_init_ray` joined in this process: [address as given (None: a local instance), GCS address]
+
+
+def _record_joined(target: str | None) -> None:
+    """Notes the Ray `_init_ray` joined: its address as given (None: a local instance) and its GCS address."""
+    import ray
+
+    _JOINED[:] = [target, ray.get_runtime_context().gcs_address]
 
 
 def ray_in_process_problem(address: str | None, flag: str = "--address") -> str | None:
@@ -574,11 +581,17 @@ def ray_in_process_problem(address: str | None, flag: str = "--address") -> str 
     ray = sys.modules.get("ray")
     if ray is None or not _JOINED or not ray.is_initialized():
         return None
-    target, joined = cluster_address(address), _JOINED[0]
-    if target == joined:
+    target, (joined, gcs) = cluster_address(address), _JOINED
+    try:
+        now_gcs = ray.get_runtime_context().gcs_address
+    except Exception:  # noqa: BLE001 - a Ray too old or too new to say: as before
+        now_gcs = gcs
+    if now_gcs != gcs:  # not the Ray our search joined (stopped since; the user's own): used as it is
         return None
+    if target == joined or target is not None and joined is not None and (target == gcs or "auto" in (target, joined)):
+        return None  # the same cluster, named another way (`auto`, or its head's address)
     now = "a local instance of its own" if joined is None else f"the Ray cluster at {joined}"
-    wanted = f"{flag} {target}" if target else "a local instance of its own (no --address)"
+    wanted = f"the Ray at {target} ({flag})" if target else "a local instance of its own (no address)"
     stop = "hsc_search.local_ray.stop_local_ray()" if joined is None else "ray.shutdown()"
     return (f"Ray already runs in this process ({now}, joined by an earlier search), and this search asks for "
             f"{wanted}: call {stop} first, or run it in a new process")
@@ -599,7 +612,7 @@ def _init_ray(address: str | None, preload: bool = True, flag: str = "--address"
     from .ray_internals import preload_system_config, trial_actors_on_inherited_env
 
     target = cluster_address(address)
-    _JOINED[:] = [target]  # (before it is joined: a failed join leaves no Ray running, which the check reads)
+    _JOINED[:] = []  # what was joined, once it is (a failed join leaves no record)
     if target is not None:
         trial_actors_on_inherited_env(None)
         try:
@@ -617,6 +630,7 @@ def _init_ray(address: str | None, preload: bool = True, flag: str = "--address"
             if said is None:
                 raise
             raise SearchError(f"{flag if address else 'RAY_ADDRESS'} {target}: {said}") from None
+        _record_joined(target)
     else:  # always a new instance, on 127.0.0.1, never a cluster that happens to run on this machine
         from .local_ray import start_local_ray
 
@@ -625,9 +639,11 @@ def _init_ray(address: str | None, preload: bool = True, flag: str = "--address"
         if not preload:
             trial_actors_on_inherited_env(None)
             start_local_ray(**kwargs)
+            _record_joined(None)
             return
         os.environ.setdefault("PL_DISABLE_FORK", "1")
         start_local_ray(**kwargs, _system_config=preload_system_config())
+        _record_joined(None)
         trial_actors_on_inherited_env(dict(os.environ))
 
 

@@ -1071,7 +1071,7 @@ def run_replay(run_id: str | None = None, ray_dir: str | None = None, experiment
         raise ReplayError(f"bad --timing '{timing}': epoch or recorded")
     settings = [parse_setting(s) for s in specs] or None  # bad specs fail before reading anything
     if settings:  # one row each (`asha` and `asha:grace=1` given together made two equal rows)
-        settings = list({s.label: s for s in reversed(settings)}.values())[::-1]
+        settings = list({s.label: s for s in settings}.values())  # (in the order first given)
     _check_numbers(orders, concurrency, tolerance, seed)
     if json_out:  # before the replay, which takes seconds to minutes
         from .runs import out_file_problem

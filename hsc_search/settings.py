@@ -107,7 +107,7 @@ class SearchSettings:
         # TypeError below, mlflow="false" turned MLflow on: a walkthrough); ints given as 2.0 become 2
         wrong = []
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+            value = _plain(getattr(self, f.name))
             if f.name == "overrides" or f.type == "float" and isinstance(value, float) and not math.isfinite(value):
                 continue  # (a non-finite number of a float setting is said below, by what it must be)
             try:
@@ -148,8 +148,9 @@ class SearchSettings:
             p.append(f"{n('gpus_per_trial')} must be a finite number >= 0, got {self.gpus_per_trial}")
         if self.max_concurrent < 0:
             p.append(f"{n('max_concurrent')} must be >= 0, got {self.max_concurrent}")
-        if not self.checkpoint_every_s > 0:
-            p.append(f"{n('checkpoint_every_s')} must be > 0, got {self.checkpoint_every_s}")
+        if not (self.checkpoint_every_s > 0 and math.isfinite(self.checkpoint_every_s)):  # (inf: a search config
+            # refused it, the flag and Python not: the review)
+            p.append(f"{n('checkpoint_every_s')} must be a finite number > 0, got {self.checkpoint_every_s}")
         if self.max_failures < 0:
             p.append(f"{n('max_failures')} must be >= 0, got {self.max_failures}")
         if self.keep_checkpoints < 1:
@@ -353,6 +354,22 @@ def name_problem(name: str) -> str | None:
 
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _plain(value: Any) -> Any:
+    """A value as Python's own type: a path as its text, numpy's integers, floats and bools as int, float, bool (a
+    notebook's values: `num_samples=np.int64(4)`, `storage=Path(...)` were refused; the review)."""
+    import numbers
+
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):  # numpy's (no Integral)
+        return bool(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
+        return float(value)
+    return value
 
 
 def _typed(key: str, value: Any) -> Any:

@@ -509,12 +509,24 @@ def test_fit_into_a_folder_that_holds_a_run_is_refused_and_resumes_from_the_run_
     before = {p.name: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
     with pytest.raises(ConfigError) as e:
         fit(cfg.replace(epochs=1), small_data, out_dir=tmp_path / "r", log=None)
-    assert str(e.value) == (f"out_dir {tmp_path / 'r'} holds a run already (checkpoint/state.pt, summary.json), which a "
-                            f"new run would replace: resume it (resume_from={tmp_path / 'r' / 'checkpoint'}), or give "
-                            "another out_dir (nothing was changed)")  # fmt: skip
+    assert str(e.value) == (f"out_dir {tmp_path / 'r'} holds a run already (checkpoint/state.pt, summary.json, "
+                            f"metrics.jsonl), which this run would replace: resume it (resume_from={tmp_path / 'r'}), "
+                            "or give another out_dir (nothing was changed)")  # fmt: skip
+    # nor a resume of another run into it (the review); a folder with only its epochs kept is a run too
+    fit(cfg, small_data, out_dir=tmp_path / "other", log=None)
+    with pytest.raises(ConfigError, match="holds a run already"):
+        fit(cfg.replace(epochs=3), small_data, out_dir=tmp_path / "r", resume_from=tmp_path / "other", log=None)
     assert {p.name: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == before
     longer = fit(cfg.replace(epochs=3), small_data, out_dir=tmp_path / "r", resume_from=tmp_path / "r", log=None)
     assert [h["epoch"] for h in longer.history] == [1, 2, 3]
+    import shutil
+
+    shutil.rmtree(tmp_path / "other" / "checkpoint")
+    (tmp_path / "other" / "summary.json").unlink()
+    with pytest.raises(ConfigError) as e:
+        fit(cfg, small_data, out_dir=tmp_path / "other", log=None)
+    assert str(e.value).endswith("holds a run already (metrics.jsonl), which this run would replace: give another "
+                                 "out_dir (nothing was changed)"), str(e.value)
 
 
 def test_a_short_run_with_auto_ema_resumes_again_after_being_extended(small_data, tmp_path):

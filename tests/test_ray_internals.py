@@ -432,6 +432,10 @@ except driver.SearchError as e:
 out["written"] = sorted(os.listdir(sys.argv[1])) if os.path.exists(sys.argv[1]) else []
 stop_local_ray()
 out["after stop"] = driver.ray_in_process_problem("127.0.0.1:1")
+import ray
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)  # the user's own Ray: used as it is
+out["her own"] = driver.ray_in_process_problem("127.0.0.1:1")
+ray.shutdown()
 print(json.dumps(out))
 """
 
@@ -451,7 +455,8 @@ def test_a_search_that_asks_for_another_ray_than_the_one_its_process_runs_is_ref
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["before"] is None and out["local again"] is None and out["after stop"] is None, out
+    assert out["her own"] is None, out  # (a record of the stopped one refused it: the review)
     assert out["refused"] == ("Ray already runs in this process (a local instance of its own, joined by an earlier "
-                              "search), and this search asks for --address 127.0.0.1:1: call "
+                              "search), and this search asks for the Ray at 127.0.0.1:1 (--address): call "
                               "hsc_search.local_ray.stop_local_ray() first, or run it in a new process"), out
     assert out["written"] == [], out

@@ -430,3 +430,12 @@ def test_settings_built_in_python_are_checked_by_run_search(given, said, tmp_pat
     assert list(tmp_path.iterdir()) == []
     ok = SearchSettings(max_epochs=2.0, data=data).validate()  # a whole number given as a float is that int
     assert ok.max_epochs == 2 and type(ok.max_epochs) is int
+    # a notebook's values: numpy's numbers and bools, paths (refused as "expected an integer", the review)
+    import numpy as np
+
+    ok = SearchSettings(num_samples=np.int64(4), reduction_factor=np.float32(3.0), mlflow=np.bool_(False),
+                        storage=tmp_path / "rr", data=data).validate()  # fmt: skip
+    assert (ok.num_samples, ok.reduction_factor, ok.mlflow, ok.storage) == (4, 3.0, False, str(tmp_path / "rr"))
+    assert [type(v) for v in (ok.num_samples, ok.reduction_factor, ok.mlflow, ok.storage)] == [int, float, bool, str]
+    with pytest.raises(SettingsError, match="checkpoint_every_s must be a finite number > 0, got inf"):
+        SearchSettings(checkpoint_every_s=float("inf"), data=data).validate()

@@ -358,14 +358,24 @@ def _check_same_data(ckpt: dict, data: AVData, fingerprint: dict) -> None:
                     f"{trained}, or start a new run")  # fmt: skip
 
 
-def _refuse_a_run_there(out: Path) -> None:
-    """A new run into a run folder that holds a trained run (a checkpoint, or a summary): ConfigError, nothing
-    changed. `fit(out_dir=...)` replaced such a run without a word, where the CLI refuses (a walkthrough)."""
+def _refuse_a_run_there(out: Path, resume_from: str | os.PathLike | None) -> None:
+    """A new run (or a resume of another run) into a run folder that holds a trained run (its checkpoint, its
+    summary, or an epoch in its metrics.jsonl): ConfigError, nothing changed. `fit(out_dir=...)` replaced such a
+    run without a word, where the CLI refuses (a walkthrough); a resume of its own checkpoint is fine."""
+    own = out / "checkpoint"
+    if resume_from is not None and Path(resume_from).resolve() in (out.resolve(), own.resolve(),
+                                                                   (own / CHECKPOINT_FILE).resolve()):  # fmt: skip
+        return
     held = [n for n in ("checkpoint/" + CHECKPOINT_FILE, "summary.json") if (out / n).is_file()]
+    try:
+        if any(line.strip() for line in (out / "metrics.jsonl").read_text().splitlines()):
+            held.append("metrics.jsonl")
+    except (OSError, UnicodeDecodeError):
+        pass
     if held:
-        raise ConfigError(f"out_dir {out} holds a run already ({', '.join(held)}), which a new run would replace: "
-                          f"resume it (resume_from={out / 'checkpoint'}), or give another out_dir (nothing was "
-                          "changed)")  # fmt: skip
+        resume = f"resume it (resume_from={out}), or " if (own / CHECKPOINT_FILE).is_file() else ""
+        raise ConfigError(f"out_dir {out} holds a run already ({', '.join(held)}), which this run would replace: "
+                          f"{resume}give another out_dir (nothing was changed)")  # fmt: skip
 
 
 def _state_dict(state: TrainState, cfg: TrainConfig, epoch: int, best: dict, history: list,
@@ -476,8 +486,8 @@ def fit(
         FitResult with the validation-selected epoch and its test mAP (evaluated once, after the last epoch).
     """
     t_start = time.perf_counter()
-    if out_dir is not None and resume_from is None:  # before anything is read or written
-        _refuse_a_run_there(Path(out_dir))
+    if out_dir is not None:  # before anything is read or written
+        _refuse_a_run_there(Path(out_dir), resume_from)
     dev = resolve_device(device)
     if isinstance(data, str):
         data = load_data(data, val_fraction=config.val_fraction)
