@@ -14,6 +14,7 @@ The copy shares this checkout's .venv (a symlink: the same packages `make setup`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -108,12 +109,34 @@ def _serve_until(cmd: str, url: str, cwd, env, timeout=60.0) -> str:
                     raise AssertionError(f"`{cmd}` did not serve {url} within {timeout:.0f} s")
                 time.sleep(0.5)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen, term_s: float = 30.0) -> None:
+    """SIGTERM to the server's process group, then SIGKILL to what is left of it after `term_s`. Its leader (make)
+    exits at once, but `mlflow ui` starts its job runners after it answers and took over 20 s to end: waiting on
+    the leader alone left the server serving port 5000 after the test (found an hour later)."""
+    import psutil
+
+    def members() -> list:
+        out = []
+        for p in psutil.process_iter(["status"]):
+            try:
+                if os.getpgid(p.pid) == proc.pid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+            except (OSError, psutil.Error):
+                continue
+        return out
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + term_s
+    while members() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for p in members():
+        with contextlib.suppress(OSError, psutil.Error):
+            p.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
 
 
 def _port_5000_free() -> bool:
@@ -152,6 +175,7 @@ def test_readme_blocks_run_as_printed(clone):
             skipped.append(block[0])
             if any(c.startswith("make ui") for c in block) and _port_5000_free():  # serves until stopped
                 assert "MLflow" in _serve_until("make ui", "http://127.0.0.1:5000/", dest, env)
+                assert _port_5000_free(), "make ui still serves after the test stopped it"
             continue
         for cmd in block:
             if cmd.startswith("#"):
