@@ -868,7 +868,7 @@ def run_search(
         exp_dir = experiment_dir(settings)
         name_from = settings.given_by.get("name", "--name")  # a config's `name:` is said as such
         _refuse_existing(exp_dir, name_from)
-        _claim_new_folder(exp_dir, name_from)  # before anything else is written; let go of again if the pre-flight fails
+        _claim_new_folder(exp_dir, name_from)  # before anything else is written; let go of if the pre-flight fails
         try:
             warm, local, in_process = _preflight_rest(settings, space, first, notes, fingerprint)
         except BaseException:
