@@ -606,7 +606,10 @@ def parse_setting(spec: str) -> Setting:
         key = key.strip().lower()
         if not eq or key not in RULES[rule]:
             keys = ", ".join(RULES[rule]) or "none"
-            raise ReplayError(f"bad --settings '{spec}': '{part}' is not KEY=VALUE with a key of {rule} ({keys})")
+            several = (" (give --settings once per rule: --settings asha:grace=2 --settings median)"
+                       if key.split(":")[0] in RULES else "")  # (`asha:grace=2,median`: a review)
+            raise ReplayError(f"bad --settings '{spec}': '{part}' is not KEY=VALUE with a key of {rule} "
+                              f"({keys}){several}")  # fmt: skip
         kind = RULES[rule][key]
         try:
             num = float(value)

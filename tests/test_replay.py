@@ -224,6 +224,8 @@ def test_setting_specs():
     for bad, culprit in [("ashaa", "unknown rule 'ashaa'"), ("asha:grace=x", "grace=x is not an integer"),
                          ("asha:speed=2", "'speed=2' is not KEY=VALUE"), ("fifo:rf=2", "fifo takes no options"),
                          ("fifo,asha", "give --settings once per rule: --settings fifo --settings asha:grace=2"),
+                         ("asha:grace=2,median", "'median' is not KEY=VALUE with a key of asha (grace, rf, brackets) "
+                                                 "(give --settings once per rule"),
                          ("asha:grace=1.5", "not an integer"), ("asha:rf", "'rf' is not KEY=VALUE")]:  # fmt: skip
         with pytest.raises(ReplayError, match="bad --settings") as e:
             parse_setting(bad)
