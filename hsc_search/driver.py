@@ -2032,8 +2032,10 @@ def search_headline(settings: SearchSettings, space: SearchSpace, data: str) -> 
     for every trial as the trials take them (a walkthrough: the line left them out; the report's head has them)."""
     line = (f"search {settings.name}: {_n(settings.num_samples, 'trial')} x up to "
             f"{_n(settings.max_epochs, 'epoch')}, space {space.source}, data {data}")  # fmt: skip
-    if settings.overrides:
-        line += "; fixed for every trial (--set): " + ", ".join(
+    if settings.overrides:  # named by where they were given (a config's `set:` was said as --set: a review)
+        files = sorted({settings.set_from[k] for k in settings.overrides if k in settings.set_from})
+        flags = ["--set"] if any(k not in settings.set_from for k in settings.overrides) else []
+        line += f"; fixed for every trial ({' and '.join(flags + files)}): " + ", ".join(
             f"{k} {space.fixed.get(k, v)}" for k, v in sorted(settings.overrides.items()))
     return line
 

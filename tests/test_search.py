@@ -372,7 +372,12 @@ def test_the_parent_run_records_the_set_values_trained_and_a_search_config_that_
     assert (space.fixed["tau"], space.fixed["amp"], space.fixed["lr"]) == (0.4, False, 0.002)  # what trains
     # the search's first line names them as they train (it left them out; 4e-1 is 0.4, off is False)
     line = search_headline(settings, space, "D")
-    assert line.endswith(", data D; fixed for every trial (--set): amp False, lr 0.002, seed 3, tau 0.4"), line
+    assert line.endswith(", data D; fixed for every trial (--set and search_c.yaml: set): amp False, lr 0.002, "
+                         "seed 3, tau 0.4"), line  # (the config's were said as --set: a review)
+    line = search_headline(load_settings("search_c.yaml", {}, []), space, "D")
+    assert "; fixed for every trial (search_c.yaml: set): amp False, seed 3, tau 0.4" in line, line
+    assert "; fixed for every trial (--set): lr 0.002" in search_headline(load_settings(None, {}, ["lr=2e-3"]), space,
+                                                                          "D")  # fmt: skip
     assert search_headline(load_settings(None, {}, []), space, "D").endswith(", data D")  # nothing fixed: nothing
     _log_search_inputs(client, run, settings, space)
     params = client.get_run(run).data.params
