@@ -11,6 +11,7 @@ import time
 
 from ray import tune
 
+from .ray_internals import checkpoint_epoch
 from .runs import FAILED_KEY, NODE_KEY, best_of, epochs_of, shown, trial_outcome
 
 
@@ -56,8 +57,7 @@ class Progress(tune.Callback):
             # the epoch of its checkpoint (Ray's result saved with it), not of its last report: a checkpoint is
             # saved at milestones and every checkpoint_every_s, and its last report can be later (or, after a Ray
             # head was killed, not in Ray's snapshot at all: it said "started", a walkthrough)
-            saved = getattr(getattr(trial, "latest_checkpoint_result", None), "metrics", None) or {}
-            epoch = int(saved.get("epoch", 0) or 0)
+            epoch = checkpoint_epoch(trial)
             what = f"resumed after epoch {epoch}" if epoch else "started"
             print(_fit(f"{self._at(0, elapsed)} {trial.trial_id} {what:<28} ({params})"), file=sys.stderr,
                   flush=True)  # fmt: skip

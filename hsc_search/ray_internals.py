@@ -360,3 +360,10 @@ def tolerate_deleted_checkpoints() -> None:
 
     delete_if_there._hsc_tolerant = True
     checkpoint_manager._delete_fs_path = delete_if_there
+
+
+def checkpoint_epoch(trial) -> int:
+    """The epoch of the checkpoint a trial goes on from (Ray's result saved with it: `Trial.latest_checkpoint_result`
+    and `_TrainingResult.metrics`), 0 for none."""
+    saved = getattr(getattr(trial, "latest_checkpoint_result", None), "metrics", None) or {}
+    return int(saved.get("epoch", 0) or 0)

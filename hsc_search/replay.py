@@ -588,14 +588,16 @@ def _num(v: float) -> str:
     return f"{v:g}"
 
 
+ONCE_PER_RULE = " (give --settings once per rule: --settings fifo --settings asha:grace=2)"  # two rules in one
+
+
 def parse_setting(spec: str) -> Setting:
     """`asha:grace=2,rf=3` -> Setting; anything else -> ReplayError naming the spec and what is wrong."""
     text = spec.strip()
     rule, _, rest = text.partition(":")
     rule = rule.strip().lower()
     if rule not in RULES:
-        several = (" (give --settings once per rule: --settings fifo --settings asha:grace=2)"
-                   if "," in rule or " " in rule else "")  # fmt: skip
+        several = ONCE_PER_RULE if "," in rule or " " in rule else ""
         raise ReplayError(f"bad --settings '{spec}': unknown rule '{rule}'{several} (one of {', '.join(RULES)}; "
                           f"{SPEC_HELP})")  # fmt: skip
     if not RULES[rule] and rest.strip():  # (it said "'grace=2' is not KEY=VALUE with a key of fifo (none)")
@@ -606,8 +608,7 @@ def parse_setting(spec: str) -> Setting:
         key = key.strip().lower()
         if not eq or key not in RULES[rule]:
             keys = ", ".join(RULES[rule]) or "none"
-            several = (" (give --settings once per rule: --settings asha:grace=2 --settings median)"
-                       if key.split(":")[0] in RULES else "")  # (`asha:grace=2,median`: a review)
+            several = ONCE_PER_RULE if key.split(":")[0] in RULES else ""  # (`asha:grace=2,median`: a review)
             raise ReplayError(f"bad --settings '{spec}': '{part}' is not KEY=VALUE with a key of {rule} "
                               f"({keys}){several}")  # fmt: skip
         kind = RULES[rule][key]

@@ -639,9 +639,9 @@ def spectrum_figure(rec: SearchRecord):
     fig = make_subplots(rows=1, cols=2, subplot_titles=("spectrum at epochs", "every epoch"))
     # the first, the tested (its kept checkpoint's) and the last epoch: the middle one it drew instead hid under
     # the last on short searches, and a long one's tested epoch (60 of 300) was not drawn (a walkthrough)
-    tested = rec.best.row.final.get("test/epoch")
-    tested = int(tested) if tested is not None and math.isfinite(tested) and int(tested) in spec else None
-    picks = sorted({epochs[0], tested if tested is not None else epochs[len(epochs) // 2], epochs[-1]})
+    from .trial_plots import spectrum_epochs
+
+    picks, tested = spectrum_epochs(epochs, rec.best.row.final.get("test/epoch"))
     for e in picks:
         fig.add_trace(go.Scatter(x=[f"rho_{i:02d}" for i in range(len(spec[e]))], y=spec[e], mode="lines+markers",
                                  name=f"epoch {e}" + (" (tested)" if e == tested else "")), 1, 1)  # fmt: skip

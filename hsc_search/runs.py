@@ -165,6 +165,14 @@ def http_request(url: str):
 NOT_HTTP = "answered something that is not HTTP: is the port MLflow's, not a Ray, PostgreSQL or SSH port?"
 
 
+def not_http(e: BaseException) -> bool:
+    """Whether `e` is http.client's word for an answer that is not HTTP (BadStatusLine, ...), not a connection
+    error (RemoteDisconnected is both: a server that hung up, said as not reached)."""
+    import http.client
+
+    return isinstance(e, http.client.HTTPException) and not isinstance(e, OSError)
+
+
 def check_server(uri: str, timeout_s: float = 10.0) -> None:
     """An MLflow tracking server answers its health check at `uri` within `timeout_s` (MLflow itself would retry
     an absent server for minutes)."""
@@ -180,8 +188,7 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
     except urllib.error.HTTPError as e:
         raise StoreError(f"{shown_url} answered {e.code} {e.reason}; expected an MLflow tracking server") from None
     except (OSError, ValueError, http.client.HTTPException) as e:
-        if isinstance(e, http.client.HTTPException) and not isinstance(e, OSError):  # (a traceback: a Ray head's
-            # port given for MLflow's, a walkthrough)
+        if not_http(e):  # (a traceback: a Ray head's port given for MLflow's, a walkthrough)
             raise StoreError(f"{shown_url} {NOT_HTTP} ({type(e).__name__}); expected an MLflow tracking server") \
                 from None
         raise StoreError(f"cannot reach the MLflow tracking server at {shown} within {timeout_s:.0f} s "
@@ -916,8 +923,6 @@ def http_failure(e: BaseException) -> str:
     def cut(text: str) -> str:
         return text if len(text) <= 200 else text[:200] + "..."
 
-    import http.client
-
     seen, cause, where = set(), e, "the server"
     while cause is not None and id(cause) not in seen:  # MLflow wraps the HTTP error ("Failed to download ...")
         seen.add(id(cause))
@@ -925,7 +930,7 @@ def http_failure(e: BaseException) -> str:
         url = re.search(r"API request to (\S+) failed", said)
         where = url.group(1) if url else where  # (MLflow's error names it; the error it wraps, not)
         inner = [a for a in getattr(cause, "args", ()) if isinstance(a, BaseException)]  # requests' ("aborted", err)
-        if any(isinstance(c, http.client.HTTPException) and not isinstance(c, OSError) for c in (cause, *inner)):
+        if any(not_http(c) for c in (cause, *inner)):
             return _hide_password(f"{where.split('?', 1)[0]} {NOT_HTTP}")
         response = getattr(cause, "response", None)  # requests' HTTPError: the server's own answer
         if getattr(response, "status_code", None) is not None:

@@ -85,12 +85,12 @@ def check_uri(uri: str, role: str) -> str:
         import http.client
         import urllib.request
 
-        from .runs import NOT_HTTP, http_request
+        from .runs import NOT_HTTP, http_request, not_http
 
         try:
             urllib.request.urlopen(http_request(uri.rstrip("/") + "/health"), timeout=10)
         except (OSError, http.client.HTTPException) as e:
-            if not isinstance(e, OSError):  # (a traceback: a Ray head's port, a walkthrough)
+            if not_http(e):  # (a traceback: a Ray head's port, a walkthrough)
                 raise TransferError(f"{flag} {without_password(uri)}: that address {NOT_HTTP} ({type(e).__name__})") \
                     from None
             plain = scheme == "https" and "WRONG_VERSION_NUMBER" in str(e)  # TLS spoken to a plain HTTP server

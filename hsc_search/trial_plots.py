@@ -112,6 +112,14 @@ def loss_weights_svg(history: History) -> str:
     ])  # fmt: skip
 
 
+def spectrum_epochs(epochs: list[int], tested: float | None) -> tuple[list[int], int | None]:
+    """The epochs a spectrum is drawn at, and the tested one among them (else None): the first, the tested (the
+    epoch validation selected, `test/epoch`; the middle one where it is not known or not among `epochs`) and the
+    last. The search report and a trial's SVG draw the same ones (the SVG drew the middle epoch, unmarked)."""
+    tested = int(tested) if tested is not None and math.isfinite(tested) and int(tested) in epochs else None
+    return sorted({epochs[0], epochs[len(epochs) // 2] if tested is None else tested, epochs[-1]}), tested
+
+
 def cca_spectrum_svg(history: History) -> str:
     """Validation canonical correlations: the spectrum at the first, the tested (`test/epoch`, the epoch validation
     selected; the middle one where not known) and the last epoch (component 0 is rho_00, the largest), and the top
@@ -123,9 +131,9 @@ def cca_spectrum_svg(history: History) -> str:
                      integer_x=True)
     over_time = Panel("top canonical correlations over epochs", "epoch", ylim=(0, 1), integer_x=True)
     if epochs:
-        given = [v for _, v in history.get("test/epoch", []) if v is not None and math.isfinite(v)]
-        tested = int(given[-1]) if given and int(given[-1]) in epochs else None
-        for e in sorted({epochs[0], epochs[len(epochs) // 2] if tested is None else tested, epochs[-1]}):
+        given = [v for _, v in history.get("test/epoch", []) if v is not None]
+        picks, tested = spectrum_epochs(epochs, given[-1] if given else None)
+        for e in picks:
             ys = [dict(zip(*series[n])).get(e) for n in names]
             spectrum.series.append((f"epoch {e}" + (" (tested)" if e == tested else ""), list(range(len(names))), ys))
         over_time.series = [(f"rho_{n}", *series[n]) for n in names[:8]]

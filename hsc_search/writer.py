@@ -474,7 +474,7 @@ class _Sink:
         history = self.history.setdefault(tid, {})
         scores = self.scores.setdefault(tid, {})
         for m in epochs:
-            history[int(m.get("epoch", 0))] = {k: v for k, v in m.items() if k.startswith(PLOT_KEYS) or k == TEST_EPOCH}
+            history[int(m.get("epoch", 0))] = {k: v for k, v in m.items() if _plotted(k)}
             if self.metric in m:
                 scores[int(m["epoch"])] = m[self.metric]
         now = int(time.time() * 1000)
@@ -626,7 +626,7 @@ class _Sink:
         by_epoch = self.history.get(tid, {})
         # not all seen here: read back what MLflow has (then the spectrum file holds only the top correlations)
         if sorted(by_epoch) != list(range(1, len(by_epoch) + 1)):
-            keys = [k for k in self.client.get_run(run_id).data.metrics if k.startswith(PLOT_KEYS) or k == TEST_EPOCH]
+            keys = [k for k in self.client.get_run(run_id).data.metrics if _plotted(k)]
             histories = {k: [(m.step, m.value) for m in self.client.get_metric_history(run_id, k)] for k in keys}
         else:
             histories = {}
@@ -687,6 +687,11 @@ def metric_step(key: str, metrics: dict[str, float]) -> int:
     if key.startswith("test/") and TEST_EPOCH in metrics:
         return int(metrics[TEST_EPOCH])
     return int(metrics["epoch"])
+
+
+def _plotted(key: str) -> bool:
+    """A metric a trial's pictures read: the weights, log-variances and correlations, and its tested epoch."""
+    return key.startswith(PLOT_KEYS) or key == TEST_EPOCH
 
 
 def spectrum_csv(by_epoch: dict[int, dict[str, float]]) -> str:

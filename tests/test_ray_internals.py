@@ -460,3 +460,17 @@ def test_a_search_that_asks_for_another_ray_than_the_one_its_process_runs_is_ref
                               "search), and this search asks for the Ray at 127.0.0.1:1 (--address): call "
                               "hsc_search.local_ray.stop_local_ray() first, or run it in a new process"), out
     assert out["written"] == [], out
+
+
+def test_the_epoch_of_a_trials_checkpoint_is_read_from_rays_trial(tmp_path):
+    """`checkpoint_epoch` (the progress line's "resumed after epoch N") reads Ray's Trial.latest_checkpoint_result:
+    a real Trial, with no checkpoint and then with one registered as Tune registers a reported one."""
+    from ray.train import Checkpoint
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune.experiment import Trial
+
+    trial = Trial("__fake", config={}, stub=True)
+    assert ri.checkpoint_epoch(trial) == 0
+    trial.run_metadata.checkpoint_manager.register_checkpoint(
+        _TrainingResult(checkpoint=Checkpoint.from_directory(str(tmp_path)), metrics={"epoch": 7, "val/map_avg": 0.3}))
+    assert ri.checkpoint_epoch(trial) == 7
