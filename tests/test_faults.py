@@ -492,14 +492,19 @@ def test_a_store_that_refuses_records_ends_the_search_resumable(tmp_path, _cache
     # each call tried twice (HSC_MLFLOW_RETRIES), none 8 times
     assert re.search(r"retry 1/1 in", out) and not re.search(r"retry \d/7 in", out), out[-5000:]
     assert "finished_at" not in json.loads((folder / "hsc_search.json").read_text())
-    _, parents, _ = search_runs(uri, "hsc-search")
+    _, parents, children = search_runs(uri, "hsc-search")
     assert [p.info.status for p in parents] == ["KILLED"], [p.info.status for p in parents]
+    # what MLflow lacks, by Ray's record (both trials ended after 2 epochs): a trial whose whole record was logged
+    # before the limit took hold (the writer is quick; a CI run saw one) is held in full and not caught up
+    held = sum(c.info.status != "RUNNING" and int(c.data.metrics.get("epoch", 0)) >= 2 for c in children)
+    assert held < 2, "every trial was recorded before the store refused: nothing to resume"
+    lacked = f"{2 - held} trial{'s' if 2 - held > 1 else ''}"
 
     again = subprocess.run([str(Path(sys.executable).parent / "hsc-search"), "resume", str(folder)], cwd=tmp_path,
                            env={k: v for k, v in env.items() if k != "HSC_MLFLOW_WRITER"}, capture_output=True,
                            text=True, timeout=300)  # fmt: skip
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "MLflow lacked what 2 trials ended before this resume reported" in again.stdout, again.stdout
+    assert f"MLflow lacked what {lacked} ended before this resume reported" in again.stdout, again.stdout
     client, parents, children = search_runs(uri, "hsc-search")
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children + parents)
     assert all(int(c.data.metrics["epoch"]) == 2 for c in children)
