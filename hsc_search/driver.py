@@ -35,7 +35,7 @@ from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .ray_internals import keep_starting_actors, tuner_parts
 from .report import _reason, publish_report
-from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, client_for, default_tracking_uri,
+from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, TAG_SET_FROM, client_for, default_tracking_uri,
                    experiment_tags, folder_hint, http_failure, import_mlflow, resolved_tracking_uri, score_key,
                    served_artifacts_problem, sqlite_path, tag_experiment, trial_outcome, typed_column,
                    user_tag, without_password, write_csv)
@@ -2033,11 +2033,17 @@ def search_headline(settings: SearchSettings, space: SearchSpace, data: str) -> 
     line = (f"search {settings.name}: {_n(settings.num_samples, 'trial')} x up to "
             f"{_n(settings.max_epochs, 'epoch')}, space {space.source}, data {data}")  # fmt: skip
     if settings.overrides:  # named by where they were given (a config's `set:` was said as --set: a review)
-        files = sorted({settings.set_from[k] for k in settings.overrides if k in settings.set_from})
-        flags = ["--set"] if any(k not in settings.set_from for k in settings.overrides) else []
-        line += f"; fixed for every trial ({' and '.join(flags + files)}): " + ", ".join(
+        line += f"; fixed for every trial ({set_where(settings)}): " + ", ".join(
             f"{k} {space.fixed.get(k, v)}" for k, v in sorted(settings.overrides.items()))
     return line
+
+
+def set_where(settings: SearchSettings) -> str:
+    """Where the values fixed for every trial were given: "--set", "<config>: set", or both joined by "and" (the
+    headline says it, and the parent run's tag hsc.set_from keeps it for the report's head)."""
+    files = sorted({settings.set_from[k] for k in settings.overrides if k in settings.set_from})
+    flags = ["--set"] if any(k not in settings.set_from for k in settings.overrides) else []
+    return " and ".join(flags + files)
 
 
 def search_config_text(settings: SearchSettings, trained: dict[str, Any]) -> str:
@@ -2056,7 +2062,7 @@ def search_config_text(settings: SearchSettings, trained: dict[str, Any]) -> str
 
 
 def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: SearchSpace) -> None:
-    from mlflow.entities import Param
+    from mlflow.entities import Param, RunTag
 
     flat = {k: v for k, v in settings.to_dict().items() if k != "overrides"}
     # the defaults as they resolved (a param `None` told nothing): the store and folder this search is in
@@ -2070,7 +2076,8 @@ def _log_search_inputs(client, parent_id: str, settings: SearchSettings, space: 
         flat["max_concurrent"] = _slots(settings)  # the search runs with; Ray is up when a search logs this)
     trained = {k: space.fixed.get(k, v) for k, v in settings.overrides.items()}  # as the trials take them
     flat.update({f"set.{k}": v for k, v in trained.items()})
-    client.log_batch(parent_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
+    client.log_batch(parent_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()],
+                     tags=[RunTag(TAG_SET_FROM, set_where(settings))] if trained else [])  # fmt: skip
     client.log_text(parent_id, search_config_text(settings, trained), "search_config.yaml")
     client.log_text(parent_id, yaml.safe_dump(space.to_dict(), sort_keys=False), "search_space.yaml")
 

@@ -814,7 +814,8 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         f'<p class="meta">objective: {html.escape(rec.metric)}, '
         + (f"{html.escape(MEANINGS[rec.metric])}, " if rec.metric in MEANINGS else "")
         + f"{'higher' if rec.mode == 'max' else 'lower'} is better; each trial scored by its best epoch</p>",
-        *([f'<p class="meta">fixed for every trial (--set): {html.escape(fixed)}</p>'] if fixed else []),
+        *([f'<p class="meta">fixed for every trial ({html.escape(rec.set_where)}): {html.escape(fixed)}</p>']
+          if fixed else []),
         "<p>trials: " + (", ".join(said) or "none") + "</p>",
         *([f'<p class="note">{html.escape(unfinished)}</p>'] if unfinished else []),
         *(f'<p class="note">at the start: {html.escape(n.removeprefix("note: "))}</p>' for n in rec.notes),

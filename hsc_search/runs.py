@@ -27,6 +27,7 @@ TAG_NUMBER = "hsc.trial_number"  # Ray's count of a trial, from 1: the order the
 TAG_STOPPED_BY = "hsc.stopped_by"  # on a trial ASHA stopped: the rung, its value there, the cut-off it missed
 TAG_KIND = "hsc.kind"  # search | trial
 TAG_PARENT = "mlflow.parentRunId"
+TAG_SET_FROM = "hsc.set_from"  # on a search's parent run: where its set.* values were given ("--set", "<config>: set")
 TAG_NOTES = "hsc.notes"  # on a search's parent run: what its start said besides its headline (a JSON list of lines)
 TAG_DATA_FINGERPRINT = "hsc.data_fingerprint"  # on a search's parent run: its data's fingerprint (JSON; a warm start
 # from the run compares data by it, not by path)

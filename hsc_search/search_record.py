@@ -20,7 +20,7 @@ from typing import Any, Callable
 import yaml
 
 from .export import TrialRow, best_row, start_order, trial_rows
-from .runs import CCA_SPECTRUM_ARTIFACT, TAG_KIND, TAG_NOTES, search_status
+from .runs import CCA_SPECTRUM_ARTIFACT, TAG_KIND, TAG_NOTES, TAG_SET_FROM, search_status
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class SearchRecord:
     best_history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # weight/, logvar/, cca/ keys
     best_spectrum: dict[int, list[float]] = field(default_factory=dict)  # epoch -> every canonical correlation
     notes: list[str] = field(default_factory=list)  # what the search's start said (its notes), as lines
+    set_where: str = "--set"  # where its set.* values were given (tag hsc.set_from; searches before it: --set)
     status: str = "FINISHED"  # the parent run's MLflow status
     experiment_dir: str | None = None  # the search's folder (tag hsc.experiment_dir)
     # the parent run's status read again (driver.search_state: a search its driver finished while it was read)
@@ -99,6 +100,7 @@ def read_search(client, parent_run_id: str) -> SearchRecord:
         milestones=_milestones(client, parent_run_id, settings),
         space=_yaml_artifact(client, parent_run_id, "search_space.yaml"),
         notes=_notes(parent.data.tags.get(TAG_NOTES)),
+        set_where=parent.data.tags.get(TAG_SET_FROM, "--set"),
         status=search_status(parent),
         experiment_dir=parent.data.tags.get("hsc.experiment_dir"),
         status_now=lambda: search_status(client.get_run(parent_run_id)),

@@ -722,6 +722,8 @@ def test_what_the_report_left_unsaid_or_unreadable_is_said_and_readable():
     assert computed["importance_title"].split("\n")[:2] == ["parameter importance for loss/total", "(fANOVA, 6 trials)"]
     assert "weight_lr" not in computed["importances"] and "lr" in computed["importances"]
     assert '<p class="meta">fixed for every trial (--set): hidden_dim 48, lr 0.003</p>' in page
+    rec.set_where = "search.yaml: set"  # given by a config's set: (the parent's tag hsc.set_from), named so
+    assert '<p class="meta">fixed for every trial (search.yaml: set): hidden_dim 48, lr 0.003</p>' in report.render(rec)
     assert '<p class="note">fixed (loss_weighting fixed): nce 1, rec 0.5</p>' in page and "log-variance" not in page
     assert "was interrupted" not in page
     page = report.render(rec, computed={"unfinished": "search made-up was interrupted: `hsc-search resume x`"})

@@ -381,6 +381,11 @@ def test_the_parent_run_records_the_set_values_trained_and_a_search_config_that_
     assert search_headline(load_settings(None, {}, []), space, "D").endswith(", data D")  # nothing fixed: nothing
     _log_search_inputs(client, run, settings, space)
     params = client.get_run(run).data.params
+    # where they were given, for the report's head (it said "(--set)" of a config's set: values: a review)
+    from hsc_search.search_record import read_search
+
+    client.set_tag(run, "hsc.kind", "search")
+    assert read_search(client, run).set_where == "--set and search_c.yaml: set"
     assert (params["set.tau"], params["set.amp"], params["set.seed"], params["set.lr"]) == ("0.4", "False", "3",
                                                                                              "0.002")  # fmt: skip
     assert params["space"] == str(here / "space_c.yaml")  # the file by its full path ("space_c.yaml": which?)
