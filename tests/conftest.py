@@ -51,22 +51,26 @@ def small_data(_cache_dir):
     return load_data(SMALL)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 (sqlite backend), started and stopped by its process group."""
 
     def __init__(self, db_path, artifacts_dir, port: int | None = None):
-        import socket
-
         self.db_path, self.artifacts_dir = db_path, artifacts_dir
-        if port is None:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.chosen = port is None  # a free port, found now and bound by the server later: another may take it
+        self.port = port if port is not None else _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
 
     def start(self, timeout: float = 90.0) -> "MlflowServer":
+        import os
         import subprocess
         import sys
         import time
@@ -74,10 +78,12 @@ class MlflowServer:
         from pathlib import Path
 
         mlflow = Path(sys.executable).parent / "mlflow"
+        # no job runners (the team server turns them off too): a test needs none, and they loaded 2 cores
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         self.proc = subprocess.Popen(
             [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{self.db_path}", "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "1", "--artifacts-destination", str(self.artifacts_dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while True:
@@ -85,6 +91,10 @@ class MlflowServer:
                 urllib.request.urlopen(self.url + "/health", timeout=2)
                 return self
             except OSError:
+                if self.proc.poll() is not None and self.chosen:  # its port taken since it was found free: once
+                    self.chosen, self.port = False, _free_port()  # more on another
+                    self.url = f"http://127.0.0.1:{self.port}"
+                    return self.start(max(30.0, deadline - time.monotonic()))
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.stop()
                     raise RuntimeError(f"mlflow server did not come up on {self.url} within {timeout} s")

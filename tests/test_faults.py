@@ -608,9 +608,9 @@ def test_a_store_gone_in_the_search_tail_costs_seconds_and_names_resume(tmp_path
     from hsc_search.driver import TAIL_HTTP, TrackingIncomplete, tail_guard
     from hsc_search.runs import client_for
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    hold = socket.socket()  # bound and not listening, to the test's end: refused, and no other process takes it
+    hold.bind(("127.0.0.1", 0))  # (a closed port was once taken by another job's Ray: test_preflight)
+    uri = f"http://127.0.0.1:{hold.getsockname()[1]}"
     for k in TAIL_HTTP:
         os.environ.pop(k, None)  # (the conftest fixture puts back what was there)
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "25"  # a value the user set wins, and stays
@@ -637,6 +637,7 @@ def test_a_store_gone_in_the_search_tail_costs_seconds_and_names_resume(tmp_path
         with tail_guard(uri, exp_dir, said.append):
             _write_report(client_for(uri), "0" * 32, tmp_path, exp_dir, uri, said.append)
     assert not [ln for ln in said if ln.startswith("warning")], said
+    hold.close()
     # what is not the store failing is not told as such; nor is a full disk under the search's own files (the
     # command says that one: `cli._disk_full`)
     with pytest.raises(ZeroDivisionError):

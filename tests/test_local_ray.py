@@ -345,7 +345,10 @@ def test_cleanup_touches_only_provable_leftovers(tmp_path, monkeypatch):
         busy = _spawn(["bash", "-c", "exec -a 'ray::RuntimeEnvAgent' sleep 60"], live, started)
         # the positive control: a Ray-titled process inside our dead instance's session dir is ended
         leftover = _spawn(["bash", "-c", "exec -a 'ray::DashboardAgent' sleep 60"], ours, started)
-        time.sleep(0.3)  # let the exec's happen
+        titled = ((foreign, "ray::UserCluster"), (busy, "ray::RuntimeEnvAgent"), (leftover, "ray::DashboardAgent"))
+        deadline = time.monotonic() + 20  # the exec's happen (0.3 s of sleep could be short on a loaded machine)
+        while any(p.cmdline()[:1] != [title] for p, title in titled) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert leftover.cmdline()[0] == "ray::DashboardAgent"
 
         rec_dir = local_ray.record_dir()

@@ -686,9 +686,9 @@ def test_an_s3_storage_that_cannot_be_reached_is_one_line(tmp_path, _cache_dir):
     looking the search's folder up (a walkthrough); one line naming the storage."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    hold = socket.socket()  # bound and not listening, to the test's end: refused, and no other process takes it
+    hold.bind(("127.0.0.1", 0))  # (a closed port was once taken by another job's Ray: test_preflight)
+    port = hold.getsockname()[1]
     env = {**_env(_cache_dir), "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "x",
            "AWS_SECRET_ACCESS_KEY": "y", "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
     proc = subprocess.run([str(BIN / "hsc-search"), "run", "--storage", "s3://bkt/rr", "--no-mlflow"], cwd=tmp_path,
@@ -705,6 +705,7 @@ def test_an_s3_storage_that_cannot_be_reached_is_one_line(tmp_path, _cache_dir):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.startswith(f"error: storage 's3://bkt/rr/q?endpoint_override=127.0.0.1:{port}&scheme=http': "
                                   "cannot be reached") and f"127.0.0.1 port {port}" in proc.stderr, proc.stderr
+    hold.close()
 
 
 def test_a_storage_uri_with_a_query_reaches_ray_with_its_query(tmp_path, monkeypatch):
@@ -833,15 +834,15 @@ def test_resume_of_a_search_still_running_is_refused(tmp_path, _cache_dir):
     """`resume` of a search whose driver is alive: refused in seconds, naming the driver, nothing changed; the running
     search finishes as if nothing happened. (A second driver trained the same trials again beside the first,
     overwrote its experiment state, and the first then ended saying it was interrupted, exit 130.)"""
+    from hsc_search.driver import SearchError, run_search, search_driver  # (before the driver starts: a slow
+    from hsc_search.settings import SearchSettings  # import let it reach "Ray:" before the first look)
+
     data = DATA.replace("n_train=500", "n_train=3000")  # about 0.2 s an epoch: the search runs for a while
     out = (tmp_path / "run.out").open("w")
     driver = subprocess.Popen([str(BIN / "hsc-search"), "run", "--data", data, "--num-samples", "2", "--max-epochs",
                                "40", "--scheduler", "fifo", "--no-mlflow", "--name", "busy"],
                               cwd=tmp_path, env=_env(_cache_dir), stdout=out, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     exp = tmp_path / "ray_results" / "busy"
-    from hsc_search.driver import SearchError, run_search, search_driver
-    from hsc_search.settings import SearchSettings
-
     try:
         # the new search holds its folder from its pre-flight on, before Ray starts: a second `run` of its name
         # started while Ray started passed its pre-flight (the folder did not exist yet), left a FAILED parent run,

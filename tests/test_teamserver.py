@@ -88,7 +88,7 @@ class TeamServerCommand:
                 p.kill()
             self.proc.wait(timeout=10)
             raise AssertionError("team-server did not stop within its bounded wait")
-        gone, alive = psutil.wait_procs(tree, timeout=20)
+        gone, alive = psutil.wait_procs(tree, timeout=40)  # (its watchdogs SIGKILL what outlives 30 s)
         assert not alive, f"left running: {alive}"
         return code
 
