@@ -130,7 +130,6 @@ def test_a_store_mlflow_did_not_finish_creating_is_refused_and_a_new_one_appears
     walkthrough). Such a store is named as what it is, by import-runs, the read commands and a search's pre-flight;
     a new destination is now made from a whole empty store (the search's template), moved into place at once."""
     import sqlite3
-    import time
 
     from hsc_search import preflight
 
@@ -151,20 +150,21 @@ def test_a_store_mlflow_did_not_finish_creating_is_refused_and_a_new_one_appears
     monkeypatch.chdir(here)
     with pytest.raises(preflight.PreflightError, match="_alembic_tmp_experiments is left from a schema migration"):
         preflight.check_tracking("sqlite:///half.db")
-    # a migration running now (another process creating or upgrading the store) is not taken for one cut off
-    import threading
+    # a migration running now (another process creating or upgrading the store) is not taken for one cut off: it
+    # finishes while the check waits to look again (done in its wait itself: a thread's timing could miss it)
+    from hsc_search import runs
 
-    from hsc_search.runs import mlflow_db_problem
+    waited = []
 
-    def finish_migration():
-        time.sleep(0.5)
+    def finish_migration(seconds):
+        waited.append(seconds)
         with sqlite3.connect(half) as con:
             con.execute("DROP TABLE _alembic_tmp_experiments")
 
-    migrating = threading.Thread(target=finish_migration)
-    migrating.start()
-    assert mlflow_db_problem(half) is None
-    migrating.join()
+    with monkeypatch.context() as mp:
+        mp.setattr(runs.time, "sleep", finish_migration)
+        assert runs.mlflow_db_problem(half) is None
+    assert waited == [1.5], waited
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("HSC_CACHE_DIR", str(cache))
     (here / "sub").mkdir()
