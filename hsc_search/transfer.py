@@ -423,11 +423,14 @@ def copy_searches(source_uri: str, dest_uri: str, experiments: list[str] | None 
             try:
                 if old is not None and old.data.tags.get(TAG_SOURCE_URI) and not _changed(old, run):
                     copies[rid] = old.info.run_id
-                    if run.info.lifecycle_stage == "deleted" and old.info.lifecycle_stage != "deleted":
-                        dst.delete_run(old.info.run_id)
-                    elif (parent is not None and old.info.lifecycle_stage == "active"
-                          and old.data.tags.get(TAG_PARENT) != parent):  # its parent was copied again
+                    deleted = old.info.lifecycle_stage == "deleted"
+                    repoint = parent is not None and old.data.tags.get(TAG_PARENT) != parent  # its parent was
+                    if repoint:  # copied again; a deleted copy too (a review: it stayed under the deleted parent
+                        if deleted:  # copy, so a restored trial hung under a deleted search): a deleted run takes
+                            dst.restore_run(old.info.run_id)  # no tags, so restored for the moment
                         dst.set_tag(old.info.run_id, TAG_PARENT, parent)
+                    if (deleted and repoint) or (run.info.lifecycle_stage == "deleted" and not deleted):
+                        dst.delete_run(old.info.run_id)
                     report.skipped += 1
                     continue
                 if old is not None:  # a copy cut short, or of a run that changed since: start it over

@@ -389,6 +389,17 @@ def test_copy_resumes_a_cut_short_import_and_keeps_deleted_runs(tmp_path, monkey
     assert sorted(hist) == [(s, 0.1 * s + 1, 5_000 + s) for s in range(1, 4)]
     again = copy_searches(src_uri, dst_uri, ["e"], echo=lambda s: None)
     assert (again.copied, again.skipped) == (0, 3)
+    # the search changes at the source (a resume): its copy is made again, and its trials' copies point at the new
+    # one, the deleted trial's too, which stays deleted (it stayed under the deleted old copy: a walkthrough)
+    src.set_tag(parent, "note", "changed")
+    third = copy_searches(src_uri, dst_uri, ["e"], echo=lambda s: None)
+    assert (third.copied, third.skipped, third.updated) == (1, 2, 1)
+    new_parent = next(r for r in dst.search_runs([dst.get_experiment_by_name("e").experiment_id])
+                      if r.info.run_name == "search").info.run_id  # (the active one: the old copy is deleted)
+    assert new_parent != copies["search"].info.run_id
+    for name, stage in (("t0", "active"), ("t1", "deleted")):
+        run = dst.get_run(copies[name].info.run_id)
+        assert run.data.tags["mlflow.parentRunId"] == new_parent and run.info.lifecycle_stage == stage, (name, run)
 
 
 def test_runs_that_change_after_their_import_are_copied_again_once(tmp_path, monkeypatch):
