@@ -222,9 +222,11 @@ def best_so_far_figure(rec: SearchRecord):
     fig.add_trace(go.Scatter(x=xs_b, y=ys_b, mode="lines", line=dict(shape="hv", color="#2ca02c", width=2),
                              name="best so far", legendgroup="best"), 1, 1)  # fmt: skip
 
-    points = sorted((ts, v, t.row.outcome) for t in rec.trials for _, v, ts in t.curve)
+    # in the order trained: epochs a trial sent in one report share its time, and take the trials' and their own
+    # order (sorted by value after the time, a batch's best epoch came last: a walkthrough)
+    points = sorted((ts, i, e, v, t.row.outcome) for i, t in enumerate(rec.trials) for e, v, ts in t.curve)
     best, xs, ys = None, [], []
-    for n, (_, v, o) in enumerate(points, 1):
+    for n, (*_, v, o) in enumerate(points, 1):
         if o != "failed" and (best is None or _better(v, best, rec.mode)):
             best = v
         if best is not None:
@@ -237,7 +239,7 @@ def best_so_far_figure(rec: SearchRecord):
                      range=[0.5, len(rec.trials) + 0.5])  # (autoranged, the first and last markers were cut in half)
     fig.update_xaxes(title_text="epochs trained, all trials", **integer_axis(len(points)), row=1, col=2)
     fig.update_yaxes(title_text=rec.metric, row=1, col=1)
-    log = log_scale([t.row.score for t in rec.trials] + [v for _, v, _ in points])
+    log = log_scale([t.row.score for t in rec.trials] + [p[3] for p in points])
     if log:
         fig.update_yaxes(type="log", exponentformat="power")
     else:  # each panel on its own: the first has every score, the second the best by epochs
