@@ -43,7 +43,8 @@ def best_so_far_figure(scores: list[float | None], outcomes: list[str], mode: st
     ax.step(xs_best, ys_best, where="post", color="C2", label="best so far")
     ax.set(title=f"{metric} by trial", xlabel="trial (#, as proposed)", ylabel=metric)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers: no 1.5, 2.5
-    ax.grid(alpha=0.3)
+    ax.set_xlim(0.5, max(len(scores), 1) + 0.5)  # every trial, scored or not (it ended at the last scored one, as
+    ax.grid(alpha=0.3)  # the report's chart did before: a walkthrough)
     ax.legend(fontsize=8)
     return fig
 

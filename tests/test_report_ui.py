@@ -451,6 +451,12 @@ def test_best_so_far_marks_each_outcome_with_its_own_symbol():
         t.row.outcome = o
     symbols = {t.name: t.marker.symbol for t in report.best_so_far_figure(rec).data if t.mode == "markers"}
     assert len(set(symbols.values())) == 4 and symbols["failed"] == "triangle-down", symbols
+    # the PNG logged to MLflow: every trial on its axis, the last two without a score too (it ended at the last
+    # scored trial: a walkthrough)
+    from hsc_search.plots import best_so_far_figure
+
+    png = best_so_far_figure([0.3, 0.2, None, None], ["completed", "stopped_early", "failed", "failed"], "max", "m")
+    assert png.axes[0].get_xlim() == (0.5, 4.5), png.axes[0].get_xlim()
 
 
 def test_the_spectrum_draws_the_tested_epoch():
