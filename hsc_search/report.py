@@ -617,12 +617,16 @@ def weights_figure(rec: SearchRecord):
     # left, purple on the right; a walkthrough)
     losses = sorted({k.split("/", 1)[1] for k in rec.best_history if k.startswith(("weight/", "logvar/"))})
     from plotly.colors import DEFAULT_PLOTLY_COLORS as palette  # plotly's own colour cycle, not a copy of it
+
+    from .trial_plots import DASHES
     for col, prefix in ((1, "weight/"), (2, "logvar/"))[:len(titles)]:
         for key in sorted(k for k in rec.best_history if k.startswith(prefix)):
             pts, loss = rec.best_history[key], key.split("/", 1)[1]
             color = palette[losses.index(loss) % len(palette)]
+            dash = DASHES[losses.index(loss) % len(DASHES)][0]  # (equal weights lay on one another: one showed)
             fig.add_trace(go.Scatter(x=[e for e, _ in pts], y=[v for _, v in pts], mode="lines+markers",
-                                     name=loss, legendgroup=loss, showlegend=col == 1, line=dict(color=color),
+                                     name=loss, legendgroup=loss, showlegend=col == 1,
+                                     line=dict(color=color, dash=dash),
                                      hovertemplate=f"{key}<br>epoch %{{x}}: %{{y:.4f}}<extra></extra>"), 1, col)  # fmt: skip
     fig.update_xaxes(title_text="epoch", **integer_axis(max((e for v in rec.best_history.values() for e, _ in v),
                                                              default=1)))  # fmt: skip
@@ -641,12 +645,13 @@ def spectrum_figure(rec: SearchRecord):
     fig = make_subplots(rows=1, cols=2, subplot_titles=("spectrum at epochs", "every epoch"))
     # the first, the tested (its kept checkpoint's) and the last epoch: the middle one it drew instead hid under
     # the last on short searches, and a long one's tested epoch (60 of 300) was not drawn (a walkthrough)
-    from .trial_plots import spectrum_epochs
+    from .trial_plots import DASHES, spectrum_epochs
 
     picks, tested = spectrum_epochs(epochs, rec.best.row.final.get("test/epoch"))
-    for e in picks:
+    for k, e in enumerate(picks):  # each its own dash: the tested epoch's line lay under the last one's, unseen
         fig.add_trace(go.Scatter(x=[f"rho_{i:02d}" for i in range(len(spec[e]))], y=spec[e], mode="lines+markers",
-                                 name=f"epoch {e}" + (" (tested)" if e == tested else "")), 1, 1)  # fmt: skip
+                                 name=f"epoch {e}" + (" (tested)" if e == tested else ""),
+                                 line=dict(dash=DASHES[k % len(DASHES)][0])), 1, 1)  # fmt: skip
     width = max(len(v) for v in spec.values())
     z = [[spec[e][i] if i < len(spec[e]) else None for i in range(width)] for e in epochs]
     fig.add_trace(go.Heatmap(z=z, x=[f"rho_{i:02d}" for i in range(width)], y=epochs, zmin=0, zmax=1,

@@ -14,6 +14,10 @@ from html import escape
 
 History = dict[str, list[tuple[int, float]]]  # metric key -> [(step, value), ...]
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+# a dash pattern per series, as the report's charts have them (plotly's names, SVG's arrays): series that lie on one
+# another (fixed weights all 1; the tested epoch under the last) showed only the one drawn last (a walkthrough)
+DASHES = (("solid", ""), ("dash", "7 4"), ("dot", "2 3"), ("dashdot", "7 3 2 3"), ("longdash", "12 4"),
+          ("longdashdot", "12 3 2 3"))
 W, H = 460, 300  # one panel
 LEFT, RIGHT, TOP, BOTTOM = 52, 92, 28, 40  # the legend to the right of the frame, clear of the lines
 
@@ -75,11 +79,12 @@ def _panel(p: Panel, x0: int) -> list[str]:
     for i, (label, xs_, ys_) in enumerate(p.series):
         color = COLORS[i % len(COLORS)]
         line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(xs_, ys_) if y is not None and math.isfinite(y))
-        out.append(f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+        dash = f' stroke-dasharray="{DASHES[i % len(DASHES)][1]}"' if DASHES[i % len(DASHES)][1] else ""
+        out.append(f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="1.5"{dash}/>')
         out.extend(f'<circle cx="{pt.split(",")[0]}" cy="{pt.split(",")[1]}" r="2.2" fill="{color}"/>' for pt in line.split())
         ly = TOP + 10 + 13 * i
         out.append(f'<line x1="{x0 + W - RIGHT + 8}" x2="{x0 + W - RIGHT + 20}" y1="{ly - 4}" y2="{ly - 4}" '
-                   f'stroke="{color}" stroke-width="2"/>')
+                   f'stroke="{color}" stroke-width="2"{dash}/>')
         out.append(f'<text x="{x0 + W - RIGHT + 24}" y="{ly}" font-size="10">{escape(label)}</text>')
     return out
 

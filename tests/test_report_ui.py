@@ -468,6 +468,23 @@ def test_the_spectrum_draws_the_tested_epoch():
     rec.best.row.final = {"test/epoch": 5.0}
     names = [t.name for t in report.spectrum_figure(rec).data if t.type == "scatter"]
     assert names == ["epoch 1", "epoch 5 (tested)", "epoch 12"], names
+    # each line its own dash, in the report and in the trial's SVG: one lying on another (the tested epoch's under
+    # the last's, equal fixed weights) is still seen (a walkthrough saw only the one drawn last)
+    import re
+
+    from hsc_search import trial_plots
+
+    dashes = [t.line.dash for t in report.spectrum_figure(rec).data if t.type == "scatter"]
+    assert len(set(dashes)) == 3 and None not in dashes, dashes
+    assert len({t.line.dash for t in report.weights_figure(rec).data}) == 2  # nce and rec
+    history = {f"cca/rho_{k:02d}": [(e, 0.9 - 0.1 * k) for e in range(1, 13)] for k in range(4)}
+    history["test/epoch"] = [(12, 5.0)]
+    page = trial_plots.cca_spectrum_svg(history)
+    first = page[:page.index("top canonical correlations")]  # the spectrum panel
+    lines = re.findall(r'<polyline [^>]*?stroke="[^"]+" stroke-width="1.5"( stroke-dasharray="[^"]+")?/>', first)
+    assert len(lines) == 3 and len(set(lines)) == 3, lines
+    weights = trial_plots.loss_weights_svg({"weight/nce": [(1, 1.0), (2, 1.0)], "weight/rec": [(1, 1.0), (2, 1.0)]})
+    assert len(set(re.findall(r'<polyline [^>]*?stroke-width="1.5"( stroke-dasharray="[^"]+")?/>', weights))) == 2
     rec.best.row.final = {}  # (no test metrics: an interrupted trial) the middle, as before
     assert [t.name for t in report.spectrum_figure(rec).data if t.type == "scatter"] == ["epoch 1", "epoch 7",
                                                                                             "epoch 12"]
