@@ -903,9 +903,17 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         parts.append("<h2>Best trial: loss weights</h2>"
                      f'<p class="note">fixed (loss_weighting fixed): {html.escape(fixed)}</p>')
     if best is not None and rec.best_spectrum:
+        fixed_ = (rec.space or {}).get("fixed") or {}
+        dcca = best.row.params.get("use_dcca", fixed_.get("use_dcca", trainer_default("use_dcca")))
         add("Best trial: canonical correlations", lambda: spectrum_figure(rec),
             "Canonical correlations between the audio and visual CCA heads' outputs on the validation split, "
-            "largest first (1: a direction both views agree on completely).")
+            "largest first (1: a direction both views agree on completely)."
+            # (said nowhere: the values rise over epochs all the same, and read as the method's: a walkthrough)
+            + (" This trial trained without the DCCA loss (use_dcca False): nothing trained its CCA heads, and "
+               "these are a random projection's correlations, which say nothing of the method." if
+               str(dcca).lower() in ("false", "0", "no", "off") else "")
+            + ("" if rec.spectrum_whole else " Only the first components are drawn, from its cca/rho_* metrics: "
+               "the whole spectrum (cca_spectrum.csv) is uploaded when a trial ends, and this one had not."))
     parts.insert(0, "\n".join(head))
     parts.append("<h2>Trials</h2>" + _table(rec))
     return (

@@ -55,6 +55,7 @@ class SearchRecord:
     space: dict[str, Any] | None  # search_space.yaml, if logged
     best_history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # weight/, logvar/, cca/ keys
     best_spectrum: dict[int, list[float]] = field(default_factory=dict)  # epoch -> every canonical correlation
+    spectrum_whole: bool = True  # False: read from the cca/rho_* metrics, the first few (no cca_spectrum.csv yet)
     notes: list[str] = field(default_factory=list)  # what the search's start said (its notes), as lines
     set_where: str = "--set"  # where its set.* values were given (tag hsc.set_from; searches before it: --set)
     status: str = "FINISHED"  # the parent run's MLflow status
@@ -107,7 +108,7 @@ def read_search(client, parent_run_id: str) -> SearchRecord:
     )
     if best is not None:
         record.best_history = _plot_histories(client, best.row)
-        record.best_spectrum = _spectrum(client, best.row.run_id, record.best_history)
+        record.best_spectrum, record.spectrum_whole = _spectrum(client, best.row.run_id, record.best_history)
     return record
 
 
@@ -190,19 +191,21 @@ def _plot_histories(client, row: TrialRow) -> dict[str, list[tuple[int, float]]]
     return {k: sorted((int(m.step), float(m.value)) for m in client.get_metric_history(row.run_id, k)) for k in keys}
 
 
-def _spectrum(client, run_id: str, histories: dict[str, list[tuple[int, float]]]) -> dict[int, list[float]]:
-    """epoch -> canonical correlations, largest first: the trial's `cca_spectrum.csv`, else its `cca/rho_*`
-    metric histories (searches made before the spectrum moved to an artifact)."""
+def _spectrum(client, run_id: str, histories: dict[str, list[tuple[int, float]]]) -> tuple[dict[int, list[float]],
+                                                                                            bool]:  # fmt: skip
+    """epoch -> canonical correlations, largest first, and whether that is the whole spectrum: the trial's
+    `cca_spectrum.csv` (True), else its `cca/rho_*` metric histories, the first few (a trial that has not ended:
+    the file is uploaded at its end; searches made before the spectrum moved to an artifact)."""
     text = _artifact_text(client, run_id, CCA_SPECTRUM_ARTIFACT)
     if text:
         out = {}
         for rec in csv.DictReader(io.StringIO(text)):
             epoch = int(rec.pop("epoch"))
             out[epoch] = [float(v) for _, v in sorted(rec.items()) if v not in ("", None)]
-        return out
+        return out, True
     rho = sorted(k for k in histories if k.startswith("cca/rho_"))
     out: dict[int, list[float]] = {}
     for k in rho:
         for epoch, v in histories[k]:
             out.setdefault(epoch, []).append(v)
-    return out
+    return out, False

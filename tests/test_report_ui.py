@@ -490,6 +490,25 @@ def test_the_spectrum_draws_the_tested_epoch():
                                                                                             "epoch 12"]
 
 
+def test_the_spectrum_says_when_it_is_a_random_projection_or_only_its_first_components():
+    """With use_dcca false the chart read as the method's correlations (they even rose over epochs); a best trial
+    that had not ended drew 3 of 16 components, read as cca_k 3 (a walkthrough). Both are said under it."""
+    from hsc_search import report
+
+    rec = _record(3)
+    random, first = "these are a random projection", "Only the first components are drawn"
+    page = report.render(rec)
+    assert "canonical correlations</h2>" in page and random not in page and first not in page
+    rec.best.row.params["use_dcca"] = "False"  # searched (the ablation space)
+    assert random in report.render(rec)
+    del rec.best.row.params["use_dcca"]
+    rec.space = {**SPACE, "fixed": {"use_dcca": False}}  # fixed by the space or --set
+    assert random in report.render(rec)
+    rec.space, rec.spectrum_whole = SPACE, False
+    page = report.render(rec)
+    assert first in page and random not in page
+
+
 def test_fixed_weights_are_drawn_without_a_log_variance_panel():
     """A trial with fixed loss weights has no s: the trainer logs no logvar/* for it (a constant 0 beside learned
     trials' values read as a learned weight at rest), and its pictures have the weights' panel alone."""
