@@ -585,8 +585,10 @@ def importance_basis(rec: SearchRecord, study) -> tuple[Any, str, str]:
                 + ("; as Optuna ranks a pruned search: the survivors are the better trials, so this tells what "
                    "matters among good configurations)" if asha else ")"))  # fmt: skip
     return (study, f"{plural(len(study.trials), 'trial')}, {early} not completed",
-            f"every scored trial, each at its best epoch: only {n_full} trained all their epochs (too few to rank "
-            f"alone), and the scores of the {others} are of fewer epochs, so this ranks partly what "
+            "every scored trial, each at its best epoch: "
+            + (f"only {n_full} trained all their epochs (too few to rank alone)" if n_full else
+               "none trained all its epochs")  # ("only 0 trained all their epochs": a walkthrough)
+            + f", and the scores of the {others} are of fewer epochs, so this ranks partly what "
             "helps in the first epochs")  # fmt: skip
 
 

@@ -690,6 +690,13 @@ def test_importances_rank_the_trials_that_trained_all_their_epochs_when_enough_d
     assert len(study.trials) == 5 and which == "5 trials, 3 not completed", which
     assert basis.startswith("every scored trial, each at its best epoch: only 2 trained all their epochs"), basis
     assert "the scores of the 3 trials stopped early or not ended are of fewer epochs" in basis, basis
+    was = [t.row.outcome for t in rec.trials]
+    for t in rec.trials:  # none completed: said so ("only 0 trained all their epochs": a walkthrough)
+        t.row.outcome = "stopped_early" if t.row.outcome != "failed" else "failed"
+    _, _, basis = report.importance_basis(rec, report.optuna_study(rec))
+    assert basis.startswith("every scored trial, each at its best epoch: none trained all its epochs, and"), basis
+    for t, o in zip(rec.trials, was):
+        t.row.outcome = o
     # FIFO stops no trial: its others were cut off or still run, and nothing of pruning is said (the review)
     rec.settings = {"scheduler": "fifo"}
     rec.trials[3].row.outcome = "completed"
