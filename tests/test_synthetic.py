@@ -238,6 +238,12 @@ def test_write_synthetic_layout_and_cli(tmp_path, capsys):
                                                    "trainer knows by the name's extension; name it .h5 or .hdf5")
         assert not (tmp_path / name).exists()
     assert main(["ave", str(tmp_path / "X.HDF5"), "--set", "n_train=30", "--set", "n_test=10"]) == 0
+    # a folder that does not exist (a typo): refused, as the other commands refuse one (it was made without a word)
+    assert main(["ave", str(tmp_path / "nodir" / "sub" / "x.h5"), "--set", "n_train=30"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'nodir' / 'sub' / 'x.h5'}: its folder "
+                                               f"{tmp_path / 'nodir' / 'sub'} does not exist; create it first "
+                                               "(nothing written)")  # fmt: skip
+    assert not (tmp_path / "nodir").exists()
 
 
 def test_load_data_rejects_bad_synthetic_option_before_generating(tmp_path, monkeypatch):

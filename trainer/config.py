@@ -166,7 +166,7 @@ class TrainConfig:
         "Initial teacher EMA momentum m; rises to 1.0 on a cosine schedule over all steps (DINO). 0 = auto: "
         "max(0, min(0.99, 1 - 10 / total steps)) (runs of 10 steps or fewer start at 0: the teacher follows the "
         "student, and their config.yaml says 0.0), i.e. the teacher's averaging window 1 / (1 - m) is at most a tenth of the "
-        "run (at 0.99 a 90-step run ends with a teacher that still carries ~40% of its random init); the effective "
+        "run (starting at 0.99 on the cosine rise, a 90-step run ends with a teacher that still carries ~63% of its random init); the effective "
         "value is written to the run's config.yaml. Any other value in (0, 1) is trained exactly as written, so "
         "distinct searched values train differently. 0.9-0.999 (DINO and BYOL: 0.996 over thousands of steps); "
         "a window 1 / (1 - m) longer than the run leaves the teacher near its initialisation.",
@@ -463,8 +463,9 @@ def auto_ema_momentum(total_steps: int, ceiling: float = AUTO_EMA_CEILING, windo
     """The auto starting EMA momentum (ema_momentum 0): `ceiling`, lowered so that the teacher's averaging window
     1 / (1 - m) is at most `window_fraction` of the run's steps (never below 0).
 
-    Without this a short run (1,000 clips, batch 256, 30 epochs: 90 steps) with m = 0.99 ends with a teacher
-    that still carries ~40% of its random initialisation. VEGAS-size runs (~2,400 steps) get the ceiling.
+    Without this a short run (1,000 clips, batch 256, 30 epochs: 90 steps) starting at m = 0.99 ends with a teacher
+    that still carries ~63% of its random initialisation (the product of m over the steps, m rising on the cosine
+    schedule; 0.99^90 = 40% at a constant m). VEGAS-size runs (~2,400 steps) get the ceiling.
     """
     return max(0.0, min(ceiling, 1.0 - 1.0 / (window_fraction * max(1, total_steps))))
 
