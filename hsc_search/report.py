@@ -162,7 +162,11 @@ def curves_figure(rec: SearchRecord):
             fig.add_trace(go.Scatter(x=[xs[-1]], y=[ys[-1]], mode="markers", showlegend=False,
                                      legendgroup=by_trial["legendgroup"], marker=dict(symbol="x", size=9, color=color),
                                      **hover))  # fmt: skip
-    for k, m in enumerate(rec.milestones):  # each rung's epoch centred on its line, on a white ground, on two
+    drawn = max((e for t in rec.trials for e, _, _ in t.curve), default=0)
+    # the rungs the curves reach, and the next one: an interrupted search's curves to epoch 4 filled an eighth of
+    # an axis drawn to its rung 32 (a walkthrough)
+    rungs = [m for m in rec.milestones if m <= drawn] + [m for m in rec.milestones if m > drawn][:1]
+    for k, m in enumerate(rungs):  # each rung's epoch centred on its line, on a white ground, on two
         # heights; the x axis's title says what they are. Rungs 1, 2, 4 of a 40-epoch search printed over each
         # other ("ASHA rungASHA rung 4"; then, one label saying it, "ASHA r4ng 1" in MLflow's pane: walkthroughs)
         fig.add_vline(x=m, line=dict(dash="dash", color="#555", width=1))
@@ -182,7 +186,7 @@ def curves_figure(rec: SearchRecord):
         fig.update_yaxes(**one_value_range(v for t in rec.trials for _, v, _ in t.curve))
     # ticks for the epochs the axis shows (the curves and the rungs; plotly ranges it so): sized for --max-epochs,
     # an interrupted 300-epoch search's curves to epoch 50 had two ticks, 0 and 50 (a walkthrough)
-    fig.update_xaxes(**integer_axis(max([*rec.milestones, *(e for t in rec.trials for e, _, _ in t.curve)])))
+    fig.update_xaxes(**integer_axis(max([*rungs, drawn])))
     return fig
 
 
