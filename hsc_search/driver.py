@@ -33,7 +33,7 @@ from .export import (ExportError, TrialRow, best_row, outcome_counts, provenance
                      trial_config, trial_rows, write_config)
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
-from .ray_internals import keep_starting_actors, tuner_parts
+from .ray_internals import keep_starting_actors, restored_searcher_in_the_folder_now, tuner_parts
 from .report import _reason, publish_report
 from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, TAG_SET_FROM, client_for, default_tracking_uri,
                    experiment_tags, folder_hint, http_failure, import_mlflow, resolved_tracking_uri, score_key,
@@ -1592,8 +1592,10 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
     # would only print "ending Ray Tune run" and do nothing. Given back after fit, so it ends the tail.
     sigint = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     try:
-        # (keep_starting_actors: a trial whose actor is starting is not moved onto a freed one, ray_internals)
-        with keep_starting_actors(), watching_the_head(_head_address(settings), exp_dir, echo):
+        # (keep_starting_actors: a trial whose actor is starting is not moved onto a freed one; a resumed search's
+        # new trials are made in the folder it is in now, not where it started: ray_internals)
+        with keep_starting_actors(), restored_searcher_in_the_folder_now(), \
+                watching_the_head(_head_address(settings), exp_dir, echo):  # fmt: skip
             tuner.fit()
         # the saved experiment state is the truth (what `resume` would continue from); after Ctrl-C the in-memory
         # trials of the returned ResultGrid can read TERMINATED while Ray saved them as PENDING

@@ -86,6 +86,43 @@ def trial_actors_on_inherited_env(inherited: dict[str, str] | None) -> None:
 
 
 @contextlib.contextmanager
+def restored_searcher_in_the_folder_now():
+    """While in this block, a restored search's new trials are made in the search's folder where it is now.
+
+    Ray Tune 2.60's restore (`TuneController.resume`) points the restored trials at the folder the search is in
+    now (`_restore_trials`), but the search algorithm comes back with the `Experiment` it pickled when the search
+    started, whose storage names the folder it started in (and `tune.run` adds no new one to a resumed run). A
+    search folder moved or renamed, then resumed: the restored trials went on in the new folder and every trial
+    started after the resume pointed at the old one and failed 3 times ("Unable to set up cluster storage"), so
+    the search ended with them FAILED for good (a walkthrough). Here the experiment's storage is pointed where the
+    trials' is, as Ray does for the trials (the same three fields). Tune's own method is put back on exit."""
+    import copy
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    original = TuneController.resume
+
+    def resume(self, resume_config) -> None:
+        original(self, resume_config)
+        experiment = getattr(self._search_alg, "_experiment", None)  # (a SearchGenerator's: the one it makes
+        storage = getattr(experiment, "storage", None)  # trials from)
+        if storage is None:
+            return
+        now = copy.copy(storage)
+        now.storage_filesystem = self._storage.storage_filesystem
+        now.storage_fs_path = self._storage.storage_fs_path
+        now.experiment_dir_name = self._storage.experiment_dir_name
+        experiment.storage = now
+        experiment.spec["storage"] = now
+
+    TuneController.resume = resume
+    try:
+        yield
+    finally:
+        TuneController.resume = original
+
+
+@contextlib.contextmanager
 def keep_starting_actors():
     """While in this block, a Tune trial keeps its own trial actor once Ray started it, instead of being moved onto
     an actor that a finished trial just freed.

@@ -888,7 +888,9 @@ def test_resume_of_a_search_still_running_is_refused(tmp_path, _cache_dir):
 
 def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
     """Kill the driver mid-search with SIGKILL; `resume` completes it with one child run per trial, none RUNNING,
-    and ASHA's rungs still hold the trials recorded before the kill."""
+    and ASHA's rungs still hold the trials recorded before the kill. The search's folder is moved before the
+    resume: the trials not started before the kill failed there, 3 times each, for good (Ray's restored searcher
+    made them in the folder the search started in: a walkthrough)."""
     trials, epochs = 8, 20
     # trials long enough (about 0.2 s an epoch here) that the kill can land while two have finished and others
     # run with a checkpoint: on the test's usual data a whole search of 8 trials took 2.5 s
@@ -954,6 +956,8 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
             removed.append(Path(t.checkpoint.path).name)
     assert removed, f"the snapshot holds no unfinished trial with a checkpoint ({running}): killed too early"
 
+    (tmp_path / "moved").mkdir()
+    exp_dir = exp_dir.rename(tmp_path / "moved" / "killme")  # (the folder moves; the store stays where it is)
     record = exp_dir / "hsc_search.json"
     assert "finished_at" not in json.loads(record.read_text())  # killed: not finished
     time.sleep(max(0.0, killed_at + 5 - time.time()))  # the search stays stopped for 5 s at least
@@ -961,7 +965,7 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
     # the command as printed, pasted in another folder: the record names the store by its absolute path
     assert json.loads(record.read_text())["settings"]["tracking_uri"] == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
     (tmp_path / "elsewhere").mkdir()
-    proc = _cli("resume", str(tmp_path / "ray_results" / "killme"), cwd=tmp_path / "elsewhere", cache=_cache_dir)
+    proc = _cli("resume", str(exp_dir), cwd=tmp_path / "elsewhere", cache=_cache_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert not (tmp_path / "elsewhere" / "mlflow.db").exists()
     assert json.loads(record.read_text())["finished_at"]
@@ -972,7 +976,8 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
     assert "finished at" in again.stdout and "nothing to resume" in again.stdout and "best_config.yaml" in again.stdout
     assert "Ray:" not in again.stdout and len(again.stdout.strip().splitlines()) == 1, again.stdout
     assert before == {p: p.stat().st_mtime_ns for p in exp_dir.iterdir() if p.is_file()}
-    same = _cli("run", "--data", data, "--name", "killme", cwd=tmp_path, cache=_cache_dir, timeout=120)
+    same = _cli("run", "--data", data, "--name", "killme", "--storage", "moved", cwd=tmp_path, cache=_cache_dir,
+                timeout=120)  # fmt: skip
     assert same.returncode == 2 and "exists already and holds a search that finished; pick another --name" in same.stderr
     _, parents, children = _runs(_client(tmp_path))
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -998,7 +1003,8 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
     for c in children:  # resumed trials repeat no epoch: steps are exactly 1..n
         steps = [m.step for m in _client(tmp_path).get_metric_history(c.info.run_id, "val/map_avg")]
         assert sorted(steps) == list(range(1, len(steps) + 1))
-    rungs = json.loads((tmp_path / "ray_results" / "killme" / "asha_rungs.json").read_text())["rungs"][0]
+    rungs = json.loads((exp_dir / "asha_rungs.json").read_text())["rungs"][0]
+    assert not (tmp_path / "ray_results" / "killme").exists()  # nothing made where the search started
     lowest = rungs[-1]  # the grace-period rung: every trial that reached epoch 2 is recorded there
     assert set(lowest) == set(ids)
 
