@@ -1498,8 +1498,11 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
                 interrupts.check()
                 _check_parent_run(client, parent_id, settings.tracking_uri, tracking_uri)
                 client.update_run(parent_id, status="RUNNING")
-                if TAG_NO_SCORE in client.get_run(parent_id).data.tags:  # it runs again: its end decides anew
+                tags = client.get_run(parent_id).data.tags
+                if TAG_NO_SCORE in tags:  # it runs again: its end decides anew
                     client.delete_tag(parent_id, TAG_NO_SCORE)
+                if tags.get("hsc.experiment_dir") not in (None, str(exp_dir)):  # the folder moved: the commands
+                    client.set_tag(parent_id, "hsc.experiment_dir", str(exp_dir))  # read from MLflow name it
                 if tracking_uri:
                     _keep_in_record(meta_path, meta, {"tracking_uri": resolved_tracking_uri(tracking_uri)})
             except Exception as e:

@@ -981,6 +981,7 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
     assert same.returncode == 2 and "exists already and holds a search that finished; pick another --name" in same.stderr
     _, parents, children = _runs(_client(tmp_path))
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.tags["hsc.experiment_dir"] == str(exp_dir)  # where it is now (the commands read it)
     ids = [c.data.tags["hsc.trial_id"] for c in children]
     assert len(ids) == trials == len(set(ids))
     states = [(c.data.tags["hsc.trial_id"], c.info.status, c.data.tags.get("hsc.outcome"), c.data.tags.get("hsc.error", "")[-500:])
