@@ -1336,6 +1336,12 @@ def _check_same_data(meta: dict, data, spec: str) -> None:
 
     saved = meta.get("data_fingerprint")
     if saved is not None and not same_data(saved, data_fingerprint(data)):
+        started = (meta.get("settings") or {}).get("data")
+        if started is not None and str(started) != str(spec):  # other data given: no file changed (a walkthrough:
+            raise SearchError(  # a synthetic spec was told its "file changed since")
+                f"--data {spec}: not the data this search started on ({started}: other clips, labels, values or "
+                "dimensions); its trials must all train on one dataset: give its data (moved: --data <where it "
+                "is now>), or start a new search on this one")  # fmt: skip
         raise SearchError(f"--data {spec}: not the data this search started on (other clips, labels, values or "
                           "dimensions: the file changed since); its trials must all train on one dataset: put the "
                           "search's file back, or start a new search on this one")  # fmt: skip

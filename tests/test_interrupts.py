@@ -300,7 +300,9 @@ def test_a_resume_on_a_data_file_that_changed_since_the_search_started_is_refuse
     assert made.returncode == 0, made.stderr
     cases = (([], f"{tmp_path / 'feats.h5'}: file not found: the data this search started on; if it moved, give resume "
                   "--data <where it is now>"),
-             (["--data", str(tmp_path / "other.h5")], "not the data this search started on"))  # fmt: skip
+             (["--data", str(tmp_path / "other.h5")],  # other data: named beside the search's ("the file changed since": a walkthrough)
+              f"--data {tmp_path / 'other.h5'}: not the data this search started on ({tmp_path / 'feats.h5'}: other "
+              "clips, labels, values or dimensions); its trials must all train on one dataset: give its data"))  # fmt: skip
     made = subprocess.run([str(bin_dir / "hsc-search"), "synth-data", "ave", "other.h5", *opts, "--set", "seed=2"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert made.returncode == 0, made.stderr
