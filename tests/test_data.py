@@ -504,3 +504,8 @@ def test_parquet_one_hot_rows_as_labels_are_named(tmp_path):
     cols["label"] = [[[0, 1], [0], [1]][i % 3] for i in range(len(cols["label"]))]  # indices 0 and 1: fine
     pq.write_table(pa.table(cols), tmp_path / "fine.parquet")
     assert load_data(str(tmp_path / "fine.parquet")).num_classes == 2
+    # one one-hot row among valid lists: that row is named (row 0, the valid [0, 1], was named: a review)
+    cols["label"][-1] = [0, 0, 1]
+    pq.write_table(pa.table(cols), tmp_path / "one.parquet")
+    with pytest.raises(DataError, match=r"column 'label': rows such as \[0, 0, 1\] repeat 0 and 1"):
+        load_data(str(tmp_path / "one.parquet"))

@@ -244,6 +244,13 @@ def test_write_synthetic_layout_and_cli(tmp_path, capsys):
                                                f"{tmp_path / 'nodir' / 'sub'} does not exist; create it first "
                                                "(nothing written)")  # fmt: skip
     assert not (tmp_path / "nodir").exists()
+    assert main(["ave", str(tmp_path / "miss" / ".." / "x.h5"), "--set", "n_train=30"]) == 2  # (abspath folded it)
+    assert f"its folder {tmp_path / 'miss' / '..'} does not exist; create it first" in capsys.readouterr().err
+    assert not (tmp_path / "miss").exists()
+    (tmp_path / "afile").write_text("")
+    assert main(["ave", str(tmp_path / "afile" / "x.h5"), "--set", "n_train=30"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'afile' / 'x.h5'}: its folder {tmp_path / 'afile'} "
+                                               "is not a folder (nothing written)")  # fmt: skip
 
 
 def test_load_data_rejects_bad_synthetic_option_before_generating(tmp_path, monkeypatch):

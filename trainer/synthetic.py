@@ -410,11 +410,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.out}: the data is written as HDF5, which the trainer knows by the name's extension; "
               "name it .h5 or .hdf5", file=sys.stderr)  # fmt: skip
         return 2
-    folder = os.path.dirname(os.path.abspath(args.out))
+    # as given: `miss/../x.h5` needs miss (abspath folded it away, and the write made it: a review)
+    folder = os.path.dirname(args.out) or "."
     if not os.path.isdir(folder):  # a mistyped folder was made without a word (a walkthrough): refused, as the
         # other commands refuse a missing parent
-        print(f"error: {args.out}: its folder {folder} does not exist; create it first (nothing written)",
-              file=sys.stderr)
+        what = "is not a folder" if os.path.lexists(folder) else "does not exist; create it first"
+        shown = folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)  # (not folded: miss/..)
+        print(f"error: {args.out}: its folder {shown} {what} (nothing written)", file=sys.stderr)
         return 2
     if os.path.lexists(args.out) and not (args.force and not os.path.isdir(args.out)):
         what = "is a folder" if os.path.isdir(args.out) else "exists already"
@@ -425,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         options = resolve_options(name, **parse_options(args.overrides))
         path = write_synthetic(args.out, name, **options)
     except OSError as exc:  # named by OUT and its folder, not by the temporary file the data is written to first
+        folder = os.path.dirname(os.path.abspath(args.out))
         print(f"error: {args.out}: cannot write in {folder} ({os_words(exc)})", file=sys.stderr)
         return 2
     except ValueError as exc:
