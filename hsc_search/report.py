@@ -592,8 +592,8 @@ def importance_basis(rec: SearchRecord, study) -> tuple[Any, str, str]:
             "every scored trial, each at its best epoch: "
             + (f"only {n_full} trained all their epochs (too few to rank alone)" if n_full else
                "none trained all its epochs")  # ("only 0 trained all their epochs": a walkthrough)
-            + f", and the scores of the {others} are of fewer epochs, so this ranks partly what "
-            "helps in the first epochs")  # fmt: skip
+            + f", and the scores of the {others} are of fewer epochs, so this ranks "
+            + ("partly " if n_full else "") + "what helps in the first epochs")  # fmt: skip
 
 
 def importance_figure(rec: SearchRecord, importances: dict[str, float], method: str, which: str,
@@ -638,6 +638,46 @@ def weights_figure(rec: SearchRecord):
                                                              default=1)))  # fmt: skip
     fig.update_layout(title=f"best trial {html.escape(rec.best.row.name)}: loss weights", height=400)
     return fig
+
+
+def trained_value(rec: SearchRecord, row, name: str) -> str:
+    """What a trial trained `name` with, as text: searched (its params), else fixed by the space (its recorded
+    fixed values, the overrides among them), else by --set or a config's set: (the parent's set.* params: a
+    search whose space was not logged), else the trainer's default."""
+    fixed = (rec.space or {}).get("fixed") or {}
+    if name in row.params:
+        return str(row.params[name])
+    if name in fixed:
+        return str(fixed[name])
+    return str(rec.settings.get(f"set.{name}", trainer_default(name)))
+
+
+def _spectrum_caveats(rec: SearchRecord, best) -> str:
+    """What the spectrum chart cannot show, in words: a trial whose CCA heads no loss trained (use_dcca off, or
+    its fixed weight 0: the values rise over epochs all the same and read as the method's), and a spectrum cut
+    to its first components (read as cca_k 3: walkthroughs)."""
+    said = ""
+    off = trained_value(rec, best.row, "use_dcca").lower() in ("false", "0", "no", "off")
+    try:
+        zero = (trained_value(rec, best.row, "loss_weighting") == "fixed"
+                and float(trained_value(rec, best.row, "w_dcca")) == 0)  # fmt: skip
+    except ValueError:
+        zero = False
+    if off or zero:
+        said += (" This trial trained without the DCCA loss (" + ("use_dcca False" if off else "w_dcca 0 with fixed "
+                 "loss weights") + "): nothing trained its CCA heads, and these are a random projection's "
+                 "correlations, which say nothing of the method.")  # fmt: skip
+    drawn = max(len(v) for v in rec.best_spectrum.values())
+    try:
+        k = int(float(best.row.params.get(f"{EFFECTIVE_PARAM}cca_k", "nan")))
+    except ValueError:
+        k = 0
+    if drawn < k or (not rec.spectrum_whole and not k):
+        of = f"{drawn} of its {k}" if drawn < k else f"{drawn}"
+        said += (f" Only the first {of} components are drawn: MLflow holds no more of this trial's spectrum "
+                 "(its cca_spectrum.csv, written with every component when a trial ends, is missing, or was "
+                 "rebuilt from its cca/rho_* metrics).")
+    return said
 
 
 def spectrum_figure(rec: SearchRecord):
@@ -827,8 +867,9 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         f'<p class="meta">objective: {html.escape(rec.metric)}, '
         + (f"{html.escape(MEANINGS[rec.metric])}, " if rec.metric in MEANINGS else "")
         + f"{'higher' if rec.mode == 'max' else 'lower'} is better; each trial scored by its best epoch</p>",
-        *([f'<p class="meta">fixed for every trial ({html.escape(rec.set_where)}): {html.escape(fixed)}</p>']
-          if fixed else []),
+        # (where they were given: a search before the tag hsc.set_from does not say, and is not said to be --set)
+        *([f'<p class="meta">fixed for every trial{f" ({html.escape(rec.set_where)})" if rec.set_where else ""}: '
+           f'{html.escape(fixed)}</p>'] if fixed else []),
         "<p>trials: " + (", ".join(said) or "none") + "</p>",
         *([f'<p class="note">{html.escape(unfinished)}</p>'] if unfinished else []),
         *(f'<p class="note">at the start: {html.escape(n.removeprefix("note: "))}</p>' for n in rec.notes),
@@ -909,17 +950,9 @@ def render(rec: SearchRecord, source: str = "", computed: dict | None = None) ->
         parts.append("<h2>Best trial: loss weights</h2>"
                      f'<p class="note">fixed (loss_weighting fixed): {html.escape(fixed)}</p>')
     if best is not None and rec.best_spectrum:
-        fixed_ = (rec.space or {}).get("fixed") or {}
-        dcca = best.row.params.get("use_dcca", fixed_.get("use_dcca", trainer_default("use_dcca")))
         add("Best trial: canonical correlations", lambda: spectrum_figure(rec),
             "Canonical correlations between the audio and visual CCA heads' outputs on the validation split, "
-            "largest first (1: a direction both views agree on completely)."
-            # (said nowhere: the values rise over epochs all the same, and read as the method's: a walkthrough)
-            + (" This trial trained without the DCCA loss (use_dcca False): nothing trained its CCA heads, and "
-               "these are a random projection's correlations, which say nothing of the method." if
-               str(dcca).lower() in ("false", "0", "no", "off") else "")
-            + ("" if rec.spectrum_whole else " Only the first components are drawn, from its cca/rho_* metrics: "
-               "the whole spectrum (cca_spectrum.csv) is uploaded when a trial ends, and this one had not."))
+            "largest first (1: a direction both views agree on completely)." + _spectrum_caveats(rec, best))
     parts.insert(0, "\n".join(head))
     parts.append("<h2>Trials</h2>" + _table(rec))
     return (

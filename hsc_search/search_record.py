@@ -57,7 +57,7 @@ class SearchRecord:
     best_spectrum: dict[int, list[float]] = field(default_factory=dict)  # epoch -> every canonical correlation
     spectrum_whole: bool = True  # False: read from the cca/rho_* metrics, the first few (no cca_spectrum.csv yet)
     notes: list[str] = field(default_factory=list)  # what the search's start said (its notes), as lines
-    set_where: str = "--set"  # where its set.* values were given (tag hsc.set_from; searches before it: --set)
+    set_where: str = ""  # where its set.* values were given (tag hsc.set_from; searches before it: not known)
     status: str = "FINISHED"  # the parent run's MLflow status
     experiment_dir: str | None = None  # the search's folder (tag hsc.experiment_dir)
     # the parent run's status read again (driver.search_state: a search its driver finished while it was read)
@@ -101,7 +101,7 @@ def read_search(client, parent_run_id: str) -> SearchRecord:
         milestones=_milestones(client, parent_run_id, settings),
         space=_yaml_artifact(client, parent_run_id, "search_space.yaml"),
         notes=_notes(parent.data.tags.get(TAG_NOTES)),
-        set_where=parent.data.tags.get(TAG_SET_FROM, "--set"),
+        set_where=parent.data.tags.get(TAG_SET_FROM, ""),
         status=search_status(parent),
         experiment_dir=parent.data.tags.get("hsc.experiment_dir"),
         status_now=lambda: search_status(client.get_run(parent_run_id)),

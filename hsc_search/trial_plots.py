@@ -83,9 +83,10 @@ def _panel(p: Panel, x0: int) -> list[str]:
         out.append(f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="1.5"{dash}/>')
         out.extend(f'<circle cx="{pt.split(",")[0]}" cy="{pt.split(",")[1]}" r="2.2" fill="{color}"/>' for pt in line.split())
         ly = TOP + 10 + 13 * i
-        out.append(f'<line x1="{x0 + W - RIGHT + 8}" x2="{x0 + W - RIGHT + 20}" y1="{ly - 4}" y2="{ly - 4}" '
+        # a swatch long enough to show its dash pattern (at 12 px the long dashes looked solid: a review)
+        out.append(f'<line x1="{x0 + W - RIGHT + 6}" x2="{x0 + W - RIGHT + 24}" y1="{ly - 4}" y2="{ly - 4}" '
                    f'stroke="{color}" stroke-width="2"{dash}/>')
-        out.append(f'<text x="{x0 + W - RIGHT + 24}" y="{ly}" font-size="10">{escape(label)}</text>')
+        out.append(f'<text x="{x0 + W - RIGHT + 28}" y="{ly}" font-size="10">{escape(label)}</text>')
     return out
 
 

@@ -504,7 +504,7 @@ def test_the_spectrum_says_when_it_is_a_random_projection_or_only_its_first_comp
     from hsc_search import report
 
     rec = _record(3)
-    random, first = "these are a random projection", "Only the first components are drawn"
+    random, first = "these are a random projection", "Only the first 8 components are drawn"
     page = report.render(rec)
     assert "canonical correlations</h2>" in page and random not in page and first not in page
     rec.best.row.params["use_dcca"] = "False"  # searched (the ablation space)
@@ -512,9 +512,21 @@ def test_the_spectrum_says_when_it_is_a_random_projection_or_only_its_first_comp
     del rec.best.row.params["use_dcca"]
     rec.space = {**SPACE, "fixed": {"use_dcca": False}}  # fixed by the space or --set
     assert random in report.render(rec)
+    rec.space = None  # a search whose space was not logged: its set.* params say it (a review)
+    rec.settings = {"set.use_dcca": "False"}
+    assert random in report.render(rec)
+    rec.space, rec.settings = {**SPACE, "fixed": {"loss_weighting": "fixed", "w_dcca": 0.0}}, {}  # on, weight 0
+    assert "(w_dcca 0 with fixed loss weights)" in report.render(rec)
     rec.space, rec.spectrum_whole = SPACE, False
     page = report.render(rec)
     assert first in page and random not in page
+    # the trial's cca_k known: the count said (16 components, 8 drawn), also where its file holds only those
+    rec.best.row.params["effective.cca_k"] = "16"
+    for whole in (False, True):
+        rec.spectrum_whole = whole
+        assert "Only the first 8 of its 16 components are drawn" in report.render(rec)
+    rec.best.row.params["effective.cca_k"] = "8"
+    assert "Only the first" not in report.render(rec)  # every component drawn
 
 
 def test_fixed_weights_are_drawn_without_a_log_variance_panel():
@@ -703,6 +715,7 @@ def test_importances_rank_the_trials_that_trained_all_their_epochs_when_enough_d
         t.row.outcome = "stopped_early" if t.row.outcome != "failed" else "failed"
     _, _, basis = report.importance_basis(rec, report.optuna_study(rec))
     assert basis.startswith("every scored trial, each at its best epoch: none trained all its epochs, and"), basis
+    assert basis.endswith("so this ranks what helps in the first epochs"), basis  # (not "partly": a review)
     for t, o in zip(rec.trials, was):
         t.row.outcome = o
     # FIFO stops no trial: its others were cut off or still run, and nothing of pruning is said (the review)
@@ -807,7 +820,10 @@ def test_what_the_report_left_unsaid_or_unreadable_is_said_and_readable():
     assert unranked in page and " ".join(computed["importance_title"].split("\n")[2:]) == unranked, computed
     assert computed["importance_title"].split("\n")[:2] == ["parameter importance for loss/total", "(fANOVA, 6 trials)"]
     assert "weight_lr" not in computed["importances"] and "lr" in computed["importances"]
-    assert '<p class="meta">fixed for every trial (--set): hidden_dim 48, lr 0.003</p>' in page
+    # a search before the tag hsc.set_from: where they were given is not known, and not said to be --set (a review)
+    assert '<p class="meta">fixed for every trial: hidden_dim 48, lr 0.003</p>' in page
+    rec.set_where = "--set"
+    assert '<p class="meta">fixed for every trial (--set): hidden_dim 48, lr 0.003</p>' in report.render(rec)
     rec.set_where = "search.yaml: set"  # given by a config's set: (the parent's tag hsc.set_from), named so
     assert '<p class="meta">fixed for every trial (search.yaml: set): hidden_dim 48, lr 0.003</p>' in report.render(rec)
     assert '<p class="note">fixed (loss_weighting fixed): nce 1, rec 0.5</p>' in page and "log-variance" not in page
