@@ -1621,8 +1621,12 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
             signal.signal(signal.SIGINT, sigint)
         rung_state = (scheduler.rung_record(settings.metric, settings.mode) if isinstance(scheduler, PersistentASHA)
                       else None)  # fmt: skip
+        rung_failed = None
         if rung_state is not None:  # the rung history, for the record (and the resume test)
-            storage.write_text(storage.join(exp_dir, ASHA_RUNGS), json.dumps(rung_state, indent=1))
+            try:
+                storage.write_text(storage.join(exp_dir, ASHA_RUNGS), json.dumps(rung_state, indent=1))
+            except OSError as e:  # a full disk: raised once the search's run has ended below (raised here, it
+                rung_failed = e  # skipped that, and the run stayed RUNNING in MLflow for good: a walkthrough)
         if client is None:
             if not trials:  # a second Ctrl-C left fit() before the trials were read: what Ray saved of them
                 try:
@@ -1725,6 +1729,8 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                     except Exception as e:  # noqa: BLE001
                         cause = e.__context__ if isinstance(e, TrackingIncomplete) and e.__context__ else e
                         echo(f"warning: the search's MLflow run could not be ended: {http_failure(cause)}")
+        if rung_failed is not None:  # (the tail's own error, where it had one, was raised instead)
+            raise rung_failed
     if not interrupted:  # every trial ended and the tail is done: `resume` has nothing left to do
         _mark_finished(exp_dir)
     outcome.num_samples = settings.num_samples

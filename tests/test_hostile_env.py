@@ -281,3 +281,43 @@ def test_a_new_store_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, _ca
             "refuses writes, the server's credentials), or give another --tracking-uri"], proc.stderr[-3000:]  # fmt: skip
         assert sorted(p.name for p in full.iterdir()) == []
     assert not (work / "ray_results" / "full").exists(), sorted(p.name for p in work.rglob("*"))
+
+
+def test_a_disk_that_refuses_the_rung_record_still_ends_the_search_run(tmp_path, _cache_dir):
+    """A real full disk under the search's folder (a walkthrough, on a 3 MB tmpfs): the write of ASHA's rung
+    record, first in the search's tail, raised before the tail ended the search's MLflow run, which stayed RUNNING
+    for good (`export-best` then said `resume` continues it; Ray's record was cut off, so it could not). Here that
+    one write is refused (ENOSPC, as the disk said) in a real search with MLflow: the error still comes out, after
+    the run has ended."""
+    import json
+    import os
+
+    from conftest import SEARCH_DATA, search_env, search_runs
+
+    script = f"""
+import errno, json, sys
+from hsc_search import storage
+from hsc_search.driver import run_search
+from hsc_search.settings import load_settings
+
+write = storage.write_text
+def refusing(path, text):
+    if str(path).endswith("asha_rungs.json"):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    return write(path, text)
+storage.write_text = refusing
+settings = load_settings(None, dict(data={SEARCH_DATA!r}, num_samples=2, max_epochs=2, name="rungs"), [])
+try:
+    run_search(settings)
+    print(json.dumps({{"raised": None}}))
+except OSError as e:
+    print(json.dumps({{"raised": e.errno}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=search_env(_cache_dir),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"raised": 28}, proc.stdout[-3000:]
+    _, parents, children = search_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "hsc-search")
+    assert [p.info.status for p in parents] == ["FINISHED"] and len(children) == 2, [p.info.status for p in parents]
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert not os.path.exists(tmp_path / "ray_results" / "rungs" / "asha_rungs.json")
