@@ -1980,6 +1980,24 @@ def near_typo(a: str, b: str) -> bool:
     return any(long[:i] + long[i + 1:] == short for i in range(len(long)))
 
 
+def _artifacts_unwritable(location: str | None) -> str | None:
+    """A local artifact location (a path, or a file: URI) that cannot be written: its nearest existing folder is
+    read-only (a read-only working folder or file system). None for a writable one, or one not on this disk (a
+    server's, a bucket's: MLflow checks those itself)."""
+    if not location:
+        return None
+    if location.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        location = unquote(urlparse(location).path)
+    elif "://" in location or not location.startswith("/"):
+        return None
+    folder = Path(location)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return None if os.access(folder, os.W_OK) else location
+
+
 def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str | None = None,
                    notes: list[str] | None = None) -> str:  # fmt: skip
     """The experiment's id (created if new), tagged so that MLflow's UI shows it as model training. An experiment
@@ -1998,6 +2016,16 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
                                               f"experiment '{name}'")  # fmt: skip
     if served:
         raise preflight.PreflightError(f"{served}, or give another --experiment")
+    unwritable = _artifacts_unwritable(exp.artifact_location if exp is not None else getattr(
+        getattr(getattr(client, "_tracking_client", None), "store", None), "artifact_root_uri", None))  # fmt: skip
+    if unwritable:  # MLflow failed on the first artifact after Ray had started, left a FAILED run, and every later
+        # search of a new experiment in that store went there too (a walkthrough: a read-only working folder)
+        where = (f"experiment '{name}' keeps its artifacts in {unwritable}" if exp is not None else
+                 f"a new experiment '{name}' keeps its artifacts in {unwritable} (MLflow's ./mlruns of the folder "
+                 "the search starts in, for a sqlite store)")  # fmt: skip
+        raise preflight.PreflightError(f"--experiment {name}: {where}, which cannot be written; " + (
+            "give another --experiment, or make that folder writable" if exp is not None else
+            "run the search from a folder that can be written"))  # fmt: skip
     if exp is not None:
         tag_experiment(client, exp.experiment_id, metric, mode)
         return exp.experiment_id

@@ -421,6 +421,26 @@ def test_the_default_store_and_the_environments_are_checked_too(tmp_path, monkey
         with pytest.raises(PreflightError, match=f"the default store \\(no --tracking-uri, in {re.escape(str(ro))}\\) "
                                                  f"sqlite:///mlflow.db: the folder {re.escape(str(ro))} cannot be written"):
             preflight.check_tracking(None)
+    # a store elsewhere (--tracking-uri): a new experiment's artifacts go to MLflow's ./mlruns here; in a read-only
+    # folder that failed after Ray had started and left a FAILED run, and the store's new experiment pointed there
+    # for every later search (a walkthrough). Refused before the experiment is made; an existing one whose artifacts
+    # are in a folder that cannot be written, the same
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.driver import _experiment_id
+
+    (tmp_path / "rw").mkdir()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'rw' / 'm.db'}")  # (its ./mlruns: the folder it was opened in)
+    old = client.create_experiment("old", artifact_location=str(tmp_path / "ro" / "kept"))
+    with read_only(ro):
+        with pytest.raises(PreflightError, match=f"^--experiment new: a new experiment 'new' keeps its artifacts in "
+                                                 f"{re.escape(str(ro / 'mlruns'))} \\(MLflow's ./mlruns"):
+            _experiment_id(client, "new", "val/map_avg", "max")
+        with pytest.raises(PreflightError, match=f"^--experiment old: experiment 'old' keeps its artifacts in "
+                                                 f"{re.escape(str(ro / 'kept'))}, which cannot be written"):
+            _experiment_id(client, "old", "val/map_avg", "max")
+    assert client.get_experiment_by_name("new") is None  # nothing made
+    assert _experiment_id(client, "old", "val/map_avg", "max") == old  # writable again: taken
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////no/such/dir/x.db")
     with pytest.raises(PreflightError, match="^\\$MLFLOW_TRACKING_URI sqlite:////no/such/dir/x.db: the folder /no/such/dir "
                                              "does not exist"):
