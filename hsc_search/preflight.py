@@ -322,11 +322,12 @@ def _team_server_of(conn) -> str | None:
 # ---------------------------------------------------------------------------------------------- storage
 def writer_in_process() -> bool:
     """Where the MLflow writer runs (`writer.writer_in_process`); a bad HSC_MLFLOW_WRITER fails here."""
-    from .runs import retry_attempts
+    from .runs import flush_seconds, retry_attempts
     from .writer import writer_in_process
 
     try:
         retry_attempts()
+        flush_seconds()
         return writer_in_process()
     except ValueError as e:
         raise PreflightError(str(e)) from None

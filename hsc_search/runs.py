@@ -655,6 +655,25 @@ def retry_attempts() -> int:
     return int(value)
 
 
+FLUSH_S = 120.0  # default of HSC_MLFLOW_FLUSH_S: seconds a search's end waits for MLflow (then `resume` finishes)
+
+
+def flush_seconds() -> float:
+    """How long a search's end waits for MLflow to take its last records: $HSC_MLFLOW_FLUSH_S (seconds, finite,
+    > 0), else FLUSH_S. A bad value raises ValueError, which the pre-flight says in one line (it was taken as the
+    default without a word, and `inf` waited on a dead server for ever: a walkthrough)."""
+    value = os.environ.get("HSC_MLFLOW_FLUSH_S", "").strip()
+    if not value:
+        return FLUSH_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):  # 0, negative, nan, inf
+        raise ValueError(f"HSC_MLFLOW_FLUSH_S={value!r}: expected a number of seconds > 0 (default {FLUSH_S:g})")
+    return seconds
+
+
 def retry(fn: Callable[[], Any], what: str, attempts: int = RETRY_ATTEMPTS, first_wait: float = 0.5,
           max_wait: float = 15.0):
     """Calls fn, retrying with exponential back-off (0.5, 1, 2, ... s, capped) on any exception."""

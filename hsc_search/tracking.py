@@ -18,7 +18,6 @@ Exactly one child run per trial, also across `hsc-search resume`: the child is f
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from ray import tune
@@ -26,13 +25,13 @@ from ray import tune
 from trainer import ConfigError, TrainConfig
 
 from .report import preload_in_background
-from .runs import FAILED_KEY, NODE_KEY, TAG_OUTCOME, TAG_TRIAL, child_runs, epochs_of, trial_outcome
+from .runs import (FAILED_KEY, FLUSH_S, NODE_KEY, TAG_OUTCOME, TAG_TRIAL, child_runs, epochs_of, flush_seconds,
+                   trial_outcome)
 from .schedulers import PersistentASHA, why_stopped
 from .writer import Writer
 
 log = logging.getLogger(__name__)
 
-FLUSH_S = 120.0  # default of HSC_MLFLOW_FLUSH_S: seconds a search's end waits for MLflow (then `resume` finishes)
 
 class MlflowTracker(tune.Callback):
     """A Tune callback that mirrors every trial into a nested MLflow child run of the search's parent run.
@@ -226,10 +225,8 @@ class MlflowTracker(tune.Callback):
                 self._writer.submit("kill", tid, interrupted)
         self._open.clear()
         try:  # how long a search's end waits for MLflow to take its last records (a server that stopped answering)
-            timeout = float(os.environ.get("HSC_MLFLOW_FLUSH_S", FLUSH_S))
-        except ValueError:
-            timeout = FLUSH_S
-        if not timeout > 0:  # 0, negative or nan: the flush never looked, and every search ended unflushed
+            timeout = flush_seconds()
+        except ValueError:  # (the pre-flight refused it: a tracker made outside a search)
             timeout = FLUSH_S
         self.flushed = self._writer.close(timeout, on_slow=on_slow)  # False: MLflow did not take everything in time
         return self.errors

@@ -520,6 +520,17 @@ def test_a_bad_mlflow_writer_placement_is_named(monkeypatch):
     monkeypatch.setenv("HSC_MLFLOW_WRITER", "fork")
     with pytest.raises(PreflightError, match="HSC_MLFLOW_WRITER='fork': expected 'process' or 'thread'"):
         preflight.writer_in_process()
+    monkeypatch.delenv("HSC_MLFLOW_WRITER")
+    # the end's wait for MLflow: a bad value was the default without a word, and inf waited for ever (a walkthrough)
+    for bad in ("soon", "0", "-5", "nan", "inf"):
+        monkeypatch.setenv("HSC_MLFLOW_FLUSH_S", bad)
+        with pytest.raises(PreflightError, match=f"^HSC_MLFLOW_FLUSH_S='{bad}': expected a number of seconds > 0 "
+                                                 "\\(default 120\\)$"):  # fmt: skip
+            preflight.writer_in_process()
+    monkeypatch.setenv("HSC_MLFLOW_FLUSH_S", "7.5")
+    from hsc_search.runs import flush_seconds
+
+    assert flush_seconds() == 7.5 and preflight.writer_in_process() in (True, False)
 
 
 def test_a_database_uri_is_tried_before_ray_starts_and_its_password_never_shown(tmp_path):
