@@ -691,6 +691,16 @@ def main() -> None:
         print("error: the working folder no longer exists (deleted by another shell?): cd to one that does",
               file=sys.stderr)  # fmt: skip
         sys.exit(2)
+    # bytes that are not UTF-8 in a name or path (a file copied from an old system, latin-1): a traceback deep in
+    # a path's use or in Ray's start (a walkthrough); said at once, by what holds them
+    for what, text in [("the working folder", os.getcwd())] + [("the argument", a) for a in sys.argv[1:]]:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+            print(f"error: {what} {shown} holds bytes that are not UTF-8 text; name it in UTF-8 (rename the file or "
+                  "folder)", file=sys.stderr)  # fmt: skip
+            sys.exit(2)
     from . import quiet_mlflow_database_errors
 
     quiet_mlflow_database_errors()

@@ -192,6 +192,8 @@ def test_a_search_whose_disk_fills_midway_ends_in_one_line_and_resumes(tmp_path,
 def test_a_working_folder_deleted_under_the_shell_is_said(tmp_path):
     """From a folder another shell deleted, every command said only "Intel oneMKL FATAL ERROR: Cannot load
     libtorch_cpu.so", sending the user to reinstall torch (a walkthrough)."""
+    import os
+
     gone = tmp_path / "gone"
     gone.mkdir()
     program = str(Path(sys.executable).parent / "hsc-search")
@@ -201,6 +203,16 @@ def test_a_working_folder_deleted_under_the_shell_is_said(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.strip() == ("error: the working folder no longer exists (deleted by another shell?): cd to "
                                    "one that does"), proc.stderr  # fmt: skip
+    # bytes that are not UTF-8 (a latin-1 name) in the working folder or an argument: one line each, not a traceback
+    # deep in a path's use or in Ray's start (a walkthrough)
+    latin = os.fsdecode(bytes(tmp_path) + b"/lat\xe9")
+    os.mkdir(latin)
+    for cwd, args, said in ((latin, ["run"], f"the working folder {tmp_path}/lat\\xe9 holds"),
+                            (str(tmp_path), ["run", "--name", os.fsdecode(b"bad\xffname")],
+                             "the argument bad\\xffname holds")):
+        proc = subprocess.run([program, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.strip() == (
+            f"error: {said} bytes that are not UTF-8 text; name it in UTF-8 (rename the file or folder)"), proc.stderr
 
 
 def test_the_trainer_run_as_hsc_search_train_names_itself_by_its_path_to_continue(small_data, small_spec, tmp_path):
