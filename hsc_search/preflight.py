@@ -120,6 +120,10 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
         uri, flag = "sqlite:///mlflow.db", f"the default store (no --tracking-uri, in {os.getcwd()})"
     name = f"{flag} {without_password(uri)}"
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    given = uri.split("://", 1)[0] if "://" in uri else ""
+    if given != given.lower():  # MLflow knows its schemes in lower case only: SQLITE:/// failed after Ray started
+        raise PreflightError(f"{name}: MLflow reads a URI's scheme in lower case only; write it "
+                             f"{given.lower()}://{without_password(uri).split('://', 1)[1]}")  # fmt: skip
     if scheme == "sqlite" and not uri.startswith("sqlite:"):  # sqlite+pysqlite:///..., as MLflow takes it
         uri = "sqlite:" + uri.split(":", 1)[1]
     if scheme in DB_SCHEMES:

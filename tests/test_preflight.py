@@ -447,6 +447,9 @@ def test_the_default_store_and_the_environments_are_checked_too(tmp_path, monkey
         preflight.check_tracking(None)
     with pytest.raises(PreflightError, match="^--tracking-uri sqlite:////no/other/x.db: the folder"):
         preflight.check_tracking("sqlite:////no/other/x.db")  # the flag wins over the environment, as in MLflow
+    with pytest.raises(PreflightError, match="^--tracking-uri SQLITE:///up.db: MLflow reads a URI's scheme in lower "
+                                             "case only; write it sqlite:///up.db$"):  # (failed after Ray started)
+        preflight.check_tracking("SQLITE:///up.db")
     with socket.socket() as sock:  # a port nothing answers on (bound, never accepting)
         sock.bind(("127.0.0.1", 0))
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:secret@127.0.0.1:{sock.getsockname()[1]}")
