@@ -1655,11 +1655,16 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                     echo(f"MLflow lacked what {_n(len(caught), 'trial')} ended before this resume reported "
                          f"({', '.join(caught[:4])}{', ...' if len(caught) > 4 else ''}): logged from Ray's saved "
                          "results")  # fmt: skip
+            # a server is slow or does not answer; a local store (sqlite on a full or locked disk) does not take
+            # them: it was called a server that does not answer (a walkthrough)
+            uri = resolved_tracking_uri(settings.tracking_uri)
+            stuck = (f"its server at {without_password(uri)} is slow or not answering" if
+                     uri.startswith(("http://", "https://")) else
+                     f"its store {without_password(uri)} is not taking them: the lines above say why")  # fmt: skip
+
             def waiting() -> None:  # a tracking server that stalls: said, and how to go on (it was silent)
-                echo(f"waiting for MLflow to take the search's last records (its server at "
-                     f"{without_password(settings.tracking_uri or 'the default store')} is slow or not answering); "
-                     f"Ctrl-C stops waiting, and `{resume_command(exp_dir)}` then logs what "
-                     "MLflow lacks")  # fmt: skip
+                echo(f"waiting for MLflow to take the search's last records ({stuck}); Ctrl-C stops waiting, and "
+                     f"`{resume_command(exp_dir)}` then logs what MLflow lacks")  # fmt: skip
 
             errors = tracker.close(interrupted=interrupted, on_slow=waiting)
             ended = "KILLED" if interrupted and status == "FINISHED" else status
@@ -1669,11 +1674,9 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
                     # exit 1, and the search marked finished, which `resume` could then not repair (a walkthrough)
                     ended = "KILLED"
                     raise TrackingIncomplete(
-                        f"MLflow did not take the search's last records in time (its server at "
-                        f"{without_password(settings.tracking_uri or 'the default store')} is slow or not answering); "
-                        f"every trial's results are kept in {exp_dir}: `{resume_command(exp_dir)}` logs what MLflow "
-                        "lacks once it answers, then writes the best "
-                        "config and the report")  # fmt: skip
+                        f"MLflow did not take the search's last records in time ({stuck}); every trial's results "
+                        f"are kept in {exp_dir}: `{resume_command(exp_dir)}` logs what MLflow lacks once it "
+                        "answers, then writes the best config and the report")  # fmt: skip
                 if not interrupted and status == "FINISHED" and errors and trials:
                     # MLflow refused records for good (a store whose disk filled: every trial's epochs): marked
                     # finished, the search summed up "no trial produced a score" and `resume` refused to log what
