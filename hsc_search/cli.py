@@ -226,7 +226,7 @@ def run(
     mode: Optional[str] = typer.Option(None, help="max or min. [default: max]"),
     experiment: Optional[str] = typer.Option(None, help="MLflow experiment name. [default: hsc-search]"),
     name: Optional[str] = typer.Option(None, help="Name of this search (folder under --storage, parent run name). "
-                                       "[default: hsc-<date>-<time>]"),
+                                       "[default: hsc-<date>-<time>, -2 where taken]"),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI, e.g. http://head:5000 on a "
                                                "cluster. [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here]"),
     storage: Optional[str] = typer.Option(None, help="Ray Tune storage path (shared by all nodes on a cluster). "

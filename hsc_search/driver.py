@@ -371,6 +371,30 @@ def _another_name(name_from: str) -> str:
     return "pick another --name" if name_from.startswith("--") else f"pick another name ({name_from})"
 
 
+def _claim_named(settings: SearchSettings, name_from: str = "--name") -> str:
+    """The folder of a search its user named: refused when it holds something, else claimed."""
+    exp_dir = experiment_dir(settings)
+    _refuse_existing(exp_dir, name_from)
+    _claim_new_folder(exp_dir, name_from)
+    return exp_dir
+
+
+def _claim_default_name(settings: SearchSettings) -> str:
+    """The folder of a search named by default (hsc-<date>-<time>): one taken by another search started in the
+    same second, or left by an earlier one, makes it -2, -3, ... as the trainer names its runs (the second of two
+    searches a shell loop started in one second was refused, its user having named neither: a walkthrough)."""
+    base = settings.name
+    for n in range(1, 100):
+        settings.name = base if n == 1 else f"{base}-{n}"
+        try:
+            return _claim_named(settings)
+        except SearchError:
+            exp_dir = experiment_dir(settings)
+            if n == 99 or storage.is_uri(exp_dir) or not Path(exp_dir).exists():  # not taken: cannot be written
+                raise
+    raise AssertionError("unreachable")
+
+
 def _claim_new_folder(exp_dir: str, name_from: str = "--name") -> None:
     """Makes a new search's folder and holds it (`hold_search`) before the rest of the pre-flight, so that of two
     `run`s of one --name started together one goes on and the other is refused in its pre-flight (both passed it:
@@ -856,6 +880,7 @@ def run_search(
         # the CLI's settings are checked as they are read; a settings object built in Python was not checked at
         # all (scheduler="bogus" searched with ASHA and recorded "bogus": a walkthrough)
         settings.validate()
+        defaulted = not settings.name
         settings.name = settings.name or time.strftime("hsc-%Y%m%d-%H%M%S")
         space = load_space(settings.space_path(), overrides=settings.overrides, set_from=settings.set_from)
         # a data file is read and recorded by its absolute path (the parent run's `data`, the search's record, the
@@ -865,10 +890,9 @@ def run_search(
         fingerprint = data_fingerprint(data)
         first, notes = _first_trial(space, settings, data)
         select_checkpoints_by_metric(space, settings)
-        exp_dir = experiment_dir(settings)
         name_from = settings.given_by.get("name", "--name")  # a config's `name:` is said as such
-        _refuse_existing(exp_dir, name_from)
-        _claim_new_folder(exp_dir, name_from)  # before anything else is written; let go of if the pre-flight fails
+        # before anything else is written; let go of if the pre-flight fails
+        exp_dir = _claim_default_name(settings) if defaulted else _claim_named(settings, name_from)
         try:
             warm, local, in_process = _preflight_rest(settings, space, first, notes, fingerprint)
         except BaseException:

@@ -819,6 +819,21 @@ def test_a_new_searchs_folder_is_claimed_and_let_go_of(tmp_path, monkeypatch):
         driver.run_search(SearchSettings(name="s", storage=str(tmp_path / "b" / "rr"), data=DATA, mlflow=False,
                                          max_epochs=1, num_samples=1), echo=lambda _: None)  # fmt: skip
     assert not (tmp_path / "b").exists() and not driver._HELD and not driver._CLAIMED
+    # a name by default taken in the same second (another search of a shell loop, or an earlier one's folder): the
+    # next free -2, -3 (the second search was refused, its user having named neither: a walkthrough)
+    monkeypatch.setattr(driver.time, "strftime", lambda fmt, *a: "hsc-fixed" if fmt.startswith("hsc-") else "now")
+    taken = tmp_path / "c" / "rr" / "hsc-fixed"
+    taken.mkdir(parents=True)
+    (taken / "x.txt").write_text("someone's")
+    (taken.parent / "hsc-fixed-2").mkdir()
+    (taken.parent / "hsc-fixed-2" / DRIVER_LOCK).write_text("driver pid 1 on gone, since then")  # free (killed)
+    settings = SearchSettings(storage=str(taken.parent), data=DATA, mlflow=False, max_epochs=1, num_samples=1)
+    with pytest.raises(RuntimeError, match="Ray did not start"):
+        driver.run_search(settings, echo=lambda _: None)
+    assert settings.name == "hsc-fixed-2" and (taken / "x.txt").is_file()
+    with pytest.raises(SearchError, match="hsc-fixed exists already and holds no hsc-search search"):
+        driver.run_search(SearchSettings(name="hsc-fixed", storage=str(taken.parent), data=DATA, mlflow=False,
+                                         max_epochs=1, num_samples=1), echo=lambda _: None)  # named: refused
 
 
 def _wait_for(cond, timeout, what):
