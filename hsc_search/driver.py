@@ -36,7 +36,8 @@ from .progress import Progress
 from .ray_internals import keep_starting_actors, restored_searcher_in_the_folder_now, tuner_parts
 from .report import _reason, publish_report
 from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, TAG_SET_FROM, client_for, default_tracking_uri,
-                   experiment_tags, folder_hint, http_failure, import_mlflow, resolved_tracking_uri, score_key,
+                   experiment_tags, folder_hint, http_failure, import_mlflow, moved_store_hint, resolved_tracking_uri,
+                   score_key,
                    served_artifacts_problem, sqlite_path, tag_experiment, trial_outcome, typed_column,
                    user_tag, without_password, write_csv)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
@@ -1349,6 +1350,14 @@ def _check_parent_run(client, parent_id: str, uri: str | None, given: str | None
         flag = f"--tracking-uri {given}" if given else f"the search's MLflow store {uri or 'sqlite:///mlflow.db'}"
         raise SearchError(f"{flag}: has no run {parent_id} (the search's parent run): not the store the search "
                           "logged to; give resume --tracking-uri with the store it logged to") from None
+    # a store moved with its artifact folder (a project folder moved whole): MLflow keeps absolute artifact paths,
+    # so the resumed search's records went to the old path, made again, or failed there for 150 s and were called
+    # a server not answering (a review)
+    artifacts = run.info.artifact_uri or ""
+    local = artifacts.removeprefix("file://") if artifacts.startswith(("file://", "/")) else None
+    if local is not None and not os.path.isdir(local):
+        raise SearchError(f"the search's parent run {parent_id}: {moved_store_hint(artifacts)}; a resume would "
+                          "write the search's new records there")  # fmt: skip
 
 
 def _check_same_data(meta: dict, data, spec: str) -> None:

@@ -1295,8 +1295,18 @@ def test_a_deleted_experiment_or_parent_run_is_one_sentence_with_the_command_tha
 
     uri = f"sqlite:///{tmp_path / 's.db'}"
     client = MlflowClient(uri)
-    gone = client.create_experiment("gone")
+    gone = client.create_experiment("gone", artifact_location=str(tmp_path / "art"))
     parent = client.create_run(gone).info.run_id
+    client.log_text(parent, "{}", "search_config.yaml")  # (a search's parent logs its inputs at its start)
+    # the store moved with its artifact folder (a project folder moved whole): refused, naming where MLflow keeps
+    # them (the resume wrote the search's new records to the old path, or failed there for 150 s: a review)
+    (tmp_path / "art").rename(tmp_path / "moved")
+    with pytest.raises(SearchError, match=f"^the search's parent run {parent}: the store says its artifacts are in "
+                                          f"{re.escape(str(tmp_path / 'art'))}/.*, which does not exist .* a resume "
+                                          "would write the search's new records there$"):  # fmt: skip
+        _check_parent_run(client, parent, uri, None)
+    (tmp_path / "moved").rename(tmp_path / "art")
+    _check_parent_run(client, parent, uri, None)  # where MLflow keeps them: passes
     client.delete_run(parent)
     with pytest.raises(SearchError) as e:
         _check_parent_run(client, parent, uri, None)
