@@ -1360,7 +1360,7 @@ def _check_parent_run(client, parent_id: str, uri: str | None, given: str | None
                           "write the search's new records there")  # fmt: skip
 
 
-def _check_same_data(meta: dict, data, spec: str) -> None:
+def _check_same_data(meta: dict, data, spec: str, given: bool = True) -> None:
     """A resume trains on the data the search started on, or not at all: a file changed since (other clips,
     labels, values or dimensions) made the restored trials fail one by one while the trials not yet started
     trained on the new file, and the search named one of those its best (exit 0). Searches recorded before the
@@ -1370,12 +1370,14 @@ def _check_same_data(meta: dict, data, spec: str) -> None:
     saved = meta.get("data_fingerprint")
     if saved is not None and not same_data(saved, data_fingerprint(data)):
         started = (meta.get("settings") or {}).get("data")
-        if started is not None and str(started) != str(spec):  # other data given: no file changed (a walkthrough:
-            raise SearchError(  # a synthetic spec was told its "file changed since")
+        same = started is None or os.path.realpath(str(started)) == os.path.realpath(str(spec))  # (a link to it)
+        if not same:  # other data given: no file changed (a walkthrough: a synthetic spec was told its "file
+            raise SearchError(  # changed since")
                 f"--data {spec}: not the data this search started on ({started}: other clips, labels, values or "
                 "dimensions); its trials must all train on one dataset: give its data (moved: --data <where it "
                 "is now>), or start a new search on this one")  # fmt: skip
-        raise SearchError(f"--data {spec}: not the data this search started on (other clips, labels, values or "
+        named = f"--data {spec}" if given else f"the search's data {spec}"  # (no --data given: a review)
+        raise SearchError(f"{named}: not the data this search started on (other clips, labels, values or "
                           "dimensions: the file changed since); its trials must all train on one dataset: put the "
                           "search's file back, or start a new search on this one")  # fmt: skip
 
@@ -1476,7 +1478,7 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
             raise SearchError(f"{settings.data}: file not found: the data this search started on; if it moved, give "
                               "resume --data <where it is now> (checked against the data the search started "
                               "on)") from None  # fmt: skip
-        _check_same_data(meta, data, settings.data)
+        _check_same_data(meta, data, settings.data, given=bool(data_spec))
         in_process = False
         if settings.mlflow:
             # the search logged there: a missing file is the wrong store (MLflow would make an empty one and fail

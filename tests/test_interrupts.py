@@ -286,11 +286,18 @@ def test_a_resume_on_a_data_file_that_changed_since_the_search_started_is_refuse
     proc = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=180)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.strip() == (f"error: --data {tmp_path / 'feats.h5'}: not the data this search started on "
+    assert proc.stderr.strip() == (f"error: the search's data {tmp_path / 'feats.h5'}: not the data this search started on "
                                    "(other clips, labels, values or dimensions: the file changed since); its trials "
                                    "must all train on one dataset: put the search's file back, or start a new search "
                                    "on this one"), proc.stderr  # fmt: skip
     assert "Ray" not in proc.stdout, proc.stdout  # refused before Ray started
+    # (named "the search's data": no --data was given; a link to the same changed file is that file, changed)
+    (tmp_path / "link.h5").symlink_to(tmp_path / "feats.h5")
+    proc = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder), "--data", "link.h5"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert proc.returncode == 2 and "(other clips, labels, values or dimensions: the file changed since)" in \
+        proc.stderr and proc.stderr.startswith(f"error: --data {tmp_path / 'link.h5'}: "), proc.stderr  # fmt: skip
+    (tmp_path / "link.h5").unlink()
     # the search's file moved: said, with how to point at it; --data with other data is refused; with its data it
     # goes on (the same generator and seed write the same file)
     (tmp_path / "feats.h5").unlink()
