@@ -251,6 +251,10 @@ def test_write_synthetic_layout_and_cli(tmp_path, capsys):
     assert main(["ave", str(tmp_path / "afile" / "x.h5"), "--set", "n_train=30"]) == 2
     assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'afile' / 'x.h5'}: its folder {tmp_path / 'afile'} "
                                                "is not a folder (nothing written)")  # fmt: skip
+    assert main(["ave", str(tmp_path / "afile" / "sub" / "x.h5"), "--set", "n_train=30"]) == 2  # (a review)
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'afile' / 'sub' / 'x.h5'}: its folder "
+                                               f"{tmp_path / 'afile' / 'sub'} cannot be made ({tmp_path / 'afile'} is "
+                                               "a file) (nothing written)")  # fmt: skip
 
 
 def test_load_data_rejects_bad_synthetic_option_before_generating(tmp_path, monkeypatch):

@@ -414,8 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     folder = os.path.dirname(args.out) or "."
     if not os.path.isdir(folder):  # a mistyped folder was made without a word (a walkthrough): refused, as the
         # other commands refuse a missing parent
-        what = "is not a folder" if os.path.lexists(folder) else "does not exist; create it first"
         shown = folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)  # (not folded: miss/..)
+        up = Path(shown)  # a file on the way (afile/sub/x.h5) cannot be made a folder: named (a review)
+        while not os.path.lexists(up) and up != up.parent:
+            up = up.parent
+        what = ("is not a folder" if up == Path(shown) else f"cannot be made ({up} is a file)") if not up.is_dir() \
+            else "does not exist; create it first"
         print(f"error: {args.out}: its folder {shown} {what} (nothing written)", file=sys.stderr)
         return 2
     if os.path.lexists(args.out) and not (args.force and not os.path.isdir(args.out)):
