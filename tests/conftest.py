@@ -90,7 +90,10 @@ class MlflowServer:
             try:
                 urllib.request.urlopen(self.url + "/health", timeout=2)
                 return self
-            except OSError:
+            except BaseException as e:
+                if not isinstance(e, OSError):  # (a bad URL, a Ctrl-C): the server is not left running
+                    self.stop()
+                    raise
                 if self.proc.poll() is not None and self.chosen:  # its port taken since it was found free: once
                     self.chosen, self.port = False, _free_port()  # more on another
                     self.url = f"http://127.0.0.1:{self.port}"
