@@ -386,9 +386,14 @@ class _Sink:
         self.params[tid] = [Param(k, v) for k, v in params]
         self.waiting[tid] = time.monotonic()
 
+        tried = [known]
+
         def start() -> str:
             client = self.client
-            run = find_child_run(client, experiment_id, parent_run_id, tid) if known else None
+            # looked up also when a first attempt failed: a server killed as it answered had made the run, and
+            # the retry made a second, empty one for the trial (a CI run's outage test; one run per trial)
+            run = find_child_run(client, experiment_id, parent_run_id, tid) if tried[0] else None
+            tried[0] = True
             if run is None:
                 run = client.create_run(experiment_id, run_name=name,
                                         tags={TAG_PARENT: parent_run_id, TAG_TRIAL: tid, TAG_KIND: "trial",

@@ -89,6 +89,7 @@ class MlflowServer:
         while True:
             try:
                 urllib.request.urlopen(self.url + "/health", timeout=2)
+                self.chosen = False  # its port now: a restart (a test's outage) comes back on it, or fails
                 return self
             except BaseException as e:
                 if not isinstance(e, OSError):  # (a bad URL, a Ctrl-C): the server is not left running

@@ -202,6 +202,40 @@ def test_a_run_whose_artifact_repository_cannot_be_built_is_created_once_and_sti
     assert {"config.yaml", "cca_spectrum.csv", "plots"} <= files
 
 
+def test_a_trial_run_made_by_a_call_whose_answer_was_lost_is_not_made_twice(tmp_path, monkeypatch):
+    """A server killed as it answered `create_run` (a CI run's outage test): the run was made, the writer saw an
+    error, and its retry made a second, empty run for the trial. A retry now looks the trial's run up first."""
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search import writer as writer_module
+
+    made = MlflowClient.create_run
+    lost = []
+
+    def answer_lost(self, experiment_id, *a, tags=None, **k):
+        run = made(self, experiment_id, *a, tags=tags, **k)
+        if (tags or {}).get("hsc.kind") == "trial" and not lost:  # the first trial run: made, its answer lost
+            lost.append(run.info.run_id)
+            raise ConnectionError("Connection aborted: RemoteDisconnected('Remote end closed connection')")
+        return run
+
+    monkeypatch.setattr(MlflowClient, "create_run", answer_lost)
+    monkeypatch.setenv(writer_module.PROCESS_ENV, "thread")  # the patch reaches a writer in this process
+    monkeypatch.chdir(tmp_path)
+    uri, client, exp, parent = _search_store(tmp_path)
+    tracker = MlflowTracker(uri, exp, parent, MAX_EPOCHS, ["lr"])
+    tracker.setup()
+    trial = Trial("t1", {"lr": 0.001, "epochs": MAX_EPOCHS})
+    tracker.on_trial_start(0, [], trial)
+    trial.last_result = _result([1, 2, 3])
+    tracker.on_trial_result(0, [], trial, trial.last_result)
+    tracker.on_trial_complete(0, [], trial)
+    assert tracker.close(interrupted=False) == []
+    run = _child(client, exp)  # exactly one child run: the one the lost answer made
+    assert lost == [run.info.run_id] and run.info.status == "FINISHED"
+    assert _steps(client, run.info.run_id, "val/map_avg") == [1, 2, 3]
+
+
 def test_a_search_interrupted_after_a_trials_last_report_keeps_that_report(store):
     """The last report waits to be logged with the trial's end; when the search is interrupted before the end,
     closing the tracker logs it (nothing the trial reported is lost) and ends the run as completed: it trained
