@@ -174,6 +174,25 @@ def test_early_params_a_store_refuses_go_with_the_first_report(store, monkeypatc
     assert run.data.params == {"lr": "0.003"} and sent == [{"lr": "0.003"}], sent
 
 
+def _one_trial_in_a_thread_writer(tmp_path, monkeypatch):
+    """One trial of 3 epochs through a tracker whose writer is a thread of this process (so that a test's patches
+    reach it), to its end: (client, experiment id)."""
+    from hsc_search import writer as writer_module
+
+    monkeypatch.setenv(writer_module.PROCESS_ENV, "thread")
+    monkeypatch.chdir(tmp_path)
+    uri, client, exp, parent = _search_store(tmp_path)
+    tracker = MlflowTracker(uri, exp, parent, MAX_EPOCHS, ["lr"])
+    tracker.setup()
+    trial = Trial("t1", {"lr": 0.001, "epochs": MAX_EPOCHS})
+    tracker.on_trial_start(0, [], trial)
+    trial.last_result = _result([1, 2, 3])
+    tracker.on_trial_result(0, [], trial, trial.last_result)
+    tracker.on_trial_complete(0, [], trial)
+    assert tracker.close(interrupted=False) == []
+    return client, exp
+
+
 def test_a_run_whose_artifact_repository_cannot_be_built_is_created_once_and_still_gets_its_files(
         tmp_path, monkeypatch):  # fmt: skip
     """The writer builds each child run's artifact repository itself (writer._Sink._artifact_repository): when
@@ -185,17 +204,7 @@ def test_a_run_whose_artifact_repository_cannot_be_built_is_created_once_and_sti
         raise RuntimeError(f"no artifact repository for {uri}")
 
     monkeypatch.setattr(writer_module._Sink, "_artifact_repository", cannot)
-    monkeypatch.setenv(writer_module.PROCESS_ENV, "thread")  # the patch reaches a writer in this process
-    monkeypatch.chdir(tmp_path)
-    uri, client, exp, parent = _search_store(tmp_path)
-    tracker = MlflowTracker(uri, exp, parent, MAX_EPOCHS, ["lr"])
-    tracker.setup()
-    trial = Trial("t1", {"lr": 0.001, "epochs": MAX_EPOCHS})
-    tracker.on_trial_start(0, [], trial)
-    trial.last_result = _result([1, 2, 3])
-    tracker.on_trial_result(0, [], trial, trial.last_result)
-    tracker.on_trial_complete(0, [], trial)
-    assert tracker.close(interrupted=False) == []
+    client, exp = _one_trial_in_a_thread_writer(tmp_path, monkeypatch)
     run = _child(client, exp)  # exactly one child run
     assert run.info.status == "FINISHED"
     files = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -206,8 +215,6 @@ def test_a_trial_run_made_by_a_call_whose_answer_was_lost_is_not_made_twice(tmp_
     """A server killed as it answered `create_run` (a CI run's outage test): the run was made, the writer saw an
     error, and its retry made a second, empty run for the trial. A retry now looks the trial's run up first."""
     from mlflow.tracking import MlflowClient
-
-    from hsc_search import writer as writer_module
 
     made = MlflowClient.create_run
     lost = []
@@ -220,17 +227,7 @@ def test_a_trial_run_made_by_a_call_whose_answer_was_lost_is_not_made_twice(tmp_
         return run
 
     monkeypatch.setattr(MlflowClient, "create_run", answer_lost)
-    monkeypatch.setenv(writer_module.PROCESS_ENV, "thread")  # the patch reaches a writer in this process
-    monkeypatch.chdir(tmp_path)
-    uri, client, exp, parent = _search_store(tmp_path)
-    tracker = MlflowTracker(uri, exp, parent, MAX_EPOCHS, ["lr"])
-    tracker.setup()
-    trial = Trial("t1", {"lr": 0.001, "epochs": MAX_EPOCHS})
-    tracker.on_trial_start(0, [], trial)
-    trial.last_result = _result([1, 2, 3])
-    tracker.on_trial_result(0, [], trial, trial.last_result)
-    tracker.on_trial_complete(0, [], trial)
-    assert tracker.close(interrupted=False) == []
+    client, exp = _one_trial_in_a_thread_writer(tmp_path, monkeypatch)
     run = _child(client, exp)  # exactly one child run: the one the lost answer made
     assert lost == [run.info.run_id] and run.info.status == "FINISHED"
     assert _steps(client, run.info.run_id, "val/map_avg") == [1, 2, 3]
