@@ -499,7 +499,7 @@ def test_parquet_one_hot_rows_as_labels_are_named(tmp_path):
     cols = _parquet_table().to_pydict()
     cols["label"] = [[int(c == lab) for c in range(4)] for lab in cols["label"]]
     pq.write_table(pa.table(cols), tmp_path / "onehot.parquet")
-    with pytest.raises(DataError, match=r"column 'label': rows such as \[1, 0, 0, 0\] repeat 0 and 1, as one-hot rows do"):
+    with pytest.raises(DataError, match=r"column 'label': rows such as \[1, 0, 0, 0\] repeat a 0 or a 1, as one-hot rows do"):
         load_data(str(tmp_path / "onehot.parquet"))
     cols["label"] = [[[0, 1], [0], [1]][i % 3] for i in range(len(cols["label"]))]  # indices 0 and 1: fine
     pq.write_table(pa.table(cols), tmp_path / "fine.parquet")
@@ -507,5 +507,9 @@ def test_parquet_one_hot_rows_as_labels_are_named(tmp_path):
     # one one-hot row among valid lists: that row is named (row 0, the valid [0, 1], was named: a review)
     cols["label"][-1] = [0, 0, 1]
     pq.write_table(pa.table(cols), tmp_path / "one.parquet")
-    with pytest.raises(DataError, match=r"column 'label': rows such as \[0, 0, 1\] repeat 0 and 1"):
+    with pytest.raises(DataError, match=r"column 'label': rows such as \[0, 0, 1\] repeat a 0 or a 1"):
         load_data(str(tmp_path / "one.parquet"))
+    cols["label"][-1] = [1, 1]  # one index twice: said as what it is (it was "repeat 0 and 1": a review)
+    pq.write_table(pa.table(cols), tmp_path / "twice.parquet")
+    with pytest.raises(DataError, match=r"column 'label': rows such as \[1, 1\] repeat a 0 or a 1"):
+        load_data(str(tmp_path / "twice.parquet"))

@@ -560,7 +560,7 @@ def _label_column(col: pa.ChunkedArray, src: str) -> np.ndarray:
     keys, seen = np.unique(rows * 2 + idx, return_counts=True) if idx.max() <= 1 else (None, None)
     if seen is not None and np.any(seen > 1):  # 0s and 1s, repeated within a row: named by the first such row (it
         first = int(keys[seen > 1][0] // 2)  # named row 0 whatever it held: a review)
-        raise DataError(f"{src}: column 'label': rows such as {arr[first].as_py()} repeat 0 and 1, as one-hot "
+        raise DataError(f"{src}: column 'label': rows such as {arr[first].as_py()} repeat a 0 or a 1, as one-hot "
                         "rows do; a label here is a class index or a list of class indices (e.g. 2, or [0, 3]): "
                         "write each row's indices where it has a 1")  # fmt: skip
     hot = np.zeros((len(arr), int(idx.max()) + 1), dtype=np.float32)
