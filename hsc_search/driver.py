@@ -384,16 +384,16 @@ def _claim_default_name(settings: SearchSettings) -> str:
     """The folder of a search named by default (hsc-<date>-<time>): one taken by another search started in the
     same second, or left by an earlier one, makes it -2, -3, ... as the trainer names its runs (the second of two
     searches a shell loop started in one second was refused, its user having named neither: a walkthrough)."""
-    base = settings.name
-    for n in range(1, 100):
-        settings.name = base if n == 1 else f"{base}-{n}"
+    base, n = settings.name, 1
+    while True:
         try:
             return _claim_named(settings)
         except SearchError:
             exp_dir = experiment_dir(settings)
-            if n == 99 or storage.is_uri(exp_dir) or not Path(exp_dir).exists():  # not taken: cannot be written
+            if n >= 99 or storage.is_uri(exp_dir) or not Path(exp_dir).exists():  # not taken: cannot be written
                 raise
-    raise AssertionError("unreachable")
+        n += 1
+        settings.name = f"{base}-{n}"
 
 
 def _claim_new_folder(exp_dir: str, name_from: str = "--name") -> None:
