@@ -288,7 +288,7 @@ def run(
         typer.echo(f"note: --config {config} sets nothing (empty, or only comments): the default search runs, with "
                    "any flags on top")  # fmt: skip
     try:
-        from .driver import SetupInterrupted, TrackingIncomplete, TrackingUnavailable, run_search
+        from .driver import SetupInterrupted, StoppedByDisk, TrackingIncomplete, TrackingUnavailable, run_search
         from .preflight import PreflightError
     except KeyboardInterrupt:
         _interrupted_at_setup()
@@ -296,8 +296,9 @@ def run(
         outcome = run_search(settings, echo=typer.echo)
     except (SettingsError, SpaceError, ConfigError, DataError, FileNotFoundError, PreflightError, StorageError) as e:
         _fail(str(e))
-    except (TrackingIncomplete, TrackingUnavailable) as e:  # the trials ran and their record is not complete
-        _fail(str(e), code=1)  # (resume finishes it), or the store failed as the search started: exit 1
+    except (TrackingIncomplete, TrackingUnavailable, StoppedByDisk) as e:  # the trials ran and their record is not
+        _fail(str(e), code=1)  # complete (resume finishes it), the store failed as the search started, or a disk
+        # refused a trial's write (resume continues it): exit 1
     except SetupInterrupted as e:
         _interrupted_at_setup(e.exp_dir, e.resumable, e.removed)
     except KeyboardInterrupt:  # while the search ended (Ray's last save after a first Ctrl-C, our records)
@@ -346,7 +347,8 @@ def resume(
     try:  # as in `run`
         from trainer import ConfigError, DataError
 
-        from .driver import NothingToResume, SetupInterrupted, TrackingIncomplete, TrackingUnavailable, resume_search
+        from .driver import (NothingToResume, SetupInterrupted, StoppedByDisk, TrackingIncomplete,
+                             TrackingUnavailable, resume_search)
         from .preflight import PreflightError
         from .space import SpaceError
         from .storage import StorageError
@@ -361,7 +363,7 @@ def resume(
         _interrupted_at_setup(e.exp_dir, e.resumable, e.removed, flags=again)
     except (PreflightError, StorageError, DataError, ConfigError, SpaceError, FileNotFoundError) as e:
         _fail(str(e))
-    except (TrackingIncomplete, TrackingUnavailable) as e:
+    except (TrackingIncomplete, TrackingUnavailable, StoppedByDisk) as e:
         _fail(str(e), code=1)
     except KeyboardInterrupt:
         _interrupted_again(shown)

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import signal
 import sys
@@ -491,6 +492,9 @@ def _quiet() -> None:
     state_log = logging.getLogger("ray.tune.execution.experiment_state")
     if not any(isinstance(f, _OneLineSyncError) for f in state_log.filters):
         state_log.addFilter(_OneLineSyncError())
+    worker_log = logging.getLogger("ray._private.worker")
+    if not any(isinstance(f, _OneLineUnhandledError) for f in worker_log.filters):
+        worker_log.addFilter(_OneLineUnhandledError())
 
 
 class _OneLineSyncError(logging.Filter):
@@ -504,6 +508,21 @@ class _OneLineSyncError(logging.Filter):
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             record.msg = f"{record.getMessage()}{type(error).__name__}: {first} (the next save tries again)"
             record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+class _OneLineUnhandledError(logging.Filter):
+    """Ray's "Unhandled error" of a task whose result no one read, one line (its exception's): a trial that failed
+    as the search stopped (its task's result dropped by Tune's stop) logged its whole traceback, 40 lines, after
+    the search's own line had said why (a disk that refused the trials' writes)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Unhandled error"):
+            lines = [l.strip() for l in message.splitlines() if l.strip()]
+            named = [l for l in lines[1:] if re.match(r"^(?:[\w.]*\.)?\w*(?:Error|Exception)\b", l)]
+            record.msg = f"a task no one waited for ended with an error: {(named or lines)[-1][:300]}"
+            record.args = ()
         return True
 
 
@@ -881,6 +900,7 @@ def run_search(
         # the CLI's settings are checked as they are read; a settings object built in Python was not checked at
         # all (scheduler="bogus" searched with ASHA and recorded "bogus": a walkthrough)
         settings.validate()
+        preflight.check_cache_dir()
         defaulted = not settings.name
         settings.name = settings.name or time.strftime("hsc-%Y%m%d-%H%M%S")
         space = load_space(settings.space_path(), overrides=settings.overrides, set_from=settings.set_from)
@@ -1401,6 +1421,7 @@ def _space_file_changed(settings: SearchSettings, recorded: dict) -> str | None:
 
 def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | None,
                    tracking_uri: str | None = None, data_spec: str | None = None) -> SearchOutcome:  # fmt: skip
+    preflight.check_cache_dir()
     meta_path = storage.join(exp_dir, META_FILE)
     if not storage.exists(meta_path):
         if not storage.exists(exp_dir):
@@ -1621,13 +1642,53 @@ def _head_address(settings: SearchSettings) -> str | None:
         return None
 
 
+class StoppedByDisk(Exception):
+    """The search stopped itself, its state saved, when a disk refused a trial's write (full, read-only, over
+    quota): one line naming the trial, the disk's words and the command that continues it once there is room."""
+
+
 def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo,
                     resumed: bool = False) -> SearchOutcome:  # fmt: skip
+    """Runs the search and its tail (`_fit_and_tail`); a search that stopped itself at a disk that refused a
+    trial's write raises `StoppedByDisk` once its tail is done, or instead of what its tail raised (on that disk
+    the tail's own writes fail too, and `resume` writes them again)."""
+    refused: list[str] = []  # the first trial's write a disk refused: the search stopped itself there
+    try:
+        outcome = _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, echo, resumed, refused)
+    except Exception as e:
+        if refused:
+            raise StoppedByDisk(_stopped_by_disk(refused[0], exp_dir)) from e
+        raise
+    if refused and outcome.interrupted:
+        raise StoppedByDisk(_stopped_by_disk(refused[0], exp_dir))
+    return outcome
+
+
+def _stopped_by_disk(refused: str, exp_dir: str) -> str:
+    return (f"{refused} (a disk that is full or read-only: the search's folder {exp_dir} or the temporary folder "
+            f"its trials write in); the search stopped with its state saved, so that no trial failed for it, and "
+            f"once there is room `{resume_command(exp_dir)}` continues it, each trial from its last checkpoint")
+
+
+def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, echo, resumed: bool,
+                  refused: list[str]) -> SearchOutcome:  # fmt: skip
     from ray.tune import ExperimentAnalysis
 
-    from .ray_internals import tolerate_deleted_checkpoints
+    from .ray_internals import stopping_at_a_full_disk, tolerate_deleted_checkpoints, tune_stop, whole_state_files
 
     tolerate_deleted_checkpoints()  # a resumed search's snapshot can list checkpoints its killed driver deleted
+
+    def on_full(trial, error: OSError) -> bool:
+        if refused:  # stopping already (trials running then can fail the same way)
+            return True
+        stop = tune_stop()
+        if stop is None:  # (off the main thread Tune has no handler to stop with: failed as before)
+            return False
+        refused.append(f"trial {trial.trial_id}'s write was refused: {_disk_words(error)}")
+        echo(f"stopping: {refused[0]}; the search stops here and keeps its state, so that no trial fails for a "
+             "disk (not its config's fault)")  # fmt: skip
+        stop()
+        return True
 
     callbacks, _, scheduler = tuner_parts(tuner)  # the restored ones after resume
     tracker = next((c for c in callbacks if isinstance(c, MlflowTracker)), None)
@@ -1638,8 +1699,10 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
     try:
         # (keep_starting_actors: a trial whose actor is starting is not moved onto a freed one; a resumed search's
         # new trials are made in the folder it is in now, not where it started: ray_internals)
-        with keep_starting_actors(), restored_searcher_in_the_folder_now(), \
-                watching_the_head(_head_address(settings), exp_dir, echo):  # fmt: skip
+        # (a full disk: the search stops at the first trial it fails, and Ray's state files are replaced whole, so
+        # the search is resumed once there is room: ray_internals)
+        with keep_starting_actors(), restored_searcher_in_the_folder_now(), whole_state_files(), \
+                stopping_at_a_full_disk(on_full), watching_the_head(_head_address(settings), exp_dir, echo):  # fmt: skip
             tuner.fit()
         # the saved experiment state is the truth (what `resume` would continue from); after Ctrl-C the in-memory
         # trials of the returned ResultGrid can read TERMINATED while Ray saved them as PENDING
@@ -1773,6 +1836,15 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
         _mark_finished(exp_dir)
     outcome.num_samples = settings.num_samples
     return outcome
+
+
+def _disk_words(error: OSError) -> str:
+    """A disk's refusal in the system's words and where, as far as the error says: "No space left on device:
+    /path" (pyarrow's copies say "Error writing bytes to file" and no path)."""
+    import errno as errnos
+
+    what = os.strerror(error.errno) if error.errno in errnos.errorcode else str(error)
+    return f"{what}: {error.filename}" if getattr(error, "filename", None) else what
 
 
 # MLflow's HTTP retries in a search's tail (reconcile, rungs, summary, best config, report), all of which `resume`

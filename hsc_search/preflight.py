@@ -493,6 +493,19 @@ RAY_SOCKET_SUFFIX = len("/session_2026-12-05_11-05-17_710537_") + len("/sockets/
 MAX_SOCKET_PATH = (104 if sys.platform == "darwin" else 108) - 1
 
 
+def check_cache_dir() -> None:
+    """$HSC_CACHE_DIR, when set, is not a file: the synthetic data's cache, the record of local Ray instances and
+    MLflow's store template go there; a file there made them anew in temporary folders (or skipped the record) for
+    every search, said at best in a line among Ray's (a walkthrough)."""
+    from pathlib import Path
+
+    given = os.environ.get("HSC_CACHE_DIR")
+    if given and Path(given).expanduser().exists() and not Path(given).expanduser().is_dir():
+        raise PreflightError(f"HSC_CACHE_DIR={given}: not a folder (hsc-search keeps its caches there: the synthetic "
+                             "data, the record of local Ray instances); set it to a folder, or unset it for "
+                             "~/.cache/hsc-search")  # fmt: skip
+
+
 def check_ray_temp_dir() -> None:
     """The local Ray instance's socket paths fit in a unix socket's 107 bytes: a temporary folder of more than about
     40 bytes (a batch scheduler's per-job TMPDIR) ended every search in a 130-line traceback (a walkthrough)."""

@@ -152,6 +152,123 @@ def keep_starting_actors():
         TuneController._maybe_reuse_cached_actor = original
 
 
+
+@contextlib.contextmanager
+def stopping_at_a_full_disk(on_full: Callable[[Any, OSError], bool]):
+    """While in this block, a trial that fails because a disk refused a write (`commands.DISK_ERRNOS`: full,
+    read-only, over quota or a file size limit) is given to `on_full(trial, error)`, which stops the search (as
+    Ctrl-C does) and says True, or cannot and says False; with True the trial is not counted as failed and goes
+    back to wait, to go on from its last checkpoint when the search is resumed; with False Ray handles it.
+
+    Ray Tune 2.60 (`TuneController._process_trial_failure`) retried such a trial `max_failures` times and then
+    failed it for good, and every later trial the same way: a full disk under the search's folder ended a search
+    with its trials FAILED as if their configs were at fault (a walkthrough). Stopped at the first such failure,
+    the search is resumed once the disk has room, each trial from its last checkpoint. Tune's own method is put
+    back on exit."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    from .commands import DISK_ERRNOS
+
+    original = TuneController._process_trial_failure
+
+    def _process_trial_failure(self, trial, exception) -> None:
+        refused = _disk_error(exception, DISK_ERRNOS)
+        if refused is None or trial.status not in ("RUNNING", "PENDING") or not on_full(trial, refused):
+            return original(self, trial, exception)
+        trial.handle_error(exception)  # its error file (the line Progress prints), and a failure counted...
+        trial.run_metadata.num_failures = max(0, trial.run_metadata.num_failures - 1)  # ...which is not its own
+        self._try_recover(trial, exc=exception)  # back to PENDING, from its last checkpoint
+
+    TuneController._process_trial_failure = _process_trial_failure
+    try:
+        yield
+    finally:
+        TuneController._process_trial_failure = original
+
+
+def tune_stop() -> Callable[[], None] | None:
+    """A function that ends the Ray Tune run under way as Ctrl-C does (its trials stop where they are, its state
+    is saved for `resume`), called from the thread that runs it; None when Tune's handler is not there to do it
+    (a Tune run off the main thread installs none). Tune 2.60 (`tune.run`'s `_setup_signal_catching`) handles
+    SIGUSR1 as SIGINT and keeps that handler for the whole run, where a Ctrl-C puts SIGINT's previous one back."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGUSR1)
+    if not callable(handler) or "_setup_signal_catching" not in getattr(handler, "__qualname__", ""):
+        return None
+    return lambda: handler(signal.SIGUSR1, None)
+
+def _disk_error(error: BaseException | None, errnos) -> OSError | None:
+    """The OSError with one of `errnos` that `error` is, wraps (Ray's RayTaskError keeps a trial's exception as
+    `cause`) or was raised from; None if there is none."""
+    seen = set()
+    todo = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in errnos:
+            return e
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    return None
+
+
+@contextlib.contextmanager
+def whole_state_files():
+    """While in this block, each file of a search's saved state that Ray Tune copies into a local search folder is
+    replaced whole (written beside it, then renamed over it) or left as it was.
+
+    Ray 2.60 (`ray.train._internal.storage._upload_to_fs_path`, called by its syncer for the experiment state and
+    the trials' result files) copied over the files in place: on a full disk the copy stopped part way, the
+    experiment state was cut off, and the search could not be resumed (a walkthrough, on a 3 MB file system).
+    Now a refused write leaves the previous state, from which `resume` goes on. A file that has not changed since
+    it was last copied (same size and modification time, which the copy keeps) is not copied again. Storage that is
+    not a local file system (S3, GCS: an object is written whole there anyway) is copied by Ray as before. The
+    driver's process only (its syncer copies these); Ray's function is put back on exit."""
+    import posixpath
+    import shutil
+
+    import pyarrow.fs as pafs
+    from ray.train._internal import storage as ray_storage
+
+    original = ray_storage._upload_to_fs_path
+
+    def replace_whole(src: str, dest: str) -> None:
+        try:
+            have, had = os.stat(src), os.stat(dest)
+            if have.st_size == had.st_size and have.st_mtime_ns == had.st_mtime_ns:
+                return
+        except OSError:
+            pass
+        os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+        part = f"{dest}.hsc-part"
+        try:
+            shutil.copy2(src, part)
+            os.replace(part, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
+
+    def _upload_to_fs_path(local_path, fs, fs_path, exclude=None) -> None:
+        if exclude or not isinstance(fs, pafs.LocalFileSystem):
+            return original(local_path=local_path, fs=fs, fs_path=fs_path, exclude=exclude)
+        if os.path.isfile(local_path):
+            return replace_whole(local_path, fs_path)
+        os.makedirs(fs_path, exist_ok=True)
+        for root, _, files in os.walk(local_path):
+            rel = os.path.relpath(root, local_path)
+            for name in files:
+                replace_whole(os.path.join(root, name),
+                              posixpath.normpath(posixpath.join(fs_path, rel.replace(os.sep, "/"), name)))
+
+    ray_storage._upload_to_fs_path = _upload_to_fs_path
+    try:
+        yield
+    finally:
+        ray_storage._upload_to_fs_path = original
+
 # ---------------------------------------------------------------------------------------------- ASHA
 def asha_brackets(scheduler) -> list[list[tuple[float, dict]]]:
     """Per bracket, its rungs as Ray keeps them: [(milestone, {trial_id: recorded reward}), ...], highest milestone

@@ -333,3 +333,66 @@ except OSError as e:
     assert [p.info.status for p in parents] == ["FINISHED"] and len(children) == 2, [p.info.status for p in parents]
     assert all(c.info.status == "FINISHED" for c in children)
     assert not os.path.exists(tmp_path / "ray_results" / "rungs" / "asha_rungs.json")
+
+
+def test_a_full_disk_under_the_search_stops_it_resumable_and_fails_no_trial(tmp_path, _cache_dir):
+    """A real full disk under the search's folder (a walkthrough, on a 3 MB file system): each later trial failed
+    (ENOSPC, retried twice, then FAILED as if its config were at fault), and Ray's record of the search was cut off
+    as it was copied over in place, so the search could not be resumed. Now the search stops at the first trial
+    whose write the disk refuses, that trial not counted as failed; Ray's state files are replaced whole or left
+    as they were; and once the disk has room, the command it printed finishes the search with no trial failed."""
+    import re
+
+    from conftest import search_cmd, search_env, search_runs, small_disk
+
+    work = tmp_path / "work"
+    work.mkdir()
+    db = f"sqlite:///{work}/mlflow.db"
+    with small_disk(tmp_path / "full", size="1600k") as full:
+        proc = subprocess.run(search_cmd("--num-samples", "3", "--max-epochs", "4", "--name", "fill", "--storage",
+                                         str(full), "--tracking-uri", db),
+                              cwd=work, env=search_env(_cache_dir), capture_output=True, text=True, timeout=300)  # fmt: skip
+        out = proc.stdout + proc.stderr
+        print(out[-4000:])
+        assert proc.returncode == 1, out[-3000:]
+        assert "Traceback" not in out and " FAILED " not in out, out[-3000:]
+        folder = full / "fill"
+        error = proc.stderr.strip().splitlines()[-1]
+        said = re.fullmatch(r"error: trial (\w+)'s write was refused: No space left on device \(a disk that is full "
+                            r"or read-only: the search's folder (.+) or the temporary folder its trials write in\); "
+                            r"the search stopped with its state saved, so that no trial failed for it, and once there "
+                            r"is room `(.+)` continues it, each trial from its last checkpoint", error)  # fmt: skip
+        assert said and said[2] == str(folder), error
+        assert f"stopping: trial {said[1]}'s write was refused: No space left on device" in proc.stdout, out[-3000:]
+        subprocess.run(["mount", "-o", "remount,size=64m", str(full)], check=True, timeout=30)  # room again
+        resumed = subprocess.run(said[3], shell=True, cwd=work, env=search_env(_cache_dir), capture_output=True,
+                                 text=True, timeout=300)  # fmt: skip
+        print(resumed.stdout[-3000:] + resumed.stderr[-3000:])
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        _, parents, trials = search_runs(db, "hsc-search")
+        assert [p.info.status for p in parents] == ["FINISHED"], [p.info.status for p in parents]
+        outcomes = sorted(t.data.tags.get("hsc.outcome") for t in trials)
+        assert len(trials) == 3 and "failed" not in outcomes, outcomes
+        assert (folder / "best_config.yaml").exists()
+
+
+def test_a_cache_folder_that_is_a_file_is_refused_in_one_line(tmp_path):
+    """HSC_CACHE_DIR naming a file (a walkthrough): the synthetic data was made anew in a temporary folder for every
+    run and the local Ray instance went unrecorded, said at best in a line among Ray's. Now `run`, `resume` and
+    `train` refuse it in one line naming the variable, exit 2, before anything is written."""
+    import os
+
+    from conftest import SEARCH_DATA
+
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder")
+    exe = str(Path(sys.executable).parent / "hsc-search")
+    env = {**os.environ, "HSC_CACHE_DIR": str(cache)}
+    for args in (["run", "--data", SEARCH_DATA, "--num-samples", "1", "--no-mlflow", "--name", "c"],
+                 ["resume", str(tmp_path / "ray_results" / "c")],
+                 ["train", "--data", SEARCH_DATA, "--out", str(tmp_path / "t")]):  # fmt: skip
+        proc = subprocess.run([exe, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"error: HSC_CACHE_DIR={cache}: not a folder ("), \
+            (args[0], proc.stdout[-2000:], proc.stderr[-2000:])  # fmt: skip
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # nothing written

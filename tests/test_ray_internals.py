@@ -474,3 +474,51 @@ def test_the_epoch_of_a_trials_checkpoint_is_read_from_rays_trial(tmp_path):
     trial.run_metadata.checkpoint_manager.register_checkpoint(
         _TrainingResult(checkpoint=Checkpoint.from_directory(str(tmp_path)), metrics={"epoch": 7, "val/map_avg": 0.3}))
     assert ri.checkpoint_epoch(trial) == 7
+
+
+def test_rays_syncer_replaces_state_files_whole_or_leaves_them_on_a_full_disk(tmp_path):
+    """`whole_state_files`: Ray's syncer (what copies a search's experiment state into its folder) copied over a
+    file in place, and on a full disk (a real one here: a 256 KB file system) left it cut off, so the search could
+    not be resumed. In the block, the file is replaced whole or left as it was (nothing beside it either); an
+    unchanged file is not copied again (the same inode); Ray's own copy is put back after the block, and cuts the
+    file off on the same disk."""
+    import errno
+
+    import pyarrow.fs as pafs
+    import pytest
+    from conftest import small_disk
+    from ray.train._internal import storage
+
+    staging = tmp_path / "staging"
+    (staging / "trial").mkdir(parents=True)
+    old, new = "o" * 100_000, "n" * 300_000  # the new one does not fit on the disk at all
+    original = storage._upload_to_fs_path
+
+    def sync(dest) -> None:
+        syncer = storage._FilesystemSyncer(pafs.LocalFileSystem(), sync_period=0, sync_timeout=30)
+        syncer.sync_up(str(staging), str(dest))
+        syncer.wait()  # raises what the copy raised
+
+    with small_disk(tmp_path / "disk", size="256k") as disk:
+        (staging / "state.json").write_text(old)
+        (staging / "trial" / "result.json").write_text("{}\n")
+        with ri.whole_state_files():
+            assert storage._upload_to_fs_path is not original
+            sync(disk / "exp")
+            kept = (disk / "exp" / "trial" / "result.json").stat().st_ino
+            (staging / "state.json").write_text(new)
+            with pytest.raises(OSError) as refused:
+                sync(disk / "exp")
+            assert refused.value.errno == errno.ENOSPC
+            assert (disk / "exp" / "state.json").read_text() == old  # the earlier state, whole
+            assert sorted(p.name for p in (disk / "exp").iterdir()) == ["state.json", "trial"]
+            assert (disk / "exp" / "trial" / "result.json").stat().st_ino == kept  # not copied again
+            (staging / "state.json").write_text("x" * 1000)
+            sync(disk / "exp")
+            assert (disk / "exp" / "state.json").read_text() == "x" * 1000
+        assert storage._upload_to_fs_path is original
+        (staging / "state.json").write_text(new)  # Ray's own copy, on the same full disk: cut off in place
+        (disk / "exp" / "state.json").write_text(old)
+        with pytest.raises(OSError):
+            sync(disk / "exp")
+        assert (disk / "exp" / "state.json").read_text() not in (old, new)

@@ -167,6 +167,10 @@ def _load_synthetic(spec: str, val_fraction: float, seed: int) -> AVData:
         raise DataError(f"{spec}: {exc}") from None
     key = json.dumps({"name": name, "options": options, "version": synthetic.GENERATOR_VERSION}, sort_keys=True)
     cache_dir = Path(os.environ.get("HSC_CACHE_DIR") or "~/.cache/hsc-search/synthetic").expanduser()
+    if os.environ.get("HSC_CACHE_DIR") and cache_dir.exists() and not cache_dir.is_dir():  # (it was made anew in
+        raise DataError(f"HSC_CACHE_DIR={os.environ['HSC_CACHE_DIR']}: not a folder (the synthetic data's cache "
+                        "goes there); set it to a folder, or unset it for ~/.cache/hsc-search/synthetic")  # a temp
+        # folder for every run, silently: a walkthrough)
     path = cache_dir / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.h5"
     if not path.exists():
         try:
