@@ -194,6 +194,8 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
         if outcome.best_config_path is not None:
             typer.echo(f"best config: {shlex.quote(str(outcome.best_config_path))}")
             typer.echo(f"retrain:     {retrain_command(outcome.best_config_path, data)}")
+    if getattr(outcome, "warm_line", None):  # did it better its source? (it named only its own best: a walkthrough)
+        typer.echo(f"warm start:  {outcome.warm_line}")
     if getattr(outcome, "report_path", None) is not None:
         typer.echo(f"report:      {shlex.quote(str(outcome.report_path))}  (also in MLflow: the search run's artifact report.html)")
     if outcome.parent_run_id is not None:
@@ -481,8 +483,9 @@ def export_best_cmd(
         _fail(f"--out {out} with --json: a .yaml name for JSON text; name it {out.with_suffix('.json')} or drop "
               "--json")  # fmt: skip
     try:
-        path, best, metric, mode, search = export_best(tracking_uri, experiment, out, parent_run_id=run_id,
-                                                       metric=metric, mode=mode, fmt="json" if json_ else "yaml")  # fmt: skip
+        path, best, metric, mode, search, notes = export_best(tracking_uri, experiment, out, parent_run_id=run_id,
+                                                              metric=metric, mode=mode,
+                                                              fmt="json" if json_ else "yaml")  # fmt: skip
     except ExportError as e:
         _fail(str(e))
     # with its parent run id: two searches of one name (other --storage folders) are told apart (a walkthrough)
@@ -494,6 +497,8 @@ def export_best_cmd(
     data = search.data.params.get("data") if search is not None else None
     if data:  # as `run` prints it (a YAML file's header says it too; a JSON file has no place for it)
         typer.echo(f"retrain: {retrain_command(path.resolve(), data)}")  # works from any folder, as the file's header
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
     if search is not None and search_status(search) != "FINISHED":  # its best so far, which may still change
         from .driver import search_state
         from .runs import client_for

@@ -36,7 +36,7 @@ from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .ray_internals import keep_starting_actors, restored_searcher_in_the_folder_now, tuner_parts
 from .report import _reason, publish_report
-from .runs import (REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, TAG_SET_FROM, client_for, default_tracking_uri,
+from .runs import (DB_SCHEMES, REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, TAG_SET_FROM, client_for, default_tracking_uri,
                    experiment_tags, folder_hint, http_failure, import_mlflow, moved_store_hint, resolved_tracking_uri,
                    score_key,
                    served_artifacts_problem, sqlite_path, tag_experiment, trial_outcome, typed_column,
@@ -73,6 +73,7 @@ class SearchOutcome:
     tracking_errors: list[str]
     report_path: Path | None = None  # the search report (HTML), beside the best config
     num_samples: int | None = None  # the trials asked for (an interrupted search has started fewer)
+    warm_line: str | None = None  # a warm-started search's best against its source's (on the same data)
 
 
 # ---------------------------------------------------------------------------------------------- building blocks
@@ -1050,7 +1051,27 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
             _end_parent(client, parent_id, e)
         raise
     interrupts.fitting = True
-    return _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
+    outcome = _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, echo)
+    outcome.warm_line = _warm_line(warm, outcome.best, settings.mode)
+    return outcome
+
+
+def _warm_line(warm: WarmStart | None, best: TrialRow | None, mode: str) -> str | None:
+    """Whether a warm-started search bettered the trials it started from: its summary named only its own best, so
+    a search that found nothing better looked like progress (a walkthrough). None without a warm start, or with
+    one from other data (scores not comparable)."""
+    theirs = warm.best(mode) if warm is not None and not warm.other_data else None
+    if theirs is None:
+        return None
+    trial, score = theirs
+    mine = best.score if best is not None else None
+    if mine is not None and mine == score:
+        verdict = "this search's best is the same"
+    elif mine is not None and (mine > score if mode == "max" else mine < score):
+        verdict = "this search's best is better"
+    else:
+        verdict = "this search did not reach it"
+    return f"the best trial it started from, {trial} of {warm.source}, scored {score:.4f}; {verdict}"
 
 
 def _remove_new_store(db: Path | None, opening) -> None:
@@ -1138,6 +1159,58 @@ def _opening(tracking_uri: str | None, experiment: str):
     return future
 
 
+def _fixed_clamp_notes(space: SearchSpace, data: AVData, max_epochs: int) -> list[str]:
+    """Fixed values (the space's, --set's, or the trainer defaults) every trial trains smaller because of the data
+    (`trainer.fit.clamp_notes`: a batch_size above the train split's clips, a topk not below the batch): the
+    trainer alone says so as it starts, a search did not (its trials say nothing), and only the trials'
+    effective.* params told it (a walkthrough: --set topk=8 recorded as 8, trained as 7). Not for a value a
+    searched field can change (a searched batch_size: `_alike_notes`)."""
+    from trainer.config import ConfigError
+    from trainer.fit import clamp_notes
+
+    searched = set(space.names())
+    if "batch_size" in searched or ("topk" in searched and "use_nce" in searched):
+        return []
+    try:
+        asked = TrainConfig(**{**space.fixed, "epochs": max_epochs})
+        trained = asked.resolve(len(data.train), data.audio_dim, data.visual_dim)
+    except (ConfigError, ValueError):  # the first trial's checks say what is wrong
+        return []
+    return [f"{note}, in every trial (recorded as given; each trial's effective.{note.split(' ', 1)[0]} param holds "
+            "what it trained with)" for note in clamp_notes(asked, trained, len(data.train))
+            if note.split(" ", 1)[0] not in searched]  # fmt: skip
+
+
+def _data_clash_notes(space: SearchSpace, data: AVData, max_epochs: int) -> list[str]:
+    """Searched values that fail on this data with the other values fixed or at their defaults (`TrainConfig.resolve`:
+    a cca_k above the cca_dim auto picks for the data's dimensions, a cca_dim not below the batch): such trials
+    fail at their start; the search said nothing (`space.clashes` checks pairs of values, not the data), and 3 of
+    4 trials of a walkthrough's search failed so. One note per param, at the ends of its range or its choices."""
+    from trainer.config import ConfigError
+
+    dims = (len(data.train), data.audio_dim, data.visual_dim)
+    base = {**space.fixed, "epochs": max_epochs}
+    try:
+        TrainConfig(**base).resolve(*dims)
+    except (ConfigError, ValueError, TypeError):  # the defaults themselves fail: the first trial's note says why
+        return []
+    notes = []
+    for p in space.params:
+        values = list(p.choices) if p.type == "categorical" else [p.low, p.high]
+        for v in values:
+            try:
+                cfg = TrainConfig(**{**base, p.name: v})
+            except (ConfigError, ValueError, TypeError):  # refused with the config: `clashes` and the checks say it
+                continue
+            try:
+                cfg.resolve(*dims)
+            except ConfigError as e:
+                problem = "; ".join(e.problems).removeprefix("data: ")
+                notes.append(f"trials that draw {p.name} {_number(v)} fail on this data ({problem})")
+                break
+    return notes
+
+
 def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> list[str]:
     """What the search's start says about its data (`AVData.notes`: a modality that is constant) and about values
     it was given and does not use: settings of another scheduler, space parameters fixed by --set, a val_fraction
@@ -1159,6 +1232,8 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
         notes.append("amp is searched, but trials run on CPUs (--gpus-per-trial 0), where the trainer ignores it: "
                      "its values change nothing")  # fmt: skip
     notes += _alike_notes(space, len(data.train), settings.max_epochs)
+    notes += _fixed_clamp_notes(space, data, settings.max_epochs)
+    notes += _data_clash_notes(space, data, settings.max_epochs)
     notes += space.clashes()
     if not selectable(settings):
         from trainer.config import select_metrics, select_mode
@@ -1307,7 +1382,7 @@ def _unsearched_warmup_notes(space: SearchSpace, max_epochs: int) -> list[str]:
         notes.append(f"warmup_epochs {_number(constant['warmup_epochs'])} ({source('warmup_epochs')}) is not shorter "
                      f"than a trial (--max-epochs {max_epochs}): every trial warms up over its whole run, its learning "
                      "rate peaking at its last step")  # fmt: skip
-    field, learned = USED_ONLY_WHEN["weight_warmup_epochs"]
+    (field, learned), = USED_ONLY_WHEN["weight_warmup_epochs"]
     some = field in searched or constant[field] in learned  # (a searched loss_weighting: the trials that learn them;
     # a choice of no learned value is said by unused_by_trainer, and weight_warmup_epochs is then never read)
     if "weight_warmup_epochs" not in searched and some and constant["weight_warmup_epochs"] >= max_epochs:
@@ -2138,6 +2213,7 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
             "run the search from a folder that can be written"))  # fmt: skip
     if exp is not None:
         tag_experiment(client, exp.experiment_id, metric, mode)
+        _note_local_artifacts(exp.artifact_location, tracking_uri, name, notes)
         return exp.experiment_id
     if notes is not None:
         try:  # a hint only: a store that will not list its experiments is not a failed start (the review)
@@ -2155,12 +2231,35 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
             notes.append(f"note: experiment '{name}' is new in this store, beside '{near}' (a typo? export-best, "
                          "report and the MLflow UI find this search under the name given)")  # fmt: skip
     try:
-        return client.create_experiment(name, tags=experiment_tags(metric, mode))
+        made = client.create_experiment(name, tags=experiment_tags(metric, mode))
     except Exception:  # another search on the same server created it in the meantime (RESOURCE_ALREADY_EXISTS)
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
         return exp.experiment_id
+    try:  # (a hint only)
+        _note_local_artifacts(client.get_experiment(made).artifact_location, tracking_uri, name, notes)
+    except Exception:  # noqa: BLE001
+        pass
+    return made
+
+
+def _note_local_artifacts(location: str | None, tracking_uri: str | None, name: str, notes: list[str] | None) -> None:
+    """A shared store (a tracking server, a database) whose experiment keeps its artifacts in a folder of the disk
+    of each machine that writes them (a path, a file: URI: what MLflow gives an experiment made through a database
+    URI, ./mlruns of the folder its search started in): each search's artifacts then go to that folder on its
+    driver's machine, which colleagues' UIs and a server elsewhere do not see (a walkthrough: silent, and the
+    report said it was "also in MLflow"). Adds a `note:` to `notes`; a sqlite store's own folder is expected."""
+    uri = resolved_tracking_uri(tracking_uri)
+    shared = uri.startswith(("http://", "https://")) or uri.split("://", 1)[0].split("+", 1)[0].lower() in DB_SCHEMES
+    if notes is None or not shared or not location:
+        return
+    if not (location.startswith("file:") or ("://" not in location and location.startswith("/"))):
+        return
+    notes.append(f"note: experiment '{name}' keeps its artifacts (plots, configs, the report) in {location}, a folder "
+                 "this machine writes itself: other machines and the MLflow UI of a server elsewhere see them only if "
+                 "that folder is shared with them (a team server's experiments keep theirs on the server: "
+                 "docs/team-server.md)")  # fmt: skip
 
 
 TAG_WARM_START = "hsc.warm_start"  # on the parent run: the source as given; .added, .of, .read_from, .line,

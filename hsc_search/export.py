@@ -2,8 +2,8 @@
 
 A trial's score is the best value of the metric over its epochs (max or min by mode): the score of the
 checkpoint the trainer itself selects, and what Optuna was told. Trials that failed are never chosen.
-The exported file is the trial's resolved trainer config (its `config.yaml` artifact), which
-`python -m trainer --config` accepts as is.
+The exported file is the trial's complete trainer config as searched (its `config.yaml` artifact: automatic
+values still 0, which the trainer resolves on the data again), which `python -m trainer --config` accepts as is.
 """
 
 from __future__ import annotations
@@ -165,7 +165,8 @@ def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
 
 
 def trial_config(client, run_id: str) -> TrainConfig:
-    """The resolved trainer config a trial ran with (its config.yaml artifact), validated."""
+    """The complete trainer config a trial was given (its config.yaml artifact, as searched: the trainer resolved
+    its automatic values on the data, logged as effective.* params), validated."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     run = client.get_run(run_id)
@@ -200,6 +201,31 @@ def provenance(best: TrialRow, search: str, parent_run_id: str | None, metric: s
     parent = f" (run {parent_run_id})" if parent_run_id else ""
     score = "no score" if best.score is None else f"{metric} {best.score:.6g}"
     return f"trial {best.name}{run} of search {search}{parent}: {score}, its best over {plural(best.epochs, 'epoch')}"
+
+
+def export_notes(rows: list[TrialRow], best: TrialRow, metric: str, cfg: TrainConfig) -> list[str]:
+    """What `export-best` says of its choice beyond the score (a walkthrough: both were silent):
+    - a metric whose scale the trials' differing values change (a training loss with learned and fixed loss
+      weights, a canonical correlation with different CCA heads), which the search's start says of its --metric
+      but an export by another --metric ranked silently;
+    - a trial that did not reach its search's last epoch (stopped by ASHA, or cut off): the file trains the
+      whole schedule, so its retrain goes on past the epochs the score is of and keeps its best of all of them."""
+    from .driver import CCA_SHAPERS, LOSS_SHAPERS
+
+    notes = []
+    fields = LOSS_SHAPERS.get(metric, CCA_SHAPERS if metric.startswith("cca/") else ())
+    varied = sorted(f for f in fields if len({r.params[f] for r in rows if f in r.params}) > 1)
+    if varied:
+        notes.append(f"{metric} is computed differently by trials with different {', '.join(varied)}: they are ranked "
+                     "by numbers on different scales (learned loss weights, for one, divide each loss by its first "
+                     "value), not by how well they retrieve; a validation mAP ranks them on one task")  # fmt: skip
+    if best.epochs < cfg.epochs:
+        how = "was stopped by ASHA" if best.outcome == "stopped_early" else "ended"
+        notes.append(f"trial {best.name} {how} after {plural(best.epochs, 'epoch')} of {cfg.epochs}: the file trains "
+                     f"all {cfg.epochs} (its learning-rate schedule is that length), so its retrain gives the trial's "
+                     f"metrics for those {best.epochs}, then trains on and keeps its best epoch of all {cfg.epochs} "
+                     f"(its {metric} can be better than {best.score:.4f})")  # fmt: skip
+    return notes
 
 
 def write_config(cfg: TrainConfig, out: str | Path, fmt: str = "yaml", data: str | None = None,
@@ -271,11 +297,12 @@ def ranking(settings: dict[str, str], metric: str | None, mode: str | None) -> t
 
 def export_best(tracking_uri: str | None, experiment: str | None, out: str | Path, *, parent_run_id: str | None = None,
                 metric: str | None = None, mode: str | None = None,
-                fmt: str = "yaml") -> tuple[Path, TrialRow, str, str, Any]:  # fmt: skip
+                fmt: str = "yaml") -> tuple[Path, TrialRow, str, str, Any, list[str]]:  # fmt: skip
     """Picks the best trial of a search (the latest one in `experiment` unless `parent_run_id`) by `metric` and
     `mode` (the search's own unless given: `ranking`) and writes its trainer config to `out`. Returns the path,
-    the chosen trial, the metric and mode it was ranked by, and the search's parent run (its name and status).
-    `experiment` None: hsc-search; given with `parent_run_id`, the run must be in it."""
+    the chosen trial, the metric and mode it was ranked by, the search's parent run (its name and status), and
+    notes on the choice (`export_notes`). `experiment` None: hsc-search; given with `parent_run_id`, the run must
+    be in it."""
     if mode is not None and mode not in ("max", "min"):
         raise ExportError(f"--mode must be max or min, got {mode!r}")
     if metric is not None and metric.startswith("test/"):  # as `run` refuses it (preflight.check_metric)
@@ -354,6 +381,6 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
         search = parent.info.run_name if parent else "?"
         return (write_config(cfg, out, fmt, data=settings.get("data"),
                              source=provenance(best, search, parent_run_id, metric), fingerprint=_fingerprint(parent)),
-                best, metric, mode, parent)  # fmt: skip
+                best, metric, mode, parent, export_notes(rows, best, metric, cfg))  # fmt: skip
     except OSError as e:
         raise ExportError(f"--out {out}: cannot write ({e.strerror or e})") from None

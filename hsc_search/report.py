@@ -363,9 +363,7 @@ def kept(name: str, params: dict[str, str], fixed: dict | None = None) -> str | 
     the overrides among them (a trial's params hold only what it searched). None for no such field."""
     from trainer.config import ABOVE_ZERO, USED_ONLY_WHEN
 
-    rule = USED_ONLY_WHEN.get(name)
-    if rule is not None:
-        other, allowed = rule
+    for other, allowed in USED_ONLY_WHEN.get(name, ()):  # (the first condition that fails is said)
         value = params[other] if other in params else str((fixed or {})[other]) if other in (fixed or {}) else \
             trainer_default(other)  # fmt: skip
         try:

@@ -174,6 +174,19 @@ def not_http(e: BaseException) -> bool:
     return isinstance(e, http.client.HTTPException) and not isinstance(e, OSError)
 
 
+def not_a_page(uri: str) -> None:
+    """A server's address, not the address of a page of its UI: the `MLflow UI:` line a search prints ends in
+    `#/experiments/1?...`, and pasted as --tracking-uri it was refused as a server that is not MLflow's (its /health
+    went after the fragment; a walkthrough). Raises StoreError with the address meant."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.fragment or parts.query or "#" in uri:
+        base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+        raise StoreError(f"the address of a page of the MLflow UI, not of its server (which is "
+                         f"{without_password(base)})")  # fmt: skip
+
+
 def check_server(uri: str, timeout_s: float = 10.0) -> None:
     """An MLflow tracking server answers its health check at `uri` within `timeout_s` (MLflow itself would retry
     an absent server for minutes)."""
@@ -181,6 +194,7 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
     import urllib.error
     import urllib.request
 
+    not_a_page(uri)
     url = uri.rstrip("/") + "/health"
     shown, shown_url = without_password(uri), without_password(url)  # the password is never printed
     try:
@@ -192,6 +206,9 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
         if not_http(e):  # (a traceback: a Ray head's port given for MLflow's, a walkthrough)
             raise StoreError(f"{shown_url} {NOT_HTTP} ({type(e).__name__}); expected an MLflow tracking server") \
                 from None
+        if uri.startswith("https://") and "WRONG_VERSION_NUMBER" in str(e):  # TLS spoken to a plain HTTP server
+            raise StoreError(f"the server at {shown} answers in plain HTTP: use http:// (MLflow servers speak no TLS "
+                             "themselves)") from None  # fmt: skip
         raise StoreError(f"cannot reach the MLflow tracking server at {shown} within {timeout_s:.0f} s "
                          f"({getattr(e, 'reason', e)})") from None  # fmt: skip
     if body != "OK":
@@ -206,6 +223,7 @@ def check_server_api(uri: str, timeout_s: float = 10.0) -> None:
     import urllib.error
     import urllib.request
 
+    not_a_page(uri)
     shown = without_password(uri)
     api = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
 

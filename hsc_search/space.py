@@ -300,13 +300,12 @@ class SearchSpace:
         constant = {**_DEFAULTS, **self.fixed}
         out: dict[str, str] = {}
         for name, value in self.fixed.items():
-            if name not in USED_ONLY_WHEN or USED_ONLY_WHEN[name][0] in searched:
-                continue
-            parent, allowed = USED_ONLY_WHEN[name]
-            held = constant.get(parent)
-            if not _reads(allowed, held):
-                out[name] = (f"{name} is fixed at {value!r}, but the trainer reads it only when {parent} is "
-                             f"{_needs(allowed)}, and here {parent} is {held!r}: it changes nothing")
+            for parent, allowed in USED_ONLY_WHEN.get(name, ()):
+                held = constant.get(parent)
+                if parent not in searched and not _reads(allowed, held):
+                    out[name] = (f"{name} is fixed at {value!r}, but the trainer reads it only when {parent} is "
+                                 f"{_needs(allowed)}, and here {parent} is {held!r}: it changes nothing")
+                    break
         return out
 
     def unused_by_trainer(self) -> dict[str, str]:
@@ -322,49 +321,54 @@ class SearchSpace:
             if one is not None and len(set(one)) == 1 and not p.when:  # (under a `when`, one value sets it there)
                 out[p.name] = f"{p.name} is searched over one value ({one[0]!r}): every trial gets it; fix it instead"
                 continue
-            if p.name not in USED_ONLY_WHEN:
-                continue
-            parent, allowed = USED_ONLY_WHEN[p.name]
-
-            def ok(v: Any) -> bool:
-                return _reads(allowed, v)
-
-            src = by_name.get(parent)
-            if parent in p.when:
-                possible = list(p.when[parent])
-            elif src is not None:
-                possible = list(src.choices) if src.type == "categorical" else [src.low, src.high]  # the ends
-                if src.when:  # where its own condition fails, it keeps the trainer default (or fixed value)
-                    possible.append({**_DEFAULTS, **self.fixed}.get(parent))
-            else:
-                possible = [{**_DEFAULTS, **self.fixed}.get(parent)]
-            failing = sorted({repr(v) for v in possible if not ok(v)})
-            if not failing:
-                continue
-            needs = _needs(allowed)
-            values = ", ".join(failing)
-            if len(failing) == len({repr(v) for v in possible}):
-                out[p.name] = (f"{p.name} is searched, but the trainer reads it only when {parent} is {needs}, and "
-                               f"here {parent} is {values}: its values change nothing; fix it or leave it out")
-            else:
-                # the values the parent can take that read it (a value it cannot take is refused in a `when`)
-                if src is not None and src.type == "categorical":
-                    takes: list | None = [c for c in src.choices if ok(c)]
-                elif src is not None and src.type == "int" and src.high - max(1, src.low) < 20:
-                    takes = [v for v in range(src.low, src.high + 1, src.step or 1) if ok(v)]
-                else:
-                    takes = None
-                entry = f"{parent}: [{', '.join(map(str, takes))}]" if takes else None
-                if entry is None:
-                    add = (f"add a condition on {parent} to its `when` that keeps only values {needs}" if p.when else
-                           f"add a `when` on {parent} to its spec that keeps only values {needs}")  # fmt: skip
-                elif p.when:  # a second `when:` key would be a duplicate
-                    add = f"add `{entry}` to its `when`"
-                else:
-                    add = f"add `when: {{{entry}}}` to its spec"
-                out[p.name] = (f"{p.name} is searched, but the trainer reads it only when {parent} is {needs}: trials "
-                               f"with {parent} {values} ignore it (their {p.name} changes nothing); {add}")  # fmt: skip
+            said = [m for m in (self._unread_under(p, parent, allowed, by_name)
+                                for parent, allowed in USED_ONLY_WHEN.get(p.name, ())) if m]  # fmt: skip
+            if said:  # (a condition under which it is never read first: the others then do not matter)
+                out[p.name] = next((m for m in said if m.endswith(NOTHING)), said[0])
         return out
+
+    def _unread_under(self, p: "Param", parent: str, allowed: Any, by_name: dict) -> str | None:
+        """What to say of searched `p` that the trainer reads only when `parent` holds `allowed`
+        (`unused_by_trainer`), or None when every value `parent` can take in its trials reads it."""
+
+        def ok(v: Any) -> bool:
+            return _reads(allowed, v)
+
+        src = by_name.get(parent)
+        if parent in p.when:
+            possible = list(p.when[parent])
+        elif src is not None:
+            possible = list(src.choices) if src.type == "categorical" else [src.low, src.high]  # the ends
+            if src.when:  # where its own condition fails, it keeps the trainer default (or fixed value)
+                possible.append({**_DEFAULTS, **self.fixed}.get(parent))
+        else:
+            possible = [{**_DEFAULTS, **self.fixed}.get(parent)]
+        failing = sorted({repr(v) for v in possible if not ok(v)})
+        if not failing:
+            return None
+        needs = _needs(allowed)
+        values = ", ".join(failing)
+        if len(failing) == len({repr(v) for v in possible}):
+            return (f"{p.name} is searched, but the trainer reads it only when {parent} is {needs}, and here {parent} "
+                    f"is {values}{NOTHING}")
+        else:
+            # the values the parent can take that read it (a value it cannot take is refused in a `when`)
+            if src is not None and src.type == "categorical":
+                takes: list | None = [c for c in src.choices if ok(c)]
+            elif src is not None and src.type == "int" and src.high - max(1, src.low) < 20:
+                takes = [v for v in range(src.low, src.high + 1, src.step or 1) if ok(v)]
+            else:
+                takes = None
+            entry = f"{parent}: [{', '.join(map(str, takes))}]" if takes else None
+            if entry is None:
+                add = (f"add a condition on {parent} to its `when` that keeps only values {needs}" if p.when else
+                       f"add a `when` on {parent} to its spec that keeps only values {needs}")  # fmt: skip
+            elif p.when:  # a second `when:` key would be a duplicate
+                add = f"add `{entry}` to its `when`"
+            else:
+                add = f"add `when: {{{entry}}}` to its spec"
+            return (f"{p.name} is searched, but the trainer reads it only when {parent} is {needs}: trials with {parent} "
+                    f"{values} ignore it (their {p.name} changes nothing); {add}")  # fmt: skip
 
     def never_searched(self) -> dict[str, str]:
         """Params whose condition can never hold, because a param it refers to is fixed (by an override: the
@@ -432,7 +436,7 @@ class SearchSpace:
             try:
                 value = p.parse(recorded[p.name])
             except ValueError:
-                return None, f"{p.name}={recorded[p.name]} is not a {p.type} value here"
+                return None, f"{p.name}={recorded[p.name]} is not {'an' if p.type == 'int' else 'a'} {p.type} value here"
             if not p.contains(value):
                 between = p.type != "categorical" and p.step and p.low <= value <= p.high  # (said "outside" of
                 # a value inside the range, between its grid points: a walkthrough)
@@ -605,6 +609,9 @@ def _set_flag(name: str, value: Any, set_from: dict[str, str] | None) -> str:
     """How an override was given, as `_OverrideProblems` names it: `--set name=value`, or `<config>: set: name=value`."""
     where = (set_from or {}).get(name)
     return f"{where}: {name}={value}" if where else f"--set {name}={value}"
+
+
+NOTHING = ": its values change nothing; fix it or leave it out"  # (unused_by_trainer)
 
 
 def _reads(allowed: Any, value: Any) -> bool:

@@ -85,8 +85,12 @@ def check_uri(uri: str, role: str) -> str:
         import http.client
         import urllib.request
 
-        from .runs import NOT_HTTP, http_request, not_http
+        from .runs import NOT_HTTP, StoreError, not_a_page, http_request, not_http
 
+        try:
+            not_a_page(uri)
+        except StoreError as e:
+            raise TransferError(f"{flag} {without_password(uri)}: {e}") from None
         try:
             urllib.request.urlopen(http_request(uri.rstrip("/") + "/health"), timeout=10)
         except (OSError, http.client.HTTPException) as e:
@@ -97,7 +101,7 @@ def check_uri(uri: str, role: str) -> str:
             raise TransferError(f"{flag} {without_password(uri)}: no MLflow server answers there ({e}); "
                                 + ("it answers in plain HTTP: use http:// (MLflow servers speak no TLS themselves)"
                                    if plain else "is the server (or the SSH tunnel to it) up?")) from None  # fmt: skip
-        from .runs import StoreError, check_server_api
+        from .runs import check_server_api
 
         try:  # its API too: /health is answered without the server's database
             check_server_api(uri)

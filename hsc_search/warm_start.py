@@ -53,6 +53,15 @@ class WarmStart:
     def added(self) -> int:
         return len(self.trials)
 
+    def best(self, mode: str) -> tuple[str, float] | None:
+        """(source trial id, score) of the best trial the search started from, its score its best epoch's value
+        as this search scores its own; None without trials."""
+        scored = [(t.user_attrs.get("warm_start_trial", "?"), best_of(t.intermediate_values.values(), mode))
+                  for t in self.trials if t.intermediate_values]  # fmt: skip
+        if not scored:
+            return None
+        return (max if mode == "max" else min)(scored, key=lambda x: x[1])
+
     def states(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for t in self.trials:

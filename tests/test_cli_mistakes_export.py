@@ -748,3 +748,47 @@ def test_a_failed_trial_is_never_the_best_whatever_it_scored_before_it_failed():
     losses = [row("ok", "completed", 0.5), row("diverged", "failed", 0.1), row("cut", "stopped_early", 0.7)]
     assert best_row(losses, "min").name == "ok"  # 0.1 is lower, but its trial failed
     assert best_row([row("diverged", "failed", 0.9)], "max") is None  # nothing to export
+
+
+def test_export_says_when_its_metric_ranks_on_different_scales_and_when_its_trial_was_stopped(tmp_path):
+    """`export-best --metric loss/total` of a search with learned and fixed loss weights picked the learned trial,
+    whose total is on another scale, without a word (the search's start says it of its own --metric); and an
+    ASHA-stopped trial's file trains the whole schedule, so its retrain goes on past the score's epochs, unsaid
+    (a walkthrough). Both are notes now; a completed trial ranked by a validation mAP gets none."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("hsc-search", artifact_location=str(tmp_path / "mlruns"))
+    parent = client.create_run(exp, run_name="mix", tags={"hsc.kind": "search"}).info.run_id
+    for k, v in {"metric": "val/map_avg", "mode": "max", "max_epochs": "4"}.items():
+        client.log_param(parent, k, v)
+    trials = {"learned": ("stopped_early", [2.6, 2.44], [0.30, 0.31]),  # loss/total, val/map_avg per epoch
+              "fixed": ("completed", [6.6, 6.4, 6.2, 6.0], [0.30, 0.33, 0.36, 0.40])}  # fmt: skip
+    for weighting, (outcome, loss, val) in trials.items():
+        run = client.create_run(exp, run_name=f"trial_{weighting}", tags={
+            "mlflow.parentRunId": parent, "hsc.kind": "trial", "hsc.trial_id": weighting,
+            "hsc.outcome": outcome}).info.run_id  # fmt: skip
+        client.log_param(run, "loss_weighting", weighting)
+        for e, (lv, vv) in enumerate(zip(loss, val), 1):
+            client.log_metric(run, "loss/total", lv, step=e)
+            client.log_metric(run, "val/map_avg", vv, step=e)
+        client.log_metric(run, "epoch", len(loss))
+        client.log_text(run, TrainConfig.from_dict({"loss_weighting": weighting, "epochs": 4}).to_yaml(), "config.yaml")
+        client.set_terminated(run)
+    client.set_terminated(parent)
+
+    result = _cli("export-best", "--tracking-uri", uri, "--metric", "loss/total", "--out", str(tmp_path / "l.yaml"))
+    assert result.exit_code == 0 and "best trial trial_learned (stopped by ASHA)" in result.output, result.output
+    notes = [ln for ln in result.output.splitlines() if ln.startswith("note: ")]
+    assert notes == [
+        "note: loss/total is computed differently by trials with different loss_weighting: they are ranked by numbers "
+        "on different scales (learned loss weights, for one, divide each loss by its first value), not by how well "
+        "they retrieve; a validation mAP ranks them on one task",
+        "note: trial trial_learned was stopped by ASHA after 2 epochs of 4: the file trains all 4 (its learning-rate "
+        "schedule is that length), so its retrain gives the trial's metrics for those 2, then trains on and keeps "
+        "its best epoch of all 4 (its loss/total can be better than 2.4400)"], result.output  # fmt: skip
+    assert yaml.safe_load((tmp_path / "l.yaml").read_text())["epochs"] == 4
+    result = _cli("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "v.yaml"))
+    assert result.exit_code == 0 and "best trial trial_fixed (completed)" in result.output, result.output
+    assert "note:" not in result.output, result.output

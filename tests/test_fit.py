@@ -1089,3 +1089,46 @@ def test_a_val_split_carved_by_another_val_fraction_is_named_beside_other_data(s
     assert (f"note: --data {spec} is not the data the search behind {config} ran on (other clips, labels or values "
             "than the fingerprint in its header, or its val split carved by another val_fraction): this run will not "
             "reproduce the search's score") in other.stdout, other.stdout
+
+
+def test_the_splits_that_differ_from_a_searchs_data_are_named(small_spec, tmp_path):
+    """A retrain on a copy whose test labels alone changed was told "this run will not reproduce the search's
+    score", and reproduced it exactly (a walkthrough: the test split does not take part in training or in choosing
+    the epoch). The differing splits are named (a train change: all three, its features standardise them), and
+    such a retrain is told that only its test metrics differ."""
+    import copy
+
+    import h5py
+    import numpy as np
+
+    from trainer import load_data
+    from trainer.data import standardize
+    from trainer.fit import SEARCHED_DATA_MARK, data_fingerprint, differing_splits
+
+    raw = load_data(small_spec, standardize=False)
+    before = data_fingerprint(standardize(raw))
+    assert differing_splits(before, data_fingerprint(standardize(copy.deepcopy(raw)))) == []
+    for split, expected in (("test", ["test"]), ("val", ["val"]), ("train", ["train", "val", "test"])):
+        changed = copy.deepcopy(raw)
+        getattr(changed, split).audio[0] += 1.0  # one clip's features
+        assert differing_splits(before, data_fingerprint(standardize(changed))) == expected, split
+    relabelled = copy.deepcopy(raw)
+    labels = relabelled.test.labels.reshape(len(relabelled.test.labels), -1)
+    i = int(np.flatnonzero((labels != labels[0]).any(axis=1))[0])
+    labels[[0, i]] = labels[[i, 0]]
+    assert differing_splits(before, data_fingerprint(standardize(relabelled))) == ["test"]
+    # the retrain's note, on a file whose test labels changed
+    for name, data in (("same", raw), ("other", relabelled)):
+        with h5py.File(tmp_path / f"{name}.h5", "w") as f:
+            for split in ("train", "val", "test"):
+                s = getattr(data, split)
+                f[f"audio_{split}"], f[f"visual_{split}"], f[f"lab_{split}"] = s.audio, s.visual, s.labels
+    config = tmp_path / "best.yaml"
+    searched = data_fingerprint(load_data(str(tmp_path / "same.h5")))
+    config.write_text(f"# exported\n{SEARCHED_DATA_MARK}{json.dumps(searched)}\n"
+                      + "".join(f"{k}: {v}\n" for k, v in {**TINY, "epochs": 1}.items()))  # fmt: skip
+    other = _run_cli("--config", str(config), "--data", str(tmp_path / "other.h5"), "--out", str(tmp_path / "o"))
+    assert other.returncode == 0, other.stderr
+    assert (f"note: --data {tmp_path / 'other.h5'} is not the data the search behind {config} ran on: its test split "
+            "has other clips, labels or values than the fingerprint in its header, so this run trains and keeps its "
+            "epoch as the search's trial did, but its test metrics are not the search's") in other.stdout, other.stdout

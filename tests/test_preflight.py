@@ -899,3 +899,52 @@ def test_a_search_under_a_long_tmpdir_stops_in_one_line_before_writing(tmp_path)
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
     assert f"Ray's temporary folder {long_tmp}/ray (from TMPDIR={long_tmp}) is too long" in proc.stderr
     assert list(work.iterdir()) == []
+
+
+def test_the_address_of_a_ui_page_or_https_to_a_plain_server_says_the_address_meant(tmp_path):
+    """The `MLflow UI:` line a search prints ends in `#/experiments/1?...`: pasted as --tracking-uri it was refused
+    as a server that is not MLflow's, with a mangled address (`...machine_learning/health`), by run, export-best,
+    report and import-runs (a walkthrough). Now each names the server's own address, before any connection; and
+    https:// to a plain HTTP server (a real one here) says to use http:// (it was an SSL error's words)."""
+    import socket
+    import subprocess
+    import sys
+
+    from hsc_search.preflight import PreflightError, check_tracking
+    from hsc_search.runs import StoreError, check_store_to_read
+    from hsc_search.transfer import TransferError, check_uri
+
+    page = "http://127.0.0.1:5091/#/experiments/1?workflowType=machine_learning"
+    said = "the address of a page of the MLflow UI, not of its server (which is http://127.0.0.1:5091)"
+    with pytest.raises(StoreError) as e:
+        check_store_to_read(page)
+    assert str(e.value) == f"{said}; fix --tracking-uri", str(e.value)
+    with pytest.raises(PreflightError) as p:
+        check_tracking(page)
+    assert str(p.value) == f"--tracking-uri {page}: {said}; fix the URI, or search with --no-mlflow", str(p.value)
+    with pytest.raises(TransferError) as t:
+        check_uri("http://ana:s3cret@teambox:5000/mlflow/#/experiments/2", "to")
+    assert str(t.value) == ("--to http://ana:***@teambox:5000/mlflow/#/experiments/2: the address of a page of the "
+                            "MLflow UI, not of its server (which is http://ana:***@teambox:5000/mlflow)"), str(t.value)
+    with socket.socket() as s:  # a plain HTTP server on a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        import time
+        import urllib.request
+
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        with pytest.raises(StoreError) as e:
+            check_store_to_read(f"https://127.0.0.1:{port}")
+        assert str(e.value) == (f"the server at https://127.0.0.1:{port} answers in plain HTTP: use http:// (MLflow "
+                                "servers speak no TLS themselves); fix --tracking-uri"), str(e.value)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -441,7 +441,7 @@ def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp
     from hsc_search.settings import load_settings
     from hsc_search.space import load_space
 
-    own = "synthetic:ave?n_train=120&n_val=30&n_test=20&dim_audio=8&dim_visual=8&num_classes=4&seed=5"
+    own = "synthetic:ave?n_train=200&n_val=30&n_test=20&dim_audio=8&dim_visual=8&num_classes=4&seed=5"
     carved = own.replace("n_val=30", "n_val=0")
     for spec, expected in ((own, ["val_fraction 0.25 is not used: the data has a val split of its own (30 clips)"]),
                            (carved, [])):  # fmt: skip
@@ -451,11 +451,22 @@ def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp
     settings = load_settings(None, {"data": own}, [])  # not given: nothing to say
     space = load_space(settings.space_path(), overrides=settings.overrides)
     assert start_notes(settings, space, load_search_data(settings, space)) == []
-    # searched batch sizes above the 120 training clips train alike, at 120; a --set that strands a condition
+    # fixed values every trial trains smaller on this data (the space's batch_size 128, --set topk 9 on 8 clips):
+    # said as the trainer alone says them (a search said nothing; the trials recorded 128 and 8: a walkthrough)
+    tiny = own.replace("n_train=200", "n_train=8")
+    settings = load_settings(None, {"data": tiny}, ["topk=9"])
+    space = load_space(settings.space_path(), overrides=settings.overrides)
+    clamped = [n for n in start_notes(settings, space, load_search_data(settings, space)) if "in every trial" in n]
+    assert clamped == [
+        "batch_size 128 is larger than the train split (8 clips): batches of 8, in every trial (recorded as given; "
+        "each trial's effective.batch_size param holds what it trained with)",
+        "topk 9 is not below the batch (8): 7 neighbours, in every trial (recorded as given; each trial's "
+        "effective.topk param holds what it trained with)"], clamped  # fmt: skip
+    # searched batch sizes above the 200 training clips train alike, at 200; a --set that strands a condition
     settings = load_settings(None, {"data": own, "space": "hsc_mae"}, ["loss_weighting=fixed"])
     space = load_space(settings.space_path(), overrides=settings.overrides)
     notes = start_notes(settings, space, load_search_data(settings, space))
-    assert ("batch_size 128, 256, 512 exceeds the 120 training clips: such trials train with batches of 120 (alike, "
+    assert ("batch_size 256, 512 exceeds the 200 training clips: such trials train with batches of 200 (alike, "
             "though the sampler takes them for different values)") in notes, notes
     from hsc_search.driver import _alike_notes
     from hsc_search.settings import SPACES_DIR
@@ -585,7 +596,9 @@ def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp
     settings = load_settings(None, {"data": str(tmp_path / "zero.h5")}, [])
     space = load_space(settings.space_path(), overrides=settings.overrides)
     notes = start_notes(settings, space, load_search_data(settings, space))
-    assert len(notes) == 1 and "every audio feature is constant over the train clips" in notes[0], notes
+    assert "every audio feature is constant over the train clips" in notes[0], notes
+    assert notes[1:] == ["batch_size 128 is larger than the train split (40 clips): batches of 40, in every trial "
+                         "(recorded as given; each trial's effective.batch_size param holds what it trained with)"]
     for spec, noted in ((own, True), (carved, False)):
         train = subprocess.run([sys.executable, "-m", "trainer", "--data", spec, "--set", "val_fraction=0.25",
                                 "--set", "epochs=1", "--out", str(tmp_path / f"run{int(noted)}")], cwd=tmp_path,
@@ -1175,6 +1188,57 @@ def test_an_experiment_whose_artifacts_a_server_serves_is_refused_through_a_data
     notes.clear()  # runs numbered or dated, another sweep: not typos (the review: every dated search was told so)
     for name in ("ave-2026-12-05", "ave-wd-sweep", "hsc-search-2"):
         _experiment_id(client, name, "val/map_avg", "max", uri, notes=notes)
+    assert notes == [], notes
+
+
+def test_searched_values_that_fail_on_the_data_are_said_at_the_start(_cache_dir):
+    """cca_k searched up to 32 with cca_dim auto, on 16-d audio: auto picks cca_dim 16, and every trial that drew
+    cca_k above it failed at its start, unsaid (a walkthrough: 3 of 4 trials). Said now, with the trainer's own
+    reason; a range the data allows, and values refused with the config itself (the checks say those), are not."""
+    from hsc_search.driver import _data_clash_notes, load_search_data
+    from hsc_search.settings import load_settings
+    from hsc_search.space import load_space_dict
+
+    spec = "synthetic:ave?n_train=200&n_val=60&n_test=60&dim_audio=16&dim_visual=24&num_classes=4&seed=5"
+    settings = load_settings(None, {"data": spec}, [])
+
+    def notes(params, fixed=None):
+        space = load_space_dict({"fixed": {"batch_size": 64, **(fixed or {})}, "params": params})
+        return _data_clash_notes(space, load_search_data(settings, space), 2)
+
+    assert notes({"cca_k": {"type": "int", "low": 1, "high": 32}}) == [
+        "trials that draw cca_k 32 fail on this data (cca_k 32 exceeds cca_dim 16, which auto (cca_dim 0) picked for "
+        "this data (min(16, audio dim 16, visual dim 24, batch 64 - 1)): a cca_k of at most 16, 0 (all), or an "
+        "explicit cca_dim)"]  # fmt: skip
+    assert notes({"cca_k": {"type": "int", "low": 1, "high": 16}}) == []
+    assert notes({"cca_dim": {"type": "categorical", "choices": [8, 220]}}, {"batch_size": 256}) == [
+        "trials that draw cca_dim 220 fail on this data (the train split has 200 clips, so batches of 200, which must "
+        "exceed cca_dim 220: a smaller cca_dim (0 picks one below the batch) or more training clips)"]  # fmt: skip
+
+
+def test_a_shared_store_whose_experiment_keeps_artifacts_on_the_drivers_disk_is_said(tmp_path, tracking_server):
+    """Through a tracking server (a real one), an experiment whose artifact location is a local folder (one made
+    through the team's database URI: ./mlruns of that search's folder) has each search's artifacts written to that
+    folder on the driver's own disk, which colleagues and the server's UI do not see: it was silent (a
+    walkthrough). A note now; none for an experiment the server keeps (a new one here) nor for a sqlite store."""
+    from mlflow.tracking import MlflowClient
+
+    from hsc_search.driver import _experiment_id
+
+    client = MlflowClient(tracking_uri=tracking_server.url)
+    local = tmp_path / "machine_a" / "mlruns"
+    client.create_experiment("local-art", artifact_location=str(local))
+    notes: list[str] = []
+    _experiment_id(client, "local-art", "val/map_avg", "max", tracking_server.url, notes=notes)
+    assert notes == [f"note: experiment 'local-art' keeps its artifacts (plots, configs, the report) in {local}, a "
+                     "folder this machine writes itself: other machines and the MLflow UI of a server elsewhere see "
+                     "them only if that folder is shared with them (a team server's experiments keep theirs on the "
+                     "server: docs/team-server.md)"], notes  # fmt: skip
+    notes.clear()
+    made = _experiment_id(client, "served", "val/map_avg", "max", tracking_server.url, notes=notes)
+    assert client.get_experiment(made).artifact_location.startswith("mlflow-artifacts:") and notes == [], notes
+    uri = f"sqlite:///{tmp_path}/own.db"
+    _experiment_id(MlflowClient(tracking_uri=uri), "mine", "val/map_avg", "max", uri, notes=notes)
     assert notes == [], notes
 
 

@@ -711,38 +711,52 @@ def test_an_int_range_on_a_float_field_is_recorded_as_the_float_it_trains():
 TINY_DATA = "synthetic:ave?n_train=180&n_val=60&n_test=60&dim_audio=12&dim_visual=16"  # 3 steps of 60
 
 
-# each field the trainer reads only under another's values: (a value of that other field under which it is read,
-# one under which it is not, two values of the field); checked against the trainer, one epoch each
-_IGNORED = {"w_rec": ("fixed", "learned", 0.1, 3.0), "w_nce": ("fixed", "learned_raw", 0.2, 2.0),
-            "weight_lr": ("learned", "fixed", 1e-4, 0.5), "weight_warmup_epochs": ("learned", "fixed", 0, 1),
-            "logvar_floor": ("learned", "fixed", 0.0, -5.0), "tau_teacher": (3, 0, 0.01, 1.0),
-            "self_weight": (3, 0, 0.2, 1.0)}  # fmt: skip
+# each field the trainer reads only under others' values: two of its values that train differently where it is read
+_IGNORED = {"w_rec": (0.1, 3.0), "w_dcca": (0.1, 3.0), "w_nce": (0.2, 2.0), "w_distill": (0.1, 3.0),
+            "weight_lr": (1e-4, 0.5), "weight_warmup_epochs": (0, 1), "logvar_floor": (0.0, -5.0), "tau": (0.05, 0.5),
+            "topk": (0, 3), "tau_teacher": (0.01, 1.0), "self_weight": (0.2, 1.0)}  # fmt: skip
+# values of the fields those depend on, to pick one under which a field is read and one under which it is not
+_PARENT_VALUES = {"loss_weighting": ["fixed", "learned", "learned_raw"], "use_rec": [True, False],
+                  "use_dcca": [True, False], "use_nce": [True, False], "mask_ratio": [0.5, 0.0],
+                  "distill": ["relational", "embedding", "none"], "topk": [3, 0]}  # fmt: skip
 
 
 def test_the_fields_said_unused_are_those_the_trainer_ignores():
-    """The table behind the start's notes (trainer.config.USED_ONLY_WHEN) against the trainer: under a value of
-    its parent that the table says leaves the field unread, two of its values train the same metrics, to every
-    digit; under one that reads it, they differ. (A walkthrough: w_rec searched under learned weights took a fifth
-    of fANOVA's importance while the trainer never read it.)"""
+    """The table behind the start's notes and the report's "not used" (trainer.config.USED_ONLY_WHEN) against the
+    trainer, condition by condition: with the field's other conditions holding, under a value of the condition's
+    field that the table says leaves it unread, two of its values train the same metrics, to every digit; under
+    one that reads it, they differ. (Walkthroughs: w_rec searched under learned weights took a fifth of fANOVA's
+    importance while the trainer never read it; tau and topk searched with use_nce false were not said.)"""
+    from hsc_search.space import _reads
     from trainer import load_data
     from trainer.config import USED_ONLY_WHEN
     from trainer.fit import fit
 
     small_data = load_data(TINY_DATA)
-
-    assert set(_IGNORED) <= set(USED_ONLY_WHEN) and {"w_dcca", "w_distill"} <= set(USED_ONLY_WHEN)
+    assert set(_IGNORED) == set(USED_ONLY_WHEN)
 
     def metrics(**values):
         reports = []
-        fit(TrainConfig(epochs=1, batch_size=60, hidden_dim=32, embed_dim=16, proj_dim=16, **values), small_data,
-            on_epoch=reports.append)  # fmt: skip
+        fit(TrainConfig(epochs=1, batch_size=60, hidden_dim=32, embed_dim=16, proj_dim=16, eval_embedding="e",
+                        **values), small_data, on_epoch=reports.append)  # fmt: skip
         return {k: v for k, v in reports[0].metrics.items() if not k.startswith(("time/", "perf/"))}
 
-    for name, (reads, ignores, a, b) in _IGNORED.items():
-        parent = USED_ONLY_WHEN[name][0]
-        base = {} if name == "weight_warmup_epochs" else {"weight_warmup_epochs": 0}  # learned weights move at once
-        assert metrics(**base, **{parent: ignores, name: a}) == metrics(**base, **{parent: ignores, name: b}), name
-        assert metrics(**base, **{parent: reads, name: a}) != metrics(**base, **{parent: reads, name: b}), name
+    checked = 0
+    for name, (a, b) in _IGNORED.items():
+        conditions = USED_ONLY_WHEN[name]
+        reads = {parent: next(v for v in _PARENT_VALUES[parent] if _reads(allowed, v)) for parent, allowed in conditions}
+        for parent, allowed in conditions:
+            ignores = next(v for v in _PARENT_VALUES[parent] if not _reads(allowed, v))
+            base = {**reads, "weight_warmup_epochs": 0} if name != "weight_warmup_epochs" else dict(reads)
+            if name in ("tau_teacher", "self_weight", "tau") or base.get("use_nce") is False:
+                base.setdefault("distill", "relational")  # (a model with no loss on z: still a valid config)
+            base.pop(name, None)
+            assert metrics(**{**base, parent: ignores, name: a}) == metrics(**{**base, parent: ignores, name: b}), \
+                (name, parent, ignores)  # fmt: skip
+            assert metrics(**{**base, parent: reads[parent], name: a}) != \
+                metrics(**{**base, parent: reads[parent], name: b}), (name, parent, reads[parent])  # fmt: skip
+            checked += 1
+    assert checked == 18
 
 
 def test_a_space_that_searches_what_the_trainer_ignores_is_said_at_the_start(tmp_path):

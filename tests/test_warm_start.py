@@ -143,6 +143,36 @@ def test_the_study_starts_with_exactly_the_source_trials_that_fit(source, tmp_pa
     assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 1
 
 
+def test_the_summary_compares_the_search_with_the_best_trial_it_started_from(source):
+    """A warm-started search's summary named only its own best, so one that found nothing better looked like
+    progress (a walkthrough). It names the source's best trial (its best epoch's value, from MLflow here, read
+    independently) and says whether the search bettered it; nothing for a source on other data."""
+    import dataclasses
+
+    from hsc_search.driver import _warm_line
+    from hsc_search.space import load_space
+    from hsc_search.warm_start import plan
+
+    cwd, parent_id = source
+    recorded = _recorded_in_mlflow(cwd / "mlflow.db", parent_id)
+    top = max(recorded, key=lambda t: max(recorded[t]["values"].values()))
+    score = max(recorded[top]["values"].values())
+    warm = plan(parent_id, load_space(ROOT / "search_spaces" / "quick.yaml"), METRIC, "max",
+                f"sqlite:///{cwd / 'mlflow.db'}")  # fmt: skip
+
+    class Row:
+        def __init__(self, value):
+            self.score = value
+
+    head = f"the best trial it started from, {top} of {parent_id}, scored {score:.4f}; "
+    assert _warm_line(warm, Row(score + 0.01), "max") == head + "this search's best is better"
+    assert _warm_line(warm, Row(score), "max") == head + "this search's best is the same"
+    assert _warm_line(warm, Row(score - 0.01), "max") == head + "this search did not reach it"
+    assert _warm_line(warm, None, "max") == head + "this search did not reach it"
+    assert _warm_line(dataclasses.replace(warm, other_data=True), Row(score), "max") is None
+    assert _warm_line(None, Row(score), "max") is None
+
+
 def test_a_source_on_other_data_is_said_and_its_default_is_not_taken_for_this_datas(source):
     """The trainer default a source search trained is not enqueued again, unless the source searched other data:
     there it was said to have been run already (it had not, on this data). Data is compared by the fingerprint both

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import EXAMPLE_CONFIG, ConfigError, DataError, NonFiniteLossError, TrainConfig, fit, load_data
 from .config import describe, repeated_sets, why_unwritable
 from .fit import (CHECKPOINT_FILE, CheckpointError, data_fingerprint, larger_than_the_device, load_state,
-                  resolve_device, same_data, searched_data)
+                  resolve_device, differing_splits, searched_data)
 
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint", "summary.json")  # what `fit` writes into a run folder
@@ -133,8 +133,13 @@ def _main(argv: list[str] | None, prog: str) -> int:
             print(f"note: --set val_fraction={cfg.val_fraction} is not used: {data.source} has a val split of its "
                   f"own ({len(data.val)} clips)")  # fmt: skip
         searched = searched_data(args.config) if args.config is not None and not args.resume else None
-        if searched is not None and not same_data(searched, data_fingerprint(data)):  # a file changed in place
-            # since the search (same path, same shapes) retrained to another score without a word (a walkthrough)
+        differ = differing_splits(searched, data_fingerprint(data)) if searched is not None else []
+        if differ == ["test"]:  # the run trains and selects as the search's trial did: only its test metrics differ
+            print(f"note: --data {data.source} is not the data the search behind {args.config} ran on: its test split "
+                  "has other clips, labels or values than the fingerprint in its header, so this run trains and "
+                  "keeps its epoch as the search's trial did, but its test metrics are not the search's")  # fmt: skip
+        elif differ:  # a file changed in place since the search (same path, same shapes) retrained to another score
+            # without a word (a walkthrough)
             carved = ", or its val split carved by another val_fraction" if data.val_carved else ""  # (a review)
             print(f"note: --data {data.source} is not the data the search behind {args.config} ran on (other clips, "
                   f"labels or values than the fingerprint in its header{carved}): this run will not reproduce the "

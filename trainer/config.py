@@ -25,15 +25,21 @@ _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 AUTO_CCA_DIM = 16  # the auto CCA head size cap (see the cca_dim help)
 AUTO_FIELDS = ("cca_dim", "cca_k", "ema_momentum")  # 0 = auto: TrainConfig.resolve fills them in for the data
 ABOVE_ZERO = "above 0"
-# fields the trainer reads only when another field takes certain values: field -> (that field, the values, or
-# ABOVE_ZERO). A search space that searches one without a matching `when` spends trials on values that change
-# nothing (and Optuna's importances then credit noise to it): hsc_search's start says so.
-USED_ONLY_WHEN = {
-    **{f"w_{n}": ("loss_weighting", ("fixed",)) for n in ("rec", "dcca", "nce", "distill")},
-    **{n: ("loss_weighting", ("learned", "learned_raw")) for n in ("weight_lr", "weight_warmup_epochs",
-                                                                    "logvar_floor")},
-    "tau_teacher": ("topk", ABOVE_ZERO),  # the teacher's soft top-k targets: topk 0 is plain InfoNCE
-    "self_weight": ("topk", ABOVE_ZERO),
+# fields the trainer reads only when other fields take certain values: field -> its conditions, each (that field,
+# the values under which it is read, or ABOVE_ZERO); it is read only when all of them hold. A search space that
+# searches one without a matching `when` spends trials on values that change nothing (and Optuna's importances
+# then credit noise to it): hsc_search's start says so, and the report says "not used" of it.
+_LEARNED = ("learned", "learned_raw")
+USED_ONLY_WHEN: dict[str, tuple[tuple[str, Any], ...]] = {
+    "w_rec": (("loss_weighting", ("fixed",)), ("use_rec", (True,)), ("mask_ratio", ABOVE_ZERO)),  # (nothing masked:
+    "w_dcca": (("loss_weighting", ("fixed",)), ("use_dcca", (True,))),  # no reconstruction loss)
+    "w_nce": (("loss_weighting", ("fixed",)), ("use_nce", (True,))),
+    "w_distill": (("loss_weighting", ("fixed",)), ("distill", ("relational", "embedding"))),
+    **{n: (("loss_weighting", _LEARNED),) for n in ("weight_lr", "weight_warmup_epochs", "logvar_floor")},
+    "tau": (("use_nce", (True,)),),  # the InfoNCE loss's alone (a walkthrough: searched with use_nce false, unsaid)
+    "topk": (("use_nce", (True,)),),
+    "tau_teacher": (("use_nce", (True,)), ("topk", ABOVE_ZERO)),  # the teacher's soft top-k targets: topk 0 is
+    "self_weight": (("use_nce", (True,)), ("topk", ABOVE_ZERO)),  # plain InfoNCE
 }  # fmt: skip
 AUTO_EMA_CEILING = 0.99  # the auto starting EMA momentum of long runs (see the ema_momentum help)
 

@@ -231,7 +231,7 @@ def schedule_notes(cfg: TrainConfig) -> list[str]:
         # 3.0000000000000004 is 3)
         notes.append(f"warmup_epochs {cfg.warmup_epochs:g} is longer than {run}: the learning rate "
                      f"rises over the whole run, reaching lr {cfg.lr:g} at its last step")
-    field, learned = USED_ONLY_WHEN["weight_warmup_epochs"]  # (not read with fixed weights)
+    (field, learned), = USED_ONLY_WHEN["weight_warmup_epochs"]  # (not read with fixed weights)
     if getattr(cfg, field) in learned and cfg.weight_warmup_epochs >= cfg.epochs:  # epoch > warm-up learns them
         notes.append(f"weight_warmup_epochs {cfg.weight_warmup_epochs} is not shorter than {run}: "
                      "the loss weights never learn (they keep their initial values)")
@@ -286,10 +286,16 @@ def same_data(saved: dict, now: dict) -> bool:
     """Exact on counts and labels; the feature sums within float rounding of another machine's numpy (1e-5 per
     value), far below what other clips or values change. Fingerprints from before the label digests (or the mixed
     sums) are compared without them."""
-    if any(saved.get(k) != now[k] for k in ("clips", "classes", "labels")):
-        return False
-    if "label_digests" in saved and saved["label_digests"] != now["label_digests"]:
-        return False
+    return not differing_splits(saved, now)
+
+
+def differing_splits(saved: dict, now: dict) -> list[str]:
+    """The splits ("train", "val", "test") whose clips, labels or features differ between a saved fingerprint and
+    this one (`same_data`'s tolerances); all three when the number of classes differs. A train split's features
+    standardise all three, so other train features change every split's."""
+    splits = ["train", "val", "test"]
+    if saved.get("classes") != now["classes"]:
+        return splits
     # the mixed sums within 1e-11 a value and 1e-5 (a few float32 ulps): features are standardised in float64 and
     # then rounded to float32, so another machine's values differ only where a float64 rounding difference crosses
     # a float32 boundary (about one value in 1e8, by one ulp: ~1e-6 in the sum) and the float64 sums by ~1e-18 a
@@ -297,11 +303,21 @@ def same_data(saved: dict, now: dict) -> bool:
     # size for the same data, and 1e-9 one swap in 200 (the reviews). A linear sum misses a change that leaves it
     # within that: practically never, not provably never.
     sizes = [n for _, n in now["features"]]
-    if "mixed" in saved and not all(math.isclose(x, y, rel_tol=1e-12, abs_tol=1e-11 * n + 1e-5)
-                                    for x, y, n in zip(saved["mixed"], now["mixed"], sizes)):  # fmt: skip
-        return False
-    return all(n == m and math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-5 * n)
-               for (x, n), (y, m) in zip(saved["features"], now["features"]))  # fmt: skip
+    out = []
+    for i, split in enumerate(splits):
+        exact = [k for k in ("clips", "labels", "label_digests") if k in saved or k != "label_digests"]
+        differs = any((saved.get(k) or [None] * 3)[i] != now[k][i] for k in exact)
+        for j in (2 * i, 2 * i + 1):  # its audio, its visual features
+            n = sizes[j]
+            if "mixed" in saved and not math.isclose(saved["mixed"][j], now["mixed"][j], rel_tol=1e-12,
+                                                     abs_tol=1e-11 * n + 1e-5):  # fmt: skip
+                differs = True
+            (x, m), (y, _) = saved["features"][j], now["features"][j]
+            if m != n or not math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-5 * n):
+                differs = True
+        if differs:
+            out.append(split)
+    return out
 
 
 # an exported config's header line (hsc-search export-best): the fingerprint of the data its search ran on, as JSON
