@@ -541,8 +541,13 @@ class _OwnStopNotice(logging.Filter):
 
 
 class _NoRayResumeHint(logging.Filter):
+    """Ray Tune's own end-of-run lines that our summary says in its words: its resume hint (`Tuner.restore(...)`
+    in Python) and its "ERROR ... Trials did not complete: [train_trial_..., ...]" after an interrupted search or
+    one with failed trials (each said by its own line as it ended; the summary counts them)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Resume experiment with:" not in record.getMessage()
+        message = record.getMessage()
+        return "Resume experiment with:" not in message and not message.startswith("Trials did not complete")
 
 
 class _NoUnreportedTrialWarning(logging.Filter):

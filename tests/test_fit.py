@@ -144,6 +144,64 @@ def test_test_split_scored_on_the_validation_selected_epoch(small_data, tmp_path
     assert result.test["test/map_avg"] == pytest.approx(test_map[result.best_epoch], abs=1e-5)
 
 
+def _reference_cca(ta: np.ndarray, tv: np.ndarray, k: int, ridge: float):
+    """Independent reference for eval_projection cca: canonical directions by Cholesky whitening in float64 (the
+    trainer whitens by symmetric inverse square roots), fitted on (ta, tv); returns a function projecting (a, v).
+    The variates agree up to a sign shared by each pair of directions, which cosine scores do not see."""
+    ma, mv = ta.mean(0), tv.mean(0)
+    a, v = ta - ma, tv - mv
+    n = len(a)
+    s_aa = a.T @ a / (n - 1) + ridge * np.eye(a.shape[1])
+    s_vv = v.T @ v / (n - 1) + ridge * np.eye(v.shape[1])
+    la, lv = np.linalg.cholesky(s_aa), np.linalg.cholesky(s_vv)
+    u, _, vt = np.linalg.svd(np.linalg.solve(la, a.T @ v / (n - 1)) @ np.linalg.inv(lv).T)
+    wa, wv = np.linalg.solve(la.T, u[:, :k]), np.linalg.solve(lv.T, vt.T[:, :k])
+    return lambda x, y: ((x - ma) @ wa, (y - mv) @ wv)
+
+
+@pytest.mark.parametrize("model, embedding, projection", [
+    ("student", "z", "none"), ("teacher", "h", "cca"), ("student", "e", "cca"), ("teacher", "e", "none"),
+    ("student", "h", "none"), ("teacher", "z", "cca")])  # fmt: skip
+def test_each_evaluation_setting_scores_what_it_names(small_data, tmp_path, model, embedding, projection):
+    """eval_model, eval_embedding and eval_projection (the ablation space evaluates every trial through a CCA)
+    were checked only at their defaults (an audit of the tests): a validation mAP of the other network, of
+    another embedding, or of a CCA fitted on the validation split instead of the train split would have passed.
+    Here each setting's logged val/map_avg equals scikit-learn's mAP of that network's embedding from the saved
+    checkpoint, through an independent float64 CCA fitted on the train split where asked, and the wrong routes
+    score measurably differently."""
+    from trainer.model import HSCMAE
+
+    cfg = TrainConfig(**{**TINY, "epochs": 2, "eval_model": model, "eval_embedding": embedding,
+                         "eval_projection": projection})  # fmt: skip
+    saved = {}
+    result = fit(cfg, small_data, on_epoch=lambda r: saved.setdefault(r.epoch, r.save_checkpoint(tmp_path / str(r.epoch))),
+                 log=None)  # fmt: skip
+    resolved, state = result.config, torch.load(saved[2], weights_only=False)
+
+    def embedded(key: str, split, which: str):
+        net = HSCMAE(small_data.train.audio.shape[1:], small_data.train.visual.shape[1:], resolved)
+        net.load_state_dict(state[key])
+        net.eval()
+        with torch.no_grad():
+            oa, ov = net(torch.as_tensor(split.audio), torch.as_tensor(split.visual))
+        return getattr(oa, which).double().numpy(), getattr(ov, which).double().numpy()
+
+    def score(key: str, which: str, fit_on) -> float:
+        a, v = embedded(key, small_data.val, which)
+        if projection == "cca":
+            a, v = _reference_cca(*embedded(key, fit_on, which), resolved.cca_dim, resolved.cca_ridge)(a, v)
+        return _sklearn_map(a, v, small_data.val.labels)
+
+    key, other = ("teacher", "model") if model == "teacher" else ("model", "teacher")
+    logged = result.history[1]["val/map_avg"]
+    expected = score(key, embedding, small_data.train)
+    assert logged == pytest.approx(expected, abs=1e-5), (logged, expected)
+    assert abs(score(other, embedding, small_data.train) - expected) > 1e-4  # the other network
+    assert min(abs(score(key, w, small_data.train) - expected) for w in "zhe" if w != embedding) > 1e-4
+    if projection == "cca":
+        assert abs(score(key, embedding, small_data.val) - expected) > 1e-4  # a CCA fitted on the val split
+
+
 def _checkpointed_and_stopped(cfg: TrainConfig, data, folder, after: int = 1) -> None:
     """Trains `cfg`, saves a checkpoint into `folder` after epoch `after`, and stops there (as a killed run)."""
 
@@ -193,12 +251,27 @@ def test_non_finite_loss_stops_with_a_clear_message(small_data):
 
 
 def test_sequence_features_train(tmp_path):
+    """Sequence features (N, T, D) train, and their test mAP is that of the selected epoch's teacher embedding the
+    sequences as they are, scored independently with scikit-learn (it asserted only a finite number: an audit)."""
     from trainer import load_data
+    from trainer.model import HSCMAE
 
     data = load_data("synthetic:ave?n_train=300&n_val=80&n_test=80&dim_audio=12&dim_visual=16&seq_len=5&num_classes=4")
     assert data.train.audio.ndim == 3
-    result = fit(TrainConfig(**{**TINY, "epochs": 2}), data, log=None)
+    saved = {}
+    result = fit(TrainConfig(**{**TINY, "epochs": 2}), data, log=None,
+                 on_epoch=lambda r: saved.setdefault(r.epoch, r.save_checkpoint(tmp_path / str(r.epoch))))  # fmt: skip
     assert math.isfinite(result.history[-1]["val/map_avg"])
+    net = HSCMAE(data.train.audio.shape[1:], data.train.visual.shape[1:], result.config)
+    net.load_state_dict(torch.load(saved[result.best_epoch], weights_only=False)["teacher"])
+    net.eval()
+    with torch.no_grad():
+        oa, ov = net(torch.as_tensor(data.test.audio), torch.as_tensor(data.test.visual))
+    expected = _sklearn_map(oa.z.double().numpy(), ov.z.double().numpy(), data.test.labels)
+    assert result.test["test/map_avg"] == pytest.approx(expected, abs=1e-5)
+    with torch.no_grad():  # the time steps are read as a sequence: reversed in time, the clips embed otherwise
+        ra, _ = net(torch.as_tensor(data.test.audio[:, ::-1].copy()), torch.as_tensor(data.test.visual))
+    assert not torch.allclose(ra.z, oa.z, atol=1e-4)
 
 
 def _run_cli(*args, cwd=ROOT):

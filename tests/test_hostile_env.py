@@ -356,6 +356,7 @@ def test_a_full_disk_under_the_search_stops_it_resumable_and_fails_no_trial(tmp_
         print(out[-4000:])
         assert proc.returncode == 1, out[-3000:]
         assert "Traceback" not in out and " FAILED " not in out, out[-3000:]
+        assert "Trials did not complete" not in out, out[-3000:]  # (Ray's ERROR line: the summary says it)
         folder = full / "fill"
         error = proc.stderr.strip().splitlines()[-1]
         said = re.fullmatch(r"error: trial (\w+)'s write was refused: No space left on device \(a disk that is full "

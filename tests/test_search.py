@@ -657,6 +657,13 @@ def test_export_best_then_retrain(search, _cache_dir):
     assert train.returncode == 0, train.stderr
     assert len([l for l in train.stdout.splitlines() if l.startswith("epoch")]) == MAX_EPOCHS
     assert (cwd / "elsewhere" / "rt" / "summary.json").exists()
+    # the pasted retrain trains the trial's epochs over: its val/map_avg epoch by epoch is the trial's in MLflow (up
+    # to the float rounding of another thread count, README: about 1e-6), for as many epochs as the trial trained
+    retrained = {int(m["epoch"]): m["val/map_avg"] for m in map(json.loads, (cwd / "elsewhere" / "rt" /
+                                                                             "metrics.jsonl").read_text().splitlines())
+                 if "val/map_avg" in m}  # fmt: skip
+    trial = {m.step: m.value for m in client.get_metric_history(best_run, "val/map_avg")}
+    assert trial and all(retrained[e] == pytest.approx(v, abs=1e-5) for e, v in trial.items()), (retrained, trial)
     # the header's last line is the fingerprint of the search's data (as its parent run recorded it): the same data
     # retrains without a word, other data of the same shapes (a file changed in place since the search) is named
     # (it retrained to another score silently: a walkthrough)
