@@ -414,7 +414,7 @@ def _interrupted_again(exp_dir) -> None:
         what = (f"{' and '.join(written)} written, not all of the rest" if written else
                 "before its summary, best config and report were written")  # fmt: skip
         # a second Ctrl-C while a stopped search wrote its records read as if its trials had all ended (a walkthrough)
-        when = ("again while the stopped search was writing its records" if STOPPED[0]
+        when = ("while the stopped search was writing its records" if STOPPED[0]
                 else "while the search was ending")  # fmt: skip
         typer.echo(f"interrupted {when} ({what}); `{resume_command(exp_dir)}` "
                    + ("continues its trials and writes them" if STOPPED[0] else "finishes the search and writes them"),

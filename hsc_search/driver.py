@@ -507,7 +507,8 @@ class _OneLineSyncError(logging.Filter):
         if record.exc_info and record.getMessage().startswith("Saving experiment state to storage"):
             error = record.exc_info[1]
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            record.msg = f"{record.getMessage()}{type(error).__name__}: {first} (the next save tries again)"
+            record.msg = (f"{record.getMessage()}{type(error).__name__}: {first} (a local search folder keeps the "
+                          "state saved before it)")
             record.args, record.exc_info, record.exc_text = (), None, None
         return True
 
@@ -1064,8 +1065,9 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
 def _warm_line(warm: WarmStart | None, best: TrialRow | None, mode: str) -> str | None:
     """Whether a warm-started search bettered the trials it started from: its summary named only its own best, so
     a search that found nothing better looked like progress (a walkthrough). None without a warm start, or with
-    one from other data (scores not comparable)."""
-    theirs = warm.best(mode) if warm is not None and not warm.other_data else None
+    one from other data, another --max-epochs or other fixed values (scores not comparable: a review)."""
+    comparable = warm is not None and not (warm.other_data or warm.epochs_differ or warm.fixed_differs)
+    theirs = warm.best(mode) if comparable else None  # (another budget or fixed values: scores not comparable)
     if theirs is None:
         return None
     trial, score = theirs
@@ -1174,23 +1176,31 @@ def _fixed_clamp_notes(space: SearchSpace, data: AVData, max_epochs: int) -> lis
     from trainer.fit import clamp_notes
 
     searched = set(space.names())
-    if "batch_size" in searched or ("topk" in searched and "use_nce" in searched):
+    if "batch_size" in searched:
         return []
     try:
         asked = TrainConfig(**{**space.fixed, "epochs": max_epochs})
         trained = asked.resolve(len(data.train), data.audio_dim, data.visual_dim)
     except (ConfigError, ValueError):  # the first trial's checks say what is wrong
         return []
+    # (topk: read only by trials with use_nce, which a space that searches use_nce does not say of every trial)
     return [f"{note}, in every trial (recorded as given; each trial's effective.{note.split(' ', 1)[0]} param holds "
             "what it trained with)" for note in clamp_notes(asked, trained, len(data.train))
-            if note.split(" ", 1)[0] not in searched]  # fmt: skip
+            if note.split(" ", 1)[0] not in searched and not (note.startswith("topk") and "use_nce" in searched)]
+
+
+_RESOLVED_WITH = ("batch_size", "cca_dim", "cca_k", "topk")  # the fields `TrainConfig.resolve` checks together
 
 
 def _data_clash_notes(space: SearchSpace, data: AVData, max_epochs: int) -> list[str]:
-    """Searched values that fail on this data with the other values fixed or at their defaults (`TrainConfig.resolve`:
-    a cca_k above the cca_dim auto picks for the data's dimensions, a cca_dim not below the batch): such trials
-    fail at their start; the search said nothing (`space.clashes` checks pairs of values, not the data), and 3 of
-    4 trials of a walkthrough's search failed so. One note per param, at the ends of its range or its choices."""
+    """Searched values that fail on this data (`TrainConfig.resolve`: a cca_k above the cca_dim auto picks for the
+    data's dimensions, a cca_dim not below the batch): such trials fail at their start; the search said nothing
+    (`space.clashes` checks pairs of values, not the data), and 3 of 4 trials of a walkthrough's search failed so.
+    Each end of a range (or choice) is tried with the values the other fields resolved with it can take in the
+    same trial (their choices or ends, the param's own `when`, else their fixed or default value): a note names
+    the first combination that fails, one note per param."""
+    import itertools
+
     from trainer.config import ConfigError
 
     dims = (len(data.train), data.audio_dim, data.visual_dim)
@@ -1199,20 +1209,42 @@ def _data_clash_notes(space: SearchSpace, data: AVData, max_epochs: int) -> list
         TrainConfig(**base).resolve(*dims)
     except (ConfigError, ValueError, TypeError):  # the defaults themselves fail: the first trial's note says why
         return []
-    notes = []
+    by_name = {p.name: p for p in space.params}
+
+    def takes(name: str, within: Any, value) -> list:
+        """The values field `name` can have in a trial that draws `value` for `within`."""
+        default = base.get(name, getattr(TrainConfig(), name))
+        if name in within.when:
+            return list(within.when[name])
+        other = by_name.get(name)
+        if other is None or (within.name in other.when and value not in other.when[within.name]):
+            return [default]  # not searched, or not drawn beside this value (its own `when`)
+        values = list(other.choices) if other.type == "categorical" else [other.low, other.high]
+        return values + ([default] if other.when else [])
+
+    notes, said = [], set()
     for p in space.params:
-        values = list(p.choices) if p.type == "categorical" else [p.low, p.high]
-        for v in values:
-            try:
-                cfg = TrainConfig(**{**base, p.name: v})
-            except (ConfigError, ValueError, TypeError):  # refused with the config: `clashes` and the checks say it
+        others = [n for n in _RESOLVED_WITH if n != p.name and (n in by_name or n in p.when)]
+        for v in (list(p.choices) if p.type == "categorical" else [p.low, p.high]):
+            for combo in itertools.product(*(takes(n, p, v) for n in others)):
+                drawn = dict(zip(others, combo))
+                try:
+                    cfg = TrainConfig(**{**base, **drawn, p.name: v})
+                except (ConfigError, ValueError, TypeError):  # refused with the config: the checks say it
+                    continue
+                try:
+                    cfg.resolve(*dims)
+                except ConfigError as e:
+                    pairs = frozenset({(p.name, repr(v)), *((n, repr(x)) for n, x in drawn.items())})
+                    if pairs not in said:  # (the same combination found from its other param: said once)
+                        said.add(pairs)
+                        problem = "; ".join(e.problems).removeprefix("data: ")
+                        with_ = "".join(f", {n} {_number(x)}" for n, x in drawn.items())
+                        notes.append(f"trials that draw {p.name} {_number(v)}{with_} fail on this data ({problem})")
+                    break
+            else:
                 continue
-            try:
-                cfg.resolve(*dims)
-            except ConfigError as e:
-                problem = "; ".join(e.problems).removeprefix("data: ")
-                notes.append(f"trials that draw {p.name} {_number(v)} fail on this data ({problem})")
-                break
+            break
     return notes
 
 
@@ -1746,8 +1778,9 @@ def _fit_and_finish(tuner, client, settings, exp_dir, experiment_id, parent_id, 
 
 def _stopped_by_disk(refused: str, exp_dir: str) -> str:
     return (f"{refused} (a disk that is full or read-only: the search's folder {exp_dir} or the temporary folder "
-            f"its trials write in); the search stopped with its state saved, so that no trial failed for it, and "
-            f"once there is room `{resume_command(exp_dir)}` continues it, each trial from its last checkpoint")
+            f"its trials write in); the search stopped, so that no trial failed for it, and once there is room "
+            f"`{resume_command(exp_dir)}` continues it from its last saved state (a trial that ended or started "
+            "after that save runs again)")
 
 
 def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, echo, resumed: bool,
@@ -1758,15 +1791,19 @@ def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, ec
 
     tolerate_deleted_checkpoints()  # a resumed search's snapshot can list checkpoints its killed driver deleted
 
+    refused_saves: list[OSError] = []  # saves of Ray's state a disk refused (whole_state_files' copying thread)
+
     def on_full(trial, error: OSError) -> bool:
+        """A disk refused a trial's write (`trial`), or a save of the search's state (None): the search stops."""
         if refused:  # stopping already (trials running then can fail the same way)
             return True
         stop = tune_stop()
         if stop is None:  # (off the main thread Tune has no handler to stop with: failed as before)
             return False
-        refused.append(f"trial {trial.trial_id}'s write was refused: {_disk_words(error)}")
-        echo(f"stopping: {refused[0]}; the search stops here and keeps its state, so that no trial fails for a "
-             "disk (not its config's fault)")  # fmt: skip
+        what = f"trial {trial.trial_id}'s write" if trial is not None else "a save of the search's state"
+        refused.append(f"{what} was refused: {_disk_words(error)}")
+        echo(f"stopping: {refused[0]}; the search stops here and keeps its last saved state, so that no trial "
+             "fails for a disk (not its config's fault)")  # fmt: skip
         stop()
         return True
 
@@ -1781,9 +1818,12 @@ def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, ec
         # new trials are made in the folder it is in now, not where it started: ray_internals)
         # (a full disk: the search stops at the first trial it fails, and Ray's state files are replaced whole, so
         # the search is resumed once there is room: ray_internals)
-        with keep_starting_actors(), restored_searcher_in_the_folder_now(), whole_state_files(), \
-                stopping_at_a_full_disk(on_full), watching_the_head(_head_address(settings), exp_dir, echo):  # fmt: skip
+        with keep_starting_actors(), restored_searcher_in_the_folder_now(), whole_state_files(refused_saves.append), \
+                stopping_at_a_full_disk(on_full, refused_saves), \
+                watching_the_head(_head_address(settings), exp_dir, echo):  # fmt: skip
             tuner.fit()
+        if refused_saves and not refused:  # Ray's last save, as the search ended, was refused: what is read below
+            refused.append(f"a save of the search's state was refused: {_disk_words(refused_saves[0])}")  # is older
         # the saved experiment state is the truth (what `resume` would continue from); after Ctrl-C the in-memory
         # trials of the returned ResultGrid can read TERMINATED while Ray saved them as PENDING
         trials = list(ExperimentAnalysis(str(exp_dir)).trials)
@@ -1899,7 +1939,9 @@ def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, ec
                 raise
             finally:
                 if ended == "KILLED":  # stopped by the user: a server that does not answer must not hold them
-                    _bounded(lambda: client.set_terminated(parent_id, status=ended), 15.0)
+                    failed = _bounded(lambda: client.set_terminated(parent_id, status=ended), 15.0)
+                    if failed is not None:  # (a store on a full disk: its thread printed an 80-line traceback)
+                        echo(f"warning: the search's MLflow run could not be ended: {http_failure(failed)}")
                 elif ended == "FINISHED":  # (the store gone here: one line naming resume, the review)
                     with tail_guard(settings.tracking_uri, exp_dir, echo):
                         client.set_terminated(parent_id, status=ended)
@@ -1924,7 +1966,8 @@ def _disk_words(error: OSError) -> str:
     import errno as errnos
 
     what = os.strerror(error.errno) if error.errno in errnos.errorcode else str(error)
-    return f"{what}: {error.filename}" if getattr(error, "filename", None) else what
+    where = getattr(error, "filename2", None) or getattr(error, "filename", None)  # (a copy's: where it went)
+    return f"{what}: {where}" if where else what
 
 
 # MLflow's HTTP retries in a search's tail (reconcile, rungs, summary, best config, report), all of which `resume`
@@ -1978,12 +2021,22 @@ def _keep_in_record(meta_path: str, meta: dict, moved: dict) -> None:
         storage.write_text(meta_path, json.dumps(meta, indent=2))
 
 
-def _bounded(call: Callable[[], Any], timeout_s: float) -> None:
+def _bounded(call: Callable[[], Any], timeout_s: float) -> BaseException | None:
     """Runs `call` in a daemon thread for at most `timeout_s` (an MLflow call to a server that does not answer
-    retries for minutes; the process may end without it)."""
-    t = threading.Thread(target=call, daemon=True, name="hsc-bounded-call")
+    retries for minutes; the process may end without it). Returns what it raised in that time, None otherwise (it
+    was the thread's traceback on stderr)."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as e:  # noqa: BLE001 - returned to the caller, which says it in a line
+            raised.append(e)
+
+    t = threading.Thread(target=run, daemon=True, name="hsc-bounded-call")
     t.start()
     t.join(timeout_s)
+    return raised[0] if raised else None
 
 
 def _start_again(exp_dir: str) -> str:
@@ -2261,6 +2314,11 @@ def _note_local_artifacts(location: str | None, tracking_uri: str | None, name: 
         return
     if not (location.startswith("file:") or ("://" not in location and location.startswith("/"))):
         return
+    from urllib.parse import unquote, urlsplit
+
+    path = unquote(urlsplit(location).path) if location.startswith("file:") else location
+    if urlsplit(uri).hostname in ("127.0.0.1", "localhost", "::1") and Path(path).exists():
+        return  # a server of this machine's own (`mlflow ui` over a local store) whose artifacts are here: as expected
     notes.append(f"note: experiment '{name}' keeps its artifacts (plots, configs, the report) in {location}, a folder "
                  "this machine writes itself: other machines and the MLflow UI of a server elsewhere see them only if "
                  "that folder is shared with them (a team server's experiments keep theirs on the server: "

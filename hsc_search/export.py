@@ -220,11 +220,12 @@ def export_notes(rows: list[TrialRow], best: TrialRow, metric: str, cfg: TrainCo
                      "by numbers on different scales (learned loss weights, for one, divide each loss by its first "
                      "value), not by how well they retrieve; a validation mAP ranks them on one task")  # fmt: skip
     if best.epochs < cfg.epochs:
-        how = "was stopped by ASHA" if best.outcome == "stopped_early" else "ended"
-        notes.append(f"trial {best.name} {how} after {plural(best.epochs, 'epoch')} of {cfg.epochs}: the file trains "
+        how = ("was stopped by ASHA after" if best.outcome == "stopped_early" else
+               "has trained" if best.outcome in ("running", "unfinished") else "ended after")  # fmt: skip
+        notes.append(f"trial {best.name} {how} {plural(best.epochs, 'epoch')} of {cfg.epochs}: the file trains "
                      f"all {cfg.epochs} (its learning-rate schedule is that length), so its retrain gives the trial's "
                      f"metrics for those {best.epochs}, then trains on and keeps its best epoch of all {cfg.epochs} "
-                     f"(its {metric} can be better than {best.score:.4f})")  # fmt: skip
+                     f"(its {metric} can be better than {best.score:.4g})")  # fmt: skip
     return notes
 
 

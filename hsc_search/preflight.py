@@ -494,16 +494,15 @@ MAX_SOCKET_PATH = (104 if sys.platform == "darwin" else 108) - 1
 
 
 def check_cache_dir() -> None:
-    """$HSC_CACHE_DIR, when set, is not a file: the synthetic data's cache, the record of local Ray instances and
-    MLflow's store template go there; a file there made them anew in temporary folders (or skipped the record) for
-    every search, said at best in a line among Ray's (a walkthrough)."""
-    from pathlib import Path
+    """$HSC_CACHE_DIR, when set, is a folder (or not there yet): the synthetic data's cache, the record of local Ray
+    instances and MLflow's store template go there; a file there made them anew in temporary folders (or skipped
+    the record) for every search, said at best in a line among Ray's (a walkthrough)."""
+    from trainer.data import cache_dir_problem
 
-    given = os.environ.get("HSC_CACHE_DIR")
-    if given and Path(given).expanduser().exists() and not Path(given).expanduser().is_dir():
-        raise PreflightError(f"HSC_CACHE_DIR={given}: not a folder (hsc-search keeps its caches there: the synthetic "
-                             "data, the record of local Ray instances); set it to a folder, or unset it for "
-                             "~/.cache/hsc-search")  # fmt: skip
+    problem = cache_dir_problem("hsc-search keeps its caches there: the synthetic data, the record of local Ray "
+                                "instances", "~/.cache/hsc-search")  # fmt: skip
+    if problem:
+        raise PreflightError(problem)
 
 
 def check_ray_temp_dir() -> None:

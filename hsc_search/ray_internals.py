@@ -154,49 +154,63 @@ def keep_starting_actors():
 
 
 @contextlib.contextmanager
-def stopping_at_a_full_disk(on_full: Callable[[Any, OSError], bool]):
-    """While in this block, a trial that fails because a disk refused a write (`commands.DISK_ERRNOS`: full,
-    read-only, over quota or a file size limit) is given to `on_full(trial, error)`, which stops the search (as
-    Ctrl-C does) and says True, or cannot and says False; with True the trial is not counted as failed and goes
-    back to wait, to go on from its last checkpoint when the search is resumed; with False Ray handles it.
+def stopping_at_a_full_disk(on_full: Callable[[Any, OSError], bool], refused_saves: list | None = None):
+    """While in this block, a trial that fails because a disk refused a write (full, read-only, over quota:
+    `STOPPING_ERRNOS`) is given to `on_full(trial, error)`, which stops the search (as Ctrl-C does) and says True,
+    or cannot and says False; with True the trial is not counted as failed and goes back to wait, to go on from its
+    last checkpoint when the search is resumed; with False Ray handles it. A save of the search's state that a
+    disk refused (`refused_saves`, filled by `whole_state_files` from its copying thread) is given to
+    `on_full(None, error)` at Tune's next step, from the thread that runs Tune.
 
     Ray Tune 2.60 (`TuneController._process_trial_failure`) retried such a trial `max_failures` times and then
     failed it for good, and every later trial the same way: a full disk under the search's folder ended a search
-    with its trials FAILED as if their configs were at fault (a walkthrough). Stopped at the first such failure,
-    the search is resumed once the disk has room, each trial from its last checkpoint. Tune's own method is put
-    back on exit."""
+    with its trials FAILED as if their configs were at fault (a walkthrough); and a search whose state could no
+    longer be saved went on, its end then read from the last state saved (a review: called interrupted, exit 130).
+    Stopped at the first refusal, the search is resumed once the disk has room. Tune's own methods are put back
+    on exit."""
     from ray.tune.execution.tune_controller import TuneController
 
-    from .commands import DISK_ERRNOS
-
-    original = TuneController._process_trial_failure
+    original, step = TuneController._process_trial_failure, TuneController.step
 
     def _process_trial_failure(self, trial, exception) -> None:
-        refused = _disk_error(exception, DISK_ERRNOS)
+        refused = _disk_error(exception, STOPPING_ERRNOS)
         if refused is None or trial.status not in ("RUNNING", "PENDING") or not on_full(trial, refused):
             return original(self, trial, exception)
         trial.handle_error(exception)  # its error file (the line Progress prints), and a failure counted...
         trial.run_metadata.num_failures = max(0, trial.run_metadata.num_failures - 1)  # ...which is not its own
         self._try_recover(trial, exc=exception)  # back to PENDING, from its last checkpoint
 
+    def checked_step(self) -> None:
+        step(self)
+        if refused_saves:
+            on_full(None, refused_saves[0])
+
     TuneController._process_trial_failure = _process_trial_failure
+    TuneController.step = checked_step
     try:
         yield
     finally:
-        TuneController._process_trial_failure = original
+        TuneController._process_trial_failure, TuneController.step = original, step
+
+
+STOPPING_ERRNOS = {28, 30, 122}  # ENOSPC, EROFS, EDQUOT: room or a writable disk again lets it go on (not EFBIG, a
+# file size limit, which one trial's checkpoint would hit again at every resume: it fails that trial)
 
 
 def tune_stop() -> Callable[[], None] | None:
     """A function that ends the Ray Tune run under way as Ctrl-C does (its trials stop where they are, its state
     is saved for `resume`), called from the thread that runs it; None when Tune's handler is not there to do it
-    (a Tune run off the main thread installs none). Tune 2.60 (`tune.run`'s `_setup_signal_catching`) handles
-    SIGUSR1 as SIGINT and keeps that handler for the whole run, where a Ctrl-C puts SIGINT's previous one back."""
+    (a Tune run off the main thread installs none; a platform without SIGUSR1). Tune 2.60 (`tune.run`'s
+    `_setup_signal_catching`) handles SIGUSR1 as SIGINT and keeps that handler for the whole run, where a Ctrl-C
+    puts SIGINT's previous one back."""
     import signal
 
-    handler = signal.getsignal(signal.SIGUSR1)
+    usr1 = getattr(signal, "SIGUSR1", None)
+    handler = signal.getsignal(usr1) if usr1 is not None else None
     if not callable(handler) or "_setup_signal_catching" not in getattr(handler, "__qualname__", ""):
         return None
-    return lambda: handler(signal.SIGUSR1, None)
+    return lambda: handler(usr1, None)
+
 
 def _disk_error(error: BaseException | None, errnos) -> OSError | None:
     """The OSError with one of `errnos` that `error` is, wraps (Ray's RayTaskError keeps a trial's exception as
@@ -215,17 +229,20 @@ def _disk_error(error: BaseException | None, errnos) -> OSError | None:
 
 
 @contextlib.contextmanager
-def whole_state_files():
-    """While in this block, each file of a search's saved state that Ray Tune copies into a local search folder is
-    replaced whole (written beside it, then renamed over it) or left as it was.
+def whole_state_files(on_refused: Callable[[OSError], None] | None = None):
+    """While in this block, the files of a search's saved state that Ray Tune copies into a local search folder
+    are replaced together or not at all: each changed file is written beside its old one first, and only when all
+    are written are they renamed over the old ones (renames need no room); a write refused leaves the previous
+    state whole and is given to `on_refused` (a disk's refusal: `STOPPING_ERRNOS`) before it is raised.
 
     Ray 2.60 (`ray.train._internal.storage._upload_to_fs_path`, called by its syncer for the experiment state and
     the trials' result files) copied over the files in place: on a full disk the copy stopped part way, the
-    experiment state was cut off, and the search could not be resumed (a walkthrough, on a 3 MB file system).
-    Now a refused write leaves the previous state, from which `resume` goes on. A file that has not changed since
-    it was last copied (same size and modification time, which the copy keeps) is not copied again. Storage that is
-    not a local file system (S3, GCS: an object is written whole there anyway) is copied by Ray as before. The
-    driver's process only (its syncer copies these); Ray's function is put back on exit."""
+    experiment state was cut off, and the search could not be resumed (a walkthrough, on a 3 MB file system); and
+    replaced one file at a time, a refusal part way left a set of files from two saves, one that could not be
+    finished (a review). A save now needs room for the changed files beside the old ones. A file that has not
+    changed since it was last copied (same size and modification time, which the copy keeps) is not copied again.
+    Storage that is not a local file system (S3, GCS: an object is written whole there anyway) is copied by Ray
+    as before. The driver's process only (its syncer copies these); Ray's function is put back on exit."""
     import posixpath
     import shutil
 
@@ -234,34 +251,45 @@ def whole_state_files():
 
     original = ray_storage._upload_to_fs_path
 
-    def replace_whole(src: str, dest: str) -> None:
+    def changed(src: str, dest: str) -> bool:
         try:
             have, had = os.stat(src), os.stat(dest)
-            if have.st_size == had.st_size and have.st_mtime_ns == had.st_mtime_ns:
-                return
         except OSError:
-            pass
-        os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-        part = f"{dest}.hsc-part"
+            return True
+        return have.st_size != had.st_size or have.st_mtime_ns != had.st_mtime_ns
+
+    def replace_all(pairs: list[tuple[str, str]]) -> None:
+        pairs = [(src, dest) for src, dest in pairs if changed(src, dest)]
+        written = []
         try:
-            shutil.copy2(src, part)
-            os.replace(part, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(part)
+            for src, dest in pairs:
+                os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+                part = f"{dest}.hsc-part"
+                written.append(part)
+                shutil.copy2(src, part)
+        except BaseException as e:
+            for part in written:
+                with contextlib.suppress(OSError):
+                    os.unlink(part)
+            refused = _disk_error(e, STOPPING_ERRNOS) if isinstance(e, Exception) else None
+            if refused is not None and on_refused is not None:
+                on_refused(refused)
             raise
+        for src, dest in pairs:
+            os.replace(f"{dest}.hsc-part", dest)
 
     def _upload_to_fs_path(local_path, fs, fs_path, exclude=None) -> None:
         if exclude or not isinstance(fs, pafs.LocalFileSystem):
             return original(local_path=local_path, fs=fs, fs_path=fs_path, exclude=exclude)
         if os.path.isfile(local_path):
-            return replace_whole(local_path, fs_path)
+            return replace_all([(local_path, fs_path)])
         os.makedirs(fs_path, exist_ok=True)
+        pairs = []
         for root, _, files in os.walk(local_path):
             rel = os.path.relpath(root, local_path)
-            for name in files:
-                replace_whole(os.path.join(root, name),
-                              posixpath.normpath(posixpath.join(fs_path, rel.replace(os.sep, "/"), name)))
+            pairs += [(os.path.join(root, name),
+                       posixpath.normpath(posixpath.join(fs_path, rel.replace(os.sep, "/"), name))) for name in files]
+        replace_all(pairs)
 
     ray_storage._upload_to_fs_path = _upload_to_fs_path
     try:

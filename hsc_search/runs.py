@@ -174,6 +174,13 @@ def not_http(e: BaseException) -> bool:
     return isinstance(e, http.client.HTTPException) and not isinstance(e, OSError)
 
 
+def tls_to_plain_http(uri: str, error: BaseException) -> bool:
+    """An https:// request that a plain HTTP server answered: OpenSSL says WRONG_VERSION_NUMBER before 3.2 and
+    "record layer failure" from 3.2 on (urllib3 #3271)."""
+    return uri.startswith("https://") and any(s in str(error) for s in ("WRONG_VERSION_NUMBER",
+                                                                        "record layer failure"))  # fmt: skip
+
+
 def not_a_page(uri: str) -> None:
     """A server's address, not the address of a page of its UI: the `MLflow UI:` line a search prints ends in
     `#/experiments/1?...`, and pasted as --tracking-uri it was refused as a server that is not MLflow's (its /health
@@ -181,10 +188,13 @@ def not_a_page(uri: str) -> None:
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(uri)
-    if parts.fragment or parts.query or "#" in uri:
-        base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+    if parts.fragment or "#" in uri:
         raise StoreError(f"the address of a page of the MLflow UI, not of its server (which is "
                          f"{without_password(base)})")  # fmt: skip
+    if parts.query:  # MLflow adds its API's paths after the address: a query there is lost, or breaks them
+        raise StoreError(f"a tracking server's address takes no query ('?{parts.query}'): MLflow adds its API's "
+                         f"paths after it; give {without_password(base)}")  # fmt: skip
 
 
 def check_server(uri: str, timeout_s: float = 10.0) -> None:
@@ -206,7 +216,7 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
         if not_http(e):  # (a traceback: a Ray head's port given for MLflow's, a walkthrough)
             raise StoreError(f"{shown_url} {NOT_HTTP} ({type(e).__name__}); expected an MLflow tracking server") \
                 from None
-        if uri.startswith("https://") and "WRONG_VERSION_NUMBER" in str(e):  # TLS spoken to a plain HTTP server
+        if tls_to_plain_http(uri, e):
             raise StoreError(f"the server at {shown} answers in plain HTTP: use http:// (MLflow servers speak no TLS "
                              "themselves)") from None  # fmt: skip
         raise StoreError(f"cannot reach the MLflow tracking server at {shown} within {timeout_s:.0f} s "

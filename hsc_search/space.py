@@ -360,7 +360,10 @@ class SearchSpace:
             else:
                 takes = None
             entry = f"{parent}: [{', '.join(map(str, takes))}]" if takes else None
-            if entry is None:
+            if entry is None and src is not None and src.type == "float" and not src.step and allowed == ABOVE_ZERO:
+                add = f"raise {parent}'s low above 0 (a `when` cannot condition on a continuous range)"  # (a review:
+                # the `when` suggested was refused)
+            elif entry is None:
                 add = (f"add a condition on {parent} to its `when` that keeps only values {needs}" if p.when else
                        f"add a `when` on {parent} to its spec that keeps only values {needs}")  # fmt: skip
             elif p.when:  # a second `when:` key would be a duplicate

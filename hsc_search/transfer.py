@@ -85,7 +85,7 @@ def check_uri(uri: str, role: str) -> str:
         import http.client
         import urllib.request
 
-        from .runs import NOT_HTTP, StoreError, not_a_page, http_request, not_http
+        from .runs import NOT_HTTP, StoreError, http_request, not_a_page, not_http, tls_to_plain_http
 
         try:
             not_a_page(uri)
@@ -97,7 +97,7 @@ def check_uri(uri: str, role: str) -> str:
             if not_http(e):  # (a traceback: a Ray head's port, a walkthrough)
                 raise TransferError(f"{flag} {without_password(uri)}: that address {NOT_HTTP} ({type(e).__name__})") \
                     from None
-            plain = scheme == "https" and "WRONG_VERSION_NUMBER" in str(e)  # TLS spoken to a plain HTTP server
+            plain = tls_to_plain_http(uri, e)
             raise TransferError(f"{flag} {without_password(uri)}: no MLflow server answers there ({e}); "
                                 + ("it answers in plain HTTP: use http:// (MLflow servers speak no TLS themselves)"
                                    if plain else "is the server (or the SSH tunnel to it) up?")) from None  # fmt: skip

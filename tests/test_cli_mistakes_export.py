@@ -792,3 +792,18 @@ def test_export_says_when_its_metric_ranks_on_different_scales_and_when_its_tria
     result = _cli("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "v.yaml"))
     assert result.exit_code == 0 and "best trial trial_fixed (completed)" in result.output, result.output
     assert "note:" not in result.output, result.output
+
+
+def test_a_running_trials_export_note_says_it_is_still_training():
+    """A search still running exports its best trial so far, which may be running: the note said it "ended after 2
+    epochs of 8" (a review); it has trained 2 so far. A small loss keeps its digits (0.0000 said nothing)."""
+    from hsc_search.export import TrialRow, export_notes
+
+    row = TrialRow(run_id="r", trial_id="a", name="trial_a", outcome="running", status="RUNNING", epochs=2,
+                   seconds=1.0, score=0.0000312)  # fmt: skip
+    (note,) = export_notes([row], row, "loss/rec", TrainConfig(epochs=8))
+    assert note.startswith("trial trial_a has trained 2 epochs of 8: the file trains all 8") and note.endswith(
+        "(its loss/rec can be better than 3.12e-05)"), note  # fmt: skip
+    done = TrialRow(run_id="r", trial_id="b", name="trial_b", outcome="completed", status="FINISHED", epochs=8,
+                    seconds=1.0, score=0.5)  # fmt: skip
+    assert export_notes([done], done, "val/map_avg", TrainConfig(epochs=8)) == []

@@ -168,7 +168,7 @@ def test_a_ctrl_c_as_the_search_ends_says_what_was_written(tmp_path, capsys):
     finally:
         driver.STOPPED[0] = False
     err = capsys.readouterr().err
-    assert err.startswith("interrupted again while the stopped search was writing its records (best_config.yaml "
+    assert err.startswith("interrupted while the stopped search was writing its records (best_config.yaml "
                           "written, not all of the rest); `") and err.strip().endswith(
         f"resume {tmp_path}` continues its trials and writes them"), err
     (tmp_path / "hsc_search.json").write_text(json.dumps({"settings": {}, "finished_at": "2026-12-03 13:00:00 UTC"}))

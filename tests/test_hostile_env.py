@@ -361,8 +361,9 @@ def test_a_full_disk_under_the_search_stops_it_resumable_and_fails_no_trial(tmp_
         error = proc.stderr.strip().splitlines()[-1]
         said = re.fullmatch(r"error: trial (\w+)'s write was refused: No space left on device \(a disk that is full "
                             r"or read-only: the search's folder (.+) or the temporary folder its trials write in\); "
-                            r"the search stopped with its state saved, so that no trial failed for it, and once there "
-                            r"is room `(.+)` continues it, each trial from its last checkpoint", error)  # fmt: skip
+                            r"the search stopped, so that no trial failed for it, and once there is room `(.+)` "
+                            r"continues it from its last saved state \(a trial that ended or started after that save "
+                            r"runs again\)", error)  # fmt: skip
         assert said and said[2] == str(folder), error
         assert f"stopping: trial {said[1]}'s write was refused: No space left on device" in proc.stdout, out[-3000:]
         subprocess.run(["mount", "-o", "remount,size=64m", str(full)], check=True, timeout=30)  # room again
@@ -397,3 +398,9 @@ def test_a_cache_folder_that_is_a_file_is_refused_in_one_line(tmp_path):
             (args[0], proc.stdout[-2000:], proc.stderr[-2000:])  # fmt: skip
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # nothing written
+    dangling = tmp_path / "gone"
+    dangling.symlink_to(tmp_path / "nowhere")  # a link to nothing: as refused (it fell back to a temporary folder)
+    proc = subprocess.run([exe, "train", "--data", SEARCH_DATA, "--out", str(tmp_path / "t")], cwd=tmp_path,
+                          env={**env, "HSC_CACHE_DIR": str(dangling)}, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: HSC_CACHE_DIR={dangling}: a link to "
+                                                           f"{tmp_path / 'nowhere'}, which does not exist ("), proc.stderr

@@ -926,6 +926,14 @@ def test_the_address_of_a_ui_page_or_https_to_a_plain_server_says_the_address_me
         check_uri("http://ana:s3cret@teambox:5000/mlflow/#/experiments/2", "to")
     assert str(t.value) == ("--to http://ana:***@teambox:5000/mlflow/#/experiments/2: the address of a page of the "
                             "MLflow UI, not of its server (which is http://ana:***@teambox:5000/mlflow)"), str(t.value)
+    with pytest.raises(StoreError) as e:  # a query: MLflow adds its API's paths after the address
+        check_store_to_read("http://127.0.0.1:5099/?token=abc")
+    assert str(e.value) == ("a tracking server's address takes no query ('?token=abc'): MLflow adds its API's paths "
+                            "after it; give http://127.0.0.1:5099; fix --tracking-uri"), str(e.value)
+    from hsc_search.runs import tls_to_plain_http  # OpenSSL from 3.2 on says it otherwise (urllib3 #3271)
+
+    assert tls_to_plain_http("https://h", OSError("[SSL] record layer failure (_ssl.c:1029)"))
+    assert not tls_to_plain_http("http://h", OSError("[SSL] record layer failure"))
     with socket.socket() as s:  # a plain HTTP server on a free port
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

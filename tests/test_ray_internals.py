@@ -479,9 +479,10 @@ def test_the_epoch_of_a_trials_checkpoint_is_read_from_rays_trial(tmp_path):
 def test_rays_syncer_replaces_state_files_whole_or_leaves_them_on_a_full_disk(tmp_path):
     """`whole_state_files`: Ray's syncer (what copies a search's experiment state into its folder) copied over a
     file in place, and on a full disk (a real one here: a 256 KB file system) left it cut off, so the search could
-    not be resumed. In the block, the file is replaced whole or left as it was (nothing beside it either); an
-    unchanged file is not copied again (the same inode); Ray's own copy is put back after the block, and cuts the
-    file off on the same disk."""
+    not be resumed. In the block, the files of a save are replaced together or not at all (a file that fits is
+    not replaced when another of the same save does not: a mixed set could not be resumed, a review), nothing is
+    left beside them, and the refusal is handed on; an unchanged file is not copied again (the same inode); Ray's
+    own copy is put back after the block, and cuts the file off on the same disk."""
     import errno
 
     import pyarrow.fs as pafs
@@ -502,20 +503,26 @@ def test_rays_syncer_replaces_state_files_whole_or_leaves_them_on_a_full_disk(tm
     with small_disk(tmp_path / "disk", size="256k") as disk:
         (staging / "state.json").write_text(old)
         (staging / "trial" / "result.json").write_text("{}\n")
-        with ri.whole_state_files():
+        told = []
+        with ri.whole_state_files(told.append):
             assert storage._upload_to_fs_path is not original
             sync(disk / "exp")
             kept = (disk / "exp" / "trial" / "result.json").stat().st_ino
+            sync(disk / "exp")
+            assert (disk / "exp" / "trial" / "result.json").stat().st_ino == kept  # not copied again
             (staging / "state.json").write_text(new)
+            (staging / "trial" / "result.json").write_text("{}\n{}\n")  # fits alone, not with state.json
             with pytest.raises(OSError) as refused:
                 sync(disk / "exp")
-            assert refused.value.errno == errno.ENOSPC
-            assert (disk / "exp" / "state.json").read_text() == old  # the earlier state, whole
-            assert sorted(p.name for p in (disk / "exp").iterdir()) == ["state.json", "trial"]
-            assert (disk / "exp" / "trial" / "result.json").stat().st_ino == kept  # not copied again
+            assert refused.value.errno == errno.ENOSPC and [e.errno for e in told] == [errno.ENOSPC]
+            assert (disk / "exp" / "state.json").read_text() == old  # the earlier save, whole: both of its files
+            assert (disk / "exp" / "trial" / "result.json").read_text() == "{}\n"
+            assert sorted(str(p.relative_to(disk / "exp")) for p in (disk / "exp").rglob("*")) == [
+                "state.json", "trial", "trial/result.json"]  # nothing left beside them
             (staging / "state.json").write_text("x" * 1000)
             sync(disk / "exp")
             assert (disk / "exp" / "state.json").read_text() == "x" * 1000
+            assert (disk / "exp" / "trial" / "result.json").read_text() == "{}\n{}\n"
         assert storage._upload_to_fs_path is original
         (staging / "state.json").write_text(new)  # Ray's own copy, on the same full disk: cut off in place
         (disk / "exp" / "state.json").write_text(old)

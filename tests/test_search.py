@@ -462,6 +462,12 @@ def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp
         "each trial's effective.batch_size param holds what it trained with)",
         "topk 9 is not below the batch (8): 7 neighbours, in every trial (recorded as given; each trial's "
         "effective.topk param holds what it trained with)"], clamped  # fmt: skip
+    # a space that searches use_nce and topk (ablation): its fixed batch_size is still said (a review: nothing was)
+    settings = load_settings(None, {"data": own, "space": "ablation"}, [])
+    space = load_space(settings.space_path(), overrides=settings.overrides)
+    assert [n for n in start_notes(settings, space, load_search_data(settings, space)) if "in every trial" in n] == [
+        "batch_size 256 is larger than the train split (200 clips): batches of 200, in every trial (recorded as "
+        "given; each trial's effective.batch_size param holds what it trained with)"]  # fmt: skip
     # searched batch sizes above the 200 training clips train alike, at 200; a --set that strands a condition
     settings = load_settings(None, {"data": own, "space": "hsc_mae"}, ["loss_weighting=fixed"])
     space = load_space(settings.space_path(), overrides=settings.overrides)
@@ -1218,6 +1224,17 @@ def test_searched_values_that_fail_on_the_data_are_said_at_the_start(_cache_dir)
         "this data (min(16, audio dim 16, visual dim 24, batch 64 - 1)): a cca_k of at most 16, 0 (all), or an "
         "explicit cca_dim)"]  # fmt: skip
     assert notes({"cca_k": {"type": "int", "low": 1, "high": 16}}) == []
+    # with the values the other fields can take in the same trial, not their defaults (a review: a cca_k of up to
+    # 20 beside cca_dim choices of 24 and 32, or under a `when` on cca_dim 32, was said to fail by auto cca_dim)
+    assert notes({"cca_dim": {"type": "categorical", "choices": [24, 32]},
+                  "cca_k": {"type": "int", "low": 1, "high": 20}}) == []  # fmt: skip
+    assert notes({"cca_dim": {"type": "categorical", "choices": [0, 32]},
+                  "cca_k": {"type": "int", "low": 1, "high": 20, "when": {"cca_dim": [32]}}}) == []  # fmt: skip
+    assert notes({"cca_dim": {"type": "categorical", "choices": [0, 32]},
+                  "cca_k": {"type": "int", "low": 1, "high": 20}}) == [
+        "trials that draw cca_dim 0, cca_k 20 fail on this data (cca_k 20 exceeds cca_dim 16, which auto (cca_dim 0) "
+        "picked for this data (min(16, audio dim 16, visual dim 24, batch 64 - 1)): a cca_k of at most 16, 0 (all), "
+        "or an explicit cca_dim)"]  # fmt: skip
     assert notes({"cca_dim": {"type": "categorical", "choices": [8, 220]}}, {"batch_size": 256}) == [
         "trials that draw cca_dim 220 fail on this data (the train split has 200 clips, so batches of 200, which must "
         "exceed cca_dim 220: a smaller cca_dim (0 picks one below the batch) or more training clips)"]  # fmt: skip
@@ -1242,6 +1259,9 @@ def test_a_shared_store_whose_experiment_keeps_artifacts_on_the_drivers_disk_is_
                      "them only if that folder is shared with them (a team server's experiments keep theirs on the "
                      "server: docs/team-server.md)"], notes  # fmt: skip
     notes.clear()
+    local.mkdir(parents=True)  # the folder is on this machine, whose own server this is (`mlflow ui` over a local
+    _experiment_id(client, "local-art", "val/map_avg", "max", tracking_server.url, notes=notes)  # store): as
+    assert notes == [], notes  # expected, not said (a review: every local `mlflow ui` user was told)
     made = _experiment_id(client, "served", "val/map_avg", "max", tracking_server.url, notes=notes)
     assert client.get_experiment(made).artifact_location.startswith("mlflow-artifacts:") and notes == [], notes
     uri = f"sqlite:///{tmp_path}/own.db"

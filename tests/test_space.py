@@ -779,6 +779,12 @@ def test_a_space_that_searches_what_the_trainer_ignores_is_said_at_the_start(tmp
     }  # fmt: skip
     # the `when` suggested holds only values the parent can take (learned_raw is not a choice here: a `when` with
     # it is refused), and goes into an existing `when` (a second `when:` key is a duplicate; the review)
+    # a continuous range cannot be a `when`'s (refused): its low is what to raise (a review: the advice was refused)
+    masked = load_space_dict({"fixed": {"loss_weighting": "fixed"}, "params": {
+        "mask_ratio": {"type": "float", "low": 0.0, "high": 0.5}, "w_rec": {"type": "float", "low": 0.1, "high": 2.0}}})
+    assert masked.unused_by_trainer()["w_rec"].endswith(
+        "trials with mask_ratio 0.0 ignore it (their w_rec changes nothing); raise mask_ratio's low above 0 (a `when` "
+        "cannot condition on a continuous range)")  # fmt: skip
     wlr = load_space_dict({"params": {"loss_weighting": {"type": "categorical", "choices": ["fixed", "learned"]},
                                       "weight_lr": {"type": "float", "low": 1e-3, "high": 0.1}}})  # fmt: skip
     assert wlr.unused_by_trainer()["weight_lr"].endswith("add `when: {loss_weighting: [learned]}` to its spec")

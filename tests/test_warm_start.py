@@ -170,6 +170,8 @@ def test_the_summary_compares_the_search_with_the_best_trial_it_started_from(sou
     assert _warm_line(warm, Row(score - 0.01), "max") == head + "this search did not reach it"
     assert _warm_line(warm, None, "max") == head + "this search did not reach it"
     assert _warm_line(dataclasses.replace(warm, other_data=True), Row(score), "max") is None
+    assert _warm_line(dataclasses.replace(warm, epochs_differ=(2, 4)), Row(score), "max") is None  # not comparable
+    assert _warm_line(dataclasses.replace(warm, fixed_differs={"hidden_dim": (64, 128)}), Row(score), "max") is None
     assert _warm_line(None, Row(score), "max") is None
 
 

@@ -167,10 +167,9 @@ def _load_synthetic(spec: str, val_fraction: float, seed: int) -> AVData:
         raise DataError(f"{spec}: {exc}") from None
     key = json.dumps({"name": name, "options": options, "version": synthetic.GENERATOR_VERSION}, sort_keys=True)
     cache_dir = Path(os.environ.get("HSC_CACHE_DIR") or "~/.cache/hsc-search/synthetic").expanduser()
-    if os.environ.get("HSC_CACHE_DIR") and cache_dir.exists() and not cache_dir.is_dir():  # (it was made anew in
-        raise DataError(f"HSC_CACHE_DIR={os.environ['HSC_CACHE_DIR']}: not a folder (the synthetic data's cache "
-                        "goes there); set it to a folder, or unset it for ~/.cache/hsc-search/synthetic")  # a temp
-        # folder for every run, silently: a walkthrough)
+    problem = cache_dir_problem("the synthetic data's cache goes there", "~/.cache/hsc-search/synthetic")
+    if problem:  # (it was made anew in a temporary folder for every run, silently: a walkthrough)
+        raise DataError(problem)
     path = cache_dir / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.h5"
     if not path.exists():
         try:
@@ -188,6 +187,22 @@ def _load_synthetic(spec: str, val_fraction: float, seed: int) -> AVData:
                                 "set HSC_CACHE_DIR to a folder that can be written and has room") from None  # fmt: skip
             return dataclasses.replace(data, source=spec)
     return dataclasses.replace(read_hdf5(path, val_fraction=val_fraction, seed=seed), source=spec)
+
+
+def cache_dir_problem(what: str, default: str) -> str | None:
+    """Why $HSC_CACHE_DIR, when set, cannot be the cache folder (`what` goes there; `default` when unset), or None:
+    a file, or a link to nothing. One home for the trainer's and hsc-search's check (their defaults differ)."""
+    given = os.environ.get("HSC_CACHE_DIR")
+    if not given:
+        return None
+    path = Path(given).expanduser()
+    if path.is_symlink() and not path.exists():
+        why = f"a link to {os.readlink(path)}, which does not exist"
+    elif path.exists() and not path.is_dir():
+        why = "not a folder"
+    else:
+        return None
+    return f"HSC_CACHE_DIR={given}: {why} ({what}); set it to a folder, or unset it for {default}"
 
 
 def _check_file(src: str) -> None:
