@@ -508,7 +508,7 @@ class _OneLineSyncError(logging.Filter):
             error = record.exc_info[1]
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             record.msg = (f"{record.getMessage()}{type(error).__name__}: {first} (a local search folder keeps the "
-                          "state saved before it)")
+                          "state saved before it; the next save tries again)")
             record.args, record.exc_info, record.exc_text = (), None, None
         return True
 
@@ -535,6 +535,8 @@ class _OwnStopNotice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.getMessage().startswith("Stop signal received"):
             return True
+        if _DISK_STOP[0]:  # our own stop at a disk that refused a write: its line said why (not "state saved")
+            return False
         again = "another SIGTERM or Ctrl-C" if _TERMINATED[0] else "Ctrl-C again"  # a SIGTERM acts as Ctrl-C
         print(f"stopping: the running trials end where they are and the search's state is saved ({again} "
               "skips the save)", file=sys.stderr, flush=True)  # fmt: skip
@@ -572,6 +574,7 @@ def cluster_address(address: str | None) -> str | None:
 
 STOPPED = [False]  # the search's trials were stopped by a signal (not all ended): its tail writes what they did
 _TERMINATED = [False]  # a SIGTERM came: the command exits 143 (128 + SIGTERM, what `timeout` and schedulers expect)
+_DISK_STOP = [False]  # the search stopped itself at a disk that refused a write (`_fit_and_tail`)
 
 
 def interrupted_exit_code() -> int:
@@ -1193,12 +1196,13 @@ _RESOLVED_WITH = ("batch_size", "cca_dim", "cca_k", "topk")  # the fields `Train
 
 
 def _data_clash_notes(space: SearchSpace, data: AVData, max_epochs: int) -> list[str]:
-    """Searched values that fail on this data (`TrainConfig.resolve`: a cca_k above the cca_dim auto picks for the
-    data's dimensions, a cca_dim not below the batch): such trials fail at their start; the search said nothing
-    (`space.clashes` checks pairs of values, not the data), and 3 of 4 trials of a walkthrough's search failed so.
-    Each end of a range (or choice) is tried with the values the other fields resolved with it can take in the
-    same trial (their choices or ends, the param's own `when`, else their fixed or default value): a note names
-    the first combination that fails, one note per param."""
+    """Searched values of the fields `TrainConfig.resolve` checks against the data (`_RESOLVED_WITH`: a cca_k above
+    the cca_dim auto picks for the data's dimensions, a cca_dim not below the batch) with which a trial fails at its
+    start: the search said nothing (`space.clashes` checks pairs of values, not the data), and 3 of 4 trials of a
+    walkthrough's search failed so. Each end of a range (or choice) is tried with the values the other such fields
+    can take in the same trial (their choices or ends where their own `when` holds, else their fixed or default
+    value; the param's own `when`), and only where the param's `when` holds: a note names the first combination
+    that fails, each combination once. Other fields (lr, loss_weighting) play no part and are not named."""
     import itertools
 
     from trainer.config import ConfigError
@@ -1210,24 +1214,29 @@ def _data_clash_notes(space: SearchSpace, data: AVData, max_epochs: int) -> list
     except (ConfigError, ValueError, TypeError):  # the defaults themselves fail: the first trial's note says why
         return []
     by_name = {p.name: p for p in space.params}
+    constant = {**TrainConfig().to_dict(), **base}  # what a field not drawn in a trial has
 
-    def takes(name: str, within: Any, value) -> list:
-        """The values field `name` can have in a trial that draws `value` for `within`."""
-        default = base.get(name, getattr(TrainConfig(), name))
-        if name in within.when:
-            return list(within.when[name])
-        other = by_name.get(name)
-        if other is None or (within.name in other.when and value not in other.when[within.name]):
-            return [default]  # not searched, or not drawn beside this value (its own `when`)
-        values = list(other.choices) if other.type == "categorical" else [other.low, other.high]
-        return values + ([default] if other.when else [])
+    def candidates(p) -> list:
+        return list(p.choices) if p.type == "categorical" else [p.low, p.high]
+
+    def shown_value(x) -> str:
+        return _number(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
 
     notes, said = [], set()
-    for p in space.params:
-        others = [n for n in _RESOLVED_WITH if n != p.name and (n in by_name or n in p.when)]
-        for v in (list(p.choices) if p.type == "categorical" else [p.low, p.high]):
-            for combo in itertools.product(*(takes(n, p, v) for n in others)):
-                drawn = dict(zip(others, combo))
+    for p in (q for q in space.params if q.name in _RESOLVED_WITH):
+        others = [n for n in _RESOLVED_WITH if n != p.name and n in by_name]
+        for v in candidates(p):
+            for combo in itertools.product(*(candidates(by_name[n]) for n in others)):
+                values = {**constant, p.name: v, **dict(zip(others, combo))}
+                for n in others:  # a field whose own `when` fails keeps its fixed or default value
+                    if not by_name[n].holds(values):
+                        values[n] = constant[n]
+                if not p.holds(values):  # the param is not drawn beside these values
+                    continue
+                drawn = {n: values[n] for n in others}
+                key = frozenset({(p.name, repr(v)), *((n, repr(x)) for n, x in drawn.items())})
+                if key in said:
+                    continue
                 try:
                     cfg = TrainConfig(**{**base, **drawn, p.name: v})
                 except (ConfigError, ValueError, TypeError):  # refused with the config: the checks say it
@@ -1235,12 +1244,10 @@ def _data_clash_notes(space: SearchSpace, data: AVData, max_epochs: int) -> list
                 try:
                     cfg.resolve(*dims)
                 except ConfigError as e:
-                    pairs = frozenset({(p.name, repr(v)), *((n, repr(x)) for n, x in drawn.items())})
-                    if pairs not in said:  # (the same combination found from its other param: said once)
-                        said.add(pairs)
-                        problem = "; ".join(e.problems).removeprefix("data: ")
-                        with_ = "".join(f", {n} {_number(x)}" for n, x in drawn.items())
-                        notes.append(f"trials that draw {p.name} {_number(v)}{with_} fail on this data ({problem})")
+                    said.add(key)
+                    problem = "; ".join(e.problems).removeprefix("data: ")
+                    with_ = "".join(f", {n} {shown_value(x)}" for n, x in drawn.items() if n in by_name)
+                    notes.append(f"trials that draw {p.name} {shown_value(v)}{with_} fail on this data ({problem})")
                     break
             else:
                 continue
@@ -1790,7 +1797,7 @@ def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, ec
     from .ray_internals import stopping_at_a_full_disk, tolerate_deleted_checkpoints, tune_stop, whole_state_files
 
     tolerate_deleted_checkpoints()  # a resumed search's snapshot can list checkpoints its killed driver deleted
-
+    _DISK_STOP[0] = False
     refused_saves: list[OSError] = []  # saves of Ray's state a disk refused (whole_state_files' copying thread)
 
     def on_full(trial, error: OSError) -> bool:
@@ -1804,6 +1811,7 @@ def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, ec
         refused.append(f"{what} was refused: {_disk_words(error)}")
         echo(f"stopping: {refused[0]}; the search stops here and keeps its last saved state, so that no trial "
              "fails for a disk (not its config's fault)")  # fmt: skip
+        _DISK_STOP[0] = True  # (Tune's "stop signal" notice is not said as a Ctrl-C's)
         stop()
         return True
 
@@ -1822,8 +1830,9 @@ def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, ec
                 stopping_at_a_full_disk(on_full, refused_saves), \
                 watching_the_head(_head_address(settings), exp_dir, echo):  # fmt: skip
             tuner.fit()
-        if refused_saves and not refused:  # Ray's last save, as the search ended, was refused: what is read below
-            refused.append(f"a save of the search's state was refused: {_disk_words(refused_saves[0])}")  # is older
+        if refused_saves and not refused and tune_stop() is not None:  # Ray's last save, as the search ended, was
+            # refused: what is read below is older (off the main thread nothing stopped: trials failed as before)
+            refused.append(f"a save of the search's state was refused: {_disk_words(refused_saves[0])}")
         # the saved experiment state is the truth (what `resume` would continue from); after Ctrl-C the in-memory
         # trials of the returned ResultGrid can read TERMINATED while Ray saved them as PENDING
         trials = list(ExperimentAnalysis(str(exp_dir)).trials)

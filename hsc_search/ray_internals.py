@@ -260,13 +260,21 @@ def whole_state_files(on_refused: Callable[[OSError], None] | None = None):
 
     def replace_all(pairs: list[tuple[str, str]]) -> None:
         pairs = [(src, dest) for src, dest in pairs if changed(src, dest)]
+        # Ray's experiment_state-*.json last: the file `resume` restores from is the last one replaced
+        pairs.sort(key=lambda pair: os.path.basename(pair[1]).startswith("experiment_state-"))
         written = []
         try:
             for src, dest in pairs:
                 os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
                 part = f"{dest}.hsc-part"
                 written.append(part)
+                before = os.stat(src)
                 shutil.copy2(src, part)
+                after = os.stat(src)
+                if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):  # rewritten as it was
+                    raise OSError(f"{src} changed while it was copied (the next save copies it again)")  # read
+            for src, dest in pairs:  # (a rename needs no room, except on copy-on-write file systems: btrfs, ZFS)
+                os.replace(f"{dest}.hsc-part", dest)
         except BaseException as e:
             for part in written:
                 with contextlib.suppress(OSError):
@@ -275,8 +283,6 @@ def whole_state_files(on_refused: Callable[[OSError], None] | None = None):
             if refused is not None and on_refused is not None:
                 on_refused(refused)
             raise
-        for src, dest in pairs:
-            os.replace(f"{dest}.hsc-part", dest)
 
     def _upload_to_fs_path(local_path, fs, fs_path, exclude=None) -> None:
         if exclude or not isinstance(fs, pafs.LocalFileSystem):

@@ -787,7 +787,7 @@ def test_export_says_when_its_metric_ranks_on_different_scales_and_when_its_tria
         "they retrieve; a validation mAP ranks them on one task",
         "note: trial trial_learned was stopped by ASHA after 2 epochs of 4: the file trains all 4 (its learning-rate "
         "schedule is that length), so its retrain gives the trial's metrics for those 2, then trains on and keeps "
-        "its best epoch of all 4 (its loss/total can be better than 2.4400)"], result.output  # fmt: skip
+        "its best epoch of all 4 (its loss/total can be better than 2.44)"], result.output  # fmt: skip
     assert yaml.safe_load((tmp_path / "l.yaml").read_text())["epochs"] == 4
     result = _cli("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "v.yaml"))
     assert result.exit_code == 0 and "best trial trial_fixed (completed)" in result.output, result.output

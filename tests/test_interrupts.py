@@ -451,5 +451,5 @@ def test_rays_failed_sync_of_its_experiment_state_is_one_line():
         log.removeHandler(keep)
     assert records[0] == ("Saving experiment state to storage at '/x/s' failed with exception: FileNotFoundError: "
                           "[Errno 2] No such file or directory (a local search folder keeps the state saved before "
-                          "it)"), records
+                          "it; the next save tries again)"), records
     assert "Traceback" not in records[0] and records[1].startswith("something else\nValueError: kept"), records

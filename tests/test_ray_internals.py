@@ -529,3 +529,32 @@ def test_rays_syncer_replaces_state_files_whole_or_leaves_them_on_a_full_disk(tm
         with pytest.raises(OSError):
             sync(disk / "exp")
         assert (disk / "exp" / "state.json").read_text() not in (old, new)
+
+
+def test_the_full_disk_stop_patches_tunes_failure_handling_and_step_and_puts_them_back():
+    """`stopping_at_a_full_disk` relies on TuneController._process_trial_failure (a trial's failure, with its
+    exception), `_try_recover` and `TuneController.step` (where a refused save is seen, from Tune's thread), on a
+    trial's `handle_error` and `run_metadata.num_failures`, and on Tune's SIGUSR1 handler (`tune_stop`, which is
+    not there outside a Tune run). Pinned here: a Ray upgrade that moves them fails this test, not a search."""
+    import inspect
+
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.experiment.trial import Trial
+
+    assert list(inspect.signature(TuneController._process_trial_failure).parameters) == ["self", "trial",
+                                                                                         "exception"]  # fmt: skip
+    assert callable(TuneController._try_recover) and callable(Trial.handle_error)
+    assert "num_failures" in inspect.getsource(Trial.handle_error)
+    failure, step = TuneController._process_trial_failure, TuneController.step
+    with ri.stopping_at_a_full_disk(lambda trial, error: True, []):
+        assert TuneController._process_trial_failure is not failure and TuneController.step is not step
+    assert TuneController._process_trial_failure is failure and TuneController.step is step
+    assert ri.tune_stop() is None  # no Tune run here: nothing to stop with
+    import errno
+
+    from ray.exceptions import RayTaskError
+
+    wrapped = RayTaskError("train", "Traceback ...", OSError(errno.ENOSPC, "No space left on device"))
+    assert ri._disk_error(wrapped, ri.STOPPING_ERRNOS).errno == errno.ENOSPC  # a trial's error, as Ray hands it
+    assert ri._disk_error(RayTaskError("train", "tb", OSError(errno.EFBIG, "File too large")), ri.STOPPING_ERRNOS) \
+        is None  # fmt: skip

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-import errno
+import io
 import math
 import os
 import pickle
@@ -423,13 +423,16 @@ def save_state(payload: dict, directory: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # as the run's other files (mkstemp makes it 0600 whatever the umask)
-        torch.save(payload, tmp)
+        buffer = io.BytesIO()  # serialised first, written by Python: a full disk is the system's own error (ENOSPC),
+        torch.save(payload, buffer)  # where torch said only "unexpected pos" (and a search took it for its trial's
+        try:  # fault and failed it: a review)
+            with open(tmp, "wb") as fh:
+                fh.write(buffer.getbuffer())
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(target)) from None
         os.replace(tmp, target)
-    except BaseException as e:
+    except BaseException:
         os.unlink(tmp)
-        if isinstance(e, RuntimeError):  # torch's own word for a write that failed (a full disk): "unexpected pos"
-            raise OSError(errno.EIO, f"cannot be written, a full disk? (torch: {str(e).strip()[:120]})",
-                          str(target)) from None  # fmt: skip
         raise
     for left in directory.glob("*.tmp"):  # a write cut off before (a kill): up to a checkpoint's size each
         left.unlink(missing_ok=True)
