@@ -268,11 +268,14 @@ def whole_state_files(on_refused: Callable[[OSError], None] | None = None):
                 os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
                 part = f"{dest}.hsc-part"
                 written.append(part)
-                before = os.stat(src)
-                shutil.copy2(src, part)
-                after = os.stat(src)
-                if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):  # rewritten as it was
-                    raise OSError(f"{src} changed while it was copied (the next save copies it again)")  # read
+                for _ in range(5):  # Tune rewrites a state file in place as its next save starts, which can be
+                    before = os.stat(src)  # while this copies it (its final save): copied again until it held still
+                    shutil.copy2(src, part)
+                    after = os.stat(src)
+                    if (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns):
+                        break
+                else:
+                    raise OSError(f"{src} kept changing while it was copied (the next save copies it again)")
             for src, dest in pairs:  # (a rename needs no room, except on copy-on-write file systems: btrfs, ZFS)
                 os.replace(f"{dest}.hsc-part", dest)
         except BaseException as e:
