@@ -243,39 +243,37 @@ def test_a_config_larger_than_the_machine_fails_at_once_and_is_not_retried(tmp_p
 
 
 def test_tracking_server_down_for_a_while_loses_nothing(tmp_path, tracking_server, _cache_dir):
-    """The server dies mid-search and comes back 6 s later on the same port and store: trials keep running and
-    every epoch of every trial reaches it (the writer retries with back-off)."""
+    """The server dies as the first trial starts and comes back 6 s later on the same port and store: trials keep
+    running and every epoch of every trial reaches it (the writer retries with back-off). (It died once an epoch
+    had reached it, by when a CI run's tiny trials had all ended: the outage hit only the search's end.)"""
     server = tracking_server
     driver = subprocess.Popen(
         search_cmd("--tracking-uri", server.url, "--experiment", "outage", "--num-samples", "4", "--max-epochs",
-                    "8", "--scheduler", "fifo", "--name", "outage", "--checkpoint-every-s", "0.2"),
+                    "12", "--scheduler", "fifo", "--name", "outage", "--checkpoint-every-s", "0.2"),
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=search_env(_cache_dir, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1"),
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            _, _, children = search_runs(server.url, "outage")
-            if any(c.data.metrics.get("epoch", 0) >= 1 for c in children):
+        lines = []
+        for line in driver.stdout:  # (bounded: the driver ends, and its stdout with it)
+            lines.append(line)
+            if " started " in line:
                 break
-            if time.monotonic() > deadline or driver.poll() is not None:
-                pytest.fail("no epoch logged in time")
-            time.sleep(0.5)
-        down = time.time() * 1000
+        else:
+            pytest.fail("no trial started:\n" + "".join(lines)[-3000:])
         server.stop(kill=True)
         time.sleep(6)
         server.start()
-        back = time.time() * 1000
         out, _ = driver.communicate(timeout=600)
+        out = "".join(lines) + out
         assert driver.returncode == 0, out[-5000:]
         client, parents, children = search_runs(server.url, "outage")
         assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children + parents)
-        assert all(int(c.data.metrics["epoch"]) == 8 for c in children)
+        assert all(int(c.data.metrics["epoch"]) == 12 for c in children)
         assert_complete_histories(client, children)
-        # the outage hit a write (an audit of the tests: nothing showed it did): epochs the writer took while the
-        # server was down (stamped then) reached it afterwards, retried
-        stamps = [m.timestamp for c in children for m in client.get_metric_history(c.info.run_id, "val/map_avg")]
-        assert any(down <= t <= back for t in stamps), (down, back, sorted(stamps))
+        # the outage hit the search's writes (an audit of the tests: nothing showed it did): the writer's calls
+        # failed and were retried (its warning lines), and what they carried reached the server (above)
+        assert re.search(r"^.*mlflow: .+ failed \(.+\); retry \d+/\d+ in ", out, re.M), out[-5000:]
     finally:
         if driver.poll() is None:
             driver.kill()
