@@ -1292,9 +1292,7 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
     shaping = [n for n in space.names() if n in LOSS_SHAPERS.get(settings.metric, ())]
     if shaping:
         notes.append(f"--metric {settings.metric} is a training loss, and {', '.join(shaping)} (searched) change how it "
-                     "is computed: trials with different values are ranked by numbers on different scales (learned "
-                     "loss weights, for one, divide each loss by its first value), not by how well they retrieve; "
-                     "a validation mAP ranks them on one task")  # fmt: skip
+                     f"is computed: trials with different values are {ON_SCALES}")  # fmt: skip
     shaping = [n for n in space.names() if n in CCA_SHAPERS] if settings.metric.startswith("cca/") else []
     if shaping:
         notes.append(f"--metric {settings.metric} is a canonical correlation of each trial's own CCA head, and "
@@ -1308,6 +1306,9 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
     return notes
 
 
+# what ranking by a loss that trials compute differently does (said at the start, and by export-best)
+ON_SCALES = ("ranked by numbers on different scales (learned loss weights, for one, divide each loss by its first "
+             "value), not by how well they retrieve; a validation mAP ranks them on one task")
 # the trainer fields that change how each training loss is computed (trainer/losses.py, trainer/engine.py): a
 # search ranking trials by that loss compares numbers on different scales when it searches them
 _LOSS_FIELDS = {

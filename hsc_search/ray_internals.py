@@ -152,7 +152,6 @@ def keep_starting_actors():
         TuneController._maybe_reuse_cached_actor = original
 
 
-
 @contextlib.contextmanager
 def stopping_at_a_full_disk(on_full: Callable[[Any, OSError], bool], refused_saves: list | None = None):
     """While in this block, a trial that fails because a disk refused a write (full, read-only, over quota:
