@@ -1863,7 +1863,8 @@ def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, ec
                     pass
             progress = next((c for c in callbacks if isinstance(c, Progress)), None)
             rows = ray_rows(trials, settings, progress.scores() if progress is not None else None,
-                            progress.searched if progress is not None else None)  # fmt: skip
+                            progress.searched if progress is not None else None,
+                            progress.effective() if progress is not None else None)  # fmt: skip
             best = best_row(rows, settings.mode)
             best_path = None
             if best is not None:
@@ -2100,11 +2101,14 @@ def _best_config_from_ray(exp_dir: str, trials: list, best: TrialRow, settings: 
 
 
 def ray_rows(trials: list, settings: SearchSettings, scores: dict[str, float] | None = None,
-             searched: list[str] | None = None) -> list[TrialRow]:  # fmt: skip
+             searched: list[str] | None = None, effective: dict[str, dict] | None = None) -> list[TrialRow]:  # fmt: skip
     """Trial rows from Ray's own records (searches run without MLflow). A trial's score is its best epoch:
     `scores` (trial id -> best value over every epoch, as `Progress` kept them); Ray's own analysis of a metric
     sees only the epochs a trial reported at (rungs, checkpoints, its last), so it is the fallback. Params: the
-    `searched` names (as a tracked trial's run logs them), else the trial's whole config."""
+    `searched` names (as a tracked trial's run logs them), else the trial's whole config; then what the trainer
+    resolved from the data (`effective`: trial id -> values, as `Progress` kept them), as `effective.*` params."""
+    from .runs import EFFECTIVE_PARAM
+
     rows = []
     for t in trials:
         last = t.last_result or {}
@@ -2118,7 +2122,9 @@ def ray_rows(trials: list, settings: SearchSettings, scores: dict[str, float] | 
         rows.append(TrialRow(run_id="", trial_id=t.trial_id, name=str(t),
                              outcome=trial_outcome(t.status, last, settings.max_epochs), status=t.status,
                              epochs=epochs, seconds=last.get("time_total_s"), score=score,
-                             params={k: str(v) for k, v in t.config.items() if searched is None or k in searched},
+                             params={**{k: str(v) for k, v in t.config.items() if searched is None or k in searched},
+                                     **{EFFECTIVE_PARAM + k: str(v)
+                                        for k, v in (effective or {}).get(t.trial_id, {}).items()}},
                              final={k: v for k, v in last.items() if isinstance(v, (int, float))}))  # fmt: skip
     return rows
 

@@ -3,6 +3,7 @@ is its score, the best epoch's (as the summary, MLflow and export-best rank it),
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -12,7 +13,7 @@ import time
 from ray import tune
 
 from .ray_internals import checkpoint_epoch
-from .runs import FAILED_KEY, NODE_KEY, best_of, epochs_of, shown, trial_outcome
+from .runs import EFFECTIVE_KEY, FAILED_KEY, NODE_KEY, best_of, epochs_of, shown, trial_outcome
 
 
 class Progress(tune.Callback):
@@ -24,6 +25,7 @@ class Progress(tune.Callback):
         self._done = 0
         self._best: float | None = None
         self._scores: dict[str, float] = {}  # trial id -> best value of the metric over the epochs reported so far
+        self._effective: dict[str, dict] = {}  # trial id -> what the trainer resolved from the data (first report)
         self._t0 = time.monotonic()
         self._elapsed_before = 0.0  # seconds the search ran before a resume
 
@@ -36,11 +38,12 @@ class Progress(tune.Callback):
     # saved in Ray's experiment snapshots, so that after `hsc-search resume` the count goes on from where it was
     def get_state(self) -> dict:
         return {"done": self._done, "best": self._best, "elapsed": time.monotonic() - self._t0,
-                "scores": dict(self._scores)}  # fmt: skip
+                "scores": dict(self._scores), "effective": dict(self._effective)}  # fmt: skip
 
     def set_state(self, state: dict) -> None:
         self._done, self._best = state.get("done", 0), state.get("best")
         self._scores = dict(state.get("scores", {}))
+        self._effective = dict(state.get("effective", {}))
         self._elapsed_before = state.get("elapsed", 0.0)
         self._t0 = time.monotonic() - self._elapsed_before
 
@@ -72,10 +75,17 @@ class Progress(tune.Callback):
         score = best_of(values + ([before] if before is not None else []), self.mode)
         if score is not None:
             self._scores[trial.trial_id] = score
+        if EFFECTIVE_KEY in result:  # (a search without MLflow said no "resolved on this data": a walkthrough)
+            self._effective[trial.trial_id] = json.loads(result[EFFECTIVE_KEY])
 
     def scores(self) -> dict[str, float]:
         """Trial id -> its score so far (the best value of the metric over every epoch it reported)."""
         return dict(self._scores)
+
+    def effective(self) -> dict[str, dict]:
+        """Trial id -> the values its trainer resolved from the data (auto fields, clamps), as its MLflow run's
+        `effective.*` params hold them."""
+        return dict(self._effective)
 
     def _line(self, trial, what: str, reason: str | None = None) -> None:
         self._done += 1

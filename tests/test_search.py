@@ -1150,6 +1150,11 @@ def test_a_search_without_mlflow_still_writes_the_best_config(tmp_path, _cache_d
     assert " lr=" in line and "hidden_dim=" not in line, line  # the searched values, as with MLflow
     written = yaml.safe_load((exp / "best_config.yaml").read_text())
     assert written["epochs"] == 3 and TrainConfig.from_dict(written).epochs == 3
+    # and what the trainer resolved on this data, as a tracked search's line says it (it was missing: a walkthrough)
+    trained = TrainConfig.from_dict(written).resolve(300, 12, 16)
+    resolved = line.split("(resolved on this data: ", 1)[1].rstrip(")")
+    assert {k: float(v) for k, v in (kv.split("=") for kv in resolved.split(", "))} == \
+        {k: float(getattr(trained, k)) for k in ("cca_dim", "cca_k", "ema_momentum")}, line  # fmt: skip
     source = (exp / "best_config.yaml").read_text().splitlines()[2]  # which trial, though no MLflow run names it
     assert source.startswith(f"# from trial train_trial_{best['trial_id']} of search plain: val/map_a2v "), source
     assert source.endswith(", its best over 3 epochs (no MLflow)"), source
