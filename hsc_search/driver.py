@@ -2149,6 +2149,17 @@ def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> 
     first, notes = space.defaults(resolved.to_dict())
     try:
         cfg = validate_sampled(space, first, settings.max_epochs).resolve(*dims)
+        try:  # the notes' "(trains as N)" of an auto field: as it resolves beside this trial's other values (cca_k's
+            # default said "trains as 16", auto cca_dim of the trainer defaults, beside the trial's cca_dim 8)
+            beside = resolved.to_dict()  # (the trainer defaults as resolved; the auto fields beside this trial's)
+            for f in AUTO_FIELDS:
+                others = {k: v for k, v in first.items() if k != f}
+                beside[f] = getattr(TrainConfig(**{**space.fixed, **others, "epochs": settings.max_epochs})
+                                    .resolve(*dims), f)  # fmt: skip
+            mine = space.defaults(beside)
+            notes = mine[1] if mine[0] == first else notes
+        except ConfigError:
+            pass
     except ConfigError:
         # auto fields (cca_dim 0) were resolved for the trainer defaults (batch_size 256): resolved again with the
         # first trial's own values (batch_size 16 of choices [12, 16] and cca_dim of [8, 16] took 16: invalid)

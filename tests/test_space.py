@@ -678,6 +678,26 @@ def test_a_first_trial_invalid_only_by_its_auto_fields_is_resolved_again_or_left
     validate_sampled(space, {"cca_dim": 32, "cca_k": 12}, 2)  # the space has valid trials
 
 
+def test_the_first_trials_notes_say_what_an_auto_default_trains_as_beside_its_other_values():
+    """"the trainer default 0 (trains as N)" of cca_dim and cca_k said the auto value of the trainer defaults (16
+    for batch 256), not what 0 trains as beside the first trial's own batch_size and cca_dim (a walkthrough). Auto
+    cca_dim is min(16, audio dim, visual dim, batch - 1) and auto cca_k is cca_dim (README, trainer/config.py)."""
+    from hsc_search import driver
+    from hsc_search.settings import SearchSettings
+
+    data = "synthetic:ave?n_train=200&n_val=50&n_test=50&dim_audio=16&dim_visual=24&num_classes=4"
+    space = load_space_dict({"params": {"cca_dim": {"type": "categorical", "choices": [8, 32]},
+                                        "cca_k": {"type": "categorical", "choices": [4, 6]},
+                                        "batch_size": {"type": "categorical", "choices": [12, 16]}}})  # fmt: skip
+    settings = SearchSettings(data=data, max_epochs=2)
+    first, notes = driver._first_trial(space, settings, driver.load_search_data(settings, space))
+    assert first == {"cca_dim": 8, "cca_k": 6, "batch_size": 16}, first
+    assert notes == [f"cca_dim=8: the trainer default 0 (trains as {min(16, 16, 24, 16 - 1)}) is not among the "
+                     "space's choices",  # beside batch 16
+                     "cca_k=6: the trainer default 0 (trains as 8) is not among the space's choices",  # cca_dim 8
+                     "batch_size=16: the trainer default 256 (trains as 200) is not among the space's choices"], notes
+
+
 def test_a_condition_on_a_value_of_a_continuous_range_is_refused():
     """`when: {lr: 0.02}` with lr a log range without a step: Optuna never samples exactly 0.02, so tau was never
     searched, without a word."""
