@@ -229,8 +229,14 @@ def sampler_seed(seed: int, warm: WarmStart) -> int:
     """The sampler's seed for a search warm-started from `warm`. Below TPE's start-up trials Optuna samples at
     random from its seed alone, whatever the study holds: with the source's own seed (the default 0, say) the new
     search drew the source's configs again, one by one, and spent its budget on trials the study held. Mixed with
-    the number of trials the source holds: deterministic, and another sequence than the source's."""
-    return (seed * 1_000_003 + warm.of + 1) % 2**31
+    the source's trials (their ids, which a search draws anew): deterministic, and another sequence than the
+    source's. (Mixed with their number alone, each step of a chain of warm starts, each from the one before and
+    as many trials, drew the same sequence: the configs of the one before it, again: a walkthrough.)"""
+    import hashlib
+
+    ids = ",".join(sorted(str(t.user_attrs.get("warm_start_trial", "")) for t in warm.trials))
+    digest = hashlib.sha256(f"{seed}|{warm.of}|{ids}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 2**31
 
 
 def add_to_searcher(searcher, warm: WarmStart) -> None:

@@ -318,6 +318,41 @@ def test_a_warm_search_does_not_draw_its_sources_configs_again():
     assert not [p for p in new if p in drawn], (new, drawn)
 
 
+def test_a_chain_of_warm_starts_does_not_draw_the_configs_of_the_search_before():
+    """README: "start each from the one before it". B, warm-started from A's 4 trials, and C from B's 4 trials,
+    both with the default seed: the sampler's seed mixed in only the source's trial count, so C drew B's own
+    configs again, one by one (a walkthrough: 3 of C's 4 trials were B's configs, with B's scores)."""
+    import optuna
+
+    from hsc_search import driver
+    from hsc_search.ray_internals import optuna_study
+    from hsc_search.settings import SearchSettings
+    from hsc_search.space import load_space
+    from hsc_search.warm_start import WarmStart
+
+    space = load_space(ROOT / "search_spaces" / "quick.yaml")
+    settings = SearchSettings(space="quick", max_epochs=MAX_EPOCHS)  # seed 0 in all three
+
+    def search(warm, prefix):  # 4 trials drawn as the search's searcher draws them; as a warm source, named
+        study = optuna_study(driver._searcher(space, settings, {}, warm))
+        own = []
+        for i in range(4):
+            t = study.ask()
+            space.define_by_run()(t)
+            study.tell(t, 0.1 * i)
+            own.append(optuna.trial.create_trial(
+                params=t.params, distributions=t.distributions, value=0.1 * i,
+                intermediate_values={1: 0.1 * i}, user_attrs={"warm_start_trial": f"{prefix}{i}"}))  # fmt: skip
+        return own
+
+    a = search(None, "a")
+    b = search(WarmStart(source="a", read_from="test", of=4, trials=a), "b")
+    c = search(WarmStart(source="b", read_from="test", of=4, trials=b), "c")
+    drawn_b, drawn_c = [t.params for t in b], [t.params for t in c]
+    assert not [p for p in drawn_c if p in drawn_b], (drawn_c, drawn_b)
+    assert not [p for p in drawn_b if p in [t.params for t in a]]
+
+
 def test_the_warm_start_setting_is_typed_like_the_others(tmp_path):
     from hsc_search.settings import SearchSettings, SettingsError, load_settings
 
