@@ -367,7 +367,7 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
             # the metrics it begins (`val/map`: it was told val/map_v2a, the closest spelling, not val/map_avg)
             begun = [k for k in rankable if k.startswith(metric)]
             near = begun if len(begun) > 1 else difflib.get_close_matches(metric, rankable, n=1)
-            unfinished += ((f"; did you mean {' or '.join(near)}?" if near else ";") + " Its trials logged: "
+            unfinished += ((f"; did you mean {' or '.join(near)}? Its" if near else "; its") + " trials logged: "
                            + ", ".join(rankable))  # fmt: skip
         raise ExportError(f"no trial of {name} logged '{metric}'"
                           + (f" ({failed} of {len(rows)} failed)" if failed else "") + unfinished)

@@ -76,6 +76,7 @@ class Curves:
     trials: list[TrialCurve]
     skipped: dict[str, str] = field(default_factory=dict)  # trial id -> why its curve is not replayed
     finished: bool | None = None  # the recorded search ended on its own (None: not known)
+    running: str | None = None  # "search X is still running (driver ...)" while a live driver runs it
 
     @classmethod
     def from_values(cls, values: dict[str, Sequence[float]], mode: str = "max", metric: str = DEFAULT_METRIC,
@@ -119,10 +120,11 @@ class Recorded:
     fingerprint: dict | None = None  # its data's (trainer.fit.data_fingerprint; None: searches from before it)
     fixed: dict | None = None  # its space's fixed trainer values (None: not read, or not recorded)
     searched: set | None = None  # its space's searched names (None: not read, or not recorded)
+    running: str | None = None  # "search X is still running (driver ...)" while a live driver runs it
 
 
 def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: list[dict],
-              finished: bool | None = None) -> Curves:  # fmt: skip
+              finished: bool | None = None, running: str | None = None) -> Curves:  # fmt: skip
     """Curves from raw per-trial records {trial_id, values: {epoch: v}, secs: {epoch: s}, params, outcome}, in
     start order. A curve is complete when it has a finite value at every epoch 1..max_epochs (max_epochs, when
     unknown, is the longest curve); the others are skipped with the reason. No complete curve is an error."""
@@ -153,14 +155,15 @@ def _complete(source: str, metric: str, mode: str, max_epochs: int | None, raw: 
     if not trials:
         why = "; ".join(f"{t}: {w}" for t, w in list(skipped.items())[:4]) + ("; ..." if len(skipped) > 4 else "")
         failed = all(w == "failed" for w in skipped.values())  # (told to record a FIFO search: a walkthrough)
-        then = ("the search did not finish (interrupted, or still running): replay it once `hsc-search resume` has "
+        then = (f"{running}: replay it once it has finished" if running else
+                "the search did not finish (interrupted, or still running): replay it once `hsc-search resume` has "
                 "finished it" if finished is False else "every trial failed, so there is nothing to replay (their "
                 "reasons are in the search's MLflow runs and its summary)" if failed else
                 "record a FIFO search (hsc-search run --scheduler fifo)")  # fmt: skip
         raise ReplayError(f"no complete curves in {source}: none of its {len(raw)} trials ran all {max_epochs} "
                           f"epochs ({why}); a stopping rule can only be replayed on trials that ran their full "
                           f"budget: {then}")  # fmt: skip
-    return Curves(source, metric, mode, max_epochs, trials, skipped, finished)
+    return Curves(source, metric, mode, max_epochs, trials, skipped, finished, running)
 
 
 def _why_short(outcome: str | None, finished: bool | None) -> str:
@@ -174,7 +177,7 @@ def _why_short(outcome: str | None, finished: bool | None) -> str:
 def curves_from_ray_dir(path: str | Path) -> Curves:
     """The complete curves of a search from its Ray results folder (`read_ray_dir`)."""
     rec = read_ray_dir(path)
-    return _complete(rec.source, rec.metric, rec.mode, rec.max_epochs, rec.raw, rec.finished)
+    return _complete(rec.source, rec.metric, rec.mode, rec.max_epochs, rec.raw, rec.finished, rec.running)
 
 
 def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
@@ -284,8 +287,14 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
         n = _int(settings.get("num_samples"))
         finished = bool(n and len(raw) >= n and max_epochs and all(
             r["outcome"] == "failed" or max(r["values"], default=0) >= max_epochs for r in raw))  # fmt: skip
+    running = None
+    if finished is False:  # (told to `resume` a search still running: a walkthrough)
+        from .driver import search_driver
+
+        who = search_driver(str(root))
+        running = f"search {root.name} is still running ({who})" if who else None
     return Recorded(f"Ray folder {root}", metric, mode, max_epochs, raw, settings, finished, fingerprint, fixed,
-                    searched)  # fmt: skip
+                    searched, running)  # fmt: skip
 
 
 def _check_store(uri: str) -> None:
@@ -302,7 +311,7 @@ def _check_store(uri: str) -> None:
 def curves_from_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id: str | None = None) -> Curves:
     """The complete curves of a search from MLflow (`read_mlflow`)."""
     rec = read_mlflow(tracking_uri, experiment, run_id)
-    return _complete(rec.source, rec.metric, rec.mode, rec.max_epochs, rec.raw, rec.finished)
+    return _complete(rec.source, rec.metric, rec.mode, rec.max_epochs, rec.raw, rec.finished, rec.running)
 
 
 def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id: str | None = None,
@@ -369,10 +378,17 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
         from .runs import http_failure
 
         raise ReplayError(f"cannot read MLflow at {uri}: {http_failure(e)}") from None
+    running = None
+    if search_status(parent) != "FINISHED":  # (told to `resume` a search still running: a walkthrough)
+        from .driver import search_state
+
+        state, said = search_state(parent.info.run_name, parent.info.status, parent.data.tags.get("hsc.experiment_dir"),
+                                   pid)  # fmt: skip
+        running = said if state == "running" else None
     return Recorded(f"MLflow run {pid} ({parent.info.run_name or 'unnamed'}) at {uri}", metric, mode,
                     _int(settings.get("max_epochs")), raw, settings, search_status(parent) == "FINISHED",
                     fingerprint if isinstance(fingerprint, dict) else None,
-                    *(_space_of(client, pid) if with_fixed else (None, None)))  # fmt: skip
+                    *(_space_of(client, pid) if with_fixed else (None, None)), running)  # fmt: skip
 
 
 def _space_of(client, parent_run_id: str) -> tuple[dict | None, set | None]:
@@ -986,7 +1002,9 @@ def render(report: ReplayReport) -> str:
            "between, so the rows barely differ; replay a search of more trials (a FIFO search of 8 or more, say)"]
           if len(c.trials) < FEW_CURVES and c.finished is not False else []),  # (a 1-trial warm start replayed as
         # 15 equal rows: a walkthrough; for a search that did not finish, resume is the advice, below)
-        *(["warning: the recorded search did not finish (interrupted, or still running): only the trials it got to "
+        *([f"warning: {c.running}: only the trials it has ended are replayed; replay it again once it has finished"]
+          if c.running else
+          ["warning: the recorded search did not finish (interrupted, or still running): only the trials it got to "
            "are replayed; replay it once `hsc-search resume` has finished it"] if c.finished is False else []),
         f"{plural(report.orders, 'random order')} (seed {report.seed}), {plural(report.concurrency, 'trial')} "
         "at once, "

@@ -185,10 +185,12 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
     if not warm.trials:
         why = "; ".join(f"{len(v)} {k}" + (f" ({v[0]})" if k == "outside this space" else "")
                         for k, v in warm.left_out.items()) or "it has no trials"  # fmt: skip
-        advice = ("a search with trials that trained" if set(warm.left_out) <= {"failed", "without values"}
-                  else "a search over this space")  # fmt: skip
-        raise PreflightError(f"{flag}: none of its {warm.of} trials can start this search ({why}); warm-start from "
-                             f"{advice}")  # fmt: skip
+        advice = ("warm-start from a search with trials that trained" if set(warm.left_out) <= {"failed", "without values"}
+                  else "warm-start from a search over this space" if "outside this space" in warm.left_out
+                  # (a running search's one trial, not yet ended, was called a search over another space: a walkthrough)
+                  else f"{rec.running}: warm-start from it once its trials have ended" if rec.running
+                  else "warm-start from it once `hsc-search resume` has finished them")  # fmt: skip
+        raise PreflightError(f"{flag}: none of its {warm.of} trials can start this search ({why}); {advice}")
     return warm
 
 

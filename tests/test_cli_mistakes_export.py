@@ -129,7 +129,7 @@ def test_a_metric_no_trial_logged_is_answered_with_those_they_did(store, tmp_pat
            str(tmp_path / "b.yaml"), needle="logged 'val/map_avgg'; did you mean val/map_avg? Its trials logged: "
                                             "val/map_avg")  # fmt: skip
     _fails("export-best", "--tracking-uri", uri, "--run-id", good, "--metric", "zzz", "--out",
-           str(tmp_path / "b.yaml"), needle="logged 'zzz'; Its trials logged: val/map_avg")  # (test/: not rankable)
+           str(tmp_path / "b.yaml"), needle="logged 'zzz'; its trials logged: val/map_avg")  # (test/: not rankable)
     # a metric's beginning names every metric it begins (`val/map` was told val/map_v2a, the closest spelling)
     client = store[1]
     trial = next(r.info.run_id for r in client.search_runs([client.get_run(good).info.experiment_id])
@@ -415,8 +415,18 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
     monkeypatch.undo()
     # its driver is gone: the trial MLflow still shows as running was cut off (the counts said "1 running")
     assert "<p>trials: 1 completed, 1 interrupted</p>" in (folder / "report.html").read_text()
+    # a search whose one trial has not ended: a warm start from it was told its trial was "outside this space"
+    long = _search(client, client.get_run(good).info.experiment_id, "long", 3_000_000, {"c": ([0.1, 0.2], 0.5)})
+    trial_c = next(r.info.run_id for r in client.search_runs([client.get_run(good).info.experiment_id])
+                   if r.info.run_name == "trial_c")  # fmt: skip
+    client.set_tag(trial_c, "hsc.outcome", "running")
+    client.update_run(long, status="RUNNING")
+    client.set_tag(long, "hsc.experiment_dir", str(tmp_path / "rr" / "long"))
+    (tmp_path / "rr" / "long").mkdir(parents=True)
+    (tmp_path / "rr" / "long" / "hsc_search.json").write_text(json.dumps({"parent_run_id": long}))
     holder = subprocess.Popen([sys.executable, "-c", f"from hsc_search.driver import hold_search; hold_search("
-                               f"{str(folder)!r}); print('held', flush=True); import time; time.sleep(120)"],
+                               f"{str(folder)!r}); hold_search({str(tmp_path / 'rr' / 'long')!r}); "
+                               "print('held', flush=True); import time; time.sleep(120)"],
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert holder.stdout.readline() == "held\n"
@@ -427,6 +437,20 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
         assert _cli("report", "--tracking-uri", uri, "--run-id", good, "--no-log").exit_code == 0
         assert f"search good is still running (driver pid {holder.pid} on " in (folder / "report.html").read_text()
         assert "<p>trials: 1 completed, 1 running</p>" in (folder / "report.html").read_text()
+        # replay said of it "interrupted, or still running ... once `hsc-search resume` has finished it" (a
+        # walkthrough)
+        replayed = _cli("replay", "--tracking-uri", uri, "--run-id", good, "--orders", "5")
+        assert f"search good is still running (driver pid {holder.pid} on " in replayed.output and \
+            "resume" not in replayed.output, replayed.output  # fmt: skip
+        from hsc_search.preflight import PreflightError
+        from hsc_search.space import load_space_dict
+        from hsc_search.warm_start import plan
+
+        lr = load_space_dict({"params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True}}})
+        with pytest.raises(PreflightError) as e:
+            plan(long, lr, "val/map_avg", "max", uri)
+        assert "(1 unfinished" in str(e.value) and f"; search long is still running (driver pid {holder.pid} on " \
+            in str(e.value) and str(e.value).endswith("): warm-start from it once its trials have ended"), str(e.value)
     finally:
         holder.kill()
         holder.wait(timeout=30)
