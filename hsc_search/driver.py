@@ -1247,12 +1247,53 @@ def _data_clash_notes(space: SearchSpace, data: AVData, max_epochs: int) -> list
                     said.add(key)
                     problem = "; ".join(e.problems).removeprefix("data: ")
                     with_ = "".join(f", {n} {shown_value(x)}" for n, x in drawn.items() if n in by_name)
-                    notes.append(f"trials that draw {p.name} {shown_value(v)}{with_} fail on this data ({problem})")
+                    what = shown_value(v)
+                    edge = _first_failing(p, v, lambda x: _fails_on(base, drawn, p.name, x, dims))
+                    if edge is not None:  # a range fails from a value on, not at its end alone (a walkthrough:
+                        # "cca_k 40" said of cca_k 10 to 40, and trials of cca_k 19, 20 and 32 failed)
+                        what = f"{shown_value(edge[0])} to {what}" if edge[0] < v else f"{what} to {shown_value(edge[0])}"
+                        problem = edge[1]
+                    notes.append(f"trials that draw {p.name} {what}{with_} fail on this data ({problem})")
                     break
             else:
                 continue
             break
     return notes
+
+
+def _fails_on(base: dict, drawn: dict, name: str, value, dims) -> str | None:
+    """The trainer's problem with a trial of `name` = `value` beside `drawn` on data of `dims`, or None."""
+    from trainer.config import ConfigError
+
+    try:
+        TrainConfig(**{**base, **drawn, name: value}).resolve(*dims)
+    except ConfigError as e:
+        return "; ".join(e.problems).removeprefix("data: ")
+    except (ValueError, TypeError):
+        return None
+    return None
+
+
+def _first_failing(p, v, fails: Callable[[Any], str | None]) -> tuple[Any, str] | None:
+    """For an int range `p` whose end `v` fails (`fails` gives the trainer's problem) and whose other end does not:
+    the value nearest that other end that fails, with its problem, by bisection on the range's grid (the data's
+    limits on batch_size, cca_dim, cca_k and topk are thresholds). None for a choice, a float or both ends failing."""
+    if p.type != "int" or p.low == p.high:
+        return None
+    step = int(p.step or 1)
+    grid = lambda k: int(p.low) + k * step  # noqa: E731
+    n = (int(p.high) - int(p.low)) // step
+    bad_k = 0 if v == p.low else n
+    good_k = n if bad_k == 0 else 0
+    if fails(grid(good_k)) is not None:
+        return None
+    while abs(good_k - bad_k) > 1:
+        mid = (good_k + bad_k) // 2
+        if fails(grid(mid)) is not None:
+            bad_k = mid
+        else:
+            good_k = mid
+    return grid(bad_k), fails(grid(bad_k))
 
 
 def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> list[str]:

@@ -1224,10 +1224,16 @@ def test_searched_values_that_fail_on_the_data_are_said_at_the_start(_cache_dir)
         space = load_space_dict({"fixed": {"batch_size": 64, **(fixed or {})}, "params": params})
         return _data_clash_notes(space, load_search_data(settings, space), 2)
 
+    # a range is said from the first value that fails, not by its end alone (a walkthrough: "cca_k 40" was said of
+    # cca_k 10 to 40, and its trials of cca_k 19, 20 and 32 failed): auto cca_dim is min(16, 16, 24, 64 - 1) = 16
     assert notes({"cca_k": {"type": "int", "low": 1, "high": 32}}) == [
-        "trials that draw cca_k 32 fail on this data (cca_k 32 exceeds cca_dim 16, which auto (cca_dim 0) picked for "
-        "this data (min(16, audio dim 16, visual dim 24, batch 64 - 1)): a cca_k of at most 16, 0 (all), or an "
+        "trials that draw cca_k 17 to 32 fail on this data (cca_k 17 exceeds cca_dim 16, which auto (cca_dim 0) picked "
+        "for this data (min(16, audio dim 16, visual dim 24, batch 64 - 1)): a cca_k of at most 16, 0 (all), or an "
         "explicit cca_dim)"]  # fmt: skip
+    # on a stepped grid (8, 13, ..., 248): batches of 200 clips take a cca_dim below 200, so from 203 on
+    assert notes({"cca_dim": {"type": "int", "low": 8, "high": 248, "step": 5}}, {"batch_size": 256}) == [
+        "trials that draw cca_dim 203 to 248 fail on this data (the train split has 200 clips, so batches of 200, "
+        "which must exceed cca_dim 203: a smaller cca_dim (0 picks one below the batch) or more training clips)"]
     assert notes({"cca_k": {"type": "int", "low": 1, "high": 16}}) == []
     # with the values the other fields can take in the same trial, not their defaults (a review: a cca_k of up to
     # 20 beside cca_dim choices of 24 and 32, or under a `when` on cca_dim 32, was said to fail by auto cca_dim)
