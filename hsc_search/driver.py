@@ -1333,23 +1333,26 @@ def start_notes(settings: SearchSettings, space: SearchSpace, data: AVData) -> l
     shaping = [n for n in space.names() if n in LOSS_SHAPERS.get(settings.metric, ())]
     if shaping:
         notes.append(f"--metric {settings.metric} is a training loss, and {', '.join(shaping)} (searched) change how it "
-                     f"is computed: trials with different values are {ON_SCALES}")  # fmt: skip
+                     f"is computed: trials with different values are {on_scales(shaping)}")  # fmt: skip
     shaping = [n for n in space.names() if n in CCA_SHAPERS] if settings.metric.startswith("cca/") else []
     if shaping:
         notes.append(f"--metric {settings.metric} is a canonical correlation of each trial's own CCA head, and "
                      f"{', '.join(shaping)} (searched) change how it is computed (a larger cca_ridge shrinks every "
                      "correlation; with use_dcca off nothing trains the head): trials with different values are "
-                     "ranked by numbers on different scales, not by how well they retrieve; a validation mAP ranks "
-                     "them on one task")  # fmt: skip
+                     f"{on_scales(shaping)}")  # fmt: skip
     if "val_fraction" in space.fixed and not data.val_carved:  # given, but there is nothing to carve
         notes.append(f"val_fraction {space.fixed['val_fraction']!r} is not used: the data has a val split of its "
                      f"own ({len(data.val)} clips)")  # fmt: skip
     return notes
 
 
-# what ranking by a loss that trials compute differently does (said at the start, and by export-best)
-ON_SCALES = ("ranked by numbers on different scales (learned loss weights, for one, divide each loss by its first "
-             "value), not by how well they retrieve; a validation mAP ranks them on one task")
+def on_scales(fields) -> str:
+    """What ranking by a metric that trials compute differently (`fields`: the differing fields that change it)
+    does, as the search's start and export-best say it. The learned loss weights' example only where the loss
+    weighting differs (it was said of loss/rec, which a mask_ratio changes: a walkthrough)."""
+    example = " (learned loss weights, for one, divide each loss by its first value)" if "loss_weighting" in fields else ""
+    return (f"ranked by numbers on different scales{example}, not by how well they retrieve; a validation mAP ranks "
+            "them on one task")
 # the trainer fields that change how each training loss is computed (trainer/losses.py, trainer/engine.py): a
 # search ranking trials by that loss compares numbers on different scales when it searches them
 _LOSS_FIELDS = {

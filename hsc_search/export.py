@@ -210,14 +210,14 @@ def export_notes(rows: list[TrialRow], best: TrialRow, metric: str, cfg: TrainCo
       but an export by another --metric ranked silently;
     - a trial that did not reach its search's last epoch (stopped by ASHA, or cut off): the file trains the
       whole schedule, so its retrain goes on past the epochs the score is of and keeps its best of all of them."""
-    from .driver import CCA_SHAPERS, LOSS_SHAPERS, ON_SCALES
+    from .driver import CCA_SHAPERS, LOSS_SHAPERS, on_scales
 
     notes = []
     fields = LOSS_SHAPERS.get(metric, CCA_SHAPERS if metric.startswith("cca/") else ())
     varied = sorted(f for f in fields if len({r.params[f] for r in rows if f in r.params}) > 1)
     if varied:
         notes.append(f"{metric} is computed differently by trials with different {', '.join(varied)}: they are "
-                     f"{ON_SCALES}")  # fmt: skip
+                     f"{on_scales(varied)}")  # fmt: skip
     if best.epochs < cfg.epochs:
         how = ("was stopped by ASHA after" if best.outcome == "stopped_early" else
                "has trained" if best.outcome in ("running", "unfinished") else "ended after")  # fmt: skip

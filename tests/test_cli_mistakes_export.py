@@ -828,6 +828,13 @@ def test_a_running_trials_export_note_says_it_is_still_training():
     (note,) = export_notes([row], row, "loss/rec", TrainConfig(epochs=8))
     assert note.startswith("trial trial_a has trained 2 epochs of 8: the file trains all 8") and note.endswith(
         "(its loss/rec can be better than 3.12e-05)"), note  # fmt: skip
+    # loss/rec of trials with different mask_ratio is on different scales, but not for the learned loss weights'
+    # reason, which it gave (a walkthrough): that example only where the weighting differs
+    rows = [TrialRow(run_id=f"r{m}", trial_id=f"t{m}", name=f"trial_{m}", outcome="completed", status="FINISHED",
+                     epochs=8, seconds=1.0, score=0.1 * m, params={"mask_ratio": str(0.1 * m)}) for m in (3, 6)]
+    (note,) = export_notes(rows, rows[0], "loss/rec", TrainConfig(epochs=8))
+    assert note == ("loss/rec is computed differently by trials with different mask_ratio: they are ranked by numbers "
+                    "on different scales, not by how well they retrieve; a validation mAP ranks them on one task"), note
     done = TrialRow(run_id="r", trial_id="b", name="trial_b", outcome="completed", status="FINISHED", epochs=8,
                     seconds=1.0, score=0.5)  # fmt: skip
     assert export_notes([done], done, "val/map_avg", TrainConfig(epochs=8)) == []

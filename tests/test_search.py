@@ -570,6 +570,8 @@ def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp
         said = [n for n in start_notes(settings, space, load_search_data(settings, space)) if "training loss" in n]
         assert [n.split(" (searched)")[0] for n in said] == ([f"--metric {metric} is a training loss, and {fields}"]
                                                            if fields else []), (metric, said)  # fmt: skip
+        # the learned loss weights' example only where the weighting is searched (said of loss/rec: a walkthrough)
+        assert not said or ("learned loss weights" in said[0]) == ("loss_weighting" in fields), said
     # a canonical correlation likewise: each trial's own head and ridge (a walkthrough: cca/mean 0.38 at ridge 1e-4,
     # 0.03 at 1e-1, one trained model); the quick space searches none of those fields
     for space_name, fields in (("hsc_mae", "cca_ridge, cca_dim"), ("ablation", "use_dcca"), ("quick", None)):
