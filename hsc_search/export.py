@@ -218,6 +218,12 @@ def export_notes(rows: list[TrialRow], best: TrialRow, metric: str, cfg: TrainCo
     if varied:
         notes.append(f"{metric} is computed differently by trials with different {', '.join(varied)}: they are "
                      f"{on_scales(varied)}")  # fmt: skip
+    unscored = [r for r in rows if r.score is None and r.outcome != "failed"]
+    if unscored:  # (a metric some trials log, such as logvar/nce of learned loss weights: the others were passed
+        # over without a word, a walkthrough)
+        notes.append(f"{plural(len(unscored), 'trial')} of {len(rows)} logged no {metric} and "
+                     f"{'was' if len(unscored) == 1 else 'were'} not ranked: "
+                     + ", ".join(r.name for r in unscored[:5]) + (", ..." if len(unscored) > 5 else ""))  # fmt: skip
     if best.epochs < cfg.epochs:
         how = ("was stopped by ASHA after" if best.outcome == "stopped_early" else
                "has trained" if best.outcome in ("running", "unfinished") else "ended after")  # fmt: skip
@@ -308,6 +314,15 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
     if metric is not None and metric.startswith("test/"):  # as `run` refuses it (preflight.check_metric)
         raise ExportError(f"--metric {metric}: test metrics are evaluated once, after the last epoch, and must never "
                           "select models; rank by a validation metric such as val/map_avg")  # fmt: skip
+    if metric == "epoch" or (metric or "").startswith(("best/", "hsc/")):  # ranked silently (a walkthrough: a
+        # three-way tie on "epoch 3.0000 (max)")
+        what = ("the epoch count, the same for every trial that trained all its epochs" if metric == "epoch" else
+                f"a trial's score by {metric.split('/', 2)[2]}, logged once, as its search ranked it" if
+                metric.startswith("best/") and metric.count("/") >= 2 else "the search's own bookkeeping")  # fmt: skip
+        better = (f"; rank by {metric.split('/', 2)[2]} (--metric {metric.split('/', 2)[2]} --mode "
+                  f"{metric.split('/')[1]})" if metric.startswith("best/") and metric.count("/") >= 2
+                  and metric.split("/")[1] in ("max", "min") else "; rank by a validation metric such as val/map_avg")
+        raise ExportError(f"--metric {metric}: {what}, not a metric of each epoch to rank trials by{better}")
     out = check_out(out, "best_config.json" if fmt == "json" else "best_config.yaml", kind="config")
     try:
         check_store_to_read(tracking_uri)

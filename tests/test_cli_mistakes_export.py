@@ -797,6 +797,8 @@ def test_export_says_when_its_metric_ranks_on_different_scales_and_when_its_tria
         for e, (lv, vv) in enumerate(zip(loss, val), 1):
             client.log_metric(run, "loss/total", lv, step=e)
             client.log_metric(run, "val/map_avg", vv, step=e)
+            if weighting == "learned":  # as only learned loss weights log their log-variances
+                client.log_metric(run, "logvar/nce", -0.1 * e, step=e)
         client.log_metric(run, "epoch", len(loss))
         client.log_text(run, TrainConfig.from_dict({"loss_weighting": weighting, "epochs": 4}).to_yaml(), "config.yaml")
         client.set_terminated(run)
@@ -816,6 +818,19 @@ def test_export_says_when_its_metric_ranks_on_different_scales_and_when_its_tria
     result = _cli("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "v.yaml"))
     assert result.exit_code == 0 and "best trial trial_fixed (completed)" in result.output, result.output
     assert "note:" not in result.output, result.output
+    # a metric only some trials log ranked the others out without a word (a walkthrough)
+    result = _cli("export-best", "--tracking-uri", uri, "--metric", "logvar/nce", "--out", str(tmp_path / "g.yaml"))
+    assert result.exit_code == 0 and "best trial trial_learned" in result.output, result.output
+    assert "note: 1 trial of 2 logged no logvar/nce and was not ranked: trial_fixed" in result.output, result.output
+    # bookkeeping ranked as if a score ("epoch 3.0000 (max)", a tie; a score summary): refused in one line
+    _fails("export-best", "--tracking-uri", uri, "--metric", "epoch", "--out", str(tmp_path / "e.yaml"),
+           needle="--metric epoch: the epoch count, the same for every trial that trained all its epochs, not a "
+                  "metric of each epoch to rank trials by; rank by a validation metric such as val/map_avg")
+    _fails("export-best", "--tracking-uri", uri, "--metric", "best/max/val/map_avg", "--out", str(tmp_path / "e.yaml"),
+           needle="--metric best/max/val/map_avg: a trial's score by val/map_avg, logged once, as its search ranked "
+                  "it, not a metric of each epoch to rank trials by; rank by val/map_avg (--metric val/map_avg "
+                  "--mode max)")
+    assert not (tmp_path / "e.yaml").exists()
 
 
 def test_a_running_trials_export_note_says_it_is_still_training():
