@@ -53,6 +53,7 @@ from .runs import (
     find_child_run,
     http_failure,
     import_mlflow,
+    refused_by_disk,
     retry,
     retry_attempts,
     score_key,
@@ -347,7 +348,8 @@ class _Sink:
         try:
             getattr(self, kind)(*message[1:], ending=self._ends_soon(tid, backlog))
         except Exception as e:
-            msg = f"mlflow: {kind} of trial {tid} failed after retries: {http_failure(e)}"
+            after = "" if refused_by_disk(e) else " after retries"  # (a disk's refusal is not retried)
+            msg = f"mlflow: {kind} of trial {tid} failed{after}: {http_failure(e)}"
             log.error(msg)
             self.errors.append(msg)
         finally:
@@ -629,8 +631,10 @@ class _Sink:
     def _plot_files(self, tid: str, run_id: str) -> dict[str, str]:
         """The trial's pictures and spectrum file: artifact path -> text."""
         by_epoch = self.history.get(tid, {})
-        # not all seen here: read back what MLflow has (then the spectrum file holds only the top correlations)
-        if sorted(by_epoch) != list(range(1, len(by_epoch) + 1)):
+        # not all seen here: read back what MLflow has (then the spectrum file holds only the top correlations);
+        # none seen here: a trial restored after its last epoch (`resume`) whose end this driver writes (its
+        # pictures were missing without a word: a walkthrough)
+        if not by_epoch or sorted(by_epoch) != list(range(1, len(by_epoch) + 1)):
             keys = [k for k in self.client.get_run(run_id).data.metrics if _plotted(k)]
             histories = {k: [(m.step, m.value) for m in self.client.get_metric_history(run_id, k)] for k in keys}
         else:

@@ -4,6 +4,7 @@ Ray's TuneController calls them, with a plain stand-in for Ray's `Trial` (an id,
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -546,6 +547,51 @@ def test_a_restored_search_looks_its_trials_runs_up(store):
     assert run.info.status == "FINISHED" and _steps(client, run.info.run_id, "val/map_avg") == [1, 2, 3]
 
 
+def test_a_trial_restored_after_its_last_epoch_still_gets_its_pictures(store, monkeypatch):
+    """A trial whose last report reached MLflow before its search stopped (its end's uploads refused by a full
+    temporary folder; a driver killed right after it) is restored by `resume` from its final checkpoint and ends
+    without a report in the new driver: its run was FINISHED with config.yaml alone, its plots and
+    cca_spectrum.csv missing without a word (a walkthrough). They are drawn from what MLflow holds."""
+    from ray.tune.callback import CallbackList
+
+    import time
+
+    from hsc_search import writer as writer_module
+
+    client, exp, tracker = store
+
+    def full(self, run_id, files):  # the temporary folder MLflow uploads through is full
+        raise OSError(28, "No space left on device")
+
+    trial = Trial("t6", {"lr": 0.006, "epochs": MAX_EPOCHS})
+    tracker.on_trial_start(0, [], trial)
+    assert tracker._writer.flush(60)
+    monkeypatch.setattr(writer_module._Sink, "_upload", full)
+    trial.last_result = _result(list(range(1, MAX_EPOCHS + 1)))
+    tracker.on_trial_result(0, [], trial, trial.last_result)
+    saved = CallbackList([tracker]).get_state()
+    t0 = time.monotonic()
+    tracker.on_trial_complete(0, [], trial)
+    errors = tracker.close(interrupted=False)
+    assert errors == ["mlflow: finish of trial t6 failed: [Errno 28] No space left on device"], errors
+    assert time.monotonic() - t0 < 20  # a full disk is not retried for 46 s (nor each later call: a walkthrough)
+    assert not {a.path for a in client.list_artifacts(_child(client, exp).info.run_id)} & {"plots", "cca_spectrum.csv"}
+    monkeypatch.undo()  # the disk has room again: `resume`
+    restored = MlflowTracker(tracker.tracking_uri, exp, tracker.parent_run_id, MAX_EPOCHS, ["lr"])
+    CallbackList([restored]).set_state(saved)
+    restored.setup()
+    restored.on_trial_start(0, [], trial)  # restored from its last checkpoint: no epoch left to report
+    restored.on_trial_complete(0, [], trial)
+    assert restored.close(interrupted=False) == []
+    run = _child(client, exp)
+    assert run.info.status == "FINISHED" and run.data.tags["hsc.outcome"] == "completed"
+    files = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "cca_spectrum.csv", "plots"} <= files, files
+    spectrum = client.download_artifacts(run.info.run_id, "cca_spectrum.csv")
+    rows = Path(spectrum).read_text().splitlines()
+    assert len(rows) == 1 + MAX_EPOCHS and rows[0].startswith("epoch"), rows  # every epoch's correlations
+
+
 def test_a_message_that_does_not_pickle_is_reported_and_the_writer_goes_on(tmp_path, monkeypatch):
     """The process's feeder thread pickles each message; one that cannot be pickled is lost alone (and said),
     never the feeder, whose death would leave every later call unsent and the search's end waiting."""
@@ -739,3 +785,38 @@ def test_a_completed_trial_run_again_after_a_resume_keeps_its_higher_total_secon
         # its score (the same epochs, the same best) is one point, not one more per resume (a walkthrough)
         score = [m.value for m in client.get_metric_history(run.info.run_id, "best/max/val/map_avg")]
         assert len(score) == 1 and score[0] == run.data.metrics["best/max/val/map_avg"], score
+
+
+def test_a_disk_that_refuses_a_write_is_not_retried():
+    """Each MLflow call that met a full disk was retried 7 times over 46 s, and a search whose store's disk (or
+    temporary folder) filled took 2-3 minutes and 25 retry lines to end (a walkthrough): seconds do not mend it."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+
+    from hsc_search.runs import refused_by_disk, retry
+
+    for error in (sqlite3.OperationalError("database or disk is full"), OSError(28, "No space left on device"),
+                  OSError(30, "Read-only file system")):  # fmt: skip
+        calls = []
+
+        def refused(error=error):
+            calls.append(1)
+            try:
+                raise error
+            except Exception as e:  # as MLflow wraps its store's errors
+                raise MlflowException(f"API request failed: {type(e).__name__}") from e
+
+        with pytest.raises(MlflowException):
+            retry(refused, "a write", attempts=8, first_wait=0.01)
+        assert calls == [1], error
+    calls = []
+
+    def away():  # a server briefly away: retried
+        calls.append(1)
+        raise ConnectionError("Connection refused")
+
+    with pytest.raises(ConnectionError):
+        retry(away, "a write", attempts=3, first_wait=0.01)
+    assert len(calls) == 3
+    assert not refused_by_disk(OSError(27, "File too large")) and not refused_by_disk(ValueError("bad value"))
