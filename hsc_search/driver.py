@@ -38,7 +38,7 @@ from .ray_internals import keep_starting_actors, restored_searcher_in_the_folder
 from .report import _reason, publish_report
 from .runs import (DB_SCHEMES, REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, TAG_SET_FROM, client_for, default_tracking_uri,
                    experiment_tags, folder_hint, http_failure, import_mlflow, moved_store_hint, resolved_tracking_uri,
-                   score_key,
+                   score_key, search_status,
                    served_artifacts_problem, sqlite_path, tag_experiment, trial_outcome, typed_column,
                    user_tag, without_password, write_csv)
 from .schedulers import AshaStateCallback, PersistentASHA, asha_milestones
@@ -1512,9 +1512,10 @@ def resume_search(path: str | Path, echo: Callable[[str], None] = print, address
         release_search(exp_dir)
 
 
-def _check_parent_run(client, parent_id: str, uri: str | None, given: str | None) -> None:
+def _check_parent_run(client, parent_id: str, uri: str | None, given: str | None, exp_dir: str | None = None) -> None:
     """The store a resume logs to holds the search's parent run (a store given with --tracking-uri may be
-    another one): else one sentence, before any trial runs."""
+    another one), and the run has not finished from another folder (`exp_dir`: the one resumed): else one
+    sentence, before any trial runs."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -1542,6 +1543,13 @@ def _check_parent_run(client, parent_id: str, uri: str | None, given: str | None
     if local is not None and not os.path.isdir(local):
         raise SearchError(f"the search's parent run {parent_id}: {moved_store_hint(artifacts)}; a resume would "
                           "write the search's new records there")  # fmt: skip
+    elsewhere = run.data.tags.get("hsc.experiment_dir")
+    if exp_dir is not None and search_status(run) == "FINISHED" and elsewhere not in (None, exp_dir):
+        # a copy of the folder was resumed to its end: a resume of this older one trained its trials again in the
+        # finished run and took a finished trial's run for lost (deleted; a walkthrough)
+        raise SearchError(f"{exp_dir}: its search (MLflow run {parent_id}) finished from the folder {elsewhere}: this "
+                          "folder is an older copy of it, with nothing to resume; its results are that folder's and "
+                          "MLflow's")  # fmt: skip
 
 
 def _check_same_data(meta: dict, data, spec: str, given: bool = True) -> None:
@@ -1722,7 +1730,7 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
             try:
                 client = opening.result()
                 interrupts.check()
-                _check_parent_run(client, parent_id, settings.tracking_uri, tracking_uri)
+                _check_parent_run(client, parent_id, settings.tracking_uri, tracking_uri, str(exp_dir))
                 client.update_run(parent_id, status="RUNNING")
                 tags = client.get_run(parent_id).data.tags
                 if TAG_NO_SCORE in tags:  # it runs again: its end decides anew

@@ -1418,6 +1418,18 @@ def test_a_deleted_experiment_or_parent_run_is_one_sentence_with_the_command_tha
         _check_parent_run(client, parent, uri, None)
     (tmp_path / "moved").rename(tmp_path / "art")
     _check_parent_run(client, parent, uri, None)  # where MLflow keeps them: passes
+    # a copy of the folder resumed to its end, then the older folder resumed: its trials trained again in the
+    # finished run, and a finished trial's run was deleted as lost (a walkthrough)
+    client.set_tag(parent, "hsc.experiment_dir", str(tmp_path / "copy"))
+    client.set_terminated(parent, status="KILLED")  # interrupted: either folder may go on with it
+    _check_parent_run(client, parent, uri, None, str(tmp_path / "orig"))
+    client.set_terminated(parent, status="FINISHED")
+    _check_parent_run(client, parent, uri, None, str(tmp_path / "copy"))  # its own folder: (its record decides)
+    with pytest.raises(SearchError) as e:
+        _check_parent_run(client, parent, uri, None, str(tmp_path / "orig"))
+    assert str(e.value) == (f"{tmp_path / 'orig'}: its search (MLflow run {parent}) finished from the folder "
+                            f"{tmp_path / 'copy'}: this folder is an older copy of it, with nothing to resume; its "
+                            "results are that folder's and MLflow's"), str(e.value)
     client.delete_run(parent)
     with pytest.raises(SearchError) as e:
         _check_parent_run(client, parent, uri, None)
