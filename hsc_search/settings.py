@@ -23,7 +23,12 @@ DEFAULT_DATA = "synthetic:ave?n_train=1000&n_val=200&n_test=300&dim_audio=32&dim
 
 
 class SettingsError(ValueError):
-    """Invalid search settings; the message lists every problem."""
+    """Invalid search settings; the message lists every problem (the first 20: `trainer.config.capped`)."""
+
+    def __init__(self, message: str):
+        from trainer.config import capped
+
+        super().__init__(capped(str(message)))
 
 
 MAX_TRIALS = 100_000  # per search (Ray Tune holds every trial object in the driver)

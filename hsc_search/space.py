@@ -85,8 +85,10 @@ class SpaceError(ValueError):
     """
 
     def __init__(self, problems: list[str] | str):
+        from trainer.config import capped
+
         self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(self.problems))
+        super().__init__(capped("\n".join(self.problems)))
 
 
 @dataclass(frozen=True)

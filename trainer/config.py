@@ -58,7 +58,19 @@ class ConfigError(ValueError):
 
     def __init__(self, problems: list[str] | str):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(self.problems))
+        super().__init__(capped("\n".join(self.problems)))
+
+
+SHOWN_PROBLEMS = 20
+
+
+def capped(message: str, limit: int = SHOWN_PROBLEMS) -> str:
+    """A message of one problem per line, its first `limit` lines and a count of the others (a config of
+    100,000 unknown keys printed 100,000 lines, each with every valid name: a walkthrough)."""
+    lines = message.split("\n")
+    if len(lines) <= limit + 1:
+        return message
+    return "\n".join([*lines[:limit], f"... and {len(lines) - limit} more problems (the first {limit} are above)"])
 
 
 def did_you_mean(name: str, names: list[str]) -> str:
