@@ -1022,6 +1022,13 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
     same = _cli("run", "--data", data, "--name", "killme", "--storage", "moved", cwd=tmp_path, cache=_cache_dir,
                 timeout=120)  # fmt: skip
     assert same.returncode == 2 and "exists already and holds a search that finished; pick another --name" in same.stderr
+    # a search inside that search's folder was accepted (moving or deleting that one took it with it; a walkthrough)
+    inner = _cli("run", "--data", data, "--name", "inner", "--storage", str(exp_dir / "nested"), cwd=tmp_path,
+                 cache=_cache_dir, timeout=120)  # fmt: skip
+    assert inner.returncode == 2 and inner.stderr.strip() == (
+        f"error: --storage {exp_dir / 'nested'}: inside the folder of search killme ({exp_dir}), whose own files this "
+        f"search's would sit among; give a --storage outside it, e.g. {exp_dir.parent}"), inner.stderr  # fmt: skip
+    assert not (exp_dir / "nested").exists()
     _, parents, children = _runs(_client(tmp_path))
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.tags["hsc.experiment_dir"] == str(exp_dir)  # where it is now (the commands read it)
