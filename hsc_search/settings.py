@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import yaml
 
 from trainer.config import _FLOAT as FLOAT_TEXT
-from trainer.config import parse_overrides
+from trainer.config import parse_overrides, quoted_bool
 from trainer.yamlfile import load_yaml, wrong_kind, yaml_problem
 
 from .runs import without_password
@@ -142,7 +142,8 @@ class SearchSettings:
             if self.grace_period < 1:
                 p.append(f"{n('grace_period')} must be >= 1, got {self.grace_period}")
         elif not 1 <= self.grace_period <= self.max_epochs:
-            p.append(f"{n('grace_period')} must be in [1, {n('max_epochs')} {self.max_epochs}], got {self.grace_period}")
+            p.append(f"{n('grace_period')} must be in [1, {n('max_epochs').rsplit(': ', 1)[-1]} {self.max_epochs}], "
+                     f"got {self.grace_period}")  # (the bracket named the file too: "[1, c.yaml: max_epochs 2]")
         if not (math.isfinite(self.reduction_factor) and self.reduction_factor > 1):
             p.append(f"{n('reduction_factor')} must be a finite number > 1, got {self.reduction_factor}")
         if self.mode not in ("max", "min"):
@@ -388,7 +389,7 @@ def _typed(key: str, value: Any) -> Any:
     if base is bool:
         if isinstance(value, bool):
             return value
-        raise TypeError(f"expected true or false, got {value!r}")
+        raise TypeError(f"expected true or false, got {value!r}{quoted_bool(value)}")
     if base in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise TypeError(f"expected {'an integer' if base is int else 'a number'}, got {value!r}")

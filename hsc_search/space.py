@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
-from trainer.config import ABOVE_ZERO, YAML_BOOL_HINT, YAML_BOOLEANS, ConfigError, TrainConfig, did_you_mean
+from trainer.config import ABOVE_ZERO, YAML_BOOL_HINT, YAML_BOOLEANS, ConfigError, TrainConfig, did_you_mean, quoted_bool
 from trainer.yamlfile import load_yaml, wrong_kind, yaml_problem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -719,7 +719,7 @@ def _field_value(name: str, v: Any) -> Any:
     if kind == "bool":
         if isinstance(v, bool):
             return v
-        raise TypeError(f"expected true or false, got {v!r}")
+        raise TypeError(f"expected true or false, got {v!r}{quoted_bool(v)}")
     if kind == "int":
         return _integer(v)
     if kind == "float":

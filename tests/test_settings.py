@@ -230,7 +230,8 @@ def test_a_bad_value_is_named_by_its_flag_or_its_file(tmp_path):
     with pytest.raises(SettingsError) as e:
         load_settings(f, {"grace_period": 5, "mlflow": None}, [])
     assert str(e.value) == (f"{f}: num_samples must be >= 1, got 0\n"
-                            f"--grace-period must be in [1, {f}: max_epochs 2], got 5")  # fmt: skip
+                            "--grace-period must be in [1, max_epochs 2], got 5")  # fmt: skip (the bracket named
+    # the file as well: "[1, search.yaml: max_epochs 2]", a walkthrough)
     with pytest.raises(SettingsError, match=r"^search settings: num_samples must be >= 1, got 0$"):
         SearchSettings(num_samples=0).validate()
 
@@ -410,7 +411,8 @@ def test_an_empty_search_config_is_marked_for_its_note(tmp_path):
 @pytest.mark.parametrize("given, said", [
     ({"scheduler": "bogus"}, "scheduler must be asha or fifo, got 'bogus'"),
     ({"num_samples": "4"}, "num_samples: expected an integer, got '4'"),
-    ({"mlflow": "false"}, "mlflow: expected true or false, got 'false'"),
+    ({"mlflow": "false"}, "mlflow: expected true or false, got 'false' (quoted, so YAML reads it as text: write it "
+                          "without quotes)"),
     ({"max_epochs": 2.5}, "max_epochs: expected an integer, got 2.5"),
     ({"name": "x/y"}, "name 'x/y': expected one folder name"),
     ({"num_samples": 0}, "num_samples must be >= 1, got 0"),

@@ -395,6 +395,7 @@ def test_categorical_without_choices_and_with_wrong_choice_types(tmp_path):
         "  distill: {type: categorical}\n"
         "  loss_weighting: {type: categorical, choices: []}\n"
         "  use_rec: {type: categorical, choices: [1, 0]}\n"
+        "  use_dcca: {type: categorical, choices: ['true', false]}\n"
         "  eval_model: {type: categorical, choices: [teacher, ema]}\n"
         "  batch_size: {type: categorical, choices: [128, 256.5]}\n"
         "  tau: {type: categorical, choices: [0.1, 0.1]}\n",
@@ -402,6 +403,9 @@ def test_categorical_without_choices_and_with_wrong_choice_types(tmp_path):
     assert "params.distill: categorical needs a non-empty list 'choices'" in message
     assert "params.loss_weighting: categorical needs a non-empty list 'choices'" in message
     assert "params.use_rec: choice 1: expected true or false" in message
+    # a boolean in quotes is text to YAML: said (only the quotes hinted it: a walkthrough)
+    assert "params.use_dcca: choice 'true': expected true or false, got 'true' (quoted, so YAML reads it as text: " \
+        "write it without quotes)" in message, message  # fmt: skip
     assert "params.eval_model: choice 'ema': expected one of ['teacher', 'student']" in message
     assert "params.batch_size: choice 256.5: expected an integer" in message
     assert "params.tau: choices [0.1, 0.1] contain duplicates" in message

@@ -61,6 +61,13 @@ class ConfigError(ValueError):
         super().__init__(capped("\n".join(self.problems)))
 
 
+def quoted_bool(value: Any) -> str:
+    """The hint for a boolean written in quotes ("true", 'no'), which YAML reads as text, or ""."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "on", "off"):
+        return " (quoted, so YAML reads it as text: write it without quotes)"
+    return ""
+
+
 SHOWN_PROBLEMS = 20
 
 
@@ -495,7 +502,7 @@ def _coerce(value: Any, f: dataclasses.Field) -> Any:
     if kind == "bool":
         if isinstance(value, bool):
             return value
-        raise TypeError(f"expected true or false, got {value!r}")
+        raise TypeError(f"expected true or false, got {value!r}{quoted_bool(value)}")
     if kind in ("int", "float"):
         number = value
         if isinstance(value, str):
