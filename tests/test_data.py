@@ -202,6 +202,59 @@ def test_a_modality_constant_over_train_is_said_once_loaded(tmp_path):
                           "the test mAP cannot tell models apart; check how the features were extracted",), data.notes
 
 
+def _scale_medians(train: np.ndarray, x: np.ndarray) -> tuple[float, float]:
+    """Reference: x standardised by train's per-dim mean and std (over N and T), then the medians over dims of its
+    per-dim std and |mean|."""
+    d = train.shape[-1]
+    t, v = train.reshape(-1, d).astype(np.float64), x.reshape(-1, d).astype(np.float64)
+    z = (v - t.mean(0)) / t.std(0)
+    return float(np.median(z.std(0))), float(np.median(np.abs(z.mean(0))))
+
+
+@pytest.mark.parametrize("seq", [False, True])
+def test_val_and_test_on_another_scale_than_train_get_a_note(tmp_path, seq):
+    """Train audio x100 + 500 and val/test not: standardised by train's statistics, val/test are near-constant
+    far from 0 and trained without a word to a much worse score (a walkthrough)."""
+    rng = np.random.default_rng(7)
+    arrays = _arrays(n_train=40, n_val=10, n_test=12)
+    if seq:
+        for key in [k for k in arrays if k.startswith("audio_")]:
+            arrays[key] = rng.normal(size=(len(arrays[key]), 3, 6))
+    arrays["audio_train"] = arrays["audio_train"] * 100 + 500
+    path = _write_h5(tmp_path / "scale.h5", arrays)
+    data = load_data(str(path))
+    expected = []
+    for split in ("val", "test"):
+        mid_std, mid_mean = _scale_medians(arrays["audio_train"], arrays[f"audio_{split}"])
+        assert mid_std < 0.1 and mid_mean > 3  # the case: both out of range
+        expected.append(f"{path}: the {split} audio features, standardised with the train split's statistics, "
+                        f"have a median std of {mid_std:.3g} and a median |mean| of {mid_mean:.3g} over their dims "
+                        f"(the train split's are 1 and 0): the {split} audio features are on another scale than "
+                        "train's, likely extracted differently for the splits; check how the features were "
+                        "extracted")  # fmt: skip
+    assert data.notes == tuple(expected), data.notes
+    assert load_data(str(path), standardize=False).notes == ()
+    # each bound on its own: val's visual x20 (std too large), test's visual shifted by 4 train stds (mean too large)
+    arrays = _arrays(n_train=40, n_val=10, n_test=12)
+    arrays["visual_val"] = arrays["visual_val"] * 20
+    train = arrays["visual_train"]
+    arrays["visual_test"] = arrays["visual_test"] * train.std(0) + train.mean(0) + 4 * train.std(0)
+    path = _write_h5(tmp_path / "scale2.h5", arrays)
+    notes = load_data(str(path)).notes
+    assert [n.split(", standardised")[0] for n in notes] == [f"{path}: the val visual features",
+                                                            f"{path}: the test visual features"], notes
+    (val_std, _), (_, test_mean) = (_scale_medians(train, arrays[f"visual_{s}"]) for s in ("val", "test"))
+    assert val_std > 10 and f"median std of {val_std:.3g} " in notes[0]
+    assert test_mean > 3 and f"median |mean| of {test_mean:.3g} " in notes[1]
+
+
+def test_no_scale_note_for_data_on_one_scale(tmp_path):
+    """The shipped synthetic data and these tests' usual data get no scale note (nor any other)."""
+    assert load_data(str(_write_h5(tmp_path / "ok.h5", _arrays()))).notes == ()
+    assert load_data(str(_write_h5(tmp_path / "small.h5", _arrays(n_val=2, n_test=2)))).notes == ()
+    assert load_data("synthetic:ave").notes == ()
+
+
 def _parquet_table(splits=("train", "val", "test"), multi=False, seq=False):
     rng = np.random.default_rng(2)
     rows = {"train": 20, "val": 5, "test": 7}
@@ -296,6 +349,10 @@ BAD_HDF5 = {
                            ["lab_val': the val split has 1 clip"]),
     "class ids, not indices": (_set("lab_train", lambda y: y * 100_000),  # a (N, 300001) label matrix
                                ["lab_train': class index 300000 among 7 distinct classes; expected class indices"]),
+    "uint64 label beyond int64": (  # wrapped negative in the cast to int64: an IndexError (a walkthrough); now
+        # the huge-index error an int64 label gets
+        _set("lab_train", lambda y: np.where(np.arange(len(y)) == 5, np.uint64(2**63 + 5), y.astype(np.uint64))),
+        ["lab_train': class index 9223372036854775813 among 5 distinct classes; expected class indices 0..C-1"]),
     "uint8 and float features": (  # uint8 was dequantised, float not: val/test on another scale than train
         _set("audio_train", lambda x: np.clip(x * 40 + 128, 0, 255).astype(np.uint8)),
         ["audio features are uint8 in some splits and not in others", "'audio_train' is uint8", "'audio_val' is float64"]),
@@ -337,6 +394,22 @@ def test_group_where_dataset_expected(tmp_path):
     arrays["lab_val/inner"] = np.zeros(3)
     with pytest.raises(DataError, match=r"g\.h5.*lab_val.*group"):
         read_hdf5(_write_h5(tmp_path / "g.h5", arrays))
+
+
+@pytest.mark.parametrize("kind", ["external", "soft"])
+def test_a_dangling_link_where_a_dataset_is_expected(tmp_path, kind):
+    """h5py's KeyError from a link to nothing was a 100-line traceback from a run (a walkthrough)."""
+    path = _write_h5(tmp_path / "bad_link.h5", {k: v for k, v in _arrays().items() if k != "audio_train"})
+    with h5py.File(path, "a") as f:
+        f["audio_train"] = h5py.ExternalLink("gone.h5", "/x") if kind == "external" else h5py.SoftLink("/nowhere")
+    with pytest.raises(DataError) as info:
+        load_data(str(path))
+    message = str(info.value)
+    assert "\n" not in message
+    target = "an external link to '/x' in file 'gone.h5'" if kind == "external" else "a soft link to '/nowhere'"
+    assert message.startswith(f"{path}: key 'audio_train' is {target}, which is missing ("), message
+    assert message.endswith("expected a dataset" + " (put the linked file back, or copy its data into this file)"
+                            * (kind == "external")), message  # fmt: skip
 
 
 def test_missing_and_foreign_files(tmp_path):

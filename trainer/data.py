@@ -34,6 +34,10 @@ SPLITS = ("train", "val", "test")
 MODALITIES = ("audio", "visual")
 STD_FLOOR = 1e-6  # feature dims with a smaller train std are centred but not scaled (as StandardScaler does)
 SYNTHETIC_PREFIX = "synthetic:"
+# `standardize` notes a val / test split whose standardised features' median-over-dims std is outside SCALE_STD_RANGE
+# or whose median-over-dims |mean| is above SCALE_MEAN_MAX (train's are 1 and 0)
+SCALE_STD_RANGE = (0.1, 10.0)
+SCALE_MEAN_MAX = 3.0
 
 
 class DataError(ValueError):
@@ -69,7 +73,8 @@ class AVData:
         val_carved: True when val was carved from the file's train split.
         val_fraction: the fraction of train carved as val (None when the file has a val split).
         notes: what looks wrong in the data but does not stop training (`standardize` finds a modality whose
-            every feature dim is constant over train), said when a run or a search starts.
+            every feature dim is constant over train, a val / test split whose clips are all alike, or one on
+            another scale than train), said when a run or a search starts.
     """
 
     train: Split
@@ -254,12 +259,31 @@ def read_hdf5(path: str | os.PathLike, *, val_fraction: float = 0.1, seed: int =
                 raw[split] = {}
                 for field, prefix in (("audio", "audio"), ("visual", "visual"), ("labels", "lab")):
                     key = f"{prefix}_{split}"
-                    if not isinstance(f[key], h5py.Dataset):
+                    node = _hdf5_node(src, f, key)
+                    if not isinstance(node, h5py.Dataset):
                         raise DataError(f"{src}: key {key!r} is a group; expected a dataset")
-                    raw[split][field] = (f"key {key!r}", np.asarray(f[key][()]))
+                    raw[split][field] = (f"key {key!r}", np.asarray(node[()]))
     except OSError as exc:
         raise DataError(f"{src}: cannot read HDF5 file ({exc})") from exc
     return _build(src, raw, val_fraction, seed)
+
+
+def _hdf5_node(src: str, f: h5py.File, key: str) -> h5py.Group | h5py.Dataset:
+    """f[key], or a DataError where key is a soft or external link to something missing (h5py: a KeyError, which
+    was a 100-line traceback from a run: a walkthrough)."""
+    try:
+        return f[key]
+    except KeyError as exc:
+        reason = exc.args[0] if exc.args else type(exc).__name__
+        link = f.get(key, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            raise DataError(f"{src}: key {key!r} is an external link to {link.path!r} in file {link.filename!r}, "
+                            f"which is missing ({reason}); expected a dataset (put the linked file back, or copy "
+                            "its data into this file)") from None  # fmt: skip
+        if isinstance(link, h5py.SoftLink):
+            raise DataError(f"{src}: key {key!r} is a soft link to {link.path!r}, which is missing ({reason}); "
+                            "expected a dataset") from None  # fmt: skip
+        raise DataError(f"{src}: key {key!r} cannot be opened ({reason}); expected a dataset") from None
 
 
 def read_parquet(path: str | os.PathLike, *, val_fraction: float = 0.1, seed: int = 0) -> AVData:
@@ -320,6 +344,7 @@ def standardize(data: AVData) -> AVData:
     new = {s: {} for s in SPLITS}
     notes = []
     for modality in MODALITIES:
+        split_alike = {"val": False, "test": False}
         train = getattr(data.train, modality)
         flat = train.reshape(-1, train.shape[-1]).astype(np.float64)  # (N * T, D); float64 for exact sums
         mean, std = flat.mean(axis=0), flat.std(axis=0)
@@ -332,13 +357,30 @@ def standardize(data: AVData) -> AVData:
             # split's mAP would say nothing of the model (and val selects the epoch by it); a walkthrough's all-zero
             # val split trained without a word
             x = getattr(getattr(data, split), modality)
-            if len(x) > 1 and np.all(x.reshape(len(x), -1).astype(np.float64).std(axis=0) < STD_FLOOR):
+            split_alike[split] = len(x) > 1 and bool(np.all(x.reshape(len(x), -1).astype(np.float64).std(axis=0)
+                                                            < STD_FLOOR))  # fmt: skip
+            if split_alike[split]:
                 notes.append(f"{data.source}: every {modality} feature is the same in all {len(x)} {split} clips: the "
                              f"{split} mAP cannot tell models apart; check how the features were extracted")  # fmt: skip
-        std = np.where(std < STD_FLOOR, 1.0, std)
+        varying = std >= STD_FLOOR  # the dims whose standardised train std is 1 (constant ones: 0)
+        std = np.where(varying, std, 1.0)
         for split in SPLITS:
             x = getattr(getattr(data, split), modality)
             new[split][modality] = ((x - mean) / std).astype(np.float32)
+        for split in ("val", "test") if not constant else ():  # val / test on another scale than train (features
+            # extracted differently for the splits) trained without a word to a much worse score: a walkthrough
+            x = getattr(getattr(data, split), modality)
+            if len(x) < 2 or split_alike[split]:
+                continue
+            flat_split = ((x.reshape(-1, x.shape[-1]).astype(np.float64) - mean) / std)[:, varying]  # (N * T, D')
+            mid_std = float(np.median(flat_split.std(axis=0)))
+            mid_mean = float(np.median(np.abs(flat_split.mean(axis=0))))
+            if not SCALE_STD_RANGE[0] <= mid_std <= SCALE_STD_RANGE[1] or mid_mean > SCALE_MEAN_MAX:
+                notes.append(f"{data.source}: the {split} {modality} features, standardised with the train split's "
+                             f"statistics, have a median std of {mid_std:.3g} and a median |mean| of {mid_mean:.3g} "
+                             f"over their dims (the train split's are 1 and 0): the {split} {modality} features are "
+                             "on another scale than train's, likely extracted differently for the splits; check how "
+                             "the features were extracted")  # fmt: skip
     splits = {s: dataclasses.replace(getattr(data, s), **new[s]) for s in SPLITS}
     return dataclasses.replace(data, **splits, notes=(*data.notes, *notes))
 
@@ -441,7 +483,7 @@ def _features(src: str, key: str, x: np.ndarray) -> np.ndarray:
 
 
 def _labels(src: str, key: str, y: np.ndarray) -> np.ndarray:
-    """Checks labels; returns (N,) int64 class indices or (N, C) float32 multi-hot."""
+    """Checks labels; returns (N,) int64 class indices (uint64 beyond int64's range) or (N, C) float32 multi-hot."""
     if y.dtype == bool:
         y = y.astype(np.uint8)
     if y.ndim == 2 and y.shape[1] == 1:
@@ -466,6 +508,9 @@ def _labels(src: str, key: str, y: np.ndarray) -> np.ndarray:
             raise DataError(f"{src}: {key}: class index {y[i]:g} in clip {i}; expected class indices 0, 1, ...")
         if y.size and y.min() < 0:
             raise DataError(f"{src}: {key}: {np.count_nonzero(y < 0)} negative class index(es); expected >= 0")
+        if y.size and y.dtype == np.uint64 and y.max() > np.iinfo(np.int64).max:  # kept uint64 (exact), for
+            # _num_classes to refuse as it does a huge int64 index: the cast wrapped it negative, an IndexError then
+            return y
         return y.astype(np.int64)
     if np.any((y != 0) & (y != 1)):
         raise DataError(f"{src}: {key}: (N, C) labels hold values other than 0 and 1; expected one-hot / multi-hot")
