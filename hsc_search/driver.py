@@ -2402,14 +2402,9 @@ def _note_local_artifacts(location: str | None, tracking_uri: str | None, name: 
         return
     from urllib.parse import unquote, urlsplit
 
-    path = Path(unquote(urlsplit(location).path) if location.startswith("file:") else location)
-    if urlsplit(uri).hostname in ("127.0.0.1", "localhost", "::1") and any(p.exists() for p in (path, *path.parents[:2])):
-        # a server of this machine's own (`mlflow ui` over a local store) whose artifacts are here: as expected.
-        # (MLflow makes the experiment's folder, `<root>/<id>`, and its default root `./mlruns` of the folder the
-        # server started in, only as the first artifact comes: the first search of one's own `mlflow server
-        # --no-serve-artifacts` was told otherwise, a walkthrough; a tunnel to a server elsewhere names a folder
-        # of that machine's)
-        return
+    path = unquote(urlsplit(location).path) if location.startswith("file:") else location
+    if urlsplit(uri).hostname in ("127.0.0.1", "localhost", "::1") and Path(path).exists():
+        return  # a server of this machine's own (`mlflow ui` over a local store) whose artifacts are here: as expected
     notes.append(f"note: experiment '{name}' keeps its artifacts (plots, configs, the report) in {location}, a folder "
                  "this machine writes itself: other machines and the MLflow UI of a server elsewhere see them only if "
                  "that folder is shared with them (a team server's experiments keep theirs on the server: "

@@ -1270,7 +1270,7 @@ def test_a_shared_store_whose_experiment_keeps_artifacts_on_the_drivers_disk_is_
     from hsc_search.driver import _experiment_id
 
     client = MlflowClient(tracking_uri=tracking_server.url)
-    local = tmp_path / "machine_a" / "team" / "mlruns"  # (a folder of another machine's: not here)
+    local = tmp_path / "machine_a" / "mlruns"
     client.create_experiment("local-art", artifact_location=str(local))
     notes: list[str] = []
     _experiment_id(client, "local-art", "val/map_avg", "max", tracking_server.url, notes=notes)
@@ -1282,13 +1282,6 @@ def test_a_shared_store_whose_experiment_keeps_artifacts_on_the_drivers_disk_is_
     local.mkdir(parents=True)  # the folder is on this machine, whose own server this is (`mlflow ui` over a local
     _experiment_id(client, "local-art", "val/map_avg", "max", tracking_server.url, notes=notes)  # store): as
     assert notes == [], notes  # expected, not said (a review: every local `mlflow ui` user was told)
-    # nor before the first artifact: MLflow makes `<root>/<id>` and the default root ./mlruns of the folder the
-    # server started in only as artifacts come (the first search of one's own `mlflow server --no-serve-artifacts`
-    # was told: a walkthrough)
-    (tmp_path / "server_dir").mkdir()
-    client.create_experiment("own-first", artifact_location=str(tmp_path / "server_dir" / "mlruns" / "7"))
-    _experiment_id(client, "own-first", "val/map_avg", "max", tracking_server.url, notes=notes)
-    assert notes == [], notes
     made = _experiment_id(client, "served", "val/map_avg", "max", tracking_server.url, notes=notes)
     assert client.get_experiment(made).artifact_location.startswith("mlflow-artifacts:") and notes == [], notes
     uri = f"sqlite:///{tmp_path}/own.db"
