@@ -1551,12 +1551,15 @@ def _check_parent_run(client, parent_id: str, uri: str | None, given: str | None
         raise SearchError(f"the search's parent run {parent_id}: {moved_store_hint(artifacts)}; a resume would "
                           "write the search's new records there")  # fmt: skip
     elsewhere = run.data.tags.get("hsc.experiment_dir")
-    if exp_dir is not None and search_status(run) == "FINISHED" and elsewhere not in (None, exp_dir):
-        # a copy of the folder was resumed to its end: a resume of this older one trained its trials again in the
-        # finished run and took a finished trial's run for lost (deleted; a walkthrough)
-        raise SearchError(f"{exp_dir}: its search (MLflow run {parent_id}) finished from the folder {elsewhere}: this "
-                          "folder is an older copy of it, with nothing to resume; its results are that folder's and "
-                          "MLflow's")  # fmt: skip
+    if exp_dir is not None and elsewhere not in (None, exp_dir) and not storage.is_uri(elsewhere) \
+            and search_in(Path(elsewhere)) == parent_id:  # fmt: skip
+        # two copies of the folder (a move leaves one): a resume of the one MLflow no longer follows trained the
+        # other's trials again in the one run and took their runs for lost (deleted; a walkthrough, and a review:
+        # whether or not the other copy's resume had finished the search)
+        ended = "finished" if search_status(run) == "FINISHED" else "was last resumed"
+        raise SearchError(f"{exp_dir}: its search (MLflow run {parent_id}) {ended} from the folder {elsewhere}, a copy "
+                          "of this one that holds it too: resuming both would train trials twice in one run; resume "
+                          f"that folder (or move it away first, if this one is to go on)")  # fmt: skip
 
 
 def _check_same_data(meta: dict, data, spec: str, given: bool = True) -> None:

@@ -316,12 +316,13 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
                           "select models; rank by a validation metric such as val/map_avg")  # fmt: skip
     if metric == "epoch" or (metric or "").startswith(("best/", "hsc/")):  # ranked silently (a walkthrough: a
         # three-way tie on "epoch 3.0000 (max)")
+        of = metric.split("/", 2)[2] if metric.startswith("best/") and metric.count("/") >= 2 else ""
         what = ("the epoch count, the same for every trial that trained all its epochs" if metric == "epoch" else
-                f"a trial's score by {metric.split('/', 2)[2]}, logged once, as its search ranked it" if
-                metric.startswith("best/") and metric.count("/") >= 2 else "the search's own bookkeeping")  # fmt: skip
-        better = (f"; rank by {metric.split('/', 2)[2]} (--metric {metric.split('/', 2)[2]} --mode "
-                  f"{metric.split('/')[1]})" if metric.startswith("best/") and metric.count("/") >= 2
-                  and metric.split("/")[1] in ("max", "min") else "; rank by a validation metric such as val/map_avg")
+                f"a trial's score by {of}, logged once, as its search ranked it" if of
+                else "a trial's score, logged once" if metric.startswith("best/")
+                else "the search's own bookkeeping")  # fmt: skip
+        better = (f"; rank by {of} (--metric {of} --mode {metric.split('/')[1]})"
+                  if of and metric.split("/")[1] in ("max", "min") else "; rank by a validation metric such as val/map_avg")
         raise ExportError(f"--metric {metric}: {what}, not a metric of each epoch to rank trials by{better}")
     out = check_out(out, "best_config.json" if fmt == "json" else "best_config.yaml", kind="config")
     try:

@@ -702,17 +702,20 @@ def flush_seconds() -> float:
     return seconds
 
 
-DISK_REFUSALS = ("database or disk is full", "No space left on device", "Read-only file system", "Disk quota exceeded")
+DISK_REFUSALS = ("database or disk is full", "No space left on device", "Read-only file system", "Disk quota exceeded",
+                 "File too large")
 
 
 def refused_by_disk(error: BaseException) -> bool:
-    """Whether `error` is, or was raised from, a disk's refusal to write (full, read-only, over quota: an OSError
-    of one of those errnos, or sqlite's or a server's words for it)."""
+    """Whether `error` is, or was raised from, a disk's refusal to write (full, read-only, over quota, a file size
+    limit: an OSError of `commands.DISK_ERRNOS`, or sqlite's or a server's words for it)."""
+    from .commands import DISK_ERRNOS
+
     seen: set[int] = set()
     e: BaseException | None = error
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in (28, 30, 122):
+        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
             return True
         if any(w in str(e) for w in DISK_REFUSALS):
             return True

@@ -1418,18 +1418,24 @@ def test_a_deleted_experiment_or_parent_run_is_one_sentence_with_the_command_tha
         _check_parent_run(client, parent, uri, None)
     (tmp_path / "moved").rename(tmp_path / "art")
     _check_parent_run(client, parent, uri, None)  # where MLflow keeps them: passes
-    # a copy of the folder resumed to its end, then the older folder resumed: its trials trained again in the
-    # finished run, and a finished trial's run was deleted as lost (a walkthrough)
+    # a copy of the folder resumed (to its end, or interrupted again), then the older folder resumed: its trials
+    # trained again in the one run, and the copy's trial runs were deleted as lost (a walkthrough; a review)
     client.set_tag(parent, "hsc.experiment_dir", str(tmp_path / "copy"))
-    client.set_terminated(parent, status="KILLED")  # interrupted: either folder may go on with it
+    client.set_terminated(parent, status="KILLED")
+    _check_parent_run(client, parent, uri, None, str(tmp_path / "orig"))  # moved there (no copy left): goes on
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "hsc_search.json").write_text(json.dumps({"parent_run_id": parent}))
+    _check_parent_run(client, parent, uri, None, str(tmp_path / "copy"))  # the folder MLflow follows: goes on
+    for status, ended in (("KILLED", "was last resumed"), ("FINISHED", "finished")):
+        client.set_terminated(parent, status=status)
+        with pytest.raises(SearchError) as e:
+            _check_parent_run(client, parent, uri, None, str(tmp_path / "orig"))
+        assert str(e.value) == (f"{tmp_path / 'orig'}: its search (MLflow run {parent}) {ended} from the folder "
+                                f"{tmp_path / 'copy'}, a copy of this one that holds it too: resuming both would train "
+                                "trials twice in one run; resume that folder (or move it away first, if this one is "
+                                "to go on)"), str(e.value)
+    (tmp_path / "copy" / "hsc_search.json").write_text(json.dumps({"parent_run_id": "another"}))  # reused by another
     _check_parent_run(client, parent, uri, None, str(tmp_path / "orig"))
-    client.set_terminated(parent, status="FINISHED")
-    _check_parent_run(client, parent, uri, None, str(tmp_path / "copy"))  # its own folder: (its record decides)
-    with pytest.raises(SearchError) as e:
-        _check_parent_run(client, parent, uri, None, str(tmp_path / "orig"))
-    assert str(e.value) == (f"{tmp_path / 'orig'}: its search (MLflow run {parent}) finished from the folder "
-                            f"{tmp_path / 'copy'}: this folder is an older copy of it, with nothing to resume; its "
-                            "results are that folder's and MLflow's"), str(e.value)
     client.delete_run(parent)
     with pytest.raises(SearchError) as e:
         _check_parent_run(client, parent, uri, None)

@@ -411,7 +411,7 @@ def test_an_empty_search_config_is_marked_for_its_note(tmp_path):
 @pytest.mark.parametrize("given, said", [
     ({"scheduler": "bogus"}, "scheduler must be asha or fifo, got 'bogus'"),
     ({"num_samples": "4"}, "num_samples: expected an integer, got '4'"),
-    ({"mlflow": "false"}, "mlflow: expected true or false, got 'false' (quoted, so YAML reads it as text: write it "
+    ({"mlflow": "false"}, "mlflow: expected true or false, got 'false' (text, not a boolean: in a YAML file, write it "
                           "without quotes)"),
     ({"max_epochs": 2.5}, "max_epochs: expected an integer, got 2.5"),
     ({"name": "x/y"}, "name 'x/y': expected one folder name"),

@@ -404,7 +404,7 @@ def test_categorical_without_choices_and_with_wrong_choice_types(tmp_path):
     assert "params.loss_weighting: categorical needs a non-empty list 'choices'" in message
     assert "params.use_rec: choice 1: expected true or false" in message
     # a boolean in quotes is text to YAML: said (only the quotes hinted it: a walkthrough)
-    assert "params.use_dcca: choice 'true': expected true or false, got 'true' (quoted, so YAML reads it as text: " \
+    assert "params.use_dcca: choice 'true': expected true or false, got 'true' (text, not a boolean: in a YAML file, " \
         "write it without quotes)" in message, message  # fmt: skip
     assert "params.eval_model: choice 'ema': expected one of ['teacher', 'student']" in message
     assert "params.batch_size: choice 256.5: expected an integer" in message

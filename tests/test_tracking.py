@@ -797,7 +797,7 @@ def test_a_disk_that_refuses_a_write_is_not_retried():
     from hsc_search.runs import refused_by_disk, retry
 
     for error in (sqlite3.OperationalError("database or disk is full"), OSError(28, "No space left on device"),
-                  OSError(30, "Read-only file system")):  # fmt: skip
+                  OSError(30, "Read-only file system"), OSError(27, "File too large")):  # fmt: skip
         calls = []
 
         def refused(error=error):
@@ -819,4 +819,4 @@ def test_a_disk_that_refuses_a_write_is_not_retried():
     with pytest.raises(ConnectionError):
         retry(away, "a write", attempts=3, first_wait=0.01)
     assert len(calls) == 3
-    assert not refused_by_disk(OSError(27, "File too large")) and not refused_by_disk(ValueError("bad value"))
+    assert not refused_by_disk(OSError(111, "Connection refused")) and not refused_by_disk(ValueError("bad value"))

@@ -64,7 +64,7 @@ class ConfigError(ValueError):
 def quoted_bool(value: Any) -> str:
     """The hint for a boolean written in quotes ("true", 'no'), which YAML reads as text, or ""."""
     if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "on", "off"):
-        return " (quoted, so YAML reads it as text: write it without quotes)"
+        return " (text, not a boolean: in a YAML file, write it without quotes)"
     return ""
 
 
