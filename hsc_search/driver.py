@@ -2236,7 +2236,7 @@ def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> 
             first, notes = {}, [f"the trainer default, as near as this space allows ({values}), is not a valid "
                                 f"trial ({why}): not enqueued; every trial is sampled"]  # fmt: skip
             cfg = resolved
-    preflight.check_metric(settings.metric, cfg)
+    preflight.check_metric(settings.metric, cfg, settings.given_by.get("metric", "--metric"))
     preflight.check_metric_in_space(settings.metric, space, settings.max_epochs, dims, first, settings.seed)
     return first, notes
 

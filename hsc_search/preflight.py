@@ -91,14 +91,19 @@ def check_metric_in_space(metric: str, space, epochs: int, dims: tuple[int, int,
                 f"reports, such as {OBJECTIVE}" + (f", or fix {', '.join(names)} with --set" if names else ""))
 
 
-def check_metric(metric: str, cfg: TrainConfig) -> None:
-    """`metric` must be a key each epoch reports (for the search's default config)."""
+def check_metric(metric: str, cfg: TrainConfig, flag: str = "--metric") -> None:
+    """`metric` must be a key each epoch reports (for the search's default config). `flag`: where it was given
+    (a config file's `metric:` was blamed on --metric, a walkthrough)."""
     if metric.startswith("test/"):
-        raise PreflightError(f"--metric {metric}: test metrics are evaluated once, after the last epoch, and must "
+        raise PreflightError(f"{flag} {metric}: test metrics are evaluated once, after the last epoch, and must "
                              f"never select models; rank by a validation metric such as {OBJECTIVE}")  # fmt: skip
     keys = reported_keys(cfg)
     if metric not in keys:
-        raise PreflightError(f"--metric {metric}: not a metric the trainer reports every epoch; expected one of "
+        import difflib
+
+        near = difflib.get_close_matches(metric.lower(), keys, n=1, cutoff=0.85)  # (not loss/nce for loss/rec)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise PreflightError(f"{flag} {metric}: not a metric the trainer reports every epoch{hint}; expected one of "
                              f"{', '.join(keys)}")  # fmt: skip
 
 

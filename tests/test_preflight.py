@@ -42,6 +42,13 @@ def test_metric_must_be_reported_every_epoch():
         preflight.check_metric("cca/rho_16", cfg)  # cca_k 16: rho_00 .. rho_15
     with pytest.raises(PreflightError, match="test metrics are evaluated once"):
         preflight.check_metric("test/map_avg", cfg)
+    # given in a config file: named so (it was blamed on --metric), with the metric meant (a walkthrough)
+    with pytest.raises(PreflightError, match=r"^c\.yaml: metric val/mAP_avg: not a metric the trainer reports every "
+                                             r"epoch \(did you mean val/map_avg\?\); expected one of "):
+        preflight.check_metric("val/mAP_avg", cfg, "c.yaml: metric")
+    with pytest.raises(PreflightError) as e:
+        preflight.check_metric("loss/rec", cfg)
+    assert "did you mean" not in str(e.value)  # off in this config: no other loss offered in its place
 
 
 TINY_DATA = "synthetic:ave?n_train=180&n_val=60&n_test=60&dim_audio=12&dim_visual=16"  # 3 steps of 60
