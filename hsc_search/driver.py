@@ -377,11 +377,13 @@ def _another_name(name_from: str) -> str:
 def _claim_named(settings: SearchSettings, name_from: str = "--name") -> str:
     """The folder of a search its user named: refused when it holds something, else claimed."""
     exp_dir = experiment_dir(settings)
-    if not storage.is_uri(exp_dir):  # (accepted without a word: moving or deleting that search took this one with
-        # it, and its trial folders sat beside this search's; `--out` there is refused too: a walkthrough)
-        inside = next((p for p in Path(exp_dir).resolve().parents if (p / META_FILE).is_file()), None)
+    local = exp_dir[len("file://"):] if exp_dir.startswith("file://") else None if storage.is_uri(exp_dir) else exp_dir
+    if local is not None:  # (accepted without a word: moving or deleting that search took this one with it, and
+        # its trial folders sat beside this search's; `--out` there is refused too: a walkthrough)
+        inside = next((p for p in Path(local).resolve().parents if (p / META_FILE).is_file()), None)
         if inside is not None:
-            raise SearchError(f"--storage {settings.storage or './ray_results (the default)'}: inside the folder of search {inside.name} ({inside}), "
+            given = settings.given_by.get("storage", "--storage")
+            raise SearchError(f"{given} {settings.storage or './ray_results (the default)'}: inside the folder of search {inside.name} ({inside}), "
                               "whose own files this search's would sit among; give a --storage outside it, e.g. "
                               f"{inside.parent}")  # fmt: skip
     _refuse_existing(exp_dir, name_from)

@@ -1029,6 +1029,10 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
         f"error: --storage {exp_dir / 'nested'}: inside the folder of search killme ({exp_dir}), whose own files this "
         f"search's would sit among; give a --storage outside it, e.g. {exp_dir.parent}"), inner.stderr  # fmt: skip
     assert not (exp_dir / "nested").exists()
+    inner = _cli("run", "--data", data, "--name", "inner", "--storage", f"file://{exp_dir / 'nested'}", cwd=tmp_path,
+                 cache=_cache_dir, timeout=120)  # fmt: skip (a file:// URI is a folder here too: a review)
+    assert inner.returncode == 2 and f"inside the folder of search killme ({exp_dir})" in inner.stderr, inner.stderr
+    assert not (exp_dir / "nested").exists()
     _, parents, children = _runs(_client(tmp_path))
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.tags["hsc.experiment_dir"] == str(exp_dir)  # where it is now (the commands read it)
