@@ -1553,15 +1553,33 @@ def _check_parent_run(client, parent_id: str, uri: str | None, given: str | None
         raise SearchError(f"the search's parent run {parent_id}: {moved_store_hint(artifacts)}; a resume would "
                           "write the search's new records there")  # fmt: skip
     elsewhere = run.data.tags.get("hsc.experiment_dir")
-    if exp_dir is not None and elsewhere not in (None, exp_dir) and not storage.is_uri(elsewhere) \
-            and search_in(Path(elsewhere)) == parent_id:  # fmt: skip
-        # two copies of the folder (a move leaves one): a resume of the one MLflow no longer follows trained the
-        # other's trials again in the one run and took their runs for lost (deleted; a walkthrough, and a review:
-        # whether or not the other copy's resume had finished the search)
-        ended = "finished" if search_status(run) == "FINISHED" else "was last resumed"
-        raise SearchError(f"{exp_dir}: its search (MLflow run {parent_id}) {ended} from the folder {elsewhere}, a copy "
+    if exp_dir is None or elsewhere in (None, exp_dir) or _same_folder(elsewhere, exp_dir):
+        return
+    # a resume of a copy MLflow no longer follows trained the other copy's trials again in the one run and took
+    # their runs for lost (deleted; a walkthrough, and two reviews: whether or not that copy's resume had finished
+    # the search, and whether or not that copy is still there when the search finished)
+    if search_status(run) == "FINISHED":  # (this folder's own record says finished_at where it finished here)
+        raise SearchError(f"{exp_dir}: its search (MLflow run {parent_id}) finished from the folder {elsewhere}: this "
+                          "folder is an older copy of it, with nothing to resume; its results are that folder's and "
+                          "MLflow's")  # fmt: skip
+    if not storage.is_uri(elsewhere) and search_in(Path(elsewhere)) == parent_id:
+        raise SearchError(f"{exp_dir}: its search (MLflow run {parent_id}) last ran from the folder {elsewhere}, a copy "
                           "of this one that holds it too: resuming both would train trials twice in one run; resume "
-                          f"that folder (or move it away first, if this one is to go on)")  # fmt: skip
+                          "that folder (or move it away first, if this one is to go on)")  # fmt: skip
+
+
+def _same_folder(a: str, b: str) -> bool:
+    """Two names of one folder (a link, a bind mount, a file:// URI of a path), as far as this machine can tell."""
+    def local(x: str) -> str | None:
+        return x[len("file://"):] if x.startswith("file://") else None if storage.is_uri(x) else x
+
+    la, lb = local(a), local(b)
+    if la is None or lb is None:
+        return False
+    try:
+        return os.path.samefile(la, lb)
+    except OSError:
+        return False
 
 
 def _check_same_data(meta: dict, data, spec: str, given: bool = True) -> None:

@@ -1430,16 +1430,27 @@ def test_a_deleted_experiment_or_parent_run_is_one_sentence_with_the_command_tha
     (tmp_path / "copy").mkdir()
     (tmp_path / "copy" / "hsc_search.json").write_text(json.dumps({"parent_run_id": parent}))
     _check_parent_run(client, parent, uri, None, str(tmp_path / "copy"))  # the folder MLflow follows: goes on
-    for status, ended in (("KILLED", "was last resumed"), ("FINISHED", "finished")):
-        client.set_terminated(parent, status=status)
-        with pytest.raises(SearchError) as e:
-            _check_parent_run(client, parent, uri, None, str(tmp_path / "orig"))
-        assert str(e.value) == (f"{tmp_path / 'orig'}: its search (MLflow run {parent}) {ended} from the folder "
-                                f"{tmp_path / 'copy'}, a copy of this one that holds it too: resuming both would train "
-                                "trials twice in one run; resume that folder (or move it away first, if this one is "
-                                "to go on)"), str(e.value)
+    with pytest.raises(SearchError) as e:
+        _check_parent_run(client, parent, uri, None, str(tmp_path / "orig"))
+    assert str(e.value) == (f"{tmp_path / 'orig'}: its search (MLflow run {parent}) last ran from the folder "
+                            f"{tmp_path / 'copy'}, a copy of this one that holds it too: resuming both would train "
+                            "trials twice in one run; resume that folder (or move it away first, if this one is to go "
+                            "on)"), str(e.value)
+    (tmp_path / "link").symlink_to(tmp_path / "copy")  # one folder by two names: not a copy (a review)
+    _check_parent_run(client, parent, uri, None, str(tmp_path / "link"))
+    _check_parent_run(client, parent, uri, None, f"file://{tmp_path / 'copy'}")
     (tmp_path / "copy" / "hsc_search.json").write_text(json.dumps({"parent_run_id": "another"}))  # reused by another
     _check_parent_run(client, parent, uri, None, str(tmp_path / "orig"))
+    # finished from the copy: an older copy has nothing to resume, whether or not the copy is still there
+    client.set_terminated(parent, status="FINISHED")
+    for _ in range(2):
+        with pytest.raises(SearchError) as e:
+            _check_parent_run(client, parent, uri, None, str(tmp_path / "orig"))
+        assert str(e.value) == (f"{tmp_path / 'orig'}: its search (MLflow run {parent}) finished from the folder "
+                                f"{tmp_path / 'copy'}: this folder is an older copy of it, with nothing to resume; its "
+                                "results are that folder's and MLflow's"), str(e.value)
+        (tmp_path / "link").unlink(missing_ok=True)
+        shutil.rmtree(tmp_path / "copy", ignore_errors=True)
     client.delete_run(parent)
     with pytest.raises(SearchError) as e:
         _check_parent_run(client, parent, uri, None)
