@@ -380,7 +380,7 @@ def _claim_named(settings: SearchSettings, name_from: str = "--name") -> str:
     local = exp_dir[len("file://"):] if exp_dir.startswith("file://") else None if storage.is_uri(exp_dir) else exp_dir
     if local is not None:  # (accepted without a word: moving or deleting that search took this one with it, and
         # its trial folders sat beside this search's; `--out` there is refused too: a walkthrough)
-        inside = next((p for p in Path(local).resolve().parents if (p / META_FILE).is_file()), None)
+        inside = next((p for p in Path(local).resolve().parents if _is_file(p / META_FILE)), None)
         if inside is not None:
             given = settings.given_by.get("storage", "--storage")
             raise SearchError(f"{given} {settings.storage or './ray_results (the default)'}: inside the folder of search {inside.name} ({inside}), "
@@ -1566,6 +1566,15 @@ def _check_parent_run(client, parent_id: str, uri: str | None, given: str | None
         raise SearchError(f"{exp_dir}: its search (MLflow run {parent_id}) last ran from the folder {elsewhere}, a copy "
                           "of this one that holds it too: resuming both would train trials twice in one run; resume "
                           "that folder (or move it away first, if this one is to go on)")  # fmt: skip
+
+
+def _is_file(path: Path) -> bool:
+    """`path.is_file()`, False where the name cannot even be looked at (too long: ENAMETOOLONG, which the storage
+    check after it says in one line; a CI run's traceback)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _same_folder(a: str, b: str) -> bool:
