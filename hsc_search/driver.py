@@ -377,7 +377,7 @@ def _another_name(name_from: str) -> str:
 def _claim_named(settings: SearchSettings, name_from: str = "--name") -> str:
     """The folder of a search its user named: refused when it holds something, else claimed."""
     exp_dir = experiment_dir(settings)
-    local = exp_dir[len("file://"):] if exp_dir.startswith("file://") else None if storage.is_uri(exp_dir) else exp_dir
+    local = _local_path(exp_dir)
     if local is not None:  # (accepted without a word: moving or deleting that search took this one with it, and
         # its trial folders sat beside this search's; `--out` there is refused too: a walkthrough)
         inside = next((p for p in Path(local).resolve().parents if _is_file(p / META_FILE)), None)
@@ -1246,15 +1246,9 @@ def _data_clash_notes(space: SearchSpace, data: AVData, max_epochs: int) -> list
                 key = frozenset({(p.name, repr(v)), *((n, repr(x)) for n, x in drawn.items())})
                 if key in said:
                     continue
-                try:
-                    cfg = TrainConfig(**{**base, **drawn, p.name: v})
-                except (ConfigError, ValueError, TypeError):  # refused with the config: the checks say it
-                    continue
-                try:
-                    cfg.resolve(*dims)
-                except ConfigError as e:
+                problem = _fails_on(base, drawn, p.name, v, dims)
+                if problem is not None:
                     said.add(key)
-                    problem = "; ".join(e.problems).removeprefix("data: ")
                     with_ = "".join(f", {n} {shown_value(x)}" for n, x in drawn.items() if n in by_name)
                     what = shown_value(v)
                     edge = _first_failing(p, v, lambda x: _fails_on(base, drawn, p.name, x, dims))
@@ -1271,15 +1265,18 @@ def _data_clash_notes(space: SearchSpace, data: AVData, max_epochs: int) -> list
 
 
 def _fails_on(base: dict, drawn: dict, name: str, value, dims) -> str | None:
-    """The trainer's problem with a trial of `name` = `value` beside `drawn` on data of `dims`, or None."""
+    """The trainer's problem with the data (`TrainConfig.resolve` on data of `dims`) of a trial of `name` =
+    `value` beside `drawn`, or None; None too for a config refused by itself (the space's checks say that)."""
     from trainer.config import ConfigError
 
     try:
-        TrainConfig(**{**base, **drawn, name: value}).resolve(*dims)
+        cfg = TrainConfig(**{**base, **drawn, name: value})
+    except (ConfigError, ValueError, TypeError):
+        return None
+    try:
+        cfg.resolve(*dims)
     except ConfigError as e:
         return "; ".join(e.problems).removeprefix("data: ")
-    except (ValueError, TypeError):
-        return None
     return None
 
 
@@ -1577,12 +1574,14 @@ def _is_file(path: Path) -> bool:
         return False
 
 
+def _local_path(where: str) -> str | None:
+    """The path of a folder of this machine's that `where` names (a path, a file:// URI), else None (a URI)."""
+    return where[len("file://"):] if where.startswith("file://") else None if storage.is_uri(where) else where
+
+
 def _same_folder(a: str, b: str) -> bool:
     """Two names of one folder (a link, a bind mount, a file:// URI of a path), as far as this machine can tell."""
-    def local(x: str) -> str | None:
-        return x[len("file://"):] if x.startswith("file://") else None if storage.is_uri(x) else x
-
-    la, lb = local(a), local(b)
+    la, lb = _local_path(a), _local_path(b)
     if la is None or lb is None:
         return False
     try:
