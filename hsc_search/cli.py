@@ -45,13 +45,46 @@ class _Command(TyperCommand):
     """A command whose unknown-option error suggests the flag another tool's name means (`OTHER_NAMES`)."""
 
     def parse_args(self, ctx, args):
+        given = list(args)  # (click's parser consumes the list)
         try:
             return super().parse_args(ctx, args)
         except Exception as e:  # click's NoSuchOption (typer 0.29 carries a click of its own: matched by its fields)
-            meant = OTHER_NAMES.get(getattr(e, "option_name", None) or "")
+            name = getattr(e, "option_name", None) or ""
+            meant = OTHER_NAMES.get(name)
             if meant and hasattr(e, "possibilities") and any(meant in p.opts for p in self.params):
                 e.possibilities = [meant]
+            elif self.name == "resume" and hasattr(e, "possibilities") and _run_flag(ctx, meant or name):
+                # `resume --num-samples 20` got click's bare "No such option" (a walkthrough): say why and what to do
+                e.possibilities = None
+                e.message = (f"No such option: {name}: resume continues a search with the settings it started "
+                             f"with (its record holds them); for more trials or other settings, start a new "
+                             f"search that learns from its trials: `{_exe('hsc-search')} run --warm-start "
+                             f"{_folder_in(given, ctx)}` with "
+                             f"{meant or name.split('=')[0]} and the flags it started with (README, \"Warm starts\")")
             raise
+
+
+def _run_flag(ctx, name: str):
+    """`run`'s option `name` (asked of the command group `ctx` belongs to), or None."""
+    group = ctx.parent
+    run = group.command.get_command(group, "run") if group is not None else None
+    return next((p for p in run.params if name.split("=")[0] in p.opts), None) if run is not None else None
+
+
+def _folder_in(args: list[str], ctx) -> str:
+    """The search folder among resume's arguments (its one positional), as typed; FOLDER when none is."""
+    i = 0
+    while i < len(args):
+        a = args[i]
+        option = None if not a.startswith("-") or "=" in a else (
+            next((p for p in ctx.command.params if a in p.opts), None) or _run_flag(ctx, OTHER_NAMES.get(a, a)))
+        if option is not None and not getattr(option, "is_flag", False):
+            i += 2  # its value
+            continue
+        if not a.startswith("-"):
+            return shlex.quote(a)
+        i += 1
+    return "FOLDER"
 
 
 
@@ -319,7 +352,7 @@ def run(
     _exit_as(outcome)
 
 
-@app.command()
+@app.command(cls=_Command)
 def resume(
     path: str = typer.Argument(..., metavar="FOLDER", help="The search's folder or URI (<storage>/<name>), printed "
                                "by `run`."),

@@ -86,6 +86,27 @@ def test_another_tools_name_for_a_run_flag_is_answered_with_ours():
     assert result.exit_code == 2 and "--num-samples" in result.output, result.output
 
 
+def test_resume_given_a_run_flag_says_it_keeps_the_search_s_settings_and_what_to_do_instead():
+    """`resume F --num-samples 20` got click's bare "No such option" (a walkthrough): resume keeps the settings
+    the search started with; more trials are a warm-started search. A flag of neither command stays click's."""
+    from typer.testing import CliRunner
+
+    from hsc_search.cli import app
+
+    for args, flag, folder in ((["resume", "ray_results/a", "--num-samples", "8"], "--num-samples", "ray_results/a"),
+                               (["resume", "--trials", "8", "my dir"], "--num-samples", "'my dir'"),
+                               (["resume", "--data", "d.h5", "--max-epochs=3", "f"], "--max-epochs", "f"),
+                               (["resume", "--no-mlflow"], "--no-mlflow", "FOLDER")):  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        out = " ".join(result.output.split())
+        assert result.exit_code == 2, result.output
+        assert "resume continues a search with the settings it started with" in out, out
+        assert f"run --warm-start {folder}` with {flag} and the flags it started with" in out, out
+    result = CliRunner().invoke(app, ["resume", "f", "--bogus"])
+    assert result.exit_code == 2 and "No such option: --bogus" in result.output, result.output
+    assert "warm-start" not in result.output, result.output
+
+
 def test_trials_are_in_the_order_ray_counted_them_where_every_run_has_its_number():
     """MLflow's start times put the enqueued trainer default second when two trials started together (a
     walkthrough); Ray's count (tag hsc.trial_number) orders them as the searcher proposed them. A search with a run
