@@ -482,6 +482,11 @@ def _parquet_case(table: pa.Table, case: str) -> pa.Table:
     if case == "huge label":  # a whole float beyond int64: it wrapped in the cast, then an IndexError (a review)
         return table.set_column(2, "label", pa.array([float(v) for v in table.column("label").to_pylist()[:2]] + [1e20]
                                                      + [float(v) for v in table.column("label").to_pylist()[3:]]))
+    if case in ("class id in a list label", "uint64 list label beyond int64"):  # class ids, not indices: numpy was
+        # asked for a (clips, 10**12) multi-hot (109 TiB, a traceback); a uint64 above 2**63 was called negative
+        big, typ = (10**12, pa.list_(pa.int64())) if case.startswith("class id") else (2**63 + 5, pa.list_(pa.uint64()))
+        return table.set_column(2, "label", pa.array([[0], [1, big]] + [[v % 3] for v in range(table.num_rows - 2)],
+                                                     type=typ))  # fmt: skip
     if case == "fractional label":
         return table.set_column(2, "label", pa.array([float(v) for v in table.column("label").to_pylist()[:3]] + [1.5]
                                                      + [float(v) for v in table.column("label").to_pylist()[4:]]))
@@ -504,6 +509,9 @@ BAD_PARQUET = {
     "negative label": ["label", "negative"],
     "fractional label": ["label", "1 label(s) that are not class indices, the first 1.5 in clip 3; expected whole"],
     "huge label": ["label", "class index 1e+20 in clip 2; expected class indices"],
+    "class id in a list label": ["column 'label': class index 1000000000000 among 4 distinct classes; expected class "
+                                 "indices 0..C-1"],
+    "uint64 list label beyond int64": ["column 'label': class index 9223372036854775813 among 4 distinct classes"],
     "nan feature": ["visual", "test", "1 NaN"],
     "no test rows": ["test", "empty", "expected at least 2 clips"],
     "no rows at all": ["split 'train' is empty", "expected at least 8 clips (training needs 8)"],

@@ -537,12 +537,17 @@ def _num_classes(src: str, labels: dict[str, np.ndarray]) -> int:
             )
         return width
     top = max(needed, key=needed.get)
-    distinct = len(np.unique(np.concatenate([y for y in labels.values() if y.ndim == 1])))
-    if needed[top] > 1000 and needed[top] > 10 * distinct:  # ids, not indices: a dense (N, C) label matrix of C = id
-        raise DataError(f"{src}: {top}: class index {needed[top] - 1} among {distinct} distinct classes; expected "
-                        f"class indices 0..C-1 (number the classes 0..{distinct - 1}: every clip gets a row of "
-                        f"{needed[top]} label columns)")  # fmt: skip
+    _check_dense(src, top, needed[top], len(np.unique(np.concatenate([y for y in labels.values() if y.ndim == 1]))))
     return needed[top]
+
+
+def _check_dense(src: str, where: str, needed: int, distinct: int) -> None:
+    """Class ids, not indices (a largest index far above the number of classes): every clip would get a dense row of
+    `needed` label columns (10**12 of them asked numpy for 109 TiB)."""
+    if needed > 1000 and needed > 10 * distinct:
+        raise DataError(f"{src}: {where}: class index {needed - 1} among {distinct} distinct classes; expected "
+                        f"class indices 0..C-1 (number the classes 0..{distinct - 1}: every clip gets a row of "
+                        f"{needed} label columns)")  # fmt: skip
 
 
 def _multi_hot(y: np.ndarray, num_classes: int) -> np.ndarray:
@@ -617,9 +622,12 @@ def _label_column(col: pa.ChunkedArray, src: str) -> np.ndarray:
     values = arr.flatten()
     if values.null_count:
         raise DataError(f"{src}: column 'label': null class index; expected integers")
-    idx = values.to_numpy(zero_copy_only=False).astype(np.int64)
+    idx = values.to_numpy(zero_copy_only=False)
     if idx.min() < 0:
         raise DataError(f"{src}: column 'label': {np.count_nonzero(idx < 0)} negative class index(es); expected >= 0")
+    # (before the cast: a uint64 index above 2**63 wrapped negative in it, and was called a negative index)
+    _check_dense(src, "column 'label'", int(idx.max()) + 1, len(np.unique(idx)))
+    idx = idx.astype(np.int64)
     rows = np.repeat(np.arange(len(arr)), lengths)
     keys, seen = np.unique(rows * 2 + idx, return_counts=True) if idx.max() <= 1 else (None, None)
     if seen is not None and np.any(seen > 1):  # 0s and 1s, repeated within a row: named by the first such row (it
