@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from trainer.data import AVData, DataError, load_data, read_hdf5, read_parquet, standardize
+from trainer.synthetic import make_synthetic
 
 
 def _arrays(n_train=20, n_val=6, n_test=8, d_a=6, d_v=5, classes=4, seed=0) -> dict[str, np.ndarray]:
@@ -528,6 +529,31 @@ def test_bad_parquet_raises_data_error_naming_file_and_column(tmp_path, case):
     assert "bad_table.parquet" in message
     for text in BAD_PARQUET[case]:
         assert text in message, (text, message)
+
+
+def test_an_hdf5_file_another_process_writes_is_said_to_be_held_open(tmp_path):
+    """HDF5 locks a file open for writing: reading it said "[Errno 11] Unable to synchronously open file (unable to
+    lock file, errno = 11, ...)" (a walkthrough). It says another process has it open, and how to read it anyway."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "held.h5"
+    with h5py.File(path, "w") as f:
+        for k, v in make_synthetic("ave", n_train=20, n_val=6, n_test=6).items():
+            f[k] = v
+    holder = subprocess.Popen([sys.executable, "-c", "import h5py, sys; f = h5py.File(sys.argv[1], 'a'); "
+                               "print('open', flush=True); sys.stdin.read()", str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(DataError) as info:
+            load_data(str(path))
+        assert str(info.value) == (f"{path}: another process has it open for writing (HDF5 locks such a file); close "
+                                   "it there, or read it anyway with HDF5_USE_FILE_LOCKING=FALSE in the environment")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert load_data(str(path)).train.audio.shape[0] == 20  # closed: it reads
 
 
 @pytest.mark.parametrize(

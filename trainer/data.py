@@ -18,6 +18,7 @@ with `numpy.random.default_rng(seed)` (at least one clip in each part; train ord
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -264,6 +265,9 @@ def read_hdf5(path: str | os.PathLike, *, val_fraction: float = 0.1, seed: int =
                         raise DataError(f"{src}: key {key!r} is a group; expected a dataset")
                     raw[split][field] = (f"key {key!r}", np.asarray(node[()]))
     except OSError as exc:
+        if exc.errno == errno.EAGAIN or "unable to lock file" in str(exc):  # said as errno 11 in HDF5's words
+            raise DataError(f"{src}: another process has it open for writing (HDF5 locks such a file); close it "
+                            "there, or read it anyway with HDF5_USE_FILE_LOCKING=FALSE in the environment") from None
         raise DataError(f"{src}: cannot read HDF5 file ({exc})") from exc
     return _build(src, raw, val_fraction, seed)
 
