@@ -259,6 +259,9 @@ class SearchSettings:
         return dataclasses.asdict(self)
 
 
+UNKNOWN_SHOWN = 10  # a search config's unknown keys named in its message; the rest counted
+
+
 def _unknown_hint(key: str, valid: list[str]) -> str:
     """What to say of an unknown key of a search config: the setting it nearly is (`schedulr`: scheduler; `--max-epochs`
     spelled as a flag: max_epochs), or, for a trainer field, that those go under `set:` (`lr: 0.01` beside the
@@ -304,10 +307,12 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
         if unknown:  # said with the known keys' problems below, all at once
             hint = " (--no-mlflow is mlflow: false)" if any(str(k).lstrip("-") in ("no_mlflow", "no-mlflow")
                                                              for k in unknown) else ""  # fmt: skip
-            hints = [h for k in unknown if str(k).lstrip("-") not in ("no_mlflow", "no-mlflow")  # (said above)
+            shown = unknown[:UNKNOWN_SHOWN]  # (500 unknown keys were one line of 4,000 characters)
+            hints = [h for k in shown if str(k).lstrip("-") not in ("no_mlflow", "no-mlflow")  # (said above)
                      and (h := _unknown_hint(str(k), sorted(valid | {"set"})))]  # (`on:` is a boolean key)
             hint += f" ({'; '.join(hints)})" if hints else ""
-            problems.append(f"{path}: unknown settings {unknown}{hint}; valid: {', '.join(sorted(valid))} "
+            more = f" and {len(unknown) - len(shown)} more" if len(unknown) > len(shown) else ""
+            problems.append(f"{path}: unknown settings {shown}{more}{hint}; valid: {', '.join(sorted(valid))} "
                             "(and 'set' for fixed trainer values)")  # fmt: skip
             dropped = set(unknown)  # (a list: quadratic in 40,000 keys)
             values = {k: v for k, v in values.items() if k not in dropped}

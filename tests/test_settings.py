@@ -54,6 +54,12 @@ def test_unknown_file_keys_get_a_hint(tmp_path):
         load_settings(f, {}, [])
     assert str(e.value).startswith(f"{f}: unknown settings [True, 'no_mlflow', 'sets'] (--no-mlflow is mlflow: "
                                    "false) (sets: did you mean 'set'?); valid:"), str(e.value)
+    f.write_text("".join(f"key_{i:03d}: 1\n" for i in range(500)) + "schedulr: fifo\n")  # 500 unknown keys: one
+    with pytest.raises(SettingsError) as e:  # line of 4,000 characters; the first ten named, the rest counted
+        load_settings(f, {}, [])
+    named = ", ".join(f"'key_{i:03d}'" for i in range(10))
+    assert str(e.value).startswith(f"{f}: unknown settings [{named}] and 491 more; valid:"), str(e.value)
+    assert len(str(e.value)) < 600, len(str(e.value))
 
 
 def test_all_bad_values_reported_together():
