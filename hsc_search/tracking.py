@@ -18,6 +18,7 @@ Exactly one child run per trial, also across `hsc-search resume`: the child is f
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from ray import tune
@@ -107,8 +108,10 @@ class MlflowTracker(tune.Callback):
         self._started.add(tid)
         # logged with the trial's first metrics (one MLflow call fewer per trial), or when it ends without any
         params = [(k, str(config[k])) for k in self.searched if k in config]
+        # its run starts when the trial does: the writer may create it seconds later (MLflow's Duration of a short
+        # trial was below the trial's own time/total_s: a walkthrough)
         self._writer.submit("start", tid, str(trial), (self.experiment_id, self.parent_run_id), _full_config(config),
-                            params, known, _trial_number(trial))  # fmt: skip
+                            params, known, _trial_number(trial), int(time.time() * 1000))  # fmt: skip
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._ensure()

@@ -378,9 +378,9 @@ class _Sink:
 
     # ---------------------------------------------------------------------------- messages
     def start(self, tid: str, name: str, parent: tuple[str, str], config: dict, params: list, known: bool,
-              number: int | None = None, *, ending: bool) -> None:  # fmt: skip
+              number: int | None = None, started_ms: int | None = None, *, ending: bool) -> None:  # fmt: skip
         """A trial started (or started again: a retried trial, a resumed search). `known`: look its run up.
-        `number`: Ray's count of the trial (tag hsc.trial_number)."""
+        `number`: Ray's count of the trial (tag hsc.trial_number). `started_ms`: when (a new run starts then)."""
         import yaml
         from mlflow.entities import Param
 
@@ -397,7 +397,7 @@ class _Sink:
             run = find_child_run(client, experiment_id, parent_run_id, tid) if tried[0] else None
             tried[0] = True
             if run is None:
-                run = client.create_run(experiment_id, run_name=name,
+                run = client.create_run(experiment_id, run_name=name, start_time=started_ms,
                                         tags={TAG_PARENT: parent_run_id, TAG_TRIAL: tid, TAG_KIND: "trial",
                                               TAG_OUTCOME: "running", **user_tag(),
                                               **({TAG_NUMBER: str(number)} if number is not None else {})})  # fmt: skip
