@@ -703,7 +703,9 @@ def spectrum_figure(rec: SearchRecord):
     fig.update_yaxes(title_text="rho", range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(title_text="epoch", **integer_axis(epochs[-1]), row=1, col=2)
     fig.update_layout(title=f"best trial {html.escape(rec.best.row.name)}: canonical correlations (validation)",
-                      height=420, legend=dict(x=0.38))  # fmt: skip
+                      height=460, legend=dict(orientation="h", x=0, xanchor="left", y=-0.18, yanchor="top"))
+    # (the legend below the line panel, in one row: at x=0.38 it lay on the lines and, in a window up to 1024 px
+    # wide, on the heat map's tested epoch; a walkthrough)  # fmt: skip
     return fig
 
 

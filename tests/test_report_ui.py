@@ -612,6 +612,14 @@ return {wide: wide, scrolled: w.scrollLeft, cells: Array.from(w.querySelectorAll
         assert seen["wide"] and seen["scrolled"] > 100, seen
         assert [c["text"] for c in seen["cells"]] == [str(i) for i in range(1, 7)], seen
         assert all(abs(c["left"]) <= 1 and c["top"] for c in seen["cells"]), seen
+        # no legend on a plot area or a tick label, at any window width (the spectrum's lay on its lines, and up to
+        # 1024 px on the heat map's tested epoch: a walkthrough; below 800 px the plots keep 760 and scroll)
+        for width in (1300, 1024, 800):
+            d.set_window_size(width, 1000)
+            d.get(path.as_uri())
+            browser.wait_for(d, "document.querySelectorAll('.js-plotly-plot .main-svg').length", 30, "the plots")
+            covered = d.execute_script(LEGEND_OVER_JS)
+            assert covered == [], (width, covered)
         # a narrow window (a phone, a split screen): each plot keeps a readable width and scrolls in its own box
         # (at 400 px the curves' x axis ran from -3, rung labels and subplot titles lay on each other)
         d.set_window_size(400, 900)
@@ -638,6 +646,23 @@ return {wide: wide, scrolled: w.scrollLeft, cells: Array.from(w.querySelectorAll
                      if a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"]
                      and b["top"] < a["bottom"]]  # fmt: skip
             assert clash == [], (width, boxes)
+
+
+LEGEND_OVER_JS = """
+const hit = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 1
+  && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 1;
+const out = [];
+document.querySelectorAll('.js-plotly-plot').forEach(p => {
+  const legends = Array.from(p.querySelectorAll('g.legend rect.bg'), l => l.getBoundingClientRect());
+  const areas = Array.from(p.querySelectorAll('.draglayer .nsewdrag'), a => ['plot area', a.getBoundingClientRect()]);
+  const labels = Array.from(p.querySelectorAll('.xtick text, .ytick text, .g-xtitle, .g-ytitle'),
+                            t => ['label ' + t.textContent, t.getBoundingClientRect()]);
+  legends.forEach(l => areas.concat(labels).forEach(([what, r]) => {
+    if (hit(l, r)) out.push((p.layout.title.text || '').slice(0, 50) + ': the legend covers a ' + what);
+  }));
+});
+return out;
+"""
 
 
 RUNG_LABELS_JS = """
