@@ -533,7 +533,7 @@ def export_best_cmd(
     for note in notes:
         typer.echo(f"note: {note}", err=True)
     if search is not None and search_status(search) != "FINISHED":  # its best so far, which may still change
-        from .driver import search_state
+        from .searchlock import search_state
         from .runs import client_for
 
         state, said = search_state(search.info.run_name, search.info.status, search.data.tags.get("hsc.experiment_dir"),

@@ -203,6 +203,29 @@ def provenance(best: TrialRow, search: str, parent_run_id: str | None, metric: s
     return f"trial {best.name}{run} of search {search}{parent}: {score}, its best over {plural(best.epochs, 'epoch')}"
 
 
+def on_scales(fields) -> str:
+    """What ranking by a metric that trials compute differently (`fields`: the differing fields that change it)
+    does, as the search's start and export-best say it. The learned loss weights' example only where the loss
+    weighting differs (it was said of loss/rec, which a mask_ratio changes: a walkthrough)."""
+    example = " (learned loss weights, for one, divide each loss by its first value)" if "loss_weighting" in fields else ""
+    return (f"ranked by numbers on different scales{example}, not by how well they retrieve; a validation mAP ranks "
+            "them on one task")
+# the trainer fields that change how each training loss is computed (trainer/losses.py, trainer/engine.py): a
+# search ranking trials by that loss compares numbers on different scales when it searches them
+_LOSS_FIELDS = {
+    "loss/rec": ("mask_ratio",),
+    "loss/dcca": ("cca_dim", "cca_k", "cca_ridge", "batch_size"),  # correlations of each batch
+    "loss/nce": ("tau", "topk", "tau_teacher", "self_weight", "batch_size", "ema_momentum"),  # log B; the teacher
+    "loss/distill": ("distill", "ema_momentum"),
+}
+# ... and the canonical correlations (cca/*: the validation split through each trial's CCA head, trainer/engine.py
+# cca_spectrum; cca/mean over its top cca_k)
+CCA_SHAPERS = ("cca_ridge", "cca_k", "cca_dim", "use_dcca")
+LOSS_SHAPERS = {**_LOSS_FIELDS, "loss/total": (
+    *{f for fields in _LOSS_FIELDS.values() for f in fields}, "use_rec", "use_dcca", "use_nce", "loss_weighting",
+    "weight_lr", "weight_warmup_epochs", "logvar_floor", "w_rec", "w_dcca", "w_nce", "w_distill")}  # fmt: skip
+
+
 def export_notes(rows: list[TrialRow], best: TrialRow, metric: str, cfg: TrainConfig) -> list[str]:
     """What `export-best` says of its choice beyond the score (a walkthrough: both were silent):
     - a metric whose scale the trials' differing values change (a training loss with learned and fixed loss
@@ -210,8 +233,6 @@ def export_notes(rows: list[TrialRow], best: TrialRow, metric: str, cfg: TrainCo
       but an export by another --metric ranked silently;
     - a trial that did not reach its search's last epoch (stopped by ASHA, or cut off): the file trains the
       whole schedule, so its retrain goes on past the epochs the score is of and keeps its best of all of them."""
-    from .driver import CCA_SHAPERS, LOSS_SHAPERS, on_scales
-
     notes = []
     fields = LOSS_SHAPERS.get(metric, CCA_SHAPERS if metric.startswith("cca/") else ())
     varied = sorted(f for f in fields if len({r.params[f] for r in rows if f in r.params}) > 1)
@@ -368,7 +389,7 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
                               "MLflow UI lists the searches)")  # fmt: skip
         unfinished = ""  # a search cut off before a trial scored: what continues it
         if parent is not None and search_status(parent) != "FINISHED":
-            from .driver import search_state
+            from .searchlock import search_state
 
             state, said = search_state(parent.info.run_name, parent.info.status,
                                        parent.data.tags.get("hsc.experiment_dir"), parent_run_id,

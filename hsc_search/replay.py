@@ -289,7 +289,7 @@ def read_ray_dir(path: str | Path, flag: str = "--ray-dir") -> Recorded:
             r["outcome"] == "failed" or max(r["values"], default=0) >= max_epochs for r in raw))  # fmt: skip
     running = None
     if finished is False:  # (told to `resume` a search still running: a walkthrough)
-        from .driver import search_driver
+        from .searchlock import search_driver
 
         who = search_driver(str(root))
         running = f"search {root.name} is still running ({who})" if who else None
@@ -380,7 +380,7 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
         raise ReplayError(f"cannot read MLflow at {uri}: {http_failure(e)}") from None
     running = None
     if search_status(parent) != "FINISHED":  # (told to `resume` a search still running: a walkthrough)
-        from .driver import search_state
+        from .searchlock import search_state
 
         state, said = search_state(parent.info.run_name, parent.info.status, parent.data.tags.get("hsc.experiment_dir"),
                                    pid)  # fmt: skip

@@ -68,7 +68,7 @@ def _unfinished(rec: SearchRecord, source: str = "") -> str | None:
     `source`: the store it was read from, for the command that writes it again."""
     if rec.status == "FINISHED":
         return None
-    from .driver import search_state
+    from .searchlock import search_state
 
     state, note = search_state(rec.name, rec.status, rec.experiment_dir, rec.parent_run_id, rec.status_now)
     if state == "ended":  # its driver finished it while this read it: what was read is of before its end; the

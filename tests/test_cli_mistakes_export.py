@@ -328,6 +328,29 @@ def test_a_search_whose_every_trial_failed_says_so(store, tmp_path):
     assert not (tmp_path / "f.yaml").exists()
 
 
+def test_export_best_and_report_of_an_unfinished_search_start_no_ray(store, tmp_path):
+    """Asking whether a search's driver still runs imported the driver (Ray, the scheduler, the writer: seconds on
+    a 2-core machine) in export-best and report of every search that had not finished, and export-best's notes
+    imported it for every search (the previous session's note: about 2 s, 22 s against 5 s on a loaded machine)."""
+    import subprocess
+
+    uri, client, good, _, _ = store
+    client.update_run(good, status="RUNNING")
+    folder = tmp_path / "rr" / "good"
+    folder.mkdir(parents=True)
+    (folder / "hsc_search.json").write_text(json.dumps({"parent_run_id": good}))
+    client.set_tag(good, "hsc.experiment_dir", str(folder))
+    for args in (["export-best", "--out", str(tmp_path / "b.yaml")], ["report", "--no-log", "--out",
+                                                                       str(tmp_path / "r.html")]):  # fmt: skip
+        code = ("import sys\nfrom hsc_search.cli import app\ntry:\n"
+                f"    app({args + ['--tracking-uri', uri, '--run-id', good]!r}, standalone_mode=False)\n"
+                "finally:\n    print('imported:', sorted(m for m in ('ray', 'hsc_search.driver') if m in sys.modules))\n")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "search good did not finish and no driver runs it" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+        assert "imported: []" in proc.stdout, proc.stdout
+
+
 def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_searches_files(store, tmp_path,
                                                                                                monkeypatch):
     """export-best exported a still-running search's best trial so far with nothing but '(running)' to say so,
