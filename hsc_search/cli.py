@@ -11,7 +11,7 @@ from typing import Any, Callable, List, Optional
 import typer
 from typer.core import TyperCommand
 
-from .commands import DISK_ERRNOS, exe, resume_command, retrain_command
+from .commands import disk_error, exe, resume_command, retrain_command
 from .shipped import shipped_spaces
 
 # MLflow prints "View run ... at: http://..." and "View experiment at: ..." for every run it ends on a server
@@ -93,11 +93,8 @@ def _disk_full(error: BaseException, folder: Callable[[], Any] | str | None) -> 
     """A write the disk refused mid-search (the search's folder or its store full or made read-only), raised as
     it is or inside Ray's TuneError (a callback's write): one line with the command that continues it, exit 1,
     instead of Ray's and our tracebacks (263 lines; a walkthrough). Any other error goes on as it was."""
-    e, seen = error, set()
-    while e is not None and id(e) not in seen and not (isinstance(e, OSError) and e.errno in DISK_ERRNOS):
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    if e is None or id(e) in seen:
+    e = disk_error(error)
+    if e is None:
         raise error
     if callable(folder):  # worked out only now: before the search is named it cannot be (the review)
         try:
@@ -723,6 +720,24 @@ def _exit_at_once_on_signal(code: int) -> None:
     signal.signal(signal.SIGTERM, now)
 
 
+def _prefixed_log_lines() -> None:
+    """Our modules' warnings and errors as `warning: ...` / `error: ...` lines, as the program's own lines read
+    (Python printed them bare, e.g. "cannot record the local Ray instance in ..." among the search's lines: a
+    walkthrough)."""
+    import logging
+
+    class Prefixed(logging.Formatter):
+        def format(self, record):
+            return f"{record.levelname.lower()}: {super().format(record)}"
+
+    handler = logging.StreamHandler()  # stderr
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(Prefixed("%(message)s"))
+    logger = logging.getLogger("hsc_search")
+    logger.addHandler(handler)
+    logger.propagate = False  # (once: not again by a handler Ray may give the root logger)
+
+
 def main() -> None:
     """The `hsc-search` program (a test calls `app` through typer's CliRunner instead)."""
     try:
@@ -744,6 +759,7 @@ def main() -> None:
     from . import quiet_mlflow_database_errors
 
     quiet_mlflow_database_errors()
+    _prefixed_log_lines()
     try:
         app(prog_name="hsc-search")
     except SystemExit as e:  # always, in typer's standalone mode

@@ -12,6 +12,24 @@ from pathlib import Path
 DISK_ERRNOS = {28, 30, 27, 122}  # ENOSPC, EROFS, EFBIG, EDQUOT: the disk, not the program
 
 
+def disk_error(error: BaseException | None, errnos=DISK_ERRNOS, words: tuple[str, ...] = ()) -> BaseException | None:
+    """The exception in `error`'s chain that is a disk's refusal to write: an OSError with one of `errnos`, or one
+    whose text holds one of `words` (sqlite's and a server's wording); None if there is none. The chain: `error`,
+    what it was raised from or during, and what Ray's RayTaskError keeps as `cause` (a trial's exception).
+    One walker for the search's three readers of it (Ray's state saves, the CLI's last line, MLflow's retries)."""
+    seen = set()
+    todo = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in errnos or words and any(w in str(e) for w in words):
+            return e
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    return None
+
+
 def exe(name: str, relative: bool = True) -> str:
     """One of this environment's commands (`python`, `hsc-search`, `mlflow`), as printed now (`relative`): the
     bare name when the shell finds this very one on PATH (an activated venv), else its absolute path; as written

@@ -12,6 +12,8 @@ import contextlib
 import os
 from typing import Any, Callable
 
+from .commands import disk_error
+
 
 # ---------------------------------------------------------------------------------------------- the Tuner
 def tuner_parts(tuner) -> tuple[list, Any, Any]:
@@ -172,7 +174,7 @@ def stopping_at_a_full_disk(on_full: Callable[[Any, OSError], bool], refused_sav
     original, step = TuneController._process_trial_failure, TuneController.step
 
     def _process_trial_failure(self, trial, exception) -> None:
-        refused = _disk_error(exception, STOPPING_ERRNOS)
+        refused = disk_error(exception, STOPPING_ERRNOS)
         if refused is None or trial.status not in ("RUNNING", "PENDING") or not on_full(trial, refused):
             return original(self, trial, exception)
         trial.handle_error(exception)  # its error file (the line Progress prints), and a failure counted...
@@ -209,22 +211,6 @@ def tune_stop() -> Callable[[], None] | None:
     if not callable(handler) or "_setup_signal_catching" not in getattr(handler, "__qualname__", ""):
         return None
     return lambda: handler(usr1, None)
-
-
-def _disk_error(error: BaseException | None, errnos) -> OSError | None:
-    """The OSError with one of `errnos` that `error` is, wraps (Ray's RayTaskError keeps a trial's exception as
-    `cause`) or was raised from; None if there is none."""
-    seen = set()
-    todo = [error]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in errnos:
-            return e
-        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
-    return None
 
 
 @contextlib.contextmanager
@@ -281,7 +267,7 @@ def whole_state_files(on_refused: Callable[[OSError], None] | None = None):
             for part in written:
                 with contextlib.suppress(OSError):
                     os.unlink(part)
-            refused = _disk_error(e, STOPPING_ERRNOS) if isinstance(e, Exception) else None
+            refused = disk_error(e, STOPPING_ERRNOS) if isinstance(e, Exception) else None
             if refused is not None and on_refused is not None:
                 on_refused(refused)
             raise

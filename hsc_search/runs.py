@@ -709,18 +709,9 @@ DISK_REFUSALS = ("database or disk is full", "No space left on device", "Read-on
 def refused_by_disk(error: BaseException) -> bool:
     """Whether `error` is, or was raised from, a disk's refusal to write (full, read-only, over quota, a file size
     limit: an OSError of `commands.DISK_ERRNOS`, or sqlite's or a server's words for it)."""
-    from .commands import DISK_ERRNOS
+    from .commands import disk_error
 
-    seen: set[int] = set()
-    e: BaseException | None = error
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
-            return True
-        if any(w in str(e) for w in DISK_REFUSALS):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+    return disk_error(error, words=DISK_REFUSALS) is not None
 
 
 def retry(fn: Callable[[], Any], what: str, attempts: int = RETRY_ATTEMPTS, first_wait: float = 0.5,

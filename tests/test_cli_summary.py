@@ -107,6 +107,27 @@ def test_resume_given_a_run_flag_says_it_keeps_the_search_s_settings_and_what_to
     assert "warm-start" not in result.output, result.output
 
 
+def test_the_program_s_own_warnings_say_warning():
+    """Our modules' warnings printed bare among the search's lines ("cannot record the local Ray instance in ...":
+    a walkthrough): `hsc-search` prefixes them as its other lines are (`error:`, `note:`), once each."""
+    import subprocess
+    import sys
+
+    code = ("import logging, sys\n"
+            "from hsc_search import cli\n"
+            "@cli.app.command('warn')\n"
+            "def warn():\n"
+            "    logging.getLogger('hsc_search.local_ray').warning('cannot record the local Ray instance in %s', 'x')\n"
+            "    logging.getLogger('hsc_search.writer').error('mlflow: finish of trial t1 failed')\n"
+            "    logging.getLogger('hsc_search.writer').info('not shown')\n"
+            "sys.argv = ['hsc-search', 'warn']\n"
+            "cli.main()\n")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == ["warning: cannot record the local Ray instance in x",
+                                        "error: mlflow: finish of trial t1 failed"], proc.stderr  # fmt: skip
+
+
 def test_trials_are_in_the_order_ray_counted_them_where_every_run_has_its_number():
     """MLflow's start times put the enqueued trainer default second when two trials started together (a
     walkthrough); Ray's count (tag hsc.trial_number) orders them as the searcher proposed them. A search with a run

@@ -554,7 +554,9 @@ def test_the_full_disk_stop_patches_tunes_failure_handling_and_step_and_puts_the
 
     from ray.exceptions import RayTaskError
 
+    from hsc_search.commands import disk_error
+
     wrapped = RayTaskError("train", "Traceback ...", OSError(errno.ENOSPC, "No space left on device"))
-    assert ri._disk_error(wrapped, ri.STOPPING_ERRNOS).errno == errno.ENOSPC  # a trial's error, as Ray hands it
-    assert ri._disk_error(RayTaskError("train", "tb", OSError(errno.EFBIG, "File too large")), ri.STOPPING_ERRNOS) \
+    assert disk_error(wrapped, ri.STOPPING_ERRNOS).errno == errno.ENOSPC  # a trial's error, as Ray hands it
+    assert disk_error(RayTaskError("train", "tb", OSError(errno.EFBIG, "File too large")), ri.STOPPING_ERRNOS) \
         is None  # fmt: skip
