@@ -229,19 +229,26 @@ def best_so_far_figure(rec: SearchRecord):
     # in the order trained: epochs a trial sent in one report share its time, and take the trials' and their own
     # order (sorted by value after the time, a batch's best epoch came last: a walkthrough)
     points = sorted((ts, i, e, v, t.row.outcome) for i, t in enumerate(rec.trials) for e, v, ts in t.curve)
-    best, xs, ys = None, [], []
+    best, xs, ys, new = None, [], [], []
     for n, (*_, v, o) in enumerate(points, 1):
         if o != "failed" and (best is None or _better(v, best, rec.mode)):
             best = v
+            new.append((n, v))
         if best is not None:
             xs.append(n)
             ys.append(best)
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(shape="hv", color="#2ca02c", width=2),
                              name="best so far", legendgroup="best", showlegend=False,
                              hovertemplate="%{x} epochs: best %{y:.4f}<extra></extra>"), 1, 2)  # fmt: skip
+    # a dot where each new best was reached: a best reached at the last epoch trained was a 2-pixel stub on the
+    # frame, and the first level lay on the bottom frame (a walkthrough)
+    fig.add_trace(go.Scatter(x=[n for n, _ in new], y=[v for _, v in new], mode="markers", showlegend=False,
+                             legendgroup="best", marker=dict(color="#2ca02c", size=7),
+                             hovertemplate="%{x} epochs: a new best, %{y:.4f}<extra></extra>"), 1, 2)  # fmt: skip
     fig.update_xaxes(title_text="trial (#, as proposed)", **integer_axis(len(rec.trials)), row=1, col=1,
                      range=[0.5, len(rec.trials) + 0.5])  # (autoranged, the first and last markers were cut in half)
-    fig.update_xaxes(title_text="epochs trained, all trials", **integer_axis(len(points)), row=1, col=2)
+    fig.update_xaxes(title_text="epochs trained, all trials", **integer_axis(len(points)), row=1, col=2,
+                     range=[0.5, len(points) + 0.5])  # fmt: skip
     fig.update_yaxes(title_text=rec.metric, row=1, col=1)
     log = log_scale([t.row.score for t in rec.trials] + [p[3] for p in points])
     if log:

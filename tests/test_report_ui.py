@@ -457,7 +457,8 @@ def test_best_so_far_marks_each_outcome_with_its_own_symbol():
     rec = _record(3, n=4)
     for t, o in zip(rec.trials, ("completed", "stopped_early", "failed", "interrupted")):
         t.row.outcome = o
-    symbols = {t.name: t.marker.symbol for t in report.best_so_far_figure(rec).data if t.mode == "markers"}
+    symbols = {t.name: t.marker.symbol for t in report.best_so_far_figure(rec).data
+               if t.mode == "markers" and t.xaxis == "x"}  # (the trials' panel; its other marks each new best)
     assert len(set(symbols.values())) == 4 and symbols["failed"] == "triangle-down", symbols
     # the PNG logged to MLflow: every trial on its axis, the last two without a score too (it ended at the last
     # scored trial: a walkthrough)
@@ -806,11 +807,17 @@ def test_best_so_far_by_epochs_takes_the_epochs_in_the_order_trained():
         rec.mode = mode
         order = sorted((ts, i, e, v) for i, t in enumerate(rec.trials) for e, v, ts in t.curve)
         expected = acc(np.array([v for *_, v in order], dtype=np.float64))
-        panel = next(tr for tr in report.best_so_far_figure(rec).data if tr.xaxis == "x2")
+        fig = report.best_so_far_figure(rec)
+        panel, dots = [tr for tr in fig.data if tr.xaxis == "x2"]
         assert list(panel.x) == list(range(1, len(order) + 1))
         np.testing.assert_allclose(np.array(panel.y, dtype=np.float64), expected, rtol=0, atol=0)
         if mode == "max":  # the search's best, trained first, is reached at the first epoch
             assert panel.y[0] == 0.9, panel.y
+        # a dot where each new best was reached (the last level, reached at the last epoch, was a 2-pixel stub on
+        # the frame: a walkthrough), and the axis reaches half an epoch past both ends
+        firsts = [n for n in range(1, len(expected) + 1) if n == 1 or expected[n - 1] != expected[n - 2]]
+        assert list(dots.x) == firsts and list(dots.y) == [expected[n - 1] for n in firsts], (dots.x, firsts)
+        assert list(fig.layout.xaxis2.range) == [0.5, len(order) + 0.5], fig.layout.xaxis2.range
 
 
 def test_what_the_report_left_unsaid_or_unreadable_is_said_and_readable():
