@@ -2091,12 +2091,20 @@ def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> 
     from trainer.config import AUTO_FIELDS, ConfigError
 
     dims = (len(data.train), data.audio_dim, data.visual_dim)
-    resolved = TrainConfig(**{**space.fixed, "epochs": settings.max_epochs}).resolve(*dims)  # the fixed values
-    first, notes = space.defaults(resolved.to_dict())
+    try:  # the fixed values beside the trainer defaults of the rest
+        resolved = TrainConfig(**{**space.fixed, "epochs": settings.max_epochs}).resolve(*dims)
+        given = resolved.to_dict()
+    except ConfigError:  # a fixed value that only a searched field's default clashes with (cca_dim 300 fixed beside
+        # the default batch 256, batch_size searched over [512, 1024]): the space was refused for a value no trial
+        # trains (a walkthrough); the defaults as they are, unresolved
+        resolved, given = None, {**TrainConfig().to_dict(), **space.fixed, "epochs": settings.max_epochs}
+    first, notes = space.defaults(given)
     try:
         cfg = validate_sampled(space, first, settings.max_epochs).resolve(*dims)
         try:  # the notes' "(trains as N)" of an auto field: as it resolves beside this trial's other values (cca_k's
             # default said "trains as 16", auto cca_dim of the trainer defaults, beside the trial's cca_dim 8)
+            if resolved is None:
+                raise ConfigError("no resolved trainer defaults to word the notes by")  # (the notes as they are)
             beside = resolved.to_dict()  # (the trainer defaults as resolved; the auto fields beside this trial's)
             for f in AUTO_FIELDS:
                 others = {k: v for k, v in first.items() if k != f}
@@ -2117,9 +2125,11 @@ def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> 
         except ConfigError as e2:  # the space's sampled trials may still be valid: the search samples them all
             why = "; ".join(e2.problems) if getattr(e2, "problems", None) else str(e2)
             values = ", ".join(f"{k}={v!r}" for k, v in first.items())
+            # every trial is sampled: refused here if none the space gives trains on this data (each was noted,
+            # then every trial failed after Ray had started: a walkthrough)
+            cfg = preflight.a_valid_draw(space, settings.max_epochs, dims, settings.seed)
             first, notes = {}, [f"the trainer default, as near as this space allows ({values}), is not a valid "
                                 f"trial ({why}): not enqueued; every trial is sampled"]  # fmt: skip
-            cfg = resolved
     preflight.check_metric(settings.metric, cfg, settings.given_by.get("metric", "--metric"))
     preflight.check_metric_in_space(settings.metric, space, settings.max_epochs, dims, first, settings.seed)
     return first, notes

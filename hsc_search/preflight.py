@@ -49,6 +49,37 @@ EVERY_TRIALS = _ALWAYS_FIRST + _ALWAYS_LAST  # reported whatever the config: no 
 SPACE_DRAWS = 200  # random trials of the space the metric is checked against (about 0.1 s per 100)
 
 
+def a_valid_draw(space, epochs: int, dims: tuple[int, int, int], seed: int = 0):
+    """The first of `SPACE_DRAWS` random trials of the space (Optuna's RandomSampler, in memory) that the trainer
+    takes on this data (`dims`), resolved as it trains; with no such trial, a PreflightError saying why the first
+    one is refused: every trial the search would sample fails (a walkthrough: `cca_k` 20 to 30 beside an auto
+    `cca_dim` of 16 on the data was noted for 20 alone, then every trial failed after Ray had started)."""
+    import optuna
+
+    from trainer.config import ConfigError
+
+    from .space import validate_sampled
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    suggest = space.define_by_run()
+    first_error = None
+    for _ in range(SPACE_DRAWS if space.params else 1):
+        trial = study.ask()
+        suggest(trial)
+        study.tell(trial, 0.0)
+        try:
+            return validate_sampled(space, dict(trial.params), epochs).resolve(*dims)
+        except ConfigError as e:
+            if first_error is None:
+                first_error = "; ".join(e.problems) if getattr(e, "problems", None) else str(e)
+                shown = ", ".join(f"{k}={v!r}" for k, v in trial.params.items())
+    of = f" (each of {SPACE_DRAWS} trials drawn at random from it: the first, {shown}, because" if space.params else \
+        " (its one trial, because"
+    raise PreflightError(f"space {space.source}: no trial of it trains on this data{of} {first_error}); change the "
+                         "space's ranges or fixed values")  # fmt: skip
+
+
 def check_metric_in_space(metric: str, space, epochs: int, dims: tuple[int, int, int], first: dict[str, Any],
                           seed: int = 0) -> None:
     """`metric` must be reported by every trial the space can sample, not only by its first: `logvar/nce` is not

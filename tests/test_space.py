@@ -682,6 +682,43 @@ def test_a_first_trial_invalid_only_by_its_auto_fields_is_resolved_again_or_left
     validate_sampled(space, {"cca_dim": 32, "cca_k": 12}, 2)  # the space has valid trials
 
 
+def test_a_space_is_judged_by_the_trials_it_gives_not_by_the_trainer_defaults_it_searches():
+    """A fixed value that clashed only with the default of a field the space searches was refused (cca_dim 300
+    fixed, batch_size searched over [512, 1024]: "batch_size (256) must exceed cca_dim (300)", a value no trial
+    trains; and cca_k 20 fixed beside cca_dim searched over [24, 32], refused for the auto cca_dim 16), and a space
+    none of whose trials trains on the data was noted for one value and every trial then failed after Ray had
+    started (a walkthrough). Each trial is checked by the trainer's own TrainConfig."""
+    from hsc_search import driver
+    from hsc_search.preflight import PreflightError
+    from hsc_search.settings import SearchSettings
+
+    data = "synthetic:ave?n_train=1200&n_val=100&n_test=100&dim_audio=16&dim_visual=24&num_classes=4"
+    small = {"hidden_dim": 32, "embed_dim": 16, "proj_dim": 16}
+    settings = SearchSettings(data=data, max_epochs=2)
+    space = load_space_dict({"fixed": {**small, "cca_dim": 300},
+                             "params": {"batch_size": {"type": "categorical", "choices": [512, 1024]}}})
+    loaded = driver.load_search_data(settings, space)
+    first, _ = driver._first_trial(space, settings, loaded)
+    assert first == {"batch_size": 512}, first
+    validate_sampled(space, first, 2).resolve(len(loaded.train), 16, 24)  # the trainer takes it
+    space = load_space_dict({"fixed": {**small, "batch_size": 64, "cca_k": 20},
+                             "params": {"cca_dim": {"type": "categorical", "choices": [24, 32]}}})
+    first, _ = driver._first_trial(space, settings, loaded)
+    assert first == {"cca_dim": 24}, first
+    validate_sampled(space, first, 2).resolve(len(loaded.train), 16, 24)
+    # every cca_k of 20 to 30 exceeds the auto cca_dim of this data (min(16, 16, 24, 63) = 16): refused before Ray
+    space = load_space_dict({"fixed": {**small, "batch_size": 64},
+                             "params": {"cca_k": {"type": "int", "low": 20, "high": 30}}})
+    for k in (20, 25, 30):
+        with pytest.raises(ConfigError):
+            validate_sampled(space, {"cca_k": k}, 2).resolve(len(loaded.train), 16, 24)
+    with pytest.raises(PreflightError) as e:
+        driver._first_trial(space, settings, loaded)
+    assert str(e.value).startswith("space <dict>: no trial of it trains on this data (each of 200 trials drawn at "
+                                   "random from it: the first, cca_k="), str(e.value)
+    assert "exceeds cca_dim 16, which auto (cca_dim 0) picked for this data" in str(e.value), str(e.value)
+
+
 def test_the_first_trials_notes_say_what_an_auto_default_trains_as_beside_its_other_values():
     """"the trainer default 0 (trains as N)" of cca_dim and cca_k said the auto value of the trainer defaults (16
     for batch 256), not what 0 trains as beside the first trial's own batch_size and cca_dim (a walkthrough). Auto
