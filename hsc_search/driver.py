@@ -1067,13 +1067,25 @@ def _fixed_clamp_notes(space: SearchSpace, data: AVData, max_epochs: int) -> lis
     from trainer.fit import clamp_notes
 
     searched = set(space.names())
-    if "batch_size" in searched:
-        return []
+    fixed = {**space.fixed, "epochs": max_epochs}
+    batch = next((p for p in space.params if p.name == "batch_size"), None)
+    if batch is not None:  # a fixed topk not below even the largest batch a trial can take (a walkthrough: topk 220
+        # beside batch_size [256, 512] on 200 clips: every trial trained 199 neighbours, and the start was silent)
+        largest = max(batch.choices if batch.type == "categorical" else (batch.high,))
+        if batch.when:  # trials where its condition does not hold train the fixed or default batch
+            largest = max(largest, fixed.get("batch_size", TrainConfig().batch_size))
+        fixed["batch_size"] = largest
     try:
-        asked = TrainConfig(**{**space.fixed, "epochs": max_epochs})
+        asked = TrainConfig(**fixed)
         trained = asked.resolve(len(data.train), data.audio_dim, data.visual_dim)
     except (ConfigError, ValueError):  # the first trial's checks say what is wrong
         return []
+    if batch is not None:
+        if not trained.topk < asked.topk or not trained.use_nce or {"topk", "use_nce"} & searched:
+            return []
+        return [f"topk {asked.topk} is not below any trial's batch (at most {trained.batch_size} clips): each trains "
+                f"with its batch - 1 neighbours (at most {trained.topk}), in every trial (recorded as given; each "
+                "trial's effective.topk param holds what it trained with)"]  # fmt: skip
     # (topk: read only by trials with use_nce, which a space that searches use_nce does not say of every trial)
     return [f"{note}, in every trial (recorded as given; each trial's effective.{note.split(' ', 1)[0]} param holds "
             "what it trained with)" for note in clamp_notes(asked, trained, len(data.train))

@@ -468,6 +468,23 @@ def test_a_val_fraction_the_data_cannot_use_is_said_at_the_start(_cache_dir, tmp
     assert [n for n in start_notes(settings, space, load_search_data(settings, space)) if "in every trial" in n] == [
         "batch_size 256 is larger than the train split (200 clips): batches of 200, in every trial (recorded as "
         "given; each trial's effective.batch_size param holds what it trained with)"]  # fmt: skip
+    # a fixed topk not below even the largest batch a searched batch_size gives (every trial trained 199 neighbours,
+    # recorded as 220, and the start was silent: a walkthrough); none where some trial trains it as given
+    from hsc_search.space import load_space_dict as space_of
+
+    for choices, said in (([256, 512], True), ([221, 400], True), ([8, 16], False)):
+        topk = 220 if said else 3
+        space = space_of({"fixed": {"topk": topk}, "params": {"batch_size": {"type": "categorical",
+                                                                               "choices": choices}}})  # fmt: skip
+        notes = [n for n in start_notes(load_settings(None, {"data": own}, []), space, load_search_data(
+            load_settings(None, {"data": own}, []), space)) if n.startswith("topk")]  # fmt: skip
+        largest = min(max(choices), 200)  # the train split's 200 clips cap a batch
+        if said and topk >= largest:
+            assert notes == [f"topk 220 is not below any trial's batch (at most {largest} clips): each trains with its "
+                             f"batch - 1 neighbours (at most {largest - 1}), in every trial (recorded as given; each "
+                             "trial's effective.topk param holds what it trained with)"], (choices, notes)  # fmt: skip
+        else:
+            assert notes == [], (choices, notes)
     # searched batch sizes above the 200 training clips train alike, at 200; a --set that strands a condition
     settings = load_settings(None, {"data": own, "space": "hsc_mae"}, ["loss_weighting=fixed"])
     space = load_space(settings.space_path(), overrides=settings.overrides)
