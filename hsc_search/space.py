@@ -629,6 +629,17 @@ def _needs(allowed: Any) -> str:
     return "above 0" if allowed == ABOVE_ZERO else " or ".join(map(str, allowed))
 
 
+# other libraries' distribution names, in this format's words (a walkthrough wrote `type: loguniform`)
+OTHER_TYPES = {
+    **dict.fromkeys(("loguniform", "log_uniform", "reciprocal", "qloguniform"), "type: float with log: true"),
+    **dict.fromkeys(("uniform", "quniform", "discrete_uniform", "real", "continuous"), "type: float (step: for a grid)"),
+    **dict.fromkeys(("randint", "qrandint", "int_uniform", "integer", "discrete"), "type: int (step: for a grid)"),
+    **dict.fromkeys(("lograndint", "qlograndint", "int_log_uniform"), "type: int with log: true"),
+    **dict.fromkeys(("choice", "choices", "grid_search", "grid", "categorical_choice", "enum"),
+                    "type: categorical with choices: [...]"),
+}  # fmt: skip
+
+
 def _valid_names() -> str:
     return ", ".join(n for n in _FIELDS if n != _NOT_IN_SPACE)
 
@@ -780,11 +791,15 @@ def _read_param(name: str, spec: Any, fixed: dict[str, Any], bad: _Problems) -> 
         bad(where, f"missing 'type'; expected one of {', '.join(TYPES)}")
         return None
     if ptype not in TYPES:
-        bad(where, f"unknown type {ptype!r}; expected one of {', '.join(TYPES)}")
+        ours = OTHER_TYPES.get(str(ptype).lower().replace("-", "_"))  # Optuna's, Ray Tune's, hyperopt's names
+        hint = f" (here: {ours})" if ours else ""
+        bad(where, f"unknown type {ptype!r}{hint}; expected one of {', '.join(TYPES)}")
         return None
     for key in spec:
         if key not in _PARAM_KEYS[ptype]:
-            bad(where, f"unknown key '{key}' for type {ptype}; expected {', '.join(_PARAM_KEYS[ptype])}")
+            near = difflib.get_close_matches(str(key), _PARAM_KEYS[ptype], n=1, cutoff=0.6)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            bad(where, f"unknown key '{key}' for type {ptype}{hint}; expected {', '.join(_PARAM_KEYS[ptype])}")
 
     allowed_types = {"float": ("float", "int", "categorical"), "int": ("int", "categorical")}.get(
         kind, ("categorical",)

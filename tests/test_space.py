@@ -424,9 +424,31 @@ def test_int_bounds_steps_and_unknown_param_keys(tmp_path):
     assert "params.hidden_dim: step 3 does not divide high - low = 8; expected e.g. high: 6" in message
     assert "params.topk: high: expected an integer, got 5.5" in message
     assert "params.seq_layers: step: expected an integer, got 0.5" in message
-    assert "params.mask_ratio: unknown key 'hihg' for type float" in message
+    assert "params.mask_ratio: unknown key 'hihg' for type float (did you mean 'high'?)" in message
     assert "params.mask_ratio: float needs 'high'" in message
     assert "params.tau: step 0.1 does not divide high - low = 0.25" in message
+
+
+def test_other_libraries_names_are_answered_with_ours(tmp_path):
+    """`type: loguniform` (Optuna's and Ray Tune's), `lg:` for log and `learning_rate:` for lr were each told only
+    the list of valid names (a walkthrough)."""
+    message = _error(
+        tmp_path,
+        "params:\n"
+        "  lr: {type: loguniform, low: 0.0001, high: 0.01}\n"
+        "  batch_size: {type: randint, low: 8, high: 64}\n"
+        "  mask_ratio: {type: choice, choices: [0.5, 0.7]}\n"
+        "  tau: {type: float, low: 0.05, high: 0.3, lg: true}\n"
+        "  learning_rate: {type: float, low: 0.001, high: 0.1}\n"
+        "  w_rec: {type: float, low: 0.1, high: 1.0, bogus: 1}\n",
+    )
+    assert "params.lr: unknown type 'loguniform' (here: type: float with log: true); expected one of float, int, " \
+           "categorical" in message, message
+    assert "params.batch_size: unknown type 'randint' (here: type: int (step: for a grid))" in message, message
+    assert "params.mask_ratio: unknown type 'choice' (here: type: categorical with choices: [...])" in message, message
+    assert "params.tau: unknown key 'lg' for type float (did you mean 'log'?)" in message, message
+    assert "params.learning_rate: 'learning_rate' is not a trainer config field (did you mean 'lr'?)" in message
+    assert "params.w_rec: unknown key 'bogus' for type float; expected" in message, message  # no guess where none fits
 
 
 def test_epochs_cannot_be_searched_or_fixed(tmp_path):

@@ -80,12 +80,23 @@ def capped(message: str, limit: int = SHOWN_PROBLEMS) -> str:
     return "\n".join([*lines[:limit], f"... and {len(lines) - limit} more problems (the first {limit} are above)"])
 
 
+# other tools' and papers' names for trainer fields (a walkthrough's space named learning_rate and was told the list
+# of every field)
+OTHER_NAMES = {"learning_rate": "lr", "learningrate": "lr", "batch": "batch_size", "batchsize": "batch_size",
+               "wd": "weight_decay", "temperature": "tau", "mask_rate": "mask_ratio", "masking_ratio": "mask_ratio",
+               "warmup": "warmup_epochs", "hidden_size": "hidden_dim", "embedding_dim": "embed_dim",
+               "random_seed": "seed"}  # fmt: skip
+
+
 def did_you_mean(name: str, names: list[str]) -> str:
     """The hint for a mistyped field name, " (did you mean 'x'?)", or "": the field it is, case aside (LR: lr), the
     field that is a word of it (use_distill: distill), the fields it is a word of (warmup: warmup_epochs), else a
     close spelling (hiden_dim: hidden_dim). difflib's default cutoff (0.6) told ema_decay to mean weight_decay and
     warmup amp (the review): a wrong hint is worse than none."""
     key = name.lower()
+    other = OTHER_NAMES.get(key.replace("-", "_"))  # another tool's name for a field (learning_rate: lr)
+    if other in names:
+        return f" (did you mean '{other}'?)"
     words = ([key] if key in names else  # LR: lr
              [n for n in names if key.startswith(n + "_") or key.endswith("_" + n)]  # use_distill: distill
              or [n for n in names if n.startswith(key + "_") or n.endswith("_" + key)])  # fmt: skip
