@@ -326,7 +326,12 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
                 values[key] = _typed(key, value)
             except TypeError as e:
                 problems.append(f"{source}: {key}: {e}")
-    if problems:
+    if problems:  # said with the names under `set:` that are no trainer field (they were said at the next run)
+        from .space import _name_problem
+
+        for k, v in (values.get("overrides") or {}).items():
+            if (problem := _name_problem(str(k))) is not None:
+                problems.append(f"{source}: set: {k}={v}: {problem}")
         raise SettingsError("\n".join(problems))
     values.update({k: v for k, v in cli.items() if v is not None})
     from_file, from_flags = values.get("overrides", {}), parse_overrides(overrides)

@@ -60,6 +60,13 @@ def test_unknown_file_keys_get_a_hint(tmp_path):
     named = ", ".join(f"'key_{i:03d}'" for i in range(10))
     assert str(e.value).startswith(f"{f}: unknown settings [{named}] and 491 more; valid:"), str(e.value)
     assert len(str(e.value)) < 600, len(str(e.value))
+    f.write_text("num_sample: 2\nset: {hiden_dim: 64, lr: 0.01}\n")  # two mistakes: both said at once (the set:
+    with pytest.raises(SettingsError) as e:  # one was said at the next run: a walkthrough)
+        load_settings(f, {}, [])
+    lines = str(e.value).splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{f}: unknown settings ['num_sample']"), lines
+    assert lines[1].startswith(f"{f}: set: hiden_dim=64: 'hiden_dim' is not a trainer config field (did you mean "
+                               "'hidden_dim'?)"), lines
 
 
 def test_all_bad_values_reported_together():
