@@ -707,7 +707,8 @@ def spectrum_figure(rec: SearchRecord):
     z = [[spec[e][i] if i < len(spec[e]) else None for i in range(width)] for e in epochs]
     fig.add_trace(go.Heatmap(z=z, x=[f"rho_{i:02d}" for i in range(width)], y=epochs, zmin=0, zmax=1,
                              colorscale="Viridis", colorbar=dict(title="rho", x=1.02)), 1, 2)  # fmt: skip
-    fig.update_yaxes(title_text="rho", range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text="rho", range=[-0.03, 1.03], row=1, col=1)  # (a correlation near 0 or 1 lay half
+    # under the frame: a walkthrough)
     fig.update_yaxes(title_text="epoch", **integer_axis(epochs[-1]), row=1, col=2)
     fig.update_layout(title=f"best trial {html.escape(rec.best.row.name)}: canonical correlations (validation)",
                       height=460, legend=dict(orientation="h", x=0, xanchor="left", y=-0.18, yanchor="top"))

@@ -497,6 +497,8 @@ def test_the_spectrum_draws_the_tested_epoch():
     rec.best.row.final = {}  # (no test metrics: an interrupted trial) the middle, as before
     assert [t.name for t in report.spectrum_figure(rec).data if t.type == "scatter"] == ["epoch 1", "epoch 7",
                                                                                             "epoch 12"]
+    low, high = report.spectrum_figure(rec).layout.yaxis.range  # a correlation of 0 or 1 drawn whole, not half
+    assert low < 0 and high > 1, (low, high)  # under the frame (a walkthrough)
 
 
 def test_the_spectrum_says_when_it_is_a_random_projection_or_only_its_first_components():
