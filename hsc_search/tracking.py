@@ -99,6 +99,11 @@ class MlflowTracker(tune.Callback):
         self._ensure()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        # its run starts when the trial does: the writer may create it seconds later (MLflow's Duration of a short
+        # trial was below the trial's own time/total_s, and a run made after an outage lasted 0.2 s: walkthroughs)
+        self._start(trial, int(time.time() * 1000))
+
+    def _start(self, trial, started_ms: int) -> None:
         self._ensure()
         config = dict(trial.config)
         tid = trial.trial_id
@@ -108,10 +113,8 @@ class MlflowTracker(tune.Callback):
         self._started.add(tid)
         # logged with the trial's first metrics (one MLflow call fewer per trial), or when it ends without any
         params = [(k, str(config[k])) for k in self.searched if k in config]
-        # its run starts when the trial does: the writer may create it seconds later (MLflow's Duration of a short
-        # trial was below the trial's own time/total_s: a walkthrough)
         self._writer.submit("start", tid, str(trial), (self.experiment_id, self.parent_run_id), _full_config(config),
-                            params, known, _trial_number(trial), int(time.time() * 1000))  # fmt: skip
+                            params, known, _trial_number(trial), started_ms)  # fmt: skip
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._ensure()
@@ -135,9 +138,10 @@ class MlflowTracker(tune.Callback):
         result = trial.last_result or {}
         outcome = trial_outcome("TERMINATED", result, self.max_epochs)
         if outcome == "failed":
-            self._finish(trial, outcome, "FAILED", error=result[FAILED_KEY])
+            self._finish(trial, outcome, "FAILED", error=result[FAILED_KEY], ended_ms=info.get("ended_ms"))
         else:
-            self._finish(trial, outcome, "FINISHED", why=self._why_stopped(trial, outcome))
+            self._finish(trial, outcome, "FINISHED", why=self._why_stopped(trial, outcome),
+                         ended_ms=info.get("ended_ms"))  # fmt: skip
 
     def _why_stopped(self, trial, outcome: str) -> str | None:
         if outcome != "stopped_early" or not isinstance(self.scheduler, PersistentASHA):
@@ -155,14 +159,16 @@ class MlflowTracker(tune.Callback):
             # took the trial (Ray counts both calls on the dead actor, and the second errors it while the first
             # said "retried"): it had no run, so MLflow, the summary and the report never knew it (a walkthrough)
             self.on_trial_start(iteration, trials, trial)
-        self._finish(trial, "failed", "FAILED", error=_error_text(trial))
+        self._finish(trial, "failed", "FAILED", error=_error_text(trial), ended_ms=info.get("ended_ms"))
 
-    def _finish(self, trial, outcome: str, status: str, error: str | None = None, why: str | None = None) -> None:
+    def _finish(self, trial, outcome: str, status: str, error: str | None = None, why: str | None = None,
+                ended_ms: int | None = None) -> None:  # fmt: skip
+        """`ended_ms`: when it ended, if not now (a trial whose end `catch_up` logs after a resume)."""
         self._ensure()
         self._open.discard(trial.trial_id)
         self._ended.add(trial.trial_id)
         self._writer.submit("finish", trial.trial_id, str(trial), outcome, status, error,
-                            _node_fields(trial.last_result or {}), why)  # fmt: skip
+                            _node_fields(trial.last_result or {}), why, ended_ms or int(time.time() * 1000))
 
     # ------------------------------------------------------------------ state across `Tuner.restore`
     def get_state(self) -> dict:
@@ -202,15 +208,22 @@ class MlflowTracker(tune.Callback):
         caught = []
         for trial in self.lacking(client, trials, ended_here=False):
             caught.append(trial.trial_id)
-            self.on_trial_start(None, trials, trial)
-            for r in _saved_results(exp_dir, trial.trial_id):
+            saved = _saved_results(exp_dir, trial.trial_id)
+            # a run made now for a trial that ran before the resume: its times are the trial's (Ray's last result's
+            # time, less its seconds), not the resume's (it lasted 0.2 s, at the resume: a walkthrough)
+            last = saved[-1] if saved else {}
+            end_s, total_s = last.get("timestamp"), last.get("time_total_s")
+            timed = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (end_s, total_s))
+            ended_ms = int(end_s * 1000) if timed else None
+            self._start(trial, int((end_s - total_s) * 1000) if timed else int(time.time() * 1000))
+            for r in saved:
                 if epochs_of(r):  # (a failure report's epochs since the trial's previous report too)
                     result = {k: v for k, v in r.items() if k != "config"}
                     self._writer.submit("epoch", trial.trial_id, str(trial), result, False)
             if trial.status == "ERROR":
-                self.on_trial_error(None, trials, trial)
+                self.on_trial_error(None, trials, trial, ended_ms=ended_ms)
             else:
-                self.on_trial_complete(None, trials, trial)
+                self.on_trial_complete(None, trials, trial, ended_ms=ended_ms)
         return caught
 
     # ------------------------------------------------------------------ end of the search
@@ -223,7 +236,7 @@ class MlflowTracker(tune.Callback):
             if tid in self._reported_last:  # its last epoch reported (test metrics included): it completed, though
                 # the search ended before Ray marked it so (a Ctrl-C: it was KILLED, "interrupted"; a walkthrough)
                 name, node = self._reported_last[tid]
-                self._writer.submit("finish", tid, name, "completed", "FINISHED", None, node, None)
+                self._writer.submit("finish", tid, name, "completed", "FINISHED", None, node, None, None)
             else:
                 self._writer.submit("kill", tid, interrupted)
         self._open.clear()

@@ -537,9 +537,10 @@ class _Sink:
         self._retry(lambda: self.client.set_tag(self.runs[tid], "hsc.retried", "true"), f"tag retry of {tid}")
 
     def finish(self, tid: str, name: str, outcome: str, status: str, error: str | None, last_result: dict,
-               why: str | None = None, *, ending: bool) -> None:  # fmt: skip
+               why: str | None = None, ended_ms: int | None = None, *, ending: bool) -> None:  # fmt: skip
         """The trial ended. `last_result`: Ray's last result of it (a failed trial's failure report, whose node is
-        tagged: the trial may have reported nothing else). `why`: why ASHA stopped it (tag `hsc.stopped_by`)."""
+        tagged: the trial may have reported nothing else). `why`: why ASHA stopped it (tag `hsc.stopped_by`).
+        `ended_ms`: when (its run ends then, not when the writer gets to it: after an outage, hours later)."""
         from mlflow.entities import Metric, RunTag
 
         self.ending.add(tid)
@@ -572,7 +573,7 @@ class _Sink:
             except Exception as e:  # plots are a nicety; never fail the run over them
                 log.warning("plots for %s failed: %s", name, e)
             self._upload(run_id, files)
-            client.set_terminated(run_id, status=status)
+            client.set_terminated(run_id, status=status, end_time=ended_ms)
 
         self._retry(finish, f"finish child run of {name} ({outcome})")
         self.deferred.pop(tid, None)

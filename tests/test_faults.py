@@ -525,6 +525,7 @@ def test_a_store_that_refuses_records_ends_the_search_resumable(tmp_path, _cache
     assert held < n, "every trial was recorded before the store refused: nothing to resume"
     lacked = f"{n - held} trial{'s' if n - held > 1 else ''}"
 
+    resumed_at = time.time()
     again = subprocess.run([str(Path(sys.executable).parent / "hsc-search"), "resume", str(folder)], cwd=tmp_path,
                            env={k: v for k, v in env.items() if k != "HSC_MLFLOW_WRITER"}, capture_output=True,
                            text=True, timeout=300)  # fmt: skip
@@ -532,6 +533,11 @@ def test_a_store_that_refuses_records_ends_the_search_resumable(tmp_path, _cache
     assert f"MLflow lacked what {lacked} ended before this resume reported" in again.stdout, again.stdout
     client, parents, children = search_runs(uri, "hsc-search")
     assert len(children) == n and all(c.info.status == "FINISHED" for c in children + parents)
+    # every trial ended before the resume, and its run says so, over at least the seconds it trained (a run the
+    # resume made or ended lasted 0.2 s, at the resume's time: a walkthrough)
+    times = [(c.info.start_time, c.info.end_time, c.data.metrics.get("time/total_s")) for c in children]
+    assert all(end <= resumed_at * 1000 and (end - start) / 1000 >= total - 1 for start, end, total in times), \
+        (resumed_at, times)  # fmt: skip
     assert all(int(c.data.metrics["epoch"]) == 2 for c in children)
     assert_complete_histories(client, children)
     assert "finished_at" in json.loads((folder / "hsc_search.json").read_text())
