@@ -1594,7 +1594,8 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
                          if not db.is_absolute() else "does not exist (moved or deleted?): the search logged there; "
                          "if it moved, give resume --tracking-uri sqlite:///<where it is now>")  # fmt: skip
                 raise SearchError(f"{meta_path}: the search's MLflow store {uri} {where}")
-            preflight.check_tracking(settings.tracking_uri)
+            preflight.check_tracking(settings.tracking_uri, advice=" (--tracking-uri with where it is now, if it "
+                                     "moved); the search's trials are kept and wait for it")  # fmt: skip
             in_process = preflight.writer_in_process()
         # where the data, the store or the cluster is now, checked above: kept in the record, for the resume command
         # printed later names the folder only (pasted after `resume --data <moved>`, it looked for the old file)
@@ -2233,7 +2234,9 @@ def _artifacts_unwritable(location: str | None) -> str | None:
     folder = Path(location)
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    return None if os.access(folder, os.W_OK) else location
+    # (a file on the way, not a folder: /dev/null/mlart, a team server's root that names a path of its own disk,
+    # failed in a 214-line traceback as the search logged its inputs: a walkthrough)
+    return None if folder.is_dir() and os.access(folder, os.W_OK) else location
 
 
 def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str | None = None,

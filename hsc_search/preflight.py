@@ -143,11 +143,13 @@ DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 EXPECTED_URIS = "sqlite:///mlflow.db, a database URI (postgresql://...) or an http:// tracking server"
 
 
-def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> None:
+def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S,
+                   advice: str = ", or search with --no-mlflow") -> None:  # fmt: skip
     """The MLflow tracking URI can be used: a server answers its health check within `timeout_s`; a database
     server accepts a connection within `timeout_s` (MLflow itself retries one for minutes); a sqlite file's
     folder exists (MLflow would silently create a new database at a mistyped path) and the file, when there,
-    is a database."""
+    is a database. `advice`: what ends an unreachable store's message beside fixing it (`resume` has no
+    --no-mlflow: it was told to search with it, a walkthrough)."""
     if uri:
         flag = "--tracking-uri"
     elif os.environ.get("MLFLOW_TRACKING_URI"):  # MLflow's default when no --tracking-uri: checked the same way
@@ -163,7 +165,7 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
     if scheme == "sqlite" and not uri.startswith("sqlite:"):  # sqlite+pysqlite:///..., as MLflow takes it
         uri = "sqlite:" + uri.split(":", 1)[1]
     if scheme in DB_SCHEMES:
-        check_database(uri, scheme, timeout_s, flag=flag)
+        check_database(uri, scheme, timeout_s, advice=advice, flag=flag)
         return
     if uri.startswith(("http://", "https://")):
         try:
@@ -171,7 +173,7 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
         except StoreError as e:
             start = "start it (hsc-search team-server or mlflow server), " if str(e).startswith("cannot reach") \
                 else ""  # (one that answers is not told to start; the second review)
-            raise PreflightError(f"{name}: {e}; {start}fix the URI, or search with --no-mlflow") from None
+            raise PreflightError(f"{name}: {e}; {start}fix the URI{advice}") from None
         return
     db = sqlite_path(uri)
     if db is not None:
@@ -222,7 +224,16 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S) -> No
         raise PreflightError(f"{name}: MLflow 3.17 refuses file stores; use {EXPECTED_URIS}")
     if scheme in _plugin_schemes():
         return  # a tracking store an installed MLflow plugin serves: MLflow checks it
-    raise PreflightError(f"{name}: unknown scheme '{uri.split('://', 1)[0]}'; expected {EXPECTED_URIS}")
+    raise PreflightError(f"{name}: unknown scheme '{uri.split('://', 1)[0]}'{scheme_hint(uri)}; expected "
+                         f"{EXPECTED_URIS}")  # fmt: skip
+
+
+def scheme_hint(uri: str) -> str:
+    """" (did you mean postgresql://...?)" for a URI in the old `postgres://` spelling (Heroku's, and psql's own, which
+    SQLAlchemy and so MLflow no longer take: told only "unknown scheme", a walkthrough); else ""."""
+    if uri.split("://", 1)[0].lower() == "postgres":
+        return f" (did you mean {without_password('postgresql://' + uri.split('://', 1)[1])}?)"
+    return ""
 
 
 def _plugin_schemes() -> set[str]:

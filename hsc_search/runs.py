@@ -402,14 +402,14 @@ def check_store_to_read(tracking_uri: str | None, timeout_s: float = 10.0) -> No
                          f"refuses); expected sqlite:///path/to/mlflow.db or http://host:port{hint}")  # fmt: skip
     elif db is None and not uri.startswith("file:"):  # what `run`'s pre-flight refuses too: MLflow's traceback, or
         # MLflow's words cut short, after the imports (a walkthrough: `htp://`; `127.0.0.1:5000`: meant_server_uri)
-        from .preflight import EXPECTED_URIS, _plugin_schemes
+        from .preflight import EXPECTED_URIS, _plugin_schemes, scheme_hint
 
         given = "--tracking-uri" if tracking_uri else "$MLFLOW_TRACKING_URI"
         if "://" not in uri and "/" not in uri and not Path(uri).exists():
             raise StoreError(f"{given} {without_password(uri)}: not a tracking URI; expected {EXPECTED_URIS}")
         if "://" in uri and scheme not in ("sqlite", "file", "http", "https") and scheme not in _plugin_schemes():
-            raise StoreError(f"{given} {without_password(uri)}: unknown scheme '{uri.split('://', 1)[0]}'; expected "
-                             f"{EXPECTED_URIS}")  # fmt: skip
+            raise StoreError(f"{given} {without_password(uri)}: unknown scheme '{uri.split('://', 1)[0]}'"
+                             f"{scheme_hint(uri)}; expected {EXPECTED_URIS}")  # fmt: skip
 
 
 def without_password(uri: str, shown_as: str = ":***") -> str:

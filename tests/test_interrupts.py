@@ -123,10 +123,15 @@ def test_ctrl_c_while_a_search_resumes_says_how_to_continue_it(tmp_path, _cache_
     MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/other.db").search_experiments()  # another store, no search
     for extra, needle in (([], "if it moved, give resume --tracking-uri sqlite:///<where it is now>"),
                           (["--tracking-uri", f"sqlite:///{tmp_path}/other.db"],
-                           f"--tracking-uri sqlite:///{tmp_path}/other.db: has no run {record['parent_run_id']}")):
+                           f"--tracking-uri sqlite:///{tmp_path}/other.db: has no run {record['parent_run_id']}"),
+                          # a server that does not answer: resume has no --no-mlflow (it was told to search with it)
+                          (["--tracking-uri", "http://127.0.0.1:9"], "start it (hsc-search team-server or mlflow "
+                           "server), fix the URI (--tracking-uri with where it is now, if it moved); the search's "
+                           "trials are kept and wait for it")):  # fmt: skip
         proc = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder), *extra], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=180)  # fmt: skip
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert "--no-mlflow" not in proc.stderr, proc.stderr
         # a store refused is not kept in the search's record (it was: every plain resume then named it, the review)
         assert json.loads((folder / "hsc_search.json").read_text())["settings"] == record["settings"]
     again = subprocess.run([str(bin_dir / "hsc-search"), "resume", str(folder), "--tracking-uri",

@@ -237,6 +237,15 @@ def test_a_tracking_uri_of_no_known_form_is_named_by_the_commands_that_read_one(
         check_store_to_read("htp://127.0.0.1:5731")
     assert str(e.value) == ("--tracking-uri htp://127.0.0.1:5731: unknown scheme 'htp'; expected sqlite:///mlflow.db, "
                             "a database URI (postgresql://...) or an http:// tracking server"), str(e.value)
+    # the old postgres:// spelling (psql's and Heroku's, which SQLAlchemy no longer takes): the URI meant, by `run`
+    # and the commands that read a store, its password not shown (it was "unknown scheme" alone: a walkthrough)
+    from hsc_search.preflight import PreflightError, check_tracking
+
+    meant = "(did you mean postgresql://ana:***@127.0.0.1:5432/mlflow?); expected sqlite:///mlflow.db"
+    with pytest.raises(StoreError, match=re.escape(f"unknown scheme 'postgres' {meant}")):
+        check_store_to_read("postgres://ana:s3cret@127.0.0.1:5432/mlflow")
+    with pytest.raises(PreflightError, match=re.escape(f"unknown scheme 'postgres' {meant}")):
+        check_tracking("postgres://ana:s3cret@127.0.0.1:5432/mlflow")
     # a server's address mistyped: the URI meant, as `run` and import-runs say it (export-best and report called
     # `http:/host:port` MLflow's file store; a review), a password in it never shown, in any of them
     from hsc_search.preflight import PreflightError, check_tracking
@@ -448,6 +457,15 @@ def test_the_default_store_and_the_environments_are_checked_too(tmp_path, monkey
             _experiment_id(client, "old", "val/map_avg", "max")
     assert client.get_experiment_by_name("new") is None  # nothing made
     assert _experiment_id(client, "old", "val/map_avg", "max") == old  # writable again: taken
+    # a file on the way (a team server's root naming a path of its own disk, here under /dev/null): writable by
+    # os.access, and MLflow failed in a 214-line traceback as the search logged its inputs (a walkthrough)
+    (tmp_path / "a_file").write_text("")
+    for where in (tmp_path / "a_file" / "mlart" / "1", Path("/dev/null/mlart/1")):
+        client.create_experiment(f"under {where.parts[-3]}", artifact_location=str(where))
+        with pytest.raises(PreflightError, match=f"^--experiment under {where.parts[-3]}: experiment 'under "
+                                                 f"{where.parts[-3]}' keeps its artifacts in {re.escape(str(where))}, "
+                                                 "which cannot be written"):  # fmt: skip
+            _experiment_id(client, f"under {where.parts[-3]}", "val/map_avg", "max")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////no/such/dir/x.db")
     with pytest.raises(PreflightError, match="^\\$MLFLOW_TRACKING_URI sqlite:////no/such/dir/x.db: the folder /no/such/dir "
                                              "does not exist"):
