@@ -116,6 +116,19 @@ def _disk_full(error: BaseException, folder: Callable[[], Any] | str | None) -> 
     _fail(f"{where}{e.strerror or e} (a disk that is full or read-only){then}", code=1)
 
 
+def _note_anothers(search) -> None:
+    """Notes that the latest search of an experiment, which a command without --run-id took, was started by someone
+    else (its `mlflow.user`): on a team's server two people's searches of one default name were told apart by nothing,
+    and one exported the other's best config (a walkthrough)."""
+    from .runs import user_tag
+
+    theirs, mine = search.data.tags.get("mlflow.user"), user_tag().get("mlflow.user")
+    if theirs and mine and theirs != mine:
+        typer.echo(f"note: search {search.info.run_name} is {theirs}'s (the experiment's latest search; you are "
+                   f"{mine}): for one of yours, give --run-id with its parent run id (the MLflow UI lists the "
+                   "searches)", err=True)  # fmt: skip
+
+
 def _fail(msg: str, code: int = 2) -> None:
     """One line on stderr, red in a terminal unless NO_COLOR is set (no-color.org) or the terminal is dumb (an
     editor's compile buffer showed the escape codes: a walkthrough), and exit `code`."""
@@ -529,6 +542,8 @@ def export_best_cmd(
         typer.echo(f"retrain: {retrain_command(path.resolve(), data)}")  # works from any folder, as the file's header
     for note in notes:
         typer.echo(f"note: {note}", err=True)
+    if run_id is None and search is not None:  # the latest search: on a team's store, maybe a colleague's
+        _note_anothers(search)
     if search is not None and search_status(search) != "FINISHED":  # its best so far, which may still change
         from .searchlock import search_state
         from .runs import client_for

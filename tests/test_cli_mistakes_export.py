@@ -328,6 +328,22 @@ def test_a_search_whose_every_trial_failed_says_so(store, tmp_path):
     assert not (tmp_path / "f.yaml").exists()
 
 
+def test_export_best_of_the_latest_search_says_when_it_is_someone_else_s(store, tmp_path, monkeypatch):
+    """On a team's server two people's searches had one default name, and `export-best` (the experiment's latest
+    search) exported a colleague's best config with nothing to say so (a walkthrough): its `mlflow.user` is named."""
+    uri, client, good, _, _ = store
+    client.set_tag(good, "mlflow.user", "dave")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "carol")  # who MLflow takes this user for (runs.user_tag)
+    result = _cli("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "b.yaml"))
+    assert result.exit_code == 0 and "note: search good is dave's (the experiment's latest search; you are carol): " \
+        "for one of yours, give --run-id with its parent run id" in " ".join(result.output.split()), result.output
+    for given in (["--run-id", good], []):  # a search named by its id; the user's own search
+        if not given:
+            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "dave")
+        result = _cli("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "b.yaml"), *given)
+        assert result.exit_code == 0 and "dave's" not in result.output, result.output
+
+
 def test_export_best_and_report_of_an_unfinished_search_start_no_ray(store, tmp_path):
     """Asking whether a search's driver still runs imported the driver (Ray, the scheduler, the writer: seconds on
     a 2-core machine) in export-best and report of every search that had not finished, and export-best's notes
