@@ -911,7 +911,9 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
                                                settings.tracking_uri, notes=said)  # fmt: skip
                 for line in said[n_said:]:
                     echo(line)
-                parent_id = _start_parent(client, experiment_id, settings, space, plan, headline, said)
+                with bounded_retries():  # a server whose artifact store failed (HTTP 500 on each upload) was 4.4
+                    # minutes of silence here, in MLflow's 7 retries per call, before this one line (a walkthrough)
+                    parent_id = _start_parent(client, experiment_id, settings, space, plan, headline, said)
             except Exception as e:
                 if not _store_failure(e):
                     raise
@@ -1949,13 +1951,24 @@ TAIL_SLOW_S = 30.0  # a tail slower than this on a tracking server is said, with
 
 
 @contextlib.contextmanager
+def bounded_retries():
+    """MLflow's HTTP retries bounded as in a search's tail (`TAIL_HTTP`) while in this block, unless the user set
+    them: for the calls that can simply be made again (a search's start: nothing was trained yet)."""
+    given = {k: v for k, v in TAIL_HTTP.items() if k not in os.environ}
+    os.environ.update(given)
+    try:
+        yield
+    finally:
+        for k in given:
+            os.environ.pop(k, None)
+
+
+@contextlib.contextmanager
 def tail_guard(tracking_uri: str | None, exp_dir: str, echo: Callable[[str], None], slow_s: float = TAIL_SLOW_S):
     """Around a search's tail: MLflow's retries bounded (`TAIL_HTTP`), a tail slower than `slow_s` said, and the
     store failing in it (a server that stopped answering, a database that refuses writes) raised as
     `TrackingIncomplete`, one line naming `resume`, which writes the tail once the store answers. (A report of many
     trials takes a while: only a tracking server's tail is said as slow.)"""
-    given = {k: v for k, v in TAIL_HTTP.items() if k not in os.environ}
-    os.environ.update(given)
     where = resolved_tracking_uri(tracking_uri)  # ($MLFLOW_TRACKING_URI when not given)
     served = where.startswith(("http://", "https://"))  # (a local store's tail is only slow)
     where = without_password(where)
@@ -1966,7 +1979,8 @@ def tail_guard(tracking_uri: str | None, exp_dir: str, echo: Callable[[str], Non
     if served:
         slow.start()
     try:
-        yield
+        with bounded_retries():
+            yield
     except Exception as e:
         # a full or read-only disk under the search's own files (summary, best config) is said as such by the
         # command (`cli._disk_full`), not blamed on MLflow (the review)
@@ -1978,8 +1992,6 @@ def tail_guard(tracking_uri: str | None, exp_dir: str, echo: Callable[[str], Non
             "report") from None
     finally:
         slow.cancel()
-        for k in given:
-            os.environ.pop(k, None)
 
 
 def _keep_in_record(meta_path: str, meta: dict, moved: dict) -> None:

@@ -443,6 +443,29 @@ def test_a_checkpoint_that_cannot_be_read_is_retried_by_ray_not_failed_as_the_co
     assert not isinstance(info.value, DETERMINISTIC)
 
 
+def test_a_server_whose_artifact_store_fails_ends_the_start_in_seconds(tmp_path, _cache_dir):
+    """A tracking server that answers, whose artifact store fails (HTTP 500 on each upload: its destination a path
+    that cannot be made), held a search's start in silence for 4.4 minutes, MLflow's 7 retries per upload, before
+    its one line (a walkthrough). The start's calls retry as the tail's do: the same line, in seconds."""
+    from conftest import MlflowServer  # (its destination a path under a file)
+
+    server = MlflowServer(tmp_path / "m.db", "/dev/null/served").start()
+    try:
+        t0 = time.monotonic()
+        proc = subprocess.run(search_cmd("--tracking-uri", server.url, "--num-samples", "1", "--max-epochs", "1",
+                                         "--name", "art"), cwd=tmp_path, env=search_env(_cache_dir),
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        took = time.monotonic() - t0
+    finally:
+        server.stop()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: MLflow's store {server.url} failed as the search started (") and \
+        "nothing was trained" in last, last  # fmt: skip
+    assert took < 120, took  # 264 s before (MLflow's default retries), about 30 s here
+    assert not (tmp_path / "ray_results" / "art").exists()
+
+
 def test_a_store_that_refuses_records_ends_the_search_resumable(tmp_path, _cache_dir):
     """MLflow's sqlite store can no longer grow (its disk full: here the writer process's own file-size limit, so
     that nothing else of the search is touched) while every trial trains and scores. Each record failed after ~45 s
