@@ -14,6 +14,11 @@ from typing import Any, Callable
 
 from .commands import disk_error
 
+# A search saved by an earlier version holds `whole_state_files`' copy function, pickled with the names it used:
+# `resume` of it looks this one up (without it, Ray failed to restore the search, started it over, and the finished
+# trials' runs were deleted as lost: a review). Keep every name such a copy ever used.
+_disk_error = disk_error
+
 
 # ---------------------------------------------------------------------------------------------- the Tuner
 def tuner_parts(tuner) -> tuple[list, Any, Any]:
@@ -267,7 +272,12 @@ def whole_state_files(on_refused: Callable[[OSError], None] | None = None):
             for part in written:
                 with contextlib.suppress(OSError):
                     os.unlink(part)
-            refused = disk_error(e, STOPPING_ERRNOS) if isinstance(e, Exception) else None
+            # imported here, not named from this module: Ray saves this function with a search, and a module-level
+            # name it uses becomes part of every saved search (`_disk_error` above)
+            from hsc_search.commands import disk_error as refusal
+            from hsc_search.ray_internals import STOPPING_ERRNOS as stopping
+
+            refused = refusal(e, stopping) if isinstance(e, Exception) else None
             if refused is not None and on_refused is not None:
                 on_refused(refused)
             raise

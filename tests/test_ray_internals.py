@@ -476,6 +476,34 @@ def test_the_epoch_of_a_trials_checkpoint_is_read_from_rays_trial(tmp_path):
     assert ri.checkpoint_epoch(trial) == 7
 
 
+def test_the_copy_function_a_search_saves_names_nothing_of_ours_and_old_names_stay():
+    """Ray saves `whole_state_files`' copy function with a search (pickled by value, with the module-level names it
+    uses by reference): a name of ours it used is part of every saved search. `_disk_error` became
+    `commands.disk_error`, and a search interrupted before that could not be restored: Ray started it over and the
+    finished trials' runs were deleted as lost (a review). The function now names nothing of ours; the names earlier
+    versions saved still resolve."""
+    import io
+    import pickle
+
+    from ray import cloudpickle
+    from ray.train._internal import storage as ray_storage
+
+    from hsc_search.commands import disk_error
+
+    with ri.whole_state_files([].append):
+        saved = cloudpickle.dumps(ray_storage._upload_to_fs_path)
+    named = []
+
+    class Reader(pickle.Unpickler):
+        def find_class(self, module, name):
+            named.append((module, name))
+            return super().find_class(module, name)
+
+    Reader(io.BytesIO(saved)).load()
+    assert named and not [m for m in named if m[0].split(".")[0] == "hsc_search"], named
+    assert ri._disk_error is disk_error  # (13363e5 and before)
+
+
 def test_rays_syncer_replaces_state_files_whole_or_leaves_them_on_a_full_disk(tmp_path):
     """`whole_state_files`: Ray's syncer (what copies a search's experiment state into its folder) copied over a
     file in place, and on a full disk (a real one here: a 256 KB file system) left it cut off, so the search could
