@@ -392,8 +392,8 @@ def resume(
     try:  # as in `run`
         from trainer import ConfigError, DataError
 
-        from .driver import (NothingToResume, SetupInterrupted, StoppedByDisk, TrackingIncomplete,
-                             TrackingUnavailable, resume_search)
+        from .driver import (NothingToResume, SearchRestoreFailed, SetupInterrupted, StoppedByDisk,
+                             TrackingIncomplete, TrackingUnavailable, resume_search)
         from .preflight import PreflightError
         from .space import SpaceError
         from .storage import StorageError
@@ -408,7 +408,7 @@ def resume(
         _interrupted_at_setup(e.exp_dir, e.resumable, e.removed, flags=again)
     except (PreflightError, StorageError, DataError, ConfigError, SpaceError, FileNotFoundError) as e:
         _fail(str(e))
-    except (TrackingIncomplete, TrackingUnavailable, StoppedByDisk) as e:
+    except (TrackingIncomplete, TrackingUnavailable, StoppedByDisk, SearchRestoreFailed) as e:
         _fail(str(e), code=1)
     except KeyboardInterrupt:
         _interrupted_again(shown)

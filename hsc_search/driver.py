@@ -29,12 +29,12 @@ from trainer import AVData, DataError, TrainConfig, load_data
 from trainer.fit import data_fingerprint
 
 from . import preflight, runs, storage, warm_start
-from .commands import DISK_ERRNOS, absolute_data_spec, restore_command, resume_command
+from .commands import DISK_ERRNOS, absolute_data_spec, exe, restore_command, resume_command
 from .export import (CCA_SHAPERS, LOSS_SHAPERS, ExportError, TrialRow, best_row, on_scales, outcome_counts,
                      provenance, search_in, start_order, trial_config, trial_rows, write_config)
 from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
-from .ray_internals import keep_starting_actors, restored_searcher_in_the_folder_now, tuner_parts
+from .ray_internals import RestoreFailed, keep_starting_actors, restored_searcher_in_the_folder_now, tuner_parts
 from .report import _reason, publish_report
 from .runs import (DB_SCHEMES, REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, TAG_SET_FROM, client_for, default_tracking_uri,
                    experiment_tags, folder_hint, http_failure, import_mlflow, moved_store_hint, resolved_tracking_uri,
@@ -142,6 +142,10 @@ class _SetupInterrupts:
 class TrackingIncomplete(Exception):
     """The search's trials ended, but MLflow did not take their last records in time (a tracking server that
     stopped answering): nothing is summed up from what MLflow half holds, and `resume` finishes the record."""
+
+
+class SearchRestoreFailed(Exception):
+    """`resume` of a search whose saved state Ray could not read: nothing ran (one line, exit 1)."""
 
 
 class TrackingUnavailable(Exception):
@@ -1801,6 +1805,13 @@ def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, ec
         interrupted = sum(t.status in ("TERMINATED", "ERROR") for t in trials) < settings.num_samples
     except KeyboardInterrupt:
         interrupted = True
+    except RestoreFailed as e:  # nothing of the search ran or changed: it stays as it was, for a resume that can
+        interrupted = True  # read it
+        raise SearchRestoreFailed(
+            f"{exp_dir}: Ray could not read the search's saved state ({e}), so nothing of it ran and its trials and "
+            f"MLflow runs are as they were: a search saved by another version of hsc-search or Ray resumes with that "
+            f"version, or `{exe('hsc-search')} run --warm-start {shlex.quote(str(exp_dir))}` starts a new search "
+            "from its trials") from None  # fmt: skip
     except BaseException:
         status = "FAILED"
         raise

@@ -92,6 +92,11 @@ def trial_actors_on_inherited_env(inherited: dict[str, str] | None) -> None:
     cache_cls.get = get
 
 
+class RestoreFailed(BaseException):
+    """Ray could not read a resumed search's saved state (`TuneController.resume` raised): the search is not
+    started over. A BaseException, so that Ray's `except Exception` around the restore lets it through."""
+
+
 @contextlib.contextmanager
 def restored_searcher_in_the_folder_now():
     """While in this block, a restored search's new trials are made in the search's folder where it is now.
@@ -110,7 +115,12 @@ def restored_searcher_in_the_folder_now():
     original = TuneController.resume
 
     def resume(self, resume_config) -> None:
-        original(self, resume_config)
+        try:
+            original(self, resume_config)
+        except Exception as e:  # Ray logged it with a traceback and started the search over: its trials ran again
+            # under new ids and the finished trials' MLflow runs were deleted as lost (a review: a state saved by an
+            # earlier version that this one could not read). Raised past Ray's handler (not an Exception)
+            raise RestoreFailed(f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
         experiment = getattr(self._search_alg, "_experiment", None)  # (a SearchGenerator's: the one it makes
         storage = getattr(experiment, "storage", None)  # trials from)
         if storage is None:
