@@ -2127,13 +2127,15 @@ def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> 
     from trainer.config import AUTO_FIELDS, ConfigError
 
     dims = (len(data.train), data.audio_dim, data.visual_dim)
+    fixed_error = None
     try:  # the fixed values beside the trainer defaults of the rest
         resolved = TrainConfig(**{**space.fixed, "epochs": settings.max_epochs}).resolve(*dims)
         given = resolved.to_dict()
-    except ConfigError:  # a fixed value that only a searched field's default clashes with (cca_dim 300 fixed beside
+    except ConfigError as e:  # a fixed value that only a searched field's default clashes with (cca_dim 300 fixed beside
         # the default batch 256, batch_size searched over [512, 1024]): the space was refused for a value no trial
         # trains (a walkthrough); the defaults as they are, unresolved
         resolved, given = None, {**TrainConfig().to_dict(), **space.fixed, "epochs": settings.max_epochs}
+        fixed_error = e
     first, notes = space.defaults(given)
     try:
         cfg = validate_sampled(space, first, settings.max_epochs).resolve(*dims)
@@ -2163,7 +2165,12 @@ def _first_trial(space: SearchSpace, settings: SearchSettings, data: AVData) -> 
             values = ", ".join(f"{k}={v!r}" for k, v in first.items())
             # every trial is sampled: refused here if none the space gives trains on this data (each was noted,
             # then every trial failed after Ray had started: a walkthrough)
-            cfg = preflight.a_valid_draw(space, settings.max_epochs, dims, settings.seed)
+            try:
+                cfg = preflight.a_valid_draw(space, settings.max_epochs, dims, settings.seed)
+            except preflight.PreflightError:
+                if fixed_error is not None:  # the fixed values (a --set, the space's fixed:) clash whatever is
+                    raise fixed_error from None  # drawn: said of them, as before (it blamed the space: a review)
+                raise
             first, notes = {}, [f"the trainer default, as near as this space allows ({values}), is not a valid "
                                 f"trial ({why}): not enqueued; every trial is sampled"]  # fmt: skip
     preflight.check_metric(settings.metric, cfg, settings.given_by.get("metric", "--metric"))

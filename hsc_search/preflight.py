@@ -64,7 +64,7 @@ def a_valid_draw(space, epochs: int, dims: tuple[int, int, int], seed: int = 0):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     suggest = space.define_by_run()
     first_error = None
-    for _ in range(SPACE_DRAWS if space.params else 1):
+    for _ in range(SPACE_DRAWS):
         trial = study.ask()
         suggest(trial)
         study.tell(trial, 0.0)
@@ -73,11 +73,10 @@ def a_valid_draw(space, epochs: int, dims: tuple[int, int, int], seed: int = 0):
         except ConfigError as e:
             if first_error is None:
                 first_error = "; ".join(e.problems) if getattr(e, "problems", None) else str(e)
-                shown = ", ".join(f"{k}={v!r}" for k, v in trial.params.items())
-    of = f" (each of {SPACE_DRAWS} trials drawn at random from it: the first, {shown}, because" if space.params else \
-        " (its one trial, because"
-    raise PreflightError(f"space {space.source}: no trial of it trains on this data{of} {first_error}); change the "
-                         "space's ranges or fixed values")  # fmt: skip
+                shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!r}"
+                                  for k, v in trial.params.items())  # fmt: skip
+    raise PreflightError(f"space {space.source}: none of {SPACE_DRAWS} trials drawn from it at random trains on this "
+                         f"data (the first, {shown}: {first_error}); change the space's ranges or fixed values")
 
 
 def check_metric_in_space(metric: str, space, epochs: int, dims: tuple[int, int, int], first: dict[str, Any],

@@ -736,9 +736,16 @@ def test_a_space_is_judged_by_the_trials_it_gives_not_by_the_trainer_defaults_it
             validate_sampled(space, {"cca_k": k}, 2).resolve(len(loaded.train), 16, 24)
     with pytest.raises(PreflightError) as e:
         driver._first_trial(space, settings, loaded)
-    assert str(e.value).startswith("space <dict>: no trial of it trains on this data (each of 200 trials drawn at "
-                                   "random from it: the first, cca_k="), str(e.value)
+    assert str(e.value).startswith("space <dict>: none of 200 trials drawn from it at random trains on this data "
+                                   "(the first, cca_k="), str(e.value)
     assert "exceeds cca_dim 16, which auto (cca_dim 0) picked for this data" in str(e.value), str(e.value)
+    # a fixed value (--set cca_k=40) that every trial shares and the data refuses is said of itself, not of the
+    # space's draws (a review: "space quick.yaml: no trial of it trains", with a random draw's values)
+    space = load_space_dict({"fixed": small, "params": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2,
+                                                               "log": True}}}, overrides={"cca_k": 40})  # fmt: skip
+    with pytest.raises(ConfigError) as e:
+        driver._first_trial(space, settings, loaded)
+    assert "cca_k 40 exceeds cca_dim 16" in str(e.value) and "space" not in str(e.value), str(e.value)
 
 
 def test_the_first_trials_notes_say_what_an_auto_default_trains_as_beside_its_other_values():
