@@ -33,3 +33,21 @@ def quiet_mlflow_database_errors() -> None:
     import logging
 
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
+def prefixed_log_lines() -> None:
+    """For the programs (the CLI, the writer process): our modules' warnings and errors as `warning: ...` /
+    `error: ...` lines, as the program's own lines read (Python printed them bare, e.g. "cannot record the local
+    Ray instance in ..." among the search's lines: a walkthrough)."""
+    import logging
+
+    class Prefixed(logging.Formatter):
+        def format(self, record):
+            return f"{record.levelname.lower()}: {super().format(record)}"
+
+    handler = logging.StreamHandler()  # stderr
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(Prefixed("%(message)s"))
+    logger = logging.getLogger("hsc_search")
+    logger.addHandler(handler)
+    logger.propagate = False  # (once: not again by a handler Ray may give the root logger)

@@ -735,24 +735,6 @@ def _exit_at_once_on_signal(code: int) -> None:
     signal.signal(signal.SIGTERM, now)
 
 
-def _prefixed_log_lines() -> None:
-    """Our modules' warnings and errors as `warning: ...` / `error: ...` lines, as the program's own lines read
-    (Python printed them bare, e.g. "cannot record the local Ray instance in ..." among the search's lines: a
-    walkthrough)."""
-    import logging
-
-    class Prefixed(logging.Formatter):
-        def format(self, record):
-            return f"{record.levelname.lower()}: {super().format(record)}"
-
-    handler = logging.StreamHandler()  # stderr
-    handler.setLevel(logging.WARNING)
-    handler.setFormatter(Prefixed("%(message)s"))
-    logger = logging.getLogger("hsc_search")
-    logger.addHandler(handler)
-    logger.propagate = False  # (once: not again by a handler Ray may give the root logger)
-
-
 def main() -> None:
     """The `hsc-search` program (a test calls `app` through typer's CliRunner instead)."""
     try:
@@ -771,10 +753,10 @@ def main() -> None:
             print(f"error: {what} {shown} holds bytes that are not UTF-8 text; name it in UTF-8 (rename the file or "
                   "folder)", file=sys.stderr)  # fmt: skip
             sys.exit(2)
-    from . import quiet_mlflow_database_errors
+    from . import prefixed_log_lines, quiet_mlflow_database_errors
 
     quiet_mlflow_database_errors()
-    _prefixed_log_lines()
+    prefixed_log_lines()
     try:
         app(prog_name="hsc-search")
     except SystemExit as e:  # always, in typer's standalone mode

@@ -61,7 +61,7 @@ from .runs import (
 )
 from .trial_plots import cca_spectrum_svg, loss_weights_svg
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hsc_search.writer")  # (not __name__: "__main__" in the writer process)
 
 # A file to write the writer's own figures to when it stops (per kind of message: count, wall and CPU seconds;
 # MLflow client calls by name): benchmarks/mlflow_writer.py sets it.
@@ -729,9 +729,10 @@ def _log_batch(client, run_id: str, metrics: list, params: list, tags: list) -> 
 
 
 if __name__ == "__main__":
-    from hsc_search import quiet_mlflow_database_errors
+    from hsc_search import prefixed_log_lines, quiet_mlflow_database_errors
 
     quiet_mlflow_database_errors()
+    prefixed_log_lines()  # its lines read as the driver's do (they were bare in this mode only: a review)
     from multiprocessing.connection import Connection
 
     _from, _to, *_rest = json.loads(sys.argv[1])

@@ -457,6 +457,38 @@ def test_the_writer_process_ends_with_a_driver_killed_by_sigkill(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
+def test_the_writer_process_says_its_warnings_as_the_driver_does(tmp_path):
+    """With the writer in a process of its own (HSC_MLFLOW_WRITER=process, >= 4 cores), its retry lines were bare
+    ("mlflow: ... failed (...); retry 1/1 in 0.5s") where the driver's read "warning: ..." (a review)."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"""
+from hsc_search.runs import client_for
+from hsc_search.tracking import MlflowTracker
+uri = 'sqlite:///{tmp_path / 'mlflow.db'}'
+client = client_for(uri)
+exp = client.create_experiment('t')
+parent = client.create_run(exp, tags={{'hsc.kind': 'search'}}).info.run_id
+tracker = MlflowTracker(uri, exp, parent, 3, ['lr'])
+tracker.setup()
+client.delete_experiment(exp)  # the writer's calls in it now fail: retried once (HSC_MLFLOW_RETRIES=2)
+
+class Trial:
+    trial_id, config, last_result = 't3', {{'lr': 0.003, 'epochs': 3}}, {{}}
+
+tracker.on_trial_start(0, [], Trial())
+tracker._writer.flush(60)
+tracker.close(interrupted=True)
+"""
+    env = {**os.environ, "HSC_MLFLOW_WRITER": "process", "HSC_MLFLOW_RETRIES": "2"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=180)  # fmt: skip
+    said = [ln for ln in proc.stderr.splitlines() if "mlflow: " in ln and "failed" in ln]
+    assert said and all(ln.startswith(("warning: mlflow: ", "error: mlflow: ")) for ln in said), proc.stderr[-3000:]
+
+
 def test_ctrl_c_does_not_reach_the_writer_and_a_dead_writer_is_reported_not_waited_for(tmp_path):
     """Ctrl-C at the terminal goes to the driver's whole process group; the writer runs in a session of its own,
     so an interrupted search can still log what its trials reported. A writer that died is said in the errors,
