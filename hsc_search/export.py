@@ -395,8 +395,8 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
                                        parent.data.tags.get("hsc.experiment_dir"), parent_run_id,
                                        lambda: search_status(client.get_run(parent_run_id)))  # fmt: skip
             unfinished = f"; {said}" + (": export again" if state == "ended" else "") if said else ""
-            if state == "running" and metric == settings.get("metric"):  # before its first report: "no trial
-                # logged" read as broken (a walkthrough)
+            if state == "running" and (metric == settings.get("metric") or not any(r.final for r in rows)):
+                # before its first report (by any --metric: a review): "no trial logged" read as broken (a walkthrough)
                 raise ExportError(f"no trial of {name} has logged '{metric}' yet; {said}: export again once a trial "
                                   "has reported an epoch")  # fmt: skip
         logged = sorted({k for r in rows for k in r.final})

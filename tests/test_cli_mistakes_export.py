@@ -463,7 +463,9 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
     client.set_tag(long, "hsc.experiment_dir", str(tmp_path / "rr" / "long"))
     (tmp_path / "rr" / "long").mkdir(parents=True)
     (tmp_path / "rr" / "long" / "hsc_search.json").write_text(json.dumps({"parent_run_id": long}))
-    fresh = _search(client, client.get_run(good).info.experiment_id, "fresh", 4_000_000, {"d": ([], 0.0)})
+    fresh = _search(client, client.get_run(good).info.experiment_id, "fresh", 4_000_000, {})
+    client.create_run(client.get_run(good).info.experiment_id, run_name="trial_d", tags={  # started, not reported
+        "mlflow.parentRunId": fresh, "hsc.kind": "trial", "hsc.trial_id": "d", "hsc.outcome": "running"})
     client.update_run(fresh, status="RUNNING")  # its one trial has not reported an epoch yet
     client.set_tag(fresh, "hsc.experiment_dir", str(tmp_path / "rr" / "fresh"))
     (tmp_path / "rr" / "fresh").mkdir(parents=True)
@@ -480,11 +482,13 @@ def test_export_names_its_search_says_when_it_has_not_finished_and_keeps_other_s
             "this is its best trial so far: export again when it has ended") in result.output, result.output
         assert "resume" not in result.output, result.output
         # before its first report it "logged no val/map_avg", which read as broken (a walkthrough)
-        result = _cli("export-best", "--tracking-uri", uri, "--run-id", fresh, "--out", str(tmp_path / "f.yaml"))
-        assert result.exit_code == 2 and (f"no trial of search fresh (run {fresh}) has logged 'val/map_avg' yet; "
-                                          f"search fresh is still running (driver pid {holder.pid} on ") in \
-            " ".join(result.output.split()) and "export again once a trial has reported an epoch" in \
-            " ".join(result.output.split()), result.output  # fmt: skip
+        for metric in ("val/map_avg", "val/map_a2v"):  # its own metric, and another every trial reports
+            result = _cli("export-best", "--tracking-uri", uri, "--run-id", fresh, "--metric", metric, "--out",
+                          str(tmp_path / "f.yaml"))  # fmt: skip
+            assert result.exit_code == 2 and (f"no trial of search fresh (run {fresh}) has logged '{metric}' yet; "
+                                              f"search fresh is still running (driver pid {holder.pid} on ") in \
+                " ".join(result.output.split()) and "export again once a trial has reported an epoch" in \
+                " ".join(result.output.split()), result.output  # fmt: skip
         assert _cli("report", "--tracking-uri", uri, "--run-id", good, "--no-log").exit_code == 0
         assert f"search good is still running (driver pid {holder.pid} on " in (folder / "report.html").read_text()
         assert "<p>trials: 1 completed, 1 running</p>" in (folder / "report.html").read_text()
