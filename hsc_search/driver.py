@@ -1784,6 +1784,7 @@ def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, ec
     callbacks, _, scheduler = tuner_parts(tuner)  # the restored ones after resume
     tracker = next((c for c in callbacks if isinstance(c, MlflowTracker)), None)
     interrupted, trials, status, errors = False, [], "FINISHED", []
+    restore_failed = False  # Ray could not read a resumed search's state: nothing ran, nothing of it is written
     # Tune installs its SIGINT handler in fit() and leaves it there unless a Ctrl-C came: a Ctrl-C in the tail
     # would only print "ending Ray Tune run" and do nothing. Given back after fit, so it ends the tail.
     sigint = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
@@ -1805,13 +1806,14 @@ def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, ec
         interrupted = sum(t.status in ("TERMINATED", "ERROR") for t in trials) < settings.num_samples
     except KeyboardInterrupt:
         interrupted = True
-    except RestoreFailed as e:  # nothing of the search ran or changed: it stays as it was, for a resume that can
-        interrupted = True  # read it
+    except RestoreFailed as e:  # nothing of the search ran: its record stays as it was (its rungs, its tail), for
+        interrupted = restore_failed = True  # a resume that can read it
         raise SearchRestoreFailed(
-            f"{exp_dir}: Ray could not read the search's saved state ({e}), so nothing of it ran and its trials and "
-            f"MLflow runs are as they were: a search saved by another version of hsc-search or Ray resumes with that "
-            f"version, or `{exe('hsc-search')} run --warm-start {shlex.quote(str(exp_dir))}` starts a new search "
-            "from its trials") from None  # fmt: skip
+            f"{exp_dir}: Ray could not read the search's saved state ({e}), so nothing of it ran and its trials, their "
+            f"MLflow runs and its record are as they were: if its storage failed, resume again once it answers; a "
+            f"search saved by another version of hsc-search or Ray resumes with that version, or "
+            f"`{exe('hsc-search')} run --warm-start {shlex.quote(str(exp_dir))}` with the flags it started with "
+            "starts a new search from its trials") from None  # fmt: skip
     except BaseException:
         status = "FAILED"
         raise
@@ -1820,7 +1822,7 @@ def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, ec
         if sigint is not None:
             signal.signal(signal.SIGINT, sigint)
         rung_state = (scheduler.rung_record(settings.metric, settings.mode) if isinstance(scheduler, PersistentASHA)
-                      else None)  # fmt: skip
+                      and not restore_failed else None)  # (not restored: empty, and written over the record's)
         rung_failed = None
         if rung_state is not None:  # the rung history, for the record (and the resume test)
             try:
@@ -1896,24 +1898,27 @@ def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, ec
                             f"trial's results are kept in {exp_dir}: `{resume_command(exp_dir)}` logs what MLflow "
                             "lacks once its store takes them again, then writes the best config and the "
                             "report")  # fmt: skip
-                try:
-                    with tail_guard(settings.tracking_uri, exp_dir, echo):
-                        if trials:
-                            reconcile(client, experiment_id, parent_id, trials, settings.max_epochs)
-                        if rung_state is not None:
-                            client.log_text(parent_id, json.dumps(rung_state, indent=1), ASHA_RUNGS)
-                        outcome = _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrupted,
-                                                 errors, echo)  # fmt: skip
-                        if outcome.best is None and ended == "FINISHED":  # every trial ran and none scored: over,
-                            # and FAILED in MLflow (its green tick read as a success), tag hsc.no_score saying so;
-                            # not a search whose fit raised (FAILED already, and `resume` continues it: the review)
-                            said = (", ".join(f"{n} {o}" for o, n in outcome_counts(outcome.rows).items())
-                                    or "no trial ran")  # fmt: skip
-                            client.set_tag(parent_id, TAG_NO_SCORE, f"no trial produced a score ({said})")
-                            ended = "FAILED"
-                except TrackingIncomplete:  # for `resume`, which writes the tail again
-                    ended = "KILLED"
-                    raise
+                if restore_failed:  # its parent run ends as an interrupted search's; its tail (rungs, summary,
+                    ended = "KILLED"  # best config, report) stays the last one's
+                else:
+                    try:
+                        with tail_guard(settings.tracking_uri, exp_dir, echo):
+                            if trials:
+                                reconcile(client, experiment_id, parent_id, trials, settings.max_epochs)
+                            if rung_state is not None:
+                                client.log_text(parent_id, json.dumps(rung_state, indent=1), ASHA_RUNGS)
+                            outcome = _finish_parent(client, settings, exp_dir, parent_id, experiment_id, interrupted,
+                                                     errors, echo)  # fmt: skip
+                            if outcome.best is None and ended == "FINISHED":  # every trial ran and none scored: over,
+                                # and FAILED in MLflow (its green tick read as a success), tag hsc.no_score saying so;
+                                # not a search whose fit raised (FAILED already, and `resume` continues it: the review)
+                                said = (", ".join(f"{n} {o}" for o, n in outcome_counts(outcome.rows).items())
+                                        or "no trial ran")  # fmt: skip
+                                client.set_tag(parent_id, TAG_NO_SCORE, f"no trial produced a score ({said})")
+                                ended = "FAILED"
+                    except TrackingIncomplete:  # for `resume`, which writes the tail again
+                        ended = "KILLED"
+                        raise
             except KeyboardInterrupt:  # in the tail: the parent is not done (no best config, report, best tag)
                 ended = "KILLED"
                 raise

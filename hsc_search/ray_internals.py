@@ -92,6 +92,24 @@ def trial_actors_on_inherited_env(inherited: dict[str, str] | None) -> None:
     cache_cls.get = get
 
 
+def _saved_trials(controller) -> bool:
+    """Whether the newest experiment state a TuneController resumes from names any trial (True when it cannot be
+    read: a state that cannot be read is not taken for an empty one)."""
+    import json
+
+    try:
+        from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+        storage = controller._storage
+        path = _find_newest_experiment_checkpoint(storage.experiment_fs_path, fs=storage.storage_filesystem)
+        if path is None:
+            return False
+        with storage.storage_filesystem.open_input_stream(path) as f:  # (JSON; the trials' states are strings)
+            return bool(json.loads(f.readall()).get("trial_data"))
+    except Exception:  # noqa: BLE001 - unreadable: refused, not started over
+        return True
+
+
 class RestoreFailed(BaseException):
     """Ray could not read a resumed search's saved state (`TuneController.resume` raised): the search is not
     started over. A BaseException, so that Ray's `except Exception` around the restore lets it through."""
@@ -117,20 +135,23 @@ def restored_searcher_in_the_folder_now():
     def resume(self, resume_config) -> None:
         try:
             original(self, resume_config)
+            experiment = getattr(self._search_alg, "_experiment", None)  # (a SearchGenerator's: the one it makes
+            storage = getattr(experiment, "storage", None)  # trials from)
+            if storage is None:
+                return
+            now = copy.copy(storage)
+            now.storage_filesystem = self._storage.storage_filesystem
+            now.storage_fs_path = self._storage.storage_fs_path
+            now.experiment_dir_name = self._storage.experiment_dir_name
+            experiment.storage = now
+            experiment.spec["storage"] = now
         except Exception as e:  # Ray logged it with a traceback and started the search over: its trials ran again
             # under new ids and the finished trials' MLflow runs were deleted as lost (a review: a state saved by an
-            # earlier version that this one could not read). Raised past Ray's handler (not an Exception)
+            # earlier version that this one could not read). Raised past Ray's handler (not an Exception), unless
+            # no trial was saved (a Ctrl-C before the first one started): starting that over loses nothing
+            if not _saved_trials(self):
+                raise
             raise RestoreFailed(f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
-        experiment = getattr(self._search_alg, "_experiment", None)  # (a SearchGenerator's: the one it makes
-        storage = getattr(experiment, "storage", None)  # trials from)
-        if storage is None:
-            return
-        now = copy.copy(storage)
-        now.storage_filesystem = self._storage.storage_filesystem
-        now.storage_fs_path = self._storage.storage_fs_path
-        now.experiment_dir_name = self._storage.experiment_dir_name
-        experiment.storage = now
-        experiment.spec["storage"] = now
 
     TuneController.resume = resume
     try:

@@ -504,6 +504,27 @@ def test_the_copy_function_a_search_saves_names_nothing_of_ours_and_old_names_st
     assert ri._disk_error is disk_error  # (13363e5 and before)
 
 
+def test_a_restore_is_refused_only_where_trials_were_saved(tmp_path):
+    """A resume whose restore Ray cannot do is refused (its restart had deleted the finished trials' runs), but a
+    search saved before its first trial started (a Ctrl-C as Tune began: `trial_data` empty, and Ray's restore
+    fails on it with an IndexError) is started over as Ray did: nothing is lost (a review). The newest state
+    Ray would read decides; one that cannot be read counts as holding trials."""
+    import json
+    import types
+
+    import pyarrow.fs as pafs
+
+    controller = types.SimpleNamespace(_storage=types.SimpleNamespace(experiment_fs_path=str(tmp_path),
+                                                                      storage_filesystem=pafs.LocalFileSystem()))
+    assert ri._saved_trials(controller) is False  # no state at all
+    (tmp_path / "experiment_state-2026-12-07_10-00-00.json").write_text(json.dumps({"trial_data": [["{}", "{}"]]}))
+    assert ri._saved_trials(controller) is True
+    (tmp_path / "experiment_state-2026-12-07_11-00-00.json").write_text(json.dumps({"trial_data": []}))  # newer
+    assert ri._saved_trials(controller) is False
+    (tmp_path / "experiment_state-2026-12-07_12-00-00.json").write_text('{"trial_data": [["{}", ')  # cut short
+    assert ri._saved_trials(controller) is True
+
+
 def test_rays_syncer_replaces_state_files_whole_or_leaves_them_on_a_full_disk(tmp_path):
     """`whole_state_files`: Ray's syncer (what copies a search's experiment state into its folder) copied over a
     file in place, and on a full disk (a real one here: a 256 KB file system) left it cut off, so the search could

@@ -1030,14 +1030,22 @@ def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
     searcher = next(exp_dir.glob("searcher-state-*.pkl"))
     kept = searcher.read_bytes()
     searcher.write_bytes(kept[: len(kept) // 2])
+    files = {p.name: p.stat().st_mtime_ns for p in exp_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
+    parent = _runs(_client(tmp_path))[1][0]
+    artifacts = {a.path for a in _client(tmp_path).list_artifacts(parent.info.run_id)}
     refused = _cli("resume", str(exp_dir), cwd=tmp_path, cache=_cache_dir)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stdout[-3000:] + refused.stderr[-5000:]
     assert refused.stderr.strip().splitlines()[-1].startswith(f"error: {exp_dir}: Ray could not read the search's "
                                                               "saved state ("), refused.stderr[-3000:]  # fmt: skip
-    assert "nothing of it ran and its trials and MLflow runs are as they were" in refused.stderr
-    assert " started " not in refused.stdout + refused.stderr, refused.stdout[-3000:]  # no trial ran
-    _, _, after = _runs(_client(tmp_path))
+    assert "nothing of it ran and its trials, their MLflow runs and its record are as they were" in refused.stderr
+    assert not re.search(r"\] +\w{8} (started|resumed)", refused.stdout + refused.stderr), refused.stderr  # no trial ran
+    _, parents, after = _runs(_client(tmp_path))
     assert {c.info.run_id for c in after} == {c.info.run_id for c in before}  # none deleted, none added
+    # nor its record: no empty rung history, summary or report over the last one's (a review); ended as interrupted
+    assert {p.name: p.stat().st_mtime_ns for p in exp_dir.iterdir() if p.is_file()
+            and not p.name.startswith(".")} == files  # (not the lock's, nor Ray's storage marker)  # fmt: skip
+    assert {a.path for a in _client(tmp_path).list_artifacts(parent.info.run_id)} == artifacts
+    assert parents[0].data.metrics == parent.data.metrics and parents[0].info.status == "KILLED"
     searcher.write_bytes(kept)
     (tmp_path / "elsewhere").mkdir()
     proc = _cli("resume", str(exp_dir), cwd=tmp_path / "elsewhere", cache=_cache_dir)
