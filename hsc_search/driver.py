@@ -911,12 +911,14 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
                 client = opening.result()
                 interrupts.check()
                 n_said = len(said)
-                experiment_id = _experiment_id(client, settings.experiment, settings.metric, settings.mode,
-                                               settings.tracking_uri, notes=said)  # fmt: skip
+                # (a server whose artifact store failed, HTTP 500 on each upload, was 4.4 minutes of silence here, in
+                # MLflow's 7 retries per call, before the one line below: a walkthrough)
+                with bounded_retries():
+                    experiment_id = _experiment_id(client, settings.experiment, settings.metric, settings.mode,
+                                                   settings.tracking_uri, notes=said)  # fmt: skip
                 for line in said[n_said:]:
                     echo(line)
-                with bounded_retries():  # a server whose artifact store failed (HTTP 500 on each upload) was 4.4
-                    # minutes of silence here, in MLflow's 7 retries per call, before this one line (a walkthrough)
+                with bounded_retries():
                     parent_id = _start_parent(client, experiment_id, settings, space, plan, headline, said)
             except Exception as e:
                 if not _store_failure(e):
@@ -2300,8 +2302,8 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
                  f"a new experiment '{name}' keeps its artifacts in {unwritable} (MLflow's ./mlruns of the folder "
                  "the search starts in, for a sqlite store)")  # fmt: skip
         raise preflight.PreflightError(f"--experiment {name}: {where}, which cannot be written; " + (
-            "give another --experiment, or make that folder writable" if exp is not None else
-            "run the search from a folder that can be written"))  # fmt: skip
+            "give another --experiment, or make that folder writable (or have the server keep artifacts where "
+            "it can write)" if exp is not None else "run the search from a folder that can be written"))  # fmt: skip
     if exp is not None:
         tag_experiment(client, exp.experiment_id, metric, mode)
         _note_local_artifacts(exp.artifact_location, tracking_uri, name, notes)
@@ -2328,10 +2330,18 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
         if exp is None:
             raise
         return exp.experiment_id
-    try:  # (a hint only)
-        _note_local_artifacts(client.get_experiment(made).artifact_location, tracking_uri, name, notes)
-    except Exception:  # noqa: BLE001
-        pass
+    try:
+        location = client.get_experiment(made).artifact_location
+    except Exception:  # noqa: BLE001 - (a hint and a check only: the search's first upload says what is wrong)
+        return made
+    # a server's new experiment, whose artifact root it names only now (a `--default-artifact-root` under a file:
+    # a 214-line traceback and a FAILED run; a walkthrough): refused as an existing one is, the experiment kept
+    if _artifacts_unwritable(location):
+        raise preflight.PreflightError(f"--experiment {name}: the new experiment '{name}' keeps its artifacts in "
+                                       f"{location}, which cannot be written; give another --experiment, or have "
+                                       "the server keep artifacts where it can write")  # fmt: skip
+    with contextlib.suppress(Exception):  # (a hint only)
+        _note_local_artifacts(location, tracking_uri, name, notes)
     return made
 
 

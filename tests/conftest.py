@@ -62,8 +62,10 @@ def _free_port() -> int:
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 (sqlite backend), started and stopped by its process group."""
 
-    def __init__(self, db_path, artifacts_dir, port: int | None = None):
+    def __init__(self, db_path, artifacts_dir, port: int | None = None, artifact_args: list[str] | None = None):
         self.db_path, self.artifacts_dir = db_path, artifacts_dir
+        # how it keeps artifacts (default: it serves them from artifacts_dir)
+        self.artifact_args = artifact_args or ["--artifacts-destination", str(artifacts_dir)]
         self.chosen = port is None  # a free port, found now and bound by the server later: another may take it
         self.port = port if port is not None else _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -82,7 +84,7 @@ class MlflowServer:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         self.proc = subprocess.Popen(
             [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{self.db_path}", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", "1", "--artifacts-destination", str(self.artifacts_dir)],
+             "--port", str(self.port), "--workers", "1", *self.artifact_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
         )  # fmt: skip
         deadline = time.monotonic() + timeout

@@ -466,6 +466,31 @@ def test_a_server_whose_artifact_store_fails_ends_the_start_in_seconds(tmp_path,
     assert not (tmp_path / "ray_results" / "art").exists()
 
 
+def test_a_server_whose_artifact_root_cannot_be_written_is_refused_before_any_run(tmp_path):
+    """A server that keeps artifacts under a root of its own disk it cannot write (`--default-artifact-root` under
+    a file): the search's first upload failed in a 214-line traceback and left a FAILED run (a walkthrough). A new
+    experiment's root is known only once made: refused then, as an existing one's is, with no run made."""
+    from conftest import MlflowServer
+
+    from hsc_search.driver import _experiment_id
+    from hsc_search.preflight import PreflightError
+    from hsc_search.runs import client_for
+
+    server = MlflowServer(tmp_path / "m.db", None, artifact_args=["--no-serve-artifacts", "--default-artifact-root",
+                                                                  "/dev/null/mlart"]).start()  # fmt: skip
+    try:
+        client = client_for(server.url)
+        for _ in ("new", "existing"):
+            with pytest.raises(PreflightError) as e:
+                _experiment_id(client, "team", "val/map_avg", "max", server.url, notes=[])
+            assert str(e.value).startswith("--experiment team: ") and "/dev/null/mlart/" in str(e.value) and \
+                "which cannot be written" in str(e.value), str(e.value)  # fmt: skip
+        exp = client.get_experiment_by_name("team")
+        assert exp is not None and client.search_runs([exp.experiment_id]) == []
+    finally:
+        server.stop()
+
+
 def test_a_store_that_refuses_records_ends_the_search_resumable(tmp_path, _cache_dir):
     """MLflow's sqlite store can no longer grow (its disk full: here the writer process's own file-size limit, so
     that nothing else of the search is touched) while every trial trains and scores. Each record failed after ~45 s
