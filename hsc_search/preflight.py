@@ -230,8 +230,9 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S,
 def scheme_hint(uri: str) -> str:
     """" (did you mean postgresql://...?)" for a URI in the old `postgres://` spelling (Heroku's, and psql's own, which
     SQLAlchemy and so MLflow no longer take: told only "unknown scheme", a walkthrough); else ""."""
-    if uri.split("://", 1)[0].lower() == "postgres":
-        return f" (did you mean {without_password('postgresql://' + uri.split('://', 1)[1])}?)"
+    scheme, rest = uri.split("://", 1) if "://" in uri else (uri, "")
+    if scheme.lower().split("+", 1)[0] == "postgres":  # (postgres+psycopg2:// too)
+        return f" (did you mean {without_password('postgresql' + scheme[len('postgres'):] + '://' + rest)}?)"
     return ""
 
 

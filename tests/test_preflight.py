@@ -246,6 +246,9 @@ def test_a_tracking_uri_of_no_known_form_is_named_by_the_commands_that_read_one(
         check_store_to_read("postgres://ana:s3cret@127.0.0.1:5432/mlflow")
     with pytest.raises(PreflightError, match=re.escape(f"unknown scheme 'postgres' {meant}")):
         check_tracking("postgres://ana:s3cret@127.0.0.1:5432/mlflow")
+    with pytest.raises(PreflightError, match=re.escape("unknown scheme 'postgres+psycopg2' (did you mean "
+                                                       "postgresql+psycopg2://ana:***@h/m?)")):  # fmt: skip
+        check_tracking("postgres+psycopg2://ana:s3cret@h/m")
     # a server's address mistyped: the URI meant, as `run` and import-runs say it (export-best and report called
     # `http:/host:port` MLflow's file store; a review), a password in it never shown, in any of them
     from hsc_search.preflight import PreflightError, check_tracking
