@@ -1831,7 +1831,9 @@ def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, ec
                 storage.write_text(storage.join(exp_dir, ASHA_RUNGS), json.dumps(rung_state, indent=1))
             except OSError as e:  # a full disk: raised once the search's run has ended below (raised here, it
                 rung_failed = e  # skipped that, and the run stayed RUNNING in MLflow for good: a walkthrough)
-        if client is None:
+        if client is None and restore_failed:
+            pass  # nothing of the record is written: no best config from Ray's results (a review)
+        elif client is None:
             if not trials:  # a second Ctrl-C left fit() before the trials were read: what Ray saved of them
                 try:
                     trials = list(ExperimentAnalysis(str(exp_dir)).trials)
@@ -2301,9 +2303,9 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
         where = (f"experiment '{name}' keeps its artifacts in {unwritable}" if exp is not None else
                  f"a new experiment '{name}' keeps its artifacts in {unwritable} (MLflow's ./mlruns of the folder "
                  "the search starts in, for a sqlite store)")  # fmt: skip
-        raise preflight.PreflightError(f"--experiment {name}: {where}, which cannot be written; " + (
-            "give another --experiment, or make that folder writable (or have the server keep artifacts where "
-            "it can write)" if exp is not None else "run the search from a folder that can be written"))  # fmt: skip
+        raise preflight.PreflightError(f"--experiment {name}: {where}, which cannot be written from this machine; "
+                                       + (_ARTIFACTS_ADVICE if exp is not None else
+                                          "run the search from a folder that can be written"))  # fmt: skip
     if exp is not None:
         tag_experiment(client, exp.experiment_id, metric, mode)
         _note_local_artifacts(exp.artifact_location, tracking_uri, name, notes)
@@ -2329,7 +2331,7 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
-        return exp.experiment_id
+        made = exp.experiment_id
     try:
         location = client.get_experiment(made).artifact_location
     except Exception:  # noqa: BLE001 - (a hint and a check only: the search's first upload says what is wrong)
@@ -2338,11 +2340,19 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
     # a 214-line traceback and a FAILED run; a walkthrough): refused as an existing one is, the experiment kept
     if _artifacts_unwritable(location):
         raise preflight.PreflightError(f"--experiment {name}: the new experiment '{name}' keeps its artifacts in "
-                                       f"{location}, which cannot be written; give another --experiment, or have "
-                                       "the server keep artifacts where it can write")  # fmt: skip
+                                       f"{location}, which cannot be written from this machine; "
+                                       f"{_ARTIFACTS_ADVICE}")  # fmt: skip
     with contextlib.suppress(Exception):  # (a hint only)
         _note_local_artifacts(location, tracking_uri, name, notes)
     return made
+
+
+# what to do about an experiment whose artifact folder this machine cannot write: MLflow's client writes a run's
+# artifacts itself wherever the experiment keeps them unless its server serves them (`--no-serve-artifacts` with a
+# `--default-artifact-root` path: the client writes that path on its own disk; a review)
+_ARTIFACTS_ADVICE = ("MLflow's client writes there itself unless the server serves artifacts (`mlflow server "
+                     "--artifacts-destination`, its default; hsc-search team-server does): have it serve them, make "
+                     "that folder writable here, or give an --experiment that keeps its artifacts elsewhere")
 
 
 def _note_local_artifacts(location: str | None, tracking_uri: str | None, name: str, notes: list[str] | None) -> None:

@@ -946,6 +946,34 @@ def test_resume_of_a_search_still_running_is_refused(tmp_path, _cache_dir):
     assert again.returncode == 0 and "nothing to resume" in again.stdout, again.stdout + again.stderr
 
 
+def test_a_refused_restore_of_a_search_without_mlflow_writes_nothing(tmp_path, monkeypatch):
+    """The restore refusal skipped MLflow's tail but not a --no-mlflow search's: its best config was written from
+    Ray's results (created for a search killed before its end) while the line said its record was as it was (a
+    review). Ray's restore failing is driven for real in test_sigkill_driver_then_resume; here the driver's end of
+    it, with Ray's results reader standing in."""
+    import types
+
+    import ray.tune
+
+    from hsc_search import driver
+    from hsc_search.ray_internals import RestoreFailed
+
+    class Tuner:
+        def fit(self):
+            raise RestoreFailed("ValueError: a searcher state cut short")
+
+    written = []
+    monkeypatch.setattr(driver, "tuner_parts", lambda tuner: ([], None, None))
+    monkeypatch.setattr(ray.tune, "ExperimentAnalysis", lambda path: types.SimpleNamespace(trials=["t1"]))
+    monkeypatch.setattr(driver, "ray_rows", lambda trials, *args: ["row"])
+    monkeypatch.setattr(driver, "best_row", lambda rows, mode: "best")
+    monkeypatch.setattr(driver, "_best_config_from_ray", lambda *args: written.append(args))
+    settings = types.SimpleNamespace(metric="val/map_avg", mode="max", num_samples=4, max_epochs=2, address=None)
+    with pytest.raises(driver.SearchRestoreFailed, match="its record are as they were"):
+        driver._fit_and_tail(Tuner(), None, settings, str(tmp_path), None, None, print, True, [])
+    assert written == [] and list(tmp_path.iterdir()) == []
+
+
 def test_sigkill_driver_then_resume(tmp_path, _cache_dir):
     """Kill the driver mid-search with SIGKILL; `resume` completes it with one child run per trial, none RUNNING,
     and ASHA's rungs still hold the trials recorded before the kill. The search's folder is moved before the
