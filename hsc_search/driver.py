@@ -1896,7 +1896,9 @@ def _fit_and_tail(tuner, client, settings, exp_dir, experiment_id, parent_id, ec
                         lacking = ["?"]
                     if lacking:
                         ended = "KILLED"
-                        reason = errors[0].split(" failed after retries: ", 1)[-1]
+                        # (a disk's refusal is not retried: "failed: ", not "failed after retries: "; the message
+                        # named the writer's call where the store's own words belong, a CI run)
+                        reason = re.split(r" failed(?: after retries)?: ", errors[0], maxsplit=1)[-1]
                         raise TrackingIncomplete(
                             f"MLflow refused {_n(len(errors), 'record')} of the search (the first: {reason}); every "
                             f"trial's results are kept in {exp_dir}: `{resume_command(exp_dir)}` logs what MLflow "
