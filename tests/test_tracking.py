@@ -457,6 +457,18 @@ def test_the_writer_process_ends_with_a_driver_killed_by_sigkill(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
+# a driver process's start for the writer-process tests: a store, a search's parent run, a tracker set up
+_TRACKER_SCRIPT = """
+from hsc_search.runs import client_for
+from hsc_search.tracking import MlflowTracker
+uri = 'sqlite:///{db}'
+client = client_for(uri)
+exp = client.create_experiment('t')
+parent = client.create_run(exp, tags={{'hsc.kind': 'search'}}).info.run_id
+tracker = MlflowTracker(uri, exp, parent, 3, ['lr'])
+tracker.setup()"""
+
+
 def test_the_writer_process_says_its_warnings_as_the_driver_does(tmp_path):
     """With the writer in a process of its own (HSC_MLFLOW_WRITER=process, >= 4 cores), its retry lines were bare
     ("mlflow: ... failed (...); retry 1/1 in 0.5s") where the driver's read "warning: ..." (a review)."""
@@ -464,19 +476,11 @@ def test_the_writer_process_says_its_warnings_as_the_driver_does(tmp_path):
     import subprocess
     import sys
 
-    code = f"""
-from hsc_search.runs import client_for
-from hsc_search.tracking import MlflowTracker
-uri = 'sqlite:///{tmp_path / 'mlflow.db'}'
-client = client_for(uri)
-exp = client.create_experiment('t')
-parent = client.create_run(exp, tags={{'hsc.kind': 'search'}}).info.run_id
-tracker = MlflowTracker(uri, exp, parent, 3, ['lr'])
-tracker.setup()
+    code = _TRACKER_SCRIPT.format(db=tmp_path / "mlflow.db") + """
 client.delete_experiment(exp)  # the writer's calls in it now fail: retried once (HSC_MLFLOW_RETRIES=2)
 
 class Trial:
-    trial_id, config, last_result = 't3', {{'lr': 0.003, 'epochs': 3}}, {{}}
+    trial_id, config, last_result = 't3', {'lr': 0.003, 'epochs': 3}, {}
 
 tracker.on_trial_start(0, [], Trial())
 tracker._writer.flush(60)
@@ -498,17 +502,7 @@ def test_ctrl_c_does_not_reach_the_writer_and_a_dead_writer_is_reported_not_wait
     import subprocess
     import sys
 
-    code = f"""
-import json, sys, time
-from hsc_search.runs import client_for
-from hsc_search.tracking import MlflowTracker
-from hsc_search.writer import Writer
-uri = 'sqlite:///{tmp_path / 'mlflow.db'}'
-client = client_for(uri)
-exp = client.create_experiment('t')
-parent = client.create_run(exp, tags={{'hsc.kind': 'search'}}).info.run_id
-tracker = MlflowTracker(uri, exp, parent, 3, ['lr'])
-tracker.setup()
+    code = "import json, sys, time\n" + _TRACKER_SCRIPT.format(db=tmp_path / "mlflow.db") + """
 try:  # the Ctrl-C follows the pid at once: it can land while print returns, so inside the try
     print(tracker._writer._proc.pid, flush=True)
     time.sleep(60)
@@ -516,7 +510,7 @@ except KeyboardInterrupt:
     pass
 
 class Trial:
-    trial_id, config, last_result = 't3', {{'lr': 0.003, 'epochs': 3}}, {{}}
+    trial_id, config, last_result = 't3', {'lr': 0.003, 'epochs': 3}, {}
 
 tracker.on_trial_start(0, [], Trial())
 print(json.dumps([tracker._writer.flush(60), tracker._writer.errors]), flush=True)
