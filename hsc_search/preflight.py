@@ -159,8 +159,10 @@ def check_tracking(uri: str | None, timeout_s: float = TRACKING_TIMEOUT_S,
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     given = uri.split("://", 1)[0] if "://" in uri else ""
     if given != given.lower():  # MLflow knows its schemes in lower case only: SQLITE:/// failed after Ray started
+        lower = given.lower()  # Postgres:// was told postgres://, then that postgres:// is unknown (a review)
+        lower = "postgresql" + lower[len("postgres"):] if scheme == "postgres" else lower
         raise PreflightError(f"{name}: MLflow reads a URI's scheme in lower case only; write it "
-                             f"{given.lower()}://{without_password(uri).split('://', 1)[1]}")  # fmt: skip
+                             f"{lower}://{without_password(uri).split('://', 1)[1]}")  # fmt: skip
     if scheme == "sqlite" and not uri.startswith("sqlite:"):  # sqlite+pysqlite:///..., as MLflow takes it
         uri = "sqlite:" + uri.split(":", 1)[1]
     if scheme in DB_SCHEMES:

@@ -249,6 +249,9 @@ def test_a_tracking_uri_of_no_known_form_is_named_by_the_commands_that_read_one(
     with pytest.raises(PreflightError, match=re.escape("unknown scheme 'postgres+psycopg2' (did you mean "
                                                        "postgresql+psycopg2://ana:***@h/m?)")):  # fmt: skip
         check_tracking("postgres+psycopg2://ana:s3cret@h/m")
+    # in capitals: the URI to write in one step (it was told to write postgres://, then that it is unknown)
+    with pytest.raises(PreflightError, match=re.escape("lower case only; write it postgresql://ana:***@h/m")):
+        check_tracking("Postgres://ana:s3cret@h/m")
     # a server's address mistyped: the URI meant, as `run` and import-runs say it (export-best and report called
     # `http:/host:port` MLflow's file store; a review), a password in it never shown, in any of them
     from hsc_search.preflight import PreflightError, check_tracking
