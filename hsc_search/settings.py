@@ -87,6 +87,7 @@ class SearchSettings:
     given_by: ClassVar[dict[str, str]] = {}
     config_file: ClassVar[str | None] = None  # the search config file the settings were read from (per instance)
     config_empty: ClassVar[bool] = False  # that file set nothing (empty, or only comments): said by `run`
+    built_in_python: ClassVar[bool] = True  # not read by load_settings (flags and files): overrides are typed here
 
     def _beside_config(self, key: str, value: str) -> tuple[Path, Path] | None:
         """(the file in the working directory, the one beside the config file) for a relative path a search config
@@ -122,6 +123,15 @@ class SearchSettings:
                 wrong.append(f"{n(f.name)}: {e}")
         if not isinstance(self.overrides, dict):
             wrong.append(f"overrides: expected a mapping of trainer field: value, got {self.overrides!r}")
+        elif self.built_in_python:  # text for a number or a boolean, as num_samples="4" is (a walkthrough:
+            # overrides={"use_dcca": "false"} was told to unquote it in a YAML file under --set's name, and
+            # {"hidden_dim": "48"} was taken as 48 without a word); --set and a config's set: are typed as read
+            from trainer.config import TrainConfig
+
+            kinds = {f.name: getattr(f.type, "__name__", f.type) for f in dataclasses.fields(TrainConfig)}
+            expected = {"bool": "True or False", "int": "an integer", "float": "a number"}
+            wrong += [f"overrides: {k}: expected {expected[kinds[k]]}, got {v!r} (text; give the value itself)"
+                      for k, v in self.overrides.items() if isinstance(v, str) and kinds.get(k) in expected]
         if wrong:
             named = tuple(self.given_by.values())
             raise SettingsError("\n".join(m if named and m.startswith(named) else f"search settings: {m}"
@@ -343,6 +353,7 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
     settings.set_from = {str(k): f"{source}: set" for k in from_file if k not in from_flags}
     settings.config_file = source
     settings.config_empty = path is not None and not values_given
+    settings.built_in_python = False
     settings.given_by = {**{k: f"{source}: {k}" for k in values if k != "overrides"},
                          **{k: FLAGS.get(k, "--" + k.replace("_", "-")) for k, v in cli.items() if v is not None}}
     return settings.validate()

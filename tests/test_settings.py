@@ -429,6 +429,10 @@ def test_an_empty_search_config_is_marked_for_its_note(tmp_path):
     ({"max_epochs": 2.5}, "max_epochs: expected an integer, got 2.5"),
     ({"name": "x/y"}, "name 'x/y': expected one folder name"),
     ({"num_samples": 0}, "num_samples must be >= 1, got 0"),
+    # a fixed trainer value as text: told to unquote it in a YAML file under --set's name, or "48" trained as 48
+    ({"overrides": {"use_dcca": "false", "hidden_dim": "48", "select_metric": "val/mAP"}},
+     "overrides: use_dcca: expected True or False, got 'false' (text; give the value itself)\nsearch settings: "
+     "overrides: hidden_dim: expected an integer, got '48' (text; give the value itself)"),
 ])  # fmt: skip
 def test_settings_built_in_python_are_checked_by_run_search(given, said, tmp_path, monkeypatch):
     """`run_search(SearchSettings(...))` from Python checked nothing the CLI's reading checks: scheduler="bogus"
