@@ -325,15 +325,21 @@ def check_database(uri: str, scheme: str, timeout_s: float, advice: str = ", or 
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's ArgumentError, or a bad port
         raise PreflightError(f"{flag}: not a database URL ({e}); expected e.g. "
                              "postgresql://user:password@host:5432/mlflow") from None  # fmt: skip
-    shown = url.render_as_string(hide_password=True)
+    shown = without_password(uri)  # as given (SQLAlchemy's rendering wrote ?host=/a/b as ?host=%2Fa%2Fb)
     host, port = url.host, url.port or DB_PORTS[scheme]
     # only a TCP server is probed first: not a unix socket (?host=/folder, ?unix_socket=..., mysql's localhost),
     # not an ODBC data source name (mssql); the connection below, bounded by connect_timeout, says the rest
     tcp = bool(host) and not {"host", "unix_socket"} & set(url.query) and scheme != "mssql" and not (
         scheme == "mysql" and host == "localhost")  # fmt: skip
     why = tcp_problem(host, port, timeout_s) if tcp else None
+    if why is None and scheme == "postgresql" and (sock := _pg_socket(url)) is not None and not sock.exists():
+        # PostgreSQL over a unix socket none listens on: said by the driver as "the database refused the connection"
+        # (a folder that does not exist too: a walkthrough)
+        host, port = sock.parent, ""
+        why = f"no socket {sock.name} there" if sock.parent.is_dir() else "no such folder"
     if why is not None:
-        raise PreflightError(f"{flag} {shown}: no database answers at {host}:{port} ({why}); start it"
+        at = f"{host}:{port}" if port else f"the socket folder {host}"
+        raise PreflightError(f"{flag} {shown}: no database answers at {at} ({why}); start it"
                              f"{', fix the URI' if advice else ' or fix the URI'}{advice}")  # fmt: skip
     args = {"connect_timeout": max(1, int(timeout_s))} if scheme in ("postgresql", "mysql") else {}
     try:
@@ -353,6 +359,15 @@ def check_database(uri: str, scheme: str, timeout_s: float, advice: str = ", or 
                              "was started), which keeps the artifacts that only its own clients reach: give "
                              f"{flag.removeprefix('$')} the server's http://HOST:PORT (`hsc-search team-server` "
                              "prints it)")  # fmt: skip
+
+
+def _pg_socket(url) -> Path | None:
+    """The unix socket file a postgresql:// URL connects to (?host=/folder, or a host that is a folder), else None."""
+    folder = url.query.get("host") or url.host or ""
+    if not isinstance(folder, str) or not folder.startswith("/") or "," in folder:
+        return None  # TCP, or several hosts (libpq tries each): the connection says
+    port = url.query.get("port") or url.port or DB_PORTS["postgresql"]
+    return Path(folder) / f".s.PGSQL.{port}" if str(port).isdigit() else None
 
 
 def _team_server_of(conn) -> str | None:

@@ -581,10 +581,17 @@ def test_a_database_uri_is_tried_before_ray_starts_and_its_password_never_shown(
     assert str(e.value).startswith(f"--tracking-uri postgresql://hsc:***@127.0.0.1:{port}/mlflow: no database "
                                    f"answers at 127.0.0.1:{port}")  # fmt: skip
     assert "secret" not in str(e.value)
-    # PostgreSQL over a unix socket (as the team server's): the driver itself says what is wrong
-    with pytest.raises(PreflightError, match=r"--tracking-uri postgresql://hsc@/mlflow\?host=.*: the database "
-                                             r"refused the connection: .*"):  # fmt: skip
+    # PostgreSQL over a unix socket (as the team server's) none listens on, in a folder that does not exist too: no
+    # database answers there (it was "the database refused the connection" in the driver's words)
+    with pytest.raises(PreflightError, match=re.escape(f"--tracking-uri postgresql://hsc@/mlflow?host={tmp_path}: no "
+                                                       f"database answers at the socket folder {tmp_path} (no socket "
+                                                       ".s.PGSQL.5432 there); start it")):  # fmt: skip
         preflight.check_tracking(f"postgresql://hsc@/mlflow?host={tmp_path}", timeout_s=2.0)
+    with pytest.raises(PreflightError, match=re.escape(f"at the socket folder {tmp_path / 'pg'} (no such folder)")):
+        preflight.check_tracking(f"postgresql://hsc@/mlflow?host={tmp_path / 'pg'}&port=5999", timeout_s=2.0)
+    (tmp_path / ".s.PGSQL.5999").touch()  # a socket file no server holds: the driver's own words
+    with pytest.raises(PreflightError, match="the database refused the connection: "):
+        preflight.check_tracking(f"postgresql://hsc@/mlflow?host={tmp_path}&port=5999", timeout_s=2.0)
     with pytest.raises(PreflightError, match=r"--tracking-uri htp://x: unknown scheme 'htp'; expected sqlite"):
         preflight.check_tracking("htp://x")
     with pytest.raises(PreflightError, match="Databricks-hosted MLflow is not supported"):
