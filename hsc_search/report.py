@@ -513,7 +513,8 @@ def parallel_figure(rec: SearchRecord, study):
     ))  # fmt: skip
     missing = any(tick[1] == NOT_USED for a in axes for tick in a["ticks"])
     annotations = [dict(x=i, y=p, text=text, showarrow=False, xanchor="right", xshift=-5,
-                        bgcolor="rgba(255,255,255,0.85)", borderpad=0,  # readable over the lines
+                        bgcolor="white", borderpad=0,  # readable over the lines (at 0.85 white, the line of an
+                        # axis end's trial struck its label through: a walkthrough)
                         font=dict(size=10, color="#888" if text == NOT_USED else "#444",
                                   style="italic" if text == NOT_USED else "normal"))
                    for i, a in enumerate(axes) for p, text in a["ticks"]]  # fmt: skip
@@ -800,7 +801,8 @@ def _reason(error: str | None) -> str:
 
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1250px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 0.75em; max-width: 1250px; color: #222; }
+/* (the padding: at 800 px the text touched the window's edge; 0.75em keeps a 760 px plot unscrolled there) */
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 .meta { color: #555; } .note { color: #666; font-size: 0.9em; } p { overflow-wrap: anywhere; }
 .table-wrap { overflow-x: auto; max-width: 100%; }  /* a wide table scrolls in its box, not the page */

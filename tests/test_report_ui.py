@@ -579,6 +579,18 @@ return {scroll: document.documentElement.scrollWidth, width: window.innerWidth, 
 """
 
 
+# the parallel coordinates' tick labels in the window, scrolled into view: each one's text and box
+PAR_LABELS_JS = """
+const par = Array.from(document.querySelectorAll('.js-plotly-plot')).find(
+  p => (p.layout.title.text || '').startsWith('parallel coordinates'));
+par.scrollIntoView();
+return Array.from(par.querySelectorAll('.annotation'), a => {
+  const r = a.querySelector('rect.bg').getBoundingClientRect();
+  return {text: a.textContent, left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+}).filter(b => b.bottom <= window.innerHeight && b.top >= 0);
+"""
+
+
 def check_report_layout(driver) -> dict:
     got = driver.execute_script(LAYOUT_JS)
     assert got["scroll"] <= got["width"], got  # the trials table scrolls in its own box, not the page
@@ -602,6 +614,19 @@ def test_report_page_layout_in_a_real_browser(tmp_path):
         assert n >= 5 and browser.script_errors(d) == []
         got = check_report_layout(d)
         assert "not searched" in got["parTicks"], got
+        # the parallel coordinates' tick labels as pixels: no trial's blue line through one (the lines of the trials
+        # at an axis' ends ran through its end labels, seen through their 85% white: a walkthrough)
+        from io import BytesIO
+
+        from PIL import Image
+
+        boxes = d.execute_script(PAR_LABELS_JS)
+        shot = Image.open(BytesIO(d.get_screenshot_as_png())).convert("RGB")
+        assert len(boxes) >= 10, boxes
+        struck = {b["text"]: n for b in boxes if (n := sum(
+            1 for x in range(int(b["left"]) + 1, int(b["right"]) - 1) for y in range(int(b["top"]) + 1, int(b["bottom"]) - 1)
+            if (lambda r, g, bl: bl - r > 6)(*shot.getpixel((x, y)))))}  # fmt: skip
+        assert not any(struck.values()), struck
         # the trials table scrolled to its far right: each row's # still in view at the box's left edge, on top
         # (scrolled to the parameters, no row said which trial it was; a walkthrough)
         seen = d.execute_script("""
@@ -623,6 +648,10 @@ return {wide: wide, scrolled: w.scrollLeft, cells: Array.from(w.querySelectorAll
             browser.wait_for(d, "document.querySelectorAll('.js-plotly-plot .main-svg').length", 30, "the plots")
             covered = d.execute_script(LEGEND_OVER_JS)
             assert covered == [], (width, covered)
+            # the text keeps a margin from the window's edge (at 800 px it touched the left edge: a walkthrough)
+            left = d.execute_script("return Math.min(...Array.from(document.querySelectorAll('h1, h2, p'), "
+                                    "e => e.getBoundingClientRect().left))")  # fmt: skip
+            assert left >= 8, (width, left)
         # a narrow window (a phone, a split screen): each plot keeps a readable width and scrolls in its own box
         # (at 400 px the curves' x axis ran from -3, rung labels and subplot titles lay on each other)
         d.set_window_size(400, 900)
