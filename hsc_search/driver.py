@@ -803,8 +803,10 @@ def run_search(
         # all (scheduler="bogus" searched with ASHA and recorded "bogus": a walkthrough)
         settings.validate()
         preflight.check_cache_dir()
-        defaulted = not settings.name
-        settings.name = settings.name or time.strftime("hsc-%Y%m%d-%H%M%S")
+        # a name this function filled in earlier is a default still: a settings object used again (a notebook's
+        # loop) was refused as "exists already; pick another --name", its user having named nothing (a walkthrough)
+        defaulted = not settings.name or settings.name == getattr(settings, "_default_name", None)
+        settings.name = time.strftime("hsc-%Y%m%d-%H%M%S") if defaulted else settings.name
         space = load_space(settings.space_path(), overrides=settings.overrides, set_from=settings.set_from)
         # a data file is read and recorded by its absolute path (the parent run's `data`, the search's record, the
         # retrain lines): `resume` and the printed retrain command are run from other folders
@@ -816,6 +818,8 @@ def run_search(
         name_from = settings.given_by.get("name", "--name")  # a config's `name:` is said as such
         # before anything else is written; let go of if the pre-flight fails
         exp_dir = _claim_default_name(settings) if defaulted else _claim_named(settings, name_from)
+        if defaulted:
+            settings._default_name = settings.name  # (not a field: not recorded)
         try:
             warm, local, in_process = _preflight_rest(settings, space, first, notes, fingerprint)
         except BaseException:

@@ -876,6 +876,13 @@ def test_a_new_searchs_folder_is_claimed_and_let_go_of(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="Ray did not start"):
         driver.run_search(settings, echo=lambda _: None)
     assert settings.name == "hsc-fixed-2" and (taken / "x.txt").is_file()
+    # the same object again (a notebook's loop, or a retry), its name taken meanwhile: a default name still, the
+    # next free one (it was refused: "hsc-fixed-2 exists already ...; pick another --name", a walkthrough)
+    (taken.parent / "hsc-fixed-2").mkdir(exist_ok=True)
+    (taken.parent / "hsc-fixed-2" / "x.txt").write_text("someone's")
+    with pytest.raises(RuntimeError, match="Ray did not start"):
+        driver.run_search(settings, echo=lambda _: None)
+    assert settings.name == "hsc-fixed-3" and "_default_name" not in settings.to_dict(), settings.name
     with pytest.raises(SearchError, match="hsc-fixed exists already and holds no hsc-search search"):
         driver.run_search(SearchSettings(name="hsc-fixed", storage=str(taken.parent), data=DATA, mlflow=False,
                                          max_epochs=1, num_samples=1), echo=lambda _: None)  # named: refused
