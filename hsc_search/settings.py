@@ -340,7 +340,10 @@ def load_settings(path: str | Path | None, cli: dict[str, Any], overrides: list[
         from .space import _name_problem
 
         for k, v in (values.get("overrides") or {}).items():
-            if (problem := _name_problem(str(k))) is not None:
+            if str(k) == "epochs":  # as it is said alone (it was told that a search *space* cannot fix it: a review)
+                problems.append(f"{source}: set: epochs={v}: do not set epochs: the search's budget is max_epochs "
+                                "(--max-epochs)")  # fmt: skip
+            elif (problem := _name_problem(str(k))) is not None:
                 problems.append(f"{source}: set: {k}={v}: {problem}")
         raise SettingsError("\n".join(problems))
     values.update({k: v for k, v in cli.items() if v is not None})

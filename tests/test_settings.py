@@ -32,6 +32,11 @@ def test_unknown_file_keys_are_named(tmp_path):
     lines = str(e.value).splitlines()
     assert len(lines) == 3 and "unknown settings ['num_sample']" in lines[0], lines
     assert lines[1] == f"{f}: 'set' must be a mapping of trainer field: value" and f"{f}: max_epochs: " in lines[2]
+    f.write_text("num_sample: 3\nset: {epochs: 5}\n")  # epochs said as alone, not as a search space's mistake
+    with pytest.raises(SettingsError) as e:
+        load_settings(f, {}, [])
+    assert str(e.value).splitlines()[1] == (f"{f}: set: epochs=5: do not set epochs: the search's budget is "
+                                            "max_epochs (--max-epochs)"), str(e.value)
 
 
 def test_unknown_file_keys_get_a_hint(tmp_path):
