@@ -2309,9 +2309,8 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
         where = (f"experiment '{name}' keeps its artifacts in {unwritable}" if exp is not None else
                  f"a new experiment '{name}' keeps its artifacts in {unwritable} (MLflow's ./mlruns of the folder "
                  "the search starts in, for a sqlite store)")  # fmt: skip
-        raise preflight.PreflightError(f"--experiment {name}: {where}, which cannot be written from this machine; "
-                                       + (_ARTIFACTS_ADVICE if exp is not None else
-                                          "run the search from a folder that can be written"))  # fmt: skip
+        raise _artifacts_refusal(name, where, _ARTIFACTS_ADVICE if exp is not None else
+                                 "run the search from a folder that can be written")  # fmt: skip
     if exp is not None:
         tag_experiment(client, exp.experiment_id, metric, mode)
         _note_local_artifacts(exp.artifact_location, tracking_uri, name, notes)
@@ -2344,13 +2343,17 @@ def _experiment_id(client, name: str, metric: str, mode: str, tracking_uri: str 
         return made
     # a server's new experiment, whose artifact root it names only now (a `--default-artifact-root` under a file:
     # a 214-line traceback and a FAILED run; a walkthrough): refused as an existing one is, the experiment kept
-    if _artifacts_unwritable(location):
-        raise preflight.PreflightError(f"--experiment {name}: the new experiment '{name}' keeps its artifacts in "
-                                       f"{location}, which cannot be written from this machine; "
-                                       f"{_ARTIFACTS_ADVICE}")  # fmt: skip
+    if unwritable := _artifacts_unwritable(location):
+        raise _artifacts_refusal(name, f"the new experiment '{name}' keeps its artifacts in {unwritable}")
     with contextlib.suppress(Exception):  # (a hint only)
         _note_local_artifacts(location, tracking_uri, name, notes)
     return made
+
+
+def _artifacts_refusal(name: str, where: str, advice: str | None = None) -> preflight.PreflightError:
+    """The start's refusal of an experiment whose artifact folder (`where` it is) this machine cannot write."""
+    return preflight.PreflightError(f"--experiment {name}: {where}, which cannot be written from this machine; "
+                                    f"{advice or _ARTIFACTS_ADVICE}")  # fmt: skip
 
 
 # what to do about an experiment whose artifact folder this machine cannot write: MLflow's client writes a run's
