@@ -120,9 +120,16 @@ def _note_anothers(search) -> None:
     """Notes that the latest search of an experiment, which a command without --run-id took, was started by someone
     else (its `mlflow.user`): on a team's server two people's searches of one default name were told apart by nothing,
     and one exported the other's best config (a walkthrough)."""
+    import getpass
+
     from .runs import user_tag
 
     theirs, mine = search.data.tags.get("mlflow.user"), user_tag().get("mlflow.user")
+    try:  # one's own search, run under the account's name where the MLflow login now differs, is not another's (a
+        if theirs == getpass.getuser():  # review)
+            return
+    except Exception:  # noqa: BLE001 - (no account name: a container)
+        pass
     if theirs and mine and theirs != mine:
         typer.echo(f"note: search {search.info.run_name} is {theirs}'s (the experiment's latest search; you are "
                    f"{mine}): for one of yours, give --run-id with its parent run id (the MLflow UI lists the "

@@ -342,6 +342,13 @@ def test_export_best_of_the_latest_search_says_when_it_is_someone_else_s(store, 
             monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "dave")
         result = _cli("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "b.yaml"), *given)
         assert result.exit_code == 0 and "dave's" not in result.output, result.output
+    # one's own search, run under the account's name, exported with an MLflow login now: not noted
+    import getpass
+
+    client.set_tag(good, "mlflow.user", getpass.getuser())
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "carol")
+    result = _cli("export-best", "--tracking-uri", uri, "--out", str(tmp_path / "b.yaml"))
+    assert result.exit_code == 0 and "note: search good is" not in result.output, result.output
 
 
 def test_export_best_and_report_of_an_unfinished_search_start_no_ray(store, tmp_path):
