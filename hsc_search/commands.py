@@ -60,13 +60,30 @@ def absolute_data_spec(spec: str) -> str:
 
 def resume_command(exp_dir) -> str:
     """`hsc-search resume <folder>` as printed: with `RAY_AUTH_MODE=token ` in front when the user ran this command
-    with it (a cluster with token authentication: pasted without it in a new shell, the resume was refused). The
+    with it, or the search was run with it (its record's `ray_auth_mode`: a cluster with token authentication;
+    pasted without it in a new shell, the resume was refused, also as export-best printed it: a walkthrough). The
     value from before Ray started: ray.init sets it to token for a local instance of its own."""
     from . import USER_RAY_AUTH_MODE
 
     # any value the user gave: `disabled` too, the pre-flight's way out for a HOME Ray cannot write (the review)
-    auth = f"RAY_AUTH_MODE={shlex.quote(USER_RAY_AUTH_MODE)} " if USER_RAY_AUTH_MODE else ""
+    mode = USER_RAY_AUTH_MODE or recorded_auth_mode(exp_dir)
+    auth = f"RAY_AUTH_MODE={shlex.quote(mode)} " if mode else ""
     return f"{auth}{exe('hsc-search')} resume {shlex.quote(str(exp_dir))}"
+
+
+def recorded_auth_mode(exp_dir) -> str | None:
+    """The RAY_AUTH_MODE a search in a folder on this disk was run or last resumed with (its record), else None."""
+    import json
+
+    from .runs import META_FILE
+
+    try:
+        if "://" in str(exp_dir):
+            return None  # (a bucket's: not read for a line's sake)
+        mode = json.loads((Path(exp_dir) / META_FILE).read_text(encoding="utf-8")).get("ray_auth_mode")
+        return mode if isinstance(mode, str) and mode else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def retrain_command(config_path, data: str | None) -> str:

@@ -937,6 +937,10 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
         meta = {"settings": settings.to_dict(), "space": space.to_dict(), "experiment_id": experiment_id,
                 "parent_run_id": parent_id, "warm_start": warm.to_dict() if warm is not None else None,
                 "data_fingerprint": plan.fingerprint}  # fmt: skip
+        from . import USER_RAY_AUTH_MODE
+
+        if USER_RAY_AUTH_MODE:  # for the resume commands printed by other processes (export-best: a walkthrough)
+            meta["ray_auth_mode"] = USER_RAY_AUTH_MODE
         hold_search(exp_dir)
         storage.write_text(storage.join(exp_dir, META_FILE), json.dumps(meta, indent=2))
         # every trial trains the full schedule of max_epochs (ASHA may stop it earlier): epochs is part of each
@@ -1612,6 +1616,11 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
         # where the data, the store or the cluster is now, checked above: kept in the record, for the resume command
         # printed later names the folder only (pasted after `resume --data <moved>`, it looked for the old file)
         # (a --tracking-uri once the store is found to hold the search, below: a store refused was kept: the review)
+        from . import USER_RAY_AUTH_MODE
+
+        if USER_RAY_AUTH_MODE and meta.get("ray_auth_mode") != USER_RAY_AUTH_MODE:  # (as a run records it)
+            meta["ray_auth_mode"] = USER_RAY_AUTH_MODE
+            storage.write_text(meta_path, json.dumps(meta, indent=2))
         _keep_in_record(meta_path, meta, {"data": settings.data if data_spec else None, "address": address or None})
     parent_id, experiment_id = meta["parent_run_id"], meta["experiment_id"]
     # as in `run_search`: MLflow's store opens, and the writer starts, while Ray starts

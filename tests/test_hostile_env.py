@@ -295,7 +295,7 @@ def test_a_new_store_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, _ca
     assert not (work / "ray_results" / "full").exists(), sorted(p.name for p in work.rglob("*"))
 
 
-def test_a_disk_that_refuses_the_rung_record_still_ends_the_search_run(tmp_path, _cache_dir):
+def test_a_disk_that_refuses_the_rung_record_still_ends_the_search_run(tmp_path, _cache_dir, monkeypatch):
     """A real full disk under the search's folder (a walkthrough, on a 3 MB tmpfs): the write of ASHA's rung
     record, first in the search's tail, raised before the tail ended the search's MLflow run, which stayed RUNNING
     for good (`export-best` then said `resume` continues it; Ray's record was cut off, so it could not). Here that
@@ -318,6 +318,8 @@ def refusing(path, text):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
     return write(path, text)
 storage.write_text = refusing
+import hsc_search
+hsc_search.USER_RAY_AUTH_MODE = "token"  # as if run with RAY_AUTH_MODE=token (a cluster's; the local Ray has none)
 settings = load_settings(None, dict(data={SEARCH_DATA!r}, num_samples=2, max_epochs=2, name="rungs"), [])
 try:
     run_search(settings)
@@ -333,6 +335,16 @@ except OSError as e:
     assert [p.info.status for p in parents] == ["FINISHED"] and len(children) == 2, [p.info.status for p in parents]
     assert all(c.info.status == "FINISHED" for c in children)
     assert not os.path.exists(tmp_path / "ray_results" / "rungs" / "asha_rungs.json")
+    # the search ran with RAY_AUTH_MODE=token: recorded, so that the resume line another process prints (export-best's)
+    # carries it (pasted without it, the cluster refused the resume: a walkthrough)
+    import hsc_search
+    from hsc_search.commands import resume_command
+
+    folder = tmp_path / "ray_results" / "rungs"
+    assert json.loads((folder / "hsc_search.json").read_text())["ray_auth_mode"] == "token"
+    monkeypatch.setattr(hsc_search, "USER_RAY_AUTH_MODE", None)
+    assert resume_command(folder).startswith("RAY_AUTH_MODE=token "), resume_command(folder)
+    assert not resume_command(tmp_path).startswith("RAY_AUTH_MODE"), resume_command(tmp_path)  # (no record there)
 
 
 def test_a_full_disk_under_the_search_stops_it_resumable_and_fails_no_trial(tmp_path, _cache_dir):
