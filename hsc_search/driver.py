@@ -566,8 +566,10 @@ def _init_ray(address: str | None, preload: bool = True, flag: str = "--address"
         except ConnectionError as e:  # the pre-flight found a gRPC server there, but Ray could not join it
             # a head started with RAY_AUTH_MODE=token (cluster.yaml's) refuses a driver without it: Ray says only
             # "Failed to connect", after its own InvalidAuthToken warnings
+            # (or a gRPC server of another service: Ray's warnings then say rpc_code 12, and it is no Ray head at all)
             auth = ("; if the cluster runs with token authentication (RAY_AUTH_MODE=token, as cluster.yaml starts "
-                    "it), set RAY_AUTH_MODE=token here too, with its token in ~/.ray/auth_token"
+                    "it), set RAY_AUTH_MODE=token here too, with its token in ~/.ray/auth_token; else what answers "
+                    "there may be no Ray head (the address is the one `ray start --head` prints)"
                     if os.environ.get("RAY_AUTH_MODE", "").lower() != "token" else "")  # fmt: skip
             raise SearchError(f"{flag if address else 'RAY_ADDRESS'} {target}: "
                               f"{str(e).strip().splitlines()[0]}{auth}") from None  # fmt: skip
