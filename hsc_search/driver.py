@@ -595,14 +595,21 @@ def _init_ray(address: str | None, preload: bool = True, flag: str = "--address"
         trial_actors_on_inherited_env(dict(os.environ))
 
 
-def _echo_cluster(echo: Callable[[str], None], n_nodes: int, shared_by: list[dict] | None = None) -> None:
+def _echo_cluster(echo: Callable[[str], None], n_nodes: int, shared_by: list[dict] | None = None,
+                  store: str | None = None) -> None:  # fmt: skip
     """The cluster's line; with `shared_by` (other searches' local instances on this machine, when this search
-    sizes itself by the machine: `--max-concurrent 0`) a note that they share its cores."""
+    sizes itself by the machine: `--max-concurrent 0`) a note that they share its cores; with `store` (the search's
+    MLflow store) a note where a cluster's search keeps its runs in a sqlite file of the driver's machine."""
     import ray
 
     total = ray.cluster_resources()
     echo(f"Ray: {n_nodes} node(s), {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs, storage visible "
          f"from all; driver on node {ray.get_runtime_context().get_node_id()[:12]}")  # fmt: skip
+    if n_nodes > 1 and store and sqlite_path(store) is not None:  # it works (the driver alone writes it), and went
+        # with a cloud head at `ray down`, unsaid (a walkthrough; README: "the tracking data outlives the cluster")
+        echo(f"note: MLflow's store {store} is a file on the driver's machine: the runs stay with that machine (a "
+             "cloud head's disk goes at `ray down`); a tracking server or a database outside the cluster keeps them "
+             "(README, \"On a cluster\")")  # fmt: skip
     if shared_by:
         def named(d: dict) -> str:  # "pid 123 (hsc-search run)"
             argv = [os.path.basename(str(a)) for a in (d.get("argv") or [])[:2]]
@@ -905,7 +912,8 @@ def _launch(plan: _Plan, opening, writer: Writer | None, callbacks: Sequence, ec
             *([warm.line()] if warm is not None else [])]  # fmt: skip
     for line in (headline, *said):
         echo(line)
-    _echo_cluster(echo, n_nodes, _sharing(settings, local))
+    _echo_cluster(echo, n_nodes, _sharing(settings, local),
+                  resolved_tracking_uri(settings.tracking_uri) if settings.mlflow else None)  # fmt: skip
     if capped := _capacity_note(settings):
         echo(capped)
 
@@ -1637,7 +1645,8 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
         _sigterm_as_ctrl_c()
         interrupts.check()
         _echo_cluster(echo, storage.check_visible_from_all_nodes(exp_dir),
-                      _sharing(settings, cluster_address(settings.address) is None))
+                      _sharing(settings, cluster_address(settings.address) is None),
+                      resolved_tracking_uri(settings.tracking_uri) if settings.mlflow else None)  # fmt: skip
         tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(data, settings), resume_unfinished=True,
                                    resume_errored=False)  # fmt: skip
         echo(f"resuming search {settings.name} from {exp_dir}")

@@ -106,6 +106,29 @@ def test_multi_node_search_reaches_the_tracking_server(ray_cluster, tracking_ser
     nodes = {n for c in children for n in node_ids(c)}
     assert len(nodes) >= 2, f"trials ran on {nodes}"
     assert not (work / "mlflow.db").exists()  # everything went to the server
+    assert "is a file on the driver's machine" not in proc.stdout  # (said of a sqlite store only, below)
+
+
+def test_a_cluster_search_with_a_sqlite_store_is_told_where_its_runs_stay(ray_cluster):
+    """A search on a cluster logging to a sqlite file works (only the driver writes it), and its runs stay on the
+    driver's machine: a cloud head's disk went at `ray down`, unsaid (a walkthrough). Said once, of several nodes."""
+    import ray
+
+    from hsc_search.driver import _echo_cluster
+
+    cluster, _ = ray_cluster
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        said: list[str] = []
+        _echo_cluster(said.append, 3, None, "sqlite:////home/ana/mlflow.db")
+        assert said[0].startswith("Ray: 3 node(s)") and said[1].startswith(
+            "note: MLflow's store sqlite:////home/ana/mlflow.db is a file on the driver's machine"), said  # fmt: skip
+        for nodes, store in ((3, "http://127.0.0.1:5000"), (3, None), (1, "sqlite:///mlflow.db")):
+            said.clear()
+            _echo_cluster(said.append, nodes, None, store)
+            assert len(said) == 1, (nodes, store, said)
+    finally:
+        ray.shutdown()
 
 
 def test_storage_check_names_a_node_that_cannot_see_the_storage(ray_cluster, tmp_path):
