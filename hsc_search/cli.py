@@ -191,11 +191,32 @@ def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str], run_id: 
             note = "\n             (its password left out: libpq reads it from ~/.pgpass or PGPASSWORD)"
         else:  # MySQL's and SQL Server's drivers read no password file (the second review)
             note = "\n             (its password left out: put it back into the URI to run this)"
-    page = at("http://127.0.0.1:5000")
+    port = _free_ui_port()
+    page = at(f"http://127.0.0.1:{port}")
     # MLflow's own command: its usage telemetry off, as for every process hsc-search starts (README)
     shown = '"$MLFLOW_TRACKING_URI"' if bare == "$MLFLOW_TRACKING_URI" else shlex.quote(bare)
-    return (f"MLFLOW_DISABLE_TELEMETRY=true {_exe('mlflow')} ui --backend-store-uri {shown}\n"
+    flag = f" --port {port}" if port != UI_PORT else ""
+    return (f"MLFLOW_DISABLE_TELEMETRY=true {_exe('mlflow')} ui --backend-store-uri {shown}{flag}\n"
             f"             then open {page}{note}")
+
+
+UI_PORT = 5000  # `mlflow ui`'s own
+
+
+def _free_ui_port() -> int:
+    """`mlflow ui`'s port, or the next free one when something on this machine holds it (on a shared machine the
+    printed command failed, "Address already in use" and exit 0, and its link opened another user's MLflow: a
+    walkthrough)."""
+    import socket
+
+    for port in range(UI_PORT, UI_PORT + 20):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    return UI_PORT
 
 
 def _experiment_of(tracking_uri: Optional[str], run_id: str) -> Optional[str]:

@@ -169,8 +169,7 @@ def test_commands_printed_by_make_demo_run_as_printed(clone, tmp_path):
     assert report.is_file() and report.stat().st_size > 1_000_000  # plotly inside
     ui = re.search(r"^MLflow UI:\s+(.+)$", out, re.M).group(1)
     page = re.search(r"then open (\S+)", out).group(1)
-    if not _port_5000_free():
-        pytest.skip("port 5000 is taken on this machine: cannot run the printed `mlflow ui` as printed")
+    # (where something holds port 5000, the printed command names a free port: run as printed all the same)
     # the page's `#/experiments/N` is never sent to the server (any store serves the same app shell: an empty store
     # made at a wrong path passed, an audit of the tests): the server's API must hold that experiment and the search
     base, experiment = re.fullmatch(r"(http://[^/]+)/#/experiments/(\d+)\S*", page).groups()

@@ -349,6 +349,25 @@ def test_a_database_password_stays_out_of_the_parent_run(tmp_path):
         mp.setenv("MLFLOW_TRACKING_URI", "postgresql://ana:s3cret@db/mlflow")  # the variable, which holds it
         assert ' ui --backend-store-uri "$MLFLOW_TRACKING_URI"\n' in _ui_hint(None, "2"), _ui_hint(None, "2")
     assert "(its password left out" not in _ui_hint(f"sqlite:///{tmp_path}/m.db", "1")
+    # MLflow's port held by something else on this machine (a shared box): the command and the link name a free one
+    # (it failed with "Address already in use", exit 0, and the link opened what held the port: a walkthrough)
+    import socket
+
+    from hsc_search import cli
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(cli, "UI_PORT", port)
+            hint = _ui_hint(f"sqlite:///{tmp_path}/m.db", "1")
+            other = int(re.search(r" --port (\d+)\n", hint).group(1))
+            assert other != port and f"then open http://127.0.0.1:{other}/#/experiments/1?" in hint, hint
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "UI_PORT", port)  # let go of: the usual command
+        hint = _ui_hint(f"sqlite:///{tmp_path}/m.db", "1")
+        assert "--port" not in hint and f"then open http://127.0.0.1:{port}/#/" in hint, hint
 
 
 def test_the_parent_run_records_the_set_values_trained_and_a_search_config_that_runs_again(tmp_path, monkeypatch):
