@@ -1162,6 +1162,12 @@ def test_a_val_split_carved_by_another_val_fraction_is_named_beside_other_data(s
     assert (f"note: --data {spec} is not the data the search behind {config} ran on (other clips, labels or values "
             "than the fingerprint in its header, or its val split carved by another val_fraction): this run will not "
             "reproduce the search's score") in other.stdout, other.stdout
+    # no --data at all: the default trains, said as the default (it was "--data synthetic:ave", never typed: a
+    # walkthrough), with where the search's is
+    default = _run_cli("--config", str(config), "--out", str(tmp_path / "c"))
+    assert default.returncode == 0, default.stderr[-2000:]
+    assert (f"note: no --data given: the default, synthetic:ave, trains, which is not the data the search behind "
+            f"{config} ran on: its header's retrain line gives that --data") in default.stdout, default.stdout
 
 
 def test_the_splits_that_differ_from_a_searchs_data_are_named(small_spec, tmp_path):

@@ -30,7 +30,7 @@ def build_parser(prog: str = "python -m trainer") -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None,
                    help=f"YAML trainer config (default: the shipped example, {EXAMPLE_CONFIG.name}; with --resume, the "
                    "run folder's own config.yaml).")
-    p.add_argument("--data", default="synthetic:ave",
+    p.add_argument("--data", default=None,
                    help="a .h5/.hdf5 file (AVE/VEGAS feature layout), a .parquet file, or synthetic:ave / "
                    "synthetic:vegas, optionally with options, e.g. 'synthetic:ave?n_train=800&dim_visual=64' "
                    "(default: synthetic:ave, AVE-sized synthetic data).")
@@ -86,6 +86,8 @@ def _main(argv: list[str] | None, prog: str) -> int:
     # named `~` in the working directory while printing "run folder: ~/run" (a walkthrough)
     args.config = args.config.expanduser() if args.config is not None else None
     args.out = args.out.expanduser() if args.out is not None else None
+    data_given = args.data is not None  # (the default named as such in a note below: a walkthrough read
+    args.data = "synthetic:ave" if args.data is None else args.data  # "--data synthetic:ave", never typed)
     if args.data.startswith("~"):
         args.data = os.path.expanduser(args.data)
     if args.help_config:
@@ -134,7 +136,10 @@ def _main(argv: list[str] | None, prog: str) -> int:
                   f"own ({len(data.val)} clips)")  # fmt: skip
         searched = searched_data(args.config) if args.config is not None and not args.resume else None
         differ = differing_splits(searched, data_fingerprint(data)) if searched is not None else []
-        if differ == ["test"]:  # the run trains and selects as the search's trial did: only its test metrics differ
+        if differ and not data_given:  # (the header's retrain line names the search's)
+            print(f"note: no --data given: the default, {data.source}, trains, which is not the data the search "
+                  f"behind {args.config} ran on: its header's retrain line gives that --data")  # fmt: skip
+        elif differ == ["test"]:  # the run trains and selects as the search's trial did: only its test metrics differ
             print(f"note: --data {data.source} is not the data the search behind {args.config} ran on: its test split "
                   "has other clips, labels or values than the fingerprint in its header, so this run trains and "
                   "keeps its epoch as the search's trial did, but its test metrics are not the search's")  # fmt: skip
