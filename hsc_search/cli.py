@@ -47,7 +47,10 @@ class _Command(TyperCommand):
     def parse_args(self, ctx, args):
         given = list(args)  # (click's parser consumes the list)
         try:
-            return super().parse_args(ctx, args)
+            parsed = super().parse_args(ctx, args)
+            if twice := _given_twice(self, given):  # the last was taken in silence: a second --warm-start dropped
+                ctx.fail(twice)  # the first one's trials (a walkthrough)
+            return parsed
         except Exception as e:  # click's NoSuchOption (typer 0.29 carries a click of its own: matched by its fields)
             name = getattr(e, "option_name", None) or ""
             meant = OTHER_NAMES.get(name)
@@ -62,6 +65,27 @@ class _Command(TyperCommand):
                              f"{_folder_in(given, ctx)}` with "
                              f"{meant or name.split('=')[0]} and the flags it started with (README, \"Warm starts\")")
             raise
+
+
+def _given_twice(command, args: list[str]) -> str | None:
+    """"--seed given twice (1, 2): give it once" for a one-valued option given more than once (click takes the last
+    without a word), else None. --set, which may repeat, and on/off flags are not counted."""
+    seen: dict[str, list[str]] = {}
+    i = 0
+    while i < len(args) and args[i] != "--":
+        name, eq, inline = args[i].partition("=")
+        option = next((p for p in command.params if name in getattr(p, "opts", ())), None) if name.startswith(
+            "--") else None  # fmt: skip
+        if option is not None and not getattr(option, "is_flag", False) and not option.multiple:
+            value = inline if eq else (args[i + 1] if i + 1 < len(args) else "")
+            i += 0 if eq else 1
+            seen.setdefault(option.opts[0], []).append(value)
+        i += 1
+    name, values = next(((n, v) for n, v in seen.items() if len(v) > 1), (None, None))
+    if name is None:
+        return None
+    times = "twice" if len(values) == 2 else f"{len(values)} times"
+    return f"{name} given {times} ({', '.join(values)}): give it once (a search takes one)"
 
 
 def _run_flag(ctx, name: str):
