@@ -185,13 +185,16 @@ def plan(source: str, space: SearchSpace, metric: str, mode: str, tracking_uri: 
     if not warm.trials:
         why = "; ".join(f"{len(v)} {k}" + (f" ({v[0]})" if k == "outside this space" else "")
                         for k, v in warm.left_out.items()) or "it has no trials"  # fmt: skip
-        advice = ("warm-start from a search with trials that trained" if set(warm.left_out) <= {"failed", "without values"}
+        advice = ("warm-start from a search with trials that trained" if set(warm.left_out) <= {"failed", NO_EPOCH}
                   else "warm-start from a search over this space" if "outside this space" in warm.left_out
                   # (a running search's one trial, not yet ended, was called a search over another space: a walkthrough)
                   else f"{rec.running}: warm-start from it once its trials have ended" if rec.running
                   else "warm-start from it once `hsc-search resume` has finished them")  # fmt: skip
         raise PreflightError(f"{flag}: none of its {warm.of} trials can start this search ({why}); {advice}")
     return warm
+
+
+NO_EPOCH = "with no epoch reported"  # a trial left out: it ended (or its search was cut off) before its first report
 
 
 def _trial(r: dict, space: SearchSpace, mode: str, max_epochs: int | None):
@@ -203,8 +206,12 @@ def _trial(r: dict, space: SearchSpace, mode: str, max_epochs: int | None):
     if outcome == "failed":
         return None, "failed", ""
     values = {int(e): float(v) for e, v in r["values"].items() if v is not None and math.isfinite(float(v))}
-    if not values:  # first: a trial cut off before its first report is this from MLflow and from a folder alike
-        return None, "without values", ""
+    if not values:  # first: a trial cut off before its first report is this from MLflow and from a folder alike;
+        # one still training (MLflow's running) is unfinished, as one with values is ("without values" read as a
+        # broken trial, where the same trial from an ASHA search was "unfinished": a walkthrough)
+        if outcome not in (None, "completed", "stopped_early"):
+            return None, "unfinished", outcome
+        return None, NO_EPOCH, ""
     if outcome not in (None, "completed", "stopped_early"):  # interrupted, unfinished, running
         if not (max_epochs and max(values) >= max_epochs):
             return None, "unfinished", outcome

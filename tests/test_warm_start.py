@@ -275,6 +275,20 @@ def test_a_source_that_has_not_finished_is_said(source, tmp_path):
     assert warm.line().endswith(said) and warm.added == done.added, warm.line()
 
 
+def test_a_trial_still_training_before_its_first_report_is_unfinished_not_without_values():
+    """A source search's trial still training before its first report was left out as "without values" (read as a
+    broken trial), where the same trial with a report was "unfinished" (a walkthrough)."""
+    from hsc_search.space import load_space
+    from hsc_search.warm_start import NO_EPOCH, _trial
+
+    space = load_space(ROOT / "search_spaces" / "quick.yaml")
+    for outcome, values, said in (("running", {}, ("unfinished", "running")),
+                                  ("interrupted", {"1": None}, ("unfinished", "interrupted")),
+                                  (None, {}, (NO_EPOCH, "")), ("completed", {"1": float("nan")}, (NO_EPOCH, ""))):
+        trial, *why = _trial({"outcome": outcome, "values": values, "trial_id": "t1", "params": {}}, space, "max", 3)
+        assert trial is None and tuple(why) == said, (outcome, values, why)
+
+
 def test_names_either_search_searches_are_not_compared_as_fixed_values():
     """A name the source searched and this search fixes (a conditional one: its trials without it still fit) was
     compared against the trainer default, as if the source had fixed it there (a review)."""
