@@ -400,8 +400,8 @@ def main(argv=None) -> int:
     p.add_argument("--from-json", type=Path, default=None, help="only rebuild the tables and chart of a JSON this script wrote: <its name>.md and .png, beside it or in --out")
     args = p.parse_args(argv)
     given_out = args.out
-    args.out = given_out or (Path(tempfile.mkdtemp(prefix="quality-quick-")) if args.quick
-                             else Path(__file__).resolve().parent / "results")  # fmt: skip
+    # (a --quick run's temporary folder is made once its arguments are checked: a refused one left it empty)
+    args.out = given_out or (None if args.quick else Path(__file__).resolve().parent / "results")
 
     if args.from_json is not None:
         try:
@@ -443,6 +443,7 @@ def main(argv=None) -> int:
         specs = {d: DATASETS[d] for d in datasets}
         epochs = {"ave": args.epochs_ave, "vegas": args.epochs_vegas}
         epochs = {d: epochs[d] for d in datasets}
+    args.out = args.out or Path(tempfile.mkdtemp(prefix="quality-quick-"))
     args.out.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:

@@ -208,7 +208,7 @@ def test_from_json_renders_the_markdown_beside_the_record_and_never_rewrites_a_j
     assert after == before  # the recorded results, untouched
 
 
-def test_a_count_that_measures_nothing_is_refused_before_anything_is_written():
+def test_a_count_that_measures_nothing_is_refused_before_anything_is_written(tmp_path):
     """`--rounds 0` (or an empty --cases / --seeds) ran nothing, then wrote its empty tables over the recorded
     results in benchmarks/results and exited 0 (a walkthrough). Refused by the option's own type, exit 2, one line;
     the recorded results untouched."""
@@ -237,6 +237,13 @@ def test_a_count_that_measures_nothing_is_refused_before_anything_is_written():
             proc.stderr[-2000:])
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in recorded.iterdir() if p.is_file()}
     assert after == before
+    # a --quick run refused for its arguments makes no temporary folder (quality.py's was left empty: a walkthrough)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    proc = subprocess.run([sys.executable, "benchmarks/quality.py", "--quick", "--methods", "foo"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "TMPDIR": str(temp)})  # fmt: skip
+    assert proc.returncode == 2 and "unknown method(s)/dataset(s) ['foo']" in proc.stderr, proc.stderr[-2000:]
+    assert list(temp.iterdir()) == [], list(temp.iterdir())
 
 
 def test_a_place_a_benchmark_cannot_write_is_said_before_it_measures(tmp_path):
