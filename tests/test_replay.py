@@ -235,6 +235,14 @@ def test_setting_specs():
         replay(Curves.from_values(TINY), [parse_setting("asha:grace=5")], orders=1)
     with pytest.raises(ReplayError, match="rf=1 must be above 1"):
         replay(Curves.from_values(TINY), [parse_setting("hyperband:rf=1")], orders=1)
+    # the default settings leave out the rules whose grace period is the curves' epochs or more: they stop nothing
+    # (three rows equal to FIFO's, on a 3-epoch search: a walkthrough)
+    from hsc_search.replay import default_settings
+
+    for epochs, graces in ((3, {1, 2}), (4, {1, 2, 3}), (2, {1}), (1, set())):
+        got = default_settings(epochs)
+        assert {s.opts["grace"] for s in got if s.rule in ("asha", "median")} == graces, (epochs, got)
+        assert {"fifo", "oracle"} <= {s.rule for s in got}, (epochs, got)
 
 
 def _write_lines(path, rows):
