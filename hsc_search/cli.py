@@ -598,11 +598,11 @@ def export_best_cmd(
         _note_anothers(search)
     if search is not None and search_status(search) != "FINISHED":  # its best so far, which may still change
         from .searchlock import search_state
-        from .runs import client_for
+        from .runs import TAG_RAY_AUTH, client_for
 
         state, said = search_state(search.info.run_name, search.info.status, search.data.tags.get("hsc.experiment_dir"),
                                    search.info.run_id, lambda: search_status(client_for(tracking_uri).get_run(
-                                       search.info.run_id)))  # fmt: skip
+                                       search.info.run_id)), search.data.tags.get(TAG_RAY_AUTH))  # fmt: skip
         if state == "ended":
             typer.echo(f"note: {said}: its last trials may have changed its best; export again", err=True)
         else:

@@ -58,15 +58,16 @@ def absolute_data_spec(spec: str) -> str:
     return os.path.abspath(os.path.expanduser(spec))
 
 
-def resume_command(exp_dir) -> str:
+def resume_command(exp_dir, auth_mode: str | None = None) -> str:
     """`hsc-search resume <folder>` as printed: with `RAY_AUTH_MODE=token ` in front when the user ran this command
     with it, or the search was run with it (its record's `ray_auth_mode`: a cluster with token authentication;
-    pasted without it in a new shell, the resume was refused, also as export-best printed it: a walkthrough). The
+    pasted without it in a new shell, the resume was refused, also as export-best printed it: a walkthrough), or
+    `auth_mode` says so (the parent run's tag, `runs.TAG_RAY_AUTH`, where the folder is not on this machine). The
     value from before Ray started: ray.init sets it to token for a local instance of its own."""
     from . import USER_RAY_AUTH_MODE
 
     # any value the user gave: `disabled` too, the pre-flight's way out for a HOME Ray cannot write (the review)
-    mode = USER_RAY_AUTH_MODE or recorded_auth_mode(exp_dir)
+    mode = USER_RAY_AUTH_MODE or auth_mode or recorded_auth_mode(exp_dir)
     auth = f"RAY_AUTH_MODE={shlex.quote(mode)} " if mode else ""
     return f"{auth}{exe('hsc-search')} resume {shlex.quote(str(exp_dir))}"
 

@@ -36,7 +36,7 @@ from .plots import best_so_far_figure, importance_figure
 from .progress import Progress
 from .ray_internals import RestoreFailed, keep_starting_actors, restored_searcher_in_the_folder_now, tuner_parts
 from .report import _reason, publish_report
-from .runs import (DB_SCHEMES, REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, TAG_SET_FROM, client_for, default_tracking_uri,
+from .runs import (DB_SCHEMES, REPORT_ARTIFACT, TAG_DATA_FINGERPRINT, TAG_KIND, TAG_NO_SCORE, TAG_NOTES, TAG_RAY_AUTH, TAG_SET_FROM, client_for, default_tracking_uri,
                    experiment_tags, folder_hint, http_failure, import_mlflow, moved_store_hint, resolved_tracking_uri,
                    score_key, search_status,
                    served_artifacts_problem, sqlite_path, tag_experiment, trial_outcome, typed_column,
@@ -1676,6 +1676,8 @@ def _resume_search(exp_dir: str, echo: Callable[[str], None], address: str | Non
                     client.delete_tag(parent_id, TAG_NO_SCORE)
                 if tags.get("hsc.experiment_dir") not in (None, str(exp_dir)):  # the folder moved: the commands
                     client.set_tag(parent_id, "hsc.experiment_dir", str(exp_dir))  # read from MLflow name it
+                if USER_RAY_AUTH_MODE and tags.get(TAG_RAY_AUTH) != USER_RAY_AUTH_MODE:  # (as the record keeps it)
+                    client.set_tag(parent_id, TAG_RAY_AUTH, USER_RAY_AUTH_MODE)
                 if tracking_uri:
                     _keep_in_record(meta_path, meta, {"tracking_uri": resolved_tracking_uri(tracking_uri)})
             except Exception as e:
@@ -2218,6 +2220,8 @@ def _start_parent(client, experiment_id: str, settings: SearchSettings, space: S
     """Creates the search's parent run with its description, inputs and warm-start record. Returns its id."""
     from mlflow.entities import RunTag
 
+    from . import USER_RAY_AUTH_MODE
+
     warm = plan.warm
     # what the start said, kept with the search: the run page's Description, and the report (hsc.notes)
     # tag values: 8000 characters in MLflow 3, 5000 in servers before it (as the writer's error tag)
@@ -2227,6 +2231,7 @@ def _start_parent(client, experiment_id: str, settings: SearchSettings, space: S
         kept.pop()
     parent = client.create_run(experiment_id, run_name=settings.name,
                                tags={TAG_KIND: "search", "hsc.experiment_dir": str(plan.exp_dir), **user_tag(),
+                                     **({TAG_RAY_AUTH: USER_RAY_AUTH_MODE} if USER_RAY_AUTH_MODE else {}),
                                      **({TAG_NOTES: json.dumps(kept)} if kept else {}),  # ([] in the UI)
                                      "mlflow.note.content": description,
                                      TAG_DATA_FINGERPRINT: json.dumps(plan.fingerprint)})  # fmt: skip

@@ -48,7 +48,7 @@ from .runs import (
     search_status,
     served_artifacts_problem,
 )
-from .runs import META_FILE
+from .runs import META_FILE, TAG_RAY_AUTH
 from .runs import search_of as _search_of
 
 
@@ -393,7 +393,8 @@ def export_best(tracking_uri: str | None, experiment: str | None, out: str | Pat
 
             state, said = search_state(parent.info.run_name, parent.info.status,
                                        parent.data.tags.get("hsc.experiment_dir"), parent_run_id,
-                                       lambda: search_status(client.get_run(parent_run_id)))  # fmt: skip
+                                       lambda: search_status(client.get_run(parent_run_id)),
+                                       parent.data.tags.get(TAG_RAY_AUTH))  # fmt: skip
             unfinished = f"; {said}" + (": export again" if state == "ended" else "") if said else ""
             if state == "running" and (metric == settings.get("metric") or not any(r.final for r in rows)):
                 # before its first report (by any --metric: a review): "no trial logged" read as broken (a walkthrough)

@@ -332,7 +332,7 @@ def check_database(uri: str, scheme: str, timeout_s: float, advice: str = ", or 
     tcp = bool(host) and not {"host", "unix_socket"} & set(url.query) and scheme != "mssql" and not (
         scheme == "mysql" and host == "localhost")  # fmt: skip
     why = tcp_problem(host, port, timeout_s) if tcp else None
-    if why is None and scheme == "postgresql" and (sock := _pg_socket(url)) is not None and not sock.exists():
+    if why is None and scheme == "postgresql" and (sock := _pg_socket(url)) is not None and _absent(sock):
         # PostgreSQL over a unix socket none listens on: said by the driver as "the database refused the connection"
         # (a folder that does not exist too: a walkthrough)
         host, port = sock.parent, ""
@@ -366,8 +366,17 @@ def _pg_socket(url) -> Path | None:
     folder = url.query.get("host") or url.host or ""
     if not isinstance(folder, str) or not folder.startswith("/") or "," in folder:
         return None  # TCP, or several hosts (libpq tries each): the connection says
-    port = url.query.get("port") or url.port or DB_PORTS["postgresql"]
+    port = url.query.get("port") or url.port or os.environ.get("PGPORT") or DB_PORTS["postgresql"]  # (libpq's order)
     return Path(folder) / f".s.PGSQL.{port}" if str(port).isdigit() else None
+
+
+def _absent(path: Path) -> bool:
+    """`path` is not there (False where it cannot tell: a folder one may not enter, a name too long; said by the
+    driver, which connects there, not as a traceback: the review)."""
+    try:
+        return not path.exists()
+    except OSError:
+        return False
 
 
 def _team_server_of(conn) -> str | None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import runs
-from .runs import (TAG_DATA_FINGERPRINT, TAG_KIND, TAG_OUTCOME, TAG_TRIAL, best_of, child_runs, default_tracking_uri,
+from .runs import (TAG_DATA_FINGERPRINT, TAG_KIND, TAG_OUTCOME, TAG_RAY_AUTH, TAG_TRIAL, best_of, child_runs, default_tracking_uri,
                    epochs_of, folder_hint, plural, search_status, split_params, trial_outcome, typed_column,
                    without_password)
 from .storage import write_text
@@ -383,7 +383,7 @@ def read_mlflow(tracking_uri: str | None, experiment: str = "hsc-search", run_id
         from .searchlock import search_state
 
         state, said = search_state(parent.info.run_name, parent.info.status, parent.data.tags.get("hsc.experiment_dir"),
-                                   pid)  # fmt: skip
+                                   pid, auth_mode=parent.data.tags.get(TAG_RAY_AUTH))  # fmt: skip
         running = said if state == "running" else None
     return Recorded(f"MLflow run {pid} ({parent.info.run_name or 'unnamed'}) at {uri}", metric, mode,
                     _int(settings.get("max_epochs")), raw, settings, search_status(parent) == "FINISHED",

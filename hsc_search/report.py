@@ -70,7 +70,8 @@ def _unfinished(rec: SearchRecord, source: str = "") -> str | None:
         return None
     from .searchlock import search_state
 
-    state, note = search_state(rec.name, rec.status, rec.experiment_dir, rec.parent_run_id, rec.status_now)
+    state, note = search_state(rec.name, rec.status, rec.experiment_dir, rec.parent_run_id, rec.status_now,
+                               rec.ray_auth_mode)  # fmt: skip
     if state == "ended":  # its driver finished it while this read it: what was read is of before its end; the
         # command in full (a bare `hsc-search report` wrote the latest search of the default store: the review)
         store = f" --tracking-uri {shlex.quote(without_password(source, ''))}" if source else ""

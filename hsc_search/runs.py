@@ -33,6 +33,8 @@ TAG_DATA_FINGERPRINT = "hsc.data_fingerprint"  # on a search's parent run: its d
 # from the run compares data by it, not by path)
 TAG_NO_SCORE = "hsc.no_score"  # on a search's parent run that ended with no scored trial (FAILED in MLflow): how
 TAG_TEAM_SERVER = "hsc.team_server"  # on the Default experiment of a team server's database: the server's address
+TAG_RAY_AUTH = "hsc.ray_auth_mode"  # on a search's parent run: the RAY_AUTH_MODE it was run or resumed with, for
+# the resume commands other machines print (export-best on a laptop, of a search on a bucket: a review)
 TAG_REPORT_LOGGED = "hsc.report.logged"  # when report.html was last logged to a parent run (UTC, ISO 8601)
 CONFIG_ARTIFACT = "config.yaml"
 CCA_SPECTRUM_ARTIFACT = "cca_spectrum.csv"  # a trial's every canonical correlation, one row per epoch

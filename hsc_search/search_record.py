@@ -20,7 +20,7 @@ from typing import Any, Callable
 import yaml
 
 from .export import TrialRow, best_row, start_order, trial_rows
-from .runs import CCA_SPECTRUM_ARTIFACT, TAG_KIND, TAG_NOTES, TAG_SET_FROM, search_status
+from .runs import CCA_SPECTRUM_ARTIFACT, TAG_KIND, TAG_NOTES, TAG_RAY_AUTH, TAG_SET_FROM, search_status
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class SearchRecord:
     set_where: str = ""  # where its set.* values were given (tag hsc.set_from; searches before it: not known)
     status: str = "FINISHED"  # the parent run's MLflow status
     experiment_dir: str | None = None  # the search's folder (tag hsc.experiment_dir)
+    ray_auth_mode: str | None = None  # the RAY_AUTH_MODE it ran with (runs.TAG_RAY_AUTH), for its resume command
     # the parent run's status read again (driver.search_state: a search its driver finished while it was read)
     status_now: Callable[[], str] | None = field(default=None, repr=False, compare=False)
     # what the report said of a search that has not finished (report._unfinished, once: the console says the same)
@@ -104,6 +105,7 @@ def read_search(client, parent_run_id: str) -> SearchRecord:
         set_where=parent.data.tags.get(TAG_SET_FROM, ""),
         status=search_status(parent),
         experiment_dir=parent.data.tags.get("hsc.experiment_dir"),
+        ray_auth_mode=parent.data.tags.get(TAG_RAY_AUTH),
         status_now=lambda: search_status(client.get_run(parent_run_id)),
     )
     if best is not None:

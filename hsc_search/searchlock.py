@@ -102,7 +102,8 @@ def search_driver(exp_dir: str) -> str | None:
 
 
 def search_state(name: str, status: str, exp_dir: str | None, parent_run_id: str,
-                 status_now: Callable[[], str] | None = None) -> tuple[str | None, str | None]:  # fmt: skip
+                 status_now: Callable[[], str] | None = None,
+                 auth_mode: str | None = None) -> tuple[str | None, str | None]:  # fmt: skip
     """Whether a search whose parent run has MLflow status `status` is still going, and what to say of it, from its
     folder's lock when the folder is on this machine and still its own: ("running", note) while its driver runs it
     (no `resume` then: it is refused), ("stopped", note) when its driver is gone (`resume` continues it; its trials
@@ -110,7 +111,8 @@ def search_state(name: str, status: str, exp_dir: str | None, parent_run_id: str
     for a finished search and for this process's own search (its driver writing it up as it ends, before its
     status is set). `status_now`: the parent run's status read again, asked when the lock is free: a driver that
     finished the search (its status set, then its lock let go as it exited) while the caller read it was told
-    "did not finish and no driver runs it", with a resume command (a walkthrough); ("ended", note) then."""
+    "did not finish and no driver runs it", with a resume command (a walkthrough); ("ended", note) then.
+    `auth_mode`: the parent run's `runs.TAG_RAY_AUTH`, for the resume command."""
     if status == "FINISHED" or exp_dir in _HELD:
         return None, None
     owner = search_in(Path(exp_dir)) if exp_dir is not None and not storage.is_uri(exp_dir) else None
@@ -120,7 +122,7 @@ def search_state(name: str, status: str, exp_dir: str | None, parent_run_id: str
     lock, who = _probe_lock(exp_dir) if local else ("unknown", "")
     if lock == "held":
         return "running", f"search {name} is still running ({who})"
-    resume = (f"`{resume_command(exp_dir)}` continues it" if exp_dir
+    resume = (f"`{resume_command(exp_dir, auth_mode)}` continues it" if exp_dir
               else "`hsc-search resume <its folder>` continues it")  # fmt: skip
     if lock == "free":  # (a lock test that failed, or a driver on another host, cannot tell: said as unknown)
         with contextlib.suppress(Exception):  # (a store that fails now: the status read first stands)

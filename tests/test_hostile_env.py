@@ -345,6 +345,13 @@ except OSError as e:
     monkeypatch.setattr(hsc_search, "USER_RAY_AUTH_MODE", None)
     assert resume_command(folder).startswith("RAY_AUTH_MODE=token "), resume_command(folder)
     assert not resume_command(tmp_path).startswith("RAY_AUTH_MODE"), resume_command(tmp_path)  # (no record there)
+    # and on its parent run, for the machines that cannot read its folder (export-best on a laptop, of a search on
+    # a bucket or on a cluster's shared disk: a review)
+    from hsc_search.searchlock import search_state
+
+    assert parents[0].data.tags.get("hsc.ray_auth_mode") == "token", parents[0].data.tags
+    _, said = search_state("s", "RUNNING", "s3://bucket/ray_results/s", "p", None, "token")
+    assert f": `RAY_AUTH_MODE=token {resume_command('s3://bucket/ray_results/s')}` continues it" in said, said
 
 
 def test_a_full_disk_under_the_search_stops_it_resumable_and_fails_no_trial(tmp_path, _cache_dir):

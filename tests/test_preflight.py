@@ -567,7 +567,7 @@ def test_a_bad_mlflow_writer_placement_is_named(monkeypatch):
     assert flush_seconds() == 7.5 and preflight.writer_in_process() in (True, False)
 
 
-def test_a_database_uri_is_tried_before_ray_starts_and_its_password_never_shown(tmp_path):
+def test_a_database_uri_is_tried_before_ray_starts_and_its_password_never_shown(tmp_path, monkeypatch):
     """MLflow retries a database it cannot reach for minutes (a search hung there); the pre-flight names it in
     seconds: a TCP port nothing listens on, a unix socket folder with no server, a scheme it does not know, a
     sqlite path that holds something else."""
@@ -589,6 +589,11 @@ def test_a_database_uri_is_tried_before_ray_starts_and_its_password_never_shown(
         preflight.check_tracking(f"postgresql://hsc@/mlflow?host={tmp_path}", timeout_s=2.0)
     with pytest.raises(PreflightError, match=re.escape(f"at the socket folder {tmp_path / 'pg'} (no such folder)")):
         preflight.check_tracking(f"postgresql://hsc@/mlflow?host={tmp_path / 'pg'}&port=5999", timeout_s=2.0)
+    monkeypatch.setenv("PGPORT", "5998")  # libpq's port where the URI names none (the review: 5432 was assumed)
+    with pytest.raises(PreflightError, match=re.escape("(no socket .s.PGSQL.5998 there)")):
+        preflight.check_tracking(f"postgresql://hsc@/mlflow?host={tmp_path}", timeout_s=2.0)
+    with pytest.raises(PreflightError, match="the database refused the connection: "):  # (a name too long: the
+        preflight.check_tracking(f"postgresql://hsc@/mlflow?host=/tmp/{'a' * 300}", timeout_s=2.0)  # driver says)
     (tmp_path / ".s.PGSQL.5999").touch()  # a socket file no server holds: the driver's own words
     with pytest.raises(PreflightError, match="the database refused the connection: "):
         preflight.check_tracking(f"postgresql://hsc@/mlflow?host={tmp_path}&port=5999", timeout_s=2.0)
