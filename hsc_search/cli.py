@@ -192,8 +192,9 @@ def _home(path: Optional[Path]) -> Optional[Path]:
 
 
 def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str], run_id: Optional[str] = None,
-             artifact: Optional[str] = None) -> str:
-    """How to open the store's UI at an experiment (or a run's artifact): a server's page, else `mlflow ui` of it."""
+             artifact: Optional[str] = None, known_run: Optional[str] = None) -> str:
+    """How to open the store's UI at an experiment (or a run's artifact): a server's page, else `mlflow ui` of it.
+    `known_run` (or `run_id`): a run of the store, by which a UI already serving it on MLflow's port is known."""
     from .runs import resolved_tracking_uri, ui_url, without_password
 
     def at(base: str) -> str:
@@ -215,7 +216,7 @@ def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str], run_id: 
             note = "\n             (its password left out: libpq reads it from ~/.pgpass or PGPASSWORD)"
         else:  # MySQL's and SQL Server's drivers read no password file (the second review)
             note = "\n             (its password left out: put it back into the URI to run this)"
-    port = _free_ui_port()
+    port = _free_ui_port(known_run or run_id)
     page = at(f"http://127.0.0.1:{port}")
     # MLflow's own command: its usage telemetry off, as for every process hsc-search starts (README)
     shown = '"$MLFLOW_TRACKING_URI"' if bare == "$MLFLOW_TRACKING_URI" else shlex.quote(bare)
@@ -227,11 +228,15 @@ def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str], run_id: 
 UI_PORT = 5000  # `mlflow ui`'s own
 
 
-def _free_ui_port() -> int:
+def _free_ui_port(run_id: Optional[str] = None) -> int:
     """`mlflow ui`'s port, or the next free one when something on this machine holds it (on a shared machine the
     printed command failed, "Address already in use" and exit 0, and its link opened another user's MLflow: a
-    walkthrough)."""
+    walkthrough); MLflow's port still where the UI holding it serves this store (it knows `run_id`: a `make ui`
+    left open, the review)."""
+    import json
     import socket
+    import urllib.parse
+    import urllib.request
 
     for port in range(UI_PORT, UI_PORT + 20):
         with socket.socket() as s:
@@ -239,7 +244,15 @@ def _free_ui_port() -> int:
                 s.bind(("127.0.0.1", port))
                 return port
             except OSError:
-                continue
+                pass
+        if port == UI_PORT and run_id:
+            ask = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?{urllib.parse.urlencode({'run_id': run_id})}"
+            try:
+                with urllib.request.urlopen(ask, timeout=3) as answer:  # noqa: S310 - this machine's own port
+                    if json.loads(answer.read()).get("run", {}).get("info", {}).get("run_id") == run_id:
+                        return port
+            except Exception:  # noqa: BLE001 - not MLflow, or not this store: another port
+                pass
     return UI_PORT
 
 
@@ -294,7 +307,7 @@ def _report(outcome, tracking_uri: Optional[str], data: str) -> None:
     if getattr(outcome, "report_path", None) is not None:
         typer.echo(f"report:      {shlex.quote(str(outcome.report_path))}  (also in MLflow: the search run's artifact report.html)")
     if outcome.parent_run_id is not None:
-        typer.echo(f"MLflow UI:   {_ui_hint(tracking_uri, _experiment_of(tracking_uri, outcome.parent_run_id))}")
+        typer.echo(f"MLflow UI:   {_ui_hint(tracking_uri, _experiment_of(tracking_uri, outcome.parent_run_id), known_run=outcome.parent_run_id)}")
     typer.echo(f"folder:      {shlex.quote(str(outcome.experiment_dir))}")  # (not "experiment:", which --experiment
     # means in MLflow; quoted where a shell needs it: `resume` takes it, and a path with a space broke the paste)
 

@@ -1385,6 +1385,18 @@ def test_a_shared_store_whose_experiment_keeps_artifacts_on_the_drivers_disk_is_
     uri = f"sqlite:///{tmp_path}/own.db"
     _experiment_id(MlflowClient(tracking_uri=uri), "mine", "val/map_avg", "max", uri, notes=notes)
     assert notes == [], notes
+    # the printed `mlflow ui` line where MLflow's port is held by a UI of this very store (a `make ui` left open:
+    # the review): that port, no second server; held by a UI of another store: another port
+    from hsc_search import cli
+
+    run = client.create_run(made).info.run_id
+    store = f"sqlite:///{tracking_server.db_path}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "UI_PORT", tracking_server.port)
+        hint = cli._ui_hint(store, made, known_run=run)
+        assert "--port" not in hint and f"open http://127.0.0.1:{tracking_server.port}/#/experiments/{made}" in hint, hint
+        hint = cli._ui_hint(f"sqlite:///{tmp_path}/own.db", made, known_run="0" * 32)
+        assert re.search(r" --port \d+\n", hint) and f"127.0.0.1:{tracking_server.port}/" not in hint, hint
 
 
 def test_the_typo_note_reads_every_page_of_experiments_and_never_fails_a_start(tmp_path):
