@@ -206,9 +206,9 @@ def _trial(r: dict, space: SearchSpace, mode: str, max_epochs: int | None):
     if outcome == "failed":
         return None, "failed", ""
     values = {int(e): float(v) for e, v in r["values"].items() if v is not None and math.isfinite(float(v))}
-    if not values:  # first: a trial cut off before its first report is this from MLflow and from a folder alike;
-        # one still training (MLflow's running) is unfinished, as one with values is ("without values" read as a
-        # broken trial, where the same trial from an ASHA search was "unfinished": a walkthrough)
+    if not values:  # first: a trial before its first report. One MLflow tags running or interrupted is unfinished,
+        # as one with values is ("without values" read as a broken trial, where the same trial from an ASHA search
+        # was "unfinished": a walkthrough); a folder's says no outcome: "with no epoch reported"
         if outcome not in (None, "completed", "stopped_early"):
             return None, "unfinished", outcome
         return None, NO_EPOCH, ""
