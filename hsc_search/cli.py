@@ -85,7 +85,7 @@ def _given_twice(command, args: list[str]) -> str | None:
     if name is None:
         return None
     times = "twice" if len(values) == 2 else f"{len(values)} times"
-    return f"{name} given {times} ({', '.join(values)}): give it once (a search takes one)"
+    return f"{name} given {times} ({', '.join(v or repr(v) for v in values)}): give it once (a search takes one)"
 
 
 def _run_flag(ctx, name: str):

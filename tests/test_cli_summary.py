@@ -116,7 +116,8 @@ def test_a_one_valued_flag_given_twice_is_refused():
 
     for args, said in ((["run", "--warm-start", "a", "--warm-start=b"], "--warm-start given twice (a, b)"),
                        (["run", "--seed", "1", "--no-mlflow", "--seed", "2", "--seed", "3"], "--seed given 3 times (1, 2, 3)"),
-                       (["resume", "f", "--data", "x.h5", "--data", "y.h5"], "--data given twice (x.h5, y.h5)")):  # fmt: skip
+                       (["resume", "f", "--data", "x.h5", "--data", "y.h5"], "--data given twice (x.h5, y.h5)"),
+                       (["run", "--name=", "--name=b"], "--name given twice ('', b)")):  # fmt: skip
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2 and f"{said}: give it once" in " ".join(result.output.split()), result.output
     result = CliRunner().invoke(app, ["run", "--set", "lr=1", "--set", "lr=2", "--num-samples", "x"])
