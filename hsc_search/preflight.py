@@ -326,11 +326,11 @@ def check_database(uri: str, scheme: str, timeout_s: float, advice: str = ", or 
         raise PreflightError(f"{flag}: not a database URL ({e}); expected e.g. "
                              "postgresql://user:password@host:5432/mlflow") from None  # fmt: skip
     shown = without_password(uri)  # as given (SQLAlchemy's rendering wrote ?host=/a/b as ?host=%2Fa%2Fb)
-    host, port = url.host, url.port or DB_PORTS[scheme]
+    host, port = url.host, (_pg_port(url) if scheme == "postgresql" else url.port or DB_PORTS[scheme])
     # only a TCP server is probed first: not a unix socket (?host=/folder, ?unix_socket=..., mysql's localhost),
     # not an ODBC data source name (mssql); the connection below, bounded by connect_timeout, says the rest
-    tcp = bool(host) and not {"host", "unix_socket"} & set(url.query) and scheme != "mssql" and not (
-        scheme == "mysql" and host == "localhost")  # fmt: skip
+    tcp = bool(host) and port is not None and not {"host", "unix_socket"} & set(url.query) and scheme != "mssql" \
+        and not (scheme == "mysql" and host == "localhost")  # fmt: skip
     why = tcp_problem(host, port, timeout_s) if tcp else None
     if why is None and scheme == "postgresql" and (sock := _pg_socket(url)) is not None and _absent(sock):
         # PostgreSQL over a unix socket none listens on: said by the driver as "the database refused the connection"
@@ -366,8 +366,15 @@ def _pg_socket(url) -> Path | None:
     folder = url.query.get("host") or url.host or ""
     if not isinstance(folder, str) or not folder.startswith("/") or "," in folder:
         return None  # TCP, or several hosts (libpq tries each): the connection says
-    port = url.query.get("port") or url.port or os.environ.get("PGPORT") or DB_PORTS["postgresql"]  # (libpq's order)
-    return Path(folder) / f".s.PGSQL.{port}" if str(port).isdigit() else None
+    port = _pg_port(url)
+    return Path(folder) / f".s.PGSQL.{port}" if port is not None else None
+
+
+def _pg_port(url) -> int | None:
+    """The port libpq connects to: the URI's ?port=, its :port, $PGPORT, else 5432 (None: one it cannot read, or
+    several: the driver says). The pre-flight took 5432 where PGPORT or ?port= named another (a review)."""
+    port = url.query.get("port") or url.port or os.environ.get("PGPORT") or DB_PORTS["postgresql"]
+    return int(port) if str(port).isdigit() else None
 
 
 def _absent(path: Path) -> bool:

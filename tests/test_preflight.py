@@ -580,6 +580,14 @@ def test_a_database_uri_is_tried_before_ray_starts_and_its_password_never_shown(
         assert time.monotonic() - t0 < 5.0
     assert str(e.value).startswith(f"--tracking-uri postgresql://hsc:***@127.0.0.1:{port}/mlflow: no database "
                                    f"answers at 127.0.0.1:{port}")  # fmt: skip
+    # the port libpq takes where the URI names none: ?port=, then $PGPORT (the pre-flight probed 5432: a review)
+    for uri, env in ((f"postgresql://hsc@127.0.0.1/mlflow?port={port}", None), ("postgresql://hsc@127.0.0.1/mlflow",
+                                                                              str(port))):  # fmt: skip
+        with pytest.MonkeyPatch.context() as mp:
+            if env:
+                mp.setenv("PGPORT", env)
+            with pytest.raises(PreflightError, match=f"no database answers at 127.0.0.1:{port} "):
+                preflight.check_tracking(uri, timeout_s=2.0)
     assert "secret" not in str(e.value)
     # PostgreSQL over a unix socket (as the team server's) none listens on, in a folder that does not exist too: no
     # database answers there (it was "the database refused the connection" in the driver's words)
