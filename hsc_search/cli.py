@@ -216,8 +216,10 @@ def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str], run_id: 
             note = "\n             (its password left out: libpq reads it from ~/.pgpass or PGPASSWORD)"
         else:  # MySQL's and SQL Server's drivers read no password file (the second review)
             note = "\n             (its password left out: put it back into the URI to run this)"
-    port = _free_ui_port(known_run or run_id)
+    port, serving = _free_ui_port(known_run or run_id)
     page = at(f"http://127.0.0.1:{port}")
+    if serving:  # (told to start `mlflow ui` there, which would fail: the port is taken, by this very UI)
+        return f"open {page} (the MLflow UI serving this store there){note}"
     # MLflow's own command: its usage telemetry off, as for every process hsc-search starts (README)
     shown = '"$MLFLOW_TRACKING_URI"' if bare == "$MLFLOW_TRACKING_URI" else shlex.quote(bare)
     flag = f" --port {port}" if port != UI_PORT else ""
@@ -228,32 +230,48 @@ def _ui_hint(tracking_uri: Optional[str], experiment_id: Optional[str], run_id: 
 UI_PORT = 5000  # `mlflow ui`'s own
 
 
-def _free_ui_port(run_id: Optional[str] = None) -> int:
-    """`mlflow ui`'s port, or the next free one when something on this machine holds it (on a shared machine the
-    printed command failed, "Address already in use" and exit 0, and its link opened another user's MLflow: a
-    walkthrough); MLflow's port still where the UI holding it serves this store (it knows `run_id`: a `make ui`
-    left open, the review)."""
-    import json
+def _free_ui_port(run_id: Optional[str] = None) -> tuple[int, bool]:
+    """(`mlflow ui`'s port, False), or the next free one when something on this machine holds it (on a shared
+    machine the printed command failed, "Address already in use" and exit 0, and its link opened another user's
+    MLflow: a walkthrough); (MLflow's port, True) where the UI holding it serves this store (it knows `run_id`: a
+    `make ui` left open, the review), asked for at most 2 s in all, never through a proxy."""
     import socket
-    import urllib.parse
-    import urllib.request
 
     for port in range(UI_PORT, UI_PORT + 20):
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
-                return port
+                return port, False
             except OSError:
                 pass
-        if port == UI_PORT and run_id:
-            ask = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?{urllib.parse.urlencode({'run_id': run_id})}"
-            try:
-                with urllib.request.urlopen(ask, timeout=3) as answer:  # noqa: S310 - this machine's own port
-                    if json.loads(answer.read()).get("run", {}).get("info", {}).get("run_id") == run_id:
-                        return port
-            except Exception:  # noqa: BLE001 - not MLflow, or not this store: another port
-                pass
-    return UI_PORT
+        if port == UI_PORT and run_id and _serves_run(port, run_id, 2.0):
+            return port, True
+    return UI_PORT, False
+
+
+def _serves_run(port: int, run_id: str, timeout_s: float) -> bool:
+    """Whether the MLflow server on this machine's `port` knows run `run_id` (its REST API), within `timeout_s`
+    in all (a listener that sends a byte now and then held the summary for 78 s: the review)."""
+    import json
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    found: list[bool] = []
+
+    def ask() -> None:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?{urllib.parse.urlencode({'run_id': run_id})}"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # (http_proxy sent it off the machine)
+        try:
+            with opener.open(url, timeout=timeout_s) as answer:
+                found.append(json.loads(answer.read(1 << 20)).get("run", {}).get("info", {}).get("run_id") == run_id)
+        except Exception:  # noqa: BLE001 - not MLflow, or not this store
+            pass
+
+    t = threading.Thread(target=ask, daemon=True, name="hsc-ui-probe")
+    t.start()
+    t.join(timeout_s)
+    return bool(found and found[0])
 
 
 def _experiment_of(tracking_uri: Optional[str], run_id: str) -> Optional[str]:

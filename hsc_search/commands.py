@@ -67,7 +67,7 @@ def resume_command(exp_dir, auth_mode: str | None = None) -> str:
     from . import USER_RAY_AUTH_MODE
 
     # any value the user gave: `disabled` too, the pre-flight's way out for a HOME Ray cannot write (the review)
-    mode = USER_RAY_AUTH_MODE or auth_mode or recorded_auth_mode(exp_dir)
+    mode = USER_RAY_AUTH_MODE or recorded_auth_mode(exp_dir) or auth_mode  # (the record, where here, is the newer)
     auth = f"RAY_AUTH_MODE={shlex.quote(mode)} " if mode else ""
     return f"{auth}{exe('hsc-search')} resume {shlex.quote(str(exp_dir))}"
 

@@ -352,6 +352,9 @@ except OSError as e:
     assert parents[0].data.tags.get("hsc.ray_auth_mode") == "token", parents[0].data.tags
     _, said = search_state("s", "RUNNING", "s3://bucket/ray_results/s", "p", None, "token")
     assert f": `RAY_AUTH_MODE=token {resume_command('s3://bucket/ray_results/s')}` continues it" in said, said
+    _, said = search_state("s", "RUNNING", None, "p", None, "token")  # its folder not known: said all the same
+    assert "`RAY_AUTH_MODE=token hsc-search resume <its folder>` continues it" in said, said
+    assert resume_command(folder, "disabled").startswith("RAY_AUTH_MODE=token "), resume_command(folder, "disabled")
 
 
 def test_a_full_disk_under_the_search_stops_it_resumable_and_fails_no_trial(tmp_path, _cache_dir):

@@ -1393,10 +1393,20 @@ def test_a_shared_store_whose_experiment_keeps_artifacts_on_the_drivers_disk_is_
     store = f"sqlite:///{tracking_server.db_path}"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cli, "UI_PORT", tracking_server.port)
+        mp.setenv("http_proxy", "http://127.0.0.1:9")  # never asked through a proxy (it went there: the review)
         hint = cli._ui_hint(store, made, known_run=run)
-        assert "--port" not in hint and f"open http://127.0.0.1:{tracking_server.port}/#/experiments/{made}" in hint, hint
+        assert hint.startswith(f"open http://127.0.0.1:{tracking_server.port}/#/experiments/{made}?") and hint.endswith(
+            "(the MLflow UI serving this store there)") and " ui " not in hint, hint  # fmt: skip
         hint = cli._ui_hint(f"sqlite:///{tmp_path}/own.db", made, known_run="0" * 32)
         assert re.search(r" --port \d+\n", hint) and f"127.0.0.1:{tracking_server.port}/" not in hint, hint
+    # a listener that never answers (or trickles): at most 2 s (it held the summary for 78 s: the review)
+    import socket
+
+    with socket.socket() as quiet:
+        quiet.bind(("127.0.0.1", 0))
+        quiet.listen()
+        t0 = time.monotonic()
+        assert cli._serves_run(quiet.getsockname()[1], run, 2.0) is False and time.monotonic() - t0 < 4
 
 
 def test_the_typo_note_reads_every_page_of_experiments_and_never_fails_a_start(tmp_path):
