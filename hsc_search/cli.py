@@ -49,7 +49,8 @@ class _Command(TyperCommand):
         try:
             parsed = super().parse_args(ctx, args)
             if twice := _given_twice(self, given):  # the last was taken in silence: a second --warm-start dropped
-                ctx.fail(twice)  # the first one's trials (a walkthrough)
+                typer.echo(f"note: {twice}", err=True)  # the first one's trials (a walkthrough). Said, not refused:
+                # flags appended to a command to change it (a script's, a test's) take the last, as in most tools
             return parsed
         except Exception as e:  # click's NoSuchOption (typer 0.29 carries a click of its own: matched by its fields)
             name = getattr(e, "option_name", None) or ""
@@ -68,8 +69,8 @@ class _Command(TyperCommand):
 
 
 def _given_twice(command, args: list[str]) -> str | None:
-    """"--seed given twice (1, 2): give it once" for a one-valued option given more than once (click takes the last
-    without a word), else None. --set, which may repeat, and on/off flags are not counted."""
+    """"--seed given twice (1, 2): the last, 2, is used" for a one-valued option given more than once (click takes
+    the last, without a word before), else None. --set, which may repeat, and on/off flags are not counted."""
     seen: dict[str, list[str]] = {}
     i = 0
     while i < len(args) and args[i] != "--":
@@ -85,7 +86,8 @@ def _given_twice(command, args: list[str]) -> str | None:
     if name is None:
         return None
     times = "twice" if len(values) == 2 else f"{len(values)} times"
-    return f"{name} given {times} ({', '.join(v or repr(v) for v in values)}): give it once (a search takes one)"
+    shown = [v or repr(v) for v in values]
+    return f"{name} given {times} ({', '.join(shown)}): the last, {shown[-1]}, is used"
 
 
 def _run_flag(ctx, name: str):
