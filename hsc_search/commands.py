@@ -68,8 +68,13 @@ def resume_command(exp_dir, auth_mode: str | None = None) -> str:
 
     # any value the user gave: `disabled` too, the pre-flight's way out for a HOME Ray cannot write (the review)
     mode = USER_RAY_AUTH_MODE or recorded_auth_mode(exp_dir) or auth_mode  # (the record, where here, is the newer)
-    auth = f"RAY_AUTH_MODE={shlex.quote(mode)} " if mode else ""
-    return f"{auth}{exe('hsc-search')} resume {shlex.quote(str(exp_dir))}"
+    return f"{auth_prefix(mode)}{exe('hsc-search')} resume {shlex.quote(str(exp_dir))}"
+
+
+def auth_prefix(mode: str | None) -> str:
+    """`RAY_AUTH_MODE=<mode> ` in front of a printed command, or "" (one home: resume lines with and without a
+    folder)."""
+    return f"RAY_AUTH_MODE={shlex.quote(mode)} " if mode else ""
 
 
 def recorded_auth_mode(exp_dir) -> str | None:
@@ -77,9 +82,10 @@ def recorded_auth_mode(exp_dir) -> str | None:
     import json
 
     from .runs import META_FILE
+    from .storage import is_uri
 
     try:
-        if "://" in str(exp_dir):
+        if is_uri(str(exp_dir)):
             return None  # (a bucket's: not read for a line's sake)
         mode = json.loads((Path(exp_dir) / META_FILE).read_text(encoding="utf-8")).get("ray_auth_mode")
         return mode if isinstance(mode, str) and mode else None

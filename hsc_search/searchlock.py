@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import time
 from pathlib import Path
 from typing import Callable
 
 from . import storage
-from .commands import resume_command
+from .commands import auth_prefix, resume_command
 from .export import search_in
 from .preflight import PreflightError as SearchError
 
@@ -124,8 +123,7 @@ def search_state(name: str, status: str, exp_dir: str | None, parent_run_id: str
     if lock == "held":
         return "running", f"search {name} is still running ({who})"
     resume = (f"`{resume_command(exp_dir, auth_mode)}` continues it" if exp_dir
-              else f"`{'RAY_AUTH_MODE=' + shlex.quote(auth_mode) + ' ' if auth_mode else ''}hsc-search resume <its "
-                   "folder>` continues it")  # fmt: skip
+              else f"`{auth_prefix(auth_mode)}hsc-search resume <its folder>` continues it")  # fmt: skip
     if lock == "free":  # (a lock test that failed, or a driver on another host, cannot tell: said as unknown)
         with contextlib.suppress(Exception):  # (a store that fails now: the status read first stands)
             if status_now is not None and status_now() == "FINISHED":
